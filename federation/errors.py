@@ -1,0 +1,147 @@
+"""One root exception with a stable code, and its one mapping to gRPC.
+
+Every error the federation raises on purpose is a :class:`FederationError`. It carries
+
+- ``code``: a stable, documented string (``PLAN_NOT_ADDITIVE``, ``CONFIG_INVALID``...), what scripts match on;
+- ``message``: a clear public sentence, safe to send across the wire (never a row value, an identifier,
+  a plaintext partial or a raw SQL engine message);
+- ``hint``: how to ask instead, where there is one.
+
+Detail for operators goes to the log of the party that raised it, never into the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+CODE_KEY = "hpf-error-code"
+HINT_KEY = "hpf-error-hint"
+
+
+class FederationError(Exception):
+    """Root of every deliberate error; ``code`` is stable, ``message`` is public."""
+
+    default_code = "INTERNAL"
+    status = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"[{self.code}] {self.message}"
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        return text
+
+
+class ConfigError(FederationError):
+    """A configuration file (catalog, node, coordinator, profile) is wrong."""
+
+    default_code = "CONFIG_INVALID"
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class PlanError(FederationError):
+    """The SQL cannot be answered by the federation as written."""
+
+    default_code = "PLAN_INVALID"
+    status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class PolicyViolation(FederationError):
+    """A node's policy refuses the request."""
+
+    default_code = "POLICY_DENIED"
+    status = grpc.StatusCode.PERMISSION_DENIED
+
+
+class CryptoError(FederationError):
+    """A key, context or ciphertext is malformed, mismatched or out of range."""
+
+    default_code = "CRYPTO_INVALID"
+    status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class AuthError(FederationError):
+    """An identity or certificate is missing, invalid, expired or from the wrong CA."""
+
+    default_code = "AUTH_FAILED"
+    status = grpc.StatusCode.UNAUTHENTICATED
+
+
+class DataError(FederationError):
+    """A node's own data cannot be read or does not fit the catalog."""
+
+    default_code = "DATA_INVALID"
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class UnavailableError(FederationError):
+    """No region (or not enough regions) answered in time."""
+
+    default_code = "REGIONS_UNAVAILABLE"
+    status = grpc.StatusCode.UNAVAILABLE
+
+
+class RequestTooLarge(FederationError):
+    """A message exceeds the configured size limits."""
+
+    default_code = "REQUEST_TOO_LARGE"
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+_BY_STATUS: dict[grpc.StatusCode, type[FederationError]] = {
+    cls.status: cls
+    for cls in (
+        PlanError,
+        PolicyViolation,
+        AuthError,
+        UnavailableError,
+        RequestTooLarge,
+        ConfigError,
+    )
+}
+
+
+def abort(context: grpc.ServicerContext, error: FederationError) -> None:
+    """Abort an RPC with the error's status, public message and stable code in trailing metadata."""
+    metadata: list[tuple[str, str]] = [(CODE_KEY, error.code)]
+    if error.hint:
+        metadata.append((HINT_KEY, error.hint))
+    context.set_trailing_metadata(tuple(metadata))
+    context.abort(error.status, error.message)
+
+
+def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    for k, v in metadata or ():
+        if k == key:
+            return v.decode() if isinstance(v, bytes) else v
+    return None
+
+
+def from_rpc_error(err: grpc.RpcError) -> FederationError:
+    """Turn a failed call back into a FederationError with the remote's code, message and hint."""
+    status = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    trailing = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+    code = _metadata_value(trailing, CODE_KEY)
+    hint = _metadata_value(trailing, HINT_KEY)
+    details = err.details() if hasattr(err, "details") else None
+    cls = _BY_STATUS.get(status, FederationError)
+    if code is None:
+        if status == grpc.StatusCode.UNAVAILABLE:
+            return UnavailableError(
+                f"cannot reach the server: {details or 'connection failed'}",
+                code="SERVER_UNREACHABLE",
+                hint="check the address, that the server runs, and the TLS certificates",
+            )
+        if status == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return UnavailableError("the server did not answer in time", code="DEADLINE_EXCEEDED")
+        if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return RequestTooLarge(details or "message too large")
+        code = f"GRPC_{status.name}" if status is not None else "GRPC_UNKNOWN"
+    return cls(details or "remote error", code=code, hint=hint)
