@@ -1,0 +1,29 @@
+"""The `hpf` command: this module only registers verbs and groups."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="hpf",
+    help="Federated, encrypted queries across housing provident fund centres.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    import importlib
+
+    for module in ("cli.pki",):
+        try:
+            importlib.import_module(module).register(app)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main() -> None:
+    _register()
+    app()

@@ -1,0 +1,228 @@
+"""The federation catalog: nodes, tables, columns, types, scales, classes and group-by domains.
+
+A catalog is a YAML file every party holds a copy of (``federation.yaml``)::
+
+    federation: my-federation
+    nodes:
+      - id: shanghai
+        address: 127.0.0.1:50051
+    tables:
+      deposits:
+        columns:
+          person_id: {type: VARCHAR, class: identifier}
+          city_code: {type: VARCHAR, domain: {values: ["310000", "330100"]}}
+          month:     {type: DATE, domain: {range: ["2000-01-01", "2026-12-31"]}}
+          amount_fen: {type: BIGINT}
+
+``domain`` makes a column groupable: ``values`` lists its finite set; ``range`` gives inclusive integer or
+date bounds (a date range also bounds ``EXTRACT(YEAR FROM col)``). Values outside a domain fall into an
+explicit "other" group, never dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from federation.config_files import load_model
+
+MAX_DOMAIN_SIZE = 10_000
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+_DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
+INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
+SCALAR_TYPES = (*INTEGER_TYPES, "VARCHAR", "DATE", "BOOLEAN", "DOUBLE")
+
+
+class ColumnClass(str, Enum):
+    identifier = "identifier"
+    public = "public"
+    sensitive = "sensitive"
+    commercial = "commercial"
+
+
+class Domain(BaseModel):
+    """A finite set of values a groupable column can take: a list, or an inclusive range."""
+
+    model_config = ConfigDict(extra="forbid")
+    values: list[Any] | None = None
+    range: tuple[Any, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Domain:
+        if (self.values is None) == (self.range is None):
+            raise ValueError("give exactly one of 'values: [...]' or 'range: [low, high]'")
+        if self.values is not None and len(self.values) == 0:
+            raise ValueError("'values' is empty: list at least one value")
+        if self.values is not None and len(set(map(repr, self.values))) != len(self.values):
+            raise ValueError("'values' lists a value twice")
+        return self
+
+
+class Column(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    type: str
+    column_class: ColumnClass = Field(default=ColumnClass.public, alias="class")
+    domain: Domain | None = None
+    description: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        t = re.sub(r"\s+", "", v.upper())
+        m = _DECIMAL.match(t)
+        if m:
+            p, s = int(m.group(1)), int(m.group(2))
+            if not (1 <= p <= 38 and 0 <= s <= p):
+                raise ValueError(f"DECIMAL({p},{s}) is invalid: need 1 <= precision <= 38, 0 <= scale <= precision")
+            return f"DECIMAL({p},{s})"
+        if t not in SCALAR_TYPES:
+            raise ValueError(f"unsupported type {v!r}: use one of {', '.join(SCALAR_TYPES)} or DECIMAL(p,s)")
+        return t
+
+    @property
+    def scale(self) -> int:
+        m = _DECIMAL.match(self.type)
+        return int(m.group(2)) if m else 0
+
+    @model_validator(mode="after")
+    def _domain_fits_type(self) -> Column:
+        d = self.domain
+        if d is None:
+            return self
+        if self.column_class == ColumnClass.identifier:
+            raise ValueError("an identifier column cannot have a group-by domain")
+        if d.values is not None:
+            d.values = [_coerce(self.type, v) for v in d.values]
+        if d.range is not None:
+            if self.type not in (*INTEGER_TYPES, "DATE"):
+                raise ValueError(f"'range' needs an integer or DATE column, not {self.type}; use 'values'")
+            lo, hi = (_coerce(self.type, v) for v in d.range)
+            if lo > hi:
+                raise ValueError(f"range low {lo} is above high {hi}")
+            if self.type != "DATE" and hi - lo + 1 > MAX_DOMAIN_SIZE:
+                raise ValueError(f"range has {hi - lo + 1} values; at most {MAX_DOMAIN_SIZE} are groupable")
+            d.range = (lo, hi)
+        return self
+
+    def domain_values(self) -> list[Any] | None:
+        """The explicit finite value list of a groupable column (None if it is not groupable as is)."""
+        d = self.domain
+        if d is None:
+            return None
+        if d.values is not None:
+            return list(d.values)
+        assert d.range is not None
+        lo, hi = d.range
+        if self.type == "DATE":
+            days = (hi - lo).days + 1
+            if days > MAX_DOMAIN_SIZE:
+                return None  # groupable only through EXTRACT(...)
+            return [lo + dt.timedelta(days=i) for i in range(days)]
+        return list(range(lo, hi + 1))
+
+
+def _coerce(type_: str, value: Any) -> Any:
+    """Turn a YAML domain value into the Python value DuckDB returns for that column type."""
+    try:
+        if type_ in INTEGER_TYPES:
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise TypeError
+            return int(value)
+        if type_ == "DATE":
+            if isinstance(value, dt.date):
+                return value
+            return dt.date.fromisoformat(str(value))
+        if type_ == "BOOLEAN":
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if type_ == "VARCHAR":
+            if not isinstance(value, str | int):
+                raise TypeError
+            return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"domain value {value!r} is not a {type_}") from None
+    raise ValueError(f"a {type_} column cannot have a group-by domain; only integer, DATE, VARCHAR, BOOLEAN can")
+
+
+class Table(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    columns: dict[str, Column]
+    description: str | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _names(cls, v: dict[str, Column]) -> dict[str, Column]:
+        if not v:
+            raise ValueError("a table needs at least one column")
+        for name in v:
+            if not _IDENT.match(name):
+                raise ValueError(f"column name {name!r} must be lower-case letters, digits and underscores")
+        return v
+
+
+class NodeEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    address: str
+    name: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", v):
+            raise ValueError(f"node id {v!r} must be lower-case letters, digits and '-' (e.g. 'shanghai')")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"address {v!r} must be host:port, e.g. 127.0.0.1:50051")
+        return v
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    federation: str
+    nodes: list[NodeEntry]
+    tables: dict[str, Table]
+
+    @model_validator(mode="after")
+    def _checks(self) -> Catalog:
+        if not self.nodes:
+            raise ValueError("'nodes' is empty: list at least one node (id, address)")
+        ids = [n.id for n in self.nodes]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"node id(s) {', '.join(dup)} listed twice")
+        if len(self.nodes) > 256:
+            raise ValueError("at most 256 nodes: the encrypted sums are exact up to 256 regions")
+        if not self.tables:
+            raise ValueError("'tables' is empty: declare at least one table")
+        for name in self.tables:
+            if not _IDENT.match(name):
+                raise ValueError(f"table name {name!r} must be lower-case letters, digits and underscores")
+        return self
+
+    def node(self, node_id: str) -> NodeEntry:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    @property
+    def node_ids(self) -> list[str]:
+        return [n.id for n in self.nodes]
+
+
+def load_catalog(path: Path | str) -> Catalog:
+    """Load and validate a catalog file."""
+    return load_model(path, Catalog)

@@ -1,0 +1,70 @@
+"""Loading YAML configuration files into pydantic models, with errors that name the file, field and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from federation.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def validation_message(path: Path | str, err: ValidationError) -> str:
+    """One line per problem: ``file: field: what is wrong``."""
+    lines = []
+    for problem in err.errors():
+        loc = tuple(x for x in problem["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        msg = problem["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        lines.append(f"{path}: {_field_path(loc)}: {msg}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: Path) -> object:
+    """Parse a YAML file, turning every failure into a ConfigError naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found", code="CONFIG_NOT_FOUND") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="CONFIG_UNREADABLE") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(
+            f"{path}:{where}: {problem}", code="CONFIG_SYNTAX", hint="fix the YAML syntax"
+        ) from None
+
+
+def load_model(path: Path | str, model: type[M]) -> M:
+    """Read ``path`` and validate it as ``model``; errors name the file, the field and the fix."""
+    path = Path(path)
+    data = read_yaml(path)
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty", code="CONFIG_INVALID")
+    return parse_model(path, data, model)
+
+
+def parse_model(path: Path | str, data: object, model: type[M]) -> M:
+    try:
+        return model.model_validate(data, context={"base_dir": Path(path).parent})
+    except ValidationError as err:
+        raise ConfigError(validation_message(path, err), code="CONFIG_INVALID") from None
