@@ -1,0 +1,172 @@
+"""`hpf pki`: make the federation CA and issue node, coordinator and person certificates."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from cryptography import x509
+
+from federation import pki
+from federation.errors import AuthError, ConfigError, FederationError
+
+pki_app = typer.Typer(
+    name="pki",
+    help="Create the federation CA and issue certificates (mutual TLS identities).",
+    no_args_is_help=True,
+)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Print a FederationError as one line on stderr and exit 2."""
+    try:
+        yield
+    except FederationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def parse_person(text: str) -> tuple[str, str, str | None]:
+    """``NAME:ROLE[:REGION]`` -> ``(name, role, region)``."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ConfigError(
+            f"--person {text!r}: expected NAME:ROLE or NAME:ROLE:REGION", code="CLI_BAD_OPTION",
+            hint=f"roles: {', '.join(pki.ROLES)}; e.g. --person alice:analyst:hangzhou",
+        )
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
+
+def parse_nodes(text: str) -> list[str]:
+    """``a,b,c`` -> ``["a", "b", "c"]`` (blanks ignored, order kept, duplicates dropped)."""
+    return list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+
+
+@pki_app.command("init")
+def init_command(
+    directory: Annotated[Path, typer.Option("--dir", help="Folder for the CA and all certificates.")],
+    nodes: Annotated[str, typer.Option("--nodes", help="Comma-separated node ids, e.g. shanghai,hangzhou.")] = "",
+    person: Annotated[
+        Optional[list[str]],  # noqa: UP045 (typer needs Optional here)
+        typer.Option("--person", help="NAME:ROLE[:REGION], repeatable (default caseworker:caseworker)."),
+    ] = None,
+    host: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--host", help="Host name or IP for server certificates, repeatable."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing CA and re-issue everything.")] = False,
+) -> None:
+    """Create (or complete) a federation: CA, coordinator, one certificate per node, and people."""
+    with _errors():
+        clients = [parse_person(p) for p in person] if person else pki.DEFAULT_CLIENTS
+        hosts = tuple(host) if host else pki.DEFAULT_HOSTS
+        result = pki.init_federation(directory, parse_nodes(nodes), clients=clients, hosts=hosts, force=force)
+        created = set(result["created"])
+
+        def line(label: str, path: Path) -> None:
+            typer.echo(f"{'new ' if path in created else 'kept'}  {label:<28} {path}")
+
+        line("CA", result["ca"].cert)
+        line("coordinator", result["coordinator"].cert)
+        for node_id, files in result["nodes"].items():
+            line(f"node {node_id}", files.cert)
+        for name, files in result["people"].items():
+            line(f"person {name}", files.cert)
+        typer.echo(f"{len(created)} certificate(s) written; keys are mode 0600 next to each .pem")
+
+
+@pki_app.command("issue")
+def issue_command(
+    ca_dir: Annotated[Path, typer.Option("--ca-dir", help="Folder holding ca.pem and ca.key.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write NAME.pem and NAME.key into.")],
+    name: Annotated[str, typer.Option("--name", help="Common name, also the file name.")],
+    kind: Annotated[str, typer.Option("--kind", help="node, coordinator or person.")],
+    role: Annotated[Optional[str], typer.Option("--role", help="Person role.")] = None,  # noqa: UP045
+    region: Annotated[Optional[str], typer.Option("--region", help="Home region (node id).")] = None,  # noqa: UP045
+    host: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--host", help="Host name or IP for a node/coordinator, repeatable."),
+    ] = None,
+    valid_days: Annotated[int, typer.Option("--valid-days", help="Validity in days.")] = 825,
+) -> None:
+    """Issue one certificate from an existing CA."""
+    with _errors():
+        if kind not in pki.KINDS:
+            raise ConfigError(f"--kind {kind!r}: use one of {', '.join(pki.KINDS)}", code="PKI_BAD_KIND")
+        files = pki.issue_certificate(
+            ca_dir, out, name, kind, hosts=host or (), role=role, region=region,  # type: ignore[arg-type]
+            valid_days=valid_days,
+        )
+        typer.echo(f"certificate: {files.cert}\nkey:         {files.key} (mode 0600)\nca:          {files.ca}")
+
+
+def describe(cert_pem: bytes, now: dt.datetime | None = None) -> list[tuple[str, str]]:
+    """Label/value lines describing a certificate's identity and validity (no key material)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise AuthError("not a PEM certificate", code="TLS_PEM_INVALID") from None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    rows: list[tuple[str, str]] = [("subject", cert.subject.rfc4514_string())]
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if is_ca:
+        rows.append(("kind", "CA"))
+    else:
+        try:
+            ident = pki.read_identity(cert_pem)
+            rows += [("common name", ident.common_name), ("kind", ident.kind),
+                     ("role", ident.role or "-"), ("region", ident.region or "-")]
+        except AuthError as exc:
+            rows.append(("identity", f"{exc.message} [{exc.code}]"))
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        rows.append(("hosts", ", ".join(str(n.value) for n in san)))
+    except x509.ExtensionNotFound:
+        pass
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now < start:
+        status = "NOT YET VALID"
+    elif now >= end:
+        status = "EXPIRED"
+    else:
+        status = f"valid ({(end - now).days} days left)"
+    rows += [
+        ("issuer", cert.issuer.rfc4514_string()),
+        ("serial", f"{cert.serial_number:x}"),
+        ("valid from", f"{start:%Y-%m-%d %H:%M} UTC"),
+        ("valid until", f"{end:%Y-%m-%d %H:%M} UTC"),
+        ("status", status),
+    ]
+    return rows
+
+
+@pki_app.command("show")
+def show_command(file: Annotated[Path, typer.Argument(help="A .pem certificate file.")]) -> None:
+    """Print a certificate's identity and validity."""
+    with _errors():
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read ({exc.strerror})", code="TLS_FILE_MISSING") from None
+        if b"PRIVATE KEY" in data and b"CERTIFICATE" not in data:
+            raise ConfigError(f"{file}: this is a private key, not a certificate", code="TLS_PEM_INVALID",
+                              hint="show the .pem file next to it")
+        try:
+            rows = describe(data)
+        except AuthError as exc:
+            raise AuthError(f"{file}: {exc.message}", code=exc.code) from None
+        for label, value in rows:
+            typer.echo(f"{label + ':':<13}{value}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `pki` group to the root `hpf` app."""
+    app.add_typer(pki_app, name="pki")

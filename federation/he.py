@@ -1,0 +1,220 @@
+"""The BFV homomorphic-encryption wrapper every party uses (TenSEAL).
+
+Parameters: polynomial degree 4096 with SEAL's default coefficient modulus for it (109 bits), which the
+HE security standard rates at 128-bit classical security; a 40-bit prime plain modulus congruent to 1 mod
+16384 (so batching works for degrees up to 8192). Slots hold limbs of at most 30 bits (see ``limb_codec``),
+so a sum over 256 regions stays below half the plain modulus and never wraps.
+
+Who holds what:
+
+- the client makes a :class:`ClientKeys` (secret key inside), sends :meth:`ClientKeys.public_context` only;
+- nodes call :func:`load_public_context` then :func:`encrypt_slots`;
+- the coordinator calls :func:`load_public_context` then :func:`add_ciphertexts`;
+- only the client calls :meth:`ClientKeys.decrypt`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tenseal as ts
+
+from federation.errors import CryptoError
+
+POLY_MODULUS_DEGREE = 4096
+PLAIN_MODULUS = 1099511480321  # prime, == 1 mod 16384, 40 bits
+COEFF_MODULUS_BITS = 109  # SEAL's BFVDefault(4096): 128-bit security
+SLOTS = POLY_MODULUS_DEGREE
+HALF_PLAIN = PLAIN_MODULUS // 2
+
+MAX_CONTEXT_BYTES = 4 * 1024 * 1024
+MAX_CIPHERTEXT_BYTES = 1024 * 1024
+
+
+def context_digest(public_context: bytes) -> str:
+    """A short stable name for a client's public context (hex SHA-256)."""
+    return hashlib.sha256(public_context).hexdigest()
+
+
+class ClientKeys:
+    """A client's BFV key pair. The secret key never leaves this object or its key file."""
+
+    def __init__(self, context: ts.Context) -> None:
+        if not context.is_private():
+            raise CryptoError("client keys need a context holding a secret key", code="KEY_NOT_PRIVATE")
+        self._context = context
+        self._public = context.serialize(
+            save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=False
+        )
+
+    @classmethod
+    def generate(cls) -> ClientKeys:
+        ctx = ts.context(ts.SCHEME_TYPE.BFV, poly_modulus_degree=POLY_MODULUS_DEGREE, plain_modulus=PLAIN_MODULUS)
+        return cls(ctx)
+
+    @classmethod
+    def load_or_generate(cls, key_file: Path) -> ClientKeys:
+        """Reuse the key pair stored at ``key_file`` (mode 0600), or make and store a new one."""
+        if key_file.exists():
+            try:
+                ctx = ts.context_from(key_file.read_bytes())
+            except (ValueError, RuntimeError):
+                raise CryptoError(
+                    f"{key_file}: not a valid key file",
+                    code="KEY_FILE_INVALID",
+                    hint="delete it to make a new key pair",
+                ) from None
+            return cls(ctx)
+        keys = cls.generate()
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(
+                keys._context.serialize(
+                    save_public_key=True, save_secret_key=True, save_galois_keys=False, save_relin_keys=False
+                )
+            )
+        return keys
+
+    def public_context(self) -> bytes:
+        """The public context: parameters and public key; no secret, relinearisation or Galois keys."""
+        return self._public
+
+    def decrypt(self, ciphertext: bytes, expected_size: int) -> np.ndarray:
+        """Decrypt one aggregated ciphertext into signed slot values."""
+        vec = _load_vector(self._context, ciphertext, expected_size)
+        return np.asarray(vec.decrypt(), dtype=np.int64)
+
+    def __repr__(self) -> str:  # never show key material
+        return f"ClientKeys(public_digest={context_digest(self._public)[:12]})"
+
+    def __getstate__(self) -> object:
+        raise TypeError("ClientKeys cannot be pickled: the secret key stays in the client")
+
+
+class _ContextCache:
+    """Deserialising a context costs tens of milliseconds; clients reuse their keys, so cache by digest."""
+
+    def __init__(self, capacity: int = 32) -> None:
+        self._items: OrderedDict[str, ts.Context] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> ts.Context | None:
+        with self._lock:
+            ctx = self._items.get(digest)
+            if ctx is not None:
+                self._items.move_to_end(digest)
+            return ctx
+
+    def put(self, digest: str, ctx: ts.Context) -> None:
+        with self._lock:
+            self._items[digest] = ctx
+            self._items.move_to_end(digest)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+
+_CACHE = _ContextCache()
+
+
+def load_public_context(data: bytes) -> ts.Context:
+    """Validate and load a client's public context; refuse secrets, foreign parameters and garbage."""
+    if len(data) > MAX_CONTEXT_BYTES:
+        raise CryptoError("the public context is too large", code="CONTEXT_TOO_LARGE")
+    digest = context_digest(data)
+    cached = _CACHE.get(digest)
+    if cached is not None:
+        return cached
+    try:
+        ctx = ts.context_from(data)
+    except (ValueError, RuntimeError, TypeError):
+        raise CryptoError("the public context cannot be parsed", code="CONTEXT_INVALID") from None
+    if ctx.has_secret_key() or ctx.is_private():
+        raise CryptoError(
+            "the context carries a secret key; send only the public context",
+            code="CONTEXT_HAS_SECRET",
+            hint="serialize with save_secret_key=False",
+        )
+    if ctx.has_galois_keys() or ctx.has_relin_keys():
+        raise CryptoError(
+            "the context carries relinearisation or Galois keys; send only the public key",
+            code="CONTEXT_HAS_EVAL_KEYS",
+        )
+    if not ctx.has_public_key():
+        raise CryptoError("the context has no public key", code="CONTEXT_NO_PUBLIC_KEY")
+    _check_parameters(ctx)
+    _CACHE.put(digest, ctx)
+    return ctx
+
+
+def _check_parameters(ctx: ts.Context) -> None:
+    try:
+        data = ctx.seal_context().data
+        key_data = data.key_context_data()
+        parms = key_data.parms()
+        scheme_ok = parms.scheme() == ts.SCHEME_TYPE.BFV
+        degree = parms.poly_modulus_degree()
+        plain = 2 * key_data.plain_upper_half_threshold() - 1
+        q_bits = key_data.total_coeff_modulus_bit_count()
+    except (AttributeError, RuntimeError, ValueError):
+        raise CryptoError("the context's parameters cannot be read", code="CONTEXT_INVALID") from None
+    if not scheme_ok or degree != POLY_MODULUS_DEGREE or plain != PLAIN_MODULUS or q_bits != COEFF_MODULUS_BITS:
+        raise CryptoError(
+            "the context's encryption parameters are not the federation's "
+            f"(BFV, degree {POLY_MODULUS_DEGREE}, {COEFF_MODULUS_BITS}-bit coefficient modulus, "
+            "the federation plain modulus)",
+            code="CONTEXT_PARAMETERS",
+            hint="generate keys with the hpf client library",
+        )
+
+
+def encrypt_slots(ctx: ts.Context, slots: np.ndarray) -> bytes:
+    """Encrypt one chunk of at most SLOTS values under the client's public key, after a range check."""
+    if slots.ndim != 1 or not 0 < slots.shape[0] <= SLOTS:
+        raise CryptoError(f"a ciphertext holds 1 to {SLOTS} slots", code="SLOT_COUNT")
+    if slots.dtype != np.int64:
+        raise CryptoError("slots must be 64-bit integers", code="SLOT_TYPE")
+    if slots.size and int(np.abs(slots).max()) >= HALF_PLAIN:
+        # An out-of-range value silently corrupts every slot of the vector: never encode one.
+        raise CryptoError("a slot value is outside the plain modulus range", code="SLOT_RANGE")
+    vec = ts.bfv_vector(ctx, slots.tolist())
+    return bytes(vec.serialize())
+
+
+def _load_vector(ctx: ts.Context, blob: bytes, expected_size: int) -> ts.BFVVector:
+    if len(blob) > MAX_CIPHERTEXT_BYTES:
+        raise CryptoError("a ciphertext is too large", code="CIPHERTEXT_TOO_LARGE")
+    try:
+        vec = ts.bfv_vector_from(ctx, blob)
+    except (ValueError, RuntimeError, TypeError):
+        raise CryptoError(
+            "a ciphertext cannot be parsed or does not match the client's context", code="CIPHERTEXT_INVALID"
+        ) from None
+    if vec.size() != expected_size:
+        raise CryptoError(
+            f"a ciphertext holds {vec.size()} slots where the plan lays out {expected_size}",
+            code="CIPHERTEXT_SHAPE",
+        )
+    return vec
+
+
+def add_ciphertexts(ctx: ts.Context, blobs: Sequence[bytes], expected_size: int) -> bytes:
+    """Homomorphically add ciphertexts of one chunk; the caller never sees a plaintext."""
+    if not blobs:
+        raise CryptoError("nothing to add", code="CIPHERTEXT_MISSING")
+    acc = _load_vector(ctx, blobs[0], expected_size)
+    for blob in blobs[1:]:
+        acc += _load_vector(ctx, blob, expected_size)
+    return bytes(acc.serialize())
+
+
+def validate_ciphertext(ctx: ts.Context, blob: bytes, expected_size: int) -> None:
+    """Raise CryptoError unless ``blob`` is a well-formed ciphertext of ``expected_size`` slots."""
+    _load_vector(ctx, blob, expected_size)

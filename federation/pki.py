@@ -1,0 +1,445 @@
+"""The federation's small PKI: one CA, and certificates for nodes, the coordinator and people.
+
+All keys are ECDSA P-256, written unencrypted as PKCS#8 PEM with file mode 0600 (gRPC reads them as is).
+
+Identity encoding
+-----------------
+Every leaf certificate says who it is in two places:
+
+- the subject: ``CN=<common name>``, ``O=hpf federation``, ``OU=<role>`` for a person or ``OU=<kind>``
+  (``node`` / ``coordinator``) otherwise, and ``L=<region>`` when there is a home region (a node's region is
+  its node id);
+- a non-critical private extension, OID :data:`IDENTITY_OID` (``2.25.<uuid>``, an OID that needs no
+  registration), whose value is a DER ``UTF8String`` holding compact JSON
+  ``{"kind": ..., "region": ... | null, "role": ... | null, "v": 1}``.
+
+The extension is authoritative; :func:`read_identity` also checks the subject agrees with it and refuses the
+certificate (``IDENTITY_INCONSISTENT``) if not. The extension is non-critical because TLS stacks refuse
+certificates carrying a critical extension they do not know.
+
+Node and coordinator certificates carry serverAuth and clientAuth and DNS/IP SubjectAlternativeNames for
+their hosts; person certificates carry clientAuth only and no SubjectAlternativeName.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypedDict, cast
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes as PrivateKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from federation.errors import AuthError, ConfigError
+
+Kind = Literal["node", "coordinator", "person"]
+KINDS: tuple[str, ...] = ("node", "coordinator", "person")
+ROLES: tuple[str, ...] = ("caseworker", "analyst", "auditor", "operator", "integrator")
+ORGANIZATION = "hpf federation"
+IDENTITY_OID = x509.ObjectIdentifier("2.25.130601171717024278545724079553644645860")
+DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1")
+COORDINATOR_NAME = "coordinator"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_BACKDATE = dt.timedelta(minutes=5)  # tolerate small clock skew between parties
+
+
+@dataclass(frozen=True)
+class CaFiles:
+    """Where a CA's certificate and key live."""
+
+    cert: Path
+    key: Path
+
+    @classmethod
+    def in_dir(cls, directory: Path | str) -> CaFiles:
+        d = Path(directory)
+        return cls(cert=d / "ca.pem", key=d / "ca.key")
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """A leaf certificate, its key, and the CA certificate that verifies it."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a certificate says its holder is."""
+
+    common_name: str
+    kind: str
+    role: str | None
+    region: str | None
+    serial: int
+    not_after: dt.datetime
+
+
+class FederationFiles(TypedDict):
+    """What :func:`init_federation` made or kept."""
+
+    ca: CaFiles
+    coordinator: CertFiles
+    nodes: dict[str, CertFiles]
+    people: dict[str, CertFiles]
+    created: list[Path]  # the .pem files written by this call (their keys sit next to them)
+
+
+DEFAULT_CLIENTS: tuple[tuple[str, str, str | None], ...] = (("caseworker", "caseworker", None),)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Write atomically with ``mode`` set before any byte lands on disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.chmod(tmp, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_pair(cert_path: Path, key_path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write(key_path, key_pem, 0o600)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def _der_utf8(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    n = len(raw)
+    if n < 0x80:
+        length = bytes([n])
+    else:
+        body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        length = bytes([0x80 | len(body)]) + body
+    return b"\x0c" + length + raw
+
+
+def _parse_der_utf8(data: bytes) -> str:
+    if len(data) < 2 or data[0] != 0x0C:
+        raise ValueError("not a UTF8String")
+    n, offset = data[1], 2
+    if n & 0x80:
+        width = n & 0x7F
+        n, offset = int.from_bytes(data[2 : 2 + width], "big"), 2 + width
+    if offset + n != len(data):
+        raise ValueError("bad UTF8String length")
+    return data[offset:].decode("utf-8")
+
+
+def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
+    """True when ``key`` is the private half of ``cert``'s public key."""
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki))
+
+
+def _check_name(value: str, what: str) -> None:
+    if not _NAME.match(value):
+        raise ConfigError(
+            f"invalid {what} {value!r}: use letters, digits, '.', '_' or '-' (at most 64, no leading symbol)",
+            code="PKI_BAD_NAME",
+        )
+
+
+def _check_identity(kind: str, role: str | None, region: str | None) -> None:
+    if kind not in KINDS:
+        raise ConfigError(f"unknown certificate kind {kind!r}: use one of {', '.join(KINDS)}", code="PKI_BAD_KIND")
+    if kind == "person":
+        if role not in ROLES:
+            raise ConfigError(
+                f"a person certificate needs a role, one of {', '.join(ROLES)} (got {role!r})", code="PKI_BAD_ROLE"
+            )
+    elif role is not None:
+        raise ConfigError(f"a {kind} certificate carries no role (got {role!r})", code="PKI_BAD_ROLE")
+    if region is not None and not _REGION.match(region):
+        raise ConfigError(f"invalid region {region!r}: use a lower-case node id such as 'hangzhou'", code="PKI_BAD_REGION")
+
+
+def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for host in dict.fromkeys(hosts):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            if not host or not re.match(r"^[A-Za-z0-9*._-]+$", host):
+                raise ConfigError(f"invalid host name {host!r} for a certificate", code="PKI_BAD_HOST") from None
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def create_ca(
+    out_dir: Path | str, name: str = "hpf federation CA", valid_days: int = 3650, *, force: bool = False
+) -> CaFiles:
+    """Make a CA in ``out_dir`` (``ca.pem``, ``ca.key`` mode 0600); refuses to replace one unless ``force``."""
+    files = CaFiles.in_dir(out_dir)
+    if not force and (files.cert.exists() or files.key.exists()):
+        raise ConfigError(
+            f"{files.cert.parent}: a CA already exists there", code="PKI_CA_EXISTS",
+            hint="replacing it invalidates every certificate it issued; pass --force if that is what you want",
+        )
+    if valid_days <= 0:
+        raise ConfigError("a CA needs a positive validity in days", code="PKI_BAD_VALIDITY")
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+        x509.NameAttribute(NameOID.COMMON_NAME, name),
+    ])
+    start = _now() - _BACKDATE
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=valid_days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_pair(files.cert, files.key, cert, key)
+    return files
+
+
+def load_ca(ca_dir_or_files: Path | str | CaFiles) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """Read a CA's certificate and key, with errors that say how to make one."""
+    files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
+    for path in (files.cert, files.key):
+        if not path.is_file():
+            raise ConfigError(
+                f"{path}: CA file not found", code="PKI_CA_NOT_FOUND",
+                hint=f"run `hpf pki init --dir {files.cert.parent}` to create the federation CA",
+            )
+    try:
+        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    except ValueError:
+        raise AuthError(f"{files.cert}: not a PEM certificate", code="TLS_PEM_INVALID") from None
+    try:
+        key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
+    except (ValueError, TypeError):
+        raise AuthError(
+            f"{files.key}: not an unencrypted PEM private key", code="TLS_PEM_INVALID"
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise AuthError(f"{files.key}: the CA key must be an ECDSA key", code="TLS_PEM_INVALID")
+    if not key_matches(cert, key):
+        raise AuthError(f"{files.key}: key does not match {files.cert}", code="TLS_KEY_MISMATCH")
+    return cert, key
+
+
+def issue_certificate(
+    ca_dir_or_files: Path | str | CaFiles,
+    out_dir: Path | str,
+    common_name: str,
+    kind: Kind,
+    *,
+    hosts: Sequence[str] = (),
+    role: str | None = None,
+    region: str | None = None,
+    valid_days: int = 825,
+    not_before: dt.datetime | None = None,
+) -> CertFiles:
+    """Issue ``<out_dir>/<common_name>.pem`` and ``.key`` from the CA.
+
+    ``hosts`` (node and coordinator only) default to localhost and 127.0.0.1. Validity runs from
+    ``not_before`` (default: now, less five minutes of skew) for ``valid_days``; a negative ``valid_days``
+    yields an already-expired certificate (for tests).
+    """
+    _check_name(common_name, "certificate name")
+    _check_identity(kind, role, region)
+    if kind == "person" and hosts:
+        raise ConfigError("person certificates carry no host names", code="PKI_BAD_HOST")
+    ca_files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
+    ca_cert, ca_key = load_ca(ca_files)
+    key = ec.generate_private_key(ec.SECP256R1())
+    attrs = [
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role if kind == "person" else kind),
+    ]
+    if region is not None:
+        attrs.append(x509.NameAttribute(NameOID.LOCALITY_NAME, region))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    start = not_before if not_before is not None else _now() - _BACKDATE
+    end = start + dt.timedelta(days=valid_days)
+    if end <= start:
+        start = end - dt.timedelta(days=1)
+    payload = json.dumps({"kind": kind, "region": region, "role": role, "v": 1}, sort_keys=True, separators=(",", ":"))
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if kind != "person":
+        usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .add_extension(x509.UnrecognizedExtension(IDENTITY_OID, _der_utf8(payload)), critical=False)
+    )
+    if kind != "person":
+        builder = builder.add_extension(_san(list(hosts) or DEFAULT_HOSTS), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    out = Path(out_dir)
+    files = CertFiles(cert=out / f"{common_name}.pem", key=out / f"{common_name}.key", ca=ca_files.cert)
+    _write_pair(files.cert, files.key, cert, key)
+    return files
+
+
+def read_identity(cert_pem: bytes | str) -> Identity:
+    """The identity a (first) PEM certificate carries; AuthError if it carries none or an inconsistent one."""
+    data = cert_pem.encode() if isinstance(cert_pem, str) else cert_pem
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise AuthError("not a PEM certificate", code="TLS_PEM_INVALID") from None
+    try:
+        ext = cert.extensions.get_extension_for_oid(IDENTITY_OID).value
+        fields = json.loads(_parse_der_utf8(cast(x509.UnrecognizedExtension, ext).value))
+        kind, role, region = fields["kind"], fields.get("role"), fields.get("region")
+    except x509.ExtensionNotFound:
+        raise AuthError(
+            "the certificate carries no hpf identity", code="IDENTITY_MISSING",
+            hint="issue it with `hpf pki issue` or `hpf pki init`",
+        ) from None
+    except (ValueError, KeyError, TypeError):
+        raise AuthError("the certificate's hpf identity is malformed", code="IDENTITY_INVALID") from None
+
+    def subject(oid: x509.ObjectIdentifier) -> str | None:
+        values = cert.subject.get_attributes_for_oid(oid)
+        return str(values[0].value) if values else None
+
+    common_name = subject(NameOID.COMMON_NAME)
+    try:
+        _check_identity(kind, role, region)
+    except ConfigError as exc:
+        raise AuthError(f"the certificate's hpf identity is invalid: {exc.message}", code="IDENTITY_INVALID") from None
+    if (
+        not common_name
+        or subject(NameOID.ORGANIZATIONAL_UNIT_NAME) != (role if kind == "person" else kind)
+        or subject(NameOID.LOCALITY_NAME) != region
+    ):
+        raise AuthError("the certificate's subject disagrees with its hpf identity", code="IDENTITY_INCONSISTENT")
+    return Identity(common_name, kind, role, region, cert.serial_number, cert.not_valid_after_utc)
+
+
+def _still_good(
+    files: CertFiles, ca_cert: x509.Certificate, kind: str, role: str | None, region: str | None,
+    hosts: Sequence[str],
+) -> bool:
+    """True when an existing leaf was issued by this CA, has its key, the wanted identity and hosts, and is valid."""
+    try:
+        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+        key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
+        cert.verify_directly_issued_by(ca_cert)
+        ident = read_identity(files.cert.read_bytes())
+    except (OSError, ValueError, TypeError, InvalidSignature, AuthError):
+        return False
+    if not key_matches(cert, key):
+        return False
+    if (ident.kind, ident.role, ident.region) != (kind, role, region):
+        return False
+    if not cert.not_valid_before_utc <= _now() < cert.not_valid_after_utc - dt.timedelta(days=30):
+        return False
+    if kind != "person":
+        try:
+            have = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return False
+        return set(have) == set(_san(hosts))
+    return True
+
+
+def init_federation(
+    out_dir: Path | str,
+    node_ids: Sequence[str],
+    *,
+    clients: Sequence[tuple[str, str, str | None]] = DEFAULT_CLIENTS,
+    hosts: Sequence[str] = DEFAULT_HOSTS,
+    force: bool = False,
+) -> FederationFiles:
+    """Make (or complete) a federation's certificates under ``out_dir``.
+
+    Layout: ``ca.pem``/``ca.key``, ``coordinator.pem``/``.key``, ``nodes/<id>.pem``/``.key`` and
+    ``people/<name>.pem``/``.key``. A node's hosts are ``hosts`` plus its node id, the coordinator's
+    ``hosts`` plus ``coordinator`` (the service names in a compose file). Idempotent: an existing CA is kept
+    unless ``force``; an existing leaf is kept when it still fits (same CA, identity and hosts, more than 30
+    days left), else re-issued. Returns ``{"ca", "coordinator", "nodes", "people", "created"}``.
+    """
+    out = Path(out_dir)
+    for node_id in node_ids:
+        _check_name(node_id, "node id")
+        _check_identity("node", None, node_id)
+    for name, role, region in clients:
+        _check_name(name, "person name")
+        _check_identity("person", role, region)
+    ca_files = CaFiles.in_dir(out)
+    created: list[Path] = []
+    if not force and ca_files.cert.exists() != ca_files.key.exists():
+        missing = ca_files.key if ca_files.cert.exists() else ca_files.cert
+        raise ConfigError(
+            f"{missing}: the CA is incomplete (this file is missing)", code="PKI_CA_INCOMPLETE",
+            hint="restore the file, or pass --force to make a new CA and re-issue every certificate",
+        )
+    if force or not ca_files.cert.exists():
+        create_ca(out, force=True)
+        created.append(ca_files.cert)
+    ca_cert, _ = load_ca(ca_files)
+
+    def ensure(sub: Path, name: str, kind: Kind, role: str | None, region: str | None, h: Sequence[str]) -> CertFiles:
+        files = CertFiles(cert=sub / f"{name}.pem", key=sub / f"{name}.key", ca=ca_files.cert)
+        if not force and _still_good(files, ca_cert, kind, role, region, h):
+            return files
+        created.append(files.cert)
+        return issue_certificate(ca_files, sub, name, kind, hosts=h, role=role, region=region)
+
+    coordinator = ensure(out, COORDINATOR_NAME, "coordinator", None, None, [*hosts, COORDINATOR_NAME])
+    nodes = {n: ensure(out / "nodes", n, "node", None, n, [*hosts, n]) for n in node_ids}
+    people = {name: ensure(out / "people", name, "person", role, region, ()) for name, role, region in clients}
+    return FederationFiles(ca=ca_files, coordinator=coordinator, nodes=nodes, people=people, created=created)

@@ -1,0 +1,159 @@
+"""The partial plan: what every node computes, how it is laid out in slots, and how the client finishes it.
+
+A plan is a pure function of the SQL text and the catalog. The coordinator, every node and the client
+derive it independently and compare :attr:`Plan.fingerprint`; they never exchange it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from federation.he import SLOTS
+from federation.limb_codec import limbs_for
+
+OTHER = "(other)"
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    """A GROUP BY key: its node-side expression and its declared finite domain.
+
+    Its cells are the domain values in order, then NULL, then "other" (values outside the domain).
+    """
+
+    expr: str
+    values: tuple[Any, ...]
+    type: str
+
+    @property
+    def cells(self) -> int:
+        return len(self.values) + 2
+
+    @property
+    def null_cell(self) -> int:
+        return len(self.values)
+
+    @property
+    def other_cell(self) -> int:
+        return len(self.values) + 1
+
+
+@dataclass(frozen=True)
+class Component:
+    """An additive partial every node computes per group: COUNT(*), COUNT(x), SUM(x) or SUM(x*x).
+
+    ``scale`` is the decimal scale of the integer it travels as; ``bits`` bounds its signed size.
+    """
+
+    kind: str  # "count" | "sum" | "sumsq"
+    arg: str | None  # DuckDB SQL of the argument; None for COUNT(*)
+    scale: int = 0
+    bits: int = 64
+
+    @property
+    def limbs(self) -> int:
+        return limbs_for(self.bits)
+
+    def node_sql(self) -> str:
+        if self.kind == "count":
+            return "COUNT(*)" if self.arg is None else f"COUNT({self.arg})"
+        if self.kind == "sum":
+            return f"SUM({self.arg})"
+        factor = f" * {10 ** (self.scale // 2)}" if self.scale else ""
+        as_int = f"CAST(({self.arg}){factor} AS HUGEINT)"
+        return f"SUM({as_int} * {as_int})"
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One aggregate call of the query, finished by the client from component totals."""
+
+    func: str  # count | sum | avg | var_pop | var_samp | stddev_pop | stddev_samp
+    count: int  # index of the COUNT component (of the argument, or COUNT(*))
+    sum: int | None = None
+    sumsq: int | None = None
+    scale: int = 0
+    result_type: str = "BIGINT"
+
+
+@dataclass(frozen=True)
+class SlotLayout:
+    """group x component x limb, flattened and cut into ciphertext-sized chunks."""
+
+    cells: int
+    offsets: tuple[int, ...]  # first limb slot of each component within a cell
+    width: int  # slots per cell
+
+    @property
+    def total(self) -> int:
+        return self.cells * self.width
+
+    @property
+    def chunk_sizes(self) -> tuple[int, ...]:
+        full, rest = divmod(self.total, SLOTS)
+        return (SLOTS,) * full + ((rest,) if rest else ())
+
+
+@dataclass(frozen=True)
+class Plan:
+    table: str
+    where: str | None
+    keys: tuple[GroupKey, ...]
+    components: tuple[Component, ...]
+    aggregates: tuple[Aggregate, ...]
+    finish_sql: str
+    output_names: tuple[str, ...]
+    bare_key_outputs: tuple[int | None, ...]  # per output column: key index if it is just that key
+    grouped: bool
+    fingerprint: str = field(default="", compare=False)
+
+    @property
+    def layout(self) -> SlotLayout:
+        offsets, pos = [], 0
+        for c in self.components:
+            offsets.append(pos)
+            pos += c.limbs
+        cells = 1
+        for k in self.keys:
+            cells *= k.cells
+        return SlotLayout(cells=cells, offsets=tuple(offsets), width=pos)
+
+    def node_sql(self) -> str:
+        """The one query a node runs on its own database for this plan."""
+        keys = [f"{k.expr} AS k{i}" for i, k in enumerate(self.keys)]
+        comps = [f"{c.node_sql()} AS c{i}" for i, c in enumerate(self.components)]
+        sql = f"SELECT {', '.join(keys + comps)} FROM {self.table}"
+        if self.where:
+            sql += f" WHERE {self.where}"
+        if self.keys:
+            sql += " GROUP BY " + ", ".join(f"k{i}" for i in range(len(self.keys)))
+        return sql
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "where": self.where,
+            "keys": [{"expr": k.expr, "type": k.type, "values": [_json_value(v) for v in k.values]} for k in self.keys],
+            "components": [[c.kind, c.arg, c.scale, c.bits] for c in self.components],
+            "aggregates": [[a.func, a.count, a.sum, a.sumsq, a.scale, a.result_type] for a in self.aggregates],
+            "finish": self.finish_sql,
+            "outputs": list(self.output_names),
+        }
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return str(v)
+    return v
+
+
+def fingerprint(plan: Plan) -> str:
+    blob = json.dumps(plan.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,82 @@
+"""Type-check queries with DuckDB itself over empty tables shaped like the catalog.
+
+Every party (coordinator, node, client) binds the same SQL against the same empty schema, so they agree on
+result types and decimal scales without seeing a row, and a WHERE clause is accepted exactly when DuckDB
+can run it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import duckdb
+
+from federation.catalog import Catalog
+from federation.errors import PlanError
+
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+
+
+def public_engine_message(err: Exception) -> str:
+    """The first line of a DuckDB error with quoted literals masked: the user's values never travel back."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = re.sub(r"^[A-Za-z ]*Error: ", "", text)
+    return _QUOTED.sub("'…'", text)[:300]
+
+
+class SchemaBinder:
+    """An in-memory DuckDB holding empty tables with the catalog's columns and types."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._con = duckdb.connect(":memory:")
+        for name, table in catalog.tables.items():
+            cols = ", ".join(f'"{c}" {col.type}' for c, col in table.columns.items())
+            self._con.execute(f'CREATE TABLE "{name}" ({cols})')
+        rows = self._con.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'aggregate'"
+        ).fetchall()
+        self.aggregate_functions = frozenset(r[0].lower() for r in rows)
+        self._lock = threading.Lock()
+
+    def types(self, sql: str) -> list[str]:
+        """Result column types of ``sql``; a PlanError (code PLAN_BIND) if DuckDB cannot bind it."""
+        with self._lock:
+            cur = self._con.cursor()
+        try:
+            rows = cur.execute(f"DESCRIBE {sql}").fetchall()
+        except duckdb.Error as err:
+            raise PlanError(
+                f"the query cannot be run: {public_engine_message(err)}",
+                code="PLAN_BIND",
+            ) from None
+        finally:
+            cur.close()
+        return [str(r[1]) for r in rows]
+
+
+_BINDERS: dict[int, tuple[Catalog, SchemaBinder]] = {}
+_BINDERS_LOCK = threading.Lock()
+
+
+def binder_for(catalog: Catalog) -> SchemaBinder:
+    """One binder per catalog object (catalogs are loaded once per process)."""
+    with _BINDERS_LOCK:
+        entry = _BINDERS.get(id(catalog))
+        if entry is None or entry[0] is not catalog:
+            entry = (catalog, SchemaBinder(catalog))
+            _BINDERS[id(catalog)] = entry
+        return entry[1]
+
+
+_DECIMAL = re.compile(r"^DECIMAL\((\d+),(\d+)\)$")
+INTEGER_RESULT_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER"}
+
+
+def exact_scale(type_name: str) -> int | None:
+    """The decimal scale of an exact numeric type (0 for integers), or None if the type is not exact."""
+    t = type_name.upper().replace(" ", "")
+    if t in INTEGER_RESULT_TYPES:
+        return 0
+    m = _DECIMAL.match(t)
+    return int(m.group(2)) if m else None

@@ -1,0 +1,121 @@
+"""Stage 1: parse the SQL and refuse every shape the federation cannot answer.
+
+Each check is a small pure function: expression in, expression out (or a PlanError).
+
+>>> tree = parse("SELECT COUNT(*) FROM deposits")
+>>> check_shape(tree).sql("duckdb")
+'SELECT COUNT(*) FROM deposits'
+"""
+
+from __future__ import annotations
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from federation.errors import PlanError
+
+MAX_SQL_CHARS = 20_000
+
+NOT_ADDITIVE = {
+    "min": "MIN",
+    "max": "MAX",
+    "median": "MEDIAN",
+    "mode": "MODE",
+    "quantile": "QUANTILE",
+    "quantile_cont": "QUANTILE_CONT",
+    "quantile_disc": "QUANTILE_DISC",
+    "arg_min": "ARG_MIN",
+    "arg_max": "ARG_MAX",
+    "first": "FIRST",
+    "last": "LAST",
+    "any_value": "ANY_VALUE",
+}
+
+
+def parse(sql: str) -> exp.Expression:
+    """Parse one DuckDB-dialect statement; syntax errors name the line and column, not the text."""
+    if len(sql) > MAX_SQL_CHARS:
+        raise PlanError(f"the query is longer than {MAX_SQL_CHARS} characters", code="PLAN_TOO_LONG")
+    if not sql.strip():
+        raise PlanError("the query is empty", code="PLAN_SYNTAX")
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except ParseError as err:
+        first = err.errors[0] if err.errors else {}
+        where = f" at line {first.get('line')}, column {first.get('col')}" if first.get("line") else ""
+        desc = first.get("description") or "invalid SQL"
+        raise PlanError(f"syntax error{where}: {desc}", code="PLAN_SYNTAX") from None
+    except TokenError:
+        raise PlanError("syntax error: the query cannot be tokenized (unclosed quote?)", code="PLAN_SYNTAX") from None
+    if len(statements) != 1:
+        raise PlanError("send exactly one SQL statement", code="PLAN_MULTIPLE_STATEMENTS")
+    return statements[0]
+
+
+def check_shape(tree: exp.Expression) -> exp.Select:
+    """Refuse non-SELECTs, set operations, CTEs, joins, subqueries, windows and DISTINCT projections."""
+    if isinstance(tree, exp.SetOperation):
+        raise PlanError(
+            "UNION, INTERSECT and EXCEPT are not supported",
+            code="PLAN_SET_OPERATION",
+            hint="run each SELECT on its own",
+        )
+    if not isinstance(tree, exp.Select):
+        raise PlanError(
+            f"only SELECT queries can be federated, not {tree.key.upper()}",
+            code="PLAN_NOT_SELECT",
+        )
+    if tree.args.get("with_"):
+        raise PlanError("WITH (common table expressions) is not supported", code="PLAN_CTE")
+    if tree.args.get("joins") or tree.args.get("laterals"):
+        raise PlanError(
+            "joins are not supported: each region's rows stay in that region, so tables cannot be combined",
+            code="PLAN_JOIN",
+            hint="aggregate each table separately",
+        )
+    from_ = tree.args.get("from_")
+    if from_ is None:
+        raise PlanError("the query needs a FROM clause naming one catalog table", code="PLAN_NO_TABLE")
+    if not isinstance(from_.this, exp.Table) or from_.this.args.get("db") or from_.this.args.get("catalog"):
+        raise PlanError("FROM must name one catalog table", code="PLAN_NO_TABLE")
+    if isinstance(from_.this.this, exp.Anonymous) or not isinstance(from_.this.this, exp.Identifier):
+        raise PlanError("table functions are not supported in FROM; name a catalog table", code="PLAN_NO_TABLE")
+    for node in tree.walk():
+        if node is tree:
+            continue
+        if isinstance(node, exp.Select | exp.Subquery | exp.SetOperation) or (
+            isinstance(node, exp.Exists)
+        ):
+            raise PlanError("subqueries are not supported", code="PLAN_SUBQUERY", hint="ask two queries")
+        if isinstance(node, exp.Window):
+            raise PlanError("window functions are not supported", code="PLAN_WINDOW")
+        if isinstance(node, exp.Star) and not isinstance(node.parent, exp.Count):
+            raise PlanError(
+                "SELECT * returns rows; the federation only returns aggregates",
+                code="PLAN_ROW_LEVEL",
+                hint="ask for COUNT(*), SUM(col), AVG(col) ... with GROUP BY",
+            )
+        if isinstance(node, exp.Placeholder | exp.Parameter):
+            raise PlanError("query parameters are not supported; write the values in", code="PLAN_PARAMETER")
+    for key, what in (("qualify", "QUALIFY"), ("sample", "TABLESAMPLE"), ("into", "INTO"), ("windows", "WINDOW")):
+        if tree.args.get(key):
+            raise PlanError(f"{what} is not supported", code="PLAN_UNSUPPORTED_CLAUSE")
+    if tree.args.get("distinct"):
+        raise PlanError(
+            "SELECT DISTINCT returns rows; the federation only returns aggregates",
+            code="PLAN_ROW_LEVEL",
+            hint="use GROUP BY on a column with a declared domain",
+        )
+    if tree.args.get("pivots"):
+        raise PlanError("PIVOT is not supported", code="PLAN_UNSUPPORTED_CLAUSE")
+    return tree
+
+
+def aggregate_name(node: exp.Expression, duckdb_aggregates: frozenset[str]) -> str | None:
+    """The lower-case name of an aggregate call (known to sqlglot or to DuckDB), else None."""
+    if isinstance(node, exp.AggFunc):
+        return node.key.lower()
+    if isinstance(node, exp.Anonymous) and str(node.this).lower() in duckdb_aggregates:
+        return str(node.this).lower()
+    return None

@@ -1,0 +1,307 @@
+"""Mutual TLS for every gRPC server and channel in the federation.
+
+Secure by default: a party needs a CA certificate, its own certificate and its key. ``--insecure`` is
+the only way to run without them, and it logs a warning. Half-given certificate options are an error.
+
+Certificate files are checked before gRPC sees them, so a wrong path, a swapped key, an expired
+certificate or a certificate from another federation gives a clear error with a stable code instead of
+an opaque handshake failure:
+
+=========================  ===========  ==================================================
+code                       class        meaning
+=========================  ===========  ==================================================
+``TLS_FILE_MISSING``       ConfigError  a file does not exist (or is a directory)
+``TLS_FILE_UNREADABLE``    ConfigError  a file exists but cannot be read
+``TLS_PEM_INVALID``        AuthError    not a PEM certificate / unencrypted PEM key
+``TLS_KEY_MISMATCH``       AuthError    the key is not the certificate's key
+``TLS_CERT_EXPIRED``       AuthError    a certificate (own or CA) has expired
+``TLS_CERT_NOT_YET_VALID`` AuthError    a certificate is not valid yet
+``TLS_WRONG_CA``           AuthError    the certificate was not issued by the given CA
+``TLS_WRONG_PURPOSE``      AuthError    e.g. a person (client-only) certificate on a server
+``TLS_OPTIONS_INCOMPLETE`` ConfigError  only some of ca/cert/key given
+``TLS_OPTIONS_CONFLICT``   ConfigError  certificates and --insecure both given
+``TLS_REQUIRED``           ConfigError  neither certificates nor --insecure given
+=========================  ===========  ==================================================
+
+Messages name the file and the fix; they never contain key material.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import grpc
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+from federation import pki
+from federation.errors import AuthError, ConfigError
+
+log = logging.getLogger("hpf.tls")
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+GRPC_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+)
+
+_INIT_HINT = "run `hpf pki init --dir DIR` to create the federation's certificates, or fix the path"
+_NEW_CERT_HINT = "issue a new certificate with `hpf pki issue` (or `hpf pki init` for a new federation)"
+
+Purpose = Literal["server", "client"]
+
+
+class TlsConfig(BaseModel):
+    """Where a party's CA certificate, own certificate and key live (relative paths: from the YAML file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @field_validator("ca", "cert", "key")
+    @classmethod
+    def _resolve(cls, value: Path, info: ValidationInfo) -> Path:
+        value = value.expanduser()
+        base = (info.context or {}).get("base_dir") if isinstance(info.context, dict) else None
+        if base is not None and not value.is_absolute():
+            value = Path(base) / value
+        return value
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """Checked PEM bytes, ready for gRPC. The key never appears in a repr."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes = field(repr=False)
+
+
+def require_tls(tls: TlsConfig | None, insecure: bool, *, source: str = "the options") -> TlsConfig | None:
+    """Enforce "TLS unless explicitly insecure" for an owning config; warns when insecure."""
+    if tls is not None and insecure:
+        raise ConfigError(
+            f"{source}: certificates and insecure mode are both given", code="TLS_OPTIONS_CONFLICT",
+            hint="drop --insecure (or `insecure: true`) to use the certificates",
+        )
+    if tls is None and not insecure:
+        raise ConfigError(
+            f"{source}: no TLS certificates given", code="TLS_REQUIRED",
+            hint="give --ca, --cert and --key (run `hpf pki init --dir DIR` to make them), "
+            "or --insecure for local development only",
+        )
+    if insecure:
+        log.warning(
+            "TLS is off (insecure mode): gRPC traffic is unencrypted and unauthenticated; "
+            "use this for local development only"
+        )
+    return tls
+
+
+def tls_from_options(
+    ca: Path | str | None, cert: Path | str | None, key: Path | str | None, insecure: bool = False
+) -> TlsConfig | None:
+    """Turn command-line ``--ca/--cert/--key/--insecure`` into a TlsConfig, or None when insecure."""
+    given = {"--ca": ca, "--cert": cert, "--key": key}
+    missing = [name for name, value in given.items() if value is None]
+    if missing and len(missing) < len(given):
+        raise ConfigError(
+            f"incomplete certificate options: {', '.join(missing)} missing", code="TLS_OPTIONS_INCOMPLETE",
+            hint="give all of --ca, --cert and --key (or none of them, with --insecure)",
+        )
+    tls = None if missing else TlsConfig(ca=Path(str(ca)), cert=Path(str(cert)), key=Path(str(key)))
+    return require_tls(tls, insecure)
+
+
+def _read(path: Path, what: str) -> bytes:
+    if not path.exists():
+        raise ConfigError(f"{path}: {what} file not found", code="TLS_FILE_MISSING", hint=_INIT_HINT)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} path is not a file", code="TLS_FILE_MISSING", hint=_INIT_HINT)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the {what} file ({exc.strerror})", code="TLS_FILE_UNREADABLE",
+            hint="check the file's owner and permissions",
+        ) from None
+
+
+def _certificates(path: Path, data: bytes, what: str) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        hint = f"the {what} option takes a .pem certificate file"
+        if b"PRIVATE KEY" in data:
+            hint += "; this file looks like a private key"
+        raise AuthError(f"{path}: not a PEM certificate", code="TLS_PEM_INVALID", hint=hint) from None
+    return certs
+
+
+def _private_key(path: Path, data: bytes) -> PrivateKeyTypes:
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise AuthError(
+            f"{path}: the private key is encrypted; gRPC needs an unencrypted key", code="TLS_PEM_INVALID",
+            hint="decrypt it (e.g. `openssl pkey -in KEY -out KEY.plain`) and keep it mode 0600",
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        hint = "the key option takes the .key file issued with the certificate"
+        if b"BEGIN CERTIFICATE" in data:
+            hint += "; this file looks like a certificate"
+        raise AuthError(f"{path}: not a PEM private key", code="TLS_PEM_INVALID", hint=hint) from None
+
+
+def _check_dates(path: Path, cert: x509.Certificate, now: dt.datetime, hint: str) -> None:
+    if now < cert.not_valid_before_utc:
+        raise AuthError(
+            f"{path}: certificate is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+            code="TLS_CERT_NOT_YET_VALID", hint="check this machine's clock, or wait until then",
+        )
+    if now >= cert.not_valid_after_utc:
+        raise AuthError(
+            f"{path}: certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
+            code="TLS_CERT_EXPIRED", hint=hint,
+        )
+
+
+def _issued_by(cert: x509.Certificate, cas: Sequence[x509.Certificate]) -> bool:
+    for ca in cas:
+        try:
+            cert.verify_directly_issued_by(ca)
+            return True
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+    return False
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _check_purpose(path: Path, cert: x509.Certificate, purpose: Purpose) -> None:
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    wanted = ExtendedKeyUsageOID.SERVER_AUTH if purpose == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
+    if wanted not in usages:
+        raise AuthError(
+            f"{path}: this certificate may not be used by a {purpose}", code="TLS_WRONG_PURPOSE",
+            hint="servers need a node or coordinator certificate" if purpose == "server"
+            else "issue a client certificate with `hpf pki issue`",
+        )
+
+
+def load_material(tls: TlsConfig, purpose: Purpose) -> TlsMaterial:
+    """Read and check the CA, certificate and key; raise ConfigError/AuthError naming the file and fix."""
+    ca_pem = _read(tls.ca, "CA certificate")
+    cert_pem = _read(tls.cert, "certificate")
+    key_pem = _read(tls.key, "private key")
+    cas = _certificates(tls.ca, ca_pem, "CA (--ca)")
+    chain = _certificates(tls.cert, cert_pem, "certificate (--cert)")
+    key = _private_key(tls.key, key_pem)
+    leaf = chain[0]
+    if not pki.key_matches(leaf, key):
+        raise AuthError(
+            f"{tls.key}: this key does not belong to the certificate {tls.cert}", code="TLS_KEY_MISMATCH",
+            hint="use the .key file issued together with that .pem (same name), or re-issue both",
+        )
+    now = dt.datetime.now(dt.timezone.utc)
+    for ca in cas:
+        _check_dates(tls.ca, ca, now, "make a new CA with `hpf pki init --force` and re-issue every certificate")
+    _check_dates(tls.cert, leaf, now, _NEW_CERT_HINT)
+    if not any(_is_ca(ca) for ca in cas):
+        raise AuthError(
+            f"{tls.ca}: not a CA certificate", code="TLS_WRONG_CA",
+            hint="the CA option takes the federation's ca.pem, not a node or person certificate",
+        )
+    if not _issued_by(leaf, cas):
+        raise AuthError(
+            f"{tls.cert}: certificate was not issued by the CA in {tls.ca}", code="TLS_WRONG_CA",
+            hint="use the ca.pem of the federation that issued it, or issue a new certificate from this CA "
+            "with `hpf pki issue`",
+        )
+    _check_purpose(tls.cert, leaf, purpose)
+    return TlsMaterial(ca=ca_pem, cert=cert_pem, key=key_pem)
+
+
+def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
+    """Server credentials that require and verify a client certificate from the federation CA."""
+    m = load_material(tls, "server")
+    return grpc.ssl_server_credentials([(m.key, m.cert)], root_certificates=m.ca, require_client_auth=True)
+
+
+def channel_credentials(tls: TlsConfig) -> grpc.ChannelCredentials:
+    """Channel credentials presenting our certificate and trusting only the federation CA."""
+    m = load_material(tls, "client")
+    return grpc.ssl_channel_credentials(root_certificates=m.ca, private_key=m.key, certificate_chain=m.cert)
+
+
+def peer_identity(context: grpc.ServicerContext) -> pki.Identity | None:
+    """The verified client certificate's identity, or None on a connection without one (insecure).
+
+    Raises AuthError (``IDENTITY_MISSING`` / ``IDENTITY_INVALID`` / ``IDENTITY_INCONSISTENT``) when the
+    certificate carries no usable hpf identity.
+    """
+    pems = context.auth_context().get("x509_pem_cert") or []
+    if not pems:
+        return None
+    return pki.read_identity(pems[0])
+
+
+def secure_channel(
+    address: str,
+    tls: TlsConfig | None,
+    *,
+    options: Sequence[tuple[str, Any]] = GRPC_OPTIONS,
+    server_name: str | None = None,
+) -> grpc.Channel:
+    """A channel to ``address``: mutual TLS, or plaintext when ``tls`` is None (insecure mode).
+
+    ``server_name`` overrides the host name checked against the server certificate.
+    """
+    opts = list(options)
+    if tls is None:
+        return grpc.insecure_channel(address, options=opts)
+    if server_name:
+        opts.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.secure_channel(address, channel_credentials(tls), options=opts)
+
+
+def new_server(*, max_workers: int = 16, options: Sequence[tuple[str, Any]] = GRPC_OPTIONS) -> grpc.Server:
+    """A gRPC server with the federation's message-size limits."""
+    return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=list(options))
+
+
+def add_port(server: grpc.Server, address: str, tls: TlsConfig | None) -> int:
+    """Bind ``address`` (port 0 picks a free one) with mutual TLS, or plaintext if ``tls`` is None."""
+    try:
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, server_credentials(tls))
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise ConfigError(
+            f"cannot listen on {address}", code="SERVER_BIND_FAILED",
+            hint="check the address (host:port) and that no other process holds the port",
+        )
+    return port

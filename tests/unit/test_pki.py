@@ -1,0 +1,405 @@
+"""The federation PKI (federation.pki), certificate checks and options (federation.tls), and `hpf pki`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import stat
+from pathlib import Path
+
+import grpc
+import pytest
+import typer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typer.testing import CliRunner
+
+from cli.pki import register
+from federation import pki, tls
+from federation.config_files import parse_model
+from federation.errors import AuthError, ConfigError, FederationError
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> pki.FederationFiles:
+    out = tmp_path_factory.mktemp("fed")
+    return pki.init_federation(
+        out, ["hangzhou", "shanghai"], clients=[("alice", "analyst", "hangzhou"), ("bob", "auditor", None)]
+    )
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory: pytest.TempPathFactory) -> pki.FederationFiles:
+    return pki.init_federation(tmp_path_factory.mktemp("other"), ["rogue"])
+
+
+def _cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def _config(files: pki.CertFiles, **over: Path) -> tls.TlsConfig:
+    return tls.TlsConfig(**{"ca": files.ca, "cert": files.cert, "key": files.key, **over})
+
+
+def _raises(tls_config: tls.TlsConfig, purpose: tls.Purpose, code: str) -> FederationError:
+    with pytest.raises(FederationError) as info:
+        tls.load_material(tls_config, purpose)
+    assert info.value.code == code, str(info.value)
+    return info.value
+
+
+# --- pki ------------------------------------------------------------------------------------------------
+
+
+def test_create_ca_writes_private_key_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    files = pki.create_ca(tmp_path, name="test CA")
+    assert stat.S_IMODE(files.key.stat().st_mode) == 0o600
+    cert = _cert(files.cert)
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+    assert cert.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
+    before = files.cert.read_bytes()
+    with pytest.raises(ConfigError) as info:
+        pki.create_ca(tmp_path)
+    assert info.value.code == "PKI_CA_EXISTS"
+    assert files.cert.read_bytes() == before
+    pki.create_ca(tmp_path, force=True)
+    assert files.cert.read_bytes() != before
+
+
+def test_node_certificate_has_default_hosts_and_server_and_client_auth(fed: pki.FederationFiles) -> None:
+    files = pki.issue_certificate(fed["ca"], fed["ca"].cert.parent / "extra", "wuxi", "node", region="wuxi")
+    cert = _cert(files.cert)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    assert stat.S_IMODE(files.key.stat().st_mode) == 0o600
+
+
+def test_person_certificate_is_client_only_without_hosts(fed: pki.FederationFiles) -> None:
+    cert = _cert(fed["people"]["alice"].cert)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    with pytest.raises(x509.ExtensionNotFound):
+        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == "analyst"
+    assert cert.subject.get_attributes_for_oid(NameOID.LOCALITY_NAME)[0].value == "hangzhou"
+    with pytest.raises(ConfigError):
+        pki.issue_certificate(fed["ca"], "/nonexistent", "p", "person", role="analyst", hosts=["localhost"])
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "role", "region"),
+    [
+        ("carol", "person", "caseworker", "suzhou"),
+        ("dave", "person", "integrator", None),
+        ("erin", "person", "operator", "taizhou-js"),
+        ("ningbo", "node", None, "ningbo"),
+        ("coordinator", "coordinator", None, None),
+    ],
+)
+def test_read_identity_round_trip(
+    fed: pki.FederationFiles, tmp_path: Path, name: str, kind: pki.Kind, role: str | None, region: str | None
+) -> None:
+    files = pki.issue_certificate(fed["ca"], tmp_path, name, kind, role=role, region=region, valid_days=30)
+    ident = pki.read_identity(files.cert.read_bytes())
+    cert = _cert(files.cert)
+    assert (ident.common_name, ident.kind, ident.role, ident.region) == (name, kind, role, region)
+    assert ident.serial == cert.serial_number
+    assert ident.not_after == cert.not_valid_after_utc
+    assert pki.read_identity(files.cert.read_text()) == ident
+
+
+def test_read_identity_refuses_certificates_without_or_with_inconsistent_identity(
+    fed: pki.FederationFiles,
+) -> None:
+    with pytest.raises(AuthError) as info:
+        pki.read_identity(fed["ca"].cert.read_bytes())
+    assert info.value.code == "IDENTITY_MISSING"
+    with pytest.raises(AuthError) as info:
+        pki.read_identity(b"not a certificate")
+    assert info.value.code == "TLS_PEM_INVALID"
+    # Subject says auditor, the identity extension says analyst.
+    ca_cert, ca_key = pki.load_ca(fed["ca"])
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    payload = '{"kind":"person","region":null,"role":"analyst","v":1}'
+    forged = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "auditor"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "mallory"),
+        ]))
+        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.UnrecognizedExtension(pki.IDENTITY_OID, pki._der_utf8(payload)), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    with pytest.raises(AuthError) as info:
+        pki.read_identity(forged.public_bytes(serialization.Encoding.PEM))
+    assert info.value.code == "IDENTITY_INCONSISTENT"
+
+
+def test_der_utf8_long_form_round_trip() -> None:
+    text = "区" * 200
+    assert pki._parse_der_utf8(pki._der_utf8(text)) == text
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "role", "region", "code"),
+    [
+        ("x", "person", None, None, "PKI_BAD_ROLE"),
+        ("x", "person", "boss", None, "PKI_BAD_ROLE"),
+        ("x", "node", "analyst", None, "PKI_BAD_ROLE"),
+        ("x", "robot", None, None, "PKI_BAD_KIND"),
+        ("../evil", "node", None, None, "PKI_BAD_NAME"),
+        ("x", "node", None, "Hang Zhou", "PKI_BAD_REGION"),
+    ],
+)
+def test_issue_refuses_bad_identities(
+    fed: pki.FederationFiles, tmp_path: Path, name: str, kind: str, role: str | None, region: str | None,
+    code: str,
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        pki.issue_certificate(fed["ca"], tmp_path, name, kind, role=role, region=region)  # type: ignore[arg-type]
+    assert info.value.code == code
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_issue_without_ca_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        pki.issue_certificate(tmp_path, tmp_path, "n", "node")
+    assert info.value.code == "PKI_CA_NOT_FOUND"
+    assert "hpf pki init" in str(info.value)
+
+
+def test_init_federation_layout_and_idempotence(tmp_path: Path) -> None:
+    first = pki.init_federation(tmp_path, ["hangzhou"])
+    assert (tmp_path / "ca.pem").is_file() and (tmp_path / "coordinator.key").is_file()
+    assert first["nodes"]["hangzhou"].cert == tmp_path / "nodes" / "hangzhou.pem"
+    assert first["people"]["caseworker"].key == tmp_path / "people" / "caseworker.key"
+    assert pki.read_identity(first["people"]["caseworker"].cert.read_bytes()).role == "caseworker"
+    node_san = _cert(first["nodes"]["hangzhou"].cert).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value
+    assert "hangzhou" in node_san.get_values_for_type(x509.DNSName)
+    assert len(first["created"]) == 4
+    snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    again = pki.init_federation(tmp_path, ["hangzhou", "ningbo"])
+    assert again["created"] == [tmp_path / "nodes" / "ningbo.pem"]
+    assert all(p.read_bytes() == data for p, data in snapshot.items())
+
+    forced = pki.init_federation(tmp_path, ["hangzhou"], force=True)
+    assert (tmp_path / "ca.pem").read_bytes() != snapshot[tmp_path / "ca.pem"]
+    assert len(forced["created"]) == 4
+    # ningbo's old certificate is from the replaced CA: the next run re-issues it.
+    assert pki.init_federation(tmp_path, ["ningbo"])["created"] == [tmp_path / "nodes" / "ningbo.pem"]
+
+
+def test_init_federation_reissues_when_identity_or_hosts_change(tmp_path: Path) -> None:
+    pki.init_federation(tmp_path, [], clients=[("alice", "analyst", None)])
+    changed = pki.init_federation(tmp_path, [], clients=[("alice", "auditor", None)], hosts=["node.example"])
+    assert set(changed["created"]) == {tmp_path / "people" / "alice.pem", tmp_path / "coordinator.pem"}
+    assert pki.read_identity((tmp_path / "people" / "alice.pem").read_bytes()).role == "auditor"
+
+
+def test_init_federation_refuses_an_incomplete_ca(tmp_path: Path) -> None:
+    pki.create_ca(tmp_path)
+    (tmp_path / "ca.key").unlink()
+    with pytest.raises(ConfigError) as info:
+        pki.init_federation(tmp_path, ["hangzhou"])
+    assert info.value.code == "PKI_CA_INCOMPLETE"
+
+
+# --- tls: configuration and options ---------------------------------------------------------------------
+
+
+def test_tls_config_resolves_relative_paths_against_the_yaml_folder(tmp_path: Path) -> None:
+    data = {"ca": "certs/ca.pem", "cert": "/abs/node.pem", "key": "certs/node.key"}
+    config = parse_model(tmp_path / "node.yaml", data, tls.TlsConfig)
+    assert config.ca == tmp_path / "certs" / "ca.pem"
+    assert config.cert == Path("/abs/node.pem")
+    assert config.key == tmp_path / "certs" / "node.key"
+    with pytest.raises(ConfigError) as info:
+        parse_model(tmp_path / "node.yaml", {"ca": "a", "cert": "b"}, tls.TlsConfig)
+    assert "key" in info.value.message and "node.yaml" in info.value.message
+    with pytest.raises(ConfigError):
+        parse_model(tmp_path / "node.yaml", {**data, "kye": "typo"}, tls.TlsConfig)
+
+
+@pytest.mark.parametrize(
+    ("ca", "cert", "key", "missing"),
+    [("ca.pem", None, None, "--cert, --key"), (None, "n.pem", "n.key", "--ca"), ("ca.pem", "n.pem", None, "--key")],
+)
+def test_half_given_certificate_options_are_an_error(
+    ca: str | None, cert: str | None, key: str | None, missing: str
+) -> None:
+    for insecure in (False, True):
+        with pytest.raises(ConfigError) as info:
+            tls.tls_from_options(ca, cert, key, insecure)
+        assert info.value.code == "TLS_OPTIONS_INCOMPLETE"
+        assert missing in info.value.message
+
+
+def test_no_certificates_without_insecure_is_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        tls.tls_from_options(None, None, None, False)
+    assert info.value.code == "TLS_REQUIRED"
+    assert "hpf pki init" in str(info.value)
+
+
+def test_certificates_and_insecure_together_are_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        tls.tls_from_options("ca.pem", "n.pem", "n.key", True)
+    assert info.value.code == "TLS_OPTIONS_CONFLICT"
+
+
+def test_insecure_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="hpf.tls"):
+        assert tls.tls_from_options(None, None, None, True) is None
+    [record] = [r for r in caplog.records if r.name == "hpf.tls"]
+    assert record.levelno == logging.WARNING
+    assert "unencrypted" in record.getMessage() and "unauthenticated" in record.getMessage()
+
+
+def test_full_options_give_a_config_without_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="hpf.tls"):
+        config = tls.tls_from_options("ca.pem", Path("n.pem"), "n.key")
+    assert config == tls.TlsConfig(ca=Path("ca.pem"), cert=Path("n.pem"), key=Path("n.key"))
+    assert not caplog.records
+
+
+# --- tls: certificate checks ----------------------------------------------------------------------------
+
+
+def test_good_material_passes_and_hides_the_key(fed: pki.FederationFiles) -> None:
+    node = fed["nodes"]["hangzhou"]
+    material = tls.load_material(_config(node), "server")
+    assert material.key == node.key.read_bytes()
+    assert "PRIVATE" not in repr(material)
+    assert isinstance(tls.server_credentials(_config(node)), grpc.ServerCredentials)
+    assert isinstance(tls.channel_credentials(_config(fed["people"]["alice"])), grpc.ChannelCredentials)
+
+
+def test_missing_file(fed: pki.FederationFiles, tmp_path: Path) -> None:
+    err = _raises(_config(fed["nodes"]["hangzhou"], cert=tmp_path / "nope.pem"), "server", "TLS_FILE_MISSING")
+    assert isinstance(err, ConfigError)
+    assert "nope.pem" in err.message and "hpf pki init" in str(err)
+    _raises(_config(fed["nodes"]["hangzhou"], ca=tmp_path), "server", "TLS_FILE_MISSING")
+
+
+def test_invalid_pem(fed: pki.FederationFiles, tmp_path: Path) -> None:
+    node = fed["nodes"]["hangzhou"]
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("hello\n")
+    err = _raises(_config(node, cert=garbage), "server", "TLS_PEM_INVALID")
+    assert isinstance(err, AuthError) and "garbage.pem" in err.message
+    err = _raises(_config(node, ca=node.key), "server", "TLS_PEM_INVALID")
+    assert "looks like a private key" in str(err)
+    assert node.key.read_text().splitlines()[1] not in str(err)
+    _raises(_config(node, key=node.cert), "server", "TLS_PEM_INVALID")
+    key = serialization.load_pem_private_key(node.key.read_bytes(), password=None)
+    encrypted = tmp_path / "enc.key"
+    encrypted.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    ))
+    assert "encrypted" in _raises(_config(node, key=encrypted), "server", "TLS_PEM_INVALID").message
+
+
+def test_key_mismatch(fed: pki.FederationFiles) -> None:
+    node = fed["nodes"]["hangzhou"]
+    wrong = fed["nodes"]["shanghai"].key
+    err = _raises(_config(node, key=wrong), "server", "TLS_KEY_MISMATCH")
+    assert str(wrong) in err.message and str(node.cert) in err.message
+    assert wrong.read_text().splitlines()[1] not in str(err)
+
+
+def test_expired_certificate(fed: pki.FederationFiles, tmp_path: Path) -> None:
+    files = pki.issue_certificate(fed["ca"], tmp_path, "old", "node", region="hangzhou", valid_days=-1)
+    err = _raises(_config(files), "server", "TLS_CERT_EXPIRED")
+    assert "old.pem" in err.message and "hpf pki issue" in str(err)
+
+
+def test_not_yet_valid_certificate(fed: pki.FederationFiles, tmp_path: Path) -> None:
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3)
+    files = pki.issue_certificate(fed["ca"], tmp_path, "future", "person", role="analyst", not_before=later)
+    err = _raises(_config(files), "client", "TLS_CERT_NOT_YET_VALID")
+    assert "future.pem" in err.message and "clock" in str(err)
+
+
+def test_wrong_ca(fed: pki.FederationFiles, other: pki.FederationFiles) -> None:
+    node = fed["nodes"]["hangzhou"]
+    err = _raises(_config(node, ca=other["ca"].cert), "server", "TLS_WRONG_CA")
+    assert str(node.cert) in err.message and str(other["ca"].cert) in err.message
+    err = _raises(_config(node, ca=fed["nodes"]["shanghai"].cert), "server", "TLS_WRONG_CA")
+    assert "not a CA" in err.message
+
+
+def test_person_certificate_cannot_serve(fed: pki.FederationFiles) -> None:
+    _raises(_config(fed["people"]["alice"]), "server", "TLS_WRONG_PURPOSE")
+    with pytest.raises(AuthError):
+        tls.server_credentials(_config(fed["people"]["alice"]))
+
+
+def test_add_port_reports_bind_failure() -> None:
+    server = tls.new_server(max_workers=1)
+    try:
+        with pytest.raises(ConfigError) as info:
+            tls.add_port(server, "256.1.1.1:1", None)
+        assert info.value.code == "SERVER_BIND_FAILED"
+    finally:
+        server.stop(None)
+
+
+# --- hpf pki ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def test_cli_init_show_issue(cli: typer.Typer, tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["pki", "init", "--dir", str(tmp_path), "--nodes", "hangzhou, ningbo", "--person", "alice:analyst:hangzhou",
+            "--person", "bob:auditor", "--host", "node.example"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert pki.read_identity((tmp_path / "people" / "alice.pem").read_bytes()).region == "hangzhou"
+    assert (tmp_path / "nodes" / "ningbo.key").is_file()
+    assert "kept" in runner.invoke(cli, args).output
+
+    shown = runner.invoke(cli, ["pki", "show", str(tmp_path / "people" / "alice.pem")])
+    assert shown.exit_code == 0
+    assert "analyst" in shown.output and "hangzhou" in shown.output and "valid (" in shown.output
+
+    issued = runner.invoke(cli, ["pki", "issue", "--ca-dir", str(tmp_path), "--out", str(tmp_path / "extra"),
+                                 "--name", "gw", "--kind", "coordinator", "--host", "gw.example"])
+    assert issued.exit_code == 0, issued.output
+    assert "gw.example" in runner.invoke(cli, ["pki", "show", str(tmp_path / "extra" / "gw.pem")]).output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["pki", "init", "--dir", "{d}", "--person", "alice"],
+        ["pki", "init", "--dir", "{d}", "--person", "alice:boss"],
+        ["pki", "issue", "--ca-dir", "{d}/none", "--out", "{d}", "--name", "x", "--kind", "node"],
+        ["pki", "issue", "--ca-dir", "{d}", "--out", "{d}", "--name", "x", "--kind", "robot"],
+        ["pki", "show", "{d}/missing.pem"],
+    ],
+)
+def test_cli_errors_print_one_line_and_exit_2(cli: typer.Typer, tmp_path: Path, args: list[str]) -> None:
+    result = CliRunner().invoke(cli, [a.format(d=tmp_path) for a in args])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: [")
+    assert "Traceback" not in result.output
