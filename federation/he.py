@@ -159,7 +159,7 @@ def _check_parameters(ctx: ts.Context) -> None:
         data = ctx.seal_context().data
         key_data = data.key_context_data()
         parms = key_data.parms()
-        scheme_ok = parms.scheme() == ts.SCHEME_TYPE.BFV
+        scheme_ok = parms.scheme().name == "BFV"
         degree = parms.poly_modulus_degree()
         plain = 2 * key_data.plain_upper_half_threshold() - 1
         q_bits = key_data.total_coeff_modulus_bit_count()

@@ -10,7 +10,7 @@ Every leaf certificate says who it is in two places:
   (``node`` / ``coordinator``) otherwise, and ``L=<region>`` when there is a home region (a node's region is
   its node id);
 - a non-critical private extension, OID :data:`IDENTITY_OID` (``2.25.<uuid>``, an OID that needs no
-  registration), whose value is a DER ``UTF8String`` holding compact JSON
+  registration), whose value is a DER ``UTF8String`` holding JSON (sorted keys)
   ``{"kind": ..., "region": ... | null, "role": ... | null, "v": 1}``.
 
 The extension is authoritative; :func:`read_identity` also checks the subject agrees with it and refuses the
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Literal, TypedDict, cast
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes as PrivateKey
@@ -59,20 +59,17 @@ _BACKDATE = dt.timedelta(minutes=5)  # tolerate small clock skew between parties
 @dataclass(frozen=True)
 class CaFiles:
     """Where a CA's certificate and key live."""
-
     cert: Path
     key: Path
 
     @classmethod
     def in_dir(cls, directory: Path | str) -> CaFiles:
-        d = Path(directory)
-        return cls(cert=d / "ca.pem", key=d / "ca.key")
+        return cls(cert=Path(directory) / "ca.pem", key=Path(directory) / "ca.key")
 
 
 @dataclass(frozen=True)
 class CertFiles:
     """A leaf certificate, its key, and the CA certificate that verifies it."""
-
     cert: Path
     key: Path
     ca: Path
@@ -81,7 +78,6 @@ class CertFiles:
 @dataclass(frozen=True)
 class Identity:
     """Who a certificate says its holder is."""
-
     common_name: str
     kind: str
     role: str | None
@@ -92,7 +88,6 @@ class Identity:
 
 class FederationFiles(TypedDict):
     """What :func:`init_federation` made or kept."""
-
     ca: CaFiles
     coordinator: CertFiles
     nodes: dict[str, CertFiles]
@@ -101,10 +96,6 @@ class FederationFiles(TypedDict):
 
 
 DEFAULT_CLIENTS: tuple[tuple[str, str, str | None], ...] = (("caseworker", "caseworker", None),)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
@@ -121,22 +112,16 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def _write_pair(cert_path: Path, key_path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    _write(key_path, key_pem, 0o600)
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+def _write_pair(files: CaFiles | CertFiles, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    pem, pkcs8 = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
+    _write(files.key, key.private_bytes(pem, pkcs8, serialization.NoEncryption()), 0o600)
+    _write(files.cert, cert.public_bytes(pem), 0o644)
 
 
 def _der_utf8(text: str) -> bytes:
     raw = text.encode("utf-8")
-    n = len(raw)
-    if n < 0x80:
-        length = bytes([n])
-    else:
-        body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        length = bytes([0x80 | len(body)]) + body
+    n, width = len(raw), (len(raw).bit_length() + 7) // 8
+    length = bytes([n]) if n < 0x80 else bytes([0x80 | width]) + n.to_bytes(width, "big")
     return b"\x0c" + length + raw
 
 
@@ -160,24 +145,19 @@ def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
 
 def _check_name(value: str, what: str) -> None:
     if not _NAME.match(value):
-        raise ConfigError(
-            f"invalid {what} {value!r}: use letters, digits, '.', '_' or '-' (at most 64, no leading symbol)",
-            code="PKI_BAD_NAME",
-        )
+        rule = "letters, digits, '.', '_' or '-', at most 64, starting with a letter or digit"
+        raise ConfigError(f"invalid {what} {value!r}: use {rule}", code="PKI_BAD_NAME")
 
 
 def _check_identity(kind: str, role: str | None, region: str | None) -> None:
     if kind not in KINDS:
-        raise ConfigError(f"unknown certificate kind {kind!r}: use one of {', '.join(KINDS)}", code="PKI_BAD_KIND")
-    if kind == "person":
-        if role not in ROLES:
-            raise ConfigError(
-                f"a person certificate needs a role, one of {', '.join(ROLES)} (got {role!r})", code="PKI_BAD_ROLE"
-            )
-    elif role is not None:
+        raise ConfigError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}", code="PKI_BAD_KIND")
+    if kind == "person" and role not in ROLES:
+        raise ConfigError(f"a person needs a role: {', '.join(ROLES)} (got {role!r})", code="PKI_BAD_ROLE")
+    if kind != "person" and role is not None:
         raise ConfigError(f"a {kind} certificate carries no role (got {role!r})", code="PKI_BAD_ROLE")
     if region is not None and not _REGION.match(region):
-        raise ConfigError(f"invalid region {region!r}: use a lower-case node id such as 'hangzhou'", code="PKI_BAD_REGION")
+        raise ConfigError(f"invalid region {region!r}: use a node id, e.g. 'hangzhou'", code="PKI_BAD_REGION")
 
 
 def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
@@ -186,31 +166,34 @@ def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
-            if not host or not re.match(r"^[A-Za-z0-9*._-]+$", host):
-                raise ConfigError(f"invalid host name {host!r} for a certificate", code="PKI_BAD_HOST") from None
+            if not re.match(r"^[A-Za-z0-9*._-]+$", host):
+                raise ConfigError(f"invalid host name {host!r}", code="PKI_BAD_HOST") from None
             names.append(x509.DNSName(host))
     return x509.SubjectAlternativeName(names)
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    off = dict.fromkeys(
+        ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement", "encipher_only",
+         "decipher_only"), False,
+    )
+    return x509.KeyUsage(digital_signature=True, key_cert_sign=ca, crl_sign=ca, **off)
 
 
 def create_ca(
     out_dir: Path | str, name: str = "hpf federation CA", valid_days: int = 3650, *, force: bool = False
 ) -> CaFiles:
-    """Make a CA in ``out_dir`` (``ca.pem``, ``ca.key`` mode 0600); refuses to replace one unless ``force``."""
+    """Make a CA in ``out_dir`` (``ca.pem``, ``ca.key`` mode 0600); never replaces one unless ``force``."""
     files = CaFiles.in_dir(out_dir)
     if not force and (files.cert.exists() or files.key.exists()):
-        raise ConfigError(
-            f"{files.cert.parent}: a CA already exists there", code="PKI_CA_EXISTS",
-            hint="replacing it invalidates every certificate it issued; pass --force if that is what you want",
-        )
+        hint = "replacing it invalidates every certificate it issued; pass --force if you mean that"
+        raise ConfigError(f"{files.cert.parent}: a CA already exists there", code="PKI_CA_EXISTS", hint=hint)
     if valid_days <= 0:
         raise ConfigError("a CA needs a positive validity in days", code="PKI_BAD_VALIDITY")
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-        x509.NameAttribute(NameOID.COMMON_NAME, name),
-    ])
-    start = _now() - _BACKDATE
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    org = x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)
+    subject = x509.Name([org, x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    start = dt.datetime.now(dt.timezone.utc) - _BACKDATE
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -220,18 +203,11 @@ def create_ca(
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=valid_days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_pair(files.cert, files.key, cert, key)
+    _write_pair(files, cert, key)
     return files
 
 
@@ -240,22 +216,18 @@ def load_ca(ca_dir_or_files: Path | str | CaFiles) -> tuple[x509.Certificate, ec
     files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
     for path in (files.cert, files.key):
         if not path.is_file():
-            raise ConfigError(
-                f"{path}: CA file not found", code="PKI_CA_NOT_FOUND",
-                hint=f"run `hpf pki init --dir {files.cert.parent}` to create the federation CA",
-            )
+            hint = f"run `hpf pki init --dir {files.cert.parent}` to create the federation CA"
+            raise ConfigError(f"{path}: CA file not found", code="PKI_CA_NOT_FOUND", hint=hint)
     try:
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
     except ValueError:
         raise AuthError(f"{files.cert}: not a PEM certificate", code="TLS_PEM_INVALID") from None
     try:
         key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
-    except (ValueError, TypeError):
-        raise AuthError(
-            f"{files.key}: not an unencrypted PEM private key", code="TLS_PEM_INVALID"
-        ) from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise AuthError(f"{files.key}: the CA key must be an ECDSA key", code="TLS_PEM_INVALID")
+        raise AuthError(f"{files.key}: not an unencrypted PEM ECDSA key", code="TLS_PEM_INVALID")
     if not key_matches(cert, key):
         raise AuthError(f"{files.key}: key does not match {files.cert}", code="TLS_KEY_MISMATCH")
     return cert, key
@@ -273,11 +245,10 @@ def issue_certificate(
     valid_days: int = 825,
     not_before: dt.datetime | None = None,
 ) -> CertFiles:
-    """Issue ``<out_dir>/<common_name>.pem`` and ``.key`` from the CA.
+    """Issue ``<out_dir>/<common_name>.pem`` and ``.key`` (mode 0600) from the CA.
 
     ``hosts`` (node and coordinator only) default to localhost and 127.0.0.1. Validity runs from
-    ``not_before`` (default: now, less five minutes of skew) for ``valid_days``; a negative ``valid_days``
-    yields an already-expired certificate (for tests).
+    ``not_before`` (default: now less 5 minutes) for ``valid_days`` (negative: already expired).
     """
     _check_name(common_name, "certificate name")
     _check_identity(kind, role, region)
@@ -286,41 +257,31 @@ def issue_certificate(
     ca_files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
     ca_cert, ca_key = load_ca(ca_files)
     key = ec.generate_private_key(ec.SECP256R1())
-    attrs = [
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role if kind == "person" else kind),
-    ]
-    if region is not None:
-        attrs.append(x509.NameAttribute(NameOID.LOCALITY_NAME, region))
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    start = not_before if not_before is not None else _now() - _BACKDATE
+    parts = [(NameOID.ORGANIZATION_NAME, ORGANIZATION), (NameOID.ORGANIZATIONAL_UNIT_NAME, role or kind),
+             (NameOID.LOCALITY_NAME, region), (NameOID.COMMON_NAME, common_name)]
+    subject = x509.Name([x509.NameAttribute(oid, value) for oid, value in parts if value is not None])
+    start = not_before if not_before is not None else dt.datetime.now(dt.timezone.utc) - _BACKDATE
     end = start + dt.timedelta(days=valid_days)
     if end <= start:
         start = end - dt.timedelta(days=1)
-    payload = json.dumps({"kind": kind, "region": region, "role": role, "v": 1}, sort_keys=True, separators=(",", ":"))
+    payload = json.dumps({"kind": kind, "region": region, "role": role, "v": 1}, sort_keys=True)
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
     if kind != "person":
         usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
+        .subject_name(subject)
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .add_extension(aki, critical=False)
         .add_extension(x509.UnrecognizedExtension(IDENTITY_OID, _der_utf8(payload)), critical=False)
     )
     if kind != "person":
@@ -328,7 +289,7 @@ def issue_certificate(
     cert = builder.sign(ca_key, hashes.SHA256())
     out = Path(out_dir)
     files = CertFiles(cert=out / f"{common_name}.pem", key=out / f"{common_name}.key", ca=ca_files.cert)
-    _write_pair(files.cert, files.key, cert, key)
+    _write_pair(files, cert, key)
     return files
 
 
@@ -344,10 +305,8 @@ def read_identity(cert_pem: bytes | str) -> Identity:
         fields = json.loads(_parse_der_utf8(cast(x509.UnrecognizedExtension, ext).value))
         kind, role, region = fields["kind"], fields.get("role"), fields.get("region")
     except x509.ExtensionNotFound:
-        raise AuthError(
-            "the certificate carries no hpf identity", code="IDENTITY_MISSING",
-            hint="issue it with `hpf pki issue` or `hpf pki init`",
-        ) from None
+        raise AuthError("the certificate carries no hpf identity", code="IDENTITY_MISSING",
+                        hint="issue it with `hpf pki issue` or `hpf pki init`") from None
     except (ValueError, KeyError, TypeError):
         raise AuthError("the certificate's hpf identity is malformed", code="IDENTITY_INVALID") from None
 
@@ -359,13 +318,13 @@ def read_identity(cert_pem: bytes | str) -> Identity:
     try:
         _check_identity(kind, role, region)
     except ConfigError as exc:
-        raise AuthError(f"the certificate's hpf identity is invalid: {exc.message}", code="IDENTITY_INVALID") from None
+        raise AuthError(f"invalid hpf identity: {exc.message}", code="IDENTITY_INVALID") from None
     if (
         not common_name
         or subject(NameOID.ORGANIZATIONAL_UNIT_NAME) != (role if kind == "person" else kind)
         or subject(NameOID.LOCALITY_NAME) != region
     ):
-        raise AuthError("the certificate's subject disagrees with its hpf identity", code="IDENTITY_INCONSISTENT")
+        raise AuthError("the subject disagrees with the hpf identity", code="IDENTITY_INCONSISTENT")
     return Identity(common_name, kind, role, region, cert.serial_number, cert.not_valid_after_utc)
 
 
@@ -373,27 +332,23 @@ def _still_good(
     files: CertFiles, ca_cert: x509.Certificate, kind: str, role: str | None, region: str | None,
     hosts: Sequence[str],
 ) -> bool:
-    """True when an existing leaf was issued by this CA, has its key, the wanted identity and hosts, and is valid."""
+    """True when an existing leaf is from this CA, has its key, identity and hosts, and 30+ days left."""
+    want_san = set(_san(hosts)) if kind != "person" else set()
+    now = dt.datetime.now(dt.timezone.utc)
     try:
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
         key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
         cert.verify_directly_issued_by(ca_cert)
         ident = read_identity(files.cert.read_bytes())
-    except (OSError, ValueError, TypeError, InvalidSignature, AuthError):
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value if want_san else ()
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm, InvalidSignature, AuthError, LookupError):
         return False
-    if not key_matches(cert, key):
-        return False
-    if (ident.kind, ident.role, ident.region) != (kind, role, region):
-        return False
-    if not cert.not_valid_before_utc <= _now() < cert.not_valid_after_utc - dt.timedelta(days=30):
-        return False
-    if kind != "person":
-        try:
-            have = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            return False
-        return set(have) == set(_san(hosts))
-    return True
+    return (
+        key_matches(cert, key)
+        and (ident.kind, ident.role, ident.region) == (kind, role, region)
+        and cert.not_valid_before_utc <= now < cert.not_valid_after_utc - dt.timedelta(days=30)
+        and set(san) == want_san
+    )
 
 
 def init_federation(
@@ -406,11 +361,10 @@ def init_federation(
 ) -> FederationFiles:
     """Make (or complete) a federation's certificates under ``out_dir``.
 
-    Layout: ``ca.pem``/``ca.key``, ``coordinator.pem``/``.key``, ``nodes/<id>.pem``/``.key`` and
-    ``people/<name>.pem``/``.key``. A node's hosts are ``hosts`` plus its node id, the coordinator's
-    ``hosts`` plus ``coordinator`` (the service names in a compose file). Idempotent: an existing CA is kept
-    unless ``force``; an existing leaf is kept when it still fits (same CA, identity and hosts, more than 30
-    days left), else re-issued. Returns ``{"ca", "coordinator", "nodes", "people", "created"}``.
+    Layout: ``ca.pem``/``.key``, ``coordinator.pem``/``.key``, ``nodes/<id>.pem``/``.key``,
+    ``people/<name>.pem``/``.key``. Node hosts are ``hosts`` plus the node id, the coordinator's ``hosts`` plus
+    ``coordinator`` (compose service names). Idempotent: an existing CA is kept unless ``force``; a leaf is
+    kept while it fits (same CA, identity and hosts, over 30 days left), else re-issued.
     """
     out = Path(out_dir)
     for node_id in node_ids:
@@ -432,7 +386,9 @@ def init_federation(
         created.append(ca_files.cert)
     ca_cert, _ = load_ca(ca_files)
 
-    def ensure(sub: Path, name: str, kind: Kind, role: str | None, region: str | None, h: Sequence[str]) -> CertFiles:
+    def ensure(
+        sub: Path, name: str, kind: Kind, role: str | None, region: str | None, h: Sequence[str]
+    ) -> CertFiles:
         files = CertFiles(cert=sub / f"{name}.pem", key=sub / f"{name}.key", ca=ca_files.cert)
         if not force and _still_good(files, ca_cert, kind, role, region, h):
             return files
@@ -441,5 +397,5 @@ def init_federation(
 
     coordinator = ensure(out, COORDINATOR_NAME, "coordinator", None, None, [*hosts, COORDINATOR_NAME])
     nodes = {n: ensure(out / "nodes", n, "node", None, n, [*hosts, n]) for n in node_ids}
-    people = {name: ensure(out / "people", name, "person", role, region, ()) for name, role, region in clients}
+    people = {name: ensure(out / "people", name, "person", r, reg, ()) for name, r, reg in clients}
     return FederationFiles(ca=ca_files, coordinator=coordinator, nodes=nodes, people=people, created=created)

@@ -225,7 +225,7 @@ def load_material(tls: TlsConfig, purpose: Purpose) -> TlsMaterial:
         )
     now = dt.datetime.now(dt.timezone.utc)
     for ca in cas:
-        _check_dates(tls.ca, ca, now, "make a new CA with `hpf pki init --force` and re-issue every certificate")
+        _check_dates(tls.ca, ca, now, "make a new CA with `hpf pki init --force` (re-issues everything)")
     _check_dates(tls.cert, leaf, now, _NEW_CERT_HINT)
     if not any(_is_ca(ca) for ca in cas):
         raise AuthError(

@@ -1,0 +1,90 @@
+"""The client's last step: from exact federation-wide component totals to the printed result.
+
+AVG, VAR and STDDEV are computed exactly (fractions) from COUNT, SUM(x) and SUM(x*x); then the query's
+own expressions over aggregates, HAVING, ORDER BY and LIMIT run in DuckDB over one row per group, so they
+behave exactly as the same SQL on the pooled data would.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import duckdb
+
+from federation.errors import PlanError
+from federation.plan import OTHER, Aggregate, Plan
+from federation.planner import finish_table_ddl
+from federation.planner.binder import public_engine_message
+from federation.slot_codec import cell_coordinates
+
+
+def aggregate_value(agg: Aggregate, totals: list[int]) -> Any:
+    """One aggregate's value from its group's component totals (None where SQL gives NULL)."""
+    n = totals[agg.count]
+    if agg.func == "count":
+        return n
+    if n == 0:
+        return None
+    assert agg.sum is not None
+    s = totals[agg.sum]
+    unit = 10**agg.scale
+    if agg.func == "sum":
+        return Decimal(s).scaleb(-agg.scale) if agg.scale else s
+    if agg.func == "avg":
+        return float(Fraction(s, n * unit))
+    assert agg.sumsq is not None
+    ss = totals[agg.sumsq]
+    spread = Fraction(n * ss - s * s, unit * unit)  # n * sum((x - mean)^2), exactly
+    if agg.func in ("var_pop", "stddev_pop"):
+        var = spread / (n * n)
+    else:
+        if n < 2:
+            return None
+        var = spread / (n * (n - 1))
+    if var < 0:  # impossible for honest totals
+        raise PlanError("the decrypted totals are inconsistent", code="ANSWER_CORRUPT")
+    return float(var) if agg.func.startswith("var") else math.sqrt(float(var))
+
+
+def group_rows(plan: Plan, totals: dict[int, list[int]]) -> list[tuple[Any, ...]]:
+    """One ``__groups`` row per occupied cell: key values, aggregate values, "other" flags."""
+    rows = []
+    for cell, comp_totals in sorted(totals.items()):
+        coords = cell_coordinates(plan.keys, cell)
+        keys, flags = [], []
+        for key, pos in zip(plan.keys, coords, strict=True):
+            keys.append(key.values[pos] if pos < len(key.values) else None)
+            flags.append(pos == key.other_cell)
+        aggs = [aggregate_value(a, comp_totals) for a in plan.aggregates]
+        rows.append((*keys, *aggs, *flags))
+    return rows
+
+
+def finish(plan: Plan, totals: dict[int, list[int]]) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of the federated answer."""
+    rows = group_rows(plan, totals)
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(finish_table_ddl(plan))
+        if rows:
+            marks = ", ".join("?" for _ in rows[0])
+            con.executemany(f"INSERT INTO __groups VALUES ({marks})", rows)
+        result = con.execute(plan.finish_sql).fetchall()
+    except duckdb.Error as err:
+        raise PlanError(
+            f"the result cannot be finished: {public_engine_message(err)}", code="FINISH_FAILED"
+        ) from None
+    finally:
+        con.close()
+    n_out = len(plan.output_names)
+    out_rows = []
+    for row in result:
+        values, flags = list(row[:n_out]), row[n_out:]
+        for i, key_index in enumerate(plan.bare_key_outputs):
+            if key_index is not None and flags[key_index]:
+                values[i] = OTHER
+        out_rows.append(values)
+    return list(plan.output_names), out_rows

@@ -1,0 +1,115 @@
+"""Partial results <-> the flat slot vector (group x component x limb) a plan lays out.
+
+Nodes call :func:`encode_partials` on the rows of ``plan.node_sql()``; the client calls
+:func:`decode_totals` on the decrypted federation-wide sum. Both follow ``plan.layout`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from federation.errors import CryptoError, DataError
+from federation.he import SLOTS
+from federation.limb_codec import join_limbs, split_values
+from federation.plan import GroupKey, Plan
+
+
+def _key_index(key: GroupKey) -> dict[Any, int]:
+    return {v: i for i, v in enumerate(key.values)}
+
+
+def cell_of(keys: Sequence[GroupKey], indexes: Sequence[dict[Any, int]], values: Sequence[Any]) -> int:
+    """Mixed-radix cell number of one group: domain value, NULL or "other" per key."""
+    cell = 0
+    for key, index, value in zip(keys, indexes, values, strict=True):
+        if value is None:
+            pos = key.null_cell
+        else:
+            pos = index.get(value, key.other_cell)
+        cell = cell * key.cells + pos
+    return cell
+
+
+def cell_coordinates(keys: Sequence[GroupKey], cell: int) -> list[int]:
+    """Inverse of :func:`cell_of`: the per-key position of a cell number."""
+    coords = []
+    for key in reversed(keys):
+        cell, pos = divmod(cell, key.cells)
+        coords.append(pos)
+    return coords[::-1]
+
+
+def _as_scaled_int(value: Any, scale: int) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):  # integer results are already in units of 10**-scale (COUNT, SUM(int), sumsq)
+        return value
+    if isinstance(value, Decimal):
+        scaled = value.scaleb(scale)
+        if scaled != scaled.to_integral_value():
+            raise DataError("a partial sum has more decimals than its declared scale", code="PARTIAL_SCALE")
+        return int(scaled)
+    raise DataError(f"a partial result has an unexpected type {type(value).__name__}", code="PARTIAL_TYPE")
+
+
+def encode_partials(plan: Plan, rows: Iterable[Sequence[Any]]) -> np.ndarray:
+    """The flat slot vector of one node's partial results (range-checked limbs)."""
+    layout = plan.layout
+    n_keys = len(plan.keys)
+    indexes = [_key_index(k) for k in plan.keys]
+    sums: dict[int, list[int]] = {}
+    for row in rows:
+        cell = cell_of(plan.keys, indexes, row[:n_keys])
+        acc = sums.setdefault(cell, [0] * len(plan.components))
+        for j, comp in enumerate(plan.components):
+            acc[j] += _as_scaled_int(row[n_keys + j], comp.scale)
+    flat = np.zeros(layout.total, dtype=np.int64)
+    if not sums:
+        return flat
+    cells = np.fromiter(sums.keys(), dtype=np.int64)
+    for j, comp in enumerate(plan.components):
+        limbs = split_values([acc[j] for acc in sums.values()], comp.bits)
+        base = cells * layout.width + layout.offsets[j]
+        for limb in range(comp.limbs):
+            flat[base + limb] = limbs[:, limb]
+    return flat
+
+
+def chunks(flat: np.ndarray) -> list[np.ndarray]:
+    """Cut a flat slot vector into ciphertext-sized pieces."""
+    return [flat[i : i + SLOTS] for i in range(0, flat.shape[0], SLOTS)]
+
+
+def decode_totals(plan: Plan, decrypted_chunks: Sequence[np.ndarray]) -> dict[int, list[int]]:
+    """Exact federation-wide component totals of every cell that has at least one row.
+
+    Ungrouped queries always have their single cell, as SQL returns one row even over no rows.
+    """
+    layout = plan.layout
+    if tuple(len(c) for c in decrypted_chunks) != layout.chunk_sizes:
+        raise CryptoError("the answer does not match the plan's slot layout", code="CIPHERTEXT_SHAPE")
+    flat = np.concatenate(decrypted_chunks) if decrypted_chunks else np.zeros(0, dtype=np.int64)
+    grid = flat.reshape(layout.cells, layout.width)
+    count_star = plan.components[0]
+    occupied = np.nonzero(grid[:, : count_star.limbs].any(axis=1))[0]
+    if not plan.keys:
+        occupied = np.array([0])
+    totals: dict[int, list[int]] = {}
+    for cell in occupied.tolist():
+        row = grid[cell]
+        values = []
+        for j, comp in enumerate(plan.components):
+            start = layout.offsets[j]
+            values.append(join_limbs(row[start : start + comp.limbs].tolist()))
+        if plan.keys and values[0] <= 0:
+            if values[0] < 0:
+                raise CryptoError("a decrypted group count is negative", code="ANSWER_CORRUPT")
+            continue
+        totals[cell] = values
+    return totals
