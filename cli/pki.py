@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, cast
 
 import typer
 from cryptography import x509
@@ -50,16 +50,16 @@ def parse_nodes(text: str) -> list[str]:
 @pki_app.command("init")
 def init_command(
     directory: Annotated[Path, typer.Option("--dir", help="Folder for the CA and all certificates.")],
-    nodes: Annotated[str, typer.Option("--nodes", help="Comma-separated node ids, e.g. shanghai,hangzhou.")] = "",
+    nodes: Annotated[str, typer.Option("--nodes", help="Comma-separated node ids: shanghai,hangzhou.")] = "",
     person: Annotated[
-        Optional[list[str]],  # noqa: UP045 (typer needs Optional here)
+        list[str] | None,
         typer.Option("--person", help="NAME:ROLE[:REGION], repeatable (default caseworker:caseworker)."),
     ] = None,
     host: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option("--host", help="Host name or IP for server certificates, repeatable."),
+        list[str] | None,
+        typer.Option("--host", help="Server host name or IP, repeatable (default localhost, 127.0.0.1)."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing CA and re-issue everything.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace the CA and re-issue everything.")] = False,
 ) -> None:
     """Create (or complete) a federation: CA, coordinator, one certificate per node, and people."""
     with _errors():
@@ -86,10 +86,10 @@ def issue_command(
     out: Annotated[Path, typer.Option("--out", help="Folder to write NAME.pem and NAME.key into.")],
     name: Annotated[str, typer.Option("--name", help="Common name, also the file name.")],
     kind: Annotated[str, typer.Option("--kind", help="node, coordinator or person.")],
-    role: Annotated[Optional[str], typer.Option("--role", help="Person role.")] = None,  # noqa: UP045
-    region: Annotated[Optional[str], typer.Option("--region", help="Home region (node id).")] = None,  # noqa: UP045
+    role: Annotated[str | None, typer.Option("--role", help="Person role.")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="Home region.")] = None,
     host: Annotated[
-        Optional[list[str]],  # noqa: UP045
+        list[str] | None,
         typer.Option("--host", help="Host name or IP for a node/coordinator, repeatable."),
     ] = None,
     valid_days: Annotated[int, typer.Option("--valid-days", help="Validity in days.")] = 825,
@@ -99,10 +99,12 @@ def issue_command(
         if kind not in pki.KINDS:
             raise ConfigError(f"--kind {kind!r}: use one of {', '.join(pki.KINDS)}", code="PKI_BAD_KIND")
         files = pki.issue_certificate(
-            ca_dir, out, name, kind, hosts=host or (), role=role, region=region,  # type: ignore[arg-type]
+            ca_dir, out, name, cast(pki.Kind, kind), hosts=host or (), role=role, region=region,
             valid_days=valid_days,
         )
-        typer.echo(f"certificate: {files.cert}\nkey:         {files.key} (mode 0600)\nca:          {files.ca}")
+        typer.echo(f"certificate: {files.cert}")
+        typer.echo(f"key:         {files.key} (mode 0600)")
+        typer.echo(f"ca:          {files.ca}")
 
 
 def describe(cert_pem: bytes, now: dt.datetime | None = None) -> list[tuple[str, str]]:

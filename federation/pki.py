@@ -328,12 +328,15 @@ def read_identity(cert_pem: bytes | str) -> Identity:
     return Identity(common_name, kind, role, region, cert.serial_number, cert.not_valid_after_utc)
 
 
-def _still_good(
-    files: CertFiles, ca_cert: x509.Certificate, kind: str, role: str | None, region: str | None,
-    hosts: Sequence[str],
-) -> bool:
-    """True when an existing leaf is from this CA, has its key, identity and hosts, and 30+ days left."""
-    want_san = set(_san(hosts)) if kind != "person" else set()
+# Reasons an existing certificate/key pair cannot be reused as is.
+_UNUSABLE = (OSError, ValueError, TypeError, UnsupportedAlgorithm, InvalidSignature, AuthError,
+             x509.ExtensionNotFound)
+
+
+def _still_good(files: CertFiles, ca_cert: x509.Certificate, want: tuple[str, str | None, str | None],
+                hosts: Sequence[str]) -> bool:
+    """True when a leaf is from this CA, has its key, ``(kind, role, region)``, hosts, 30+ days left."""
+    want_san = set(_san(hosts)) if want[0] != "person" else set()
     now = dt.datetime.now(dt.timezone.utc)
     try:
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
@@ -341,11 +344,11 @@ def _still_good(
         cert.verify_directly_issued_by(ca_cert)
         ident = read_identity(files.cert.read_bytes())
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value if want_san else ()
-    except (OSError, ValueError, TypeError, UnsupportedAlgorithm, InvalidSignature, AuthError, LookupError):
+    except _UNUSABLE:
         return False
     return (
         key_matches(cert, key)
-        and (ident.kind, ident.role, ident.region) == (kind, role, region)
+        and (ident.kind, ident.role, ident.region) == want
         and cert.not_valid_before_utc <= now < cert.not_valid_after_utc - dt.timedelta(days=30)
         and set(san) == want_san
     )
@@ -362,9 +365,9 @@ def init_federation(
     """Make (or complete) a federation's certificates under ``out_dir``.
 
     Layout: ``ca.pem``/``.key``, ``coordinator.pem``/``.key``, ``nodes/<id>.pem``/``.key``,
-    ``people/<name>.pem``/``.key``. Node hosts are ``hosts`` plus the node id, the coordinator's ``hosts`` plus
-    ``coordinator`` (compose service names). Idempotent: an existing CA is kept unless ``force``; a leaf is
-    kept while it fits (same CA, identity and hosts, over 30 days left), else re-issued.
+    ``people/<name>.pem``/``.key``. Node hosts are ``hosts`` plus the node id, the coordinator's
+    ``hosts`` plus ``coordinator`` (compose service names). Idempotent: an existing CA is kept unless
+    ``force``; a leaf is kept while it fits (same CA, identity and hosts, 30+ days left), else re-issued.
     """
     out = Path(out_dir)
     for node_id in node_ids:
@@ -377,25 +380,21 @@ def init_federation(
     created: list[Path] = []
     if not force and ca_files.cert.exists() != ca_files.key.exists():
         missing = ca_files.key if ca_files.cert.exists() else ca_files.cert
-        raise ConfigError(
-            f"{missing}: the CA is incomplete (this file is missing)", code="PKI_CA_INCOMPLETE",
-            hint="restore the file, or pass --force to make a new CA and re-issue every certificate",
-        )
+        hint = "restore the file, or pass --force to make a new CA and re-issue every certificate"
+        raise ConfigError(f"{missing}: the CA is incomplete", code="PKI_CA_INCOMPLETE", hint=hint)
     if force or not ca_files.cert.exists():
         create_ca(out, force=True)
         created.append(ca_files.cert)
     ca_cert, _ = load_ca(ca_files)
 
-    def ensure(
-        sub: Path, name: str, kind: Kind, role: str | None, region: str | None, h: Sequence[str]
-    ) -> CertFiles:
+    def ensure(sub: Path, name: str, want: tuple[Kind, str | None, str | None], h: list[str]) -> CertFiles:
         files = CertFiles(cert=sub / f"{name}.pem", key=sub / f"{name}.key", ca=ca_files.cert)
-        if not force and _still_good(files, ca_cert, kind, role, region, h):
+        if not force and _still_good(files, ca_cert, want, h):
             return files
         created.append(files.cert)
-        return issue_certificate(ca_files, sub, name, kind, hosts=h, role=role, region=region)
+        return issue_certificate(ca_files, sub, name, want[0], hosts=h, role=want[1], region=want[2])
 
-    coordinator = ensure(out, COORDINATOR_NAME, "coordinator", None, None, [*hosts, COORDINATOR_NAME])
-    nodes = {n: ensure(out / "nodes", n, "node", None, n, [*hosts, n]) for n in node_ids}
-    people = {name: ensure(out / "people", name, "person", r, reg, ()) for name, r, reg in clients}
+    coordinator = ensure(out, COORDINATOR_NAME, ("coordinator", None, None), [*hosts, COORDINATOR_NAME])
+    nodes = {n: ensure(out / "nodes", n, ("node", None, n), [*hosts, n]) for n in node_ids}
+    people = {name: ensure(out / "people", name, ("person", r, reg), []) for name, r, reg in clients}
     return FederationFiles(ca=ca_files, coordinator=coordinator, nodes=nodes, people=people, created=created)

@@ -260,7 +260,7 @@ def peer_identity(context: grpc.ServicerContext) -> pki.Identity | None:
     Raises AuthError (``IDENTITY_MISSING`` / ``IDENTITY_INVALID`` / ``IDENTITY_INCONSISTENT``) when the
     certificate carries no usable hpf identity.
     """
-    pems = context.auth_context().get("x509_pem_cert") or []
+    pems = list(context.auth_context().get("x509_pem_cert") or ())
     if not pems:
         return None
     return pki.read_identity(pems[0])

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import stat
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
@@ -166,7 +167,7 @@ def test_issue_refuses_bad_identities(
     code: str,
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        pki.issue_certificate(fed["ca"], tmp_path, name, kind, role=role, region=region)  # type: ignore[arg-type]
+        pki.issue_certificate(fed["ca"], tmp_path, name, cast(pki.Kind, kind), role=role, region=region)
     assert info.value.code == code
     assert list(tmp_path.iterdir()) == []
 
@@ -235,7 +236,11 @@ def test_tls_config_resolves_relative_paths_against_the_yaml_folder(tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("ca", "cert", "key", "missing"),
-    [("ca.pem", None, None, "--cert, --key"), (None, "n.pem", "n.key", "--ca"), ("ca.pem", "n.pem", None, "--key")],
+    [
+        ("ca.pem", None, None, "--cert, --key"),
+        (None, "n.pem", "n.key", "--ca"),
+        ("ca.pem", "n.pem", None, "--key"),
+    ],
 )
 def test_half_given_certificate_options_are_an_error(
     ca: str | None, cert: str | None, key: str | None, missing: str
@@ -370,8 +375,8 @@ def cli() -> typer.Typer:
 
 def test_cli_init_show_issue(cli: typer.Typer, tmp_path: Path) -> None:
     runner = CliRunner()
-    args = ["pki", "init", "--dir", str(tmp_path), "--nodes", "hangzhou, ningbo", "--person", "alice:analyst:hangzhou",
-            "--person", "bob:auditor", "--host", "node.example"]
+    args = ["pki", "init", "--dir", str(tmp_path), "--nodes", "hangzhou, ningbo",
+            "--person", "alice:analyst:hangzhou", "--person", "bob:auditor", "--host", "node.example"]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert pki.read_identity((tmp_path / "people" / "alice.pem").read_bytes()).region == "hangzhou"
