@@ -145,3 +145,26 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
             return RequestTooLarge(details or "message too large")
         code = f"GRPC_{status.name}" if status is not None else "GRPC_UNKNOWN"
     return cls(details or "remote error", code=code, hint=hint)
+
+
+_BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
+    ("PLAN_", PlanError),
+    ("PERSON_ID_", PlanError),
+    ("POLICY_", PolicyViolation),
+    ("CONTEXT_", CryptoError),
+    ("CIPHERTEXT_", CryptoError),
+    ("SLOT_", CryptoError),
+    ("PARTIAL_", CryptoError),
+    ("AUTH_", AuthError),
+    ("TLS_", AuthError),
+    ("CONFIG_", ConfigError),
+    ("NODE_", DataError),
+)
+
+
+def error_for_code(code: str, message: str, hint: str | None = None) -> FederationError:
+    """Rebuild an error of the right class (and so gRPC status) from a stable code."""
+    for prefix, cls in _BY_PREFIX:
+        if code.startswith(prefix):
+            return cls(message, code=code, hint=hint)
+    return FederationError(message, code=code, hint=hint)

@@ -8,6 +8,7 @@ behave exactly as the same SQL on the pooled data would.
 from __future__ import annotations
 
 import math
+import threading
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -19,6 +20,9 @@ from federation.plan import OTHER, Aggregate, Plan
 from federation.planner import finish_table_ddl
 from federation.planner.binder import public_engine_message
 from federation.slot_codec import cell_coordinates
+
+_ENGINE = duckdb.connect(":memory:")
+_ENGINE_LOCK = threading.Lock()
 
 
 def aggregate_value(agg: Aggregate, totals: list[int]) -> Any:
@@ -66,7 +70,8 @@ def group_rows(plan: Plan, totals: dict[int, list[int]]) -> list[tuple[Any, ...]
 def finish(plan: Plan, totals: dict[int, list[int]]) -> tuple[list[str], list[list[Any]]]:
     """Columns and rows of the federated answer."""
     rows = group_rows(plan, totals)
-    con = duckdb.connect(":memory:")
+    with _ENGINE_LOCK:
+        con = _ENGINE.cursor()  # a cursor is its own connection: its temp table is private
     try:
         con.execute(finish_table_ddl(plan))
         if rows:

@@ -218,3 +218,36 @@ def add_ciphertexts(ctx: ts.Context, blobs: Sequence[bytes], expected_size: int)
 def validate_ciphertext(ctx: ts.Context, blob: bytes, expected_size: int) -> None:
     """Raise CryptoError unless ``blob`` is a well-formed ciphertext of ``expected_size`` slots."""
     _load_vector(ctx, blob, expected_size)
+
+
+class CiphertextSum:
+    """Running homomorphic sum of several parties' answers, chunk by chunk.
+
+    :meth:`add` first checks every ciphertext of one party, so a malformed answer is refused whole and
+    never half-added.
+    """
+
+    def __init__(self, ctx: ts.Context, chunk_sizes: Sequence[int]) -> None:
+        self._ctx = ctx
+        self._sizes = tuple(chunk_sizes)
+        self._acc: list[ts.BFVVector] | None = None
+        self.parties = 0
+
+    def add(self, blobs: Sequence[bytes]) -> None:
+        if len(blobs) != len(self._sizes):
+            raise CryptoError(
+                f"an answer holds {len(blobs)} ciphertexts where the plan lays out {len(self._sizes)}",
+                code="CIPHERTEXT_SHAPE",
+            )
+        vectors = [_load_vector(self._ctx, b, n) for b, n in zip(blobs, self._sizes, strict=True)]
+        if self._acc is None:
+            self._acc = vectors
+        else:
+            for acc, vec in zip(self._acc, vectors, strict=True):
+                acc += vec
+        self.parties += 1
+
+    def result(self) -> list[bytes]:
+        if self._acc is None:
+            raise CryptoError("nothing to add", code="CIPHERTEXT_MISSING")
+        return [bytes(v.serialize()) for v in self._acc]

@@ -6,13 +6,14 @@ Every party runs the same stages on the same catalog and gets the same plan (and
 
 from __future__ import annotations
 
-import duckdb
+from functools import lru_cache
+
 from sqlglot import exp
 
 from federation.catalog import Catalog, Table
 from federation.errors import PlanError
 from federation.plan import Aggregate, Component, GroupKey, Plan, fingerprint
-from federation.planner.binder import binder_for, exact_scale, public_engine_message
+from federation.planner.binder import SchemaBinder, binder_for, exact_scale
 from federation.planner.domains import coerce_to_type, key_domain
 from federation.planner.resolve import check_identifiers, resolve_columns, resolve_table
 from federation.planner.shape import check_shape, parse
@@ -24,7 +25,34 @@ COUNT_BITS, SUM_BITS, SUMSQ_BITS = 64, 90, 150
 
 
 def plan_query(sql: str, catalog: Catalog) -> Plan:
-    """Check ``sql`` against ``catalog`` and derive its partial plan, or raise a PlanError."""
+    """Check ``sql`` against ``catalog`` and derive its partial plan, or raise a PlanError.
+
+    Plans are pure functions of (SQL, catalog), so the last few are cached.
+    """
+    return _cached_plan(sql, _CatalogKey(catalog))
+
+
+class _CatalogKey:
+    """Hashes a catalog by identity: loaded once per process, never mutated."""
+
+    __slots__ = ("catalog",)
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def __hash__(self) -> int:
+        return id(self.catalog)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _CatalogKey) and other.catalog is self.catalog
+
+
+@lru_cache(maxsize=256)
+def _cached_plan(sql: str, key: _CatalogKey) -> Plan:
+    return _derive_plan(sql, key.catalog)
+
+
+def _derive_plan(sql: str, catalog: Catalog) -> Plan:
     tree = check_shape(parse(sql))
     table_name, table = resolve_table(tree, catalog)
     tree = resolve_columns(tree, table_name, table)
@@ -92,7 +120,7 @@ def _bind(split: Split, table_name: str, table: Table, where_sql: str | None, ca
             code="PLAN_TOO_LARGE",
             hint="group by fewer or smaller domains",
         )
-    _check_finish(plan)
+    _check_finish(plan, binder)
     object.__setattr__(plan, "fingerprint", fingerprint(plan))
     return plan
 
@@ -119,22 +147,26 @@ def _aggregate(call: AggregateCall, result_type: str, binder, table_name: str, c
     return Aggregate(call.func, count=count, sum=total, sumsq=squares, scale=scale, result_type=result_type)
 
 
+def finish_columns(plan: Plan) -> list[tuple[str, str]]:
+    """Name and type of every ``__groups`` column: keys, aggregates, "other" flags."""
+    cols = [(f"k{i}", k.type) for i, k in enumerate(plan.keys)]
+    cols += [(f"a{i}", a.result_type) for i, a in enumerate(plan.aggregates)]
+    cols += [(f"__other{i}", "BOOLEAN") for i in range(len(plan.keys))]
+    return cols or [("dummy", "INTEGER")]
+
+
 def finish_table_ddl(plan: Plan) -> str:
-    cols = [f'k{i} {k.type}' for i, k in enumerate(plan.keys)]
-    cols += [f'a{i} {a.result_type}' for i, a in enumerate(plan.aggregates)]
-    cols += [f"__other{i} BOOLEAN" for i in range(len(plan.keys))]
-    return f"CREATE TABLE __groups ({', '.join(cols) or 'dummy INTEGER'})"
+    return "CREATE TEMP TABLE __groups (" + ", ".join(f"{n} {t}" for n, t in finish_columns(plan)) + ")"
 
 
-def _check_finish(plan: Plan) -> None:
-    con = duckdb.connect(":memory:")
+def _check_finish(plan: Plan, binder: SchemaBinder) -> None:
+    """Bind the finishing query over an empty ``__groups`` of the right types."""
+    empty = ", ".join(f"CAST(NULL AS {t}) AS {n}" for n, t in finish_columns(plan))
     try:
-        con.execute(finish_table_ddl(plan))
-        con.execute(f"DESCRIBE {plan.finish_sql}")
-    except duckdb.Error as err:
+        binder.types(f"WITH __groups AS (SELECT {empty} WHERE FALSE) {plan.finish_sql}")
+    except PlanError as err:
         raise PlanError(
-            f"the query's HAVING, ORDER BY or expressions over aggregates cannot be run: {public_engine_message(err)}",
+            "the query's HAVING, ORDER BY or expressions over aggregates cannot be run: "
+            + err.message.removeprefix("the query cannot be run: "),
             code="PLAN_BIND",
         ) from None
-    finally:
-        con.close()

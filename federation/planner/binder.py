@@ -15,14 +15,15 @@ import duckdb
 from federation.catalog import Catalog
 from federation.errors import PlanError
 
-_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+_QUOTED = re.compile(r"'(?:[^']|'')*'")  # values; double-quoted identifiers stay readable
+_NUMBER = re.compile(r"\b\d[\d.,]{1,}\b")
 
 
 def public_engine_message(err: Exception) -> str:
     """The first line of a DuckDB error with quoted literals masked: the user's values never travel back."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     text = re.sub(r"^[A-Za-z ]*Error: ", "", text)
-    return _QUOTED.sub("'…'", text)[:300]
+    return _NUMBER.sub("…", _QUOTED.sub("'…'", text))[:300]
 
 
 class SchemaBinder:

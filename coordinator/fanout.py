@@ -1,0 +1,138 @@
+"""The coordinator's handler: plan, fan out to every node with a deadline, sum the ciphertexts. No gRPC server here.
+
+The coordinator holds the catalog and the node directory, nothing secret: it sees SQL text, ciphertexts,
+which nodes answered and how long they took, never a value.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import grpc
+
+from federation import he
+from federation.catalog import Catalog
+from federation.errors import FederationError, UnavailableError, error_for_code, from_rpc_error
+from federation.generated import hpf_federation_pb2 as pb
+from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.planner import plan_query
+
+log = logging.getLogger("hpf.coordinator")
+
+TRANSPORT_CODES = {"NODE_TIMEOUT", "NODE_UNREACHABLE", "NODE_BAD_ANSWER"}
+
+
+@dataclass
+class MissingRegion:
+    node_id: str
+    code: str
+    message: str
+
+
+@dataclass
+class FederatedAnswer:
+    query_id: str
+    fingerprint: str
+    ciphertexts: list[bytes]
+    answered: list[str]
+    missing: list[MissingRegion]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class FanOut:
+    def __init__(self, catalog: Catalog, stubs: Mapping[str, pb_grpc.NodeStub], deadline_ms: int) -> None:
+        self.catalog = catalog
+        self._stubs = dict(stubs)
+        self.deadline_ms = deadline_ms
+
+    def query(self, sql: str, public_context: bytes, deadline_ms: int = 0) -> FederatedAnswer:
+        t0 = time.perf_counter()
+        plan = plan_query(sql, self.catalog)
+        ctx = he.load_public_context(public_context)
+        t_plan = time.perf_counter()
+        query_id = uuid.uuid4().hex
+        timeout = (deadline_ms or self.deadline_ms) / 1000.0
+        request = pb.PartialRequest(
+            query_id=query_id, sql=sql, public_context=public_context, plan_fingerprint=plan.fingerprint
+        )
+        futures = {
+            node_id: stub.ComputePartial.future(request, timeout=timeout) for node_id, stub in self._stubs.items()
+        }
+        total = he.CiphertextSum(ctx, plan.layout.chunk_sizes)
+        answered: list[str] = []
+        missing: list[MissingRegion] = []
+        node_times = {"node_scan_ms": 0.0, "node_encrypt_ms": 0.0, "node_total_ms": 0.0}
+        aggregate_s = 0.0
+        for node_id, future in futures.items():
+            try:
+                response = future.result()
+            except grpc.RpcError as err:
+                missing.append(_missing(node_id, err))
+                continue
+            if response.node_id != node_id or response.plan_fingerprint != plan.fingerprint:
+                missing.append(MissingRegion(node_id, "NODE_BAD_ANSWER", "the node answered a different plan"))
+                continue
+            t_add = time.perf_counter()
+            try:
+                total.add(list(response.ciphertexts))
+            except FederationError as err:
+                missing.append(MissingRegion(node_id, "NODE_BAD_ANSWER", err.message))
+                continue
+            finally:
+                aggregate_s += time.perf_counter() - t_add
+            answered.append(node_id)
+            node_times["node_scan_ms"] = max(node_times["node_scan_ms"], response.scan_ms)
+            node_times["node_encrypt_ms"] = max(node_times["node_encrypt_ms"], response.encrypt_ms)
+            node_times["node_total_ms"] = max(node_times["node_total_ms"], response.total_ms)
+        t_fanout = time.perf_counter()
+        for m in missing:
+            log.warning("query %s: region %s missing (%s)", query_id, m.node_id, m.code)
+        if not answered:
+            raise _no_region_answered(missing)
+        t_sum = time.perf_counter()
+        ciphertexts = total.result()
+        aggregate_s += time.perf_counter() - t_sum
+        log.info(
+            "query %s: plan %s, %d region(s) answered, %d missing",
+            query_id,
+            plan.fingerprint[:12],
+            len(answered),
+            len(missing),
+        )
+        return FederatedAnswer(
+            query_id=query_id,
+            fingerprint=plan.fingerprint,
+            ciphertexts=ciphertexts,
+            answered=answered,
+            missing=missing,
+            timings={
+                "plan_ms": (t_plan - t0) * 1e3,
+                "fanout_ms": (t_fanout - t_plan) * 1e3 - aggregate_s * 1e3,
+                "aggregate_ms": aggregate_s * 1e3,
+                **node_times,
+            },
+        )
+
+
+def _missing(node_id: str, err: grpc.RpcError) -> MissingRegion:
+    code = err.code() if hasattr(err, "code") else None
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return MissingRegion(node_id, "NODE_TIMEOUT", "the region did not answer before the deadline")
+    remote = from_rpc_error(err)
+    if remote.code in ("SERVER_UNREACHABLE", "DEADLINE_EXCEEDED"):
+        return MissingRegion(node_id, "NODE_UNREACHABLE", "the region cannot be reached")
+    return MissingRegion(node_id, remote.code, remote.message)
+
+
+def _no_region_answered(missing: list[MissingRegion]) -> FederationError:
+    codes = {m.code for m in missing}
+    if len(codes) == 1 and not codes & TRANSPORT_CODES:
+        # every region refused the same way (e.g. a plan the nodes' policy refuses): pass it on
+        first = missing[0]
+        return error_for_code(first.code, f"every region refused the query: {first.message}")
+    detail = ", ".join(f"{m.node_id} ({m.code})" for m in missing)
+    return UnavailableError(f"no region answered: {detail}", code="REGIONS_UNAVAILABLE")

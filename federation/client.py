@@ -1,0 +1,136 @@
+"""The client library (the `hpf query` CLI and integrators use it): plan, ask, decrypt, finish.
+
+The BFV secret key stays in this process and the profile's key file; only the public context is sent.
+The client derives the plan itself from the catalog and checks that the coordinator answered that plan.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import yaml
+
+from federation import he
+from federation.catalog import Catalog, load_catalog
+from federation.config_files import parse_model
+from federation.errors import CryptoError, from_rpc_error
+from federation.finish import finish
+from federation.generated import hpf_federation_pb2 as pb
+from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.plan import Plan
+from federation.planner import plan_query
+from federation.profile import ClientProfile
+from federation.slot_codec import decode_totals
+from federation.tls import require_tls, secure_channel
+
+
+@dataclass
+class QueryAnswer:
+    columns: list[str]
+    rows: list[list[Any]]
+    answered: list[str]
+    missing: list[dict[str, str]]
+    query_id: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "columns": self.columns,
+            "rows": self.rows,
+            "regions": {"answered": self.answered, "missing": [m["node_id"] for m in self.missing]},
+        }
+
+
+class FederationClient:
+    def __init__(self, profile: ClientProfile, keys: he.ClientKeys | None = None) -> None:
+        self.profile = profile
+        tls = require_tls(profile.tls, profile.insecure, source="client profile")
+        self._channel = secure_channel(profile.coordinator, tls)
+        self._stub = pb_grpc.CoordinatorStub(self._channel)
+        self._keys = keys
+        self._catalog: Catalog | None = None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> FederationClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def keys(self) -> he.ClientKeys:
+        if self._keys is None:
+            self._keys = he.ClientKeys.load_or_generate(self.profile.keys)
+        return self._keys
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            if self.profile.catalog is not None:
+                self._catalog = load_catalog(self.profile.catalog)
+            else:
+                try:
+                    reply = self._stub.GetCatalog(pb.CatalogRequest(), timeout=self.profile.timeout_s)
+                except grpc.RpcError as err:
+                    raise from_rpc_error(err) from None
+                self._catalog = parse_model("<coordinator catalog>", yaml.safe_load(reply.catalog_yaml), Catalog)
+        return self._catalog
+
+    def plan(self, sql: str) -> Plan:
+        return plan_query(sql, self.catalog)
+
+    def query(self, sql: str, deadline_ms: int | None = None) -> QueryAnswer:
+        t0 = time.perf_counter()
+        plan = self.plan(sql)  # clear errors before anything is sent
+        keys = self.keys
+        t_plan = time.perf_counter()
+        request = pb.QueryRequest(
+            sql=sql,
+            public_context=keys.public_context(),
+            deadline_ms=self.profile.deadline_ms if deadline_ms is None else deadline_ms,
+        )
+        try:
+            reply = self._stub.Query(request, timeout=self.profile.timeout_s)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        t_rpc = time.perf_counter()
+        if reply.plan_fingerprint != plan.fingerprint:
+            raise CryptoError(
+                "the coordinator answered a different plan than this client derived",
+                code="PLAN_MISMATCH",
+                hint="the client's catalog may differ from the coordinator's",
+            )
+        sizes = plan.layout.chunk_sizes
+        if len(reply.ciphertexts) != len(sizes):
+            raise CryptoError("the answer does not match the plan's slot layout", code="CIPHERTEXT_SHAPE")
+        decrypted = [keys.decrypt(blob, n) for blob, n in zip(reply.ciphertexts, sizes, strict=True)]
+        t_dec = time.perf_counter()
+        columns, rows = finish(plan, decode_totals(plan, decrypted))
+        t_fin = time.perf_counter()
+        server = reply.timings
+        timings = {
+            "client_plan_ms": (t_plan - t0) * 1e3,
+            "round_trip_ms": (t_rpc - t_plan) * 1e3,
+            "decrypt_ms": (t_dec - t_rpc) * 1e3,
+            "finish_ms": (t_fin - t_dec) * 1e3,
+            "coordinator_plan_ms": server.plan_ms,
+            "fanout_ms": server.fanout_ms,
+            "node_scan_ms": server.node_scan_ms,
+            "node_encrypt_ms": server.node_encrypt_ms,
+            "node_total_ms": server.node_total_ms,
+            "aggregate_ms": server.aggregate_ms,
+            "total_ms": (t_fin - t0) * 1e3,
+        }
+        return QueryAnswer(
+            columns=columns,
+            rows=rows,
+            answered=list(reply.answered),
+            missing=[{"node_id": m.node_id, "code": m.code, "message": m.message} for m in reply.missing],
+            query_id=reply.query_id,
+            timings=timings,
+        )

@@ -1,0 +1,88 @@
+"""The default backend: DuckDB over the region's own Parquet or CSV files.
+
+Each catalog table becomes a view that casts every column to its catalog type, so a query binds the same
+way here as in every other party's planner, and a file that does not fit the catalog is refused at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+from federation.catalog import Catalog
+from federation.errors import DataError
+from federation.planner.binder import public_engine_message
+from node.config import TableSource
+
+log = logging.getLogger("hpf.node.duckdb")
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class DuckDBBackend:
+    """Runs a node's partial plan on its local files."""
+
+    def __init__(self, catalog: Catalog, sources: dict[str, TableSource], threads: int | None = None) -> None:
+        self._con = duckdb.connect(":memory:")
+        if threads:
+            self._con.execute(f"SET threads = {int(threads)}")
+        self._lock = threading.Lock()
+        for name, table in catalog.tables.items():
+            source = sources.get(name)
+            if source is None:
+                raise DataError(
+                    f"table {name!r} of the catalog has no source in the node configuration",
+                    code="NODE_TABLE_MISSING",
+                    hint=f"add 'tables: {{{name}: path/to/{name}.parquet}}' to the node config",
+                )
+            reader = (
+                f"read_parquet({_quote(str(source.path))})"
+                if source.file_format == "parquet"
+                else f"read_csv({_quote(str(source.path))}, header = true)"
+            )
+            try:
+                present = {r[0] for r in self._con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()}
+            except duckdb.Error as err:
+                raise DataError(
+                    f"table {name!r}: cannot read {source.path} ({public_engine_message(err)})",
+                    code="NODE_TABLE_UNREADABLE",
+                ) from None
+            missing = [c for c in table.columns if c not in present]
+            if missing:
+                raise DataError(
+                    f"table {name!r}: {source.path} lacks column(s) {', '.join(missing)} declared in the catalog",
+                    code="NODE_TABLE_SCHEMA",
+                )
+            cols = ", ".join(f'CAST("{c}" AS {col.type}) AS "{c}"' for c, col in table.columns.items())
+            self._con.execute(f'CREATE VIEW "{name}" AS SELECT {cols} FROM {reader}')
+            try:
+                self._con.execute(f'SELECT * FROM "{name}" LIMIT 0').fetchall()
+            except duckdb.Error as err:
+                raise DataError(
+                    f"table {name!r}: {source.path} does not fit the catalog types ({public_engine_message(err)})",
+                    code="NODE_TABLE_SCHEMA",
+                ) from None
+
+    def run(self, sql: str) -> Sequence[tuple[Any, ...]]:
+        """Run the node query of a plan; engine errors come back value-free."""
+        with self._lock:
+            cur = self._con.cursor()
+        try:
+            return cur.execute(sql).fetchall()
+        except duckdb.Error as err:
+            log.warning("partial query failed: %s", public_engine_message(err))
+            raise DataError(
+                f"the node could not run the partial plan: {public_engine_message(err)}",
+                code="NODE_EXECUTION_FAILED",
+            ) from None
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        self._con.close()

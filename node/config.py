@@ -1,0 +1,79 @@
+"""A node's configuration file (``node.yaml``)::
+
+    node_id: shanghai
+    listen: 127.0.0.1:50051
+    catalog: ../federation.yaml          # the federation catalog (relative to this file)
+    tables:                              # where this region's tables live, read by DuckDB
+      deposits: data/deposits.parquet    # a path or glob; .csv files are read as CSV
+      loans: {path: data/loans.csv, format: csv}
+    tls: {ca: pki/ca.pem, cert: pki/nodes/shanghai.pem, key: pki/nodes/shanghai.key}
+    # insecure: true                     # plaintext, local development only (logs a warning)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from federation.config_files import load_model
+from federation.tls import TlsConfig
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir") if isinstance(info.context, dict) else None
+    value = value.expanduser()
+    return Path(base) / value if base is not None and not value.is_absolute() else value
+
+
+class TableSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: Path
+    format: Literal["parquet", "csv"] | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: Path, info: ValidationInfo) -> Path:
+        return _resolve(v, info)
+
+    @property
+    def file_format(self) -> str:
+        if self.format:
+            return self.format
+        return "csv" if str(self.path).lower().endswith((".csv", ".csv.gz")) else "parquet"
+
+
+class NodeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    node_id: str
+    listen: str = "127.0.0.1:50051"
+    catalog: Path
+    tables: dict[str, TableSource]
+    tls: TlsConfig | None = None
+    insecure: bool = False
+    max_workers: int = Field(default=8, ge=1, le=256)
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog(cls, v: Path, info: ValidationInfo) -> Path:
+        return _resolve(v, info)
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _short_form(cls, v: object) -> object:
+        if isinstance(v, dict):
+            return {k: ({"path": s} if isinstance(s, str) else s) for k, s in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _tls_or_insecure(self) -> NodeConfig:
+        if self.tls is None and not self.insecure:
+            raise ValueError("give 'tls: {ca, cert, key}' (run `hpf pki init`), or 'insecure: true' for local development")
+        if self.tls is not None and self.insecure:
+            raise ValueError("'tls' and 'insecure: true' are both given; drop one")
+        return self
+
+
+def load_node_config(path: Path | str) -> NodeConfig:
+    return load_model(path, NodeConfig)
