@@ -14,14 +14,10 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    import importlib
+    from cli import catalog, demo, pki, query, serve
 
-    for module in ("cli.pki",):
-        try:
-            importlib.import_module(module).register(app)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    for module in (query, demo, serve, pki, catalog):
+        module.register(app)
 
 
 def main() -> None:

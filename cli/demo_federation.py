@@ -1,0 +1,223 @@
+"""Lay out and run a local demo federation: data, certificates, configs, and one process per party."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from federation.errors import ConfigError, UnavailableError
+from federation.hpf_schema import TABLE_NAMES, demo_catalog
+from federation.pki import init_federation
+from federation.regions import first_regions
+from federation.synth import generate_node
+from federation.tls import TlsConfig, secure_channel
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class DemoLayout:
+    data: Path
+    node_ids: list[str]
+    ports: dict[str, int] = field(default_factory=dict)  # node ids and "coordinator"
+
+    @property
+    def pki(self) -> Path:
+        return self.data / "pki"
+
+    @property
+    def catalog(self) -> Path:
+        return self.data / "federation.yaml"
+
+    @property
+    def client_profile(self) -> Path:
+        return self.data / "client.yaml"
+
+    def node_config(self, node_id: str) -> Path:
+        return self.data / "config" / f"node-{node_id}.yaml"
+
+    @property
+    def coordinator_config(self) -> Path:
+        return self.data / "config" / "coordinator.yaml"
+
+    def log(self, name: str) -> Path:
+        return self.data / "logs" / f"{name}.log"
+
+    def tls(self, cert: str) -> dict[str, str]:
+        return {"ca": str(self.pki / "ca.pem"), "cert": str(self.pki / f"{cert}.pem"), "key": str(self.pki / f"{cert}.key")}
+
+
+def ensure_data(layout: DemoLayout, rows: int, seed: int, progress: Progress) -> None:
+    """Generate each node's tables unless files made with the same rows and seed are there."""
+    for node_id in layout.node_ids:
+        node_dir = layout.data / node_id
+        meta_path = node_dir / "_generated.json"
+        wanted = {"rows": rows, "seed": seed}
+        complete = all((node_dir / f"{t}.parquet").exists() for t in TABLE_NAMES)
+        if complete and meta_path.exists() and json.loads(meta_path.read_text()) == wanted:
+            progress(f"data for {node_id}: present")
+            continue
+        started = time.perf_counter()
+        generate_node(layout.data, node_id, rows, seed)
+        meta_path.write_text(json.dumps(wanted))
+        progress(f"data for {node_id}: generated {rows:,} deposit rows in {time.perf_counter() - started:.1f}s")
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (bound and released; the demo binds them right after)."""
+    sockets, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in sockets:
+            s.close()
+    return ports
+
+
+def write_configs(layout: DemoLayout, base_port: int) -> None:
+    """Certificates, the catalog, one config per node, the coordinator's and the client profile."""
+    n = len(layout.node_ids)
+    ports = list(range(base_port, base_port + n + 1)) if base_port else free_ports(n + 1)
+    layout.ports = {"coordinator": ports[0], **dict(zip(layout.node_ids, ports[1:], strict=True))}
+    init_federation(layout.pki, layout.node_ids, clients=(("caseworker", "caseworker", layout.node_ids[0]),))
+    addresses = {node_id: f"127.0.0.1:{layout.ports[node_id]}" for node_id in layout.node_ids}
+    _dump(layout.catalog, demo_catalog(addresses))
+    for node_id in layout.node_ids:
+        _dump(
+            layout.node_config(node_id),
+            {
+                "node_id": node_id,
+                "listen": addresses[node_id],
+                "catalog": str(layout.catalog),
+                "tables": {t: str(layout.data / node_id / f"{t}.parquet") for t in TABLE_NAMES},
+                "tls": layout.tls(f"nodes/{node_id}"),
+            },
+        )
+    _dump(
+        layout.coordinator_config,
+        {
+            "listen": f"127.0.0.1:{layout.ports['coordinator']}",
+            "catalog": str(layout.catalog),
+            "deadline_ms": 10_000,
+            "tls": layout.tls("coordinator"),
+        },
+    )
+    _dump(
+        layout.client_profile,
+        {
+            "coordinator": f"127.0.0.1:{layout.ports['coordinator']}",
+            "catalog": "federation.yaml",
+            "keys": "keys/caseworker.bfv",
+            "tls": {
+                "ca": "pki/ca.pem",
+                "cert": "pki/people/caseworker.pem",
+                "key": "pki/people/caseworker.key",
+            },
+        },
+    )
+
+
+def _dump(path: Path, doc: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+@dataclass
+class Party:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+
+def _spawn(layout: DemoLayout, name: str, args: list[str], port: int) -> Party:
+    log_path = layout.log(name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return Party(name=name, process=proc, port=port, log=log_path)
+
+
+def _wait_serving(party: Party, tls: TlsConfig, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    with secure_channel(f"127.0.0.1:{party.port}", tls) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if party.process.poll() is not None:
+                tail = party.log.read_text(errors="replace").strip().splitlines()[-5:]
+                raise UnavailableError(
+                    f"{party.name} exited at start (code {party.process.returncode}): " + " | ".join(tail),
+                    code="DEMO_START_FAILED",
+                    hint=f"see {party.log}",
+                )
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise UnavailableError(f"{party.name} did not start in {timeout_s:.0f}s", code="DEMO_START_FAILED", hint=f"see {party.log}")
+
+
+@contextlib.contextmanager
+def running_parties(layout: DemoLayout, progress: Progress, timeout_s: float = 60.0) -> Iterator[list[Party]]:
+    """Start every node, then the coordinator, as separate processes; always stop them on exit."""
+    parties: list[Party] = []
+    probe = TlsConfig.model_validate(layout.tls("coordinator"))
+    try:
+        for node_id in layout.node_ids:
+            parties.append(
+                _spawn(layout, node_id, ["node", "serve", "--config", str(layout.node_config(node_id))], layout.ports[node_id])
+            )
+        for party in parties:
+            _wait_serving(party, probe, timeout_s)
+            progress(f"node {party.name} serving on 127.0.0.1:{party.port} (mTLS)")
+        coordinator = _spawn(
+            layout, "coordinator", ["coordinator", "serve", "--config", str(layout.coordinator_config)], layout.ports["coordinator"]
+        )
+        parties.append(coordinator)
+        _wait_serving(coordinator, TlsConfig.model_validate(layout.tls("people/caseworker")), timeout_s)
+        progress(f"coordinator serving on 127.0.0.1:{coordinator.port} (mTLS)")
+        yield parties
+    finally:
+        for party in reversed(parties):
+            if party.process.poll() is None:
+                party.process.send_signal(signal.SIGTERM)
+        for party in parties:
+            try:
+                party.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                party.process.kill()
+
+
+def layout_for(data: Path, nodes: int) -> DemoLayout:
+    try:
+        ids = [r.node_id for r in first_regions(nodes)]
+    except ValueError as err:
+        raise ConfigError(str(err), code="DEMO_ARGS") from None
+    return DemoLayout(data=data.resolve(), node_ids=ids)

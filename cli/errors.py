@@ -1,0 +1,64 @@
+"""The one place where errors become a readable line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import grpc
+import typer
+
+from federation.errors import (
+    AuthError,
+    ConfigError,
+    CryptoError,
+    FederationError,
+    PlanError,
+    PolicyViolation,
+    UnavailableError,
+    from_rpc_error,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_CODES: dict[type[FederationError], int] = {
+    PlanError: 2,
+    ConfigError: 2,
+    AuthError: 3,
+    PolicyViolation: 4,
+    UnavailableError: 5,
+    CryptoError: 6,
+}
+
+
+def exit_code(err: FederationError) -> int:
+    for cls, code in EXIT_CODES.items():
+        if isinstance(err, cls):
+            return code
+    return 1
+
+
+def report(err: FederationError) -> int:
+    typer.echo(f"error: {err}", err=True)
+    return exit_code(err)
+
+
+def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Map FederationError and grpc.RpcError to one line on stderr and a stable exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except FederationError as err:
+            raise typer.Exit(report(err)) from None
+        except grpc.RpcError as err:
+            raise typer.Exit(report(from_rpc_error(err))) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper

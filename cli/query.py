@@ -1,0 +1,42 @@
+"""`hpf query`: one federated aggregate query, answered encrypted and decrypted only here."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from cli.errors import cli_errors
+from cli.output import render
+from federation.client import FederationClient
+from federation.profile import load_profile
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+@cli_errors
+def query(
+    sql: str = typer.Argument(..., help="Federated SQL, e.g. \"SELECT city_code, COUNT(*) FROM accounts GROUP BY 1\""),
+    profile: Path = typer.Option(..., "--profile", "-p", help="Client profile (client.yaml)"),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format"),
+    deadline_ms: int = typer.Option(0, "--deadline-ms", help="How long the regions may take (0: the profile's)"),
+    timings: bool = typer.Option(False, "--timings", help="Print a per-stage timing breakdown to stderr"),
+) -> None:
+    """Run one federated aggregate query and print the federation-wide answer."""
+    with FederationClient(load_profile(profile)) as client:
+        answer = client.query(sql, deadline_ms=deadline_ms or None)
+    typer.echo(render(answer, fmt.value))
+    if answer.missing and fmt != Format.table:
+        for m in answer.missing:
+            typer.echo(f"warning: region {m['node_id']} is not in the answer ({m['code']})", err=True)
+    if timings:
+        typer.echo(" ".join(f"{k}={v:.1f}" for k, v in answer.timings.items()), err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("query")(query)
