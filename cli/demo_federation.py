@@ -91,7 +91,7 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def write_configs(layout: DemoLayout, base_port: int) -> None:
+def write_configs(layout: DemoLayout, base_port: int, node_threads: int | None = None) -> None:
     """Certificates, the catalog, one config per node, the coordinator's and the client profile."""
     n = len(layout.node_ids)
     ports = list(range(base_port, base_port + n + 1)) if base_port else free_ports(n + 1)
@@ -108,6 +108,7 @@ def write_configs(layout: DemoLayout, base_port: int) -> None:
                 "catalog": str(layout.catalog),
                 "tables": {t: str(layout.data / node_id / f"{t}.parquet") for t in TABLE_NAMES},
                 "tls": layout.tls(f"nodes/{node_id}"),
+                **({"duckdb_threads": node_threads} if node_threads else {}),
             },
         )
     _dump(

@@ -74,9 +74,10 @@ def finish(plan: Plan, totals: dict[int, list[int]]) -> tuple[list[str], list[li
         con = _ENGINE.cursor()  # a cursor is its own connection: its temp table is private
     try:
         con.execute(finish_table_ddl(plan))
-        if rows:
-            marks = ", ".join("?" for _ in rows[0])
-            con.executemany(f"INSERT INTO __groups VALUES ({marks})", rows)
+        if rows:  # one statement for all rows: executemany costs a round trip per row
+            marks = "(" + ", ".join("?" for _ in rows[0]) + ")"
+            params = [v for row in rows for v in row]
+            con.execute(f"INSERT INTO __groups VALUES {', '.join(marks for _ in rows)}", params)
         result = con.execute(plan.finish_sql).fetchall()
     except duckdb.Error as err:
         raise PlanError(

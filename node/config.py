@@ -53,6 +53,7 @@ class NodeConfig(BaseModel):
     tls: TlsConfig | None = None
     insecure: bool = False
     max_workers: int = Field(default=8, ge=1, le=256)
+    duckdb_threads: int | None = Field(default=None, ge=1, le=256, description="DuckDB worker threads (default: all cores)")
 
     @field_validator("catalog")
     @classmethod

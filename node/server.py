@@ -88,7 +88,7 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
             code="CONFIG_INVALID",
             hint=f"catalog nodes: {', '.join(catalog.node_ids)}",
         )
-    backend = DuckDBBackend(catalog, config.tables)
+    backend = DuckDBBackend(catalog, config.tables, threads=config.duckdb_threads)
     executor = PartialExecutor(config.node_id, catalog, backend)
     server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
     pb_grpc.add_NodeServicer_to_server(NodeServicer(executor, catalog_digest(str(config.catalog))), server)

@@ -1,0 +1,65 @@
+"""`hpf demo --once`: real node and coordinator processes with mTLS, example queries equal to the oracle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _hpf(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    result = _hpf("demo", "--nodes", "3", "--rows", "5000", "--seed", "11", "--data", str(data), "--once")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("equals DuckDB over the pooled files") == 4
+    assert "DIFFERS" not in result.stdout
+    assert "[PLAN_NOT_ADDITIVE]" in result.stdout  # the refused example says why
+    for node in ("shanghai", "hangzhou", "nanjing"):
+        assert (data / node / "deposits.parquet").exists()
+        assert f"node {node} serving" in result.stderr
+    profile = yaml.safe_load((data / "client.yaml").read_text())
+    assert profile["tls"]["cert"].endswith("caseworker.pem")  # TLS by default, no insecure flag
+    assert "insecure" not in profile
+    # the node processes were stopped: their ports are free again
+    assert "coordinator serving" in result.stderr
+
+
+def test_demo_refuses_bad_arguments(tmp_path: Path) -> None:
+    result = _hpf("demo", "--nodes", "42", "--data", str(tmp_path / "d"), "--once")
+    assert result.returncode == 2
+    assert "DEMO_ARGS" in result.stderr and "41" in result.stderr
+    result = _hpf("demo", "--rows", "10", "--data", str(tmp_path / "d"), "--once")
+    assert result.returncode == 2 and "--rows" in result.stderr
+
+
+def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
+    """`hpf query` over the files a demo leaves: start the parties, query as JSON and CSV, stop."""
+    from cli.demo_federation import ensure_data, layout_for, running_parties, write_configs
+
+    layout = layout_for(tmp_path / "q", 2)
+    ensure_data(layout, 3000, 5, lambda _msg: None)
+    write_configs(layout, 0)
+    sql = "SELECT status, COUNT(*) AS n FROM loans GROUP BY status ORDER BY status"
+    with running_parties(layout, lambda _msg: None):
+        as_json = _hpf("query", "--profile", str(layout.client_profile), "--format", "json", sql)
+        as_csv = _hpf("query", "--profile", str(layout.client_profile), "--format", "csv", sql)
+        refused = _hpf("query", "--profile", str(layout.client_profile), "SELECT COUNT(person_id) FROM loans")
+    assert as_json.returncode == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)
+    assert doc["columns"] == ["status", "n"]
+    assert doc["regions"] == {"answered": ["shanghai", "hangzhou"], "missing": []}
+    assert all(isinstance(r[1], int) for r in doc["rows"]) and doc["rows"]
+    assert as_csv.returncode == 0
+    lines = as_csv.stdout.strip().splitlines()
+    assert lines[0] == "status,n" and len(lines) == len(doc["rows"]) + 1
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: [PLAN_IDENTIFIER_MISUSE]")
