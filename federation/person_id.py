@@ -24,7 +24,7 @@ from federation.errors import PlanError
 
 WEIGHTS: tuple[int, ...] = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CHECK_MAP = "10X98765432"  # indexed by (weighted sum mod 11)
-EARLIEST_BIRTH = dt.date(1900, 1, 1)
+EARLIEST_BIRTH = dt.date(1850, 1, 1)  # the standard's own example was born in 1880
 
 _DIGITS17 = re.compile(r"[0-9]{17}")
 _HINT = "an 18-character resident identity number: 17 digits, then a check digit or X"
@@ -63,7 +63,7 @@ def validate_person_id(pid: str) -> str:
     except ValueError:
         raise _invalid("a person id's characters 7-14 are not a valid birth date (YYYYMMDD)") from None
     if not EARLIEST_BIRTH <= born <= dt.date.today():
-        raise _invalid("a person id's birth date (characters 7-14) is before 1900 or in the future")
+        raise _invalid("a person id's birth date (characters 7-14) is before 1850 or in the future")
     if check_char(value[:17]) != value[17]:
         raise _invalid("a person id's check character (the 18th) does not match the first 17 digits")
     return value

@@ -75,13 +75,21 @@ class Lives:
         return len(self.birth_day)
 
     def take(self, index: npt.NDArray[np.intp] | slice) -> Lives:
-        return Lives(*(a[index] for a in (self.birth_day, self.male, self.career_start,
-                                         self.career_end, self.retired)))
+        return Lives(*(a[index] for a in self._arrays()))
+
+    def _arrays(self) -> tuple[npt.NDArray[np.generic], ...]:
+        return (self.birth_day, self.male, self.career_start, self.career_end, self.retired)
+
+    @staticmethod
+    def concat(parts: list[Lives]) -> Lives:
+        return Lives(*(np.concatenate(column) for column in zip(*(p._arrays() for p in parts), strict=True)))
 
 
 def draw_lives(rng: np.random.Generator, n: int) -> Lives:
     """Ages 19-66 at the as-of month (most 28-48), gender, career start at about 23."""
-    age = np.clip(rng.normal(38.0, 10.0, n), 19.0, 66.0)
+    age = rng.normal(38.0, 10.0, n)
+    outside = (age < 19.0) | (age > 66.0)
+    age[outside] = rng.uniform(19.0, 66.0, int(outside.sum()))
     last_day = int(month_days([LAST_MONTH + 1])[0]) - 1
     birth_day = last_day - np.floor(age * 365.2425).astype(np.int64)
     male = rng.random(n) < 0.52
