@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from enum import Enum
 from pathlib import Path
 
@@ -26,9 +27,12 @@ def query(
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format"),
     deadline_ms: int = typer.Option(0, "--deadline-ms", help="How long the regions may take (0: the profile's)"),
     timings: bool = typer.Option(False, "--timings", help="Print a per-stage timing breakdown to stderr"),
+    insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
 ) -> None:
     """Run one federated aggregate query and print the federation-wide answer."""
-    with FederationClient(load_profile(profile)) as client:
+    if insecure:
+        logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    with FederationClient(load_profile(profile, insecure=insecure)) as client:
         answer = client.query(sql, deadline_ms=deadline_ms or None)
     typer.echo(render(answer, fmt.value))
     if answer.missing and fmt != Format.table:

@@ -38,11 +38,12 @@ def _wait_for_signal() -> None:
 def serve_node(
     config: Path = typer.Option(..., "--config", "-c", help="Node configuration (node.yaml)"),
     listen: str = typer.Option(None, "--listen", help="Override the listen address"),
+    insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Serve this region's partial answers until interrupted."""
     _logging(verbose)
-    node = start_node(load_node_config(config), listen)
+    node = start_node(load_node_config(config, insecure=insecure), listen)
     typer.echo(f"node {node.node_id} serving on port {node.port}", err=True)
     _wait_for_signal()
     node.stop(2.0)
@@ -53,11 +54,12 @@ def serve_node(
 def serve_coordinator(
     config: Path = typer.Option(..., "--config", "-c", help="Coordinator configuration (coordinator.yaml)"),
     listen: str = typer.Option(None, "--listen", help="Override the listen address"),
+    insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Plan, fan out and sum federated queries until interrupted."""
     _logging(verbose)
-    coordinator = start_coordinator(load_coordinator_config(config), listen)
+    coordinator = start_coordinator(load_coordinator_config(config, insecure=insecure), listen)
     typer.echo(f"coordinator serving on port {coordinator.port}", err=True)
     _wait_for_signal()
     coordinator.stop(2.0)

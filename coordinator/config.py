@@ -42,5 +42,6 @@ class CoordinatorConfig(BaseModel):
         return self
 
 
-def load_coordinator_config(path: Path | str) -> CoordinatorConfig:
-    return load_model(path, CoordinatorConfig)
+def load_coordinator_config(path: Path | str, *, insecure: bool = False) -> CoordinatorConfig:
+    """Load the file; ``insecure`` is the command line's explicit ``--insecure``."""
+    return load_model(path, CoordinatorConfig, {"insecure": True} if insecure else None)

@@ -54,12 +54,19 @@ def read_yaml(path: Path) -> object:
         ) from None
 
 
-def load_model(path: Path | str, model: type[M]) -> M:
-    """Read ``path`` and validate it as ``model``; errors name the file, the field and the fix."""
+def load_model(path: Path | str, model: type[M], overrides: dict[str, object] | None = None) -> M:
+    """Read ``path`` and validate it as ``model``; errors name the file, the field and the fix.
+
+    ``overrides`` (e.g. ``{"insecure": True}`` from a command-line flag) replace top-level fields first.
+    """
     path = Path(path)
     data = read_yaml(path)
     if data is None:
         raise ConfigError(f"{path}: the file is empty", code="CONFIG_INVALID")
+    if overrides:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the file must hold a mapping of fields", code="CONFIG_INVALID")
+        data = {**data, **overrides}
     return parse_model(path, data, model)
 
 

@@ -45,5 +45,6 @@ class ClientProfile(BaseModel):
         return self
 
 
-def load_profile(path: Path | str) -> ClientProfile:
-    return load_model(path, ClientProfile)
+def load_profile(path: Path | str, *, insecure: bool = False) -> ClientProfile:
+    """Load the file; ``insecure`` is the command line's explicit ``--insecure``."""
+    return load_model(path, ClientProfile, {"insecure": True} if insecure else None)

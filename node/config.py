@@ -76,5 +76,6 @@ class NodeConfig(BaseModel):
         return self
 
 
-def load_node_config(path: Path | str) -> NodeConfig:
-    return load_model(path, NodeConfig)
+def load_node_config(path: Path | str, *, insecure: bool = False) -> NodeConfig:
+    """Load the file; ``insecure`` is the command line's explicit ``--insecure``."""
+    return load_model(path, NodeConfig, {"insecure": True} if insecure else None)

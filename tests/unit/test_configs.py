@@ -1,0 +1,140 @@
+"""Config files: a wrong file gets an error naming the file, the field and the fix."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coordinator.config import load_coordinator_config
+from federation.catalog import load_catalog
+from federation.errors import ConfigError
+from federation.profile import load_profile
+from node.config import load_node_config
+
+GOOD_CATALOG = {
+    "federation": "t",
+    "nodes": [{"id": "north", "address": "127.0.0.1:50051"}],
+    "tables": {"t": {"columns": {"a": {"type": "BIGINT"}, "g": {"type": "VARCHAR", "domain": {"values": ["x"]}}}}},
+}
+
+
+def _write(tmp_path: Path, name: str, doc: object) -> Path:
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
+    return path
+
+
+def _catalog_error(tmp_path: Path, **changes: object) -> ConfigError:
+    doc = yaml.safe_load(yaml.safe_dump(GOOD_CATALOG))
+    doc.update(changes)
+    path = _write(tmp_path, "federation.yaml", doc)
+    with pytest.raises(ConfigError) as info:
+        load_catalog(path)
+    assert str(path) in info.value.message
+    return info.value
+
+
+def test_good_catalog_loads(tmp_path: Path) -> None:
+    catalog = load_catalog(_write(tmp_path, "federation.yaml", GOOD_CATALOG))
+    assert catalog.node_ids == ["north"]
+    assert catalog.tables["t"].columns["g"].domain_values() == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"nodes": [{"id": "North!", "address": "127.0.0.1:1"}]}, "nodes[0].id", "lower-case"),
+        ({"nodes": [{"id": "n", "address": "nowhere"}]}, "nodes[0].address", "host:port"),
+        (
+            {"nodes": [{"id": "n", "address": "127.0.0.1:1"}, {"id": "n", "address": "127.0.0.1:2"}]},
+            "(top level)",
+            "listed twice",
+        ),
+        ({"tables": {"t": {"columns": {"a": {"type": "TEXTY"}}}}}, "tables.t.columns.a.type", "unsupported type"),
+        (
+            {"tables": {"t": {"columns": {"a": {"type": "BIGINT", "domain": {"values": ["x"]}}}}}},
+            "tables.t.columns.a",
+            "not a BIGINT",
+        ),
+        (
+            {"tables": {"t": {"columns": {"a": {"type": "VARCHAR", "domain": {"range": [1, 2]}}}}}},
+            "tables.t.columns.a",
+            "needs an integer or DATE",
+        ),
+        (
+            {"tables": {"t": {"columns": {"a": {"type": "BIGINT", "class": "secret"}}}}},
+            "tables.t.columns.a.class",
+            "identifier",
+        ),
+        ({"tables": {"t": {"columns": {"a": {"type": "BIGINT", "colour": 1}}}}}, "tables.t.columns.a.colour", "Extra"),
+    ],
+)
+def test_catalog_errors_name_file_field_and_fix(tmp_path: Path, change: dict, field: str, words: str) -> None:
+    err = _catalog_error(tmp_path, **change)
+    assert err.code == "CONFIG_INVALID"
+    assert f": {field}:" in err.message, err.message
+    assert words in err.message
+
+
+def test_unquoted_decimal_in_flow_style_says_to_quote(tmp_path: Path) -> None:
+    text = (
+        "federation: t\n"
+        "nodes: [{id: north, address: '127.0.0.1:1'}]\n"
+        "tables:\n  t:\n    columns:\n      a: {type: DECIMAL(6,2)}\n"
+    )
+    path = _write(tmp_path, "federation.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_catalog(path)
+    assert "tables.t.columns.a.type" in info.value.message and "quote it" in info.value.message
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "federation.yaml", "federation: t\nnodes: [\n  - id: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_catalog(path)
+    assert info.value.code == "CONFIG_SYNTAX"
+    assert "line" in info.value.message and str(path) in info.value.message
+
+
+def test_missing_and_empty_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_catalog(tmp_path / "absent.yaml")
+    assert info.value.code == "CONFIG_NOT_FOUND"
+    with pytest.raises(ConfigError) as info:
+        load_catalog(_write(tmp_path, "empty.yaml", ""))
+    assert "empty" in info.value.message
+
+
+def test_node_config_needs_tls_or_explicit_insecure(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    base = {"node_id": "north", "catalog": "federation.yaml", "tables": {"t": "data/t.parquet"}}
+    path = _write(tmp_path, "node.yaml", base)
+    with pytest.raises(ConfigError) as info:
+        load_node_config(path)
+    assert "(top level)" in info.value.message and "hpf pki init" in info.value.message
+    config = load_node_config(path, insecure=True)
+    assert config.insecure and config.tls is None
+    assert config.catalog == tmp_path / "federation.yaml"  # relative to the file
+    assert config.tables["t"].path == tmp_path / "data" / "t.parquet"
+    both = _write(tmp_path, "both.yaml", {**base, "insecure": True, "tls": {"ca": "a", "cert": "b", "key": "c"}})
+    with pytest.raises(ConfigError) as info:
+        load_node_config(both)
+    assert "both given" in info.value.message
+
+    from federation.tls import require_tls
+
+    with caplog.at_level(logging.WARNING, logger="hpf.tls"):
+        require_tls(None, True, source="node north")
+    assert "unencrypted" in caplog.text
+
+
+def test_coordinator_and_profile_configs(tmp_path: Path) -> None:
+    coord = _write(tmp_path, "coordinator.yaml", {"catalog": "federation.yaml", "deadline_ms": 5})
+    with pytest.raises(ConfigError) as info:
+        load_coordinator_config(coord, insecure=True)
+    assert "deadline_ms" in info.value.message
+    profile = _write(tmp_path, "client.yaml", {"coordinator": "127.0.0.1:1", "keys": "k/c.bfv", "insecure": True})
+    loaded = load_profile(profile)
+    assert loaded.keys == tmp_path / "k" / "c.bfv"
