@@ -25,7 +25,7 @@ import datetime as dt
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -52,6 +52,7 @@ class Domain(BaseModel):
     model_config = ConfigDict(extra="forbid")
     values: list[Any] | None = None
     range: tuple[Any, Any] | None = None
+    step: Literal["day", "month", "year"] | None = None  # DATE ranges: which dates of the range occur
 
     @model_validator(mode="after")
     def _one_of(self) -> Domain:
@@ -61,6 +62,8 @@ class Domain(BaseModel):
             raise ValueError("'values' is empty: list at least one value")
         if self.values is not None and len(set(map(repr, self.values))) != len(self.values):
             raise ValueError("'values' lists a value twice")
+        if self.step is not None and self.range is None:
+            raise ValueError("'step' applies only to a DATE 'range'")
         return self
 
 
@@ -107,6 +110,8 @@ class Column(BaseModel):
             lo, hi = (_coerce(self.type, v) for v in d.range)
             if lo > hi:
                 raise ValueError(f"range low {lo} is above high {hi}")
+            if d.step is not None and self.type != "DATE":
+                raise ValueError("'step' applies only to a DATE range")
             if self.type != "DATE" and hi - lo + 1 > MAX_DOMAIN_SIZE:
                 raise ValueError(f"range has {hi - lo + 1} values; at most {MAX_DOMAIN_SIZE} are groupable")
             d.range = (lo, hi)
@@ -122,11 +127,31 @@ class Column(BaseModel):
         assert d.range is not None
         lo, hi = d.range
         if self.type == "DATE":
-            days = (hi - lo).days + 1
-            if days > MAX_DOMAIN_SIZE:
-                return None  # groupable only through EXTRACT(...)
-            return [lo + dt.timedelta(days=i) for i in range(days)]
+            dates = _date_steps(lo, hi, d.step or "day")
+            return dates if dates is not None else None  # too many days: groupable only through EXTRACT(...)
         return list(range(lo, hi + 1))
+
+
+def _date_steps(lo: dt.date, hi: dt.date, step: str) -> list[dt.date] | None:
+    """Every day, first-of-month or first-of-year date in [lo, hi]; None past MAX_DOMAIN_SIZE values."""
+    if step == "day":
+        days = (hi - lo).days + 1
+        return [lo + dt.timedelta(days=i) for i in range(days)] if days <= MAX_DOMAIN_SIZE else None
+    out: list[dt.date] = []
+    year, month = lo.year, lo.month
+    if step == "year":
+        year, month = (lo.year, 1) if (lo.month, lo.day) == (1, 1) else (lo.year + 1, 1)
+    elif lo.day != 1:
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    while (current := dt.date(year, month, 1)) <= hi:
+        out.append(current)
+        if len(out) > MAX_DOMAIN_SIZE:
+            return None
+        if step == "year":
+            year += 1
+        else:
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
 
 
 def _coerce(type_: str, value: Any) -> Any:

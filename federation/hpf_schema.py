@@ -81,7 +81,8 @@ def hpf_tables() -> dict[str, Any]:
             "columns": {
                 "person_id": _person_id(),
                 "city_code": _city_code(),
-                "month": _date("public", "first day of the month contributed"),
+                "month": {**_date("public", "first day of the month contributed"),
+                          "domain": {"range": list(DATE_RANGE), "step": "month"}},
                 "amount_fen": _fen("public", "employee plus employer share"),
                 "employer_id": _col("VARCHAR", description="employer that month"),
             },
