@@ -83,11 +83,11 @@ def run_examples(layout: DemoLayout) -> bool:
             elapsed = (time.perf_counter() - started) * 1e3
             equal = _same(answer.rows, _oracle(layout, sql))
             all_equal &= equal
-            typer.echo(f"\n## {title}\n$ hpf query --profile {layout.client_profile} \"{sql}\"")
+            typer.echo(f'\n## {title}\n$ hpf query --profile {layout.client_profile} "{sql}"')
             typer.echo(render(answer, "table"))
             verdict = "equals" if equal else "DIFFERS FROM"
             typer.echo(f"({elapsed:.0f} ms; {verdict} DuckDB over the pooled files)")
-        typer.echo(f"\n## A refused query\n$ hpf query --profile {layout.client_profile} \"{REFUSED}\"")
+        typer.echo(f'\n## A refused query\n$ hpf query --profile {layout.client_profile} "{REFUSED}"')
         try:
             client.query(REFUSED)
             typer.echo("unexpectedly answered")

@@ -57,7 +57,11 @@ class DemoLayout:
         return self.data / "logs" / f"{name}.log"
 
     def tls(self, cert: str) -> dict[str, str]:
-        return {"ca": str(self.pki / "ca.pem"), "cert": str(self.pki / f"{cert}.pem"), "key": str(self.pki / f"{cert}.key")}
+        return {
+            "ca": str(self.pki / "ca.pem"),
+            "cert": str(self.pki / f"{cert}.pem"),
+            "key": str(self.pki / f"{cert}.key"),
+        }
 
 
 def ensure_data(layout: DemoLayout, rows: int, seed: int, progress: Progress) -> None:
@@ -182,7 +186,9 @@ def _wait_serving(party: Party, tls: TlsConfig, timeout_s: float) -> None:
             except grpc.RpcError:
                 pass
             time.sleep(0.1)
-    raise UnavailableError(f"{party.name} did not start in {timeout_s:.0f}s", code="DEMO_START_FAILED", hint=f"see {party.log}")
+    raise UnavailableError(
+        f"{party.name} did not start in {timeout_s:.0f}s", code="DEMO_START_FAILED", hint=f"see {party.log}"
+    )
 
 
 @contextlib.contextmanager
@@ -193,13 +199,21 @@ def running_parties(layout: DemoLayout, progress: Progress, timeout_s: float = 6
     try:
         for node_id in layout.node_ids:
             parties.append(
-                _spawn(layout, node_id, ["node", "serve", "--config", str(layout.node_config(node_id))], layout.ports[node_id])
+                _spawn(
+                    layout,
+                    node_id,
+                    ["node", "serve", "--config", str(layout.node_config(node_id))],
+                    layout.ports[node_id],
+                )
             )
         for party in parties:
             _wait_serving(party, probe, timeout_s)
             progress(f"node {party.name} serving on 127.0.0.1:{party.port} (mTLS)")
         coordinator = _spawn(
-            layout, "coordinator", ["coordinator", "serve", "--config", str(layout.coordinator_config)], layout.ports["coordinator"]
+            layout,
+            "coordinator",
+            ["coordinator", "serve", "--config", str(layout.coordinator_config)],
+            layout.ports["coordinator"],
         )
         parties.append(coordinator)
         _wait_serving(coordinator, TlsConfig.model_validate(layout.tls("people/caseworker")), timeout_s)

@@ -42,7 +42,9 @@ def render(answer: QueryAnswer, fmt: str, console: Console | None = None) -> str
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(answer.columns)
         for row in answer.rows:
-            writer.writerow(["" if v is None else _json_default(v) if isinstance(v, Decimal | dt.date) else v for v in row])
+            writer.writerow(
+                ["" if v is None else _json_default(v) if isinstance(v, Decimal | dt.date) else v for v in row]
+            )
         return buf.getvalue().rstrip("\n")
     table = Table(show_lines=False)
     for col in answer.columns:

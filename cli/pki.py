@@ -36,7 +36,8 @@ def parse_person(text: str) -> tuple[str, str, str | None]:
     parts = text.split(":")
     if len(parts) not in (2, 3) or not all(parts):
         raise ConfigError(
-            f"--person {text!r}: expected NAME:ROLE or NAME:ROLE:REGION", code="CLI_BAD_OPTION",
+            f"--person {text!r}: expected NAME:ROLE or NAME:ROLE:REGION",
+            code="CLI_BAD_OPTION",
             hint=f"roles: {', '.join(pki.ROLES)}; e.g. --person alice:analyst:hangzhou",
         )
     return parts[0], parts[1], parts[2] if len(parts) == 3 else None
@@ -99,7 +100,13 @@ def issue_command(
         if kind not in pki.KINDS:
             raise ConfigError(f"--kind {kind!r}: use one of {', '.join(pki.KINDS)}", code="PKI_BAD_KIND")
         files = pki.issue_certificate(
-            ca_dir, out, name, cast(pki.Kind, kind), hosts=host or (), role=role, region=region,
+            ca_dir,
+            out,
+            name,
+            cast(pki.Kind, kind),
+            hosts=host or (),
+            role=role,
+            region=region,
             valid_days=valid_days,
         )
         typer.echo(f"certificate: {files.cert}")
@@ -113,7 +120,7 @@ def describe(cert_pem: bytes, now: dt.datetime | None = None) -> list[tuple[str,
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError:
         raise AuthError("not a PEM certificate", code="TLS_PEM_INVALID") from None
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     rows: list[tuple[str, str]] = [("subject", cert.subject.rfc4514_string())]
     try:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -124,8 +131,12 @@ def describe(cert_pem: bytes, now: dt.datetime | None = None) -> list[tuple[str,
     else:
         try:
             ident = pki.read_identity(cert_pem)
-            rows += [("common name", ident.common_name), ("kind", ident.kind),
-                     ("role", ident.role or "-"), ("region", ident.region or "-")]
+            rows += [
+                ("common name", ident.common_name),
+                ("kind", ident.kind),
+                ("role", ident.role or "-"),
+                ("region", ident.region or "-"),
+            ]
         except AuthError as exc:
             rows.append(("identity", f"{exc.message} [{exc.code}]"))
     try:
@@ -159,8 +170,11 @@ def show_command(file: Annotated[Path, typer.Argument(help="A .pem certificate f
         except OSError as exc:
             raise ConfigError(f"{file}: cannot read ({exc.strerror})", code="TLS_FILE_MISSING") from None
         if b"PRIVATE KEY" in data and b"CERTIFICATE" not in data:
-            raise ConfigError(f"{file}: this is a private key, not a certificate", code="TLS_PEM_INVALID",
-                              hint="show the .pem file next to it")
+            raise ConfigError(
+                f"{file}: this is a private key, not a certificate",
+                code="TLS_PEM_INVALID",
+                hint="show the .pem file next to it",
+            )
         try:
             rows = describe(data)
         except AuthError as exc:

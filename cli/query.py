@@ -22,7 +22,7 @@ class Format(str, Enum):
 
 @cli_errors
 def query(
-    sql: str = typer.Argument(..., help="Federated SQL, e.g. \"SELECT city_code, COUNT(*) FROM accounts GROUP BY 1\""),
+    sql: str = typer.Argument(..., help='Federated SQL, e.g. "SELECT city_code, COUNT(*) FROM accounts GROUP BY 1"'),
     profile: Path = typer.Option(..., "--profile", "-p", help="Client profile (client.yaml)"),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format"),
     deadline_ms: int = typer.Option(0, "--deadline-ms", help="How long the regions may take (0: the profile's)"),

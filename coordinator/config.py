@@ -1,10 +1,10 @@
 """The coordinator's configuration file (``coordinator.yaml``)::
 
-    listen: 127.0.0.1:50050
-    catalog: federation.yaml       # node ids and addresses come from here
-    deadline_ms: 10000             # how long to wait for the regions
-    tls: {ca: pki/ca.pem, cert: pki/coordinator.pem, key: pki/coordinator.key}
-    # insecure: true               # plaintext, local development only (logs a warning)
+listen: 127.0.0.1:50050
+catalog: federation.yaml       # node ids and addresses come from here
+deadline_ms: 10000             # how long to wait for the regions
+tls: {ca: pki/ca.pem, cert: pki/coordinator.pem, key: pki/coordinator.key}
+# insecure: true               # plaintext, local development only (logs a warning)
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ class CoordinatorConfig(BaseModel):
     @model_validator(mode="after")
     def _tls_or_insecure(self) -> CoordinatorConfig:
         if self.tls is None and not self.insecure:
-            raise ValueError("give 'tls: {ca, cert, key}' (run `hpf pki init`), or 'insecure: true' for local development")
+            raise ValueError(
+                "give 'tls: {ca, cert, key}' (run `hpf pki init`), or 'insecure: true' for local development"
+            )
         if self.tls is not None and self.insecure:
             raise ValueError("'tls' and 'insecure: true' are both given; drop one")
         return self

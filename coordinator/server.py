@@ -17,6 +17,7 @@ from federation.catalog import Catalog, load_catalog
 from federation.errors import FederationError, abort
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.logsafe import unexpected
 from federation.tls import GRPC_OPTIONS, add_port, new_server, require_tls, secure_channel
 
 log = logging.getLogger("hpf.coordinator")
@@ -37,8 +38,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             log.info("query refused: %s", err.code)
             abort(context, err)
             raise
-        except Exception:  # noqa: BLE001
-            log.exception("query failed unexpectedly")
+        except Exception as exc:  # noqa: BLE001 - the log gets type and place only, the caller a stable code
+            log.error("query failed unexpectedly: %s", unexpected(exc))
             abort(context, FederationError("the coordinator failed to answer", code="COORDINATOR_INTERNAL"))
             raise
         return pb.QueryResponse(

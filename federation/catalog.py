@@ -85,7 +85,7 @@ class Column(BaseModel):
                 raise ValueError(f"DECIMAL({p},{s}) is invalid: need 1 <= precision <= 38, 0 <= scale <= precision")
             return f"DECIMAL({p},{s})"
         if t.startswith("DECIMAL(") and not t.endswith(")"):
-            raise ValueError(f"type {v!r} is cut at a comma: quote it, e.g. type: \"DECIMAL(12,2)\"")
+            raise ValueError(f'type {v!r} is cut at a comma: quote it, e.g. type: "DECIMAL(12,2)"')
         if t not in SCALAR_TYPES:
             raise ValueError(f"unsupported type {v!r}: use one of {', '.join(SCALAR_TYPES)} or DECIMAL(p,s)")
         return t

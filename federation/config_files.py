@@ -49,9 +49,7 @@ def read_yaml(path: Path) -> object:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(
-            f"{path}:{where}: {problem}", code="CONFIG_SYNTAX", hint="fix the YAML syntax"
-        ) from None
+        raise ConfigError(f"{path}:{where}: {problem}", code="CONFIG_SYNTAX", hint="fix the YAML syntax") from None
 
 
 def load_model(path: Path | str, model: type[M], overrides: dict[str, object] | None = None) -> M:

@@ -80,9 +80,7 @@ def finish(plan: Plan, totals: dict[int, list[int]]) -> tuple[list[str], list[li
             con.execute(f"INSERT INTO __groups VALUES {', '.join(marks for _ in rows)}", params)
         result = con.execute(plan.finish_sql).fetchall()
     except duckdb.Error as err:
-        raise PlanError(
-            f"the result cannot be finished: {public_engine_message(err)}", code="FINISH_FAILED"
-        ) from None
+        raise PlanError(f"the result cannot be finished: {public_engine_message(err)}", code="FINISH_FAILED") from None
     finally:
         con.close()
     n_out = len(plan.output_names)

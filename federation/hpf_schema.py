@@ -29,8 +29,14 @@ TABLE_NAMES: tuple[str, ...] = ("accounts", "deposits", "withdrawals", "loans")
 Spec = dict[str, Any]
 
 
-def _col(type_: str, cls: str = "public", *, values: list[Any] | None = None,
-         range_: tuple[Any, Any] | None = None, description: str | None = None) -> Spec:
+def _col(
+    type_: str,
+    cls: str = "public",
+    *,
+    values: list[Any] | None = None,
+    range_: tuple[Any, Any] | None = None,
+    description: str | None = None,
+) -> Spec:
     """One column entry in catalog form."""
     spec: Spec = {"type": type_, "class": cls}
     if values is not None:
@@ -81,8 +87,10 @@ def hpf_tables() -> dict[str, Any]:
             "columns": {
                 "person_id": _person_id(),
                 "city_code": _city_code(),
-                "month": {**_date("public", "first day of the month contributed"),
-                          "domain": {"range": list(DATE_RANGE), "step": "month"}},
+                "month": {
+                    **_date("public", "first day of the month contributed"),
+                    "domain": {"range": list(DATE_RANGE), "step": "month"},
+                },
                 "amount_fen": _fen("public", "employee plus employer share"),
                 "employer_id": _col("VARCHAR", description="employer that month"),
             },

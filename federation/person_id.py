@@ -104,9 +104,7 @@ def person_id_array(
         raise ValueError("region_code, birth_yyyymmdd and sequence must be 1-d arrays of one length")
     if code.size and (code.min() < 0 or code.max() > 999_999 or seq.min() < 0 or seq.max() > 999):
         raise ValueError("region codes have 6 digits and sequences 3")
-    digits = np.concatenate(
-        [_digit_columns(code, 6), _digit_columns(born, 8), _digit_columns(seq, 3)], axis=1
-    )
+    digits = np.concatenate([_digit_columns(code, 6), _digit_columns(born, 8), _digit_columns(seq, 3)], axis=1)
     check = _CHECK_BYTES[(digits @ _WEIGHT_ARRAY) % 11]
     ascii_bytes = np.empty((len(code), 18), dtype=np.uint8)
     ascii_bytes[:, :17] = digits + ord("0")

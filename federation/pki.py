@@ -59,6 +59,7 @@ _BACKDATE = dt.timedelta(minutes=5)  # tolerate small clock skew between parties
 @dataclass(frozen=True)
 class CaFiles:
     """Where a CA's certificate and key live."""
+
     cert: Path
     key: Path
 
@@ -70,6 +71,7 @@ class CaFiles:
 @dataclass(frozen=True)
 class CertFiles:
     """A leaf certificate, its key, and the CA certificate that verifies it."""
+
     cert: Path
     key: Path
     ca: Path
@@ -78,6 +80,7 @@ class CertFiles:
 @dataclass(frozen=True)
 class Identity:
     """Who a certificate says its holder is."""
+
     common_name: str
     kind: str
     role: str | None
@@ -88,6 +91,7 @@ class Identity:
 
 class FederationFiles(TypedDict):
     """What :func:`init_federation` made or kept."""
+
     ca: CaFiles
     coordinator: CertFiles
     nodes: dict[str, CertFiles]
@@ -174,8 +178,15 @@ def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:
     off = dict.fromkeys(
-        ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement", "encipher_only",
-         "decipher_only"), False,
+        (
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "encipher_only",
+            "decipher_only",
+        ),
+        False,
     )
     return x509.KeyUsage(digital_signature=True, key_cert_sign=ca, crl_sign=ca, **off)
 
@@ -193,7 +204,7 @@ def create_ca(
     key = ec.generate_private_key(ec.SECP256R1())
     org = x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)
     subject = x509.Name([org, x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    start = dt.datetime.now(dt.timezone.utc) - _BACKDATE
+    start = dt.datetime.now(dt.UTC) - _BACKDATE
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -257,10 +268,14 @@ def issue_certificate(
     ca_files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
     ca_cert, ca_key = load_ca(ca_files)
     key = ec.generate_private_key(ec.SECP256R1())
-    parts = [(NameOID.ORGANIZATION_NAME, ORGANIZATION), (NameOID.ORGANIZATIONAL_UNIT_NAME, role or kind),
-             (NameOID.LOCALITY_NAME, region), (NameOID.COMMON_NAME, common_name)]
+    parts = [
+        (NameOID.ORGANIZATION_NAME, ORGANIZATION),
+        (NameOID.ORGANIZATIONAL_UNIT_NAME, role or kind),
+        (NameOID.LOCALITY_NAME, region),
+        (NameOID.COMMON_NAME, common_name),
+    ]
     subject = x509.Name([x509.NameAttribute(oid, value) for oid, value in parts if value is not None])
-    start = not_before if not_before is not None else dt.datetime.now(dt.timezone.utc) - _BACKDATE
+    start = not_before if not_before is not None else dt.datetime.now(dt.UTC) - _BACKDATE
     end = start + dt.timedelta(days=valid_days)
     if end <= start:
         start = end - dt.timedelta(days=1)
@@ -305,8 +320,11 @@ def read_identity(cert_pem: bytes | str) -> Identity:
         fields = json.loads(_parse_der_utf8(cast(x509.UnrecognizedExtension, ext).value))
         kind, role, region = fields["kind"], fields.get("role"), fields.get("region")
     except x509.ExtensionNotFound:
-        raise AuthError("the certificate carries no hpf identity", code="IDENTITY_MISSING",
-                        hint="issue it with `hpf pki issue` or `hpf pki init`") from None
+        raise AuthError(
+            "the certificate carries no hpf identity",
+            code="IDENTITY_MISSING",
+            hint="issue it with `hpf pki issue` or `hpf pki init`",
+        ) from None
     except (ValueError, KeyError, TypeError):
         raise AuthError("the certificate's hpf identity is malformed", code="IDENTITY_INVALID") from None
 
@@ -329,15 +347,15 @@ def read_identity(cert_pem: bytes | str) -> Identity:
 
 
 # Reasons an existing certificate/key pair cannot be reused as is.
-_UNUSABLE = (OSError, ValueError, TypeError, UnsupportedAlgorithm, InvalidSignature, AuthError,
-             x509.ExtensionNotFound)
+_UNUSABLE = (OSError, ValueError, TypeError, UnsupportedAlgorithm, InvalidSignature, AuthError, x509.ExtensionNotFound)
 
 
-def _still_good(files: CertFiles, ca_cert: x509.Certificate, want: tuple[str, str | None, str | None],
-                hosts: Sequence[str]) -> bool:
+def _still_good(
+    files: CertFiles, ca_cert: x509.Certificate, want: tuple[str, str | None, str | None], hosts: Sequence[str]
+) -> bool:
     """True when a leaf is from this CA, has its key, ``(kind, role, region)``, hosts, 30+ days left."""
     want_san = set(_san(hosts)) if want[0] != "person" else set()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     try:
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
         key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)

@@ -1,10 +1,10 @@
 """A client profile (``client.yaml``): everything a caseworker's CLI or an integrator needs::
 
-    coordinator: 127.0.0.1:50050
-    catalog: federation.yaml                # or omit: fetched from the coordinator
-    keys: keys/client.bfv                   # the BFV key pair (secret inside, mode 0600; made on first use)
-    tls: {ca: pki/ca.pem, cert: pki/people/caseworker.pem, key: pki/people/caseworker.key}
-    # insecure: true                        # plaintext, local development only
+coordinator: 127.0.0.1:50050
+catalog: federation.yaml                # or omit: fetched from the coordinator
+keys: keys/client.bfv                   # the BFV key pair (secret inside, mode 0600; made on first use)
+tls: {ca: pki/ca.pem, cert: pki/people/caseworker.pem, key: pki/people/caseworker.key}
+# insecure: true                        # plaintext, local development only
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ class ClientProfile(BaseModel):
     @model_validator(mode="after")
     def _tls_or_insecure(self) -> ClientProfile:
         if self.tls is None and not self.insecure:
-            raise ValueError("give 'tls: {ca, cert, key}' (run `hpf pki init`), or 'insecure: true' for local development")
+            raise ValueError(
+                "give 'tls: {ca, cert, key}' (run `hpf pki init`), or 'insecure: true' for local development"
+            )
         if self.tls is not None and self.insecure:
             raise ValueError("'tls' and 'insecure: true' are both given; drop one")
         return self

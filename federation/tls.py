@@ -93,12 +93,14 @@ def require_tls(tls: TlsConfig | None, insecure: bool, *, source: str = "the opt
     """Enforce "TLS unless explicitly insecure" for an owning config; warns when insecure."""
     if tls is not None and insecure:
         raise ConfigError(
-            f"{source}: certificates and insecure mode are both given", code="TLS_OPTIONS_CONFLICT",
+            f"{source}: certificates and insecure mode are both given",
+            code="TLS_OPTIONS_CONFLICT",
             hint="drop --insecure (or `insecure: true`) to use the certificates",
         )
     if tls is None and not insecure:
         raise ConfigError(
-            f"{source}: no TLS certificates given", code="TLS_REQUIRED",
+            f"{source}: no TLS certificates given",
+            code="TLS_REQUIRED",
             hint="give --ca, --cert and --key (run `hpf pki init --dir DIR` to make them), "
             "or --insecure for local development only",
         )
@@ -118,7 +120,8 @@ def tls_from_options(
     missing = [name for name, value in given.items() if value is None]
     if missing and len(missing) < len(given):
         raise ConfigError(
-            f"incomplete certificate options: {', '.join(missing)} missing", code="TLS_OPTIONS_INCOMPLETE",
+            f"incomplete certificate options: {', '.join(missing)} missing",
+            code="TLS_OPTIONS_INCOMPLETE",
             hint="give all of --ca, --cert and --key (or none of them, with --insecure)",
         )
     tls = None if missing else TlsConfig(ca=Path(str(ca)), cert=Path(str(cert)), key=Path(str(key)))
@@ -134,7 +137,8 @@ def _read(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ConfigError(
-            f"{path}: cannot read the {what} file ({exc.strerror})", code="TLS_FILE_UNREADABLE",
+            f"{path}: cannot read the {what} file ({exc.strerror})",
+            code="TLS_FILE_UNREADABLE",
             hint="check the file's owner and permissions",
         ) from None
 
@@ -155,7 +159,8 @@ def _private_key(path: Path, data: bytes) -> PrivateKeyTypes:
         return serialization.load_pem_private_key(data, password=None)
     except TypeError:
         raise AuthError(
-            f"{path}: the private key is encrypted; gRPC needs an unencrypted key", code="TLS_PEM_INVALID",
+            f"{path}: the private key is encrypted; gRPC needs an unencrypted key",
+            code="TLS_PEM_INVALID",
             hint="decrypt it (e.g. `openssl pkey -in KEY -out KEY.plain`) and keep it mode 0600",
         ) from None
     except (ValueError, UnsupportedAlgorithm):
@@ -169,12 +174,14 @@ def _check_dates(path: Path, cert: x509.Certificate, now: dt.datetime, hint: str
     if now < cert.not_valid_before_utc:
         raise AuthError(
             f"{path}: certificate is not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
-            code="TLS_CERT_NOT_YET_VALID", hint="check this machine's clock, or wait until then",
+            code="TLS_CERT_NOT_YET_VALID",
+            hint="check this machine's clock, or wait until then",
         )
     if now >= cert.not_valid_after_utc:
         raise AuthError(
             f"{path}: certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
-            code="TLS_CERT_EXPIRED", hint=hint,
+            code="TLS_CERT_EXPIRED",
+            hint=hint,
         )
 
 
@@ -203,8 +210,10 @@ def _check_purpose(path: Path, cert: x509.Certificate, purpose: Purpose) -> None
     wanted = ExtendedKeyUsageOID.SERVER_AUTH if purpose == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
     if wanted not in usages:
         raise AuthError(
-            f"{path}: this certificate may not be used by a {purpose}", code="TLS_WRONG_PURPOSE",
-            hint="servers need a node or coordinator certificate" if purpose == "server"
+            f"{path}: this certificate may not be used by a {purpose}",
+            code="TLS_WRONG_PURPOSE",
+            hint="servers need a node or coordinator certificate"
+            if purpose == "server"
             else "issue a client certificate with `hpf pki issue`",
         )
 
@@ -220,21 +229,24 @@ def load_material(tls: TlsConfig, purpose: Purpose) -> TlsMaterial:
     leaf = chain[0]
     if not pki.key_matches(leaf, key):
         raise AuthError(
-            f"{tls.key}: this key does not belong to the certificate {tls.cert}", code="TLS_KEY_MISMATCH",
+            f"{tls.key}: this key does not belong to the certificate {tls.cert}",
+            code="TLS_KEY_MISMATCH",
             hint="use the .key file issued together with that .pem (same name), or re-issue both",
         )
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for ca in cas:
         _check_dates(tls.ca, ca, now, "make a new CA with `hpf pki init --force` (re-issues everything)")
     _check_dates(tls.cert, leaf, now, _NEW_CERT_HINT)
     if not any(_is_ca(ca) for ca in cas):
         raise AuthError(
-            f"{tls.ca}: not a CA certificate", code="TLS_WRONG_CA",
+            f"{tls.ca}: not a CA certificate",
+            code="TLS_WRONG_CA",
             hint="the CA option takes the federation's ca.pem, not a node or person certificate",
         )
     if not _issued_by(leaf, cas):
         raise AuthError(
-            f"{tls.cert}: certificate was not issued by the CA in {tls.ca}", code="TLS_WRONG_CA",
+            f"{tls.cert}: certificate was not issued by the CA in {tls.ca}",
+            code="TLS_WRONG_CA",
             hint="use the ca.pem of the federation that issued it, or issue a new certificate from this CA "
             "with `hpf pki issue`",
         )
@@ -301,7 +313,8 @@ def add_port(server: grpc.Server, address: str, tls: TlsConfig | None) -> int:
         port = 0
     if port == 0:
         raise ConfigError(
-            f"cannot listen on {address}", code="SERVER_BIND_FAILED",
+            f"cannot listen on {address}",
+            code="SERVER_BIND_FAILED",
             hint="check the address (host:port) and that no other process holds the port",
         )
     return port

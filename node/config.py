@@ -1,13 +1,13 @@
 """A node's configuration file (``node.yaml``)::
 
-    node_id: shanghai
-    listen: 127.0.0.1:50051
-    catalog: ../federation.yaml          # the federation catalog (relative to this file)
-    tables:                              # where this region's tables live, read by DuckDB
-      deposits: data/deposits.parquet    # a path or glob; .csv files are read as CSV
-      loans: {path: data/loans.csv, format: csv}
-    tls: {ca: pki/ca.pem, cert: pki/nodes/shanghai.pem, key: pki/nodes/shanghai.key}
-    # insecure: true                     # plaintext, local development only (logs a warning)
+node_id: shanghai
+listen: 127.0.0.1:50051
+catalog: ../federation.yaml          # the federation catalog (relative to this file)
+tables:                              # where this region's tables live, read by DuckDB
+  deposits: data/deposits.parquet    # a path or glob; .csv files are read as CSV
+  loans: {path: data/loans.csv, format: csv}
+tls: {ca: pki/ca.pem, cert: pki/nodes/shanghai.pem, key: pki/nodes/shanghai.key}
+# insecure: true                     # plaintext, local development only (logs a warning)
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ class NodeConfig(BaseModel):
     tls: TlsConfig | None = None
     insecure: bool = False
     max_workers: int = Field(default=8, ge=1, le=256)
-    duckdb_threads: int | None = Field(default=None, ge=1, le=256, description="DuckDB worker threads (default: all cores)")
+    duckdb_threads: int | None = Field(
+        default=None, ge=1, le=256, description="DuckDB worker threads (default: all cores)"
+    )
 
     @field_validator("catalog")
     @classmethod
@@ -70,7 +72,9 @@ class NodeConfig(BaseModel):
     @model_validator(mode="after")
     def _tls_or_insecure(self) -> NodeConfig:
         if self.tls is None and not self.insecure:
-            raise ValueError("give 'tls: {ca, cert, key}' (run `hpf pki init`), or 'insecure: true' for local development")
+            raise ValueError(
+                "give 'tls: {ca, cert, key}' (run `hpf pki init`), or 'insecure: true' for local development"
+            )
         if self.tls is not None and self.insecure:
             raise ValueError("'tls' and 'insecure: true' are both given; drop one")
         return self

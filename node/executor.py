@@ -55,9 +55,7 @@ class PartialExecutor:
         flat = encode_partials(plan, rows)
         ciphertexts = [he.encrypt_slots(ctx, chunk) for chunk in chunks(flat)]
         done = time.perf_counter()
-        log.info(
-            "query %s answered: plan %s, %d ciphertext(s)", query_id, plan.fingerprint[:12], len(ciphertexts)
-        )
+        log.info("query %s answered: plan %s, %d ciphertext(s)", query_id, plan.fingerprint[:12], len(ciphertexts))
         return PartialResult(
             fingerprint=plan.fingerprint,
             ciphertexts=ciphertexts,

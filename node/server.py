@@ -16,6 +16,7 @@ from federation.catalog import Catalog, load_catalog
 from federation.errors import ConfigError, FederationError, abort
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.logsafe import unexpected
 from federation.tls import GRPC_OPTIONS, add_port, new_server, require_tls
 from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
@@ -41,8 +42,8 @@ class NodeServicer(pb_grpc.NodeServicer):
             log.info("query %s refused: %s", request.query_id, err.code)
             abort(context, err)
             raise  # unreachable: abort raises
-        except Exception:  # noqa: BLE001 - the log gets the type only, the caller a stable code
-            log.exception("query %s failed unexpectedly", request.query_id)
+        except Exception as exc:  # noqa: BLE001 - the log gets type and place only, the caller a stable code
+            log.error("query %s failed unexpectedly: %s", request.query_id, unexpected(exc))
             abort(context, FederationError("the node failed to answer", code="NODE_INTERNAL"))
             raise
         return pb.PartialResponse(

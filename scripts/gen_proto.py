@@ -1,7 +1,7 @@
 """Regenerate federation/generated/ from proto/ (run after editing a .proto file).
 
-    python scripts/gen_proto.py          # write the stubs
-    python scripts/gen_proto.py --check  # exit 1 if the committed stubs differ from a fresh build
+python scripts/gen_proto.py          # write the stubs
+python scripts/gen_proto.py --check  # exit 1 if the committed stubs differ from a fresh build
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def main() -> int:
         fresh = generate(Path(tmp))
         target = ROOT / OUT_PACKAGE
         drift = [
-            f.name for f in fresh if not (target / f.name).exists() or not filecmp.cmp(f, target / f.name, shallow=False)
+            f.name
+            for f in fresh
+            if not (target / f.name).exists() or not filecmp.cmp(f, target / f.name, shallow=False)
         ]
         if args.check:
             if drift:

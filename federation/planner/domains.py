@@ -36,8 +36,13 @@ _PART_FUNCS: dict[type[exp.Expression], str] = {
     exp.DayOfMonth: "day",
     exp.DayOfWeek: "dow",
 }
-_FIXED = {"quarter": list(range(1, 5)), "month": list(range(1, 13)), "day": list(range(1, 32)),
-          "dow": list(range(0, 7)), "isodow": list(range(1, 8))}
+_FIXED = {
+    "quarter": list(range(1, 5)),
+    "month": list(range(1, 13)),
+    "day": list(range(1, 32)),
+    "dow": list(range(0, 7)),
+    "isodow": list(range(1, 8)),
+}
 
 
 def _date_column_bounds(node: exp.Expression, table: Table) -> tuple[dt.date, dt.date] | list[dt.date] | None:

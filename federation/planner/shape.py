@@ -84,9 +84,7 @@ def check_shape(tree: exp.Expression) -> exp.Select:
     for node in tree.walk():
         if node is tree:
             continue
-        if isinstance(node, exp.Select | exp.Subquery | exp.SetOperation) or (
-            isinstance(node, exp.Exists)
-        ):
+        if isinstance(node, exp.Select | exp.Subquery | exp.SetOperation) or (isinstance(node, exp.Exists)):
             raise PlanError("subqueries are not supported", code="PLAN_SUBQUERY", hint="ask two queries")
         if isinstance(node, exp.Window):
             raise PlanError("window functions are not supported", code="PLAN_WINDOW")

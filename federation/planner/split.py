@@ -117,9 +117,7 @@ def group_key_expressions(tree: exp.Select, base_columns: set[str]) -> list[exp.
     group = tree.args.get("group")
     if not group:
         return []
-    if group.args.get("all") or group.args.get("cube") or group.args.get("rollup") or group.args.get(
-        "grouping_sets"
-    ):
+    if group.args.get("all") or group.args.get("cube") or group.args.get("rollup") or group.args.get("grouping_sets"):
         raise PlanError("GROUP BY ALL, CUBE, ROLLUP and GROUPING SETS are not supported", code="PLAN_GROUP_BY")
     aliases = {e.alias.lower(): e.this for e in tree.expressions if isinstance(e, exp.Alias)}
     keys: list[exp.Expression] = []
@@ -166,7 +164,9 @@ def split_query(tree: exp.Select, base_columns: set[str], duckdb_aggs: frozenset
     if where is not None:
         for node in where.walk():
             if aggregate_name(node, duckdb_aggs) is not None:
-                raise PlanError("aggregates are not allowed in WHERE", code="PLAN_AGGREGATE_IN_WHERE", hint="use HAVING")
+                raise PlanError(
+                    "aggregates are not allowed in WHERE", code="PLAN_AGGREGATE_IN_WHERE", hint="use HAVING"
+                )
     for key in out.keys:
         for node in key.walk():
             if aggregate_name(node, duckdb_aggs) is not None:

@@ -99,9 +99,7 @@ def generate_node(data_dir: Path, node_id: str, rows: int, seed: int) -> NodeRep
     return NodeReport(node_id, REGIONS[region].code, directory, counts, persons, time.perf_counter() - began)
 
 
-def planted_duplicate_loans(
-    seed: int, rows: int, node_ids: list[str] | tuple[str, ...]
-) -> list[PlantedDuplicate]:
+def planted_duplicate_loans(seed: int, rows: int, node_ids: list[str] | tuple[str, ...]) -> list[PlantedDuplicate]:
     """Planted people with ``active`` loans in two or more of ``node_ids``, sorted by person_id."""
     regions = sorted({_region(n) for n in node_ids})
     reg = build_registry(seed, rows)
@@ -139,7 +137,9 @@ def generate_federation(
         report = generate_node(data_dir, node_id, rows, seed)
         reports.append(report)
         if progress is not None:
-            progress(f"{node_id}: {report.rows['deposits']:,} deposit rows, {report.persons:,} people "
-                     f"in {report.seconds:.1f}s")
+            progress(
+                f"{node_id}: {report.rows['deposits']:,} deposit rows, {report.persons:,} people "
+                f"in {report.seconds:.1f}s"
+            )
     planted = tuple(planted_duplicate_loans(seed, rows, node_ids))
     return FederationReport(seed, rows, tuple(reports), planted, time.perf_counter() - began)

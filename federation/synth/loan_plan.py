@@ -98,8 +98,9 @@ def plan_loans(
     n_people = len(first)
     total = np.bincount(np.repeat(np.arange(n_people), count), weights=length, minlength=n_people)
     latest = rng.random(n_people) < BORROW_AT_LATEST
-    offset = np.where(latest | (count == 1), count - 1,
-                      np.floor(rng.random(n_people) * np.maximum(count - 1, 1)).astype(np.int64))
+    offset = np.where(
+        latest | (count == 1), count - 1, np.floor(rng.random(n_people) * np.maximum(count - 1, 1)).astype(np.int64)
+    )
     borrows = rng.random(n_people) < np.where(total >= 24, BORROW_RATE, BORROW_RATE_NEW)
     persons = np.flatnonzero(borrows)
     acc = first[persons] + offset[persons]
@@ -119,15 +120,14 @@ def plan_loans(
     accounts = np.concatenate([acc[keep], e_acc[e_keep], p_acc])
     months = np.concatenate([month[keep], e_month[e_keep], p_month])
     terms = np.concatenate([term[keep], e_term[e_keep], p_term])
-    statuses = np.concatenate(
-        [status[keep], np.full(int(e_keep.sum()), SETTLED), np.full(len(p_acc), ACTIVE)]
-    )
+    statuses = np.concatenate([status[keep], np.full(int(e_keep.sum()), SETTLED), np.full(len(p_acc), ACTIVE)])
 
     regions = region[accounts]
     order = np.lexsort((accounts, months, regions))
     regions = regions[order]
     region_start = np.searchsorted(regions, regions, side="left")
     number = np.arange(len(order)) - region_start + 1
-    plan = LoanPlan(accounts[order], regions, months[order], terms[order], statuses[order].astype(np.int64),
-                    number.astype(np.int64))
+    plan = LoanPlan(
+        accounts[order], regions, months[order], terms[order], statuses[order].astype(np.int64), number.astype(np.int64)
+    )
     return plan, planted

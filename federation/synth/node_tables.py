@@ -40,8 +40,12 @@ class NodeTables:
     loans: Columns
 
     def as_dict(self) -> dict[str, Columns]:
-        return {"accounts": self.accounts, "deposits": self.deposits,
-                "withdrawals": self.withdrawals, "loans": self.loans}
+        return {
+            "accounts": self.accounts,
+            "deposits": self.deposits,
+            "withdrawals": self.withdrawals,
+            "loans": self.loans,
+        }
 
 
 def _labels(names: tuple[str, ...], index: IntArray) -> npt.NDArray[np.object_]:
@@ -52,9 +56,7 @@ def _constant(value: str, n: int) -> npt.NDArray[np.object_]:
     return np.full(n, value, dtype=object)
 
 
-def _employers(
-    rng: np.random.Generator, code: str, n: int
-) -> tuple[npt.NDArray[np.object_], IntArray, IntArray]:
+def _employers(rng: np.random.Generator, code: str, n: int) -> tuple[npt.NDArray[np.object_], IntArray, IntArray]:
     """The employer pool (a few big employers, many small) and two draws from it per account."""
     size = max(3, n // PEOPLE_PER_EMPLOYER)
     pool = np.array([f"E{code}{i:06d}" for i in range(size)], dtype=object)
@@ -78,8 +80,9 @@ def _outstanding(principal: IntArray, term: IntArray, paid_months: IntArray) -> 
     return np.rint(principal * (grow_n - grow_k) / (grow_n - 1.0)).astype(np.int64)
 
 
-def _loans(rng: np.random.Generator, reg: Registry, region: int, accounts: IntArray,
-           pids: npt.NDArray[np.object_]) -> tuple[Columns, IntArray, IntArray, IntArray]:
+def _loans(
+    rng: np.random.Generator, reg: Registry, region: int, accounts: IntArray, pids: npt.NDArray[np.object_]
+) -> tuple[Columns, IntArray, IntArray, IntArray]:
     """The node's loans table and, per loan, (local account, start month, term) for withdrawals."""
     plan = reg.loans
     code, weight = REGIONS[region].code, REGIONS[region].weight
@@ -167,4 +170,3 @@ def build_node(reg: Registry, region: int) -> NodeTables:
         "reason": _labels(WITHDRAWAL_REASONS, out.reason),
     }
     return NodeTables(account_cols, deposits, withdrawals, loans)
-

@@ -216,10 +216,22 @@ def build_registry(seed: int, rows: int) -> Registry:
     length = np.concatenate([a.length for a in acc]).astype(np.int64)
     loans, planted = plan_loans(stream(seed, _LOANS), first, count, region, start, length)
     registry = Registry(
-        seed=seed, rows=rows, birth_region=region_of_birth, birth_day=born, male=male,
-        sequence=_sequences(region_of_birth, born, male), first_account=first, account_count=count,
-        mover=count > 1, person=person, region=region, start=start, length=length,
-        retired_end=np.concatenate([a.retired_end for a in acc]), loans=loans, planted=planted,
+        seed=seed,
+        rows=rows,
+        birth_region=region_of_birth,
+        birth_day=born,
+        male=male,
+        sequence=_sequences(region_of_birth, born, male),
+        first_account=first,
+        account_count=count,
+        mover=count > 1,
+        person=person,
+        region=region,
+        start=start,
+        length=length,
+        retired_end=np.concatenate([a.retired_end for a in acc]),
+        loans=loans,
+        planted=planted,
     )
     for holder in (registry, loans):  # shared through the cache: nobody may change them
         for f in fields(holder):

@@ -21,7 +21,10 @@ from federation.synth.timeline import LAST_MONTH, BoolArray, IntArray, month_day
 REASON = {name: i for i, name in enumerate(WITHDRAWAL_REASONS)}
 RENTERS, PURCHASE_AT_LOAN, PURCHASE_NO_LOAN, REPAYERS, MEDICAL = 0.22, 0.75, 0.04, 0.45, 0.008
 TAKEN = {  # share of the money paid in since the previous withdrawal that one withdrawal takes
-    "rent": (0.5, 0.9), "purchase": (0.85, 1.0), "repayment": (0.6, 1.0), "medical": (0.3, 0.8),
+    "rent": (0.5, 0.9),
+    "purchase": (0.85, 1.0),
+    "repayment": (0.6, 1.0),
+    "medical": (0.3, 0.8),
 }
 
 
@@ -80,8 +83,9 @@ def _month_in(rng: np.random.Generator, lo: IntArray, hi: IntArray) -> IntArray:
     return lo + np.floor(rng.random(len(lo)) * (hi - lo + 1)).astype(np.int64)
 
 
-def _events(rng: np.random.Generator, acc: AccountMoney, loan_account: IntArray, loan_start: IntArray,
-            loan_term: IntArray) -> _Events:
+def _events(
+    rng: np.random.Generator, acc: AccountMoney, loan_account: IntArray, loan_start: IntArray, loan_term: IntArray
+) -> _Events:
     n, end = len(acc.start), acc.end
     ev = _Events()
     renters = np.flatnonzero((acc.length >= 12) & (rng.random(n) < RENTERS))
@@ -112,8 +116,9 @@ def _events(rng: np.random.Generator, acc: AccountMoney, loan_account: IntArray,
     return ev
 
 
-def draw_withdrawals(rng: np.random.Generator, acc: AccountMoney, loan_account: IntArray,
-                     loan_start: IntArray, loan_term: IntArray) -> Withdrawals:
+def draw_withdrawals(
+    rng: np.random.Generator, acc: AccountMoney, loan_account: IntArray, loan_start: IntArray, loan_term: IntArray
+) -> Withdrawals:
     """All withdrawals of one node, ordered by account and date."""
     account, month, reason, final = _events(rng, acc, loan_account, loan_start, loan_term).arrays()
     order = np.lexsort((reason, final, month, account))

@@ -127,7 +127,7 @@ def test_read_identity_refuses_certificates_without_or_with_inconsistent_identit
     # Subject says auditor, the identity extension says analyst.
     ca_cert, ca_key = pki.load_ca(fed["ca"])
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     payload = '{"kind":"person","region":null,"role":"analyst","v":1}'
     forged = (
         x509.CertificateBuilder()
@@ -333,7 +333,7 @@ def test_expired_certificate(fed: pki.FederationFiles, tmp_path: Path) -> None:
 
 
 def test_not_yet_valid_certificate(fed: pki.FederationFiles, tmp_path: Path) -> None:
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
     files = pki.issue_certificate(fed["ca"], tmp_path, "future", "person", role="analyst", not_before=later)
     err = _raises(_config(files), "client", "TLS_CERT_NOT_YET_VALID")
     assert "future.pem" in err.message and "clock" in str(err)
