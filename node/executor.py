@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from federation import he
 from federation.catalog import Catalog
@@ -21,7 +22,7 @@ log = logging.getLogger("hpf.node")
 
 
 class Backend(Protocol):
-    def run(self, sql: str) -> list[tuple[object, ...]] | tuple[tuple[object, ...], ...]: ...
+    def run(self, sql: str) -> Sequence[tuple[Any, ...]]: ...
 
 
 @dataclass(frozen=True)

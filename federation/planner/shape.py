@@ -9,6 +9,8 @@ Each check is a small pure function: expression in, expression out (or a PlanErr
 
 from __future__ import annotations
 
+from typing import cast
+
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
@@ -50,7 +52,7 @@ def parse(sql: str) -> exp.Expression:
         raise PlanError("syntax error: the query cannot be tokenized (unclosed quote?)", code="PLAN_SYNTAX") from None
     if len(statements) != 1:
         raise PlanError("send exactly one SQL statement", code="PLAN_MULTIPLE_STATEMENTS")
-    return statements[0]
+    return cast(exp.Expression, statements[0])
 
 
 def check_shape(tree: exp.Expression) -> exp.Select:

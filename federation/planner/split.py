@@ -13,6 +13,7 @@ becomes a query over one row per group that the client runs after decryption.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 from sqlglot import exp
 
@@ -169,7 +170,7 @@ def split_query(tree: exp.Select, base_columns: set[str], duckdb_aggs: frozenset
                 )
     for key in out.keys:
         for node in key.walk():
-            if aggregate_name(node, duckdb_aggs) is not None:
+            if aggregate_name(cast(exp.Expression, node), duckdb_aggs) is not None:
                 raise PlanError("aggregates are not allowed in GROUP BY", code="PLAN_GROUP_BY")
 
     items: list[exp.Expression] = []
@@ -179,7 +180,12 @@ def split_query(tree: exp.Select, base_columns: set[str], duckdb_aggs: frozenset
         out.output_names.append(name)
         bare = body.name if isinstance(body, exp.Column) and body.name in key_names.values() else None
         out.bare_key_outputs.append(int(bare[1:]) if bare else None)
-        items.append(exp.alias_(body, f"o{i}" if not isinstance(item, exp.Alias) else item.alias, quoted=True))
+        items.append(
+            cast(
+                exp.Expression,
+                exp.alias_(body, f"o{i}" if not isinstance(item, exp.Alias) else item.alias, quoted=True),
+            )
+        )
     having = tree.args.get("having")
     having_expr = finish_expr(having.this) if having is not None else None
     order = tree.args.get("order")

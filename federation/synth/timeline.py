@@ -75,7 +75,7 @@ class Lives:
         return len(self.birth_day)
 
     def take(self, index: npt.NDArray[np.intp] | slice) -> Lives:
-        return Lives(*(a[index] for a in self._arrays()))
+        return Lives(*(a[index] for a in self._arrays()))  # type: ignore[arg-type]
 
     def _arrays(self) -> tuple[npt.NDArray[np.generic], ...]:
         return (self.birth_day, self.male, self.career_start, self.career_end, self.retired)
