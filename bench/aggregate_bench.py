@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -53,7 +54,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--data", type=Path, default=Path("bench-data"))
-    parser.add_argument("--node-threads", type=int, default=None, help="DuckDB threads per node (default: all)")
+    parser.add_argument(
+        "--node-threads", type=int, default=None, help="DuckDB threads per node (default: cores // nodes, at least 1)"
+    )
     args = parser.parse_args()
 
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
@@ -102,7 +105,7 @@ def main() -> int:
         "rows_per_node": args.rows,
         "total_rows": args.nodes * args.rows,
         "repeat": args.repeat,
-        "node_duckdb_threads": args.node_threads or "all cores",
+        "node_duckdb_threads": args.node_threads or max(1, (os.cpu_count() or 1) // args.nodes),
         "answers_equal": equal,
         "federated_ms": round(statistics.median(fed_ms), 2),
         "centralized_ms": round(statistics.median(central_ms), 2),

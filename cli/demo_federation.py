@@ -96,8 +96,13 @@ def free_ports(n: int) -> list[int]:
 
 
 def write_configs(layout: DemoLayout, base_port: int, node_threads: int | None = None) -> None:
-    """Certificates, the catalog, one config per node, the coordinator's and the client profile."""
+    """Certificates, the catalog, one config per node, the coordinator's and the client profile.
+
+    Every node of a demo shares this machine's cores, so each gets ``cores // nodes`` DuckDB threads (at
+    least one) unless ``node_threads`` says otherwise: oversubscribed scans only queue behind each other.
+    """
     n = len(layout.node_ids)
+    node_threads = node_threads or max(1, (os.cpu_count() or 1) // n)
     ports = list(range(base_port, base_port + n + 1)) if base_port else free_ports(n + 1)
     layout.ports = {"coordinator": ports[0], **dict(zip(layout.node_ids, ports[1:], strict=True))}
     init_federation(layout.pki, layout.node_ids, clients=(("caseworker", "caseworker", layout.node_ids[0]),))
