@@ -132,6 +132,10 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
     hint = _metadata_value(trailing, HINT_KEY)
     details = err.details() if hasattr(err, "details") else None
     cls = _BY_STATUS.get(status, FederationError)
+    if code is not None:
+        rebuilt = error_for_code(code, details or "remote error", hint)
+        if type(rebuilt) is not FederationError:
+            return rebuilt
     if code is None:
         if status == grpc.StatusCode.UNAVAILABLE:
             return UnavailableError(
@@ -159,6 +163,12 @@ _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
     ("TLS_", AuthError),
     ("CONFIG_", ConfigError),
     ("NODE_", DataError),
+    ("KEY_", CryptoError),
+    ("ANSWER_", CryptoError),
+    ("REGIONS_", UnavailableError),
+    ("SERVER_", UnavailableError),
+    ("REQUEST_", RequestTooLarge),
+    ("IDENTITY_", AuthError),
 )
 
 
