@@ -64,8 +64,11 @@ class Component:
             return "COUNT(*)" if self.arg is None else f"COUNT({self.arg})"
         if self.kind == "sum":
             return f"SUM({self.arg})"
-        factor = f" * {10 ** (self.scale // 2)}" if self.scale else ""
-        as_int = f"CAST(({self.arg}){factor} AS HUGEINT)"
+        if self.scale:  # widen first: DuckDB keeps narrow decimals narrow and would overflow
+            s = self.scale // 2
+            as_int = f"CAST(CAST(({self.arg}) AS DECIMAL(38,{s})) * {10**s} AS HUGEINT)"
+        else:
+            as_int = f"CAST(({self.arg}) AS HUGEINT)"
         return f"SUM({as_int} * {as_int})"
 
 
