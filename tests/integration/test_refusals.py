@@ -1,0 +1,488 @@
+"""Every refusal path, with its exact code and class: through the client (which plans locally) and on the wire.
+
+On the wire a refusal is a gRPC status plus the stable code (and hint) in trailing metadata; the client
+library turns it back into a FederationError with :func:`federation.errors.from_rpc_error`. After any
+refusal the server keeps serving. Regions that fail (down, slow) are listed in ``missing`` and the
+others still sum exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import tempfile
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import grpc
+import harness
+import pytest
+import tenseal as ts
+import yaml
+
+from federation import he
+from federation.client import FederationClient
+from federation.config_files import parse_model
+from federation.errors import (
+    CryptoError,
+    DataError,
+    FederationError,
+    PlanError,
+    RequestTooLarge,
+    UnavailableError,
+    from_rpc_error,
+)
+from federation.generated import hpf_federation_pb2 as pb
+from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.planner import plan_query
+from federation.profile import ClientProfile
+from federation.tls import TlsConfig, secure_channel
+from node.executor import PartialExecutor
+
+RPC_TIMEOUT_S = 20.0
+SECRET_ID = "P-4401-SECRET"
+
+TABLES: dict[str, Any] = {
+    "deposits": {
+        "columns": {
+            "person_id": {"type": "VARCHAR", "class": "identifier"},
+            "employer": {"type": "VARCHAR"},
+            "city_code": {"type": "VARCHAR", "domain": {"values": ["310000", "330100", "320100"]}},
+            "month": {"type": "DATE", "domain": {"range": ["2015-01-01", "2024-12-31"]}},
+            "amount_fen": {"type": "BIGINT"},
+            "balance": {"type": "DECIMAL(12,2)"},
+            "score": {"type": "DOUBLE"},
+        }
+    }
+}
+
+
+def _row(person: str, city: str | None, amount: int, balance: str, year: int) -> tuple[Any, ...]:
+    return (person, "Acme Co", city, dt.date(year, 3, 1), amount, Decimal(balance), 0.25)
+
+
+NODE_ROWS: dict[str, dict[str, list[tuple[Any, ...]]]] = {
+    "n0": {"deposits": [_row(SECRET_ID, "310000", 120_000, "10.50", 2019), _row("p2", "330100", -4_000, "3.25", 2020)]},
+    "n1": {"deposits": [_row("p3", "310000", 77_000, "1.00", 2021), _row("p4", None, 5, "0.01", 2019)]},
+    "n2": {"deposits": [_row("p5", "320100", 900_000_000_000, "99999.99", 2024)]},
+}
+
+VALID_SQL = "SELECT city_code, COUNT(*), SUM(amount_fen), SUM(balance) FROM deposits GROUP BY 1 ORDER BY 1"
+
+# ------------------------------------------------------------------------------------ plan refusals
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    sql: str
+    code: str
+    hint_contains: str | None = None
+
+
+PLAN_REFUSALS: dict[str, Refusal] = {
+    "row_level_select": Refusal("SELECT amount_fen FROM deposits", "PLAN_ROW_LEVEL"),
+    "row_level_select_where": Refusal(
+        f"SELECT city_code FROM deposits WHERE person_id = '{SECRET_ID}'", "PLAN_ROW_LEVEL"
+    ),
+    "select_star": Refusal("SELECT * FROM deposits", "PLAN_ROW_LEVEL"),
+    "select_distinct": Refusal("SELECT DISTINCT city_code FROM deposits", "PLAN_ROW_LEVEL"),
+    "min": Refusal("SELECT MIN(amount_fen) FROM deposits", "PLAN_NOT_ADDITIVE"),
+    "max": Refusal("SELECT city_code, MAX(balance) FROM deposits GROUP BY city_code", "PLAN_NOT_ADDITIVE"),
+    "count_distinct": Refusal("SELECT COUNT(DISTINCT city_code) FROM deposits", "PLAN_NOT_ADDITIVE"),
+    "sum_distinct": Refusal("SELECT SUM(DISTINCT amount_fen) FROM deposits", "PLAN_NOT_ADDITIVE"),
+    "median": Refusal("SELECT MEDIAN(amount_fen) FROM deposits", "PLAN_NOT_ADDITIVE"),
+    "join": Refusal("SELECT COUNT(*) FROM deposits a JOIN deposits b ON a.city_code = b.city_code", "PLAN_JOIN"),
+    "comma_join": Refusal("SELECT COUNT(*) FROM deposits a, deposits b", "PLAN_JOIN"),
+    "scalar_subquery": Refusal(
+        "SELECT COUNT(*) FROM deposits WHERE amount_fen > (SELECT AVG(amount_fen) FROM deposits)", "PLAN_SUBQUERY"
+    ),
+    "in_subquery": Refusal(
+        "SELECT COUNT(*) FROM deposits WHERE city_code IN (SELECT city_code FROM deposits)", "PLAN_SUBQUERY"
+    ),
+    "exists_subquery": Refusal("SELECT COUNT(*) FROM deposits WHERE EXISTS (SELECT 1 FROM deposits)", "PLAN_SUBQUERY"),
+    "cte": Refusal("WITH d AS (SELECT * FROM deposits) SELECT COUNT(*) FROM d", "PLAN_CTE"),
+    "union": Refusal("SELECT COUNT(*) FROM deposits UNION SELECT COUNT(*) FROM deposits", "PLAN_SET_OPERATION"),
+    "union_all": Refusal(
+        "SELECT SUM(amount_fen) FROM deposits UNION ALL SELECT SUM(balance) FROM deposits", "PLAN_SET_OPERATION"
+    ),
+    "unknown_table": Refusal("SELECT COUNT(*) FROM deposit", "PLAN_UNKNOWN_TABLE", "did you mean 'deposits'"),
+    "unknown_column": Refusal(
+        "SELECT SUM(amount_fn) FROM deposits", "PLAN_UNKNOWN_COLUMN", "did you mean 'amount_fen'"
+    ),
+    "unknown_column_in_where": Refusal(
+        "SELECT COUNT(*) FROM deposits WHERE city = '310000'", "PLAN_UNKNOWN_COLUMN", "did you mean 'city_code'"
+    ),
+    "identifier_in_select_and_group": Refusal(
+        "SELECT person_id, COUNT(*) FROM deposits GROUP BY person_id", "PLAN_IDENTIFIER_MISUSE"
+    ),
+    "identifier_in_group_by": Refusal("SELECT COUNT(*) FROM deposits GROUP BY person_id", "PLAN_IDENTIFIER_MISUSE"),
+    "identifier_in_count": Refusal("SELECT COUNT(person_id) FROM deposits", "PLAN_IDENTIFIER_MISUSE"),
+    "identifier_in_sum": Refusal("SELECT SUM(LENGTH(person_id)) FROM deposits", "PLAN_IDENTIFIER_MISUSE"),
+    "identifier_in_like": Refusal(
+        "SELECT COUNT(*) FROM deposits WHERE person_id LIKE 'P-44%'", "PLAN_IDENTIFIER_MISUSE"
+    ),
+    "identifier_in_range": Refusal(
+        f"SELECT COUNT(*) FROM deposits WHERE person_id > '{SECRET_ID}'", "PLAN_IDENTIFIER_MISUSE"
+    ),
+    "identifier_in_or": Refusal(
+        f"SELECT COUNT(*) FROM deposits WHERE person_id = '{SECRET_ID}' OR amount_fen > 0", "PLAN_IDENTIFIER_MISUSE"
+    ),
+    "identifier_in_filter_like": Refusal(
+        "SELECT COUNT(*) FILTER (WHERE person_id LIKE 'P%') FROM deposits", "PLAN_IDENTIFIER_MISUSE"
+    ),
+    "group_without_domain": Refusal(
+        "SELECT amount_fen, COUNT(*) FROM deposits GROUP BY amount_fen", "PLAN_GROUP_NO_DOMAIN"
+    ),
+    "group_by_undeclared_date_part": Refusal(
+        "SELECT COUNT(*) FROM deposits GROUP BY date_trunc('month', month)", "PLAN_GROUP_NO_DOMAIN"
+    ),
+    "sum_double": Refusal("SELECT SUM(score) FROM deposits", "PLAN_INEXACT_ARGUMENT"),
+    "avg_double": Refusal("SELECT AVG(score) FROM deposits", "PLAN_INEXACT_ARGUMENT"),
+    "stddev_double": Refusal("SELECT STDDEV_POP(score * 2) FROM deposits", "PLAN_INEXACT_ARGUMENT"),
+    "division_in_sum": Refusal("SELECT SUM(amount_fen / 2) FROM deposits", "PLAN_INEXACT_ARGUMENT"),
+    "syntax_dangling_and": Refusal(f"SELECT COUNT(*) FROM deposits WHERE person_id = '{SECRET_ID}' AND", "PLAN_SYNTAX"),
+    "syntax_unclosed_quote": Refusal(f"SELECT COUNT(*) FROM deposits WHERE person_id = '{SECRET_ID}", "PLAN_SYNTAX"),
+    "syntax_typo": Refusal(f"SELEC COUNT(*) FROM deposits WHERE person_id = '{SECRET_ID}'", "PLAN_SYNTAX"),
+    "syntax_stray_paren": Refusal(f"SELECT COUNT(*) FROM deposits WHERE person_id = '{SECRET_ID}' )", "PLAN_SYNTAX"),
+    "syntax_unclosed_in": Refusal(
+        f"SELECT COUNT(*) FROM deposits WHERE person_id = '{SECRET_ID}' AND city_code IN (", "PLAN_SYNTAX"
+    ),
+}
+
+
+def _assert_public(err: FederationError) -> None:
+    """A refusal never echoes the person id written in the query, in its message or its hint."""
+    for text in (err.message, err.hint or "", str(err)):
+        assert SECRET_ID not in text
+        assert "SECRET" not in text and "4401" not in text
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def client_keys() -> he.ClientKeys:
+    return he.ClientKeys.generate()
+
+
+@contextlib.contextmanager
+def started(
+    node_rows: dict[str, dict[str, list[tuple[Any, ...]]]] = NODE_ROWS, deadline_ms: int = 10_000
+) -> Iterator[harness.Federation]:
+    with tempfile.TemporaryDirectory(prefix="hpf-refusals-") as tmp:
+        with harness.federation(Path(tmp), TABLES, node_rows, deadline_ms=deadline_ms) as fed:
+            yield fed
+
+
+@pytest.fixture(scope="module")
+def fed() -> Iterator[harness.Federation]:
+    """A federation the refusal tests share; tests that stop or slow nodes start their own."""
+    with started() as federation:
+        yield federation
+
+
+def offline_client(fed: harness.Federation) -> FederationClient:
+    """A client with the federation's catalog and certificates, but whose coordinator address answers nothing."""
+    profile = parse_model(fed.profile_path, yaml.safe_load(fed.profile_path.read_text()), ClientProfile)
+    return FederationClient(profile.model_copy(update={"coordinator": "127.0.0.1:1"}))
+
+
+def caseworker_tls(fed: harness.Federation) -> TlsConfig:
+    pki = fed.root / "pki"
+    return TlsConfig(ca=pki / "ca.pem", cert=pki / "people" / "caseworker.pem", key=pki / "people" / "caseworker.key")
+
+
+def coordinator_tls(fed: harness.Federation) -> TlsConfig:
+    pki = fed.root / "pki"
+    return TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
+
+
+@pytest.fixture(scope="module")
+def coordinator_stub(fed: harness.Federation) -> Iterator[pb_grpc.CoordinatorStub]:
+    channel = secure_channel(f"127.0.0.1:{fed.coordinator.port}", caseworker_tls(fed))
+    with channel:
+        yield pb_grpc.CoordinatorStub(channel)
+
+
+def wire_refusal(stub: pb_grpc.CoordinatorStub, request: pb.QueryRequest) -> tuple[grpc.RpcError, FederationError]:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Query(request, timeout=RPC_TIMEOUT_S)
+    return info.value, from_rpc_error(info.value)
+
+
+def oracle_without(fed: harness.Federation, absent: set[str], sql: str) -> list[tuple[Any, ...]]:
+    """The oracle over the files of every node except ``absent``."""
+    files = {t: [p for p in paths if p.parent.name not in absent] for t, paths in fed.data_files.items()}
+    return dataclasses.replace(fed, data_files=files).oracle(sql)
+
+
+def rows_as_tuples(rows: list[list[Any]]) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in rows]
+
+
+# ------------------------------------------------------------------------------ plan refusals: client
+
+
+@pytest.mark.parametrize("case", list(PLAN_REFUSALS.values()), ids=list(PLAN_REFUSALS))
+def test_client_refuses_before_sending(fed: harness.Federation, case: Refusal) -> None:
+    """The client plans locally: pointed at no coordinator at all, it still refuses with the plan's own error."""
+    with offline_client(fed) as client:
+        with pytest.raises(PlanError) as info:
+            client.query(case.sql)
+    err = info.value
+    assert err.code == case.code
+    assert type(err) is PlanError
+    if case.hint_contains:
+        assert err.hint is not None and case.hint_contains in err.hint
+    _assert_public(err)
+
+
+# -------------------------------------------------------------------------------- plan refusals: wire
+
+
+@pytest.mark.parametrize("case", list(PLAN_REFUSALS.values()), ids=list(PLAN_REFUSALS))
+def test_coordinator_refuses_on_the_wire(
+    coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys, case: Refusal
+) -> None:
+    rpc_error, err = wire_refusal(
+        coordinator_stub, pb.QueryRequest(sql=case.sql, public_context=client_keys.public_context())
+    )
+    assert rpc_error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.code == case.code
+    assert type(err) is PlanError
+    if case.hint_contains:
+        assert err.hint is not None and case.hint_contains in err.hint
+    _assert_public(err)
+    assert SECRET_ID not in (rpc_error.details() or "")
+
+
+def test_coordinator_keeps_serving_after_refusals(
+    fed: harness.Federation, coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys
+) -> None:
+    for case in PLAN_REFUSALS.values():
+        wire_refusal(coordinator_stub, pb.QueryRequest(sql=case.sql, public_context=client_keys.public_context()))
+    wire_refusal(coordinator_stub, pb.QueryRequest(sql=VALID_SQL, public_context=b"garbage"))
+    reply = coordinator_stub.Query(
+        pb.QueryRequest(sql=VALID_SQL, public_context=client_keys.public_context()), timeout=RPC_TIMEOUT_S
+    )
+    assert list(reply.answered) == fed.node_ids and len(reply.ciphertexts) == 1
+    with fed.client() as client:
+        answer = client.query(VALID_SQL)
+    assert rows_as_tuples(answer.rows) == fed.oracle(VALID_SQL)
+
+
+# ------------------------------------------------------------------------------------ crypto refusals
+
+
+def _context_with_secret(keys: he.ClientKeys) -> bytes:
+    ctx = ts.context(ts.SCHEME_TYPE.BFV, poly_modulus_degree=he.POLY_MODULUS_DEGREE, plain_modulus=he.PLAIN_MODULUS)
+    return ctx.serialize(save_public_key=True, save_secret_key=True, save_galois_keys=False, save_relin_keys=False)
+
+
+CONTEXT_REFUSALS = {
+    "garbage": (lambda keys: b"\x00garbage" * 64, "CONTEXT_INVALID"),
+    "empty": (lambda keys: b"", "CONTEXT_INVALID"),
+    "truncated": (lambda keys: keys.public_context()[: len(keys.public_context()) // 2], "CONTEXT_INVALID"),
+    "secret_key": (_context_with_secret, "CONTEXT_HAS_SECRET"),
+}
+
+
+@pytest.mark.parametrize("make_context, code", list(CONTEXT_REFUSALS.values()), ids=list(CONTEXT_REFUSALS))
+def test_bad_public_context_is_refused_on_the_wire(
+    coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys, make_context: Any, code: str
+) -> None:
+    request = pb.QueryRequest(sql=VALID_SQL, public_context=make_context(client_keys))
+    rpc_error, err = wire_refusal(coordinator_stub, request)
+    assert rpc_error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.code == code
+
+
+@pytest.mark.parametrize("make_context, code", list(CONTEXT_REFUSALS.values()), ids=list(CONTEXT_REFUSALS))
+def test_bad_public_context_comes_back_as_a_crypto_error(
+    coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys, make_context: Any, code: str
+) -> None:
+    """The class a caller catches follows the code's family (CONTEXT_* is a CryptoError), as in error_for_code."""
+    _, err = wire_refusal(coordinator_stub, pb.QueryRequest(sql=VALID_SQL, public_context=make_context(client_keys)))
+    assert err.code == code
+    assert isinstance(err, CryptoError), f"{code} came back as {type(err).__name__}"
+
+
+def test_oversized_request_is_resource_exhausted(
+    fed: harness.Federation, coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys
+) -> None:
+    """The coordinator accepts requests of at most 4 MiB (coordinator.server.MAX_REQUEST_BYTES)."""
+    oversized = pb.QueryRequest(sql=VALID_SQL, public_context=b"\x01" * (5 * 1024 * 1024))
+    rpc_error, err = wire_refusal(coordinator_stub, oversized)
+    assert rpc_error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert isinstance(err, RequestTooLarge)
+    reply = coordinator_stub.Query(
+        pb.QueryRequest(sql=VALID_SQL, public_context=client_keys.public_context()), timeout=RPC_TIMEOUT_S
+    )
+    assert list(reply.answered) == fed.node_ids
+
+
+def test_node_refuses_an_oversized_request(fed: harness.Federation, client_keys: he.ClientKeys) -> None:
+    """A node accepts requests of at most 8 MiB (node.server.MAX_REQUEST_BYTES)."""
+    channel = secure_channel(f"127.0.0.1:{fed.nodes['n0'].port}", coordinator_tls(fed))
+    with channel:
+        stub = pb_grpc.NodeStub(channel)
+        oversized = pb.PartialRequest(
+            query_id="q-big", sql="SELECT COUNT(*) FROM deposits", public_context=b"\x01" * (9 * 1024 * 1024)
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ComputePartial(oversized, timeout=RPC_TIMEOUT_S)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        sql = "SELECT COUNT(*) FROM deposits"
+        good = pb.PartialRequest(
+            query_id="q-after",
+            sql=sql,
+            public_context=client_keys.public_context(),
+            plan_fingerprint=plan_query(sql, fed.catalog).fingerprint,
+        )
+        assert stub.ComputePartial(good, timeout=RPC_TIMEOUT_S).node_id == "n0"
+
+
+def test_overlong_sql_is_refused(coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys) -> None:
+    sql = "SELECT COUNT(*) FROM deposits WHERE " + " OR ".join(["amount_fen > 1"] * 3000)
+    rpc_error, err = wire_refusal(
+        coordinator_stub, pb.QueryRequest(sql=sql, public_context=client_keys.public_context())
+    )
+    assert rpc_error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.code == "PLAN_TOO_LONG" and isinstance(err, PlanError)
+
+
+# ------------------------------------------------------------------------------- regions that fail
+
+
+def test_dead_node_is_listed_missing_and_the_rest_sums_exactly() -> None:
+    with started() as fed:
+        fed.stop_node("n1")
+        with fed.client() as client:
+            answer = client.query(VALID_SQL)
+        assert answer.answered == ["n0", "n2"]
+        assert [(m["node_id"], m["code"]) for m in answer.missing] == [("n1", "NODE_UNREACHABLE")]
+        assert rows_as_tuples(answer.rows) == oracle_without(fed, {"n1"}, VALID_SQL)
+        assert rows_as_tuples(answer.rows) != fed.oracle(VALID_SQL)  # n1's rows really are left out
+
+
+@contextlib.contextmanager
+def slow_node(monkeypatch: pytest.MonkeyPatch, node_id: str) -> Iterator[threading.Event]:
+    """Make ``node_id`` hold every partial until released (at the latest after 10 s)."""
+    release = threading.Event()
+    original = PartialExecutor.compute
+
+    def compute(self: PartialExecutor, *args: Any, **kwargs: Any) -> Any:
+        if self.node_id == node_id:
+            release.wait(10)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PartialExecutor, "compute", compute)
+    try:
+        yield release
+    finally:
+        release.set()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where_deadline", ["request", "coordinator"])
+def test_slow_node_times_out_and_the_rest_sums_exactly(monkeypatch: pytest.MonkeyPatch, where_deadline: str) -> None:
+    deadline_ms = 3_000
+    with started(deadline_ms=deadline_ms if where_deadline == "coordinator" else 10_000) as fed:
+        with fed.client() as client:
+            client.query(VALID_SQL)  # warm up: every node has loaded the client's context
+            with slow_node(monkeypatch, "n2"):
+                answer = client.query(VALID_SQL, deadline_ms=deadline_ms if where_deadline == "request" else None)
+        assert answer.answered == ["n0", "n1"]
+        assert [(m["node_id"], m["code"]) for m in answer.missing] == [("n2", "NODE_TIMEOUT")]
+        assert rows_as_tuples(answer.rows) == oracle_without(fed, {"n2"}, VALID_SQL)
+
+
+def test_all_nodes_down_is_regions_unavailable(client_keys: he.ClientKeys) -> None:
+    with started() as fed:
+        for node_id in fed.node_ids:
+            fed.stop_node(node_id)
+        with fed.client() as client:
+            with pytest.raises(UnavailableError) as info:
+                client.query(VALID_SQL)
+        assert info.value.code == "REGIONS_UNAVAILABLE"
+        assert all(n in info.value.message for n in fed.node_ids)
+        channel = secure_channel(f"127.0.0.1:{fed.coordinator.port}", caseworker_tls(fed))
+        with channel:
+            rpc_error, err = wire_refusal(
+                pb_grpc.CoordinatorStub(channel),
+                pb.QueryRequest(sql=VALID_SQL, public_context=client_keys.public_context()),
+            )
+        assert rpc_error.code() == grpc.StatusCode.UNAVAILABLE
+        assert err.code == "REGIONS_UNAVAILABLE" and isinstance(err, UnavailableError)
+
+
+def test_every_node_failing_alike_comes_back_as_a_data_error(fed: harness.Federation) -> None:
+    """Every region failing to run a plan (NODE_EXECUTION_FAILED) is passed on with a NODE_* code and class."""
+    sql = "SELECT COUNT(*) FROM deposits WHERE CAST(employer AS INTEGER) > 0"
+    with fed.client() as client:
+        with pytest.raises(FederationError) as info:
+            client.query(sql)
+    assert info.value.code == "NODE_EXECUTION_FAILED"
+    assert isinstance(info.value, DataError), f"came back as {type(info.value).__name__}"
+
+
+# ----------------------------------------------------------------------------- the Node service itself
+
+
+def test_node_refuses_a_plan_fingerprint_it_does_not_derive(
+    fed: harness.Federation, client_keys: he.ClientKeys
+) -> None:
+    sql = "SELECT COUNT(*), SUM(amount_fen) FROM deposits"
+    channel = secure_channel(f"127.0.0.1:{fed.nodes['n0'].port}", coordinator_tls(fed))
+    with channel:
+        stub = pb_grpc.NodeStub(channel)
+        request = pb.PartialRequest(
+            query_id="q-mismatch", sql=sql, public_context=client_keys.public_context(), plan_fingerprint="0" * 64
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ComputePartial(request, timeout=RPC_TIMEOUT_S)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        err = from_rpc_error(info.value)
+        assert err.code == "PLAN_MISMATCH" and isinstance(err, PlanError)
+        # the same request with the plan's real fingerprint is answered: the refusal was about the fingerprint
+        good = pb.PartialRequest(
+            query_id="q-good",
+            sql=sql,
+            public_context=client_keys.public_context(),
+            plan_fingerprint=plan_query(sql, fed.catalog).fingerprint,
+        )
+        reply = stub.ComputePartial(good, timeout=RPC_TIMEOUT_S)
+        assert reply.node_id == "n0" and len(reply.ciphertexts) == 1
+
+
+def test_node_refuses_a_connection_without_client_certificate(
+    fed: harness.Federation, client_keys: he.ClientKeys
+) -> None:
+    ca = (fed.root / "pki" / "ca.pem").read_bytes()
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{fed.nodes['n0'].port}", grpc.ssl_channel_credentials(root_certificates=ca)
+    )
+    with channel:
+        request = pb.PartialRequest(
+            query_id="q-anon", sql="SELECT COUNT(*) FROM deposits", public_context=client_keys.public_context()
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            pb_grpc.NodeStub(channel).ComputePartial(request, timeout=RPC_TIMEOUT_S)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # the TLS handshake fails: no RPC reaches the node
+
+
+def test_coordinator_refuses_a_connection_without_client_certificate(
+    fed: harness.Federation, client_keys: he.ClientKeys
+) -> None:
+    ca = (fed.root / "pki" / "ca.pem").read_bytes()
+    address = f"127.0.0.1:{fed.coordinator.port}"
+    with grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca)) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            pb_grpc.CoordinatorStub(channel).Query(
+                pb.QueryRequest(sql=VALID_SQL, public_context=client_keys.public_context()), timeout=RPC_TIMEOUT_S
+            )
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
