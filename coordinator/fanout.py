@@ -24,6 +24,9 @@ from federation.planner import plan_query
 log = logging.getLogger("hpf.coordinator")
 
 TRANSPORT_CODES = {"NODE_TIMEOUT", "NODE_UNREACHABLE", "NODE_BAD_ANSWER"}
+# A region that refuses or fails on *this query* fails the whole query: an answer silently short of a region
+# would mislead. A region that is down, late or broken is only reported missing.
+QUERY_FAILURE_PREFIXES = ("PLAN_", "POLICY_", "CONTEXT_", "PARTIAL_", "PERSON_ID_", "NODE_EXECUTION_")
 
 
 @dataclass
@@ -91,6 +94,11 @@ class FanOut:
         t_fanout = time.perf_counter()
         for m in missing:
             log.warning("query %s: region %s missing (%s)", query_id, m.node_id, m.code)
+        refusals = [m for m in missing if m.code.startswith(QUERY_FAILURE_PREFIXES)]
+        if refusals:
+            first = refusals[0]
+            regions = ", ".join(m.node_id for m in refusals)
+            raise error_for_code(first.code, f"region(s) {regions} could not answer this query: {first.message}")
         if not answered:
             raise _no_region_answered(missing)
         t_sum = time.perf_counter()

@@ -13,17 +13,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from coordinator.config import CoordinatorConfig
 from coordinator.fanout import FanOut
+from federation.callers import require_caller
 from federation.catalog import Catalog, load_catalog
 from federation.errors import FederationError, abort
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.logsafe import unexpected
-from federation.tls import GRPC_OPTIONS, add_port, new_server, require_tls, secure_channel
+from federation.tls import GRPC_OPTIONS, add_port, new_server, require_tls, secure_channel, with_options
 
 log = logging.getLogger("hpf.coordinator")
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-SERVER_OPTIONS = (*GRPC_OPTIONS, ("grpc.max_receive_message_length", MAX_REQUEST_BYTES))
+SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
@@ -33,6 +34,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
         try:
+            require_caller(context, ("person",), "the coordinator")
             answer = self._fanout.query(request.sql, request.public_context, request.deadline_ms)
         except FederationError as err:
             log.info("query refused: %s", err.code)

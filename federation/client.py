@@ -110,7 +110,9 @@ class FederationClient:
             raise CryptoError("the answer does not match the plan's slot layout", code="CIPHERTEXT_SHAPE")
         decrypted = [keys.decrypt(blob, n) for blob, n in zip(reply.ciphertexts, sizes, strict=True)]
         t_dec = time.perf_counter()
-        columns, rows = finish(plan, decode_totals(plan, decrypted))
+        if not reply.answered:
+            raise CryptoError("the answer names no region", code="ANSWER_CORRUPT")
+        columns, rows = finish(plan, decode_totals(plan, decrypted, len(reply.answered)))
         t_fin = time.perf_counter()
         server = reply.timings
         timings = {

@@ -169,6 +169,7 @@ _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
     ("SERVER_", UnavailableError),
     ("REQUEST_", RequestTooLarge),
     ("IDENTITY_", AuthError),
+    ("PARTY_", PolicyViolation),
 )
 
 

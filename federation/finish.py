@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from federation.errors import PlanError
+from federation.errors import CryptoError, PlanError
 from federation.plan import OTHER, Aggregate, Plan
 from federation.planner import finish_table_ddl
 from federation.planner.binder import public_engine_message
@@ -49,7 +49,7 @@ def aggregate_value(agg: Aggregate, totals: list[int]) -> Any:
             return None
         var = spread / (n * (n - 1))
     if var < 0:  # impossible for honest totals
-        raise PlanError("the decrypted totals are inconsistent", code="ANSWER_CORRUPT")
+        raise CryptoError("the decrypted totals are inconsistent", code="ANSWER_CORRUPT")
     return float(var) if agg.func.startswith("var") else math.sqrt(float(var))
 
 

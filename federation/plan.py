@@ -59,17 +59,27 @@ class Component:
     def limbs(self) -> int:
         return limbs_for(self.bits)
 
-    def node_sql(self) -> str:
+    def sql_terms(self) -> list[str]:
+        """The SQL aggregates a node runs for this component (see :meth:`combine`)."""
         if self.kind == "count":
-            return "COUNT(*)" if self.arg is None else f"COUNT({self.arg})"
+            return ["COUNT(*)" if self.arg is None else f"COUNT({self.arg})"]
         if self.kind == "sum":
-            return f"SUM({self.arg})"
+            return [f"SUM({self.arg})"]
         if self.scale:  # widen first: DuckDB keeps narrow decimals narrow and would overflow
             s = self.scale // 2
-            as_int = f"CAST(CAST(({self.arg}) AS DECIMAL(38,{s})) * {10**s} AS HUGEINT)"
+            x = f"CAST(CAST(({self.arg}) AS DECIMAL(38,{s})) * {10**s} AS HUGEINT)"
         else:
-            as_int = f"CAST(({self.arg}) AS HUGEINT)"
-        return f"SUM({as_int} * {as_int})"
+            x = f"CAST(({self.arg}) AS HUGEINT)"
+        # x*x overflows 128 bits for 64-bit x summed over rows: with x = h*2^32 + l (0 <= l < 2^32),
+        # sum(x^2) = sum(h^2)*2^64 + sum(h*l)*2^33 + sum(l^2), each term safely inside HUGEINT.
+        h, low = f"({x} >> 32)", f"({x} & 4294967295)"
+        return [f"SUM({h} * {h})", f"SUM({h} * {low})", f"SUM({low} * {low})"]
+
+    def combine(self, values: list[int]) -> int:
+        """This component's integer from its SQL terms' (already scaled) integers."""
+        if self.kind == "sumsq":
+            return (values[0] << 64) + (values[1] << 33) + values[2]
+        return values[0]
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,11 @@ class Aggregate:
 
 @dataclass(frozen=True)
 class SlotLayout:
-    """group x component x limb, flattened and cut into ciphertext-sized chunks."""
+    """group x component x limb, flattened and cut into ciphertext-sized chunks.
+
+    Each chunk ends with one canary slot in which every region puts 1, so the client can check that the
+    decrypted sum of a chunk really adds one ciphertext under its key per answering region.
+    """
 
     cells: int
     offsets: tuple[int, ...]  # first limb slot of each component within a cell
@@ -98,8 +112,10 @@ class SlotLayout:
 
     @property
     def chunk_sizes(self) -> tuple[int, ...]:
-        full, rest = divmod(self.total, SLOTS)
-        return (SLOTS,) * full + ((rest,) if rest else ())
+        """Slots per ciphertext, canary included."""
+        data = SLOTS - 1
+        full, rest = divmod(self.total, data)
+        return (SLOTS,) * full + ((rest + 1,) if rest else ())
 
 
 @dataclass(frozen=True)
@@ -129,7 +145,7 @@ class Plan:
     def node_sql(self) -> str:
         """The one query a node runs on its own database for this plan."""
         keys = [f"{k.expr} AS k{i}" for i, k in enumerate(self.keys)]
-        comps = [f"{c.node_sql()} AS c{i}" for i, c in enumerate(self.components)]
+        comps = [f"{term} AS c{i}_{j}" for i, c in enumerate(self.components) for j, term in enumerate(c.sql_terms())]
         sql = f"SELECT {', '.join(keys + comps)} FROM {self.table}"
         if self.where:
             sql += f" WHERE {self.where}"

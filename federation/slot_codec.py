@@ -14,7 +14,7 @@ import numpy as np
 
 from federation.errors import CryptoError, DataError
 from federation.he import SLOTS
-from federation.limb_codec import join_limbs, split_values
+from federation.limb_codec import LIMB_BITS, LIMB_MASK, join_limbs, split_values
 from federation.plan import GroupKey, Plan
 
 
@@ -63,12 +63,17 @@ def encode_partials(plan: Plan, rows: Iterable[Sequence[Any]]) -> np.ndarray:
     layout = plan.layout
     n_keys = len(plan.keys)
     indexes = [_key_index(k) for k in plan.keys]
+    spans, pos = [], n_keys
+    for comp in plan.components:
+        width = len(comp.sql_terms())
+        spans.append((pos, pos + width))
+        pos += width
     sums: dict[int, list[int]] = {}
     for row in rows:
         cell = cell_of(plan.keys, indexes, row[:n_keys])
         acc = sums.setdefault(cell, [0] * len(plan.components))
-        for j, comp in enumerate(plan.components):
-            acc[j] += _as_scaled_int(row[n_keys + j], comp.scale)
+        for j, (comp, (start, stop)) in enumerate(zip(plan.components, spans, strict=True)):
+            acc[j] += comp.combine([_as_scaled_int(v, comp.scale) for v in row[start:stop]])
     flat = np.zeros(layout.total, dtype=np.int64)
     if not sums:
         return flat
@@ -81,21 +86,51 @@ def encode_partials(plan: Plan, rows: Iterable[Sequence[Any]]) -> np.ndarray:
     return flat
 
 
+CANARY = 1
+
+
 def chunks(flat: np.ndarray) -> list[np.ndarray]:
-    """Cut a flat slot vector into ciphertext-sized pieces."""
-    return [flat[i : i + SLOTS] for i in range(0, flat.shape[0], SLOTS)]
+    """Cut a flat slot vector into ciphertext-sized pieces, each ending with the canary slot."""
+    data = SLOTS - 1
+    return [np.append(flat[i : i + data], np.int64(CANARY)) for i in range(0, flat.shape[0], data)]
 
 
-def decode_totals(plan: Plan, decrypted_chunks: Sequence[np.ndarray]) -> dict[int, list[int]]:
+def _check_limb_bounds(plan: Plan, grid: np.ndarray, regions: int) -> None:
+    """Every limb sum must be what ``regions`` honest range-checked limbs can add up to."""
+    layout = plan.layout
+    low = np.zeros(layout.width, dtype=np.int64)
+    high = np.zeros(layout.width, dtype=np.int64)
+    for comp, start in zip(plan.components, layout.offsets, strict=True):
+        top = start + comp.limbs - 1
+        high[start:top] = regions * LIMB_MASK
+        low[top], high[top] = -regions * (1 << (LIMB_BITS - 1)), regions * ((1 << (LIMB_BITS - 1)) - 1)
+    if grid.size and ((grid < low).any() or (grid > high).any()):
+        raise CryptoError(
+            "the decrypted answer is not a sum of honest regional partials "
+            "(a region may have encrypted under another key, or a ciphertext was altered)",
+            code="ANSWER_CORRUPT",
+        )
+
+
+def decode_totals(plan: Plan, decrypted_chunks: Sequence[np.ndarray], regions: int) -> dict[int, list[int]]:
     """Exact federation-wide component totals of every cell that has at least one row.
 
-    Ungrouped queries always have their single cell, as SQL returns one row even over no rows.
+    ``regions`` is how many regions the answer sums; every chunk's canary must equal it and every limb sum
+    must be in range, else the answer is refused. Ungrouped queries always have their single cell, as SQL
+    returns one row even over no rows.
     """
     layout = plan.layout
     if tuple(len(c) for c in decrypted_chunks) != layout.chunk_sizes:
         raise CryptoError("the answer does not match the plan's slot layout", code="CIPHERTEXT_SHAPE")
-    flat = np.concatenate(decrypted_chunks) if decrypted_chunks else np.zeros(0, dtype=np.int64)
+    if any(int(c[-1]) != regions * CANARY for c in decrypted_chunks):
+        raise CryptoError(
+            "the answer's check slot does not add up to the regions that answered "
+            "(a region may have encrypted under another key, or a ciphertext was altered)",
+            code="ANSWER_CORRUPT",
+        )
+    flat = np.concatenate([c[:-1] for c in decrypted_chunks]) if decrypted_chunks else np.zeros(0, dtype=np.int64)
     grid = flat.reshape(layout.cells, layout.width)
+    _check_limb_bounds(plan, grid, regions)
     count_star = plan.components[0]
     occupied = np.nonzero(grid[:, : count_star.limbs].any(axis=1))[0]
     if not plan.keys:

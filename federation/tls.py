@@ -297,6 +297,16 @@ def secure_channel(
     return grpc.secure_channel(address, channel_credentials(tls), options=opts)
 
 
+def with_options(base: Sequence[tuple[str, Any]], **overrides: Any) -> tuple[tuple[str, Any], ...]:
+    """``base`` with some options replaced (gRPC takes the first value of a repeated option).
+
+    Keyword names are option names without the ``grpc.`` prefix, e.g. ``max_receive_message_length=4 << 20``.
+    """
+    replaced = {f"grpc.{k}": v for k, v in overrides.items()}
+    kept = tuple((k, v) for k, v in base if k not in replaced)
+    return kept + tuple(replaced.items())
+
+
 def new_server(*, max_workers: int = 16, options: Sequence[tuple[str, Any]] = GRPC_OPTIONS) -> grpc.Server:
     """A gRPC server with the federation's message-size limits."""
     return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=list(options))

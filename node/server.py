@@ -12,12 +12,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from federation import __version__
+from federation.callers import require_caller
 from federation.catalog import Catalog, load_catalog
 from federation.errors import ConfigError, FederationError, abort
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.logsafe import unexpected
-from federation.tls import GRPC_OPTIONS, add_port, new_server, require_tls
+from federation.tls import GRPC_OPTIONS, add_port, new_server, require_tls, with_options
 from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
 from node.executor import PartialExecutor
@@ -25,7 +26,7 @@ from node.executor import PartialExecutor
 log = logging.getLogger("hpf.node")
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
-SERVER_OPTIONS = (*GRPC_OPTIONS, ("grpc.max_receive_message_length", MAX_REQUEST_BYTES))
+SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
 
 
 class NodeServicer(pb_grpc.NodeServicer):
@@ -35,6 +36,7 @@ class NodeServicer(pb_grpc.NodeServicer):
 
     def ComputePartial(self, request: pb.PartialRequest, context: grpc.ServicerContext) -> pb.PartialResponse:
         try:
+            require_caller(context, ("coordinator",), "a node")
             result = self._executor.compute(
                 request.query_id, request.sql, request.public_context, request.plan_fingerprint
             )
@@ -56,6 +58,11 @@ class NodeServicer(pb_grpc.NodeServicer):
         )
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
+        try:
+            require_caller(context, ("coordinator",), "a node")
+        except FederationError as err:
+            abort(context, err)
+            raise
         return pb.DescribeResponse(
             node_id=self._executor.node_id,
             catalog_digest=self._catalog_digest,

@@ -15,7 +15,7 @@ import duckdb
 from federation.catalog import Catalog
 from federation.errors import PlanError
 
-_QUOTED = re.compile(r"'(?:[^']|'')*'")  # values; double-quoted identifiers stay readable
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
 _NUMBER = re.compile(r"\b\d[\d.,]{1,}\b")
 
 
@@ -26,14 +26,37 @@ def public_engine_message(err: Exception) -> str:
     return _NUMBER.sub("…", _QUOTED.sub("'…'", text))[:300]
 
 
+def runtime_failure(err: Exception) -> str:
+    """What kind of failure a query hit on real rows, from the exception type alone.
+
+    Engine messages about real rows can quote the rows' values, so none of their text is kept.
+    """
+    kinds = (
+        (duckdb.ConversionException, "a value could not be converted to the type the query needs"),
+        (duckdb.OutOfRangeException, "a value or an intermediate result is out of range (overflow)"),
+        (duckdb.InvalidInputException, "a function received invalid input"),
+        (duckdb.IOException, "the region's data files cannot be read"),
+        (duckdb.OutOfMemoryException, "the node ran out of memory"),
+    )
+    for cls, text in kinds:
+        if isinstance(err, cls):
+            return text
+    return f"the engine raised {type(err).__name__}"
+
+
 class SchemaBinder:
-    """An in-memory DuckDB holding empty tables with the catalog's columns and types."""
+    """An in-memory DuckDB holding one all-NULL row per catalog table, with the catalog's columns and types.
+
+    Running a query over that row (not only binding it) also surfaces errors in its constants, such as a
+    date literal that is not a date, before any node sees the query.
+    """
 
     def __init__(self, catalog: Catalog) -> None:
         self._con = duckdb.connect(":memory:")
         for name, table in catalog.tables.items():
             cols = ", ".join(f'"{c}" {col.type}' for c, col in table.columns.items())
             self._con.execute(f'CREATE TABLE "{name}" ({cols})')
+            self._con.execute(f'INSERT INTO "{name}" DEFAULT VALUES')
         rows = self._con.execute(
             "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'aggregate'"
         ).fetchall()
@@ -46,6 +69,7 @@ class SchemaBinder:
             cur = self._con.cursor()
         try:
             rows = cur.execute(f"DESCRIBE {sql}").fetchall()
+            cur.execute(sql).fetchall()
         except duckdb.Error as err:
             raise PlanError(
                 f"the query cannot be run: {public_engine_message(err)}",

@@ -78,7 +78,7 @@ def _is_identifier_equality(col: exp.Column) -> bool:
     up = parent.parent
     while isinstance(up, exp.And | exp.Paren):
         up = up.parent
-    return isinstance(up, exp.Where)
+    return isinstance(up, exp.Where) and isinstance(up.parent, exp.Select)  # not an aggregate's FILTER
 
 
 def check_identifiers(tree: exp.Select, table_name: str, table: Table) -> exp.Select:

@@ -12,6 +12,7 @@ becomes a query over one row per group that the client runs after decryption.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -174,12 +175,15 @@ def split_query(tree: exp.Select, base_columns: set[str], duckdb_aggs: frozenset
                 raise PlanError("aggregates are not allowed in GROUP BY", code="PLAN_GROUP_BY")
 
     items: list[exp.Expression] = []
+    bodies: dict[str, exp.Expression] = {}
     for i, item in enumerate(tree.expressions):
         name = item.alias if isinstance(item, exp.Alias) else item.sql("duckdb")
         body = finish_expr(item.unalias())
         out.output_names.append(name)
         bare = body.name if isinstance(body, exp.Column) and body.name in key_names.values() else None
         out.bare_key_outputs.append(int(bare[1:]) if bare else None)
+        if isinstance(item, exp.Alias):
+            bodies[item.alias.lower()] = body
         items.append(
             cast(
                 exp.Expression,
@@ -197,7 +201,11 @@ def split_query(tree: exp.Select, base_columns: set[str], duckdb_aggs: frozenset
             code="PLAN_ROW_LEVEL",
             hint="ask for COUNT(*), SUM(col), AVG(col) ..., optionally with GROUP BY",
         )
-    _refuse_ungrouped([*items, having_expr, order_expr], base_columns, set(key_names.values()))
+    _refuse_ungrouped(items, base_columns, set())
+    # in HAVING and ORDER BY a select alias wins over a column of the same name, as in DuckDB
+    _refuse_ungrouped([having_expr, order_expr], base_columns, set(bodies))
+    if having_expr is not None:
+        having_expr = _exclude_other_groups(having_expr, bodies, len(out.keys))
 
     hidden = [exp.column(f"__other{j}") for j in range(len(out.keys))]
     finish = exp.select(*items, *hidden).from_("__groups")
@@ -212,12 +220,29 @@ def split_query(tree: exp.Select, base_columns: set[str], duckdb_aggs: frozenset
     return out
 
 
-def _refuse_ungrouped(exprs: list[exp.Expression | None], base_columns: set[str], key_cols: set[str]) -> None:
+def _exclude_other_groups(having: exp.Expression, bodies: dict[str, exp.Expression], n_keys: int) -> exp.Expression:
+    """A HAVING condition on a key cannot be judged for the "(other)" group, whose key values are unknown.
+
+    So that group never passes it (rather than being taken for NULL).
+    """
+    referenced: set[int] = set()
+    for col in having.find_all(exp.Column):
+        targets = [col, *bodies[col.name].find_all(exp.Column)] if col.name in bodies else [col]
+        for target in targets:
+            name = target.name if isinstance(target, exp.Column) else ""
+            if name.startswith("k") and name[1:].isdigit() and int(name[1:]) < n_keys:
+                referenced.add(int(name[1:]))
+    for j in sorted(referenced):
+        having = cast(exp.Expression, exp.and_(exp.paren(having), exp.not_(exp.column(f"__other{j}"))))
+    return having
+
+
+def _refuse_ungrouped(exprs: Sequence[exp.Expression | None], base_columns: set[str], aliases: set[str]) -> None:
     for e in exprs:
         if e is None:
             continue
         for col in e.find_all(exp.Column):
-            if col.name in base_columns:
+            if col.name in base_columns and col.name not in aliases:
                 raise PlanError(
                     f"column {col.name!r} must appear in GROUP BY or inside an aggregate",
                     code="PLAN_NOT_GROUPED",

@@ -15,7 +15,7 @@ import duckdb
 
 from federation.catalog import Catalog
 from federation.errors import DataError
-from federation.planner.binder import public_engine_message
+from federation.planner.binder import public_engine_message, runtime_failure
 from node.config import TableSource
 
 log = logging.getLogger("hpf.node.duckdb")
@@ -76,10 +76,10 @@ class DuckDBBackend:
         try:
             return cur.execute(sql).fetchall()
         except duckdb.Error as err:
-            log.warning("partial query failed: %s", public_engine_message(err))
+            failure = runtime_failure(err)
+            log.warning("partial query failed: %s", failure)
             raise DataError(
-                f"the node could not run the partial plan: {public_engine_message(err)}",
-                code="NODE_EXECUTION_FAILED",
+                f"the node could not run the partial plan: {failure}", code="NODE_EXECUTION_FAILED"
             ) from None
         finally:
             cur.close()

@@ -271,9 +271,14 @@ def plaintext_partials(fed: harness.Federation, node_id: str, plan: Plan) -> tup
     numbers: list[int] = []
     n_keys = len(plan.keys)
     for row in rows:
-        for comp, value in zip(plan.components, row[n_keys:], strict=True):
-            if value is not None:
-                numbers.append(int(Decimal(value).scaleb(comp.scale)))
+        pos = n_keys
+        for comp in plan.components:
+            terms = row[pos : pos + len(comp.sql_terms())]
+            pos += len(comp.sql_terms())
+            if all(v is not None for v in terms):
+                numbers.append(
+                    comp.combine([int(Decimal(v).scaleb(0 if comp.kind == "sumsq" else comp.scale)) for v in terms])
+                )
     return numbers, encode_partials(plan, rows)
 
 

@@ -99,13 +99,13 @@ def test_plan_split_matches_golden(catalog: Catalog, case: GoldenCase) -> None:
 
 @pytest.mark.parametrize("case", GOLDEN, ids=[f"{c.source}:{c.title}" for c in GOLDEN])
 def test_golden_node_sql_is_what_a_node_can_run(catalog: Catalog, case: GoldenCase) -> None:
-    """Every golden node query runs on an empty table of the catalog's shape, with one column per key/component."""
+    """Every golden node query runs on an empty table of the catalog's shape: one column per key and SQL term."""
     plan = plan_query(case.sql, catalog)
     with duckdb.connect(":memory:") as con:
         create_tables(con, catalog)
         result = con.execute(plan.node_sql())
         assert [d[0] for d in result.description] == [f"k{i}" for i in range(len(plan.keys))] + [
-            f"c{i}" for i in range(len(plan.components))
+            f"c{i}_{j}" for i, c in enumerate(plan.components) for j in range(len(c.sql_terms()))
         ]
 
 
@@ -137,7 +137,7 @@ def create_tables(con: duckdb.DuckDBPyConnection, catalog: Catalog, rows: Sequen
 def answer_in_process(plan: Plan, con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
     """What the client would print if one node held ``con``'s rows: node query, slots, totals, finish."""
     slots = encode_partials(plan, con.execute(plan.node_sql()).fetchall())
-    _, rows = finish(plan, decode_totals(plan, chunks(slots)))
+    _, rows = finish(plan, decode_totals(plan, chunks(slots), regions=1))
     return [tuple(r) for r in rows]
 
 
@@ -469,6 +469,9 @@ def test_slot_vectors_of_many_regions_sum_to_the_exact_totals(catalog: Catalog, 
             for i, v in enumerate(values):
                 cell[i] += v
     assert all(abs(int(v)) < he.HALF_PLAIN for v in total_flat)
-    totals = decode_totals(plan, chunks(total_flat.astype(np.int64)))
+    summed = [c.copy() for c in chunks(total_flat.astype(np.int64))]
+    for c in summed:
+        c[-1] = len(regions)  # every region's canary adds one
+    totals = decode_totals(plan, summed, regions=len(regions))
     cells = {"F": 0, "M": 1, None: 2, "(other)": 3}
     assert totals == {cells[k]: v for k, v in expected.items()}
