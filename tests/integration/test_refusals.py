@@ -486,3 +486,39 @@ def test_coordinator_refuses_a_connection_without_client_certificate(
                 pb.QueryRequest(sql=VALID_SQL, public_context=client_keys.public_context()), timeout=RPC_TIMEOUT_S
             )
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+# ------------------------------------------------------------ failures specific to one query, not to a region
+
+
+def test_one_region_failing_a_query_fails_the_query_not_silently_short() -> None:
+    """A region whose own rows make the query fail (overflow here) fails the whole query, value-free."""
+    rows = {
+        "n0": {"deposits": [_row("p1", "310000", 2**62, "1.00", 2019)]},
+        "n1": {"deposits": [_row("p2", "310000", 3, "1.00", 2019)]},
+    }
+    with started(rows) as fed, fed.client() as client:
+        with pytest.raises(DataError) as info:
+            client.query("SELECT SUM(amount_fen * 4) FROM deposits")
+        assert info.value.code == "NODE_EXECUTION_FAILED"
+        assert "n0" in info.value.message and "overflow" in info.value.message
+        assert str(2**62) not in info.value.message and "4611" not in info.value.message
+        # the federation keeps serving
+        assert client.query("SELECT SUM(amount_fen) FROM deposits").rows == [[2**62 + 3]]
+
+
+def test_a_bad_literal_is_refused_at_plan_time_without_echoing_it(fed: harness.Federation) -> None:
+    sql = f"SELECT COUNT(*) FROM deposits WHERE month = '{SECRET_ID}'"
+    with fed.client() as client:
+        with pytest.raises(PlanError) as info:
+            client.query(sql)
+    assert info.value.code == "PLAN_BIND"
+    assert "SECRET" not in str(info.value) and "4401" not in str(info.value)
+
+
+def test_an_identifier_equality_inside_filter_is_refused(fed: harness.Federation) -> None:
+    sql = f"SELECT COUNT(*) FILTER (WHERE person_id = '{SECRET_ID}') FROM deposits"
+    with fed.client() as client:
+        with pytest.raises(PlanError) as info:
+            client.query(sql)
+    assert info.value.code == "PLAN_IDENTIFIER_MISUSE"
