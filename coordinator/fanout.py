@@ -7,10 +7,14 @@ which nodes answered and how long they took, never a value.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -46,11 +50,47 @@ class FederatedAnswer:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+class _HeldContexts:
+    """Which client contexts each node has already been sent (so later requests carry only the digest)."""
+
+    def __init__(self, per_node: int = 64) -> None:
+        self._held: dict[str, OrderedDict[str, None]] = {}
+        self._per_node = per_node
+        self._lock = threading.Lock()
+
+    def holds(self, node_id: str, digest: str) -> bool:
+        with self._lock:
+            return digest in self._held.get(node_id, ())
+
+    def remember(self, node_id: str, digest: str) -> None:
+        with self._lock:
+            held = self._held.setdefault(node_id, OrderedDict())
+            held[digest] = None
+            held.move_to_end(digest)
+            while len(held) > self._per_node:
+                held.popitem(last=False)
+
+
 class FanOut:
     def __init__(self, catalog: Catalog, stubs: Mapping[str, pb_grpc.NodeStub], deadline_ms: int) -> None:
         self.catalog = catalog
         self._stubs = dict(stubs)
         self.deadline_ms = deadline_ms
+        self._held = _HeldContexts()
+        self._pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(self._stubs)), thread_name_prefix="fanout")
+
+    def _ask(self, node_id: str, request: pb.PartialRequest, full_context: bytes, deadline: float) -> Any:
+        """One node's answer; a node that no longer holds the context (restart, eviction) gets it resent."""
+        stub = self._stubs[node_id]
+        try:
+            return stub.ComputePartial(request, timeout=max(deadline - time.monotonic(), 0.001))
+        except grpc.RpcError as err:
+            if request.public_context or from_rpc_error(err).code != "CONTEXT_UNKNOWN":
+                raise
+        resend = pb.PartialRequest()
+        resend.CopyFrom(request)
+        resend.public_context = full_context
+        return stub.ComputePartial(resend, timeout=max(deadline - time.monotonic(), 0.001))
 
     def query(self, sql: str, public_context: bytes, deadline_ms: int = 0) -> FederatedAnswer:
         t0 = time.perf_counter()
@@ -58,13 +98,18 @@ class FanOut:
         ctx = he.load_public_context(public_context)
         t_plan = time.perf_counter()
         query_id = uuid.uuid4().hex
-        timeout = (deadline_ms or self.deadline_ms) / 1000.0
-        request = pb.PartialRequest(
-            query_id=query_id, sql=sql, public_context=public_context, plan_fingerprint=plan.fingerprint
-        )
-        futures = {
-            node_id: stub.ComputePartial.future(request, timeout=timeout) for node_id, stub in self._stubs.items()
-        }
+        deadline = time.monotonic() + (deadline_ms or self.deadline_ms) / 1000.0
+        digest = he.context_digest(public_context)
+        futures = {}
+        for node_id in self._stubs:
+            request = pb.PartialRequest(
+                query_id=query_id,
+                sql=sql,
+                public_context=b"" if self._held.holds(node_id, digest) else public_context,
+                plan_fingerprint=plan.fingerprint,
+                context_digest=digest,
+            )
+            futures[node_id] = self._pool.submit(self._ask, node_id, request, public_context, deadline)
         total = he.CiphertextSum(ctx, plan.layout.chunk_sizes)
         answered: list[str] = []
         missing: list[MissingRegion] = []
@@ -76,6 +121,7 @@ class FanOut:
             except grpc.RpcError as err:
                 missing.append(_missing(node_id, err))
                 continue
+            self._held.remember(node_id, digest)
             if response.node_id != node_id or response.plan_fingerprint != plan.fingerprint:
                 missing.append(MissingRegion(node_id, "NODE_BAD_ANSWER", "the node answered a different plan"))
                 continue

@@ -124,6 +124,14 @@ class _ContextCache:
 _CACHE = _ContextCache()
 
 
+def cached_public_context(digest: str) -> ts.Context:
+    """A public context this process has already validated, by digest; CONTEXT_UNKNOWN if it has not."""
+    ctx = _CACHE.get(digest)
+    if ctx is None:
+        raise CryptoError("this party does not hold that public context; send it", code="CONTEXT_UNKNOWN")
+    return ctx
+
+
 def load_public_context(data: bytes) -> ts.Context:
     """Validate and load a client's public context; refuse secrets, foreign parameters and garbage."""
     if len(data) > MAX_CONTEXT_BYTES:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from federation import he
 from federation.catalog import Catalog
-from federation.errors import PlanError
+from federation.errors import CryptoError, PlanError
 from federation.planner import plan_query
 from federation.slot_codec import chunks, encode_partials
 
@@ -40,7 +40,9 @@ class PartialExecutor:
         self.catalog = catalog
         self.backend = backend
 
-    def compute(self, query_id: str, sql: str, public_context: bytes, expected_fingerprint: str) -> PartialResult:
+    def compute(
+        self, query_id: str, sql: str, public_context: bytes, expected_fingerprint: str, context_digest: str = ""
+    ) -> PartialResult:
         started = time.perf_counter()
         plan = plan_query(sql, self.catalog)
         if expected_fingerprint and expected_fingerprint != plan.fingerprint:
@@ -49,7 +51,12 @@ class PartialExecutor:
                 code="PLAN_MISMATCH",
                 hint="the coordinator and this node may hold different catalogs",
             )
-        ctx = he.load_public_context(public_context)
+        if public_context:
+            if context_digest and context_digest != he.context_digest(public_context):
+                raise CryptoError("the public context does not match its digest", code="CONTEXT_DIGEST_MISMATCH")
+            ctx = he.load_public_context(public_context)
+        else:
+            ctx = he.cached_public_context(context_digest)
         t_scan = time.perf_counter()
         rows = self.backend.run(plan.node_sql())
         t_encode = time.perf_counter()

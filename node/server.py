@@ -38,7 +38,11 @@ class NodeServicer(pb_grpc.NodeServicer):
         try:
             require_caller(context, ("coordinator",), "a node")
             result = self._executor.compute(
-                request.query_id, request.sql, request.public_context, request.plan_fingerprint
+                request.query_id,
+                request.sql,
+                request.public_context,
+                request.plan_fingerprint,
+                request.context_digest,
             )
         except FederationError as err:
             log.info("query %s refused: %s", request.query_id, err.code)

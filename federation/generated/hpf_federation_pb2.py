@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)federation/generated/hpf_federation.proto\x12\x06hpf.v1\"H\n\x0cQueryRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12\x16\n\x0epublic_context\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\">\n\x0cRegionStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x8e\x01\n\x0cStageTimings\x12\x0f\n\x07plan_ms\x18\x01 \x01(\x01\x12\x11\n\tfanout_ms\x18\x02 \x01(\x01\x12\x14\n\x0cnode_scan_ms\x18\x03 \x01(\x01\x12\x17\n\x0fnode_encrypt_ms\x18\x04 \x01(\x01\x12\x15\n\rnode_total_ms\x18\x05 \x01(\x01\x12\x14\n\x0c\x61ggregate_ms\x18\x06 \x01(\x01\"\xb0\x01\n\rQueryResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x10\n\x08\x61nswered\x18\x04 \x03(\t\x12%\n\x07missing\x18\x05 \x03(\x0b\x32\x14.hpf.v1.RegionStatus\x12%\n\x07timings\x18\x06 \x01(\x0b\x32\x14.hpf.v1.StageTimings\"\x10\n\x0e\x43\x61talogRequest\"7\n\x0f\x43\x61talogResponse\x12\x14\n\x0c\x63\x61talog_yaml\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"a\n\x0ePartialRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x16\n\x0epublic_context\x18\x03 \x01(\x0c\x12\x18\n\x10plan_fingerprint\x18\x04 \x01(\t\"\x88\x01\n\x0fPartialResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x0f\n\x07scan_ms\x18\x04 \x01(\x01\x12\x12\n\nencrypt_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\"\x11\n\x0f\x44\x65scribeRequest\"\\\n\x10\x44\x65scribeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61talog_digest\x18\x02 \x01(\t\x12\x0e\n\x06tables\x18\x03 \x03(\t\x12\x0f\n\x07version\x18\x04 \x01(\t2\x82\x01\n\x0b\x43oordinator\x12\x34\n\x05Query\x12\x14.hpf.v1.QueryRequest\x1a\x15.hpf.v1.QueryResponse\x12=\n\nGetCatalog\x12\x16.hpf.v1.CatalogRequest\x1a\x17.hpf.v1.CatalogResponse2\x88\x01\n\x04Node\x12\x41\n\x0e\x43omputePartial\x12\x16.hpf.v1.PartialRequest\x1a\x17.hpf.v1.PartialResponse\x12=\n\x08\x44\x65scribe\x12\x17.hpf.v1.DescribeRequest\x1a\x18.hpf.v1.DescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)federation/generated/hpf_federation.proto\x12\x06hpf.v1\"H\n\x0cQueryRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12\x16\n\x0epublic_context\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\">\n\x0cRegionStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x8e\x01\n\x0cStageTimings\x12\x0f\n\x07plan_ms\x18\x01 \x01(\x01\x12\x11\n\tfanout_ms\x18\x02 \x01(\x01\x12\x14\n\x0cnode_scan_ms\x18\x03 \x01(\x01\x12\x17\n\x0fnode_encrypt_ms\x18\x04 \x01(\x01\x12\x15\n\rnode_total_ms\x18\x05 \x01(\x01\x12\x14\n\x0c\x61ggregate_ms\x18\x06 \x01(\x01\"\xb0\x01\n\rQueryResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x10\n\x08\x61nswered\x18\x04 \x03(\t\x12%\n\x07missing\x18\x05 \x03(\x0b\x32\x14.hpf.v1.RegionStatus\x12%\n\x07timings\x18\x06 \x01(\x0b\x32\x14.hpf.v1.StageTimings\"\x10\n\x0e\x43\x61talogRequest\"7\n\x0f\x43\x61talogResponse\x12\x14\n\x0c\x63\x61talog_yaml\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"y\n\x0ePartialRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x16\n\x0epublic_context\x18\x03 \x01(\x0c\x12\x18\n\x10plan_fingerprint\x18\x04 \x01(\t\x12\x16\n\x0e\x63ontext_digest\x18\x05 \x01(\t\"\x88\x01\n\x0fPartialResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x0f\n\x07scan_ms\x18\x04 \x01(\x01\x12\x12\n\nencrypt_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\"\x11\n\x0f\x44\x65scribeRequest\"\\\n\x10\x44\x65scribeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61talog_digest\x18\x02 \x01(\t\x12\x0e\n\x06tables\x18\x03 \x03(\t\x12\x0f\n\x07version\x18\x04 \x01(\t2\x82\x01\n\x0b\x43oordinator\x12\x34\n\x05Query\x12\x14.hpf.v1.QueryRequest\x1a\x15.hpf.v1.QueryResponse\x12=\n\nGetCatalog\x12\x16.hpf.v1.CatalogRequest\x1a\x17.hpf.v1.CatalogResponse2\x88\x01\n\x04Node\x12\x41\n\x0e\x43omputePartial\x12\x16.hpf.v1.PartialRequest\x1a\x17.hpf.v1.PartialResponse\x12=\n\x08\x44\x65scribe\x12\x17.hpf.v1.DescribeRequest\x1a\x18.hpf.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,15 +44,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CATALOGRESPONSE']._serialized_start=533
   _globals['_CATALOGRESPONSE']._serialized_end=588
   _globals['_PARTIALREQUEST']._serialized_start=590
-  _globals['_PARTIALREQUEST']._serialized_end=687
-  _globals['_PARTIALRESPONSE']._serialized_start=690
-  _globals['_PARTIALRESPONSE']._serialized_end=826
-  _globals['_DESCRIBEREQUEST']._serialized_start=828
-  _globals['_DESCRIBEREQUEST']._serialized_end=845
-  _globals['_DESCRIBERESPONSE']._serialized_start=847
-  _globals['_DESCRIBERESPONSE']._serialized_end=939
-  _globals['_COORDINATOR']._serialized_start=942
-  _globals['_COORDINATOR']._serialized_end=1072
-  _globals['_NODE']._serialized_start=1075
-  _globals['_NODE']._serialized_end=1211
+  _globals['_PARTIALREQUEST']._serialized_end=711
+  _globals['_PARTIALRESPONSE']._serialized_start=714
+  _globals['_PARTIALRESPONSE']._serialized_end=850
+  _globals['_DESCRIBEREQUEST']._serialized_start=852
+  _globals['_DESCRIBEREQUEST']._serialized_end=869
+  _globals['_DESCRIBERESPONSE']._serialized_start=871
+  _globals['_DESCRIBERESPONSE']._serialized_end=963
+  _globals['_COORDINATOR']._serialized_start=966
+  _globals['_COORDINATOR']._serialized_end=1096
+  _globals['_NODE']._serialized_start=1099
+  _globals['_NODE']._serialized_end=1235
 # @@protoc_insertion_point(module_scope)

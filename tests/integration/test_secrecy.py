@@ -401,9 +401,9 @@ def node_encrypting_with(
     original = PartialExecutor.compute
 
     def compute(
-        self: PartialExecutor, query_id: str, sql: str, public_context: bytes, fingerprint: str
+        self: PartialExecutor, query_id: str, sql: str, public_context: bytes, fingerprint: str, digest: str = ""
     ) -> PartialResult:
-        result = original(self, query_id, sql, public_context, fingerprint)
+        result = original(self, query_id, sql, public_context, fingerprint, digest)
         if self.node_id != node_id:
             return result
         plan = plan_query(sql, self.catalog)
