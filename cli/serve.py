@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -33,36 +34,52 @@ def _wait_for_signal() -> None:
     stop.wait()
 
 
+LISTEN = typer.Option(None, "--listen", help="Override the listen address")
+INSECURE = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only")
+VERBOSE = typer.Option(False, "--verbose", "-v")
+
+
+def _serve(verbose: bool, start: Callable[[], tuple[str, int, Callable[[float], None]]]) -> None:
+    """Start a party, say where it listens, serve until SIGINT/SIGTERM, then stop gracefully."""
+    _logging(verbose)
+    name, port, stop = start()
+    typer.echo(f"{name} serving on port {port}", err=True)
+    _wait_for_signal()
+    stop(2.0)
+
+
 @node_app.command("serve")
 @cli_errors
 def serve_node(
     config: Path = typer.Option(..., "--config", "-c", help="Node configuration (node.yaml)"),
-    listen: str = typer.Option(None, "--listen", help="Override the listen address"),
-    insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    listen: str = LISTEN,
+    insecure: bool = INSECURE,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Serve this region's partial answers until interrupted."""
-    _logging(verbose)
-    node = start_node(load_node_config(config, insecure=insecure), listen)
-    typer.echo(f"node {node.node_id} serving on port {node.port}", err=True)
-    _wait_for_signal()
-    node.stop(2.0)
+
+    def start() -> tuple[str, int, Callable[[float], None]]:
+        node = start_node(load_node_config(config, insecure=insecure), listen)
+        return f"node {node.node_id}", node.port, node.stop
+
+    _serve(verbose, start)
 
 
 @coordinator_app.command("serve")
 @cli_errors
 def serve_coordinator(
     config: Path = typer.Option(..., "--config", "-c", help="Coordinator configuration (coordinator.yaml)"),
-    listen: str = typer.Option(None, "--listen", help="Override the listen address"),
-    insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    listen: str = LISTEN,
+    insecure: bool = INSECURE,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Plan, fan out and sum federated queries until interrupted."""
-    _logging(verbose)
-    coordinator = start_coordinator(load_coordinator_config(config, insecure=insecure), listen)
-    typer.echo(f"coordinator serving on port {coordinator.port}", err=True)
-    _wait_for_signal()
-    coordinator.stop(2.0)
+
+    def start() -> tuple[str, int, Callable[[float], None]]:
+        coordinator = start_coordinator(load_coordinator_config(config, insecure=insecure), listen)
+        return "coordinator", coordinator.port, coordinator.stop
+
+    _serve(verbose, start)
 
 
 def register(app: typer.Typer) -> None:

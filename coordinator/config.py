@@ -11,37 +11,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from federation.config_files import load_model
-from federation.tls import TlsConfig
+from federation.config_files import load_model, resolve_path
+from federation.tls import PartySettings
 
 
-class CoordinatorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CoordinatorConfig(PartySettings):
     listen: str = "127.0.0.1:50050"
     catalog: Path
     deadline_ms: int = Field(default=10_000, ge=100, le=600_000)
-    tls: TlsConfig | None = None
-    insecure: bool = False
     max_workers: int = Field(default=16, ge=1, le=256)
 
     @field_validator("catalog")
     @classmethod
     def _catalog(cls, v: Path, info: ValidationInfo) -> Path:
-        base = (info.context or {}).get("base_dir") if isinstance(info.context, dict) else None
-        v = v.expanduser()
-        return Path(base) / v if base is not None and not v.is_absolute() else v
-
-    @model_validator(mode="after")
-    def _tls_or_insecure(self) -> CoordinatorConfig:
-        if self.tls is None and not self.insecure:
-            raise ValueError(
-                "give 'tls: {ca, cert, key}' (run `hpf pki init`), or 'insecure: true' for local development"
-            )
-        if self.tls is not None and self.insecure:
-            raise ValueError("'tls' and 'insecure: true' are both given; drop one")
-        return self
+        return resolve_path(v, info)
 
 
 def load_coordinator_config(path: Path | str, *, insecure: bool = False) -> CoordinatorConfig:

@@ -9,16 +9,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from coordinator.config import CoordinatorConfig
-from coordinator.fanout import FanOut
+from coordinator.fanout import FanOut, FederatedAnswer
+from federation import rpc
 from federation.callers import require_caller
 from federation.catalog import Catalog, load_catalog
-from federation.errors import FederationError, abort
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.logsafe import unexpected
 from federation.tls import GRPC_OPTIONS, add_port, new_server, require_tls, secure_channel, with_options
 
 log = logging.getLogger("hpf.coordinator")
@@ -33,17 +31,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._catalog_text = catalog_text
 
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
-        try:
+        def handle() -> FederatedAnswer:
             require_caller(context, ("person",), "the coordinator")
-            answer = self._fanout.query(request.sql, request.public_context, request.deadline_ms)
-        except FederationError as err:
-            log.info("query refused: %s", err.code)
-            abort(context, err)
-            raise
-        except Exception as exc:  # noqa: BLE001 - the log gets type and place only, the caller a stable code
-            log.error("query failed unexpectedly: %s", unexpected(exc))
-            abort(context, FederationError("the coordinator failed to answer", code="COORDINATOR_INTERNAL"))
-            raise
+            return self._fanout.query(request.sql, request.public_context, request.deadline_ms)
+
+        answer = rpc.answer(context, log, "query", "COORDINATOR_INTERNAL", handle)
         return pb.QueryResponse(
             query_id=answer.query_id,
             plan_fingerprint=answer.fingerprint,
@@ -89,12 +81,9 @@ def start_coordinator(
     fanout = FanOut(catalog, stubs, config.deadline_ms)
     server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
     pb_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(fanout, catalog_text), server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = add_port(server, listen or config.listen, tls)
+    rpc.add_health(server, "hpf.v1.Coordinator")
     server.start()
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_servicer.set("hpf.v1.Coordinator", health_pb2.HealthCheckResponse.SERVING)
     log.info("coordinator listening on port %d (%s), %d region(s)", port, "mTLS" if tls else "INSECURE", len(stubs))
     return RunningCoordinator(server=server, port=port, channels=channels)
 

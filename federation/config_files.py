@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, ValidationInfo
 
 from federation.errors import ConfigError
 
@@ -50,6 +50,13 @@ def read_yaml(path: Path) -> object:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}:{where}: {problem}", code="CONFIG_SYNTAX", hint="fix the YAML syntax") from None
+
+
+def resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """A path from a config file: ``~`` expanded, relative paths taken from the file's folder."""
+    base = (info.context or {}).get("base_dir") if isinstance(info.context, dict) else None
+    value = value.expanduser()
+    return Path(base) / value if base is not None and not value.is_absolute() else value
 
 
 def load_model(path: Path | str, model: type[M], overrides: dict[str, object] | None = None) -> M:

@@ -42,7 +42,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from federation import pki
 from federation.errors import AuthError, ConfigError
@@ -78,6 +78,25 @@ class TlsConfig(BaseModel):
         if base is not None and not value.is_absolute():
             value = Path(base) / value
         return value
+
+
+class PartySettings(BaseModel):
+    """The part of every party's config that says how it talks: mutual TLS, or explicitly insecure."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tls: TlsConfig | None = None
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _tls_or_insecure(self) -> PartySettings:
+        if self.tls is None and not self.insecure:
+            raise ValueError(
+                "give 'tls: {ca, cert, key}' (run `hpf pki init`), or 'insecure: true' for local development"
+            )
+        if self.tls is not None and self.insecure:
+            raise ValueError("'tls' and 'insecure: true' are both given; drop one")
+        return self
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from federation.config_files import load_model
-from federation.tls import TlsConfig
-
-
-def _resolve(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir") if isinstance(info.context, dict) else None
-    value = value.expanduser()
-    return Path(base) / value if base is not None and not value.is_absolute() else value
+from federation.config_files import load_model, resolve_path
+from federation.tls import PartySettings
 
 
 class TableSource(BaseModel):
@@ -35,7 +29,7 @@ class TableSource(BaseModel):
     @field_validator("path")
     @classmethod
     def _path(cls, v: Path, info: ValidationInfo) -> Path:
-        return _resolve(v, info)
+        return resolve_path(v, info)
 
     @property
     def file_format(self) -> str:
@@ -44,14 +38,11 @@ class TableSource(BaseModel):
         return "csv" if str(self.path).lower().endswith((".csv", ".csv.gz")) else "parquet"
 
 
-class NodeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NodeConfig(PartySettings):
     node_id: str
     listen: str = "127.0.0.1:50051"
     catalog: Path
     tables: dict[str, TableSource]
-    tls: TlsConfig | None = None
-    insecure: bool = False
     max_workers: int = Field(default=8, ge=1, le=256)
     duckdb_threads: int | None = Field(
         default=None, ge=1, le=256, description="DuckDB worker threads (default: all cores)"
@@ -60,7 +51,7 @@ class NodeConfig(BaseModel):
     @field_validator("catalog")
     @classmethod
     def _catalog(cls, v: Path, info: ValidationInfo) -> Path:
-        return _resolve(v, info)
+        return resolve_path(v, info)
 
     @field_validator("tables", mode="before")
     @classmethod
@@ -68,16 +59,6 @@ class NodeConfig(BaseModel):
         if isinstance(v, dict):
             return {k: ({"path": s} if isinstance(s, str) else s) for k, s in v.items()}
         return v
-
-    @model_validator(mode="after")
-    def _tls_or_insecure(self) -> NodeConfig:
-        if self.tls is None and not self.insecure:
-            raise ValueError(
-                "give 'tls: {ca, cert, key}' (run `hpf pki init`), or 'insecure: true' for local development"
-            )
-        if self.tls is not None and self.insecure:
-            raise ValueError("'tls' and 'insecure: true' are both given; drop one")
-        return self
 
 
 def load_node_config(path: Path | str, *, insecure: bool = False) -> NodeConfig:

@@ -9,19 +9,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from federation import __version__
+from federation import __version__, rpc
 from federation.callers import require_caller
 from federation.catalog import Catalog, load_catalog
-from federation.errors import ConfigError, FederationError, abort
+from federation.errors import ConfigError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.logsafe import unexpected
 from federation.tls import GRPC_OPTIONS, add_port, new_server, require_tls, with_options
 from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
-from node.executor import PartialExecutor
+from node.executor import PartialExecutor, PartialResult
 
 log = logging.getLogger("hpf.node")
 
@@ -35,23 +33,13 @@ class NodeServicer(pb_grpc.NodeServicer):
         self._catalog_digest = catalog_digest
 
     def ComputePartial(self, request: pb.PartialRequest, context: grpc.ServicerContext) -> pb.PartialResponse:
-        try:
+        def handle() -> PartialResult:
             require_caller(context, ("coordinator",), "a node")
-            result = self._executor.compute(
-                request.query_id,
-                request.sql,
-                request.public_context,
-                request.plan_fingerprint,
-                request.context_digest,
+            return self._executor.compute(
+                request.query_id, request.sql, request.public_context, request.plan_fingerprint, request.context_digest
             )
-        except FederationError as err:
-            log.info("query %s refused: %s", request.query_id, err.code)
-            abort(context, err)
-            raise  # unreachable: abort raises
-        except Exception as exc:  # noqa: BLE001 - the log gets type and place only, the caller a stable code
-            log.error("query %s failed unexpectedly: %s", request.query_id, unexpected(exc))
-            abort(context, FederationError("the node failed to answer", code="NODE_INTERNAL"))
-            raise
+
+        result = rpc.answer(context, log, f"query {request.query_id}", "NODE_INTERNAL", handle)
         return pb.PartialResponse(
             node_id=self._executor.node_id,
             plan_fingerprint=result.fingerprint,
@@ -62,11 +50,9 @@ class NodeServicer(pb_grpc.NodeServicer):
         )
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
-        try:
-            require_caller(context, ("coordinator",), "a node")
-        except FederationError as err:
-            abort(context, err)
-            raise
+        rpc.answer(
+            context, log, "describe", "NODE_INTERNAL", lambda: require_caller(context, ("coordinator",), "a node")
+        )
         return pb.DescribeResponse(
             node_id=self._executor.node_id,
             catalog_digest=self._catalog_digest,
@@ -104,12 +90,9 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
     executor = PartialExecutor(config.node_id, catalog, backend)
     server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
     pb_grpc.add_NodeServicer_to_server(NodeServicer(executor, catalog_digest(str(config.catalog))), server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = add_port(server, listen or config.listen, tls)
+    rpc.add_health(server, "hpf.v1.Node")
     server.start()
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_servicer.set("hpf.v1.Node", health_pb2.HealthCheckResponse.SERVING)
     log.info("node %s listening on port %d (%s)", config.node_id, port, "mTLS" if tls else "INSECURE")
     return RunningNode(server=server, port=port, node_id=config.node_id)
 

@@ -63,3 +63,48 @@ def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
     assert lines[0] == "status,n" and len(lines) == len(doc["rows"]) + 1
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: [PLAN_IDENTIFIER_MISUSE]")
+
+
+def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: Path) -> None:
+    import time
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from cli.demo_federation import free_ports
+
+    catalog = {
+        "federation": "t",
+        "nodes": [{"id": "north", "address": "127.0.0.1:1"}],
+        "tables": {"t": {"columns": {"a": {"type": "BIGINT"}}}},
+    }
+    (tmp_path / "federation.yaml").write_text(yaml.safe_dump(catalog))
+    (tmp_path / "t.csv").write_text("a\n1\n")
+    (port,) = free_ports(1)
+    config = {"node_id": "north", "listen": f"127.0.0.1:{port}", "catalog": "federation.yaml", "tables": {"t": "t.csv"}}
+    (tmp_path / "node.yaml").write_text(yaml.safe_dump(config))
+
+    refused = _hpf("node", "serve", "--config", str(tmp_path / "node.yaml"), timeout=30)
+    assert refused.returncode == 2 and "hpf pki init" in refused.stderr  # no TLS, no --insecure: refused
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "node", "serve", "--config", str(tmp_path / "node.yaml"), "--insecure"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(service="hpf.v1.Node"), timeout=1).status
+                    break
+                except grpc.RpcError:
+                    assert time.monotonic() < deadline and proc.poll() is None
+                    time.sleep(0.1)
+            assert status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=15)
+    assert "TLS is off" in stderr and "unencrypted" in stderr
