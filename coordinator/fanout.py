@@ -12,7 +12,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,20 +76,20 @@ class FanOut:
         self._stubs = dict(stubs)
         self.deadline_ms = deadline_ms
         self._held = _HeldContexts()
-        self._pool = ThreadPoolExecutor(max_workers=max(4, 2 * len(self._stubs)), thread_name_prefix="fanout")
 
-    def _ask(self, node_id: str, request: pb.PartialRequest, full_context: bytes, deadline: float) -> Any:
-        """One node's answer; a node that no longer holds the context (restart, eviction) gets it resent."""
-        stub = self._stubs[node_id]
+    def _resend_if_context_lost(
+        self, node_id: str, call: Any, request: pb.PartialRequest, full_context: bytes, deadline: float
+    ) -> Any:
+        """The node's answer; a node that no longer holds the context (restart, eviction) is sent it again."""
         try:
-            return stub.ComputePartial(request, timeout=max(deadline - time.monotonic(), 0.001))
+            return call.result()
         except grpc.RpcError as err:
             if request.public_context or from_rpc_error(err).code != "CONTEXT_UNKNOWN":
                 raise
         resend = pb.PartialRequest()
         resend.CopyFrom(request)
         resend.public_context = full_context
-        return stub.ComputePartial(resend, timeout=max(deadline - time.monotonic(), 0.001))
+        return self._stubs[node_id].ComputePartial(resend, timeout=max(deadline - time.monotonic(), 0.001))
 
     def query(self, sql: str, public_context: bytes, deadline_ms: int = 0) -> FederatedAnswer:
         t0 = time.perf_counter()
@@ -109,15 +108,16 @@ class FanOut:
                 plan_fingerprint=plan.fingerprint,
                 context_digest=digest,
             )
-            futures[node_id] = self._pool.submit(self._ask, node_id, request, public_context, deadline)
+            call = self._stubs[node_id].ComputePartial.future(request, timeout=deadline - time.monotonic())
+            futures[node_id] = (call, request)
         total = he.CiphertextSum(ctx, plan.layout.chunk_sizes)
         answered: list[str] = []
         missing: list[MissingRegion] = []
         node_times = {"node_scan_ms": 0.0, "node_encrypt_ms": 0.0, "node_total_ms": 0.0}
         aggregate_s = 0.0
-        for node_id, future in futures.items():
+        for node_id, (call, request) in futures.items():
             try:
-                response = future.result()
+                response = self._resend_if_context_lost(node_id, call, request, public_context, deadline)
             except grpc.RpcError as err:
                 missing.append(_missing(node_id, err))
                 continue
