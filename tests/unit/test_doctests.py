@@ -1,0 +1,27 @@
+"""The runnable examples in the planner's and codec's docstrings stay true."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "federation.limb_codec",
+    "federation.planner.shape",
+    "federation.planner.domains",
+    "federation.planner.split",
+    "federation.hpf_schema",
+    "federation.person_id",
+    "federation.synth",
+    "federation.synth.timeline",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
