@@ -26,6 +26,7 @@ from federation.planner import plan_query
 
 log = logging.getLogger("hpf.coordinator")
 
+MAX_DEADLINE_MS = 600_000  # a client may shorten the wait for the regions, not hold the coordinator forever
 TRANSPORT_CODES = {"NODE_TIMEOUT", "NODE_UNREACHABLE", "NODE_BAD_ANSWER"}
 # A region that refuses or fails on *this query* fails the whole query: an answer silently short of a region
 # would mislead. A region that is down, late or broken is only reported missing.
@@ -97,7 +98,7 @@ class FanOut:
         ctx = he.load_public_context(public_context)
         t_plan = time.perf_counter()
         query_id = uuid.uuid4().hex
-        deadline = time.monotonic() + (deadline_ms or self.deadline_ms) / 1000.0
+        deadline = time.monotonic() + min(deadline_ms or self.deadline_ms, MAX_DEADLINE_MS) / 1000.0
         digest = he.context_digest(public_context)
         futures = {}
         for node_id in self._stubs:
