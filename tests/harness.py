@@ -20,6 +20,7 @@ from coordinator.server import RunningCoordinator, start_coordinator
 from federation.catalog import Catalog, load_catalog
 from federation.client import FederationClient
 from federation.config_files import parse_model
+from federation.he import ClientKeys
 from federation.pki import init_federation
 from federation.profile import ClientProfile
 from node.config import NodeConfig
@@ -37,9 +38,9 @@ class Federation:
     node_ids: list[str]
     data_files: dict[str, list[Path]] = field(default_factory=dict)  # table -> files of every node
 
-    def client(self) -> FederationClient:
+    def client(self, keys: ClientKeys | None = None) -> FederationClient:
         profile = parse_model(self.profile_path, yaml.safe_load(self.profile_path.read_text()), ClientProfile)
-        return FederationClient(profile)
+        return FederationClient(profile, keys=keys)
 
     def oracle(self, sql: str) -> list[tuple[Any, ...]]:
         """DuckDB over the union of all nodes' files: the answer every federated query must equal."""
