@@ -24,6 +24,7 @@ from cli.demo_federation import ensure_data, layout_for, running_parties, write_
 from federation.client import FederationClient
 from federation.profile import load_profile
 
+TARGET_RATIO = 1.5
 QUERY = (
     "SELECT EXTRACT(YEAR FROM month) AS year, COUNT(*) AS n, SUM(amount_fen) AS total_fen, "
     "AVG(amount_fen) AS avg_fen FROM deposits GROUP BY year ORDER BY year"
@@ -110,6 +111,9 @@ def main() -> int:
         "federated_ms": round(statistics.median(fed_ms), 2),
         "centralized_ms": round(statistics.median(central_ms), 2),
         "ratio": round(statistics.median(fed_ms) / statistics.median(central_ms), 3),
+        "target_ratio": TARGET_RATIO,
+        "meets_target": statistics.median(fed_ms) / statistics.median(central_ms) <= TARGET_RATIO,
+        "cpu_count": os.cpu_count(),
         "federated_ms_min_max": [round(min(fed_ms), 2), round(max(fed_ms), 2)],
         "centralized_ms_min_max": [round(min(central_ms), 2), round(max(central_ms), 2)],
         "breakdown_ms_median": {
