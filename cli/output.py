@@ -33,7 +33,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render(answer: QueryAnswer, fmt: str, console: Console | None = None) -> str:
+def render(answer: QueryAnswer, fmt: str) -> str:
     """The answer in ``fmt`` (table | json | csv) as text."""
     if fmt == "json":
         return json.dumps(answer.to_json(), default=_json_default, ensure_ascii=False)

@@ -7,10 +7,8 @@ which nodes answered and how long they took, never a value.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +20,7 @@ from federation.catalog import Catalog
 from federation.errors import FederationError, UnavailableError, error_for_code, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.lru import Lru
 from federation.planner import plan_query
 
 log = logging.getLogger("hpf.coordinator")
@@ -50,33 +49,13 @@ class FederatedAnswer:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class _HeldContexts:
-    """Which client contexts each node has already been sent (so later requests carry only the digest)."""
-
-    def __init__(self, per_node: int = 64) -> None:
-        self._held: dict[str, OrderedDict[str, None]] = {}
-        self._per_node = per_node
-        self._lock = threading.Lock()
-
-    def holds(self, node_id: str, digest: str) -> bool:
-        with self._lock:
-            return digest in self._held.get(node_id, ())
-
-    def remember(self, node_id: str, digest: str) -> None:
-        with self._lock:
-            held = self._held.setdefault(node_id, OrderedDict())
-            held[digest] = None
-            held.move_to_end(digest)
-            while len(held) > self._per_node:
-                held.popitem(last=False)
-
-
 class FanOut:
     def __init__(self, catalog: Catalog, stubs: Mapping[str, pb_grpc.NodeStub], deadline_ms: int) -> None:
         self.catalog = catalog
         self._stubs = dict(stubs)
         self.deadline_ms = deadline_ms
-        self._held = _HeldContexts()
+        # (node, context digest) pairs the node has been sent, so later requests carry only the digest
+        self._held: Lru[tuple[str, str], bool] = Lru(64 * max(1, len(self._stubs)))
 
     def _resend_if_context_lost(
         self, node_id: str, call: Any, request: pb.PartialRequest, full_context: bytes, deadline: float
@@ -95,17 +74,17 @@ class FanOut:
     def query(self, sql: str, public_context: bytes, deadline_ms: int = 0) -> FederatedAnswer:
         t0 = time.perf_counter()
         plan = plan_query(sql, self.catalog)
-        ctx = he.load_public_context(public_context)
+        digest = he.context_digest(public_context)
+        ctx = he.load_public_context(public_context, digest)
         t_plan = time.perf_counter()
         query_id = uuid.uuid4().hex
         deadline = time.monotonic() + min(deadline_ms or self.deadline_ms, MAX_DEADLINE_MS) / 1000.0
-        digest = he.context_digest(public_context)
         futures = {}
         for node_id in self._stubs:
             request = pb.PartialRequest(
                 query_id=query_id,
                 sql=sql,
-                public_context=b"" if self._held.holds(node_id, digest) else public_context,
+                public_context=b"" if self._held.get((node_id, digest)) else public_context,
                 plan_fingerprint=plan.fingerprint,
                 context_digest=digest,
             )
@@ -122,7 +101,7 @@ class FanOut:
             except grpc.RpcError as err:
                 missing.append(_missing(node_id, err))
                 continue
-            self._held.remember(node_id, digest)
+            self._held.put((node_id, digest), True)
             if response.node_id != node_id or response.plan_fingerprint != plan.fingerprint:
                 missing.append(MissingRegion(node_id, "NODE_BAD_ANSWER", "the node answered a different plan"))
                 continue

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from federation.config_files import load_model
+from federation.limb_codec import MAX_REGIONS
 
 MAX_DOMAIN_SIZE = 10_000
 
@@ -230,8 +231,8 @@ class Catalog(BaseModel):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"node id(s) {', '.join(dup)} listed twice")
-        if len(self.nodes) > 256:
-            raise ValueError("at most 256 nodes: the encrypted sums are exact up to 256 regions")
+        if len(self.nodes) > MAX_REGIONS:
+            raise ValueError(f"at most {MAX_REGIONS} nodes: the encrypted sums are exact up to {MAX_REGIONS} regions")
         if not self.tables:
             raise ValueError("'tables' is empty: declare at least one table")
         for name in self.tables:

@@ -16,7 +16,7 @@ import yaml
 from federation import he
 from federation.catalog import Catalog, load_catalog
 from federation.config_files import parse_model
-from federation.errors import CryptoError, from_rpc_error
+from federation.errors import ConfigError, CryptoError, PlanError, from_rpc_error
 from federation.finish import finish
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
@@ -78,7 +78,11 @@ class FederationClient:
                     reply = self._stub.GetCatalog(pb.CatalogRequest(), timeout=self.profile.timeout_s)
                 except grpc.RpcError as err:
                     raise from_rpc_error(err) from None
-                self._catalog = parse_model("<coordinator catalog>", yaml.safe_load(reply.catalog_yaml), Catalog)
+                try:
+                    doc = yaml.safe_load(reply.catalog_yaml)
+                except yaml.YAMLError:
+                    raise ConfigError("the coordinator's catalog is not valid YAML", code="CONFIG_SYNTAX") from None
+                self._catalog = parse_model("<coordinator catalog>", doc, Catalog)
         return self._catalog
 
     def plan(self, sql: str) -> Plan:
@@ -100,7 +104,7 @@ class FederationClient:
             raise from_rpc_error(err) from None
         t_rpc = time.perf_counter()
         if reply.plan_fingerprint != plan.fingerprint:
-            raise CryptoError(
+            raise PlanError(
                 "the coordinator answered a different plan than this client derived",
                 code="PLAN_MISMATCH",
                 hint="the client's catalog may differ from the coordinator's",

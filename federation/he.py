@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import numpy as np
 import tenseal as ts
 
 from federation.errors import CryptoError
+from federation.lru import Lru
 
 POLY_MODULUS_DEGREE = 4096
 PLAIN_MODULUS = 1099511480321  # prime, == 1 mod 16384, 40 bits
@@ -98,30 +97,8 @@ class ClientKeys:
         raise TypeError("ClientKeys cannot be pickled: the secret key stays in the client")
 
 
-class _ContextCache:
-    """Deserialising a context costs tens of milliseconds; clients reuse their keys, so cache by digest."""
-
-    def __init__(self, capacity: int = 32) -> None:
-        self._items: OrderedDict[str, ts.Context] = OrderedDict()
-        self._capacity = capacity
-        self._lock = threading.Lock()
-
-    def get(self, digest: str) -> ts.Context | None:
-        with self._lock:
-            ctx = self._items.get(digest)
-            if ctx is not None:
-                self._items.move_to_end(digest)
-            return ctx
-
-    def put(self, digest: str, ctx: ts.Context) -> None:
-        with self._lock:
-            self._items[digest] = ctx
-            self._items.move_to_end(digest)
-            while len(self._items) > self._capacity:
-                self._items.popitem(last=False)
-
-
-_CACHE = _ContextCache()
+# deserialising a context costs tens of milliseconds; clients reuse their keys, so keep the last few
+_CACHE: Lru[str, ts.Context] = Lru(32)
 
 
 def cached_public_context(digest: str) -> ts.Context:
@@ -132,11 +109,14 @@ def cached_public_context(digest: str) -> ts.Context:
     return ctx
 
 
-def load_public_context(data: bytes) -> ts.Context:
-    """Validate and load a client's public context; refuse secrets, foreign parameters and garbage."""
+def load_public_context(data: bytes, digest: str | None = None) -> ts.Context:
+    """Validate and load a client's public context; refuse secrets, foreign parameters and garbage.
+
+    ``digest`` is :func:`context_digest` of ``data`` when the caller has already computed it.
+    """
     if len(data) > MAX_CONTEXT_BYTES:
         raise CryptoError("the public context is too large", code="CONTEXT_TOO_LARGE")
-    digest = context_digest(data)
+    digest = digest or context_digest(data)
     cached = _CACHE.get(digest)
     if cached is not None:
         return cached
@@ -211,21 +191,6 @@ def _load_vector(ctx: ts.Context, blob: bytes, expected_size: int) -> ts.BFVVect
             code="CIPHERTEXT_SHAPE",
         )
     return vec
-
-
-def add_ciphertexts(ctx: ts.Context, blobs: Sequence[bytes], expected_size: int) -> bytes:
-    """Homomorphically add ciphertexts of one chunk; the caller never sees a plaintext."""
-    if not blobs:
-        raise CryptoError("nothing to add", code="CIPHERTEXT_MISSING")
-    acc = _load_vector(ctx, blobs[0], expected_size)
-    for blob in blobs[1:]:
-        acc += _load_vector(ctx, blob, expected_size)
-    return bytes(acc.serialize())
-
-
-def validate_ciphertext(ctx: ts.Context, blob: bytes, expected_size: int) -> None:
-    """Raise CryptoError unless ``blob`` is a well-formed ciphertext of ``expected_size`` slots."""
-    _load_vector(ctx, blob, expected_size)
 
 
 class CiphertextSum:

@@ -57,16 +57,6 @@ def split_values(values: Sequence[int], bits: int) -> np.ndarray:
     return out
 
 
-def split_int64_array(values: np.ndarray) -> np.ndarray:
-    """Vectorised :func:`split_values` for values already known to be signed 64-bit."""
-    v = values.astype(np.int64, copy=True)
-    out = np.empty((v.shape[0], limbs_for(64)), dtype=np.int64)
-    out[:, 0] = v & LIMB_MASK
-    out[:, 1] = (v >> LIMB_BITS) & LIMB_MASK
-    out[:, 2] = v >> (2 * LIMB_BITS)
-    return out
-
-
 def join_limbs(limb_sums: Sequence[int]) -> int:
     """Rebuild the exact integer from (summed) limbs."""
     total = 0

@@ -52,9 +52,10 @@ class PartialExecutor:
                 hint="the coordinator and this node may hold different catalogs",
             )
         if public_context:
-            if context_digest and context_digest != he.context_digest(public_context):
+            digest = he.context_digest(public_context)
+            if context_digest and context_digest != digest:
                 raise CryptoError("the public context does not match its digest", code="CONTEXT_DIGEST_MISMATCH")
-            ctx = he.load_public_context(public_context)
+            ctx = he.load_public_context(public_context, digest)
         else:
             ctx = he.cached_public_context(context_digest)
         t_scan = time.perf_counter()

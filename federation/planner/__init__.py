@@ -6,6 +6,7 @@ Every party runs the same stages on the same catalog and gets the same plan (and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 from sqlglot import exp
@@ -125,7 +126,14 @@ def _bind(split: Split, table_name: str, table: Table, where_sql: str | None, ca
     return plan
 
 
-def _aggregate(call: AggregateCall, result_type: str, binder, table_name: str, component) -> Aggregate:  # type: ignore[no-untyped-def]
+def _aggregate(
+    call: AggregateCall,
+    result_type: str,
+    binder: SchemaBinder,
+    table_name: str,
+    component: Callable[[Component], int],
+) -> Aggregate:
+    """The aggregate's finishing recipe; ``component`` returns the (shared) index of a needed component."""
     if call.arg is None:
         return Aggregate("count", count=0, result_type=result_type)
     arg_sql = call.arg.sql("duckdb")

@@ -20,9 +20,7 @@ TIMEOUT = 10.0
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> pki.FederationFiles:
-    return pki.init_federation(
-        tmp_path_factory.mktemp("fed"), ["hangzhou"], clients=[("alice", "analyst", "hangzhou")]
-    )
+    return pki.init_federation(tmp_path_factory.mktemp("fed"), ["hangzhou"], clients=[("alice", "analyst", "hangzhou")])
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +103,7 @@ def test_plaintext_client_is_refused(fed: pki.FederationFiles) -> None:
         assert _refused(tls.secure_channel(f"127.0.0.1:{port}", None)) == grpc.StatusCode.UNAVAILABLE
 
 
-def test_client_certificate_from_another_ca_is_refused(
-    fed: pki.FederationFiles, other: pki.FederationFiles
-) -> None:
+def test_client_certificate_from_another_ca_is_refused(fed: pki.FederationFiles, other: pki.FederationFiles) -> None:
     mallory = other["people"]["mallory"]
     with serve(_config(fed["nodes"]["hangzhou"])) as port:
         # Trusts the right CA, but presents a certificate the federation CA never issued.

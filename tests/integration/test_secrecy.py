@@ -14,6 +14,7 @@ import contextlib
 import copy
 import dataclasses
 import datetime as dt
+import hashlib
 import os
 import pickle
 import stat
@@ -37,7 +38,7 @@ from coordinator.fanout import FanOut
 from federation import he
 from federation.client import FederationClient
 from federation.config_files import parse_model
-from federation.errors import FederationError
+from federation.errors import FederationError, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.limb_codec import LIMB_BITS
@@ -388,6 +389,25 @@ def test_a_client_cannot_fetch_one_regions_partial_from_a_node() -> None:
             with pytest.raises(grpc.RpcError) as info:
                 pb_grpc.NodeStub(channel).ComputePartial(request, timeout=RPC_TIMEOUT_S)
         assert info.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+
+
+def test_node_describes_itself_to_the_coordinator_only() -> None:
+    with started() as fed:
+        pki = fed.root / "pki"
+        coordinator = TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
+        caseworker = TlsConfig(
+            ca=pki / "ca.pem", cert=pki / "people" / "caseworker.pem", key=pki / "people" / "caseworker.key"
+        )
+        address = f"127.0.0.1:{fed.nodes['n0'].port}"
+        with secure_channel(address, coordinator) as channel:
+            reply = pb_grpc.NodeStub(channel).Describe(pb.DescribeRequest(), timeout=RPC_TIMEOUT_S)
+        assert reply.node_id == "n0" and list(reply.tables) == sorted(fed.catalog.tables)
+        assert reply.catalog_digest == hashlib.sha256(fed.catalog_path.read_bytes()).hexdigest()
+        with secure_channel(address, caseworker) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                pb_grpc.NodeStub(channel).Describe(pb.DescribeRequest(), timeout=RPC_TIMEOUT_S)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert from_rpc_error(info.value).code == "PARTY_NOT_ALLOWED"
 
 
 # ------------------------------------------------------------------- (c) answers under another key

@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "federation.limb_codec",
+    "federation.lru",
     "federation.planner.shape",
     "federation.planner.domains",
     "federation.planner.split",

@@ -48,14 +48,23 @@ def test_domains() -> None:
     assert cols["accounts"]["status"].domain_values() == ["active", "sealed", "closed"]
     assert cols["loans"]["status"].domain_values() == ["active", "settled", "overdue"]
     assert cols["withdrawals"]["reason"].domain_values() == [
-        "purchase", "rent", "retirement", "repayment", "medical", "other"
+        "purchase",
+        "rent",
+        "retirement",
+        "repayment",
+        "medical",
+        "other",
     ]
     assert cols["accounts"]["gender"].domain_values() == ["F", "M"]
     assert cols["loans"]["term_months"].domain_values() == [60, 120, 180, 240, 300, 360]
     birth_years = cols["accounts"]["birth_year"].domain_values()
     assert birth_years is not None and birth_years[0] == 1940 and birth_years[-1] == 2010
-    for table, column in [("deposits", "month"), ("withdrawals", "date"), ("accounts", "open_date"),
-                          ("loans", "start_date")]:
+    for table, column in [
+        ("deposits", "month"),
+        ("withdrawals", "date"),
+        ("accounts", "open_date"),
+        ("loans", "start_date"),
+    ]:
         domain = cols[table][column].domain
         assert domain is not None and domain.range == (dt.date(1990, 1, 1), dt.date(2026, 12, 31))
     assert cols["deposits"]["amount_fen"].type == "BIGINT"
@@ -64,8 +73,11 @@ def test_domains() -> None:
 
 def test_column_types_follow_table_order() -> None:
     assert list(column_types("deposits").items()) == [
-        ("person_id", "VARCHAR"), ("city_code", "VARCHAR"), ("month", "DATE"),
-        ("amount_fen", "BIGINT"), ("employer_id", "VARCHAR"),
+        ("person_id", "VARCHAR"),
+        ("city_code", "VARCHAR"),
+        ("month", "DATE"),
+        ("amount_fen", "BIGINT"),
+        ("employer_id", "VARCHAR"),
     ]
     assert list(column_types("loans")) == list(hpf_tables()["loans"]["columns"])
 

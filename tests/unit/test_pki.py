@@ -131,13 +131,19 @@ def test_read_identity_refuses_certificates_without_or_with_inconsistent_identit
     payload = '{"kind":"person","region":null,"role":"analyst","v":1}'
     forged = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "auditor"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "mallory"),
-        ]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "auditor"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "mallory"),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.UnrecognizedExtension(pki.IDENTITY_OID, pki._der_utf8(payload)), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -163,7 +169,12 @@ def test_der_utf8_long_form_round_trip() -> None:
     ],
 )
 def test_issue_refuses_bad_identities(
-    fed: pki.FederationFiles, tmp_path: Path, name: str, kind: str, role: str | None, region: str | None,
+    fed: pki.FederationFiles,
+    tmp_path: Path,
+    name: str,
+    kind: str,
+    role: str | None,
+    region: str | None,
     code: str,
 ) -> None:
     with pytest.raises(ConfigError) as info:
@@ -185,9 +196,9 @@ def test_init_federation_layout_and_idempotence(tmp_path: Path) -> None:
     assert first["nodes"]["hangzhou"].cert == tmp_path / "nodes" / "hangzhou.pem"
     assert first["people"]["caseworker"].key == tmp_path / "people" / "caseworker.key"
     assert pki.read_identity(first["people"]["caseworker"].cert.read_bytes()).role == "caseworker"
-    node_san = _cert(first["nodes"]["hangzhou"].cert).extensions.get_extension_for_class(
-        x509.SubjectAlternativeName
-    ).value
+    node_san = (
+        _cert(first["nodes"]["hangzhou"].cert).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    )
     assert "hangzhou" in node_san.get_values_for_type(x509.DNSName)
     assert len(first["created"]) == 4
     snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
@@ -311,10 +322,13 @@ def test_invalid_pem(fed: pki.FederationFiles, tmp_path: Path) -> None:
     _raises(_config(node, key=node.cert), "server", "TLS_PEM_INVALID")
     key = serialization.load_pem_private_key(node.key.read_bytes(), password=None)
     encrypted = tmp_path / "enc.key"
-    encrypted.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"secret"),
-    ))
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
     assert "encrypted" in _raises(_config(node, key=encrypted), "server", "TLS_PEM_INVALID").message
 
 
@@ -375,8 +389,20 @@ def cli() -> typer.Typer:
 
 def test_cli_init_show_issue(cli: typer.Typer, tmp_path: Path) -> None:
     runner = CliRunner()
-    args = ["pki", "init", "--dir", str(tmp_path), "--nodes", "hangzhou, ningbo",
-            "--person", "alice:analyst:hangzhou", "--person", "bob:auditor", "--host", "node.example"]
+    args = [
+        "pki",
+        "init",
+        "--dir",
+        str(tmp_path),
+        "--nodes",
+        "hangzhou, ningbo",
+        "--person",
+        "alice:analyst:hangzhou",
+        "--person",
+        "bob:auditor",
+        "--host",
+        "node.example",
+    ]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert pki.read_identity((tmp_path / "people" / "alice.pem").read_bytes()).region == "hangzhou"
@@ -387,8 +413,23 @@ def test_cli_init_show_issue(cli: typer.Typer, tmp_path: Path) -> None:
     assert shown.exit_code == 0
     assert "analyst" in shown.output and "hangzhou" in shown.output and "valid (" in shown.output
 
-    issued = runner.invoke(cli, ["pki", "issue", "--ca-dir", str(tmp_path), "--out", str(tmp_path / "extra"),
-                                 "--name", "gw", "--kind", "coordinator", "--host", "gw.example"])
+    issued = runner.invoke(
+        cli,
+        [
+            "pki",
+            "issue",
+            "--ca-dir",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "extra"),
+            "--name",
+            "gw",
+            "--kind",
+            "coordinator",
+            "--host",
+            "gw.example",
+        ],
+    )
     assert issued.exit_code == 0, issued.output
     assert "gw.example" in runner.invoke(cli, ["pki", "show", str(tmp_path / "extra" / "gw.pem")]).output
 

@@ -88,9 +88,7 @@ def test_every_node_has_exactly_rows_deposit_rows(everyone: Run) -> None:
     assert len(everyone.messages) == len(ALL)
 
 
-def test_a_node_does_not_depend_on_the_other_nodes_generated(
-    everyone: Run, four: Run, tmp_path: Path
-) -> None:
+def test_a_node_does_not_depend_on_the_other_nodes_generated(everyone: Run, four: Run, tmp_path: Path) -> None:
     for node_id in FIRST4:
         for table in TABLE_NAMES:
             assert four.file(node_id, table).read_bytes() == everyone.file(node_id, table).read_bytes()
@@ -127,9 +125,7 @@ def test_person_ids_are_valid_and_describe_one_person(everyone: Run) -> None:
     ids = [pid for (pid,) in everyone.rows("SELECT DISTINCT person_id FROM {accounts}")]
     assert all(is_valid_person_id(pid) for pid in ids)
     for table in ("deposits", "withdrawals", "loans"):  # every row belongs to an account in that node
-        orphans = everyone.one(
-            f"SELECT count(*) FROM {{{table}}} ANTI JOIN {{accounts}} USING (person_id, city_code)"
-        )
+        orphans = everyone.one(f"SELECT count(*) FROM {{{table}}} ANTI JOIN {{accounts}} USING (person_id, city_code)")
         assert orphans == 0, table
     assert everyone.one("SELECT count(*) - count(DISTINCT (person_id, city_code)) FROM {accounts}") == 0
     mismatched = everyone.one("""
@@ -159,9 +155,7 @@ def test_planted_duplicate_loans_are_exactly_what_duckdb_finds(
 ) -> None:
     run: Run = request.getfixturevalue(which)
     found = {pid: tuple(codes) for pid, codes in run.rows(PLANTED_SQL)}
-    reported = {
-        d.person_id: tuple(sorted(BY_NODE_ID[n].code for n in d.node_ids)) for d in run.report.planted
-    }
+    reported = {d.person_id: tuple(sorted(BY_NODE_ID[n].code for n in d.node_ids)) for d in run.report.planted}
     assert found == reported
     assert len(found) >= at_least
     node_ids = [n.node_id for n in run.report.nodes]
@@ -201,12 +195,14 @@ def test_amounts_and_histories_are_plausible(everyone: Run) -> None:
 
 @pytest.mark.parametrize(
     ("table", "column", "allowed"),
-    [("accounts", "status", ACCOUNT_STATUSES), ("loans", "status", LOAN_STATUSES),
-     ("withdrawals", "reason", WITHDRAWAL_REASONS), ("loans", "term_months", TERM_MONTHS)],
+    [
+        ("accounts", "status", ACCOUNT_STATUSES),
+        ("loans", "status", LOAN_STATUSES),
+        ("withdrawals", "reason", WITHDRAWAL_REASONS),
+        ("loans", "term_months", TERM_MONTHS),
+    ],
 )
-def test_categories_fill_their_domains(
-    everyone: Run, table: str, column: str, allowed: tuple[Any, ...]
-) -> None:
+def test_categories_fill_their_domains(everyone: Run, table: str, column: str, allowed: tuple[Any, ...]) -> None:
     seen = {value for (value,) in everyone.rows(f"SELECT DISTINCT {column} FROM {{{table}}}")}
     assert seen == set(allowed)
 
