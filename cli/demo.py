@@ -16,11 +16,12 @@ import duckdb
 import typer
 
 from cli.demo_federation import DemoLayout, ensure_data, layout_for, running_parties, write_configs
-from cli.errors import cli_errors, report
+from cli.errors import cli_errors
 from cli.output import render
+from federation.catalog import Catalog, load_catalog
 from federation.client import FederationClient
 from federation.errors import ConfigError, FederationError
-from federation.hpf_schema import TABLE_NAMES, column_types
+from federation.hpf_schema import TABLE_NAMES
 from federation.profile import load_profile
 
 EXAMPLES: tuple[tuple[str, str], ...] = (
@@ -48,13 +49,13 @@ EXAMPLES: tuple[tuple[str, str], ...] = (
 REFUSED = "SELECT MAX(balance_fen) FROM accounts"
 
 
-def _oracle(layout: DemoLayout, sql: str) -> list[tuple[object, ...]]:
+def _oracle(layout: DemoLayout, catalog: Catalog, sql: str) -> list[tuple[object, ...]]:
+    """DuckDB over every node's files pooled: what each federated answer must equal."""
     con = duckdb.connect(":memory:")
     try:
         for table in TABLE_NAMES:
             files = ", ".join(f"'{layout.data / n / f'{table}.parquet'}'" for n in layout.node_ids)
-            cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in column_types(table).items())
-            con.execute(f"CREATE VIEW {table} AS SELECT {cols} FROM read_parquet([{files}])")
+            con.execute(catalog.tables[table].view_sql(table, f"read_parquet([{files}])"))
         return con.execute(sql).fetchall()
     finally:
         con.close()
@@ -76,12 +77,13 @@ def _same(fed: list[list[object]], oracle: list[tuple[object, ...]]) -> bool:
 def run_examples(layout: DemoLayout) -> bool:
     """Run the example queries; True when every answer equals the pooled-data oracle."""
     all_equal = True
+    catalog = load_catalog(layout.catalog)
     with FederationClient(load_profile(layout.client_profile)) as client:
         for title, sql in EXAMPLES:
             started = time.perf_counter()
             answer = client.query(sql)
             elapsed = (time.perf_counter() - started) * 1e3
-            equal = _same(answer.rows, _oracle(layout, sql))
+            equal = _same(answer.rows, _oracle(layout, catalog, sql))
             all_equal &= equal
             typer.echo(f'\n## {title}\n$ hpf query --profile {layout.client_profile} "{sql}"')
             typer.echo(render(answer, "table"))
@@ -131,6 +133,3 @@ def demo(
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
-
-
-__all__ = ["demo", "register", "report"]

@@ -194,6 +194,12 @@ class Table(BaseModel):
                 raise ValueError(f"column name {name!r} must be lower-case letters, digits and underscores")
         return v
 
+    def view_sql(self, name: str, source: str) -> str:
+        """A DuckDB view ``name`` over ``source`` (e.g. ``read_parquet(...)``) with every column cast to its
+        catalog type: how a node reads its files, and how the oracle reads everyone's."""
+        cols = ", ".join(f'CAST("{c}" AS {col.type}) AS "{c}"' for c, col in self.columns.items())
+        return f'CREATE VIEW "{name}" AS SELECT {cols} FROM {source}'
+
 
 class NodeEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")

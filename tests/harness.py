@@ -47,11 +47,8 @@ class Federation:
         con = duckdb.connect(":memory:")
         try:
             for table, files in self.data_files.items():
-                cols = ", ".join(
-                    f'CAST("{c}" AS {col.type}) AS "{c}"' for c, col in self.catalog.tables[table].columns.items()
-                )
                 listed = ", ".join(f"'{f}'" for f in files)
-                con.execute(f'CREATE VIEW "{table}" AS SELECT {cols} FROM read_parquet([{listed}])')
+                con.execute(self.catalog.tables[table].view_sql(table, f"read_parquet([{listed}])"))
             return con.execute(sql).fetchall()
         finally:
             con.close()

@@ -59,8 +59,7 @@ class DuckDBBackend:
                     f"table {name!r}: {source.path} lacks column(s) {', '.join(missing)} declared in the catalog",
                     code="NODE_TABLE_SCHEMA",
                 )
-            cols = ", ".join(f'CAST("{c}" AS {col.type}) AS "{c}"' for c, col in table.columns.items())
-            self._con.execute(f'CREATE VIEW "{name}" AS SELECT {cols} FROM {reader}')
+            self._con.execute(table.view_sql(name, reader))
             try:
                 self._con.execute(f'SELECT * FROM "{name}" LIMIT 0').fetchall()
             except duckdb.Error as err:
