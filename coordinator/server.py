@@ -17,7 +17,15 @@ from federation.callers import require_caller
 from federation.catalog import Catalog, load_catalog
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.tls import GRPC_OPTIONS, add_port, new_server, require_tls, secure_channel, with_options
+from federation.tls import (
+    GRPC_OPTIONS,
+    add_port,
+    channel_credentials,
+    new_server,
+    require_tls,
+    secure_channel,
+    with_options,
+)
 
 log = logging.getLogger("hpf.coordinator")
 
@@ -72,10 +80,11 @@ def start_coordinator(
     tls = require_tls(config.tls, config.insecure, source="coordinator")
     catalog = catalog or load_catalog(config.catalog)
     catalog_text = config.catalog.read_text(encoding="utf-8")
+    credentials = channel_credentials(tls) if tls is not None else None  # checked once for every node channel
     channels, stubs = [], {}
     for node in catalog.nodes:
         address = (addresses or {}).get(node.id, node.address)
-        channel = secure_channel(address, tls)
+        channel = secure_channel(address, credentials)
         channels.append(channel)
         stubs[node.id] = pb_grpc.NodeStub(channel)
     fanout = FanOut(catalog, stubs, config.deadline_ms)

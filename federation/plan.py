@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from federation.he import SLOTS
@@ -131,7 +132,7 @@ class Plan:
     grouped: bool
     fingerprint: str = field(default="", compare=False)
 
-    @property
+    @cached_property
     def layout(self) -> SlotLayout:
         offsets, pos = [], 0
         for c in self.components:

@@ -299,21 +299,24 @@ def peer_identity(context: grpc.ServicerContext) -> pki.Identity | None:
 
 def secure_channel(
     address: str,
-    tls: TlsConfig | None,
+    tls: TlsConfig | grpc.ChannelCredentials | None,
     *,
     options: Sequence[tuple[str, Any]] = GRPC_OPTIONS,
     server_name: str | None = None,
 ) -> grpc.Channel:
     """A channel to ``address``: mutual TLS, or plaintext when ``tls`` is None (insecure mode).
 
-    ``server_name`` overrides the host name checked against the server certificate.
+    ``tls`` may be credentials already built by :func:`channel_credentials`, so a party opening many channels
+    reads and checks its certificate files once. ``server_name`` overrides the host name checked against the
+    server certificate.
     """
     opts = list(options)
     if tls is None:
         return grpc.insecure_channel(address, options=opts)
     if server_name:
         opts.append(("grpc.ssl_target_name_override", server_name))
-    return grpc.secure_channel(address, channel_credentials(tls), options=opts)
+    credentials = channel_credentials(tls) if isinstance(tls, TlsConfig) else tls
+    return grpc.secure_channel(address, credentials, options=opts)
 
 
 def with_options(base: Sequence[tuple[str, Any]], **overrides: Any) -> tuple[tuple[str, Any], ...]:
