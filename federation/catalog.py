@@ -128,8 +128,7 @@ class Column(BaseModel):
         assert d.range is not None
         lo, hi = d.range
         if self.type == "DATE":
-            dates = _date_steps(lo, hi, d.step or "day")
-            return dates if dates is not None else None  # too many days: groupable only through EXTRACT(...)
+            return _date_steps(lo, hi, d.step or "day")  # None when too many: groupable only through EXTRACT
         return list(range(lo, hi + 1))
 
 
