@@ -5,7 +5,8 @@ Every error the federation raises on purpose is a :class:`FederationError`. It c
 - ``code``: a stable, documented string (``PLAN_NOT_ADDITIVE``, ``CONFIG_INVALID``...), what scripts match on;
 - ``message``: a clear public sentence, safe to send across the wire (never a row value, an identifier,
   a plaintext partial or a raw SQL engine message);
-- ``hint``: how to ask instead, where there is one.
+- ``hint``: how to ask instead, where there is one;
+- ``rule``: for a policy refusal, the rule that refused (``hangzhou: roles.analyst.tables.loans.purposes``).
 
 Detail for operators goes to the log of the party that raised it, never into the message.
 """
@@ -18,6 +19,7 @@ import grpc
 
 CODE_KEY = "hpf-error-code"
 HINT_KEY = "hpf-error-hint"
+RULE_KEY = "hpf-error-rule"
 
 
 class FederationError(Exception):
@@ -26,14 +28,19 @@ class FederationError(Exception):
     default_code = "INTERNAL"
     status = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, hint: str | None = None, rule: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
         self.hint = hint
+        self.rule = rule
 
     def __str__(self) -> str:
         text = f"[{self.code}] {self.message}"
+        if self.rule:
+            text += f" (rule: {self.rule})"
         if self.hint:
             text += f" (hint: {self.hint})"
         return text
@@ -113,6 +120,8 @@ def abort(context: grpc.ServicerContext, error: FederationError) -> None:
     metadata: list[tuple[str, str]] = [(CODE_KEY, error.code)]
     if error.hint:
         metadata.append((HINT_KEY, error.hint))
+    if error.rule:
+        metadata.append((RULE_KEY, error.rule))
     context.set_trailing_metadata(tuple(metadata))
     context.abort(error.status, error.message)
 
@@ -130,10 +139,11 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
     trailing = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
     code = _metadata_value(trailing, CODE_KEY)
     hint = _metadata_value(trailing, HINT_KEY)
+    rule = _metadata_value(trailing, RULE_KEY)
     details = err.details() if hasattr(err, "details") else None
     cls = _BY_STATUS.get(status, FederationError)
     if code is not None:
-        rebuilt = error_for_code(code, details or "remote error", hint)
+        rebuilt = error_for_code(code, details or "remote error", hint, rule)
         if type(rebuilt) is not FederationError:
             return rebuilt
     if code is None:
@@ -148,7 +158,7 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
         if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
             return RequestTooLarge(details or "message too large")
         code = f"GRPC_{status.name}" if status is not None else "GRPC_UNKNOWN"
-    return cls(details or "remote error", code=code, hint=hint)
+    return cls(details or "remote error", code=code, hint=hint, rule=rule)
 
 
 _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
@@ -173,9 +183,9 @@ _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
 )
 
 
-def error_for_code(code: str, message: str, hint: str | None = None) -> FederationError:
+def error_for_code(code: str, message: str, hint: str | None = None, rule: str | None = None) -> FederationError:
     """Rebuild an error of the right class (and so gRPC status) from a stable code."""
     for prefix, cls in _BY_PREFIX:
         if code.startswith(prefix):
-            return cls(message, code=code, hint=hint)
-    return FederationError(message, code=code, hint=hint)
+            return cls(message, code=code, hint=hint, rule=rule)
+    return FederationError(message, code=code, hint=hint, rule=rule)
