@@ -1,0 +1,205 @@
+"""Signed question envelopes, revocation lists and the replay store, without servers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from federation import pki, revocation
+from federation.envelope import EnvelopeVerifier, Signer, query_id
+from federation.errors import AuthError, ConfigError
+from federation.generated import hpf_federation_pb2 as pb
+from federation.revocation import RevocationList
+from node.replay import ReplayGuard
+
+DIGEST = "ab" * 32
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> pki.FederationFiles:
+    root = tmp_path_factory.mktemp("pki")
+    return pki.init_federation(root, ["shanghai"], clients=[("alice", "caseworker", "suzhou")])
+
+
+def signer_for(files: pki.CertFiles) -> Signer:
+    return Signer.from_files(files.cert, files.key)
+
+
+def verifier(fed: pki.FederationFiles, crl: Path | None = None, window_s: float = 300) -> EnvelopeVerifier:
+    return EnvelopeVerifier.from_files(fed["ca"].cert, "test", crl, window_s)
+
+
+def sign(s: Signer, **kw: object) -> pb.SignedEnvelope:
+    args: dict[str, object] = {"sql": "SELECT COUNT(*) FROM t", "context_digest": DIGEST, "federation": "test"}
+    args.update(kw)
+    return s.sign(**args)  # type: ignore[arg-type]
+
+
+def test_a_signed_question_verifies_and_names_its_signer(fed: pki.FederationFiles) -> None:
+    signed = sign(signer_for(fed["people"]["alice"]), purpose="loan-review", consent_ref="C-1")
+    ok = verifier(fed).verify(signed, operation="query")
+    assert ok.signer.common_name == "alice" and ok.signer.role == "caseworker" and ok.signer.region == "suzhou"
+    assert ok.envelope.sql == "SELECT COUNT(*) FROM t" and ok.envelope.purpose == "loan-review"
+    assert ok.envelope.context_digest == DIGEST and len(ok.nonce) == 16
+    assert ok.query_id == query_id(signed) and len(ok.query_id) == 32
+
+
+def test_each_signature_has_a_fresh_nonce_and_query_id(fed: pki.FederationFiles) -> None:
+    s = signer_for(fed["people"]["alice"])
+    a, b = sign(s), sign(s)
+    assert query_id(a) != query_id(b)
+
+
+def test_unsigned_is_refused(fed: pki.FederationFiles) -> None:
+    with pytest.raises(AuthError) as err:
+        verifier(fed).verify(pb.SignedEnvelope(), operation="query")
+    assert err.value.code == "AUTH_UNSIGNED"
+
+
+def _altered(signed: pb.SignedEnvelope, **changes: object) -> pb.SignedEnvelope:
+    env = pb.QueryEnvelope()
+    env.ParseFromString(signed.envelope)
+    for k, v in changes.items():
+        setattr(env, k, v)
+    return pb.SignedEnvelope(
+        envelope=env.SerializeToString(), signature=signed.signature, signer_certificate=signed.signer_certificate
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"sql": "SELECT SUM(x) FROM t"},
+        {"purpose": "loan-review"},
+        {"context_digest": "cd" * 32},
+        {"operation": "explain"},
+        {"issued_at_ms": 1},
+    ],
+)
+def test_any_alteration_breaks_the_signature(fed: pki.FederationFiles, change: dict[str, object]) -> None:
+    signed = _altered(sign(signer_for(fed["people"]["alice"])), **change)
+    with pytest.raises(AuthError) as err:
+        verifier(fed).verify(signed, operation="query")
+    assert err.value.code == "AUTH_SIGNATURE_INVALID"
+
+
+def test_a_signature_by_another_key_is_refused(fed: pki.FederationFiles, tmp_path: Path) -> None:
+    forger = pki.issue_certificate(fed["ca"], tmp_path, "mallory", "person", role="caseworker")
+    real = sign(signer_for(fed["people"]["alice"]))
+    forged = sign(signer_for(forger))
+    mixed = pb.SignedEnvelope(
+        envelope=real.envelope, signature=forged.signature, signer_certificate=real.signer_certificate
+    )
+    with pytest.raises(AuthError) as err:
+        verifier(fed).verify(mixed, operation="query")
+    assert err.value.code == "AUTH_SIGNATURE_INVALID"
+
+
+def test_wrong_ca_expired_and_not_a_person(fed: pki.FederationFiles, tmp_path: Path) -> None:
+    other = pki.init_federation(tmp_path / "other", [], clients=[("eve", "caseworker", None)])
+    expired = pki.issue_certificate(fed["ca"], tmp_path, "old", "person", role="analyst", valid_days=-1)
+    cases = {
+        "AUTH_WRONG_CA": sign(signer_for(other["people"]["eve"])),
+        "AUTH_CERT_EXPIRED": sign(signer_for(expired)),
+    }
+    for code, signed in cases.items():
+        with pytest.raises(AuthError) as err:
+            verifier(fed).verify(signed, operation="query")
+        assert err.value.code == code
+    with pytest.raises(AuthError) as err:
+        Signer.from_files(fed["nodes"]["shanghai"].cert, fed["nodes"]["shanghai"].key)
+    assert err.value.code == "AUTH_NOT_A_PERSON"
+
+
+def test_operation_federation_and_time_window(fed: pki.FederationFiles) -> None:
+    s = signer_for(fed["people"]["alice"])
+    v = verifier(fed, window_s=60)
+    with pytest.raises(AuthError) as err:
+        v.verify(sign(s, operation="explain"), operation="query")
+    assert err.value.code == "AUTH_ENVELOPE_OPERATION"
+    with pytest.raises(AuthError) as err:
+        v.verify(sign(s, federation="elsewhere"), operation="query")
+    assert err.value.code == "AUTH_ENVELOPE_FEDERATION"
+    now = int(time.time() * 1000)
+    for issued in (now - 61_000, now + 61_000):
+        with pytest.raises(AuthError) as err:
+            v.verify(sign(s, now_ms=issued), operation="query")
+        assert err.value.code == "AUTH_ENVELOPE_STALE"
+    assert v.verify(sign(s, now_ms=now - 59_000), operation="query").signer.common_name == "alice"
+
+
+def test_revocation_is_picked_up_when_the_list_changes(fed: pki.FederationFiles, tmp_path: Path) -> None:
+    bob = pki.issue_certificate(fed["ca"], tmp_path, "bob", "person", role="caseworker")
+    crl = Path(fed["ca"].cert).parent / revocation.CRL_FILE
+    crl.unlink(missing_ok=True)
+    revocation.revoke(fed["ca"].cert.parent, fed["people"]["alice"].cert.read_bytes())  # someone else first
+    v = verifier(fed, crl=crl)
+    signed = sign(signer_for(bob))
+    assert v.verify(signed, operation="query").signer.common_name == "bob"
+    revocation.revoke(fed["ca"].cert.parent, bob.cert.read_bytes(), reason=x509.ReasonFlags.key_compromise)
+    os.utime(crl, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    with pytest.raises(AuthError) as err:
+        v.verify(sign(signer_for(bob)), operation="query")
+    assert err.value.code == "AUTH_CERT_REVOKED"
+    entries = list(x509.load_pem_x509_crl(crl.read_bytes()))
+    assert {e.serial_number for e in entries} == {
+        pki.read_identity(bob.cert.read_bytes()).serial,
+        pki.read_identity(fed["people"]["alice"].cert.read_bytes()).serial,
+    }
+    crl.unlink()
+
+
+def test_a_crl_from_another_ca_is_refused_and_a_broken_one_fails_closed(
+    fed: pki.FederationFiles, tmp_path: Path
+) -> None:
+    other = pki.init_federation(tmp_path / "other", [], clients=[("eve", "caseworker", None)])
+    foreign = revocation.revoke(tmp_path / "other", other["people"]["eve"].cert.read_bytes())
+    ca_cert = x509.load_pem_x509_certificate(fed["ca"].cert.read_bytes())
+    with pytest.raises(AuthError) as err:
+        RevocationList(foreign, ca_cert)
+    assert err.value.code == "AUTH_CRL_INVALID"
+    good = tmp_path / "crl.pem"
+    good.write_bytes(revocation.revoke(fed["ca"].cert.parent, fed["people"]["alice"].cert.read_bytes()).read_bytes())
+    revoked = RevocationList(good, ca_cert)
+    good.write_text("garbage")
+    os.utime(good, ns=(time.time_ns(), time.time_ns() + 5_000_000))
+    with pytest.raises(AuthError) as err:
+        revoked.check(12345, "signer's")
+    assert err.value.code == "AUTH_CRL_INVALID"
+    (fed["ca"].cert.parent / revocation.CRL_FILE).unlink()
+
+
+def test_revoking_a_certificate_of_another_ca_is_refused(fed: pki.FederationFiles, tmp_path: Path) -> None:
+    other = pki.init_federation(tmp_path / "other", [], clients=[("eve", "caseworker", None)])
+    with pytest.raises(ConfigError) as err:
+        revocation.revoke(fed["ca"].cert.parent, other["people"]["eve"].cert.read_bytes())
+    assert err.value.code == "PKI_WRONG_CA"
+
+
+def test_replay_guard_remembers_across_restarts_and_forgets_expired(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "nonces.sqlite"
+    guard = ReplayGuard(path, window_s=60)
+    guard.record(b"n" * 16, now=1000.0)
+    with pytest.raises(AuthError) as err:
+        guard.record(b"n" * 16, now=1001.0)
+    assert err.value.code == "AUTH_REPLAY"
+    guard.close()
+    again = ReplayGuard(path, window_s=60)
+    with pytest.raises(AuthError):
+        again.record(b"n" * 16, now=1002.0)
+    again.record(b"n" * 16, now=1000.0 + 2 * 60 + 61)  # past the window: the envelope itself would be stale
+    again.record(b"m" * 16, now=1003.0)
+    again.close()
+
+
+def test_signer_certificate_validity_uses_current_time(fed: pki.FederationFiles, tmp_path: Path) -> None:
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    future = pki.issue_certificate(fed["ca"], tmp_path, "future", "person", role="caseworker", not_before=later)
+    with pytest.raises(AuthError) as err:
+        verifier(fed).verify(sign(signer_for(future)), operation="query")
+    assert err.value.code == "AUTH_CERT_NOT_YET_VALID"
