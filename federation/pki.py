@@ -102,7 +102,7 @@ class FederationFiles(TypedDict):
 DEFAULT_CLIENTS: tuple[tuple[str, str, str | None], ...] = (("caseworker", "caseworker", None),)
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
+def write_file(path: Path, data: bytes, mode: int) -> None:
     """Write atomically with ``mode`` set before any byte lands on disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -116,10 +116,13 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+_write = write_file  # older name
+
+
 def _write_pair(files: CaFiles | CertFiles, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
     pem, pkcs8 = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
-    _write(files.key, key.private_bytes(pem, pkcs8, serialization.NoEncryption()), 0o600)
-    _write(files.cert, cert.public_bytes(pem), 0o644)
+    write_file(files.key, key.private_bytes(pem, pkcs8, serialization.NoEncryption()), 0o600)
+    write_file(files.cert, cert.public_bytes(pem), 0o644)
 
 
 def _der_utf8(text: str) -> bytes:
