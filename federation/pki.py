@@ -311,6 +311,24 @@ def issue_certificate(
     return files
 
 
+CRL_FILE = "crl.pem"
+CRL_VALID_DAYS = 30
+
+
+def write_crl(ca_dir_or_files: Path | str | CaFiles, revoked: Sequence[x509.RevokedCertificate] = ()) -> Path:
+    """Sign and write the CA's revocation list (``crl.pem`` next to ``ca.pem``) listing ``revoked``."""
+    files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
+    ca_cert, ca_key = load_ca(files)
+    now = dt.datetime.now(dt.UTC)
+    builder = x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
+    builder = builder.next_update(now + dt.timedelta(days=CRL_VALID_DAYS))
+    for entry in revoked:
+        builder = builder.add_revoked_certificate(entry)
+    path = files.cert.parent / CRL_FILE
+    write_file(path, builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), 0o644)
+    return path
+
+
 def read_identity(cert_pem: bytes | str) -> Identity:
     """The identity a (first) PEM certificate carries; AuthError if it carries none or an inconsistent one."""
     data = cert_pem.encode() if isinstance(cert_pem, str) else cert_pem
@@ -385,10 +403,11 @@ def init_federation(
 ) -> FederationFiles:
     """Make (or complete) a federation's certificates under ``out_dir``.
 
-    Layout: ``ca.pem``/``.key``, ``coordinator.pem``/``.key``, ``nodes/<id>.pem``/``.key``,
-    ``people/<name>.pem``/``.key``. Node hosts are ``hosts`` plus the node id, the coordinator's
-    ``hosts`` plus ``coordinator`` (compose service names). Idempotent: an existing CA is kept unless
-    ``force``; a leaf is kept while it fits (same CA, identity and hosts, 30+ days left), else re-issued.
+    Layout: ``ca.pem``/``.key``, ``crl.pem`` (the revocation list), ``coordinator.pem``/``.key``,
+    ``nodes/<id>.pem``/``.key``, ``people/<name>.pem``/``.key``. Node hosts are ``hosts`` plus the node
+    id, the coordinator's ``hosts`` plus ``coordinator`` (compose service names). Idempotent: an existing
+    CA is kept unless ``force``; a leaf is kept while it fits (same CA, identity and hosts, 30+ days left),
+    else re-issued.
     """
     out = Path(out_dir)
     for node_id in node_ids:
@@ -406,6 +425,9 @@ def init_federation(
     if force or not ca_files.cert.exists():
         create_ca(out, force=True)
         created.append(ca_files.cert)
+        write_crl(ca_files)  # an empty revocation list, for parties to name in their configs
+    elif not (out / CRL_FILE).exists():
+        write_crl(ca_files)
     ca_cert, _ = load_ca(ca_files)
 
     def ensure(sub: Path, name: str, want: tuple[Kind, str | None, str | None], h: list[str]) -> CertFiles:

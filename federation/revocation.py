@@ -16,7 +16,6 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import CRLEntryExtensionOID
 
 from federation import pki
@@ -24,13 +23,12 @@ from federation.errors import AuthError, ConfigError
 
 log = logging.getLogger("hpf.revocation")
 
-CRL_FILE = "crl.pem"
-_NEXT_UPDATE = dt.timedelta(days=30)
+CRL_FILE = pki.CRL_FILE
 
 
 def revoke(ca_dir: Path | str, cert_pem: bytes, *, reason: x509.ReasonFlags = x509.ReasonFlags.unspecified) -> Path:
     """Add the certificate to the CA's revocation list (``<ca_dir>/crl.pem``), re-signed; returns its path."""
-    ca_cert, ca_key = pki.load_ca(ca_dir)
+    ca_cert, _ = pki.load_ca(ca_dir)
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError:
@@ -45,19 +43,13 @@ def revoke(ca_dir: Path | str, cert_pem: bytes, *, reason: x509.ReasonFlags = x5
     if path.exists():
         for entry in _load_crl(path, ca_cert):
             entries[entry.serial_number] = entry
-    now = dt.datetime.now(dt.UTC)
     if cert.serial_number not in entries:
-        builder = x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(now)
+        builder = x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+        builder = builder.revocation_date(dt.datetime.now(dt.UTC))
         if reason != x509.ReasonFlags.unspecified:
             builder = builder.add_extension(x509.CRLReason(reason), critical=False)
         entries[cert.serial_number] = builder.build()
-    crl = x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
-    crl = crl.next_update(now + _NEXT_UPDATE)
-    for entry in entries.values():
-        crl = crl.add_revoked_certificate(entry)
-    signed = crl.sign(ca_key, hashes.SHA256())
-    pki.write_file(path, signed.public_bytes(serialization.Encoding.PEM), 0o644)
-    return path
+    return pki.write_crl(ca_dir, list(entries.values()))
 
 
 def _load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList:
