@@ -33,6 +33,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def withheld_note(answer: QueryAnswer) -> str | None:
+    """One line saying how many groups some region withheld, or None when none was."""
+    if not answer.withheld_groups:
+        return None
+    return (
+        f"{answer.withheld_groups} group(s) withheld: fewer rows than the minimum group size at some region; "
+        "their aggregates are NULL"
+    )
+
+
 def render(answer: QueryAnswer, fmt: str) -> str:
     """The answer in ``fmt`` (table | json | csv) as text."""
     if fmt == "json":
@@ -53,6 +63,9 @@ def render(answer: QueryAnswer, fmt: str) -> str:
         table.add_row(*(_cell(v) for v in row))
     out = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None)
     out.print(table)
+    note = withheld_note(answer)
+    if note:
+        out.print(note)
     regions = f"regions answered: {len(answer.answered)}"
     if answer.missing:
         regions += "; missing: " + ", ".join(f"{m['node_id']} ({m['code']})" for m in answer.missing)

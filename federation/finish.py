@@ -3,12 +3,17 @@
 AVG, VAR and STDDEV are computed exactly (fractions) from COUNT, SUM(x) and SUM(x*x); then the query's
 own expressions over aggregates, HAVING, ORDER BY and LIMIT run in DuckDB over one row per group, so they
 behave exactly as the same SQL on the pooled data would.
+
+A group that some region withheld (fewer rows there than its minimum group size) is still listed, with its
+key values, but every aggregate of it is NULL: its totals lack that region's rows, so no value of it is right.
+HAVING, ORDER BY and expressions then treat those NULLs as DuckDB does.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -53,8 +58,22 @@ def aggregate_value(agg: Aggregate, totals: list[int]) -> Any:
     return float(var) if agg.func.startswith("var") else math.sqrt(float(var))
 
 
+@dataclass(frozen=True)
+class FinishedAnswer:
+    """The federated answer's columns and rows, and how many of its groups some region withheld.
+
+    ``withheld_groups`` counts the groups before HAVING and LIMIT: a withheld group HAVING drops (its
+    aggregates are NULL) might have qualified, so the answer is incomplete even if no NULL is printed.
+    """
+
+    columns: list[str]
+    rows: list[list[Any]]
+    withheld_groups: int
+
+
 def group_rows(plan: Plan, totals: dict[int, list[int]]) -> list[tuple[Any, ...]]:
-    """One ``__groups`` row per occupied cell: key values, aggregate values, "other" flags."""
+    """One ``__groups`` row per occupied cell: key values, aggregate values (NULL if withheld), "other" flags."""
+    mark = plan.withheld_index
     rows = []
     for cell, comp_totals in sorted(totals.items()):
         coords = cell_coordinates(plan.keys, cell)
@@ -62,13 +81,16 @@ def group_rows(plan: Plan, totals: dict[int, list[int]]) -> list[tuple[Any, ...]
         for key, pos in zip(plan.keys, coords, strict=True):
             keys.append(key.values[pos] if pos < len(key.values) else None)
             flags.append(pos == key.other_cell)
-        aggs = [aggregate_value(a, comp_totals) for a in plan.aggregates]
+        if comp_totals[mark]:  # never a partial sum
+            aggs: list[Any] = [None] * len(plan.aggregates)
+        else:
+            aggs = [aggregate_value(a, comp_totals) for a in plan.aggregates]
         rows.append((*keys, *aggs, *flags))
     return rows
 
 
-def finish(plan: Plan, totals: dict[int, list[int]]) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows of the federated answer."""
+def finish(plan: Plan, totals: dict[int, list[int]]) -> FinishedAnswer:
+    """Columns and rows of the federated answer from :func:`federation.slot_codec.decode_totals`' totals."""
     rows = group_rows(plan, totals)
     with _ENGINE_LOCK:
         con = _ENGINE.cursor()  # a cursor is its own connection: its temp table is private
@@ -91,4 +113,5 @@ def finish(plan: Plan, totals: dict[int, list[int]]) -> tuple[list[str], list[li
             if key_index is not None and flags[key_index]:
                 values[i] = OTHER
         out_rows.append(values)
-    return list(plan.output_names), out_rows
+    withheld = sum(1 for comp_totals in totals.values() if comp_totals[plan.withheld_index])
+    return FinishedAnswer(list(plan.output_names), out_rows, withheld)

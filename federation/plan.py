@@ -18,6 +18,7 @@ from federation.he import SLOTS
 from federation.limb_codec import limbs_for
 
 OTHER = "(other)"
+WITHHELD = "withheld"
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,12 @@ class Component:
     """An additive partial every node computes per group: COUNT(*), COUNT(x), SUM(x) or SUM(x*x).
 
     ``scale`` is the decimal scale of the integer it travels as; ``bits`` bounds its signed size.
+    The ``withheld`` component is no aggregate: a node sets it to 1 in a group it withholds (fewer rows than
+    its minimum group size), so its federation-wide total is the number of regions that withheld the group.
     """
 
-    kind: str  # "count" | "sum" | "sumsq"
-    arg: str | None  # DuckDB SQL of the argument; None for COUNT(*)
+    kind: str  # "count" | "sum" | "sumsq" | "withheld"
+    arg: str | None  # DuckDB SQL of the argument; None for COUNT(*) and withheld
     scale: int = 0
     bits: int = 64
 
@@ -60,8 +63,15 @@ class Component:
     def limbs(self) -> int:
         return limbs_for(self.bits)
 
+    @property
+    def from_sql(self) -> bool:
+        """Whether a node computes this component with SQL (all but the withheld mark)."""
+        return self.kind != WITHHELD
+
     def sql_terms(self) -> list[str]:
-        """The SQL aggregates a node runs for this component (see :meth:`combine`)."""
+        """The SQL aggregates a node runs for this component (see :meth:`combine`); none for the withheld mark."""
+        if not self.from_sql:
+            return []
         if self.kind == "count":
             return ["COUNT(*)" if self.arg is None else f"COUNT({self.arg})"]
         if self.kind == "sum":
@@ -133,6 +143,11 @@ class Plan:
     fingerprint: str = field(default="", compare=False)
 
     @cached_property
+    def withheld_index(self) -> int:
+        """Index of the withheld-mark component (every plan has exactly one, after the aggregates' components)."""
+        return [c.kind for c in self.components].index(WITHHELD)
+
+    @cached_property
     def layout(self) -> SlotLayout:
         offsets, pos = [], 0
         for c in self.components:
@@ -147,6 +162,7 @@ class Plan:
         """The one query a node runs on its own database for this plan."""
         keys = [f"{k.expr} AS k{i}" for i, k in enumerate(self.keys)]
         comps = [f"{term} AS c{i}_{j}" for i, c in enumerate(self.components) for j, term in enumerate(c.sql_terms())]
+        # the withheld mark has no SQL term: the node sets it while encoding (see slot_codec.encode_partials)
         sql = f"SELECT {', '.join(keys + comps)} FROM {self.table}"
         if self.where:
             sql += f" WHERE {self.where}"

@@ -2,6 +2,10 @@
 
 Nodes call :func:`encode_partials` on the rows of ``plan.node_sql()``; the client calls
 :func:`decode_totals` on the decrypted federation-wide sum. Both follow ``plan.layout`` only.
+
+A node with a minimum group size ``k`` withholds every group it holds fewer than ``k`` rows of: it encodes
+all of that group's components as 0 and its withheld mark as 1. No node sees the federation-wide count,
+so the client learns per group how many regions withheld it, and never shows such a group's partial sums.
 """
 
 from __future__ import annotations
@@ -58,22 +62,52 @@ def _as_scaled_int(value: Any, scale: int) -> int:
     raise DataError(f"a partial result has an unexpected type {type(value).__name__}", code="PARTIAL_TYPE")
 
 
-def encode_partials(plan: Plan, rows: Iterable[Sequence[Any]]) -> np.ndarray:
-    """The flat slot vector of one node's partial results (range-checked limbs)."""
-    layout = plan.layout
+def _cell_sums(plan: Plan, rows: Iterable[Sequence[Any]]) -> dict[int, list[int]]:
+    """Per occupied cell, one integer per component (the withheld mark 0) from the node query's rows.
+
+    Several rows can land in one cell ("other" takes every value outside the domain), so they add up.
+    """
     n_keys = len(plan.keys)
     indexes = [_key_index(k) for k in plan.keys]
     spans, pos = [], n_keys
-    for comp in plan.components:
-        width = len(comp.sql_terms())
-        spans.append((pos, pos + width))
-        pos += width
+    for j, comp in enumerate(plan.components):
+        if comp.from_sql:
+            width = len(comp.sql_terms())
+            spans.append((j, comp, pos, pos + width))
+            pos += width
     sums: dict[int, list[int]] = {}
     for row in rows:
         cell = cell_of(plan.keys, indexes, row[:n_keys])
         acc = sums.setdefault(cell, [0] * len(plan.components))
-        for j, (comp, (start, stop)) in enumerate(zip(plan.components, spans, strict=True)):
+        for j, comp, start, stop in spans:
             acc[j] += comp.combine([_as_scaled_int(v, comp.scale) for v in row[start:stop]])
+    return sums
+
+
+def withhold_small_cells(plan: Plan, sums: dict[int, list[int]], min_group_size: int) -> dict[int, list[int]]:
+    """``sums`` with every cell of 1 to ``min_group_size - 1`` rows blanked and marked withheld.
+
+    A withheld cell carries 0 in every component and 1 in its withheld mark; an empty cell stays empty and
+    ``min_group_size <= 1`` withholds nothing.
+
+    >>> from federation.plan import Component
+    >>> comps = (Component("count", None), Component("sum", "x", 0, 90), Component("withheld", None, 0, 2))
+    >>> plan = Plan("t", None, (), comps, (), "", (), (), grouped=True)
+    >>> withhold_small_cells(plan, {0: [2, 50, 0], 1: [3, 7, 0], 2: [0, 0, 0]}, min_group_size=3)
+    {0: [0, 0, 1], 1: [3, 7, 0], 2: [0, 0, 0]}
+    """
+    mark = plan.withheld_index
+    blank = [int(j == mark) for j in range(len(plan.components))]
+    return {cell: list(blank) if 1 <= acc[0] < min_group_size else acc for cell, acc in sums.items()}  # [0]: COUNT(*)
+
+
+def encode_partials(plan: Plan, rows: Iterable[Sequence[Any]], min_group_size: int = 1) -> np.ndarray:
+    """The flat slot vector of one node's partial results (range-checked limbs).
+
+    Cells this node holds fewer than ``min_group_size`` rows of are withheld (see :func:`withhold_small_cells`).
+    """
+    layout = plan.layout
+    sums = withhold_small_cells(plan, _cell_sums(plan, rows), min_group_size)
     flat = np.zeros(layout.total, dtype=np.int64)
     if not sums:
         return flat
@@ -96,7 +130,10 @@ def chunks(flat: np.ndarray) -> list[np.ndarray]:
 
 
 def _check_limb_bounds(plan: Plan, grid: np.ndarray, regions: int) -> None:
-    """Every limb sum must be what ``regions`` honest range-checked limbs can add up to."""
+    """Every limb sum must be what ``regions`` honest range-checked limbs can add up to.
+
+    A withheld mark is 0 or 1 per region, so its sum is in ``0..regions``.
+    """
     layout = plan.layout
     low = np.zeros(layout.width, dtype=np.int64)
     high = np.zeros(layout.width, dtype=np.int64)
@@ -104,6 +141,8 @@ def _check_limb_bounds(plan: Plan, grid: np.ndarray, regions: int) -> None:
         top = start + comp.limbs - 1
         high[start:top] = regions * LIMB_MASK
         low[top], high[top] = -regions * (1 << (LIMB_BITS - 1)), regions * ((1 << (LIMB_BITS - 1)) - 1)
+        if not comp.from_sql:
+            low[start], high[start] = 0, regions
     if grid.size and ((grid < low).any() or (grid > high).any()):
         raise CryptoError(
             "the decrypted answer is not a sum of honest regional partials "
@@ -113,8 +152,11 @@ def _check_limb_bounds(plan: Plan, grid: np.ndarray, regions: int) -> None:
 
 
 def decode_totals(plan: Plan, decrypted_chunks: Sequence[np.ndarray], regions: int) -> dict[int, list[int]]:
-    """Exact federation-wide component totals of every cell that has at least one row.
+    """Exact federation-wide component totals of every cell that has at least one row or one withheld mark.
 
+    Each cell's list has one total per component; at ``plan.withheld_index`` it is the number of regions that
+    withheld the cell (``0..regions``), and when that is not 0 the other totals leave those regions out, so
+    they must not be shown as the cell's values.
     ``regions`` is how many regions the answer sums; every chunk's canary must equal it and every limb sum
     must be in range, else the answer is refused. Ungrouped queries always have their single cell, as SQL
     returns one row even over no rows.
@@ -131,8 +173,9 @@ def decode_totals(plan: Plan, decrypted_chunks: Sequence[np.ndarray], regions: i
     flat = np.concatenate([c[:-1] for c in decrypted_chunks]) if decrypted_chunks else np.zeros(0, dtype=np.int64)
     grid = flat.reshape(layout.cells, layout.width)
     _check_limb_bounds(plan, grid, regions)
-    count_star = plan.components[0]
-    occupied = np.nonzero(grid[:, : count_star.limbs].any(axis=1))[0]
+    count_star, mark = plan.components[0], plan.withheld_index
+    marked = grid[:, layout.offsets[mark]] != 0
+    occupied = np.nonzero(grid[:, : count_star.limbs].any(axis=1) | marked)[0]
     if not plan.keys:
         occupied = np.array([0])
     totals: dict[int, list[int]] = {}
@@ -142,9 +185,11 @@ def decode_totals(plan: Plan, decrypted_chunks: Sequence[np.ndarray], regions: i
         for j, comp in enumerate(plan.components):
             start = layout.offsets[j]
             values.append(join_limbs(row[start : start + comp.limbs].tolist()))
-        if plan.keys and values[0] <= 0:
-            if values[0] < 0:
-                raise CryptoError("a decrypted group count is negative", code="ANSWER_CORRUPT")
+        if values[0] < 0:
+            raise CryptoError("a decrypted group count is negative", code="ANSWER_CORRUPT")
+        if values[mark] == regions and any(v for j, v in enumerate(values) if j != mark):
+            raise CryptoError("a group every region withheld has non-zero totals", code="ANSWER_CORRUPT")
+        if plan.keys and values[0] == 0 and values[mark] == 0:
             continue
         totals[cell] = values
     return totals

@@ -13,7 +13,7 @@ from sqlglot import exp
 
 from federation.catalog import Catalog, Table
 from federation.errors import PlanError
-from federation.plan import Aggregate, Component, GroupKey, Plan, fingerprint
+from federation.plan import WITHHELD, Aggregate, Component, GroupKey, Plan, fingerprint
 from federation.planner.binder import SchemaBinder, binder_for, exact_scale
 from federation.planner.domains import coerce_to_type, key_domain
 from federation.planner.resolve import check_identifiers, resolve_columns, resolve_table
@@ -23,6 +23,7 @@ from federation.planner.split import AggregateCall, Split, split_query
 MAX_SLOTS = 64 * 4096  # 64 ciphertexts per node answer
 
 COUNT_BITS, SUM_BITS, SUMSQ_BITS = 64, 90, 150
+WITHHELD_BITS = 2  # a 0/1 mark per region: one limb, whose sum over 256 regions is checked to be 0..regions
 
 
 def plan_query(sql: str, catalog: Catalog) -> Plan:
@@ -103,6 +104,7 @@ def _bind(split: Split, table_name: str, table: Table, where_sql: str | None, ca
     aggregates = []
     for call, result_type in zip(split.calls, agg_types, strict=True):
         aggregates.append(_aggregate(call, result_type, binder, table_name, component))
+    components.append(Component(WITHHELD, None, 0, WITHHELD_BITS))  # every plan, so every party lays it out
 
     plan = Plan(
         table=table_name,

@@ -273,7 +273,7 @@ def plaintext_partials(fed: harness.Federation, node_id: str, plan: Plan) -> tup
     n_keys = len(plan.keys)
     for row in rows:
         pos = n_keys
-        for comp in plan.components:
+        for comp in (c for c in plan.components if c.from_sql):  # the withheld mark is no SQL result
             terms = row[pos : pos + len(comp.sql_terms())]
             pos += len(comp.sql_terms())
             if all(v is not None for v in terms):

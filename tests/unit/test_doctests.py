@@ -9,6 +9,8 @@ import pytest
 
 MODULES = [
     "federation.limb_codec",
+    "federation.slot_codec",
+    "group_size_oracle",
     "federation.lru",
     "federation.planner.shape",
     "federation.planner.domains",
