@@ -1,6 +1,15 @@
 """Node-side policies: who may ask what, where each column may appear, group-size and rate limits.
 
-Today every node enforces the catalog's rules (identifier columns only in a WHERE equality, additive
-aggregates only, declared group-by domains) through the shared planner; per-role policy files live here
-when signed queries and identities arrive.
+A regional centre decides itself who may ask what. Every node loads one policy file (``policies/default.yaml``
+unless its config names another, often one that ``extends`` the default and tightens it) and checks every
+request against it, after the shared planner's own rules (identifier columns only in a WHERE equality,
+additive aggregates only, declared group-by domains).
+
+- :mod:`policies.model`: the file format and its validation;
+- :mod:`policies.loader`: reading a file, ``extends``, errors that name the file and line;
+- :mod:`policies.engine`: checking a plan for an asker, and per-identity rate limits.
 """
+
+from pathlib import Path
+
+DEFAULT_POLICY = Path(__file__).with_name("default.yaml")

@@ -1,0 +1,80 @@
+"""`hpf policy check FILE` and `hpf policy show [FILE]`: a node's policy file, validated and made plain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+import yaml
+
+from cli.errors import exit_code
+from federation.catalog import load_catalog
+from federation.errors import ConfigError, FederationError
+from policies import DEFAULT_POLICY
+from policies.loader import check_against_catalog, load_policy
+from policies.model import Policy
+
+
+class _Dumper(yaml.SafeDumper):
+    """Lists of plain values on one line (``[filter, group]``), as the policy files write them."""
+
+
+def _list(dumper: yaml.SafeDumper, data: list[object]) -> yaml.Node:
+    flow = all(not isinstance(x, dict | list) for x in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _list)
+
+policy_app = typer.Typer(help="Node policies: who may ask what.", no_args_is_help=True)
+
+
+def _problems(lines: list[str], code: str, hint: str | None) -> int:
+    """Each problem as ``error: FILE:LINE: ...`` on stderr, then the code and hint; the exit code."""
+    for line in lines:
+        typer.echo(f"error: {line}", err=True)
+    tail = f"{len(lines)} problem(s) [{code}]"
+    typer.echo(tail + (f"; hint: {hint}" if hint else ""), err=True)
+    return 2
+
+
+def _load(path: Path) -> Policy:
+    try:
+        return load_policy(path)
+    except FederationError as err:
+        code = _problems(err.message.splitlines(), err.code, err.hint) if isinstance(err, ConfigError) else None
+        raise typer.Exit(code if code is not None else exit_code(err)) from None
+
+
+@policy_app.command("check")
+def check(
+    path: Path = typer.Argument(..., help="Policy file (e.g. a copy of policies/default.yaml)"),
+    catalog: Path | None = typer.Option(None, "--catalog", help="Also check the tables and columns it names"),
+) -> None:
+    """Validate a policy file (and its extends chain); each error names the file and line. Exit 2 if wrong."""
+    policy = _load(path)
+    if catalog is not None:
+        try:
+            problems = check_against_catalog(policy, load_catalog(catalog))
+        except ConfigError as err:
+            raise typer.Exit(_problems(err.message.splitlines(), err.code, err.hint)) from None
+        if problems:
+            raise typer.Exit(_problems(problems, "POLICY_FILE_INVALID", f"compare with the catalog {catalog}"))
+    against = f", checked against {catalog}" if catalog is not None else ""
+    typer.echo(f"{path}: ok: {len(policy.roles)} role(s), {len(policy.purposes)} purpose(s){against}")
+    for line in policy.summary():
+        typer.echo(f"  {line}")
+
+
+@policy_app.command("show")
+def show(
+    path: Path = typer.Argument(DEFAULT_POLICY, help="Policy file (default: the packaged default policy)"),
+) -> None:
+    """Print the effective policy (its extends chain merged) as YAML."""
+    policy = _load(path)
+    typer.echo(f"# effective policy of {path}")
+    typer.echo(yaml.dump(policy.plain(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110), nl=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(policy_app, name="policy")

@@ -1,0 +1,260 @@
+"""Reading a policy file: ``extends`` resolved, and every problem named by file and line.
+
+Errors are :class:`~federation.errors.ConfigError` with code ``POLICY_FILE_INVALID`` (``CONFIG_SYNTAX`` for
+YAML that does not parse), one problem per line of the message, each ``FILE:LINE: field.path: what is wrong``.
+A problem in a value that came from an extended base file names that file and its line.
+
+The lines come from PyYAML's composed nodes: every key and list item is kept with the line it was written on,
+merged along ``extends`` with the values, and looked up for each pydantic error location.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from federation.catalog import Catalog
+from federation.errors import ConfigError
+from policies import DEFAULT_POLICY
+from policies.model import WILDCARD, Loc, Policy
+
+__all__ = ["DEFAULT_POLICY", "check_against_catalog", "load_policy"]
+
+INVALID = "POLICY_FILE_INVALID"
+MAX_EXTENDS_DEPTH = 8
+_HINT = "see the comments in policies/default.yaml for the format"
+
+
+@dataclass
+class _Entry:
+    """One value of a policy document and where it was written (the line of its key, or of its list item)."""
+
+    file: str
+    line: int
+    value: Any  # dict[Any, _Entry] | list[_Entry] | a scalar
+
+
+def load_policy(path: Path | str) -> Policy:
+    """Read, merge along ``extends`` and validate a policy file; raise a ConfigError naming file and line."""
+    path = Path(path)
+    merged = _resolve(path, (path.resolve(),))
+    try:
+        policy = Policy.model_validate(_plain(merged), context={"defer_references": True})
+    except ValidationError as err:
+        index = _index(merged)
+        problems = [_describe(problem, index, str(path)) for problem in err.errors()]
+        raise ConfigError("\n".join(problems), code=INVALID, hint=_HINT) from None
+    policy.set_locations(str(path), _index(merged))
+    refs = policy.reference_problems()
+    if refs:
+        lines = [f"{policy.where(*loc)}: {_field_path(loc)}: {msg}" for loc, msg in refs]
+        raise ConfigError("\n".join(lines), code=INVALID, hint="declare the purpose under purposes, or fix its name")
+    return policy
+
+
+def check_against_catalog(policy: Policy, catalog: Catalog) -> list[str]:
+    """Tables and columns the policy names that the catalog lacks, each as ``FILE:LINE: path: problem``."""
+    problems: list[str] = []
+    all_columns = {c for t in catalog.tables.values() for c in t.columns}
+    for role_name, role in policy.roles.items():
+        for table_name, table in role.tables.items():
+            loc: Loc = ("roles", role_name, "tables", table_name)
+            if table_name == WILDCARD:
+                known = all_columns
+            elif table_name not in catalog.tables:
+                problems.append(
+                    f"{policy.where(*loc)}: {_field_path(loc)}: the catalog has no table {table_name!r}"
+                    + _did_you_mean(table_name, list(catalog.tables))
+                )
+                continue
+            else:
+                known = set(catalog.tables[table_name].columns)
+            for column in table.columns:
+                if column not in known:
+                    col_loc = (*loc, "columns", column)
+                    lacks = (
+                        f"no table of the catalog has a column {column!r}"
+                        if table_name == WILDCARD
+                        else f"table {table_name!r} of the catalog has no column {column!r}"
+                    )
+                    problems.append(
+                        f"{policy.where(*col_loc)}: {_field_path(col_loc)}: {lacks}"
+                        + _did_you_mean(column, sorted(known))
+                    )
+    return problems
+
+
+# -- reading and merging -----------------------------------------------------------------------------
+
+
+def _resolve(path: Path, chain: tuple[Path, ...]) -> _Entry:
+    """``path``'s document, merged over the base it extends (recursively)."""
+    entry = _compose(path)
+    if not isinstance(entry.value, dict) or "extends" not in entry.value:
+        return entry
+    values = dict(entry.value)
+    ext = values.pop("extends")
+    entry = _Entry(entry.file, entry.line, values)
+    at = f"{ext.file}:{ext.line}: extends"
+    if not isinstance(ext.value, str) or not ext.value.strip():
+        raise ConfigError(f"{at}: give the base policy's file, e.g. extends: default.yaml", code=INVALID)
+    base_path = path.parent / ext.value
+    resolved = base_path.resolve()
+    if resolved in chain:
+        loop = " -> ".join(p.name for p in (*chain, resolved))
+        raise ConfigError(
+            f"{at}: {ext.value} leads back to a file already extended ({loop})",
+            code=INVALID,
+            hint="a policy may extend a base, never itself through a chain",
+        )
+    if len(chain) > MAX_EXTENDS_DEPTH:
+        raise ConfigError(f"{at}: more than {MAX_EXTENDS_DEPTH} files deep", code=INVALID)
+    if not base_path.is_file():
+        raise ConfigError(f"{at}: {base_path}: file not found", code=INVALID, hint="extends is relative to this file")
+    return _merge(_resolve(base_path, (*chain, resolved)), entry)
+
+
+def _merge(base: _Entry, over: _Entry) -> _Entry:
+    """Mappings merge key by key (recursively); anything else in ``over`` replaces; a null removes."""
+    if not (isinstance(base.value, dict) and isinstance(over.value, dict)):
+        return over
+    out = dict(base.value)
+    for key, entry in over.value.items():
+        if entry.value is None:
+            out.pop(key, None)
+        elif key in out:
+            out[key] = _merge(out[key], entry)
+        else:
+            out[key] = entry
+    return _Entry(over.file, over.line, out)
+
+
+def _compose(path: Path) -> _Entry:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found", code="CONFIG_NOT_FOUND") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{path}: cannot read ({reason})", code="CONFIG_UNREADABLE") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(f"{path}:1: the file is empty", code=INVALID, hint=_HINT)
+        duplicates = _duplicate_keys(node, str(path), (), set())
+        loader.construct_document(node)  # checks every value constructs, and flattens '<<' merge keys
+        entry = _entry(loader, node, str(path), 1)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        column = f" (column {mark.column + 1})" if mark is not None else ""
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None and context_mark.line + 1 != line:
+            column += f", {context} begun on line {context_mark.line + 1}"
+        raise ConfigError(f"{path}:{line}: YAML syntax: {problem}{column}", code="CONFIG_SYNTAX") from None
+    finally:
+        loader.dispose()
+    if duplicates:
+        raise ConfigError("\n".join(duplicates), code=INVALID, hint="write each key once")
+    return entry
+
+
+def _duplicate_keys(node: yaml.Node, file: str, loc: Loc, seen: set[int]) -> list[str]:
+    """Keys written twice in one mapping (YAML would silently keep the last); '<<' merge keys aside."""
+    if id(node) in seen:  # an alias: already checked where its anchor is
+        return []
+    seen.add(id(node))
+    problems: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key, line = key_node.value, key_node.start_mark.line + 1
+            if key in first:
+                problems.append(
+                    f"{file}:{line}: {_field_path((*loc, key))}: written twice (first on line {first[key]})"
+                )
+            first.setdefault(key, line)
+            problems += _duplicate_keys(value_node, file, (*loc, key), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _duplicate_keys(item, file, (*loc, i), seen)
+    return problems
+
+
+def _entry(loader: yaml.SafeLoader, node: yaml.Node, file: str, line: int) -> _Entry:
+    if isinstance(node, yaml.MappingNode):
+        values: dict[Any, _Entry] = {}
+        for key_node, value_node in node.value:  # after construct_document: '<<' merged in, own keys last
+            key = loader.construct_object(key_node, deep=True)
+            values[key] = _entry(loader, value_node, file, key_node.start_mark.line + 1)
+        return _Entry(file, line, values)
+    if isinstance(node, yaml.SequenceNode):
+        return _Entry(file, line, [_entry(loader, item, file, item.start_mark.line + 1) for item in node.value])
+    return _Entry(file, line, loader.construct_object(node, deep=True))
+
+
+def _plain(entry: _Entry) -> Any:
+    if isinstance(entry.value, dict):
+        return {k: _plain(v) for k, v in entry.value.items()}
+    if isinstance(entry.value, list):
+        return [_plain(v) for v in entry.value]
+    return entry.value
+
+
+def _index(entry: _Entry, loc: Loc = ()) -> dict[Loc, tuple[str, int]]:
+    out: dict[Loc, tuple[str, int]] = {loc: (entry.file, entry.line)}
+    if isinstance(entry.value, dict):
+        for key, child in entry.value.items():
+            out.update(_index(child, (*loc, key if isinstance(key, int) else str(key))))
+    elif isinstance(entry.value, list):
+        for i, child in enumerate(entry.value):
+            out.update(_index(child, (*loc, i)))
+    return out
+
+
+# -- messages ------------------------------------------------------------------------------------------
+
+
+def _field_path(loc: Loc) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _describe(problem: Any, index: dict[Loc, tuple[str, int]], source: str) -> str:
+    """``FILE:LINE: field.path: message`` for one pydantic error."""
+    loc: Loc = tuple(
+        x for x in problem["loc"] if not (isinstance(x, str) and (x == "[key]" or x.startswith("function-")))
+    )
+    where = f"{source}:1"
+    for end in range(len(loc), -1, -1):
+        found = index.get(loc[:end])
+        if found is not None:
+            where = f"{found[0]}:{found[1]}"
+            break
+    kind, msg = problem["type"], problem["msg"]
+    if kind == "extra_forbidden":
+        msg = "unknown key (check its spelling and where it sits)"
+    elif kind == "missing":
+        msg = "required, but missing"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return f"{where}: {_field_path(loc)}: {msg}"
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

@@ -1,0 +1,256 @@
+"""A node's policy, as validated data: roles, tables, column uses, aggregates, purposes, k and rate limits.
+
+The file format (YAML; :mod:`policies.loader` reads it, ``policies/default.yaml`` is the documented example)::
+
+    version: 1
+    extends: default.yaml          # optional, relative to this file: start from that policy; this file's keys
+                                   # replace the base's (mappings merged key by key, lists and scalars replaced;
+                                   # a key set to null (~) removes the base's entry)
+    purposes:                      # purpose codes this node recognises, with what they are for
+      loan-review: checking a loan applicant's declared history
+      statistics: aggregate reporting
+    classes:                       # default uses per column class (from the catalog), for every role
+      identifier: []
+      public: [output, filter, group, aggregate]
+      sensitive: [filter, group, aggregate]
+      commercial: []
+    roles:                         # a role not listed here is refused
+      caseworker:
+        aggregates: [count, sum, avg]
+        min_group_size: 5          # k: this node releases no group built from fewer than k of its rows
+        rate_limit: {requests: 60, per_seconds: 60}    # per identity; omit for none
+        purposes: [statistics]     # optional: every table of this role needs one of these (a table may override)
+        classes: {sensitive: [aggregate]}              # optional: this role's uses per class
+        tables:                    # a table not listed (and no "*") is refused
+          deposits: {}
+          loans:
+            purposes: [loan-review]                    # a request on this table must carry one of these
+            consent: required                          # required | optional (default)
+            min_group_size: 10                         # optional: k for this table
+            columns: {outstanding_fen: [aggregate], status: [filter, group, output]}
+          "*": {}                  # any other catalog table
+
+Uses: ``filter`` (in WHERE, or in the condition of an aggregate's FILTER or CASE), ``group`` (in a GROUP BY
+key), ``output`` (a group key whose value reaches the result: returned, or named in HAVING or ORDER BY),
+``aggregate`` (inside an aggregate's argument). ``COUNT(*)`` uses no column. A column's uses come from, first
+found: the table's ``columns``, the role's ``classes``, the top-level ``classes``; a class listed nowhere has
+no use.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from federation.catalog import ColumnClass
+from federation.pki import ROLES
+
+USES: tuple[str, ...] = ("output", "filter", "group", "aggregate")
+AGGREGATES: tuple[str, ...] = ("count", "sum", "avg", "var_pop", "var_samp", "stddev_pop", "stddev_samp")
+WILDCARD = "*"
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_PURPOSE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+Loc = tuple[str | int, ...]
+
+
+def _use(value: str) -> str:
+    if value not in USES:
+        raise ValueError(f"unknown use {value!r}: uses are {', '.join(USES)}")
+    return value
+
+
+def _aggregate(value: str) -> str:
+    v = value.lower()
+    if v not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {value!r}: aggregates are {', '.join(AGGREGATES)}")
+    return v
+
+
+def _purpose_code(value: str) -> str:
+    if not _PURPOSE.match(value):
+        raise ValueError(f"purpose code {value!r} must be lower-case letters, digits, '-' and '_' (e.g. loan-review)")
+    return value
+
+
+def _k(v: int) -> int:
+    if v < 1:
+        raise ValueError(f"min_group_size (k) must be at least 1 (got {v}); 1 releases every group")
+    return v
+
+
+def _role(value: str) -> str:
+    if value not in ROLES:
+        raise ValueError(f"unknown role {value!r}: certificates carry one of {', '.join(ROLES)}")
+    return value
+
+
+def _table_name(value: str) -> str:
+    if value != WILDCARD and not _NAME.match(value):
+        raise ValueError(f'table name {value!r} must be lower-case letters, digits and underscores, or "*" (quoted)')
+    return value
+
+
+def _column_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"column name {value!r} must be lower-case letters, digits and underscores")
+    return value
+
+
+Use = Annotated[str, AfterValidator(_use)]
+RoleName = Annotated[str, AfterValidator(_role)]
+TableName = Annotated[str, AfterValidator(_table_name)]
+ColumnName = Annotated[str, AfterValidator(_column_name)]
+GroupSize = Annotated[int, AfterValidator(_k)]
+AggregateName = Annotated[str, AfterValidator(_aggregate)]
+PurposeCode = Annotated[str, AfterValidator(_purpose_code)]
+
+
+class RateLimit(BaseModel):
+    """At most ``requests`` requests in any ``per_seconds`` window, per identity."""
+
+    model_config = ConfigDict(extra="forbid")
+    requests: int
+    per_seconds: float
+
+    @field_validator("requests")
+    @classmethod
+    def _requests(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"requests must be at least 1 (got {v}); to refuse a role, leave it out of roles")
+        return v
+
+    @field_validator("per_seconds")
+    @classmethod
+    def _per(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"per_seconds must be positive (got {v})")
+        return v
+
+
+class TablePolicy(BaseModel):
+    """What a role may do with one table."""
+
+    model_config = ConfigDict(extra="forbid")
+    purposes: list[PurposeCode] | None = None  # None: the role's purposes apply
+    consent: Literal["required", "optional"] = "optional"
+    min_group_size: GroupSize | None = None
+    columns: dict[ColumnName, list[Use]] = {}
+    description: str | None = None
+
+
+class RolePolicy(BaseModel):
+    """What one role (from the asker's certificate) may ask this node."""
+
+    model_config = ConfigDict(extra="forbid")
+    aggregates: list[AggregateName]
+    min_group_size: GroupSize
+    rate_limit: RateLimit | None = None
+    purposes: list[PurposeCode] | None = None
+    classes: dict[ColumnClass, list[Use]] = {}
+    tables: dict[TableName, TablePolicy]
+    description: str | None = None
+
+    def table(self, name: str) -> tuple[str, TablePolicy] | None:
+        """The entry that governs ``name``: its own, else the wildcard's; None if neither."""
+        if name in self.tables:
+            return name, self.tables[name]
+        if WILDCARD in self.tables:
+            return WILDCARD, self.tables[WILDCARD]
+        return None
+
+
+class Policy(BaseModel):
+    """One node's policy, after ``extends`` is resolved."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: Literal[1]
+    description: str | None = None
+    purposes: dict[PurposeCode, str] = {}
+    classes: dict[ColumnClass, list[Use]] = {}
+    roles: dict[RoleName, RolePolicy]
+
+    # where each field was written: {field path: (file, line)}; set by the loader
+    _where: dict[Loc, tuple[str, int]] = PrivateAttr(default_factory=dict)
+    _source: str = PrivateAttr(default="policy")
+
+    @model_validator(mode="after")
+    def _purposes_declared(self, info: ValidationInfo) -> Policy:
+        if isinstance(info.context, dict) and info.context.get("defer_references"):
+            return self  # the loader reports these itself, with their lines
+        problems = self.reference_problems()
+        if problems:
+            loc, msg = problems[0]
+            raise ValueError(f"{'.'.join(map(str, loc))}: {msg}")
+        return self
+
+    def reference_problems(self) -> list[tuple[Loc, str]]:
+        """Purposes a role or table requires that ``purposes`` does not declare."""
+        problems: list[tuple[Loc, str]] = []
+        declared = set(self.purposes)
+
+        def check(loc: Loc, codes: list[str] | None) -> None:
+            for i, code in enumerate(codes or []):
+                if code not in declared:
+                    known = ", ".join(sorted(declared)) or "none"
+                    problems.append(((*loc, i), f"purpose {code!r} is not declared in purposes (declared: {known})"))
+
+        for role_name, role in self.roles.items():
+            check(("roles", role_name, "purposes"), role.purposes)
+            for table_name, table in role.tables.items():
+                check(("roles", role_name, "tables", table_name, "purposes"), table.purposes)
+        return problems
+
+    def where(self, *loc: str | int) -> str:
+        """``FILE:LINE`` where ``loc`` (or its nearest written parent) was written; the source if unknown."""
+        for end in range(len(loc), -1, -1):
+            found = self._where.get(tuple(loc[:end]))
+            if found is not None:
+                return f"{found[0]}:{found[1]}"
+        return self._source
+
+    def set_locations(self, source: str, where: dict[Loc, tuple[str, int]]) -> None:
+        self._source, self._where = source, dict(where)
+
+    def summary(self) -> list[str]:
+        """A few lines per role: k, rate limit, aggregates and tables (with purposes and consent)."""
+        lines = []
+        for name, role in self.roles.items():
+            rate = (
+                f"{role.rate_limit.requests} requests / {role.rate_limit.per_seconds:g} s"
+                if role.rate_limit
+                else "no rate limit"
+            )
+            lines.append(f"{name}: k={role.min_group_size}, {rate}, aggregates {', '.join(role.aggregates)}")
+            for table_name, table in role.tables.items():
+                purposes = table.purposes if table.purposes is not None else role.purposes
+                notes = []
+                if table.min_group_size is not None:
+                    notes.append(f"k={table.min_group_size}")
+                if purposes:
+                    notes.append("purpose " + " | ".join(purposes))
+                if table.consent == "required":
+                    notes.append("consent required")
+                label = '"*" (any table not listed)' if table_name == WILDCARD else table_name
+                lines.append(f"  {label}" + (f" ({'; '.join(notes)})" if notes else ""))
+        return lines
+
+    def plain(self) -> dict[str, Any]:
+        """The policy as plain data, for ``hpf policy show``."""
+        data: dict[str, Any] = self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        for role in data.get("roles", {}).values():
+            limit = role.get("rate_limit")
+            if limit and float(limit["per_seconds"]).is_integer():
+                limit["per_seconds"] = int(limit["per_seconds"])
+        return data

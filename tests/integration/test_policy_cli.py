@@ -1,0 +1,102 @@
+"""`hpf policy check` and `hpf policy show`: a summary and exit 0, or every problem with its line and exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from cli.policy import register
+from federation.hpf_schema import demo_catalog
+from policies import DEFAULT_POLICY
+from policies.loader import load_policy
+
+app = typer.Typer()
+register(app)
+runner = CliRunner()
+
+
+def _catalog(tmp_path: Path) -> Path:
+    path = tmp_path / "federation.yaml"
+    path.write_text(yaml.safe_dump(demo_catalog({"shanghai": "127.0.0.1:50051"}), allow_unicode=True))
+    return path
+
+
+def test_check_prints_a_summary_of_the_defaults(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["policy", "check", str(DEFAULT_POLICY), "--catalog", str(_catalog(tmp_path))])
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert out.startswith(f"{DEFAULT_POLICY}: ok: 4 role(s), 4 purpose(s), checked against ")
+    assert "  caseworker: k=5, 120 requests / 60 s, aggregates count, sum, avg\n" in out
+    assert "    loans (purpose loan-review | account-transfer)\n" in out
+    assert "    loans (purpose loan-review; consent required)\n" in out
+    assert "auditor" not in out
+
+
+def test_check_lists_every_problem_with_its_line_and_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(
+        "version: 1\n"
+        "extends: " + str(DEFAULT_POLICY) + "\n"
+        "roles:\n"
+        "  caseworker:\n"
+        "    min_group_size: 0\n"
+        "    aggregates: [count, median]\n"
+    )
+    result = runner.invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: {path}:6: roles.caseworker.aggregates[1]: unknown aggregate 'median': aggregates are count, sum, "
+        "avg, var_pop, var_samp, stddev_pop, stddev_samp",
+        f"error: {path}:5: roles.caseworker.min_group_size: min_group_size (k) must be at least 1 (got 0); "
+        "1 releases every group",
+        "2 problem(s) [POLICY_FILE_INVALID]; hint: see the comments in policies/default.yaml for the format",
+    ]
+
+
+def test_check_against_a_catalog_names_what_it_lacks(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(DEFAULT_POLICY.read_text(encoding="utf-8").replace("      withdrawals: {}", "      withdrawal: {}"))
+    result = runner.invoke(app, ["policy", "check", str(path), "--catalog", str(_catalog(tmp_path))])
+    assert result.exit_code == 2
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "withdrawal: {}" in text)
+    assert result.stderr.splitlines()[0] == (
+        f"error: {path}:{line}: roles.operator.tables.withdrawal: the catalog has no table 'withdrawal'; "
+        "did you mean 'withdrawals'?"
+    )
+
+
+def test_check_a_bad_catalog_or_a_missing_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["policy", "check", str(tmp_path / "absent.yaml")])
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: {tmp_path / 'absent.yaml'}: file not found")
+    bad = tmp_path / "federation.yaml"
+    bad.write_text("federation: x\n")
+    result = runner.invoke(app, ["policy", "check", str(DEFAULT_POLICY), "--catalog", str(bad)])
+    assert result.exit_code == 2 and "nodes" in result.stderr
+
+
+def test_show_prints_the_effective_policy_which_loads_back_the_same(tmp_path: Path) -> None:
+    example = DEFAULT_POLICY.with_name("strict-node.example.yaml")
+    result = runner.invoke(app, ["policy", "show", str(example)])
+    assert result.exit_code == 0, result.stderr
+    assert "extends" not in result.stdout and "withdrawals" in result.stdout  # the operator's, not caseworker's
+    shown = tmp_path / "shown.yaml"
+    shown.write_text(result.stdout)
+    assert load_policy(shown).model_dump() == load_policy(example).model_dump()
+
+
+def test_hpf_policy_is_a_command_group(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "policy", "check", str(DEFAULT_POLICY)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{DEFAULT_POLICY}: ok: 4 role(s)")

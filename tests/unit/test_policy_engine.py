@@ -1,0 +1,360 @@
+"""A node's policy decides who may ask what: every refusal code, its rule path and hint, and allowed queries."""
+
+from __future__ import annotations
+
+import doctest
+from pathlib import Path
+
+import pytest
+import yaml
+
+import policies.engine
+from federation.catalog import Catalog, load_catalog
+from federation.errors import PolicyViolation
+from federation.hpf_schema import demo_catalog
+from federation.planner import plan_query
+from policies import DEFAULT_POLICY
+from policies.engine import Asker, Decision, check_query
+from policies.loader import load_policy
+from policies.model import Policy
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+CATALOG = Catalog.model_validate(
+    {
+        "federation": "t",
+        "nodes": [{"id": "hangzhou", "address": "127.0.0.1:1"}],
+        "tables": {
+            "deposits": {
+                "columns": {
+                    "person_id": {"type": "VARCHAR", "class": "identifier"},
+                    "city_code": {"type": "VARCHAR", "domain": {"values": ["310000", "330100"]}},
+                    "amount_fen": {"type": "BIGINT"},
+                    "employer_id": {"type": "VARCHAR", "class": "commercial"},
+                }
+            },
+            "loans": {
+                "columns": {
+                    "person_id": {"type": "VARCHAR", "class": "identifier"},
+                    "status": {"type": "VARCHAR", "class": "sensitive", "domain": {"values": ["active", "settled"]}},
+                    "outstanding_fen": {"type": "BIGINT", "class": "sensitive"},
+                    "term_months": {"type": "INTEGER", "class": "sensitive", "domain": {"values": [120, 240]}},
+                }
+            },
+            "branches": {"columns": {"n": {"type": "BIGINT"}}},
+        },
+    }
+)
+
+POLICY = """
+version: 1
+purposes:
+  loan-review: checking a loan applicant's declared history
+  statistics: aggregate reporting
+classes:
+  identifier: []
+  public: [output, filter, group, aggregate]
+  sensitive: [filter, group, aggregate]
+  commercial: []
+roles:
+  caseworker:
+    aggregates: [count, sum, avg]
+    min_group_size: 5
+    rate_limit: {requests: 60, per_seconds: 60}
+    tables:
+      deposits: {}
+      loans:
+        purposes: [loan-review]
+        min_group_size: 7
+        columns: {outstanding_fen: [aggregate], status: [filter, group, output]}
+  analyst:
+    aggregates: [count, sum, avg, var_pop]
+    min_group_size: 10
+    purposes: [statistics]
+    classes: {sensitive: [aggregate]}
+    tables:
+      deposits: {}
+      loans: {}
+      "*": {purposes: []}
+  integrator:
+    aggregates: [count]
+    min_group_size: 10
+    tables:
+      loans:
+        purposes: [loan-review]
+        consent: required
+        columns: {person_id: [filter]}
+"""
+
+CASEWORKER = Asker(name="li.na", role="caseworker", region="hangzhou")
+ANALYST = Asker(name="wang.fang", role="analyst", region=None)
+INTEGRATOR = Asker(name="icbc", role="integrator", region=None)
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory: pytest.TempPathFactory) -> Policy:
+    path = tmp_path_factory.mktemp("policy") / "node.yaml"
+    path.write_text(POLICY)
+    return load_policy(path)
+
+
+def check(policy: Policy, sql: str, asker: Asker, purpose: str = "", consent: bool = False) -> Decision:
+    return check_query(policy, CATALOG, plan_query(sql, CATALOG), asker, purpose, consent, party="hangzhou")
+
+
+def refused(policy: Policy, sql: str, asker: Asker, purpose: str = "", consent: bool = False) -> PolicyViolation:
+    with pytest.raises(PolicyViolation) as info:
+        check(policy, sql, asker, purpose, consent)
+    err = info.value
+    assert err.code.startswith("POLICY_") and err.hint and err.rule and err.rule.startswith("hangzhou: ")
+    return err
+
+
+# -- allowed ---------------------------------------------------------------------------------------------
+
+
+def test_allowed_query_gets_k_and_the_rules_that_allowed_it(policy: Policy) -> None:
+    d = check(policy, "SELECT city_code, COUNT(*), SUM(amount_fen) FROM deposits GROUP BY city_code", CASEWORKER)
+    assert d == Decision(
+        min_group_size=5,
+        role="caseworker",
+        rules=(
+            "hangzhou: roles.caseworker",
+            "hangzhou: roles.caseworker.tables.deposits",
+            "hangzhou: roles.caseworker.aggregates",
+            "hangzhou: classes.public",
+            "hangzhou: roles.caseworker.min_group_size",
+        ),
+    )
+
+
+def test_table_k_purpose_and_column_overrides_allow(policy: Policy) -> None:
+    sql = "SELECT status, SUM(outstanding_fen) FROM loans WHERE term_months = 240 GROUP BY status"
+    d = check(policy, sql, CASEWORKER, purpose="loan-review")
+    assert d.min_group_size == 7
+    assert "hangzhou: roles.caseworker.tables.loans.purposes" in d.rules
+    assert "hangzhou: roles.caseworker.tables.loans.columns.status" in d.rules
+    assert "hangzhou: classes.sensitive" in d.rules  # term_months in a filter
+    assert d.rules[-1] == "hangzhou: roles.caseworker.tables.loans.min_group_size"
+
+
+def test_count_star_uses_no_column(policy: Policy) -> None:
+    d = check(policy, "SELECT COUNT(*) FROM loans", INTEGRATOR, purpose="loan-review", consent=True)
+    assert d.min_group_size == 10 and "hangzhou: roles.integrator.tables.loans.consent" in d.rules
+
+
+def test_identifier_lookup_where_the_table_allows_it(policy: Policy) -> None:
+    sql = "SELECT COUNT(*) FROM loans WHERE person_id = '330106199001011234'"
+    assert check(policy, sql, INTEGRATOR, purpose="loan-review", consent=True).role == "integrator"
+
+
+def test_wildcard_table_and_its_purpose_override(policy: Policy) -> None:
+    d = check(policy, "SELECT SUM(n) FROM branches", ANALYST)  # "*" says purposes: [] (none needed)
+    assert "hangzhou: roles.analyst.tables.*" in d.rules
+    with pytest.raises(PolicyViolation) as info:
+        check(policy, "SELECT SUM(n) FROM branches", CASEWORKER)
+    assert info.value.code == "POLICY_TABLE_DENIED"
+
+
+# -- every refusal, in order -------------------------------------------------------------------------------
+
+
+def test_role_denied_names_the_roles_that_may(policy: Policy) -> None:
+    err = refused(policy, "SELECT COUNT(*) FROM deposits", Asker("ops", "operator", None))
+    assert err.code == "POLICY_ROLE_DENIED"
+    assert err.rule == "hangzhou: roles"
+    assert err.message == "role 'operator' may not query this node"
+    assert err.hint == "roles that may query this node: caseworker, analyst, integrator"
+
+
+def test_auditor_is_told_to_use_hpf_audit(policy: Policy) -> None:
+    err = refused(policy, "SELECT COUNT(*) FROM deposits", Asker("zhao", "auditor", None))
+    assert err.code == "POLICY_ROLE_DENIED" and "hpf audit" in (err.hint or "")
+
+
+def test_table_denied(policy: Policy) -> None:
+    check(policy, "SELECT COUNT(*) FROM loans", INTEGRATOR, "loan-review", True)  # integrators may query loans...
+    err = refused(policy, "SELECT COUNT(*) FROM deposits", INTEGRATOR)  # ...not deposits
+    assert err.code == "POLICY_TABLE_DENIED"
+    assert err.rule == "hangzhou: roles.integrator.tables"
+    assert err.message == "role integrator may not query table deposits on this node"
+    assert err.hint == "tables role integrator may query here: loans"
+
+
+def test_purpose_required(policy: Policy) -> None:
+    err = refused(policy, "SELECT COUNT(*) FROM loans", CASEWORKER)
+    assert err.code == "POLICY_PURPOSE_REQUIRED"
+    assert err.rule == "hangzhou: roles.caseworker.tables.loans.purposes"
+    assert err.hint == "ask again with a purpose: loan-review"
+
+
+def test_purpose_required_by_the_role(policy: Policy) -> None:
+    err = refused(policy, "SELECT COUNT(*) FROM deposits", ANALYST)
+    assert err.code == "POLICY_PURPOSE_REQUIRED" and err.rule == "hangzhou: roles.analyst.purposes"
+
+
+def test_purpose_not_allowed(policy: Policy) -> None:
+    err = refused(policy, "SELECT COUNT(*) FROM loans", CASEWORKER, purpose="statistics")
+    assert err.code == "POLICY_PURPOSE_NOT_ALLOWED"
+    assert err.rule == "hangzhou: roles.caseworker.tables.loans.purposes"
+    assert err.message == "the 'statistics' purpose does not allow role caseworker to query loans"
+    assert err.hint == "purposes that allow it: loan-review"
+
+
+def test_purpose_unknown(policy: Policy) -> None:
+    err = refused(policy, "SELECT COUNT(*) FROM deposits", CASEWORKER, purpose="curiosity")
+    assert err.code == "POLICY_PURPOSE_UNKNOWN"
+    assert err.rule == "hangzhou: purposes"
+    assert err.hint == "purposes this node recognises: loan-review, statistics"
+
+
+def test_a_purpose_that_is_no_code_is_not_echoed(policy: Policy) -> None:
+    err = refused(policy, "SELECT COUNT(*) FROM deposits", CASEWORKER, purpose="Zhang San 330106199001011234")
+    assert err.code == "POLICY_PURPOSE_UNKNOWN" and "330106" not in err.message and "Zhang" not in err.message
+
+
+def test_consent_required(policy: Policy) -> None:
+    err = refused(policy, "SELECT COUNT(*) FROM loans", INTEGRATOR, purpose="loan-review")
+    assert err.code == "POLICY_CONSENT_REQUIRED"
+    assert err.rule == "hangzhou: roles.integrator.tables.loans.consent"
+    assert "consent" in (err.hint or "")
+
+
+def test_aggregate_denied(policy: Policy) -> None:
+    err = refused(policy, "SELECT VAR_SAMP(amount_fen) FROM deposits", CASEWORKER)
+    assert err.code == "POLICY_AGGREGATE_DENIED"
+    assert err.rule == "hangzhou: roles.caseworker.aggregates"
+    assert err.message == "aggregate VAR_SAMP is not allowed for role caseworker"
+    assert err.hint == "aggregates role caseworker may use: COUNT, SUM, AVG"
+
+
+def test_aggregate_in_having_only_is_checked(policy: Policy) -> None:
+    sql = "SELECT city_code, COUNT(*) FROM deposits GROUP BY city_code HAVING STDDEV_POP(amount_fen) > 0"
+    assert refused(policy, sql, CASEWORKER).code == "POLICY_AGGREGATE_DENIED"
+
+
+def test_column_denied_identifier_filter(policy: Policy) -> None:
+    err = refused(policy, "SELECT COUNT(*) FROM deposits WHERE person_id = '330106199001011234'", CASEWORKER)
+    assert err.code == "POLICY_COLUMN_DENIED"
+    assert err.message == "column person_id (identifier) may not be used in a filter"
+    assert err.rule == "hangzhou: classes.identifier"
+    assert err.hint == "leave column person_id out"
+    assert "330106" not in str(err)
+
+
+def test_column_denied_sensitive_output(policy: Policy) -> None:
+    err = refused(policy, "SELECT term_months, COUNT(*) FROM loans GROUP BY 1", CASEWORKER, purpose="loan-review")
+    assert err.code == "POLICY_COLUMN_DENIED"
+    assert err.message == "column term_months (sensitive) may not be used in the output"
+    assert err.rule == "hangzhou: classes.sensitive"
+    assert err.hint == "column term_months may be used here only in a filter, as a group key, inside an aggregate"
+
+
+def test_column_denied_by_a_per_column_override(policy: Policy) -> None:
+    sql = "SELECT COUNT(*) FROM loans WHERE outstanding_fen > 100000"
+    err = refused(policy, sql, CASEWORKER, purpose="loan-review")
+    assert err.message == "column outstanding_fen (sensitive) may not be used in a filter"
+    assert err.rule == "hangzhou: roles.caseworker.tables.loans.columns.outstanding_fen"
+    assert err.hint == "column outstanding_fen may be used here only inside an aggregate"
+    assert "100000" not in str(err)
+
+
+def test_column_denied_by_the_roles_classes(policy: Policy) -> None:
+    sql = "SELECT COUNT(*) FROM loans WHERE status = 'active'"
+    err = refused(policy, sql, ANALYST, purpose="statistics")
+    assert err.message == "column status (sensitive) may not be used in a filter"
+    assert err.rule == "hangzhou: roles.analyst.classes.sensitive"
+    assert "active" not in str(err)
+
+
+def test_commercial_column_in_a_filter_clause(policy: Policy) -> None:
+    sql = "SELECT SUM(amount_fen) FILTER (WHERE employer_id = 'E-7') FROM deposits"
+    err = refused(policy, sql, CASEWORKER)
+    assert err.message == "column employer_id (commercial) may not be used in a filter"
+    assert "E-7" not in str(err)
+
+
+def test_checks_run_in_order(policy: Policy) -> None:
+    # wrong purpose, no consent, a denied aggregate and a denied column at once: the purpose is named first
+    sql = "SELECT SUM(outstanding_fen) FROM loans WHERE status = 'active'"
+    assert refused(policy, sql, INTEGRATOR, purpose="statistics").code == "POLICY_PURPOSE_NOT_ALLOWED"
+    assert refused(policy, sql, INTEGRATOR, purpose="loan-review").code == "POLICY_CONSENT_REQUIRED"
+    assert refused(policy, sql, INTEGRATOR, "loan-review", True).code == "POLICY_AGGREGATE_DENIED"
+    sql = "SELECT status, COUNT(*) FROM loans GROUP BY status"
+    assert refused(policy, sql, INTEGRATOR, "loan-review", True).code == "POLICY_COLUMN_DENIED"
+
+
+# -- the shipped policies on the demo's catalog -----------------------------------------------------------
+
+
+DEMO = Catalog.model_validate(demo_catalog({"shanghai": "127.0.0.1:1", "hangzhou": "127.0.0.1:2"}))
+
+
+def demo_check(sql: str, role: str, purpose: str = "", consent: bool = False) -> Decision:
+    policy = load_policy(DEFAULT_POLICY)
+    return check_query(policy, DEMO, plan_query(sql, DEMO), Asker("x", role, None), purpose, consent, party="shanghai")
+
+
+def demo_refusal(sql: str, role: str, purpose: str = "", consent: bool = False) -> str:
+    with pytest.raises(PolicyViolation) as info:
+        demo_check(sql, role, purpose, consent)
+    return info.value.code
+
+
+def test_default_policy_on_the_demo_tables() -> None:
+    assert (
+        demo_check("SELECT status, COUNT(*) FROM loans GROUP BY status", "caseworker", "loan-review").min_group_size
+        == 5
+    )
+    assert demo_refusal("SELECT status, COUNT(*) FROM loans GROUP BY status", "caseworker") == "POLICY_PURPOSE_REQUIRED"
+    sql = (
+        "SELECT EXTRACT(YEAR FROM month) AS y, SUM(amount_fen) FROM deposits "
+        "WHERE person_id = '310101199001011237' GROUP BY y"
+    )
+    assert demo_check(sql, "caseworker").role == "caseworker"  # a person lookup
+    assert demo_refusal(sql, "analyst", "statistics") == "POLICY_COLUMN_DENIED"
+    sql = "SELECT city_code, AVG(amount_fen), STDDEV_POP(amount_fen) FROM deposits GROUP BY city_code"
+    assert demo_check(sql, "analyst", "statistics").min_group_size == 10
+    assert demo_refusal("SELECT COUNT(*) FROM withdrawals", "analyst", "statistics") == "POLICY_TABLE_DENIED"
+    assert demo_refusal("SELECT COUNT(*) FROM loans WHERE loan_id = 'L1'", "analyst", "statistics") == (
+        "POLICY_COLUMN_DENIED"
+    )
+    assert demo_refusal("SELECT COUNT(*) FROM accounts", "auditor") == "POLICY_ROLE_DENIED"
+    sql = (
+        "SELECT COUNT(*), SUM(outstanding_fen) FROM loans WHERE person_id = '310101199001011237' AND status = 'active'"
+    )
+    assert demo_refusal(sql, "integrator", "loan-review") == "POLICY_CONSENT_REQUIRED"
+    assert demo_check(sql, "integrator", "loan-review", consent=True).min_group_size == 10
+    assert demo_refusal("SELECT COUNT(*) FROM loans WHERE status = 'overdue'", "operator", "operations") == (
+        "POLICY_COLUMN_DENIED"
+    )
+    assert demo_check("SELECT status, COUNT(*) FROM loans GROUP BY 1", "operator", "operations").min_group_size == 3
+
+
+def test_open_test_policy_accepts_everything_but_identifiers() -> None:
+    open_policy = load_policy(FIXTURES / "policies" / "open.yaml")
+    mini = load_catalog(FIXTURES / "mini_catalog.yaml")
+    sql = (
+        "SELECT city_code, gender, EXTRACT(YEAR FROM month) AS y, COUNT(*), SUM(amount_fen) FILTER (WHERE rate > 0),"
+        " VAR_SAMP(rate), STDDEV_POP(amount_fen) FROM deposits WHERE amount_fen > 0 GROUP BY 1, 2, 3"
+        " HAVING AVG(amount_fen) > 1 ORDER BY 1"
+    )
+    for role in ("caseworker", "analyst", "operator", "integrator"):
+        d = check_query(open_policy, mini, plan_query(sql, mini), Asker("t", role, None), "", False, party="a")
+        assert d.min_group_size == 1
+    lookup = plan_query("SELECT COUNT(*) FROM deposits WHERE person_id = 'p1'", mini)
+    with pytest.raises(PolicyViolation) as info:
+        check_query(open_policy, mini, lookup, CASEWORKER, "", False, party="a")
+    assert info.value.code == "POLICY_COLUMN_DENIED"
+
+
+def test_engine_docstring_examples() -> None:
+    result = doctest.testmod(policies.engine, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_policy_validated_in_code_checks_purposes_too() -> None:
+    doc = yaml.safe_load(POLICY)
+    doc["roles"]["caseworker"]["tables"]["loans"]["purposes"] = ["audit"]
+    with pytest.raises(ValueError, match=r"roles.caseworker.tables.loans.purposes.0: purpose 'audit' is not declared"):
+        Policy.model_validate(doc)

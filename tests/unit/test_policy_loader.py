@@ -1,0 +1,319 @@
+"""Policy files: validation with the exact line, ``extends`` merging and tightening, cycles, the shipped files."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from federation.catalog import Catalog
+from federation.errors import ConfigError
+from federation.hpf_schema import demo_catalog
+from policies import DEFAULT_POLICY
+from policies.loader import check_against_catalog, load_policy
+
+DEMO = Catalog.model_validate(demo_catalog({"shanghai": "127.0.0.1:1"}))
+
+BASE = """\
+version: 1
+purposes:
+  loan-review: checking a loan applicant
+  statistics: aggregate reporting
+classes:
+  public: [output, filter, group, aggregate]
+  sensitive: [filter, group, aggregate]
+roles:
+  caseworker:
+    aggregates: [count, sum, avg]
+    min_group_size: 5
+    rate_limit: {requests: 120, per_seconds: 60}
+    tables:
+      deposits: {}
+      withdrawals: {}
+      loans:
+        purposes: [loan-review]
+        columns: {status: [filter, group, output]}
+  analyst:
+    aggregates: [count, sum]
+    min_group_size: 10
+    tables:
+      deposits: {}
+"""
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error(path: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_policy(path)
+    return info.value
+
+
+def test_a_good_file_loads_and_knows_where_each_field_was_written(tmp_path: Path) -> None:
+    path = write(tmp_path, "base.yaml", BASE)
+    policy = load_policy(path)
+    assert policy.roles["caseworker"].tables["loans"].purposes == ["loan-review"]
+    assert policy.where("roles", "caseworker", "min_group_size") == f"{path}:11"
+    assert policy.where("roles", "caseworker", "tables", "loans", "columns", "status") == f"{path}:18"
+    assert policy.where("roles", "nobody", "tables") == f"{path}:8"  # nearest written parent: roles
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "expected"),
+    [
+        (
+            "min_group_size: 5",
+            "min_group_size: 0",
+            11,
+            "roles.caseworker.min_group_size: min_group_size (k) must be at least 1",
+        ),
+        (
+            "aggregates: [count, sum, avg]",
+            "aggregates: [count, median]",
+            10,
+            "roles.caseworker.aggregates[1]: unknown aggregate 'median'",
+        ),
+        (
+            "{status: [filter, group, output]}",
+            "{status: [filter, show]}",
+            18,
+            "roles.caseworker.tables.loans.columns.status[1]: unknown use 'show'",
+        ),
+        (
+            "{requests: 120, per_seconds: 60}",
+            "{requests: 0, per_seconds: 60}",
+            12,
+            "roles.caseworker.rate_limit.requests: requests must be at least 1",
+        ),
+        (
+            "{requests: 120, per_seconds: 60}",
+            "{requests: 9, per_seconds: -1}",
+            12,
+            "roles.caseworker.rate_limit.per_seconds: per_seconds must be positive",
+        ),
+        (
+            "      withdrawals: {}",
+            "      withdrawals: {consent: maybe}",
+            15,
+            "roles.caseworker.tables.withdrawals.consent: Input should be 'required' or 'optional'",
+        ),
+        ("  analyst:", "  analist:", 19, "roles.analist: unknown role 'analist'"),
+        (
+            '    tables:\n      deposits: {}\n"""',
+            '    tabels:\n      deposits: {}\n"""',
+            22,
+            "roles.analyst.tabels: unknown key",
+        ),
+        (
+            "  sensitive: [filter, group, aggregate]",
+            "  secret: [filter]",
+            7,
+            "classes.secret: Input should be 'identifier', 'public', 'sensitive' or 'commercial'",
+        ),
+        ("version: 1", "version: 2", 1, "version: Input should be 1"),
+    ],
+)
+def test_errors_name_the_file_and_exact_line(tmp_path: Path, old: str, new: str, line: int, expected: str) -> None:
+    text = (BASE + '"""').replace(old, new).removesuffix('"""')
+    assert text != BASE
+    path = write(tmp_path, "node.yaml", text)
+    err = error(path)
+    assert err.code == "POLICY_FILE_INVALID"
+    assert any(problem.startswith(f"{path}:{line}: {expected}") for problem in err.message.splitlines()), err.message
+
+
+def test_a_missing_key_points_at_its_parent(tmp_path: Path) -> None:
+    path = write(tmp_path, "node.yaml", BASE.replace("    min_group_size: 10\n", ""))
+    assert error(path).message == f"{path}:19: roles.analyst.min_group_size: required, but missing"
+
+
+def test_every_problem_is_reported(tmp_path: Path) -> None:
+    text = BASE.replace("min_group_size: 5", "min_group_size: 0").replace(
+        "aggregates: [count, sum]", "aggregates: [max]"
+    )
+    lines = error(write(tmp_path, "node.yaml", text)).message.splitlines()
+    assert [line.split(": ")[0].rsplit(":", 1)[1] for line in lines] == ["11", "20"]
+
+
+def test_an_undeclared_purpose_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "node.yaml", BASE.replace("purposes: [loan-review]", "purposes: [loan-review, audit]"))
+    err = error(path)
+    assert err.code == "POLICY_FILE_INVALID"
+    assert err.message == (
+        f"{path}:17: roles.caseworker.tables.loans.purposes[1]: purpose 'audit' is not declared in purposes "
+        "(declared: loan-review, statistics)"
+    )
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "node.yaml",
+        BASE.replace("      deposits: {}\n      withdrawals", "      deposits: {\n      withdrawals"),
+    )
+    err = error(path)
+    assert err.code == "CONFIG_SYNTAX"
+    assert err.message == (
+        f"{path}:16: YAML syntax: expected ',' or '}}', but got '<scalar>' (column 7), "
+        "while parsing a flow mapping begun on line 14"
+    )
+
+
+def test_an_unquoted_wildcard_is_a_syntax_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "node.yaml", BASE + "      *: {}\n")
+    assert error(path).code == "CONFIG_SYNTAX"
+    path.write_text(BASE + '      "*": {}\n')
+    assert "*" in load_policy(path).roles["analyst"].tables
+
+
+def test_a_key_written_twice_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "node.yaml", BASE + "    min_group_size: 1\n")
+    err = error(path)
+    assert err.message == f"{path}:24: roles.analyst.min_group_size: written twice (first on line 21)"
+
+
+def test_empty_and_missing_files(tmp_path: Path) -> None:
+    assert (
+        error(write(tmp_path, "empty.yaml", "# nothing\n")).message == f"{tmp_path / 'empty.yaml'}:1: the file is empty"
+    )
+    assert error(tmp_path / "absent.yaml").code == "CONFIG_NOT_FOUND"
+    err = error(write(tmp_path, "list.yaml", "- 1\n"))
+    assert err.message.startswith(f"{tmp_path / 'list.yaml'}:1: (top level): Input should be a valid dictionary")
+
+
+# -- extends -------------------------------------------------------------------------------------------
+
+
+def test_extends_merges_mappings_and_replaces_lists_and_scalars(tmp_path: Path) -> None:
+    write(tmp_path, "base.yaml", BASE)
+    node = write(
+        tmp_path,
+        "node.yaml",
+        """\
+        version: 1
+        extends: base.yaml
+        roles:
+          caseworker:
+            min_group_size: 10
+            aggregates: [count]
+            tables:
+              withdrawals: ~
+              loans:
+                columns: {status: [filter]}
+          analyst: ~
+        """,
+    )
+    policy = load_policy(node)
+    caseworker = policy.roles["caseworker"]
+    assert caseworker.min_group_size == 10 and caseworker.aggregates == ["count"]
+    assert caseworker.rate_limit is not None and caseworker.rate_limit.requests == 120  # kept from the base
+    assert set(caseworker.tables) == {"deposits", "loans"}  # withdrawals removed
+    assert caseworker.tables["loans"].purposes == ["loan-review"]  # merged key by key
+    assert caseworker.tables["loans"].columns == {"status": ["filter"]}
+    assert set(policy.roles) == {"caseworker"}
+    assert set(policy.purposes) == {"loan-review", "statistics"}
+    assert policy.where("roles", "caseworker", "min_group_size") == f"{node}:5"
+    assert policy.where("roles", "caseworker", "rate_limit") == f"{tmp_path / 'base.yaml'}:12"
+
+
+def test_an_error_in_the_base_names_the_base_file_and_line(tmp_path: Path) -> None:
+    base = write(tmp_path, "base.yaml", BASE.replace("aggregates: [count, sum]", "aggregates: [count, mode]"))
+    node = write(
+        tmp_path, "node.yaml", "version: 1\nextends: base.yaml\nroles:\n  caseworker:\n    min_group_size: 0\n"
+    )
+    lines = error(node).message.splitlines()
+    assert lines == [
+        f"{node}:5: roles.caseworker.min_group_size: min_group_size (k) must be at least 1 (got 0); "
+        "1 releases every group",
+        f"{base}:20: roles.analyst.aggregates[1]: unknown aggregate 'mode': aggregates are count, sum, avg, var_pop, "
+        "var_samp, stddev_pop, stddev_samp",
+    ]
+
+
+def test_extends_chains_and_refuses_cycles(tmp_path: Path) -> None:
+    write(tmp_path, "base.yaml", BASE)
+    write(tmp_path, "region.yaml", "version: 1\nextends: base.yaml\nroles: {analyst: {min_group_size: 20}}\n")
+    node = write(tmp_path, "node.yaml", "version: 1\nextends: region.yaml\nroles: {analyst: {min_group_size: 30}}\n")
+    assert load_policy(node).roles["analyst"].min_group_size == 30
+    assert load_policy(tmp_path / "region.yaml").roles["analyst"].min_group_size == 20
+
+    a = write(tmp_path, "a.yaml", "version: 1\nextends: b.yaml\n")
+    write(tmp_path, "b.yaml", "version: 1\n\nextends: a.yaml\n")
+    err = error(a)
+    assert err.code == "POLICY_FILE_INVALID"
+    loop = "(a.yaml -> b.yaml -> a.yaml)"
+    assert err.message == f"{tmp_path / 'b.yaml'}:3: extends: a.yaml leads back to a file already extended {loop}"
+    selfish = write(tmp_path, "self.yaml", "version: 1\nextends: ./self.yaml\n")
+    assert "leads back" in error(selfish).message
+
+
+def test_extends_a_missing_or_malformed_base(tmp_path: Path) -> None:
+    node = write(tmp_path, "node.yaml", "version: 1\nextends: nowhere.yaml\n")
+    assert error(node).message == f"{node}:2: extends: {tmp_path / 'nowhere.yaml'}: file not found"
+    node = write(tmp_path, "node.yaml", "version: 1\nextends: [a.yaml]\n")
+    assert error(node).message.startswith(f"{node}:2: extends: give the base policy's file")
+
+
+# -- the shipped files ---------------------------------------------------------------------------------
+
+
+def test_the_defaults_validate_against_the_demo_catalog() -> None:
+    policy = load_policy(DEFAULT_POLICY)
+    assert check_against_catalog(policy, DEMO) == []
+    assert set(policy.roles) == {"caseworker", "analyst", "operator", "integrator"}  # auditors run no queries
+    assert policy.roles["caseworker"].min_group_size == 5
+    assert policy.roles["analyst"].min_group_size == 10
+    loans = policy.roles["integrator"].tables["loans"]
+    assert loans.consent == "required" and loans.purposes == ["loan-review"]
+
+
+def test_the_strict_example_tightens_the_defaults() -> None:
+    strict = load_policy(DEFAULT_POLICY.with_name("strict-node.example.yaml"))
+    default = load_policy(DEFAULT_POLICY)
+    assert check_against_catalog(strict, DEMO) == []
+    assert strict.roles["caseworker"].min_group_size > default.roles["caseworker"].min_group_size
+    assert (
+        "withdrawals" in default.roles["caseworker"].tables and "withdrawals" not in strict.roles["caseworker"].tables
+    )
+
+
+def test_catalog_check_names_unknown_tables_and_columns_with_lines(tmp_path: Path) -> None:
+    text = (
+        BASE.replace("      withdrawals: {}", "      withdrawal: {}").replace(
+            "{status: [filter, group, output]}", "{stat: [filter]}"
+        )
+        + '      "*": {columns: {colour: [filter]}}\n'
+    )
+    path = write(tmp_path, "node.yaml", text)
+    assert check_against_catalog(load_policy(path), DEMO) == [
+        f"{path}:15: roles.caseworker.tables.withdrawal: the catalog has no table 'withdrawal'; "
+        "did you mean 'withdrawals'?",
+        f"{path}:18: roles.caseworker.tables.loans.columns.stat: table 'loans' of the catalog has no column 'stat'; "
+        "did you mean 'status'?",
+        f"{path}:24: roles.analyst.tables.*.columns.colour: no table of the catalog has a column 'colour'",
+    ]
+
+
+def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "node.yaml",
+        """\
+        version: 1
+        roles:
+          caseworker: &base
+            aggregates: [count]
+            min_group_size: 3
+            tables: {deposits: {}}
+          analyst:
+            <<: *base
+            min_group_size: 9
+        """,
+    )
+    policy = load_policy(path)
+    assert policy.roles["analyst"].min_group_size == 9 and policy.roles["analyst"].aggregates == ["count"]
