@@ -11,6 +11,7 @@ import grpc
 import typer
 
 from federation.errors import (
+    AuditError,
     AuthError,
     ConfigError,
     CryptoError,
@@ -31,6 +32,7 @@ EXIT_CODES: dict[type[FederationError], int] = {
     PolicyViolation: 4,
     UnavailableError: 5,
     CryptoError: 6,
+    AuditError: 7,
 }
 
 

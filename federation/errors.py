@@ -102,6 +102,13 @@ class RequestTooLarge(FederationError):
     status = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class AuditError(FederationError):
+    """A node's audit log is missing, damaged, rewritten, or does not match a checkpoint or receipt."""
+
+    default_code = "AUDIT_INVALID"
+    status = grpc.StatusCode.DATA_LOSS
+
+
 _BY_STATUS: dict[grpc.StatusCode, type[FederationError]] = {
     cls.status: cls
     for cls in (
@@ -180,6 +187,7 @@ _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
     ("REQUEST_", RequestTooLarge),
     ("IDENTITY_", AuthError),
     ("PARTY_", PolicyViolation),
+    ("AUDIT_", AuditError),
 )
 
 

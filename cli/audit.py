@@ -1,0 +1,186 @@
+"""`hpf audit verify|show`: check a node's tamper-evident audit log, and read it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from collections import deque
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from cli.errors import cli_errors
+from federation.audit_log import Checkpoint, Receipt, load_public_key, read_entries, verify_log
+from federation.errors import AuditError, ConfigError
+
+audit_app = typer.Typer(help="Nodes' audit logs: verify them, read them.", no_args_is_help=True)
+
+SHOW_COLUMNS = ("index", "time", "identity", "role", "purpose", "operation", "decision", "code", "query")
+FINGERPRINT_CHARS = 12
+
+
+class VerifyFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class ShowFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class Decision(str, Enum):
+    allowed = "allowed"
+    refused = "refused"
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found", code="CONFIG_NOT_FOUND") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="CONFIG_UNREADABLE") from None
+
+
+def _json(data: bytes, code: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise AuditError("not JSON", code=code) from None
+
+
+def _checkpoint(path: Path) -> Checkpoint:
+    try:
+        return Checkpoint.from_dict(_json(_read(path), "AUDIT_CHECKPOINT_MALFORMED"))
+    except AuditError as err:
+        raise AuditError(f"{path}: {err.message}", code=err.code) from None
+
+
+def _receipts(path: Path) -> list[Receipt]:
+    receipts = []
+    for number, line in enumerate(_read(path).splitlines(), start=1):
+        if line.strip():
+            try:
+                receipts.append(Receipt.from_dict(_json(line, "AUDIT_RECEIPT_MALFORMED")))
+            except AuditError as err:
+                raise AuditError(f"{path}: line {number}: {err.message}", code=err.code) from None
+    return receipts
+
+
+@audit_app.command("verify")
+@cli_errors
+def verify(
+    directory: Path = typer.Argument(..., help="The node's audit log directory"),
+    public_key: Path | None = typer.Option(
+        None, "--public-key", help="The node's audit public key (PEM or base64) from its operator or the catalog"
+    ),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="A checkpoint saved earlier (JSON): the log must still hold what it signed"
+    ),
+    receipts: Path | None = typer.Option(
+        None, "--receipts", help="Receipts clients kept (JSON lines): each entry must still be in the log"
+    ),
+    fmt: VerifyFormat = typer.Option(VerifyFormat.text, "--format", "-f", help="Output format"),
+) -> None:
+    """Check that a log was not edited, reordered or cut short since its node signed it. Exit 7 if it was."""
+    key = load_public_key(_read(public_key)) if public_key is not None else None
+    older = _checkpoint(checkpoint) if checkpoint is not None else None
+    kept = _receipts(receipts) if receipts is not None else []
+    report = verify_log(directory, key, older, kept)
+    if fmt == VerifyFormat.json:
+        typer.echo(json.dumps({"directory": str(directory), **report.to_dict()}))
+    if not report.key_pinned and report.code != "AUDIT_NOT_FOUND":
+        typer.echo(
+            "warning: the public key was read from the log directory itself, which whoever can rewrite the log "
+            "can replace; pass --public-key to pin the node's key",
+            err=True,
+        )
+    if (error := report.error()) is not None:
+        raise error
+    if report.unsigned:
+        typer.echo(f"warning: the last {report.unsigned} entries are not covered by a checkpoint yet", err=True)
+    if fmt == VerifyFormat.text:
+        latest = report.latest
+        head = f"root {latest.root.hex()} at size {latest.size} ({latest.time})" if latest else "no checkpoint yet"
+        pinned = "key pinned" if report.key_pinned else "key NOT pinned"
+        typer.echo(
+            f"{directory}: ok: {report.entries} entries, {report.checkpoints} checkpoints, "
+            f"node {report.node_id or '?'}, {head}, {pinned}"
+        )
+
+
+def _since(value: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an RFC 3339 time, e.g. 2026-11-28T08:30:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _entry_time(entry: dict[str, Any]) -> dt.datetime | None:
+    value = entry.get("time")
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _cell(entry: dict[str, Any], column: str) -> Text:
+    value = entry.get(column)
+    text = "" if value is None else str(value)
+    if column == "query" and len(text) > FINGERPRINT_CHARS:
+        text = text[:FINGERPRINT_CHARS] + "…"
+    # values come from the log: no markup, no terminal control characters
+    return Text("".join(c if c.isprintable() else "?" for c in text))
+
+
+@audit_app.command("show")
+@cli_errors
+def show(
+    directory: Path = typer.Argument(..., help="The node's audit log directory"),
+    identity: str | None = typer.Option(None, "--identity", help="Only this identity's requests"),
+    decision: Decision | None = typer.Option(None, "--decision", help="Only allowed or only refused requests"),
+    since: str | None = typer.Option(None, "--since", help="Only from this time on (RFC 3339, e.g. 2026-11-28T08:00Z)"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the last N matching entries"),
+    fmt: ShowFormat = typer.Option(ShowFormat.table, "--format", "-f", help="Output format"),
+) -> None:
+    """List a log's requests for an auditor (it does not check the log: `hpf audit verify` does)."""
+    start = _since(since) if since is not None else None
+    rows: deque[dict[str, Any]] = deque(maxlen=limit)
+    matched = total = 0
+    for entry in read_entries(directory):
+        total += 1
+        if identity is not None and entry.get("identity") != identity:
+            continue
+        if decision is not None and entry.get("decision") != decision.value:
+            continue
+        if start is not None and ((moment := _entry_time(entry)) is None or moment < start):
+            continue
+        matched += 1
+        rows.append(entry)
+    if fmt == ShowFormat.json:
+        typer.echo(json.dumps(list(rows), ensure_ascii=False))
+        return
+    table = Table(show_lines=False)
+    for column in SHOW_COLUMNS:
+        table.add_column(column, overflow="fold")
+    for entry in rows:
+        table.add_row(*(_cell(entry, column) for column in SHOW_COLUMNS))
+    out = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None)
+    out.print(table)
+    out.print(f"{len(rows)} shown, {matched} matching, {total} in the log")
+    typer.echo(out.file.getvalue().rstrip("\n"))  # type: ignore[attr-defined]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(audit_app, name="audit")
