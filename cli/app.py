@@ -14,9 +14,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from cli import catalog, demo, pki, query, serve
+    from cli import audit, catalog, demo, pki, policy, query, serve
 
-    for module in (query, demo, serve, pki, catalog):
+    for module in (query, demo, serve, pki, catalog, policy, audit):
         module.register(app)
 
 

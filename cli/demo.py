@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -17,6 +18,7 @@ import typer
 
 from cli.demo_federation import DemoLayout, ensure_data, layout_for, running_parties, write_configs
 from cli.errors import cli_errors
+from cli.explain_output import render_explain
 from cli.output import render
 from federation.catalog import Catalog, load_catalog
 from federation.client import FederationClient
@@ -24,29 +26,62 @@ from federation.errors import ConfigError, FederationError
 from federation.hpf_schema import TABLE_NAMES
 from federation.profile import load_profile
 
-EXAMPLES: tuple[tuple[str, str], ...] = (
-    (
-        "Active accounts and balances per city",
+
+@dataclass(frozen=True)
+class Example:
+    title: str
+    person: str  # a demo person (see demo_people): their certificate signs the question
+    purpose: str
+    sql: str
+
+
+EXAMPLES: tuple[Example, ...] = (
+    Example(
+        "Active accounts and balances per city (caseworker)",
+        "caseworker",
+        "",
         "SELECT city_code, COUNT(*) AS accounts, SUM(balance_fen) AS balance_fen FROM accounts "
         "WHERE status = 'active' GROUP BY city_code ORDER BY city_code",
     ),
-    (
-        "Contributions per year since 2020",
+    Example(
+        "Contributions per year since 2020 (caseworker)",
+        "caseworker",
+        "",
         "SELECT EXTRACT(YEAR FROM month) AS year, COUNT(*) AS deposits, SUM(amount_fen) AS total_fen, "
         "AVG(amount_fen) AS avg_fen FROM deposits WHERE month >= DATE '2020-01-01' GROUP BY year ORDER BY year",
     ),
-    (
-        "Housing loans by status",
+    Example(
+        "Housing loans by status (analyst, purpose statistics)",
+        "analyst",
+        "statistics",
         "SELECT status, COUNT(*) AS loans, SUM(outstanding_fen) AS outstanding_fen, "
         "STDDEV_SAMP(principal_fen) AS principal_sd FROM loans GROUP BY status ORDER BY loans DESC",
     ),
-    (
-        "Top withdrawal reasons (HAVING, LIMIT)",
+    Example(
+        "Top withdrawal reasons, HAVING and LIMIT (caseworker)",
+        "caseworker",
+        "",
         "SELECT reason, COUNT(*) AS n, SUM(amount_fen) / COUNT(*) AS mean_fen FROM withdrawals "
         "GROUP BY reason HAVING COUNT(*) > 10 ORDER BY n DESC LIMIT 3",
     ),
 )
-REFUSED = "SELECT MAX(balance_fen) FROM accounts"
+REFUSED: tuple[Example, ...] = (
+    Example(
+        "Not additive across regions: refused by the planner", "caseworker", "", "SELECT MAX(balance_fen) FROM accounts"
+    ),
+    Example(
+        "Loans without a purpose: refused by every region's policy",
+        "caseworker",
+        "",
+        "SELECT status, COUNT(*) AS loans FROM loans GROUP BY status",
+    ),
+)
+EXPLAINED = Example(
+    "The same question, explained: which rule refuses it and how to ask instead",
+    "analyst",
+    "",
+    "SELECT status, COUNT(*) AS loans FROM loans GROUP BY status",
+)
 
 
 def _oracle(layout: DemoLayout, catalog: Catalog, sql: str) -> list[tuple[object, ...]]:
@@ -74,28 +109,51 @@ def _same(fed: list[list[object]], oracle: list[tuple[object, ...]]) -> bool:
     return True
 
 
+def _command(layout: DemoLayout, example: Example, *flags: str) -> str:
+    purpose = f" --purpose {example.purpose}" if example.purpose else ""
+    extra = "".join(f" {f}" for f in flags)
+    return f'$ hpf query --profile {layout.profile_of(example.person)}{purpose}{extra} "{example.sql}"'
+
+
 def run_examples(layout: DemoLayout) -> bool:
-    """Run the example queries; True when every answer equals the pooled-data oracle."""
+    """Run the example queries; True when every answer equals the pooled-data oracle and every refusal is one."""
     all_equal = True
     catalog = load_catalog(layout.catalog)
-    with FederationClient(load_profile(layout.client_profile)) as client:
-        for title, sql in EXAMPLES:
+    clients: dict[str, FederationClient] = {}
+
+    def client(person: str) -> FederationClient:
+        if person not in clients:
+            clients[person] = FederationClient(load_profile(layout.profile_of(person)))
+        return clients[person]
+
+    try:
+        for example in EXAMPLES:
             started = time.perf_counter()
-            answer = client.query(sql)
+            answer = client(example.person).query(example.sql, purpose=example.purpose)
             elapsed = (time.perf_counter() - started) * 1e3
-            equal = _same(answer.rows, _oracle(layout, catalog, sql))
+            equal = not answer.withheld_groups and _same(answer.rows, _oracle(layout, catalog, example.sql))
             all_equal &= equal
-            typer.echo(f'\n## {title}\n$ hpf query --profile {layout.client_profile} "{sql}"')
+            typer.echo(f"\n## {example.title}\n{_command(layout, example)}")
             typer.echo(render(answer, "table"))
             verdict = "equals" if equal else "DIFFERS FROM"
             typer.echo(f"({elapsed:.0f} ms; {verdict} DuckDB over the pooled files)")
-        typer.echo(f'\n## A refused query\n$ hpf query --profile {layout.client_profile} "{REFUSED}"')
-        try:
-            client.query(REFUSED)
-            typer.echo("unexpectedly answered")
-            all_equal = False
-        except FederationError as err:
-            typer.echo(f"error: {err}")
+        for example in REFUSED:
+            typer.echo(f"\n## {example.title}\n{_command(layout, example)}")
+            try:
+                client(example.person).query(example.sql, purpose=example.purpose)
+                typer.echo("unexpectedly answered")
+                all_equal = False
+            except FederationError as err:
+                typer.echo(f"error: {err}")
+        typer.echo(f"\n## {EXPLAINED.title}\n{_command(layout, EXPLAINED, '--explain')}")
+        plan, reply = client(EXPLAINED.person).explain(EXPLAINED.sql, purpose=EXPLAINED.purpose)
+        typer.echo(render_explain(plan, reply, "table"))
+        all_equal &= not any(v.accepted for v in reply.verdicts)
+    finally:
+        for c in clients.values():
+            c.close()
+    audit_dir = layout.state(layout.node_ids[0]) / "audit"
+    typer.echo(f"\naudit: every region logged each question, allowed or refused: `hpf audit verify {audit_dir}`")
     return all_equal
 
 
@@ -121,7 +179,7 @@ def demo(
             if not ok:
                 raise typer.Exit(1)
             return
-        example = EXAMPLES[0][1]
+        example = EXAMPLES[0].sql
         typer.echo(f'ready: hpf query --profile {layout.client_profile} "{example}"', err=False)
         typer.echo("serving; press Ctrl-C to stop", err=True)
         stop = threading.Event()

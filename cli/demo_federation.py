@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,12 +19,14 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from federation.audit_log import AuditLog
 from federation.errors import ConfigError, UnavailableError
 from federation.hpf_schema import TABLE_NAMES, demo_catalog
 from federation.pki import init_federation
 from federation.regions import first_regions
 from federation.synth import generate_node
 from federation.tls import TlsConfig, secure_channel
+from policies import DEFAULT_POLICY
 
 Progress = Callable[[str], None]
 
@@ -45,6 +48,17 @@ class DemoLayout:
     @property
     def client_profile(self) -> Path:
         return self.data / "client.yaml"
+
+    def profile_of(self, person: str) -> Path:
+        """The caseworker's profile is ``client.yaml``; every other demo person has ``client-<name>.yaml``."""
+        return self.client_profile if person == "caseworker" else self.data / f"client-{person}.yaml"
+
+    @property
+    def policy(self) -> Path:
+        return self.data / "policies" / "default.yaml"
+
+    def state(self, node_id: str) -> Path:
+        return self.data / "state" / node_id
 
     def node_config(self, node_id: str) -> Path:
         return self.data / "config" / f"node-{node_id}.yaml"
@@ -105,9 +119,12 @@ def write_configs(layout: DemoLayout, base_port: int, node_threads: int | None =
     node_threads = node_threads or max(1, (os.cpu_count() or 1) // n)
     ports = list(range(base_port, base_port + n + 1)) if base_port else free_ports(n + 1)
     layout.ports = {"coordinator": ports[0], **dict(zip(layout.node_ids, ports[1:], strict=True))}
-    init_federation(layout.pki, layout.node_ids, clients=(("caseworker", "caseworker", layout.node_ids[0]),))
+    init_federation(layout.pki, layout.node_ids, clients=demo_people(layout))
+    layout.policy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DEFAULT_POLICY, layout.policy)  # what an operator does: copy the documented defaults
+    audit_keys = {n: _audit_key(layout.state(n) / "audit", n) for n in layout.node_ids}
     addresses = {node_id: f"127.0.0.1:{layout.ports[node_id]}" for node_id in layout.node_ids}
-    _dump(layout.catalog, demo_catalog(addresses))
+    _dump(layout.catalog, demo_catalog(addresses, audit_keys=audit_keys))
     for node_id in layout.node_ids:
         _dump(
             layout.node_config(node_id),
@@ -117,6 +134,9 @@ def write_configs(layout: DemoLayout, base_port: int, node_threads: int | None =
                 "catalog": str(layout.catalog),
                 "tables": {t: str(layout.data / node_id / f"{t}.parquet") for t in TABLE_NAMES},
                 "tls": layout.tls(f"nodes/{node_id}"),
+                "policy": str(layout.policy),
+                "state_dir": str(layout.state(node_id)),
+                "revocations": str(layout.pki / "crl.pem"),
                 **({"duckdb_threads": node_threads} if node_threads else {}),
             },
         )
@@ -126,21 +146,41 @@ def write_configs(layout: DemoLayout, base_port: int, node_threads: int | None =
             "listen": f"127.0.0.1:{layout.ports['coordinator']}",
             "catalog": str(layout.catalog),
             "deadline_ms": 10_000,
+            "revocations": str(layout.pki / "crl.pem"),
             "tls": layout.tls("coordinator"),
         },
     )
-    _dump(
-        layout.client_profile,
-        {
-            "coordinator": f"127.0.0.1:{layout.ports['coordinator']}",
-            "catalog": "federation.yaml",
-            "keys": "keys/caseworker.bfv",
-            "tls": {
-                "ca": "pki/ca.pem",
-                "cert": "pki/people/caseworker.pem",
-                "key": "pki/people/caseworker.key",
+    for person, _, _ in demo_people(layout):
+        _dump(
+            layout.profile_of(person),
+            {
+                "coordinator": f"127.0.0.1:{layout.ports['coordinator']}",
+                "catalog": "federation.yaml",
+                "keys": f"keys/{person}.bfv",
+                "receipts": f"receipts/{person}.jsonl",
+                "tls": {
+                    "ca": "pki/ca.pem",
+                    "cert": f"pki/people/{person}.pem",
+                    "key": f"pki/people/{person}.key",
+                },
             },
-        },
+        )
+
+
+def _audit_key(directory: Path, node_id: str) -> str:
+    """The node's audit public key for the catalog (the log and its key are made now if absent)."""
+    with AuditLog.open(directory, node_id, check_all_signatures=False) as log:
+        return log.public_key_b64()
+
+
+def demo_people(layout: DemoLayout) -> tuple[tuple[str, str, str | None], ...]:
+    """The demo's people: (name, role, home region)."""
+    home = layout.node_ids[0]
+    return (
+        ("caseworker", "caseworker", home),
+        ("analyst", "analyst", home),
+        ("bank", "integrator", None),
+        ("auditor", "auditor", None),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, cast
 import typer
 from cryptography import x509
 
-from federation import pki
+from federation import pki, revocation
 from federation.errors import AuthError, ConfigError, FederationError
 
 pki_app = typer.Typer(
@@ -181,6 +181,29 @@ def show_command(file: Annotated[Path, typer.Argument(help="A .pem certificate f
             raise AuthError(f"{file}: {exc.message}", code=exc.code) from None
         for label, value in rows:
             typer.echo(f"{label + ':':<13}{value}")
+
+
+REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation")
+
+
+@pki_app.command("revoke")
+def revoke_command(
+    ca_dir: Annotated[Path, typer.Option("--ca-dir", help="Folder holding ca.pem and ca.key (and crl.pem).")],
+    cert: Annotated[Path, typer.Argument(help="The certificate (.pem) to revoke.")],
+    reason: Annotated[str, typer.Option("--reason", help=f"One of: {', '.join(REASONS)}.")] = "unspecified",
+) -> None:
+    """Add a certificate to the federation's revocation list (crl.pem); parties re-read it when it changes."""
+    with _errors():
+        if reason not in REASONS:
+            raise ConfigError(f"--reason {reason!r}: use one of {', '.join(REASONS)}", code="CLI_BAD_OPTION")
+        try:
+            data = cert.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{cert}: cannot read ({exc.strerror})", code="TLS_FILE_MISSING") from None
+        identity = pki.read_identity(data)
+        path = revocation.revoke(ca_dir, data, reason=x509.ReasonFlags(reason))
+        typer.echo(f"revoked:     {identity.common_name} (serial {identity.serial:x})")
+        typer.echo(f"list:        {path} (name it as `revocations:` in node and coordinator configs)")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,6 +5,7 @@ catalog: federation.yaml       # node ids and addresses come from here
 deadline_ms: 10000             # how long to wait for the regions
 tls: {ca: pki/ca.pem, cert: pki/coordinator.pem, key: pki/coordinator.key}
 # insecure: true               # plaintext, local development only (logs a warning)
+revocations: pki/crl.pem       # the federation's revocation list, re-read when it changes
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator
 
 from federation.config_files import load_model, resolve_path
+from federation.envelope import TrustSettings
 from federation.tls import PartySettings
 
 
-class CoordinatorConfig(PartySettings):
+class CoordinatorConfig(PartySettings, TrustSettings):
     listen: str = "127.0.0.1:50050"
     catalog: Path
     deadline_ms: int = Field(default=10_000, ge=100, le=600_000)

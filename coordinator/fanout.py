@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,8 @@ import grpc
 
 from federation import he
 from federation.catalog import Catalog
-from federation.errors import FederationError, UnavailableError, error_for_code, from_rpc_error
+from federation.envelope import VerifiedEnvelope
+from federation.errors import AuthError, FederationError, UnavailableError, error_for_code, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.lru import Lru
@@ -29,7 +29,7 @@ MAX_DEADLINE_MS = 600_000  # a client may shorten the wait for the regions, not 
 TRANSPORT_CODES = {"NODE_TIMEOUT", "NODE_UNREACHABLE", "NODE_BAD_ANSWER"}
 # A region that refuses or fails on *this query* fails the whole query: an answer silently short of a region
 # would mislead. A region that is down, late or broken is only reported missing.
-QUERY_FAILURE_PREFIXES = ("PLAN_", "POLICY_", "CONTEXT_", "PARTIAL_", "PERSON_ID_", "NODE_EXECUTION_")
+QUERY_FAILURE_PREFIXES = ("PLAN_", "POLICY_", "AUTH_", "CONTEXT_", "PARTIAL_", "PERSON_ID_", "NODE_EXECUTION_")
 
 
 @dataclass
@@ -37,6 +37,8 @@ class MissingRegion:
     node_id: str
     code: str
     message: str
+    rule: str = ""
+    hint: str = ""
 
 
 @dataclass
@@ -47,6 +49,7 @@ class FederatedAnswer:
     answered: list[str]
     missing: list[MissingRegion]
     timings: dict[str, float] = field(default_factory=dict)
+    receipts: list[pb.AuditReceipt] = field(default_factory=list)
 
 
 class FanOut:
@@ -71,28 +74,63 @@ class FanOut:
         resend.public_context = full_context
         return self._stubs[node_id].ComputePartial(resend, timeout=max(deadline - time.monotonic(), 0.001))
 
-    def query(self, sql: str, public_context: bytes, deadline_ms: int = 0) -> FederatedAnswer:
+    def _deadline(self, deadline_ms: int) -> float:
+        return time.monotonic() + min(deadline_ms or self.deadline_ms, MAX_DEADLINE_MS) / 1000.0
+
+    def explain(
+        self, question: VerifiedEnvelope, signed: pb.SignedEnvelope, deadline_ms: int = 0
+    ) -> pb.ExplainResponse:
+        """Ask every region whether its policy accepts the question; nothing runs."""
+        plan = plan_query(question.envelope.sql, self.catalog)
+        deadline = self._deadline(deadline_ms)
+        request = pb.PartialRequest(query_id=question.query_id, plan_fingerprint=plan.fingerprint, envelope=signed)
+        calls = {
+            n: stub.Explain.future(request, timeout=deadline - time.monotonic()) for n, stub in self._stubs.items()
+        }
+        verdicts = []
+        for node_id, call in calls.items():
+            try:
+                verdicts.append(call.result())
+            except grpc.RpcError as err:
+                m = _missing(node_id, err)
+                verdicts.append(
+                    pb.NodeVerdict(
+                        node_id=node_id, accepted=False, code=m.code, message=m.message, rule=m.rule, hint=m.hint
+                    )
+                )
+        return pb.ExplainResponse(query_id=question.query_id, plan_fingerprint=plan.fingerprint, verdicts=verdicts)
+
+    def query(
+        self, question: VerifiedEnvelope, signed: pb.SignedEnvelope, public_context: bytes, deadline_ms: int = 0
+    ) -> FederatedAnswer:
         t0 = time.perf_counter()
-        plan = plan_query(sql, self.catalog)
+        plan = plan_query(question.envelope.sql, self.catalog)
         digest = he.context_digest(public_context)
+        if digest != question.envelope.context_digest:
+            raise AuthError(
+                "the public key sent is not the one the question was signed for",
+                code="AUTH_CONTEXT_MISMATCH",
+                hint="sign the question with the digest of the public context you send",
+            )
         ctx = he.load_public_context(public_context, digest)
         t_plan = time.perf_counter()
-        query_id = uuid.uuid4().hex
-        deadline = time.monotonic() + min(deadline_ms or self.deadline_ms, MAX_DEADLINE_MS) / 1000.0
+        query_id = question.query_id
+        deadline = self._deadline(deadline_ms)
         futures = {}
         for node_id in self._stubs:
             request = pb.PartialRequest(
                 query_id=query_id,
-                sql=sql,
                 public_context=b"" if self._held.get((node_id, digest)) else public_context,
                 plan_fingerprint=plan.fingerprint,
                 context_digest=digest,
+                envelope=signed,
             )
             call = self._stubs[node_id].ComputePartial.future(request, timeout=deadline - time.monotonic())
             futures[node_id] = (call, request)
         total = he.CiphertextSum(ctx, plan.layout.chunk_sizes)
         answered: list[str] = []
         missing: list[MissingRegion] = []
+        receipts: list[pb.AuditReceipt] = []
         node_times = {"node_scan_ms": 0.0, "node_encrypt_ms": 0.0, "node_total_ms": 0.0}
         aggregate_s = 0.0
         for node_id, (call, request) in futures.items():
@@ -114,6 +152,7 @@ class FanOut:
             finally:
                 aggregate_s += time.perf_counter() - t_add
             answered.append(node_id)
+            receipts.append(response.receipt)
             node_times["node_scan_ms"] = max(node_times["node_scan_ms"], response.scan_ms)
             node_times["node_encrypt_ms"] = max(node_times["node_encrypt_ms"], response.encrypt_ms)
             node_times["node_total_ms"] = max(node_times["node_total_ms"], response.total_ms)
@@ -124,7 +163,12 @@ class FanOut:
         if refusals:
             first = refusals[0]
             regions = ", ".join(m.node_id for m in refusals)
-            raise error_for_code(first.code, f"region(s) {regions} could not answer this query: {first.message}")
+            raise error_for_code(
+                first.code,
+                f"region(s) {regions} could not answer this query: {first.message}",
+                first.hint or None,
+                first.rule or None,
+            )
         if not answered:
             raise _no_region_answered(missing)
         t_sum = time.perf_counter()
@@ -143,6 +187,7 @@ class FanOut:
             ciphertexts=ciphertexts,
             answered=answered,
             missing=missing,
+            receipts=receipts,
             timings={
                 "plan_ms": (t_plan - t0) * 1e3,
                 "fanout_ms": (t_fanout - t_plan) * 1e3 - aggregate_s * 1e3,
@@ -159,7 +204,7 @@ def _missing(node_id: str, err: grpc.RpcError) -> MissingRegion:
     remote = from_rpc_error(err)
     if remote.code in ("SERVER_UNREACHABLE", "DEADLINE_EXCEEDED"):
         return MissingRegion(node_id, "NODE_UNREACHABLE", "the region cannot be reached")
-    return MissingRegion(node_id, remote.code, remote.message)
+    return MissingRegion(node_id, remote.code, remote.message, remote.rule or "", remote.hint or "")
 
 
 def _no_region_answered(missing: list[MissingRegion]) -> FederationError:
@@ -167,6 +212,8 @@ def _no_region_answered(missing: list[MissingRegion]) -> FederationError:
     if len(codes) == 1 and not codes & TRANSPORT_CODES:
         # every region refused the same way (e.g. a plan the nodes' policy refuses): pass it on
         first = missing[0]
-        return error_for_code(first.code, f"every region refused the query: {first.message}")
+        return error_for_code(
+            first.code, f"every region refused the query: {first.message}", first.hint or None, first.rule or None
+        )
     detail = ", ".join(f"{m.node_id} ({m.code})" for m in missing)
     return UnavailableError(f"no region answered: {detail}", code="REGIONS_UNAVAILABLE")

@@ -15,6 +15,8 @@ from coordinator.fanout import FanOut, FederatedAnswer
 from federation import rpc
 from federation.callers import require_caller
 from federation.catalog import Catalog, load_catalog
+from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
+from federation.errors import AuthError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.tls import (
@@ -34,14 +36,32 @@ SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUE
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
-    def __init__(self, fanout: FanOut, catalog_text: str) -> None:
+    def __init__(self, fanout: FanOut, verifier: EnvelopeVerifier, catalog_text: str) -> None:
         self._fanout = fanout
+        self._verifier = verifier
         self._catalog_text = catalog_text
+
+    def _question(self, context: grpc.ServicerContext, signed: pb.SignedEnvelope, operation: str) -> VerifiedEnvelope:
+        """The caller's signed question, checked here too so a bad one is refused before any region sees it.
+
+        The nodes check it again themselves; this check only saves them the work and says why early.
+        """
+        caller = require_caller(context, ("person",), "the coordinator")
+        if caller is not None:
+            self._verifier.revocations.check(caller.serial, "caller's")
+        question = self._verifier.verify(signed, operation=operation)
+        if caller is not None and question.signer.serial != caller.serial:
+            raise AuthError(
+                "the question is signed by someone other than the caller",
+                code="AUTH_SIGNER_MISMATCH",
+                hint="sign with the certificate you connect with",
+            )
+        return question
 
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
         def handle() -> FederatedAnswer:
-            require_caller(context, ("person",), "the coordinator")
-            return self._fanout.query(request.sql, request.public_context, request.deadline_ms)
+            question = self._question(context, request.envelope, "query")
+            return self._fanout.query(question, request.envelope, request.public_context, request.deadline_ms)
 
         answer = rpc.answer(context, log, "query", "COORDINATOR_INTERNAL", handle)
         return pb.QueryResponse(
@@ -49,9 +69,20 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             plan_fingerprint=answer.fingerprint,
             ciphertexts=answer.ciphertexts,
             answered=answer.answered,
-            missing=[pb.RegionStatus(node_id=m.node_id, code=m.code, message=m.message) for m in answer.missing],
+            missing=[
+                pb.RegionStatus(node_id=m.node_id, code=m.code, message=m.message, rule=m.rule, hint=m.hint)
+                for m in answer.missing
+            ],
             timings=pb.StageTimings(**answer.timings),
+            receipts=answer.receipts,
         )
+
+    def Explain(self, request: pb.ExplainRequest, context: grpc.ServicerContext) -> pb.ExplainResponse:
+        def handle() -> pb.ExplainResponse:
+            question = self._question(context, request.envelope, "explain")
+            return self._fanout.explain(question, request.envelope, request.deadline_ms)
+
+        return rpc.answer(context, log, "explain", "COORDINATOR_INTERNAL", handle)
 
     def GetCatalog(self, request: pb.CatalogRequest, context: grpc.ServicerContext) -> pb.CatalogResponse:
         digest = hashlib.sha256(self._catalog_text.encode()).hexdigest()
@@ -88,8 +119,9 @@ def start_coordinator(
         channels.append(channel)
         stubs[node.id] = pb_grpc.NodeStub(channel)
     fanout = FanOut(catalog, stubs, config.deadline_ms)
+    verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
     server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
-    pb_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(fanout, catalog_text), server)
+    pb_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(fanout, verifier, catalog_text), server)
     port = add_port(server, listen or config.listen, tls)
     rpc.add_health(server, "hpf.v1.Coordinator")
     server.start()

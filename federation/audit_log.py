@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from federation import merkle
 from federation.errors import AuditError
-from federation.pki import _write
+from federation.pki import write_file
 
 ENTRIES = "entries.jsonl"
 CHECKPOINTS = "checkpoints.jsonl"
@@ -707,7 +707,7 @@ def _load_or_create_key(directory: Path, log_has_entries: bool) -> Ed25519Privat
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        _write(key_path, pem, 0o600)
+        write_file(key_path, pem, 0o600)
     else:
         try:
             loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
@@ -725,7 +725,7 @@ def _load_or_create_key(directory: Path, log_has_entries: bool) -> Ed25519Privat
         if not same:
             raise AuditError(f"{pub_path} does not match {key_path}", code="AUDIT_KEY_MISMATCH")
     else:
-        _write(pub_path, pub_pem, 0o644)
+        write_file(pub_path, pub_pem, 0o644)
     return key
 
 

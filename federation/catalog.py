@@ -21,6 +21,8 @@ explicit "other" group, never dropped.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import re
 from enum import Enum
@@ -205,6 +207,20 @@ class NodeEntry(BaseModel):
     id: str
     address: str
     name: str | None = None
+    audit_key: str | None = None  # the node's Ed25519 audit public key, raw 32 bytes in base64
+
+    @field_validator("audit_key")
+    @classmethod
+    def _audit_key(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            raw = base64.b64decode(v, validate=True)
+        except binascii.Error:
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("audit_key must be the node's 32-byte Ed25519 public key in base64 (a node logs it)")
+        return v
 
     @field_validator("id")
     @classmethod

@@ -6,6 +6,7 @@ The client derives the plan itself from the catalog and checks that the coordina
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +15,11 @@ import grpc
 import yaml
 
 from federation import he
+from federation.audit_log import Receipt
+from federation.audit_proto import check_receipt, receipt_from_proto
 from federation.catalog import Catalog, load_catalog
 from federation.config_files import parse_model
+from federation.envelope import Signer, query_id
 from federation.errors import ConfigError, CryptoError, PlanError, from_rpc_error
 from federation.finish import finish
 from federation.generated import hpf_federation_pb2 as pb
@@ -29,18 +33,25 @@ from federation.tls import require_tls, secure_channel
 
 @dataclass
 class QueryAnswer:
+    """A federated answer. ``withheld_groups``: groups some region withheld (below its minimum group size),
+    listed with NULL aggregates, or dropped by a HAVING over those NULLs."""
+
     columns: list[str]
     rows: list[list[Any]]
     answered: list[str]
     missing: list[dict[str, str]]
     query_id: str
     timings: dict[str, float] = field(default_factory=dict)
+    withheld_groups: int = 0
+    receipts: list[Receipt] = field(default_factory=list)  # each answering region's audit receipt
+    receipts_verified: int = 0  # how many of them were checked against the region's audit key
 
     def to_json(self) -> dict[str, Any]:
         return {
             "columns": self.columns,
             "rows": self.rows,
             "regions": {"answered": self.answered, "missing": [m["node_id"] for m in self.missing]},
+            "withheld_groups": self.withheld_groups,
         }
 
 
@@ -52,6 +63,7 @@ class FederationClient:
         self._stub = pb_grpc.CoordinatorStub(self._channel)
         self._keys = keys
         self._catalog: Catalog | None = None
+        self._signer: Signer | None = None
 
     def close(self) -> None:
         self._channel.close()
@@ -67,6 +79,67 @@ class FederationClient:
         if self._keys is None:
             self._keys = he.ClientKeys.load_or_generate(self.profile.keys)
         return self._keys
+
+    @property
+    def signer(self) -> Signer:
+        """The certificate and key that sign this client's questions (the profile's identity, else its TLS pair)."""
+        if self._signer is None:
+            source = self.profile.identity or self.profile.tls
+            if source is None:
+                raise ConfigError(
+                    "questions must be signed, and this profile names no certificate to sign with",
+                    code="AUTH_NO_IDENTITY",
+                    hint="give 'tls: {ca, cert, key}' or 'identity: {cert, key}' in the profile",
+                )
+            self._signer = Signer.from_files(source.cert, source.key)
+        return self._signer
+
+    def sign(
+        self, sql: str, *, operation: str = "query", purpose: str | None = None, consent: str | None = None
+    ) -> pb.SignedEnvelope:
+        """Sign one question for this federation, bound to this client's public context."""
+        return self.signer.sign(
+            sql=sql,
+            context_digest=he.context_digest(self.keys.public_context()),
+            federation=self.catalog.federation,
+            operation=operation,
+            purpose=self.profile.purpose if purpose is None else purpose,
+            consent_ref=consent or "",
+        )
+
+    def explain(
+        self, sql: str, *, purpose: str | None = None, consent: str | None = None
+    ) -> tuple[Plan, pb.ExplainResponse]:
+        """The partial plan and every region's verdict on the question, without running it."""
+        plan = self.plan(sql)
+        signed = self.sign(sql, operation="explain", purpose=purpose, consent=consent)
+        try:
+            reply = self._stub.Explain(pb.ExplainRequest(envelope=signed), timeout=self.profile.timeout_s)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        if reply.plan_fingerprint != plan.fingerprint:
+            raise PlanError(
+                "the coordinator derived a different plan than this client",
+                code="PLAN_MISMATCH",
+                hint="the client's catalog may differ from the coordinator's",
+            )
+        return plan, reply
+
+    def _receipts(self, reply: pb.QueryResponse, signed: pb.SignedEnvelope) -> tuple[list[Receipt], int]:
+        """Every answering region's audit receipt, checked, and kept in the profile's receipts file."""
+        envelope = pb.QueryEnvelope.FromString(signed.envelope)
+        receipts = [receipt_from_proto(r) for r in reply.receipts]
+        if sorted(r.node_id for r in receipts) != sorted(reply.answered):
+            raise CryptoError("the answer does not carry one audit receipt per region", code="ANSWER_CORRUPT")
+        keys = {n.id: n.audit_key for n in self.catalog.nodes}
+        who = self.signer.identity.common_name
+        verified = sum(check_receipt(r, nonce=envelope.nonce, signer=who, audit_keys=keys) for r in receipts)
+        if self.profile.receipts is not None and receipts:
+            self.profile.receipts.parent.mkdir(parents=True, exist_ok=True)
+            with self.profile.receipts.open("a", encoding="utf-8") as fh:
+                for r in receipts:
+                    fh.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
+        return receipts, verified
 
     @property
     def catalog(self) -> Catalog:
@@ -88,13 +161,16 @@ class FederationClient:
     def plan(self, sql: str) -> Plan:
         return plan_query(sql, self.catalog)
 
-    def query(self, sql: str, deadline_ms: int | None = None) -> QueryAnswer:
+    def query(
+        self, sql: str, deadline_ms: int | None = None, *, purpose: str | None = None, consent: str | None = None
+    ) -> QueryAnswer:
         t0 = time.perf_counter()
         plan = self.plan(sql)  # clear errors before anything is sent
         keys = self.keys
+        signed = self.sign(sql, purpose=purpose, consent=consent)
         t_plan = time.perf_counter()
         request = pb.QueryRequest(
-            sql=sql,
+            envelope=signed,
             public_context=keys.public_context(),
             deadline_ms=self.profile.deadline_ms if deadline_ms is None else deadline_ms,
         )
@@ -103,6 +179,9 @@ class FederationClient:
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
         t_rpc = time.perf_counter()
+        if reply.query_id != query_id(signed):
+            raise CryptoError("the answer is for another question", code="ANSWER_CORRUPT")
+        receipts, verified = self._receipts(reply, signed)
         if reply.plan_fingerprint != plan.fingerprint:
             raise PlanError(
                 "the coordinator answered a different plan than this client derived",
@@ -116,7 +195,7 @@ class FederationClient:
         t_dec = time.perf_counter()
         if not reply.answered:
             raise CryptoError("the answer names no region", code="ANSWER_CORRUPT")
-        columns, rows = finish(plan, decode_totals(plan, decrypted, len(reply.answered)))
+        finished = finish(plan, decode_totals(plan, decrypted, len(reply.answered)))
         t_fin = time.perf_counter()
         server = reply.timings
         timings = {
@@ -133,10 +212,13 @@ class FederationClient:
             "total_ms": (t_fin - t0) * 1e3,
         }
         return QueryAnswer(
-            columns=columns,
-            rows=rows,
+            columns=finished.columns,
+            rows=finished.rows,
             answered=list(reply.answered),
             missing=[{"node_id": m.node_id, "code": m.code, "message": m.message} for m in reply.missing],
             query_id=reply.query_id,
             timings=timings,
+            withheld_groups=finished.withheld_groups,
+            receipts=receipts,
+            receipts_verified=verified,
         )

@@ -126,13 +126,18 @@ def column_types(table: str) -> dict[str, str]:
     return {name: spec["type"] for name, spec in hpf_tables()[table]["columns"].items()}
 
 
-def demo_catalog(node_addresses: dict[str, str], federation: str = "yrd-demo") -> dict[str, Any]:
-    """A complete catalog dict for regional nodes ``{node_id: "host:port"}`` (ids from ``regions.py``)."""
+def demo_catalog(
+    node_addresses: dict[str, str], federation: str = "yrd-demo", audit_keys: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A complete catalog dict for regional nodes ``{node_id: "host:port"}`` (ids from ``regions.py``),
+    with each node's audit public key where ``audit_keys`` gives it."""
     unknown = sorted(set(node_addresses) - set(BY_NODE_ID))
     if unknown:
         raise ValueError(f"not a region node id: {', '.join(unknown)} (see federation/regions.py)")
+    keys = audit_keys or {}
     nodes = [
         {"id": node_id, "address": address, "name": BY_NODE_ID[node_id].name}
+        | ({"audit_key": keys[node_id]} if node_id in keys else {})
         for node_id, address in node_addresses.items()
     ]
     return {"federation": federation, "nodes": nodes, "tables": hpf_tables()}

@@ -116,9 +116,6 @@ def write_file(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-_write = write_file  # older name
-
-
 def _write_pair(files: CaFiles | CertFiles, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
     pem, pkcs8 = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
     write_file(files.key, key.private_bytes(pem, pkcs8, serialization.NoEncryption()), 0o600)

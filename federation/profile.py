@@ -5,16 +5,32 @@ catalog: federation.yaml                # or omit: fetched from the coordinator
 keys: keys/client.bfv                   # the BFV key pair (secret inside, mode 0600; made on first use)
 tls: {ca: pki/ca.pem, cert: pki/people/caseworker.pem, key: pki/people/caseworker.key}
 # insecure: true                        # plaintext, local development only
+# identity: {cert: ..., key: ...}       # the certificate that signs questions (default: the TLS one)
+# purpose: loan-review                  # purpose code sent when the command line gives none
+# receipts: receipts.jsonl              # where the regions' audit receipts are kept (inclusion checks)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from federation.config_files import load_model, resolve_path
 from federation.tls import PartySettings
+
+
+class SigningIdentity(BaseModel):
+    """A person's certificate and key, for signing questions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cert: Path
+    key: Path
+
+    @field_validator("cert", "key")
+    @classmethod
+    def _resolve(cls, v: Path, info: ValidationInfo) -> Path:
+        return resolve_path(v, info)
 
 
 class ClientProfile(PartySettings):
@@ -23,8 +39,11 @@ class ClientProfile(PartySettings):
     keys: Path = Path("keys/client.bfv")
     deadline_ms: int = Field(default=0, ge=0, le=600_000)
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    identity: SigningIdentity | None = None
+    purpose: str = Field(default="", max_length=64)
+    receipts: Path | None = Field(default=Path("receipts.jsonl"), validate_default=True)
 
-    @field_validator("catalog", "keys")
+    @field_validator("catalog", "keys", "receipts")
     @classmethod
     def _resolve(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         return None if v is None else resolve_path(v, info)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import CRLEntryExtensionOID
 
 from federation import pki
 from federation.errors import AuthError, ConfigError
@@ -71,13 +70,6 @@ def _load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocati
 def revoked_serials(path: Path, ca_cert: x509.Certificate) -> frozenset[int]:
     """Serials listed in a CA-signed CRL file."""
     return frozenset(entry.serial_number for entry in _load_crl(path, ca_cert))
-
-
-def reason_of(entry: x509.RevokedCertificate) -> str:
-    try:
-        return str(entry.extensions.get_extension_for_oid(CRLEntryExtensionOID.CRL_REASON).value.reason.value)
-    except x509.ExtensionNotFound:
-        return "unspecified"
 
 
 class RevocationList:

@@ -8,6 +8,12 @@ tables:                              # where this region's tables live, read by 
   loans: {path: data/loans.csv, format: csv}
 tls: {ca: pki/ca.pem, cert: pki/nodes/shanghai.pem, key: pki/nodes/shanghai.key}
 # insecure: true                     # plaintext, local development only (logs a warning)
+policy: policies/shanghai.yaml       # who may ask what (default: the packaged policies/default.yaml)
+state_dir: state                     # the audit log (audit/), its signing key and the replay store
+revocations: pki/crl.pem             # the federation's revocation list, re-read when it changes
+# federation_ca: pki/ca.pem          # CA for signed questions (default: the TLS CA; needed when insecure)
+# envelope_window_s: 300             # how far a question's signing time may be from this node's clock
+# audit_fsync: true                  # flush every audit entry to disk before answering
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from federation.config_files import load_model, resolve_path
+from federation.envelope import TrustSettings
 from federation.tls import PartySettings
 
 
@@ -38,7 +45,7 @@ class TableSource(BaseModel):
         return "csv" if str(self.path).lower().endswith((".csv", ".csv.gz")) else "parquet"
 
 
-class NodeConfig(PartySettings):
+class NodeConfig(PartySettings, TrustSettings):
     node_id: str
     listen: str = "127.0.0.1:50051"
     catalog: Path
@@ -47,11 +54,19 @@ class NodeConfig(PartySettings):
     duckdb_threads: int | None = Field(
         default=None, ge=1, le=256, description="DuckDB worker threads (default: all cores)"
     )
+    policy: Path | None = None
+    state_dir: Path = Path("state")
+    audit_fsync: bool = True
 
-    @field_validator("catalog")
+    @field_validator("catalog", "state_dir")
     @classmethod
     def _catalog(cls, v: Path, info: ValidationInfo) -> Path:
         return resolve_path(v, info)
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else resolve_path(v, info)
 
     @field_validator("tables", mode="before")
     @classmethod

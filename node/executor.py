@@ -1,7 +1,7 @@
-"""The node's handler for one partial plan: re-derive, re-check, run, encode, encrypt. No gRPC here.
+"""Running one admitted partial plan: scan, encode (withholding small groups), encrypt. No gRPC here.
 
-A node never trusts the coordinator: it plans the SQL text itself against its own copy of the catalog and
-refuses when its plan differs from the one the coordinator says it made.
+What may run is decided before this, by :mod:`node.handler` (signature, policy, replay); this module only
+computes, under the public context whose digest the asker signed.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import tenseal as ts
+
 from federation import he
 from federation.catalog import Catalog
-from federation.errors import CryptoError, PlanError
-from federation.planner import plan_query
+from federation.errors import AuthError
+from federation.plan import Plan
 from federation.slot_codec import chunks, encode_partials
 
 log = logging.getLogger("hpf.node")
@@ -40,28 +42,27 @@ class PartialExecutor:
         self.catalog = catalog
         self.backend = backend
 
-    def compute(
-        self, query_id: str, sql: str, public_context: bytes, expected_fingerprint: str, context_digest: str = ""
-    ) -> PartialResult:
-        started = time.perf_counter()
-        plan = plan_query(sql, self.catalog)
-        if expected_fingerprint and expected_fingerprint != plan.fingerprint:
-            raise PlanError(
-                "the coordinator's plan differs from the plan this node derives from the same SQL",
-                code="PLAN_MISMATCH",
-                hint="the coordinator and this node may hold different catalogs",
+    @staticmethod
+    def public_context(public_context: bytes, signed_digest: str) -> ts.Context:
+        """The context the asker signed: the one sent (if its digest matches), else the one this node holds."""
+        if not public_context:
+            return he.cached_public_context(signed_digest)
+        if he.context_digest(public_context) != signed_digest:
+            raise AuthError(
+                "the public key sent is not the one the asker signed for",
+                code="AUTH_CONTEXT_MISMATCH",
+                hint="an answer is encrypted only under the key named in the signed question",
             )
-        if public_context:
-            digest = he.context_digest(public_context)
-            if context_digest and context_digest != digest:
-                raise CryptoError("the public context does not match its digest", code="CONTEXT_DIGEST_MISMATCH")
-            ctx = he.load_public_context(public_context, digest)
-        else:
-            ctx = he.cached_public_context(context_digest)
+        return he.load_public_context(public_context, signed_digest)
+
+    def compute(
+        self, query_id: str, plan: Plan, ctx: ts.Context, min_group_size: int = 1, started: float | None = None
+    ) -> PartialResult:
+        started = time.perf_counter() if started is None else started
         t_scan = time.perf_counter()
         rows = self.backend.run(plan.node_sql())
         t_encode = time.perf_counter()
-        flat = encode_partials(plan, rows)
+        flat = encode_partials(plan, rows, min_group_size=min_group_size)
         ciphertexts = [he.encrypt_slots(ctx, chunk) for chunk in chunks(flat)]
         done = time.perf_counter()
         log.info("query %s answered: plan %s, %d ciphertext(s)", query_id, plan.fingerprint[:12], len(ciphertexts))

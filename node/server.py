@@ -11,15 +11,21 @@ from dataclasses import dataclass
 import grpc
 
 from federation import __version__, rpc
+from federation.audit_log import AuditLog
 from federation.callers import require_caller
 from federation.catalog import Catalog, load_catalog
 from federation.errors import ConfigError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.pki import Identity
 from federation.tls import GRPC_OPTIONS, add_port, new_server, require_tls, with_options
 from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
-from node.executor import PartialExecutor, PartialResult
+from node.executor import PartialExecutor
+from node.handler import NodeHandler
+from node.replay import ReplayGuard
+from policies import DEFAULT_POLICY
+from policies.loader import load_policy
 
 log = logging.getLogger("hpf.node")
 
@@ -28,36 +34,35 @@ SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUE
 
 
 class NodeServicer(pb_grpc.NodeServicer):
-    def __init__(self, executor: PartialExecutor, catalog_digest: str) -> None:
-        self._executor = executor
+    def __init__(self, handler: NodeHandler, catalog_digest: str) -> None:
+        self._handler = handler
         self._catalog_digest = catalog_digest
 
     def ComputePartial(self, request: pb.PartialRequest, context: grpc.ServicerContext) -> pb.PartialResponse:
-        def handle() -> PartialResult:
-            require_caller(context, ("coordinator",), "a node")
-            return self._executor.compute(
-                request.query_id, request.sql, request.public_context, request.plan_fingerprint, request.context_digest
-            )
+        def caller() -> Identity | None:
+            return require_caller(context, ("coordinator",), "a node")
 
-        result = rpc.answer(context, log, f"query {request.query_id}", "NODE_INTERNAL", handle)
-        return pb.PartialResponse(
-            node_id=self._executor.node_id,
-            plan_fingerprint=result.fingerprint,
-            ciphertexts=result.ciphertexts,
-            scan_ms=result.scan_ms,
-            encrypt_ms=result.encrypt_ms,
-            total_ms=result.total_ms,
-        )
+        what = f"query {request.query_id[:12]}"
+        return rpc.answer(context, log, what, "NODE_INTERNAL", lambda: self._handler.partial(request, caller))
+
+    def Explain(self, request: pb.PartialRequest, context: grpc.ServicerContext) -> pb.NodeVerdict:
+        def caller() -> Identity | None:
+            return require_caller(context, ("coordinator",), "a node")
+
+        what = f"explain {request.query_id[:12]}"
+        return rpc.answer(context, log, what, "NODE_INTERNAL", lambda: self._handler.explain(request, caller))
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
         rpc.answer(
             context, log, "describe", "NODE_INTERNAL", lambda: require_caller(context, ("coordinator",), "a node")
         )
+        handler = self._handler
         return pb.DescribeResponse(
-            node_id=self._executor.node_id,
+            node_id=handler.node_id,
             catalog_digest=self._catalog_digest,
-            tables=sorted(self._executor.catalog.tables),
+            tables=sorted(handler.catalog.tables),
             version=__version__,
+            audit_public_key=handler.audit.public_key_raw(),
         )
 
 
@@ -66,9 +71,11 @@ class RunningNode:
     server: grpc.Server
     port: int
     node_id: str
+    handler: NodeHandler
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
+        self.handler.close()
 
 
 def catalog_digest(path: str) -> str:
@@ -87,14 +94,29 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
             hint=f"catalog nodes: {', '.join(catalog.node_ids)}",
         )
     backend = DuckDBBackend(catalog, config.tables, threads=config.duckdb_threads)
-    executor = PartialExecutor(config.node_id, catalog, backend)
-    server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
-    pb_grpc.add_NodeServicer_to_server(NodeServicer(executor, catalog_digest(str(config.catalog))), server)
-    port = add_port(server, listen or config.listen, tls)
-    rpc.add_health(server, "hpf.v1.Node")
-    server.start()
-    log.info("node %s listening on port %d (%s)", config.node_id, port, "mTLS" if tls else "INSECURE")
-    return RunningNode(server=server, port=port, node_id=config.node_id)
+    handler = NodeHandler(
+        config.node_id,
+        catalog,
+        PartialExecutor(config.node_id, catalog, backend),
+        config.envelope_verifier(tls.ca if tls else None, catalog.federation),
+        ReplayGuard(config.state_dir / "nonces.sqlite", config.envelope_window_s),
+        load_policy(config.policy or DEFAULT_POLICY),
+        AuditLog.open(
+            config.state_dir / "audit", config.node_id, fsync=config.audit_fsync, check_all_signatures=False
+        ),
+    )
+    try:
+        server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
+        pb_grpc.add_NodeServicer_to_server(NodeServicer(handler, catalog_digest(str(config.catalog))), server)
+        port = add_port(server, listen or config.listen, tls)
+        rpc.add_health(server, "hpf.v1.Node")
+        server.start()
+        log.info("node %s audit key: %s", config.node_id, handler.audit.public_key_b64())
+        log.info("node %s listening on port %d (%s)", config.node_id, port, "mTLS" if tls else "INSECURE")
+    except BaseException:
+        handler.close()
+        raise
+    return RunningNode(server=server, port=port, node_id=config.node_id, handler=handler)
 
 
 @contextlib.contextmanager

@@ -2,11 +2,24 @@
 
 Every server runs in this process on a free port and is always stopped on exit. The oracle is DuckDB over
 the union of every node's files.
+
+Minimum group size: a node with ``k`` withholds every group it holds 1 to k-1 rows of (after the WHERE); the
+client lists such a group with NULL aggregates. The oracle for ``SELECT <keys>, <aggregates> FROM t [WHERE ...]
+GROUP BY <keys>`` (no HAVING, no LIMIT, key values inside their domains) when every node applies ``k``::
+
+    withheld = fed.oracle_withheld("SELECT <keys>, COUNT(*) FROM t [WHERE ...] GROUP BY <keys>", k)
+    expected = harness.mask_withheld(fed.oracle(sql), withheld, n_keys=len(keys))
+    # answer.rows == expected (in the ORDER BY's order), answer.withheld_groups == len(withheld)
+
+For HAVING, ORDER BY over aggregates or LIMIT, load ``expected`` into DuckDB and run those clauses there:
+a NULL aggregate fails every HAVING comparison, as it does in the client. The pure helpers live in
+``group_size_oracle`` (unit tests use them without a federation).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +27,8 @@ from typing import Any
 
 import duckdb
 import yaml
+from group_size_oracle import mask_withheld as mask_withheld  # re-exported for end-to-end tests
+from group_size_oracle import withheld_oracle
 
 from coordinator.config import CoordinatorConfig
 from coordinator.server import RunningCoordinator, start_coordinator
@@ -25,6 +40,9 @@ from federation.pki import init_federation
 from federation.profile import ClientProfile
 from node.config import NodeConfig
 from node.server import RunningNode, start_node
+
+OPEN_POLICY = Path(__file__).parent / "fixtures" / "policies" / "open.yaml"
+OPEN_LOOKUPS_POLICY = OPEN_POLICY.with_name("open-lookups.yaml")  # open.yaml plus identifier equality filters
 
 
 @dataclass
@@ -38,9 +56,21 @@ class Federation:
     node_ids: list[str]
     data_files: dict[str, list[Path]] = field(default_factory=dict)  # table -> files of every node
 
-    def client(self, keys: ClientKeys | None = None) -> FederationClient:
-        profile = parse_model(self.profile_path, yaml.safe_load(self.profile_path.read_text()), ClientProfile)
+    @property
+    def pki_dir(self) -> Path:
+        return self.root / "pki"
+
+    def client(self, keys: ClientKeys | None = None, person: str | None = None) -> FederationClient:
+        """A client signing as ``person`` (a name from ``people``; default the caseworker)."""
+        doc = yaml.safe_load(self.profile_path.read_text())
+        if person is not None:
+            doc["tls"]["cert"] = str(self.pki_dir / "people" / f"{person}.pem")
+            doc["tls"]["key"] = str(self.pki_dir / "people" / f"{person}.key")
+        profile = parse_model(self.profile_path, doc, ClientProfile)
         return FederationClient(profile, keys=keys)
+
+    def audit_dir(self, node_id: str) -> Path:
+        return self.root / "state" / node_id / "audit"
 
     def oracle(self, sql: str) -> list[tuple[Any, ...]]:
         """DuckDB over the union of all nodes' files: the answer every federated query must equal."""
@@ -52,6 +82,19 @@ class Federation:
             return con.execute(sql).fetchall()
         finally:
             con.close()
+
+    def node_oracle(self, node_id: str, sql: str) -> list[tuple[Any, ...]]:
+        """DuckDB over ``node_id``'s own files only."""
+        files = {t: [p for p in paths if p.parent.name == node_id] for t, paths in self.data_files.items()}
+        return dataclasses.replace(self, data_files=files).oracle(sql)
+
+    def node_group_counts(self, group_sql: str) -> dict[str, dict[tuple[Any, ...], int]]:
+        """Per node, ``{group key values: count}`` from ``group_sql`` (keys first, ``COUNT(*)`` last) on its files."""
+        return {n: {tuple(row[:-1]): int(row[-1]) for row in self.node_oracle(n, group_sql)} for n in self.node_ids}
+
+    def oracle_withheld(self, group_sql: str, k: int) -> dict[tuple[Any, ...], int]:
+        """The groups of ``group_sql`` that nodes applying minimum group size ``k`` withhold (see withheld_oracle)."""
+        return withheld_oracle(self.node_group_counts(group_sql), k)
 
     def stop_node(self, node_id: str) -> None:
         self.nodes[node_id].stop(0)
@@ -80,11 +123,17 @@ def federation(
     *,
     deadline_ms: int = 10_000,
     write_data: bool = True,
+    policy: Path | Mapping[str, Path] = OPEN_POLICY,
+    people: Sequence[tuple[str, str, str | None]] = (("caseworker", "caseworker", None),),
 ) -> Iterator[Federation]:
-    """Start a federation whose nodes hold ``node_rows[node_id][table]`` for the catalog ``tables``."""
+    """Start a federation whose nodes hold ``node_rows[node_id][table]`` for the catalog ``tables``.
+
+    Every node applies ``policy`` (one file, or one per node id); ``people`` get certificates
+    (name, role, home region) and sign with :meth:`Federation.client`.
+    """
     node_ids = list(node_rows)
     pki_dir = root / "pki"
-    init_federation(pki_dir, node_ids)
+    init_federation(pki_dir, node_ids, clients=people)
     catalog_doc = {
         "federation": "test",
         "nodes": [{"id": n, "address": "127.0.0.1:1"} for n in node_ids],
@@ -113,6 +162,10 @@ def federation(
                     "listen": "127.0.0.1:0",
                     "catalog": str(catalog_path),
                     "tables": sources,
+                    "policy": str(policy if isinstance(policy, Path) else policy[node_id]),
+                    "state_dir": str(root / "state" / node_id),
+                    "revocations": str(pki_dir / "crl.pem"),
+                    "audit_fsync": False,
                     "tls": {
                         "ca": str(pki_dir / "ca.pem"),
                         "cert": str(pki_dir / "nodes" / f"{node_id}.pem"),
@@ -127,6 +180,7 @@ def federation(
                 "listen": "127.0.0.1:0",
                 "catalog": str(catalog_path),
                 "deadline_ms": deadline_ms,
+                "revocations": str(pki_dir / "crl.pem"),
                 "tls": {
                     "ca": str(pki_dir / "ca.pem"),
                     "cert": str(pki_dir / "coordinator.pem"),

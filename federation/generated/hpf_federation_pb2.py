@@ -24,35 +24,49 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)federation/generated/hpf_federation.proto\x12\x06hpf.v1\"H\n\x0cQueryRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12\x16\n\x0epublic_context\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\">\n\x0cRegionStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x8e\x01\n\x0cStageTimings\x12\x0f\n\x07plan_ms\x18\x01 \x01(\x01\x12\x11\n\tfanout_ms\x18\x02 \x01(\x01\x12\x14\n\x0cnode_scan_ms\x18\x03 \x01(\x01\x12\x17\n\x0fnode_encrypt_ms\x18\x04 \x01(\x01\x12\x15\n\rnode_total_ms\x18\x05 \x01(\x01\x12\x14\n\x0c\x61ggregate_ms\x18\x06 \x01(\x01\"\xb0\x01\n\rQueryResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x10\n\x08\x61nswered\x18\x04 \x03(\t\x12%\n\x07missing\x18\x05 \x03(\x0b\x32\x14.hpf.v1.RegionStatus\x12%\n\x07timings\x18\x06 \x01(\x0b\x32\x14.hpf.v1.StageTimings\"\x10\n\x0e\x43\x61talogRequest\"7\n\x0f\x43\x61talogResponse\x12\x14\n\x0c\x63\x61talog_yaml\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"y\n\x0ePartialRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x16\n\x0epublic_context\x18\x03 \x01(\x0c\x12\x18\n\x10plan_fingerprint\x18\x04 \x01(\t\x12\x16\n\x0e\x63ontext_digest\x18\x05 \x01(\t\"\x88\x01\n\x0fPartialResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x0f\n\x07scan_ms\x18\x04 \x01(\x01\x12\x12\n\nencrypt_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\"\x11\n\x0f\x44\x65scribeRequest\"\\\n\x10\x44\x65scribeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61talog_digest\x18\x02 \x01(\t\x12\x0e\n\x06tables\x18\x03 \x03(\t\x12\x0f\n\x07version\x18\x04 \x01(\t2\x82\x01\n\x0b\x43oordinator\x12\x34\n\x05Query\x12\x14.hpf.v1.QueryRequest\x1a\x15.hpf.v1.QueryResponse\x12=\n\nGetCatalog\x12\x16.hpf.v1.CatalogRequest\x1a\x17.hpf.v1.CatalogResponse2\x88\x01\n\x04Node\x12\x41\n\x0e\x43omputePartial\x12\x16.hpf.v1.PartialRequest\x1a\x17.hpf.v1.PartialResponse\x12=\n\x08\x44\x65scribe\x12\x17.hpf.v1.DescribeRequest\x1a\x18.hpf.v1.DescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)federation/generated/hpf_federation.proto\x12\x06hpf.v1\"\xb7\x01\n\rQueryEnvelope\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x11\n\toperation\x18\x02 \x01(\t\x12\x0b\n\x03sql\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x13\n\x0b\x63onsent_ref\x18\x05 \x01(\t\x12\x14\n\x0cissued_at_ms\x18\x06 \x01(\x03\x12\r\n\x05nonce\x18\x07 \x01(\x0c\x12\x16\n\x0e\x63ontext_digest\x18\x08 \x01(\t\x12\x12\n\nfederation\x18\t \x01(\t\"Q\n\x0eSignedEnvelope\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x1a\n\x12signer_certificate\x18\x03 \x01(\x0c\"k\n\x0cQueryRequest\x12\x16\n\x0epublic_context\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\x12(\n\x08\x65nvelope\x18\x04 \x01(\x0b\x32\x16.hpf.v1.SignedEnvelopeJ\x04\x08\x01\x10\x02\"Z\n\x0cRegionStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x0c\n\x04hint\x18\x05 \x01(\t\"\x8e\x01\n\x0cStageTimings\x12\x0f\n\x07plan_ms\x18\x01 \x01(\x01\x12\x11\n\tfanout_ms\x18\x02 \x01(\x01\x12\x14\n\x0cnode_scan_ms\x18\x03 \x01(\x01\x12\x17\n\x0fnode_encrypt_ms\x18\x04 \x01(\x01\x12\x15\n\rnode_total_ms\x18\x05 \x01(\x01\x12\x14\n\x0c\x61ggregate_ms\x18\x06 \x01(\x01\"\xd8\x01\n\rQueryResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x10\n\x08\x61nswered\x18\x04 \x03(\t\x12%\n\x07missing\x18\x05 \x03(\x0b\x32\x14.hpf.v1.RegionStatus\x12%\n\x07timings\x18\x06 \x01(\x0b\x32\x14.hpf.v1.StageTimings\x12&\n\x08receipts\x18\x07 \x03(\x0b\x32\x14.hpf.v1.AuditReceipt\"_\n\x0f\x41uditCheckpoint\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04root\x18\x03 \x01(\x0c\x12\x0c\n\x04time\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"j\n\x0c\x41uditReceipt\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\r\n\x05\x65ntry\x18\x03 \x01(\x0c\x12+\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x17.hpf.v1.AuditCheckpoint\"O\n\x0e\x45xplainRequest\x12(\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x16.hpf.v1.SignedEnvelope\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x02 \x01(\r\"\xaa\x01\n\x0bNodeVerdict\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\x0c\n\x04hint\x18\x06 \x01(\t\x12\x16\n\x0emin_group_size\x18\x07 \x01(\r\x12%\n\x07receipt\x18\x08 \x01(\x0b\x32\x14.hpf.v1.AuditReceipt\"d\n\x0f\x45xplainResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12%\n\x08verdicts\x18\x03 \x03(\x0b\x32\x13.hpf.v1.NodeVerdict\"\x10\n\x0e\x43\x61talogRequest\"7\n\x0f\x43\x61talogResponse\x12\x14\n\x0c\x63\x61talog_yaml\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"\x9c\x01\n\x0ePartialRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x16\n\x0epublic_context\x18\x03 \x01(\x0c\x12\x18\n\x10plan_fingerprint\x18\x04 \x01(\t\x12\x16\n\x0e\x63ontext_digest\x18\x05 \x01(\t\x12(\n\x08\x65nvelope\x18\x06 \x01(\x0b\x32\x16.hpf.v1.SignedEnvelopeJ\x04\x08\x02\x10\x03\"\xaf\x01\n\x0fPartialResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x0f\n\x07scan_ms\x18\x04 \x01(\x01\x12\x12\n\nencrypt_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12%\n\x07receipt\x18\x07 \x01(\x0b\x32\x14.hpf.v1.AuditReceipt\"\x11\n\x0f\x44\x65scribeRequest\"v\n\x10\x44\x65scribeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61talog_digest\x18\x02 \x01(\t\x12\x0e\n\x06tables\x18\x03 \x03(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x18\n\x10\x61udit_public_key\x18\x05 \x01(\x0c\x32\xbe\x01\n\x0b\x43oordinator\x12\x34\n\x05Query\x12\x14.hpf.v1.QueryRequest\x1a\x15.hpf.v1.QueryResponse\x12:\n\x07\x45xplain\x12\x16.hpf.v1.ExplainRequest\x1a\x17.hpf.v1.ExplainResponse\x12=\n\nGetCatalog\x12\x16.hpf.v1.CatalogRequest\x1a\x17.hpf.v1.CatalogResponse2\xc0\x01\n\x04Node\x12\x41\n\x0e\x43omputePartial\x12\x16.hpf.v1.PartialRequest\x1a\x17.hpf.v1.PartialResponse\x12\x36\n\x07\x45xplain\x12\x16.hpf.v1.PartialRequest\x1a\x13.hpf.v1.NodeVerdict\x12=\n\x08\x44\x65scribe\x12\x17.hpf.v1.DescribeRequest\x1a\x18.hpf.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'federation.generated.hpf_federation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUERYREQUEST']._serialized_start=53
-  _globals['_QUERYREQUEST']._serialized_end=125
-  _globals['_REGIONSTATUS']._serialized_start=127
-  _globals['_REGIONSTATUS']._serialized_end=189
-  _globals['_STAGETIMINGS']._serialized_start=192
-  _globals['_STAGETIMINGS']._serialized_end=334
-  _globals['_QUERYRESPONSE']._serialized_start=337
-  _globals['_QUERYRESPONSE']._serialized_end=513
-  _globals['_CATALOGREQUEST']._serialized_start=515
-  _globals['_CATALOGREQUEST']._serialized_end=531
-  _globals['_CATALOGRESPONSE']._serialized_start=533
-  _globals['_CATALOGRESPONSE']._serialized_end=588
-  _globals['_PARTIALREQUEST']._serialized_start=590
-  _globals['_PARTIALREQUEST']._serialized_end=711
-  _globals['_PARTIALRESPONSE']._serialized_start=714
-  _globals['_PARTIALRESPONSE']._serialized_end=850
-  _globals['_DESCRIBEREQUEST']._serialized_start=852
-  _globals['_DESCRIBEREQUEST']._serialized_end=869
-  _globals['_DESCRIBERESPONSE']._serialized_start=871
-  _globals['_DESCRIBERESPONSE']._serialized_end=963
-  _globals['_COORDINATOR']._serialized_start=966
-  _globals['_COORDINATOR']._serialized_end=1096
-  _globals['_NODE']._serialized_start=1099
-  _globals['_NODE']._serialized_end=1235
+  _globals['_QUERYENVELOPE']._serialized_start=54
+  _globals['_QUERYENVELOPE']._serialized_end=237
+  _globals['_SIGNEDENVELOPE']._serialized_start=239
+  _globals['_SIGNEDENVELOPE']._serialized_end=320
+  _globals['_QUERYREQUEST']._serialized_start=322
+  _globals['_QUERYREQUEST']._serialized_end=429
+  _globals['_REGIONSTATUS']._serialized_start=431
+  _globals['_REGIONSTATUS']._serialized_end=521
+  _globals['_STAGETIMINGS']._serialized_start=524
+  _globals['_STAGETIMINGS']._serialized_end=666
+  _globals['_QUERYRESPONSE']._serialized_start=669
+  _globals['_QUERYRESPONSE']._serialized_end=885
+  _globals['_AUDITCHECKPOINT']._serialized_start=887
+  _globals['_AUDITCHECKPOINT']._serialized_end=982
+  _globals['_AUDITRECEIPT']._serialized_start=984
+  _globals['_AUDITRECEIPT']._serialized_end=1090
+  _globals['_EXPLAINREQUEST']._serialized_start=1092
+  _globals['_EXPLAINREQUEST']._serialized_end=1171
+  _globals['_NODEVERDICT']._serialized_start=1174
+  _globals['_NODEVERDICT']._serialized_end=1344
+  _globals['_EXPLAINRESPONSE']._serialized_start=1346
+  _globals['_EXPLAINRESPONSE']._serialized_end=1446
+  _globals['_CATALOGREQUEST']._serialized_start=1448
+  _globals['_CATALOGREQUEST']._serialized_end=1464
+  _globals['_CATALOGRESPONSE']._serialized_start=1466
+  _globals['_CATALOGRESPONSE']._serialized_end=1521
+  _globals['_PARTIALREQUEST']._serialized_start=1524
+  _globals['_PARTIALREQUEST']._serialized_end=1680
+  _globals['_PARTIALRESPONSE']._serialized_start=1683
+  _globals['_PARTIALRESPONSE']._serialized_end=1858
+  _globals['_DESCRIBEREQUEST']._serialized_start=1860
+  _globals['_DESCRIBEREQUEST']._serialized_end=1877
+  _globals['_DESCRIBERESPONSE']._serialized_start=1879
+  _globals['_DESCRIBERESPONSE']._serialized_end=1997
+  _globals['_COORDINATOR']._serialized_start=2000
+  _globals['_COORDINATOR']._serialized_end=2190
+  _globals['_NODE']._serialized_start=2193
+  _globals['_NODE']._serialized_end=2385
 # @@protoc_insertion_point(module_scope)

@@ -6,25 +6,61 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class QueryRequest(_message.Message):
-    __slots__ = ("sql", "public_context", "deadline_ms")
+class QueryEnvelope(_message.Message):
+    __slots__ = ("version", "operation", "sql", "purpose", "consent_ref", "issued_at_ms", "nonce", "context_digest", "federation")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_REF_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    FEDERATION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    operation: str
+    sql: str
+    purpose: str
+    consent_ref: str
+    issued_at_ms: int
+    nonce: bytes
+    context_digest: str
+    federation: str
+    def __init__(self, version: _Optional[int] = ..., operation: _Optional[str] = ..., sql: _Optional[str] = ..., purpose: _Optional[str] = ..., consent_ref: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., context_digest: _Optional[str] = ..., federation: _Optional[str] = ...) -> None: ...
+
+class SignedEnvelope(_message.Message):
+    __slots__ = ("envelope", "signature", "signer_certificate")
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    envelope: bytes
+    signature: bytes
+    signer_certificate: bytes
+    def __init__(self, envelope: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., signer_certificate: _Optional[bytes] = ...) -> None: ...
+
+class QueryRequest(_message.Message):
+    __slots__ = ("public_context", "deadline_ms", "envelope")
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
-    sql: str
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     public_context: bytes
     deadline_ms: int
-    def __init__(self, sql: _Optional[str] = ..., public_context: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
+    envelope: SignedEnvelope
+    def __init__(self, public_context: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ...) -> None: ...
 
 class RegionStatus(_message.Message):
-    __slots__ = ("node_id", "code", "message")
+    __slots__ = ("node_id", "code", "message", "rule", "hint")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     code: str
     message: str
-    def __init__(self, node_id: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    rule: str
+    hint: str
+    def __init__(self, node_id: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., rule: _Optional[str] = ..., hint: _Optional[str] = ...) -> None: ...
 
 class StageTimings(_message.Message):
     __slots__ = ("plan_ms", "fanout_ms", "node_scan_ms", "node_encrypt_ms", "node_total_ms", "aggregate_ms")
@@ -43,20 +79,86 @@ class StageTimings(_message.Message):
     def __init__(self, plan_ms: _Optional[float] = ..., fanout_ms: _Optional[float] = ..., node_scan_ms: _Optional[float] = ..., node_encrypt_ms: _Optional[float] = ..., node_total_ms: _Optional[float] = ..., aggregate_ms: _Optional[float] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("query_id", "plan_fingerprint", "ciphertexts", "answered", "missing", "timings")
+    __slots__ = ("query_id", "plan_fingerprint", "ciphertexts", "answered", "missing", "timings", "receipts")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
     ANSWERED_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPTS_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     plan_fingerprint: str
     ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
     answered: _containers.RepeatedScalarFieldContainer[str]
     missing: _containers.RepeatedCompositeFieldContainer[RegionStatus]
     timings: StageTimings
-    def __init__(self, query_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., answered: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[_Union[RegionStatus, _Mapping]]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ...) -> None: ...
+    receipts: _containers.RepeatedCompositeFieldContainer[AuditReceipt]
+    def __init__(self, query_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., answered: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[_Union[RegionStatus, _Mapping]]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., receipts: _Optional[_Iterable[_Union[AuditReceipt, _Mapping]]] = ...) -> None: ...
+
+class AuditCheckpoint(_message.Message):
+    __slots__ = ("node_id", "size", "root", "time", "signature")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    size: int
+    root: bytes
+    time: str
+    signature: bytes
+    def __init__(self, node_id: _Optional[str] = ..., size: _Optional[int] = ..., root: _Optional[bytes] = ..., time: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class AuditReceipt(_message.Message):
+    __slots__ = ("node_id", "index", "entry", "checkpoint")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    index: int
+    entry: bytes
+    checkpoint: AuditCheckpoint
+    def __init__(self, node_id: _Optional[str] = ..., index: _Optional[int] = ..., entry: _Optional[bytes] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("envelope", "deadline_ms")
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    envelope: SignedEnvelope
+    deadline_ms: int
+    def __init__(self, envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
+
+class NodeVerdict(_message.Message):
+    __slots__ = ("node_id", "accepted", "code", "message", "rule", "hint", "min_group_size", "receipt")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    MIN_GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    accepted: bool
+    code: str
+    message: str
+    rule: str
+    hint: str
+    min_group_size: int
+    receipt: AuditReceipt
+    def __init__(self, node_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., rule: _Optional[str] = ..., hint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("query_id", "plan_fingerprint", "verdicts")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    plan_fingerprint: str
+    verdicts: _containers.RepeatedCompositeFieldContainer[NodeVerdict]
+    def __init__(self, query_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., verdicts: _Optional[_Iterable[_Union[NodeVerdict, _Mapping]]] = ...) -> None: ...
 
 class CatalogRequest(_message.Message):
     __slots__ = ()
@@ -71,47 +173,51 @@ class CatalogResponse(_message.Message):
     def __init__(self, catalog_yaml: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class PartialRequest(_message.Message):
-    __slots__ = ("query_id", "sql", "public_context", "plan_fingerprint", "context_digest")
+    __slots__ = ("query_id", "public_context", "plan_fingerprint", "context_digest", "envelope")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
-    SQL_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     PLAN_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     query_id: str
-    sql: str
     public_context: bytes
     plan_fingerprint: str
     context_digest: str
-    def __init__(self, query_id: _Optional[str] = ..., sql: _Optional[str] = ..., public_context: _Optional[bytes] = ..., plan_fingerprint: _Optional[str] = ..., context_digest: _Optional[str] = ...) -> None: ...
+    envelope: SignedEnvelope
+    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., plan_fingerprint: _Optional[str] = ..., context_digest: _Optional[str] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ...) -> None: ...
 
 class PartialResponse(_message.Message):
-    __slots__ = ("node_id", "plan_fingerprint", "ciphertexts", "scan_ms", "encrypt_ms", "total_ms")
+    __slots__ = ("node_id", "plan_fingerprint", "ciphertexts", "scan_ms", "encrypt_ms", "total_ms", "receipt")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
     SCAN_MS_FIELD_NUMBER: _ClassVar[int]
     ENCRYPT_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     plan_fingerprint: str
     ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
     scan_ms: float
     encrypt_ms: float
     total_ms: float
-    def __init__(self, node_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., scan_ms: _Optional[float] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    receipt: AuditReceipt
+    def __init__(self, node_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., scan_ms: _Optional[float] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("node_id", "catalog_digest", "tables", "version")
+    __slots__ = ("node_id", "catalog_digest", "tables", "version", "audit_public_key")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CATALOG_DIGEST_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     catalog_digest: str
     tables: _containers.RepeatedScalarFieldContainer[str]
     version: str
-    def __init__(self, node_id: _Optional[str] = ..., catalog_digest: _Optional[str] = ..., tables: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ...) -> None: ...
+    audit_public_key: bytes
+    def __init__(self, node_id: _Optional[str] = ..., catalog_digest: _Optional[str] = ..., tables: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., audit_public_key: _Optional[bytes] = ...) -> None: ...

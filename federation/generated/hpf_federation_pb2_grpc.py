@@ -40,6 +40,11 @@ class CoordinatorStub:
                 request_serializer=federation_dot_generated_dot_hpf__federation__pb2.QueryRequest.SerializeToString,
                 response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/hpf.v1.Coordinator/Explain',
+                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.ExplainResponse.FromString,
+                _registered_method=True)
         self.GetCatalog = channel.unary_unary(
                 '/hpf.v1.Coordinator/GetCatalog',
                 request_serializer=federation_dot_generated_dot_hpf__federation__pb2.CatalogRequest.SerializeToString,
@@ -53,6 +58,13 @@ class CoordinatorServicer:
 
     def Query(self, request, context):
         """Run one federated aggregate query. The answer is encrypted under the client's key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Explain(self, request, context):
+        """Check a question without running it: the partial plan and, per region, whether its policy accepts it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,6 +84,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.QueryRequest.FromString,
                     response_serializer=federation_dot_generated_dot_hpf__federation__pb2.QueryResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.ExplainRequest.FromString,
+                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.ExplainResponse.SerializeToString,
             ),
             'GetCatalog': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCatalog,
@@ -107,6 +124,33 @@ class Coordinator:
             '/hpf.v1.Coordinator/Query',
             federation_dot_generated_dot_hpf__federation__pb2.QueryRequest.SerializeToString,
             federation_dot_generated_dot_hpf__federation__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hpf.v1.Coordinator/Explain',
+            federation_dot_generated_dot_hpf__federation__pb2.ExplainRequest.SerializeToString,
+            federation_dot_generated_dot_hpf__federation__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -160,6 +204,11 @@ class NodeStub:
                 request_serializer=federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
                 response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/hpf.v1.Node/Explain',
+                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
+                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.NodeVerdict.FromString,
+                _registered_method=True)
         self.Describe = channel.unary_unary(
                 '/hpf.v1.Node/Describe',
                 request_serializer=federation_dot_generated_dot_hpf__federation__pb2.DescribeRequest.SerializeToString,
@@ -177,6 +226,13 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Whether this node's policy would accept a signed question; nothing is run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Describe(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -190,6 +246,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.ComputePartial,
                     request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.FromString,
                     response_serializer=federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.FromString,
+                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.NodeVerdict.SerializeToString,
             ),
             'Describe': grpc.unary_unary_rpc_method_handler(
                     servicer.Describe,
@@ -225,6 +286,33 @@ class Node:
             '/hpf.v1.Node/ComputePartial',
             federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
             federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hpf.v1.Node/Explain',
+            federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
+            federation_dot_generated_dot_hpf__federation__pb2.NodeVerdict.FromString,
             options,
             channel_credentials,
             insecure,

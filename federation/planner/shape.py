@@ -9,6 +9,7 @@ Each check is a small pure function: expression in, expression out (or a PlanErr
 
 from __future__ import annotations
 
+import hashlib
 from typing import cast
 
 import sqlglot
@@ -53,6 +54,24 @@ def parse(sql: str) -> exp.Expression:
     if len(statements) != 1:
         raise PlanError("send exactly one SQL statement", code="PLAN_MULTIPLE_STATEMENTS")
     return cast(exp.Expression, statements[0])
+
+
+def shape_fingerprint(sql: str) -> str:
+    """Hex SHA-256 of the query with every literal replaced by ``?``: names the question, never its values.
+
+    An audit log keeps this, never the SQL: a literal may be an identifier, and an unkeyed hash of an
+    enumerable identifier would give it away. Unparseable SQL has no fingerprint ("").
+
+    >>> a = shape_fingerprint("SELECT COUNT(*) FROM t WHERE a = 'x'")
+    >>> a == shape_fingerprint("select count(*) from t where a='y'"), a == shape_fingerprint("SELECT 1")
+    (True, False)
+    """
+    try:
+        tree = parse(sql)
+    except PlanError:
+        return ""
+    masked = tree.transform(lambda node: exp.Placeholder() if isinstance(node, exp.Literal) else node)
+    return hashlib.sha256(masked.sql("duckdb", normalize=True).encode()).hexdigest()
 
 
 def check_shape(tree: exp.Expression) -> exp.Select:

@@ -433,7 +433,7 @@ class LiveFederation:
 @contextlib.contextmanager
 def live_federation(node_rows: NodeRows, keys: he.ClientKeys) -> Iterator[LiveFederation]:
     with tempfile.TemporaryDirectory(prefix="hpf-prop-") as tmp:
-        with harness.federation(Path(tmp), TABLES, node_rows) as fed:
+        with harness.federation(Path(tmp), TABLES, node_rows, policy=harness.OPEN_LOOKUPS_POLICY) as fed:
             client = client_for(fed, keys)
             try:
                 yield LiveFederation(fed, client)

@@ -1,0 +1,67 @@
+"""Printing `hpf query --explain`: the partial plan every region would run, and each region's policy verdict."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from federation.generated import hpf_federation_pb2 as pb
+from federation.plan import Plan
+
+
+def _plan_lines(plan: Plan) -> list[str]:
+    layout = plan.layout
+    lines = [f"table:      {plan.table}", f"filter:     {plan.where or '(none)'}"]
+    for key in plan.keys:
+        lines.append(f"group key:  {key.expr} ({len(key.values)} declared values + NULL + other)")
+    for component in plan.components:
+        lines.append(f"partial:    {component.kind}({component.arg or '*'})")
+    lines.append(f"slots:      {layout.total} in {len(layout.chunk_sizes)} ciphertext(s), {layout.cells} group cell(s)")
+    lines.append(f"plan:       {plan.fingerprint[:16]}")
+    return lines
+
+
+def _verdict_json(v: pb.NodeVerdict) -> dict[str, Any]:
+    out: dict[str, Any] = {"node_id": v.node_id, "accepted": v.accepted}
+    if v.accepted:
+        out["min_group_size"] = v.min_group_size
+    else:
+        out.update(code=v.code, message=v.message, rule=v.rule, hint=v.hint)
+    return out
+
+
+def render_explain(plan: Plan, reply: pb.ExplainResponse, fmt: str) -> str:
+    """The plan and the verdicts as a table (default) or JSON."""
+    if fmt == "json":
+        doc = {
+            "plan": {
+                "fingerprint": plan.fingerprint,
+                "table": plan.table,
+                "where": plan.where,
+                "keys": [k.expr for k in plan.keys],
+                "partials": [f"{c.kind}({c.arg or '*'})" for c in plan.components],
+                "slots": plan.layout.total,
+                "ciphertexts": len(plan.layout.chunk_sizes),
+            },
+            "regions": [_verdict_json(v) for v in reply.verdicts],
+        }
+        return json.dumps(doc, ensure_ascii=False)
+    out = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None)
+    for line in _plan_lines(plan):
+        out.print(line, highlight=False)
+    table = Table(show_lines=False)
+    for col in ("region", "verdict", "k", "code", "rule", "how to ask instead"):
+        table.add_column(col, overflow="fold")
+    for v in reply.verdicts:
+        if v.accepted:
+            table.add_row(v.node_id, "accepts", str(v.min_group_size), "", "", "")
+        else:
+            table.add_row(v.node_id, "refuses", "", v.code, v.rule, v.hint or v.message)
+    out.print(table)
+    accepted = sum(1 for v in reply.verdicts if v.accepted)
+    out.print(f"{accepted} of {len(reply.verdicts)} region(s) would answer", highlight=False)
+    return out.file.getvalue().rstrip("\n")  # type: ignore[attr-defined]

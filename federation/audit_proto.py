@@ -1,0 +1,57 @@
+"""Audit receipts and checkpoints to and from their wire form, and the client's check of a receipt."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from federation.audit_log import Checkpoint, Receipt, load_public_key
+from federation.errors import CryptoError
+from federation.generated import hpf_federation_pb2 as pb
+
+
+def checkpoint_to_proto(cp: Checkpoint) -> pb.AuditCheckpoint:
+    return pb.AuditCheckpoint(node_id=cp.node_id, size=cp.size, root=cp.root, time=cp.time, signature=cp.signature)
+
+
+def checkpoint_from_proto(msg: pb.AuditCheckpoint) -> Checkpoint:
+    return Checkpoint(node_id=msg.node_id, size=msg.size, root=msg.root, time=msg.time, signature=msg.signature)
+
+
+def receipt_to_proto(receipt: Receipt) -> pb.AuditReceipt:
+    return pb.AuditReceipt(
+        node_id=receipt.node_id,
+        index=receipt.index,
+        entry=receipt.entry,
+        checkpoint=checkpoint_to_proto(receipt.checkpoint),
+    )
+
+
+def receipt_from_proto(msg: pb.AuditReceipt) -> Receipt:
+    return Receipt(
+        node_id=msg.node_id, index=msg.index, entry=msg.entry, checkpoint=checkpoint_from_proto(msg.checkpoint)
+    )
+
+
+def check_receipt(receipt: Receipt, *, nonce: bytes, signer: str, audit_keys: Mapping[str, str | None]) -> bool:
+    """Check a region's receipt for this client's question; True when its checkpoint signature was verified
+    (the catalog holds the region's audit key), False when there was no key to verify it with."""
+    try:
+        entry = json.loads(receipt.entry)
+    except ValueError:
+        raise CryptoError(f"region {receipt.node_id} sent an unreadable audit receipt", code="ANSWER_CORRUPT") from None
+    if (
+        not isinstance(entry, dict)
+        or entry.get("nonce") != nonce.hex()
+        or entry.get("identity") != signer
+        or entry.get("decision") != "allowed"
+        or entry.get("index") != receipt.index
+        or receipt.checkpoint.node_id != receipt.node_id
+        or receipt.checkpoint.size <= receipt.index
+    ):
+        raise CryptoError(f"region {receipt.node_id}'s audit receipt is not for this question", code="ANSWER_CORRUPT")
+    key = audit_keys.get(receipt.node_id)
+    if key is None:
+        return False
+    receipt.checkpoint.verify(load_public_key(key))
+    return True

@@ -1,0 +1,230 @@
+"""The node's handler for one signed question: verify, admit by policy, run, encrypt, audit. No gRPC here.
+
+A node never trusts the coordinator. For every request, in this order:
+
+1. the signed envelope: CA, validity, revocation, signature, federation, operation, time window;
+2. the query id the coordinator names must be the envelope's own;
+3. the asker's rate limit (every checked request counts, refused ones too);
+4. the plan, derived here from the signed SQL and compared with the coordinator's fingerprint;
+5. this node's policy: role, table, purpose, consent, aggregates, column uses; it fixes k;
+6. the public context must be the one the asker signed;
+7. the nonce must be new (a replay is refused; a request refused earlier does not use up its nonce).
+
+Every request, allowed or refused, is appended to the node's audit log before the answer leaves; if the
+log cannot be written, nothing is answered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from federation.audit_log import AuditLog, Receipt
+from federation.audit_proto import receipt_to_proto
+from federation.catalog import Catalog
+from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
+from federation.errors import FederationError, PlanError
+from federation.generated import hpf_federation_pb2 as pb
+from federation.pki import Identity
+from federation.plan import Plan
+from federation.planner import plan_query
+from federation.planner.shape import shape_fingerprint
+from node.executor import PartialExecutor, PartialResult
+from node.replay import ReplayGuard
+from policies.engine import Asker, Decision, RateLimiter, check_query
+from policies.model import Policy
+
+log = logging.getLogger("hpf.node")
+
+T = TypeVar("T")
+
+
+@dataclass
+class Trail:
+    """What the audit entry says about one request; filled in as the checks pass."""
+
+    operation: str
+    via: str = ""
+    identity: str = ""
+    role: str = ""
+    purpose: str = ""
+    consent: bool = False
+    query: str = ""
+    nonce: str = ""
+    ciphertext: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def entry(self, node_id: str, decision: str, code: str, rule: str) -> dict[str, str | int | bool | None]:
+        now = dt.datetime.now(dt.UTC)
+        return {
+            "time": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+            "node": node_id,
+            "via": self.via,
+            "identity": self.identity,
+            "role": self.role,
+            "purpose": self.purpose,
+            "consent": self.consent,
+            "operation": self.operation,
+            "query": self.query,
+            "nonce": self.nonce,
+            "decision": decision,
+            "code": code,
+            "rule": rule,
+            "ciphertext": self.ciphertext,
+        }
+
+
+@dataclass(frozen=True)
+class Admission:
+    verified: VerifiedEnvelope
+    plan: Plan
+    decision: Decision
+
+
+class NodeHandler:
+    def __init__(
+        self,
+        node_id: str,
+        catalog: Catalog,
+        executor: PartialExecutor,
+        verifier: EnvelopeVerifier,
+        replay: ReplayGuard,
+        policy: Policy,
+        audit: AuditLog,
+    ) -> None:
+        self.node_id = node_id
+        self.catalog = catalog
+        self.executor = executor
+        self.verifier = verifier
+        self.replay = replay
+        self.policy = policy
+        self.limiter = RateLimiter()
+        self.audit = audit
+
+    def close(self) -> None:
+        self.audit.close()
+        self.replay.close()
+
+    # -- the checks -------------------------------------------------------------------------------
+
+    def _check_caller(self, caller: Callable[[], Identity | None], trail: Trail) -> None:
+        """Only the coordinator calls a node, and its own certificate must not be revoked either."""
+        identity = caller()
+        if identity is not None:
+            trail.via = identity.common_name
+            self.verifier.revocations.check(identity.serial, "coordinator's")
+
+    def _admit(self, request: pb.PartialRequest, trail: Trail) -> Admission:
+        verified = self.verifier.verify(request.envelope, operation=trail.operation)
+        envelope, signer = verified.envelope, verified.signer
+        trail.identity, trail.role = signer.common_name, signer.role or ""
+        trail.purpose, trail.consent = envelope.purpose, bool(envelope.consent_ref)
+        trail.nonce, trail.query = envelope.nonce.hex(), shape_fingerprint(envelope.sql)
+        if request.query_id and request.query_id != verified.query_id:
+            raise PlanError("the query id does not belong to the signed question", code="PLAN_QUERY_ID_MISMATCH")
+        role = signer.role or ""
+        role_policy = self.policy.roles.get(role)
+        self.limiter.take(
+            signer.common_name,
+            role_policy.rate_limit if role_policy is not None else None,
+            party=self.node_id,
+            role=role,
+        )
+        plan = plan_query(envelope.sql, self.catalog)
+        if request.plan_fingerprint and request.plan_fingerprint != plan.fingerprint:
+            raise PlanError(
+                "the coordinator's plan differs from the plan this node derives from the signed SQL",
+                code="PLAN_MISMATCH",
+                hint="the coordinator and this node may hold different catalogs",
+            )
+        asker = Asker(name=signer.common_name, role=role, region=signer.region)
+        decision = check_query(
+            self.policy,
+            self.catalog,
+            plan,
+            asker,
+            envelope.purpose,
+            bool(envelope.consent_ref),
+            party=self.node_id,
+        )
+        return Admission(verified=verified, plan=plan, decision=decision)
+
+    # -- the audited operations -------------------------------------------------------------------
+
+    def _audited(self, trail: Trail, work: Callable[[], T]) -> tuple[T, Receipt]:
+        """Run ``work``; append the allowed or refused entry; refusals are re-raised after they are logged."""
+        try:
+            result = work()
+        except FederationError as err:
+            self.audit.append(trail.entry(self.node_id, "refused", err.code, err.rule or ""))
+            raise
+        except Exception:
+            self.audit.append(trail.entry(self.node_id, "refused", "NODE_INTERNAL", ""))
+            raise
+        return result, self.audit.append(trail.entry(self.node_id, "allowed", "", ""))
+
+    def partial(self, request: pb.PartialRequest, caller: Callable[[], Identity | None]) -> pb.PartialResponse:
+        """Answer one partial plan; ``caller`` checks and names the calling party (raises if not allowed)."""
+        started = time.perf_counter()
+        trail = Trail(operation="query")
+
+        def work() -> PartialResult:
+            self._check_caller(caller, trail)
+            admission = self._admit(request, trail)
+            envelope = admission.verified.envelope
+            ctx = self.executor.public_context(request.public_context, envelope.context_digest)
+            self.replay.record(envelope.nonce)
+            result = self.executor.compute(
+                admission.verified.query_id, admission.plan, ctx, admission.decision.min_group_size, started
+            )
+            digest = hashlib.sha256()
+            for blob in result.ciphertexts:
+                digest.update(hashlib.sha256(blob).digest())
+            trail.ciphertext = digest.hexdigest()
+            return result
+
+        result, receipt = self._audited(trail, work)
+        return pb.PartialResponse(
+            node_id=self.node_id,
+            plan_fingerprint=result.fingerprint,
+            ciphertexts=result.ciphertexts,
+            scan_ms=result.scan_ms,
+            encrypt_ms=result.encrypt_ms,
+            total_ms=(time.perf_counter() - started) * 1e3,
+            receipt=receipt_to_proto(receipt),
+        )
+
+    def explain(self, request: pb.PartialRequest, caller: Callable[[], Identity | None]) -> pb.NodeVerdict:
+        """Whether this node would run the question; a policy refusal is a verdict, not an error."""
+        trail = Trail(operation="explain")
+
+        def work() -> Decision:
+            self._check_caller(caller, trail)
+            admission = self._admit(request, trail)
+            self.replay.record(admission.verified.envelope.nonce)
+            return admission.decision
+
+        try:
+            decision, receipt = self._audited(trail, work)
+        except FederationError as err:
+            if not err.code.startswith("POLICY_"):
+                raise
+            return pb.NodeVerdict(
+                node_id=self.node_id,
+                accepted=False,
+                code=err.code,
+                message=err.message,
+                rule=err.rule or "",
+                hint=err.hint or "",
+            )
+        return pb.NodeVerdict(
+            node_id=self.node_id,
+            accepted=True,
+            min_group_size=decision.min_group_size,
+            receipt=receipt_to_proto(receipt),
+        )

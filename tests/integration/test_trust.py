@@ -1,0 +1,366 @@
+"""Who may ask what, on a running federation: signed questions, replays, revocation, policies, explain, audit.
+
+Every refusal is asserted with its stable code, and after each one the same servers answer the next valid
+question exactly. Requests "from a compromised coordinator" are sent straight to a node with the
+coordinator's own certificate: the node must refuse them on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import harness
+import pytest
+
+from federation import he, pki, revocation
+from federation.audit_log import verify_log
+from federation.client import FederationClient
+from federation.envelope import Signer, query_id
+from federation.errors import FederationError, from_rpc_error
+from federation.generated import hpf_federation_pb2 as pb
+from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.planner import plan_query
+from federation.tls import TlsConfig, secure_channel
+
+SECRET_ID = "110101199003074477"
+TABLES: dict[str, Any] = {
+    "people": {
+        "columns": {
+            "person_id": {"type": "VARCHAR", "class": "identifier"},
+            "city": {"type": "VARCHAR", "domain": {"values": ["310000", "330100"]}},
+            "amount": {"type": "BIGINT"},
+            "salary": {"type": "BIGINT", "class": "sensitive"},
+        }
+    },
+    "loans": {
+        "columns": {
+            "person_id": {"type": "VARCHAR", "class": "identifier"},
+            "status": {"type": "VARCHAR", "class": "sensitive", "domain": {"values": ["active", "settled"]}},
+            "outstanding": {"type": "BIGINT", "class": "sensitive"},
+        }
+    },
+}
+NODE_ROWS: dict[str, dict[str, list[tuple[Any, ...]]]] = {
+    "n0": {
+        "people": [(SECRET_ID, "310000", 100, 9000), ("p2", "330100", 250, 12000)],
+        "loans": [(SECRET_ID, "active", 5000), ("p2", "settled", 0)],
+    },
+    "n1": {
+        "people": [("p3", "310000", 40, 7000), ("p4", None, 7, 3000), ("p5", "330100", 1, 1)],
+        "loans": [("p3", "active", 700)],
+    },
+}
+POLICY = """
+version: 1
+purposes:
+  loan-review: checking a loan applicant
+  statistics: reporting
+classes:
+  identifier: []
+  public: [output, filter, group, aggregate]
+  sensitive: [aggregate]
+roles:
+  caseworker:
+    aggregates: [count, sum, avg]
+    min_group_size: 1
+    rate_limit: {requests: 10000, per_seconds: 60}
+    tables:
+      people: {}
+      loans:
+        purposes: [loan-review]
+        columns: {status: [filter, group, output]}
+  analyst:
+    aggregates: [count]
+    min_group_size: 1
+    rate_limit: {requests: 3, per_seconds: 3600}
+    tables:
+      people: {}
+"""
+PEOPLE = (
+    ("caseworker", "caseworker", "n0"),
+    ("analyst", "analyst", None),
+    ("auditor", "auditor", None),
+    ("bob", "caseworker", None),
+)
+VALID = "SELECT city, COUNT(*) AS n, SUM(amount) AS total FROM people GROUP BY city ORDER BY city"
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federation]:
+    root = tmp_path_factory.mktemp("trust")
+    policy = root / "policy.yaml"
+    policy.write_text(POLICY)
+    with harness.federation(root, TABLES, NODE_ROWS, policy=policy, people=PEOPLE) as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def keys() -> he.ClientKeys:
+    return he.ClientKeys.generate()
+
+
+@pytest.fixture
+def client(fed: harness.Federation, keys: he.ClientKeys) -> Iterator[FederationClient]:
+    with fed.client(keys=keys) as c:
+        yield c
+
+
+def assert_serves(fed: harness.Federation, keys: he.ClientKeys) -> None:
+    """The federation still answers a valid question exactly."""
+    with fed.client(keys=keys) as c:
+        answer = c.query(VALID)
+    assert [tuple(r) for r in answer.rows] == fed.oracle(VALID)
+    assert sorted(answer.answered) == ["n0", "n1"]
+
+
+def refusal(call: Any) -> FederationError:
+    with pytest.raises(FederationError) as info:
+        call()
+    err = info.value
+    assert SECRET_ID not in str(err)
+    return err
+
+
+# --------------------------------------------------------------------- a compromised coordinator's view
+
+
+@pytest.fixture(scope="module")
+def node_stubs(fed: harness.Federation) -> Iterator[dict[str, pb_grpc.NodeStub]]:
+    """Stubs holding the coordinator's certificate: what a compromised coordinator can send a node."""
+    pki_dir = fed.pki_dir
+    tls = TlsConfig(ca=pki_dir / "ca.pem", cert=pki_dir / "coordinator.pem", key=pki_dir / "coordinator.key")
+    channels = {n: secure_channel(f"127.0.0.1:{node.port}", tls) for n, node in fed.nodes.items()}
+    yield {n: pb_grpc.NodeStub(ch) for n, ch in channels.items()}
+    for ch in channels.values():
+        ch.close()
+
+
+def signer(fed: harness.Federation, person: str = "caseworker") -> Signer:
+    return Signer.from_files(fed.pki_dir / "people" / f"{person}.pem", fed.pki_dir / "people" / f"{person}.key")
+
+
+def partial_request(
+    fed: harness.Federation, keys: he.ClientKeys, signed: pb.SignedEnvelope, sql: str = VALID
+) -> pb.PartialRequest:
+    context = keys.public_context()
+    return pb.PartialRequest(
+        query_id=query_id(signed),
+        public_context=context,
+        plan_fingerprint=plan_query(sql, fed.catalog).fingerprint,
+        context_digest=he.context_digest(context),
+        envelope=signed,
+    )
+
+
+def sign(fed: harness.Federation, keys: he.ClientKeys, sql: str = VALID, person: str = "caseworker", **kw: Any):
+    return signer(fed, person).sign(
+        sql=sql, context_digest=he.context_digest(keys.public_context()), federation="test", **kw
+    )
+
+
+def node_refusal(stub: pb_grpc.NodeStub, request: pb.PartialRequest) -> FederationError:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ComputePartial(request, timeout=20)
+    return from_rpc_error(info.value)
+
+
+def test_a_signed_question_is_answered_with_audit_receipts(fed: harness.Federation, client: FederationClient) -> None:
+    answer = client.query(VALID)
+    assert [tuple(r) for r in answer.rows] == fed.oracle(VALID)
+    assert sorted(r.node_id for r in answer.receipts) == ["n0", "n1"]
+    for receipt in answer.receipts:
+        entry = json.loads(receipt.entry)
+        assert entry["identity"] == "caseworker" and entry["decision"] == "allowed"
+        assert entry["query"] and entry["ciphertext"] and entry["operation"] == "query"
+        assert receipt.checkpoint.size == receipt.index + 1
+
+
+def test_unsigned_is_refused_by_the_coordinator_and_by_every_node(
+    fed: harness.Federation, keys: he.ClientKeys, node_stubs: dict[str, pb_grpc.NodeStub]
+) -> None:
+    with secure_channel(
+        f"127.0.0.1:{fed.coordinator.port}",
+        TlsConfig(
+            ca=fed.pki_dir / "ca.pem",
+            cert=fed.pki_dir / "people" / "caseworker.pem",
+            key=fed.pki_dir / "people" / "caseworker.key",
+        ),
+    ) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            pb_grpc.CoordinatorStub(channel).Query(pb.QueryRequest(public_context=keys.public_context()), timeout=20)
+    assert from_rpc_error(info.value).code == "AUTH_UNSIGNED"
+    request = partial_request(fed, keys, pb.SignedEnvelope())
+    for stub in node_stubs.values():
+        assert node_refusal(stub, request).code == "AUTH_UNSIGNED"
+    assert_serves(fed, keys)
+
+
+def test_a_forged_question_is_refused_by_every_node(
+    fed: harness.Federation, keys: he.ClientKeys, node_stubs: dict[str, pb_grpc.NodeStub], tmp_path: Path
+) -> None:
+    forger = pki.issue_certificate(fed.pki_dir, tmp_path, "mallory", "person", role="caseworker")
+    forged_sig = Signer.from_files(forger.cert, forger.key).sign(
+        sql=VALID, context_digest=he.context_digest(keys.public_context()), federation="test"
+    )
+    genuine = sign(fed, keys)
+    # mallory's signature presented with the caseworker's certificate
+    forged = pb.SignedEnvelope(
+        envelope=forged_sig.envelope, signature=forged_sig.signature, signer_certificate=genuine.signer_certificate
+    )
+    for stub in node_stubs.values():
+        assert node_refusal(stub, partial_request(fed, keys, forged)).code == "AUTH_SIGNATURE_INVALID"
+    assert_serves(fed, keys)
+
+
+def test_a_question_altered_by_the_coordinator_is_refused(
+    fed: harness.Federation, keys: he.ClientKeys, node_stubs: dict[str, pb_grpc.NodeStub]
+) -> None:
+    signed = sign(fed, keys, "SELECT COUNT(*) FROM people")
+    envelope = pb.QueryEnvelope()
+    envelope.ParseFromString(signed.envelope)
+    envelope.sql = "SELECT COUNT(*) FROM people WHERE city = '310000'"
+    altered = pb.SignedEnvelope(
+        envelope=envelope.SerializeToString(),
+        signature=signed.signature,
+        signer_certificate=signed.signer_certificate,
+    )
+    request = partial_request(fed, keys, altered, envelope.sql)
+    for stub in node_stubs.values():
+        assert node_refusal(stub, request).code == "AUTH_SIGNATURE_INVALID"
+    # the coordinator swaps in its own public key to read the answer: refused, the signed digest differs
+    own = he.ClientKeys.generate()
+    swapped = partial_request(fed, own, sign(fed, keys))
+    for stub in node_stubs.values():
+        assert node_refusal(stub, swapped).code == "AUTH_CONTEXT_MISMATCH"
+    assert_serves(fed, keys)
+
+
+def test_a_replayed_question_is_refused(
+    fed: harness.Federation, keys: he.ClientKeys, node_stubs: dict[str, pb_grpc.NodeStub]
+) -> None:
+    request = partial_request(fed, keys, sign(fed, keys))
+    for stub in node_stubs.values():
+        assert stub.ComputePartial(request, timeout=20).ciphertexts
+        assert node_refusal(stub, request).code == "AUTH_REPLAY"
+    stale = partial_request(fed, keys, sign(fed, keys, now_ms=1_000))
+    for stub in node_stubs.values():
+        assert node_refusal(stub, stale).code == "AUTH_ENVELOPE_STALE"
+    assert_serves(fed, keys)
+
+
+def test_a_replay_through_the_coordinator_is_refused(fed: harness.Federation, keys: he.ClientKeys) -> None:
+    with fed.client(keys=keys) as c:
+        signed = c.sign(VALID)
+        request = pb.QueryRequest(envelope=signed, public_context=keys.public_context())
+        stub = c._stub  # the client's own channel to the coordinator
+        assert stub.Query(request, timeout=20).ciphertexts
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Query(request, timeout=20)
+    assert from_rpc_error(info.value).code == "AUTH_REPLAY"
+    assert_serves(fed, keys)
+
+
+def test_an_expired_certificate_is_refused(
+    fed: harness.Federation, keys: he.ClientKeys, node_stubs: dict[str, pb_grpc.NodeStub], tmp_path: Path
+) -> None:
+    old = pki.issue_certificate(fed.pki_dir, tmp_path, "old", "person", role="caseworker", valid_days=-1)
+    signed = Signer.from_files(old.cert, old.key).sign(
+        sql=VALID, context_digest=he.context_digest(keys.public_context()), federation="test"
+    )
+    for stub in node_stubs.values():
+        assert node_refusal(stub, partial_request(fed, keys, signed)).code == "AUTH_CERT_EXPIRED"
+    assert_serves(fed, keys)
+
+
+def test_a_revoked_certificate_is_refused_once_the_list_changes(
+    fed: harness.Federation, keys: he.ClientKeys, node_stubs: dict[str, pb_grpc.NodeStub]
+) -> None:
+    with fed.client(keys=keys, person="bob") as bob:
+        assert bob.query(VALID).rows
+        early = bob.sign(VALID)  # signed before the revocation, sent after it
+        revocation.revoke(fed.pki_dir, (fed.pki_dir / "people" / "bob.pem").read_bytes())
+        err = refusal(lambda: bob.query(VALID))
+    assert err.code == "AUTH_CERT_REVOKED"
+    for stub in node_stubs.values():
+        assert node_refusal(stub, partial_request(fed, keys, early)).code == "AUTH_CERT_REVOKED"
+    assert_serves(fed, keys)
+
+
+def test_a_role_without_a_policy_is_refused_with_the_rule(fed: harness.Federation, keys: he.ClientKeys) -> None:
+    with fed.client(keys=keys, person="auditor") as auditor:
+        err = refusal(lambda: auditor.query(VALID))
+    assert err.code == "POLICY_ROLE_DENIED"
+    assert err.rule and "roles" in err.rule and ("n0" in err.rule or "n1" in err.rule)
+    assert_serves(fed, keys)
+
+
+@pytest.mark.parametrize(
+    ("sql", "purpose", "code"),
+    [
+        ("SELECT person_id, COUNT(*) FROM people GROUP BY person_id", "", "PLAN_IDENTIFIER_MISUSE"),
+        (f"SELECT COUNT(*) FROM people WHERE person_id = '{SECRET_ID}'", "", "POLICY_COLUMN_DENIED"),
+        ("SELECT COUNT(*) FROM people WHERE salary > 5000", "", "POLICY_COLUMN_DENIED"),
+        ("SELECT status, COUNT(*) FROM loans GROUP BY status", "", "POLICY_PURPOSE_REQUIRED"),
+        ("SELECT status, COUNT(*) FROM loans GROUP BY status", "statistics", "POLICY_PURPOSE_NOT_ALLOWED"),
+        ("SELECT VAR_POP(amount) FROM people", "", "POLICY_AGGREGATE_DENIED"),
+    ],
+)
+def test_policy_refusals_name_the_rule_and_the_server_keeps_serving(
+    fed: harness.Federation, keys: he.ClientKeys, sql: str, purpose: str, code: str
+) -> None:
+    with fed.client(keys=keys) as c:
+        err = refusal(lambda: c.query(sql, purpose=purpose))
+    assert err.code == code
+    if code.startswith("POLICY_"):
+        assert err.rule and err.hint
+    assert_serves(fed, keys)
+
+
+def test_the_right_purpose_is_answered(fed: harness.Federation, client: FederationClient) -> None:
+    sql = "SELECT status, COUNT(*) AS n, SUM(outstanding) AS o FROM loans GROUP BY status ORDER BY status"
+    answer = client.query(sql, purpose="loan-review")
+    assert [tuple(r) for r in answer.rows] == fed.oracle(sql)
+
+
+def test_the_rate_limit_refuses_then_other_identities_still_served(
+    fed: harness.Federation, keys: he.ClientKeys
+) -> None:
+    sql = "SELECT COUNT(*) FROM people"
+    with fed.client(keys=keys, person="analyst") as analyst:
+        for _ in range(3):
+            assert analyst.query(sql).rows == [[5]]
+        err = refusal(lambda: analyst.query(sql))
+    assert err.code == "POLICY_RATE_LIMITED" and err.hint
+    assert_serves(fed, keys)
+
+
+def test_explain_shows_the_plan_and_every_region_verdict(fed: harness.Federation, client: FederationClient) -> None:
+    sql = "SELECT status, COUNT(*) FROM loans GROUP BY status"
+    plan, refused = client.explain(sql)
+    assert plan.table == "loans"
+    assert sorted(v.node_id for v in refused.verdicts) == ["n0", "n1"]
+    assert all(not v.accepted and v.code == "POLICY_PURPOSE_REQUIRED" and v.rule and v.hint for v in refused.verdicts)
+    _, accepted = client.explain(sql, purpose="loan-review")
+    assert all(v.accepted and v.min_group_size == 1 for v in accepted.verdicts)
+
+
+def test_every_request_is_in_a_verifiable_audit_log_without_values(
+    fed: harness.Federation, client: FederationClient
+) -> None:
+    client.query(VALID)
+    with pytest.raises(FederationError):
+        client.query(f"SELECT COUNT(*) FROM people WHERE person_id = '{SECRET_ID}'")
+    for node_id in fed.node_ids:
+        directory = fed.audit_dir(node_id)
+        report = verify_log(directory)
+        assert report.ok, report
+        text = (directory / "entries.jsonl").read_text()
+        assert SECRET_ID not in text and "310000" not in text and "SELECT" not in text.upper()
+        entries = [json.loads(line) for line in text.splitlines()]
+        decisions = {(e["decision"], e["code"]) for e in entries}
+        assert ("allowed", "") in decisions and ("refused", "POLICY_COLUMN_DENIED") in decisions
+        assert all(e["node"] == node_id for e in entries)
