@@ -17,6 +17,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -39,7 +40,7 @@ class Centralized:
         listed = ", ".join(f"'{f}'" for f in files)
         self._con.execute(f"CREATE VIEW deposits AS SELECT * FROM read_parquet([{listed}])")
 
-    def run(self) -> tuple[float, list[tuple[object, ...]]]:
+    def run(self) -> tuple[float, list[tuple[Any, ...]]]:
         t = time.perf_counter()
         rows = self._con.execute(QUERY).fetchall()
         return (time.perf_counter() - t) * 1e3, rows

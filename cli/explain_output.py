@@ -10,7 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from federation.generated import hpf_federation_pb2 as pb
-from federation.plan import Plan
+from federation.plan import WITHHELD, Component, Plan
+
+
+def _partial(component: Component) -> str:
+    if component.kind == WITHHELD:
+        return "withheld mark (how many regions held the group below their minimum size k)"
+    return f"{component.kind}({component.arg or '*'})"
 
 
 def _plan_lines(plan: Plan) -> list[str]:
@@ -19,7 +25,7 @@ def _plan_lines(plan: Plan) -> list[str]:
     for key in plan.keys:
         lines.append(f"group key:  {key.expr} ({len(key.values)} declared values + NULL + other)")
     for component in plan.components:
-        lines.append(f"partial:    {component.kind}({component.arg or '*'})")
+        lines.append(f"partial:    {_partial(component)}")
     lines.append(f"slots:      {layout.total} in {len(layout.chunk_sizes)} ciphertext(s), {layout.cells} group cell(s)")
     lines.append(f"plan:       {plan.fingerprint[:16]}")
     return lines
@@ -43,7 +49,7 @@ def render_explain(plan: Plan, reply: pb.ExplainResponse, fmt: str) -> str:
                 "table": plan.table,
                 "where": plan.where,
                 "keys": [k.expr for k in plan.keys],
-                "partials": [f"{c.kind}({c.arg or '*'})" for c in plan.components],
+                "partials": [_partial(c) for c in plan.components],
                 "slots": plan.layout.total,
                 "ciphertexts": len(plan.layout.chunk_sizes),
             },

@@ -22,7 +22,9 @@ def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("equals DuckDB over the pooled files") == 4
     assert "DIFFERS" not in result.stdout
-    assert "[PLAN_NOT_ADDITIVE]" in result.stdout  # the refused example says why
+    assert "[PLAN_NOT_ADDITIVE]" in result.stdout  # the refused examples say why, and which rule refused
+    assert "[POLICY_PURPOSE_REQUIRED]" in result.stdout and "(rule: shanghai: roles.caseworker" in result.stdout
+    assert "0 of 3 region(s) would answer" in result.stdout  # the explained refusal
     for node in ("shanghai", "hangzhou", "nanjing"):
         assert (data / node / "deposits.parquet").exists()
         assert f"node {node} serving" in result.stderr
@@ -50,14 +52,18 @@ def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
     write_configs(layout, 0)
     sql = "SELECT status, COUNT(*) AS n FROM loans GROUP BY status ORDER BY status"
     with running_parties(layout, lambda _msg: None):
-        as_json = _hpf("query", "--profile", str(layout.client_profile), "--format", "json", sql)
-        as_csv = _hpf("query", "--profile", str(layout.client_profile), "--format", "csv", sql)
+        profile = str(layout.client_profile)
+        as_json = _hpf("query", "--profile", profile, "--purpose", "loan-review", "--format", "json", sql)
+        as_csv = _hpf("query", "--profile", profile, "--purpose", "loan-review", "--format", "csv", sql)
         refused = _hpf("query", "--profile", str(layout.client_profile), "SELECT COUNT(person_id) FROM loans")
     assert as_json.returncode == 0, as_json.stderr
     doc = json.loads(as_json.stdout)
     assert doc["columns"] == ["status", "n"]
     assert doc["regions"] == {"answered": ["shanghai", "hangzhou"], "missing": []}
-    assert all(isinstance(r[1], int) for r in doc["rows"]) and doc["rows"]
+    counts = [r[1] for r in doc["rows"]]  # a group some region holds fewer than k rows of is withheld (NULL)
+    assert any(isinstance(n, int) for n in counts)
+    assert sum(n is None for n in counts) <= doc["withheld_groups"]
+    assert all(isinstance(n, int) or n is None for n in counts)
     assert as_csv.returncode == 0
     lines = as_csv.stdout.strip().splitlines()
     assert lines[0] == "status,n" and len(lines) == len(doc["rows"]) + 1
@@ -86,6 +92,15 @@ def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: P
 
     refused = _hpf("node", "serve", "--config", str(tmp_path / "node.yaml"), timeout=30)
     assert refused.returncode == 2 and "hpf pki init" in refused.stderr  # no TLS, no --insecure: refused
+    # without TLS a node still verifies every signed question, so it needs the federation CA
+    untrusting = _hpf("node", "serve", "--config", str(tmp_path / "node.yaml"), "--insecure", timeout=30)
+    assert untrusting.returncode == 2 and "federation_ca" in untrusting.stderr
+    from federation.pki import init_federation
+
+    init_federation(tmp_path / "pki", ["north"])
+    config["federation_ca"] = "pki/ca.pem"
+    config["state_dir"] = "state"
+    (tmp_path / "node.yaml").write_text(yaml.safe_dump(config))
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", "node", "serve", "--config", str(tmp_path / "node.yaml"), "--insecure"],

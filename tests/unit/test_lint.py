@@ -23,6 +23,9 @@ def test_ruff_clean() -> None:
 
 def test_mypy_clean() -> None:
     result = subprocess.run(
-        [_tool("mypy"), "federation", "node", "coordinator", "cli"], cwd=ROOT, capture_output=True, text=True
+        [_tool("mypy"), "federation", "node", "coordinator", "cli", "policies", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout[-3000:]

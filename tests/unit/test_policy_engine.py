@@ -311,7 +311,7 @@ def test_default_policy_on_the_demo_tables() -> None:
         "SELECT EXTRACT(YEAR FROM month) AS y, SUM(amount_fen) FROM deposits "
         "WHERE person_id = '310101199001011237' GROUP BY y"
     )
-    assert demo_check(sql, "caseworker").role == "caseworker"  # a person lookup
+    assert demo_refusal(sql, "caseworker") == "POLICY_COLUMN_DENIED"  # identifiers stay out of SQL
     assert demo_refusal(sql, "analyst", "statistics") == "POLICY_COLUMN_DENIED"
     sql = "SELECT city_code, AVG(amount_fen), STDDEV_POP(amount_fen) FROM deposits GROUP BY city_code"
     assert demo_check(sql, "analyst", "statistics").min_group_size == 10
@@ -320,11 +320,11 @@ def test_default_policy_on_the_demo_tables() -> None:
         "POLICY_COLUMN_DENIED"
     )
     assert demo_refusal("SELECT COUNT(*) FROM accounts", "auditor") == "POLICY_ROLE_DENIED"
-    sql = (
-        "SELECT COUNT(*), SUM(outstanding_fen) FROM loans WHERE person_id = '310101199001011237' AND status = 'active'"
-    )
+    sql = "SELECT COUNT(*), SUM(outstanding_fen) FROM loans WHERE status = 'active'"
     assert demo_refusal(sql, "integrator", "loan-review") == "POLICY_CONSENT_REQUIRED"
     assert demo_check(sql, "integrator", "loan-review", consent=True).min_group_size == 10
+    lookup = sql + " AND person_id = '310101199001011237'"
+    assert demo_refusal(lookup, "integrator", "loan-review", consent=True) == "POLICY_COLUMN_DENIED"
     assert demo_refusal("SELECT COUNT(*) FROM loans WHERE status = 'overdue'", "operator", "operations") == (
         "POLICY_COLUMN_DENIED"
     )

@@ -1,0 +1,73 @@
+"""The demo's check of every answer: DuckDB over the pooled files, with the minimum group size k applied.
+
+A region withholds a group it holds 1 to k-1 rows of; the client lists such a group with NULL aggregates.
+So the check predicts the withheld groups from each region's own files, requires exactly those (where they
+are shown) to be NULL, and requires every other row to equal DuckDB over all regions' files pooled, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import duckdb
+
+from federation.catalog import Catalog
+from federation.client import QueryAnswer
+from federation.hpf_schema import TABLE_NAMES
+from federation.plan import Plan
+
+Files = Callable[[str, str], list[str]]  # (table, node or "*") -> parquet files
+
+
+def pooled(catalog: Catalog, files: Files, node: str, sql: str) -> list[tuple[Any, ...]]:
+    """``sql`` in DuckDB over the files of ``node`` ("*": every node's files pooled)."""
+    con = duckdb.connect(":memory:")
+    try:
+        for table in TABLE_NAMES:
+            listed = ", ".join(f"'{f}'" for f in files(table, node))
+            con.execute(catalog.tables[table].view_sql(table, f"read_parquet([{listed}])"))
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def withheld_groups(catalog: Catalog, files: Files, nodes: Sequence[str], plan: Plan, k: int) -> set[tuple[Any, ...]]:
+    """Groups some region holds 1 to k-1 rows of, after the query's filter."""
+    if k <= 1:
+        return set()
+    keys = [key.expr for key in plan.keys]
+    sql = f"SELECT {', '.join([*keys, 'COUNT(*)'])} FROM {plan.table}"
+    if plan.where:
+        sql += f" WHERE {plan.where}"
+    if keys:
+        sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(keys)))
+    return {tuple(row[:-1]) for node in nodes for row in pooled(catalog, files, node, sql) if 1 <= row[-1] < k}
+
+
+def _same_row(a_row: Sequence[Any], b_row: Sequence[Any]) -> bool:
+    for a, b in zip(a_row, b_row, strict=True):
+        if isinstance(a, float) and isinstance(b, float):
+            if abs(a - b) > 1e-9 * max(abs(a), abs(b), 1.0):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
+def matches(answer: QueryAnswer, oracle: list[tuple[Any, ...]], plan: Plan, withheld: set[tuple[Any, ...]]) -> bool:
+    """True when the released rows equal the oracle's rows for the same groups, in order, and every withheld
+    group shown has only NULL aggregates. Needs every group key among the output columns (the demo's are)."""
+    positions = [plan.bare_key_outputs.index(i) for i in range(len(plan.keys))]
+
+    def key(row: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(row[p] for p in positions)
+
+    released = [r for r in answer.rows if key(r) not in withheld]
+    expected = [r for r in oracle if key(r) not in withheld]
+    shown_withheld = [r for r in answer.rows if key(r) in withheld]
+    if any(v is not None for r in shown_withheld for i, v in enumerate(r) if i not in positions):
+        return False
+    if len(shown_withheld) > answer.withheld_groups or answer.withheld_groups > len(withheld):
+        return False
+    return len(released) == len(expected) and all(_same_row(a, b) for a, b in zip(released, expected, strict=True))
