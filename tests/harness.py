@@ -32,6 +32,7 @@ from group_size_oracle import withheld_oracle
 
 from coordinator.config import CoordinatorConfig
 from coordinator.server import RunningCoordinator, start_coordinator
+from federation.audit_log import AuditLog
 from federation.catalog import Catalog, load_catalog
 from federation.client import FederationClient
 from federation.config_files import parse_model
@@ -134,9 +135,13 @@ def federation(
     node_ids = list(node_rows)
     pki_dir = root / "pki"
     init_federation(pki_dir, node_ids, clients=people)
+    audit_keys = {}
+    for n in node_ids:  # each node's audit key goes into the catalog, so clients verify every receipt
+        with AuditLog.open(root / "state" / n / "audit", n, fsync=False) as log:
+            audit_keys[n] = log.public_key_b64()
     catalog_doc = {
         "federation": "test",
-        "nodes": [{"id": n, "address": "127.0.0.1:1"} for n in node_ids],
+        "nodes": [{"id": n, "address": "127.0.0.1:1", "audit_key": audit_keys[n]} for n in node_ids],
         "tables": tables,
     }
     catalog_path = root / "federation.yaml"

@@ -17,7 +17,7 @@ import harness
 import pytest
 
 from federation import he, pki, revocation
-from federation.audit_log import verify_log
+from federation.audit_log import Receipt, read_entries, verify_log
 from federation.client import FederationClient
 from federation.envelope import Signer, query_id
 from federation.errors import FederationError, from_rpc_error
@@ -172,6 +172,7 @@ def test_a_signed_question_is_answered_with_audit_receipts(fed: harness.Federati
     answer = client.query(VALID)
     assert [tuple(r) for r in answer.rows] == fed.oracle(VALID)
     assert sorted(r.node_id for r in answer.receipts) == ["n0", "n1"]
+    assert answer.receipts_verified == 2  # each checkpoint signature checked with the catalog's audit key
     for receipt in answer.receipts:
         entry = json.loads(receipt.entry)
         assert entry["identity"] == "caseworker" and entry["decision"] == "allowed"
@@ -364,3 +365,22 @@ def test_every_request_is_in_a_verifiable_audit_log_without_values(
         decisions = {(e["decision"], e["code"]) for e in entries}
         assert ("allowed", "") in decisions and ("refused", "POLICY_COLUMN_DENIED") in decisions
         assert all(e["node"] == node_id for e in entries)
+    # the receipts the client kept prove each of its answered questions is in each node's log
+    kept = [Receipt.from_dict(json.loads(line)) for line in client.profile.receipts.read_text().splitlines()]
+    assert {r.node_id for r in kept} == set(fed.node_ids)
+    for node_id in fed.node_ids:
+        mine = [r for r in kept if r.node_id == node_id]
+        report = verify_log(fed.audit_dir(node_id), receipts=mine)
+        assert report.ok and len(mine) >= 2, report
+
+
+def test_a_node_refuses_a_revoked_coordinator(tmp_path: Path, keys: he.ClientKeys) -> None:
+    with harness.federation(tmp_path, TABLES, NODE_ROWS) as f:
+        assert_serves(f, keys)
+        revocation.revoke(f.pki_dir, (f.pki_dir / "coordinator.pem").read_bytes())
+        with f.client(keys=keys) as c:
+            err = refusal(lambda: c.query(VALID))
+        assert err.code == "AUTH_CERT_REVOKED" and "coordinator" in err.message
+        for node_id in f.node_ids:
+            last = list(read_entries(f.audit_dir(node_id)))[-1]
+            assert (last["decision"], last["code"], last["via"]) == ("refused", "AUTH_CERT_REVOKED", "coordinator")
