@@ -13,7 +13,8 @@ from federation.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """``('roles', 'analyst', 'tables', 0)`` -> ``roles.analyst.tables[0]``."""
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
@@ -31,7 +32,7 @@ def validation_message(path: Path | str, err: ValidationError) -> str:
         msg = problem["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        lines.append(f"{path}: {_field_path(loc)}: {msg}")
+        lines.append(f"{path}: {field_path(loc)}: {msg}")
     return "\n".join(lines)
 
 

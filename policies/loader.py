@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from federation.catalog import Catalog
+from federation.config_files import field_path
 from federation.errors import ConfigError
 from policies import DEFAULT_POLICY
 from policies.model import WILDCARD, Loc, Policy
@@ -52,7 +53,7 @@ def load_policy(path: Path | str) -> Policy:
     policy.set_locations(str(path), _index(merged))
     refs = policy.reference_problems()
     if refs:
-        lines = [f"{policy.where(*loc)}: {_field_path(loc)}: {msg}" for loc, msg in refs]
+        lines = [f"{policy.where(*loc)}: {field_path(loc)}: {msg}" for loc, msg in refs]
         raise ConfigError("\n".join(lines), code=INVALID, hint="declare the purpose under purposes, or fix its name")
     return policy
 
@@ -68,7 +69,7 @@ def check_against_catalog(policy: Policy, catalog: Catalog) -> list[str]:
                 known = all_columns
             elif table_name not in catalog.tables:
                 problems.append(
-                    f"{policy.where(*loc)}: {_field_path(loc)}: the catalog has no table {table_name!r}"
+                    f"{policy.where(*loc)}: {field_path(loc)}: the catalog has no table {table_name!r}"
                     + _did_you_mean(table_name, list(catalog.tables))
                 )
                 continue
@@ -83,7 +84,7 @@ def check_against_catalog(policy: Policy, catalog: Catalog) -> list[str]:
                         else f"table {table_name!r} of the catalog has no column {column!r}"
                     )
                     problems.append(
-                        f"{policy.where(*col_loc)}: {_field_path(col_loc)}: {lacks}"
+                        f"{policy.where(*col_loc)}: {field_path(col_loc)}: {lacks}"
                         + _did_you_mean(column, sorted(known))
                     )
     return problems
@@ -179,9 +180,7 @@ def _duplicate_keys(node: yaml.Node, file: str, loc: Loc, seen: set[int]) -> lis
                 continue
             key, line = key_node.value, key_node.start_mark.line + 1
             if key in first:
-                problems.append(
-                    f"{file}:{line}: {_field_path((*loc, key))}: written twice (first on line {first[key]})"
-                )
+                problems.append(f"{file}:{line}: {field_path((*loc, key))}: written twice (first on line {first[key]})")
             first.setdefault(key, line)
             problems += _duplicate_keys(value_node, file, (*loc, key), seen)
     elif isinstance(node, yaml.SequenceNode):
@@ -224,16 +223,6 @@ def _index(entry: _Entry, loc: Loc = ()) -> dict[Loc, tuple[str, int]]:
 # -- messages ------------------------------------------------------------------------------------------
 
 
-def _field_path(loc: Loc) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts) or "(top level)"
-
-
 def _describe(problem: Any, index: dict[Loc, tuple[str, int]], source: str) -> str:
     """``FILE:LINE: field.path: message`` for one pydantic error."""
     loc: Loc = tuple(
@@ -252,7 +241,7 @@ def _describe(problem: Any, index: dict[Loc, tuple[str, int]], source: str) -> s
         msg = "required, but missing"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    return f"{where}: {_field_path(loc)}: {msg}"
+    return f"{where}: {field_path(loc)}: {msg}"
 
 
 def _did_you_mean(name: str, choices: list[str]) -> str:
