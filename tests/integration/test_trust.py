@@ -8,6 +8,8 @@ coordinator's own certificate: the node must refuse them on its own.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,12 +81,21 @@ roles:
     rate_limit: {requests: 3, per_seconds: 3600}
     tables:
       people: {}
+  integrator:
+    aggregates: [count, sum]
+    min_group_size: 1
+    tables:
+      loans:
+        purposes: [loan-review]
+        consent: required
+        columns: {status: [filter, group, output]}
 """
 PEOPLE = (
     ("caseworker", "caseworker", "n0"),
     ("analyst", "analyst", None),
     ("auditor", "auditor", None),
     ("bob", "caseworker", None),
+    ("bank", "integrator", None),
 )
 VALID = "SELECT city, COUNT(*) AS n, SUM(amount) AS total FROM people GROUP BY city ORDER BY city"
 
@@ -325,6 +336,61 @@ def test_the_right_purpose_is_answered(fed: harness.Federation, client: Federati
     sql = "SELECT status, COUNT(*) AS n, SUM(outstanding) AS o FROM loans GROUP BY status ORDER BY status"
     answer = client.query(sql, purpose="loan-review")
     assert [tuple(r) for r in answer.rows] == fed.oracle(sql)
+
+
+def test_a_consent_reference_is_required_where_the_policy_says_and_never_logged(
+    fed: harness.Federation, keys: he.ClientKeys
+) -> None:
+    sql = "SELECT COUNT(*) AS n, SUM(outstanding) AS o FROM loans WHERE status = 'active'"
+    consent = "CONSENT-2026-000417"
+    with fed.client(keys=keys, person="bank") as bank:
+        err = refusal(lambda: bank.query(sql, purpose="loan-review"))
+        assert err.code == "POLICY_CONSENT_REQUIRED" and err.rule and "consent" in err.rule
+        answer = bank.query(sql, purpose="loan-review", consent=consent)
+    assert [tuple(r) for r in answer.rows] == fed.oracle(sql)
+    for node_id in fed.node_ids:
+        entries = list(read_entries(fed.audit_dir(node_id)))
+        assert any(e["identity"] == "bank" and e["consent"] is True and e["decision"] == "allowed" for e in entries)
+        assert consent not in (fed.audit_dir(node_id) / "entries.jsonl").read_text()
+    assert_serves(fed, keys)
+
+
+def test_explain_on_the_command_line_exits_4_and_names_the_rule(fed: harness.Federation) -> None:
+    sql = "SELECT status, COUNT(*) FROM loans GROUP BY status"
+    refused = subprocess.run(
+        [sys.executable, "-m", "cli", "query", "--profile", str(fed.profile_path), "--explain", sql],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 4, refused.stderr
+    assert (
+        "POLICY_PURPOSE_REQUIRED" in refused.stdout and "n0: roles.caseworker.tables.loans.purposes" in refused.stdout
+    )
+    assert "0 of 2 region(s) would answer" in refused.stdout
+    accepted = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "query",
+            "-p",
+            str(fed.profile_path),
+            "--explain",
+            "--purpose",
+            "loan-review",
+            "--format",
+            "json",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    doc = json.loads(accepted.stdout)
+    assert doc["plan"]["table"] == "loans"
+    assert [r["accepted"] for r in doc["regions"]] == [True, True]
 
 
 def test_the_rate_limit_refuses_then_other_identities_still_served(
