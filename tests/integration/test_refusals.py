@@ -1,7 +1,9 @@
 """Every refusal path, with its exact code and class: through the client (which plans locally) and on the wire.
 
 On the wire a refusal is a gRPC status plus the stable code (and hint) in trailing metadata; the client
-library turns it back into a FederationError with :func:`federation.errors.from_rpc_error`. After any
+library turns it back into a FederationError with :func:`federation.errors.from_rpc_error`. Every request
+on the wire is a properly signed question (the caseworker's envelope, bound to the public context sent), so
+each refusal here is about the one thing the test got wrong, not about a missing signature. After any
 refusal the server keeps serving. Regions that fail (down, slow) are listed in ``missing`` and the
 others still sum exactly.
 """
@@ -27,6 +29,7 @@ import yaml
 from federation import he
 from federation.client import FederationClient
 from federation.config_files import parse_model
+from federation.envelope import Signer, query_id
 from federation.errors import (
     CryptoError,
     DataError,
@@ -201,6 +204,45 @@ def coordinator_tls(fed: harness.Federation) -> TlsConfig:
     return TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
 
 
+def signer(fed: harness.Federation, person: str = "caseworker") -> Signer:
+    return Signer.from_files(fed.pki_dir / "people" / f"{person}.pem", fed.pki_dir / "people" / f"{person}.key")
+
+
+def sign(fed: harness.Federation, sql: str, public_context: bytes) -> pb.SignedEnvelope:
+    """The caseworker's signed question ``sql``, bound to ``public_context`` (whatever its bytes are)."""
+    return signer(fed).sign(
+        sql=sql, context_digest=he.context_digest(public_context), federation=fed.catalog.federation
+    )
+
+
+def query_request(
+    fed: harness.Federation, keys: he.ClientKeys, sql: str, public_context: bytes | None = None
+) -> pb.QueryRequest:
+    """What the hpf client sends for ``sql``: signed, with the public context it signed for."""
+    context = keys.public_context() if public_context is None else public_context
+    return pb.QueryRequest(envelope=sign(fed, sql, context), public_context=context)
+
+
+def partial_request(
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    sql: str,
+    *,
+    fingerprint: str | None = None,
+    signed: pb.SignedEnvelope | None = None,
+) -> pb.PartialRequest:
+    """What the coordinator sends a node for the caseworker's signed ``sql`` (the plan's own fingerprint by default)."""
+    context = keys.public_context()
+    signed = sign(fed, sql, context) if signed is None else signed
+    return pb.PartialRequest(
+        query_id=query_id(signed),
+        public_context=context,
+        plan_fingerprint=plan_query(sql, fed.catalog).fingerprint if fingerprint is None else fingerprint,
+        context_digest=he.context_digest(context),
+        envelope=signed,
+    )
+
+
 @pytest.fixture(scope="module")
 def coordinator_stub(fed: harness.Federation) -> Iterator[pb_grpc.CoordinatorStub]:
     channel = secure_channel(f"127.0.0.1:{fed.coordinator.port}", caseworker_tls(fed))
@@ -246,11 +288,9 @@ def test_client_refuses_before_sending(fed: harness.Federation, case: Refusal) -
 
 @pytest.mark.parametrize("case", list(PLAN_REFUSALS.values()), ids=list(PLAN_REFUSALS))
 def test_coordinator_refuses_on_the_wire(
-    coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys, case: Refusal
+    fed: harness.Federation, coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys, case: Refusal
 ) -> None:
-    rpc_error, err = wire_refusal(
-        coordinator_stub, pb.QueryRequest(sql=case.sql, public_context=client_keys.public_context())
-    )
+    rpc_error, err = wire_refusal(coordinator_stub, query_request(fed, client_keys, case.sql))
     assert rpc_error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.code == case.code
     assert type(err) is PlanError
@@ -264,11 +304,9 @@ def test_coordinator_keeps_serving_after_refusals(
     fed: harness.Federation, coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys
 ) -> None:
     for case in PLAN_REFUSALS.values():
-        wire_refusal(coordinator_stub, pb.QueryRequest(sql=case.sql, public_context=client_keys.public_context()))
-    wire_refusal(coordinator_stub, pb.QueryRequest(sql=VALID_SQL, public_context=b"garbage"))
-    reply = coordinator_stub.Query(
-        pb.QueryRequest(sql=VALID_SQL, public_context=client_keys.public_context()), timeout=RPC_TIMEOUT_S
-    )
+        wire_refusal(coordinator_stub, query_request(fed, client_keys, case.sql))
+    wire_refusal(coordinator_stub, query_request(fed, client_keys, VALID_SQL, public_context=b"garbage"))
+    reply = coordinator_stub.Query(query_request(fed, client_keys, VALID_SQL), timeout=RPC_TIMEOUT_S)
     assert list(reply.answered) == fed.node_ids and len(reply.ciphertexts) == 1
     with fed.client() as client:
         answer = client.query(VALID_SQL)
@@ -293,9 +331,14 @@ CONTEXT_REFUSALS = {
 
 @pytest.mark.parametrize("make_context, code", list(CONTEXT_REFUSALS.values()), ids=list(CONTEXT_REFUSALS))
 def test_bad_public_context_is_refused_on_the_wire(
-    coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys, make_context: Any, code: str
+    fed: harness.Federation,
+    coordinator_stub: pb_grpc.CoordinatorStub,
+    client_keys: he.ClientKeys,
+    make_context: Any,
+    code: str,
 ) -> None:
-    request = pb.QueryRequest(sql=VALID_SQL, public_context=make_context(client_keys))
+    """A bad context the asker really signed for (its digest is in the envelope) is refused for what it is."""
+    request = query_request(fed, client_keys, VALID_SQL, public_context=make_context(client_keys))
     rpc_error, err = wire_refusal(coordinator_stub, request)
     assert rpc_error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.code == code
@@ -303,25 +346,39 @@ def test_bad_public_context_is_refused_on_the_wire(
 
 @pytest.mark.parametrize("make_context, code", list(CONTEXT_REFUSALS.values()), ids=list(CONTEXT_REFUSALS))
 def test_bad_public_context_comes_back_as_a_crypto_error(
-    coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys, make_context: Any, code: str
+    fed: harness.Federation,
+    coordinator_stub: pb_grpc.CoordinatorStub,
+    client_keys: he.ClientKeys,
+    make_context: Any,
+    code: str,
 ) -> None:
     """The class a caller catches follows the code's family (CONTEXT_* is a CryptoError), as in error_for_code."""
-    _, err = wire_refusal(coordinator_stub, pb.QueryRequest(sql=VALID_SQL, public_context=make_context(client_keys)))
+    request = query_request(fed, client_keys, VALID_SQL, public_context=make_context(client_keys))
+    _, err = wire_refusal(coordinator_stub, request)
     assert err.code == code
     assert isinstance(err, CryptoError), f"{code} came back as {type(err).__name__}"
+
+
+def test_a_context_other_than_the_signed_one_is_refused(
+    fed: harness.Federation, coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys
+) -> None:
+    """A valid public context is refused too when it is not the one the asker signed for."""
+    request = query_request(fed, client_keys, VALID_SQL)
+    request.public_context = he.ClientKeys.generate().public_context()
+    rpc_error, err = wire_refusal(coordinator_stub, request)
+    assert rpc_error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert err.code == "AUTH_CONTEXT_MISMATCH"
 
 
 def test_oversized_request_is_resource_exhausted(
     fed: harness.Federation, coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys
 ) -> None:
     """The coordinator accepts requests of at most 4 MiB (coordinator.server.MAX_REQUEST_BYTES)."""
-    oversized = pb.QueryRequest(sql=VALID_SQL, public_context=b"\x01" * (5 * 1024 * 1024))
+    oversized = query_request(fed, client_keys, VALID_SQL, public_context=b"\x01" * (5 * 1024 * 1024))
     rpc_error, err = wire_refusal(coordinator_stub, oversized)
     assert rpc_error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert isinstance(err, RequestTooLarge)
-    reply = coordinator_stub.Query(
-        pb.QueryRequest(sql=VALID_SQL, public_context=client_keys.public_context()), timeout=RPC_TIMEOUT_S
-    )
+    reply = coordinator_stub.Query(query_request(fed, client_keys, VALID_SQL), timeout=RPC_TIMEOUT_S)
     assert list(reply.answered) == fed.node_ids
 
 
@@ -330,27 +387,22 @@ def test_node_refuses_an_oversized_request(fed: harness.Federation, client_keys:
     channel = secure_channel(f"127.0.0.1:{fed.nodes['n0'].port}", coordinator_tls(fed))
     with channel:
         stub = pb_grpc.NodeStub(channel)
-        oversized = pb.PartialRequest(
-            query_id="q-big", sql="SELECT COUNT(*) FROM deposits", public_context=b"\x01" * (9 * 1024 * 1024)
-        )
+        good = partial_request(fed, client_keys, "SELECT COUNT(*) FROM deposits")
+        oversized = pb.PartialRequest()
+        oversized.CopyFrom(good)
+        oversized.public_context = b"\x01" * (9 * 1024 * 1024)
         with pytest.raises(grpc.RpcError) as info:
             stub.ComputePartial(oversized, timeout=RPC_TIMEOUT_S)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        sql = "SELECT COUNT(*) FROM deposits"
-        good = pb.PartialRequest(
-            query_id="q-after",
-            sql=sql,
-            public_context=client_keys.public_context(),
-            plan_fingerprint=plan_query(sql, fed.catalog).fingerprint,
-        )
+        # the same signed question at its normal size is answered: the refusal was about the size alone
         assert stub.ComputePartial(good, timeout=RPC_TIMEOUT_S).node_id == "n0"
 
 
-def test_overlong_sql_is_refused(coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys) -> None:
+def test_overlong_sql_is_refused(
+    fed: harness.Federation, coordinator_stub: pb_grpc.CoordinatorStub, client_keys: he.ClientKeys
+) -> None:
     sql = "SELECT COUNT(*) FROM deposits WHERE " + " OR ".join(["amount_fen > 1"] * 3000)
-    rpc_error, err = wire_refusal(
-        coordinator_stub, pb.QueryRequest(sql=sql, public_context=client_keys.public_context())
-    )
+    rpc_error, err = wire_refusal(coordinator_stub, query_request(fed, client_keys, sql))
     assert rpc_error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.code == "PLAN_TOO_LONG" and isinstance(err, PlanError)
 
@@ -412,10 +464,7 @@ def test_all_nodes_down_is_regions_unavailable(client_keys: he.ClientKeys) -> No
         assert all(n in info.value.message for n in fed.node_ids)
         channel = secure_channel(f"127.0.0.1:{fed.coordinator.port}", caseworker_tls(fed))
         with channel:
-            rpc_error, err = wire_refusal(
-                pb_grpc.CoordinatorStub(channel),
-                pb.QueryRequest(sql=VALID_SQL, public_context=client_keys.public_context()),
-            )
+            rpc_error, err = wire_refusal(pb_grpc.CoordinatorStub(channel), query_request(fed, client_keys, VALID_SQL))
         assert rpc_error.code() == grpc.StatusCode.UNAVAILABLE
         assert err.code == "REGIONS_UNAVAILABLE" and isinstance(err, UnavailableError)
 
@@ -440,21 +489,16 @@ def test_node_refuses_a_plan_fingerprint_it_does_not_derive(
     channel = secure_channel(f"127.0.0.1:{fed.nodes['n0'].port}", coordinator_tls(fed))
     with channel:
         stub = pb_grpc.NodeStub(channel)
-        request = pb.PartialRequest(
-            query_id="q-mismatch", sql=sql, public_context=client_keys.public_context(), plan_fingerprint="0" * 64
-        )
+        request = partial_request(fed, client_keys, sql, fingerprint="0" * 64)
         with pytest.raises(grpc.RpcError) as info:
             stub.ComputePartial(request, timeout=RPC_TIMEOUT_S)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         err = from_rpc_error(info.value)
         assert err.code == "PLAN_MISMATCH" and isinstance(err, PlanError)
-        # the same request with the plan's real fingerprint is answered: the refusal was about the fingerprint
-        good = pb.PartialRequest(
-            query_id="q-good",
-            sql=sql,
-            public_context=client_keys.public_context(),
-            plan_fingerprint=plan_query(sql, fed.catalog).fingerprint,
-        )
+        # the same request (the same signed question, whose nonce a refusal does not use up) with the plan's
+        # real fingerprint is answered: the refusal was about the fingerprint
+        good = partial_request(fed, client_keys, sql, signed=request.envelope)
+        assert good.envelope == request.envelope and good.plan_fingerprint != request.plan_fingerprint
         reply = stub.ComputePartial(good, timeout=RPC_TIMEOUT_S)
         assert reply.node_id == "n0" and len(reply.ciphertexts) == 1
 
@@ -467,9 +511,7 @@ def test_node_refuses_a_connection_without_client_certificate(
         f"127.0.0.1:{fed.nodes['n0'].port}", grpc.ssl_channel_credentials(root_certificates=ca)
     )
     with channel:
-        request = pb.PartialRequest(
-            query_id="q-anon", sql="SELECT COUNT(*) FROM deposits", public_context=client_keys.public_context()
-        )
+        request = partial_request(fed, client_keys, "SELECT COUNT(*) FROM deposits")
         with pytest.raises(grpc.RpcError) as info:
             pb_grpc.NodeStub(channel).ComputePartial(request, timeout=RPC_TIMEOUT_S)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # the TLS handshake fails: no RPC reaches the node
@@ -482,9 +524,7 @@ def test_coordinator_refuses_a_connection_without_client_certificate(
     address = f"127.0.0.1:{fed.coordinator.port}"
     with grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca)) as channel:
         with pytest.raises(grpc.RpcError) as info:
-            pb_grpc.CoordinatorStub(channel).Query(
-                pb.QueryRequest(sql=VALID_SQL, public_context=client_keys.public_context()), timeout=RPC_TIMEOUT_S
-            )
+            pb_grpc.CoordinatorStub(channel).Query(query_request(fed, client_keys, VALID_SQL), timeout=RPC_TIMEOUT_S)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 

@@ -2,9 +2,10 @@
 
 (a) the client's secret key is never serialized, pickled, shown or left readable by others;
 (b) the coordinator only ever holds ciphertexts: every payload a node sends it is a BFV ciphertext under the
-    client's key, no plaintext partial or row value appears in any message it receives, and its public
-    context cannot decrypt; no row value travels back in an error message either, and a client cannot
-    fetch one region's partial by calling a node itself;
+    client's key, no row value, plaintext partial or person identifier appears in any message it receives
+    (signed questions, node answers with their audit receipts, explain verdicts, error statuses), and its
+    public context cannot decrypt; no row value travels back in an error message either, and a client
+    cannot fetch one region's partial by calling a node itself, even with a properly signed question;
 (c) an answer encrypted under another key pair never becomes a silently wrong result.
 """
 
@@ -15,13 +16,16 @@ import copy
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 import os
 import pickle
 import stat
+import struct
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,10 +38,10 @@ import tenseal as ts
 import yaml
 
 import coordinator.server
-from coordinator.fanout import FanOut
 from federation import he
 from federation.client import FederationClient
 from federation.config_files import parse_model
+from federation.envelope import query_id
 from federation.errors import FederationError, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
@@ -151,12 +155,6 @@ def client_with_keys(fed: harness.Federation, keys: he.ClientKeys) -> Federation
     return FederationClient(profile, keys=keys)
 
 
-def node_oracle(fed: harness.Federation, node_id: str, sql: str) -> list[tuple[Any, ...]]:
-    """DuckDB over one node's own files only."""
-    files = {t: [p for p in paths if p.parent.name == node_id] for t, paths in fed.data_files.items()}
-    return dataclasses.replace(fed, data_files=files).oracle(sql)
-
-
 # ------------------------------------------------------------------------------ (a) the secret key
 
 
@@ -207,71 +205,121 @@ def test_key_file_is_private_and_holds_the_same_key_pair(tmp_path: Path) -> None
 # ------------------------------------------------------------------ (b) the coordinator's view
 
 
-class NodeTrafficRecorder(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Records every request the coordinator sends to a node and every response it gets back."""
+LEAKY_QUERIES = [
+    "SELECT COUNT(*) FROM deposits WHERE CAST(employer AS DATE) > DATE '2020-01-01'",
+    "SELECT COUNT(*) FROM deposits WHERE CAST(employer AS DECIMAL(10, 2)) > 0",
+    "SELECT COUNT(*) FROM deposits WHERE json_extract(employer, '$.a') IS NOT NULL",
+    "SELECT COUNT(*) FROM deposits WHERE error(employer) IS NULL",
+]
+EXPLAINED = "SELECT city_code, SUM(balance) FROM deposits GROUP BY city_code"
+
+
+@dataclasses.dataclass
+class Received:
+    """One thing the coordinator received: a message (or a failed call's status) and who sent it."""
+
+    source: str  # "client" or "node"
+    method: str  # the gRPC method, e.g. /hpf.v1.Coordinator/Query or /hpf.v1.Node/ComputePartial
+    message: Any  # the parsed message; None for a node's error status
+    wire: bytes  # the message's bytes (as received from the client; re-serialized for a node's answer)
+    text: str = ""  # a node's error: status details and trailing metadata
+
+
+class CoordinatorRecorder(grpc.ServerInterceptor, grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Records every message the coordinator receives: requests on its server, answers on its node channels.
+
+    It also keeps what the coordinator sends (its replies to the client, its requests to nodes) so the test can
+    check the recording is complete and that the coordinator forwards the signed question untouched.
+    """
 
     def __init__(self) -> None:
-        self.requests: list[Any] = []
-        self.responses: list[Any] = []
+        self.received: list[Received] = []
+        self.replies: list[Any] = []  # what the coordinator answered the client
+        self.node_requests: list[tuple[str, Any]] = []  # what the coordinator asked nodes
         self._lock = threading.Lock()
 
+    # -- the coordinator's server: everything a client sends it, byte for byte
+    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method, inner, parse = details.method, handler.unary_unary, handler.request_deserializer
+
+        def deserialize(data: bytes) -> Any:
+            message = parse(data) if parse is not None else data
+            with self._lock:
+                self.received.append(Received("client", method, message, bytes(data)))
+            return message
+
+        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+            reply = inner(request, context)
+            with self._lock:
+                self.replies.append(reply)
+            return reply
+
+        return grpc.unary_unary_rpc_method_handler(
+            behaviour, request_deserializer=deserialize, response_serializer=handler.response_serializer
+        )
+
+    # -- the coordinator's channels to the nodes: every answer (or error status) a node sends back
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        method = details.method
         with self._lock:
-            self.requests.append(request)
+            self.node_requests.append((method, request))
         outcome = continuation(details, request)
 
         def record(call: Any) -> None:
             if call.exception() is None:
-                with self._lock:
-                    self.responses.append(call.result())
+                reply = call.result()
+                got = Received("node", method, reply, reply.SerializeToString())
+            else:
+                metadata = " ".join(f"{k}={v}" for k, v in (call.trailing_metadata() or ()))
+                text = f"{call.code()} {call.details()} {metadata}"
+                got = Received("node", method, None, text.encode(), text)
+            with self._lock:
+                self.received.append(got)
 
         outcome.add_done_callback(record)
         return outcome
 
-    def wait_for(self, n_responses: int, timeout_s: float = 10.0) -> list[Any]:
+    def from_nodes(self, expected: int, timeout_s: float = 10.0) -> list[Received]:
+        """The nodes' answers, once all ``expected`` of them are recorded (done callbacks may lag the call)."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while True:
             with self._lock:
-                if len(self.responses) >= n_responses:
-                    return list(self.responses)
+                got = [r for r in self.received if r.source == "node"]
+            if len(got) >= expected or time.monotonic() > deadline:
+                return got
             time.sleep(0.01)
-        raise AssertionError(f"only {len(self.responses)} of {n_responses} node responses recorded")
-
-
-@dataclasses.dataclass
-class CoordinatorView:
-    node_traffic: NodeTrafficRecorder
-    queries: list[tuple[str, bytes]]  # what the coordinator received from the client
-    answers: list[list[bytes]]  # the summed ciphertexts it sent back
 
 
 @pytest.fixture
-def coordinator_view(monkeypatch: pytest.MonkeyPatch) -> CoordinatorView:
-    """Record what the coordinator handles; applies to federations started after it."""
-    view = CoordinatorView(NodeTrafficRecorder(), [], [])
+def coordinator_view(monkeypatch: pytest.MonkeyPatch) -> CoordinatorRecorder:
+    """Record what the coordinator receives; applies to federations started after it."""
+    recorder = CoordinatorRecorder()
 
-    def recording_channel(address: str, tls: TlsConfig | None, **kwargs: Any) -> grpc.Channel:
-        return grpc.intercept_channel(secure_channel(address, tls, **kwargs), view.node_traffic)
+    def recording_channel(address: str, tls: Any, **kwargs: Any) -> grpc.Channel:
+        return grpc.intercept_channel(secure_channel(address, tls, **kwargs), recorder)
 
-    original_query = FanOut.query
-
-    def recording_query(self: FanOut, sql: str, public_context: bytes, deadline_ms: int = 0) -> Any:
-        view.queries.append((sql, public_context))
-        answer = original_query(self, sql, public_context, deadline_ms)
-        view.answers.append(list(answer.ciphertexts))
-        return answer
+    def recording_server(*, max_workers: int = 16, options: Any = ()) -> grpc.Server:
+        return grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers), options=list(options), interceptors=[recorder]
+        )
 
     monkeypatch.setattr(coordinator.server, "secure_channel", recording_channel)
-    monkeypatch.setattr(FanOut, "query", recording_query)
-    return view
+    monkeypatch.setattr(coordinator.server, "new_server", recording_server)
+    return recorder
 
 
-def plaintext_partials(fed: harness.Federation, node_id: str, plan: Plan) -> tuple[list[int], np.ndarray]:
-    """A node's plaintext partial numbers (as scaled integers) and its slot vector, computed here with DuckDB."""
-    rows = node_oracle(fed, node_id, plan.node_sql())
+def plaintext_partials(fed: harness.Federation, node_id: str, plan: Plan) -> tuple[list[int], np.ndarray, list[Any]]:
+    """A node's plaintext partials, computed here with DuckDB on its own files: the numbers (as scaled integers),
+    its slot vector, and the raw values DuckDB returns for the partial plan."""
+    rows = fed.node_oracle(node_id, plan.node_sql())
     numbers: list[int] = []
+    raw: list[Any] = []
     n_keys = len(plan.keys)
     for row in rows:
+        raw += list(row[n_keys:])
         pos = n_keys
         for comp in (c for c in plan.components if c.from_sql):  # the withheld mark is no SQL result
             terms = row[pos : pos + len(comp.sql_terms())]
@@ -280,11 +328,11 @@ def plaintext_partials(fed: harness.Federation, node_id: str, plan: Plan) -> tup
                 numbers.append(
                     comp.combine([int(Decimal(v).scaleb(0 if comp.kind == "sumsq" else comp.scale)) for v in terms])
                 )
-    return numbers, encode_partials(plan, rows)
+    return numbers, encode_partials(plan, rows), raw
 
 
 def byte_patterns(value: int) -> list[bytes]:
-    """How a number could show up in a message: decimal text, or 8/16-byte two's complement."""
+    """How a whole number could show up in a message: decimal text, or 8/16-byte two's complement."""
     patterns = [str(value).encode()]
     for width in (8, 16):
         if -(1 << (8 * width - 1)) <= value < (1 << (8 * width - 1)):
@@ -292,40 +340,135 @@ def byte_patterns(value: int) -> list[bytes]:
     return patterns
 
 
-def test_coordinator_only_ever_holds_ciphertexts(coordinator_view: CoordinatorView) -> None:
+def float_patterns(value: float) -> list[bytes]:
+    return [struct.pack("<d", value), struct.pack(">d", value)]
+
+
+EPOCH = dt.date(1970, 1, 1)
+# Digits shorter than this could turn up by chance in the hex digests and nonces the coordinator legitimately
+# receives; every partial searched for as text is longer.
+MIN_TEXT_CHARS = 9
+MIN_BINARY = 1 << 20  # an 8-byte pattern of a smaller number (0, 1, 2, sizes) is in any protobuf or SEAL header
+
+
+def row_value_patterns(fed: harness.Federation) -> dict[bytes, str]:
+    """Every distinct cell of the test data, in each form it could plausibly travel in, with what it is.
+
+    City codes are left out: they are the catalog's declared domain, which the coordinator holds anyway.
+    """
+    columns = fed.catalog.tables["deposits"].columns
+    listed = {c for c, col in columns.items() if col.domain is not None and col.domain.values is not None}
+    names = list(columns)
+    patterns: dict[bytes, str] = {}
+    for rows in NODE_ROWS.values():
+        for row in rows["deposits"]:
+            for column, value in zip(names, row, strict=True):
+                what = f"the row value {value!r} ({column})"
+                forms: list[bytes] = []
+                if column in listed:
+                    continue
+                if isinstance(value, str):
+                    forms += [value.encode(), value.encode("utf-16-le")]
+                elif isinstance(value, dt.date):
+                    days = (value - EPOCH).days
+                    forms += [value.isoformat().encode(), value.strftime("%Y%m%d").encode()]
+                    forms += [days.to_bytes(8, "little"), days.to_bytes(8, "big")]
+                    forms += [(days * 86_400_000_000).to_bytes(8, "little")]  # a timestamp in microseconds
+                elif isinstance(value, Decimal):
+                    scaled = int(value.scaleb(2))
+                    forms += [str(value).encode(), *byte_patterns(scaled), *float_patterns(float(value))]
+                else:
+                    forms += [*byte_patterns(value), *float_patterns(float(value))]
+                for form in forms:
+                    assert len(form) >= 8, (what, form)  # long enough not to turn up by chance
+                    patterns[form] = what
+    return patterns
+
+
+def partial_patterns(fed: harness.Federation, plans: list[Plan]) -> tuple[dict[bytes, str], int]:
+    """Every distinctive plaintext partial of every node for ``plans``, as text and 8/16-byte integers."""
+    patterns: dict[bytes, str] = {}
+    searched = 0
+    for plan in plans:
+        for node_id in fed.node_ids:
+            numbers, slots, raw = plaintext_partials(fed, node_id, plan)
+            what = f"a plaintext partial of {node_id} for plan {plan.fingerprint[:12]}"
+            for value in {v for v in numbers if abs(v) >= MIN_BINARY}:
+                searched += 1
+                for form in byte_patterns(value):
+                    if len(form) >= MIN_TEXT_CHARS or not form.isdigit():
+                        patterns[form] = f"{what}: {value}"
+            for limb in {int(v) for v in slots if abs(int(v)) >= MIN_BINARY}:
+                patterns[limb.to_bytes(8, "little", signed=True)] = f"{what}: limb {limb}"
+            for value in raw:  # DuckDB's own rendering of the partial (e.g. a DECIMAL sum)
+                if value is not None and len(str(value)) >= MIN_TEXT_CHARS:
+                    patterns[str(value).encode()] = f"{what}: {value}"
+                if isinstance(value, (int, float, Decimal)) and abs(value) >= MIN_BINARY:
+                    patterns.update({p: f"{what}: {value}" for p in float_patterns(float(value))})
+    return patterns, searched
+
+
+def test_coordinator_only_ever_holds_ciphertexts(coordinator_view: CoordinatorRecorder) -> None:
+    """A curious coordinator records every message it receives during a run of federated queries, a failing
+    query and an explain: none contains a row, a plaintext partial or an identifier."""
     keys = he.ClientKeys.generate()
+    leaky = LEAKY_QUERIES[0]  # every node fails on its rows: their error statuses are received too
     with started() as fed:
         with client_with_keys(fed, keys) as client:
             for sql in QUERIES:
                 answer = client.query(sql)
                 assert answer.missing == [] and [tuple(r) for r in answer.rows] == fed.oracle(sql)
-        responses = coordinator_view.node_traffic.wait_for(len(QUERIES) * len(fed.node_ids))
+            with pytest.raises(FederationError):
+                client.query(leaky)
+            plan, explained = client.explain(EXPLAINED)
+            assert all(v.accepted for v in explained.verdicts)
+        n_nodes = len(fed.node_ids)
+        from_nodes = coordinator_view.from_nodes((len(QUERIES) + 2) * n_nodes)
+        received = coordinator_view.received
 
-        # what the client sent: the SQL and a public context without a secret key
-        assert [sql for sql, _ in coordinator_view.queries] == QUERIES
-        for _, public_context in coordinator_view.queries:
-            received = ts.context_from(public_context)
-            assert not received.has_secret_key() and not received.is_private()
-        coordinator_ctx = he.load_public_context(coordinator_view.queries[0][1])
+        # the recording is complete: every question the client sent, every answer of every node
+        from_client = [r for r in received if r.source == "client"]
+        assert [r.method.rsplit("/", 1)[1] for r in from_client] == ["Query"] * (len(QUERIES) + 1) + ["Explain"]
+        envelopes = [pb.QueryEnvelope.FromString(r.message.envelope.envelope) for r in from_client]
+        assert [e.sql for e in envelopes] == [*QUERIES, leaky, EXPLAINED]
+        answers = [r for r in from_nodes if r.method.endswith("ComputePartial") and r.message is not None]
+        verdicts = [r for r in from_nodes if r.method.endswith("Explain")]
+        errors = [r for r in from_nodes if r.message is None]
+        assert len(from_nodes) == len(coordinator_view.node_requests) == (len(QUERIES) + 2) * n_nodes
+        assert len(answers) == len(QUERIES) * n_nodes and len(verdicts) == n_nodes and len(errors) == n_nodes
+        assert all("NODE_EXECUTION_FAILED" in r.text for r in errors)
+        assert all(r.message.receipt.entry for r in answers + verdicts)  # audit receipts are in what is searched
 
-        plans = {plan.fingerprint: plan for plan in (plan_query(sql, fed.catalog) for sql in QUERIES)}
-        assert len(responses) == len(QUERIES) * len(fed.node_ids)
-        searched = 0  # distinctive plaintext partials looked for
-        for response in responses:
-            plan = plans[response.plan_fingerprint]
-            numbers, slots = plaintext_partials(fed, response.node_id, plan)
-            wire = response.SerializeToString()
-            # no plaintext partial, no limb of one, no row string is in what the node sent
-            for value in (v for v in numbers if abs(v) >= 10**6):
-                searched += 1
-                for pattern in byte_patterns(value):
-                    assert pattern not in wire, f"a plaintext partial of {response.node_id} is in its answer"
-            for limb in {int(v) for v in slots if abs(int(v)) >= 1 << 20}:
-                assert limb.to_bytes(8, "little", signed=True) not in wire
-            for text in ROW_STRINGS:
-                assert text.encode() not in wire
-            # every payload is a BFV ciphertext under the client's key, holding exactly the node's partials
-            sizes = plan.layout.chunk_sizes
+        # what the client sent: a signed question and a public context without a secret key
+        for r in from_client:
+            if r.method.endswith("Query"):
+                received_ctx = ts.context_from(r.message.public_context)
+                assert not received_ctx.has_secret_key() and not received_ctx.is_private()
+        coordinator_ctx = he.load_public_context(from_client[0].message.public_context)
+
+        # no message it received holds a row value, an identifier or a plaintext partial of any node
+        forbidden = row_value_patterns(fed)
+        identifiers = {r[0] for rows in NODE_ROWS.values() for r in rows["deposits"]}
+        assert all(i.encode() in forbidden for i in identifiers)
+        plans = [plan_query(sql, fed.catalog) for sql in QUERIES]
+        partials, searched = partial_patterns(fed, [*plans, plan])
+        assert searched >= 3 * len(QUERIES)
+        forbidden.update(partials)
+        for r in received:
+            for pattern, what in forbidden.items():
+                assert pattern not in r.wire, f"{what} is in a {r.method} message from the {r.source}"
+        # nor what it sends back to the client
+        for reply in coordinator_view.replies:
+            wire = reply.SerializeToString()
+            for pattern, what in forbidden.items():
+                assert pattern not in wire, f"{what} is in the coordinator's reply"
+
+        # every payload a node sent is a BFV ciphertext under the client's key, holding exactly its partials
+        by_fingerprint = {p.fingerprint: p for p in plans}
+        for r in answers:
+            response = r.message
+            _, slots, _ = plaintext_partials(fed, response.node_id, by_fingerprint[response.plan_fingerprint])
+            sizes = by_fingerprint[response.plan_fingerprint].layout.chunk_sizes
             assert len(response.ciphertexts) == len(sizes)
             for blob, expected, size in zip(response.ciphertexts, chunks(slots), sizes, strict=True):
                 vector = ts.bfv_vector_from(coordinator_ctx, blob)
@@ -333,25 +476,19 @@ def test_coordinator_only_ever_holds_ciphertexts(coordinator_view: CoordinatorVi
                 with pytest.raises(ValueError):  # the coordinator's context cannot decrypt
                     vector.decrypt()
                 assert keys.decrypt(blob, size).tolist() == expected.tolist()
-
-        assert searched >= 3 * len(QUERIES)
-        # the summed answers it returned are ciphertexts too, and hold no row string
-        for ciphertexts in coordinator_view.answers:
-            for blob in ciphertexts:
+        # the summed answers it returned are ciphertexts too
+        for reply in coordinator_view.replies:
+            for blob in getattr(reply, "ciphertexts", ()):
                 ts.bfv_vector_from(coordinator_ctx, blob)
-                assert not any(text.encode() in blob for text in ROW_STRINGS)
-        # and no request it sent to a node carried data: only the client's SQL, context and the plan fingerprint
-        for request in coordinator_view.node_traffic.requests:
-            assert request.sql in QUERIES
-            assert not any(text.encode() in request.SerializeToString() for text in ROW_STRINGS)
 
-
-LEAKY_QUERIES = [
-    "SELECT COUNT(*) FROM deposits WHERE CAST(employer AS DATE) > DATE '2020-01-01'",
-    "SELECT COUNT(*) FROM deposits WHERE CAST(employer AS DECIMAL(10, 2)) > 0",
-    "SELECT COUNT(*) FROM deposits WHERE json_extract(employer, '$.a') IS NOT NULL",
-    "SELECT COUNT(*) FROM deposits WHERE error(employer) IS NULL",
-]
+        # and every request it sent a node carried the client's signed question untouched, and its context
+        signed = [r.message.envelope.SerializeToString() for r in from_client]
+        contexts = {b"", from_client[0].message.public_context}
+        for method, request in coordinator_view.node_requests:
+            assert request.envelope.SerializeToString() in signed, method
+            assert request.public_context in contexts
+            for pattern, what in forbidden.items():
+                assert pattern not in request.SerializeToString(), f"{what} is in a request to a node"
 
 
 @pytest.mark.parametrize("sql", LEAKY_QUERIES, ids=["cast_date", "cast_decimal", "json", "error"])
@@ -379,16 +516,28 @@ def test_a_client_cannot_fetch_one_regions_partial_from_a_node() -> None:
             ca=pki / "ca.pem", cert=pki / "people" / "caseworker.pem", key=pki / "people" / "caseworker.key"
         )
         sql = "SELECT SUM(amount_fen) FROM deposits"
+        # the client's own, properly signed question, exactly as the coordinator would forward it
+        with fed.client(keys=keys) as client:
+            signed = client.sign(sql)
         request = pb.PartialRequest(
-            query_id="q-direct",
-            sql=sql,
+            query_id=query_id(signed),
             public_context=keys.public_context(),
             plan_fingerprint=plan_query(sql, fed.catalog).fingerprint,
+            context_digest=he.context_digest(keys.public_context()),
+            envelope=signed,
         )
-        with secure_channel(f"127.0.0.1:{fed.nodes['n0'].port}", caseworker) as channel:
+        address = f"127.0.0.1:{fed.nodes['n0'].port}"
+        with secure_channel(address, caseworker) as channel:
             with pytest.raises(grpc.RpcError) as info:
                 pb_grpc.NodeStub(channel).ComputePartial(request, timeout=RPC_TIMEOUT_S)
         assert info.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+        assert from_rpc_error(info.value).code == "PARTY_NOT_ALLOWED"
+        entries = [json.loads(line) for line in (fed.audit_dir("n0") / "entries.jsonl").read_text().splitlines()]
+        assert [(e["decision"], e["code"]) for e in entries] == [("refused", "PARTY_NOT_ALLOWED")]
+        # the refusal is about who called: the same request from the coordinator is answered
+        coordinator_tls = TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
+        with secure_channel(address, coordinator_tls) as channel:
+            assert pb_grpc.NodeStub(channel).ComputePartial(request, timeout=RPC_TIMEOUT_S).ciphertexts
 
 
 def test_node_describes_itself_to_the_coordinator_only() -> None:
@@ -421,13 +570,17 @@ def node_encrypting_with(
     original = PartialExecutor.compute
 
     def compute(
-        self: PartialExecutor, query_id: str, sql: str, public_context: bytes, fingerprint: str, digest: str = ""
+        self: PartialExecutor,
+        query_id: str,
+        plan: Plan,
+        ctx: ts.Context,
+        min_group_size: int = 1,
+        started: float | None = None,
     ) -> PartialResult:
-        result = original(self, query_id, sql, public_context, fingerprint, digest)
+        result = original(self, query_id, plan, ctx, min_group_size, started)
         if self.node_id != node_id:
             return result
-        plan = plan_query(sql, self.catalog)
-        flat = encode_partials(plan, self.backend.run(plan.node_sql()))
+        flat = encode_partials(plan, self.backend.run(plan.node_sql()), min_group_size=min_group_size)
         return dataclasses.replace(result, ciphertexts=[encrypt(chunk) for chunk in chunks(flat)])
 
     monkeypatch.setattr(PartialExecutor, "compute", compute)
