@@ -16,7 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.errors import cli_errors
-from federation.audit_log import Checkpoint, Receipt, load_public_key, read_entries, verify_log
+from federation.audit_keys import load_public_key
+from federation.audit_records import Checkpoint, Receipt
+from federation.audit_verify import read_entries, verify_log
 from federation.errors import AuditError, ConfigError
 
 audit_app = typer.Typer(help="Nodes' audit logs: verify them, read them.", no_args_is_help=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from federation.audit_log import Checkpoint, Receipt, load_public_key
+from federation.audit_keys import load_public_key
+from federation.audit_records import Checkpoint, Receipt
 from federation.errors import CryptoError
 from federation.generated import hpf_federation_pb2 as pb
 

@@ -15,8 +15,8 @@ import grpc
 import yaml
 
 from federation import he
-from federation.audit_log import Receipt
 from federation.audit_proto import check_receipt, receipt_from_proto
+from federation.audit_records import Receipt
 from federation.catalog import Catalog, load_catalog
 from federation.config_files import parse_model
 from federation.envelope import Signer, query_id

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from federation.audit_log import AuditLog, Receipt
+from federation.audit_log import AuditLog
 from federation.audit_proto import receipt_to_proto
+from federation.audit_records import Receipt
 from federation.catalog import Catalog
 from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
 from federation.errors import FederationError, PlanError

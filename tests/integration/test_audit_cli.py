@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner, Result
 
 from cli.app import _register, app
-from federation.audit_log import CHECKPOINTS, ENTRIES, AuditLog, Checkpoint, Receipt, checkpoint_line
+from federation.audit_log import AuditLog
+from federation.audit_records import CHECKPOINTS, ENTRIES, Checkpoint, Receipt, checkpoint_line
 
 _register()
 N = 12

@@ -19,7 +19,8 @@ import harness
 import pytest
 
 from federation import he, pki, revocation
-from federation.audit_log import Receipt, read_entries, verify_log
+from federation.audit_records import Receipt
+from federation.audit_verify import read_entries, verify_log
 from federation.client import FederationClient
 from federation.envelope import Signer, query_id
 from federation.errors import FederationError, from_rpc_error

@@ -18,20 +18,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from federation import audit_log, merkle
-from federation.audit_log import (
+from federation import audit_records, merkle
+from federation.audit_keys import load_public_key
+from federation.audit_log import AuditLog
+from federation.audit_records import (
     CHECKPOINT_DOMAIN,
     CHECKPOINTS,
     ENTRIES,
-    AuditLog,
     Checkpoint,
     Receipt,
     canonical_json,
     checkpoint_line,
-    load_public_key,
-    read_entries,
-    verify_log,
 )
+from federation.audit_verify import read_entries, verify_log
 from federation.errors import AuditError, error_for_code
 
 
@@ -103,7 +102,7 @@ def test_canonical_json_writes_enums_as_their_values() -> None:
 
 
 def test_docstring_examples_run() -> None:
-    result = doctest.testmod(audit_log, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(audit_records, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
 
 
