@@ -4,11 +4,12 @@ A node never trusts the coordinator. For every request, in this order:
 
 1. the signed envelope: CA, validity, revocation, signature, federation, operation, time window;
 2. the query id the coordinator names must be the envelope's own;
-3. the asker's rate limit (every checked request counts, refused ones too);
-4. the plan, derived here from the signed SQL and compared with the coordinator's fingerprint;
-5. this node's policy: role, table, purpose, consent, aggregates, column uses; it fixes k;
-6. the public context must be the one the asker signed;
-7. the nonce must be new (a replay is refused; a request refused earlier does not use up its nonce).
+3. the plan, derived here from the signed SQL and compared with the coordinator's fingerprint;
+4. this node's policy: role, table, purpose, consent, aggregates, column uses; it fixes k;
+5. the public context must be the one the asker signed;
+6. the asker's rate limit: each question this node runs or explains counts once;
+7. the nonce must be new (a replay is refused; a request refused earlier does not use up its nonce, so the
+   coordinator may resend it, e.g. with the public context a restarted node no longer holds).
 
 Every request, allowed or refused, is appended to the node's audit log before the answer leaves; if the
 log cannot be written, nothing is answered.
@@ -126,18 +127,11 @@ class NodeHandler:
         trail.identity, trail.role = signer.common_name, signer.role or ""
         trail.purpose, trail.consent = envelope.purpose, bool(envelope.consent_ref)
         trail.nonce, trail.query = envelope.nonce.hex(), shape_fingerprint(envelope.sql)
-        if request.query_id and request.query_id != verified.query_id:
+        if request.query_id != verified.query_id:
             raise PlanError("the query id does not belong to the signed question", code="PLAN_QUERY_ID_MISMATCH")
         role = signer.role or ""
-        role_policy = self.policy.roles.get(role)
-        self.limiter.take(
-            signer.common_name,
-            role_policy.rate_limit if role_policy is not None else None,
-            party=self.node_id,
-            role=role,
-        )
         plan = plan_query(envelope.sql, self.catalog)
-        if request.plan_fingerprint and request.plan_fingerprint != plan.fingerprint:
+        if request.plan_fingerprint != plan.fingerprint:
             raise PlanError(
                 "the coordinator's plan differs from the plan this node derives from the signed SQL",
                 code="PLAN_MISMATCH",
@@ -155,19 +149,30 @@ class NodeHandler:
         )
         return Admission(verified=verified, plan=plan, decision=decision)
 
+    def _spend(self, admission: Admission) -> None:
+        """Count the question against the asker's rate limit, then remember its nonce (a replay fails here)."""
+        signer = admission.verified.signer
+        role_policy = self.policy.roles.get(signer.role or "")
+        limit = role_policy.rate_limit if role_policy is not None else None
+        self.limiter.take(signer.common_name, limit, party=self.node_id, role=signer.role or "")
+        self.replay.record(admission.verified.envelope.nonce)
+
     # -- the audited operations -------------------------------------------------------------------
 
-    def _audited(self, trail: Trail, work: Callable[[], T]) -> tuple[T, Receipt]:
-        """Run ``work``; append the allowed or refused entry; refusals are re-raised after they are logged."""
+    def _log(self, trail: Trail, decision: str, code: str = "", rule: str = "") -> Receipt:
+        return self.audit.append(trail.entry(self.node_id, decision, code, rule))
+
+    def _audited(self, trail: Trail, work: Callable[[], T]) -> tuple[T | None, Receipt, FederationError | None]:
+        """Run ``work`` and append its entry, allowed or refused. A refusal comes back (not raised) with the
+        receipt of its entry; anything unexpected is logged as refused and raised."""
         try:
             result = work()
         except FederationError as err:
-            self.audit.append(trail.entry(self.node_id, "refused", err.code, err.rule or ""))
-            raise
+            return None, self._log(trail, "refused", err.code, err.rule or ""), err
         except Exception:
-            self.audit.append(trail.entry(self.node_id, "refused", "NODE_INTERNAL", ""))
+            self._log(trail, "refused", "NODE_INTERNAL")
             raise
-        return result, self.audit.append(trail.entry(self.node_id, "allowed", "", ""))
+        return result, self._log(trail, "allowed"), None
 
     def partial(self, request: pb.PartialRequest, caller: Callable[[], Identity | None]) -> pb.PartialResponse:
         """Answer one partial plan; ``caller`` checks and names the calling party (raises if not allowed)."""
@@ -179,7 +184,7 @@ class NodeHandler:
             admission = self._admit(request, trail)
             envelope = admission.verified.envelope
             ctx = self.executor.public_context(request.public_context, envelope.context_digest)
-            self.replay.record(envelope.nonce)
+            self._spend(admission)
             result = self.executor.compute(
                 admission.verified.query_id, admission.plan, ctx, admission.decision.min_group_size, started
             )
@@ -189,7 +194,10 @@ class NodeHandler:
             trail.ciphertext = digest.hexdigest()
             return result
 
-        result, receipt = self._audited(trail, work)
+        result, receipt, refusal = self._audited(trail, work)
+        if refusal is not None:
+            raise refusal
+        assert result is not None
         return pb.PartialResponse(
             node_id=self.node_id,
             plan_fingerprint=result.fingerprint,
@@ -207,22 +215,23 @@ class NodeHandler:
         def work() -> Decision:
             self._check_caller(caller, trail)
             admission = self._admit(request, trail)
-            self.replay.record(admission.verified.envelope.nonce)
+            self._spend(admission)
             return admission.decision
 
-        try:
-            decision, receipt = self._audited(trail, work)
-        except FederationError as err:
-            if not err.code.startswith("POLICY_"):
-                raise
+        decision, receipt, refusal = self._audited(trail, work)
+        if refusal is not None:
+            if not refusal.code.startswith("POLICY_"):
+                raise refusal
             return pb.NodeVerdict(
                 node_id=self.node_id,
                 accepted=False,
-                code=err.code,
-                message=err.message,
-                rule=err.rule or "",
-                hint=err.hint or "",
+                code=refusal.code,
+                message=refusal.message,
+                rule=refusal.rule or "",
+                hint=refusal.hint or "",
+                receipt=receipt_to_proto(receipt),
             )
+        assert decision is not None
         return pb.NodeVerdict(
             node_id=self.node_id,
             accepted=True,

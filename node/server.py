@@ -101,9 +101,7 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
         config.envelope_verifier(tls.ca if tls else None, catalog.federation),
         ReplayGuard(config.state_dir / "nonces.sqlite", config.envelope_window_s),
         load_policy(config.policy or DEFAULT_POLICY),
-        AuditLog.open(
-            config.state_dir / "audit", config.node_id, fsync=config.audit_fsync, check_all_signatures=False
-        ),
+        AuditLog.open(config.state_dir / "audit", config.node_id, fsync=config.audit_fsync, check_all_signatures=False),
     )
     try:
         server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)

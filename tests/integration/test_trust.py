@@ -412,6 +412,10 @@ def test_explain_shows_the_plan_and_every_region_verdict(fed: harness.Federation
     assert plan.table == "loans"
     assert sorted(v.node_id for v in refused.verdicts) == ["n0", "n1"]
     assert all(not v.accepted and v.code == "POLICY_PURPOSE_REQUIRED" and v.rule and v.hint for v in refused.verdicts)
+    for verdict in refused.verdicts:  # the refused explain is in the node's log, and the verdict proves it
+        entry = json.loads(verdict.receipt.entry)
+        assert (entry["operation"], entry["decision"], entry["code"]) == ("explain", "refused", verdict.code)
+        assert verdict.receipt.checkpoint.size == verdict.receipt.index + 1
     _, accepted = client.explain(sql, purpose="loan-review")
     assert all(v.accepted and v.min_group_size == 1 for v in accepted.verdicts)
 
