@@ -33,6 +33,7 @@ from federation import pki
 from federation.config_files import resolve_path
 from federation.errors import AuthError, ConfigError
 from federation.generated import hpf_federation_pb2 as pb
+from federation.lru import Lru
 from federation.revocation import RevocationList
 
 VERSION = 1
@@ -134,6 +135,7 @@ class EnvelopeVerifier:
         self.federation = federation
         self.revocations = revocations or RevocationList(None, ca_cert)
         self.window_s = window_s
+        self._known: Lru[bytes, tuple[x509.Certificate, pki.Identity, ec.EllipticCurvePublicKey]] = Lru(1024)
 
     @classmethod
     def from_files(
@@ -148,16 +150,14 @@ class EnvelopeVerifier:
             raise AuthError(f"{ca}: not a PEM certificate", code="TLS_PEM_INVALID") from None
         return cls(ca_cert, federation, RevocationList(revocations, ca_cert), window_s)
 
-    def signer(self, signed: pb.SignedEnvelope) -> pki.Identity:
-        """The signer's identity once its certificate is from the CA, valid now, not revoked, a person's."""
-        if not signed.signer_certificate or not signed.signature or not signed.envelope:
-            raise _refuse(
-                "the question is not signed",
-                "AUTH_UNSIGNED",
-                "every question must be signed with the asker's certificate key (the hpf client does this)",
-            )
+    def _certificate(self, der: bytes) -> tuple[x509.Certificate, pki.Identity, ec.EllipticCurvePublicKey]:
+        """Parse a signer's certificate, check it was issued by the CA and read its identity (cached per
+        certificate: these never change; its dates and revocation are checked on every request)."""
+        known = self._known.get(der)
+        if known is not None:
+            return known
         try:
-            cert = x509.load_der_x509_certificate(signed.signer_certificate)
+            cert = x509.load_der_x509_certificate(der)
         except ValueError:
             raise _refuse("the signer's certificate is not a valid certificate", "AUTH_CERT_INVALID") from None
         try:
@@ -168,6 +168,23 @@ class EnvelopeVerifier:
                 "AUTH_WRONG_CA",
                 "use a certificate issued by this federation (`hpf pki issue`)",
             ) from None
+        identity = pki.read_identity(cert.public_bytes(serialization.Encoding.PEM))
+        public_key = cert.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise _refuse("the signer's key is not an ECDSA key", "AUTH_CERT_INVALID")
+        known = (cert, identity, public_key)
+        self._known.put(der, known)
+        return known
+
+    def signer(self, signed: pb.SignedEnvelope) -> pki.Identity:
+        """The signer's identity once its certificate is from the CA, valid now, not revoked, a person's."""
+        if not signed.signer_certificate or not signed.signature or not signed.envelope:
+            raise _refuse(
+                "the question is not signed",
+                "AUTH_UNSIGNED",
+                "every question must be signed with the asker's certificate key (the hpf client does this)",
+            )
+        cert, identity, public_key = self._certificate(signed.signer_certificate)
         now = dt.datetime.now(dt.UTC)
         if now < cert.not_valid_before_utc:
             raise _refuse("the signer's certificate is not valid yet", "AUTH_CERT_NOT_YET_VALID")
@@ -177,13 +194,9 @@ class EnvelopeVerifier:
                 "AUTH_CERT_EXPIRED",
                 "ask the federation operator for a new certificate",
             )
-        identity = pki.read_identity(cert.public_bytes(serialization.Encoding.PEM))
         if identity.kind != "person":
             raise _refuse(f"a {identity.kind} certificate cannot sign a question", "AUTH_NOT_A_PERSON")
         self.revocations.check(identity.serial, "signer's")
-        public_key = cert.public_key()
-        if not isinstance(public_key, ec.EllipticCurvePublicKey):
-            raise _refuse("the signer's key is not an ECDSA key", "AUTH_CERT_INVALID")
         try:
             public_key.verify(signed.signature, SIGNING_PREFIX + signed.envelope, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:

@@ -45,6 +45,7 @@ from sqlglot import exp
 
 from federation.catalog import Catalog, ColumnClass
 from federation.errors import PolicyViolation
+from federation.lru import Lru
 from federation.plan import Plan
 from policies.model import USES, WILDCARD, Policy, RateLimit, RolePolicy, TablePolicy
 
@@ -119,6 +120,9 @@ def output_keys(plan: Plan) -> set[int]:
     return out
 
 
+_USES: Lru[str, dict[str, frozenset[str]]] = Lru(1024)  # by plan fingerprint: a plan's uses never change
+
+
 def column_uses(plan: Plan) -> dict[str, set[str]]:
     """``{column: uses}`` of the plan's table: ``filter``, ``group``, ``output``, ``aggregate``.
 
@@ -126,6 +130,15 @@ def column_uses(plan: Plan) -> dict[str, set[str]]:
     arrives as ``CASE WHEN cond THEN x END``). A GROUP BY key's columns are ``group`` uses, and ``output``
     uses too when the key reaches the result. The rest of an aggregate's argument is an ``aggregate`` use.
     """
+    cached = _USES.get(plan.fingerprint) if plan.fingerprint else None
+    if cached is None:
+        cached = {column: frozenset(u) for column, u in _column_uses(plan).items()}
+        if plan.fingerprint:
+            _USES.put(plan.fingerprint, cached)
+    return {column: set(u) for column, u in cached.items()}
+
+
+def _column_uses(plan: Plan) -> dict[str, set[str]]:
     uses: dict[str, set[str]] = defaultdict(set)
     if plan.where:
         for col in _columns(plan.where):

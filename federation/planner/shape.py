@@ -10,6 +10,7 @@ Each check is a small pure function: expression in, expression out (or a PlanErr
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import cast
 
 import sqlglot
@@ -56,6 +57,7 @@ def parse(sql: str) -> exp.Expression:
     return cast(exp.Expression, statements[0])
 
 
+@lru_cache(maxsize=1024)
 def shape_fingerprint(sql: str) -> str:
     """Hex SHA-256 of the query with every literal replaced by ``?``: names the question, never its values.
 
