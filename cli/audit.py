@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from cli.errors import cli_errors
 from federation.audit_keys import load_public_key
-from federation.audit_records import Checkpoint, Receipt
+from federation.audit_records import CHECKPOINTS, Checkpoint, Receipt, parse_checkpoint_line
 from federation.audit_verify import read_entries, verify_log
+from federation.catalog import load_catalog
 from federation.errors import AuditError, ConfigError
 
 audit_app = typer.Typer(help="Nodes' audit logs: verify them, read them.", no_args_is_help=True)
@@ -76,6 +78,24 @@ def _receipts(path: Path) -> list[Receipt]:
     return receipts
 
 
+def _catalog_key(catalog_path: Path, directory: Path) -> Ed25519PublicKey:
+    """The audit key the catalog lists for the node whose log ``directory`` is (named by its first checkpoint)."""
+    first = _read(directory / CHECKPOINTS).split(b"\n", 1)[0]
+    checkpoint = parse_checkpoint_line(first)
+    if isinstance(checkpoint, str):
+        raise AuditError(
+            f"{directory}: the first checkpoint cannot be read: {checkpoint}", code="AUDIT_CHECKPOINT_MALFORMED"
+        )
+    node = next((n for n in load_catalog(catalog_path).nodes if n.id == checkpoint.node_id), None)
+    if node is None or node.audit_key is None:
+        raise ConfigError(
+            f"{catalog_path}: no audit_key for node {checkpoint.node_id!r}",
+            code="CONFIG_INVALID",
+            hint="add the key the node logs at start as its audit_key, or pass --public-key",
+        )
+    return load_public_key(node.audit_key)
+
+
 @audit_app.command("verify")
 @cli_errors
 def verify(
@@ -89,10 +109,17 @@ def verify(
     receipts: Path | None = typer.Option(
         None, "--receipts", help="Receipts clients kept (JSON lines): each entry must still be in the log"
     ),
+    catalog: Path | None = typer.Option(
+        None, "--catalog", help="Pin the key from the federation catalog's entry for the log's node (audit_key)"
+    ),
     fmt: VerifyFormat = typer.Option(VerifyFormat.text, "--format", "-f", help="Output format"),
 ) -> None:
     """Check that a log was not edited, reordered or cut short since its node signed it. Exit 7 if it was."""
+    if public_key is not None and catalog is not None:
+        raise ConfigError("give --public-key or --catalog, not both", code="CLI_BAD_OPTION")
     key = load_public_key(_read(public_key)) if public_key is not None else None
+    if catalog is not None:
+        key = _catalog_key(catalog, directory)
     older = _checkpoint(checkpoint) if checkpoint is not None else None
     kept = _receipts(receipts) if receipts is not None else []
     report = verify_log(directory, key, older, kept)

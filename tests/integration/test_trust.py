@@ -455,3 +455,31 @@ def test_a_node_refuses_a_revoked_coordinator(tmp_path: Path, keys: he.ClientKey
         for node_id in f.node_ids:
             last = list(read_entries(f.audit_dir(node_id)))[-1]
             assert (last["decision"], last["code"], last["via"]) == ("refused", "AUTH_CERT_REVOKED", "coordinator")
+
+
+def test_an_auditor_pins_the_key_from_the_catalog(
+    fed: harness.Federation, client: FederationClient, tmp_path: Path
+) -> None:
+    client.query(VALID)
+    client.query(VALID)
+    directory = fed.audit_dir("n0")
+
+    def verify(path: Path) -> subprocess.CompletedProcess[str]:
+        args = ["audit", "verify", str(path), "--catalog", str(fed.catalog_path)]
+        return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
+
+    ok = verify(directory)
+    assert ok.returncode == 0 and "key pinned" in ok.stdout, ok.stderr
+    copy = tmp_path / "audit"
+    copy.mkdir()
+    for name in ("entries.jsonl", "checkpoints.jsonl"):
+        (copy / name).write_bytes((directory / name).read_bytes())
+    lines = (copy / "entries.jsonl").read_text().splitlines(keepends=True)
+    lines[1] = (
+        lines[1]
+        .replace('"decision":"allowed"', '"decision":"refused"')
+        .replace('"decision":"refused"', '"decision":"allowed"', 0 if '"decision":"allowed"' in lines[1] else 1)
+    )
+    (copy / "entries.jsonl").write_text("".join(lines))
+    tampered = verify(copy)
+    assert tampered.returncode == 7 and "entry 1" in tampered.stderr, tampered.stderr
