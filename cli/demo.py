@@ -141,7 +141,10 @@ def run_examples(layout: DemoLayout) -> bool:
         for c in clients.values():
             c.close()
     audit_dir = layout.state(layout.node_ids[0]) / "audit"
-    typer.echo(f"\naudit: every region logged each question, allowed or refused: `hpf audit verify {audit_dir}`")
+    typer.echo(
+        "\naudit: every region logged each question, allowed or refused; check a region's log with\n"
+        f"$ hpf audit verify {audit_dir} --catalog {layout.catalog}"
+    )
     return all_equal
 
 
