@@ -20,6 +20,8 @@ from cli.demo_federation import DemoLayout, ensure_data, layout_for, running_par
 from cli.errors import cli_errors
 from cli.explain_output import render_explain
 from cli.output import render
+from federation.audit_keys import load_public_key
+from federation.audit_verify import verify_log
 from federation.catalog import load_catalog
 from federation.client import FederationClient
 from federation.errors import ConfigError, FederationError
@@ -140,9 +142,16 @@ def run_examples(layout: DemoLayout) -> bool:
     finally:
         for c in clients.values():
             c.close()
+    entries = 0
+    for node in catalog.nodes:
+        key = load_public_key(node.audit_key) if node.audit_key else None
+        report = verify_log(layout.state(node.id) / "audit", key)
+        all_equal &= report.ok and report.key_pinned
+        entries += report.entries
     audit_dir = layout.state(layout.node_ids[0]) / "audit"
     typer.echo(
-        "\naudit: every region logged each question, allowed or refused; check a region's log with\n"
+        f"\n## Audit\nevery region logged each question, allowed or refused: {len(catalog.nodes)} logs, "
+        f"{entries} entries, every root and checkpoint signature verified with the catalog's audit keys\n"
         f"$ hpf audit verify {audit_dir} --catalog {layout.catalog}"
     )
     return all_equal

@@ -25,6 +25,7 @@ def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
     assert "[PLAN_NOT_ADDITIVE]" in result.stdout  # the refused examples say why, and which rule refused
     assert "[POLICY_PURPOSE_REQUIRED]" in result.stdout and "(rule: shanghai: roles.caseworker" in result.stdout
     assert "0 of 3 region(s) would answer" in result.stdout  # the explained refusal
+    assert "3 logs, 18 entries, every root and checkpoint signature verified" in result.stdout
     for node in ("shanghai", "hangzhou", "nanjing"):
         assert (data / node / "deposits.parquet").exists()
         assert f"node {node} serving" in result.stderr
