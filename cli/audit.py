@@ -1,4 +1,4 @@
-"""`hpf audit verify|show`: check a node's tamper-evident audit log, and read it."""
+"""`hpf audit verify|show|receipts`: check a node's tamper-evident audit log, read it, and check kept receipts."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from federation.audit_keys import load_public_key
 from federation.audit_records import CHECKPOINTS, Checkpoint, Receipt, parse_checkpoint_line
 from federation.audit_verify import read_entries, verify_log
 from federation.catalog import load_catalog
+from federation.client import FederationClient
 from federation.errors import AuditError, ConfigError
+from federation.profile import load_profile
 
 audit_app = typer.Typer(help="Nodes' audit logs: verify them, read them.", no_args_is_help=True)
 
@@ -209,6 +211,47 @@ def show(
     out.print(table)
     out.print(f"{len(rows)} shown, {matched} matching, {total} in the log")
     typer.echo(out.file.getvalue().rstrip("\n"))  # type: ignore[attr-defined]
+
+
+@audit_app.command("receipts")
+@cli_errors
+def receipts_command(
+    profile: Path = typer.Option(..., "--profile", "-p", help="Client profile (client.yaml) whose receipts to check"),
+    fmt: ShowFormat = typer.Option(ShowFormat.table, "--format", "-f", help="Output format"),
+) -> None:
+    """Ask each region, through the coordinator, to prove that every receipt this profile kept is still in its
+    log and that its log only grew since. Exit 7 if any region's log was rewritten."""
+    rows: list[dict[str, Any]] = []
+    with FederationClient(load_profile(profile)) as client:
+        kept = client.kept_receipts()
+        for receipt in kept:
+            row: dict[str, Any] = {"node": receipt.node_id, "index": receipt.index, "size": receipt.checkpoint.size}
+            try:
+                latest = client.check_receipt(receipt)
+                row.update(status="still logged", code="", latest_size=latest.size)
+            except AuditError as err:
+                row.update(status="REWRITTEN", code=err.code, latest_size=None, message=err.message)
+            rows.append(row)
+    bad = [r for r in rows if r["code"]]
+    if fmt == ShowFormat.json:
+        typer.echo(json.dumps({"receipts": rows, "rewritten": len(bad)}))
+    else:
+        table = Table(show_lines=False)
+        for column in ("node", "index", "receipt size", "latest size", "status"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(r["node"], str(r["index"]), str(r["size"]), str(r["latest_size"] or ""), r["status"])
+        out = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None)
+        out.print(table)
+        out.print(
+            f"{len(rows) - len(bad)} of {len(rows)} receipt(s) still logged, each proved against the region's "
+            "latest signed checkpoint",
+            highlight=False,
+        )
+        typer.echo(out.file.getvalue().rstrip("\n"))  # type: ignore[attr-defined]
+    if bad:
+        first = bad[0]
+        raise AuditError(f"region {first['node']}, entry {first['index']}: {first['message']}", code=first["code"])
 
 
 def register(app: typer.Typer) -> None:

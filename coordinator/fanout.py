@@ -17,7 +17,14 @@ import grpc
 from federation import he
 from federation.catalog import Catalog
 from federation.envelope import VerifiedEnvelope
-from federation.errors import AuthError, FederationError, UnavailableError, error_for_code, from_rpc_error
+from federation.errors import (
+    AuthError,
+    FederationError,
+    PlanError,
+    UnavailableError,
+    error_for_code,
+    from_rpc_error,
+)
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.lru import Lru
@@ -76,6 +83,17 @@ class FanOut:
 
     def _deadline(self, deadline_ms: int) -> float:
         return time.monotonic() + min(deadline_ms or self.deadline_ms, MAX_DEADLINE_MS) / 1000.0
+
+    def audit_proof(self, request: pb.AuditProofRequest) -> pb.AuditProofResponse:
+        """Relay a request for audit proofs to the one region it names."""
+        stub = self._stubs.get(request.node_id)
+        if stub is None:
+            raise PlanError(f"no region {request.node_id!r} in this federation", code="PLAN_UNKNOWN_REGION")
+        try:
+            return stub.AuditProof(request, timeout=self.deadline_ms / 1000.0)
+        except grpc.RpcError as err:
+            missing = _missing(request.node_id, err)
+            raise error_for_code(missing.code, missing.message, missing.hint or None, missing.rule or None) from None
 
     def explain(
         self, question: VerifiedEnvelope, signed: pb.SignedEnvelope, deadline_ms: int = 0

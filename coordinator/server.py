@@ -84,6 +84,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
         return rpc.answer(context, log, "explain", "COORDINATOR_INTERNAL", handle)
 
+    def AuditProof(self, request: pb.AuditProofRequest, context: grpc.ServicerContext) -> pb.AuditProofResponse:
+        def handle() -> pb.AuditProofResponse:
+            caller = require_caller(context, ("person",), "the coordinator")
+            if caller is not None:
+                self._verifier.revocations.check(caller.serial, "caller's")
+            return self._fanout.audit_proof(request)
+
+        return rpc.answer(context, log, "audit proof", "COORDINATOR_INTERNAL", handle)
+
     def GetCatalog(self, request: pb.CatalogRequest, context: grpc.ServicerContext) -> pb.CatalogResponse:
         digest = hashlib.sha256(self._catalog_text.encode()).hexdigest()
         return pb.CatalogResponse(catalog_yaml=self._catalog_text, digest=digest)

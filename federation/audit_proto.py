@@ -1,13 +1,15 @@
-"""Audit receipts and checkpoints to and from their wire form, and the client's check of a receipt."""
+"""Audit receipts and checkpoints to and from their wire form, and the client's checks of a receipt: when it
+arrives with an answer, and later, against the region's latest checkpoint."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 
+from federation import merkle
 from federation.audit_keys import load_public_key
 from federation.audit_records import Checkpoint, Receipt
-from federation.errors import CryptoError
+from federation.errors import AuditError, CryptoError
 from federation.generated import hpf_federation_pb2 as pb
 
 
@@ -56,3 +58,33 @@ def check_receipt(receipt: Receipt, *, nonce: bytes, signer: str, audit_keys: Ma
         return False
     receipt.checkpoint.verify(load_public_key(key))
     return True
+
+
+def check_still_logged(receipt: Receipt, proof: pb.AuditProofResponse, audit_key: str | None) -> Checkpoint:
+    """Check a region's answer to "is my receipt's entry still in your log?": its latest checkpoint is signed
+    by the region's audit key, holds the entry at its index, and extends the receipt's checkpoint. Returns the
+    latest checkpoint; AuditError (``AUDIT_RECEIPT_MISMATCH`` / ``AUDIT_INCONSISTENT``) when the log was
+    rewritten, ``AUDIT_KEY_MISSING`` when the catalog gives no key to check the signatures with."""
+    latest = checkpoint_from_proto(proof.checkpoint)
+    if audit_key is None:
+        raise AuditError(f"the catalog has no audit key for region {receipt.node_id}", code="AUDIT_KEY_MISSING")
+    key = load_public_key(audit_key)
+    receipt.checkpoint.verify(key)
+    latest.verify(key)
+    if latest.node_id != receipt.node_id:
+        raise AuditError(
+            f"region {receipt.node_id} answered with another node's checkpoint", code="AUDIT_NODE_MISMATCH"
+        )
+    old = receipt.checkpoint
+    if not merkle.verify_consistency(old.size, latest.size, old.root, latest.root, list(proof.consistency)):
+        raise AuditError(
+            f"region {receipt.node_id}'s log no longer extends the checkpoint of size {old.size} it gave with this "
+            "receipt: its log was rewritten",
+            code="AUDIT_INCONSISTENT",
+        )
+    if not merkle.verify_inclusion(receipt.leaf_hash, receipt.index, latest.size, list(proof.inclusion), latest.root):
+        raise AuditError(
+            f"region {receipt.node_id}'s log no longer holds entry {receipt.index} as receipted",
+            code="AUDIT_RECEIPT_MISMATCH",
+        )
+    return latest

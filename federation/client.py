@@ -15,8 +15,8 @@ import grpc
 import yaml
 
 from federation import he
-from federation.audit_proto import check_receipt, receipt_from_proto
-from federation.audit_records import Receipt
+from federation.audit_proto import check_receipt, check_still_logged, receipt_from_proto
+from federation.audit_records import Checkpoint, Receipt
 from federation.catalog import Catalog, load_catalog
 from federation.config_files import parse_model
 from federation.envelope import Signer, query_id
@@ -140,6 +140,23 @@ class FederationClient:
                 for r in receipts:
                     fh.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
         return receipts, verified
+
+    def kept_receipts(self) -> list[Receipt]:
+        """The receipts this profile kept (empty when it keeps none)."""
+        path = self.profile.receipts
+        if path is None or not path.exists():
+            return []
+        return [Receipt.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+    def check_receipt(self, receipt: Receipt) -> Checkpoint:
+        """Ask the receipt's region for proofs that its entry is still in its log; the latest checkpoint if so."""
+        request = pb.AuditProofRequest(node_id=receipt.node_id, index=receipt.index, old_size=receipt.checkpoint.size)
+        try:
+            proof = self._stub.AuditProof(request, timeout=self.profile.timeout_s)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        keys = {n.id: n.audit_key for n in self.catalog.nodes}
+        return check_still_logged(receipt, proof, keys.get(receipt.node_id))
 
     @property
     def catalog(self) -> Catalog:

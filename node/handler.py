@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from federation.audit_log import AuditLog
-from federation.audit_proto import receipt_to_proto
+from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
 from federation.audit_records import Receipt
 from federation.catalog import Catalog
 from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
-from federation.errors import FederationError, PlanError
+from federation.errors import AuditError, FederationError, PlanError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.pki import Identity
 from federation.plan import Plan
@@ -207,6 +207,36 @@ class NodeHandler:
             total_ms=(time.perf_counter() - started) * 1e3,
             receipt=receipt_to_proto(receipt),
         )
+
+    def audit_proof(
+        self, request: pb.AuditProofRequest, caller: Callable[[], Identity | None]
+    ) -> pb.AuditProofResponse:
+        """Proofs that entry ``index`` and the tree of ``old_size`` entries are in this node's latest checkpoint.
+
+        Hashes only: no entry leaves the node this way. The request itself is logged like any other.
+        """
+        trail = Trail(operation="proof")
+
+        def work() -> pb.AuditProofResponse:
+            self._check_caller(caller, trail)
+            latest = self.audit.latest_checkpoint()
+            if latest is None or request.index >= latest.size or not 0 < request.old_size <= latest.size:
+                raise AuditError(
+                    "this node's log has no such entry or checkpoint size",
+                    code="AUDIT_PROOF_RANGE",
+                    hint="ask with the index and checkpoint size of a receipt this node gave",
+                )
+            return pb.AuditProofResponse(
+                checkpoint=checkpoint_to_proto(latest),
+                inclusion=self.audit.inclusion_proof(request.index, latest.size),
+                consistency=self.audit.consistency_proof(request.old_size, latest.size),
+            )
+
+        response, _, refusal = self._audited(trail, work)
+        if refusal is not None:
+            raise refusal
+        assert response is not None
+        return response
 
     def explain(self, request: pb.PartialRequest, caller: Callable[[], Identity | None]) -> pb.NodeVerdict:
         """Whether this node would run the question; a policy refusal is a verdict, not an error."""

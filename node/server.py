@@ -52,6 +52,14 @@ class NodeServicer(pb_grpc.NodeServicer):
         what = f"explain {request.query_id[:12]}"
         return rpc.answer(context, log, what, "NODE_INTERNAL", lambda: self._handler.explain(request, caller))
 
+    def AuditProof(self, request: pb.AuditProofRequest, context: grpc.ServicerContext) -> pb.AuditProofResponse:
+        def caller() -> Identity | None:
+            return require_caller(context, ("coordinator",), "a node")
+
+        return rpc.answer(
+            context, log, "audit proof", "NODE_INTERNAL", lambda: self._handler.audit_proof(request, caller)
+        )
+
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
         rpc.answer(
             context, log, "describe", "NODE_INTERNAL", lambda: require_caller(context, ("coordinator",), "a node")

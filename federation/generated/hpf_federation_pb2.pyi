@@ -122,6 +122,26 @@ class AuditReceipt(_message.Message):
     checkpoint: AuditCheckpoint
     def __init__(self, node_id: _Optional[str] = ..., index: _Optional[int] = ..., entry: _Optional[bytes] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ...) -> None: ...
 
+class AuditProofRequest(_message.Message):
+    __slots__ = ("node_id", "index", "old_size")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    OLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    index: int
+    old_size: int
+    def __init__(self, node_id: _Optional[str] = ..., index: _Optional[int] = ..., old_size: _Optional[int] = ...) -> None: ...
+
+class AuditProofResponse(_message.Message):
+    __slots__ = ("checkpoint", "inclusion", "consistency")
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: AuditCheckpoint
+    inclusion: _containers.RepeatedScalarFieldContainer[bytes]
+    consistency: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., inclusion: _Optional[_Iterable[bytes]] = ..., consistency: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class ExplainRequest(_message.Message):
     __slots__ = ("envelope", "deadline_ms")
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]

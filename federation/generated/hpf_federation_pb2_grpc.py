@@ -50,6 +50,11 @@ class CoordinatorStub:
                 request_serializer=federation_dot_generated_dot_hpf__federation__pb2.CatalogRequest.SerializeToString,
                 response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.CatalogResponse.FromString,
                 _registered_method=True)
+        self.AuditProof = channel.unary_unary(
+                '/hpf.v1.Coordinator/AuditProof',
+                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
+                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -77,6 +82,13 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuditProof(self, request, context):
+        """A region's proof that an audit receipt's entry is still in its log: relayed to that region's node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +106,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.GetCatalog,
                     request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.CatalogRequest.FromString,
                     response_serializer=federation_dot_generated_dot_hpf__federation__pb2.CatalogResponse.SerializeToString,
+            ),
+            'AuditProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditProof,
+                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.FromString,
+                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -188,6 +205,33 @@ class Coordinator:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def AuditProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hpf.v1.Coordinator/AuditProof',
+            federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
+            federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class NodeStub:
     """A regional node: answers one partial plan over its own database, encrypted.
@@ -208,6 +252,11 @@ class NodeStub:
                 '/hpf.v1.Node/Explain',
                 request_serializer=federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
                 response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.NodeVerdict.FromString,
+                _registered_method=True)
+        self.AuditProof = channel.unary_unary(
+                '/hpf.v1.Node/AuditProof',
+                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
+                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
                 _registered_method=True)
         self.Describe = channel.unary_unary(
                 '/hpf.v1.Node/Describe',
@@ -233,6 +282,13 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuditProof(self, request, context):
+        """Merkle proofs against this node's latest signed checkpoint (hashes only, never an entry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Describe(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -251,6 +307,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Explain,
                     request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.FromString,
                     response_serializer=federation_dot_generated_dot_hpf__federation__pb2.NodeVerdict.SerializeToString,
+            ),
+            'AuditProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuditProof,
+                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.FromString,
+                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.SerializeToString,
             ),
             'Describe': grpc.unary_unary_rpc_method_handler(
                     servicer.Describe,
@@ -313,6 +374,33 @@ class Node:
             '/hpf.v1.Node/Explain',
             federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
             federation_dot_generated_dot_hpf__federation__pb2.NodeVerdict.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuditProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hpf.v1.Node/AuditProof',
+            federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
+            federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
             options,
             channel_credentials,
             insecure,

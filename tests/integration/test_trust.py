@@ -483,3 +483,38 @@ def test_an_auditor_pins_the_key_from_the_catalog(
     (copy / "entries.jsonl").write_text("".join(lines))
     tampered = verify(copy)
     assert tampered.returncode == 7 and "entry 1" in tampered.stderr, tampered.stderr
+
+
+def test_kept_receipts_are_proved_later_through_the_coordinator(
+    fed: harness.Federation, client: FederationClient
+) -> None:
+    client.query(VALID)
+    kept = client.kept_receipts()
+    assert {r.node_id for r in kept} == set(fed.node_ids)
+    client.query(VALID)  # the logs grow after the receipts were given
+    for receipt in kept:
+        latest = client.check_receipt(receipt)
+        assert latest.size > receipt.index and latest.size >= receipt.checkpoint.size
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "audit", "receipts", "--profile", str(fed.profile_path), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["rewritten"] == 0 and len(doc["receipts"]) >= len(kept)
+    assert all(r["status"] == "still logged" for r in doc["receipts"])
+
+
+def test_audit_proof_refusals(fed: harness.Federation, client: FederationClient) -> None:
+    stub = client._stub
+    for request, code in (
+        (pb.AuditProofRequest(node_id="nowhere", index=0, old_size=1), "PLAN_UNKNOWN_REGION"),
+        (pb.AuditProofRequest(node_id="n0", index=10**9, old_size=1), "AUDIT_PROOF_RANGE"),
+        (pb.AuditProofRequest(node_id="n0", index=0, old_size=0), "AUDIT_PROOF_RANGE"),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.AuditProof(request, timeout=20)
+        assert from_rpc_error(info.value).code == code
+    assert_serves(fed, client.keys)
