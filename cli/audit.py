@@ -98,7 +98,19 @@ def _catalog_key(catalog_path: Path, directory: Path) -> Ed25519PublicKey:
     return load_public_key(node.audit_key)
 
 
-@audit_app.command("verify")
+VERIFY_HELP = (
+    "Check that a log was not edited, reordered or cut short since its node signed it. Exit 7 if it was.\n\n"
+    "It also fails on entries appended without the node's key (more than one entry after the last checkpoint: "
+    "AUDIT_UNSIGNED) and on a last line without its newline (AUDIT_TORN_TAIL: a crash in the middle of a write; "
+    "the node cuts it off when it next opens the log). One entry without a checkpoint, what a crash between its "
+    "two writes leaves, is only a warning.\n\n"
+    "Cutting both files back to the same earlier prefix cannot be detected from the files alone: the log is "
+    "consistent with itself. It is caught with an older checkpoint (--checkpoint), a client's receipts "
+    "(--receipts, or hpf audit receipts through the coordinator), or a checkpoint of the node held by someone else."
+)
+
+
+@audit_app.command("verify", help=VERIFY_HELP)
 @cli_errors
 def verify(
     directory: Path = typer.Argument(..., help="The node's audit log directory"),
@@ -106,17 +118,23 @@ def verify(
         None, "--public-key", help="The node's audit public key (PEM or base64) from its operator or the catalog"
     ),
     checkpoint: Path | None = typer.Option(
-        None, "--checkpoint", help="A checkpoint saved earlier (JSON): the log must still hold what it signed"
+        None,
+        "--checkpoint",
+        help="A checkpoint saved earlier (JSON): the log must still hold what it signed (catches both files cut "
+        "back to an earlier prefix)",
     ),
     receipts: Path | None = typer.Option(
-        None, "--receipts", help="Receipts clients kept (JSON lines): each entry must still be in the log"
+        None,
+        "--receipts",
+        help="Receipts clients kept (JSON lines): each entry must still be in the log (catches both files cut "
+        "back to an earlier prefix)",
     ),
     catalog: Path | None = typer.Option(
         None, "--catalog", help="Pin the key from the federation catalog's entry for the log's node (audit_key)"
     ),
     fmt: VerifyFormat = typer.Option(VerifyFormat.text, "--format", "-f", help="Output format"),
 ) -> None:
-    """Check that a log was not edited, reordered or cut short since its node signed it. Exit 7 if it was."""
+    """Check a log directory (the help text is VERIFY_HELP)."""
     if public_key is not None and catalog is not None:
         raise ConfigError("give --public-key or --catalog, not both", code="CLI_BAD_OPTION")
     key = load_public_key(_read(public_key)) if public_key is not None else None
@@ -135,8 +153,12 @@ def verify(
         )
     if (error := report.error()) is not None:
         raise error
-    if report.unsigned:
-        typer.echo(f"warning: the last {report.unsigned} entries are not covered by a checkpoint yet", err=True)
+    if report.unsigned:  # one at most: more is AUDIT_UNSIGNED
+        typer.echo(
+            f"warning: the last entry ({report.entries - 1}) is not covered by a checkpoint yet: a crash between "
+            "its two writes leaves one; the node signs it when it next opens the log",
+            err=True,
+        )
     if fmt == VerifyFormat.text:
         latest = report.latest
         head = f"root {latest.root.hex()} at size {latest.size} ({latest.time})" if latest else "no checkpoint yet"

@@ -15,8 +15,15 @@ Every request a node sees, allowed or refused, is one entry. On disk, in the log
 Each answer the node returns carries a :class:`~federation.audit_records.Receipt` (the entry and the
 checkpoint that covers it), so a client or an auditor holding a receipt or an older checkpoint detects a log
 that was later rewritten or cut short (:func:`federation.audit_verify.verify_log`), even by someone holding
-the node's key. Without an outside checkpoint, the log's own checkpoints detect any edit, deletion, reordering
-or truncation of entries by someone without the key.
+the node's key. Without an outside checkpoint, the log's own checkpoints detect any edit, deletion or
+reordering of entries, entries cut without their checkpoints, and entries appended by someone without the key
+(more than one entry after the last checkpoint); they cannot show that both files were cut back to the same
+earlier prefix (see :mod:`federation.audit_verify`).
+
+A crash can interrupt an append in three places, each repaired when the node next opens the log: in the middle
+of the entry line or of the checkpoint line (a last line without its newline: it is cut off, its bytes kept in
+``entries.jsonl.torn-<UTC time>`` or ``checkpoints.jsonl.torn-<UTC time>`` beside it), or between the two
+writes (one entry without a checkpoint: the node signs it).
 
 This module is the node's side: :class:`AuditLog` opens (checking all of it), appends and proves.
 """
@@ -25,8 +32,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import threading
 from array import array
@@ -53,6 +62,8 @@ from federation.audit_records import (
 from federation.audit_verify import LogScan
 from federation.errors import AuditError
 
+_log = logging.getLogger("hpf.audit")
+
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
@@ -61,6 +72,23 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 _sync = getattr(os, "fdatasync", os.fsync)
+
+
+def _torn_tail(path: Path, block: int = 1 << 16) -> int | None:
+    """Where the file's last line starts when it has no newline (a write cut short); None when it is whole."""
+    with path.open("rb") as fh:
+        end = pos = fh.seek(0, os.SEEK_END)
+        while pos > 0:
+            start = max(0, pos - block)
+            fh.seek(start)
+            chunk = fh.read(pos - start)
+            if pos == end and chunk.endswith(b"\n"):
+                return None
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                return start + cut + 1
+            pos = start
+        return 0 if end else None
 
 
 class AuditLog:
@@ -98,8 +126,11 @@ class AuditLog:
     def open(cls, directory: Path, node_id: str, *, fsync: bool = True, check_all_signatures: bool = True) -> AuditLog:
         """Open (or create) the log in ``directory`` for ``node_id`` after checking all of it.
 
-        A damaged log (edited, cut short, a checkpoint that does not verify) is refused with
-        ``AUDIT_LOG_CORRUPT`` naming the first bad entry: a node must not append onto a broken log.
+        A damaged log (edited, cut short, a checkpoint that does not verify, more than one entry after the last
+        checkpoint) is refused with ``AUDIT_LOG_CORRUPT`` naming the first bad entry, and left as it is: a node
+        must not append onto a broken log. What a crash in the middle of an append leaves is repaired, with a
+        warning: a last line without its newline is cut off (its bytes kept in ``<file>.torn-<UTC time>``
+        beside it), and a single last entry without a checkpoint is signed.
         ``check_all_signatures=False`` checks every root but only the latest checkpoint's signature, for a fast
         restart of a large log; :func:`~federation.audit_verify.verify_log` always checks them all.
         """
@@ -148,6 +179,7 @@ class AuditLog:
             sink=sink,
             compact=self._range,
             all_signatures=all_signatures,
+            torn_tails=False,  # checked as if already cut off: they are, below, once the rest is known good
         )
         report = scan.run()
         if not report.ok:
@@ -161,8 +193,78 @@ class AuditLog:
                 hint="run `hpf audit verify` on it, keep it as evidence, and start a new log directory",
             )
         self._latest = report.latest
-        if report.unsigned:  # entries written just before a crash, before their checkpoint
-            self._latest = self._checkpoint(self._tree.size)
+        try:
+            if scan.torn_entry is not None:
+                self._cut_torn_tail(ENTRIES, self._entries_fd, expected=self._end)
+            if scan.torn_checkpoint is not None:
+                self._cut_torn_tail(CHECKPOINTS, self._checkpoints_fd)
+            if report.unsigned:  # one entry (the scan refuses more), written just before a crash, before its checkpoint
+                _log.warning(
+                    "%s: entry %d had no checkpoint (a crash between its two writes): signing it now",
+                    self.directory,
+                    self._tree.size - 1,
+                )
+                self._latest = self._checkpoint(self._tree.size)
+        except OSError as err:
+            raise AuditError(
+                f"{self.directory}: cannot repair what a crash left in the audit log ({err.strerror})",
+                code="AUDIT_LOG_BROKEN",
+            ) from None
+
+    def _cut_torn_tail(self, name: str, fd: int, expected: int | None = None) -> None:
+        """Cut off the last line of ``name`` if it has no newline (a crash while it was written), after keeping
+        its bytes in ``<name>.torn-<UTC time>`` beside it (call alone, holding the log's lock)."""
+        path = self.directory / name
+        start = _torn_tail(path)
+        if start is None:
+            return
+        if expected is not None and start != expected:
+            raise AuditError(f"{path}: changed while the audit log was being opened", code="AUDIT_LOG_CORRUPT")
+        with path.open("rb") as fh:
+            fh.seek(start)
+            torn = fh.read()
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        for attempt in range(100):
+            evidence = self.directory / (f"{name}.torn-{stamp}" + (f".{attempt}" if attempt else ""))
+            try:
+                out = os.open(evidence, flags, 0o600)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise AuditError(f"{path}: cannot name a file to keep its torn last line in", code="AUDIT_LOG_CORRUPT")
+        try:
+            _write_all(out, torn)
+            if self._fsync:
+                os.fsync(out)
+        finally:
+            os.close(out)
+        if self._fsync:  # the evidence is on disk before the log loses those bytes
+            self._sync_directory()
+        os.ftruncate(fd, start)
+        if self._fsync:
+            os.fsync(fd)
+        _log.warning(
+            "%s: the last line of %s was incomplete (a crash while it was written): cut it off, "
+            "its %d bytes kept in %s",
+            self.directory,
+            name,
+            len(torn),
+            evidence.name,
+        )
+
+    def _sync_directory(self) -> None:
+        try:
+            dfd = os.open(self.directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            return
+        try:
+            os.fsync(dfd)
+        except OSError:
+            pass
+        finally:
+            os.close(dfd)
 
     # -- reading ------------------------------------------------------------------------------------------------
 

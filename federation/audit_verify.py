@@ -5,6 +5,20 @@ The pass (:class:`LogScan`) reads ``entries.jsonl`` in chunks, hashing each entr
 and checks each checkpoint of ``checkpoints.jsonl`` (and any checkpoint kept outside the log: an older one, or
 receipts') once the entries it covers are read; signatures are checked in worker threads. The node runs the
 same pass when it opens its log (:meth:`federation.audit_log.AuditLog.open`).
+
+What the files alone can and cannot show. The node writes each entry, then the checkpoint for the new size,
+so a crash can leave at most one entry without a checkpoint (reported in ``unsigned``, not a failure; the
+node signs it when it next opens the log); more than one is ``AUDIT_UNSIGNED``: someone without the key
+appended them. A crash in the middle of a write leaves a last line without its newline, ``AUDIT_TORN_TAIL``
+(the node cuts it off when it next opens the log, keeping the bytes in a ``*.torn-<time>`` file beside it).
+Any edit, deletion or reordering of signed entries, or cutting entries without their checkpoints, fails.
+
+But cutting both files back to the same earlier prefix (the first ``k`` entries and the checkpoints up to
+size ``k``) leaves a log that is consistent with itself: it cannot be detected from the files alone. It is
+caught by a checkpoint kept from before the cut: an auditor's older checkpoint (``older``; ``hpf audit verify
+--checkpoint``), a client's receipts (``receipts``; ``hpf audit verify --receipts``, or ``hpf audit
+receipts`` through the coordinator), or any checkpoint of the node held by someone else. The same holds for
+a log rewritten by whoever holds the node's key.
 """
 
 from __future__ import annotations
@@ -39,7 +53,8 @@ from federation.errors import AuditError
 @dataclass(frozen=True)
 class VerifyReport:
     """What :func:`verify_log` found. ``first_bad`` is the first entry that cannot be trusted (None when the
-    problem implicates no single entry, e.g. an outside checkpoint that does not match the log)."""
+    problem implicates no single entry, e.g. an outside checkpoint that does not match the log, or a torn last
+    checkpoint line after entries that are all intact)."""
 
     ok: bool
     entries: int
@@ -51,7 +66,7 @@ class VerifyReport:
     node_id: str | None = None
     root: bytes = merkle.EMPTY_ROOT  # head of the entries read
     latest: Checkpoint | None = None  # the last checkpoint read
-    unsigned: int = 0  # entries after the latest checkpoint (a crash between the two writes leaves one)
+    unsigned: int = 0  # entries after the latest checkpoint: 0 or 1 (a crash between the two writes leaves one)
 
     @property
     def message(self) -> str:
@@ -121,7 +136,9 @@ class LogScan:
 
     ``node_id`` is the node the log must be (default: whoever its first checkpoint names); ``sink`` gets each
     entry's leaf hash and line length (newline included) as it is read; ``compact`` is the range the entries
-    are hashed into (default: a new one).
+    are hashed into (default: a new one). ``torn_tails=False`` checks the log as if a torn last line (no
+    newline) of either file were already cut off, as the node does when it opens its log; ``torn_entry`` and
+    ``torn_checkpoint`` then say what was left out.
     """
 
     def __init__(
@@ -135,9 +152,13 @@ class LogScan:
         sink: Callable[[bytes, int], None] | None = None,
         compact: merkle.CompactRange | None = None,
         all_signatures: bool = True,
+        torn_tails: bool = True,
     ) -> None:
         self.directory, self.key, self.node_id, self.sink = directory, key, node_id, sink
         self.all_signatures = all_signatures
+        self.torn_tails = torn_tails
+        self.torn_entry: int | None = None  # the index of a last entry line without its newline
+        self.torn_checkpoint: int | None = None  # the line number of a last checkpoint line without its newline
         self.workers = min(8, os.cpu_count() or 1)
         self.range = compact if compact is not None else merkle.CompactRange()
         self.problem: _Problem | None = None
@@ -186,9 +207,12 @@ class LogScan:
             return
         lineno = 0
         for lines, torn in _line_chunks(path):
+            if torn:  # the last line, without its newline: a crash while it was written (see _finish)
+                self.torn_checkpoint = lineno + 1
+                return
             for line in lines:
                 lineno += 1
-                yield lineno, "the line is incomplete" if torn else parse_checkpoint_line(line)
+                yield lineno, parse_checkpoint_line(line)
 
     def _root(self, n: int) -> bytes:
         if self.head[0] != n:
@@ -244,7 +268,10 @@ class LogScan:
         path = self.directory / ENTRIES
         sha, append, sink, n = hashlib.sha256, self.range.append, self.sink, 0
         for lines, torn in _line_chunks(path):
-            bad = (n, "AUDIT_ENTRY_MALFORMED", "the last line is incomplete") if torn else first_entry_problem(lines, n)
+            if torn:  # the last line, without its newline: a crash while it was written (see _finish)
+                self.torn_entry = n
+                return
+            bad = first_entry_problem(lines, n)
             due = self._due()
             for line in lines if bad is None else lines[: bad[0] - n]:
                 leaf = sha(b"\x00" + line).digest()  # merkle.leaf_hash, inlined in the hot loop
@@ -274,8 +301,19 @@ class LogScan:
                 self.fail((size, 0, lineno), "AUDIT_CHECKPOINT_SIGNATURE", min(prev, max(size - 1, 0)), text)
 
     def _finish(self) -> None:
-        """After the last entry: anything still waiting for entries means the log was cut short."""
+        """After the last entry: anything still waiting for entries means the log was cut short; more than one
+        entry after the latest checkpoint means entries were appended without the key; a last line without its
+        newline is torn."""
         n = self.n
+        torn_entry = self.torn_entry if self.torn_tails else None
+        signed_torn: int | None = None  # a checkpoint that signed the torn entry whole
+        if (
+            torn_entry is not None
+            and self.next is not None
+            and isinstance(self.next[1], Checkpoint)
+            and self.next[1].size > n
+        ):
+            signed_torn, self.next = self.next[0], None  # the torn line is what cut the log short: say so below
         if self.next is not None:
             lineno, cp = self.next
             if isinstance(cp, str):
@@ -293,6 +331,27 @@ class LogScan:
             for tie, what, cp in self.outside.get(size, ()):
                 text = f"missing: the log ends after {n} entries but {self._what(cp, what)} covers {size}"
                 self.fail((n, 0, tie), "AUDIT_TRUNCATED", n, text)
+        signed = self.latest.size if self.latest else 0
+        if n - signed > 1:  # a crash between an entry's write and its checkpoint's leaves one, never more
+            text = (
+                f"entries {signed}..{n - 1} ({n - signed}) are covered by no checkpoint: a crash leaves at most "
+                "the last one unsigned, so they were appended by someone without the node's key"
+            )
+            self.fail((signed, 1, 2), "AUDIT_UNSIGNED", signed, text)
+        if torn_entry is not None:
+            text = f"the last line (entry {torn_entry}) is incomplete, without its newline: "
+            if signed_torn is None:
+                text += "a crash while it was written; the node cuts it off when it next opens the log"
+            else:
+                text += f"checkpoint {signed_torn} signed it whole, so it was cut short later"
+            self.fail((torn_entry, 1, 0), "AUDIT_TORN_TAIL", torn_entry, text)
+        elif self.torn_tails and self.torn_checkpoint is not None and self.next is None:
+            text = (
+                f"checkpoint {self.torn_checkpoint} is incomplete, the last line without its newline: a crash while "
+                "it was written; the entries are intact, and the node cuts it off (and signs the last entry) when "
+                "it next opens the log"
+            )
+            self.fail((n, 2, 0), "AUDIT_TORN_TAIL", None, text)
 
     def run(self) -> VerifyReport:
         if self.problem is None:
@@ -339,8 +398,12 @@ def verify_log(
     Checks: every entry line is canonical JSON carrying its position as ``index``; every checkpoint is
     signed by the key (``public_key``, else the directory's own ``audit.pub``: then ``key_pinned`` is
     False), sizes never decrease, none is larger than the log (``AUDIT_TRUNCATED``), each root is the head
-    of that prefix; ``older`` (a checkpoint saved earlier by an auditor or client) and each receipt's
-    checkpoint match the same prefix, and each receipt's entry is the log's entry at its index.
+    of that prefix; at most one entry (the last) is covered by no checkpoint (``AUDIT_UNSIGNED`` names the
+    first of more), and both files end with a newline (``AUDIT_TORN_TAIL``: ``first_bad`` is the torn entry, or
+    None when only the last checkpoint line is torn); ``older`` (a checkpoint saved earlier by an auditor or
+    client) and each receipt's checkpoint match the same prefix, and each receipt's entry is the log's entry
+    at its index. Both files cut back to the same earlier prefix pass unless ``older`` or a receipt covers
+    more (see the module's docstring).
 
     Ed25519 verification (about 70 µs a checkpoint, spread over the CPUs) dominates a log with a checkpoint
     per entry; ``check_all_signatures=False`` still checks every root, but only the latest checkpoint's

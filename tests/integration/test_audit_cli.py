@@ -16,7 +16,8 @@ from typer.testing import CliRunner, Result
 
 from cli.app import _register, app
 from federation.audit_log import AuditLog
-from federation.audit_records import CHECKPOINTS, ENTRIES, Checkpoint, Receipt, checkpoint_line
+from federation.audit_records import CHECKPOINTS, ENTRIES, Checkpoint, Receipt, canonical_json, checkpoint_line
+from federation.errors import AuditError
 
 _register()
 N = 12
@@ -212,6 +213,57 @@ def test_a_history_rewritten_with_the_node_key_is_inconsistent_with_what_was_kep
     result = verify(kept, "--receipts", kept.receipts)
     assert result.exit_code == 7
     assert result.stderr.startswith("error: [AUDIT_RECEIPT_MISMATCH] entry 7: ")  # entry 7 was a refusal
+
+
+def forged(index: int) -> bytes:
+    """An entry line appended by someone without the node's key: canonical, with the right index."""
+    return canonical_json({**request(index, identity="mallory"), "index": index})
+
+
+def test_entries_appended_without_the_key_exit_7_naming_the_first(kept: Kept) -> None:
+    put(kept.log, [*rows(kept.log), forged(N), forged(N + 1)])
+    result = verify(kept)
+    assert result.exit_code == 7, result.output
+    assert result.stderr.startswith(f"error: [AUDIT_UNSIGNED] entry {N}: "), result.stderr
+    report = json.loads(verify(kept, "--format", "json").stdout)
+    assert (report["ok"], report["code"], report["first_bad"]) == (False, "AUDIT_UNSIGNED", N)
+    with pytest.raises(AuditError) as err:  # nor does the node sign them when it restarts
+        AuditLog.open(kept.log, "hangzhou", fsync=False)
+    assert err.value.code == "AUDIT_LOG_CORRUPT" and f"at entry {N}:" in err.value.message
+    assert verify(kept).exit_code == 7
+
+
+def test_one_entry_without_its_checkpoint_is_a_warning(kept: Kept) -> None:
+    put(kept.log, rows(kept.log, CHECKPOINTS)[:-1], CHECKPOINTS)  # a crash between the entry and its checkpoint
+    result = verify(kept)
+    assert result.exit_code == 0, result.output
+    assert "warning: the last entry (" in result.stderr and "not covered by a checkpoint" in result.stderr
+
+
+def test_a_torn_last_line_exits_7_with_its_own_code(kept: Kept) -> None:
+    lines = rows(kept.log, CHECKPOINTS)
+    (kept.log / CHECKPOINTS).write_bytes(b"".join(line + b"\n" for line in lines[:-1]) + lines[-1][:40])
+    result = verify(kept)
+    assert result.exit_code == 7
+    assert result.stderr.startswith(f"error: [AUDIT_TORN_TAIL] checkpoint {N} "), result.stderr
+    report = json.loads(verify(kept, "--format", "json").stdout)
+    assert (report["code"], report["first_bad"], report["entries"]) == ("AUDIT_TORN_TAIL", None, N)
+    with AuditLog.open(kept.log, "hangzhou", fsync=False):  # the node cuts it off and signs entry N - 1 again
+        pass
+    assert verify(kept, "--checkpoint", kept.checkpoint, "--receipts", kept.receipts).exit_code == 0
+    with (kept.log / ENTRIES).open("ab") as fh:
+        fh.write(forged(N)[:25])
+    result = verify(kept)
+    assert result.exit_code == 7 and result.stderr.startswith(f"error: [AUDIT_TORN_TAIL] entry {N}: ")
+
+
+def test_the_help_says_what_only_kept_checkpoints_catch() -> None:
+    result = hpf("audit", "verify", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert "same earlier prefix" in text and "cannot be detected from the files alone" in text
+    for way in ("--checkpoint", "--receipts", "hpf audit receipts"):
+        assert way in text
 
 
 def test_bad_inputs_are_named(kept: Kept, tmp_path: Path) -> None:

@@ -330,6 +330,131 @@ def test_an_entry_whose_checkpoint_was_not_written_is_signed_on_the_next_open(lo
     assert report.ok and report.unsigned == 0 and report.checkpoints == 4
 
 
+def forged_entry(index: int) -> bytes:
+    """An entry line as someone without the key would append it: canonical, with the right index."""
+    return canonical_json({**request(index, identity="mallory"), "index": index})
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    with path.open("ab") as fh:
+        fh.write(data)
+
+
+def test_entries_appended_without_the_key_fail_verification_and_are_not_signed_at_open(log_dir: Path) -> None:
+    key, _ = make_log(log_dir, 4)
+    write_lines(log_dir, [*lines(log_dir), forged_entry(4), forged_entry(5)])
+    for full in (True, False):
+        report = verify_log(log_dir, key, check_all_signatures=full)
+        assert (report.ok, report.code, report.first_bad) == (False, "AUDIT_UNSIGNED", 4), report.problem
+        assert "entries 4..5" in (report.problem or "")
+    error = report.error()
+    assert error is not None and str(error).startswith("[AUDIT_UNSIGNED] entry 4: ")
+    before = (log_dir / ENTRIES).read_bytes(), (log_dir / CHECKPOINTS).read_bytes()
+    for full in (True, False):
+        with pytest.raises(AuditError) as err:
+            AuditLog.open(log_dir, "hangzhou", fsync=False, check_all_signatures=full)
+        assert err.value.code == "AUDIT_LOG_CORRUPT"
+        assert "at entry 4:" in err.value.message and "AUDIT_UNSIGNED" in err.value.message
+    assert ((log_dir / ENTRIES).read_bytes(), (log_dir / CHECKPOINTS).read_bytes()) == before  # nothing signed
+    assert verify_log(log_dir, key).code == "AUDIT_UNSIGNED"
+
+
+def test_one_forged_entry_after_a_crash_window_is_still_two_unsigned(log_dir: Path) -> None:
+    key, _ = make_log(log_dir, 4)
+    write_lines(log_dir, lines(log_dir, CHECKPOINTS)[:-1], CHECKPOINTS)  # entry 3 lost its checkpoint
+    write_lines(log_dir, [*lines(log_dir), forged_entry(4)])
+    report = verify_log(log_dir, key)
+    assert (report.ok, report.code, report.first_bad) == (False, "AUDIT_UNSIGNED", 3)
+    with pytest.raises(AuditError) as err:
+        AuditLog.open(log_dir, "hangzhou", fsync=False)
+    assert err.value.code == "AUDIT_LOG_CORRUPT" and "at entry 3:" in err.value.message
+
+
+def test_entries_without_any_checkpoint_are_unsigned(log_dir: Path) -> None:
+    key, _ = make_log(log_dir, 0)
+    write_lines(log_dir, [forged_entry(0), forged_entry(1)])
+    report = verify_log(log_dir, key)
+    assert (report.ok, report.code, report.first_bad) == (False, "AUDIT_UNSIGNED", 0)
+    write_lines(log_dir, [forged_entry(0)])  # one: what a crash during the first append leaves
+    report = verify_log(log_dir, key)
+    assert report.ok and report.unsigned == 1 and report.latest is None
+
+
+# -- a crash in the middle of a write: a torn last line ---------------------------------------------------------
+
+
+def evidence(directory: Path, name: str) -> list[Path]:
+    return sorted(directory.glob(f"{name}.torn-*"))
+
+
+def test_a_torn_entry_whose_checkpoint_was_never_written_is_cut_off_at_open(
+    log_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, receipts = make_log(log_dir, 4)
+    torn = forged_entry(4)[:37]  # the crash came in the middle of writing entry 4
+    append_bytes(log_dir / ENTRIES, torn)
+    report = verify_log(log_dir, key)
+    assert (report.ok, report.code, report.first_bad) == (False, "AUDIT_TORN_TAIL", 4), report.problem
+    assert str(report.error()).startswith("[AUDIT_TORN_TAIL] entry 4: ")
+    assert verify_log(log_dir, key, check_all_signatures=False).code == "AUDIT_TORN_TAIL"
+    with caplog.at_level("WARNING", logger="hpf.audit"), AuditLog.open(log_dir, "hangzhou", fsync=False) as log:
+        assert log.size == 4 and log.latest_checkpoint() == receipts[-1].checkpoint
+        assert log.append(request(4)).index == 4
+    (kept,) = evidence(log_dir, ENTRIES)
+    assert kept.read_bytes() == torn and evidence(log_dir, CHECKPOINTS) == []
+    assert ENTRIES in caplog.text and kept.name in caplog.text
+    report = verify_log(log_dir, key, receipts=receipts)
+    assert report.ok and report.entries == report.checkpoints == 5 and report.unsigned == 0
+
+
+def test_a_torn_checkpoint_after_a_whole_entry_is_cut_off_and_the_entry_signed(
+    log_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, receipts = make_log(log_dir, 4)
+    rows = lines(log_dir, CHECKPOINTS)
+    torn = rows[-1][:50]  # the crash came in the middle of writing checkpoint 4
+    (log_dir / CHECKPOINTS).write_bytes(b"".join(r + b"\n" for r in rows[:-1]) + torn)
+    report = verify_log(log_dir, key)
+    assert (report.ok, report.code, report.first_bad) == (False, "AUDIT_TORN_TAIL", None), report.problem
+    assert "checkpoint 4" in (report.problem or "") and report.entries == 4
+    with caplog.at_level("WARNING", logger="hpf.audit"), AuditLog.open(log_dir, "hangzhou", fsync=False) as log:
+        latest = log.latest_checkpoint()
+        assert latest is not None and latest.size == 4 and latest.root == receipts[-1].checkpoint.root
+    (kept,) = evidence(log_dir, CHECKPOINTS)
+    assert kept.read_bytes() == torn and evidence(log_dir, ENTRIES) == []
+    assert CHECKPOINTS in caplog.text
+    report = verify_log(log_dir, key, receipts=receipts)
+    assert report.ok and report.entries == report.checkpoints == 4 and report.unsigned == 0
+
+
+def test_the_first_entry_torn_leaves_an_empty_log(log_dir: Path) -> None:
+    key, _ = make_log(log_dir, 0)
+    append_bytes(log_dir / ENTRIES, forged_entry(0)[:20])
+    assert (verify_log(log_dir, key).code, verify_log(log_dir, key).first_bad) == ("AUDIT_TORN_TAIL", 0)
+    with AuditLog.open(log_dir, "hangzhou", fsync=False) as log:
+        assert log.size == 0 and log.append(request(0)).index == 0
+    assert verify_log(log_dir, key).ok
+
+
+def test_a_torn_tail_does_not_excuse_more_unsigned_entries(log_dir: Path) -> None:
+    key, _ = make_log(log_dir, 4)
+    rows = lines(log_dir, CHECKPOINTS)
+    write_lines(log_dir, [*lines(log_dir), forged_entry(4)])
+    (log_dir / CHECKPOINTS).write_bytes(b"".join(r + b"\n" for r in rows[:-1]) + rows[-1][:50])
+    report = verify_log(log_dir, key)  # entries 3 and 4 uncovered, and checkpoint 4 torn
+    assert (report.ok, report.code, report.first_bad) == (False, "AUDIT_UNSIGNED", 3)
+    append_bytes(log_dir / ENTRIES, forged_entry(5)[:30])
+    report = verify_log(log_dir, key)
+    assert (report.ok, report.code, report.first_bad) == (False, "AUDIT_UNSIGNED", 3)
+    before = (log_dir / ENTRIES).read_bytes(), (log_dir / CHECKPOINTS).read_bytes()
+    with pytest.raises(AuditError) as err:
+        AuditLog.open(log_dir, "hangzhou", fsync=False)
+    assert err.value.code == "AUDIT_LOG_CORRUPT" and "at entry 3:" in err.value.message
+    # a log it refuses is left as it was, torn lines included
+    assert ((log_dir / ENTRIES).read_bytes(), (log_dir / CHECKPOINTS).read_bytes()) == before
+    assert evidence(log_dir, ENTRIES) == evidence(log_dir, CHECKPOINTS) == []
+
+
 def test_one_writer_at_a_time(log_dir: Path) -> None:
     with AuditLog.open(log_dir, "hangzhou", fsync=False) as log:
         with pytest.raises(AuditError) as err:
@@ -488,7 +613,7 @@ TAMPERING = {
     "truncate 3 entries": (lambda d: write_lines(d, lines(d)[:-3]), "AUDIT_TRUNCATED", N - 3),
     "truncate every entry": (lambda d: write_lines(d, []), "AUDIT_TRUNCATED", 0),
     "delete the entries file": (lambda d: (d / ENTRIES).unlink(), "AUDIT_TRUNCATED", 0),
-    "cut the last line short": (_torn, "AUDIT_ENTRY_MALFORMED", N - 1),
+    "cut the last line short": (_torn, "AUDIT_TORN_TAIL", N - 1),
     "forge checkpoint 1's signature": (_forge_signature(1), "AUDIT_CHECKPOINT_SIGNATURE", 0),
     "forge checkpoint 9's signature": (_forge_signature(9), "AUDIT_CHECKPOINT_SIGNATURE", 8),
     "reorder checkpoints": (_swap_checkpoints, "AUDIT_CHECKPOINT_ORDER", 5),
@@ -516,6 +641,18 @@ def test_tampering_is_found_at_the_first_bad_entry(log_dir: Path, case: str) -> 
     with pytest.raises(AuditError) as err:
         AuditLog.open(log_dir, "hangzhou")
     assert err.value.code == "AUDIT_LOG_CORRUPT" and f"at entry {first_bad}:" in err.value.message
+
+
+def test_a_signed_entry_cut_short_later_is_torn_and_refused(log_dir: Path) -> None:
+    key, _ = make_log(log_dir, N)
+    _torn(log_dir)
+    report = verify_log(log_dir, key)
+    assert (report.code, report.first_bad) == ("AUDIT_TORN_TAIL", N - 1)
+    assert f"checkpoint {N}" in (report.problem or "")  # it was whole when the node signed it
+    with pytest.raises(AuditError) as err:
+        AuditLog.open(log_dir, "hangzhou", fsync=False)
+    assert err.value.code == "AUDIT_LOG_CORRUPT" and f"at entry {N - 1}:" in err.value.message
+    assert "AUDIT_TRUNCATED" in err.value.message and evidence(log_dir, ENTRIES) == []
 
 
 def test_a_clean_log_verifies_with_pinned_or_local_key(log_dir: Path) -> None:
