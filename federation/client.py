@@ -131,7 +131,7 @@ class FederationClient:
         receipts = [receipt_from_proto(r) for r in reply.receipts]
         if sorted(r.node_id for r in receipts) != sorted(reply.answered):
             raise CryptoError("the answer does not carry one audit receipt per region", code="ANSWER_CORRUPT")
-        keys = {n.id: n.audit_key for n in self.catalog.nodes}
+        keys = self._audit_keys()
         who = self.signer.identity.common_name
         verified = sum(check_receipt(r, nonce=envelope.nonce, signer=who, audit_keys=keys) for r in receipts)
         if self.profile.receipts is not None and receipts:
@@ -140,6 +140,13 @@ class FederationClient:
                 for r in receipts:
                     fh.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
         return receipts, verified
+
+    def _audit_keys(self) -> dict[str, str | None]:
+        """The regions' audit keys, from a catalog this profile pins; none from one the coordinator sent, since
+        the coordinator could then vouch for a region's receipts with keys of its own choosing."""
+        if self.profile.catalog is None:
+            return {}
+        return {n.id: n.audit_key for n in self.catalog.nodes}
 
     def kept_receipts(self) -> list[Receipt]:
         """The receipts this profile kept (empty when it keeps none)."""
@@ -155,8 +162,7 @@ class FederationClient:
             proof = self._stub.AuditProof(request, timeout=self.profile.timeout_s)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
-        keys = {n.id: n.audit_key for n in self.catalog.nodes}
-        return check_still_logged(receipt, proof, keys.get(receipt.node_id))
+        return check_still_logged(receipt, proof, self._audit_keys().get(receipt.node_id))
 
     @property
     def catalog(self) -> Catalog:

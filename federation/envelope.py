@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from federation.errors import AuthError, ConfigError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.lru import Lru
 from federation.revocation import RevocationList
+
+log = logging.getLogger("hpf.trust")
 
 VERSION = 1
 OPERATIONS = ("query", "explain")
@@ -261,4 +264,6 @@ class TrustSettings(BaseModel):
                 code="CONFIG_INVALID",
                 hint="give 'federation_ca: pki/ca.pem' (needed in insecure mode, where there is no TLS CA)",
             )
+        if self.revocations is None:
+            log.warning("no revocation list configured ('revocations:'): a revoked certificate would be accepted")
         return EnvelopeVerifier.from_files(ca, federation, self.revocations, self.envelope_window_s)

@@ -87,8 +87,10 @@ def _cell_sums(plan: Plan, rows: Iterable[Sequence[Any]]) -> dict[int, list[int]
 def withhold_small_cells(plan: Plan, sums: dict[int, list[int]], min_group_size: int) -> dict[int, list[int]]:
     """``sums`` with every cell of 1 to ``min_group_size - 1`` rows blanked and marked withheld.
 
-    A withheld cell carries 0 in every component and 1 in its withheld mark; an empty cell stays empty and
-    ``min_group_size <= 1`` withholds nothing.
+    The rows a cell counts are its COUNT(*) and each aggregate's own count of the rows it covers (``COUNT(x)``
+    of its argument: ``SUM(x) FILTER (WHERE c)`` covers only the rows where ``c`` holds): a cell is withheld
+    when any of them is 1 to k-1. A withheld cell carries 0 in every component and 1 in its withheld mark; an
+    empty cell stays empty and ``min_group_size <= 1`` withholds nothing.
 
     >>> from federation.plan import Component
     >>> comps = (Component("count", None), Component("sum", "x", 0, 90), Component("withheld", None, 0, 2))
@@ -98,7 +100,12 @@ def withhold_small_cells(plan: Plan, sums: dict[int, list[int]], min_group_size:
     """
     mark = plan.withheld_index
     blank = [int(j == mark) for j in range(len(plan.components))]
-    return {cell: list(blank) if 1 <= acc[0] < min_group_size else acc for cell, acc in sums.items()}  # [0]: COUNT(*)
+    counts = [j for j, c in enumerate(plan.components) if c.kind == "count"]  # [0] is COUNT(*)
+
+    def small(acc: list[int]) -> bool:
+        return any(1 <= acc[j] < min_group_size for j in counts)
+
+    return {cell: list(blank) if small(acc) else acc for cell, acc in sums.items()}
 
 
 def encode_partials(plan: Plan, rows: Iterable[Sequence[Any]], min_group_size: int = 1) -> np.ndarray:
@@ -121,12 +128,35 @@ def encode_partials(plan: Plan, rows: Iterable[Sequence[Any]], min_group_size: i
 
 
 CANARY = 1
+# A region whose rows make the plan fail (an overflow, an invalid cast) sends zeros and this in every canary
+# slot instead of CANARY: the failure is inside the ciphertext, so the coordinator cannot tell it from an answer.
+FAILED = CANARY + (1 << 20)
 
 
-def chunks(flat: np.ndarray) -> list[np.ndarray]:
+def chunks(flat: np.ndarray, *, failed: bool = False) -> list[np.ndarray]:
     """Cut a flat slot vector into ciphertext-sized pieces, each ending with the canary slot."""
     data = SLOTS - 1
-    return [np.append(flat[i : i + data], np.int64(CANARY)) for i in range(0, flat.shape[0], data)]
+    canary = np.int64(FAILED if failed else CANARY)
+    return [np.append(flat[i : i + data], canary) for i in range(0, flat.shape[0], data)]
+
+
+def failure_chunks(plan: Plan) -> list[np.ndarray]:
+    """What a region sends when the plan fails on its rows: no values, the failure mark in every canary."""
+    return chunks(np.zeros(plan.layout.total, dtype=np.int64), failed=True)
+
+
+def _failed_regions(decrypted_chunks: Sequence[np.ndarray], regions: int) -> int:
+    """How many regions sent the failure mark; ANSWER_CORRUPT unless every canary says the same honest count."""
+    canaries = {int(c[-1]) for c in decrypted_chunks}
+    extra = canaries.pop() - regions * CANARY if len(canaries) == 1 else -1
+    failed, rest = divmod(extra, FAILED - CANARY) if extra >= 0 else (-1, 0)
+    if rest or not 0 <= failed <= regions:
+        raise CryptoError(
+            "the answer's check slot does not add up to the regions that answered "
+            "(a region may have encrypted under another key, or a ciphertext was altered)",
+            code="ANSWER_CORRUPT",
+        )
+    return failed
 
 
 def _check_limb_bounds(plan: Plan, grid: np.ndarray, regions: int) -> None:
@@ -157,18 +187,21 @@ def decode_totals(plan: Plan, decrypted_chunks: Sequence[np.ndarray], regions: i
     Each cell's list has one total per component; at ``plan.withheld_index`` it is the number of regions that
     withheld the cell (``0..regions``), and when that is not 0 the other totals leave those regions out, so
     they must not be shown as the cell's values.
-    ``regions`` is how many regions the answer sums; every chunk's canary must equal it and every limb sum
-    must be in range, else the answer is refused. Ungrouped queries always have their single cell, as SQL
-    returns one row even over no rows.
+    ``regions`` is how many regions the answer sums; every chunk's canary must equal it (plus the failure mark
+    of each region the plan failed on: then no answer is given, NODE_EXECUTION_FAILED, without naming them)
+    and every limb sum must be in range, else the answer is refused. Ungrouped queries always have their
+    single cell, as SQL returns one row even over no rows.
     """
     layout = plan.layout
     if tuple(len(c) for c in decrypted_chunks) != layout.chunk_sizes:
         raise CryptoError("the answer does not match the plan's slot layout", code="CIPHERTEXT_SHAPE")
-    if any(int(c[-1]) != regions * CANARY for c in decrypted_chunks):
-        raise CryptoError(
-            "the answer's check slot does not add up to the regions that answered "
-            "(a region may have encrypted under another key, or a ciphertext was altered)",
-            code="ANSWER_CORRUPT",
+    failed = _failed_regions(decrypted_chunks, regions)
+    if failed:
+        raise DataError(
+            f"{failed} region(s) could not compute this query over their own rows: an expression in it fails on "
+            "some row (e.g. an overflow or an invalid cast), so no answer is shown",
+            code="NODE_EXECUTION_FAILED",
+            hint="compute in a wider type (CAST(x AS DECIMAL(38, s))) or leave out the expression that fails",
         )
     flat = np.concatenate([c[:-1] for c in decrypted_chunks]) if decrypted_chunks else np.zeros(0, dtype=np.int64)
     grid = flat.reshape(layout.cells, layout.width)

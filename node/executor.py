@@ -16,11 +16,13 @@ import tenseal as ts
 
 from federation import he
 from federation.catalog import Catalog
-from federation.errors import AuthError
+from federation.errors import AuthError, DataError
 from federation.plan import Plan
-from federation.slot_codec import chunks, encode_partials
+from federation.slot_codec import chunks, encode_partials, failure_chunks
 
 log = logging.getLogger("hpf.node")
+
+DATA_FAILURES = ("NODE_EXECUTION_FAILED", "PARTIAL_")  # failures that depend on the rows, not on the request
 
 
 class Backend(Protocol):
@@ -60,12 +62,23 @@ class PartialExecutor:
     ) -> PartialResult:
         started = time.perf_counter() if started is None else started
         t_scan = time.perf_counter()
-        rows = self.backend.run(plan.node_sql())
-        t_encode = time.perf_counter()
-        flat = encode_partials(plan, rows, min_group_size=min_group_size)
-        ciphertexts = [he.encrypt_slots(ctx, chunk) for chunk in chunks(flat)]
+        try:
+            rows = self.backend.run(plan.node_sql())
+            t_encode = time.perf_counter()
+            pieces = chunks(encode_partials(plan, rows, min_group_size=min_group_size))
+        except DataError as err:
+            if not err.code.startswith(DATA_FAILURES):
+                raise
+            # the failure depends on this region's rows: it travels encrypted, as an answer would, so the
+            # coordinator learns nothing from it; only the asker learns that some region failed
+            log.warning(
+                "query %s failed on this node's rows (%s); sending the encrypted failure mark", query_id[:12], err.code
+            )
+            t_encode = time.perf_counter()
+            pieces = failure_chunks(plan)
+        ciphertexts = [he.encrypt_slots(ctx, chunk) for chunk in pieces]
         done = time.perf_counter()
-        log.info("query %s answered: plan %s, %d ciphertext(s)", query_id, plan.fingerprint[:12], len(ciphertexts))
+        log.info("query %s answered: plan %s, %d ciphertext(s)", query_id[:12], plan.fingerprint[:12], len(ciphertexts))
         return PartialResult(
             fingerprint=plan.fingerprint,
             ciphertexts=ciphertexts,

@@ -125,7 +125,9 @@ class NodeHandler:
         verified = self.verifier.verify(request.envelope, operation=trail.operation)
         envelope, signer = verified.envelope, verified.signer
         trail.identity, trail.role = signer.common_name, signer.role or ""
-        trail.purpose, trail.consent = envelope.purpose, bool(envelope.consent_ref)
+        # a purpose code this node does not know is free text: it is not written down
+        trail.purpose = envelope.purpose if envelope.purpose in self.policy.purposes or not envelope.purpose else "?"
+        trail.consent = bool(envelope.consent_ref)
         trail.nonce, trail.query = envelope.nonce.hex(), shape_fingerprint(envelope.sql)
         if request.query_id != verified.query_id:
             raise PlanError("the query id does not belong to the signed question", code="PLAN_QUERY_ID_MISMATCH")
@@ -150,12 +152,17 @@ class NodeHandler:
         return Admission(verified=verified, plan=plan, decision=decision)
 
     def _spend(self, admission: Admission) -> None:
-        """Count the question against the asker's rate limit, then remember its nonce (a replay fails here)."""
-        signer = admission.verified.signer
+        """Refuse a replay, count the question against the asker's rate limit, remember its nonce.
+
+        A replay is refused before it can use up the asker's rate limit; two copies racing past the first
+        check still meet the store's unique nonce.
+        """
+        signer, envelope = admission.verified.signer, admission.verified.envelope
+        self.replay.check(envelope.nonce)
         role_policy = self.policy.roles.get(signer.role or "")
         limit = role_policy.rate_limit if role_policy is not None else None
         self.limiter.take(signer.common_name, limit, party=self.node_id, role=signer.role or "")
-        self.replay.record(admission.verified.envelope.nonce)
+        self.replay.record(envelope.nonce, envelope.issued_at_ms / 1000.0)
 
     # -- the audited operations -------------------------------------------------------------------
 

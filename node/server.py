@@ -25,7 +25,7 @@ from node.executor import PartialExecutor
 from node.handler import NodeHandler
 from node.replay import ReplayGuard
 from policies import DEFAULT_POLICY
-from policies.loader import load_policy
+from policies.loader import check_against_catalog, load_policy
 
 log = logging.getLogger("hpf.node")
 
@@ -101,14 +101,25 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
             code="CONFIG_INVALID",
             hint=f"catalog nodes: {', '.join(catalog.node_ids)}",
         )
+    verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
+    policy = load_policy(config.policy or DEFAULT_POLICY)
+    problems = check_against_catalog(policy, catalog)
+    if problems:  # a misspelt column would silently fall back to its class's looser defaults
+        hint = "fix the policy or the catalog"
+        if config.policy is None:
+            hint = (
+                "this node names no policy, so it uses the packaged default, written for the Yangtze River Delta "
+                "tables: write one for your tables (start from policies/default.yaml) and name it as 'policy:'"
+            )
+        raise ConfigError("\n".join(problems), code="POLICY_FILE_INVALID", hint=hint)
     backend = DuckDBBackend(catalog, config.tables, threads=config.duckdb_threads)
     handler = NodeHandler(
         config.node_id,
         catalog,
         PartialExecutor(config.node_id, catalog, backend),
-        config.envelope_verifier(tls.ca if tls else None, catalog.federation),
+        verifier,
         ReplayGuard(config.state_dir / "nonces.sqlite", config.envelope_window_s),
-        load_policy(config.policy or DEFAULT_POLICY),
+        policy,
         AuditLog.open(config.state_dir / "audit", config.node_id, fsync=config.audit_fsync, check_all_signatures=False),
     )
     try:

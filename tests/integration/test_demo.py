@@ -102,6 +102,12 @@ def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: P
     config["federation_ca"] = "pki/ca.pem"
     config["state_dir"] = "state"
     (tmp_path / "node.yaml").write_text(yaml.safe_dump(config))
+    unfitting = _hpf("node", "serve", "--config", str(tmp_path / "node.yaml"), "--insecure", timeout=30)
+    assert unfitting.returncode == 2 and "no policy" in unfitting.stderr  # the default names tables t lacks
+    policy = {"version": 1, "roles": {"analyst": {"aggregates": ["count"], "min_group_size": 5, "tables": {"t": {}}}}}
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
+    config["policy"] = "policy.yaml"
+    (tmp_path / "node.yaml").write_text(yaml.safe_dump(config))
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", "node", "serve", "--config", str(tmp_path / "node.yaml"), "--insecure"],

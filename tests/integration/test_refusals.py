@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -531,18 +532,26 @@ def test_coordinator_refuses_a_connection_without_client_certificate(
 # ------------------------------------------------------------ failures specific to one query, not to a region
 
 
-def test_one_region_failing_a_query_fails_the_query_not_silently_short() -> None:
-    """A region whose own rows make the query fail (overflow here) fails the whole query, value-free."""
+def test_one_region_failing_a_query_fails_the_query_not_silently_short(caplog: pytest.LogCaptureFixture) -> None:
+    """A region whose own rows make the query fail (overflow here) fails the whole query, value-free, and
+    without telling the coordinator (or the asker) which region: that would say something about its rows."""
     rows = {
         "n0": {"deposits": [_row("p1", "310000", 2**62, "1.00", 2019)]},
         "n1": {"deposits": [_row("p2", "310000", 3, "1.00", 2019)]},
     }
     with started(rows) as fed, fed.client() as client:
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="hpf.coordinator")
         with pytest.raises(DataError) as info:
             client.query("SELECT SUM(amount_fen * 4) FROM deposits")
         assert info.value.code == "NODE_EXECUTION_FAILED"
-        assert "n0" in info.value.message and "overflow" in info.value.message
+        assert "1 region(s)" in info.value.message and "overflow" in info.value.message
+        assert "n0" not in info.value.message and "n1" not in info.value.message
         assert str(2**62) not in info.value.message and "4611" not in info.value.message
+        # both regions answered with a ciphertext: the coordinator saw no failure and listed no region missing
+        coordinator_lines = [r.getMessage() for r in caplog.records if r.name == "hpf.coordinator"]
+        assert not any("missing (" in line for line in coordinator_lines)
+        assert any("2 region(s) answered, 0 missing" in line for line in coordinator_lines)
         # the federation keeps serving
         assert client.query("SELECT SUM(amount_fen) FROM deposits").rows == [[2**62 + 3]]
 

@@ -426,6 +426,9 @@ def test_every_request_is_in_a_verifiable_audit_log_without_values(
     client.query(VALID)
     with pytest.raises(FederationError):
         client.query(f"SELECT COUNT(*) FROM people WHERE person_id = '{SECRET_ID}'")
+    with pytest.raises(FederationError) as unknown:  # a purpose no policy declares is free text: never logged
+        client.query(VALID, purpose=f"review-of-{SECRET_ID}")
+    assert unknown.value.code == "POLICY_PURPOSE_UNKNOWN"
     for node_id in fed.node_ids:
         directory = fed.audit_dir(node_id)
         report = verify_log(directory)

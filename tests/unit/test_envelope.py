@@ -184,17 +184,32 @@ def test_revoking_a_certificate_of_another_ca_is_refused(fed: pki.FederationFile
 def test_replay_guard_remembers_across_restarts_and_forgets_expired(tmp_path: Path) -> None:
     path = tmp_path / "state" / "nonces.sqlite"
     guard = ReplayGuard(path, window_s=60)
-    guard.record(b"n" * 16, now=1000.0)
-    with pytest.raises(AuthError) as err:
-        guard.record(b"n" * 16, now=1001.0)
-    assert err.value.code == "AUTH_REPLAY"
+    guard.check(b"n" * 16)  # unseen: no error, nothing recorded
+    guard.record(b"n" * 16, signed_at=1000.0, now=1000.0)
+    for attempt in (lambda: guard.check(b"n" * 16), lambda: guard.record(b"n" * 16, signed_at=1000.0, now=1001.0)):
+        with pytest.raises(AuthError) as err:
+            attempt()
+        assert err.value.code == "AUTH_REPLAY"
     guard.close()
     again = ReplayGuard(path, window_s=60)
     with pytest.raises(AuthError):
-        again.record(b"n" * 16, now=1002.0)
-    again.record(b"n" * 16, now=1000.0 + 2 * 60 + 61)  # past the window: the envelope itself would be stale
-    again.record(b"m" * 16, now=1003.0)
+        again.record(b"n" * 16, signed_at=1000.0, now=1002.0)
+    # signed more than window + 60 s ago: the envelope itself is stale now, so its nonce may be forgotten
+    again.record(b"m" * 16, signed_at=1121.0, now=1000.0 + 60 + 61)
+    again.check(b"n" * 16)
     again.close()
+
+
+def test_a_wider_window_after_a_restart_keeps_the_nonces_it_needs(tmp_path: Path) -> None:
+    path = tmp_path / "nonces.sqlite"
+    narrow = ReplayGuard(path, window_s=60)
+    narrow.record(b"n" * 16, signed_at=1000.0, now=1000.0)
+    narrow.close()
+    wide = ReplayGuard(path, window_s=3600)  # an envelope signed at 1000 is fresh until 4600 now
+    wide.record(b"x" * 16, signed_at=1500.0, now=1500.0)  # a sweep runs; it must keep n
+    with pytest.raises(AuthError):
+        wide.check(b"n" * 16)
+    wide.close()
 
 
 def test_signer_certificate_validity_uses_current_time(fed: pki.FederationFiles, tmp_path: Path) -> None:
