@@ -16,6 +16,8 @@ The checks, in order, each with its code:
 ``POLICY_CONSENT_REQUIRED``    the table requires a consent reference and none was given
 ``POLICY_AGGREGATE_DENIED``    an aggregate function is not in the role's ``aggregates``
 ``POLICY_COLUMN_DENIED``       a column is used where its uses do not allow
+``POLICY_AGGREGATE_SHAPE``     with k > 1, an aggregate's argument computes a condition as a value (e.g.
+                               ``SUM(CASE WHEN c THEN 1 ELSE 0 END)``), which would count rows k never sees
 =============================  ============================================================================
 
 :class:`RateLimiter` adds ``POLICY_RATE_LIMITED``.
@@ -55,11 +57,17 @@ USE_PHRASES = {
     "group": "as a group key",
     "aggregate": "inside an aggregate",
 }
+COMPUTED_NOTE = (
+    "a comparison or a function of a column, anything but + - * and a CAST to a number, counts as a filter on it"
+)
+SHAPE_HINT = (
+    "write it as AGG(x) FILTER (WHERE cond) or CASE WHEN cond THEN x END (no ELSE), so the minimum group size "
+    "applies to the rows it covers"
+)
 ROLE_HINTS = {
     "auditor": "auditors run no data queries: read and verify a node's audit log with `hpf audit`",
 }
 _SHOWABLE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_KEY_REF = re.compile(r"^k(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -91,71 +99,186 @@ def _parse(sql: str) -> exp.Expression:
     return tree
 
 
-def _in_condition(col: exp.Expr, root: exp.Expr) -> bool:
-    """Whether ``col`` sits in a condition of a CASE/IF under ``root`` (a filter), not in a value it returns."""
+# The value whitelist. A column keeps its own value (an ``aggregate`` use inside an aggregate's argument, a
+# ``group`` use in a key) only through these; a CASE/IF condition makes it a ``filter`` use; anything else
+# (a comparison, NOT/AND/OR, IN, BETWEEN, LIKE, IS, NULLIF, COALESCE, GREATEST/LEAST, SIGN, ABS, any other
+# function, a cast to BOOLEAN or VARCHAR, TRY_CAST, division ...) can turn a value into a condition, so it is
+# a ``filter`` use as well. Fail closed: a node type not named here is "anything else".
+_ARITHMETIC = (exp.Paren, exp.Add, exp.Sub, exp.Mul, exp.Neg)
+_NUMERIC_TYPES = frozenset(exp.DataType.NUMERIC_TYPES - {exp.DataType.Type.BIT})
+# date parts the planner gives a domain (keys only): the date is their operand, the part a constant
+_DATE_PART_FUNCS = (
+    exp.Year,
+    exp.Quarter,
+    exp.Month,
+    exp.Day,
+    exp.DayOfMonth,
+    exp.DayOfWeek,
+    exp.DateTrunc,
+    exp.TimestampTrunc,
+)
+_DATE_PART_NAMES = frozenset({"date_part", "datepart", "date_trunc"})
+
+_VALUE, _CONDITION, _OTHER = "value", "condition", "other"
+
+
+def _numeric_cast(node: exp.Expr) -> bool:
+    """``CAST(x AS <number>)``: keeps x's value. TRY_CAST is no such cast: it makes out-of-range values NULL,
+    which filters on them (``COUNT(TRY_CAST(x - 1000 AS UTINYINT))`` counts the x in 1000..1255)."""
+    to = node.args.get("to")
+    return type(node) is exp.Cast and isinstance(to, exp.DataType) and to.this in _NUMERIC_TYPES
+
+
+def _date_part(child: exp.Expr, parent: exp.Expr) -> bool:
+    """Whether ``parent`` takes a date part (year, quarter, month, ...) of ``child``."""
+    if isinstance(parent, exp.Extract):
+        return parent.args.get("expression") is child
+    if isinstance(parent, _DATE_PART_FUNCS):
+        return parent.args.get("this") is child
+    if isinstance(parent, exp.Anonymous) and str(parent.this).lower() in _DATE_PART_NAMES:
+        args = parent.expressions
+        return len(args) == 2 and args[1] is child and isinstance(args[0], exp.Literal) and args[0].is_string
+    return False
+
+
+def _edge(child: exp.Expr, parent: exp.Expr, *, date_parts: bool) -> str:
+    """How ``parent`` uses ``child``: keeps its value, tests it as a CASE/IF condition, or anything else."""
+    if isinstance(parent, exp.If):  # a WHEN of a CASE, or IF(cond, a, b)
+        return _CONDITION if parent.args.get("this") is child else _VALUE
+    if isinstance(parent, exp.Case):  # CASE x WHEN ...: x is compared; else a WHEN (its If decides) or ELSE
+        return _CONDITION if parent.args.get("this") is child else _VALUE
+    if isinstance(parent, _ARITHMETIC):
+        return _VALUE
+    if _numeric_cast(parent) and parent.args.get("this") is child:
+        return _VALUE
+    if date_parts and _date_part(child, parent):
+        return _VALUE
+    return _OTHER
+
+
+def _occurrence(col: exp.Column, root: exp.Expr, *, date_parts: bool) -> tuple[bool, bool]:
+    """(in a condition, computed) for one column occurrence under ``root``.
+
+    ``in a condition``: a CASE/IF condition is on its path. ``computed``: a node off the value whitelist is on
+    its path, above the outermost condition if there is one (below it, comparisons are what conditions are).
+    """
+    in_condition = computed = False
     node: exp.Expr = col
     while node is not root and node.parent is not None:
         parent = node.parent
-        if isinstance(parent, exp.If) and parent.args.get("this") is node:
-            return True
-        if isinstance(parent, exp.Case) and parent.args.get("this") is node:  # CASE x WHEN ...: x is compared
-            return True
+        edge = _edge(node, parent, date_parts=date_parts)
+        if edge == _CONDITION:
+            in_condition, computed = True, False
+        elif edge == _OTHER:
+            computed = True
         node = parent
-    return False
+    return in_condition, computed
 
 
 def _columns(sql: str) -> list[exp.Column]:
     return list(_parse(sql).find_all(exp.Column))
 
 
-def output_keys(plan: Plan) -> set[int]:
-    """Keys whose values reach the asker: returned as a column, or named by the finishing query at all
-    (in an output expression, HAVING or ORDER BY), which ties rows to key values."""
-    out = {i for i in plan.bare_key_outputs if i is not None}
-    if plan.finish_sql:
-        for col in _columns(plan.finish_sql):
-            m = _KEY_REF.match(col.name)
-            if m and int(m.group(1)) < len(plan.keys):
-                out.add(int(m.group(1)))
-    return out
+@dataclass(frozen=True)
+class _Uses:
+    uses: dict[str, frozenset[str]]
+    computed: frozenset[str]  # columns that are a filter use only because something computes on them
 
 
-_USES: Lru[str, dict[str, frozenset[str]]] = Lru(1024)  # by plan fingerprint: a plan's uses never change
+_USES: Lru[str, _Uses] = Lru(1024)  # by plan fingerprint: a plan's uses never change
 
 
 def column_uses(plan: Plan) -> dict[str, set[str]]:
     """``{column: uses}`` of the plan's table: ``filter``, ``group``, ``output``, ``aggregate``.
 
-    WHERE is a filter; so is a CASE/IF condition inside an aggregate's argument (an aggregate's FILTER clause
-    arrives as ``CASE WHEN cond THEN x END``). A GROUP BY key's columns are ``group`` uses, and ``output``
-    uses too when the key reaches the result. The rest of an aggregate's argument is an ``aggregate`` use.
+    Fail closed, by a whitelist of nodes that keep a column's value: ``+ - *``, unary minus, parentheses,
+    a CAST to a number, and the value (THEN / ELSE) of a CASE/IF.
+
+    - WHERE: ``filter``.
+    - An aggregate's argument: a column reached only through the whitelist is an ``aggregate`` use; one in a
+      CASE/IF condition a ``filter`` use (an aggregate's FILTER clause arrives as ``CASE WHEN cond THEN x
+      END``); one reached through anything else (a comparison, NULLIF, GREATEST, SIGN, a cast to BOOLEAN,
+      any other function ...) both ``filter`` and ``aggregate``: ``SUM(CAST(x > 100 AS INTEGER))`` counts
+      the rows with x > 100.
+    - A GROUP BY key: ``group`` and ``output`` always (the slot layout is public and the asker decrypts
+      every cell, so a key's values reach the asker whether or not the query returns them); ``filter`` as
+      well when the column is in the key's CASE condition or under anything but the whitelist and a date
+      part (``EXTRACT(YEAR FROM d)``, ``YEAR(d)``, ``date_part('month', d)``, ``date_trunc``).
     """
+    return {column: set(u) for column, u in _analyse(plan).uses.items()}
+
+
+def _analyse(plan: Plan) -> _Uses:
     cached = _USES.get(plan.fingerprint) if plan.fingerprint else None
     if cached is None:
-        cached = {column: frozenset(u) for column, u in _column_uses(plan).items()}
+        cached = _column_uses(plan)
         if plan.fingerprint:
             _USES.put(plan.fingerprint, cached)
-    return {column: set(u) for column, u in cached.items()}
+    return cached
 
 
-def _column_uses(plan: Plan) -> dict[str, set[str]]:
+def _column_uses(plan: Plan) -> _Uses:
     uses: dict[str, set[str]] = defaultdict(set)
+    explicit: set[str] = set()  # columns filtered on in WHERE or a condition
+    computed: set[str] = set()
     if plan.where:
         for col in _columns(plan.where):
             uses[col.name].add("filter")
-    shown = output_keys(plan)
-    for i, key in enumerate(plan.keys):
-        for col in _columns(key.expr):
-            uses[col.name].add("group")
-            if i in shown:
-                uses[col.name].add("output")
+            explicit.add(col.name)
+    for key in plan.keys:
+        root = _parse(key.expr)
+        for col in root.find_all(exp.Column):
+            uses[col.name] |= {"group", "output"}
+            in_condition, off = _occurrence(col, root, date_parts=True)
+            if in_condition or off:
+                uses[col.name].add("filter")
+                (explicit if in_condition else computed).add(col.name)
     for component in plan.components:
         if component.arg is None:
             continue
         root = _parse(component.arg)
         for col in root.find_all(exp.Column):
-            uses[col.name].add("filter" if _in_condition(col, root) else "aggregate")
-    return dict(uses)
+            in_condition, off = _occurrence(col, root, date_parts=False)
+            if in_condition:
+                uses[col.name].add("filter")
+                explicit.add(col.name)
+            if off:
+                uses[col.name].add("filter")
+                if not in_condition:
+                    computed.add(col.name)
+            if off or not in_condition:
+                uses[col.name].add("aggregate")
+    return _Uses({c: frozenset(u) for c, u in uses.items()}, frozenset(computed - explicit))
+
+
+def _k_countable(node: exp.Expr) -> bool:
+    """Whether an aggregate argument is NULL exactly on the rows it does not cover, and a value (never a
+    condition) on the rows it does; so its own count of non-NULL values is the number of rows it covers.
+
+    Columns and literals; ``+ - *``, unary minus, parentheses, a CAST to a number (all NULL when an operand
+    is); a CASE/IF with no ELSE (or ELSE NULL) whose WHENs all return the same value. ``CASE WHEN c THEN 1
+    ELSE 0 END`` counts every row while its sum reveals how many match c; so do ``CAST(c AS INTEGER)`` and
+    ``CASE WHEN c THEN 1 WHEN NOT c THEN 0 END``.
+    """
+    if isinstance(node, exp.Column | exp.Literal | exp.Null):
+        return True
+    if isinstance(node, exp.Paren | exp.Neg):
+        return _k_countable(node.this)
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul):
+        return _k_countable(node.this) and _k_countable(node.expression)
+    if _numeric_cast(node):
+        return _k_countable(node.this)
+    if isinstance(node, exp.Case | exp.If):
+        branches = node.args.get("ifs", []) if isinstance(node, exp.Case) else [node]
+        otherwise = node.args.get("default" if isinstance(node, exp.Case) else "false")
+        if otherwise is not None and not isinstance(otherwise, exp.Null):
+            return False
+        values = [b.args.get("true") for b in branches if isinstance(b, exp.If)]
+        if len(values) != len(branches) or any(v is None for v in values):
+            return False
+        returned = {v.sql("duckdb") for v in values if v is not None and not isinstance(v, exp.Null)}
+        return len(returned) <= 1 and all(_k_countable(v) for v in values if v is not None)
+    return False
 
 
 # -- the check -----------------------------------------------------------------------------------------
@@ -270,7 +393,8 @@ def check_query(
         allowed.append(f"roles.{role_name}.aggregates")
 
     columns = catalog.tables[table_name].columns if table_name in catalog.tables else {}
-    uses = column_uses(plan)
+    analysis = _analyse(plan)
+    uses = analysis.uses
     for column in sorted(uses):
         spec = columns.get(column)
         if spec is None:  # not from this catalog's table: nothing allows it
@@ -285,11 +409,14 @@ def check_query(
         for use in USES:
             if use in uses[column] and use not in may:
                 can = ", ".join(USE_PHRASES[u] for u in USES if u in may)
+                hint = f"column {column} may be used here only {can}" if can else f"leave column {column} out"
+                if use == "filter" and column in analysis.computed:
+                    hint += f" ({COMPUTED_NOTE})"
                 raise refuse(
                     "POLICY_COLUMN_DENIED",
                     f"column {column} ({cls.value}) may not be used {USE_PHRASES[use]}",
                     rule,
-                    f"column {column} may be used here only {can}" if can else f"leave column {column} out",
+                    hint,
                 )
         allowed.append(rule)
 
@@ -297,6 +424,17 @@ def check_query(
         k, k_rule = table.min_group_size, f"{table_rule}.min_group_size"
     else:
         k, k_rule = role.min_group_size, f"roles.{role_name}.min_group_size"
+    if k > 1:
+        for aggregate in plan.aggregates:
+            arg = plan.components[aggregate.count].arg
+            if arg is not None and not _k_countable(_parse(arg)):
+                raise refuse(
+                    "POLICY_AGGREGATE_SHAPE",
+                    f"the argument of {aggregate.func.upper()} computes a condition as a value: it would count "
+                    f"rows that the minimum group size ({k}) does not see",
+                    k_rule,
+                    SHAPE_HINT,
+                )
     allowed.append(k_rule)
     return Decision(min_group_size=k, role=role_name, rules=tuple(f"{party}: {r}" for r in dict.fromkeys(allowed)))
 

@@ -12,7 +12,7 @@ The file format (YAML; :mod:`policies.loader` reads it, ``policies/default.yaml`
     classes:                       # default uses per column class (from the catalog), for every role
       identifier: []
       public: [output, filter, group, aggregate]
-      sensitive: [filter, group, aggregate]
+      sensitive: [filter, aggregate]
       commercial: []
     roles:                         # a role not listed here is refused
       caseworker:
@@ -31,10 +31,13 @@ The file format (YAML; :mod:`policies.loader` reads it, ``policies/default.yaml`
           "*": {}                  # any other catalog table
 
 Uses: ``filter`` (in WHERE, or in the condition of an aggregate's FILTER or CASE), ``group`` (in a GROUP BY
-key), ``output`` (a group key whose value reaches the result: returned, or named in HAVING or ORDER BY),
-``aggregate`` (inside an aggregate's argument). ``COUNT(*)`` uses no column. A column's uses come from, first
-found: the table's ``columns``, the role's ``classes``, the top-level ``classes``; a class listed nowhere has
-no use.
+key), ``output`` (a group key's values reach the asker: every cell of the public slot layout is decrypted by
+the asker, whether or not the query returns the key; so a list with ``group`` must have ``output`` too),
+``aggregate`` (inside an aggregate's argument, kept as a value: ``+ - *``, a CAST to a number, the value of a
+CASE). A column under anything else, in an aggregate's argument or a group key (a comparison, NULLIF,
+GREATEST, SIGN, a cast to BOOLEAN, any other function), is a ``filter`` use as well. ``COUNT(*)`` uses no
+column. A column's uses come from, first found: the table's ``columns``, the role's ``classes``, the top-level
+``classes``; a class listed nowhere has no use.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from federation.pki import ROLES
 USES: tuple[str, ...] = ("output", "filter", "group", "aggregate")
 AGGREGATES: tuple[str, ...] = ("count", "sum", "avg", "var_pop", "var_samp", "stddev_pop", "stddev_samp")
 WILDCARD = "*"
+GROUP_WITHOUT_OUTPUT = "group reveals the key's values: add output"
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _PURPOSE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -69,6 +73,12 @@ def _use(value: str) -> str:
     if value not in USES:
         raise ValueError(f"unknown use {value!r}: uses are {', '.join(USES)}")
     return value
+
+
+def _uses(values: list[str]) -> list[str]:
+    if "group" in values and "output" not in values:
+        raise ValueError(GROUP_WITHOUT_OUTPUT)
+    return values
 
 
 def _aggregate(value: str) -> str:
@@ -109,6 +119,7 @@ def _column_name(value: str) -> str:
 
 
 Use = Annotated[str, AfterValidator(_use)]
+Uses = Annotated[list[Use], AfterValidator(_uses)]
 RoleName = Annotated[str, AfterValidator(_role)]
 TableName = Annotated[str, AfterValidator(_table_name)]
 ColumnName = Annotated[str, AfterValidator(_column_name)]
@@ -146,7 +157,7 @@ class TablePolicy(BaseModel):
     purposes: list[PurposeCode] | None = None  # None: the role's purposes apply
     consent: Literal["required", "optional"] = "optional"
     min_group_size: GroupSize | None = None
-    columns: dict[ColumnName, list[Use]] = {}
+    columns: dict[ColumnName, Uses] = {}
     description: str | None = None
 
 
@@ -158,7 +169,7 @@ class RolePolicy(BaseModel):
     min_group_size: GroupSize
     rate_limit: RateLimit | None = None
     purposes: list[PurposeCode] | None = None
-    classes: dict[ColumnClass, list[Use]] = {}
+    classes: dict[ColumnClass, Uses] = {}
     tables: dict[TableName, TablePolicy]
     description: str | None = None
 
@@ -178,7 +189,7 @@ class Policy(BaseModel):
     version: Literal[1]
     description: str | None = None
     purposes: dict[PurposeCode, str] = {}
-    classes: dict[ColumnClass, list[Use]] = {}
+    classes: dict[ColumnClass, Uses] = {}
     roles: dict[RoleName, RolePolicy]
 
     # where each field was written: {field path: (file, line)}; set by the loader

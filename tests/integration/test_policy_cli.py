@@ -59,6 +59,25 @@ def test_check_lists_every_problem_with_its_line_and_exits_2(tmp_path: Path) -> 
     ]
 
 
+def test_check_refuses_group_without_output(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(
+        "version: 1\n"
+        "extends: " + str(DEFAULT_POLICY) + "\n"
+        "roles:\n"
+        "  analyst:\n"
+        "    tables:\n"
+        "      loans:\n"
+        "        columns:\n"
+        "          status: [filter, group]\n"
+    )
+    result = runner.invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        f"error: {path}:8: roles.analyst.tables.loans.columns.status: group reveals the key's values: add output"
+    )
+
+
 def test_check_against_a_catalog_names_what_it_lacks(tmp_path: Path) -> None:
     path = tmp_path / "node.yaml"
     path.write_text(DEFAULT_POLICY.read_text(encoding="utf-8").replace("      withdrawals: {}", "      withdrawal: {}"))

@@ -9,12 +9,13 @@ import pytest
 import yaml
 
 import policies.engine
+from cli.demo import EXAMPLES, Example
 from federation.catalog import Catalog, load_catalog
 from federation.errors import PolicyViolation
 from federation.hpf_schema import demo_catalog
 from federation.planner import plan_query
 from policies import DEFAULT_POLICY
-from policies.engine import Asker, Decision, check_query
+from policies.engine import COMPUTED_NOTE, SHAPE_HINT, Asker, Decision, check_query
 from policies.loader import load_policy
 from policies.model import Policy
 
@@ -54,7 +55,7 @@ purposes:
 classes:
   identifier: []
   public: [output, filter, group, aggregate]
-  sensitive: [filter, group, aggregate]
+  sensitive: [filter, aggregate]
   commercial: []
 roles:
   caseworker:
@@ -247,7 +248,7 @@ def test_column_denied_sensitive_output(policy: Policy) -> None:
     assert err.code == "POLICY_COLUMN_DENIED"
     assert err.message == "column term_months (sensitive) may not be used in the output"
     assert err.rule == "hangzhou: classes.sensitive"
-    assert err.hint == "column term_months may be used here only in a filter, as a group key, inside an aggregate"
+    assert err.hint == "column term_months may be used here only in a filter, inside an aggregate"
 
 
 def test_column_denied_by_a_per_column_override(policy: Policy) -> None:
@@ -282,6 +283,135 @@ def test_checks_run_in_order(policy: Policy) -> None:
     assert refused(policy, sql, INTEGRATOR, "loan-review", True).code == "POLICY_AGGREGATE_DENIED"
     sql = "SELECT status, COUNT(*) FROM loans GROUP BY status"
     assert refused(policy, sql, INTEGRATOR, "loan-review", True).code == "POLICY_COLUMN_DENIED"
+
+
+# -- fail closed: computing on a column filters on it; group keys are output; k covers what it counts -------
+
+
+def test_a_comparison_inside_an_aggregate_is_a_filter(policy: Policy) -> None:
+    # caseworker: outstanding_fen may only be summed; SUM of a comparison counts the loans above an amount
+    for sql in (
+        "SELECT SUM(CAST(outstanding_fen > 100000000 AS INTEGER)) FROM loans",
+        "SELECT SUM((outstanding_fen = 123456789)::INTEGER) FROM loans",
+        "SELECT COUNT(NULLIF(outstanding_fen, 123456789)) FROM loans",
+        "SELECT SUM(SIGN(outstanding_fen - 123456789)) FROM loans",
+        "SELECT SUM(GREATEST(outstanding_fen, 123456789)) FROM loans",
+    ):
+        err = refused(policy, sql, CASEWORKER, purpose="loan-review")
+        assert err.code == "POLICY_COLUMN_DENIED", sql
+        assert err.message == "column outstanding_fen (sensitive) may not be used in a filter"
+        assert err.rule == "hangzhou: roles.caseworker.tables.loans.columns.outstanding_fen"
+        assert err.hint == f"column outstanding_fen may be used here only inside an aggregate ({COMPUTED_NOTE})"
+        assert "123456789" not in str(err) and "100000000" not in str(err)
+    d = check(policy, "SELECT SUM(outstanding_fen * 2 - 1) FROM loans", CASEWORKER, purpose="loan-review")
+    assert d.min_group_size == 7
+
+
+def test_a_case_key_compares_the_value_it_tests(policy: Policy) -> None:
+    # status may be grouped (and shown) but outstanding_fen only summed: a CASE key over it is a filter
+    sql = "SELECT COUNT(*) FROM loans GROUP BY status, CASE WHEN outstanding_fen > 100000000 THEN 'hi' ELSE 'lo' END"
+    err = refused(policy, sql, CASEWORKER, purpose="loan-review")
+    assert err.code == "POLICY_COLUMN_DENIED"
+    assert err.message == "column outstanding_fen (sensitive) may not be used in the output"
+    assert "100000000" not in str(err)
+
+
+def test_a_group_key_reaches_the_asker_even_when_not_selected(policy: Policy) -> None:
+    # term_months may be filtered and aggregated, never shown: grouping by it shows it (every cell is decrypted)
+    for sql in (
+        "SELECT term_months, COUNT(*) FROM loans GROUP BY term_months",
+        "SELECT COUNT(*) FROM loans GROUP BY term_months",
+        "SELECT status, COUNT(*) FROM loans GROUP BY status, term_months",
+    ):
+        err = refused(policy, sql, CASEWORKER, purpose="loan-review")
+        assert err.code == "POLICY_COLUMN_DENIED", sql
+        assert err.message == "column term_months (sensitive) may not be used in the output"
+    assert check(policy, "SELECT COUNT(*) FROM loans GROUP BY status", CASEWORKER, purpose="loan-review")
+
+
+@pytest.mark.parametrize(
+    "aggregate",
+    [
+        "SUM(CASE WHEN city_code = '310000' THEN 1 ELSE 0 END)",
+        "SUM(IF(city_code = '310000', 1, 0))",
+        "SUM(CAST(city_code = '310000' AS INTEGER))",
+        "SUM((amount_fen > 100000)::INTEGER)",
+        "SUM(amount_fen * (city_code = '310000')::INTEGER)",
+        "SUM(CASE WHEN city_code = '310000' THEN amount_fen ELSE 0 END)",
+        "AVG(CASE WHEN city_code = '310000' THEN 1.0 ELSE 0.0 END)",
+        "COUNT(CASE WHEN city_code = '310000' THEN 1 ELSE 0 END)",
+        "SUM(COALESCE(CASE WHEN city_code = '310000' THEN 1 END, 0))",
+        "SUM(CASE WHEN city_code = '310000' THEN 1 WHEN city_code <> '310000' THEN 0 END)",
+        "SUM(CASE WHEN city_code = '310000' THEN 1 WHEN TRUE THEN 1000000 END)",
+        "SUM(CASE city_code WHEN '310000' THEN 1 WHEN '330100' THEN 2 END)",
+        "SUM(CASE WHEN city_code = '310000' THEN amount_fen END + CASE WHEN amount_fen > 0 THEN 1 ELSE 0 END)",
+        "SUM(ABS(amount_fen))",
+        "COUNT(NULLIF(amount_fen, 0))",
+    ],
+)
+def test_k_applies_to_the_rows_an_aggregate_counts(policy: Policy, aggregate: str) -> None:
+    err = refused(policy, f"SELECT city_code, {aggregate} FROM deposits GROUP BY city_code", CASEWORKER)
+    assert err.code == "POLICY_AGGREGATE_SHAPE"
+    assert err.rule == "hangzhou: roles.caseworker.min_group_size"
+    assert err.hint == SHAPE_HINT
+    assert err.hint == (
+        "write it as AGG(x) FILTER (WHERE cond) or CASE WHEN cond THEN x END (no ELSE), so the minimum group "
+        "size applies to the rows it covers"
+    )
+    func = aggregate.split("(")[0]
+    assert err.message == (
+        f"the argument of {func} computes a condition as a value: it would count rows that the minimum group "
+        "size (5) does not see"
+    )
+    assert "310000" not in err.message and "100000" not in err.message
+
+
+@pytest.mark.parametrize(
+    "aggregates",
+    [
+        "COUNT(*), SUM(amount_fen), AVG(amount_fen)",
+        "SUM(amount_fen) FILTER (WHERE city_code = '310000'), COUNT(*) FILTER (WHERE amount_fen > 100000)",
+        "COUNT(amount_fen) FILTER (WHERE amount_fen > 0)",
+        "SUM(CASE WHEN city_code = '310000' THEN amount_fen END)",
+        "SUM(CASE WHEN city_code = '310000' THEN amount_fen ELSE NULL END)",
+        "SUM(IF(city_code = '310000', amount_fen, NULL))",
+        "SUM(CASE WHEN city_code = '310000' THEN 1 END)",
+        "SUM(CASE WHEN city_code = '310000' THEN amount_fen WHEN amount_fen > 9 THEN amount_fen END)",
+        "SUM(CASE WHEN city_code = '310000' THEN CASE WHEN amount_fen > 0 THEN amount_fen * 2 END END)",
+        "SUM(amount_fen * amount_fen), SUM(-(amount_fen - 1) + 2)",
+        "SUM(CAST(amount_fen AS DECIMAL(20, 2)))",
+        "SUM(amount_fen) / COUNT(*), SUM(amount_fen) * 2",
+        "COUNT(1), SUM(1)",
+    ],
+)
+def test_aggregates_of_values_are_k_countable(policy: Policy, aggregates: str) -> None:
+    sql = f"SELECT city_code, {aggregates} FROM deposits GROUP BY city_code"
+    assert check(policy, sql, CASEWORKER).min_group_size == 5
+
+
+def test_variances_of_columns_are_k_countable(policy: Policy) -> None:
+    sql = "SELECT AVG(amount_fen), VAR_POP(amount_fen) FILTER (WHERE city_code = '310000') FROM deposits"
+    assert check(policy, sql, ANALYST, purpose="statistics").min_group_size == 10
+
+
+def test_the_shape_rule_names_the_k_that_applies(policy: Policy) -> None:
+    sql = "SELECT SUM(CASE WHEN status = 'active' THEN 1 ELSE 0 END) FROM loans"
+    err = refused(policy, sql, CASEWORKER, purpose="loan-review")  # loans: the table's own k = 7
+    assert err.code == "POLICY_AGGREGATE_SHAPE"
+    assert err.rule == "hangzhou: roles.caseworker.tables.loans.min_group_size"
+    assert "(7)" in err.message
+
+
+def test_the_shape_rule_applies_only_when_k_is_above_1() -> None:
+    open_policy = load_policy(FIXTURES / "policies" / "open.yaml")  # k = 1: every group is released anyway
+    sql = "SELECT city_code, SUM(CASE WHEN amount_fen > 0 THEN 1 ELSE 0 END) FROM deposits GROUP BY city_code"
+    d = check_query(open_policy, CATALOG, plan_query(sql, CATALOG), CASEWORKER, "", False, party="a")
+    assert d.min_group_size == 1
+
+
+def test_column_uses_are_checked_before_the_shape(policy: Policy) -> None:
+    sql = "SELECT SUM(CASE WHEN employer_id = 'E-7' THEN 1 ELSE 0 END) FROM deposits"
+    assert refused(policy, sql, CASEWORKER).code == "POLICY_COLUMN_DENIED"
 
 
 # -- the shipped policies on the demo's catalog -----------------------------------------------------------
@@ -329,6 +459,36 @@ def test_default_policy_on_the_demo_tables() -> None:
         "POLICY_COLUMN_DENIED"
     )
     assert demo_check("SELECT status, COUNT(*) FROM loans GROUP BY 1", "operator", "operations").min_group_size == 3
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.title)
+def test_the_demo_examples_are_accepted_by_the_default_policy(example: Example) -> None:
+    # e.g. SUM(amount_fen) / COUNT(*) is arithmetic over aggregates, not inside an argument
+    assert demo_check(example.sql, example.person, example.purpose).role == example.person
+
+
+def test_the_defaults_close_what_the_review_found() -> None:
+    # analyst: principal_fen may be summed, never filtered on an amount, not even computed inside a SUM
+    for sql in (
+        "SELECT SUM(CAST(principal_fen > 100000000 AS INTEGER)) FROM loans",
+        "SELECT SUM((principal_fen = 123456789)::INTEGER) FROM loans",
+        "SELECT COUNT(NULLIF(principal_fen, 123456789)) FROM loans",
+        "SELECT SUM(SIGN(principal_fen - 123456789)) FROM loans",
+    ):
+        assert demo_refusal(sql, "analyst", "statistics") == "POLICY_COLUMN_DENIED", sql
+    assert demo_check("SELECT SUM(principal_fen) FROM loans", "analyst", "statistics").min_group_size == 10
+    # operator: groups by status, never filters on a value; a CASE key over an amount filters on it
+    sql = "SELECT COUNT(*) FROM loans GROUP BY CASE WHEN outstanding_fen > 100000000 THEN 'hi' ELSE 'lo' END"
+    assert demo_refusal(sql, "operator", "operations") == "POLICY_COLUMN_DENIED"
+    # caseworker: a sensitive column's values are not shown, so not grouped by either (returned or not)
+    sql = "SELECT COUNT(*) FROM withdrawals GROUP BY EXTRACT(YEAR FROM date)"
+    assert demo_refusal(sql, "caseworker") == "POLICY_COLUMN_DENIED"
+    assert demo_check("SELECT reason, COUNT(*) FROM withdrawals GROUP BY reason", "caseworker").min_group_size == 5
+    # k = 5 applies to the overdue loans a count reveals
+    sql = "SELECT city_code, SUM(CASE WHEN status = 'overdue' THEN 1 ELSE 0 END) FROM loans GROUP BY city_code"
+    assert demo_refusal(sql, "caseworker", "loan-review") == "POLICY_AGGREGATE_SHAPE"
+    sql = "SELECT city_code, COUNT(*) FILTER (WHERE status = 'overdue') FROM loans GROUP BY city_code"
+    assert demo_check(sql, "caseworker", "loan-review").min_group_size == 5
 
 
 def test_open_test_policy_accepts_everything_but_identifiers() -> None:

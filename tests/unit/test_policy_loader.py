@@ -22,7 +22,7 @@ purposes:
   statistics: aggregate reporting
 classes:
   public: [output, filter, group, aggregate]
-  sensitive: [filter, group, aggregate]
+  sensitive: [filter, aggregate]
 roles:
   caseworker:
     aggregates: [count, sum, avg]
@@ -110,7 +110,7 @@ def test_a_good_file_loads_and_knows_where_each_field_was_written(tmp_path: Path
             "roles.analyst.tabels: unknown key",
         ),
         (
-            "  sensitive: [filter, group, aggregate]",
+            "  sensitive: [filter, aggregate]",
             "  secret: [filter]",
             7,
             "classes.secret: Input should be 'identifier', 'public', 'sensitive' or 'commercial'",
@@ -125,6 +125,49 @@ def test_errors_name_the_file_and_exact_line(tmp_path: Path, old: str, new: str,
     err = error(path)
     assert err.code == "POLICY_FILE_INVALID"
     assert any(problem.startswith(f"{path}:{line}: {expected}") for problem in err.message.splitlines()), err.message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "path"),
+    [
+        ("  sensitive: [filter, aggregate]", "  sensitive: [filter, group, aggregate]", 7, "classes.sensitive"),
+        (
+            "    tables:\n      deposits: {}\n      withdrawals",
+            "    classes: {public: [group]}\n    tables:\n      deposits: {}\n      withdrawals",
+            13,
+            "roles.caseworker.classes.public",
+        ),
+        (
+            "{status: [filter, group, output]}",
+            "{status: [filter, group]}",
+            18,
+            "roles.caseworker.tables.loans.columns.status",
+        ),
+    ],
+)
+def test_group_without_output_is_refused_with_its_line(
+    tmp_path: Path, old: str, new: str, line: int, path: str
+) -> None:
+    # the slot layout is public and the asker decrypts every cell: a group key's values always reach them
+    text = BASE.replace(old, new)
+    assert text != BASE
+    node = write(tmp_path, "node.yaml", text)
+    err = error(node)
+    assert err.code == "POLICY_FILE_INVALID"
+    assert err.message == f"{node}:{line}: {path}: group reveals the key's values: add output"
+
+
+def test_group_without_output_in_a_file_that_extends_names_that_file(tmp_path: Path) -> None:
+    write(tmp_path, "base.yaml", BASE)
+    node = write(
+        tmp_path,
+        "node.yaml",
+        "version: 1\nextends: base.yaml\nroles:\n  analyst:\n    tables:\n      deposits:\n"
+        "        columns: {city_code: [group]}\n",
+    )
+    assert error(node).message == (
+        f"{node}:7: roles.analyst.tables.deposits.columns.city_code: group reveals the key's values: add output"
+    )
 
 
 def test_a_missing_key_points_at_its_parent(tmp_path: Path) -> None:
