@@ -35,6 +35,18 @@ def test_k_applies_to_the_rows_a_filtered_aggregate_covers(catalog: Catalog) -> 
     assert cell[plan.withheld_index] == 0 and cell[0] == 34
 
 
+def test_k_applies_to_the_rows_an_aggregate_leaves_out(catalog: Catalog) -> None:
+    """COUNT(*) less COUNT(*) FILTER (WHERE NOT c) would count the 2 rows where c holds: withheld too."""
+    plan = plan_query("SELECT COUNT(*), COUNT(*) FILTER (WHERE gender <> 'F') FROM deposits", catalog)
+    rows: list[tuple[Any, ...]] = [deposit(i, "310000", 10, "M") for i in range(30)]
+    rows += [deposit(100 + i, "310000", 7, "F") for i in range(2)]
+    (cell,) = plain_answer(plan, [rows], k=5).values()
+    assert cell[plan.withheld_index] == 1 and cell[0] == 0
+    rows += [deposit(200 + i, "310000", 7, "F") for i in range(3)]  # 5 rows left out: released
+    (cell,) = plain_answer(plan, [rows], k=5).values()
+    assert cell[plan.withheld_index] == 0 and cell[0] == 35
+
+
 def test_a_region_failing_on_its_rows_is_counted_inside_the_answer(catalog: Catalog) -> None:
     plan = plan_query("SELECT city_code, SUM(amount_fen) FROM deposits GROUP BY city_code", catalog)
     good = chunks(encode_partials(plan, node_rows(plan, [deposit(1, "310000", 5)])))
