@@ -9,7 +9,7 @@ tables:                              # where this region's tables live, read by 
 tls: {ca: pki/ca.pem, cert: pki/nodes/shanghai.pem, key: pki/nodes/shanghai.key}
 # insecure: true                     # plaintext, local development only (logs a warning)
 policy: policies/shanghai.yaml       # who may ask what (default: the packaged policies/default.yaml)
-state_dir: state                     # the audit log (audit/), its signing key and the replay store
+state_dir: state                     # the audit log (audit/) and its signing key
 revocations: pki/crl.pem             # the federation's revocation list, re-read when it changes
 # federation_ca: pki/ca.pem          # CA for signed questions (default: the TLS CA; needed when insecure)
 # envelope_window_s: 300             # how far a question's signing time may be from this node's clock

@@ -110,7 +110,6 @@ class NodeHandler:
 
     def close(self) -> None:
         self.audit.close()
-        self.replay.close()
 
     # -- the checks -------------------------------------------------------------------------------
 

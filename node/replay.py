@@ -1,17 +1,27 @@
 """The node's memory of nonces it has accepted, so a signed question runs at most once.
 
-Kept in SQLite in the node's state directory, so a restart does not reopen the window for replays. A nonce is
-remembered until its envelope could no longer pass the time window, then forgotten.
+The nonces live in memory. The audit log is what makes them durable: every question a node runs or explains
+is appended there, with its nonce, before the answer leaves, and the log is flushed to disk. At start the node
+reads back the nonces of the recent allowed entries, so a restart does not reopen the window for replays, and
+no second store has to be flushed on every request.
+
+A nonce is remembered until its envelope could no longer pass the time window, then forgotten. A nonce read
+back from the log is kept as if signed a whole window after the node received it (the latest it can have
+been signed), so it is not forgotten too early.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import bisect
+import datetime as dt
 import threading
 import time
-from pathlib import Path
 
+from federation.audit_log import AuditLog
 from federation.errors import AuthError
+
+SWEEP_EVERY_S = 60.0
+MARGIN_S = 60.0  # clocks of the log's entries and of envelopes are not exact
 
 
 def _replay() -> AuthError:
@@ -22,24 +32,54 @@ def _replay() -> AuthError:
     )
 
 
-class ReplayGuard:
-    """Nonces with the time their envelope was signed; one is forgotten once that time is outside the window
-    (judged with the window in force now, so a restart with a wider window does not reopen replays)."""
+def _iso(moment: float) -> str:
+    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
-    def __init__(self, path: Path, window_s: float) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a nonce accepted is a nonce remembered, power loss or not
-        self._db.execute("CREATE TABLE IF NOT EXISTS seen (nonce BLOB PRIMARY KEY, signed_at REAL NOT NULL)")
+
+def _unix(text: object) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class ReplayGuard:
+    """Nonces with the time their envelope was signed; thread-safe."""
+
+    def __init__(self, window_s: float) -> None:
+        self._keep_s = window_s + MARGIN_S
+        self._window_s = window_s
+        self._seen: dict[bytes, float] = {}
         self._lock = threading.Lock()
-        self._keep_s = window_s + 60
         self._next_sweep = 0.0
+
+    @classmethod
+    def from_audit(cls, audit: AuditLog, window_s: float, now: float | None = None) -> ReplayGuard:
+        """A guard that remembers the nonces of the questions ``audit`` shows this node ran or explained
+        recently enough to be replayed."""
+        guard = cls(window_s)
+        now = time.time() if now is None else now
+        oldest = now - 2 * window_s - 2 * MARGIN_S  # received then, signed up to a window later, fresh a window more
+        for entry in audit.entries(_first_index_since(audit, _iso(oldest))):
+            received = _unix(entry.get("time"))
+            nonce = entry.get("nonce")
+            if received is None or entry.get("decision") != "allowed" or not isinstance(nonce, str) or not nonce:
+                continue
+            try:
+                guard._seen[bytes.fromhex(nonce)] = received + window_s
+            except ValueError:
+                continue
+        return guard
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     def check(self, nonce: bytes) -> None:
         """AuthError ``AUTH_REPLAY`` if ``nonce`` was recorded; records nothing."""
         with self._lock:
-            if self._db.execute("SELECT 1 FROM seen WHERE nonce = ?", (nonce,)).fetchone() is not None:
+            if nonce in self._seen:
                 raise _replay()
 
     def record(self, nonce: bytes, signed_at: float, now: float | None = None) -> None:
@@ -47,13 +87,25 @@ class ReplayGuard:
         now = time.time() if now is None else now
         with self._lock:
             if now >= self._next_sweep:
-                self._db.execute("DELETE FROM seen WHERE signed_at < ?", (now - self._keep_s,))
-                self._next_sweep = now + 60
-            try:
-                self._db.execute("INSERT INTO seen VALUES (?, ?)", (nonce, signed_at))
-            except sqlite3.IntegrityError:
-                raise _replay() from None
+                cutoff = now - self._keep_s
+                self._seen = {n: t for n, t in self._seen.items() if t >= cutoff}
+                self._next_sweep = now + SWEEP_EVERY_S
+            if nonce in self._seen:
+                raise _replay()
+            self._seen[nonce] = signed_at
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+
+def _first_index_since(audit: AuditLog, since: str) -> int:
+    """The index of the first entry whose time is at least ``since`` (entries are appended in time order,
+    give or take the moments between making an entry and appending it; MARGIN_S covers those)."""
+
+    class _Times:
+        def __len__(self) -> int:
+            return audit.size
+
+        def __getitem__(self, index: int) -> str:
+            line = audit.entry(index)
+            marker = line.find(b'"time":"')
+            return line[marker + 8 : marker + 32].decode("ascii", "replace") if marker >= 0 else ""
+
+    return bisect.bisect_left(_Times(), since)  # type: ignore[call-overload]

@@ -113,14 +113,17 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
             )
         raise ConfigError("\n".join(problems), code="POLICY_FILE_INVALID", hint=hint)
     backend = DuckDBBackend(catalog, config.tables, threads=config.duckdb_threads)
+    audit = AuditLog.open(
+        config.state_dir / "audit", config.node_id, fsync=config.audit_fsync, check_all_signatures=False
+    )
     handler = NodeHandler(
         config.node_id,
         catalog,
         PartialExecutor(config.node_id, catalog, backend),
         verifier,
-        ReplayGuard(config.state_dir / "nonces.sqlite", config.envelope_window_s),
+        ReplayGuard.from_audit(audit, config.envelope_window_s),  # the log makes the nonces durable
         policy,
-        AuditLog.open(config.state_dir / "audit", config.node_id, fsync=config.audit_fsync, check_all_signatures=False),
+        audit,
     )
     try:
         server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)

@@ -56,6 +56,7 @@ class Federation:
     coordinator: RunningCoordinator
     node_ids: list[str]
     data_files: dict[str, list[Path]] = field(default_factory=dict)  # table -> files of every node
+    node_configs: dict[str, NodeConfig] = field(default_factory=dict)
 
     @property
     def pki_dir(self) -> Path:
@@ -96,6 +97,12 @@ class Federation:
     def oracle_withheld(self, group_sql: str, k: int) -> dict[tuple[Any, ...], int]:
         """The groups of ``group_sql`` that nodes applying minimum group size ``k`` withhold (see withheld_oracle)."""
         return withheld_oracle(self.node_group_counts(group_sql), k)
+
+    def restart_node(self, node_id: str) -> None:
+        """Stop a node and start it again on the same port, from its config and state directory."""
+        port = self.nodes[node_id].port
+        self.nodes[node_id].stop(0)
+        self.nodes[node_id] = start_node(self.node_configs[node_id], f"127.0.0.1:{port}", catalog=self.catalog)
 
     def stop_node(self, node_id: str) -> None:
         self.nodes[node_id].stop(0)
@@ -148,6 +155,7 @@ def federation(
     catalog_path.write_text(yaml.safe_dump(catalog_doc, sort_keys=False, allow_unicode=True))
     catalog = load_catalog(catalog_path)
     data_files: dict[str, list[Path]] = {t: [] for t in tables}
+    node_configs: dict[str, NodeConfig] = {}
     nodes: dict[str, RunningNode] = {}
     coordinator: RunningCoordinator | None = None
     try:
@@ -180,6 +188,7 @@ def federation(
                 NodeConfig,
             )
             nodes[node_id] = start_node(config, catalog=catalog)
+            node_configs[node_id] = config
         coord_config = CoordinatorConfig.model_validate(
             {
                 "listen": "127.0.0.1:0",
@@ -219,6 +228,7 @@ def federation(
             nodes=nodes,
             coordinator=coordinator,
             node_ids=node_ids,
+            node_configs=node_configs,
             data_files=data_files,
         )
     finally:

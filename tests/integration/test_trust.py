@@ -265,6 +265,18 @@ def test_a_replayed_question_is_refused(
     assert_serves(fed, keys)
 
 
+def test_a_restarted_node_still_refuses_a_replay(tmp_path: Path, keys: he.ClientKeys) -> None:
+    with harness.federation(tmp_path, TABLES, NODE_ROWS) as f:
+        tls = TlsConfig(ca=f.pki_dir / "ca.pem", cert=f.pki_dir / "coordinator.pem", key=f.pki_dir / "coordinator.key")
+        request = partial_request(f, keys, sign(f, keys))
+        with secure_channel(f"127.0.0.1:{f.nodes['n0'].port}", tls) as channel:
+            assert pb_grpc.NodeStub(channel).ComputePartial(request, timeout=20).ciphertexts
+        f.restart_node("n0")  # the nonces come back from the node's audit log
+        with secure_channel(f"127.0.0.1:{f.nodes['n0'].port}", tls) as channel:
+            assert node_refusal(pb_grpc.NodeStub(channel), request).code == "AUTH_REPLAY"
+        assert_serves(f, keys)
+
+
 def test_a_replay_through_the_coordinator_is_refused(fed: harness.Federation, keys: he.ClientKeys) -> None:
     with fed.client(keys=keys) as c:
         signed = c.sign(VALID)

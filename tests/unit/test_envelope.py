@@ -1,4 +1,4 @@
-"""Signed question envelopes, revocation lists and the replay store, without servers."""
+"""Signed question envelopes, revocation lists and the replay guard, without servers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 
 from federation import pki, revocation
+from federation.audit_log import AuditLog
 from federation.envelope import EnvelopeVerifier, Signer, query_id
 from federation.errors import AuthError, ConfigError
 from federation.generated import hpf_federation_pb2 as pb
@@ -181,35 +182,57 @@ def test_revoking_a_certificate_of_another_ca_is_refused(fed: pki.FederationFile
     assert err.value.code == "PKI_WRONG_CA"
 
 
-def test_replay_guard_remembers_across_restarts_and_forgets_expired(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "nonces.sqlite"
-    guard = ReplayGuard(path, window_s=60)
+def test_replay_guard_refuses_a_nonce_twice_and_forgets_it_once_stale() -> None:
+    guard = ReplayGuard(window_s=60)
     guard.check(b"n" * 16)  # unseen: no error, nothing recorded
     guard.record(b"n" * 16, signed_at=1000.0, now=1000.0)
     for attempt in (lambda: guard.check(b"n" * 16), lambda: guard.record(b"n" * 16, signed_at=1000.0, now=1001.0)):
         with pytest.raises(AuthError) as err:
             attempt()
         assert err.value.code == "AUTH_REPLAY"
-    guard.close()
-    again = ReplayGuard(path, window_s=60)
-    with pytest.raises(AuthError):
-        again.record(b"n" * 16, signed_at=1000.0, now=1002.0)
     # signed more than window + 60 s ago: the envelope itself is stale now, so its nonce may be forgotten
-    again.record(b"m" * 16, signed_at=1121.0, now=1000.0 + 60 + 61)
-    again.check(b"n" * 16)
-    again.close()
+    guard.record(b"m" * 16, signed_at=1121.0, now=1000.0 + 60 + 61)
+    guard.check(b"n" * 16)
+    assert len(guard) == 1
+
+
+def _audited(log: AuditLog, nonce: bytes, at: float, decision: str = "allowed") -> None:
+    moment = dt.datetime.fromtimestamp(at, dt.UTC)
+    log.append(
+        {
+            "time": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
+            "nonce": nonce.hex(),
+            "decision": decision,
+        }
+    )
+
+
+def test_a_restarted_node_remembers_the_nonces_its_audit_log_holds(tmp_path: Path) -> None:
+    now = time.time()
+    with AuditLog.open(tmp_path / "audit", "n0", fsync=False) as log:
+        _audited(log, b"a" * 16, now - 7200)  # long ago: cannot be replayed any more, not needed
+        _audited(log, b"b" * 16, now - 200)  # within two windows: could still be replayed
+        _audited(log, b"c" * 16, now - 10, decision="refused")  # a refused question did not use its nonce
+        _audited(log, b"d" * 16, now - 1)
+    with AuditLog.open(tmp_path / "audit", "n0", fsync=False) as log:
+        guard = ReplayGuard.from_audit(log, window_s=300, now=now)
+    for nonce in (b"b" * 16, b"d" * 16):
+        with pytest.raises(AuthError) as err:
+            guard.check(nonce)
+        assert err.value.code == "AUTH_REPLAY"
+    guard.check(b"c" * 16)
+    assert len(guard) == 2  # the nonce from two hours ago was not even read back
 
 
 def test_a_wider_window_after_a_restart_keeps_the_nonces_it_needs(tmp_path: Path) -> None:
-    path = tmp_path / "nonces.sqlite"
-    narrow = ReplayGuard(path, window_s=60)
-    narrow.record(b"n" * 16, signed_at=1000.0, now=1000.0)
-    narrow.close()
-    wide = ReplayGuard(path, window_s=3600)  # an envelope signed at 1000 is fresh until 4600 now
-    wide.record(b"x" * 16, signed_at=1500.0, now=1500.0)  # a sweep runs; it must keep n
+    now = time.time()
+    with AuditLog.open(tmp_path / "audit", "n0", fsync=False) as log:
+        _audited(log, b"n" * 16, now - 3000)
+    with AuditLog.open(tmp_path / "audit", "n0", fsync=False) as log:
+        assert len(ReplayGuard.from_audit(log, window_s=60, now=now)) == 0
+        wide = ReplayGuard.from_audit(log, window_s=3600, now=now)  # signed up to 3600 s around receipt: fresh
     with pytest.raises(AuthError):
         wide.check(b"n" * 16)
-    wide.close()
 
 
 def test_signer_certificate_validity_uses_current_time(fed: pki.FederationFiles, tmp_path: Path) -> None:
