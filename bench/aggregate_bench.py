@@ -57,6 +57,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--data", type=Path, default=Path("bench-data"))
     parser.add_argument(
+        "--no-audit-fsync",
+        dest="audit_fsync",
+        action="store_false",
+        help="nodes do not flush their audit log on every request (all nodes share one disk here)",
+    )
+    parser.add_argument(
         "--node-threads", type=int, default=None, help="DuckDB threads per node (default: cores // nodes, at least 1)"
     )
     args = parser.parse_args()
@@ -64,7 +70,7 @@ def main() -> int:
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     layout = layout_for(args.data, args.nodes)
     ensure_data(layout, args.rows, args.seed, say)
-    write_configs(layout, 0, args.node_threads)
+    write_configs(layout, 0, args.node_threads, audit_fsync=args.audit_fsync)
     files = [layout.data / n / "deposits.parquet" for n in layout.node_ids]
 
     central = Centralized(files)
@@ -108,6 +114,7 @@ def main() -> int:
         "total_rows": args.nodes * args.rows,
         "repeat": args.repeat,
         "node_duckdb_threads": args.node_threads or max(1, (os.cpu_count() or 1) // args.nodes),
+        "audit_fsync": args.audit_fsync,
         "answers_equal": equal,
         "federated_ms": round(statistics.median(fed_ms), 2),
         "centralized_ms": round(statistics.median(central_ms), 2),

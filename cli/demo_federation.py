@@ -109,7 +109,9 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def write_configs(layout: DemoLayout, base_port: int, node_threads: int | None = None) -> None:
+def write_configs(
+    layout: DemoLayout, base_port: int, node_threads: int | None = None, *, audit_fsync: bool = True
+) -> None:
     """Certificates, the catalog, one config per node, the coordinator's and the client profile.
 
     Every node of a demo shares this machine's cores, so each gets ``cores // nodes`` DuckDB threads (at
@@ -136,6 +138,7 @@ def write_configs(layout: DemoLayout, base_port: int, node_threads: int | None =
                 "tls": layout.tls(f"nodes/{node_id}"),
                 "policy": str(layout.policy),
                 "state_dir": str(layout.state(node_id)),
+                "audit_fsync": audit_fsync,
                 "revocations": str(layout.pki / "crl.pem"),
                 **({"duckdb_threads": node_threads} if node_threads else {}),
             },
