@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from audit_tamper import Tamper, delete, edit, lines, swap, write_lines
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner, Result
 
@@ -73,42 +74,16 @@ def verify(kept: Kept, *extra: str | Path) -> Result:
     return hpf("audit", "verify", kept.log, "--public-key", kept.public_key, *extra)
 
 
-def rows(d: Path, name: str = ENTRIES) -> list[bytes]:
-    return (d / name).read_bytes().splitlines()
-
-
-def put(d: Path, lines: list[bytes], name: str = ENTRIES) -> None:
-    (d / name).write_bytes(b"".join(line + b"\n" for line in lines))
-
-
-def edit(k: int) -> Callable[[Path], None]:
-    def tamper(d: Path) -> None:
-        lines = rows(d)
-        lines[k] = lines[k].replace(b'"purpose":"loan-review"', b'"purpose":"curiosity"')
-        put(d, lines)
-
-    return tamper
-
-
-def delete(k: int) -> Callable[[Path], None]:
-    return lambda d: put(d, [line for i, line in enumerate(rows(d)) if i != k])
-
-
-def swap(k: int) -> Callable[[Path], None]:
-    def tamper(d: Path) -> None:
-        lines = rows(d)
-        lines[k], lines[k + 1] = lines[k + 1], lines[k]
-        put(d, lines)
-
-    return tamper
+def _edit(k: int) -> Tamper:
+    return edit(k, b'"purpose":"loan-review"', b'"purpose":"curiosity"')
 
 
 def forge(size: int) -> Callable[[Path], None]:
     def tamper(d: Path) -> None:
-        lines = rows(d, CHECKPOINTS)
-        cp = Checkpoint.from_dict(json.loads(lines[size - 1]))
-        lines[size - 1] = checkpoint_line(dataclasses.replace(cp, signature=bytes(64))).rstrip(b"\n")
-        put(d, lines, CHECKPOINTS)
+        cps = lines(d, CHECKPOINTS)
+        cp = Checkpoint.from_dict(json.loads(cps[size - 1]))
+        cps[size - 1] = checkpoint_line(dataclasses.replace(cp, signature=bytes(64))).rstrip(b"\n")
+        write_lines(d, cps, CHECKPOINTS)
 
     return tamper
 
@@ -133,15 +108,15 @@ def test_a_key_read_from_the_log_itself_is_a_warning(kept: Kept) -> None:
 @pytest.mark.parametrize(
     ("tamper", "code", "first_bad"),
     [
-        (edit(0), "AUDIT_ROOT_MISMATCH", 0),
-        (edit(5), "AUDIT_ROOT_MISMATCH", 5),
-        (edit(N - 1), "AUDIT_ROOT_MISMATCH", N - 1),
+        (_edit(0), "AUDIT_ROOT_MISMATCH", 0),
+        (_edit(5), "AUDIT_ROOT_MISMATCH", 5),
+        (_edit(N - 1), "AUDIT_ROOT_MISMATCH", N - 1),
         (delete(0), "AUDIT_INDEX_MISMATCH", 0),
         (delete(6), "AUDIT_INDEX_MISMATCH", 6),
         (swap(2), "AUDIT_INDEX_MISMATCH", 2),
         (swap(9), "AUDIT_INDEX_MISMATCH", 9),
-        (lambda d: put(d, rows(d)[:-1]), "AUDIT_TRUNCATED", N - 1),
-        (lambda d: put(d, rows(d)[:-4]), "AUDIT_TRUNCATED", N - 4),
+        (lambda d: write_lines(d, lines(d)[:-1]), "AUDIT_TRUNCATED", N - 1),
+        (lambda d: write_lines(d, lines(d)[:-4]), "AUDIT_TRUNCATED", N - 4),
         (forge(1), "AUDIT_CHECKPOINT_SIGNATURE", 0),
         (forge(7), "AUDIT_CHECKPOINT_SIGNATURE", 6),
     ],
@@ -191,8 +166,8 @@ def test_another_nodes_key_exits_7(kept: Kept, tmp_path: Path) -> None:
 
 
 def test_cutting_entries_and_checkpoints_together_needs_the_saved_checkpoint(kept: Kept) -> None:
-    put(kept.log, rows(kept.log)[:9])
-    put(kept.log, rows(kept.log, CHECKPOINTS)[:9], CHECKPOINTS)
+    write_lines(kept.log, lines(kept.log)[:9])
+    write_lines(kept.log, lines(kept.log, CHECKPOINTS)[:9], CHECKPOINTS)
     assert verify(kept).exit_code == 0  # consistent with itself
     result = verify(kept, "--checkpoint", kept.checkpoint)
     assert result.exit_code == 7
@@ -202,8 +177,8 @@ def test_cutting_entries_and_checkpoints_together_needs_the_saved_checkpoint(kep
 
 
 def test_a_history_rewritten_with_the_node_key_is_inconsistent_with_what_was_kept(kept: Kept) -> None:
-    put(kept.log, rows(kept.log)[:4])
-    put(kept.log, rows(kept.log, CHECKPOINTS)[:4], CHECKPOINTS)
+    write_lines(kept.log, lines(kept.log)[:4])
+    write_lines(kept.log, lines(kept.log, CHECKPOINTS)[:4], CHECKPOINTS)
     with AuditLog.open(kept.log, "hangzhou", fsync=False) as log:  # re-signed by whoever holds audit.key
         for i in range(4, N):
             log.append(request(i, decision="allowed", code=""))
@@ -221,7 +196,7 @@ def forged(index: int) -> bytes:
 
 
 def test_entries_appended_without_the_key_exit_7_naming_the_first(kept: Kept) -> None:
-    put(kept.log, [*rows(kept.log), forged(N), forged(N + 1)])
+    write_lines(kept.log, [*lines(kept.log), forged(N), forged(N + 1)])
     result = verify(kept)
     assert result.exit_code == 7, result.output
     assert result.stderr.startswith(f"error: [AUDIT_UNSIGNED] entry {N}: "), result.stderr
@@ -234,15 +209,17 @@ def test_entries_appended_without_the_key_exit_7_naming_the_first(kept: Kept) ->
 
 
 def test_one_entry_without_its_checkpoint_is_a_warning(kept: Kept) -> None:
-    put(kept.log, rows(kept.log, CHECKPOINTS)[:-1], CHECKPOINTS)  # a crash between the entry and its checkpoint
+    write_lines(
+        kept.log, lines(kept.log, CHECKPOINTS)[:-1], CHECKPOINTS
+    )  # a crash between the entry and its checkpoint
     result = verify(kept)
     assert result.exit_code == 0, result.output
     assert "warning: the last entry (" in result.stderr and "not covered by a checkpoint" in result.stderr
 
 
 def test_a_torn_last_line_exits_7_with_its_own_code(kept: Kept) -> None:
-    lines = rows(kept.log, CHECKPOINTS)
-    (kept.log / CHECKPOINTS).write_bytes(b"".join(line + b"\n" for line in lines[:-1]) + lines[-1][:40])
+    cps = lines(kept.log, CHECKPOINTS)
+    (kept.log / CHECKPOINTS).write_bytes(b"".join(line + b"\n" for line in cps[:-1]) + cps[-1][:40])
     result = verify(kept)
     assert result.exit_code == 7
     assert result.stderr.startswith(f"error: [AUDIT_TORN_TAIL] checkpoint {N} "), result.stderr
@@ -334,7 +311,7 @@ def test_show_prints_missing_fields_empty_and_log_text_literally(tmp_path: Path)
 
 
 def test_the_installed_command_exits_7_on_a_tampered_log(kept: Kept) -> None:
-    edit(3)(kept.log)
+    _edit(3)(kept.log)
     result = subprocess.run(
         [sys.executable, "-m", "cli", "audit", "verify", str(kept.log), "--public-key", str(kept.public_key)],
         capture_output=True,

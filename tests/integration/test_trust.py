@@ -180,6 +180,11 @@ def node_refusal(stub: pb_grpc.NodeStub, request: pb.PartialRequest) -> Federati
     return from_rpc_error(info.value)
 
 
+def refused_by_every_node(stubs: dict[str, pb_grpc.NodeStub], request: pb.PartialRequest, code: str) -> None:
+    for stub in stubs.values():
+        assert node_refusal(stub, request).code == code
+
+
 def test_a_signed_question_is_answered_with_audit_receipts(fed: harness.Federation, client: FederationClient) -> None:
     answer = client.query(VALID)
     assert [tuple(r) for r in answer.rows] == fed.oracle(VALID)
@@ -207,8 +212,7 @@ def test_unsigned_is_refused_by_the_coordinator_and_by_every_node(
             pb_grpc.CoordinatorStub(channel).Query(pb.QueryRequest(public_context=keys.public_context()), timeout=20)
     assert from_rpc_error(info.value).code == "AUTH_UNSIGNED"
     request = partial_request(fed, keys, pb.SignedEnvelope())
-    for stub in node_stubs.values():
-        assert node_refusal(stub, request).code == "AUTH_UNSIGNED"
+    refused_by_every_node(node_stubs, request, "AUTH_UNSIGNED")
     assert_serves(fed, keys)
 
 
@@ -224,8 +228,7 @@ def test_a_forged_question_is_refused_by_every_node(
     forged = pb.SignedEnvelope(
         envelope=forged_sig.envelope, signature=forged_sig.signature, signer_certificate=genuine.signer_certificate
     )
-    for stub in node_stubs.values():
-        assert node_refusal(stub, partial_request(fed, keys, forged)).code == "AUTH_SIGNATURE_INVALID"
+    refused_by_every_node(node_stubs, partial_request(fed, keys, forged), "AUTH_SIGNATURE_INVALID")
     assert_serves(fed, keys)
 
 
@@ -242,13 +245,11 @@ def test_a_question_altered_by_the_coordinator_is_refused(
         signer_certificate=signed.signer_certificate,
     )
     request = partial_request(fed, keys, altered, envelope.sql)
-    for stub in node_stubs.values():
-        assert node_refusal(stub, request).code == "AUTH_SIGNATURE_INVALID"
+    refused_by_every_node(node_stubs, request, "AUTH_SIGNATURE_INVALID")
     # the coordinator swaps in its own public key to read the answer: refused, the signed digest differs
     own = he.ClientKeys.generate()
     swapped = partial_request(fed, own, sign(fed, keys))
-    for stub in node_stubs.values():
-        assert node_refusal(stub, swapped).code == "AUTH_CONTEXT_MISMATCH"
+    refused_by_every_node(node_stubs, swapped, "AUTH_CONTEXT_MISMATCH")
     assert_serves(fed, keys)
 
 
@@ -260,8 +261,7 @@ def test_a_replayed_question_is_refused(
         assert stub.ComputePartial(request, timeout=20).ciphertexts
         assert node_refusal(stub, request).code == "AUTH_REPLAY"
     stale = partial_request(fed, keys, sign(fed, keys, now_ms=1_000))
-    for stub in node_stubs.values():
-        assert node_refusal(stub, stale).code == "AUTH_ENVELOPE_STALE"
+    refused_by_every_node(node_stubs, stale, "AUTH_ENVELOPE_STALE")
     assert_serves(fed, keys)
 
 
@@ -296,8 +296,7 @@ def test_an_expired_certificate_is_refused(
     signed = Signer.from_files(old.cert, old.key).sign(
         sql=VALID, context_digest=he.context_digest(keys.public_context()), federation="test"
     )
-    for stub in node_stubs.values():
-        assert node_refusal(stub, partial_request(fed, keys, signed)).code == "AUTH_CERT_EXPIRED"
+    refused_by_every_node(node_stubs, partial_request(fed, keys, signed), "AUTH_CERT_EXPIRED")
     assert_serves(fed, keys)
 
 
@@ -310,8 +309,7 @@ def test_a_revoked_certificate_is_refused_once_the_list_changes(
         revocation.revoke(fed.pki_dir, (fed.pki_dir / "people" / "bob.pem").read_bytes())
         err = refusal(lambda: bob.query(VALID))
     assert err.code == "AUTH_CERT_REVOKED"
-    for stub in node_stubs.values():
-        assert node_refusal(stub, partial_request(fed, keys, early)).code == "AUTH_CERT_REVOKED"
+    refused_by_every_node(node_stubs, partial_request(fed, keys, early), "AUTH_CERT_REVOKED")
     assert_serves(fed, keys)
 
 

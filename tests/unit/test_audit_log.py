@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from audit_tamper import Tamper, delete, edit, lines, replace_line, swap, write_lines
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -59,14 +60,6 @@ def make_log(directory: Path, n: int, node_id: str = "hangzhou") -> tuple[Ed2551
     with AuditLog.open(directory, node_id, fsync=False) as log:
         receipts = [log.append(request(i)) for i in range(n)]
         return log.public_key, receipts
-
-
-def lines(directory: Path, name: str = ENTRIES) -> list[bytes]:
-    return (directory / name).read_bytes().splitlines()
-
-
-def write_lines(directory: Path, rows: list[bytes], name: str = ENTRIES) -> None:
-    (directory / name).write_bytes(b"".join(row + b"\n" for row in rows))
 
 
 @pytest.fixture
@@ -529,46 +522,19 @@ def test_threads_appending_together_make_one_valid_log(log_dir: Path) -> None:
 # -- verification: tampering --------------------------------------------------------------------------------------
 
 
-def _edit(k: int) -> Callable[[Path], None]:
-    def tamper(d: Path) -> None:
-        rows = lines(d)
-        rows[k] = rows[k].replace(b'"role":"caseworker"', b'"role":"supervisor"')
-        write_lines(d, rows)
-
-    return tamper
-
-
-def _delete(k: int) -> Callable[[Path], None]:
-    return lambda d: write_lines(d, [r for i, r in enumerate(lines(d)) if i != k])
-
-
-def _swap(k: int) -> Callable[[Path], None]:
-    def tamper(d: Path) -> None:
-        rows = lines(d)
-        rows[k], rows[k + 1] = rows[k + 1], rows[k]
-        write_lines(d, rows)
-
-    return tamper
-
-
-def _replace_line(k: int, line: bytes) -> Callable[[Path], None]:
-    def tamper(d: Path) -> None:
-        rows = lines(d)
-        rows[k] = line
-        write_lines(d, rows)
-
-    return tamper
+def _edit(k: int) -> Tamper:
+    return edit(k, b'"role":"caseworker"', b'"role":"supervisor"')
 
 
 def _respace(k: int) -> Callable[[Path], None]:
-    return lambda d: _replace_line(k, json.dumps(json.loads(lines(d)[k]), sort_keys=True).encode())(d)
+    return lambda d: replace_line(k, json.dumps(json.loads(lines(d)[k]), sort_keys=True).encode())(d)
 
 
 def _float(k: int) -> Callable[[Path], None]:
     def tamper(d: Path) -> None:
         fields = json.loads(lines(d)[k])
         fields["amount"] = 1.5
-        _replace_line(k, json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())(d)
+        replace_line(k, json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())(d)
 
     return tamper
 
@@ -601,15 +567,15 @@ TAMPERING = {
     "edit entry 7": (_edit(7), "AUDIT_ROOT_MISMATCH", 7),
     "edit the last entry": (_edit(N - 1), "AUDIT_ROOT_MISMATCH", N - 1),
     "respace entry 4": (_respace(4), "AUDIT_ENTRY_NOT_CANONICAL", 4),
-    "garbage in entry 2": (_replace_line(2, b"{not json"), "AUDIT_ENTRY_MALFORMED", 2),
-    "an array for entry 2": (_replace_line(2, b'[{"index":2}]'), "AUDIT_ENTRY_MALFORMED", 2),
+    "garbage in entry 2": (replace_line(2, b"{not json"), "AUDIT_ENTRY_MALFORMED", 2),
+    "an array for entry 2": (replace_line(2, b'[{"index":2}]'), "AUDIT_ENTRY_MALFORMED", 2),
     "a float in entry 6": (_float(6), "AUDIT_ENTRY_MALFORMED", 6),
-    "bytes that are not UTF-8 in entry 3": (_replace_line(3, b'{"index":3,"x":"\xff"}'), "AUDIT_ENTRY_MALFORMED", 3),
-    "delete entry 0": (_delete(0), "AUDIT_INDEX_MISMATCH", 0),
-    "delete entry 5": (_delete(5), "AUDIT_INDEX_MISMATCH", 5),
-    "delete the last entry": (_delete(N - 1), "AUDIT_TRUNCATED", N - 1),
-    "swap entries 3 and 4": (_swap(3), "AUDIT_INDEX_MISMATCH", 3),
-    "swap the last two": (_swap(N - 2), "AUDIT_INDEX_MISMATCH", N - 2),
+    "bytes that are not UTF-8 in entry 3": (replace_line(3, b'{"index":3,"x":"\xff"}'), "AUDIT_ENTRY_MALFORMED", 3),
+    "delete entry 0": (delete(0), "AUDIT_INDEX_MISMATCH", 0),
+    "delete entry 5": (delete(5), "AUDIT_INDEX_MISMATCH", 5),
+    "delete the last entry": (delete(N - 1), "AUDIT_TRUNCATED", N - 1),
+    "swap entries 3 and 4": (swap(3), "AUDIT_INDEX_MISMATCH", 3),
+    "swap the last two": (swap(N - 2), "AUDIT_INDEX_MISMATCH", N - 2),
     "truncate 3 entries": (lambda d: write_lines(d, lines(d)[:-3]), "AUDIT_TRUNCATED", N - 3),
     "truncate every entry": (lambda d: write_lines(d, []), "AUDIT_TRUNCATED", 0),
     "delete the entries file": (lambda d: (d / ENTRIES).unlink(), "AUDIT_TRUNCATED", 0),
@@ -739,7 +705,7 @@ def test_awkward_text_stays_canonical_across_chunks(log_dir: Path) -> None:
     _edit(700)(log_dir)
     report = verify_log(log_dir, key)
     assert (report.code, report.first_bad) == ("AUDIT_ROOT_MISMATCH", 700)
-    _delete(650)(log_dir)
+    delete(650)(log_dir)
     report = verify_log(log_dir, key)
     assert (report.code, report.first_bad) == ("AUDIT_INDEX_MISMATCH", 650)
 
