@@ -33,6 +33,7 @@ import logging
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -294,7 +295,13 @@ def peer_identity(context: grpc.ServicerContext) -> pki.Identity | None:
     pems = list(context.auth_context().get("x509_pem_cert") or ())
     if not pems:
         return None
-    return pki.read_identity(pems[0])
+    return _identity_of(bytes(pems[0]))
+
+
+@lru_cache(maxsize=256)
+def _identity_of(pem: bytes) -> pki.Identity:
+    """A peer's identity, parsed once per certificate (a party sees the same few peers on every call)."""
+    return pki.read_identity(pem)
 
 
 def secure_channel(
