@@ -38,8 +38,9 @@ from federation.planner import plan_query
 from federation.planner.shape import shape_fingerprint
 from node.executor import PartialExecutor, PartialResult
 from node.replay import ReplayGuard
-from policies.engine import Asker, Decision, RateLimiter, check_query
+from policies.engine import Asker, Decision, check_query
 from policies.model import Policy
+from policies.rate_limit import RateLimiter
 
 log = logging.getLogger("hpf.node")
 

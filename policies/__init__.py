@@ -7,7 +7,9 @@ additive aggregates only, declared group-by domains).
 
 - :mod:`policies.model`: the file format and its validation;
 - :mod:`policies.loader`: reading a file, ``extends``, errors that name the file and line;
-- :mod:`policies.engine`: checking a plan for an asker, and per-identity rate limits.
+- :mod:`policies.uses`: how a plan uses each column (filter, group, output, aggregate), judged fail-closed;
+- :mod:`policies.engine`: checking a plan for an asker;
+- :mod:`policies.rate_limit`: per-identity rate limits.
 """
 
 from pathlib import Path

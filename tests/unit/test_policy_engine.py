@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import policies.engine
+import policies.uses
 from cli.demo import EXAMPLES, Example
 from federation.catalog import Catalog, load_catalog
 from federation.errors import PolicyViolation
@@ -508,8 +508,8 @@ def test_open_test_policy_accepts_everything_but_identifiers() -> None:
     assert info.value.code == "POLICY_COLUMN_DENIED"
 
 
-def test_engine_docstring_examples() -> None:
-    result = doctest.testmod(policies.engine, optionflags=doctest.ELLIPSIS)
+def test_uses_docstring_examples() -> None:
+    result = doctest.testmod(policies.uses, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
 
 

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from federation.errors import PolicyViolation
-from policies.engine import RateLimiter
 from policies.model import RateLimit
+from policies.rate_limit import RateLimiter
 
 LIMIT = RateLimit(requests=3, per_seconds=60)
 

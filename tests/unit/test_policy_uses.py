@@ -14,7 +14,7 @@ import pytest
 
 from federation.catalog import Catalog, load_catalog
 from federation.planner import plan_query
-from policies.engine import column_uses
+from policies.uses import column_uses
 
 MINI = load_catalog(Path(__file__).resolve().parents[1] / "fixtures" / "mini_catalog.yaml")
 

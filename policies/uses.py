@@ -1,0 +1,216 @@
+"""How a plan uses each column of its table: ``filter``, ``group``, ``output``, ``aggregate``; judged fail-closed.
+
+The policy engine (:mod:`policies.engine`) compares these uses with what a role may do. A plan's uses never
+change, so they are worked out once per plan fingerprint.
+
+>>> from federation.catalog import Catalog
+>>> from federation.planner import plan_query
+>>> catalog = Catalog.model_validate({"federation": "f", "nodes": [{"id": "a", "address": "h:1"}],
+...     "tables": {"t": {"columns": {"g": {"type": "VARCHAR", "domain": {"values": ["x", "y"]}},
+...                                  "v": {"type": "BIGINT", "class": "sensitive"}}}}})
+>>> uses = column_uses(plan_query("SELECT g, SUM(v) FILTER (WHERE v > 0) FROM t GROUP BY g", catalog))
+>>> {column: sorted(u) for column, u in sorted(uses.items())}
+{'g': ['group', 'output'], 'v': ['aggregate', 'filter']}
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import lru_cache
+
+import sqlglot
+from sqlglot import exp
+
+from federation.lru import Lru
+from federation.plan import Plan
+
+
+@lru_cache(maxsize=1024)
+def parse_snippet(sql: str) -> exp.Expression:
+    """A plan's own SQL snippet (DuckDB dialect, made by the planner); cached, never mutated."""
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    assert isinstance(tree, exp.Expression)
+    return tree
+
+
+# The value whitelist. A column keeps its own value (an ``aggregate`` use inside an aggregate's argument, a
+# ``group`` use in a key) only through these; a CASE/IF condition makes it a ``filter`` use; anything else
+# (a comparison, NOT/AND/OR, IN, BETWEEN, LIKE, IS, NULLIF, COALESCE, GREATEST/LEAST, SIGN, ABS, any other
+# function, a cast to BOOLEAN or VARCHAR, TRY_CAST, division ...) can turn a value into a condition, so it is
+# a ``filter`` use as well. Fail closed: a node type not named here is "anything else".
+_ARITHMETIC = (exp.Paren, exp.Add, exp.Sub, exp.Mul, exp.Neg)
+_NUMERIC_TYPES = frozenset(exp.DataType.NUMERIC_TYPES - {exp.DataType.Type.BIT})
+# date parts the planner gives a domain (keys only): the date is their operand, the part a constant
+_DATE_PART_FUNCS = (
+    exp.Year,
+    exp.Quarter,
+    exp.Month,
+    exp.Day,
+    exp.DayOfMonth,
+    exp.DayOfWeek,
+    exp.DateTrunc,
+    exp.TimestampTrunc,
+)
+_DATE_PART_NAMES = frozenset({"date_part", "datepart", "date_trunc"})
+
+_VALUE, _CONDITION, _OTHER = "value", "condition", "other"
+
+
+def _numeric_cast(node: exp.Expr) -> bool:
+    """``CAST(x AS <number>)``: keeps x's value. TRY_CAST is no such cast: it makes out-of-range values NULL,
+    which filters on them (``COUNT(TRY_CAST(x - 1000 AS UTINYINT))`` counts the x in 1000..1255)."""
+    to = node.args.get("to")
+    return type(node) is exp.Cast and isinstance(to, exp.DataType) and to.this in _NUMERIC_TYPES
+
+
+def _date_part(child: exp.Expr, parent: exp.Expr) -> bool:
+    """Whether ``parent`` takes a date part (year, quarter, month, ...) of ``child``."""
+    if isinstance(parent, exp.Extract):
+        return parent.args.get("expression") is child
+    if isinstance(parent, _DATE_PART_FUNCS):
+        return parent.args.get("this") is child
+    if isinstance(parent, exp.Anonymous) and str(parent.this).lower() in _DATE_PART_NAMES:
+        args = parent.expressions
+        return len(args) == 2 and args[1] is child and isinstance(args[0], exp.Literal) and args[0].is_string
+    return False
+
+
+def _edge(child: exp.Expr, parent: exp.Expr, *, date_parts: bool) -> str:
+    """How ``parent`` uses ``child``: keeps its value, tests it as a CASE/IF condition, or anything else."""
+    if isinstance(parent, exp.If):  # a WHEN of a CASE, or IF(cond, a, b)
+        return _CONDITION if parent.args.get("this") is child else _VALUE
+    if isinstance(parent, exp.Case):  # CASE x WHEN ...: x is compared; else a WHEN (its If decides) or ELSE
+        return _CONDITION if parent.args.get("this") is child else _VALUE
+    if isinstance(parent, _ARITHMETIC):
+        return _VALUE
+    if _numeric_cast(parent) and parent.args.get("this") is child:
+        return _VALUE
+    if date_parts and _date_part(child, parent):
+        return _VALUE
+    return _OTHER
+
+
+def _occurrence(col: exp.Column, root: exp.Expr, *, date_parts: bool) -> tuple[bool, bool]:
+    """(in a condition, computed) for one column occurrence under ``root``.
+
+    ``in a condition``: a CASE/IF condition is on its path. ``computed``: a node off the value whitelist is on
+    its path, above the outermost condition if there is one (below it, comparisons are what conditions are).
+    """
+    in_condition = computed = False
+    node: exp.Expr = col
+    while node is not root and node.parent is not None:
+        parent = node.parent
+        edge = _edge(node, parent, date_parts=date_parts)
+        if edge == _CONDITION:
+            in_condition, computed = True, False
+        elif edge == _OTHER:
+            computed = True
+        node = parent
+    return in_condition, computed
+
+
+def _columns(sql: str) -> list[exp.Column]:
+    return list(parse_snippet(sql).find_all(exp.Column))
+
+
+@dataclass(frozen=True)
+class PlanUses:
+    uses: dict[str, frozenset[str]]
+    computed: frozenset[str]  # columns that are a filter use only because something computes on them
+
+
+_USES: Lru[str, PlanUses] = Lru(1024)  # by plan fingerprint: a plan's uses never change
+
+
+def column_uses(plan: Plan) -> dict[str, set[str]]:
+    """``{column: uses}`` of the plan's table: ``filter``, ``group``, ``output``, ``aggregate``.
+
+    Fail closed, by a whitelist of nodes that keep a column's value: ``+ - *``, unary minus, parentheses,
+    a CAST to a number, and the value (THEN / ELSE) of a CASE/IF.
+
+    - WHERE: ``filter``.
+    - An aggregate's argument: a column reached only through the whitelist is an ``aggregate`` use; one in a
+      CASE/IF condition a ``filter`` use (an aggregate's FILTER clause arrives as ``CASE WHEN cond THEN x
+      END``); one reached through anything else (a comparison, NULLIF, GREATEST, SIGN, a cast to BOOLEAN,
+      any other function ...) both ``filter`` and ``aggregate``: ``SUM(CAST(x > 100 AS INTEGER))`` counts
+      the rows with x > 100.
+    - A GROUP BY key: ``group`` and ``output`` always (the slot layout is public and the asker decrypts
+      every cell, so a key's values reach the asker whether or not the query returns them); ``filter`` as
+      well when the column is in the key's CASE condition or under anything but the whitelist and a date
+      part (``EXTRACT(YEAR FROM d)``, ``YEAR(d)``, ``date_part('month', d)``, ``date_trunc``).
+    """
+    return {column: set(u) for column, u in analyse(plan).uses.items()}
+
+
+def analyse(plan: Plan) -> PlanUses:
+    cached = _USES.get(plan.fingerprint) if plan.fingerprint else None
+    if cached is None:
+        cached = _column_uses(plan)
+        if plan.fingerprint:
+            _USES.put(plan.fingerprint, cached)
+    return cached
+
+
+def _column_uses(plan: Plan) -> PlanUses:
+    uses: dict[str, set[str]] = defaultdict(set)
+    explicit: set[str] = set()  # columns filtered on in WHERE or a condition
+    computed: set[str] = set()
+    if plan.where:
+        for col in _columns(plan.where):
+            uses[col.name].add("filter")
+            explicit.add(col.name)
+    for key in plan.keys:
+        root = parse_snippet(key.expr)
+        for col in root.find_all(exp.Column):
+            uses[col.name] |= {"group", "output"}
+            in_condition, off = _occurrence(col, root, date_parts=True)
+            if in_condition or off:
+                uses[col.name].add("filter")
+                (explicit if in_condition else computed).add(col.name)
+    for component in plan.components:
+        if component.arg is None:
+            continue
+        root = parse_snippet(component.arg)
+        for col in root.find_all(exp.Column):
+            in_condition, off = _occurrence(col, root, date_parts=False)
+            if in_condition:
+                uses[col.name].add("filter")
+                explicit.add(col.name)
+            if off:
+                uses[col.name].add("filter")
+                if not in_condition:
+                    computed.add(col.name)
+            if off or not in_condition:
+                uses[col.name].add("aggregate")
+    return PlanUses({c: frozenset(u) for c, u in uses.items()}, frozenset(computed - explicit))
+
+
+def k_countable(node: exp.Expr) -> bool:
+    """Whether an aggregate argument is NULL exactly on the rows it does not cover, and a value (never a
+    condition) on the rows it does; so its own count of non-NULL values is the number of rows it covers.
+
+    Columns and literals; ``+ - *``, unary minus, parentheses, a CAST to a number (all NULL when an operand
+    is); a CASE/IF with no ELSE (or ELSE NULL) whose WHENs all return the same value. ``CASE WHEN c THEN 1
+    ELSE 0 END`` counts every row while its sum reveals how many match c; so do ``CAST(c AS INTEGER)`` and
+    ``CASE WHEN c THEN 1 WHEN NOT c THEN 0 END``.
+    """
+    if isinstance(node, exp.Column | exp.Literal | exp.Null):
+        return True
+    if isinstance(node, exp.Paren | exp.Neg):
+        return k_countable(node.this)
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul):
+        return k_countable(node.this) and k_countable(node.expression)
+    if _numeric_cast(node):
+        return k_countable(node.this)
+    if isinstance(node, exp.Case | exp.If):
+        branches = node.args.get("ifs", []) if isinstance(node, exp.Case) else [node]
+        otherwise = node.args.get("default" if isinstance(node, exp.Case) else "false")
+        if otherwise is not None and not isinstance(otherwise, exp.Null):
+            return False
+        values = [b.args.get("true") for b in branches if isinstance(b, exp.If)]
+        if len(values) != len(branches) or any(v is None for v in values):
+            return False
+        returned = {v.sql("duckdb") for v in values if v is not None and not isinstance(v, exp.Null)}
+        return len(returned) <= 1 and all(k_countable(v) for v in values if v is not None)
+    return False
