@@ -6,6 +6,7 @@ deadline_ms: 10000             # how long to wait for the regions
 tls: {ca: pki/ca.pem, cert: pki/coordinator.pem, key: pki/coordinator.key}
 # insecure: true               # plaintext, local development only (logs a warning)
 revocations: pki/crl.pem       # the federation's revocation list, re-read when it changes
+rate_limit: {requests: 600, per_seconds: 60}   # per person, over questions, explains and audit proofs
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from federation.config_files import load_model, resolve_path
 from federation.envelope import TrustSettings
 from federation.tls import PartySettings
+from policies.model import RateLimit
 
 
 class CoordinatorConfig(PartySettings, TrustSettings):
@@ -24,6 +26,8 @@ class CoordinatorConfig(PartySettings, TrustSettings):
     catalog: Path
     deadline_ms: int = Field(default=10_000, ge=100, le=600_000)
     max_workers: int = Field(default=16, ge=1, le=256)
+    # every request a person sends reaches every node's audit log: one person cannot flood them
+    rate_limit: RateLimit | None = RateLimit(requests=600, per_seconds=60)
 
     @field_validator("catalog")
     @classmethod

@@ -19,6 +19,7 @@ from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
 from federation.errors import AuthError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.pki import Identity
 from federation.tls import (
     GRPC_OPTIONS,
     add_port,
@@ -28,6 +29,8 @@ from federation.tls import (
     secure_channel,
     with_options,
 )
+from policies.model import RateLimit
+from policies.rate_limit import RateLimiter
 
 log = logging.getLogger("hpf.coordinator")
 
@@ -36,19 +39,29 @@ SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUE
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
-    def __init__(self, fanout: FanOut, verifier: EnvelopeVerifier, catalog_text: str) -> None:
+    def __init__(
+        self, fanout: FanOut, verifier: EnvelopeVerifier, catalog_text: str, rate_limit: RateLimit | None = None
+    ) -> None:
         self._fanout = fanout
         self._verifier = verifier
         self._catalog_text = catalog_text
+        self._rate_limit = rate_limit
+        self._limiter = RateLimiter()
+
+    def _caller(self, context: grpc.ServicerContext) -> Identity | None:
+        """The calling person: not revoked, and within the coordinator's per-person rate limit."""
+        caller = require_caller(context, ("person",), "the coordinator")
+        if caller is not None:
+            self._verifier.revocations.check(caller.serial, "caller's")
+            self._limiter.take(caller.common_name, self._rate_limit, party="coordinator", role="", rule="rate_limit")
+        return caller
 
     def _question(self, context: grpc.ServicerContext, signed: pb.SignedEnvelope, operation: str) -> VerifiedEnvelope:
         """The caller's signed question, checked here too so a bad one is refused before any region sees it.
 
         The nodes check it again themselves; this check only saves them the work and says why early.
         """
-        caller = require_caller(context, ("person",), "the coordinator")
-        if caller is not None:
-            self._verifier.revocations.check(caller.serial, "caller's")
+        caller = self._caller(context)
         question = self._verifier.verify(signed, operation=operation)
         if caller is not None and question.signer.serial != caller.serial:
             raise AuthError(
@@ -86,9 +99,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     def AuditProof(self, request: pb.AuditProofRequest, context: grpc.ServicerContext) -> pb.AuditProofResponse:
         def handle() -> pb.AuditProofResponse:
-            caller = require_caller(context, ("person",), "the coordinator")
-            if caller is not None:
-                self._verifier.revocations.check(caller.serial, "caller's")
+            self._caller(context)
             return self._fanout.audit_proof(request)
 
         return rpc.answer(context, log, "audit proof", "COORDINATOR_INTERNAL", handle)
@@ -130,7 +141,9 @@ def start_coordinator(
     fanout = FanOut(catalog, stubs, config.deadline_ms)
     verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
     server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
-    pb_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(fanout, verifier, catalog_text), server)
+    pb_grpc.add_CoordinatorServicer_to_server(
+        CoordinatorServicer(fanout, verifier, catalog_text, config.rate_limit), server
+    )
     port = add_port(server, listen or config.listen, tls)
     rpc.add_health(server, "hpf.v1.Coordinator")
     server.start()

@@ -27,8 +27,20 @@ class RateLimiter:
         with self._lock:
             return len(self._log)
 
-    def take(self, key: str, limit: RateLimit | None, *, party: str, role: str, now: float | None = None) -> None:
-        """Count one request by ``key``, or raise POLICY_RATE_LIMITED if its window is full (not counted then)."""
+    def take(
+        self,
+        key: str,
+        limit: RateLimit | None,
+        *,
+        party: str,
+        role: str,
+        now: float | None = None,
+        rule: str | None = None,
+    ) -> None:
+        """Count one request by ``key``, or raise POLICY_RATE_LIMITED if its window is full (not counted then).
+
+        ``rule`` names the setting in the refusal (default: the node policy's ``roles.<role>.rate_limit``).
+        """
         if limit is None:
             return
         t = time.monotonic() if now is None else now
@@ -44,9 +56,10 @@ class RateLimiter:
             if len(stamps) >= limit.requests:
                 wait = max(1, math.ceil(stamps[0] + window - t))
                 raise PolicyViolation(
-                    f"rate limit reached: {limit.requests} requests per {limit.per_seconds:g} s for role {role}",
+                    f"rate limit reached: {limit.requests} requests per {limit.per_seconds:g} s"
+                    + (f" for role {role}" if role else " per person"),
                     code="POLICY_RATE_LIMITED",
-                    rule=f"{party}: roles.{role}.rate_limit",
+                    rule=f"{party}: {rule or f'roles.{role}.rate_limit'}",
                     hint=f"wait {wait} s",
                 )
             stamps.append(t)

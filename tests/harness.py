@@ -133,6 +133,7 @@ def federation(
     write_data: bool = True,
     policy: Path | Mapping[str, Path] = OPEN_POLICY,
     people: Sequence[tuple[str, str, str | None]] = (("caseworker", "caseworker", None),),
+    coordinator_settings: Mapping[str, Any] | None = None,
 ) -> Iterator[Federation]:
     """Start a federation whose nodes hold ``node_rows[node_id][table]`` for the catalog ``tables``.
 
@@ -195,6 +196,7 @@ def federation(
                 "catalog": str(catalog_path),
                 "deadline_ms": deadline_ms,
                 "revocations": str(pki_dir / "crl.pem"),
+                **(coordinator_settings or {}),
                 "tls": {
                     "ca": str(pki_dir / "ca.pem"),
                     "cert": str(pki_dir / "coordinator.pem"),

@@ -531,3 +531,17 @@ def test_audit_proof_refusals(fed: harness.Federation, client: FederationClient)
             stub.AuditProof(request, timeout=20)
         assert from_rpc_error(info.value).code == code
     assert_serves(fed, client.keys)
+
+
+def test_the_coordinator_limits_each_person_before_any_region_logs_it(tmp_path: Path, keys: he.ClientKeys) -> None:
+    limit = {"rate_limit": {"requests": 2, "per_seconds": 3600}}
+    with harness.federation(tmp_path, TABLES, NODE_ROWS, coordinator_settings=limit) as f:
+        with f.client(keys=keys) as c:
+            for _ in range(2):
+                c.query(VALID)
+            err = refusal(lambda: c.query(VALID))
+        assert err.code == "POLICY_RATE_LIMITED" and err.rule == "coordinator: rate_limit"
+        for node_id in f.node_ids:  # the refused question never reached a region
+            assert len(list(read_entries(f.audit_dir(node_id)))) == 2
+        with f.client(keys=keys, person="caseworker") as same:  # the same person, through a new connection
+            assert refusal(lambda: same.query(VALID)).code == "POLICY_RATE_LIMITED"
