@@ -206,6 +206,16 @@ def revoke_command(
         typer.echo(f"list:        {path} (name it as `revocations:` in node and coordinator configs)")
 
 
+@pki_app.command("crl")
+def crl_command(
+    ca_dir: Annotated[Path, typer.Option("--ca-dir", help="Folder holding ca.pem and ca.key (and crl.pem).")],
+) -> None:
+    """Re-sign the revocation list with the same entries (it states a next update, 30 days ahead)."""
+    with _errors():
+        path = revocation.refresh(ca_dir)
+        typer.echo(f"list:        {path} (re-signed; parties re-read it when it changes)")
+
+
 def register(app: typer.Typer) -> None:
     """Add the `pki` group to the root `hpf` app."""
     app.add_typer(pki_app, name="pki")

@@ -68,8 +68,20 @@ def _load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocati
 
 
 def revoked_serials(path: Path, ca_cert: x509.Certificate) -> frozenset[int]:
-    """Serials listed in a CA-signed CRL file."""
-    return frozenset(entry.serial_number for entry in _load_crl(path, ca_cert))
+    """Serials listed in a CA-signed CRL file (a list past its next update is still used, with a warning)."""
+    crl = _load_crl(path, ca_cert)
+    due = crl.next_update_utc
+    if due is not None and dt.datetime.now(dt.UTC) > due:
+        log.warning("the revocation list is past its next update (%s): re-sign it with `hpf pki crl`", due.date())
+    return frozenset(entry.serial_number for entry in crl)
+
+
+def refresh(ca_dir: Path | str) -> Path:
+    """Re-sign the CA's revocation list with the same entries and a new next-update time."""
+    ca_cert, _ = pki.load_ca(ca_dir)
+    path = Path(ca_dir) / CRL_FILE
+    entries = list(_load_crl(path, ca_cert)) if path.exists() else []
+    return pki.write_crl(ca_dir, entries)
 
 
 class RevocationList:

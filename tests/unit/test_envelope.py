@@ -241,3 +241,14 @@ def test_signer_certificate_validity_uses_current_time(fed: pki.FederationFiles,
     with pytest.raises(AuthError) as err:
         verifier(fed).verify(sign(signer_for(future)), operation="query")
     assert err.value.code == "AUTH_CERT_NOT_YET_VALID"
+
+
+def test_refreshing_the_list_keeps_its_entries(fed: pki.FederationFiles, tmp_path: Path) -> None:
+    ca_dir = tmp_path / "ca"
+    own = pki.init_federation(ca_dir, [], clients=[("zoe", "caseworker", None)])
+    revocation.revoke(ca_dir, own["people"]["zoe"].cert.read_bytes())
+    before = x509.load_pem_x509_crl((ca_dir / revocation.CRL_FILE).read_bytes())
+    revocation.refresh(ca_dir)
+    after = x509.load_pem_x509_crl((ca_dir / revocation.CRL_FILE).read_bytes())
+    assert [e.serial_number for e in after] == [e.serial_number for e in before]
+    assert after.next_update_utc is not None and after.next_update_utc >= before.next_update_utc  # type: ignore[operator]
