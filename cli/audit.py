@@ -25,7 +25,7 @@ from federation.client import FederationClient
 from federation.errors import AuditError, ConfigError
 from federation.profile import load_profile
 
-audit_app = typer.Typer(help="Nodes' audit logs: verify them, read them.", no_args_is_help=True)
+audit_app = typer.Typer(help="Nodes' audit logs: verify them, read them, check kept receipts.", no_args_is_help=True)
 
 SHOW_COLUMNS = ("index", "time", "identity", "role", "purpose", "operation", "decision", "code", "query")
 FINGERPRINT_CHARS = 12
@@ -241,8 +241,10 @@ def receipts_command(
     profile: Path = typer.Option(..., "--profile", "-p", help="Client profile (client.yaml) whose receipts to check"),
     fmt: ShowFormat = typer.Option(ShowFormat.table, "--format", "-f", help="Output format"),
 ) -> None:
-    """Ask each region, through the coordinator, to prove that every receipt this profile kept is still in its
-    log and that its log only grew since. Exit 7 if any region's log was rewritten."""
+    """Ask each region (through the coordinator) to prove every receipt this profile kept is still in its log.
+
+    Each proof is checked against the region's latest signed checkpoint: the entry is still there and the log
+    only grew since. Exit 7 if any region's log was rewritten."""
     rows: list[dict[str, Any]] = []
     with FederationClient(load_profile(profile)) as client:
         kept = client.kept_receipts()
