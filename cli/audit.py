@@ -22,7 +22,7 @@ from federation.audit_records import CHECKPOINTS, Checkpoint, Receipt, parse_che
 from federation.audit_verify import read_entries, verify_log
 from federation.catalog import load_catalog
 from federation.client import FederationClient
-from federation.errors import AuditError, ConfigError
+from federation.errors import AuditError, ConfigError, PolicyViolation
 from federation.profile import load_profile
 
 audit_app = typer.Typer(help="Nodes' audit logs: verify them, read them, check kept receipts.", no_args_is_help=True)
@@ -246,19 +246,27 @@ def receipts_command(
     Each proof is checked against the region's latest signed checkpoint: the entry is still there and the log
     only grew since. Exit 7 if any region's log was rewritten."""
     rows: list[dict[str, Any]] = []
+    stopped: PolicyViolation | None = None
     with FederationClient(load_profile(profile)) as client:
         kept = client.kept_receipts()
         for receipt in kept:
             row: dict[str, Any] = {"node": receipt.node_id, "index": receipt.index, "size": receipt.checkpoint.size}
-            try:
-                latest = client.check_receipt(receipt)
-                row.update(status="still logged", code="", latest_size=latest.size)
-            except AuditError as err:
-                row.update(status="REWRITTEN", code=err.code, latest_size=None, message=err.message)
+            if stopped is not None:
+                row.update(status="not checked", code="", latest_size=None)
+            else:
+                try:
+                    latest = client.check_receipt(receipt)
+                    row.update(status="still logged", code="", latest_size=latest.size)
+                except AuditError as err:
+                    row.update(status="REWRITTEN", code=err.code, latest_size=None, message=err.message)
+                except PolicyViolation as err:  # e.g. the coordinator's per-person rate limit
+                    stopped = err
+                    row.update(status="not checked", code="", latest_size=None)
             rows.append(row)
     bad = [r for r in rows if r["code"]]
     if fmt == ShowFormat.json:
-        typer.echo(json.dumps({"receipts": rows, "rewritten": len(bad)}))
+        unchecked = sum(1 for r in rows if r["status"] == "not checked")
+        typer.echo(json.dumps({"receipts": rows, "rewritten": len(bad), "not_checked": unchecked}))
     else:
         table = Table(show_lines=False)
         for column in ("node", "index", "receipt size", "latest size", "status"):
@@ -267,15 +275,24 @@ def receipts_command(
             table.add_row(r["node"], str(r["index"]), str(r["size"]), str(r["latest_size"] or ""), r["status"])
         out = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None)
         out.print(table)
+        proved = sum(1 for r in rows if r["status"] == "still logged")
         out.print(
-            f"{len(rows) - len(bad)} of {len(rows)} receipt(s) still logged, each proved against the region's "
-            "latest signed checkpoint",
+            f"{proved} of {len(rows)} receipt(s) still logged, each proved against the region's latest signed "
+            "checkpoint",
             highlight=False,
         )
         typer.echo(out.file.getvalue().rstrip("\n"))  # type: ignore[attr-defined]
     if bad:
         first = bad[0]
         raise AuditError(f"region {first['node']}, entry {first['index']}: {first['message']}", code=first["code"])
+    if stopped is not None:
+        unchecked = sum(1 for r in rows if r["status"] == "not checked")
+        raise PolicyViolation(
+            f"{unchecked} receipt(s) were not checked: {stopped.message}",
+            code=stopped.code,
+            rule=stopped.rule,
+            hint=f"{stopped.hint}; then run this again" if stopped.hint else "run this again later",
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -33,7 +33,7 @@ from federation.planner import plan_query
 log = logging.getLogger("hpf.coordinator")
 
 MAX_DEADLINE_MS = 600_000  # a client may shorten the wait for the regions, not hold the coordinator forever
-TRANSPORT_CODES = {"NODE_TIMEOUT", "NODE_UNREACHABLE", "NODE_BAD_ANSWER"}
+TRANSPORT_CODES = {"NODE_TIMEOUT", "NODE_UNREACHABLE", "NODE_BAD_ANSWER", "NODE_UNWELL"}
 # A region that refuses or fails on *this query* fails the whole query: an answer silently short of a region
 # would mislead. A region that is down, late or broken is only reported missing.
 QUERY_FAILURE_PREFIXES = ("PLAN_", "POLICY_", "AUTH_", "CONTEXT_", "PARTIAL_", "PERSON_ID_", "NODE_EXECUTION_")

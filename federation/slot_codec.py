@@ -89,10 +89,10 @@ def withhold_small_cells(plan: Plan, sums: dict[int, list[int]], min_group_size:
 
     The rows a cell counts are its COUNT(*) and each aggregate's own count of the rows it covers (``COUNT(x)``
     of its argument: ``SUM(x) FILTER (WHERE c)`` covers only the rows where ``c`` holds): a cell is withheld
-    when any of them is 1 to k-1, or leaves out 1 to k-1 of the cell's rows (else ``COUNT(*)`` less
-    ``COUNT(*) FILTER (WHERE NOT c)`` would count the few rows where ``c`` holds). A withheld cell carries 0 in
-    every component and 1 in its withheld mark; an empty cell stays empty and ``min_group_size <= 1`` withholds
-    nothing.
+    when any of them is 1 to k-1, or any two of them differ by 1 to k-1 (else ``COUNT(*)`` less
+    ``COUNT(*) FILTER (WHERE NOT c)``, or two filters a row apart, would single out the few rows between).
+    A withheld cell carries 0 in every component and 1 in its withheld mark; an empty cell stays empty and
+    ``min_group_size <= 1`` withholds nothing.
 
     >>> from federation.plan import Component
     >>> comps = (Component("count", None), Component("sum", "x", 0, 90), Component("withheld", None, 0, 2))
@@ -105,7 +105,10 @@ def withhold_small_cells(plan: Plan, sums: dict[int, list[int]], min_group_size:
     counts = [j for j, c in enumerate(plan.components) if c.kind == "count"]  # [0] is COUNT(*)
 
     def small(acc: list[int]) -> bool:
-        return any(1 <= acc[j] < min_group_size or 1 <= acc[0] - acc[j] < min_group_size for j in counts)
+        values = [acc[j] for j in counts]
+        return any(1 <= v < min_group_size for v in values) or any(
+            1 <= abs(a - b) < min_group_size for i, a in enumerate(values) for b in values[i + 1 :]
+        )
 
     return {cell: list(blank) if small(acc) else acc for cell, acc in sums.items()}
 

@@ -16,7 +16,7 @@ import tenseal as ts
 
 from federation import he
 from federation.catalog import Catalog
-from federation.errors import AuthError, DataError
+from federation.errors import AuthError, CryptoError, DataError
 from federation.plan import Plan
 from federation.slot_codec import chunks, encode_partials, failure_chunks
 
@@ -66,7 +66,7 @@ class PartialExecutor:
             rows = self.backend.run(plan.node_sql())
             t_encode = time.perf_counter()
             pieces = chunks(encode_partials(plan, rows, min_group_size=min_group_size))
-        except DataError as err:
+        except (DataError, CryptoError) as err:  # PARTIAL_OUT_OF_RANGE is a CryptoError: the limbs would not fit
             if not err.code.startswith(DATA_FAILURES):
                 raise
             # the failure depends on this region's rows: it travels encrypted, as an answer would, so the

@@ -42,7 +42,8 @@ USE_PHRASES = {
     "aggregate": "inside an aggregate",
 }
 COMPUTED_NOTE = (
-    "a comparison or a function of a column, anything but + - * and a CAST to a number, counts as a filter on it"
+    "a comparison or a function of a column counts as a filter on it; so does a product of two columns, a large "
+    "literal factor or a CAST to anything but HUGEINT, DOUBLE or DECIMAL(38, s) (they fail on some values)"
 )
 SHAPE_HINT = (
     "write it as AGG(x) FILTER (WHERE cond) or CASE WHEN cond THEN x END (no ELSE), so the minimum group size "
@@ -184,7 +185,8 @@ def check_query(
         allowed.append(f"roles.{role_name}.aggregates")
 
     columns = catalog.tables[table_name].columns if table_name in catalog.tables else {}
-    analysis = analyse(plan)
+    types = {name: column.type for name, column in columns.items()}
+    analysis = analyse(plan, types)
     uses = analysis.uses
     for column in sorted(uses):
         spec = columns.get(column)
@@ -218,7 +220,7 @@ def check_query(
     if k > 1:
         for aggregate in plan.aggregates:
             arg = plan.components[aggregate.count].arg
-            if arg is not None and not k_countable(parse_snippet(arg)):
+            if arg is not None and not k_countable(parse_snippet(arg), types):
                 raise refuse(
                     "POLICY_AGGREGATE_SHAPE",
                     f"the argument of {aggregate.func.upper()} computes a condition as a value: it would count "

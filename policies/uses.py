@@ -16,6 +16,7 @@ change, so they are worked out once per plan fingerprint.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -57,11 +58,59 @@ _DATE_PART_NAMES = frozenset({"date_part", "datepart", "date_trunc"})
 _VALUE, _CONDITION, _OTHER = "value", "condition", "other"
 
 
-def _numeric_cast(node: exp.Expr) -> bool:
-    """``CAST(x AS <number>)``: keeps x's value. TRY_CAST is no such cast: it makes out-of-range values NULL,
-    which filters on them (``COUNT(TRY_CAST(x - 1000 AS UTINYINT))`` counts the x in 1000..1255)."""
+Types = Mapping[str, str] | None  # the table's column types (catalog), when known
+
+_WIDE_TYPES = frozenset({exp.DataType.Type.INT128, exp.DataType.Type.DOUBLE})  # HUGEINT is INT128
+_MAX_FACTOR = 1_000  # a literal factor beyond this could make a product overflow on a particular row
+_MAX_TERM = 10**9  # likewise for a literal added or subtracted
+_NUMERIC_COLUMN = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "DOUBLE", "DECIMAL")
+
+
+def _numeric_cast(node: exp.Expr, types: Types = None) -> bool:
+    """``CAST(x AS HUGEINT | DOUBLE | DECIMAL(38, s))`` of a number: keeps x's value and cannot fail on it.
+
+    A narrower cast fails on values outside its range, and that failure is a signal about the rows
+    (``CAST(x - 5000000 AS UTINYINT)`` fails unless x is in 5000000..5000255); a cast of a BOOLEAN or VARCHAR
+    turns a condition or a text into a number. TRY_CAST is no such cast either: it makes out-of-range values
+    NULL, which filters on them.
+    """
     to = node.args.get("to")
-    return type(node) is exp.Cast and isinstance(to, exp.DataType) and to.this in _NUMERIC_TYPES
+    if type(node) is not exp.Cast or not isinstance(to, exp.DataType) or to.this not in _NUMERIC_TYPES:
+        return False
+    if to.this == exp.DataType.Type.DECIMAL:
+        precision = to.expressions[0] if to.expressions else None
+        if not (isinstance(precision, exp.DataTypeParam) and precision.name == "38"):
+            return False
+    elif to.this not in _WIDE_TYPES:
+        return False
+    if types is not None:
+        for col in node.this.find_all(exp.Column):
+            if not types.get(col.name, "").startswith(_NUMERIC_COLUMN):
+                return False
+    return True
+
+
+def _literal_beyond(node: exp.Expr, limit: int) -> bool:
+    """Whether an operand of ``node`` is a number literal larger than ``limit`` in magnitude."""
+    for operand in (node.args.get("this"), node.args.get("expression")):
+        if isinstance(operand, exp.Literal) and not operand.is_string:
+            try:
+                if abs(float(operand.this)) > limit:
+                    return True
+            except ValueError:
+                return True
+    return False
+
+
+def _safe_arithmetic(node: exp.Expr) -> bool:
+    """``+ - *`` that cannot overflow on one particular row: no product of two values that depend on the rows,
+    no huge literal factor or term (an overflow that happens only for some values is a filter on them)."""
+    if isinstance(node, exp.Mul):
+        both = all(any(True for _ in side.find_all(exp.Column)) for side in (node.this, node.expression))
+        return not both and not _literal_beyond(node, _MAX_FACTOR)
+    if isinstance(node, exp.Add | exp.Sub):
+        return not _literal_beyond(node, _MAX_TERM)
+    return True
 
 
 def _date_part(child: exp.Expr, parent: exp.Expr) -> bool:
@@ -76,22 +125,22 @@ def _date_part(child: exp.Expr, parent: exp.Expr) -> bool:
     return False
 
 
-def _edge(child: exp.Expr, parent: exp.Expr, *, date_parts: bool) -> str:
+def _edge(child: exp.Expr, parent: exp.Expr, *, date_parts: bool, types: Types = None) -> str:
     """How ``parent`` uses ``child``: keeps its value, tests it as a CASE/IF condition, or anything else."""
     if isinstance(parent, exp.If):  # a WHEN of a CASE, or IF(cond, a, b)
         return _CONDITION if parent.args.get("this") is child else _VALUE
     if isinstance(parent, exp.Case):  # CASE x WHEN ...: x is compared; else a WHEN (its If decides) or ELSE
         return _CONDITION if parent.args.get("this") is child else _VALUE
     if isinstance(parent, _ARITHMETIC):
-        return _VALUE
-    if _numeric_cast(parent) and parent.args.get("this") is child:
+        return _VALUE if _safe_arithmetic(parent) else _OTHER
+    if _numeric_cast(parent, types) and parent.args.get("this") is child:
         return _VALUE
     if date_parts and _date_part(child, parent):
         return _VALUE
     return _OTHER
 
 
-def _occurrence(col: exp.Column, root: exp.Expr, *, date_parts: bool) -> tuple[bool, bool]:
+def _occurrence(col: exp.Column, root: exp.Expr, *, date_parts: bool, types: Types = None) -> tuple[bool, bool]:
     """(in a condition, computed) for one column occurrence under ``root``.
 
     ``in a condition``: a CASE/IF condition is on its path. ``computed``: a node off the value whitelist is on
@@ -101,7 +150,7 @@ def _occurrence(col: exp.Column, root: exp.Expr, *, date_parts: bool) -> tuple[b
     node: exp.Expr = col
     while node is not root and node.parent is not None:
         parent = node.parent
-        edge = _edge(node, parent, date_parts=date_parts)
+        edge = _edge(node, parent, date_parts=date_parts, types=types)
         if edge == _CONDITION:
             in_condition, computed = True, False
         elif edge == _OTHER:
@@ -120,14 +169,16 @@ class PlanUses:
     computed: frozenset[str]  # columns that are a filter use only because something computes on them
 
 
-_USES: Lru[str, PlanUses] = Lru(1024)  # by plan fingerprint: a plan's uses never change
+_USES: Lru[tuple[str, bool], PlanUses] = Lru(1024)  # by plan fingerprint: a plan's uses never change
 
 
-def column_uses(plan: Plan) -> dict[str, set[str]]:
+def column_uses(plan: Plan, types: Types = None) -> dict[str, set[str]]:
     """``{column: uses}`` of the plan's table: ``filter``, ``group``, ``output``, ``aggregate``.
 
-    Fail closed, by a whitelist of nodes that keep a column's value: ``+ - *``, unary minus, parentheses,
-    a CAST to a number, and the value (THEN / ELSE) of a CASE/IF.
+    Fail closed, by a whitelist of nodes that keep a column's value: ``+ - *`` that cannot overflow on one row
+    (no product of two row values, no literal factor beyond 1000 or term beyond 10^9), unary minus,
+    parentheses, a CAST of a number to HUGEINT, DOUBLE or DECIMAL(38, s), and the value (THEN / ELSE) of a
+    CASE/IF. ``types`` (the table's column types) lets a cast of a BOOLEAN or VARCHAR count as computing.
 
     - WHERE: ``filter``.
     - An aggregate's argument: a column reached only through the whitelist is an ``aggregate`` use; one in a
@@ -140,19 +191,20 @@ def column_uses(plan: Plan) -> dict[str, set[str]]:
       well when the column is in the key's CASE condition or under anything but the whitelist and a date
       part (``EXTRACT(YEAR FROM d)``, ``YEAR(d)``, ``date_part('month', d)``, ``date_trunc``).
     """
-    return {column: set(u) for column, u in analyse(plan).uses.items()}
+    return {column: set(u) for column, u in analyse(plan, types).uses.items()}
 
 
-def analyse(plan: Plan) -> PlanUses:
-    cached = _USES.get(plan.fingerprint) if plan.fingerprint else None
+def analyse(plan: Plan, types: Types = None) -> PlanUses:
+    key = (plan.fingerprint, types is not None)  # a plan fixes its catalog, and so its table's types
+    cached = _USES.get(key) if plan.fingerprint else None
     if cached is None:
-        cached = _column_uses(plan)
+        cached = _column_uses(plan, types)
         if plan.fingerprint:
-            _USES.put(plan.fingerprint, cached)
+            _USES.put(key, cached)
     return cached
 
 
-def _column_uses(plan: Plan) -> PlanUses:
+def _column_uses(plan: Plan, types: Types) -> PlanUses:
     uses: dict[str, set[str]] = defaultdict(set)
     explicit: set[str] = set()  # columns filtered on in WHERE or a condition
     computed: set[str] = set()
@@ -164,7 +216,7 @@ def _column_uses(plan: Plan) -> PlanUses:
         root = parse_snippet(key.expr)
         for col in root.find_all(exp.Column):
             uses[col.name] |= {"group", "output"}
-            in_condition, off = _occurrence(col, root, date_parts=True)
+            in_condition, off = _occurrence(col, root, date_parts=True, types=types)
             if in_condition or off:
                 uses[col.name].add("filter")
                 (explicit if in_condition else computed).add(col.name)
@@ -173,7 +225,7 @@ def _column_uses(plan: Plan) -> PlanUses:
             continue
         root = parse_snippet(component.arg)
         for col in root.find_all(exp.Column):
-            in_condition, off = _occurrence(col, root, date_parts=False)
+            in_condition, off = _occurrence(col, root, date_parts=False, types=types)
             if in_condition:
                 uses[col.name].add("filter")
                 explicit.add(col.name)
@@ -186,7 +238,7 @@ def _column_uses(plan: Plan) -> PlanUses:
     return PlanUses({c: frozenset(u) for c, u in uses.items()}, frozenset(computed - explicit))
 
 
-def k_countable(node: exp.Expr) -> bool:
+def k_countable(node: exp.Expr, types: Types = None) -> bool:
     """Whether an aggregate argument is NULL exactly on the rows it does not cover, and a value (never a
     condition) on the rows it does; so its own count of non-NULL values is the number of rows it covers.
 
@@ -198,11 +250,11 @@ def k_countable(node: exp.Expr) -> bool:
     if isinstance(node, exp.Column | exp.Literal | exp.Null):
         return True
     if isinstance(node, exp.Paren | exp.Neg):
-        return k_countable(node.this)
+        return k_countable(node.this, types)
     if isinstance(node, exp.Add | exp.Sub | exp.Mul):
-        return k_countable(node.this) and k_countable(node.expression)
-    if _numeric_cast(node):
-        return k_countable(node.this)
+        return _safe_arithmetic(node) and k_countable(node.this, types) and k_countable(node.expression, types)
+    if _numeric_cast(node, types):
+        return k_countable(node.this, types)
     if isinstance(node, exp.Case | exp.If):
         branches = node.args.get("ifs", []) if isinstance(node, exp.Case) else [node]
         otherwise = node.args.get("default" if isinstance(node, exp.Case) else "false")
@@ -212,5 +264,5 @@ def k_countable(node: exp.Expr) -> bool:
         if len(values) != len(branches) or any(v is None for v in values):
             return False
         returned = {v.sql("duckdb") for v in values if v is not None and not isinstance(v, exp.Null)}
-        return len(returned) <= 1 and all(k_countable(v) for v in values if v is not None)
+        return len(returned) <= 1 and all(k_countable(v, types) for v in values if v is not None)
     return False

@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 
 from federation.catalog import Catalog
-from federation.errors import DataError
+from federation.errors import DataError, UnavailableError
 from federation.planner.binder import public_engine_message, runtime_failure
 from node.config import TableSource
 
@@ -77,6 +77,9 @@ class DuckDBBackend:
         except duckdb.Error as err:
             failure = runtime_failure(err)
             log.warning("partial query failed: %s", failure)
+            if isinstance(err, duckdb.IOException | duckdb.OutOfMemoryException):
+                # the node itself is unwell, whatever the rows hold: the region is reported missing
+                raise UnavailableError(f"the node cannot run queries: {failure}", code="NODE_UNWELL") from None
             raise DataError(
                 f"the node could not run the partial plan: {failure}", code="NODE_EXECUTION_FAILED"
             ) from None

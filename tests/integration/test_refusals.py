@@ -532,7 +532,16 @@ def test_coordinator_refuses_a_connection_without_client_certificate(
 # ------------------------------------------------------------ failures specific to one query, not to a region
 
 
-def test_one_region_failing_a_query_fails_the_query_not_silently_short(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT SUM(amount_fen * 4) FROM deposits",  # the engine overflows on n0's row
+        "SELECT SUM(CAST(amount_fen AS DECIMAL(38, 0)) * 100000000000) FROM deposits",  # n0's partial too wide
+    ],
+)
+def test_one_region_failing_a_query_fails_the_query_not_silently_short(
+    caplog: pytest.LogCaptureFixture, sql: str
+) -> None:
     """A region whose own rows make the query fail (overflow here) fails the whole query, value-free, and
     without telling the coordinator (or the asker) which region: that would say something about its rows."""
     rows = {
@@ -543,9 +552,9 @@ def test_one_region_failing_a_query_fails_the_query_not_silently_short(caplog: p
         caplog.clear()
         caplog.set_level(logging.INFO, logger="hpf.coordinator")
         with pytest.raises(DataError) as info:
-            client.query("SELECT SUM(amount_fen * 4) FROM deposits")
+            client.query(sql)
         assert info.value.code == "NODE_EXECUTION_FAILED"
-        assert "1 region(s)" in info.value.message and "overflow" in info.value.message
+        assert info.value.message.startswith("1 region(s) could not compute this query over their own rows")
         assert "n0" not in info.value.message and "n1" not in info.value.message
         assert str(2**62) not in info.value.message and "4611" not in info.value.message
         # both regions answered with a ciphertext: the coordinator saw no failure and listed no region missing
@@ -554,6 +563,20 @@ def test_one_region_failing_a_query_fails_the_query_not_silently_short(caplog: p
         assert any("2 region(s) answered, 0 missing" in line for line in coordinator_lines)
         # the federation keeps serving
         assert client.query("SELECT SUM(amount_fen) FROM deposits").rows == [[2**62 + 3]]
+
+
+def test_a_region_whose_files_are_gone_is_listed_missing_not_as_a_failure_on_rows() -> None:
+    rows = {
+        "n0": {"deposits": [_row("p1", "310000", 5, "1.00", 2019)]},
+        "n1": {"deposits": [_row("p2", "310000", 3, "1.00", 2019)]},
+    }
+    with started(rows) as fed, fed.client() as client:
+        for path in fed.data_files["deposits"]:
+            if path.parent.name == "n0":
+                path.unlink()
+        answer = client.query("SELECT SUM(amount_fen) FROM deposits")
+    assert answer.rows == [[3]] and answer.answered == ["n1"]
+    assert [(m["node_id"], m["code"]) for m in answer.missing] == [("n0", "NODE_UNWELL")]
 
 
 def test_a_bad_literal_is_refused_at_plan_time_without_echoing_it(fed: harness.Federation) -> None:

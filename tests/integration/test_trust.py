@@ -545,3 +545,17 @@ def test_the_coordinator_limits_each_person_before_any_region_logs_it(tmp_path: 
             assert len(list(read_entries(f.audit_dir(node_id)))) == 2
         with f.client(keys=keys, person="caseworker") as same:  # the same person, through a new connection
             assert refusal(lambda: same.query(VALID)).code == "POLICY_RATE_LIMITED"
+
+
+def test_receipts_the_coordinator_rate_limits_are_reported_not_checked(tmp_path: Path, keys: he.ClientKeys) -> None:
+    limit = {"rate_limit": {"requests": 3, "per_seconds": 3600}}
+    with harness.federation(tmp_path, TABLES, NODE_ROWS, coordinator_settings=limit) as f:
+        with f.client(keys=keys) as c:
+            c.query(VALID)
+            c.query(VALID)  # 4 receipts kept; 1 request of the budget left for proofs
+        args = ["audit", "receipts", "--profile", str(f.profile_path), "--format", "json"]
+        result = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 4 and "POLICY_RATE_LIMITED" in result.stderr, result.stderr
+    doc = json.loads(result.stdout)
+    assert [r["status"] for r in doc["receipts"]] == ["still logged", "not checked", "not checked", "not checked"]
+    assert doc["not_checked"] == 3 and doc["rewritten"] == 0

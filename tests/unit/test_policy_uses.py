@@ -117,12 +117,21 @@ BOTH = ["aggregate", "filter"]
         # TRY_CAST makes out-of-range values NULL: COUNT(TRY_CAST(x - v AS UTINYINT)) counts x in v..v+255
         ("TRY_CAST(amount_fen - 1000 AS UTINYINT)", {"amount_fen": BOTH}),
         ("TRY_CAST(amount_fen AS DECIMAL(20, 2))", {"amount_fen": BOTH}),
-        # the value whitelist: + - *, unary minus, parentheses, a CAST to a number, a CASE's values
+        # what can fail on particular values (an overflow, a narrowing cast) is a test of those values
+        ("amount_fen * rate", {"amount_fen": BOTH, "rate": BOTH}),
+        ("amount_fen * amount_fen", {"amount_fen": BOTH}),
+        ("amount_fen * 10000000000000", {"amount_fen": BOTH}),
+        ("amount_fen + 9000000000000000000", {"amount_fen": BOTH}),
+        ("CAST(amount_fen AS DECIMAL(20, 2))", {"amount_fen": BOTH}),
+        ("CAST(amount_fen - 4999000 AS UTINYINT)", {"amount_fen": BOTH}),
+        ("CAST(amount_fen AS INTEGER)", {"amount_fen": BOTH}),
+        # the value whitelist: + - * that cannot overflow on one row, unary minus, parentheses, a CAST to
+        # HUGEINT, DOUBLE or DECIMAL(38, s), a CASE's values
         ("amount_fen", {"amount_fen": ["aggregate"]}),
         ("(amount_fen - 5) * 2 + -rate", {"amount_fen": ["aggregate"], "rate": ["aggregate"]}),
-        ("amount_fen * rate", {"amount_fen": ["aggregate"], "rate": ["aggregate"]}),
-        ("CAST(amount_fen AS DECIMAL(20, 2))", {"amount_fen": ["aggregate"]}),
+        ("CAST(amount_fen AS DECIMAL(38, 2))", {"amount_fen": ["aggregate"]}),
         ("amount_fen::HUGEINT", {"amount_fen": ["aggregate"]}),
+        ("CAST(amount_fen AS DOUBLE) * 1000", {"amount_fen": ["aggregate"]}),
         ("CASE WHEN gender = 'F' THEN amount_fen END", {"amount_fen": ["aggregate"], "gender": ["filter"]}),
         ("IF(gender = 'F', amount_fen, NULL)", {"amount_fen": ["aggregate"], "gender": ["filter"]}),
         # a condition inside a condition is still a filter; a value inside a condition is filtered on
@@ -137,6 +146,14 @@ BOTH = ["aggregate", "filter"]
 )
 def test_an_aggregate_argument_is_a_value_only_through_the_whitelist(arg: str, expected: dict[str, list[str]]) -> None:
     assert uses(f"SELECT COUNT({arg}) FROM deposits") == expected
+
+
+def test_a_cast_of_a_boolean_or_text_to_a_number_computes_on_it() -> None:
+    """With the table's types known, CAST(flag AS HUGEINT) turns a condition into a count of true rows."""
+    plan = plan_query("SELECT SUM(CAST(gender AS HUGEINT)), SUM(CAST(amount_fen AS HUGEINT)) FROM deposits", MINI)
+    types = {name: column.type for name, column in MINI.tables["deposits"].columns.items()}
+    found = {c: sorted(u) for c, u in column_uses(plan, types).items()}
+    assert found == {"gender": BOTH, "amount_fen": ["aggregate"]}
 
 
 def test_sum_of_a_comparison_is_a_filter() -> None:

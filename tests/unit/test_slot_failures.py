@@ -47,6 +47,18 @@ def test_k_applies_to_the_rows_an_aggregate_leaves_out(catalog: Catalog) -> None
     assert cell[plan.withheld_index] == 0 and cell[0] == 35
 
 
+def test_k_applies_to_the_rows_between_two_filtered_aggregates(catalog: Catalog) -> None:
+    """Two filters one row apart would single that row out by their difference: withheld."""
+    plan = plan_query(
+        "SELECT COUNT(*), SUM(amount_fen) FILTER (WHERE amount_fen >= 5), SUM(amount_fen) FILTER (WHERE amount_fen > 5)"
+        " FROM deposits",
+        catalog,
+    )
+    rows: list[tuple[Any, ...]] = [deposit(i, "310000", 10 + i, "M") for i in range(30)] + [deposit(99, "310000", 5)]
+    (cell,) = plain_answer(plan, [rows], k=5).values()
+    assert cell[plan.withheld_index] == 1 and cell[0] == 0
+
+
 def test_a_region_failing_on_its_rows_is_counted_inside_the_answer(catalog: Catalog) -> None:
     plan = plan_query("SELECT city_code, SUM(amount_fen) FROM deposits GROUP BY city_code", catalog)
     good = chunks(encode_partials(plan, node_rows(plan, [deposit(1, "310000", 5)])))
