@@ -17,6 +17,8 @@ def withheld_oracle(per_node_counts: Mapping[str, Mapping[tuple[Any, ...], int]]
 
     ``per_node_counts[node][group]`` is the node's ``COUNT(*)`` of the group after the query's WHERE (absent or
     0: the node has no row of it). A node withholds a group it holds 1 to k-1 rows of; ``k <= 1`` withholds none.
+    (It also withholds a group whose aggregates cover or leave out 1 to k-1 rows; queries checked with this oracle
+    have no FILTER and no NULL argument, so every aggregate covers all of a group's rows.)
 
     >>> withheld_oracle({"a": {("F",): 2, ("M",): 5}, "b": {("F",): 1, (None,): 4}}, k=3)
     {('F',): 2}

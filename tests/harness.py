@@ -3,9 +3,11 @@
 Every server runs in this process on a free port and is always stopped on exit. The oracle is DuckDB over
 the union of every node's files.
 
-Minimum group size: a node with ``k`` withholds every group it holds 1 to k-1 rows of (after the WHERE); the
-client lists such a group with NULL aggregates. The oracle for ``SELECT <keys>, <aggregates> FROM t [WHERE ...]
-GROUP BY <keys>`` (no HAVING, no LIMIT, key values inside their domains) when every node applies ``k``::
+Minimum group size: a node with ``k`` withholds every group it holds 1 to k-1 rows of (after the WHERE), or
+whose aggregates cover or leave out 1 to k-1 of them; the client lists such a group with NULL aggregates. The
+oracle for ``SELECT <keys>, <aggregates> FROM t [WHERE ...] GROUP BY <keys>`` (no HAVING, no LIMIT, key values
+inside their domains, no FILTER and no NULL argument, so every aggregate covers all of a group's rows) when
+every node applies ``k``::
 
     withheld = fed.oracle_withheld("SELECT <keys>, COUNT(*) FROM t [WHERE ...] GROUP BY <keys>", k)
     expected = harness.mask_withheld(fed.oracle(sql), withheld, n_keys=len(keys))
