@@ -46,6 +46,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from federation import pki
+from federation.config_files import resolve_path
 from federation.errors import AuthError, ConfigError
 
 log = logging.getLogger("hpf.tls")
@@ -74,11 +75,7 @@ class TlsConfig(BaseModel):
     @field_validator("ca", "cert", "key")
     @classmethod
     def _resolve(cls, value: Path, info: ValidationInfo) -> Path:
-        value = value.expanduser()
-        base = (info.context or {}).get("base_dir") if isinstance(info.context, dict) else None
-        if base is not None and not value.is_absolute():
-            value = Path(base) / value
-        return value
+        return resolve_path(value, info)
 
 
 class PartySettings(BaseModel):
