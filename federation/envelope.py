@@ -65,7 +65,7 @@ class Signer:
             raise AuthError("the signing certificate or key is not readable PEM", code="AUTH_SIGNER_INVALID") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey) or not pki.key_matches(cert, key):
             raise AuthError("the signing key does not belong to the certificate", code="AUTH_SIGNER_INVALID")
-        self.identity = pki.read_identity(cert_pem)
+        self.identity = pki.identity_of(cert)
         if self.identity.kind != "person":
             raise AuthError("only a person's certificate signs questions", code="AUTH_NOT_A_PERSON")
         self._cert_der = cert.public_bytes(serialization.Encoding.DER)
@@ -171,7 +171,7 @@ class EnvelopeVerifier:
                 "AUTH_WRONG_CA",
                 "use a certificate issued by this federation (`hpf pki issue`)",
             ) from None
-        identity = pki.read_identity(cert.public_bytes(serialization.Encoding.PEM))
+        identity = pki.identity_of(cert)
         public_key = cert.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise _refuse("the signer's key is not an ECDSA key", "AUTH_CERT_INVALID")

@@ -333,6 +333,11 @@ def read_identity(cert_pem: bytes | str) -> Identity:
         cert = x509.load_pem_x509_certificate(data)
     except ValueError:
         raise AuthError("not a PEM certificate", code="TLS_PEM_INVALID") from None
+    return identity_of(cert)
+
+
+def identity_of(cert: x509.Certificate) -> Identity:
+    """The identity a parsed certificate carries; AuthError if it carries none or an inconsistent one."""
     try:
         ext = cert.extensions.get_extension_for_oid(IDENTITY_OID).value
         fields = json.loads(_parse_der_utf8(cast(x509.UnrecognizedExtension, ext).value))
@@ -378,7 +383,7 @@ def _still_good(
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
         key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
         cert.verify_directly_issued_by(ca_cert)
-        ident = read_identity(files.cert.read_bytes())
+        ident = identity_of(cert)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value if want_san else ()
     except _UNUSABLE:
         return False
