@@ -44,7 +44,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     ) -> None:
         self._fanout = fanout
         self._verifier = verifier
-        self._catalog_text = catalog_text
+        self._catalog = pb.CatalogResponse(
+            catalog_yaml=catalog_text, digest=hashlib.sha256(catalog_text.encode()).hexdigest()
+        )
         self._rate_limit = rate_limit
         self._limiter = RateLimiter()
 
@@ -105,8 +107,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return rpc.answer(context, log, "audit proof", "COORDINATOR_INTERNAL", handle)
 
     def GetCatalog(self, request: pb.CatalogRequest, context: grpc.ServicerContext) -> pb.CatalogResponse:
-        digest = hashlib.sha256(self._catalog_text.encode()).hexdigest()
-        return pb.CatalogResponse(catalog_yaml=self._catalog_text, digest=digest)
+        return self._catalog
 
 
 @dataclass
