@@ -39,10 +39,10 @@ import logging
 import os
 import threading
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -63,6 +63,7 @@ from federation.audit_verify import LogScan
 from federation.errors import AuditError
 
 _log = logging.getLogger("hpf.audit")
+_T = TypeVar("_T")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -287,25 +288,25 @@ class AuditLog:
     def latest_checkpoint(self) -> Checkpoint | None:
         return self._latest
 
-    def root(self, size: int | None = None) -> bytes:
+    def _from_tree(self, read: Callable[..., _T], *args: int | None) -> _T:
+        """``read(*args)`` on the tree under the lock; a size or index outside it is ``AUDIT_PROOF_RANGE``."""
         with self._lock:
-            return self._tree.root(size)
+            try:
+                return read(*args)
+            except ValueError as err:
+                raise AuditError(str(err), code="AUDIT_PROOF_RANGE") from None
+
+    def root(self, size: int | None = None) -> bytes:
+        """The tree head of the first ``size`` entries (default: all)."""
+        return self._from_tree(self._tree.root, size)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """Proof that entry ``index`` is in the tree of the first ``size`` entries (default: all)."""
-        with self._lock:
-            try:
-                return self._tree.inclusion_proof(index, size)
-            except ValueError as err:
-                raise AuditError(str(err), code="AUDIT_PROOF_RANGE") from None
+        return self._from_tree(self._tree.inclusion_proof, index, size)
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """Proof that the tree of ``old_size`` entries is a prefix of the tree of ``new_size`` (default: all)."""
-        with self._lock:
-            try:
-                return self._tree.consistency_proof(old_size, new_size)
-            except ValueError as err:
-                raise AuditError(str(err), code="AUDIT_PROOF_RANGE") from None
+        return self._from_tree(self._tree.consistency_proof, old_size, new_size)
 
     def entry(self, index: int) -> bytes:
         """The exact line (canonical JSON, no newline) of entry ``index``."""

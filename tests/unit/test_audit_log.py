@@ -290,7 +290,12 @@ def test_proofs_connect_every_checkpoint_the_node_signed(log_dir: Path) -> None:
                 old = receipt.checkpoint
                 proof = log.consistency_proof(old.size, cp.size)
                 assert merkle.verify_consistency(old.size, cp.size, old.root, cp.root, proof)
-        for bad in (lambda: log.inclusion_proof(13), lambda: log.consistency_proof(5, 14), lambda: log.entry(13)):
+        for bad in (
+            lambda: log.inclusion_proof(13),
+            lambda: log.consistency_proof(5, 14),
+            lambda: log.entry(13),
+            lambda: log.root(14),
+        ):
             with pytest.raises(AuditError) as err:
                 bad()
             assert err.value.code == "AUDIT_PROOF_RANGE"
