@@ -50,7 +50,6 @@ class ReplayGuard:
 
     def __init__(self, window_s: float) -> None:
         self._keep_s = window_s + MARGIN_S
-        self._window_s = window_s
         self._seen: dict[bytes, float] = {}
         self._lock = threading.Lock()
         self._next_sweep = 0.0
