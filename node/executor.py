@@ -35,7 +35,6 @@ class PartialResult:
     ciphertexts: list[bytes]
     scan_ms: float
     encrypt_ms: float
-    total_ms: float
 
 
 class PartialExecutor:
@@ -57,10 +56,7 @@ class PartialExecutor:
             )
         return he.load_public_context(public_context, signed_digest)
 
-    def compute(
-        self, query_id: str, plan: Plan, ctx: ts.Context, min_group_size: int = 1, started: float | None = None
-    ) -> PartialResult:
-        started = time.perf_counter() if started is None else started
+    def compute(self, query_id: str, plan: Plan, ctx: ts.Context, min_group_size: int = 1) -> PartialResult:
         t_scan = time.perf_counter()
         try:
             rows = self.backend.run(plan.node_sql())
@@ -84,5 +80,4 @@ class PartialExecutor:
             ciphertexts=ciphertexts,
             scan_ms=(t_encode - t_scan) * 1e3,
             encrypt_ms=(done - t_encode) * 1e3,
-            total_ms=(done - started) * 1e3,
         )

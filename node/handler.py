@@ -193,7 +193,7 @@ class NodeHandler:
             ctx = self.executor.public_context(request.public_context, envelope.context_digest)
             self._spend(admission)
             result = self.executor.compute(
-                admission.verified.query_id, admission.plan, ctx, admission.decision.min_group_size, started
+                admission.verified.query_id, admission.plan, ctx, admission.decision.min_group_size
             )
             digest = hashlib.sha256()
             for blob in result.ciphertexts:

@@ -575,14 +575,9 @@ def node_encrypting_with(
     original = PartialExecutor.compute
 
     def compute(
-        self: PartialExecutor,
-        query_id: str,
-        plan: Plan,
-        ctx: ts.Context,
-        min_group_size: int = 1,
-        started: float | None = None,
+        self: PartialExecutor, query_id: str, plan: Plan, ctx: ts.Context, min_group_size: int = 1
     ) -> PartialResult:
-        result = original(self, query_id, plan, ctx, min_group_size, started)
+        result = original(self, query_id, plan, ctx, min_group_size)
         if self.node_id != node_id:
             return result
         flat = encode_partials(plan, self.backend.run(plan.node_sql()), min_group_size=min_group_size)
