@@ -85,6 +85,14 @@ def root(leaf_hashes: Sequence[bytes]) -> bytes:
     return level[0]
 
 
+def _fold(subtrees: Sequence[bytes]) -> bytes:
+    """The head of adjacent perfect subtrees given largest (leftmost) first, folded from the right."""
+    acc = subtrees[-1]
+    for left in reversed(subtrees[:-1]):
+        acc = _sha256(b"\x01" + left + acc).digest()
+    return acc
+
+
 class CompactRange:
     """The perfect subtrees covering the leaves appended so far: O(log n) memory, O(log n) per root.
 
@@ -117,13 +125,7 @@ class CompactRange:
 
     def root(self) -> bytes:
         """The tree head of every leaf appended so far."""
-        nodes = self._nodes
-        if not nodes:
-            return EMPTY_ROOT
-        acc = nodes[-1]
-        for left in reversed(nodes[:-1]):
-            acc = _sha256(b"\x01" + left + acc).digest()
-        return acc
+        return _fold(self._nodes) if self._nodes else EMPTY_ROOT
 
 
 def _check_range(index_or_old: int, size: int, available: int, what: str) -> None:
@@ -198,6 +200,24 @@ def _hashes_ok(*hashes: bytes) -> bool:
     return all(isinstance(h, bytes) and len(h) == HASH_SIZE for h in hashes)
 
 
+def _sides(fn: int, sn: int, count: int) -> list[bool] | None:
+    """Climbing from node ``fn`` of a level whose last node is ``sn`` (RFC 9162 §2.1.3.2 and §2.1.4.2): for each
+    of ``count`` proof hashes, whether it is the left sibling; None unless the proof is exactly that long."""
+    sides: list[bool] = []
+    for _ in range(count):
+        if sn == 0:
+            return None
+        left = bool(fn & 1) or fn == sn
+        sides.append(left)
+        if left:
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        fn >>= 1
+        sn >>= 1
+    return sides if sn == 0 else None
+
+
 def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root_hash: bytes) -> bool:
     """True when ``proof`` shows ``leaf`` at ``index`` in the tree of ``size`` with head ``root_hash``.
 
@@ -205,20 +225,13 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
     """
     if not (0 <= index < size) or not _hashes_ok(leaf, root_hash, *proof):
         return False
-    fn, sn, acc = index, size - 1, leaf
-    for p in proof:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
-            acc = node_hash(p, acc)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
-        else:
-            acc = node_hash(acc, p)
-        fn >>= 1
-        sn >>= 1
-    return sn == 0 and acc == root_hash
+    sides = _sides(index, size - 1, len(proof))
+    if sides is None:
+        return False
+    acc = leaf
+    for p, left in zip(proof, sides, strict=True):
+        acc = node_hash(p, acc) if left else node_hash(acc, p)
+    return acc == root_hash
 
 
 def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> bool:
@@ -242,21 +255,17 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
     while fn & 1:
         fn >>= 1
         sn >>= 1
+    sides = _sides(fn, sn, len(path) - 1)
+    if sides is None:
+        return False
     fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
+    for c, left in zip(path[1:], sides, strict=True):
+        if left:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
         else:
             sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    return sn == 0 and fr == old_root and sr == new_root
+    return fr == old_root and sr == new_root
 
 
 class MerkleTree:
@@ -325,10 +334,7 @@ class MerkleTree:
             parts.append(self._node(level, offset >> level))
             offset += 1 << level
             remaining -= 1 << level
-        acc = parts[-1]
-        for left in reversed(parts[:-1]):
-            acc = _sha256(b"\x01" + left + acc).digest()
-        return acc
+        return _fold(parts)
 
     def root(self, size: int | None = None) -> bytes:
         """The tree head of the first ``size`` leaves (default: all)."""
