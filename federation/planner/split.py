@@ -125,6 +125,8 @@ def group_key_expressions(tree: exp.Select, base_columns: set[str]) -> list[exp.
     keys: list[exp.Expression] = []
     for item in group.expressions:
         if isinstance(item, exp.Literal) and not item.is_string:
+            if not item.this.isdigit():
+                raise PlanError(f"GROUP BY position {item.this} is not a whole number", code="PLAN_GROUP_BY")
             pos = int(item.this)
             if not 1 <= pos <= len(tree.expressions):
                 raise PlanError(f"GROUP BY position {pos} is out of range", code="PLAN_GROUP_BY")

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from federation import he
 from federation.catalog import Catalog, load_catalog
-from federation.errors import CryptoError
+from federation.errors import CryptoError, PlanError
 from federation.finish import finish
 from federation.limb_codec import (
     LIMB_BITS,
@@ -114,6 +114,13 @@ def test_plans_are_deterministic_and_fingerprinted(catalog: Catalog) -> None:
     assert plan_query(sql, catalog).fingerprint == plan_query(sql, other).fingerprint
     assert plan_query(sql, catalog).fingerprint != plan_query(sql.replace("SUM", "AVG"), catalog).fingerprint
     assert re.fullmatch(r"[0-9a-f]{64}", plan_query(sql, catalog).fingerprint)
+
+
+@pytest.mark.parametrize("position", ["1.5", "1e0", "0", "3"])
+def test_group_by_position_must_name_a_select_item(catalog: Catalog, position: str) -> None:
+    with pytest.raises(PlanError) as info:
+        plan_query(f"SELECT city_code, COUNT(*) FROM deposits GROUP BY {position}", catalog)
+    assert info.value.code == "PLAN_GROUP_BY"
 
 
 # ------------------------------------------------------- plan + slot codec + finish, without encryption
