@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -33,37 +34,34 @@ MAX_REQUEST_BYTES = 8 * 1024 * 1024
 SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
 
 
+def _coordinator(context: grpc.ServicerContext) -> Callable[[], Identity | None]:
+    """The check a handler runs first: only the coordinator calls a node."""
+    return functools.partial(require_caller, context, ("coordinator",), "a node")
+
+
 class NodeServicer(pb_grpc.NodeServicer):
     def __init__(self, handler: NodeHandler, catalog_digest: str) -> None:
         self._handler = handler
         self._catalog_digest = catalog_digest
 
     def ComputePartial(self, request: pb.PartialRequest, context: grpc.ServicerContext) -> pb.PartialResponse:
-        def caller() -> Identity | None:
-            return require_caller(context, ("coordinator",), "a node")
-
+        caller = _coordinator(context)
         what = f"query {request.query_id[:12]}"
         return rpc.answer(context, log, what, "NODE_INTERNAL", lambda: self._handler.partial(request, caller))
 
     def Explain(self, request: pb.PartialRequest, context: grpc.ServicerContext) -> pb.NodeVerdict:
-        def caller() -> Identity | None:
-            return require_caller(context, ("coordinator",), "a node")
-
+        caller = _coordinator(context)
         what = f"explain {request.query_id[:12]}"
         return rpc.answer(context, log, what, "NODE_INTERNAL", lambda: self._handler.explain(request, caller))
 
     def AuditProof(self, request: pb.AuditProofRequest, context: grpc.ServicerContext) -> pb.AuditProofResponse:
-        def caller() -> Identity | None:
-            return require_caller(context, ("coordinator",), "a node")
-
+        caller = _coordinator(context)
         return rpc.answer(
             context, log, "audit proof", "NODE_INTERNAL", lambda: self._handler.audit_proof(request, caller)
         )
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
-        rpc.answer(
-            context, log, "describe", "NODE_INTERNAL", lambda: require_caller(context, ("coordinator",), "a node")
-        )
+        rpc.answer(context, log, "describe", "NODE_INTERNAL", _coordinator(context))
         handler = self._handler
         return pb.DescribeResponse(
             node_id=handler.node_id,
