@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 import yaml
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from cli.policy import register
 from federation.hpf_schema import demo_catalog
@@ -26,6 +26,13 @@ def _catalog(tmp_path: Path) -> Path:
     return path
 
 
+def _check_extending(tmp_path: Path, roles: str) -> tuple[Path, Result]:
+    """`hpf policy check` on a node file that extends the defaults with ``roles`` (YAML under ``roles:``)."""
+    path = tmp_path / "node.yaml"
+    path.write_text("version: 1\nextends: " + str(DEFAULT_POLICY) + "\nroles:\n" + roles)
+    return path, runner.invoke(app, ["policy", "check", str(path)])
+
+
 def test_check_prints_a_summary_of_the_defaults(tmp_path: Path) -> None:
     result = runner.invoke(app, ["policy", "check", str(DEFAULT_POLICY), "--catalog", str(_catalog(tmp_path))])
     assert result.exit_code == 0, result.stderr
@@ -38,16 +45,7 @@ def test_check_prints_a_summary_of_the_defaults(tmp_path: Path) -> None:
 
 
 def test_check_lists_every_problem_with_its_line_and_exits_2(tmp_path: Path) -> None:
-    path = tmp_path / "node.yaml"
-    path.write_text(
-        "version: 1\n"
-        "extends: " + str(DEFAULT_POLICY) + "\n"
-        "roles:\n"
-        "  caseworker:\n"
-        "    min_group_size: 0\n"
-        "    aggregates: [count, median]\n"
-    )
-    result = runner.invoke(app, ["policy", "check", str(path)])
+    path, result = _check_extending(tmp_path, "  caseworker:\n    min_group_size: 0\n    aggregates: [count, median]\n")
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
@@ -60,18 +58,9 @@ def test_check_lists_every_problem_with_its_line_and_exits_2(tmp_path: Path) -> 
 
 
 def test_check_refuses_group_without_output(tmp_path: Path) -> None:
-    path = tmp_path / "node.yaml"
-    path.write_text(
-        "version: 1\n"
-        "extends: " + str(DEFAULT_POLICY) + "\n"
-        "roles:\n"
-        "  analyst:\n"
-        "    tables:\n"
-        "      loans:\n"
-        "        columns:\n"
-        "          status: [filter, group]\n"
+    path, result = _check_extending(
+        tmp_path, "  analyst:\n    tables:\n      loans:\n        columns:\n          status: [filter, group]\n"
     )
-    result = runner.invoke(app, ["policy", "check", str(path)])
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0] == (
         f"error: {path}:8: roles.analyst.tables.loans.columns.status: group reveals the key's values: add output"
