@@ -115,10 +115,6 @@ class VerifiedEnvelope:
     signer: pki.Identity
     query_id: str
 
-    @property
-    def nonce(self) -> bytes:
-        return self.envelope.nonce
-
 
 def _refuse(message: str, code: str, hint: str | None = None) -> AuthError:
     return AuthError(message, code=code, hint=hint)

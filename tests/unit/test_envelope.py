@@ -46,7 +46,7 @@ def test_a_signed_question_verifies_and_names_its_signer(fed: pki.FederationFile
     ok = verifier(fed).verify(signed, operation="query")
     assert ok.signer.common_name == "alice" and ok.signer.role == "caseworker" and ok.signer.region == "suzhou"
     assert ok.envelope.sql == "SELECT COUNT(*) FROM t" and ok.envelope.purpose == "loan-review"
-    assert ok.envelope.context_digest == DIGEST and len(ok.nonce) == 16
+    assert ok.envelope.context_digest == DIGEST and len(ok.envelope.nonce) == 16
     assert ok.query_id == query_id(signed) and len(ok.query_id) == 32
 
 
