@@ -63,8 +63,6 @@ class Domain(BaseModel):
             raise ValueError("give exactly one of 'values: [...]' or 'range: [low, high]'")
         if self.values is not None and len(self.values) == 0:
             raise ValueError("'values' is empty: list at least one value")
-        if self.values is not None and len(set(map(repr, self.values))) != len(self.values):
-            raise ValueError("'values' lists a value twice")
         if self.step is not None and self.range is None:
             raise ValueError("'step' applies only to a DATE 'range'")
         return self
@@ -107,6 +105,8 @@ class Column(BaseModel):
             raise ValueError("an identifier column cannot have a group-by domain")
         if d.values is not None:
             d.values = [_coerce(self.type, v) for v in d.values]
+            if len(set(d.values)) != len(d.values):  # after coercion: 1 and "1" are one INTEGER value
+                raise ValueError("'values' lists a value twice")
         if d.range is not None:
             if self.type not in (*INTEGER_TYPES, "DATE"):
                 raise ValueError(f"'range' needs an integer or DATE column, not {self.type}; use 'values'")
@@ -164,6 +164,8 @@ def _coerce(type_: str, value: Any) -> Any:
                 raise TypeError
             return int(value)
         if type_ == "DATE":
+            if isinstance(value, dt.datetime):  # YAML reads `2020-01-01 10:00` as a time, which no DATE equals
+                raise TypeError
             if isinstance(value, dt.date):
                 return value
             return dt.date.fromisoformat(str(value))

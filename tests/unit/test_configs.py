@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 
@@ -19,6 +20,10 @@ GOOD_CATALOG = {
     "nodes": [{"id": "north", "address": "127.0.0.1:50051"}],
     "tables": {"t": {"columns": {"a": {"type": "BIGINT"}, "g": {"type": "VARCHAR", "domain": {"values": ["x"]}}}}},
 }
+
+
+def _column_a(spec: dict) -> dict:
+    return {"tables": {"t": {"columns": {"a": spec}}}}
 
 
 def _write(tmp_path: Path, name: str, doc: object) -> Path:
@@ -70,6 +75,26 @@ def test_good_catalog_loads(tmp_path: Path) -> None:
             "identifier",
         ),
         ({"tables": {"t": {"columns": {"a": {"type": "BIGINT", "colour": 1}}}}}, "tables.t.columns.a.colour", "Extra"),
+        (
+            _column_a({"type": "INTEGER", "domain": {"values": [1, "1"]}}),
+            "tables.t.columns.a",
+            "lists a value twice",
+        ),
+        (
+            _column_a({"type": "DATE", "domain": {"values": [dt.date(2020, 1, 1), "2020-01-01"]}}),
+            "tables.t.columns.a",
+            "lists a value twice",
+        ),
+        (
+            _column_a({"type": "DATE", "domain": {"range": [dt.datetime(2020, 1, 1, 10), dt.date(2021, 1, 1)]}}),
+            "tables.t.columns.a",
+            "not a DATE",
+        ),
+        (
+            _column_a({"type": "DATE", "domain": {"values": [dt.datetime(2020, 1, 1, 10)]}}),
+            "tables.t.columns.a",
+            "not a DATE",
+        ),
     ],
 )
 def test_catalog_errors_name_file_field_and_fix(tmp_path: Path, change: dict, field: str, words: str) -> None:
