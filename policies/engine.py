@@ -33,7 +33,7 @@ from federation.catalog import Catalog, ColumnClass
 from federation.errors import PolicyViolation
 from federation.plan import Plan
 from policies.model import USES, WILDCARD, Policy, RolePolicy, TablePolicy
-from policies.uses import analyse, k_countable, parse_snippet
+from policies.uses import analyse
 
 USE_PHRASES = {
     "output": "in the output",
@@ -219,8 +219,7 @@ def check_query(
         k, k_rule = role.min_group_size, f"roles.{role_name}.min_group_size"
     if k > 1:
         for aggregate in plan.aggregates:
-            arg = plan.components[aggregate.count].arg
-            if arg is not None and not k_countable(parse_snippet(arg), types):
+            if aggregate.count in analysis.uncountable:
                 raise refuse(
                     "POLICY_AGGREGATE_SHAPE",
                     f"the argument of {aggregate.func.upper()} computes a condition as a value: it would count "

@@ -1,7 +1,7 @@
 """How a plan uses each column of its table: ``filter``, ``group``, ``output``, ``aggregate``; judged fail-closed.
 
 The policy engine (:mod:`policies.engine`) compares these uses with what a role may do. A plan's uses never
-change, so they are worked out once per plan fingerprint.
+change, so they (and which aggregate arguments are k-countable) are worked out once per plan fingerprint.
 
 >>> from federation.catalog import Catalog
 >>> from federation.planner import plan_query
@@ -167,6 +167,7 @@ def _columns(sql: str) -> list[exp.Column]:
 class PlanUses:
     uses: dict[str, frozenset[str]]
     computed: frozenset[str]  # columns that are a filter use only because something computes on them
+    uncountable: frozenset[int]  # components whose argument is not k-countable (see k_countable)
 
 
 _USES: Lru[tuple[str, bool], PlanUses] = Lru(1024)  # by plan fingerprint: a plan's uses never change
@@ -208,6 +209,7 @@ def _column_uses(plan: Plan, types: Types) -> PlanUses:
     uses: dict[str, set[str]] = defaultdict(set)
     explicit: set[str] = set()  # columns filtered on in WHERE or a condition
     computed: set[str] = set()
+    uncountable: set[int] = set()
     if plan.where:
         for col in _columns(plan.where):
             uses[col.name].add("filter")
@@ -220,10 +222,12 @@ def _column_uses(plan: Plan, types: Types) -> PlanUses:
             if in_condition or off:
                 uses[col.name].add("filter")
                 (explicit if in_condition else computed).add(col.name)
-    for component in plan.components:
+    for index, component in enumerate(plan.components):
         if component.arg is None:
             continue
         root = parse_snippet(component.arg)
+        if not k_countable(root, types):
+            uncountable.add(index)
         for col in root.find_all(exp.Column):
             in_condition, off = _occurrence(col, root, date_parts=False, types=types)
             if in_condition:
@@ -235,7 +239,7 @@ def _column_uses(plan: Plan, types: Types) -> PlanUses:
                     computed.add(col.name)
             if off or not in_condition:
                 uses[col.name].add("aggregate")
-    return PlanUses({c: frozenset(u) for c, u in uses.items()}, frozenset(computed - explicit))
+    return PlanUses({c: frozenset(u) for c, u in uses.items()}, frozenset(computed - explicit), frozenset(uncountable))
 
 
 def k_countable(node: exp.Expr, types: Types = None) -> bool:
