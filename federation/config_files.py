@@ -44,6 +44,8 @@ def read_yaml(path: Path) -> object:
         raise ConfigError(f"{path}: file not found", code="CONFIG_NOT_FOUND") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="CONFIG_UNREADABLE") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text", code="CONFIG_SYNTAX", hint="save the file as UTF-8") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

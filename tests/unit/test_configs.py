@@ -124,6 +124,15 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert "line" in info.value.message and str(path) in info.value.message
 
 
+def test_a_file_that_is_not_utf8_is_a_syntax_error(tmp_path: Path) -> None:
+    path = tmp_path / "federation.yaml"
+    path.write_bytes(b"federation: \xff\xfe\n")
+    with pytest.raises(ConfigError) as info:
+        load_catalog(path)
+    assert info.value.code == "CONFIG_SYNTAX"
+    assert str(path) in info.value.message and "UTF-8" in info.value.message
+
+
 def test_missing_and_empty_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_catalog(tmp_path / "absent.yaml")
