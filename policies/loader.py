@@ -22,7 +22,7 @@ from federation.catalog import Catalog
 from federation.config_files import field_path
 from federation.errors import ConfigError
 from policies import DEFAULT_POLICY
-from policies.model import WILDCARD, Loc, Policy
+from policies.model import WILDCARD, Loc, Policy, written_at
 
 __all__ = ["DEFAULT_POLICY", "check_against_catalog", "load_policy"]
 
@@ -228,12 +228,7 @@ def _describe(problem: Any, index: dict[Loc, tuple[str, int]], source: str) -> s
     loc: Loc = tuple(
         x for x in problem["loc"] if not (isinstance(x, str) and (x == "[key]" or x.startswith("function-")))
     )
-    where = f"{source}:1"
-    for end in range(len(loc), -1, -1):
-        found = index.get(loc[:end])
-        if found is not None:
-            where = f"{found[0]}:{found[1]}"
-            break
+    where = written_at(index, loc) or f"{source}:1"
     kind, msg = problem["type"], problem["msg"]
     if kind == "extra_forbidden":
         msg = "unknown key (check its spelling and where it sits)"

@@ -69,6 +69,15 @@ _PURPOSE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 Loc = tuple[str | int, ...]
 
 
+def written_at(where: dict[Loc, tuple[str, int]], loc: Loc) -> str | None:
+    """``FILE:LINE`` where ``loc`` (or its nearest written parent) was written; None if nothing was."""
+    for end in range(len(loc), -1, -1):
+        found = where.get(loc[:end])
+        if found is not None:
+            return f"{found[0]}:{found[1]}"
+    return None
+
+
 def _use(value: str) -> str:
     if value not in USES:
         raise ValueError(f"unknown use {value!r}: uses are {', '.join(USES)}")
@@ -225,11 +234,7 @@ class Policy(BaseModel):
 
     def where(self, *loc: str | int) -> str:
         """``FILE:LINE`` where ``loc`` (or its nearest written parent) was written; the source if unknown."""
-        for end in range(len(loc), -1, -1):
-            found = self._where.get(tuple(loc[:end]))
-            if found is not None:
-                return f"{found[0]}:{found[1]}"
-        return self._source
+        return written_at(self._where, loc) or self._source
 
     def set_locations(self, source: str, where: dict[Loc, tuple[str, int]]) -> None:
         self._source, self._where = source, dict(where)
