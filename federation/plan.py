@@ -139,7 +139,6 @@ class Plan:
     finish_sql: str
     output_names: tuple[str, ...]
     bare_key_outputs: tuple[int | None, ...]  # per output column: key index if it is just that key
-    grouped: bool
     fingerprint: str = field(default="", compare=False)
 
     @cached_property

@@ -96,7 +96,7 @@ def withhold_small_cells(plan: Plan, sums: dict[int, list[int]], min_group_size:
 
     >>> from federation.plan import Component
     >>> comps = (Component("count", None), Component("sum", "x", 0, 90), Component("withheld", None, 0, 2))
-    >>> plan = Plan("t", None, (), comps, (), "", (), (), grouped=True)
+    >>> plan = Plan("t", None, (), comps, (), "", (), ())
     >>> withhold_small_cells(plan, {0: [2, 50, 0], 1: [3, 7, 0], 2: [0, 0, 0]}, min_group_size=3)
     {0: [0, 0, 1], 1: [3, 7, 0], 2: [0, 0, 0]}
     """

@@ -115,7 +115,6 @@ def _bind(split: Split, table_name: str, table: Table, where_sql: str | None, ca
         finish_sql=split.finish.sql("duckdb") if split.finish is not None else "",
         output_names=tuple(split.output_names),
         bare_key_outputs=tuple(split.bare_key_outputs),
-        grouped=bool(keys),
     )
     if plan.layout.total > MAX_SLOTS:
         raise PlanError(
