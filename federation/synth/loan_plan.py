@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from federation.hpf_schema import LOAN_STATUSES, TERM_MONTHS
-from federation.synth.timeline import LAST_MONTH, IntArray
+from federation.synth.timeline import LAST_MONTH, IntArray, month_in
 
 TERMS = np.array(TERM_MONTHS, dtype=np.int64)
 TERM_P = np.array([0.03, 0.10, 0.17, 0.25, 0.15, 0.30])
@@ -45,11 +45,6 @@ class LoanPlan:
     number: IntArray  # 1-based sequence within the region (the loan_id)
 
 
-def _month_in(rng: np.random.Generator, lo: IntArray, hi: IntArray) -> IntArray:
-    """A uniform month in ``[lo, hi]`` per element."""
-    return lo + np.floor(rng.random(len(lo)) * (hi - lo + 1)).astype(np.int64)
-
-
 def _terms(rng: np.random.Generator, n: int) -> IntArray:
     return rng.choice(TERMS, size=n, p=TERM_P)
 
@@ -64,7 +59,7 @@ def _status(rng: np.random.Generator, start: IntArray, term: IntArray) -> IntArr
 
 def _borrowing_month(rng: np.random.Generator, start: IntArray, length: IntArray) -> IntArray:
     """A month within the account's contributions, after the first six where there are more than six."""
-    return _month_in(rng, start + np.minimum(6, length - 1), start + length - 1)
+    return month_in(rng, start + np.minimum(6, length - 1), start + length - 1)
 
 
 def _planted(
@@ -80,7 +75,7 @@ def _planted(
     persons = np.sort(rng.choice(eligible, size=n, replace=False)) if n else eligible[:0]
     accounts = np.stack([first[persons] + count[persons] - 2, first[persons] + count[persons] - 1], axis=1)
     accounts = accounts.ravel()
-    months = _month_in(rng, np.maximum(start[accounts], recent), end[accounts])
+    months = month_in(rng, np.maximum(start[accounts], recent), end[accounts])
     needed = LAST_MONTH + 12 - months  # the term must run at least a year beyond the as-of month
     terms = TERMS[np.searchsorted(TERMS, needed)]
     return persons, accounts, months, terms
@@ -110,7 +105,7 @@ def plan_loans(
 
     earlier = (month - start[acc] >= 48) & (rng.random(len(acc)) < EARLIER_LOAN)
     e_acc = acc[earlier]
-    e_month = _month_in(rng, start[e_acc], month[earlier] - 36)
+    e_month = month_in(rng, start[e_acc], month[earlier] - 36)
     e_term = _terms(rng, len(e_acc))
 
     planted, p_acc, p_month, p_term = _planted(rng, first, count, start, length)

@@ -106,9 +106,14 @@ def draw_end(rng: np.random.Generator, lives: Lives, min_span: int = 1) -> IntAr
     """Last month contributed: the career end for most, an earlier month for people who stopped."""
     n = len(lives)
     earliest = np.minimum(lives.career_start + min_span - 1, lives.career_end)
-    early = earliest + np.floor(rng.random(n) * (lives.career_end - earliest + 1)).astype(np.int64)
+    early = month_in(rng, earliest, lives.career_end)
     keep = rng.random(n) < STILL_CONTRIBUTING
     return np.where(keep, lives.career_end, early)
+
+
+def month_in(rng: np.random.Generator, lo: IntArray, hi: IntArray) -> IntArray:
+    """A uniform month in ``[lo, hi]`` per element."""
+    return lo + np.floor(rng.random(len(lo)) * (hi - lo + 1)).astype(np.int64)
 
 
 def draw_lengths(rng: np.random.Generator, n: int, mean_months: float) -> IntArray:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from federation.hpf_schema import WITHDRAWAL_REASONS
-from federation.synth.timeline import LAST_MONTH, BoolArray, IntArray, month_days
+from federation.synth.timeline import LAST_MONTH, BoolArray, IntArray, month_days, month_in
 
 REASON = {name: i for i, name in enumerate(WITHDRAWAL_REASONS)}
 RENTERS, PURCHASE_AT_LOAN, PURCHASE_NO_LOAN, REPAYERS, MEDICAL = 0.22, 0.75, 0.04, 0.45, 0.008
@@ -79,10 +79,6 @@ class _Events:
         return cat(0), cat(1), reason, final
 
 
-def _month_in(rng: np.random.Generator, lo: IntArray, hi: IntArray) -> IntArray:
-    return lo + np.floor(rng.random(len(lo)) * (hi - lo + 1)).astype(np.int64)
-
-
 def _events(
     rng: np.random.Generator, acc: AccountMoney, loan_account: IntArray, loan_start: IntArray, loan_term: IntArray
 ) -> _Events:
@@ -97,7 +93,7 @@ def _events(
     buy = rng.random(len(loan_account)) < PURCHASE_AT_LOAN
     ev.add(loan_account[buy], loan_start[buy], "purchase")
     cash = np.flatnonzero((acc.length >= 12) & (rng.random(n) < PURCHASE_NO_LOAN))
-    ev.add(cash, _month_in(rng, acc.start[cash] + 6, end[cash]), "purchase")
+    ev.add(cash, month_in(rng, acc.start[cash] + 6, end[cash]), "purchase")
 
     repays = np.flatnonzero(rng.random(len(loan_account)) < REPAYERS)
     la = loan_account[repays]
@@ -106,7 +102,7 @@ def _events(
     ev.add(la[owner], loan_start[repays][owner] + 12 * (j + 1), "repayment")
 
     sick = np.flatnonzero(rng.random(n) < MEDICAL)
-    ev.add(sick, _month_in(rng, acc.start[sick], end[sick]), "medical")
+    ev.add(sick, month_in(rng, acc.start[sick], end[sick]), "medical")
 
     closed = np.flatnonzero(acc.closed)
     month = np.minimum(end[closed] + 1 + rng.integers(0, 4, len(closed)), LAST_MONTH)
