@@ -14,7 +14,7 @@ from sqlglot import exp
 from federation.catalog import Catalog, Table
 from federation.errors import PlanError
 from federation.plan import WITHHELD, Aggregate, Component, GroupKey, Plan, fingerprint
-from federation.planner.binder import SchemaBinder, binder_for, exact_scale
+from federation.planner.binder import CatalogKey, SchemaBinder, binder_for, exact_scale
 from federation.planner.domains import coerce_to_type, key_domain
 from federation.planner.resolve import check_identifiers, resolve_columns, resolve_table
 from federation.planner.shape import check_shape, parse
@@ -31,26 +31,11 @@ def plan_query(sql: str, catalog: Catalog) -> Plan:
 
     Plans are pure functions of (SQL, catalog), so the last few are cached.
     """
-    return _cached_plan(sql, _CatalogKey(catalog))
-
-
-class _CatalogKey:
-    """Hashes a catalog by identity: loaded once per process, never mutated."""
-
-    __slots__ = ("catalog",)
-
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-
-    def __hash__(self) -> int:
-        return id(self.catalog)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _CatalogKey) and other.catalog is self.catalog
+    return _cached_plan(sql, CatalogKey(catalog))
 
 
 @lru_cache(maxsize=256)
-def _cached_plan(sql: str, key: _CatalogKey) -> Plan:
+def _cached_plan(sql: str, key: CatalogKey) -> Plan:
     return _derive_plan(sql, key.catalog)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+from functools import lru_cache
 
 import duckdb
 
@@ -80,18 +81,29 @@ class SchemaBinder:
         return [str(r[1]) for r in rows]
 
 
-_BINDERS: dict[int, tuple[Catalog, SchemaBinder]] = {}
-_BINDERS_LOCK = threading.Lock()
+class CatalogKey:
+    """Hashes a catalog by identity (catalogs are loaded once per process and never changed), for caches."""
+
+    __slots__ = ("catalog",)
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def __hash__(self) -> int:
+        return id(self.catalog)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CatalogKey) and other.catalog is self.catalog
+
+
+@lru_cache(maxsize=16)
+def _binder(key: CatalogKey) -> SchemaBinder:
+    return SchemaBinder(key.catalog)
 
 
 def binder_for(catalog: Catalog) -> SchemaBinder:
-    """One binder per catalog object (catalogs are loaded once per process)."""
-    with _BINDERS_LOCK:
-        entry = _BINDERS.get(id(catalog))
-        if entry is None or entry[0] is not catalog:
-            entry = (catalog, SchemaBinder(catalog))
-            _BINDERS[id(catalog)] = entry
-        return entry[1]
+    """One binder per catalog object, for the last few catalogs."""
+    return _binder(CatalogKey(catalog))
 
 
 _DECIMAL = re.compile(r"^DECIMAL\((\d+),(\d+)\)$")
