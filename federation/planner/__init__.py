@@ -48,11 +48,10 @@ def _derive_plan(sql: str, catalog: Catalog) -> Plan:
     tree = check_identifiers(tree, table_name, table)
     where = tree.args.get("where")
     where_sql = where.this.sql("duckdb") if where is not None else None
-    return _bind(split, table_name, table, where_sql, catalog)
+    return _bind(split, table_name, table, where_sql, binder)
 
 
-def _bind(split: Split, table_name: str, table: Table, where_sql: str | None, catalog: Catalog) -> Plan:
-    binder = binder_for(catalog)
+def _bind(split: Split, table_name: str, table: Table, where_sql: str | None, binder: SchemaBinder) -> Plan:
     key_sqls = [k.sql("duckdb") for k in split.keys]
     agg_sqls = [c.source.sql("duckdb") for c in split.calls]
     probe = "SELECT " + ", ".join([*key_sqls, *agg_sqls, "COUNT(*)"]) + f" FROM {table_name}"
