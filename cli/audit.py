@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 from collections import deque
 from enum import Enum
@@ -12,11 +11,10 @@ from typing import Any
 
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from cli.errors import cli_errors
+from cli.output import text_table
 from federation.audit_keys import load_public_key
 from federation.audit_records import CHECKPOINTS, Checkpoint, Receipt, parse_checkpoint_line
 from federation.audit_verify import read_entries, verify_log
@@ -224,15 +222,8 @@ def show(
     if fmt == ShowFormat.json:
         typer.echo(json.dumps(list(rows), ensure_ascii=False))
         return
-    table = Table(show_lines=False)
-    for column in SHOW_COLUMNS:
-        table.add_column(column, overflow="fold")
-    for entry in rows:
-        table.add_row(*(_cell(entry, column) for column in SHOW_COLUMNS))
-    out = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None)
-    out.print(table)
-    out.print(f"{len(rows)} shown, {matched} matching, {total} in the log")
-    typer.echo(out.file.getvalue().rstrip("\n"))  # type: ignore[attr-defined]
+    cells = ([_cell(entry, column) for column in SHOW_COLUMNS] for entry in rows)
+    typer.echo(text_table(SHOW_COLUMNS, cells, after=[f"{len(rows)} shown, {matched} matching, {total} in the log"]))
 
 
 @audit_app.command("receipts")
@@ -268,20 +259,13 @@ def receipts_command(
         unchecked = sum(1 for r in rows if r["status"] == "not checked")
         typer.echo(json.dumps({"receipts": rows, "rewritten": len(bad), "not_checked": unchecked}))
     else:
-        table = Table(show_lines=False)
-        for column in ("node", "index", "receipt size", "latest size", "status"):
-            table.add_column(column)
-        for r in rows:
-            table.add_row(r["node"], str(r["index"]), str(r["size"]), str(r["latest_size"] or ""), r["status"])
-        out = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None)
-        out.print(table)
+        cells = ((r["node"], str(r["index"]), str(r["size"]), str(r["latest_size"] or ""), r["status"]) for r in rows)
         proved = sum(1 for r in rows if r["status"] == "still logged")
-        out.print(
+        footer = (
             f"{proved} of {len(rows)} receipt(s) still logged, each proved against the region's latest signed "
-            "checkpoint",
-            highlight=False,
+            "checkpoint"
         )
-        typer.echo(out.file.getvalue().rstrip("\n"))  # type: ignore[attr-defined]
+        typer.echo(text_table(("node", "index", "receipt size", "latest size", "status"), cells, after=[footer]))
     if bad:
         first = bad[0]
         raise AuditError(f"region {first['node']}, entry {first['index']}: {first['message']}", code=first["code"])

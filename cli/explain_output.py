@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
+from cli.output import text_table
 from federation.generated import hpf_federation_pb2 as pb
 from federation.plan import WITHHELD, Component, Plan
 
@@ -56,18 +53,16 @@ def render_explain(plan: Plan, reply: pb.ExplainResponse, fmt: str) -> str:
             "regions": [_verdict_json(v) for v in reply.verdicts],
         }
         return json.dumps(doc, ensure_ascii=False)
-    out = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None)
-    for line in _plan_lines(plan):
-        out.print(line, highlight=False)
-    table = Table(show_lines=False)
-    for col in ("region", "verdict", "k", "code", "rule", "how to ask instead"):
-        table.add_column(col, overflow="fold")
-    for v in reply.verdicts:
-        if v.accepted:
-            table.add_row(v.node_id, "accepts", str(v.min_group_size), "", "", "")
-        else:
-            table.add_row(v.node_id, "refuses", "", v.code, v.rule, v.hint or v.message)
-    out.print(table)
+    rows = [
+        (v.node_id, "accepts", str(v.min_group_size), "", "", "")
+        if v.accepted
+        else (v.node_id, "refuses", "", v.code, v.rule, v.hint or v.message)
+        for v in reply.verdicts
+    ]
     accepted = sum(1 for v in reply.verdicts if v.accepted)
-    out.print(f"{accepted} of {len(reply.verdicts)} region(s) would answer", highlight=False)
-    return out.file.getvalue().rstrip("\n")  # type: ignore[attr-defined]
+    return text_table(
+        ("region", "verdict", "k", "code", "rule", "how to ask instead"),
+        rows,
+        before=_plan_lines(plan),
+        after=[f"{accepted} of {len(reply.verdicts)} region(s) would answer"],
+    )

@@ -6,13 +6,37 @@ import csv
 import datetime as dt
 import io
 import json
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from federation.client import QueryAnswer
+
+
+def text_table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[str | Text]],
+    *,
+    before: Sequence[str] = (),
+    after: Sequence[str] = (),
+) -> str:
+    """Lines, a table and more lines as plain text: 160 columns, no colour, no trailing newline."""
+    out = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None)
+    for line in before:
+        out.print(line, highlight=False)
+    table = Table(show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    for line in after:
+        out.print(line, highlight=False)
+    return out.file.getvalue().rstrip("\n")  # type: ignore[attr-defined]
 
 
 def _json_default(value: Any) -> Any:
@@ -56,19 +80,9 @@ def render(answer: QueryAnswer, fmt: str) -> str:
                 ["" if v is None else _json_default(v) if isinstance(v, Decimal | dt.date) else v for v in row]
             )
         return buf.getvalue().rstrip("\n")
-    table = Table(show_lines=False)
-    for col in answer.columns:
-        table.add_column(col, overflow="fold")
-    for row in answer.rows:
-        table.add_row(*(_cell(v) for v in row))
-    out = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None)
-    out.print(table)
     note = withheld_note(answer)
-    if note:
-        out.print(note)
     regions = f"regions answered: {len(answer.answered)}"
     if answer.missing:
         regions += "; missing: " + ", ".join(f"{m['node_id']} ({m['code']})" for m in answer.missing)
-    out.print(regions)
-    text = out.file.getvalue()  # type: ignore[attr-defined]
-    return text.rstrip("\n")
+    rows = ([_cell(v) for v in row] for row in answer.rows)
+    return text_table(answer.columns, rows, after=[note, regions] if note else [regions])
