@@ -21,20 +21,22 @@ from federation.errors import PlanError
 
 MAX_SQL_CHARS = 20_000
 
-NOT_ADDITIVE = {
-    "min": "MIN",
-    "max": "MAX",
-    "median": "MEDIAN",
-    "mode": "MODE",
-    "quantile": "QUANTILE",
-    "quantile_cont": "QUANTILE_CONT",
-    "quantile_disc": "QUANTILE_DISC",
-    "arg_min": "ARG_MIN",
-    "arg_max": "ARG_MAX",
-    "first": "FIRST",
-    "last": "LAST",
-    "any_value": "ANY_VALUE",
-}
+NOT_ADDITIVE = frozenset(
+    {
+        "min",
+        "max",
+        "median",
+        "mode",
+        "quantile",
+        "quantile_cont",
+        "quantile_disc",
+        "arg_min",
+        "arg_max",
+        "first",
+        "last",
+        "any_value",
+    }
+)
 
 
 def parse(sql: str) -> exp.Expression:
@@ -113,12 +115,12 @@ def check_shape(tree: exp.Expression) -> exp.Select:
         raise PlanError("the query needs a FROM clause naming one catalog table", code="PLAN_NO_TABLE")
     if not isinstance(from_.this, exp.Table) or from_.this.args.get("db") or from_.this.args.get("catalog"):
         raise PlanError("FROM must name one catalog table", code="PLAN_NO_TABLE")
-    if isinstance(from_.this.this, exp.Anonymous) or not isinstance(from_.this.this, exp.Identifier):
+    if not isinstance(from_.this.this, exp.Identifier):
         raise PlanError("table functions are not supported in FROM; name a catalog table", code="PLAN_NO_TABLE")
     for node in tree.walk():
         if node is tree:
             continue
-        if isinstance(node, exp.Select | exp.Subquery | exp.SetOperation) or (isinstance(node, exp.Exists)):
+        if isinstance(node, exp.Select | exp.Subquery | exp.SetOperation | exp.Exists):
             raise PlanError("subqueries are not supported", code="PLAN_SUBQUERY", hint="ask two queries")
         if isinstance(node, exp.Window):
             raise PlanError("window functions are not supported", code="PLAN_WINDOW")

@@ -75,7 +75,7 @@ def _classify(node: exp.Expression, duckdb_aggs: frozenset[str]) -> AggregateCal
         return None
     if name in NOT_ADDITIVE:
         raise PlanError(
-            f"{NOT_ADDITIVE[name]} is not supported: it is not additive across regions, so it cannot be computed "
+            f"{name.upper()} is not supported: it is not additive across regions, so it cannot be computed "
             "from encrypted regional partials without revealing them",
             code="PLAN_NOT_ADDITIVE",
             hint="use COUNT, SUM, AVG, VAR_POP/VAR_SAMP or STDDEV_POP/STDDEV_SAMP",
