@@ -24,18 +24,21 @@ def text_table(
     before: Sequence[str] = (),
     after: Sequence[str] = (),
 ) -> str:
-    """Lines, a table and more lines as plain text: 160 columns, no colour, no trailing newline."""
+    """Lines, a table and more lines as plain text: 160 columns, no colour, no trailing newline.
+
+    Every string is printed as it is, never read as rich markup: names and values come from queries and logs.
+    """
     out = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None)
     for line in before:
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, markup=False)
     table = Table(show_lines=False)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(Text(column), overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in row))
     out.print(table)
     for line in after:
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, markup=False)
     return out.file.getvalue().rstrip("\n")  # type: ignore[attr-defined]
 
 

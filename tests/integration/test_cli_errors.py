@@ -9,6 +9,8 @@ from pathlib import Path
 import yaml
 
 from cli.demo_federation import free_ports
+from cli.output import render
+from federation.client import QueryAnswer
 from federation.pki import init_federation
 
 
@@ -64,3 +66,16 @@ def test_half_given_profile_tls_is_an_error(tmp_path: Path) -> None:
     result = _hpf("query", "-p", str(tmp_path / "client.yaml"), "SELECT COUNT(*) FROM t")
     assert result.returncode == 2
     assert "tls.key" in result.stderr and "Field required" in result.stderr
+
+
+def test_tables_print_names_and_values_as_they_are_never_as_markup() -> None:
+    answer = QueryAnswer(
+        columns=["g", "n [all]", "[/x]"],
+        rows=[["[bold]x[/]", 3, None]],
+        answered=["north"],
+        missing=[],
+        query_id="q",
+        withheld_groups=0,
+    )
+    text = render(answer, "table")  # "[/x]" as markup would raise rich's MarkupError
+    assert "n [all]" in text and "[/x]" in text and "[bold]x[/]" in text
