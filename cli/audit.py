@@ -44,8 +44,12 @@ class Decision(str, Enum):
     refused = "refused"
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, *, first_line: bool = False) -> bytes:
+    """The file's bytes (or only its first line, without the newline); a ConfigError if it cannot be read."""
     try:
+        if first_line:
+            with path.open("rb") as fh:
+                return fh.readline().removesuffix(b"\n")
         return path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found", code="CONFIG_NOT_FOUND") from None
@@ -80,8 +84,7 @@ def _receipts(path: Path) -> list[Receipt]:
 
 def _catalog_key(catalog_path: Path, directory: Path) -> Ed25519PublicKey:
     """The audit key the catalog lists for the node whose log ``directory`` is (named by its first checkpoint)."""
-    first = _read(directory / CHECKPOINTS).split(b"\n", 1)[0]
-    checkpoint = parse_checkpoint_line(first)
+    checkpoint = parse_checkpoint_line(_read(directory / CHECKPOINTS, first_line=True))
     if isinstance(checkpoint, str):
         raise AuditError(
             f"{directory}: the first checkpoint cannot be read: {checkpoint}", code="AUDIT_CHECKPOINT_MALFORMED"
@@ -167,16 +170,8 @@ def verify(
         )
 
 
-def _since(value: str) -> dt.datetime:
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an RFC 3339 time, e.g. 2026-11-28T08:30:00Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
-def _entry_time(entry: dict[str, Any]) -> dt.datetime | None:
-    value = entry.get("time")
+def _utc(value: object) -> dt.datetime | None:
+    """An RFC 3339 time (UTC when it names no zone), or None when ``value`` is none."""
     if not isinstance(value, str):
         return None
     try:
@@ -184,6 +179,13 @@ def _entry_time(entry: dict[str, Any]) -> dt.datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _since(value: str) -> dt.datetime:
+    moment = _utc(value)
+    if moment is None:
+        raise typer.BadParameter(f"{value!r} is not an RFC 3339 time, e.g. 2026-11-28T08:30:00Z")
+    return moment
 
 
 def _cell(entry: dict[str, Any], column: str) -> Text:
@@ -215,7 +217,7 @@ def show(
             continue
         if decision is not None and entry.get("decision") != decision.value:
             continue
-        if start is not None and ((moment := _entry_time(entry)) is None or moment < start):
+        if start is not None and ((moment := _utc(entry.get("time"))) is None or moment < start):
             continue
         matched += 1
         rows.append(entry)
