@@ -21,6 +21,7 @@ from federation.errors import PlanError
 
 MAX_SQL_CHARS = 20_000
 
+# sqlglot's names (what aggregate_name gives): QUANTILE_CONT parses as percentilecont, MIN_BY as argmin ...
 NOT_ADDITIVE = frozenset(
     {
         "min",
@@ -28,13 +29,13 @@ NOT_ADDITIVE = frozenset(
         "median",
         "mode",
         "quantile",
-        "quantile_cont",
-        "quantile_disc",
-        "arg_min",
-        "arg_max",
+        "percentilecont",
+        "percentiledisc",
+        "argmin",
+        "argmax",
         "first",
         "last",
-        "any_value",
+        "anyvalue",
     }
 )
 

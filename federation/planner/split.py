@@ -73,9 +73,10 @@ def _classify(node: exp.Expression, duckdb_aggs: frozenset[str]) -> AggregateCal
     name = aggregate_name(node, duckdb_aggs)
     if name is None:
         return None
+    shown = str(node.this).upper() if isinstance(node, exp.Anonymous) else cast(exp.Func, node).sql_name()
     if name in NOT_ADDITIVE:
         raise PlanError(
-            f"{name.upper()} is not supported: it is not additive across regions, so it cannot be computed "
+            f"{shown} is not supported: it is not additive across regions, so it cannot be computed "
             "from encrypted regional partials without revealing them",
             code="PLAN_NOT_ADDITIVE",
             hint="use COUNT, SUM, AVG, VAR_POP/VAR_SAMP or STDDEV_POP/STDDEV_SAMP",
@@ -83,7 +84,7 @@ def _classify(node: exp.Expression, duckdb_aggs: frozenset[str]) -> AggregateCal
     func = SUPPORTED.get(name)
     if func is None:
         raise PlanError(
-            f"aggregate {name.upper()} is not supported",
+            f"aggregate {shown} is not supported",
             code="PLAN_UNSUPPORTED_AGGREGATE",
             hint="supported: COUNT, SUM, AVG, VAR_POP, VAR_SAMP, STDDEV_POP, STDDEV_SAMP",
         )

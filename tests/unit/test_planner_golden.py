@@ -123,6 +123,23 @@ def test_group_by_position_must_name_a_select_item(catalog: Catalog, position: s
     assert info.value.code == "PLAN_GROUP_BY"
 
 
+@pytest.mark.parametrize(
+    ("call", "shown"),
+    [
+        ("MIN(amount_fen)", "MIN"),
+        ("QUANTILE_CONT(amount_fen, 0.5)", "PERCENTILE_CONT"),
+        ("ARG_MAX(amount_fen, month)", "ARG_MAX"),
+        ("MIN_BY(amount_fen, month)", "ARG_MIN"),
+        ("ANY_VALUE(amount_fen)", "ANY_VALUE"),
+    ],
+)
+def test_aggregates_that_do_not_add_up_are_refused_as_such(catalog: Catalog, call: str, shown: str) -> None:
+    with pytest.raises(PlanError) as info:
+        plan_query(f"SELECT {call} FROM deposits", catalog)
+    assert info.value.code == "PLAN_NOT_ADDITIVE"
+    assert info.value.message.startswith(f"{shown} is not supported")
+
+
 # ------------------------------------------------------- plan + slot codec + finish, without encryption
 
 ROWS = [
