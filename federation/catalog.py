@@ -91,11 +91,6 @@ class Column(BaseModel):
             raise ValueError(f"unsupported type {v!r}: use one of {', '.join(SCALAR_TYPES)} or DECIMAL(p,s)")
         return t
 
-    @property
-    def scale(self) -> int:
-        m = _DECIMAL.match(self.type)
-        return int(m.group(2)) if m else 0
-
     @model_validator(mode="after")
     def _domain_fits_type(self) -> Column:
         d = self.domain
@@ -262,12 +257,6 @@ class Catalog(BaseModel):
             if not _IDENT.match(name):
                 raise ValueError(f"table name {name!r} must be lower-case letters, digits and underscores")
         return self
-
-    def node(self, node_id: str) -> NodeEntry:
-        for n in self.nodes:
-            if n.id == node_id:
-                return n
-        raise KeyError(node_id)
 
     @property
     def node_ids(self) -> list[str]:
