@@ -63,6 +63,8 @@ class ClientKeys:
         if key_file.exists():
             try:
                 ctx = ts.context_from(key_file.read_bytes())
+            except OSError as exc:
+                raise CryptoError(f"{key_file}: cannot read ({exc.strerror})", code="KEY_FILE_UNREADABLE") from None
             except (ValueError, RuntimeError):
                 raise CryptoError(
                     f"{key_file}: not a valid key file",
@@ -71,14 +73,17 @@ class ClientKeys:
                 ) from None
             return cls(ctx)
         keys = cls.generate()
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(
-                keys._context.serialize(
-                    save_public_key=True, save_secret_key=True, save_galois_keys=False, save_relin_keys=False
+        try:
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(
+                    keys._context.serialize(
+                        save_public_key=True, save_secret_key=True, save_galois_keys=False, save_relin_keys=False
+                    )
                 )
-            )
+        except OSError as exc:
+            raise CryptoError(f"{key_file}: cannot write ({exc.strerror})", code="KEY_FILE_UNWRITABLE") from None
         return keys
 
     def public_context(self) -> bytes:

@@ -448,6 +448,19 @@ def test_unreadable_key_file_is_refused(tmp_path: Path) -> None:
     assert info.value.code == "KEY_FILE_INVALID"
 
 
+def test_key_file_that_cannot_be_read_or_written_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "client.bfv"
+    folder.mkdir()  # a folder where the key file should be
+    with pytest.raises(CryptoError) as info:
+        he.ClientKeys.load_or_generate(folder)
+    assert info.value.code == "KEY_FILE_UNREADABLE" and str(folder) in info.value.message
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(CryptoError) as info:
+        he.ClientKeys.load_or_generate(blocker / "client.bfv")
+    assert info.value.code == "KEY_FILE_UNWRITABLE"
+
+
 # -------------------------------------------------------------- slot codec: many regions, one answer
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
