@@ -140,7 +140,6 @@ class FanOut:
                 query_id=query_id,
                 public_context=b"" if self._held.get((node_id, digest)) else public_context,
                 plan_fingerprint=plan.fingerprint,
-                context_digest=digest,
                 envelope=signed,
             )
             call = self._stubs[node_id].ComputePartial.future(request, timeout=deadline - time.monotonic())

@@ -193,18 +193,16 @@ class CatalogResponse(_message.Message):
     def __init__(self, catalog_yaml: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class PartialRequest(_message.Message):
-    __slots__ = ("query_id", "public_context", "plan_fingerprint", "context_digest", "envelope")
+    __slots__ = ("query_id", "public_context", "plan_fingerprint", "envelope")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     PLAN_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
-    CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     public_context: bytes
     plan_fingerprint: str
-    context_digest: str
     envelope: SignedEnvelope
-    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., plan_fingerprint: _Optional[str] = ..., context_digest: _Optional[str] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ...) -> None: ...
+    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., plan_fingerprint: _Optional[str] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ...) -> None: ...
 
 class PartialResponse(_message.Message):
     __slots__ = ("node_id", "plan_fingerprint", "ciphertexts", "scan_ms", "encrypt_ms", "total_ms", "receipt")

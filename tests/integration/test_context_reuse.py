@@ -155,7 +155,6 @@ def test_a_node_runs_nothing_under_a_context_it_cannot_match_to_the_signed_diges
         query_id=query_id(envelope),
         public_context=he.ClientKeys.generate().public_context(),  # not the context signed for
         plan_fingerprint=plan_query(SQL, fed.catalog).fingerprint,
-        context_digest=he.context_digest(context),
         envelope=envelope,
     )
     tls = TlsConfig(

@@ -239,7 +239,6 @@ def partial_request(
         query_id=query_id(signed),
         public_context=context,
         plan_fingerprint=plan_query(sql, fed.catalog).fingerprint if fingerprint is None else fingerprint,
-        context_digest=he.context_digest(context),
         envelope=signed,
     )
 

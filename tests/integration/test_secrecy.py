@@ -528,7 +528,6 @@ def test_a_client_cannot_fetch_one_regions_partial_from_a_node() -> None:
             query_id=query_id(signed),
             public_context=keys.public_context(),
             plan_fingerprint=plan_query(sql, fed.catalog).fingerprint,
-            context_digest=he.context_digest(keys.public_context()),
             envelope=signed,
         )
         address = f"127.0.0.1:{fed.nodes['n0'].port}"

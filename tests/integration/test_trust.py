@@ -163,7 +163,6 @@ def partial_request(
         query_id=query_id(signed),
         public_context=context,
         plan_fingerprint=plan_query(sql, fed.catalog).fingerprint,
-        context_digest=he.context_digest(context),
         envelope=signed,
     )
 
