@@ -24,6 +24,7 @@ from federation.errors import ConfigError, UnavailableError
 from federation.hpf_schema import TABLE_NAMES, demo_catalog
 from federation.pki import init_federation
 from federation.regions import first_regions
+from federation.sealing import AgreementKey
 from federation.synth import generate_node
 from federation.tls import TlsConfig, secure_channel
 from policies import DEFAULT_POLICY
@@ -125,8 +126,10 @@ def write_configs(
     layout.policy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DEFAULT_POLICY, layout.policy)  # what an operator does: copy the documented defaults
     audit_keys = {n: _audit_key(layout.state(n) / "audit", n) for n in layout.node_ids}
+    # each node's agreement key, which person lookups seal identifiers to (made now in its state directory)
+    agreement_keys = {n: AgreementKey.load_or_create(layout.state(n)).public_b64() for n in layout.node_ids}
     addresses = {node_id: f"127.0.0.1:{layout.ports[node_id]}" for node_id in layout.node_ids}
-    _dump(layout.catalog, demo_catalog(addresses, audit_keys=audit_keys))
+    _dump(layout.catalog, demo_catalog(addresses, audit_keys=audit_keys, agreement_keys=agreement_keys))
     for node_id in layout.node_ids:
         _dump(
             layout.node_config(node_id),

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
-from federation import he
+from federation import he, lookup_codec
 from federation.catalog import Catalog
 from federation.envelope import VerifiedEnvelope
 from federation.errors import (
@@ -36,7 +36,16 @@ MAX_DEADLINE_MS = 600_000  # a client may shorten the wait for the regions, not 
 TRANSPORT_CODES = {"NODE_TIMEOUT", "NODE_UNREACHABLE", "NODE_BAD_ANSWER", "NODE_UNWELL"}
 # A region that refuses or fails on *this query* fails the whole query: an answer silently short of a region
 # would mislead. A region that is down, late or broken is only reported missing.
-QUERY_FAILURE_PREFIXES = ("PLAN_", "POLICY_", "AUTH_", "CONTEXT_", "PARTIAL_", "PERSON_ID_", "NODE_EXECUTION_")
+QUERY_FAILURE_PREFIXES = (
+    "PLAN_",
+    "POLICY_",
+    "AUTH_",
+    "CONTEXT_",
+    "PARTIAL_",
+    "PERSON_ID_",
+    "NODE_EXECUTION_",
+    "LOOKUP_",
+)
 
 
 @dataclass
@@ -68,7 +77,7 @@ class FanOut:
         self._held: Lru[tuple[str, str], bool] = Lru(64 * max(1, len(self._stubs)))
 
     def _resend_if_context_lost(
-        self, node_id: str, call: Any, request: pb.PartialRequest, full_context: bytes, deadline: float
+        self, node_id: str, method: str, call: Any, request: Any, full_context: bytes, deadline: float
     ) -> Any:
         """The node's answer; a node that no longer holds the context (restart, eviction) is sent it again."""
         try:
@@ -76,10 +85,10 @@ class FanOut:
         except grpc.RpcError as err:
             if request.public_context or from_rpc_error(err).code != "CONTEXT_UNKNOWN":
                 raise
-        resend = pb.PartialRequest()
+        resend = type(request)()
         resend.CopyFrom(request)
         resend.public_context = full_context
-        return self._stubs[node_id].ComputePartial(resend, timeout=max(deadline - time.monotonic(), 0.001))
+        return getattr(self._stubs[node_id], method)(resend, timeout=max(deadline - time.monotonic(), 0.001))
 
     def _deadline(self, deadline_ms: int) -> float:
         return time.monotonic() + min(deadline_ms or self.deadline_ms, MAX_DEADLINE_MS) / 1000.0
@@ -123,6 +132,73 @@ class FanOut:
     ) -> FederatedAnswer:
         t0 = time.perf_counter()
         plan = plan_query(question.envelope.sql, self.catalog)
+
+        def request(node_id: str, context: bytes) -> pb.PartialRequest:
+            return pb.PartialRequest(
+                query_id=question.query_id, public_context=context, plan_fingerprint=plan.fingerprint, envelope=signed
+            )
+
+        return self._gather(
+            question,
+            public_context,
+            deadline_ms,
+            t0,
+            list(self._stubs),
+            "ComputePartial",
+            request,
+            plan.fingerprint,
+            plan.layout.chunk_sizes,
+        )
+
+    def lookup(
+        self,
+        question: VerifiedEnvelope,
+        signed: pb.SignedEnvelope,
+        public_context: bytes,
+        sealed: list[pb.SealedSubjects],
+        deadline_ms: int = 0,
+    ) -> FederatedAnswer:
+        """Route each region its sealed identifiers (opaque here) and sum the regions' encrypted facts."""
+        t0 = time.perf_counter()
+        spec = question.envelope.lookup
+        regions = list(spec.regions)
+        blobs = {s.node_id: s.blob for s in sealed}
+        unknown = [r for r in regions if r not in self._stubs]
+        if unknown or not regions or len(set(regions)) != len(regions):
+            raise PlanError(
+                "the lookup names a region twice, none, or one not in this federation",
+                code="LOOKUP_MALFORMED",
+                hint=f"regions: {', '.join(self._stubs)}",
+            )
+        if sorted(blobs) != sorted(regions) or len(sealed) != len(regions):
+            raise PlanError(
+                "a lookup must carry one sealed copy for each region it names, and no other",
+                code="LOOKUP_MALFORMED",
+            )
+        cells = len(regions) if spec.breakdown else 1
+        sizes = lookup_codec.chunk_sizes(spec.subjects, cells)
+        fingerprint = lookup_codec.layout_fingerprint(spec.subjects, cells)
+
+        def request(node_id: str, context: bytes) -> pb.NodeLookupRequest:
+            return pb.NodeLookupRequest(
+                query_id=question.query_id, public_context=context, envelope=signed, sealed=blobs[node_id]
+            )
+
+        return self._gather(question, public_context, deadline_ms, t0, regions, "Lookup", request, fingerprint, sizes)
+
+    def _gather(
+        self,
+        question: VerifiedEnvelope,
+        public_context: bytes,
+        deadline_ms: int,
+        t0: float,
+        node_ids: list[str],
+        method: str,
+        make_request: Callable[[str, bytes], Any],
+        fingerprint: str,
+        sizes: Sequence[int],
+    ) -> FederatedAnswer:
+        """Send ``method`` to every region in ``node_ids``, and sum the answers of the layout ``sizes``."""
         digest = he.context_digest(public_context)
         if digest != question.envelope.context_digest:
             raise AuthError(
@@ -135,16 +211,11 @@ class FanOut:
         query_id = question.query_id
         deadline = self._deadline(deadline_ms)
         futures = {}
-        for node_id in self._stubs:
-            request = pb.PartialRequest(
-                query_id=query_id,
-                public_context=b"" if self._held.get((node_id, digest)) else public_context,
-                plan_fingerprint=plan.fingerprint,
-                envelope=signed,
-            )
-            call = self._stubs[node_id].ComputePartial.future(request, timeout=deadline - time.monotonic())
+        for node_id in node_ids:
+            request = make_request(node_id, b"" if self._held.get((node_id, digest)) else public_context)
+            call = getattr(self._stubs[node_id], method).future(request, timeout=deadline - time.monotonic())
             futures[node_id] = (call, request)
-        total = he.CiphertextSum(ctx, plan.layout.chunk_sizes)
+        total = he.CiphertextSum(ctx, sizes)
         answered: list[str] = []
         missing: list[MissingRegion] = []
         receipts: list[pb.AuditReceipt] = []
@@ -152,12 +223,12 @@ class FanOut:
         aggregate_s = 0.0
         for node_id, (call, request) in futures.items():
             try:
-                response = self._resend_if_context_lost(node_id, call, request, public_context, deadline)
+                response = self._resend_if_context_lost(node_id, method, call, request, public_context, deadline)
             except grpc.RpcError as err:
                 missing.append(_missing(node_id, err))
                 continue
             self._held.put((node_id, digest), True)
-            if response.node_id != node_id or response.plan_fingerprint != plan.fingerprint:
+            if response.node_id != node_id or response.plan_fingerprint != fingerprint:
                 missing.append(MissingRegion(node_id, "NODE_BAD_ANSWER", "the node answered a different plan"))
                 continue
             t_add = time.perf_counter()
@@ -194,13 +265,13 @@ class FanOut:
         log.info(
             "query %s: plan %s, %d region(s) answered, %d missing",
             query_id,
-            plan.fingerprint[:12],
+            fingerprint[:12],
             len(answered),
             len(missing),
         )
         return FederatedAnswer(
             query_id=query_id,
-            fingerprint=plan.fingerprint,
+            fingerprint=fingerprint,
             ciphertexts=ciphertexts,
             answered=answered,
             missing=missing,

@@ -78,19 +78,16 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             question = self._question(context, request.envelope, "query")
             return self._fanout.query(question, request.envelope, request.public_context, request.deadline_ms)
 
-        answer = rpc.answer(context, log, "query", "COORDINATOR_INTERNAL", handle)
-        return pb.QueryResponse(
-            query_id=answer.query_id,
-            plan_fingerprint=answer.fingerprint,
-            ciphertexts=answer.ciphertexts,
-            answered=answer.answered,
-            missing=[
-                pb.RegionStatus(node_id=m.node_id, code=m.code, message=m.message, rule=m.rule, hint=m.hint)
-                for m in answer.missing
-            ],
-            timings=pb.StageTimings(**answer.timings),
-            receipts=answer.receipts,
-        )
+        return _response(rpc.answer(context, log, "query", "COORDINATOR_INTERNAL", handle))
+
+    def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
+        def handle() -> FederatedAnswer:
+            question = self._question(context, request.envelope, "lookup")
+            return self._fanout.lookup(
+                question, request.envelope, request.public_context, list(request.sealed), request.deadline_ms
+            )
+
+        return _response(rpc.answer(context, log, "lookup", "COORDINATOR_INTERNAL", handle))
 
     def Explain(self, request: pb.ExplainRequest, context: grpc.ServicerContext) -> pb.ExplainResponse:
         def handle() -> pb.ExplainResponse:
@@ -108,6 +105,21 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     def GetCatalog(self, request: pb.CatalogRequest, context: grpc.ServicerContext) -> pb.CatalogResponse:
         return self._catalog
+
+
+def _response(answer: FederatedAnswer) -> pb.QueryResponse:
+    return pb.QueryResponse(
+        query_id=answer.query_id,
+        plan_fingerprint=answer.fingerprint,
+        ciphertexts=answer.ciphertexts,
+        answered=answer.answered,
+        missing=[
+            pb.RegionStatus(node_id=m.node_id, code=m.code, message=m.message, rule=m.rule, hint=m.hint)
+            for m in answer.missing
+        ],
+        timings=pb.StageTimings(**answer.timings),
+        receipts=answer.receipts,
+    )
 
 
 @dataclass

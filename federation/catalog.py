@@ -29,7 +29,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from federation.config_files import load_model
 from federation.limb_codec import MAX_REGIONS
@@ -205,10 +205,11 @@ class NodeEntry(BaseModel):
     address: str
     name: str | None = None
     audit_key: str | None = None  # the node's Ed25519 audit public key, raw 32 bytes in base64
+    agreement_key: str | None = None  # the node's X25519 agreement public key (person lookups), base64
 
-    @field_validator("audit_key")
+    @field_validator("audit_key", "agreement_key")
     @classmethod
-    def _audit_key(cls, v: str | None) -> str | None:
+    def _key(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None:
             return v
         try:
@@ -216,7 +217,10 @@ class NodeEntry(BaseModel):
         except binascii.Error:
             raw = b""
         if len(raw) != 32:
-            raise ValueError("audit_key must be the node's 32-byte Ed25519 public key in base64 (a node logs it)")
+            kind = "Ed25519" if info.field_name == "audit_key" else "X25519"
+            raise ValueError(
+                f"{info.field_name} must be the node's 32-byte {kind} public key in base64 (a node logs it)"
+            )
         return v
 
     @field_validator("id")

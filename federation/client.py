@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import numpy as np
 import yaml
 
-from federation import he
+from federation import he, lookup_codec
 from federation.audit_proto import check_receipt, check_still_logged, receipt_from_proto
 from federation.audit_records import Checkpoint, Receipt
 from federation.catalog import Catalog, load_catalog
@@ -24,9 +27,12 @@ from federation.errors import ConfigError, CryptoError, PlanError, from_rpc_erro
 from federation.finish import finish
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.lookup_codec import PersonFacts
+from federation.person_id import validate_person_id
 from federation.plan import Plan
 from federation.planner import plan_query
 from federation.profile import ClientProfile
+from federation.sealing import OneTimeKey, load_public_b64
 from federation.slot_codec import decode_totals
 from federation.tls import require_tls, secure_channel
 
@@ -53,6 +59,50 @@ class QueryAnswer:
             "regions": {"answered": self.answered, "missing": [m["node_id"] for m in self.missing]},
             "withheld_groups": self.withheld_groups,
         }
+
+
+@dataclass
+class LookupAnswer:
+    """Federation-wide facts per person asked, in the order asked; ``by_city`` only for a per-city answer
+    (``{region: facts}`` per person). ``missing`` regions are not in the figures."""
+
+    facts: list[PersonFacts]
+    regions: list[str]  # the regions asked
+    answered: list[str]
+    missing: list[dict[str, str]]
+    query_ids: list[str]
+    by_city: list[dict[str, PersonFacts]] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    receipts: list[Receipt] = field(default_factory=list)
+    receipts_verified: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+def _total(cells: Sequence[PersonFacts]) -> PersonFacts:
+    """Per-city facts summed into federation-wide ones (None stays None)."""
+    out: dict[str, Any] = {}
+    for name in PersonFacts.__dataclass_fields__:
+        values = [getattr(c, name) for c in cells]
+        out[name] = None if any(v is None for v in values) else sum(values)
+    return PersonFacts(**out)
+
+
+def check_person_ids(person_ids: Sequence[str]) -> list[str]:
+    """Normalised identifiers, or PERSON_ID_INVALID naming the first bad one by position (never by value)."""
+    out = []
+    for i, pid in enumerate(person_ids):
+        try:
+            out.append(validate_person_id(pid))
+        except PlanError as err:
+            where = f"identifier {i + 1}: " if len(person_ids) > 1 else ""
+            raise PlanError(where + err.message, code=err.code, hint=err.hint) from None
+    return out
+
+
+LOOKUP_BATCH = 4550  # people per request: ten full ciphertexts of nine slots per person
 
 
 class FederationClient:
@@ -147,6 +197,167 @@ class FederationClient:
         if self.profile.catalog is None:
             return {}
         return {n.id: n.audit_key for n in self.catalog.nodes}
+
+    def _agreement_keys(self, regions: Sequence[str]) -> dict[str, bytes]:
+        """Each region's agreement key from the catalog this profile pins: a key the coordinator sent could be
+        its own, and it would read every identifier sealed to it."""
+        if self.profile.catalog is None:
+            raise ConfigError(
+                "a person lookup seals the identifier to each region's key, and this profile pins no catalog "
+                "to take the keys from",
+                code="LOOKUP_KEYS_UNPINNED",
+                hint="name the federation catalog in the profile ('catalog: federation.yaml')",
+            )
+        nodes = {n.id: n for n in self.catalog.nodes}
+        keys = {}
+        for region in regions:
+            published = nodes[region].agreement_key
+            if published is None:
+                raise ConfigError(
+                    f"the pinned catalog has no agreement_key for region {region}",
+                    code="LOOKUP_KEY_MISSING",
+                    hint="publish each node's agreement key in the catalog (a node logs it when it starts)",
+                )
+            keys[region] = load_public_b64(published)
+        return keys
+
+    def lookup_regions(self, exclude_home: bool = False) -> list[str]:
+        """The regions a lookup asks: every region, or all but the asker's own."""
+        regions = [n.id for n in self.catalog.nodes]
+        if exclude_home:
+            home = self.signer.identity.region
+            if home is None or home not in regions:
+                raise ConfigError(
+                    "--exclude-home needs a certificate with a home region of this federation",
+                    code="LOOKUP_NO_HOME",
+                )
+            regions.remove(home)
+            if not regions:
+                raise ConfigError("no region is left to ask", code="LOOKUP_NO_HOME")
+        return regions
+
+    def lookup(
+        self,
+        person_ids: Sequence[str],
+        *,
+        purpose: str | None = None,
+        consent: str | None = None,
+        exclude_home: bool = False,
+        by_city: bool = False,
+        deadline_ms: int | None = None,
+    ) -> LookupAnswer:
+        """Federation-wide facts about each person, in one request. Identifiers are checked first, then
+        sealed to each region separately; the coordinator never sees them."""
+        t0 = time.perf_counter()
+        ids = check_person_ids(person_ids)
+        if not ids:
+            raise PlanError("no identifier to look up", code="PERSON_ID_INVALID")
+        regions = self.lookup_regions(exclude_home)
+        region_keys = self._agreement_keys(regions)
+        keys = self.keys
+        one_time = OneTimeKey()
+        spec = pb.LookupSpec(subjects=len(ids), seal_public_key=one_time.public, regions=regions, breakdown=by_city)
+        signed = self.signer.sign(
+            sql="",
+            context_digest=he.context_digest(keys.public_context()),
+            federation=self.catalog.federation,
+            operation="lookup",
+            purpose=self.profile.purpose if purpose is None else purpose,
+            consent_ref=consent or "",
+            lookup=spec,
+        )
+        qid = query_id(signed)
+        sealed = [pb.SealedSubjects(node_id=r, blob=one_time.seal(ids, region_keys[r], qid, r)) for r in regions]
+        request = pb.LookupRequest(
+            envelope=signed,
+            public_context=keys.public_context(),
+            deadline_ms=self.profile.deadline_ms if deadline_ms is None else deadline_ms,
+            sealed=sealed,
+        )
+        t_sealed = time.perf_counter()
+        try:
+            reply = self._stub.Lookup(request, timeout=self.profile.timeout_s)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        t_rpc = time.perf_counter()
+        if reply.query_id != qid or not reply.answered or not set(reply.answered) <= set(regions):
+            raise CryptoError("the answer is for another question", code="ANSWER_CORRUPT")
+        cells = len(regions) if by_city else 1
+        if reply.plan_fingerprint != lookup_codec.layout_fingerprint(len(ids), cells):
+            raise CryptoError("the answer does not match the lookup's layout", code="CIPHERTEXT_SHAPE")
+        receipts, verified = self._receipts(reply, signed)
+        sizes = lookup_codec.chunk_sizes(len(ids), cells)
+        if len(reply.ciphertexts) != len(sizes):
+            raise CryptoError("the answer does not match the lookup's layout", code="CIPHERTEXT_SHAPE")
+        slots = np.concatenate([keys.decrypt(b, n) for b, n in zip(reply.ciphertexts, sizes, strict=True)])
+        grid = lookup_codec.decode_facts(slots, subjects=len(ids), cells=cells)
+        t_dec = time.perf_counter()
+        return LookupAnswer(
+            facts=[_total(row) for row in grid],
+            regions=regions,
+            answered=list(reply.answered),
+            missing=[{"node_id": m.node_id, "code": m.code, "message": m.message} for m in reply.missing],
+            query_ids=[qid],
+            by_city=[dict(zip(regions, row, strict=True)) for row in grid] if by_city else None,
+            timings={
+                "seal_ms": (t_sealed - t0) * 1e3,
+                "round_trip_ms": (t_rpc - t_sealed) * 1e3,
+                "decrypt_ms": (t_dec - t_rpc) * 1e3,
+                "total_ms": (t_dec - t0) * 1e3,
+                "node_total_ms": reply.timings.node_total_ms,
+            },
+            receipts=receipts,
+            receipts_verified=verified,
+        )
+
+    def screen(
+        self,
+        person_ids: Sequence[str],
+        *,
+        purpose: str | None = None,
+        consent: str | None = None,
+        exclude_home: bool = False,
+        batch: int = LOOKUP_BATCH,
+        parallel: int = 2,
+        progress: Callable[[int], None] | None = None,
+    ) -> LookupAnswer:
+        """Facts about many people, ``batch`` per request with ``parallel`` requests in flight; every identifier
+        is checked before the first request. ``progress`` is called with the number of people done so far."""
+        ids = check_person_ids(person_ids)
+        if not ids:
+            raise PlanError("no identifier to screen", code="PERSON_ID_INVALID")
+        regions = self.lookup_regions(exclude_home)
+        self._agreement_keys(regions)
+        batches = [ids[i : i + batch] for i in range(0, len(ids), max(1, batch))]
+        answers: list[LookupAnswer] = []
+        done = 0
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            futures = [
+                pool.submit(self.lookup, b, purpose=purpose, consent=consent, exclude_home=exclude_home)
+                for b in batches
+            ]
+            try:
+                for future in futures:
+                    answers.append(future.result())
+                    done += len(answers[-1].facts)
+                    if progress is not None:
+                        progress(done)
+            finally:
+                for future in futures:
+                    future.cancel()
+        missing: dict[str, dict[str, str]] = {}
+        for a in answers:
+            for m in a.missing:
+                missing.setdefault(m["node_id"], m)
+        return LookupAnswer(
+            facts=[f for a in answers for f in a.facts],
+            regions=regions,
+            answered=sorted(set.intersection(*(set(a.answered) for a in answers))),
+            missing=list(missing.values()),
+            query_ids=[q for a in answers for q in a.query_ids],
+            receipts=[r for a in answers for r in a.receipts],
+            receipts_verified=sum(a.receipts_verified for a in answers),
+        )
 
     def kept_receipts(self) -> list[Receipt]:
         """The receipts this profile kept (empty when it keeps none)."""

@@ -40,7 +40,7 @@ from federation.revocation import RevocationList
 log = logging.getLogger("hpf.trust")
 
 VERSION = 1
-OPERATIONS = ("query", "explain")
+OPERATIONS = ("query", "explain", "lookup")
 SIGNING_PREFIX = b"hpf-query-envelope/v1\x00"
 NONCE_BYTES = 16
 DEFAULT_WINDOW_S = 300  # how far an envelope's time may be from a node's clock, either way
@@ -90,6 +90,7 @@ class Signer:
         consent_ref: str = "",
         now_ms: int | None = None,
         nonce: bytes | None = None,
+        lookup: pb.LookupSpec | None = None,
     ) -> pb.SignedEnvelope:
         envelope = pb.QueryEnvelope(
             version=VERSION,
@@ -101,6 +102,7 @@ class Signer:
             nonce=os.urandom(NONCE_BYTES) if nonce is None else nonce,
             context_digest=context_digest,
             federation=federation,
+            lookup=lookup,
         )
         data = envelope.SerializeToString(deterministic=True)
         signature = self._key.sign(SIGNING_PREFIX + data, ec.ECDSA(hashes.SHA256()))
@@ -227,6 +229,10 @@ class EnvelopeVerifier:
             raise _refuse("the question's nonce is malformed", "AUTH_ENVELOPE_MALFORMED")
         if len(envelope.purpose) > MAX_PURPOSE_CHARS or len(envelope.consent_ref) > MAX_CONSENT_CHARS:
             raise _refuse("the purpose or consent reference is too long", "AUTH_ENVELOPE_MALFORMED")
+        if envelope.HasField("lookup") != (operation == "lookup") or (
+            envelope.HasField("lookup") and len(envelope.lookup.seal_public_key) != 32
+        ):
+            raise _refuse("a lookup, and only a lookup, carries a lookup specification", "AUTH_ENVELOPE_MALFORMED")
         now = int(time.time() * 1000) if now_ms is None else now_ms
         skew_s = abs(now - envelope.issued_at_ms) / 1000.0
         if skew_s > self.window_s:

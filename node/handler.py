@@ -22,9 +22,10 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
+from federation import he
 from federation.audit_log import AuditLog
 from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
 from federation.audit_records import Receipt
@@ -32,14 +33,17 @@ from federation.catalog import Catalog
 from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
 from federation.errors import AuditError, FederationError, PlanError
 from federation.generated import hpf_federation_pb2 as pb
+from federation.lookup_codec import chunk_sizes, encode_facts, layout_fingerprint
 from federation.pki import Identity
 from federation.plan import Plan
 from federation.planner import plan_query
 from federation.planner.shape import shape_fingerprint
+from federation.sealing import AgreementKey, subject_tag
 from node.executor import PartialExecutor, PartialResult
+from node.lookup_index import LookupIndex
 from node.replay import ReplayGuard
-from policies.engine import Asker, Decision, check_query
-from policies.model import Policy
+from policies.engine import Asker, Decision, check_lookup, check_query
+from policies.model import Policy, RateLimit
 from policies.rate_limit import RateLimiter
 
 log = logging.getLogger("hpf.node")
@@ -60,11 +64,11 @@ class Trail:
     query: str = ""
     nonce: str = ""
     ciphertext: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    subjects: str | None = None  # lookups: keyed hashes of the identifiers (sealing.subject_tag), space-separated
 
     def entry(self, node_id: str, decision: str, code: str, rule: str) -> dict[str, str | int | bool | None]:
         now = dt.datetime.now(dt.UTC)
-        return {
+        entry: dict[str, str | int | bool | None] = {
             "time": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
             "node": node_id,
             "via": self.via,
@@ -80,6 +84,9 @@ class Trail:
             "rule": rule,
             "ciphertext": self.ciphertext,
         }
+        if self.subjects is not None:
+            entry["subjects"] = self.subjects
+        return entry
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,9 @@ class NodeHandler:
         replay: ReplayGuard,
         policy: Policy,
         audit: AuditLog,
+        lookups: LookupIndex | None = None,
+        agreement: AgreementKey | None = None,
+        subject_key: bytes | None = None,
     ) -> None:
         self.node_id = node_id
         self.catalog = catalog
@@ -107,7 +117,11 @@ class NodeHandler:
         self.replay = replay
         self.policy = policy
         self.limiter = RateLimiter()
+        self.lookup_limiter = RateLimiter()
         self.audit = audit
+        self.lookups = lookups
+        self.agreement = agreement
+        self.subject_key = subject_key
 
     def close(self) -> None:
         self.audit.close()
@@ -151,17 +165,31 @@ class NodeHandler:
         )
         return Admission(verified=verified, plan=plan, decision=decision)
 
-    def _spend(self, admission: Admission) -> None:
-        """Refuse a replay, count the question against the asker's rate limit, remember its nonce.
+    def _spend(self, verified: VerifiedEnvelope, people: int = 0) -> None:
+        """Refuse a replay, count the question against the asker's rate limits, remember its nonce.
 
         A replay is refused before it can use up the asker's rate limit; two copies racing past the first
-        check still meet the store's unique nonce.
+        check still meet the store's unique nonce. A lookup of ``people`` identifiers also counts each of them
+        against the role's lookup limit.
         """
-        signer, envelope = admission.verified.signer, admission.verified.envelope
+        signer, envelope = verified.signer, verified.envelope
+        role = signer.role or ""
         self.replay.check(envelope.nonce)
-        role_policy = self.policy.roles.get(signer.role or "")
+        role_policy = self.policy.roles.get(role)
         limit = role_policy.rate_limit if role_policy is not None else None
-        self.limiter.take(signer.common_name, limit, party=self.node_id, role=signer.role or "")
+        lookup_limit: RateLimit | None = None
+        if people and role_policy is not None and role_policy.lookups is not None:
+            lookup_limit = role_policy.lookups.rate_limit
+        # the lookup limit is checked first: a refusal there must not use up a request
+        self.lookup_limiter.take(
+            signer.common_name,
+            lookup_limit,
+            party=self.node_id,
+            role=role,
+            cost=people,
+            rule=f"roles.{role}.lookups.rate_limit",
+        )
+        self.limiter.take(signer.common_name, limit, party=self.node_id, role=role)
         self.replay.record(envelope.nonce, envelope.issued_at_ms / 1000.0)
 
     # -- the audited operations -------------------------------------------------------------------
@@ -191,7 +219,7 @@ class NodeHandler:
             admission = self._admit(request, trail)
             envelope = admission.verified.envelope
             ctx = self.executor.public_context(request.public_context, envelope.context_digest)
-            self._spend(admission)
+            self._spend(admission.verified)
             result = self.executor.compute(
                 admission.verified.query_id, admission.plan, ctx, admission.decision.min_group_size
             )
@@ -205,6 +233,95 @@ class NodeHandler:
         if refusal is not None:
             raise refusal
         assert result is not None
+        return pb.PartialResponse(
+            node_id=self.node_id,
+            plan_fingerprint=result.fingerprint,
+            ciphertexts=result.ciphertexts,
+            scan_ms=result.scan_ms,
+            encrypt_ms=result.encrypt_ms,
+            total_ms=(time.perf_counter() - started) * 1e3,
+            receipt=receipt_to_proto(receipt),
+        )
+
+    def _admit_lookup(
+        self, request: pb.NodeLookupRequest, trail: Trail
+    ) -> tuple[VerifiedEnvelope, list[str], int, int]:
+        """Verify a lookup, open the identifiers sealed to this node and judge it by policy.
+
+        Returns the verified envelope, the identifiers, the answer's cells and this node's cell. The identifiers'
+        keyed hashes go into the trail as soon as they are opened, so a refused lookup is on record too.
+        """
+        verified = self.verifier.verify(request.envelope, operation="lookup")
+        envelope, signer = verified.envelope, verified.signer
+        trail.identity, trail.role = signer.common_name, signer.role or ""
+        trail.purpose = envelope.purpose if envelope.purpose in self.policy.purposes or not envelope.purpose else "?"
+        trail.consent = bool(envelope.consent_ref)
+        trail.nonce = envelope.nonce.hex()
+        if request.query_id != verified.query_id:
+            raise PlanError("the query id does not belong to the signed question", code="PLAN_QUERY_ID_MISMATCH")
+        spec = envelope.lookup
+        regions = list(spec.regions)
+        if spec.subjects < 1 or len(set(regions)) != len(regions) or self.node_id not in regions:
+            raise PlanError(
+                "the signed lookup does not name this region, or names a region twice, or nobody",
+                code="LOOKUP_MALFORMED",
+            )
+        cells = len(regions) if spec.breakdown else 1
+        trail.query = layout_fingerprint(spec.subjects, cells)
+        chunk_sizes(spec.subjects, cells)  # refuses a layout too large before any work
+        if self.lookups is None or self.agreement is None or self.subject_key is None:
+            raise PlanError("this region does not answer person lookups", code="LOOKUP_UNSUPPORTED")
+        ids = self.agreement.open(request.sealed, spec.seal_public_key, verified.query_id, self.node_id, spec.subjects)
+        key = self.subject_key
+        trail.subjects = " ".join(subject_tag(key, trail.nonce, pid) for pid in ids)
+        asker = Asker(name=signer.common_name, role=signer.role or "", region=signer.region)
+        check_lookup(
+            self.policy,
+            asker,
+            envelope.purpose,
+            bool(envelope.consent_ref),
+            spec.subjects,
+            spec.breakdown,
+            party=self.node_id,
+        )
+        return verified, ids, cells, regions.index(self.node_id)
+
+    def lookup(self, request: pb.NodeLookupRequest, caller: Callable[[], Identity | None]) -> pb.PartialResponse:
+        """This region's facts about the people sealed to it, encrypted under the asker's key."""
+        started = time.perf_counter()
+        trail = Trail(operation="lookup")
+
+        def work() -> PartialResult:
+            self._check_caller(caller, trail)
+            verified, ids, cells, cell = self._admit_lookup(request, trail)
+            ctx = self.executor.public_context(request.public_context, verified.envelope.context_digest)
+            self._spend(verified, people=len(ids))
+            assert self.lookups is not None
+            t_scan = time.perf_counter()
+            slots = encode_facts(self.lookups.facts(ids), cells=cells, cell=cell if cells > 1 else 0)
+            t_encode = time.perf_counter()
+            ciphertexts = []
+            offset = 0
+            for size in chunk_sizes(len(ids), cells):
+                ciphertexts.append(he.encrypt_slots(ctx, slots[offset : offset + size]))
+                offset += size
+            done = time.perf_counter()
+            digest = hashlib.sha256()
+            for blob in ciphertexts:
+                digest.update(hashlib.sha256(blob).digest())
+            trail.ciphertext = digest.hexdigest()
+            return PartialResult(
+                fingerprint=trail.query,
+                ciphertexts=ciphertexts,
+                scan_ms=(t_encode - t_scan) * 1e3,
+                encrypt_ms=(done - t_encode) * 1e3,
+            )
+
+        result, receipt, refusal = self._audited(trail, work)
+        if refusal is not None:
+            raise refusal
+        assert result is not None
+        log.info("lookup %s answered: %d ciphertext(s)", request.query_id[:12], len(result.ciphertexts))
         return pb.PartialResponse(
             node_id=self.node_id,
             plan_fingerprint=result.fingerprint,
@@ -252,7 +369,7 @@ class NodeHandler:
         def work() -> Decision:
             self._check_caller(caller, trail)
             admission = self._admit(request, trail)
-            self._spend(admission)
+            self._spend(admission.verified)
             return admission.decision
 
         decision, receipt, refusal = self._audited(trail, work)

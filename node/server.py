@@ -19,11 +19,13 @@ from federation.errors import ConfigError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.pki import Identity
+from federation.sealing import AGREEMENT_KEY, AgreementKey, load_or_create_subject_key
 from federation.tls import GRPC_OPTIONS, add_port, new_server, require_tls, with_options
 from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
 from node.executor import PartialExecutor
 from node.handler import NodeHandler
+from node.lookup_index import LookupIndex
 from node.replay import ReplayGuard
 from policies import DEFAULT_POLICY
 from policies.loader import check_against_catalog, load_policy
@@ -60,6 +62,11 @@ class NodeServicer(pb_grpc.NodeServicer):
             context, log, "audit proof", "NODE_INTERNAL", lambda: self._handler.audit_proof(request, caller)
         )
 
+    def Lookup(self, request: pb.NodeLookupRequest, context: grpc.ServicerContext) -> pb.PartialResponse:
+        caller = _coordinator(context)
+        what = f"lookup {request.query_id[:12]}"
+        return rpc.answer(context, log, what, "NODE_INTERNAL", lambda: self._handler.lookup(request, caller))
+
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
         rpc.answer(context, log, "describe", "NODE_INTERNAL", _coordinator(context))
         handler = self._handler
@@ -69,6 +76,7 @@ class NodeServicer(pb_grpc.NodeServicer):
             tables=sorted(handler.catalog.tables),
             version=__version__,
             audit_public_key=handler.audit.public_key_raw(),
+            agreement_public_key=handler.agreement.public if handler.agreement else b"",
         )
 
 
@@ -111,6 +119,18 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
             )
         raise ConfigError("\n".join(problems), code="POLICY_FILE_INVALID", hint=hint)
     backend = DuckDBBackend(catalog, config.tables, threads=config.duckdb_threads)
+    agreement = AgreementKey.load_or_create(config.state_dir)
+    published = next(n.agreement_key for n in catalog.nodes if n.id == config.node_id)
+    if published is not None and published != agreement.public_b64():
+        raise ConfigError(
+            f"the catalog's agreement_key for {config.node_id} is not this node's key "
+            f"({config.state_dir / AGREEMENT_KEY})",
+            code="CONFIG_INVALID",
+            hint=f"publish this node's key in the catalog: agreement_key: {agreement.public_b64()}",
+        )
+    lookups = LookupIndex(backend, catalog)
+    if lookups.supported:
+        lookups.refresh()  # the first lookup should not wait for it
     audit = AuditLog.open(
         config.state_dir / "audit", config.node_id, fsync=config.audit_fsync, check_all_signatures=False
     )
@@ -122,6 +142,9 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
         ReplayGuard.from_audit(audit, config.envelope_window_s),  # the log makes the nonces durable
         policy,
         audit,
+        lookups=lookups,
+        agreement=agreement,
+        subject_key=load_or_create_subject_key(config.state_dir / "audit"),
     )
     try:
         server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
@@ -130,6 +153,7 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
         rpc.add_health(server, "hpf.v1.Node")
         server.start()
         log.info("node %s audit key: %s", config.node_id, handler.audit.public_key_b64())
+        log.info("node %s agreement key: %s", config.node_id, agreement.public_b64())
         log.info("node %s listening on port %d (%s)", config.node_id, port, "mTLS" if tls else "INSECURE")
     except BaseException:
         handler.close()

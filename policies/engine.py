@@ -20,6 +20,11 @@ The checks, in order, each with its code:
                                ``SUM(CASE WHEN c THEN 1 ELSE 0 END)``), which would count rows k never sees
 =============================  ============================================================================
 
+:func:`check_lookup` judges a person lookup (identifiers sealed to this node) by the role's ``lookups``:
+``POLICY_ROLE_DENIED``, ``POLICY_LOOKUP_DENIED`` (the role has no ``lookups``), the purpose codes above,
+``POLICY_CONSENT_REQUIRED``, ``POLICY_LOOKUP_TOO_MANY`` (more identifiers than ``max_subjects``) and
+``POLICY_BREAKDOWN_DENIED`` (a per-city answer for a purpose not under ``breakdown``).
+
 How columns are used is worked out by :mod:`policies.uses`; :class:`policies.rate_limit.RateLimiter` adds
 ``POLICY_RATE_LIMITED``.
 """
@@ -229,3 +234,84 @@ def check_query(
                 )
     allowed.append(k_rule)
     return Decision(min_group_size=k, role=role_name, rules=tuple(f"{party}: {r}" for r in dict.fromkeys(allowed)))
+
+
+def check_lookup(
+    policy: Policy,
+    asker: Asker,
+    purpose: str,
+    consent: bool,
+    subjects: int,
+    breakdown: bool,
+    *,
+    party: str,
+) -> Decision:
+    """Allow a person lookup of ``subjects`` identifiers (a Decision) or raise PolicyViolation with its rule."""
+
+    def refuse(code: str, message: str, rule: str, hint: str) -> PolicyViolation:
+        return PolicyViolation(message, code=code, rule=f"{party}: {rule}", hint=hint)
+
+    role_name = asker.role
+    role = policy.roles.get(role_name)
+    if role is None:
+        raise refuse(
+            "POLICY_ROLE_DENIED",
+            f"role {_show(role_name) if role_name else '(none)'} may not query this node",
+            "roles",
+            ROLE_HINTS.get(role_name, f"roles that may query this node: {', '.join(policy.roles) or 'none'}"),
+        )
+    lookups = role.lookups
+    base = f"roles.{role_name}.lookups"
+    if lookups is None:
+        allowed = ", ".join(n for n, r in policy.roles.items() if r.lookups is not None) or "none"
+        raise refuse(
+            "POLICY_LOOKUP_DENIED",
+            f"role {role_name} may not look people up at this node",
+            base,
+            f"roles that may look people up here: {allowed}",
+        )
+    purposes = " | ".join(lookups.purposes)
+    if not purpose:
+        raise refuse(
+            "POLICY_PURPOSE_REQUIRED",
+            "a person lookup needs a purpose",
+            f"{base}.purposes",
+            f"give --purpose {purposes}",
+        )
+    if purpose not in policy.purposes:
+        raise refuse(
+            "POLICY_PURPOSE_UNKNOWN",
+            f"purpose {_show(purpose)} is not declared by this node",
+            "purposes",
+            f"purposes for a lookup here: {purposes}",
+        )
+    if purpose not in lookups.purposes:
+        raise refuse(
+            "POLICY_PURPOSE_NOT_ALLOWED",
+            f"purpose {purpose!r} does not allow a person lookup by role {role_name}",
+            f"{base}.purposes",
+            f"purposes for a lookup here: {purposes}",
+        )
+    if lookups.consent == "required" and not consent:
+        raise refuse(
+            "POLICY_CONSENT_REQUIRED",
+            "a person lookup needs the person's consent reference",
+            f"{base}.consent",
+            "give --consent REF: the reference of the consent record",
+        )
+    if subjects > lookups.max_subjects:
+        raise refuse(
+            "POLICY_LOOKUP_TOO_MANY",
+            f"{subjects} people in one request; role {role_name} may ask about {lookups.max_subjects} at a time",
+            f"{base}.max_subjects",
+            f"send at most {lookups.max_subjects} per request",
+        )
+    if breakdown and purpose not in lookups.breakdown:
+        per_city = " | ".join(lookups.breakdown) or "none"
+        raise refuse(
+            "POLICY_BREAKDOWN_DENIED",
+            f"this node does not show its own figures for purpose {purpose!r}; only federation-wide totals",
+            f"{base}.breakdown",
+            f"ask without --by-city; purposes with a per-city answer here: {per_city}",
+        )
+    return Decision(min_group_size=1, role=role_name, rules=(f"{base}.purposes",))

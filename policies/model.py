@@ -170,6 +170,39 @@ class TablePolicy(BaseModel):
     description: str | None = None
 
 
+class LookupPolicy(BaseModel):
+    """Whether a role may look people up by identifier (sealed to this node), for which purposes, how many."""
+
+    model_config = ConfigDict(extra="forbid")
+    purposes: list[PurposeCode]
+    consent: Literal["required", "optional"] = "required"
+    breakdown: list[PurposeCode] = []  # purposes for which this node's own figures may be shown as its city's
+    max_subjects: int = 1  # identifiers in one request; above 1 allows batch screening
+    rate_limit: RateLimit | None = None  # people looked up per identity: each identifier counts as one
+    description: str | None = None
+
+    @field_validator("purposes")
+    @classmethod
+    def _some(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("a lookup needs at least one purpose; to allow none, leave lookups out")
+        return v
+
+    @field_validator("max_subjects")
+    @classmethod
+    def _max(cls, v: int) -> int:
+        if not 1 <= v <= 1_000_000:
+            raise ValueError(f"max_subjects must be 1 to 1000000 (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _breakdown_within(self) -> LookupPolicy:
+        odd = [p for p in self.breakdown if p not in self.purposes]
+        if odd:
+            raise ValueError(f"breakdown purpose {odd[0]!r} is not one of this role's lookup purposes")
+        return self
+
+
 class RolePolicy(BaseModel):
     """What one role (from the asker's certificate) may ask this node."""
 
@@ -180,6 +213,7 @@ class RolePolicy(BaseModel):
     purposes: list[PurposeCode] | None = None
     classes: dict[ColumnClass, Uses] = {}
     tables: dict[TableName, TablePolicy]
+    lookups: LookupPolicy | None = None  # None: this role looks nobody up
     description: str | None = None
 
     def table(self, name: str) -> tuple[str, TablePolicy] | None:
@@ -230,6 +264,8 @@ class Policy(BaseModel):
             check(("roles", role_name, "purposes"), role.purposes)
             for table_name, table in role.tables.items():
                 check(("roles", role_name, "tables", table_name, "purposes"), table.purposes)
+            if role.lookups is not None:
+                check(("roles", role_name, "lookups", "purposes"), role.lookups.purposes)
         return problems
 
     def where(self, *loc: str | int) -> str:
@@ -260,13 +296,23 @@ class Policy(BaseModel):
                     notes.append("consent required")
                 label = '"*" (any table not listed)' if table_name == WILDCARD else table_name
                 lines.append(f"  {label}" + (f" ({'; '.join(notes)})" if notes else ""))
+            lookups = role.lookups
+            if lookups is not None:
+                notes = [f"purpose {' | '.join(lookups.purposes)}", f"up to {lookups.max_subjects} per request"]
+                if lookups.consent == "required":
+                    notes.append("consent required")
+                if lookups.breakdown:
+                    notes.append(f"per city for {' | '.join(lookups.breakdown)}")
+                if lookups.rate_limit:
+                    notes.append(f"{lookups.rate_limit.requests} people / {lookups.rate_limit.per_seconds:g} s")
+                lines.append(f"  person lookups ({'; '.join(notes)})")
         return lines
 
     def plain(self) -> dict[str, Any]:
         """The policy as plain data, for ``hpf policy show``."""
         data: dict[str, Any] = self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
         for role in data.get("roles", {}).values():
-            limit = role.get("rate_limit")
-            if limit and float(limit["per_seconds"]).is_integer():
-                limit["per_seconds"] = int(limit["per_seconds"])
+            for limit in (role.get("rate_limit"), role.get("lookups", {}).get("rate_limit")):
+                if limit and float(limit["per_seconds"]).is_integer():
+                    limit["per_seconds"] = int(limit["per_seconds"])
         return data

@@ -14,13 +14,15 @@ from policies.model import RateLimit
 class RateLimiter:
     """At most ``limit.requests`` requests per identity in any ``limit.per_seconds`` window (a sliding log).
 
-    Thread-safe. Memory is bounded: an identity keeps at most ``requests`` timestamps, identities idle past
-    their window are forgotten, and beyond ``max_identities`` the least recently seen is dropped.
+    A request may cost more than one (a lookup counts each person it asks about). Thread-safe. Memory is
+    bounded: an identity keeps at most ``requests`` (time, cost) entries, identities idle past their window
+    are forgotten, and beyond ``max_identities`` the least recently seen is dropped.
     """
 
     def __init__(self, max_identities: int = 100_000) -> None:
         self._lock = threading.Lock()
-        self._log: OrderedDict[str, tuple[float, deque[float]]] = OrderedDict()
+        # identity -> (window, [(time, cost)], cost in the window)
+        self._log: OrderedDict[str, tuple[float, deque[tuple[float, int]], int]] = OrderedDict()
         self._max = max_identities
 
     def __len__(self) -> int:
@@ -36,40 +38,52 @@ class RateLimiter:
         role: str,
         now: float | None = None,
         rule: str | None = None,
+        cost: int = 1,
     ) -> None:
-        """Count one request by ``key``, or raise POLICY_RATE_LIMITED if its window is full (not counted then).
+        """Count ``cost`` requests by ``key``, or raise POLICY_RATE_LIMITED if they do not all fit in its window
+        (none counted then).
 
         ``rule`` names the setting in the refusal (default: the node policy's ``roles.<role>.rate_limit``).
         """
-        if limit is None:
+        if limit is None or cost <= 0:
             return
         t = time.monotonic() if now is None else now
         with self._lock:
             self._forget_idle(t)
-            window, stamps = self._log.pop(key, (limit.per_seconds, deque()))
+            window, stamps, used = self._log.pop(key, (limit.per_seconds, deque(), 0))
             window = limit.per_seconds
-            while stamps and stamps[0] <= t - window:
-                stamps.popleft()
-            while len(stamps) > limit.requests:  # the limit was lowered: keep the newest
-                stamps.popleft()
-            self._log[key] = (window, stamps)
-            if len(stamps) >= limit.requests:
-                wait = max(1, math.ceil(stamps[0] + window - t))
+            while stamps and stamps[0][0] <= t - window:
+                used -= stamps.popleft()[1]
+            while used > limit.requests:  # the limit was lowered: keep the newest
+                used -= stamps.popleft()[1]
+            self._log[key] = (window, stamps, used)
+            if used + cost > limit.requests:
+                # the wait until enough of the window's oldest requests leave it
+                freed, wait_until = used + cost - limit.requests, t + window
+                for stamp, n in stamps:
+                    freed -= n
+                    if freed <= 0:
+                        wait_until = stamp + window
+                        break
+                what = f"{cost} more would exceed " if cost > 1 else ""
                 raise PolicyViolation(
-                    f"rate limit reached: {limit.requests} requests per {limit.per_seconds:g} s"
+                    f"rate limit reached: {what}{limit.requests} requests per {limit.per_seconds:g} s"
                     + (f" for role {role}" if role else " per person"),
                     code="POLICY_RATE_LIMITED",
                     rule=f"{party}: {rule or f'roles.{role}.rate_limit'}",
-                    hint=f"wait {wait} s",
+                    hint=f"wait {max(1, math.ceil(wait_until - t))} s"
+                    if cost <= limit.requests
+                    else f"ask about at most {limit.requests} at a time",
                 )
-            stamps.append(t)
+            stamps.append((t, cost))
+            self._log[key] = (window, stamps, used + cost)
             while len(self._log) > self._max:
                 self._log.popitem(last=False)
 
     def _forget_idle(self, now: float) -> None:
         """Drop identities, least recently seen first, whose newest request left their window."""
         while self._log:
-            key, (window, stamps) = next(iter(self._log.items()))
-            if stamps and stamps[-1] > now - window:
+            key, (window, stamps, _) = next(iter(self._log.items()))
+            if stamps and stamps[-1][0] > now - window:
                 return
             del self._log[key]

@@ -41,6 +41,7 @@ from federation.config_files import parse_model
 from federation.he import ClientKeys
 from federation.pki import init_federation
 from federation.profile import ClientProfile
+from federation.sealing import AgreementKey
 from node.config import NodeConfig
 from node.server import RunningNode, start_node
 
@@ -145,13 +146,18 @@ def federation(
     node_ids = list(node_rows)
     pki_dir = root / "pki"
     init_federation(pki_dir, node_ids, clients=people)
-    audit_keys = {}
+    audit_keys, agreement_keys = {}, {}
     for n in node_ids:  # each node's audit key goes into the catalog, so clients verify every receipt
         with AuditLog.open(root / "state" / n / "audit", n, fsync=False) as log:
             audit_keys[n] = log.public_key_b64()
+        # and its agreement key, which lookups seal identifiers to
+        agreement_keys[n] = AgreementKey.load_or_create(root / "state" / n).public_b64()
     catalog_doc = {
         "federation": "test",
-        "nodes": [{"id": n, "address": "127.0.0.1:1", "audit_key": audit_keys[n]} for n in node_ids],
+        "nodes": [
+            {"id": n, "address": "127.0.0.1:1", "audit_key": audit_keys[n], "agreement_key": agreement_keys[n]}
+            for n in node_ids
+        ],
         "tables": tables,
     }
     catalog_path = root / "federation.yaml"

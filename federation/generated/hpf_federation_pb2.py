@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)federation/generated/hpf_federation.proto\x12\x06hpf.v1\"\xb7\x01\n\rQueryEnvelope\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x11\n\toperation\x18\x02 \x01(\t\x12\x0b\n\x03sql\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x13\n\x0b\x63onsent_ref\x18\x05 \x01(\t\x12\x14\n\x0cissued_at_ms\x18\x06 \x01(\x03\x12\r\n\x05nonce\x18\x07 \x01(\x0c\x12\x16\n\x0e\x63ontext_digest\x18\x08 \x01(\t\x12\x12\n\nfederation\x18\t \x01(\t\"Q\n\x0eSignedEnvelope\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x1a\n\x12signer_certificate\x18\x03 \x01(\x0c\"k\n\x0cQueryRequest\x12\x16\n\x0epublic_context\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\x12(\n\x08\x65nvelope\x18\x04 \x01(\x0b\x32\x16.hpf.v1.SignedEnvelopeJ\x04\x08\x01\x10\x02\"Z\n\x0cRegionStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x0c\n\x04hint\x18\x05 \x01(\t\"\x8e\x01\n\x0cStageTimings\x12\x0f\n\x07plan_ms\x18\x01 \x01(\x01\x12\x11\n\tfanout_ms\x18\x02 \x01(\x01\x12\x14\n\x0cnode_scan_ms\x18\x03 \x01(\x01\x12\x17\n\x0fnode_encrypt_ms\x18\x04 \x01(\x01\x12\x15\n\rnode_total_ms\x18\x05 \x01(\x01\x12\x14\n\x0c\x61ggregate_ms\x18\x06 \x01(\x01\"\xd8\x01\n\rQueryResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x10\n\x08\x61nswered\x18\x04 \x03(\t\x12%\n\x07missing\x18\x05 \x03(\x0b\x32\x14.hpf.v1.RegionStatus\x12%\n\x07timings\x18\x06 \x01(\x0b\x32\x14.hpf.v1.StageTimings\x12&\n\x08receipts\x18\x07 \x03(\x0b\x32\x14.hpf.v1.AuditReceipt\"_\n\x0f\x41uditCheckpoint\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04root\x18\x03 \x01(\x0c\x12\x0c\n\x04time\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"j\n\x0c\x41uditReceipt\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\r\n\x05\x65ntry\x18\x03 \x01(\x0c\x12+\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x17.hpf.v1.AuditCheckpoint\"E\n\x11\x41uditProofRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x10\n\x08old_size\x18\x03 \x01(\x04\"i\n\x12\x41uditProofResponse\x12+\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x17.hpf.v1.AuditCheckpoint\x12\x11\n\tinclusion\x18\x02 \x03(\x0c\x12\x13\n\x0b\x63onsistency\x18\x03 \x03(\x0c\"O\n\x0e\x45xplainRequest\x12(\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x16.hpf.v1.SignedEnvelope\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x02 \x01(\r\"\xaa\x01\n\x0bNodeVerdict\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\x0c\n\x04hint\x18\x06 \x01(\t\x12\x16\n\x0emin_group_size\x18\x07 \x01(\r\x12%\n\x07receipt\x18\x08 \x01(\x0b\x32\x14.hpf.v1.AuditReceipt\"d\n\x0f\x45xplainResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12%\n\x08verdicts\x18\x03 \x03(\x0b\x32\x13.hpf.v1.NodeVerdict\"\x10\n\x0e\x43\x61talogRequest\"7\n\x0f\x43\x61talogResponse\x12\x14\n\x0c\x63\x61talog_yaml\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"\x8a\x01\n\x0ePartialRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x16\n\x0epublic_context\x18\x03 \x01(\x0c\x12\x18\n\x10plan_fingerprint\x18\x04 \x01(\t\x12(\n\x08\x65nvelope\x18\x06 \x01(\x0b\x32\x16.hpf.v1.SignedEnvelopeJ\x04\x08\x02\x10\x03J\x04\x08\x05\x10\x06\"\xaf\x01\n\x0fPartialResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x0f\n\x07scan_ms\x18\x04 \x01(\x01\x12\x12\n\nencrypt_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12%\n\x07receipt\x18\x07 \x01(\x0b\x32\x14.hpf.v1.AuditReceipt\"\x11\n\x0f\x44\x65scribeRequest\"v\n\x10\x44\x65scribeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61talog_digest\x18\x02 \x01(\t\x12\x0e\n\x06tables\x18\x03 \x03(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x18\n\x10\x61udit_public_key\x18\x05 \x01(\x0c\x32\x83\x02\n\x0b\x43oordinator\x12\x34\n\x05Query\x12\x14.hpf.v1.QueryRequest\x1a\x15.hpf.v1.QueryResponse\x12:\n\x07\x45xplain\x12\x16.hpf.v1.ExplainRequest\x1a\x17.hpf.v1.ExplainResponse\x12=\n\nGetCatalog\x12\x16.hpf.v1.CatalogRequest\x1a\x17.hpf.v1.CatalogResponse\x12\x43\n\nAuditProof\x12\x19.hpf.v1.AuditProofRequest\x1a\x1a.hpf.v1.AuditProofResponse2\x85\x02\n\x04Node\x12\x41\n\x0e\x43omputePartial\x12\x16.hpf.v1.PartialRequest\x1a\x17.hpf.v1.PartialResponse\x12\x36\n\x07\x45xplain\x12\x16.hpf.v1.PartialRequest\x1a\x13.hpf.v1.NodeVerdict\x12\x43\n\nAuditProof\x12\x19.hpf.v1.AuditProofRequest\x1a\x1a.hpf.v1.AuditProofResponse\x12=\n\x08\x44\x65scribe\x12\x17.hpf.v1.DescribeRequest\x1a\x18.hpf.v1.DescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)federation/generated/hpf_federation.proto\x12\x06hpf.v1\"\xdb\x01\n\rQueryEnvelope\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x11\n\toperation\x18\x02 \x01(\t\x12\x0b\n\x03sql\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x13\n\x0b\x63onsent_ref\x18\x05 \x01(\t\x12\x14\n\x0cissued_at_ms\x18\x06 \x01(\x03\x12\r\n\x05nonce\x18\x07 \x01(\x0c\x12\x16\n\x0e\x63ontext_digest\x18\x08 \x01(\t\x12\x12\n\nfederation\x18\t \x01(\t\x12\"\n\x06lookup\x18\n \x01(\x0b\x32\x12.hpf.v1.LookupSpec\"[\n\nLookupSpec\x12\x10\n\x08subjects\x18\x01 \x01(\r\x12\x17\n\x0fseal_public_key\x18\x02 \x01(\x0c\x12\x0f\n\x07regions\x18\x03 \x03(\t\x12\x11\n\tbreakdown\x18\x04 \x01(\x08\"/\n\x0eSealedSubjects\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62lob\x18\x02 \x01(\x0c\"Q\n\x0eSignedEnvelope\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x1a\n\x12signer_certificate\x18\x03 \x01(\x0c\"k\n\x0cQueryRequest\x12\x16\n\x0epublic_context\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\x12(\n\x08\x65nvelope\x18\x04 \x01(\x0b\x32\x16.hpf.v1.SignedEnvelopeJ\x04\x08\x01\x10\x02\"Z\n\x0cRegionStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x0c\n\x04hint\x18\x05 \x01(\t\"\x8e\x01\n\x0cStageTimings\x12\x0f\n\x07plan_ms\x18\x01 \x01(\x01\x12\x11\n\tfanout_ms\x18\x02 \x01(\x01\x12\x14\n\x0cnode_scan_ms\x18\x03 \x01(\x01\x12\x17\n\x0fnode_encrypt_ms\x18\x04 \x01(\x01\x12\x15\n\rnode_total_ms\x18\x05 \x01(\x01\x12\x14\n\x0c\x61ggregate_ms\x18\x06 \x01(\x01\"\xd8\x01\n\rQueryResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x10\n\x08\x61nswered\x18\x04 \x03(\t\x12%\n\x07missing\x18\x05 \x03(\x0b\x32\x14.hpf.v1.RegionStatus\x12%\n\x07timings\x18\x06 \x01(\x0b\x32\x14.hpf.v1.StageTimings\x12&\n\x08receipts\x18\x07 \x03(\x0b\x32\x14.hpf.v1.AuditReceipt\"_\n\x0f\x41uditCheckpoint\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04root\x18\x03 \x01(\x0c\x12\x0c\n\x04time\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"j\n\x0c\x41uditReceipt\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\r\n\x05\x65ntry\x18\x03 \x01(\x0c\x12+\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x17.hpf.v1.AuditCheckpoint\"E\n\x11\x41uditProofRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x10\n\x08old_size\x18\x03 \x01(\x04\"i\n\x12\x41uditProofResponse\x12+\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x17.hpf.v1.AuditCheckpoint\x12\x11\n\tinclusion\x18\x02 \x03(\x0c\x12\x13\n\x0b\x63onsistency\x18\x03 \x03(\x0c\"O\n\x0e\x45xplainRequest\x12(\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x16.hpf.v1.SignedEnvelope\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x02 \x01(\r\"\xaa\x01\n\x0bNodeVerdict\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\x0c\n\x04hint\x18\x06 \x01(\t\x12\x16\n\x0emin_group_size\x18\x07 \x01(\r\x12%\n\x07receipt\x18\x08 \x01(\x0b\x32\x14.hpf.v1.AuditReceipt\"d\n\x0f\x45xplainResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12%\n\x08verdicts\x18\x03 \x03(\x0b\x32\x13.hpf.v1.NodeVerdict\"\x10\n\x0e\x43\x61talogRequest\"7\n\x0f\x43\x61talogResponse\x12\x14\n\x0c\x63\x61talog_yaml\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"\x8a\x01\n\x0ePartialRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x16\n\x0epublic_context\x18\x03 \x01(\x0c\x12\x18\n\x10plan_fingerprint\x18\x04 \x01(\t\x12(\n\x08\x65nvelope\x18\x06 \x01(\x0b\x32\x16.hpf.v1.SignedEnvelopeJ\x04\x08\x02\x10\x03J\x04\x08\x05\x10\x06\"\xaf\x01\n\x0fPartialResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x03 \x03(\x0c\x12\x0f\n\x07scan_ms\x18\x04 \x01(\x01\x12\x12\n\nencrypt_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12%\n\x07receipt\x18\x07 \x01(\x0b\x32\x14.hpf.v1.AuditReceipt\"\x8e\x01\n\rLookupRequest\x12(\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x16.hpf.v1.SignedEnvelope\x12\x16\n\x0epublic_context\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\x12&\n\x06sealed\x18\x04 \x03(\x0b\x32\x16.hpf.v1.SealedSubjects\"w\n\x11NodeLookupRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x16\n\x0epublic_context\x18\x02 \x01(\x0c\x12(\n\x08\x65nvelope\x18\x03 \x01(\x0b\x32\x16.hpf.v1.SignedEnvelope\x12\x0e\n\x06sealed\x18\x04 \x01(\x0c\"\x11\n\x0f\x44\x65scribeRequest\"\x94\x01\n\x10\x44\x65scribeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61talog_digest\x18\x02 \x01(\t\x12\x0e\n\x06tables\x18\x03 \x03(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x18\n\x10\x61udit_public_key\x18\x05 \x01(\x0c\x12\x1c\n\x14\x61greement_public_key\x18\x06 \x01(\x0c\x32\xbb\x02\n\x0b\x43oordinator\x12\x34\n\x05Query\x12\x14.hpf.v1.QueryRequest\x1a\x15.hpf.v1.QueryResponse\x12:\n\x07\x45xplain\x12\x16.hpf.v1.ExplainRequest\x1a\x17.hpf.v1.ExplainResponse\x12=\n\nGetCatalog\x12\x16.hpf.v1.CatalogRequest\x1a\x17.hpf.v1.CatalogResponse\x12\x43\n\nAuditProof\x12\x19.hpf.v1.AuditProofRequest\x1a\x1a.hpf.v1.AuditProofResponse\x12\x36\n\x06Lookup\x12\x15.hpf.v1.LookupRequest\x1a\x15.hpf.v1.QueryResponse2\xc3\x02\n\x04Node\x12\x41\n\x0e\x43omputePartial\x12\x16.hpf.v1.PartialRequest\x1a\x17.hpf.v1.PartialResponse\x12\x36\n\x07\x45xplain\x12\x16.hpf.v1.PartialRequest\x1a\x13.hpf.v1.NodeVerdict\x12\x43\n\nAuditProof\x12\x19.hpf.v1.AuditProofRequest\x1a\x1a.hpf.v1.AuditProofResponse\x12=\n\x08\x44\x65scribe\x12\x17.hpf.v1.DescribeRequest\x1a\x18.hpf.v1.DescribeResponse\x12<\n\x06Lookup\x12\x19.hpf.v1.NodeLookupRequest\x1a\x17.hpf.v1.PartialResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,45 +32,53 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'federation.generated.hpf_fe
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_QUERYENVELOPE']._serialized_start=54
-  _globals['_QUERYENVELOPE']._serialized_end=237
-  _globals['_SIGNEDENVELOPE']._serialized_start=239
-  _globals['_SIGNEDENVELOPE']._serialized_end=320
-  _globals['_QUERYREQUEST']._serialized_start=322
-  _globals['_QUERYREQUEST']._serialized_end=429
-  _globals['_REGIONSTATUS']._serialized_start=431
-  _globals['_REGIONSTATUS']._serialized_end=521
-  _globals['_STAGETIMINGS']._serialized_start=524
-  _globals['_STAGETIMINGS']._serialized_end=666
-  _globals['_QUERYRESPONSE']._serialized_start=669
-  _globals['_QUERYRESPONSE']._serialized_end=885
-  _globals['_AUDITCHECKPOINT']._serialized_start=887
-  _globals['_AUDITCHECKPOINT']._serialized_end=982
-  _globals['_AUDITRECEIPT']._serialized_start=984
-  _globals['_AUDITRECEIPT']._serialized_end=1090
-  _globals['_AUDITPROOFREQUEST']._serialized_start=1092
-  _globals['_AUDITPROOFREQUEST']._serialized_end=1161
-  _globals['_AUDITPROOFRESPONSE']._serialized_start=1163
-  _globals['_AUDITPROOFRESPONSE']._serialized_end=1268
-  _globals['_EXPLAINREQUEST']._serialized_start=1270
-  _globals['_EXPLAINREQUEST']._serialized_end=1349
-  _globals['_NODEVERDICT']._serialized_start=1352
-  _globals['_NODEVERDICT']._serialized_end=1522
-  _globals['_EXPLAINRESPONSE']._serialized_start=1524
-  _globals['_EXPLAINRESPONSE']._serialized_end=1624
-  _globals['_CATALOGREQUEST']._serialized_start=1626
-  _globals['_CATALOGREQUEST']._serialized_end=1642
-  _globals['_CATALOGRESPONSE']._serialized_start=1644
-  _globals['_CATALOGRESPONSE']._serialized_end=1699
-  _globals['_PARTIALREQUEST']._serialized_start=1702
-  _globals['_PARTIALREQUEST']._serialized_end=1840
-  _globals['_PARTIALRESPONSE']._serialized_start=1843
-  _globals['_PARTIALRESPONSE']._serialized_end=2018
-  _globals['_DESCRIBEREQUEST']._serialized_start=2020
-  _globals['_DESCRIBEREQUEST']._serialized_end=2037
-  _globals['_DESCRIBERESPONSE']._serialized_start=2039
-  _globals['_DESCRIBERESPONSE']._serialized_end=2157
-  _globals['_COORDINATOR']._serialized_start=2160
-  _globals['_COORDINATOR']._serialized_end=2419
-  _globals['_NODE']._serialized_start=2422
-  _globals['_NODE']._serialized_end=2683
+  _globals['_QUERYENVELOPE']._serialized_end=273
+  _globals['_LOOKUPSPEC']._serialized_start=275
+  _globals['_LOOKUPSPEC']._serialized_end=366
+  _globals['_SEALEDSUBJECTS']._serialized_start=368
+  _globals['_SEALEDSUBJECTS']._serialized_end=415
+  _globals['_SIGNEDENVELOPE']._serialized_start=417
+  _globals['_SIGNEDENVELOPE']._serialized_end=498
+  _globals['_QUERYREQUEST']._serialized_start=500
+  _globals['_QUERYREQUEST']._serialized_end=607
+  _globals['_REGIONSTATUS']._serialized_start=609
+  _globals['_REGIONSTATUS']._serialized_end=699
+  _globals['_STAGETIMINGS']._serialized_start=702
+  _globals['_STAGETIMINGS']._serialized_end=844
+  _globals['_QUERYRESPONSE']._serialized_start=847
+  _globals['_QUERYRESPONSE']._serialized_end=1063
+  _globals['_AUDITCHECKPOINT']._serialized_start=1065
+  _globals['_AUDITCHECKPOINT']._serialized_end=1160
+  _globals['_AUDITRECEIPT']._serialized_start=1162
+  _globals['_AUDITRECEIPT']._serialized_end=1268
+  _globals['_AUDITPROOFREQUEST']._serialized_start=1270
+  _globals['_AUDITPROOFREQUEST']._serialized_end=1339
+  _globals['_AUDITPROOFRESPONSE']._serialized_start=1341
+  _globals['_AUDITPROOFRESPONSE']._serialized_end=1446
+  _globals['_EXPLAINREQUEST']._serialized_start=1448
+  _globals['_EXPLAINREQUEST']._serialized_end=1527
+  _globals['_NODEVERDICT']._serialized_start=1530
+  _globals['_NODEVERDICT']._serialized_end=1700
+  _globals['_EXPLAINRESPONSE']._serialized_start=1702
+  _globals['_EXPLAINRESPONSE']._serialized_end=1802
+  _globals['_CATALOGREQUEST']._serialized_start=1804
+  _globals['_CATALOGREQUEST']._serialized_end=1820
+  _globals['_CATALOGRESPONSE']._serialized_start=1822
+  _globals['_CATALOGRESPONSE']._serialized_end=1877
+  _globals['_PARTIALREQUEST']._serialized_start=1880
+  _globals['_PARTIALREQUEST']._serialized_end=2018
+  _globals['_PARTIALRESPONSE']._serialized_start=2021
+  _globals['_PARTIALRESPONSE']._serialized_end=2196
+  _globals['_LOOKUPREQUEST']._serialized_start=2199
+  _globals['_LOOKUPREQUEST']._serialized_end=2341
+  _globals['_NODELOOKUPREQUEST']._serialized_start=2343
+  _globals['_NODELOOKUPREQUEST']._serialized_end=2462
+  _globals['_DESCRIBEREQUEST']._serialized_start=2464
+  _globals['_DESCRIBEREQUEST']._serialized_end=2481
+  _globals['_DESCRIBERESPONSE']._serialized_start=2484
+  _globals['_DESCRIBERESPONSE']._serialized_end=2632
+  _globals['_COORDINATOR']._serialized_start=2635
+  _globals['_COORDINATOR']._serialized_end=2950
+  _globals['_NODE']._serialized_start=2953
+  _globals['_NODE']._serialized_end=3276
 # @@protoc_insertion_point(module_scope)

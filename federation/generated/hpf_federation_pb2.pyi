@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class QueryEnvelope(_message.Message):
-    __slots__ = ("version", "operation", "sql", "purpose", "consent_ref", "issued_at_ms", "nonce", "context_digest", "federation")
+    __slots__ = ("version", "operation", "sql", "purpose", "consent_ref", "issued_at_ms", "nonce", "context_digest", "federation", "lookup")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class QueryEnvelope(_message.Message):
     NONCE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_FIELD_NUMBER: _ClassVar[int]
     version: int
     operation: str
     sql: str
@@ -26,7 +27,28 @@ class QueryEnvelope(_message.Message):
     nonce: bytes
     context_digest: str
     federation: str
-    def __init__(self, version: _Optional[int] = ..., operation: _Optional[str] = ..., sql: _Optional[str] = ..., purpose: _Optional[str] = ..., consent_ref: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., context_digest: _Optional[str] = ..., federation: _Optional[str] = ...) -> None: ...
+    lookup: LookupSpec
+    def __init__(self, version: _Optional[int] = ..., operation: _Optional[str] = ..., sql: _Optional[str] = ..., purpose: _Optional[str] = ..., consent_ref: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., context_digest: _Optional[str] = ..., federation: _Optional[str] = ..., lookup: _Optional[_Union[LookupSpec, _Mapping]] = ...) -> None: ...
+
+class LookupSpec(_message.Message):
+    __slots__ = ("subjects", "seal_public_key", "regions", "breakdown")
+    SUBJECTS_FIELD_NUMBER: _ClassVar[int]
+    SEAL_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    BREAKDOWN_FIELD_NUMBER: _ClassVar[int]
+    subjects: int
+    seal_public_key: bytes
+    regions: _containers.RepeatedScalarFieldContainer[str]
+    breakdown: bool
+    def __init__(self, subjects: _Optional[int] = ..., seal_public_key: _Optional[bytes] = ..., regions: _Optional[_Iterable[str]] = ..., breakdown: _Optional[bool] = ...) -> None: ...
+
+class SealedSubjects(_message.Message):
+    __slots__ = ("node_id", "blob")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    blob: bytes
+    def __init__(self, node_id: _Optional[str] = ..., blob: _Optional[bytes] = ...) -> None: ...
 
 class SignedEnvelope(_message.Message):
     __slots__ = ("envelope", "signature", "signer_certificate")
@@ -222,20 +244,46 @@ class PartialResponse(_message.Message):
     receipt: AuditReceipt
     def __init__(self, node_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., scan_ms: _Optional[float] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ...) -> None: ...
 
+class LookupRequest(_message.Message):
+    __slots__ = ("envelope", "public_context", "deadline_ms", "sealed")
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    envelope: SignedEnvelope
+    public_context: bytes
+    deadline_ms: int
+    sealed: _containers.RepeatedCompositeFieldContainer[SealedSubjects]
+    def __init__(self, envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., public_context: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., sealed: _Optional[_Iterable[_Union[SealedSubjects, _Mapping]]] = ...) -> None: ...
+
+class NodeLookupRequest(_message.Message):
+    __slots__ = ("query_id", "public_context", "envelope", "sealed")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    public_context: bytes
+    envelope: SignedEnvelope
+    sealed: bytes
+    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., sealed: _Optional[bytes] = ...) -> None: ...
+
 class DescribeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("node_id", "catalog_digest", "tables", "version", "audit_public_key")
+    __slots__ = ("node_id", "catalog_digest", "tables", "version", "audit_public_key", "agreement_public_key")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CATALOG_DIGEST_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     AUDIT_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     catalog_digest: str
     tables: _containers.RepeatedScalarFieldContainer[str]
     version: str
     audit_public_key: bytes
-    def __init__(self, node_id: _Optional[str] = ..., catalog_digest: _Optional[str] = ..., tables: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., audit_public_key: _Optional[bytes] = ...) -> None: ...
+    agreement_public_key: bytes
+    def __init__(self, node_id: _Optional[str] = ..., catalog_digest: _Optional[str] = ..., tables: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., audit_public_key: _Optional[bytes] = ..., agreement_public_key: _Optional[bytes] = ...) -> None: ...

@@ -55,6 +55,11 @@ class CoordinatorStub:
                 request_serializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
                 response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
                 _registered_method=True)
+        self.Lookup = channel.unary_unary(
+                '/hpf.v1.Coordinator/Lookup',
+                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.LookupRequest.SerializeToString,
+                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.QueryResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -89,6 +94,15 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Lookup(self, request, context):
+        """Federation-wide facts about people, whose identifiers are sealed to each region: the coordinator routes
+        the sealed blobs and sums the encrypted answers; it never sees an identifier. One person (a caseworker's
+        lookup) or many at once (an integrator's screening); the answer is laid out by lookup_layout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +125,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.AuditProof,
                     request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.FromString,
                     response_serializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.SerializeToString,
+            ),
+            'Lookup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lookup,
+                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.LookupRequest.FromString,
+                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.QueryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -232,6 +251,33 @@ class Coordinator:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Lookup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hpf.v1.Coordinator/Lookup',
+            federation_dot_generated_dot_hpf__federation__pb2.LookupRequest.SerializeToString,
+            federation_dot_generated_dot_hpf__federation__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class NodeStub:
     """A regional node: answers one partial plan over its own database, encrypted.
@@ -262,6 +308,11 @@ class NodeStub:
                 '/hpf.v1.Node/Describe',
                 request_serializer=federation_dot_generated_dot_hpf__federation__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.DescribeResponse.FromString,
+                _registered_method=True)
+        self.Lookup = channel.unary_unary(
+                '/hpf.v1.Node/Lookup',
+                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.NodeLookupRequest.SerializeToString,
+                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.FromString,
                 _registered_method=True)
 
 
@@ -295,6 +346,13 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Lookup(self, request, context):
+        """Facts about the people whose identifiers the client sealed to this node, encrypted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -317,6 +375,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.DescribeRequest.FromString,
                     response_serializer=federation_dot_generated_dot_hpf__federation__pb2.DescribeResponse.SerializeToString,
+            ),
+            'Lookup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lookup,
+                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.NodeLookupRequest.FromString,
+                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -428,6 +491,33 @@ class Node:
             '/hpf.v1.Node/Describe',
             federation_dot_generated_dot_hpf__federation__pb2.DescribeRequest.SerializeToString,
             federation_dot_generated_dot_hpf__federation__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lookup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hpf.v1.Node/Lookup',
+            federation_dot_generated_dot_hpf__federation__pb2.NodeLookupRequest.SerializeToString,
+            federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.FromString,
             options,
             channel_credentials,
             insecure,

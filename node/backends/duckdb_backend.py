@@ -6,7 +6,9 @@ way here as in every other party's planner, and a file that does not fit the cat
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +35,7 @@ class DuckDBBackend:
         if threads:
             self._con.execute(f"SET threads = {int(threads)}")
         self._lock = threading.Lock()
+        self._paths = [str(s.path) for s in sources.values()]
         for name, table in catalog.tables.items():
             source = sources.get(name)
             if source is None:
@@ -85,6 +88,31 @@ class DuckDBBackend:
             ) from None
         finally:
             cur.close()
+
+    def columns(self, sql: str) -> dict[str, Any]:
+        """Run ``sql`` and return its result as NumPy columns (for results too large for tuples)."""
+        with self._lock:
+            cur = self._con.cursor()
+        try:
+            return dict(cur.execute(sql).fetchnumpy())
+        except duckdb.Error as err:
+            failure = runtime_failure(err)
+            log.warning("query failed: %s", failure)
+            raise UnavailableError(f"the node cannot read its tables: {failure}", code="NODE_UNWELL") from None
+        finally:
+            cur.close()
+
+    def data_version(self) -> tuple[tuple[str, int, int], ...]:
+        """The source files' names, sizes and modification times: changes when any file is replaced."""
+        found = []
+        for pattern in self._paths:
+            for path in sorted(glob.glob(pattern)) or [pattern]:
+                try:
+                    st = os.stat(path)
+                    found.append((path, st.st_size, st.st_mtime_ns))
+                except OSError:
+                    found.append((path, -1, -1))
+        return tuple(found)
 
     def close(self) -> None:
         self._con.close()

@@ -449,6 +449,7 @@ def test_every_request_is_in_a_verifiable_audit_log_without_values(
         assert ("allowed", "") in decisions and ("refused", "POLICY_COLUMN_DENIED") in decisions
         assert all(e["node"] == node_id for e in entries)
     # the receipts the client kept prove each of its answered questions is in each node's log
+    assert client.profile.receipts is not None
     kept = [Receipt.from_dict(json.loads(line)) for line in client.profile.receipts.read_text().splitlines()]
     assert {r.node_id for r in kept} == set(fed.node_ids)
     for node_id in fed.node_ids:

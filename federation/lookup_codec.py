@@ -1,0 +1,184 @@
+"""Person-lookup facts <-> BFV slots: nine slots per person (per city, for a breakdown), summed by the coordinator.
+
+Every region answers a lookup with the same layout, so the coordinator's homomorphic sum gives the
+federation-wide facts; with a breakdown each asked region writes into its own cell and nothing is summed
+across cities. Per person and cell, slot by slot (a field ``f<<s`` sits at bit ``s`` of its slot)::
+
+    0: cities | cities_active<<9 | cities_sealed<<18 | loan_cities<<27     each 0 or 1 per region
+    1: contribution_months | failed<<29                                     months < 2**21 per region
+    2: active_loans | overdue_loans<<19                                     each < 2**11 per region
+    3-4: contribution_fen, 5-6: balance_fen, 7-8: outstanding_fen           two 30-bit limbs (signed 60-bit)
+
+With at most 256 regions (``limb_codec.MAX_REGIONS``) no field's sum reaches the next field, and no slot sum
+reaches half the plain modulus. A region whose figures for a person do not fit these ranges sends zeros and
+``failed = 1`` for that person: the client then shows no figures for them rather than wrong ones.
+
+>>> facts = np.array([[1, 1, 0, 1, 120, 0, 1, 0, 3_000_000, 500_000, 80_000_000]], dtype=np.int64)
+>>> slots = encode_facts(facts, cells=1, cell=0)
+>>> decode_facts(slots + slots, subjects=1, cells=1)[0][0]["contribution_months"]
+240
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from federation.errors import CryptoError
+from federation.he import SLOTS
+from federation.limb_codec import LIMB_BITS, LIMB_MASK
+
+# the columns of a facts matrix, in order (one row per person, as a region computes them)
+FACT_COLUMNS: tuple[str, ...] = (
+    "cities",
+    "cities_active",
+    "cities_sealed",
+    "loan_cities",
+    "contribution_months",
+    "failed",
+    "active_loans",
+    "overdue_loans",
+    "contribution_fen",
+    "balance_fen",
+    "outstanding_fen",
+)
+FLAGS = ("cities", "cities_active", "cities_sealed", "loan_cities")
+MONEY = ("contribution_fen", "balance_fen", "outstanding_fen")
+SLOTS_PER_CELL = 9
+FLAG_BITS = 9
+MONTHS_BITS, MONTHS_MAX = 29, 1 << 21
+LOANS_BITS, LOANS_MAX = 19, 1 << 11
+MONEY_MIN, MONEY_MAX = -(1 << 59), (1 << 59) - 1
+LAYOUT_VERSION = "lookup/v1"
+MAX_CELLS_SLOTS = 64 * 1024 * 1024  # no lookup lays out more slots than this
+
+_COL = {name: i for i, name in enumerate(FACT_COLUMNS)}
+
+
+def layout_fingerprint(subjects: int, cells: int) -> str:
+    """What every party must agree on for a lookup's answer: the layout is a function of these alone."""
+    return f"{LAYOUT_VERSION}:subjects={subjects}:cells={cells}"
+
+
+def slot_count(subjects: int, cells: int) -> int:
+    return subjects * cells * SLOTS_PER_CELL
+
+
+def chunk_sizes(subjects: int, cells: int) -> list[int]:
+    total = slot_count(subjects, cells)
+    if not 0 < total <= MAX_CELLS_SLOTS:
+        raise CryptoError("a lookup of this size cannot be laid out", code="LOOKUP_TOO_LARGE")
+    full, rest = divmod(total, SLOTS)
+    return [SLOTS] * full + ([rest] if rest else [])
+
+
+def flags_fit(facts: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Per person, whether a region's flags are each 0 or 1."""
+    flags = facts[:, [_COL[f] for f in FLAGS]]
+    return ((flags == 0) | (flags == 1)).all(axis=1)
+
+
+def fits(facts: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Per person, whether a region's counts and money fit the layout's ranges (and it did not fail)."""
+    ok = np.ones(facts.shape[0], dtype=bool)
+    months = facts[:, _COL["contribution_months"]]
+    loans = facts[:, [_COL["active_loans"], _COL["overdue_loans"]]]
+    money = facts[:, [_COL[m] for m in MONEY]]
+    ok &= (months >= 0) & (months < MONTHS_MAX)
+    ok &= ((loans >= 0) & (loans < LOANS_MAX)).all(axis=1)
+    ok &= ((money >= MONEY_MIN) & (money <= MONEY_MAX)).all(axis=1)
+    return ok & (facts[:, _COL["failed"]] == 0)
+
+
+def encode_facts(facts: npt.NDArray[np.int64], *, cells: int, cell: int) -> npt.NDArray[np.int64]:
+    """One region's slots for ``facts`` (one row per person, :data:`FACT_COLUMNS`), in cell ``cell`` of each.
+
+    A person whose counts or money do not fit (see :func:`fits`) keeps the flags, with zeros for the rest and
+    ``failed = 1``; flags that are not 0 or 1 zero the whole row.
+    """
+    if facts.ndim != 2 or facts.shape[1] != len(FACT_COLUMNS) or not 0 <= cell < cells:
+        raise CryptoError("lookup facts do not match the layout", code="LOOKUP_LAYOUT")
+    n = facts.shape[0]
+    flags_ok = flags_fit(facts)
+    ok = fits(facts) & flags_ok
+    f = np.where(ok[:, None], facts, 0)
+    f[:, [_COL[name] for name in FLAGS]] = np.where(flags_ok[:, None], facts[:, [_COL[name] for name in FLAGS]], 0)
+    out = np.zeros((n, cells, SLOTS_PER_CELL), dtype=np.int64)
+    c = out[:, cell, :]
+    for i, name in enumerate(FLAGS):
+        c[:, 0] |= f[:, _COL[name]] << (FLAG_BITS * i)
+    c[:, 1] = f[:, _COL["contribution_months"]] | ((~ok).astype(np.int64) << MONTHS_BITS)
+    c[:, 2] = f[:, _COL["active_loans"]] | (f[:, _COL["overdue_loans"]] << LOANS_BITS)
+    for i, name in enumerate(MONEY):
+        v = f[:, _COL[name]]
+        c[:, 3 + 2 * i] = v & LIMB_MASK
+        c[:, 4 + 2 * i] = v >> LIMB_BITS  # arithmetic shift: the signed top limb
+    return out.reshape(-1)
+
+
+@dataclass(frozen=True)
+class PersonFacts:
+    """Federation-wide (or one city's) facts about one person; ``None`` where a region's figures did not fit."""
+
+    cities: int
+    cities_active: int
+    cities_sealed: int
+    loan_cities: int
+    contribution_months: int | None
+    active_loans: int | None
+    overdue_loans: int | None
+    contribution_fen: int | None
+    balance_fen: int | None
+    outstanding_fen: int | None
+    failed_regions: int
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self, name)
+
+    @property
+    def duplicate_loans(self) -> bool:
+        """Open (active or overdue) housing loans in two or more cities."""
+        return self.loan_cities >= 2
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def _field(value: int, shift: int, bits: int) -> int:
+    return (value >> shift) & ((1 << bits) - 1)
+
+
+def decode_facts(slots: npt.NDArray[np.int64], *, subjects: int, cells: int) -> list[list[PersonFacts]]:
+    """The summed slots back into facts: ``[person][cell]``."""
+    if slots.shape != (slot_count(subjects, cells),):
+        raise CryptoError("the answer does not match the lookup's layout", code="CIPHERTEXT_SHAPE")
+    if int(slots.min(initial=0)) < -(1 << 38) or int(slots.max(initial=0)) >= 1 << 39:
+        raise CryptoError("the answer holds values no lookup can produce", code="ANSWER_CORRUPT")
+    grid = slots.reshape(subjects, cells, SLOTS_PER_CELL).tolist()
+    out = []
+    for person in grid:
+        row = []
+        for s in person:
+            failed = _field(s[1], MONTHS_BITS, FLAG_BITS)
+            exact = failed == 0
+            money = [s[3 + 2 * i] + (s[4 + 2 * i] << LIMB_BITS) for i in range(len(MONEY))]
+            row.append(
+                PersonFacts(
+                    cities=_field(s[0], 0, FLAG_BITS),
+                    cities_active=_field(s[0], FLAG_BITS, FLAG_BITS),
+                    cities_sealed=_field(s[0], 2 * FLAG_BITS, FLAG_BITS),
+                    loan_cities=_field(s[0], 3 * FLAG_BITS, FLAG_BITS),
+                    contribution_months=_field(s[1], 0, MONTHS_BITS) if exact else None,
+                    active_loans=_field(s[2], 0, LOANS_BITS) if exact else None,
+                    overdue_loans=_field(s[2], LOANS_BITS, LOANS_BITS) if exact else None,
+                    contribution_fen=money[0] if exact else None,
+                    balance_fen=money[1] if exact else None,
+                    outstanding_fen=money[2] if exact else None,
+                    failed_regions=failed,
+                )
+            )
+        out.append(row)
+    return out

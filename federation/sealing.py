@@ -1,0 +1,199 @@
+"""Identifiers sealed to one region: X25519, HKDF-SHA256 and ChaCha20-Poly1305, bound to the query id.
+
+A person lookup must reach every region without the coordinator learning whom it is about. The client
+makes a one-time X25519 key pair per lookup and signs its public half inside the envelope (so the query id
+covers it). For each region it derives
+
+    key = HKDF-SHA256(X25519(one-time secret, region's agreement key),
+                      salt="hpf-lookup-seal/v1", info=query id || region || both public keys)
+
+and encrypts the identifiers (18 ASCII characters each, concatenated) with ChaCha20-Poly1305 under that key,
+with the query id and region as associated data. Each key seals exactly one message, so the nonce is fixed.
+Only the client and that region can derive the key: the coordinator routes an opaque blob it cannot read,
+cannot move to another region or query, and cannot forge (it knows neither secret).
+
+A region's agreement key is an X25519 key kept in its state directory (``agreement.key``, mode 0600); its
+public half is published in the catalog as ``agreement_key`` (32 bytes, base64). A client seals only to keys
+from a catalog it pins, never to keys the coordinator sends.
+
+Who looked a person up is answered from the audit log with :func:`subject_tag`: a keyed hash under a secret
+only the region (and the auditors it trusts) hold, salted with the request's nonce so two lookups of the same
+person cannot be linked without the key. No unkeyed hash of an identifier is made anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from federation.errors import ConfigError, CryptoError, PlanError
+from federation.person_id import validate_person_id
+from federation.pki import write_file
+
+ID_CHARS = 18
+KEY_BYTES = 32
+AGREEMENT_KEY = "agreement.key"
+AGREEMENT_PUBLIC = "agreement.pub"
+SUBJECT_KEY = "subject-tag.key"  # beside the audit log: the key of its keyed hashes
+TAG_BYTES = 16
+
+_SALT = b"hpf-lookup-seal/v1"
+_AAD = b"hpf-lookup-seal/v1\x00"
+_NONCE = b"\x00" * 12  # each derived key seals one message only
+_TAG_DOMAIN = b"hpf-lookup-subject/v1\x00"
+
+
+def raw_public(key: X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def public_key_b64(key: X25519PrivateKey) -> str:
+    """The catalog form of a region's agreement public key."""
+    return base64.b64encode(raw_public(key.public_key())).decode("ascii")
+
+
+def load_public_b64(text: str) -> bytes:
+    """Raw 32 bytes of an agreement public key written in base64 (the catalog form)."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != KEY_BYTES:
+        raise ConfigError("an agreement key must be 32 bytes in base64", code="CONFIG_INVALID")
+    return raw
+
+
+def _derive(shared: bytes, query_id: str, node_id: str, one_time: bytes, region_key: bytes) -> ChaCha20Poly1305:
+    info = query_id.encode("ascii") + b"\x00" + node_id.encode("ascii") + b"\x00" + one_time + region_key
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=info).derive(shared)
+    return ChaCha20Poly1305(key)
+
+
+def _aad(query_id: str, node_id: str) -> bytes:
+    return _AAD + query_id.encode("ascii") + b"\x00" + node_id.encode("ascii")
+
+
+class OneTimeKey:
+    """The client's X25519 key pair for one lookup; its public half goes into the signed envelope."""
+
+    def __init__(self) -> None:
+        self._key = X25519PrivateKey.generate()
+        self.public = raw_public(self._key.public_key())
+
+    def seal(self, person_ids: Sequence[str], region_key: bytes, query_id: str, node_id: str) -> bytes:
+        """``person_ids`` (already validated) sealed to one region."""
+        try:
+            shared = self._key.exchange(X25519PublicKey.from_public_bytes(region_key))
+        except ValueError:
+            raise CryptoError(f"region {node_id}'s agreement key is not usable", code="LOOKUP_KEY_INVALID") from None
+        plain = "".join(person_ids).encode("ascii")
+        return _derive(shared, query_id, node_id, self.public, region_key).encrypt(
+            _NONCE, plain, _aad(query_id, node_id)
+        )
+
+    def __repr__(self) -> str:
+        return "OneTimeKey(...)"
+
+
+class AgreementKey:
+    """A region's static X25519 agreement key, which opens what clients sealed to it."""
+
+    def __init__(self, key: X25519PrivateKey) -> None:
+        self._key = key
+        self.public = raw_public(key.public_key())
+
+    @classmethod
+    def load_or_create(cls, directory: Path) -> AgreementKey:
+        """The key in ``directory``, made (with its public half) on first use."""
+        path = directory / AGREEMENT_KEY
+        if not path.exists():
+            key = X25519PrivateKey.generate()
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            write_file(path, pem, 0o600)
+            write_file(directory / AGREEMENT_PUBLIC, (public_key_b64(key) + "\n").encode(), 0o644)
+            return cls(key)
+        try:
+            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="KEY_FILE_UNREADABLE") from None
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            loaded = None
+        if not isinstance(loaded, X25519PrivateKey):
+            raise ConfigError(f"{path}: not an unencrypted PEM X25519 key", code="KEY_FILE_INVALID")
+        return cls(loaded)
+
+    def public_b64(self) -> str:
+        return base64.b64encode(self.public).decode("ascii")
+
+    def open(self, blob: bytes, one_time: bytes, query_id: str, node_id: str, subjects: int) -> list[str]:
+        """The identifiers sealed to this region for ``query_id``; LOOKUP_SEAL_INVALID if they are not."""
+        refused = CryptoError(
+            "the sealed identifiers cannot be opened by this region for this question",
+            code="LOOKUP_SEAL_INVALID",
+            hint="seal to the region's agreement key from the pinned catalog, for this query id",
+        )
+        if len(blob) != subjects * ID_CHARS + 16 or len(one_time) != KEY_BYTES:
+            raise refused
+        try:
+            shared = self._key.exchange(X25519PublicKey.from_public_bytes(one_time))
+            plain = _derive(shared, query_id, node_id, one_time, self.public).decrypt(
+                _NONCE, blob, _aad(query_id, node_id)
+            )
+        except (ValueError, InvalidTag):
+            raise refused from None
+        try:
+            text = plain.decode("ascii")
+            ids = [text[i : i + ID_CHARS] for i in range(0, len(text), ID_CHARS)]
+            for pid in ids:
+                if validate_person_id(pid) != pid:
+                    raise PlanError("not normalised", code="PERSON_ID_INVALID")
+        except (UnicodeDecodeError, PlanError):
+            raise CryptoError(
+                "the sealed identifiers are not valid resident identity numbers", code="LOOKUP_SEAL_INVALID"
+            ) from None
+        return ids
+
+    def __repr__(self) -> str:
+        return "AgreementKey(...)"
+
+
+def load_or_create_subject_key(directory: Path) -> bytes:
+    """The region's secret for keyed hashes of looked-up identifiers (``subject-tag.key``, mode 0600)."""
+    path = directory / SUBJECT_KEY
+    if not path.exists():
+        key = os.urandom(KEY_BYTES)
+        write_file(path, base64.b64encode(key) + b"\n", 0o600)
+        return key
+    return read_subject_key(path)
+
+
+def read_subject_key(path: Path) -> bytes:
+    try:
+        raw = base64.b64decode(path.read_bytes().strip(), validate=True)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="KEY_FILE_UNREADABLE") from None
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != KEY_BYTES:
+        raise ConfigError(f"{path}: not a 32-byte key in base64", code="KEY_FILE_INVALID")
+    return raw
+
+
+def subject_tag(key: bytes, nonce_hex: str, person_id: str) -> str:
+    """Keyed hash of one looked-up identifier in one request (hex, 128 bits): HMAC-SHA256 over the request's
+    nonce and the identifier. Without ``key`` it cannot be tested against a guess, nor linked across requests."""
+    mac = hmac.new(key, _TAG_DOMAIN + nonce_hex.encode("ascii") + b"\x00" + person_id.encode("ascii"), hashlib.sha256)
+    return mac.hexdigest()[: 2 * TAG_BYTES]
