@@ -19,9 +19,10 @@ from federation.audit_keys import load_public_key
 from federation.audit_records import CHECKPOINTS, Checkpoint, Receipt, parse_checkpoint_line
 from federation.audit_verify import read_entries, verify_log
 from federation.catalog import load_catalog
-from federation.client import FederationClient
+from federation.client import FederationClient, check_person_ids
 from federation.errors import AuditError, ConfigError, PolicyViolation
 from federation.profile import load_profile
+from federation.sealing import SUBJECT_KEY, read_subject_key, subject_tag
 
 audit_app = typer.Typer(help="Nodes' audit logs: verify them, read them, check kept receipts.", no_args_is_help=True)
 
@@ -205,10 +206,23 @@ def show(
     decision: Decision | None = typer.Option(None, "--decision", help="Only allowed or only refused requests"),
     since: str | None = typer.Option(None, "--since", help="Only from this time on (RFC 3339, e.g. 2026-11-28T08:00Z)"),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the last N matching entries"),
+    person: str | None = typer.Option(
+        None, "--person", help="Only the lookups of this person (resident identity number); needs the subject key"
+    ),
+    subject_key: Path | None = typer.Option(
+        None, "--subject-key", help=f"The node's subject key (default: DIRECTORY/{SUBJECT_KEY})"
+    ),
     fmt: ShowFormat = typer.Option(ShowFormat.table, "--format", "-f", help="Output format"),
 ) -> None:
-    """List a log's requests for an auditor (it does not check the log: `hpf audit verify` does)."""
+    """List a log's requests for an auditor (it does not check the log: `hpf audit verify` does).
+
+    A lookup's entry holds, per person asked, only a keyed hash of the identifier; with the node's subject key,
+    ``--person`` finds the lookups of one person (who looked them up, when, why)."""
     start = _since(since) if since is not None else None
+    tag_key = None
+    if person is not None:
+        pid = check_person_ids([person])[0]
+        tag_key = read_subject_key(subject_key or directory / SUBJECT_KEY)
     rows: deque[dict[str, Any]] = deque(maxlen=limit)
     matched = total = 0
     for entry in read_entries(directory):
@@ -219,6 +233,12 @@ def show(
             continue
         if start is not None and ((moment := _utc(entry.get("time"))) is None or moment < start):
             continue
+        if tag_key is not None:
+            tags, nonce = entry.get("subjects"), entry.get("nonce")
+            if not isinstance(tags, str) or not isinstance(nonce, str):
+                continue
+            if subject_tag(tag_key, nonce, pid) not in tags.split(" "):
+                continue
         matched += 1
         rows.append(entry)
     if fmt == ShowFormat.json:

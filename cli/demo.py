@@ -1,8 +1,9 @@
 """`hpf demo`: a whole federation on this machine, as real processes with mutual TLS.
 
 Generates the synthetic Yangtze River Delta data (if absent), issues certificates, starts N nodes and a
-coordinator, writes ``DIR/client.yaml`` and prints the exact `hpf query` command to try. ``--once`` runs a few
-example queries, checks each against DuckDB over the pooled files, prints them and exits.
+coordinator, writes ``DIR/client.yaml`` and prints the exact `hpf query` and `hpf lookup` commands to try.
+``--once`` runs a few example queries, person lookups and a screening, checks each against DuckDB over the
+pooled files (and the screening against the people planted with loans in two cities), prints them and exits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import typer
 
 from cli.demo_check import matches, pooled, withheld_groups
 from cli.demo_federation import DemoLayout, ensure_data, layout_for, running_parties, write_configs
+from cli.demo_lookups import run_lookups
 from cli.errors import cli_errors
 from cli.explain_output import render_explain
 from cli.output import render
@@ -176,11 +178,16 @@ def demo(
     with running_parties(layout, say):
         if once:
             ok = run_examples(layout)
+            ok &= run_lookups(layout, rows, seed)
             if not ok:
                 raise typer.Exit(1)
             return
         example = EXAMPLES[0].sql
         typer.echo(f'ready: hpf query --profile {layout.client_profile} "{example}"', err=False)
+        typer.echo(
+            f"       hpf lookup --profile {layout.client_profile} --purpose loan-review --consent REF PERSON_ID",
+            err=False,
+        )
         typer.echo("serving; press Ctrl-C to stop", err=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

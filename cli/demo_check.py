@@ -84,3 +84,58 @@ def matches(answer: QueryAnswer, oracle: list[tuple[Any, ...]], plan: Plan, with
     if len(shown_withheld) > answer.withheld_groups or answer.withheld_groups > len(withheld):
         return False
     return len(released) == len(expected) and all(_same_row(a, b) for a, b in zip(released, expected, strict=True))
+
+
+# Per person, from the pooled files: each city's facts first, then their sum. Written apart from the nodes' own
+# facts query (node/lookup_index.py), so the demo checks one against the other.
+PERSON_FACTS_SQL = """
+WITH ids AS (SELECT UNNEST($ids) AS pid),
+per_city AS (
+    SELECT ids.pid, c.city,
+           MAX(CASE WHEN c.src = 'a' THEN 1 ELSE 0 END) AS has_account,
+           MAX(CASE WHEN c.src = 'a' AND c.status = 'active' THEN 1 ELSE 0 END) AS active,
+           MAX(CASE WHEN c.src = 'a' AND c.status = 'sealed' THEN 1 ELSE 0 END) AS sealed,
+           MAX(CASE WHEN c.src = 'l' AND c.status IN ('active', 'overdue') THEN 1 ELSE 0 END) AS open_loan,
+           COUNT(*) FILTER (WHERE c.src = 'd') AS months,
+           COALESCE(SUM(c.amount) FILTER (WHERE c.src = 'd'), 0) AS contributed,
+           COALESCE(SUM(c.amount) FILTER (WHERE c.src = 'a'), 0) AS balance,
+           COUNT(*) FILTER (WHERE c.src = 'l' AND c.status = 'active') AS active_loans,
+           COUNT(*) FILTER (WHERE c.src = 'l' AND c.status = 'overdue') AS overdue_loans,
+           COALESCE(SUM(c.amount) FILTER (WHERE c.src = 'l' AND c.status IN ('active', 'overdue')), 0) AS outstanding
+    FROM ids JOIN (
+        SELECT person_id, city_code AS city, 'a' AS src, status, balance_fen AS amount FROM accounts
+        UNION ALL SELECT person_id, city_code, 'd', NULL, amount_fen FROM deposits
+        UNION ALL SELECT person_id, city_code, 'l', status, outstanding_fen FROM loans
+    ) c ON c.person_id = ids.pid
+    GROUP BY ids.pid, c.city)
+SELECT ids.pid, COALESCE(SUM(has_account), 0), COALESCE(SUM(active), 0), COALESCE(SUM(sealed), 0),
+       COALESCE(SUM(months), 0), COALESCE(SUM(contributed), 0), COALESCE(SUM(balance), 0),
+       COALESCE(SUM(active_loans), 0), COALESCE(SUM(overdue_loans), 0), COALESCE(SUM(outstanding), 0),
+       COALESCE(SUM(open_loan), 0)
+FROM ids LEFT JOIN per_city USING (pid) GROUP BY ids.pid
+"""
+PERSON_FACT_NAMES = (
+    "cities",
+    "cities_active",
+    "cities_sealed",
+    "contribution_months",
+    "contribution_fen",
+    "balance_fen",
+    "active_loans",
+    "overdue_loans",
+    "outstanding_fen",
+    "loan_cities",
+)
+
+
+def pooled_person_facts(catalog: Catalog, files: Files, person_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Each person's federation-wide facts from DuckDB over the pooled files (zeros for someone absent)."""
+    con = duckdb.connect(":memory:")
+    try:
+        for table in TABLE_NAMES:
+            listed = ", ".join(f"'{f}'" for f in files(table, "*"))
+            con.execute(catalog.tables[table].view_sql(table, f"read_parquet([{listed}])"))
+        rows = con.execute(PERSON_FACTS_SQL, {"ids": list(person_ids)}).fetchall()
+    finally:
+        con.close()
+    return {row[0]: dict(zip(PERSON_FACT_NAMES, map(int, row[1:]), strict=True)) for row in rows}

@@ -1,0 +1,170 @@
+"""The demo's person lookups: a caseworker's lookups, a bank's screening and an auditor's question, each checked.
+
+Every figure is compared with DuckDB over the pooled files (:func:`cli.demo_check.pooled_person_facts`), and
+the screening's flagged applicants with the people the generator planted with loans in two cities.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import typer
+
+from cli.demo_check import pooled_person_facts
+from cli.demo_federation import DemoLayout
+from cli.lookup import render_lookup
+from federation.audit_verify import read_entries
+from federation.catalog import load_catalog
+from federation.client import FederationClient, LookupAnswer
+from federation.errors import FederationError
+from federation.person_id import check_char
+from federation.profile import load_profile
+from federation.sealing import SUBJECT_KEY, read_subject_key, subject_tag
+from federation.synth.generator import planted_duplicate_loans
+
+CONSENT = "DEMO-CONSENT-0001"
+SCREEN_SIZE = 5_000
+ABSENT_ID = "11010519491231021" + check_char("11010519491231021")  # valid, and in no demo region
+MISTYPED_ID = ABSENT_ID[:-1] + ("1" if ABSENT_ID[-1] != "1" else "2")  # its check character is wrong
+
+
+def _equal(answer: LookupAnswer, expected: dict[str, dict[str, int]], ids: list[str]) -> bool:
+    return all(
+        {name: getattr(facts, name) for name in expected[pid]} == expected[pid]
+        for pid, facts in zip(ids, answer.facts, strict=True)
+    )
+
+
+def _files(layout: DemoLayout):  # type: ignore[no-untyped-def]
+    return lambda table, node: [str(layout.data / n / f"{table}.parquet") for n in layout.node_ids if node in ("*", n)]
+
+
+def _sql(sql: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(":memory:")
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _movers(layout: DemoLayout, limit: int) -> list[str]:
+    listed = ", ".join(f"'{layout.data / n / 'accounts.parquet'}'" for n in layout.node_ids)
+    rows = _sql(
+        f"SELECT person_id FROM read_parquet([{listed}]) GROUP BY person_id HAVING COUNT(DISTINCT city_code) >= 2 "
+        f"ORDER BY person_id LIMIT {int(limit)}"
+    )
+    return [r[0] for r in rows]
+
+
+def _applicants(layout: DemoLayout, planted: list[str], size: int) -> list[str]:
+    """A bank's applicants: some of the planted people, many others, and a few people no region knows."""
+    listed = ", ".join(f"'{layout.data / n / 'accounts.parquet'}'" for n in layout.node_ids)
+    others = [
+        r[0]
+        for r in _sql(
+            f"SELECT DISTINCT person_id FROM read_parquet([{listed}]) ORDER BY hash(person_id) LIMIT {int(size)}"
+        )
+    ]
+    chosen = list(dict.fromkeys(planted[: max(1, len(planted) // 2)] + others))[: size - 1]
+    return sorted(chosen) + [ABSENT_ID]
+
+
+def run_lookups(layout: DemoLayout, rows: int, seed: int) -> bool:
+    """Run and print the lookup examples; True when every answer equals the pooled-files oracle."""
+    ok = True
+    catalog = load_catalog(layout.catalog)
+    files = _files(layout)
+    planted = [p.person_id for p in planted_duplicate_loans(seed, rows, layout.node_ids)]
+    caseworker = FederationClient(load_profile(layout.profile_of("caseworker")))
+    bank = FederationClient(load_profile(layout.profile_of("bank")))
+    profile = layout.profile_of("caseworker")
+    try:
+        person = planted[0] if planted else _movers(layout, 1)[0]
+        examples = [
+            ("A loan applicant with housing loans in two cities", person, "loan-review", False),
+            ("Someone no region knows: every figure is zero", ABSENT_ID, "loan-review", False),
+        ]
+        movers = _movers(layout, 1)
+        if movers:
+            examples.append(
+                ("An account transfer: per city, as every policy allows it", movers[0], "account-transfer", True)
+            )
+        for title, pid, purpose, by_city in examples:
+            flags = f" --purpose {purpose} --consent {CONSENT}" + (" --by-city" if by_city else "")
+            typer.echo(f"\n## Lookup: {title} (caseworker)\n$ hpf lookup --profile {profile}{flags} {pid}")
+            started = time.perf_counter()
+            answer = caseworker.lookup([pid], purpose=purpose, consent=CONSENT, by_city=by_city)
+            elapsed = (time.perf_counter() - started) * 1e3
+            equal = _equal(answer, pooled_person_facts(catalog, files, [pid]), [pid])
+            ok &= equal and answer.complete
+            typer.echo(render_lookup(answer, "table", None))
+            typer.echo(f"({elapsed:.0f} ms; {'equals' if equal else 'DIFFERS FROM'} DuckDB over the pooled files)")
+        typer.echo(
+            f"\n## Lookup: a mistyped identifier is refused before anything is sent\n$ hpf lookup ... {MISTYPED_ID}"
+        )
+        try:
+            caseworker.lookup([MISTYPED_ID], purpose="loan-review", consent=CONSENT)
+            ok = False
+        except FederationError as err:
+            typer.echo(f"error: {err}")
+
+        applicants = _applicants(layout, planted, SCREEN_SIZE)
+        input_csv = layout.data / "applicants.csv"
+        with input_csv.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["application", "person_id"])
+            writer.writerows([f"A{i:06d}", pid] for i, pid in enumerate(applicants, 1))
+        typer.echo(
+            f"\n## Screening {len(applicants):,} applicants for loans in two or more cities (a bank)\n"
+            f"$ hpf screen --profile {layout.profile_of('bank')} --input {input_csv} --check duplicate-loans "
+            f"--purpose loan-review --consent BANK-BATCH-0001 --output {layout.data / 'screened.csv'}"
+        )
+        started = time.perf_counter()
+        screened = bank.screen(applicants, purpose="loan-review", consent="BANK-BATCH-0001")
+        elapsed = time.perf_counter() - started
+        flagged = {pid for pid, f in zip(applicants, screened.facts, strict=True) if f.duplicate_loans}
+        expected = set(planted) & set(applicants)
+        ok &= flagged == expected and screened.complete
+        typer.echo(
+            f"{len(applicants):,} screened in {elapsed:.1f} s: {len(flagged)} with open loans in two or more cities; "
+            f"{'exactly' if flagged == expected else 'NOT'} the {len(expected)} planted among them"
+        )
+        sample = applicants[:: max(1, len(applicants) // 50)]
+        by_id = dict(zip(applicants, screened.facts, strict=True))
+        sample_ok = all(
+            {k: getattr(by_id[p], k) for k in v} == v for p, v in pooled_person_facts(catalog, files, sample).items()
+        )
+        ok &= sample_ok
+        typer.echo(f"(facts of {len(sample)} sampled applicants {'equal' if sample_ok else 'DIFFER FROM'} DuckDB)")
+
+        home = layout.node_ids[0]
+        audit_dir = layout.state(home) / "audit"
+        key = read_subject_key(audit_dir / SUBJECT_KEY)
+        who = [
+            e
+            for e in read_entries(audit_dir)
+            if isinstance(e.get("subjects"), str) and subject_tag(key, e["nonce"], person) in e["subjects"].split(" ")
+        ]
+        typer.echo(
+            f"\n## Audit: who looked this person up? (an auditor holding {home}'s subject key)\n"
+            f"$ hpf audit show {audit_dir} --person {person}\n"
+            + "\n".join(
+                f"  {e['time']}  {e['identity']} ({e['role']}), purpose {e['purpose']}: {e['decision']}" for e in who
+            )
+            + f"\n(the log holds keyed hashes only: {_no_identifier(audit_dir, applicants + [person])})"
+        )
+        ok &= len(who) >= 1
+    finally:
+        caseworker.close()
+        bank.close()
+    return ok
+
+
+def _no_identifier(audit_dir: Path, ids: list[str]) -> str:
+    text = (audit_dir / "entries.jsonl").read_text(encoding="utf-8")
+    found = sum(pid in text for pid in ids)
+    return "no identifier appears in it" if not found else f"{found} IDENTIFIERS FOUND"
