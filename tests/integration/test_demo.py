@@ -20,8 +20,11 @@ def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
     data = tmp_path / "demo"
     result = _hpf("demo", "--nodes", "3", "--rows", "5000", "--seed", "11", "--data", str(data), "--once")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("equals DuckDB over the pooled files") == 4
-    assert "DIFFERS" not in result.stdout
+    assert result.stdout.count("equals DuckDB over the pooled files") == 4 + 3  # queries, then lookups
+    assert "DIFFERS" not in result.stdout and "NOT the" not in result.stdout
+    assert "; exactly the " in result.stdout and "planted among them" in result.stdout  # the screening
+    assert "the log holds keyed hashes only: no identifier appears in it" in result.stdout
+    assert "error: [PERSON_ID_INVALID]" in result.stdout
     assert "[PLAN_NOT_ADDITIVE]" in result.stdout  # the refused examples say why, and which rule refused
     assert "[POLICY_PURPOSE_REQUIRED]" in result.stdout and "(rule: shanghai: roles.caseworker" in result.stdout
     assert "0 of 3 region(s) would answer" in result.stdout  # the explained refusal
@@ -130,3 +133,106 @@ def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: P
         proc.terminate()
         _, stderr = proc.communicate(timeout=15)
     assert "TLS is off" in stderr and "unencrypted" in stderr
+
+
+def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
+    """`hpf lookup`, `hpf screen` and `hpf audit show --person` over a demo's parties, checked against DuckDB."""
+    import csv
+
+    from cli.demo_check import pooled_person_facts
+    from cli.demo_federation import ensure_data, layout_for, running_parties, write_configs
+    from federation.catalog import load_catalog
+    from federation.synth.generator import planted_duplicate_loans
+
+    layout = layout_for(tmp_path / "l", 3)
+    ensure_data(layout, 20000, 3, lambda _msg: None)
+    write_configs(layout, 0)
+    catalog = load_catalog(layout.catalog)
+
+    def files(table: str, node: str) -> list[str]:
+        return [str(layout.data / n / f"{table}.parquet") for n in layout.node_ids]
+
+    planted = [p.person_id for p in planted_duplicate_loans(3, 20000, layout.node_ids)]
+    assert planted, "the generator plants people with loans in two cities"
+    import duckdb
+
+    listed = ", ".join(f"'{f}'" for f in files("accounts", "*"))
+    con = duckdb.connect()
+    others = [
+        r[0]
+        for r in con.execute(f"SELECT DISTINCT person_id FROM read_parquet([{listed}]) ORDER BY 1 LIMIT 300").fetchall()
+    ]
+    con.close()
+    applicants = sorted(set(others) | set(planted))
+    input_csv = tmp_path / "applicants.csv"
+    input_csv.write_text("ref,person_id\n" + "".join(f"R{i},{p}\n" for i, p in enumerate(applicants)))
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text(f"ref,person_id\nR1,{applicants[0]}\nR2,{applicants[1][:-1]}Q\nR3,12345\n")
+    out_csv = tmp_path / "screened.csv"
+    person = planted[0]
+    caseworker, bank = str(layout.profile_of("caseworker")), str(layout.profile_of("bank"))
+    home = layout.node_ids[0]
+    with running_parties(layout, lambda _msg: None):
+        looked = _hpf("lookup", "-p", caseworker, "--purpose", "loan-review", "--consent", "C1", "-f", "json", person)
+        table = _hpf(
+            "lookup", "-p", caseworker, "--purpose", "loan-review", "--consent", "C1", "--exclude-home", person
+        )
+        invalid = _hpf("lookup", "-p", caseworker, "--purpose", "loan-review", "--consent", "C1", person[:-1] + "Q")
+        no_consent = _hpf("lookup", "-p", caseworker, "--purpose", "loan-review", person)
+        screened = _hpf(
+            "screen",
+            "-p",
+            bank,
+            "--input",
+            str(input_csv),
+            "--check",
+            "duplicate-loans",
+            "--purpose",
+            "loan-review",
+            "--consent",
+            "B1",
+            "--batch",
+            "100",
+            "-o",
+            str(out_csv),
+        )
+        refused_file = _hpf(
+            "screen", "-p", bank, "--input", str(bad_csv), "--purpose", "loan-review", "--consent", "B1"
+        )
+        who = _hpf("audit", "show", str(layout.state(home) / "audit"), "--person", person, "-f", "json")
+    assert looked.returncode == 0, looked.stderr
+    doc = json.loads(looked.stdout)
+    expected = pooled_person_facts(catalog, files, [person])[person]
+    assert {k: doc["facts"][k] for k in expected} == expected
+    assert doc["facts"]["duplicate_loans"] is True and doc["complete"] is True
+    assert table.returncode == 0, table.stderr
+    assert f"every region but {home}" in table.stdout and "regions answered: 2 of 2" in table.stdout
+    assert invalid.returncode == 2 and "[PERSON_ID_INVALID]" in invalid.stderr and person[:17] not in invalid.stderr
+    assert no_consent.returncode == 4 and "[POLICY_CONSENT_REQUIRED]" in no_consent.stderr
+    assert screened.returncode == 0, screened.stderr
+    with out_csv.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["ref"] for r in rows] == [f"R{i}" for i in range(len(applicants))]
+    assert {r["person_id"] for r in rows if r["duplicate_loans"] == "true"} == set(planted)
+    sample = applicants[::25]
+    oracle = pooled_person_facts(catalog, files, sample)
+    by_id = {r["person_id"]: r for r in rows}
+    assert all(int(by_id[p][k]) == v for p in sample for k, v in oracle[p].items())
+    assert f"screened {len(applicants)} applicant(s)" in screened.stderr
+    assert f"{len(planted)} with open housing loans in two or more cities" in screened.stderr
+    assert refused_file.returncode == 2 and "[PERSON_ID_INVALID]" in refused_file.stderr
+    assert (
+        "line 3:" in refused_file.stderr
+        and "line 4:" in refused_file.stderr
+        and "nothing was sent" in refused_file.stderr
+    )
+    assert applicants[1][:17] not in refused_file.stderr
+    assert who.returncode == 0, who.stderr
+    entries = json.loads(who.stdout)
+    # the caseworker's two lookups and the bank's screening reached the home region; the refused one too
+    assert [(e["identity"], e["decision"]) for e in entries] == [
+        ("caseworker", "allowed"),
+        ("caseworker", "refused"),
+        ("bank", "allowed"),
+    ]
+    assert person not in (layout.state(home) / "audit" / "entries.jsonl").read_text()
