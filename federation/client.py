@@ -32,7 +32,7 @@ from federation.person_id import validate_person_id
 from federation.plan import Plan
 from federation.planner import plan_query
 from federation.profile import ClientProfile
-from federation.sealing import OneTimeKey, load_public_b64
+from federation.sealing import ID_CHARS, OneTimeKey, load_public_b64
 from federation.slot_codec import decode_totals
 from federation.tls import require_tls, secure_channel
 
@@ -103,6 +103,7 @@ def check_person_ids(person_ids: Sequence[str]) -> list[str]:
 
 
 LOOKUP_BATCH = 4550  # people per request: ten full ciphertexts of nine slots per person
+SEALED_BYTES_PER_REQUEST = 3 * 1024 * 1024  # a request's sealed copies stay well under the coordinator's 4 MiB
 
 
 class FederationClient:
@@ -298,7 +299,9 @@ class FederationClient:
             answered=list(reply.answered),
             missing=[{"node_id": m.node_id, "code": m.code, "message": m.message} for m in reply.missing],
             query_ids=[qid],
-            by_city=[dict(zip(regions, row, strict=True)) for row in grid] if by_city else None,
+            by_city=[{r: f for r, f in zip(regions, row, strict=True) if r in reply.answered} for row in grid]
+            if by_city
+            else None,
             timings={
                 "seal_ms": (t_sealed - t0) * 1e3,
                 "round_trip_ms": (t_rpc - t_sealed) * 1e3,
@@ -328,7 +331,9 @@ class FederationClient:
             raise PlanError("no identifier to screen", code="PERSON_ID_INVALID")
         regions = self.lookup_regions(exclude_home)
         self._agreement_keys(regions)
-        batches = [ids[i : i + batch] for i in range(0, len(ids), max(1, batch))]
+        # each region gets its own sealed copy: with many regions, fewer people fit in one request
+        batch = max(1, min(batch, SEALED_BYTES_PER_REQUEST // (len(regions) * (ID_CHARS + 1))))
+        batches = [ids[i : i + batch] for i in range(0, len(ids), batch)]
         answers: list[LookupAnswer] = []
         done = 0
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:

@@ -180,7 +180,8 @@ class NodeHandler:
         lookup_limit: RateLimit | None = None
         if people and role_policy is not None and role_policy.lookups is not None:
             lookup_limit = role_policy.lookups.rate_limit
-        # the lookup limit is checked first: a refusal there must not use up a request
+        # the lookup limit first: a refusal there does not use up a request (a refusal by the request limit
+        # after it has counted the people does use them up: both limits are per identity and per window)
         self.lookup_limiter.take(
             signer.common_name,
             lookup_limit,
