@@ -276,13 +276,17 @@ class NodeHandler:
         key = self.subject_key
         trail.subjects = " ".join(subject_tag(key, trail.nonce, pid) for pid in ids)
         asker = Asker(name=signer.common_name, role=signer.role or "", region=signer.region)
+        # an answer from only some regions shows their own figures: unless it asks every region (or every one
+        # but the asker's own), it is judged as a per-city answer
+        everyone = {n.id for n in self.catalog.nodes}
+        partial = set(regions) not in (everyone, everyone - {signer.region})
         check_lookup(
             self.policy,
             asker,
             envelope.purpose,
             bool(envelope.consent_ref),
             spec.subjects,
-            spec.breakdown,
+            spec.breakdown or partial,
             party=self.node_id,
         )
         return verified, ids, cells, regions.index(self.node_id)
