@@ -94,3 +94,93 @@ def test_concurrent_takes_admit_exactly_the_limit() -> None:
     for t in threads:
         t.join()
     assert len(admitted) == 100 and len(refused) == 300
+
+
+# -- costs: a lookup counts each person it asks about
+
+
+PEOPLE = RateLimit(requests=10, per_seconds=60)
+LOOKUP_RULE = "roles.integrator.lookups.rate_limit"
+
+
+def take_people(limiter: RateLimiter, now: float, cost: int, key: str = "bank-1") -> None:
+    limiter.take(key, PEOPLE, party="suzhou", role="integrator", now=now, rule=LOOKUP_RULE, cost=cost)
+
+
+def test_a_cost_that_does_not_fit_is_refused_and_not_counted() -> None:
+    limiter = RateLimiter()
+    take_people(limiter, 0.0, 7)
+    with pytest.raises(PolicyViolation) as info:
+        take_people(limiter, 1.0, 4)  # 7 + 4 > 10
+    err = info.value
+    assert err.code == "POLICY_RATE_LIMITED"
+    assert err.rule == f"suzhou: {LOOKUP_RULE}"
+    assert err.message == "rate limit reached: 4 more would exceed 10 requests per 60 s for role integrator"
+    assert err.hint == "wait 59 s"  # the 7 taken at 0 leave the window at 60
+    take_people(limiter, 2.0, 3)  # the refused 4 were not counted: exactly 10 now
+    with pytest.raises(PolicyViolation):
+        take_people(limiter, 3.0, 1)
+    take_people(limiter, 60.0, 7)  # the 7 of time 0 left the window; the 3 of time 2 are still in it
+    with pytest.raises(PolicyViolation) as info:
+        take_people(limiter, 61.0, 1)
+    assert info.value.hint == "wait 1 s"  # the 3 of time 2 leave at 62
+
+
+def test_the_wait_is_until_enough_of_the_oldest_costs_leave() -> None:
+    limiter = RateLimiter()
+    take_people(limiter, 0.0, 5)
+    take_people(limiter, 10.0, 5)
+    with pytest.raises(PolicyViolation) as info:
+        take_people(limiter, 20.0, 6)  # needs both earlier costs gone: the second leaves at 70
+    assert info.value.hint == "wait 50 s"
+    with pytest.raises(PolicyViolation) as info:
+        take_people(limiter, 20.0, 5)  # needs only the first gone: it leaves at 60
+    assert info.value.hint == "wait 40 s"
+
+
+def test_a_cost_larger_than_the_limit_says_how_many_fit_at_once() -> None:
+    limiter = RateLimiter()
+    with pytest.raises(PolicyViolation) as info:
+        take_people(limiter, 0.0, 11)
+    assert info.value.hint == "ask about at most 10 at a time"
+    assert "11 more would exceed 10" in info.value.message
+    take_people(limiter, 0.0, 10)  # nothing was counted for the refused 11
+
+
+def test_a_cost_of_zero_counts_nothing_and_costs_are_per_identity() -> None:
+    limiter = RateLimiter()
+    take_people(limiter, 0.0, 10)
+    take_people(limiter, 1.0, 0)  # a question that asks about nobody is not refused either
+    take_people(limiter, 1.0, 10, key="bank-2")
+    with pytest.raises(PolicyViolation):
+        take_people(limiter, 2.0, 1)
+    with pytest.raises(PolicyViolation):
+        take_people(limiter, 2.0, 1, key="bank-2")
+
+
+def test_concurrent_costs_admit_at_most_the_limit() -> None:
+    limiter = RateLimiter()
+    limit = RateLimit(requests=1000, per_seconds=3600)
+    admitted: list[int] = []
+    lock = threading.Lock()
+
+    def worker(cost: int) -> None:
+        for _ in range(40):
+            try:
+                limiter.take("shared", limit, party="a", role="integrator", now=1.0, cost=cost)
+            except PolicyViolation:
+                continue
+            with lock:
+                admitted.append(cost)
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in (3, 7, 11, 13)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(admitted) <= 1000
+    # what was admitted is exactly what was counted: the rest of the window still fits, and no more
+    rest = 1000 - sum(admitted)
+    limiter.take("shared", limit, party="a", role="integrator", now=2.0, cost=rest)
+    with pytest.raises(PolicyViolation):
+        limiter.take("shared", limit, party="a", role="integrator", now=2.0, cost=1)

@@ -1,0 +1,907 @@
+"""Person lookups on a running federation of synthetic housing provident fund centres.
+
+The oracle for every figure is DuckDB over the union of the nodes' Parquet files, counted per city with
+``GROUP BY city_code`` and summed here, so it does not share the node's facts query. Covered: single lookups
+and batch screening against the oracle (and the planted duplicate loans), per-city answers, leaving the
+asker's home region out, every refusal with its stable code (after which the same servers answer a valid
+lookup), what a compromised coordinator can try with sealed identifiers, a region that is down, rate limits
+counted per person and facts that follow the data files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import random
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import grpc
+import harness
+import pytest
+import yaml
+
+import federation.client
+from federation import he
+from federation.client import FederationClient, LookupAnswer
+from federation.config_files import parse_model
+from federation.envelope import Signer, query_id
+from federation.errors import FederationError, from_rpc_error
+from federation.generated import hpf_federation_pb2 as pb
+from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.hpf_schema import hpf_tables
+from federation.lookup_codec import FACT_COLUMNS, PersonFacts, decode_facts, layout_fingerprint
+from federation.person_id import person_id_array
+from federation.planner import plan_query
+from federation.profile import ClientProfile
+from federation.regions import BY_NODE_ID
+from federation.sealing import AgreementKey, OneTimeKey, load_public_b64
+from federation.synth import generate_node, planted_duplicate_loans
+from federation.tls import TlsConfig, secure_channel
+from policies import DEFAULT_POLICY
+
+NODES = ["shanghai", "hangzhou", "nanjing", "suzhou"]
+SEED, ROWS = 7, 20_000
+PEOPLE = (
+    ("caseworker", "caseworker", "shanghai"),
+    ("checker", "caseworker", "hangzhou"),
+    ("roving", "caseworker", None),
+    ("bank", "integrator", "suzhou"),
+    ("analyst", "analyst", None),
+)
+REVIEW: dict[str, Any] = {"purpose": "loan-review", "consent": "CONSENT-2026-0042"}
+TRANSFER: dict[str, Any] = {"purpose": "account-transfer", "consent": "CONSENT-2026-0043"}
+REVIEW_SIGN: dict[str, Any] = {"purpose": REVIEW["purpose"], "consent_ref": REVIEW["consent"]}
+RPC_TIMEOUT_S = 20.0
+
+Run = Callable[[str], list[tuple[Any, ...]]]
+
+
+# ------------------------------------------------------------------------------------------ the oracle
+
+
+def oracle_facts(run: Run, ids: Sequence[str]) -> dict[str, PersonFacts]:
+    """Each person's facts over the files ``run`` reads, counted per city, then summed over cities."""
+    listed = ", ".join(f"'{pid}'" for pid in sorted(set(ids)))  # identifiers are digits and X only
+    where = f"person_id IN ({listed})"
+    sums: dict[str, dict[str, int]] = {pid: dict.fromkeys(FACT_COLUMNS, 0) for pid in ids}
+    for pid, _city, active, sealed, balance in run(
+        "SELECT person_id, city_code, bool_or(status = 'active'), bool_or(status = 'sealed'), SUM(balance_fen) "
+        f"FROM accounts WHERE {where} GROUP BY person_id, city_code"
+    ):
+        f = sums[pid]
+        f["cities"] += 1
+        f["cities_active"] += int(active)
+        f["cities_sealed"] += int(sealed)
+        f["balance_fen"] += int(balance)
+    for pid, _city, months, amount in run(
+        f"SELECT person_id, city_code, COUNT(*), SUM(amount_fen) FROM deposits WHERE {where} "
+        "GROUP BY person_id, city_code"
+    ):
+        sums[pid]["contribution_months"] += int(months)
+        sums[pid]["contribution_fen"] += int(amount)
+    for pid, _city, active, overdue, outstanding in run(
+        "SELECT person_id, city_code, COUNT(*) FILTER (WHERE status = 'active'), "
+        "COUNT(*) FILTER (WHERE status = 'overdue'), "
+        "COALESCE(SUM(outstanding_fen) FILTER (WHERE status IN ('active', 'overdue')), 0) "
+        f"FROM loans WHERE {where} GROUP BY person_id, city_code"
+    ):
+        f = sums[pid]
+        f["active_loans"] += int(active)
+        f["overdue_loans"] += int(overdue)
+        f["outstanding_fen"] += int(outstanding)
+        f["loan_cities"] += int(active + overdue > 0)
+    return {
+        pid: PersonFacts(**{k: v for k, v in f.items() if k != "failed"}, failed_regions=0) for pid, f in sums.items()
+    }
+
+
+def over(fed: harness.Federation, nodes: Sequence[str]) -> Run:
+    """The oracle over ``nodes``' files only."""
+    files = {t: [p for p in paths if p.parent.name in nodes] for t, paths in fed.data_files.items()}
+    return dataclasses.replace(fed, data_files=files).oracle
+
+
+def absent_ids(n: int, offset: int = 0) -> list[str]:
+    """Valid identifiers (Beijing region code, so in no node of the Yangtze River Delta)."""
+    seq = range(offset, offset + n)
+    return person_id_array([110101] * n, [19700101 + 100 * (i % 12) for i in seq], [i % 1000 for i in seq]).tolist()
+
+
+@dataclasses.dataclass(frozen=True)
+class Population:
+    everyone: list[str]  # in any table of any node
+    multi_city: list[str]  # accounts in two or more cities
+    single_city: list[str]
+    planted: list[str]
+    with_overdue: list[str]
+    closed_only: list[str]
+    with_sealed: list[str]
+    x_check: list[str]
+    absent: list[str]
+
+
+def people_where(fed: harness.Federation, sql: str) -> list[str]:
+    return sorted(r[0] for r in fed.oracle(sql))
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federation]:
+    root = tmp_path_factory.mktemp("lookup")
+    for node in NODES:
+        generate_node(root / "data", node, ROWS, SEED)
+    with harness.federation(
+        root, hpf_tables(), {n: {} for n in NODES}, write_data=False, policy=DEFAULT_POLICY, people=PEOPLE
+    ) as f:
+        # the oracle counts per city; the nodes count per region: they agree because a node holds its own city
+        for node in NODES:
+            codes = f.node_oracle(
+                node,
+                "SELECT city_code FROM accounts UNION SELECT city_code FROM deposits UNION SELECT city_code FROM loans",
+            )
+            assert codes == [(BY_NODE_ID[node].code,)]
+        yield f
+
+
+@pytest.fixture(scope="module")
+def keys() -> he.ClientKeys:
+    return he.ClientKeys.generate()
+
+
+@pytest.fixture(scope="module")
+def population(fed: harness.Federation) -> Population:
+    everyone = people_where(
+        fed,
+        "SELECT person_id FROM accounts UNION SELECT person_id FROM deposits UNION SELECT person_id FROM loans "
+        "UNION SELECT person_id FROM withdrawals",
+    )
+    multi = people_where(fed, "SELECT person_id FROM accounts GROUP BY 1 HAVING COUNT(DISTINCT city_code) >= 2")
+    absent = absent_ids(8)
+    assert not set(absent) & set(everyone)
+    return Population(
+        everyone=everyone,
+        multi_city=multi,
+        single_city=sorted(set(everyone) - set(multi)),
+        planted=[p.person_id for p in planted_duplicate_loans(SEED, ROWS, NODES)],
+        with_overdue=people_where(fed, "SELECT DISTINCT person_id FROM loans WHERE status = 'overdue'"),
+        closed_only=people_where(fed, "SELECT person_id FROM accounts GROUP BY 1 HAVING bool_and(status = 'closed')"),
+        with_sealed=people_where(fed, "SELECT DISTINCT person_id FROM accounts WHERE status = 'sealed'"),
+        x_check=[p for p in everyone if p.endswith("X")],
+        absent=absent,
+    )
+
+
+@pytest.fixture(scope="module")
+def node_stubs(fed: harness.Federation) -> Iterator[dict[str, pb_grpc.NodeStub]]:
+    """Stubs holding the coordinator's certificate: what a compromised coordinator can send a node."""
+    pki = fed.pki_dir
+    tls = TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
+    channels = {n: secure_channel(f"127.0.0.1:{node.port}", tls) for n, node in fed.nodes.items()}
+    yield {n: pb_grpc.NodeStub(ch) for n, ch in channels.items()}
+    for ch in channels.values():
+        ch.close()
+
+
+@pytest.fixture(scope="module")
+def coordinator_stub(fed: harness.Federation) -> Iterator[pb_grpc.CoordinatorStub]:
+    """The coordinator as the caseworker's own gRPC client reaches it (for requests the library never sends)."""
+    pki = fed.pki_dir
+    tls = TlsConfig(ca=pki / "ca.pem", cert=pki / "people" / "caseworker.pem", key=pki / "people" / "caseworker.key")
+    with secure_channel(f"127.0.0.1:{fed.coordinator.port}", tls) as channel:
+        yield pb_grpc.CoordinatorStub(channel)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def audit_sizes(fed: harness.Federation) -> dict[str, int]:
+    sizes = {}
+    for node in fed.node_ids:
+        path = fed.audit_dir(node) / "entries.jsonl"
+        sizes[node] = len(path.read_text().splitlines()) if path.exists() else 0
+    return sizes
+
+
+def last_entry(fed: harness.Federation, node: str) -> dict[str, Any]:
+    return dict(json.loads((fed.audit_dir(node) / "entries.jsonl").read_text().splitlines()[-1]))
+
+
+def assert_complete(answer: LookupAnswer, regions: Sequence[str] = NODES) -> None:
+    assert answer.regions == list(regions)
+    assert sorted(answer.answered) == sorted(regions) and answer.missing == [] and answer.complete
+    assert answer.receipts_verified == len(regions)  # each region's receipt, checked with its catalog audit key
+
+
+def assert_serves(fed: harness.Federation, client: FederationClient, pid: str) -> None:
+    """The federation still answers a valid lookup, exactly."""
+    answer = client.lookup([pid], **REVIEW)
+    assert_complete(answer)
+    assert answer.facts == [oracle_facts(fed.oracle, [pid])[pid]]
+
+
+def refusal(call: Callable[[], object], *secrets: str) -> FederationError:
+    with pytest.raises(FederationError) as info:
+        call()
+    err = info.value
+    for secret in secrets:  # a refusal never repeats an identifier
+        for text in (str(err), err.message, err.hint or "", err.rule or ""):
+            assert secret not in text and secret[:17] not in text
+    return err
+
+
+class CountingStub:
+    """A coordinator stub that records which methods the client calls."""
+
+    def __init__(self, stub: pb_grpc.CoordinatorStub) -> None:
+        self._stub = stub
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+
+def counted_client(
+    fed: harness.Federation, keys: he.ClientKeys, monkeypatch: pytest.MonkeyPatch, person: str
+) -> tuple[FederationClient, CountingStub]:
+    stubs: list[CountingStub] = []
+    real = pb_grpc.CoordinatorStub
+
+    def make(channel: grpc.Channel) -> CountingStub:
+        stubs.append(CountingStub(real(channel)))
+        return stubs[-1]
+
+    with monkeypatch.context() as m:
+        m.setattr(federation.client.pb_grpc, "CoordinatorStub", make)
+        client = fed.client(keys=keys, person=person)
+    assert len(stubs) == 1
+    return client, stubs[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class SealedLookup:
+    signed: pb.SignedEnvelope
+    qid: str
+    blobs: dict[str, bytes]
+
+
+def signer(fed: harness.Federation, person: str = "caseworker") -> Signer:
+    return Signer.from_files(fed.pki_dir / "people" / f"{person}.pem", fed.pki_dir / "people" / f"{person}.key")
+
+
+def seal_lookup(
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    ids: Sequence[str],
+    regions: Sequence[str] = NODES,
+    *,
+    breakdown: bool = False,
+    person: str = "caseworker",
+    purpose: str = REVIEW["purpose"],
+) -> SealedLookup:
+    """A lookup exactly as the client library signs and seals it."""
+    one_time = OneTimeKey()
+    spec = pb.LookupSpec(subjects=len(ids), seal_public_key=one_time.public, regions=regions, breakdown=breakdown)
+    signed = signer(fed, person).sign(
+        sql="",
+        context_digest=he.context_digest(keys.public_context()),
+        federation=fed.catalog.federation,
+        operation="lookup",
+        purpose=purpose,
+        consent_ref=REVIEW["consent"],
+        lookup=spec,
+    )
+    qid = query_id(signed)
+    region_keys = {n.id: load_public_b64(n.agreement_key or "") for n in fed.catalog.nodes}
+    stranger = OneTimeKey().public  # for a region the catalog does not have
+    return SealedLookup(signed, qid, {r: one_time.seal(ids, region_keys.get(r, stranger), qid, r) for r in regions})
+
+
+def node_request(
+    keys: he.ClientKeys, lookup: SealedLookup, blob: bytes, qid: str | None = None
+) -> pb.NodeLookupRequest:
+    return pb.NodeLookupRequest(
+        query_id=lookup.qid if qid is None else qid,
+        public_context=keys.public_context(),
+        envelope=lookup.signed,
+        sealed=blob,
+    )
+
+
+def rpc_code(call: Callable[[], object]) -> str:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return from_rpc_error(info.value).code
+
+
+# ------------------------------------------------------------------------------------------ answers
+
+
+def test_single_lookups_equal_the_oracle(fed: harness.Federation, keys: he.ClientKeys, population: Population) -> None:
+    rng = random.Random(2026)
+    planted = set(population.planted)
+    sample = list(
+        dict.fromkeys(
+            [
+                *population.planted,
+                *rng.sample(sorted(set(population.multi_city) - planted), 12),
+                *rng.sample(population.single_city, 12),
+                *rng.sample(population.with_overdue, 3),
+                *rng.sample(population.closed_only, 3),
+                *rng.sample(population.with_sealed, 3),
+                *rng.sample(population.x_check, 2),
+                *population.absent[:5],
+            ]
+        )
+    )
+    expected = oracle_facts(fed.oracle, sample)
+    # the sample is what the issue asks for: people in one city, in several, planted duplicates, nobody
+    assert len(sample) >= 40 and len(planted) >= 5
+    assert sum(expected[p].cities >= 2 for p in sample) >= 15
+    assert sum(expected[p].overdue_loans or 0 for p in sample) >= 3
+    nobody = PersonFacts(**dict.fromkeys(PersonFacts.__dataclass_fields__, 0))
+    assert all(expected[p] == nobody for p in population.absent[:5])
+    with fed.client(keys=keys, person="checker") as client:
+        answers = {pid: client.lookup([pid], **REVIEW) for pid in sample}
+    for pid, answer in answers.items():
+        assert_complete(answer)
+        assert answer.facts == [expected[pid]], pid
+        assert answer.by_city is None and len(answer.query_ids) == 1
+    assert {pid for pid, a in answers.items() if a.facts[0].duplicate_loans} == planted
+    assert len({a.query_ids[0] for a in answers.values()}) == len(sample)
+
+
+def test_identifiers_are_normalised_before_they_are_sealed(
+    fed: harness.Federation, keys: he.ClientKeys, population: Population
+) -> None:
+    pid = population.x_check[0]
+    expected = oracle_facts(fed.oracle, [pid])[pid]
+    assert expected.cities >= 1
+    with fed.client(keys=keys, person="checker") as client:
+        answer = client.lookup([f"  {pid[:17]}x "], **REVIEW)
+    assert_complete(answer)
+    assert answer.facts == [expected]
+
+
+def test_screening_finds_exactly_the_planted_duplicate_loans(
+    fed: harness.Federation, keys: he.ClientKeys, population: Population
+) -> None:
+    ids = [*population.everyone, *population.absent]
+    random.Random(7).shuffle(ids)  # batches mix people of every kind
+    batch = 500
+    done: list[int] = []
+    with fed.client(keys=keys, person="bank") as bank:
+        answer = bank.screen(ids, batch=batch, parallel=2, progress=done.append, **REVIEW)
+        planted = [population.planted[0], population.multi_city[0], population.absent[0]]
+        singles = {pid: bank.lookup([pid], **REVIEW).facts[0] for pid in planted}
+    batches = math.ceil(len(ids) / batch)
+    assert batches >= 4
+    assert done[-1] == len(ids) and len(done) == batches and done == sorted(set(done))
+    assert len(answer.query_ids) == len(set(answer.query_ids)) == batches
+    assert answer.answered == sorted(NODES) and answer.missing == []
+    assert answer.receipts_verified == batches * len(NODES)
+    assert len(answer.facts) == len(ids)
+    found = {pid for pid, f in zip(ids, answer.facts, strict=True) if f.duplicate_loans}
+    open_in_two = people_where(
+        fed,
+        "SELECT person_id FROM loans WHERE status IN ('active', 'overdue') GROUP BY 1 "
+        "HAVING COUNT(DISTINCT city_code) >= 2",
+    )
+    assert len(population.planted) >= 5
+    assert found == set(population.planted) == set(open_in_two)
+    expected = oracle_facts(fed.oracle, ids)
+    wrong = [pid for pid, f in zip(ids, answer.facts, strict=True) if f != expected[pid]]
+    assert wrong == []
+    by_id = dict(zip(ids, answer.facts, strict=True))
+    for pid, facts in singles.items():
+        assert by_id[pid] == facts == expected[pid]
+
+
+def test_account_transfer_by_city_shows_each_regions_own_figures(
+    fed: harness.Federation, keys: he.ClientKeys, population: Population
+) -> None:
+    pid = population.planted[0]  # accounts and open loans in two cities
+    with fed.client(keys=keys) as client:
+        answer = client.lookup([pid], by_city=True, **TRANSFER)
+    assert_complete(answer)
+    assert answer.by_city is not None and list(answer.by_city[0]) == NODES
+    cities = answer.by_city[0]
+    for node in NODES:
+        assert cities[node] == oracle_facts(over(fed, [node]), [pid])[pid], node
+    assert sum(c.cities for c in cities.values()) >= 2 and sum(c.loan_cities for c in cities.values()) == 2
+    total = oracle_facts(fed.oracle, [pid])[pid]
+    assert answer.facts == [total]
+    for name in PersonFacts.__dataclass_fields__:
+        assert sum(getattr(c, name) for c in cities.values()) == getattr(total, name), name
+
+
+def in_and_elsewhere(fed: harness.Federation, node: str) -> str:
+    """Someone with an account in ``node`` and in another region."""
+    return people_where(
+        fed,
+        f"SELECT person_id FROM accounts GROUP BY 1 HAVING bool_or(city_code = '{BY_NODE_ID[node].code}') "
+        "AND COUNT(DISTINCT city_code) >= 2",
+    )[0]
+
+
+def test_exclude_home_leaves_the_askers_region_out(fed: harness.Federation, keys: he.ClientKeys) -> None:
+    pid = in_and_elsewhere(fed, "shanghai")
+    others = [n for n in NODES if n != "shanghai"]
+    before = audit_sizes(fed)
+    with fed.client(keys=keys) as client:  # the caseworker's home region is shanghai
+        answer = client.lookup([pid], exclude_home=True, **REVIEW)
+    assert_complete(answer, others)
+    expected = oracle_facts(over(fed, others), [pid])[pid]
+    assert answer.facts == [expected]
+    assert expected != oracle_facts(fed.oracle, [pid])[pid]  # shanghai's own figures are really left out
+    after = audit_sizes(fed)
+    assert after["shanghai"] == before["shanghai"]  # shanghai was not even asked
+    assert all(after[n] == before[n] + 1 for n in others)
+
+
+def test_exclude_home_needs_a_home_region(
+    fed: harness.Federation, keys: he.ClientKeys, population: Population, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, stub = counted_client(fed, keys, monkeypatch, "roving")
+    with client:
+        err = refusal(lambda: client.lookup([population.multi_city[0]], exclude_home=True, **REVIEW))
+        assert err.code == "LOOKUP_NO_HOME" and stub.calls == []
+        assert_serves(fed, client, population.multi_city[0])
+    assert stub.calls == ["Lookup"]
+
+
+# ------------------------------------------------------------------------------------------ refusals
+
+
+def test_invalid_identifiers_are_refused_before_anything_is_sent(
+    fed: harness.Federation, keys: he.ClientKeys, population: Population, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = population.multi_city[1]
+    wrong_check = good[:17] + ("0" if good[17] != "0" else "1")
+    bad_date = "310101" + "19901332" + "123"
+    bad_date += "X"  # whatever the check character: the date is checked first
+    bad = {
+        "too short": good[:17],
+        "too long": good + "1",
+        "bad check character": wrong_check,
+        "bad birth date": bad_date,
+        "a letter inside": good[:5] + "A" + good[6:],
+        "empty": "",
+    }
+    before = audit_sizes(fed)
+    client, stub = counted_client(fed, keys, monkeypatch, "caseworker")
+    bank, bank_stub = counted_client(fed, keys, monkeypatch, "bank")
+    with client, bank:
+        for what, pid in bad.items():
+            err = refusal(functools.partial(client.lookup, [pid], **REVIEW), *(s for s in [pid] if len(s) >= 17))
+            assert err.code == "PERSON_ID_INVALID", what
+        assert refusal(lambda: client.lookup([], **REVIEW)).code == "PERSON_ID_INVALID"
+        # a screening with one bad identifier among many sends no batch at all, not even the good ones before it
+        many = [*population.everyone[:600], wrong_check, *population.everyone[600:700]]
+        err = refusal(lambda: bank.screen(many, batch=100, **REVIEW), wrong_check)
+        assert err.code == "PERSON_ID_INVALID" and err.message.startswith("identifier 601: ")
+        assert stub.calls == [] and bank_stub.calls == []
+        assert audit_sizes(fed) == before
+        assert_serves(fed, client, good)
+    assert stub.calls == ["Lookup"]
+
+
+POLICY_REFUSALS = [
+    ("analyst", 1, REVIEW, False, "POLICY_LOOKUP_DENIED"),
+    ("caseworker", 1, {"purpose": "", "consent": "C-1"}, False, "POLICY_PURPOSE_REQUIRED"),
+    ("caseworker", 1, {"purpose": "statistics", "consent": "C-1"}, False, "POLICY_PURPOSE_NOT_ALLOWED"),
+    ("caseworker", 1, {"purpose": "fishing", "consent": "C-1"}, False, "POLICY_PURPOSE_UNKNOWN"),
+    ("bank", 1, {"purpose": "account-transfer", "consent": "C-1"}, False, "POLICY_PURPOSE_NOT_ALLOWED"),
+    ("caseworker", 1, {"purpose": "loan-review"}, False, "POLICY_CONSENT_REQUIRED"),
+    ("caseworker", 2, REVIEW, False, "POLICY_LOOKUP_TOO_MANY"),
+    ("caseworker", 1, REVIEW, True, "POLICY_BREAKDOWN_DENIED"),
+    ("bank", 1, REVIEW, True, "POLICY_BREAKDOWN_DENIED"),
+]
+
+
+@pytest.mark.parametrize(
+    ("person", "subjects", "kw", "by_city", "code"), POLICY_REFUSALS, ids=[f"{r[0]}-{r[4]}" for r in POLICY_REFUSALS]
+)
+def test_policy_refusals_have_their_code_and_the_servers_keep_serving(
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    population: Population,
+    person: str,
+    subjects: int,
+    kw: dict[str, Any],
+    by_city: bool,
+    code: str,
+) -> None:
+    ids = population.multi_city[2 : 2 + subjects]
+    before = audit_sizes(fed)
+    with fed.client(keys=keys, person=person) as client:
+        err = refusal(lambda: client.lookup(ids, by_city=by_city, **kw), *ids)
+    assert err.code == code
+    assert err.rule and err.rule.split(": ", 1)[0] in NODES
+    # every region refused it on its own, and logged it, with its code
+    assert audit_sizes(fed) == {n: before[n] + 1 for n in NODES}
+    for node in NODES:
+        entry = last_entry(fed, node)
+        assert (entry["operation"], entry["decision"], entry["code"]) == ("lookup", "refused", code)
+        # a purpose code the node does not know is free text: it is not written down
+        assert entry["purpose"] == ("?" if kw["purpose"] == "fishing" else kw["purpose"])
+        assert entry["consent"] is bool(kw.get("consent"))
+        assert len(entry["subjects"].split()) == subjects  # a refused lookup is on record, by keyed hash
+    with fed.client(keys=keys) as client:
+        assert_serves(fed, client, population.multi_city[3])
+
+
+def test_account_transfer_by_city_is_the_only_breakdown(
+    fed: harness.Federation, keys: he.ClientKeys, population: Population
+) -> None:
+    pid = population.multi_city[4]
+    with fed.client(keys=keys) as client:
+        assert refusal(lambda: client.lookup([pid], by_city=True, **REVIEW), pid).code == "POLICY_BREAKDOWN_DENIED"
+        answer = client.lookup([pid], by_city=True, **TRANSFER)
+    assert answer.by_city is not None and answer.facts == [oracle_facts(fed.oracle, [pid])[pid]]
+
+
+# ------------------------------------------------------------------------------- a compromised coordinator
+
+
+def test_a_sealed_blob_opens_only_in_its_region_and_question(
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    population: Population,
+    node_stubs: dict[str, pb_grpc.NodeStub],
+) -> None:
+    pid = population.planted[1]
+    a, b = "shanghai", "hangzhou"
+    # two regions only: a per-city purpose (a lookup of some regions shows their own figures)
+    first = seal_lookup(fed, keys, [pid], [a, b], purpose="account-transfer")
+    second = seal_lookup(fed, keys, [pid], [a, b], purpose="account-transfer")
+    before = audit_sizes(fed)
+    attempts = [
+        ("blobs swapped", a, node_request(keys, first, first.blobs[b]), "LOOKUP_SEAL_INVALID"),
+        ("blobs swapped", b, node_request(keys, first, first.blobs[a]), "LOOKUP_SEAL_INVALID"),
+        ("a blob of another question", a, node_request(keys, second, first.blobs[a]), "LOOKUP_SEAL_INVALID"),
+        ("another question's id", a, node_request(keys, first, first.blobs[a], second.qid), "PLAN_QUERY_ID_MISMATCH"),
+        ("a region not asked", "nanjing", node_request(keys, first, first.blobs[a]), "LOOKUP_MALFORMED"),
+        ("no blob", a, node_request(keys, first, b""), "LOOKUP_SEAL_INVALID"),
+    ]
+    for what, node, request, code in attempts:
+        assert rpc_code(functools.partial(node_stubs[node].Lookup, request, timeout=RPC_TIMEOUT_S)) == code, what
+        entry = last_entry(fed, node)
+        assert (entry["decision"], entry["code"]) == ("refused", code) and "subjects" not in entry
+    assert sum(audit_sizes(fed).values()) == sum(before.values()) + len(attempts)
+    # the untouched blobs are answered (the refusals used up no nonce), and the two answers sum to the oracle
+    responses = [node_stubs[n].Lookup(node_request(keys, first, first.blobs[n]), timeout=RPC_TIMEOUT_S) for n in (a, b)]
+    assert all(r.plan_fingerprint == layout_fingerprint(1, 1) for r in responses)
+    slots = keys.decrypt(responses[0].ciphertexts[0], 9) + keys.decrypt(responses[1].ciphertexts[0], 9)
+    assert decode_facts(slots, subjects=1, cells=1)[0][0] == oracle_facts(over(fed, [a, b]), [pid])[pid]
+    # and the same request again is a replay
+    again = node_request(keys, first, first.blobs[a])
+    assert rpc_code(lambda: node_stubs[a].Lookup(again, timeout=RPC_TIMEOUT_S)) == "AUTH_REPLAY"
+    with fed.client(keys=keys) as client:
+        assert_serves(fed, client, pid)
+
+
+def test_a_lookup_envelope_is_no_query_and_a_query_envelope_no_lookup(
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    population: Population,
+    node_stubs: dict[str, pb_grpc.NodeStub],
+    coordinator_stub: pb_grpc.CoordinatorStub,
+) -> None:
+    pid = population.multi_city[5]
+    lookup = seal_lookup(fed, keys, [pid])
+    sql = "SELECT COUNT(*) FROM deposits"
+    fingerprint = plan_query(sql, fed.catalog).fingerprint
+    context = keys.public_context()
+    digest = he.context_digest(context)
+    sign = signer(fed).sign
+    query = sign(sql=sql, context_digest=digest, federation="test", **REVIEW_SIGN)
+    lookup_without_spec = sign(sql="", context_digest=digest, federation="test", operation="lookup", **REVIEW_SIGN)
+    query_with_spec = sign(
+        sql=sql,
+        context_digest=digest,
+        federation="test",
+        lookup=pb.LookupSpec(subjects=1, seal_public_key=bytes(32), regions=NODES),
+        **REVIEW_SIGN,
+    )
+
+    def partial(signed: pb.SignedEnvelope) -> pb.PartialRequest:
+        return pb.PartialRequest(
+            query_id=query_id(signed), public_context=context, plan_fingerprint=fingerprint, envelope=signed
+        )
+
+    def node_lookup(signed: pb.SignedEnvelope) -> pb.NodeLookupRequest:
+        return pb.NodeLookupRequest(
+            query_id=query_id(signed), public_context=context, envelope=signed, sealed=lookup.blobs["nanjing"]
+        )
+
+    def sealed(signed: pb.SignedEnvelope) -> pb.LookupRequest:
+        blobs = [pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()]
+        return pb.LookupRequest(envelope=signed, public_context=context, sealed=blobs)
+
+    stub = node_stubs["nanjing"]
+    t = RPC_TIMEOUT_S
+    cases: list[tuple[str, Callable[[], object], str]] = [
+        (
+            "node: lookup run as a query",
+            lambda: stub.ComputePartial(partial(lookup.signed), timeout=t),
+            "AUTH_ENVELOPE_OPERATION",
+        ),
+        ("node: lookup explained", lambda: stub.Explain(partial(lookup.signed), timeout=t), "AUTH_ENVELOPE_OPERATION"),
+        ("node: query run as a lookup", lambda: stub.Lookup(node_lookup(query), timeout=t), "AUTH_ENVELOPE_OPERATION"),
+        (
+            "node: a lookup without its spec",
+            lambda: stub.Lookup(node_lookup(lookup_without_spec), timeout=t),
+            "AUTH_ENVELOPE_MALFORMED",
+        ),
+        (
+            "node: a query with a lookup spec",
+            lambda: stub.ComputePartial(partial(query_with_spec), timeout=t),
+            "AUTH_ENVELOPE_MALFORMED",
+        ),
+        (
+            "coordinator: lookup run as a query",
+            lambda: coordinator_stub.Query(pb.QueryRequest(envelope=lookup.signed, public_context=context), timeout=t),
+            "AUTH_ENVELOPE_OPERATION",
+        ),
+        (
+            "coordinator: query run as a lookup",
+            lambda: coordinator_stub.Lookup(sealed(query), timeout=t),
+            "AUTH_ENVELOPE_OPERATION",
+        ),
+        (
+            "coordinator: a lookup without its spec",
+            lambda: coordinator_stub.Lookup(sealed(lookup_without_spec), timeout=t),
+            "AUTH_ENVELOPE_MALFORMED",
+        ),
+    ]
+    for what, call, code in cases:
+        assert rpc_code(call) == code, what
+    # the lookup itself, sent as it should be, is answered
+    reply = coordinator_stub.Lookup(sealed(lookup.signed), timeout=t)
+    assert sorted(reply.answered) == sorted(NODES) and reply.query_id == lookup.qid
+    slots = keys.decrypt(reply.ciphertexts[0], 9)
+    assert decode_facts(slots, subjects=1, cells=1)[0][0] == oracle_facts(fed.oracle, [pid])[pid]
+
+
+def test_the_coordinator_wants_one_blob_for_each_region_named(
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    population: Population,
+    coordinator_stub: pb_grpc.CoordinatorStub,
+) -> None:
+    pid = population.multi_city[6]
+    lookup = seal_lookup(fed, keys, [pid], NODES[1:])  # every region but the caseworker's home
+    other = seal_lookup(fed, keys, [pid])
+    context = keys.public_context()
+
+    def request(blobs: dict[str, bytes], signed: pb.SignedEnvelope = lookup.signed) -> pb.LookupRequest:
+        sealed = [pb.SealedSubjects(node_id=n, blob=b) for n, b in blobs.items()]
+        return pb.LookupRequest(envelope=signed, public_context=context, sealed=sealed)
+
+    one_short = dict(list(lookup.blobs.items())[:2])
+    one_more = {**lookup.blobs, "shanghai": other.blobs["shanghai"]}
+    stranger = seal_lookup(fed, keys, [pid], ["shanghai", "wuhan"])  # a region this federation does not have
+    before = audit_sizes(fed)
+    for blobs, signed in ((one_short, lookup.signed), (one_more, lookup.signed), (stranger.blobs, stranger.signed)):
+        code = rpc_code(functools.partial(coordinator_stub.Lookup, request(blobs, signed), timeout=RPC_TIMEOUT_S))
+        assert code == "LOOKUP_MALFORMED"
+    assert audit_sizes(fed) == before  # refused before any region saw it
+    reply = coordinator_stub.Lookup(request(lookup.blobs), timeout=RPC_TIMEOUT_S)
+    assert sorted(reply.answered) == sorted(NODES[1:])
+
+
+def test_asking_only_some_regions_is_a_breakdown(
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    population: Population,
+    coordinator_stub: pb_grpc.CoordinatorStub,
+) -> None:
+    """A lookup of one region alone would show that city's own figures: unless the policy allows a per-city
+    answer for the purpose, a region answers only a lookup of every region (or every one but the asker's own)."""
+    pid = population.planted[2]
+    context = keys.public_context()
+
+    def ask(regions: Sequence[str], purpose: str = "loan-review") -> pb.QueryResponse:
+        lookup = seal_lookup(fed, keys, [pid], regions, purpose=purpose)
+        sealed = [pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()]
+        request = pb.LookupRequest(envelope=lookup.signed, public_context=context, sealed=sealed)
+        reply: pb.QueryResponse = coordinator_stub.Lookup(request, timeout=RPC_TIMEOUT_S)
+        return reply
+
+    for regions in (["hangzhou"], ["shanghai", "nanjing"], ["shanghai", "hangzhou", "nanjing"]):
+        assert rpc_code(functools.partial(ask, regions)) == "POLICY_BREAKDOWN_DENIED", regions
+    # every region, or every one but the caseworker's home (shanghai), is a federation-wide answer
+    for regions in (NODES, ["hangzhou", "nanjing", "suzhou"]):
+        reply = ask(regions)
+        assert sorted(reply.answered) == sorted(regions)
+    # where a per-city answer is allowed, so is asking some regions only
+    reply = ask(["hangzhou"], purpose="account-transfer")
+    slots = keys.decrypt(reply.ciphertexts[0], 9)
+    assert decode_facts(slots, subjects=1, cells=1)[0][0] == oracle_facts(over(fed, ["hangzhou"]), [pid])[pid]
+
+
+# ------------------------------------------------------------------------------------------ keys
+
+
+def profile_pinning(fed: harness.Federation, catalog: Path | None, person: str = "caseworker") -> ClientProfile:
+    doc = yaml.safe_load(fed.profile_path.read_text())
+    doc["tls"]["cert"] = str(fed.pki_dir / "people" / f"{person}.pem")
+    doc["tls"]["key"] = str(fed.pki_dir / "people" / f"{person}.key")
+    if catalog is None:
+        del doc["catalog"]
+    else:
+        doc["catalog"] = str(catalog)
+    return parse_model(fed.profile_path, doc, ClientProfile)
+
+
+def catalog_with(fed: harness.Federation, name: str, node: str, agreement_key: str | None) -> Path:
+    doc = yaml.safe_load(fed.catalog_path.read_text())
+    for entry in doc["nodes"]:
+        if entry["id"] == node:
+            if agreement_key is None:
+                del entry["agreement_key"]
+            else:
+                entry["agreement_key"] = agreement_key
+    path = fed.root / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def test_lookups_seal_only_to_keys_from_a_pinned_catalog(
+    fed: harness.Federation, keys: he.ClientKeys, population: Population
+) -> None:
+    pid = population.multi_city[7]
+    before = audit_sizes(fed)
+    with FederationClient(profile_pinning(fed, None), keys=keys) as unpinned:
+        assert unpinned.catalog.federation == "test"  # the coordinator's catalog is there, with its keys
+        assert refusal(lambda: unpinned.lookup([pid], **REVIEW), pid).code == "LOOKUP_KEYS_UNPINNED"
+        assert refusal(lambda: unpinned.screen([pid], **REVIEW), pid).code == "LOOKUP_KEYS_UNPINNED"
+    keyless = catalog_with(fed, "catalog-keyless.yaml", "nanjing", None)
+    with FederationClient(profile_pinning(fed, keyless), keys=keys) as client:
+        assert refusal(lambda: client.lookup([pid], **REVIEW), pid).code == "LOOKUP_KEY_MISSING"
+    assert audit_sizes(fed) == before  # nothing was sealed to anyone, nothing was sent
+    # a pinned catalog with a key that is not the region's: that region cannot open it, and the lookup fails
+    impostor = AgreementKey.load_or_create(fed.root / "impostor").public_b64()
+    wrong = catalog_with(fed, "catalog-wrong-key.yaml", "hangzhou", impostor)
+    with FederationClient(profile_pinning(fed, wrong), keys=keys) as client:
+        err = refusal(lambda: client.lookup([pid], **REVIEW), pid)
+    assert err.code == "LOOKUP_SEAL_INVALID" and "hangzhou" in err.message
+    entry = last_entry(fed, "hangzhou")
+    assert (entry["decision"], entry["code"]) == ("refused", "LOOKUP_SEAL_INVALID")
+    with fed.client(keys=keys) as client:
+        assert_serves(fed, client, pid)
+
+
+# ------------------------------------------------------------------------------------------ a region down
+
+
+def test_a_region_that_is_down_is_missing_and_the_others_answer(fed: harness.Federation, keys: he.ClientKeys) -> None:
+    """Runs last of this module's federation: it stops a node, and starts it again."""
+    pid = in_and_elsewhere(fed, "nanjing")
+    others = [n for n in NODES if n != "nanjing"]
+    fed.stop_node("nanjing")
+    try:
+        with fed.client(keys=keys) as client:
+            answer = client.lookup([pid], **REVIEW)
+    finally:
+        fed.restart_node("nanjing")
+    assert sorted(answer.answered) == sorted(others) and not answer.complete
+    assert [(m["node_id"], m["code"]) for m in answer.missing] == [("nanjing", "NODE_UNREACHABLE")]
+    expected = oracle_facts(over(fed, others), [pid])[pid]
+    assert answer.facts == [expected] and expected != oracle_facts(fed.oracle, [pid])[pid]
+    # restarted with the same agreement key, it opens what is sealed to the key in the catalog
+    lookup = seal_lookup(fed, keys, [pid], ["nanjing"], purpose="account-transfer")
+    pki = fed.pki_dir
+    tls = TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
+    with secure_channel(f"127.0.0.1:{fed.nodes['nanjing'].port}", tls) as channel:
+        reply = pb_grpc.NodeStub(channel).Lookup(
+            node_request(keys, lookup, lookup.blobs["nanjing"]), timeout=RPC_TIMEOUT_S
+        )
+    slots = keys.decrypt(reply.ciphertexts[0], 9)
+    assert decode_facts(slots, subjects=1, cells=1)[0][0] == oracle_facts(over(fed, ["nanjing"]), [pid])[pid]
+
+
+# ------------------------------------------------------------------------- rate limits and fresh data
+
+SMALL_NODES = ["shanghai", "hangzhou"]
+SMALL_PEOPLE = (
+    ("caseworker", "caseworker", "shanghai"),
+    ("caseworker2", "caseworker", "hangzhou"),
+    ("bank", "integrator", None),
+    ("bank2", "integrator", None),
+    ("refresher", "integrator", None),
+)
+SMALL_POLICY = """\
+version: 1
+extends: {base}
+roles:
+  caseworker:
+    lookups:
+      rate_limit: {{requests: 3, per_seconds: 3600}}
+  integrator:
+    lookups:
+      rate_limit: {{requests: 10, per_seconds: 3600}}
+"""
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federation]:
+    root = tmp_path_factory.mktemp("lookup-limits")
+    for node in SMALL_NODES:
+        generate_node(root / "data", node, 2_000, SEED)
+    policy = root / "policy.yaml"
+    policy.write_text(SMALL_POLICY.format(base=DEFAULT_POLICY))
+    with harness.federation(
+        root, hpf_tables(), {n: {} for n in SMALL_NODES}, write_data=False, policy=policy, people=SMALL_PEOPLE
+    ) as f:
+        yield f
+
+
+def test_the_lookup_rate_limit_counts_people_not_requests(small: harness.Federation, keys: he.ClientKeys) -> None:
+    ids = absent_ids(11, offset=100)
+    with small.client(keys=keys, person="bank") as bank:
+        err = refusal(lambda: bank.lookup(ids, **REVIEW), *ids)
+        assert err.code == "POLICY_RATE_LIMITED" and err.hint == "ask about at most 10 at a time"
+        assert err.rule and err.rule.endswith(": roles.integrator.lookups.rate_limit")
+        assert bank.lookup(ids[:7], **REVIEW).complete  # the refused 11 were not counted
+        err = refusal(lambda: bank.lookup(ids[:4], **REVIEW))  # 7 + 4 > 10
+        assert err.code == "POLICY_RATE_LIMITED" and (err.hint or "").startswith("wait ")
+        assert bank.lookup(ids[:3], **REVIEW).complete  # exactly 10
+        assert refusal(lambda: bank.lookup(ids[:1], **REVIEW)).code == "POLICY_RATE_LIMITED"
+    with small.client(keys=keys, person="bank2") as bank2:  # per identity
+        answer = bank2.lookup(ids[:10], **REVIEW)
+    assert answer.complete and all(f.cities == 0 for f in answer.facts)
+    for node in SMALL_NODES:
+        entry = last_entry(small, node)
+        assert (entry["identity"], entry["decision"]) == ("bank2", "allowed")
+
+
+def test_a_caseworker_is_limited_in_people_looked_up(small: harness.Federation, keys: he.ClientKeys) -> None:
+    pid = sorted(r[0] for r in small.oracle("SELECT DISTINCT person_id FROM accounts"))[0]
+    with small.client(keys=keys) as client:
+        for _ in range(3):
+            assert client.lookup([pid], **REVIEW).complete
+        err = refusal(lambda: client.lookup([pid], **REVIEW), pid)
+        assert err.code == "POLICY_RATE_LIMITED" and err.rule
+        assert err.rule.endswith(": roles.caseworker.lookups.rate_limit")
+    with small.client(keys=keys, person="caseworker2") as other:
+        answer = other.lookup([pid], **REVIEW)
+    assert answer.complete and answer.facts == [oracle_facts(small.oracle, [pid])[pid]]
+
+
+def test_facts_follow_the_data_files(small: harness.Federation, keys: he.ClientKeys) -> None:
+    """A node recomputes its facts when its files change: no lookup answers from a stale copy."""
+    pid = sorted(r[0] for r in small.node_oracle("hangzhou", "SELECT DISTINCT person_id FROM deposits"))[-1]
+    with small.client(keys=keys, person="refresher") as client:
+        before = client.lookup([pid], **REVIEW).facts[0]
+        assert before == oracle_facts(small.oracle, [pid])[pid]
+        path = small.root / "data" / "hangzhou" / "deposits.parquet"
+        tmp = path.with_name("deposits.parquet.new")
+        con = duckdb.connect()
+        try:
+            con.execute(
+                f"COPY (SELECT * FROM read_parquet('{path}') UNION ALL "
+                f"(SELECT * REPLACE (DATE '2025-01-01' AS month, 123456 AS amount_fen) "
+                f"FROM read_parquet('{path}') WHERE person_id = '{pid}' LIMIT 1)) TO '{tmp}' (FORMAT parquet)"
+            )
+        finally:
+            con.close()
+        os.replace(tmp, path)
+        after = client.lookup([pid], **REVIEW).facts[0]
+    assert after == oracle_facts(small.oracle, [pid])[pid]
+    assert after.contribution_months == (before.contribution_months or 0) + 1
+    assert after.contribution_fen == (before.contribution_fen or 0) + 123456

@@ -1,0 +1,193 @@
+"""Which roles may look people up, for what, how many at once: the ``lookups`` policy section and check_lookup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from federation.errors import ConfigError, PolicyViolation
+from policies import DEFAULT_POLICY
+from policies.engine import Asker, check_lookup
+from policies.loader import load_policy
+from policies.model import LookupPolicy, Policy
+
+PARTY = "hangzhou"
+
+
+@pytest.fixture(scope="module")
+def default() -> Policy:
+    return load_policy(DEFAULT_POLICY)
+
+
+def asker(role: str, region: str | None = "hangzhou") -> Asker:
+    return Asker(name=f"{role}-1", role=role, region=region)
+
+
+def lookup(policy: Policy, role: str, **kw: Any) -> Any:
+    args: dict[str, Any] = {"purpose": "loan-review", "consent": True, "subjects": 1, "breakdown": False}
+    args.update(kw)
+    return check_lookup(policy, asker(role), party=PARTY, **args)
+
+
+def refusal(policy: Policy, role: str, **kw: Any) -> PolicyViolation:
+    with pytest.raises(PolicyViolation) as info:
+        lookup(policy, role, **kw)
+    return info.value
+
+
+# -------------------------------------------------------------------------- the model
+
+
+def test_a_lookup_policy_needs_a_purpose() -> None:
+    with pytest.raises(ValidationError, match="at least one purpose"):
+        LookupPolicy.model_validate({"purposes": []})
+    with pytest.raises(ValidationError):
+        LookupPolicy.model_validate({})
+
+
+def test_breakdown_purposes_must_be_lookup_purposes() -> None:
+    with pytest.raises(ValidationError, match="breakdown purpose 'account-transfer'"):
+        LookupPolicy.model_validate({"purposes": ["loan-review"], "breakdown": ["account-transfer"]})
+    ok = LookupPolicy.model_validate(
+        {"purposes": ["loan-review", "account-transfer"], "breakdown": ["account-transfer"]}
+    )
+    assert ok.breakdown == ["account-transfer"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1_000_001])
+def test_max_subjects_is_bounded(bad: int) -> None:
+    with pytest.raises(ValidationError, match="max_subjects must be 1 to 1000000"):
+        LookupPolicy.model_validate({"purposes": ["loan-review"], "max_subjects": bad})
+
+
+def test_lookup_defaults_are_the_strict_ones() -> None:
+    lp = LookupPolicy.model_validate({"purposes": ["loan-review"]})
+    assert (lp.consent, lp.max_subjects, lp.breakdown, lp.rate_limit) == ("required", 1, [], None)
+    assert LookupPolicy.model_validate({"purposes": ["x"], "max_subjects": 1_000_000}).max_subjects == 1_000_000
+    for extra in ({"subjects": 3}, {"consent": "maybe"}, {"purposes": ["Loan Review"]}):
+        with pytest.raises(ValidationError):
+            LookupPolicy.model_validate({"purposes": ["loan-review"], **extra})
+
+
+def test_default_policy_lookups(default: Policy) -> None:
+    caseworker, integrator = default.roles["caseworker"].lookups, default.roles["integrator"].lookups
+    assert caseworker is not None and integrator is not None
+    assert caseworker.purposes == ["loan-review", "account-transfer"] and caseworker.breakdown == ["account-transfer"]
+    assert (caseworker.consent, caseworker.max_subjects) == ("required", 1)
+    assert (integrator.purposes, integrator.breakdown, integrator.max_subjects) == (["loan-review"], [], 10000)
+    assert caseworker.rate_limit is not None and integrator.rate_limit is not None
+    assert [n for n, r in default.roles.items() if r.lookups is not None] == ["caseworker", "integrator"]
+    assert any("person lookups" in line and "up to 1 per request" in line for line in default.summary())
+    assert default.plain()["roles"]["caseworker"]["lookups"]["rate_limit"] == {"requests": 600, "per_seconds": 3600}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "node.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_policy_extending_the_default_tightens_lookups_key_by_key(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"version: 1\nextends: {DEFAULT_POLICY}\nroles:\n  caseworker:\n    lookups:\n"
+        "      rate_limit: {requests: 5, per_seconds: 60}\n  integrator:\n    lookups: ~\n",
+    )
+    policy = load_policy(path)
+    caseworker = policy.roles["caseworker"].lookups
+    assert caseworker is not None and caseworker.rate_limit is not None
+    assert (caseworker.rate_limit.requests, caseworker.purposes) == (5, ["loan-review", "account-transfer"])
+    assert policy.roles["integrator"].lookups is None
+    assert lookup(policy, "caseworker").role == "caseworker"
+    assert refusal(policy, "integrator").code == "POLICY_LOOKUP_DENIED"
+
+
+def test_a_lookup_purpose_must_be_declared_and_errors_name_the_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"version: 1\nextends: {DEFAULT_POLICY}\nroles:\n  integrator:\n    lookups:\n"
+        "      purposes: [loan-review, fishing]\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_policy(path)
+    assert info.value.code == "POLICY_FILE_INVALID"
+    assert f"{path}:6" in info.value.message and "'fishing' is not declared" in info.value.message
+    path = write(
+        tmp_path,
+        f"version: 1\nextends: {DEFAULT_POLICY}\nroles:\n  integrator:\n    lookups:\n      max_subjects: 0\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_policy(path)
+    assert f"{path}:6" in info.value.message and "max_subjects" in info.value.message
+
+
+# -------------------------------------------------------------------------- check_lookup
+
+
+def test_allowed_lookups(default: Policy) -> None:
+    decision = lookup(default, "caseworker")
+    assert decision.role == "caseworker" and decision.rules[0].endswith("roles.caseworker.lookups.purposes")
+    assert lookup(default, "caseworker", purpose="account-transfer", breakdown=True).role == "caseworker"
+    assert lookup(default, "integrator", subjects=10_000).role == "integrator"
+
+
+REFUSALS = [
+    ("auditor", {}, "POLICY_ROLE_DENIED", "roles"),
+    ("", {}, "POLICY_ROLE_DENIED", "roles"),
+    ("analyst", {}, "POLICY_LOOKUP_DENIED", "roles.analyst.lookups"),
+    ("operator", {}, "POLICY_LOOKUP_DENIED", "roles.operator.lookups"),
+    ("caseworker", {"purpose": ""}, "POLICY_PURPOSE_REQUIRED", "roles.caseworker.lookups.purposes"),
+    ("caseworker", {"purpose": "fishing"}, "POLICY_PURPOSE_UNKNOWN", "purposes"),
+    ("caseworker", {"purpose": "statistics"}, "POLICY_PURPOSE_NOT_ALLOWED", "roles.caseworker.lookups.purposes"),
+    ("integrator", {"purpose": "account-transfer"}, "POLICY_PURPOSE_NOT_ALLOWED", "roles.integrator.lookups.purposes"),
+    ("caseworker", {"consent": False}, "POLICY_CONSENT_REQUIRED", "roles.caseworker.lookups.consent"),
+    ("caseworker", {"subjects": 2}, "POLICY_LOOKUP_TOO_MANY", "roles.caseworker.lookups.max_subjects"),
+    ("integrator", {"subjects": 10_001}, "POLICY_LOOKUP_TOO_MANY", "roles.integrator.lookups.max_subjects"),
+    ("caseworker", {"breakdown": True}, "POLICY_BREAKDOWN_DENIED", "roles.caseworker.lookups.breakdown"),
+    ("integrator", {"breakdown": True}, "POLICY_BREAKDOWN_DENIED", "roles.integrator.lookups.breakdown"),
+]
+
+
+@pytest.mark.parametrize(("role", "kw", "code", "rule"), REFUSALS, ids=[f"{r[0]}-{r[2]}" for r in REFUSALS])
+def test_refusals_carry_their_code_and_rule(
+    default: Policy, role: str, kw: dict[str, Any], code: str, rule: str
+) -> None:
+    err = refusal(default, role, **kw)
+    assert err.code == code
+    assert err.rule == f"{PARTY}: {rule}"
+    assert err.hint
+
+
+def test_refusal_hints_say_what_would_be_allowed(default: Policy) -> None:
+    assert refusal(default, "analyst").hint == "roles that may look people up here: caseworker, integrator"
+    assert "loan-review | account-transfer" in (refusal(default, "caseworker", purpose="statistics").hint or "")
+    assert refusal(default, "caseworker", subjects=2).hint == "send at most 1 per request"
+    assert "account-transfer" in (refusal(default, "caseworker", breakdown=True).hint or "")
+    assert "none" in (refusal(default, "integrator", breakdown=True).hint or "")
+
+
+def test_the_checks_come_in_order(default: Policy) -> None:
+    """A request wrong in every way is refused for the first thing wrong: the role before the purpose, the
+    purpose before consent, consent before the count, the count before the breakdown."""
+    everything = {"purpose": "statistics", "consent": False, "subjects": 2, "breakdown": True}
+    assert refusal(default, "analyst", **everything).code == "POLICY_LOOKUP_DENIED"
+    assert refusal(default, "caseworker", **everything).code == "POLICY_PURPOSE_NOT_ALLOWED"
+    everything["purpose"] = "loan-review"
+    assert refusal(default, "caseworker", **everything).code == "POLICY_CONSENT_REQUIRED"
+    everything["consent"] = True
+    assert refusal(default, "caseworker", **everything).code == "POLICY_LOOKUP_TOO_MANY"
+    everything["subjects"] = 1
+    assert refusal(default, "caseworker", **everything).code == "POLICY_BREAKDOWN_DENIED"
+
+
+def test_optional_consent_allows_a_lookup_without_it(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"version: 1\nextends: {DEFAULT_POLICY}\nroles:\n  integrator:\n    lookups:\n      consent: optional\n",
+    )
+    policy = load_policy(path)
+    assert lookup(policy, "integrator", consent=False).role == "integrator"
+    assert refusal(load_policy(DEFAULT_POLICY), "integrator", consent=False).code == "POLICY_CONSENT_REQUIRED"
