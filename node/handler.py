@@ -180,8 +180,8 @@ class NodeHandler:
         lookup_limit: RateLimit | None = None
         if people and role_policy is not None and role_policy.lookups is not None:
             lookup_limit = role_policy.lookups.rate_limit
-        # the lookup limit first: a refusal there does not use up a request (a refusal by the request limit
-        # after it has counted the people does use them up: both limits are per identity and per window)
+        # the lookup limit first: a refusal there does not use up a request; a refusal by the request limit
+        # gives the people back, so a refused request counts against neither
         self.lookup_limiter.take(
             signer.common_name,
             lookup_limit,
@@ -190,7 +190,11 @@ class NodeHandler:
             cost=people,
             rule=f"roles.{role}.lookups.rate_limit",
         )
-        self.limiter.take(signer.common_name, limit, party=self.node_id, role=role)
+        try:
+            self.limiter.take(signer.common_name, limit, party=self.node_id, role=role)
+        except FederationError:
+            self.lookup_limiter.give_back(signer.common_name, people)
+            raise
         self.replay.record(envelope.nonce, envelope.issued_at_ms / 1000.0)
 
     # -- the audited operations -------------------------------------------------------------------

@@ -80,6 +80,19 @@ class RateLimiter:
             while len(self._log) > self._max:
                 self._log.popitem(last=False)
 
+    def give_back(self, key: str, cost: int) -> None:
+        """Undo the latest :meth:`take` of ``cost`` by ``key`` (when a later check refused the request)."""
+        with self._lock:
+            found = self._log.get(key)
+            if found is None or cost <= 0:
+                return
+            window, stamps, used = found
+            for i in range(len(stamps) - 1, -1, -1):
+                if stamps[i][1] == cost:
+                    del stamps[i]
+                    self._log[key] = (window, stamps, used - cost)
+                    return
+
     def _forget_idle(self, now: float) -> None:
         """Drop identities, least recently seen first, whose newest request left their window."""
         while self._log:

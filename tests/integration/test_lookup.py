@@ -824,6 +824,7 @@ SMALL_PEOPLE = (
     ("bank", "integrator", None),
     ("bank2", "integrator", None),
     ("refresher", "integrator", None),
+    ("bank3", "integrator", None),
 )
 SMALL_POLICY = """\
 version: 1
@@ -833,6 +834,7 @@ roles:
     lookups:
       rate_limit: {{requests: 3, per_seconds: 3600}}
   integrator:
+    rate_limit: {{requests: 5, per_seconds: 3600}}
     lookups:
       rate_limit: {{requests: 10, per_seconds: 3600}}
 """
@@ -868,6 +870,18 @@ def test_the_lookup_rate_limit_counts_people_not_requests(small: harness.Federat
     for node in SMALL_NODES:
         entry = last_entry(small, node)
         assert (entry["identity"], entry["decision"]) == ("bank2", "allowed")
+
+
+def test_a_request_refused_by_the_request_limit_uses_up_no_people(
+    small: harness.Federation, keys: he.ClientKeys
+) -> None:
+    with small.client(keys=keys, person="bank3") as bank:
+        for i in range(5):
+            assert bank.lookup(absent_ids(1, offset=200 + i), **REVIEW).complete
+        err = refusal(lambda: bank.lookup(absent_ids(3, offset=300), **REVIEW))
+    assert err.code == "POLICY_RATE_LIMITED" and err.rule and err.rule.endswith(": roles.integrator.rate_limit")
+    for node in SMALL_NODES:  # the 3 people of the refused request were given back: 5 requests, 5 people
+        assert small.nodes[node].handler.lookup_limiter._log["bank3"][2] == 5
 
 
 def test_a_caseworker_is_limited_in_people_looked_up(small: harness.Federation, keys: he.ClientKeys) -> None:

@@ -184,3 +184,18 @@ def test_concurrent_costs_admit_at_most_the_limit() -> None:
     limiter.take("shared", limit, party="a", role="integrator", now=2.0, cost=rest)
     with pytest.raises(PolicyViolation):
         limiter.take("shared", limit, party="a", role="integrator", now=2.0, cost=1)
+
+
+def test_give_back_undoes_the_latest_take_of_that_cost() -> None:
+    limiter = RateLimiter()
+    limit = RateLimit(requests=10, per_seconds=60)
+    limiter.take("ann", limit, party="n", role="r", now=0.0, cost=4)
+    limiter.take("ann", limit, party="n", role="r", now=1.0, cost=6)
+    with pytest.raises(PolicyViolation):
+        limiter.take("ann", limit, party="n", role="r", now=2.0, cost=1)
+    limiter.give_back("ann", 6)
+    limiter.take("ann", limit, party="n", role="r", now=3.0, cost=6)  # fits again
+    with pytest.raises(PolicyViolation):
+        limiter.take("ann", limit, party="n", role="r", now=4.0, cost=1)
+    limiter.give_back("bob", 3)  # nobody to give back to: nothing happens
+    assert len(limiter) == 1
