@@ -17,7 +17,7 @@ import time
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import typer
 from rich.console import Console
@@ -218,7 +218,7 @@ def screen_table(
     return out
 
 
-def write_screen(results: list[dict[str, Any]], fmt: ScreenFormat, answer: LookupAnswer, out: io.TextIOBase) -> None:
+def write_screen(results: list[dict[str, Any]], fmt: ScreenFormat, answer: LookupAnswer, out: TextIO) -> None:
     if fmt == ScreenFormat.json:
         json.dump(
             {
@@ -279,10 +279,10 @@ def screen(
             )
     results = screen_table(columns, rows, answer, check)
     if output is None:
-        write_screen(results, fmt, answer, sys.stdout)  # type: ignore[arg-type]
+        write_screen(results, fmt, answer, sys.stdout)
     else:
         with output.open("w", encoding="utf-8", newline="") as fh:
-            write_screen(results, fmt, answer, fh)  # type: ignore[arg-type]
+            write_screen(results, fmt, answer, fh)
     flagged = sum(f.duplicate_loans for f in answer.facts)
     failed = sum(1 for f in answer.facts if f.failed_regions)
     summary = f"screened {len(ids):,} applicant(s) in {time.perf_counter() - started:.1f} s"
