@@ -28,7 +28,7 @@ from federation.finish import finish
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.lookup_codec import PersonFacts
-from federation.person_id import validate_person_id
+from federation.person_id import packed_ids_valid, validate_person_id
 from federation.plan import Plan
 from federation.planner import plan_query
 from federation.profile import ClientProfile
@@ -92,6 +92,11 @@ def _total(cells: Sequence[PersonFacts]) -> PersonFacts:
 
 def check_person_ids(person_ids: Sequence[str]) -> list[str]:
     """Normalised identifiers, or PERSON_ID_INVALID naming the first bad one by position (never by value)."""
+    normal = [p.strip().upper() if isinstance(p, str) else p for p in person_ids]
+    if all(isinstance(p, str) and len(p) == 18 and p.isascii() for p in normal) and packed_ids_valid(
+        "".join(normal).encode("ascii")
+    ):
+        return normal
     out = []
     for i, pid in enumerate(person_ids):
         try:
@@ -294,7 +299,7 @@ class FederationClient:
         grid = lookup_codec.decode_facts(slots, subjects=len(ids), cells=cells)
         t_dec = time.perf_counter()
         return LookupAnswer(
-            facts=[_total(row) for row in grid],
+            facts=[_total(row) if len(row) > 1 else row[0] for row in grid],
             regions=regions,
             answered=list(reply.answered),
             missing=[{"node_id": m.node_id, "code": m.code, "message": m.message} for m in reply.missing],

@@ -147,38 +147,41 @@ class PersonFacts:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def _field(value: int, shift: int, bits: int) -> int:
-    return (value >> shift) & ((1 << bits) - 1)
-
-
 def decode_facts(slots: npt.NDArray[np.int64], *, subjects: int, cells: int) -> list[list[PersonFacts]]:
     """The summed slots back into facts: ``[person][cell]``."""
     if slots.shape != (slot_count(subjects, cells),):
         raise CryptoError("the answer does not match the lookup's layout", code="CIPHERTEXT_SHAPE")
     if int(slots.min(initial=0)) < -(1 << 38) or int(slots.max(initial=0)) >= 1 << 39:
         raise CryptoError("the answer holds values no lookup can produce", code="ANSWER_CORRUPT")
-    grid = slots.reshape(subjects, cells, SLOTS_PER_CELL).tolist()
-    out = []
-    for person in grid:
-        row = []
-        for s in person:
-            failed = _field(s[1], MONTHS_BITS, FLAG_BITS)
-            exact = failed == 0
-            money = [s[3 + 2 * i] + (s[4 + 2 * i] << LIMB_BITS) for i in range(len(MONEY))]
-            row.append(
-                PersonFacts(
-                    cities=_field(s[0], 0, FLAG_BITS),
-                    cities_active=_field(s[0], FLAG_BITS, FLAG_BITS),
-                    cities_sealed=_field(s[0], 2 * FLAG_BITS, FLAG_BITS),
-                    loan_cities=_field(s[0], 3 * FLAG_BITS, FLAG_BITS),
-                    contribution_months=_field(s[1], 0, MONTHS_BITS) if exact else None,
-                    active_loans=_field(s[2], 0, LOANS_BITS) if exact else None,
-                    overdue_loans=_field(s[2], LOANS_BITS, LOANS_BITS) if exact else None,
-                    contribution_fen=money[0] if exact else None,
-                    balance_fen=money[1] if exact else None,
-                    outstanding_fen=money[2] if exact else None,
-                    failed_regions=failed,
-                )
-            )
-        out.append(row)
-    return out
+    s = slots.reshape(subjects * cells, SLOTS_PER_CELL)
+
+    def col(i: int, shift: int, bits: int) -> list[int]:
+        return ((s[:, i] >> shift) & ((1 << bits) - 1)).tolist()
+
+    failed = col(1, MONTHS_BITS, FLAG_BITS)
+    # joined as Python integers: a federation-wide sum of 60-bit values can pass 64 bits
+    money = [
+        [lo + (hi << LIMB_BITS) for lo, hi in zip(s[:, 3 + 2 * i].tolist(), s[:, 4 + 2 * i].tolist(), strict=True)]
+        for i in range(len(MONEY))
+    ]
+    columns = zip(
+        col(0, 0, FLAG_BITS),
+        col(0, FLAG_BITS, FLAG_BITS),
+        col(0, 2 * FLAG_BITS, FLAG_BITS),
+        col(0, 3 * FLAG_BITS, FLAG_BITS),
+        col(1, 0, MONTHS_BITS),
+        col(2, 0, LOANS_BITS),
+        col(2, LOANS_BITS, LOANS_BITS),
+        money[0],
+        money[1],
+        money[2],
+        failed,
+        strict=True,
+    )
+    flat = [
+        PersonFacts(c, ca, cs, lc, m, al, ol, cf, bf, of, fr)
+        if fr == 0
+        else PersonFacts(c, ca, cs, lc, None, None, None, None, None, None, fr)
+        for c, ca, cs, lc, m, al, ol, cf, bf, of, fr in columns
+    ]
+    return [flat[i * cells : (i + 1) * cells] for i in range(subjects)]

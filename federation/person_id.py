@@ -111,3 +111,34 @@ def person_id_array(
     ascii_bytes[:, 17] = check
     raw = ascii_bytes.view("S18").ravel()
     return np.array([b.decode("ascii") for b in raw.tolist()], dtype=object)
+
+
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+
+
+def packed_ids_valid(packed: bytes) -> bool:
+    """Whether ``packed`` (identifiers of 18 ASCII characters, concatenated) holds only normalised, valid ones:
+    the same rules as :func:`validate_person_id`, vectorised."""
+    if len(packed) % 18:
+        return False
+    a = np.frombuffer(packed, dtype=np.uint8).reshape(-1, 18)
+    if a.shape[0] == 0:
+        return True
+    d = a[:, :17].astype(np.int64) - ord("0")
+    if not ((d >= 0) & (d <= 9)).all():
+        return False
+    if not (_CHECK_BYTES[(d @ _WEIGHT_ARRAY) % 11] == a[:, 17]).all():
+        return False
+    year = d[:, 6:10] @ np.array([1000, 100, 10, 1], dtype=np.int64)
+    month = d[:, 10] * 10 + d[:, 11]
+    day = d[:, 12] * 10 + d[:, 13]
+    if not ((month >= 1) & (month <= 12)).all():
+        return False
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    last = _DAYS_IN_MONTH[month] + ((month == 2) & leap)
+    if not ((day >= 1) & (day <= last)).all():
+        return False
+    born = year * 10_000 + month * 100 + day
+    today = dt.date.today()
+    earliest = EARLIEST_BIRTH.year * 10_000 + EARLIEST_BIRTH.month * 100 + EARLIEST_BIRTH.day
+    return bool(((born >= earliest) & (born <= today.year * 10_000 + today.month * 100 + today.day)).all())

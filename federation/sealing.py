@@ -37,8 +37,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from federation.errors import ConfigError, CryptoError, PlanError
-from federation.person_id import validate_person_id
+from federation.errors import ConfigError, CryptoError
+from federation.person_id import packed_ids_valid
 from federation.pki import write_file
 
 ID_CHARS = 18
@@ -154,16 +154,12 @@ class AgreementKey:
             )
         except (ValueError, InvalidTag):
             raise refused from None
-        try:
-            text = plain.decode("ascii")
-            ids = [text[i : i + ID_CHARS] for i in range(0, len(text), ID_CHARS)]
-            for pid in ids:
-                if validate_person_id(pid) != pid:
-                    raise PlanError("not normalised", code="PERSON_ID_INVALID")
-        except (UnicodeDecodeError, PlanError):
+        if not packed_ids_valid(plain):
             raise CryptoError(
                 "the sealed identifiers are not valid resident identity numbers", code="LOOKUP_SEAL_INVALID"
-            ) from None
+            )
+        text = plain.decode("ascii")
+        ids = [text[i : i + ID_CHARS] for i in range(0, len(text), ID_CHARS)]
         return ids
 
     def __repr__(self) -> str:
@@ -195,5 +191,15 @@ def read_subject_key(path: Path) -> bytes:
 def subject_tag(key: bytes, nonce_hex: str, person_id: str) -> str:
     """Keyed hash of one looked-up identifier in one request (hex, 128 bits): HMAC-SHA256 over the request's
     nonce and the identifier. Without ``key`` it cannot be tested against a guess, nor linked across requests."""
-    mac = hmac.new(key, _TAG_DOMAIN + nonce_hex.encode("ascii") + b"\x00" + person_id.encode("ascii"), hashlib.sha256)
-    return mac.hexdigest()[: 2 * TAG_BYTES]
+    return subject_tags(key, nonce_hex, [person_id])[0]
+
+
+def subject_tags(key: bytes, nonce_hex: str, person_ids: Sequence[str]) -> list[str]:
+    """:func:`subject_tag` of each identifier, the key schedule and the request's prefix hashed once."""
+    base = hmac.new(key, _TAG_DOMAIN + nonce_hex.encode("ascii") + b"\x00", hashlib.sha256)
+    out = []
+    for pid in person_ids:
+        mac = base.copy()
+        mac.update(pid.encode("ascii"))
+        out.append(mac.hexdigest()[: 2 * TAG_BYTES])
+    return out

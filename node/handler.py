@@ -38,7 +38,7 @@ from federation.pki import Identity
 from federation.plan import Plan
 from federation.planner import plan_query
 from federation.planner.shape import shape_fingerprint
-from federation.sealing import AgreementKey, subject_tag
+from federation.sealing import AgreementKey, subject_tags
 from node.executor import PartialExecutor, PartialResult
 from node.lookup_index import LookupIndex
 from node.replay import ReplayGuard
@@ -278,7 +278,7 @@ class NodeHandler:
             raise PlanError("this region does not answer person lookups", code="LOOKUP_UNSUPPORTED")
         ids = self.agreement.open(request.sealed, spec.seal_public_key, verified.query_id, self.node_id, spec.subjects)
         key = self.subject_key
-        trail.subjects = " ".join(subject_tag(key, trail.nonce, pid) for pid in ids)
+        trail.subjects = " ".join(subject_tags(key, trail.nonce, ids))
         asker = Asker(name=signer.common_name, role=signer.role or "", region=signer.region)
         # an answer from only some regions shows their own figures: unless it asks every region (or every one
         # but the asker's own), it is judged as a per-city answer

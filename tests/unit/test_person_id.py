@@ -6,11 +6,17 @@ import datetime as dt
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from federation.errors import PlanError
-from federation.person_id import check_char, is_valid_person_id, person_id_array, validate_person_id
+from federation.person_id import (
+    check_char,
+    is_valid_person_id,
+    packed_ids_valid,
+    person_id_array,
+    validate_person_id,
+)
 
 # Worked by hand from the definition: sum of digit * weight (7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2), mod 11,
 # then the map 0->1, 1->0, 2->X, 3->9, 4->8, 5->7, 6->6, 7->5, 8->4, 9->3, 10->2.
@@ -108,3 +114,22 @@ def test_vectorized_ids_reject_out_of_range_parts() -> None:
         person_id_array([1_000_000], [19900101], [1])
     with pytest.raises(ValueError):
         person_id_array([310000], [19900101], [1000])
+
+
+@st.composite
+def near_valid_ids(draw: st.DrawFn) -> str:
+    """Identifiers built valid (birth dates from 1840 to 2040), then perhaps one character replaced."""
+    born = draw(st.dates(min_value=dt.date(1840, 1, 1), max_value=dt.date(2040, 12, 31)))
+    first = f"{draw(st.integers(0, 999_999)):06d}{born:%Y%m%d}{draw(st.integers(0, 999)):03d}"
+    pid = first + check_char(first)
+    if draw(st.booleans()):
+        at = draw(st.integers(0, 17))
+        pid = pid[:at] + draw(st.sampled_from("0123456789Xx /")) + pid[at + 1 :]
+    return pid
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(near_valid_ids(), min_size=1, max_size=4))
+def test_the_vectorised_check_agrees_with_validate_person_id(ids: list[str]) -> None:
+    packed = "".join(ids).encode("ascii")
+    assert packed_ids_valid(packed) == all(is_valid_person_id(p) and validate_person_id(p) == p for p in ids)
