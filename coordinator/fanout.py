@@ -164,9 +164,9 @@ class FanOut:
         regions = list(spec.regions)
         blobs = {s.node_id: s.blob for s in sealed}
         unknown = [r for r in regions if r not in self._stubs]
-        if unknown or not regions or len(set(regions)) != len(regions):
+        if unknown or not regions or len(set(regions)) != len(regions) or spec.subjects < 1:
             raise PlanError(
-                "the lookup names a region twice, none, or one not in this federation",
+                "the lookup names nobody, a region twice, none, or one not in this federation",
                 code="LOOKUP_MALFORMED",
                 hint=f"regions: {', '.join(self._stubs)}",
             )

@@ -23,7 +23,7 @@ from federation.audit_records import Checkpoint, Receipt
 from federation.catalog import Catalog, load_catalog
 from federation.config_files import parse_model
 from federation.envelope import Signer, query_id
-from federation.errors import ConfigError, CryptoError, PlanError, from_rpc_error
+from federation.errors import ConfigError, CryptoError, PlanError, UnavailableError, from_rpc_error
 from federation.finish import finish
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
@@ -261,8 +261,20 @@ class FederationClient:
         regions = self.lookup_regions(exclude_home)
         region_keys = self._agreement_keys(regions)
         keys = self.keys
+        if len(set(ids)) != len(ids):
+            raise PlanError(
+                "a person is listed twice in one lookup",
+                code="PERSON_ID_DUPLICATE",
+                hint="ask about each person once (hpf screen merges repeated applicants itself)",
+            )
         one_time = OneTimeKey()
-        spec = pb.LookupSpec(subjects=len(ids), seal_public_key=one_time.public, regions=regions, breakdown=by_city)
+        spec = pb.LookupSpec(
+            subjects=len(ids),
+            seal_public_key=one_time.public,
+            regions=regions,
+            breakdown=by_city,
+            subjects_commitment=one_time.commitment(ids),
+        )
         signed = self.signer.sign(
             sql="",
             context_digest=he.context_digest(keys.public_context()),
@@ -289,6 +301,13 @@ class FederationClient:
         if reply.query_id != qid or not reply.answered or not set(reply.answered) <= set(regions):
             raise CryptoError("the answer is for another question", code="ANSWER_CORRUPT")
         cells = len(regions) if by_city else 1
+        if not by_city and len(reply.answered) < min(2, len(regions)):
+            raise UnavailableError(
+                f"only region {reply.answered[0]} answered: its figures would be that city's own, and a lookup "
+                "without --by-city shows federation-wide ones only",
+                code="LOOKUP_TOO_FEW_REGIONS",
+                hint="ask again when more regions are reachable",
+            )
         if reply.plan_fingerprint != lookup_codec.layout_fingerprint(len(ids), cells):
             raise CryptoError("the answer does not match the lookup's layout", code="CIPHERTEXT_SHAPE")
         receipts, verified = self._receipts(reply, signed)
@@ -331,9 +350,10 @@ class FederationClient:
     ) -> LookupAnswer:
         """Facts about many people, ``batch`` per request with ``parallel`` requests in flight; every identifier
         is checked before the first request. ``progress`` is called with the number of people done so far."""
-        ids = check_person_ids(person_ids)
-        if not ids:
+        asked = check_person_ids(person_ids)
+        if not asked:
             raise PlanError("no identifier to screen", code="PERSON_ID_INVALID")
+        ids = list(dict.fromkeys(asked))  # each person once; a repeated applicant gets the same facts
         regions = self.lookup_regions(exclude_home)
         self._agreement_keys(regions)
         # each region gets its own sealed copy: with many regions, fewer people fit in one request
@@ -350,8 +370,8 @@ class FederationClient:
                 for future in futures:
                     answers.append(future.result())
                     done += len(answers[-1].facts)
-                    if progress is not None:
-                        progress(done)
+                    if progress is not None:  # in applicants asked, repeated ones included
+                        progress(done * len(asked) // len(ids))
             finally:
                 for future in futures:
                     future.cancel()
@@ -359,8 +379,9 @@ class FederationClient:
         for a in answers:
             for m in a.missing:
                 missing.setdefault(m["node_id"], m)
+        facts = dict(zip(ids, (f for a in answers for f in a.facts), strict=True))
         return LookupAnswer(
-            facts=[f for a in answers for f in a.facts],
+            facts=[facts[pid] for pid in asked],
             regions=regions,
             answered=sorted(set.intersection(*(set(a.answered) for a in answers))),
             missing=list(missing.values()),

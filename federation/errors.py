@@ -171,6 +171,7 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
 _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
     ("PLAN_", PlanError),
     ("PERSON_ID_", PlanError),
+    ("LOOKUP_", PlanError),
     ("POLICY_", PolicyViolation),
     ("CONTEXT_", CryptoError),
     ("CIPHERTEXT_", CryptoError),

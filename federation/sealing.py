@@ -9,6 +9,10 @@ covers it). For each region it derives
 
 and encrypts the identifiers (18 ASCII characters each, concatenated) with ChaCha20-Poly1305 under that key,
 with the query id and region as associated data. Each key seals exactly one message, so the nonce is fixed.
+What is sealed is a random 32-byte salt and the identifiers; the signed envelope carries their SHA-256
+(:meth:`OneTimeKey.commitment`), so every region checks it was asked about the same people as every other
+(a client could otherwise ask each region about someone else and read one city's figures as the "total"),
+while the coordinator, without the salt, cannot test a guess against it.
 Only the client and that region can derive the key: the coordinator routes an opaque blob it cannot read,
 cannot move to another region or query, and cannot forge (it knows neither secret).
 
@@ -52,6 +56,12 @@ _SALT = b"hpf-lookup-seal/v1"
 _AAD = b"hpf-lookup-seal/v1\x00"
 _NONCE = b"\x00" * 12  # each derived key seals one message only
 _TAG_DOMAIN = b"hpf-lookup-subject/v1\x00"
+_COMMIT_DOMAIN = b"hpf-lookup-ids/v1\x00"
+SALT_BYTES = 32
+
+
+def _commitment(salt: bytes, packed_ids: bytes) -> bytes:
+    return hashlib.sha256(_COMMIT_DOMAIN + salt + packed_ids).digest()
 
 
 def raw_public(key: X25519PublicKey) -> bytes:
@@ -90,14 +100,19 @@ class OneTimeKey:
     def __init__(self) -> None:
         self._key = X25519PrivateKey.generate()
         self.public = raw_public(self._key.public_key())
+        self._salt = os.urandom(SALT_BYTES)
+
+    def commitment(self, person_ids: Sequence[str]) -> bytes:
+        """What the envelope signs about the identifiers: SHA-256 over this lookup's salt and them."""
+        return _commitment(self._salt, "".join(person_ids).encode("ascii"))
 
     def seal(self, person_ids: Sequence[str], region_key: bytes, query_id: str, node_id: str) -> bytes:
-        """``person_ids`` (already validated) sealed to one region."""
+        """The salt and ``person_ids`` (already validated) sealed to one region."""
         try:
             shared = self._key.exchange(X25519PublicKey.from_public_bytes(region_key))
         except ValueError:
             raise CryptoError(f"region {node_id}'s agreement key is not usable", code="LOOKUP_KEY_INVALID") from None
-        plain = "".join(person_ids).encode("ascii")
+        plain = self._salt + "".join(person_ids).encode("ascii")
         return _derive(shared, query_id, node_id, self.public, region_key).encrypt(
             _NONCE, plain, _aad(query_id, node_id)
         )
@@ -138,14 +153,17 @@ class AgreementKey:
     def public_b64(self) -> str:
         return base64.b64encode(self.public).decode("ascii")
 
-    def open(self, blob: bytes, one_time: bytes, query_id: str, node_id: str, subjects: int) -> list[str]:
-        """The identifiers sealed to this region for ``query_id``; LOOKUP_SEAL_INVALID if they are not."""
+    def open(
+        self, blob: bytes, one_time: bytes, query_id: str, node_id: str, subjects: int, commitment: bytes
+    ) -> list[str]:
+        """The identifiers sealed to this region for ``query_id``, which must be the ones the asker committed to
+        in the signed envelope, each once; LOOKUP_SEAL_INVALID if they are not."""
         refused = CryptoError(
             "the sealed identifiers cannot be opened by this region for this question",
             code="LOOKUP_SEAL_INVALID",
             hint="seal to the region's agreement key from the pinned catalog, for this query id",
         )
-        if len(blob) != subjects * ID_CHARS + 16 or len(one_time) != KEY_BYTES:
+        if len(blob) != SALT_BYTES + subjects * ID_CHARS + 16 or len(one_time) != KEY_BYTES:
             raise refused
         try:
             shared = self._key.exchange(X25519PublicKey.from_public_bytes(one_time))
@@ -154,12 +172,20 @@ class AgreementKey:
             )
         except (ValueError, InvalidTag):
             raise refused from None
-        if not packed_ids_valid(plain):
+        salt, packed = plain[:SALT_BYTES], plain[SALT_BYTES:]
+        if not hmac.compare_digest(_commitment(salt, packed), commitment):
+            raise CryptoError(
+                "the identifiers sealed to this region are not the ones the asker signed for",
+                code="LOOKUP_SEAL_INVALID",
+            )
+        if not packed_ids_valid(packed):
             raise CryptoError(
                 "the sealed identifiers are not valid resident identity numbers", code="LOOKUP_SEAL_INVALID"
             )
-        text = plain.decode("ascii")
+        text = packed.decode("ascii")
         ids = [text[i : i + ID_CHARS] for i in range(0, len(text), ID_CHARS)]
+        if len(set(ids)) != len(ids):
+            raise CryptoError("the sealed identifiers name a person twice", code="LOOKUP_SEAL_INVALID")
         return ids
 
     def __repr__(self) -> str:

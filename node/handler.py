@@ -266,9 +266,16 @@ class NodeHandler:
             raise PlanError("the query id does not belong to the signed question", code="PLAN_QUERY_ID_MISMATCH")
         spec = envelope.lookup
         regions = list(spec.regions)
-        if spec.subjects < 1 or len(set(regions)) != len(regions) or self.node_id not in regions:
+        everyone = {n.id for n in self.catalog.nodes}
+        if (
+            spec.subjects < 1
+            or len(set(regions)) != len(regions)
+            or self.node_id not in regions
+            or not set(regions) <= everyone
+        ):
             raise PlanError(
-                "the signed lookup does not name this region, or names a region twice, or nobody",
+                "the signed lookup does not name this region, names a region twice or one not in the catalog, "
+                "or nobody",
                 code="LOOKUP_MALFORMED",
             )
         cells = len(regions) if spec.breakdown else 1
@@ -276,21 +283,37 @@ class NodeHandler:
         chunk_sizes(spec.subjects, cells)  # refuses a layout too large before any work
         if self.lookups is None or self.agreement is None or self.subject_key is None:
             raise PlanError("this region does not answer person lookups", code="LOOKUP_UNSUPPORTED")
-        ids = self.agreement.open(request.sealed, spec.seal_public_key, verified.query_id, self.node_id, spec.subjects)
+        ids = self.agreement.open(
+            request.sealed,
+            spec.seal_public_key,
+            verified.query_id,
+            self.node_id,
+            spec.subjects,
+            spec.subjects_commitment,
+        )
         key = self.subject_key
         trail.subjects = " ".join(subject_tags(key, trail.nonce, ids))
         asker = Asker(name=signer.common_name, role=signer.role or "", region=signer.region)
-        # an answer from only some regions shows their own figures: unless it asks every region (or every one
-        # but the asker's own), it is judged as a per-city answer
-        everyone = {n.id for n in self.catalog.nodes}
-        partial = set(regions) not in (everyone, everyone - {signer.region})
+        # an answer from only some regions shows their own figures: unless it asks every region, it is judged
+        # as a per-city answer; every region but the asker's home is federation-wide where the role's lookups
+        # say exclude_home and at least two regions remain
+        asked = set(regions)
+        role_policy = self.policy.roles.get(signer.role or "")
+        but_home = (
+            role_policy is not None
+            and role_policy.lookups is not None
+            and role_policy.lookups.exclude_home
+            and signer.region in everyone
+            and asked == everyone - {signer.region}
+            and len(asked) >= 2
+        )
         check_lookup(
             self.policy,
             asker,
             envelope.purpose,
             bool(envelope.consent_ref),
             spec.subjects,
-            spec.breakdown or partial,
+            spec.breakdown or not (asked == everyone or but_home),
             party=self.node_id,
         )
         return verified, ids, cells, regions.index(self.node_id)

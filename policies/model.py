@@ -177,6 +177,9 @@ class LookupPolicy(BaseModel):
     purposes: list[PurposeCode]
     consent: Literal["required", "optional"] = "required"
     breakdown: list[PurposeCode] = []  # purposes for which this node's own figures may be shown as its city's
+    # whether "every region but the asker's home" counts as federation-wide (it shows the home region's figures
+    # by difference: right for a centre's own caseworkers, not for a bank whose certificate merely names a city)
+    exclude_home: bool = False
     max_subjects: int = 1  # identifiers in one request; above 1 allows batch screening
     rate_limit: RateLimit | None = None  # people looked up per identity: each identifier counts as one
     description: str | None = None

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -291,10 +291,18 @@ def seal_lookup(
     breakdown: bool = False,
     person: str = "caseworker",
     purpose: str = REVIEW["purpose"],
+    sealed_instead: Mapping[str, Sequence[str]] | None = None,
 ) -> SealedLookup:
-    """A lookup exactly as the client library signs and seals it."""
+    """A lookup exactly as the client library signs and seals it (``sealed_instead``: other people sealed to
+    some regions than the ``ids`` signed for, as a cheating client would)."""
     one_time = OneTimeKey()
-    spec = pb.LookupSpec(subjects=len(ids), seal_public_key=one_time.public, regions=regions, breakdown=breakdown)
+    spec = pb.LookupSpec(
+        subjects=len(ids),
+        seal_public_key=one_time.public,
+        regions=regions,
+        breakdown=breakdown,
+        subjects_commitment=one_time.commitment(ids),
+    )
     signed = signer(fed, person).sign(
         sql="",
         context_digest=he.context_digest(keys.public_context()),
@@ -307,7 +315,10 @@ def seal_lookup(
     qid = query_id(signed)
     region_keys = {n.id: load_public_b64(n.agreement_key or "") for n in fed.catalog.nodes}
     stranger = OneTimeKey().public  # for a region the catalog does not have
-    return SealedLookup(signed, qid, {r: one_time.seal(ids, region_keys.get(r, stranger), qid, r) for r in regions})
+    sealed = {**{r: ids for r in regions}, **(sealed_instead or {})}
+    return SealedLookup(
+        signed, qid, {r: one_time.seal(sealed[r], region_keys.get(r, stranger), qid, r) for r in regions}
+    )
 
 
 def node_request(
@@ -463,6 +474,31 @@ def test_exclude_home_needs_a_home_region(
     assert stub.calls == ["Lookup"]
 
 
+def test_a_bank_cannot_leave_its_own_city_out(
+    fed: harness.Federation, keys: he.ClientKeys, population: Population
+) -> None:
+    """Every region but the asker's shows that region's figures by difference: only roles whose lookups say
+    exclude_home (a centre's caseworkers) may ask so; for the bank it is a per-city answer, refused."""
+    pid = population.multi_city[0]
+    with fed.client(keys=keys, person="bank") as bank:
+        err = refusal(lambda: bank.lookup([pid], exclude_home=True, **REVIEW), pid)
+        assert err.code == "POLICY_BREAKDOWN_DENIED"
+        assert bank.lookup([pid], **REVIEW).facts == [oracle_facts(fed.oracle, [pid])[pid]]
+
+
+def test_a_person_is_asked_about_once_per_request(
+    fed: harness.Federation, keys: he.ClientKeys, population: Population
+) -> None:
+    a, b = population.multi_city[:2]
+    with fed.client(keys=keys) as client:
+        assert refusal(lambda: client.lookup([a, a], **REVIEW), a).code == "PERSON_ID_DUPLICATE"
+    with fed.client(keys=keys, person="bank") as bank:
+        done: list[int] = []
+        answer = bank.screen([a, b, a.lower()], progress=done.append, **REVIEW)
+    expected = oracle_facts(fed.oracle, [a, b])
+    assert answer.facts == [expected[a], expected[b], expected[a]] and done[-1] == 3
+
+
 # ------------------------------------------------------------------------------------------ refusals
 
 
@@ -555,6 +591,28 @@ def test_account_transfer_by_city_is_the_only_breakdown(
 
 
 # ------------------------------------------------------------------------------- a compromised coordinator
+
+
+def test_a_client_cannot_ask_one_region_about_someone_else(
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    population: Population,
+    coordinator_stub: pb_grpc.CoordinatorStub,
+) -> None:
+    """Sealing the target to one region and an unknown person to the others would make the "total" that city's
+    own figures: the region given people other than those signed for refuses, and so the whole lookup fails."""
+    target, decoy = population.planted[0], absent_ids(1, offset=900)[0]
+    lookup = seal_lookup(fed, keys, [decoy], sealed_instead={"hangzhou": [target]})
+    request = pb.LookupRequest(
+        envelope=lookup.signed,
+        public_context=keys.public_context(),
+        sealed=[pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()],
+    )
+    assert rpc_code(functools.partial(coordinator_stub.Lookup, request, timeout=RPC_TIMEOUT_S)) == "LOOKUP_SEAL_INVALID"
+    entry = last_entry(fed, "hangzhou")
+    assert (entry["decision"], entry["code"]) == ("refused", "LOOKUP_SEAL_INVALID")
+    with fed.client(keys=keys) as client:  # and the honest lookup still works
+        assert client.lookup([target], **REVIEW).facts == [oracle_facts(fed.oracle, [target])[target]]
 
 
 def test_a_sealed_blob_opens_only_in_its_region_and_question(
@@ -897,6 +955,14 @@ def test_a_caseworker_is_limited_in_people_looked_up(small: harness.Federation, 
     assert answer.complete and answer.facts == [oracle_facts(small.oracle, [pid])[pid]]
 
 
+def test_two_regions_without_home_is_one_city(small: harness.Federation, keys: he.ClientKeys) -> None:
+    """With two regions, every region but the asker's is one city: a per-city answer, refused for loan-review."""
+    pid = sorted(r[0] for r in small.oracle("SELECT DISTINCT person_id FROM accounts"))[1]
+    with small.client(keys=keys, person="caseworker2") as client:
+        err = refusal(lambda: client.lookup([pid], exclude_home=True, **REVIEW), pid)
+    assert err.code == "POLICY_BREAKDOWN_DENIED"
+
+
 def test_facts_follow_the_data_files(small: harness.Federation, keys: he.ClientKeys) -> None:
     """A node recomputes its facts when its files change: no lookup answers from a stale copy."""
     pid = sorted(r[0] for r in small.node_oracle("hangzhou", "SELECT DISTINCT person_id FROM deposits"))[-1]
@@ -919,3 +985,15 @@ def test_facts_follow_the_data_files(small: harness.Federation, keys: he.ClientK
     assert after == oracle_facts(small.oracle, [pid])[pid]
     assert after.contribution_months == (before.contribution_months or 0) + 1
     assert after.contribution_fen == (before.contribution_fen or 0) + 123456
+
+
+# last: it stops a node of the small federation
+def test_one_region_answering_alone_is_not_shown_as_a_total(small: harness.Federation, keys: he.ClientKeys) -> None:
+    pid = sorted(r[0] for r in small.oracle("SELECT DISTINCT person_id FROM accounts"))[2]
+    small.stop_node("hangzhou")
+    try:
+        with small.client(keys=keys, person="caseworker2") as client:
+            err = refusal(lambda: client.lookup([pid], **REVIEW), pid)
+    finally:
+        small.restart_node("hangzhou")
+    assert err.code == "LOOKUP_TOO_FEW_REGIONS" and "shanghai" in err.message

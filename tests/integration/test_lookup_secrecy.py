@@ -35,7 +35,15 @@ from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.hpf_schema import hpf_tables
 from federation.person_id import person_id_array
-from federation.sealing import ID_CHARS, AgreementKey, OneTimeKey, load_public_b64, read_subject_key, subject_tag
+from federation.sealing import (
+    ID_CHARS,
+    SALT_BYTES,
+    AgreementKey,
+    OneTimeKey,
+    load_public_b64,
+    read_subject_key,
+    subject_tag,
+)
 from federation.synth import generate_node, planted_duplicate_loans
 from federation.tls import TlsConfig, secure_channel
 from policies import DEFAULT_POLICY
@@ -344,7 +352,7 @@ def test_the_recording_is_complete_and_blobs_pass_through_untouched(run: Run) ->
         assert sorted(s.node_id for s in request.sealed) == sorted(call.regions)
         sealed = [s.blob for s in request.sealed]
         assert len(set(sealed)) == len(sealed)  # a separate sealing for each region
-        assert all(len(b) == len(call.ids) * ID_CHARS + 16 for b in sealed)  # the count is all a blob shows
+        assert all(len(b) == SALT_BYTES + len(call.ids) * ID_CHARS + 16 for b in sealed)  # the count is all it shows
 
 
 def test_no_identifier_reaches_the_coordinator_in_any_message(run: Run) -> None:
@@ -430,7 +438,12 @@ def test_a_client_cannot_ask_one_region_about_a_person(run: Run) -> None:
     fed, keys = run.fed, run.keys
     pki = fed.pki_dir
     one_time = OneTimeKey()
-    spec = pb.LookupSpec(subjects=1, seal_public_key=one_time.public, regions=["hangzhou"])
+    spec = pb.LookupSpec(
+        subjects=1,
+        seal_public_key=one_time.public,
+        regions=["hangzhou"],
+        subjects_commitment=one_time.commitment([run.target]),
+    )
     signed = Signer.from_files(pki / "people" / "caseworker.pem", pki / "people" / "caseworker.key").sign(
         sql="",
         context_digest=he.context_digest(keys.public_context()),
@@ -470,12 +483,15 @@ def test_sealed_blobs_in_the_recording_open_only_for_their_region(run: Run) -> N
     qid = query_id(request.envelope)
     agreement = {n: AgreementKey.load_or_create(run.fed.root / "state" / n) for n in NODES}
     for sealed in request.sealed:
-        opened = agreement[sealed.node_id].open(sealed.blob, spec.seal_public_key, qid, sealed.node_id, 1)
+        commitment = spec.subjects_commitment
+        opened = agreement[sealed.node_id].open(sealed.blob, spec.seal_public_key, qid, sealed.node_id, 1, commitment)
         assert opened == [run.target]
         for node in NODES:
             if node != sealed.node_id:
                 with pytest.raises(FederationError) as info:
-                    agreement[node].open(sealed.blob, spec.seal_public_key, qid, node, 1)
+                    agreement[node].open(sealed.blob, spec.seal_public_key, qid, node, 1, commitment)
                 assert info.value.code == "LOOKUP_SEAL_INVALID"
         with pytest.raises(FederationError):
-            agreement[sealed.node_id].open(sealed.blob, spec.seal_public_key, run.calls[1].query_id, sealed.node_id, 1)
+            agreement[sealed.node_id].open(
+                sealed.blob, spec.seal_public_key, run.calls[1].query_id, sealed.node_id, 1, commitment
+            )

@@ -18,6 +18,7 @@ from federation.sealing import (
     AGREEMENT_KEY,
     AGREEMENT_PUBLIC,
     ID_CHARS,
+    SALT_BYTES,
     SUBJECT_KEY,
     AgreementKey,
     OneTimeKey,
@@ -56,10 +57,10 @@ def test_sealed_identifiers_open_only_in_their_region_for_their_question(region:
     ids = [*IDS, with_x()]
     one_time = OneTimeKey()
     blob = one_time.seal(ids, region.public, QID, NODE)
-    assert len(blob) == len(ids) * ID_CHARS + 16  # the identifiers and a 16-byte tag: the count is all it shows
+    assert len(blob) == SALT_BYTES + len(ids) * ID_CHARS + 16  # salt, identifiers, tag: the count is all it shows
     for pid in ids:
         assert pid.encode() not in blob and pid[:17].encode() not in blob
-    assert region.open(blob, one_time.public, QID, NODE, len(ids)) == ids
+    assert region.open(blob, one_time.public, QID, NODE, len(ids), one_time.commitment(ids)) == ids
 
 
 def test_a_blob_for_one_region_or_question_opens_nowhere_else(tmp_path: Path, region: AgreementKey) -> None:
@@ -67,20 +68,34 @@ def test_a_blob_for_one_region_or_question_opens_nowhere_else(tmp_path: Path, re
     one_time = OneTimeKey()
     blob = one_time.seal(IDS, region.public, QID, NODE)
     attempts = {
-        "another region's key": lambda: other_region.open(blob, one_time.public, QID, NODE, len(IDS)),
-        "another region's name": lambda: region.open(blob, one_time.public, QID, "hangzhou", len(IDS)),
-        "another query id": lambda: region.open(blob, one_time.public, "4e" * 16, NODE, len(IDS)),
-        "another one-time key": lambda: region.open(blob, OneTimeKey().public, QID, NODE, len(IDS)),
-        "a short one-time key": lambda: region.open(blob, one_time.public[:31], QID, NODE, len(IDS)),
-        "one identifier fewer": lambda: region.open(blob, one_time.public, QID, NODE, len(IDS) - 1),
-        "one identifier more": lambda: region.open(blob, one_time.public, QID, NODE, len(IDS) + 1),
-        "no identifier": lambda: region.open(blob, one_time.public, QID, NODE, 0),
-        "a cut blob": lambda: region.open(blob[:-1], one_time.public, QID, NODE, len(IDS)),
+        "another region's key": lambda: other_region.open(
+            blob, one_time.public, QID, NODE, len(IDS), one_time.commitment(IDS)
+        ),
+        "another region's name": lambda: region.open(
+            blob, one_time.public, QID, "hangzhou", len(IDS), one_time.commitment(IDS)
+        ),
+        "another query id": lambda: region.open(
+            blob, one_time.public, "4e" * 16, NODE, len(IDS), one_time.commitment(IDS)
+        ),
+        "another one-time key": lambda: region.open(
+            blob, OneTimeKey().public, QID, NODE, len(IDS), one_time.commitment(IDS)
+        ),
+        "a short one-time key": lambda: region.open(
+            blob, one_time.public[:31], QID, NODE, len(IDS), one_time.commitment(IDS)
+        ),
+        "one identifier fewer": lambda: region.open(
+            blob, one_time.public, QID, NODE, len(IDS) - 1, one_time.commitment(IDS)
+        ),
+        "one identifier more": lambda: region.open(
+            blob, one_time.public, QID, NODE, len(IDS) + 1, one_time.commitment(IDS)
+        ),
+        "no identifier": lambda: region.open(blob, one_time.public, QID, NODE, 0, one_time.commitment(IDS)),
+        "a cut blob": lambda: region.open(blob[:-1], one_time.public, QID, NODE, len(IDS), one_time.commitment(IDS)),
     }
     for what, attempt in attempts.items():
         assert code_of(attempt) == "LOOKUP_SEAL_INVALID", what
     # and the right region, name, question and key still open it
-    assert region.open(blob, one_time.public, QID, NODE, len(IDS)) == IDS
+    assert region.open(blob, one_time.public, QID, NODE, len(IDS), one_time.commitment(IDS)) == IDS
 
 
 @pytest.mark.parametrize("position", [0, 17, 18 * 3 - 1, -16, -1])
@@ -88,7 +103,10 @@ def test_a_tampered_blob_is_refused(region: AgreementKey, position: int) -> None
     one_time = OneTimeKey()
     blob = bytearray(one_time.seal(IDS, region.public, QID, NODE))
     blob[position] ^= 0x01
-    assert code_of(lambda: region.open(bytes(blob), one_time.public, QID, NODE, len(IDS))) == "LOOKUP_SEAL_INVALID"
+    assert (
+        code_of(lambda: region.open(bytes(blob), one_time.public, QID, NODE, len(IDS), one_time.commitment(IDS)))
+        == "LOOKUP_SEAL_INVALID"
+    )
 
 
 def test_blobs_differ_per_region_and_per_lookup(tmp_path: Path, region: AgreementKey) -> None:
@@ -98,7 +116,7 @@ def test_blobs_differ_per_region_and_per_lookup(tmp_path: Path, region: Agreemen
     to_hangzhou = one_time.seal(IDS, other_region.public, QID, "hangzhou")
     again = OneTimeKey().seal(IDS, region.public, QID, NODE)  # the same people, another lookup
     assert len({to_shanghai, to_hangzhou, again}) == 3
-    assert other_region.open(to_hangzhou, one_time.public, QID, "hangzhou", len(IDS)) == IDS
+    assert other_region.open(to_hangzhou, one_time.public, QID, "hangzhou", len(IDS), one_time.commitment(IDS)) == IDS
 
 
 def test_only_valid_normalised_identifiers_come_out_of_a_blob(region: AgreementKey) -> None:
@@ -107,7 +125,11 @@ def test_only_valid_normalised_identifiers_come_out_of_a_blob(region: AgreementK
     for plain in (["ABCDEFGHIJKLMNOPQR"], [x_id[:17] + "x"], [IDS[0][:17] + str((int(IDS[0][17]) + 1) % 10)]):
         one_time = OneTimeKey()
         blob = one_time.seal(plain, region.public, QID, NODE)
-        assert code_of(functools.partial(region.open, blob, one_time.public, QID, NODE, 1)) == "LOOKUP_SEAL_INVALID"
+        commitment = one_time.commitment(plain)
+        assert (
+            code_of(functools.partial(region.open, blob, one_time.public, QID, NODE, 1, commitment))
+            == "LOOKUP_SEAL_INVALID"
+        )
 
 
 def test_sealing_to_an_unusable_key_is_refused() -> None:
@@ -124,7 +146,8 @@ def test_agreement_key_is_kept_private_and_published_in_catalog_form(tmp_path: P
     again = AgreementKey.load_or_create(directory)
     assert again.public == key.public
     one_time = OneTimeKey()
-    assert again.open(one_time.seal(IDS, key.public, QID, NODE), one_time.public, QID, NODE, len(IDS)) == IDS
+    sealed = one_time.seal(IDS, key.public, QID, NODE)
+    assert again.open(sealed, one_time.public, QID, NODE, len(IDS), one_time.commitment(IDS)) == IDS
     private_pem = (directory / AGREEMENT_KEY).read_bytes()
     for text in (repr(key), repr(one_time)):
         assert text.endswith("(...)") and key.public_b64() not in text and private_pem.decode() not in text
@@ -160,3 +183,27 @@ def test_subject_tags_are_keyed_and_salted_with_the_request_nonce() -> None:
     assert pid not in tag and pid[:17] not in tag
     unkeyed = {hashlib.sha256(pid.encode()).hexdigest(), hashlib.sha256((nonce + pid).encode()).hexdigest()}
     assert not any(u.startswith(tag) for u in unkeyed)
+
+
+def test_every_region_must_get_the_people_the_asker_signed_for(tmp_path: Path, region: AgreementKey) -> None:
+    """A client sealing someone else to one region (to read that city's figures as the "total") is refused there."""
+    other_region = AgreementKey.load_or_create(tmp_path / "hangzhou")
+    one_time = OneTimeKey()
+    signed_for = one_time.commitment(IDS[:1])
+    honest = one_time.seal(IDS[:1], region.public, QID, NODE)
+    swapped = one_time.seal(IDS[1:2], other_region.public, QID, "hangzhou")
+    assert region.open(honest, one_time.public, QID, NODE, 1, signed_for) == IDS[:1]
+    assert code_of(lambda: other_region.open(swapped, one_time.public, QID, "hangzhou", 1, signed_for)) == (
+        "LOOKUP_SEAL_INVALID"
+    )
+    # the commitment hides the people: another lookup of the same person commits to something else
+    assert OneTimeKey().commitment(IDS[:1]) != signed_for
+
+
+def test_a_person_sealed_twice_is_refused(region: AgreementKey) -> None:
+    one_time = OneTimeKey()
+    twice = [IDS[0], IDS[0]]
+    blob = one_time.seal(twice, region.public, QID, NODE)
+    assert code_of(lambda: region.open(blob, one_time.public, QID, NODE, 2, one_time.commitment(twice))) == (
+        "LOOKUP_SEAL_INVALID"
+    )
