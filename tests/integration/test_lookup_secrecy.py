@@ -15,18 +15,15 @@ import json
 import logging
 import random
 import re
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent import futures
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import grpc
 import harness
 import numpy as np
 import pytest
+from coordinator_recorder import CoordinatorRecorder, recording
 
-import coordinator.server
 from federation import he
 from federation.client import LookupAnswer
 from federation.envelope import Signer, query_id
@@ -58,80 +55,6 @@ RPC_TIMEOUT_S = 20.0
 
 
 # ------------------------------------------------------------------------------ what the coordinator receives
-
-
-@dataclasses.dataclass
-class Received:
-    source: str  # "client" or "node"
-    method: str
-    message: Any  # None for a node's error status
-    wire: bytes  # as received from the client; re-serialized for a node's answer; status text for an error
-
-
-class CoordinatorRecorder(grpc.ServerInterceptor, grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Every message the coordinator receives (requests on its server, answers on its node channels), and
-    what it sends on (its replies to the client, its requests to nodes)."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.replies: list[Any] = []
-        self.node_requests: list[tuple[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method, inner, parse = details.method, handler.unary_unary, handler.request_deserializer
-
-        def deserialize(data: bytes) -> Any:
-            message = parse(data) if parse is not None else data
-            with self._lock:
-                self.received.append(Received("client", method, message, bytes(data)))
-            return message
-
-        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
-            reply = inner(request, context)
-            with self._lock:
-                self.replies.append(reply)
-            return reply
-
-        return grpc.unary_unary_rpc_method_handler(
-            behaviour, request_deserializer=deserialize, response_serializer=handler.response_serializer
-        )
-
-    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        method = details.method
-        with self._lock:
-            self.node_requests.append((method, request))
-        outcome = continuation(details, request)
-
-        def record(call: Any) -> None:
-            if call.exception() is None:
-                reply = call.result()
-                got = Received("node", method, reply, reply.SerializeToString())
-            else:
-                metadata = " ".join(f"{k}={v}" for k, v in (call.trailing_metadata() or ()))
-                got = Received("node", method, None, f"{call.code()} {call.details()} {metadata}".encode())
-            with self._lock:
-                self.received.append(got)
-
-        outcome.add_done_callback(record)
-        return outcome
-
-    def from_nodes(self, expected: int, timeout_s: float = 10.0) -> list[Received]:
-        """The nodes' answers, once all ``expected`` are recorded (done callbacks may lag the call's return)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with self._lock:
-                got = [r for r in self.received if r.source == "node"]
-            if len(got) >= expected or time.monotonic() > deadline:
-                return got
-            time.sleep(0.01)
-
-    def client_lookups(self) -> list[pb.LookupRequest]:
-        with self._lock:
-            return [r.message for r in self.received if r.source == "client" and r.method.endswith("/Lookup")]
 
 
 class LogRecords(logging.Handler):
@@ -226,16 +149,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     root = tmp_path_factory.mktemp("lookup-secrecy")
     for node in NODES:
         generate_node(root / "data", node, ROWS, SEED)
-    recorder = CoordinatorRecorder()
     logs = LogRecords()
-
-    def recording_channel(address: str, tls: Any, **kwargs: Any) -> grpc.Channel:
-        return grpc.intercept_channel(secure_channel(address, tls, **kwargs), recorder)
-
-    def recording_server(*, max_workers: int = 16, options: Any = ()) -> grpc.Server:
-        return grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers), options=list(options), interceptors=[recorder]
-        )
 
     root_logger = logging.getLogger()
     old_level = root_logger.level
@@ -243,9 +157,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     root_logger.setLevel(logging.DEBUG)
     keys = he.ClientKeys.generate()
     try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(coordinator.server, "secure_channel", recording_channel)
-            patch.setattr(coordinator.server, "new_server", recording_server)
+        with pytest.MonkeyPatch.context() as patch, recording(patch) as recorder:
             with harness.federation(
                 root, hpf_tables(), {n: {} for n in NODES}, write_data=False, policy=DEFAULT_POLICY, people=PEOPLE
             ) as fed:
@@ -282,7 +194,7 @@ def _traffic(fed: harness.Federation, recorder: CoordinatorRecorder, logs: LogRe
         with pytest.raises(FederationError) as refused:
             caseworker.lookup([others[0]], purpose="statistics", consent="C-1")
         assert refused.value.code == "POLICY_PURPOSE_NOT_ALLOWED"
-        refused_qid = query_id(recorder.client_lookups()[-1].envelope)
+        refused_qid = query_id(recorder.from_client("/Lookup")[-1].envelope)
         calls.append(Call(refused_qid, [others[0]], NODES, "caseworker", "statistics", False))
     screened = [*everyone, *absent]
     random.Random(6).shuffle(screened)
@@ -293,7 +205,7 @@ def _traffic(fed: harness.Federation, recorder: CoordinatorRecorder, logs: LogRe
     assert {p for p, f in zip(screened, screening.facts, strict=True) if f.duplicate_loans} == set(planted)
     recorder.from_nodes(sum(len(c.regions) for c in calls))
     nonces = {}
-    for request in recorder.client_lookups():
+    for request in recorder.from_client("/Lookup"):
         envelope = pb.QueryEnvelope.FromString(request.envelope.envelope)
         nonces[query_id(request.envelope)] = envelope.nonce.hex()
     used = sorted({pid for c in calls for pid in c.ids})
@@ -330,7 +242,7 @@ def test_the_search_finds_an_identifier_in_every_form_it_looks_for() -> None:
 
 
 def test_the_recording_is_complete_and_blobs_pass_through_untouched(run: Run) -> None:
-    lookups = run.recorder.client_lookups()
+    lookups = run.recorder.from_client("/Lookup")
     assert sorted(query_id(r.envelope) for r in lookups) == sorted(c.query_id for c in run.calls)
     expected_answers = sum(len(c.regions) for c in run.calls)
     from_nodes = [r for r in run.recorder.from_nodes(expected_answers) if r.method.endswith("/Lookup")]
@@ -478,7 +390,7 @@ def test_a_client_cannot_ask_one_region_about_a_person(run: Run) -> None:
 def test_sealed_blobs_in_the_recording_open_only_for_their_region(run: Run) -> None:
     """What the coordinator holds is useless to it: a recorded blob, given to any region but its own (or to its
     own under any other question), does not open."""
-    request = run.recorder.client_lookups()[0]
+    request = run.recorder.from_client("/Lookup")[0]
     spec = pb.QueryEnvelope.FromString(request.envelope.envelope).lookup
     qid = query_id(request.envelope)
     agreement = {n: AgreementKey.load_or_create(run.fed.root / "state" / n) for n in NODES}

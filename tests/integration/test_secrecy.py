@@ -22,10 +22,7 @@ import pickle
 import stat
 import struct
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -36,8 +33,8 @@ import numpy as np
 import pytest
 import tenseal as ts
 import yaml
+from coordinator_recorder import CoordinatorRecorder, recording
 
-import coordinator.server
 from federation import he
 from federation.client import FederationClient
 from federation.config_files import parse_model
@@ -214,101 +211,11 @@ LEAKY_QUERIES = [
 EXPLAINED = "SELECT city_code, SUM(balance) FROM deposits GROUP BY city_code"
 
 
-@dataclasses.dataclass
-class Received:
-    """One thing the coordinator received: a message (or a failed call's status) and who sent it."""
-
-    source: str  # "client" or "node"
-    method: str  # the gRPC method, e.g. /hpf.v1.Coordinator/Query or /hpf.v1.Node/ComputePartial
-    message: Any  # the parsed message; None for a node's error status
-    wire: bytes  # the message's bytes (as received from the client; re-serialized for a node's answer)
-    text: str = ""  # a node's error: status details and trailing metadata
-
-
-class CoordinatorRecorder(grpc.ServerInterceptor, grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Records every message the coordinator receives: requests on its server, answers on its node channels.
-
-    It also keeps what the coordinator sends (its replies to the client, its requests to nodes) so the test can
-    check the recording is complete and that the coordinator forwards the signed question untouched.
-    """
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.replies: list[Any] = []  # what the coordinator answered the client
-        self.node_requests: list[tuple[str, Any]] = []  # what the coordinator asked nodes
-        self._lock = threading.Lock()
-
-    # -- the coordinator's server: everything a client sends it, byte for byte
-    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method, inner, parse = details.method, handler.unary_unary, handler.request_deserializer
-
-        def deserialize(data: bytes) -> Any:
-            message = parse(data) if parse is not None else data
-            with self._lock:
-                self.received.append(Received("client", method, message, bytes(data)))
-            return message
-
-        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
-            reply = inner(request, context)
-            with self._lock:
-                self.replies.append(reply)
-            return reply
-
-        return grpc.unary_unary_rpc_method_handler(
-            behaviour, request_deserializer=deserialize, response_serializer=handler.response_serializer
-        )
-
-    # -- the coordinator's channels to the nodes: every answer (or error status) a node sends back
-    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        method = details.method
-        with self._lock:
-            self.node_requests.append((method, request))
-        outcome = continuation(details, request)
-
-        def record(call: Any) -> None:
-            if call.exception() is None:
-                reply = call.result()
-                got = Received("node", method, reply, reply.SerializeToString())
-            else:
-                metadata = " ".join(f"{k}={v}" for k, v in (call.trailing_metadata() or ()))
-                text = f"{call.code()} {call.details()} {metadata}"
-                got = Received("node", method, None, text.encode(), text)
-            with self._lock:
-                self.received.append(got)
-
-        outcome.add_done_callback(record)
-        return outcome
-
-    def from_nodes(self, expected: int, timeout_s: float = 10.0) -> list[Received]:
-        """The nodes' answers, once all ``expected`` of them are recorded (done callbacks may lag the call)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with self._lock:
-                got = [r for r in self.received if r.source == "node"]
-            if len(got) >= expected or time.monotonic() > deadline:
-                return got
-            time.sleep(0.01)
-
-
 @pytest.fixture
-def coordinator_view(monkeypatch: pytest.MonkeyPatch) -> CoordinatorRecorder:
+def coordinator_view(monkeypatch: pytest.MonkeyPatch) -> Iterator[CoordinatorRecorder]:
     """Record what the coordinator receives; applies to federations started after it."""
-    recorder = CoordinatorRecorder()
-
-    def recording_channel(address: str, tls: Any, **kwargs: Any) -> grpc.Channel:
-        return grpc.intercept_channel(secure_channel(address, tls, **kwargs), recorder)
-
-    def recording_server(*, max_workers: int = 16, options: Any = ()) -> grpc.Server:
-        return grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers), options=list(options), interceptors=[recorder]
-        )
-
-    monkeypatch.setattr(coordinator.server, "secure_channel", recording_channel)
-    monkeypatch.setattr(coordinator.server, "new_server", recording_server)
-    return recorder
+    with recording(monkeypatch) as recorder:
+        yield recorder
 
 
 def plaintext_partials(fed: harness.Federation, node_id: str, plan: Plan) -> tuple[list[int], np.ndarray, list[Any]]:

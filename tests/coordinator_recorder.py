@@ -1,0 +1,124 @@
+"""A recording of everything the coordinator receives, for the secrecy tests (test_secrecy, test_lookup_secrecy).
+
+:func:`recording` patches the coordinator module so a federation started inside it records, on the
+coordinator's server, every request a client sends it, and on its channels to the nodes, every answer (or
+error status) a node sends back; it also keeps what the coordinator sends on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+
+import coordinator.server
+from federation.tls import secure_channel
+
+
+@dataclasses.dataclass
+class Received:
+    """One thing the coordinator received: a message (or a failed call's status) and who sent it."""
+
+    source: str  # "client" or "node"
+    method: str  # the gRPC method, e.g. /hpf.v1.Coordinator/Query or /hpf.v1.Node/ComputePartial
+    message: Any  # the parsed message; None for a node's error status
+    wire: bytes  # the message's bytes (as received from the client; re-serialized for a node's answer)
+    text: str = ""  # a node's error: status details and trailing metadata
+
+
+class CoordinatorRecorder(grpc.ServerInterceptor, grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Records every message the coordinator receives: requests on its server, answers on its node channels.
+
+    It also keeps what the coordinator sends (its replies to the client, its requests to nodes) so the test can
+    check the recording is complete and that the coordinator forwards the signed question untouched.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.replies: list[Any] = []  # what the coordinator answered the client
+        self.node_requests: list[tuple[str, Any]] = []  # what the coordinator asked nodes
+        self._lock = threading.Lock()
+
+    # -- the coordinator's server: everything a client sends it, byte for byte
+    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method, inner, parse = details.method, handler.unary_unary, handler.request_deserializer
+
+        def deserialize(data: bytes) -> Any:
+            message = parse(data) if parse is not None else data
+            with self._lock:
+                self.received.append(Received("client", method, message, bytes(data)))
+            return message
+
+        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+            reply = inner(request, context)
+            with self._lock:
+                self.replies.append(reply)
+            return reply
+
+        return grpc.unary_unary_rpc_method_handler(
+            behaviour, request_deserializer=deserialize, response_serializer=handler.response_serializer
+        )
+
+    # -- the coordinator's channels to the nodes: every answer (or error status) a node sends back
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        method = details.method
+        with self._lock:
+            self.node_requests.append((method, request))
+        outcome = continuation(details, request)
+
+        def record(call: Any) -> None:
+            if call.exception() is None:
+                reply = call.result()
+                got = Received("node", method, reply, reply.SerializeToString())
+            else:
+                metadata = " ".join(f"{k}={v}" for k, v in (call.trailing_metadata() or ()))
+                text = f"{call.code()} {call.details()} {metadata}"
+                got = Received("node", method, None, text.encode(), text)
+            with self._lock:
+                self.received.append(got)
+
+        outcome.add_done_callback(record)
+        return outcome
+
+    def from_nodes(self, expected: int, timeout_s: float = 10.0) -> list[Received]:
+        """The nodes' answers, once all ``expected`` of them are recorded (done callbacks may lag the call)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                got = [r for r in self.received if r.source == "node"]
+            if len(got) >= expected or time.monotonic() > deadline:
+                return got
+            time.sleep(0.01)
+
+    def from_client(self, method_suffix: str) -> list[Any]:
+        """The requests clients sent the coordinator on the method ending with ``method_suffix`` (e.g. "/Lookup")."""
+        with self._lock:
+            return [r.message for r in self.received if r.source == "client" and r.method.endswith(method_suffix)]
+
+
+@contextlib.contextmanager
+def recording(patch: pytest.MonkeyPatch) -> Iterator[CoordinatorRecorder]:
+    """A recorder for the coordinator of every federation started while ``patch`` is active."""
+    recorder = CoordinatorRecorder()
+
+    def recording_channel(address: str, tls: Any, **kwargs: Any) -> grpc.Channel:
+        return grpc.intercept_channel(secure_channel(address, tls, **kwargs), recorder)
+
+    def recording_server(*, max_workers: int = 16, options: Any = ()) -> grpc.Server:
+        return grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers), options=list(options), interceptors=[recorder]
+        )
+
+    patch.setattr(coordinator.server, "secure_channel", recording_channel)
+    patch.setattr(coordinator.server, "new_server", recording_server)
+    yield recorder
