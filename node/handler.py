@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
+
 from federation import he
 from federation.audit_log import AuditLog
 from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
@@ -96,6 +98,20 @@ class Admission:
     decision: Decision
 
 
+def _lookup_layout(envelope: pb.QueryEnvelope) -> str:
+    """What an audit entry says a lookup asks: its answer's layout (how many people, how many cells)."""
+    spec = envelope.lookup
+    return layout_fingerprint(spec.subjects, len(spec.regions) if spec.breakdown else 1)
+
+
+def _ciphertexts_digest(ciphertexts: list[bytes]) -> str:
+    """What the audit entry says of the ciphertexts sent: SHA-256 over each one's SHA-256."""
+    digest = hashlib.sha256()
+    for blob in ciphertexts:
+        digest.update(hashlib.sha256(blob).digest())
+    return digest.hexdigest()
+
+
 class NodeHandler:
     def __init__(
         self,
@@ -135,16 +151,25 @@ class NodeHandler:
             trail.via = identity.common_name
             self.verifier.revocations.check(identity.serial, "coordinator's")
 
-    def _admit(self, request: pb.PartialRequest, trail: Trail) -> Admission:
-        verified = self.verifier.verify(request.envelope, operation=trail.operation)
+    def _verify(
+        self, signed: pb.SignedEnvelope, query_id: str, trail: Trail, describe: Callable[[pb.QueryEnvelope], str]
+    ) -> VerifiedEnvelope:
+        """The signed question, checked and written into the trail (``describe`` says what it asks, without a
+        value), and the query id the coordinator names must be its own."""
+        verified = self.verifier.verify(signed, operation=trail.operation)
         envelope, signer = verified.envelope, verified.signer
         trail.identity, trail.role = signer.common_name, signer.role or ""
         # a purpose code this node does not know is free text: it is not written down
         trail.purpose = envelope.purpose if envelope.purpose in self.policy.purposes or not envelope.purpose else "?"
         trail.consent = bool(envelope.consent_ref)
-        trail.nonce, trail.query = envelope.nonce.hex(), shape_fingerprint(envelope.sql)
-        if request.query_id != verified.query_id:
+        trail.nonce, trail.query = envelope.nonce.hex(), describe(envelope)
+        if query_id != verified.query_id:
             raise PlanError("the query id does not belong to the signed question", code="PLAN_QUERY_ID_MISMATCH")
+        return verified
+
+    def _admit(self, request: pb.PartialRequest, trail: Trail) -> Admission:
+        verified = self._verify(request.envelope, request.query_id, trail, lambda e: shape_fingerprint(e.sql))
+        envelope, signer = verified.envelope, verified.signer
         role = signer.role or ""
         plan = plan_query(envelope.sql, self.catalog)
         if request.plan_fingerprint != plan.fingerprint:
@@ -228,12 +253,13 @@ class NodeHandler:
             result = self.executor.compute(
                 admission.verified.query_id, admission.plan, ctx, admission.decision.min_group_size
             )
-            digest = hashlib.sha256()
-            for blob in result.ciphertexts:
-                digest.update(hashlib.sha256(blob).digest())
-            trail.ciphertext = digest.hexdigest()
+            trail.ciphertext = _ciphertexts_digest(result.ciphertexts)
             return result
 
+        return self._answer(trail, work, started)
+
+    def _answer(self, trail: Trail, work: Callable[[], PartialResult], started: float) -> pb.PartialResponse:
+        """Run an audited ``work`` and send its ciphertexts with the receipt of its entry (or raise its refusal)."""
         result, receipt, refusal = self._audited(trail, work)
         if refusal is not None:
             raise refusal
@@ -256,14 +282,8 @@ class NodeHandler:
         Returns the verified envelope, the identifiers, the answer's cells and this node's cell. The identifiers'
         keyed hashes go into the trail as soon as they are opened, so a refused lookup is on record too.
         """
-        verified = self.verifier.verify(request.envelope, operation="lookup")
+        verified = self._verify(request.envelope, request.query_id, trail, _lookup_layout)
         envelope, signer = verified.envelope, verified.signer
-        trail.identity, trail.role = signer.common_name, signer.role or ""
-        trail.purpose = envelope.purpose if envelope.purpose in self.policy.purposes or not envelope.purpose else "?"
-        trail.consent = bool(envelope.consent_ref)
-        trail.nonce = envelope.nonce.hex()
-        if request.query_id != verified.query_id:
-            raise PlanError("the query id does not belong to the signed question", code="PLAN_QUERY_ID_MISMATCH")
         spec = envelope.lookup
         regions = list(spec.regions)
         everyone = {n.id for n in self.catalog.nodes}
@@ -279,7 +299,6 @@ class NodeHandler:
                 code="LOOKUP_MALFORMED",
             )
         cells = len(regions) if spec.breakdown else 1
-        trail.query = layout_fingerprint(spec.subjects, cells)
         chunk_sizes(spec.subjects, cells)  # refuses a layout too large before any work
         if self.lookups is None or self.agreement is None or self.subject_key is None:
             raise PlanError("this region does not answer person lookups", code="LOOKUP_UNSUPPORTED")
@@ -316,7 +335,7 @@ class NodeHandler:
             spec.breakdown or not (asked == everyone or but_home),
             party=self.node_id,
         )
-        return verified, ids, cells, regions.index(self.node_id)
+        return verified, ids, cells, regions.index(self.node_id) if spec.breakdown else 0
 
     def lookup(self, request: pb.NodeLookupRequest, caller: Callable[[], Identity | None]) -> pb.PartialResponse:
         """This region's facts about the people sealed to it, encrypted under the asker's key."""
@@ -330,18 +349,13 @@ class NodeHandler:
             self._spend(verified, people=len(ids))
             assert self.lookups is not None
             t_scan = time.perf_counter()
-            slots = encode_facts(self.lookups.facts(ids), cells=cells, cell=cell if cells > 1 else 0)
+            slots = encode_facts(self.lookups.facts(ids), cells=cells, cell=cell)
             t_encode = time.perf_counter()
-            ciphertexts = []
-            offset = 0
-            for size in chunk_sizes(len(ids), cells):
-                ciphertexts.append(he.encrypt_slots(ctx, slots[offset : offset + size]))
-                offset += size
+            sizes = chunk_sizes(len(ids), cells)
+            ciphertexts = [he.encrypt_slots(ctx, piece) for piece in np.split(slots, np.cumsum(sizes)[:-1])]
             done = time.perf_counter()
-            digest = hashlib.sha256()
-            for blob in ciphertexts:
-                digest.update(hashlib.sha256(blob).digest())
-            trail.ciphertext = digest.hexdigest()
+            trail.ciphertext = _ciphertexts_digest(ciphertexts)
+            log.info("lookup %s answered: %d ciphertext(s)", request.query_id[:12], len(ciphertexts))
             return PartialResult(
                 fingerprint=trail.query,
                 ciphertexts=ciphertexts,
@@ -349,20 +363,7 @@ class NodeHandler:
                 encrypt_ms=(done - t_encode) * 1e3,
             )
 
-        result, receipt, refusal = self._audited(trail, work)
-        if refusal is not None:
-            raise refusal
-        assert result is not None
-        log.info("lookup %s answered: %d ciphertext(s)", request.query_id[:12], len(result.ciphertexts))
-        return pb.PartialResponse(
-            node_id=self.node_id,
-            plan_fingerprint=result.fingerprint,
-            ciphertexts=result.ciphertexts,
-            scan_ms=result.scan_ms,
-            encrypt_ms=result.encrypt_ms,
-            total_ms=(time.perf_counter() - started) * 1e3,
-            receipt=receipt_to_proto(receipt),
-        )
+        return self._answer(trail, work, started)
 
     def audit_proof(
         self, request: pb.AuditProofRequest, caller: Callable[[], Identity | None]
