@@ -313,27 +313,16 @@ class NodeHandler:
         key = self.subject_key
         trail.subjects = " ".join(subject_tags(key, trail.nonce, ids))
         asker = Asker(name=signer.common_name, role=signer.role or "", region=signer.region)
-        # an answer from only some regions shows their own figures: unless it asks every region, it is judged
-        # as a per-city answer; every region but the asker's home is federation-wide where the role's lookups
-        # say exclude_home and at least two regions remain
-        asked = set(regions)
-        role_policy = self.policy.roles.get(signer.role or "")
-        but_home = (
-            role_policy is not None
-            and role_policy.lookups is not None
-            and role_policy.lookups.exclude_home
-            and signer.region in everyone
-            and asked == everyone - {signer.region}
-            and len(asked) >= 2
-        )
         check_lookup(
             self.policy,
             asker,
             envelope.purpose,
             bool(envelope.consent_ref),
             spec.subjects,
-            spec.breakdown or not (asked == everyone or but_home),
+            spec.breakdown,
             party=self.node_id,
+            asked=regions,
+            everyone=everyone,
         )
         return verified, ids, cells, regions.index(self.node_id) if spec.breakdown else 0
 

@@ -32,6 +32,7 @@ How columns are used is worked out by :mod:`policies.uses`; :class:`policies.rat
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from federation.catalog import Catalog, ColumnClass
@@ -97,6 +98,32 @@ def _uses_for(
     return set(policy.classes.get(cls, [])), f"classes.{cls.value}"
 
 
+Refuse = Callable[[str, str, str, str], PolicyViolation]
+
+
+def _refuser(party: str) -> Refuse:
+    """A maker of refusals (code, message, rule, hint) whose rule names this node."""
+
+    def refuse(code: str, message: str, rule: str, hint: str) -> PolicyViolation:
+        return PolicyViolation(message, code=code, rule=f"{party}: {rule}", hint=hint)
+
+    return refuse
+
+
+def _role(policy: Policy, asker: Asker, refuse: Refuse) -> RolePolicy:
+    """The asker's role's policy, or POLICY_ROLE_DENIED."""
+    role = policy.roles.get(asker.role)
+    if role is None:
+        name = asker.role
+        raise refuse(
+            "POLICY_ROLE_DENIED",
+            f"role {_show(name) if name else '(none)'} may not query this node",
+            "roles",
+            ROLE_HINTS.get(name, f"roles that may query this node: {', '.join(policy.roles) or 'none'}"),
+        )
+    return role
+
+
 def check_query(
     policy: Policy,
     catalog: Catalog,
@@ -109,20 +136,10 @@ def check_query(
 ) -> Decision:
     """Allow the request (a Decision) or raise PolicyViolation naming the rule that refused and how to ask."""
 
-    def refuse(code: str, message: str, rule: str, hint: str) -> PolicyViolation:
-        return PolicyViolation(message, code=code, rule=f"{party}: {rule}", hint=hint)
-
+    refuse = _refuser(party)
     allowed: list[str] = []
     role_name = asker.role
-    role = policy.roles.get(role_name)
-    if role is None:
-        roles = ", ".join(policy.roles) or "none"
-        raise refuse(
-            "POLICY_ROLE_DENIED",
-            f"role {_show(role_name) if role_name else '(none)'} may not query this node",
-            "roles",
-            ROLE_HINTS.get(role_name, f"roles that may query this node: {roles}"),
-        )
+    role = _role(policy, asker, refuse)
     allowed.append(f"roles.{role_name}")
 
     table_name = plan.table
@@ -245,21 +262,19 @@ def check_lookup(
     breakdown: bool,
     *,
     party: str,
+    asked: Collection[str] | None = None,
+    everyone: Collection[str] | None = None,
 ) -> Decision:
-    """Allow a person lookup of ``subjects`` identifiers (a Decision) or raise PolicyViolation with its rule."""
+    """Allow a person lookup of ``subjects`` identifiers (a Decision) or raise PolicyViolation with its rule.
 
-    def refuse(code: str, message: str, rule: str, hint: str) -> PolicyViolation:
-        return PolicyViolation(message, code=code, rule=f"{party}: {rule}", hint=hint)
+    ``asked`` are the regions the lookup asks and ``everyone`` the catalog's (both None: every region). An answer
+    from only some regions shows their own figures, so it is judged as a per-city answer (``breakdown``), except
+    every region but the asker's home where the role's lookups say ``exclude_home`` and two or more remain.
+    """
 
+    refuse = _refuser(party)
     role_name = asker.role
-    role = policy.roles.get(role_name)
-    if role is None:
-        raise refuse(
-            "POLICY_ROLE_DENIED",
-            f"role {_show(role_name) if role_name else '(none)'} may not query this node",
-            "roles",
-            ROLE_HINTS.get(role_name, f"roles that may query this node: {', '.join(policy.roles) or 'none'}"),
-        )
+    role = _role(policy, asker, refuse)
     lookups = role.lookups
     base = f"roles.{role_name}.lookups"
     if lookups is None:
@@ -306,12 +321,23 @@ def check_lookup(
             f"{base}.max_subjects",
             f"send at most {lookups.max_subjects} per request",
         )
+    per_city = " | ".join(lookups.breakdown) or "none"
     if breakdown and purpose not in lookups.breakdown:
-        per_city = " | ".join(lookups.breakdown) or "none"
         raise refuse(
             "POLICY_BREAKDOWN_DENIED",
             f"this node does not show its own figures for purpose {purpose!r}; only federation-wide totals",
             f"{base}.breakdown",
             f"ask without --by-city; purposes with a per-city answer here: {per_city}",
         )
+    if asked is not None and everyone is not None and set(asked) != set(everyone):
+        but_home = set(everyone) - {asker.region}
+        home_left_out = set(asked) == but_home and len(but_home) < len(everyone)
+        if not (lookups.exclude_home and home_left_out and len(but_home) >= 2) and purpose not in lookups.breakdown:
+            raise refuse(
+                "POLICY_BREAKDOWN_DENIED",
+                "a lookup that leaves regions out shows the figures of those it asks; for purpose "
+                f"{purpose!r} this node gives only federation-wide totals",
+                f"{base}.exclude_home" if home_left_out else f"{base}.breakdown",
+                "ask every region" + ("" if lookups.exclude_home else " (this role may not leave its home out)"),
+            )
     return Decision(min_group_size=1, role=role_name, rules=(f"{base}.purposes",))

@@ -191,3 +191,22 @@ def test_optional_consent_allows_a_lookup_without_it(tmp_path: Path) -> None:
     policy = load_policy(path)
     assert lookup(policy, "integrator", consent=False).role == "integrator"
     assert refusal(load_policy(DEFAULT_POLICY), "integrator", consent=False).code == "POLICY_CONSENT_REQUIRED"
+
+
+EVERYONE = ("shanghai", "hangzhou", "nanjing")
+
+
+def test_leaving_regions_out_is_a_per_city_answer_unless_the_role_may_leave_its_home_out(default: Policy) -> None:
+    but_home = ("shanghai", "nanjing")  # the asker's home is hangzhou
+    assert lookup(default, "caseworker", asked=but_home, everyone=EVERYONE).role == "caseworker"
+    assert lookup(default, "caseworker", asked=EVERYONE, everyone=EVERYONE).role == "caseworker"
+    some = refusal(default, "caseworker", asked=("shanghai",), everyone=EVERYONE)
+    assert (some.code, some.rule) == ("POLICY_BREAKDOWN_DENIED", f"{PARTY}: roles.caseworker.lookups.breakdown")
+    # the integrator's lookups do not say exclude_home
+    bank = refusal(default, "integrator", asked=but_home, everyone=EVERYONE)
+    assert (bank.code, bank.rule) == ("POLICY_BREAKDOWN_DENIED", f"{PARTY}: roles.integrator.lookups.exclude_home")
+    # with one region left it would be that city's own figures
+    two = refusal(default, "caseworker", asked=("shanghai",), everyone=("shanghai", "hangzhou"))
+    assert (two.code, two.rule) == ("POLICY_BREAKDOWN_DENIED", f"{PARTY}: roles.caseworker.lookups.exclude_home")
+    # a purpose with a per-city answer allows any regions
+    assert lookup(default, "caseworker", purpose="account-transfer", asked=("shanghai",), everyone=EVERYONE)
