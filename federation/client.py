@@ -258,15 +258,31 @@ class FederationClient:
         ids = check_person_ids(person_ids)
         if not ids:
             raise PlanError("no identifier to look up", code="PERSON_ID_INVALID")
-        regions = self.lookup_regions(exclude_home)
-        region_keys = self._agreement_keys(regions)
-        keys = self.keys
         if len(set(ids)) != len(ids):
             raise PlanError(
                 "a person is listed twice in one lookup",
                 code="PERSON_ID_DUPLICATE",
                 hint="ask about each person once (hpf screen merges repeated applicants itself)",
             )
+        regions = self.lookup_regions(exclude_home)
+        region_keys = self._agreement_keys(regions)
+        return self._ask(ids, regions, region_keys, purpose, consent, by_city, deadline_ms, t0)
+
+    def _ask(
+        self,
+        ids: list[str],
+        regions: list[str],
+        region_keys: dict[str, bytes],
+        purpose: str | None,
+        consent: str | None,
+        by_city: bool,
+        deadline_ms: int | None,
+        t0: float | None = None,
+    ) -> LookupAnswer:
+        """One lookup request for ``ids`` (checked, each once) to ``regions``, sealed to ``region_keys``; its
+        timings count from ``t0`` (default: now)."""
+        t0 = time.perf_counter() if t0 is None else t0
+        keys = self.keys
         one_time = OneTimeKey()
         spec = pb.LookupSpec(
             subjects=len(ids),
@@ -349,23 +365,20 @@ class FederationClient:
         progress: Callable[[int], None] | None = None,
     ) -> LookupAnswer:
         """Facts about many people, ``batch`` per request with ``parallel`` requests in flight; every identifier
-        is checked before the first request. ``progress`` is called with the number of people done so far."""
+        is checked once, before the first request. ``progress`` is called with the number of people done so far."""
         asked = check_person_ids(person_ids)
         if not asked:
             raise PlanError("no identifier to screen", code="PERSON_ID_INVALID")
         ids = list(dict.fromkeys(asked))  # each person once; a repeated applicant gets the same facts
         regions = self.lookup_regions(exclude_home)
-        self._agreement_keys(regions)
+        region_keys = self._agreement_keys(regions)
         # each region gets its own sealed copy: with many regions, fewer people fit in one request
         batch = max(1, min(batch, SEALED_BYTES_PER_REQUEST // (len(regions) * (ID_CHARS + 1))))
         batches = [ids[i : i + batch] for i in range(0, len(ids), batch)]
         answers: list[LookupAnswer] = []
         done = 0
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-            futures = [
-                pool.submit(self.lookup, b, purpose=purpose, consent=consent, exclude_home=exclude_home)
-                for b in batches
-            ]
+            futures = [pool.submit(self._ask, b, regions, region_keys, purpose, consent, False, None) for b in batches]
             try:
                 for future in futures:
                     answers.append(future.result())
