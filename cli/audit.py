@@ -22,7 +22,7 @@ from federation.catalog import load_catalog
 from federation.client import FederationClient, check_person_ids
 from federation.errors import AuditError, ConfigError, PolicyViolation
 from federation.profile import load_profile
-from federation.sealing import SUBJECT_KEY, read_subject_key, subject_tag
+from federation.sealing import SUBJECT_KEY, looked_up, read_subject_key
 
 audit_app = typer.Typer(help="Nodes' audit logs: verify them, read them, check kept receipts.", no_args_is_help=True)
 
@@ -233,12 +233,8 @@ def show(
             continue
         if start is not None and ((moment := _utc(entry.get("time"))) is None or moment < start):
             continue
-        if tag_key is not None:
-            tags, nonce = entry.get("subjects"), entry.get("nonce")
-            if not isinstance(tags, str) or not isinstance(nonce, str):
-                continue
-            if subject_tag(tag_key, nonce, pid) not in tags.split(" "):
-                continue
+        if tag_key is not None and not looked_up(entry, tag_key, pid):
+            continue
         matched += 1
         rows.append(entry)
     if fmt == ShowFormat.json:

@@ -16,6 +16,7 @@ import duckdb
 from federation.catalog import Catalog
 from federation.client import QueryAnswer
 from federation.hpf_schema import TABLE_NAMES
+from federation.lookup_codec import PersonFacts
 from federation.plan import Plan
 
 Files = Callable[[str, str], list[str]]  # (table, node or "*") -> parquet files
@@ -114,18 +115,8 @@ SELECT ids.pid, COALESCE(SUM(has_account), 0), COALESCE(SUM(active), 0), COALESC
        COALESCE(SUM(open_loan), 0)
 FROM ids LEFT JOIN per_city USING (pid) GROUP BY ids.pid
 """
-PERSON_FACT_NAMES = (
-    "cities",
-    "cities_active",
-    "cities_sealed",
-    "contribution_months",
-    "contribution_fen",
-    "balance_fen",
-    "active_loans",
-    "overdue_loans",
-    "outstanding_fen",
-    "loan_cities",
-)
+# the SQL's columns after the identifier, in the order of the facts a lookup answers (all but failed_regions)
+PERSON_FACT_NAMES = tuple(name for name in PersonFacts.__dataclass_fields__ if name != "failed_regions")
 
 
 def pooled_person_facts(catalog: Catalog, files: Files, person_ids: Sequence[str]) -> dict[str, dict[str, int]]:

@@ -24,25 +24,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cli.errors import cli_errors
-from cli.output import text_table
+from cli.output import regions_line, text_table
 from federation.client import LOOKUP_BATCH, FederationClient, LookupAnswer, check_person_ids
 from federation.errors import ConfigError, PlanError
 from federation.lookup_codec import PersonFacts
 from federation.profile import load_profile
 
-FACT_FIELDS = (
-    "cities",
-    "cities_active",
-    "cities_sealed",
-    "contribution_months",
-    "contribution_fen",
-    "balance_fen",
-    "active_loans",
-    "overdue_loans",
-    "outstanding_fen",
-    "loan_cities",
-    "failed_regions",
-)
 MAX_INPUT_ERRORS = 10
 
 
@@ -83,11 +70,7 @@ def _fact_rows(f: PersonFacts) -> list[list[str]]:
 
 
 def _regions_line(answer: LookupAnswer) -> str:
-    line = f"regions answered: {len(answer.answered)} of {len(answer.regions)}"
-    if answer.missing:
-        line += "; missing: " + ", ".join(f"{m['node_id']} ({m['code']})" for m in answer.missing)
-        line += " -- the figures leave these regions out"
-    return line
+    return regions_line(answer.answered, answer.missing, len(answer.regions), " -- the figures leave these regions out")
 
 
 def _failed_note(facts: PersonFacts) -> str | None:
@@ -213,7 +196,7 @@ def screen_table(
         result: dict[str, Any] = {c: row.get(c) for c in columns}
         if check == Check.duplicate_loans:
             result["duplicate_loans"] = facts.duplicate_loans
-        result |= {name: getattr(facts, name) for name in FACT_FIELDS}
+        result |= facts.as_dict()
         out.append(result)
     return out
 

@@ -60,6 +60,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def regions_line(
+    answered: Sequence[str], missing: Sequence[dict[str, str]], asked: int | None = None, note: str = ""
+) -> str:
+    """Which regions answered, out of ``asked``, and which are missing (with ``note`` after them)."""
+    line = f"regions answered: {len(answered)}" + (f" of {asked}" if asked is not None else "")
+    if missing:
+        line += "; missing: " + ", ".join(f"{m['node_id']} ({m['code']})" for m in missing) + note
+    return line
+
+
 def withheld_note(answer: QueryAnswer) -> str | None:
     """One line saying how many groups some region withheld, or None when none was."""
     if not answer.withheld_groups:
@@ -84,8 +94,6 @@ def render(answer: QueryAnswer, fmt: str) -> str:
             )
         return buf.getvalue().rstrip("\n")
     note = withheld_note(answer)
-    regions = f"regions answered: {len(answer.answered)}"
-    if answer.missing:
-        regions += "; missing: " + ", ".join(f"{m['node_id']} ({m['code']})" for m in answer.missing)
+    regions = regions_line(answer.answered, answer.missing)
     rows = ([_cell(v) for v in row] for row in answer.rows)
     return text_table(answer.columns, rows, after=[note, regions] if note else [regions])

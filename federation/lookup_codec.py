@@ -123,16 +123,17 @@ def encode_facts(facts: npt.NDArray[np.int64], *, cells: int, cell: int) -> npt.
 class PersonFacts:
     """Federation-wide (or one city's) facts about one person; ``None`` where a region's figures did not fit."""
 
+    # in the order the CLI and the screening's output show them
     cities: int
     cities_active: int
     cities_sealed: int
-    loan_cities: int
     contribution_months: int | None
-    active_loans: int | None
-    overdue_loans: int | None
     contribution_fen: int | None
     balance_fen: int | None
+    active_loans: int | None
+    overdue_loans: int | None
     outstanding_fen: int | None
+    loan_cities: int
     failed_regions: int
 
     def __getitem__(self, name: str) -> Any:
@@ -178,10 +179,22 @@ def decode_facts(slots: npt.NDArray[np.int64], *, subjects: int, cells: int) -> 
         failed,
         strict=True,
     )
-    flat = [
-        PersonFacts(c, ca, cs, lc, m, al, ol, cf, bf, of, fr)
-        if fr == 0
-        else PersonFacts(c, ca, cs, lc, None, None, None, None, None, None, fr)
-        for c, ca, cs, lc, m, al, ol, cf, bf, of, fr in columns
-    ]
+    flat = []
+    for c, ca, cs, lc, m, al, ol, cf, bf, of, fr in columns:
+        exact = fr == 0  # else some region's figures did not fit: none are shown
+        flat.append(
+            PersonFacts(
+                cities=c,
+                cities_active=ca,
+                cities_sealed=cs,
+                contribution_months=m if exact else None,
+                contribution_fen=cf if exact else None,
+                balance_fen=bf if exact else None,
+                active_loans=al if exact else None,
+                overdue_loans=ol if exact else None,
+                outstanding_fen=of if exact else None,
+                loan_cities=lc,
+                failed_regions=fr,
+            )
+        )
     return [flat[i * cells : (i + 1) * cells] for i in range(subjects)]

@@ -32,7 +32,7 @@ import binascii
 import hashlib
 import hmac
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
@@ -218,6 +218,14 @@ def subject_tag(key: bytes, nonce_hex: str, person_id: str) -> str:
     """Keyed hash of one looked-up identifier in one request (hex, 128 bits): HMAC-SHA256 over the request's
     nonce and the identifier. Without ``key`` it cannot be tested against a guess, nor linked across requests."""
     return subject_tags(key, nonce_hex, [person_id])[0]
+
+
+def looked_up(entry: Mapping[str, object], key: bytes, person_id: str) -> bool:
+    """Whether an audit entry is a request that looked ``person_id`` up (``key``: its region's subject key)."""
+    tags, nonce = entry.get("subjects"), entry.get("nonce")
+    if not isinstance(tags, str) or not isinstance(nonce, str):
+        return False
+    return subject_tag(key, nonce, person_id) in tags.split(" ")
 
 
 def subject_tags(key: bytes, nonce_hex: str, person_ids: Sequence[str]) -> list[str]:
