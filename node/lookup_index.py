@@ -118,11 +118,11 @@ class LookupIndex:
                 f"this region cannot answer person lookups: {self._unsupported}",
                 code="LOOKUP_UNSUPPORTED",
             )
-        version = self._source.data_version()
-        if version == self._version and self._version is not None:
+        version = self._source.data_version()  # never None, so the first call always computes
+        if version == self._version:
             return
         with self._lock:
-            if version == self._version and self._version is not None:
+            if version == self._version:
                 return
             began = time.perf_counter()
             cols = self._source.columns(FACTS_SQL)
