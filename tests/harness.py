@@ -38,10 +38,12 @@ from federation.audit_log import AuditLog
 from federation.catalog import Catalog, load_catalog
 from federation.client import FederationClient
 from federation.config_files import parse_model
+from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.he import ClientKeys
 from federation.pki import init_federation
 from federation.profile import ClientProfile
 from federation.sealing import AgreementKey
+from federation.tls import TlsConfig, secure_channel
 from node.config import NodeConfig
 from node.server import RunningNode, start_node
 
@@ -109,6 +111,18 @@ class Federation:
 
     def stop_node(self, node_id: str) -> None:
         self.nodes[node_id].stop(0)
+
+    @contextlib.contextmanager
+    def node_stubs_as_coordinator(self) -> Iterator[dict[str, pb_grpc.NodeStub]]:
+        """Stubs holding the coordinator's certificate: what a compromised coordinator can send each node."""
+        pki = self.pki_dir
+        tls = TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
+        channels = {n: secure_channel(f"127.0.0.1:{node.port}", tls) for n, node in self.nodes.items()}
+        try:
+            yield {n: pb_grpc.NodeStub(ch) for n, ch in channels.items()}
+        finally:
+            for ch in channels.values():
+                ch.close()
 
 
 def write_table(path: Path, columns: Mapping[str, str], rows: Sequence[Sequence[Any]]) -> None:

@@ -182,12 +182,8 @@ def population(fed: harness.Federation) -> Population:
 @pytest.fixture(scope="module")
 def node_stubs(fed: harness.Federation) -> Iterator[dict[str, pb_grpc.NodeStub]]:
     """Stubs holding the coordinator's certificate: what a compromised coordinator can send a node."""
-    pki = fed.pki_dir
-    tls = TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
-    channels = {n: secure_channel(f"127.0.0.1:{node.port}", tls) for n, node in fed.nodes.items()}
-    yield {n: pb_grpc.NodeStub(ch) for n, ch in channels.items()}
-    for ch in channels.values():
-        ch.close()
+    with fed.node_stubs_as_coordinator() as stubs:
+        yield stubs
 
 
 @pytest.fixture(scope="module")
