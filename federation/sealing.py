@@ -32,6 +32,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -124,9 +125,13 @@ class OneTimeKey:
 class AgreementKey:
     """A region's static X25519 agreement key, which opens what clients sealed to it."""
 
+    _MAX_PEERS = 1024  # the pinned catalog's regions; a bound, not a working size
+
     def __init__(self, key: X25519PrivateKey) -> None:
         self._key = key
         self.public = raw_public(key.public_key())
+        self._shared: dict[bytes, bytes] = {}
+        self._shared_lock = threading.Lock()
 
     @classmethod
     def load_or_create(cls, directory: Path) -> AgreementKey:
@@ -152,6 +157,27 @@ class AgreementKey:
 
     def public_b64(self) -> str:
         return base64.b64encode(self.public).decode("ascii")
+
+    def exchange(self, peer_public: bytes) -> bytes:
+        """The X25519 shared secret with another region's raw 32-byte agreement key (for secure aggregation).
+
+        Both keys are static, so the secret is too: it is computed once per peer and kept, since every masked
+        answer needs one per other participant. SECAGG_PEER_KEY_INVALID if the key is not 32 bytes or is a
+        low-order point (X25519 would yield the all-zero secret, which anyone can compute).
+        """
+        with self._shared_lock:
+            cached = self._shared.get(peer_public)
+        if cached is not None:
+            return cached
+        try:
+            shared = self._key.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        except (ValueError, TypeError):
+            raise CryptoError("a peer region's agreement key is not usable", code="SECAGG_PEER_KEY_INVALID") from None
+        with self._shared_lock:
+            if len(self._shared) >= self._MAX_PEERS:
+                self._shared.clear()
+            self._shared[bytes(peer_public)] = shared
+        return shared
 
     def open(
         self, blob: bytes, one_time: bytes, query_id: str, node_id: str, subjects: int, commitment: bytes
