@@ -174,8 +174,10 @@ def encrypt_slots(ctx: ts.Context, slots: np.ndarray) -> bytes:
         raise CryptoError(f"a ciphertext holds 1 to {SLOTS} slots", code="SLOT_COUNT")
     if slots.dtype != np.int64:
         raise CryptoError("slots must be 64-bit integers", code="SLOT_TYPE")
-    if slots.size and (int(slots.max()) >= HALF_PLAIN or int(slots.min()) <= -HALF_PLAIN):
-        # An out-of-range value silently corrupts every slot of the vector: never encode one.
+    if slots.size and (int(slots.max()) > HALF_PLAIN or int(slots.min()) < -HALF_PLAIN):
+        # An out-of-range value silently corrupts every slot of the vector: never encode one. The plain modulus
+        # is odd, so each residue has one representative in [-HALF_PLAIN, HALF_PLAIN] (the centred form masked
+        # slots take), and both ends round-trip exactly.
         raise CryptoError("a slot value is outside the plain modulus range", code="SLOT_RANGE")
     vec = ts.bfv_vector(ctx, slots.tolist())
     return bytes(vec.serialize())
