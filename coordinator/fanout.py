@@ -66,6 +66,8 @@ class FederatedAnswer:
     missing: list[MissingRegion]
     timings: dict[str, float] = field(default_factory=dict)
     receipts: list[pb.AuditReceipt] = field(default_factory=list)
+    statements: list[pb.AnswerStatement] = field(default_factory=list)
+    runs: int = 1  # more than 1 when regions failed and the survivors were asked again
 
 
 class FanOut:
@@ -198,7 +200,12 @@ class FanOut:
         fingerprint: str,
         sizes: Sequence[int],
     ) -> FederatedAnswer:
-        """Send ``method`` to every region in ``node_ids``, and sum the answers of the layout ``sizes``."""
+        """Send ``method`` to every region in ``node_ids`` as one run, and sum the answers of the layout ``sizes``.
+
+        Every region masks its answer for exactly the run's participant set, so the sum is only meaningful
+        when all of them answer. When some are down, late or broken, the survivors are asked again as a new
+        run (a smaller set, so a new run id: new masks, new noise); a region that refuses fails the question.
+        """
         digest = he.context_digest(public_context)
         if digest != question.envelope.context_digest:
             raise AuthError(
@@ -210,79 +217,105 @@ class FanOut:
         t_plan = time.perf_counter()
         query_id = question.query_id
         deadline = self._deadline(deadline_ms)
-        futures = {}
-        for node_id in node_ids:
-            request = make_request(node_id, b"" if self._held.get((node_id, digest)) else public_context)
-            call = getattr(self._stubs[node_id], method).future(request, timeout=deadline - time.monotonic())
-            futures[node_id] = (call, request)
-        total = he.CiphertextSum(ctx, sizes)
-        answered: list[str] = []
+        participants = list(node_ids)
         missing: list[MissingRegion] = []
-        receipts: list[pb.AuditReceipt] = []
-        node_times = {"node_scan_ms": 0.0, "node_encrypt_ms": 0.0, "node_total_ms": 0.0}
-        aggregate_s = 0.0
-        for node_id, (call, request) in futures.items():
-            try:
-                response = self._resend_if_context_lost(node_id, method, call, request, public_context, deadline)
-            except grpc.RpcError as err:
-                missing.append(_missing(node_id, err))
-                continue
-            self._held.put((node_id, digest), True)
-            if response.node_id != node_id or response.plan_fingerprint != fingerprint:
-                missing.append(MissingRegion(node_id, "NODE_BAD_ANSWER", "the node answered a different plan"))
-                continue
-            t_add = time.perf_counter()
-            try:
-                total.add(list(response.ciphertexts))
-            except FederationError as err:
-                missing.append(MissingRegion(node_id, "NODE_BAD_ANSWER", err.message))
-                continue
-            finally:
-                aggregate_s += time.perf_counter() - t_add
-            answered.append(node_id)
-            receipts.append(response.receipt)
-            node_times["node_scan_ms"] = max(node_times["node_scan_ms"], response.scan_ms)
-            node_times["node_encrypt_ms"] = max(node_times["node_encrypt_ms"], response.encrypt_ms)
-            node_times["node_total_ms"] = max(node_times["node_total_ms"], response.total_ms)
-        t_fanout = time.perf_counter()
-        for m in missing:
-            log.warning("query %s: region %s missing (%s)", query_id, m.node_id, m.code)
-        refusals = [m for m in missing if m.code.startswith(QUERY_FAILURE_PREFIXES)]
-        if refusals:
-            first = refusals[0]
-            regions = ", ".join(m.node_id for m in refusals)
-            raise error_for_code(
-                first.code,
-                f"region(s) {regions} could not answer this query: {first.message}",
-                first.hint or None,
-                first.rule or None,
+        stats = {"node_scan_ms": 0.0, "node_encrypt_ms": 0.0, "node_total_ms": 0.0, "fanout_ms": 0.0}
+        runs = 0
+        while True:
+            runs += 1
+            total = he.CiphertextSum(ctx, sizes)
+            t_run = time.perf_counter()
+            answers, lost = self._run(
+                participants, method, make_request, public_context, digest, deadline, fingerprint, total
             )
-        if not answered:
-            raise _no_region_answered(missing)
-        t_sum = time.perf_counter()
+            stats["fanout_ms"] += (time.perf_counter() - t_run) * 1e3
+            for m in lost:
+                log.warning("query %s: region %s missing (%s)", query_id, m.node_id, m.code)
+            refusals = [m for m in lost if m.code.startswith(QUERY_FAILURE_PREFIXES)]
+            if refusals:
+                first = refusals[0]
+                regions = ", ".join(m.node_id for m in refusals)
+                raise error_for_code(
+                    first.code,
+                    f"region(s) {regions} could not answer this query: {first.message}",
+                    first.hint or None,
+                    first.rule or None,
+                )
+            missing.extend(lost)
+            if not lost:
+                break
+            if not answers:
+                raise _no_region_answered(missing)
+            participants = [n for n in participants if n in answers]  # the survivors, as a new run
+        for response in answers.values():
+            stats["node_scan_ms"] = max(stats["node_scan_ms"], response.scan_ms)
+            stats["node_encrypt_ms"] = max(stats["node_encrypt_ms"], response.encrypt_ms)
+            stats["node_total_ms"] = max(stats["node_total_ms"], response.total_ms)
+        t_fanout = time.perf_counter()
         ciphertexts = total.result()
-        aggregate_s += time.perf_counter() - t_sum
+        t_sum = time.perf_counter()
         log.info(
-            "query %s: plan %s, %d region(s) answered, %d missing",
+            "query %s: plan %s, %d region(s) answered, %d missing, %d run(s)",
             query_id,
             fingerprint[:12],
-            len(answered),
+            len(participants),
             len(missing),
+            runs,
         )
         return FederatedAnswer(
             query_id=query_id,
             fingerprint=fingerprint,
             ciphertexts=ciphertexts,
-            answered=answered,
+            answered=participants,
             missing=missing,
-            receipts=receipts,
+            receipts=[answers[n].receipt for n in participants],
+            statements=[answers[n].statement for n in participants],
+            runs=runs,
             timings={
                 "plan_ms": (t_plan - t0) * 1e3,
-                "fanout_ms": (t_fanout - t_plan) * 1e3 - aggregate_s * 1e3,
-                "aggregate_ms": aggregate_s * 1e3,
-                **node_times,
+                "aggregate_ms": (t_sum - t_fanout) * 1e3,
+                **stats,
             },
         )
+
+    def _run(
+        self,
+        participants: list[str],
+        method: str,
+        make_request: Callable[[str, bytes], Any],
+        public_context: bytes,
+        digest: str,
+        deadline: float,
+        fingerprint: str,
+        total: he.CiphertextSum,
+    ) -> tuple[dict[str, Any], list[MissingRegion]]:
+        """One run: every participant asked with the set; the well-formed answers (added to ``total``), and
+        who failed."""
+        futures = {}
+        for node_id in participants:
+            request = make_request(node_id, b"" if self._held.get((node_id, digest)) else public_context)
+            request.participants.extend(participants)
+            call = getattr(self._stubs[node_id], method).future(request, timeout=deadline - time.monotonic())
+            futures[node_id] = (call, request)
+        answers: dict[str, Any] = {}
+        lost: list[MissingRegion] = []
+        for node_id, (call, request) in futures.items():
+            try:
+                response = self._resend_if_context_lost(node_id, method, call, request, public_context, deadline)
+            except grpc.RpcError as err:
+                lost.append(_missing(node_id, err))
+                continue
+            self._held.put((node_id, digest), True)
+            if response.node_id != node_id or response.plan_fingerprint != fingerprint:
+                lost.append(MissingRegion(node_id, "NODE_BAD_ANSWER", "the node answered a different plan"))
+                continue
+            try:
+                total.add(list(response.ciphertexts))  # checks every ciphertext first: a bad answer is not added
+            except FederationError as err:
+                lost.append(MissingRegion(node_id, "NODE_BAD_ANSWER", err.message))
+                continue
+            answers[node_id] = response
+        return answers, lost
 
 
 def _missing(node_id: str, err: grpc.RpcError) -> MissingRegion:

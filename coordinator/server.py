@@ -117,8 +117,9 @@ def _response(answer: FederatedAnswer) -> pb.QueryResponse:
             pb.RegionStatus(node_id=m.node_id, code=m.code, message=m.message, rule=m.rule, hint=m.hint)
             for m in answer.missing
         ],
-        timings=pb.StageTimings(**answer.timings),
+        timings=pb.StageTimings(**answer.timings, runs=answer.runs),
         receipts=answer.receipts,
+        statements=answer.statements,
     )
 
 

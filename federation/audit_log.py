@@ -285,6 +285,11 @@ class AuditLog:
         """The raw 32-byte public key in base64, as the catalog lists it."""
         return base64.b64encode(public_key_raw(self._public)).decode("ascii")
 
+    def sign(self, message: bytes) -> bytes:
+        """This node's Ed25519 signature over ``message`` with its audit key; callers prefix a domain tag of their
+        own (e.g. :data:`federation.statements.DOMAIN`), so nothing signed here can pass for a checkpoint."""
+        return self._key.sign(message)
+
     def latest_checkpoint(self) -> Checkpoint | None:
         return self._latest
 

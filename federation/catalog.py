@@ -17,6 +17,19 @@ A catalog is a YAML file every party holds a copy of (``federation.yaml``)::
 ``domain`` makes a column groupable: ``values`` lists its finite set; ``range`` gives inclusive integer or
 date bounds (a date range also bounds ``EXTRACT(YEAR FROM col)``). Values outside a domain fall into an
 explicit "other" group, never dropped.
+
+Differentially private answers need to know how much one person can change them. A table declares it with
+``contribution`` and a summed column with ``bounds``::
+
+    tables:
+      deposits:
+        contribution: {person: person_id, max_rows: 600, max_regions: 4}
+        columns:
+          amount_fen: {type: BIGINT, bounds: [0, 2000000]}
+
+Under DP a node keeps at most ``max_rows`` rows per person (after the WHERE) and clamps every bounded column
+into its bounds before summing; ``max_regions`` is the number of regions one person is assumed to hold rows
+in (no region can check the others; a person in more regions is protected as a group of that many).
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import base64
 import binascii
 import datetime as dt
 import re
+from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -73,7 +87,15 @@ class Column(BaseModel):
     type: str
     column_class: ColumnClass = Field(default=ColumnClass.public, alias="class")
     domain: Domain | None = None
+    bounds: tuple[Decimal, Decimal] | None = None  # DP: values are clamped into [low, high] before summing
     description: str | None = None
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: tuple[Decimal, Decimal] | None) -> tuple[Decimal, Decimal] | None:
+        if v is not None and not (v[0].is_finite() and v[1].is_finite() and v[0] <= v[1]):
+            raise ValueError(f"bounds [{v[0]}, {v[1]}] must be two finite numbers, low <= high")
+        return v
 
     @field_validator("type")
     @classmethod
@@ -93,6 +115,8 @@ class Column(BaseModel):
 
     @model_validator(mode="after")
     def _domain_fits_type(self) -> Column:
+        if self.bounds is not None and not (self.type in INTEGER_TYPES or self.type.startswith("DECIMAL")):
+            raise ValueError(f"'bounds' needs an integer or DECIMAL column, not {self.type}")
         d = self.domain
         if d is None:
             return self
@@ -177,10 +201,28 @@ def _coerce(type_: str, value: Any) -> Any:
     raise ValueError(f"a {type_} column cannot have a group-by domain; only integer, DATE, VARCHAR, BOOLEAN can")
 
 
+class Contribution(BaseModel):
+    """How much of a table one person can hold: what bounds a differentially private answer's sensitivity."""
+
+    model_config = ConfigDict(extra="forbid")
+    person: str  # the column naming the person (an identifier column)
+    max_rows: int = Field(ge=1, le=1_000_000)  # rows per person a node keeps under DP (after the WHERE)
+    max_regions: int = Field(default=1, ge=1, le=MAX_REGIONS)  # regions one person is assumed to hold rows in
+
+
 class Table(BaseModel):
     model_config = ConfigDict(extra="forbid")
     columns: dict[str, Column]
+    contribution: Contribution | None = None
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _person_column(self) -> Table:
+        c = self.contribution
+        person = self.columns.get(c.person) if c is not None else None
+        if c is not None and (person is None or person.column_class != ColumnClass.identifier):
+            raise ValueError(f"contribution.person {c.person!r} must be an identifier column of this table")
+        return self
 
     @field_validator("columns")
     @classmethod

@@ -17,11 +17,12 @@ import grpc
 import numpy as np
 import yaml
 
-from federation import he, lookup_codec
+from federation import he, lookup_codec, statements
 from federation.audit_proto import check_receipt, check_still_logged, receipt_from_proto
 from federation.audit_records import Checkpoint, Receipt
 from federation.catalog import Catalog, load_catalog
 from federation.config_files import parse_model
+from federation.dp_plan import ComponentNoise, DpTerms, component_label, suppress_small_groups
 from federation.envelope import Signer, query_id
 from federation.errors import ConfigError, CryptoError, PlanError, UnavailableError, from_rpc_error
 from federation.finish import finish
@@ -51,6 +52,11 @@ class QueryAnswer:
     withheld_groups: int = 0
     receipts: list[Receipt] = field(default_factory=list)  # each answering region's audit receipt
     receipts_verified: int = 0  # how many of them were checked against the region's audit key
+    # what the regions signed the answer carries: {"mode": "exact"}, or DP's epsilon, delta, threshold and
+    # "noise": [{"component": "SUM(x)", "sd": ...}] in the components' own units (decimal scale applied)
+    privacy: dict[str, Any] = field(default_factory=lambda: {"mode": "exact"})
+    suppressed_groups: int = 0  # DP: groups whose noisy row count was below the threshold, not shown
+    statements_verified: int = 0  # answer statements checked against the regions' audit keys
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +64,8 @@ class QueryAnswer:
             "rows": self.rows,
             "regions": {"answered": self.answered, "missing": [m["node_id"] for m in self.missing]},
             "withheld_groups": self.withheld_groups,
+            "privacy": self.privacy,
+            "suppressed_groups": self.suppressed_groups,
         }
 
 
@@ -88,6 +96,23 @@ def _total(cells: Sequence[PersonFacts]) -> PersonFacts:
         values = [getattr(c, name) for c in cells]
         out[name] = None if any(v is None for v in values) else sum(values)
     return PersonFacts(**out)
+
+
+def _dp_terms(plan: Plan, signed: dict[str, Any]) -> DpTerms:
+    """The DP terms the regions signed, which must be the ones this client derives from the plan and catalog
+    for the epsilon, delta and threshold they name: then the noise it states is the noise the answer carries."""
+    try:
+        epsilon, delta, threshold = float(signed["epsilon"]), float(signed["delta"]), int(signed["threshold"])
+    except (KeyError, TypeError, ValueError):
+        raise CryptoError("the regions' DP terms cannot be read", code="ANSWER_STATEMENT_INVALID") from None
+    return DpTerms(
+        epsilon=epsilon,
+        delta=delta,
+        threshold=threshold,
+        components=tuple(
+            ComponentNoise(sensitivity=int(c[0]), unit=int(c[1]), mu=float(c[2])) for c in signed["components"]
+        ),
+    )
 
 
 def check_person_ids(person_ids: Sequence[str]) -> list[str]:
@@ -196,6 +221,21 @@ class FederationClient:
                 for r in receipts:
                     fh.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
         return receipts, verified
+
+    def _statements(self, reply: pb.QueryResponse, signed: pb.SignedEnvelope) -> tuple[dict[str, Any], int]:
+        """The privacy terms every answering region signed for this run (checked against the pinned catalog's
+        audit keys when there is one), and how many statements were so checked."""
+        envelope = pb.QueryEnvelope.FromString(signed.envelope)
+        keys = self._audit_keys()
+        checked = statements.verify(
+            reply.statements,
+            keys,
+            query_id=reply.query_id,
+            context=envelope.context_digest,
+            answered=list(reply.answered),
+            check_signatures=bool(keys),
+        )
+        return checked[0].privacy, len(checked) if keys else 0
 
     def _audit_keys(self) -> dict[str, str | None]:
         """The regions' audit keys, from a catalog this profile pins; none from one the coordinator sent, since
@@ -327,6 +367,8 @@ class FederationClient:
         if reply.plan_fingerprint != lookup_codec.layout_fingerprint(len(ids), cells):
             raise CryptoError("the answer does not match the lookup's layout", code="CIPHERTEXT_SHAPE")
         receipts, verified = self._receipts(reply, signed)
+        if self._statements(reply, signed)[0].get("mode") != "exact":
+            raise CryptoError("a lookup's answer must be exact", code="ANSWER_STATEMENT_INVALID")
         sizes = lookup_codec.chunk_sizes(len(ids), cells)
         if len(reply.ciphertexts) != len(sizes):
             raise CryptoError("the answer does not match the lookup's layout", code="CIPHERTEXT_SHAPE")
@@ -469,11 +511,30 @@ class FederationClient:
         sizes = plan.layout.chunk_sizes
         if len(reply.ciphertexts) != len(sizes):
             raise CryptoError("the answer does not match the plan's slot layout", code="CIPHERTEXT_SHAPE")
-        decrypted = [keys.decrypt(blob, n) for blob, n in zip(reply.ciphertexts, sizes, strict=True)]
-        t_dec = time.perf_counter()
         if not reply.answered:
             raise CryptoError("the answer names no region", code="ANSWER_CORRUPT")
-        finished = finish(plan, decode_totals(plan, decrypted, len(reply.answered)))
+        signed_terms, statements_verified = self._statements(reply, signed)
+        decrypted = [keys.decrypt(blob, n) for blob, n in zip(reply.ciphertexts, sizes, strict=True)]
+        t_dec = time.perf_counter()
+        noisy = signed_terms.get("mode") == "dp"
+        totals = decode_totals(plan, decrypted, len(reply.answered), noisy=noisy)
+        privacy: dict[str, Any] = {"mode": "exact"}
+        suppressed = 0
+        if noisy:
+            terms = _dp_terms(plan, signed_terms)
+            totals, suppressed = suppress_small_groups(plan, totals, terms.threshold)
+            privacy = {
+                "mode": "dp",
+                "epsilon": terms.epsilon,
+                "delta": terms.delta,
+                "threshold": terms.threshold,
+                "noise": [
+                    {"component": component_label(comp), "sd": noise.sd / 10**comp.scale}
+                    for comp, noise in zip(plan.components, terms.components, strict=True)
+                    if noise.mu > 0
+                ],
+            }
+        finished = finish(plan, totals)
         t_fin = time.perf_counter()
         server = reply.timings
         timings = {
@@ -496,7 +557,10 @@ class FederationClient:
             missing=[{"node_id": m.node_id, "code": m.code, "message": m.message} for m in reply.missing],
             query_id=reply.query_id,
             timings=timings,
-            withheld_groups=finished.withheld_groups,
+            withheld_groups=finished.withheld_groups - (1 if suppressed and not plan.keys else 0),
             receipts=receipts,
             receipts_verified=verified,
+            privacy=privacy,
+            suppressed_groups=suppressed,
+            statements_verified=statements_verified,
         )

@@ -176,6 +176,9 @@ _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
     ("LOOKUP_LAYOUT", CryptoError),
     ("LOOKUP_", PlanError),
     ("POLICY_", PolicyViolation),
+    ("SECAGG_PARTICIPANTS_", PlanError),
+    ("SECAGG_", CryptoError),  # keys, seeds, masks
+    ("DP_", PlanError),
     ("CONTEXT_", CryptoError),
     ("CIPHERTEXT_", CryptoError),
     ("SLOT_", CryptoError),

@@ -60,8 +60,20 @@ def _date(cls: str, description: str) -> Spec:
     return _col("DATE", cls, range_=DATE_RANGE, description=description)
 
 
-def _fen(cls: str, description: str) -> Spec:
-    return _col("BIGINT", cls, description=f"{description}, integer fen (1/100 yuan)")
+def _fen(cls: str, description: str, high_yuan: int) -> Spec:
+    """A money column; ``high_yuan`` bounds one row's value under differential privacy (values above it are
+    clamped to it there, and only there)."""
+    spec = _col("BIGINT", cls, description=f"{description}, integer fen (1/100 yuan)")
+    return {**spec, "bounds": [0, high_yuan * 100]}
+
+
+# one person's share of each table under differential privacy: rows per region, and regions (about 8% of people
+# hold accounts in two cities; four covers the movers the federation sees)
+MAX_REGIONS_PER_PERSON = 4
+
+
+def _contribution(max_rows: int) -> Spec:
+    return {"person": "person_id", "max_rows": max_rows, "max_regions": MAX_REGIONS_PER_PERSON}
 
 
 def hpf_tables() -> dict[str, Any]:
@@ -69,6 +81,7 @@ def hpf_tables() -> dict[str, Any]:
     s = "sensitive"
     return {
         "accounts": {
+            "contribution": _contribution(1),
             "description": "one row per person per city account",
             "columns": {
                 "person_id": _person_id(),
@@ -76,13 +89,14 @@ def hpf_tables() -> dict[str, Any]:
                 "employer_id": _col("VARCHAR", description="current employer"),
                 "open_date": _date("public", "day the account was opened"),
                 "status": _col("VARCHAR", values=list(ACCOUNT_STATUSES), description="sealed = 封存"),
-                "balance_fen": _fen("public", "balance"),
-                "monthly_deposit_fen": _fen("public", "latest monthly contribution"),
+                "balance_fen": _fen("public", "balance", 2_000_000),
+                "monthly_deposit_fen": _fen("public", "latest monthly contribution", 20_000),
                 "gender": _col("VARCHAR", values=list(GENDERS)),
                 "birth_year": _col("INTEGER", range_=BIRTH_YEAR_RANGE),
             },
         },
         "deposits": {
+            "contribution": _contribution(600),
             "description": "one row per person per month contributed (缴存)",
             "columns": {
                 "person_id": _person_id(),
@@ -91,29 +105,31 @@ def hpf_tables() -> dict[str, Any]:
                     **_date("public", "first day of the month contributed"),
                     "domain": {"range": list(DATE_RANGE), "step": "month"},
                 },
-                "amount_fen": _fen("public", "employee plus employer share"),
+                "amount_fen": _fen("public", "employee plus employer share", 20_000),
                 "employer_id": _col("VARCHAR", description="employer that month"),
             },
         },
         "withdrawals": {
+            "contribution": _contribution(120),
             "description": "withdrawals from an account (提取)",
             "columns": {
                 "person_id": _person_id(),
                 "city_code": _city_code(),
                 "date": _date(s, "day of the withdrawal"),
-                "amount_fen": _fen(s, "amount withdrawn"),
+                "amount_fen": _fen(s, "amount withdrawn", 1_000_000),
                 "reason": _col("VARCHAR", s, values=list(WITHDRAWAL_REASONS)),
             },
         },
         "loans": {
+            "contribution": _contribution(4),
             "description": "housing loans (贷款)",
             "columns": {
                 "loan_id": _col("VARCHAR", s, description="loan number, unique in the federation"),
                 "person_id": _person_id(),
                 "city_code": _city_code(),
                 "start_date": _date(s, "day the loan was granted"),
-                "principal_fen": _fen(s, "amount lent"),
-                "outstanding_fen": _fen(s, "principal still owed"),
+                "principal_fen": _fen(s, "amount lent", 2_000_000),
+                "outstanding_fen": _fen(s, "principal still owed", 2_000_000),
                 "term_months": _col("INTEGER", s, values=list(TERM_MONTHS)),
                 "status": _col("VARCHAR", s, values=list(LOAN_STATUSES)),
             },

@@ -157,12 +157,12 @@ class Plan:
             cells *= k.cells
         return SlotLayout(cells=cells, offsets=tuple(offsets), width=pos)
 
-    def node_sql(self) -> str:
-        """The one query a node runs on its own database for this plan."""
+    def node_sql(self, source: str | None = None) -> str:
+        """The one query a node runs on its own database for this plan (over ``source``, default the table)."""
         keys = [f"{k.expr} AS k{i}" for i, k in enumerate(self.keys)]
         comps = [f"{term} AS c{i}_{j}" for i, c in enumerate(self.components) for j, term in enumerate(c.sql_terms())]
         # the withheld mark has no SQL term: the node sets it while encoding (see slot_codec.encode_partials)
-        sql = f"SELECT {', '.join(keys + comps)} FROM {self.table}"
+        sql = f"SELECT {', '.join(keys + comps)} FROM {source or self.table}"
         if self.where:
             sql += f" WHERE {self.where}"
         if self.keys:

@@ -132,6 +132,40 @@ def encode_partials(plan: Plan, rows: Iterable[Sequence[Any]], min_group_size: i
     return flat
 
 
+def encode_noisy_partials(
+    plan: Plan, rows: Iterable[Sequence[Any]], units: Sequence[int], noise: np.ndarray
+) -> np.ndarray:
+    """The flat slot vector of one node's DP answer: in EVERY cell (empty ones too, so which cells hold rows
+    is not revealed) each component is ``unit * (round(partial / unit) + noise)``.
+
+    ``noise`` has one row per cell and one column per component (0 for the withheld mark, which DP never sets);
+    ``units`` is each component's unit (see :mod:`federation.dp_plan`).
+
+    >>> from federation.plan import Component
+    >>> comps = (Component("count", None), Component("sum", "x", 0, 90), Component("withheld", None, 0, 2))
+    >>> plan = Plan("t", None, (), comps, (), "", (), ())
+    >>> encode_noisy_partials(plan, [(4, 1234)], [1, 100, 1], np.array([[-1, 2, 0]])).tolist()
+    [3, 0, 0, 1400, 0, 0, 0]
+    """
+    layout = plan.layout
+    sums = _cell_sums(plan, rows)
+    empty = [0] * len(plan.components)
+    flat = np.zeros(layout.total, dtype=np.int64)
+    base_cells = np.arange(layout.cells, dtype=np.int64) * layout.width
+    for j, comp in enumerate(plan.components):
+        if not comp.from_sql:
+            continue
+        unit = units[j]
+        column = noise[:, j].tolist()
+        values = [
+            unit * ((2 * sums.get(cell, empty)[j] + unit) // (2 * unit) + column[cell]) for cell in range(layout.cells)
+        ]
+        limbs = split_values(values, comp.bits)
+        for limb in range(comp.limbs):
+            flat[base_cells + layout.offsets[j] + limb] = limbs[:, limb]
+    return flat
+
+
 CANARY = 1
 # A region whose rows make the plan fail (an overflow, an invalid cast) sends zeros and this in every canary
 # slot instead of CANARY: the failure is inside the ciphertext, so the coordinator cannot tell it from an answer.
@@ -186,7 +220,9 @@ def _check_limb_bounds(plan: Plan, grid: np.ndarray, regions: int) -> None:
         )
 
 
-def decode_totals(plan: Plan, decrypted_chunks: Sequence[np.ndarray], regions: int) -> dict[int, list[int]]:
+def decode_totals(
+    plan: Plan, decrypted_chunks: Sequence[np.ndarray], regions: int, *, noisy: bool = False
+) -> dict[int, list[int]]:
     """Exact federation-wide component totals of every cell that has at least one row or one withheld mark.
 
     Each cell's list has one total per component; at ``plan.withheld_index`` it is the number of regions that
@@ -196,6 +232,8 @@ def decode_totals(plan: Plan, decrypted_chunks: Sequence[np.ndarray], regions: i
     of each region the plan failed on: then no answer is given, NODE_EXECUTION_FAILED, without naming them)
     and every limb sum must be in range, else the answer is refused. Ungrouped queries always have their
     single cell, as SQL returns one row even over no rows.
+
+    A ``noisy`` (DP) answer has noise in every cell: every cell is returned, and a count may be negative.
     """
     layout = plan.layout
     if tuple(len(c) for c in decrypted_chunks) != layout.chunk_sizes:
@@ -214,8 +252,8 @@ def decode_totals(plan: Plan, decrypted_chunks: Sequence[np.ndarray], regions: i
     count_star, mark = plan.components[0], plan.withheld_index
     marked = grid[:, layout.offsets[mark]] != 0
     occupied = np.nonzero(grid[:, : count_star.limbs].any(axis=1) | marked)[0]
-    if not plan.keys:
-        occupied = np.array([0])
+    if not plan.keys or noisy:
+        occupied = np.arange(layout.cells)
     totals: dict[int, list[int]] = {}
     for cell in occupied.tolist():
         row = grid[cell]
@@ -223,11 +261,11 @@ def decode_totals(plan: Plan, decrypted_chunks: Sequence[np.ndarray], regions: i
         for j, comp in enumerate(plan.components):
             start = layout.offsets[j]
             values.append(join_limbs(row[start : start + comp.limbs].tolist()))
-        if values[0] < 0:
+        if values[0] < 0 and not noisy:
             raise CryptoError("a decrypted group count is negative", code="ANSWER_CORRUPT")
         if values[mark] == regions and any(v for j, v in enumerate(values) if j != mark):
             raise CryptoError("a group every region withheld has non-zero totals", code="ANSWER_CORRUPT")
-        if plan.keys and values[0] == 0 and values[mark] == 0:
+        if plan.keys and values[0] == 0 and values[mark] == 0 and not noisy:
             continue
         totals[cell] = values
     return totals

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import tenseal as ts
 
 from federation import he
 from federation.catalog import Catalog
 from federation.errors import AuthError, CryptoError, DataError
+from federation.generated import hpf_federation_pb2 as pb
 from federation.plan import Plan
-from federation.slot_codec import chunks, encode_partials, failure_chunks
+from federation.slot_codec import chunks, encode_noisy_partials, encode_partials, failure_chunks
 
 log = logging.getLogger("hpf.node")
 
@@ -35,6 +37,17 @@ class PartialResult:
     ciphertexts: list[bytes]
     scan_ms: float
     encrypt_ms: float
+    statement: pb.AnswerStatement | None = None  # the node's signed statement of the run (added by the handler)
+
+
+@dataclass(frozen=True)
+class Noisy:
+    """A DP run's computation: the clamped plan over its row-capped source, the units and this node's noise."""
+
+    plan: Plan
+    source: str
+    units: Sequence[int]
+    noise: np.ndarray
 
 
 class PartialExecutor:
@@ -56,12 +69,29 @@ class PartialExecutor:
             )
         return he.load_public_context(public_context, signed_digest)
 
-    def compute(self, query_id: str, plan: Plan, ctx: ts.Context, min_group_size: int = 1) -> PartialResult:
+    def compute(
+        self,
+        query_id: str,
+        plan: Plan,
+        ctx: ts.Context,
+        min_group_size: int = 1,
+        *,
+        noisy: Noisy | None = None,
+        mask: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
+    ) -> PartialResult:
+        """Scan, encode, protect and encrypt one plan. ``noisy`` (DP) replaces the plan's SQL and encoding with
+        clamped, noised ones; ``mask`` adds the run's pairwise masks to the slot vectors just before encryption
+        (to the encrypted failure mark too, so it stays inside the sum)."""
         t_scan = time.perf_counter()
         try:
-            rows = self.backend.run(plan.node_sql())
-            t_encode = time.perf_counter()
-            pieces = chunks(encode_partials(plan, rows, min_group_size=min_group_size))
+            if noisy is None:
+                rows = self.backend.run(plan.node_sql())
+                t_encode = time.perf_counter()
+                pieces = chunks(encode_partials(plan, rows, min_group_size=min_group_size))
+            else:
+                rows = self.backend.run(noisy.plan.node_sql(noisy.source))
+                t_encode = time.perf_counter()
+                pieces = chunks(encode_noisy_partials(noisy.plan, rows, noisy.units, noisy.noise))
         except (DataError, CryptoError) as err:  # PARTIAL_OUT_OF_RANGE is a CryptoError: the limbs would not fit
             if not err.code.startswith(DATA_FAILURES):
                 raise
@@ -72,6 +102,8 @@ class PartialExecutor:
             )
             t_encode = time.perf_counter()
             pieces = failure_chunks(plan)
+        if mask is not None:
+            pieces = mask(pieces)
         ciphertexts = [he.encrypt_slots(ctx, chunk) for chunk in pieces]
         done = time.perf_counter()
         log.info("query %s answered: plan %s, %d ciphertext(s)", query_id[:12], plan.fingerprint[:12], len(ciphertexts))

@@ -17,21 +17,23 @@ log cannot be written, nothing is answered.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
-from federation import he
+from federation import he, statements
 from federation.audit_log import AuditLog
 from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
 from federation.audit_records import Receipt
 from federation.catalog import Catalog
+from federation.dp_plan import dp_plan, dp_terms
 from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
 from federation.errors import AuditError, FederationError, PlanError
 from federation.generated import hpf_federation_pb2 as pb
@@ -41,8 +43,11 @@ from federation.plan import Plan
 from federation.planner import plan_query
 from federation.planner.shape import shape_fingerprint
 from federation.sealing import AgreementKey, subject_tags
-from node.executor import PartialExecutor, PartialResult
+from federation.statements import Statement
+from node.executor import Noisy, PartialExecutor, PartialResult
 from node.lookup_index import LookupIndex
+from node.privacy_budget import Budget, PrivacyLedger
+from node.protection import Protector, Run
 from node.replay import ReplayGuard
 from policies.engine import Asker, Decision, check_lookup, check_query
 from policies.model import Policy, RateLimit
@@ -67,6 +72,8 @@ class Trail:
     nonce: str = ""
     ciphertext: str = ""
     subjects: str | None = None  # lookups: keyed hashes of the identifiers (sealing.subject_tag), space-separated
+    participants: str | None = None  # the run's participant set, comma-separated (masks cancel over exactly it)
+    privacy: str | None = None  # "exact", or "dp epsilon=E delta=D" charged to the asker
 
     def entry(self, node_id: str, decision: str, code: str, rule: str) -> dict[str, str | int | bool | None]:
         now = dt.datetime.now(dt.UTC)
@@ -86,8 +93,13 @@ class Trail:
             "rule": rule,
             "ciphertext": self.ciphertext,
         }
-        if self.subjects is not None:
-            entry["subjects"] = self.subjects
+        for name, value in (
+            ("subjects", self.subjects),
+            ("participants", self.participants),
+            ("privacy", self.privacy),
+        ):
+            if value is not None:
+                entry[name] = value
         return entry
 
 
@@ -125,6 +137,8 @@ class NodeHandler:
         lookups: LookupIndex | None = None,
         agreement: AgreementKey | None = None,
         subject_key: bytes | None = None,
+        protector: Protector | None = None,
+        ledger: PrivacyLedger | None = None,
     ) -> None:
         self.node_id = node_id
         self.catalog = catalog
@@ -138,9 +152,13 @@ class NodeHandler:
         self.lookups = lookups
         self.agreement = agreement
         self.subject_key = subject_key
+        self.protector = protector
+        self.ledger = ledger
 
     def close(self) -> None:
         self.audit.close()
+        if self.ledger is not None:
+            self.ledger.close()
 
     # -- the checks -------------------------------------------------------------------------------
 
@@ -190,16 +208,18 @@ class NodeHandler:
         )
         return Admission(verified=verified, plan=plan, decision=decision)
 
-    def _spend(self, verified: VerifiedEnvelope, people: int = 0) -> None:
+    def _spend(self, verified: VerifiedEnvelope, people: int = 0, run: Run | None = None) -> None:
         """Refuse a replay, count the question against the asker's rate limits, remember its nonce.
 
         A replay is refused before it can use up the asker's rate limit; two copies racing past the first
         check still meet the store's unique nonce. A lookup of ``people`` identifiers also counts each of them
-        against the role's lookup limit.
+        against the role's lookup limit. A ``run`` may repeat a nonce as a re-run with fewer participants.
         """
         signer, envelope = verified.signer, verified.envelope
         role = signer.role or ""
-        self.replay.check(envelope.nonce)
+        participants = run.participants if run is not None else None
+        max_runs = self.policy.secure_aggregation.max_runs
+        self.replay.check(envelope.nonce, participants, max_runs)
         role_policy = self.policy.roles.get(role)
         limit = role_policy.rate_limit if role_policy is not None else None
         lookup_limit: RateLimit | None = None
@@ -220,7 +240,7 @@ class NodeHandler:
         except FederationError:
             self.lookup_limiter.give_back(signer.common_name, people)
             raise
-        self.replay.record(envelope.nonce, envelope.issued_at_ms / 1000.0)
+        self.replay.record(envelope.nonce, envelope.issued_at_ms / 1000.0, participants=participants, max_runs=max_runs)
 
     # -- the audited operations -------------------------------------------------------------------
 
@@ -247,16 +267,81 @@ class NodeHandler:
         def work() -> PartialResult:
             self._check_caller(caller, trail)
             admission = self._admit(request, trail)
-            envelope = admission.verified.envelope
-            ctx = self.executor.public_context(request.public_context, envelope.context_digest)
-            self._spend(admission.verified)
-            result = self.executor.compute(
-                admission.verified.query_id, admission.plan, ctx, admission.decision.min_group_size
-            )
+            verified, plan, decision = admission.verified, admission.plan, admission.decision
+            ctx = self.executor.public_context(request.public_context, verified.envelope.context_digest)
+            run = self._run(verified.query_id, request.participants, trail)
+            privacy = decision.privacy
+            terms = None
+            if privacy.mode == "dp":
+                assert privacy.epsilon is not None
+                terms = dp_terms(plan, self.catalog, privacy.epsilon, privacy.delta, privacy.threshold)
+                trail.privacy = f"dp epsilon={privacy.epsilon:g} delta={privacy.delta:g}"
+            else:
+                trail.privacy = "exact"
+            self._spend(verified, run=run)
+            charged = self._charge(verified, decision) if terms is not None else None
+            try:
+                noisy = None
+                if terms is not None:
+                    clamped, source = dp_plan(plan, self.catalog)
+                    noise = self._protector().noise(run, terms, plan.layout.cells)
+                    noisy = Noisy(clamped, source, [c.unit for c in terms.components], noise)
+                result = self.executor.compute(
+                    verified.query_id,
+                    plan,
+                    ctx,
+                    decision.min_group_size,
+                    noisy=noisy,
+                    mask=lambda pieces: self._protector().mask(run, pieces),
+                )
+            except BaseException:
+                if charged is not None:
+                    charged()
+                raise
             trail.ciphertext = _ciphertexts_digest(result.ciphertexts)
-            return result
+            privacy_terms = statements.EXACT if terms is None else {"mode": "dp", **terms.canonical()}
+            return self._signed(result, run, verified.envelope.context_digest, trail.ciphertext, privacy_terms)
 
         return self._answer(trail, work, started)
+
+    def _protector(self) -> Protector:
+        if self.protector is None:
+            raise PlanError("this region cannot mask its answers (no agreement key)", code="SECAGG_UNSUPPORTED")
+        return self.protector
+
+    def _run(self, query_id: str, participants: Sequence[str], trail: Trail) -> Run:
+        run = self._protector().run(query_id, participants, self.policy.secure_aggregation.min_participants)
+        trail.participants = ",".join(run.participants)
+        return run
+
+    def _charge(self, verified: VerifiedEnvelope, decision: Decision) -> Callable[[], None]:
+        """Charge one DP answer to the asker's budget here; returns what gives it back if no answer leaves."""
+        privacy = decision.privacy
+        assert privacy.epsilon is not None and privacy.budget is not None
+        if self.ledger is None:
+            raise PlanError("this region keeps no privacy budget ledger", code="DP_UNSUPPORTED")
+        ledger, identity = self.ledger, verified.signer.common_name
+        budget = Budget(privacy.budget.epsilon, privacy.budget.delta, privacy.budget.period)
+        epsilon, delta = privacy.epsilon, privacy.delta
+        ledger.charge(
+            identity, epsilon, delta, budget, rule=f"{self.node_id}: {decision.privacy_rule}.budget", party=self.node_id
+        )
+        return lambda: ledger.refund(identity, epsilon, delta, budget)
+
+    def _signed(
+        self, result: PartialResult, run: Run, context: str, ciphertexts: str, privacy: dict[str, Any]
+    ) -> PartialResult:
+        """``result`` with this node's signed statement of the run, key and privacy terms it answered under."""
+        statement = Statement(
+            node=self.node_id,
+            query_id=run.query_id,
+            run=run.id,
+            participants=run.participants,
+            context=context,
+            ciphertexts=ciphertexts,
+            privacy=privacy,
+        )
+        return dataclasses.replace(result, statement=statements.sign(statement, self.audit.sign))
 
     def _answer(self, trail: Trail, work: Callable[[], PartialResult], started: float) -> pb.PartialResponse:
         """Run an audited ``work`` and send its ciphertexts with the receipt of its entry (or raise its refusal)."""
@@ -272,6 +357,7 @@ class NodeHandler:
             encrypt_ms=result.encrypt_ms,
             total_ms=(time.perf_counter() - started) * 1e3,
             receipt=receipt_to_proto(receipt),
+            statement=result.statement,
         )
 
     def _admit_lookup(
@@ -335,22 +421,28 @@ class NodeHandler:
             self._check_caller(caller, trail)
             verified, ids, cells, cell = self._admit_lookup(request, trail)
             ctx = self.executor.public_context(request.public_context, verified.envelope.context_digest)
-            self._spend(verified, people=len(ids))
+            run = self._run(verified.query_id, request.participants, trail)
+            if sorted(run.participants) != sorted(verified.envelope.lookup.regions):
+                raise PlanError("a lookup's participants are the regions it asks", code="SECAGG_PARTICIPANTS_INVALID")
+            self._spend(verified, people=len(ids), run=run)
             assert self.lookups is not None
             t_scan = time.perf_counter()
             slots = encode_facts(self.lookups.facts(ids), cells=cells, cell=cell)
             t_encode = time.perf_counter()
             sizes = chunk_sizes(len(ids), cells)
-            ciphertexts = [he.encrypt_slots(ctx, piece) for piece in np.split(slots, np.cumsum(sizes)[:-1])]
+            pieces = self._protector().mask(run, np.split(slots, np.cumsum(sizes)[:-1]))
+            ciphertexts = [he.encrypt_slots(ctx, piece) for piece in pieces]
             done = time.perf_counter()
             trail.ciphertext = _ciphertexts_digest(ciphertexts)
             log.info("lookup %s answered: %d ciphertext(s)", request.query_id[:12], len(ciphertexts))
-            return PartialResult(
+            result = PartialResult(
                 fingerprint=trail.query,
                 ciphertexts=ciphertexts,
                 scan_ms=(t_encode - t_scan) * 1e3,
                 encrypt_ms=(done - t_encode) * 1e3,
             )
+            context = verified.envelope.context_digest
+            return self._signed(result, run, context, trail.ciphertext, statements.EXACT)
 
         return self._answer(trail, work, started)
 
@@ -388,13 +480,13 @@ class NodeHandler:
         """Whether this node would run the question; a policy refusal is a verdict, not an error."""
         trail = Trail(operation="explain")
 
-        def work() -> Decision:
+        def work() -> Admission:
             self._check_caller(caller, trail)
             admission = self._admit(request, trail)
             self._spend(admission.verified)
-            return admission.decision
+            return admission
 
-        decision, receipt, refusal = self._audited(trail, work)
+        admission, receipt, refusal = self._audited(trail, work)
         if refusal is not None:
             if not refusal.code.startswith("POLICY_"):
                 raise refusal
@@ -407,10 +499,30 @@ class NodeHandler:
                 hint=refusal.hint or "",
                 receipt=receipt_to_proto(receipt),
             )
-        assert decision is not None
+        assert admission is not None
         return pb.NodeVerdict(
             node_id=self.node_id,
             accepted=True,
-            min_group_size=decision.min_group_size,
+            min_group_size=admission.decision.min_group_size,
             receipt=receipt_to_proto(receipt),
+            privacy=self._privacy_verdict(admission),
+            min_participants=self.policy.secure_aggregation.min_participants,
         )
+
+    def _privacy_verdict(self, admission: Admission) -> pb.PrivacyVerdict:
+        """What an answer would carry and cost: exact, or DP with its noise and the asker's budget here."""
+        decision = admission.decision
+        privacy = decision.privacy
+        verdict = pb.PrivacyVerdict(mode=privacy.mode, rule=f"{self.node_id}: {decision.privacy_rule}")
+        if privacy.mode != "dp":
+            return verdict
+        assert privacy.epsilon is not None and privacy.budget is not None
+        terms = dp_terms(admission.plan, self.catalog, privacy.epsilon, privacy.delta, privacy.threshold)
+        verdict.epsilon, verdict.delta, verdict.threshold = privacy.epsilon, privacy.delta, privacy.threshold
+        verdict.noise_sd.extend(c.sd for c in terms.components)
+        verdict.budget_epsilon, verdict.budget_period = privacy.budget.epsilon, privacy.budget.period
+        if self.ledger is not None:
+            budget = Budget(privacy.budget.epsilon, privacy.budget.delta, privacy.budget.period)
+            spent = self.ledger.spent(admission.verified.signer.common_name, budget)
+            verdict.budget_spent, verdict.budget_renews = spent.epsilon, spent.period_end
+        return verdict

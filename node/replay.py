@@ -8,6 +8,11 @@ no second store has to be flushed on every request.
 A nonce is remembered until its envelope could no longer pass the time window, then forgotten. A nonce read
 back from the log is kept as if signed a whole window after the node received it (the latest it can have
 been signed), so it is not forgotten too early.
+
+Re-runs: when a region fails mid-question, the coordinator asks the survivors again under the same signed
+question with a smaller participant set (a new run id: new masks, new noise). So a nonce may come back, but
+only naming a strict subset of the participants it last ran with, and at most ``max_runs`` times in all; the
+same set again, or a set with a region added back, is a replay.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import bisect
 import datetime as dt
 import threading
 import time
+from collections.abc import Sequence
 
 from federation.audit_log import AuditLog
 from federation.errors import AuthError
@@ -51,6 +57,7 @@ class ReplayGuard:
     def __init__(self, window_s: float) -> None:
         self._keep_s = window_s + MARGIN_S
         self._seen: dict[bytes, float] = {}
+        self._runs: dict[bytes, tuple[frozenset[str], int]] = {}  # nonce: last participant set, runs so far
         self._lock = threading.Lock()
         self._next_sweep = 0.0
 
@@ -67,31 +74,54 @@ class ReplayGuard:
             if received is None or entry.get("decision") != "allowed" or not isinstance(nonce, str) or not nonce:
                 continue
             try:
-                guard._seen[bytes.fromhex(nonce)] = received + window_s
+                key = bytes.fromhex(nonce)
             except ValueError:
                 continue
+            guard._seen[key] = received + window_s
+            participants = entry.get("participants")
+            if isinstance(participants, str) and participants:
+                runs = guard._runs.get(key, (frozenset(), 0))[1]
+                guard._runs[key] = (frozenset(participants.split(",")), runs + 1)
         return guard
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def check(self, nonce: bytes) -> None:
-        """AuthError ``AUTH_REPLAY`` if ``nonce`` was recorded; records nothing."""
-        with self._lock:
-            if nonce in self._seen:
-                raise _replay()
+    def _refuse_unless_rerun(self, nonce: bytes, participants: frozenset[str] | None, max_runs: int) -> None:
+        if nonce not in self._seen:
+            return
+        last = self._runs.get(nonce)
+        if participants is None or last is None or not participants < last[0] or last[1] >= max_runs:
+            raise _replay()
 
-    def record(self, nonce: bytes, signed_at: float, now: float | None = None) -> None:
-        """Remember ``nonce`` (its envelope signed at ``signed_at``, Unix seconds); ``AUTH_REPLAY`` if seen."""
+    def check(self, nonce: bytes, participants: Sequence[str] | None = None, max_runs: int = 1) -> None:
+        """AuthError ``AUTH_REPLAY`` if ``nonce`` was recorded (unless this is an allowed re-run with
+        ``participants``, see the module); records nothing."""
+        with self._lock:
+            self._refuse_unless_rerun(nonce, None if participants is None else frozenset(participants), max_runs)
+
+    def record(
+        self,
+        nonce: bytes,
+        signed_at: float,
+        now: float | None = None,
+        participants: Sequence[str] | None = None,
+        max_runs: int = 1,
+    ) -> None:
+        """Remember ``nonce`` (its envelope signed at ``signed_at``, Unix seconds) and the run's participants;
+        ``AUTH_REPLAY`` if seen and this is not an allowed re-run."""
         now = time.time() if now is None else now
+        members = None if participants is None else frozenset(participants)
         with self._lock:
             if now >= self._next_sweep:
                 cutoff = now - self._keep_s
                 self._seen = {n: t for n, t in self._seen.items() if t >= cutoff}
+                self._runs = {n: r for n, r in self._runs.items() if n in self._seen}
                 self._next_sweep = now + SWEEP_EVERY_S
-            if nonce in self._seen:
-                raise _replay()
-            self._seen[nonce] = signed_at
+            self._refuse_unless_rerun(nonce, members, max_runs)
+            self._seen.setdefault(nonce, signed_at)
+            if members is not None:
+                self._runs[nonce] = (members, self._runs.get(nonce, (members, 0))[1] + 1)
 
 
 def _first_index_since(audit: AuditLog, since: str) -> int:

@@ -26,6 +26,8 @@ from node.config import NodeConfig
 from node.executor import PartialExecutor
 from node.handler import NodeHandler
 from node.lookup_index import LookupIndex
+from node.privacy_budget import PrivacyLedger
+from node.protection import Protector, load_or_create_noise_key
 from node.replay import ReplayGuard
 from policies import DEFAULT_POLICY
 from policies.loader import check_against_catalog, load_policy
@@ -145,6 +147,8 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
         lookups=lookups,
         agreement=agreement,
         subject_key=load_or_create_subject_key(config.state_dir / "audit"),
+        protector=Protector(config.node_id, catalog, agreement, load_or_create_noise_key(config.state_dir)),
+        ledger=PrivacyLedger.open(config.state_dir / "privacy"),
     )
     try:
         server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)

@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from federation.catalog import Catalog, ColumnClass
 from federation.errors import PolicyViolation
 from federation.plan import Plan
-from policies.model import USES, WILDCARD, Policy, RolePolicy, TablePolicy
+from policies.model import USES, WILDCARD, Policy, Privacy, RolePolicy, TablePolicy
 from policies.uses import analyse
 
 USE_PHRASES = {
@@ -77,6 +77,8 @@ class Decision:
     min_group_size: int
     role: str
     rules: tuple[str, ...]
+    privacy: Privacy = field(default_factory=Privacy)  # exact, or the DP terms every answer carries
+    privacy_rule: str = ""  # where ``privacy`` was written (e.g. roles.analyst.privacy)
 
 
 # -- the check -----------------------------------------------------------------------------------------
@@ -235,10 +237,23 @@ def check_query(
                 )
         allowed.append(rule)
 
+    if table.privacy is not None:
+        privacy, privacy_rule = table.privacy, f"{table_rule}.privacy"
+    else:
+        privacy, privacy_rule = role.privacy, f"roles.{role_name}.privacy"
     if table.min_group_size is not None:
         k, k_rule = table.min_group_size, f"{table_rule}.min_group_size"
     else:
         k, k_rule = role.min_group_size, f"roles.{role_name}.min_group_size"
+    if privacy.mode == "dp":  # noise on every cell replaces withholding: whether a cell is withheld tells its count
+        allowed.append(privacy_rule)
+        return Decision(
+            min_group_size=1,
+            role=role_name,
+            rules=tuple(f"{party}: {r}" for r in dict.fromkeys(allowed)),
+            privacy=privacy,
+            privacy_rule=privacy_rule,
+        )
     if k > 1:
         for aggregate in plan.aggregates:
             if aggregate.count in analysis.uncountable:
@@ -250,7 +265,12 @@ def check_query(
                     SHAPE_HINT,
                 )
     allowed.append(k_rule)
-    return Decision(min_group_size=k, role=role_name, rules=tuple(f"{party}: {r}" for r in dict.fromkeys(allowed)))
+    return Decision(
+        min_group_size=k,
+        role=role_name,
+        rules=tuple(f"{party}: {r}" for r in dict.fromkeys(allowed)),
+        privacy_rule=privacy_rule,
+    )
 
 
 def check_lookup(

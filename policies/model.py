@@ -49,6 +49,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Field,
     PrivateAttr,
     ValidationInfo,
     field_validator,
@@ -159,6 +160,54 @@ class RateLimit(BaseModel):
         return v
 
 
+class PrivacyBudget(BaseModel):
+    """How much privacy loss one identity may spend on this node per calendar period (UTC)."""
+
+    model_config = ConfigDict(extra="forbid")
+    epsilon: float = Field(gt=0)
+    delta: float = Field(default=1e-5, ge=0, lt=1)
+    period: Literal["day", "week", "month", "year"] = "month"
+
+
+class Privacy(BaseModel):
+    """Whether answers are exact or differentially private, and at what cost.
+
+    ``exact``: the sum of the regions' exact partials (small groups withheld by ``min_group_size``).
+    ``dp``: every region adds its share of Skellam noise to every cell, so the sum carries noise that gives
+    (``epsilon``, ``delta``)-DP per answer; each answer is charged to the asker's ``budget``; groups whose noisy
+    row count is below ``threshold`` are not shown (``min_group_size`` does not apply: DP replaces it).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["exact", "dp"] = "exact"
+    epsilon: float | None = Field(default=None, gt=0, le=20)
+    delta: float = Field(default=1e-7, gt=0, lt=1e-2)
+    budget: PrivacyBudget | None = None
+    threshold: int = Field(default=0, ge=0)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _dp_needs(self) -> Privacy:
+        if self.mode == "dp":
+            if self.epsilon is None or self.budget is None:
+                raise ValueError("mode dp needs epsilon (per answer) and budget: {epsilon, delta, period}")
+            if self.epsilon > self.budget.epsilon or self.delta > self.budget.delta:
+                raise ValueError("one answer's epsilon and delta must fit in the budget's")
+        elif self.epsilon is not None or self.budget is not None or self.threshold:
+            raise ValueError("epsilon, budget and threshold apply only to mode: dp")
+        return self
+
+
+class SecureAggregation(BaseModel):
+    """The participant sets this node adds pairwise masks for."""
+
+    model_config = ConfigDict(extra="forbid")
+    # the fewest regions whose masked answers are summed: with two, each learns the other's partial from the sum
+    min_participants: int = Field(default=3, ge=1, le=256)
+    # how many participant sets one signed question is answered for: the first, then re-runs with survivors
+    max_runs: int = Field(default=3, ge=1, le=16)
+
+
 class TablePolicy(BaseModel):
     """What a role may do with one table."""
 
@@ -166,6 +215,7 @@ class TablePolicy(BaseModel):
     purposes: list[PurposeCode] | None = None  # None: the role's purposes apply
     consent: Literal["required", "optional"] = "optional"
     min_group_size: GroupSize | None = None
+    privacy: Privacy | None = None  # None: the role's privacy applies
     columns: dict[ColumnName, Uses] = {}
     description: str | None = None
 
@@ -216,6 +266,7 @@ class RolePolicy(BaseModel):
     purposes: list[PurposeCode] | None = None
     classes: dict[ColumnClass, Uses] = {}
     tables: dict[TableName, TablePolicy]
+    privacy: Privacy = Privacy()
     lookups: LookupPolicy | None = None  # None: this role looks nobody up
     description: str | None = None
 
@@ -236,6 +287,7 @@ class Policy(BaseModel):
     description: str | None = None
     purposes: dict[PurposeCode, str] = {}
     classes: dict[ColumnClass, Uses] = {}
+    secure_aggregation: SecureAggregation = SecureAggregation()
     roles: dict[RoleName, RolePolicy]
 
     # where each field was written: {field path: (file, line)}; set by the loader

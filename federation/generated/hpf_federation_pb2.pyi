@@ -87,23 +87,25 @@ class RegionStatus(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., rule: _Optional[str] = ..., hint: _Optional[str] = ...) -> None: ...
 
 class StageTimings(_message.Message):
-    __slots__ = ("plan_ms", "fanout_ms", "node_scan_ms", "node_encrypt_ms", "node_total_ms", "aggregate_ms")
+    __slots__ = ("plan_ms", "fanout_ms", "node_scan_ms", "node_encrypt_ms", "node_total_ms", "aggregate_ms", "runs")
     PLAN_MS_FIELD_NUMBER: _ClassVar[int]
     FANOUT_MS_FIELD_NUMBER: _ClassVar[int]
     NODE_SCAN_MS_FIELD_NUMBER: _ClassVar[int]
     NODE_ENCRYPT_MS_FIELD_NUMBER: _ClassVar[int]
     NODE_TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATE_MS_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
     plan_ms: float
     fanout_ms: float
     node_scan_ms: float
     node_encrypt_ms: float
     node_total_ms: float
     aggregate_ms: float
-    def __init__(self, plan_ms: _Optional[float] = ..., fanout_ms: _Optional[float] = ..., node_scan_ms: _Optional[float] = ..., node_encrypt_ms: _Optional[float] = ..., node_total_ms: _Optional[float] = ..., aggregate_ms: _Optional[float] = ...) -> None: ...
+    runs: int
+    def __init__(self, plan_ms: _Optional[float] = ..., fanout_ms: _Optional[float] = ..., node_scan_ms: _Optional[float] = ..., node_encrypt_ms: _Optional[float] = ..., node_total_ms: _Optional[float] = ..., aggregate_ms: _Optional[float] = ..., runs: _Optional[int] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("query_id", "plan_fingerprint", "ciphertexts", "answered", "missing", "timings", "receipts")
+    __slots__ = ("query_id", "plan_fingerprint", "ciphertexts", "answered", "missing", "timings", "receipts", "statements")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +113,7 @@ class QueryResponse(_message.Message):
     MISSING_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     RECEIPTS_FIELD_NUMBER: _ClassVar[int]
+    STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     plan_fingerprint: str
     ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
@@ -118,7 +121,18 @@ class QueryResponse(_message.Message):
     missing: _containers.RepeatedCompositeFieldContainer[RegionStatus]
     timings: StageTimings
     receipts: _containers.RepeatedCompositeFieldContainer[AuditReceipt]
-    def __init__(self, query_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., answered: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[_Union[RegionStatus, _Mapping]]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., receipts: _Optional[_Iterable[_Union[AuditReceipt, _Mapping]]] = ...) -> None: ...
+    statements: _containers.RepeatedCompositeFieldContainer[AnswerStatement]
+    def __init__(self, query_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., answered: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[_Union[RegionStatus, _Mapping]]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., receipts: _Optional[_Iterable[_Union[AuditReceipt, _Mapping]]] = ..., statements: _Optional[_Iterable[_Union[AnswerStatement, _Mapping]]] = ...) -> None: ...
+
+class AnswerStatement(_message.Message):
+    __slots__ = ("node_id", "statement", "signature")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    statement: bytes
+    signature: bytes
+    def __init__(self, node_id: _Optional[str] = ..., statement: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class AuditCheckpoint(_message.Message):
     __slots__ = ("node_id", "size", "root", "time", "signature")
@@ -175,7 +189,7 @@ class ExplainRequest(_message.Message):
     def __init__(self, envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class NodeVerdict(_message.Message):
-    __slots__ = ("node_id", "accepted", "code", "message", "rule", "hint", "min_group_size", "receipt")
+    __slots__ = ("node_id", "accepted", "code", "message", "rule", "hint", "min_group_size", "receipt", "privacy", "min_participants")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +198,8 @@ class NodeVerdict(_message.Message):
     HINT_FIELD_NUMBER: _ClassVar[int]
     MIN_GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    MIN_PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     accepted: bool
     code: str
@@ -192,7 +208,33 @@ class NodeVerdict(_message.Message):
     hint: str
     min_group_size: int
     receipt: AuditReceipt
-    def __init__(self, node_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., rule: _Optional[str] = ..., hint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ...) -> None: ...
+    privacy: PrivacyVerdict
+    min_participants: int
+    def __init__(self, node_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., rule: _Optional[str] = ..., hint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ..., privacy: _Optional[_Union[PrivacyVerdict, _Mapping]] = ..., min_participants: _Optional[int] = ...) -> None: ...
+
+class PrivacyVerdict(_message.Message):
+    __slots__ = ("mode", "rule", "epsilon", "delta", "threshold", "noise_sd", "budget_epsilon", "budget_spent", "budget_period", "budget_renews")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SD_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_SPENT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_RENEWS_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    rule: str
+    epsilon: float
+    delta: float
+    threshold: int
+    noise_sd: _containers.RepeatedScalarFieldContainer[float]
+    budget_epsilon: float
+    budget_spent: float
+    budget_period: str
+    budget_renews: str
+    def __init__(self, mode: _Optional[str] = ..., rule: _Optional[str] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., threshold: _Optional[int] = ..., noise_sd: _Optional[_Iterable[float]] = ..., budget_epsilon: _Optional[float] = ..., budget_spent: _Optional[float] = ..., budget_period: _Optional[str] = ..., budget_renews: _Optional[str] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
     __slots__ = ("query_id", "plan_fingerprint", "verdicts")
@@ -217,19 +259,21 @@ class CatalogResponse(_message.Message):
     def __init__(self, catalog_yaml: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class PartialRequest(_message.Message):
-    __slots__ = ("query_id", "public_context", "plan_fingerprint", "envelope")
+    __slots__ = ("query_id", "public_context", "plan_fingerprint", "envelope", "participants")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     PLAN_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     public_context: bytes
     plan_fingerprint: str
     envelope: SignedEnvelope
-    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., plan_fingerprint: _Optional[str] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ...) -> None: ...
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., plan_fingerprint: _Optional[str] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., participants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PartialResponse(_message.Message):
-    __slots__ = ("node_id", "plan_fingerprint", "ciphertexts", "scan_ms", "encrypt_ms", "total_ms", "receipt")
+    __slots__ = ("node_id", "plan_fingerprint", "ciphertexts", "scan_ms", "encrypt_ms", "total_ms", "receipt", "statement")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +281,7 @@ class PartialResponse(_message.Message):
     ENCRYPT_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     plan_fingerprint: str
     ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
@@ -244,7 +289,8 @@ class PartialResponse(_message.Message):
     encrypt_ms: float
     total_ms: float
     receipt: AuditReceipt
-    def __init__(self, node_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., scan_ms: _Optional[float] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ...) -> None: ...
+    statement: AnswerStatement
+    def __init__(self, node_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., scan_ms: _Optional[float] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ..., statement: _Optional[_Union[AnswerStatement, _Mapping]] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
     __slots__ = ("envelope", "public_context", "deadline_ms", "sealed")
@@ -259,16 +305,18 @@ class LookupRequest(_message.Message):
     def __init__(self, envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., public_context: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., sealed: _Optional[_Iterable[_Union[SealedSubjects, _Mapping]]] = ...) -> None: ...
 
 class NodeLookupRequest(_message.Message):
-    __slots__ = ("query_id", "public_context", "envelope", "sealed")
+    __slots__ = ("query_id", "public_context", "envelope", "sealed", "participants")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     public_context: bytes
     envelope: SignedEnvelope
     sealed: bytes
-    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., sealed: _Optional[bytes] = ...) -> None: ...
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., sealed: _Optional[bytes] = ..., participants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ()

@@ -330,14 +330,14 @@ def test_encrypt_add_decrypt_is_exact(
 
 
 def test_largest_slot_values_round_trip(keys: he.ClientKeys, public_ctx: ts.Context) -> None:
-    edge = np.array([he.HALF_PLAIN - 1, -(he.HALF_PLAIN - 1), 0, 1, -1], dtype=np.int64)
-    assert keys.decrypt(he.encrypt_slots(public_ctx, edge), 5).tolist() == edge.tolist()
+    edge = np.array([he.HALF_PLAIN, -he.HALF_PLAIN, he.HALF_PLAIN - 1, -(he.HALF_PLAIN - 1), 0, 1, -1], dtype=np.int64)
+    assert keys.decrypt(he.encrypt_slots(public_ctx, edge), 7).tolist() == edge.tolist()
 
 
 @pytest.mark.parametrize(
     "value",
-    [he.HALF_PLAIN, -he.HALF_PLAIN, he.PLAIN_MODULUS, 2**62, -(2**62), 2**63 - 1, -(2**63)],
-    ids=["half", "minus_half", "modulus", "2^62", "-2^62", "int64_max", "int64_min"],
+    [he.HALF_PLAIN + 1, -(he.HALF_PLAIN + 1), he.PLAIN_MODULUS, 2**62, -(2**62), 2**63 - 1, -(2**63)],
+    ids=["half_plus_1", "minus_half_minus_1", "modulus", "2^62", "-2^62", "int64_max", "int64_min"],
 )
 def test_encrypt_refuses_values_outside_the_plain_range(public_ctx: ts.Context, value: int) -> None:
     slots = np.array([5, value, 7], dtype=np.int64)

@@ -126,6 +126,7 @@ def test_allowed_query_gets_k_and_the_rules_that_allowed_it(policy: Policy) -> N
             "hangzhou: classes.public",
             "hangzhou: roles.caseworker.min_group_size",
         ),
+        privacy_rule="roles.caseworker.privacy",
     )
 
 

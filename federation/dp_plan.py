@@ -1,0 +1,238 @@
+"""A plan under differential privacy: what one person can change, the node SQL that bounds it, the noise.
+
+Every party derives this from the plan, the catalog and the policy's (epsilon, delta, threshold) alone, so all
+regions of a run add shares of the same noise and the client states the noise it carries without being told.
+
+What bounds one person's effect (the catalog declares it; see :mod:`federation.catalog`):
+
+- rows: a node keeps at most ``contribution.max_rows`` rows per person (after the WHERE, the first ones in a
+  fixed order), and a person holds rows in at most ``contribution.max_regions`` regions;
+- values: every column summed is clamped into its ``bounds`` before the aggregate's argument is computed; the
+  argument may combine bounded columns and numbers with ``+ - *``, CAST and CASE, so its range follows.
+
+So a component of ``P = max_rows * max_regions`` rows, each at most ``b`` in absolute value, moves by at most
+``P * b`` in total over all cells (its L1 and L2 sensitivity: all of one person's rows may land in one cell).
+
+A sum whose sensitivity is large travels in a coarser ``unit`` (a power of ten): a region sends
+``unit * (round(partial / unit) + noise)``. Rounding a region's cell moves it by at most 1 unit, so the
+sensitivity in units is ``ceil(P * b / unit) + P``; the unit is the smallest keeping the Skellam parameter at
+most :data:`federation.skellam.MAX_MU`, where the sampler is exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+from federation import skellam
+from federation.catalog import INTEGER_TYPES, Catalog, Table
+from federation.errors import PlanError
+from federation.plan import WITHHELD, Component, Plan
+
+_HINT = (
+    "under differential privacy an aggregate may sum only columns with declared bounds, combined with numbers "
+    "by + - *, CAST and CASE"
+)
+
+
+@dataclass(frozen=True)
+class ComponentNoise:
+    """The noise one plan component carries: sensitivity and Skellam parameter in units of ``unit``."""
+
+    sensitivity: int  # L1 = L2 bound of one person's effect, in units (0: no noise, the withheld mark)
+    unit: int  # the component travels as unit * (rounded partial + noise)
+    mu: float  # Skellam parameter of the total noise, in units (variance 2 * mu)
+
+    @property
+    def sd(self) -> float:
+        """The noise's standard deviation, in the component's own integer units (before its decimal scale)."""
+        return self.unit * skellam.noise_sd(self.mu)
+
+
+@dataclass(frozen=True)
+class DpTerms:
+    """What every answer of a DP run carries, and what the client shows: epsilon, delta, noise, threshold."""
+
+    epsilon: float
+    delta: float
+    threshold: int
+    components: tuple[ComponentNoise, ...]
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "threshold": self.threshold,
+            "components": [[c.sensitivity, c.unit, c.mu] for c in self.components],
+        }
+
+
+def _refuse(message: str) -> PlanError:
+    return PlanError(message, code="DP_UNBOUNDED", hint=_HINT)
+
+
+def _contribution(plan: Plan, catalog: Catalog) -> tuple[Table, int]:
+    table = catalog.tables.get(plan.table)
+    if table is None or table.contribution is None:
+        raise _refuse(f"table {plan.table} declares no per-person contribution bound (contribution: in the catalog)")
+    c = table.contribution
+    return table, c.max_rows * c.max_regions
+
+
+Interval = tuple[Fraction, Fraction] | None  # None: the expression is only ever NULL (nothing summed)
+
+
+def _hull(a: Interval, b: Interval) -> Interval:
+    if a is None or b is None:
+        return a or b
+    return min(a[0], b[0]), max(a[1], b[1])
+
+
+def _bounded(node: exp.Expr, table: Table) -> tuple[exp.Expr, Interval]:
+    """``node`` with every column clamped into its bounds, and the range of values it can take."""
+    if isinstance(node, exp.Paren):
+        inner, iv = _bounded(node.this, table)
+        return exp.Paren(this=inner), iv
+    if isinstance(node, exp.Null):
+        return node, None
+    if isinstance(node, exp.Literal) and not node.is_string:
+        v = Fraction(Decimal(node.this))
+        return node, (v, v)
+    if isinstance(node, exp.Column):
+        column = table.columns.get(node.name)
+        if column is None or column.bounds is None:
+            raise _refuse(f"column {node.name} has no declared bounds")
+        lo, hi = column.bounds
+        clamped = exp.func(
+            "LEAST", exp.func("GREATEST", node.copy(), exp.Literal.number(str(lo))), exp.Literal.number(str(hi))
+        )
+        return clamped, (Fraction(lo), Fraction(hi))
+    if isinstance(node, exp.Neg):
+        inner, iv = _bounded(node.this, table)
+        return exp.Neg(this=inner), None if iv is None else (-iv[1], -iv[0])
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul):
+        left, a = _bounded(node.this, table)
+        right, b = _bounded(node.expression, table)
+        out = type(node)(this=left, expression=right)
+        if a is None or b is None:  # NULL in arithmetic is NULL: nothing summed
+            return out, None
+        if isinstance(node, exp.Add):
+            return out, (a[0] + b[0], a[1] + b[1])
+        if isinstance(node, exp.Sub):
+            return out, (a[0] - b[1], a[1] - b[0])
+        products = [x * y for x in a for y in b]
+        return out, (min(products), max(products))
+    if isinstance(node, exp.Cast):
+        inner, inner_iv = _bounded(node.this, table)
+        cast = node.copy()
+        cast.set("this", inner)
+        to = node.to.sql(dialect="duckdb").upper()
+        if to in INTEGER_TYPES or to == "HUGEINT":
+            if inner_iv is not None:
+                inner_iv = (Fraction(math.floor(inner_iv[0])), Fraction(math.ceil(inner_iv[1])))
+        elif not to.startswith(("DECIMAL", "NUMERIC")):
+            raise _refuse(f"a CAST to {to} in a summed argument has no known range")
+        return cast, inner_iv
+    if isinstance(node, exp.Case) and node.this is None:
+        case = node.copy()
+        hull: Interval = None
+        for when in case.args.get("ifs") or []:
+            then, branch = _bounded(when.args["true"], table)
+            when.set("true", then)
+            hull = _hull(hull, branch)
+        default = case.args.get("default")
+        if default is not None:
+            value, branch = _bounded(default, table)
+            case.set("default", value)
+            hull = _hull(hull, branch)
+        return case, hull
+    raise _refuse(f"{node.key.upper()} in a summed argument has no known range")
+
+
+def _per_row(component: Component, table: Table) -> tuple[Component, Fraction]:
+    """The component with its argument clamped, and the most one row adds to it (in its integer units)."""
+    if component.kind == "count":
+        return component, Fraction(1)
+    assert component.arg is not None
+    parsed: exp.Expr = sqlglot.parse_one(component.arg, read="duckdb")
+    clamped, iv = _bounded(parsed, table)
+    widest = Fraction(0) if iv is None else max(abs(iv[0]), abs(iv[1]))
+    per_row = widest * widest if component.kind == "sumsq" else widest
+    return dataclasses.replace(component, arg=clamped.sql(dialect="duckdb")), per_row * 10**component.scale
+
+
+def dp_plan(plan: Plan, catalog: Catalog) -> tuple[Plan, str]:
+    """The plan with clamped arguments and the FROM source that keeps at most ``max_rows`` rows per person.
+
+    Refused (DP_UNBOUNDED) when the table or a summed column declares no bound.
+    """
+    table, _ = _contribution(plan, catalog)
+    assert table.contribution is not None
+    components = tuple(c if c.kind == WITHHELD else _per_row(c, table)[0] for c in plan.components)
+    order = ", ".join(f'"{name}"' for name in table.columns)
+    person = table.contribution.person
+    where = f" WHERE {plan.where}" if plan.where else ""
+    source = (
+        f"(SELECT * FROM {plan.table}{where} QUALIFY row_number() OVER "
+        f'(PARTITION BY "{person}" ORDER BY {order}) <= {table.contribution.max_rows}) AS {plan.table}'
+    )
+    return dataclasses.replace(plan, where=None, components=components), source
+
+
+def dp_terms(plan: Plan, catalog: Catalog, epsilon: float, delta: float, threshold: int) -> DpTerms:
+    """The noise of every component for (epsilon, delta)-DP of one answer (its RDP composed over components)."""
+    table, people_rows = _contribution(plan, catalog)
+    per_row = [None if c.kind == WITHHELD else _per_row(c, table)[1] for c in plan.components]
+    units = [1] * len(per_row)
+    while True:
+        sens = [
+            0 if b is None else math.ceil(people_rows * b / u) + (people_rows if u > 1 else 0)
+            for b, u in zip(per_row, units, strict=True)
+        ]
+        noisy = [i for i, s in enumerate(sens) if s > 0]
+        mus = skellam.calibrate([skellam.ComponentNoise(sens[i], sens[i]) for i in noisy], epsilon, delta)
+        too_big = [i for i, mu in zip(noisy, mus, strict=True) if mu > skellam.MAX_MU]
+        if not too_big:
+            break
+        for i in too_big:
+            units[i] *= 10
+    mu_of = dict(zip(noisy, mus, strict=True))
+    return DpTerms(
+        epsilon=epsilon,
+        delta=delta,
+        threshold=threshold,
+        components=tuple(
+            ComponentNoise(sensitivity=s, unit=u, mu=mu_of.get(i, 0.0))
+            for i, (s, u) in enumerate(zip(sens, units, strict=True))
+        ),
+    )
+
+
+def suppress_small_groups(plan: Plan, totals: dict[int, list[int]], threshold: int) -> tuple[dict[int, list[int]], int]:
+    """A DP answer's cells without the groups whose noisy row count is below ``threshold``, and how many went.
+
+    A grouped answer drops them (every cell of the domain carries noise, so the empty ones go too); an ungrouped
+    answer keeps its one row with NULL aggregates, as SQL always returns one row, by marking it withheld.
+    """
+    if not plan.keys:
+        cell = totals.get(0)
+        if cell is None or cell[0] >= threshold:
+            return totals, 0
+        blank = [0] * len(cell)
+        blank[plan.withheld_index] = 1
+        return {0: blank}, 1
+    kept = {c: v for c, v in totals.items() if v[0] >= threshold}
+    return kept, len(totals) - len(kept)
+
+
+def component_label(component: Component) -> str:
+    """How an answer names a component whose noise it states, e.g. ``SUM(amount_fen)``."""
+    arg = component.arg or "*"
+    return {"count": f"COUNT({arg})", "sum": f"SUM({arg})", "sumsq": f"SUM(({arg})^2)"}.get(component.kind, "")

@@ -1,0 +1,131 @@
+"""A region's signed statement of one answer: which run it was masked for and what noise it carries.
+
+The coordinator sums masked ciphertexts it cannot read, so the client cannot check the ciphertexts themselves;
+what it can check is that every region in the participant set really answered *this* run (the masks cancel
+only then), for *its* key, under the privacy terms it is about to print. Each region signs::
+
+    {"node", "query_id", "run", "participants", "context", "ciphertexts", "privacy"}
+
+with its audit key (Ed25519, published in the catalog as ``audit_key``), under a domain tag of its own so a
+statement can never pass for an audit checkpoint. ``ciphertexts`` is the SHA-256 over each ciphertext's
+SHA-256, as in the region's audit entry; ``privacy`` is ``{"mode": "exact"}`` or the DP terms
+(:meth:`federation.dp_plan.DpTerms.canonical`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from federation.errors import CryptoError
+from federation.generated import hpf_federation_pb2 as pb
+
+DOMAIN = b"hpf-answer-statement/v1\x00"
+EXACT: dict[str, Any] = {"mode": "exact"}
+
+
+@dataclass(frozen=True)
+class Statement:
+    node: str
+    query_id: str
+    run: str
+    participants: tuple[str, ...]
+    context: str
+    ciphertexts: str
+    privacy: dict[str, Any]
+
+    def encode(self) -> bytes:
+        body = {
+            "node": self.node,
+            "query_id": self.query_id,
+            "run": self.run,
+            "participants": list(self.participants),
+            "context": self.context,
+            "ciphertexts": self.ciphertexts,
+            "privacy": self.privacy,
+        }
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def sign(statement: Statement, signer: Callable[[bytes], bytes]) -> pb.AnswerStatement:
+    blob = statement.encode()
+    return pb.AnswerStatement(node_id=statement.node, statement=blob, signature=signer(DOMAIN + blob))
+
+
+def _bad(message: str) -> CryptoError:
+    return CryptoError(message, code="ANSWER_STATEMENT_INVALID", hint="the coordinator or a region is misbehaving")
+
+
+def parse(signed: pb.AnswerStatement) -> Statement:
+    try:
+        body = json.loads(signed.statement)
+        statement = Statement(
+            node=str(body["node"]),
+            query_id=str(body["query_id"]),
+            run=str(body["run"]),
+            participants=tuple(str(p) for p in body["participants"]),
+            context=str(body["context"]),
+            ciphertexts=str(body["ciphertexts"]),
+            privacy=dict(body["privacy"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        raise _bad("a region's answer statement cannot be read") from None
+    if statement.node != signed.node_id or statement.encode() != bytes(signed.statement):
+        raise _bad("a region's answer statement is not in its canonical form")
+    return statement
+
+
+def verify(
+    signed: Sequence[pb.AnswerStatement],
+    audit_keys: Mapping[str, str | None],
+    *,
+    query_id: str,
+    context: str,
+    answered: Sequence[str],
+    check_signatures: bool = True,
+) -> list[Statement]:
+    """Every answering region's statement, each signed by its catalog key, all for one run of ``query_id``
+    under ``context`` whose participants are exactly ``answered``, all under the same privacy terms.
+
+    ``check_signatures=False`` (a client that pins no catalog, so has no keys of its own to trust) checks
+    everything but the signatures."""
+    by_node = {s.node_id: s for s in signed}
+    if sorted(by_node) != sorted(answered) or len(signed) != len(answered):
+        raise _bad("the answer does not carry exactly one statement from each region summed")
+    out = []
+    for node_id in answered:
+        if not check_signatures:
+            out.append(parse(by_node[node_id]))
+            continue
+        key_text = audit_keys.get(node_id)
+        if not key_text:
+            raise CryptoError(
+                f"the pinned catalog has no audit key for region {node_id}",
+                code="ANSWER_STATEMENT_UNVERIFIABLE",
+                hint="pin a catalog that lists every region's audit_key",
+            )
+        s = by_node[node_id]
+        try:
+            Ed25519PublicKey.from_public_bytes(base64.b64decode(key_text)).verify(s.signature, DOMAIN + s.statement)
+        except (InvalidSignature, ValueError):
+            raise _bad(f"region {node_id}'s answer statement is not signed by its audit key") from None
+        out.append(parse(s))
+    runs = {(st.query_id, st.run, st.participants, st.context) for st in out}
+    if len(runs) != 1 or out[0].query_id != query_id or out[0].context != context:
+        raise _bad("the regions' statements are not all for this question, one run and this key")
+    if sorted(out[0].participants) != sorted(answered):
+        raise _bad("the sum does not hold exactly the run's participants: their masks would not cancel")
+    privacy = {json.dumps(st.privacy, sort_keys=True) for st in out}
+    if len(privacy) != 1:
+        raise CryptoError(
+            "the regions answered under different privacy terms (exact or DP, epsilon, noise)",
+            code="DP_TERMS_DIFFER",
+            hint="the regions' policies must agree on the privacy of this role and table",
+        )
+    return out

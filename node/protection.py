@@ -1,0 +1,115 @@
+"""What a node adds to an answer so that no one reads its partial: pairwise masks, and DP noise where asked.
+
+**Masks.** The coordinator names, per run, the participant set whose answers it will sum. This node checks it
+(regions of the catalog, this one among them, each with a published agreement key, at least the policy's
+``secure_aggregation.min_participants``), derives the run id from the signed question's query id and the set
+(:func:`federation.masking.run_id`), and adds to every slot, modulo the plain modulus, a mask from each
+pairwise X25519 agreement. The masks cancel only in the sum over exactly that set: one region's ciphertext,
+decrypted by the client with the coordinator's help, is uniformly random.
+
+**Noise.** Under DP, every cell (empty ones too) gets this node's share of the run's Skellam noise. The seed is
+HKDF of the node's noise key and the run id: asked the same run again, the node gives the same answer, so
+repeating a question does not average the noise away. A re-run with the survivors of a failed run is a new run,
+with new noise, and is charged to the asker's budget as the new release it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from federation import masking, skellam
+from federation.catalog import Catalog
+from federation.dp_plan import DpTerms
+from federation.errors import ConfigError, CryptoError, PlanError, PolicyViolation
+from federation.pki import write_file
+from federation.sealing import AgreementKey, load_public_b64
+
+NOISE_KEY = "noise.key"
+_NOISE_SALT = b"hpf-dp-noise/v1"
+
+
+def load_or_create_noise_key(directory: Path) -> bytes:
+    """The node's secret for seeding its DP noise (``noise.key``, mode 0600, 32 random bytes in base64)."""
+    path = directory / NOISE_KEY
+    if not path.exists():
+        key = os.urandom(32)
+        write_file(path, base64.b64encode(key) + b"\n", 0o600)
+        return key
+    try:
+        key = base64.b64decode(path.read_bytes().strip(), validate=True)
+    except (OSError, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"{path}: not a noise key (32 bytes in base64)", code="KEY_FILE_INVALID")
+    return key
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a signed question: its participant set (sorted) and the run id masks and noise derive from."""
+
+    query_id: str
+    id: str
+    participants: tuple[str, ...]
+
+
+class Protector:
+    def __init__(self, node_id: str, catalog: Catalog, agreement: AgreementKey, noise_key: bytes) -> None:
+        self.node_id = node_id
+        self._agreement = agreement
+        self._noise_key = noise_key
+        self._keys = {n.id: n.agreement_key for n in catalog.nodes}
+
+    def run(self, query_id: str, participants: Sequence[str], minimum: int) -> Run:
+        """The run the coordinator names, checked: PlanError for a malformed set, PolicyViolation below
+        ``minimum`` regions (``secure_aggregation.min_participants``)."""
+        named = list(participants)
+        if self.node_id not in named or len(set(named)) != len(named) or any(p not in self._keys for p in named):
+            raise PlanError(
+                "the participant set must name this region, each region once, and only regions of the catalog",
+                code="SECAGG_PARTICIPANTS_INVALID",
+            )
+        if len(named) < minimum:
+            raise PolicyViolation(
+                f"{self.node_id}: this region adds its answer to sums over at least {minimum} regions; "
+                f"this run has {len(named)}",
+                code="POLICY_TOO_FEW_PARTICIPANTS",
+                rule=f"{self.node_id}: secure_aggregation.min_participants",
+                hint="ask when more regions are up, or an operator may lower the minimum",
+            )
+        missing = [p for p in named if p != self.node_id and not self._keys[p]]
+        if missing:
+            raise CryptoError(
+                f"the catalog publishes no agreement key for region(s) {', '.join(missing)}",
+                code="SECAGG_PEER_KEY_MISSING",
+                hint="publish every region's agreement_key in the catalog",
+            )
+        ordered = tuple(sorted(named))
+        return Run(query_id=query_id, id=masking.run_id(query_id, ordered), participants=ordered)
+
+    def mask(self, run: Run, pieces: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``pieces`` (the ciphertexts' slot vectors) with this node's pairwise masks for ``run`` added."""
+        if len(run.participants) == 1:
+            return list(pieces)
+        peers = {p: load_public_b64(key) for p in run.participants if (key := self._keys[p])}
+        peers[self.node_id] = self._agreement.public
+        flat = np.concatenate(pieces)
+        masked = masking.apply(flat, masking.mask(self.node_id, peers, self._agreement.exchange, run.id, flat.size))
+        return np.split(masked, np.cumsum([p.size for p in pieces])[:-1])
+
+    def noise(self, run: Run, terms: DpTerms, cells: int) -> np.ndarray:
+        """This node's noise share for ``run``: one row per cell, one column per plan component."""
+        seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=_NOISE_SALT, info=run.id.encode()).derive(
+            self._noise_key
+        )
+        mus = np.tile(np.array([c.mu for c in terms.components], dtype=np.float64), cells)
+        shares = skellam.sample_shares(seed, mus, len(run.participants))
+        return shares.reshape(cells, len(terms.components))
