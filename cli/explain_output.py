@@ -28,10 +28,44 @@ def _plan_lines(plan: Plan) -> list[str]:
     return lines
 
 
+def _privacy_json(p: pb.PrivacyVerdict) -> dict[str, Any]:
+    out: dict[str, Any] = {"mode": p.mode, "rule": p.rule}
+    if p.mode == "dp":
+        out.update(
+            epsilon=p.epsilon,
+            delta=p.delta,
+            threshold=p.threshold,
+            noise_sd=list(p.noise_sd),
+            budget={
+                "epsilon": p.budget_epsilon,
+                "spent": p.budget_spent,
+                "period": p.budget_period,
+                "renews": p.budget_renews,
+            },
+        )
+    return out
+
+
+def _privacy_cell(p: pb.PrivacyVerdict, plan: Plan) -> str:
+    """How the region would answer: exact (k applies), or DP with its cost, budget and threshold."""
+    if p.mode != "dp":
+        return "exact"
+    noise = ", ".join(
+        f"{_partial(c)} ±{sd / 10**c.scale:,.1f}" for c, sd in zip(plan.components, p.noise_sd, strict=False) if sd
+    )
+    left = max(p.budget_epsilon - p.budget_spent, 0.0)
+    return (
+        f"DP: epsilon {p.epsilon:g} per answer, {left:g} of {p.budget_epsilon:g} left this {p.budget_period} "
+        f"(renews {p.budget_renews}); groups under {p.threshold} suppressed; noise sd {noise}"
+    )
+
+
 def _verdict_json(v: pb.NodeVerdict) -> dict[str, Any]:
     out: dict[str, Any] = {"node_id": v.node_id, "accepted": v.accepted}
     if v.accepted:
         out["min_group_size"] = v.min_group_size
+        out["min_participants"] = v.min_participants
+        out["privacy"] = _privacy_json(v.privacy)
     else:
         out.update(code=v.code, message=v.message, rule=v.rule, hint=v.hint)
     return out
@@ -54,15 +88,24 @@ def render_explain(plan: Plan, reply: pb.ExplainResponse, fmt: str) -> str:
         }
         return json.dumps(doc, ensure_ascii=False)
     rows = [
-        (v.node_id, "accepts", str(v.min_group_size), "", "", "")
+        (v.node_id, "accepts", "-" if v.privacy.mode == "dp" else str(v.min_group_size), "", v.privacy.rule, "")
         if v.accepted
         else (v.node_id, "refuses", "", v.code, v.rule, v.hint or v.message)
         for v in reply.verdicts
     ]
-    accepted = sum(1 for v in reply.verdicts if v.accepted)
+    accepted = [v for v in reply.verdicts if v.accepted]
+    after = [f"{len(accepted)} of {len(reply.verdicts)} region(s) would answer"]
+    answers = {_privacy_cell(v.privacy, plan) for v in accepted}
+    if len(answers) == 1:
+        after.append(f"answer: {answers.pop()}")
+    elif answers:
+        after.append("answer: the regions' privacy terms differ (DP_TERMS_DIFFER): " + " | ".join(sorted(answers)))
+    if accepted:
+        least = max(v.min_participants for v in accepted)
+        after.append(f"masks: every region's answer is masked; summed over at least {least} regions")
     return text_table(
         ("region", "verdict", "k", "code", "rule", "how to ask instead"),
         rows,
         before=_plan_lines(plan),
-        after=[f"{accepted} of {len(reply.verdicts)} region(s) would answer"],
+        after=after,
     )

@@ -80,6 +80,21 @@ def withheld_note(answer: QueryAnswer) -> str | None:
     )
 
 
+def privacy_note(answer: QueryAnswer) -> str | None:
+    """What a DP answer carries: epsilon spent, the noise's standard deviation, the groups suppressed."""
+    p = answer.privacy
+    if p.get("mode") != "dp":
+        return None
+    noise = ", ".join(f"{n['component']} ±{n['sd']:,.1f}" for n in p["noise"])
+    line = (
+        f"differentially private: epsilon {p['epsilon']:g} (delta {p['delta']:g}) spent of your budget at each "
+        f"region; noise standard deviation: {noise}"
+    )
+    if answer.suppressed_groups:
+        line += f"; {answer.suppressed_groups} group(s) with a noisy count under {p['threshold']} not shown"
+    return line
+
+
 def render(answer: QueryAnswer, fmt: str) -> str:
     """The answer in ``fmt`` (table | json | csv) as text."""
     if fmt == "json":
@@ -93,7 +108,7 @@ def render(answer: QueryAnswer, fmt: str) -> str:
                 ["" if v is None else _json_default(v) if isinstance(v, Decimal | dt.date) else v for v in row]
             )
         return buf.getvalue().rstrip("\n")
-    note = withheld_note(answer)
+    notes = [n for n in (withheld_note(answer), privacy_note(answer)) if n]
     regions = regions_line(answer.answered, answer.missing)
     rows = ([_cell(v) for v in row] for row in answer.rows)
-    return text_table(answer.columns, rows, after=[note, regions] if note else [regions])
+    return text_table(answer.columns, rows, after=[*notes, regions])

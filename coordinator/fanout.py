@@ -216,7 +216,6 @@ class FanOut:
         ctx = he.load_public_context(public_context, digest)
         t_plan = time.perf_counter()
         query_id = question.query_id
-        deadline = self._deadline(deadline_ms)
         participants = list(node_ids)
         missing: list[MissingRegion] = []
         stats = {"node_scan_ms": 0.0, "node_encrypt_ms": 0.0, "node_total_ms": 0.0, "fanout_ms": 0.0}
@@ -224,6 +223,7 @@ class FanOut:
         while True:
             runs += 1
             total = he.CiphertextSum(ctx, sizes)
+            deadline = self._deadline(deadline_ms)  # each run waits as long: a re-run follows a region's timeout
             t_run = time.perf_counter()
             answers, lost = self._run(
                 participants, method, make_request, public_context, digest, deadline, fingerprint, total

@@ -14,11 +14,14 @@ The file format (YAML; :mod:`policies.loader` reads it, ``policies/default.yaml`
       public: [output, filter, group, aggregate]
       sensitive: [filter, aggregate]
       commercial: []
+    secure_aggregation: {min_participants: 3, max_runs: 3}   # masks: see SecureAggregation
     roles:                         # a role not listed here is refused
       caseworker:
         aggregates: [count, sum, avg]
         min_group_size: 5          # k: this node releases no group built from fewer than k of its rows
         rate_limit: {requests: 60, per_seconds: 60}    # per identity; omit for none
+        privacy: {mode: dp, epsilon: 1, delta: 1e-8, budget: {epsilon: 30, period: month}, threshold: 20}
+                                   # optional (default exact); a table may override it (see Privacy)
         purposes: [statistics]     # optional: every table of this role needs one of these (a table may override)
         classes: {sensitive: [aggregate]}              # optional: this role's uses per class
         tables:                    # a table not listed (and no "*") is refused
@@ -197,6 +200,15 @@ class Privacy(BaseModel):
             raise ValueError("epsilon, budget and threshold apply only to mode: dp")
         return self
 
+    def summary(self) -> str:
+        if self.mode == "exact" or self.budget is None:
+            return "exact"
+        b = self.budget
+        return (
+            f"differentially private, epsilon {self.epsilon:g} and delta {self.delta:g} per answer, "
+            f"budget epsilon {b.epsilon:g} per {b.period}, groups under {self.threshold} suppressed"
+        )
+
 
 class SecureAggregation(BaseModel):
     """The participant sets this node adds pairwise masks for."""
@@ -340,6 +352,7 @@ class Policy(BaseModel):
                 else "no rate limit"
             )
             lines.append(f"{name}: k={role.min_group_size}, {rate}, aggregates {', '.join(role.aggregates)}")
+            lines.append(f"  answers: {role.privacy.summary()}")
             for table_name, table in role.tables.items():
                 purposes = table.purposes if table.purposes is not None else role.purposes
                 notes = []
@@ -349,6 +362,8 @@ class Policy(BaseModel):
                     notes.append("purpose " + " | ".join(purposes))
                 if table.consent == "required":
                     notes.append("consent required")
+                if table.privacy is not None:
+                    notes.append(table.privacy.summary())
                 label = '"*" (any table not listed)' if table_name == WILDCARD else table_name
                 lines.append(f"  {label}" + (f" ({'; '.join(notes)})" if notes else ""))
             lookups = role.lookups

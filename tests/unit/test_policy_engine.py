@@ -445,7 +445,9 @@ def test_default_policy_on_the_demo_tables() -> None:
     assert demo_refusal(sql, "caseworker") == "POLICY_COLUMN_DENIED"  # identifiers stay out of SQL
     assert demo_refusal(sql, "analyst", "statistics") == "POLICY_COLUMN_DENIED"
     sql = "SELECT city_code, AVG(amount_fen), STDDEV_POP(amount_fen) FROM deposits GROUP BY city_code"
-    assert demo_check(sql, "analyst", "statistics").min_group_size == 10
+    analyst = demo_check(sql, "analyst", "statistics")  # public reports: DP replaces k
+    assert (analyst.privacy.mode, analyst.privacy.threshold, analyst.min_group_size) == ("dp", 20, 1)
+    assert analyst.privacy_rule == "roles.analyst.privacy"
     assert demo_refusal("SELECT COUNT(*) FROM withdrawals", "analyst", "statistics") == "POLICY_TABLE_DENIED"
     assert demo_refusal("SELECT COUNT(*) FROM loans WHERE loan_id = 'L1'", "analyst", "statistics") == (
         "POLICY_COLUMN_DENIED"
@@ -453,7 +455,7 @@ def test_default_policy_on_the_demo_tables() -> None:
     assert demo_refusal("SELECT COUNT(*) FROM accounts", "auditor") == "POLICY_ROLE_DENIED"
     sql = "SELECT COUNT(*), SUM(outstanding_fen) FROM loans WHERE status = 'active'"
     assert demo_refusal(sql, "integrator", "loan-review") == "POLICY_CONSENT_REQUIRED"
-    assert demo_check(sql, "integrator", "loan-review", consent=True).min_group_size == 10
+    assert demo_check(sql, "integrator", "loan-review", consent=True).privacy.mode == "dp"  # a bank: DP, not k
     lookup = sql + " AND person_id = '310101199001011237'"
     assert demo_refusal(lookup, "integrator", "loan-review", consent=True) == "POLICY_COLUMN_DENIED"
     assert demo_refusal("SELECT COUNT(*) FROM loans WHERE status = 'overdue'", "operator", "operations") == (
@@ -477,7 +479,7 @@ def test_the_defaults_close_what_the_review_found() -> None:
         "SELECT SUM(SIGN(principal_fen - 123456789)) FROM loans",
     ):
         assert demo_refusal(sql, "analyst", "statistics") == "POLICY_COLUMN_DENIED", sql
-    assert demo_check("SELECT SUM(principal_fen) FROM loans", "analyst", "statistics").min_group_size == 10
+    assert demo_check("SELECT SUM(principal_fen) FROM loans", "analyst", "statistics").privacy.mode == "dp"
     # operator: groups by status, never filters on a value; a CASE key over an amount filters on it
     sql = "SELECT COUNT(*) FROM loans GROUP BY CASE WHEN outstanding_fen > 100000000 THEN 'hi' ELSE 'lo' END"
     assert demo_refusal(sql, "operator", "operations") == "POLICY_COLUMN_DENIED"
