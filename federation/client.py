@@ -22,7 +22,7 @@ from federation.audit_proto import check_receipt, check_still_logged, receipt_fr
 from federation.audit_records import Checkpoint, Receipt
 from federation.catalog import Catalog, load_catalog
 from federation.config_files import parse_model
-from federation.dp_plan import ComponentNoise, DpTerms, component_label, suppress_small_groups
+from federation.dp_plan import ComponentNoise, DpTerms, component_label, dp_terms, suppress_small_groups
 from federation.envelope import Signer, query_id
 from federation.errors import ConfigError, CryptoError, PlanError, UnavailableError, from_rpc_error
 from federation.finish import finish
@@ -522,6 +522,13 @@ class FederationClient:
         suppressed = 0
         if noisy:
             terms = _dp_terms(plan, signed_terms)
+            derived = dp_terms(plan, self.catalog, terms.epsilon, terms.delta, terms.threshold)
+            if derived != terms:  # else the noise stated would not be the noise the regions added
+                raise CryptoError(
+                    "the regions' DP noise is not what this client derives from the plan and its catalog",
+                    code="DP_TERMS_DIFFER",
+                    hint="the client's catalog may differ from the regions' (contribution, bounds)",
+                )
             totals, suppressed = suppress_small_groups(plan, totals, terms.threshold)
             privacy = {
                 "mode": "dp",

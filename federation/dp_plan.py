@@ -34,6 +34,7 @@ from sqlglot import exp
 from federation import skellam
 from federation.catalog import INTEGER_TYPES, Catalog, Table
 from federation.errors import PlanError
+from federation.lru import Lru
 from federation.plan import WITHHELD, Component, Plan
 
 _HINT = (
@@ -186,8 +187,26 @@ def dp_plan(plan: Plan, catalog: Catalog) -> tuple[Plan, str]:
     return dataclasses.replace(plan, where=None, components=components), source
 
 
+_TERMS: Lru[tuple[str, str, float, float, int], DpTerms] = Lru(256)
+
+
 def dp_terms(plan: Plan, catalog: Catalog, epsilon: float, delta: float, threshold: int) -> DpTerms:
-    """The noise of every component for (epsilon, delta)-DP of one answer (its RDP composed over components)."""
+    """The noise of every component for (epsilon, delta)-DP of one answer (its RDP composed over components).
+
+    Calibrating takes a few hundred milliseconds, so each party keeps the terms of the plans it has seen (by
+    fingerprint and the table's declared bounds).
+    """
+    table = catalog.tables.get(plan.table)
+    declared = "" if table is None else repr((table.contribution, [c.bounds for c in table.columns.values()]))
+    key = (plan.fingerprint, declared, epsilon, delta, threshold)
+    cached = _TERMS.get(key)
+    if cached is None:
+        cached = _calibrated(plan, catalog, epsilon, delta, threshold)
+        _TERMS.put(key, cached)
+    return cached
+
+
+def _calibrated(plan: Plan, catalog: Catalog, epsilon: float, delta: float, threshold: int) -> DpTerms:
     table, people_rows = _contribution(plan, catalog)
     per_row = [None if c.kind == WITHHELD else _per_row(c, table)[1] for c in plan.components]
     units = [1] * len(per_row)

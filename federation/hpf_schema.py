@@ -96,7 +96,7 @@ def hpf_tables() -> dict[str, Any]:
             },
         },
         "deposits": {
-            "contribution": _contribution(600),
+            "contribution": _contribution(120),  # a decade of monthly contributions per region
             "description": "one row per person per month contributed (缴存)",
             "columns": {
                 "person_id": _person_id(),
@@ -105,7 +105,7 @@ def hpf_tables() -> dict[str, Any]:
                     **_date("public", "first day of the month contributed"),
                     "domain": {"range": list(DATE_RANGE), "step": "month"},
                 },
-                "amount_fen": _fen("public", "employee plus employer share", 20_000),
+                "amount_fen": _fen("public", "employee plus employer share", 10_000),
                 "employer_id": _col("VARCHAR", description="employer that month"),
             },
         },

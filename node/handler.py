@@ -480,13 +480,14 @@ class NodeHandler:
         """Whether this node would run the question; a policy refusal is a verdict, not an error."""
         trail = Trail(operation="explain")
 
-        def work() -> Admission:
+        def work() -> tuple[Admission, pb.PrivacyVerdict]:
             self._check_caller(caller, trail)
             admission = self._admit(request, trail)
+            privacy = self._privacy_verdict(admission)  # DP_UNBOUNDED is this question's refusal too
             self._spend(admission.verified)
-            return admission
+            return admission, privacy
 
-        admission, receipt, refusal = self._audited(trail, work)
+        done, receipt, refusal = self._audited(trail, work)
         if refusal is not None:
             if not refusal.code.startswith("POLICY_"):
                 raise refusal
@@ -499,13 +500,14 @@ class NodeHandler:
                 hint=refusal.hint or "",
                 receipt=receipt_to_proto(receipt),
             )
-        assert admission is not None
+        assert done is not None
+        admission, privacy = done
         return pb.NodeVerdict(
             node_id=self.node_id,
             accepted=True,
             min_group_size=admission.decision.min_group_size,
             receipt=receipt_to_proto(receipt),
-            privacy=self._privacy_verdict(admission),
+            privacy=privacy,
             min_participants=self.policy.secure_aggregation.min_participants,
         )
 
