@@ -75,6 +75,13 @@ def check_against_catalog(policy: Policy, catalog: Catalog) -> list[str]:
                 continue
             else:
                 known = set(catalog.tables[table_name].columns)
+                privacy = table.privacy or role.privacy
+                if privacy.mode == "dp" and catalog.tables[table_name].contribution is None:
+                    problems.append(
+                        f"{policy.where(*loc)}: {field_path(loc)}: answers here are differentially private, and "
+                        f"table {table_name!r} of the catalog declares no contribution bound (contribution: "
+                        "{person, max_rows, max_regions}), so every query on it would be refused (DP_UNBOUNDED)"
+                    )
             for column in table.columns:
                 if column not in known:
                     col_loc = (*loc, "columns", column)
