@@ -26,6 +26,7 @@ from federation.errors import AuthError, CryptoError, FederationError, from_rpc_
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.planner import plan_query
+from federation.slot_codec import chunks, encode_partials
 from federation.tls import TlsConfig, secure_channel
 from node.executor import PartialExecutor
 
@@ -156,6 +157,8 @@ def test_a_node_runs_nothing_under_a_context_it_cannot_match_to_the_signed_diges
         public_context=he.ClientKeys.generate().public_context(),  # not the context signed for
         plan_fingerprint=plan_query(SQL, fed.catalog).fingerprint,
         envelope=envelope,
+        # a run of "a" alone (the test policy's minimum is 1): its mask is zero, so its answer is its partial
+        participants=["a"],
     )
     tls = TlsConfig(
         ca=fed.pki_dir / "ca.pem", cert=fed.pki_dir / "coordinator.pem", key=fed.pki_dir / "coordinator.key"
@@ -171,5 +174,8 @@ def test_a_node_runs_nothing_under_a_context_it_cannot_match_to_the_signed_diges
         request.public_context = context
         reply = stub.ComputePartial(request, timeout=RPC_TIMEOUT_S)
     assert reply.node_id == "a" and len(reply.ciphertexts) == 1 and ran == ["a"]
-    slots = keys.decrypt(reply.ciphertexts[0], plan_query(SQL, fed.catalog).layout.chunk_sizes[0])
-    assert slots.any()  # encrypted under the signed context: the asker's key decrypts it
+    plan = plan_query(SQL, fed.catalog)
+    slots = keys.decrypt(reply.ciphertexts[0], plan.layout.chunk_sizes[0])
+    # encrypted under the signed context: the asker's key decrypts it to exactly the region's partial
+    expected = chunks(encode_partials(plan, fed.node_oracle("a", plan.node_sql())))
+    assert len(expected) == 1 and slots.tolist() == expected[0].tolist()

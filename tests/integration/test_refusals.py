@@ -5,7 +5,7 @@ library turns it back into a FederationError with :func:`federation.errors.from_
 on the wire is a properly signed question (the caseworker's envelope, bound to the public context sent), so
 each refusal here is about the one thing the test got wrong, not about a missing signature. After any
 refusal the server keeps serving. Regions that fail (down, slow) are listed in ``missing`` and the
-others still sum exactly.
+others, asked again as a run of their own (their masks cancel only among themselves), still sum exactly.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import logging
 import tempfile
 import threading
@@ -26,6 +27,7 @@ import harness
 import pytest
 import tenseal as ts
 import yaml
+from coordinator_recorder import recording
 
 from federation import he
 from federation.client import FederationClient
@@ -231,8 +233,10 @@ def partial_request(
     *,
     fingerprint: str | None = None,
     signed: pb.SignedEnvelope | None = None,
+    participants: list[str] | None = None,
 ) -> pb.PartialRequest:
-    """What the coordinator sends a node for the caseworker's signed ``sql`` (the plan's own fingerprint by default)."""
+    """What the coordinator sends a node for the caseworker's signed ``sql`` (the plan's own fingerprint and a
+    run over every region by default)."""
     context = keys.public_context()
     signed = sign(fed, sql, context) if signed is None else signed
     return pb.PartialRequest(
@@ -240,6 +244,7 @@ def partial_request(
         public_context=context,
         plan_fingerprint=plan_query(sql, fed.catalog).fingerprint if fingerprint is None else fingerprint,
         envelope=signed,
+        participants=fed.node_ids if participants is None else participants,
     )
 
 
@@ -264,6 +269,13 @@ def oracle_without(fed: harness.Federation, absent: set[str], sql: str) -> list[
 
 def rows_as_tuples(rows: list[list[Any]]) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in rows]
+
+
+def logged_runs(fed: harness.Federation, node_id: str) -> list[tuple[str, str]]:
+    """The (nonce, participants) of every question ``node_id`` answered, in its audit log's order."""
+    text = (fed.audit_dir(node_id) / "entries.jsonl").read_text()
+    entries = [json.loads(line) for line in text.splitlines()]
+    return [(e["nonce"], e["participants"]) for e in entries if e["decision"] == "allowed"]
 
 
 # ------------------------------------------------------------------------------ plan refusals: client
@@ -397,8 +409,8 @@ def test_overlong_sql_is_refused(
 # ------------------------------------------------------------------------------- regions that fail
 
 
-def test_dead_node_is_listed_missing_and_the_rest_sums_exactly() -> None:
-    with started() as fed:
+def test_dead_node_is_listed_missing_and_the_rest_sums_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    with recording(monkeypatch) as recorder, started() as fed:
         fed.stop_node("n1")
         with fed.client() as client:
             answer = client.query(VALID_SQL)
@@ -406,6 +418,10 @@ def test_dead_node_is_listed_missing_and_the_rest_sums_exactly() -> None:
         assert [(m["node_id"], m["code"]) for m in answer.missing] == [("n1", "NODE_UNREACHABLE")]
         assert rows_as_tuples(answer.rows) == oracle_without(fed, {"n1"}, VALID_SQL)
         assert rows_as_tuples(answer.rows) != fed.oracle(VALID_SQL)  # n1's rows really are left out
+        # the survivors had masked against n1 in the first run; they were asked again, as a run of their own
+        assert recorder.replies[-1].timings.runs == 2 and answer.statements_verified == 2
+        for node_id in answer.answered:
+            assert [p for _, p in logged_runs(fed, node_id)] == ["n0,n1,n2", "n0,n2"]
 
 
 @contextlib.contextmanager
@@ -430,7 +446,10 @@ def slow_node(monkeypatch: pytest.MonkeyPatch, node_id: str) -> Iterator[threadi
 @pytest.mark.parametrize("where_deadline", ["request", "coordinator"])
 def test_slow_node_times_out_and_the_rest_sums_exactly(monkeypatch: pytest.MonkeyPatch, where_deadline: str) -> None:
     deadline_ms = 3_000
-    with started(deadline_ms=deadline_ms if where_deadline == "coordinator" else 10_000) as fed:
+    with (
+        recording(monkeypatch) as recorder,
+        started(deadline_ms=deadline_ms if where_deadline == "coordinator" else 10_000) as fed,
+    ):
         with fed.client() as client:
             client.query(VALID_SQL)  # warm up: every node has loaded the client's context
             with slow_node(monkeypatch, "n2"):
@@ -438,6 +457,13 @@ def test_slow_node_times_out_and_the_rest_sums_exactly(monkeypatch: pytest.Monke
         assert answer.answered == ["n0", "n1"]
         assert [(m["node_id"], m["code"]) for m in answer.missing] == [("n2", "NODE_TIMEOUT")]
         assert rows_as_tuples(answer.rows) == oracle_without(fed, {"n2"}, VALID_SQL)
+        assert rows_as_tuples(answer.rows) != fed.oracle(VALID_SQL)  # n2's rows really are left out
+        # the first run's sum would not cancel without n2's masks: the survivors answered a second run, the
+        # same signed question (one nonce) under a smaller participant set
+        assert recorder.replies[-1].timings.runs == 2 and answer.statements_verified == 2
+        for node_id in answer.answered:
+            (nonce, first), (again, second) = logged_runs(fed, node_id)[-2:]
+            assert nonce == again and (first, second) == ("n0,n1,n2", "n0,n1")
 
 
 def test_all_nodes_down_is_regions_unavailable(client_keys: he.ClientKeys) -> None:
@@ -486,6 +512,32 @@ def test_node_refuses_a_plan_fingerprint_it_does_not_derive(
         # real fingerprint is answered: the refusal was about the fingerprint
         good = partial_request(fed, client_keys, sql, signed=request.envelope)
         assert good.envelope == request.envelope and good.plan_fingerprint != request.plan_fingerprint
+        reply = stub.ComputePartial(good, timeout=RPC_TIMEOUT_S)
+        assert reply.node_id == "n0" and len(reply.ciphertexts) == 1
+
+
+@pytest.mark.parametrize(
+    "participants",
+    [[], ["n1", "n2"], ["n0", "n0", "n1"], ["n0", "n9"], ["n0", ""]],
+    ids=["none", "not_this_region", "twice", "not_in_catalog", "empty_id"],
+)
+def test_node_refuses_a_malformed_participant_set(
+    fed: harness.Federation, client_keys: he.ClientKeys, participants: list[str]
+) -> None:
+    """A run must name this region, each region once and only regions of the catalog: otherwise the masks
+    could not cancel (or would cancel for a set the node never agreed to)."""
+    sql = "SELECT COUNT(*), SUM(amount_fen) FROM deposits"
+    channel = secure_channel(f"127.0.0.1:{fed.nodes['n0'].port}", coordinator_tls(fed))
+    with channel:
+        stub = pb_grpc.NodeStub(channel)
+        request = partial_request(fed, client_keys, sql, participants=participants)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ComputePartial(request, timeout=RPC_TIMEOUT_S)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        err = from_rpc_error(info.value)
+        assert err.code == "SECAGG_PARTICIPANTS_INVALID" and isinstance(err, PlanError)
+        # the same signed question (its nonce not used up by the refusal) over a proper set is answered
+        good = partial_request(fed, client_keys, sql, signed=request.envelope)
         reply = stub.ComputePartial(good, timeout=RPC_TIMEOUT_S)
         assert reply.node_id == "n0" and len(reply.ciphertexts) == 1
 

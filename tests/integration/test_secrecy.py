@@ -5,7 +5,9 @@
     client's key, no row value, plaintext partial or person identifier appears in any message it receives
     (signed questions, node answers with their audit receipts, explain verdicts, error statuses), and its
     public context cannot decrypt; no row value travels back in an error message either, and a client
-    cannot fetch one region's partial by calling a node itself, even with a properly signed question;
+    cannot fetch one region's partial by calling a node itself, even with a properly signed question; nor,
+    colluding with the coordinator, by decrypting one region's answer: it is masked for the run's other
+    participants, and only the sum over the whole run is the sum of the partials;
 (c) an answer encrypted under another key pair never becomes a silently wrong result.
 """
 
@@ -48,7 +50,7 @@ from federation.planner import plan_query
 from federation.profile import ClientProfile
 from federation.slot_codec import chunks, encode_partials, failure_chunks
 from federation.tls import TlsConfig, secure_channel
-from node.executor import PartialExecutor, PartialResult
+from node.executor import Noisy, PartialExecutor, PartialResult
 
 RPC_TIMEOUT_S = 20.0
 
@@ -218,6 +220,13 @@ def coordinator_view(monkeypatch: pytest.MonkeyPatch) -> Iterator[CoordinatorRec
         yield recorder
 
 
+def centred(total: np.ndarray) -> np.ndarray:
+    """``total`` modulo the plain modulus, in [-(t-1)/2, (t-1)/2]: what decrypting a sum of ciphertexts gives."""
+    out = np.remainder(total, he.PLAIN_MODULUS)
+    out[out > he.HALF_PLAIN] -= he.PLAIN_MODULUS
+    return out
+
+
 def plaintext_partials(fed: harness.Federation, node_id: str, plan: Plan) -> tuple[list[int], np.ndarray, list[Any]]:
     """A node's plaintext partials, computed here with DuckDB on its own files: the numbers (as scaled integers),
     its slot vector, and the raw values DuckDB returns for the partial plan."""
@@ -371,34 +380,53 @@ def test_coordinator_only_ever_holds_ciphertexts(coordinator_view: CoordinatorRe
             for pattern, what in forbidden.items():
                 assert pattern not in wire, f"{what} is in the coordinator's reply"
 
-        # every payload a node sent is a BFV ciphertext under the client's key, holding exactly its partials
+        # every payload a node sent is a BFV ciphertext under the client's key, masked: decrypted alone (the
+        # coordinator colluding with the client) it differs from the region's partials in every slot, and the
+        # answers of all the regions of one run sum to exactly the sum of their partials
         by_fingerprint = {p.fingerprint: p for p in plans}
         failing = plan_query(leaky, fed.catalog)
+        runs: dict[str, list[pb.PartialResponse]] = {}
         for r in answers:
-            response = r.message
-            if response.plan_fingerprint == failing.fingerprint:  # the failure mark, and no value at all
-                sizes, expected_chunks = failing.layout.chunk_sizes, failure_chunks(failing)
-            else:
-                _, slots, _ = plaintext_partials(fed, response.node_id, by_fingerprint[response.plan_fingerprint])
-                sizes, expected_chunks = by_fingerprint[response.plan_fingerprint].layout.chunk_sizes, chunks(slots)
-            assert len(response.ciphertexts) == len(sizes)
-            for blob, expected, size in zip(response.ciphertexts, expected_chunks, sizes, strict=True):
-                vector = ts.bfv_vector_from(coordinator_ctx, blob)
-                assert vector.size() == size
-                with pytest.raises(ValueError):  # the coordinator's context cannot decrypt
-                    vector.decrypt()
-                assert keys.decrypt(blob, size).tolist() == expected.tolist()
+            runs.setdefault(r.message.plan_fingerprint, []).append(r.message)
+        assert sorted(runs) == sorted([*by_fingerprint, failing.fingerprint])
+        for fingerprint, responses in runs.items():
+            assert sorted(response.node_id for response in responses) == fed.node_ids
+            sizes = (failing if fingerprint == failing.fingerprint else by_fingerprint[fingerprint]).layout.chunk_sizes
+            decrypted_sum = [np.zeros(size, dtype=np.int64) for size in sizes]
+            expected_sum = [np.zeros(size, dtype=np.int64) for size in sizes]
+            for response in responses:
+                if fingerprint == failing.fingerprint:  # the failure mark, and no value at all
+                    expected_chunks = failure_chunks(failing)
+                else:
+                    _, slots, _ = plaintext_partials(fed, response.node_id, by_fingerprint[fingerprint])
+                    expected_chunks = chunks(slots)
+                assert len(response.ciphertexts) == len(sizes)
+                pieces = zip(response.ciphertexts, expected_chunks, decrypted_sum, expected_sum, strict=True)
+                for blob, expected, got_sum, want_sum in pieces:
+                    vector = ts.bfv_vector_from(coordinator_ctx, blob)
+                    assert vector.size() == want_sum.size
+                    with pytest.raises(ValueError):  # the coordinator's context cannot decrypt
+                        vector.decrypt()
+                    alone = keys.decrypt(blob, want_sum.size)
+                    assert (alone != expected).all(), f"{response.node_id}'s answer decrypts to its partial"
+                    got_sum += alone
+                    want_sum += expected
+            for got, want in zip(decrypted_sum, expected_sum, strict=True):
+                assert centred(got).tolist() == want.tolist()
         # the summed answers it returned are ciphertexts too
         for reply in coordinator_view.replies:
             for blob in getattr(reply, "ciphertexts", ()):
                 ts.bfv_vector_from(coordinator_ctx, blob)
 
-        # and every request it sent a node carried the client's signed question untouched, and its context
+        # and every request it sent a node carried the client's signed question untouched, and its context;
+        # every question was one run over all the regions
         signed = [r.message.envelope.SerializeToString() for r in from_client]
         contexts = {b"", from_client[0].message.public_context}
         for method, request in coordinator_view.node_requests:
             assert request.envelope.SerializeToString() in signed, method
             assert request.public_context in contexts
+            if method.endswith("ComputePartial"):
+                assert list(request.participants) == fed.node_ids
             for pattern, what in forbidden.items():
                 assert pattern not in request.SerializeToString(), f"{what} is in a request to a node"
 
@@ -431,11 +459,13 @@ def test_a_client_cannot_fetch_one_regions_partial_from_a_node() -> None:
         # the client's own, properly signed question, exactly as the coordinator would forward it
         with fed.client(keys=keys) as client:
             signed = client.sign(sql)
+        plan = plan_query(sql, fed.catalog)
         request = pb.PartialRequest(
             query_id=query_id(signed),
             public_context=keys.public_context(),
-            plan_fingerprint=plan_query(sql, fed.catalog).fingerprint,
+            plan_fingerprint=plan.fingerprint,
             envelope=signed,
+            participants=fed.node_ids,
         )
         address = f"127.0.0.1:{fed.nodes['n0'].port}"
         with secure_channel(address, caseworker) as channel:
@@ -445,10 +475,23 @@ def test_a_client_cannot_fetch_one_regions_partial_from_a_node() -> None:
         assert from_rpc_error(info.value).code == "PARTY_NOT_ALLOWED"
         entries = [json.loads(line) for line in (fed.audit_dir("n0") / "entries.jsonl").read_text().splitlines()]
         assert [(e["decision"], e["code"]) for e in entries] == [("refused", "PARTY_NOT_ALLOWED")]
-        # the refusal is about who called: the same request from the coordinator is answered
+        # the refusal is about who called: the same request from the coordinator is answered, and even then
+        # n0's answer, decrypted with the client's key, is masked for a run of 3: not its partial in any slot
         coordinator_tls = TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
+        (size,) = plan.layout.chunk_sizes
+        (partial,) = chunks(plaintext_partials(fed, "n0", plan)[1])
+        alone = pb.PartialRequest()
+        alone.CopyFrom(request)
+        alone.ClearField("participants")
+        alone.participants.append("n0")
         with secure_channel(address, coordinator_tls) as channel:
-            assert pb_grpc.NodeStub(channel).ComputePartial(request, timeout=RPC_TIMEOUT_S).ciphertexts
+            stub = pb_grpc.NodeStub(channel)
+            (blob,) = stub.ComputePartial(request, timeout=RPC_TIMEOUT_S).ciphertexts
+            assert (keys.decrypt(blob, size) != partial).all()
+            # the control: a run of n0 alone is its own sum, so its answer decrypts to exactly its partial
+            # (allowed only because this test policy's minimum is 1; the default, 3, refuses such a run)
+            (blob,) = stub.ComputePartial(alone, timeout=RPC_TIMEOUT_S).ciphertexts
+            assert keys.decrypt(blob, size).tolist() == partial.tolist()
 
 
 def test_node_describes_itself_to_the_coordinator_only() -> None:
@@ -477,17 +520,32 @@ def test_node_describes_itself_to_the_coordinator_only() -> None:
 def node_encrypting_with(
     monkeypatch: pytest.MonkeyPatch, node_id: str, encrypt: Callable[[np.ndarray], bytes]
 ) -> Iterator[None]:
-    """Make ``node_id`` encrypt its (correct) partials with ``encrypt`` instead of the client's key."""
+    """Make ``node_id`` encrypt its (correct, masked) partials with ``encrypt`` instead of the client's key."""
     original = PartialExecutor.compute
 
     def compute(
-        self: PartialExecutor, query_id: str, plan: Plan, ctx: ts.Context, min_group_size: int = 1
+        self: PartialExecutor,
+        query_id: str,
+        plan: Plan,
+        ctx: ts.Context,
+        min_group_size: int = 1,
+        *,
+        noisy: Noisy | None = None,
+        mask: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
     ) -> PartialResult:
-        result = original(self, query_id, plan, ctx, min_group_size)
         if self.node_id != node_id:
-            return result
-        flat = encode_partials(plan, self.backend.run(plan.node_sql()), min_group_size=min_group_size)
-        return dataclasses.replace(result, ciphertexts=[encrypt(chunk) for chunk in chunks(flat)])
+            return original(self, query_id, plan, ctx, min_group_size, noisy=noisy, mask=mask)
+        sent: list[list[np.ndarray]] = []
+
+        def keep(pieces: list[np.ndarray]) -> list[np.ndarray]:
+            """The run's masks added as the node would, and what it would have encrypted kept."""
+            masked = list(pieces) if mask is None else mask(pieces)
+            sent.append(masked)
+            return masked
+
+        result = original(self, query_id, plan, ctx, min_group_size, noisy=noisy, mask=keep)
+        (pieces,) = sent
+        return dataclasses.replace(result, ciphertexts=[encrypt(chunk) for chunk in pieces])
 
     monkeypatch.setattr(PartialExecutor, "compute", compute)
     yield
@@ -501,7 +559,9 @@ def oracle_without(fed: harness.Federation, node_id: str, sql: str) -> list[tupl
 SUM_SQL = "SELECT SUM(amount_fen), SUM(balance) FROM deposits"
 
 
-def test_ciphertext_with_foreign_parameters_is_a_bad_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ciphertext_with_foreign_parameters_is_a_bad_answer(
+    monkeypatch: pytest.MonkeyPatch, coordinator_view: CoordinatorRecorder
+) -> None:
     foreign = ts.context(ts.SCHEME_TYPE.BFV, poly_modulus_degree=8192, plain_modulus=he.PLAIN_MODULUS)
 
     def encrypt(chunk: np.ndarray) -> bytes:
@@ -513,6 +573,9 @@ def test_ciphertext_with_foreign_parameters_is_a_bad_answer(monkeypatch: pytest.
         assert answer.answered == ["n0", "n2"]
         assert [(m["node_id"], m["code"]) for m in answer.missing] == [("n1", "NODE_BAD_ANSWER")]
         assert [tuple(r) for r in answer.rows] == oracle_without(fed, "n1", SUM_SQL)
+        assert [tuple(r) for r in answer.rows] != fed.oracle(SUM_SQL)  # n1's rows really are left out
+        # n0 and n2 had masked against n1: the coordinator dropped n1 and asked them again as a run of two
+        assert coordinator_view.replies[-1].timings.runs == 2 and answer.statements_verified == 2
 
 
 def test_ciphertext_under_another_key_pair_never_gives_a_silent_wrong_answer(
@@ -521,7 +584,9 @@ def test_ciphertext_under_another_key_pair_never_gives_a_silent_wrong_answer(
     """Same parameters, another key pair: the coordinator cannot tell, but the answer must not be garbage.
 
     Either the coordinator drops the region (NODE_BAD_ANSWER) or the client refuses the decrypted totals
-    (each limb sum over k regions is below k * 2**30 in size, far from what a wrong key decrypts to).
+    (every ciphertext's check slot must add up to the regions that answered, and each limb sum over k regions
+    is below k * 2**30 in size, far from what a wrong key decrypts to). The region still adds its masks, as an
+    honest one would: the masks of the others must not make the wrong key go unnoticed.
     """
     other_keys = he.ClientKeys.generate()
     other_ctx = he.load_public_context(other_keys.public_context())

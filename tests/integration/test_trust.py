@@ -62,6 +62,9 @@ version: 1
 purposes:
   loan-review: checking a loan applicant
   statistics: reporting
+# this federation has two regions (the default minimum is 3); masking itself is tested in test_secure_aggregation
+secure_aggregation:
+  min_participants: 2
 classes:
   identifier: []
   public: [output, filter, group, aggregate]
@@ -154,12 +157,14 @@ def signer(fed: harness.Federation, person: str = "caseworker") -> Signer:
 def partial_request(
     fed: harness.Federation, keys: he.ClientKeys, signed: pb.SignedEnvelope, sql: str = VALID
 ) -> pb.PartialRequest:
+    """What the coordinator sends each node for one run over every region (so a refusal is for the question)."""
     context = keys.public_context()
     return pb.PartialRequest(
         query_id=query_id(signed),
         public_context=context,
         plan_fingerprint=plan_query(sql, fed.catalog).fingerprint,
         envelope=signed,
+        participants=fed.node_ids,
     )
 
 
@@ -185,6 +190,7 @@ def test_a_signed_question_is_answered_with_audit_receipts(fed: harness.Federati
     assert [tuple(r) for r in answer.rows] == fed.oracle(VALID)
     assert sorted(r.node_id for r in answer.receipts) == ["n0", "n1"]
     assert answer.receipts_verified == 2  # each checkpoint signature checked with the catalog's audit key
+    assert answer.statements_verified == 2  # and each region's signed statement of the run it masked for
     for receipt in answer.receipts:
         entry = json.loads(receipt.entry)
         assert entry["identity"] == "caseworker" and entry["decision"] == "allowed"
@@ -252,9 +258,15 @@ def test_a_replayed_question_is_refused(
     fed: harness.Federation, keys: he.ClientKeys, node_stubs: dict[str, pb_grpc.NodeStub]
 ) -> None:
     request = partial_request(fed, keys, sign(fed, keys))
+    reordered = pb.PartialRequest()
+    reordered.CopyFrom(request)
+    reordered.ClearField("participants")
+    reordered.participants.extend(reversed(fed.node_ids))
     for stub in node_stubs.values():
         assert stub.ComputePartial(request, timeout=20).ciphertexts
         assert node_refusal(stub, request).code == "AUTH_REPLAY"
+        # the same participant set in another order is the same run: still a replay
+        assert node_refusal(stub, reordered).code == "AUTH_REPLAY"
     stale = partial_request(fed, keys, sign(fed, keys, now_ms=1_000))
     refused_by_every_node(node_stubs, stale, "AUTH_ENVELOPE_STALE")
     assert_serves(fed, keys)
@@ -266,9 +278,18 @@ def test_a_restarted_node_still_refuses_a_replay(tmp_path: Path, keys: he.Client
         request = partial_request(f, keys, sign(f, keys))
         with secure_channel(f"127.0.0.1:{f.nodes['n0'].port}", tls) as channel:
             assert pb_grpc.NodeStub(channel).ComputePartial(request, timeout=20).ciphertexts
-        f.restart_node("n0")  # the nonces come back from the node's audit log
+        f.restart_node("n0")  # the nonces come back from the node's audit log, with the run's participants
+        rerun = pb.PartialRequest()
+        rerun.CopyFrom(request)
+        rerun.ClearField("participants")
+        rerun.participants.append("n0")
         with secure_channel(f"127.0.0.1:{f.nodes['n0'].port}", tls) as channel:
-            assert node_refusal(pb_grpc.NodeStub(channel), request).code == "AUTH_REPLAY"
+            stub = pb_grpc.NodeStub(channel)
+            assert node_refusal(stub, request).code == "AUTH_REPLAY"
+            # a re-run with a strict subset (the survivors of a failed run) is allowed once; then it is a replay
+            assert stub.ComputePartial(rerun, timeout=20).ciphertexts
+            assert node_refusal(stub, rerun).code == "AUTH_REPLAY"
+            assert node_refusal(stub, request).code == "AUTH_REPLAY"
         assert_serves(f, keys)
 
 
