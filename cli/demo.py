@@ -8,6 +8,7 @@ pooled files (and the screening against the people planted with loans in two cit
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -16,20 +17,22 @@ from pathlib import Path
 
 import typer
 
-from cli.demo_check import matches, pooled, withheld_groups
+from cli.demo_check import clamped_totals, matches, noisy_cells, pooled, withheld_groups
 from cli.demo_federation import DemoLayout, ensure_data, layout_for, running_parties, write_configs
 from cli.demo_lookups import run_lookups
 from cli.errors import cli_errors
 from cli.explain_output import render_explain
-from cli.output import render
+from cli.output import render, text_table
 from federation.audit_keys import load_public_key
 from federation.audit_verify import verify_log
-from federation.catalog import load_catalog
-from federation.client import FederationClient
+from federation.catalog import Catalog, load_catalog
+from federation.client import FederationClient, QueryAnswer
 from federation.errors import ConfigError, FederationError
+from federation.generated import hpf_federation_pb2 as pb
+from federation.plan import Plan
 from federation.profile import load_profile
 from policies.engine import Asker, check_query
-from policies.loader import load_policy
+from policies.loader import DEFAULT_POLICY, load_policy
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Example:
     person: str  # a demo person (see demo_people): their certificate signs the question
     purpose: str
     sql: str
+    consent: str = ""
 
 
 EXAMPLES: tuple[Example, ...] = (
@@ -56,11 +60,11 @@ EXAMPLES: tuple[Example, ...] = (
         "AVG(amount_fen) AS avg_fen FROM deposits WHERE month >= DATE '2020-01-01' GROUP BY year ORDER BY year",
     ),
     Example(
-        "Housing loans by status (analyst, purpose statistics)",
+        "Housing loans by status (analyst, purpose statistics: differentially private)",
         "analyst",
         "statistics",
         "SELECT status, COUNT(*) AS loans, SUM(outstanding_fen) AS outstanding_fen, "
-        "STDDEV_SAMP(principal_fen) AS principal_sd FROM loans GROUP BY status ORDER BY loans DESC",
+        "AVG(principal_fen) AS avg_principal_fen FROM loans GROUP BY status ORDER BY loans DESC",
     ),
     Example(
         "Withdrawal reasons with more than 10 withdrawals, HAVING (caseworker)",
@@ -69,7 +73,17 @@ EXAMPLES: tuple[Example, ...] = (
         "SELECT reason, COUNT(*) AS n, SUM(amount_fen) / COUNT(*) AS mean_fen FROM withdrawals "
         "GROUP BY reason HAVING COUNT(*) > 10 ORDER BY n DESC",
     ),
+    Example(
+        "Open housing loans federation-wide (a bank, loan-review: differentially private)",
+        "bank",
+        "loan-review",
+        "SELECT COUNT(*) AS open_loans, SUM(outstanding_fen) AS outstanding_fen FROM loans "
+        "WHERE status IN ('active', 'overdue')",
+        consent="BANK-STATS-0001",
+    ),
 )
+# a DP answer is checked against the clamped oracle: every shown COUNT and SUM within this many stated sd
+DP_TOLERANCE_SD = 6
 REFUSED: tuple[Example, ...] = (
     Example(
         "Not additive across regions: refused by the planner", "caseworker", "", "SELECT MAX(balance_fen) FROM accounts"
@@ -91,12 +105,55 @@ EXPLAINED = Example(
 
 def _command(layout: DemoLayout, example: Example, *flags: str) -> str:
     purpose = f" --purpose {example.purpose}" if example.purpose else ""
+    purpose += f" --consent {example.consent}" if example.consent else ""
     extra = "".join(f" {f}" for f in flags)
     return f'$ hpf query --profile {layout.profile_of(example.person)}{purpose}{extra} "{example.sql}"'
 
 
+def _budget_left(reply: pb.ExplainResponse) -> tuple[float, float, str]:
+    """The least epsilon and delta of the asker's budget left at any region that would answer under DP, and
+    when it renews there."""
+    dp = [v.privacy for v in reply.verdicts if v.accepted and v.privacy.mode == "dp"]
+    if not dp:
+        return math.inf, math.inf, ""
+    least = min(dp, key=lambda p: p.budget_epsilon - p.budget_spent)
+    return least.budget_epsilon - least.budget_spent, min(p.budget_epsilon for p in dp), least.budget_renews
+
+
+def _dp_check(answer: QueryAnswer, plan: Plan, catalog: Catalog, oracle: dict[int, list[int]]) -> tuple[bool, str, str]:
+    """Whether every shown COUNT and SUM lies within DP_TOLERANCE_SD stated sd of the clamped oracle (and the
+    stated noise is the noise the plan and catalog imply); the verdict and a table of the cells compared."""
+    cells, honest = noisy_cells(answer, plan, catalog, oracle)
+    epsilon = f"epsilon {answer.privacy['epsilon']:g} spent"
+    if not honest:
+        return False, f"the noise it states is NOT the noise the catalog implies; {epsilon}", ""
+    if not cells:  # every group's noisy count fell under the threshold: nothing shown, nothing to compare
+        return True, f"no count or sum shown to compare: every group suppressed; {epsilon}", ""
+    worst = max(c.off_sd for c in cells)
+    ok = worst <= DP_TOLERANCE_SD
+    where = "within" if ok else f"MORE THAN {DP_TOLERANCE_SD} sd FROM, at"
+    verdict = f"{where} {worst:.1f} sd of DuckDB over the pooled files (clamped), {epsilon}"
+    table = text_table(
+        ("group", "column", "answer", "DuckDB, clamped", "noise sd", "off by"),
+        (
+            (
+                ", ".join("NULL" if g is None else str(g) for g in c.group) or "(all)",
+                c.column,
+                f"{c.answer:,}",
+                f"{c.oracle:,}",
+                f"{c.sd:,.1f}",
+                f"{c.off_sd:.2f} sd",
+            )
+            for c in cells
+        ),
+    )
+    return ok, verdict, table
+
+
 def run_examples(layout: DemoLayout) -> bool:
-    """Run the example queries; True when every answer equals the pooled-data oracle and every refusal is one."""
+    """Run the example queries; True when every exact answer equals the pooled-data oracle, every DP answer is
+    within DP_TOLERANCE_SD of the clamped one (or refused for a spent budget, as explained before), and every
+    refusal is one."""
     all_equal = True
     catalog = load_catalog(layout.catalog)
     policy = load_policy(layout.policy)
@@ -111,23 +168,66 @@ def run_examples(layout: DemoLayout) -> bool:
         return clients[person]
 
     try:
+        explained_dp = False
         for example in EXAMPLES:
-            started = time.perf_counter()
             asker = client(example.person)
-            answer = asker.query(example.sql, purpose=example.purpose)
-            elapsed = (time.perf_counter() - started) * 1e3
             plan = asker.plan(example.sql)
             role = asker.signer.identity.role or ""
-            k = check_query(
-                policy, catalog, plan, Asker(example.person, role, None), example.purpose, False, party="demo"
-            )
-            withheld = withheld_groups(catalog, files, layout.node_ids, plan, k.min_group_size)
-            equal = matches(answer, pooled(catalog, files, "*", example.sql), plan, withheld)
-            all_equal &= equal
+            who = Asker(example.person, role, None)
+            decision = check_query(policy, catalog, plan, who, example.purpose, bool(example.consent), party="demo")
+            privacy = decision.privacy
+            spent = False
+            if privacy.mode == "dp":
+                assert privacy.epsilon is not None
+                _, reply = asker.explain(example.sql, purpose=example.purpose, consent=example.consent or None)
+                left, budget, renews = _budget_left(reply)
+                spent = left < privacy.epsilon - 1e-9
+                if not explained_dp:
+                    explained_dp = True
+                    typer.echo(
+                        f"\n## What the {role}'s next question would cost, explained: it runs nothing and spends "
+                        f"nothing\n{_command(layout, example, '--explain')}"
+                    )
+                    typer.echo(render_explain(plan, reply, "table"))
+                    all_equal &= len(reply.verdicts) == len(layout.node_ids) and all(
+                        v.accepted and v.privacy.mode == "dp" for v in reply.verdicts
+                    )
             typer.echo(f"\n## {example.title}\n{_command(layout, example)}")
+            started = time.perf_counter()
+            try:
+                answer = asker.query(example.sql, purpose=example.purpose, consent=example.consent or None)
+            except FederationError as err:
+                if not spent or err.code != "POLICY_PRIVACY_BUDGET":
+                    raise
+                typer.echo(f"error: {err}")
+                typer.echo(
+                    f"(refused, as the explain said: {left:g} of the {role}'s epsilon {budget:g} is left this "
+                    f"{privacy.budget.period if privacy.budget else 'period'}; it renews {renews}. "
+                    "A fresh --data directory starts a new ledger)"
+                )
+                continue
+            elapsed = (time.perf_counter() - started) * 1e3
             typer.echo(render(answer, "table"))
+            if spent:  # the explain said the budget could not pay for it, and it was answered
+                all_equal = False
+                typer.echo("(answered though the explain said the budget was spent)")
+            if privacy.mode == "dp":
+                oracle = clamped_totals(catalog, files, layout.node_ids, plan)
+                ok, verdict, table = _dp_check(answer, plan, catalog, oracle)
+                ok &= answer.privacy.get("mode") == "dp" and answer.privacy.get("epsilon") == privacy.epsilon
+                ok &= not answer.missing
+                all_equal &= ok
+                if table:
+                    typer.echo(table)
+                typer.echo(f"({elapsed:.0f} ms; {verdict})")
+                continue
+            k = decision.min_group_size
+            withheld = withheld_groups(catalog, files, layout.node_ids, plan, k)
+            equal = matches(answer, pooled(catalog, files, "*", example.sql), plan, withheld)
+            equal &= answer.privacy.get("mode") == "exact"
+            all_equal &= equal
             verdict = "equals" if equal else "DIFFERS FROM"
-            scope = f", for the groups not withheld under k = {k.min_group_size}" if answer.withheld_groups else ""
+            scope = f", for the groups not withheld under k = {k}" if answer.withheld_groups else ""
             typer.echo(f"({elapsed:.0f} ms; {verdict} DuckDB over the pooled files{scope})")
         for example in REFUSED:
             typer.echo(f"\n## {example.title}\n{_command(layout, example)}")
@@ -161,7 +261,7 @@ def run_examples(layout: DemoLayout) -> bool:
 
 @cli_errors
 def demo(
-    nodes: int = typer.Option(4, "--nodes", "-n", help="How many regions (the first N of the 41 cities)"),
+    nodes: int = typer.Option(4, "--nodes", "-n", help="How many regions (the first N of the 41 cities, at least 3)"),
     rows: int = typer.Option(200_000, "--rows", "-r", help="Deposit rows per node"),
     seed: int = typer.Option(2026, "--seed", "-s", help="Seed of the synthetic data"),
     data: Path = typer.Option(Path("demo-data"), "--data", "-d", help="Where data, certificates and configs go"),
@@ -171,6 +271,13 @@ def demo(
     """Run a local federation of N regional nodes and a coordinator, with mutual TLS."""
     if rows < 1_000:
         raise ConfigError("--rows must be at least 1000", code="DEMO_ARGS")
+    fewest = load_policy(DEFAULT_POLICY).secure_aggregation.min_participants
+    if nodes < fewest:
+        raise ConfigError(
+            f"--nodes must be at least {fewest}: every region of the default policy adds its masked answer only "
+            f"to sums over {fewest} or more regions (secure_aggregation.min_participants)",
+            code="DEMO_ARGS",
+        )
     layout = layout_for(data, nodes)
     say = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     ensure_data(layout, rows, seed, say)

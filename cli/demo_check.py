@@ -4,20 +4,32 @@ A region withholds a group it holds 1 to k-1 rows of (or whose aggregates cover,
 them); the client lists such a group with NULL aggregates.
 So the check predicts the withheld groups from each region's own files, requires exactly those (where they
 are shown) to be NULL, and requires every other row to equal DuckDB over all regions' files pooled, in order.
+
+A differentially private answer cannot equal anything: each shown COUNT and SUM is checked against the
+CLAMPED oracle (each region's own files with at most the catalog's ``max_rows`` rows per person after the WHERE
+and every summed column clamped into its ``bounds``, the regions' results summed), and must lie within a few
+standard deviations of the noise the answer states (plus the regions' rounding to the component's unit).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import duckdb
+import sqlglot
+from sqlglot import exp
 
 from federation.catalog import Catalog
 from federation.client import QueryAnswer
+from federation.dp_plan import component_label, dp_plan, dp_terms
 from federation.hpf_schema import TABLE_NAMES
 from federation.lookup_codec import PersonFacts
-from federation.plan import Plan
+from federation.plan import Aggregate, Plan
+from federation.slot_codec import cell_of
 
 Files = Callable[[str, str], list[str]]  # (table, node or "*") -> parquet files
 
@@ -85,6 +97,109 @@ def matches(answer: QueryAnswer, oracle: list[tuple[Any, ...]], plan: Plan, with
     if len(shown_withheld) > answer.withheld_groups or answer.withheld_groups > len(withheld):
         return False
     return len(released) == len(expected) and all(_same_row(a, b) for a, b in zip(released, expected, strict=True))
+
+
+def _scaled(value: Any, scale: int) -> int:
+    """A node query's value as the integer its component travels as (units of 10**-scale)."""
+    if value is None:
+        return 0
+    if isinstance(value, Decimal):
+        return int(value.scaleb(scale))
+    return int(value)
+
+
+def clamped_totals(catalog: Catalog, files: Files, nodes: Sequence[str], plan: Plan) -> dict[int, list[int]]:
+    """Per group cell, every component summed over the regions as each computes it under DP before its noise:
+    over its own files, at most ``max_rows`` rows per person after the WHERE, summed columns clamped into their
+    bounds (:func:`federation.dp_plan.dp_plan`'s SQL, run here in DuckDB over each region's files)."""
+    clamped, source = dp_plan(plan, catalog)
+    sql = clamped.node_sql(source)
+    n_keys = len(plan.keys)
+    indexes = [{v: i for i, v in enumerate(key.values)} for key in plan.keys]
+    totals: dict[int, list[int]] = {}
+    for node in nodes:
+        for row in pooled(catalog, files, node, sql):
+            acc = totals.setdefault(cell_of(plan.keys, indexes, row[:n_keys]), [0] * len(plan.components))
+            pos = n_keys
+            for j, comp in enumerate(clamped.components):
+                width = len(comp.sql_terms())
+                if width:
+                    acc[j] += comp.combine([_scaled(v, comp.scale) for v in row[pos : pos + width]])
+                    pos += width
+    return totals
+
+
+def _plain_outputs(plan: Plan) -> dict[int, Aggregate]:
+    """Output column position -> its aggregate, for the columns that are just a COUNT or a SUM."""
+    select = sqlglot.parse_one(plan.finish_sql, read="duckdb")
+    out = {}
+    for i, item in enumerate(select.expressions[: len(plan.output_names)]):
+        inner = item.this if isinstance(item, exp.Alias) else item
+        if isinstance(inner, exp.Column) and inner.name.startswith("a") and inner.name[1:].isdigit():
+            agg = plan.aggregates[int(inner.name[1:])]
+            if agg.func in ("count", "sum"):
+                out[i] = agg
+    return out
+
+
+@dataclass(frozen=True)
+class NoisyCell:
+    """One shown COUNT or SUM of a DP answer beside the clamped oracle's value, in the component's units."""
+
+    group: tuple[Any, ...]
+    column: str
+    answer: int | Decimal
+    oracle: int | Decimal
+    sd: float  # the noise's standard deviation the answer states
+    rounding: float  # the most the regions' rounding to the component's unit can move the sum
+
+    @property
+    def off_sd(self) -> float:
+        """How many stated standard deviations the answer is from the oracle (rounding discounted)."""
+        off = max(abs(float(self.answer - self.oracle)) - self.rounding, 0.0)
+        return off / self.sd if self.sd else (0.0 if off == 0 else math.inf)
+
+
+def noisy_cells(
+    answer: QueryAnswer, plan: Plan, catalog: Catalog, oracle: dict[int, list[int]]
+) -> tuple[list[NoisyCell], bool]:
+    """Every shown COUNT and SUM of a DP answer with the clamped oracle's value and the noise the answer states;
+    and whether the stated noise is the noise the plan and catalog imply for the answer's epsilon and delta."""
+    p = answer.privacy
+    terms = dp_terms(plan, catalog, float(p["epsilon"]), float(p["delta"]), int(p["threshold"]))
+    implied = {
+        component_label(c): n.sd / 10**c.scale
+        for c, n in zip(plan.components, terms.components, strict=True)
+        if n.mu > 0
+    }
+    stated = {n["component"]: float(n["sd"]) for n in p["noise"]}
+    honest = stated.keys() == implied.keys() and all(math.isclose(stated[k], implied[k], rel_tol=1e-9) for k in stated)
+    positions = [plan.bare_key_outputs.index(i) for i in range(len(plan.keys))]
+    indexes = [{v: i for i, v in enumerate(key.values)} for key in plan.keys]
+    regions = len(answer.answered)
+    cells = []
+    for row in answer.rows:
+        group = tuple(row[pos] for pos in positions)
+        totals = oracle.get(cell_of(plan.keys, indexes, group), [0] * len(plan.components))
+        for i, agg in _plain_outputs(plan).items():
+            value = row[i]
+            if value is None:  # a suppressed ungrouped answer, or a SUM whose noisy count is 0
+                continue
+            j = agg.count if agg.func == "count" else agg.sum
+            assert j is not None
+            comp, noise = plan.components[j], terms.components[j]
+            unit = Decimal(1).scaleb(-comp.scale)
+            cells.append(
+                NoisyCell(
+                    group=group,
+                    column=plan.output_names[i],
+                    answer=value,
+                    oracle=totals[j] * unit if comp.scale else totals[j],
+                    sd=stated.get(component_label(comp), 0.0),
+                    rounding=float(regions * (noise.unit // 2) * unit),
+                )
+            )
+    return cells, honest
 
 
 # Per person, from the pooled files: each city's facts first, then their sum. Written apart from the nodes' own

@@ -18,17 +18,29 @@ def _hpf(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
 
 def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
     data = tmp_path / "demo"
-    result = _hpf("demo", "--nodes", "3", "--rows", "5000", "--seed", "11", "--data", str(data), "--once")
+    # enough loans that every status of the DP examples clears the noise (sd about 190) and the threshold (20)
+    result = _hpf("demo", "--nodes", "3", "--rows", "50000", "--seed", "11", "--data", str(data), "--once")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("equals DuckDB over the pooled files") == 4 + 3  # queries, then lookups
-    assert "DIFFERS" not in result.stdout and "NOT the" not in result.stdout
-    assert "; exactly the " in result.stdout and "planted among them" in result.stdout  # the screening
-    assert "the log holds keyed hashes only: no identifier appears in it" in result.stdout
-    assert "error: [PERSON_ID_INVALID]" in result.stdout
-    assert "[PLAN_NOT_ADDITIVE]" in result.stdout  # the refused examples say why, and which rule refused
-    assert "[POLICY_PURPOSE_REQUIRED]" in result.stdout and "(rule: shanghai: roles.caseworker" in result.stdout
-    assert "0 of 3 region(s) would answer" in result.stdout  # the explained refusal
-    assert "3 logs, 18 entries, every root and checkpoint signature verified" in result.stdout
+    out = result.stdout
+    assert out.count("equals DuckDB over the pooled files") == 3 + 3  # exact queries, then lookups
+    # the analyst's and the bank's answers are DP: each shown COUNT and SUM within 6 sd of the clamped oracle
+    assert out.count("sd of DuckDB over the pooled files (clamped), epsilon 1 spent)") == 2
+    within = [float(line.split("within ")[1].split(" sd")[0]) for line in out.splitlines() if "; within " in line]
+    assert len(within) == 2 and all(0 <= w <= 6 for w in within)
+    assert out.count("differentially private: epsilon 1 (delta 1e-08) spent of your budget at each region") == 2
+    assert "noise standard deviation: COUNT(*) ±" in out and "SUM(outstanding_fen) ±" in out
+    # the explained DP question: what it costs, before it is asked
+    assert "What the analyst's next question would cost" in out and "3 of 3 region(s) would answer" in out
+    assert "answer: DP: epsilon 1 per answer, 30 of 30 left this month" in out and "groups under 20 suppressed" in out
+    assert "masks: every region's answer is masked; summed over at least 3 regions" in out
+    assert "DIFFERS" not in out and "NOT the" not in out and "MORE THAN" not in out
+    assert "; exactly the " in out and "planted among them" in out  # the screening
+    assert "the log holds keyed hashes only: no identifier appears in it" in out
+    assert "error: [PERSON_ID_INVALID]" in out
+    assert "[PLAN_NOT_ADDITIVE]" in out  # the refused examples say why, and which rule refused
+    assert "[POLICY_PURPOSE_REQUIRED]" in out and "(rule: shanghai: roles.caseworker" in out
+    assert "0 of 3 region(s) would answer" in out  # the explained refusal
+    assert "3 logs, 27 entries, every root and checkpoint signature verified" in out
     for node in ("shanghai", "hangzhou", "nanjing"):
         assert (data / node / "deposits.parquet").exists()
         assert f"node {node} serving" in result.stderr
@@ -38,6 +50,20 @@ def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
     # the node processes were stopped: their ports are free again
     assert "coordinator serving" in result.stderr
 
+    # the budgets are kept across runs: with 8.5 more of the bank's 10 spent at every region (half an epsilon left), a
+    # second run shows the analyst's budget one answer lower and the bank refused, as its explain predicts
+    from node.privacy_budget import Budget, PrivacyLedger
+
+    for node in ("shanghai", "hangzhou", "nanjing"):
+        with PrivacyLedger.open(data / "state" / node / "privacy") as ledger:
+            ledger.charge("bank", 8.5, 1e-8, Budget(10, 1e-6, "month"), rule="test", party=node)
+    again = _hpf("demo", "--nodes", "3", "--rows", "50000", "--seed", "11", "--data", str(data), "--once")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "answer: DP: epsilon 1 per answer, 29 of 30 left this month" in again.stdout
+    assert again.stdout.count("sd of DuckDB over the pooled files (clamped), epsilon 1 spent)") == 1
+    assert "error: [POLICY_PRIVACY_BUDGET]" in again.stdout
+    assert "(refused, as the explain said: 0.5 of the integrator's epsilon 10 is left this month" in again.stdout
+
 
 def test_demo_refuses_bad_arguments(tmp_path: Path) -> None:
     result = _hpf("demo", "--nodes", "42", "--data", str(tmp_path / "d"), "--once")
@@ -45,25 +71,33 @@ def test_demo_refuses_bad_arguments(tmp_path: Path) -> None:
     assert "DEMO_ARGS" in result.stderr and "41" in result.stderr
     result = _hpf("demo", "--rows", "10", "--data", str(tmp_path / "d"), "--once")
     assert result.returncode == 2 and "--rows" in result.stderr
+    result = _hpf("demo", "--nodes", "2", "--data", str(tmp_path / "d"), "--once")  # masks need 3 regions
+    assert result.returncode == 2
+    assert "--nodes must be at least 3" in result.stderr and "secure_aggregation.min_participants" in result.stderr
 
 
 def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
-    """`hpf query` over the files a demo leaves: start the parties, query as JSON and CSV, stop."""
+    """`hpf query` over the files a demo leaves: start the parties, query as JSON and CSV, exact and DP, stop."""
     from cli.demo_federation import ensure_data, layout_for, running_parties, write_configs
 
-    layout = layout_for(tmp_path / "q", 2)
+    layout = layout_for(tmp_path / "q", 3)  # masks: every region sums its answer with at least 3
     ensure_data(layout, 3000, 5, lambda _msg: None)
     write_configs(layout, 0)
     sql = "SELECT status, COUNT(*) AS n FROM loans GROUP BY status ORDER BY status"
+    dp_sql = "SELECT status, COUNT(*) AS n, SUM(outstanding_fen) AS owed FROM loans GROUP BY status"
     with running_parties(layout, lambda _msg: None):
-        profile = str(layout.client_profile)
+        profile, analyst = str(layout.client_profile), str(layout.profile_of("analyst"))
         as_json = _hpf("query", "--profile", profile, "--purpose", "loan-review", "--format", "json", sql)
         as_csv = _hpf("query", "--profile", profile, "--purpose", "loan-review", "--format", "csv", sql)
         refused = _hpf("query", "--profile", str(layout.client_profile), "SELECT COUNT(person_id) FROM loans")
+        explained = _hpf("query", "--profile", analyst, "--purpose", "statistics", "--explain", dp_sql)
+        dp_json = _hpf("query", "--profile", analyst, "--purpose", "statistics", "--format", "json", dp_sql)
+        dp_table = _hpf("query", "--profile", analyst, "--purpose", "statistics", dp_sql)
     assert as_json.returncode == 0, as_json.stderr
     doc = json.loads(as_json.stdout)
     assert doc["columns"] == ["status", "n"]
-    assert doc["regions"] == {"answered": ["shanghai", "hangzhou"], "missing": []}
+    assert doc["regions"] == {"answered": ["shanghai", "hangzhou", "nanjing"], "missing": []}
+    assert doc["privacy"] == {"mode": "exact"} and doc["suppressed_groups"] == 0  # caseworkers: exact
     counts = [r[1] for r in doc["rows"]]  # a group some region holds fewer than k rows of is withheld (NULL)
     assert any(isinstance(n, int) for n in counts)
     assert sum(n is None for n in counts) <= doc["withheld_groups"]
@@ -73,6 +107,23 @@ def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
     assert lines[0] == "status,n" and len(lines) == len(doc["rows"]) + 1
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: [PLAN_IDENTIFIER_MISUSE]")
+    # the analyst's answers are DP: the explain states the cost and the budget, the answer its noise
+    assert explained.returncode == 0, explained.stderr
+    assert "answer: DP: epsilon 1 per answer, 30 of 30 left this month" in explained.stdout
+    assert "noise sd count(*) ±" in explained.stdout and "sum(outstanding_fen) ±" in explained.stdout
+    assert dp_json.returncode == 0, dp_json.stderr
+    dp = json.loads(dp_json.stdout)
+    assert dp["privacy"]["mode"] == "dp" and dp["privacy"]["epsilon"] == 1.0 and dp["privacy"]["threshold"] == 20
+    assert [n["component"] for n in dp["privacy"]["noise"]] == [
+        "COUNT(*)",
+        "COUNT(outstanding_fen)",
+        "SUM(outstanding_fen)",
+    ]
+    assert all(n["sd"] > 0 for n in dp["privacy"]["noise"])
+    assert all(r[1] >= 20 for r in dp["rows"])  # groups under the threshold are not shown
+    assert len(dp["rows"]) + dp["suppressed_groups"] == 5  # 3 statuses, NULL and "other": every cell is noised
+    assert dp_table.returncode == 0, dp_table.stderr
+    assert "differentially private: epsilon 1 (delta 1e-08) spent of your budget at each region" in dp_table.stdout
 
 
 def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: Path) -> None:
@@ -144,7 +195,7 @@ def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
     from federation.catalog import load_catalog
     from federation.synth.generator import planted_duplicate_loans
 
-    layout = layout_for(tmp_path / "l", 3)
+    layout = layout_for(tmp_path / "l", 4)  # --exclude-home leaves 3 regions, the fewest a masked sum takes
     ensure_data(layout, 20000, 3, lambda _msg: None)
     write_configs(layout, 0)
     catalog = load_catalog(layout.catalog)
@@ -206,7 +257,7 @@ def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
     assert {k: doc["facts"][k] for k in expected} == expected
     assert doc["facts"]["duplicate_loans"] is True and doc["complete"] is True
     assert table.returncode == 0, table.stderr
-    assert f"every region but {home}" in table.stdout and "regions answered: 2 of 2" in table.stdout
+    assert f"every region but {home}" in table.stdout and "regions answered: 3 of 3" in table.stdout
     assert invalid.returncode == 2 and "[PERSON_ID_INVALID]" in invalid.stderr and person[:17] not in invalid.stderr
     assert no_consent.returncode == 4 and "[POLICY_CONSENT_REQUIRED]" in no_consent.stderr
     assert screened.returncode == 0, screened.stderr
