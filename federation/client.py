@@ -356,6 +356,13 @@ class FederationClient:
         t_rpc = time.perf_counter()
         if reply.query_id != qid or not reply.answered or not set(reply.answered) <= set(regions):
             raise CryptoError("the answer is for another question", code="ANSWER_CORRUPT")
+        # regions may answer without some of those asked (a re-run with the survivors): each one left out must be
+        # named missing, or an answer short of a region would pass for a complete one
+        if sorted([*reply.answered, *(m.node_id for m in reply.missing)]) != sorted(regions):
+            raise CryptoError(
+                "the answer does not say of every region asked whether it answered or is missing",
+                code="ANSWER_CORRUPT",
+            )
         cells = len(regions) if by_city else 1
         if not by_city and len(reply.answered) < min(2, len(regions)):
             raise UnavailableError(

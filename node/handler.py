@@ -422,8 +422,35 @@ class NodeHandler:
             verified, ids, cells, cell = self._admit_lookup(request, trail)
             ctx = self.executor.public_context(request.public_context, verified.envelope.context_digest)
             run = self._run(verified.query_id, request.participants, trail)
-            if sorted(run.participants) != sorted(verified.envelope.lookup.regions):
-                raise PlanError("a lookup's participants are the regions it asks", code="SECAGG_PARTICIPANTS_INVALID")
+            envelope, asked = verified.envelope, set(verified.envelope.lookup.regions)
+            if not set(run.participants) <= asked:
+                raise PlanError("a lookup's participants are regions it asks", code="SECAGG_PARTICIPANTS_INVALID")
+            if len(run.participants) < len(asked):
+                # the survivors of a failed run: set against a run with every region asked (a coordinator and the
+                # asker together may hold both sums), this sum shows the regions left out by difference. So it is
+                # answered only where the asker may ask exactly these regions: the policy judges the set again.
+                signer = verified.signer
+                try:
+                    check_lookup(
+                        self.policy,
+                        Asker(name=signer.common_name, role=signer.role or "", region=signer.region),
+                        envelope.purpose,
+                        bool(envelope.consent_ref),
+                        envelope.lookup.subjects,
+                        envelope.lookup.breakdown,
+                        party=self.node_id,
+                        asked=run.participants,
+                        everyone={n.id for n in self.catalog.nodes},
+                    )
+                except FederationError as err:
+                    left_out = ", ".join(sorted(asked - set(run.participants)))
+                    raise type(err)(
+                        f"a run without region(s) {left_out} of those the lookup asks would show their own figures "
+                        f"by difference: {err.message}",
+                        code=err.code,
+                        rule=err.rule,
+                        hint="ask again when every region the lookup asks is up",
+                    ) from None
             self._spend(verified, people=len(ids), run=run)
             assert self.lookups is not None
             t_scan = time.perf_counter()

@@ -4,7 +4,9 @@ The oracle for every figure is DuckDB over the union of the nodes' Parquet files
 ``GROUP BY city_code`` and summed here, so it does not share the node's facts query. Covered: single lookups
 and batch screening against the oracle (and the planted duplicate loans), per-city answers, leaving the
 asker's home region out, every refusal with its stable code (after which the same servers answer a valid
-lookup), what a compromised coordinator can try with sealed identifiers, a region that is down, rate limits
+lookup), what a compromised coordinator can try with sealed identifiers and participant sets (each region's
+answer alone is masked; a re-run without a region is answered only where the asker may ask exactly the regions
+left), a region that is down (the survivors asked again: their exact sum, the region named missing), rate limits
 counted per person and facts that follow the data files.
 """
 
@@ -16,6 +18,7 @@ import json
 import math
 import os
 import random
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,11 +26,13 @@ from typing import Any
 import duckdb
 import grpc
 import harness
+import numpy as np
+import numpy.typing as npt
 import pytest
 import yaml
 
 import federation.client
-from federation import he
+from federation import he, statements
 from federation.client import FederationClient, LookupAnswer
 from federation.config_files import parse_model
 from federation.envelope import Signer, query_id
@@ -35,7 +40,7 @@ from federation.errors import FederationError, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.hpf_schema import hpf_tables
-from federation.lookup_codec import FACT_COLUMNS, PersonFacts, decode_facts, layout_fingerprint
+from federation.lookup_codec import FACT_COLUMNS, PersonFacts, decode_facts, encode_facts, layout_fingerprint
 from federation.person_id import person_id_array
 from federation.planner import plan_query
 from federation.profile import ClientProfile
@@ -272,6 +277,7 @@ class SealedLookup:
     signed: pb.SignedEnvelope
     qid: str
     blobs: dict[str, bytes]
+    regions: list[str]  # the regions the signed lookup asks
 
 
 def signer(fed: harness.Federation, person: str = "caseworker") -> Signer:
@@ -313,19 +319,67 @@ def seal_lookup(
     stranger = OneTimeKey().public  # for a region the catalog does not have
     sealed = {**{r: ids for r in regions}, **(sealed_instead or {})}
     return SealedLookup(
-        signed, qid, {r: one_time.seal(sealed[r], region_keys.get(r, stranger), qid, r) for r in regions}
+        signed,
+        qid,
+        {r: one_time.seal(sealed[r], region_keys.get(r, stranger), qid, r) for r in regions},
+        list(regions),
     )
 
 
 def node_request(
-    keys: he.ClientKeys, lookup: SealedLookup, blob: bytes, qid: str | None = None
+    keys: he.ClientKeys,
+    lookup: SealedLookup,
+    blob: bytes,
+    qid: str | None = None,
+    participants: Sequence[str] | None = None,
 ) -> pb.NodeLookupRequest:
+    """What the coordinator sends a region for one run; by default a run over every region the lookup asks."""
     return pb.NodeLookupRequest(
         query_id=lookup.qid if qid is None else qid,
         public_context=keys.public_context(),
         envelope=lookup.signed,
         sealed=blob,
+        participants=lookup.regions if participants is None else participants,
     )
+
+
+def run_lookup(
+    keys: he.ClientKeys,
+    node_stubs: Mapping[str, pb_grpc.NodeStub],
+    lookup: SealedLookup,
+    participants: Sequence[str],
+) -> list[pb.PartialResponse]:
+    """One run of ``lookup`` as a coordinator sends it: every participant asked with the set, in order."""
+    return [
+        node_stubs[n].Lookup(
+            node_request(keys, lookup, lookup.blobs[n], participants=participants), timeout=RPC_TIMEOUT_S
+        )
+        for n in participants
+    ]
+
+
+def masked_sum(vectors: Sequence[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
+    """Decrypted slot vectors added as the coordinator's ciphertext sum adds them: modulo the plain modulus,
+    centred (each region's masks cancel there, and only there)."""
+    total = np.remainder(np.sum(np.stack(vectors), axis=0), he.PLAIN_MODULUS)
+    total[total > he.HALF_PLAIN] -= he.PLAIN_MODULUS
+    return total
+
+
+def decrypted_facts(keys: he.ClientKeys, responses: Sequence[pb.PartialResponse]) -> PersonFacts:
+    """The facts about one person in the sum of ``responses`` (one run's answers, one person, no breakdown)."""
+    slots = masked_sum([keys.decrypt(r.ciphertexts[0], 9) for r in responses])
+    return decode_facts(slots, subjects=1, cells=1)[0][0]
+
+
+def own_slots(facts: PersonFacts) -> npt.NDArray[np.int64]:
+    """The slots one region would send for ``facts`` (its own figures, one person) without its masks."""
+    row = [0 if name == "failed" else (getattr(facts, name) or 0) for name in FACT_COLUMNS]
+    return encode_facts(np.array([row], dtype=np.int64), cells=1, cell=0)
+
+
+def run_statements(responses: Sequence[pb.PartialResponse]) -> list[statements.Statement]:
+    return [statements.parse(r.statement) for r in responses]
 
 
 def rpc_code(call: Callable[[], object]) -> str:
@@ -618,34 +672,172 @@ def test_a_sealed_blob_opens_only_in_its_region_and_question(
     node_stubs: dict[str, pb_grpc.NodeStub],
 ) -> None:
     pid = population.planted[1]
-    a, b = "shanghai", "hangzhou"
-    # two regions only: a per-city purpose (a lookup of some regions shows their own figures)
-    first = seal_lookup(fed, keys, [pid], [a, b], purpose="account-transfer")
-    second = seal_lookup(fed, keys, [pid], [a, b], purpose="account-transfer")
+    a, b, c = asked = ["shanghai", "hangzhou", "nanjing"]
+    # some regions only: a per-city purpose (a lookup of some regions shows their own figures); three, the
+    # fewest a region sums its answer with (secure_aggregation.min_participants)
+    first = seal_lookup(fed, keys, [pid], asked, purpose="account-transfer")
+    second = seal_lookup(fed, keys, [pid], asked, purpose="account-transfer")
     before = audit_sizes(fed)
     attempts = [
         ("blobs swapped", a, node_request(keys, first, first.blobs[b]), "LOOKUP_SEAL_INVALID"),
         ("blobs swapped", b, node_request(keys, first, first.blobs[a]), "LOOKUP_SEAL_INVALID"),
         ("a blob of another question", a, node_request(keys, second, first.blobs[a]), "LOOKUP_SEAL_INVALID"),
         ("another question's id", a, node_request(keys, first, first.blobs[a], second.qid), "PLAN_QUERY_ID_MISMATCH"),
-        ("a region not asked", "nanjing", node_request(keys, first, first.blobs[a]), "LOOKUP_MALFORMED"),
+        ("a region not asked", "suzhou", node_request(keys, first, first.blobs[a]), "LOOKUP_MALFORMED"),
         ("no blob", a, node_request(keys, first, b""), "LOOKUP_SEAL_INVALID"),
     ]
     for what, node, request, code in attempts:
         assert rpc_code(functools.partial(node_stubs[node].Lookup, request, timeout=RPC_TIMEOUT_S)) == code, what
         entry = last_entry(fed, node)
         assert (entry["decision"], entry["code"]) == ("refused", code) and "subjects" not in entry
-    assert sum(audit_sizes(fed).values()) == sum(before.values()) + len(attempts)
-    # the untouched blobs are answered (the refusals used up no nonce), and the two answers sum to the oracle
-    responses = [node_stubs[n].Lookup(node_request(keys, first, first.blobs[n]), timeout=RPC_TIMEOUT_S) for n in (a, b)]
+    # participant sets a region does not sum its answer over: refused once the blob is open (so on record by
+    # keyed hash), before anything is encrypted or the nonce used
+    runs = [
+        ("no participant set", a, [], "SECAGG_PARTICIPANTS_INVALID"),
+        ("a set without this region", a, [b, c], "SECAGG_PARTICIPANTS_INVALID"),
+        ("a region named twice", a, [a, b, b, c], "SECAGG_PARTICIPANTS_INVALID"),
+        ("a region not of the catalog", a, [a, b, c, "wuhan"], "SECAGG_PARTICIPANTS_INVALID"),
+        ("a region the lookup does not ask", a, [a, b, c, "suzhou"], "SECAGG_PARTICIPANTS_INVALID"),
+        ("too few to sum with", a, [a, b], "POLICY_TOO_FEW_PARTICIPANTS"),
+        ("alone", c, [c], "POLICY_TOO_FEW_PARTICIPANTS"),
+    ]
+    for what, node, participants, code in runs:
+        request = node_request(keys, first, first.blobs[node], participants=participants)
+        assert rpc_code(functools.partial(node_stubs[node].Lookup, request, timeout=RPC_TIMEOUT_S)) == code, what
+        entry = last_entry(fed, node)
+        assert (entry["decision"], entry["code"]) == ("refused", code), what
+        assert len(entry["subjects"].split()) == 1, what
+    assert sum(audit_sizes(fed).values()) == sum(before.values()) + len(attempts) + len(runs)
+    # the untouched blobs are answered over the set the lookup asks (the refusals used up no nonce): the answers
+    # sum to the oracle, and each one alone is masked (a coordinator and asker together cannot read it)
+    responses = run_lookup(keys, node_stubs, first, asked)
     assert all(r.plan_fingerprint == layout_fingerprint(1, 1) for r in responses)
-    slots = keys.decrypt(responses[0].ciphertexts[0], 9) + keys.decrypt(responses[1].ciphertexts[0], 9)
-    assert decode_facts(slots, subjects=1, cells=1)[0][0] == oracle_facts(over(fed, [a, b]), [pid])[pid]
-    # and the same request again is a replay
-    again = node_request(keys, first, first.blobs[a])
-    assert rpc_code(lambda: node_stubs[a].Lookup(again, timeout=RPC_TIMEOUT_S)) == "AUTH_REPLAY"
+    assert decrypted_facts(keys, responses) == oracle_facts(over(fed, asked), [pid])[pid]
+    for node, response in zip(asked, responses, strict=True):
+        alone = keys.decrypt(response.ciphertexts[0], 9)
+        assert not np.array_equal(alone, own_slots(oracle_facts(over(fed, [node]), [pid])[pid])), node
+        assert int(np.count_nonzero(np.abs(alone) > 1 << 30)) >= 7, node  # uniform modulo t, not small figures
+    signed = run_statements(responses)
+    assert [s.node for s in signed] == asked and len({s.run for s in signed}) == 1
+    assert all(s.participants == tuple(sorted(asked)) and s.query_id == first.qid for s in signed)
+    for node in asked:
+        entry = last_entry(fed, node)
+        assert (entry["decision"], entry["participants"]) == ("allowed", ",".join(sorted(asked)))
+    # and the same run again is a replay, whatever order the set is named in
+    for node, participants in ((a, asked), (c, list(reversed(asked)))):
+        again = node_request(keys, first, first.blobs[node], participants=participants)
+        assert rpc_code(functools.partial(node_stubs[node].Lookup, again, timeout=RPC_TIMEOUT_S)) == "AUTH_REPLAY"
     with fed.client(keys=keys) as client:
         assert_serves(fed, client, pid)
+
+
+def test_a_rerun_without_a_region_is_answered_only_where_its_figures_may_be_shown(
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    population: Population,
+    node_stubs: dict[str, pb_grpc.NodeStub],
+) -> None:
+    """A compromised coordinator that has every region's answer claims one failed and asks the others again:
+    the asker would decrypt both sums, and their difference is that region's own figures. The survivors answer
+    such a re-run only where the asker's policy allows asking exactly them."""
+    pid = in_and_elsewhere(fed, "nanjing")
+    survivors = ["shanghai", "hangzhou", "suzhou"]  # without nanjing; the caseworker's home is shanghai
+    review = seal_lookup(fed, keys, [pid])  # every region, for a loan review: federation-wide totals only
+    full = run_lookup(keys, node_stubs, review, NODES)
+    assert decrypted_facts(keys, full) == oracle_facts(fed.oracle, [pid])[pid]
+    for node in survivors:
+        request = node_request(keys, review, review.blobs[node], participants=survivors)
+        with pytest.raises(grpc.RpcError) as info:
+            node_stubs[node].Lookup(request, timeout=RPC_TIMEOUT_S)
+        err = from_rpc_error(info.value)
+        assert err.code == "POLICY_BREAKDOWN_DENIED" and "nanjing" in err.message, node
+        assert err.rule == f"{node}: roles.caseworker.lookups.breakdown"
+        assert err.hint == "ask again when every region the lookup asks is up"
+        entry = last_entry(fed, node)
+        assert (entry["decision"], entry["code"]) == ("refused", "POLICY_BREAKDOWN_DENIED")
+        assert entry["participants"] == ",".join(sorted(survivors))
+    # every region but the asker's home is a set a caseworker may ask (exclude_home): that re-run is answered
+    but_home = NODES[1:]
+    rerun = run_lookup(keys, node_stubs, review, but_home)
+    assert decrypted_facts(keys, rerun) == oracle_facts(over(fed, but_home), [pid])[pid]
+    assert all(s.participants == tuple(sorted(but_home)) for s in run_statements(rerun))
+    assert len({s.run for s in run_statements(full)} | {s.run for s in run_statements(rerun)}) == 2  # new masks
+    # a nonce comes back only with fewer regions: the same set, or the home region added back, is a replay
+    for participants in (but_home, NODES):
+        request = node_request(keys, review, review.blobs["hangzhou"], participants=participants)
+        call = functools.partial(node_stubs["hangzhou"].Lookup, request, timeout=RPC_TIMEOUT_S)
+        assert rpc_code(call) == "AUTH_REPLAY"
+    # for a per-city purpose the survivors answer without nanjing, and the difference is what that purpose shows
+    transfer = seal_lookup(fed, keys, [pid], purpose="account-transfer")
+    with_nanjing = decrypted_facts(keys, run_lookup(keys, node_stubs, transfer, NODES))
+    without = decrypted_facts(keys, run_lookup(keys, node_stubs, transfer, survivors))
+    assert without == oracle_facts(over(fed, survivors), [pid])[pid]
+    nanjing = oracle_facts(over(fed, ["nanjing"]), [pid])[pid]
+    assert nanjing.cities == 1
+    for name in PersonFacts.__dataclass_fields__:
+        assert getattr(with_nanjing, name) - getattr(without, name) == getattr(nanjing, name), name
+
+
+class SubsetCoordinator:
+    """A compromised coordinator, as a client's stub: it asks only ``participants`` of the regions a lookup
+    names (each one answers, the set being one the asker may ask) and names ``missing`` as it likes."""
+
+    def __init__(
+        self, node_stubs: Mapping[str, pb_grpc.NodeStub], participants: Sequence[str], missing: Sequence[str]
+    ) -> None:
+        self.node_stubs, self.participants, self.missing = node_stubs, list(participants), list(missing)
+
+    def Lookup(self, request: pb.LookupRequest, timeout: float | None = None) -> pb.QueryResponse:  # noqa: N802
+        qid = query_id(request.envelope)
+        blobs = {s.node_id: s.blob for s in request.sealed}
+        responses = [
+            self.node_stubs[n].Lookup(
+                pb.NodeLookupRequest(
+                    query_id=qid,
+                    public_context=request.public_context,
+                    envelope=request.envelope,
+                    sealed=blobs[n],
+                    participants=self.participants,
+                ),
+                timeout=RPC_TIMEOUT_S,
+            )
+            for n in self.participants
+        ]
+        total = he.CiphertextSum(he.load_public_context(request.public_context), [9])
+        for response in responses:
+            total.add(list(response.ciphertexts))
+        return pb.QueryResponse(
+            query_id=qid,
+            plan_fingerprint=responses[0].plan_fingerprint,
+            ciphertexts=total.result(),
+            answered=self.participants,
+            missing=[pb.RegionStatus(node_id=n, code="NODE_UNREACHABLE", message="down") for n in self.missing],
+            receipts=[r.receipt for r in responses],
+            statements=[r.statement for r in responses],
+        )
+
+
+def test_a_region_left_out_of_the_sum_is_named_missing(
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    node_stubs: dict[str, pb_grpc.NodeStub],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regions answer a run over some of the regions a lookup asks (a re-run with the survivors), so the client
+    checks that every region asked either answered or is named missing: an answer short of a region never
+    passes for a complete one."""
+    pid = in_and_elsewhere(fed, "nanjing")
+    survivors = ["shanghai", "hangzhou", "suzhou"]
+    for missing, code in (([], "ANSWER_CORRUPT"), (["nanjing", "hangzhou"], "ANSWER_CORRUPT"), (["nanjing"], "")):
+        with fed.client(keys=keys) as client:
+            monkeypatch.setattr(client, "_stub", SubsetCoordinator(node_stubs, survivors, missing))
+            if code:
+                assert refusal(lambda: client.lookup([pid], **TRANSFER), pid).code == code, missing
+                continue
+            answer = client.lookup([pid], **TRANSFER)
+        assert sorted(answer.answered) == sorted(survivors) and not answer.complete
+        assert [m["node_id"] for m in answer.missing] == ["nanjing"]
+        assert answer.facts == [oracle_facts(over(fed, survivors), [pid])[pid]]
 
 
 def test_a_lookup_envelope_is_no_query_and_a_query_envelope_no_lookup(
@@ -783,9 +975,24 @@ def test_asking_only_some_regions_is_a_breakdown(
         reply = ask(regions)
         assert sorted(reply.answered) == sorted(regions)
     # where a per-city answer is allowed, so is asking some regions only
-    reply = ask(["hangzhou"], purpose="account-transfer")
+    some = ["shanghai", "hangzhou", "nanjing"]
+    reply = ask(some, purpose="account-transfer")
+    assert sorted(reply.answered) == sorted(some) and list(reply.missing) == [] and reply.timings.runs == 1
     slots = keys.decrypt(reply.ciphertexts[0], 9)
-    assert decode_facts(slots, subjects=1, cells=1)[0][0] == oracle_facts(over(fed, ["hangzhou"]), [pid])[pid]
+    assert decode_facts(slots, subjects=1, cells=1)[0][0] == oracle_facts(over(fed, some), [pid])[pid]
+    # but not fewer regions than a region sums its answer with: each one refuses to be summed over so few
+    for regions in (["hangzhou"], ["shanghai", "nanjing"]):
+        lookup = seal_lookup(fed, keys, [pid], regions, purpose="account-transfer")
+        sealed = [pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()]
+        request = pb.LookupRequest(envelope=lookup.signed, public_context=context, sealed=sealed)
+        with pytest.raises(grpc.RpcError) as info:
+            coordinator_stub.Lookup(request, timeout=RPC_TIMEOUT_S)
+        err = from_rpc_error(info.value)
+        assert err.code == "POLICY_TOO_FEW_PARTICIPANTS", regions
+        assert err.rule == f"{regions[0]}: secure_aggregation.min_participants"
+        for node in regions:
+            entry = last_entry(fed, node)
+            assert (entry["decision"], entry["code"]) == ("refused", "POLICY_TOO_FEW_PARTICIPANTS")
 
 
 # ------------------------------------------------------------------------------------------ keys
@@ -843,30 +1050,90 @@ def test_lookups_seal_only_to_keys_from_a_pinned_catalog(
 # ------------------------------------------------------------------------------------------ a region down
 
 
-def test_a_region_that_is_down_is_missing_and_the_others_answer(fed: harness.Federation, keys: he.ClientKeys) -> None:
-    """Runs last of this module's federation: it stops a node, and starts it again."""
+def wait_until_reachable(coordinator_stub: pb_grpc.CoordinatorStub, node: str, timeout_s: float = 30.0) -> None:
+    """Until the coordinator reaches ``node`` again (its channel retries a restarted node only after a backoff)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            coordinator_stub.AuditProof(pb.AuditProofRequest(node_id=node, index=0, old_size=1), timeout=RPC_TIMEOUT_S)
+            return
+        except grpc.RpcError as err:
+            if from_rpc_error(err).code != "NODE_UNREACHABLE" or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def entries_of(fed: harness.Federation, node: str, signed: pb.SignedEnvelope) -> list[dict[str, Any]]:
+    """``node``'s audit entries for the signed question ``signed`` (by its nonce), in order."""
+    nonce = pb.QueryEnvelope.FromString(signed.envelope).nonce.hex()
+    lines = (fed.audit_dir(node) / "entries.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["nonce"] == nonce]
+
+
+def test_a_region_that_is_down_is_missing_and_the_others_answer(
+    fed: harness.Federation, keys: he.ClientKeys, coordinator_stub: pb_grpc.CoordinatorStub
+) -> None:
+    """Runs last of this module's federation: it stops nodes, and starts them again.
+
+    The coordinator asks the survivors again as a new run (their first answers were masked against the region
+    that failed); they answer it where the asker may ask exactly them, and the sum is theirs, exactly."""
     pid = in_and_elsewhere(fed, "nanjing")
     others = [n for n in NODES if n != "nanjing"]
+    expected = oracle_facts(over(fed, others), [pid])[pid]
+    assert expected != oracle_facts(fed.oracle, [pid])[pid]  # nanjing's own figures are really left out
     fed.stop_node("nanjing")
+    try:
+        # a per-city purpose: the survivors' sum may be shown
+        lookup = seal_lookup(fed, keys, [pid], purpose="account-transfer")
+        sealed = [pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()]
+        request = pb.LookupRequest(envelope=lookup.signed, public_context=keys.public_context(), sealed=sealed)
+        reply = coordinator_stub.Lookup(request, timeout=RPC_TIMEOUT_S)
+        assert reply.timings.runs == 2 and reply.query_id == lookup.qid
+        assert sorted(reply.answered) == sorted(others)
+        assert [(m.node_id, m.code) for m in reply.missing] == [("nanjing", "NODE_UNREACHABLE")]
+        slots = keys.decrypt(reply.ciphertexts[0], 9)
+        assert decode_facts(slots, subjects=1, cells=1)[0][0] == expected
+        signed = [statements.parse(s) for s in reply.statements]
+        assert sorted(s.node for s in signed) == sorted(others)
+        assert all(s.participants == tuple(sorted(others)) for s in signed)
+        for node in others:  # two runs of one nonce: every region asked, then the survivors
+            runs = entries_of(fed, node, lookup.signed)
+            assert [(e["decision"], e["participants"]) for e in runs] == [
+                ("allowed", ",".join(sorted(NODES))),
+                ("allowed", ",".join(sorted(others))),
+            ]
+        with fed.client(keys=keys) as client:
+            answer = client.lookup([pid], **TRANSFER)
+            assert sorted(answer.answered) == sorted(others) and not answer.complete
+            assert [(m["node_id"], m["code"]) for m in answer.missing] == [("nanjing", "NODE_UNREACHABLE")]
+            assert answer.facts == [expected] and answer.receipts_verified == len(others)
+            # a loan review shows federation-wide totals only: without nanjing, set against the first run, the
+            # survivors' sum would show nanjing's own figures, so they refuse the re-run and nothing is shown
+            err = refusal(lambda: client.lookup([pid], **REVIEW), pid)
+        assert err.code == "POLICY_BREAKDOWN_DENIED" and "without region(s) nanjing" in err.message
+        assert err.hint == "ask again when every region the lookup asks is up"
+        for node in others:
+            entry = last_entry(fed, node)
+            assert (entry["decision"], entry["code"]) == ("refused", "POLICY_BREAKDOWN_DENIED")
+            assert entry["participants"] == ",".join(sorted(others))
+    finally:
+        fed.restart_node("nanjing")
+    # the asker's home region down: every region but the home is a set the caseworker may ask (exclude_home)
+    wait_until_reachable(coordinator_stub, "nanjing")
+    but_home = NODES[1:]
+    fed.stop_node("shanghai")
     try:
         with fed.client(keys=keys) as client:
             answer = client.lookup([pid], **REVIEW)
     finally:
-        fed.restart_node("nanjing")
-    assert sorted(answer.answered) == sorted(others) and not answer.complete
-    assert [(m["node_id"], m["code"]) for m in answer.missing] == [("nanjing", "NODE_UNREACHABLE")]
-    expected = oracle_facts(over(fed, others), [pid])[pid]
-    assert answer.facts == [expected] and expected != oracle_facts(fed.oracle, [pid])[pid]
-    # restarted with the same agreement key, it opens what is sealed to the key in the catalog
-    lookup = seal_lookup(fed, keys, [pid], ["nanjing"], purpose="account-transfer")
-    pki = fed.pki_dir
-    tls = TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
-    with secure_channel(f"127.0.0.1:{fed.nodes['nanjing'].port}", tls) as channel:
-        reply = pb_grpc.NodeStub(channel).Lookup(
-            node_request(keys, lookup, lookup.blobs["nanjing"]), timeout=RPC_TIMEOUT_S
-        )
-    slots = keys.decrypt(reply.ciphertexts[0], 9)
-    assert decode_facts(slots, subjects=1, cells=1)[0][0] == oracle_facts(over(fed, ["nanjing"]), [pid])[pid]
+        fed.restart_node("shanghai")
+    assert sorted(answer.answered) == sorted(but_home) and not answer.complete
+    assert [(m["node_id"], m["code"]) for m in answer.missing] == [("shanghai", "NODE_UNREACHABLE")]
+    assert answer.facts == [oracle_facts(over(fed, but_home), [pid])[pid]]
+    # restarted with the same agreement keys, they open what is sealed to the keys in the catalog
+    wait_until_reachable(coordinator_stub, "shanghai")
+    with fed.client(keys=keys) as client:
+        assert_serves(fed, client, pid)
 
 
 # ------------------------------------------------------------------------- rate limits and fresh data
@@ -879,10 +1146,16 @@ SMALL_PEOPLE = (
     ("bank2", "integrator", None),
     ("refresher", "integrator", None),
     ("bank3", "integrator", None),
+    ("caseworker3", "caseworker", "hangzhou"),
 )
+# two regions, so the default minimum of regions an answer is summed with (3) would refuse every lookup; with 1,
+# a lone survivor answers a re-run where the asker's policy allows it, and the client is what refuses to show it
+# as a total (test_one_region_answering_alone_is_not_shown_as_a_total)
 SMALL_POLICY = """\
 version: 1
 extends: {base}
+secure_aggregation:
+  min_participants: 1
 roles:
   caseworker:
     lookups:
@@ -988,8 +1261,19 @@ def test_one_region_answering_alone_is_not_shown_as_a_total(small: harness.Feder
     pid = sorted(r[0] for r in small.oracle("SELECT DISTINCT person_id FROM accounts"))[2]
     small.stop_node("hangzhou")
     try:
-        with small.client(keys=keys, person="caseworker2") as client:
-            err = refusal(lambda: client.lookup([pid], **REVIEW), pid)
+        with small.client(keys=keys, person="caseworker3") as client:  # home: hangzhou
+            # a loan review: shanghai alone is no set the caseworker may ask, so shanghai refuses the re-run
+            review = refusal(lambda: client.lookup([pid], **REVIEW), pid)
+            # a transfer may show shanghai's own figures: shanghai answers the re-run, and the client refuses to
+            # show them as federation-wide ones
+            err = refusal(lambda: client.lookup([pid], **TRANSFER), pid)
     finally:
         small.restart_node("hangzhou")
+    assert review.code == "POLICY_BREAKDOWN_DENIED" and "without region(s) hangzhou" in review.message
     assert err.code == "LOOKUP_TOO_FEW_REGIONS" and "shanghai" in err.message
+    entries = list(map(json.loads, (small.audit_dir("shanghai") / "entries.jsonl").read_text().splitlines()))
+    transfer_runs = [e for e in entries if e["nonce"] == entries[-1]["nonce"]]
+    assert [(e["purpose"], e["decision"], e["participants"]) for e in transfer_runs] == [
+        ("account-transfer", "allowed", "hangzhou,shanghai"),
+        ("account-transfer", "allowed", "shanghai"),
+    ]

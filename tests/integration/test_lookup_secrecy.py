@@ -45,7 +45,8 @@ from federation.synth import generate_node, planted_duplicate_loans
 from federation.tls import TlsConfig, secure_channel
 from policies import DEFAULT_POLICY
 
-NODES = ["shanghai", "hangzhou", "nanjing"]
+# four regions: every one but the caseworker's home is three, the fewest a region sums its answer with by default
+NODES = ["shanghai", "hangzhou", "nanjing", "suzhou"]
 SEED, ROWS = 11, 10_000
 PEOPLE = (("caseworker", "caseworker", "shanghai"), ("bank", "integrator", "hangzhou"))
 REVIEW: dict[str, Any] = {"purpose": "loan-review", "consent": "CONSENT-7731"}
@@ -259,6 +260,8 @@ def test_the_recording_is_complete_and_blobs_pass_through_untouched(run: Run) ->
         blobs = {s.node_id: s.blob for s in original.sealed}
         assert request.envelope == original.envelope
         assert request.sealed in blobs.values()  # the client's own blob for one of the regions it asked
+        # one run over exactly the regions asked (no region failed): region names, nothing about anyone
+        assert sorted(request.participants) == sorted(calls[request.query_id].regions)
     for request in lookups:
         call = calls[query_id(request.envelope)]
         assert sorted(s.node_id for s in request.sealed) == sorted(call.regions)
