@@ -520,6 +520,9 @@ class FederationClient:
             raise CryptoError("the answer does not match the plan's slot layout", code="CIPHERTEXT_SHAPE")
         if not reply.answered:
             raise CryptoError("the answer names no region", code="ANSWER_CORRUPT")
+        accounted = sorted([*reply.answered, *(m.node_id for m in reply.missing)])
+        if accounted != sorted(self.catalog.node_ids):  # a region silently left out of the sum would mislead
+            raise CryptoError("the answer does not account for every region once", code="ANSWER_CORRUPT")
         signed_terms, statements_verified = self._statements(reply, signed)
         decrypted = [keys.decrypt(blob, n) for blob, n in zip(reply.ciphertexts, sizes, strict=True)]
         t_dec = time.perf_counter()

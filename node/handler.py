@@ -35,7 +35,7 @@ from federation.audit_records import Receipt
 from federation.catalog import Catalog
 from federation.dp_plan import dp_plan, dp_terms
 from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
-from federation.errors import AuditError, FederationError, PlanError
+from federation.errors import AuditError, FederationError, PlanError, PolicyViolation
 from federation.generated import hpf_federation_pb2 as pb
 from federation.lookup_codec import chunk_sizes, encode_facts, layout_fingerprint
 from federation.pki import Identity
@@ -213,13 +213,18 @@ class NodeHandler:
 
         A replay is refused before it can use up the asker's rate limit; two copies racing past the first
         check still meet the store's unique nonce. A lookup of ``people`` identifiers also counts each of them
-        against the role's lookup limit. A ``run`` may repeat a nonce as a re-run with fewer participants.
+        against the role's lookup limit. A ``run`` may repeat a nonce as a re-run with fewer participants: the
+        question was counted when it first ran, so a re-run is not counted again.
         """
         signer, envelope = verified.signer, verified.envelope
         role = signer.role or ""
         participants = run.participants if run is not None else None
         max_runs = self.policy.secure_aggregation.max_runs
-        self.replay.check(envelope.nonce, participants, max_runs)
+        if self.replay.check(envelope.nonce, participants, max_runs):
+            self.replay.record(
+                envelope.nonce, envelope.issued_at_ms / 1000.0, participants=participants, max_runs=max_runs
+            )
+            return
         role_policy = self.policy.roles.get(role)
         limit = role_policy.rate_limit if role_policy is not None else None
         lookup_limit: RateLimit | None = None
@@ -271,6 +276,8 @@ class NodeHandler:
             ctx = self.executor.public_context(request.public_context, verified.envelope.context_digest)
             run = self._run(verified.query_id, request.participants, trail)
             privacy = decision.privacy
+            if privacy.mode == "exact":
+                self._exact_over_everyone(run)
             terms = None
             if privacy.mode == "dp":
                 assert privacy.epsilon is not None
@@ -303,6 +310,20 @@ class NodeHandler:
             return self._signed(result, run, verified.envelope.context_digest, trail.ciphertext, privacy_terms)
 
         return self._answer(trail, work, started)
+
+    def _exact_over_everyone(self, run: Run) -> None:
+        """An exact answer is summed over every region of the catalog: set against a full run's sum (which a
+        coordinator and the asker together may hold), a sum without some regions shows theirs by difference.
+        A DP answer may leave a failed region out: each run carries fresh noise and is charged as a release."""
+        left_out = sorted(set(self.catalog.node_ids) - set(run.participants))
+        if left_out and not self.policy.secure_aggregation.exact_subsets:
+            raise PolicyViolation(
+                f"{self.node_id}: an exact answer is summed over every region; a run without region(s) "
+                f"{', '.join(left_out)} would show their partials by difference from a run with them",
+                code="POLICY_EXACT_NEEDS_ALL_REGIONS",
+                rule=f"{self.node_id}: secure_aggregation.exact_subsets",
+                hint="ask again when every region is up (answers under differential privacy may leave one out)",
+            )
 
     def _protector(self) -> Protector:
         if self.protector is None:

@@ -87,18 +87,19 @@ class ReplayGuard:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def _refuse_unless_rerun(self, nonce: bytes, participants: frozenset[str] | None, max_runs: int) -> None:
+    def _refuse_unless_rerun(self, nonce: bytes, participants: frozenset[str] | None, max_runs: int) -> bool:
         if nonce not in self._seen:
-            return
+            return False
         last = self._runs.get(nonce)
         if participants is None or last is None or not participants < last[0] or last[1] >= max_runs:
             raise _replay()
+        return True
 
-    def check(self, nonce: bytes, participants: Sequence[str] | None = None, max_runs: int = 1) -> None:
-        """AuthError ``AUTH_REPLAY`` if ``nonce`` was recorded (unless this is an allowed re-run with
-        ``participants``, see the module); records nothing."""
+    def check(self, nonce: bytes, participants: Sequence[str] | None = None, max_runs: int = 1) -> bool:
+        """AuthError ``AUTH_REPLAY`` if ``nonce`` was recorded, unless this is an allowed re-run with
+        ``participants`` (see the module): then True. Records nothing."""
         with self._lock:
-            self._refuse_unless_rerun(nonce, None if participants is None else frozenset(participants), max_runs)
+            return self._refuse_unless_rerun(nonce, None if participants is None else frozenset(participants), max_runs)
 
     def record(
         self,

@@ -218,6 +218,10 @@ class SecureAggregation(BaseModel):
     min_participants: int = Field(default=3, ge=1, le=256)
     # how many participant sets one signed question is answered for: the first, then re-runs with survivors
     max_runs: int = Field(default=3, ge=1, le=16)
+    # whether an EXACT answer may be summed over fewer than every region of the catalog (a re-run with the
+    # survivors of a failure). Off by default: a coordinator colluding with an asker could subtract such a sum
+    # from a full run's and read the left-out regions' exact partials. DP answers may always leave one out.
+    exact_subsets: bool = False
 
 
 class TablePolicy(BaseModel):
