@@ -45,6 +45,8 @@ QUERY_FAILURE_PREFIXES = (
     "PERSON_ID_",
     "NODE_EXECUTION_",
     "LOOKUP_",
+    "DP_",
+    "SECAGG_",
 )
 
 

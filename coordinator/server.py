@@ -36,6 +36,14 @@ log = logging.getLogger("hpf.coordinator")
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
+# A region back after a restart is tried again within seconds, not after gRPC's default backoff (up to 120 s):
+# exact answers wait for every region, so a region wrongly thought down fails them.
+NODE_CHANNEL_OPTIONS = (
+    *GRPC_OPTIONS,
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
@@ -149,7 +157,7 @@ def start_coordinator(
     channels, stubs = [], {}
     for node in catalog.nodes:
         address = (addresses or {}).get(node.id, node.address)
-        channel = secure_channel(address, credentials)
+        channel = secure_channel(address, credentials, options=NODE_CHANNEL_OPTIONS)
         channels.append(channel)
         stubs[node.id] = pb_grpc.NodeStub(channel)
     fanout = FanOut(catalog, stubs, config.deadline_ms)

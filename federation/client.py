@@ -565,6 +565,7 @@ class FederationClient:
             "node_encrypt_ms": server.node_encrypt_ms,
             "node_total_ms": server.node_total_ms,
             "aggregate_ms": server.aggregate_ms,
+            "runs": float(server.runs),
             "total_ms": (t_fin - t0) * 1e3,
         }
         return QueryAnswer(

@@ -240,6 +240,8 @@ def suppress_small_groups(plan: Plan, totals: dict[int, list[int]], threshold: i
     A grouped answer drops them (every cell of the domain carries noise, so the empty ones go too); an ungrouped
     answer keeps its one row with NULL aggregates, as SQL always returns one row, by marking it withheld.
     """
+    if threshold <= 0:  # no threshold: every cell is shown, noise and all
+        return totals, 0
     if not plan.keys:
         cell = totals.get(0)
         if cell is None or cell[0] >= threshold:

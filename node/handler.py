@@ -345,7 +345,7 @@ class NodeHandler:
         budget = Budget(privacy.budget.epsilon, privacy.budget.delta, privacy.budget.period)
         epsilon, delta = privacy.epsilon, privacy.delta
         ledger.charge(
-            identity, epsilon, delta, budget, rule=f"{self.node_id}: {decision.privacy_rule}.budget", party=self.node_id
+            identity, epsilon, delta, budget, rule=f"{decision.privacy_rule}.budget", party=self.node_id
         )
         return lambda: ledger.refund(identity, epsilon, delta, budget)
 

@@ -241,10 +241,9 @@ def test_every_present_cell_is_noisy_and_the_empty_ones_are_there_too(
     rows = {r[0]: (r[1], r[2]) for r in wide_answer.rows}
     assert len(rows) == len(wide_answer.rows)  # one row per cell
     assert set(rows) <= {*DISTRICTS, None, OTHER}
-    # districts without a row (and NULL, other) are answered, with noise: 52 such cells, of which today only those
-    # with a noisy count >= 0 are shown (about half: see the xfail test below), so at least 5 beyond doubt
+    # districts without a row (and NULL, other) are answered too, with noise: with no threshold, every one of them
     empty = [k for k in rows if k not in exact]
-    assert len(empty) >= 5
+    assert len(empty) == len(DISTRICTS) + 2 - len(exact)
     assert sum(1 for k in empty if rows[k][0] != 0) >= len(empty) / 2
     same = sum(1 for k, (n, s) in rows.items() if k in exact and (n, s) == exact[k])
     assert same == 0  # not one occupied cell comes back exact
@@ -252,11 +251,6 @@ def test_every_present_cell_is_noisy_and_the_empty_ones_are_there_too(
         assert isinstance(n, int) and (total is None or isinstance(total, int))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="threshold 0 (the policy default, 'no threshold') still drops every group whose noisy count is "
-    "negative: federation/dp_plan.py suppress_small_groups keeps only v[0] >= threshold",
-)
 def test_with_threshold_0_every_cell_is_in_the_answer(fed: harness.Federation, wide_answer: QueryAnswer) -> None:
     assert wide_answer.suppressed_groups == 0
     assert sorted(r[0] for r in wide_answer.rows if r[0] not in (None, OTHER)) == DISTRICTS
@@ -420,11 +414,6 @@ def test_three_answers_spend_the_budget_and_the_fourth_is_refused(
     assert spent(fed, keys, "cw_other") == {n: before[n] + 1.0 for n in NODES}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node/handler.py _charge passes rule=f'{node_id}: ...' and party=node_id to PrivacyLedger.charge, "
-    "whose refusal prefixes the party again: 'n0: n0: roles.caseworker.privacy.budget'",
-)
 def test_the_budget_refusal_names_the_region_and_the_rule_once(
     exhausted: tuple[list[QueryAnswer], FederationError],
 ) -> None:
@@ -548,11 +537,6 @@ def test_a_bounded_question_after_unbounded_ones_is_answered(fed: harness.Federa
 # ------------------------------------------------------------------- a region's refusal is the question's
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="coordinator/fanout.py QUERY_FAILURE_PREFIXES lacks DP_ (and SECAGG_): one region refusing with "
-    "DP_UNBOUNDED is taken for a region that is down, and the others are re-run without it",
-)
 def test_one_region_refusing_an_unbounded_dp_question_fails_the_question(tmp_path: Path, keys: he.ClientKeys) -> None:
     three = {n: NODE_ROWS[n] for n in NODES[:3]}
     policies = {"n0": DP_POLICY, "n1": harness.OPEN_POLICY, "n2": harness.OPEN_POLICY}  # n0 alone answers with DP
