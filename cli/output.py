@@ -86,10 +86,13 @@ def privacy_note(answer: QueryAnswer) -> str | None:
     if p.get("mode") != "dp":
         return None
     noise = ", ".join(f"{n['component']} ±{n['sd']:,.1f}" for n in p["noise"])
-    line = (
-        f"differentially private: epsilon {p['epsilon']:g} (delta {p['delta']:g}) spent of your budget at each "
-        f"region; noise standard deviation: {noise}"
-    )
+    runs = int(p.get("runs", 1))
+    spent = f"epsilon {p['epsilon'] * runs:g} (delta {p['delta'] * runs:g})"
+    if runs > 1:
+        spent += f", {runs} runs after a region failed"
+    line = f"differentially private: {spent} spent of your budget at each region; noise standard deviation: {noise}"
+    if not p.get("verified", True):
+        line += " (terms not checked: this profile pins no catalog with the regions' keys)"
     if answer.suppressed_groups:
         line += f"; {answer.suppressed_groups} group(s) with a noisy count under {p['threshold']} not shown"
     return line

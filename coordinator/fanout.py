@@ -32,6 +32,7 @@ from federation.planner import plan_query
 
 log = logging.getLogger("hpf.coordinator")
 
+MAX_RUNS = 3  # runs of one question: the first, then re-runs with the survivors (nodes allow as many by default)
 MAX_DEADLINE_MS = 600_000  # a client may shorten the wait for the regions, not hold the coordinator forever
 TRANSPORT_CODES = {"NODE_TIMEOUT", "NODE_UNREACHABLE", "NODE_BAD_ANSWER", "NODE_UNWELL"}
 # A region that refuses or fails on *this query* fails the whole query: an answer silently short of a region
@@ -246,7 +247,7 @@ class FanOut:
             missing.extend(lost)
             if not lost:
                 break
-            if not answers:
+            if not answers or runs >= MAX_RUNS:
                 raise _no_region_answered(missing)
             participants = [n for n in participants if n in answers]  # the survivors, as a new run
         for response in answers.values():

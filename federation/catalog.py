@@ -27,9 +27,10 @@ Differentially private answers need to know how much one person can change them.
         columns:
           amount_fen: {type: BIGINT, bounds: [0, 2000000]}
 
-Under DP a node keeps at most ``max_rows`` rows per person (after the WHERE) and clamps every bounded column
-into its bounds before summing; ``max_regions`` is the number of regions one person is assumed to hold rows
-in (no region can check the others; a person in more regions is protected as a group of that many).
+Under DP a node keeps at most ``max_rows`` rows per person (those with the highest ``prefer`` values first,
+e.g. ``prefer: month`` keeps the most recent) and clamps every bounded column into its bounds before summing;
+``max_regions`` is the number of regions one person is assumed to hold rows in (no region can check the
+others; a person in more regions is protected as a group of that many).
 """
 
 from __future__ import annotations
@@ -208,6 +209,9 @@ class Contribution(BaseModel):
     person: str  # the column naming the person (an identifier column)
     max_rows: int = Field(ge=1, le=1_000_000)  # rows per person a node keeps under DP (after the WHERE)
     max_regions: int = Field(default=1, ge=1, le=MAX_REGIONS)  # regions one person is assumed to hold rows in
+    # which of a person's rows are kept first: those with the highest values of this column (e.g. month: the
+    # most recent); ties, and every row when it is not given, in the order of all columns
+    prefer: str | None = None
 
 
 class Table(BaseModel):
@@ -222,6 +226,8 @@ class Table(BaseModel):
         person = self.columns.get(c.person) if c is not None else None
         if c is not None and (person is None or person.column_class != ColumnClass.identifier):
             raise ValueError(f"contribution.person {c.person!r} must be an identifier column of this table")
+        if c is not None and c.prefer is not None and c.prefer not in self.columns:
+            raise ValueError(f"contribution.prefer {c.prefer!r} is not a column of this table")
         return self
 
     @field_validator("columns")

@@ -66,6 +66,7 @@ class QueryAnswer:
             "withheld_groups": self.withheld_groups,
             "privacy": self.privacy,
             "suppressed_groups": self.suppressed_groups,
+            "statements_verified": self.statements_verified,
         }
 
 
@@ -102,17 +103,16 @@ def _dp_terms(plan: Plan, signed: dict[str, Any]) -> DpTerms:
     """The DP terms the regions signed, which must be the ones this client derives from the plan and catalog
     for the epsilon, delta and threshold they name: then the noise it states is the noise the answer carries."""
     try:
-        epsilon, delta, threshold = float(signed["epsilon"]), float(signed["delta"]), int(signed["threshold"])
-    except (KeyError, TypeError, ValueError):
+        return DpTerms(
+            epsilon=float(signed["epsilon"]),
+            delta=float(signed["delta"]),
+            threshold=int(signed["threshold"]),
+            components=tuple(
+                ComponentNoise(sensitivity=int(c[0]), unit=int(c[1]), mu=float(c[2])) for c in signed["components"]
+            ),
+        )
+    except (KeyError, TypeError, ValueError, IndexError):
         raise CryptoError("the regions' DP terms cannot be read", code="ANSWER_STATEMENT_INVALID") from None
-    return DpTerms(
-        epsilon=epsilon,
-        delta=delta,
-        threshold=threshold,
-        components=tuple(
-            ComponentNoise(sensitivity=int(c[0]), unit=int(c[1]), mu=float(c[2])) for c in signed["components"]
-        ),
-    )
 
 
 def check_person_ids(person_ids: Sequence[str]) -> list[str]:
@@ -222,9 +222,10 @@ class FederationClient:
                     fh.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
         return receipts, verified
 
-    def _statements(self, reply: pb.QueryResponse, signed: pb.SignedEnvelope) -> tuple[dict[str, Any], int]:
+    def _statements(self, reply: pb.QueryResponse, signed: pb.SignedEnvelope) -> tuple[dict[str, Any], int, int]:
         """The privacy terms every answering region signed for this run (checked against the pinned catalog's
-        audit keys when there is one), and how many statements were so checked."""
+        audit keys when there is one), how many runs of the question the regions answered (at most), and how
+        many statements were so checked."""
         envelope = pb.QueryEnvelope.FromString(signed.envelope)
         keys = self._audit_keys()
         checked = statements.verify(
@@ -235,7 +236,7 @@ class FederationClient:
             answered=list(reply.answered),
             check_signatures=bool(keys),
         )
-        return checked[0].privacy, len(checked) if keys else 0
+        return checked[0].privacy, max(st.runs for st in checked), len(checked) if keys else 0
 
     def _audit_keys(self) -> dict[str, str | None]:
         """The regions' audit keys, from a catalog this profile pins; none from one the coordinator sent, since
@@ -523,7 +524,7 @@ class FederationClient:
         accounted = sorted([*reply.answered, *(m.node_id for m in reply.missing)])
         if accounted != sorted(self.catalog.node_ids):  # a region silently left out of the sum would mislead
             raise CryptoError("the answer does not account for every region once", code="ANSWER_CORRUPT")
-        signed_terms, statements_verified = self._statements(reply, signed)
+        signed_terms, runs, statements_verified = self._statements(reply, signed)
         decrypted = [keys.decrypt(blob, n) for blob, n in zip(reply.ciphertexts, sizes, strict=True)]
         t_dec = time.perf_counter()
         noisy = signed_terms.get("mode") == "dp"
@@ -534,7 +535,7 @@ class FederationClient:
             terms = _dp_terms(plan, signed_terms)
             derived = dp_terms(plan, self.catalog, terms.epsilon, terms.delta, terms.threshold)
             if derived != terms:  # else the noise stated would not be the noise the regions added
-                raise CryptoError(
+                raise PlanError(
                     "the regions' DP noise is not what this client derives from the plan and its catalog",
                     code="DP_TERMS_DIFFER",
                     hint="the client's catalog may differ from the regions' (contribution, bounds)",
@@ -545,13 +546,15 @@ class FederationClient:
                 "epsilon": terms.epsilon,
                 "delta": terms.delta,
                 "threshold": terms.threshold,
+                "runs": runs,  # each run is a release the regions charged: epsilon * runs spent at each
+                "verified": statements_verified > 0,  # the terms were checked against the regions' keys
                 "noise": [
                     {"component": component_label(comp), "sd": noise.sd / 10**comp.scale}
                     for comp, noise in zip(plan.components, terms.components, strict=True)
                     if noise.mu > 0
                 ],
             }
-        finished = finish(plan, totals)
+        finished = finish(plan, totals, noisy=noisy)
         t_fin = time.perf_counter()
         server = reply.timings
         timings = {

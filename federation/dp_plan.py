@@ -5,8 +5,10 @@ regions of a run add shares of the same noise and the client states the noise it
 
 What bounds one person's effect (the catalog declares it; see :mod:`federation.catalog`):
 
-- rows: a node keeps at most ``contribution.max_rows`` rows per person (after the WHERE, the first ones in a
-  fixed order), and a person holds rows in at most ``contribution.max_regions`` regions;
+- rows: a node keeps at most ``contribution.max_rows`` rows per person (those with the highest ``prefer``
+  values, then in the order of all columns), and a person holds rows in at most ``contribution.max_regions``
+  regions. The cap is on the table, before the WHERE: which rows count does not depend on the question, so a
+  node can keep the capped table ready instead of ranking every row for every question;
 - values: every column summed is clamped into its ``bounds`` before the aggregate's argument is computed; the
   argument may combine bounded columns and numbers with ``+ - *``, CAST and CASE, so its range follows.
 
@@ -32,7 +34,7 @@ import sqlglot
 from sqlglot import exp
 
 from federation import skellam
-from federation.catalog import INTEGER_TYPES, Catalog, Table
+from federation.catalog import Catalog, Table
 from federation.errors import PlanError
 from federation.lru import Lru
 from federation.plan import WITHHELD, Component, Plan
@@ -111,9 +113,12 @@ def _bounded(node: exp.Expr, table: Table) -> tuple[exp.Expr, Interval]:
         if column is None or column.bounds is None:
             raise _refuse(f"column {node.name} has no declared bounds")
         lo, hi = column.bounds
-        clamped = exp.func(
+        # GREATEST and LEAST skip NULLs: a NULL must stay NULL (not summed, not counted), not become a bound
+        within = exp.func(
             "LEAST", exp.func("GREATEST", node.copy(), exp.Literal.number(str(lo))), exp.Literal.number(str(hi))
         )
+        clamped = exp.Case(ifs=[exp.If(this=exp.Is(this=node.copy(), expression=exp.Null()), true=exp.Null())])
+        clamped.set("default", within)
         return clamped, (Fraction(lo), Fraction(hi))
     if isinstance(node, exp.Neg):
         inner, iv = _bounded(node.this, table)
@@ -134,12 +139,17 @@ def _bounded(node: exp.Expr, table: Table) -> tuple[exp.Expr, Interval]:
         inner, inner_iv = _bounded(node.this, table)
         cast = node.copy()
         cast.set("this", inner)
-        to = node.to.sql(dialect="duckdb").upper()
-        if to in INTEGER_TYPES or to == "HUGEINT":
-            if inner_iv is not None:
-                inner_iv = (Fraction(math.floor(inner_iv[0])), Fraction(math.ceil(inner_iv[1])))
-        elif not to.startswith(("DECIMAL", "NUMERIC")):
-            raise _refuse(f"a CAST to {to} in a summed argument has no known range")
+        to = node.to
+        if to.is_type(*exp.DataType.INTEGER_TYPES):
+            scale = 0
+        elif to.is_type(exp.DataType.Type.DECIMAL):
+            params = [p.sql() for p in to.expressions]
+            scale = int(params[1]) if len(params) > 1 else 3  # DuckDB's DECIMAL without a scale is (18, 3)
+        else:
+            raise _refuse(f"a CAST to {to.sql(dialect='duckdb')} in a summed argument has no known range")
+        if inner_iv is not None:  # the cast rounds (half away from zero) to its scale: widen outward to it
+            step = Fraction(1, 10**scale)
+            inner_iv = (math.floor(inner_iv[0] / step) * step, math.ceil(inner_iv[1] / step) * step)
         return cast, inner_iv
     if isinstance(node, exp.Case) and node.this is None:
         case = node.copy()
@@ -169,22 +179,24 @@ def _per_row(component: Component, table: Table) -> tuple[Component, Fraction]:
     return dataclasses.replace(component, arg=clamped.sql(dialect="duckdb")), per_row * 10**component.scale
 
 
+def capped_table_sql(name: str, table: Table) -> str:
+    """The rows of table ``name`` that count under DP: at most ``max_rows`` per person (see the module)."""
+    c = table.contribution
+    assert c is not None
+    order = ", ".join([*([f'"{c.prefer}" DESC'] if c.prefer else []), *(f'"{col}"' for col in table.columns)])
+    return (
+        f'SELECT * FROM "{name}" QUALIFY row_number() OVER (PARTITION BY "{c.person}" ORDER BY {order}) <= {c.max_rows}'
+    )
+
+
 def dp_plan(plan: Plan, catalog: Catalog) -> tuple[Plan, str]:
-    """The plan with clamped arguments and the FROM source that keeps at most ``max_rows`` rows per person.
+    """The plan with clamped arguments, and the FROM source of its capped table (``(capped) AS table``).
 
     Refused (DP_UNBOUNDED) when the table or a summed column declares no bound.
     """
     table, _ = _contribution(plan, catalog)
-    assert table.contribution is not None
     components = tuple(c if c.kind == WITHHELD else _per_row(c, table)[0] for c in plan.components)
-    order = ", ".join(f'"{name}"' for name in table.columns)
-    person = table.contribution.person
-    where = f" WHERE {plan.where}" if plan.where else ""
-    source = (
-        f"(SELECT * FROM {plan.table}{where} QUALIFY row_number() OVER "
-        f'(PARTITION BY "{person}" ORDER BY {order}) <= {table.contribution.max_rows}) AS {plan.table}'
-    )
-    return dataclasses.replace(plan, where=None, components=components), source
+    return dataclasses.replace(plan, components=components), f"({capped_table_sql(plan.table, table)}) AS {plan.table}"
 
 
 _TERMS: Lru[tuple[str, str, float, float, int], DpTerms] = Lru(256)
@@ -220,6 +232,11 @@ def _calibrated(plan: Plan, catalog: Catalog, epsilon: float, delta: float, thre
         too_big = [i for i, mu in zip(noisy, mus, strict=True) if mu > skellam.MAX_MU]
         if not too_big:
             break
+        if any(sens[i] <= 2 * people_rows for i in too_big):  # a coarser unit cannot shrink it below P rows
+            raise _refuse(
+                f"one person's {people_rows} rows (max_rows x max_regions) need more noise than can be drawn "
+                f"exactly at epsilon {epsilon:g}"
+            )
         for i in too_big:
             units[i] *= 10
     mu_of = dict(zip(noisy, mus, strict=True))

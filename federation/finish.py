@@ -30,12 +30,16 @@ _ENGINE = duckdb.connect(":memory:")
 _ENGINE_LOCK = threading.Lock()
 
 
-def aggregate_value(agg: Aggregate, totals: list[int]) -> Any:
-    """One aggregate's value from its group's component totals (None where SQL gives NULL)."""
+def aggregate_value(agg: Aggregate, totals: list[int], noisy: bool = False) -> Any:
+    """One aggregate's value from its group's component totals (None where SQL gives NULL).
+
+    ``noisy`` (a DP answer): a noisy count may be 0 or less (then AVG and the variances are NULL) and a noisy
+    variance may come out below 0 (then it is 0): both are what noise does, not a sign of tampering.
+    """
     n = totals[agg.count]
     if agg.func == "count":
         return n
-    if n == 0:
+    if n == 0 or (noisy and n < 0):
         return None
     assert agg.sum is not None
     s = totals[agg.sum]
@@ -53,8 +57,10 @@ def aggregate_value(agg: Aggregate, totals: list[int]) -> Any:
         if n < 2:
             return None
         var = spread / (n * (n - 1))
-    if var < 0:  # impossible for honest totals
-        raise CryptoError("the decrypted totals are inconsistent", code="ANSWER_CORRUPT")
+    if var < 0:
+        if not noisy:  # impossible for honest exact totals
+            raise CryptoError("the decrypted totals are inconsistent", code="ANSWER_CORRUPT")
+        var = Fraction(0)
     return float(var) if agg.func.startswith("var") else math.sqrt(float(var))
 
 
@@ -71,7 +77,7 @@ class FinishedAnswer:
     withheld_groups: int
 
 
-def group_rows(plan: Plan, totals: dict[int, list[int]]) -> list[tuple[Any, ...]]:
+def group_rows(plan: Plan, totals: dict[int, list[int]], noisy: bool = False) -> list[tuple[Any, ...]]:
     """One ``__groups`` row per occupied cell: key values, aggregate values (NULL if withheld), "other" flags."""
     mark = plan.withheld_index
     rows = []
@@ -84,14 +90,15 @@ def group_rows(plan: Plan, totals: dict[int, list[int]]) -> list[tuple[Any, ...]
         if comp_totals[mark]:  # never a partial sum
             aggs: list[Any] = [None] * len(plan.aggregates)
         else:
-            aggs = [aggregate_value(a, comp_totals) for a in plan.aggregates]
+            aggs = [aggregate_value(a, comp_totals, noisy) for a in plan.aggregates]
         rows.append((*keys, *aggs, *flags))
     return rows
 
 
-def finish(plan: Plan, totals: dict[int, list[int]]) -> FinishedAnswer:
-    """Columns and rows of the federated answer from :func:`federation.slot_codec.decode_totals`' totals."""
-    rows = group_rows(plan, totals)
+def finish(plan: Plan, totals: dict[int, list[int]], noisy: bool = False) -> FinishedAnswer:
+    """Columns and rows of the federated answer from :func:`federation.slot_codec.decode_totals`' totals
+    (``noisy``: of a DP answer, see :func:`aggregate_value`)."""
+    rows = group_rows(plan, totals, noisy)
     with _ENGINE_LOCK:
         con = _ENGINE.cursor()  # a cursor is its own connection: its temp table is private
     try:

@@ -72,8 +72,9 @@ def _fen(cls: str, description: str, high_yuan: int) -> Spec:
 MAX_REGIONS_PER_PERSON = 4
 
 
-def _contribution(max_rows: int) -> Spec:
-    return {"person": "person_id", "max_rows": max_rows, "max_regions": MAX_REGIONS_PER_PERSON}
+def _contribution(max_rows: int, prefer: str) -> Spec:
+    """Each person's ``max_rows`` rows per region with the latest ``prefer`` date count under DP."""
+    return {"person": "person_id", "max_rows": max_rows, "max_regions": MAX_REGIONS_PER_PERSON, "prefer": prefer}
 
 
 def hpf_tables() -> dict[str, Any]:
@@ -81,7 +82,7 @@ def hpf_tables() -> dict[str, Any]:
     s = "sensitive"
     return {
         "accounts": {
-            "contribution": _contribution(1),
+            "contribution": _contribution(1, "open_date"),
             "description": "one row per person per city account",
             "columns": {
                 "person_id": _person_id(),
@@ -96,7 +97,7 @@ def hpf_tables() -> dict[str, Any]:
             },
         },
         "deposits": {
-            "contribution": _contribution(120),  # a decade of monthly contributions per region
+            "contribution": _contribution(120, "month"),  # the latest decade of monthly contributions per region
             "description": "one row per person per month contributed (缴存)",
             "columns": {
                 "person_id": _person_id(),
@@ -110,7 +111,7 @@ def hpf_tables() -> dict[str, Any]:
             },
         },
         "withdrawals": {
-            "contribution": _contribution(120),
+            "contribution": _contribution(120, "date"),
             "description": "withdrawals from an account (提取)",
             "columns": {
                 "person_id": _person_id(),
@@ -121,7 +122,7 @@ def hpf_tables() -> dict[str, Any]:
             },
         },
         "loans": {
-            "contribution": _contribution(4),
+            "contribution": _contribution(4, "start_date"),
             "description": "housing loans (贷款)",
             "columns": {
                 "loan_id": _col("VARCHAR", s, description="loan number, unique in the federation"),

@@ -66,16 +66,22 @@ def _check_participants(participants: Sequence[str]) -> None:
             raise PlanError("a participant id is empty or holds a separator", code="SECAGG_PARTICIPANTS_INVALID")
 
 
-def run_id(query_id: str, participants: Sequence[str]) -> str:
-    """The id of one masking run (hex SHA-256): the query id and the participant set, in any order.
+def run_id(query_id: str, participants: Sequence[str], terms: bytes = b"") -> str:
+    """The id of one masking run (hex SHA-256): the query id, the participant set (in any order) and the
+    privacy terms every participant answers under (canonical bytes; empty for none).
 
     Every participant must derive the same id, so the set is sorted first. A re-run with the survivors of a
-    failed run has a different set and hence a different id, so no pair ever reuses a mask.
+    failed run has a different set and hence a different id, so no pair ever reuses a mask. A participant
+    answering under other terms (exact where the others add noise, or a different epsilon) derives another id,
+    so its masks do not cancel and the sum is noise: no region's data is summed with less noise than its own
+    policy asks for.
     """
     _check_participants(participants)
     if "\x00" in query_id:
         raise PlanError("the query id holds a separator", code="SECAGG_PARTICIPANTS_INVALID")
     data = _RUN_DOMAIN + query_id.encode("utf-8") + b"\x00" + "\n".join(sorted(participants)).encode("utf-8")
+    if terms:
+        data += b"\x00" + hashlib.sha256(terms).digest()
     return hashlib.sha256(data).hexdigest()
 
 

@@ -4,12 +4,13 @@ The coordinator sums masked ciphertexts it cannot read, so the client cannot che
 what it can check is that every region in the participant set really answered *this* run (the masks cancel
 only then), for *its* key, under the privacy terms it is about to print. Each region signs::
 
-    {"node", "query_id", "run", "participants", "context", "ciphertexts", "privacy"}
+    {"node", "query_id", "run", "participants", "context", "ciphertexts", "privacy", "runs"}
 
 with its audit key (Ed25519, published in the catalog as ``audit_key``), under a domain tag of its own so a
 statement can never pass for an audit checkpoint. ``ciphertexts`` is the SHA-256 over each ciphertext's
 SHA-256, as in the region's audit entry; ``privacy`` is ``{"mode": "exact"}`` or the DP terms
-(:meth:`federation.dp_plan.DpTerms.canonical`).
+(:meth:`federation.dp_plan.DpTerms.canonical`); ``runs`` is which run of the question this is at the region (a
+re-run with survivors is a new release, charged again).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from federation.errors import CryptoError
+from federation.errors import CryptoError, PlanError
 from federation.generated import hpf_federation_pb2 as pb
 
 DOMAIN = b"hpf-answer-statement/v1\x00"
@@ -39,6 +40,7 @@ class Statement:
     context: str
     ciphertexts: str
     privacy: dict[str, Any]
+    runs: int = 1  # which run of the question this is at the region (each DP run is charged)
 
     def encode(self) -> bytes:
         body = {
@@ -49,8 +51,14 @@ class Statement:
             "context": self.context,
             "ciphertexts": self.ciphertexts,
             "privacy": self.privacy,
+            "runs": self.runs,
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def canonical_terms(privacy: Mapping[str, Any]) -> bytes:
+    """Privacy terms as bytes every region derives alike (what a run id binds: see masking.run_id)."""
+    return json.dumps(privacy, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 def sign(statement: Statement, signer: Callable[[bytes], bytes]) -> pb.AnswerStatement:
@@ -73,6 +81,7 @@ def parse(signed: pb.AnswerStatement) -> Statement:
             context=str(body["context"]),
             ciphertexts=str(body["ciphertexts"]),
             privacy=dict(body["privacy"]),
+            runs=int(body["runs"]),
         )
     except (ValueError, KeyError, TypeError):
         raise _bad("a region's answer statement cannot be read") from None
@@ -123,7 +132,7 @@ def verify(
         raise _bad("the sum does not hold exactly the run's participants: their masks would not cancel")
     privacy = {json.dumps(st.privacy, sort_keys=True) for st in out}
     if len(privacy) != 1:
-        raise CryptoError(
+        raise PlanError(
             "the regions answered under different privacy terms (exact or DP, epsilon, noise)",
             code="DP_TERMS_DIFFER",
             hint="the regions' policies must agree on the privacy of this role and table",

@@ -45,7 +45,8 @@ class Noisy:
     """A DP run's computation: the clamped plan over its row-capped source, the units and this node's noise."""
 
     plan: Plan
-    source: str
+    source: str  # ``(capped_sql) AS table``
+    capped_sql: str  # the rows of the table that count under DP (dp_plan.capped_table_sql)
     units: Sequence[int]
     noise: np.ndarray
 
@@ -89,7 +90,9 @@ class PartialExecutor:
                 t_encode = time.perf_counter()
                 pieces = chunks(encode_partials(plan, rows, min_group_size=min_group_size))
             else:
-                rows = self.backend.run(noisy.plan.node_sql(noisy.source))
+                capped = getattr(self.backend, "capped_source", None)  # a backend may keep the capped table ready
+                source = noisy.source if capped is None else capped(noisy.plan.table, noisy.capped_sql)
+                rows = self.backend.run(noisy.plan.node_sql(source))
                 t_encode = time.perf_counter()
                 pieces = chunks(encode_noisy_partials(noisy.plan, rows, noisy.units, noisy.noise))
         except (DataError, CryptoError) as err:  # PARTIAL_OUT_OF_RANGE is a CryptoError: the limbs would not fit
@@ -101,7 +104,13 @@ class PartialExecutor:
                 "query %s failed on this node's rows (%s); sending the encrypted failure mark", query_id[:12], err.code
             )
             t_encode = time.perf_counter()
-            pieces = failure_chunks(plan)
+            # under DP the failure carries this region's noise in every cell all the same: the others' shares
+            # assume it, and an asker who decrypts the sum anyway must not find one region's partial under less
+            pieces = (
+                failure_chunks(plan)
+                if noisy is None
+                else chunks(encode_noisy_partials(noisy.plan, [], noisy.units, noisy.noise), failed=True)
+            )
         if mask is not None:
             pieces = mask(pieces)
         ciphertexts = [he.encrypt_slots(ctx, chunk) for chunk in pieces]

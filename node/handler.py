@@ -7,9 +7,15 @@ A node never trusts the coordinator. For every request, in this order:
 3. the plan, derived here from the signed SQL and compared with the coordinator's fingerprint;
 4. this node's policy: role, table, purpose, consent, aggregates, column uses; it fixes k;
 5. the public context must be the one the asker signed;
+5a. the run's participant set (see :mod:`node.protection`): regions of the catalog, this one among them, at
+   least the policy's minimum, and every region of the catalog for an exact answer unless the policy allows
+   fewer (``secure_aggregation.exact_subsets``);
 6. the asker's rate limit: each question this node runs or explains counts once;
 7. the nonce must be new (a replay is refused; a request refused earlier does not use up its nonce, so the
-   coordinator may resend it, e.g. with the public context a restarted node no longer holds).
+   coordinator may resend it, e.g. with the public context a restarted node no longer holds), unless this is a
+   re-run of it with fewer participants (see :mod:`node.replay`);
+8. under DP, the asker's privacy budget is charged (after the nonce: a question refused for its budget is used
+   up, like one the node answered).
 
 Every request, allowed or refused, is appended to the node's audit log before the answer leaves; if the
 log cannot be written, nothing is answered.
@@ -22,7 +28,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,7 +39,7 @@ from federation.audit_log import AuditLog
 from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
 from federation.audit_records import Receipt
 from federation.catalog import Catalog
-from federation.dp_plan import dp_plan, dp_terms
+from federation.dp_plan import capped_table_sql, dp_plan, dp_terms
 from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
 from federation.errors import AuditError, FederationError, PlanError, PolicyViolation
 from federation.generated import hpf_federation_pb2 as pb
@@ -208,23 +214,23 @@ class NodeHandler:
         )
         return Admission(verified=verified, plan=plan, decision=decision)
 
-    def _spend(self, verified: VerifiedEnvelope, people: int = 0, run: Run | None = None) -> None:
+    def _spend(self, verified: VerifiedEnvelope, people: int = 0, run: Run | None = None) -> int:
         """Refuse a replay, count the question against the asker's rate limits, remember its nonce.
 
         A replay is refused before it can use up the asker's rate limit; two copies racing past the first
         check still meet the store's unique nonce. A lookup of ``people`` identifiers also counts each of them
         against the role's lookup limit. A ``run`` may repeat a nonce as a re-run with fewer participants: the
-        question was counted when it first ran, so a re-run is not counted again.
+        question was counted when it first ran, so a re-run is not counted again. Returns which run of the
+        question this is (1 for the first).
         """
         signer, envelope = verified.signer, verified.envelope
         role = signer.role or ""
         participants = run.participants if run is not None else None
         max_runs = self.policy.secure_aggregation.max_runs
         if self.replay.check(envelope.nonce, participants, max_runs):
-            self.replay.record(
+            return self.replay.record(
                 envelope.nonce, envelope.issued_at_ms / 1000.0, participants=participants, max_runs=max_runs
             )
-            return
         role_policy = self.policy.roles.get(role)
         limit = role_policy.rate_limit if role_policy is not None else None
         lookup_limit: RateLimit | None = None
@@ -245,7 +251,9 @@ class NodeHandler:
         except FederationError:
             self.lookup_limiter.give_back(signer.common_name, people)
             raise
-        self.replay.record(envelope.nonce, envelope.issued_at_ms / 1000.0, participants=participants, max_runs=max_runs)
+        return self.replay.record(
+            envelope.nonce, envelope.issued_at_ms / 1000.0, participants=participants, max_runs=max_runs
+        )
 
     # -- the audited operations -------------------------------------------------------------------
 
@@ -274,10 +282,7 @@ class NodeHandler:
             admission = self._admit(request, trail)
             verified, plan, decision = admission.verified, admission.plan, admission.decision
             ctx = self.executor.public_context(request.public_context, verified.envelope.context_digest)
-            run = self._run(verified.query_id, request.participants, trail)
             privacy = decision.privacy
-            if privacy.mode == "exact":
-                self._exact_over_everyone(run)
             terms = None
             if privacy.mode == "dp":
                 assert privacy.epsilon is not None
@@ -285,14 +290,19 @@ class NodeHandler:
                 trail.privacy = f"dp epsilon={privacy.epsilon:g} delta={privacy.delta:g}"
             else:
                 trail.privacy = "exact"
-            self._spend(verified, run=run)
+            signed_terms = statements.EXACT if terms is None else {"mode": "dp", **terms.canonical()}
+            run = self._run(verified.query_id, request.participants, trail, signed_terms)
+            if terms is None:
+                self._exact_over_everyone(run)
+            runs = self._spend(verified, run=run)
             charged = self._charge(verified, decision) if terms is not None else None
             try:
                 noisy = None
                 if terms is not None:
                     clamped, source = dp_plan(plan, self.catalog)
                     noise = self._protector().noise(run, terms, plan.layout.cells)
-                    noisy = Noisy(clamped, source, [c.unit for c in terms.components], noise)
+                    capped = capped_table_sql(plan.table, self.catalog.tables[plan.table])
+                    noisy = Noisy(clamped, source, capped, [c.unit for c in terms.components], noise)
                 result = self.executor.compute(
                     verified.query_id,
                     plan,
@@ -306,8 +316,7 @@ class NodeHandler:
                     charged()
                 raise
             trail.ciphertext = _ciphertexts_digest(result.ciphertexts)
-            privacy_terms = statements.EXACT if terms is None else {"mode": "dp", **terms.canonical()}
-            return self._signed(result, run, verified.envelope.context_digest, trail.ciphertext, privacy_terms)
+            return self._signed(result, run, verified.envelope.context_digest, trail.ciphertext, signed_terms, runs)
 
         return self._answer(trail, work, started)
 
@@ -330,8 +339,9 @@ class NodeHandler:
             raise PlanError("this region cannot mask its answers (no agreement key)", code="SECAGG_UNSUPPORTED")
         return self.protector
 
-    def _run(self, query_id: str, participants: Sequence[str], trail: Trail) -> Run:
-        run = self._protector().run(query_id, participants, self.policy.secure_aggregation.min_participants)
+    def _run(self, query_id: str, participants: Sequence[str], trail: Trail, terms: Mapping[str, Any]) -> Run:
+        minimum = self.policy.secure_aggregation.min_participants
+        run = self._protector().run(query_id, participants, minimum, terms)
         trail.participants = ",".join(run.participants)
         return run
 
@@ -343,16 +353,16 @@ class NodeHandler:
             raise PlanError("this region keeps no privacy budget ledger", code="DP_UNSUPPORTED")
         ledger, identity = self.ledger, verified.signer.common_name
         budget = Budget(privacy.budget.epsilon, privacy.budget.delta, privacy.budget.period)
-        epsilon, delta = privacy.epsilon, privacy.delta
-        ledger.charge(
-            identity, epsilon, delta, budget, rule=f"{decision.privacy_rule}.budget", party=self.node_id
-        )
-        return lambda: ledger.refund(identity, epsilon, delta, budget)
+        epsilon, delta, now = privacy.epsilon, privacy.delta, time.time()
+        rule = f"{decision.privacy_rule}.budget"
+        ledger.charge(identity, epsilon, delta, budget, rule=rule, party=self.node_id, now=now)
+        return lambda: ledger.refund(identity, epsilon, delta, budget, now=now)  # into the period it was charged to
 
     def _signed(
-        self, result: PartialResult, run: Run, context: str, ciphertexts: str, privacy: dict[str, Any]
+        self, result: PartialResult, run: Run, context: str, ciphertexts: str, privacy: dict[str, Any], runs: int
     ) -> PartialResult:
-        """``result`` with this node's signed statement of the run, key and privacy terms it answered under."""
+        """``result`` with this node's signed statement of the run, key and privacy terms it answered under, and
+        how many runs of the question it has answered (each DP run is charged)."""
         statement = Statement(
             node=self.node_id,
             query_id=run.query_id,
@@ -361,6 +371,7 @@ class NodeHandler:
             context=context,
             ciphertexts=ciphertexts,
             privacy=privacy,
+            runs=runs,
         )
         return dataclasses.replace(result, statement=statements.sign(statement, self.audit.sign))
 
@@ -442,7 +453,7 @@ class NodeHandler:
             self._check_caller(caller, trail)
             verified, ids, cells, cell = self._admit_lookup(request, trail)
             ctx = self.executor.public_context(request.public_context, verified.envelope.context_digest)
-            run = self._run(verified.query_id, request.participants, trail)
+            run = self._run(verified.query_id, request.participants, trail, statements.EXACT)
             envelope, asked = verified.envelope, set(verified.envelope.lookup.regions)
             if not set(run.participants) <= asked:
                 raise PlanError("a lookup's participants are regions it asks", code="SECAGG_PARTICIPANTS_INVALID")
@@ -472,7 +483,7 @@ class NodeHandler:
                         rule=err.rule,
                         hint="ask again when every region the lookup asks is up",
                     ) from None
-            self._spend(verified, people=len(ids), run=run)
+            runs = self._spend(verified, people=len(ids), run=run)
             assert self.lookups is not None
             t_scan = time.perf_counter()
             slots = encode_facts(self.lookups.facts(ids), cells=cells, cell=cell)
@@ -490,7 +501,7 @@ class NodeHandler:
                 encrypt_ms=(done - t_encode) * 1e3,
             )
             context = verified.envelope.context_digest
-            return self._signed(result, run, context, trail.ciphertext, statements.EXACT)
+            return self._signed(result, run, context, trail.ciphertext, statements.EXACT, runs)
 
         return self._answer(trail, work, started)
 

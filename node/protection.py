@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from federation import masking, skellam
+from federation import masking, skellam, statements
 from federation.catalog import Catalog
 from federation.dp_plan import DpTerms
 from federation.errors import ConfigError, CryptoError, PlanError, PolicyViolation
@@ -68,9 +69,10 @@ class Protector:
         self._noise_key = noise_key
         self._keys = {n.id: n.agreement_key for n in catalog.nodes}
 
-    def run(self, query_id: str, participants: Sequence[str], minimum: int) -> Run:
+    def run(self, query_id: str, participants: Sequence[str], minimum: int, terms: Mapping[str, Any]) -> Run:
         """The run the coordinator names, checked: PlanError for a malformed set, PolicyViolation below
-        ``minimum`` regions (``secure_aggregation.min_participants``)."""
+        ``minimum`` regions (``secure_aggregation.min_participants``). Its id binds the privacy ``terms`` this
+        node answers under (see :func:`federation.masking.run_id`)."""
         named = list(participants)
         if self.node_id not in named or len(set(named)) != len(named) or any(p not in self._keys for p in named):
             raise PlanError(
@@ -93,7 +95,8 @@ class Protector:
                 hint="publish every region's agreement_key in the catalog",
             )
         ordered = tuple(sorted(named))
-        return Run(query_id=query_id, id=masking.run_id(query_id, ordered), participants=ordered)
+        run = masking.run_id(query_id, ordered, statements.canonical_terms(terms))
+        return Run(query_id=query_id, id=run, participants=ordered)
 
     def mask(self, run: Run, pieces: Sequence[np.ndarray]) -> list[np.ndarray]:
         """``pieces`` (the ciphertexts' slot vectors) with this node's pairwise masks for ``run`` added."""

@@ -108,9 +108,9 @@ class ReplayGuard:
         now: float | None = None,
         participants: Sequence[str] | None = None,
         max_runs: int = 1,
-    ) -> None:
+    ) -> int:
         """Remember ``nonce`` (its envelope signed at ``signed_at``, Unix seconds) and the run's participants;
-        ``AUTH_REPLAY`` if seen and this is not an allowed re-run."""
+        ``AUTH_REPLAY`` if seen and this is not an allowed re-run. Returns which run this is (1 for the first)."""
         now = time.time() if now is None else now
         members = None if participants is None else frozenset(participants)
         with self._lock:
@@ -121,8 +121,11 @@ class ReplayGuard:
                 self._next_sweep = now + SWEEP_EVERY_S
             self._refuse_unless_rerun(nonce, members, max_runs)
             self._seen.setdefault(nonce, signed_at)
-            if members is not None:
-                self._runs[nonce] = (members, self._runs.get(nonce, (members, 0))[1] + 1)
+            if members is None:
+                return 1
+            runs = self._runs.get(nonce, (members, 0))[1] + 1
+            self._runs[nonce] = (members, runs)
+            return runs
 
 
 def _first_index_since(audit: AuditLog, since: str) -> int:

@@ -35,6 +35,10 @@ class DuckDBBackend:
         if threads:
             self._con.execute(f"SET threads = {int(threads)}")
         self._lock = threading.Lock()
+        self._capping = threading.Lock()
+        # (table, sql): (data version, table made for it, the one made before)
+        self._capped: dict[tuple[str, str], tuple[object, str, str | None]] = {}
+        self._made = 0
         self._paths = [str(s.path) for s in sources.values()]
         for name, table in catalog.tables.items():
             source = sources.get(name)
@@ -88,6 +92,35 @@ class DuckDBBackend:
             ) from None
         finally:
             cur.close()
+
+    def capped_source(self, table: str, select_sql: str) -> str:
+        """A FROM source (``"made" AS table``) holding the rows ``select_sql`` selects from ``table``: the rows a
+        person may contribute under DP. Ranking a million rows takes about half a second, so it is done once per
+        data version and kept in memory; the copy before the previous one is dropped then (the previous one is
+        kept, so a question still reading it finishes)."""
+        version = self.data_version()
+        key = (table, select_sql)
+        with self._capping:
+            held = self._capped.get(key)
+            if held is None or held[0] != version:
+                self._made += 1
+                made = f"__dp_{table}_{self._made}"
+                with self._lock:
+                    cur = self._con.cursor()
+                try:
+                    cur.execute(f'CREATE TABLE "{made}" AS {select_sql}')
+                    if held is not None and held[2] is not None:
+                        cur.execute(f'DROP TABLE IF EXISTS "{held[2]}"')
+                except duckdb.Error as err:
+                    failure = runtime_failure(err)
+                    log.warning("capping table %s failed: %s", table, failure)
+                    raise UnavailableError(f"the node cannot read its tables: {failure}", code="NODE_UNWELL") from None
+                finally:
+                    cur.close()
+                held = (version, made, None if held is None else held[1])
+                self._capped[key] = held
+                log.info("table %s capped for differential privacy (its data changed)", table)
+        return f'"{held[1]}" AS "{table}"'
 
     def columns(self, sql: str) -> dict[str, Any]:
         """Run ``sql`` and return its result as NumPy columns (for results too large for tuples)."""

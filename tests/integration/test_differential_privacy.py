@@ -226,6 +226,8 @@ def test_the_answer_states_epsilon_and_the_noise_of_every_component(
         "epsilon": EPSILON,
         "delta": DELTA,
         "threshold": 0,
+        "runs": 1,
+        "verified": True,
         "noise": stated_noise(plan, terms),
     }
     assert [n["component"] for n in wide_answer.privacy["noise"]] == ["COUNT(*)", "COUNT(amount)", "SUM(amount)"]
@@ -327,7 +329,7 @@ def test_a_region_s_noise_is_a_function_of_its_noise_key_and_the_run(
 
     def expected(participants: Sequence[str]) -> tuple[list[np.ndarray], np.ndarray]:
         protector = Protector("n0", fed.catalog, AgreementKey.load_or_create(state), load_or_create_noise_key(state))
-        run = protector.run(query_id(signed), participants, 1)
+        run = protector.run(query_id(signed), participants, 1, {"mode": "dp", **terms.canonical()})
         noise = protector.noise(run, terms, plan.layout.cells)
         units = [c.unit for c in terms.components]
         return protector.mask(run, chunks(encode_noisy_partials(clamped, rows, units, noise))), noise

@@ -223,7 +223,7 @@ def test_one_region_s_ciphertext_is_uniform_to_a_colluding_coordinator_and_clien
         assert info.value.code == "ANSWER_CORRUPT"
 
     # every region signed the run it masked for: the query id and exactly this participant set
-    run = masking.run_id(query_id(signed), NODES)
+    run = masking.run_id(query_id(signed), NODES, statements.canonical_terms(statements.EXACT))  # and the terms
     for node, response in answers.items():
         statement = statements.parse(response.statement)
         assert (statement.node, statement.run, statement.participants) == (node, run, NODES)

@@ -9,13 +9,15 @@ import duckdb
 import numpy as np
 import pytest
 
-from federation import skellam
+from federation import he, masking, skellam, statements
 from federation.catalog import Catalog
 from federation.dp_plan import dp_plan, dp_terms, suppress_small_groups
-from federation.errors import PlanError
+from federation.errors import CryptoError, DataError, PlanError
+from federation.finish import finish
 from federation.hpf_schema import demo_catalog
 from federation.planner import plan_query
-from federation.slot_codec import chunks, decode_totals, encode_noisy_partials
+from federation.slot_codec import FAILED, chunks, decode_totals, encode_noisy_partials
+from node.executor import Noisy, PartialExecutor
 from policies.model import Privacy
 
 CATALOG = Catalog.model_validate(demo_catalog({"shanghai": "127.0.0.1:50051"}))
@@ -72,17 +74,28 @@ def test_a_large_sum_travels_in_a_coarser_unit_with_exact_sampling() -> None:
             assert n.sensitivity > per_person and 10 ** math.floor(math.log10(n.unit)) == n.unit, c
 
 
-def test_clamped_sql_caps_rows_per_person_and_values() -> None:
-    plan = plan_query("SELECT g, COUNT(*), SUM(v) FROM t WHERE w > 0 GROUP BY g", BOUNDED)
-    clamped, source = dp_plan(plan, BOUNDED)
+def _capped_answer(catalog: Catalog, sql: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    clamped, source = dp_plan(plan_query(sql, catalog), catalog)
     con = duckdb.connect()
     con.execute("CREATE TABLE t (pid VARCHAR, g VARCHAR, v BIGINT, w BIGINT)")
-    rows = [("p1", "x", 100, 1), ("p1", "x", -100, 1), ("p1", "x", 3, 1), ("p2", "y", 4, 1), ("p2", "y", 4, 0)]
     con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
-    got = sorted(con.execute(clamped.node_sql(source)).fetchall())
-    # p1 keeps 2 of its 3 rows (the first two in column order: v = -100 and 3; clamped to -5 and 3); the WHERE
-    # applies before the cap, so p2's row with w = 0 never counts
-    assert got == [("x", 2, 2, -2), ("y", 1, 1, 4)]  # COUNT(*), COUNT(v), SUM(v)
+    return sorted(con.execute(clamped.node_sql(source)).fetchall())
+
+
+def test_clamped_sql_caps_rows_per_person_on_the_table_and_clamps_values() -> None:
+    rows = [("p1", "x", 100, 1), ("p1", "x", -100, 1), ("p1", "x", 3, 1)]
+    rows += [("p2", "y", 4, 0), ("p2", "y", 5, 0), ("p2", "y", 6, 1)]
+    got = _capped_answer(BOUNDED, "SELECT g, COUNT(*), SUM(v) FROM t WHERE w > 0 GROUP BY g", rows)
+    # p1 keeps 2 of its 3 rows, the first in the order of all columns (v = -100 and 3, clamped to -5 and 3); the
+    # cap is on the table, before the WHERE: p2's kept rows (v = 4, 5) have w = 0, so p2 counts nowhere
+    assert got == [("x", 2, 2, -2)]  # COUNT(*), COUNT(v), SUM(v)
+
+
+def test_prefer_keeps_each_persons_rows_with_the_highest_values() -> None:
+    latest = _catalog(contribution={"person": "pid", "max_rows": 2, "max_regions": 1, "prefer": "w"})
+    rows = [("p1", "x", 1, 10), ("p1", "x", 2, 30), ("p1", "x", 3, 20), ("p1", "y", 4, 5)]
+    got = _capped_answer(latest, "SELECT g, COUNT(*), SUM(v) FROM t GROUP BY g", rows)
+    assert got == [("x", 2, 2, 5)]  # w = 30 and 20 are kept: v = 2 + 3
 
 
 @pytest.mark.parametrize(
@@ -139,3 +152,69 @@ def test_catalog_checks_contribution_and_bounds() -> None:
                 "tables": {"t": {"columns": {"v": {"type": "BIGINT", "bounds": [3, 1]}}}},
             }
         )
+
+
+def test_nulls_stay_null_under_clamping() -> None:
+    rows = [("p1", "x", 4, 1), ("p2", "x", None, 1), ("p3", "x", None, 1)]
+    got = _capped_answer(BOUNDED, "SELECT g, COUNT(*), SUM(v) FROM t GROUP BY g", rows)
+    assert got == [("x", 3, 1, 4)]  # GREATEST(NULL, -5) would be -5: a NULL is neither summed nor counted
+
+
+def test_a_cast_that_rounds_widens_the_range_to_its_scale() -> None:
+    # v * 0.15 is at most 1.5 in absolute value, and CAST(1.5 AS DECIMAL(5, 0)) is 2
+    plan = plan_query("SELECT SUM(CAST(v * 0.15 AS DECIMAL(5, 0))), SUM(CAST(v AS INTEGER)) FROM t", BOUNDED)
+    terms = dp_terms(plan, BOUNDED, 1.0, 1e-6, 0)
+    sens = {c.arg: n.sensitivity for c, n in zip(plan.components, terms.components, strict=True) if c.kind == "sum"}
+    assert sens["CAST(v * 0.15 AS DECIMAL(5, 0))"] == 6 * 2
+    assert sens["CAST(v AS INT)"] == 6 * 10  # an integer cast is bounded like its argument
+
+
+def test_too_many_rows_per_person_for_exact_noise_is_refused_not_looped_on() -> None:
+    huge = _catalog(contribution={"person": "pid", "max_rows": 1_000_000, "max_regions": 256})
+    with pytest.raises(PlanError) as info:
+        dp_terms(plan_query("SELECT COUNT(*) FROM t", huge), huge, 0.1, 1e-9, 0)
+    assert info.value.code == "DP_UNBOUNDED"
+
+
+def test_noisy_variances_and_averages_finish_without_false_alarms() -> None:
+    plan = plan_query("SELECT g, AVG(v), VAR_POP(v) FROM t GROUP BY g", BOUNDED)
+    n, s, ss = (plan.aggregates[0].count, plan.aggregates[0].sum, plan.aggregates[1].sumsq)
+    assert s is not None and ss is not None
+    cell = [0] * len(plan.components)
+    cell[n], cell[s], cell[ss] = 3, 30, 10  # 3 * 10 - 30^2 < 0: noise, not tampering, under DP
+    empty = [0] * len(plan.components)
+    empty[n] = -2  # a noisy count below zero
+    rows = finish(plan, {0: cell, 1: empty}, noisy=True).rows
+    assert rows == [["x", 10.0, 0.0], ["y", None, None]]
+    with pytest.raises(CryptoError):  # exact totals like these are a corrupt answer
+        finish(plan, {0: cell}, noisy=False)
+
+
+def test_a_region_failing_on_its_rows_under_dp_still_sends_its_noise() -> None:
+    class Failing:
+        def run(self, sql: str) -> list[tuple[Any, ...]]:
+            raise DataError("overflow", code="NODE_EXECUTION_FAILED")
+
+    plan = plan_query("SELECT g, COUNT(*), SUM(v) FROM t GROUP BY g", BOUNDED)
+    clamped, source = dp_plan(plan, BOUNDED)
+    noise = np.full((plan.layout.cells, len(plan.components)), 7, dtype=np.int64)
+    noise[:, plan.withheld_index] = 0
+    units = [1] * len(plan.components)
+    keys = he.ClientKeys.generate()
+    ctx = he.load_public_context(keys.public_context())
+    executor = PartialExecutor("a", BOUNDED, Failing())
+    result = executor.compute("q", plan, ctx, noisy=Noisy(clamped, source, "unused", units, noise))
+    slots = [keys.decrypt(b, n) for b, n in zip(result.ciphertexts, plan.layout.chunk_sizes, strict=True)]
+    # the failure mark is there, and so is the noise of every cell: the others' shares assume this one
+    assert all(int(c[-1]) == FAILED for c in slots)
+    assert np.array_equal(
+        np.concatenate(slots), np.concatenate(chunks(encode_noisy_partials(plan, [], units, noise), failed=True))
+    )
+    assert np.count_nonzero(np.concatenate(slots)[:-1]) >= plan.layout.cells
+
+
+def test_a_run_id_binds_the_privacy_terms() -> None:
+    exact = masking.run_id("q", ["a", "b", "c"], statements.canonical_terms(statements.EXACT))
+    dp = masking.run_id("q", ["a", "b", "c"], statements.canonical_terms({"mode": "dp", "epsilon": 1.0}))
+    looser = masking.run_id("q", ["a", "b", "c"], statements.canonical_terms({"mode": "dp", "epsilon": 2.0}))
+    assert len({exact, dp, looser}) == 3  # regions under other terms mask for another run: no sum comes out
