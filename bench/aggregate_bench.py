@@ -36,10 +36,16 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import yaml
 
 from cli.demo_check import clamped_totals, noisy_cells
-from cli.demo_federation import DemoLayout, ensure_data, layout_for, running_parties, write_configs
+from cli.demo_federation import (
+    DemoLayout,
+    ensure_data,
+    layout_for,
+    running_parties,
+    use_policy_extending_default,
+    write_configs,
+)
 from federation.catalog import load_catalog
 from federation.client import FederationClient, QueryAnswer
 from federation.profile import load_profile
@@ -88,19 +94,12 @@ class Centralized:
 
 def write_bench_policy(layout: DemoLayout) -> dict[str, Any]:
     """A policy extending the copied default with the overrides above; every node config is pointed at it."""
-    path = layout.policy.parent / "aggregate-bench.yaml"
-    doc = {
-        "version": 1,
-        "extends": layout.policy.name,
-        "description": "aggregate benchmark: the default policy with rate limits and the analyst's budget raised",
-        "roles": POLICY_OVERRIDES,
-    }
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    for node_id in layout.node_ids:
-        config_path = layout.node_config(node_id)
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        config["policy"] = str(path)
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    path = use_policy_extending_default(
+        layout,
+        "aggregate-bench.yaml",
+        "aggregate benchmark: the default policy with rate limits and the analyst's budget raised",
+        POLICY_OVERRIDES,
+    )
     return {"file": str(path), "extends": layout.policy.name, "roles": POLICY_OVERRIDES}
 
 

@@ -46,9 +46,15 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import yaml
 
-from cli.demo_federation import DemoLayout, ensure_data, layout_for, running_parties, write_configs
+from cli.demo_federation import (
+    DemoLayout,
+    ensure_data,
+    layout_for,
+    running_parties,
+    use_policy_extending_default,
+    write_configs,
+)
 from federation.client import LOOKUP_BATCH, FederationClient, LookupAnswer
 from federation.generated import hpf_federation_pb2 as pb
 from federation.lookup_codec import PersonFacts
@@ -80,19 +86,12 @@ say: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)
 
 def write_bench_policy(layout: DemoLayout) -> dict[str, Any]:
     """A policy extending the copied default with higher rate limits; every node config is pointed at it."""
-    path = layout.policy.parent / "lookup-bench.yaml"
-    doc = {
-        "version": 1,
-        "extends": layout.policy.name,
-        "description": "lookup benchmark: the default policy with its rate limits raised, nothing else changed",
-        "roles": POLICY_OVERRIDES,
-    }
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    for node_id in layout.node_ids:
-        config_path = layout.node_config(node_id)
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        config["policy"] = str(path)
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    path = use_policy_extending_default(
+        layout,
+        "lookup-bench.yaml",
+        "lookup benchmark: the default policy with its rate limits raised, nothing else changed",
+        POLICY_OVERRIDES,
+    )
     changes = []
     for role, over in POLICY_OVERRIDES.items():
         for where, limit in (

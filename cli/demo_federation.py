@@ -190,6 +190,20 @@ def demo_people(layout: DemoLayout) -> tuple[tuple[str, str, str | None], ...]:
     )
 
 
+def use_policy_extending_default(layout: DemoLayout, name: str, description: str, roles: object) -> Path:
+    """Write ``name`` (a policy that extends the copied default with ``roles`` merged over it) beside the default
+    and point every node's config at it (as a benchmark raises rate limits); returns its path."""
+    path = layout.policy.parent / name
+    doc = {"version": 1, "extends": layout.policy.name, "description": description, "roles": roles}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    for node_id in layout.node_ids:
+        config_path = layout.node_config(node_id)
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        config["policy"] = str(path)
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
 def _dump(path: Path, doc: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -113,12 +113,16 @@ def _bounded(node: exp.Expr, table: Table) -> tuple[exp.Expr, Interval]:
         if column is None or column.bounds is None:
             raise _refuse(f"column {node.name} has no declared bounds")
         lo, hi = column.bounds
-        # GREATEST and LEAST skip NULLs: a NULL must stay NULL (not summed, not counted), not become a bound
-        within = exp.func(
-            "LEAST", exp.func("GREATEST", node.copy(), exp.Literal.number(str(lo))), exp.Literal.number(str(hi))
+        # a CASE, not GREATEST/LEAST: those skip NULLs, and a NULL must stay NULL (neither summed nor counted);
+        # it is also the cheaper of the two in DuckDB
+        low, high = exp.Literal.number(str(lo)), exp.Literal.number(str(hi))
+        clamped = exp.Case(
+            ifs=[
+                exp.If(this=exp.LT(this=node.copy(), expression=low), true=low.copy()),
+                exp.If(this=exp.GT(this=node.copy(), expression=high), true=high.copy()),
+            ],
+            default=node.copy(),
         )
-        clamped = exp.Case(ifs=[exp.If(this=exp.Is(this=node.copy(), expression=exp.Null()), true=exp.Null())])
-        clamped.set("default", within)
         return clamped, (Fraction(lo), Fraction(hi))
     if isinstance(node, exp.Neg):
         inner, iv = _bounded(node.this, table)
@@ -192,14 +196,31 @@ def capped_table_sql(name: str, table: Table) -> str:
 def dp_plan(plan: Plan, catalog: Catalog) -> tuple[Plan, str]:
     """The plan with clamped arguments, and the FROM source of its capped table (``(capped) AS table``).
 
-    Refused (DP_UNBOUNDED) when the table or a summed column declares no bound.
+    Refused (DP_UNBOUNDED) when the table or a summed column declares no bound. Kept per plan and declared
+    bounds, like :func:`dp_terms`.
     """
+    key = (plan.fingerprint, _declared(plan, catalog))
+    cached = _PLANS.get(key)
+    if cached is None:
+        cached = _clamped(plan, catalog)
+        _PLANS.put(key, cached)
+    return cached
+
+
+def _clamped(plan: Plan, catalog: Catalog) -> tuple[Plan, str]:
     table, _ = _contribution(plan, catalog)
     components = tuple(c if c.kind == WITHHELD else _per_row(c, table)[0] for c in plan.components)
     return dataclasses.replace(plan, components=components), f"({capped_table_sql(plan.table, table)}) AS {plan.table}"
 
 
 _TERMS: Lru[tuple[str, str, float, float, int], DpTerms] = Lru(256)
+_PLANS: Lru[tuple[str, str], tuple[Plan, str]] = Lru(256)
+
+
+def _declared(plan: Plan, catalog: Catalog) -> str:
+    """What of the catalog a DP plan depends on beyond its fingerprint: the table's contribution and bounds."""
+    table = catalog.tables.get(plan.table)
+    return "" if table is None else repr((table.contribution, [c.bounds for c in table.columns.values()]))
 
 
 def dp_terms(plan: Plan, catalog: Catalog, epsilon: float, delta: float, threshold: int) -> DpTerms:
@@ -208,9 +229,7 @@ def dp_terms(plan: Plan, catalog: Catalog, epsilon: float, delta: float, thresho
     Calibrating takes a few hundred milliseconds, so each party keeps the terms of the plans it has seen (by
     fingerprint and the table's declared bounds).
     """
-    table = catalog.tables.get(plan.table)
-    declared = "" if table is None else repr((table.contribution, [c.bounds for c in table.columns.values()]))
-    key = (plan.fingerprint, declared, epsilon, delta, threshold)
+    key = (plan.fingerprint, _declared(plan, catalog), epsilon, delta, threshold)
     cached = _TERMS.get(key)
     if cached is None:
         cached = _calibrated(plan, catalog, epsilon, delta, threshold)
