@@ -39,9 +39,8 @@ from federation.audit_log import AuditLog
 from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
 from federation.audit_records import Receipt
 from federation.catalog import Catalog
-from federation.dp_plan import capped_table_sql, dp_plan, dp_terms
 from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
-from federation.errors import AuditError, FederationError, PlanError, PolicyViolation
+from federation.errors import AuditError, FederationError, PlanError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.lookup_codec import chunk_sizes, encode_facts, layout_fingerprint
 from federation.pki import Identity
@@ -50,9 +49,10 @@ from federation.planner import plan_query
 from federation.planner.shape import shape_fingerprint
 from federation.sealing import AgreementKey, subject_tags
 from federation.statements import Statement
-from node.executor import Noisy, PartialExecutor, PartialResult
+from node.executor import PartialExecutor, PartialResult
 from node.lookup_index import LookupIndex
-from node.privacy_budget import Budget, PrivacyLedger
+from node.privacy import PrivacyAccountant, signed_terms
+from node.privacy_budget import PrivacyLedger
 from node.protection import Protector, Run
 from node.replay import ReplayGuard
 from policies.engine import Asker, Decision, check_lookup, check_query
@@ -159,12 +159,11 @@ class NodeHandler:
         self.agreement = agreement
         self.subject_key = subject_key
         self.protector = protector
-        self.ledger = ledger
+        self.privacy = PrivacyAccountant(node_id, catalog, ledger)
 
     def close(self) -> None:
         self.audit.close()
-        if self.ledger is not None:
-            self.ledger.close()
+        self.privacy.close()
 
     # -- the checks -------------------------------------------------------------------------------
 
@@ -282,27 +281,16 @@ class NodeHandler:
             admission = self._admit(request, trail)
             verified, plan, decision = admission.verified, admission.plan, admission.decision
             ctx = self.executor.public_context(request.public_context, verified.envelope.context_digest)
-            privacy = decision.privacy
-            terms = None
-            if privacy.mode == "dp":
-                assert privacy.epsilon is not None
-                terms = dp_terms(plan, self.catalog, privacy.epsilon, privacy.delta, privacy.threshold)
-                trail.privacy = f"dp epsilon={privacy.epsilon:g} delta={privacy.delta:g}"
-            else:
-                trail.privacy = "exact"
-            signed_terms = statements.EXACT if terms is None else {"mode": "dp", **terms.canonical()}
-            run = self._run(verified.query_id, request.participants, trail, signed_terms)
+            terms = self.privacy.terms(plan, decision)
+            trail.privacy = "exact" if terms is None else f"dp epsilon={terms.epsilon:g} delta={terms.delta:g}"
+            signed = signed_terms(terms)
+            run = self._run(verified.query_id, request.participants, trail, signed)
             if terms is None:
-                self._exact_over_everyone(run)
+                self._protector().check_exact_over_everyone(run, self.policy.secure_aggregation.exact_subsets)
             runs = self._spend(verified, run=run)
-            charged = self._charge(verified, decision) if terms is not None else None
+            charged = None if terms is None else self.privacy.charge(verified.signer.common_name, decision)
             try:
-                noisy = None
-                if terms is not None:
-                    clamped, source = dp_plan(plan, self.catalog)
-                    noise = self._protector().noise(run, terms, plan.layout.cells)
-                    capped = capped_table_sql(plan.table, self.catalog.tables[plan.table])
-                    noisy = Noisy(clamped, source, capped, [c.unit for c in terms.components], noise)
+                noisy = None if terms is None else self.privacy.noisy(plan, run, terms, self._protector())
                 result = self.executor.compute(
                     verified.query_id,
                     plan,
@@ -316,23 +304,9 @@ class NodeHandler:
                     charged()
                 raise
             trail.ciphertext = _ciphertexts_digest(result.ciphertexts)
-            return self._signed(result, run, verified.envelope.context_digest, trail.ciphertext, signed_terms, runs)
+            return self._signed(result, run, verified.envelope.context_digest, trail.ciphertext, signed, runs)
 
         return self._answer(trail, work, started)
-
-    def _exact_over_everyone(self, run: Run) -> None:
-        """An exact answer is summed over every region of the catalog: set against a full run's sum (which a
-        coordinator and the asker together may hold), a sum without some regions shows theirs by difference.
-        A DP answer may leave a failed region out: each run carries fresh noise and is charged as a release."""
-        left_out = sorted(set(self.catalog.node_ids) - set(run.participants))
-        if left_out and not self.policy.secure_aggregation.exact_subsets:
-            raise PolicyViolation(
-                f"{self.node_id}: an exact answer is summed over every region; a run without region(s) "
-                f"{', '.join(left_out)} would show their partials by difference from a run with them",
-                code="POLICY_EXACT_NEEDS_ALL_REGIONS",
-                rule=f"{self.node_id}: secure_aggregation.exact_subsets",
-                hint="ask again when every region is up (answers under differential privacy may leave one out)",
-            )
 
     def _protector(self) -> Protector:
         if self.protector is None:
@@ -344,19 +318,6 @@ class NodeHandler:
         run = self._protector().run(query_id, participants, minimum, terms)
         trail.participants = ",".join(run.participants)
         return run
-
-    def _charge(self, verified: VerifiedEnvelope, decision: Decision) -> Callable[[], None]:
-        """Charge one DP answer to the asker's budget here; returns what gives it back if no answer leaves."""
-        privacy = decision.privacy
-        assert privacy.epsilon is not None and privacy.budget is not None
-        if self.ledger is None:
-            raise PlanError("this region keeps no privacy budget ledger", code="DP_UNSUPPORTED")
-        ledger, identity = self.ledger, verified.signer.common_name
-        budget = Budget(privacy.budget.epsilon, privacy.budget.delta, privacy.budget.period)
-        epsilon, delta, now = privacy.epsilon, privacy.delta, time.time()
-        rule = f"{decision.privacy_rule}.budget"
-        ledger.charge(identity, epsilon, delta, budget, rule=rule, party=self.node_id, now=now)
-        return lambda: ledger.refund(identity, epsilon, delta, budget, now=now)  # into the period it was charged to
 
     def _signed(
         self, result: PartialResult, run: Run, context: str, ciphertexts: str, privacy: dict[str, Any], runs: int
@@ -453,7 +414,7 @@ class NodeHandler:
             self._check_caller(caller, trail)
             verified, ids, cells, cell = self._admit_lookup(request, trail)
             ctx = self.executor.public_context(request.public_context, verified.envelope.context_digest)
-            run = self._run(verified.query_id, request.participants, trail, statements.EXACT)
+            run = self._run(verified.query_id, request.participants, trail, signed_terms(None))
             envelope, asked = verified.envelope, set(verified.envelope.lookup.regions)
             if not set(run.participants) <= asked:
                 raise PlanError("a lookup's participants are regions it asks", code="SECAGG_PARTICIPANTS_INVALID")
@@ -501,7 +462,7 @@ class NodeHandler:
                 encrypt_ms=(done - t_encode) * 1e3,
             )
             context = verified.envelope.context_digest
-            return self._signed(result, run, context, trail.ciphertext, statements.EXACT, runs)
+            return self._signed(result, run, context, trail.ciphertext, signed_terms(None), runs)
 
         return self._answer(trail, work, started)
 
@@ -542,7 +503,8 @@ class NodeHandler:
         def work() -> tuple[Admission, pb.PrivacyVerdict]:
             self._check_caller(caller, trail)
             admission = self._admit(request, trail)
-            privacy = self._privacy_verdict(admission)  # DP_UNBOUNDED is this question's refusal too
+            # DP_UNBOUNDED is this question's refusal too
+            privacy = self.privacy.verdict(admission.plan, admission.verified.signer.common_name, admission.decision)
             self._spend(admission.verified)
             return admission, privacy
 
@@ -569,21 +531,3 @@ class NodeHandler:
             privacy=privacy,
             min_participants=self.policy.secure_aggregation.min_participants,
         )
-
-    def _privacy_verdict(self, admission: Admission) -> pb.PrivacyVerdict:
-        """What an answer would carry and cost: exact, or DP with its noise and the asker's budget here."""
-        decision = admission.decision
-        privacy = decision.privacy
-        verdict = pb.PrivacyVerdict(mode=privacy.mode, rule=f"{self.node_id}: {decision.privacy_rule}")
-        if privacy.mode != "dp":
-            return verdict
-        assert privacy.epsilon is not None and privacy.budget is not None
-        terms = dp_terms(admission.plan, self.catalog, privacy.epsilon, privacy.delta, privacy.threshold)
-        verdict.epsilon, verdict.delta, verdict.threshold = privacy.epsilon, privacy.delta, privacy.threshold
-        verdict.noise_sd.extend(c.sd for c in terms.components)
-        verdict.budget_epsilon, verdict.budget_period = privacy.budget.epsilon, privacy.budget.period
-        if self.ledger is not None:
-            budget = Budget(privacy.budget.epsilon, privacy.budget.delta, privacy.budget.period)
-            spent = self.ledger.spent(admission.verified.signer.common_name, budget)
-            verdict.budget_spent, verdict.budget_renews = spent.epsilon, spent.period_end
-        return verdict

@@ -98,6 +98,21 @@ class Protector:
         run = masking.run_id(query_id, ordered, statements.canonical_terms(terms))
         return Run(query_id=query_id, id=run, participants=ordered)
 
+    def check_exact_over_everyone(self, run: Run, subsets_allowed: bool) -> None:
+        """An exact answer is summed over every region of the catalog (unless ``subsets_allowed``, the policy's
+        ``secure_aggregation.exact_subsets``): set against a full run's sum, which a coordinator and the asker
+        together may hold, a sum without some regions shows theirs by difference. A DP answer may leave a failed
+        region out: each run carries fresh noise and is charged as a release."""
+        left_out = sorted(set(self._keys) - set(run.participants))
+        if left_out and not subsets_allowed:
+            raise PolicyViolation(
+                f"{self.node_id}: an exact answer is summed over every region; a run without region(s) "
+                f"{', '.join(left_out)} would show their partials by difference from a run with them",
+                code="POLICY_EXACT_NEEDS_ALL_REGIONS",
+                rule=f"{self.node_id}: secure_aggregation.exact_subsets",
+                hint="ask again when every region is up (answers under differential privacy may leave one out)",
+            )
+
     def mask(self, run: Run, pieces: Sequence[np.ndarray]) -> list[np.ndarray]:
         """``pieces`` (the ciphertexts' slot vectors) with this node's pairwise masks for ``run`` added."""
         if len(run.participants) == 1:
