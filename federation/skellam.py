@@ -29,10 +29,13 @@ import numpy as np
 MAX_MU = 2.0**50
 """The largest ``mu`` a component's cells may carry; a caller coarsens a sum's unit to stay below it.
 
-Two reasons. Exact sampling: numpy's Poisson sampler computes in doubles, so its rounding grows with the mean; up
-to a mean of ``2**40`` a double still resolves ``2**-12`` of a unit and every integer outcome keeps its true
-probability. :func:`sample_shares` therefore splits a mean into pieces of at most ``2**40``, and ``mu <= 2**50``
-bounds that at 1024 pieces per draw even for a single participant. Slot range: the noise's standard deviation is
+Two reasons. Sampling: numpy's Poisson sampler (rejection in doubles) is as close to a true Poisson as its
+floating-point arithmetic allows, and that arithmetic coarsens as the mean grows; up to a mean of ``2**40`` a
+double still resolves ``2**-12`` of a unit, so an integer outcome is never decided by rounding.
+:func:`sample_shares` therefore splits a mean into pieces of at most ``2**40``, and ``mu <= 2**50`` bounds that
+at 1024 pieces per draw even for a single participant. (The generator is PCG64, seeded from a secret per run
+through HKDF: not a cryptographic generator, but nobody sees its output except inside sums with data.)
+Slot range: the noise's standard deviation is
 then at most ``2**25.5``, so even a 20-standard-deviation draw stays below ``2**30``, one limb, and a noised
 partial never needs many more bits than the un-noised one.
 """
@@ -230,8 +233,8 @@ def sample_shares(seed: bytes, mus: np.ndarray, participants: int) -> np.ndarray
     ``(seed, mus, participants)``, so a node asked the same run twice answers the same noise (a second,
     independent draw would let an asker average the noise away).
 
-    Exactness: numpy's Poisson sampler works in doubles, so for a large mean the low bits of a draw are not a
-    true Poisson. Each ``Poisson(m)`` is therefore the sum of ``k = ceil(m / 2**40)`` independent
+    Precision: numpy's Poisson sampler works in doubles, so for a large mean the low bits of a draw would be
+    decided by rounding. Each ``Poisson(m)`` is therefore the sum of ``k = ceil(m / 2**40)`` independent
     ``Poisson(m / k)`` draws (Poisson is closed under addition); the differences ``P - Q`` are accumulated per
     piece so nothing overflows int64. Slots are grouped by ``k`` and each group is drawn by one ``poisson``
     call (split into chunks only to bound memory). ``mus[i] == 0`` gives 0; a per-node mean above ``2**62`` is
