@@ -60,11 +60,11 @@ EXAMPLES: tuple[Example, ...] = (
         "AVG(amount_fen) AS avg_fen FROM deposits WHERE month >= DATE '2020-01-01' GROUP BY year ORDER BY year",
     ),
     Example(
-        "Housing loans by status (analyst, purpose statistics: differentially private)",
+        "Accounts and balances by status (analyst, purpose statistics: differentially private)",
         "analyst",
         "statistics",
-        "SELECT status, COUNT(*) AS loans, SUM(outstanding_fen) AS outstanding_fen, "
-        "AVG(principal_fen) AS avg_principal_fen FROM loans GROUP BY status ORDER BY loans DESC",
+        "SELECT status, COUNT(*) AS accounts, SUM(balance_fen) AS balance_fen, "
+        "AVG(monthly_deposit_fen) AS avg_monthly_fen FROM accounts GROUP BY status ORDER BY accounts DESC",
     ),
     Example(
         "Withdrawal reasons with more than 10 withdrawals, HAVING (caseworker)",

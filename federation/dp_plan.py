@@ -213,7 +213,7 @@ def _clamped(plan: Plan, catalog: Catalog) -> tuple[Plan, str]:
     return dataclasses.replace(plan, components=components), f"({capped_table_sql(plan.table, table)}) AS {plan.table}"
 
 
-_TERMS: Lru[tuple[str, str, float, float, int], DpTerms] = Lru(256)
+_TERMS: Lru[tuple[str, str, float, float, int, float], DpTerms] = Lru(256)
 _PLANS: Lru[tuple[str, str], tuple[Plan, str]] = Lru(256)
 
 
@@ -223,16 +223,23 @@ def _declared(plan: Plan, catalog: Catalog) -> str:
     return "" if table is None else repr((table.contribution, [c.bounds for c in table.columns.values()]))
 
 
-def dp_terms(plan: Plan, catalog: Catalog, epsilon: float, delta: float, threshold: int) -> DpTerms:
-    """The noise of every component for (epsilon, delta)-DP of one answer (its RDP composed over components).
+def dp_terms(
+    plan: Plan, catalog: Catalog, epsilon: float, delta: float, threshold: int, threshold_sd: float = 0.0
+) -> DpTerms:
+    """The noise of every component for (epsilon, delta)-DP of one answer (its RDP composed over components),
+    and the threshold under which a group's noisy row count is not shown: ``threshold``, or ``threshold_sd``
+    times the noise sd of COUNT(*) where that is more (the terms carry the larger, so every party agrees).
 
     Calibrating takes a few hundred milliseconds, so each party keeps the terms of the plans it has seen (by
     fingerprint and the table's declared bounds).
     """
-    key = (plan.fingerprint, _declared(plan, catalog), epsilon, delta, threshold)
+    key = (plan.fingerprint, _declared(plan, catalog), epsilon, delta, threshold, threshold_sd)
     cached = _TERMS.get(key)
     if cached is None:
         cached = _calibrated(plan, catalog, epsilon, delta, threshold)
+        # a group of no rows is noise alone: below threshold_sd noise sd of its row count, a group is not shown
+        floor = math.ceil(threshold_sd * cached.components[0].sd) if threshold_sd > 0 else 0
+        cached = dataclasses.replace(cached, threshold=max(threshold, floor))
         _TERMS.put(key, cached)
     return cached
 

@@ -52,7 +52,7 @@ class PrivacyAccountant:
         if privacy.mode != "dp":
             return None
         assert privacy.epsilon is not None
-        return dp_terms(plan, self.catalog, privacy.epsilon, privacy.delta, privacy.threshold)
+        return dp_terms(plan, self.catalog, privacy.epsilon, privacy.delta, privacy.threshold, privacy.threshold_sd)
 
     def charge(self, identity: str, decision: Decision) -> Callable[[], None]:
         """Charge one DP answer to ``identity``'s budget here; returns what gives it back if no answer leaves."""

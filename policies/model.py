@@ -187,6 +187,9 @@ class Privacy(BaseModel):
     delta: float = Field(default=1e-7, gt=0, lt=1e-2)
     budget: PrivacyBudget | None = None
     threshold: int = Field(default=0, ge=0)
+    # and not below this many noise sd of the row count: a group of no rows is noise alone, and passes 3 sd
+    # about once in 700 times
+    threshold_sd: float = Field(default=0.0, ge=0, le=10)
     description: str | None = None
 
     @model_validator(mode="after")
@@ -196,8 +199,8 @@ class Privacy(BaseModel):
                 raise ValueError("mode dp needs epsilon (per answer) and budget: {epsilon, delta, period}")
             if self.epsilon > self.budget.epsilon or self.delta > self.budget.delta:
                 raise ValueError("one answer's epsilon and delta must fit in the budget's")
-        elif self.epsilon is not None or self.budget is not None or self.threshold:
-            raise ValueError("epsilon, budget and threshold apply only to mode: dp")
+        elif self.epsilon is not None or self.budget is not None or self.threshold or self.threshold_sd:
+            raise ValueError("epsilon, budget, threshold and threshold_sd apply only to mode: dp")
         return self
 
     def summary(self) -> str:
@@ -206,7 +209,9 @@ class Privacy(BaseModel):
         b = self.budget
         return (
             f"differentially private, epsilon {self.epsilon:g} and delta {self.delta:g} per answer, "
-            f"budget epsilon {b.epsilon:g} per {b.period}, groups under {self.threshold} suppressed"
+            f"budget epsilon {b.epsilon:g} per {b.period}, groups under {self.threshold} rows"
+            + (f" or {self.threshold_sd:g} noise sd" if self.threshold_sd else "")
+            + " suppressed"
         )
 
 

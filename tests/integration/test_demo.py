@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +20,9 @@ def _hpf(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
 
 def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
     data = tmp_path / "demo"
-    # enough loans that every status of the DP examples clears the noise (sd about 190) and the threshold (20)
-    result = _hpf("demo", "--nodes", "3", "--rows", "50000", "--seed", "11", "--data", str(data), "--once")
+    # enough rows that the DP examples' groups clear their threshold (3 noise sd of the count) beyond doubt: the
+    # bank's open loans (about 1,360 against 448, the sd 149) and the analyst's accounts by status (sd about 48)
+    result = _hpf("demo", "--nodes", "3", "--rows", "100000", "--seed", "11", "--data", str(data), "--once")
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert out.count("equals DuckDB over the pooled files") == 3 + 3  # exact queries, then lookups
@@ -31,7 +34,11 @@ def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
     assert "noise standard deviation: COUNT(*) ±" in out and "SUM(outstanding_fen) ±" in out
     # the explained DP question: what it costs, before it is asked
     assert "What the analyst's next question would cost" in out and "3 of 3 region(s) would answer" in out
-    assert "answer: DP: epsilon 1 per answer, 30 of 30 left this month" in out and "groups under 20 suppressed" in out
+    assert "answer: DP: epsilon 1 per answer, 30 of 30 left this month" in out
+    # the threshold: 20 rows, or 3 noise sd of the count where that is more (the count's sd is stated beside it)
+    under = re.search(r"groups under (\d+) suppressed; noise sd count\(\*\) ±([\d,.]+)", out)
+    assert under is not None
+    assert int(under.group(1)) == max(20, math.ceil(3 * float(under.group(2).replace(",", "")) - 0.3))
     assert "masks: every region's answer is masked; summed over at least 3 regions" in out
     assert "DIFFERS" not in out and "NOT the" not in out and "MORE THAN" not in out
     assert "; exactly the " in out and "planted among them" in out  # the screening
@@ -57,7 +64,7 @@ def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
     for node in ("shanghai", "hangzhou", "nanjing"):
         with PrivacyLedger.open(data / "state" / node / "privacy") as ledger:
             ledger.charge("bank", 8.5, 1e-8, Budget(10, 1e-6, "month"), rule="test", party=node)
-    again = _hpf("demo", "--nodes", "3", "--rows", "50000", "--seed", "11", "--data", str(data), "--once")
+    again = _hpf("demo", "--nodes", "3", "--rows", "100000", "--seed", "11", "--data", str(data), "--once")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "answer: DP: epsilon 1 per answer, 29 of 30 left this month" in again.stdout
     assert again.stdout.count("sd of DuckDB over the pooled files (clamped), epsilon 1 spent)") == 1
@@ -113,14 +120,16 @@ def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
     assert "noise sd count(*) ±" in explained.stdout and "sum(outstanding_fen) ±" in explained.stdout
     assert dp_json.returncode == 0, dp_json.stderr
     dp = json.loads(dp_json.stdout)
-    assert dp["privacy"]["mode"] == "dp" and dp["privacy"]["epsilon"] == 1.0 and dp["privacy"]["threshold"] == 20
+    assert dp["privacy"]["mode"] == "dp" and dp["privacy"]["epsilon"] == 1.0
+    count_sd = dp["privacy"]["noise"][0]["sd"]
+    assert dp["privacy"]["threshold"] == max(20, math.ceil(3 * count_sd))  # threshold, or 3 sd of the count
     assert [n["component"] for n in dp["privacy"]["noise"]] == [
         "COUNT(*)",
         "COUNT(outstanding_fen)",
         "SUM(outstanding_fen)",
     ]
     assert all(n["sd"] > 0 for n in dp["privacy"]["noise"])
-    assert all(r[1] >= 20 for r in dp["rows"])  # groups under the threshold are not shown
+    assert all(r[1] >= dp["privacy"]["threshold"] for r in dp["rows"])  # groups under the threshold are not shown
     assert len(dp["rows"]) + dp["suppressed_groups"] == 5  # 3 statuses, NULL and "other": every cell is noised
     assert dp_table.returncode == 0, dp_table.stderr
     assert "differentially private: epsilon 1 (delta 1e-08) spent of your budget at each region" in dp_table.stdout
