@@ -87,10 +87,10 @@ def privacy_note(answer: QueryAnswer) -> str | None:
         return None
     noise = ", ".join(f"{n['component']} ±{n['sd']:,.1f}" for n in p["noise"])
     runs = int(p.get("runs", 1))
-    spent = f"epsilon {p['epsilon'] * runs:g} (delta {p['delta'] * runs:g})"
+    spent = f"epsilon {p['epsilon'] * runs:g} (delta {p['delta'] * runs:g}) spent of your budget at each region"
     if runs > 1:
-        spent += f", {runs} runs after a region failed"
-    line = f"differentially private: {spent} spent of your budget at each region; noise standard deviation: {noise}"
+        spent += f" ({runs} runs after a region failed)"
+    line = f"differentially private: {spent}; noise standard deviation: {noise}"
     if not p.get("verified", True):
         line += " (terms not checked: this profile pins no catalog with the regions' keys)"
     if answer.suppressed_groups:

@@ -115,7 +115,8 @@ def _bounded(node: exp.Expr, table: Table) -> tuple[exp.Expr, Interval]:
         lo, hi = column.bounds
         # a CASE, not GREATEST/LEAST: those skip NULLs, and a NULL must stay NULL (neither summed nor counted);
         # it is also the cheaper of the two in DuckDB
-        low, high = exp.Literal.number(str(lo)), exp.Literal.number(str(hi))
+        # plain decimals (never 2E+6, which DuckDB reads as a DOUBLE and would make the sum inexact)
+        low, high = exp.Literal.number(format(lo, "f")), exp.Literal.number(format(hi, "f"))
         clamped = exp.Case(
             ifs=[
                 exp.If(this=exp.LT(this=node.copy(), expression=low), true=low.copy()),

@@ -10,12 +10,14 @@ so the client learns per group how many regions withheld it, and never shows suc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
+from federation import masking
 from federation.errors import CryptoError, DataError
 from federation.he import SLOTS
 from federation.limb_codec import LIMB_BITS, LIMB_MASK, join_limbs, split_values
@@ -167,8 +169,8 @@ def encode_noisy_partials(
 
 
 CANARY = 1
-# A region whose rows make the plan fail (an overflow, an invalid cast) sends zeros and this in every canary
-# slot instead of CANARY: the failure is inside the ciphertext, so the coordinator cannot tell it from an answer.
+# A region whose rows make the plan fail (an overflow, an invalid cast) sends this in every canary slot instead of
+# CANARY: the failure is inside the ciphertext, so the coordinator cannot tell it from an answer.
 FAILED = CANARY + (1 << 20)
 
 
@@ -180,8 +182,16 @@ def chunks(flat: np.ndarray, *, failed: bool = False) -> list[np.ndarray]:
 
 
 def failure_chunks(plan: Plan) -> list[np.ndarray]:
-    """What a region sends when the plan fails on its rows: no values, the failure mark in every canary."""
-    return chunks(np.zeros(plan.layout.total, dtype=np.int64), failed=True)
+    """What a region sends when the plan fails on its rows: the failure mark in every canary, and fresh uniform
+    randomness modulo the plain modulus in every other slot.
+
+    Not zeros: the asker holds the key and can decrypt a sum the client refuses to show; with zeros from the
+    failing regions it would hold the others' partials alone, their sum without the regions an expression was
+    made to fail on (a way around both exact answers over every region and DP noise shares). Random slots
+    make the whole sum uniform whenever any region failed; the canaries still count the failures exactly.
+    """
+    residues = masking.prg_residues(os.urandom(masking.SEED_BYTES), plan.layout.total)
+    return chunks(masking.apply(np.zeros(plan.layout.total, dtype=np.int64), residues), failed=True)
 
 
 def _failed_regions(decrypted_chunks: Sequence[np.ndarray], regions: int) -> int:

@@ -125,16 +125,20 @@ def verify(
         except (InvalidSignature, ValueError):
             raise _bad(f"region {node_id}'s answer statement is not signed by its audit key") from None
         out.append(parse(s))
-    runs = {(st.query_id, st.run, st.participants, st.context) for st in out}
-    if len(runs) != 1 or out[0].query_id != query_id or out[0].context != context:
-        raise _bad("the regions' statements are not all for this question, one run and this key")
+    asked = {(st.query_id, st.participants, st.context) for st in out}
+    if len(asked) != 1 or out[0].query_id != query_id or out[0].context != context:
+        raise _bad("the regions' statements are not all for this question, one participant set and this key")
     if sorted(out[0].participants) != sorted(answered):
         raise _bad("the sum does not hold exactly the run's participants: their masks would not cancel")
-    privacy = {json.dumps(st.privacy, sort_keys=True) for st in out}
+    # before the run ids, which bind the terms: regions under different policies are a configuration to fix,
+    # not a sign of tampering (their masks do not cancel, so no sum came out of it either way)
+    privacy = {canonical_terms(st.privacy) for st in out}
     if len(privacy) != 1:
         raise PlanError(
-            "the regions answered under different privacy terms (exact or DP, epsilon, noise)",
+            "the regions answered under different privacy terms (exact or DP, epsilon, noise, threshold)",
             code="DP_TERMS_DIFFER",
             hint="the regions' policies must agree on the privacy of this role and table",
         )
+    if len({st.run for st in out}) != 1:
+        raise _bad("the regions' statements are not all for one run")
     return out

@@ -104,13 +104,8 @@ class PartialExecutor:
                 "query %s failed on this node's rows (%s); sending the encrypted failure mark", query_id[:12], err.code
             )
             t_encode = time.perf_counter()
-            # under DP the failure carries this region's noise in every cell all the same: the others' shares
-            # assume it, and an asker who decrypts the sum anyway must not find one region's partial under less
-            pieces = (
-                failure_chunks(plan)
-                if noisy is None
-                else chunks(encode_noisy_partials(noisy.plan, [], noisy.units, noisy.noise), failed=True)
-            )
+            # random slots, not zeros: an asker who decrypts the refused sum must not find the others' partials
+            pieces = failure_chunks(plan)
         if mask is not None:
             pieces = mask(pieces)
         ciphertexts = [he.encrypt_slots(ctx, chunk) for chunk in pieces]

@@ -97,10 +97,11 @@ class DuckDBBackend:
         """A FROM source (``"made" AS table``) holding the rows ``select_sql`` selects from ``table``: the rows a
         person may contribute under DP. Ranking a million rows takes about half a second, so it is done once per
         data version and kept in memory; the copy before the previous one is dropped then (the previous one is
-        kept, so a question still reading it finishes)."""
-        version = self.data_version()
+        kept, so a question still reading it finishes). The version is read under the lock, so one change of the
+        files makes one new copy however many questions arrive at once."""
         key = (table, select_sql)
         with self._capping:
+            version = self.data_version()
             held = self._capped.get(key)
             if held is None or held[0] != version:
                 self._made += 1

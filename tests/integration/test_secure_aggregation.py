@@ -360,7 +360,7 @@ def test_a_region_down_is_left_out_by_a_re_run_with_the_survivors(tmp_path: Path
         assert_serves(f, keys)
 
 
-def test_under_the_defaults_an_exact_question_waits_for_every_region(tmp_path: Path, keys: he.ClientKeys) -> None:
+def test_without_exact_subsets_an_exact_question_waits_for_every_region(tmp_path: Path, keys: he.ClientKeys) -> None:
     """With a region down, the survivors' exact sum set against a full run's would show the missing region's
     partial: refused (secure_aggregation.exact_subsets false); with two down, three are too few anyway."""
     with harness.federation(tmp_path, TABLES, NODE_ROWS, policy=MIN3_POLICY) as f:

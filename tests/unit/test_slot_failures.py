@@ -12,6 +12,7 @@ from slot_helpers import deposit, node_rows, plain_answer
 
 from federation.catalog import Catalog, load_catalog
 from federation.errors import CryptoError, DataError
+from federation.he import HALF_PLAIN
 from federation.planner import plan_query
 from federation.slot_codec import CANARY, FAILED, chunks, decode_totals, encode_partials, failure_chunks
 
@@ -63,7 +64,13 @@ def test_a_region_failing_on_its_rows_is_counted_inside_the_answer(catalog: Cata
     plan = plan_query("SELECT city_code, SUM(amount_fen) FROM deposits GROUP BY city_code", catalog)
     good = chunks(encode_partials(plan, node_rows(plan, [deposit(1, "310000", 5)])))
     failed = failure_chunks(plan)
-    assert all(int(c[-1]) == FAILED and not c[:-1].any() for c in failed)  # no value, only the mark
+    assert all(int(c[-1]) == FAILED for c in failed)  # the mark in every canary
+    # and fresh randomness in every other slot (not zeros: an asker who decrypted the refused sum anyway would
+    # hold the other regions' partials): anywhere in the plain range, and different each time
+    data = np.concatenate([c[:-1] for c in failed])
+    assert data.size == plan.layout.total and np.count_nonzero(data) >= data.size - 1
+    again = np.concatenate([c[:-1] for c in failure_chunks(plan)])
+    assert int(np.abs(data).max()) > HALF_PLAIN // 2 and np.count_nonzero(data == again) <= 1
     added = [a + b + b for a, b in zip(good, failed, strict=True)]
     with pytest.raises(DataError) as err:
         decode_totals(plan, added, regions=3)
