@@ -249,15 +249,15 @@ def instrument(client: FederationClient) -> tuple[RecordingStub, list[LookupAnsw
     client._stub = recorder  # type: ignore[assignment]
     answers: list[LookupAnswer] = []
     lock = threading.Lock()
-    inner = client.lookup
+    inner = client._ask  # every request, a single lookup's or one of a screen's batches, goes through it
 
-    def lookup(*args: Any, **kwargs: Any) -> LookupAnswer:
+    def ask(*args: Any, **kwargs: Any) -> LookupAnswer:
         answer = inner(*args, **kwargs)
         with lock:
             answers.append(answer)
         return answer
 
-    setattr(client, "lookup", lookup)  # noqa: B010 -- an instance attribute shadows the method for screen()
+    setattr(client, "_ask", ask)  # noqa: B010 -- an instance attribute shadows the method for screen()
     return recorder, answers
 
 
