@@ -15,7 +15,6 @@ columns) and every bounded column clamped into its bounds, written here independ
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -27,6 +26,7 @@ import duckdb
 import harness
 import numpy as np
 import pytest
+from uniformity import CHI2_LIMIT, chi_square_uniform
 
 from cli.output import privacy_note, render
 from federation import he, masking, statements
@@ -104,7 +104,6 @@ FAILING = (
     "GROUP BY district ORDER BY district"
 )
 VISITS = "SELECT COUNT(*) AS n, SUM(amount) AS total FROM visits"
-CHI2_LIMIT = 63 + 6 * math.sqrt(2 * 63)  # mean + 6 sd of chi-square with 63 degrees of freedom
 
 
 @pytest.fixture(scope="module")
@@ -192,16 +191,6 @@ def decrypted_sum(keys: he.ClientKeys, plan: Plan, answers: dict[str, pb.Partial
     for n in NODES:
         total.add(list(answers[n].ciphertexts))
     return [keys.decrypt(b, size) for b, size in zip(total.result(), plan.layout.chunk_sizes, strict=True)]
-
-
-def chi_square_uniform(values: np.ndarray, bins: int = 64) -> float:
-    """Pearson's statistic of ``values`` against the uniform distribution on [-(t-1)/2, (t-1)/2] in ``bins``."""
-    half = (he.PLAIN_MODULUS - 1) // 2
-    assert values.min() >= -half and values.max() <= half
-    which = ((values.astype(np.int64) + half) * bins) // he.PLAIN_MODULUS
-    observed = np.bincount(which, minlength=bins)
-    expected = values.size / bins
-    return float(((observed - expected) ** 2 / expected).sum())
 
 
 def write_replacing(path: Path, columns: dict[str, str], rows: Sequence[Sequence[Any]]) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ import grpc
 import harness
 import numpy as np
 import pytest
+from uniformity import CHI2_LIMIT, chi_square_uniform
 
 import coordinator.fanout
 from federation import he, masking, statements
@@ -169,19 +169,6 @@ def sum_and_finish(keys: he.ClientKeys, plan: Plan, answers: Sequence[Sequence[b
         total.add(list(blobs))
     totals = decode_totals(plan, decrypt(keys, plan, total.result()), len(answers))
     return [tuple(r) for r in finish(plan, totals).rows]
-
-
-def chi_square_uniform(values: np.ndarray, bins: int = 64) -> float:
-    """Pearson's statistic of ``values`` against the uniform distribution on [-(t-1)/2, (t-1)/2] in ``bins``."""
-    half = (he.PLAIN_MODULUS - 1) // 2
-    assert values.min() >= -half and values.max() <= half
-    which = ((values.astype(np.int64) + half) * bins) // he.PLAIN_MODULUS
-    observed = np.bincount(which, minlength=bins)
-    expected = values.size / bins
-    return float(((observed - expected) ** 2 / expected).sum())
-
-
-CHI2_LIMIT = 63 + 6 * math.sqrt(2 * 63)  # mean + 6 sd of chi-square with 63 degrees of freedom
 
 
 def wait_for_regions(f: harness.Federation) -> None:

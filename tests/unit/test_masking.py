@@ -5,7 +5,6 @@ two regions must agree on is pinned by known answers."""
 from __future__ import annotations
 
 import hashlib
-import math
 import threading
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 import tenseal as ts
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from uniformity import CHI2_LIMIT, chi_square_uniform
 
 from federation import he
 from federation.errors import CryptoError, PlanError
@@ -38,17 +38,6 @@ def masks_for(names: list[str], n: int, query_id: str = QID) -> dict[str, np.nda
     peers = {name: key.public for name, key in keys.items()}
     run = run_id(query_id, names)
     return {name: mask(name, peers, key.exchange, run, n) for name, key in keys.items()}
-
-
-def chi_square_uniform(values: np.ndarray, bins: int = 64) -> float:
-    """Pearson's statistic of ``values`` over ``bins`` equal bins of [-H, H]."""
-    index = (values + H) * bins // T
-    counts = np.bincount(index, minlength=bins)
-    expected = values.size / bins
-    return float(((counts - expected) ** 2 / expected).sum())
-
-
-CHI_BOUND = 63 + 6 * math.sqrt(126)  # 64 bins: 63 degrees of freedom, mean 63, variance 126; p well below 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +108,10 @@ def test_end_to_end_through_bfv(keys: he.ClientKeys, public_ctx: ts.Context) -> 
     for name in names:
         alone = keys.decrypt(blobs[name], n)
         assert np.count_nonzero(alone == slots[name]) <= 1
-        assert chi_square_uniform(alone) < CHI_BOUND, name
+        assert chi_square_uniform(alone) < CHI2_LIMIT, name
     # the test has power: the unmasked answers are nowhere near uniform
-    assert chi_square_uniform(slots["shanghai"]) > 10 * CHI_BOUND
-    assert chi_square_uniform(slots["beijing"]) > 10 * CHI_BOUND
+    assert chi_square_uniform(slots["shanghai"]) > 10 * CHI2_LIMIT
+    assert chi_square_uniform(slots["beijing"]) > 10 * CHI2_LIMIT
     # and the plaintext cannot be read off the masked values: no correlation (sd about 1/64 for 4096 slots)
     alone = keys.decrypt(blobs["beijing"], n).astype(np.float64)
     assert abs(np.corrcoef(alone, slots["beijing"].astype(np.float64))[0, 1]) < 0.08
