@@ -22,7 +22,7 @@ from federation.catalog import load_catalog
 from federation.client import FederationClient, check_person_ids
 from federation.errors import AuditError, ConfigError, PolicyViolation
 from federation.profile import load_profile
-from federation.sealing import SUBJECT_KEY, looked_up, read_subject_key
+from federation.sealing import SUBJECT_KEY, looked_up, read_secret
 
 audit_app = typer.Typer(help="Nodes' audit logs: verify them, read them, check kept receipts.", no_args_is_help=True)
 
@@ -222,7 +222,7 @@ def show(
     tag_key = None
     if person is not None:
         pid = check_person_ids([person])[0]
-        tag_key = read_subject_key(subject_key or directory / SUBJECT_KEY)
+        tag_key = read_secret(subject_key or directory / SUBJECT_KEY)
     rows: deque[dict[str, Any]] = deque(maxlen=limit)
     matched = total = 0
     for entry in read_entries(directory):

@@ -23,7 +23,7 @@ from federation.client import FederationClient, LookupAnswer
 from federation.errors import FederationError
 from federation.person_id import check_char
 from federation.profile import load_profile
-from federation.sealing import SUBJECT_KEY, looked_up, read_subject_key
+from federation.sealing import SUBJECT_KEY, looked_up, read_secret
 from federation.synth.generator import planted_duplicate_loans
 
 CONSENT = "DEMO-CONSENT-0001"
@@ -143,7 +143,7 @@ def run_lookups(layout: DemoLayout, rows: int, seed: int) -> bool:
 
         home = layout.node_ids[0]
         audit_dir = layout.state(home) / "audit"
-        key = read_subject_key(audit_dir / SUBJECT_KEY)
+        key = read_secret(audit_dir / SUBJECT_KEY)
         who = [e for e in read_entries(audit_dir) if looked_up(e, key, person)]
         typer.echo(
             f"\n## Audit: who looked this person up? (an auditor holding {home}'s subject key)\n"

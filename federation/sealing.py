@@ -220,15 +220,20 @@ class AgreementKey:
 
 def load_or_create_subject_key(directory: Path) -> bytes:
     """The region's secret for keyed hashes of looked-up identifiers (``subject-tag.key``, mode 0600)."""
-    path = directory / SUBJECT_KEY
+    return load_or_create_secret(directory / SUBJECT_KEY)
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """A region's 32-byte secret kept at ``path`` (base64, mode 0600), made on first use."""
     if not path.exists():
         key = os.urandom(KEY_BYTES)
         write_file(path, base64.b64encode(key) + b"\n", 0o600)
         return key
-    return read_subject_key(path)
+    return read_secret(path)
 
 
-def read_subject_key(path: Path) -> bytes:
+def read_secret(path: Path) -> bytes:
+    """A 32-byte secret written by :func:`load_or_create_secret` (e.g. an auditor's copy of a subject key)."""
     try:
         raw = base64.b64decode(path.read_bytes().strip(), validate=True)
     except OSError as exc:

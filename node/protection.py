@@ -15,11 +15,8 @@ with new noise, and is charged to the asker's budget as the new release it is.
 
 from __future__ import annotations
 
-import base64
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,28 +26,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from federation import masking, skellam, statements
 from federation.catalog import Catalog
 from federation.dp_plan import DpTerms
-from federation.errors import ConfigError, CryptoError, PlanError, PolicyViolation
-from federation.pki import write_file
+from federation.errors import CryptoError, PlanError, PolicyViolation
 from federation.sealing import AgreementKey, load_public_b64
 
-NOISE_KEY = "noise.key"
+NOISE_KEY = "noise.key"  # beside the agreement key: the secret that seeds this node's DP noise
 _NOISE_SALT = b"hpf-dp-noise/v1"
-
-
-def load_or_create_noise_key(directory: Path) -> bytes:
-    """The node's secret for seeding its DP noise (``noise.key``, mode 0600, 32 random bytes in base64)."""
-    path = directory / NOISE_KEY
-    if not path.exists():
-        key = os.urandom(32)
-        write_file(path, base64.b64encode(key) + b"\n", 0o600)
-        return key
-    try:
-        key = base64.b64decode(path.read_bytes().strip(), validate=True)
-    except (OSError, ValueError):
-        key = b""
-    if len(key) != 32:
-        raise ConfigError(f"{path}: not a noise key (32 bytes in base64)", code="KEY_FILE_INVALID")
-    return key
 
 
 @dataclass(frozen=True)
@@ -67,7 +47,8 @@ class Protector:
         self.node_id = node_id
         self._agreement = agreement
         self._noise_key = noise_key
-        self._keys = {n.id: n.agreement_key for n in catalog.nodes}
+        # each region's agreement public key, decoded once (the catalog checked it is 32 bytes in base64)
+        self._keys = {n.id: load_public_b64(n.agreement_key) if n.agreement_key else None for n in catalog.nodes}
 
     def run(self, query_id: str, participants: Sequence[str], minimum: int, terms: Mapping[str, Any]) -> Run:
         """The run the coordinator names, checked: PlanError for a malformed set, PolicyViolation below
@@ -117,7 +98,7 @@ class Protector:
         """``pieces`` (the ciphertexts' slot vectors) with this node's pairwise masks for ``run`` added."""
         if len(run.participants) == 1:
             return list(pieces)
-        peers = {p: load_public_b64(key) for p in run.participants if (key := self._keys[p])}
+        peers = {p: key for p in run.participants if (key := self._keys[p])}
         peers[self.node_id] = self._agreement.public
         flat = np.concatenate(pieces)
         masked = masking.apply(flat, masking.mask(self.node_id, peers, self._agreement.exchange, run.id, flat.size))

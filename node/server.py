@@ -19,7 +19,7 @@ from federation.errors import ConfigError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.pki import Identity
-from federation.sealing import AGREEMENT_KEY, AgreementKey, load_or_create_subject_key
+from federation.sealing import AGREEMENT_KEY, AgreementKey, load_or_create_secret, load_or_create_subject_key
 from federation.tls import GRPC_OPTIONS, add_port, new_server, require_tls, with_options
 from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
@@ -27,7 +27,7 @@ from node.executor import PartialExecutor
 from node.handler import NodeHandler
 from node.lookup_index import LookupIndex
 from node.privacy_budget import PrivacyLedger
-from node.protection import Protector, load_or_create_noise_key
+from node.protection import NOISE_KEY, Protector
 from node.replay import ReplayGuard
 from policies import DEFAULT_POLICY
 from policies.loader import check_against_catalog, load_policy
@@ -147,7 +147,7 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
         lookups=lookups,
         agreement=agreement,
         subject_key=load_or_create_subject_key(config.state_dir / "audit"),
-        protector=Protector(config.node_id, catalog, agreement, load_or_create_noise_key(config.state_dir)),
+        protector=Protector(config.node_id, catalog, agreement, load_or_create_secret(config.state_dir / NOISE_KEY)),
         ledger=PrivacyLedger.open(config.state_dir / "privacy"),
     )
     try:

@@ -38,7 +38,7 @@ from federation.sealing import (
     AgreementKey,
     OneTimeKey,
     load_public_b64,
-    read_subject_key,
+    read_secret,
     subject_tag,
 )
 from federation.synth import generate_node, planted_duplicate_loans
@@ -311,7 +311,7 @@ def test_an_auditor_with_the_subject_key_finds_exactly_who_looked_a_person_up(ru
     target = run.target
     looked_up = [c for c in run.calls if target in c.ids]
     assert len(looked_up) == 4  # alone, per city, without shanghai, and in one screening batch
-    keys = {n: read_subject_key(run.fed.audit_dir(n) / "subject-tag.key") for n in NODES}
+    keys = {n: read_secret(run.fed.audit_dir(n) / "subject-tag.key") for n in NODES}
     for node in NODES:
         entries = audit_entries(run.fed, node)
         key = keys[node]

@@ -24,7 +24,7 @@ from federation.sealing import (
     OneTimeKey,
     load_or_create_subject_key,
     load_public_b64,
-    read_subject_key,
+    read_secret,
     subject_tag,
 )
 
@@ -164,10 +164,10 @@ def test_subject_key_is_private_and_read_back(tmp_path: Path) -> None:
     key = load_or_create_subject_key(tmp_path)
     path = tmp_path / SUBJECT_KEY
     assert len(key) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert read_subject_key(path) == key == load_or_create_subject_key(tmp_path)
+    assert read_secret(path) == key == load_or_create_subject_key(tmp_path)
     path.write_text(base64.b64encode(bytes(16)).decode())
-    assert code_of(lambda: read_subject_key(path)) == "KEY_FILE_INVALID"
-    assert code_of(lambda: read_subject_key(tmp_path / "absent.key")) == "KEY_FILE_UNREADABLE"
+    assert code_of(lambda: read_secret(path)) == "KEY_FILE_INVALID"
+    assert code_of(lambda: read_secret(tmp_path / "absent.key")) == "KEY_FILE_UNREADABLE"
 
 
 def test_subject_tags_are_keyed_and_salted_with_the_request_nonce() -> None:
