@@ -38,11 +38,8 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
 # A region back after a restart is tried again within seconds, not after gRPC's default backoff (up to 120 s):
 # exact answers wait for every region, so a region wrongly thought down fails them.
-NODE_CHANNEL_OPTIONS = (
-    *GRPC_OPTIONS,
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2000),
+NODE_CHANNEL_OPTIONS = with_options(
+    GRPC_OPTIONS, initial_reconnect_backoff_ms=200, min_reconnect_backoff_ms=200, max_reconnect_backoff_ms=2000
 )
 
 
