@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import grpc
+import pytest
 import yaml
 from group_size_oracle import mask_withheld as mask_withheld  # re-exported for end-to-end tests
 from group_size_oracle import withheld_oracle
@@ -38,8 +40,11 @@ from federation.audit_log import AuditLog
 from federation.catalog import Catalog, load_catalog
 from federation.client import FederationClient
 from federation.config_files import parse_model
+from federation.envelope import Signer
+from federation.errors import FederationError
+from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.he import ClientKeys
+from federation.he import ClientKeys, context_digest
 from federation.pki import init_federation
 from federation.profile import ClientProfile
 from federation.sealing import AgreementKey
@@ -90,6 +95,50 @@ class Federation:
         finally:
             con.close()
 
+    def clamped_oracle(self, sql: str, nodes: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+        """DuckDB over the files of ``nodes`` (default all) as differential privacy sees them, written here
+        independently of the nodes' SQL: per region each person's first ``max_rows`` rows (highest ``prefer``
+        first, then in the order of all columns), every bounded column clamped into its bounds (NULL stays NULL)."""
+        con = duckdb.connect(":memory:")
+        try:
+            for table, files in self.data_files.items():
+                spec = self.catalog.tables[table]
+                c = spec.contribution
+                own = [p for p in files if nodes is None or p.parent.name in nodes]
+                if c is None:
+                    parts = [f"SELECT * FROM read_parquet('{p}')" for p in own]
+                else:
+                    order = ", ".join(
+                        [*([f'"{c.prefer}" DESC'] if c.prefer else []), *(f'"{n}"' for n in spec.columns)]
+                    )
+                    select = ", ".join(
+                        f'CASE WHEN "{n}" < {col.bounds[0]} THEN {col.bounds[0]} WHEN "{n}" > {col.bounds[1]} '
+                        f'THEN {col.bounds[1]} ELSE "{n}" END AS "{n}"'
+                        if col.bounds
+                        else f'"{n}"'
+                        for n, col in spec.columns.items()
+                    )
+                    parts = [
+                        f"SELECT {select} FROM (SELECT * FROM read_parquet('{p}') QUALIFY row_number() OVER "
+                        f'(PARTITION BY "{c.person}" ORDER BY {order}) <= {c.max_rows})'
+                        for p in own
+                    ]
+                con.execute(f"CREATE VIEW {table} AS " + " UNION ALL ".join(parts))
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    def sign(self, keys: ClientKeys, sql: str, person: str = "caseworker") -> pb.SignedEnvelope:
+        """A question signed by ``person`` for ``keys``' public context, as the client library would sign it."""
+        people = self.pki_dir / "people"
+        signer = Signer.from_files(people / f"{person}.pem", people / f"{person}.key")
+        return signer.sign(sql=sql, context_digest=context_digest(keys.public_context()), federation="test")
+
+    def wait_for_regions(self) -> None:
+        """After restarts: the coordinator's channels to every region are connected again."""
+        for channel in self.coordinator.channels:
+            grpc.channel_ready_future(channel).result(timeout=20)
+
     def node_oracle(self, node_id: str, sql: str) -> list[tuple[Any, ...]]:
         """DuckDB over ``node_id``'s own files only."""
         files = {t: [p for p in paths if p.parent.name == node_id] for t, paths in self.data_files.items()}
@@ -123,6 +172,13 @@ class Federation:
         finally:
             for ch in channels.values():
                 ch.close()
+
+
+def refusal(call: Callable[[], Any]) -> FederationError:
+    """The error ``call`` raises (it must raise one)."""
+    with pytest.raises(FederationError) as info:
+        call()
+    return info.value
 
 
 def write_table(path: Path, columns: Mapping[str, str], rows: Sequence[Sequence[Any]]) -> None:

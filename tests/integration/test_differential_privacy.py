@@ -12,7 +12,6 @@ and the tests check that the clamped oracle equals the plain one there; on ``pay
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import math
@@ -22,7 +21,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import grpc
 import harness
 import numpy as np
@@ -33,15 +31,15 @@ from federation import he, skellam, statements
 from federation.client import QueryAnswer
 from federation.config_files import parse_model
 from federation.dp_plan import DpTerms, component_label, dp_plan, dp_terms
-from federation.envelope import Signer, query_id
+from federation.envelope import query_id
 from federation.errors import FederationError, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
 from federation.plan import OTHER, Plan
 from federation.planner import plan_query
 from federation.profile import ClientProfile
-from federation.sealing import AgreementKey
+from federation.sealing import AgreementKey, load_or_create_secret
 from federation.slot_codec import chunks, decode_totals, encode_noisy_partials, encode_partials
-from node.protection import Protector, load_or_create_noise_key
+from node.protection import NOISE_KEY, Protector
 
 RPC_TIMEOUT_S = 20.0
 DP_POLICY = harness.OPEN_POLICY.with_name("open-dp.yaml")
@@ -129,33 +127,6 @@ def keys() -> he.ClientKeys:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def clamped_oracle(f: harness.Federation, sql: str) -> list[tuple[Any, ...]]:
-    """DuckDB over the union of the regions' rows as DP sees them: per region at most ``max_rows`` rows per
-    person (the first in the order of all columns), every bounded column clamped into its bounds."""
-    con = duckdb.connect(":memory:")
-    try:
-        for table, files in f.data_files.items():
-            spec = f.catalog.tables[table]
-            c = spec.contribution
-            if c is None:
-                parts = [f"SELECT * FROM read_parquet('{p}')" for p in files]
-            else:
-                order = ", ".join(f'"{n}"' for n in spec.columns)
-                select = ", ".join(
-                    f'LEAST(GREATEST("{n}", {col.bounds[0]}), {col.bounds[1]}) AS "{n}"' if col.bounds else f'"{n}"'
-                    for n, col in spec.columns.items()
-                )
-                parts = [
-                    f"SELECT {select} FROM (SELECT * FROM read_parquet('{p}') QUALIFY row_number() OVER "
-                    f'(PARTITION BY "{c.person}" ORDER BY {order}) <= {c.max_rows})'
-                    for p in files
-                ]
-            con.execute(f"CREATE VIEW {table} AS " + " UNION ALL ".join(parts))
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def terms_of(f: harness.Federation, sql: str, threshold: int = 0) -> DpTerms:
     return dp_terms(plan_query(sql, f.catalog), f.catalog, EPSILON, DELTA, threshold)
 
@@ -169,18 +140,6 @@ def stated_noise(plan: Plan, terms: DpTerms) -> list[dict[str, Any]]:
     ]
 
 
-def refusal(call: Any) -> FederationError:
-    with pytest.raises(FederationError) as info:
-        call()
-    return info.value
-
-
-def wait_for_regions(f: harness.Federation) -> None:
-    """After restarts: the coordinator's channels to every region are connected again."""
-    for channel in f.coordinator.channels:
-        grpc.channel_ready_future(channel).result(timeout=RPC_TIMEOUT_S)
-
-
 def spent(f: harness.Federation, keys: he.ClientKeys, person: str, sql: str = COUNT) -> dict[str, float]:
     """Each region's budget spent by ``person`` this period, from explain (which spends nothing)."""
     with f.client(keys=keys, person=person) as c:
@@ -192,12 +151,6 @@ def spent(f: harness.Federation, keys: he.ClientKeys, person: str, sql: str = CO
 def cell_key(plan: Plan, cell: int) -> Any:
     (key,) = plan.keys
     return key.values[cell] if cell < len(key.values) else (None if cell == key.null_cell else OTHER)
-
-
-def sign(f: harness.Federation, keys: he.ClientKeys, sql: str, person: str) -> pb.SignedEnvelope:
-    people = f.pki_dir / "people"
-    signer = Signer.from_files(people / f"{person}.pem", people / f"{person}.key")
-    return signer.sign(sql=sql, context_digest=he.context_digest(keys.public_context()), federation="test")
 
 
 # ------------------------------------------------------------------------------- 1. a DP answer
@@ -239,7 +192,7 @@ def test_every_present_cell_is_noisy_and_the_empty_ones_are_there_too(
     fed: harness.Federation, wide_answer: QueryAnswer
 ) -> None:
     exact = {k: (n, s) for k, n, s in fed.oracle(WIDE)}
-    assert clamped_oracle(fed, WIDE) == fed.oracle(WIDE)  # the clamping does not bind on claims
+    assert fed.clamped_oracle(WIDE) == fed.oracle(WIDE)  # the clamping does not bind on claims
     rows = {r[0]: (r[1], r[2]) for r in wide_answer.rows}
     assert len(rows) == len(wide_answer.rows)  # one row per cell
     assert set(rows) <= {*DISTRICTS, None, OTHER}
@@ -273,7 +226,7 @@ def test_the_noise_is_unbiased_with_the_stated_sd_in_every_cell(fed: harness.Fed
     decrypted = [keys.decrypt(b, n) for b, n in zip(reply.ciphertexts, plan.layout.chunk_sizes, strict=True)]
     noisy = decode_totals(plan, decrypted, 4, noisy=True)
     assert sorted(noisy) == list(range(plan.layout.cells))  # every cell
-    exact = decode_totals(plan, chunks(encode_partials(plan, clamped_oracle(fed, plan.node_sql()))), 1)
+    exact = decode_totals(plan, chunks(encode_partials(plan, fed.clamped_oracle(plan.node_sql()))), 1)
     assert {cell_key(plan, cell) for cell in exact} == {r[0] for r in fed.oracle(WIDE)}
     zero = [0] * len(plan.components)
     for j, noise in enumerate(terms.components):
@@ -291,7 +244,7 @@ def test_clamping_binds_where_a_person_holds_too_many_rows_or_too_large_values(
 ) -> None:
     sql = "SELECT COUNT(*) AS n, SUM(amount) AS total FROM payouts"
     ((n_plain, total_plain),) = fed.oracle(sql)
-    ((n_clamped, total_clamped),) = clamped_oracle(fed, sql)
+    ((n_clamped, total_clamped),) = fed.clamped_oracle(sql)
     assert (n_plain, total_plain) == (85, 50_004_000) and (n_clamped, total_clamped) == (81, 4_100)
     terms = terms_of(fed, sql)
     sd_count, sd_sum = terms.components[0].sd, terms.components[2].sd
@@ -315,7 +268,7 @@ def test_a_region_s_noise_is_a_function_of_its_noise_key_and_the_run(
     terms = terms_of(fed, sql)
     clamped, source = dp_plan(plan, fed.catalog)
     rows = fed.node_oracle("n0", clamped.node_sql(source))
-    signed = sign(fed, keys, sql, "cw_direct")
+    signed = fed.sign(keys, sql, "cw_direct")
     state = fed.root / "state" / "n0"
 
     def request(participants: Sequence[str]) -> pb.PartialRequest:
@@ -328,7 +281,9 @@ def test_a_region_s_noise_is_a_function_of_its_noise_key_and_the_run(
         )
 
     def expected(participants: Sequence[str]) -> tuple[list[np.ndarray], np.ndarray]:
-        protector = Protector("n0", fed.catalog, AgreementKey.load_or_create(state), load_or_create_noise_key(state))
+        protector = Protector(
+            "n0", fed.catalog, AgreementKey.load_or_create(state), load_or_create_secret(state / NOISE_KEY)
+        )
         run = protector.run(query_id(signed), participants, 1, {"mode": "dp", **terms.canonical()})
         noise = protector.noise(run, terms, plan.layout.cells)
         units = [c.unit for c in terms.components]
@@ -346,7 +301,7 @@ def test_a_region_s_noise_is_a_function_of_its_noise_key_and_the_run(
     got = answered(NODES)
     assert all(np.array_equal(a, b) for a, b in zip(got, first, strict=True))
     fed.restart_node("n0")
-    wait_for_regions(fed)
+    fed.wait_for_regions()
     assert all(np.array_equal(a, b) for a, b in zip(expected(NODES)[0], first, strict=True))  # same key, same noise
     subset = ("n0", "n1", "n2")
     again, again_noise = expected(subset)
@@ -390,7 +345,7 @@ def exhausted(fed: harness.Federation, keys: he.ClientKeys) -> tuple[list[QueryA
     """cw_budget's three answers at epsilon 1 (its whole daily budget) and the refusal of a fourth."""
     with fed.client(keys=keys, person="cw_budget") as c:
         answers = [c.query(COUNT) for _ in range(3)]
-        err = refusal(lambda: c.query(COUNT))
+        err = harness.refusal(lambda: c.query(COUNT))
     return answers, err
 
 
@@ -406,7 +361,8 @@ def test_three_answers_spend_the_budget_and_the_fourth_is_refused(
     assert "cw_budget" not in str(err)  # the identity is not named
     # the refused question spent nothing: 3 of 3 on every region, not 4
     assert spent(fed, keys, "cw_budget") == dict.fromkeys(NODES, 3.0)
-    assert refusal(lambda: fed.client(keys=keys, person="cw_budget").query(COUNT)).code == "POLICY_PRIVACY_BUDGET"
+    again = harness.refusal(lambda: fed.client(keys=keys, person="cw_budget").query(COUNT))
+    assert again.code == "POLICY_PRIVACY_BUDGET"
     assert spent(fed, keys, "cw_budget") == dict.fromkeys(NODES, 3.0)
     # another person of the same role has a budget of their own
     before = spent(fed, keys, "cw_other")
@@ -428,10 +384,10 @@ def test_the_spent_budget_survives_a_restart_of_every_region(
 ) -> None:
     for node in NODES:
         fed.restart_node(node)
-    wait_for_regions(fed)
+    fed.wait_for_regions()
     assert spent(fed, keys, "cw_budget") == dict.fromkeys(NODES, 3.0)
     with fed.client(keys=keys, person="cw_budget") as c:
-        assert refusal(lambda: c.query(COUNT)).code == "POLICY_PRIVACY_BUDGET"
+        assert harness.refusal(lambda: c.query(COUNT)).code == "POLICY_PRIVACY_BUDGET"
     with fed.client(keys=keys, person="cw_other") as other:  # still served, from what is left of their own
         before = spent(fed, keys, "cw_other")
         assert other.query(COUNT).rows
@@ -451,11 +407,10 @@ def test_a_dp_answer_leaves_a_region_that_is_down_out_and_charges_the_re_run(
             answer = c.query(sql)
     finally:
         fed.restart_node("n3")
-        wait_for_regions(fed)
+        fed.wait_for_regions()
     assert answer.answered == list(survivors) and [m["node_id"] for m in answer.missing] == ["n3"]
     assert answer.privacy["mode"] == "dp" and answer.statements_verified == 3
-    files = {t: [p for p in paths if p.parent.name in survivors] for t, paths in fed.data_files.items()}
-    ((expected,),) = clamped_oracle(dataclasses.replace(fed, data_files=files), sql)
+    ((expected,),) = fed.clamped_oracle(sql, survivors)
     sd = terms_of(fed, sql).components[2].sd
     assert abs(answer.rows[0][0] - expected) < 6 * sd
     assert spent(fed, keys, "cw_rerun") == {"n0": 2.0, "n1": 2.0, "n2": 2.0, "n3": 0.0}
@@ -521,7 +476,7 @@ def test_an_unbounded_dp_question_is_refused_and_spends_nothing(
 ) -> None:
     before = spent(fed, keys, "cw_unbounded")
     with fed.client(keys=keys, person="cw_unbounded") as c:
-        err = refusal(lambda: c.query(sql))
+        err = harness.refusal(lambda: c.query(sql))
         assert err.code == "DP_UNBOUNDED" and err.hint
         _, reply = c.explain(sql)  # explain refuses it too, per region
     assert [(v.accepted, v.code) for v in reply.verdicts] == [(False, "DP_UNBOUNDED")] * 4
@@ -530,7 +485,7 @@ def test_an_unbounded_dp_question_is_refused_and_spends_nothing(
 
 def test_a_bounded_question_after_unbounded_ones_is_answered(fed: harness.Federation, keys: he.ClientKeys) -> None:
     with fed.client(keys=keys, person="cw_unbounded") as c:
-        assert refusal(lambda: c.query("SELECT SUM(score) FROM claims")).code == "DP_UNBOUNDED"
+        assert harness.refusal(lambda: c.query("SELECT SUM(score) FROM claims")).code == "DP_UNBOUNDED"
         answer = c.query("SELECT SUM(amount) AS total FROM claims")
     sd = terms_of(fed, "SELECT SUM(amount) AS total FROM claims").components[2].sd
     assert abs(answer.rows[0][0] - fed.oracle("SELECT SUM(amount) FROM claims")[0][0]) < 6 * sd
@@ -543,5 +498,5 @@ def test_one_region_refusing_an_unbounded_dp_question_fails_the_question(tmp_pat
     three = {n: NODE_ROWS[n] for n in NODES[:3]}
     policies = {"n0": DP_POLICY, "n1": harness.OPEN_POLICY, "n2": harness.OPEN_POLICY}  # n0 alone answers with DP
     with harness.federation(tmp_path, TABLES, three, policy=policies) as f, f.client(keys=keys) as c:
-        err = refusal(lambda: c.query("SELECT SUM(score) FROM claims"))
+        err = harness.refusal(lambda: c.query("SELECT SUM(score) FROM claims"))
     assert err.code == "DP_UNBOUNDED"

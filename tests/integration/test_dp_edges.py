@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import harness
 import numpy as np
 import pytest
@@ -32,7 +31,7 @@ from cli.output import privacy_note, render
 from federation import he, masking, statements
 from federation.client import QueryAnswer
 from federation.dp_plan import DpTerms, dp_terms
-from federation.envelope import Signer, query_id
+from federation.envelope import query_id
 from federation.errors import FederationError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
@@ -123,46 +122,8 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federation
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def clamped_oracle(f: harness.Federation, sql: str, nodes: Sequence[str] = NODES) -> list[tuple[Any, ...]]:
-    """DuckDB over the files of ``nodes`` as DP sees them: per region at most ``max_rows`` rows per person (the
-    highest ``prefer`` first, then in the order of all columns), every bounded column clamped into its bounds."""
-    con = duckdb.connect(":memory:")
-    try:
-        for table, files in f.data_files.items():
-            spec = f.catalog.tables[table]
-            c = spec.contribution
-            assert c is not None
-            order = ", ".join([*([f'"{c.prefer}" DESC'] if c.prefer else []), *(f'"{n}"' for n in spec.columns)])
-            select = ", ".join(
-                f'LEAST(GREATEST("{n}", {col.bounds[0]}), {col.bounds[1]}) AS "{n}"' if col.bounds else f'"{n}"'
-                for n, col in spec.columns.items()
-            )
-            parts = [
-                f"SELECT {select} FROM (SELECT * FROM read_parquet('{p}') QUALIFY row_number() OVER "
-                f'(PARTITION BY "{c.person}" ORDER BY {order}) <= {c.max_rows})'
-                for p in files
-                if p.parent.name in nodes
-            ]
-            con.execute(f"CREATE VIEW {table} AS " + " UNION ALL ".join(parts))
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def terms_of(f: harness.Federation, sql: str) -> DpTerms:
     return dp_terms(plan_query(sql, f.catalog), f.catalog, EPSILON, DELTA, 0)
-
-
-def refusal(call: Any) -> FederationError:
-    with pytest.raises(FederationError) as info:
-        call()
-    return info.value
-
-
-def sign(f: harness.Federation, keys: he.ClientKeys, sql: str, person: str) -> pb.SignedEnvelope:
-    people = f.pki_dir / "people"
-    signer = Signer.from_files(people / f"{person}.pem", people / f"{person}.key")
-    return signer.sign(sql=sql, context_digest=he.context_digest(keys.public_context()), federation="test")
 
 
 def ask_every(
@@ -212,7 +173,7 @@ def test_a_region_under_dp_among_exact_ones_cannot_be_summed_into_an_answer(
     policies = {"n0": DP_POLICY, "n1": harness.OPEN_POLICY, "n2": harness.OPEN_POLICY, "n3": harness.OPEN_POLICY}
     with harness.federation(tmp_path, TABLES, NODE_ROWS, policy=policies, people=PEOPLE) as f:
         with f.client(keys=keys, person="cw_mixed") as c:
-            err = refusal(lambda: c.query(WIDE))
+            err = harness.refusal(lambda: c.query(WIDE))
         # the client names the cause: the regions' policies disagree (their run ids, which bind the terms, differ
         # too, so no sum came out of it)
         assert err.code == "DP_TERMS_DIFFER", err
@@ -220,7 +181,7 @@ def test_a_region_under_dp_among_exact_ones_cannot_be_summed_into_an_answer(
 
         plan = plan_query(WIDE, f.catalog)
         assert plan.layout.total >= 64 * 15  # enough slots for a 64-bin test
-        signed = sign(f, keys, WIDE, "cw_mixed")
+        signed = f.sign(keys, WIDE, "cw_mixed")
         answers = ask_every(f, keys, signed, plan)
         exact_partials = {
             n: np.concatenate(chunks(encode_partials(plan, f.node_oracle(n, plan.node_sql())))) for n in NODES
@@ -261,13 +222,13 @@ def test_a_dp_question_failing_on_some_regions_rows_is_refused_and_its_sum_is_ra
     shares either. Only the canaries say how many regions failed."""
     plan = plan_query(FAILING, fed.catalog)
     terms = terms_of(fed, FAILING)
-    assert all(clamped_oracle(fed, "SELECT MAX(amount) FROM claims", [n])[0][0] >= 10_000 for n in NODES[1:])
-    assert clamped_oracle(fed, "SELECT MAX(amount) FROM claims", ["n0"])[0][0] < 10_000
+    assert all(fed.clamped_oracle("SELECT MAX(amount) FROM claims", [n])[0][0] >= 10_000 for n in NODES[1:])
+    assert fed.clamped_oracle("SELECT MAX(amount) FROM claims", ["n0"])[0][0] < 10_000
     with fed.client(keys=keys, person="cw_fail") as c:
-        err = refusal(lambda: c.query(FAILING))
+        err = harness.refusal(lambda: c.query(FAILING))
     assert err.code == "NODE_EXECUTION_FAILED" and err.message.startswith("3 region(s) could not compute")
 
-    signed = sign(fed, keys, FAILING, "cw_fail")
+    signed = fed.sign(keys, FAILING, "cw_fail")
     answers = ask_every(fed, keys, signed, plan)
     dp = {"mode": "dp", **terms.canonical()}
     assert {statements.parse(r.statement).run for r in answers.values()} == {
@@ -281,7 +242,7 @@ def test_a_dp_question_failing_on_some_regions_rows_is_refused_and_its_sum_is_ra
         decode_totals(plan, summed, len(NODES), noisy=True)
     assert info.value.code == "NODE_EXECUTION_FAILED"
     data = np.concatenate([c[:-1] for c in summed])
-    n0_rows = clamped_oracle(fed, plan.node_sql(), ["n0"])
+    n0_rows = fed.clamped_oracle(plan.node_sql(), ["n0"])
     n0_partial = encode_partials(plan, n0_rows)
     assert sum(v[0] for v in decode_totals(plan, chunks(n0_partial), 1).values()) == 300  # n0's 300 claims
     # the decrypted sum is not n0's partial plus noise of any size: it is uniform over the plain range
@@ -303,7 +264,7 @@ def test_the_cap_keeps_the_latest_rows_and_follows_a_data_file_replaced_while_th
     terms = terms_of(fed, VISITS)
     sd_n, sd_total = terms.components[0].sd, terms.components[2].sd
     assert [c.sensitivity for c in terms.components] == [2, 2, 200, 0]
-    ((n_before, total_before),) = clamped_oracle(fed, VISITS)
+    ((n_before, total_before),) = fed.clamped_oracle(VISITS)
     people = len(NODES) * VISITORS
     assert (n_before, total_before) == (2 * people, people * (60 + 100))  # each person's months 3 and 4
     # the two rows of each person first in the order of all columns (or of the months) are months 1 and 2
@@ -326,7 +287,7 @@ def test_the_cap_keeps_the_latest_rows_and_follows_a_data_file_replaced_while_th
     rows += [("W-HEAVY", 5_000 if m % 2 else 100, m) for m in range(1, 41)]  # out of bounds too: clamped
     random.Random(7).shuffle(rows)
     write_replacing(path, {"person_id": "VARCHAR", "amount": "BIGINT", "month": "INTEGER"}, rows)
-    ((n_after, total_after),) = clamped_oracle(fed, VISITS)
+    ((n_after, total_after),) = fed.clamped_oracle(VISITS)
     others = 3 * VISITORS
     assert (n_after, total_after) == (2 * others + 1500 * 2 + 2, others * 160 + 1500 * 160 + 2 * 100)
     assert fed.oracle(VISITS)[0][0] == 4 * others + 1500 * 3 + 40  # the heavy person's 40 rows are in the file
@@ -354,7 +315,7 @@ def test_a_dp_re_run_is_charged_again_and_the_answer_and_its_printed_line_say_so
         f.stop_node("n3")
         with f.client(keys=keys, person="cw_rerun") as c:
             answer: QueryAnswer = c.query(sql)
-        ((expected,),) = clamped_oracle(f, sql, survivors)
+        ((expected,),) = f.clamped_oracle(sql, survivors)
         sd = terms_of(f, sql).components[2].sd
     assert answer.answered == list(survivors) and [m["node_id"] for m in answer.missing] == ["n3"]
     assert answer.privacy["mode"] == "dp" and answer.privacy["runs"] == 2

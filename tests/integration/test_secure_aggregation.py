@@ -29,7 +29,7 @@ from uniformity import CHI2_LIMIT, chi_square_uniform
 
 import coordinator.fanout
 from federation import he, masking, statements
-from federation.envelope import Signer, query_id
+from federation.envelope import query_id
 from federation.errors import FederationError, from_rpc_error
 from federation.finish import finish
 from federation.generated import hpf_federation_pb2 as pb
@@ -112,11 +112,6 @@ def rows_of(f: harness.Federation, sql: str, nodes: Sequence[str]) -> list[tuple
     return dataclasses.replace(f, data_files=files).oracle(sql)
 
 
-def sign(f: harness.Federation, keys: he.ClientKeys, sql: str = VALID) -> pb.SignedEnvelope:
-    signer = Signer.from_files(f.pki_dir / "people" / "caseworker.pem", f.pki_dir / "people" / "caseworker.key")
-    return signer.sign(sql=sql, context_digest=he.context_digest(keys.public_context()), federation="test")
-
-
 def partial_request(
     f: harness.Federation, keys: he.ClientKeys, signed: pb.SignedEnvelope, sql: str, participants: Sequence[str]
 ) -> pb.PartialRequest:
@@ -137,12 +132,6 @@ def refused(stub: pb_grpc.NodeStub, request: pb.PartialRequest) -> FederationErr
     with pytest.raises(grpc.RpcError) as info:
         stub.ComputePartial(request, timeout=RPC_TIMEOUT_S)
     return from_rpc_error(info.value)
-
-
-def refusal(call: Callable[[], Any]) -> FederationError:
-    with pytest.raises(FederationError) as info:
-        call()
-    return info.value
 
 
 def ask_every(
@@ -171,12 +160,6 @@ def sum_and_finish(keys: he.ClientKeys, plan: Plan, answers: Sequence[Sequence[b
     return [tuple(r) for r in finish(plan, totals).rows]
 
 
-def wait_for_regions(f: harness.Federation) -> None:
-    """After a restart: the coordinator's channels are connected again (gRPC waits out its reconnect backoff)."""
-    for channel in f.coordinator.channels:
-        grpc.channel_ready_future(channel).result(timeout=RPC_TIMEOUT_S)
-
-
 def assert_serves(f: harness.Federation, keys: he.ClientKeys, nodes: Sequence[str] = NODES) -> None:
     with f.client(keys=keys) as c:
         answer = c.query(VALID)
@@ -192,7 +175,7 @@ def test_one_region_s_ciphertext_is_uniform_to_a_colluding_coordinator_and_clien
 ) -> None:
     plan = plan_query(WIDE, fed.catalog)
     assert plan.layout.total >= 64 * 15  # enough slots for a 64-bin test
-    signed = sign(fed, keys, WIDE)
+    signed = fed.sign(keys, WIDE)
     answers = ask_every(stubs, lambda n: partial_request(fed, keys, signed, WIDE, NODES), NODES)
 
     for node in ("n0", "n3"):
@@ -229,7 +212,7 @@ def test_two_regions_masks_cancel_in_their_two_member_run(
 ) -> None:
     pair = ("n1", "n2")
     plan = plan_query(GROUPED, fed.catalog)
-    signed = sign(fed, keys, GROUPED)
+    signed = fed.sign(keys, GROUPED)
     answers = ask_every(stubs, lambda n: partial_request(fed, keys, signed, GROUPED, pair), pair)
     slots = {n: np.concatenate(decrypt(keys, plan, answers[n].ciphertexts)) for n in pair}
     exact = {n: np.concatenate(exact_chunks(fed, plan, n)) for n in pair}
@@ -276,7 +259,7 @@ def test_a_participant_set_below_the_minimum_or_malformed_is_refused(
     fed3: harness.Federation, stubs3: dict[str, pb_grpc.NodeStub], keys: he.ClientKeys
 ) -> None:
     f, s = fed3, stubs3
-    signed = sign(f, keys)
+    signed = f.sign(keys, VALID)
 
     def request(participants: Sequence[str]) -> pb.PartialRequest:
         return partial_request(f, keys, signed, VALID, participants)
@@ -337,7 +320,7 @@ def test_a_region_down_is_left_out_by_a_re_run_with_the_survivors(tmp_path: Path
             assert [e["participants"] for e in mine] == [",".join(NODES), ",".join(survivors)]
 
         f.restart_node("n3")  # back: once the coordinator has reconnected, a question is one run over all four
-        wait_for_regions(f)
+        f.wait_for_regions()
         with f.client(keys=keys) as c:
             signed = c.sign(VALID)
             reply = c._stub.Query(
@@ -354,12 +337,12 @@ def test_without_exact_subsets_an_exact_question_waits_for_every_region(tmp_path
         assert_serves(f, keys)
         f.stop_node("n3")
         with f.client(keys=keys) as c:
-            err = refusal(lambda: c.query(VALID))
+            err = harness.refusal(lambda: c.query(VALID))
         assert err.code == "POLICY_EXACT_NEEDS_ALL_REGIONS"
         assert err.rule and err.rule.endswith("secure_aggregation.exact_subsets") and "n3" in err.message
         f.stop_node("n2")
         with f.client(keys=keys) as c:
-            err = refusal(lambda: c.query(VALID))
+            err = harness.refusal(lambda: c.query(VALID))
         assert err.code == "POLICY_TOO_FEW_PARTICIPANTS"
         assert err.rule and err.rule.endswith("secure_aggregation.min_participants")
 
@@ -369,7 +352,7 @@ def test_replay_rules_for_re_runs(
 ) -> None:
     """The re-run rules of one signed question at one node (exact subsets allowed here, so only they apply)."""
     node = stubs["n0"]
-    signed = sign(fed, keys)
+    signed = fed.sign(keys, VALID)
 
     def request(participants: Sequence[str]) -> pb.PartialRequest:
         return partial_request(fed, keys, signed, VALID, participants)
@@ -391,7 +374,7 @@ def test_replay_rules_for_re_runs(
 def test_a_restarted_node_remembers_its_runs_and_still_answers_a_new_strict_subset(
     fed: harness.Federation, keys: he.ClientKeys
 ) -> None:
-    signed = sign(fed, keys, GROUPED)
+    signed = fed.sign(keys, GROUPED)
     plan = plan_query(GROUPED, fed.catalog)
 
     def request(participants: Sequence[str]) -> pb.PartialRequest:
@@ -416,7 +399,7 @@ def test_a_restarted_node_remembers_its_runs_and_still_answers_a_new_strict_subs
         third = ask_every(s, lambda n: request(pair), pair)  # run 3 of 3, across two restarts
         assert sum_and_finish(keys, plan, [third[n].ciphertexts for n in pair]) == rows_of(fed, GROUPED, pair)
         assert refused(s["n0"], request(["n0"])).code == "AUTH_REPLAY"
-    wait_for_regions(fed)
+    fed.wait_for_regions()
     assert_serves(fed, keys)
 
 
@@ -426,7 +409,7 @@ def test_a_re_run_of_an_exact_question_cannot_give_away_the_region_it_leaves_out
     """n3 answered the full run; a compromised coordinator says it did not and asks the others again without it.
     Answered, the two sums would differ by exactly n3's partial: every region refuses the exact re-run."""
     plan = plan_query(GROUPED, fed3.catalog)
-    signed = sign(fed3, keys, GROUPED)
+    signed = fed3.sign(keys, GROUPED)
     full = ask_every(stubs3, lambda n: partial_request(fed3, keys, signed, GROUPED, NODES), NODES)
     assert sum_and_finish(keys, plan, [full[n].ciphertexts for n in NODES]) == fed3.oracle(GROUPED)
     for node in NODES[:3]:
@@ -441,7 +424,7 @@ def test_a_second_exact_question_over_fewer_regions_cannot_give_away_the_one_lef
     """The same SQL signed twice: all four for the first, three for the second (a first run of its own, so no
     replay rule applies). Answered, the difference would be n3's partial: refused."""
     plan = plan_query(GROUPED, fed3.catalog)
-    first, second = sign(fed3, keys, GROUPED), sign(fed3, keys, GROUPED)
+    first, second = fed3.sign(keys, GROUPED), fed3.sign(keys, GROUPED)
     full = ask_every(stubs3, lambda n: partial_request(fed3, keys, first, GROUPED, NODES), NODES)
     assert sum_and_finish(keys, plan, [full[n].ciphertexts for n in NODES]) == fed3.oracle(GROUPED)
     for node in NODES[:3]:
