@@ -157,7 +157,7 @@ def start_coordinator(
         channel = secure_channel(address, credentials, options=NODE_CHANNEL_OPTIONS)
         channels.append(channel)
         stubs[node.id] = pb_grpc.NodeStub(channel)
-    fanout = FanOut(catalog, stubs, config.deadline_ms)
+    fanout = FanOut(catalog, stubs, config.deadline_ms, config.min_deadline_ms)
     verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
     server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
     pb_grpc.add_CoordinatorServicer_to_server(

@@ -20,13 +20,14 @@ from typing import Any
 
 import duckdb
 
+from federation.engine import locked_connection
 from federation.errors import CryptoError, PlanError
 from federation.plan import OTHER, Aggregate, Plan
 from federation.planner import finish_table_ddl
 from federation.planner.binder import public_engine_message
 from federation.slot_codec import cell_coordinates
 
-_ENGINE = duckdb.connect(":memory:")
+_ENGINE = locked_connection()
 _ENGINE_LOCK = threading.Lock()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
@@ -129,6 +130,18 @@ class SlotLayout:
         return (SLOTS,) * full + ((rest + 1,) if rest else ())
 
 
+def layout_of(key_cells: Sequence[int], components: Sequence[Component]) -> SlotLayout:
+    """The slot layout of a plan whose keys have ``key_cells`` cells each (domain, NULL, other)."""
+    offsets, pos = [], 0
+    for c in components:
+        offsets.append(pos)
+        pos += c.limbs
+    cells = 1
+    for n in key_cells:
+        cells *= n
+    return SlotLayout(cells=cells, offsets=tuple(offsets), width=pos)
+
+
 @dataclass(frozen=True)
 class Plan:
     table: str
@@ -148,14 +161,7 @@ class Plan:
 
     @cached_property
     def layout(self) -> SlotLayout:
-        offsets, pos = [], 0
-        for c in self.components:
-            offsets.append(pos)
-            pos += c.limbs
-        cells = 1
-        for k in self.keys:
-            cells *= k.cells
-        return SlotLayout(cells=cells, offsets=tuple(offsets), width=pos)
+        return layout_of([k.cells for k in self.keys], self.components)
 
     def node_sql(self, source: str | None = None) -> str:
         """The one query a node runs on its own database for this plan (over ``source``, default the table)."""

@@ -7,6 +7,7 @@ checks is documented in :mod:`node.handler`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from federation.errors import FederationError, PlanError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.pki import Identity
 from federation.plan import Plan
-from federation.planner import plan_query
+from federation.planner import asked_table, plan_query, sketch_query
 from federation.planner.shape import shape_fingerprint
 from federation.sealing import AgreementKey
 from federation.statements import Statement
@@ -33,11 +34,12 @@ from node.privacy_budget import PrivacyLedger
 from node.protection import Protector, Run
 from node.replay import ReplayGuard
 from node.trail import Trail
-from policies.engine import Asker, Decision, check_query
+from policies.engine import Asker, Decision, check_asker, check_query
 from policies.model import Policy, RateLimit
 from policies.rate_limit import RateLimiter
 
 T = TypeVar("T")
+log = logging.getLogger("hpf.node")
 
 
 @dataclass(frozen=True)
@@ -115,14 +117,17 @@ class AnsweringNode:
         verified = self._verify(request.envelope, request.query_id, trail, lambda e: shape_fingerprint(e.sql))
         envelope, signer = verified.envelope, verified.signer
         role = signer.role or ""
-        plan = plan_query(envelope.sql, self.catalog)
-        if request.plan_fingerprint != plan.fingerprint:
+        asker = Asker(name=signer.common_name, role=role, region=signer.region)
+        # who asks, which table and why come first: a question this node refuses outright binds nothing here
+        table = asked_table(envelope.sql, self.catalog)
+        check_asker(self.policy, table, asker, envelope.purpose, bool(envelope.consent_ref), party=self.node_id)
+        if request.plan_fingerprint != sketch_query(envelope.sql, self.catalog).fingerprint:
             raise PlanError(
                 "the coordinator's plan differs from the plan this node derives from the signed SQL",
                 code="PLAN_MISMATCH",
                 hint="the coordinator and this node may hold different catalogs",
             )
-        asker = Asker(name=signer.common_name, role=role, region=signer.region)
+        plan = plan_query(envelope.sql, self.catalog)
         decision = check_query(
             self.policy,
             self.catalog,
@@ -226,13 +231,12 @@ class AnsweringNode:
         if refusal is not None:
             raise refusal
         assert result is not None
+        # no timings in the answer: how long this region took is for its own log, not for the asker
+        log.info("%s %s handled in %.2f ms", trail.operation, trail.nonce[:12], (time.perf_counter() - started) * 1e3)
         return pb.PartialResponse(
             node_id=self.node_id,
             plan_fingerprint=result.fingerprint,
             ciphertexts=result.ciphertexts,
-            scan_ms=result.scan_ms,
-            encrypt_ms=result.encrypt_ms,
-            total_ms=(time.perf_counter() - started) * 1e3,
             receipt=receipt_to_proto(receipt),
             statement=result.statement,
         )

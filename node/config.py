@@ -14,6 +14,12 @@ revocations: pki/crl.pem             # the federation's revocation list, re-read
 # federation_ca: pki/ca.pem          # CA for signed questions (default: the TLS CA; needed when insecure)
 # envelope_window_s: 300             # how far a question's signing time may be from this node's clock
 # audit_fsync: true                  # flush every audit entry to disk before answering
+# limits: {query_ms: 3000, memory: 2GB}  # this node's own limits on one question's scan (see below)
+
+``limits`` are the node's own: a scan that runs past ``query_ms`` is interrupted and the asker gets the same
+masked failure mark as for any failure on the rows, on time; so keep ``query_ms`` well under the coordinator's
+``min_deadline_ms`` (the federation's floor for how long the regions are waited for). ``memory`` bounds the
+engine's buffers (DuckDB's ``memory_limit``); a question that outgrows it fails the same way.
 """
 
 from __future__ import annotations
@@ -45,6 +51,14 @@ class TableSource(BaseModel):
         return "csv" if str(self.path).lower().endswith((".csv", ".csv.gz")) else "parquet"
 
 
+class NodeLimits(BaseModel):
+    """What one question may take of this node: scan time and engine memory."""
+
+    model_config = ConfigDict(extra="forbid")
+    query_ms: int = Field(default=3_000, ge=10, le=600_000)
+    memory: str = Field(default="2GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+
+
 class NodeConfig(PartySettings, TrustSettings):
     node_id: str
     listen: str = "127.0.0.1:50051"
@@ -57,6 +71,7 @@ class NodeConfig(PartySettings, TrustSettings):
     policy: Path | None = None
     state_dir: Path = Path("state")
     audit_fsync: bool = True
+    limits: NodeLimits = NodeLimits()
 
     @field_validator("catalog", "state_dir")
     @classmethod

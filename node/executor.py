@@ -6,6 +6,7 @@ computes, under the public context whose digest the asker signed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ import tenseal as ts
 
 from federation import he
 from federation.catalog import Catalog
+from federation.engine import Abandon
 from federation.errors import AuthError, CryptoError, DataError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.plan import Plan
@@ -28,15 +30,13 @@ DATA_FAILURES = ("NODE_EXECUTION_FAILED", "PARTIAL_")  # failures that depend on
 
 
 class Backend(Protocol):
-    def run(self, sql: str) -> Sequence[tuple[Any, ...]]: ...
+    def run(self, sql: str, on_abandon: Abandon | None = None) -> Sequence[tuple[Any, ...]]: ...
 
 
 @dataclass(frozen=True)
 class PartialResult:
     fingerprint: str
     ciphertexts: list[bytes]
-    scan_ms: float
-    encrypt_ms: float
     statement: pb.AnswerStatement | None = None  # the node's signed statement of the run (added by the handler)
 
 
@@ -79,20 +79,23 @@ class PartialExecutor:
         *,
         noisy: Noisy | None = None,
         mask: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
+        on_abandon: Abandon | None = None,
     ) -> PartialResult:
         """Scan, encode, protect and encrypt one plan. ``noisy`` (DP) replaces the plan's SQL and encoding with
         clamped, noised ones; ``mask`` adds the run's pairwise masks to the slot vectors just before encryption
-        (to the encrypted failure mark too, so it stays inside the sum)."""
+        (to the encrypted failure mark too, so it stays inside the sum). ``on_abandon`` registers what stops the
+        scan if the coordinator gives the question up."""
+        run = functools.partial(self.backend.run, on_abandon=on_abandon)
         t_scan = time.perf_counter()
         try:
             if noisy is None:
-                rows = self.backend.run(plan.node_sql())
+                rows = run(plan.node_sql())
                 t_encode = time.perf_counter()
                 pieces = chunks(encode_partials(plan, rows, min_group_size=min_group_size))
             else:
                 capped = getattr(self.backend, "capped_source", None)  # a backend may keep the capped table ready
                 source = noisy.source if capped is None else capped(noisy.plan.table, noisy.capped_sql)
-                rows = self.backend.run(noisy.plan.node_sql(source))
+                rows = run(noisy.plan.node_sql(source))
                 t_encode = time.perf_counter()
                 pieces = chunks(encode_noisy_partials(noisy.plan, rows, noisy.units, noisy.noise))
         except (DataError, CryptoError) as err:  # PARTIAL_OUT_OF_RANGE is a CryptoError: the limbs would not fit
@@ -110,10 +113,13 @@ class PartialExecutor:
             pieces = mask(pieces)
         ciphertexts = [he.encrypt_slots(ctx, chunk) for chunk in pieces]
         done = time.perf_counter()
-        log.info("query %s answered: plan %s, %d ciphertext(s)", query_id[:12], plan.fingerprint[:12], len(ciphertexts))
-        return PartialResult(
-            fingerprint=plan.fingerprint,
-            ciphertexts=ciphertexts,
-            scan_ms=(t_encode - t_scan) * 1e3,
-            encrypt_ms=(done - t_encode) * 1e3,
+        # this region's own timings stay here, in its log: they are not sent with the answer
+        log.info(
+            "query %s answered: plan %s, %d ciphertext(s), scan_ms=%.2f encrypt_ms=%.2f",
+            query_id[:12],
+            plan.fingerprint[:12],
+            len(ciphertexts),
+            (t_encode - t_scan) * 1e3,
+            (done - t_encode) * 1e3,
         )
+        return PartialResult(fingerprint=plan.fingerprint, ciphertexts=ciphertexts)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 
 from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
+from federation.engine import Abandon
 from federation.errors import AuditError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.pki import Identity
@@ -40,8 +41,14 @@ from node.trail import Trail, ciphertexts_digest
 class NodeHandler(LookupAnswering):
     """A region's answers to the coordinator's requests: partial plans, lookups, explains and audit proofs."""
 
-    def partial(self, request: pb.PartialRequest, caller: Callable[[], Identity | None]) -> pb.PartialResponse:
-        """Answer one partial plan; ``caller`` checks and names the calling party (raises if not allowed)."""
+    def partial(
+        self,
+        request: pb.PartialRequest,
+        caller: Callable[[], Identity | None],
+        on_abandon: Abandon | None = None,
+    ) -> pb.PartialResponse:
+        """Answer one partial plan; ``caller`` checks and names the calling party (raises if not allowed);
+        ``on_abandon`` registers what stops the scan when the coordinator gives the question up."""
         started = time.perf_counter()
         trail = Trail(operation="query")
 
@@ -67,6 +74,7 @@ class NodeHandler(LookupAnswering):
                     decision.min_group_size,
                     noisy=noisy,
                     mask=lambda pieces: self._protector().mask(run, pieces),
+                    on_abandon=on_abandon,
                 )
             except BaseException:
                 if charged is not None:

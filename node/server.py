@@ -15,6 +15,7 @@ from federation import __version__, rpc
 from federation.audit_log import AuditLog
 from federation.callers import require_caller
 from federation.catalog import Catalog, load_catalog
+from federation.engine import Abandon
 from federation.errors import ConfigError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
@@ -38,6 +39,15 @@ MAX_REQUEST_BYTES = 8 * 1024 * 1024
 SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
 
 
+def _abandon(context: grpc.ServicerContext) -> Abandon:
+    """Registers a callback for the end of the call (a cancelled or timed-out call ends early)."""
+
+    def register(stop: Callable[[], None]) -> None:
+        context.add_callback(stop)
+
+    return register
+
+
 def _coordinator(context: grpc.ServicerContext) -> Callable[[], Identity | None]:
     """The check a handler runs first: only the coordinator calls a node."""
     return functools.partial(require_caller, context, ("coordinator",), "a node")
@@ -51,7 +61,9 @@ class NodeServicer(pb_grpc.NodeServicer):
     def ComputePartial(self, request: pb.PartialRequest, context: grpc.ServicerContext) -> pb.PartialResponse:
         caller = _coordinator(context)
         what = f"query {request.query_id[:12]}"
-        return rpc.answer(context, log, what, "NODE_INTERNAL", lambda: self._handler.partial(request, caller))
+        return rpc.answer(
+            context, log, what, "NODE_INTERNAL", lambda: self._handler.partial(request, caller, _abandon(context))
+        )
 
     def Explain(self, request: pb.PartialRequest, context: grpc.ServicerContext) -> pb.NodeVerdict:
         caller = _coordinator(context)
@@ -120,7 +132,13 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
                 "tables: write one for your tables (start from policies/default.yaml) and name it as 'policy:'"
             )
         raise ConfigError("\n".join(problems), code="POLICY_FILE_INVALID", hint=hint)
-    backend = DuckDBBackend(catalog, config.tables, threads=config.duckdb_threads)
+    backend = DuckDBBackend(
+        catalog,
+        config.tables,
+        threads=config.duckdb_threads,
+        memory_limit=config.limits.memory,
+        query_seconds=config.limits.query_ms / 1000.0,
+    )
     agreement = AgreementKey.load_or_create(config.state_dir)
     published = next(n.agreement_key for n in catalog.nodes if n.id == config.node_id)
     if published is not None and published != agreement.public_b64():

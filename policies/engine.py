@@ -126,25 +126,21 @@ def _role(policy: Policy, asker: Asker, refuse: Refuse) -> RolePolicy:
     return role
 
 
-def check_query(
-    policy: Policy,
-    catalog: Catalog,
-    plan: Plan,
-    asker: Asker,
-    purpose: str,
-    consent: bool,
-    *,
-    party: str,
-) -> Decision:
-    """Allow the request (a Decision) or raise PolicyViolation naming the rule that refused and how to ask."""
+def check_asker(
+    policy: Policy, table_name: str, asker: Asker, purpose: str, consent: bool, *, party: str
+) -> tuple[RolePolicy, str, TablePolicy, list[str]]:
+    """The checks that need only who asks, which table and why: role, table, purpose and consent.
 
+    A node runs these before it binds anything of the question (a role refused outright costs it no work),
+    and :func:`check_query` runs them first again. Returns the role's policy, the table's key and policy, and
+    the rules that allowed it so far.
+    """
     refuse = _refuser(party)
     allowed: list[str] = []
     role_name = asker.role
     role = _role(policy, asker, refuse)
     allowed.append(f"roles.{role_name}")
 
-    table_name = plan.table
     found = role.table(table_name)
     if found is None:
         listed = ", ".join(t for t in role.tables if t != WILDCARD) or "none"
@@ -196,6 +192,26 @@ def check_query(
                 "ask again with the reference of the applicant's consent record",
             )
         allowed.append(f"{table_rule}.consent")
+
+    return role, table_key, table, allowed
+
+
+def check_query(
+    policy: Policy,
+    catalog: Catalog,
+    plan: Plan,
+    asker: Asker,
+    purpose: str,
+    consent: bool,
+    *,
+    party: str,
+) -> Decision:
+    """Allow the request (a Decision) or raise PolicyViolation naming the rule that refused and how to ask."""
+    refuse = _refuser(party)
+    role_name = asker.role
+    table_name = plan.table
+    role, table_key, table, allowed = check_asker(policy, table_name, asker, purpose, consent, party=party)
+    table_rule = f"roles.{role_name}.tables.{table_key}"
 
     for aggregate in plan.aggregates:
         if aggregate.func not in role.aggregates:

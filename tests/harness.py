@@ -41,7 +41,7 @@ from federation.catalog import Catalog, load_catalog
 from federation.client import FederationClient
 from federation.config_files import parse_model
 from federation.envelope import Signer
-from federation.errors import FederationError
+from federation.errors import DataError, FederationError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.he import ClientKeys, context_digest
@@ -49,6 +49,7 @@ from federation.pki import init_federation
 from federation.profile import ClientProfile
 from federation.sealing import AgreementKey
 from federation.tls import TlsConfig, secure_channel
+from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
 from node.server import RunningNode, start_node
 
@@ -174,6 +175,27 @@ class Federation:
                 ch.close()
 
 
+@contextlib.contextmanager
+def scans_stopped(monkeypatch: pytest.MonkeyPatch, fed: Federation, node_ids: Sequence[str]) -> Iterator[None]:
+    """The regions ``node_ids`` stop every scan as at their own time limit (the engine interrupted).
+
+    No value of a row can make an admitted plan fail any more (the planner proves every expression total), so
+    what fails a question after admission is a region's own time or memory limit, or the coordinator abandoning
+    it; to the asker all of them look alike. This is that failure, on demand.
+    """
+    backends = {id(fed.nodes[n].handler.executor.backend) for n in node_ids}
+    original = DuckDBBackend.run
+
+    def run(self: DuckDBBackend, sql: str, on_abandon: Any = None) -> Any:
+        if id(self) in backends:
+            raise DataError("the node stopped the partial plan at its own limit", code="NODE_EXECUTION_FAILED")
+        return original(self, sql, on_abandon)
+
+    with monkeypatch.context() as m:
+        m.setattr(DuckDBBackend, "run", run)
+        yield
+
+
 def refusal(call: Callable[[], Any]) -> FederationError:
     """The error ``call`` raises (it must raise one)."""
     with pytest.raises(FederationError) as info:
@@ -203,6 +225,7 @@ def federation(
     node_rows: Mapping[str, Mapping[str, Sequence[Sequence[Any]]]],
     *,
     deadline_ms: int = 10_000,
+    min_deadline_ms: int = 1_000,
     write_data: bool = True,
     policy: Path | Mapping[str, Path] = OPEN_POLICY,
     people: Sequence[tuple[str, str, str | None]] = (("caseworker", "caseworker", None),),
@@ -273,6 +296,7 @@ def federation(
                 "listen": "127.0.0.1:0",
                 "catalog": str(catalog_path),
                 "deadline_ms": deadline_ms,
+                "min_deadline_ms": min(min_deadline_ms, deadline_ms),
                 "revocations": str(pki_dir / "crl.pem"),
                 **(coordinator_settings or {}),
                 "tls": {

@@ -1,24 +1,38 @@
 """From SQL text to a :class:`federation.plan.Plan`: a tuple of small stages, each a pure function.
 
-parse -> check_shape -> resolve_table/resolve_columns -> check_identifiers -> split_query -> bind.
+parse -> check_shape -> resolve_table | admission by policy | resolve_columns -> split_query ->
+check_identifiers -> check_surface (the allow-list) -> make_total -> the engine's own parse tree -> bind.
+
+Everything before ``bind`` reads the SQL and the catalog only: it binds nothing and runs nothing, so it is cheap
+and bounded whatever the SQL is. Its result, the :class:`Sketch`, already fixes the plan's slot layout and its
+fingerprint; the coordinator never needs more. Binding (DuckDB over empty catalog-shaped tables, for result
+types and to catch what only the engine knows) comes last, under the binder's own memory and time limits, and a
+node does it only after its policy admitted the asker's role, table and purpose.
 Every party runs the same stages on the same catalog and gets the same plan (and fingerprint).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
-from functools import lru_cache
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from typing import Any, cast
 
 from sqlglot import exp
 
 from federation.catalog import Catalog, Table
 from federation.errors import PlanError
-from federation.plan import WITHHELD, Aggregate, Component, GroupKey, Plan, fingerprint
-from federation.planner.binder import CatalogKey, SchemaBinder, binder_for, exact_scale
+from federation.plan import WITHHELD, Aggregate, Component, GroupKey, Plan, SlotLayout, layout_of
+from federation.planner.binder import AGGREGATE_NAMES, CatalogKey, SchemaBinder, binder_for, exact_scale
 from federation.planner.domains import coerce_to_type, key_domain
+from federation.planner.engine_tree import check_engine_sql
 from federation.planner.resolve import check_identifiers, resolve_columns, resolve_table
 from federation.planner.shape import check_shape, parse
 from federation.planner.split import AggregateCall, Split, split_query
+from federation.planner.surface import check_surface
+from federation.planner.totality import Totality, make_total
 
 MAX_SLOTS = 64 * 4096  # 64 ciphertexts per node answer
 
@@ -34,49 +48,92 @@ def plan_query(sql: str, catalog: Catalog) -> Plan:
     return _cached_plan(sql, CatalogKey(catalog))
 
 
+def sketch_query(sql: str, catalog: Catalog) -> Sketch:
+    """Every check that needs no binding, the slot layout and the fingerprint (see the module)."""
+    return _cached_sketch(sql, CatalogKey(catalog))
+
+
+def asked_table(sql: str, catalog: Catalog) -> str:
+    """The catalog table ``sql`` reads: parsed and shape-checked, nothing else (what a policy admits first)."""
+    tree = check_shape(parse(sql))
+    name, _ = resolve_table(tree, catalog)
+    return name
+
+
+@dataclass
+class Sketch:
+    """A plan before binding: what every node computes, without the result types only DuckDB can tell."""
+
+    table: str
+    where: str | None
+    keys: list[tuple[exp.Expression, str, list[Any]]]  # expression, its SQL, its declared domain
+    components: list[Component]
+    calls: list[tuple[AggregateCall, int, int | None, int | None, int]]  # call, count, sum, sumsq, scale
+    split: Split
+    column_types: dict[str, str]
+    finish_sql: str = ""
+    fingerprint: str = field(default="")
+
+    @cached_property
+    def layout(self) -> SlotLayout:
+        return layout_of([len(values) + 2 for _, _, values in self.keys], self.components)
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "where": self.where,
+            "keys": [[sql, [str(v) for v in values]] for _, sql, values in self.keys],
+            "components": [[c.kind, c.arg, c.scale, c.bits] for c in self.components],
+            "aggregates": [
+                [call.func, count, total, squares, scale] for call, count, total, squares, scale in self.calls
+            ],
+            "finish": self.finish_sql,
+            "outputs": list(self.split.output_names),
+            "columns": self.column_types,
+        }
+
+
+@lru_cache(maxsize=256)
+def _cached_sketch(sql: str, key: CatalogKey) -> Sketch:
+    try:
+        return _derive_sketch(sql, key.catalog)
+    except RecursionError:  # the depth checks should make this impossible; never an INTERNAL if they do not
+        raise PlanError("the query nests too deeply", code="PLAN_TOO_NESTED") from None
+
+
 @lru_cache(maxsize=256)
 def _cached_plan(sql: str, key: CatalogKey) -> Plan:
-    return _derive_plan(sql, key.catalog)
+    return _bind(_cached_sketch(sql, key), key.catalog.tables[_cached_sketch(sql, key).table], binder_for(key.catalog))
 
 
-def _derive_plan(sql: str, catalog: Catalog) -> Plan:
+def _derive_sketch(sql: str, catalog: Catalog) -> Sketch:
     tree = check_shape(parse(sql))
     table_name, table = resolve_table(tree, catalog)
     tree = resolve_columns(tree, table_name, table)
-    binder = binder_for(catalog)
-    split = split_query(tree, set(table.columns), binder.aggregate_functions)  # says why before who
+    names = split_query(tree, set(table.columns), AGGREGATE_NAMES).output_names  # says why before who
     tree = check_identifiers(tree, table_name, table)
-    where = tree.args.get("where")
+    check_surface(tree)
+    total = make_total(tree, table)
+    split = split_query(cast(exp.Select, total.tree), set(table.columns), AGGREGATE_NAMES)
+    split.output_names = names
+    where = total.tree.args.get("where")
     where_sql = where.this.sql("duckdb") if where is not None else None
-    return _bind(split, table_name, table, where_sql, binder)
-
-
-def _bind(split: Split, table_name: str, table: Table, where_sql: str | None, binder: SchemaBinder) -> Plan:
-    key_sqls = [k.sql("duckdb") for k in split.keys]
-    agg_sqls = [c.source.sql("duckdb") for c in split.calls]
-    probe = "SELECT " + ", ".join([*key_sqls, *agg_sqls, "COUNT(*)"]) + f" FROM {table_name}"
-    if where_sql:
-        probe += f" WHERE {where_sql}"
-    if key_sqls:
-        probe += " GROUP BY " + ", ".join(key_sqls)
-    types = binder.types(probe)
-    key_types, agg_types = types[: len(key_sqls)], types[len(key_sqls) : len(key_sqls) + len(agg_sqls)]
 
     keys = []
-    for key, sql, type_name in zip(split.keys, key_sqls, key_types, strict=True):
+    for key in split.keys:
+        sql_text = key.sql("duckdb")
         values = key_domain(key, table)
-        coerced = coerce_to_type(values, type_name) if values is not None else None
-        if coerced is None:
+        if values is None:
             cols = sorted({c.name for c in key.find_all(exp.Column)})
             raise PlanError(
-                f"GROUP BY {sql} has no declared finite domain",
+                f"GROUP BY {sql_text} has no declared finite domain",
                 code="PLAN_GROUP_NO_DOMAIN",
                 hint=(
                     f"declare a domain for {', '.join(cols)} in the catalog, or group by a declared column, "
                     "EXTRACT(YEAR|QUARTER|MONTH FROM a declared date) or CASE ... THEN literals"
                 ),
             )
-        keys.append(GroupKey(expr=sql, values=coerced, type=type_name))
+        keys.append((key, sql_text, values))
 
     components: list[Component] = [Component("count", None, 0, COUNT_BITS)]
 
@@ -85,59 +142,126 @@ def _bind(split: Split, table_name: str, table: Table, where_sql: str | None, bi
             components.append(c)
         return components.index(c)
 
-    aggregates = []
-    for call, result_type in zip(split.calls, agg_types, strict=True):
-        aggregates.append(_aggregate(call, result_type, binder, table_name, component))
+    calls = [(call, *_components(call, total, component)) for call in split.calls]
     components.append(Component(WITHHELD, None, 0, WITHHELD_BITS))  # every plan, so every party lays it out
-
-    plan = Plan(
+    sketch = Sketch(
         table=table_name,
         where=where_sql,
-        keys=tuple(keys),
-        components=tuple(components),
-        aggregates=tuple(aggregates),
+        keys=keys,
+        components=components,
+        calls=calls,
+        split=split,
+        column_types={name: column.type for name, column in table.columns.items()},
         finish_sql=split.finish.sql("duckdb") if split.finish is not None else "",
-        output_names=tuple(split.output_names),
-        bare_key_outputs=tuple(split.bare_key_outputs),
     )
-    if plan.layout.total > MAX_SLOTS:
+    if sketch.layout.total > MAX_SLOTS:
         raise PlanError(
-            f"the query needs {plan.layout.total} slots ({plan.layout.cells} groups); at most {MAX_SLOTS} fit",
+            f"the query needs {sketch.layout.total} slots ({sketch.layout.cells} groups); at most {MAX_SLOTS} fit",
             code="PLAN_TOO_LARGE",
             hint="group by fewer or smaller domains",
         )
-    _check_finish(plan, binder)
-    object.__setattr__(plan, "fingerprint", fingerprint(plan))
-    return plan
+    _check_engine_trees(sketch, table)
+    blob = json.dumps(sketch.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    sketch.fingerprint = hashlib.sha256(blob.encode()).hexdigest()
+    return sketch
 
 
-def _aggregate(
-    call: AggregateCall,
-    result_type: str,
-    binder: SchemaBinder,
-    table_name: str,
-    component: Callable[[Component], int],
-) -> Aggregate:
-    """The aggregate's finishing recipe; ``component`` returns the (shared) index of a needed component."""
+def _components(
+    call: AggregateCall, total: Totality, component: Callable[[Component], int]
+) -> tuple[int, int | None, int | None, int]:
+    """The components an aggregate call needs (indices of count, sum, sum of squares) and its decimal scale."""
     if call.arg is None:
-        return Aggregate("count", count=0, result_type=result_type)
+        return 0, None, None, 0
     arg_sql = call.arg.sql("duckdb")
     count = component(Component("count", arg_sql, 0, COUNT_BITS))
     if call.func == "count":
-        return Aggregate("count", count=count, result_type=result_type)
-    (arg_type,) = binder.types(f"SELECT {arg_sql} FROM {table_name}")
-    scale = exact_scale(arg_type)
-    if scale is None:
+        return count, None, None, 0
+    kind = total.ranges.get(arg_sql)
+    if kind is None or kind.family not in ("int", "dec") or kind.lo is None:
+        shown = "a floating-point number" if kind is not None and kind.family == "double" else "not a number"
         raise PlanError(
-            f"{call.func.upper()}'s argument must be an exact number (integer or DECIMAL), not {arg_type}",
+            f"{call.func.upper()}'s argument must be an exact number (integer or DECIMAL), and it is {shown}",
             code="PLAN_INEXACT_ARGUMENT",
             hint="declare the column as DECIMAL(p,s) in the catalog, or CAST it to DECIMAL",
         )
-    total = component(Component("sum", arg_sql, scale, SUM_BITS))
+    scale = kind.scale
+    bits = max(SUM_BITS, total.sum_bits(arg_sql, scale) or SUM_BITS)
+    summed = component(Component("sum", arg_sql, scale, bits))
     if call.func in ("sum", "avg"):
-        return Aggregate(call.func, count=count, sum=total, scale=scale, result_type=result_type)
-    squares = component(Component("sumsq", arg_sql, 2 * scale, SUMSQ_BITS))
-    return Aggregate(call.func, count=count, sum=total, sumsq=squares, scale=scale, result_type=result_type)
+        return count, summed, None, scale
+    square_bits = max(SUMSQ_BITS, total.sum_bits(arg_sql, scale, squares=True) or SUMSQ_BITS)
+    squares = component(Component("sumsq", arg_sql, 2 * scale, square_bits))
+    return count, summed, squares, scale
+
+
+def _check_engine_trees(sketch: Sketch, table: Table) -> None:
+    """DuckDB's own parse of what a node runs and of what the asker's side runs, against the allow-list."""
+    items = [f"{sql} AS k{i}" for i, (_, sql, _) in enumerate(sketch.keys)]
+    for c in sketch.components:
+        if c.kind == "count":
+            items.append("COUNT(*)" if c.arg is None else f"COUNT({c.arg})")
+        elif c.kind in ("sum", "sumsq"):
+            items.append(f"SUM({c.arg})")
+    node_sql = f"SELECT {', '.join(items)} FROM {sketch.table}"
+    if sketch.where:
+        node_sql += f" WHERE {sketch.where}"
+    if sketch.keys:
+        node_sql += " GROUP BY " + ", ".join(f"k{i}" for i in range(len(sketch.keys)))
+    check_engine_sql(node_sql, set(table.columns), table=sketch.table)
+    finish_columns = {f"k{i}" for i in range(len(sketch.keys))} | {f"a{i}" for i in range(len(sketch.calls))}
+    finish_columns |= {f"__other{i}" for i in range(len(sketch.keys))}
+    check_engine_sql(sketch.finish_sql, finish_columns, table="__groups", modifiers=True)
+
+
+def _bind(sketch: Sketch, table: Table, binder: SchemaBinder) -> Plan:
+    key_sqls = [sql for _, sql, _ in sketch.keys]
+    agg_sqls = [call.source.sql("duckdb") for call, *_ in sketch.calls]
+    probe = "SELECT " + ", ".join([*key_sqls, *agg_sqls, "COUNT(*)"]) + f" FROM {sketch.table}"
+    if sketch.where:
+        probe += f" WHERE {sketch.where}"
+    if key_sqls:
+        probe += " GROUP BY " + ", ".join(key_sqls)
+    types = binder.types(probe)
+    key_types, agg_types = types[: len(key_sqls)], types[len(key_sqls) : len(key_sqls) + len(agg_sqls)]
+
+    keys = []
+    for (key, sql, values), type_name in zip(sketch.keys, key_types, strict=True):
+        coerced = coerce_to_type(values, type_name)
+        if coerced is None:
+            cols = sorted({c.name for c in key.find_all(exp.Column)})
+            raise PlanError(
+                f"GROUP BY {sql} has no declared finite domain of its type ({type_name})",
+                code="PLAN_GROUP_NO_DOMAIN",
+                hint=f"declare a domain for {', '.join(cols)} in the catalog whose values are {type_name}",
+            )
+        keys.append(GroupKey(expr=sql, values=coerced, type=type_name))
+
+    aggregates = []
+    for (call, count, summed, squares, scale), result_type in zip(sketch.calls, agg_types, strict=True):
+        if summed is not None:
+            assert call.arg is not None
+            (arg_type,) = binder.types(f"SELECT {call.arg.sql('duckdb')} FROM {sketch.table}")
+            if exact_scale(arg_type) != scale:
+                raise PlanError(
+                    f"{call.func.upper()}'s argument binds as {arg_type}, not the exact type the plan derived",
+                    code="PLAN_BIND",
+                    hint="CAST the argument to DECIMAL(38, s) or HUGEINT",
+                )
+        aggregates.append(Aggregate(call.func, count, summed, squares, scale, result_type))
+
+    plan = Plan(
+        table=sketch.table,
+        where=sketch.where,
+        keys=tuple(keys),
+        components=tuple(sketch.components),
+        aggregates=tuple(aggregates),
+        finish_sql=sketch.finish_sql,
+        output_names=tuple(sketch.split.output_names),
+        bare_key_outputs=tuple(sketch.split.bare_key_outputs),
+    )
+    _check_finish(plan, binder)
+    object.__setattr__(plan, "fingerprint", sketch.fingerprint)
+    return plan
 
 
 def finish_columns(plan: Plan) -> list[tuple[str, str]]:

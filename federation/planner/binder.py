@@ -14,7 +14,25 @@ from functools import lru_cache
 import duckdb
 
 from federation.catalog import Catalog
+from federation.engine import interrupting, locked_connection
 from federation.errors import PlanError
+
+BIND_MEMORY = "256MB"  # what binding one question may take, in every party
+BIND_SECONDS = 5.0
+
+
+def _aggregate_names() -> frozenset[str]:
+    con = locked_connection(memory_limit="64MB")
+    try:
+        rows = con.execute(
+            "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'aggregate'"
+        ).fetchall()
+    finally:
+        con.close()
+    return frozenset(r[0].lower() for r in rows)
+
+
+AGGREGATE_NAMES = _aggregate_names()  # the engine's own aggregates, so that unsupported ones get a clear code
 
 _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
 _NUMBER = re.compile(r"\b\d[\d.,]{1,}\b")
@@ -53,29 +71,37 @@ class SchemaBinder:
     """
 
     def __init__(self, catalog: Catalog) -> None:
-        self._con = duckdb.connect(":memory:")
+        self._con = locked_connection(memory_limit=BIND_MEMORY)
         for name, table in catalog.tables.items():
             cols = ", ".join(f'"{c}" {col.type}' for c, col in table.columns.items())
             self._con.execute(f'CREATE TABLE "{name}" ({cols})')
             self._con.execute(f'INSERT INTO "{name}" DEFAULT VALUES')
-        rows = self._con.execute(
-            "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'aggregate'"
-        ).fetchall()
-        self.aggregate_functions = frozenset(r[0].lower() for r in rows)
+        self.aggregate_functions = AGGREGATE_NAMES
         self._lock = threading.Lock()
 
     def types(self, sql: str) -> list[str]:
-        """Result column types of ``sql``; a PlanError (code PLAN_BIND) if DuckDB cannot bind it."""
+        """Result column types of ``sql``; a PlanError (code PLAN_BIND) if DuckDB cannot bind it, and
+        PLAN_TOO_EXPENSIVE if binding and running it over the one all-NULL row outgrows the binder's limits."""
         with self._lock:
             cur = self._con.cursor()
         try:
-            rows = cur.execute(f"DESCRIBE {sql}").fetchall()
-            cur.execute(sql).fetchall()
-        except duckdb.Error as err:
-            raise PlanError(
-                f"the query cannot be run: {public_engine_message(err)}",
-                code="PLAN_BIND",
-            ) from None
+            with interrupting(cur, BIND_SECONDS) as timed_out:
+                try:
+                    rows = cur.execute(f"DESCRIBE {sql}").fetchall()
+                    cur.execute(sql).fetchall()
+                except (duckdb.InterruptException, duckdb.OutOfMemoryException):
+                    raise PlanError(
+                        "the query takes more than the planner's "
+                        + (f"{BIND_SECONDS:g} seconds" if timed_out() else f"{BIND_MEMORY} of memory")
+                        + " to check",
+                        code="PLAN_TOO_EXPENSIVE",
+                        hint="ask a simpler question",
+                    ) from None
+                except duckdb.Error as err:
+                    raise PlanError(
+                        f"the query cannot be run: {public_engine_message(err)}",
+                        code="PLAN_BIND",
+                    ) from None
         finally:
             cur.close()
         return [str(r[1]) for r in rows]

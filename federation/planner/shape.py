@@ -16,10 +16,16 @@ from typing import cast
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
 
 from federation.errors import PlanError
+from federation.planner.surface import check_depth
 
 MAX_SQL_CHARS = 20_000
+MAX_NESTING = 24  # parentheses and CASE ... END inside each other; the parser recurses about 20 frames a level
+_DUCKDB = sqlglot.Dialect.get_or_raise("duckdb")
+_OPEN = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE, TokenType.CASE})
+_CLOSE = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE, TokenType.END})
 
 # sqlglot's names (what aggregate_name gives): QUANTILE_CONT parses as percentilecont, MIN_BY as argmin ...
 NOT_ADDITIVE = frozenset(
@@ -46,8 +52,20 @@ def parse(sql: str) -> exp.Expression:
         raise PlanError(f"the query is longer than {MAX_SQL_CHARS} characters", code="PLAN_TOO_LONG")
     if not sql.strip():
         raise PlanError("the query is empty", code="PLAN_SYNTAX")
+    too_nested = PlanError(
+        f"the query nests parentheses or CASE more than {MAX_NESTING} levels deep",
+        code="PLAN_TOO_NESTED",
+        hint="write fewer nested expressions, or ask two simpler questions",
+    )
     try:
+        depth = 0
+        for token in _DUCKDB.tokenize(sql):  # the tokenizer does not recurse; the parser does
+            depth += (token.token_type in _OPEN) - (token.token_type in _CLOSE)
+            if depth > MAX_NESTING:
+                raise too_nested
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except RecursionError:  # a chain of prefix operators (NOT NOT ..., - - ...) can still nest the parser
+        raise too_nested from None
     except ParseError as err:
         first = err.errors[0] if err.errors else {}
         where = f" at line {first.get('line')}, column {first.get('col')}" if first.get("line") else ""
@@ -57,7 +75,7 @@ def parse(sql: str) -> exp.Expression:
         raise PlanError("syntax error: the query cannot be tokenized (unclosed quote?)", code="PLAN_SYNTAX") from None
     if len(statements) != 1:
         raise PlanError("send exactly one SQL statement", code="PLAN_MULTIPLE_STATEMENTS")
-    return cast(exp.Expression, statements[0])
+    return check_depth(cast(exp.Expression, statements[0]))  # long operator chains nest without parentheses
 
 
 _LITERALS = (exp.Literal, exp.RawString, exp.National, exp.UnicodeString, exp.HexString, exp.ByteString, exp.BitString)

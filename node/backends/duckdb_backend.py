@@ -11,16 +11,29 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from federation.catalog import Catalog
+from federation.engine import DEFAULT_MEMORY, Abandon, interrupting, locked_connection
 from federation.errors import DataError, UnavailableError
 from federation.planner.binder import public_engine_message, runtime_failure
 from node.config import TableSource
 
 log = logging.getLogger("hpf.node.duckdb")
+
+
+def _folders(sources: dict[str, TableSource]) -> list[Path]:
+    """The folders holding a node's data files (a glob's folder is the part before its first wildcard)."""
+    folders = []
+    for source in sources.values():
+        text = str(source.path)
+        cut = min((text.find(c) for c in "*?[" if c in text), default=-1)
+        base = Path(text[:cut]).parent if cut >= 0 else Path(text).parent
+        folders.append(base)
+    return folders
 
 
 def _quote(text: str) -> str:
@@ -30,10 +43,20 @@ def _quote(text: str) -> str:
 class DuckDBBackend:
     """Runs a node's partial plan on its local files."""
 
-    def __init__(self, catalog: Catalog, sources: dict[str, TableSource], threads: int | None = None) -> None:
-        self._con = duckdb.connect(":memory:")
-        if threads:
-            self._con.execute(f"SET threads = {int(threads)}")
+    def __init__(
+        self,
+        catalog: Catalog,
+        sources: dict[str, TableSource],
+        threads: int | None = None,
+        *,
+        memory_limit: str = DEFAULT_MEMORY,
+        query_seconds: float | None = None,
+    ) -> None:
+        # the engine reads this region's data folders and nothing else, installs and loads nothing, and its
+        # configuration is locked (federation.engine)
+        self._con = locked_connection(readable=_folders(sources), memory_limit=memory_limit, threads=threads)
+        self.query_seconds = query_seconds
+        self.limit_hits = 0  # questions interrupted at the node's own time limit (the log says which)
         self._lock = threading.Lock()
         self._capping = threading.Lock()
         # (table, sql): (data version, table made for it, the one made before)
@@ -75,17 +98,35 @@ class DuckDBBackend:
                     code="NODE_TABLE_SCHEMA",
                 ) from None
 
-    def run(self, sql: str) -> Sequence[tuple[Any, ...]]:
-        """Run the node query of a plan; engine errors come back value-free."""
+    def run(self, sql: str, on_abandon: Abandon | None = None) -> Sequence[tuple[Any, ...]]:
+        """Run the node query of a plan within the node's own time limit; engine errors come back value-free.
+
+        Whatever happens to the question once it runs (a failure on a value, the time limit, the memory limit,
+        the coordinator abandoning it) is a DataError: the asker gets a masked failure mark, on time, and no
+        region is named for it. Only files that cannot be read make the region unwell (reported missing).
+        """
         with self._lock:
             cur = self._con.cursor()
         try:
-            return cur.execute(sql).fetchall()
+            with interrupting(cur, self.query_seconds, on_abandon) as timed_out:
+                try:
+                    return cur.execute(sql).fetchall()
+                except duckdb.InterruptException:
+                    if timed_out():
+                        self.limit_hits += 1
+                        log.warning(
+                            "a question ran past this node's time limit (%.0f ms)", (self.query_seconds or 0) * 1e3
+                        )
+                    else:
+                        log.warning("a question was abandoned by the coordinator; its scan was interrupted")
+                    raise DataError(
+                        "the node stopped the partial plan at its own limit", code="NODE_EXECUTION_FAILED"
+                    ) from None
         except duckdb.Error as err:
             failure = runtime_failure(err)
             log.warning("partial query failed: %s", failure)
-            if isinstance(err, duckdb.IOException | duckdb.OutOfMemoryException):
-                # the node itself is unwell, whatever the rows hold: the region is reported missing
+            if isinstance(err, duckdb.IOException):
+                # the region's files cannot be read, whatever the question: the region is reported missing
                 raise UnavailableError(f"the node cannot run queries: {failure}", code="NODE_UNWELL") from None
             raise DataError(
                 f"the node could not run the partial plan: {failure}", code="NODE_EXECUTION_FAILED"

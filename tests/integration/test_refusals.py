@@ -482,10 +482,12 @@ def test_all_nodes_down_is_regions_unavailable(client_keys: he.ClientKeys) -> No
         assert err.code == "REGIONS_UNAVAILABLE" and isinstance(err, UnavailableError)
 
 
-def test_every_node_failing_alike_comes_back_as_a_data_error(fed: harness.Federation) -> None:
+def test_every_node_failing_alike_comes_back_as_a_data_error(
+    fed: harness.Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every region failing to run a plan (NODE_EXECUTION_FAILED) is passed on with a NODE_* code and class."""
-    sql = "SELECT COUNT(*) FROM deposits WHERE CAST(employer AS INTEGER) > 0"
-    with fed.client() as client:
+    sql = "SELECT COUNT(*) FROM deposits WHERE employer LIKE 'A%'"
+    with fed.client() as client, harness.scans_stopped(monkeypatch, fed, fed.node_ids):
         with pytest.raises(FederationError) as info:
             client.query(sql)
     assert info.value.code == "NODE_EXECUTION_FAILED"
@@ -570,18 +572,28 @@ def test_coordinator_refuses_a_connection_without_client_certificate(
 # ------------------------------------------------------------ failures specific to one query, not to a region
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "SELECT SUM(amount_fen * 4) FROM deposits",  # the engine overflows on n0's row
-        "SELECT SUM(CAST(amount_fen AS DECIMAL(38, 0)) * 100000000000) FROM deposits",  # n0's partial too wide
-    ],
-)
+def test_what_used_to_overflow_on_one_row_is_computed_wide_and_exact() -> None:
+    """amount_fen * 4 overflowed BIGINT on n0's row alone, a failure that told the asker n0 held such a row. The
+    planner computes row arithmetic in HUGEINT, so the answer is exact; a sum whose slots could overflow is
+    refused at plan time, for every region alike, before anything runs."""
+    rows = {
+        "n0": {"deposits": [_row("p1", "310000", 2**62, "1.00", 2019)]},
+        "n1": {"deposits": [_row("p2", "310000", 3, "1.00", 2019)]},
+    }
+    with started(rows) as fed, fed.client() as client:
+        assert client.query("SELECT SUM(amount_fen * 4) FROM deposits").rows == [[(2**62 + 3) * 4]]
+        too_wide = "SELECT SUM(CAST(amount_fen AS DECIMAL(38, 0)) * 100000000000) FROM deposits"
+        with pytest.raises(PlanError) as info:
+            client.query(too_wide)
+        assert info.value.code == "PLAN_MAY_OVERFLOW"
+
+
 def test_one_region_failing_a_query_fails_the_query_not_silently_short(
-    caplog: pytest.LogCaptureFixture, sql: str
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A region whose own rows make the query fail (overflow here) fails the whole query, value-free, and
+    """A region that stops the query after admitting it (its own limit) fails the whole query, value-free, and
     without telling the coordinator (or the asker) which region: that would say something about its rows."""
+    sql = "SELECT SUM(amount_fen * 4) FROM deposits"
     rows = {
         "n0": {"deposits": [_row("p1", "310000", 2**62, "1.00", 2019)]},
         "n1": {"deposits": [_row("p2", "310000", 3, "1.00", 2019)]},
@@ -589,7 +601,7 @@ def test_one_region_failing_a_query_fails_the_query_not_silently_short(
     with started(rows) as fed, fed.client() as client:
         caplog.clear()
         caplog.set_level(logging.INFO, logger="hpf.coordinator")
-        with pytest.raises(DataError) as info:
+        with pytest.raises(DataError) as info, harness.scans_stopped(monkeypatch, fed, ["n0"]):
             client.query(sql)
         assert info.value.code == "NODE_EXECUTION_FAILED"
         assert info.value.message.startswith("1 region(s) could not compute this query over their own rows")

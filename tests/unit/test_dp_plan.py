@@ -52,7 +52,8 @@ def test_sensitivity_is_rows_times_regions_times_the_widest_value() -> None:
     by_kind = {(c.kind, c.arg): n for c, n in zip(plan.components, terms.components, strict=True)}
     assert by_kind[("count", None)].sensitivity == 6  # 2 rows x 3 regions
     assert by_kind[("sum", "v")].sensitivity == 6 * 10  # |v| <= 10
-    assert by_kind[("sum", "2 * v + 1")].sensitivity == 6 * 21  # 2 * 10 + 1
+    # arithmetic over row values is computed wide (the planner's totality stage)
+    assert by_kind[("sum", "2 * CAST(v AS INT128) + 1")].sensitivity == 6 * 21  # 2 * 10 + 1
     assert by_kind[("withheld", None)].mu == 0.0  # DP never sets the mark: no noise needed there
     # every noisy component carries mu in proportion to its squared sensitivity (one common scale)
     scales = {n.mu / n.sensitivity**2 for n in terms.components if n.sensitivity}
@@ -161,12 +162,13 @@ def test_nulls_stay_null_under_clamping() -> None:
 
 
 def test_a_cast_that_rounds_widens_the_range_to_its_scale() -> None:
-    # v * 0.15 is at most 1.5 in absolute value, and CAST(1.5 AS DECIMAL(5, 0)) is 2
-    plan = plan_query("SELECT SUM(CAST(v * 0.15 AS DECIMAL(5, 0))), SUM(CAST(v AS INTEGER)) FROM t", BOUNDED)
+    # clamped, v * 0.15 is at most 1.5 in absolute value, and CAST(1.5 AS DECIMAL(38, 0)) is 2 (the planner
+    # accepts only casts that hold every value of the column's type: here DECIMAL(38, 0) and HUGEINT)
+    plan = plan_query("SELECT SUM(CAST(v * 0.15 AS DECIMAL(38, 0))), SUM(CAST(v AS HUGEINT)) FROM t", BOUNDED)
     terms = dp_terms(plan, BOUNDED, 1.0, 1e-6, 0)
     sens = {c.arg: n.sensitivity for c, n in zip(plan.components, terms.components, strict=True) if c.kind == "sum"}
-    assert sens["CAST(v * 0.15 AS DECIMAL(5, 0))"] == 6 * 2
-    assert sens["CAST(v AS INT)"] == 6 * 10  # an integer cast is bounded like its argument
+    assert sens["CAST(CAST(v AS INT128) * 0.15 AS DECIMAL(38, 0))"] == 6 * 2
+    assert sens["CAST(v AS INT128)"] == 6 * 10  # an integer cast is bounded like its argument
 
 
 def test_too_many_rows_per_person_for_exact_noise_is_refused_not_looped_on() -> None:
@@ -192,7 +194,7 @@ def test_noisy_variances_and_averages_finish_without_false_alarms() -> None:
 
 def test_a_region_failing_on_its_rows_under_dp_sends_randomness_not_zeros() -> None:
     class Failing:
-        def run(self, sql: str) -> list[tuple[Any, ...]]:
+        def run(self, sql: str, on_abandon: Any = None) -> list[tuple[Any, ...]]:
             raise DataError("overflow", code="NODE_EXECUTION_FAILED")
 
     plan = plan_query("SELECT g, COUNT(*), SUM(v) FROM t GROUP BY g", BOUNDED)
