@@ -14,6 +14,13 @@ It checks the exact answers equal the centralized ones, and every DP answer's co
 stated noise sd of DuckDB over the files with the same clamping, and prints JSON: federated_ms (exact),
 centralized_ms, ratio (medians), a per-stage breakdown, and the same for dp with its overhead over exact.
 
+The regions no longer send their own timings with their answers (they stay in their logs), so the breakdown's
+node stages (local scan, encode + encrypt, the node's handler total) are read from the nodes' logs after the
+run: each node logs ``query <query id> answered: ... scan_ms=.. encrypt_ms=..`` and then ``query <nonce> handled
+in .. ms`` for every question it answers, matched here to each answer by its query id (and the handler line by
+order, checked to carry one nonce per question across the nodes). The slowest answering node counts, per stage,
+per question; a figure that cannot be read for every question is printed as null.
+
 Secure aggregation's masks are always on: every region masks its answer and there is no switch to turn them
 off, so both federated figures include them. Their cost is seen only against figures measured before them
 (see PREVIOUS_NO_MASKS: the README's, from the code before masks and DP, on the same 2-core machine).
@@ -29,9 +36,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,27 +112,111 @@ def write_bench_policy(layout: DemoLayout) -> dict[str, Any]:
     return {"file": str(path), "extends": layout.policy.name, "roles": POLICY_OVERRIDES}
 
 
-def _breakdown(answers: list[QueryAnswer]) -> dict[str, float]:
-    def med(key: str) -> float:
-        return round(statistics.median(a.timings[key] for a in answers), 2)
+# what a node logs at INFO (logger "hpf.node") for every question it answers: node/executor.py, node/answering.py
+ANSWERED_LINE = re.compile(
+    r"hpf\.node: query (?P<query>[0-9a-f]{12}) answered: .*scan_ms=(?P<scan>[0-9.]+) encrypt_ms=(?P<encrypt>[0-9.]+)"
+)
+HANDLED_LINE = re.compile(r"hpf\.node: query (?P<nonce>[0-9a-f]{1,12}) handled in (?P<ms>[0-9.]+) ms")
 
-    transport = [
-        a.timings["round_trip_ms"]
-        - a.timings["node_total_ms"]
-        - a.timings["aggregate_ms"]
-        - a.timings["coordinator_plan_ms"]
-        for a in answers
-    ]
+
+@dataclass(frozen=True)
+class NodeStages:
+    """One node's own timings of one question, read from its log."""
+
+    scan_ms: float
+    encrypt_ms: float
+    handler_ms: float | None  # None: no handled line for it before the node's next answer
+    nonce: str | None
+
+
+def read_node_log(path: Path) -> dict[str, NodeStages]:
+    """The stages a node logged per question (first 12 hex of the query id). A question answered in more than
+    one run keeps its last run (the one summed). The handled line follows the answered line of the same request;
+    the bench asks one question at a time, so the next handled line before any other answer is its own."""
+    stages: dict[str, NodeStages] = {}
+    pending: tuple[str, float, float] | None = None
+
+    def close(handler_ms: float | None, nonce: str | None) -> None:
+        if pending is not None:
+            query, scan, encrypt = pending
+            stages[query] = NodeStages(scan, encrypt, handler_ms, nonce)
+
+    if not path.exists():
+        return stages
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if m := ANSWERED_LINE.search(line):
+            close(None, None)
+            pending = (m["query"], float(m["scan"]), float(m["encrypt"]))
+        elif (h := HANDLED_LINE.search(line)) and pending is not None:
+            close(float(h["ms"]), h["nonce"])
+            pending = None
+    close(None, None)
+    return stages
+
+
+@dataclass(frozen=True)
+class SlowestNode:
+    """Per question: the slowest answering node's figure for each stage, None where a node's was not read."""
+
+    scan_ms: float | None
+    encrypt_ms: float | None
+    handler_ms: float | None
+
+
+def slowest_nodes(answer: QueryAnswer, logs: dict[str, dict[str, NodeStages]]) -> SlowestNode:
+    read = [logs.get(node, {}).get(answer.query_id[:12]) for node in answer.answered]
+    if not read or any(r is None for r in read):
+        return SlowestNode(None, None, None)
+    stages = [r for r in read if r is not None]
+    nonces = {r.nonce for r in stages}
+    # the same question carries the same nonce at every node: else the order matching went wrong somewhere
+    handler_read = all(r.handler_ms is not None for r in stages) and len(nonces) == 1
+    return SlowestNode(
+        scan_ms=max(r.scan_ms for r in stages),
+        encrypt_ms=max(r.encrypt_ms for r in stages),
+        handler_ms=max(r.handler_ms or 0.0 for r in stages) if handler_read else None,
+    )
+
+
+def _median(values: list[float | None]) -> float | None:
+    """The median, or None unless every question's figure was read."""
+    if not values or any(v is None for v in values):
+        return None
+    return round(statistics.median(v for v in values if v is not None), 2)
+
+
+def _breakdown(answers: list[QueryAnswer], logs: dict[str, dict[str, NodeStages]]) -> dict[str, float | None]:
+    def med(key: str) -> float | None:
+        return _median([a.timings.get(key) for a in answers])
+
+    nodes = [slowest_nodes(a, logs) for a in answers]
+
+    def transport(a: QueryAnswer, node: SlowestNode) -> float | None:
+        parts = [a.timings.get(k) for k in ("round_trip_ms", "aggregate_ms", "coordinator_plan_ms")]
+        if node.handler_ms is None or any(p is None for p in parts):
+            return None
+        round_trip, aggregate, plan = (p or 0.0 for p in parts)
+        return round_trip - node.handler_ms - aggregate - plan
+
     return {
         "client_plan": med("client_plan_ms"),
         "coordinator_plan": med("coordinator_plan_ms"),
-        "local_scan_slowest_node": med("node_scan_ms"),
-        "encode_encrypt_slowest_node": med("node_encrypt_ms"),
-        "node_handler_slowest": med("node_total_ms"),
-        "transport_and_queueing": round(statistics.median(transport), 2),
+        "local_scan_slowest_node": _median([n.scan_ms for n in nodes]),
+        "encode_encrypt_slowest_node": _median([n.encrypt_ms for n in nodes]),
+        "node_handler_slowest": _median([n.handler_ms for n in nodes]),
+        "transport_and_queueing": _median([transport(a, n) for a, n in zip(answers, nodes, strict=True)]),
         "aggregate_coordinator": med("aggregate_ms"),
         "decrypt": med("decrypt_ms"),
         "finish": med("finish_ms"),
+    }
+
+
+def _logs_read(answers: list[QueryAnswer], logs: dict[str, dict[str, NodeStages]]) -> dict[str, int]:
+    nodes = [slowest_nodes(a, logs) for a in answers]
+    return {
+        "questions": len(answers),
+        "stages_read": sum(n.scan_ms is not None for n in nodes),
+        "handler_read": sum(n.handler_ms is not None for n in nodes),
     }
 
 
@@ -182,6 +275,8 @@ def main() -> int:
                 for j in range(len(steps)):
                     steps[(i + j) % len(steps)]()
     central.close()
+    # the parties have stopped: their logs are complete (each was started afresh with this run)
+    node_logs = {node: read_node_log(layout.log(node)) for node in layout.node_ids}
 
     equal = all(
         len(a.rows) == len(central_rows)
@@ -230,7 +325,12 @@ def main() -> int:
         "meets_target": fed / cen <= TARGET_RATIO,
         "federated_ms_min_max": [round(min(fed_ms), 2), round(max(fed_ms), 2)],
         "centralized_ms_min_max": [round(min(central_ms), 2), round(max(central_ms), 2)],
-        "breakdown_ms_median": _breakdown(answers),
+        "breakdown_ms_median": _breakdown(answers, node_logs),
+        "node_stages_from_logs": {
+            "source": f"{layout.log('<node>')} (INFO, logger hpf.node): slowest answering node per question",
+            "exact": _logs_read(answers, node_logs),
+            "dp": _logs_read(dp_answers, node_logs),
+        },
         "dp": {
             "asker": f"{DP_PERSON} (purpose {DP_PURPOSE})",
             "privacy": {k: v for k, v in dp_answers[0].privacy.items() if k != "noise"},
@@ -245,7 +345,7 @@ def main() -> int:
             "overhead_vs_exact": round(dp / fed, 3),
             "target_overhead": DP_TARGET_OVERHEAD,
             "meets_target": dp / fed <= DP_TARGET_OVERHEAD,
-            "breakdown_ms_median": _breakdown(dp_answers),
+            "breakdown_ms_median": _breakdown(dp_answers, node_logs),
         },
         "previous_no_masks": PREVIOUS_NO_MASKS,
         "policy": policy,

@@ -251,10 +251,10 @@ def decode_totals(
     failed = _failed_regions(decrypted_chunks, regions)
     if failed:
         raise DataError(
-            f"{failed} region(s) could not compute this query over their own rows: an expression in it fails on "
-            "some row (e.g. an overflow or an invalid cast), so no answer is shown",
+            f"{failed} region(s) could not compute this query over their own rows: it ran past a region's own time "
+            "or memory limit, so no answer is shown (which regions, and why, is not said)",
             code="NODE_EXECUTION_FAILED",
-            hint="compute in a wider type (CAST(x AS DECIMAL(38, s))) or leave out the expression that fails",
+            hint="ask a lighter question: fewer or simpler conditions, or a narrower table",
         )
     flat = np.concatenate([c[:-1] for c in decrypted_chunks]) if decrypted_chunks else np.zeros(0, dtype=np.int64)
     grid = flat.reshape(layout.cells, layout.width)

@@ -230,11 +230,13 @@ def federation(
     policy: Path | Mapping[str, Path] = OPEN_POLICY,
     people: Sequence[tuple[str, str, str | None]] = (("caseworker", "caseworker", None),),
     coordinator_settings: Mapping[str, Any] | None = None,
+    node_settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Iterator[Federation]:
     """Start a federation whose nodes hold ``node_rows[node_id][table]`` for the catalog ``tables``.
 
     Every node applies ``policy`` (one file, or one per node id); ``people`` get certificates
-    (name, role, home region) and sign with :meth:`Federation.client`.
+    (name, role, home region) and sign with :meth:`Federation.client`. ``node_settings`` adds to a node's
+    configuration, by node id (e.g. ``{"n1": {"limits": {"query_ms": 10}}}``).
     """
     node_ids = list(node_rows)
     pki_dir = root / "pki"
@@ -281,6 +283,7 @@ def federation(
                     "state_dir": str(root / "state" / node_id),
                     "revocations": str(pki_dir / "crl.pem"),
                     "audit_fsync": False,
+                    **(node_settings or {}).get(node_id, {}),
                     "tls": {
                         "ca": str(pki_dir / "ca.pem"),
                         "cert": str(pki_dir / "nodes" / f"{node_id}.pem"),

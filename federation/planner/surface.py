@@ -191,15 +191,33 @@ def shown(node: exp.Expression) -> str:
 
 
 def tree_depth(tree: exp.Expression) -> int:
-    """The depth of the tree, without recursion (a deep tree is what is being guarded against)."""
+    """The depth of the tree, without recursion (a deep tree is what is being guarded against).
+
+    A chain of ANDs or of ORs counts as one level: every stage walks such a chain as a list (``conjuncts``),
+    so a question may list many conditions. Any other nesting, a chain of ``+`` included, counts each level.
+    """
     deepest, stack = 0, [(tree, 1)]
     while stack:
         node, depth = stack.pop()
         deepest = max(deepest, depth)
         if deepest > MAX_DEPTH:
             return deepest
-        stack.extend((child, depth + 1) for child in node.iter_expressions())
+        for child in node.iter_expressions():
+            same_chain = isinstance(node, exp.And | exp.Or) and type(child) is type(node)
+            stack.append((child, depth if same_chain else depth + 1))
     return deepest
+
+
+def conjuncts(node: exp.Expression) -> list[exp.Expression]:
+    """The operands of a chain of ANDs (or of ORs), in order, without recursion."""
+    out, stack = [], [node]
+    while stack:
+        item = stack.pop()
+        if type(item) is type(node) and isinstance(item, exp.And | exp.Or):
+            stack.extend([item.expression, item.this])
+        else:
+            out.append(item)
+    return out
 
 
 def check_depth(tree: exp.Expression) -> exp.Expression:

@@ -45,7 +45,7 @@ from sqlglot import exp
 from federation.catalog import Table
 from federation.errors import PlanError
 from federation.planner.split import unfilter
-from federation.planner.surface import AGGREGATES
+from federation.planner.surface import AGGREGATES, conjuncts
 
 ROW_BITS = 26  # a region's partial is sized for at most 2**26 rows of a table at the full range of a value
 HUGEINT = 2**127
@@ -261,8 +261,8 @@ class _Typer:
                 return Kind("int", 0, -(divisor - 1), divisor - 1, constant=left.constant)
             return Kind("int", 0, left.lo / divisor - 1, left.hi / divisor + 1, constant=left.constant)  # type: ignore[operator]
         if isinstance(node, exp.And | exp.Or):
-            self.condition(node.this, "AND/OR over a value")
-            self.condition(node.expression, "AND/OR over a value")
+            for operand in conjuncts(node):  # a long chain of conditions, walked as a list
+                self.condition(operand, "AND/OR over a value")
             return Kind("bool")
         if isinstance(node, exp.Not):
             self.condition(node.this, "NOT of a value")
@@ -284,11 +284,11 @@ class _Typer:
                 raise _not_total("LIKE over a non-text value", "PLAN_TYPE_MIX")
             return Kind("bool")
         if isinstance(node, exp.Case):
-            operand = node.args.get("this")
+            case_operand: exp.Expression | None = node.args.get("this")
             values = []
             for branch in node.args.get("ifs") or []:
-                if operand is not None:
-                    self.unify([operand, branch.this], "CASE x WHEN ...")
+                if case_operand is not None:
+                    self.unify([case_operand, branch.this], "CASE x WHEN ...")
                 else:
                     self.condition(branch.this, "a WHEN condition")
                 values.append(branch.args["true"])

@@ -110,7 +110,10 @@ class DuckDBBackend:
         try:
             with interrupting(cur, self.query_seconds, on_abandon) as timed_out:
                 try:
-                    return cur.execute(sql).fetchall()
+                    rows = cur.execute(sql).fetchall()
+                    if timed_out():  # the engine checks for an interrupt between pieces of work: past the limit
+                        raise duckdb.InterruptException("finished past the limit")  # is past it, however it ended
+                    return rows
                 except duckdb.InterruptException:
                     if timed_out():
                         self.limit_hits += 1
@@ -156,7 +159,14 @@ class DuckDBBackend:
                 except duckdb.Error as err:
                     failure = runtime_failure(err)
                     log.warning("capping table %s failed: %s", table, failure)
-                    raise UnavailableError(f"the node cannot read its tables: {failure}", code="NODE_UNWELL") from None
+                    if isinstance(err, duckdb.IOException):
+                        raise UnavailableError(
+                            f"the node cannot read its tables: {failure}", code="NODE_UNWELL"
+                        ) from None
+                    # its memory limit, during a question: a masked failure mark, like any other after admission
+                    raise DataError(
+                        f"the node could not prepare the capped table: {failure}", code="NODE_EXECUTION_FAILED"
+                    ) from None
                 finally:
                     cur.close()
                 held = (version, made, None if held is None else held[1])
