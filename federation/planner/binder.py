@@ -1,8 +1,9 @@
 """Type-check queries with DuckDB itself over empty tables shaped like the catalog.
 
-Every party (coordinator, node, client) binds the same SQL against the same empty schema, so they agree on
-result types and decimal scales without seeing a row, and a WHERE clause is accepted exactly when DuckDB
-can run it.
+The asker's client and every node bind the same SQL against the same empty schema, so they agree on result
+types and decimal scales without seeing a row. Only SQL the allow-list and the totality checks accepted gets
+here, and only at a node whose policy admitted the asker; the coordinator binds nothing. Binding runs on a
+locked-down engine (federation.engine) under a memory and a time limit of its own.
 """
 
 from __future__ import annotations
