@@ -212,7 +212,7 @@ def compare(got: Sequence[PersonFacts], ids: Sequence[str], oracle: dict[str, Pe
 
 
 class RecordingStub:
-    """Wraps the client's coordinator stub to keep each Lookup reply's server-side stage timings and sizes."""
+    """Wraps the client's coordinator stub to keep each Lookup reply's coordinator stage timings and sizes."""
 
     def __init__(self, stub: Any) -> None:
         self._stub = stub
@@ -229,9 +229,6 @@ class RecordingStub:
             "query_id": reply.query_id,
             "coordinator_plan_ms": t.plan_ms,
             "coordinator_fanout_ms": t.fanout_ms,
-            "node_index_encode_ms": t.node_scan_ms,
-            "node_encrypt_ms": t.node_encrypt_ms,
-            "node_total_ms": t.node_total_ms,
             "coordinator_sum_ms": t.aggregate_ms,
             "request_bytes": float(request.ByteSize()),
             "reply_bytes": float(reply.ByteSize()),
@@ -270,7 +267,9 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 
 
 def breakdown(answers: Sequence[LookupAnswer], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Median and p95 per stage, each request's client answer paired with its reply's server record."""
+    """Median and p95 per stage, each request's client answer paired with its reply's server record.
+
+    The regions' own stages (index, encode, encrypt) are not in any answer: each region writes them to its log."""
     by_id = {r["query_id"]: r for r in records}
     answers = [a for a in answers if a.query_ids[0] in by_id]
     records = [by_id[a.query_ids[0]] for a in answers]
@@ -285,11 +284,6 @@ def breakdown(answers: Sequence[LookupAnswer], records: Sequence[dict[str, Any]]
     stages = {
         "client_check_seal_sign": [a.timings["seal_ms"] for a in answers],
         "coordinator_load_context": [r["coordinator_plan_ms"] for r in records],
-        "node_handler_slowest": [r["node_total_ms"] for r in records],
-        "node_index_and_encode_slowest": [r["node_index_encode_ms"] for r in records],
-        "node_encrypt_slowest": [r["node_encrypt_ms"] for r in records],
-        # the coordinator's handler beyond the slowest node's: node transport and queueing, and the sum
-        "coordinator_beyond_slowest_node": [c - r["node_total_ms"] for c, r in zip(coordinator, records, strict=True)],
         "coordinator_sum": [r["coordinator_sum_ms"] for r in records],
         "client_coordinator_transport_verify": [x - c for x, c in zip(rt, coordinator, strict=True)],
         "client_receipts_decrypt_decode": [a.timings["decrypt_ms"] for a in answers],

@@ -87,22 +87,16 @@ class RegionStatus(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., rule: _Optional[str] = ..., hint: _Optional[str] = ...) -> None: ...
 
 class StageTimings(_message.Message):
-    __slots__ = ("plan_ms", "fanout_ms", "node_scan_ms", "node_encrypt_ms", "node_total_ms", "aggregate_ms", "runs")
+    __slots__ = ("plan_ms", "fanout_ms", "aggregate_ms", "runs")
     PLAN_MS_FIELD_NUMBER: _ClassVar[int]
     FANOUT_MS_FIELD_NUMBER: _ClassVar[int]
-    NODE_SCAN_MS_FIELD_NUMBER: _ClassVar[int]
-    NODE_ENCRYPT_MS_FIELD_NUMBER: _ClassVar[int]
-    NODE_TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATE_MS_FIELD_NUMBER: _ClassVar[int]
     RUNS_FIELD_NUMBER: _ClassVar[int]
     plan_ms: float
     fanout_ms: float
-    node_scan_ms: float
-    node_encrypt_ms: float
-    node_total_ms: float
     aggregate_ms: float
     runs: int
-    def __init__(self, plan_ms: _Optional[float] = ..., fanout_ms: _Optional[float] = ..., node_scan_ms: _Optional[float] = ..., node_encrypt_ms: _Optional[float] = ..., node_total_ms: _Optional[float] = ..., aggregate_ms: _Optional[float] = ..., runs: _Optional[int] = ...) -> None: ...
+    def __init__(self, plan_ms: _Optional[float] = ..., fanout_ms: _Optional[float] = ..., aggregate_ms: _Optional[float] = ..., runs: _Optional[int] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ("query_id", "plan_fingerprint", "ciphertexts", "answered", "missing", "timings", "receipts", "statements")
@@ -273,24 +267,18 @@ class PartialRequest(_message.Message):
     def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., plan_fingerprint: _Optional[str] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., participants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PartialResponse(_message.Message):
-    __slots__ = ("node_id", "plan_fingerprint", "ciphertexts", "scan_ms", "encrypt_ms", "total_ms", "receipt", "statement")
+    __slots__ = ("node_id", "plan_fingerprint", "ciphertexts", "receipt", "statement")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
-    SCAN_MS_FIELD_NUMBER: _ClassVar[int]
-    ENCRYPT_MS_FIELD_NUMBER: _ClassVar[int]
-    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     STATEMENT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     plan_fingerprint: str
     ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
-    scan_ms: float
-    encrypt_ms: float
-    total_ms: float
     receipt: AuditReceipt
     statement: AnswerStatement
-    def __init__(self, node_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., scan_ms: _Optional[float] = ..., encrypt_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ..., statement: _Optional[_Union[AnswerStatement, _Mapping]] = ...) -> None: ...
+    def __init__(self, node_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ..., statement: _Optional[_Union[AnswerStatement, _Mapping]] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
     __slots__ = ("envelope", "public_context", "deadline_ms", "sealed")

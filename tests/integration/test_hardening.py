@@ -433,10 +433,13 @@ def test_answers_carry_no_region_timings(fed: harness.Federation, keys: he.Clien
     )
     with secure_channel(f"127.0.0.1:{fed.nodes['n0'].port}", _tls(fed, "coordinator")) as channel:
         reply = pb_grpc.NodeStub(channel).ComputePartial(request, timeout=RPC_TIMEOUT_S)
-    assert reply.ciphertexts and (reply.scan_ms, reply.encrypt_ms, reply.total_ms) == (0.0, 0.0, 0.0)
+    assert reply.ciphertexts
+    sent = {field.name for field, _ in reply.ListFields()}
+    assert not any("ms" in name for name in sent), sent  # no timing of any kind leaves the region
+    assert not {"scan_ms", "encrypt_ms", "total_ms"} & {f.name for f in pb.PartialResponse.DESCRIPTOR.fields}
     with fed.client() as client:
         answer = client.query(HONEST)
-    assert not any(k.startswith("node_") and v for k, v in answer.timings.items())
+    assert not any(k.startswith("node_") for k in answer.timings), answer.timings
 
 
 def harness_plan_fingerprint(fed: harness.Federation, signed: pb.SignedEnvelope) -> str:
