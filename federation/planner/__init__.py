@@ -124,15 +124,7 @@ def _derive_sketch(sql: str, catalog: Catalog) -> Sketch:
         sql_text = key.sql("duckdb")
         values = key_domain(key, table)
         if values is None:
-            cols = sorted({c.name for c in key.find_all(exp.Column)})
-            raise PlanError(
-                f"GROUP BY {sql_text} has no declared finite domain",
-                code="PLAN_GROUP_NO_DOMAIN",
-                hint=(
-                    f"declare a domain for {', '.join(cols)} in the catalog, or group by a declared column, "
-                    "EXTRACT(YEAR|QUARTER|MONTH FROM a declared date) or CASE ... THEN literals"
-                ),
-            )
+            raise _no_domain(key, sql_text)
         keys.append((key, sql_text, values))
 
     components: list[Component] = [Component("count", None, 0, COUNT_BITS)]
@@ -164,6 +156,24 @@ def _derive_sketch(sql: str, catalog: Catalog) -> Sketch:
     blob = json.dumps(sketch.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     sketch.fingerprint = hashlib.sha256(blob.encode()).hexdigest()
     return sketch
+
+
+def _no_domain(key: exp.Expression, sql: str, type_name: str | None = None) -> PlanError:
+    cols = ", ".join(sorted({c.name for c in key.find_all(exp.Column)}))
+    if type_name is not None:
+        return PlanError(
+            f"GROUP BY {sql} has no declared finite domain of its type ({type_name})",
+            code="PLAN_GROUP_NO_DOMAIN",
+            hint=f"declare a domain for {cols} in the catalog whose values are {type_name}",
+        )
+    return PlanError(
+        f"GROUP BY {sql} has no declared finite domain",
+        code="PLAN_GROUP_NO_DOMAIN",
+        hint=(
+            f"declare a domain for {cols} in the catalog, or group by a declared column, "
+            "EXTRACT(YEAR|QUARTER|MONTH FROM a declared date) or CASE ... THEN literals"
+        ),
+    )
 
 
 def _components(
@@ -228,12 +238,7 @@ def _bind(sketch: Sketch, table: Table, binder: SchemaBinder) -> Plan:
     for (key, sql, values), type_name in zip(sketch.keys, key_types, strict=True):
         coerced = coerce_to_type(values, type_name)
         if coerced is None:
-            cols = sorted({c.name for c in key.find_all(exp.Column)})
-            raise PlanError(
-                f"GROUP BY {sql} has no declared finite domain of its type ({type_name})",
-                code="PLAN_GROUP_NO_DOMAIN",
-                hint=f"declare a domain for {', '.join(cols)} in the catalog whose values are {type_name}",
-            )
+            raise _no_domain(key, sql, type_name)
         keys.append(GroupKey(expr=sql, values=coerced, type=type_name))
 
     aggregates = []

@@ -108,7 +108,7 @@ NODES: dict[type[exp.Expression], Entry] = {
     exp.Like: Entry("LIKE 'pattern'", ("~~", "!~~"), f"a constant pattern of at most {MAX_PATTERN} characters"),
     exp.ILike: Entry("ILIKE 'pattern'", ("~~*", "!~~*"), "as LIKE"),
     exp.Extract: Entry("EXTRACT(part FROM date)", ("date_part",), "a date part of a DATE: a small integer"),
-    exp.Var: Entry("a date part name", (), "year, quarter, month, day, dow, isodow (EXTRACT, DATE_TRUNC)", "clause"),
+    exp.Var: Entry("a date part name", (), "year, quarter, month, day, dow, isodow (EXTRACT)", "clause"),
 }
 
 # Scalar functions, by DuckDB name, with the sqlglot classes that parse to them.
@@ -122,10 +122,6 @@ FUNCTIONS: dict[str, tuple[tuple[type[exp.Expression], ...], Entry]] = {
     ),
     "dayofweek": ((exp.DayOfWeek,), Entry("DAYOFWEEK(date)", ("dayofweek",), "a date part", "function")),
     "date_part": ((), Entry("DATE_PART('part', date)", ("date_part",), "a date part, the part a constant", "function")),
-    "date_trunc": (
-        (exp.TimestampTrunc, exp.DateTrunc),
-        Entry("DATE_TRUNC('part', date)", ("date_trunc",), "a date, the part a constant", "function"),
-    ),
     "make_date": (
         (exp.DateFromParts,),
         Entry(
@@ -168,7 +164,6 @@ AGGREGATES: dict[type[exp.Expression], Entry] = {
 }
 
 DATE_PARTS = frozenset({"year", "yyyy", "quarter", "month", "mon", "day", "dayofmonth", "dow", "dayofweek", "isodow"})
-TRUNC_PARTS = frozenset({"year", "quarter", "month", "day"})
 
 _CLASS_TO_FUNCTION = {cls: name for name, (classes, _) in FUNCTIONS.items() for cls in classes}
 
@@ -278,9 +273,7 @@ def _check_node(node: exp.Expression, root: exp.Expression) -> None:
         text = node.this
         if not text.replace(".", "", 1).isdigit():
             raise refuse("a number written in another notation", "write numbers as plain decimals (123.45)")
-    if kind is exp.Var and not (
-        isinstance(parent, exp.Extract | exp.TimestampTrunc | exp.DateTrunc) and node.name.lower() in DATE_PARTS
-    ):
+    if kind is exp.Var and not (isinstance(parent, exp.Extract) and node.name.lower() in DATE_PARTS):
         raise refuse("a bare keyword")
     if kind is exp.In:
         if node.args.get("query") or node.args.get("unnest") or node.args.get("field"):
@@ -318,11 +311,6 @@ def _check_function(name: str, node: exp.Expression) -> None:
         part = _string_literal(args[0]) if len(args) == 2 else None
         if part is None or part.lower() not in DATE_PARTS:
             raise refuse("DATE_PART with anything but a constant part (year, quarter, month, day, dow, isodow)")
-    if name == "date_trunc":
-        unit = node.args.get("unit")
-        part = unit.name.lower() if isinstance(unit, exp.Var | exp.Literal) else None
-        if part not in TRUNC_PARTS:
-            raise refuse("DATE_TRUNC with anything but a constant part (year, quarter, month, day)")
     if name == "substring":
         bounds = [node.args.get("start"), node.args.get("length")]
         for bound in bounds:

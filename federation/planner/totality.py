@@ -318,9 +318,6 @@ class _Typer:
             return self.date_part(node.expressions[1])
         if isinstance(node, exp.DateFromParts):  # constants only (the surface stage): fails at plan time if at all
             return Kind("date", constant=True)
-        if isinstance(node, exp.TimestampTrunc | exp.DateTrunc):
-            self.date_part(node.this)
-            return Kind("date")
         if isinstance(node, exp.Sign):
             inner = self.kind(node.this)
             if inner.family not in (*_NUMERIC, "null", "agg", "alias"):

@@ -170,7 +170,7 @@ def conditions(draw: st.DrawFn, depth: int = 0) -> str:
         ),
         st.integers(2015, 2024).map(lambda y: f"YEAR(month) = {y}"),
         st.integers(1, 12).map(lambda m: f"EXTRACT(MONTH FROM month) <= {m}"),
-        st.integers(2015, 2024).map(lambda y: f"date_trunc('year', month) = DATE '{y}-01-01'"),
+        st.integers(2015, 2024).map(lambda y: f"date_part('year', month) = {y}"),
         st.integers(2016, 2024).map(lambda y: f"month < MAKE_DATE({y}, 7, 1)"),
     ]
     if depth >= 2:

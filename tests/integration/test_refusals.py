@@ -144,7 +144,7 @@ PLAN_REFUSALS: dict[str, Refusal] = {
         "SELECT amount_fen, COUNT(*) FROM deposits GROUP BY amount_fen", "PLAN_GROUP_NO_DOMAIN"
     ),
     "group_by_undeclared_date_part": Refusal(
-        "SELECT COUNT(*) FROM deposits GROUP BY date_trunc('month', month)", "PLAN_GROUP_NO_DOMAIN"
+        "SELECT COUNT(*) FROM deposits GROUP BY EXTRACT(YEAR FROM month) + 1", "PLAN_GROUP_NO_DOMAIN"
     ),
     "sum_double": Refusal("SELECT SUM(score) FROM deposits", "PLAN_INEXACT_ARGUMENT"),
     "avg_double": Refusal("SELECT AVG(score) FROM deposits", "PLAN_INEXACT_ARGUMENT"),
