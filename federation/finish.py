@@ -20,7 +20,7 @@ from typing import Any
 
 import duckdb
 
-from federation.engine import locked_connection
+from federation.engine import interrupting, locked_connection
 from federation.errors import CryptoError, PlanError
 from federation.plan import OTHER, Aggregate, Plan
 from federation.planner import finish_table_ddl
@@ -28,6 +28,7 @@ from federation.planner.binder import public_engine_message
 from federation.slot_codec import cell_coordinates
 
 _ENGINE = locked_connection()
+FINISH_SECONDS = 10.0
 _ENGINE_LOCK = threading.Lock()
 
 
@@ -108,7 +109,8 @@ def finish(plan: Plan, totals: dict[int, list[int]], noisy: bool = False) -> Fin
             marks = "(" + ", ".join("?" for _ in rows[0]) + ")"
             params = [v for row in rows for v in row]
             con.execute(f"INSERT INTO __groups VALUES {', '.join(marks for _ in rows)}", params)
-        result = con.execute(plan.finish_sql).fetchall()
+        with interrupting(con, FINISH_SECONDS):  # the asker's own engine, under a limit of its own
+            result = con.execute(plan.finish_sql).fetchall()
     except duckdb.Error as err:
         raise PlanError(f"the result cannot be finished: {public_engine_message(err)}", code="FINISH_FAILED") from None
     finally:
