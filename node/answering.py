@@ -121,6 +121,8 @@ class AnsweringNode:
         # who asks, which table and why come first: a question this node refuses outright binds nothing here
         table = asked_table(envelope.sql, self.catalog)
         check_asker(self.policy, table, asker, envelope.purpose, bool(envelope.consent_ref), party=self.node_id)
+        # a replay costs no binding either (recorded only once the question is admitted, in _spend)
+        self.replay.check(envelope.nonce, request.participants or None, self.policy.secure_aggregation.max_runs)
         if request.plan_fingerprint != sketch_query(envelope.sql, self.catalog).fingerprint:
             raise PlanError(
                 "the coordinator's plan differs from the plan this node derives from the signed SQL",

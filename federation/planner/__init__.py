@@ -31,10 +31,11 @@ from federation.planner.engine_tree import check_engine_sql
 from federation.planner.resolve import check_identifiers, resolve_columns, resolve_table
 from federation.planner.shape import check_shape, parse
 from federation.planner.split import AggregateCall, Split, split_query
-from federation.planner.surface import check_surface
+from federation.planner.surface import check_surface, masked_sql
 from federation.planner.totality import Totality, make_total
 
 MAX_SLOTS = 64 * 4096  # 64 ciphertexts per node answer
+MAX_AGGREGATES = 256  # aggregate calls in one question (each is checked, bound and laid out)
 
 COUNT_BITS, SUM_BITS, SUMSQ_BITS = 64, 90, 150
 WITHHELD_BITS = 2  # a 0/1 mark per region: one limb, whose sum over 256 regions is checked to be 0..regions
@@ -55,8 +56,12 @@ def sketch_query(sql: str, catalog: Catalog) -> Sketch:
 
 def asked_table(sql: str, catalog: Catalog) -> str:
     """The catalog table ``sql`` reads: parsed and shape-checked, nothing else (what a policy admits first)."""
-    tree = check_shape(parse(sql))
-    name, _ = resolve_table(tree, catalog)
+    return _cached_table(sql, CatalogKey(catalog))
+
+
+@lru_cache(maxsize=256)
+def _cached_table(sql: str, key: CatalogKey) -> str:
+    name, _ = resolve_table(check_shape(parse(sql)), key.catalog)
     return name
 
 
@@ -127,12 +132,20 @@ def _derive_sketch(sql: str, catalog: Catalog) -> Sketch:
             raise _no_domain(key, sql_text)
         keys.append((key, sql_text, values))
 
+    if len(split.calls) > MAX_AGGREGATES:
+        raise PlanError(
+            f"the query has {len(split.calls)} aggregates; at most {MAX_AGGREGATES} fit one question",
+            code="PLAN_TOO_LARGE",
+            hint="ask for fewer aggregates at a time",
+        )
     components: list[Component] = [Component("count", None, 0, COUNT_BITS)]
+    index: dict[Component, int] = {components[0]: 0}
 
     def component(c: Component) -> int:
-        if c not in components:
+        if c not in index:
+            index[c] = len(components)
             components.append(c)
-        return components.index(c)
+        return index[c]
 
     calls = [(call, *_components(call, total, component)) for call in split.calls]
     components.append(Component(WITHHELD, None, 0, WITHHELD_BITS))  # every plan, so every party lays it out
@@ -160,6 +173,7 @@ def _derive_sketch(sql: str, catalog: Catalog) -> Sketch:
 
 def _no_domain(key: exp.Expression, sql: str, type_name: str | None = None) -> PlanError:
     cols = ", ".join(sorted({c.name for c in key.find_all(exp.Column)}))
+    sql = masked_sql(key)  # the key's shape: its literals may be values the asker does not want echoed
     if type_name is not None:
         return PlanError(
             f"GROUP BY {sql} has no declared finite domain of its type ({type_name})",
@@ -241,11 +255,12 @@ def _bind(sketch: Sketch, table: Table, binder: SchemaBinder) -> Plan:
             raise _no_domain(key, sql, type_name)
         keys.append(GroupKey(expr=sql, values=coerced, type=type_name))
 
+    summed_args = [call.arg.sql("duckdb") for call, _, summed, *_ in sketch.calls if summed is not None and call.arg]
+    arg_types = iter(binder.types(f"SELECT {', '.join(summed_args)} FROM {sketch.table}") if summed_args else [])
     aggregates = []
     for (call, count, summed, squares, scale), result_type in zip(sketch.calls, agg_types, strict=True):
         if summed is not None:
-            assert call.arg is not None
-            (arg_type,) = binder.types(f"SELECT {call.arg.sql('duckdb')} FROM {sketch.table}")
+            arg_type = next(arg_types)
             if exact_scale(arg_type) != scale:
                 raise PlanError(
                     f"{call.func.upper()}'s argument binds as {arg_type}, not the exact type the plan derived",

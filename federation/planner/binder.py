@@ -35,15 +35,28 @@ def _aggregate_names() -> frozenset[str]:
 
 AGGREGATE_NAMES = _aggregate_names()  # the engine's own aggregates, so that unsupported ones get a clear code
 
-_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
-_NUMBER = re.compile(r"\b\d[\d.,]{1,}\b")
+_DIGITS = re.compile(r"\d[\d.,:_-]*")
 
 
 def public_engine_message(err: Exception) -> str:
-    """The first line of a DuckDB error with quoted literals masked: the user's values never travel back."""
+    """The first line of a DuckDB error with every quoted part and every number masked: the user's values never
+    travel back. Quotes inside a value need not pair up (``'O'Brien'``), and a value may run past the first line,
+    so everything from the first quote to the last one on the line (or to its end) is masked.
+
+    >>> public_engine_message(Exception("Conversion Error: Could not convert string 'O'Brien Jane' to INT64"))
+    "Could not convert string '…' to INT…"
+    >>> public_engine_message(Exception("Conversion Error: Could not convert string 'ab\\nSECRET' to BOOL"))
+    "Could not convert string '…"
+    """
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = text.replace("\\n", "\n").splitlines()[0] if text else text
     text = re.sub(r"^[A-Za-z ]*Error: ", "", text)
-    return _NUMBER.sub("…", _QUOTED.sub("'…'", text))[:300]
+    quotes = [i for i, ch in enumerate(text) if ch in "'\""]
+    if len(quotes) >= 2:
+        text = text[: quotes[0] + 1] + "…" + text[quotes[-1] :]
+    elif quotes:
+        text = text[: quotes[0] + 1] + "…"
+    return _DIGITS.sub("…", text)[:300]
 
 
 def runtime_failure(err: Exception) -> str:

@@ -20,8 +20,11 @@ import threading
 from collections.abc import Collection, Iterator
 from typing import Any
 
-from federation.engine import locked_connection
+import duckdb
+
+from federation.engine import interrupting, locked_connection
 from federation.errors import PlanError
+from federation.planner.binder import public_engine_message
 from federation.planner.surface import duckdb_names
 
 _NAMES = duckdb_names()
@@ -94,6 +97,36 @@ def _parse(sql: str) -> dict[str, Any]:
     assert row is not None
     parsed: dict[str, Any] = json.loads(row[0])
     return parsed
+
+
+CONSTANT_SECONDS = 2.0
+
+
+def evaluate_constants(sqls: list[str]) -> None:
+    """Evaluate every constant of a question once, at plan time, unguarded by any row condition.
+
+    A constant the engine cannot compute (``CAST('x' AS INTEGER)``, ``DATE '2020-02-30'``, an overflowing constant
+    sum) would otherwise fail only on the rows whose condition reaches it, which would say that such rows exist.
+    Only allow-listed forms get here, each linear in a text no longer than the query.
+    """
+    if not sqls:
+        return
+    global _con
+    with _lock:
+        if _con is None:
+            _con = locked_connection()
+        cur = _con.cursor()
+    try:
+        with interrupting(cur, CONSTANT_SECONDS):
+            cur.execute("SELECT " + ", ".join(dict.fromkeys(sqls))).fetchall()
+    except duckdb.Error as err:
+        raise PlanError(
+            f"a constant in the query cannot be computed: {public_engine_message(err)}",
+            code="PLAN_BIND",
+            hint="check the constants: dates, numbers and the types they are cast to",
+        ) from None
+    finally:
+        cur.close()
 
 
 def _refuse(what: str) -> PlanError:

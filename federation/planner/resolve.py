@@ -7,6 +7,7 @@ Unknown names are refused with the closest catalog names as a "did you mean".
 from __future__ import annotations
 
 import difflib
+import re
 
 from sqlglot import exp
 
@@ -19,6 +20,25 @@ def _did_you_mean(name: str, choices: list[str]) -> str | None:
     return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
 
 
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+_DIGIT_RUN = re.compile(r"\d{4}")
+
+
+def shown_name(name: str) -> str:
+    """A name the asker typed, quoted in a message only if it looks like a name: a value typed in double quotes
+    by mistake (``"310101199001011234" = 1``) is not echoed.
+
+    >>> shown_name("amount"), shown_name("310101199001011234"), shown_name("a b")
+    ("'amount'", 'given', 'given')
+    """
+    return repr(name) if _NAME.match(name) and not _DIGIT_RUN.search(name) else "given"
+
+
+def _unknown(what: str, name: str) -> str:
+    shown = shown_name(name)
+    return f"unknown {what} {shown}" if shown != "given" else f"unknown {what} (the name given is not shown)"
+
+
 def resolve_table(tree: exp.Select, catalog: Catalog) -> tuple[str, Table]:
     """The catalog table the query reads; refuse unknown tables with a suggestion."""
     table_expr = tree.args["from_"].this
@@ -26,7 +46,7 @@ def resolve_table(tree: exp.Select, catalog: Catalog) -> tuple[str, Table]:
     table = catalog.tables.get(name)
     if table is None:
         raise PlanError(
-            f"unknown table {name!r}",
+            _unknown("table", name),
             code="PLAN_UNKNOWN_TABLE",
             hint=_did_you_mean(name, list(catalog.tables)) or f"tables are: {', '.join(sorted(catalog.tables))}",
         )
@@ -46,7 +66,7 @@ def resolve_columns(tree: exp.Select, table_name: str, table: Table) -> exp.Sele
     for col in list(tree.find_all(exp.Column)):
         qualifier = col.table.lower() if col.table else None
         if qualifier and qualifier not in allowed_qualifiers:
-            raise PlanError(f"unknown table or alias {qualifier!r} in a column reference", code="PLAN_UNKNOWN_TABLE")
+            raise PlanError(_unknown("table or alias", qualifier) + " in a column reference", code="PLAN_UNKNOWN_TABLE")
         name = col.name.lower()
         if isinstance(col.this, exp.Star):
             raise PlanError("SELECT * returns rows; the federation only returns aggregates", code="PLAN_ROW_LEVEL")
@@ -55,9 +75,9 @@ def resolve_columns(tree: exp.Select, table_name: str, table: Table) -> exp.Sele
                 col.replace(exp.column(name))
                 continue
             raise PlanError(
-                f"unknown column {name!r} in table {table_name!r}",
+                _unknown("column", name) + f" in table {table_name!r}",
                 code="PLAN_UNKNOWN_COLUMN",
-                hint=_did_you_mean(name, list(table.columns)),
+                hint=_did_you_mean(name, list(table.columns)) if shown_name(name) != "given" else None,
             )
         col.replace(exp.column(name))
     return tree

@@ -22,6 +22,7 @@ from federation.errors import PlanError
 from federation.planner.surface import check_depth
 
 MAX_SQL_CHARS = 20_000
+MAX_NUMBER_CHARS = 80  # HUGEINT has 39 digits, DECIMAL(38, s) 38 and a point
 MAX_NESTING = 24  # parentheses and CASE ... END inside each other; the parser recurses about 20 frames a level
 _DUCKDB = sqlglot.Dialect.get_or_raise("duckdb")
 _OPEN = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE, TokenType.CASE})
@@ -75,7 +76,15 @@ def parse(sql: str) -> exp.Expression:
         raise PlanError("syntax error: the query cannot be tokenized (unclosed quote?)", code="PLAN_SYNTAX") from None
     if len(statements) != 1:
         raise PlanError("send exactly one SQL statement", code="PLAN_MULTIPLE_STATEMENTS")
-    return check_depth(cast(exp.Expression, statements[0]))  # long operator chains nest without parentheses
+    tree = check_depth(cast(exp.Expression, statements[0]))  # long operator chains nest without parentheses
+    for literal in tree.find_all(exp.Literal):
+        if not literal.is_string and len(literal.this) > MAX_NUMBER_CHARS:
+            raise PlanError(
+                f"a number in the query is longer than {MAX_NUMBER_CHARS} characters",
+                code="PLAN_EXPRESSION_NOT_ALLOWED",
+                hint="numbers must fit HUGEINT or DECIMAL(38, s)",
+            )
+    return tree
 
 
 _LITERALS = (exp.Literal, exp.RawString, exp.National, exp.UnicodeString, exp.HexString, exp.ByteString, exp.BitString)

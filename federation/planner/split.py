@@ -127,10 +127,12 @@ def group_key_expressions(tree: exp.Select, base_columns: set[str]) -> list[exp.
     for item in group.expressions:
         if isinstance(item, exp.Literal) and not item.is_string:
             if not item.this.isdigit():
-                raise PlanError(f"GROUP BY position {item.this} is not a whole number", code="PLAN_GROUP_BY")
+                raise PlanError("a GROUP BY position is not a whole number", code="PLAN_GROUP_BY")
             pos = int(item.this)
             if not 1 <= pos <= len(tree.expressions):
-                raise PlanError(f"GROUP BY position {pos} is out of range", code="PLAN_GROUP_BY")
+                raise PlanError(
+                    f"a GROUP BY position is out of range (1 to {len(tree.expressions)})", code="PLAN_GROUP_BY"
+                )
             item = tree.expressions[pos - 1].unalias()
         elif isinstance(item, exp.Column) and item.name not in base_columns and item.name in aliases:
             item = aliases[item.name]

@@ -185,6 +185,17 @@ def shown(node: exp.Expression) -> str:
     return node.key.upper().replace("_", " ")
 
 
+def masked_sql(node: exp.Expression) -> str:
+    """``node`` as SQL with every literal shown as ``?``, for messages.
+
+    >>> import sqlglot
+    >>> masked_sql(sqlglot.parse_one("amount + 310101199001011234", read="duckdb"))
+    'amount + ?'
+    """
+    masked = node.copy().transform(lambda n: exp.var("?") if isinstance(n, exp.Literal) else n)
+    return masked.sql("duckdb")
+
+
 def tree_depth(tree: exp.Expression) -> int:
     """The depth of the tree, without recursion (a deep tree is what is being guarded against).
 

@@ -44,6 +44,7 @@ from sqlglot import exp
 
 from federation.catalog import Table
 from federation.errors import PlanError
+from federation.planner.engine_tree import evaluate_constants
 from federation.planner.split import unfilter
 from federation.planner.surface import AGGREGATES, conjuncts
 
@@ -85,7 +86,7 @@ def _type_kind(type_name: str) -> Kind:
         p, s = int(m.group(1)), int(m.group(2))
         top = Fraction(10**p - 1, 10**s)
         return Kind("dec", s, -top, top, wide=p == 38)
-    if t in ("DOUBLE", "FLOAT", "REAL"):
+    if t == "DOUBLE":  # FLOAT and REAL are narrower than DOUBLE: a cast into them can overflow
         return Kind("double")
     if t in ("VARCHAR", "TEXT", "STRING"):
         return Kind("text")
@@ -134,7 +135,8 @@ class Totality:
         units = kind.magnitude * 10**scale
         top = int(units) + (units.denominator != 1)
         if squares:  # summed as 32-bit halves in HUGEINT (Component.sql_terms): the high half's square must fit
-            if top >= 2**82:
+            # and Component.sql_terms scales it as DECIMAL(38, scale) first: x * 10**scale within 10**(38 - scale)
+            if top >= 2**82 or units >= 10 ** max(MAX_SCALE - scale, 0):
                 raise _not_total(
                     "a variance's argument (its square is summed)",
                     "PLAN_MAY_OVERFLOW",
@@ -152,6 +154,7 @@ class _Typer:
         self.table = table
         self.ranges: dict[str, Kind] = {}
         self.row_level = False  # inside WHERE or an aggregate's argument: only catalog columns
+        self.constants: list[exp.Expression] = []  # every computed constant, and every quoted date
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -179,11 +182,21 @@ class _Typer:
             lo = min(k.lo for k in known if k.lo is not None)
             hi = max(k.hi for k in known if k.hi is not None)
             return Kind("dec" if "dec" in families else "int", scale, lo, hi, constant=constant)
-        # one non-numeric family; a string constant converts at plan time, so it fits any family
-        variable = {k.family for k in known if not (k.family == "text" and k.constant)}
-        if len(variable) > 1 or (variable and "text" in variable and families - {"text"}):
+        # one non-numeric family. A quoted constant meets a date only: converted once, here, at plan time (never
+        # left for the engine to convert where a row condition guards it); with a number or a boolean it is refused
+        quoted = [n for n, k in zip(nodes, kinds, strict=True) if k.family == "text" and k.constant]
+        others = {k.family for k in known if not (k.family == "text" and k.constant)}
+        if quoted and others - {"text"}:
+            if others != {"date"}:
+                raise _not_total(
+                    f"{what} of a quoted constant with a {' or '.join(sorted(others))}",
+                    "PLAN_TYPE_MIX",
+                    "write numbers and TRUE/FALSE without quotes",
+                )
+            self.constants.extend(exp.Cast(this=n.copy(), to=exp.DataType.build("DATE")) for n in quoted)
+        if len(others) > 1:
             raise _not_total(what, "PLAN_TYPE_MIX")
-        family = variable.pop() if variable else "text"
+        family = others.pop() if others else "text"
         return Kind(family, constant=constant)
 
     def widen(self, node: exp.Expression, kind: Kind) -> exp.Expression:
@@ -200,7 +213,14 @@ class _Typer:
     # -- the kinds -----------------------------------------------------------------------------------
 
     def kind(self, node: exp.Expression) -> Kind:
-        return self._kind(node)
+        found = self._kind(node)
+        if found.constant and next(node.find_all(exp.Column), None) is not None:
+            found = replace(
+                found, constant=False
+            )  # a CASE over a column's condition is no constant, whatever it yields
+        if found.constant and not isinstance(node, exp.Literal | exp.Null | exp.Boolean | exp.Paren):
+            self.constants.append(node)  # evaluated at plan time: a constant must not fail only where rows reach it
+        return found
 
     def _kind(self, node: exp.Expression) -> Kind:  # noqa: C901 - one branch per allowed node kind
         if isinstance(node, exp.Paren):
@@ -301,8 +321,9 @@ class _Typer:
             return self.unify(values, "the values of an IF")
         if isinstance(node, exp.Coalesce | exp.Greatest | exp.Least):
             return self.unify([node.this, *node.expressions], node.sql_name())
-        if isinstance(node, exp.Nullif):
-            return self.unify([node.this, node.expression], "NULLIF")
+        if isinstance(node, exp.Nullif):  # compares both, and keeps the first's type (DuckDB's rule)
+            self.unify([node.this, node.expression], "NULLIF")
+            return self.kind(node.this)
         if isinstance(node, exp.TryCast):
             self.kind(node.this)
             target = _type_kind(node.to.sql("duckdb"))
@@ -402,7 +423,8 @@ class _Typer:
         family = target.family
         total = (
             source.family == "null"
-            or family in ("text", "double")
+            or family == "text"  # every value has a text form
+            or (family == "double" and source.family in (*_NUMERIC, "bool"))  # not text, not a date
             or (family == source.family and family in ("date", "bool"))
             or (family in _EXACT and source.family == "bool")
             or (family == "bool" and source.family == "int")  # zero is false, anything else true
@@ -466,4 +488,5 @@ def make_total(tree: exp.Expression, table: Table) -> Totality:
         value = clause.expression if clause is not None else None
         if value is not None and not (isinstance(value, exp.Literal) and value.this.isdigit()):
             raise PlanError(f"{limit.upper()} takes a whole-number constant", code="PLAN_EXPRESSION_NOT_ALLOWED")
+    evaluate_constants([c.sql("duckdb") for c in typer.constants])
     return Totality(tree=tree, ranges=typer.ranges)

@@ -91,7 +91,7 @@ def test_each_allowed_function_passes_both_parsers(name: str) -> None:
         "IF(amount_fen > 0, 1, 2) = 1 AND EXTRACT(YEAR FROM month) = 2020",
         "CAST(amount_fen AS HUGEINT) > 0 AND CAST(amount_fen AS DECIMAL(38, 2)) > 0 AND CAST(rate AS DOUBLE) > 0",
         "CAST(amount_fen AS VARCHAR) = '5' AND TRY_CAST(gender AS INTEGER) = 1 AND CAST(gender = 'F' AS INTEGER) = 1",
-        "month >= '2020-01-01' AND month < DATE '2021-01-01' AND amount_fen = '5' AND score > 0.5",
+        "month >= '2020-01-01' AND month < DATE '2021-01-01' AND amount_fen = 5 AND score > 0.5",
         "rate > 0.01 AND amount_fen > rate",
     ],
 )
@@ -211,3 +211,76 @@ def test_a_nodes_engine_reads_its_own_folders_only(tmp_path: Path, outside: Path
         _assert_locked(backend._con, outside)
     finally:
         backend.close()
+
+
+# ------------------------------------------------------------------ what the red team found, kept as regressions
+
+
+@pytest.mark.parametrize(
+    ("sql", "code"),
+    [
+        # a constant that cannot be computed, guarded by a row condition, failed only on the rows reaching it
+        ("SELECT COUNT(*) FROM deposits WHERE amount_fen > 1000000 AND CAST('x' AS INTEGER) = 1", "PLAN_BIND"),
+        ("SELECT COUNT(*) FROM deposits WHERE CASE WHEN amount_fen > 9 THEN CAST(300 AS TINYINT) END = 1", "PLAN_BIND"),
+        ("SELECT COUNT(*) FROM deposits WHERE IF(amount_fen > 9, CAST('x' AS BOOLEAN), FALSE)", "PLAN_BIND"),
+        ("SELECT COUNT(*) FROM deposits WHERE amount_fen > 9 AND DATE '2020-02-30' = month", "PLAN_BIND"),
+        ("SELECT COUNT(*) FROM deposits WHERE amount_fen > 9 AND MAKE_DATE(2020, 2, 30) = month", "PLAN_BIND"),
+        ("SELECT COUNT(*) FROM deposits WHERE amount_fen > 9 AND (2147483647 - -339) <> 1", "PLAN_BIND"),
+        ("SELECT COUNT(*) FROM deposits WHERE amount_fen > 9 AND month = '2020-02-30'", "PLAN_BIND"),
+        (
+            "SELECT SUM(CAST(9223372036854775807 AS INTEGER)) FILTER (WHERE amount_fen > 9) FROM deposits",
+            "PLAN_BIND",
+        ),
+        ("SELECT COUNT(*) FROM deposits WHERE amount_fen > 9 AND amount_fen = '1e30'", "PLAN_TYPE_MIX"),
+        # a variance scales its argument as DECIMAL(38, s) before squaring
+        ("SELECT VAR_POP(CAST(rate AS DECIMAL(38, 20))) FROM deposits", "PLAN_MAY_OVERFLOW"),
+        # text or a date into DOUBLE, DOUBLE into REAL: each fails on some values
+        ("SELECT COUNT(*) FROM deposits WHERE CAST(city_code AS DOUBLE) > 0", "PLAN_CAST_NOT_TOTAL"),
+        ("SELECT COUNT(*) FROM deposits WHERE CAST(month AS DOUBLE) > 0", "PLAN_CAST_NOT_TOTAL"),
+        ("SELECT COUNT(*) FROM deposits WHERE CAST(score AS REAL) > 0", "PLAN_EXPRESSION_NOT_ALLOWED"),
+        # NULLIF keeps its first argument's type: a BIGINT compared with DECIMAL(38, 30)
+        (
+            "SELECT COUNT(*) FROM deposits WHERE CAST(rate AS DECIMAL(38, 30)) = NULLIF(amount_fen, score)",
+            "PLAN_MAY_OVERFLOW",
+        ),
+        # numbers past any exact type: refused before anything converts them
+        ("SELECT COUNT(*) FROM deposits WHERE amount_fen = " + "9" * 4301, "PLAN_EXPRESSION_NOT_ALLOWED"),
+        ("SELECT gender, COUNT(*) FROM deposits GROUP BY " + "1" * 4400, "PLAN_EXPRESSION_NOT_ALLOWED"),
+        ("SELECT COUNT(*) FROM deposits WHERE amount_fen % " + "7" * 4400 + " = 1", "PLAN_EXPRESSION_NOT_ALLOWED"),
+        ("SELECT " + ", ".join(f"SUM(amount_fen + {i})" for i in range(300)) + " FROM deposits", "PLAN_TOO_LARGE"),
+    ],
+)
+def test_what_the_red_team_found_is_refused_at_plan_time(sql: str, code: str) -> None:
+    with pytest.raises(PlanError) as info:
+        plan_query(sql, MINI)
+    assert info.value.code == code, info.value
+    for secret in ("O'Brien", "SECRET", "310101199001011234"):
+        assert secret not in info.value.message
+
+
+def test_a_case_over_a_column_is_no_constant_and_its_arithmetic_is_computed_wide() -> None:
+    """CASE WHEN row-condition THEN 2147483647 END + 1 overflowed INTEGER only where the condition held."""
+    plan = plan_query("SELECT COUNT(*) FROM deposits WHERE CASE WHEN amount_fen > 5 THEN 2147483647 END + 1 > 0", MINI)
+    con = duckdb.connect()
+    cols = ", ".join(f'"{n}" {c.type}' for n, c in MINI.tables["deposits"].columns.items())
+    con.execute(f"CREATE TABLE deposits ({cols})")
+    con.execute("INSERT INTO deposits (amount_fen) VALUES (10), (1)")
+    assert con.execute(plan.node_sql()).fetchall()[0][0] == 1
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT COUNT(*) FROM deposits WHERE amount_fen = 'O''Brien SECRET'",
+        "SELECT COUNT(*) FROM deposits WHERE CAST('a''SECRET''b' AS INTEGER) = 1",
+        "SELECT COUNT(*) FROM deposits WHERE CAST('ab\nSECRET' AS BOOLEAN)",
+        'SELECT COUNT(*) FROM deposits WHERE "310101199001011234" = 1',
+        'SELECT COUNT(*) FROM "310101199001011234"',
+        "SELECT COUNT(*) FROM deposits GROUP BY amount_fen + 310101199001011234",
+    ],
+)
+def test_refusals_never_echo_a_value_of_the_query(sql: str) -> None:
+    with pytest.raises(PlanError) as info:
+        plan_query(sql, MINI)
+    text = info.value.message + (info.value.hint or "")
+    assert "SECRET" not in text and "Brien" not in text and "310101199001011234" not in text, text
