@@ -89,6 +89,18 @@ REFUSED: tuple[Example, ...] = (
         "Not additive across regions: refused by the planner", "caseworker", "", "SELECT MAX(balance_fen) FROM accounts"
     ),
     Example(
+        "A form that names a column without naming it (here the identifier): not in the SQL the federation accepts",
+        "caseworker",
+        "",
+        "SELECT SUM(balance_fen) AS balance_fen FROM accounts WHERE COLUMNS('person_id') <> '310000197302280015'",
+    ),
+    Example(
+        "A cast that could fail on some rows only: refused before any region runs it",
+        "caseworker",
+        "",
+        "SELECT COUNT(*) AS accounts FROM accounts WHERE CAST(status AS INTEGER) > 0",
+    ),
+    Example(
         "Loans without a purpose: refused by every region's policy",
         "caseworker",
         "",

@@ -45,6 +45,8 @@ def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
     assert "the log holds keyed hashes only: no identifier appears in it" in out
     assert "error: [PERSON_ID_INVALID]" in out
     assert "[PLAN_NOT_ADDITIVE]" in out  # the refused examples say why, and which rule refused
+    assert "error: [PLAN_EXPRESSION_NOT_ALLOWED] COLUMNS(...) is not part of the federation's SQL" in out
+    assert "error: [PLAN_CAST_NOT_TOTAL]" in out
     assert "[POLICY_PURPOSE_REQUIRED]" in out and "(rule: shanghai: roles.caseworker" in out
     assert "0 of 3 region(s) would answer" in out  # the explained refusal
     assert "3 logs, 27 entries, every root and checkpoint signature verified" in out
