@@ -55,6 +55,8 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 _DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
 INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
 SCALAR_TYPES = (*INTEGER_TYPES, "VARCHAR", "DATE", "BOOLEAN", "DOUBLE")
+INTEGER_BITS = {"TINYINT": 8, "SMALLINT": 16, "INTEGER": 32, "BIGINT": 64}
+INTEGER_DIGITS = {"TINYINT": 3, "SMALLINT": 5, "INTEGER": 10, "BIGINT": 19}
 
 
 class ColumnClass(str, Enum):
@@ -114,10 +116,27 @@ class Column(BaseModel):
             raise ValueError(f"unsupported type {v!r}: use one of {', '.join(SCALAR_TYPES)} or DECIMAL(p,s)")
         return t
 
+    def _bounds_fit_type(self, bounds: tuple[Decimal, Decimal]) -> None:
+        """Bounds are values of the column's own type: DP clamps with them, and a bound the type cannot hold (or
+        with more decimals than its scale) would make the engine convert every value, and fail on some."""
+        m = _DECIMAL.match(self.type)
+        precision, scale = (int(m.group(1)), int(m.group(2))) if m else (INTEGER_DIGITS[self.type], 0)
+        top = Decimal(10) ** (precision - scale) if m else Decimal(2) ** (INTEGER_BITS[self.type] - 1)
+        for b in bounds:
+            exponent = b.as_tuple().exponent
+            places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+            if places > scale or not -top <= b < top:
+                raise ValueError(
+                    f"bounds [{bounds[0]}, {bounds[1]}] must be values of {self.type}: within its range, with at "
+                    f"most {scale} decimal places"
+                )
+
     @model_validator(mode="after")
     def _domain_fits_type(self) -> Column:
         if self.bounds is not None and not (self.type in INTEGER_TYPES or self.type.startswith("DECIMAL")):
             raise ValueError(f"'bounds' needs an integer or DECIMAL column, not {self.type}")
+        if self.bounds is not None:
+            self._bounds_fit_type(self.bounds)
         d = self.domain
         if d is None:
             return self

@@ -82,8 +82,10 @@ def _type_kind(type_name: str) -> Kind:
         bits = _INT_RANGES[t]
         return Kind("int", 0, Fraction(-(2**bits)), Fraction(2**bits - 1), wide=bits == 127)
     m = _DECIMAL.match(t)
-    if m:
+    if m and len(m.group(1)) <= 2 and len(m.group(2)) <= 2 and 1 <= int(m.group(1)) <= 38 >= int(m.group(2)):
         p, s = int(m.group(1)), int(m.group(2))
+        if s > p:
+            raise PlanError(f"{type_name} has a scale above its precision", code="PLAN_EXPRESSION_NOT_ALLOWED")
         top = Fraction(10**p - 1, 10**s)
         return Kind("dec", s, -top, top, wide=p == 38)
     if t == "DOUBLE":  # FLOAT and REAL are narrower than DOUBLE: a cast into them can overflow
@@ -168,6 +170,8 @@ class _Typer:
     def unify(self, nodes: list[exp.Expression], what: str) -> Kind:
         """The common kind of values compared or chosen between (refused if DuckDB's conversion could fail)."""
         kinds = [self.kind(n) for n in nodes]
+        if any(k.family == "agg" for k in kinds) and any(k.family == "text" and k.constant for k in kinds):
+            raise _not_total(f"{what} of a quoted constant with an aggregate", "PLAN_TYPE_MIX")
         known = [k for k in kinds if k.family not in ("null", "agg", "alias")]
         if not known:
             return Kind("null", constant=all(k.constant for k in kinds))
@@ -296,8 +300,10 @@ class _Typer:
         if isinstance(node, exp.In):
             self.unify([node.this, *node.expressions], "IN")
             return Kind("bool")
-        if isinstance(node, exp.Is):
-            self.kind(node.this)
+        if isinstance(node, exp.Is):  # IS NULL of anything; IS TRUE/FALSE of a boolean only (else a cast per row)
+            inner = self.kind(node.this)
+            if isinstance(node.expression, exp.Boolean) and inner.family not in ("bool", "null"):
+                raise _not_total(f"IS TRUE/FALSE of a {inner.family} value", "PLAN_TYPE_MIX")
             return Kind("bool")
         if isinstance(node, exp.Like | exp.ILike):
             if self.kind(node.this).family not in ("text", "null", "alias"):
@@ -412,9 +418,11 @@ class _Typer:
     def cast(self, node: exp.Cast) -> Kind:
         source = self.kind(node.this)
         to_sql = node.to.sql("duckdb")
-        if source.family in ("agg", "alias"):
-            return Kind("agg")
         target = _type_kind(to_sql)
+        if source.family in ("agg", "alias"):  # over aggregates, on the asker's side: into DOUBLE or text only
+            if target.family not in ("double", "text"):
+                raise _not_total(f"a CAST of an aggregate to {to_sql}", "PLAN_CAST_NOT_TOTAL")
+            return Kind("agg")
         if source.constant:  # converted once, at plan time: a value that does not convert fails there
             if target.family in _EXACT and source.lo is not None:
                 return replace(target, lo=source.lo, hi=source.hi, constant=True)
@@ -426,7 +434,7 @@ class _Typer:
             or family == "text"  # every value has a text form
             or (family == "double" and source.family in (*_NUMERIC, "bool"))  # not text, not a date
             or (family == source.family and family in ("date", "bool"))
-            or (family in _EXACT and source.family == "bool")
+            or (family in _EXACT and source.family == "bool" and target.hi is not None and target.hi >= 1)
             or (family == "bool" and source.family == "int")  # zero is false, anything else true
         )
         if family in _EXACT and source.family in _EXACT:

@@ -248,6 +248,30 @@ def test_a_nodes_engine_reads_its_own_folders_only(tmp_path: Path, outside: Path
         ("SELECT gender, COUNT(*) FROM deposits GROUP BY " + "1" * 4400, "PLAN_EXPRESSION_NOT_ALLOWED"),
         ("SELECT COUNT(*) FROM deposits WHERE amount_fen % " + "7" * 4400 + " = 1", "PLAN_EXPRESSION_NOT_ALLOWED"),
         ("SELECT " + ", ".join(f"SUM(amount_fen + {i})" for i in range(300)) + " FROM deposits", "PLAN_TOO_LARGE"),
+        # the second round: IS TRUE of text or a date casts every row to BOOLEAN
+        ("SELECT COUNT(*) FROM deposits WHERE gender IS TRUE", "PLAN_TYPE_MIX"),
+        ("SELECT COUNT(*) FROM deposits WHERE month IS NOT FALSE", "PLAN_TYPE_MIX"),
+        ("SELECT COUNT(*) FROM deposits WHERE amount_fen > 0 AND 'x' IS TRUE", "PLAN_TYPE_MIX"),
+        # TRUE does not fit DECIMAL(1, 1)
+        ("SELECT SUM(CAST(amount_fen > 0 AS DECIMAL(1, 1))) FROM deposits", "PLAN_CAST_NOT_TOTAL"),
+        # a cast's precision is checked before anything is computed from it
+        (
+            "SELECT COUNT(*) FROM deposits WHERE TRY_CAST(gender AS DECIMAL(10000000, 0)) IS NULL",
+            "PLAN_EXPRESSION_NOT_ALLOWED",
+        ),
+        (
+            "SELECT COUNT(*) FROM deposits WHERE TRY_CAST(gender AS DECIMAL(99999999999999999999, 0)) IS NULL",
+            "PLAN_EXPRESSION_NOT_ALLOWED",
+        ),
+        # the asker's own finishing query: no cast or comparison there that fails on some totals
+        (
+            "SELECT gender, SUM(amount_fen) FROM deposits GROUP BY gender HAVING CAST(SUM(amount_fen) AS TINYINT) > 1",
+            "PLAN_CAST_NOT_TOTAL",
+        ),
+        (
+            "SELECT gender, SUM(amount_fen) FROM deposits GROUP BY gender HAVING SUM(amount_fen) > 'abc'",
+            "PLAN_TYPE_MIX",
+        ),
     ],
 )
 def test_what_the_red_team_found_is_refused_at_plan_time(sql: str, code: str) -> None:
@@ -284,3 +308,27 @@ def test_refusals_never_echo_a_value_of_the_query(sql: str) -> None:
         plan_query(sql, MINI)
     text = info.value.message + (info.value.hint or "")
     assert "SECRET" not in text and "Brien" not in text and "310101199001011234" not in text, text
+
+
+@pytest.mark.parametrize(
+    ("column", "ok"),
+    [
+        ({"type": "INTEGER", "bounds": [-1, "0.0000000000000000000000000000000000001"]}, False),
+        ({"type": "DECIMAL(20,10)", "bounds": [-(10**30), 10**30]}, False),
+        ({"type": "TINYINT", "bounds": [0, 1000]}, False),
+        ({"type": "DECIMAL(12,2)", "bounds": ["0.005", 10]}, False),
+        ({"type": "BIGINT", "bounds": [0, 2_000_000]}, True),
+        ({"type": "DECIMAL(12,2)", "bounds": ["-0.50", "99.99"]}, True),
+    ],
+)
+def test_dp_bounds_are_values_of_the_columns_type(column: dict[str, object], ok: bool) -> None:
+    """DP clamps with the bounds: one its type cannot hold made the engine convert every value, and fail on some."""
+    from pydantic import ValidationError
+
+    from federation.catalog import Column
+
+    if ok:
+        Column.model_validate(column)
+    else:
+        with pytest.raises(ValidationError):
+            Column.model_validate(column)
