@@ -84,12 +84,17 @@ _lock = threading.Lock()
 _con = None
 
 
-def _parse(sql: str) -> dict[str, Any]:
+def _cursor() -> duckdb.DuckDBPyConnection:
+    """A cursor of this module's one locked-down engine (parse trees and constants only: it holds no table)."""
     global _con
     with _lock:
         if _con is None:
             _con = locked_connection()
-        cur = _con.cursor()
+        return _con.cursor()
+
+
+def _parse(sql: str) -> dict[str, Any]:
+    cur = _cursor()
     try:
         row = cur.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     finally:
@@ -111,11 +116,7 @@ def evaluate_constants(sqls: list[str]) -> None:
     """
     if not sqls:
         return
-    global _con
-    with _lock:
-        if _con is None:
-            _con = locked_connection()
-        cur = _con.cursor()
+    cur = _cursor()
     try:
         with interrupting(cur, CONSTANT_SECONDS):
             cur.execute("SELECT " + ", ".join(dict.fromkeys(sqls))).fetchall()
