@@ -334,8 +334,6 @@ def _check_function(name: str, node: exp.Expression) -> None:
         raise refuse("MAKE_DATE of anything but constants")
     if name == "trim" and (node.args.get("expression") is not None or node.args.get("position")):
         raise refuse("TRIM with characters or a side")
-    if name == "concat" and isinstance(node, exp.Concat) and node.args.get("safe") is False:
-        return
 
 
 def check_surface(tree: exp.Expression) -> exp.Expression:
