@@ -6,12 +6,8 @@ derive it independently and compare :attr:`Plan.fingerprint`; they never exchang
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
@@ -174,27 +170,3 @@ class Plan:
         if self.keys:
             sql += " GROUP BY " + ", ".join(f"k{i}" for i in range(len(self.keys)))
         return sql
-
-    def canonical(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "where": self.where,
-            "keys": [{"expr": k.expr, "type": k.type, "values": [_json_value(v) for v in k.values]} for k in self.keys],
-            "components": [[c.kind, c.arg, c.scale, c.bits] for c in self.components],
-            "aggregates": [[a.func, a.count, a.sum, a.sumsq, a.scale, a.result_type] for a in self.aggregates],
-            "finish": self.finish_sql,
-            "outputs": list(self.output_names),
-        }
-
-
-def _json_value(v: Any) -> Any:
-    if isinstance(v, dt.date):
-        return v.isoformat()
-    if isinstance(v, Decimal):
-        return str(v)
-    return v
-
-
-def fingerprint(plan: Plan) -> str:
-    blob = json.dumps(plan.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()

@@ -251,8 +251,9 @@ def decode_totals(
     failed = _failed_regions(decrypted_chunks, regions)
     if failed:
         raise DataError(
-            f"{failed} region(s) could not compute this query over their own rows: it ran past a region's own time "
-            "or memory limit, so no answer is shown (which regions, and why, is not said)",
+            f"{failed} region(s) could not compute this query over their own rows: a region stopped it at its own "
+            "limits (time, memory, or the size of its partial), so no answer is shown (which regions, and why, "
+            "is not said)",
             code="NODE_EXECUTION_FAILED",
             hint="ask a lighter question: fewer or simpler conditions, or a narrower table",
         )

@@ -50,10 +50,8 @@ _DATE_PART_FUNCS = (
     exp.Day,
     exp.DayOfMonth,
     exp.DayOfWeek,
-    exp.DateTrunc,
-    exp.TimestampTrunc,
 )
-_DATE_PART_NAMES = frozenset({"date_part", "datepart", "date_trunc"})
+_DATE_PART_NAMES = frozenset({"date_part", "datepart"})
 
 _VALUE, _CONDITION, _OTHER = "value", "condition", "other"
 
@@ -190,7 +188,7 @@ def column_uses(plan: Plan, types: Types = None) -> dict[str, set[str]]:
     - A GROUP BY key: ``group`` and ``output`` always (the slot layout is public and the asker decrypts
       every cell, so a key's values reach the asker whether or not the query returns them); ``filter`` as
       well when the column is in the key's CASE condition or under anything but the whitelist and a date
-      part (``EXTRACT(YEAR FROM d)``, ``YEAR(d)``, ``date_part('month', d)``, ``date_trunc``).
+      part (``EXTRACT(YEAR FROM d)``, ``YEAR(d)``, ``date_part('month', d)``).
     """
     return {column: set(u) for column, u in analyse(plan, types).uses.items()}
 

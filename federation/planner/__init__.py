@@ -108,7 +108,7 @@ def _cached_sketch(sql: str, key: CatalogKey) -> Sketch:
 
 @lru_cache(maxsize=256)
 def _cached_plan(sql: str, key: CatalogKey) -> Plan:
-    return _bind(_cached_sketch(sql, key), key.catalog.tables[_cached_sketch(sql, key).table], binder_for(key.catalog))
+    return _bind(_cached_sketch(sql, key), binder_for(key.catalog))
 
 
 def _derive_sketch(sql: str, catalog: Catalog) -> Sketch:
@@ -237,7 +237,7 @@ def _check_engine_trees(sketch: Sketch, table: Table) -> None:
     check_engine_sql(sketch.finish_sql, finish_columns, table="__groups", modifiers=True)
 
 
-def _bind(sketch: Sketch, table: Table, binder: SchemaBinder) -> Plan:
+def _bind(sketch: Sketch, binder: SchemaBinder) -> Plan:
     key_sqls = [sql for _, sql, _ in sketch.keys]
     agg_sqls = [call.source.sql("duckdb") for call, *_ in sketch.calls]
     probe = "SELECT " + ", ".join([*key_sqls, *agg_sqls, "COUNT(*)"]) + f" FROM {sketch.table}"

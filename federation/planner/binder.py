@@ -90,7 +90,6 @@ class SchemaBinder:
             cols = ", ".join(f'"{c}" {col.type}' for c, col in table.columns.items())
             self._con.execute(f'CREATE TABLE "{name}" ({cols})')
             self._con.execute(f'INSERT INTO "{name}" DEFAULT VALUES')
-        self.aggregate_functions = AGGREGATE_NAMES
         self._lock = threading.Lock()
 
     def types(self, sql: str) -> list[str]:

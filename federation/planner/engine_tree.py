@@ -77,9 +77,6 @@ _ALLOWED_TYPES = _NAMES["types"] | {
     "COLUMN_REF",
     "TYPE",
 }
-# our own node SQL splits a sum of squares into 32-bit halves (federation.plan.Component.sql_terms)
-_INTERNAL_FUNCTIONS = frozenset({">>", "&"})
-
 _lock = threading.Lock()
 _con = None
 
@@ -151,7 +148,7 @@ def _expressions(node: Any) -> Iterator[dict[str, Any]]:
             stack.extend(item)
 
 
-def _check_expression(e: dict[str, Any], columns: Collection[str], internal: bool) -> None:
+def _check_expression(e: dict[str, Any], columns: Collection[str]) -> None:
     cls, kind = e.get("class"), e.get("type")
     if cls not in _CLASSES or kind not in _ALLOWED_TYPES:
         raise _refuse(f"a {str(cls).lower()} ({str(kind).lower()})")
@@ -161,8 +158,7 @@ def _check_expression(e: dict[str, Any], columns: Collection[str], internal: boo
             raise _refuse("a reference to something other than one of the plan's columns")
     elif cls == "FUNCTION":
         name = str(e.get("function_name", ""))
-        allowed = _NAMES["functions"] | _NAMES["aggregates"] | (_INTERNAL_FUNCTIONS if internal else frozenset())
-        if name not in allowed or e.get("schema") or e.get("catalog"):
+        if name not in _NAMES["functions"] | _NAMES["aggregates"] or e.get("schema") or e.get("catalog"):
             raise _refuse(f"function {name}")
         if e.get("distinct") or (e.get("order_bys") or {}).get("orders") or e.get("export_state"):
             raise _refuse(f"a DISTINCT, ORDER BY or exported state inside {name}")
@@ -173,12 +169,11 @@ def _check_expression(e: dict[str, Any], columns: Collection[str], internal: boo
         raise _refuse("a cast to an unnamed type")
 
 
-def check_engine_sql(
-    sql: str, columns: Collection[str], *, table: str, internal: bool = False, modifiers: bool = False
-) -> None:
+def check_engine_sql(sql: str, columns: Collection[str], *, table: str, modifiers: bool = False) -> None:
     """Refuse ``sql`` unless DuckDB parses it as one SELECT over ``table`` made only of allowed expressions that
-    reference only ``columns``. ``internal`` admits the shifts and masks of the node's own sum-of-squares
-    terms; ``modifiers`` admits ORDER BY and constant LIMIT/OFFSET (the asker's finishing query)."""
+    reference only ``columns``. ``modifiers`` admits ORDER BY and constant LIMIT/OFFSET (the asker's finishing
+    query). The planner passes the node's query with each summed argument as it is, not split into the halves
+    of :meth:`federation.plan.Component.sql_terms`, which are the product's own SQL."""
     parsed = _parse(sql)
     if parsed.get("error"):
         raise _refuse("a form DuckDB cannot parse the way sqlglot wrote it")
@@ -216,6 +211,6 @@ def check_engine_sql(
     parts = [node.get("select_list"), node.get("where_clause"), node.get("having"), node.get("modifiers")]
     for part in parts:
         for e in _expressions(part):
-            _check_expression(e, visible, internal)
+            _check_expression(e, visible)
     for e in _expressions(node.get("group_expressions")):
-        _check_expression(e, set(columns) | aliases, internal)
+        _check_expression(e, set(columns) | aliases)

@@ -310,6 +310,24 @@ def test_an_unknown_purpose_makes_no_party_bind_anything(
     assert binds == []
 
 
+def test_an_explain_by_a_refused_role_makes_no_party_bind_anything(
+    fed: harness.Federation, keys: he.ClientKeys, binds: list[str]
+) -> None:
+    """Explain goes through the same admission as a question: every region's verdict, and nothing bound."""
+    sql = _unique(CRAFTED)
+    signer = Signer.from_files(fed.pki_dir / "people" / "auditor.pem", fed.pki_dir / "people" / "auditor.key")
+    signed = signer.sign(
+        sql=sql,
+        context_digest=he.context_digest(keys.public_context()),
+        federation=fed.catalog.federation,
+        operation="explain",
+    )
+    with secure_channel(f"127.0.0.1:{fed.coordinator.port}", _tls(fed, "auditor")) as channel:
+        reply = pb_grpc.CoordinatorStub(channel).Explain(pb.ExplainRequest(envelope=signed), timeout=RPC_TIMEOUT_S)
+    assert [v.code for v in reply.verdicts] == ["POLICY_ROLE_DENIED"] * len(fed.node_ids)
+    assert binds == []
+
+
 def test_the_coordinator_never_binds_an_askers_sql(
     fed: harness.Federation, keys: he.ClientKeys, binds: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
