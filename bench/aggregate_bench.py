@@ -192,11 +192,11 @@ def _breakdown(answers: list[QueryAnswer], logs: dict[str, dict[str, NodeStages]
     nodes = [slowest_nodes(a, logs) for a in answers]
 
     def transport(a: QueryAnswer, node: SlowestNode) -> float | None:
-        parts = [a.timings.get(k) for k in ("round_trip_ms", "aggregate_ms", "coordinator_plan_ms")]
+        parts = [a.timings.get(k) for k in ("round_trip_ms", "coordinator_plan_ms")]
         if node.handler_ms is None or any(p is None for p in parts):
             return None
-        round_trip, aggregate, plan = (p or 0.0 for p in parts)
-        return round_trip - node.handler_ms - aggregate - plan
+        round_trip, plan = (p or 0.0 for p in parts)
+        return round_trip - node.handler_ms - plan
 
     return {
         "client_plan": med("client_plan_ms"),
@@ -205,8 +205,10 @@ def _breakdown(answers: list[QueryAnswer], logs: dict[str, dict[str, NodeStages]
         "encode_encrypt_slowest_node": _median([n.encrypt_ms for n in nodes]),
         "node_handler_slowest": _median([n.handler_ms for n in nodes]),
         "transport_and_queueing": _median([transport(a, n) for a, n in zip(answers, nodes, strict=True)]),
-        "aggregate_coordinator": med("aggregate_ms"),
-        "decrypt": med("decrypt_ms"),
+        "client_verify": med("verify_ms"),  # each region's statement and ciphertext digest
+        "client_sum_decrypt": med("sum_decrypt_ms"),  # the client's own sum of the regions' ciphertexts
+        "receipts_verify_sum_decrypt": med("decrypt_ms"),  # everything the client does with the answer
+        "answer_ciphertext_bytes": med("answer_bytes"),
         "finish": med("finish_ms"),
     }
 

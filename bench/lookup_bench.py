@@ -222,22 +222,29 @@ class RecordingStub:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stub, name)
 
-    def Lookup(self, request: pb.LookupRequest, timeout: float | None = None) -> pb.QueryResponse:  # noqa: N802
-        reply: pb.QueryResponse = self._stub.Lookup(request, timeout=timeout)
-        t = reply.timings
+    def Lookup(self, request: pb.LookupRequest, timeout: float | None = None) -> Any:  # noqa: N802
+        parts = _Parts(self._stub.Lookup(request, timeout=timeout))
+        head = parts[0].head if parts and parts[0].HasField("head") else pb.QueryResponse()
+        t = head.timings
         record = {
-            "query_id": reply.query_id,
+            "query_id": head.query_id,
             "coordinator_plan_ms": t.plan_ms,
             "coordinator_fanout_ms": t.fanout_ms,
-            "coordinator_sum_ms": t.aggregate_ms,
             "request_bytes": float(request.ByteSize()),
-            "reply_bytes": float(reply.ByteSize()),
-            "reply_receipt_bytes": float(sum(r.ByteSize() for r in reply.receipts)),
-            "reply_ciphertexts": float(len(reply.ciphertexts)),
+            "reply_bytes": float(sum(p.ByteSize() for p in parts)),  # the head and every region's ciphertexts
+            "reply_receipt_bytes": float(sum(r.ByteSize() for r in head.receipts)),
+            "reply_ciphertexts": float(len(parts) - 1),
         }
         with self._lock:
             self.records.append(record)
-        return reply
+        return parts
+
+
+class _Parts(list[pb.AnswerPart]):
+    """A streamed answer read whole (so its size is known), handed on as the client reads a stream."""
+
+    def cancel(self) -> bool:
+        return False
 
 
 def instrument(client: FederationClient) -> tuple[RecordingStub, list[LookupAnswer]]:
@@ -279,14 +286,15 @@ def breakdown(answers: Sequence[LookupAnswer], records: Sequence[dict[str, Any]]
 
     rt = [a.timings["round_trip_ms"] for a in answers]
     coordinator = [
-        r["coordinator_plan_ms"] + r["coordinator_fanout_ms"] + r["coordinator_sum_ms"] for r in records
-    ]  # the coordinator's fan-out handler, from loading the context to the summed result
+        r["coordinator_plan_ms"] + r["coordinator_fanout_ms"] for r in records
+    ]  # the coordinator's fan-out handler, from loading the context to the regions' checked answers
     stages = {
         "client_check_seal_sign": [a.timings["seal_ms"] for a in answers],
         "coordinator_load_context": [r["coordinator_plan_ms"] for r in records],
-        "coordinator_sum": [r["coordinator_sum_ms"] for r in records],
-        "client_coordinator_transport_verify": [x - c for x, c in zip(rt, coordinator, strict=True)],
-        "client_receipts_decrypt_decode": [a.timings["decrypt_ms"] for a in answers],
+        "client_coordinator_transport": [x - c for x, c in zip(rt, coordinator, strict=True)],
+        "client_verify_statements_digests": [a.timings["verify_ms"] for a in answers],
+        "client_sum_decrypt": [a.timings["sum_decrypt_ms"] for a in answers],
+        "client_receipts_verify_sum_decrypt_decode": [a.timings["decrypt_ms"] for a in answers],
     }
     return {
         "median_ms": {k: med(v) for k, v in stages.items()},

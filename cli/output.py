@@ -86,16 +86,26 @@ def privacy_note(answer: QueryAnswer) -> str | None:
     if p.get("mode") != "dp":
         return None
     noise = ", ".join(f"{n['component']} ±{n['sd']:,.1f}" for n in p["noise"])
-    runs = int(p.get("runs", 1))
+    runs, bound = int(p.get("runs", 1)), int(p.get("max_runs", 1))
     spent = f"epsilon {p['epsilon'] * runs:g} (delta {p['delta'] * runs:g}) spent of your budget at each region"
     if runs > 1:
         spent += f" ({runs} runs after a region failed)"
     line = f"differentially private: {spent}; noise standard deviation: {noise}"
-    if not p.get("verified", True):
-        line += " (terms not checked: this profile pins no catalog with the regions' keys)"
+    if bound > runs:  # from the question as signed, not from the coordinator: no region answers a run beyond it
+        line += f"; at most {bound} runs (epsilon {p['epsilon'] * bound:g}) can be charged, the bound you signed"
     if answer.suppressed_groups:
         line += f"; {answer.suppressed_groups} group(s) with a noisy count under {p['threshold']} not shown"
     return line
+
+
+def verification_note(answer: QueryAnswer) -> str | None:
+    """One line when the answer could not be checked against the regions' own keys."""
+    if answer.verified:
+        return None
+    return (
+        "unverified: this profile pins no catalog, so the regions' signatures on the answer were not checked "
+        "(name the federation catalog in the profile: 'catalog: federation.yaml')"
+    )
 
 
 def render(answer: QueryAnswer, fmt: str) -> str:
@@ -111,7 +121,7 @@ def render(answer: QueryAnswer, fmt: str) -> str:
                 ["" if v is None else _json_default(v) if isinstance(v, Decimal | dt.date) else v for v in row]
             )
         return buf.getvalue().rstrip("\n")
-    notes = [n for n in (withheld_note(answer), privacy_note(answer)) if n]
+    notes = [n for n in (withheld_note(answer), privacy_note(answer), verification_note(answer)) if n]
     regions = regions_line(answer.answered, answer.missing)
     rows = ([_cell(v) for v in row] for row in answer.rows)
     return text_table(answer.columns, rows, after=[*notes, regions])

@@ -1,7 +1,9 @@
-"""The coordinator's handler: plan, fan out to every node with a deadline, sum the ciphertexts. No gRPC server here.
+"""The coordinator's handler: plan, fan out to every node with a deadline, gather the answers. No gRPC server here.
 
 The coordinator holds the catalog and the node directory, nothing secret: it sees SQL text, ciphertexts,
-which nodes answered and how long they took, never a value.
+which nodes answered and how long they took, never a value. It checks that each region's ciphertexts are well
+formed and are the ones the region signed, and relays them; the client adds them itself, so a coordinator that
+altered, added or left out a ciphertext would be caught there.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from federation import he, lookup_codec
+from federation import he, lookup_codec, statements
 from federation.catalog import Catalog
 from federation.envelope import VerifiedEnvelope
 from federation.errors import (
@@ -32,7 +34,7 @@ from federation.planner import sketch_query
 
 log = logging.getLogger("hpf.coordinator")
 
-MAX_RUNS = 3  # runs of one question: the first, then re-runs with the survivors (nodes allow as many by default)
+MAX_RUNS = 3  # runs of one question: the first, then re-runs with the survivors; never more than the asker signed
 MAX_DEADLINE_MS = 600_000  # a client may shorten the wait for the regions, not hold the coordinator forever
 TRANSPORT_CODES = {"NODE_TIMEOUT", "NODE_UNREACHABLE", "NODE_BAD_ANSWER", "NODE_UNWELL"}
 # A region that refuses or fails on *this query* fails the whole query: an answer silently short of a region
@@ -64,7 +66,7 @@ class MissingRegion:
 class FederatedAnswer:
     query_id: str
     fingerprint: str
-    ciphertexts: list[bytes]
+    ciphertexts: dict[str, list[bytes]]  # each answering region's ciphertexts, as it signed them
     answered: list[str]
     missing: list[MissingRegion]
     timings: dict[str, float] = field(default_factory=dict)
@@ -170,7 +172,7 @@ class FanOut:
         sealed: list[pb.SealedSubjects],
         deadline_ms: int = 0,
     ) -> FederatedAnswer:
-        """Route each region its sealed identifiers (opaque here) and sum the regions' encrypted facts."""
+        """Route each region its sealed identifiers (opaque here) and gather the regions' encrypted facts."""
         t0 = time.perf_counter()
         spec = question.envelope.lookup
         regions = list(spec.regions)
@@ -210,11 +212,12 @@ class FanOut:
         fingerprint: str,
         sizes: Sequence[int],
     ) -> FederatedAnswer:
-        """Send ``method`` to every region in ``node_ids`` as one run, and sum the answers of the layout ``sizes``.
+        """Send ``method`` to every region in ``node_ids`` as one run, and gather the answers of the layout ``sizes``.
 
         Every region masks its answer for exactly the run's participant set, so the sum is only meaningful
         when all of them answer. When some are down, late or broken, the survivors are asked again as a new
-        run (a smaller set, so a new run id: new masks, new noise); a region that refuses fails the question.
+        run (a smaller set, so a new run id: new masks, new noise), as often as the asker's signed bound on runs
+        allows; a region that refuses fails the question.
         """
         digest = he.context_digest(public_context)
         if digest != question.envelope.context_digest:
@@ -230,13 +233,13 @@ class FanOut:
         missing: list[MissingRegion] = []
         stats = {"fanout_ms": 0.0}  # the regions' own timings stay in their logs
         runs = 0
+        max_runs = min(MAX_RUNS, question.envelope.max_runs)  # every node refuses a run past the signed bound too
         while True:
             runs += 1
-            total = he.CiphertextSum(ctx, sizes)
             deadline = self._deadline(deadline_ms)  # each run waits as long: a re-run follows a region's timeout
             t_run = time.perf_counter()
             answers, lost = self._run(
-                participants, method, make_request, public_context, digest, deadline, fingerprint, total
+                participants, method, make_request, public_context, digest, deadline, fingerprint, ctx, sizes
             )
             stats["fanout_ms"] += (time.perf_counter() - t_run) * 1e3
             for m in lost:
@@ -254,12 +257,9 @@ class FanOut:
             missing.extend(lost)
             if not lost:
                 break
-            if not answers or runs >= MAX_RUNS:
+            if not answers or runs >= max_runs:
                 raise _no_region_answered(missing)
             participants = [n for n in participants if n in answers]  # the survivors, as a new run
-        t_fanout = time.perf_counter()
-        ciphertexts = total.result()
-        t_sum = time.perf_counter()
         log.info(
             "query %s: plan %s, %d region(s) answered, %d missing, %d run(s)",
             query_id,
@@ -271,17 +271,13 @@ class FanOut:
         return FederatedAnswer(
             query_id=query_id,
             fingerprint=fingerprint,
-            ciphertexts=ciphertexts,
+            ciphertexts={n: list(answers[n].ciphertexts) for n in participants},
             answered=participants,
             missing=missing,
             receipts=[answers[n].receipt for n in participants],
             statements=[answers[n].statement for n in participants],
             runs=runs,
-            timings={
-                "plan_ms": (t_plan - t0) * 1e3,
-                "aggregate_ms": (t_sum - t_fanout) * 1e3,
-                **stats,
-            },
+            timings={"plan_ms": (t_plan - t0) * 1e3, **stats},
         )
 
     def _run(
@@ -293,10 +289,10 @@ class FanOut:
         digest: str,
         deadline: float,
         fingerprint: str,
-        total: he.CiphertextSum,
+        ctx: Any,
+        sizes: Sequence[int],
     ) -> tuple[dict[str, Any], list[MissingRegion]]:
-        """One run: every participant asked with the set; the well-formed answers (added to ``total``), and
-        who failed."""
+        """One run: every participant asked with the set; the well-formed answers, and who failed."""
         futures = {}
         for node_id in participants:
             request = make_request(node_id, b"" if self._held.get((node_id, digest)) else public_context)
@@ -316,12 +312,21 @@ class FanOut:
                 lost.append(MissingRegion(node_id, "NODE_BAD_ANSWER", "the node answered a different plan"))
                 continue
             try:
-                total.add(list(response.ciphertexts))  # checks every ciphertext first: a bad answer is not added
+                _check_answer(ctx, response, sizes)
             except FederationError as err:
                 lost.append(MissingRegion(node_id, "NODE_BAD_ANSWER", err.message))
                 continue
             answers[node_id] = response
         return answers, lost
+
+
+def _check_answer(ctx: Any, response: Any, sizes: Sequence[int]) -> None:
+    """A region's answer is relayed only when its ciphertexts parse with the plan's shape and are the ones its
+    statement signs (the client checks the signature; a region that broke its own answer is named here)."""
+    he.check_ciphertexts(ctx, response.ciphertexts, sizes)
+    signed = statements.parse(response.statement)
+    if signed.ciphertexts != statements.ciphertexts_digest(response.ciphertexts):
+        raise PlanError("the region's ciphertexts are not the ones its statement signs", code="NODE_BAD_ANSWER")
 
 
 def _missing(node_id: str, err: grpc.RpcError) -> MissingRegion:

@@ -78,21 +78,21 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             )
         return question
 
-    def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
+    def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> Iterator[pb.AnswerPart]:
         def handle() -> FederatedAnswer:
             question = self._question(context, request.envelope, "query")
             return self._fanout.query(question, request.envelope, request.public_context, request.deadline_ms)
 
-        return _response(rpc.answer(context, log, "query", "COORDINATOR_INTERNAL", handle))
+        yield from answer_parts(rpc.answer(context, log, "query", "COORDINATOR_INTERNAL", handle))
 
-    def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
+    def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> Iterator[pb.AnswerPart]:
         def handle() -> FederatedAnswer:
             question = self._question(context, request.envelope, "lookup")
             return self._fanout.lookup(
                 question, request.envelope, request.public_context, list(request.sealed), request.deadline_ms
             )
 
-        return _response(rpc.answer(context, log, "lookup", "COORDINATOR_INTERNAL", handle))
+        yield from answer_parts(rpc.answer(context, log, "lookup", "COORDINATOR_INTERNAL", handle))
 
     def Explain(self, request: pb.ExplainRequest, context: grpc.ServicerContext) -> pb.ExplainResponse:
         def handle() -> pb.ExplainResponse:
@@ -112,11 +112,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return self._catalog
 
 
-def _response(answer: FederatedAnswer) -> pb.QueryResponse:
-    return pb.QueryResponse(
+def answer_parts(answer: FederatedAnswer) -> Iterator[pb.AnswerPart]:
+    """The answer as the client reads it: the head, then each region's ciphertexts, one per message."""
+    head = pb.QueryResponse(
         query_id=answer.query_id,
         plan_fingerprint=answer.fingerprint,
-        ciphertexts=answer.ciphertexts,
         answered=answer.answered,
         missing=[
             pb.RegionStatus(node_id=m.node_id, code=m.code, message=m.message, rule=m.rule, hint=m.hint)
@@ -126,6 +126,10 @@ def _response(answer: FederatedAnswer) -> pb.QueryResponse:
         receipts=answer.receipts,
         statements=answer.statements,
     )
+    yield pb.AnswerPart(head=head)
+    for node_id in answer.answered:
+        for chunk, blob in enumerate(answer.ciphertexts[node_id]):
+            yield pb.AnswerPart(ciphertext=pb.RegionCiphertext(node_id=node_id, chunk=chunk, ciphertext=blob))
 
 
 @dataclass

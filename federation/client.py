@@ -7,6 +7,7 @@ The client derives the plan itself from the catalog and checks that the coordina
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,8 @@ import grpc
 import numpy as np
 import yaml
 
-from federation import he, lookup_codec, statements
+from federation import answer_check, he, lookup_codec
+from federation.answer_check import StreamedAnswer
 from federation.audit_proto import check_receipt, check_still_logged, receipt_from_proto
 from federation.audit_records import Checkpoint, Receipt
 from federation.catalog import Catalog, load_catalog
@@ -57,6 +59,10 @@ class QueryAnswer:
     privacy: dict[str, Any] = field(default_factory=lambda: {"mode": "exact"})
     suppressed_groups: int = 0  # DP: groups whose noisy row count was below the threshold, not shown
     statements_verified: int = 0  # answer statements checked against the regions' audit keys
+    # the sum decrypted is the client's own of exactly what the regions signed, checked against the regions' keys
+    # from a pinned catalog; False without one (every check but the signatures is still made)
+    verified: bool = False
+    max_runs: int = 1  # the bound on runs signed into the question: at most this many runs charged at each region
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +73,8 @@ class QueryAnswer:
             "privacy": self.privacy,
             "suppressed_groups": self.suppressed_groups,
             "statements_verified": self.statements_verified,
+            "verified": self.verified,
+            "max_runs": self.max_runs,
         }
 
 
@@ -84,6 +92,7 @@ class LookupAnswer:
     timings: dict[str, float] = field(default_factory=dict)
     receipts: list[Receipt] = field(default_factory=list)
     receipts_verified: int = 0
+    verified: bool = False  # as QueryAnswer.verified (a screening: every one of its requests)
 
     @property
     def complete(self) -> bool:
@@ -136,6 +145,17 @@ LOOKUP_BATCH = 4550  # people per request: ten full ciphertexts of nine slots pe
 SEALED_BYTES_PER_REQUEST = 3 * 1024 * 1024  # a request's sealed copies stay well under the coordinator's 4 MiB
 
 
+@dataclass
+class Checked:
+    """What the client took from an answer once every check passed (see ``FederationClient._checked``)."""
+
+    terms: dict[str, Any]  # the privacy terms every region signed
+    runs: int  # which run of the question the regions answered
+    verified: bool  # the statements were checked against a pinned catalog's keys
+    slots: list[np.ndarray]  # the client's own sum of the regions' ciphertexts, decrypted, chunk by chunk
+    timings: dict[str, float]
+
+
 class FederationClient:
     def __init__(self, profile: ClientProfile, keys: he.ClientKeys | None = None) -> None:
         self.profile = profile
@@ -143,6 +163,7 @@ class FederationClient:
         self._channel = secure_channel(profile.coordinator, tls)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
         self._keys = keys
+        self._keys_lock = threading.Lock()
         self._catalog: Catalog | None = None
         self._signer: Signer | None = None
 
@@ -157,9 +178,11 @@ class FederationClient:
 
     @property
     def keys(self) -> he.ClientKeys:
-        if self._keys is None:
-            self._keys = he.ClientKeys.load_or_generate(self.profile.keys)
-        return self._keys
+        """This client's key pair, loaded (or made) once: a screening's parallel requests share it."""
+        with self._keys_lock:
+            if self._keys is None:
+                self._keys = he.ClientKeys.load_or_generate(self.profile.keys)
+            return self._keys
 
     @property
     def signer(self) -> Signer:
@@ -186,6 +209,7 @@ class FederationClient:
             operation=operation,
             purpose=self.profile.purpose if purpose is None else purpose,
             consent_ref=consent or "",
+            max_runs=self.profile.max_runs,
         )
 
     def explain(
@@ -222,21 +246,51 @@ class FederationClient:
                     fh.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
         return receipts, verified
 
-    def _statements(self, reply: pb.QueryResponse, signed: pb.SignedEnvelope) -> tuple[dict[str, Any], int, int]:
-        """The privacy terms every answering region signed for this run (checked against the pinned catalog's
-        audit keys when there is one), how many runs of the question the regions answered (at most), and how
-        many statements were so checked."""
+    def _checked(
+        self, keys: he.ClientKeys, answer: StreamedAnswer, signed: pb.SignedEnvelope, sizes: Sequence[int]
+    ) -> Checked:
+        """The privacy terms every answering region signed for this run, how many runs of the question the
+        regions answered (at most), whether the statements were checked against a pinned catalog's keys, and
+        the client's own sum of exactly the ciphertexts the regions signed, decrypted."""
+        t0 = time.perf_counter()
         envelope = pb.QueryEnvelope.FromString(signed.envelope)
-        keys = self._audit_keys()
-        checked = statements.verify(
-            reply.statements,
-            keys,
-            query_id=reply.query_id,
+        audit_keys = self._audit_keys()
+        checked = answer_check.check_regions(
+            answer,
+            audit_keys,
+            query_id=answer.head.query_id,
             context=envelope.context_digest,
-            answered=list(reply.answered),
-            check_signatures=bool(keys),
+            verify_signatures=bool(audit_keys),
         )
-        return checked[0].privacy, max(st.runs for st in checked), len(checked) if keys else 0
+        runs = max(st.runs for st in checked)
+        if runs > envelope.max_runs:
+            raise CryptoError(
+                "a region says it answered more runs of this question than it was signed for",
+                code="ANSWER_STATEMENT_INVALID",
+            )
+        t_checked = time.perf_counter()
+        slots = answer_check.decrypt_sum(keys, answer, sizes)
+        t_summed = time.perf_counter()
+        return Checked(
+            terms=checked[0].privacy,
+            runs=runs,
+            verified=bool(audit_keys),
+            slots=slots,
+            timings={
+                "verify_ms": (t_checked - t0) * 1e3,  # statements and the ciphertexts' digests
+                "sum_decrypt_ms": (t_summed - t_checked) * 1e3,  # the client's own sum of the regions' answers
+                "answer_bytes": float(sum(len(b) for blobs in answer.ciphertexts.values() for b in blobs)),
+            },
+        )
+
+    def _streamed(self, call: Any, chunks: int, regions: Sequence[str]) -> StreamedAnswer:
+        """Read a streamed answer (see :mod:`federation.answer_check`); the stream is cancelled on any failure."""
+        try:
+            return answer_check.read_answer(call, chunks, regions)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        finally:
+            call.cancel()
 
     def _audit_keys(self) -> dict[str, str | None]:
         """The regions' audit keys, from a catalog this profile pins; none from one the coordinator sent, since
@@ -340,6 +394,7 @@ class FederationClient:
             purpose=self.profile.purpose if purpose is None else purpose,
             consent_ref=consent or "",
             lookup=spec,
+            max_runs=self.profile.max_runs,
         )
         qid = query_id(signed)
         sealed = [pb.SealedSubjects(node_id=r, blob=one_time.seal(ids, region_keys[r], qid, r)) for r in regions]
@@ -350,12 +405,12 @@ class FederationClient:
             sealed=sealed,
         )
         t_sealed = time.perf_counter()
-        try:
-            reply = self._stub.Lookup(request, timeout=self.profile.timeout_s)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+        cells = len(regions) if by_city else 1
+        sizes = lookup_codec.chunk_sizes(len(ids), cells)
+        streamed = self._streamed(self._stub.Lookup(request, timeout=self.profile.timeout_s), len(sizes), regions)
+        reply = streamed.head
         t_rpc = time.perf_counter()
-        if reply.query_id != qid or not reply.answered or not set(reply.answered) <= set(regions):
+        if reply.query_id != qid or not reply.answered:
             raise CryptoError("the answer is for another question", code="ANSWER_CORRUPT")
         # regions may answer without some of those asked (a re-run with the survivors): each one left out must be
         # named missing, or an answer short of a region would pass for a complete one
@@ -364,7 +419,6 @@ class FederationClient:
                 "the answer does not say of every region asked whether it answered or is missing",
                 code="ANSWER_CORRUPT",
             )
-        cells = len(regions) if by_city else 1
         if not by_city and len(reply.answered) < min(2, len(regions)):
             raise UnavailableError(
                 f"only region {reply.answered[0]} answered: its figures would be that city's own, and a lookup "
@@ -375,13 +429,12 @@ class FederationClient:
         if reply.plan_fingerprint != lookup_codec.layout_fingerprint(len(ids), cells):
             raise CryptoError("the answer does not match the lookup's layout", code="CIPHERTEXT_SHAPE")
         receipts, verified = self._receipts(reply, signed)
-        if self._statements(reply, signed)[0].get("mode") != "exact":
+        got = self._checked(keys, streamed, signed, sizes)
+        if got.terms.get("mode") != "exact":
             raise CryptoError("a lookup's answer must be exact", code="ANSWER_STATEMENT_INVALID")
-        sizes = lookup_codec.chunk_sizes(len(ids), cells)
-        if len(reply.ciphertexts) != len(sizes):
-            raise CryptoError("the answer does not match the lookup's layout", code="CIPHERTEXT_SHAPE")
-        slots = np.concatenate([keys.decrypt(b, n) for b, n in zip(reply.ciphertexts, sizes, strict=True)])
+        slots = np.concatenate(got.slots)
         grid = lookup_codec.decode_facts(slots, subjects=len(ids), cells=cells)
+        lookup_codec.check_consistent(grid, answered=[regions.index(r) for r in reply.answered], by_city=by_city)
         t_dec = time.perf_counter()
         return LookupAnswer(
             facts=[_total(row) if len(row) > 1 else row[0] for row in grid],
@@ -395,11 +448,13 @@ class FederationClient:
             timings={
                 "seal_ms": (t_sealed - t0) * 1e3,
                 "round_trip_ms": (t_rpc - t_sealed) * 1e3,
-                "decrypt_ms": (t_dec - t_rpc) * 1e3,
+                "decrypt_ms": (t_dec - t_rpc) * 1e3,  # every check, the sum, the decryption and the decoding
                 "total_ms": (t_dec - t0) * 1e3,
+                **got.timings,
             },
             receipts=receipts,
             receipts_verified=verified,
+            verified=got.verified,
         )
 
     def screen(
@@ -450,6 +505,7 @@ class FederationClient:
             query_ids=[q for a in answers for q in a.query_ids],
             receipts=[r for a in answers for r in a.receipts],
             receipts_verified=sum(a.receipts_verified for a in answers),
+            verified=all(a.verified for a in answers),
         )
 
     def kept_receipts(self) -> list[Receipt]:
@@ -501,10 +557,11 @@ class FederationClient:
             public_context=keys.public_context(),
             deadline_ms=self.profile.deadline_ms if deadline_ms is None else deadline_ms,
         )
-        try:
-            reply = self._stub.Query(request, timeout=self.profile.timeout_s)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+        sizes = plan.layout.chunk_sizes
+        streamed = self._streamed(
+            self._stub.Query(request, timeout=self.profile.timeout_s), len(sizes), self.catalog.node_ids
+        )
+        reply = streamed.head
         t_rpc = time.perf_counter()
         if reply.query_id != query_id(signed):
             raise CryptoError("the answer is for another question", code="ANSWER_CORRUPT")
@@ -515,16 +572,14 @@ class FederationClient:
                 code="PLAN_MISMATCH",
                 hint="the client's catalog may differ from the coordinator's",
             )
-        sizes = plan.layout.chunk_sizes
-        if len(reply.ciphertexts) != len(sizes):
-            raise CryptoError("the answer does not match the plan's slot layout", code="CIPHERTEXT_SHAPE")
         if not reply.answered:
             raise CryptoError("the answer names no region", code="ANSWER_CORRUPT")
         accounted = sorted([*reply.answered, *(m.node_id for m in reply.missing)])
         if accounted != sorted(self.catalog.node_ids):  # a region silently left out of the sum would mislead
             raise CryptoError("the answer does not account for every region once", code="ANSWER_CORRUPT")
-        signed_terms, runs, statements_verified = self._statements(reply, signed)
-        decrypted = [keys.decrypt(blob, n) for blob, n in zip(reply.ciphertexts, sizes, strict=True)]
+        got = self._checked(keys, streamed, signed, sizes)
+        signed_terms, runs, checked, decrypted = got.terms, got.runs, got.verified, got.slots
+        max_runs = pb.QueryEnvelope.FromString(signed.envelope).max_runs
         t_dec = time.perf_counter()
         noisy = signed_terms.get("mode") == "dp"
         totals = decode_totals(plan, decrypted, len(reply.answered), noisy=noisy)
@@ -545,8 +600,9 @@ class FederationClient:
                 "epsilon": terms.epsilon,
                 "delta": terms.delta,
                 "threshold": terms.threshold,
-                "runs": runs,  # each run is a release the regions charged: epsilon * runs spent at each
-                "verified": statements_verified > 0,  # the terms were checked against the regions' keys
+                "runs": runs,  # which run of the question this answer is, as the regions signed it
+                "max_runs": max_runs,  # the signed bound: at most this many runs charged at each
+                "verified": checked,  # the terms were checked against the regions' keys
                 "noise": [
                     {"component": component_label(comp), "sd": noise.sd / 10**comp.scale}
                     for comp, noise in zip(plan.components, terms.components, strict=True)
@@ -563,9 +619,9 @@ class FederationClient:
             "finish_ms": (t_fin - t_dec) * 1e3,
             "coordinator_plan_ms": server.plan_ms,
             "fanout_ms": server.fanout_ms,
-            "aggregate_ms": server.aggregate_ms,
             "runs": float(server.runs),
             "total_ms": (t_fin - t0) * 1e3,
+            **got.timings,
         }
         return QueryAnswer(
             columns=finished.columns,
@@ -579,5 +635,7 @@ class FederationClient:
             receipts_verified=verified,
             privacy=privacy,
             suppressed_groups=suppressed,
-            statements_verified=statements_verified,
+            statements_verified=len(reply.statements) if checked else 0,
+            verified=checked,
+            max_runs=max_runs,
         )

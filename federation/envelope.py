@@ -8,7 +8,9 @@ anything, that
 - the signature covers the envelope, so the SQL, purpose, consent reference, time, nonce and the digest of the
   public HE context cannot be altered (a coordinator that swapped in its own key would fail here);
 - the envelope belongs to this federation and this operation (an "explain" envelope never runs a query);
-- it was issued within the time window (replays of an old envelope fail; the nonce store catches the rest).
+- it was issued within the time window (replays of an old envelope fail; the nonce store catches the rest);
+- it bounds how many runs of the question the regions may answer and charge (``max_runs``): a coordinator
+  cannot re-run it more often behind the asker's back.
 
 The query id is derived from the signed bytes, so the client, the coordinator and every node agree on it.
 """
@@ -47,6 +49,8 @@ DEFAULT_WINDOW_S = 300  # how far an envelope's time may be from a node's clock,
 MAX_ENVELOPE_BYTES = 1024 * 1024
 MAX_PURPOSE_CHARS = 64
 MAX_CONSENT_CHARS = 128
+MAX_RUNS = 16  # the most runs of one question an asker may allow (QueryEnvelope.max_runs)
+DEFAULT_MAX_RUNS = 2  # the first run, and one re-run with the survivors when a region fails
 
 
 def query_id(signed: pb.SignedEnvelope) -> str:
@@ -91,7 +95,10 @@ class Signer:
         now_ms: int | None = None,
         nonce: bytes | None = None,
         lookup: pb.LookupSpec | None = None,
+        max_runs: int = DEFAULT_MAX_RUNS,
     ) -> pb.SignedEnvelope:
+        if not 1 <= max_runs <= MAX_RUNS:
+            raise ConfigError(f"max_runs must be 1 to {MAX_RUNS}", code="CONFIG_INVALID")
         envelope = pb.QueryEnvelope(
             version=VERSION,
             operation=operation,
@@ -103,6 +110,7 @@ class Signer:
             context_digest=context_digest,
             federation=federation,
             lookup=lookup,
+            max_runs=max_runs,
         )
         data = envelope.SerializeToString(deterministic=True)
         signature = self._key.sign(SIGNING_PREFIX + data, ec.ECDSA(hashes.SHA256()))
@@ -227,6 +235,12 @@ class EnvelopeVerifier:
             raise _refuse("the question was signed for another federation", "AUTH_ENVELOPE_FEDERATION")
         if len(envelope.nonce) != NONCE_BYTES:
             raise _refuse("the question's nonce is malformed", "AUTH_ENVELOPE_MALFORMED")
+        if not 1 <= envelope.max_runs <= MAX_RUNS:
+            raise _refuse(
+                f"the question must bound its runs from 1 to {MAX_RUNS} (max_runs)",
+                "AUTH_ENVELOPE_MALFORMED",
+                "sign max_runs into the envelope (the hpf client does this)",
+            )
         if len(envelope.purpose) > MAX_PURPOSE_CHARS or len(envelope.consent_ref) > MAX_CONSENT_CHARS:
             raise _refuse("the purpose or consent reference is too long", "AUTH_ENVELOPE_MALFORMED")
         if envelope.HasField("lookup") != (operation == "lookup") or (

@@ -9,8 +9,10 @@ Who holds what:
 
 - the client makes a :class:`ClientKeys` (secret key inside), sends :meth:`ClientKeys.public_context` only;
 - nodes call :func:`load_public_context` then :func:`encrypt_slots`;
-- the coordinator calls :func:`load_public_context` then :func:`add_ciphertexts`;
-- only the client calls :meth:`ClientKeys.decrypt`.
+- the coordinator calls :func:`load_public_context` then :func:`check_ciphertexts` on each region's answer, and
+  relays it;
+- only the client calls :meth:`ClientKeys.decrypt_sum`: it adds the regions' ciphertexts itself, so what it
+  decrypts is exactly the sum of what the regions signed.
 """
 
 from __future__ import annotations
@@ -91,9 +93,17 @@ class ClientKeys:
         return self._public
 
     def decrypt(self, ciphertext: bytes, expected_size: int) -> np.ndarray:
-        """Decrypt one aggregated ciphertext into signed slot values."""
+        """Decrypt one ciphertext into signed slot values."""
         vec = _load_vector(self._context, ciphertext, expected_size)
         return np.asarray(vec.decrypt(), dtype=np.int64)
+
+    def decrypt_sum(self, answers: Sequence[Sequence[bytes]], chunk_sizes: Sequence[int]) -> list[np.ndarray]:
+        """Add several parties' answers (each one ciphertext per chunk of ``chunk_sizes``) and decrypt the sum,
+        chunk by chunk, into signed slot values."""
+        total = CiphertextSum(self._context, chunk_sizes)
+        for blobs in answers:
+            total.add(blobs)
+        return [np.asarray(v.decrypt(), dtype=np.int64) for v in total.vectors()]
 
     def __repr__(self) -> str:  # never show key material
         return f"ClientKeys(public_digest={context_digest(self._public)[:12]})"
@@ -200,6 +210,22 @@ def _load_vector(ctx: ts.Context, blob: bytes, expected_size: int) -> ts.BFVVect
     return vec
 
 
+def check_ciphertexts(ctx: ts.Context, blobs: Sequence[bytes], chunk_sizes: Sequence[int]) -> None:
+    """Refuse an answer whose ciphertexts are not one per chunk, each parsing under ``ctx`` with its chunk's
+    slot count (CIPHERTEXT_SHAPE, CIPHERTEXT_INVALID, CIPHERTEXT_TOO_LARGE)."""
+    _shape(blobs, chunk_sizes)
+    for blob, n in zip(blobs, chunk_sizes, strict=True):
+        _load_vector(ctx, blob, n)
+
+
+def _shape(blobs: Sequence[bytes], chunk_sizes: Sequence[int]) -> None:
+    if len(blobs) != len(chunk_sizes):
+        raise CryptoError(
+            f"an answer holds {len(blobs)} ciphertexts where the plan lays out {len(chunk_sizes)}",
+            code="CIPHERTEXT_SHAPE",
+        )
+
+
 class CiphertextSum:
     """Running homomorphic sum of several parties' answers, chunk by chunk.
 
@@ -214,11 +240,7 @@ class CiphertextSum:
         self.parties = 0
 
     def add(self, blobs: Sequence[bytes]) -> None:
-        if len(blobs) != len(self._sizes):
-            raise CryptoError(
-                f"an answer holds {len(blobs)} ciphertexts where the plan lays out {len(self._sizes)}",
-                code="CIPHERTEXT_SHAPE",
-            )
+        _shape(blobs, self._sizes)
         vectors = [_load_vector(self._ctx, b, n) for b, n in zip(blobs, self._sizes, strict=True)]
         if self._acc is None:
             self._acc = vectors
@@ -227,7 +249,10 @@ class CiphertextSum:
                 acc += vec
         self.parties += 1
 
-    def result(self) -> list[bytes]:
+    def vectors(self) -> list[ts.BFVVector]:
         if self._acc is None:
             raise CryptoError("nothing to add", code="CIPHERTEXT_MISSING")
-        return [bytes(v.serialize()) for v in self._acc]
+        return self._acc
+
+    def result(self) -> list[bytes]:
+        return [bytes(v.serialize()) for v in self.vectors()]

@@ -8,6 +8,7 @@ tls: {ca: pki/ca.pem, cert: pki/people/caseworker.pem, key: pki/people/caseworke
 # identity: {cert: ..., key: ...}       # the certificate that signs questions (default: the TLS one)
 # purpose: loan-review                  # purpose code sent when the command line gives none
 # receipts: receipts.jsonl              # where the regions' audit receipts are kept (inclusion checks)
+# max_runs: 2                           # runs of one question the regions may answer and charge (1 to 16)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from federation.config_files import load_model, resolve_path
+from federation.envelope import DEFAULT_MAX_RUNS, MAX_RUNS
 from federation.tls import PartySettings
 
 
@@ -42,6 +44,9 @@ class ClientProfile(PartySettings):
     identity: SigningIdentity | None = None
     purpose: str = Field(default="", max_length=64)
     receipts: Path | None = Field(default=Path("receipts.jsonl"), validate_default=True)
+    # signed into every question: the first run, then re-runs with the survivors when a region fails, each
+    # charged by the regions; nodes refuse a run past it, so a coordinator cannot spend more behind the asker
+    max_runs: int = Field(default=DEFAULT_MAX_RUNS, ge=1, le=MAX_RUNS)
 
     @field_validator("catalog", "keys", "receipts")
     @classmethod

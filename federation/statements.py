@@ -16,6 +16,7 @@ re-run with survivors is a new release, charged again).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,15 @@ class Statement:
             "runs": self.runs,
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def ciphertexts_digest(ciphertexts: Sequence[bytes]) -> str:
+    """What a region signs of the ciphertexts it sends (and writes in its audit entry): SHA-256 over each
+    one's SHA-256, in slot order. The client checks each region's ciphertexts against it before adding them."""
+    digest = hashlib.sha256()
+    for blob in ciphertexts:
+        digest.update(hashlib.sha256(blob).digest())
+    return digest.hexdigest()
 
 
 def canonical_terms(privacy: Mapping[str, Any]) -> bytes:

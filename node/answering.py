@@ -122,7 +122,7 @@ class AnsweringNode:
         table = asked_table(envelope.sql, self.catalog)
         check_asker(self.policy, table, asker, envelope.purpose, bool(envelope.consent_ref), party=self.node_id)
         # a replay costs no binding either (recorded only once the question is admitted, in _spend)
-        self.replay.check(envelope.nonce, request.participants or None, self.policy.secure_aggregation.max_runs)
+        self.replay.check(envelope.nonce, request.participants or None, self._max_runs(envelope))
         if request.plan_fingerprint != sketch_query(envelope.sql, self.catalog).fingerprint:
             raise PlanError(
                 "the coordinator's plan differs from the plan this node derives from the signed SQL",
@@ -141,6 +141,11 @@ class AnsweringNode:
         )
         return Admission(verified=verified, plan=plan, decision=decision)
 
+    def _max_runs(self, envelope: pb.QueryEnvelope) -> int:
+        """How many runs of this question this node answers: its policy's bound, and never more than the asker
+        signed (so a coordinator cannot re-run a question, and spend the asker's budget, behind its back)."""
+        return min(self.policy.secure_aggregation.max_runs, envelope.max_runs)
+
     def _spend(self, verified: VerifiedEnvelope, people: int = 0, run: Run | None = None) -> int:
         """Refuse a replay, count the question against the asker's rate limits, remember its nonce.
 
@@ -153,7 +158,7 @@ class AnsweringNode:
         signer, envelope = verified.signer, verified.envelope
         role = signer.role or ""
         participants = run.participants if run is not None else None
-        max_runs = self.policy.secure_aggregation.max_runs
+        max_runs = self._max_runs(envelope)
         if self.replay.check(envelope.nonce, participants, max_runs):
             return self.replay.record(
                 envelope.nonce, envelope.issued_at_ms / 1000.0, participants=participants, max_runs=max_runs

@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from federation import statements
 from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
 from federation.engine import Abandon
 from federation.errors import AuditError
@@ -35,7 +36,7 @@ from node.answering import Admission
 from node.executor import PartialResult
 from node.lookup_answers import LookupAnswering
 from node.privacy import signed_terms
-from node.trail import Trail, ciphertexts_digest
+from node.trail import Trail
 
 
 class NodeHandler(LookupAnswering):
@@ -80,7 +81,7 @@ class NodeHandler(LookupAnswering):
                 if charged is not None:
                     charged()
                 raise
-            trail.ciphertext = ciphertexts_digest(result.ciphertexts)
+            trail.ciphertext = statements.ciphertexts_digest(result.ciphertexts)
             return self._signed(result, run, verified.envelope.context_digest, trail.ciphertext, signed, runs)
 
         return self._answer(trail, work, started)

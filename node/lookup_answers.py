@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from federation import he
+from federation import he, statements
 from federation.envelope import VerifiedEnvelope
 from federation.errors import FederationError, PlanError
 from federation.generated import hpf_federation_pb2 as pb
@@ -19,7 +19,7 @@ from federation.sealing import subject_tags
 from node.answering import AnsweringNode
 from node.executor import PartialResult
 from node.privacy import signed_terms
-from node.trail import Trail, ciphertexts_digest
+from node.trail import Trail
 from policies.engine import Asker, check_lookup
 
 log = logging.getLogger("hpf.node")
@@ -134,7 +134,7 @@ class LookupAnswering(AnsweringNode):
             pieces = self._protector().mask(run, np.split(slots, np.cumsum(sizes)[:-1]))
             ciphertexts = [he.encrypt_slots(ctx, piece) for piece in pieces]
             done = time.perf_counter()
-            trail.ciphertext = ciphertexts_digest(ciphertexts)
+            trail.ciphertext = statements.ciphertexts_digest(ciphertexts)
             log.info(  # this region's own timings stay in its log
                 "lookup %s answered: %d ciphertext(s), scan_ms=%.2f encrypt_ms=%.2f",
                 request.query_id[:12],

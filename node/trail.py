@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass
 
 
@@ -50,11 +49,3 @@ class Trail:
             if value is not None:
                 entry[name] = value
         return entry
-
-
-def ciphertexts_digest(ciphertexts: list[bytes]) -> str:
-    """What the audit entry says of the ciphertexts sent: SHA-256 over each one's SHA-256."""
-    digest = hashlib.sha256()
-    for blob in ciphertexts:
-        digest.update(hashlib.sha256(blob).digest())
-    return digest.hexdigest()

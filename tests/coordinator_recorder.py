@@ -42,22 +42,36 @@ class CoordinatorRecorder(grpc.ServerInterceptor, grpc.UnaryUnaryClientIntercept
 
     def __init__(self) -> None:
         self.received: list[Received] = []
-        self.replies: list[Any] = []  # what the coordinator answered the client
+        self.replies: list[Any] = []  # what the coordinator answered the client (each part of a streamed answer)
         self.node_requests: list[tuple[str, Any]] = []  # what the coordinator asked nodes
         self._lock = threading.Lock()
 
     # -- the coordinator's server: everything a client sends it, byte for byte
     def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
         handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
             return handler
-        method, inner, parse = details.method, handler.unary_unary, handler.request_deserializer
+        method, parse = details.method, handler.request_deserializer
 
         def deserialize(data: bytes) -> Any:
             message = parse(data) if parse is not None else data
             with self._lock:
                 self.received.append(Received("client", method, message, bytes(data)))
             return message
+
+        if handler.unary_stream is not None:  # a streamed answer: every part it sends is kept
+            streamed = handler.unary_stream
+
+            def parts(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                for part in streamed(request, context):
+                    with self._lock:
+                        self.replies.append(part)
+                    yield part
+
+            return grpc.unary_stream_rpc_method_handler(
+                parts, request_deserializer=deserialize, response_serializer=handler.response_serializer
+            )
+        inner = handler.unary_unary
 
         def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
             reply = inner(request, context)
@@ -68,6 +82,12 @@ class CoordinatorRecorder(grpc.ServerInterceptor, grpc.UnaryUnaryClientIntercept
         return grpc.unary_unary_rpc_method_handler(
             behaviour, request_deserializer=deserialize, response_serializer=handler.response_serializer
         )
+
+    @property
+    def heads(self) -> list[Any]:
+        """The heads of the streamed answers the coordinator sent (who answered, statements, timings)."""
+        with self._lock:
+            return [r.head for r in self.replies if hasattr(r, "head") and r.HasField("head")]
 
     # -- the coordinator's channels to the nodes: every answer (or error status) a node sends back
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:

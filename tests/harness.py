@@ -129,11 +129,14 @@ class Federation:
         finally:
             con.close()
 
-    def sign(self, keys: ClientKeys, sql: str, person: str = "caseworker") -> pb.SignedEnvelope:
-        """A question signed by ``person`` for ``keys``' public context, as the client library would sign it."""
+    def sign(self, keys: ClientKeys, sql: str, person: str = "caseworker", max_runs: int = 2) -> pb.SignedEnvelope:
+        """A question signed by ``person`` for ``keys``' public context, as the client library would sign it
+        (allowing ``max_runs`` runs of it)."""
         people = self.pki_dir / "people"
         signer = Signer.from_files(people / f"{person}.pem", people / f"{person}.key")
-        return signer.sign(sql=sql, context_digest=context_digest(keys.public_context()), federation="test")
+        return signer.sign(
+            sql=sql, context_digest=context_digest(keys.public_context()), federation="test", max_runs=max_runs
+        )
 
     def wait_for_regions(self) -> None:
         """After restarts: the coordinator's channels to every region are connected again."""

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class QueryEnvelope(_message.Message):
-    __slots__ = ("version", "operation", "sql", "purpose", "consent_ref", "issued_at_ms", "nonce", "context_digest", "federation", "lookup")
+    __slots__ = ("version", "operation", "sql", "purpose", "consent_ref", "issued_at_ms", "nonce", "context_digest", "federation", "lookup", "max_runs")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class QueryEnvelope(_message.Message):
     CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     FEDERATION_FIELD_NUMBER: _ClassVar[int]
     LOOKUP_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNS_FIELD_NUMBER: _ClassVar[int]
     version: int
     operation: str
     sql: str
@@ -28,7 +29,8 @@ class QueryEnvelope(_message.Message):
     context_digest: str
     federation: str
     lookup: LookupSpec
-    def __init__(self, version: _Optional[int] = ..., operation: _Optional[str] = ..., sql: _Optional[str] = ..., purpose: _Optional[str] = ..., consent_ref: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., context_digest: _Optional[str] = ..., federation: _Optional[str] = ..., lookup: _Optional[_Union[LookupSpec, _Mapping]] = ...) -> None: ...
+    max_runs: int
+    def __init__(self, version: _Optional[int] = ..., operation: _Optional[str] = ..., sql: _Optional[str] = ..., purpose: _Optional[str] = ..., consent_ref: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., context_digest: _Optional[str] = ..., federation: _Optional[str] = ..., lookup: _Optional[_Union[LookupSpec, _Mapping]] = ..., max_runs: _Optional[int] = ...) -> None: ...
 
 class LookupSpec(_message.Message):
     __slots__ = ("subjects", "seal_public_key", "regions", "breakdown", "subjects_commitment")
@@ -87,22 +89,19 @@ class RegionStatus(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., rule: _Optional[str] = ..., hint: _Optional[str] = ...) -> None: ...
 
 class StageTimings(_message.Message):
-    __slots__ = ("plan_ms", "fanout_ms", "aggregate_ms", "runs")
+    __slots__ = ("plan_ms", "fanout_ms", "runs")
     PLAN_MS_FIELD_NUMBER: _ClassVar[int]
     FANOUT_MS_FIELD_NUMBER: _ClassVar[int]
-    AGGREGATE_MS_FIELD_NUMBER: _ClassVar[int]
     RUNS_FIELD_NUMBER: _ClassVar[int]
     plan_ms: float
     fanout_ms: float
-    aggregate_ms: float
     runs: int
-    def __init__(self, plan_ms: _Optional[float] = ..., fanout_ms: _Optional[float] = ..., aggregate_ms: _Optional[float] = ..., runs: _Optional[int] = ...) -> None: ...
+    def __init__(self, plan_ms: _Optional[float] = ..., fanout_ms: _Optional[float] = ..., runs: _Optional[int] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("query_id", "plan_fingerprint", "ciphertexts", "answered", "missing", "timings", "receipts", "statements")
+    __slots__ = ("query_id", "plan_fingerprint", "answered", "missing", "timings", "receipts", "statements")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
-    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
     ANSWERED_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
@@ -110,13 +109,30 @@ class QueryResponse(_message.Message):
     STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     plan_fingerprint: str
-    ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
     answered: _containers.RepeatedScalarFieldContainer[str]
     missing: _containers.RepeatedCompositeFieldContainer[RegionStatus]
     timings: StageTimings
     receipts: _containers.RepeatedCompositeFieldContainer[AuditReceipt]
     statements: _containers.RepeatedCompositeFieldContainer[AnswerStatement]
-    def __init__(self, query_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., answered: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[_Union[RegionStatus, _Mapping]]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., receipts: _Optional[_Iterable[_Union[AuditReceipt, _Mapping]]] = ..., statements: _Optional[_Iterable[_Union[AnswerStatement, _Mapping]]] = ...) -> None: ...
+    def __init__(self, query_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., answered: _Optional[_Iterable[str]] = ..., missing: _Optional[_Iterable[_Union[RegionStatus, _Mapping]]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., receipts: _Optional[_Iterable[_Union[AuditReceipt, _Mapping]]] = ..., statements: _Optional[_Iterable[_Union[AnswerStatement, _Mapping]]] = ...) -> None: ...
+
+class AnswerPart(_message.Message):
+    __slots__ = ("head", "ciphertext")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    head: QueryResponse
+    ciphertext: RegionCiphertext
+    def __init__(self, head: _Optional[_Union[QueryResponse, _Mapping]] = ..., ciphertext: _Optional[_Union[RegionCiphertext, _Mapping]] = ...) -> None: ...
+
+class RegionCiphertext(_message.Message):
+    __slots__ = ("node_id", "chunk", "ciphertext")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    chunk: int
+    ciphertext: bytes
+    def __init__(self, node_id: _Optional[str] = ..., chunk: _Optional[int] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
 
 class AnswerStatement(_message.Message):
     __slots__ = ("node_id", "statement", "signature")

@@ -35,10 +35,10 @@ class CoordinatorStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Query = channel.unary_unary(
+        self.Query = channel.unary_stream(
                 '/hpf.v1.Coordinator/Query',
                 request_serializer=federation_dot_generated_dot_hpf__federation__pb2.QueryRequest.SerializeToString,
-                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.QueryResponse.FromString,
+                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.FromString,
                 _registered_method=True)
         self.Explain = channel.unary_unary(
                 '/hpf.v1.Coordinator/Explain',
@@ -55,10 +55,10 @@ class CoordinatorStub:
                 request_serializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
                 response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
                 _registered_method=True)
-        self.Lookup = channel.unary_unary(
+        self.Lookup = channel.unary_stream(
                 '/hpf.v1.Coordinator/Lookup',
                 request_serializer=federation_dot_generated_dot_hpf__federation__pb2.LookupRequest.SerializeToString,
-                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.QueryResponse.FromString,
+                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.FromString,
                 _registered_method=True)
 
 
@@ -67,7 +67,9 @@ class CoordinatorServicer:
     """
 
     def Query(self, request, context):
-        """Run one federated aggregate query. The answer is encrypted under the client's key.
+        """Run one federated aggregate query. The answer is encrypted under the client's key: a head (who answered,
+        each region's signed statement and receipt), then every answering region's ciphertexts, one per message.
+        The client checks each region's ciphertexts against its signed digest and adds them itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,8 +98,9 @@ class CoordinatorServicer:
 
     def Lookup(self, request, context):
         """Federation-wide facts about people, whose identifiers are sealed to each region: the coordinator routes
-        the sealed blobs and sums the encrypted answers; it never sees an identifier. One person (a caseworker's
-        lookup) or many at once (an integrator's screening); the answer is laid out by lookup_layout.
+        the sealed blobs and relays the encrypted answers; it never sees an identifier. One person (a caseworker's
+        lookup) or many at once (an integrator's screening); the answer is laid out by lookup_layout and streamed
+        as Query's is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,10 +109,10 @@ class CoordinatorServicer:
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Query': grpc.unary_unary_rpc_method_handler(
+            'Query': grpc.unary_stream_rpc_method_handler(
                     servicer.Query,
                     request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.QueryRequest.FromString,
-                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.QueryResponse.SerializeToString,
+                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.SerializeToString,
             ),
             'Explain': grpc.unary_unary_rpc_method_handler(
                     servicer.Explain,
@@ -126,10 +129,10 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.FromString,
                     response_serializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.SerializeToString,
             ),
-            'Lookup': grpc.unary_unary_rpc_method_handler(
+            'Lookup': grpc.unary_stream_rpc_method_handler(
                     servicer.Lookup,
                     request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.LookupRequest.FromString,
-                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.QueryResponse.SerializeToString,
+                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -154,12 +157,12 @@ class Coordinator:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
             '/hpf.v1.Coordinator/Query',
             federation_dot_generated_dot_hpf__federation__pb2.QueryRequest.SerializeToString,
-            federation_dot_generated_dot_hpf__federation__pb2.QueryResponse.FromString,
+            federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.FromString,
             options,
             channel_credentials,
             insecure,
@@ -262,12 +265,12 @@ class Coordinator:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
             '/hpf.v1.Coordinator/Lookup',
             federation_dot_generated_dot_hpf__federation__pb2.LookupRequest.SerializeToString,
-            federation_dot_generated_dot_hpf__federation__pb2.QueryResponse.FromString,
+            federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.FromString,
             options,
             channel_credentials,
             insecure,

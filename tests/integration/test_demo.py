@@ -31,7 +31,9 @@ def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
     within = [float(line.split("within ")[1].split(" sd")[0]) for line in out.splitlines() if "; within " in line]
     assert len(within) == 2 and all(0 <= w <= 6 for w in within)
     assert out.count("differentially private: epsilon 1 (delta 1e-08) spent of your budget at each region") == 2
-    assert "noise standard deviation: COUNT(*) ±" in out and "SUM(outstanding_fen) ±" in out
+    flowing = " ".join(out.split())  # notes under a table wrap at its width
+    assert "noise standard deviation: COUNT(*) ±" in flowing and "SUM(outstanding_fen) ±" in flowing
+    assert flowing.count("at most 2 runs (epsilon 2) can be charged, the bound you signed") == 2
     # the explained DP question: what it costs, before it is asked
     assert "What the analyst's next question would cost" in out and "3 of 3 region(s) would answer" in out
     assert "answer: DP: epsilon 1 per answer, 30 of 30 left this month" in out

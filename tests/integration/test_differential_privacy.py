@@ -23,9 +23,11 @@ from typing import Any
 
 import grpc
 import harness
+import lying_coordinator as lie
 import numpy as np
 import pytest
 import yaml
+from streamed import collect
 
 from federation import he, skellam, statements
 from federation.client import QueryAnswer
@@ -106,6 +108,8 @@ PEOPLE = (
     ("cw_explain", "caseworker", None),
     ("cw_unbounded", "caseworker", None),
     ("cw_rerun", "caseworker", None),
+    ("cw_silent1", "caseworker", None),
+    ("cw_silent2", "caseworker", None),
     ("analyst", "analyst", None),
 )
 WIDE = "SELECT district, COUNT(*) AS n, SUM(amount) AS total FROM claims GROUP BY district ORDER BY district"
@@ -180,6 +184,7 @@ def test_the_answer_states_epsilon_and_the_noise_of_every_component(
         "delta": DELTA,
         "threshold": 0,
         "runs": 1,
+        "max_runs": 2,  # the bound the client signed (the profile's default)
         "verified": True,
         "noise": stated_noise(plan, terms),
     }
@@ -219,12 +224,12 @@ def test_the_noise_is_unbiased_with_the_stated_sd_in_every_cell(fed: harness.Fed
     terms = terms_of(fed, WIDE)
     with fed.client(keys=keys, person="cw_direct") as c:
         signed = c.sign(WIDE)
-        reply = c._stub.Query(
-            pb.QueryRequest(envelope=signed, public_context=keys.public_context()), timeout=RPC_TIMEOUT_S
+        reply, blobs = collect(
+            c._stub.Query(pb.QueryRequest(envelope=signed, public_context=keys.public_context()), timeout=RPC_TIMEOUT_S)
         )
     assert sorted(reply.answered) == list(NODES) and reply.timings.runs == 1
-    decrypted = [keys.decrypt(b, n) for b, n in zip(reply.ciphertexts, plan.layout.chunk_sizes, strict=True)]
-    noisy = decode_totals(plan, decrypted, 4, noisy=True)
+    summed = keys.decrypt_sum([blobs[n] for n in reply.answered], plan.layout.chunk_sizes)
+    noisy = decode_totals(plan, summed, 4, noisy=True)
     assert sorted(noisy) == list(range(plan.layout.cells))  # every cell
     exact = decode_totals(plan, chunks(encode_partials(plan, fed.clamped_oracle(plan.node_sql()))), 1)
     assert {cell_key(plan, cell) for cell in exact} == {r[0] for r in fed.oracle(WIDE)}
@@ -500,3 +505,31 @@ def test_one_region_refusing_an_unbounded_dp_question_fails_the_question(tmp_pat
     with harness.federation(tmp_path, TABLES, three, policy=policies) as f, f.client(keys=keys) as c:
         err = harness.refusal(lambda: c.query("SELECT SUM(score) FROM claims"))
     assert err.code == "DP_UNBOUNDED"
+
+
+def test_a_coordinator_spends_no_more_runs_than_the_asker_signed(
+    fed: harness.Federation, keys: he.ClientKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A coordinator that re-runs a DP question behind the asker's back (each time over one region fewer, as a
+    re-run after a failure looks) charges at most the runs the asker signed: every region refuses a run past the
+    bound, and the answer states that bound."""
+    for person, bound in (("cw_silent1", 1), ("cw_silent2", 2)):
+        with lie.rerunning(monkeypatch, extra_runs=2) as refused, fed.client(keys=keys, person=person) as c:
+            c.profile.max_runs = bound
+            answer = c.query(COUNT)
+        assert answer.privacy["mode"] == "dp" and answer.privacy["runs"] == 1 and answer.max_runs == bound
+        charged = spent(fed, keys, person)
+        assert all(charged[n] <= bound * EPSILON for n in NODES), charged
+        # the first silent re-run (without n3) is within a bound of 2 and charged there; beyond it, refused
+        assert charged == {n: (2.0 if bound == 2 and n != "n3" else 1.0) * EPSILON for n in NODES}, charged
+        assert refused == ["AUTH_REPLAY"] * (3 - bound), refused
+        note = privacy_note_of(answer)
+        assert (f"at most {bound} runs" in note) == (bound > 1), note
+
+
+def privacy_note_of(answer: Any) -> str:
+    from cli.output import privacy_note
+
+    line = privacy_note(answer)
+    assert line is not None
+    return line

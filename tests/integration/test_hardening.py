@@ -33,6 +33,7 @@ from typing import Any
 import grpc
 import harness
 import pytest
+from streamed import collect
 
 from federation import he
 from federation.envelope import Signer, query_id
@@ -186,7 +187,7 @@ def ask_coordinator(
     request = pb.QueryRequest(envelope=_signed(fed, keys, sql, person, purpose), public_context=keys.public_context())
     with secure_channel(f"127.0.0.1:{fed.coordinator.port}", _tls(fed, person)) as channel:
         try:
-            return pb_grpc.CoordinatorStub(channel).Query(request, timeout=RPC_TIMEOUT_S), None
+            return collect(pb_grpc.CoordinatorStub(channel).Query(request, timeout=RPC_TIMEOUT_S))[0], None
         except grpc.RpcError as err:
             return None, from_rpc_error(err)
 

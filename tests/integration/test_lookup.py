@@ -26,10 +26,12 @@ from typing import Any
 import duckdb
 import grpc
 import harness
+import lying_coordinator as lie
 import numpy as np
 import numpy.typing as npt
 import pytest
 import yaml
+from streamed import Stream, collect, stream
 
 import federation.client
 from federation import he, statements
@@ -384,7 +386,9 @@ def run_statements(responses: Sequence[pb.PartialResponse]) -> list[statements.S
 
 def rpc_code(call: Callable[[], object]) -> str:
     with pytest.raises(grpc.RpcError) as info:
-        call()
+        out = call()
+        if isinstance(out, grpc.Call):  # a streamed answer fails as it is read
+            list(out)  # type: ignore[call-overload]
     return from_rpc_error(info.value).code
 
 
@@ -787,7 +791,7 @@ class SubsetCoordinator:
     ) -> None:
         self.node_stubs, self.participants, self.missing = node_stubs, list(participants), list(missing)
 
-    def Lookup(self, request: pb.LookupRequest, timeout: float | None = None) -> pb.QueryResponse:  # noqa: N802
+    def Lookup(self, request: pb.LookupRequest, timeout: float | None = None) -> Stream:  # noqa: N802
         qid = query_id(request.envelope)
         blobs = {s.node_id: s.blob for s in request.sealed}
         responses = [
@@ -803,18 +807,15 @@ class SubsetCoordinator:
             )
             for n in self.participants
         ]
-        total = he.CiphertextSum(he.load_public_context(request.public_context), [9])
-        for response in responses:
-            total.add(list(response.ciphertexts))
-        return pb.QueryResponse(
+        head = pb.QueryResponse(
             query_id=qid,
             plan_fingerprint=responses[0].plan_fingerprint,
-            ciphertexts=total.result(),
             answered=self.participants,
             missing=[pb.RegionStatus(node_id=n, code="NODE_UNREACHABLE", message="down") for n in self.missing],
             receipts=[r.receipt for r in responses],
             statements=[r.statement for r in responses],
         )
+        return stream(head, {n: list(r.ciphertexts) for n, r in zip(self.participants, responses, strict=True)})
 
 
 def test_a_region_left_out_of_the_sum_is_named_missing(
@@ -917,9 +918,9 @@ def test_a_lookup_envelope_is_no_query_and_a_query_envelope_no_lookup(
     for what, call, code in cases:
         assert rpc_code(call) == code, what
     # the lookup itself, sent as it should be, is answered
-    reply = coordinator_stub.Lookup(sealed(lookup.signed), timeout=t)
+    reply, blobs = collect(coordinator_stub.Lookup(sealed(lookup.signed), timeout=t))
     assert sorted(reply.answered) == sorted(NODES) and reply.query_id == lookup.qid
-    slots = keys.decrypt(reply.ciphertexts[0], 9)
+    (slots,) = keys.decrypt_sum([blobs[n] for n in reply.answered], [9])
     assert decode_facts(slots, subjects=1, cells=1)[0][0] == oracle_facts(fed.oracle, [pid])[pid]
 
 
@@ -946,7 +947,7 @@ def test_the_coordinator_wants_one_blob_for_each_region_named(
         code = rpc_code(functools.partial(coordinator_stub.Lookup, request(blobs, signed), timeout=RPC_TIMEOUT_S))
         assert code == "LOOKUP_MALFORMED"
     assert audit_sizes(fed) == before  # refused before any region saw it
-    reply = coordinator_stub.Lookup(request(lookup.blobs), timeout=RPC_TIMEOUT_S)
+    reply, _ = collect(coordinator_stub.Lookup(request(lookup.blobs), timeout=RPC_TIMEOUT_S))
     assert sorted(reply.answered) == sorted(NODES[1:])
 
 
@@ -961,24 +962,23 @@ def test_asking_only_some_regions_is_a_breakdown(
     pid = population.planted[2]
     context = keys.public_context()
 
-    def ask(regions: Sequence[str], purpose: str = "loan-review") -> pb.QueryResponse:
+    def ask(regions: Sequence[str], purpose: str = "loan-review") -> tuple[pb.QueryResponse, list[np.ndarray]]:
         lookup = seal_lookup(fed, keys, [pid], regions, purpose=purpose)
         sealed = [pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()]
         request = pb.LookupRequest(envelope=lookup.signed, public_context=context, sealed=sealed)
-        reply: pb.QueryResponse = coordinator_stub.Lookup(request, timeout=RPC_TIMEOUT_S)
-        return reply
+        reply, blobs = collect(coordinator_stub.Lookup(request, timeout=RPC_TIMEOUT_S))
+        return reply, keys.decrypt_sum([blobs[n] for n in reply.answered], [9])
 
     for regions in (["hangzhou"], ["shanghai", "nanjing"], ["shanghai", "hangzhou", "nanjing"]):
         assert rpc_code(functools.partial(ask, regions)) == "POLICY_BREAKDOWN_DENIED", regions
     # every region, or every one but the caseworker's home (shanghai), is a federation-wide answer
     for regions in (NODES, ["hangzhou", "nanjing", "suzhou"]):
-        reply = ask(regions)
+        reply, _ = ask(regions)
         assert sorted(reply.answered) == sorted(regions)
     # where a per-city answer is allowed, so is asking some regions only
     some = ["shanghai", "hangzhou", "nanjing"]
-    reply = ask(some, purpose="account-transfer")
+    reply, (slots,) = ask(some, purpose="account-transfer")
     assert sorted(reply.answered) == sorted(some) and list(reply.missing) == [] and reply.timings.runs == 1
-    slots = keys.decrypt(reply.ciphertexts[0], 9)
     assert decode_facts(slots, subjects=1, cells=1)[0][0] == oracle_facts(over(fed, some), [pid])[pid]
     # but not fewer regions than a region sums its answer with: each one refuses to be summed over so few
     for regions in (["hangzhou"], ["shanghai", "nanjing"]):
@@ -986,7 +986,7 @@ def test_asking_only_some_regions_is_a_breakdown(
         sealed = [pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()]
         request = pb.LookupRequest(envelope=lookup.signed, public_context=context, sealed=sealed)
         with pytest.raises(grpc.RpcError) as info:
-            coordinator_stub.Lookup(request, timeout=RPC_TIMEOUT_S)
+            list(coordinator_stub.Lookup(request, timeout=RPC_TIMEOUT_S))
         err = from_rpc_error(info.value)
         assert err.code == "POLICY_TOO_FEW_PARTICIPANTS", regions
         assert err.rule == f"{regions[0]}: secure_aggregation.min_participants"
@@ -1087,11 +1087,11 @@ def test_a_region_that_is_down_is_missing_and_the_others_answer(
         lookup = seal_lookup(fed, keys, [pid], purpose="account-transfer")
         sealed = [pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()]
         request = pb.LookupRequest(envelope=lookup.signed, public_context=keys.public_context(), sealed=sealed)
-        reply = coordinator_stub.Lookup(request, timeout=RPC_TIMEOUT_S)
+        reply, blobs = collect(coordinator_stub.Lookup(request, timeout=RPC_TIMEOUT_S))
         assert reply.timings.runs == 2 and reply.query_id == lookup.qid
         assert sorted(reply.answered) == sorted(others)
         assert [(m.node_id, m.code) for m in reply.missing] == [("nanjing", "NODE_UNREACHABLE")]
-        slots = keys.decrypt(reply.ciphertexts[0], 9)
+        (slots,) = keys.decrypt_sum([blobs[n] for n in reply.answered], [9])
         assert decode_facts(slots, subjects=1, cells=1)[0][0] == expected
         signed = [statements.parse(s) for s in reply.statements]
         assert sorted(s.node for s in signed) == sorted(others)
@@ -1277,3 +1277,24 @@ def test_one_region_answering_alone_is_not_shown_as_a_total(small: harness.Feder
         ("account-transfer", "allowed", "hangzhou,shanghai"),
         ("account-transfer", "allowed", "shanghai"),
     ]
+
+
+def test_a_coordinator_cannot_flip_a_screening(
+    fed: harness.Federation, keys: he.ClientKeys, population: Population, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack a red team ran: holding the client's public context, the coordinator added an encryption of its
+    own to one region's answer and turned a person without a loan into one with open loans in two cities. The
+    client adds the regions' answers itself, each checked against the digest its region signed: a lookup and a
+    screening both refuse the altered answer, whichever region's answer was altered, and never show it."""
+    clean = [p for p in population.closed_only if oracle_facts(fed.oracle, [p])[p].loan_cities == 0]
+    pid, other = clean[0], population.planted[0]
+    two_cities = 2 << 27  # loan_cities sits at bit 27 of a person's first slot (lookup_codec)
+    with fed.client(keys=keys, person="bank") as bank:
+        assert not bank.lookup([pid], **REVIEW).facts[0].duplicate_loans
+        for node in NODES:
+            with lie.lying(monkeypatch, lie.add_to(keys.public_context(), node, two_cities)):
+                assert refusal(lambda: bank.lookup([pid], **REVIEW), pid).code == "ANSWER_CIPHERTEXT_MISMATCH"
+                err = refusal(lambda: bank.screen([pid, other], **REVIEW), pid, other)
+                assert err.code == "ANSWER_CIPHERTEXT_MISMATCH", node
+        answer = bank.screen([pid, other], **REVIEW)
+    assert [f.duplicate_loans for f in answer.facts] == [False, True] and answer.verified

@@ -28,6 +28,7 @@ import pytest
 import tenseal as ts
 import yaml
 from coordinator_recorder import recording
+from streamed import collect
 
 from federation import he
 from federation.client import FederationClient
@@ -257,7 +258,7 @@ def coordinator_stub(fed: harness.Federation) -> Iterator[pb_grpc.CoordinatorStu
 
 def wire_refusal(stub: pb_grpc.CoordinatorStub, request: pb.QueryRequest) -> tuple[grpc.RpcError, FederationError]:
     with pytest.raises(grpc.RpcError) as info:
-        stub.Query(request, timeout=RPC_TIMEOUT_S)
+        list(stub.Query(request, timeout=RPC_TIMEOUT_S))
     return info.value, from_rpc_error(info.value)
 
 
@@ -318,8 +319,8 @@ def test_coordinator_keeps_serving_after_refusals(
     for case in PLAN_REFUSALS.values():
         wire_refusal(coordinator_stub, query_request(fed, client_keys, case.sql))
     wire_refusal(coordinator_stub, query_request(fed, client_keys, VALID_SQL, public_context=b"garbage"))
-    reply = coordinator_stub.Query(query_request(fed, client_keys, VALID_SQL), timeout=RPC_TIMEOUT_S)
-    assert list(reply.answered) == fed.node_ids and len(reply.ciphertexts) == 1
+    reply, blobs = collect(coordinator_stub.Query(query_request(fed, client_keys, VALID_SQL), timeout=RPC_TIMEOUT_S))
+    assert list(reply.answered) == fed.node_ids and all(len(blobs[n]) == 1 for n in fed.node_ids)
     with fed.client() as client:
         answer = client.query(VALID_SQL)
     assert rows_as_tuples(answer.rows) == fed.oracle(VALID_SQL)
@@ -377,7 +378,7 @@ def test_oversized_request_is_resource_exhausted(
     rpc_error, err = wire_refusal(coordinator_stub, oversized)
     assert rpc_error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert isinstance(err, RequestTooLarge)
-    reply = coordinator_stub.Query(query_request(fed, client_keys, VALID_SQL), timeout=RPC_TIMEOUT_S)
+    reply, _ = collect(coordinator_stub.Query(query_request(fed, client_keys, VALID_SQL), timeout=RPC_TIMEOUT_S))
     assert list(reply.answered) == fed.node_ids
 
 
@@ -419,7 +420,7 @@ def test_dead_node_is_listed_missing_and_the_rest_sums_exactly(monkeypatch: pyte
         assert rows_as_tuples(answer.rows) == oracle_without(fed, {"n1"}, VALID_SQL)
         assert rows_as_tuples(answer.rows) != fed.oracle(VALID_SQL)  # n1's rows really are left out
         # the survivors had masked against n1 in the first run; they were asked again, as a run of their own
-        assert recorder.replies[-1].timings.runs == 2 and answer.statements_verified == 2
+        assert recorder.heads[-1].timings.runs == 2 and answer.statements_verified == 2
         for node_id in answer.answered:
             assert [p for _, p in logged_runs(fed, node_id)] == ["n0,n1,n2", "n0,n2"]
 
@@ -460,7 +461,7 @@ def test_slow_node_times_out_and_the_rest_sums_exactly(monkeypatch: pytest.Monke
         assert rows_as_tuples(answer.rows) != fed.oracle(VALID_SQL)  # n2's rows really are left out
         # the first run's sum would not cancel without n2's masks: the survivors answered a second run, the
         # same signed question (one nonce) under a smaller participant set
-        assert recorder.replies[-1].timings.runs == 2 and answer.statements_verified == 2
+        assert recorder.heads[-1].timings.runs == 2 and answer.statements_verified == 2
         for node_id in answer.answered:
             (nonce, first), (again, second) = logged_runs(fed, node_id)[-2:]
             assert nonce == again and (first, second) == ("n0,n1,n2", "n0,n1")
@@ -565,7 +566,8 @@ def test_coordinator_refuses_a_connection_without_client_certificate(
     address = f"127.0.0.1:{fed.coordinator.port}"
     with grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca)) as channel:
         with pytest.raises(grpc.RpcError) as info:
-            pb_grpc.CoordinatorStub(channel).Query(query_request(fed, client_keys, VALID_SQL), timeout=RPC_TIMEOUT_S)
+            stub = pb_grpc.CoordinatorStub(channel)
+            list(stub.Query(query_request(fed, client_keys, VALID_SQL), timeout=RPC_TIMEOUT_S))
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 

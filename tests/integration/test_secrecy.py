@@ -421,10 +421,13 @@ def test_coordinator_only_ever_holds_ciphertexts(
                     assert np.count_nonzero(centred(got)[:-1]) >= got.size - 2
                 else:
                     assert centred(got).tolist() == want.tolist()
-        # the summed answers it returned are ciphertexts too
-        for reply in coordinator_view.replies:
-            for blob in getattr(reply, "ciphertexts", ()):
-                ts.bfv_vector_from(coordinator_ctx, blob)
+        # the regions' answers it relayed are ciphertexts too, each exactly as a region sent it
+        sent = {blob for r in answers for blob in r.message.ciphertexts}
+        parts = [r for r in coordinator_view.replies if isinstance(r, pb.AnswerPart)]
+        relayed = [r.ciphertext.ciphertext for r in parts if r.HasField("ciphertext")]
+        assert relayed and set(relayed) <= sent
+        for blob in relayed:
+            ts.bfv_vector_from(coordinator_ctx, blob)
 
         # and every request it sent a node carried the client's signed question untouched, and its context;
         # every question was one run over all the regions
@@ -584,7 +587,7 @@ def test_ciphertext_with_foreign_parameters_is_a_bad_answer(
         assert [tuple(r) for r in answer.rows] == oracle_without(fed, "n1", SUM_SQL)
         assert [tuple(r) for r in answer.rows] != fed.oracle(SUM_SQL)  # n1's rows really are left out
         # n0 and n2 had masked against n1: the coordinator dropped n1 and asked them again as a run of two
-        assert coordinator_view.replies[-1].timings.runs == 2 and answer.statements_verified == 2
+        assert coordinator_view.heads[-1].timings.runs == 2 and answer.statements_verified == 2
 
 
 def test_ciphertext_under_another_key_pair_never_gives_a_silent_wrong_answer(

@@ -23,8 +23,10 @@ from typing import Any
 
 import grpc
 import harness
+import lying_coordinator as lie
 import numpy as np
 import pytest
+from streamed import collect
 from uniformity import CHI2_LIMIT, chi_square_uniform
 
 import coordinator.fanout
@@ -305,13 +307,16 @@ def test_a_region_down_is_left_out_by_a_re_run_with_the_survivors(tmp_path: Path
                 assert json.loads(receipt.entry)["participants"] == ",".join(survivors)
             # the client does not pass the run count on (QueryAnswer.timings has no "runs"): ask the coordinator
             signed = c.sign(GROUPED)
-            reply = c._stub.Query(
-                pb.QueryRequest(envelope=signed, public_context=keys.public_context()), timeout=RPC_TIMEOUT_S
+            reply, blobs = collect(
+                c._stub.Query(
+                    pb.QueryRequest(envelope=signed, public_context=keys.public_context()), timeout=RPC_TIMEOUT_S
+                )
             )
         assert reply.timings.runs == 2
         assert list(reply.answered) == list(survivors) and [m.node_id for m in reply.missing] == ["n3"]
         plan = plan_query(GROUPED, f.catalog)
-        totals = decode_totals(plan, decrypt(keys, plan, reply.ciphertexts), 3)
+        summed = keys.decrypt_sum([blobs[n] for n in reply.answered], plan.layout.chunk_sizes)
+        totals = decode_totals(plan, summed, 3)
         assert [tuple(r) for r in finish(plan, totals).rows] == rows_of(f, GROUPED, survivors)
         # every survivor answered that question twice, for the full set and then for the survivors
         for node in survivors:
@@ -323,8 +328,10 @@ def test_a_region_down_is_left_out_by_a_re_run_with_the_survivors(tmp_path: Path
         f.wait_for_regions()
         with f.client(keys=keys) as c:
             signed = c.sign(VALID)
-            reply = c._stub.Query(
-                pb.QueryRequest(envelope=signed, public_context=keys.public_context()), timeout=RPC_TIMEOUT_S
+            reply, _ = collect(
+                c._stub.Query(
+                    pb.QueryRequest(envelope=signed, public_context=keys.public_context()), timeout=RPC_TIMEOUT_S
+                )
             )
         assert reply.timings.runs == 1 and sorted(reply.answered) == list(NODES)
         assert_serves(f, keys)
@@ -350,9 +357,10 @@ def test_without_exact_subsets_an_exact_question_waits_for_every_region(tmp_path
 def test_replay_rules_for_re_runs(
     fed: harness.Federation, keys: he.ClientKeys, stubs: dict[str, pb_grpc.NodeStub]
 ) -> None:
-    """The re-run rules of one signed question at one node (exact subsets allowed here, so only they apply)."""
+    """The re-run rules of one signed question at one node (exact subsets allowed here, so only they apply); the
+    question allows more runs than the node's policy (max_runs 3), so the policy's bound is the one met."""
     node = stubs["n0"]
-    signed = fed.sign(keys, VALID)
+    signed = fed.sign(keys, VALID, max_runs=16)
 
     def request(participants: Sequence[str]) -> pb.PartialRequest:
         return partial_request(fed, keys, signed, VALID, participants)
@@ -374,7 +382,7 @@ def test_replay_rules_for_re_runs(
 def test_a_restarted_node_remembers_its_runs_and_still_answers_a_new_strict_subset(
     fed: harness.Federation, keys: he.ClientKeys
 ) -> None:
-    signed = fed.sign(keys, GROUPED)
+    signed = fed.sign(keys, GROUPED, max_runs=3)
     plan = plan_query(GROUPED, fed.catalog)
 
     def request(participants: Sequence[str]) -> pb.PartialRequest:
@@ -480,66 +488,25 @@ def test_the_client_refuses_a_statement_the_coordinator_tampered_with(
     assert_serves(fed, keys)
 
 
-class _Dropping:
-    """A CiphertextSum that silently leaves out the ``which``-th answer added to it (0: the first)."""
-
-    def __init__(self, inner: he.CiphertextSum, which: int) -> None:
-        self.inner, self.which, self.added = inner, which, 0
-
-    def add(self, blobs: Sequence[bytes]) -> None:
-        self.added += 1
-        if self.added - 1 != self.which:
-            self.inner.add(blobs)
-
-    def result(self) -> list[bytes]:
-        return self.inner.result()
-
-
-def _sum_dropping(monkeypatch: pytest.MonkeyPatch, which: int) -> None:
-    honest_run: Callable[..., Any] = coordinator.fanout.FanOut._run
-
-    def dropping(self: coordinator.fanout.FanOut, *args: Any) -> Any:
-        *rest, total = args
-        return honest_run(self, *rest, _Dropping(total, which))
-
-    monkeypatch.setattr(coordinator.fanout.FanOut, "_run", dropping)
-
-
 def test_a_sum_missing_a_participant_it_claims_is_refused(
     fed: harness.Federation, keys: he.ClientKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the coordinator leaves n0's ciphertext out of the sum but relays its statement and receipt
-    _sum_dropping(monkeypatch, 0)
-    with fed.client(keys=keys) as c, pytest.raises(FederationError) as info:
-        c.query(GROUPED)
+    # the coordinator leaves n0's ciphertexts out but relays its statement and receipt
+    with lie.lying(monkeypatch, lie.without_ciphertexts("n0")), fed.client(keys=keys) as c:
+        with pytest.raises(FederationError) as info:
+            c.query(GROUPED)
     assert info.value.code == "ANSWER_CORRUPT", info.value
-    monkeypatch.undo()
     assert_serves(fed, keys)
 
 
 def test_a_sum_leaving_out_a_region_that_answered_the_run_is_refused(
     fed: harness.Federation, keys: he.ClientKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # n3 answered the run over all four, but the coordinator sums only the others and says n3 did not answer:
+    # n3 answered the run over all four, but the coordinator relays only the others and says n3 did not answer:
     # the others' statements name a set the sum does not hold, so their masks cannot have cancelled
-    _sum_dropping(monkeypatch, 3)
-    honest_query = coordinator.fanout.FanOut.query
-
-    def short(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> coordinator.fanout.FederatedAnswer:
-        answer = honest_query(self, *args, **kwargs)
-        assert answer.answered == list(NODES)
-        answer.answered, answer.statements, answer.receipts = (
-            answer.answered[:3],
-            answer.statements[:3],
-            answer.receipts[:3],
-        )
-        answer.missing = [coordinator.fanout.MissingRegion("n3", "NODE_UNREACHABLE", "the region cannot be reached")]
-        return answer
-
-    monkeypatch.setattr(coordinator.fanout.FanOut, "query", short)
-    with fed.client(keys=keys) as c, pytest.raises(FederationError) as info:
-        c.query(GROUPED)
+    with lie.lying(monkeypatch, lie.called_missing("n3")):
+        with fed.client(keys=keys) as c, pytest.raises(FederationError) as info:
+            c.query(GROUPED)
     assert info.value.code == "ANSWER_STATEMENT_INVALID", info.value
     assert "masks would not cancel" in info.value.message
-    monkeypatch.undo()
     assert_serves(fed, keys)

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from federation import pki, revocation
 from federation.audit_log import AuditLog
-from federation.envelope import EnvelopeVerifier, Signer, query_id
+from federation.envelope import SIGNING_PREFIX, EnvelopeVerifier, Signer, query_id
 from federation.errors import AuthError, ConfigError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.revocation import RevocationList
@@ -80,6 +82,7 @@ def _altered(signed: pb.SignedEnvelope, **changes: object) -> pb.SignedEnvelope:
         {"context_digest": "cd" * 32},
         {"operation": "explain"},
         {"issued_at_ms": 1},
+        {"max_runs": 16},  # a coordinator that would run the question more often than the asker allowed
     ],
 )
 def test_any_alteration_breaks_the_signature(fed: pki.FederationFiles, change: dict[str, object]) -> None:
@@ -256,3 +259,21 @@ def test_refreshing_the_list_keeps_its_entries(fed: pki.FederationFiles, tmp_pat
     after = x509.load_pem_x509_crl((ca_dir / revocation.CRL_FILE).read_bytes())
     assert [e.serial_number for e in after] == [e.serial_number for e in before]
     assert after.next_update_utc is not None and after.next_update_utc >= before.next_update_utc  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("max_runs", [0, 17, 1 << 31])
+def test_a_question_must_bound_its_runs(fed: pki.FederationFiles, max_runs: int) -> None:
+    """A question signed with no bound on its runs (0, as an older client would send) or past the most any asker
+    may allow is refused, however validly signed."""
+    s = signer_for(fed["people"]["alice"])
+    env = pb.QueryEnvelope.FromString(sign(s).envelope)
+    env.max_runs = max_runs
+    data = env.SerializeToString(deterministic=True)
+    signature = s._key.sign(SIGNING_PREFIX + data, ec.ECDSA(hashes.SHA256()))
+    signed = pb.SignedEnvelope(envelope=data, signature=signature, signer_certificate=sign(s).signer_certificate)
+    with pytest.raises(AuthError) as err:
+        verifier(fed).verify(signed, operation="query")
+    assert err.value.code == "AUTH_ENVELOPE_MALFORMED" and "max_runs" in err.value.message
+    with pytest.raises(ConfigError):
+        sign(s, max_runs=max_runs)
+    assert verifier(fed).verify(sign(s, max_runs=16), operation="query").envelope.max_runs == 16

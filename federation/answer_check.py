@@ -1,0 +1,110 @@
+"""What a client checks of a streamed answer before it trusts a number of it.
+
+The coordinator relays; it does not vouch. An answer arrives as a head (who answered, who is missing, each
+answering region's signed statement and audit receipt) followed by each answering region's ciphertexts, one per
+message, in the head's order of regions and each region's chunks in slot order. The client:
+
+1. reads the stream strictly in that order, and no further than the layout allows (:func:`read_answer`), so a
+   coordinator can neither slip in an extra ciphertext nor make the client read without end;
+2. checks every answering region's statement: one run of this question, under this client's key, with exactly
+   the regions that answered as participants, signed by the region's audit key from a pinned catalog
+   (:func:`federation.statements.verify`);
+3. checks each region's ciphertexts against the digest that region signed, so one added to, replaced, reordered
+   or taken from another question or run is refused;
+4. adds the ciphertexts itself and decrypts the sum (:meth:`federation.he.ClientKeys.decrypt_sum`).
+
+The pairwise masks still hide each region's partial from the client: one region's ciphertext decrypts to noise;
+only the sum over the whole participant set is a number.
+
+Without a pinned catalog the keys that would check the statements come from the coordinator itself, so every
+check but the signatures is still made and the answer says it is *unverified*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from federation import he, statements
+from federation.errors import CryptoError
+from federation.generated import hpf_federation_pb2 as pb
+from federation.statements import Statement
+
+
+def _corrupt(message: str) -> CryptoError:
+    return CryptoError(message, code="ANSWER_CORRUPT", hint="the coordinator or a region is misbehaving")
+
+
+@dataclass
+class StreamedAnswer:
+    """An answer as read off the stream: the head, and each answering region's ciphertexts."""
+
+    head: pb.QueryResponse
+    ciphertexts: dict[str, list[bytes]]
+
+
+def read_answer(parts: Iterable[pb.AnswerPart], chunks: int, regions: Iterable[str]) -> StreamedAnswer:
+    """The head, then exactly ``chunks`` ciphertexts of each answering region, in order.
+
+    ``regions`` are those the client asked: an answer naming another, or one twice, is refused before any
+    ciphertext is read, and no more ciphertexts are read than those regions can send.
+    """
+    stream = iter(parts)
+    first = next(stream, None)
+    if first is None or first.WhichOneof("part") != "head":
+        raise _corrupt("the answer does not begin with its head")
+    head = first.head
+    answered = list(head.answered)
+    asked = set(regions)
+    if len(set(answered)) != len(answered) or not set(answered) <= asked:
+        raise _corrupt("the answer names a region twice, or one that was not asked")
+    expected = [(node_id, chunk) for node_id in answered for chunk in range(chunks)]
+    blobs: dict[str, list[bytes]] = {node_id: [] for node_id in answered}
+    received = 0
+    for part in stream:
+        if part.WhichOneof("part") != "ciphertext" or received >= len(expected):
+            raise _corrupt("the answer carries more than one ciphertext per chunk of each region that answered")
+        c = part.ciphertext
+        if (c.node_id, c.chunk) != expected[received]:
+            raise _corrupt("the answer's ciphertexts are not in the order of its regions and their chunks")
+        blobs[c.node_id].append(c.ciphertext)
+        received += 1
+    if received != len(expected):
+        raise _corrupt("the answer is missing ciphertexts of a region it says answered")
+    return StreamedAnswer(head=head, ciphertexts=blobs)
+
+
+def check_regions(
+    answer: StreamedAnswer,
+    audit_keys: Mapping[str, str | None],
+    *,
+    query_id: str,
+    context: str,
+    verify_signatures: bool,
+) -> list[Statement]:
+    """Every answering region's statement (signatures checked when ``verify_signatures``), and its ciphertexts
+    exactly the ones it signed."""
+    head = answer.head
+    checked = statements.verify(
+        head.statements,
+        audit_keys,
+        query_id=query_id,
+        context=context,
+        answered=list(head.answered),
+        check_signatures=verify_signatures,
+    )
+    for st in checked:
+        if st.ciphertexts != statements.ciphertexts_digest(answer.ciphertexts[st.node]):
+            raise CryptoError(
+                f"region {st.node}'s ciphertexts are not the ones it signed: altered on the way",
+                code="ANSWER_CIPHERTEXT_MISMATCH",
+                hint="the coordinator is misbehaving; ask again, and tell the federation operator if it repeats",
+            )
+    return checked
+
+
+def decrypt_sum(keys: he.ClientKeys, answer: StreamedAnswer, chunk_sizes: Sequence[int]) -> list[np.ndarray]:
+    """The client's own sum of the answering regions' (checked) ciphertexts, decrypted chunk by chunk."""
+    return keys.decrypt_sum([answer.ciphertexts[n] for n in answer.head.answered], chunk_sizes)
