@@ -55,6 +55,7 @@ from node.server import RunningNode, start_node
 
 OPEN_POLICY = Path(__file__).parent / "fixtures" / "policies" / "open.yaml"
 OPEN_LOOKUPS_POLICY = OPEN_POLICY.with_name("open-lookups.yaml")  # open.yaml plus identifier equality filters
+FEDERATION = "test"  # the catalog's name, which the CA names too: servers are coordinator.test, <id>.node.test
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Federation:
         """A question signed by ``person`` for ``keys``' public context, as the client library would sign it."""
         people = self.pki_dir / "people"
         signer = Signer.from_files(people / f"{person}.pem", people / f"{person}.key")
-        return signer.sign(sql=sql, context_digest=context_digest(keys.public_context()), federation="test")
+        return signer.sign(sql=sql, context_digest=context_digest(keys.public_context()), federation=FEDERATION)
 
     def wait_for_regions(self) -> None:
         """After restarts: the coordinator's channels to every region are connected again."""
@@ -240,7 +241,7 @@ def federation(
     """
     node_ids = list(node_rows)
     pki_dir = root / "pki"
-    init_federation(pki_dir, node_ids, clients=people)
+    init_federation(pki_dir, node_ids, federation=FEDERATION, clients=people)
     audit_keys, agreement_keys = {}, {}
     for n in node_ids:  # each node's audit key goes into the catalog, so clients verify every receipt
         with AuditLog.open(root / "state" / n / "audit", n, fsync=False) as log:
@@ -248,7 +249,7 @@ def federation(
         # and its agreement key, which lookups seal identifiers to
         agreement_keys[n] = AgreementKey.load_or_create(root / "state" / n).public_b64()
     catalog_doc = {
-        "federation": "test",
+        "federation": FEDERATION,
         "nodes": [
             {"id": n, "address": "127.0.0.1:1", "audit_key": audit_keys[n], "agreement_key": agreement_keys[n]}
             for n in node_ids
