@@ -26,7 +26,7 @@ from federation.pki import FederationFiles, init_federation
 from federation.regions import first_regions
 from federation.sealing import AgreementKey
 from federation.synth import generate_node
-from federation.tls import TlsConfig, secure_channel
+from federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
 from policies import DEFAULT_POLICY
 
 Progress = Callable[[str], None]
@@ -247,9 +247,9 @@ def _spawn(layout: DemoLayout, name: str, args: list[str], port: int) -> Party:
     return Party(name=name, process=proc, port=port, log=log_path)
 
 
-def _wait_serving(party: Party, tls: TlsConfig, timeout_s: float) -> None:
+def _wait_serving(party: Party, tls: TlsConfig, server_name: str | None, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    with secure_channel(f"127.0.0.1:{party.port}", tls) as channel:
+    with secure_channel(f"127.0.0.1:{party.port}", tls, server_name=server_name) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if party.process.poll() is not None:
@@ -287,7 +287,7 @@ def running_parties(layout: DemoLayout, progress: Progress, timeout_s: float = 6
                 )
             )
         for party in parties:
-            _wait_serving(party, probe, timeout_s)
+            _wait_serving(party, probe, node_target(probe, party.name), timeout_s)
             progress(f"node {party.name} serving on 127.0.0.1:{party.port} (mTLS)")
         coordinator = _spawn(
             layout,
@@ -296,7 +296,8 @@ def running_parties(layout: DemoLayout, progress: Progress, timeout_s: float = 6
             layout.ports["coordinator"],
         )
         parties.append(coordinator)
-        _wait_serving(coordinator, TlsConfig.model_validate(layout.tls("people/caseworker")), timeout_s)
+        caseworker = TlsConfig.model_validate(layout.tls("people/caseworker"))
+        _wait_serving(coordinator, caseworker, coordinator_target(caseworker), timeout_s)
         progress(f"coordinator serving on 127.0.0.1:{coordinator.port} (mTLS)")
         yield parties
     finally:

@@ -48,7 +48,7 @@ from federation.he import ClientKeys, context_digest
 from federation.pki import init_federation
 from federation.profile import ClientProfile
 from federation.sealing import AgreementKey
-from federation.tls import TlsConfig, secure_channel
+from federation.tls import TlsConfig, node_target, secure_channel
 from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
 from node.server import RunningNode, start_node
@@ -168,7 +168,10 @@ class Federation:
         """Stubs holding the coordinator's certificate: what a compromised coordinator can send each node."""
         pki = self.pki_dir
         tls = TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
-        channels = {n: secure_channel(f"127.0.0.1:{node.port}", tls) for n, node in self.nodes.items()}
+        channels = {
+            n: secure_channel(f"127.0.0.1:{node.port}", tls, server_name=node_target(tls, n))
+            for n, node in self.nodes.items()
+        }
         try:
             yield {n: pb_grpc.NodeStub(ch) for n, ch in channels.items()}
         finally:

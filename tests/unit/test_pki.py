@@ -294,6 +294,10 @@ def test_the_ca_names_its_federation_and_each_server(fed: pki.FederationFiles) -
     for files, name in [(fed["coordinator"], "coordinator.test"), (fed["nodes"]["hangzhou"], "hangzhou.node.test")]:
         san = _cert(files.cert).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert san.get_values_for_type(x509.DNSName)[0] == name
+    config = _config(fed["people"]["alice"])
+    assert tls.coordinator_target(config) == "coordinator.test"
+    assert tls.node_target(config, "shanghai") == "shanghai.node.test"
+    assert tls.coordinator_target(None) is None and tls.node_target(None, "shanghai") is None  # insecure
 
 
 @pytest.mark.parametrize("name", ["test", "yrd-demo", "my-federation", "hpf.example.org", "a" * 63, "x1.y-2"])
@@ -335,6 +339,37 @@ def test_a_new_ca_needs_the_federation_name_and_a_kept_one_must_match(tmp_path: 
         pki.init_federation(tmp_path, ["hangzhou"], federation="prod")
     assert info.value.code == "PKI_FEDERATION_MISMATCH" and "--force" in str(info.value)
     assert pki.init_federation(tmp_path, ["hangzhou"], federation="prod", force=True)["federation"] == "prod"
+
+
+def test_a_ca_made_before_federation_names_is_refused_everywhere_with_the_fix(tmp_path: Path) -> None:
+    old = _old_ca(tmp_path / "pki")
+    leaf = _unnamed_leaf(old, tmp_path / "pki" / "nodes", "hangzhou")
+    for call in (
+        lambda: pki.init_federation(tmp_path / "pki", ["hangzhou"]),
+        lambda: pki.issue_certificate(old, tmp_path, "ningbo", "node", region="ningbo"),
+        lambda: tls.coordinator_target(_config(leaf)),
+        lambda: tls.server_credentials(_config(leaf)),
+    ):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert info.value.code == "PKI_CA_NO_FEDERATION"
+        assert "hpf pki init --dir DIR --federation NAME --force" in str(info.value)
+    assert tls.coordinator_target(None) is None  # insecure mode has no names to check
+    made = pki.init_federation(tmp_path / "pki", ["hangzhou"], federation="test", force=True)
+    assert pki.federation_of(_cert(made["ca"].cert)) == "test"
+    assert tls.load_material(_config(made["nodes"]["hangzhou"]), "server")
+
+
+def test_init_reissues_a_server_certificate_that_lacks_its_name(tmp_path: Path) -> None:
+    first = pki.init_federation(tmp_path, ["hangzhou"], federation="test")
+    leaf = _unnamed_leaf(first["ca"], tmp_path / "nodes", "hangzhou")
+    with pytest.raises(AuthError) as info:  # a server refuses to start with it: no client could dial it
+        tls.load_material(_config(leaf), "server")
+    assert info.value.code == "TLS_SERVER_UNNAMED" and "hpf pki init" in str(info.value)
+    assert tls.load_material(_config(leaf), "client")  # as a client it is still who it says
+    again = pki.init_federation(tmp_path, ["hangzhou"])
+    assert again["created"] == [leaf.cert]
+    assert tls.load_material(_config(again["nodes"]["hangzhou"]), "server")
 
 
 def test_cli_init_needs_the_federation_and_show_prints_it(cli: typer.Typer, tmp_path: Path) -> None:
