@@ -22,11 +22,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from federation.audit_log import AuditLog
 from federation.errors import ConfigError, UnavailableError
 from federation.hpf_schema import TABLE_NAMES, demo_catalog
-from federation.pki import init_federation
+from federation.pki import FederationFiles, init_federation
 from federation.regions import first_regions
 from federation.sealing import AgreementKey
 from federation.synth import generate_node
-from federation.tls import TlsConfig, secure_channel
+from federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
 from policies import DEFAULT_POLICY
 
 Progress = Callable[[str], None]
@@ -122,14 +122,15 @@ def write_configs(
     node_threads = node_threads or max(1, (os.cpu_count() or 1) // n)
     ports = list(range(base_port, base_port + n + 1)) if base_port else free_ports(n + 1)
     layout.ports = {"coordinator": ports[0], **dict(zip(layout.node_ids, ports[1:], strict=True))}
-    init_federation(layout.pki, layout.node_ids, clients=demo_people(layout))
     layout.policy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DEFAULT_POLICY, layout.policy)  # what an operator does: copy the documented defaults
     audit_keys = {n: _audit_key(layout.state(n) / "audit", n) for n in layout.node_ids}
     # each node's agreement key, which person lookups seal identifiers to (made now in its state directory)
     agreement_keys = {n: AgreementKey.load_or_create(layout.state(n)).public_b64() for n in layout.node_ids}
     addresses = {node_id: f"127.0.0.1:{layout.ports[node_id]}" for node_id in layout.node_ids}
-    _dump(layout.catalog, demo_catalog(addresses, audit_keys=audit_keys, agreement_keys=agreement_keys))
+    catalog = demo_catalog(addresses, audit_keys=audit_keys, agreement_keys=agreement_keys)
+    _certificates(layout, catalog["federation"])
+    _dump(layout.catalog, catalog)
     for node_id in layout.node_ids:
         _dump(
             layout.node_config(node_id),
@@ -171,6 +172,20 @@ def write_configs(
                 },
             },
         )
+
+
+def _certificates(layout: DemoLayout, federation: str) -> FederationFiles:
+    """The demo's CA (named for the catalog's federation) and every party's certificate.
+
+    The demo owns ``pki/``: a CA left there by an older demo, naming no federation or another one, is replaced
+    (with every certificate) rather than refused, as an operator would after reading the error.
+    """
+    try:
+        return init_federation(layout.pki, layout.node_ids, federation=federation, clients=demo_people(layout))
+    except ConfigError as err:
+        if err.code not in ("PKI_CA_NO_FEDERATION", "PKI_FEDERATION_MISMATCH"):
+            raise
+    return init_federation(layout.pki, layout.node_ids, federation=federation, clients=demo_people(layout), force=True)
 
 
 def _audit_key(directory: Path, node_id: str) -> str:
@@ -232,9 +247,9 @@ def _spawn(layout: DemoLayout, name: str, args: list[str], port: int) -> Party:
     return Party(name=name, process=proc, port=port, log=log_path)
 
 
-def _wait_serving(party: Party, tls: TlsConfig, timeout_s: float) -> None:
+def _wait_serving(party: Party, tls: TlsConfig, server_name: str | None, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    with secure_channel(f"127.0.0.1:{party.port}", tls) as channel:
+    with secure_channel(f"127.0.0.1:{party.port}", tls, server_name=server_name) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if party.process.poll() is not None:
@@ -272,7 +287,7 @@ def running_parties(layout: DemoLayout, progress: Progress, timeout_s: float = 6
                 )
             )
         for party in parties:
-            _wait_serving(party, probe, timeout_s)
+            _wait_serving(party, probe, node_target(probe, party.name), timeout_s)
             progress(f"node {party.name} serving on 127.0.0.1:{party.port} (mTLS)")
         coordinator = _spawn(
             layout,
@@ -281,7 +296,8 @@ def running_parties(layout: DemoLayout, progress: Progress, timeout_s: float = 6
             layout.ports["coordinator"],
         )
         parties.append(coordinator)
-        _wait_serving(coordinator, TlsConfig.model_validate(layout.tls("people/caseworker")), timeout_s)
+        caseworker = TlsConfig.model_validate(layout.tls("people/caseworker"))
+        _wait_serving(coordinator, caseworker, coordinator_target(caseworker), timeout_s)
         progress(f"coordinator serving on 127.0.0.1:{coordinator.port} (mTLS)")
         yield parties
     finally:

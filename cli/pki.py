@@ -1,4 +1,9 @@
-"""`hpf pki`: make the federation CA and issue node, coordinator and person certificates."""
+"""`hpf pki`: make the federation CA and issue node, coordinator and person certificates.
+
+The CA names the federation (``hpf pki init --federation NAME``, the catalog's name), and every server
+certificate it issues carries that server's name under it: ``coordinator.NAME``, ``<node id>.node.NAME``.
+Parties dial servers by those names, so a certificate answers only for the server it was issued to.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +56,14 @@ def parse_nodes(text: str) -> list[str]:
 @pki_app.command("init")
 def init_command(
     directory: Annotated[Path, typer.Option("--dir", help="Folder for the CA and all certificates.")],
+    federation: Annotated[
+        str | None,
+        typer.Option(
+            "--federation",
+            help="The federation's name, as the catalog's `federation:` (needed for a new CA; servers are named "
+            "coordinator.NAME and NODE.node.NAME).",
+        ),
+    ] = None,
     nodes: Annotated[str, typer.Option("--nodes", help="Comma-separated node ids: shanghai,hangzhou.")] = "",
     person: Annotated[
         list[str] | None,
@@ -58,7 +71,9 @@ def init_command(
     ] = None,
     host: Annotated[
         list[str] | None,
-        typer.Option("--host", help="Server host name or IP, repeatable (default localhost, 127.0.0.1)."),
+        typer.Option(
+            "--host", help="Server host name or IP, repeatable (default localhost, 127.0.0.1), besides its name."
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the CA and re-issue everything.")] = False,
 ) -> None:
@@ -66,8 +81,12 @@ def init_command(
     with _errors():
         clients = [parse_person(p) for p in person] if person else pki.DEFAULT_CLIENTS
         hosts = tuple(host) if host else pki.DEFAULT_HOSTS
-        result = pki.init_federation(directory, parse_nodes(nodes), clients=clients, hosts=hosts, force=force)
+        result = pki.init_federation(
+            directory, parse_nodes(nodes), federation=federation, clients=clients, hosts=hosts, force=force
+        )
         created = set(result["created"])
+        fed = result["federation"]
+        typer.echo(f"federation {fed} (servers are named coordinator.{fed} and <node id>.node.{fed})")
 
         def line(label: str, path: Path) -> None:
             typer.echo(f"{'new ' if path in created else 'kept'}  {label:<28} {path}")
@@ -91,11 +110,11 @@ def issue_command(
     region: Annotated[str | None, typer.Option("--region", help="Home region.")] = None,
     host: Annotated[
         list[str] | None,
-        typer.Option("--host", help="Host name or IP for a node/coordinator, repeatable."),
+        typer.Option("--host", help="Host name or IP for a node/coordinator, repeatable, besides its name."),
     ] = None,
     valid_days: Annotated[int, typer.Option("--valid-days", help="Validity in days.")] = 825,
 ) -> None:
-    """Issue one certificate from an existing CA."""
+    """Issue one certificate from an existing CA (a node's --region is its node id, which names it)."""
     with _errors():
         if kind not in pki.KINDS:
             raise ConfigError(f"--kind {kind!r}: use one of {', '.join(pki.KINDS)}", code="PKI_BAD_KIND")
@@ -128,6 +147,10 @@ def describe(cert_pem: bytes, now: dt.datetime | None = None) -> list[tuple[str,
         is_ca = False
     if is_ca:
         rows.append(("kind", "CA"))
+        try:
+            rows.append(("federation", pki.federation_of(cert)))
+        except FederationError as exc:
+            rows.append(("federation", f"{exc.message} [{exc.code}]"))
     else:
         try:
             ident = pki.read_identity(cert_pem)

@@ -25,6 +25,7 @@ from federation.tls import (
     add_port,
     channel_credentials,
     new_server,
+    node_target,
     require_tls,
     secure_channel,
     with_options,
@@ -158,7 +159,10 @@ def start_coordinator(
     channels, stubs = [], {}
     for node in catalog.nodes:
         address = (addresses or {}).get(node.id, node.address)
-        channel = secure_channel(address, credentials, options=NODE_CHANNEL_OPTIONS)
+        # each node is dialled by its own name, so only that node's certificate is accepted
+        channel = secure_channel(
+            address, credentials, options=NODE_CHANNEL_OPTIONS, server_name=node_target(tls, node.id)
+        )
         channels.append(channel)
         stubs[node.id] = pb_grpc.NodeStub(channel)
     fanout = FanOut(catalog, stubs, config.deadline_ms, config.min_deadline_ms)

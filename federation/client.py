@@ -37,7 +37,7 @@ from federation.planner import plan_query
 from federation.profile import ClientProfile
 from federation.sealing import ID_CHARS, OneTimeKey, load_public_b64
 from federation.slot_codec import decode_totals
-from federation.tls import require_tls, secure_channel
+from federation.tls import coordinator_target, require_tls, secure_channel
 
 
 @dataclass
@@ -160,7 +160,8 @@ class FederationClient:
     def __init__(self, profile: ClientProfile, keys: he.ClientKeys | None = None) -> None:
         self.profile = profile
         tls = require_tls(profile.tls, profile.insecure, source="client profile")
-        self._channel = secure_channel(profile.coordinator, tls)
+        # dialled by its name in the federation, so only the coordinator's certificate is accepted
+        self._channel = secure_channel(profile.coordinator, tls, server_name=coordinator_target(tls))
         self._stub = pb_grpc.CoordinatorStub(self._channel)
         self._keys = keys
         self._keys_lock = threading.Lock()

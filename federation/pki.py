@@ -17,8 +17,26 @@ The extension is authoritative; :func:`read_identity` also checks the subject ag
 certificate (``IDENTITY_INCONSISTENT``) if not. The extension is non-critical because TLS stacks refuse
 certificates carrying a critical extension they do not know.
 
-Node and coordinator certificates carry serverAuth and clientAuth and DNS/IP SubjectAlternativeNames for
-their hosts; person certificates carry clientAuth only and no SubjectAlternativeName.
+Node and coordinator certificates carry serverAuth and clientAuth; person certificates carry clientAuth only
+and no SubjectAlternativeName.
+
+Server names
+------------
+The CA names its federation: the same extension on the CA certificate holds
+``{"federation": <name>, "kind": "ca", "v": 1}``. Every party already holds the CA certificate (it is in its
+TLS config), so it knows the federation's server names before it connects, catalog or not:
+
+- the coordinator is ``coordinator.<federation>``;
+- node ``<id>`` is ``<id>.node.<federation>``.
+
+The CA writes each name only into the certificate of that kind and id, and refuses any other name under the
+federation's (``<federation>`` itself or anything ending in ``.<federation>``) as a host or common name.
+Every party dials a server with its name as the TLS target (:func:`federation.tls.coordinator_target`,
+:func:`federation.tls.node_target`), so the handshake itself refuses any other certificate of the federation:
+a node's certificate cannot pose as the coordinator, nor as another node. Server certificates also carry the
+operator's own host names and addresses (``hosts``, default localhost and 127.0.0.1) for other tools; the
+federation's parties never check those. Federation names and node ids are DNS names: lower-case letters,
+digits and ``-`` (and ``.`` between a federation name's labels).
 """
 
 from __future__ import annotations
@@ -53,6 +71,9 @@ COORDINATOR_NAME = "coordinator"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"  # one DNS label (RFC 1123), lower case
+_NODE_ID = re.compile(rf"^{_LABEL}$")
+_FEDERATION = re.compile(rf"^(?=.{{1,128}}$){_LABEL}(?:\.{_LABEL})*$")  # leaves room for "<node id>.node."
 _BACKDATE = dt.timedelta(minutes=5)  # tolerate small clock skew between parties
 
 
@@ -92,6 +113,7 @@ class Identity:
 class FederationFiles(TypedDict):
     """What :func:`init_federation` made or kept."""
 
+    federation: str  # the name the CA gives the federation; its servers' names end in it
     ca: CaFiles
     coordinator: CertFiles
     nodes: dict[str, CertFiles]
@@ -164,6 +186,119 @@ def _check_identity(kind: str, role: str | None, region: str | None) -> None:
         raise ConfigError(f"invalid region {region!r}: use a node id, e.g. 'hangzhou'", code="PKI_BAD_REGION")
 
 
+_NO_FEDERATION_HINT = (
+    "this CA was made before CAs named their federation; make a new one with "
+    "`hpf pki init --dir DIR --federation NAME --force` (NAME: the catalog's `federation:`), "
+    "which re-issues every certificate, and hand the new ones out"
+)
+
+
+def check_federation_name(name: str) -> str:
+    """``name`` if it can name a federation's servers (DNS labels joined by dots), else PKI_BAD_FEDERATION."""
+    if not isinstance(name, str) or not _FEDERATION.match(name):
+        raise ConfigError(
+            f"invalid federation name {name!r}: use lower-case letters, digits and '-', labels joined by '.', "
+            "at most 128 characters (e.g. 'yrd-demo')",
+            code="PKI_BAD_FEDERATION",
+            hint="it is the catalog's `federation:`; the servers' names end in it",
+        )
+    return name
+
+
+def check_node_id(node_id: str) -> str:
+    """``node_id`` if it is a DNS label (it becomes ``<id>.node.<federation>``), else PKI_BAD_NODE_ID."""
+    if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
+        raise ConfigError(
+            f"invalid node id {node_id!r}: use lower-case letters, digits and '-', at most 63, "
+            "starting and ending with a letter or digit (e.g. 'taizhou-js')",
+            code="PKI_BAD_NODE_ID",
+        )
+    return node_id
+
+
+@dataclass(frozen=True)
+class ServerNames:
+    """The names a federation's servers are reached by (see "Server names" above).
+
+    >>> names = ServerNames("yrd-demo")
+    >>> names.coordinator, names.node("hangzhou")
+    ('coordinator.yrd-demo', 'hangzhou.node.yrd-demo')
+    >>> names.reserved("Coordinator.YRD-demo."), names.reserved("*.node.yrd-demo"), names.reserved("yrd-demo.org")
+    (True, True, False)
+    """
+
+    federation: str
+
+    def __post_init__(self) -> None:
+        check_federation_name(self.federation)
+
+    @property
+    def coordinator(self) -> str:
+        return f"coordinator.{self.federation}"
+
+    def node(self, node_id: str) -> str:
+        return f"{check_node_id(node_id)}.node.{self.federation}"
+
+    def of(self, kind: str, node_id: str | None) -> str | None:
+        """The one name a certificate of ``kind`` carries (a node's id is its region); None for a person."""
+        if kind == "coordinator":
+            return self.coordinator
+        if kind == "node":
+            if node_id is None:
+                raise ConfigError(
+                    "a node certificate names its node id as its region",
+                    code="PKI_BAD_NODE_ID",
+                    hint="give --region NODE_ID (the id in the catalog)",
+                )
+            return self.node(node_id)
+        return None
+
+    def reserved(self, name: str) -> bool:
+        """True when ``name`` (any case, a wildcard too) falls under the federation's names, which TLS would match
+        case-insensitively: the federation's own name or anything ending in ``.<federation>``."""
+        name = name.lower().rstrip(".")
+        return name == self.federation or name.endswith("." + self.federation)
+
+
+def federation_of(ca: x509.Certificate, where: str = "the federation CA") -> str:
+    """The federation a CA certificate names; PKI_CA_NO_FEDERATION for a CA made before CAs named one."""
+    try:
+        ext = ca.extensions.get_extension_for_oid(IDENTITY_OID).value
+    except x509.ExtensionNotFound:
+        raise ConfigError(
+            f"{where} names no federation, so its servers have no names to check",
+            code="PKI_CA_NO_FEDERATION",
+            hint=_NO_FEDERATION_HINT,
+        ) from None
+    try:
+        fields = json.loads(_parse_der_utf8(cast(x509.UnrecognizedExtension, ext).value))
+        if fields["kind"] != "ca":
+            raise ValueError("not a CA's identity")
+        return check_federation_name(fields["federation"])
+    except (ValueError, KeyError, TypeError, ConfigError):
+        raise AuthError(f"{where}: its federation name is malformed", code="IDENTITY_INVALID") from None
+
+
+def _server_hosts(names: ServerNames, kind: str, region: str | None, hosts: Sequence[str]) -> list[str]:
+    """A server certificate's SubjectAlternativeNames: its own name first, then the operator's ``hosts``
+    (default localhost and 127.0.0.1).
+
+    The CA hands out a name under the federation's only to the kind and id it names: any other is refused, so
+    no certificate can answer to another server's name.
+    """
+    own = names.of(kind, region)
+    assert own is not None  # servers only
+    hosts = list(hosts) or list(DEFAULT_HOSTS)
+    for host in hosts:
+        if names.reserved(host) and host.lower().rstrip(".") != own:
+            raise ConfigError(
+                f"host {host!r} is a name under federation {names.federation!r}, which only the CA hands out",
+                code="PKI_RESERVED_NAME",
+                hint=f"a {kind} certificate carries {own!r} already; give the machine's own host names or addresses",
+            )
+    return [own, *(h for h in hosts if h.lower().rstrip(".") != own)]
+
+
 def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
     names: list[x509.GeneralName] = []
     for host in dict.fromkeys(hosts):
@@ -192,9 +327,16 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
 
 
 def create_ca(
-    out_dir: Path | str, name: str = "hpf federation CA", valid_days: int = 3650, *, force: bool = False
+    out_dir: Path | str,
+    name: str = "hpf federation CA",
+    valid_days: int = 3650,
+    *,
+    federation: str,
+    force: bool = False,
 ) -> CaFiles:
-    """Make a CA in ``out_dir`` (``ca.pem``, ``ca.key`` mode 0600); never replaces one unless ``force``."""
+    """Make the CA of ``federation`` in ``out_dir`` (``ca.pem``, ``ca.key`` mode 0600); never replaces one
+    unless ``force``. The certificate names the federation (see "Server names" above)."""
+    check_federation_name(federation)
     files = CaFiles.in_dir(out_dir)
     if not force and (files.cert.exists() or files.key.exists()):
         hint = "replacing it invalidates every certificate it issued; pass --force if you mean that"
@@ -205,6 +347,7 @@ def create_ca(
     org = x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)
     subject = x509.Name([org, x509.NameAttribute(NameOID.COMMON_NAME, name)])
     start = dt.datetime.now(dt.UTC) - _BACKDATE
+    payload = json.dumps({"federation": federation, "kind": "ca", "v": 1}, sort_keys=True)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -216,6 +359,7 @@ def create_ca(
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.UnrecognizedExtension(IDENTITY_OID, _der_utf8(payload)), critical=False)
         .sign(key, hashes.SHA256())
     )
     _write_pair(files, cert, key)
@@ -227,7 +371,7 @@ def load_ca(ca_dir_or_files: Path | str | CaFiles) -> tuple[x509.Certificate, ec
     files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
     for path in (files.cert, files.key):
         if not path.is_file():
-            hint = f"run `hpf pki init --dir {files.cert.parent}` to create the federation CA"
+            hint = f"run `hpf pki init --dir {files.cert.parent} --federation NAME` to create the federation CA"
             raise ConfigError(f"{path}: CA file not found", code="PKI_CA_NOT_FOUND", hint=hint)
     try:
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
@@ -258,7 +402,8 @@ def issue_certificate(
 ) -> CertFiles:
     """Issue ``<out_dir>/<common_name>.pem`` and ``.key`` (mode 0600) from the CA.
 
-    ``hosts`` (node and coordinator only) default to localhost and 127.0.0.1. Validity runs from
+    A node or coordinator certificate carries its server name (a node's id is its ``region``) and ``hosts``,
+    which default to localhost and 127.0.0.1 and may not fall under the federation's names. Validity runs from
     ``not_before`` (default: now less 5 minutes) for ``valid_days`` (negative: already expired).
     """
     _check_name(common_name, "certificate name")
@@ -267,6 +412,14 @@ def issue_certificate(
         raise ConfigError("person certificates carry no host names", code="PKI_BAD_HOST")
     ca_files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
     ca_cert, ca_key = load_ca(ca_files)
+    names = ServerNames(federation_of(ca_cert, str(ca_files.cert)))
+    if names.reserved(common_name):  # gRPC matches a certificate without SubjectAlternativeName by its CN
+        raise ConfigError(
+            f"certificate name {common_name!r} is a name under federation {names.federation!r}",
+            code="PKI_RESERVED_NAME",
+            hint="name the holder (a person, a node id, 'coordinator'); the CA writes server names itself",
+        )
+    san = _server_hosts(names, kind, region, hosts) if kind != "person" else None
     key = ec.generate_private_key(ec.SECP256R1())
     parts = [
         (NameOID.ORGANIZATION_NAME, ORGANIZATION),
@@ -299,8 +452,8 @@ def issue_certificate(
         .add_extension(aki, critical=False)
         .add_extension(x509.UnrecognizedExtension(IDENTITY_OID, _der_utf8(payload)), critical=False)
     )
-    if kind != "person":
-        builder = builder.add_extension(_san(list(hosts) or DEFAULT_HOSTS), critical=False)
+    if san is not None:
+        builder = builder.add_extension(_san(san), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     out = Path(out_dir)
     files = CertFiles(cert=out / f"{common_name}.pem", key=out / f"{common_name}.key", ca=ca_files.cert)
@@ -350,6 +503,12 @@ def identity_of(cert: x509.Certificate) -> Identity:
         ) from None
     except (ValueError, KeyError, TypeError):
         raise AuthError("the certificate's hpf identity is malformed", code="IDENTITY_INVALID") from None
+    if kind == "ca":
+        raise AuthError(
+            "this is the federation CA's certificate, not a party's",
+            code="IDENTITY_MISSING",
+            hint="use a certificate the CA issued (`hpf pki issue` or `hpf pki init`)",
+        )
 
     def subject(oid: x509.ObjectIdentifier) -> str | None:
         values = cert.subject.get_attributes_for_oid(oid)
@@ -374,10 +533,16 @@ _UNUSABLE = (OSError, ValueError, TypeError, UnsupportedAlgorithm, InvalidSignat
 
 
 def _still_good(
-    files: CertFiles, ca_cert: x509.Certificate, want: tuple[str, str | None, str | None], hosts: Sequence[str]
+    files: CertFiles,
+    ca_cert: x509.Certificate,
+    want: tuple[str, str | None, str | None],
+    hosts: Sequence[str],
+    names: ServerNames,
 ) -> bool:
-    """True when a leaf is from this CA, has its key, ``(kind, role, region)``, hosts, 30+ days left."""
-    want_san = set(_san(hosts)) if want[0] != "person" else set()
+    """True when a leaf is from this CA, has its key, ``(kind, role, region)``, server name and hosts, 30+ days
+    left (a server certificate made before server names lacks its name, so it is re-issued)."""
+    kind, region = want[0], want[2]
+    want_san = set() if kind == "person" else set(_san(_server_hosts(names, kind, region, hosts)))
     now = dt.datetime.now(dt.UTC)
     try:
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
@@ -399,21 +564,25 @@ def init_federation(
     out_dir: Path | str,
     node_ids: Sequence[str],
     *,
+    federation: str | None = None,
     clients: Sequence[tuple[str, str, str | None]] = DEFAULT_CLIENTS,
     hosts: Sequence[str] = DEFAULT_HOSTS,
     force: bool = False,
 ) -> FederationFiles:
-    """Make (or complete) a federation's certificates under ``out_dir``.
+    """Make (or complete) the certificates of ``federation`` (the catalog's name) under ``out_dir``.
 
     Layout: ``ca.pem``/``.key``, ``crl.pem`` (the revocation list), ``coordinator.pem``/``.key``,
-    ``nodes/<id>.pem``/``.key``, ``people/<name>.pem``/``.key``. Node hosts are ``hosts`` plus the node
-    id, the coordinator's ``hosts`` plus ``coordinator`` (compose service names). Idempotent: an existing
-    CA is kept unless ``force``; a leaf is kept while it fits (same CA, identity and hosts, 30+ days left),
-    else re-issued.
+    ``nodes/<id>.pem``/``.key``, ``people/<name>.pem``/``.key``. Servers carry their server name and
+    ``hosts``. Idempotent: an existing CA is kept unless ``force`` (``federation`` may then be omitted, and if
+    given must be the CA's); a leaf is kept while it fits (same CA, identity, server name and hosts, 30+ days
+    left), else re-issued. A new CA needs ``federation``; a CA that names none is refused (PKI_CA_NO_FEDERATION).
     """
     out = Path(out_dir)
+    if federation is not None:
+        check_federation_name(federation)
     for node_id in node_ids:
         _check_name(node_id, "node id")
+        check_node_id(node_id)
         _check_identity("node", None, node_id)
     for name, role, region in clients:
         _check_name(name, "person name")
@@ -425,21 +594,37 @@ def init_federation(
         hint = "restore the file, or pass --force to make a new CA and re-issue every certificate"
         raise ConfigError(f"{missing}: the CA is incomplete", code="PKI_CA_INCOMPLETE", hint=hint)
     if force or not ca_files.cert.exists():
-        create_ca(out, force=True)
+        if federation is None:
+            raise ConfigError(
+                "a new federation CA needs the federation's name",
+                code="PKI_FEDERATION_REQUIRED",
+                hint="give --federation NAME, the catalog's `federation:` (servers are named under it)",
+            )
+        create_ca(out, federation=federation, force=True)
         created.append(ca_files.cert)
         write_crl(ca_files)  # an empty revocation list, for parties to name in their configs
     elif not (out / CRL_FILE).exists():
         write_crl(ca_files)
     ca_cert, _ = load_ca(ca_files)
+    names = ServerNames(federation_of(ca_cert, str(ca_files.cert)))
+    if federation is not None and federation != names.federation:
+        raise ConfigError(
+            f"{ca_files.cert}: this CA is federation {names.federation!r}, not {federation!r}",
+            code="PKI_FEDERATION_MISMATCH",
+            hint=f"give --federation {names.federation}, or pass --force to make a new CA for {federation!r} "
+            "(it re-issues every certificate)",
+        )
 
-    def ensure(sub: Path, name: str, want: tuple[Kind, str | None, str | None], h: list[str]) -> CertFiles:
+    def ensure(sub: Path, name: str, want: tuple[Kind, str | None, str | None], h: Sequence[str]) -> CertFiles:
         files = CertFiles(cert=sub / f"{name}.pem", key=sub / f"{name}.key", ca=ca_files.cert)
-        if not force and _still_good(files, ca_cert, want, h):
+        if not force and _still_good(files, ca_cert, want, h, names):
             return files
         created.append(files.cert)
         return issue_certificate(ca_files, sub, name, want[0], hosts=h, role=want[1], region=want[2])
 
-    coordinator = ensure(out, COORDINATOR_NAME, ("coordinator", None, None), [*hosts, COORDINATOR_NAME])
-    nodes = {n: ensure(out / "nodes", n, ("node", None, n), [*hosts, n]) for n in node_ids}
-    people = {name: ensure(out / "people", name, ("person", r, reg), []) for name, r, reg in clients}
-    return FederationFiles(ca=ca_files, coordinator=coordinator, nodes=nodes, people=people, created=created)
+    coordinator = ensure(out, COORDINATOR_NAME, ("coordinator", None, None), hosts)
+    nodes = {n: ensure(out / "nodes", n, ("node", None, n), hosts) for n in node_ids}
+    people = {name: ensure(out / "people", name, ("person", r, reg), ()) for name, r, reg in clients}
+    return FederationFiles(
+        federation=names.federation, ca=ca_files, coordinator=coordinator, nodes=nodes, people=people, created=created
+    )

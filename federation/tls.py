@@ -18,12 +18,22 @@ code                       class        meaning
 ``TLS_CERT_NOT_YET_VALID`` AuthError    a certificate is not valid yet
 ``TLS_WRONG_CA``           AuthError    the certificate was not issued by the given CA
 ``TLS_WRONG_PURPOSE``      AuthError    e.g. a person (client-only) certificate on a server
+``TLS_SERVER_UNNAMED``     AuthError    a server certificate lacks its server name (made before names)
+``TLS_SERVER_MISNAMED``    AuthError    a server certificate carries another server's name
+``PKI_CA_NO_FEDERATION``   ConfigError  the CA names no federation (made before CAs named one)
 ``TLS_OPTIONS_INCOMPLETE`` ConfigError  only some of ca/cert/key given
 ``TLS_OPTIONS_CONFLICT``   ConfigError  certificates and --insecure both given
 ``TLS_REQUIRED``           ConfigError  neither certificates nor --insecure given
 =========================  ===========  ==================================================
 
 Messages name the file and the fix; they never contain key material.
+
+Servers are reached by name, not by address: the coordinator is ``coordinator.<federation>`` and node ``<id>``
+is ``<id>.node.<federation>``, names the CA writes only into that server's certificate (:mod:`federation.pki`).
+A party takes the federation's name from the CA certificate in its own TLS config, so it knows whom it dials
+before any byte is sent, and opens every channel with :func:`coordinator_target` or :func:`node_target` as the
+TLS target name: the handshake refuses any other certificate of the federation, e.g. a node's certificate on a
+server posing as the coordinator. A server refuses to start with a certificate that lacks its own name.
 """
 
 from __future__ import annotations
@@ -57,7 +67,7 @@ GRPC_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 )
 
-_INIT_HINT = "run `hpf pki init --dir DIR` to create the federation's certificates, or fix the path"
+_INIT_HINT = "run `hpf pki init --dir DIR --federation NAME` to create the federation's certificates, or fix the path"
 _NEW_CERT_HINT = "issue a new certificate with `hpf pki issue` (or `hpf pki init` for a new federation)"
 
 Purpose = Literal["server", "client"]
@@ -118,7 +128,7 @@ def require_tls(tls: TlsConfig | None, insecure: bool, *, source: str = "the opt
         raise ConfigError(
             f"{source}: no TLS certificates given",
             code="TLS_REQUIRED",
-            hint="give --ca, --cert and --key (run `hpf pki init --dir DIR` to make them), "
+            hint="give --ca, --cert and --key (run `hpf pki init --dir DIR --federation NAME` to make them), "
             "or --insecure for local development only",
         )
     if insecure:
@@ -219,6 +229,75 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
+def _federation(path: Path, cas: Sequence[x509.Certificate]) -> str:
+    """The federation the CA certificates in ``path`` name (each must name it: PKI_CA_NO_FEDERATION if not)."""
+    named = {pki.federation_of(ca, str(path)) for ca in cas if _is_ca(ca)}
+    if not named:
+        raise AuthError(
+            f"{path}: not a CA certificate",
+            code="TLS_WRONG_CA",
+            hint="the CA option takes the federation's ca.pem, not a node or person certificate",
+        )
+    if len(named) > 1:
+        raise ConfigError(
+            f"{path}: the CA certificates name different federations ({', '.join(sorted(named))})",
+            code="PKI_FEDERATION_MISMATCH",
+            hint="keep only the CA certificate of this federation in the file",
+        )
+    return named.pop()
+
+
+def server_names(tls: TlsConfig) -> pki.ServerNames:
+    """The names of the federation whose CA ``tls`` trusts (read from the CA certificate file)."""
+    return pki.ServerNames(_federation(tls.ca, _certificates(tls.ca, _read(tls.ca, "CA certificate"), "CA (--ca)")))
+
+
+def coordinator_target(tls: TlsConfig | None) -> str | None:
+    """The TLS target name for dialling the coordinator (None in insecure mode: nothing to check)."""
+    return server_names(tls).coordinator if tls is not None else None
+
+
+def node_target(tls: TlsConfig | None, node_id: str) -> str | None:
+    """The TLS target name for dialling node ``node_id`` (None in insecure mode: nothing to check)."""
+    return server_names(tls).node(node_id) if tls is not None else None
+
+
+def _check_server_name(path: Path, leaf: x509.Certificate, names: pki.ServerNames) -> None:
+    """A server's certificate carries its own name and no other name of the federation's.
+
+    Clients dial the name, so without it no client could reach this server; with another server's name it
+    could pose as that server. The CA issues neither; this names the fix for a certificate issued before
+    server names, and refuses one made outside the CA's issue path.
+    """
+    identity = pki.identity_of(leaf)
+    own = names.of(identity.kind, identity.region)
+    if own is None:
+        raise AuthError(
+            f"{path}: a person's certificate may not be used by a server",
+            code="TLS_WRONG_PURPOSE",
+            hint="servers need a node or coordinator certificate",
+        )
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = [str(n).lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName)]
+    except x509.ExtensionNotFound:
+        dns = []
+    others = sorted(n for n in dns if names.reserved(n) and n != own)
+    if others:
+        raise AuthError(
+            f"{path}: the certificate carries another server's name ({', '.join(others)})",
+            code="TLS_SERVER_MISNAMED",
+            hint="the federation CA never issues such a certificate; re-issue it with `hpf pki issue`",
+        )
+    if own not in dns:
+        raise AuthError(
+            f"{path}: the certificate lacks its server name {own!r}, which clients dial",
+            code="TLS_SERVER_UNNAMED",
+            hint="re-issue it: `hpf pki init --dir DIR` re-issues certificates made before server names "
+            "(or `hpf pki issue`)",
+        )
+
+
 def _check_purpose(path: Path, cert: x509.Certificate, purpose: Purpose) -> None:
     try:
         usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -252,7 +331,12 @@ def load_material(tls: TlsConfig, purpose: Purpose) -> TlsMaterial:
         )
     now = dt.datetime.now(dt.UTC)
     for ca in cas:
-        _check_dates(tls.ca, ca, now, "make a new CA with `hpf pki init --force` (re-issues everything)")
+        _check_dates(
+            tls.ca,
+            ca,
+            now,
+            "make a new CA with `hpf pki init --dir DIR --federation NAME --force` (re-issues everything)",
+        )
     _check_dates(tls.cert, leaf, now, _NEW_CERT_HINT)
     if not any(_is_ca(ca) for ca in cas):
         raise AuthError(
@@ -268,6 +352,8 @@ def load_material(tls: TlsConfig, purpose: Purpose) -> TlsMaterial:
             "with `hpf pki issue`",
         )
     _check_purpose(tls.cert, leaf, purpose)
+    if purpose == "server":
+        _check_server_name(tls.cert, leaf, pki.ServerNames(_federation(tls.ca, cas)))
     return TlsMaterial(ca=ca_pem, cert=cert_pem, key=key_pem)
 
 
@@ -311,8 +397,9 @@ def secure_channel(
     """A channel to ``address``: mutual TLS, or plaintext when ``tls`` is None (insecure mode).
 
     ``tls`` may be credentials already built by :func:`channel_credentials`, so a party opening many channels
-    reads and checks its certificate files once. ``server_name`` overrides the host name checked against the
-    server certificate.
+    reads and checks its certificate files once. ``server_name`` is the name the server's certificate must
+    carry in place of the address's host: the federation's parties always pass the server's name
+    (:func:`coordinator_target`, :func:`node_target`), so only that server's certificate is accepted.
     """
     opts = list(options)
     if tls is None:

@@ -48,13 +48,14 @@ from federation.he import ClientKeys, context_digest
 from federation.pki import init_federation
 from federation.profile import ClientProfile
 from federation.sealing import AgreementKey
-from federation.tls import TlsConfig, secure_channel
+from federation.tls import TlsConfig, node_target, secure_channel
 from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
 from node.server import RunningNode, start_node
 
 OPEN_POLICY = Path(__file__).parent / "fixtures" / "policies" / "open.yaml"
 OPEN_LOOKUPS_POLICY = OPEN_POLICY.with_name("open-lookups.yaml")  # open.yaml plus identifier equality filters
+FEDERATION = "test"  # the catalog's name, which the CA names too: servers are coordinator.test, <id>.node.test
 
 
 @dataclass
@@ -135,7 +136,7 @@ class Federation:
         people = self.pki_dir / "people"
         signer = Signer.from_files(people / f"{person}.pem", people / f"{person}.key")
         return signer.sign(
-            sql=sql, context_digest=context_digest(keys.public_context()), federation="test", max_runs=max_runs
+            sql=sql, context_digest=context_digest(keys.public_context()), federation=FEDERATION, max_runs=max_runs
         )
 
     def wait_for_regions(self) -> None:
@@ -170,7 +171,10 @@ class Federation:
         """Stubs holding the coordinator's certificate: what a compromised coordinator can send each node."""
         pki = self.pki_dir
         tls = TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
-        channels = {n: secure_channel(f"127.0.0.1:{node.port}", tls) for n, node in self.nodes.items()}
+        channels = {
+            n: secure_channel(f"127.0.0.1:{node.port}", tls, server_name=node_target(tls, n))
+            for n, node in self.nodes.items()
+        }
         try:
             yield {n: pb_grpc.NodeStub(ch) for n, ch in channels.items()}
         finally:
@@ -243,7 +247,7 @@ def federation(
     """
     node_ids = list(node_rows)
     pki_dir = root / "pki"
-    init_federation(pki_dir, node_ids, clients=people)
+    init_federation(pki_dir, node_ids, federation=FEDERATION, clients=people)
     audit_keys, agreement_keys = {}, {}
     for n in node_ids:  # each node's audit key goes into the catalog, so clients verify every receipt
         with AuditLog.open(root / "state" / n / "audit", n, fsync=False) as log:
@@ -251,7 +255,7 @@ def federation(
         # and its agreement key, which lookups seal identifiers to
         agreement_keys[n] = AgreementKey.load_or_create(root / "state" / n).public_b64()
     catalog_doc = {
-        "federation": "test",
+        "federation": FEDERATION,
         "nodes": [
             {"id": n, "address": "127.0.0.1:1", "audit_key": audit_keys[n], "agreement_key": agreement_keys[n]}
             for n in node_ids

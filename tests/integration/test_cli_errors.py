@@ -42,7 +42,7 @@ def test_catalog_check_accepts_a_good_file_and_names_the_field_of_a_bad_one(tmp_
 
 
 def test_query_to_a_coordinator_that_is_not_there(tmp_path: Path) -> None:
-    init_federation(tmp_path / "pki", ["north"])
+    init_federation(tmp_path / "pki", ["north"], federation="t")
     (port,) = free_ports(1)
     profile = {
         "coordinator": f"127.0.0.1:{port}",

@@ -165,7 +165,7 @@ def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: P
     assert untrusting.returncode == 2 and "federation_ca" in untrusting.stderr
     from federation.pki import init_federation
 
-    init_federation(tmp_path / "pki", ["north"])
+    init_federation(tmp_path / "pki", ["north"], federation="t")
     config["federation_ca"] = "pki/ca.pem"
     config["state_dir"] = "state"
     (tmp_path / "node.yaml").write_text(yaml.safe_dump(config))
@@ -300,3 +300,15 @@ def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
         ("bank", "allowed"),
     ]
     assert person not in (layout.state(home) / "audit" / "entries.jsonl").read_text()
+
+
+def test_demo_replaces_a_ca_left_by_an_older_demo(tmp_path: Path) -> None:
+    """The demo owns its pki/: a CA naming no federation or another one is replaced, not refused."""
+    from cli.demo_federation import DemoLayout, _certificates
+    from federation import pki
+
+    layout = DemoLayout(data=tmp_path, node_ids=["shanghai", "hangzhou"])
+    pki.init_federation(layout.pki, layout.node_ids, federation="elsewhere")
+    made = _certificates(layout, "yrd-demo")
+    assert made["federation"] == "yrd-demo" and (layout.pki / "ca.pem") in made["created"]
+    assert _certificates(layout, "yrd-demo")["created"] == []  # then kept, as before

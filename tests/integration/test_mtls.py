@@ -20,13 +20,15 @@ TIMEOUT = 10.0
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> pki.FederationFiles:
-    return pki.init_federation(tmp_path_factory.mktemp("fed"), ["hangzhou"], clients=[("alice", "analyst", "hangzhou")])
+    return pki.init_federation(
+        tmp_path_factory.mktemp("fed"), ["hangzhou"], federation="test", clients=[("alice", "analyst", "hangzhou")]
+    )
 
 
 @pytest.fixture(scope="module")
 def other(tmp_path_factory: pytest.TempPathFactory) -> pki.FederationFiles:
     clients = [("mallory", "analyst", None)]
-    return pki.init_federation(tmp_path_factory.mktemp("other"), ["hangzhou"], clients=clients)
+    return pki.init_federation(tmp_path_factory.mktemp("other"), ["hangzhou"], federation="test", clients=clients)
 
 
 def _config(files: pki.CertFiles) -> tls.TlsConfig:

@@ -17,6 +17,7 @@ MODULES = [
     "federation.planner.split",
     "federation.hpf_schema",
     "federation.person_id",
+    "federation.pki",
     "federation.synth",
     "federation.synth.timeline",
 ]

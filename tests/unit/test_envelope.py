@@ -26,7 +26,7 @@ DIGEST = "ab" * 32
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> pki.FederationFiles:
     root = tmp_path_factory.mktemp("pki")
-    return pki.init_federation(root, ["shanghai"], clients=[("alice", "caseworker", "suzhou")])
+    return pki.init_federation(root, ["shanghai"], federation="test", clients=[("alice", "caseworker", "suzhou")])
 
 
 def signer_for(files: pki.CertFiles) -> Signer:
@@ -105,7 +105,7 @@ def test_a_signature_by_another_key_is_refused(fed: pki.FederationFiles, tmp_pat
 
 
 def test_wrong_ca_expired_and_not_a_person(fed: pki.FederationFiles, tmp_path: Path) -> None:
-    other = pki.init_federation(tmp_path / "other", [], clients=[("eve", "caseworker", None)])
+    other = pki.init_federation(tmp_path / "other", [], federation="other", clients=[("eve", "caseworker", None)])
     expired = pki.issue_certificate(fed["ca"], tmp_path, "old", "person", role="analyst", valid_days=-1)
     cases = {
         "AUTH_WRONG_CA": sign(signer_for(other["people"]["eve"])),
@@ -161,7 +161,7 @@ def test_revocation_is_picked_up_when_the_list_changes(fed: pki.FederationFiles,
 def test_a_crl_from_another_ca_is_refused_and_a_broken_one_fails_closed(
     fed: pki.FederationFiles, tmp_path: Path
 ) -> None:
-    other = pki.init_federation(tmp_path / "other", [], clients=[("eve", "caseworker", None)])
+    other = pki.init_federation(tmp_path / "other", [], federation="other", clients=[("eve", "caseworker", None)])
     foreign = revocation.revoke(tmp_path / "other", other["people"]["eve"].cert.read_bytes())
     ca_cert = x509.load_pem_x509_certificate(fed["ca"].cert.read_bytes())
     with pytest.raises(AuthError) as err:
@@ -179,7 +179,7 @@ def test_a_crl_from_another_ca_is_refused_and_a_broken_one_fails_closed(
 
 
 def test_revoking_a_certificate_of_another_ca_is_refused(fed: pki.FederationFiles, tmp_path: Path) -> None:
-    other = pki.init_federation(tmp_path / "other", [], clients=[("eve", "caseworker", None)])
+    other = pki.init_federation(tmp_path / "other", [], federation="other", clients=[("eve", "caseworker", None)])
     with pytest.raises(ConfigError) as err:
         revocation.revoke(fed["ca"].cert.parent, other["people"]["eve"].cert.read_bytes())
     assert err.value.code == "PKI_WRONG_CA"
@@ -252,7 +252,7 @@ def test_signer_certificate_validity_uses_current_time(fed: pki.FederationFiles,
 
 def test_refreshing_the_list_keeps_its_entries(fed: pki.FederationFiles, tmp_path: Path) -> None:
     ca_dir = tmp_path / "ca"
-    own = pki.init_federation(ca_dir, [], clients=[("zoe", "caseworker", None)])
+    own = pki.init_federation(ca_dir, [], federation="test", clients=[("zoe", "caseworker", None)])
     revocation.revoke(ca_dir, own["people"]["zoe"].cert.read_bytes())
     before = x509.load_pem_x509_crl((ca_dir / revocation.CRL_FILE).read_bytes())
     revocation.refresh(ca_dir)

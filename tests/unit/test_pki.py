@@ -27,13 +27,16 @@ from federation.errors import AuthError, ConfigError, FederationError
 def fed(tmp_path_factory: pytest.TempPathFactory) -> pki.FederationFiles:
     out = tmp_path_factory.mktemp("fed")
     return pki.init_federation(
-        out, ["hangzhou", "shanghai"], clients=[("alice", "analyst", "hangzhou"), ("bob", "auditor", None)]
+        out,
+        ["hangzhou", "shanghai"],
+        federation="test",
+        clients=[("alice", "analyst", "hangzhou"), ("bob", "auditor", None)],
     )
 
 
 @pytest.fixture(scope="module")
 def other(tmp_path_factory: pytest.TempPathFactory) -> pki.FederationFiles:
-    return pki.init_federation(tmp_path_factory.mktemp("other"), ["rogue"])
+    return pki.init_federation(tmp_path_factory.mktemp("other"), ["rogue"], federation="other")
 
 
 def _cert(path: Path) -> x509.Certificate:
@@ -55,7 +58,7 @@ def _raises(tls_config: tls.TlsConfig, purpose: tls.Purpose, code: str) -> Feder
 
 
 def test_create_ca_writes_private_key_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:
-    files = pki.create_ca(tmp_path, name="test CA")
+    files = pki.create_ca(tmp_path, name="test CA", federation="test")
     assert stat.S_IMODE(files.key.stat().st_mode) == 0o600
     cert = _cert(files.cert)
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -63,10 +66,10 @@ def test_create_ca_writes_private_key_0600_and_refuses_to_overwrite(tmp_path: Pa
     assert cert.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
     before = files.cert.read_bytes()
     with pytest.raises(ConfigError) as info:
-        pki.create_ca(tmp_path)
+        pki.create_ca(tmp_path, federation="test")
     assert info.value.code == "PKI_CA_EXISTS"
     assert files.cert.read_bytes() == before
-    pki.create_ca(tmp_path, force=True)
+    pki.create_ca(tmp_path, federation="test", force=True)
     assert files.cert.read_bytes() != before
 
 
@@ -74,7 +77,7 @@ def test_node_certificate_has_default_hosts_and_server_and_client_auth(fed: pki.
     files = pki.issue_certificate(fed["ca"], fed["ca"].cert.parent / "extra", "wuxi", "node", region="wuxi")
     cert = _cert(files.cert)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert san.get_values_for_type(x509.DNSName) == ["wuxi.node.test", "localhost"]
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
@@ -191,7 +194,7 @@ def test_issue_without_ca_says_how_to_make_one(tmp_path: Path) -> None:
 
 
 def test_init_federation_layout_and_idempotence(tmp_path: Path) -> None:
-    first = pki.init_federation(tmp_path, ["hangzhou"])
+    first = pki.init_federation(tmp_path, ["hangzhou"], federation="test")
     assert (tmp_path / "ca.pem").is_file() and (tmp_path / "coordinator.key").is_file()
     assert first["nodes"]["hangzhou"].cert == tmp_path / "nodes" / "hangzhou.pem"
     assert first["people"]["caseworker"].key == tmp_path / "people" / "caseworker.key"
@@ -199,7 +202,7 @@ def test_init_federation_layout_and_idempotence(tmp_path: Path) -> None:
     node_san = (
         _cert(first["nodes"]["hangzhou"].cert).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     )
-    assert "hangzhou" in node_san.get_values_for_type(x509.DNSName)
+    assert node_san.get_values_for_type(x509.DNSName) == ["hangzhou.node.test", "localhost"]
     assert len(first["created"]) == 4
     snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
 
@@ -207,7 +210,7 @@ def test_init_federation_layout_and_idempotence(tmp_path: Path) -> None:
     assert again["created"] == [tmp_path / "nodes" / "ningbo.pem"]
     assert all(p.read_bytes() == data for p, data in snapshot.items())
 
-    forced = pki.init_federation(tmp_path, ["hangzhou"], force=True)
+    forced = pki.init_federation(tmp_path, ["hangzhou"], federation="test", force=True)
     assert (tmp_path / "ca.pem").read_bytes() != snapshot[tmp_path / "ca.pem"]
     assert len(forced["created"]) == 4
     # ningbo's old certificate is from the replaced CA: the next run re-issues it.
@@ -215,18 +218,173 @@ def test_init_federation_layout_and_idempotence(tmp_path: Path) -> None:
 
 
 def test_init_federation_reissues_when_identity_or_hosts_change(tmp_path: Path) -> None:
-    pki.init_federation(tmp_path, [], clients=[("alice", "analyst", None)])
+    pki.init_federation(tmp_path, [], federation="test", clients=[("alice", "analyst", None)])
     changed = pki.init_federation(tmp_path, [], clients=[("alice", "auditor", None)], hosts=["node.example"])
     assert set(changed["created"]) == {tmp_path / "people" / "alice.pem", tmp_path / "coordinator.pem"}
     assert pki.read_identity((tmp_path / "people" / "alice.pem").read_bytes()).role == "auditor"
 
 
 def test_init_federation_refuses_an_incomplete_ca(tmp_path: Path) -> None:
-    pki.create_ca(tmp_path)
+    pki.create_ca(tmp_path, federation="test")
     (tmp_path / "ca.key").unlink()
     with pytest.raises(ConfigError) as info:
         pki.init_federation(tmp_path, ["hangzhou"])
     assert info.value.code == "PKI_CA_INCOMPLETE"
+
+
+# --- pki: server names -------------------------------------------------------------------------------------
+
+
+def _old_ca(directory: Path) -> pki.CaFiles:
+    """A CA as `hpf pki init` made it before CAs named their federation (no identity extension)."""
+    files = pki.CaFiles.in_dir(directory)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hpf federation CA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pki._write_pair(files, cert, key)
+    return files
+
+
+def _unnamed_leaf(ca: pki.CaFiles, out: Path, node_id: str) -> pki.CertFiles:
+    """A node certificate as issued before server names: identity and hosts, but not its name."""
+    ca_cert, ca_key = pki.load_ca(ca)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    payload = f'{{"kind": "node", "region": "{node_id}", "role": null, "v": 1}}'
+    subject = [
+        (NameOID.ORGANIZATION_NAME, pki.ORGANIZATION),
+        (NameOID.ORGANIZATIONAL_UNIT_NAME, "node"),
+        (NameOID.LOCALITY_NAME, node_id),
+        (NameOID.COMMON_NAME, node_id),
+    ]
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(oid, value) for oid, value in subject]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.UnrecognizedExtension(pki.IDENTITY_OID, pki._der_utf8(payload)), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.DNSName(node_id)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = pki.CertFiles(cert=out / f"{node_id}.pem", key=out / f"{node_id}.key", ca=ca.cert)
+    pki._write_pair(files, cert, key)
+    return files
+
+
+def test_the_ca_names_its_federation_and_each_server(fed: pki.FederationFiles) -> None:
+    assert fed["federation"] == "test"
+    assert pki.federation_of(_cert(fed["ca"].cert)) == "test"
+    for files, name in [(fed["coordinator"], "coordinator.test"), (fed["nodes"]["hangzhou"], "hangzhou.node.test")]:
+        san = _cert(files.cert).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.DNSName)[0] == name
+    config = _config(fed["people"]["alice"])
+    assert tls.coordinator_target(config) == "coordinator.test"
+    assert tls.node_target(config, "shanghai") == "shanghai.node.test"
+    assert tls.coordinator_target(None) is None and tls.node_target(None, "shanghai") is None  # insecure
+
+
+@pytest.mark.parametrize("name", ["test", "yrd-demo", "my-federation", "hpf.example.org", "a" * 63, "x1.y-2"])
+def test_good_federation_names(name: str) -> None:
+    assert pki.check_federation_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", "Test", "a_b", "-x", "x-", "a..b", ".a", "a.", "yrd demo", "a" * 64, ".".join(["abc"] * 40)]
+)
+def test_bad_federation_names(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        pki.check_federation_name(name)
+    assert info.value.code == "PKI_BAD_FEDERATION"
+
+
+def test_every_region_id_is_a_node_name() -> None:
+    from federation.regions import REGIONS
+
+    for region in REGIONS:
+        assert pki.ServerNames("yrd-demo").node(region.node_id) == f"{region.node_id}.node.yrd-demo"
+
+
+@pytest.mark.parametrize("node_id", ["N0", "a.b", "a_b", "-a", "a-", "", "a" * 64])
+def test_bad_node_ids(tmp_path: Path, node_id: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        pki.init_federation(tmp_path, [node_id], federation="test")
+    assert info.value.code in ("PKI_BAD_NODE_ID", "PKI_BAD_NAME")
+    assert not (tmp_path / "ca.pem").exists()
+
+
+def test_a_new_ca_needs_the_federation_name_and_a_kept_one_must_match(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        pki.init_federation(tmp_path, ["hangzhou"])
+    assert info.value.code == "PKI_FEDERATION_REQUIRED" and "--federation" in str(info.value)
+    pki.init_federation(tmp_path, ["hangzhou"], federation="test")
+    assert pki.init_federation(tmp_path, ["hangzhou"])["created"] == []  # an existing CA names it already
+    with pytest.raises(ConfigError) as info:
+        pki.init_federation(tmp_path, ["hangzhou"], federation="prod")
+    assert info.value.code == "PKI_FEDERATION_MISMATCH" and "--force" in str(info.value)
+    assert pki.init_federation(tmp_path, ["hangzhou"], federation="prod", force=True)["federation"] == "prod"
+
+
+def test_a_ca_made_before_federation_names_is_refused_everywhere_with_the_fix(tmp_path: Path) -> None:
+    old = _old_ca(tmp_path / "pki")
+    leaf = _unnamed_leaf(old, tmp_path / "pki" / "nodes", "hangzhou")
+    for call in (
+        lambda: pki.init_federation(tmp_path / "pki", ["hangzhou"]),
+        lambda: pki.issue_certificate(old, tmp_path, "ningbo", "node", region="ningbo"),
+        lambda: tls.coordinator_target(_config(leaf)),
+        lambda: tls.server_credentials(_config(leaf)),
+    ):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert info.value.code == "PKI_CA_NO_FEDERATION"
+        assert "hpf pki init --dir DIR --federation NAME --force" in str(info.value)
+    assert tls.coordinator_target(None) is None  # insecure mode has no names to check
+    made = pki.init_federation(tmp_path / "pki", ["hangzhou"], federation="test", force=True)
+    assert pki.federation_of(_cert(made["ca"].cert)) == "test"
+    assert tls.load_material(_config(made["nodes"]["hangzhou"]), "server")
+
+
+def test_init_reissues_a_server_certificate_that_lacks_its_name(tmp_path: Path) -> None:
+    first = pki.init_federation(tmp_path, ["hangzhou"], federation="test")
+    leaf = _unnamed_leaf(first["ca"], tmp_path / "nodes", "hangzhou")
+    with pytest.raises(AuthError) as info:  # a server refuses to start with it: no client could dial it
+        tls.load_material(_config(leaf), "server")
+    assert info.value.code == "TLS_SERVER_UNNAMED" and "hpf pki init" in str(info.value)
+    assert tls.load_material(_config(leaf), "client")  # as a client it is still who it says
+    again = pki.init_federation(tmp_path, ["hangzhou"])
+    assert again["created"] == [leaf.cert]
+    assert tls.load_material(_config(again["nodes"]["hangzhou"]), "server")
+
+
+def test_cli_init_needs_the_federation_and_show_prints_it(cli: typer.Typer, tmp_path: Path) -> None:
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["pki", "init", "--dir", str(tmp_path), "--nodes", "hangzhou"])
+    assert refused.exit_code == 2 and "PKI_FEDERATION_REQUIRED" in refused.stderr
+    made = runner.invoke(cli, ["pki", "init", "--dir", str(tmp_path), "--federation", "yrd", "--nodes", "hangzhou"])
+    assert made.exit_code == 0 and "coordinator.yrd" in made.output, made.output
+    shown = runner.invoke(cli, ["pki", "show", str(tmp_path / "ca.pem")])
+    assert "federation:  yrd" in shown.output, shown.output
+    node = runner.invoke(cli, ["pki", "show", str(tmp_path / "nodes" / "hangzhou.pem")])
+    assert "hangzhou.node.yrd" in node.output
+    old = _old_ca(tmp_path / "old")
+    shown = runner.invoke(cli, ["pki", "show", str(old.cert)])
+    assert shown.exit_code == 0 and "PKI_CA_NO_FEDERATION" in shown.output
 
 
 # --- tls: configuration and options ---------------------------------------------------------------------
@@ -394,6 +552,8 @@ def test_cli_init_show_issue(cli: typer.Typer, tmp_path: Path) -> None:
         "init",
         "--dir",
         str(tmp_path),
+        "--federation",
+        "test",
         "--nodes",
         "hangzhou, ningbo",
         "--person",
