@@ -183,6 +183,11 @@ def show_command(file: Annotated[Path, typer.Argument(help="A .pem certificate f
             typer.echo(f"{label + ':':<13}{value}")
 
 
+def _number(crl: Path) -> int | None:
+    """The number of the list just written (parties refuse any list numbered below the newest they accepted)."""
+    return pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes()))
+
+
 REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation")
 
 
@@ -203,7 +208,8 @@ def revoke_command(
         identity = pki.read_identity(data)
         path = revocation.revoke(ca_dir, data, reason=x509.ReasonFlags(reason))
         typer.echo(f"revoked:     {identity.common_name} (serial {identity.serial:x})")
-        typer.echo(f"list:        {path} (name it as `revocations:` in node and coordinator configs)")
+        typer.echo(f"list:        {path} (number {_number(path)})")
+        typer.echo("             name it as `revocations:` in node and coordinator configs")
 
 
 @pki_app.command("crl")
@@ -213,7 +219,7 @@ def crl_command(
     """Re-sign the revocation list with the same entries (it states a next update, 30 days ahead)."""
     with _errors():
         path = revocation.refresh(ca_dir)
-        typer.echo(f"list:        {path} (re-signed; parties re-read it when it changes)")
+        typer.echo(f"list:        {path} (re-signed as number {_number(path)}; parties re-read it when it changes)")
 
 
 def register(app: typer.Typer) -> None:

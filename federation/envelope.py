@@ -140,7 +140,12 @@ class EnvelopeVerifier:
 
     @classmethod
     def from_files(
-        cls, ca: Path, federation: str, revocations: Path | None, window_s: float = DEFAULT_WINDOW_S
+        cls,
+        ca: Path,
+        federation: str,
+        revocations: Path | None,
+        window_s: float = DEFAULT_WINDOW_S,
+        revocation_state: Path | None = None,
     ) -> EnvelopeVerifier:
         try:
             ca_cert = x509.load_pem_x509_certificate(ca.read_bytes())
@@ -149,7 +154,7 @@ class EnvelopeVerifier:
             raise ConfigError(what, code="TLS_FILE_MISSING") from None
         except ValueError:
             raise AuthError(f"{ca}: not a PEM certificate", code="TLS_PEM_INVALID") from None
-        return cls(ca_cert, federation, RevocationList(revocations, ca_cert), window_s)
+        return cls(ca_cert, federation, RevocationList(revocations, ca_cert, revocation_state), window_s)
 
     def _certificate(self, der: bytes) -> tuple[x509.Certificate, pki.Identity, ec.EllipticCurvePublicKey]:
         """Parse a signer's certificate, check it was issued by the CA and read its identity (cached per
@@ -251,9 +256,14 @@ class TrustSettings(BaseModel):
         default=None, description="CA that signs people's certificates (default: the TLS CA)"
     )
     revocations: Path | None = Field(default=None, description="the federation's CRL (`hpf pki revoke` writes it)")
+    revocation_state: Path | None = Field(
+        default=None,
+        description="where the number of the newest revocation list accepted is kept across restarts "
+        "(a node's default: <state_dir>/revocation-state.json)",
+    )
     envelope_window_s: int = Field(default=DEFAULT_WINDOW_S, ge=10, le=3600)
 
-    @field_validator("federation_ca", "revocations")
+    @field_validator("federation_ca", "revocations", "revocation_state")
     @classmethod
     def _paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         return None if v is None else resolve_path(v, info)
@@ -268,4 +278,6 @@ class TrustSettings(BaseModel):
             )
         if self.revocations is None:
             log.warning("no revocation list configured ('revocations:'): a revoked certificate would be accepted")
-        return EnvelopeVerifier.from_files(ca, federation, self.revocations, self.envelope_window_s)
+        return EnvelopeVerifier.from_files(
+            ca, federation, self.revocations, self.envelope_window_s, self.revocation_state
+        )

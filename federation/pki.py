@@ -312,16 +312,55 @@ CRL_FILE = "crl.pem"
 CRL_VALID_DAYS = 30
 
 
-def write_crl(ca_dir_or_files: Path | str | CaFiles, revoked: Sequence[x509.RevokedCertificate] = ()) -> Path:
-    """Sign and write the CA's revocation list (``crl.pem`` next to ``ca.pem``) listing ``revoked``."""
+def crl_number(crl: x509.CertificateRevocationList) -> int | None:
+    """The list's CRLNumber extension (RFC 5280 5.2.3), or None when it carries none (or a malformed one)."""
+    try:
+        return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+
+
+def _next_crl_number(path: Path, ca_cert: x509.Certificate) -> int:
+    """One more than the number of this CA's list at ``path``; 1 when there is none (or it is another CA's)."""
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+        ours = crl.issuer == ca_cert.subject and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
+    except (OSError, ValueError, TypeError):
+        return 1
+    number = crl_number(crl) if ours else None
+    return 1 if number is None else number + 1
+
+
+def _number_old_crl(path: Path, ca_files: CaFiles, ca_cert: x509.Certificate) -> None:
+    """Re-sign an unnumbered list of this CA with the same entries, as list 1 (parties refuse unnumbered lists)."""
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+        ours = crl.issuer == ca_cert.subject and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
+    except (OSError, ValueError, TypeError):
+        return
+    if ours and crl_number(crl) is None:
+        write_crl(ca_files, list(crl), number=1)
+
+
+def write_crl(
+    ca_dir_or_files: Path | str | CaFiles, revoked: Sequence[x509.RevokedCertificate] = (), *, number: int | None = None
+) -> Path:
+    """Sign and write the CA's revocation list (``crl.pem`` next to ``ca.pem``) listing ``revoked``.
+
+    Every list carries a CRLNumber one more than the list it replaces (1 for the first), so a party that has
+    accepted list ``n`` refuses any list numbered below ``n`` (:class:`federation.revocation.RevocationList`):
+    an older list put back cannot un-revoke a certificate. ``number`` overrides it (tests).
+    """
     files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
     ca_cert, ca_key = load_ca(files)
+    path = files.cert.parent / CRL_FILE
     now = dt.datetime.now(dt.UTC)
     builder = x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
     builder = builder.next_update(now + dt.timedelta(days=CRL_VALID_DAYS))
+    number = _next_crl_number(path, ca_cert) if number is None else number
+    builder = builder.add_extension(x509.CRLNumber(number), critical=False)
     for entry in revoked:
         builder = builder.add_revoked_certificate(entry)
-    path = files.cert.parent / CRL_FILE
     write_file(path, builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), 0o644)
     return path
 
@@ -431,6 +470,7 @@ def init_federation(
     elif not (out / CRL_FILE).exists():
         write_crl(ca_files)
     ca_cert, _ = load_ca(ca_files)
+    _number_old_crl(out / CRL_FILE, ca_files, ca_cert)  # a list from before lists were numbered
 
     def ensure(sub: Path, name: str, want: tuple[Kind, str | None, str | None], h: list[str]) -> CertFiles:
         files = CertFiles(cert=sub / f"{name}.pem", key=sub / f"{name}.key", ca=ca_files.cert)

@@ -8,8 +8,10 @@ coordinator's own certificate: the node must refuse them on its own.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -327,6 +329,34 @@ def test_a_revoked_certificate_is_refused_once_the_list_changes(
     assert err.code == "AUTH_CERT_REVOKED"
     refused_by_every_node(node_stubs, partial_request(fed, keys, early), "AUTH_CERT_REVOKED")
     assert_serves(fed, keys)
+
+
+def test_an_older_revocation_list_put_back_does_not_unrevoke(tmp_path: Path, keys: he.ClientKeys) -> None:
+    people = (("caseworker", "caseworker", None), ("bob", "caseworker", None))
+    with harness.federation(tmp_path, TABLES, NODE_ROWS, people=people) as f:
+        crl = f.pki_dir / "crl.pem"
+        older = crl.read_bytes()  # list N, signed by the CA: bob not revoked
+        with f.client(keys=keys, person="bob") as bob:
+            assert bob.query(VALID).rows
+            early = bob.sign(VALID)  # signed before the revocation, sent (straight to the nodes) after it
+            revocation.revoke(f.pki_dir, (f.pki_dir / "people" / "bob.pem").read_bytes())  # list N + 1
+            newest = crl.read_bytes()
+            assert refusal(lambda: bob.query(VALID)).code == "AUTH_CERT_REVOKED"
+            assert_serves(f, keys)  # every node has read list N + 1 by now (a party that never did cannot know it)
+            crl.write_bytes(older)  # list N restored over list N + 1, where every party reads it
+            os.utime(crl, ns=(time.time_ns(), time.time_ns() + 9_000_000))
+            assert refusal(lambda: bob.query(VALID)).code == "AUTH_CERT_REVOKED"  # the coordinator keeps N + 1
+        with f.node_stubs_as_coordinator() as stubs:  # and so does every node, on its own
+            refused_by_every_node(stubs, partial_request(f, keys, early), "AUTH_CERT_REVOKED")
+        assert_serves(f, keys)  # everyone else is still answered
+        # a node restarted on list N remembers (in its state directory) that it accepted N + 1: it does not start
+        with pytest.raises(FederationError) as err:
+            f.restart_node("n0")
+        assert err.value.code == "REVOCATION_ROLLBACK"
+        crl.write_bytes(newest)
+        f.restart_node("n0")
+        f.wait_for_regions()
+        assert_serves(f, keys)
 
 
 def test_a_role_without_a_policy_is_refused_with_the_rule(fed: harness.Federation, keys: he.ClientKeys) -> None:
