@@ -7,6 +7,7 @@ coordinator's own certificate: the node must refuse them on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -21,6 +22,8 @@ import harness
 import pytest
 
 from federation import he, pki, revocation
+from federation.audit_keys import load_public_key
+from federation.audit_proto import check_receipt
 from federation.audit_records import Receipt
 from federation.audit_verify import read_entries, verify_log
 from federation.client import FederationClient
@@ -525,11 +528,11 @@ def test_an_auditor_pins_the_key_from_the_catalog(
     directory = fed.audit_dir("n0")
 
     def verify(path: Path) -> subprocess.CompletedProcess[str]:
-        args = ["audit", "verify", str(path), "--catalog", str(fed.catalog_path)]
+        args = ["audit", "verify", str(path), "--catalog", str(fed.catalog_path), "--node", "n0"]
         return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
 
     ok = verify(directory)
-    assert ok.returncode == 0 and "key pinned" in ok.stdout, ok.stderr
+    assert ok.returncode == 0 and "key pinned" in ok.stdout and "node n0" in ok.stdout, ok.stderr
     copy = tmp_path / "audit"
     copy.mkdir()
     for name in ("entries.jsonl", "checkpoints.jsonl"):
@@ -543,6 +546,68 @@ def test_an_auditor_pins_the_key_from_the_catalog(
     (copy / "entries.jsonl").write_text("".join(lines))
     tampered = verify(copy)
     assert tampered.returncode == 7 and "entry 1" in tampered.stderr, tampered.stderr
+
+
+def test_another_regions_intact_log_does_not_verify_as_this_regions(
+    fed: harness.Federation, client: FederationClient, tmp_path: Path
+) -> None:
+    """Region n1's whole log, checkpoints and all, copied to where n0's log should be: an auditor who asks for
+    n0's log (the catalog's key for n0) is told it is n1's, and n1's saved checkpoint and receipts do not pass
+    for n0's either."""
+    client.query(VALID)
+    answer = client.query(VALID)
+    theirs = fed.audit_dir("n1")
+    at_n0 = tmp_path / "n0" / "audit"  # the path the auditor verifies as region n0's
+    at_n0.mkdir(parents=True)
+    for name in ("entries.jsonl", "checkpoints.jsonl", "audit.pub"):
+        (at_n0 / name).write_bytes((theirs / name).read_bytes())
+    receipt = next(r for r in answer.receipts if r.node_id == "n1")
+    (tmp_path / "checkpoint.json").write_text(json.dumps(receipt.checkpoint.to_dict()))
+    (tmp_path / "receipts.jsonl").write_text(json.dumps(dataclasses.replace(receipt, node_id="n0").to_dict()) + "\n")
+
+    def verify(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        args = ["audit", "verify", str(path), "--catalog", str(fed.catalog_path), "--node", "n0", *extra]
+        return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
+
+    copied = verify(at_n0)
+    assert copied.returncode == 7 and "AUDIT_NODE_MISMATCH" in copied.stderr and "n1" in copied.stderr, copied
+    own = fed.audit_dir("n0")
+    for extra, code in (
+        (("--checkpoint", str(tmp_path / "checkpoint.json")), "AUDIT_NODE_MISMATCH"),
+        (("--receipts", str(tmp_path / "receipts.jsonl")), "AUDIT_NODE_MISMATCH"),  # relabelled as n0's
+    ):
+        result = verify(own, *extra)
+        assert result.returncode == 7 and code in result.stderr, result
+    # the same without the CLI: whoever names the node gets the mismatch, for the log and for a receipt
+    n0_key = load_public_key(fed.catalog.nodes[0].audit_key or "")
+    assert verify_log(at_n0, n0_key, node_id="n0").code == "AUDIT_NODE_MISMATCH"
+    assert verify_log(own, n0_key, receipts=[receipt], node_id="n0").code == "AUDIT_NODE_MISMATCH"
+    assert verify_log(theirs, node_id="n1", receipts=[receipt]).ok
+    # the log's own files cannot say whose log it is: with --catalog, the node must be named
+    unnamed = subprocess.run(
+        [sys.executable, "-m", "cli", "audit", "verify", str(at_n0), "--catalog", str(fed.catalog_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert unnamed.returncode == 2 and "CLI_BAD_OPTION" in unnamed.stderr, unnamed
+
+
+def test_a_receipt_relabelled_as_another_regions_is_refused(fed: harness.Federation, client: FederationClient) -> None:
+    answer = client.query(VALID)
+    receipt = next(r for r in answer.receipts if r.node_id == "n1")
+    keys = {n.id: n.audit_key for n in fed.catalog.nodes}
+    entry = json.loads(receipt.entry)
+    for forged in (
+        dataclasses.replace(receipt, node_id="n0"),  # the label moved: the checkpoint signs n1
+        dataclasses.replace(  # label and checkpoint both n0's would need n0's signature; the entry still says n1
+            receipt, node_id="n0", checkpoint=dataclasses.replace(receipt.checkpoint, node_id="n0")
+        ),
+    ):
+        with pytest.raises(FederationError):
+            check_receipt(forged, nonce=bytes.fromhex(entry["nonce"]), signer="caseworker", audit_keys=keys)
+        assert forged.problem() is not None
+    assert check_receipt(receipt, nonce=bytes.fromhex(entry["nonce"]), signer="caseworker", audit_keys=keys)
 
 
 def test_kept_receipts_are_proved_later_through_the_coordinator(
