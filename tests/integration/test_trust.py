@@ -362,6 +362,37 @@ def test_an_older_revocation_list_put_back_does_not_unrevoke(tmp_path: Path, key
         assert_serves(f, keys)
 
 
+def test_the_catalog_is_given_only_to_people_not_revoked_and_within_their_rate(tmp_path: Path) -> None:
+    people = (("caseworker", "caseworker", None), ("bob", "caseworker", None))
+    limit = {"rate_limit": {"requests": 3, "per_seconds": 3600}}
+    with harness.federation(tmp_path, TABLES, NODE_ROWS, people=people, coordinator_settings=limit) as f:
+        address = f"127.0.0.1:{f.coordinator.port}"
+
+        def get_catalog(cert: str) -> pb.CatalogResponse | FederationError:
+            tls = TlsConfig(ca=f.pki_dir / "ca.pem", cert=f.pki_dir / f"{cert}.pem", key=f.pki_dir / f"{cert}.key")
+            channel = secure_channel(address, tls)
+            try:
+                return pb_grpc.CoordinatorStub(channel).GetCatalog(pb.CatalogRequest(), timeout=20)
+            except grpc.RpcError as err:
+                return from_rpc_error(err)
+            finally:
+                channel.close()
+
+        given = get_catalog("people/caseworker")
+        assert isinstance(given, pb.CatalogResponse) and given.catalog_yaml == f.catalog_path.read_text()
+        for party in ("nodes/n0", "coordinator"):  # a region's (or the coordinator's own) certificate: not a person
+            refused = get_catalog(party)
+            assert isinstance(refused, FederationError) and refused.code == "PARTY_NOT_ALLOWED", refused
+        assert isinstance(get_catalog("people/bob"), pb.CatalogResponse)
+        revocation.revoke(f.pki_dir, (f.pki_dir / "people" / "bob.pem").read_bytes())
+        refused = get_catalog("people/bob")
+        assert isinstance(refused, FederationError) and refused.code == "AUTH_CERT_REVOKED"
+        for _ in range(2):  # the caseworker's second and third requests of the 3 an hour
+            assert isinstance(get_catalog("people/caseworker"), pb.CatalogResponse)
+        refused = get_catalog("people/caseworker")
+        assert isinstance(refused, FederationError) and refused.code == "POLICY_RATE_LIMITED"
+
+
 def test_a_role_without_a_policy_is_refused_with_the_rule(fed: harness.Federation, keys: he.ClientKeys) -> None:
     with fed.client(keys=keys, person="auditor") as auditor:
         err = refusal(lambda: auditor.query(VALID))
