@@ -32,6 +32,7 @@ from federation.lookup_codec import PersonFacts
 from federation.person_id import packed_ids_valid, validate_person_id
 from federation.plan import Plan
 from federation.planner import plan_query
+from federation.private_files import append_private
 from federation.profile import ClientProfile
 from federation.sealing import ID_CHARS, OneTimeKey, load_public_b64
 from federation.slot_codec import decode_totals
@@ -215,11 +216,9 @@ class FederationClient:
         keys = self._audit_keys()
         who = self.signer.identity.common_name
         verified = sum(check_receipt(r, nonce=envelope.nonce, signer=who, audit_keys=keys) for r in receipts)
-        if self.profile.receipts is not None and receipts:
-            self.profile.receipts.parent.mkdir(parents=True, exist_ok=True)
-            with self.profile.receipts.open("a", encoding="utf-8") as fh:
-                for r in receipts:
-                    fh.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
+        if self.profile.receipts is not None and receipts:  # mode 0600: who asked what, and when
+            lines = "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in receipts)
+            append_private(self.profile.receipts, lines.encode("utf-8"))
         return receipts, verified
 
     def _statements(self, reply: pb.QueryResponse, signed: pb.SignedEnvelope) -> tuple[dict[str, Any], int, int]:

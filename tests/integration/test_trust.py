@@ -551,6 +551,17 @@ def test_a_node_refuses_a_revoked_coordinator(tmp_path: Path, keys: he.ClientKey
             assert (last["decision"], last["code"], last["via"]) == ("refused", "AUTH_CERT_REVOKED", "coordinator")
 
 
+def test_kept_receipts_are_readable_only_by_their_owner(fed: harness.Federation, client: FederationClient) -> None:
+    path = client.profile.receipts
+    assert path is not None
+    client.query(VALID)
+    assert path.stat().st_mode & 0o777 == 0o600  # who asked what, when: not for other users of the machine
+    before = path.read_bytes()
+    path.chmod(0o644)  # e.g. a file from before receipts were kept private, or a careless copy back
+    client.query(VALID)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.read_bytes().startswith(before)
+
+
 def test_an_auditor_pins_the_key_from_the_catalog(
     fed: harness.Federation, client: FederationClient, tmp_path: Path
 ) -> None:
