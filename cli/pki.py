@@ -117,7 +117,7 @@ def issue_command(
 def describe(cert_pem: bytes, now: dt.datetime | None = None) -> list[tuple[str, str]]:
     """Label/value lines describing a certificate's identity and validity (no key material)."""
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
+        cert = pki.load_certificate(cert_pem)
     except ValueError:
         raise AuthError("not a PEM certificate", code="TLS_PEM_INVALID") from None
     now = now or dt.datetime.now(dt.UTC)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.message import DecodeError
@@ -59,9 +59,9 @@ class Signer:
 
     def __init__(self, cert_pem: bytes, key_pem: bytes) -> None:
         try:
-            cert = x509.load_pem_x509_certificate(cert_pem)
+            cert = pki.load_certificate(cert_pem)
             key = serialization.load_pem_private_key(key_pem, password=None)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             raise AuthError("the signing certificate or key is not readable PEM", code="AUTH_SIGNER_INVALID") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey) or not pki.key_matches(cert, key):
             raise AuthError("the signing key does not belong to the certificate", code="AUTH_SIGNER_INVALID")
@@ -148,7 +148,7 @@ class EnvelopeVerifier:
         revocation_state: Path | None = None,
     ) -> EnvelopeVerifier:
         try:
-            ca_cert = x509.load_pem_x509_certificate(ca.read_bytes())
+            ca_cert = pki.load_certificate(ca.read_bytes())
         except OSError as exc:
             what = f"{ca}: cannot read the federation CA ({exc.strerror})"
             raise ConfigError(what, code="TLS_FILE_MISSING") from None
@@ -162,8 +162,8 @@ class EnvelopeVerifier:
         known = self._known.get(der)
         if known is not None:
             return known
-        try:
-            cert = x509.load_der_x509_certificate(der)
+        try:  # every field parsed now: a malformed one (an invalid version, say) is this refusal, not a crash later
+            cert = pki.load_certificate(der, der=True)
         except ValueError:
             raise _refuse("the signer's certificate is not a valid certificate", "AUTH_CERT_INVALID") from None
         try:

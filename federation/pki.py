@@ -141,6 +141,45 @@ def _parse_der_utf8(data: bytes) -> str:
     return data[offset:].decode("utf-8")
 
 
+# What reading a malformed certificate can raise: cryptography's InvalidVersion, DuplicateExtension and
+# UnsupportedGeneralNameType are not ValueErrors, and a bad key is an UnsupportedAlgorithm or a ValueError.
+MALFORMED_CERTIFICATE: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
+def _parsed(cert: x509.Certificate) -> x509.Certificate:
+    """``cert`` once every field the federation reads has been parsed (some are parsed only when first read)."""
+    _ = (cert.version, cert.serial_number, cert.subject, cert.issuer, cert.extensions, cert.public_key())
+    _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_algorithm_oid)
+    return cert
+
+
+def load_certificate(data: bytes, *, der: bool = False) -> x509.Certificate:
+    """A certificate from PEM (the first in ``data``) or DER, every field the federation reads already parsed.
+
+    Anything malformed (not a certificate, an invalid version, duplicate or broken extensions, names or key)
+    raises ValueError, so each caller maps one exception to its own stable code and nothing else escapes later.
+    """
+    try:
+        return _parsed(x509.load_der_x509_certificate(data) if der else x509.load_pem_x509_certificate(data))
+    except MALFORMED_CERTIFICATE:
+        raise ValueError("not a well-formed certificate") from None
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """Every PEM certificate in ``data`` (a CA bundle, a chain), each parsed whole; ValueError as above."""
+    try:
+        return [_parsed(cert) for cert in x509.load_pem_x509_certificates(data)]
+    except MALFORMED_CERTIFICATE:
+        raise ValueError("not well-formed certificates") from None
+
+
 def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
     """True when ``key`` is the private half of ``cert``'s public key."""
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -230,7 +269,7 @@ def load_ca(ca_dir_or_files: Path | str | CaFiles) -> tuple[x509.Certificate, ec
             hint = f"run `hpf pki init --dir {files.cert.parent}` to create the federation CA"
             raise ConfigError(f"{path}: CA file not found", code="PKI_CA_NOT_FOUND", hint=hint)
     try:
-        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+        cert = load_certificate(files.cert.read_bytes())
     except ValueError:
         raise AuthError(f"{files.cert}: not a PEM certificate", code="TLS_PEM_INVALID") from None
     try:
@@ -369,7 +408,7 @@ def read_identity(cert_pem: bytes | str) -> Identity:
     """The identity a (first) PEM certificate carries; AuthError if it carries none or an inconsistent one."""
     data = cert_pem.encode() if isinstance(cert_pem, str) else cert_pem
     try:
-        cert = x509.load_pem_x509_certificate(data)
+        cert = load_certificate(data)
     except ValueError:
         raise AuthError("not a PEM certificate", code="TLS_PEM_INVALID") from None
     return identity_of(cert)
@@ -377,6 +416,13 @@ def read_identity(cert_pem: bytes | str) -> Identity:
 
 def identity_of(cert: x509.Certificate) -> Identity:
     """The identity a parsed certificate carries; AuthError if it carries none or an inconsistent one."""
+    try:
+        return _identity_of(cert)
+    except MALFORMED_CERTIFICATE:  # a certificate not read by load_certificate, with a field that does not parse
+        raise AuthError("the certificate is malformed", code="IDENTITY_INVALID") from None
+
+
+def _identity_of(cert: x509.Certificate) -> Identity:
     try:
         ext = cert.extensions.get_extension_for_oid(IDENTITY_OID).value
         fields = json.loads(_parse_der_utf8(cast(x509.UnrecognizedExtension, ext).value))
@@ -409,7 +455,13 @@ def identity_of(cert: x509.Certificate) -> Identity:
 
 
 # Reasons an existing certificate/key pair cannot be reused as is.
-_UNUSABLE = (OSError, ValueError, TypeError, UnsupportedAlgorithm, InvalidSignature, AuthError, x509.ExtensionNotFound)
+_UNUSABLE: tuple[type[Exception], ...] = (
+    OSError,
+    *MALFORMED_CERTIFICATE,
+    InvalidSignature,
+    AuthError,
+    x509.ExtensionNotFound,
+)
 
 
 def _still_good(
@@ -419,7 +471,7 @@ def _still_good(
     want_san = set(_san(hosts)) if want[0] != "person" else set()
     now = dt.datetime.now(dt.UTC)
     try:
-        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+        cert = load_certificate(files.cert.read_bytes())
         key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
         cert.verify_directly_issued_by(ca_cert)
         ident = identity_of(cert)

@@ -40,7 +40,7 @@ def revoke(ca_dir: Path | str, cert_pem: bytes, *, reason: x509.ReasonFlags = x5
     """Add the certificate to the CA's revocation list (``<ca_dir>/crl.pem``), re-signed; returns its path."""
     ca_cert, _ = pki.load_ca(ca_dir)
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
+        cert = pki.load_certificate(cert_pem)
     except ValueError:
         raise ConfigError("not a PEM certificate", code="PKI_BAD_CERTIFICATE") from None
     try:
@@ -65,11 +65,14 @@ def revoke(ca_dir: Path | str, cert_pem: bytes, *, reason: x509.ReasonFlags = x5
 def _load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList:
     try:
         crl = x509.load_pem_x509_crl(path.read_bytes())
+        signed = crl.issuer == ca_cert.subject and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
+        if signed:  # every field read later, parsed now (an invalid version or entry is not a ValueError)
+            _ = (crl.extensions, [(entry.serial_number, entry.extensions) for entry in crl], crl.next_update_utc)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the revocation list ({exc.strerror})", code="CRL_UNREADABLE") from None
-    except ValueError:
+    except pki.MALFORMED_CERTIFICATE:
         raise AuthError(f"{path}: not a PEM revocation list", code="AUTH_CRL_INVALID") from None
-    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
+    if not signed:
         raise AuthError(
             f"{path}: the revocation list is not signed by the federation CA",
             code="AUTH_CRL_INVALID",

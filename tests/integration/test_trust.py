@@ -393,6 +393,65 @@ def test_the_catalog_is_given_only_to_people_not_revoked_and_within_their_rate(t
         assert isinstance(refused, FederationError) and refused.code == "POLICY_RATE_LIMITED"
 
 
+def _malformed(der: bytes, form: str) -> bytes:
+    """A real signer certificate (DER) made malformed in one way; its signature no longer matters: a party must
+    refuse it before it gets that far, and without failing."""
+    if form == "version 5":  # [0] EXPLICIT INTEGER 2 (v3) -> 5: no such X.509 version
+        at = der.find(bytes.fromhex("a003020102"))
+        assert 0 < at < 16
+        return der[: at + 4] + b"\x05" + der[at + 5 :]
+    if form == "duplicate extension":  # the subject key identifier's OID made the authority key identifier's
+        at = der.find(bytes.fromhex("0603551d0e"))
+        assert at > 0
+        return der[: at + 4] + b"\x23" + der[at + 5 :]
+    if form == "broken key":  # a point that is not on the curve
+        at = der.find(bytes.fromhex("03420004"))
+        assert at > 0
+        return der[: at + 10] + bytes([der[at + 10] ^ 0xFF]) + der[at + 11 :]
+    return der[: len(der) // 2]  # cut short
+
+
+@pytest.mark.parametrize("form", ["version 5", "duplicate extension", "broken key", "cut short"])
+def test_a_malformed_signer_certificate_is_refused_with_a_code_everywhere(
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    node_stubs: dict[str, pb_grpc.NodeStub],
+    client: FederationClient,
+    form: str,
+) -> None:
+    signed = sign(fed, keys)
+    bad = pb.SignedEnvelope(
+        envelope=signed.envelope,
+        signature=signed.signature,
+        signer_certificate=_malformed(signed.signer_certificate, form),
+    )
+    context = keys.public_context()
+    coordinator = client._stub
+    calls: dict[str, Any] = {
+        "coordinator Query": lambda: coordinator.Query(
+            pb.QueryRequest(public_context=context, envelope=bad), timeout=20
+        ),
+        "coordinator Explain": lambda: coordinator.Explain(pb.ExplainRequest(envelope=bad), timeout=20),
+        "coordinator Lookup": lambda: coordinator.Lookup(
+            pb.LookupRequest(envelope=bad, public_context=context), timeout=20
+        ),
+    }
+    for node_id, stub in node_stubs.items():
+        partial = partial_request(fed, keys, bad)
+        lookup = pb.NodeLookupRequest(
+            query_id=query_id(bad), public_context=context, envelope=bad, participants=fed.node_ids
+        )
+        calls[f"{node_id} ComputePartial"] = lambda stub=stub, r=partial: stub.ComputePartial(r, timeout=20)
+        calls[f"{node_id} Explain"] = lambda stub=stub, r=partial: stub.Explain(r, timeout=20)
+        calls[f"{node_id} Lookup"] = lambda stub=stub, r=lookup: stub.Lookup(r, timeout=20)
+    for name, call in calls.items():
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        err = from_rpc_error(info.value)
+        assert (info.value.code(), err.code) == (grpc.StatusCode.UNAUTHENTICATED, "AUTH_CERT_INVALID"), name
+    assert_serves(fed, keys)
+
+
 def test_a_role_without_a_policy_is_refused_with_the_rule(fed: harness.Federation, keys: he.ClientKeys) -> None:
     with fed.client(keys=keys, person="auditor") as auditor:
         err = refusal(lambda: auditor.query(VALID))
