@@ -22,7 +22,7 @@ from federation.audit_proto import check_receipt, check_still_logged, receipt_fr
 from federation.audit_records import Checkpoint, Receipt
 from federation.catalog import Catalog, load_catalog
 from federation.config_files import parse_model
-from federation.dp_plan import ComponentNoise, DpTerms, component_label, dp_terms, suppress_small_groups
+from federation.dp_plan import DpTerms, component_label, dp_terms, suppress_small_groups
 from federation.envelope import Signer, query_id
 from federation.errors import ConfigError, CryptoError, PlanError, UnavailableError, from_rpc_error
 from federation.finish import finish
@@ -102,18 +102,12 @@ def _total(cells: Sequence[PersonFacts]) -> PersonFacts:
 
 def _dp_terms(plan: Plan, signed: dict[str, Any]) -> DpTerms:
     """The DP terms the regions signed, which must be the ones this client derives from the plan and catalog
-    for the epsilon, delta and threshold they name: then the noise it states is the noise the answer carries."""
+    for the epsilon, delta and threshold they name: then the noise it states is the noise the answer carries.
+    Only their canonical form is read (integers and fixed decimal strings, never a float)."""
     try:
-        return DpTerms(
-            epsilon=float(signed["epsilon"]),
-            delta=float(signed["delta"]),
-            threshold=int(signed["threshold"]),
-            components=tuple(
-                ComponentNoise(sensitivity=int(c[0]), unit=int(c[1]), mu=float(c[2])) for c in signed["components"]
-            ),
-        )
-    except (KeyError, TypeError, ValueError, IndexError):
-        raise CryptoError("the regions' DP terms cannot be read", code="ANSWER_STATEMENT_INVALID") from None
+        return DpTerms.from_canonical({k: v for k, v in signed.items() if k != "mode"})
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        raise CryptoError("the regions' DP terms are not canonical", code="ANSWER_STATEMENT_INVALID") from None
 
 
 def check_person_ids(person_ids: Sequence[str]) -> list[str]:
