@@ -351,33 +351,39 @@ CRL_FILE = "crl.pem"
 CRL_VALID_DAYS = 30
 
 
+_NO_CRL_NUMBER: tuple[type[Exception], ...] = (x509.ExtensionNotFound, *MALFORMED_CERTIFICATE)
+_NO_OWN_CRL: tuple[type[Exception], ...] = (OSError, *MALFORMED_CERTIFICATE)
+
+
 def crl_number(crl: x509.CertificateRevocationList) -> int | None:
     """The list's CRLNumber extension (RFC 5280 5.2.3), or None when it carries none (or a malformed one)."""
     try:
         return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
-    except (x509.ExtensionNotFound, ValueError):
+    except _NO_CRL_NUMBER:
         return None
+
+
+def _own_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList | None:
+    """The list at ``path`` when this CA signed it (None when there is none, or it is unreadable or another's)."""
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+        ours = crl.issuer == ca_cert.subject and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
+    except _NO_OWN_CRL:
+        return None
+    return crl if ours else None
 
 
 def _next_crl_number(path: Path, ca_cert: x509.Certificate) -> int:
     """One more than the number of this CA's list at ``path``; 1 when there is none (or it is another CA's)."""
-    try:
-        crl = x509.load_pem_x509_crl(path.read_bytes())
-        ours = crl.issuer == ca_cert.subject and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
-    except (OSError, ValueError, TypeError):
-        return 1
-    number = crl_number(crl) if ours else None
+    crl = _own_crl(path, ca_cert)
+    number = crl_number(crl) if crl is not None else None
     return 1 if number is None else number + 1
 
 
 def _number_old_crl(path: Path, ca_files: CaFiles, ca_cert: x509.Certificate) -> None:
     """Re-sign an unnumbered list of this CA with the same entries, as list 1 (parties refuse unnumbered lists)."""
-    try:
-        crl = x509.load_pem_x509_crl(path.read_bytes())
-        ours = crl.issuer == ca_cert.subject and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
-    except (OSError, ValueError, TypeError):
-        return
-    if ours and crl_number(crl) is None:
+    crl = _own_crl(path, ca_cert)
+    if crl is not None and crl_number(crl) is None:
         write_crl(ca_files, list(crl), number=1)
 
 
