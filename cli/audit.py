@@ -16,7 +16,7 @@ from rich.text import Text
 from cli.errors import cli_errors
 from cli.output import text_table
 from federation.audit_keys import load_public_key
-from federation.audit_records import CHECKPOINTS, Checkpoint, Receipt, parse_checkpoint_line
+from federation.audit_records import Checkpoint, Receipt, is_node_id
 from federation.audit_verify import read_entries, verify_log
 from federation.catalog import load_catalog
 from federation.client import FederationClient, check_person_ids
@@ -83,17 +83,12 @@ def _receipts(path: Path) -> list[Receipt]:
     return receipts
 
 
-def _catalog_key(catalog_path: Path, directory: Path) -> Ed25519PublicKey:
-    """The audit key the catalog lists for the node whose log ``directory`` is (named by its first checkpoint)."""
-    checkpoint = parse_checkpoint_line(_read(directory / CHECKPOINTS, first_line=True))
-    if isinstance(checkpoint, str):
-        raise AuditError(
-            f"{directory}: the first checkpoint cannot be read: {checkpoint}", code="AUDIT_CHECKPOINT_MALFORMED"
-        )
-    node = next((n for n in load_catalog(catalog_path).nodes if n.id == checkpoint.node_id), None)
+def _catalog_key(catalog_path: Path, node_id: str) -> Ed25519PublicKey:
+    """The audit key the catalog lists for ``node_id`` (never for whichever node the log itself names)."""
+    node = next((n for n in load_catalog(catalog_path).nodes if n.id == node_id), None)
     if node is None or node.audit_key is None:
         raise ConfigError(
-            f"{catalog_path}: no audit_key for node {checkpoint.node_id!r}",
+            f"{catalog_path}: no audit_key for node {node_id!r}",
             code="CONFIG_INVALID",
             hint="add the key the node logs at start as its audit_key, or pass --public-key",
         )
@@ -109,6 +104,10 @@ VERIFY_HELP = (
     "Cutting both files back to the same earlier prefix cannot be detected from the files alone: the log is "
     "consistent with itself. It is caught with an older checkpoint (--checkpoint), a client's receipts "
     "(--receipts, or hpf audit receipts through the coordinator), or a checkpoint of the node held by someone else."
+    "\n\n"
+    "--node names the node whose log this is: every entry, checkpoint, saved checkpoint and receipt must be that "
+    "node's (AUDIT_NODE_MISMATCH otherwise: e.g. another region's intact log put at this path). With --catalog it "
+    "is required, and the key is the catalog's audit_key for that node."
 )
 
 
@@ -132,19 +131,35 @@ def verify(
         "back to an earlier prefix)",
     ),
     catalog: Path | None = typer.Option(
-        None, "--catalog", help="Pin the key from the federation catalog's entry for the log's node (audit_key)"
+        None, "--catalog", help="Pin the key from the federation catalog's entry for --node (its audit_key)"
+    ),
+    node: str | None = typer.Option(
+        None, "--node", help="The node whose log this is (required with --catalog): everything must be its own"
     ),
     fmt: VerifyFormat = typer.Option(VerifyFormat.text, "--format", "-f", help="Output format"),
 ) -> None:
     """Check a log directory (the help text is VERIFY_HELP)."""
     if public_key is not None and catalog is not None:
         raise ConfigError("give --public-key or --catalog, not both", code="CLI_BAD_OPTION")
+    if node is not None and not is_node_id(node):
+        raise ConfigError("--node takes a node id from the catalog, e.g. hangzhou", code="CLI_BAD_OPTION")
     key = load_public_key(_read(public_key)) if public_key is not None else None
     if catalog is not None:
-        key = _catalog_key(catalog, directory)
+        if node is None:
+            raise ConfigError(
+                "--catalog needs --node: the node whose log this is",
+                code="CLI_BAD_OPTION",
+                hint="the log's own files cannot say whose log it is: name the node, e.g. --node hangzhou",
+            )
+        key = _catalog_key(catalog, node)
     older = _checkpoint(checkpoint) if checkpoint is not None else None
     kept = _receipts(receipts) if receipts is not None else []
-    report = verify_log(directory, key, older, kept)
+    if node is not None and kept:  # a client keeps every region's receipts in one file: this node's are checked
+        others = sum(1 for r in kept if r.node_id != node)
+        kept = [r for r in kept if r.node_id == node]
+        if others:
+            typer.echo(f"note: {others} receipt(s) of other nodes in {receipts} left out", err=True)
+    report = verify_log(directory, key, older, kept, node_id=node)
     if fmt == VerifyFormat.json:
         typer.echo(json.dumps({"directory": str(directory), **report.to_dict()}))
     if not report.key_pinned and report.code != "AUDIT_NOT_FOUND":

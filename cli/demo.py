@@ -259,14 +259,14 @@ def run_examples(layout: DemoLayout) -> bool:
     entries = 0
     for node in catalog.nodes:
         key = load_public_key(node.audit_key) if node.audit_key else None
-        report = verify_log(layout.state(node.id) / "audit", key)
+        report = verify_log(layout.state(node.id) / "audit", key, node_id=node.id)
         all_equal &= report.ok and report.key_pinned
         entries += report.entries
     audit_dir = layout.state(layout.node_ids[0]) / "audit"
     typer.echo(
         f"\n## Audit\nevery region logged each question, allowed or refused: {len(catalog.nodes)} logs, "
         f"{entries} entries, every root and checkpoint signature verified with the catalog's audit keys\n"
-        f"$ hpf audit verify {audit_dir} --catalog {layout.catalog}"
+        f"$ hpf audit verify {audit_dir} --catalog {layout.catalog} --node {layout.node_ids[0]}"
     )
     return all_equal
 

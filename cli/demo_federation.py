@@ -154,6 +154,7 @@ def write_configs(
             "catalog": str(layout.catalog),
             "deadline_ms": 10_000,
             "revocations": str(layout.pki / "crl.pem"),
+            "revocation_state": str(layout.state("coordinator") / "revocation-state.json"),
             "tls": layout.tls("coordinator"),
         },
     )

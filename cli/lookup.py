@@ -28,6 +28,7 @@ from cli.output import regions_line, text_table
 from federation.client import LOOKUP_BATCH, FederationClient, LookupAnswer, check_person_ids
 from federation.errors import ConfigError, PlanError
 from federation.lookup_codec import PersonFacts
+from federation.private_files import open_private_text
 from federation.profile import load_profile
 
 MAX_INPUT_ERRORS = 10
@@ -264,7 +265,7 @@ def screen(
     if output is None:
         write_screen(results, fmt, answer, sys.stdout)
     else:
-        with output.open("w", encoding="utf-8", newline="") as fh:
+        with open_private_text(output) as fh:  # mode 0600: results about people
             write_screen(results, fmt, answer, fh)
     flagged = sum(f.duplicate_loans for f in answer.facts)
     failed = sum(1 for f in answer.facts if f.failed_regions)

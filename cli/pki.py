@@ -136,7 +136,7 @@ def issue_command(
 def describe(cert_pem: bytes, now: dt.datetime | None = None) -> list[tuple[str, str]]:
     """Label/value lines describing a certificate's identity and validity (no key material)."""
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
+        cert = pki.load_certificate(cert_pem)
     except ValueError:
         raise AuthError("not a PEM certificate", code="TLS_PEM_INVALID") from None
     now = now or dt.datetime.now(dt.UTC)
@@ -206,6 +206,11 @@ def show_command(file: Annotated[Path, typer.Argument(help="A .pem certificate f
             typer.echo(f"{label + ':':<13}{value}")
 
 
+def _number(crl: Path) -> int | None:
+    """The number of the list just written (parties refuse any list numbered below the newest they accepted)."""
+    return pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes()))
+
+
 REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation")
 
 
@@ -226,7 +231,8 @@ def revoke_command(
         identity = pki.read_identity(data)
         path = revocation.revoke(ca_dir, data, reason=x509.ReasonFlags(reason))
         typer.echo(f"revoked:     {identity.common_name} (serial {identity.serial:x})")
-        typer.echo(f"list:        {path} (name it as `revocations:` in node and coordinator configs)")
+        typer.echo(f"list:        {path} (number {_number(path)})")
+        typer.echo("             name it as `revocations:` in node and coordinator configs")
 
 
 @pki_app.command("crl")
@@ -236,7 +242,7 @@ def crl_command(
     """Re-sign the revocation list with the same entries (it states a next update, 30 days ahead)."""
     with _errors():
         path = revocation.refresh(ca_dir)
-        typer.echo(f"list:        {path} (re-signed; parties re-read it when it changes)")
+        typer.echo(f"list:        {path} (re-signed as number {_number(path)}; parties re-read it when it changes)")
 
 
 def register(app: typer.Typer) -> None:

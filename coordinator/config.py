@@ -7,7 +7,8 @@ min_deadline_ms: 5000          # the floor: an asker may ask for a longer wait, 
 tls: {ca: pki/ca.pem, cert: pki/coordinator.pem, key: pki/coordinator.key}
 # insecure: true               # plaintext, local development only (logs a warning)
 revocations: pki/crl.pem       # the federation's revocation list, re-read when it changes
-rate_limit: {requests: 600, per_seconds: 60}   # per person, over questions, explains and audit proofs
+# revocation_state: state/revocation-state.json   # keep the newest list's number across restarts (default: memory)
+rate_limit: {requests: 600, per_seconds: 60}   # per person, over questions, explains, audit proofs, catalogs
 """
 
 from __future__ import annotations

@@ -110,7 +110,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return rpc.answer(context, log, "audit proof", "COORDINATOR_INTERNAL", handle)
 
     def GetCatalog(self, request: pb.CatalogRequest, context: grpc.ServicerContext) -> pb.CatalogResponse:
-        return self._catalog
+        def handle() -> pb.CatalogResponse:
+            self._caller(context)  # a person, not revoked, within the rate limit, like every other method
+            return self._catalog
+
+        return rpc.answer(context, log, "catalog", "COORDINATOR_INTERNAL", handle)
 
 
 def answer_parts(answer: FederatedAnswer) -> Iterator[pb.AnswerPart]:

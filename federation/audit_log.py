@@ -3,8 +3,9 @@
 Every request a node sees, allowed or refused, is one entry. On disk, in the log's directory:
 
 - ``entries.jsonl``: one entry per line, the exact bytes of :func:`~federation.audit_records.canonical_json`
-  (sorted keys, no spaces, UTF-8); entry ``i`` carries ``"index": i``. A leaf of the Merkle tree is
-  ``leaf_hash(line)``.
+  (sorted keys, no spaces, UTF-8); entry ``i`` carries ``"index": i`` and ``"node"``, the node's id, so an
+  entry (and a receipt of it) is bound to the node's log, as each checkpoint is by the node id it signs. A leaf
+  of the Merkle tree is ``leaf_hash(line)``.
 - ``checkpoints.jsonl``: after every append, one signed checkpoint ``(node_id, size, root, time)`` for the
   new size: the node's signed statement that its first ``size`` entries have tree head ``root``.
 - ``audit.key``: the node's Ed25519 signing key (PKCS#8 PEM, mode 0600), made on first open;
@@ -357,18 +358,21 @@ class AuditLog:
         return cp
 
     def append(self, fields: Mapping[str, Scalar]) -> Receipt:
-        """Log one request; ``"index"`` is added. Returns the receipt under the new size's checkpoint.
+        """Log one request; ``"index"`` and ``"node"`` (this log's node) are added. Returns the receipt under
+        the new size's checkpoint.
 
         The entry is on disk (synced, unless ``fsync=False``) before its checkpoint is written, and the
         checkpoint before the receipt is returned. A failed write leaves the log refusing further appends.
         """
         if "index" in fields:
             raise AuditError("the audit log sets the index itself", code="AUDIT_FIELD_INVALID")
+        if fields.get("node", self.node_id) != self.node_id:
+            raise AuditError("an entry names another node than the log's", code="AUDIT_FIELD_INVALID")
         with self._lock:
             if self._broken is not None:
                 raise AuditError(f"{self.directory}: {self._broken}", code="AUDIT_LOG_BROKEN")
             index = self._tree.size
-            line = canonical_json({**fields, "index": index})
+            line = canonical_json({**fields, "node": self.node_id, "index": index})
             try:
                 _write_all(self._entries_fd, line + b"\n")
                 if self._fsync:

@@ -49,6 +49,7 @@ def check_receipt(receipt: Receipt, *, nonce: bytes, signer: str, audit_keys: Ma
         or entry.get("identity") != signer
         or entry.get("decision") != "allowed"
         or entry.get("index") != receipt.index
+        or entry.get("node") != receipt.node_id
         or receipt.checkpoint.node_id != receipt.node_id
         or receipt.checkpoint.size <= receipt.index
     ):
@@ -66,6 +67,10 @@ def check_still_logged(receipt: Receipt, proof: pb.AuditProofResponse, audit_key
     latest checkpoint; AuditError (``AUDIT_RECEIPT_MISMATCH`` / ``AUDIT_INCONSISTENT``) when the log was
     rewritten, ``AUDIT_KEY_MISSING`` when the catalog gives no key to check the signatures with."""
     latest = checkpoint_from_proto(proof.checkpoint)
+    if problem := receipt.problem():  # one node's: the receipt's, its checkpoint's and its entry's
+        raise AuditError(
+            f"a kept receipt of region {receipt.checkpoint.node_id}: {problem}", code="AUDIT_RECEIPT_MISMATCH"
+        )
     if audit_key is None:
         raise AuditError(f"the catalog has no audit key for region {receipt.node_id}", code="AUDIT_KEY_MISSING")
     key = load_public_key(audit_key)

@@ -86,8 +86,26 @@ def canonical_json(obj: Mapping[str, Scalar]) -> bytes:
         raise AuditError("an audit entry holds text that is not valid Unicode", code="AUDIT_FIELD_INVALID") from None
 
 
-def _entry_problem(line: bytes, index: int) -> tuple[str, str] | None:
-    """Why one entry line is not the canonical entry ``index`` (None when it is)."""
+def node_problem(fields: Mapping[str, object], node: str, holder: str = "this log") -> str | None:
+    """Why an entry's ``"node"`` is not ``node`` (None when it is): every entry names the node whose log holds it.
+
+    >>> node_problem({"node": "hangzhou"}, "hangzhou") is None, node_problem({"node": "suzhou"}, "hangzhou")
+    (True, "the entry is node suzhou's, this log is node hangzhou's")
+    >>> node_problem({}, "hangzhou")
+    "the entry names no node, this log is node hangzhou's"
+    """
+    named = fields.get("node")
+    if named == node:
+        return None
+    if named is None:
+        return f"the entry names no node, {holder} is node {node}'s"
+    if not is_node_id(named):
+        return f"the entry's node is not a node id, {holder} is node {node}'s"
+    return f"the entry is node {named}'s, {holder} is node {node}'s"
+
+
+def _entry_problem(line: bytes, index: int, node: str | None = None) -> tuple[str, str] | None:
+    """Why one entry line is not the canonical entry ``index`` of ``node``'s log (None when it is)."""
     try:
         fields = json.loads(line)
     except (ValueError, RecursionError):
@@ -104,12 +122,15 @@ def _entry_problem(line: bytes, index: int) -> tuple[str, str] | None:
         return "AUDIT_ENTRY_NOT_CANONICAL", "the line is not in canonical form (edited by hand?)"
     if position != index:
         return "AUDIT_INDEX_MISMATCH", f"the line says it is entry {position} (entries deleted or reordered)"
+    if node is not None and (problem := node_problem(fields, node)):
+        return "AUDIT_NODE_MISMATCH", problem
     return None
 
 
-def first_entry_problem(lines: list[bytes], base: int) -> tuple[int, str, str] | None:
-    """The first of ``lines`` (entries ``base``, ``base + 1``, ...) that is not its canonical entry, as
-    (index, code, problem); None when all are. Fast when all are good.
+def first_entry_problem(lines: list[bytes], base: int, node: str | None = None) -> tuple[int, str, str] | None:
+    """The first of ``lines`` (entries ``base``, ``base + 1``, ...) that is not its canonical entry of ``node``'s
+    log (every entry names it as ``"node"``; None: not checked), as (index, code, problem); None when all are.
+    Fast when all are good.
 
     Each line is parsed on its own; when every one is a flat object with the right index and the canonical
     dump of them all equals the lines joined, every line is canonical: a dump that started where its line
@@ -125,6 +146,7 @@ def first_entry_problem(lines: list[bytes], base: int) -> tuple[int, str, str] |
                 or type(obj) is not dict
                 or type(obj.get("index")) is not int
                 or obj["index"] != index
+                or (node is not None and obj.get("node") != node)
                 or not _SCALAR_TYPES.issuperset(map(type, obj.values()))
             ):
                 raise ValueError
@@ -135,7 +157,7 @@ def first_entry_problem(lines: list[bytes], base: int) -> tuple[int, str, str] |
     except (ValueError, RecursionError):  # JSON and UTF-8 errors are ValueErrors
         pass
     for offset, line in enumerate(lines):
-        if problem := _entry_problem(line, base + offset):
+        if problem := _entry_problem(line, base + offset, node):
             return base + offset, *problem
     return None
 
@@ -271,7 +293,8 @@ class Receipt:
             )
 
     def problem(self) -> str | None:
-        """Why the receipt does not hold together (None when it does): its node, its index or its entry."""
+        """Why the receipt does not hold together (None when it does): its node (the receipt's, its checkpoint's
+        and its entry's are one), its index or its entry."""
         if self.node_id != self.checkpoint.node_id:
             return f"the receipt is for node {self.node_id} but its checkpoint for {self.checkpoint.node_id}"
         if not 0 <= self.index < self.checkpoint.size:
@@ -282,6 +305,8 @@ class Receipt:
             return f"the receipt's entry {self.index} is not JSON"
         if not isinstance(fields, dict) or fields.get("index") != self.index:
             return f"the receipt's entry does not carry index {self.index}"
+        if problem := node_problem(fields, self.node_id, "the receipt"):
+            return problem
         return None
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,6 +19,12 @@ caught by a checkpoint kept from before the cut: an auditor's older checkpoint (
 --checkpoint``), a client's receipts (``receipts``; ``hpf audit verify --receipts``, or ``hpf audit
 receipts`` through the coordinator), or any checkpoint of the node held by someone else. The same holds for
 a log rewritten by whoever holds the node's key.
+
+Whose log it is. Every entry names its node (``"node"``) and every checkpoint signs the node id, so a log,
+a saved checkpoint or a receipt is bound to one node. Verified for a named node (``node_id``; ``hpf audit verify
+--node``), another node's intact log put at this node's path fails with ``AUDIT_NODE_MISMATCH``, as does
+another node's checkpoint or receipt given with it; without a name the log is checked against the node its
+first checkpoint names, which only a pinned key can vouch for.
 """
 
 from __future__ import annotations
@@ -172,18 +178,27 @@ class LogScan:
         for tie, receipt in enumerate(receipts):
             self._add_receipt(tie, receipt)
         if older is not None:
-            if not older.is_signed_by(key):
+            if node_id is not None and older.node_id != node_id:
+                text = f"{self._what(older)} is node {older.node_id}'s, this log is node {node_id}'s"
+                self.fail((-1, 0, 0), "AUDIT_NODE_MISMATCH", None, text)
+            elif not older.is_signed_by(key):
                 self.fail((-1, 0, 0), "AUDIT_CHECKPOINT_SIGNATURE", None, f"{self._what(older)} is not signed")
             self.outside.setdefault(older.size, []).append((_OUTSIDE, "older", older))
         self.events = sorted({*self.outside, *(i + 1 for i in self.receipt_entries)})
         self.stream = self._checkpoint_stream()
         self.next = next(self.stream, None)
+        first = self.next[1] if self.next is not None else None
+        # the node every entry must name: the one asked for, else the one the log's first checkpoint signs for
+        self.entry_node = node_id or (first.node_id if isinstance(first, Checkpoint) else None)
         self.batch: list[tuple[int, int, Checkpoint]] = []
         self.pending: deque[Future[tuple[int, int, int] | None]] = deque()
 
     def _add_receipt(self, tie: int, receipt: Receipt) -> None:
         what = f"receipt {tie + 1} (entry {receipt.index})"
-        if not receipt.checkpoint.is_signed_by(self.key):
+        if self.node_id is not None and receipt.checkpoint.node_id != self.node_id:
+            text = f"{what} is node {receipt.checkpoint.node_id}'s, this log is node {self.node_id}'s"
+            self.fail((-1, 1, tie), "AUDIT_NODE_MISMATCH", None, text)
+        elif not receipt.checkpoint.is_signed_by(self.key):
             self.fail((-1, 1, tie), "AUDIT_CHECKPOINT_SIGNATURE", None, f"{what}: its checkpoint is not signed")
         elif problem := receipt.problem():
             self.fail((-1, 1, tie), "AUDIT_RECEIPT_MISMATCH", None, f"{what}: {problem}")
@@ -271,7 +286,7 @@ class LogScan:
             if torn:  # the last line, without its newline: a crash while it was written (see _finish)
                 self.torn_entry = n
                 return
-            bad = first_entry_problem(lines, n)
+            bad = first_entry_problem(lines, n, self.entry_node)
             due = self._due()
             for line in lines if bad is None else lines[: bad[0] - n]:
                 leaf = sha(b"\x00" + line).digest()  # merkle.leaf_hash, inlined in the hot loop
@@ -391,19 +406,22 @@ def verify_log(
     older: Checkpoint | None = None,
     receipts: Sequence[Receipt] = (),
     *,
+    node_id: str | None = None,
     check_all_signatures: bool = True,
 ) -> VerifyReport:
     """Check a log directory in one pass; ``ok`` is False with the first problem found.
 
-    Checks: every entry line is canonical JSON carrying its position as ``index``; every checkpoint is
-    signed by the key (``public_key``, else the directory's own ``audit.pub``: then ``key_pinned`` is
-    False), sizes never decrease, none is larger than the log (``AUDIT_TRUNCATED``), each root is the head
-    of that prefix; at most one entry (the last) is covered by no checkpoint (``AUDIT_UNSIGNED`` names the
-    first of more), and both files end with a newline (``AUDIT_TORN_TAIL``: ``first_bad`` is the torn entry, or
-    None when only the last checkpoint line is torn); ``older`` (a checkpoint saved earlier by an auditor or
-    client) and each receipt's checkpoint match the same prefix, and each receipt's entry is the log's entry
-    at its index. Both files cut back to the same earlier prefix pass unless ``older`` or a receipt covers
-    more (see the module's docstring).
+    Checks: every entry line is canonical JSON carrying its position as ``index`` and its node as ``node``
+    (``node_id``, the node whose log this must be, else the node the first checkpoint names); every checkpoint
+    is that node's (``AUDIT_NODE_MISMATCH``; so is an older checkpoint or a receipt of another node when
+    ``node_id`` is given) and is signed by the key (``public_key``, else the directory's own ``audit.pub``: then
+    ``key_pinned`` is False), sizes never decrease, none is larger than the log (``AUDIT_TRUNCATED``), each
+    root is the head of that prefix; at most one entry (the last) is covered by no checkpoint
+    (``AUDIT_UNSIGNED`` names the first of more), and both files end with a newline (``AUDIT_TORN_TAIL``:
+    ``first_bad`` is the torn entry, or None when only the last checkpoint line is torn); ``older`` (a
+    checkpoint saved earlier by an auditor or client) and each receipt's checkpoint match the same prefix, and
+    each receipt's entry is the log's entry at its index. Both files cut back to the same earlier prefix pass
+    unless ``older`` or a receipt covers more (see the module's docstring).
 
     Ed25519 verification (about 70 µs a checkpoint, spread over the CPUs) dominates a log with a checkpoint
     per entry; ``check_all_signatures=False`` still checks every root, but only the latest checkpoint's
@@ -420,7 +438,10 @@ def verify_log(
             return _unreadable("AUDIT_NOT_FOUND", f"{directory}: {PUBLIC_KEY} is missing: pass the node's public key")
         except AuditError as err:
             return _unreadable(err.code, f"{directory / PUBLIC_KEY}: {err.message}")
-    report = LogScan(directory, public_key, older=older, receipts=receipts, all_signatures=check_all_signatures).run()
+    scan = LogScan(
+        directory, public_key, older=older, receipts=receipts, node_id=node_id, all_signatures=check_all_signatures
+    )
+    report = scan.run()
     return report if pinned else dataclasses.replace(report, key_pinned=False)
 
 

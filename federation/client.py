@@ -24,7 +24,7 @@ from federation.audit_proto import check_receipt, check_still_logged, receipt_fr
 from federation.audit_records import Checkpoint, Receipt
 from federation.catalog import Catalog, load_catalog
 from federation.config_files import parse_model
-from federation.dp_plan import ComponentNoise, DpTerms, component_label, dp_terms, suppress_small_groups
+from federation.dp_plan import DpTerms, component_label, dp_terms, suppress_small_groups
 from federation.envelope import Signer, query_id
 from federation.errors import ConfigError, CryptoError, PlanError, UnavailableError, from_rpc_error
 from federation.finish import finish
@@ -34,6 +34,7 @@ from federation.lookup_codec import PersonFacts
 from federation.person_id import packed_ids_valid, validate_person_id
 from federation.plan import Plan
 from federation.planner import plan_query
+from federation.private_files import append_private
 from federation.profile import ClientProfile
 from federation.sealing import ID_CHARS, OneTimeKey, load_public_b64
 from federation.slot_codec import decode_totals
@@ -110,18 +111,12 @@ def _total(cells: Sequence[PersonFacts]) -> PersonFacts:
 
 def _dp_terms(plan: Plan, signed: dict[str, Any]) -> DpTerms:
     """The DP terms the regions signed, which must be the ones this client derives from the plan and catalog
-    for the epsilon, delta and threshold they name: then the noise it states is the noise the answer carries."""
+    for the epsilon, delta and threshold they name: then the noise it states is the noise the answer carries.
+    Only their canonical form is read (integers and fixed decimal strings, never a float)."""
     try:
-        return DpTerms(
-            epsilon=float(signed["epsilon"]),
-            delta=float(signed["delta"]),
-            threshold=int(signed["threshold"]),
-            components=tuple(
-                ComponentNoise(sensitivity=int(c[0]), unit=int(c[1]), mu=float(c[2])) for c in signed["components"]
-            ),
-        )
-    except (KeyError, TypeError, ValueError, IndexError):
-        raise CryptoError("the regions' DP terms cannot be read", code="ANSWER_STATEMENT_INVALID") from None
+        return DpTerms.from_canonical({k: v for k, v in signed.items() if k != "mode"})
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        raise CryptoError("the regions' DP terms are not canonical", code="ANSWER_STATEMENT_INVALID") from None
 
 
 def check_person_ids(person_ids: Sequence[str]) -> list[str]:
@@ -240,11 +235,9 @@ class FederationClient:
         keys = self._audit_keys()
         who = self.signer.identity.common_name
         verified = sum(check_receipt(r, nonce=envelope.nonce, signer=who, audit_keys=keys) for r in receipts)
-        if self.profile.receipts is not None and receipts:
-            self.profile.receipts.parent.mkdir(parents=True, exist_ok=True)
-            with self.profile.receipts.open("a", encoding="utf-8") as fh:
-                for r in receipts:
-                    fh.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
+        if self.profile.receipts is not None and receipts:  # mode 0600: who asked what, and when
+            lines = "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in receipts)
+            append_private(self.profile.receipts, lines.encode("utf-8"))
         return receipts, verified
 
     def _checked(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -33,7 +34,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from federation import skellam
+from federation import fixed_decimal, skellam
 from federation.catalog import Catalog, Table
 from federation.errors import PlanError
 from federation.lru import Lru
@@ -51,12 +52,27 @@ class ComponentNoise:
 
     sensitivity: int  # L1 = L2 bound of one person's effect, in units (0: no noise, the withheld mark)
     unit: int  # the component travels as unit * (rounded partial + noise)
-    mu: float  # Skellam parameter of the total noise, in units (variance 2 * mu)
+    mu_nano: int  # Skellam parameter of the total noise in units (variance 2 * mu), in 1e-9: exact, as signed
+
+    @property
+    def mu(self) -> float:
+        """The Skellam parameter as the double every party samples and states with (the same everywhere)."""
+        return fixed_decimal.value_of(self.mu_nano, fixed_decimal.MU_PLACES)
 
     @property
     def sd(self) -> float:
         """The noise's standard deviation, in the component's own integer units (before its decimal scale)."""
         return self.unit * skellam.noise_sd(self.mu)
+
+
+_MAX_MU_NANO = int(skellam.MAX_MU) * 10**fixed_decimal.MU_PLACES
+_TERM_KEYS = frozenset({"epsilon", "delta", "threshold", "components"})
+
+
+def _count(value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError("not a non-negative integer")
+    return value
 
 
 @dataclass(frozen=True)
@@ -69,12 +85,41 @@ class DpTerms:
     components: tuple[ComponentNoise, ...]
 
     def canonical(self) -> dict[str, Any]:
+        """The terms as the regions sign them and bind their masks to: integers, and fixed decimal strings
+        (:mod:`federation.fixed_decimal`: epsilon with 9 places, delta 18, each mu 9), never a float."""
+        fd = fixed_decimal
         return {
-            "epsilon": self.epsilon,
-            "delta": self.delta,
+            "epsilon": fd.units_text(fd.units_of(self.epsilon, fd.EPSILON_PLACES), fd.EPSILON_PLACES),
+            "delta": fd.units_text(fd.units_of(self.delta, fd.DELTA_PLACES), fd.DELTA_PLACES),
             "threshold": self.threshold,
-            "components": [[c.sensitivity, c.unit, c.mu] for c in self.components],
+            "components": [[c.sensitivity, c.unit, fd.units_text(c.mu_nano, fd.MU_PLACES)] for c in self.components],
         }
+
+    @classmethod
+    def from_canonical(cls, terms: Mapping[str, Any]) -> DpTerms:
+        """The terms :meth:`canonical` wrote; ValueError for any other form (a float, a missing or extra field,
+        a decimal with other places), so the terms read are exactly the bytes signed.
+
+        >>> t = DpTerms(1.0, 1e-8, 20, (ComponentNoise(4, 1, 12_345_678_901),))
+        >>> t.canonical()["epsilon"], t.canonical()["delta"], t.canonical()["components"]
+        ('1.000000000', '0.000000010000000000', [[4, 1, '12.345678901']])
+        >>> DpTerms.from_canonical(t.canonical()) == t
+        True
+        """
+        fd = fixed_decimal
+        if set(terms) != _TERM_KEYS or type(terms["components"]) is not list:
+            raise ValueError("the DP terms are epsilon, delta, threshold and components")
+        components = []
+        for c in terms["components"]:
+            if type(c) is not list or len(c) != 3:
+                raise ValueError("a component's noise is [sensitivity, unit, mu]")
+            components.append(ComponentNoise(_count(c[0]), _count(c[1]), fd.units_from_text(c[2], fd.MU_PLACES)))
+        return cls(
+            epsilon=fd.value_of(fd.units_from_text(terms["epsilon"], fd.EPSILON_PLACES), fd.EPSILON_PLACES),
+            delta=fd.value_of(fd.units_from_text(terms["delta"], fd.DELTA_PLACES), fd.DELTA_PLACES),
+            threshold=_count(terms["threshold"]),
+            components=tuple(components),
+        )
 
 
 def _refuse(message: str) -> PlanError:
@@ -256,7 +301,9 @@ def _calibrated(plan: Plan, catalog: Catalog, epsilon: float, delta: float, thre
         ]
         noisy = [i for i, s in enumerate(sens) if s > 0]
         mus = skellam.calibrate([skellam.ComponentNoise(sens[i], sens[i]) for i in noisy], epsilon, delta)
-        too_big = [i for i, mu in zip(noisy, mus, strict=True) if mu > skellam.MAX_MU]
+        # as signed: in nano-units, rounded up (a party samples with exactly what it signs, never less noise)
+        nanos = [fixed_decimal.units_above(mu, fixed_decimal.MU_PLACES) for mu in mus]
+        too_big = [i for i, nano in zip(noisy, nanos, strict=True) if nano > _MAX_MU_NANO]
         if not too_big:
             break
         if any(sens[i] <= 2 * people_rows for i in too_big):  # a coarser unit cannot shrink it below P rows
@@ -266,13 +313,13 @@ def _calibrated(plan: Plan, catalog: Catalog, epsilon: float, delta: float, thre
             )
         for i in too_big:
             units[i] *= 10
-    mu_of = dict(zip(noisy, mus, strict=True))
+    mu_of = dict(zip(noisy, nanos, strict=True))
     return DpTerms(
         epsilon=epsilon,
         delta=delta,
         threshold=threshold,
         components=tuple(
-            ComponentNoise(sensitivity=s, unit=u, mu=mu_of.get(i, 0.0))
+            ComponentNoise(sensitivity=s, unit=u, mu_nano=mu_of.get(i, 0))
             for i, (s, u) in enumerate(zip(sens, units, strict=True))
         ),
     )

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.message import DecodeError
@@ -63,9 +63,9 @@ class Signer:
 
     def __init__(self, cert_pem: bytes, key_pem: bytes) -> None:
         try:
-            cert = x509.load_pem_x509_certificate(cert_pem)
+            cert = pki.load_certificate(cert_pem)
             key = serialization.load_pem_private_key(key_pem, password=None)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             raise AuthError("the signing certificate or key is not readable PEM", code="AUTH_SIGNER_INVALID") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey) or not pki.key_matches(cert, key):
             raise AuthError("the signing key does not belong to the certificate", code="AUTH_SIGNER_INVALID")
@@ -148,16 +148,21 @@ class EnvelopeVerifier:
 
     @classmethod
     def from_files(
-        cls, ca: Path, federation: str, revocations: Path | None, window_s: float = DEFAULT_WINDOW_S
+        cls,
+        ca: Path,
+        federation: str,
+        revocations: Path | None,
+        window_s: float = DEFAULT_WINDOW_S,
+        revocation_state: Path | None = None,
     ) -> EnvelopeVerifier:
         try:
-            ca_cert = x509.load_pem_x509_certificate(ca.read_bytes())
+            ca_cert = pki.load_certificate(ca.read_bytes())
         except OSError as exc:
             what = f"{ca}: cannot read the federation CA ({exc.strerror})"
             raise ConfigError(what, code="TLS_FILE_MISSING") from None
         except ValueError:
             raise AuthError(f"{ca}: not a PEM certificate", code="TLS_PEM_INVALID") from None
-        return cls(ca_cert, federation, RevocationList(revocations, ca_cert), window_s)
+        return cls(ca_cert, federation, RevocationList(revocations, ca_cert, revocation_state), window_s)
 
     def _certificate(self, der: bytes) -> tuple[x509.Certificate, pki.Identity, ec.EllipticCurvePublicKey]:
         """Parse a signer's certificate, check it was issued by the CA and read its identity (cached per
@@ -165,8 +170,8 @@ class EnvelopeVerifier:
         known = self._known.get(der)
         if known is not None:
             return known
-        try:
-            cert = x509.load_der_x509_certificate(der)
+        try:  # every field parsed now: a malformed one (an invalid version, say) is this refusal, not a crash later
+            cert = pki.load_certificate(der, der=True)
         except ValueError:
             raise _refuse("the signer's certificate is not a valid certificate", "AUTH_CERT_INVALID") from None
         try:
@@ -265,9 +270,14 @@ class TrustSettings(BaseModel):
         default=None, description="CA that signs people's certificates (default: the TLS CA)"
     )
     revocations: Path | None = Field(default=None, description="the federation's CRL (`hpf pki revoke` writes it)")
+    revocation_state: Path | None = Field(
+        default=None,
+        description="where the number of the newest revocation list accepted is kept across restarts "
+        "(a node's default: <state_dir>/revocation-state.json)",
+    )
     envelope_window_s: int = Field(default=DEFAULT_WINDOW_S, ge=10, le=3600)
 
-    @field_validator("federation_ca", "revocations")
+    @field_validator("federation_ca", "revocations", "revocation_state")
     @classmethod
     def _paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         return None if v is None else resolve_path(v, info)
@@ -282,4 +292,6 @@ class TrustSettings(BaseModel):
             )
         if self.revocations is None:
             log.warning("no revocation list configured ('revocations:'): a revoked certificate would be accepted")
-        return EnvelopeVerifier.from_files(ca, federation, self.revocations, self.envelope_window_s)
+        return EnvelopeVerifier.from_files(
+            ca, federation, self.revocations, self.envelope_window_s, self.revocation_state
+        )

@@ -184,6 +184,8 @@ _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
     ("SLOT_", CryptoError),
     ("PARTIAL_", CryptoError),
     ("AUTH_", AuthError),
+    ("REVOCATION_STATE_", ConfigError),
+    ("REVOCATION_", AuthError),
     ("TLS_", AuthError),
     ("CONFIG_", ConfigError),
     ("NODE_", DataError),

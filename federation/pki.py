@@ -163,6 +163,45 @@ def _parse_der_utf8(data: bytes) -> str:
     return data[offset:].decode("utf-8")
 
 
+# What reading a malformed certificate can raise: cryptography's InvalidVersion, DuplicateExtension and
+# UnsupportedGeneralNameType are not ValueErrors, and a bad key is an UnsupportedAlgorithm or a ValueError.
+MALFORMED_CERTIFICATE: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
+def _parsed(cert: x509.Certificate) -> x509.Certificate:
+    """``cert`` once every field the federation reads has been parsed (some are parsed only when first read)."""
+    _ = (cert.version, cert.serial_number, cert.subject, cert.issuer, cert.extensions, cert.public_key())
+    _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_algorithm_oid)
+    return cert
+
+
+def load_certificate(data: bytes, *, der: bool = False) -> x509.Certificate:
+    """A certificate from PEM (the first in ``data``) or DER, every field the federation reads already parsed.
+
+    Anything malformed (not a certificate, an invalid version, duplicate or broken extensions, names or key)
+    raises ValueError, so each caller maps one exception to its own stable code and nothing else escapes later.
+    """
+    try:
+        return _parsed(x509.load_der_x509_certificate(data) if der else x509.load_pem_x509_certificate(data))
+    except MALFORMED_CERTIFICATE:
+        raise ValueError("not a well-formed certificate") from None
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """Every PEM certificate in ``data`` (a CA bundle, a chain), each parsed whole; ValueError as above."""
+    try:
+        return [_parsed(cert) for cert in x509.load_pem_x509_certificates(data)]
+    except MALFORMED_CERTIFICATE:
+        raise ValueError("not well-formed certificates") from None
+
+
 def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
     """True when ``key`` is the private half of ``cert``'s public key."""
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -374,7 +413,7 @@ def load_ca(ca_dir_or_files: Path | str | CaFiles) -> tuple[x509.Certificate, ec
             hint = f"run `hpf pki init --dir {files.cert.parent} --federation NAME` to create the federation CA"
             raise ConfigError(f"{path}: CA file not found", code="PKI_CA_NOT_FOUND", hint=hint)
     try:
-        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+        cert = load_certificate(files.cert.read_bytes())
     except ValueError:
         raise AuthError(f"{files.cert}: not a PEM certificate", code="TLS_PEM_INVALID") from None
     try:
@@ -465,16 +504,61 @@ CRL_FILE = "crl.pem"
 CRL_VALID_DAYS = 30
 
 
-def write_crl(ca_dir_or_files: Path | str | CaFiles, revoked: Sequence[x509.RevokedCertificate] = ()) -> Path:
-    """Sign and write the CA's revocation list (``crl.pem`` next to ``ca.pem``) listing ``revoked``."""
+_NO_CRL_NUMBER: tuple[type[Exception], ...] = (x509.ExtensionNotFound, *MALFORMED_CERTIFICATE)
+_NO_OWN_CRL: tuple[type[Exception], ...] = (OSError, *MALFORMED_CERTIFICATE)
+
+
+def crl_number(crl: x509.CertificateRevocationList) -> int | None:
+    """The list's CRLNumber extension (RFC 5280 5.2.3), or None when it carries none (or a malformed one)."""
+    try:
+        return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except _NO_CRL_NUMBER:
+        return None
+
+
+def _own_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList | None:
+    """The list at ``path`` when this CA signed it (None when there is none, or it is unreadable or another's)."""
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+        ours = crl.issuer == ca_cert.subject and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
+    except _NO_OWN_CRL:
+        return None
+    return crl if ours else None
+
+
+def _next_crl_number(path: Path, ca_cert: x509.Certificate) -> int:
+    """One more than the number of this CA's list at ``path``; 1 when there is none (or it is another CA's)."""
+    crl = _own_crl(path, ca_cert)
+    number = crl_number(crl) if crl is not None else None
+    return 1 if number is None else number + 1
+
+
+def _number_old_crl(path: Path, ca_files: CaFiles, ca_cert: x509.Certificate) -> None:
+    """Re-sign an unnumbered list of this CA with the same entries, as list 1 (parties refuse unnumbered lists)."""
+    crl = _own_crl(path, ca_cert)
+    if crl is not None and crl_number(crl) is None:
+        write_crl(ca_files, list(crl), number=1)
+
+
+def write_crl(
+    ca_dir_or_files: Path | str | CaFiles, revoked: Sequence[x509.RevokedCertificate] = (), *, number: int | None = None
+) -> Path:
+    """Sign and write the CA's revocation list (``crl.pem`` next to ``ca.pem``) listing ``revoked``.
+
+    Every list carries a CRLNumber one more than the list it replaces (1 for the first), so a party that has
+    accepted list ``n`` refuses any list numbered below ``n`` (:class:`federation.revocation.RevocationList`):
+    an older list put back cannot un-revoke a certificate. ``number`` overrides it (tests).
+    """
     files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
     ca_cert, ca_key = load_ca(files)
+    path = files.cert.parent / CRL_FILE
     now = dt.datetime.now(dt.UTC)
     builder = x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
     builder = builder.next_update(now + dt.timedelta(days=CRL_VALID_DAYS))
+    number = _next_crl_number(path, ca_cert) if number is None else number
+    builder = builder.add_extension(x509.CRLNumber(number), critical=False)
     for entry in revoked:
         builder = builder.add_revoked_certificate(entry)
-    path = files.cert.parent / CRL_FILE
     write_file(path, builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), 0o644)
     return path
 
@@ -483,7 +567,7 @@ def read_identity(cert_pem: bytes | str) -> Identity:
     """The identity a (first) PEM certificate carries; AuthError if it carries none or an inconsistent one."""
     data = cert_pem.encode() if isinstance(cert_pem, str) else cert_pem
     try:
-        cert = x509.load_pem_x509_certificate(data)
+        cert = load_certificate(data)
     except ValueError:
         raise AuthError("not a PEM certificate", code="TLS_PEM_INVALID") from None
     return identity_of(cert)
@@ -491,6 +575,13 @@ def read_identity(cert_pem: bytes | str) -> Identity:
 
 def identity_of(cert: x509.Certificate) -> Identity:
     """The identity a parsed certificate carries; AuthError if it carries none or an inconsistent one."""
+    try:
+        return _identity_of(cert)
+    except MALFORMED_CERTIFICATE:  # a certificate not read by load_certificate, with a field that does not parse
+        raise AuthError("the certificate is malformed", code="IDENTITY_INVALID") from None
+
+
+def _identity_of(cert: x509.Certificate) -> Identity:
     try:
         ext = cert.extensions.get_extension_for_oid(IDENTITY_OID).value
         fields = json.loads(_parse_der_utf8(cast(x509.UnrecognizedExtension, ext).value))
@@ -529,7 +620,13 @@ def identity_of(cert: x509.Certificate) -> Identity:
 
 
 # Reasons an existing certificate/key pair cannot be reused as is.
-_UNUSABLE = (OSError, ValueError, TypeError, UnsupportedAlgorithm, InvalidSignature, AuthError, x509.ExtensionNotFound)
+_UNUSABLE: tuple[type[Exception], ...] = (
+    OSError,
+    *MALFORMED_CERTIFICATE,
+    InvalidSignature,
+    AuthError,
+    x509.ExtensionNotFound,
+)
 
 
 def _still_good(
@@ -545,7 +642,7 @@ def _still_good(
     want_san = set() if kind == "person" else set(_san(_server_hosts(names, kind, region, hosts)))
     now = dt.datetime.now(dt.UTC)
     try:
-        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+        cert = load_certificate(files.cert.read_bytes())
         key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
         cert.verify_directly_issued_by(ca_cert)
         ident = identity_of(cert)
@@ -614,6 +711,7 @@ def init_federation(
             hint=f"give --federation {names.federation}, or pass --force to make a new CA for {federation!r} "
             "(it re-issues every certificate)",
         )
+    _number_old_crl(out / CRL_FILE, ca_files, ca_cert)  # a list from before lists were numbered
 
     def ensure(sub: Path, name: str, want: tuple[Kind, str | None, str | None], h: Sequence[str]) -> CertFiles:
         files = CertFiles(cert=sub / f"{name}.pem", key=sub / f"{name}.key", ca=ca_files.cert)

@@ -7,7 +7,7 @@ tls: {ca: pki/ca.pem, cert: pki/people/caseworker.pem, key: pki/people/caseworke
 # insecure: true                        # plaintext, local development only
 # identity: {cert: ..., key: ...}       # the certificate that signs questions (default: the TLS one)
 # purpose: loan-review                  # purpose code sent when the command line gives none
-# receipts: receipts.jsonl              # where the regions' audit receipts are kept (inclusion checks)
+# receipts: receipts.jsonl              # where the regions' audit receipts are kept, mode 0600 (inclusion checks)
 # max_runs: 2                           # runs of one question the regions may answer and charge (1 to 16)
 """
 

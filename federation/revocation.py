@@ -4,11 +4,21 @@
 file in their config (``revocations:``) and re-read it whenever it changes on disk. A list that is not signed
 by the federation CA, or cannot be read, refuses every request until it is fixed (fail closed): a party
 never silently forgets a revocation.
+
+Every list carries a number (the CRLNumber extension, one more with each list the CA signs). A party remembers
+the highest number it has accepted and refuses a list numbered below it, or carrying no number
+(``REVOCATION_ROLLBACK`` / ``REVOCATION_NUMBER_MISSING``): an older list put back over a newer one cannot
+un-revoke a certificate. While running, the refused list is logged and the newer one stays in force. Where the
+party keeps a state file (``revocation_state:``; a node's default is ``<state_dir>/revocation-state.json``; the
+coordinator keeps none unless given one) the number survives restarts too, and a restarted party refuses to
+start on an older list than the one it last accepted.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -16,6 +26,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 
 from federation import pki
 from federation.errors import AuthError, ConfigError
@@ -29,7 +40,7 @@ def revoke(ca_dir: Path | str, cert_pem: bytes, *, reason: x509.ReasonFlags = x5
     """Add the certificate to the CA's revocation list (``<ca_dir>/crl.pem``), re-signed; returns its path."""
     ca_cert, _ = pki.load_ca(ca_dir)
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
+        cert = pki.load_certificate(cert_pem)
     except ValueError:
         raise ConfigError("not a PEM certificate", code="PKI_BAD_CERTIFICATE") from None
     try:
@@ -54,26 +65,20 @@ def revoke(ca_dir: Path | str, cert_pem: bytes, *, reason: x509.ReasonFlags = x5
 def _load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList:
     try:
         crl = x509.load_pem_x509_crl(path.read_bytes())
+        signed = crl.issuer == ca_cert.subject and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
+        if signed:  # every field read later, parsed now (an invalid version or entry is not a ValueError)
+            _ = (crl.extensions, [(entry.serial_number, entry.extensions) for entry in crl], crl.next_update_utc)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the revocation list ({exc.strerror})", code="CRL_UNREADABLE") from None
-    except ValueError:
+    except pki.MALFORMED_CERTIFICATE:
         raise AuthError(f"{path}: not a PEM revocation list", code="AUTH_CRL_INVALID") from None
-    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
+    if not signed:
         raise AuthError(
             f"{path}: the revocation list is not signed by the federation CA",
             code="AUTH_CRL_INVALID",
             hint="make it with `hpf pki revoke` using the federation's CA",
         )
     return crl
-
-
-def revoked_serials(path: Path, ca_cert: x509.Certificate) -> frozenset[int]:
-    """Serials listed in a CA-signed CRL file (a list past its next update is still used, with a warning)."""
-    crl = _load_crl(path, ca_cert)
-    due = crl.next_update_utc
-    if due is not None and dt.datetime.now(dt.UTC) > due:
-        log.warning("the revocation list is past its next update (%s): re-sign it with `hpf pki crl`", due.date())
-    return frozenset(entry.serial_number for entry in crl)
 
 
 def refresh(ca_dir: Path | str) -> Path:
@@ -84,19 +89,94 @@ def refresh(ca_dir: Path | str) -> Path:
     return pki.write_crl(ca_dir, entries)
 
 
-class RevocationList:
-    """The revoked serials of a CRL file, re-read when the file changes; no file means nothing is revoked."""
+def _older(path: Path, number: int | None, accepted: int) -> AuthError | None:
+    """Why a CA-signed list numbered ``number`` may not replace list ``accepted`` (None when it may)."""
+    if number is None:
+        return AuthError(
+            f"{path}: the revocation list carries no number (CRLNumber), so it cannot be told from an older one",
+            code="REVOCATION_NUMBER_MISSING",
+            hint="re-sign it with `hpf pki crl --ca-dir DIR` (lists signed since carry a number)",
+        )
+    if number < accepted:
+        return AuthError(
+            f"{path}: revocation list number {number} is older than list {accepted}, which this party has accepted",
+            code="REVOCATION_ROLLBACK",
+            hint="put the newest list back, or re-sign it with `hpf pki crl --ca-dir DIR`",
+        )
+    return None
 
-    def __init__(self, path: Path | None, ca_cert: x509.Certificate) -> None:
+
+class RevocationList:
+    """The revoked serials of a CRL file, re-read when the file changes; no file means nothing is revoked.
+
+    ``state`` is a file where the highest list number accepted is kept across restarts (None: in memory only).
+    """
+
+    def __init__(self, path: Path | None, ca_cert: x509.Certificate, state: Path | None = None) -> None:
         self._path = path
         self._ca = ca_cert
+        self._state = state
+        self._ca_id = hashlib.sha256(ca_cert.public_bytes(serialization.Encoding.DER)).hexdigest()
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._serials: frozenset[int] = frozenset()
+        self._number = self._remembered()
         self._error: AuthError | None = None
-        if path is not None:
-            self._serials = revoked_serials(path, ca_cert)  # a bad file at startup stops the party
+        if path is not None:  # a bad, older or number-less file at startup stops the party
+            self._accept(_load_crl(path, ca_cert))
             self._stamp = self._stat()
+
+    @property
+    def number(self) -> int:
+        """The number of the list in force (0 before any)."""
+        return self._number
+
+    def _remembered(self) -> int:
+        """The highest list number this party accepted under this CA, from its state file (0 without one)."""
+        if self._state is None:
+            return 0
+        try:
+            doc = json.loads(self._state.read_bytes())
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"{self._state}: the revocation state cannot be read ({type(exc).__name__})",
+                code="REVOCATION_STATE_INVALID",
+                hint="restore it; deleting it makes this party accept any list the CA signed",
+            ) from None
+        number = doc.get("crl_number") if isinstance(doc, dict) else None
+        if type(number) is not int or number < 0 or not isinstance(doc.get("ca"), str):
+            raise ConfigError(
+                f"{self._state}: the revocation state is malformed",
+                code="REVOCATION_STATE_INVALID",
+                hint="restore it; deleting it makes this party accept any list the CA signed",
+            )
+        return number if doc["ca"] == self._ca_id else 0  # a new federation CA starts its lists afresh
+
+    def _remember(self) -> None:
+        if self._state is None:
+            return
+        doc = {"ca": self._ca_id, "crl_number": self._number}
+        try:
+            pki.write_file(self._state, json.dumps(doc, sort_keys=True).encode() + b"\n", 0o600)
+        except OSError as exc:  # the number still holds in memory
+            log.error("cannot keep the revocation list number in %s (%s)", self._state, exc.strerror)
+
+    def _accept(self, crl: x509.CertificateRevocationList) -> None:
+        """Put a CA-signed list in force, unless it is older than (or as unnumbered as) the one accepted."""
+        assert self._path is not None
+        number = pki.crl_number(crl)
+        if (refused := _older(self._path, number, self._number)) is not None:
+            raise refused
+        assert number is not None
+        due = crl.next_update_utc
+        if due is not None and dt.datetime.now(dt.UTC) > due:
+            log.warning("the revocation list is past its next update (%s): re-sign it with `hpf pki crl`", due.date())
+        self._serials = frozenset(entry.serial_number for entry in crl)
+        if number > self._number:
+            self._number = number
+            self._remember()
 
     def _stat(self) -> tuple[int, int] | None:
         assert self._path is not None
@@ -118,16 +198,25 @@ class RevocationList:
             try:
                 if stamp is None:
                     raise AuthError(f"{self._path}: the revocation list is gone", code="AUTH_CRL_INVALID")
-                self._serials = revoked_serials(self._path, self._ca)
+                self._accept(_load_crl(self._path, self._ca))
                 self._error = None
-                log.info("revocation list reloaded: %d revoked certificate(s)", len(self._serials))
-            except (AuthError, ConfigError) as err:
-                self._error = AuthError(
-                    "this party's revocation list cannot be read; it refuses every request until it is fixed",
-                    code="AUTH_CRL_INVALID",
-                )
-                log.error("revocation list unusable: %s", err.code)
+                log.info("revocation list %d loaded: %d revoked certificate(s)", self._number, len(self._serials))
+            except AuthError as err:
+                if err.code in ("REVOCATION_ROLLBACK", "REVOCATION_NUMBER_MISSING"):
+                    # signed by the CA, but older: the list in force stays (and so does a failure already in force)
+                    log.error("revocation list refused: %s; list %d stays in force", err.code, self._number)
+                else:
+                    self._fail(err)
+            except ConfigError as err:
+                self._fail(err)
             self._stamp = stamp
+
+    def _fail(self, err: AuthError | ConfigError) -> None:
+        self._error = AuthError(
+            "this party's revocation list cannot be read; it refuses every request until it is fixed",
+            code="AUTH_CRL_INVALID",
+        )
+        log.error("revocation list unusable: %s", err.code)
 
     def check(self, serial: int, who: str) -> None:
         """AuthError ``AUTH_CERT_REVOKED`` if ``serial`` is revoked (or the list is unusable)."""

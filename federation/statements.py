@@ -11,6 +11,12 @@ statement can never pass for an audit checkpoint. ``ciphertexts`` is the SHA-256
 SHA-256, as in the region's audit entry; ``privacy`` is ``{"mode": "exact"}`` or the DP terms
 (:meth:`federation.dp_plan.DpTerms.canonical`); ``runs`` is which run of the question this is at the region (a
 re-run with survivors is a new release, charged again).
+
+The signed bytes are canonical: JSON with sorted keys and no spaces, and no float anywhere (a float has no one
+text form across languages): integers, and fixed decimal strings for epsilon, delta and the noise
+(:mod:`federation.fixed_decimal`). A reader refuses a statement with a float in it, privacy terms in any other
+form, or bytes that are not the canonical encoding of what they say (``ANSWER_STATEMENT_INVALID``). The run id
+every region masks for hashes the same canonical terms (:func:`canonical_terms`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from federation.dp_plan import DpTerms
 from federation.errors import CryptoError, PlanError
 from federation.generated import hpf_federation_pb2 as pb
 
@@ -54,7 +61,24 @@ class Statement:
             "privacy": self.privacy,
             "runs": self.runs,
         }
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+        return _canonical(body)
+
+
+def _floatless(value: object) -> bool:
+    """Whether no float hides anywhere in ``value`` (JSON-like: dicts, lists, scalars)."""
+    if isinstance(value, float):
+        return False
+    if isinstance(value, dict):
+        return all(_floatless(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_floatless(v) for v in value)
+    return True
+
+
+def _canonical(obj: Mapping[str, Any]) -> bytes:
+    if not _floatless(obj):  # Python's float text is not every party's: sign integers and fixed decimals only
+        raise ValueError("a float has no canonical form in signed bytes")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 def ciphertexts_digest(ciphertexts: Sequence[bytes]) -> str:
@@ -68,7 +92,20 @@ def ciphertexts_digest(ciphertexts: Sequence[bytes]) -> str:
 
 def canonical_terms(privacy: Mapping[str, Any]) -> bytes:
     """Privacy terms as bytes every region derives alike (what a run id binds: see masking.run_id)."""
-    return json.dumps(privacy, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return _canonical(privacy)
+
+
+def check_terms(privacy: Mapping[str, Any]) -> None:
+    """ValueError unless ``privacy`` is ``{"mode": "exact"}`` or ``{"mode": "dp"}`` with canonical DP terms."""
+    if privacy == EXACT:
+        return
+    if privacy.get("mode") != "dp":
+        raise ValueError("the privacy terms are exact or dp")
+    DpTerms.from_canonical({k: v for k, v in privacy.items() if k != "mode"})
+
+
+def _no_float(text: str) -> float:
+    raise ValueError("a float in a signed statement")
 
 
 def sign(statement: Statement, signer: Callable[[bytes], bytes]) -> pb.AnswerStatement:
@@ -81,8 +118,13 @@ def _bad(message: str) -> CryptoError:
 
 
 def parse(signed: pb.AnswerStatement) -> Statement:
+    """The statement a region signed, refused (``ANSWER_STATEMENT_INVALID``) unless its bytes are the canonical
+    form of what they say: no float, privacy terms exact or canonical DP terms."""
     try:
-        body = json.loads(signed.statement)
+        body = json.loads(signed.statement, parse_float=_no_float, parse_constant=_no_float)
+        if type(body) is not dict or type(body.get("runs")) is not int or type(body.get("privacy")) is not dict:
+            raise ValueError("not a statement")
+        check_terms(body["privacy"])
         statement = Statement(
             node=str(body["node"]),
             query_id=str(body["query_id"]),
@@ -93,8 +135,8 @@ def parse(signed: pb.AnswerStatement) -> Statement:
             privacy=dict(body["privacy"]),
             runs=int(body["runs"]),
         )
-    except (ValueError, KeyError, TypeError):
-        raise _bad("a region's answer statement cannot be read") from None
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise _bad("a region's answer statement is not in its canonical form") from None
     if statement.node != signed.node_id or statement.encode() != bytes(signed.statement):
         raise _bad("a region's answer statement is not in its canonical form")
     return statement

@@ -12,7 +12,7 @@ code                       class        meaning
 =========================  ===========  ==================================================
 ``TLS_FILE_MISSING``       ConfigError  a file does not exist (or is a directory)
 ``TLS_FILE_UNREADABLE``    ConfigError  a file exists but cannot be read
-``TLS_PEM_INVALID``        AuthError    not a PEM certificate / unencrypted PEM key
+``TLS_PEM_INVALID``        AuthError    not a (well-formed) PEM certificate / unencrypted PEM key
 ``TLS_KEY_MISMATCH``       AuthError    the key is not the certificate's key
 ``TLS_CERT_EXPIRED``       AuthError    a certificate (own or CA) has expired
 ``TLS_CERT_NOT_YET_VALID`` AuthError    a certificate is not valid yet
@@ -172,7 +172,7 @@ def _read(path: Path, what: str) -> bytes:
 
 def _certificates(path: Path, data: bytes, what: str) -> list[x509.Certificate]:
     try:
-        certs = x509.load_pem_x509_certificates(data)
+        certs = pki.load_certificates(data)
     except ValueError:
         hint = f"the {what} option takes a .pem certificate file"
         if b"PRIVATE KEY" in data:

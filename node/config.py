@@ -11,6 +11,7 @@ tls: {ca: pki/ca.pem, cert: pki/nodes/shanghai.pem, key: pki/nodes/shanghai.key}
 policy: policies/shanghai.yaml       # who may ask what (default: the packaged policies/default.yaml)
 state_dir: state                     # the audit log (audit/) and its signing key
 revocations: pki/crl.pem             # the federation's revocation list, re-read when it changes
+# revocation_state: state/revocation-state.json  # the newest list's number, so an older list is refused (default)
 # federation_ca: pki/ca.pem          # CA for signed questions (default: the TLS CA; needed when insecure)
 # envelope_window_s: 300             # how far a question's signing time may be from this node's clock
 # audit_fsync: true                  # flush every audit entry to disk before answering
@@ -27,11 +28,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from federation.config_files import load_model, resolve_path
 from federation.envelope import TrustSettings
 from federation.tls import PartySettings
+
+REVOCATION_STATE = "revocation-state.json"
 
 
 class TableSource(BaseModel):
@@ -77,6 +80,12 @@ class NodeConfig(PartySettings, TrustSettings):
     @classmethod
     def _catalog(cls, v: Path, info: ValidationInfo) -> Path:
         return resolve_path(v, info)
+
+    @model_validator(mode="after")
+    def _revocation_state(self) -> NodeConfig:
+        if self.revocation_state is None:  # the number of the newest revocation list accepted outlives a restart
+            self.revocation_state = self.state_dir / REVOCATION_STATE
+        return self
 
     @field_validator("policy")
     @classmethod

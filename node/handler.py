@@ -59,8 +59,8 @@ class NodeHandler(LookupAnswering):
             verified, plan, decision = admission.verified, admission.plan, admission.decision
             ctx = self.executor.public_context(request.public_context, verified.envelope.context_digest)
             terms = self.privacy.terms(plan, decision)
-            trail.privacy = "exact" if terms is None else f"dp epsilon={terms.epsilon:g} delta={terms.delta:g}"
-            signed = signed_terms(terms)
+            signed = signed_terms(terms)  # no float: fixed decimals, in the audit entry as in what is signed
+            trail.privacy = "exact" if terms is None else f"dp epsilon={signed['epsilon']} delta={signed['delta']}"
             run = self._run(verified.query_id, request.participants, trail, signed)
             if terms is None:
                 self._protector().check_exact_over_everyone(run, self.policy.secure_aggregation.exact_subsets)

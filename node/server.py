@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
 from federation import __version__, rpc
+from federation.audit_keys import KEY as AUDIT_KEY
 from federation.audit_log import AuditLog
 from federation.callers import require_caller
 from federation.catalog import Catalog, load_catalog
@@ -111,6 +114,20 @@ def catalog_digest(path: str) -> str:
         return hashlib.sha256(fh.read()).hexdigest()
 
 
+def _check_published(config: NodeConfig, field: str, published: str | None, own: bytes, path: Path) -> None:
+    """NODE_KEY_MISMATCH unless the catalog publishes no key for this node yet (a first start: the node logs
+    the key to publish) or publishes this node's own ``own`` (raw public key, kept at ``path``)."""
+    if published is None or base64.b64decode(published) == own:
+        return
+    mine = base64.b64encode(own).decode("ascii")
+    raise ConfigError(
+        f"the catalog's {field} for node {config.node_id} is not this node's key ({path})",
+        code="NODE_KEY_MISMATCH",
+        hint=f"restore the key file this node had when its key was published, or publish this node's key in the "
+        f"catalog ({field}: {mine}) if the old one is lost: what the old key signed or sealed stays the old key's",
+    )
+
+
 def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog | None = None) -> RunningNode:
     """Build and start a node server; returns once it listens (``listen`` may use port 0)."""
     tls = require_tls(config.tls, config.insecure, source=f"node {config.node_id}")
@@ -140,20 +157,19 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
         query_seconds=config.limits.query_ms / 1000.0,
     )
     agreement = AgreementKey.load_or_create(config.state_dir)
-    published = next(n.agreement_key for n in catalog.nodes if n.id == config.node_id)
-    if published is not None and published != agreement.public_b64():
-        raise ConfigError(
-            f"the catalog's agreement_key for {config.node_id} is not this node's key "
-            f"({config.state_dir / AGREEMENT_KEY})",
-            code="CONFIG_INVALID",
-            hint=f"publish this node's key in the catalog: agreement_key: {agreement.public_b64()}",
-        )
+    entry = next(n for n in catalog.nodes if n.id == config.node_id)
+    _check_published(config, "agreement_key", entry.agreement_key, agreement.public, config.state_dir / AGREEMENT_KEY)
     lookups = LookupIndex(backend, catalog)
     if lookups.supported:
         lookups.refresh()  # the first lookup should not wait for it
     audit = AuditLog.open(
         config.state_dir / "audit", config.node_id, fsync=config.audit_fsync, check_all_signatures=False
     )
+    try:  # receipts and answer statements are checked against the published key: it must be this node's
+        _check_published(config, "audit_key", entry.audit_key, audit.public_key_raw(), audit.directory / AUDIT_KEY)
+    except BaseException:
+        audit.close()
+        raise
     handler = NodeHandler(
         config.node_id,
         catalog,

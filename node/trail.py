@@ -21,7 +21,7 @@ class Trail:
     ciphertext: str = ""
     subjects: str | None = None  # lookups: keyed hashes of the identifiers (sealing.subject_tag), space-separated
     participants: str | None = None  # the run's participant set, comma-separated (masks cancel over exactly it)
-    privacy: str | None = None  # "exact", or "dp epsilon=E delta=D" charged to the asker
+    privacy: str | None = None  # "exact", or "dp epsilon=E delta=D" charged (fixed decimals, as signed)
 
     def entry(self, node_id: str, decision: str, code: str, rule: str) -> dict[str, str | int | bool | None]:
         now = dt.datetime.now(dt.UTC)

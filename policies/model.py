@@ -60,6 +60,7 @@ from pydantic import (
 )
 
 from federation.catalog import ColumnClass
+from federation.fixed_decimal import DELTA_PLACES, EPSILON_PLACES, units_of
 from federation.pki import ROLES
 
 USES: tuple[str, ...] = ("output", "filter", "group", "aggregate")
@@ -199,6 +200,11 @@ class Privacy(BaseModel):
                 raise ValueError("mode dp needs epsilon (per answer) and budget: {epsilon, delta, period}")
             if self.epsilon > self.budget.epsilon or self.delta > self.budget.delta:
                 raise ValueError("one answer's epsilon and delta must fit in the budget's")
+            for name, value, places in (("epsilon", self.epsilon, EPSILON_PLACES), ("delta", self.delta, DELTA_PLACES)):
+                try:  # the regions sign it as a fixed decimal: it must be one exactly
+                    units_of(value, places)
+                except ValueError:
+                    raise ValueError(f"{name} may have at most {places} digits after the point") from None
         elif self.epsilon is not None or self.budget is not None or self.threshold or self.threshold_sd:
             raise ValueError("epsilon, budget, threshold and threshold_sd apply only to mode: dp")
         return self

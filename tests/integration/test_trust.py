@@ -7,9 +7,12 @@ coordinator's own certificate: the node must refuse them on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,8 @@ import pytest
 from streamed import collect
 
 from federation import he, pki, revocation
+from federation.audit_keys import load_public_key
+from federation.audit_proto import check_receipt
 from federation.audit_records import Receipt
 from federation.audit_verify import read_entries, verify_log
 from federation.client import FederationClient
@@ -331,6 +336,124 @@ def test_a_revoked_certificate_is_refused_once_the_list_changes(
     assert_serves(fed, keys)
 
 
+def test_an_older_revocation_list_put_back_does_not_unrevoke(tmp_path: Path, keys: he.ClientKeys) -> None:
+    people = (("caseworker", "caseworker", None), ("bob", "caseworker", None))
+    with harness.federation(tmp_path, TABLES, NODE_ROWS, people=people) as f:
+        crl = f.pki_dir / "crl.pem"
+        older = crl.read_bytes()  # list N, signed by the CA: bob not revoked
+        with f.client(keys=keys, person="bob") as bob:
+            assert bob.query(VALID).rows
+            early = bob.sign(VALID)  # signed before the revocation, sent (straight to the nodes) after it
+            revocation.revoke(f.pki_dir, (f.pki_dir / "people" / "bob.pem").read_bytes())  # list N + 1
+            newest = crl.read_bytes()
+            assert refusal(lambda: bob.query(VALID)).code == "AUTH_CERT_REVOKED"
+            assert_serves(f, keys)  # every node has read list N + 1 by now (a party that never did cannot know it)
+            crl.write_bytes(older)  # list N restored over list N + 1, where every party reads it
+            os.utime(crl, ns=(time.time_ns(), time.time_ns() + 9_000_000))
+            assert refusal(lambda: bob.query(VALID)).code == "AUTH_CERT_REVOKED"  # the coordinator keeps N + 1
+        with f.node_stubs_as_coordinator() as stubs:  # and so does every node, on its own
+            refused_by_every_node(stubs, partial_request(f, keys, early), "AUTH_CERT_REVOKED")
+        assert_serves(f, keys)  # everyone else is still answered
+        # a node restarted on list N remembers (in its state directory) that it accepted N + 1: it does not start
+        with pytest.raises(FederationError) as err:
+            f.restart_node("n0")
+        assert err.value.code == "REVOCATION_ROLLBACK"
+        crl.write_bytes(newest)
+        f.restart_node("n0")
+        f.wait_for_regions()
+        assert_serves(f, keys)
+
+
+def test_the_catalog_is_given_only_to_people_not_revoked_and_within_their_rate(tmp_path: Path) -> None:
+    people = (("caseworker", "caseworker", None), ("bob", "caseworker", None))
+    limit = {"rate_limit": {"requests": 3, "per_seconds": 3600}}
+    with harness.federation(tmp_path, TABLES, NODE_ROWS, people=people, coordinator_settings=limit) as f:
+        address = f"127.0.0.1:{f.coordinator.port}"
+
+        def get_catalog(cert: str) -> pb.CatalogResponse | FederationError:
+            tls = TlsConfig(ca=f.pki_dir / "ca.pem", cert=f.pki_dir / f"{cert}.pem", key=f.pki_dir / f"{cert}.key")
+            channel = secure_channel(address, tls)
+            try:
+                return pb_grpc.CoordinatorStub(channel).GetCatalog(pb.CatalogRequest(), timeout=20)
+            except grpc.RpcError as err:
+                return from_rpc_error(err)
+            finally:
+                channel.close()
+
+        given = get_catalog("people/caseworker")
+        assert isinstance(given, pb.CatalogResponse) and given.catalog_yaml == f.catalog_path.read_text()
+        for party in ("nodes/n0", "coordinator"):  # a region's (or the coordinator's own) certificate: not a person
+            refused = get_catalog(party)
+            assert isinstance(refused, FederationError) and refused.code == "PARTY_NOT_ALLOWED", refused
+        assert isinstance(get_catalog("people/bob"), pb.CatalogResponse)
+        revocation.revoke(f.pki_dir, (f.pki_dir / "people" / "bob.pem").read_bytes())
+        refused = get_catalog("people/bob")
+        assert isinstance(refused, FederationError) and refused.code == "AUTH_CERT_REVOKED"
+        for _ in range(2):  # the caseworker's second and third requests of the 3 an hour
+            assert isinstance(get_catalog("people/caseworker"), pb.CatalogResponse)
+        refused = get_catalog("people/caseworker")
+        assert isinstance(refused, FederationError) and refused.code == "POLICY_RATE_LIMITED"
+
+
+def _malformed(der: bytes, form: str) -> bytes:
+    """A real signer certificate (DER) made malformed in one way; its signature no longer matters: a party must
+    refuse it before it gets that far, and without failing."""
+    if form == "version 5":  # [0] EXPLICIT INTEGER 2 (v3) -> 5: no such X.509 version
+        at = der.find(bytes.fromhex("a003020102"))
+        assert 0 < at < 16
+        return der[: at + 4] + b"\x05" + der[at + 5 :]
+    if form == "duplicate extension":  # the subject key identifier's OID made the authority key identifier's
+        at = der.find(bytes.fromhex("0603551d0e"))
+        assert at > 0
+        return der[: at + 4] + b"\x23" + der[at + 5 :]
+    if form == "broken key":  # a point that is not on the curve
+        at = der.find(bytes.fromhex("03420004"))
+        assert at > 0
+        return der[: at + 10] + bytes([der[at + 10] ^ 0xFF]) + der[at + 11 :]
+    return der[: len(der) // 2]  # cut short
+
+
+@pytest.mark.parametrize("form", ["version 5", "duplicate extension", "broken key", "cut short"])
+def test_a_malformed_signer_certificate_is_refused_with_a_code_everywhere(
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    node_stubs: dict[str, pb_grpc.NodeStub],
+    client: FederationClient,
+    form: str,
+) -> None:
+    signed = sign(fed, keys)
+    bad = pb.SignedEnvelope(
+        envelope=signed.envelope,
+        signature=signed.signature,
+        signer_certificate=_malformed(signed.signer_certificate, form),
+    )
+    context = keys.public_context()
+    coordinator = client._stub
+    calls: dict[str, Any] = {
+        "coordinator Query": lambda: list(
+            coordinator.Query(pb.QueryRequest(public_context=context, envelope=bad), timeout=20)
+        ),
+        "coordinator Explain": lambda: coordinator.Explain(pb.ExplainRequest(envelope=bad), timeout=20),
+        "coordinator Lookup": lambda: list(
+            coordinator.Lookup(pb.LookupRequest(envelope=bad, public_context=context), timeout=20)
+        ),
+    }
+    for node_id, stub in node_stubs.items():
+        partial = partial_request(fed, keys, bad)
+        lookup = pb.NodeLookupRequest(
+            query_id=query_id(bad), public_context=context, envelope=bad, participants=fed.node_ids
+        )
+        calls[f"{node_id} ComputePartial"] = lambda stub=stub, r=partial: stub.ComputePartial(r, timeout=20)
+        calls[f"{node_id} Explain"] = lambda stub=stub, r=partial: stub.Explain(r, timeout=20)
+        calls[f"{node_id} Lookup"] = lambda stub=stub, r=lookup: stub.Lookup(r, timeout=20)
+    for name, call in calls.items():
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        err = from_rpc_error(info.value)
+        assert (info.value.code(), err.code) == (grpc.StatusCode.UNAUTHENTICATED, "AUTH_CERT_INVALID"), name
+    assert_serves(fed, keys)
+
+
 def test_a_role_without_a_policy_is_refused_with_the_rule(fed: harness.Federation, keys: he.ClientKeys) -> None:
     with fed.client(keys=keys, person="auditor") as auditor:
         err = refusal(lambda: auditor.query(VALID))
@@ -489,6 +612,17 @@ def test_a_node_refuses_a_revoked_coordinator(tmp_path: Path, keys: he.ClientKey
             assert (last["decision"], last["code"], last["via"]) == ("refused", "AUTH_CERT_REVOKED", "coordinator")
 
 
+def test_kept_receipts_are_readable_only_by_their_owner(fed: harness.Federation, client: FederationClient) -> None:
+    path = client.profile.receipts
+    assert path is not None
+    client.query(VALID)
+    assert path.stat().st_mode & 0o777 == 0o600  # who asked what, when: not for other users of the machine
+    before = path.read_bytes()
+    path.chmod(0o644)  # e.g. a file from before receipts were kept private, or a careless copy back
+    client.query(VALID)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.read_bytes().startswith(before)
+
+
 def test_an_auditor_pins_the_key_from_the_catalog(
     fed: harness.Federation, client: FederationClient, tmp_path: Path
 ) -> None:
@@ -497,11 +631,11 @@ def test_an_auditor_pins_the_key_from_the_catalog(
     directory = fed.audit_dir("n0")
 
     def verify(path: Path) -> subprocess.CompletedProcess[str]:
-        args = ["audit", "verify", str(path), "--catalog", str(fed.catalog_path)]
+        args = ["audit", "verify", str(path), "--catalog", str(fed.catalog_path), "--node", "n0"]
         return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
 
     ok = verify(directory)
-    assert ok.returncode == 0 and "key pinned" in ok.stdout, ok.stderr
+    assert ok.returncode == 0 and "key pinned" in ok.stdout and "node n0" in ok.stdout, ok.stderr
     copy = tmp_path / "audit"
     copy.mkdir()
     for name in ("entries.jsonl", "checkpoints.jsonl"):
@@ -515,6 +649,68 @@ def test_an_auditor_pins_the_key_from_the_catalog(
     (copy / "entries.jsonl").write_text("".join(lines))
     tampered = verify(copy)
     assert tampered.returncode == 7 and "entry 1" in tampered.stderr, tampered.stderr
+
+
+def test_another_regions_intact_log_does_not_verify_as_this_regions(
+    fed: harness.Federation, client: FederationClient, tmp_path: Path
+) -> None:
+    """Region n1's whole log, checkpoints and all, copied to where n0's log should be: an auditor who asks for
+    n0's log (the catalog's key for n0) is told it is n1's, and n1's saved checkpoint and receipts do not pass
+    for n0's either."""
+    client.query(VALID)
+    answer = client.query(VALID)
+    theirs = fed.audit_dir("n1")
+    at_n0 = tmp_path / "n0" / "audit"  # the path the auditor verifies as region n0's
+    at_n0.mkdir(parents=True)
+    for name in ("entries.jsonl", "checkpoints.jsonl", "audit.pub"):
+        (at_n0 / name).write_bytes((theirs / name).read_bytes())
+    receipt = next(r for r in answer.receipts if r.node_id == "n1")
+    (tmp_path / "checkpoint.json").write_text(json.dumps(receipt.checkpoint.to_dict()))
+    (tmp_path / "receipts.jsonl").write_text(json.dumps(dataclasses.replace(receipt, node_id="n0").to_dict()) + "\n")
+
+    def verify(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        args = ["audit", "verify", str(path), "--catalog", str(fed.catalog_path), "--node", "n0", *extra]
+        return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
+
+    copied = verify(at_n0)
+    assert copied.returncode == 7 and "AUDIT_NODE_MISMATCH" in copied.stderr and "n1" in copied.stderr, copied
+    own = fed.audit_dir("n0")
+    for extra, code in (
+        (("--checkpoint", str(tmp_path / "checkpoint.json")), "AUDIT_NODE_MISMATCH"),
+        (("--receipts", str(tmp_path / "receipts.jsonl")), "AUDIT_NODE_MISMATCH"),  # relabelled as n0's
+    ):
+        result = verify(own, *extra)
+        assert result.returncode == 7 and code in result.stderr, result
+    # the same without the CLI: whoever names the node gets the mismatch, for the log and for a receipt
+    n0_key = load_public_key(fed.catalog.nodes[0].audit_key or "")
+    assert verify_log(at_n0, n0_key, node_id="n0").code == "AUDIT_NODE_MISMATCH"
+    assert verify_log(own, n0_key, receipts=[receipt], node_id="n0").code == "AUDIT_NODE_MISMATCH"
+    assert verify_log(theirs, node_id="n1", receipts=[receipt]).ok
+    # the log's own files cannot say whose log it is: with --catalog, the node must be named
+    unnamed = subprocess.run(
+        [sys.executable, "-m", "cli", "audit", "verify", str(at_n0), "--catalog", str(fed.catalog_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert unnamed.returncode == 2 and "CLI_BAD_OPTION" in unnamed.stderr, unnamed
+
+
+def test_a_receipt_relabelled_as_another_regions_is_refused(fed: harness.Federation, client: FederationClient) -> None:
+    answer = client.query(VALID)
+    receipt = next(r for r in answer.receipts if r.node_id == "n1")
+    keys = {n.id: n.audit_key for n in fed.catalog.nodes}
+    entry = json.loads(receipt.entry)
+    for forged in (
+        dataclasses.replace(receipt, node_id="n0"),  # the label moved: the checkpoint signs n1
+        dataclasses.replace(  # label and checkpoint both n0's would need n0's signature; the entry still says n1
+            receipt, node_id="n0", checkpoint=dataclasses.replace(receipt.checkpoint, node_id="n0")
+        ),
+    ):
+        with pytest.raises(FederationError):
+            check_receipt(forged, nonce=bytes.fromhex(entry["nonce"]), signer="caseworker", audit_keys=keys)
+        assert forged.problem() is not None
+    assert check_receipt(receipt, nonce=bytes.fromhex(entry["nonce"]), signer="caseworker", audit_keys=keys)
 
 
 def test_kept_receipts_are_proved_later_through_the_coordinator(

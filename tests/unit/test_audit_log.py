@@ -493,6 +493,36 @@ def test_open_refuses_another_nodes_log(log_dir: Path) -> None:
     assert err.value.code == "AUDIT_FIELD_INVALID"
 
 
+def test_every_entry_names_the_logs_node(log_dir: Path, tmp_path: Path) -> None:
+    with AuditLog.open(log_dir, "hangzhou", fsync=False) as log:
+        unnamed = {k: v for k, v in request(0).items() if k != "node"}
+        assert json.loads(log.append(unnamed).entry)["node"] == "hangzhou"  # the log names it itself
+        with pytest.raises(AuditError) as err:
+            log.append(request(1, node="suzhou"))
+        assert err.value.code == "AUDIT_FIELD_INVALID"
+        key = log.public_key
+    assert verify_log(log_dir, key, node_id="hangzhou").ok
+    report = verify_log(log_dir, key, node_id="suzhou")  # asked for suzhou's log, given hangzhou's
+    assert (report.code, report.first_bad) == ("AUDIT_NODE_MISMATCH", 0) and "hangzhou" in (report.problem or "")
+    # whoever holds the key signs checkpoints over entries naming another node: the entries give it away
+    signing = serialization.load_pem_private_key((log_dir / "audit.key").read_bytes(), password=None)
+    assert isinstance(signing, Ed25519PrivateKey)
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    tree, rows, checkpoints = merkle.MerkleTree(), [], []
+    for i in range(3):
+        rows.append(canonical_json({**request(i, node="suzhou" if i == 1 else "hangzhou"), "index": i}))
+        tree.append(merkle.leaf_hash(rows[-1]))
+        cp = Checkpoint("hangzhou", i + 1, tree.root(), "2026-11-28T08:00:00.000Z", b"")
+        checkpoints.append(checkpoint_line(dataclasses.replace(cp, signature=signing.sign(cp.signed_message()))))
+    write_lines(forged, rows)
+    (forged / CHECKPOINTS).write_bytes(b"".join(checkpoints))
+    for node_id in (None, "hangzhou"):
+        report = verify_log(forged, key, node_id=node_id)
+        assert (report.code, report.first_bad) == ("AUDIT_NODE_MISMATCH", 1), report
+        assert "suzhou" in (report.problem or "")
+
+
 def test_threads_appending_together_make_one_valid_log(log_dir: Path) -> None:
     threads, per_thread = 8, 40
     receipts: list[Receipt] = []

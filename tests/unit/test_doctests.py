@@ -12,6 +12,8 @@ MODULES = [
     "federation.slot_codec",
     "group_size_oracle",
     "federation.lru",
+    "federation.fixed_decimal",
+    "federation.dp_plan",
     "federation.planner.shape",
     "federation.planner.domains",
     "federation.planner.split",

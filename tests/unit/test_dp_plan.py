@@ -11,7 +11,7 @@ import pytest
 
 from federation import he, masking, skellam, statements
 from federation.catalog import Catalog
-from federation.dp_plan import dp_plan, dp_terms, suppress_small_groups
+from federation.dp_plan import DpTerms, dp_plan, dp_terms, suppress_small_groups
 from federation.errors import CryptoError, DataError, PlanError
 from federation.finish import finish
 from federation.hpf_schema import demo_catalog
@@ -216,6 +216,31 @@ def test_a_region_failing_on_its_rows_under_dp_sends_randomness_not_zeros() -> N
 
 def test_a_run_id_binds_the_privacy_terms() -> None:
     exact = masking.run_id("q", ["a", "b", "c"], statements.canonical_terms(statements.EXACT))
-    dp = masking.run_id("q", ["a", "b", "c"], statements.canonical_terms({"mode": "dp", "epsilon": 1.0}))
-    looser = masking.run_id("q", ["a", "b", "c"], statements.canonical_terms({"mode": "dp", "epsilon": 2.0}))
+    dp = masking.run_id("q", ["a", "b", "c"], statements.canonical_terms({"mode": "dp", "epsilon": "1.000000000"}))
+    looser = masking.run_id("q", ["a", "b", "c"], statements.canonical_terms({"mode": "dp", "epsilon": "2.000000000"}))
     assert len({exact, dp, looser}) == 3  # regions under other terms mask for another run: no sum comes out
+
+
+def test_calibrated_terms_are_signed_without_a_float_and_read_back_exactly() -> None:
+    plan = plan_query("SELECT SUM(amount_fen), STDDEV_POP(amount_fen) FROM deposits", CATALOG)
+    for epsilon, delta in ((1.0, 1e-8), (0.1, 1e-10), (0.3, 3e-7)):
+        terms = dp_terms(plan, CATALOG, epsilon, delta, 20)
+        signed = terms.canonical()
+        blob = statements.canonical_terms({"mode": "dp", **signed})
+        assert not any(isinstance(v, float) for v in (signed["epsilon"], signed["delta"], signed["threshold"]))
+        assert all(type(m) is str for _, _, m in signed["components"]) and b"e-" not in blob
+        back = DpTerms.from_canonical(signed)
+        assert back == terms and back.canonical() == signed  # what a client derives is what the regions signed
+        assert [c.mu for c in back.components] == [c.mu for c in terms.components]  # the noise sampled: identical
+        # the signed mu is the calibrated one rounded up: never less noise than epsilon asks for
+        mus = [c.mu for c in terms.components if c.sensitivity]
+        comps = [skellam.ComponentNoise(c.sensitivity, c.sensitivity) for c in terms.components if c.sensitivity]
+        assert skellam.epsilon_of(mus, comps, delta) <= epsilon
+
+
+def test_a_policy_epsilon_or_delta_finer_than_its_signed_form_is_refused() -> None:
+    budget = {"epsilon": 30, "delta": 1e-5, "period": "month"}
+    Privacy.model_validate({"mode": "dp", "epsilon": 0.123456789, "delta": 1e-18, "budget": budget})
+    for fine in ({"epsilon": 0.1234567891}, {"delta": 1.5e-19}):
+        with pytest.raises(ValueError, match="digits after the point"):
+            Privacy.model_validate({"mode": "dp", "epsilon": 1, "delta": 1e-8, "budget": budget, **fine})

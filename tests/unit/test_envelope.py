@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
 from pathlib import Path
@@ -277,3 +278,108 @@ def test_a_question_must_bound_its_runs(fed: pki.FederationFiles, max_runs: int)
     with pytest.raises(ConfigError):
         sign(s, max_runs=max_runs)
     assert verifier(fed).verify(sign(s, max_runs=16), operation="query").envelope.max_runs == 16
+
+
+# ---------------------------------------------------------------- revocation list numbers: no rollback
+
+
+def _touch(path: Path) -> None:
+    """A new modification time, as a copy over the file would leave (parties re-read on a changed stat)."""
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 7_000_000))
+
+
+def _unnumbered(ca_dir: Path, serials: list[int]) -> bytes:
+    """A list the CA really signed, but without a CRLNumber (as lists were written before they were numbered)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    ca_cert, ca_key = pki.load_ca(ca_dir)
+    now = dt.datetime.now(dt.UTC)
+    builder = x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
+    builder = builder.next_update(now + dt.timedelta(days=1))
+    for serial in serials:
+        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+        builder = builder.add_revoked_certificate(entry)
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def test_every_list_the_ca_signs_has_a_higher_number(tmp_path: Path) -> None:
+    own = pki.init_federation(
+        tmp_path, [], federation="test", clients=[("zoe", "caseworker", None), ("yan", "caseworker", None)]
+    )
+    crl = tmp_path / revocation.CRL_FILE
+    numbers = [pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes()))]
+    revocation.revoke(tmp_path, own["people"]["zoe"].cert.read_bytes())
+    numbers.append(pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes())))
+    revocation.refresh(tmp_path)
+    numbers.append(pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes())))
+    revocation.revoke(tmp_path, own["people"]["yan"].cert.read_bytes())
+    numbers.append(pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes())))
+    assert numbers == [1, 2, 3, 4]
+    pki.init_federation(tmp_path, [], clients=[("zoe", "caseworker", None)])  # kept as it is
+    assert pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes())) == 4
+
+
+def test_init_numbers_a_list_from_before_lists_were_numbered_keeping_its_entries(tmp_path: Path) -> None:
+    own = pki.init_federation(tmp_path, [], federation="test", clients=[("zoe", "caseworker", None)])
+    zoe = pki.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
+    crl = tmp_path / revocation.CRL_FILE
+    crl.write_bytes(_unnumbered(tmp_path, [zoe]))
+    pki.init_federation(tmp_path, [], clients=[("zoe", "caseworker", None)])
+    renewed = x509.load_pem_x509_crl(crl.read_bytes())
+    assert pki.crl_number(renewed) == 1 and [e.serial_number for e in renewed] == [zoe]
+
+
+def test_an_older_list_put_back_does_not_unrevoke(tmp_path: Path) -> None:
+    own = pki.init_federation(
+        tmp_path, [], federation="test", clients=[("zoe", "caseworker", None), ("yan", "caseworker", None)]
+    )
+    ca_cert = x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
+    zoe = pki.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
+    crl = tmp_path / revocation.CRL_FILE
+    older = crl.read_bytes()  # list 1: nobody revoked
+    listed = RevocationList(crl, ca_cert)
+    listed.check(zoe, "signer's")
+    revocation.revoke(tmp_path, own["people"]["zoe"].cert.read_bytes())  # list 2
+    _touch(crl)
+    with pytest.raises(AuthError) as err:
+        listed.check(zoe, "signer's")
+    assert err.value.code == "AUTH_CERT_REVOKED" and listed.number == 2
+    # the attacker's ways back: the older list (really signed by the CA), and a list without a number
+    for stale in (older, _unnumbered(tmp_path, [])):
+        crl.write_bytes(stale)
+        _touch(crl)
+        with pytest.raises(AuthError) as err:
+            listed.check(zoe, "signer's")
+        assert err.value.code == "AUTH_CERT_REVOKED" and listed.number == 2  # list 2 stays in force
+        listed.check(pki.read_identity(own["people"]["yan"].cert.read_bytes()).serial, "signer's")  # others pass
+    with pytest.raises(AuthError) as err:  # and no party starts on a list without a number
+        RevocationList(crl, ca_cert)
+    assert err.value.code == "REVOCATION_NUMBER_MISSING"
+
+
+def test_a_restarted_party_with_state_refuses_an_older_list(tmp_path: Path) -> None:
+    own = pki.init_federation(tmp_path / "pki", [], federation="test", clients=[("zoe", "caseworker", None)])
+    ca_cert = x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
+    crl, state = tmp_path / "pki" / revocation.CRL_FILE, tmp_path / "state" / "revocation-state.json"
+    older = crl.read_bytes()
+    revocation.revoke(tmp_path / "pki", own["people"]["zoe"].cert.read_bytes())
+    newest = crl.read_bytes()
+    assert RevocationList(crl, ca_cert, state).number == 2
+    assert json.loads(state.read_text())["crl_number"] == 2 and state.stat().st_mode & 0o777 == 0o600
+    crl.write_bytes(older)
+    with pytest.raises(AuthError) as err:  # the party would forget the revocation: it does not start
+        RevocationList(crl, ca_cert, state)
+    assert err.value.code == "REVOCATION_ROLLBACK" and "hpf pki crl" in (err.value.hint or "")
+    RevocationList(crl, ca_cert)  # without the state it cannot tell (the coordinator by default)
+    crl.write_bytes(newest)
+    revocation.refresh(tmp_path / "pki")  # the operator re-signs the newest: list 3
+    assert RevocationList(crl, ca_cert, state).number == 3
+    # a new federation CA starts its lists afresh: its list 1 is not refused for the old CA's 3
+    pki.init_federation(tmp_path / "pki", [], federation="test", force=True)
+    new_ca = x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
+    assert RevocationList(crl, new_ca, state).number == 1
+    for broken in (b"not json", b'{"ca": "x", "crl_number": "3"}', b"[]"):
+        state.write_bytes(broken)
+        with pytest.raises(ConfigError) as cerr:
+            RevocationList(crl, new_ca, state)
+        assert cerr.value.code == "REVOCATION_STATE_INVALID"

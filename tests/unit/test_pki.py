@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 import stat
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -17,10 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from typer.testing import CliRunner
 
-from cli.pki import register
-from federation import pki, tls
+from cli.pki import describe, register
+from federation import pki, revocation, tls
 from federation.config_files import parse_model
+from federation.envelope import EnvelopeVerifier, Signer
 from federation.errors import AuthError, ConfigError, FederationError
+from federation.revocation import RevocationList
 
 
 @pytest.fixture(scope="module")
@@ -609,3 +614,65 @@ def test_cli_errors_print_one_line_and_exit_2(cli: typer.Typer, tmp_path: Path, 
     assert result.exit_code == 2
     assert result.stderr.startswith("error: [")
     assert "Traceback" not in result.output
+
+
+# --- malformed certificates: a stable code wherever one is read, never an escaping exception -------------------
+
+
+def _pem(der: bytes, label: str = "CERTIFICATE") -> bytes:
+    body = "\n".join(textwrap.wrap(base64.b64encode(der).decode(), 64))
+    return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n".encode()
+
+
+def _malformed(der: bytes, form: str) -> bytes:
+    """A real certificate (DER) made malformed in one way."""
+    find, offset, byte = {
+        "version 5": (bytes.fromhex("a003020102"), 4, 0x05),  # X.509 v3 (2) -> 5: no such version
+        "duplicate extension": (bytes.fromhex("0603551d0e"), 4, 0x23),  # subject key id's OID -> authority key id's
+    }[form]
+    at = der.find(find)
+    assert at > 0
+    return der[: at + offset] + bytes([byte]) + der[at + offset + 1 :]
+
+
+@pytest.mark.parametrize("form", ["version 5", "duplicate extension"])
+def test_a_malformed_certificate_gets_a_stable_code_wherever_it_is_read(
+    fed: pki.FederationFiles, tmp_path: Path, form: str
+) -> None:
+    files = fed["people"]["alice"]
+    der = _malformed(_cert(files.cert).public_bytes(serialization.Encoding.DER), form)
+    bad = _pem(der)
+    path = tmp_path / "bad.pem"
+    path.write_bytes(bad)
+    for data, as_der in ((bad, False), (der, True)):
+        with pytest.raises(ValueError):
+            pki.load_certificate(data, der=as_der)
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("TLS_PEM_INVALID", lambda: pki.read_identity(bad)),  # a peer's certificate, `hpf pki revoke`'s argument
+        ("TLS_PEM_INVALID", lambda: tls.load_material(_config(files, cert=path), "client")),  # a party's own
+        ("TLS_PEM_INVALID", lambda: tls.load_material(_config(files, ca=path), "client")),  # a party's CA
+        ("AUTH_SIGNER_INVALID", lambda: Signer(bad, files.key.read_bytes())),  # a client's signing certificate
+        ("TLS_PEM_INVALID", lambda: EnvelopeVerifier.from_files(path, "test", None)),  # a verifier's CA
+        ("PKI_BAD_CERTIFICATE", lambda: revocation.revoke(files.ca.parent, bad)),  # what the operator revokes
+        ("TLS_PEM_INVALID", lambda: describe(bad)),  # `hpf pki show`
+    ]
+    for code, call in checks:
+        with pytest.raises(FederationError) as info:
+            call()
+        assert info.value.code == code, (code, info.value)
+    if form == "duplicate extension":  # it loads (extensions are read later): read by identity_of directly
+        with pytest.raises(AuthError) as err:
+            pki.identity_of(x509.load_pem_x509_certificate(bad))
+        assert err.value.code == "IDENTITY_INVALID"
+
+
+def test_a_revocation_list_with_a_malformed_version_is_refused(fed: pki.FederationFiles, tmp_path: Path) -> None:
+    der = x509.load_pem_x509_crl((fed["ca"].cert.parent / "crl.pem").read_bytes()).public_bytes(
+        serialization.Encoding.DER
+    )
+    at = der.find(bytes.fromhex("020101"))  # v2 (1) -> 5
+    path = tmp_path / "crl.pem"
+    path.write_bytes(_pem(der[: at + 2] + b"\x05" + der[at + 3 :], "X509 CRL"))
+    with pytest.raises(AuthError) as err:
+        RevocationList(path, _cert(fed["ca"].cert))
+    assert err.value.code == "AUTH_CRL_INVALID"

@@ -1,0 +1,107 @@
+"""A node checks at start that the keys the catalog publishes for it are its own, and says which to publish."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from pathlib import Path
+from typing import Any
+
+import harness
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from federation.audit_keys import public_key_raw
+from federation.catalog import load_catalog
+from federation.config_files import parse_model
+from federation.errors import ConfigError
+from federation.pki import init_federation
+from node.config import NodeConfig
+from node.server import running_node
+
+TABLES = {"t": {"columns": {"g": {"type": "VARCHAR", "domain": {"values": ["a", "b"]}}, "v": {"type": "BIGINT"}}}}
+
+
+def _other_key(kind: str) -> str:
+    if kind == "audit_key":
+        return base64.b64encode(public_key_raw(Ed25519PrivateKey.generate().public_key())).decode()
+    return base64.b64encode(X25519PrivateKey.generate().public_key().public_bytes_raw()).decode()
+
+
+class Region:
+    """One node's files: certificates, a table, a catalog naming it, and its config (state in ``state``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        init_federation(root / "pki", ["north"], federation="test")
+        harness.write_table(root / "data" / "t.parquet", {"g": "VARCHAR", "v": "BIGINT"}, [("a", 1)])
+        self.catalog_path = root / "federation.yaml"
+
+    def config(self, state: str = "state", **keys: str) -> NodeConfig:
+        node: dict[str, Any] = {"id": "north", "address": "127.0.0.1:1", **keys}
+        self.catalog_path.write_text(yaml.safe_dump({"federation": "t", "nodes": [node], "tables": TABLES}))
+        pki = self.root / "pki"
+        doc = {
+            "node_id": "north",
+            "catalog": str(self.catalog_path),
+            "tables": {"t": str(self.root / "data" / "t.parquet")},
+            "policy": str(harness.OPEN_POLICY),
+            "state_dir": str(self.root / state),
+            "revocations": str(pki / "crl.pem"),
+            "audit_fsync": False,
+            "tls": {
+                "ca": str(pki / "ca.pem"),
+                "cert": str(pki / "nodes/north.pem"),
+                "key": str(pki / "nodes/north.key"),
+            },
+        }
+        return parse_model(self.root / "node.yaml", doc, NodeConfig)
+
+    def start(self, config: NodeConfig) -> dict[str, str]:
+        """Start and stop the node; the keys it has, as the catalog would publish them."""
+        with running_node(config) as node:
+            return {
+                "audit_key": node.handler.audit.public_key_b64(),
+                "agreement_key": base64.b64encode(node.handler.agreement.public).decode(),  # type: ignore[union-attr]
+            }
+
+
+@pytest.fixture
+def region(tmp_path: Path) -> Region:
+    return Region(tmp_path)
+
+
+def test_a_first_start_before_the_keys_are_published_logs_them(
+    region: Region, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="hpf.node"):
+        keys = region.start(region.config())
+    assert f"audit key: {keys['audit_key']}" in caplog.text
+    assert f"agreement key: {keys['agreement_key']}" in caplog.text
+    assert region.start(region.config(**keys)) == keys  # published: the same keys start again
+    assert load_catalog(region.catalog_path).nodes[0].audit_key == keys["audit_key"]
+
+
+@pytest.mark.parametrize("field", ["audit_key", "agreement_key"])
+def test_a_published_key_that_is_not_the_nodes_own_stops_it(region: Region, field: str) -> None:
+    keys = region.start(region.config())
+    for published in (
+        {**keys, field: _other_key(field)},  # someone else's key under this node's name
+        {field: _other_key(field)},  # and with the other key not published yet
+    ):
+        with pytest.raises(ConfigError) as err:
+            region.start(region.config(**published))
+        assert err.value.code == "NODE_KEY_MISMATCH" and field in err.value.message
+        assert f"{field}: {keys[field]}" in (err.value.hint or "")  # what to publish if the old key is lost
+    assert region.start(region.config(**keys)) == keys  # nothing was left locked or half-started
+
+
+@pytest.mark.parametrize("field", ["audit_key", "agreement_key"])
+def test_a_node_started_on_fresh_state_does_not_pass_for_the_published_one(region: Region, field: str) -> None:
+    keys = region.start(region.config())
+    with pytest.raises(ConfigError) as err:  # e.g. the state directory lost, or the node moved without its keys
+        region.start(region.config(state="fresh", **{field: keys[field]}))
+    assert err.value.code == "NODE_KEY_MISMATCH"
+    assert "restore the key file" in (err.value.hint or "")
