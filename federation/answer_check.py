@@ -49,7 +49,8 @@ def read_answer(parts: Iterable[pb.AnswerPart], chunks: int, regions: Iterable[s
     """The head, then exactly ``chunks`` ciphertexts of each answering region, in order.
 
     ``regions`` are those the client asked: an answer naming another, or one twice, is refused before any
-    ciphertext is read, and no more ciphertexts are read than those regions can send.
+    ciphertext is read, no more ciphertexts are read than those regions can send, and none larger than any
+    party accepts.
     """
     stream = iter(parts)
     first = next(stream, None)
@@ -67,6 +68,8 @@ def read_answer(parts: Iterable[pb.AnswerPart], chunks: int, regions: Iterable[s
         if part.WhichOneof("part") != "ciphertext" or received >= len(expected):
             raise _corrupt("the answer carries more than one ciphertext per chunk of each region that answered")
         c = part.ciphertext
+        if len(c.ciphertext) > he.MAX_CIPHERTEXT_BYTES:
+            raise CryptoError("a ciphertext in the answer is too large", code="CIPHERTEXT_TOO_LARGE")
         if (c.node_id, c.chunk) != expected[received]:
             raise _corrupt("the answer's ciphertexts are not in the order of its regions and their chunks")
         blobs[c.node_id].append(c.ciphertext)

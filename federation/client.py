@@ -38,7 +38,7 @@ from federation.private_files import append_private
 from federation.profile import ClientProfile
 from federation.sealing import ID_CHARS, OneTimeKey, load_public_b64
 from federation.slot_codec import decode_totals
-from federation.tls import coordinator_target, require_tls, secure_channel
+from federation.tls import GRPC_OPTIONS, coordinator_target, require_tls, secure_channel, with_options
 
 
 @dataclass
@@ -136,6 +136,11 @@ def check_person_ids(person_ids: Sequence[str]) -> list[str]:
     return out
 
 
+# what a client accepts in one message: an answer streams one ciphertext per message after a head of statements
+# and receipts (about 1 KB per region), so a coordinator cannot make the client hold more than this at once
+CLIENT_RECEIVE_BYTES = 16 * 1024 * 1024
+CLIENT_CHANNEL_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=CLIENT_RECEIVE_BYTES)
+
 LOOKUP_BATCH = 4550  # people per request: ten full ciphertexts of nine slots per person
 SEALED_BYTES_PER_REQUEST = 3 * 1024 * 1024  # a request's sealed copies stay well under the coordinator's 4 MiB
 
@@ -156,7 +161,9 @@ class FederationClient:
         self.profile = profile
         tls = require_tls(profile.tls, profile.insecure, source="client profile")
         # dialled by its name in the federation, so only the coordinator's certificate is accepted
-        self._channel = secure_channel(profile.coordinator, tls, server_name=coordinator_target(tls))
+        self._channel = secure_channel(
+            profile.coordinator, tls, server_name=coordinator_target(tls), options=CLIENT_CHANNEL_OPTIONS
+        )
         self._stub = pb_grpc.CoordinatorStub(self._channel)
         self._keys = keys
         self._keys_lock = threading.Lock()

@@ -12,6 +12,7 @@ import pytest
 from federation.answer_check import read_answer
 from federation.errors import CryptoError
 from federation.generated import hpf_federation_pb2 as pb
+from federation.he import MAX_CIPHERTEXT_BYTES
 from federation.lookup_codec import FACT_COLUMNS, check_consistent, decode_facts, encode_facts
 
 REGIONS = ["a", "b", "c"]
@@ -55,6 +56,14 @@ def test_a_head_naming_a_region_twice_or_one_not_asked_is_refused(answered: list
     with pytest.raises(CryptoError) as info:
         read_answer(_parts(answered, 1), 1, REGIONS)
     assert info.value.code == "ANSWER_CORRUPT"
+
+
+def test_an_oversized_ciphertext_is_refused_as_it_arrives() -> None:
+    parts = _parts(REGIONS, 1)
+    parts[2].ciphertext.ciphertext = bytes(MAX_CIPHERTEXT_BYTES + 1)
+    with pytest.raises(CryptoError) as info:
+        read_answer(parts, 1, REGIONS)
+    assert info.value.code == "CIPHERTEXT_TOO_LARGE"
 
 
 def test_an_endless_stream_is_read_no_further_than_the_layout() -> None:
