@@ -50,7 +50,9 @@ def read_answer(parts: Iterable[pb.AnswerPart], chunks: int, regions: Iterable[s
 
     ``regions`` are those the client asked: an answer naming another, or one twice, is refused before any
     ciphertext is read, no more ciphertexts are read than those regions can send, and none larger than any
-    party accepts.
+    party accepts. Each region's ciphertexts are held against the digest its statement (in the head) names as
+    soon as the last of them arrives, so a coordinator that sends other bytes is refused after one region's
+    worth of them, not after all; the statements' signatures are checked afterwards (:func:`check_regions`).
     """
     stream = iter(parts)
     first = next(stream, None)
@@ -61,6 +63,7 @@ def read_answer(parts: Iterable[pb.AnswerPart], chunks: int, regions: Iterable[s
     asked = set(regions)
     if len(set(answered)) != len(answered) or not set(answered) <= asked:
         raise _corrupt("the answer names a region twice, or one that was not asked")
+    digests = _signed_digests(head)
     expected = [(node_id, chunk) for node_id in answered for chunk in range(chunks)]
     blobs: dict[str, list[bytes]] = {node_id: [] for node_id in answered}
     received = 0
@@ -74,9 +77,31 @@ def read_answer(parts: Iterable[pb.AnswerPart], chunks: int, regions: Iterable[s
             raise _corrupt("the answer's ciphertexts are not in the order of its regions and their chunks")
         blobs[c.node_id].append(c.ciphertext)
         received += 1
+        if c.chunk == chunks - 1 and statements.ciphertexts_digest(blobs[c.node_id]) != digests[c.node_id]:
+            raise _mismatch(c.node_id)
     if received != len(expected):
         raise _corrupt("the answer is missing ciphertexts of a region it says answered")
     return StreamedAnswer(head=head, ciphertexts=blobs)
+
+
+def _signed_digests(head: pb.QueryResponse) -> dict[str, str]:
+    """The ciphertext digest each answering region's statement names (signatures not yet checked)."""
+    named = {s.node_id: statements.parse(s).ciphertexts for s in head.statements}
+    if sorted(named) != sorted(head.answered) or len(head.statements) != len(head.answered):
+        raise CryptoError(
+            "the answer does not carry exactly one statement from each region summed",
+            code="ANSWER_STATEMENT_INVALID",
+            hint="the coordinator or a region is misbehaving",
+        )
+    return named
+
+
+def _mismatch(node_id: str) -> CryptoError:
+    return CryptoError(
+        f"region {node_id}'s ciphertexts are not the ones it signed: altered on the way",
+        code="ANSWER_CIPHERTEXT_MISMATCH",
+        hint="the coordinator is misbehaving; ask again, and tell the federation operator if it repeats",
+    )
 
 
 def check_regions(
@@ -100,11 +125,7 @@ def check_regions(
     )
     for st in checked:
         if st.ciphertexts != statements.ciphertexts_digest(answer.ciphertexts[st.node]):
-            raise CryptoError(
-                f"region {st.node}'s ciphertexts are not the ones it signed: altered on the way",
-                code="ANSWER_CIPHERTEXT_MISMATCH",
-                hint="the coordinator is misbehaving; ask again, and tell the federation operator if it repeats",
-            )
+            raise _mismatch(st.node)
     return checked
 
 

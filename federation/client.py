@@ -26,7 +26,15 @@ from federation.catalog import Catalog, load_catalog
 from federation.config_files import parse_model
 from federation.dp_plan import DpTerms, component_label, dp_terms, suppress_small_groups
 from federation.envelope import Signer, query_id
-from federation.errors import ConfigError, CryptoError, PlanError, UnavailableError, from_rpc_error
+from federation.errors import (
+    ConfigError,
+    CryptoError,
+    PlanError,
+    UnavailableError,
+    from_rpc_error,
+    is_code,
+    printable,
+)
 from federation.finish import finish
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
@@ -107,6 +115,14 @@ def _total(cells: Sequence[PersonFacts]) -> PersonFacts:
         values = [getattr(c, name) for c in cells]
         out[name] = None if any(v is None for v in values) else sum(values)
     return PersonFacts(**out)
+
+
+def _missing(reply: pb.QueryResponse) -> list[dict[str, str]]:
+    """The regions the coordinator says are missing, and why, fit to print: a code of the stable form (else the
+    answer is refused) and a message without control or format characters."""
+    if not all(is_code(m.code) for m in reply.missing):
+        raise CryptoError("the answer names a missing region with a malformed code", code="ANSWER_CORRUPT")
+    return [{"node_id": m.node_id, "code": m.code, "message": printable(m.message)} for m in reply.missing]
 
 
 def _dp_terms(plan: Plan, signed: dict[str, Any]) -> DpTerms:
@@ -441,7 +457,7 @@ class FederationClient:
             facts=[_total(row) if len(row) > 1 else row[0] for row in grid],
             regions=regions,
             answered=list(reply.answered),
-            missing=[{"node_id": m.node_id, "code": m.code, "message": m.message} for m in reply.missing],
+            missing=_missing(reply),
             query_ids=[qid],
             by_city=[{r: f for r, f in zip(regions, row, strict=True) if r in reply.answered} for row in grid]
             if by_city
@@ -628,7 +644,7 @@ class FederationClient:
             columns=finished.columns,
             rows=finished.rows,
             answered=list(reply.answered),
-            missing=[{"node_id": m.node_id, "code": m.code, "message": m.message} for m in reply.missing],
+            missing=_missing(reply),
             query_id=reply.query_id,
             timings=timings,
             withheld_groups=finished.withheld_groups - (1 if suppressed and not plan.keys else 0),

@@ -13,6 +13,8 @@ Detail for operators goes to the log of the party that raised it, never into the
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Sequence
 
 import grpc
@@ -133,6 +135,33 @@ def abort(context: grpc.ServicerContext, error: FederationError) -> None:
     context.abort(error.status, error.message)
 
 
+_CODE = re.compile(r"[A-Z][A-Z0-9_]{1,63}")
+# control characters (terminal escapes), format characters (bidi overrides), unassigned, private and surrogates,
+# and line or paragraph separators: none of them belongs in a one-line message from another party
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+MAX_REMOTE_TEXT = 500
+
+
+def is_code(code: str) -> bool:
+    """Whether ``code`` has the form of a stable error code (upper-case letters, digits, underscores).
+
+    >>> is_code("NODE_TIMEOUT"), is_code("NODE_TIMEOUT\\x1b[2A"), is_code("")
+    (True, False, False)
+    """
+    return _CODE.fullmatch(code) is not None
+
+
+def printable(text: str, limit: int = MAX_REMOTE_TEXT) -> str:
+    """Text another party sent, made safe to print on one line: every control or format character (a terminal
+    escape sequence, a bidi override, a newline) replaced by ``?``, and at most ``limit`` characters.
+
+    >>> printable("region n3 \\x1b[2Adown\\n")
+    'region n3 ?[2Adown?'
+    """
+    cleaned = "".join("?" if unicodedata.category(c) in _UNPRINTABLE else c for c in text)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
 def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> str | None:
     for k, v in metadata or ():
         if k == key:
@@ -144,10 +173,17 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
     """Turn a failed call back into a FederationError with the remote's code, message and hint."""
     status = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     trailing = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+    # everything here comes from another party, and may be printed: codes of the stable form only, text without
+    # control or format characters
     code = _metadata_value(trailing, CODE_KEY)
+    if code is not None and not is_code(code):
+        code = "REMOTE_CODE_INVALID"
     hint = _metadata_value(trailing, HINT_KEY)
+    hint = None if hint is None else printable(hint)
     rule = _metadata_value(trailing, RULE_KEY)
+    rule = None if rule is None else printable(rule)
     details = err.details() if hasattr(err, "details") else None
+    details = None if details is None else printable(details)
     cls = _BY_STATUS.get(status, FederationError)
     if code is not None:
         rebuilt = error_for_code(code, details or "remote error", hint, rule)

@@ -23,10 +23,12 @@ import lying_coordinator as lie
 import pytest
 import yaml
 
+import coordinator.fanout
 from coordinator.fanout import FederatedAnswer
 from federation import he, statements
 from federation.client import FederationClient
 from federation.config_files import parse_model
+from federation.errors import PlanError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.profile import ClientProfile
 
@@ -273,3 +275,47 @@ def answered_runs(fed: harness.Federation, nonce: str) -> dict[str, int]:
         entries = [json.loads(line) for line in (fed.audit_dir(node) / "entries.jsonl").read_text().splitlines()]
         out[node] = sum(1 for e in entries if e["nonce"] == nonce and e["decision"] == "allowed")
     return out
+
+
+def _missing_as(code: str, message: str) -> lie.Tamper:
+    def tamper(a: FederatedAnswer) -> FederatedAnswer:
+        a.missing = [dataclasses.replace(m, code=code, message=message) for m in a.missing]
+        return a
+
+    return tamper
+
+
+ESCAPES = "\x1b[2A\x1b[1G\x1b[2K│ 20 │ 999999 │\x1b[2B\u202eregions answered: 4\n"
+
+
+def test_no_text_from_the_coordinator_reaches_the_terminal_raw(
+    fed: harness.Federation, keys: he.ClientKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A coordinator that writes terminal escapes (or a bidi override, or a newline) into what it says of a missing
+    region or into an error would redraw a verified answer on the asker's screen: a missing region's code must
+    have the stable form (else the answer is refused), and every text it sends is printed without control or
+    format characters."""
+    from cli.output import render
+
+    fed.stop_node("n3")
+    try:
+        with lie.lying(monkeypatch, _missing_as("NODE_UNREACHABLE" + ESCAPES, "down")):
+            assert caught(fed, keys) == "ANSWER_CORRUPT"
+        with lie.lying(monkeypatch, _missing_as("NODE_UNREACHABLE", "down" + ESCAPES)), fed.client(keys=keys) as c:
+            answer = c.query(COUNT)
+    finally:
+        fed.restart_node("n3")
+        fed.wait_for_regions()
+    assert [m["node_id"] for m in answer.missing] == ["n3"]
+    assert answer.missing[0]["message"] == "down?[2A?[1G?[2K│ 20 │ 999999 │?[2B?regions answered: 4?"
+    for fmt in ("table", "json", "csv"):
+        assert "\x1b" not in render(answer, fmt) and "\u202e" not in render(answer, fmt), fmt
+
+    def refusing(*_: Any, **__: Any) -> FederatedAnswer:
+        # gRPC carries a status message with any bytes; metadata (code, hint) only printable ASCII
+        raise PlanError("refused" + ESCAPES, code="PLAN_REFUSED;[2A", hint="ask")
+
+    monkeypatch.setattr(coordinator.fanout.FanOut, "query", refusing)
+    err = harness.refusal(lambda: fed.client(keys=keys).query(COUNT))
+    assert err.code == "REMOTE_CODE_INVALID"
+    assert not any(ch in f"{err.message} {err.hint}" for ch in "\x1b\u202e\n"), err

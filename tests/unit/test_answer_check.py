@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from federation import statements
 from federation.answer_check import read_answer
 from federation.errors import CryptoError
 from federation.generated import hpf_federation_pb2 as pb
@@ -18,10 +19,25 @@ from federation.lookup_codec import FACT_COLUMNS, check_consistent, decode_facts
 REGIONS = ["a", "b", "c"]
 
 
+def _statement(node: str, blobs: list[bytes]) -> pb.AnswerStatement:
+    body = statements.Statement(
+        node=node,
+        query_id="q",
+        run="r",
+        participants=tuple(REGIONS),
+        context="c",
+        ciphertexts=statements.ciphertexts_digest(blobs),
+        privacy={"mode": "exact"},
+    )
+    return pb.AnswerStatement(node_id=node, statement=body.encode(), signature=bytes(64))
+
+
 def _parts(answered: list[str], chunks: int) -> list[pb.AnswerPart]:
-    head = pb.AnswerPart(head=pb.QueryResponse(query_id="q", answered=answered))
+    blobs = {n: [f"{n}{c}".encode() for c in range(chunks)] for n in dict.fromkeys(answered)}
+    signed = [_statement(n, blobs[n]) for n in answered]
+    head = pb.AnswerPart(head=pb.QueryResponse(query_id="q", answered=answered, statements=signed))
     return [head] + [
-        pb.AnswerPart(ciphertext=pb.RegionCiphertext(node_id=n, chunk=c, ciphertext=f"{n}{c}".encode()))
+        pb.AnswerPart(ciphertext=pb.RegionCiphertext(node_id=n, chunk=c, ciphertext=blobs[n][c]))
         for n in answered
         for c in range(chunks)
     ]
@@ -64,6 +80,29 @@ def test_an_oversized_ciphertext_is_refused_as_it_arrives() -> None:
     with pytest.raises(CryptoError) as info:
         read_answer(parts, 1, REGIONS)
     assert info.value.code == "CIPHERTEXT_TOO_LARGE"
+
+
+def test_a_region_whose_ciphertexts_are_not_the_signed_ones_is_refused_before_the_next_is_read() -> None:
+    parts = _parts(REGIONS, 2)
+    parts[1].ciphertext.ciphertext = b"other bytes"
+    read = []
+
+    def counted() -> Iterator[pb.AnswerPart]:
+        for i, part in enumerate(parts):
+            read.append(i)
+            yield part
+
+    with pytest.raises(CryptoError) as info:
+        read_answer(counted(), 2, REGIONS)
+    assert info.value.code == "ANSWER_CIPHERTEXT_MISMATCH" and read == [0, 1, 2]  # a's two chunks, no more
+
+
+def test_a_head_without_a_statement_for_a_region_is_refused_before_any_ciphertext() -> None:
+    parts = _parts(REGIONS, 1)
+    del parts[0].head.statements[1]
+    with pytest.raises(CryptoError) as info:
+        read_answer(parts, 1, REGIONS)
+    assert info.value.code == "ANSWER_STATEMENT_INVALID"
 
 
 def test_an_endless_stream_is_read_no_further_than_the_layout() -> None:

@@ -17,9 +17,10 @@ from federation.tls import MAX_MESSAGE_BYTES
 HEAD_LIMIT = 4 * 1024 * 1024  # far under the client's receive limit: the head is statements and receipts only
 
 
-def _answer(regions: int, chunks: int, ciphertext_bytes: int) -> FederatedAnswer:
+def _answer(regions: int, chunks: int, ciphertext_bytes: int, largest: int = 0) -> FederatedAnswer:
     names = [f"r{i:03d}" for i in range(regions)]
     blobs = {n: [os.urandom(ciphertext_bytes) for _ in range(chunks)] for n in names}
+    blobs[names[-1]][-1] = os.urandom(largest or ciphertext_bytes)
     entry = json.dumps({"node": "r000", "query": "q" * 64, "nonce": "ab" * 16, "ciphertext": "cd" * 32}).encode()
     checkpoint = pb.AuditCheckpoint(node_id="r000", size=10**9, root=bytes(32), time="2026-12-06T00:00:00Z")
     checkpoint.signature = bytes(64)
@@ -56,8 +57,8 @@ def test_at_256_regions_every_message_stays_within_the_limits() -> None:
     """256 regions, each statement naming all 256 participants: the head stays small, and each later message
     holds one ciphertext of at most the largest size a party accepts."""
     assert MAX_REGIONS == 256
-    answer = _answer(MAX_REGIONS, 2, 100_000)  # a degree-4096 ciphertext is about 88 KB
-    answer.ciphertexts["r007"][1] = os.urandom(MAX_CIPHERTEXT_BYTES)  # the largest a party accepts
+    # a degree-4096 ciphertext is about 88 KB; one of them is the largest any party accepts
+    answer = _answer(MAX_REGIONS, 2, 100_000, largest=MAX_CIPHERTEXT_BYTES)
     parts = list(answer_parts(answer))
     assert len(parts) == 1 + MAX_REGIONS * 2
     head, rest = parts[0], parts[1:]

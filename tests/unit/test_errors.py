@@ -62,3 +62,28 @@ def test_error_for_code_by_prefix() -> None:
     assert isinstance(error_for_code("CIPHERTEXT_SHAPE", "x"), CryptoError)
     assert type(error_for_code("SOMETHING_ELSE", "x")) is FederationError
     assert str(PlanError("m", code="PLAN_X", hint="h")) == "[PLAN_X] m (hint: h)"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\x1b[2J\x1b[H", "line\nbreak", "\u202eevil", "bell\x07", "\x9b31m", "zero\u200bwidth", "sep\u2028arator"],
+)
+def test_a_remote_error_is_printable_whatever_the_peer_sent(text: str) -> None:
+    """Another party's status text, hint, rule and code reach the asker's terminal: no control or format character
+    survives, and a code that is not of the stable form is replaced."""
+    err = from_rpc_error(
+        FakeRpcError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "refused " + text,
+            (("hpf-error-code", "PLAN_X" + text), ("hpf-error-hint", text), ("hpf-error-rule", text)),
+        )
+    )
+    assert err.code == "REMOTE_CODE_INVALID"
+    for shown in (err.message, err.hint or "", err.rule or "", str(err)):
+        assert all(ch.isprintable() for ch in shown), repr(shown)
+    assert err.message.startswith("refused ")
+
+
+def test_long_remote_text_is_cut() -> None:
+    err = from_rpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "x" * 100_000, (("hpf-error-code", "NODE_X"),)))
+    assert len(err.message) <= 500 and err.code == "NODE_X"
