@@ -44,9 +44,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +58,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes as P
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from federation.errors import AuthError, ConfigError
+from federation.private_files import write_file
 
 Kind = Literal["node", "coordinator", "person"]
 KINDS: tuple[str, ...] = ("node", "coordinator", "person")
@@ -122,20 +121,6 @@ class FederationFiles(TypedDict):
 
 
 DEFAULT_CLIENTS: tuple[tuple[str, str, str | None], ...] = (("caseworker", "caseworker", None),)
-
-
-def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically with ``mode`` set before any byte lands on disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_pair(files: CaFiles | CertFiles, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:

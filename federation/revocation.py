@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 
 from federation import pki
 from federation.errors import AuthError, ConfigError
+from federation.private_files import write_file
 
 log = logging.getLogger("hpf.revocation")
 
@@ -159,7 +160,7 @@ class RevocationList:
             return
         doc = {"ca": self._ca_id, "crl_number": self._number}
         try:
-            pki.write_file(self._state, json.dumps(doc, sort_keys=True).encode() + b"\n", 0o600)
+            write_file(self._state, json.dumps(doc, sort_keys=True).encode() + b"\n", 0o600)
         except OSError as exc:  # the number still holds in memory
             log.error("cannot keep the revocation list number in %s (%s)", self._state, exc.strerror)
 
