@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes as PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from federation import ca_record
 from federation.errors import AuthError, ConfigError
 from federation.private_files import write_file
 
@@ -387,6 +388,7 @@ def create_ca(
         .sign(key, hashes.SHA256())
     )
     _write_pair(files, cert, key)
+    ca_record.save(files.cert.parent / ca_record.RECORD_FILE, ca_record.fresh(cert))  # no list signed yet
     return files
 
 
@@ -502,48 +504,79 @@ def crl_number(crl: x509.CertificateRevocationList) -> int | None:
 
 
 def _own_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList | None:
-    """The list at ``path`` when this CA signed it (None when there is none, or it is unreadable or another's)."""
+    """The list at ``path`` when this CA signed it, every entry parsed (None when there is none, or it is
+    unreadable or another's)."""
     try:
         crl = x509.load_pem_x509_crl(path.read_bytes())
         ours = crl.issuer == ca_cert.subject and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
+        if ours:
+            _ = (crl.extensions, [(e.serial_number, e.revocation_date_utc, e.extensions) for e in crl])
     except _NO_OWN_CRL:
         return None
     return crl if ours else None
 
 
-def _next_crl_number(path: Path, ca_cert: x509.Certificate) -> int:
-    """One more than the number of this CA's list at ``path``; 1 when there is none (or it is another CA's)."""
-    crl = _own_crl(path, ca_cert)
-    number = crl_number(crl) if crl is not None else None
-    return 1 if number is None else number + 1
+def _ca_record(files: CaFiles, ca_cert: x509.Certificate) -> tuple[Path, ca_record.CaRecord]:
+    """Where the CA's record of its lists is, and what it holds (see :mod:`federation.ca_record`).
+
+    A CA made before CAs kept a record gets one here, once, from its newest list as ``crl.pem`` holds it: that
+    list's number (0 for a list from before lists were numbered) and its entries, or nothing revoked when there
+    is no ``crl.pem``. From then on the CA trusts only the record. A ``crl.pem`` that cannot be read or that
+    this CA did not sign is no starting point (``PKI_CRL_INVALID``): the CA could not tell what it revoked.
+    """
+    path = files.cert.parent / ca_record.RECORD_FILE
+    record = ca_record.load(path, ca_cert)
+    if record is None:
+        crl_path = files.cert.parent / CRL_FILE
+        crl = _own_crl(crl_path, ca_cert)
+        if crl is None and crl_path.exists():
+            raise ConfigError(
+                f"{crl_path}: not a revocation list this CA signed, and the CA keeps no record of what it revoked "
+                "to sign the next list from",
+                code="PKI_CRL_INVALID",
+                hint="put back the newest crl.pem this CA signed; the CA starts its record from it",
+            )
+        record = ca_record.from_list(ca_cert, crl, crl_number(crl) if crl is not None else None)
+        ca_record.save(path, record)
+    return path, record
 
 
-def _number_old_crl(path: Path, ca_files: CaFiles, ca_cert: x509.Certificate) -> None:
-    """Re-sign an unnumbered list of this CA with the same entries, as list 1 (parties refuse unnumbered lists)."""
-    crl = _own_crl(path, ca_cert)
-    if crl is not None and crl_number(crl) is None:
-        write_crl(ca_files, list(crl), number=1)
+def newest_crl_in_place(ca_dir_or_files: Path | str | CaFiles) -> bool:
+    """True when ``crl.pem`` is the newest list the CA signed: its own, numbered as its record's highest number
+    and listing every certificate the record holds as revoked."""
+    files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
+    ca_cert, _ = load_ca(files)
+    _, record = _ca_record(files, ca_cert)
+    crl = _own_crl(files.cert.parent / CRL_FILE, ca_cert)
+    return (
+        crl is not None
+        and crl_number(crl) == record.number
+        and {entry.serial_number for entry in crl} == record.serials
+    )
 
 
-def write_crl(
-    ca_dir_or_files: Path | str | CaFiles, revoked: Sequence[x509.RevokedCertificate] = (), *, number: int | None = None
-) -> Path:
-    """Sign and write the CA's revocation list (``crl.pem`` next to ``ca.pem``) listing ``revoked``.
+def write_crl(ca_dir_or_files: Path | str | CaFiles, revoked: Sequence[ca_record.Revoked] = ()) -> Path:
+    """Sign the CA's next revocation list from its own record, with ``revoked`` added, and write it as
+    ``crl.pem`` next to ``ca.pem``.
 
-    Every list carries a CRLNumber one more than the list it replaces (1 for the first), so a party that has
-    accepted list ``n`` refuses any list numbered below ``n`` (:class:`federation.revocation.RevocationList`):
-    an older list put back cannot un-revoke a certificate. ``number`` overrides it (tests).
+    The list carries the record's next number (CRLNumber; 1 for the first) and every certificate the record
+    holds as revoked. The record is written first (atomically, mode 0600, next to ``ca.key``), so the CA never
+    signs two lists under one number. ``crl.pem`` itself is never read back: an older list copied over it is
+    not the basis of the next one, so re-signing cannot un-revoke a certificate, and a party that has accepted
+    list ``n`` refuses any list numbered below ``n`` (:class:`federation.revocation.RevocationList`).
     """
     files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
     ca_cert, ca_key = load_ca(files)
-    path = files.cert.parent / CRL_FILE
+    record_path, record = _ca_record(files, ca_cert)
+    record = record.revoking(revoked).signed()
+    ca_record.save(record_path, record)
     now = dt.datetime.now(dt.UTC)
     builder = x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
     builder = builder.next_update(now + dt.timedelta(days=CRL_VALID_DAYS))
-    number = _next_crl_number(path, ca_cert) if number is None else number
-    builder = builder.add_extension(x509.CRLNumber(number), critical=False)
-    for entry in revoked:
-        builder = builder.add_revoked_certificate(entry)
+    builder = builder.add_extension(x509.CRLNumber(record.number), critical=False)
+    for entry in record.revoked:
+        builder = builder.add_revoked_certificate(entry.entry())
+    path = files.cert.parent / CRL_FILE
     write_file(path, builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), 0o644)
     return path
 
@@ -684,9 +717,6 @@ def init_federation(
             )
         create_ca(out, federation=federation, force=True)
         created.append(ca_files.cert)
-        write_crl(ca_files)  # an empty revocation list, for parties to name in their configs
-    elif not (out / CRL_FILE).exists():
-        write_crl(ca_files)
     ca_cert, _ = load_ca(ca_files)
     names = ServerNames(federation_of(ca_cert, str(ca_files.cert)))
     if federation is not None and federation != names.federation:
@@ -696,7 +726,8 @@ def init_federation(
             hint=f"give --federation {names.federation}, or pass --force to make a new CA for {federation!r} "
             "(it re-issues every certificate)",
         )
-    _number_old_crl(out / CRL_FILE, ca_files, ca_cert)  # a list from before lists were numbered
+    if not newest_crl_in_place(ca_files):  # none yet (an empty one, for parties to name), or not the newest
+        write_crl(ca_files)
 
     def ensure(sub: Path, name: str, want: tuple[Kind, str | None, str | None], h: Sequence[str]) -> CertFiles:
         files = CertFiles(cert=sub / f"{name}.pem", key=sub / f"{name}.key", ca=ca_files.cert)

@@ -1,6 +1,7 @@
 """The federation's revocation list: an X.509 CRL signed by the federation CA, kept current by the operator.
 
-``hpf pki revoke`` adds a certificate's serial to ``<pki dir>/crl.pem``; nodes and the coordinator name that
+``hpf pki revoke`` adds a certificate to the CA's own record (:mod:`federation.ca_record`, kept next to its
+key) and signs the next list from that record as ``<pki dir>/crl.pem``; nodes and the coordinator name that
 file in their config (``revocations:``) and re-read it whenever it changes on disk. A list that is not signed
 by the federation CA, or cannot be read, refuses every request until it is fixed (fail closed): a party
 never silently forgets a revocation.
@@ -28,7 +29,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from federation import pki
+from federation import ca_record, pki
 from federation.errors import AuthError, ConfigError
 from federation.private_files import write_file
 
@@ -38,7 +39,8 @@ CRL_FILE = pki.CRL_FILE
 
 
 def revoke(ca_dir: Path | str, cert_pem: bytes, *, reason: x509.ReasonFlags = x509.ReasonFlags.unspecified) -> Path:
-    """Add the certificate to the CA's revocation list (``<ca_dir>/crl.pem``), re-signed; returns its path."""
+    """Add the certificate to the CA's record and sign the next list from it (``<ca_dir>/crl.pem``); returns its
+    path. The list holds everything the CA ever revoked, whatever ``crl.pem`` held before."""
     ca_cert, _ = pki.load_ca(ca_dir)
     try:
         cert = pki.load_certificate(cert_pem)
@@ -49,18 +51,8 @@ def revoke(ca_dir: Path | str, cert_pem: bytes, *, reason: x509.ReasonFlags = x5
     except (ValueError, TypeError, InvalidSignature):
         hint = "revoke it with the CA that issued it"
         raise ConfigError("the certificate was not issued by this CA", code="PKI_WRONG_CA", hint=hint) from None
-    path = Path(ca_dir) / CRL_FILE
-    entries: dict[int, x509.RevokedCertificate] = {}
-    if path.exists():
-        for entry in _load_crl(path, ca_cert):
-            entries[entry.serial_number] = entry
-    if cert.serial_number not in entries:
-        builder = x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
-        builder = builder.revocation_date(dt.datetime.now(dt.UTC))
-        if reason != x509.ReasonFlags.unspecified:
-            builder = builder.add_extension(x509.CRLReason(reason), critical=False)
-        entries[cert.serial_number] = builder.build()
-    return pki.write_crl(ca_dir, list(entries.values()))
+    why = None if reason == x509.ReasonFlags.unspecified else reason
+    return pki.write_crl(ca_dir, [ca_record.Revoked(cert.serial_number, dt.datetime.now(dt.UTC), why)])
 
 
 def _load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList:
@@ -83,11 +75,11 @@ def _load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocati
 
 
 def refresh(ca_dir: Path | str) -> Path:
-    """Re-sign the CA's revocation list with the same entries and a new next-update time."""
-    ca_cert, _ = pki.load_ca(ca_dir)
-    path = Path(ca_dir) / CRL_FILE
-    entries = list(_load_crl(path, ca_cert)) if path.exists() else []
-    return pki.write_crl(ca_dir, entries)
+    """Sign the CA's next list from its own record (same revocations, a new next-update time and number).
+
+    ``crl.pem`` is not read: an older list copied over it is replaced by the next one, not re-signed.
+    """
+    return pki.write_crl(ca_dir)
 
 
 def _older(path: Path, number: int | None, accepted: int) -> AuthError | None:
