@@ -433,3 +433,57 @@ def test_a_rolled_back_list_is_not_signed_again_as_a_new_one(tmp_path: Path, rou
         with pytest.raises(AuthError) as err:
             listed.check(bob, "signer's")
         assert err.value.code == "AUTH_CERT_REVOKED" and listed.number == 3
+
+
+def test_another_list_under_the_number_in_force_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A second list numbered as the one in force (signed with the CA's key, say by a second copy of the CA
+    folder, without the revocation) does not replace it, at a running party nor at a restarted one."""
+    own = pki.init_federation(tmp_path / "pki", [], federation="test", clients=[("zoe", "caseworker", None)])
+    ca_dir, ca_cert = tmp_path / "pki", x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
+    zoe = pki.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
+    crl, state = ca_dir / revocation.CRL_FILE, tmp_path / "state" / "revocation-state.json"
+    revocation.revoke(ca_dir, own["people"]["zoe"].cert.read_bytes())  # list 2: zoe
+    in_force = crl.read_bytes()
+    party = RevocationList(crl, ca_cert, state)
+    crl.write_bytes(_signed_with_ca_key(ca_dir, [], 2))  # another list 2: nobody revoked
+    _touch(crl)
+    with pytest.raises(AuthError) as err:
+        party.check(zoe, "signer's")
+    assert err.value.code == "AUTH_CERT_REVOKED" and party.number == 2
+    assert "REVOCATION_CONFLICT" in caplog.text
+    with pytest.raises(AuthError) as err:  # a restarted party knows the list it accepted, not just its number
+        RevocationList(crl, ca_cert, state)
+    assert err.value.code == "REVOCATION_CONFLICT" and "hpf pki crl" in (err.value.hint or "")
+    crl.write_bytes(in_force)  # the very list in force, copied back: accepted as it is
+    _touch(crl)
+    with pytest.raises(AuthError) as err:
+        party.check(zoe, "signer's")
+    assert err.value.code == "AUTH_CERT_REVOKED"
+    assert RevocationList(crl, ca_cert, state).number == 2
+    assert json.loads(state.read_text())["crl_sha256"] == revocation._digest(x509.load_pem_x509_crl(in_force))
+    # a state written before parties kept the digest: the list under its number is accepted, and its digest kept
+    state.write_text(json.dumps({"ca": ca_record.ca_id(ca_cert), "crl_number": 2}))
+    assert RevocationList(crl, ca_cert, state).number == 2
+    crl.write_bytes(_signed_with_ca_key(ca_dir, [], 2))
+    with pytest.raises(AuthError) as err:
+        RevocationList(crl, ca_cert, state)
+    assert err.value.code == "REVOCATION_CONFLICT"
+    state.write_text(json.dumps({"ca": ca_record.ca_id(ca_cert), "crl_number": 2, "crl_sha256": "zz"}))
+    with pytest.raises(ConfigError) as cerr:
+        RevocationList(crl, ca_cert, state)
+    assert cerr.value.code == "REVOCATION_STATE_INVALID"
+
+
+def test_the_rollback_hint_does_not_ask_to_re_sign_the_file_put_back(tmp_path: Path) -> None:
+    own = pki.init_federation(tmp_path / "pki", [], federation="test", clients=[("zoe", "caseworker", None)])
+    ca_cert = x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
+    crl, state = tmp_path / "pki" / revocation.CRL_FILE, tmp_path / "revocation-state.json"
+    older = crl.read_bytes()
+    revocation.revoke(tmp_path / "pki", own["people"]["zoe"].cert.read_bytes())
+    RevocationList(crl, ca_cert, state)
+    crl.write_bytes(older)
+    with pytest.raises(AuthError) as err:
+        RevocationList(crl, ca_cert, state)
+    hint = err.value.hint or ""
+    assert err.value.code == "REVOCATION_ROLLBACK"
+    assert "newest list the CA signed" in hint and "CA's own record" in hint and "re-sign it" not in hint
