@@ -69,11 +69,13 @@ IDENTITY_OID = x509.ObjectIdentifier("2.25.1306011717170242785457240795536446458
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1")
 COORDINATOR_NAME = "coordinator"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+# Every name is matched whole (re.fullmatch): "$" would also match before a trailing newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"  # one DNS label (RFC 1123), lower case
-_NODE_ID = re.compile(rf"^{_LABEL}$")
-_FEDERATION = re.compile(rf"^(?=.{{1,128}}$){_LABEL}(?:\.{_LABEL})*$")  # leaves room for "<node id>.node."
+_NODE_ID = re.compile(_LABEL)
+_FEDERATION = re.compile(rf"(?=.{{1,128}}\Z){_LABEL}(?:\.{_LABEL})*")  # leaves room for "<node id>.node."
+_HOST = re.compile(r"[A-Za-z0-9*._-]+")
 _BACKDATE = dt.timedelta(minutes=5)  # tolerate small clock skew between parties
 
 
@@ -195,7 +197,7 @@ def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
 
 
 def _check_name(value: str, what: str) -> None:
-    if not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         rule = "letters, digits, '.', '_' or '-', at most 64, starting with a letter or digit"
         raise ConfigError(f"invalid {what} {value!r}: use {rule}", code="PKI_BAD_NAME")
 
@@ -207,7 +209,7 @@ def _check_identity(kind: str, role: str | None, region: str | None) -> None:
         raise ConfigError(f"a person needs a role: {', '.join(ROLES)} (got {role!r})", code="PKI_BAD_ROLE")
     if kind != "person" and role is not None:
         raise ConfigError(f"a {kind} certificate carries no role (got {role!r})", code="PKI_BAD_ROLE")
-    if region is not None and not _REGION.match(region):
+    if region is not None and (not isinstance(region, str) or not _REGION.fullmatch(region)):
         raise ConfigError(f"invalid region {region!r}: use a node id, e.g. 'hangzhou'", code="PKI_BAD_REGION")
 
 
@@ -220,7 +222,7 @@ _NO_FEDERATION_HINT = (
 
 def check_federation_name(name: str) -> str:
     """``name`` if it can name a federation's servers (DNS labels joined by dots), else PKI_BAD_FEDERATION."""
-    if not isinstance(name, str) or not _FEDERATION.match(name):
+    if not isinstance(name, str) or not _FEDERATION.fullmatch(name):
         raise ConfigError(
             f"invalid federation name {name!r}: use lower-case letters, digits and '-', labels joined by '.', "
             "at most 128 characters (e.g. 'yrd-demo')",
@@ -232,7 +234,7 @@ def check_federation_name(name: str) -> str:
 
 def check_node_id(node_id: str) -> str:
     """``node_id`` if it is a DNS label (it becomes ``<id>.node.<federation>``), else PKI_BAD_NODE_ID."""
-    if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
+    if not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id):
         raise ConfigError(
             f"invalid node id {node_id!r}: use lower-case letters, digits and '-', at most 63, "
             "starting and ending with a letter or digit (e.g. 'taizhou-js')",
@@ -315,6 +317,7 @@ def _server_hosts(names: ServerNames, kind: str, region: str | None, hosts: Sequ
     assert own is not None  # servers only
     hosts = list(hosts) or list(DEFAULT_HOSTS)
     for host in hosts:
+        _host_name(host)  # whole names only: "coordinator.<federation>\n" is no way around the check below
         if names.reserved(host) and host.lower().rstrip(".") != own:
             raise ConfigError(
                 f"host {host!r} is a name under federation {names.federation!r}, which only the CA hands out",
@@ -324,16 +327,24 @@ def _server_hosts(names: ServerNames, kind: str, region: str | None, hosts: Sequ
     return [own, *(h for h in hosts if h.lower().rstrip(".") != own)]
 
 
+def _host_name(host: str) -> x509.GeneralName:
+    """``host`` as a SubjectAlternativeName: an IP address (without a zone), or a host name of letters, digits,
+    ``.``, ``_``, ``-`` and ``*`` matched whole; PKI_BAD_HOST otherwise."""
+    if not isinstance(host, str):
+        raise ConfigError(f"invalid host name {host!r}", code="PKI_BAD_HOST")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and getattr(address, "scope_id", None) is None:  # "fe80::1%<anything>" has a zone
+        return x509.IPAddress(address)
+    if not _HOST.fullmatch(host):
+        raise ConfigError(f"invalid host name {host!r}", code="PKI_BAD_HOST")
+    return x509.DNSName(host)
+
+
 def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
-    names: list[x509.GeneralName] = []
-    for host in dict.fromkeys(hosts):
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            if not re.match(r"^[A-Za-z0-9*._-]+$", host):
-                raise ConfigError(f"invalid host name {host!r}", code="PKI_BAD_HOST") from None
-            names.append(x509.DNSName(host))
-    return x509.SubjectAlternativeName(names)
+    return x509.SubjectAlternativeName([_host_name(host) for host in dict.fromkeys(hosts)])
 
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:

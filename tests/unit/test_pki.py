@@ -9,8 +9,9 @@ import logging
 import stat
 import textwrap
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -236,6 +237,73 @@ def test_init_federation_refuses_an_incomplete_ca(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         pki.init_federation(tmp_path, ["hangzhou"])
     assert info.value.code == "PKI_CA_INCOMPLETE"
+
+
+# --- pki: names are matched whole ------------------------------------------------------------------------------
+
+SMUGGLED = ("\n", "\r", "\x00")  # "$" would match before a trailing "\n"; "\r" and NUL keep a looser pattern honest
+
+
+def _issue(fed: pki.FederationFiles, out: Path, name: str, kind: str, **options: Any) -> Callable[[], object]:
+    return partial(pki.issue_certificate, fed["ca"], out, name, cast(pki.Kind, kind), **options)
+
+
+@pytest.mark.parametrize("tail", SMUGGLED)
+def test_a_name_with_a_line_break_or_nul_is_never_issued(fed: pki.FederationFiles, tmp_path: Path, tail: str) -> None:
+    """What the attacker tried: a person named after the coordinator's server name with a newline, and hosts that
+    fall under the federation's names but for a newline; a NUL or a line break inside as well as at the end."""
+    tries = [
+        ("PKI_BAD_NAME", _issue(fed, tmp_path, n, "person", role="caseworker"))
+        for n in (f"coordinator.test{tail}", f"bob{tail}", f"bo{tail}b", f"{tail}bob")
+    ]
+    hosts = [f"*.node.test{tail}", f"coordinator.test{tail}", f"hangzhou.node.test{tail}", f"localhost{tail}"]
+    hosts += [f"local{tail}host", f"127.0.0.1{tail}", f"::1{tail}", f"fe80::1%eth0{tail}", "fe80::1%eth0"]
+    for host in hosts:
+        tries.append(("PKI_BAD_HOST", _issue(fed, tmp_path, "n9", "node", region="n9", hosts=[host])))
+        tries.append(("PKI_BAD_HOST", _issue(fed, tmp_path, "gw", "coordinator", hosts=["localhost", host])))
+    tries.append(("PKI_BAD_REGION", _issue(fed, tmp_path, "n9", "node", region=f"n9{tail}")))
+    tries.append(("PKI_BAD_REGION", _issue(fed, tmp_path, "al", "person", role="analyst", region=f"hangzhou{tail}")))
+    for code, issue in tries:
+        with pytest.raises(ConfigError) as info:
+            issue()
+        assert info.value.code == code, (code, info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("tail", SMUGGLED)
+def test_node_ids_and_federation_names_with_a_line_break_or_nul_are_refused(tmp_path: Path, tail: str) -> None:
+    for node_id in (f"n0{tail}", f"n{tail}0"):
+        for code, call in (
+            ("PKI_BAD_NODE_ID", partial(pki.check_node_id, node_id)),
+            ("PKI_BAD_NODE_ID", partial(pki.ServerNames("test").node, node_id)),
+            ("PKI_BAD_NAME", partial(pki.init_federation, tmp_path, [node_id], federation="test")),
+        ):
+            with pytest.raises(ConfigError) as info:
+                call()
+            assert info.value.code == code
+    for name in (f"test{tail}", f"te{tail}st", f"yrd-demo.org{tail}"):
+        for make in (
+            partial(pki.check_federation_name, name),
+            partial(pki.ServerNames, name),
+            partial(pki.create_ca, tmp_path, federation=name),
+            partial(pki.init_federation, tmp_path, [], federation=name),
+        ):
+            with pytest.raises(ConfigError) as info:
+                make()
+            assert info.value.code == "PKI_BAD_FEDERATION"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hpf_pki_issue_refuses_a_name_ending_in_a_newline(cli: typer.Typer, tmp_path: Path) -> None:
+    pki.init_federation(tmp_path / "pki", [], federation="test")
+    out = tmp_path / "out"
+    for extra in (
+        ["--name", "coordinator.test\n", "--kind", "person", "--role", "caseworker"],
+        ["--name", "n9", "--kind", "node", "--region", "n9", "--host", "coordinator.test\n"],
+    ):
+        result = CliRunner().invoke(cli, ["pki", "issue", "--ca-dir", str(tmp_path / "pki"), "--out", str(out), *extra])
+        assert result.exit_code == 2 and result.stderr.startswith("error: [PKI_BAD_"), result.output
+    assert not out.exists()
 
 
 # --- pki: server names -------------------------------------------------------------------------------------
