@@ -697,11 +697,13 @@ def init_federation(
 ) -> FederationFiles:
     """Make (or complete) the certificates of ``federation`` (the catalog's name) under ``out_dir``.
 
-    Layout: ``ca.pem``/``.key``, ``crl.pem`` (the revocation list), ``coordinator.pem``/``.key``,
+    Layout: ``ca.pem``/``.key``, ``ca-revocations.json`` (the CA's record of its revocation lists, mode 0600),
+    ``crl.pem`` (the newest revocation list, signed from that record), ``coordinator.pem``/``.key``,
     ``nodes/<id>.pem``/``.key``, ``people/<name>.pem``/``.key``. Servers carry their server name and
     ``hosts``. Idempotent: an existing CA is kept unless ``force`` (``federation`` may then be omitted, and if
     given must be the CA's); a leaf is kept while it fits (same CA, identity, server name and hosts, 30+ days
-    left), else re-issued. A new CA needs ``federation``; a CA that names none is refused (PKI_CA_NO_FEDERATION).
+    left), else re-issued; ``crl.pem`` is kept while it is the newest list the CA signed, else the next list is
+    signed from the CA's record. A new CA needs ``federation``; a CA that names none is refused (PKI_CA_NO_FEDERATION).
     """
     out = Path(out_dir)
     if federation is not None:
