@@ -239,10 +239,18 @@ def revoke_command(
 def crl_command(
     ca_dir: Annotated[Path, typer.Option("--ca-dir", help="Folder holding ca.pem and ca.key (and crl.pem).")],
 ) -> None:
-    """Re-sign the revocation list with the same entries (it states a next update, 30 days ahead)."""
+    """Sign the next revocation list from the CA's own record: the same revocations, the next number, a next update
+    30 days ahead. An older list copied over crl.pem is replaced, never re-signed."""
     with _errors():
+        newest = pki.newest_crl_in_place(ca_dir)
         path = revocation.refresh(ca_dir)
         typer.echo(f"list:        {path} (re-signed as number {_number(path)}; parties re-read it when it changes)")
+        if not newest:
+            typer.echo(
+                "note:        crl.pem was not the newest list this CA signed (an older one put back?); the new list "
+                "holds every certificate the CA's record says it revoked",
+                err=True,
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from federation.errors import AuditError
-from federation.pki import write_file
+from federation.private_files import write_file
 
 KEY = "audit.key"
 PUBLIC_KEY = "audit.pub"

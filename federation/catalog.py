@@ -51,8 +51,9 @@ from federation.limb_codec import MAX_REGIONS
 
 MAX_DOMAIN_SIZE = 10_000
 
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
-_DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
+_IDENT = re.compile(r"[a-z_][a-z0-9_]*")  # matched whole (fullmatch), as every pattern here
+_DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
+_NODE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
 SCALAR_TYPES = (*INTEGER_TYPES, "VARCHAR", "DATE", "BOOLEAN", "DOUBLE")
 INTEGER_BITS = {"TINYINT": 8, "SMALLINT": 16, "INTEGER": 32, "BIGINT": 64}
@@ -104,7 +105,7 @@ class Column(BaseModel):
     @classmethod
     def _type(cls, v: str) -> str:
         t = re.sub(r"\s+", "", v.upper())
-        m = _DECIMAL.match(t)
+        m = _DECIMAL.fullmatch(t)
         if m:
             p, s = int(m.group(1)), int(m.group(2))
             if not (1 <= p <= 38 and 0 <= s <= p):
@@ -119,7 +120,7 @@ class Column(BaseModel):
     def _bounds_fit_type(self, bounds: tuple[Decimal, Decimal]) -> None:
         """Bounds are values of the column's own type: DP clamps with them, and a bound the type cannot hold (or
         with more decimals than its scale) would make the engine convert every value, and fail on some."""
-        m = _DECIMAL.match(self.type)
+        m = _DECIMAL.fullmatch(self.type)
         precision, scale = (int(m.group(1)), int(m.group(2))) if m else (INTEGER_DIGITS[self.type], 0)
         top = Decimal(10) ** (precision - scale) if m else Decimal(2) ** (INTEGER_BITS[self.type] - 1)
         for b in bounds:
@@ -255,7 +256,7 @@ class Table(BaseModel):
         if not v:
             raise ValueError("a table needs at least one column")
         for name in v:
-            if not _IDENT.match(name):
+            if not _IDENT.fullmatch(name):
                 raise ValueError(f"column name {name!r} must be lower-case letters, digits and underscores")
         return v
 
@@ -293,7 +294,7 @@ class NodeEntry(BaseModel):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", v):
+        if not _NODE_ID.fullmatch(v):
             raise ValueError(f"node id {v!r} must be lower-case letters, digits and '-' (e.g. 'shanghai')")
         return v
 
@@ -325,7 +326,7 @@ class Catalog(BaseModel):
         if not self.tables:
             raise ValueError("'tables' is empty: declare at least one table")
         for name in self.tables:
-            if not _IDENT.match(name):
+            if not _IDENT.fullmatch(name):
                 raise ValueError(f"table name {name!r} must be lower-case letters, digits and underscores")
         return self
 

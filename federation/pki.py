@@ -44,9 +44,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +57,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes as PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from federation import ca_record
 from federation.errors import AuthError, ConfigError
+from federation.private_files import write_file
 
 Kind = Literal["node", "coordinator", "person"]
 KINDS: tuple[str, ...] = ("node", "coordinator", "person")
@@ -69,11 +69,13 @@ IDENTITY_OID = x509.ObjectIdentifier("2.25.1306011717170242785457240795536446458
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1")
 COORDINATOR_NAME = "coordinator"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+# Every name is matched whole (re.fullmatch): "$" would also match before a trailing newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"  # one DNS label (RFC 1123), lower case
-_NODE_ID = re.compile(rf"^{_LABEL}$")
-_FEDERATION = re.compile(rf"^(?=.{{1,128}}$){_LABEL}(?:\.{_LABEL})*$")  # leaves room for "<node id>.node."
+_NODE_ID = re.compile(_LABEL)
+_FEDERATION = re.compile(rf"(?=.{{1,128}}\Z){_LABEL}(?:\.{_LABEL})*")  # leaves room for "<node id>.node."
+_HOST = re.compile(r"[A-Za-z0-9*._-]+")
 _BACKDATE = dt.timedelta(minutes=5)  # tolerate small clock skew between parties
 
 
@@ -122,20 +124,6 @@ class FederationFiles(TypedDict):
 
 
 DEFAULT_CLIENTS: tuple[tuple[str, str, str | None], ...] = (("caseworker", "caseworker", None),)
-
-
-def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically with ``mode`` set before any byte lands on disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_pair(files: CaFiles | CertFiles, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
@@ -209,7 +197,7 @@ def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
 
 
 def _check_name(value: str, what: str) -> None:
-    if not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         rule = "letters, digits, '.', '_' or '-', at most 64, starting with a letter or digit"
         raise ConfigError(f"invalid {what} {value!r}: use {rule}", code="PKI_BAD_NAME")
 
@@ -221,7 +209,7 @@ def _check_identity(kind: str, role: str | None, region: str | None) -> None:
         raise ConfigError(f"a person needs a role: {', '.join(ROLES)} (got {role!r})", code="PKI_BAD_ROLE")
     if kind != "person" and role is not None:
         raise ConfigError(f"a {kind} certificate carries no role (got {role!r})", code="PKI_BAD_ROLE")
-    if region is not None and not _REGION.match(region):
+    if region is not None and (not isinstance(region, str) or not _REGION.fullmatch(region)):
         raise ConfigError(f"invalid region {region!r}: use a node id, e.g. 'hangzhou'", code="PKI_BAD_REGION")
 
 
@@ -234,7 +222,7 @@ _NO_FEDERATION_HINT = (
 
 def check_federation_name(name: str) -> str:
     """``name`` if it can name a federation's servers (DNS labels joined by dots), else PKI_BAD_FEDERATION."""
-    if not isinstance(name, str) or not _FEDERATION.match(name):
+    if not isinstance(name, str) or not _FEDERATION.fullmatch(name):
         raise ConfigError(
             f"invalid federation name {name!r}: use lower-case letters, digits and '-', labels joined by '.', "
             "at most 128 characters (e.g. 'yrd-demo')",
@@ -246,7 +234,7 @@ def check_federation_name(name: str) -> str:
 
 def check_node_id(node_id: str) -> str:
     """``node_id`` if it is a DNS label (it becomes ``<id>.node.<federation>``), else PKI_BAD_NODE_ID."""
-    if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
+    if not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id):
         raise ConfigError(
             f"invalid node id {node_id!r}: use lower-case letters, digits and '-', at most 63, "
             "starting and ending with a letter or digit (e.g. 'taizhou-js')",
@@ -329,6 +317,7 @@ def _server_hosts(names: ServerNames, kind: str, region: str | None, hosts: Sequ
     assert own is not None  # servers only
     hosts = list(hosts) or list(DEFAULT_HOSTS)
     for host in hosts:
+        _host_name(host)  # whole names only: "coordinator.<federation>\n" is no way around the check below
         if names.reserved(host) and host.lower().rstrip(".") != own:
             raise ConfigError(
                 f"host {host!r} is a name under federation {names.federation!r}, which only the CA hands out",
@@ -338,16 +327,24 @@ def _server_hosts(names: ServerNames, kind: str, region: str | None, hosts: Sequ
     return [own, *(h for h in hosts if h.lower().rstrip(".") != own)]
 
 
+def _host_name(host: str) -> x509.GeneralName:
+    """``host`` as a SubjectAlternativeName: an IP address (without a zone), or a host name of letters, digits,
+    ``.``, ``_``, ``-`` and ``*`` matched whole; PKI_BAD_HOST otherwise."""
+    if not isinstance(host, str):
+        raise ConfigError(f"invalid host name {host!r}", code="PKI_BAD_HOST")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and getattr(address, "scope_id", None) is None:  # "fe80::1%<anything>" has a zone
+        return x509.IPAddress(address)
+    if not _HOST.fullmatch(host):
+        raise ConfigError(f"invalid host name {host!r}", code="PKI_BAD_HOST")
+    return x509.DNSName(host)
+
+
 def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
-    names: list[x509.GeneralName] = []
-    for host in dict.fromkeys(hosts):
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            if not re.match(r"^[A-Za-z0-9*._-]+$", host):
-                raise ConfigError(f"invalid host name {host!r}", code="PKI_BAD_HOST") from None
-            names.append(x509.DNSName(host))
-    return x509.SubjectAlternativeName(names)
+    return x509.SubjectAlternativeName([_host_name(host) for host in dict.fromkeys(hosts)])
 
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:
@@ -402,6 +399,7 @@ def create_ca(
         .sign(key, hashes.SHA256())
     )
     _write_pair(files, cert, key)
+    ca_record.save(files.cert.parent / ca_record.RECORD_FILE, ca_record.fresh(cert))  # no list signed yet
     return files
 
 
@@ -517,48 +515,79 @@ def crl_number(crl: x509.CertificateRevocationList) -> int | None:
 
 
 def _own_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList | None:
-    """The list at ``path`` when this CA signed it (None when there is none, or it is unreadable or another's)."""
+    """The list at ``path`` when this CA signed it, every entry parsed (None when there is none, or it is
+    unreadable or another's)."""
     try:
         crl = x509.load_pem_x509_crl(path.read_bytes())
         ours = crl.issuer == ca_cert.subject and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
+        if ours:
+            _ = (crl.extensions, [(e.serial_number, e.revocation_date_utc, e.extensions) for e in crl])
     except _NO_OWN_CRL:
         return None
     return crl if ours else None
 
 
-def _next_crl_number(path: Path, ca_cert: x509.Certificate) -> int:
-    """One more than the number of this CA's list at ``path``; 1 when there is none (or it is another CA's)."""
-    crl = _own_crl(path, ca_cert)
-    number = crl_number(crl) if crl is not None else None
-    return 1 if number is None else number + 1
+def _ca_record(files: CaFiles, ca_cert: x509.Certificate) -> tuple[Path, ca_record.CaRecord]:
+    """Where the CA's record of its lists is, and what it holds (see :mod:`federation.ca_record`).
+
+    A CA made before CAs kept a record gets one here, once, from its newest list as ``crl.pem`` holds it: that
+    list's number (0 for a list from before lists were numbered) and its entries, or nothing revoked when there
+    is no ``crl.pem``. From then on the CA trusts only the record. A ``crl.pem`` that cannot be read or that
+    this CA did not sign is no starting point (``PKI_CRL_INVALID``): the CA could not tell what it revoked.
+    """
+    path = files.cert.parent / ca_record.RECORD_FILE
+    record = ca_record.load(path, ca_cert)
+    if record is None:
+        crl_path = files.cert.parent / CRL_FILE
+        crl = _own_crl(crl_path, ca_cert)
+        if crl is None and crl_path.exists():
+            raise ConfigError(
+                f"{crl_path}: not a revocation list this CA signed, and the CA keeps no record of what it revoked "
+                "to sign the next list from",
+                code="PKI_CRL_INVALID",
+                hint="put back the newest crl.pem this CA signed; the CA starts its record from it",
+            )
+        record = ca_record.from_list(ca_cert, crl, crl_number(crl) if crl is not None else None)
+        ca_record.save(path, record)
+    return path, record
 
 
-def _number_old_crl(path: Path, ca_files: CaFiles, ca_cert: x509.Certificate) -> None:
-    """Re-sign an unnumbered list of this CA with the same entries, as list 1 (parties refuse unnumbered lists)."""
-    crl = _own_crl(path, ca_cert)
-    if crl is not None and crl_number(crl) is None:
-        write_crl(ca_files, list(crl), number=1)
+def newest_crl_in_place(ca_dir_or_files: Path | str | CaFiles) -> bool:
+    """True when ``crl.pem`` is the newest list the CA signed: its own, numbered as its record's highest number
+    and listing every certificate the record holds as revoked."""
+    files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
+    ca_cert, _ = load_ca(files)
+    _, record = _ca_record(files, ca_cert)
+    crl = _own_crl(files.cert.parent / CRL_FILE, ca_cert)
+    return (
+        crl is not None
+        and crl_number(crl) == record.number
+        and {entry.serial_number for entry in crl} == record.serials
+    )
 
 
-def write_crl(
-    ca_dir_or_files: Path | str | CaFiles, revoked: Sequence[x509.RevokedCertificate] = (), *, number: int | None = None
-) -> Path:
-    """Sign and write the CA's revocation list (``crl.pem`` next to ``ca.pem``) listing ``revoked``.
+def write_crl(ca_dir_or_files: Path | str | CaFiles, revoked: Sequence[ca_record.Revoked] = ()) -> Path:
+    """Sign the CA's next revocation list from its own record, with ``revoked`` added, and write it as
+    ``crl.pem`` next to ``ca.pem``.
 
-    Every list carries a CRLNumber one more than the list it replaces (1 for the first), so a party that has
-    accepted list ``n`` refuses any list numbered below ``n`` (:class:`federation.revocation.RevocationList`):
-    an older list put back cannot un-revoke a certificate. ``number`` overrides it (tests).
+    The list carries the record's next number (CRLNumber; 1 for the first) and every certificate the record
+    holds as revoked. The record is written first (atomically, mode 0600, next to ``ca.key``), so the CA never
+    signs two lists under one number. ``crl.pem`` itself is never read back: an older list copied over it is
+    not the basis of the next one, so re-signing cannot un-revoke a certificate, and a party that has accepted
+    list ``n`` refuses any list numbered below ``n`` (:class:`federation.revocation.RevocationList`).
     """
     files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
     ca_cert, ca_key = load_ca(files)
-    path = files.cert.parent / CRL_FILE
+    record_path, record = _ca_record(files, ca_cert)
+    record = record.revoking(revoked).signed()
+    ca_record.save(record_path, record)
     now = dt.datetime.now(dt.UTC)
     builder = x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
     builder = builder.next_update(now + dt.timedelta(days=CRL_VALID_DAYS))
-    number = _next_crl_number(path, ca_cert) if number is None else number
-    builder = builder.add_extension(x509.CRLNumber(number), critical=False)
-    for entry in revoked:
-        builder = builder.add_revoked_certificate(entry)
+    builder = builder.add_extension(x509.CRLNumber(record.number), critical=False)
+    for entry in record.revoked:
+        builder = builder.add_revoked_certificate(entry.entry())
+    path = files.cert.parent / CRL_FILE
     write_file(path, builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), 0o644)
     return path
 
@@ -668,11 +697,13 @@ def init_federation(
 ) -> FederationFiles:
     """Make (or complete) the certificates of ``federation`` (the catalog's name) under ``out_dir``.
 
-    Layout: ``ca.pem``/``.key``, ``crl.pem`` (the revocation list), ``coordinator.pem``/``.key``,
+    Layout: ``ca.pem``/``.key``, ``ca-revocations.json`` (the CA's record of its revocation lists, mode 0600),
+    ``crl.pem`` (the newest revocation list, signed from that record), ``coordinator.pem``/``.key``,
     ``nodes/<id>.pem``/``.key``, ``people/<name>.pem``/``.key``. Servers carry their server name and
     ``hosts``. Idempotent: an existing CA is kept unless ``force`` (``federation`` may then be omitted, and if
     given must be the CA's); a leaf is kept while it fits (same CA, identity, server name and hosts, 30+ days
-    left), else re-issued. A new CA needs ``federation``; a CA that names none is refused (PKI_CA_NO_FEDERATION).
+    left), else re-issued; ``crl.pem`` is kept while it is the newest list the CA signed, else the next list is
+    signed from the CA's record. A new CA needs ``federation``; a CA that names none is refused (PKI_CA_NO_FEDERATION).
     """
     out = Path(out_dir)
     if federation is not None:
@@ -699,9 +730,6 @@ def init_federation(
             )
         create_ca(out, federation=federation, force=True)
         created.append(ca_files.cert)
-        write_crl(ca_files)  # an empty revocation list, for parties to name in their configs
-    elif not (out / CRL_FILE).exists():
-        write_crl(ca_files)
     ca_cert, _ = load_ca(ca_files)
     names = ServerNames(federation_of(ca_cert, str(ca_files.cert)))
     if federation is not None and federation != names.federation:
@@ -711,7 +739,8 @@ def init_federation(
             hint=f"give --federation {names.federation}, or pass --force to make a new CA for {federation!r} "
             "(it re-issues every certificate)",
         )
-    _number_old_crl(out / CRL_FILE, ca_files, ca_cert)  # a list from before lists were numbered
+    if not newest_crl_in_place(ca_files):  # none yet (an empty one, for parties to name), or not the newest
+        write_crl(ca_files)
 
     def ensure(sub: Path, name: str, want: tuple[Kind, str | None, str | None], h: Sequence[str]) -> CertFiles:
         files = CertFiles(cert=sub / f"{name}.pem", key=sub / f"{name}.key", ca=ca_files.cert)

@@ -1,18 +1,51 @@
 """Files a party writes that hold personal or secret matter (receipts, results about people): mode 0600.
 
-Keys are written whole and atomically by :func:`federation.pki.write_file`; what grows line by line (a client's
-audit receipts) or is written once by the command line (a screening's results) goes through here, so the file is
-never readable by others, not even for the moment between its creation and a ``chmod``.
+Keys and state files are written whole and atomically by :func:`write_file`; what grows line by line (a client's
+audit receipts) or is written once by the command line (a screening's results) goes through the other helpers
+here, so the file is never readable by others, not even for the moment between its creation and a ``chmod``.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import TextIO
 
 PRIVATE = 0o600
+
+
+def write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write atomically with ``mode`` set before any byte lands on disk, and on disk before this returns (a file
+    written after it is never the only one of the two to survive a crash)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.chmod(tmp, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _sync_dir(path.parent)
+
+
+def _sync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (where the platform lets a directory be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _private_fd(path: Path, flags: int) -> int:

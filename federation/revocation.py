@@ -1,17 +1,20 @@
 """The federation's revocation list: an X.509 CRL signed by the federation CA, kept current by the operator.
 
-``hpf pki revoke`` adds a certificate's serial to ``<pki dir>/crl.pem``; nodes and the coordinator name that
+``hpf pki revoke`` adds a certificate to the CA's own record (:mod:`federation.ca_record`, kept next to its
+key) and signs the next list from that record as ``<pki dir>/crl.pem``; nodes and the coordinator name that
 file in their config (``revocations:``) and re-read it whenever it changes on disk. A list that is not signed
 by the federation CA, or cannot be read, refuses every request until it is fixed (fail closed): a party
 never silently forgets a revocation.
 
-Every list carries a number (the CRLNumber extension, one more with each list the CA signs). A party remembers
-the highest number it has accepted and refuses a list numbered below it, or carrying no number
-(``REVOCATION_ROLLBACK`` / ``REVOCATION_NUMBER_MISSING``): an older list put back over a newer one cannot
-un-revoke a certificate. While running, the refused list is logged and the newer one stays in force. Where the
-party keeps a state file (``revocation_state:``; a node's default is ``<state_dir>/revocation-state.json``; the
-coordinator keeps none unless given one) the number survives restarts too, and a restarted party refuses to
-start on an older list than the one it last accepted.
+Every list carries a number (the CRLNumber extension, one more with each list the CA signs, taken from the
+CA's record and never from ``crl.pem``, so re-signing cannot turn an older list put back into a new one). A
+party remembers the number and digest of the list in force and refuses a list numbered below it, another list
+under the same number, or a list carrying no number (``REVOCATION_ROLLBACK`` / ``REVOCATION_CONFLICT`` /
+``REVOCATION_NUMBER_MISSING``): an older list put back over a newer one cannot un-revoke a certificate. While
+running, the refused list is logged and the list in force stays. Where the party keeps a state file
+(``revocation_state:``; a node's default is ``<state_dir>/revocation-state.json``; the coordinator keeps none
+unless given one) the number and digest survive restarts too, and a restarted party refuses to start on an
+older or a conflicting list.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -28,16 +32,19 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from federation import pki
+from federation import ca_record, pki
 from federation.errors import AuthError, ConfigError
+from federation.private_files import write_file
 
 log = logging.getLogger("hpf.revocation")
 
 CRL_FILE = pki.CRL_FILE
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def revoke(ca_dir: Path | str, cert_pem: bytes, *, reason: x509.ReasonFlags = x509.ReasonFlags.unspecified) -> Path:
-    """Add the certificate to the CA's revocation list (``<ca_dir>/crl.pem``), re-signed; returns its path."""
+    """Add the certificate to the CA's record and sign the next list from it (``<ca_dir>/crl.pem``); returns its
+    path. The list holds everything the CA ever revoked, whatever ``crl.pem`` held before."""
     ca_cert, _ = pki.load_ca(ca_dir)
     try:
         cert = pki.load_certificate(cert_pem)
@@ -48,18 +55,8 @@ def revoke(ca_dir: Path | str, cert_pem: bytes, *, reason: x509.ReasonFlags = x5
     except (ValueError, TypeError, InvalidSignature):
         hint = "revoke it with the CA that issued it"
         raise ConfigError("the certificate was not issued by this CA", code="PKI_WRONG_CA", hint=hint) from None
-    path = Path(ca_dir) / CRL_FILE
-    entries: dict[int, x509.RevokedCertificate] = {}
-    if path.exists():
-        for entry in _load_crl(path, ca_cert):
-            entries[entry.serial_number] = entry
-    if cert.serial_number not in entries:
-        builder = x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
-        builder = builder.revocation_date(dt.datetime.now(dt.UTC))
-        if reason != x509.ReasonFlags.unspecified:
-            builder = builder.add_extension(x509.CRLReason(reason), critical=False)
-        entries[cert.serial_number] = builder.build()
-    return pki.write_crl(ca_dir, list(entries.values()))
+    why = None if reason == x509.ReasonFlags.unspecified else reason
+    return pki.write_crl(ca_dir, [ca_record.Revoked(cert.serial_number, dt.datetime.now(dt.UTC), why)])
 
 
 def _load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList:
@@ -82,15 +79,24 @@ def _load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocati
 
 
 def refresh(ca_dir: Path | str) -> Path:
-    """Re-sign the CA's revocation list with the same entries and a new next-update time."""
-    ca_cert, _ = pki.load_ca(ca_dir)
-    path = Path(ca_dir) / CRL_FILE
-    entries = list(_load_crl(path, ca_cert)) if path.exists() else []
-    return pki.write_crl(ca_dir, entries)
+    """Sign the CA's next list from its own record (same revocations, a new next-update time and number).
+
+    ``crl.pem`` is not read: an older list copied over it is replaced by the next one, not re-signed.
+    """
+    return pki.write_crl(ca_dir)
 
 
-def _older(path: Path, number: int | None, accepted: int) -> AuthError | None:
-    """Why a CA-signed list numbered ``number`` may not replace list ``accepted`` (None when it may)."""
+_CURRENT_HINT = (
+    "put back the newest list the CA signed, or run `hpf pki crl --ca-dir DIR`, which signs the next list from "
+    "the CA's own record of everything it revoked"
+)
+
+
+def _refusal(
+    path: Path, number: int | None, digest: str, accepted: int, accepted_digest: str | None
+) -> AuthError | None:
+    """Why a CA-signed list numbered ``number`` (SHA-256 of its DER ``digest``) may not replace list ``accepted``
+    (``accepted_digest``, None when not known), or None when it may."""
     if number is None:
         return AuthError(
             f"{path}: the revocation list carries no number (CRLNumber), so it cannot be told from an older one",
@@ -101,28 +107,46 @@ def _older(path: Path, number: int | None, accepted: int) -> AuthError | None:
         return AuthError(
             f"{path}: revocation list number {number} is older than list {accepted}, which this party has accepted",
             code="REVOCATION_ROLLBACK",
-            hint="put the newest list back, or re-sign it with `hpf pki crl --ca-dir DIR`",
+            hint=_CURRENT_HINT,
+        )
+    if number == accepted and accepted_digest is not None and digest != accepted_digest:
+        return AuthError(
+            f"{path}: this is not the revocation list number {number} this party has accepted, but another list "
+            "under the same number",
+            code="REVOCATION_CONFLICT",
+            hint=_CURRENT_HINT,
         )
     return None
+
+
+def _digest(crl: x509.CertificateRevocationList) -> str:
+    return hashlib.sha256(crl.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+_KEPT_IN_FORCE = ("REVOCATION_ROLLBACK", "REVOCATION_CONFLICT", "REVOCATION_NUMBER_MISSING")
+_STATE_HINT = "restore it; deleting it makes this party accept any list the CA signed"
 
 
 class RevocationList:
     """The revoked serials of a CRL file, re-read when the file changes; no file means nothing is revoked.
 
-    ``state`` is a file where the highest list number accepted is kept across restarts (None: in memory only).
+    A list replaces the one in force only with a higher number, or as the very same list (a copy of it): a lower
+    number is a rollback, and a different list under the same number a conflict (the CA signs each number once),
+    and either leaves the list in force. ``state`` is a file where the number and digest of the list in force
+    are kept across restarts (None: in memory only).
     """
 
     def __init__(self, path: Path | None, ca_cert: x509.Certificate, state: Path | None = None) -> None:
         self._path = path
         self._ca = ca_cert
         self._state = state
-        self._ca_id = hashlib.sha256(ca_cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+        self._ca_id = ca_record.ca_id(ca_cert)
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._serials: frozenset[int] = frozenset()
-        self._number = self._remembered()
+        self._number, self._digest = self._remembered()
         self._error: AuthError | None = None
-        if path is not None:  # a bad, older or number-less file at startup stops the party
+        if path is not None:  # a bad, older, conflicting or number-less file at startup stops the party
             self._accept(_load_crl(path, ca_cert))
             self._stamp = self._stat()
 
@@ -131,51 +155,59 @@ class RevocationList:
         """The number of the list in force (0 before any)."""
         return self._number
 
-    def _remembered(self) -> int:
-        """The highest list number this party accepted under this CA, from its state file (0 without one)."""
+    def _remembered(self) -> tuple[int, str | None]:
+        """The number and digest of the list this party last accepted under this CA, from its state file (0 and
+        None without one; a state written before digests were kept has no digest)."""
         if self._state is None:
-            return 0
+            return 0, None
         try:
             doc = json.loads(self._state.read_bytes())
         except FileNotFoundError:
-            return 0
+            return 0, None
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"{self._state}: the revocation state cannot be read ({type(exc).__name__})",
                 code="REVOCATION_STATE_INVALID",
-                hint="restore it; deleting it makes this party accept any list the CA signed",
+                hint=_STATE_HINT,
             ) from None
         number = doc.get("crl_number") if isinstance(doc, dict) else None
-        if type(number) is not int or number < 0 or not isinstance(doc.get("ca"), str):
+        digest = doc.get("crl_sha256") if isinstance(doc, dict) else None
+        if (
+            type(number) is not int
+            or number < 0
+            or not isinstance(doc.get("ca"), str)
+            or not (digest is None or (isinstance(digest, str) and _SHA256.fullmatch(digest)))
+        ):
             raise ConfigError(
-                f"{self._state}: the revocation state is malformed",
-                code="REVOCATION_STATE_INVALID",
-                hint="restore it; deleting it makes this party accept any list the CA signed",
+                f"{self._state}: the revocation state is malformed", code="REVOCATION_STATE_INVALID", hint=_STATE_HINT
             )
-        return number if doc["ca"] == self._ca_id else 0  # a new federation CA starts its lists afresh
+        if doc["ca"] != self._ca_id:  # a new federation CA starts its lists afresh
+            return 0, None
+        return number, digest
 
     def _remember(self) -> None:
         if self._state is None:
             return
-        doc = {"ca": self._ca_id, "crl_number": self._number}
+        doc = {"ca": self._ca_id, "crl_number": self._number, "crl_sha256": self._digest}
         try:
-            pki.write_file(self._state, json.dumps(doc, sort_keys=True).encode() + b"\n", 0o600)
+            write_file(self._state, json.dumps(doc, sort_keys=True).encode() + b"\n", 0o600)
         except OSError as exc:  # the number still holds in memory
             log.error("cannot keep the revocation list number in %s (%s)", self._state, exc.strerror)
 
     def _accept(self, crl: x509.CertificateRevocationList) -> None:
-        """Put a CA-signed list in force, unless it is older than (or as unnumbered as) the one accepted."""
+        """Put a CA-signed list in force, unless it is older than, or another list under the number of, the one
+        in force (or carries no number)."""
         assert self._path is not None
-        number = pki.crl_number(crl)
-        if (refused := _older(self._path, number, self._number)) is not None:
+        number, digest = pki.crl_number(crl), _digest(crl)
+        if (refused := _refusal(self._path, number, digest, self._number, self._digest)) is not None:
             raise refused
         assert number is not None
         due = crl.next_update_utc
         if due is not None and dt.datetime.now(dt.UTC) > due:
             log.warning("the revocation list is past its next update (%s): re-sign it with `hpf pki crl`", due.date())
         self._serials = frozenset(entry.serial_number for entry in crl)
-        if number > self._number:
-            self._number = number
+        if (number, digest) != (self._number, self._digest):
+            self._number, self._digest = number, digest
             self._remember()
 
     def _stat(self) -> tuple[int, int] | None:
@@ -202,8 +234,8 @@ class RevocationList:
                 self._error = None
                 log.info("revocation list %d loaded: %d revoked certificate(s)", self._number, len(self._serials))
             except AuthError as err:
-                if err.code in ("REVOCATION_ROLLBACK", "REVOCATION_NUMBER_MISSING"):
-                    # signed by the CA, but older: the list in force stays (and so does a failure already in force)
+                if err.code in _KEPT_IN_FORCE:
+                    # signed by the CA, but not newer: the list in force stays (and so does a failure already in force)
                     log.error("revocation list refused: %s; list %d stays in force", err.code, self._number)
                 else:
                     self._fail(err)

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from federation.errors import ConfigError, CryptoError
 from federation.person_id import packed_ids_valid
-from federation.pki import write_file
+from federation.private_files import write_file
 
 ID_CHARS = 18
 KEY_BYTES = 32

@@ -58,7 +58,7 @@ SHAPE_HINT = (
 ROLE_HINTS = {
     "auditor": "auditors run no data queries: read and verify a node's audit log with `hpf audit`",
 }
-_SHOWABLE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_SHOWABLE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # matched whole
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Decision:
 
 def _show(value: str) -> str:
     """A client-given code, quoted if it looks like a code, else not echoed."""
-    return repr(value) if _SHOWABLE.match(value) else "given"
+    return repr(value) if _SHOWABLE.fullmatch(value) else "given"
 
 
 def _uses_for(

@@ -68,8 +68,8 @@ AGGREGATES: tuple[str, ...] = ("count", "sum", "avg", "var_pop", "var_samp", "st
 WILDCARD = "*"
 GROUP_WITHOUT_OUTPUT = "group reveals the key's values: add output"
 
-_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-_PURPOSE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_NAME = re.compile(r"[a-z_][a-z0-9_]*")  # matched whole (fullmatch): "$" matches before a "\n"
+_PURPOSE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 Loc = tuple[str | int, ...]
 
@@ -103,7 +103,7 @@ def _aggregate(value: str) -> str:
 
 
 def _purpose_code(value: str) -> str:
-    if not _PURPOSE.match(value):
+    if not _PURPOSE.fullmatch(value):
         raise ValueError(f"purpose code {value!r} must be lower-case letters, digits, '-' and '_' (e.g. loan-review)")
     return value
 
@@ -121,13 +121,13 @@ def _role(value: str) -> str:
 
 
 def _table_name(value: str) -> str:
-    if value != WILDCARD and not _NAME.match(value):
+    if value != WILDCARD and not _NAME.fullmatch(value):
         raise ValueError(f'table name {value!r} must be lower-case letters, digits and underscores, or "*" (quoted)')
     return value
 
 
 def _column_name(value: str) -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValueError(f"column name {value!r} must be lower-case letters, digits and underscores")
     return value
 

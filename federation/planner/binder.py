@@ -145,7 +145,7 @@ def binder_for(catalog: Catalog) -> SchemaBinder:
     return _binder(CatalogKey(catalog))
 
 
-_DECIMAL = re.compile(r"^DECIMAL\((\d+),(\d+)\)$")
+_DECIMAL = re.compile(r"DECIMAL\((\d+),(\d+)\)")  # matched whole
 INTEGER_RESULT_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER"}
 
 
@@ -154,5 +154,5 @@ def exact_scale(type_name: str) -> int | None:
     t = type_name.upper().replace(" ", "")
     if t in INTEGER_RESULT_TYPES:
         return 0
-    m = _DECIMAL.match(t)
+    m = _DECIMAL.fullmatch(t)
     return int(m.group(2)) if m else None

@@ -20,7 +20,7 @@ def _did_you_mean(name: str, choices: list[str]) -> str | None:
     return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
 
 
-_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")  # matched whole
 _DIGIT_RUN = re.compile(r"\d{4}")
 
 
@@ -31,7 +31,7 @@ def shown_name(name: str) -> str:
     >>> shown_name("amount"), shown_name("310101199001011234"), shown_name("a b")
     ("'amount'", 'given', 'given')
     """
-    return repr(name) if _NAME.match(name) and not _DIGIT_RUN.search(name) else "given"
+    return repr(name) if _NAME.fullmatch(name) and not _DIGIT_RUN.search(name) else "given"
 
 
 def _unknown(what: str, name: str) -> str:

@@ -53,7 +53,7 @@ HUGEINT = 2**127
 MAX_SCALE = 38
 
 _INT_RANGES = {"TINYINT": 7, "SMALLINT": 15, "INTEGER": 31, "INT": 31, "BIGINT": 63, "HUGEINT": 127, "INT128": 127}
-_DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
+_DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")  # matched whole
 _NUMERIC = ("int", "dec", "double")
 _EXACT = ("int", "dec")
 
@@ -81,7 +81,7 @@ def _type_kind(type_name: str) -> Kind:
     if t in _INT_RANGES:
         bits = _INT_RANGES[t]
         return Kind("int", 0, Fraction(-(2**bits)), Fraction(2**bits - 1), wide=bits == 127)
-    m = _DECIMAL.match(t)
+    m = _DECIMAL.fullmatch(t)
     if m and len(m.group(1)) <= 2 and len(m.group(2)) <= 2 and 1 <= int(m.group(1)) <= 38 >= int(m.group(2)):
         p, s = int(m.group(1)), int(m.group(2))
         if s > p:

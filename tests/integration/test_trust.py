@@ -20,8 +20,11 @@ from typing import Any
 import grpc
 import harness
 import pytest
+import typer
 from streamed import collect
+from typer.testing import CliRunner
 
+from cli.pki import register as register_pki
 from federation import he, pki, revocation
 from federation.audit_keys import load_public_key
 from federation.audit_proto import check_receipt
@@ -362,6 +365,44 @@ def test_an_older_revocation_list_put_back_does_not_unrevoke(tmp_path: Path, key
         f.restart_node("n0")
         f.wait_for_regions()
         assert_serves(f, keys)
+
+
+@pytest.mark.parametrize("routine", [["crl"], ["revoke", "people/carol.pem"]], ids=["pki crl", "pki revoke carol"])
+def test_a_rolled_back_list_stays_refused_after_the_operators_next_list(
+    tmp_path: Path, keys: he.ClientKeys, routine: list[str]
+) -> None:
+    """The attacker copies the older list back over the one that revoked bob; every party refuses it. Then the
+    operator does what comes next anyway, in the CA folder: the routine re-signing (also what a party's refusal
+    hint names), or revoking someone else. The CA's next list is signed from its own record, so bob stays
+    revoked at the coordinator and at every node, a restarted node too."""
+    people = (("caseworker", "caseworker", None), ("bob", "caseworker", None), ("carol", "caseworker", None))
+    with harness.federation(tmp_path, TABLES, NODE_ROWS, people=people) as f:
+        crl = f.pki_dir / "crl.pem"
+        older = crl.read_bytes()  # list 1: bob not revoked
+        with f.client(keys=keys, person="bob") as bob:
+            assert bob.query(VALID).rows
+            early = [bob.sign(VALID) for _ in range(2)]  # signed before the revocation, sent straight to the nodes
+            revocation.revoke(f.pki_dir, (f.pki_dir / "people" / "bob.pem").read_bytes())  # list 2
+            assert refusal(lambda: bob.query(VALID)).code == "AUTH_CERT_REVOKED"
+            assert_serves(f, keys)  # every node has read list 2
+            crl.write_bytes(older)
+            os.utime(crl, ns=(time.time_ns(), time.time_ns() + 9_000_000))
+            assert refusal(lambda: bob.query(VALID)).code == "AUTH_CERT_REVOKED"
+            app = typer.Typer()
+            register_pki(app)
+            args = ["pki", routine[0], "--ca-dir", str(f.pki_dir), *(str(f.pki_dir / a) for a in routine[1:])]
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 0, result.output
+            assert "number 3" in result.stdout  # the CA's next number, not the rolled-back list's next
+            os.utime(crl, ns=(time.time_ns(), time.time_ns() + 19_000_000))
+            assert refusal(lambda: bob.query(VALID)).code == "AUTH_CERT_REVOKED"  # at the coordinator
+        with f.node_stubs_as_coordinator() as stubs:  # at every node, on its own
+            refused_by_every_node(stubs, partial_request(f, keys, early[0]), "AUTH_CERT_REVOKED")
+        f.restart_node("n0")  # starts on list 3, which it accepts
+        f.wait_for_regions()
+        with f.node_stubs_as_coordinator() as stubs:
+            refused_by_every_node(stubs, partial_request(f, keys, early[1]), "AUTH_CERT_REVOKED")
+        assert_serves(f, keys)  # everyone else is answered
 
 
 def test_the_catalog_is_given_only_to_people_not_revoked_and_within_their_rate(tmp_path: Path) -> None:

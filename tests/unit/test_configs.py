@@ -104,6 +104,17 @@ def test_catalog_errors_name_file_field_and_fix(tmp_path: Path, change: dict, fi
     assert words in err.message
 
 
+@pytest.mark.parametrize("tail", ["\n", "\r", "\x00"])
+def test_names_with_a_line_break_or_nul_are_refused(tmp_path: Path, tail: str) -> None:
+    """A YAML double-quoted string can end in a newline, which "$" would let through."""
+    for change in (
+        {"nodes": [{"id": f"north{tail}", "address": "127.0.0.1:1"}]},
+        {"tables": {f"t{tail}": GOOD_CATALOG["tables"]["t"]}},
+        {"tables": {"t": {"columns": {f"a{tail}": {"type": "BIGINT"}}}}},
+    ):
+        assert _catalog_error(tmp_path, **change).code == "CONFIG_INVALID"
+
+
 def test_unquoted_decimal_in_flow_style_says_to_quote(tmp_path: Path) -> None:
     text = (
         "federation: t\n"

@@ -20,6 +20,7 @@ MODULES = [
     "federation.hpf_schema",
     "federation.person_id",
     "federation.pki",
+    "federation.ca_record",
     "federation.synth",
     "federation.synth.timeline",
 ]

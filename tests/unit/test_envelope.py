@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from federation import pki, revocation
+from federation import ca_record, pki, revocation
 from federation.audit_log import AuditLog
 from federation.envelope import SIGNING_PREFIX, EnvelopeVerifier, Signer, query_id
 from federation.errors import AuthError, ConfigError
@@ -290,12 +290,20 @@ def _touch(path: Path) -> None:
 
 def _unnumbered(ca_dir: Path, serials: list[int]) -> bytes:
     """A list the CA really signed, but without a CRLNumber (as lists were written before they were numbered)."""
+    return _signed_with_ca_key(ca_dir, serials, None)
+
+
+def _signed_with_ca_key(ca_dir: Path, serials: list[int], number: int | None) -> bytes:
+    """A list signed with the CA's key outside its tools (a stolen copy of the key, a second copy of the CA folder,
+    a CA from before it kept a record): any number, any entries."""
     from cryptography.hazmat.primitives import hashes, serialization
 
     ca_cert, ca_key = pki.load_ca(ca_dir)
     now = dt.datetime.now(dt.UTC)
     builder = x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
     builder = builder.next_update(now + dt.timedelta(days=1))
+    if number is not None:
+        builder = builder.add_extension(x509.CRLNumber(number), critical=False)
     for serial in serials:
         entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
         builder = builder.add_revoked_certificate(entry)
@@ -324,6 +332,7 @@ def test_init_numbers_a_list_from_before_lists_were_numbered_keeping_its_entries
     zoe = pki.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
     crl = tmp_path / revocation.CRL_FILE
     crl.write_bytes(_unnumbered(tmp_path, [zoe]))
+    (tmp_path / ca_record.RECORD_FILE).unlink()  # a CA from before lists were numbered kept no record either
     pki.init_federation(tmp_path, [], clients=[("zoe", "caseworker", None)])
     renewed = x509.load_pem_x509_crl(crl.read_bytes())
     assert pki.crl_number(renewed) == 1 and [e.serial_number for e in renewed] == [zoe]
@@ -383,3 +392,98 @@ def test_a_restarted_party_with_state_refuses_an_older_list(tmp_path: Path) -> N
         with pytest.raises(ConfigError) as cerr:
             RevocationList(crl, new_ca, state)
         assert cerr.value.code == "REVOCATION_STATE_INVALID"
+
+
+def _serials(crl: Path) -> set[int]:
+    return {entry.serial_number for entry in x509.load_pem_x509_crl(crl.read_bytes())}
+
+
+def _number(crl: Path) -> int | None:
+    return pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes()))
+
+
+@pytest.mark.parametrize("routine", ["hpf pki crl", "hpf pki revoke carol", "hpf pki init"])
+def test_a_rolled_back_list_is_not_signed_again_as_a_new_one(tmp_path: Path, routine: str) -> None:
+    """The attacker copies list 1 over list 2 (which revoked bob); parties refuse it, and then the operator does
+    something routine in the CA folder. The CA signs list 3 from its own record: bob stays revoked everywhere."""
+    people = [("bob", "caseworker", None), ("carol", "caseworker", None)]
+    own = pki.init_federation(tmp_path / "pki", [], federation="test", clients=people)
+    ca_dir, ca_cert = tmp_path / "pki", x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
+    bob, carol = (pki.read_identity(own["people"][n].cert.read_bytes()).serial for n in ("bob", "carol"))
+    crl, state = ca_dir / revocation.CRL_FILE, tmp_path / "state" / "revocation-state.json"
+    list_1 = crl.read_bytes()
+    revocation.revoke(ca_dir, own["people"]["bob"].cert.read_bytes())  # list 2
+    party = RevocationList(crl, ca_cert, state)
+    assert party.number == 2
+    crl.write_bytes(list_1)  # the attacker's rollback: refused, list 2 stays in force
+    _touch(crl)
+    with pytest.raises(AuthError) as err:
+        party.check(bob, "signer's")
+    assert err.value.code == "AUTH_CERT_REVOKED" and party.number == 2
+    if routine == "hpf pki crl":
+        revocation.refresh(ca_dir)
+    elif routine == "hpf pki revoke carol":
+        revocation.revoke(ca_dir, own["people"]["carol"].cert.read_bytes())
+    else:
+        pki.init_federation(ca_dir, [], clients=people)
+    assert _number(crl) == 3  # the next number, never the rolled-back file's next
+    assert bob in _serials(crl) and (carol in _serials(crl)) == (routine == "hpf pki revoke carol")
+    _touch(crl)
+    for listed in (party, RevocationList(crl, ca_cert, state), RevocationList(crl, ca_cert)):  # running, restarted
+        with pytest.raises(AuthError) as err:
+            listed.check(bob, "signer's")
+        assert err.value.code == "AUTH_CERT_REVOKED" and listed.number == 3
+
+
+def test_another_list_under_the_number_in_force_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A second list numbered as the one in force (signed with the CA's key, say by a second copy of the CA
+    folder, without the revocation) does not replace it, at a running party nor at a restarted one."""
+    own = pki.init_federation(tmp_path / "pki", [], federation="test", clients=[("zoe", "caseworker", None)])
+    ca_dir, ca_cert = tmp_path / "pki", x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
+    zoe = pki.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
+    crl, state = ca_dir / revocation.CRL_FILE, tmp_path / "state" / "revocation-state.json"
+    revocation.revoke(ca_dir, own["people"]["zoe"].cert.read_bytes())  # list 2: zoe
+    in_force = crl.read_bytes()
+    party = RevocationList(crl, ca_cert, state)
+    crl.write_bytes(_signed_with_ca_key(ca_dir, [], 2))  # another list 2: nobody revoked
+    _touch(crl)
+    with pytest.raises(AuthError) as err:
+        party.check(zoe, "signer's")
+    assert err.value.code == "AUTH_CERT_REVOKED" and party.number == 2
+    assert "REVOCATION_CONFLICT" in caplog.text
+    with pytest.raises(AuthError) as err:  # a restarted party knows the list it accepted, not just its number
+        RevocationList(crl, ca_cert, state)
+    assert err.value.code == "REVOCATION_CONFLICT" and "hpf pki crl" in (err.value.hint or "")
+    crl.write_bytes(in_force)  # the very list in force, copied back: accepted as it is
+    _touch(crl)
+    with pytest.raises(AuthError) as err:
+        party.check(zoe, "signer's")
+    assert err.value.code == "AUTH_CERT_REVOKED"
+    assert RevocationList(crl, ca_cert, state).number == 2
+    assert json.loads(state.read_text())["crl_sha256"] == revocation._digest(x509.load_pem_x509_crl(in_force))
+    # a state written before parties kept the digest: the list under its number is accepted, and its digest kept
+    state.write_text(json.dumps({"ca": ca_record.ca_id(ca_cert), "crl_number": 2}))
+    assert RevocationList(crl, ca_cert, state).number == 2
+    crl.write_bytes(_signed_with_ca_key(ca_dir, [], 2))
+    with pytest.raises(AuthError) as err:
+        RevocationList(crl, ca_cert, state)
+    assert err.value.code == "REVOCATION_CONFLICT"
+    state.write_text(json.dumps({"ca": ca_record.ca_id(ca_cert), "crl_number": 2, "crl_sha256": "zz"}))
+    with pytest.raises(ConfigError) as cerr:
+        RevocationList(crl, ca_cert, state)
+    assert cerr.value.code == "REVOCATION_STATE_INVALID"
+
+
+def test_the_rollback_hint_does_not_ask_to_re_sign_the_file_put_back(tmp_path: Path) -> None:
+    own = pki.init_federation(tmp_path / "pki", [], federation="test", clients=[("zoe", "caseworker", None)])
+    ca_cert = x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
+    crl, state = tmp_path / "pki" / revocation.CRL_FILE, tmp_path / "revocation-state.json"
+    older = crl.read_bytes()
+    revocation.revoke(tmp_path / "pki", own["people"]["zoe"].cert.read_bytes())
+    RevocationList(crl, ca_cert, state)
+    crl.write_bytes(older)
+    with pytest.raises(AuthError) as err:
+        RevocationList(crl, ca_cert, state)
+    hint = err.value.hint or ""
+    assert err.value.code == "REVOCATION_ROLLBACK"
+    assert "newest list the CA signed" in hint and "CA's own record" in hint and "re-sign it" not in hint

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import logging
 import stat
 import textwrap
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -21,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from typer.testing import CliRunner
 
 from cli.pki import describe, register
-from federation import pki, revocation, tls
+from federation import ca_record, pki, revocation, tls
 from federation.config_files import parse_model
 from federation.envelope import EnvelopeVerifier, Signer
 from federation.errors import AuthError, ConfigError, FederationError
@@ -235,6 +237,73 @@ def test_init_federation_refuses_an_incomplete_ca(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         pki.init_federation(tmp_path, ["hangzhou"])
     assert info.value.code == "PKI_CA_INCOMPLETE"
+
+
+# --- pki: names are matched whole ------------------------------------------------------------------------------
+
+SMUGGLED = ("\n", "\r", "\x00")  # "$" would match before a trailing "\n"; "\r" and NUL keep a looser pattern honest
+
+
+def _issue(fed: pki.FederationFiles, out: Path, name: str, kind: str, **options: Any) -> Callable[[], object]:
+    return partial(pki.issue_certificate, fed["ca"], out, name, cast(pki.Kind, kind), **options)
+
+
+@pytest.mark.parametrize("tail", SMUGGLED)
+def test_a_name_with_a_line_break_or_nul_is_never_issued(fed: pki.FederationFiles, tmp_path: Path, tail: str) -> None:
+    """What the attacker tried: a person named after the coordinator's server name with a newline, and hosts that
+    fall under the federation's names but for a newline; a NUL or a line break inside as well as at the end."""
+    tries = [
+        ("PKI_BAD_NAME", _issue(fed, tmp_path, n, "person", role="caseworker"))
+        for n in (f"coordinator.test{tail}", f"bob{tail}", f"bo{tail}b", f"{tail}bob")
+    ]
+    hosts = [f"*.node.test{tail}", f"coordinator.test{tail}", f"hangzhou.node.test{tail}", f"localhost{tail}"]
+    hosts += [f"local{tail}host", f"127.0.0.1{tail}", f"::1{tail}", f"fe80::1%eth0{tail}", "fe80::1%eth0"]
+    for host in hosts:
+        tries.append(("PKI_BAD_HOST", _issue(fed, tmp_path, "n9", "node", region="n9", hosts=[host])))
+        tries.append(("PKI_BAD_HOST", _issue(fed, tmp_path, "gw", "coordinator", hosts=["localhost", host])))
+    tries.append(("PKI_BAD_REGION", _issue(fed, tmp_path, "n9", "node", region=f"n9{tail}")))
+    tries.append(("PKI_BAD_REGION", _issue(fed, tmp_path, "al", "person", role="analyst", region=f"hangzhou{tail}")))
+    for code, issue in tries:
+        with pytest.raises(ConfigError) as info:
+            issue()
+        assert info.value.code == code, (code, info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("tail", SMUGGLED)
+def test_node_ids_and_federation_names_with_a_line_break_or_nul_are_refused(tmp_path: Path, tail: str) -> None:
+    for node_id in (f"n0{tail}", f"n{tail}0"):
+        for code, call in (
+            ("PKI_BAD_NODE_ID", partial(pki.check_node_id, node_id)),
+            ("PKI_BAD_NODE_ID", partial(pki.ServerNames("test").node, node_id)),
+            ("PKI_BAD_NAME", partial(pki.init_federation, tmp_path, [node_id], federation="test")),
+        ):
+            with pytest.raises(ConfigError) as info:
+                call()
+            assert info.value.code == code
+    for name in (f"test{tail}", f"te{tail}st", f"yrd-demo.org{tail}"):
+        for make in (
+            partial(pki.check_federation_name, name),
+            partial(pki.ServerNames, name),
+            partial(pki.create_ca, tmp_path, federation=name),
+            partial(pki.init_federation, tmp_path, [], federation=name),
+        ):
+            with pytest.raises(ConfigError) as info:
+                make()
+            assert info.value.code == "PKI_BAD_FEDERATION"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hpf_pki_issue_refuses_a_name_ending_in_a_newline(cli: typer.Typer, tmp_path: Path) -> None:
+    pki.init_federation(tmp_path / "pki", [], federation="test")
+    out = tmp_path / "out"
+    for extra in (
+        ["--name", "coordinator.test\n", "--kind", "person", "--role", "caseworker"],
+        ["--name", "n9", "--kind", "node", "--region", "n9", "--host", "coordinator.test\n"],
+    ):
+        result = CliRunner().invoke(cli, ["pki", "issue", "--ca-dir", str(tmp_path / "pki"), "--out", str(out), *extra])
+        assert result.exit_code == 2 and result.stderr.startswith("error: [PKI_BAD_"), result.output
+    assert not out.exists()
 
 
 # --- pki: server names -------------------------------------------------------------------------------------
@@ -676,3 +745,96 @@ def test_a_revocation_list_with_a_malformed_version_is_refused(fed: pki.Federati
     with pytest.raises(AuthError) as err:
         RevocationList(path, _cert(fed["ca"].cert))
     assert err.value.code == "AUTH_CRL_INVALID"
+
+
+# --- the CA's own record of its revocation lists ----------------------------------------------------------------
+
+
+def _list(path: Path) -> tuple[int | None, set[int]]:
+    crl = x509.load_pem_x509_crl(path.read_bytes())
+    return pki.crl_number(crl), {entry.serial_number for entry in crl}
+
+
+def _serial(files: pki.CertFiles) -> int:
+    return pki.read_identity(files.cert.read_bytes()).serial
+
+
+def test_the_ca_keeps_a_private_record_of_every_list_and_revocation(tmp_path: Path) -> None:
+    own = pki.init_federation(tmp_path, [], federation="test", clients=[("zoe", "caseworker", None)])
+    record_path = tmp_path / ca_record.RECORD_FILE
+    assert stat.S_IMODE(record_path.stat().st_mode) == 0o600  # next to ca.key, as private as it
+    revocation.revoke(tmp_path, own["people"]["zoe"].cert.read_bytes(), reason=x509.ReasonFlags.key_compromise)
+    assert stat.S_IMODE(record_path.stat().st_mode) == 0o600
+    record = ca_record.load(record_path, _cert(own["ca"].cert))
+    assert record is not None and record.number == 2 and record.serials == {_serial(own["people"]["zoe"])}
+    revocation.refresh(tmp_path)  # the record keeps why, and the next list says so again
+    entry = x509.load_pem_x509_crl((tmp_path / "crl.pem").read_bytes())[0]
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
+    assert not list(tmp_path.glob(".ca-revocations.json.*"))  # written atomically: no temporary file left
+
+
+def test_a_ca_from_before_the_record_starts_one_from_its_list_once_then_trusts_only_the_record(
+    cli: typer.Typer, tmp_path: Path
+) -> None:
+    people = [("zoe", "caseworker", None), ("yan", "caseworker", None)]
+    own = pki.init_federation(tmp_path, [], federation="test", clients=people)
+    crl, record_path = tmp_path / "crl.pem", tmp_path / ca_record.RECORD_FILE
+    older = crl.read_bytes()  # list 1: nobody revoked
+    revocation.revoke(tmp_path, own["people"]["zoe"].cert.read_bytes())  # list 2: zoe
+    record_path.unlink()  # as a CA made before CAs kept a record
+    result = CliRunner().invoke(cli, ["pki", "crl", "--ca-dir", str(tmp_path)])
+    assert result.exit_code == 0 and "number 3" in result.stdout and "note:" not in result.stderr
+    assert _list(crl) == (3, {_serial(own["people"]["zoe"])})  # started from list 2, as it stood
+    assert stat.S_IMODE(record_path.stat().st_mode) == 0o600
+    crl.write_bytes(older)  # from now on crl.pem is only what the CA publishes: list 1 put back counts for nothing
+    result = CliRunner().invoke(cli, ["pki", "crl", "--ca-dir", str(tmp_path)])
+    assert result.exit_code == 0 and "number 4" in result.stdout and "not the newest list" in result.stderr
+    assert _list(crl) == (4, {_serial(own["people"]["zoe"])})
+    revocation.revoke(tmp_path, own["people"]["yan"].cert.read_bytes())
+    assert _list(crl) == (5, {_serial(own["people"]["zoe"]), _serial(own["people"]["yan"])})
+
+
+def test_a_ca_without_a_record_and_an_unreadable_list_signs_nothing(tmp_path: Path, other: pki.FederationFiles) -> None:
+    own = pki.init_federation(tmp_path, [], federation="test", clients=[("zoe", "caseworker", None)])
+    crl, record_path = tmp_path / "crl.pem", tmp_path / ca_record.RECORD_FILE
+    record_path.unlink()
+    for bad in (b"garbage", (other["ca"].cert.parent / "crl.pem").read_bytes()):  # unreadable, another CA's
+        crl.write_bytes(bad)
+        for sign in (
+            lambda: revocation.refresh(tmp_path),
+            lambda: revocation.revoke(tmp_path, own["people"]["zoe"].cert.read_bytes()),
+            lambda: pki.init_federation(tmp_path, []),
+        ):
+            with pytest.raises(ConfigError) as info:
+                sign()
+            assert info.value.code == "PKI_CRL_INVALID" and "newest crl.pem" in (info.value.hint or "")
+            assert crl.read_bytes() == bad and not record_path.exists()  # it could not tell what it revoked
+
+
+def test_a_broken_or_foreign_record_is_refused_and_nothing_is_signed(
+    tmp_path: Path, other: pki.FederationFiles
+) -> None:
+    own = pki.init_federation(tmp_path, [], federation="test", clients=[("zoe", "caseworker", None)])
+    crl, record_path = tmp_path / "crl.pem", tmp_path / ca_record.RECORD_FILE
+    listed = crl.read_bytes()
+    good = record_path.read_text()
+    doc = json.loads(good)
+    for broken in (
+        "not json",
+        "[]",
+        json.dumps({**doc, "crl_number": -1}),
+        json.dumps({**doc, "crl_number": "1"}),
+        json.dumps({**doc, "revoked": [{"serial": "1f\n", "revoked_at": "2026-01-01T00:00:00Z", "reason": None}]}),
+        json.dumps({**doc, "revoked": [{"serial": "1f", "revoked_at": "yesterday", "reason": None}]}),
+        json.dumps({**doc, "revoked": [{"serial": "1f", "revoked_at": "2026-01-01T00:00:00Z", "reason": "whim"}]}),
+        json.dumps({**doc, "revoked": [{"serial": "1f", "revoked_at": "2026-01-01T00:00:00Z", "reason": None}] * 2}),
+        (other["ca"].cert.parent / ca_record.RECORD_FILE).read_text(),  # another CA's record
+    ):
+        record_path.write_text(broken)
+        with pytest.raises(ConfigError) as info:
+            revocation.revoke(tmp_path, own["people"]["zoe"].cert.read_bytes())
+        assert info.value.code == "PKI_CA_RECORD_INVALID", broken
+        assert crl.read_bytes() == listed and record_path.read_text() == broken
+    record_path.write_text(good)
+    revocation.revoke(tmp_path, own["people"]["zoe"].cert.read_bytes())
+    assert _list(crl) == (2, {_serial(own["people"]["zoe"])})

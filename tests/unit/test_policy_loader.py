@@ -193,6 +193,22 @@ def test_an_undeclared_purpose_names_its_line(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("  loan-review: checking", '  "loan-review\\n": checking'),  # a purpose code
+        ("      deposits: {}\n      withdrawals", '      "deposits\\n": {}\n      withdrawals'),  # a table
+        ("columns: {status:", 'columns: {"status\\r":'),  # a column
+        ("      deposits: {}\n      withdrawals", '      "depo\\0sits": {}\n      withdrawals'),
+    ],
+    ids=["purpose ending in \\n", "table ending in \\n", "column ending in \\r", "table with a NUL"],
+)
+def test_names_with_a_line_break_or_nul_are_refused(tmp_path: Path, old: str, new: str) -> None:
+    assert old in BASE
+    err = error(write(tmp_path, "node.yaml", BASE.replace(old, new, 1)))
+    assert err.code == "POLICY_FILE_INVALID" and "must be lower-case" in err.message, err.message
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = write(
         tmp_path,
