@@ -27,21 +27,29 @@ def receipt_to_proto(receipt: Receipt) -> pb.AuditReceipt:
         index=receipt.index,
         entry=receipt.entry,
         checkpoint=checkpoint_to_proto(receipt.checkpoint),
+        inclusion=receipt.inclusion or (),
     )
 
 
 def receipt_from_proto(msg: pb.AuditReceipt) -> Receipt:
+    """A receipt as received; its proof as sent (an empty one is a proof too: of the only entry of a log)."""
     return Receipt(
-        node_id=msg.node_id, index=msg.index, entry=msg.entry, checkpoint=checkpoint_from_proto(msg.checkpoint)
+        node_id=msg.node_id,
+        index=msg.index,
+        entry=msg.entry,
+        checkpoint=checkpoint_from_proto(msg.checkpoint),
+        inclusion=tuple(msg.inclusion),
     )
 
 
 def check_receipt(receipt: Receipt, *, nonce: bytes, signer: str, audit_keys: Mapping[str, str | None]) -> bool:
-    """Check a region's receipt for this client's question; True when its checkpoint signature was verified
-    (the catalog holds the region's audit key), False when there was no key to verify it with."""
+    """Check a region's receipt for this client's question: its entry is this question's, and its proof shows the
+    entry in the tree its checkpoint signs. True when the checkpoint's signature was verified too (the catalog
+    holds the region's audit key), False when there was no key to verify it with. ``ANSWER_CORRUPT`` otherwise:
+    an entry rewritten on the way, or one the region's checkpoint does not cover, is never kept as a receipt."""
     try:
         entry = json.loads(receipt.entry)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past any real entry
         raise CryptoError(f"region {receipt.node_id} sent an unreadable audit receipt", code="ANSWER_CORRUPT") from None
     if (
         not isinstance(entry, dict)
@@ -54,6 +62,12 @@ def check_receipt(receipt: Receipt, *, nonce: bytes, signer: str, audit_keys: Ma
         or receipt.checkpoint.size <= receipt.index
     ):
         raise CryptoError(f"region {receipt.node_id}'s audit receipt is not for this question", code="ANSWER_CORRUPT")
+    if not receipt.proves_entry():
+        raise CryptoError(
+            f"region {receipt.node_id}'s audit receipt does not prove its entry is in the log its checkpoint signs",
+            code="ANSWER_CORRUPT",
+            hint="the coordinator or the region is misbehaving",
+        )
     key = audit_keys.get(receipt.node_id)
     if key is None:
         return False

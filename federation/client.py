@@ -26,7 +26,7 @@ from federation.catalog import Catalog, load_catalog
 from federation.config_files import parse_model
 from federation.dp_plan import DpTerms, component_label, dp_terms, suppress_small_groups
 from federation.envelope import Signer, query_id
-from federation.errors import ConfigError, CryptoError, PlanError, UnavailableError, from_rpc_error
+from federation.errors import AuditError, ConfigError, CryptoError, PlanError, UnavailableError, from_rpc_error
 from federation.finish import finish
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
@@ -54,7 +54,9 @@ class QueryAnswer:
     timings: dict[str, float] = field(default_factory=dict)
     withheld_groups: int = 0
     receipts: list[Receipt] = field(default_factory=list)  # each answering region's audit receipt
-    receipts_verified: int = 0  # how many of them were checked against the region's audit key
+    # how many of them were checked against the region's audit key, each with its entry proven in the log the
+    # checkpoint signs (an answer whose receipt does not prove its entry is refused)
+    receipts_verified: int = 0
     # what the regions signed the answer carries: {"mode": "exact"}, or DP's epsilon, delta, threshold and
     # "noise": [{"component": "SUM(x)", "sd": ...}] in the components' own units (decimal scale applied)
     privacy: dict[str, Any] = field(default_factory=lambda: {"mode": "exact"})
@@ -234,7 +236,8 @@ class FederationClient:
         return plan, reply
 
     def _receipts(self, reply: pb.QueryResponse, signed: pb.SignedEnvelope) -> tuple[list[Receipt], int]:
-        """Every answering region's audit receipt, checked, and kept in the profile's receipts file."""
+        """Every answering region's audit receipt, checked (:func:`check_receipt`), and how many of them were
+        verified against the regions' audit keys. Nothing is kept yet: see :meth:`_keep`."""
         envelope = pb.QueryEnvelope.FromString(signed.envelope)
         receipts = [receipt_from_proto(r) for r in reply.receipts]
         if sorted(r.node_id for r in receipts) != sorted(reply.answered):
@@ -242,10 +245,15 @@ class FederationClient:
         keys = self._audit_keys()
         who = self.signer.identity.common_name
         verified = sum(check_receipt(r, nonce=envelope.nonce, signer=who, audit_keys=keys) for r in receipts)
+        return receipts, verified
+
+    def _keep(self, receipts: Sequence[Receipt]) -> None:
+        """Keep an answer's receipts in the profile's receipts file, once the whole answer passed every check:
+        a receipt of an answer this client refused would later be held against a region that may have done
+        nothing wrong."""
         if self.profile.receipts is not None and receipts:  # mode 0600: who asked what, and when
             lines = "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in receipts)
             append_private(self.profile.receipts, lines.encode("utf-8"))
-        return receipts, verified
 
     def _checked(
         self, keys: he.ClientKeys, answer: StreamedAnswer, signed: pb.SignedEnvelope, sizes: Sequence[int]
@@ -436,6 +444,7 @@ class FederationClient:
         slots = np.concatenate(got.slots)
         grid = lookup_codec.decode_facts(slots, subjects=len(ids), cells=cells)
         lookup_codec.check_consistent(grid, answered=[regions.index(r) for r in reply.answered], by_city=by_city)
+        self._keep(receipts)
         t_dec = time.perf_counter()
         return LookupAnswer(
             facts=[_total(row) if len(row) > 1 else row[0] for row in grid],
@@ -510,11 +519,21 @@ class FederationClient:
         )
 
     def kept_receipts(self) -> list[Receipt]:
-        """The receipts this profile kept (empty when it keeps none)."""
+        """The receipts this profile kept (empty when it keeps none); ``AUDIT_RECEIPT_MALFORMED`` names a line
+        that is not one."""
         path = self.profile.receipts
         if path is None or not path.exists():
             return []
-        return [Receipt.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        kept = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line:
+                try:
+                    kept.append(Receipt.from_dict(json.loads(line)))
+                except (ValueError, RecursionError):
+                    raise AuditError(f"{path}: line {number} is not JSON", code="AUDIT_RECEIPT_MALFORMED") from None
+                except AuditError as err:
+                    raise AuditError(f"{path}: line {number}: {err.message}", code=err.code) from None
+        return kept
 
     def check_receipt(self, receipt: Receipt) -> Checkpoint:
         """Ask the receipt's region for proofs that its entry is still in its log; the latest checkpoint if so."""
@@ -537,7 +556,7 @@ class FederationClient:
                     raise from_rpc_error(err) from None
                 try:
                     doc = yaml.safe_load(reply.catalog_yaml)
-                except yaml.YAMLError:
+                except (yaml.YAMLError, RecursionError):
                     raise ConfigError("the coordinator's catalog is not valid YAML", code="CONFIG_SYNTAX") from None
                 self._catalog = parse_model("<coordinator catalog>", doc, Catalog)
         return self._catalog
@@ -611,6 +630,7 @@ class FederationClient:
                 ],
             }
         finished = finish(plan, totals, noisy=noisy)
+        self._keep(receipts)
         t_fin = time.perf_counter()
         server = reply.timings
         timings = {

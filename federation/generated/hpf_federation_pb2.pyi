@@ -159,16 +159,18 @@ class AuditCheckpoint(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., size: _Optional[int] = ..., root: _Optional[bytes] = ..., time: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class AuditReceipt(_message.Message):
-    __slots__ = ("node_id", "index", "entry", "checkpoint")
+    __slots__ = ("node_id", "index", "entry", "checkpoint", "inclusion")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     index: int
     entry: bytes
     checkpoint: AuditCheckpoint
-    def __init__(self, node_id: _Optional[str] = ..., index: _Optional[int] = ..., entry: _Optional[bytes] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ...) -> None: ...
+    inclusion: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, node_id: _Optional[str] = ..., index: _Optional[int] = ..., entry: _Optional[bytes] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., inclusion: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class AuditProofRequest(_message.Message):
     __slots__ = ("node_id", "index", "old_size")
