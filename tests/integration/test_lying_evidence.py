@@ -9,6 +9,8 @@ proof the coordinator could have broken.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -21,9 +23,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
+import coordinator.fanout
 from cli.app import _register, app
 from coordinator.fanout import FederatedAnswer
 from federation import he
+from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
 from federation.client import FederationClient
 from federation.generated import hpf_federation_pb2 as pb
 from federation.profile import load_profile
@@ -40,6 +44,7 @@ TABLES: dict[str, Any] = {
     }
 }
 COUNT = "SELECT COUNT(*) AS n, SUM(amount_fen) AS total FROM deposits"
+UNPROVEN = "could not be proven (the region or the coordinator)"
 
 
 def _rows(seed: int, n: int) -> list[tuple[Any, ...]]:
@@ -222,5 +227,97 @@ def test_kept_receipts_are_proven_later(profile: Path, keys: he.ClientKeys) -> N
             c.query(COUNT)
     code, report = receipts_report(profile)
     assert code == 0, report
-    assert len(report["receipts"]) == 3 * len(NODES) and report["rewritten"] == 0
-    assert all(r["status"] == "still logged" for r in report["receipts"])
+    assert len(report["receipts"]) == 3 * len(NODES) and report["rewritten"] == report["unproven"] == 0
+    assert all(r["status"] == "still logged" and r["own_proof"] for r in report["receipts"])
+
+
+@contextlib.contextmanager
+def relayed_proofs(patch: pytest.MonkeyPatch, change: Callable[[pb.AuditProofResponse], None]) -> Iterator[None]:
+    """While active, the coordinator changes every audit proof it relays from a region."""
+    honest = coordinator.fanout.FanOut.audit_proof
+
+    def audit_proof(self: coordinator.fanout.FanOut, request: pb.AuditProofRequest) -> pb.AuditProofResponse:
+        out = pb.AuditProofResponse()
+        out.CopyFrom(honest(self, request))
+        change(out)
+        return out
+
+    with patch.context() as p:
+        p.setattr(coordinator.fanout.FanOut, "audit_proof", audit_proof)
+        yield
+
+
+def _zero(*proofs: Any) -> None:
+    for hashes in proofs:
+        zeroed = [bytes(32)] * len(hashes)
+        del hashes[:]
+        hashes.extend(zeroed)
+
+
+def test_an_inclusion_proof_broken_on_the_way_is_not_needed(
+    profile: Path, keys: he.ClientKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The red team zeroed every inclusion proof the coordinator relays: a receipt's own proof and the consistency
+    proof still show its entry in the region's latest log, so no region is blamed and none is unproven."""
+    with client(profile, keys) as c:
+        for _ in range(3):
+            c.query(COUNT)
+    for change in (lambda r: _zero(r.inclusion), lambda r: r.ClearField("inclusion")):
+        with relayed_proofs(monkeypatch, change):
+            code, report = receipts_report(profile)
+        assert code == 0 and all(r["status"] == "still logged" for r in report["receipts"]), report
+
+
+BROKEN_PROOFS: dict[str, Callable[[pb.AuditProofResponse, dict[str, pb.AuditCheckpoint]], None]] = {
+    "consistency zeroed": lambda r, _: _zero(r.consistency),
+    "consistency dropped": lambda r, _: r.ClearField("consistency"),
+    "both zeroed": lambda r, _: _zero(r.consistency, r.inclusion),
+    "an older signed checkpoint as the latest": lambda r, older: r.checkpoint.CopyFrom(older[r.checkpoint.node_id]),
+}
+
+
+@pytest.mark.parametrize("attack", list(BROKEN_PROOFS))
+def test_a_proof_broken_on_the_way_blames_no_region(
+    profile: Path, keys: he.ClientKeys, monkeypatch: pytest.MonkeyPatch, attack: str
+) -> None:
+    """The proofs travel unsigned through the coordinator: one that does not hold says the receipt could not be
+    proven, by the region or the coordinator, never that the region rewrote its log."""
+    with client(profile, keys) as c:
+        first = c.query(COUNT)
+        for _ in range(2):
+            c.query(COUNT)
+    older = {r.node_id: checkpoint_to_proto(r.checkpoint) for r in first.receipts}
+    with relayed_proofs(monkeypatch, lambda r: BROKEN_PROOFS[attack](r, older)):
+        result = hpf("audit", "receipts", "--profile", profile)
+        code, report = receipts_report(profile)
+    assert result.exit_code == code == 7 and "AUDIT_RECEIPT_UNPROVEN" in result.stderr, (attack, result.stderr)
+    assert "the region or the coordinator" in result.stderr
+    assert "REWRITTEN" not in result.stdout and UNPROVEN in result.stdout, attack
+    assert report["rewritten"] == 0 and report["unproven"] >= 2 * len(NODES), (attack, report)
+    assert {r["status"] for r in report["receipts"]} <= {UNPROVEN, "still logged"}
+    with client(profile, keys) as c:  # and the next honest question is answered
+        assert c.query(COUNT).receipts_verified == len(NODES)
+
+
+def test_a_receipt_kept_before_receipts_carried_a_proof_is_read_with_a_note(profile: Path, keys: he.ClientKeys) -> None:
+    """A receipts file written before this change: no proofs, and perhaps an entry a coordinator rewrote then (a
+    client kept it as verified). The honest one is proven by the region's latest log; the rewritten one cannot be
+    proven, and no region is called a rewriter for it."""
+    with client(profile, keys) as c:
+        answer = c.query(COUNT)
+    path = profile.parent / "receipts.jsonl"
+    old = [dataclasses.replace(r, inclusion=None) for r in answer.receipts]
+    forged = dataclasses.replace(
+        old[0], entry=_entry_rewritten(purpose="FORGED-BY-COORDINATOR")(receipt_to_proto(old[0])).entry
+    )
+    path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in old))
+    assert all("inclusion" not in json.loads(line) for line in kept_lines(profile))
+    code, report = receipts_report(profile)
+    assert code == 0 and report["kept_without_proof"] == len(NODES), report
+    assert all(r["status"] == "still logged" and not r["own_proof"] for r in report["receipts"])
+    table = hpf("audit", "receipts", "--profile", profile)
+    assert table.exit_code == 0 and "kept before receipts carried a proof" in table.stdout
+    path.write_text(path.read_text() + json.dumps(forged.to_dict()) + "\n")
+    result = hpf("audit", "receipts", "--profile", profile)
+    assert result.exit_code == 7 and "REWRITTEN" not in result.stdout and UNPROVEN in result.stdout, result.stdout
+    assert "AUDIT_RECEIPT_UNPROVEN" in result.stderr and "kept before receipts carried a proof" in result.stderr
