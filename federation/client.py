@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 import yaml
 
-from federation import answer_check, he, lookup_codec
+from federation import answer_check, he, lookup_codec, verdicts
 from federation.answer_check import StreamedAnswer
 from federation.audit_proto import check_receipt, check_still_logged, receipt_from_proto
 from federation.audit_records import Checkpoint, Receipt
@@ -100,6 +100,18 @@ class LookupAnswer:
     @property
     def complete(self) -> bool:
         return not self.missing
+
+
+@dataclass
+class ExplainAnswer:
+    """Every region's verdict on a question, in the catalog's order: signed by the region, or the coordinator's
+    unsigned report that it got none (``signature`` empty: never an acceptance)."""
+
+    query_id: str
+    verdicts: list[pb.NodeVerdict]
+    # each region's signature was checked against its key from a pinned catalog; False without one (every check
+    # but the signatures is still made, so what the verdicts say is the coordinator's word)
+    verified: bool = False
 
 
 def _total(cells: Sequence[PersonFacts]) -> PersonFacts:
@@ -219,21 +231,34 @@ class FederationClient:
 
     def explain(
         self, sql: str, *, purpose: str | None = None, consent: str | None = None
-    ) -> tuple[Plan, pb.ExplainResponse]:
-        """The partial plan and every region's verdict on the question, without running it."""
+    ) -> tuple[Plan, ExplainAnswer]:
+        """The partial plan and every region's verdict on the question, without running it: one verdict per
+        region of the catalog, each signed by that region for this question (checked against its key from a
+        pinned catalog), or the coordinator's unsigned word that it got none (:func:`federation.verdicts.check`)."""
         plan = self.plan(sql)
         signed = self.sign(sql, operation="explain", purpose=purpose, consent=consent)
         try:
             reply = self._stub.Explain(pb.ExplainRequest(envelope=signed), timeout=self.profile.timeout_s)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
+        qid = query_id(signed)
+        if reply.query_id != qid:
+            raise CryptoError("the explain is for another question", code="ANSWER_CORRUPT")
         if reply.plan_fingerprint != plan.fingerprint:
             raise PlanError(
                 "the coordinator derived a different plan than this client",
                 code="PLAN_MISMATCH",
                 hint="the client's catalog may differ from the coordinator's",
             )
-        return plan, reply
+        audit_keys = self._audit_keys()
+        checked = verdicts.check(
+            reply.verdicts,
+            query_id=qid,
+            regions=self.catalog.node_ids,
+            audit_keys=audit_keys,
+            verify_signatures=bool(audit_keys),
+        )
+        return plan, ExplainAnswer(query_id=qid, verdicts=checked, verified=bool(audit_keys))
 
     def _receipts(self, reply: pb.QueryResponse, signed: pb.SignedEnvelope) -> tuple[list[Receipt], int]:
         """Every answering region's audit receipt, checked (:func:`check_receipt`), and how many of them were

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import harness
 import lying_coordinator as lie
 import pytest
@@ -321,3 +322,309 @@ def test_a_receipt_kept_before_receipts_carried_a_proof_is_read_with_a_note(prof
     result = hpf("audit", "receipts", "--profile", profile)
     assert result.exit_code == 7 and "REWRITTEN" not in result.stdout and UNPROVEN in result.stdout, result.stdout
     assert "AUDIT_RECEIPT_UNPROVEN" in result.stderr and "kept before receipts carried a proof" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------ explain verdicts
+
+Explain = Callable[[pb.ExplainResponse], pb.ExplainResponse]
+
+
+@contextlib.contextmanager
+def lying_explain(patch: pytest.MonkeyPatch, tamper: Explain) -> Iterator[list[pb.ExplainResponse]]:
+    """While active, the coordinator asks every region for its verdict, then relays ``tamper(reply)``; yields the
+    true replies."""
+    honest = coordinator.fanout.FanOut.explain
+    seen: list[pb.ExplainResponse] = []
+
+    def explain(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
+        reply = honest(self, *args, **kwargs)
+        seen.append(reply)
+        out = pb.ExplainResponse()
+        out.CopyFrom(reply)
+        return tamper(out)
+
+    with patch.context() as p:
+        p.setattr(coordinator.fanout.FanOut, "explain", explain)
+        yield seen
+
+
+def _each_verdict(change: Callable[[pb.NodeVerdict], None], node: str | None = None) -> Explain:
+    def tamper(r: pb.ExplainResponse) -> pb.ExplainResponse:
+        for v in r.verdicts:
+            if node is None or v.node_id == node:
+                change(v)
+        return r
+
+    return tamper
+
+
+def _red_team(r: pb.ExplainResponse) -> pb.ExplainResponse:
+    """The red team's rewrite: every verdict's privacy made cheap, a region of its own, one region twice."""
+    for v in r.verdicts:
+        v.privacy.mode = "dp"
+        v.privacy.epsilon = 0.001
+        v.privacy.budget_epsilon = 1000
+        v.privacy.budget_spent = 0
+        v.privacy.budget_period = "month"
+    r.verdicts.append(pb.NodeVerdict(node_id="evil", accepted=True, min_group_size=1))
+    r.verdicts.append(r.verdicts[0])
+    return r
+
+
+def _dp(v: pb.NodeVerdict) -> None:
+    v.privacy.mode, v.privacy.epsilon, v.privacy.budget_epsilon = "dp", 0.001, 1000
+
+
+def _k_changed(v: pb.NodeVerdict) -> None:
+    v.min_group_size = 1 if v.min_group_size != 1 else 0
+
+
+def _refused(v: pb.NodeVerdict) -> None:
+    v.accepted, v.code, v.rule = False, "POLICY_ROLE_DENIED", "forged"
+
+
+def _unsigned(v: pb.NodeVerdict) -> None:
+    v.ClearField("signature")
+
+
+def _unsigned_refusal(v: pb.NodeVerdict) -> None:
+    """What a coordinator would say to make a region look like it refuses, without the region's signature."""
+    v.Clear()
+    v.node_id, v.accepted, v.code = "n1", False, "POLICY_ROLE_DENIED"
+
+
+def _unsigned_acceptance(v: pb.NodeVerdict) -> None:
+    v.Clear()
+    v.node_id, v.accepted, v.code, v.min_group_size = "n1", True, "NODE_UNREACHABLE", 1
+
+
+def _another_regions(r: pb.ExplainResponse) -> pb.ExplainResponse:
+    """n0's signed verdict relabelled as n1's, in n1's place."""
+    moved = pb.NodeVerdict()
+    moved.CopyFrom(next(v for v in r.verdicts if v.node_id == "n0"))
+    moved.node_id = "n1"
+    for v in r.verdicts:
+        if v.node_id == "n1":
+            v.CopyFrom(moved)
+    return r
+
+
+def _swapped_receipts(r: pb.ExplainResponse) -> pb.ExplainResponse:
+    first, second = r.verdicts[0].receipt, r.verdicts[1].receipt
+    kept = pb.AuditReceipt()
+    kept.CopyFrom(first)
+    first.CopyFrom(second)
+    second.CopyFrom(kept)
+    return r
+
+
+def _signed_by_the_coordinator(r: pb.ExplainResponse) -> pb.ExplainResponse:
+    """A verdict for a region outside the catalog, signed with a key of the coordinator's own."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from federation import verdicts
+
+    own = Ed25519PrivateKey.generate()
+    r.verdicts.append(verdicts.sign(pb.NodeVerdict(node_id="evil", accepted=True), r.query_id, own.sign))
+    return r
+
+
+def _twice(r: pb.ExplainResponse) -> pb.ExplainResponse:
+    r.verdicts.append(r.verdicts[2])
+    return r
+
+
+def _dropped(r: pb.ExplainResponse) -> pb.ExplainResponse:
+    del r.verdicts[1]
+    return r
+
+
+def _another_question(r: pb.ExplainResponse) -> pb.ExplainResponse:
+    r.query_id = "0" * 32
+    return r
+
+
+EARLIER: list[pb.NodeVerdict] = []
+
+
+def _replayed(r: pb.ExplainResponse) -> pb.ExplainResponse:
+    """n2's signed verdict on an earlier explain of the same SQL (kept by the coordinator) in place of this one."""
+    if not EARLIER:  # the first explain: keep it, relay it
+        EARLIER.extend(r.verdicts)
+        return r
+    r.verdicts[2].CopyFrom(EARLIER[2])
+    return r
+
+
+VERDICT_ATTACKS: dict[str, tuple[Explain, str]] = {
+    "the red team's rewrite": (_red_team, "ANSWER_CORRUPT"),
+    "a region's privacy made cheap": (_each_verdict(_dp, "n2"), "ANSWER_STATEMENT_INVALID"),
+    "a region's k changed": (_each_verdict(_k_changed, "n3"), "ANSWER_STATEMENT_INVALID"),
+    "a region's budget spent": (
+        _each_verdict(lambda v: setattr(v.privacy, "budget_spent", 9.0), "n0"),
+        "ANSWER_STATEMENT_INVALID",
+    ),
+    "an acceptance turned into a refusal": (_each_verdict(_refused, "n1"), "ANSWER_STATEMENT_INVALID"),
+    "a region's signature stripped": (_each_verdict(_unsigned, "n2"), "ANSWER_STATEMENT_INVALID"),
+    "a refusal the region never signed": (_each_verdict(_unsigned_refusal, "n1"), "ANSWER_STATEMENT_INVALID"),
+    "an unsigned acceptance with a transport code": (
+        _each_verdict(_unsigned_acceptance, "n1"),
+        "ANSWER_STATEMENT_INVALID",
+    ),
+    "a region's signature zeroed": (
+        _each_verdict(lambda v: setattr(v, "signature", bytes(64)), "n3"),
+        "ANSWER_STATEMENT_INVALID",
+    ),
+    "another region's verdict in its place": (_another_regions, "ANSWER_STATEMENT_INVALID"),
+    "the regions' receipts swapped": (_swapped_receipts, "ANSWER_STATEMENT_INVALID"),
+    "a region not in the catalog": (_signed_by_the_coordinator, "ANSWER_CORRUPT"),
+    "a region's verdict twice": (_twice, "ANSWER_CORRUPT"),
+    "a region's verdict dropped": (_dropped, "ANSWER_CORRUPT"),
+    "another question's id": (_another_question, "ANSWER_CORRUPT"),
+    "a verdict the region gave another question": (_replayed, "ANSWER_STATEMENT_INVALID"),
+}
+
+
+def test_an_honest_explain_is_every_regions_signed_verdict(fed: harness.Federation, keys: he.ClientKeys) -> None:
+    with fed.client(keys=keys) as c:
+        _, reply = c.explain(COUNT)
+    assert reply.verified and [v.node_id for v in reply.verdicts] == NODES
+    assert all(v.accepted and len(v.signature) == 64 for v in reply.verdicts)
+    table = hpf("query", "-p", fed.profile_path, "--explain", COUNT)
+    assert table.exit_code == 0 and "4 of 4 region(s) would answer" in table.stdout
+    assert "unverified" not in table.stdout
+    doc = json.loads(hpf("query", "-p", fed.profile_path, "--explain", "--format", "json", COUNT).stdout)
+    assert doc["verified"] is True and all(r["signed"] for r in doc["regions"])
+
+
+@pytest.mark.parametrize("attack", list(VERDICT_ATTACKS))
+def test_a_verdict_rewritten_by_the_coordinator_is_refused(
+    fed: harness.Federation, keys: he.ClientKeys, monkeypatch: pytest.MonkeyPatch, attack: str
+) -> None:
+    tamper, code = VERDICT_ATTACKS[attack]
+    with lying_explain(monkeypatch, tamper), fed.client(keys=keys) as c:
+        if tamper is _replayed:
+            EARLIER.clear()
+            assert c.explain(COUNT)[1].verified  # kept by the coordinator
+        assert harness.refusal(lambda: c.explain(COUNT)).code == code, attack
+    with fed.client(keys=keys) as c:  # and the next honest explain is answered
+        assert c.explain(COUNT)[1].verified
+
+
+def test_the_red_team_explain_is_refused_on_the_command_line(
+    fed: harness.Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with lying_explain(monkeypatch, _red_team):
+        result = hpf("query", "-p", fed.profile_path, "--explain", COUNT)
+    assert result.exit_code == 6 and "ANSWER_CORRUPT" in result.stderr, (result.stdout, result.stderr)
+    assert "would answer" not in result.stdout and "epsilon 0.001" not in result.stdout
+    with lying_explain(monkeypatch, _each_verdict(_dp)):
+        result = hpf("query", "-p", fed.profile_path, "--explain", COUNT)
+    assert result.exit_code == 6 and "ANSWER_STATEMENT_INVALID" in result.stderr, (result.stdout, result.stderr)
+    assert "epsilon 0.001" not in result.stdout
+
+
+def test_a_region_the_coordinator_cannot_reach_is_its_unsigned_word(
+    fed: harness.Federation, keys: he.ClientKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordinator's own report of a region it got no verdict from cannot be signed: the client takes it only
+    as a non-answer with a transport code, in words of its own, and the command line says whose word it is."""
+
+    class Unreachable(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self) -> str:
+            return "\x1b[2Kconnection refused"  # the coordinator's text is not shown
+
+        def trailing_metadata(self) -> None:
+            return None
+
+    class Down:
+        class Explain:
+            @staticmethod
+            def future(request: Any, timeout: float) -> Any:
+                class Call:
+                    def result(self) -> Any:
+                        raise Unreachable()
+
+                return Call()
+
+    honest = coordinator.fanout.FanOut.explain
+
+    def explain(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
+        stubs = self._stubs
+        self._stubs = {**stubs, "n3": Down()}  # type: ignore[dict-item]
+        try:
+            return honest(self, *args, **kwargs)
+        finally:
+            self._stubs = stubs
+
+    with monkeypatch.context() as p:
+        p.setattr(coordinator.fanout.FanOut, "explain", explain)
+        with fed.client(keys=keys) as c:
+            _, reply = c.explain(COUNT)
+        table = hpf("query", "-p", fed.profile_path, "--explain", COUNT)
+        doc = json.loads(hpf("query", "-p", fed.profile_path, "--explain", "--format", "json", COUNT).stdout)
+    assert reply.verified and [(v.node_id, v.accepted) for v in reply.verdicts][:3] == [(n, True) for n in NODES[:3]]
+    down = reply.verdicts[3]
+    assert (down.node_id, down.accepted, down.code, down.signature) == ("n3", False, "NODE_UNREACHABLE", b"")
+    assert down.message == "the region cannot be reached" and "\x1b" not in table.stdout
+    assert table.exit_code == 4 and "3 of 4 region(s) would answer" in table.stdout
+    assert "no verdict" in table.stdout and "reported by the coordinator" in table.stdout
+    assert doc["regions"][3] | {"message": ""} == {
+        "node_id": "n3",
+        "accepted": False,
+        "signed": False,
+        "code": "NODE_UNREACHABLE",
+        "message": "",
+        "rule": "",
+        "hint": "reported by the coordinator: the region signed no verdict",
+    }
+
+
+def test_a_replayed_explain_is_the_regions_refusal_not_a_verdict(
+    fed: harness.Federation, keys: he.ClientKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A coordinator sending an explain to the regions twice gets their refusal of the replay: the explain fails
+    with it, as a question would, and no region's verdict is made up for it."""
+    honest = coordinator.fanout.FanOut.explain
+
+    def twice(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
+        honest(self, *args, **kwargs)
+        return honest(self, *args, **kwargs)
+
+    with monkeypatch.context() as p:
+        p.setattr(coordinator.fanout.FanOut, "explain", twice)
+        with fed.client(keys=keys) as c:
+            assert harness.refusal(lambda: c.explain(COUNT)).code == "AUTH_REPLAY"
+
+
+def unpinned_profile(fed: harness.Federation, tmp_path: Path) -> Path:
+    doc = yaml.safe_load(fed.profile_path.read_text())
+    del doc["catalog"]
+    path = tmp_path / "unpinned.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_an_unpinned_explain_says_it_is_unverified(
+    fed: harness.Federation, keys: he.ClientKeys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without a pinned catalog the keys would be the coordinator's: the signatures are not checked and the
+    explain says so; every other check (one verdict per region, none unsigned but a non-answer) is still made."""
+    unpinned = unpinned_profile(fed, tmp_path)
+    with client(unpinned, keys) as c:
+        _, reply = c.explain(COUNT)
+        assert not reply.verified and [v.node_id for v in reply.verdicts] == NODES
+        with lying_explain(monkeypatch, _each_verdict(_dp, "n2")):
+            fooled = c.explain(COUNT)[1]  # what pinning the catalog is for
+        assert not fooled.verified and fooled.verdicts[2].privacy.epsilon == 0.001
+        for attack in ("the red team's rewrite", "a region's verdict dropped", "a refusal the region never signed"):
+            tamper, code = VERDICT_ATTACKS[attack]
+            with lying_explain(monkeypatch, tamper):
+                assert harness.refusal(lambda: c.explain(COUNT)).code == code, attack
+    table = hpf("query", "-p", unpinned, "--explain", COUNT)
+    assert table.exit_code == 0 and sum("unverified" in line for line in table.stdout.splitlines()) == 1
+    doc = json.loads(hpf("query", "-p", unpinned, "--explain", "--format", "json", COUNT).stdout)
+    assert doc["verified"] is False

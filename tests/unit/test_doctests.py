@@ -22,6 +22,7 @@ MODULES = [
     "federation.pki",
     "federation.synth",
     "federation.synth.timeline",
+    "federation.verdicts",
 ]
 
 
