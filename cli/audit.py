@@ -259,6 +259,20 @@ def show(
     typer.echo(text_table(SHOW_COLUMNS, cells, after=[f"{len(rows)} shown, {matched} matching, {total} in the log"]))
 
 
+REWRITTEN = "REWRITTEN"
+UNPROVEN = "could not be proven (the region or the coordinator)"
+NO_KEY = "could not be proven (no audit key pinned)"
+NOT_CHECKED = "not checked"
+
+
+def _status(err: AuditError) -> str:
+    """A failed check as a receipt's status: only the region's own signatures can show its log was rewritten
+    (see :func:`federation.audit_proto.check_still_logged`); every other failure proves nothing either way."""
+    if err.code == "AUDIT_INCONSISTENT":
+        return REWRITTEN
+    return NO_KEY if err.code == "AUDIT_KEY_MISSING" else UNPROVEN
+
+
 @audit_app.command("receipts")
 @cli_errors
 def receipts_command(
@@ -268,42 +282,79 @@ def receipts_command(
     """Ask each region (through the coordinator) to prove every receipt this profile kept is still in its log.
 
     Each proof is checked against the region's latest signed checkpoint: the entry is still there and the log
-    only grew since. Exit 7 if any region's log was rewritten."""
+    only grew since. The coordinator relays the proofs unsigned, so a proof that does not hold shows the receipt
+    could not be proven (the region or the coordinator: `hpf audit verify --receipts` on the region's own log
+    tells which); only two logs the region signed for one size show it rewrote its log. Exit 7 if any receipt is
+    rewritten or could not be proven. A receipt kept before receipts carried a proof of their own is proven by the
+    region's latest log alone."""
     rows: list[dict[str, Any]] = []
     stopped: PolicyViolation | None = None
     with FederationClient(load_profile(profile)) as client:
         kept = client.kept_receipts()
         for receipt in kept:
-            row: dict[str, Any] = {"node": receipt.node_id, "index": receipt.index, "size": receipt.checkpoint.size}
+            row: dict[str, Any] = {
+                "node": receipt.node_id,
+                "index": receipt.index,
+                "size": receipt.checkpoint.size,
+                "own_proof": receipt.inclusion is not None,
+            }
             if stopped is not None:
-                row.update(status="not checked", code="", latest_size=None)
+                row.update(status=NOT_CHECKED, code="", latest_size=None)
             else:
                 try:
                     latest = client.check_receipt(receipt)
                     row.update(status="still logged", code="", latest_size=latest.size)
                 except AuditError as err:
-                    row.update(status="REWRITTEN", code=err.code, latest_size=None, message=err.message)
+                    row.update(status=_status(err), code=err.code, latest_size=None, message=err.message)
                 except PolicyViolation as err:  # e.g. the coordinator's per-person rate limit
                     stopped = err
-                    row.update(status="not checked", code="", latest_size=None)
+                    row.update(status=NOT_CHECKED, code="", latest_size=None)
             rows.append(row)
-    bad = [r for r in rows if r["code"]]
+    rewritten = [r for r in rows if r["status"] == REWRITTEN]
+    unproven = [r for r in rows if r["code"] and r["status"] != REWRITTEN]
+    unchecked = sum(1 for r in rows if r["status"] == NOT_CHECKED)
+    without_proof = sum(1 for r in rows if not r["own_proof"])
     if fmt == ShowFormat.json:
-        unchecked = sum(1 for r in rows if r["status"] == "not checked")
-        typer.echo(json.dumps({"receipts": rows, "rewritten": len(bad), "not_checked": unchecked}))
+        doc = {
+            "receipts": rows,
+            "rewritten": len(rewritten),
+            "unproven": len(unproven),
+            "not_checked": unchecked,
+            "kept_without_proof": without_proof,
+        }
+        typer.echo(json.dumps(doc))
     else:
         cells = ((r["node"], str(r["index"]), str(r["size"]), str(r["latest_size"] or ""), r["status"]) for r in rows)
         proved = sum(1 for r in rows if r["status"] == "still logged")
-        footer = (
+        footer = [
             f"{proved} of {len(rows)} receipt(s) still logged, each proved against the region's latest signed "
             "checkpoint"
-        )
-        typer.echo(text_table(("node", "index", "receipt size", "latest size", "status"), cells, after=[footer]))
-    if bad:
-        first = bad[0]
+        ]
+        if without_proof:
+            footer.append(
+                f"note: {without_proof} receipt(s) were kept before receipts carried a proof of their entry: each is "
+                "proven by the region's latest log alone, and one whose entry was altered before it was kept cannot "
+                "be proven"
+            )
+        if unproven:
+            footer.append(
+                f"{len(unproven)} receipt(s) could not be proven: a proof relayed by the coordinator does not hold; "
+                "that blames the region or the coordinator, and `hpf audit verify --receipts` on the region's own "
+                "log tells which"
+            )
+        typer.echo(text_table(("node", "index", "receipt size", "latest size", "status"), cells, after=footer))
+    if rewritten:
+        first = rewritten[0]
         raise AuditError(f"region {first['node']}, entry {first['index']}: {first['message']}", code=first["code"])
+    if unproven:
+        first = unproven[0]
+        raise AuditError(
+            f"{len(unproven)} receipt(s) could not be proven (the region or the coordinator); the first: region "
+            f"{first['node']}, entry {first['index']}: {first['message']}",
+            code="AUDIT_RECEIPT_UNPROVEN" if first["status"] == UNPROVEN else first["code"],
+            hint="run `hpf audit verify --receipts` on the region's own log to tell which",
+        )
     if stopped is not None:
-        unchecked = sum(1 for r in rows if r["status"] == "not checked")
         raise PolicyViolation(
             f"{unchecked} receipt(s) were not checked: {stopped.message}",
             code=stopped.code,

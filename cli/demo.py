@@ -26,9 +26,8 @@ from cli.output import render, text_table
 from federation.audit_keys import load_public_key
 from federation.audit_verify import verify_log
 from federation.catalog import Catalog, load_catalog
-from federation.client import FederationClient, QueryAnswer
+from federation.client import ExplainAnswer, FederationClient, QueryAnswer
 from federation.errors import ConfigError, FederationError
-from federation.generated import hpf_federation_pb2 as pb
 from federation.plan import Plan
 from federation.profile import load_profile
 from policies.engine import Asker, check_query
@@ -122,7 +121,7 @@ def _command(layout: DemoLayout, example: Example, *flags: str) -> str:
     return f'$ hpf query --profile {layout.profile_of(example.person)}{purpose}{extra} "{example.sql}"'
 
 
-def _budget_left(reply: pb.ExplainResponse) -> tuple[float, float, str]:
+def _budget_left(reply: ExplainAnswer) -> tuple[float, float, str]:
     """The least epsilon and delta of the asker's budget left at any region that would answer under DP, and
     when it renews there."""
     dp = [v.privacy for v in reply.verdicts if v.accepted and v.privacy.mode == "dp"]

@@ -1,4 +1,4 @@
-"""Printing `hpf query --explain`: the partial plan every region would run, and each region's policy verdict."""
+"""Printing `hpf query --explain`: the partial plan every region would run, and each region's signed verdict."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 from cli.output import text_table
+from federation.client import ExplainAnswer
+from federation.errors import is_code, printable
 from federation.generated import hpf_federation_pb2 as pb
 from federation.plan import WITHHELD, Component, Plan
 
@@ -29,7 +31,7 @@ def _plan_lines(plan: Plan) -> list[str]:
 
 
 def _privacy_json(p: pb.PrivacyVerdict) -> dict[str, Any]:
-    out: dict[str, Any] = {"mode": p.mode, "rule": p.rule}
+    out: dict[str, Any] = {"mode": p.mode, "rule": printable(p.rule)}
     if p.mode == "dp":
         out.update(
             epsilon=p.epsilon,
@@ -60,19 +62,42 @@ def _privacy_cell(p: pb.PrivacyVerdict, plan: Plan) -> str:
     )
 
 
+UNVERIFIED = (
+    "unverified: this profile pins no catalog, so no region's signature on its verdict was checked "
+    "(the verdicts are the coordinator's word)"
+)
+
+
 def _verdict_json(v: pb.NodeVerdict) -> dict[str, Any]:
-    out: dict[str, Any] = {"node_id": v.node_id, "accepted": v.accepted}
+    # signed: the region's own verdict; unsigned: the coordinator's report that it got none from the region
+    out: dict[str, Any] = {"node_id": v.node_id, "accepted": v.accepted, "signed": bool(v.signature)}
     if v.accepted:
         out["min_group_size"] = v.min_group_size
         out["min_participants"] = v.min_participants
         out["privacy"] = _privacy_json(v.privacy)
     else:
-        out.update(code=v.code, message=v.message, rule=v.rule, hint=v.hint)
+        out.update(code=_code(v.code), message=printable(v.message), rule=printable(v.rule), hint=printable(v.hint))
     return out
 
 
-def render_explain(plan: Plan, reply: pb.ExplainResponse, fmt: str) -> str:
-    """The plan and the verdicts as a table (default) or JSON."""
+def _code(code: str) -> str:
+    """A verdict's code as shown: a stable code, or a mark that the region sent something else."""
+    return code if is_code(code) else "?"
+
+
+def _row(v: pb.NodeVerdict) -> tuple[str, ...]:
+    # a region's own words may still hold anything a rogue region puts there: shown without control characters
+    if v.accepted:
+        k = "-" if v.privacy.mode == "dp" else str(v.min_group_size)
+        return (v.node_id, "accepts", k, "", printable(v.privacy.rule), "")
+    if not v.signature:  # the coordinator's word that the region gave no verdict
+        return (v.node_id, "no verdict", "", _code(v.code), "", printable(f"{v.message} ({v.hint})"))
+    return (v.node_id, "refuses", "", _code(v.code), printable(v.rule), printable(v.hint or v.message))
+
+
+def render_explain(plan: Plan, reply: ExplainAnswer, fmt: str) -> str:
+    """The plan and the verdicts as a table (default) or JSON; an explain whose signatures were not checked says
+    so (``verified`` in JSON, one line under the table)."""
     if fmt == "json":
         doc = {
             "plan": {
@@ -85,14 +110,10 @@ def render_explain(plan: Plan, reply: pb.ExplainResponse, fmt: str) -> str:
                 "ciphertexts": len(plan.layout.chunk_sizes),
             },
             "regions": [_verdict_json(v) for v in reply.verdicts],
+            "verified": reply.verified,
         }
         return json.dumps(doc, ensure_ascii=False)
-    rows = [
-        (v.node_id, "accepts", "-" if v.privacy.mode == "dp" else str(v.min_group_size), "", v.privacy.rule, "")
-        if v.accepted
-        else (v.node_id, "refuses", "", v.code, v.rule, v.hint or v.message)
-        for v in reply.verdicts
-    ]
+    rows = [_row(v) for v in reply.verdicts]
     accepted = [v for v in reply.verdicts if v.accepted]
     after = [f"{len(accepted)} of {len(reply.verdicts)} region(s) would answer"]
     answers = {_privacy_cell(v.privacy, plan) for v in accepted}
@@ -103,6 +124,8 @@ def render_explain(plan: Plan, reply: pb.ExplainResponse, fmt: str) -> str:
     if accepted:
         least = max(v.min_participants for v in accepted)
         after.append(f"masks: every region's answer is masked; summed over at least {least} regions")
+    if not reply.verified:
+        after.append(UNVERIFIED)
     return text_table(
         ("region", "verdict", "k", "code", "rule", "how to ask instead"),
         rows,

@@ -31,12 +31,12 @@ from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.lru import Lru
 from federation.planner import sketch_query
+from federation.verdicts import TRANSPORT_CODES
 
 log = logging.getLogger("hpf.coordinator")
 
 MAX_RUNS = 3  # runs of one question: the first, then re-runs with the survivors; never more than the asker signed
 MAX_DEADLINE_MS = 600_000  # a client may shorten the wait for the regions, not hold the coordinator forever
-TRANSPORT_CODES = {"NODE_TIMEOUT", "NODE_UNREACHABLE", "NODE_BAD_ANSWER", "NODE_UNWELL"}
 # A region that refuses or fails on *this query* fails the whole query: an answer silently short of a region
 # would mislead. A region that is down, late or broken is only reported missing.
 QUERY_FAILURE_PREFIXES = (
@@ -119,24 +119,43 @@ class FanOut:
     def explain(
         self, question: VerifiedEnvelope, signed: pb.SignedEnvelope, deadline_ms: int = 0
     ) -> pb.ExplainResponse:
-        """Ask every region whether its policy accepts the question; nothing runs (nor is bound here)."""
+        """Ask every region whether its policy accepts the question; nothing runs (nor is bound here).
+
+        Each region signs its verdict (the client checks it); for a region down, late or broken this coordinator
+        can only say so, unsigned, with a transport code. A region that refuses the request itself (e.g. a
+        replayed or revoked signature) fails the explain, as it would fail the question."""
         plan = sketch_query(question.envelope.sql, self.catalog)
         deadline = self._deadline(deadline_ms)
         request = pb.PartialRequest(query_id=question.query_id, plan_fingerprint=plan.fingerprint, envelope=signed)
         calls = {
             n: stub.Explain.future(request, timeout=deadline - time.monotonic()) for n, stub in self._stubs.items()
         }
-        verdicts = []
+        verdicts, refusals = [], []
         for node_id, call in calls.items():
             try:
-                verdicts.append(call.result())
+                verdict = call.result()
             except grpc.RpcError as err:
                 m = _missing(node_id, err)
-                verdicts.append(
-                    pb.NodeVerdict(
-                        node_id=node_id, accepted=False, code=m.code, message=m.message, rule=m.rule, hint=m.hint
-                    )
+                if m.code.startswith(QUERY_FAILURE_PREFIXES):
+                    refusals.append(m)
+                    continue
+                code = m.code if m.code in TRANSPORT_CODES else "NODE_BAD_ANSWER"
+                verdicts.append(pb.NodeVerdict(node_id=node_id, accepted=False, code=code, message=m.message))
+                continue
+            if verdict.node_id != node_id or not verdict.signature:
+                verdict = pb.NodeVerdict(
+                    node_id=node_id, accepted=False, code="NODE_BAD_ANSWER", message="the node's verdict is not its own"
                 )
+            verdicts.append(verdict)
+        if refusals:
+            first = refusals[0]
+            regions = ", ".join(m.node_id for m in refusals)
+            raise error_for_code(
+                first.code,
+                f"region(s) {regions} refused to explain this question: {first.message}",
+                first.hint or None,
+                first.rule or None,
+            )
         return pb.ExplainResponse(query_id=question.query_id, plan_fingerprint=plan.fingerprint, verdicts=verdicts)
 
     def query(

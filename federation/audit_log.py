@@ -13,13 +13,14 @@ Every request a node sees, allowed or refused, is one entry. On disk, in the log
   key they got from the node's operator or the catalog (:meth:`AuditLog.public_key_b64`), never the copy beside
   the log.
 
-Each answer the node returns carries a :class:`~federation.audit_records.Receipt` (the entry and the
-checkpoint that covers it), so a client or an auditor holding a receipt or an older checkpoint detects a log
-that was later rewritten or cut short (:func:`federation.audit_verify.verify_log`), even by someone holding
-the node's key. Without an outside checkpoint, the log's own checkpoints detect any edit, deletion or
-reordering of entries, entries cut without their checkpoints, and entries appended by someone without the key
-(more than one entry after the last checkpoint); they cannot show that both files were cut back to the same
-earlier prefix (see :mod:`federation.audit_verify`).
+Each answer the node returns carries a :class:`~federation.audit_records.Receipt` (the entry, the checkpoint that
+covers it and the entry's inclusion proof in that checkpoint's tree), so a client or an auditor holding a receipt
+or an older checkpoint detects a log that was later rewritten or cut short
+(:func:`federation.audit_verify.verify_log`), even by someone holding the node's key. Without an outside
+checkpoint, the log's own checkpoints detect any edit, deletion or reordering of entries, entries cut without
+their checkpoints, and entries appended by someone without the key (more than one entry after the last
+checkpoint); they cannot show that both files were cut back to the same earlier prefix (see
+:mod:`federation.audit_verify`).
 
 A crash can interrupt an append in three places, each repaired when the node next opens the log: in the middle
 of the entry line or of the checkpoint line (a last line without its newline: it is cut off, its bytes kept in
@@ -324,12 +325,12 @@ class AuditLog:
             return os.pread(self._reader, end - start - 1, start)
 
     def receipt(self, index: int) -> Receipt:
-        """A receipt for an earlier entry, under the latest checkpoint."""
+        """A receipt for an earlier entry, under the latest checkpoint, with its inclusion proof there."""
         line = self.entry(index)
         latest = self._latest
         if latest is None or latest.size <= index:  # only while a crash-interrupted append is re-signed
             raise AuditError(f"entry {index} has no checkpoint yet", code="AUDIT_PROOF_RANGE")
-        return Receipt(self.node_id, index, line, latest)
+        return Receipt(self.node_id, index, line, latest, tuple(self.inclusion_proof(index, latest.size)))
 
     def entries(self, start: int = 0) -> Iterator[dict[str, Any]]:
         """The entries from ``start`` as dicts (those present when called)."""
@@ -359,7 +360,8 @@ class AuditLog:
 
     def append(self, fields: Mapping[str, Scalar]) -> Receipt:
         """Log one request; ``"index"`` and ``"node"`` (this log's node) are added. Returns the receipt under
-        the new size's checkpoint.
+        the new size's checkpoint, with the entry's inclusion proof in it (the entry is that tree's last leaf, so
+        the proof is the log's frontier before the append: O(log n) hashes, none computed).
 
         The entry is on disk (synced, unless ``fsync=False``) before its checkpoint is written, and the
         checkpoint before the receipt is returned. A failed write leaves the log refusing further appends.
@@ -378,6 +380,7 @@ class AuditLog:
                 if self._fsync:
                     _sync(self._entries_fd)
                 leaf = merkle.leaf_hash(line)
+                proof = tuple(self._range.next_leaf_proof())  # the new entry is the last leaf of the new tree
                 self._tree.append(leaf)
                 self._range.append(leaf)
                 self._offsets.append(self._end)
@@ -387,7 +390,7 @@ class AuditLog:
                 self._broken = f"an audit write failed ({err.strerror}); reopen the log to continue"
                 raise AuditError(f"{self.directory}: {self._broken}", code="AUDIT_LOG_BROKEN") from None
             self._latest = cp
-        return Receipt(self.node_id, index, line, cp)
+        return Receipt(self.node_id, index, line, cp, proof)
 
     def close(self) -> None:
         with self._lock:

@@ -260,18 +260,33 @@ def parse_checkpoint_line(line: bytes) -> Checkpoint | str:
         return err.message
 
 
+MAX_PROOF_HASHES = 64  # an inclusion proof in a tree of up to 2**64 entries
+
+
 @dataclass(frozen=True)
 class Receipt:
-    """What a node hands back with an answer: the entry it logged and the checkpoint that covers it."""
+    """What a node hands back with an answer: the entry it logged, the checkpoint that covers it, and the RFC 9162
+    inclusion proof of the entry in that checkpoint's tree, which binds the entry to what the node signed.
+
+    ``inclusion`` is None for a receipt kept before receipts carried a proof: its checkpoint is the node's, but
+    nothing shows its entry is the one the node logged (:meth:`proves_entry`)."""
 
     node_id: str
     index: int
     entry: bytes  # the canonical JSON line, exactly as logged
     checkpoint: Checkpoint
+    inclusion: tuple[bytes, ...] | None = None
 
     @property
     def leaf_hash(self) -> bytes:
         return merkle.leaf_hash(self.entry)
+
+    def proves_entry(self) -> bool:
+        """Whether the receipt's own proof shows its entry at its index in the tree its checkpoint signs (False
+        without a proof). The checkpoint's signature is checked apart (:meth:`Checkpoint.verify`)."""
+        return self.inclusion is not None and merkle.verify_inclusion(
+            self.leaf_hash, self.index, self.checkpoint.size, self.inclusion, self.checkpoint.root
+        )
 
     def fields(self) -> dict[str, Any]:
         return dict(json.loads(self.entry))
@@ -301,7 +316,7 @@ class Receipt:
             return f"entry {self.index} is not covered by the receipt's checkpoint (size {self.checkpoint.size})"
         try:
             fields = json.loads(self.entry)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             return f"the receipt's entry {self.index} is not JSON"
         if not isinstance(fields, dict) or fields.get("index") != self.index:
             return f"the receipt's entry does not carry index {self.index}"
@@ -310,24 +325,38 @@ class Receipt:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "node_id": self.node_id,
             "index": self.index,
             "entry": self.entry.decode("utf-8"),
             "checkpoint": self.checkpoint.to_dict(),
         }
+        if self.inclusion is not None:
+            out["inclusion"] = [h.hex() for h in self.inclusion]
+        return out
 
     @classmethod
     def from_dict(cls, data: object) -> Receipt:
+        """Read a kept receipt; one kept before receipts carried a proof has no ``inclusion`` (None here)."""
         code = "AUDIT_RECEIPT_MALFORMED"
         if not isinstance(data, dict):
             raise AuditError("a receipt is a JSON object", code=code)
         node_id, index, entry = data.get("node_id"), data.get("index"), data.get("entry")
         if not isinstance(node_id, str) or type(index) is not int or index < 0 or not isinstance(entry, str):
             raise AuditError("a receipt needs node_id (text), index (integer) and entry (text)", code=code)
+        proof = data.get("inclusion")
+        inclusion = None
+        if proof is not None:
+            if (
+                not isinstance(proof, list)
+                or len(proof) > MAX_PROOF_HASHES
+                or not all(isinstance(h, str) and _HEX_ROOT.fullmatch(h) for h in proof)
+            ):
+                raise AuditError("the receipt's inclusion is not a list of 64-hex-digit hashes", code=code)
+            inclusion = tuple(bytes.fromhex(h) for h in proof)
         try:
             checkpoint = Checkpoint.from_dict(data.get("checkpoint"))
-            return cls(node_id, index, entry.encode("utf-8"), checkpoint)
+            return cls(node_id, index, entry.encode("utf-8"), checkpoint, inclusion)
         except AuditError as err:
             raise AuditError(f"the receipt's {err.message}", code=code) from None
         except UnicodeEncodeError:

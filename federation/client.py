@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 import yaml
 
-from federation import answer_check, he, lookup_codec
+from federation import answer_check, he, lookup_codec, verdicts
 from federation.answer_check import StreamedAnswer
 from federation.audit_proto import check_receipt, check_still_logged, receipt_from_proto
 from federation.audit_records import Checkpoint, Receipt
@@ -27,6 +27,7 @@ from federation.config_files import parse_model
 from federation.dp_plan import DpTerms, component_label, dp_terms, suppress_small_groups
 from federation.envelope import Signer, query_id
 from federation.errors import (
+    AuditError,
     ConfigError,
     CryptoError,
     PlanError,
@@ -62,7 +63,9 @@ class QueryAnswer:
     timings: dict[str, float] = field(default_factory=dict)
     withheld_groups: int = 0
     receipts: list[Receipt] = field(default_factory=list)  # each answering region's audit receipt
-    receipts_verified: int = 0  # how many of them were checked against the region's audit key
+    # how many of them were checked against the region's audit key, each with its entry proven in the log the
+    # checkpoint signs (an answer whose receipt does not prove its entry is refused)
+    receipts_verified: int = 0
     # what the regions signed the answer carries: {"mode": "exact"}, or DP's epsilon, delta, threshold and
     # "noise": [{"component": "SUM(x)", "sd": ...}] in the components' own units (decimal scale applied)
     privacy: dict[str, Any] = field(default_factory=lambda: {"mode": "exact"})
@@ -106,6 +109,18 @@ class LookupAnswer:
     @property
     def complete(self) -> bool:
         return not self.missing
+
+
+@dataclass
+class ExplainAnswer:
+    """Every region's verdict on a question, in the catalog's order: signed by the region, or the coordinator's
+    unsigned report that it got none (``signature`` empty: never an acceptance)."""
+
+    query_id: str
+    verdicts: list[pb.NodeVerdict]
+    # each region's signature was checked against its key from a pinned catalog; False without one (every check
+    # but the signatures is still made, so what the verdicts say is the coordinator's word)
+    verified: bool = False
 
 
 def _total(cells: Sequence[PersonFacts]) -> PersonFacts:
@@ -233,24 +248,38 @@ class FederationClient:
 
     def explain(
         self, sql: str, *, purpose: str | None = None, consent: str | None = None
-    ) -> tuple[Plan, pb.ExplainResponse]:
-        """The partial plan and every region's verdict on the question, without running it."""
+    ) -> tuple[Plan, ExplainAnswer]:
+        """The partial plan and every region's verdict on the question, without running it: one verdict per
+        region of the catalog, each signed by that region for this question (checked against its key from a
+        pinned catalog), or the coordinator's unsigned word that it got none (:func:`federation.verdicts.check`)."""
         plan = self.plan(sql)
         signed = self.sign(sql, operation="explain", purpose=purpose, consent=consent)
         try:
             reply = self._stub.Explain(pb.ExplainRequest(envelope=signed), timeout=self.profile.timeout_s)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
+        qid = query_id(signed)
+        if reply.query_id != qid:
+            raise CryptoError("the explain is for another question", code="ANSWER_CORRUPT")
         if reply.plan_fingerprint != plan.fingerprint:
             raise PlanError(
                 "the coordinator derived a different plan than this client",
                 code="PLAN_MISMATCH",
                 hint="the client's catalog may differ from the coordinator's",
             )
-        return plan, reply
+        audit_keys = self._audit_keys()
+        checked = verdicts.check(
+            reply.verdicts,
+            query_id=qid,
+            regions=self.catalog.node_ids,
+            audit_keys=audit_keys,
+            verify_signatures=bool(audit_keys),
+        )
+        return plan, ExplainAnswer(query_id=qid, verdicts=checked, verified=bool(audit_keys))
 
     def _receipts(self, reply: pb.QueryResponse, signed: pb.SignedEnvelope) -> tuple[list[Receipt], int]:
-        """Every answering region's audit receipt, checked, and kept in the profile's receipts file."""
+        """Every answering region's audit receipt, checked (:func:`check_receipt`), and how many of them were
+        verified against the regions' audit keys. Nothing is kept yet: see :meth:`_keep`."""
         envelope = pb.QueryEnvelope.FromString(signed.envelope)
         receipts = [receipt_from_proto(r) for r in reply.receipts]
         if sorted(r.node_id for r in receipts) != sorted(reply.answered):
@@ -258,10 +287,15 @@ class FederationClient:
         keys = self._audit_keys()
         who = self.signer.identity.common_name
         verified = sum(check_receipt(r, nonce=envelope.nonce, signer=who, audit_keys=keys) for r in receipts)
+        return receipts, verified
+
+    def _keep(self, receipts: Sequence[Receipt]) -> None:
+        """Keep an answer's receipts in the profile's receipts file, once the whole answer passed every check:
+        a receipt of an answer this client refused would later be held against a region that may have done
+        nothing wrong."""
         if self.profile.receipts is not None and receipts:  # mode 0600: who asked what, and when
             lines = "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in receipts)
             append_private(self.profile.receipts, lines.encode("utf-8"))
-        return receipts, verified
 
     def _checked(
         self, keys: he.ClientKeys, answer: StreamedAnswer, signed: pb.SignedEnvelope, sizes: Sequence[int]
@@ -452,6 +486,7 @@ class FederationClient:
         slots = np.concatenate(got.slots)
         grid = lookup_codec.decode_facts(slots, subjects=len(ids), cells=cells)
         lookup_codec.check_consistent(grid, answered=[regions.index(r) for r in reply.answered], by_city=by_city)
+        self._keep(receipts)
         t_dec = time.perf_counter()
         return LookupAnswer(
             facts=[_total(row) if len(row) > 1 else row[0] for row in grid],
@@ -526,11 +561,21 @@ class FederationClient:
         )
 
     def kept_receipts(self) -> list[Receipt]:
-        """The receipts this profile kept (empty when it keeps none)."""
+        """The receipts this profile kept (empty when it keeps none); ``AUDIT_RECEIPT_MALFORMED`` names a line
+        that is not one."""
         path = self.profile.receipts
         if path is None or not path.exists():
             return []
-        return [Receipt.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        kept = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line:
+                try:
+                    kept.append(Receipt.from_dict(json.loads(line)))
+                except (ValueError, RecursionError):
+                    raise AuditError(f"{path}: line {number} is not JSON", code="AUDIT_RECEIPT_MALFORMED") from None
+                except AuditError as err:
+                    raise AuditError(f"{path}: line {number}: {err.message}", code=err.code) from None
+        return kept
 
     def check_receipt(self, receipt: Receipt) -> Checkpoint:
         """Ask the receipt's region for proofs that its entry is still in its log; the latest checkpoint if so."""
@@ -553,7 +598,7 @@ class FederationClient:
                     raise from_rpc_error(err) from None
                 try:
                     doc = yaml.safe_load(reply.catalog_yaml)
-                except yaml.YAMLError:
+                except (yaml.YAMLError, RecursionError):
                     raise ConfigError("the coordinator's catalog is not valid YAML", code="CONFIG_SYNTAX") from None
                 self._catalog = parse_model("<coordinator catalog>", doc, Catalog)
         return self._catalog
@@ -627,6 +672,7 @@ class FederationClient:
                 ],
             }
         finished = finish(plan, totals, noisy=noisy)
+        self._keep(receipts)
         t_fin = time.perf_counter()
         server = reply.timings
         timings = {

@@ -127,6 +127,19 @@ class CompactRange:
         """The tree head of every leaf appended so far."""
         return _fold(self._nodes) if self._nodes else EMPTY_ROOT
 
+    def next_leaf_proof(self) -> list[bytes]:
+        """The inclusion proof of the leaf appended next, in the tree it makes (index ``size``, size ``size + 1``):
+        the perfect subtrees covering the leaves so far, smallest (deepest) first. At most log2(n) hashes, and no
+        hashing: what a log hands out with each append.
+
+        >>> cr, leaves = CompactRange(), [leaf_hash(bytes([i])) for i in range(6)]
+        >>> for leaf in leaves[:5]:
+        ...     cr.append(leaf)
+        >>> cr.next_leaf_proof() == inclusion_proof(leaves, 5, 6)
+        True
+        """
+        return self._nodes[::-1]
+
 
 def _check_range(index_or_old: int, size: int, available: int, what: str) -> None:
     if not 0 <= size <= available:

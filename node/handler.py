@@ -26,9 +26,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from federation import statements
+from federation import statements, verdicts
 from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
 from federation.engine import Abandon
+from federation.envelope import query_id
 from federation.errors import AuditError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.pki import Identity
@@ -37,6 +38,9 @@ from node.executor import PartialResult
 from node.lookup_answers import LookupAnswering
 from node.privacy import signed_terms
 from node.trail import Trail
+
+# an explain refused for the question itself (its policy, its plan, its privacy terms) is a signed verdict
+VERDICT_REFUSALS = ("POLICY_", "PLAN_", "DP_")
 
 
 class NodeHandler(LookupAnswering):
@@ -117,7 +121,10 @@ class NodeHandler(LookupAnswering):
         return response
 
     def explain(self, request: pb.PartialRequest, caller: Callable[[], Identity | None]) -> pb.NodeVerdict:
-        """Whether this node would run the question; a policy refusal is a verdict, not an error."""
+        """Whether this node would run the question, signed by this node's audit key for the envelope's query id
+        (:mod:`federation.verdicts`), so the coordinator can relay it but not alter it. A refusal of the question
+        itself (its policy, plan or privacy terms) is a signed verdict; a refusal of the request (who calls, the
+        signature, a replay) is an error, as for a question."""
         trail = Trail(operation="explain")
 
         def work() -> tuple[Admission, pb.PrivacyVerdict]:
@@ -130,9 +137,9 @@ class NodeHandler(LookupAnswering):
 
         done, receipt, refusal = self._audited(trail, work)
         if refusal is not None:
-            if not refusal.code.startswith("POLICY_"):
+            if not refusal.code.startswith(VERDICT_REFUSALS):
                 raise refusal
-            return pb.NodeVerdict(
+            verdict = pb.NodeVerdict(
                 node_id=self.node_id,
                 accepted=False,
                 code=refusal.code,
@@ -141,13 +148,16 @@ class NodeHandler(LookupAnswering):
                 hint=refusal.hint or "",
                 receipt=receipt_to_proto(receipt),
             )
-        assert done is not None
-        admission, privacy = done
-        return pb.NodeVerdict(
-            node_id=self.node_id,
-            accepted=True,
-            min_group_size=admission.decision.min_group_size,
-            receipt=receipt_to_proto(receipt),
-            privacy=privacy,
-            min_participants=self.policy.secure_aggregation.min_participants,
-        )
+        else:
+            assert done is not None
+            admission, privacy = done
+            verdict = pb.NodeVerdict(
+                node_id=self.node_id,
+                accepted=True,
+                min_group_size=admission.decision.min_group_size,
+                receipt=receipt_to_proto(receipt),
+                privacy=privacy,
+                min_participants=self.policy.secure_aggregation.min_participants,
+            )
+        # the envelope verified (a refusal before that is an AUTH_ error): its own id, whatever the coordinator named
+        return verdicts.sign(verdict, query_id(request.envelope), self.audit.sign)

@@ -159,16 +159,18 @@ class AuditCheckpoint(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., size: _Optional[int] = ..., root: _Optional[bytes] = ..., time: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class AuditReceipt(_message.Message):
-    __slots__ = ("node_id", "index", "entry", "checkpoint")
+    __slots__ = ("node_id", "index", "entry", "checkpoint", "inclusion")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     index: int
     entry: bytes
     checkpoint: AuditCheckpoint
-    def __init__(self, node_id: _Optional[str] = ..., index: _Optional[int] = ..., entry: _Optional[bytes] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ...) -> None: ...
+    inclusion: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, node_id: _Optional[str] = ..., index: _Optional[int] = ..., entry: _Optional[bytes] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., inclusion: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class AuditProofRequest(_message.Message):
     __slots__ = ("node_id", "index", "old_size")
@@ -199,7 +201,7 @@ class ExplainRequest(_message.Message):
     def __init__(self, envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class NodeVerdict(_message.Message):
-    __slots__ = ("node_id", "accepted", "code", "message", "rule", "hint", "min_group_size", "receipt", "privacy", "min_participants")
+    __slots__ = ("node_id", "accepted", "code", "message", "rule", "hint", "min_group_size", "receipt", "privacy", "min_participants", "signature")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +212,7 @@ class NodeVerdict(_message.Message):
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
     MIN_PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     accepted: bool
     code: str
@@ -220,7 +223,8 @@ class NodeVerdict(_message.Message):
     receipt: AuditReceipt
     privacy: PrivacyVerdict
     min_participants: int
-    def __init__(self, node_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., rule: _Optional[str] = ..., hint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ..., privacy: _Optional[_Union[PrivacyVerdict, _Mapping]] = ..., min_participants: _Optional[int] = ...) -> None: ...
+    signature: bytes
+    def __init__(self, node_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., rule: _Optional[str] = ..., hint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ..., privacy: _Optional[_Union[PrivacyVerdict, _Mapping]] = ..., min_participants: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class PrivacyVerdict(_message.Message):
     __slots__ = ("mode", "rule", "epsilon", "delta", "threshold", "noise_sd", "budget_epsilon", "budget_spent", "budget_period", "budget_renews")

@@ -76,7 +76,8 @@ class CoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Explain(self, request, context):
-        """Check a question without running it: the partial plan and, per region, whether its policy accepts it.
+        """Check a question without running it: the partial plan and, per region, whether its policy accepts it, as
+        that region signed it (the coordinator relays the verdicts; the client checks each region's signature).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -330,7 +331,7 @@ class NodeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Explain(self, request, context):
-        """Whether this node's policy would accept a signed question; nothing is run.
+        """Whether this node's policy would accept a signed question, signed by this node; nothing is run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,6 +34,7 @@ import yaml
 from streamed import Stream, collect, stream
 
 import federation.client
+from coordinator.fanout import FederatedAnswer
 from federation import he, statements
 from federation.client import FederationClient, LookupAnswer
 from federation.config_files import parse_model
@@ -1298,3 +1299,32 @@ def test_a_coordinator_cannot_flip_a_screening(
                 assert err.code == "ANSWER_CIPHERTEXT_MISMATCH", node
         answer = bank.screen([pid, other], **REVIEW)
     assert [f.duplicate_loans for f in answer.facts] == [False, True] and answer.verified
+
+
+def test_a_lookup_keeps_its_receipts_only_once_every_check_passed(
+    fed: harness.Federation, keys: he.ClientKeys, population: Population, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receipt of an answer the client refused is never kept (it would later be held against a region that may
+    have done nothing wrong), and a receipt whose entry the coordinator rewrote refuses the answer."""
+    pid = population.closed_only[0]
+
+    def rewritten(a: FederatedAnswer) -> FederatedAnswer:
+        first = a.receipts[0]
+        entry = {**json.loads(first.entry), "purpose": "FORGED-BY-COORDINATOR"}
+        forged = pb.AuditReceipt()
+        forged.CopyFrom(first)
+        forged.entry = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()
+        a.receipts = [forged, *a.receipts[1:]]
+        return a
+
+    with fed.client(keys=keys, person="bank") as bank:
+        before = len(bank.kept_receipts())
+        with lie.lying(monkeypatch, lie.add_to(keys.public_context(), NODES[1], 1)):
+            assert refusal(lambda: bank.lookup([pid], **REVIEW), pid).code == "ANSWER_CIPHERTEXT_MISMATCH"
+        with lie.lying(monkeypatch, rewritten):
+            assert refusal(lambda: bank.lookup([pid], **REVIEW), pid).code == "ANSWER_CORRUPT"
+            assert refusal(lambda: bank.screen([pid, population.planted[0]], **REVIEW), pid).code == "ANSWER_CORRUPT"
+        assert len(bank.kept_receipts()) == before
+        answer = bank.lookup([pid], **REVIEW)
+        assert answer.receipts_verified == len(NODES) and all(r.proves_entry() for r in answer.receipts)
+        assert bank.kept_receipts()[before:] == answer.receipts

@@ -170,9 +170,15 @@ def test_receipt_round_trip_and_inclusion(log_dir: Path) -> None:
         assert receipt.fields()["index"] == 3 and receipt.checkpoint.size == 4
         receipt.check(log.public_key)
         receipt.check(log.public_key, log.inclusion_proof(3, 4))
+        # each receipt carries its entry's proof in its own checkpoint's tree
+        assert all(r.inclusion == tuple(log.inclusion_proof(r.index, r.index + 1)) for r in receipts)
+        assert all(r.proves_entry() for r in receipts)
+        assert not dataclasses.replace(receipt, entry=receipts[2].entry).proves_entry()
+        assert not dataclasses.replace(receipt, inclusion=None).proves_entry()
+        assert not dataclasses.replace(receipt, inclusion=(bytes(32),) * len(receipt.inclusion or ())).proves_entry()
         # the same entry is in every later tree the node signs
         later = log.receipt(3)
-        assert later.checkpoint.size == 6
+        assert later.checkpoint.size == 6 and later.proves_entry()
         later.check(log.public_key, log.inclusion_proof(3))
         with pytest.raises(AuditError) as err:
             receipt.check(log.public_key, log.inclusion_proof(2, 4))
@@ -186,10 +192,27 @@ def test_receipt_round_trip_and_inclusion(log_dir: Path) -> None:
         with pytest.raises(AuditError) as err:
             receipt.check(Ed25519PrivateKey.generate().public_key())
         assert err.value.code == "AUDIT_CHECKPOINT_SIGNATURE"
-    for bad in ({}, {"node_id": "h", "index": "1", "entry": "{}"}, {**receipt.to_dict(), "checkpoint": {}}):
+    # a receipt kept before receipts carried a proof still reads, without one
+    old = {k: v for k, v in receipt.to_dict().items() if k != "inclusion"}
+    assert Receipt.from_dict(old) == dataclasses.replace(receipt, inclusion=None)
+    for bad in (
+        {},
+        {"node_id": "h", "index": "1", "entry": "{}"},
+        {**receipt.to_dict(), "checkpoint": {}},
+        {**receipt.to_dict(), "inclusion": "00" * 32},
+        {**receipt.to_dict(), "inclusion": ["zz" * 32]},
+        {**receipt.to_dict(), "inclusion": ["00" * 32] * 65},
+    ):
         with pytest.raises(AuditError) as err:
             Receipt.from_dict(bad)
         assert err.value.code == "AUDIT_RECEIPT_MALFORMED"
+
+
+def test_a_deeply_nested_entry_is_a_problem_not_a_crash(log_dir: Path) -> None:
+    with AuditLog.open(log_dir, "hangzhou", fsync=False) as log:
+        receipt = log.append(request(0))
+    nested = dataclasses.replace(receipt, entry=b"[" * 200_000 + b"]" * 200_000)
+    assert nested.problem() == "the receipt's entry 0 is not JSON" and not nested.proves_entry()
 
 
 # -- keys ---------------------------------------------------------------------------------------------------------

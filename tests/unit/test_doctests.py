@@ -23,6 +23,7 @@ MODULES = [
     "federation.ca_record",
     "federation.synth",
     "federation.synth.timeline",
+    "federation.verdicts",
 ]
 
 

@@ -317,6 +317,17 @@ def test_compact_range_root_equals_root_for_every_prefix(leaves: list[bytes]) ->
         assert tree.leaf(n - 1) == leaf
 
 
+def test_the_frontier_before_an_append_is_the_new_leafs_inclusion_proof() -> None:
+    """What a log hands out with each append: the compact range before it proves the new (last) leaf."""
+    compact, leaves = CompactRange(), [leaf_hash(i.to_bytes(2, "big")) for i in range(300)]
+    for n, leaf in enumerate(leaves):
+        proof = compact.next_leaf_proof()
+        assert proof == inclusion_proof(leaves, n, n + 1) and len(proof) <= max(n, 1).bit_length()
+        compact.append(leaf)
+        assert verify_inclusion(leaf, n, n + 1, proof, compact.root())
+        assert n == 0 or not verify_inclusion(leaves[n - 1], n, n + 1, proof, compact.root())
+
+
 def test_a_tree_refuses_a_leaf_that_is_not_a_hash() -> None:
     with pytest.raises(ValueError):
         MerkleTree().append(b"short")
