@@ -20,6 +20,7 @@ from federation.errors import (
     PolicyViolation,
     UnavailableError,
     from_rpc_error,
+    printable,
 )
 
 P = ParamSpec("P")
@@ -44,7 +45,10 @@ def exit_code(err: FederationError) -> int:
 
 
 def report(err: FederationError) -> int:
-    typer.echo(f"error: {err}", err=True)
+    # a message may quote what another party sent (a checkpoint's time, a region's words): no control or format
+    # character reaches the terminal, whatever the message's lines hold
+    shown = "\n".join(printable(line, limit=1 << 16) for line in str(err).split("\n"))
+    typer.echo(f"error: {shown}", err=True)
     return exit_code(err)
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from federation.client import QueryAnswer
+from federation.errors import printable
 
 
 def text_table(
@@ -27,19 +28,31 @@ def text_table(
     """Lines, a table and more lines as plain text: 160 columns, no colour, no trailing newline.
 
     Every string is printed as it is, never read as rich markup: names and values come from queries and logs.
+    Nor is any control or format character printed (a terminal escape in a value another party sent would
+    redraw the screen): each becomes ``?``.
     """
     out = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None)
     for line in before:
-        out.print(line, highlight=False, markup=False)
+        out.print(_shown(line), highlight=False, markup=False)
     table = Table(show_lines=False)
     for column in columns:
-        table.add_column(Text(column), overflow="fold")
+        table.add_column(Text(_shown(column)), overflow="fold")
     for row in rows:
-        table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in row))
+        table.add_row(*(Text(_shown(cell)) if isinstance(cell, str) else _shown_text(cell) for cell in row))
     out.print(table)
     for line in after:
-        out.print(line, highlight=False, markup=False)
+        out.print(_shown(line), highlight=False, markup=False)
     return out.file.getvalue().rstrip("\n")  # type: ignore[attr-defined]
+
+
+def _shown(text: str) -> str:
+    return printable(text, limit=1 << 20)
+
+
+def _shown_text(text: Text) -> Text:
+    shown = text.copy()
+    shown.plain = _shown(text.plain)
+    return shown
 
 
 def _json_default(value: Any) -> Any:

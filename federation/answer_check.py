@@ -6,11 +6,11 @@ message, in the head's order of regions and each region's chunks in slot order. 
 
 1. reads the stream strictly in that order, and no further than the layout allows (:func:`read_answer`), so a
    coordinator can neither slip in an extra ciphertext nor make the client read without end;
-2. checks every answering region's statement: one run of this question, under this client's key, with exactly
-   the regions that answered as participants, signed by the region's audit key from a pinned catalog
-   (:func:`federation.statements.verify`);
-3. checks each region's ciphertexts against the digest that region signed, so one added to, replaced, reordered
-   or taken from another question or run is refused;
+2. checks, as soon as the head arrives, every answering region's statement: one run of this question, under this
+   client's key, with exactly the regions that answered as participants, signed by the region's audit key from a
+   pinned catalog (:func:`head_checker`, :func:`federation.statements.verify`);
+3. checks each region's ciphertexts against the digest that region signed as soon as they arrive, so one added
+   to, replaced, reordered or taken from another question or run is refused;
 4. adds the ciphertexts itself and decrypts the sum (:meth:`federation.he.ClientKeys.decrypt_sum`).
 
 The pairwise masks still hide each region's partial from the client: one region's ciphertext decrypts to noise;
@@ -22,7 +22,8 @@ check but the signatures is still made and the answer says it is *unverified*.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,16 +44,25 @@ class StreamedAnswer:
 
     head: pb.QueryResponse
     ciphertexts: dict[str, list[bytes]]
+    statements: list[Statement]  # each answering region's statement, as checked (empty when not checked)
+    verify_ms: float = 0.0  # time spent checking the statements and the ciphertexts' digests
 
 
-def read_answer(parts: Iterable[pb.AnswerPart], chunks: int, regions: Iterable[str]) -> StreamedAnswer:
+def read_answer(
+    parts: Iterable[pb.AnswerPart],
+    chunks: int,
+    regions: Iterable[str],
+    check_head: Callable[[pb.QueryResponse], list[Statement]] | None = None,
+) -> StreamedAnswer:
     """The head, then exactly ``chunks`` ciphertexts of each answering region, in order.
 
     ``regions`` are those the client asked: an answer naming another, or one twice, is refused before any
     ciphertext is read, no more ciphertexts are read than those regions can send, and none larger than any
-    party accepts. Each region's ciphertexts are held against the digest its statement (in the head) names as
-    soon as the last of them arrives, so a coordinator that sends other bytes is refused after one region's
-    worth of them, not after all; the statements' signatures are checked afterwards (:func:`check_regions`).
+    party accepts. ``check_head`` checks the head's statements (the client's: signatures against the pinned
+    catalog's keys, see :func:`head_checker`) before any ciphertext is read; each region's ciphertexts are then
+    held against the digest its checked statement names as soon as the last of them arrives, so a coordinator
+    that sends other bytes is refused after one region's worth of them. Without ``check_head`` the statements
+    are only read, not checked (tests of the stream's form).
     """
     stream = iter(parts)
     first = next(stream, None)
@@ -63,7 +73,10 @@ def read_answer(parts: Iterable[pb.AnswerPart], chunks: int, regions: Iterable[s
     asked = set(regions)
     if len(set(answered)) != len(answered) or not set(answered) <= asked:
         raise _corrupt("the answer names a region twice, or one that was not asked")
-    digests = _signed_digests(head)
+    t0 = time.perf_counter()
+    checked = check_head(head) if check_head is not None else None
+    digests = {st.node: st.ciphertexts for st in checked} if checked is not None else _signed_digests(head)
+    checking = time.perf_counter() - t0  # the statements, then each region's digest: the cost of verifying
     expected = [(node_id, chunk) for node_id in answered for chunk in range(chunks)]
     blobs: dict[str, list[bytes]] = {node_id: [] for node_id in answered}
     received = 0
@@ -77,11 +90,14 @@ def read_answer(parts: Iterable[pb.AnswerPart], chunks: int, regions: Iterable[s
             raise _corrupt("the answer's ciphertexts are not in the order of its regions and their chunks")
         blobs[c.node_id].append(c.ciphertext)
         received += 1
-        if c.chunk == chunks - 1 and statements.ciphertexts_digest(blobs[c.node_id]) != digests[c.node_id]:
-            raise _mismatch(c.node_id)
+        if c.chunk == chunks - 1:
+            t0 = time.perf_counter()
+            if statements.ciphertexts_digest(blobs[c.node_id]) != digests[c.node_id]:
+                raise _mismatch(c.node_id)
+            checking += time.perf_counter() - t0
     if received != len(expected):
         raise _corrupt("the answer is missing ciphertexts of a region it says answered")
-    return StreamedAnswer(head=head, ciphertexts=blobs)
+    return StreamedAnswer(head=head, ciphertexts=blobs, statements=checked or [], verify_ms=checking * 1e3)
 
 
 def _signed_digests(head: pb.QueryResponse) -> dict[str, str]:
@@ -104,29 +120,25 @@ def _mismatch(node_id: str) -> CryptoError:
     )
 
 
-def check_regions(
-    answer: StreamedAnswer,
-    audit_keys: Mapping[str, str | None],
-    *,
-    query_id: str,
-    context: str,
-    verify_signatures: bool,
-) -> list[Statement]:
-    """Every answering region's statement (signatures checked when ``verify_signatures``), and its ciphertexts
-    exactly the ones it signed."""
-    head = answer.head
-    checked = statements.verify(
-        head.statements,
-        audit_keys,
-        query_id=query_id,
-        context=context,
-        answered=list(head.answered),
-        check_signatures=verify_signatures,
-    )
-    for st in checked:
-        if st.ciphertexts != statements.ciphertexts_digest(answer.ciphertexts[st.node]):
-            raise _mismatch(st.node)
-    return checked
+def head_checker(
+    audit_keys: Mapping[str, str | None], *, query_id: str, context: str, verify_signatures: bool
+) -> Callable[[pb.QueryResponse], list[Statement]]:
+    """The client's check of an answer's head: for this question, and every answering region's statement for one
+    run of it under this client's key (signatures checked against ``audit_keys`` when ``verify_signatures``)."""
+
+    def check(head: pb.QueryResponse) -> list[Statement]:
+        if head.query_id != query_id:
+            raise _corrupt("the answer is for another question")
+        return statements.verify(
+            head.statements,
+            audit_keys,
+            query_id=query_id,
+            context=context,
+            answered=list(head.answered),
+            check_signatures=verify_signatures,
+        )
+
+    return check
 
 
 def decrypt_sum(keys: he.ClientKeys, answer: StreamedAnswer, chunk_sizes: Sequence[int]) -> list[np.ndarray]:

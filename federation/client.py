@@ -303,16 +303,8 @@ class FederationClient:
         """The privacy terms every answering region signed for this run, how many runs of the question the
         regions answered (at most), whether the statements were checked against a pinned catalog's keys, and
         the client's own sum of exactly the ciphertexts the regions signed, decrypted."""
-        t0 = time.perf_counter()
         envelope = pb.QueryEnvelope.FromString(signed.envelope)
-        audit_keys = self._audit_keys()
-        checked = answer_check.check_regions(
-            answer,
-            audit_keys,
-            query_id=answer.head.query_id,
-            context=envelope.context_digest,
-            verify_signatures=bool(audit_keys),
-        )
+        checked = answer.statements  # checked as the head arrived (see _streamed)
         runs = max(st.runs for st in checked)
         if runs > envelope.max_runs:
             raise CryptoError(
@@ -325,19 +317,27 @@ class FederationClient:
         return Checked(
             terms=checked[0].privacy,
             runs=runs,
-            verified=bool(audit_keys),
+            verified=bool(self._audit_keys()),
             slots=slots,
             timings={
-                "verify_ms": (t_checked - t0) * 1e3,  # statements and the ciphertexts' digests
+                "verify_ms": answer.verify_ms,  # the statements and the ciphertexts' digests, as they arrived
                 "sum_decrypt_ms": (t_summed - t_checked) * 1e3,  # the client's own sum of the regions' answers
                 "answer_bytes": float(sum(len(b) for blobs in answer.ciphertexts.values() for b in blobs)),
             },
         )
 
-    def _streamed(self, call: Any, chunks: int, regions: Sequence[str]) -> StreamedAnswer:
-        """Read a streamed answer (see :mod:`federation.answer_check`); the stream is cancelled on any failure."""
+    def _streamed(self, call: Any, chunks: int, regions: Sequence[str], signed: pb.SignedEnvelope) -> StreamedAnswer:
+        """Read a streamed answer (see :mod:`federation.answer_check`), its head's statements checked before any
+        ciphertext is read; the stream is cancelled on any failure."""
+        audit_keys = self._audit_keys()
+        check_head = answer_check.head_checker(
+            audit_keys,
+            query_id=query_id(signed),
+            context=pb.QueryEnvelope.FromString(signed.envelope).context_digest,
+            verify_signatures=bool(audit_keys),
+        )
         try:
-            return answer_check.read_answer(call, chunks, regions)
+            return answer_check.read_answer(call, chunks, regions, check_head)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
         finally:
@@ -458,7 +458,9 @@ class FederationClient:
         t_sealed = time.perf_counter()
         cells = len(regions) if by_city else 1
         sizes = lookup_codec.chunk_sizes(len(ids), cells)
-        streamed = self._streamed(self._stub.Lookup(request, timeout=self.profile.timeout_s), len(sizes), regions)
+        streamed = self._streamed(
+            self._stub.Lookup(request, timeout=self.profile.timeout_s), len(sizes), regions, signed
+        )
         reply = streamed.head
         t_rpc = time.perf_counter()
         if reply.query_id != qid or not reply.answered:
@@ -621,7 +623,7 @@ class FederationClient:
         )
         sizes = plan.layout.chunk_sizes
         streamed = self._streamed(
-            self._stub.Query(request, timeout=self.profile.timeout_s), len(sizes), self.catalog.node_ids
+            self._stub.Query(request, timeout=self.profile.timeout_s), len(sizes), self.catalog.node_ids, signed
         )
         reply = streamed.head
         t_rpc = time.perf_counter()

@@ -41,6 +41,7 @@ digits and ``-`` (and ``.`` between a federation name's labels).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 import json
@@ -579,6 +580,13 @@ def write_crl(ca_dir_or_files: Path | str | CaFiles, revoked: Sequence[ca_record
     files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
     ca_cert, ca_key = load_ca(files)
     record_path, record = _ca_record(files, ca_cert)
+    published = _own_crl(files.cert.parent / CRL_FILE, ca_cert)
+    if published is not None and (crl_number(published) or 0) > record.number:
+        # the record was put back from an older copy: it is brought up to the newer list this CA signed (never
+        # down), so the next list neither reuses a number parties hold nor drops what the CA revoked since
+        record = dataclasses.replace(
+            record.revoking(ca_record.Revoked.of(entry) for entry in published), number=crl_number(published) or 0
+        )
     record = record.revoking(revoked).signed()
     ca_record.save(record_path, record)
     now = dt.datetime.now(dt.UTC)

@@ -123,7 +123,7 @@ def _digest(crl: x509.CertificateRevocationList) -> str:
     return hashlib.sha256(crl.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-_KEPT_IN_FORCE = ("REVOCATION_ROLLBACK", "REVOCATION_CONFLICT", "REVOCATION_NUMBER_MISSING")
+_KEPT_IN_FORCE = ("REVOCATION_ROLLBACK", "REVOCATION_CONFLICT", "REVOCATION_NUMBER_MISSING", "REVOCATION_SHRUNK")
 _STATE_HINT = "restore it; deleting it makes this party accept any list the CA signed"
 
 
@@ -202,10 +202,18 @@ class RevocationList:
         if (refused := _refusal(self._path, number, digest, self._number, self._digest)) is not None:
             raise refused
         assert number is not None
+        serials = frozenset(entry.serial_number for entry in crl)
+        if not self._serials <= serials:  # revoking is for good: no later list of the CA drops a certificate
+            raise AuthError(
+                f"{self._path}: revocation list {number} leaves out certificates list {self._number} revoked",
+                code="REVOCATION_SHRUNK",
+                hint="the CA's record was put back from an older copy: restore its newest record, revoke those "
+                "certificates again, and re-sign with `hpf pki crl --ca-dir DIR`",
+            )
         due = crl.next_update_utc
         if due is not None and dt.datetime.now(dt.UTC) > due:
             log.warning("the revocation list is past its next update (%s): re-sign it with `hpf pki crl`", due.date())
-        self._serials = frozenset(entry.serial_number for entry in crl)
+        self._serials = serials
         if (number, digest) != (self._number, self._digest):
             self._number, self._digest = number, digest
             self._remember()

@@ -124,9 +124,9 @@ ATTACKS: dict[str, tuple[Callable[[bytes, str, FederatedAnswer], lie.Tamper], st
         "ANSWER_CIPHERTEXT_MISMATCH",
     ),
     "...with its statement": (lambda ctx, n, old: lie.replay_from(old, n, statement=True), "ANSWER_STATEMENT_INVALID"),
-    "...with its statement and receipt": (  # the receipt is checked first: not for this question
+    "...with its statement and receipt": (  # the statements are checked first, as the head arrives
         lambda ctx, n, old: lie.replay_from(old, n, statement=True, receipt=True),
-        "ANSWER_CORRUPT",
+        "ANSWER_STATEMENT_INVALID",
     ),
     "a region answered, its ciphertexts dropped": (lambda ctx, n, _: lie.without_ciphertexts(n), "ANSWER_CORRUPT"),
     "a region that answered called missing": (lambda ctx, n, _: lie.called_missing(n), "ANSWER_STATEMENT_INVALID"),

@@ -198,3 +198,21 @@ def test_in_a_breakdown_a_region_that_did_not_answer_has_no_figures() -> None:
     check_consistent(grid, answered=[0, 2], by_city=True)
     with pytest.raises(CryptoError):
         check_consistent(grid, answered=[0, 1], by_city=True)
+
+
+def test_a_head_whose_statements_fail_their_check_is_refused_before_any_ciphertext() -> None:
+    """A coordinator that rewrote the statements' digests to match ciphertexts of its own: the client checks the
+    statements' signatures as the head arrives, so it reads none of those ciphertexts."""
+    read: list[int] = []
+
+    def counted() -> Iterator[pb.AnswerPart]:
+        for i, part in enumerate(_parts(REGIONS, 2)):
+            read.append(i)
+            yield part
+
+    def refuse(head: pb.QueryResponse) -> list[statements.Statement]:
+        raise CryptoError("forged", code="ANSWER_STATEMENT_INVALID")
+
+    with pytest.raises(CryptoError) as info:
+        read_answer(counted(), 2, REGIONS, refuse)
+    assert info.value.code == "ANSWER_STATEMENT_INVALID" and read == [0]

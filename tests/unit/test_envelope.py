@@ -487,3 +487,46 @@ def test_the_rollback_hint_does_not_ask_to_re_sign_the_file_put_back(tmp_path: P
     hint = err.value.hint or ""
     assert err.value.code == "REVOCATION_ROLLBACK"
     assert "newest list the CA signed" in hint and "CA's own record" in hint and "re-sign it" not in hint
+
+
+def test_an_older_copy_of_the_cas_record_neither_reuses_a_number_nor_drops_a_revocation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The CA's record put back from an older backup. With the newest list still published, the CA brings its
+    record up to that list. With the list rolled back too, the CA cannot know; but a running party refuses the
+    same-numbered list it then signs, and the next one, which leaves out what it had revoked."""
+    from federation import ca_record
+
+    own = pki.init_federation(
+        tmp_path, [], federation="test", clients=[("zoe", "caseworker", None), ("yan", "caseworker", None)]
+    )
+    ca_cert = x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
+    zoe = pki.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
+    crl, record = tmp_path / revocation.CRL_FILE, tmp_path / ca_record.RECORD_FILE
+    old_list, old_record = crl.read_bytes(), record.read_bytes()  # list 1: nobody revoked
+    party = RevocationList(crl, ca_cert)
+    revocation.revoke(tmp_path, own["people"]["zoe"].cert.read_bytes())  # list 2: zoe
+    _touch(crl)
+    with pytest.raises(AuthError):
+        party.check(zoe, "signer's")
+    # the record alone goes back: the next list is 3 and still revokes zoe
+    record.write_bytes(old_record)
+    revocation.refresh(tmp_path)
+    newest = x509.load_pem_x509_crl(crl.read_bytes())
+    assert pki.crl_number(newest) == 3 and zoe in {e.serial_number for e in newest}
+    _touch(crl)
+    with pytest.raises(AuthError) as err:
+        party.check(zoe, "signer's")
+    assert err.value.code == "AUTH_CERT_REVOKED" and party.number == 3
+    # the record and the list both go back: the CA signs 2 (below the list in force), 3 (another list under
+    # its number), then 4 and 5 (which leave zoe out): the running party refuses each and zoe stays refused
+    record.write_bytes(old_record)
+    crl.write_bytes(old_list)
+    for expected in ("REVOCATION_ROLLBACK", "REVOCATION_CONFLICT", "REVOCATION_SHRUNK", "REVOCATION_SHRUNK"):
+        caplog.clear()
+        revocation.refresh(tmp_path)
+        _touch(crl)
+        with pytest.raises(AuthError) as err:
+            party.check(zoe, "signer's")
+        assert err.value.code == "AUTH_CERT_REVOKED" and party.number == 3, expected
+        assert expected in caplog.text, (expected, caplog.text)
