@@ -38,10 +38,10 @@ log = logging.getLogger("hpf.coordinator")
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
 # A region back after a restart is tried again within seconds, not after gRPC's default backoff (up to 120 s):
-# exact answers wait for every region, so a region wrongly thought down fails them.
-NODE_CHANNEL_OPTIONS = with_options(
-    GRPC_OPTIONS, initial_reconnect_backoff_ms=200, min_reconnect_backoff_ms=200, max_reconnect_backoff_ms=2000
-)
+# exact answers wait for every region, so a region wrongly thought down fails them. gRPC's "min reconnect backoff"
+# is also the least time a connection attempt is given (20 s by default): left at its default, so that a TLS
+# handshake with a busy region (41 at once, at a coordinator's start) is not cut off and the region taken as down.
+NODE_CHANNEL_OPTIONS = with_options(GRPC_OPTIONS, initial_reconnect_backoff_ms=200, max_reconnect_backoff_ms=2000)
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
