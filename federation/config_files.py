@@ -78,8 +78,43 @@ def load_model(path: Path | str, model: type[M], overrides: dict[str, object] | 
     return parse_model(path, data, model)
 
 
+# Each kind of file the product reads, by the top-level fields only it has: a file given where another kind is
+# expected is named for what it is, rather than reported field by field.
+FILE_KINDS: dict[str, tuple[frozenset[str], str]] = {
+    "Catalog": (frozenset({"federation", "nodes", "tables"}), "a federation catalog"),
+    "ClientProfile": (frozenset({"coordinator"}), "a client profile"),
+    "NodeConfig": (frozenset({"node_id", "tables"}), "a node config"),
+    "CoordinatorConfig": (frozenset({"catalog", "deadline_ms"}), "a coordinator config"),
+    "Policy": (frozenset({"version", "roles"}), "a node policy"),
+}
+
+
+def file_kind(data: object) -> str | None:
+    """What kind of file ``data`` (a parsed YAML document) looks like, or None when it looks like none.
+
+    >>> file_kind({"federation": "f", "nodes": [], "tables": {}})
+    'a federation catalog'
+    >>> file_kind({"coordinator": "127.0.0.1:50050", "keys": "k"}), file_kind([1, 2])
+    ('a client profile', None)
+    """
+    if not isinstance(data, dict):
+        return None
+    for fields, kind in FILE_KINDS.values():
+        if fields <= data.keys():
+            return kind
+    return None
+
+
 def parse_model(path: Path | str, data: object, model: type[M]) -> M:
     try:
         return model.model_validate(data, context={"base_dir": Path(path).parent})
     except ValidationError as err:
+        expected = FILE_KINDS.get(model.__name__)
+        found = file_kind(data)
+        if expected is not None and found is not None and found != expected[1]:
+            raise ConfigError(
+                f"{path}: this is {found}, where {expected[1]} is expected",
+                code="CONFIG_WRONG_KIND",
+                hint=f"give {expected[1]} here (and {found} where the command asks for one)",
+            ) from None
         raise ConfigError(validation_message(path, err), code="CONFIG_INVALID") from None

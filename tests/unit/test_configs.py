@@ -183,3 +183,39 @@ def test_coordinator_and_profile_configs(tmp_path: Path) -> None:
     profile = _write(tmp_path, "client.yaml", {"coordinator": "127.0.0.1:1", "keys": "k/c.bfv", "insecure": True})
     loaded = load_profile(profile)
     assert loaded.keys == tmp_path / "k" / "c.bfv"
+
+
+PROFILE = {"coordinator": "127.0.0.1:50050", "insecure": True}
+NODE = {"node_id": "north", "catalog": "federation.yaml", "tables": {}, "insecure": True}
+COORDINATOR = {"catalog": "federation.yaml", "deadline_ms": 5000, "insecure": True}
+
+
+@pytest.mark.parametrize(
+    ("doc", "kind", "loader", "expected"),
+    [
+        (GOOD_CATALOG, "a federation catalog", load_profile, "a client profile"),
+        (GOOD_CATALOG, "a federation catalog", load_node_config, "a node config"),
+        (PROFILE, "a client profile", load_catalog, "a federation catalog"),
+        (PROFILE, "a client profile", load_node_config, "a node config"),
+        (NODE, "a node config", load_profile, "a client profile"),
+        (NODE, "a node config", load_coordinator_config, "a coordinator config"),
+        (COORDINATOR, "a coordinator config", load_node_config, "a node config"),
+        ({"version": 1, "roles": {}}, "a node policy", load_catalog, "a federation catalog"),
+    ],
+)
+def test_a_file_of_another_kind_is_named_for_what_it_is(
+    tmp_path: Path, doc: dict, kind: str, loader: object, expected: str
+) -> None:
+    """A newcomer who passes the catalog where the profile goes is told so, not shown a page of field errors."""
+    path = _write(tmp_path, "given.yaml", doc)
+    with pytest.raises(ConfigError) as info:
+        loader(path)  # type: ignore[operator]
+    assert info.value.code == "CONFIG_WRONG_KIND", info.value
+    assert info.value.message == f"{path}: this is {kind}, where {expected} is expected"
+
+
+def test_a_file_of_the_right_kind_with_a_mistake_still_names_the_field(tmp_path: Path) -> None:
+    path = _write(tmp_path, "client.yaml", {**PROFILE, "deadline_ms": -1})
+    with pytest.raises(ConfigError) as info:
+        load_profile(path)
+    assert info.value.code == "CONFIG_INVALID" and "deadline_ms" in info.value.message
