@@ -30,6 +30,7 @@ from federation.client import ExplainAnswer, FederationClient, QueryAnswer
 from federation.errors import ConfigError, FederationError
 from federation.plan import Plan
 from federation.profile import load_profile
+from federation.regions import REGIONS
 from policies.engine import Asker, check_query
 from policies.loader import DEFAULT_POLICY, load_policy
 
@@ -272,7 +273,7 @@ def run_examples(layout: DemoLayout) -> bool:
 
 @cli_errors
 def demo(
-    nodes: int = typer.Option(4, "--nodes", "-n", help="How many regions (the first N of the 41 cities, at least 3)"),
+    nodes: int = typer.Option(4, "--nodes", "-n", help="How many regions: 3 to 41 (the first N of the 41 cities)"),
     rows: int = typer.Option(200_000, "--rows", "-r", help="Deposit rows per node"),
     seed: int = typer.Option(2026, "--seed", "-s", help="Seed of the synthetic data"),
     data: Path = typer.Option(Path("demo-data"), "--data", "-d", help="Where data, certificates and configs go"),
@@ -283,10 +284,11 @@ def demo(
     if rows < 1_000:
         raise ConfigError("--rows must be at least 1000", code="DEMO_ARGS")
     fewest = load_policy(DEFAULT_POLICY).secure_aggregation.min_participants
-    if nodes < fewest:
+    if not fewest <= nodes <= len(REGIONS):
         raise ConfigError(
-            f"--nodes must be at least {fewest}: every region of the default policy adds its masked answer only "
-            f"to sums over {fewest} or more regions (secure_aggregation.min_participants)",
+            f"--nodes takes {fewest} to {len(REGIONS)}, not {nodes}: the demo has {len(REGIONS)} cities, and every "
+            f"region of the default policy adds its masked answer only to sums over {fewest} or more regions "
+            "(secure_aggregation.min_participants)",
             code="DEMO_ARGS",
         )
     layout = layout_for(data, nodes)

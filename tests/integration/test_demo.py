@@ -79,12 +79,12 @@ def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
 def test_demo_refuses_bad_arguments(tmp_path: Path) -> None:
     result = _hpf("demo", "--nodes", "42", "--data", str(tmp_path / "d"), "--once")
     assert result.returncode == 2
-    assert "DEMO_ARGS" in result.stderr and "41" in result.stderr
+    assert "DEMO_ARGS" in result.stderr and "--nodes takes 3 to 41, not 42" in result.stderr
     result = _hpf("demo", "--rows", "10", "--data", str(tmp_path / "d"), "--once")
     assert result.returncode == 2 and "--rows" in result.stderr
     result = _hpf("demo", "--nodes", "2", "--data", str(tmp_path / "d"), "--once")  # masks need 3 regions
     assert result.returncode == 2
-    assert "--nodes must be at least 3" in result.stderr and "secure_aggregation.min_participants" in result.stderr
+    assert "--nodes takes 3 to 41, not 2" in result.stderr and "secure_aggregation.min_participants" in result.stderr
 
 
 def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
