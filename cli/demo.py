@@ -12,13 +12,14 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from cli.demo_check import clamped_totals, matches, noisy_cells, pooled, withheld_groups
-from cli.demo_federation import DemoLayout, ensure_data, layout_for, running_parties, write_configs
+from cli.demo_federation import DemoLayout, ensure_data, layout_for, only_demo, running_parties, write_configs
 from cli.demo_lookups import run_lookups
 from cli.errors import cli_errors
 from cli.explain_output import render_explain
@@ -293,6 +294,11 @@ def demo(
         )
     layout = layout_for(data, nodes)
     say = lambda msg: typer.echo(msg, err=True)  # noqa: E731
+    with only_demo(layout.data):
+        _run_demo(layout, rows, seed, base_port, once, say)
+
+
+def _run_demo(layout: DemoLayout, rows: int, seed: int, base_port: int, once: bool, say: Callable[[str], None]) -> None:
     ensure_data(layout, rows, seed, say)
     write_configs(layout, base_port)
     with running_parties(layout, say):

@@ -312,3 +312,23 @@ def test_demo_replaces_a_ca_left_by_an_older_demo(tmp_path: Path) -> None:
     made = _certificates(layout, "yrd-demo")
     assert made["federation"] == "yrd-demo" and (layout.pki / "ca.pem") in made["created"]
     assert _certificates(layout, "yrd-demo")["created"] == []  # then kept, as before
+
+
+def test_a_second_demo_on_a_directory_in_use_says_so(tmp_path: Path) -> None:
+    """A demo already serving from a directory holds it: a second one is refused before it touches a file (it
+    would rewrite the configs and data the first one's parties use), and the directory is free once the first
+    one stops."""
+    import fcntl
+    import os
+
+    from cli.demo_federation import LOCK_FILE, only_demo
+
+    data = tmp_path / "demo"
+    with only_demo(data):
+        assert (data / LOCK_FILE).read_text() == str(os.getpid())
+        result = _hpf("demo", "--nodes", "3", "--rows", "1000", "--data", str(data), "--once")
+        assert result.returncode == 2, result.stderr
+        assert f"[DEMO_RUNNING] a demo is already running on {data} (process {os.getpid()})" in result.stderr
+        assert sorted(p.name for p in data.iterdir()) == [LOCK_FILE]  # nothing written
+    with open(data / LOCK_FILE) as fh:  # released
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
