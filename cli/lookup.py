@@ -59,7 +59,11 @@ def _count(value: int | None) -> str:
 
 def _fact_rows(f: PersonFacts) -> list[list[str]]:
     return [
-        ["cities with an account", f"{f.cities} (active {f.cities_active}, sealed {f.cities_sealed})"],
+        # a city counts once however many accounts it holds: one may hold an active and a sealed account, another
+        # only closed ones, so the two lines below need not add up to the first
+        ["cities with an account", str(f.cities)],
+        ["  with an active account", str(f.cities_active)],
+        ["  with a sealed account", str(f.cities_sealed)],
         ["contribution months", _count(f.contribution_months)],
         ["contributions", _yuan(f.contribution_fen)],
         ["balance", _yuan(f.balance_fen)],
