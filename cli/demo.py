@@ -20,7 +20,7 @@ import typer
 
 from cli.demo_check import clamped_totals, matches, noisy_cells, pooled, withheld_groups
 from cli.demo_federation import DemoLayout, ensure_data, layout_for, only_demo, running_parties, write_configs
-from cli.demo_lookups import run_lookups
+from cli.demo_lookups import ready_lines, run_lookups
 from cli.errors import cli_errors
 from cli.explain_output import render_explain
 from cli.output import render, text_table
@@ -308,12 +308,8 @@ def _run_demo(layout: DemoLayout, rows: int, seed: int, base_port: int, once: bo
             if not ok:
                 raise typer.Exit(1)
             return
-        example = EXAMPLES[0].sql
-        typer.echo(f'ready: hpf query --profile {layout.client_profile} "{example}"', err=False)
-        typer.echo(
-            f"       hpf lookup --profile {layout.client_profile} --purpose loan-review --consent REF PERSON_ID",
-            err=False,
-        )
+        for line in ready_lines(layout, rows, seed, EXAMPLES[0].sql):
+            typer.echo(line, err=False)
         typer.echo("serving; press Ctrl-C to stop", err=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

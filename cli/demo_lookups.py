@@ -7,6 +7,9 @@ the screening's flagged applicants with the people the generator planted with lo
 from __future__ import annotations
 
 import csv
+import shlex
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -164,3 +167,32 @@ def _no_identifier(audit_dir: Path, ids: list[str]) -> str:
     text = (audit_dir / "entries.jsonl").read_text(encoding="utf-8")
     found = sum(pid in text for pid in ids)
     return "no identifier appears in it" if not found else f"{found} IDENTIFIERS FOUND"
+
+
+def hpf_command() -> str:
+    """How to run ``hpf`` from another terminal: its name when it is on PATH, else the full path of this
+    installation's (a fresh virtualenv is not on PATH until it is activated)."""
+    if shutil.which("hpf") is not None:
+        return "hpf"
+    beside = Path(sys.executable).parent / "hpf"
+    return shlex.quote(str(beside)) if beside.exists() else f"{shlex.quote(sys.executable)} -m cli"
+
+
+def ready_lines(layout: DemoLayout, rows: int, seed: int, example_sql: str) -> list[str]:
+    """Commands to paste into another terminal while the demo serves: a query, a lookup of a real person of the
+    demo's data (one with loans in two cities), and a bank's screening of an applicants file written here."""
+    hpf = hpf_command()
+    planted = [p.person_id for p in planted_duplicate_loans(seed, rows, layout.node_ids)]
+    person = planted[0] if planted else _movers(layout, 1)[0]
+    applicants = layout.data / "applicants.csv"
+    applicants.write_text(
+        "ref,person_id\n" + "".join(f"A{i:04d},{p}\n" for i, p in enumerate(_applicants(layout, planted, 200))),
+        encoding="utf-8",
+    )
+    client, bank = layout.client_profile, layout.profile_of("bank")
+    return [
+        f"ready: {hpf} query --profile {shlex.quote(str(client))} {shlex.quote(example_sql)}",
+        f"       {hpf} lookup --profile {shlex.quote(str(client))} --purpose loan-review --consent C1 {person}",
+        f"       {hpf} screen --profile {shlex.quote(str(bank))} --input {shlex.quote(str(applicants))} "
+        "--purpose loan-review --consent B1",
+    ]

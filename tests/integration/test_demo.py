@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -332,3 +333,43 @@ def test_a_second_demo_on_a_directory_in_use_says_so(tmp_path: Path) -> None:
         assert sorted(p.name for p in data.iterdir()) == [LOCK_FILE]  # nothing written
     with open(data / LOCK_FILE) as fh:  # released
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_the_ready_lines_of_a_serving_demo_work_when_pasted(tmp_path: Path) -> None:
+    """The serving demo prints a query, a lookup of a real person and a screening of a file it wrote: each works
+    pasted into another terminal as it is (no PATH set up, no placeholder to fill in)."""
+    import shlex
+    import signal
+    import time
+
+    data = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "cli", "demo", "--nodes", "3", "--rows", "2000", "--data", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert demo.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 180
+        while len(lines) < 3 and time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            if not line:
+                break
+            lines.append(line.strip())
+        assert len(lines) == 3 and lines[0].startswith("ready: "), lines
+        commands = [shlex.split(line.removeprefix("ready:").strip()) for line in lines]
+        env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PATH": "/usr/bin:/bin"}
+        results = [subprocess.run(c, capture_output=True, text=True, timeout=120, env=env) for c in commands]
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        demo.wait(timeout=30)
+    query, lookup, screen = results
+    assert query.returncode == 0 and "regions answered: 3" in query.stdout, query.stderr
+    assert lookup.returncode == 0 and "open loans in two or more cities" in lookup.stdout, lookup.stderr
+    assert "YES" in lookup.stdout  # the person shown holds loans in two cities
+    written = len((data / "applicants.csv").read_text().splitlines()) - 1  # the header
+    assert screen.returncode == 0 and f"screened {written} applicant(s)" in screen.stderr, screen.stderr
+    assert written > 100 and "with open housing loans in two or more cities" in screen.stderr
