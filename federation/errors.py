@@ -225,6 +225,7 @@ _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
     ("TLS_", AuthError),
     ("CONFIG_", ConfigError),
     ("NODE_", DataError),
+    ("DATA_", DataError),
     ("KEY_", CryptoError),
     ("ANSWER_", CryptoError),
     ("REGIONS_", UnavailableError),

@@ -1,7 +1,9 @@
 """The default backend: DuckDB over the region's own Parquet or CSV files.
 
 Each catalog table becomes a view that casts every column to its catalog type, so a query binds the same
-way here as in every other party's planner, and a file that does not fit the catalog is refused at start.
+way here as in every other party's planner, and a file that does not fit the catalog is refused at start: a
+column missing, or one whose values its catalog type cannot hold exactly (``type_check``; checked again
+whenever the files change).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from federation.catalog import Catalog
 from federation.engine import DEFAULT_MEMORY, Abandon, interrupting, locked_connection
 from federation.errors import DataError, UnavailableError
 from federation.planner.binder import public_engine_message, runtime_failure
+from node.backends.type_check import check_types
 from node.config import TableSource
 
 log = logging.getLogger("hpf.node.duckdb")
@@ -63,6 +66,11 @@ class DuckDBBackend:
         self._capped: dict[tuple[str, str], tuple[object, str, str | None]] = {}
         self._made = 0
         self._paths = [str(s.path) for s in sources.values()]
+        self._catalog = catalog
+        self._readers: dict[str, str] = {}
+        self._checking = threading.Lock()
+        # the data version whose types were last checked, and the refusal it got (None: every column fits)
+        self._checked: tuple[object, DataError | None] = (self.data_version(), None)
         for name, table in catalog.tables.items():
             source = sources.get(name)
             if source is None:
@@ -89,6 +97,8 @@ class DuckDBBackend:
                     f"table {name!r}: {source.path} lacks column(s) {', '.join(missing)} declared in the catalog",
                     code="NODE_TABLE_SCHEMA",
                 )
+            check_types(self._con, name, reader, table)  # DATA_TYPE_MISMATCH: a cast would lose values
+            self._readers[name] = reader
             self._con.execute(table.view_sql(name, reader))
             try:
                 self._con.execute(f'SELECT * FROM "{name}" LIMIT 0').fetchall()
@@ -98,6 +108,36 @@ class DuckDBBackend:
                     code="NODE_TABLE_SCHEMA",
                 ) from None
 
+    def _types_still_fit(self) -> None:
+        """Check the files' types again when they have changed since the last check (see type_check).
+
+        A file replaced under the running node by one that does not fit the catalog is treated like a file that
+        cannot be read: the region is unwell (reported missing, ``NODE_UNWELL``) until its files fit again, and
+        the log says which table and column. The files are checked once per change, not once per question."""
+        with self._checking:
+            version = self.data_version()
+            if self._checked[0] != version:
+                refusal: DataError | None = None
+                with self._lock:
+                    cur = self._con.cursor()
+                try:
+                    for name, reader in self._readers.items():
+                        check_types(cur, name, reader, self._catalog.tables[name])
+                except DataError as err:
+                    refusal = err
+                    log.error("the node's files changed and no longer fit the catalog: %s", err)
+                except duckdb.Error as err:
+                    refusal = DataError(f"cannot read the changed files ({runtime_failure(err)})")
+                    log.error("the node's files changed and cannot be checked: %s", refusal.message)
+                finally:
+                    cur.close()
+                self._checked = (version, refusal)
+            refused = self._checked[1]
+        if refused is not None:
+            raise UnavailableError(
+                f"the node cannot run queries: its files do not fit the catalog ({refused.code})", code="NODE_UNWELL"
+            )
+
     def run(self, sql: str, on_abandon: Abandon | None = None) -> Sequence[tuple[Any, ...]]:
         """Run the node query of a plan within the node's own time limit; engine errors come back value-free.
 
@@ -105,6 +145,7 @@ class DuckDBBackend:
         the coordinator abandoning it) is a DataError: the asker gets a masked failure mark, on time, and no
         region is named for it. Only files that cannot be read make the region unwell (reported missing).
         """
+        self._types_still_fit()
         with self._lock:
             cur = self._con.cursor()
         try:
@@ -144,6 +185,7 @@ class DuckDBBackend:
         kept, so a question still reading it finishes). The version is read under the lock, so one change of the
         files makes one new copy however many questions arrive at once."""
         key = (table, select_sql)
+        self._types_still_fit()
         with self._capping:
             version = self.data_version()
             held = self._capped.get(key)
@@ -176,6 +218,7 @@ class DuckDBBackend:
 
     def columns(self, sql: str) -> dict[str, Any]:
         """Run ``sql`` and return its result as NumPy columns (for results too large for tuples)."""
+        self._types_still_fit()
         with self._lock:
             cur = self._con.cursor()
         try:

@@ -25,6 +25,7 @@ MODULES = [
     "federation.synth.timeline",
     "federation.verdicts",
     "federation.config_files",
+    "node.backends.type_check",
 ]
 
 
