@@ -24,6 +24,7 @@ MODULES = [
     "federation.synth",
     "federation.synth.timeline",
     "federation.verdicts",
+    "federation.he",
 ]
 
 
