@@ -17,7 +17,7 @@ from cli.errors import cli_errors
 from cli.output import text_table
 from federation.audit_keys import load_public_key
 from federation.audit_records import Checkpoint, Receipt, is_node_id
-from federation.audit_verify import read_entries, verify_log
+from federation.audit_verify import log_node, read_entries, verify_log
 from federation.catalog import load_catalog
 from federation.client import FederationClient, check_person_ids
 from federation.errors import AuditError, ConfigError, PolicyViolation
@@ -107,7 +107,9 @@ VERIFY_HELP = (
     "\n\n"
     "--node names the node whose log this is: every entry, checkpoint, saved checkpoint and receipt must be that "
     "node's (AUDIT_NODE_MISMATCH otherwise: e.g. another region's intact log put at this path). With --catalog it "
-    "is required, and the key is the catalog's audit_key for that node."
+    "is required, and the key is the catalog's audit_key for that node.\n\n"
+    "A client's receipts file holds every region's receipts: only this node's (--node, else the node the log's "
+    "first checkpoint names) are checked, and the others are counted as skipped."
 )
 
 
@@ -127,8 +129,9 @@ def verify(
     receipts: Path | None = typer.Option(
         None,
         "--receipts",
-        help="Receipts clients kept (JSON lines): each entry must still be in the log (catches both files cut "
-        "back to an earlier prefix)",
+        help="A client's receipts file (JSON lines, every region's): each of this node's receipts (--node, else "
+        "the node the log names) must still be in the log (catches both files cut back to an earlier prefix); "
+        "other nodes' receipts are skipped and counted",
     ),
     catalog: Path | None = typer.Option(
         None, "--catalog", help="Pin the key from the federation catalog's entry for --node (its audit_key)"
@@ -154,14 +157,15 @@ def verify(
         key = _catalog_key(catalog, node)
     older = _checkpoint(checkpoint) if checkpoint is not None else None
     kept = _receipts(receipts) if receipts is not None else []
-    if node is not None and kept:  # a client keeps every region's receipts in one file: this node's are checked
-        others = sum(1 for r in kept if r.node_id != node)
-        kept = [r for r in kept if r.node_id == node]
-        if others:
-            typer.echo(f"note: {others} receipt(s) of other nodes in {receipts} left out", err=True)
-    report = verify_log(directory, key, older, kept, node_id=node)
+    # a client keeps every region's receipts in one file: only this node's are checked (--node, else the node
+    # the log's first checkpoint names), each against this node's key; the others are counted as skipped
+    whose = node or log_node(directory)
+    mine = [r for r in kept if whose is None or r.names(whose)]
+    skipped = len(kept) - len(mine)
+    report = verify_log(directory, key, older, mine, node_id=node)
     if fmt == VerifyFormat.json:
-        typer.echo(json.dumps({"directory": str(directory), **report.to_dict()}))
+        counts = {"receipts_checked": len(mine), "receipts_skipped": skipped}
+        typer.echo(json.dumps({"directory": str(directory), **report.to_dict(), **counts}))
     if not report.key_pinned and report.code != "AUDIT_NOT_FOUND":
         typer.echo(
             "warning: the public key was read from the log directory itself, which whoever can rewrite the log "
@@ -184,6 +188,11 @@ def verify(
             f"{directory}: ok: {report.entries} entries, {report.checkpoints} checkpoints, "
             f"node {report.node_id or '?'}, {head}, {pinned}"
         )
+        if receipts is not None:
+            typer.echo(
+                f"{receipts}: {len(mine)} receipt(s) of node {whose or '?'} still in the log, "
+                f"{skipped} of other nodes skipped"
+            )
 
 
 def _utc(value: object) -> dt.datetime | None:

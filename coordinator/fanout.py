@@ -168,7 +168,11 @@ class FanOut:
 
         def request(node_id: str, context: bytes) -> pb.PartialRequest:
             return pb.PartialRequest(
-                query_id=question.query_id, public_context=context, plan_fingerprint=plan.fingerprint, envelope=signed
+                query_id=question.query_id,
+                public_context=context,
+                plan_fingerprint=plan.fingerprint,
+                envelope=signed,
+                he_format=he.HE_FORMAT,  # the client's: the coordinator refused any other
             )
 
         return self._gather(
@@ -214,7 +218,11 @@ class FanOut:
 
         def request(node_id: str, context: bytes) -> pb.NodeLookupRequest:
             return pb.NodeLookupRequest(
-                query_id=question.query_id, public_context=context, envelope=signed, sealed=blobs[node_id]
+                query_id=question.query_id,
+                public_context=context,
+                envelope=signed,
+                sealed=blobs[node_id],
+                he_format=he.HE_FORMAT,  # the client's: the coordinator refused any other
             )
 
         return self._gather(question, public_context, deadline_ms, t0, regions, "Lookup", request, fingerprint, sizes)

@@ -12,7 +12,7 @@ import grpc
 
 from coordinator.config import CoordinatorConfig
 from coordinator.fanout import FanOut, FederatedAnswer
-from federation import rpc
+from federation import he, rpc
 from federation.callers import require_caller
 from federation.catalog import Catalog, load_catalog
 from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
@@ -82,6 +82,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> Iterator[pb.AnswerPart]:
         def handle() -> FederatedAnswer:
             question = self._question(context, request.envelope, "query")
+            he.check_he_format(request.he_format, "the client's context")
             return self._fanout.query(question, request.envelope, request.public_context, request.deadline_ms)
 
         yield from answer_parts(rpc.answer(context, log, "query", "COORDINATOR_INTERNAL", handle))
@@ -89,6 +90,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> Iterator[pb.AnswerPart]:
         def handle() -> FederatedAnswer:
             question = self._question(context, request.envelope, "lookup")
+            he.check_he_format(request.he_format, "the client's context")
             return self._fanout.lookup(
                 question, request.envelope, request.public_context, list(request.sealed), request.deadline_ms
             )
@@ -158,6 +160,7 @@ def start_coordinator(
     """Start the coordinator; ``addresses`` overrides the catalog's node addresses (tests on port 0)."""
     tls = require_tls(config.tls, config.insecure, source="coordinator")
     catalog = catalog or load_catalog(config.catalog)
+    he.check_catalog_format(catalog.he_format, "the coordinator")
     catalog_text = config.catalog.read_text(encoding="utf-8")
     credentials = channel_credentials(tls) if tls is not None else None  # checked once for every node channel
     channels, stubs = [], {}

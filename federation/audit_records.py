@@ -307,6 +307,19 @@ class Receipt:
                 f"entry {self.index} is not in the tree the checkpoint signs", code="AUDIT_RECEIPT_MISMATCH"
             )
 
+    def names(self, node_id: str) -> bool:
+        """Whether anything in the receipt says it is ``node_id``'s: its label, its checkpoint or its entry. A
+        client's receipts file holds every region's receipts; a check of one region's log takes those that name
+        it anywhere, so a receipt relabelled away from the region is still checked (and fails) rather than
+        skipped."""
+        if node_id in (self.node_id, self.checkpoint.node_id):
+            return True
+        try:
+            fields = json.loads(self.entry)
+        except (ValueError, RecursionError):
+            return False
+        return isinstance(fields, dict) and fields.get("node") == node_id
+
     def problem(self) -> str | None:
         """Why the receipt does not hold together (None when it does): its node (the receipt's, its checkpoint's
         and its entry's are one), its index or its entry."""

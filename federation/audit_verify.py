@@ -445,6 +445,17 @@ def verify_log(
     return report if pinned else dataclasses.replace(report, key_pinned=False)
 
 
+def log_node(directory: Path) -> str | None:
+    """The node the log's first checkpoint names (None without a readable one), read without checking it: what
+    the log says of itself, which only :func:`verify_log` with a pinned key vouches for."""
+    try:
+        with (Path(directory) / CHECKPOINTS).open("rb") as fh:
+            first = parse_checkpoint_line(fh.readline().removesuffix(b"\n"))
+    except OSError:
+        return None
+    return first.node_id if isinstance(first, Checkpoint) else None
+
+
 def read_entries(directory: Path, start: int = 0) -> Iterator[dict[str, Any]]:
     """The entries of a log directory as dicts, without checking them (``verify_log`` does that)."""
     path = Path(directory) / ENTRIES

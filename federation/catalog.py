@@ -31,6 +31,10 @@ Under DP a node keeps at most ``max_rows`` rows per person (those with the highe
 e.g. ``prefer: month`` keeps the most recent) and clamps every bounded column into its bounds before summing;
 ``max_regions`` is the number of regions one person is assumed to hold rows in (no region can check the
 others; a person in more regions is protected as a group of that many).
+
+``he_format`` (optional, top level) names the homomorphic-encryption wire format every party must run, as
+``hpf`` states it (``federation.he.HE_FORMAT``, e.g. ``tenseal-0.3.18/seal-4.3/bfv-4096``): a node or
+coordinator whose installed library writes another refuses to start with ``HE_FORMAT_MISMATCH``.
 """
 
 from __future__ import annotations
@@ -310,6 +314,9 @@ class NodeEntry(BaseModel):
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid")
     federation: str
+    # the HE wire format every party must run (federation.he.HE_FORMAT, e.g. tenseal-0.3.18/seal-4.3/bfv-4096):
+    # when given, a party whose installed library writes another refuses to start (HE_FORMAT_MISMATCH)
+    he_format: str | None = Field(default=None, min_length=1, max_length=128)
     nodes: list[NodeEntry]
     tables: dict[str, Table]
 

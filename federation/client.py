@@ -452,6 +452,7 @@ class FederationClient:
         request = pb.LookupRequest(
             envelope=signed,
             public_context=keys.public_context(),
+            he_format=he.HE_FORMAT,
             deadline_ms=self.profile.deadline_ms if deadline_ms is None else deadline_ms,
             sealed=sealed,
         )
@@ -619,6 +620,7 @@ class FederationClient:
         request = pb.QueryRequest(
             envelope=signed,
             public_context=keys.public_context(),
+            he_format=he.HE_FORMAT,
             deadline_ms=self.profile.deadline_ms if deadline_ms is None else deadline_ms,
         )
         sizes = plan.layout.chunk_sizes

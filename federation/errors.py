@@ -216,6 +216,7 @@ _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
     ("SECAGG_", CryptoError),  # keys, seeds, masks
     ("DP_", PlanError),
     ("CONTEXT_", CryptoError),
+    ("HE_FORMAT_", CryptoError),
     ("CIPHERTEXT_", CryptoError),
     ("SLOT_", CryptoError),
     ("PARTIAL_", CryptoError),

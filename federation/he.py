@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import tenseal as ts
+import tenseal.sealapi as sealapi
 
-from federation.errors import CryptoError
+from federation.errors import ConfigError, CryptoError
 from federation.lru import Lru
 
 POLY_MODULUS_DEGREE = 4096
@@ -36,6 +37,60 @@ HALF_PLAIN = PLAIN_MODULUS // 2
 
 MAX_CONTEXT_BYTES = 4 * 1024 * 1024
 MAX_CIPHERTEXT_BYTES = 1024 * 1024
+
+
+def installed_format() -> str:
+    """The wire format of contexts and ciphertexts this process writes and reads: the TenSEAL release (its
+    context and vector serialization), the SEAL serialization version it links (the version a SEAL header
+    carries: an older SEAL refuses a newer one as an incompatible version) and the scheme and degree.
+
+    >>> installed_format().startswith("tenseal-") and installed_format().endswith("/bfv-4096")
+    True
+    """
+    header = sealapi.Serialization.SEALHeader()  # a new header carries the linked SEAL's version
+    return f"tenseal-{ts.__version__}/seal-{header.version_major}.{header.version_minor}/bfv-{POLY_MODULUS_DEGREE}"
+
+
+# The wire format this release is built and tested for (pyproject.toml pins its TenSEAL exactly), and the one
+# the installed library writes. Every party states its HE_FORMAT: a catalog may name one (every party refuses to
+# start if its own differs), and every context a client sends carries it (a party refuses another before
+# parsing the context). Both refusals are HE_FORMAT_MISMATCH, naming both formats.
+EXPECTED_HE_FORMAT = "tenseal-0.3.18/seal-4.3/bfv-4096"
+HE_FORMAT = installed_format()
+
+
+def check_catalog_format(stated: str | None, party: str, *, ours: str = HE_FORMAT) -> None:
+    """At start: refuse to run a party (``party``, e.g. "node hangzhou") whose HE wire format is not the one the
+    catalog states (``he_format``; nothing to check when it states none). HE_FORMAT_MISMATCH names both.
+
+    >>> check_catalog_format(None, "node hangzhou"), check_catalog_format(HE_FORMAT, "node hangzhou")
+    (None, None)
+    """
+    if stated is not None and stated != ours:
+        raise ConfigError(
+            f"the catalog's he_format is {stated}, but {party} runs HE wire format {ours}",
+            code="HE_FORMAT_MISMATCH",
+            hint="install the TenSEAL version the catalog names on every party (or correct the catalog's he_format)",
+        )
+
+
+def check_he_format(theirs: str, whose: str, *, ours: str = HE_FORMAT) -> None:
+    """Refuse ``theirs`` (the format ``whose`` states) unless it is ``ours`` (HE_FORMAT_MISMATCH, naming both).
+
+    >>> check_he_format(HE_FORMAT, "the request")
+    >>> try:
+    ...     check_he_format("tenseal-0.3.14/seal-4.1/bfv-4096", "the request", ours=EXPECTED_HE_FORMAT)
+    ... except CryptoError as err:
+    ...     print(err.code, err.message)
+    HE_FORMAT_MISMATCH the request is in HE wire format tenseal-0.3.14/seal-4.1/bfv-4096, this party's is \
+tenseal-0.3.18/seal-4.3/bfv-4096
+    """
+    if theirs != ours:
+        raise CryptoError(
+            f"{whose} is in HE wire format {theirs or '(none stated)'}, this party's is {ours}",
+            code="HE_FORMAT_MISMATCH",
+            hint="every party must install the TenSEAL version the federation pins (see the catalog's he_format)",
+        )
 
 
 def context_digest(public_context: bytes) -> str:

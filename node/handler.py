@@ -6,7 +6,8 @@ A node never trusts the coordinator. For every request, in this order:
 2. the query id the coordinator names must be the envelope's own;
 3. the plan, derived here from the signed SQL and compared with the coordinator's fingerprint;
 4. this node's policy: role, table, purpose, consent, aggregates, column uses; it fixes k;
-5. the public context must be the one the asker signed;
+5. the public context must be in this node's HE wire format (``he_format``, checked before the context is
+   parsed: HE_FORMAT_MISMATCH) and the one the asker signed;
 5a. the run's participant set (see :mod:`node.protection`): regions of the catalog, this one among them, at
    least the policy's minimum, and every region of the catalog for an exact answer unless the policy allows
    fewer (``secure_aggregation.exact_subsets``);
@@ -26,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from federation import statements, verdicts
+from federation import he, statements, verdicts
 from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
 from federation.engine import Abandon
 from federation.envelope import query_id
@@ -61,6 +62,7 @@ class NodeHandler(LookupAnswering):
             self._check_caller(caller, trail)
             admission = self._admit(request, trail)
             verified, plan, decision = admission.verified, admission.plan, admission.decision
+            he.check_he_format(request.he_format, "the client's context")
             ctx = self.executor.public_context(request.public_context, verified.envelope.context_digest)
             terms = self.privacy.terms(plan, decision)
             signed = signed_terms(terms)  # no float: fixed decimals, in the audit entry as in what is signed

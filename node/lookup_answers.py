@@ -94,6 +94,7 @@ class LookupAnswering(AnsweringNode):
         def work() -> PartialResult:
             self._check_caller(caller, trail)
             verified, ids, cells, cell = self._admit_lookup(request, trail)
+            he.check_he_format(request.he_format, "the client's context")
             ctx = self.executor.public_context(request.public_context, verified.envelope.context_digest)
             run = self._run(verified.query_id, request.participants, trail, signed_terms(None))
             envelope, asked = verified.envelope, set(verified.envelope.lookup.regions)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from federation import __version__, rpc
+from federation import __version__, he, rpc
 from federation.audit_keys import KEY as AUDIT_KEY
 from federation.audit_log import AuditLog
 from federation.callers import require_caller
@@ -132,6 +132,7 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
     """Build and start a node server; returns once it listens (``listen`` may use port 0)."""
     tls = require_tls(config.tls, config.insecure, source=f"node {config.node_id}")
     catalog = catalog or load_catalog(config.catalog)
+    he.check_catalog_format(catalog.he_format, f"node {config.node_id}")
     if config.node_id not in catalog.node_ids:
         raise ConfigError(
             f"node id {config.node_id!r} is not listed in the catalog {config.catalog}",

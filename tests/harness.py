@@ -69,6 +69,7 @@ class Federation:
     node_ids: list[str]
     data_files: dict[str, list[Path]] = field(default_factory=dict)  # table -> files of every node
     node_configs: dict[str, NodeConfig] = field(default_factory=dict)
+    coordinator_config: CoordinatorConfig | None = None
 
     @property
     def pki_dir(self) -> Path:
@@ -344,6 +345,7 @@ def federation(
             node_ids=node_ids,
             node_configs=node_configs,
             data_files=data_files,
+            coordinator_config=coord_config,
         )
     finally:
         if coordinator is not None:

@@ -65,14 +65,16 @@ class SignedEnvelope(_message.Message):
     def __init__(self, envelope: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., signer_certificate: _Optional[bytes] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("public_context", "deadline_ms", "envelope")
+    __slots__ = ("public_context", "deadline_ms", "envelope", "he_format")
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    HE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     public_context: bytes
     deadline_ms: int
     envelope: SignedEnvelope
-    def __init__(self, public_context: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ...) -> None: ...
+    he_format: str
+    def __init__(self, public_context: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., he_format: _Optional[str] = ...) -> None: ...
 
 class RegionStatus(_message.Message):
     __slots__ = ("node_id", "code", "message", "rule", "hint")
@@ -273,18 +275,20 @@ class CatalogResponse(_message.Message):
     def __init__(self, catalog_yaml: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class PartialRequest(_message.Message):
-    __slots__ = ("query_id", "public_context", "plan_fingerprint", "envelope", "participants")
+    __slots__ = ("query_id", "public_context", "plan_fingerprint", "envelope", "participants", "he_format")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     PLAN_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    HE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     public_context: bytes
     plan_fingerprint: str
     envelope: SignedEnvelope
     participants: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., plan_fingerprint: _Optional[str] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., participants: _Optional[_Iterable[str]] = ...) -> None: ...
+    he_format: str
+    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., plan_fingerprint: _Optional[str] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., participants: _Optional[_Iterable[str]] = ..., he_format: _Optional[str] = ...) -> None: ...
 
 class PartialResponse(_message.Message):
     __slots__ = ("node_id", "plan_fingerprint", "ciphertexts", "receipt", "statement")
@@ -301,30 +305,34 @@ class PartialResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ..., statement: _Optional[_Union[AnswerStatement, _Mapping]] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("envelope", "public_context", "deadline_ms", "sealed")
+    __slots__ = ("envelope", "public_context", "deadline_ms", "sealed", "he_format")
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
+    HE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     envelope: SignedEnvelope
     public_context: bytes
     deadline_ms: int
     sealed: _containers.RepeatedCompositeFieldContainer[SealedSubjects]
-    def __init__(self, envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., public_context: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., sealed: _Optional[_Iterable[_Union[SealedSubjects, _Mapping]]] = ...) -> None: ...
+    he_format: str
+    def __init__(self, envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., public_context: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., sealed: _Optional[_Iterable[_Union[SealedSubjects, _Mapping]]] = ..., he_format: _Optional[str] = ...) -> None: ...
 
 class NodeLookupRequest(_message.Message):
-    __slots__ = ("query_id", "public_context", "envelope", "sealed", "participants")
+    __slots__ = ("query_id", "public_context", "envelope", "sealed", "participants", "he_format")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    HE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     public_context: bytes
     envelope: SignedEnvelope
     sealed: bytes
     participants: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., sealed: _Optional[bytes] = ..., participants: _Optional[_Iterable[str]] = ...) -> None: ...
+    he_format: str
+    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., sealed: _Optional[bytes] = ..., participants: _Optional[_Iterable[str]] = ..., he_format: _Optional[str] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ()

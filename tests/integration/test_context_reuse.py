@@ -25,6 +25,7 @@ from federation.envelope import Signer, query_id
 from federation.errors import AuthError, CryptoError, FederationError, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.he import HE_FORMAT
 from federation.planner import plan_query
 from federation.slot_codec import chunks, encode_partials
 from federation.tls import TlsConfig, secure_channel
@@ -153,6 +154,7 @@ def test_a_node_runs_nothing_under_a_context_it_cannot_match_to_the_signed_diges
     signed = Signer.from_files(fed.pki_dir / "people" / "caseworker.pem", fed.pki_dir / "people" / "caseworker.key")
     envelope = signed.sign(sql=SQL, context_digest=he.context_digest(context), federation=fed.catalog.federation)
     request = pb.PartialRequest(
+        he_format=HE_FORMAT,
         query_id=query_id(envelope),
         public_context=he.ClientKeys.generate().public_context(),  # not the context signed for
         plan_fingerprint=plan_query(SQL, fed.catalog).fingerprint,

@@ -36,6 +36,7 @@ from federation.dp_plan import DpTerms, component_label, dp_plan, dp_terms
 from federation.envelope import query_id
 from federation.errors import FederationError, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
+from federation.he import HE_FORMAT
 from federation.plan import OTHER, Plan
 from federation.planner import plan_query
 from federation.profile import ClientProfile
@@ -225,7 +226,10 @@ def test_the_noise_is_unbiased_with_the_stated_sd_in_every_cell(fed: harness.Fed
     with fed.client(keys=keys, person="cw_direct") as c:
         signed = c.sign(WIDE)
         reply, blobs = collect(
-            c._stub.Query(pb.QueryRequest(envelope=signed, public_context=keys.public_context()), timeout=RPC_TIMEOUT_S)
+            c._stub.Query(
+                pb.QueryRequest(he_format=HE_FORMAT, envelope=signed, public_context=keys.public_context()),
+                timeout=RPC_TIMEOUT_S,
+            )
         )
     assert sorted(reply.answered) == list(NODES) and reply.timings.runs == 1
     summed = keys.decrypt_sum([blobs[n] for n in reply.answered], plan.layout.chunk_sizes)
@@ -278,6 +282,7 @@ def test_a_region_s_noise_is_a_function_of_its_noise_key_and_the_run(
 
     def request(participants: Sequence[str]) -> pb.PartialRequest:
         return pb.PartialRequest(
+            he_format=HE_FORMAT,
             query_id=query_id(signed),
             public_context=keys.public_context(),
             plan_fingerprint=plan.fingerprint,

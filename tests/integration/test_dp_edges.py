@@ -35,6 +35,7 @@ from federation.envelope import query_id
 from federation.errors import FederationError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.he import HE_FORMAT
 from federation.plan import Plan
 from federation.planner import plan_query
 from federation.slot_codec import CANARY, FAILED, chunks, decode_totals, encode_partials
@@ -131,6 +132,7 @@ def ask_every(
 ) -> dict[str, pb.PartialResponse]:
     """Every region's answer to ``signed`` for the run over all four, asked with the coordinator's certificate."""
     request = pb.PartialRequest(
+        he_format=HE_FORMAT,
         query_id=query_id(signed),
         public_context=keys.public_context(),
         plan_fingerprint=plan.fingerprint,

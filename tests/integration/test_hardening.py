@@ -40,6 +40,7 @@ from federation.envelope import Signer, query_id
 from federation.errors import FederationError, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.he import HE_FORMAT
 from federation.planner.binder import SchemaBinder
 from federation.tls import TlsConfig, secure_channel
 from node.executor import PartialExecutor
@@ -184,7 +185,9 @@ def ask_coordinator(
     fed: harness.Federation, keys: he.ClientKeys, sql: str, person: str = "caseworker", purpose: str = ""
 ) -> tuple[pb.QueryResponse | None, FederationError | None]:
     """The attacker's own client: a signed question straight to the coordinator."""
-    request = pb.QueryRequest(envelope=_signed(fed, keys, sql, person, purpose), public_context=keys.public_context())
+    request = pb.QueryRequest(
+        he_format=HE_FORMAT, envelope=_signed(fed, keys, sql, person, purpose), public_context=keys.public_context()
+    )
     with secure_channel(f"127.0.0.1:{fed.coordinator.port}", _tls(fed, person)) as channel:
         try:
             return collect(pb_grpc.CoordinatorStub(channel).Query(request, timeout=RPC_TIMEOUT_S))[0], None
@@ -198,6 +201,7 @@ def ask_node(
     """A coordinator colluding with the asker sends the signed question straight to a node."""
     signed = _signed(fed, keys, sql, person)
     request = pb.PartialRequest(
+        he_format=HE_FORMAT,
         query_id=query_id(signed),
         public_context=keys.public_context(),
         plan_fingerprint="0" * 64,  # the coordinator could not plan it: whatever it claims
@@ -431,6 +435,7 @@ def test_an_askers_short_deadline_does_not_shorten_the_wait_below_the_floor(
 def test_answers_carry_no_region_timings(fed: harness.Federation, keys: he.ClientKeys) -> None:
     signed = _signed(fed, keys, _unique(HONEST))
     request = pb.PartialRequest(
+        he_format=HE_FORMAT,
         query_id=query_id(signed),
         public_context=keys.public_context(),
         plan_fingerprint=harness_plan_fingerprint(fed, signed),

@@ -42,6 +42,7 @@ from federation.envelope import Signer, query_id
 from federation.errors import FederationError, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.he import HE_FORMAT
 from federation.hpf_schema import hpf_tables
 from federation.lookup_codec import FACT_COLUMNS, PersonFacts, decode_facts, encode_facts, layout_fingerprint
 from federation.person_id import person_id_array
@@ -338,6 +339,7 @@ def node_request(
 ) -> pb.NodeLookupRequest:
     """What the coordinator sends a region for one run; by default a run over every region the lookup asks."""
     return pb.NodeLookupRequest(
+        he_format=HE_FORMAT,
         query_id=lookup.qid if qid is None else qid,
         public_context=keys.public_context(),
         envelope=lookup.signed,
@@ -659,6 +661,7 @@ def test_a_client_cannot_ask_one_region_about_someone_else(
     target, decoy = population.planted[0], absent_ids(1, offset=900)[0]
     lookup = seal_lookup(fed, keys, [decoy], sealed_instead={"hangzhou": [target]})
     request = pb.LookupRequest(
+        he_format=HE_FORMAT,
         envelope=lookup.signed,
         public_context=keys.public_context(),
         sealed=[pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()],
@@ -798,6 +801,7 @@ class SubsetCoordinator:
         responses = [
             self.node_stubs[n].Lookup(
                 pb.NodeLookupRequest(
+                    he_format=HE_FORMAT,
                     query_id=qid,
                     public_context=request.public_context,
                     envelope=request.envelope,
@@ -868,17 +872,25 @@ def test_a_lookup_envelope_is_no_query_and_a_query_envelope_no_lookup(
 
     def partial(signed: pb.SignedEnvelope) -> pb.PartialRequest:
         return pb.PartialRequest(
-            query_id=query_id(signed), public_context=context, plan_fingerprint=fingerprint, envelope=signed
+            he_format=HE_FORMAT,
+            query_id=query_id(signed),
+            public_context=context,
+            plan_fingerprint=fingerprint,
+            envelope=signed,
         )
 
     def node_lookup(signed: pb.SignedEnvelope) -> pb.NodeLookupRequest:
         return pb.NodeLookupRequest(
-            query_id=query_id(signed), public_context=context, envelope=signed, sealed=lookup.blobs["nanjing"]
+            he_format=HE_FORMAT,
+            query_id=query_id(signed),
+            public_context=context,
+            envelope=signed,
+            sealed=lookup.blobs["nanjing"],
         )
 
     def sealed(signed: pb.SignedEnvelope) -> pb.LookupRequest:
         blobs = [pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()]
-        return pb.LookupRequest(envelope=signed, public_context=context, sealed=blobs)
+        return pb.LookupRequest(he_format=HE_FORMAT, envelope=signed, public_context=context, sealed=blobs)
 
     stub = node_stubs["nanjing"]
     t = RPC_TIMEOUT_S
@@ -902,7 +914,9 @@ def test_a_lookup_envelope_is_no_query_and_a_query_envelope_no_lookup(
         ),
         (
             "coordinator: lookup run as a query",
-            lambda: coordinator_stub.Query(pb.QueryRequest(envelope=lookup.signed, public_context=context), timeout=t),
+            lambda: coordinator_stub.Query(
+                pb.QueryRequest(he_format=HE_FORMAT, envelope=lookup.signed, public_context=context), timeout=t
+            ),
             "AUTH_ENVELOPE_OPERATION",
         ),
         (
@@ -938,7 +952,7 @@ def test_the_coordinator_wants_one_blob_for_each_region_named(
 
     def request(blobs: dict[str, bytes], signed: pb.SignedEnvelope = lookup.signed) -> pb.LookupRequest:
         sealed = [pb.SealedSubjects(node_id=n, blob=b) for n, b in blobs.items()]
-        return pb.LookupRequest(envelope=signed, public_context=context, sealed=sealed)
+        return pb.LookupRequest(he_format=HE_FORMAT, envelope=signed, public_context=context, sealed=sealed)
 
     one_short = dict(list(lookup.blobs.items())[:2])
     one_more = {**lookup.blobs, "shanghai": other.blobs["shanghai"]}
@@ -966,7 +980,7 @@ def test_asking_only_some_regions_is_a_breakdown(
     def ask(regions: Sequence[str], purpose: str = "loan-review") -> tuple[pb.QueryResponse, list[np.ndarray]]:
         lookup = seal_lookup(fed, keys, [pid], regions, purpose=purpose)
         sealed = [pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()]
-        request = pb.LookupRequest(envelope=lookup.signed, public_context=context, sealed=sealed)
+        request = pb.LookupRequest(he_format=HE_FORMAT, envelope=lookup.signed, public_context=context, sealed=sealed)
         reply, blobs = collect(coordinator_stub.Lookup(request, timeout=RPC_TIMEOUT_S))
         return reply, keys.decrypt_sum([blobs[n] for n in reply.answered], [9])
 
@@ -985,7 +999,7 @@ def test_asking_only_some_regions_is_a_breakdown(
     for regions in (["hangzhou"], ["shanghai", "nanjing"]):
         lookup = seal_lookup(fed, keys, [pid], regions, purpose="account-transfer")
         sealed = [pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()]
-        request = pb.LookupRequest(envelope=lookup.signed, public_context=context, sealed=sealed)
+        request = pb.LookupRequest(he_format=HE_FORMAT, envelope=lookup.signed, public_context=context, sealed=sealed)
         with pytest.raises(grpc.RpcError) as info:
             list(coordinator_stub.Lookup(request, timeout=RPC_TIMEOUT_S))
         err = from_rpc_error(info.value)
@@ -1087,7 +1101,9 @@ def test_a_region_that_is_down_is_missing_and_the_others_answer(
         # a per-city purpose: the survivors' sum may be shown
         lookup = seal_lookup(fed, keys, [pid], purpose="account-transfer")
         sealed = [pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()]
-        request = pb.LookupRequest(envelope=lookup.signed, public_context=keys.public_context(), sealed=sealed)
+        request = pb.LookupRequest(
+            he_format=HE_FORMAT, envelope=lookup.signed, public_context=keys.public_context(), sealed=sealed
+        )
         reply, blobs = collect(coordinator_stub.Lookup(request, timeout=RPC_TIMEOUT_S))
         assert reply.timings.runs == 2 and reply.query_id == lookup.qid
         assert sorted(reply.answered) == sorted(others)

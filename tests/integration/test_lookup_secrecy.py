@@ -30,6 +30,7 @@ from federation.envelope import Signer, query_id
 from federation.errors import FederationError, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.he import HE_FORMAT
 from federation.hpf_schema import hpf_tables
 from federation.person_id import person_id_array
 from federation.sealing import (
@@ -371,6 +372,7 @@ def test_a_client_cannot_ask_one_region_about_a_person(run: Run) -> None:
     qid = query_id(signed)
     region_key = load_public_b64(next(n.agreement_key or "" for n in fed.catalog.nodes if n.id == "hangzhou"))
     request = pb.NodeLookupRequest(
+        he_format=HE_FORMAT,
         query_id=qid,
         public_context=keys.public_context(),
         envelope=signed,

@@ -28,6 +28,7 @@ from federation.envelope import Signer, query_id
 from federation.errors import DataError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.he import HE_FORMAT
 from federation.planner import sketch_query
 from federation.tls import TlsConfig, secure_channel
 from node.backends.duckdb_backend import DuckDBBackend
@@ -202,6 +203,7 @@ def test_a_question_the_coordinator_abandons_is_interrupted_at_the_region(
         sql=HEAVY, context_digest=he.context_digest(keys.public_context()), federation=fed.catalog.federation
     )
     request = pb.PartialRequest(
+        he_format=HE_FORMAT,
         query_id=query_id(signed),
         public_context=keys.public_context(),
         plan_fingerprint=sketch_query(HEAVY, fed.catalog).fingerprint,

@@ -30,11 +30,14 @@ import yaml
 from coordinator_recorder import recording
 from streamed import collect
 
+from coordinator.server import start_coordinator
 from federation import he
+from federation.audit_verify import read_entries
 from federation.client import FederationClient
 from federation.config_files import parse_model
 from federation.envelope import Signer, query_id
 from federation.errors import (
+    ConfigError,
     CryptoError,
     DataError,
     FederationError,
@@ -45,10 +48,12 @@ from federation.errors import (
 )
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.he import HE_FORMAT
 from federation.planner import plan_query
 from federation.profile import ClientProfile
 from federation.tls import TlsConfig, secure_channel
 from node.executor import PartialExecutor
+from node.server import start_node
 
 RPC_TIMEOUT_S = 20.0
 SECRET_ID = "P-4401-SECRET"
@@ -224,7 +229,7 @@ def query_request(
 ) -> pb.QueryRequest:
     """What the hpf client sends for ``sql``: signed, with the public context it signed for."""
     context = keys.public_context() if public_context is None else public_context
-    return pb.QueryRequest(envelope=sign(fed, sql, context), public_context=context)
+    return pb.QueryRequest(he_format=HE_FORMAT, envelope=sign(fed, sql, context), public_context=context)
 
 
 def partial_request(
@@ -241,6 +246,7 @@ def partial_request(
     context = keys.public_context()
     signed = sign(fed, sql, context) if signed is None else signed
     return pb.PartialRequest(
+        he_format=HE_FORMAT,
         query_id=query_id(signed),
         public_context=context,
         plan_fingerprint=plan_query(sql, fed.catalog).fingerprint if fingerprint is None else fingerprint,
@@ -646,3 +652,68 @@ def test_an_identifier_equality_inside_filter_is_refused(fed: harness.Federation
         with pytest.raises(PlanError) as info:
             client.query(sql)
     assert info.value.code == "PLAN_IDENTIFIER_MISUSE"
+
+
+# ----------------------------------------------------------------------------- the HE wire format
+
+OTHER_HE_FORMAT = "tenseal-0.3.14/seal-4.1/bfv-4096"  # what an older TenSEAL writes: SEAL 4.1 cannot read 4.3
+
+
+def _names_both_formats(err: FederationError, theirs: str) -> None:
+    assert err.code == "HE_FORMAT_MISMATCH" and isinstance(err, CryptoError), err
+    assert theirs in err.message and HE_FORMAT in err.message, err.message
+
+
+@pytest.mark.parametrize("theirs", [OTHER_HE_FORMAT, ""], ids=["older", "unstated"])
+def test_a_request_in_another_he_format_is_refused_before_its_context_is_parsed(
+    fed: harness.Federation, client_keys: he.ClientKeys, coordinator_stub: pb_grpc.CoordinatorStub, theirs: str
+) -> None:
+    sql = "SELECT COUNT(*), SUM(amount_fen) FROM deposits"
+    parsed: list[bytes] = []
+    with pytest.MonkeyPatch.context() as m:  # neither party parses a context stated in another format
+        original = he.load_public_context
+        m.setattr(he, "load_public_context", lambda data, digest=None: parsed.append(data) or original(data, digest))
+        request = query_request(fed, client_keys, sql)
+        request.he_format = theirs
+        rpc_error, err = wire_refusal(coordinator_stub, request)
+        assert rpc_error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        _names_both_formats(err, theirs or "(none stated)")
+        with secure_channel(f"127.0.0.1:{fed.nodes['n0'].port}", coordinator_tls(fed)) as channel:
+            stub = pb_grpc.NodeStub(channel)
+            partial = partial_request(fed, client_keys, sql)
+            partial.he_format = theirs
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ComputePartial(partial, timeout=RPC_TIMEOUT_S)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            _names_both_formats(from_rpc_error(info.value), theirs or "(none stated)")
+            assert parsed == []
+            # the same signed question in this federation's format is answered: the refusal was the format's
+            partial.he_format = HE_FORMAT
+            assert stub.ComputePartial(partial, timeout=RPC_TIMEOUT_S).node_id == "n0"
+    last = list(read_entries(fed.audit_dir("n0")))[-2]  # the node logged the refusal (the answer came after)
+    assert (last["decision"], last["code"]) == ("refused", "HE_FORMAT_MISMATCH")
+    with fed.client(keys=client_keys) as client:  # the client states its format: the honest path answers
+        assert rows_as_tuples(client.query(sql).rows) == fed.oracle(sql)
+
+
+def test_a_catalog_naming_another_he_format_stops_nodes_and_the_coordinator_from_starting(
+    fed: harness.Federation,
+) -> None:
+    other = fed.catalog.model_copy(update={"he_format": OTHER_HE_FORMAT})
+    with pytest.raises(ConfigError) as at_node:
+        start_node(fed.node_configs["n0"], "127.0.0.1:0", catalog=other)
+    assert fed.coordinator_config is not None
+    with pytest.raises(ConfigError) as at_coordinator:
+        start_coordinator(fed.coordinator_config, "127.0.0.1:0", catalog=other, addresses={})
+    for err, party in ((at_node.value, "node n0"), (at_coordinator.value, "the coordinator")):
+        assert err.code == "HE_FORMAT_MISMATCH" and party in err.message, err
+        assert OTHER_HE_FORMAT in err.message and HE_FORMAT in err.message, err.message
+    # the catalog naming this federation's own format starts (the coordinator holds no state to share)
+    own = fed.catalog.model_copy(update={"he_format": HE_FORMAT})
+    start_coordinator(fed.coordinator_config, "127.0.0.1:0", catalog=own, addresses={}).stop(0)
+
+
+def test_the_pinned_tenseal_is_the_installed_one_and_writes_the_expected_format() -> None:
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    assert f'"tenseal=={ts.__version__}"' in pyproject  # exact: the wire format depends on it
+    assert HE_FORMAT == he.EXPECTED_HE_FORMAT

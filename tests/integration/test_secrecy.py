@@ -44,6 +44,7 @@ from federation.envelope import query_id
 from federation.errors import FederationError, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.he import HE_FORMAT
 from federation.limb_codec import LIMB_BITS
 from federation.plan import Plan
 from federation.planner import plan_query
@@ -472,6 +473,7 @@ def test_a_client_cannot_fetch_one_regions_partial_from_a_node() -> None:
             signed = client.sign(sql)
         plan = plan_query(sql, fed.catalog)
         request = pb.PartialRequest(
+            he_format=HE_FORMAT,
             query_id=query_id(signed),
             public_context=keys.public_context(),
             plan_fingerprint=plan.fingerprint,

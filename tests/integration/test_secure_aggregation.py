@@ -36,6 +36,7 @@ from federation.errors import FederationError, from_rpc_error
 from federation.finish import finish
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.he import HE_FORMAT
 from federation.plan import Plan
 from federation.planner import plan_query
 from federation.slot_codec import chunks, decode_totals, encode_partials
@@ -118,6 +119,7 @@ def partial_request(
     f: harness.Federation, keys: he.ClientKeys, signed: pb.SignedEnvelope, sql: str, participants: Sequence[str]
 ) -> pb.PartialRequest:
     return pb.PartialRequest(
+        he_format=HE_FORMAT,
         query_id=query_id(signed),
         public_context=keys.public_context(),
         plan_fingerprint=plan_query(sql, f.catalog).fingerprint,
@@ -309,7 +311,8 @@ def test_a_region_down_is_left_out_by_a_re_run_with_the_survivors(tmp_path: Path
             signed = c.sign(GROUPED)
             reply, blobs = collect(
                 c._stub.Query(
-                    pb.QueryRequest(envelope=signed, public_context=keys.public_context()), timeout=RPC_TIMEOUT_S
+                    pb.QueryRequest(he_format=HE_FORMAT, envelope=signed, public_context=keys.public_context()),
+                    timeout=RPC_TIMEOUT_S,
                 )
             )
         assert reply.timings.runs == 2
@@ -330,7 +333,8 @@ def test_a_region_down_is_left_out_by_a_re_run_with_the_survivors(tmp_path: Path
             signed = c.sign(VALID)
             reply, _ = collect(
                 c._stub.Query(
-                    pb.QueryRequest(envelope=signed, public_context=keys.public_context()), timeout=RPC_TIMEOUT_S
+                    pb.QueryRequest(he_format=HE_FORMAT, envelope=signed, public_context=keys.public_context()),
+                    timeout=RPC_TIMEOUT_S,
                 )
             )
         assert reply.timings.runs == 1 and sorted(reply.answered) == list(NODES)

@@ -35,6 +35,7 @@ from federation.envelope import Signer, query_id
 from federation.errors import FederationError, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.he import HE_FORMAT
 from federation.planner import plan_query
 from federation.tls import TlsConfig, secure_channel
 
@@ -169,6 +170,7 @@ def partial_request(
     """What the coordinator sends each node for one run over every region (so a refusal is for the question)."""
     context = keys.public_context()
     return pb.PartialRequest(
+        he_format=HE_FORMAT,
         query_id=query_id(signed),
         public_context=context,
         plan_fingerprint=plan_query(sql, fed.catalog).fingerprint,
@@ -220,7 +222,7 @@ def test_unsigned_is_refused_by_the_coordinator_and_by_every_node(
     ) as channel:
         with pytest.raises(grpc.RpcError) as info:
             stub = pb_grpc.CoordinatorStub(channel)
-            list(stub.Query(pb.QueryRequest(public_context=keys.public_context()), timeout=20))
+            list(stub.Query(pb.QueryRequest(he_format=HE_FORMAT, public_context=keys.public_context()), timeout=20))
     assert from_rpc_error(info.value).code == "AUTH_UNSIGNED"
     request = partial_request(fed, keys, pb.SignedEnvelope())
     refused_by_every_node(node_stubs, request, "AUTH_UNSIGNED")
@@ -306,7 +308,7 @@ def test_a_restarted_node_still_refuses_a_replay(tmp_path: Path, keys: he.Client
 def test_a_replay_through_the_coordinator_is_refused(fed: harness.Federation, keys: he.ClientKeys) -> None:
     with fed.client(keys=keys) as c:
         signed = c.sign(VALID)
-        request = pb.QueryRequest(envelope=signed, public_context=keys.public_context())
+        request = pb.QueryRequest(he_format=HE_FORMAT, envelope=signed, public_context=keys.public_context())
         stub = c._stub  # the client's own channel to the coordinator
         assert collect(stub.Query(request, timeout=20))[1]
         with pytest.raises(grpc.RpcError) as info:
@@ -472,17 +474,17 @@ def test_a_malformed_signer_certificate_is_refused_with_a_code_everywhere(
     coordinator = client._stub
     calls: dict[str, Any] = {
         "coordinator Query": lambda: list(
-            coordinator.Query(pb.QueryRequest(public_context=context, envelope=bad), timeout=20)
+            coordinator.Query(pb.QueryRequest(he_format=HE_FORMAT, public_context=context, envelope=bad), timeout=20)
         ),
         "coordinator Explain": lambda: coordinator.Explain(pb.ExplainRequest(envelope=bad), timeout=20),
         "coordinator Lookup": lambda: list(
-            coordinator.Lookup(pb.LookupRequest(envelope=bad, public_context=context), timeout=20)
+            coordinator.Lookup(pb.LookupRequest(he_format=HE_FORMAT, envelope=bad, public_context=context), timeout=20)
         ),
     }
     for node_id, stub in node_stubs.items():
         partial = partial_request(fed, keys, bad)
         lookup = pb.NodeLookupRequest(
-            query_id=query_id(bad), public_context=context, envelope=bad, participants=fed.node_ids
+            he_format=HE_FORMAT, query_id=query_id(bad), public_context=context, envelope=bad, participants=fed.node_ids
         )
         calls[f"{node_id} ComputePartial"] = lambda stub=stub, r=partial: stub.ComputePartial(r, timeout=20)
         calls[f"{node_id} Explain"] = lambda stub=stub, r=partial: stub.Explain(r, timeout=20)

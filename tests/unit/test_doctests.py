@@ -26,6 +26,7 @@ MODULES = [
     "federation.verdicts",
     "federation.config_files",
     "node.backends.type_check",
+    "federation.he",
 ]
 
 
