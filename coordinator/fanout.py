@@ -147,15 +147,7 @@ class FanOut:
                     node_id=node_id, accepted=False, code="NODE_BAD_ANSWER", message="the node's verdict is not its own"
                 )
             verdicts.append(verdict)
-        if refusals:
-            first = refusals[0]
-            regions = ", ".join(m.node_id for m in refusals)
-            raise error_for_code(
-                first.code,
-                f"region(s) {regions} refused to explain this question: {first.message}",
-                first.hint or None,
-                first.rule or None,
-            )
+        _refuse_if_any(refusals, "refused to explain")
         return pb.ExplainResponse(query_id=question.query_id, plan_fingerprint=plan.fingerprint, verdicts=verdicts)
 
     def query(
@@ -271,16 +263,7 @@ class FanOut:
             stats["fanout_ms"] += (time.perf_counter() - t_run) * 1e3
             for m in lost:
                 log.warning("query %s: region %s missing (%s)", query_id, m.node_id, m.code)
-            refusals = [m for m in lost if m.code.startswith(QUERY_FAILURE_PREFIXES)]
-            if refusals:
-                first = refusals[0]
-                regions = ", ".join(m.node_id for m in refusals)
-                raise error_for_code(
-                    first.code,
-                    f"region(s) {regions} could not answer this query: {first.message}",
-                    first.hint or None,
-                    first.rule or None,
-                )
+            _refuse_if_any([m for m in lost if m.code.startswith(QUERY_FAILURE_PREFIXES)], "could not answer")
             missing.extend(lost)
             if not lost:
                 break
@@ -345,6 +328,20 @@ class FanOut:
                 continue
             answers[node_id] = response
         return answers, lost
+
+
+def _refuse_if_any(refusals: list[MissingRegion], what: str) -> None:
+    """A region refusing or failing on the question itself fails it, with the first refusal's code, rule and hint:
+    an answer (or an explain) silently short of a region would mislead."""
+    if refusals:
+        first = refusals[0]
+        regions = ", ".join(m.node_id for m in refusals)
+        raise error_for_code(
+            first.code,
+            f"region(s) {regions} {what} this query: {first.message}",
+            first.hint or None,
+            first.rule or None,
+        )
 
 
 def _check_answer(ctx: Any, response: Any, sizes: Sequence[int]) -> None:

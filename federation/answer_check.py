@@ -44,7 +44,7 @@ class StreamedAnswer:
 
     head: pb.QueryResponse
     ciphertexts: dict[str, list[bytes]]
-    statements: list[Statement]  # each answering region's statement, as checked (empty when not checked)
+    statements: list[Statement]  # each answering region's statement, as checked
     verify_ms: float = 0.0  # time spent checking the statements and the ciphertexts' digests
 
 
@@ -52,7 +52,7 @@ def read_answer(
     parts: Iterable[pb.AnswerPart],
     chunks: int,
     regions: Iterable[str],
-    check_head: Callable[[pb.QueryResponse], list[Statement]] | None = None,
+    check_head: Callable[[pb.QueryResponse], list[Statement]],
 ) -> StreamedAnswer:
     """The head, then exactly ``chunks`` ciphertexts of each answering region, in order.
 
@@ -61,8 +61,7 @@ def read_answer(
     party accepts. ``check_head`` checks the head's statements (the client's: signatures against the pinned
     catalog's keys, see :func:`head_checker`) before any ciphertext is read; each region's ciphertexts are then
     held against the digest its checked statement names as soon as the last of them arrives, so a coordinator
-    that sends other bytes is refused after one region's worth of them. Without ``check_head`` the statements
-    are only read, not checked (tests of the stream's form).
+    that sends other bytes is refused after one region's worth of them.
     """
     stream = iter(parts)
     first = next(stream, None)
@@ -74,8 +73,8 @@ def read_answer(
     if len(set(answered)) != len(answered) or not set(answered) <= asked:
         raise _corrupt("the answer names a region twice, or one that was not asked")
     t0 = time.perf_counter()
-    checked = check_head(head) if check_head is not None else None
-    digests = {st.node: st.ciphertexts for st in checked} if checked is not None else _signed_digests(head)
+    checked = check_head(head)
+    digests = {st.node: st.ciphertexts for st in checked}
     checking = time.perf_counter() - t0  # the statements, then each region's digest: the cost of verifying
     expected = [(node_id, chunk) for node_id in answered for chunk in range(chunks)]
     blobs: dict[str, list[bytes]] = {node_id: [] for node_id in answered}
@@ -97,19 +96,7 @@ def read_answer(
             checking += time.perf_counter() - t0
     if received != len(expected):
         raise _corrupt("the answer is missing ciphertexts of a region it says answered")
-    return StreamedAnswer(head=head, ciphertexts=blobs, statements=checked or [], verify_ms=checking * 1e3)
-
-
-def _signed_digests(head: pb.QueryResponse) -> dict[str, str]:
-    """The ciphertext digest each answering region's statement names (signatures not yet checked)."""
-    named = {s.node_id: statements.parse(s).ciphertexts for s in head.statements}
-    if sorted(named) != sorted(head.answered) or len(head.statements) != len(head.answered):
-        raise CryptoError(
-            "the answer does not carry exactly one statement from each region summed",
-            code="ANSWER_STATEMENT_INVALID",
-            hint="the coordinator or a region is misbehaving",
-        )
-    return named
+    return StreamedAnswer(head=head, ciphertexts=blobs, statements=checked, verify_ms=checking * 1e3)
 
 
 def _mismatch(node_id: str) -> CryptoError:

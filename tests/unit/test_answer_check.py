@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from federation import statements
-from federation.answer_check import read_answer
+from federation.answer_check import head_checker, read_answer
 from federation.errors import CryptoError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.he import MAX_CIPHERTEXT_BYTES
@@ -32,6 +32,9 @@ def _statement(node: str, blobs: list[bytes]) -> pb.AnswerStatement:
     return pb.AnswerStatement(node_id=node, statement=body.encode(), signature=bytes(64))
 
 
+UNSIGNED = head_checker({}, query_id="q", context="c", verify_signatures=False)  # the stream's form, not the keys
+
+
 def _parts(answered: list[str], chunks: int) -> list[pb.AnswerPart]:
     blobs = {n: [f"{n}{c}".encode() for c in range(chunks)] for n in dict.fromkeys(answered)}
     signed = [_statement(n, blobs[n]) for n in answered]
@@ -44,7 +47,7 @@ def _parts(answered: list[str], chunks: int) -> list[pb.AnswerPart]:
 
 
 def test_an_answer_in_order_is_read_whole() -> None:
-    got = read_answer(_parts(REGIONS, 2), 2, REGIONS)
+    got = read_answer(_parts(REGIONS, 2), 2, REGIONS, UNSIGNED)
     assert list(got.head.answered) == REGIONS
     assert got.ciphertexts == {n: [f"{n}0".encode(), f"{n}1".encode()] for n in REGIONS}
 
@@ -63,14 +66,14 @@ BROKEN = {
 @pytest.mark.parametrize("how", list(BROKEN))
 def test_an_answer_out_of_order_is_refused(how: str) -> None:
     with pytest.raises(CryptoError) as info:
-        read_answer(BROKEN[how](_parts(REGIONS, 2)), 2, REGIONS)
+        read_answer(BROKEN[how](_parts(REGIONS, 2)), 2, REGIONS, UNSIGNED)
     assert info.value.code == "ANSWER_CORRUPT"
 
 
 @pytest.mark.parametrize("answered", [["a", "a", "b"], ["a", "x"]])
 def test_a_head_naming_a_region_twice_or_one_not_asked_is_refused(answered: list[str]) -> None:
     with pytest.raises(CryptoError) as info:
-        read_answer(_parts(answered, 1), 1, REGIONS)
+        read_answer(_parts(answered, 1), 1, REGIONS, UNSIGNED)
     assert info.value.code == "ANSWER_CORRUPT"
 
 
@@ -78,7 +81,7 @@ def test_an_oversized_ciphertext_is_refused_as_it_arrives() -> None:
     parts = _parts(REGIONS, 1)
     parts[2].ciphertext.ciphertext = bytes(MAX_CIPHERTEXT_BYTES + 1)
     with pytest.raises(CryptoError) as info:
-        read_answer(parts, 1, REGIONS)
+        read_answer(parts, 1, REGIONS, UNSIGNED)
     assert info.value.code == "CIPHERTEXT_TOO_LARGE"
 
 
@@ -93,7 +96,7 @@ def test_a_region_whose_ciphertexts_are_not_the_signed_ones_is_refused_before_th
             yield part
 
     with pytest.raises(CryptoError) as info:
-        read_answer(counted(), 2, REGIONS)
+        read_answer(counted(), 2, REGIONS, UNSIGNED)
     assert info.value.code == "ANSWER_CIPHERTEXT_MISMATCH" and read == [0, 1, 2]  # a's two chunks, no more
 
 
@@ -101,7 +104,7 @@ def test_a_head_without_a_statement_for_a_region_is_refused_before_any_ciphertex
     parts = _parts(REGIONS, 1)
     del parts[0].head.statements[1]
     with pytest.raises(CryptoError) as info:
-        read_answer(parts, 1, REGIONS)
+        read_answer(parts, 1, REGIONS, UNSIGNED)
     assert info.value.code == "ANSWER_STATEMENT_INVALID"
 
 
@@ -115,7 +118,7 @@ def test_an_endless_stream_is_read_no_further_than_the_layout() -> None:
             yield _parts(["a"], 1)[1]
 
     with pytest.raises(CryptoError):
-        read_answer(endless(), 1, REGIONS)
+        read_answer(endless(), 1, REGIONS, UNSIGNED)
     assert read == [0]
 
 

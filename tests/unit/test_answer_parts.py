@@ -8,7 +8,7 @@ import os
 from coordinator.fanout import FederatedAnswer
 from coordinator.server import answer_parts
 from federation import statements
-from federation.answer_check import read_answer
+from federation.answer_check import head_checker, read_answer
 from federation.generated import hpf_federation_pb2 as pb
 from federation.he import MAX_CIPHERTEXT_BYTES
 from federation.limb_codec import MAX_REGIONS
@@ -64,5 +64,6 @@ def test_at_256_regions_every_message_stays_within_the_limits() -> None:
     head, rest = parts[0], parts[1:]
     assert head.HasField("head") and head.ByteSize() < HEAD_LIMIT, head.ByteSize()
     assert max(p.ByteSize() for p in rest) <= MAX_CIPHERTEXT_BYTES + 64 < MAX_MESSAGE_BYTES
-    read = read_answer(parts, 2, answer.answered)
+    unsigned = head_checker({}, query_id=answer.query_id, context="ef" * 32, verify_signatures=False)
+    read = read_answer(parts, 2, answer.answered, unsigned)
     assert read.ciphertexts == answer.ciphertexts
