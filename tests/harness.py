@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
+import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +57,48 @@ from node.server import RunningNode, start_node
 
 OPEN_POLICY = Path(__file__).parent / "fixtures" / "policies" / "open.yaml"
 OPEN_LOOKUPS_POLICY = OPEN_POLICY.with_name("open-lookups.yaml")  # open.yaml plus identifier equality filters
+
+# Tables several test files federate alike.
+# Deposits with an identifier, free text and every kind of number: for refusals and the SQL surface.
+DEPOSIT_TABLES: dict[str, Any] = {
+    "deposits": {
+        "columns": {
+            "person_id": {"type": "VARCHAR", "class": "identifier"},
+            "employer": {"type": "VARCHAR"},
+            "city_code": {"type": "VARCHAR", "domain": {"values": ["310000", "330100", "320100"]}},
+            "month": {"type": "DATE", "domain": {"range": ["2015-01-01", "2024-12-31"]}},
+            "amount_fen": {"type": "BIGINT"},
+            "balance": {"type": "DECIMAL(12,2)"},
+            "score": {"type": "DOUBLE"},
+        }
+    }
+}
+# Monthly deposits over four cities and 31 years: a GROUP BY city and month lays out several ciphertexts.
+CITIES = ["310000", "330100", "320100", "320500"]
+MONTHLY_TABLES: dict[str, Any] = {
+    "deposits": {
+        "columns": {
+            "city_code": {"type": "VARCHAR", "domain": {"values": CITIES}},
+            "month": {"type": "DATE", "domain": {"range": ["2000-01-01", "2030-12-31"], "step": "month"}},
+            "amount_fen": {"type": "BIGINT"},
+        }
+    }
+}
+
+
+def monthly_rows(seed: int, n: int, amounts: int) -> list[tuple[Any, ...]]:
+    """``n`` rows of MONTHLY_TABLES' deposits, amounts in (-amounts, amounts), the same for the same seed."""
+    rng = random.Random(seed)
+    return [
+        (
+            rng.choice(CITIES),
+            dt.date(rng.randrange(2000, 2031), rng.randrange(1, 13), 1),
+            rng.randrange(-amounts, amounts),
+        )
+        for _ in range(n)
+    ]
+
+
 FEDERATION = "test"  # the catalog's name, which the CA names too: servers are coordinator.test, <id>.node.test
 
 

@@ -47,19 +47,7 @@ from node.executor import PartialExecutor
 
 RPC_TIMEOUT_S = 30.0
 SECRET_ID = "310101199001011237"
-TABLES: dict[str, Any] = {
-    "deposits": {
-        "columns": {
-            "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "employer": {"type": "VARCHAR"},
-            "city_code": {"type": "VARCHAR", "domain": {"values": ["310000", "330100", "320100"]}},
-            "month": {"type": "DATE", "domain": {"range": ["2015-01-01", "2024-12-31"]}},
-            "amount_fen": {"type": "BIGINT"},
-            "balance": {"type": "DECIMAL(12,2)"},
-            "score": {"type": "DOUBLE"},
-        }
-    }
-}
+TABLES = harness.DEPOSIT_TABLES
 
 
 def _row(person: str, employer: str, city: str, amount: int, balance: str, year: int) -> tuple[Any, ...]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import random
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,28 +13,11 @@ from federation.client import FederationClient
 from federation.config_files import parse_model
 from federation.profile import ClientProfile
 
-CITIES = ["310000", "330100", "320100", "320500"]
-TABLES: dict[str, Any] = {
-    "deposits": {
-        "columns": {
-            "city_code": {"type": "VARCHAR", "domain": {"values": CITIES}},
-            "month": {"type": "DATE", "domain": {"range": ["2000-01-01", "2030-12-31"], "step": "month"}},
-            "amount_fen": {"type": "BIGINT"},
-        }
-    }
-}
+TABLES = harness.MONTHLY_TABLES
 
 
 def _rows(seed: int, n: int) -> list[tuple[Any, ...]]:
-    rng = random.Random(seed)
-    return [
-        (
-            rng.choice(CITIES),
-            dt.date(rng.randrange(2000, 2031), rng.randrange(1, 13), 1),
-            rng.randrange(-(10**12), 10**12),
-        )
-        for _ in range(n)
-    ]
+    return harness.monthly_rows(seed, n, 10**12)
 
 
 def test_a_plan_over_several_ciphertexts_equals_the_oracle() -> None:

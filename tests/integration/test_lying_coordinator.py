@@ -11,9 +11,7 @@ oracle, and a client that pins no catalog says its answer is unverified.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
-import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,16 +31,7 @@ from federation.generated import hpf_federation_pb2 as pb
 from federation.profile import ClientProfile
 
 NODES = ["n0", "n1", "n2", "n3"]
-CITIES = ["310000", "330100", "320100", "320500"]
-TABLES: dict[str, Any] = {
-    "deposits": {
-        "columns": {
-            "city_code": {"type": "VARCHAR", "domain": {"values": CITIES}},
-            "month": {"type": "DATE", "domain": {"range": ["2000-01-01", "2030-12-31"], "step": "month"}},
-            "amount_fen": {"type": "BIGINT"},
-        }
-    }
-}
+TABLES = harness.MONTHLY_TABLES
 COUNT = "SELECT COUNT(*) AS n, SUM(amount_fen) AS total FROM deposits"
 # (4 + 2) cities x (372 + 2) months x the components' slots: several ciphertexts per region
 WIDE = (
@@ -52,15 +41,7 @@ WIDE = (
 
 
 def _rows(seed: int, n: int) -> list[tuple[Any, ...]]:
-    rng = random.Random(seed)
-    return [
-        (
-            rng.choice(CITIES),
-            dt.date(rng.randrange(2000, 2031), rng.randrange(1, 13), 1),
-            rng.randrange(-(10**9), 10**9),
-        )
-        for _ in range(n)
-    ]
+    return harness.monthly_rows(seed, n, 10**9)
 
 
 @pytest.fixture(scope="module")

@@ -58,19 +58,7 @@ from node.server import start_node
 RPC_TIMEOUT_S = 20.0
 SECRET_ID = "P-4401-SECRET"
 
-TABLES: dict[str, Any] = {
-    "deposits": {
-        "columns": {
-            "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "employer": {"type": "VARCHAR"},
-            "city_code": {"type": "VARCHAR", "domain": {"values": ["310000", "330100", "320100"]}},
-            "month": {"type": "DATE", "domain": {"range": ["2015-01-01", "2024-12-31"]}},
-            "amount_fen": {"type": "BIGINT"},
-            "balance": {"type": "DECIMAL(12,2)"},
-            "score": {"type": "DOUBLE"},
-        }
-    }
-}
+TABLES = harness.DEPOSIT_TABLES
 
 
 def _row(person: str, city: str | None, amount: int, balance: str, year: int) -> tuple[Any, ...]:
