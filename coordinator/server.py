@@ -24,8 +24,8 @@ from federation.tls import (
     GRPC_OPTIONS,
     add_port,
     channel_credentials,
+    check_federation,
     new_server,
-    node_target,
     require_tls,
     secure_channel,
     with_options,
@@ -162,13 +162,14 @@ def start_coordinator(
     catalog = catalog or load_catalog(config.catalog)
     he.check_catalog_format(catalog.he_format, "the coordinator")
     catalog_text = config.catalog.read_text(encoding="utf-8")
+    names = check_federation(tls, catalog.federation, "the coordinator")  # read from the CA once
     credentials = channel_credentials(tls) if tls is not None else None  # checked once for every node channel
     channels, stubs = [], {}
     for node in catalog.nodes:
         address = (addresses or {}).get(node.id, node.address)
         # each node is dialled by its own name, so only that node's certificate is accepted
         channel = secure_channel(
-            address, credentials, options=NODE_CHANNEL_OPTIONS, server_name=node_target(tls, node.id)
+            address, credentials, options=NODE_CHANNEL_OPTIONS, server_name=names.node(node.id) if names else None
         )
         channels.append(channel)
         stubs[node.id] = pb_grpc.NodeStub(channel)

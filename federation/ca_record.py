@@ -146,7 +146,7 @@ def parse(data: bytes, expected_ca: str, where: str = "the CA's record") -> CaRe
         if type(number) is not int or number < 0 or not isinstance(ca, str) or not isinstance(items, list):
             raise ValueError("malformed fields")
         revoked = tuple(_revoked(item) for item in items)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise ConfigError(f"{where} is malformed", code="PKI_CA_RECORD_INVALID", hint=_RESTORE) from None
     if ca != expected_ca:
         raise ConfigError(

@@ -57,7 +57,7 @@ MAX_DOMAIN_SIZE = 10_000
 
 _IDENT = re.compile(r"[a-z_][a-z0-9_]*")  # matched whole (fullmatch), as every pattern here
 _DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
-_NODE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_NODE_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # one DNS label: a server is <id>.node.<federation>
 INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
 SCALAR_TYPES = (*INTEGER_TYPES, "VARCHAR", "DATE", "BOOLEAN", "DOUBLE")
 INTEGER_BITS = {"TINYINT": 8, "SMALLINT": 16, "INTEGER": 32, "BIGINT": 64}

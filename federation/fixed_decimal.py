@@ -91,5 +91,9 @@ def units_above(value: float, places: int) -> int:
 
 
 def value_of(units: int, places: int) -> float:
-    """``units / 10**places`` as the nearest double (Python's int division is correctly rounded)."""
-    return units / 10**places
+    """``units / 10**places`` as the nearest double (Python's int division is correctly rounded); ValueError for
+    a value no double holds (a region's statement may say anything)."""
+    try:
+        return units / 10**places
+    except OverflowError:
+        raise ValueError("a fixed decimal too large for a double") from None

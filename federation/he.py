@@ -26,7 +26,7 @@ import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sealapi
 
-from federation.errors import ConfigError, CryptoError
+from federation.errors import ConfigError, CryptoError, printable
 from federation.lru import Lru
 
 POLY_MODULUS_DEGREE = 4096
@@ -87,7 +87,7 @@ tenseal-0.3.18/seal-4.3/bfv-4096
     """
     if theirs != ours:
         raise CryptoError(
-            f"{whose} is in HE wire format {theirs or '(none stated)'}, this party's is {ours}",
+            f"{whose} is in HE wire format {printable(theirs, limit=80) or '(none stated)'}, this party's is {ours}",
             code="HE_FORMAT_MISMATCH",
             hint="every party must install the TenSEAL version the federation pins (see the catalog's he_format)",
         )

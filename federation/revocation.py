@@ -164,7 +164,7 @@ class RevocationList:
             doc = json.loads(self._state.read_bytes())
         except FileNotFoundError:
             return 0, None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise ConfigError(
                 f"{self._state}: the revocation state cannot be read ({type(exc).__name__})",
                 code="REVOCATION_STATE_INVALID",

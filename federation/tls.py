@@ -252,6 +252,22 @@ def server_names(tls: TlsConfig) -> pki.ServerNames:
     return pki.ServerNames(_federation(tls.ca, _certificates(tls.ca, _read(tls.ca, "CA certificate"), "CA (--ca)")))
 
 
+def check_federation(tls: TlsConfig | None, federation: str, party: str) -> pki.ServerNames | None:
+    """The names of the federation the CA in ``tls`` names, which must be the catalog's ``federation``: a party
+    would otherwise dial servers under one name and accept questions signed for another (PKI_FEDERATION_MISMATCH).
+    None in insecure mode."""
+    if tls is None:
+        return None
+    names = server_names(tls)
+    if names.federation != federation:
+        raise ConfigError(
+            f"{party}: the catalog is federation {federation!r}, the CA in {tls.ca} federation {names.federation!r}",
+            code="PKI_FEDERATION_MISMATCH",
+            hint="use the catalog and the CA of one federation",
+        )
+    return names
+
+
 def coordinator_target(tls: TlsConfig | None) -> str | None:
     """The TLS target name for dialling the coordinator (None in insecure mode: nothing to check)."""
     return server_names(tls).coordinator if tls is not None else None

@@ -24,7 +24,7 @@ from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.pki import Identity
 from federation.sealing import AGREEMENT_KEY, AgreementKey, load_or_create_secret, load_or_create_subject_key
-from federation.tls import GRPC_OPTIONS, add_port, new_server, require_tls, with_options
+from federation.tls import GRPC_OPTIONS, add_port, check_federation, new_server, require_tls, with_options
 from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
 from node.executor import PartialExecutor
@@ -139,6 +139,7 @@ def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog |
             code="CONFIG_INVALID",
             hint=f"catalog nodes: {', '.join(catalog.node_ids)}",
         )
+    check_federation(tls, catalog.federation, f"node {config.node_id}")
     verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
     policy = load_policy(config.policy or DEFAULT_POLICY)
     problems = check_against_catalog(policy, catalog)

@@ -123,6 +123,12 @@ def check_types(con: duckdb.DuckDBPyConnection, name: str, reader: str, table: T
     """Refuse (``DATA_TYPE_MISMATCH``) a file behind ``reader`` whose columns do not all convert exactly to
     ``table``'s catalog types. Lossless widenings are passed from the types alone; the others in one scan."""
     described = {r[0]: str(r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()}
+    if missing := [c for c in table.columns if c not in described]:  # a file replaced by one without a column
+        raise DataError(
+            f"table {name!r}: the file has no column {missing[0]!r} the catalog declares",
+            code="NODE_TABLE_SCHEMA",
+            hint="give the file every column the catalog declares for the table",
+        )
     narrowed = {c: described[c] for c, col in table.columns.items() if not lossless(described[c], col.type)}
     if not narrowed:
         return

@@ -148,6 +148,25 @@ def test_a_file_changed_under_the_running_node_to_a_type_that_does_not_fit_makes
     assert node.run(sql) == raw(path, "SELECT CAST(SUM(l_discount) AS HUGEINT) FROM lineitem") == [(11,)]
 
 
+def test_a_file_changed_to_one_without_a_catalog_column_makes_the_node_unwell(tmp_path: Path) -> None:
+    """A replacement file that lost a column the catalog declares: the region is unwell (a stable code, not a
+    failure of the node), and serves again once the column is back."""
+    path = tmp_path / "lineitem.parquet"
+    write_table(path, {"l_orderkey": "BIGINT", "l_discount": "INTEGER"}, [(1, 3), (2, 4)])
+    node = backend(path, {"l_orderkey": "BIGINT", "l_discount": "INTEGER"})
+    sql = "SELECT SUM(l_discount) FROM lineitem"
+    fresh = tmp_path / "fresh.parquet"
+    write_table(fresh, {"l_orderkey": "BIGINT"}, [(1,), (2,)])
+    os.replace(fresh, path)
+    for _ in range(2):  # and stays so while the file is unchanged
+        with pytest.raises(UnavailableError) as info:
+            node.run(sql)
+        assert info.value.code == "NODE_UNWELL"
+    write_table(fresh, {"l_orderkey": "BIGINT", "l_discount": "INTEGER"}, [(1, 5), (2, 6)])
+    os.replace(fresh, path)
+    assert node.run(sql) == [(11,)]
+
+
 # every (file type, catalog type, values) triple: the node refuses, or answers as DuckDB over the raw file
 NUMERIC = ["TINYINT", "SMALLINT", "INTEGER", "BIGINT", *(f"DECIMAL({p},{s})" for p in (4, 9, 15, 18) for s in (0, 2))]
 RANGE = {"TINYINT": 2**7, "SMALLINT": 2**15, "INTEGER": 2**31, "BIGINT": 2**63}

@@ -310,3 +310,20 @@ def test_a_misnamed_certificate_signed_with_the_ca_key_cannot_serve(fed: harness
     with pytest.raises(FederationError) as info:
         tls.add_port(tls.new_server(max_workers=1), "127.0.0.1:0", forged)
     assert info.value.code == "TLS_SERVER_MISNAMED"
+
+
+def test_a_catalog_of_another_federation_than_the_ca_stops_every_server(fed: harness.Federation) -> None:
+    """A party would dial servers under the CA's federation and accept questions signed for the catalog's: the
+    two must be one federation, or neither the coordinator nor a node starts."""
+    from coordinator.server import start_coordinator
+    from node.server import start_node
+
+    other = fed.catalog.model_copy(update={"federation": "elsewhere"})
+    assert fed.coordinator_config is not None
+    with pytest.raises(ConfigError) as info:
+        start_coordinator(fed.coordinator_config, "127.0.0.1:0", catalog=other)
+    assert info.value.code == "PKI_FEDERATION_MISMATCH" and "'elsewhere'" in info.value.message
+    node_id = fed.node_ids[0]
+    with pytest.raises(ConfigError) as info:
+        start_node(fed.node_configs[node_id], "127.0.0.1:0", catalog=other)
+    assert info.value.code == "PKI_FEDERATION_MISMATCH"

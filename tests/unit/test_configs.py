@@ -219,3 +219,10 @@ def test_a_file_of_the_right_kind_with_a_mistake_still_names_the_field(tmp_path:
     with pytest.raises(ConfigError) as info:
         load_profile(path)
     assert info.value.code == "CONFIG_INVALID" and "deadline_ms" in info.value.message
+
+
+@pytest.mark.parametrize("node_id", ["north-", "-north", "a" * 64])
+def test_a_node_id_is_one_dns_label_as_its_server_name_needs(tmp_path: Path, node_id: str) -> None:
+    """The catalog refuses a node id the PKI could not name the node's server by (<id>.node.<federation>)."""
+    err = _catalog_error(tmp_path, nodes=[{"id": node_id, "address": "127.0.0.1:50051"}])
+    assert err.code == "CONFIG_INVALID" and "nodes[0].id" in err.message

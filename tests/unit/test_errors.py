@@ -87,3 +87,14 @@ def test_a_remote_error_is_printable_whatever_the_peer_sent(text: str) -> None:
 def test_long_remote_text_is_cut() -> None:
     err = from_rpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "x" * 100_000, (("hpf-error-code", "NODE_X"),)))
     assert len(err.message) <= 500 and err.code == "NODE_X"
+
+
+def test_a_stated_wire_format_is_not_echoed_raw() -> None:
+    """The format a request states is the sender's text: the refusal quotes it short and without escapes."""
+    from federation.errors import CryptoError
+    from federation.he import check_he_format
+
+    with pytest.raises(CryptoError) as info:
+        check_he_format("\x1b[2J" + "x" * 10_000, "the request")
+    assert info.value.code == "HE_FORMAT_MISMATCH"
+    assert "\x1b" not in info.value.message and len(info.value.message) < 300

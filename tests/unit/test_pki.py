@@ -838,3 +838,22 @@ def test_a_broken_or_foreign_record_is_refused_and_nothing_is_signed(
     record_path.write_text(good)
     revocation.revoke(tmp_path, own["people"]["zoe"].cert.read_bytes())
     assert _list(crl) == (2, {_serial(own["people"]["zoe"])})
+
+
+def test_a_deeply_nested_record_or_state_is_refused_with_its_code(tmp_path: Path) -> None:
+    """A CA record or a party's revocation state made of nothing but brackets is malformed, not a crash."""
+    from cryptography import x509
+
+    from federation import ca_record, revocation
+
+    nested = b"[" * 200_000 + b"]" * 200_000
+    with pytest.raises(ConfigError) as info:
+        ca_record.parse(nested, "ab" * 32)
+    assert info.value.code == "PKI_CA_RECORD_INVALID"
+    own = pki.init_federation(tmp_path / "pki", [], federation="test")
+    state = tmp_path / "state.json"
+    state.write_bytes(nested)
+    ca_cert = x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
+    with pytest.raises(ConfigError) as info:
+        revocation.RevocationList(tmp_path / "pki" / revocation.CRL_FILE, ca_cert, state)
+    assert info.value.code == "REVOCATION_STATE_INVALID"

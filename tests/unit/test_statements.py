@@ -129,6 +129,7 @@ NOT_CANONICAL = {
     "a field less": {k: v for k, v in DP.items() if k != "delta"},
     "exact with more": {"mode": "exact", "epsilon": "1.000000000"},
     "another mode": {**DP, "mode": "DP"},
+    "an epsilon no double holds": {**DP, "epsilon": "1" + "0" * 400 + ".000000000"},
 }
 
 
