@@ -573,9 +573,10 @@ def write_crl(ca_dir_or_files: Path | str | CaFiles, revoked: Sequence[ca_record
 
     The list carries the record's next number (CRLNumber; 1 for the first) and every certificate the record
     holds as revoked. The record is written first (atomically, mode 0600, next to ``ca.key``), so the CA never
-    signs two lists under one number. ``crl.pem`` itself is never read back: an older list copied over it is
-    not the basis of the next one, so re-signing cannot un-revoke a certificate, and a party that has accepted
-    list ``n`` refuses any list numbered below ``n`` (:class:`federation.revocation.RevocationList`).
+    signs two lists under one number. ``crl.pem`` is never the basis of the next list: it is read only to bring
+    a record put back from an older copy up to a newer list this CA signed (number and revoked certificates,
+    never down), so neither an older list copied over it nor an older record un-revokes a certificate; a party
+    that has accepted list ``n`` refuses any list numbered below ``n`` (:class:`federation.revocation.RevocationList`).
     """
     files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
     ca_cert, ca_key = load_ca(files)

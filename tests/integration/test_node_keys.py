@@ -35,7 +35,7 @@ class Region:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        init_federation(root / "pki", ["north"], federation="test")
+        init_federation(root / "pki", ["north"], federation="t")
         harness.write_table(root / "data" / "t.parquet", {"g": "VARCHAR", "v": "BIGINT"}, [("a", 1)])
         self.catalog_path = root / "federation.yaml"
 
