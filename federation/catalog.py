@@ -42,7 +42,9 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
@@ -50,7 +52,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from federation.config_files import load_model
+from federation.config_files import decode_text, parse_model, parse_yaml, read_bytes
+from federation.errors import ConfigError
 from federation.limb_codec import MAX_REGIONS
 
 MAX_DOMAIN_SIZE = 10_000
@@ -271,6 +274,38 @@ class Table(BaseModel):
         return f'CREATE VIEW "{name}" AS SELECT {cols} FROM {source}'
 
 
+KEY_FIELDS = ("audit_key", "agreement_key")  # a node's public keys, as the catalog publishes them
+
+
+def _public_key(v: str | None, info: ValidationInfo) -> str | None:
+    """A node's public key field: the raw 32 bytes in base64 (or None: not published)."""
+    if v is None:
+        return v
+    if key_bytes(v) is None:
+        kind = "Ed25519" if info.field_name == "audit_key" else "X25519"
+        raise ValueError(f"{info.field_name} must be the node's 32-byte {kind} public key in base64 (a node logs it)")
+    return v
+
+
+def key_bytes(text: str) -> bytes | None:
+    """The raw 32 bytes of a public key in base64, or None when it is not one.
+
+    >>> len(key_bytes("A" * 43 + "=")), key_bytes("QUJD"), key_bytes("not base64!")
+    (32, None, None)
+    """
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 32 else None
+
+
+def _node_id(v: str) -> str:
+    if not _NODE_ID.fullmatch(v):
+        raise ValueError(f"node id {v!r} must be lower-case letters, digits and '-' (e.g. 'shanghai')")
+    return v
+
+
 class NodeEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
@@ -279,28 +314,8 @@ class NodeEntry(BaseModel):
     audit_key: str | None = None  # the node's Ed25519 audit public key, raw 32 bytes in base64
     agreement_key: str | None = None  # the node's X25519 agreement public key (person lookups), base64
 
-    @field_validator("audit_key", "agreement_key")
-    @classmethod
-    def _key(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if v is None:
-            return v
-        try:
-            raw = base64.b64decode(v, validate=True)
-        except binascii.Error:
-            raw = b""
-        if len(raw) != 32:
-            kind = "Ed25519" if info.field_name == "audit_key" else "X25519"
-            raise ValueError(
-                f"{info.field_name} must be the node's 32-byte {kind} public key in base64 (a node logs it)"
-            )
-        return v
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        if not _NODE_ID.fullmatch(v):
-            raise ValueError(f"node id {v!r} must be lower-case letters, digits and '-' (e.g. 'shanghai')")
-        return v
+    _key = field_validator(*KEY_FIELDS)(_public_key)
+    _id = field_validator("id")(_node_id)
 
     @field_validator("address")
     @classmethod
@@ -309,6 +324,18 @@ class NodeEntry(BaseModel):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"address {v!r} must be host:port, e.g. 127.0.0.1:50051")
         return v
+
+
+class NodeKeys(BaseModel):
+    """One node's public keys, as ``hpf node keys`` prints them for the catalog (``hpf catalog keys``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    node: str
+    audit_key: str
+    agreement_key: str
+
+    _key = field_validator(*KEY_FIELDS)(_public_key)
+    _id = field_validator("node")(_node_id)
 
 
 class Catalog(BaseModel):
@@ -342,6 +369,28 @@ class Catalog(BaseModel):
         return [n.id for n in self.nodes]
 
 
+@dataclass(frozen=True)
+class CatalogFile:
+    """A catalog as read from its file: what it declares, its text (as the coordinator hands it to clients) and
+    the hex SHA-256 of its bytes (as a node describes it)."""
+
+    catalog: Catalog
+    text: str
+    digest: str
+
+
+def read_catalog_file(path: Path | str) -> CatalogFile:
+    """Read, validate and digest a catalog file, from one read of its bytes: the digest is always of the very
+    text the catalog was parsed from, even when the file is being replaced meanwhile."""
+    path = Path(path)
+    data = read_bytes(path)
+    text = decode_text(path, data)
+    doc = parse_yaml(path, text)
+    if doc is None:
+        raise ConfigError(f"{path}: the file is empty", code="CONFIG_INVALID")
+    return CatalogFile(parse_model(path, doc, Catalog), text, hashlib.sha256(data).hexdigest())
+
+
 def load_catalog(path: Path | str) -> Catalog:
     """Load and validate a catalog file."""
-    return load_model(path, Catalog)
+    return read_catalog_file(path).catalog

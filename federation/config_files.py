@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,16 +37,45 @@ def validation_message(path: Path | str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+FileStamp = tuple[int, int, int]
+
+
+def file_stamp(path: Path) -> FileStamp | None:
+    """What changes when a file is rewritten or replaced (its inode, modification time and size), or None when
+    it cannot be seen: a party re-reads a file it serves on (the catalog, the revocation list) only when this
+    changes, so a request costs one ``stat``."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def read_yaml(path: Path) -> object:
     """Parse a YAML file, turning every failure into a ConfigError naming the file."""
+    return parse_yaml(path, decode_text(path, read_bytes(path)))
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of a configuration file; a missing or unreadable one is a ConfigError naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found", code="CONFIG_NOT_FOUND") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="CONFIG_UNREADABLE") from None
+
+
+def decode_text(path: Path | str, data: bytes) -> str:
+    """``data`` (read from ``path``) as UTF-8 text, with its line ends as they are."""
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text", code="CONFIG_SYNTAX", hint="save the file as UTF-8") from None
+
+
+def parse_yaml(path: Path | str, text: str) -> object:
+    """Parse YAML ``text`` read from ``path``; a syntax error is a ConfigError naming the file, line and column."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -86,6 +116,7 @@ FILE_KINDS: dict[str, tuple[frozenset[str], str]] = {
     "NodeConfig": (frozenset({"node_id", "tables"}), "a node config"),
     "CoordinatorConfig": (frozenset({"catalog", "deadline_ms"}), "a coordinator config"),
     "Policy": (frozenset({"version", "roles"}), "a node policy"),
+    "NodeKeys": (frozenset({"node", "agreement_key"}), "a node's public keys (from `hpf node keys`)"),
 }
 
 

@@ -23,7 +23,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import re
 import threading
 from pathlib import Path
@@ -33,6 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from federation import ca_record, pki
+from federation.config_files import FileStamp, file_stamp
 from federation.errors import AuthError, ConfigError
 from federation.private_files import write_file
 
@@ -142,7 +142,7 @@ class RevocationList:
         self._state = state
         self._ca_id = ca_record.ca_id(ca_cert)
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: FileStamp | None = None
         self._serials: frozenset[int] = frozenset()
         self._number, self._digest = self._remembered()
         self._error: AuthError | None = None
@@ -218,13 +218,9 @@ class RevocationList:
             self._number, self._digest = number, digest
             self._remember()
 
-    def _stat(self) -> tuple[int, int] | None:
+    def _stat(self) -> FileStamp | None:
         assert self._path is not None
-        try:
-            st = os.stat(self._path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
+        return file_stamp(self._path)
 
     def _refresh(self) -> None:
         if self._path is None:
