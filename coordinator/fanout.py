@@ -86,6 +86,11 @@ class FanOut:
         # (node, context digest) pairs the node has been sent, so later requests carry only the digest
         self._held: Lru[tuple[str, str], bool] = Lru(64 * max(1, len(self._stubs)))
 
+    def use_stubs(self, stubs: Mapping[str, pb_grpc.NodeStub]) -> None:
+        """Call the same regions through ``stubs`` from now on (a region moved); a question already running keeps
+        the stubs it started with where it has them."""
+        self._stubs = dict(stubs)
+
     def _resend_if_context_lost(
         self, node_id: str, method: str, call: Any, request: Any, full_context: bytes, deadline: float
     ) -> Any:

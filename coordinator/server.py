@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -12,9 +11,11 @@ import grpc
 
 from coordinator.config import CoordinatorConfig
 from coordinator.fanout import FanOut, FederatedAnswer
+from coordinator.node_channels import NodeChannels
 from federation import he, rpc
 from federation.callers import require_caller
-from federation.catalog import Catalog, load_catalog
+from federation.catalog import Catalog, CatalogFile
+from federation.catalog_watch import CatalogWatch
 from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
 from federation.errors import AuthError
 from federation.generated import hpf_federation_pb2 as pb
@@ -27,7 +28,6 @@ from federation.tls import (
     check_federation,
     new_server,
     require_tls,
-    secure_channel,
     with_options,
 )
 from policies.model import RateLimit
@@ -37,27 +37,27 @@ log = logging.getLogger("hpf.coordinator")
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
-# A region back after a restart is tried again within seconds, not after gRPC's default backoff (up to 120 s):
-# exact answers wait for every region, so a region wrongly thought down fails them. gRPC's "min reconnect backoff"
-# is also the least time a connection attempt is given (20 s by default): left at its default, so that a TLS
-# handshake with a busy region (41 at once, at a coordinator's start) is not cut off and the region taken as down.
-NODE_CHANNEL_OPTIONS = with_options(GRPC_OPTIONS, initial_reconnect_backoff_ms=200, max_reconnect_backoff_ms=2000)
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
+    """Every method first looks whether the catalog file changed, and takes the change where it is safe."""
+
     def __init__(
-        self, fanout: FanOut, verifier: EnvelopeVerifier, catalog_text: str, rate_limit: RateLimit | None = None
+        self,
+        fanout: FanOut,
+        verifier: EnvelopeVerifier,
+        catalog: CatalogWatch,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self._fanout = fanout
         self._verifier = verifier
-        self._catalog = pb.CatalogResponse(
-            catalog_yaml=catalog_text, digest=hashlib.sha256(catalog_text.encode()).hexdigest()
-        )
+        self._catalog = catalog
         self._rate_limit = rate_limit
         self._limiter = RateLimiter()
 
     def _caller(self, context: grpc.ServicerContext) -> Identity | None:
         """The calling person: not revoked, and within the coordinator's per-person rate limit."""
+        self._catalog.current()  # every method starts here: a changed catalog is taken before the request
         caller = require_caller(context, ("person",), "the coordinator")
         if caller is not None:
             self._verifier.revocations.check(caller.serial, "caller's")
@@ -114,7 +114,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def GetCatalog(self, request: pb.CatalogRequest, context: grpc.ServicerContext) -> pb.CatalogResponse:
         def handle() -> pb.CatalogResponse:
             self._caller(context)  # a person, not revoked, within the rate limit, like every other method
-            return self._catalog
+            in_force = self._catalog.in_force  # the text and the digest of one file
+            return pb.CatalogResponse(catalog_yaml=in_force.text, digest=in_force.digest)
 
         return rpc.answer(context, log, "catalog", "COORDINATOR_INTERNAL", handle)
 
@@ -143,12 +144,17 @@ def answer_parts(answer: FederatedAnswer) -> Iterator[pb.AnswerPart]:
 class RunningCoordinator:
     server: grpc.Server
     port: int
-    channels: list[grpc.Channel]
+    nodes: NodeChannels
+    catalog: CatalogWatch
+
+    @property
+    def channels(self) -> list[grpc.Channel]:
+        """The channel each region is dialled on now, in the catalog's order."""
+        return self.nodes.channels
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
-        for ch in self.channels:
-            ch.close()
+        self.nodes.close()
 
 
 def start_coordinator(
@@ -157,33 +163,38 @@ def start_coordinator(
     catalog: Catalog | None = None,
     addresses: Mapping[str, str] | None = None,
 ) -> RunningCoordinator:
-    """Start the coordinator; ``addresses`` overrides the catalog's node addresses (tests on port 0)."""
+    """Start the coordinator; ``addresses`` overrides the catalog's node addresses (tests on port 0); ``catalog``,
+    when given, is the catalog already read from ``config.catalog``."""
     tls = require_tls(config.tls, config.insecure, source="coordinator")
-    catalog = catalog or load_catalog(config.catalog)
+    watch = CatalogWatch(config.catalog, "coordinator", catalog)
+    catalog = watch.in_force.catalog
     he.check_catalog_format(catalog.he_format, "the coordinator")
-    catalog_text = config.catalog.read_text(encoding="utf-8")
     names = check_federation(tls, catalog.federation, "the coordinator")  # read from the CA once
     credentials = channel_credentials(tls) if tls is not None else None  # checked once for every node channel
-    channels, stubs = [], {}
-    for node in catalog.nodes:
-        address = (addresses or {}).get(node.id, node.address)
-        # each node is dialled by its own name, so only that node's certificate is accepted
-        channel = secure_channel(
-            address, credentials, options=NODE_CHANNEL_OPTIONS, server_name=names.node(node.id) if names else None
-        )
-        channels.append(channel)
-        stubs[node.id] = pb_grpc.NodeStub(channel)
-    fanout = FanOut(catalog, stubs, config.deadline_ms, config.min_deadline_ms)
     verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
-    server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
-    pb_grpc.add_CoordinatorServicer_to_server(
-        CoordinatorServicer(fanout, verifier, catalog_text, config.rate_limit), server
-    )
-    port = add_port(server, listen or config.listen, tls)
-    rpc.add_health(server, "hpf.v1.Coordinator")
-    server.start()
-    log.info("coordinator listening on port %d (%s), %d region(s)", port, "mTLS" if tls else "INSECURE", len(stubs))
-    return RunningCoordinator(server=server, port=port, channels=channels)
+    nodes = NodeChannels(credentials, names, addresses)
+    fanout = FanOut(catalog, nodes.dial(catalog), config.deadline_ms, config.min_deadline_ms)
+
+    def take(in_force: CatalogFile, new: CatalogFile) -> None:
+        """A changed catalog a running coordinator may take: a region at a new address is dialled there (its
+        tables and regions are the same, so the plans are too)."""
+        if [n.address for n in new.catalog.nodes] != [n.address for n in in_force.catalog.nodes]:
+            fanout.use_stubs(nodes.dial(new.catalog))
+
+    watch.on_change(take)
+    try:
+        server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
+        servicer = CoordinatorServicer(fanout, verifier, watch, config.rate_limit)
+        pb_grpc.add_CoordinatorServicer_to_server(servicer, server)
+        port = add_port(server, listen or config.listen, tls)
+        rpc.add_health(server, "hpf.v1.Coordinator")
+        server.start()
+    except BaseException:
+        nodes.close()
+        raise
+    regions = len(catalog.nodes)
+    log.info("coordinator listening on port %d (%s), %d region(s)", port, "mTLS" if tls else "INSECURE", regions)
+    return RunningCoordinator(server=server, port=port, nodes=nodes, catalog=watch)
 
 
 @contextlib.contextmanager

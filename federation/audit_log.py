@@ -167,6 +167,16 @@ class AuditLog:
             raise
         return log
 
+    @staticmethod
+    def signing_public_key(directory: Path) -> bytes:
+        """The raw public half of the signing key of the log in ``directory``, the key made as :meth:`open` makes
+        it when there is none, without opening the log (a node serving on it holds it): what the node's operator
+        publishes before, or while, the node runs. Refused as :meth:`open` refuses it (``AUDIT_KEY_MISSING`` for
+        a log with entries, ``AUDIT_KEY_INVALID``, ``AUDIT_KEY_MISMATCH``)."""
+        entries = Path(directory) / ENTRIES
+        has_entries = entries.exists() and entries.stat().st_size > 0
+        return public_key_raw(load_or_create_signing_key(Path(directory), has_entries).public_key())
+
     def _load(self, all_signatures: bool) -> None:
         tree_append, offsets = self._tree.append, self._offsets
 

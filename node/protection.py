@@ -16,7 +16,7 @@ with new noise, and is charged to the asker's budget as the new release it is.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,11 +35,19 @@ _NOISE_SALT = b"hpf-dp-noise/v1"
 
 @dataclass(frozen=True)
 class Run:
-    """One run of a signed question: its participant set (sorted) and the run id masks and noise derive from."""
+    """One run of a signed question: its participant set (sorted), the run id masks and noise derive from, and
+    the other participants' agreement keys it was checked with (the masks use those, whatever the catalog
+    publishes by the time they are added)."""
 
     query_id: str
     id: str
     participants: tuple[str, ...]
+    peer_keys: Mapping[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+
+def _agreement_keys(catalog: Catalog) -> dict[str, bytes | None]:
+    """Each region's agreement public key, decoded once (the catalog checked it is 32 bytes in base64)."""
+    return {n.id: load_public_b64(n.agreement_key) if n.agreement_key else None for n in catalog.nodes}
 
 
 class Protector:
@@ -47,15 +55,20 @@ class Protector:
         self.node_id = node_id
         self._agreement = agreement
         self._noise_key = noise_key
-        # each region's agreement public key, decoded once (the catalog checked it is 32 bytes in base64)
-        self._keys = {n.id: load_public_b64(n.agreement_key) if n.agreement_key else None for n in catalog.nodes}
+        self._keys = _agreement_keys(catalog)  # replaced whole (never changed in place) by publish()
+
+    def publish(self, catalog: Catalog) -> None:
+        """Take the agreement keys ``catalog`` publishes: a running node takes a catalog that publishes keys where
+        there were none, for the same regions (see :mod:`federation.catalog_watch`)."""
+        self._keys = _agreement_keys(catalog)
 
     def run(self, query_id: str, participants: Sequence[str], minimum: int, terms: Mapping[str, Any]) -> Run:
         """The run the coordinator names, checked: PlanError for a malformed set, PolicyViolation below
         ``minimum`` regions (``secure_aggregation.min_participants``). Its id binds the privacy ``terms`` this
         node answers under (see :func:`federation.masking.run_id`)."""
         named = list(participants)
-        if self.node_id not in named or len(set(named)) != len(named) or any(p not in self._keys for p in named):
+        keys = self._keys  # one catalog's keys for the whole run, however the catalog changes meanwhile
+        if self.node_id not in named or len(set(named)) != len(named) or any(p not in keys for p in named):
             raise PlanError(
                 "the participant set must name this region, each region once, and only regions of the catalog",
                 code="SECAGG_PARTICIPANTS_INVALID",
@@ -68,7 +81,7 @@ class Protector:
                 rule=f"{self.node_id}: secure_aggregation.min_participants",
                 hint="ask when more regions are up, or an operator may lower the minimum",
             )
-        missing = [p for p in named if p != self.node_id and not self._keys[p]]
+        missing = [p for p in named if p != self.node_id and not keys[p]]
         if missing:
             raise CryptoError(
                 f"the catalog publishes no agreement key for region(s) {', '.join(missing)}",
@@ -77,7 +90,8 @@ class Protector:
             )
         ordered = tuple(sorted(named))
         run = masking.run_id(query_id, ordered, statements.canonical_terms(terms))
-        return Run(query_id=query_id, id=run, participants=ordered)
+        peers = {p: key for p in ordered if p != self.node_id and (key := keys[p])}
+        return Run(query_id=query_id, id=run, participants=ordered, peer_keys=peers)
 
     def check_exact_over_everyone(self, run: Run, subsets_allowed: bool) -> None:
         """An exact answer is summed over every region of the catalog (unless ``subsets_allowed``, the policy's
@@ -98,8 +112,7 @@ class Protector:
         """``pieces`` (the ciphertexts' slot vectors) with this node's pairwise masks for ``run`` added."""
         if len(run.participants) == 1:
             return list(pieces)
-        peers = {p: key for p in run.participants if (key := self._keys[p])}
-        peers[self.node_id] = self._agreement.public
+        peers = {**run.peer_keys, self.node_id: self._agreement.public}
         flat = np.concatenate(pieces)
         masked = masking.apply(flat, masking.mask(self.node_id, peers, self._agreement.exchange, run.id, flat.size))
         return np.split(masked, np.cumsum([p.size for p in pieces])[:-1])

@@ -283,12 +283,14 @@ def federation(
     people: Sequence[tuple[str, str, str | None]] = (("caseworker", "caseworker", None),),
     coordinator_settings: Mapping[str, Any] | None = None,
     node_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    published_keys: Sequence[str] = ("audit_key", "agreement_key"),
 ) -> Iterator[Federation]:
     """Start a federation whose nodes hold ``node_rows[node_id][table]`` for the catalog ``tables``.
 
     Every node applies ``policy`` (one file, or one per node id); ``people`` get certificates
     (name, role, home region) and sign with :meth:`Federation.client`. ``node_settings`` adds to a node's
-    configuration, by node id (e.g. ``{"n1": {"limits": {"query_ms": 10}}}``).
+    configuration, by node id (e.g. ``{"n1": {"limits": {"query_ms": 10}}}``). The catalog publishes each
+    node's ``published_keys`` (made in its state directory first).
     """
     node_ids = list(node_rows)
     pki_dir = root / "pki"
@@ -299,10 +301,11 @@ def federation(
             audit_keys[n] = log.public_key_b64()
         # and its agreement key, which lookups seal identifiers to
         agreement_keys[n] = AgreementKey.load_or_create(root / "state" / n).public_b64()
+    keys = {n: {"audit_key": audit_keys[n], "agreement_key": agreement_keys[n]} for n in node_ids}
     catalog_doc = {
         "federation": FEDERATION,
         "nodes": [
-            {"id": n, "address": "127.0.0.1:1", "audit_key": audit_keys[n], "agreement_key": agreement_keys[n]}
+            {"id": n, "address": "127.0.0.1:1", **{k: v for k, v in keys[n].items() if k in published_keys}}
             for n in node_ids
         ],
         "tables": tables,

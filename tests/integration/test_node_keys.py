@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from federation.config_files import parse_model
 from federation.errors import ConfigError
 from federation.pki import init_federation
 from node.config import NodeConfig
+from node.keys import own_keys
 from node.server import running_node
 
 TABLES = {"t": {"columns": {"g": {"type": "VARCHAR", "domain": {"values": ["a", "b"]}}, "v": {"type": "BIGINT"}}}}
@@ -105,3 +108,37 @@ def test_a_node_started_on_fresh_state_does_not_pass_for_the_published_one(regio
         region.start(region.config(state="fresh", **{field: keys[field]}))
     assert err.value.code == "NODE_KEY_MISMATCH"
     assert "restore the key file" in (err.value.hint or "")
+
+
+def _replace(path: Path, text: str) -> None:
+    """Replace ``path`` whole (a new file: the running node sees it changed however soon after)."""
+    fresh = path.with_name(path.name + ".new")
+    fresh.write_text(text)
+    os.replace(fresh, path)
+
+
+def test_keys_made_by_node_keys_are_the_ones_the_node_starts_with(region: Region) -> None:
+    config = region.config()
+    made = own_keys(config).model_dump(exclude={"node"})  # `hpf node keys`, on a fresh state directory
+    assert region.start(region.config(**made)) == made  # published before the first start: the node's own
+
+
+def test_a_running_node_takes_its_own_published_keys_and_refuses_others(
+    region: Region, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = region.config()
+    keys = own_keys(config).model_dump(exclude={"node"})
+    with running_node(config) as node:
+        first = node.catalog.current()
+        unpublished = region.catalog_path.read_text()
+        for field in ("audit_key", "agreement_key"):
+            caplog.clear()
+            foreign = unpublished.replace("id: north", f"id: north\n  {field}: {_other_key(field)}")
+            _replace(region.catalog_path, foreign)
+            assert node.catalog.current() is first  # someone else's key under this node's name: not taken
+            assert "[NODE_KEY_MISMATCH]" in caplog.text and field in caplog.text
+        own = {**yaml.safe_load(unpublished), "nodes": [{"id": "north", "address": "127.0.0.1:1", **keys}]}
+        _replace(region.catalog_path, yaml.safe_dump(own))
+        taken = node.catalog.current()
+        assert taken.catalog.nodes[0].model_dump(include=set(keys)) == keys
+        assert taken.digest == hashlib.sha256(region.catalog_path.read_bytes()).hexdigest()
