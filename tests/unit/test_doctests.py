@@ -27,6 +27,8 @@ MODULES = [
     "federation.config_files",
     "node.backends.type_check",
     "federation.he",
+    "federation.catalog",
+    "federation.catalog_keys",
 ]
 
 

@@ -1,0 +1,85 @@
+"""`hpf node keys` and `hpf catalog keys`: a node's public keys, from its host into the federation catalog.
+
+On each node's host::
+
+    hpf node keys --config node.yaml --output north.keys.yaml
+
+makes the node's keys in its state directory if missing (as the server would at start) and prints their public
+halves. Then, where the catalog is kept::
+
+    hpf catalog keys federation.yaml north.keys.yaml south.keys.yaml
+
+writes them into the catalog's node entries (see :mod:`federation.catalog_keys`). Running nodes and the
+coordinator take newly published keys from their copy of the catalog without a restart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.catalog import catalog_app
+from cli.errors import cli_errors
+from cli.serve import node_app
+from federation.catalog import NodeKeys
+from federation.catalog_keys import keys_document, load_node_keys, publish_keys
+from federation.private_files import write_file
+from node.config import load_node_config
+from node.keys import own_keys
+
+NODE_CONFIG = typer.Option(..., "--config", "-c", help="Node configuration (node.yaml)")
+
+
+@cli_errors
+def node_keys(
+    config: Path = NODE_CONFIG,
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the keys to FILE instead of stdout"),
+) -> None:
+    """Print this node's public keys for the catalog (made in its state directory if missing); no secret."""
+    node = load_node_config(config)
+    document = keys_document(own_keys(node))
+    kept = f"node {node.node_id}: keys kept in {node.state_dir.resolve()}"
+    if output is None:
+        typer.echo(document, nl=False)
+        typer.echo(kept, err=True)
+        return
+    write_file(output, document.encode("utf-8"), 0o644)
+    publish = f"publish them with `hpf catalog keys CATALOG {output}`"
+    typer.echo(f"{kept}; public keys written to {output}: {publish}", err=True)
+
+
+@cli_errors
+def catalog_keys(
+    catalog: Path = typer.Argument(..., help="Catalog file (federation.yaml), edited in place"),
+    key_files: list[Path] = typer.Argument(None, help="Key files `hpf node keys` wrote, one per node"),
+    node_configs: list[Path] = typer.Option(
+        [], "--node-config", help="A node's config on this machine: its keys are read from its state directory"
+    ),
+    replace: bool = typer.Option(
+        False, "--replace", help="Replace a key the catalog already publishes for a node (its key was lost or changed)"
+    ),
+) -> None:
+    """Publish nodes' public keys in the catalog, keeping the rest of the file as written."""
+    key_sets: list[NodeKeys] = [load_node_keys(f) for f in key_files or []]
+    key_sets += [own_keys(load_node_config(c)) for c in node_configs]
+    if not key_sets:
+        raise typer.BadParameter("give a key file from `hpf node keys`, or --node-config", param_hint="KEY_FILES")
+    changes = publish_keys(catalog, key_sets, replace)
+    nodes: dict[str, list[str]] = {}
+    for change in changes:
+        nodes.setdefault(change.node, []).append(f"{change.field} {change.action}")
+    for node, done in nodes.items():
+        typer.echo(f"{catalog}: node {node}: {', '.join(done)}")
+    if all(c.action == "unchanged" for c in changes):
+        typer.echo(f"{catalog}: unchanged")
+        return
+    typer.echo(
+        f"{catalog}: written; copy it to every node, the coordinator and the clients that pin it: running parties "
+        "take newly published keys on their next request"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    node_app.command("keys")(node_keys)
+    catalog_app.command("keys")(catalog_keys)

@@ -1,0 +1,189 @@
+"""Running nodes and the coordinator take a changed catalog where that is safe, and only there.
+
+An operator federating their own tables starts the nodes before their keys are in the catalog: every question
+fails with SECAGG_PEER_KEY_MISSING until each node's `hpf node keys` is published with `hpf catalog keys`, and
+from then on the next question is answered, with no party restarted. A change a running party cannot take (a
+column's type, a replaced key) or a file it cannot read is logged with its code, and the catalog in force goes on
+answering. Every answer here is exact and equals DuckDB over the pooled files.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import harness
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from typer.testing import CliRunner, Result
+
+from cli.app import _register, app
+from federation.audit_keys import KEY as AUDIT_KEY
+from federation.catalog import load_catalog
+from federation.client import FederationClient
+from federation.config_files import parse_model
+from federation.generated import hpf_federation_pb2 as pb
+from federation.profile import ClientProfile
+from federation.sealing import AGREEMENT_KEY
+
+_register()
+RPC_TIMEOUT_S = 20.0
+TABLES: dict[str, Any] = {
+    "t": {"columns": {"g": {"type": "VARCHAR", "domain": {"values": ["a", "b"]}}, "v": {"type": "BIGINT"}}}
+}
+ROWS = {
+    "n1": {"t": [("a", 1), ("b", 5), ("a", 40)]},
+    "n2": {"t": [("a", 2), ("b", -9)]},
+    "n3": {"t": [("b", 7), ("a", -3), ("b", 100)]},
+}
+SQL = "SELECT g, COUNT(*), SUM(v) FROM t GROUP BY g ORDER BY g"
+PARTIES = ("node n1", "node n2", "node n3", "coordinator")
+
+
+def hpf(*args: object) -> Result:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def client(fed: harness.Federation, catalog: Path | None) -> FederationClient:
+    """A client pinning ``catalog`` (None: it takes the coordinator's)."""
+    doc = yaml.safe_load(fed.profile_path.read_text())
+    doc.pop("catalog")
+    if catalog is not None:
+        doc["catalog"] = str(catalog)
+    return FederationClient(parse_model(fed.profile_path, doc, ClientProfile))
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Replace ``path`` whole, as an editor or a copy from another host does."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def described_digests(fed: harness.Federation) -> set[str]:
+    """The catalog digest each node describes."""
+    with fed.node_stubs_as_coordinator() as stubs:
+        return {stub.Describe(pb.DescribeRequest(), timeout=RPC_TIMEOUT_S).catalog_digest for stub in stubs.values()}
+
+
+def private_key_texts(state: Path) -> list[str]:
+    """Every way a node's private keys could be written out: PEM body lines, raw bytes in base64 and hex."""
+    texts = []
+    for path in (state / AGREEMENT_KEY, state / "audit" / AUDIT_KEY):
+        pem = path.read_bytes()
+        key = serialization.load_pem_private_key(pem, password=None)
+        raw = key.private_bytes(  # type: ignore[union-attr]
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        texts += [line for line in pem.decode().splitlines() if not line.startswith("-----")]
+        texts += [base64.b64encode(raw).decode(), raw.hex()]
+    return texts
+
+
+def logged(caplog: pytest.LogCaptureFixture, code: str) -> list[str]:
+    """The parties that logged ``code`` about the catalog, one entry per message."""
+    return sorted(
+        party
+        for r in caplog.records
+        if r.name == "hpf.catalog" and f"[{code}]" in (message := r.getMessage())
+        for party in PARTIES
+        if message.startswith(f"{party}:")
+    )
+
+
+@pytest.fixture
+def unpublished(tmp_path: Path) -> Iterator[harness.Federation]:
+    """Three regions running on a catalog that publishes none of their keys (their first start)."""
+    with harness.federation(tmp_path, TABLES, ROWS, published_keys=()) as fed:
+        yield fed
+
+
+def test_keys_published_while_every_party_runs_answer_the_next_question(
+    unpublished: harness.Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    fed = unpublished
+    caplog.set_level(logging.INFO)
+    with client(fed, fed.catalog_path) as c:
+        assert harness.refusal(lambda: c.query(SQL)).code == "SECAGG_PEER_KEY_MISSING"
+    servers = {n: node.server for n, node in fed.nodes.items()}, fed.coordinator.server
+
+    outputs: list[str] = []
+    key_files = []
+    for node_id, config in fed.node_configs.items():  # on each node's host
+        config_path = fed.root / f"{node_id}.node.yaml"
+        config_path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
+        key_files.append(fed.root / f"{node_id}.keys.yaml")
+        printed = hpf("node", "keys", "--config", config_path, "--output", key_files[-1])
+        assert printed.exit_code == 0, printed.stderr
+        outputs += [printed.stdout, printed.stderr, key_files[-1].read_text()]
+    published = hpf("catalog", "keys", fed.catalog_path, *key_files)  # where the catalog is kept
+    assert published.exit_code == 0, published.stderr
+    outputs += [published.stdout, published.stderr]
+    for node_id in fed.node_ids:
+        assert f"node {node_id}: audit_key published, agreement_key published" in published.stdout
+
+    with client(fed, fed.catalog_path) as c:  # the new catalog, pinned
+        answer = c.query(SQL)
+    assert [tuple(r) for r in answer.rows] == fed.oracle(SQL)
+    assert answer.verified  # every region's statement checked against the audit key just published
+    with client(fed, None) as c:  # the coordinator hands out the new catalog
+        assert c.catalog.nodes == load_catalog(fed.catalog_path).nodes
+    assert described_digests(fed) == {hashlib.sha256(fed.catalog_path.read_bytes()).hexdigest()}
+    assert ({n: node.server for n, node in fed.nodes.items()}, fed.coordinator.server) == servers  # none restarted
+    assert logged(caplog, "CATALOG_CHANGE_NEEDS_RESTART") == []
+    taken = [r.getMessage() for r in caplog.records if r.name == "hpf.catalog" and " taken " in r.getMessage()]
+    assert sorted(m.split(":")[0] for m in taken) == sorted(PARTIES)
+
+    secrets = [s for n in fed.node_ids for s in private_key_texts(fed.root / "state" / n)]
+    seen = "\n".join([*outputs, caplog.text, fed.catalog_path.read_text()])
+    assert secrets and not [s for s in secrets if s in seen]
+
+
+def test_a_change_a_running_party_cannot_take_is_logged_and_the_catalog_in_force_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with harness.federation(tmp_path, TABLES, ROWS) as fed:
+        in_force = fed.catalog_path.read_text()
+        pinned = tmp_path / "pinned.yaml"  # the catalog in force, as the askers keep it
+        pinned.write_text(in_force)
+        digest = hashlib.sha256(in_force.encode()).hexdigest()
+        doc = yaml.safe_load(in_force)
+        other_key = base64.b64encode(bytes(range(32))).decode()
+        changes = {
+            "a column's type": lambda d: d["tables"]["t"]["columns"]["v"].update({"type": "INTEGER"}),
+            "a replaced key": lambda d: d["nodes"][1].update({"agreement_key": other_key}),
+        }
+        for what, change in changes.items():
+            caplog.clear()
+            changed = yaml.safe_load(in_force)
+            change(changed)
+            replace_file(fed.catalog_path, yaml.safe_dump(changed, sort_keys=False))
+            with client(fed, pinned) as c:
+                for _ in range(2):  # refused once per change of the file, not once per question
+                    assert [tuple(r) for r in c.query(SQL).rows] == fed.oracle(SQL), what
+            assert logged(caplog, "CATALOG_CHANGE_NEEDS_RESTART") == sorted(PARTIES), what
+            assert described_digests(fed) == {digest}, what
+            with client(fed, None) as c:
+                assert c.catalog.tables == fed.catalog.tables, what  # the coordinator hands out the one in force
+
+        caplog.clear()
+        replace_file(fed.catalog_path, "federation: [test\n")
+        with client(fed, pinned) as c:
+            assert [tuple(r) for r in c.query(SQL).rows] == fed.oracle(SQL)
+        assert logged(caplog, "CONFIG_SYNTAX") == sorted(PARTIES)
+        assert described_digests(fed) == {digest}
+
+        caplog.clear()
+        replace_file(fed.catalog_path, yaml.safe_dump(doc, sort_keys=False))  # the one in force, in another text
+        with client(fed, pinned) as c:
+            assert [tuple(r) for r in c.query(SQL).rows] == fed.oracle(SQL)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "hpf.catalog"]
+        assert described_digests(fed) == {hashlib.sha256(fed.catalog_path.read_bytes()).hexdigest()}
