@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner, Result
 
 from cli.app import _register, app
+from coordinator.server import running_coordinator
 from federation.audit_keys import KEY as AUDIT_KEY
 from federation.catalog import load_catalog
 from federation.client import FederationClient
@@ -187,3 +188,32 @@ def test_a_change_a_running_party_cannot_take_is_logged_and_the_catalog_in_force
             assert [tuple(r) for r in c.query(SQL).rows] == fed.oracle(SQL)
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "hpf.catalog"]
         assert described_digests(fed) == {hashlib.sha256(fed.catalog_path.read_bytes()).hexdigest()}
+
+
+def test_a_region_at_a_new_address_is_dialled_there_from_the_next_question(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hpf.catalog")
+    with harness.federation(tmp_path, TABLES, ROWS) as fed:
+        assert fed.coordinator_config is not None
+        doc = yaml.safe_load(fed.catalog_path.read_text())
+        for node in doc["nodes"]:  # this coordinator dials the catalog's addresses, not the harness's
+            node["address"] = f"127.0.0.1:{fed.nodes[node['id']].port}"
+        n2_address = doc["nodes"][1]["address"]
+        doc["nodes"][1]["address"] = "127.0.0.1:1"  # where n2 was: nothing listens there now
+        catalog = tmp_path / "coordinator" / "federation.yaml"
+        catalog.parent.mkdir()
+        replace_file(catalog, yaml.safe_dump(doc, sort_keys=False))
+        with running_coordinator(fed.coordinator_config.model_copy(update={"catalog": catalog})) as coordinator:
+            profile = yaml.safe_load(fed.profile_path.read_text()) | {"coordinator": f"127.0.0.1:{coordinator.port}"}
+            with FederationClient(parse_model(fed.profile_path, profile, ClientProfile)) as c:
+                before = c.query(SQL)
+            assert before.answered == ["n1", "n3"] and [m["node_id"] for m in before.missing] == ["n2"]
+
+            doc["nodes"][1]["address"] = n2_address
+            replace_file(catalog, yaml.safe_dump(doc, sort_keys=False))
+            with FederationClient(parse_model(fed.profile_path, profile, ClientProfile)) as c:
+                after = c.query(SQL)
+            assert sorted(after.answered) == ["n1", "n2", "n3"] and after.missing == []
+            assert [tuple(r) for r in after.rows] == fed.oracle(SQL)
+            assert "coordinator: catalog" in caplog.text and "node n2: address" in caplog.text
