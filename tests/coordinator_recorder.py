@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
+import coordinator.node_channels
 import coordinator.server
 from federation.tls import secure_channel
 
@@ -139,6 +140,6 @@ def recording(patch: pytest.MonkeyPatch) -> Iterator[CoordinatorRecorder]:
             futures.ThreadPoolExecutor(max_workers=max_workers), options=list(options), interceptors=[recorder]
         )
 
-    patch.setattr(coordinator.server, "secure_channel", recording_channel)
+    patch.setattr(coordinator.node_channels, "secure_channel", recording_channel)
     patch.setattr(coordinator.server, "new_server", recording_server)
     yield recorder
