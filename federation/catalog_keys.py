@@ -148,7 +148,8 @@ def publish_keys(path: Path, key_sets: Sequence[NodeKeys], replace: bool = False
             code="CATALOG_EDIT_FAILED",
             hint=f"add them to the node entries by hand ({lines}), then check with `hpf catalog check`",
         )
-    write_file(path, edited.encode("utf-8"), stat.S_IMODE(os.stat(path).st_mode))
+    target = Path(os.path.realpath(path))  # a catalog linked to from elsewhere stays linked
+    write_file(target, edited.encode("utf-8"), stat.S_IMODE(os.stat(target).st_mode))
     return changes
 
 

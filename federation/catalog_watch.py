@@ -1,8 +1,9 @@
 """The catalog a running party serves on: re-read when its file changes, and taken only where that is safe.
 
 A node and the coordinator read the catalog at start. While they run, each request first looks at the file's
-stamp (one ``stat``, as for the revocation list) and, when it has changed, the file is read again. A running
-party takes, without a restart:
+stamp (one ``stat``, as for the revocation list: its inode, modification time and size, so a file replaced
+whole is always seen) and, when it has changed, the file is read again. A running party takes, without a
+restart:
 
 - a node's public key published where the catalog had none (``audit_key``, ``agreement_key``): what an operator
   adds after the nodes' first start (``hpf node keys``, then ``hpf catalog keys``);

@@ -203,10 +203,10 @@ class Federation:
         return withheld_oracle(self.node_group_counts(group_sql), k)
 
     def restart_node(self, node_id: str) -> None:
-        """Stop a node and start it again on the same port, from its config and state directory."""
+        """Stop a node and start it again on the same port, from its config, catalog file and state directory."""
         port = self.nodes[node_id].port
         self.nodes[node_id].stop(0)
-        self.nodes[node_id] = start_node(self.node_configs[node_id], f"127.0.0.1:{port}", catalog=self.catalog)
+        self.nodes[node_id] = start_node(self.node_configs[node_id], f"127.0.0.1:{port}")
 
     def stop_node(self, node_id: str) -> None:
         self.nodes[node_id].stop(0)

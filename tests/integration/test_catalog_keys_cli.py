@@ -128,8 +128,11 @@ def test_catalog_keys_publishes_keys_keeping_the_file_as_written(root: Path) -> 
 
 def test_catalog_keys_reads_node_configs_on_one_machine(root: Path) -> None:
     catalog = root / "federation.yaml"
-    result = hpf("catalog", "keys", catalog, "--node-config", _node_config(root, "south"))
+    linked = root / "linked.yaml"  # a catalog linked to stays a link to the file written
+    linked.symlink_to(catalog)
+    result = hpf("catalog", "keys", linked, "--node-config", _node_config(root, "south"))
     assert result.exit_code == 0, result.stderr
+    assert linked.is_symlink()
     south = load_catalog(catalog).nodes[1]
     assert south.agreement_key == (root / "south" / "state" / "agreement.pub").read_text().strip()
     assert south.audit_key is not None and load_catalog(catalog).nodes[0].audit_key is None
