@@ -133,10 +133,6 @@ class CatalogWatch:
         self._on_change: OnChange | None = None
 
     @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
     def in_force(self) -> CatalogFile:
         """The catalog in force, as it is (without looking at the file)."""
         return self._in_force
