@@ -159,6 +159,7 @@ def _dp_check(answer: QueryAnswer, plan: Plan, catalog: Catalog, oracle: dict[in
             )
             for c in cells
         ),
+        right_aligned=(2, 3, 4, 5),
     )
     return ok, verdict, table
 

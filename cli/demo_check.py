@@ -20,15 +20,13 @@ from decimal import Decimal
 from typing import Any
 
 import duckdb
-import sqlglot
-from sqlglot import exp
 
 from federation.catalog import Catalog
 from federation.client import QueryAnswer
-from federation.dp_plan import component_label, dp_plan, dp_terms
+from federation.dp_plan import component_label, dp_plan, dp_terms, plain_outputs
 from federation.hpf_schema import TABLE_NAMES
 from federation.lookup_codec import PersonFacts
-from federation.plan import Aggregate, Plan
+from federation.plan import Plan
 from federation.slot_codec import cell_of
 
 Files = Callable[[str, str], list[str]]  # (table, node or "*") -> parquet files
@@ -129,19 +127,6 @@ def clamped_totals(catalog: Catalog, files: Files, nodes: Sequence[str], plan: P
     return totals
 
 
-def _plain_outputs(plan: Plan) -> dict[int, Aggregate]:
-    """Output column position -> its aggregate, for the columns that are just a COUNT or a SUM."""
-    select = sqlglot.parse_one(plan.finish_sql, read="duckdb")
-    out = {}
-    for i, item in enumerate(select.expressions[: len(plan.output_names)]):
-        inner = item.this if isinstance(item, exp.Alias) else item
-        if isinstance(inner, exp.Column) and inner.name.startswith("a") and inner.name[1:].isdigit():
-            agg = plan.aggregates[int(inner.name[1:])]
-            if agg.func in ("count", "sum"):
-                out[i] = agg
-    return out
-
-
 @dataclass(frozen=True)
 class NoisyCell:
     """One shown COUNT or SUM of a DP answer beside the clamped oracle's value, in the component's units."""
@@ -181,7 +166,9 @@ def noisy_cells(
     for row in answer.rows:
         group = tuple(row[pos] for pos in positions)
         totals = oracle.get(cell_of(plan.keys, indexes, group), [0] * len(plan.components))
-        for i, agg in _plain_outputs(plan).items():
+        for i, agg in plain_outputs(plan).items():
+            if agg.func not in ("count", "sum"):
+                continue
             value = row[i]
             if value is None:  # a suppressed ungrouped answer, or a SUM whose noisy count is 0
                 continue

@@ -10,7 +10,7 @@ import typer
 
 from cli.errors import cli_errors
 from cli.explain_output import render_explain
-from cli.output import privacy_note, render, verification_note, withheld_note
+from cli.output import answer_notes, render
 from federation.client import FederationClient
 from federation.profile import load_profile
 
@@ -51,9 +51,8 @@ def query(
         for m in answer.missing:
             typer.echo(f"warning: region {m['node_id']} is not in the answer ({m['code']})", err=True)
     if fmt == Format.csv:  # a table prints these under the rows; JSON carries withheld_groups, privacy, verified
-        for note in (withheld_note(answer), privacy_note(answer), verification_note(answer)):
-            if note:
-                typer.echo(f"warning: {note}", err=True)
+        for note in answer_notes(answer):
+            typer.echo(f"warning: {note}", err=True)
     if timings:
         typer.echo(" ".join(f"{k}={v:.1f}" for k, v in answer.timings.items()), err=True)
 

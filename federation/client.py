@@ -24,7 +24,7 @@ from federation.audit_proto import check_receipt, check_still_logged, receipt_fr
 from federation.audit_records import Checkpoint, Receipt
 from federation.catalog import Catalog, load_catalog
 from federation.config_files import parse_model
-from federation.dp_plan import DpTerms, component_label, dp_terms, suppress_small_groups
+from federation.dp_plan import DpTerms, component_label, dp_terms, never_negative, suppress_small_groups
 from federation.envelope import Signer, query_id
 from federation.errors import (
     AuditError,
@@ -70,6 +70,9 @@ class QueryAnswer:
     # "noise": [{"component": "SUM(x)", "sd": ...}] in the components' own units (decimal scale applied)
     privacy: dict[str, Any] = field(default_factory=lambda: {"mode": "exact"})
     suppressed_groups: int = 0  # DP: groups whose noisy row count was below the threshold, not shown
+    # DP: output column position -> its aggregate (count, sum, avg) where the true value is never below 0 (a plain
+    # COUNT, or a SUM or AVG of values clamped into non-negative bounds), so a negative value shown is noise alone
+    never_negative: dict[int, str] = field(default_factory=dict)
     statements_verified: int = 0  # answer statements checked against the regions' audit keys
     # the sum decrypted is the client's own of exactly what the regions signed, checked against the regions' keys
     # from a pinned catalog; False without one (every check but the signatures is still made)
@@ -702,6 +705,7 @@ class FederationClient:
             receipts_verified=verified,
             privacy=privacy,
             suppressed_groups=suppressed,
+            never_negative=never_negative(plan, self.catalog) if noisy else {},
             statements_verified=len(reply.statements) if checked else 0,
             verified=checked,
             max_runs=max_runs,

@@ -38,7 +38,7 @@ from federation import fixed_decimal, skellam
 from federation.catalog import Catalog, Table
 from federation.errors import PlanError
 from federation.lru import Lru
-from federation.plan import WITHHELD, Component, Plan
+from federation.plan import WITHHELD, Aggregate, Component, Plan
 
 _HINT = (
     "under differential privacy an aggregate may sum only columns with declared bounds, combined with numbers "
@@ -342,6 +342,39 @@ def suppress_small_groups(plan: Plan, totals: dict[int, list[int]], threshold: i
         return {0: blank}, 1
     kept = {c: v for c, v in totals.items() if v[0] >= threshold}
     return kept, len(totals) - len(kept)
+
+
+def plain_outputs(plan: Plan) -> dict[int, Aggregate]:
+    """Output column position -> its aggregate, for the columns that are just one aggregate call (as written or
+    aliased; not an expression over it)."""
+    select = sqlglot.parse_one(plan.finish_sql, read="duckdb")
+    out = {}
+    for i, item in enumerate(select.expressions[: len(plan.output_names)]):
+        inner = item.this if isinstance(item, exp.Alias) else item
+        if isinstance(inner, exp.Column) and inner.name.startswith("a") and inner.name[1:].isdigit():
+            out[i] = plan.aggregates[int(inner.name[1:])]
+    return out
+
+
+def never_negative(plan: Plan, catalog: Catalog) -> dict[int, str]:
+    """Output column position -> its aggregate function, for the columns that are just a COUNT, or a SUM or AVG
+    of an argument that is never below 0 once its columns are clamped into their bounds: the true value of such a
+    cell is never negative, so under DP a negative one is noise alone.
+    """
+    table = catalog.tables.get(plan.table)
+    out = {}
+    for i, agg in plain_outputs(plan).items():
+        if agg.func in ("sum", "avg") and table is not None and agg.sum is not None:
+            arg = plan.components[agg.sum].arg
+            try:
+                _, iv = _bounded(sqlglot.parse_one(arg or "NULL", read="duckdb"), table)
+            except (PlanError, sqlglot.errors.SqlglotError):
+                continue
+            if iv is None or iv[0] >= 0:
+                out[i] = agg.func
+        elif agg.func == "count":
+            out[i] = agg.func
+    return out
 
 
 def component_label(component: Component) -> str:

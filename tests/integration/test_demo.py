@@ -138,6 +138,15 @@ def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
     assert len(dp["rows"]) + dp["suppressed_groups"] == 5  # 3 statuses, NULL and "other": every cell is noised
     assert dp_table.returncode == 0, dp_table.stderr
     assert "differentially private: epsilon 1 (delta 1e-08) spent of your budget at each region" in dp_table.stdout
+    # one line says what the noise did, where it did it: groups not shown, and a sum noise made negative (the true
+    # sum of outstanding_fen, bounded below by 0, cannot be)
+    lines = dp_table.stdout.splitlines()
+    shown = [[c.strip() for c in line.strip("│").split("│")] for line in lines if line.startswith("│")]
+    negative = sum(1 for row in shown if row[2].startswith("-"))
+    hidden = 5 - len(shown)  # 3 statuses, NULL and "other"
+    said = " ".join(line for line in lines if "noisy count under" in line or "is negative in" in line)
+    assert (f"{hidden} group{'s' if hidden > 1 else ''} with a noisy count under " in said) == (hidden > 0), said
+    assert (f"owed is negative in {negative} row" in said) == (negative > 0), said
 
 
 def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ MODULES = [
     "federation.he",
     "federation.catalog",
     "federation.catalog_keys",
+    "cli.output",
 ]
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from federation import he, masking, skellam, statements
 from federation.catalog import Catalog
-from federation.dp_plan import DpTerms, dp_plan, dp_terms, suppress_small_groups
+from federation.dp_plan import DpTerms, dp_plan, dp_terms, never_negative, suppress_small_groups
 from federation.errors import CryptoError, DataError, PlanError
 from federation.finish import finish
 from federation.hpf_schema import demo_catalog
@@ -244,3 +244,24 @@ def test_a_policy_epsilon_or_delta_finer_than_its_signed_form_is_refused() -> No
     for fine in ({"epsilon": 0.1234567891}, {"delta": 1.5e-19}):
         with pytest.raises(ValueError, match="digits after the point"):
             Privacy.model_validate({"mode": "dp", "epsilon": 1, "delta": 1e-8, "budget": budget, **fine})
+
+
+def test_never_negative_names_the_plain_counts_and_the_sums_and_averages_of_values_never_below_zero() -> None:
+    """A COUNT, or a SUM or AVG of an argument whose clamped range starts at 0 or above, has a true value of at least
+    0, so a negative noisy value there is noise alone; an expression over an aggregate, or a sum of a column whose
+    bounds go below 0, may truly be negative."""
+    catalog = _catalog(
+        contribution={"person": "pid", "max_rows": 2, "max_regions": 3},
+        columns={
+            "pid": {"type": "VARCHAR", "class": "identifier"},
+            "g": {"type": "VARCHAR", "domain": {"values": ["x", "y"]}},
+            "v": {"type": "INTEGER", "bounds": [-5, 10]},
+            "u": {"type": "INTEGER", "bounds": [0, 10]},
+        },
+    )
+    sql = (
+        "SELECT g, COUNT(*) AS n, COUNT(v), SUM(u) AS total, AVG(u), SUM(v), SUM(u) - 1, SUM(u - 11), "
+        "AVG(CASE WHEN g = 'x' THEN u END), SUM(u * v), SUM(u * u) FROM t GROUP BY g"
+    )
+    plan = plan_query(sql, catalog)
+    assert never_negative(plan, catalog) == {1: "count", 2: "count", 3: "sum", 4: "avg", 8: "avg", 10: "sum"}
