@@ -282,11 +282,46 @@ def _readme_pki_init(folder: Path, demo: Demo) -> None:
     assert ran.returncode == 0, f"{init.label}: {ran.stderr}"
 
 
+def _node_block() -> str:
+    """The README's node.yaml example."""
+    for block in yaml_blocks(README_TEXT):
+        if "node_id" in (yaml.safe_load(block) or {}):
+            return block
+    raise AssertionError("README.md has no node.yaml example (a ```yaml block with node_id:)")
+
+
+def _readme_node(folder: Path, demo: Demo, node: str = "north", name: str = "node.yaml") -> Path:
+    """The README's node.yaml (for ``node``, its own state), beside the catalog and certificates it names."""
+    if not (folder / "federation.yaml").exists():
+        FILES["federation.yaml"](folder, demo)
+    if not (folder / "pki" / "nodes" / f"{node}.pem").exists():
+        _readme_pki_init(folder, demo)
+    doc = yaml.safe_load(_node_block())
+    assert doc["node_id"] == "north", "the README's node.yaml is north's"
+    text = _node_block() if node == "north" else _node_block().replace("north", node)
+    (folder / name).write_text(text, encoding="utf-8")
+    return folder / name
+
+
+def _readme_node_keys(node: str) -> Callable[[Path, Demo], object]:
+    """``NODE.keys.yaml``: what `hpf node keys` writes on that node's host, for the README's `hpf catalog keys`."""
+
+    def make(folder: Path, demo: Demo) -> None:
+        config = _readme_node(folder, demo, node, f"node-{node}.yaml")
+        made = _run(["node", "keys", "--config", str(config), "--output", f"{node}.keys.yaml"], folder)
+        assert made.returncode == 0, made.stderr
+
+    return make
+
+
 # A file a README command names that the reader makes -> how this test makes it in the command's folder.
 FILES: dict[str, Callable[[Path, Demo], object]] = {
     "federation.yaml": lambda folder, demo: (folder / "federation.yaml").write_text(_catalog_block()),
     "my-node.yaml": lambda folder, demo: (folder / "my-node.yaml").write_text(MY_NODE_POLICY),
     "pki/people/bob.pem": _readme_pki_init,
+    "node.yaml": _readme_node,
+    "north.keys.yaml": _readme_node_keys("north"),
+    "south.keys.yaml": _readme_node_keys("south"),
 }
 
 
@@ -628,6 +663,37 @@ def check_pki_revoke(r: Ran, demo: Demo) -> None:
     assert re.search(r"^list:\s+\S*crl\.pem \(number [2-9]\d*\)$", r.stdout, re.M), "the next list, numbered"
 
 
+def check_node_keys(r: Ran, demo: Demo) -> None:
+    from federation.catalog_keys import load_node_keys
+
+    output = _option(r.argv, "--output")
+    config = yaml.safe_load((r.cwd / (_option(r.argv, "--config") or "")).read_text(encoding="utf-8"))
+    assert f"node {config['node_id']}: keys kept in " in r.stderr
+    text = r.stdout if output is None else (r.cwd / output).read_text(encoding="utf-8")
+    if output is not None:
+        assert f"public keys written to {output}" in r.stderr, "the key file is this command's"
+    keys = load_node_keys(r.cwd / output) if output else None
+    assert keys is None or (keys.node, bool(keys.audit_key), bool(keys.agreement_key)) == (
+        config["node_id"],
+        True,
+        True,
+    )
+    assert "PRIVATE" not in text + r.stdout + r.stderr, "no secret is printed"
+
+
+def check_catalog_keys(r: Ran, demo: Demo) -> None:
+    from federation.catalog import load_catalog
+    from federation.catalog_keys import load_node_keys
+
+    catalog_path = r.argv[2]
+    published = {n.id: (n.audit_key, n.agreement_key) for n in load_catalog(r.cwd / catalog_path).nodes}
+    for key_file in r.argv[3:]:
+        keys = load_node_keys(r.cwd / key_file)
+        assert published[keys.node] == (keys.audit_key, keys.agreement_key), f"{key_file}'s keys are published"
+        assert re.search(rf"^{re.escape(catalog_path)}: node {keys.node}: .*published", r.stdout, re.M), r.stdout
+    assert f"{catalog_path}: written" in r.stdout
+
+
 # A verb (the words after hpf) -> what its output must show. A README command whose verb is not here fails.
 CHECKS: dict[tuple[str, ...], Callable[[Ran, Demo], None]] = {
     ("query",): check_query,
@@ -641,6 +707,8 @@ CHECKS: dict[tuple[str, ...], Callable[[Ran, Demo], None]] = {
     ("catalog", "check"): check_catalog_check,
     ("pki", "init"): check_pki_init,
     ("pki", "revoke"): check_pki_revoke,
+    ("node", "keys"): check_node_keys,
+    ("catalog", "keys"): check_catalog_keys,
 }
 
 
