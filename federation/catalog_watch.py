@@ -17,7 +17,9 @@ column, type, domain, bound or contribution, and a published key changed or with
 a word would let whoever wrote the file pose as that region). The party logs ``CATALOG_CHANGE_NEEDS_RESTART``
 naming what changed (never a key or a value) and keeps serving on the catalog in force; a file it cannot read
 or parse is logged with its own code (``CONFIG_SYNTAX``, ``CONFIG_INVALID``, ``CONFIG_NOT_FOUND``...) and
-changes nothing either. Each change of the file is logged once.
+changes nothing either: a path that is no longer a regular file (a FIFO, a directory) or a file larger than any
+catalog (``CONFIG_TOO_LARGE``) is refused without waiting on it or reading it whole. Each change of the file is
+logged once; one request reads it, and the requests that come meanwhile serve on the catalog in force.
 
 A party adds its own check and takes what it derives from the catalog in one callback (:meth:`CatalogWatch.
 on_change`): a node refuses a key published for itself that is not its own (``NODE_KEY_MISMATCH``, as at start)
@@ -144,13 +146,17 @@ class CatalogWatch:
         self._on_change = take
 
     def current(self) -> CatalogFile:
-        """The catalog in force, after taking the file's change if it has changed and the change is safe."""
+        """The catalog in force, after taking the file's change if it has changed and the change is safe. One
+        request reads the changed file; one that comes meanwhile does not wait for it, and serves on the catalog
+        in force."""
         stamp = file_stamp(self._path)
-        if stamp != self._stamp:
-            with self._lock:
+        if stamp != self._stamp and self._lock.acquire(blocking=False):
+            try:
                 if stamp != self._stamp:
                     self._reload()
                     self._stamp = stamp
+            finally:
+                self._lock.release()
         return self._in_force
 
     def _reload(self) -> None:

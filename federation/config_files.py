@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,6 +38,9 @@ def validation_message(path: Path | str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+# the most a configuration file may hold: a catalog a client can fetch (federation.client.CLIENT_RECEIVE_BYTES)
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
 FileStamp = tuple[int, int, int]
 
 
@@ -57,13 +61,35 @@ def read_yaml(path: Path) -> object:
 
 
 def read_bytes(path: Path) -> bytes:
-    """The bytes of a configuration file; a missing or unreadable one is a ConfigError naming it."""
+    """The bytes of a configuration file; a missing or unreadable one is a ConfigError naming it.
+
+    A party re-reads some files while it serves (the catalog on a request, see :mod:`federation.catalog_watch`),
+    so a read never waits and never holds more than :data:`MAX_CONFIG_BYTES`: a path that is not a regular file
+    (a FIFO no one writes to, a device, a directory) is ``CONFIG_UNREADABLE``, a larger file ``CONFIG_TOO_LARGE``.
+    """
     try:
-        return path.read_bytes()
+        # O_NONBLOCK: opening a FIFO does not wait for a writer (the file kind is checked before any read)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found", code="CONFIG_NOT_FOUND") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="CONFIG_UNREADABLE") from None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ConfigError(
+                    f"{path}: not a regular file", code="CONFIG_UNREADABLE", hint="give the path of a file"
+                )
+            data = fh.read(MAX_CONFIG_BYTES + 1)  # a file growing meanwhile is bounded too
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="CONFIG_UNREADABLE") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, which no configuration file is",
+            code="CONFIG_TOO_LARGE",
+            hint="check the path names the configuration file",
+        )
+    return data
 
 
 def decode_text(path: Path | str, data: bytes) -> str:
