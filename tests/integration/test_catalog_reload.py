@@ -217,3 +217,12 @@ def test_a_region_at_a_new_address_is_dialled_there_from_the_next_question(
             assert sorted(after.answered) == ["n1", "n2", "n3"] and after.missing == []
             assert [tuple(r) for r in after.rows] == fed.oracle(SQL)
             assert "coordinator: catalog" in caplog.text and "node n2: address" in caplog.text
+
+            # an address is taken while running, the name it is dialled by is not: n2's address now leads to n3,
+            # whose certificate does not carry n2's name, so n3 is not asked (nor summed) a second time as n2
+            doc["nodes"][1]["address"] = doc["nodes"][2]["address"]
+            replace_file(catalog, yaml.safe_dump(doc, sort_keys=False))
+            with FederationClient(parse_model(fed.profile_path, profile, ClientProfile)) as c:
+                moved = c.query(SQL)
+            assert moved.answered == ["n1", "n3"] and [m["node_id"] for m in moved.missing] == ["n2"]
+            assert [tuple(r) for r in moved.rows] == [tuple(r) for r in before.rows]
