@@ -101,14 +101,50 @@ def decode_text(path: Path | str, data: bytes) -> str:
 
 
 def parse_yaml(path: Path | str, text: str) -> object:
-    """Parse YAML ``text`` read from ``path``; a syntax error is a ConfigError naming the file, line and column."""
+    """Parse YAML ``text`` read from ``path``; a syntax error is a ConfigError naming the file, line and column,
+    and a key written twice in one mapping (which YAML would silently take the last of) is ``CONFIG_INVALID``
+    naming both lines: a file that reads one way to its reviewer and another to a party is refused."""
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        duplicates = duplicate_keys(node, str(path)) if node is not None else []
+        data = loader.construct_document(node) if node is not None and not duplicates else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}:{where}: {problem}", code="CONFIG_SYNTAX", hint="fix the YAML syntax") from None
+    finally:
+        loader.dispose()
+    if duplicates:
+        raise ConfigError("\n".join(duplicates), code="CONFIG_INVALID", hint="write each key once")
+    return data
+
+
+def duplicate_keys(
+    node: yaml.Node, file: str, loc: tuple[int | str, ...] = (), seen: set[int] | None = None
+) -> list[str]:
+    """Keys written twice in one mapping of the composed ``node`` (YAML would silently keep the last), one
+    ``file:line: field: written twice (first on line N)`` each; '<<' merge keys aside."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias: already checked where its anchor is
+        return []
+    seen.add(id(node))
+    problems: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key, line = key_node.value, key_node.start_mark.line + 1
+            if key in first:
+                problems.append(f"{file}:{line}: {field_path((*loc, key))}: written twice (first on line {first[key]})")
+            first.setdefault(key, line)
+            problems += duplicate_keys(value_node, file, (*loc, key), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += duplicate_keys(item, file, (*loc, i), seen)
+    return problems
 
 
 def resolve_path(value: Path, info: ValidationInfo) -> Path:

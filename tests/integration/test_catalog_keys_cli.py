@@ -185,3 +185,35 @@ def test_two_key_files_for_one_node_must_agree(root: Path) -> None:
     result = hpf("catalog", "keys", root / "federation.yaml", keys, other)
     assert result.exit_code == 2 and "[NODE_KEYS_TWICE]" in result.stderr
     assert (root / "federation.yaml").read_text() == CATALOG
+
+
+@pytest.mark.parametrize(
+    ("catalog_text", "key_file", "where"),
+    [
+        # an entry that reads as south's (its first line) and that YAML takes as north's (its last `id`)
+        (
+            CATALOG.replace("    name: South\n", "    name: South\n    id: north\n").replace(
+                "  - {id: north, address: 10.0.0.11:50051}", "  - {id: west, address: 10.0.0.13:50051}"
+            ),
+            {"node": "north", "audit_key": KEY_A, "agreement_key": KEY_A},
+            "[CONFIG_INVALID] {root}/federation.yaml:8: nodes[1].id: written twice (first on line 5)",
+        ),
+        # a key file that reads as south's and is north's
+        (
+            CATALOG,
+            f"node: south\naudit_key: {KEY_A}\nagreement_key: {KEY_A}\nnode: north\n",
+            "[NODE_KEYS_INVALID] {root}/north.keys.yaml:4: node: written twice (first on line 1)",
+        ),
+    ],
+)
+def test_a_catalog_or_key_file_that_gives_a_field_twice_is_refused_and_nothing_is_written(
+    root: Path, catalog_text: str, key_file: object, where: str
+) -> None:
+    catalog = root / "federation.yaml"
+    catalog.write_text(catalog_text)
+    keys = root / "north.keys.yaml"
+    keys.write_text(key_file if isinstance(key_file, str) else yaml.safe_dump(key_file))
+    result = hpf("catalog", "keys", catalog, keys)
+    assert result.exit_code == 2, result.stdout
+    assert result.stderr.startswith(f"error: {where.format(root=root)}"), result.stderr
+    assert catalog.read_text() == catalog_text

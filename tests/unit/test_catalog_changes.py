@@ -249,3 +249,18 @@ def test_a_request_while_the_catalog_is_being_taken_serves_on_the_catalog_in_for
         release.set()
         reloading.join(30)
     assert watch.current().catalog.nodes[0].agreement_key == KEY_A
+
+
+def test_a_catalog_that_gives_a_key_twice_is_not_taken(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """YAML keeps the last of two values: a file whose first `audit_key` is one key and whose last is another
+    reads one way to its reviewer and another to the party (and to a stricter parser, not at all)."""
+    path = tmp_path / "federation.yaml"
+    _write(path, BASE)
+    watch = CatalogWatch(path, "node north")
+    first = watch.current()
+    line = next(x for x in yaml.safe_dump(_with_keys(audit_key=KEY_A), sort_keys=False).splitlines() if KEY_A in x)
+    twice = yaml.safe_dump(_with_keys(audit_key=KEY_A), sort_keys=False).replace(line, f"{line}\n{line[:-44]}{KEY_B}")
+    _write(path, twice)
+    assert yaml.safe_load(path.read_text())["nodes"][0]["audit_key"] == KEY_B
+    assert watch.current() is first
+    assert "nodes[0].audit_key: written twice" in caplog.text and "[CONFIG_INVALID]" in caplog.text
