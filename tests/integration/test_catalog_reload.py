@@ -21,18 +21,15 @@ from typing import Any
 import harness
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner, Result
 
 from cli.app import _register, app
 from coordinator.server import running_coordinator
-from federation.audit_keys import KEY as AUDIT_KEY
 from federation.catalog import load_catalog
 from federation.client import FederationClient
 from federation.config_files import parse_model
 from federation.generated import hpf_federation_pb2 as pb
 from federation.profile import ClientProfile
-from federation.sealing import AGREEMENT_KEY
 
 _register()
 RPC_TIMEOUT_S = 20.0
@@ -73,20 +70,6 @@ def described_digests(fed: harness.Federation) -> set[str]:
     """The catalog digest each node describes."""
     with fed.node_stubs_as_coordinator() as stubs:
         return {stub.Describe(pb.DescribeRequest(), timeout=RPC_TIMEOUT_S).catalog_digest for stub in stubs.values()}
-
-
-def private_key_texts(state: Path) -> list[str]:
-    """Every way a node's private keys could be written out: PEM body lines, raw bytes in base64 and hex."""
-    texts = []
-    for path in (state / AGREEMENT_KEY, state / "audit" / AUDIT_KEY):
-        pem = path.read_bytes()
-        key = serialization.load_pem_private_key(pem, password=None)
-        raw = key.private_bytes(  # type: ignore[union-attr]
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-        texts += [line for line in pem.decode().splitlines() if not line.startswith("-----")]
-        texts += [base64.b64encode(raw).decode(), raw.hex()]
-    return texts
 
 
 def logged(caplog: pytest.LogCaptureFixture, code: str) -> list[str]:
@@ -143,7 +126,7 @@ def test_keys_published_while_every_party_runs_answer_the_next_question(
     taken = [r.getMessage() for r in caplog.records if r.name == "hpf.catalog" and " taken " in r.getMessage()]
     assert sorted(m.split(":")[0] for m in taken) == sorted(PARTIES)
 
-    secrets = [s for n in fed.node_ids for s in private_key_texts(fed.root / "state" / n)]
+    secrets = [s for n in fed.node_ids for s in harness.private_key_texts(fed.root / "state" / n)]
     seen = "\n".join([*outputs, caplog.text, fed.catalog_path.read_text()])
     assert secrets and not [s for s in secrets if s in seen]
 
