@@ -31,7 +31,6 @@ the catalog, the text and the digest of one and the same file.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -122,16 +121,14 @@ def catalog_changes(old: Catalog, new: Catalog) -> CatalogChanges:
 
 class CatalogWatch:
     """The catalog ``party`` (e.g. ``"node north"``) serves on, read from ``path`` at start (a bad file stops the
-    party there) and re-read when the file changes (see the module). ``catalog``, when given, is the catalog
-    already read from that file (it stands for the file's catalog; the text and digest are the file's)."""
+    party there) and re-read when the file changes (see the module)."""
 
-    def __init__(self, path: Path, party: str, catalog: Catalog | None = None) -> None:
+    def __init__(self, path: Path, party: str) -> None:
         self._path = path
         self._party = party
         self._lock = threading.Lock()
         self._stamp = file_stamp(path)  # before the read: a file replaced meanwhile is read again
-        in_force = read_catalog_file(path)
-        self._in_force = in_force if catalog is None else dataclasses.replace(in_force, catalog=catalog)
+        self._in_force = read_catalog_file(path)
         self._on_change: OnChange | None = None
 
     @property

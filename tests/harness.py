@@ -365,7 +365,7 @@ def federation(
                 },
                 NodeConfig,
             )
-            nodes[node_id] = start_node(config, catalog=catalog)
+            nodes[node_id] = start_node(config)
             node_configs[node_id] = config
         coord_config = CoordinatorConfig.model_validate(
             {
@@ -383,7 +383,7 @@ def federation(
             }
         )
         addresses = {n: f"127.0.0.1:{r.port}" for n, r in nodes.items()}
-        coordinator = start_coordinator(coord_config, catalog=catalog, addresses=addresses)
+        coordinator = start_coordinator(coord_config, addresses=addresses)
         person = "caseworker"
         profile_path = root / "client.yaml"
         profile_path.write_text(
