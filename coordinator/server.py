@@ -14,7 +14,7 @@ from coordinator.fanout import FanOut, FederatedAnswer
 from coordinator.node_channels import NodeChannels
 from federation import he, rpc
 from federation.callers import require_caller
-from federation.catalog import Catalog, CatalogFile
+from federation.catalog import CatalogFile
 from federation.catalog_watch import CatalogWatch
 from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
 from federation.errors import AuthError
@@ -160,13 +160,12 @@ class RunningCoordinator:
 def start_coordinator(
     config: CoordinatorConfig,
     listen: str | None = None,
-    catalog: Catalog | None = None,
     addresses: Mapping[str, str] | None = None,
 ) -> RunningCoordinator:
-    """Start the coordinator; ``addresses`` overrides the catalog's node addresses (tests on port 0); ``catalog``,
-    when given, is the catalog already read from ``config.catalog``."""
+    """Start the coordinator on the catalog file ``config.catalog``; ``addresses`` overrides the catalog's node
+    addresses (tests on port 0)."""
     tls = require_tls(config.tls, config.insecure, source="coordinator")
-    watch = CatalogWatch(config.catalog, "coordinator", catalog)
+    watch = CatalogWatch(config.catalog, "coordinator")
     catalog = watch.in_force.catalog
     he.check_catalog_format(catalog.he_format, "the coordinator")
     names = check_federation(tls, catalog.federation, "the coordinator")  # read from the CA once

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from federation.errors import AuditError
-from federation.private_files import write_file
+from federation.private_files import create_file, write_file
 
 KEY = "audit.key"
 PUBLIC_KEY = "audit.pub"
@@ -61,15 +61,10 @@ def load_or_create_signing_key(directory: Path, log_has_entries: bool) -> Ed2551
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        write_file(key_path, pem, 0o600)
+        if not create_file(key_path, pem, 0o600):  # another maker wrote one first: that one is the node's
+            key = _load_signing_key(key_path)
     else:
-        try:
-            loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            loaded = None
-        if not isinstance(loaded, Ed25519PrivateKey):
-            raise AuditError(f"{key_path}: not an unencrypted PEM Ed25519 key", code="AUDIT_KEY_INVALID")
-        key = loaded
+        key = _load_signing_key(key_path)
     if pub_path.exists():
         try:
             same = public_key_raw(load_public_key(pub_path.read_bytes())) == public_key_raw(key.public_key())
@@ -81,3 +76,13 @@ def load_or_create_signing_key(directory: Path, log_has_entries: bool) -> Ed2551
         spki = serialization.PublicFormat.SubjectPublicKeyInfo
         write_file(pub_path, key.public_key().public_bytes(serialization.Encoding.PEM, spki), 0o644)
     return key
+
+
+def _load_signing_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        loaded = None
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise AuditError(f"{path}: not an unencrypted PEM Ed25519 key", code="AUDIT_KEY_INVALID")
+    return loaded

@@ -136,10 +136,10 @@ def publish_keys(path: Path, key_sets: Sequence[NodeKeys], replace: bool = False
     assert isinstance(expected, dict)
     for entry in expected["nodes"]:
         entry.update(updates.get(entry["id"], {}))
-    try:
-        parsed = yaml.safe_load(edited) if edited is not None else None
+    try:  # read back as every party reads a catalog
+        parsed = parse_yaml(path, edited) if edited is not None else None
         ok = parsed == expected and parse_model(path, parsed, Catalog) is not None
-    except (yaml.YAMLError, ConfigError):
+    except ConfigError:
         ok = False
     if edited is None or not ok:
         lines = "; ".join(f"node {n}: {f}: {k}" for n, fields in updates.items() for f, k in fields.items())

@@ -17,7 +17,9 @@ column, type, domain, bound or contribution, and a published key changed or with
 a word would let whoever wrote the file pose as that region). The party logs ``CATALOG_CHANGE_NEEDS_RESTART``
 naming what changed (never a key or a value) and keeps serving on the catalog in force; a file it cannot read
 or parse is logged with its own code (``CONFIG_SYNTAX``, ``CONFIG_INVALID``, ``CONFIG_NOT_FOUND``...) and
-changes nothing either. Each change of the file is logged once.
+changes nothing either: a path that is no longer a regular file (a FIFO, a directory) or a file larger than any
+catalog (``CONFIG_TOO_LARGE``) is refused without waiting on it or reading it whole. Each change of the file is
+logged once; one request reads it, and the requests that come meanwhile serve on the catalog in force.
 
 A party adds its own check and takes what it derives from the catalog in one callback (:meth:`CatalogWatch.
 on_change`): a node refuses a key published for itself that is not its own (``NODE_KEY_MISMATCH``, as at start)
@@ -29,7 +31,6 @@ the catalog, the text and the digest of one and the same file.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -120,16 +121,14 @@ def catalog_changes(old: Catalog, new: Catalog) -> CatalogChanges:
 
 class CatalogWatch:
     """The catalog ``party`` (e.g. ``"node north"``) serves on, read from ``path`` at start (a bad file stops the
-    party there) and re-read when the file changes (see the module). ``catalog``, when given, is the catalog
-    already read from that file (it stands for the file's catalog; the text and digest are the file's)."""
+    party there) and re-read when the file changes (see the module)."""
 
-    def __init__(self, path: Path, party: str, catalog: Catalog | None = None) -> None:
+    def __init__(self, path: Path, party: str) -> None:
         self._path = path
         self._party = party
         self._lock = threading.Lock()
         self._stamp = file_stamp(path)  # before the read: a file replaced meanwhile is read again
-        in_force = read_catalog_file(path)
-        self._in_force = in_force if catalog is None else dataclasses.replace(in_force, catalog=catalog)
+        self._in_force = read_catalog_file(path)
         self._on_change: OnChange | None = None
 
     @property
@@ -144,13 +143,17 @@ class CatalogWatch:
         self._on_change = take
 
     def current(self) -> CatalogFile:
-        """The catalog in force, after taking the file's change if it has changed and the change is safe."""
+        """The catalog in force, after taking the file's change if it has changed and the change is safe. One
+        request reads the changed file; one that comes meanwhile does not wait for it, and serves on the catalog
+        in force."""
         stamp = file_stamp(self._path)
-        if stamp != self._stamp:
-            with self._lock:
+        if stamp != self._stamp and self._lock.acquire(blocking=False):
+            try:
                 if stamp != self._stamp:
                     self._reload()
                     self._stamp = stamp
+            finally:
+                self._lock.release()
         return self._in_force
 
     def _reload(self) -> None:

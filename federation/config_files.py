@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,6 +38,9 @@ def validation_message(path: Path | str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+# the most a configuration file may hold: a catalog a client can fetch (federation.client.CLIENT_RECEIVE_BYTES)
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
 FileStamp = tuple[int, int, int]
 
 
@@ -57,13 +61,35 @@ def read_yaml(path: Path) -> object:
 
 
 def read_bytes(path: Path) -> bytes:
-    """The bytes of a configuration file; a missing or unreadable one is a ConfigError naming it."""
+    """The bytes of a configuration file; a missing or unreadable one is a ConfigError naming it.
+
+    A party re-reads some files while it serves (the catalog on a request, see :mod:`federation.catalog_watch`),
+    so a read never waits and never holds more than :data:`MAX_CONFIG_BYTES`: a path that is not a regular file
+    (a FIFO no one writes to, a device, a directory) is ``CONFIG_UNREADABLE``, a larger file ``CONFIG_TOO_LARGE``.
+    """
     try:
-        return path.read_bytes()
+        # O_NONBLOCK: opening a FIFO does not wait for a writer (the file kind is checked before any read)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found", code="CONFIG_NOT_FOUND") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="CONFIG_UNREADABLE") from None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ConfigError(
+                    f"{path}: not a regular file", code="CONFIG_UNREADABLE", hint="give the path of a file"
+                )
+            data = fh.read(MAX_CONFIG_BYTES + 1)  # a file growing meanwhile is bounded too
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="CONFIG_UNREADABLE") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, which no configuration file is",
+            code="CONFIG_TOO_LARGE",
+            hint="check the path names the configuration file",
+        )
+    return data
 
 
 def decode_text(path: Path | str, data: bytes) -> str:
@@ -75,14 +101,50 @@ def decode_text(path: Path | str, data: bytes) -> str:
 
 
 def parse_yaml(path: Path | str, text: str) -> object:
-    """Parse YAML ``text`` read from ``path``; a syntax error is a ConfigError naming the file, line and column."""
+    """Parse YAML ``text`` read from ``path``; a syntax error is a ConfigError naming the file, line and column,
+    and a key written twice in one mapping (which YAML would silently take the last of) is ``CONFIG_INVALID``
+    naming both lines: a file that reads one way to its reviewer and another to a party is refused."""
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        duplicates = duplicate_keys(node, str(path)) if node is not None else []
+        data = loader.construct_document(node) if node is not None and not duplicates else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}:{where}: {problem}", code="CONFIG_SYNTAX", hint="fix the YAML syntax") from None
+    finally:
+        loader.dispose()
+    if duplicates:
+        raise ConfigError("\n".join(duplicates), code="CONFIG_INVALID", hint="write each key once")
+    return data
+
+
+def duplicate_keys(
+    node: yaml.Node, file: str, loc: tuple[int | str, ...] = (), seen: set[int] | None = None
+) -> list[str]:
+    """Keys written twice in one mapping of the composed ``node`` (YAML would silently keep the last), one
+    ``file:line: field: written twice (first on line N)`` each; '<<' merge keys aside."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias: already checked where its anchor is
+        return []
+    seen.add(id(node))
+    problems: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key, line = key_node.value, key_node.start_mark.line + 1
+            if key in first:
+                problems.append(f"{file}:{line}: {field_path((*loc, key))}: written twice (first on line {first[key]})")
+            first.setdefault(key, line)
+            problems += duplicate_keys(value_node, file, (*loc, key), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += duplicate_keys(item, file, (*loc, i), seen)
+    return problems
 
 
 def resolve_path(value: Path, info: ValidationInfo) -> Path:

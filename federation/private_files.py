@@ -34,6 +34,28 @@ def write_file(path: Path, data: bytes, mode: int) -> None:
     _sync_dir(path.parent)
 
 
+def create_file(path: Path, data: bytes, mode: int) -> bool:
+    """Write ``path`` as :func:`write_file` does, unless a file is already there: False, and nothing written, when
+    one is. Two makers of one key (a node's first start and ``hpf node keys``) that both found none so keep the
+    first one written, which the second then reads, instead of each holding a key of its own."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.chmod(tmp, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # whole and on disk, under its name only if the name is free
+        except FileExistsError:
+            return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _sync_dir(path.parent)
+    return True
+
+
 def _sync_dir(directory: Path) -> None:
     """Make a rename in ``directory`` durable (where the platform lets a directory be opened)."""
     try:

@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from federation import ca_record, pki
-from federation.config_files import FileStamp, file_stamp
+from federation.config_files import FileStamp, file_stamp, read_bytes
 from federation.errors import AuthError, ConfigError
 from federation.private_files import write_file
 
@@ -60,13 +60,15 @@ def revoke(ca_dir: Path | str, cert_pem: bytes, *, reason: x509.ReasonFlags = x5
 
 
 def _load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList:
+    try:  # read as a config file is: never waiting on a FIFO, never more than a config file holds
+        data = read_bytes(path)
+    except ConfigError as err:
+        raise ConfigError(err.message, code="CRL_UNREADABLE", hint=err.hint) from None
     try:
-        crl = x509.load_pem_x509_crl(path.read_bytes())
+        crl = x509.load_pem_x509_crl(data)
         signed = crl.issuer == ca_cert.subject and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
         if signed:  # every field read later, parsed now (an invalid version or entry is not a ValueError)
             _ = (crl.extensions, [(entry.serial_number, entry.extensions) for entry in crl], crl.next_update_utc)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the revocation list ({exc.strerror})", code="CRL_UNREADABLE") from None
     except pki.MALFORMED_CERTIFICATE:
         raise AuthError(f"{path}: not a PEM revocation list", code="AUTH_CRL_INVALID") from None
     if not signed:

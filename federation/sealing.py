@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from federation.errors import ConfigError, CryptoError
 from federation.person_id import packed_ids_valid
-from federation.private_files import write_file
+from federation.private_files import create_file, write_file
 
 ID_CHARS = 18
 KEY_BYTES = 32
@@ -142,9 +142,9 @@ class AgreementKey:
             pem = key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
-            write_file(path, pem, 0o600)
-            write_file(directory / AGREEMENT_PUBLIC, (public_key_b64(key) + "\n").encode(), 0o644)
-            return cls(key)
+            if create_file(path, pem, 0o600):  # else another maker wrote one first: that one is read below
+                write_file(directory / AGREEMENT_PUBLIC, (public_key_b64(key) + "\n").encode(), 0o644)
+                return cls(key)
         try:
             loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except OSError as exc:

@@ -115,11 +115,11 @@ class RunningNode:
         self.handler.close()
 
 
-def start_node(config: NodeConfig, listen: str | None = None, catalog: Catalog | None = None) -> RunningNode:
-    """Build and start a node server; returns once it listens (``listen`` may use port 0). ``catalog``, when given,
-    is the catalog already read from ``config.catalog``."""
+def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
+    """Build and start a node server on the catalog file ``config.catalog``; returns once it listens (``listen``
+    may use port 0)."""
     tls = require_tls(config.tls, config.insecure, source=f"node {config.node_id}")
-    watch = CatalogWatch(config.catalog, f"node {config.node_id}", catalog)
+    watch = CatalogWatch(config.catalog, f"node {config.node_id}")
     catalog = watch.in_force.catalog
     he.check_catalog_format(catalog.he_format, f"node {config.node_id}")
     if config.node_id not in catalog.node_ids:

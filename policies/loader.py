@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from federation.catalog import Catalog
-from federation.config_files import field_path
+from federation.config_files import duplicate_keys, field_path
 from federation.errors import ConfigError
 from policies import DEFAULT_POLICY
 from policies.model import WILDCARD, Loc, Policy, written_at
@@ -155,7 +155,7 @@ def _compose(path: Path) -> _Entry:
         node = loader.get_single_node()
         if node is None:
             raise ConfigError(f"{path}:1: the file is empty", code=INVALID, hint=_HINT)
-        duplicates = _duplicate_keys(node, str(path), (), set())
+        duplicates = duplicate_keys(node, str(path))
         loader.construct_document(node)  # checks every value constructs, and flattens '<<' merge keys
         entry = _entry(loader, node, str(path), 1)
     except yaml.YAMLError as exc:
@@ -172,28 +172,6 @@ def _compose(path: Path) -> _Entry:
     if duplicates:
         raise ConfigError("\n".join(duplicates), code=INVALID, hint="write each key once")
     return entry
-
-
-def _duplicate_keys(node: yaml.Node, file: str, loc: Loc, seen: set[int]) -> list[str]:
-    """Keys written twice in one mapping (YAML would silently keep the last); '<<' merge keys aside."""
-    if id(node) in seen:  # an alias: already checked where its anchor is
-        return []
-    seen.add(id(node))
-    problems: list[str] = []
-    if isinstance(node, yaml.MappingNode):
-        first: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
-                continue
-            key, line = key_node.value, key_node.start_mark.line + 1
-            if key in first:
-                problems.append(f"{file}:{line}: {field_path((*loc, key))}: written twice (first on line {first[key]})")
-            first.setdefault(key, line)
-            problems += _duplicate_keys(value_node, file, (*loc, key), seen)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            problems += _duplicate_keys(item, file, (*loc, i), seen)
-    return problems
 
 
 def _entry(loader: yaml.SafeLoader, node: yaml.Node, file: str, line: int) -> _Entry:

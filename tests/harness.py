@@ -20,6 +20,7 @@ a NULL aggregate fails every HAVING comparison, as it does in the client. The pu
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import datetime as dt
@@ -33,11 +34,13 @@ import duckdb
 import grpc
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 from group_size_oracle import mask_withheld as mask_withheld  # re-exported for end-to-end tests
 from group_size_oracle import withheld_oracle
 
 from coordinator.config import CoordinatorConfig
 from coordinator.server import RunningCoordinator, start_coordinator
+from federation.audit_keys import KEY as AUDIT_KEY
 from federation.audit_log import AuditLog
 from federation.catalog import Catalog, load_catalog
 from federation.client import FederationClient
@@ -49,7 +52,7 @@ from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.he import ClientKeys, context_digest
 from federation.pki import init_federation
 from federation.profile import ClientProfile
-from federation.sealing import AgreementKey
+from federation.sealing import AGREEMENT_KEY, AgreementKey
 from federation.tls import TlsConfig, node_target, secure_channel
 from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
@@ -248,6 +251,21 @@ def scans_stopped(monkeypatch: pytest.MonkeyPatch, fed: Federation, node_ids: Se
         yield
 
 
+def private_key_texts(state: Path) -> list[str]:
+    """Every way the private keys in a node's ``state`` directory could be written out: PEM body lines, raw bytes
+    in base64 and hex (what no output, log or catalog may hold)."""
+    texts = []
+    for path in (state / AGREEMENT_KEY, state / "audit" / AUDIT_KEY):
+        pem = path.read_bytes()
+        key = serialization.load_pem_private_key(pem, password=None)
+        raw = key.private_bytes(  # type: ignore[union-attr]
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        texts += [line for line in pem.decode().splitlines() if not line.startswith("-----")]
+        texts += [base64.b64encode(raw).decode(), raw.hex()]
+    return texts
+
+
 def refusal(call: Callable[[], Any]) -> FederationError:
     """The error ``call`` raises (it must raise one)."""
     with pytest.raises(FederationError) as info:
@@ -347,7 +365,7 @@ def federation(
                 },
                 NodeConfig,
             )
-            nodes[node_id] = start_node(config, catalog=catalog)
+            nodes[node_id] = start_node(config)
             node_configs[node_id] = config
         coord_config = CoordinatorConfig.model_validate(
             {
@@ -365,7 +383,7 @@ def federation(
             }
         )
         addresses = {n: f"127.0.0.1:{r.port}" for n, r in nodes.items()}
-        coordinator = start_coordinator(coord_config, catalog=catalog, addresses=addresses)
+        coordinator = start_coordinator(coord_config, addresses=addresses)
         person = "caseworker"
         profile_path = root / "client.yaml"
         profile_path.write_text(

@@ -3,14 +3,13 @@ leaving the rest of the file as the operator wrote it, and refuses what would le
 
 from __future__ import annotations
 
-import base64
 import os
 import stat
 from pathlib import Path
 
+import harness
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner, Result
 
 from cli.app import _register, app
@@ -58,20 +57,6 @@ def _node_config(root: Path, node: str) -> Path:
     return path
 
 
-def secrets_of(state: Path) -> list[str]:
-    """Every way a node's private keys could be written: their PEM bodies, raw bytes in base64 and hex."""
-    found = []
-    for path in (state / AGREEMENT_KEY, state / "audit" / AUDIT_KEY):
-        pem = path.read_bytes()
-        key = serialization.load_pem_private_key(pem, password=None)
-        raw = key.private_bytes(  # type: ignore[union-attr]
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-        found += [line for line in pem.decode().splitlines() if not line.startswith("-----")]
-        found += [base64.b64encode(raw).decode(), raw.hex()]
-    return found
-
-
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     (tmp_path / "federation.yaml").write_text(CATALOG)
@@ -92,7 +77,7 @@ def test_node_keys_makes_the_keys_once_and_prints_only_their_public_halves(root:
     assert again.exit_code == 0 and again.stdout == ""
     assert "publish them with `hpf catalog keys CATALOG" in again.stderr
     assert (root / "north.keys.yaml").read_text() == first.stdout  # the same keys: made once
-    for secret in secrets_of(state):
+    for secret in harness.private_key_texts(state):
         assert secret not in first.stdout + first.stderr + again.stdout + again.stderr
 
 
@@ -117,7 +102,7 @@ def test_catalog_keys_publishes_keys_keeping_the_file_as_written(root: Path) -> 
     assert f"{catalog}: node south: audit_key published, agreement_key published\n" in result.stdout
     assert hpf("catalog", "check", catalog).exit_code == 0
     for node in ("north", "south"):
-        for secret in secrets_of(root / node / "state"):
+        for secret in harness.private_key_texts(root / node / "state"):
             assert secret not in result.stdout + result.stderr + catalog.read_text()
 
     before = catalog.read_bytes(), os.stat(catalog).st_mtime_ns
@@ -185,3 +170,35 @@ def test_two_key_files_for_one_node_must_agree(root: Path) -> None:
     result = hpf("catalog", "keys", root / "federation.yaml", keys, other)
     assert result.exit_code == 2 and "[NODE_KEYS_TWICE]" in result.stderr
     assert (root / "federation.yaml").read_text() == CATALOG
+
+
+@pytest.mark.parametrize(
+    ("catalog_text", "key_file", "where"),
+    [
+        # an entry that reads as south's (its first line) and that YAML takes as north's (its last `id`)
+        (
+            CATALOG.replace("    name: South\n", "    name: South\n    id: north\n").replace(
+                "  - {id: north, address: 10.0.0.11:50051}", "  - {id: west, address: 10.0.0.13:50051}"
+            ),
+            {"node": "north", "audit_key": KEY_A, "agreement_key": KEY_A},
+            "[CONFIG_INVALID] {root}/federation.yaml:8: nodes[1].id: written twice (first on line 5)",
+        ),
+        # a key file that reads as south's and is north's
+        (
+            CATALOG,
+            f"node: south\naudit_key: {KEY_A}\nagreement_key: {KEY_A}\nnode: north\n",
+            "[NODE_KEYS_INVALID] {root}/north.keys.yaml:4: node: written twice (first on line 1)",
+        ),
+    ],
+)
+def test_a_catalog_or_key_file_that_gives_a_field_twice_is_refused_and_nothing_is_written(
+    root: Path, catalog_text: str, key_file: object, where: str
+) -> None:
+    catalog = root / "federation.yaml"
+    catalog.write_text(catalog_text)
+    keys = root / "north.keys.yaml"
+    keys.write_text(key_file if isinstance(key_file, str) else yaml.safe_dump(key_file))
+    result = hpf("catalog", "keys", catalog, keys)
+    assert result.exit_code == 2, result.stdout
+    assert result.stderr.startswith(f"error: {where.format(root=root)}"), result.stderr
+    assert catalog.read_text() == catalog_text

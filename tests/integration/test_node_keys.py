@@ -15,11 +15,14 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from federation.audit_keys import KEY as AUDIT_KEY
 from federation.audit_keys import public_key_raw
+from federation.audit_log import AuditLog
 from federation.catalog import load_catalog
 from federation.config_files import parse_model
 from federation.errors import ConfigError
 from federation.pki import init_federation
+from federation.sealing import AGREEMENT_KEY, AgreementKey
 from node.config import NodeConfig
 from node.keys import own_keys
 from node.server import running_node
@@ -142,3 +145,31 @@ def test_a_running_node_takes_its_own_published_keys_and_refuses_others(
         taken = node.catalog.current()
         assert taken.catalog.nodes[0].model_dump(include=set(keys)) == keys
         assert taken.digest == hashlib.sha256(region.catalog_path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("made", ["agreement", "audit"])
+def test_two_makers_of_a_nodes_key_at_once_keep_one_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, made: str
+) -> None:
+    """`hpf node keys` and the node's first start may both find no key and make one: whichever writes second must
+    take the first's key, not replace it (the other would then serve, or publish, a key no file holds, and an
+    audit log signed by a key that is gone)."""
+    state = tmp_path / "state"
+    make, name = {
+        "agreement": (lambda: AgreementKey.load_or_create(state).public, AGREEMENT_KEY),
+        "audit": (lambda: AuditLog.signing_public_key(state / "audit"), AUDIT_KEY),
+    }[made]
+    real_exists = Path.exists
+    other: list[bytes] = []
+
+    def exists(self: Path) -> bool:
+        found = real_exists(self)
+        if self.name == name and not found and not other:  # this maker found no key: the other makes one now
+            other.append(b"")
+            other[0] = make()
+        return found
+
+    monkeypatch.setattr(Path, "exists", exists)
+    first = make()
+    monkeypatch.undo()
+    assert other and other[0] and first == other[0] == make()

@@ -312,18 +312,21 @@ def test_a_misnamed_certificate_signed_with_the_ca_key_cannot_serve(fed: harness
     assert info.value.code == "TLS_SERVER_MISNAMED"
 
 
-def test_a_catalog_of_another_federation_than_the_ca_stops_every_server(fed: harness.Federation) -> None:
+def test_a_catalog_of_another_federation_than_the_ca_stops_every_server(
+    fed: harness.Federation, tmp_path: Path
+) -> None:
     """A party would dial servers under the CA's federation and accept questions signed for the catalog's: the
     two must be one federation, or neither the coordinator nor a node starts."""
     from coordinator.server import start_coordinator
     from node.server import start_node
 
-    other = fed.catalog.model_copy(update={"federation": "elsewhere"})
+    other = tmp_path / "elsewhere.yaml"
+    other.write_text(yaml.safe_dump({**yaml.safe_load(fed.catalog_path.read_text()), "federation": "elsewhere"}))
     assert fed.coordinator_config is not None
     with pytest.raises(ConfigError) as info:
-        start_coordinator(fed.coordinator_config, "127.0.0.1:0", catalog=other)
+        start_coordinator(fed.coordinator_config.model_copy(update={"catalog": other}), "127.0.0.1:0")
     assert info.value.code == "PKI_FEDERATION_MISMATCH" and "'elsewhere'" in info.value.message
     node_id = fed.node_ids[0]
     with pytest.raises(ConfigError) as info:
-        start_node(fed.node_configs[node_id], "127.0.0.1:0", catalog=other)
+        start_node(fed.node_configs[node_id].model_copy(update={"catalog": other}), "127.0.0.1:0")
     assert info.value.code == "PKI_FEDERATION_MISMATCH"

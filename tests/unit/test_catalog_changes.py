@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import yaml
 
 from federation.catalog import Catalog, CatalogFile
 from federation.catalog_watch import CatalogChanges, CatalogWatch, catalog_changes
+from federation.config_files import MAX_CONFIG_BYTES
 from federation.errors import ConfigError
 
 KEY_A = "A" * 43 + "="
@@ -173,3 +176,91 @@ def test_a_party_may_refuse_a_change_and_a_fault_in_it_keeps_the_catalog_in_forc
     _write(path, _with_keys(audit_key=KEY_B))
     assert watch.current() is first
     assert "catalog change not taken" in caplog.text
+
+
+def _current_within(watch: CatalogWatch, seconds: float = 10.0) -> CatalogFile | None:
+    """``watch.current()`` as a request would call it, or None when it is still blocked after ``seconds`` (a
+    party stuck there serves nothing: every request starts with it)."""
+    got: list[CatalogFile] = []
+    thread = threading.Thread(target=lambda: got.append(watch.current()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return got[0] if got else None
+
+
+def _unblock(fifo: Path) -> None:
+    """Let a reader blocked opening ``fifo`` go (a writer opens it, then closes it: the reader reads the end)."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_a_catalog_replaced_by_a_fifo_a_directory_or_an_oversized_file_is_refused_and_the_party_serves_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "federation.yaml"
+    _write(path, BASE)
+    watch = CatalogWatch(path, "node north")
+    first = watch.current()
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    os.replace(fifo, path)  # nobody ever writes to it: a read that opens it waits for a writer forever
+    try:
+        assert _current_within(watch) is first, "a request hangs on a catalog that is a FIFO"
+        assert _current_within(watch) is first  # and the next one too
+    finally:
+        _unblock(path)
+    assert "[CONFIG_UNREADABLE]" in caplog.text and "not a regular file" in caplog.text
+
+    caplog.clear()
+    path.unlink()
+    path.mkdir()
+    assert watch.current() is first
+    assert "[CONFIG_UNREADABLE]" in caplog.text
+    path.rmdir()
+
+    caplog.clear()
+    with open(path, "wb") as fh:  # sparse: no disk used, and nothing but a bound should stop it being read whole
+        fh.truncate(MAX_CONFIG_BYTES + 1)
+    assert watch.current() is first
+    assert "[CONFIG_TOO_LARGE]" in caplog.text
+    assert "serving on the catalog in force" in caplog.text
+
+
+def test_a_request_while_the_catalog_is_being_taken_serves_on_the_catalog_in_force(tmp_path: Path) -> None:
+    path = tmp_path / "federation.yaml"
+    _write(path, BASE)
+    watch = CatalogWatch(path, "node north")
+    first = watch.current()
+    taking, release = threading.Event(), threading.Event()
+
+    def slow(old: CatalogFile, new: CatalogFile) -> None:  # a large file, a slow disk: the reload takes a while
+        taking.set()
+        release.wait(60)
+
+    watch.on_change(slow)
+    _write(path, _with_keys(agreement_key=KEY_A))
+    reloading = threading.Thread(target=watch.current, daemon=True)
+    reloading.start()
+    try:
+        assert taking.wait(30)
+        assert _current_within(watch) is first, "a request waits for another request's reload"
+    finally:
+        release.set()
+        reloading.join(30)
+    assert watch.current().catalog.nodes[0].agreement_key == KEY_A
+
+
+def test_a_catalog_that_gives_a_key_twice_is_not_taken(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """YAML keeps the last of two values: a file whose first `audit_key` is one key and whose last is another
+    reads one way to its reviewer and another to the party (and to a stricter parser, not at all)."""
+    path = tmp_path / "federation.yaml"
+    _write(path, BASE)
+    watch = CatalogWatch(path, "node north")
+    first = watch.current()
+    line = next(x for x in yaml.safe_dump(_with_keys(audit_key=KEY_A), sort_keys=False).splitlines() if KEY_A in x)
+    twice = yaml.safe_dump(_with_keys(audit_key=KEY_A), sort_keys=False).replace(line, f"{line}\n{line[:-44]}{KEY_B}")
+    _write(path, twice)
+    assert yaml.safe_load(path.read_text())["nodes"][0]["audit_key"] == KEY_B
+    assert watch.current() is first
+    assert "nodes[0].audit_key: written twice" in caplog.text and "[CONFIG_INVALID]" in caplog.text

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -177,6 +179,34 @@ def test_a_crl_from_another_ca_is_refused_and_a_broken_one_fails_closed(
         revoked.check(12345, "signer's")
     assert err.value.code == "AUTH_CRL_INVALID"
     (fed["ca"].cert.parent / revocation.CRL_FILE).unlink()
+
+
+def test_a_crl_replaced_by_a_fifo_fails_closed_without_hanging(fed: pki.FederationFiles, tmp_path: Path) -> None:
+    """Every request reads a changed list first: a path that no longer is a file (a FIFO no one writes to) must
+    refuse requests, not hold every one of them waiting for a writer."""
+    ca_cert = x509.load_pem_x509_certificate(fed["ca"].cert.read_bytes())
+    path = tmp_path / "crl.pem"
+    path.write_bytes(revocation.revoke(fed["ca"].cert.parent, fed["people"]["alice"].cert.read_bytes()).read_bytes())
+    (fed["ca"].cert.parent / revocation.CRL_FILE).unlink()
+    revoked = RevocationList(path, ca_cert)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    os.replace(fifo, path)
+    codes: list[str] = []
+
+    def check() -> None:
+        with pytest.raises(AuthError) as err:
+            revoked.check(12345, "signer's")
+        codes.append(err.value.code)
+
+    thread = threading.Thread(target=check, daemon=True)
+    thread.start()
+    thread.join(10)
+    try:
+        assert codes == ["AUTH_CRL_INVALID"], "a request hangs on a revocation list that is a FIFO"
+    finally:
+        with contextlib.suppress(OSError):  # let a reader blocked opening it go
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
 
 
 def test_revoking_a_certificate_of_another_ca_is_refused(fed: pki.FederationFiles, tmp_path: Path) -> None:

@@ -16,9 +16,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from uniformity import CHI2_LIMIT, chi_square_uniform
 
 from federation import he
+from federation.catalog import Catalog
 from federation.errors import CryptoError, PlanError
 from federation.masking import SEED_BYTES, _draw, apply, mask, pair_seed, prg_residues, run_id
 from federation.sealing import AgreementKey
+from node.protection import Protector
 
 T = he.PLAIN_MODULUS
 H = he.HALF_PLAIN
@@ -250,3 +252,38 @@ def test_mask_and_apply_refuse_misuse() -> None:
         with pytest.raises(CryptoError) as info:
             apply(slots, bad_mask)
         assert info.value.code == code
+
+
+def _catalog(keys: dict[str, str | None]) -> Catalog:
+    return Catalog.model_validate(
+        {
+            "federation": "f",
+            "nodes": [{"id": n, "address": "h:1", "agreement_key": k} for n, k in keys.items()],
+            "tables": {"t": {"columns": {"v": {"type": "BIGINT"}}}},
+        }
+    )
+
+
+def test_a_node_takes_peer_keys_published_while_running_and_a_run_keeps_the_keys_it_was_checked_with() -> None:
+    """A running node takes agreement keys published where there were none (federation.catalog_watch); a run
+    checked before a catalog change is masked with the keys it was checked with, so the masks of one run never
+    mix two catalogs' keys, whatever the catalog is changed to meanwhile."""
+    names = ["north", "south", "west"]
+    agreement = {n: fixed_key(n) for n in names}
+    published = {n: agreement[n].public_b64() for n in names}
+    protectors = {n: Protector(n, _catalog(published), agreement[n], bytes(32)) for n in names}
+    north = Protector("north", _catalog({**published, "south": None}), agreement["north"], bytes(32))
+    with pytest.raises(CryptoError) as info:
+        north.run(QID, names, 1, {})
+    assert info.value.code == "SECAGG_PEER_KEY_MISSING"
+
+    north.publish(_catalog(published))  # south's key published while the node runs
+    run = north.run(QID, names, 1, {})
+    north.publish(_catalog({**published, "south": fixed_key("impostor").public_b64()}))  # meanwhile, another
+    zeros = [np.zeros(300, dtype=np.int64), np.zeros(12, dtype=np.int64)]
+    total = [np.zeros(z.size, dtype=np.int64) for z in zeros]
+    for name, protector in {**protectors, "north": north}.items():
+        masked = protector.mask(run if name == "north" else protector.run(QID, names, 1, {}), zeros)
+        assert any(m.any() for m in masked)
+        total = [(t + m) % T for t, m in zip(total, masked, strict=True)]
+    assert not any(t.any() for t in total)  # the masks cancel: north's run used south's key as published
