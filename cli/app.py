@@ -14,9 +14,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from cli import audit, catalog, demo, keys, lookup, pki, policy, query, serve
+    from cli import audit, catalog, demo, init, keys, lookup, pki, policy, query, serve
 
-    for module in (query, lookup, demo, serve, pki, catalog, keys, policy, audit):
+    for module in (init, query, lookup, demo, serve, pki, catalog, keys, policy, audit):
         module.register(app)
 
 

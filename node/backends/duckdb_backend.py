@@ -43,6 +43,17 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def reader_sql(path: Path, file_format: str) -> str:
+    """The table function a node reads a source's files with (and `hpf init` reads their schemas with).
+
+    >>> reader_sql(Path("/data/north/*.parquet"), "parquet"), reader_sql(Path("a.csv"), "csv")
+    ("read_parquet('/data/north/*.parquet')", "read_csv('a.csv', header = true)")
+    """
+    if file_format == "parquet":
+        return f"read_parquet({_quote(str(path))})"
+    return f"read_csv({_quote(str(path))}, header = true)"
+
+
 class DuckDBBackend:
     """Runs a node's partial plan on its local files."""
 
@@ -79,11 +90,7 @@ class DuckDBBackend:
                     code="NODE_TABLE_MISSING",
                     hint=f"add 'tables: {{{name}: path/to/{name}.parquet}}' to the node config",
                 )
-            reader = (
-                f"read_parquet({_quote(str(source.path))})"
-                if source.file_format == "parquet"
-                else f"read_csv({_quote(str(source.path))}, header = true)"
-            )
+            reader = reader_sql(source.path, source.file_format)
             try:
                 present = {r[0] for r in self._con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()}
             except duckdb.Error as err:
