@@ -30,6 +30,8 @@ MODULES = [
     "federation.catalog",
     "federation.catalog_keys",
     "cli.output",
+    "cli.scaffold",
+    "node.backends.duckdb_backend",
 ]
 
 
