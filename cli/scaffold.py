@@ -119,7 +119,7 @@ def widest(a: str, b: str) -> str | None:
     """A catalog type holding every value of both ``a`` and ``b`` exactly, or None.
 
     >>> widest("INTEGER", "BIGINT"), widest("DECIMAL(15,2)", "DECIMAL(12,4)"), widest("INTEGER", "DECIMAL(9,2)")
-    ('BIGINT', 'DECIMAL(15,4)', 'DECIMAL(12,2)')
+    ('BIGINT', 'DECIMAL(17,4)', 'DECIMAL(12,2)')
     >>> widest("VARCHAR", "INTEGER") is None
     True
     """
