@@ -673,6 +673,38 @@ def test_a_client_cannot_ask_one_region_about_someone_else(
         assert client.lookup([target], **REVIEW).facts == [oracle_facts(fed.oracle, [target])[target]]
 
 
+def test_a_lookup_in_another_he_format_is_refused_by_the_coordinator_and_every_region(
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    population: Population,
+    coordinator_stub: pb_grpc.CoordinatorStub,
+    node_stubs: dict[str, pb_grpc.NodeStub],
+) -> None:
+    """A context in a format another TenSEAL writes is refused before it is parsed, on the lookup path too, with
+    a message naming both formats; the same lookup in this federation's format is answered."""
+    other = "tenseal-0.3.14/seal-4.1/bfv-4096"
+    pid = population.multi_city[6]
+    lookup = seal_lookup(fed, keys, [pid])
+    blobs = [pb.SealedSubjects(node_id=n, blob=b) for n, b in lookup.blobs.items()]
+    request = pb.LookupRequest(
+        he_format=other, envelope=lookup.signed, public_context=keys.public_context(), sealed=blobs
+    )
+    with pytest.raises(grpc.RpcError) as at_coordinator:
+        list(coordinator_stub.Lookup(request, timeout=RPC_TIMEOUT_S))
+    node = node_request(keys, lookup, lookup.blobs["hangzhou"])
+    node.he_format = other
+    with pytest.raises(grpc.RpcError) as at_node:
+        node_stubs["hangzhou"].Lookup(node, timeout=RPC_TIMEOUT_S)
+    for info in (at_coordinator, at_node):
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        err = from_rpc_error(info.value)
+        assert err.code == "HE_FORMAT_MISMATCH" and other in err.message and HE_FORMAT in err.message, err.message
+    entry = last_entry(fed, "hangzhou")
+    assert (entry["decision"], entry["code"]) == ("refused", "HE_FORMAT_MISMATCH")
+    with fed.client(keys=keys) as client:  # the honest lookup of the same person is answered
+        assert client.lookup([pid], **REVIEW).facts == [oracle_facts(fed.oracle, [pid])[pid]]
+
+
 def test_a_sealed_blob_opens_only_in_its_region_and_question(
     fed: harness.Federation,
     keys: he.ClientKeys,
