@@ -14,9 +14,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from cli import audit, catalog, demo, init, keys, lookup, pki, policy, query, serve
+    from cli import audit, catalog, demo, init, keys, lookup, pki, policy, query, serve, version
 
-    for module in (init, query, lookup, demo, serve, pki, catalog, keys, policy, audit):
+    for module in (init, query, lookup, demo, serve, pki, catalog, keys, policy, audit, version):
         module.register(app)
 
 

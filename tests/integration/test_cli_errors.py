@@ -79,3 +79,11 @@ def test_tables_print_names_and_values_as_they_are_never_as_markup() -> None:
     )
     text = render(answer, "table")  # "[/x]" as markup would raise rich's MarkupError
     assert "n [all]" in text and "[/x]" in text and "[bold]x[/]" in text
+
+
+def test_version_names_the_he_wire_format_a_catalog_states() -> None:
+    from federation.he import EXPECTED_HE_FORMAT
+
+    shown = _hpf("version")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == ["hpf-federation 0.1.0", f"HE wire format: {EXPECTED_HE_FORMAT}"]
