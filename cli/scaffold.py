@@ -195,7 +195,33 @@ def _describe(con: duckdb.DuckDBPyConnection, source: Source) -> dict[str, str]:
             code=INIT_SCHEMA,
             hint="give Parquet files (.parquet) or CSV files with a header row (.csv)",
         ) from None
-    return {str(r[0]): str(r[1]) for r in rows}
+    types = {str(r[0]): str(r[1]) for r in rows}
+    if source.file_format == "csv":
+        for column, type_ in types.items():
+            if type_ == "DOUBLE":
+                types[column] = _csv_decimal(con, source, column) or type_
+    return types
+
+
+def _csv_decimal(con: duckdb.DuckDBPyConnection, source: Source, column: str) -> str | None:
+    """The DECIMAL that holds a CSV column's numbers exactly as written, where each is a plain decimal numeral
+    (a CSV reader detects ``12.50`` as a DOUBLE, which could not be summed exactly); None otherwise."""
+    text = f"read_csv({_sql_text(str(source.path))}, header = true, all_varchar = true)"
+    col = f'"{column}"'
+    row = con.execute(
+        f"SELECT bool_and(regexp_full_match({col}, '-?[0-9]+([.][0-9]+)?')), "
+        f"max(length(split_part(ltrim({col}, '-'), '.', 1))), max(length(split_part({col}, '.', 2))) "
+        f"FROM {text} WHERE {col} IS NOT NULL"
+    ).fetchone()
+    if row is None or not row[0]:
+        return None
+    whole, scale = int(row[1]), int(row[2])
+    precision = max(18, whole + scale)  # room for larger values later, as a DECIMAL(18,s) holds 18 digits
+    return f"DECIMAL({precision},{scale})" if precision <= 38 else None
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _glob(path: Path) -> list[Path]:

@@ -49,13 +49,29 @@ def _hpf(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     )
 
 
+# the generator's own types: what the oracle reads every region's rows as, whatever file format holds them
+TYPES = {
+    "l_orderkey": "BIGINT",
+    "l_quantity": "DECIMAL(15,2)",
+    "l_extendedprice": "DECIMAL(15,2)",
+    "l_discount": "DECIMAL(15,2)",
+    "l_tax": "DECIMAL(15,2)",
+    "l_returnflag": "VARCHAR",
+    "l_linestatus": "VARCHAR",
+    "l_shipdate": "DATE",
+    "l_comment": "VARCHAR",
+}
+CSV_REGION = "east"  # its files are CSV: a reader detects 12.50 as a DOUBLE, `hpf init` declares a DECIMAL
+
+
 def _write_files(folder: Path) -> dict[str, Path]:
-    """Each region's lineitem: TPC-H's column names and types (DECIMAL(15,2) money, CHAR flags, DATE)."""
+    """Each region's lineitem: TPC-H's column names and types (DECIMAL(15,2) money, flags, DATE)."""
     folder.mkdir(parents=True)
     con = duckdb.connect()
     files = {}
     for i, region in enumerate(REGIONS):
-        files[region] = folder / f"{region}.parquet"
+        csv = region == CSV_REGION
+        files[region] = folder / f"{region}.{'csv' if csv else 'parquet'}"
         con.execute(
             f"""COPY (SELECT (range * 3 + {i})::BIGINT AS l_orderkey,
                 (1 + hash(range, {i}) % 50)::DECIMAL(15,2) AS l_quantity,
@@ -66,16 +82,23 @@ def _write_files(folder: Path) -> dict[str, Path]:
                 ['F', 'O'][1 + (hash(range, {i}, 2) % 2)::BIGINT] AS l_linestatus,
                 DATE '1992-01-01' + (hash(range, {i}, 4) % 2500)::INTEGER AS l_shipdate,
                 'note ' || range AS l_comment
-            FROM range({ROWS})) TO '{files[region]}' (FORMAT parquet)"""
+            FROM range({ROWS})) TO '{files[region]}' (FORMAT {"csv, HEADER" if csv else "parquet"})"""
         )
     con.close()
     return files
 
 
 def _oracle(files: dict[str, Path], sql: str) -> list[list[object]]:
+    """DuckDB over the union of the raw files, each column read as the generator wrote it (CSV as text, cast)."""
     con = duckdb.connect()
-    paths = ", ".join(f"'{p}'" for p in files.values())
-    con.execute(f"CREATE VIEW lineitem AS SELECT * FROM read_parquet([{paths}])")
+    casts = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in TYPES.items())
+    parts = [
+        f"SELECT {casts} FROM read_csv('{p}', header = true, all_varchar = true)"
+        if p.suffix == ".csv"
+        else f"SELECT {casts} FROM read_parquet('{p}')"
+        for p in files.values()
+    ]
+    con.execute("CREATE VIEW lineitem AS " + " UNION ALL ".join(parts))
     return [list(r) for r in con.execute(sql).fetchall()]
 
 
@@ -84,7 +107,9 @@ def _exact(rows: list[list[object]]) -> list[list[object]]:
     return [[Decimal(v) if isinstance(v, str) and re.fullmatch(r"-?\d+\.\d+", v) else v for v in r] for r in rows]
 
 
-def _wait_healthy(address: str, tls: TlsConfig, server_name: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_healthy(
+    address: str, tls: TlsConfig, server_name: str | None, proc: subprocess.Popen[bytes], log: Path
+) -> None:
     deadline = time.monotonic() + 60
     with secure_channel(address, tls, server_name=server_name) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -148,7 +173,8 @@ def test_init_federates_own_files_and_answers_exactly_once_classified(tmp_path: 
     assert "9 column(s) have no class yet" in made.stdout
     catalog = (folder / "federation.yaml").read_text()
     # the types the files carry, and no class guessed
-    assert re.search(r'l_quantity:\n\s+type: "DECIMAL\(15,2\)"\n\s+# class: TODO', catalog), catalog
+    # a CSV region's 12.50 is read as DOUBLE; declared as the DECIMAL that holds every region's values exactly
+    assert re.search(r'l_quantity:\n\s+type: "DECIMAL\(18,2\)"\n\s+# class: TODO', catalog), catalog
     assert "l_orderkey:\n        type: BIGINT\n        # class: TODO" in catalog
     assert "class: public" not in catalog and "class: sensitive" not in catalog
     assert _hpf("catalog", "check", str(folder / "federation.yaml")).returncode == 0
