@@ -34,6 +34,10 @@ def init(
     classes: Annotated[
         list[str] | None, typer.Option("--class", help="[TABLE.]COLUMN=CLASS (identifier|public|sensitive|commercial)")
     ] = None,
+    narrow: Annotated[
+        bool,
+        typer.Option("--narrow-types", help="Declare number columns with the narrowest type holding the files' values"),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Write over a federation this folder holds")] = False,
 ) -> None:
     from cli.demo_lookups import hpf_command
@@ -47,6 +51,7 @@ def init(
         [parse_person(p) for p in person or []],
         classes or [],
         force=force,
+        narrow=narrow,
         progress=lambda line: typer.echo(line, err=True),
     )
     hpf = hpf_command()

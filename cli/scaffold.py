@@ -92,6 +92,7 @@ class InferredColumn:
     type: str | None  # None: the files' type has no catalog type (the column is left out)
     file_types: dict[str, str]  # region: the type its files carry
     domain_values: list[object] | None = None  # a suggestion, for the operator to confirm
+    narrowest: str | None = None  # the narrowest type holding every value in the files, where narrower than type
     date_years: tuple[int, int] | None = None
 
 
@@ -176,6 +177,7 @@ def infer_tables(sources: Sequence[Source], progress: Progress) -> dict[str, Inf
             schemas = {r: _describe(con, s) for r, s in at.items()}
             tables[name] = _merge(name, schemas)
             _suggest_domains(con, tables[name], at)
+            _narrowest(con, tables[name], at)
             progress(f"table {name}: {len(tables[name].columns)} column(s) read from {len(at)} region(s)")
     finally:
         con.close()
@@ -215,9 +217,8 @@ def _csv_decimal(con: duckdb.DuckDBPyConnection, source: Source, column: str) ->
     ).fetchone()
     if row is None or not row[0]:
         return None
-    whole, scale = int(row[1]), int(row[2])
-    precision = max(18, whole + scale)  # room for larger values later, as a DECIMAL(18,s) holds 18 digits
-    return f"DECIMAL({precision},{scale})" if precision <= 38 else None
+    whole, scale = int(row[1]), int(row[2])  # as tight as the values written: a CSV has no type to keep
+    return f"DECIMAL({whole + scale},{scale})" if whole + scale <= 38 else None
 
 
 def _sql_text(text: str) -> str:
@@ -296,6 +297,37 @@ def _suggest_domains(con: duckdb.DuckDBPyConnection, table: InferredTable, at: d
                 column.date_years = (min(lows), max(highs))
 
 
+def _narrowest(con: duckdb.DuckDBPyConnection, table: InferredTable, at: dict[str, Source]) -> None:
+    """The narrowest type that holds every value in the files, for each integer and DECIMAL column: summing a
+    product needs narrow factors (a sum must fit in 126 bits for any number of rows), and a file's DECIMAL(15,2)
+    often holds values of a few digits."""
+    for column in table.columns:
+        declared = column.type or ""
+        decimal = _DECIMAL.fullmatch(declared)
+        if declared not in _INTEGERS and decimal is None:
+            continue
+        lows, highs = [], []
+        for source in at.values():
+            row = con.execute(f'SELECT MIN("{column.name}"), MAX("{column.name}") FROM {reader(source)}').fetchone()
+            if row and row[0] is not None:
+                lows.append(row[0])
+                highs.append(row[1])
+        if not lows:
+            continue
+        lo, hi = min(lows), max(highs)
+        if decimal is not None:
+            scale = int(decimal.group(2))
+            whole = len(str(int(max(abs(lo), abs(hi)))))
+            narrow = f"DECIMAL({max(whole + scale, 1)},{scale})"
+            if whole + scale < int(decimal.group(1)):
+                column.narrowest = narrow
+        else:
+            bits = {"TINYINT": 7, "SMALLINT": 15, "INTEGER": 31, "BIGINT": 63}
+            fit = next(t for t in _INTEGERS if -(2 ** bits[t]) <= lo and hi < 2 ** bits[t])
+            if _INTEGERS.index(fit) < _INTEGERS.index(declared):
+                column.narrowest = fit
+
+
 def parse_classes(items: Sequence[str], tables: dict[str, InferredTable]) -> dict[tuple[str, str], str]:
     """``[TABLE.]COLUMN=CLASS`` options: the classes the operator gives on the command line."""
     out: dict[tuple[str, str], str] = {}
@@ -328,8 +360,11 @@ def catalog_text(
     tables: dict[str, InferredTable],
     classes: dict[tuple[str, str], str],
     he_format: str,
+    *,
+    narrow: bool = False,
 ) -> str:
-    """The catalog, with a comment on every decision left to the operator."""
+    """The catalog, with a comment on every decision left to the operator (``narrow``: declare each number
+    column with the narrowest type holding the files' values, saying what the files hold)."""
     lines = [
         "# The federation catalog, written by `hpf init` from the regions' files. Every party holds a copy.",
         "# Before asking anything but COUNT(*): give each column its class (identifier | public | sensitive |",
@@ -352,7 +387,17 @@ def catalog_text(
         for c in table.columns:
             assert c.type is not None
             cls = classes.get((table.name, c.name))
-            lines += [f"      {c.name}:", f'        type: "{c.type}"' if "(" in c.type else f"        type: {c.type}"]
+            declared = c.narrowest if narrow and c.narrowest else c.type
+            lines += [
+                f"      {c.name}:",
+                f'        type: "{declared}"' if "(" in declared else f"        type: {declared}",
+            ]
+            if c.narrowest and narrow:
+                lines[-1] += f"   # the files hold {c.type}; a node refuses a file with a value this type cannot hold"
+            elif c.narrowest:
+                lines[-1] += (
+                    f"   # every value in the files fits {c.narrowest}: declare it to sum products of this column"
+                )
             lines.append(
                 f"        class: {cls}"
                 if cls
@@ -404,6 +449,7 @@ def scaffold(
     class_options: Sequence[str],
     *,
     force: bool,
+    narrow: bool = False,
     progress: Progress,
 ) -> Scaffold:
     """Write a federation for ``sources`` under ``folder`` (see the module's docstring)."""
@@ -451,7 +497,7 @@ def scaffold(
         keys[region] = (audit_key, AgreementKey.load_or_create(state).public_b64())
     ports = free_ports(len(regions) + 1)
     addresses = {r: f"127.0.0.1:{p}" for r, p in zip(regions, ports[1:], strict=True)}
-    text = catalog_text(federation, addresses, keys, tables, classes, HE_FORMAT)
+    text = catalog_text(federation, addresses, keys, tables, classes, HE_FORMAT, narrow=narrow)
     catalog_path.write_text(text, encoding="utf-8")
     load_catalog(catalog_path)  # what was written must be a catalog every party reads
     progress(f"catalog: {catalog_path}")

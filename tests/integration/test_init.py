@@ -37,6 +37,11 @@ Q1 = (
     "FROM lineitem WHERE l_shipdate <= DATE '1998-09-02' GROUP BY l_returnflag, l_linestatus "
     "ORDER BY l_returnflag, l_linestatus"
 )
+Q1_SUMS = (  # Q1 without its products
+    "SELECT l_returnflag, l_linestatus, SUM(l_quantity) AS sum_qty, SUM(l_extendedprice) AS sum_base_price, "
+    "SUM(l_discount) AS sum_disc, COUNT(*) AS count_order FROM lineitem WHERE l_shipdate <= DATE '1998-09-02' "
+    "GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus"
+)
 Q6 = (
     "SELECT SUM(l_extendedprice * l_discount) AS revenue FROM lineitem WHERE l_shipdate >= DATE '1994-01-01' "
     "AND l_shipdate < DATE '1995-01-01' AND l_discount BETWEEN 0.05 AND 0.07 AND l_quantity < 24"
@@ -203,14 +208,48 @@ def test_init_federates_own_files_and_answers_exactly_once_classified(tmp_path: 
     edited = re.sub(r"# (domain: \{.*\})   # .*", r"\1", edited)
     (folder / "federation.yaml").write_text(edited)
     with _started(folder, made.stdout):
+        sums = _hpf("query", "-p", profile, "--format", "json", Q1_SUMS)
+        q6_wide = _hpf("query", "-p", profile, "--format", "json", Q6)
+    assert sums.returncode == 0, sums.stderr
+    want_sums = _oracle(files, Q1_SUMS)
+    assert len(want_sums) == 6  # every (returnflag, linestatus) group, each of thousands of rows
+    assert _exact(json.loads(sums.stdout)["rows"]) == want_sums
+    # a product of two DECIMAL(15,2) columns could outgrow a sum over 2**26 rows: refused, saying what to do
+    assert q6_wide.returncode == 2 and "[PLAN_MAY_OVERFLOW]" in q6_wide.stderr, q6_wide.stderr
+    assert "declare narrower column types" in q6_wide.stderr
+
+    # ... which the catalog's comments name: the narrowest type holding every value in the files
+    narrowed = re.sub(
+        r'type: "(DECIMAL\(15,2\))"   # every value in the files fits (DECIMAL\(\d+,2\)): .*', r'type: "\2"', edited
+    )
+    assert narrowed.count("DECIMAL(15,2)") == 0, narrowed
+    (folder / "federation.yaml").write_text(narrowed)
+    with _started(folder, made.stdout):
         q1 = _hpf("query", "-p", profile, "--format", "json", Q1)
         q6 = _hpf("query", "-p", profile, "--format", "json", Q6)
     assert q1.returncode == 0, q1.stderr
     assert q6.returncode == 0, q6.stderr
-    want_q1 = _oracle(files, Q1)
-    assert len(want_q1) == 6
-    assert _exact(json.loads(q1.stdout)["rows"]) == want_q1
+    assert _exact(json.loads(q1.stdout)["rows"]) == _oracle(files, Q1)
     assert _exact(json.loads(q6.stdout)["rows"]) == _oracle(files, Q6)
+
+
+def test_init_narrow_types_declares_what_the_files_hold(tmp_path: Path) -> None:
+    files = _write_files(tmp_path / "data")
+    sources = [a for r in REGIONS for a in ("--source", f"{r}:lineitem={files[r]}")]
+    made = _hpf("init", str(tmp_path / "fed"), "--narrow-types", "--class", "lineitem.l_tax=sensitive", *sources)
+    assert made.returncode == 0, made.stderr
+    catalog = (tmp_path / "fed/federation.yaml").read_text()
+    extremes = _oracle(files, "SELECT MAX(l_extendedprice), MAX(l_quantity), MAX(l_orderkey) FROM lineitem")[0]
+    price_digits = len(str(int(extremes[0])))
+    assert (
+        f'l_extendedprice:\n        type: "DECIMAL({price_digits + 2},2)"   # the files hold DECIMAL(15,2)' in catalog
+    )
+    assert 'l_quantity:\n        type: "DECIMAL(4,2)"' in catalog and extremes[1] == Decimal("50.00")
+    assert "l_orderkey:\n        type: SMALLINT" in catalog and extremes[2] < 2**15
+    assert 'l_tax:\n        type: "DECIMAL(3,2)"   # the files hold DECIMAL(15,2); a node refuses' in catalog
+    assert "        class: sensitive\n" in catalog and catalog.count("# class: TODO") == 8
+    assert "8 column(s) have no class yet" in made.stdout
+    assert _hpf("catalog", "check", str(tmp_path / "fed/federation.yaml")).returncode == 0
 
 
 def test_init_refuses_what_it_cannot_federate(tmp_path: Path) -> None:
