@@ -178,9 +178,13 @@ def test_init_federates_own_files_and_answers_exactly_once_classified(tmp_path: 
     assert "9 column(s) have no class yet" in made.stdout
     catalog = (folder / "federation.yaml").read_text()
     # the types the files carry, and no class guessed
-    # a CSV region's 12.50 is read as DOUBLE; declared as the DECIMAL that holds every region's values exactly
-    assert re.search(r'l_quantity:\n\s+type: "DECIMAL\(18,2\)"\n\s+# class: TODO', catalog), catalog
-    assert "l_orderkey:\n        type: BIGINT\n        # class: TODO" in catalog
+    # a CSV region's 12.50 is read as DOUBLE, declared as the DECIMAL of its numerals; the Parquet regions'
+    # DECIMAL(15,2) holds those exactly, and the catalog notes the narrower type every value fits
+    assert re.search(
+        r'l_quantity:\n\s+type: "DECIMAL\(15,2\)"   # every value in the files fits DECIMAL\(4,2\)', catalog
+    )
+    assert "        # class: TODO" in catalog
+    assert "l_orderkey:\n        type: BIGINT   # every value in the files fits SMALLINT" in catalog
     assert "class: public" not in catalog and "class: sensitive" not in catalog
     assert _hpf("catalog", "check", str(folder / "federation.yaml")).returncode == 0
     assert (
