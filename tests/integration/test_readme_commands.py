@@ -314,8 +314,27 @@ def _readme_node_keys(node: str) -> Callable[[Path, Demo], object]:
     return make
 
 
+def _own_files(region: str) -> Callable[[Path, Demo], object]:
+    """A region's own table for the README's `hpf init`: a small lineitem (``data/REGION/lineitem.parquet``)."""
+
+    def make(folder: Path, demo: Demo) -> None:
+        import duckdb
+
+        path = folder / "data" / region / "lineitem.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        seed = sum(map(ord, region))
+        duckdb.sql(
+            f"COPY (SELECT range::BIGINT AS l_orderkey, (1 + hash(range, {seed}) % 50)::DECIMAL(15,2) AS l_quantity, "
+            f"['A', 'N', 'R'][1 + (hash(range, {seed}, 1) % 3)::BIGINT] AS l_returnflag FROM range(300)) "
+            f"TO '{path}' (FORMAT parquet)"
+        )
+
+    return make
+
+
 # A file a README command names that the reader makes -> how this test makes it in the command's folder.
 FILES: dict[str, Callable[[Path, Demo], object]] = {
+    **{f"{r}:lineitem=data/{r}/lineitem.parquet": _own_files(r) for r in ("north", "south", "east")},
     "federation.yaml": lambda folder, demo: (folder / "federation.yaml").write_text(_catalog_block()),
     "my-node.yaml": lambda folder, demo: (folder / "my-node.yaml").write_text(MY_NODE_POLICY),
     "pki/people/bob.pem": _readme_pki_init,
@@ -694,6 +713,22 @@ def check_catalog_keys(r: Ran, demo: Demo) -> None:
     assert f"{catalog_path}: written" in r.stdout
 
 
+def check_init(r: Ran, demo: Demo) -> None:
+    from federation.catalog import load_catalog
+
+    folder = r.cwd / r.argv[1]
+    catalog = load_catalog(folder / "federation.yaml")
+    sources = [r.argv[i + 1] for i, w in enumerate(r.argv) if w == "--source"]
+    regions = [s.split(":")[0] for s in sources]
+    assert catalog.node_ids == regions and catalog.federation == _option(r.argv, "--federation")
+    assert all(n.audit_key and n.agreement_key for n in catalog.nodes), "every node's keys are published"
+    assert all(c.column_class is None for t in catalog.tables.values() for c in t.columns.values()), "no class guessed"
+    serve = [line for line in r.stdout.splitlines() if " serve --config " in line]
+    assert len(serve) == len(regions) + 1, "a command per node and the coordinator"
+    assert all((folder / "nodes" / f"{region}.yaml").exists() for region in regions)
+    assert re.search(r' query -p \S+client\.yaml "SELECT COUNT\(\*\) FROM lineitem"$', r.stdout, re.M), r.stdout
+
+
 # A verb (the words after hpf) -> what its output must show. A README command whose verb is not here fails.
 CHECKS: dict[tuple[str, ...], Callable[[Ran, Demo], None]] = {
     ("query",): check_query,
@@ -709,6 +744,7 @@ CHECKS: dict[tuple[str, ...], Callable[[Ran, Demo], None]] = {
     ("pki", "revoke"): check_pki_revoke,
     ("node", "keys"): check_node_keys,
     ("catalog", "keys"): check_catalog_keys,
+    ("init",): check_init,
 }
 
 
