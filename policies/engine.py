@@ -15,6 +15,8 @@ The checks, in order, each with its code:
 ``POLICY_PURPOSE_UNKNOWN``     the purpose given is not declared under ``purposes``
 ``POLICY_CONSENT_REQUIRED``    the table requires a consent reference and none was given
 ``POLICY_AGGREGATE_DENIED``    an aggregate function is not in the role's ``aggregates``
+``POLICY_COLUMN_UNCLASSIFIED`` a column the catalog gives no ``class`` is used at all: no policy, not even a
+                               per-column entry, grants anything on it until an operator classifies it
 ``POLICY_COLUMN_DENIED``       a column is used where its uses do not allow
 ``POLICY_AGGREGATE_SHAPE``     with k > 1, an aggregate's argument computes a condition as a value (e.g.
                                ``SUM(CASE WHEN c THEN 1 ELSE 0 END)``), which would count rows k never sees
@@ -238,6 +240,14 @@ def check_query(
                 "the coordinator and this node may hold different catalogs",
             )
         cls = spec.column_class
+        if cls is None:  # every policy refuses it, whatever it says (a column entry too): uses come from a class
+            raise refuse(
+                "POLICY_COLUMN_UNCLASSIFIED",
+                f"column {column} of {table_name} has no class in this node's catalog, so no policy allows it",
+                "classes",
+                f"an operator must classify it first: set class: (one of {', '.join(c.value for c in ColumnClass)}) "
+                f"for tables.{table_name}.columns.{column} in the catalog every party holds",
+            )
         may, rule = _uses_for(policy, role_name, role, table_key, table, column, cls)
         for use in USES:
             if use in uses[column] and use not in may:

@@ -29,8 +29,8 @@ CATALOG = Catalog.model_validate(
             "deposits": {
                 "columns": {
                     "person_id": {"type": "VARCHAR", "class": "identifier"},
-                    "city_code": {"type": "VARCHAR", "domain": {"values": ["310000", "330100"]}},
-                    "amount_fen": {"type": "BIGINT"},
+                    "city_code": {"type": "VARCHAR", "class": "public", "domain": {"values": ["310000", "330100"]}},
+                    "amount_fen": {"type": "BIGINT", "class": "public"},
                     "employer_id": {"type": "VARCHAR", "class": "commercial"},
                 }
             },
@@ -42,7 +42,7 @@ CATALOG = Catalog.model_validate(
                     "term_months": {"type": "INTEGER", "class": "sensitive", "domain": {"values": [120, 240]}},
                 }
             },
-            "branches": {"columns": {"n": {"type": "BIGINT"}}},
+            "branches": {"columns": {"n": {"type": "BIGINT", "class": "public"}}},
         },
     }
 )
