@@ -11,7 +11,7 @@ from cli.errors import exit_code
 from federation.catalog import load_catalog
 from federation.errors import ConfigError, FederationError
 from policies import DEFAULT_POLICY
-from policies.loader import check_against_catalog, load_policy
+from policies.loader import load_policy
 from policies.model import Policy
 
 
@@ -51,17 +51,31 @@ def check(
     path: Path = typer.Argument(..., help="Policy file (e.g. a copy of policies/default.yaml)"),
     catalog: Path | None = typer.Option(None, "--catalog", help="Also check the tables and columns it names"),
 ) -> None:
-    """Validate a policy file (and its extends chain); each error names the file and line. Exit 2 if wrong."""
-    policy = _load(path)
+    """Validate a policy file (and its extends chain), and report every problem, each naming its file and line.
+    Exit 2 if any."""
+    from policies.loader import check_policy
+
+    against, unreadable = None, None
     if catalog is not None:
         try:
-            problems = check_against_catalog(policy, load_catalog(catalog))
-        except ConfigError as err:
-            raise typer.Exit(_problems(err.message.splitlines(), err.code, err.hint)) from None
-        if problems:
-            raise typer.Exit(_problems(problems, "POLICY_FILE_INVALID", f"compare with the catalog {catalog}"))
-    against = f", checked against {catalog}" if catalog is not None else ""
-    typer.echo(f"{path}: ok: {len(policy.roles)} role(s), {len(policy.purposes)} purpose(s){against}")
+            against = load_catalog(catalog)
+        except ConfigError as err:  # reported with the policy's own problems, which need no catalog
+            unreadable = err
+    try:
+        checked = check_policy(path, against)
+    except FederationError as err:
+        status = _problems(err.message.splitlines(), err.code, err.hint) if isinstance(err, ConfigError) else None
+        raise typer.Exit(status if status is not None else exit_code(err)) from None
+    lines, hints = list(checked.problems), list(checked.hints)
+    if unreadable is not None:
+        lines += unreadable.message.splitlines()
+        hints += [unreadable.hint] if unreadable.hint else []
+    if lines or checked.policy is None:
+        code = "POLICY_FILE_INVALID" if checked.problems or unreadable is None else unreadable.code
+        raise typer.Exit(_problems(lines, code, "; ".join(hints) or None))
+    policy = checked.policy
+    against_note = f", checked against {catalog}" if catalog is not None else ""
+    typer.echo(f"{path}: ok: {len(policy.roles)} role(s), {len(policy.purposes)} purpose(s){against_note}")
     for line in policy.summary():
         typer.echo(f"  {line}")
 
