@@ -1,4 +1,7 @@
-"""`hpf policy check FILE` and `hpf policy show [FILE]`: a node's policy file, validated and made plain."""
+"""`hpf policy check FILE` and `hpf policy show [FILE]`: a node's policy file, validated and made plain.
+
+FILE is a path, or a packaged policy: ``hpf:base`` (the table-agnostic base) or ``hpf:default`` (the demo's).
+"""
 
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ def _load(path: Path) -> Policy:
 
 @policy_app.command("check")
 def check(
-    path: Path = typer.Argument(..., help="Policy file (e.g. a copy of policies/default.yaml)"),
+    path: Path = typer.Argument(..., help="Policy file (e.g. one that says extends: hpf:base), or hpf:NAME"),
     catalog: Path | None = typer.Option(None, "--catalog", help="Also check the tables and columns it names"),
 ) -> None:
     """Validate a policy file (and its extends chain), and report every problem, each naming its file and line.
@@ -82,7 +85,9 @@ def check(
 
 @policy_app.command("show")
 def show(
-    path: Path = typer.Argument(DEFAULT_POLICY, help="Policy file (default: the packaged default policy)"),
+    path: Path = typer.Argument(
+        DEFAULT_POLICY, help="Policy file, or hpf:base / hpf:default (default: the packaged default policy)"
+    ),
 ) -> None:
     """Print the effective policy (its extends chain merged) as YAML."""
     policy = _load(path)

@@ -7,6 +7,10 @@ refuses, every undeclared purpose and, against a catalog, every table and column
 nothing to check stops at the first: a file that cannot be read (``CONFIG_NOT_FOUND``, ``CONFIG_UNREADABLE``),
 YAML that does not parse (``CONFIG_SYNTAX``), an empty file, and an ``extends`` that cannot be followed.
 
+``extends`` names a file relative to the extending one, or a packaged policy from any folder: ``hpf:base`` (the
+table-agnostic base, ``policies/base.yaml``) or ``hpf:default`` (the demo federation's, ``policies/default.yaml``).
+The same names work wherever a policy file is read (``hpf policy show hpf:base``).
+
 The lines come from PyYAML's composed nodes: every key and list item is kept with the line it was written on,
 merged along ``extends`` with the values, and looked up for each pydantic error location.
 """
@@ -25,16 +29,17 @@ from pydantic import ValidationError
 from federation.catalog import Catalog
 from federation.config_files import duplicate_keys, field_path
 from federation.errors import ConfigError
-from policies import DEFAULT_POLICY
+from policies import DEFAULT_POLICY, PACKAGED_POLICIES, PACKAGED_PREFIX
 from policies.model import WILDCARD, Loc, Policy, reference_problems, written_at
 
-__all__ = ["DEFAULT_POLICY", "PolicyCheck", "check_against_catalog", "check_policy", "load_policy"]
+__all__ = ["DEFAULT_POLICY", "PolicyCheck", "check_against_catalog", "check_policy", "load_policy", "policy_path"]
 
 INVALID = "POLICY_FILE_INVALID"
 MAX_EXTENDS_DEPTH = 8
-_HINT = "see the comments in policies/default.yaml for the format"
+_HINT = "see the comments in policies/base.yaml for the format"
 _DUPLICATE_HINT = "write each key once"
 _PURPOSE_HINT = "declare the purpose under purposes, or fix its name"
+_PACKAGED = ", ".join(PACKAGED_PREFIX + name for name in PACKAGED_POLICIES)
 
 
 @dataclass
@@ -67,9 +72,28 @@ class PolicyCheck:
         return ConfigError("\n".join(self.problems), code=INVALID, hint=self.hint or None)
 
 
+def policy_path(name: Path | str) -> Path:
+    """The file a policy name means: ``hpf:NAME`` a packaged policy, anything else a path.
+
+    >>> policy_path("hpf:base").name, policy_path("hpf:default").name, policy_path("my-node.yaml").name
+    ('base.yaml', 'default.yaml', 'my-node.yaml')
+    """
+    text = str(name)
+    if not text.startswith(PACKAGED_PREFIX):
+        return Path(name)
+    packaged = PACKAGED_POLICIES.get(text[len(PACKAGED_PREFIX) :])
+    if packaged is None:
+        raise ConfigError(
+            f"{text!r}: no packaged policy has that name; the packaged policies are {_PACKAGED}",
+            code=INVALID,
+            hint="hpf:base is the table-agnostic base for your own tables, hpf:default the demo federation's",
+        )
+    return packaged
+
+
 def load_policy(path: Path | str) -> Policy:
     """Read, merge along ``extends`` and validate a policy file; raise a ConfigError naming every problem (file
-    and line)."""
+    and line). ``path`` may name a packaged policy (``hpf:base``)."""
     checked = check_policy(path)
     if checked.problems or checked.policy is None:
         raise checked.error()
@@ -80,7 +104,7 @@ def check_policy(path: Path | str, catalog: Catalog | None = None) -> PolicyChec
     """Every problem of a policy file (and, given ``catalog``, every table and column it names that the catalog
     lacks), each ``FILE:LINE: path: problem``; raises ConfigError only for what leaves nothing to check (see the
     module)."""
-    path = Path(path)
+    path = policy_path(path)
     checked = PolicyCheck(policy=None)
     duplicates: list[str] = []
     merged = _resolve(path, (path.resolve(),), duplicates)
@@ -171,8 +195,17 @@ def _resolve(path: Path, chain: tuple[Path, ...], duplicates: list[str]) -> _Ent
     entry = _Entry(entry.file, entry.line, values)
     at = f"{ext.file}:{ext.line}: extends"
     if not isinstance(ext.value, str) or not ext.value.strip():
-        raise ConfigError(f"{at}: give the base policy's file, e.g. extends: default.yaml", code=INVALID)
-    base_path = path.parent / ext.value
+        raise ConfigError(
+            f"{at}: give the base policy, a packaged one ({_PACKAGED}) or a file, e.g. extends: hpf:base",
+            code=INVALID,
+        )
+    if ext.value.startswith(PACKAGED_PREFIX):
+        try:
+            base_path = policy_path(ext.value)
+        except ConfigError as err:
+            raise ConfigError(f"{at}: {err.message}", code=INVALID, hint=err.hint) from None
+    else:
+        base_path = path.parent / ext.value
     resolved = base_path.resolve()
     if resolved in chain:
         loop = " -> ".join(p.name for p in (*chain, resolved))
@@ -184,7 +217,11 @@ def _resolve(path: Path, chain: tuple[Path, ...], duplicates: list[str]) -> _Ent
     if len(chain) > MAX_EXTENDS_DEPTH:
         raise ConfigError(f"{at}: more than {MAX_EXTENDS_DEPTH} files deep", code=INVALID)
     if not base_path.is_file():
-        raise ConfigError(f"{at}: {base_path}: file not found", code=INVALID, hint="extends is relative to this file")
+        raise ConfigError(
+            f"{at}: {base_path}: file not found",
+            code=INVALID,
+            hint=f"extends is relative to this file, or a packaged policy: {_PACKAGED}",
+        )
     return _merge(_resolve(base_path, (*chain, resolved), duplicates), entry)
 
 

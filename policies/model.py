@@ -1,11 +1,13 @@
 """A node's policy, as validated data: roles, tables, column uses, aggregates, purposes, k and rate limits.
 
-The file format (YAML; :mod:`policies.loader` reads it, ``policies/default.yaml`` is the documented example)::
+The file format (YAML; :mod:`policies.loader` reads it; ``policies/base.yaml`` documents it and is the
+table-agnostic base, ``policies/default.yaml`` the demo federation's full example)::
 
     version: 1
-    extends: default.yaml          # optional, relative to this file: start from that policy; this file's keys
-                                   # replace the base's (mappings merged key by key, lists and scalars replaced;
-                                   # a key set to null (~) removes the base's entry)
+    extends: hpf:base              # optional: start from that policy (a file relative to this one, or a packaged
+                                   # policy: hpf:base, hpf:default); this file's keys replace the base's (mappings
+                                   # merged key by key, lists and scalars replaced; a key set to null (~) removes
+                                   # the base's entry)
     purposes:                      # purpose codes this node recognises, with what they are for
       loan-review: checking a loan applicant's declared history
       statistics: aggregate reporting

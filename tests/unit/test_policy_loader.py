@@ -315,7 +315,7 @@ def test_extends_a_missing_or_malformed_base(tmp_path: Path) -> None:
     node = write(tmp_path, "node.yaml", "version: 1\nextends: nowhere.yaml\n")
     assert error(node).message == f"{node}:2: extends: {tmp_path / 'nowhere.yaml'}: file not found"
     node = write(tmp_path, "node.yaml", "version: 1\nextends: [a.yaml]\n")
-    assert error(node).message.startswith(f"{node}:2: extends: give the base policy's file")
+    assert error(node).message.startswith(f"{node}:2: extends: give the base policy, a packaged one (hpf:base")
 
 
 # -- the shipped files ---------------------------------------------------------------------------------
@@ -439,7 +439,7 @@ def test_every_independent_mistake_is_reported_with_its_line(tmp_path: Path) -> 
     ]
     assert checked.hints == [
         "write each key once",
-        "see the comments in policies/default.yaml for the format",
+        "see the comments in policies/base.yaml for the format",
         "declare the purpose under purposes, or fix its name",
         "compare the policy with the catalog",
     ]
@@ -495,8 +495,9 @@ def test_what_leaves_nothing_to_check_still_stops_at_once(tmp_path: Path) -> Non
 def test_the_model_and_loader_examples() -> None:
     import doctest
 
+    import policies.loader
     import policies.model
 
-    for module in (policies.model,):
+    for module in (policies.model, policies.loader):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -76,8 +76,12 @@ def test_a_column_without_a_class_is_unclassified_and_a_class_must_be_one_of_fou
 def _policies(tmp_path: Path) -> dict[str, Policy]:
     granting = tmp_path / "everything.yaml"
     granting.write_text(GRANT_EVERYTHING)
+    extending = tmp_path / "mine.yaml"
+    extending.write_text("version: 1\nextends: hpf:base\n")
     return {
         "grants everything": load_policy(granting),
+        "hpf:base": load_policy("hpf:base"),
+        "extends hpf:base": load_policy(extending),
         "open test policy": load_policy(FIXTURES / "policies" / "open.yaml"),
     }
 
@@ -135,11 +139,11 @@ def test_classifying_the_column_is_what_opens_it(tmp_path: Path) -> None:
     doc["tables"]["orders"]["columns"]["qty"]["class"] = "public"
     classified = Catalog.model_validate(doc)
     sql = "SELECT SUM(qty) FROM orders"
-    policy = load_policy(FIXTURES / "policies" / "open.yaml")
+    policy = load_policy("hpf:base")
     decision = check_query(
         policy, classified, plan_query(sql, classified), Asker("x", "operator", None), "operations", False, party="h"
     )
-    assert decision.min_group_size == 1
+    assert decision.min_group_size == 3
     with pytest.raises(PolicyViolation) as info:  # the same question on the catalog that leaves it unclassified
         check_query(
             policy, CATALOG, plan_query(sql, CATALOG), Asker("x", "operator", None), "operations", False, party="h"
