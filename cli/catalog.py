@@ -21,6 +21,16 @@ def check(path: Path = typer.Argument(..., help="Catalog file (federation.yaml)"
     typer.echo(
         f"{path}: ok: {len(catalog.nodes)} node(s), {len(catalog.tables)} table(s), {groupable} groupable column(s)"
     )
+    unclassified = [
+        f"{t}.{c}" for t, spec in catalog.tables.items() for c, col in spec.columns.items() if col.column_class is None
+    ]
+    if unclassified:
+        named = ", ".join(unclassified[:8]) + (", ..." if len(unclassified) > 8 else "")
+        typer.echo(
+            f"note: {len(unclassified)} column(s) have no class yet ({named}): every node's policy refuses them "
+            "(POLICY_COLUMN_UNCLASSIFIED) until an operator sets their class: (identifier, public, sensitive or "
+            "commercial)"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,7 @@
-"""`hpf policy check FILE` and `hpf policy show [FILE]`: a node's policy file, validated and made plain."""
+"""`hpf policy check FILE` and `hpf policy show [FILE]`: a node's policy file, validated and made plain.
+
+FILE is a path, or a packaged policy: ``hpf:base`` (the table-agnostic base) or ``hpf:default`` (the demo's).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from cli.errors import exit_code
 from federation.catalog import load_catalog
 from federation.errors import ConfigError, FederationError
 from policies import DEFAULT_POLICY
-from policies.loader import check_against_catalog, load_policy
+from policies.loader import load_policy
 from policies.model import Policy
 
 
@@ -48,27 +51,43 @@ def _load(path: Path) -> Policy:
 
 @policy_app.command("check")
 def check(
-    path: Path = typer.Argument(..., help="Policy file (e.g. a copy of policies/default.yaml)"),
+    path: Path = typer.Argument(..., help="Policy file (e.g. one that says extends: hpf:base), or hpf:NAME"),
     catalog: Path | None = typer.Option(None, "--catalog", help="Also check the tables and columns it names"),
 ) -> None:
-    """Validate a policy file (and its extends chain); each error names the file and line. Exit 2 if wrong."""
-    policy = _load(path)
+    """Validate a policy file (and its extends chain), and report every problem, each naming its file and line.
+    Exit 2 if any."""
+    from policies.loader import check_policy
+
+    against, unreadable = None, None
     if catalog is not None:
         try:
-            problems = check_against_catalog(policy, load_catalog(catalog))
-        except ConfigError as err:
-            raise typer.Exit(_problems(err.message.splitlines(), err.code, err.hint)) from None
-        if problems:
-            raise typer.Exit(_problems(problems, "POLICY_FILE_INVALID", f"compare with the catalog {catalog}"))
-    against = f", checked against {catalog}" if catalog is not None else ""
-    typer.echo(f"{path}: ok: {len(policy.roles)} role(s), {len(policy.purposes)} purpose(s){against}")
+            against = load_catalog(catalog)
+        except ConfigError as err:  # reported with the policy's own problems, which need no catalog
+            unreadable = err
+    try:
+        checked = check_policy(path, against)
+    except FederationError as err:
+        status = _problems(err.message.splitlines(), err.code, err.hint) if isinstance(err, ConfigError) else None
+        raise typer.Exit(status if status is not None else exit_code(err)) from None
+    lines, hints = list(checked.problems), list(checked.hints)
+    if unreadable is not None:
+        lines += unreadable.message.splitlines()
+        hints += [unreadable.hint] if unreadable.hint else []
+    if lines or checked.policy is None:
+        code = "POLICY_FILE_INVALID" if checked.problems or unreadable is None else unreadable.code
+        raise typer.Exit(_problems(lines, code, "; ".join(hints) or None))
+    policy = checked.policy
+    against_note = f", checked against {catalog}" if catalog is not None else ""
+    typer.echo(f"{path}: ok: {len(policy.roles)} role(s), {len(policy.purposes)} purpose(s){against_note}")
     for line in policy.summary():
         typer.echo(f"  {line}")
 
 
 @policy_app.command("show")
 def show(
-    path: Path = typer.Argument(DEFAULT_POLICY, help="Policy file (default: the packaged default policy)"),
+    path: Path = typer.Argument(
+        DEFAULT_POLICY, help="Policy file, or hpf:base / hpf:default (default: the packaged default policy)"
+    ),
 ) -> None:
     """Print the effective policy (its extends chain merged) as YAML."""
     policy = _load(path)

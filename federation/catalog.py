@@ -10,9 +10,16 @@ A catalog is a YAML file every party holds a copy of (``federation.yaml``)::
       deposits:
         columns:
           person_id: {type: VARCHAR, class: identifier}
-          city_code: {type: VARCHAR, domain: {values: ["310000", "330100"]}}
-          month:     {type: DATE, domain: {range: ["2000-01-01", "2026-12-31"]}}
-          amount_fen: {type: BIGINT}
+          city_code: {type: VARCHAR, class: public, domain: {values: ["310000", "330100"]}}
+          month:     {type: DATE, class: public, domain: {range: ["2000-01-01", "2026-12-31"]}}
+          amount_fen: {type: BIGINT, class: sensitive}
+          remark:    {type: VARCHAR}          # no class yet: every policy refuses it
+
+``class`` says what a column holds, and so what each node's policy lets a role do with it: ``identifier``
+(names a person; only ever a WHERE equality, and the shipped policies close even that), ``public``,
+``sensitive`` or ``commercial``. A column written without ``class`` (or with ``class: ~``) is unclassified:
+the catalog accepts it, so it can be described before anyone has decided, but every policy refuses every use
+of it (``POLICY_COLUMN_UNCLASSIFIED``) until an operator gives it a class. Nothing defaults to open.
 
 ``domain`` makes a column groupable: ``values`` lists its finite set; ``range`` gives inclusive integer or
 date bounds (a date range also bounds ``EXTRACT(YEAR FROM col)``). Values outside a domain fall into an
@@ -25,7 +32,7 @@ Differentially private answers need to know how much one person can change them.
       deposits:
         contribution: {person: person_id, max_rows: 600, max_regions: 4}
         columns:
-          amount_fen: {type: BIGINT, bounds: [0, 2000000]}
+          amount_fen: {type: BIGINT, class: sensitive, bounds: [0, 2000000]}
 
 Under DP a node keeps at most ``max_rows`` rows per person (those with the highest ``prefer`` values first,
 e.g. ``prefer: month`` keeps the most recent) and clamps every bounded column into its bounds before summing;
@@ -96,7 +103,8 @@ class Domain(BaseModel):
 class Column(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     type: str
-    column_class: ColumnClass = Field(default=ColumnClass.public, alias="class")
+    # None: unclassified (no class written), which every policy refuses until an operator sets one
+    column_class: ColumnClass | None = Field(default=None, alias="class")
     domain: Domain | None = None
     bounds: tuple[Decimal, Decimal] | None = None  # DP: values are clamped into [low, high] before summing
     description: str | None = None

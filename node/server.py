@@ -137,7 +137,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         if config.policy is None:
             hint = (
                 "this node names no policy, so it uses the packaged default, written for the Yangtze River Delta "
-                "tables: write one for your tables (start from policies/default.yaml) and name it as 'policy:'"
+                "tables: write one for yours that says 'extends: hpf:base' and name it as 'policy:'"
             )
         raise ConfigError("\n".join(problems), code="POLICY_FILE_INVALID", hint=hint)
     backend = DuckDBBackend(

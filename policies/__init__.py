@@ -1,8 +1,9 @@
 """Node-side policies: who may ask what, where each column may appear, group-size and rate limits.
 
 A regional centre decides itself who may ask what. Every node loads one policy file (``policies/default.yaml``
-unless its config names another, often one that ``extends`` the default and tightens it) and checks every
-request against it, after the shared planner's own rules (identifier columns only in a WHERE equality,
+unless its config names another, often one that ``extends`` a packaged policy: ``hpf:base``, the table-agnostic
+base any catalog's policy can start from, or ``hpf:default``, the demo federation's) and checks every request
+against it, after the shared planner's own rules (identifier columns only in a WHERE equality,
 additive aggregates only, declared group-by domains).
 
 - :mod:`policies.model`: the file format and its validation;
@@ -15,3 +16,8 @@ additive aggregates only, declared group-by domains).
 from pathlib import Path
 
 DEFAULT_POLICY = Path(__file__).with_name("default.yaml")
+BASE_POLICY = Path(__file__).with_name("base.yaml")
+
+PACKAGED_PREFIX = "hpf:"
+# the packaged policies a file may extend from any folder (``extends: hpf:base``), by name
+PACKAGED_POLICIES: dict[str, Path] = {"base": BASE_POLICY, "default": DEFAULT_POLICY}

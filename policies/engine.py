@@ -7,18 +7,23 @@ roles and purposes but never a value or a literal of the query, whose ``rule`` i
 
 The checks, in order, each with its code:
 
-=============================  ============================================================================
-``POLICY_ROLE_DENIED``         the asker's role is not under ``roles``
-``POLICY_TABLE_DENIED``        the role lists neither the table nor ``"*"``
-``POLICY_PURPOSE_REQUIRED``    the table (or role) requires a purpose and none was given
-``POLICY_PURPOSE_NOT_ALLOWED`` the purpose given is not one the table (or role) accepts
-``POLICY_PURPOSE_UNKNOWN``     the purpose given is not declared under ``purposes``
-``POLICY_CONSENT_REQUIRED``    the table requires a consent reference and none was given
-``POLICY_AGGREGATE_DENIED``    an aggregate function is not in the role's ``aggregates``
-``POLICY_COLUMN_DENIED``       a column is used where its uses do not allow
-``POLICY_AGGREGATE_SHAPE``     with k > 1, an aggregate's argument computes a condition as a value (e.g.
-                               ``SUM(CASE WHEN c THEN 1 ELSE 0 END)``), which would count rows k never sees
-=============================  ============================================================================
+==============================  =========================================================================
+``POLICY_ROLE_DENIED``          the asker's role is not under ``roles``
+``POLICY_TABLE_DENIED``         the role lists neither the table nor ``"*"``
+``POLICY_PURPOSE_REQUIRED``     the table (or role) requires a purpose and none was given
+``POLICY_PURPOSE_NOT_ALLOWED``  the purpose given is not one the table (or role) accepts
+``POLICY_PURPOSE_UNKNOWN``      the purpose given is not declared under ``purposes``
+``POLICY_CONSENT_REQUIRED``     the table requires a consent reference and none was given
+``POLICY_AGGREGATE_DENIED``     an aggregate function is not in the role's ``aggregates``
+``POLICY_COLUMN_UNCLASSIFIED``  a column the catalog gives no ``class`` is used at all: no policy, not even a
+                                per-column entry, grants anything on it until an operator classifies it
+``POLICY_COLUMN_DENIED``        a column is used where its uses do not allow
+``POLICY_AGGREGATE_PRODUCT``    with k > 1, an aggregate's argument multiplies two row values and a factor is
+                                no plain value of measured quantities (:mod:`policies.products`): a condition,
+                                a 0/1 or undeclared column, a category, a column times itself
+``POLICY_AGGREGATE_SHAPE``      with k > 1, an aggregate's argument computes a condition as a value otherwise
+                                (``SUM(CASE WHEN c THEN 1 ELSE 0 END)``), which would count rows k never sees
+==============================  =========================================================================
 
 :func:`check_lookup` judges a person lookup (identifiers sealed to this node) by the role's ``lookups``:
 ``POLICY_ROLE_DENIED``, ``POLICY_LOOKUP_DENIED`` (the role has no ``lookups``), the purpose codes above,
@@ -48,8 +53,8 @@ USE_PHRASES = {
     "aggregate": "inside an aggregate",
 }
 COMPUTED_NOTE = (
-    "a comparison or a function of a column counts as a filter on it; so does a product of two columns, a large "
-    "literal factor or a CAST to anything but HUGEINT, DOUBLE or DECIMAL(38, s) (they fail on some values)"
+    "a comparison or a function of a column counts as a filter on it; so does a large literal factor or a CAST to "
+    "anything but HUGEINT, DOUBLE or DECIMAL(38, s)"
 )
 SHAPE_HINT = (
     "write it as AGG(x) FILTER (WHERE cond) or CASE WHEN cond THEN x END (no ELSE), so the minimum group size "
@@ -225,8 +230,7 @@ def check_query(
         allowed.append(f"roles.{role_name}.aggregates")
 
     columns = catalog.tables[table_name].columns if table_name in catalog.tables else {}
-    types = {name: column.type for name, column in columns.items()}
-    analysis = analyse(plan, types)
+    analysis = analyse(plan, columns=columns)
     uses = analysis.uses
     for column in sorted(uses):
         spec = columns.get(column)
@@ -238,19 +242,27 @@ def check_query(
                 "the coordinator and this node may hold different catalogs",
             )
         cls = spec.column_class
+        if cls is None:  # every policy refuses it, whatever it says (a column entry too): uses come from a class
+            raise refuse(
+                "POLICY_COLUMN_UNCLASSIFIED",
+                f"column {column} of {table_name} has no class in this node's catalog, so no policy allows it",
+                "classes",
+                f"an operator must classify it first: set class: (one of {', '.join(c.value for c in ColumnClass)}) "
+                f"for tables.{table_name}.columns.{column} in the catalog every party holds",
+            )
         may, rule = _uses_for(policy, role_name, role, table_key, table, column, cls)
         for use in USES:
             if use in uses[column] and use not in may:
                 can = ", ".join(USE_PHRASES[u] for u in USES if u in may)
                 hint = f"column {column} may be used here only {can}" if can else f"leave column {column} out"
-                if use == "filter" and column in analysis.computed:
+                message = f"column {column} ({cls.value}) may not be used {USE_PHRASES[use]}"
+                factor = analysis.factors.get(column) if use == "filter" else None
+                if factor is not None:  # a product that weighs by a condition filters on its factors
+                    message += f": it is a factor of a product that {factor.what()}, which counts as a filter"
+                    hint += f"; {factor.hint()}"
+                elif use == "filter" and column in analysis.computed:
                     hint += f" ({COMPUTED_NOTE})"
-                raise refuse(
-                    "POLICY_COLUMN_DENIED",
-                    f"column {column} ({cls.value}) may not be used {USE_PHRASES[use]}",
-                    rule,
-                    hint,
-                )
+                raise refuse("POLICY_COLUMN_DENIED", message, rule, hint)
         allowed.append(rule)
 
     if table.privacy is not None:
@@ -272,6 +284,14 @@ def check_query(
         )
     if k > 1:
         for aggregate in plan.aggregates:
+            product = analysis.products.get(aggregate.count)
+            if product is not None:
+                raise refuse(
+                    "POLICY_AGGREGATE_PRODUCT",
+                    f"the argument of {aggregate.func.upper()} is a product that {product.what()}: {product.why(k)}",
+                    k_rule,
+                    product.hint(),
+                )
             if aggregate.count in analysis.uncountable:
                 raise refuse(
                     "POLICY_AGGREGATE_SHAPE",

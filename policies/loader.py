@@ -1,8 +1,15 @@
 """Reading a policy file: ``extends`` resolved, and every problem named by file and line.
 
-Errors are :class:`~federation.errors.ConfigError` with code ``POLICY_FILE_INVALID`` (``CONFIG_SYNTAX`` for
-YAML that does not parse), one problem per line of the message, each ``FILE:LINE: field.path: what is wrong``.
-A problem in a value that came from an extended base file names that file and its line.
+Errors are :class:`~federation.errors.ConfigError` with code ``POLICY_FILE_INVALID``, one problem per line of the
+message, each ``FILE:LINE: field.path: what is wrong``. A problem in a value that came from an extended base file
+names that file and its line. Every problem is reported at once: keys written twice, every value the format
+refuses, every undeclared purpose and, against a catalog, every table and column it lacks. Only what leaves
+nothing to check stops at the first: a file that cannot be read (``CONFIG_NOT_FOUND``, ``CONFIG_UNREADABLE``),
+YAML that does not parse (``CONFIG_SYNTAX``), an empty file, and an ``extends`` that cannot be followed.
+
+``extends`` names a file relative to the extending one, or a packaged policy from any folder: ``hpf:base`` (the
+table-agnostic base, ``policies/base.yaml``) or ``hpf:default`` (the demo federation's, ``policies/default.yaml``).
+The same names work wherever a policy file is read (``hpf policy show hpf:base``).
 
 The lines come from PyYAML's composed nodes: every key and list item is kept with the line it was written on,
 merged along ``extends`` with the values, and looked up for each pydantic error location.
@@ -11,7 +18,8 @@ merged along ``extends`` with the values, and looked up for each pydantic error 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +29,17 @@ from pydantic import ValidationError
 from federation.catalog import Catalog
 from federation.config_files import duplicate_keys, field_path
 from federation.errors import ConfigError
-from policies import DEFAULT_POLICY
-from policies.model import WILDCARD, Loc, Policy, written_at
+from policies import DEFAULT_POLICY, PACKAGED_POLICIES, PACKAGED_PREFIX
+from policies.model import WILDCARD, Loc, Policy, reference_problems, written_at
 
-__all__ = ["DEFAULT_POLICY", "check_against_catalog", "load_policy"]
+__all__ = ["DEFAULT_POLICY", "PolicyCheck", "check_against_catalog", "check_policy", "load_policy", "policy_path"]
 
 INVALID = "POLICY_FILE_INVALID"
 MAX_EXTENDS_DEPTH = 8
-_HINT = "see the comments in policies/default.yaml for the format"
+_HINT = "see the comments in policies/base.yaml for the format"
+_DUPLICATE_HINT = "write each key once"
+_PURPOSE_HINT = "declare the purpose under purposes, or fix its name"
+_PACKAGED = ", ".join(PACKAGED_PREFIX + name for name in PACKAGED_POLICIES)
 
 
 @dataclass
@@ -40,50 +51,123 @@ class _Entry:
     value: Any  # dict[Any, _Entry] | list[_Entry] | a scalar
 
 
+@dataclass
+class PolicyCheck:
+    """A policy file read and checked: the policy (None if the format refuses it) and every problem found."""
+
+    policy: Policy | None
+    problems: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)  # one per kind of problem found, in the order found
+
+    def add(self, problems: list[str], hint: str) -> None:
+        self.problems += problems
+        if problems and hint not in self.hints:
+            self.hints.append(hint)
+
+    @property
+    def hint(self) -> str:
+        return "; ".join(self.hints)
+
+    def error(self) -> ConfigError:
+        return ConfigError("\n".join(self.problems), code=INVALID, hint=self.hint or None)
+
+
+def policy_path(name: Path | str) -> Path:
+    """The file a policy name means: ``hpf:NAME`` a packaged policy, anything else a path.
+
+    >>> policy_path("hpf:base").name, policy_path("hpf:default").name, policy_path("my-node.yaml").name
+    ('base.yaml', 'default.yaml', 'my-node.yaml')
+    """
+    text = str(name)
+    if not text.startswith(PACKAGED_PREFIX):
+        return Path(name)
+    packaged = PACKAGED_POLICIES.get(text[len(PACKAGED_PREFIX) :])
+    if packaged is None:
+        raise ConfigError(
+            f"{text!r}: no packaged policy has that name; the packaged policies are {_PACKAGED}",
+            code=INVALID,
+            hint="hpf:base is the table-agnostic base for your own tables, hpf:default the demo federation's",
+        )
+    return packaged
+
+
 def load_policy(path: Path | str) -> Policy:
-    """Read, merge along ``extends`` and validate a policy file; raise a ConfigError naming file and line."""
-    path = Path(path)
-    merged = _resolve(path, (path.resolve(),))
+    """Read, merge along ``extends`` and validate a policy file; raise a ConfigError naming every problem (file
+    and line). ``path`` may name a packaged policy (``hpf:base``)."""
+    checked = check_policy(path)
+    if checked.problems or checked.policy is None:
+        raise checked.error()
+    return checked.policy
+
+
+def check_policy(path: Path | str, catalog: Catalog | None = None) -> PolicyCheck:
+    """Every problem of a policy file (and, given ``catalog``, every table and column it names that the catalog
+    lacks), each ``FILE:LINE: path: problem``; raises ConfigError only for what leaves nothing to check (see the
+    module)."""
+    path = policy_path(path)
+    checked = PolicyCheck(policy=None)
+    duplicates: list[str] = []
+    merged = _resolve(path, (path.resolve(),), duplicates)
+    checked.add(duplicates, _DUPLICATE_HINT)
+    index = _index(merged)
+    plain = _plain(merged)
     try:
-        policy = Policy.model_validate(_plain(merged), context={"defer_references": True})
+        policy = Policy.model_validate(plain, context={"defer_references": True})
     except ValidationError as err:
-        index = _index(merged)
-        problems = [_describe(problem, index, str(path)) for problem in err.errors()]
-        raise ConfigError("\n".join(problems), code=INVALID, hint=_HINT) from None
-    policy.set_locations(str(path), _index(merged))
-    refs = policy.reference_problems()
-    if refs:
-        lines = [f"{policy.where(*loc)}: {field_path(loc)}: {msg}" for loc, msg in refs]
-        raise ConfigError("\n".join(lines), code=INVALID, hint="declare the purpose under purposes, or fix its name")
-    return policy
+        checked.add([_describe(problem, index, str(path)) for problem in err.errors()], _HINT)
+    else:
+        policy.set_locations(str(path), index)
+        checked.policy = policy
+    where = _where(index, str(path))
+    refs = [f"{where(loc)}: {field_path(loc)}: {msg}" for loc, msg in reference_problems(plain)]
+    checked.add(refs, _PURPOSE_HINT)
+    if catalog is not None:
+        checked.add(_catalog_problems(plain, where, catalog), "compare the policy with the catalog")
+    return checked
 
 
 def check_against_catalog(policy: Policy, catalog: Catalog) -> list[str]:
     """Tables and columns the policy names that the catalog lacks, each as ``FILE:LINE: path: problem``."""
+    return _catalog_problems(policy.model_dump(), lambda loc: policy.where(*loc), catalog)
+
+
+def _where(index: dict[Loc, tuple[str, int]], source: str) -> Callable[[Loc], str]:
+    return lambda loc: written_at(index, loc) or source
+
+
+def _catalog_problems(data: Any, where: Callable[[Loc], str], catalog: Catalog) -> list[str]:
+    """What :func:`check_against_catalog` reports, over a policy as plain data (read defensively: a part of the
+    wrong shape is skipped, since validation names it)."""
     problems: list[str] = []
     all_columns = {c for t in catalog.tables.values() for c in t.columns}
-    for role_name, role in policy.roles.items():
-        for table_name, table in role.tables.items():
+    roles = data.get("roles") if isinstance(data, dict) else None
+    for role_name, role in roles.items() if isinstance(roles, dict) else ():
+        tables = role.get("tables") if isinstance(role, dict) else None
+        for table_name, table in tables.items() if isinstance(tables, dict) else ():
+            if not isinstance(table_name, str) or not isinstance(table, dict):
+                continue
             loc: Loc = ("roles", role_name, "tables", table_name)
             if table_name == WILDCARD:
                 known = all_columns
             elif table_name not in catalog.tables:
                 problems.append(
-                    f"{policy.where(*loc)}: {field_path(loc)}: the catalog has no table {table_name!r}"
+                    f"{where(loc)}: {field_path(loc)}: the catalog has no table {table_name!r}"
                     + _did_you_mean(table_name, list(catalog.tables))
                 )
                 continue
             else:
                 known = set(catalog.tables[table_name].columns)
-                privacy = table.privacy or role.privacy
-                if privacy.mode == "dp" and catalog.tables[table_name].contribution is None:
+                privacy = table.get("privacy") or role.get("privacy")
+                mode = privacy.get("mode", "exact") if isinstance(privacy, dict) else "exact"
+                if mode == "dp" and catalog.tables[table_name].contribution is None:
                     problems.append(
-                        f"{policy.where(*loc)}: {field_path(loc)}: answers here are differentially private, and "
+                        f"{where(loc)}: {field_path(loc)}: answers here are differentially private, and "
                         f"table {table_name!r} of the catalog declares no contribution bound (contribution: "
                         "{person, max_rows, max_regions}), so every query on it would be refused (DP_UNBOUNDED)"
                     )
-            for column in table.columns:
-                if column not in known:
+            columns = table.get("columns")
+            for column in columns if isinstance(columns, dict) else ():
+                if isinstance(column, str) and column not in known:
                     col_loc = (*loc, "columns", column)
                     lacks = (
                         f"no table of the catalog has a column {column!r}"
@@ -91,8 +175,7 @@ def check_against_catalog(policy: Policy, catalog: Catalog) -> list[str]:
                         else f"table {table_name!r} of the catalog has no column {column!r}"
                     )
                     problems.append(
-                        f"{policy.where(*col_loc)}: {field_path(col_loc)}: {lacks}"
-                        + _did_you_mean(column, sorted(known))
+                        f"{where(col_loc)}: {field_path(col_loc)}: {lacks}" + _did_you_mean(column, sorted(known))
                     )
     return problems
 
@@ -100,9 +183,11 @@ def check_against_catalog(policy: Policy, catalog: Catalog) -> list[str]:
 # -- reading and merging -----------------------------------------------------------------------------
 
 
-def _resolve(path: Path, chain: tuple[Path, ...]) -> _Entry:
-    """``path``'s document, merged over the base it extends (recursively)."""
-    entry = _compose(path)
+def _resolve(path: Path, chain: tuple[Path, ...], duplicates: list[str]) -> _Entry:
+    """``path``'s document, merged over the base it extends (recursively); keys written twice are added to
+    ``duplicates`` (YAML keeps the last), every other problem on the way is raised."""
+    entry, twice = _compose(path)
+    duplicates += twice
     if not isinstance(entry.value, dict) or "extends" not in entry.value:
         return entry
     values = dict(entry.value)
@@ -110,8 +195,17 @@ def _resolve(path: Path, chain: tuple[Path, ...]) -> _Entry:
     entry = _Entry(entry.file, entry.line, values)
     at = f"{ext.file}:{ext.line}: extends"
     if not isinstance(ext.value, str) or not ext.value.strip():
-        raise ConfigError(f"{at}: give the base policy's file, e.g. extends: default.yaml", code=INVALID)
-    base_path = path.parent / ext.value
+        raise ConfigError(
+            f"{at}: give the base policy, a packaged one ({_PACKAGED}) or a file, e.g. extends: hpf:base",
+            code=INVALID,
+        )
+    if ext.value.startswith(PACKAGED_PREFIX):
+        try:
+            base_path = policy_path(ext.value)
+        except ConfigError as err:
+            raise ConfigError(f"{at}: {err.message}", code=INVALID, hint=err.hint) from None
+    else:
+        base_path = path.parent / ext.value
     resolved = base_path.resolve()
     if resolved in chain:
         loop = " -> ".join(p.name for p in (*chain, resolved))
@@ -123,8 +217,12 @@ def _resolve(path: Path, chain: tuple[Path, ...]) -> _Entry:
     if len(chain) > MAX_EXTENDS_DEPTH:
         raise ConfigError(f"{at}: more than {MAX_EXTENDS_DEPTH} files deep", code=INVALID)
     if not base_path.is_file():
-        raise ConfigError(f"{at}: {base_path}: file not found", code=INVALID, hint="extends is relative to this file")
-    return _merge(_resolve(base_path, (*chain, resolved)), entry)
+        raise ConfigError(
+            f"{at}: {base_path}: file not found",
+            code=INVALID,
+            hint=f"extends is relative to this file, or a packaged policy: {_PACKAGED}",
+        )
+    return _merge(_resolve(base_path, (*chain, resolved), duplicates), entry)
 
 
 def _merge(base: _Entry, over: _Entry) -> _Entry:
@@ -142,7 +240,8 @@ def _merge(base: _Entry, over: _Entry) -> _Entry:
     return _Entry(over.file, over.line, out)
 
 
-def _compose(path: Path) -> _Entry:
+def _compose(path: Path) -> tuple[_Entry, list[str]]:
+    """The document with every value's line, and the keys written twice in it."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -169,9 +268,7 @@ def _compose(path: Path) -> _Entry:
         raise ConfigError(f"{path}:{line}: YAML syntax: {problem}{column}", code="CONFIG_SYNTAX") from None
     finally:
         loader.dispose()
-    if duplicates:
-        raise ConfigError("\n".join(duplicates), code=INVALID, hint="write each key once")
-    return entry
+    return entry, duplicates
 
 
 def _entry(loader: yaml.SafeLoader, node: yaml.Node, file: str, line: int) -> _Entry:

@@ -1,11 +1,13 @@
 """A node's policy, as validated data: roles, tables, column uses, aggregates, purposes, k and rate limits.
 
-The file format (YAML; :mod:`policies.loader` reads it, ``policies/default.yaml`` is the documented example)::
+The file format (YAML; :mod:`policies.loader` reads it; ``policies/base.yaml`` documents it and is the
+table-agnostic base, ``policies/default.yaml`` the demo federation's full example)::
 
     version: 1
-    extends: default.yaml          # optional, relative to this file: start from that policy; this file's keys
-                                   # replace the base's (mappings merged key by key, lists and scalars replaced;
-                                   # a key set to null (~) removes the base's entry)
+    extends: hpf:base              # optional: start from that policy (a file relative to this one, or a packaged
+                                   # policy: hpf:base, hpf:default); this file's keys replace the base's (mappings
+                                   # merged key by key, lists and scalars replaced; a key set to null (~) removes
+                                   # the base's entry)
     purposes:                      # purpose codes this node recognises, with what they are for
       loan-review: checking a loan applicant's declared history
       statistics: aggregate reporting
@@ -40,7 +42,8 @@ the asker, whether or not the query returns the key; so a list with ``group`` mu
 CASE). A column under anything else, in an aggregate's argument or a group key (a comparison, NULLIF,
 GREATEST, SIGN, a cast to BOOLEAN, any other function), is a ``filter`` use as well. ``COUNT(*)`` uses no
 column. A column's uses come from, first found: the table's ``columns``, the role's ``classes``, the top-level
-``classes``; a class listed nowhere has no use.
+``classes``; a class listed nowhere has no use, and a column the catalog gives no class has none at all (the
+engine refuses it before reading any of these).
 """
 
 from __future__ import annotations
@@ -306,6 +309,40 @@ class RolePolicy(BaseModel):
         return None
 
 
+def reference_problems(data: Any) -> list[tuple[Loc, str]]:
+    """Purposes a role, table or lookup of ``data`` (a policy as plain data) requires that its ``purposes`` does
+    not declare. Read defensively, so the loader can report them beside a file's other problems: a part of the
+    wrong shape is skipped (validation names it), and nothing is checked while ``purposes`` itself is malformed.
+
+    >>> reference_problems({"purposes": {"statistics": "..."},
+    ...                     "roles": {"analyst": {"purposes": ["statistics", "audit"], "tables": {}}}})
+    [(('roles', 'analyst', 'purposes', 1), "purpose 'audit' is not declared in purposes (declared: statistics)")]
+    """
+    problems: list[tuple[Loc, str]] = []
+    if not isinstance(data, dict) or not isinstance(data.get("purposes", {}), dict):
+        return problems
+    declared = {code for code in data.get("purposes", {}) if isinstance(code, str)}
+    known = ", ".join(sorted(declared)) or "none"
+
+    def check(loc: Loc, codes: Any) -> None:
+        for i, code in enumerate(codes if isinstance(codes, list) else []):
+            if isinstance(code, str) and code not in declared:
+                problems.append(((*loc, i), f"purpose {code!r} is not declared in purposes (declared: {known})"))
+
+    roles = data.get("roles")
+    for role_name, role in roles.items() if isinstance(roles, dict) else ():
+        if not isinstance(role, dict):
+            continue
+        check(("roles", role_name, "purposes"), role.get("purposes"))
+        tables = role.get("tables")
+        for table_name, table in tables.items() if isinstance(tables, dict) else ():
+            if isinstance(table, dict):
+                check(("roles", role_name, "tables", table_name, "purposes"), table.get("purposes"))
+        if isinstance(role.get("lookups"), dict):
+            check(("roles", role_name, "lookups", "purposes"), role["lookups"].get("purposes"))
+    return problems
+
+
 class Policy(BaseModel):
     """One node's policy, after ``extends`` is resolved."""
 
@@ -333,22 +370,7 @@ class Policy(BaseModel):
 
     def reference_problems(self) -> list[tuple[Loc, str]]:
         """Purposes a role or table requires that ``purposes`` does not declare."""
-        problems: list[tuple[Loc, str]] = []
-        declared = set(self.purposes)
-
-        def check(loc: Loc, codes: list[str] | None) -> None:
-            for i, code in enumerate(codes or []):
-                if code not in declared:
-                    known = ", ".join(sorted(declared)) or "none"
-                    problems.append(((*loc, i), f"purpose {code!r} is not declared in purposes (declared: {known})"))
-
-        for role_name, role in self.roles.items():
-            check(("roles", role_name, "purposes"), role.purposes)
-            for table_name, table in role.tables.items():
-                check(("roles", role_name, "tables", table_name, "purposes"), table.purposes)
-            if role.lookups is not None:
-                check(("roles", role_name, "lookups", "purposes"), role.lookups.purposes)
-        return problems
+        return reference_problems(self.model_dump())
 
     def where(self, *loc: str | int) -> str:
         """``FILE:LINE`` where ``loc`` (or its nearest written parent) was written; the source if unknown."""

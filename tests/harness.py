@@ -67,12 +67,12 @@ DEPOSIT_TABLES: dict[str, Any] = {
     "deposits": {
         "columns": {
             "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "employer": {"type": "VARCHAR"},
-            "city_code": {"type": "VARCHAR", "domain": {"values": ["310000", "330100", "320100"]}},
-            "month": {"type": "DATE", "domain": {"range": ["2015-01-01", "2024-12-31"]}},
-            "amount_fen": {"type": "BIGINT"},
-            "balance": {"type": "DECIMAL(12,2)"},
-            "score": {"type": "DOUBLE"},
+            "employer": {"type": "VARCHAR", "class": "public"},
+            "city_code": {"type": "VARCHAR", "class": "public", "domain": {"values": ["310000", "330100", "320100"]}},
+            "month": {"type": "DATE", "class": "public", "domain": {"range": ["2015-01-01", "2024-12-31"]}},
+            "amount_fen": {"type": "BIGINT", "class": "public"},
+            "balance": {"type": "DECIMAL(12,2)", "class": "public"},
+            "score": {"type": "DOUBLE", "class": "public"},
         }
     }
 }
@@ -81,9 +81,13 @@ CITIES = ["310000", "330100", "320100", "320500"]
 MONTHLY_TABLES: dict[str, Any] = {
     "deposits": {
         "columns": {
-            "city_code": {"type": "VARCHAR", "domain": {"values": CITIES}},
-            "month": {"type": "DATE", "domain": {"range": ["2000-01-01", "2030-12-31"], "step": "month"}},
-            "amount_fen": {"type": "BIGINT"},
+            "city_code": {"type": "VARCHAR", "class": "public", "domain": {"values": CITIES}},
+            "month": {
+                "type": "DATE",
+                "class": "public",
+                "domain": {"range": ["2000-01-01", "2030-12-31"], "step": "month"},
+            },
+            "amount_fen": {"type": "BIGINT", "class": "public"},
         }
     }
 }

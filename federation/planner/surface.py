@@ -90,7 +90,12 @@ NODES: dict[type[exp.Expression], Entry] = {
     exp.Is: Entry("IS [NOT] NULL, IS TRUE/FALSE", ("OPERATOR_IS_NULL", "OPERATOR_IS_NOT_NULL"), "total"),
     exp.Add: Entry("+", ("+",), "computed wide (HUGEINT, DECIMAL(38,s)); a range that could overflow is refused"),
     exp.Sub: Entry("-", ("-",), "as +"),
-    exp.Mul: Entry("*", ("*",), "as +"),
+    exp.Mul: Entry(
+        "*",
+        ("*",),
+        "as +; under a minimum group size, policies take a product of two row values as a value only of "
+        "measured quantities (POLICY_AGGREGATE_PRODUCT)",
+    ),
     exp.Neg: Entry("unary -", ("-",), "as +"),
     exp.Div: Entry("/", ("/",), "DOUBLE; division by zero gives infinity or NaN, never an error"),
     exp.Mod: Entry("% positive constant", ("%",), "integers only, by a positive constant divisor: never fails"),

@@ -25,9 +25,9 @@ NODE = "b"  # the region whose log is verified
 TABLES: dict[str, Any] = {
     "deposits": {
         "columns": {
-            "city_code": {"type": "VARCHAR", "domain": {"values": ["310000", "330100"]}},
-            "month": {"type": "DATE"},
-            "amount_fen": {"type": "BIGINT"},
+            "city_code": {"type": "VARCHAR", "class": "public", "domain": {"values": ["310000", "330100"]}},
+            "month": {"type": "DATE", "class": "public"},
+            "amount_fen": {"type": "BIGINT", "class": "public"},
         }
     }
 }

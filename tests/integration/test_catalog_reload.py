@@ -34,7 +34,12 @@ from federation.profile import ClientProfile
 _register()
 RPC_TIMEOUT_S = 20.0
 TABLES: dict[str, Any] = {
-    "t": {"columns": {"g": {"type": "VARCHAR", "domain": {"values": ["a", "b"]}}, "v": {"type": "BIGINT"}}}
+    "t": {
+        "columns": {
+            "g": {"type": "VARCHAR", "class": "public", "domain": {"values": ["a", "b"]}},
+            "v": {"type": "BIGINT", "class": "public"},
+        }
+    }
 }
 ROWS = {
     "n1": {"t": [("a", 1), ("b", 5), ("a", 40)]},

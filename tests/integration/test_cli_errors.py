@@ -24,7 +24,14 @@ def _catalog(path: Path) -> Path:
     doc = {
         "federation": "t",
         "nodes": [{"id": "north", "address": "127.0.0.1:1"}],
-        "tables": {"t": {"columns": {"a": {"type": "BIGINT"}, "g": {"type": "VARCHAR", "domain": {"values": ["x"]}}}}},
+        "tables": {
+            "t": {
+                "columns": {
+                    "a": {"type": "BIGINT", "class": "public"},
+                    "g": {"type": "VARCHAR", "class": "public", "domain": {"values": ["x"]}},
+                }
+            }
+        },
     }
     path.write_text(yaml.safe_dump(doc))
     return path

@@ -16,9 +16,9 @@ from federation.he import ClientKeys
 TABLES: dict[str, Any] = {
     "deposits": {
         "columns": {
-            "city_code": {"type": "VARCHAR", "domain": {"values": ["310000", "330100", "320100"]}},
-            "month": {"type": "DATE", "domain": {"range": ["2015-01-01", "2024-12-31"]}},
-            "amount_fen": {"type": "BIGINT"},
+            "city_code": {"type": "VARCHAR", "class": "public", "domain": {"values": ["310000", "330100", "320100"]}},
+            "month": {"type": "DATE", "class": "public", "domain": {"range": ["2015-01-01", "2024-12-31"]}},
+            "amount_fen": {"type": "BIGINT", "class": "public"},
         }
     }
 }

@@ -160,7 +160,7 @@ def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: P
     catalog = {
         "federation": "t",
         "nodes": [{"id": "north", "address": "127.0.0.1:1"}],
-        "tables": {"t": {"columns": {"a": {"type": "BIGINT"}}}},
+        "tables": {"t": {"columns": {"a": {"type": "BIGINT", "class": "public"}}}},
     }
     (tmp_path / "federation.yaml").write_text(yaml.safe_dump(catalog))
     (tmp_path / "t.csv").write_text("a\n1\n")

@@ -54,23 +54,23 @@ TABLES: dict[str, Any] = {
         "contribution": {"person": "person_id", "max_rows": 2, "max_regions": 2},
         "columns": {
             "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "district": {"type": "VARCHAR", "domain": {"values": DISTRICTS}},
-            "kind": {"type": "VARCHAR", "domain": {"values": ["a", "b", "c"]}},
-            "amount": {"type": "BIGINT", "bounds": [0, 1000]},
-            "score": {"type": "BIGINT"},  # no bounds: a DP question may not sum it
+            "district": {"type": "VARCHAR", "class": "public", "domain": {"values": DISTRICTS}},
+            "kind": {"type": "VARCHAR", "class": "public", "domain": {"values": ["a", "b", "c"]}},
+            "amount": {"type": "BIGINT", "class": "public", "bounds": [0, 1000]},
+            "score": {"type": "BIGINT", "class": "public"},  # no bounds: a DP question may not sum it
         },
     },
     "payouts": {
         "contribution": {"person": "person_id", "max_rows": 1, "max_regions": 1},
         "columns": {
             "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "amount": {"type": "BIGINT", "bounds": [0, 100]},
+            "amount": {"type": "BIGINT", "class": "public", "bounds": [0, 100]},
         },
     },
     "notes": {  # no contribution bound at all
         "columns": {
             "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "kind": {"type": "VARCHAR", "domain": {"values": ["a", "b"]}},
+            "kind": {"type": "VARCHAR", "class": "public", "domain": {"values": ["a", "b"]}},
         }
     },
 }

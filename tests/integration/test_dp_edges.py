@@ -52,16 +52,16 @@ TABLES: dict[str, Any] = {
         "contribution": {"person": "person_id", "max_rows": 2, "max_regions": 2},
         "columns": {
             "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "district": {"type": "VARCHAR", "domain": {"values": DISTRICTS}},
-            "amount": {"type": "BIGINT", "bounds": [0, 20_000]},
+            "district": {"type": "VARCHAR", "class": "public", "domain": {"values": DISTRICTS}},
+            "amount": {"type": "BIGINT", "class": "public", "bounds": [0, 20_000]},
         },
     },
     "visits": {  # the cap keeps each person's latest rows: prefer is the last column, not the first
         "contribution": {"person": "person_id", "max_rows": 2, "max_regions": 1, "prefer": "month"},
         "columns": {
             "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "amount": {"type": "BIGINT", "bounds": [0, 100]},
-            "month": {"type": "INTEGER"},
+            "amount": {"type": "BIGINT", "class": "public", "bounds": [0, 100]},
+            "month": {"type": "INTEGER", "class": "public"},
         },
     },
 }

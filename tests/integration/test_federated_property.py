@@ -48,15 +48,19 @@ TABLES: dict[str, Any] = {
     "deposits": {
         "columns": {
             "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "employer": {"type": "VARCHAR"},
-            "city_code": {"type": "VARCHAR", "domain": {"values": list(CITIES)}},
-            "status": {"type": "INTEGER", "domain": {"range": [1, 4]}},
-            "active": {"type": "BOOLEAN", "domain": {"values": [True, False]}},
-            "month": {"type": "DATE", "domain": {"range": [FIRST_DAY.isoformat(), LAST_DAY.isoformat()]}},
-            "amount_fen": {"type": "BIGINT"},
-            "balance": {"type": "DECIMAL(12,2)"},
-            "rate": {"type": "DECIMAL(6,4)"},
-            "score": {"type": "DOUBLE"},
+            "employer": {"type": "VARCHAR", "class": "public"},
+            "city_code": {"type": "VARCHAR", "class": "public", "domain": {"values": list(CITIES)}},
+            "status": {"type": "INTEGER", "class": "public", "domain": {"range": [1, 4]}},
+            "active": {"type": "BOOLEAN", "class": "public", "domain": {"values": [True, False]}},
+            "month": {
+                "type": "DATE",
+                "class": "public",
+                "domain": {"range": [FIRST_DAY.isoformat(), LAST_DAY.isoformat()]},
+            },
+            "amount_fen": {"type": "BIGINT", "class": "public"},
+            "balance": {"type": "DECIMAL(12,2)", "class": "public"},
+            "rate": {"type": "DECIMAL(6,4)", "class": "public"},
+            "score": {"type": "DOUBLE", "class": "public"},
         }
     }
 }

@@ -39,8 +39,8 @@ CITIES = ["310000", "330100"]
 TABLES: dict[str, Any] = {
     "deposits": {
         "columns": {
-            "city_code": {"type": "VARCHAR", "domain": {"values": CITIES}},
-            "amount_fen": {"type": "BIGINT"},
+            "city_code": {"type": "VARCHAR", "class": "public", "domain": {"values": CITIES}},
+            "amount_fen": {"type": "BIGINT", "class": "public"},
         }
     }
 }

@@ -24,9 +24,9 @@ CITIES = ["310000", "330100", "320100"]
 TABLES: dict[str, Any] = {
     "deposits": {
         "columns": {
-            "city_code": {"type": "VARCHAR", "domain": {"values": CITIES}},
-            "status": {"type": "INTEGER", "domain": {"range": [1, 3]}},
-            "amount_fen": {"type": "BIGINT"},
+            "city_code": {"type": "VARCHAR", "class": "public", "domain": {"values": CITIES}},
+            "status": {"type": "INTEGER", "class": "public", "domain": {"range": [1, 3]}},
+            "amount_fen": {"type": "BIGINT", "class": "public"},
         }
     }
 }

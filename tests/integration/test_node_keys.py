@@ -27,7 +27,14 @@ from node.config import NodeConfig
 from node.keys import own_keys
 from node.server import running_node
 
-TABLES = {"t": {"columns": {"g": {"type": "VARCHAR", "domain": {"values": ["a", "b"]}}, "v": {"type": "BIGINT"}}}}
+TABLES = {
+    "t": {
+        "columns": {
+            "g": {"type": "VARCHAR", "class": "public", "domain": {"values": ["a", "b"]}},
+            "v": {"type": "BIGINT", "class": "public"},
+        }
+    }
+}
 
 
 def _other_key(kind: str) -> str:

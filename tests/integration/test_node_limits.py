@@ -44,23 +44,23 @@ TABLES: dict[str, Any] = {
         "contribution": {"person": "person_id", "max_rows": 5, "max_regions": 3},
         "columns": {
             "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "employer": {"type": "VARCHAR"},
-            "city_code": {"type": "VARCHAR", "domain": {"values": ["0", "1", "2"]}},
-            "amount_fen": {"type": "BIGINT", "bounds": [0, 1_000_000]},
+            "employer": {"type": "VARCHAR", "class": "public"},
+            "city_code": {"type": "VARCHAR", "class": "public", "domain": {"values": ["0", "1", "2"]}},
+            "amount_fen": {"type": "BIGINT", "class": "public", "bounds": [0, 1_000_000]},
         },
     },
     "ledger": {
         "contribution": {"person": "person_id", "max_rows": 5, "max_regions": 3},
         "columns": {
             "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "amount_fen": {"type": "BIGINT", "bounds": [0, 1_000_000]},
+            "amount_fen": {"type": "BIGINT", "class": "public", "bounds": [0, 1_000_000]},
         },
     },
     "visits": {
         "contribution": {"person": "person_id", "max_rows": 1, "max_regions": 3},
         "columns": {
             "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "amount_fen": {"type": "BIGINT", "bounds": [0, 100]},
+            "amount_fen": {"type": "BIGINT", "class": "public", "bounds": [0, 100]},
         },
     },
 }

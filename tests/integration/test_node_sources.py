@@ -19,9 +19,9 @@ CATALOG = Catalog.model_validate(
         "tables": {
             "loans": {
                 "columns": {
-                    "status": {"type": "VARCHAR", "domain": {"values": ["active", "settled"]}},
-                    "principal_fen": {"type": "BIGINT"},
-                    "rate": {"type": "DECIMAL(6,4)"},
+                    "status": {"type": "VARCHAR", "class": "public", "domain": {"values": ["active", "settled"]}},
+                    "principal_fen": {"type": "BIGINT", "class": "public"},
+                    "rate": {"type": "DECIMAL(6,4)", "class": "public"},
                 }
             }
         },

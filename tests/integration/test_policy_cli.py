@@ -53,7 +53,7 @@ def test_check_lists_every_problem_with_its_line_and_exits_2(tmp_path: Path) -> 
         "avg, var_pop, var_samp, stddev_pop, stddev_samp",
         f"error: {path}:5: roles.caseworker.min_group_size: min_group_size (k) must be at least 1 (got 0); "
         "1 releases every group",
-        "2 problem(s) [POLICY_FILE_INVALID]; hint: see the comments in policies/default.yaml for the format",
+        "2 problem(s) [POLICY_FILE_INVALID]; hint: see the comments in policies/base.yaml for the format",
     ]
 
 
@@ -108,3 +108,56 @@ def test_hpf_policy_is_a_command_group(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{DEFAULT_POLICY}: ok: 4 role(s)")
+
+
+def test_check_reports_every_mistake_of_a_file_at_once_and_exits_2(tmp_path: Path) -> None:
+    """A duplicated key, values the format refuses, undeclared purposes and what the catalog lacks: all of them in
+    one run, each with its line, and the hints for each kind."""
+    path = tmp_path / "node.yaml"
+    path.write_text(
+        "version: 1\n"
+        "purposes: {statistics: reporting}\n"
+        "roles:\n"
+        "  caseworker:\n"
+        "    aggregates: [count, median]\n"
+        "    min_group_size: 5\n"
+        "    min_group_size: 6\n"
+        "    purposes: [audit]\n"
+        "    tables:\n"
+        "      withdrawal: {}\n"
+        "      loans: {columns: {status: [filter, group]}}\n"
+    )
+    result = runner.invoke(app, ["policy", "check", str(path), "--catalog", str(_catalog(tmp_path))])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: {path}:7: roles.caseworker.min_group_size: written twice (first on line 6)",
+        f"error: {path}:5: roles.caseworker.aggregates[1]: unknown aggregate 'median': aggregates are count, sum, "
+        "avg, var_pop, var_samp, stddev_pop, stddev_samp",
+        f"error: {path}:11: roles.caseworker.tables.loans.columns.status: group reveals the key's values: add output",
+        f"error: {path}:8: roles.caseworker.purposes[0]: purpose 'audit' is not declared in purposes (declared: "
+        "statistics)",
+        f"error: {path}:10: roles.caseworker.tables.withdrawal: the catalog has no table 'withdrawal'; did you mean "
+        "'withdrawals'?",
+        "5 problem(s) [POLICY_FILE_INVALID]; hint: write each key once; see the comments in policies/base.yaml for "
+        "the format; declare the purpose under purposes, or fix its name; compare the policy with the catalog",
+    ]
+
+
+def test_check_and_show_take_the_packaged_names(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["policy", "show", "hpf:base"])
+    assert result.exit_code == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert all(set(role["tables"]) <= {"*"} for role in shown["roles"].values())
+    tpch = Path(__file__).resolve().parents[1] / "fixtures" / "tpch_catalog.yaml"
+    result = runner.invoke(app, ["policy", "check", "hpf:base", "--catalog", str(tpch)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("hpf:base: ok: 4 role(s), 4 purpose(s), checked against ")
+    assert '    "*" (any table not listed)\n' in result.stdout
+    result = runner.invoke(app, ["policy", "check", "hpf:default", "--catalog", str(tpch)])
+    assert result.exit_code == 2 and result.stderr.splitlines()[-1].startswith("12 problem(s) [POLICY_FILE_INVALID]")
+    result = runner.invoke(app, ["policy", "show", "hpf:nope"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        "error: 'hpf:nope': no packaged policy has that name; the packaged policies are hpf:base, hpf:default"
+    )

@@ -59,11 +59,11 @@ TABLES: dict[str, Any] = {
     "deposits": {
         "columns": {
             "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "employer": {"type": "VARCHAR"},
-            "city_code": {"type": "VARCHAR", "domain": {"values": ["310000", "330100", "320100"]}},
-            "month": {"type": "DATE", "domain": {"range": ["2015-01-01", "2024-12-31"]}},
-            "amount_fen": {"type": "BIGINT"},
-            "balance": {"type": "DECIMAL(12,2)"},
+            "employer": {"type": "VARCHAR", "class": "public"},
+            "city_code": {"type": "VARCHAR", "class": "public", "domain": {"values": ["310000", "330100", "320100"]}},
+            "month": {"type": "DATE", "class": "public", "domain": {"range": ["2015-01-01", "2024-12-31"]}},
+            "amount_fen": {"type": "BIGINT", "class": "public"},
+            "balance": {"type": "DECIMAL(12,2)", "class": "public"},
         }
     }
 }

@@ -50,10 +50,10 @@ TABLES: dict[str, Any] = {
     "accounts": {
         "columns": {
             "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "district": {"type": "VARCHAR", "domain": {"values": DISTRICTS}},
-            "city": {"type": "VARCHAR", "domain": {"values": CITIES}},
-            "amount": {"type": "BIGINT"},
-            "balance": {"type": "DECIMAL(12,2)"},
+            "district": {"type": "VARCHAR", "class": "public", "domain": {"values": DISTRICTS}},
+            "city": {"type": "VARCHAR", "class": "public", "domain": {"values": CITIES}},
+            "amount": {"type": "BIGINT", "class": "public"},
+            "balance": {"type": "DECIMAL(12,2)", "class": "public"},
         }
     }
 }

@@ -37,7 +37,12 @@ from federation.errors import ConfigError, FederationError
 from federation.profile import ClientProfile
 
 TABLES: dict[str, Any] = {
-    "t": {"columns": {"g": {"type": "VARCHAR", "domain": {"values": ["a", "b"]}}, "x": {"type": "BIGINT"}}}
+    "t": {
+        "columns": {
+            "g": {"type": "VARCHAR", "class": "public", "domain": {"values": ["a", "b"]}},
+            "x": {"type": "BIGINT", "class": "public"},
+        }
+    }
 }
 ROWS = {"n0": {"t": [("a", 1), ("b", 2)]}, "n1": {"t": [("a", 4)]}}
 SQL = "SELECT g, COUNT(*), SUM(x) FROM t GROUP BY g ORDER BY g"

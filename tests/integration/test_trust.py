@@ -44,8 +44,8 @@ TABLES: dict[str, Any] = {
     "people": {
         "columns": {
             "person_id": {"type": "VARCHAR", "class": "identifier"},
-            "city": {"type": "VARCHAR", "domain": {"values": ["310000", "330100"]}},
-            "amount": {"type": "BIGINT"},
+            "city": {"type": "VARCHAR", "class": "public", "domain": {"values": ["310000", "330100"]}},
+            "amount": {"type": "BIGINT", "class": "public"},
             "salary": {"type": "BIGINT", "class": "sensitive"},
         }
     },

@@ -11,7 +11,7 @@ from federation.catalog import Catalog
 from federation.errors import ConfigError
 from federation.hpf_schema import demo_catalog
 from policies import DEFAULT_POLICY
-from policies.loader import check_against_catalog, load_policy
+from policies.loader import check_against_catalog, check_policy, load_policy
 
 DEMO = Catalog.model_validate(demo_catalog({"shanghai": "127.0.0.1:1"}))
 
@@ -315,7 +315,7 @@ def test_extends_a_missing_or_malformed_base(tmp_path: Path) -> None:
     node = write(tmp_path, "node.yaml", "version: 1\nextends: nowhere.yaml\n")
     assert error(node).message == f"{node}:2: extends: {tmp_path / 'nowhere.yaml'}: file not found"
     node = write(tmp_path, "node.yaml", "version: 1\nextends: [a.yaml]\n")
-    assert error(node).message.startswith(f"{node}:2: extends: give the base policy's file")
+    assert error(node).message.startswith(f"{node}:2: extends: give the base policy, a packaged one (hpf:base")
 
 
 # -- the shipped files ---------------------------------------------------------------------------------
@@ -386,3 +386,118 @@ def test_a_dp_role_on_a_table_without_a_contribution_bound_is_a_catalog_problem(
     # analysts and integrators answer loans with DP; caseworkers and operators are exact, so not named
     assert [p.split(": ")[1] for p in problems] == ["roles.analyst.tables.loans", "roles.integrator.tables.loans"]
     assert all("DP_UNBOUNDED" in p for p in problems)
+
+
+# -- every problem at once -----------------------------------------------------------------------------------
+
+SEVERAL_MISTAKES = """\
+version: 1
+purposes:
+  statistics: aggregate reporting
+roles:
+  caseworker:
+    aggregates: [count, median]
+    min_group_size: 5
+    purposes: [audit]
+    tables:
+      deposits:
+        columns: {amount_fen: [aggregate, shown]}
+      withdrawal: {}
+      loans:
+        purposes: [loan-review]
+        columns: {stat: [filter]}
+    lookups: {purposes: [screening]}
+  analyst:
+    aggregates: [count]
+    min_group_size: 10
+    min_group_size: 20
+    tables: {deposits: {}}
+"""
+
+
+def test_every_independent_mistake_is_reported_with_its_line(tmp_path: Path) -> None:
+    """Before, a key written twice hid every other problem, a value the format refuses hid the undeclared
+    purposes, and both hid what the catalog lacks: each fix showed the next. Now one check names them all."""
+    path = write(tmp_path, "node.yaml", SEVERAL_MISTAKES)
+    checked = check_policy(path, DEMO)
+    assert checked.policy is None
+    assert checked.problems == [
+        f"{path}:20: roles.analyst.min_group_size: written twice (first on line 19)",
+        f"{path}:6: roles.caseworker.aggregates[1]: unknown aggregate 'median': aggregates are count, sum, avg, "
+        "var_pop, var_samp, stddev_pop, stddev_samp",
+        f"{path}:11: roles.caseworker.tables.deposits.columns.amount_fen[1]: unknown use 'shown': uses are output, "
+        "filter, group, aggregate",
+        f"{path}:8: roles.caseworker.purposes[0]: purpose 'audit' is not declared in purposes (declared: statistics)",
+        f"{path}:14: roles.caseworker.tables.loans.purposes[0]: purpose 'loan-review' is not declared in purposes "
+        "(declared: statistics)",
+        f"{path}:16: roles.caseworker.lookups.purposes[0]: purpose 'screening' is not declared in purposes "
+        "(declared: statistics)",
+        f"{path}:12: roles.caseworker.tables.withdrawal: the catalog has no table 'withdrawal'; did you mean "
+        "'withdrawals'?",
+        f"{path}:15: roles.caseworker.tables.loans.columns.stat: table 'loans' of the catalog has no column 'stat'; "
+        "did you mean 'status'?",
+    ]
+    assert checked.hints == [
+        "write each key once",
+        "see the comments in policies/base.yaml for the format",
+        "declare the purpose under purposes, or fix its name",
+        "compare the policy with the catalog",
+    ]
+    # loading (what a node does) reports the same problems of the file itself, all of them
+    err = error(path)
+    assert err.code == "POLICY_FILE_INVALID"
+    assert err.message.splitlines() == checked.problems[:6]
+
+
+def test_problems_in_the_base_and_the_extending_file_are_reported_together(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "base.yaml",
+        BASE.replace("aggregates: [count, sum]", "aggregates: [count, mode]") + "    min_group_size: 11\n",
+    )
+    node = write(
+        tmp_path,
+        "node.yaml",
+        "version: 1\nextends: base.yaml\nroles:\n  caseworker:\n    min_group_size: 0\n    purposes: [audit]\n"
+        "    purposes: [statistics, audit]\n",
+    )
+    base = tmp_path / "base.yaml"
+    assert error(node).message.splitlines() == [
+        f"{node}:7: roles.caseworker.purposes: written twice (first on line 6)",
+        f"{base}:24: roles.analyst.min_group_size: written twice (first on line 21)",
+        f"{node}:5: roles.caseworker.min_group_size: min_group_size (k) must be at least 1 (got 0); "
+        "1 releases every group",
+        f"{base}:20: roles.analyst.aggregates[1]: unknown aggregate 'mode': aggregates are count, sum, avg, var_pop, "
+        "var_samp, stddev_pop, stddev_samp",
+        f"{node}:7: roles.caseworker.purposes[1]: purpose 'audit' is not declared in purposes (declared: "
+        "loan-review, statistics)",
+    ]
+
+
+def test_a_good_file_has_no_problems_and_its_policy(tmp_path: Path) -> None:
+    checked = check_policy(write(tmp_path, "node.yaml", BASE), DEMO)
+    assert checked.problems == [] and checked.hints == [] and checked.policy is not None
+    assert checked.policy.model_dump() == load_policy(tmp_path / "node.yaml").model_dump()
+
+
+def test_what_leaves_nothing_to_check_still_stops_at_once(tmp_path: Path) -> None:
+    """A file that cannot be read or parsed, or a base that cannot be found, is the one problem to fix first."""
+    syntax = write(tmp_path, "syntax.yaml", BASE + "  oops: [\n")
+    with pytest.raises(ConfigError) as info:
+        check_policy(syntax, DEMO)
+    assert info.value.code == "CONFIG_SYNTAX"
+    missing = write(tmp_path, "node.yaml", "version: 1\nextends: gone.yaml\nroles: {x: {}}\n")
+    with pytest.raises(ConfigError) as info:
+        check_policy(missing, DEMO)
+    assert info.value.message == f"{missing}:2: extends: {tmp_path / 'gone.yaml'}: file not found"
+
+
+def test_the_model_and_loader_examples() -> None:
+    import doctest
+
+    import policies.loader
+    import policies.model
+
+    for module in (policies.model, policies.loader):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
