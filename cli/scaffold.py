@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -93,6 +94,7 @@ class InferredColumn:
     file_types: dict[str, str]  # region: the type its files carry
     domain_values: list[object] | None = None  # a suggestion, for the operator to confirm
     narrowest: str | None = None  # the narrowest type holding every value in the files, where narrower than type
+    extremes: tuple[Decimal, Decimal] | None = None  # the least and greatest value in the files (never written)
     date_years: tuple[int, int] | None = None
 
 
@@ -298,9 +300,9 @@ def _suggest_domains(con: duckdb.DuckDBPyConnection, table: InferredTable, at: d
 
 
 def _narrowest(con: duckdb.DuckDBPyConnection, table: InferredTable, at: dict[str, Source]) -> None:
-    """The narrowest type that holds every value in the files, for each integer and DECIMAL column: summing a
-    product needs narrow factors (a sum must fit in 126 bits for any number of rows), and a file's DECIMAL(15,2)
-    often holds values of a few digits."""
+    """For each integer and DECIMAL column, the files' extremes (for suggested bounds) and the narrowest type that
+    holds those bounds: summing a product needs narrow factors (a sum must fit in 126 bits for any number of
+    rows), and a file's DECIMAL(15,2) often holds values of a few digits."""
     for column in table.columns:
         declared = column.type or ""
         decimal = _DECIMAL.fullmatch(declared)
@@ -315,17 +317,48 @@ def _narrowest(con: duckdb.DuckDBPyConnection, table: InferredTable, at: dict[st
         if not lows:
             continue
         lo, hi = min(lows), max(highs)
-        if decimal is not None:
+        column.extremes = (Decimal(str(lo)), Decimal(str(hi)))  # a CSV's numbers may come as floats: as written
+        bound = max(abs(b) for b in suggested_bounds(column.extremes, declared))
+        if decimal is not None:  # the narrowest DECIMAL that holds the suggested bounds, so they can be declared
             scale = int(decimal.group(2))
-            whole = len(str(int(max(abs(lo), abs(hi)))))
-            narrow = f"DECIMAL({max(whole + scale, 1)},{scale})"
+            whole = len(str(int(bound))) if bound >= 1 else 0
             if whole + scale < int(decimal.group(1)):
-                column.narrowest = narrow
+                column.narrowest = f"DECIMAL({max(whole + scale, 1)},{scale})"
         else:
             bits = {"TINYINT": 7, "SMALLINT": 15, "INTEGER": 31, "BIGINT": 63}
-            fit = next(t for t in _INTEGERS if -(2 ** bits[t]) <= lo and hi < 2 ** bits[t])
+            fit = next(t for t in _INTEGERS if bound < 2 ** bits[t])
             if _INTEGERS.index(fit) < _INTEGERS.index(declared):
                 column.narrowest = fit
+
+
+def suggested_bounds(extremes: tuple[Decimal, Decimal], type_: str) -> tuple[Decimal, Decimal]:
+    """Bounds round enough to say little about the files' extremes: each a power of ten past the farthest value
+    on its side (0 on a side no value reaches), within what ``type_`` holds.
+
+    >>> suggested_bounds((Decimal("0.00"), Decimal("104949.50")), "DECIMAL(15,2)")
+    (Decimal('0'), Decimal('1000000'))
+    >>> suggested_bounds((Decimal("-3"), Decimal("0.07")), "DECIMAL(3,2)")
+    (Decimal('-9.99'), Decimal('0.1'))
+    >>> suggested_bounds((Decimal("1"), Decimal("12000")), "SMALLINT")
+    (Decimal('0'), Decimal('32767'))
+    """
+    decimal = _DECIMAL.fullmatch(type_)
+    if decimal is not None:
+        precision, scale = int(decimal.group(1)), int(decimal.group(2))
+        top = Decimal(10) ** (precision - scale) - Decimal(10) ** -scale
+    else:
+        bits = {"TINYINT": 7, "SMALLINT": 15, "INTEGER": 31, "BIGINT": 63}[type_]
+        scale, top = 0, Decimal(2**bits - 1)
+
+    def past(value: Decimal) -> Decimal:
+        if value <= 0:
+            return Decimal(0)
+        power = Decimal(10) ** -scale
+        while power < value:
+            power *= 10
+        return Decimal(format(min(power, top).normalize(), "f"))
+
+    return (-past(-extremes[0]) if extremes[0] < 0 else Decimal(0), past(extremes[1]))
 
 
 def parse_classes(items: Sequence[str], tables: dict[str, InferredTable]) -> dict[tuple[str, str], str]:
@@ -395,14 +428,18 @@ def catalog_text(
             if c.narrowest and narrow:
                 lines[-1] += f"   # the files hold {c.type}; a node refuses a file with a value this type cannot hold"
             elif c.narrowest:
-                lines[-1] += (
-                    f"   # every value in the files fits {c.narrowest}: declare it to sum products of this column"
-                )
+                lines[-1] += f"   # {c.narrowest} holds the bounds below: declare it to sum products of this column"
             lines.append(
                 f"        class: {cls}"
                 if cls
                 else "        # class: TODO   (identifier | public | sensitive | commercial)"
             )
+            if c.extremes is not None:
+                lo, hi = suggested_bounds(c.extremes, declared)
+                lines.append(
+                    f"        # bounds: [{lo}, {hi}]   # the files' values lie within: uncomment to sum products of "
+                    "it, and for differential privacy"
+                )
             if c.domain_values is not None:
                 values = yaml.safe_dump(c.domain_values, default_flow_style=True, width=10_000).strip()
                 lines.append(

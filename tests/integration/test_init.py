@@ -180,11 +180,10 @@ def test_init_federates_own_files_and_answers_exactly_once_classified(tmp_path: 
     # the types the files carry, and no class guessed
     # a CSV region's 12.50 is read as DOUBLE, declared as the DECIMAL of its numerals; the Parquet regions'
     # DECIMAL(15,2) holds those exactly, and the catalog notes the narrower type every value fits
-    assert re.search(
-        r'l_quantity:\n\s+type: "DECIMAL\(15,2\)"   # every value in the files fits DECIMAL\(4,2\)', catalog
-    )
+    assert re.search(r'l_quantity:\n\s+type: "DECIMAL\(15,2\)"   # DECIMAL\(5,2\) holds the bounds below', catalog)
     assert "        # class: TODO" in catalog
-    assert "l_orderkey:\n        type: BIGINT   # every value in the files fits SMALLINT" in catalog
+    assert "l_orderkey:\n        type: BIGINT   # INTEGER holds the bounds below" in catalog
+    assert "        # bounds: [0, 100]   # the files' values lie within" in catalog  # l_quantity, up to 50.00
     assert "class: public" not in catalog and "class: sensitive" not in catalog
     assert _hpf("catalog", "check", str(folder / "federation.yaml")).returncode == 0
     assert (
@@ -209,7 +208,7 @@ def test_init_federates_own_files_and_answers_exactly_once_classified(tmp_path: 
 
     # the operator classifies every column and takes the suggested domains, as the catalog's comments say
     edited = catalog.replace("# class: TODO   (identifier | public | sensitive | commercial)", "class: public")
-    edited = re.sub(r"# (domain: \{.*\})   # .*", r"\1", edited)
+    edited = re.sub(r"# (domain: \{.*\}|bounds: \[.*\])   # .*", r"\1", edited)
     (folder / "federation.yaml").write_text(edited)
     with _started(folder, made.stdout):
         sums = _hpf("query", "-p", profile, "--format", "json", Q1_SUMS)
@@ -224,7 +223,7 @@ def test_init_federates_own_files_and_answers_exactly_once_classified(tmp_path: 
 
     # ... which the catalog's comments name: the narrowest type holding every value in the files
     narrowed = re.sub(
-        r'type: "(DECIMAL\(15,2\))"   # every value in the files fits (DECIMAL\(\d+,2\)): .*', r'type: "\2"', edited
+        r'type: "(DECIMAL\(15,2\))"   # (DECIMAL\(\d+,2\)) holds the bounds below: .*', r'type: "\2"', edited
     )
     assert narrowed.count("DECIMAL(15,2)") == 0, narrowed
     (folder / "federation.yaml").write_text(narrowed)
@@ -244,13 +243,12 @@ def test_init_narrow_types_declares_what_the_files_hold(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     catalog = (tmp_path / "fed/federation.yaml").read_text()
     extremes = _oracle(files, "SELECT MAX(l_extendedprice), MAX(l_quantity), MAX(l_orderkey) FROM lineitem")[0]
-    price_digits = len(str(int(extremes[0])))
-    assert (
-        f'l_extendedprice:\n        type: "DECIMAL({price_digits + 2},2)"   # the files hold DECIMAL(15,2)' in catalog
-    )
-    assert 'l_quantity:\n        type: "DECIMAL(4,2)"' in catalog and extremes[1] == Decimal("50.00")
-    assert "l_orderkey:\n        type: SMALLINT" in catalog and extremes[2] < 2**15
-    assert 'l_tax:\n        type: "DECIMAL(3,2)"   # the files hold DECIMAL(15,2); a node refuses' in catalog
+    # each the narrowest type holding bounds a power of ten past the extremes: [0, 100000], [0, 100], [0, 0.1]
+    assert Decimal(10_000) <= extremes[0] < Decimal(100_000)
+    assert 'l_extendedprice:\n        type: "DECIMAL(8,2)"   # the files hold DECIMAL(15,2)' in catalog
+    assert 'l_quantity:\n        type: "DECIMAL(5,2)"' in catalog and extremes[1] == Decimal("50.00")
+    assert "l_orderkey:\n        type: INTEGER" in catalog and 10_000 <= extremes[2] < 100_000
+    assert 'l_tax:\n        type: "DECIMAL(2,2)"   # the files hold DECIMAL(15,2); a node refuses' in catalog
     assert "        class: sensitive\n" in catalog and catalog.count("# class: TODO") == 8
     assert "8 column(s) have no class yet" in made.stdout
     assert _hpf("catalog", "check", str(tmp_path / "fed/federation.yaml")).returncode == 0
