@@ -8,14 +8,16 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from federation.client import QueryAnswer
 from federation.errors import printable
+
+if TYPE_CHECKING:
+    from federation.client import QueryAnswer
 
 
 def text_table(
