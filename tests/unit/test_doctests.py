@@ -27,6 +27,7 @@ MODULES = [
     "federation.config_files",
     "node.backends.type_check",
     "federation.he",
+    "federation.engine",
 ]
 
 
