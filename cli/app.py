@@ -1,6 +1,15 @@
-"""The `hpf` command: this module only registers verbs and groups."""
+"""The `hpf` command: this module only registers verbs and groups.
+
+Registering a verb imports its cli module, so a cli module imports only typer, rich, the standard library and
+the light federation modules (errors, private_files, regions) at module level, and each command imports what it
+runs in its own body. `hpf --help` thus loads none of the libraries the verbs run, and `hpf VERB ...` registers
+the module of VERB alone (tests/unit/test_cli_imports.py guards both).
+"""
 
 from __future__ import annotations
+
+import importlib
+import sys
 
 import typer
 
@@ -12,14 +21,33 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# every verb and group, in the order `hpf --help` lists them, and the cli module that registers it
+VERBS: dict[str, str] = {
+    "query": "query",
+    "lookup": "lookup",
+    "screen": "lookup",
+    "demo": "demo",
+    "node": "serve",
+    "coordinator": "serve",
+    "pki": "pki",
+    "catalog": "catalog",
+    "policy": "policy",
+    "audit": "audit",
+}
 
-def _register() -> None:
-    from cli import audit, catalog, demo, lookup, pki, policy, query, serve
 
-    for module in (query, lookup, demo, serve, pki, catalog, policy, audit):
-        module.register(app)
+@app.callback()
+def _verbs() -> None:
+    """`hpf` always takes a verb, even when only one verb's module is registered."""
+
+
+def _register(verb: str | None = None) -> None:
+    """Register the module of ``verb``, or of every verb when ``verb`` names none (`hpf --help`, a typo)."""
+    modules = [VERBS[verb]] if verb in VERBS else dict.fromkeys(VERBS.values())
+    for name in modules:
+        importlib.import_module(f"cli.{name}").register(app)
 
 
 def main() -> None:
-    _register()
+    _register(sys.argv[1] if len(sys.argv) > 1 else None)
     app()

@@ -1,4 +1,5 @@
-"""`hpf --help` and every `hpf VERB --help` load typer and the cli modules, not the libraries the verbs run.
+"""`hpf --help` and every `hpf VERB --help` load typer and the cli modules, not the libraries the verbs run; and
+`hpf VERB ...` registers the module of VERB alone.
 
 A structural guard of the command's start-up (its timings live in bench/cli_bench.py): the cli modules import
 typer, rich and the standard library at module level, and each command imports what it runs in its own body.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import cli.app
 import cli.audit
 import cli.lookup
 import federation.client
@@ -72,6 +74,19 @@ def test_help_loads_no_library_the_verbs_run() -> None:
     assert int(shown) >= 20  # hpf, its verbs, its groups and theirs
     assert sorted(_packages(after_hpf_help) & set(HEAVY)) == []
     assert sorted(_packages(after_every_help) & set(HEAVY) - set(LOADED_BY_TYPER)) == []
+
+
+def test_the_verbs_map_names_every_verb_in_order() -> None:
+    """`hpf VERB` registers the module VERBS names for it: the map must name every verb and group, as ordered."""
+    code = "import typer.main, cli.app; cli.app._register(); print(*typer.main.get_command(cli.app.app).commands)"
+    (line,) = _run(code)
+    assert line.split() == list(cli.app.VERBS)
+
+
+def test_a_verb_registers_its_own_module_only() -> None:
+    code = "import sys, cli.app; cli.app._register('screen'); print(*sorted(m for m in sys.modules if m[:4] == 'cli.'))"
+    (line,) = _run(code)
+    assert line.split() == ["cli.app", "cli.errors", "cli.lookup", "cli.output"]
 
 
 def test_defaults_the_help_states_are_the_librarys() -> None:
