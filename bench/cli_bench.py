@@ -1,7 +1,7 @@
 """Start-up of the `hpf` command, timed as whole processes: `hpf --help` and `hpf query` against a 4-region demo.
 
     python bench/cli_bench.py --runs 21
-    python bench/cli_bench.py --runs 21 --src /tmp/hpf-before   # the hpf of another source tree (PYTHONPATH)
+    python bench/cli_bench.py --runs 21 --before /tmp/hpf-before   # and an earlier tree's hpf, in the same rounds
 
 Starts the nodes and the coordinator as real processes with mutual TLS (as `hpf demo` does), then runs each
 command below ``--runs`` times as a new process, in turn (one run of each, then the next round), so background
@@ -9,7 +9,9 @@ load hits all of them alike, and prints JSON: per command its median, p90 and mi
 spawn to the exit, output read through a pipe), and for the two targets the target and whether the median meets
 it. The baselines in the same run say how fast this machine starts Python and the libraries a query needs:
 
-- ``python -c pass``, ``python -c 'import tenseal'``, ``python -c 'import grpc, tenseal'``;
+- ``python -c pass``, ``python -c 'import tenseal'``, ``python -c 'import grpc, tenseal'``, and the import of
+  every library `hpf query` runs (QUERY_LIBRARIES: typer, rich, gRPC, TenSEAL, cryptography, pydantic, PyYAML,
+  protobuf, DuckDB), the floor under a query's start-up;
 - ``hpf --help`` (target: median at most 150 ms) and ``hpf query --help``;
 - ``hpf query -p client.yaml "SELECT COUNT(*) FROM accounts"`` (target: median at most 550 ms), the demo's first
   example (a GROUP BY with ORDER BY), and a question this profile never asked before (a new literal every
@@ -20,8 +22,10 @@ before the timed runs start, and every timed run must exit 0 and print the same 
 The nodes run a policy of this bench's own that ``extends:`` the default and raises only the caseworker's rate
 limit (listed under "policy"), since a run asks more than the default allows in a minute.
 
-``--src DIR`` runs `hpf` (and the baselines) with ``PYTHONPATH=DIR``, so the code of DIR answers, e.g. an export
-of an earlier commit (``git archive COMMIT | tar -x -C DIR``); the parties always run this tree's code.
+``--before DIR`` also times every `hpf` command with ``PYTHONPATH=DIR``, so that the code of DIR answers (an export
+of an earlier commit: ``git archive COMMIT | tar -x -C DIR``), in the same rounds, and prints each command's
+median over the earlier code's (``after_over_before``); both must print the same. The parties always run this
+tree's code.
 """
 
 from __future__ import annotations
@@ -59,6 +63,22 @@ GROUP_SQL = (
     "WHERE status = 'active' GROUP BY city_code ORDER BY city_code"
 )
 NEW_SQL = "SELECT COUNT(*) AS accounts FROM accounts WHERE balance_fen >= {n}"  # a new literal each run
+COUNT_NAME = f"hpf query -p client.yaml {COUNT_SQL!r}"
+GROUP_NAME = "hpf query -p client.yaml GROUP_BY"
+NEW_NAME = "hpf query -p client.yaml NEW (a question never asked before)"
+# every library `hpf query` runs (the CLI, gRPC, BFV, signatures and TLS, configs, messages, the finishing SQL):
+# importing them alone is the floor under its start-up on this machine
+QUERY_LIBRARIES = (
+    "typer",
+    "rich.table",
+    "grpc",
+    "tenseal",
+    "cryptography.x509",
+    "pydantic",
+    "yaml",
+    "google.protobuf.message",
+    "duckdb",
+)
 POLICY_OVERRIDES = {"caseworker": {"rate_limit": {"requests": 1_000_000, "per_seconds": 60}}}
 
 say: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -126,12 +146,13 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=200_000, help="deposit rows per node (the demo's default)")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--data", type=Path, default=Path("bench-data-cli"))
-    parser.add_argument("--src", type=Path, default=None, help="run `hpf` with PYTHONPATH=SRC (another tree's code)")
+    parser.add_argument(
+        "--before", type=Path, default=None, help="also time `hpf` with PYTHONPATH=BEFORE in the same rounds"
+    )
     args = parser.parse_args()
     if args.runs < 15:
         parser.error("--runs: at least 15, so that a median means something on a noisy machine")
 
-    env = {**os.environ, "PYTHONPATH": str(args.src.resolve())} if args.src is not None else dict(os.environ)
     hpf, python = hpf_executable(), sys.executable
     layout = layout_for(args.data, args.nodes)
     ensure_data(layout, args.rows, args.seed, say)
@@ -142,21 +163,36 @@ def main() -> int:
         "CLI bench: the default policy with the caseworker's rate limit raised",
         POLICY_OVERRIDES,
     )
-    profile = layout.client_profile
-    commands: dict[str, list[str]] = {
-        "python -c pass": [python, "-c", "pass"],
-        "python -c 'import tenseal'": [python, "-c", "import tenseal"],
-        "python -c 'import grpc, tenseal'": [python, "-c", "import grpc, tenseal"],
-        "hpf --help": [hpf, "--help"],
-        "hpf query --help": [hpf, "query", "--help"],
-        f"hpf query -p client.yaml {COUNT_SQL!r}": [hpf, "query", "-p", str(profile), COUNT_SQL],
-        "hpf query -p client.yaml GROUP_BY": [hpf, "query", "-p", str(profile), GROUP_SQL],
-        "hpf query -p client.yaml NEW (a question never asked before)": [],  # filled per run
+    profile = str(layout.client_profile)
+    here = dict(os.environ)
+    trees = {"": here}
+    if args.before is not None:
+        trees["before: "] = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
+    # name -> (argv for run n, environment, whether every run prints the same)
+    commands: dict[str, tuple[Callable[[int], list[str]], dict[str, str], bool]] = {
+        "python -c pass": (lambda n: [python, "-c", "pass"], here, True),
+        "python -c 'import tenseal'": (lambda n: [python, "-c", "import tenseal"], here, True),
+        "python -c 'import grpc, tenseal'": (lambda n: [python, "-c", "import grpc, tenseal"], here, True),
+        "python -c 'import LIBRARIES'": (lambda n: [python, "-c", f"import {', '.join(QUERY_LIBRARIES)}"], here, True),
     }
+
+    def new_question(offset: int) -> Callable[[int], list[str]]:
+        return lambda n: [hpf, "query", "-p", profile, NEW_SQL.format(n=offset + n)]
+
+    for tag, env in trees.items():
+        offset = 1_000_000 * (len(commands) + 1)  # each tree its own new questions
+        commands |= {
+            f"{tag}hpf --help": (lambda n: [hpf, "--help"], env, True),
+            f"{tag}hpf query --help": (lambda n: [hpf, "query", "--help"], env, True),
+            f"{tag}{COUNT_NAME}": (lambda n: [hpf, "query", "-p", profile, COUNT_SQL], env, True),
+            f"{tag}{GROUP_NAME}": (lambda n: [hpf, "query", "-p", profile, GROUP_SQL], env, True),
+            f"{tag}{NEW_NAME}": (new_question(offset), env, False),
+        }
     result: dict[str, Any] = {
         "hpf": hpf,
-        "src": str(args.src) if args.src is not None else None,
-        "code": code_version(args.src),
+        "before": str(args.before) if args.before is not None else None,
+        "code": code_version(),
+        "query_libraries": list(QUERY_LIBRARIES),
         "group_by_sql": GROUP_SQL,
         "new_sql": NEW_SQL,
         "policy": {"file": str(policy), "changes_from_default": ["roles.caseworker.rate_limit: 1000000 per 60 s"]},
@@ -166,28 +202,27 @@ def main() -> int:
     ok = True
     with running_parties(layout, say):
         for sql in (COUNT_SQL, GROUP_SQL, NEW_SQL.format(n=0)):
-            equal = check_answer(hpf, env, layout, profile, sql)
+            equal = check_answer(hpf, here, layout, Path(profile), sql)
             say(f"{'equal to' if equal else 'DIFFERS FROM'} DuckDB over the pooled files: {sql}")
             ok &= equal
         first: dict[str, str] = {}
         for run in range(-1, args.runs):  # run -1 warms up (page cache, plan cache) and is not counted
-            for name, argv in commands.items():
-                if not argv:
-                    argv = [hpf, "query", "-p", str(profile), NEW_SQL.format(n=1_000_000 + run)]
-                ms, done = timed(argv, env)
+            for name, (argv, env, same_output) in commands.items():
+                ms, done = timed(argv(run), env)
                 if done.returncode != 0:
                     say(f"{name}: exit {done.returncode}: {done.stderr.strip()[:500]}")
                     ok = False
                     continue
-                if commands[name] and first.setdefault(name, done.stdout) != done.stdout:
-                    say(f"{name}: printed something else than its first run")
+                # every run prints what the first did, and the code before prints what this code does
+                if same_output and first.setdefault(name.removeprefix("before: "), done.stdout) != done.stdout:
+                    say(f"{name}: printed something else than the first run")
                     ok = False
                 if run >= 0:
                     times[name].append(ms)
             say(f"round {run + 1} of {args.runs}")
     result["machine_after"] = machine_note()
     result["commands"] = {name: figures(ms) for name, ms in times.items() if ms}
-    targets = {"hpf --help": TARGET_HELP_MS, f"hpf query -p client.yaml {COUNT_SQL!r}": TARGET_QUERY_MS}
+    targets = {"hpf --help": TARGET_HELP_MS, COUNT_NAME: TARGET_QUERY_MS}
     result["targets"] = {
         name: {
             "target_median_ms": target,
@@ -197,12 +232,18 @@ def main() -> int:
         for name, target in targets.items()
         if name in result["commands"]
     }
+    if args.before is not None:  # medians of this code over the code before, each command in the same rounds
+        result["after_over_before"] = {
+            name: round(result["commands"][name]["median_ms"] / result["commands"][f"before: {name}"]["median_ms"], 3)
+            for name in ("hpf --help", "hpf query --help", COUNT_NAME, GROUP_NAME, NEW_NAME)
+            if name in result["commands"] and f"before: {name}" in result["commands"]
+        }
     result["checks_pass"] = ok
     print(json.dumps(result, indent=2))
     return 0 if ok else 1
 
 
-def code_version(src: Path | None) -> dict[str, Any]:
+def code_version() -> dict[str, Any]:
     """The commit measured, and which tracked files differed from it (others may be editing the tree)."""
     root = Path(__file__).resolve().parents[1]
     try:
@@ -214,8 +255,7 @@ def code_version(src: Path | None) -> dict[str, Any]:
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return {}
-    tree = {"root": str(root), "commit": commit, "modified": [line[3:] for line in status.splitlines()]}
-    return tree if src is None else {"parties": tree, "hpf": f"PYTHONPATH={src}"}
+    return {"root": str(root), "commit": commit, "modified": [line[3:] for line in status.splitlines()]}
 
 
 if __name__ == "__main__":
