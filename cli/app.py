@@ -1,7 +1,7 @@
 """The `hpf` command: this module only registers verbs and groups.
 
-Registering a verb imports its cli module, so a cli module imports only typer, rich, the standard library and
-the light federation modules (errors, private_files, regions) at module level, and each command imports what it
+Registering a verb imports its cli module, so a cli module imports only typer, rich, the standard library, the
+error classes (federation.errors) and policies.DEFAULT_POLICY at module level, and each command imports what it
 runs in its own body. `hpf --help` thus loads none of the libraries the verbs run, and `hpf VERB ...` registers
 the module of VERB alone (tests/unit/test_cli_imports.py guards both).
 """

@@ -19,7 +19,6 @@ import typer
 
 from cli.errors import cli_errors
 from federation.errors import ConfigError
-from federation.regions import REGIONS
 from policies import DEFAULT_POLICY
 
 if TYPE_CHECKING:
@@ -37,6 +36,7 @@ def demo(
 ) -> None:
     """Run a local federation of N regional nodes and a coordinator, with mutual TLS."""
     from cli.demo_federation import layout_for, only_demo
+    from federation.regions import REGIONS
     from policies.loader import load_policy
 
     if rows < 1_000:

@@ -24,7 +24,6 @@ import typer
 from cli.errors import cli_errors
 from cli.output import regions_line, text_table
 from federation.errors import ConfigError, PlanError
-from federation.private_files import open_private_text
 
 if TYPE_CHECKING:
     from federation.client import LookupAnswer
@@ -250,6 +249,7 @@ def screen(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from federation.client import FederationClient
+    from federation.private_files import open_private_text
     from federation.profile import load_profile
 
     if insecure:
