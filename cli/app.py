@@ -9,6 +9,7 @@ the module of VERB alone (tests/unit/test_cli_imports.py guards both).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -49,5 +50,8 @@ def _register(verb: str | None = None) -> None:
 
 
 def main() -> None:
+    # no party does floating-point linear algebra, so numpy's BLAS needs no thread pool, whose start costs every
+    # command that loads numpy tens of milliseconds of CPU (an OPENBLAS_NUM_THREADS of the caller's own wins)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _register(sys.argv[1] if len(sys.argv) > 1 else None)
     app()
