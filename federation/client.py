@@ -36,7 +36,6 @@ from federation.errors import (
     is_code,
     printable,
 )
-from federation.finish import finish
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.lookup_codec import PersonFacts
@@ -680,6 +679,8 @@ class FederationClient:
                     if noise.mu > 0
                 ],
             }
+        from federation.finish import finish  # DuckDB runs the finishing SQL: only an aggregate's answer needs it
+
         finished = finish(plan, totals, noisy=noisy)
         self._keep(receipts)
         t_fin = time.perf_counter()

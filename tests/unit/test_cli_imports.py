@@ -93,3 +93,11 @@ def test_defaults_the_help_states_are_the_librarys() -> None:
     """Two defaults are written out in the cli modules so that their help need not load the library."""
     assert cli.lookup.DEFAULT_BATCH == federation.client.LOOKUP_BATCH
     assert cli.audit.SUBJECT_KEY == federation.sealing.SUBJECT_KEY
+
+
+def test_the_client_loads_the_planner_and_duckdb_only_when_it_needs_them() -> None:
+    """A plan kept from before needs no planner (sqlglot, the binder's DuckDB), and a lookup's answer no finishing
+    SQL (DuckDB): importing the client loads none of them."""
+    (line,) = _run("import sys, federation.client; print(*sorted(sys.modules))")
+    assert sorted(_packages(line) & {"sqlglot", "duckdb"}) == []
+    assert not [m for m in line.split() if m.startswith(("federation.planner", "federation.finish"))]
