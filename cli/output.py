@@ -9,14 +9,16 @@ import json
 import math
 from collections.abc import Collection, Iterable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from federation.client import QueryAnswer
 from federation.errors import printable
+
+if TYPE_CHECKING:
+    from federation.client import QueryAnswer
 
 
 def text_table(

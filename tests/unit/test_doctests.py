@@ -30,6 +30,7 @@ MODULES = [
     "federation.catalog",
     "federation.catalog_keys",
     "cli.output",
+    "federation.engine",
 ]
 
 
