@@ -7,22 +7,23 @@ import json
 from collections import deque
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.text import Text
 
 from cli.errors import cli_errors
 from cli.output import text_table
-from federation.audit_keys import load_public_key
-from federation.audit_records import Checkpoint, Receipt, is_node_id
-from federation.audit_verify import log_node, read_entries, verify_log
-from federation.catalog import load_catalog
-from federation.client import FederationClient, check_person_ids
 from federation.errors import AuditError, ConfigError, PolicyViolation
-from federation.profile import load_profile
-from federation.sealing import SUBJECT_KEY, looked_up, read_secret
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from federation.audit_records import Checkpoint, Receipt
+
+# federation.sealing's SUBJECT_KEY, written out so that `hpf audit show --help` need not load the sealing code (a
+# test keeps the two equal)
+SUBJECT_KEY = "subject-tag.key"
 
 audit_app = typer.Typer(help="Nodes' audit logs: verify them, read them, check kept receipts.", no_args_is_help=True)
 
@@ -66,6 +67,8 @@ def _json(data: bytes, code: str) -> Any:
 
 
 def _checkpoint(path: Path) -> Checkpoint:
+    from federation.audit_records import Checkpoint
+
     try:
         return Checkpoint.from_dict(_json(_read(path), "AUDIT_CHECKPOINT_MALFORMED"))
     except AuditError as err:
@@ -73,6 +76,8 @@ def _checkpoint(path: Path) -> Checkpoint:
 
 
 def _receipts(path: Path) -> list[Receipt]:
+    from federation.audit_records import Receipt
+
     receipts = []
     for number, line in enumerate(_read(path).splitlines(), start=1):
         if line.strip():
@@ -85,6 +90,9 @@ def _receipts(path: Path) -> list[Receipt]:
 
 def _catalog_key(catalog_path: Path, node_id: str) -> Ed25519PublicKey:
     """The audit key the catalog lists for ``node_id`` (never for whichever node the log itself names)."""
+    from federation.audit_keys import load_public_key
+    from federation.catalog import load_catalog
+
     node = next((n for n in load_catalog(catalog_path).nodes if n.id == node_id), None)
     if node is None or node.audit_key is None:
         raise ConfigError(
@@ -142,6 +150,10 @@ def verify(
     fmt: VerifyFormat = typer.Option(VerifyFormat.text, "--format", "-f", help="Output format"),
 ) -> None:
     """Check a log directory (the help text is VERIFY_HELP)."""
+    from federation.audit_keys import load_public_key
+    from federation.audit_records import is_node_id
+    from federation.audit_verify import log_node, verify_log
+
     if public_key is not None and catalog is not None:
         raise ConfigError("give --public-key or --catalog, not both", code="CLI_BAD_OPTION")
     if node is not None and not is_node_id(node):
@@ -242,6 +254,10 @@ def show(
 
     A lookup's entry holds, per person asked, only a keyed hash of the identifier; with the node's subject key,
     ``--person`` finds the lookups of one person (who looked them up, when, why)."""
+    from federation.audit_verify import read_entries
+    from federation.client import check_person_ids
+    from federation.sealing import looked_up, read_secret
+
     start = _since(since) if since is not None else None
     tag_key = None
     if person is not None:
@@ -296,6 +312,9 @@ def receipts_command(
     tells which); only two logs the region signed for one size show it rewrote its log. Exit 7 if any receipt is
     rewritten or could not be proven. A receipt kept before receipts carried a proof of their own is proven by the
     region's latest log alone."""
+    from federation.client import FederationClient
+    from federation.profile import load_profile
+
     rows: list[dict[str, Any]] = []
     stopped: PolicyViolation | None = None
     with FederationClient(load_profile(profile)) as client:

@@ -3,274 +3,26 @@
 Generates the synthetic Yangtze River Delta data (if absent), issues certificates, starts N nodes and a
 coordinator, writes ``DIR/client.yaml`` and prints the exact `hpf query` and `hpf lookup` commands to try.
 ``--once`` runs a few example queries, person lookups and a screening, checks each against DuckDB over the
-pooled files (and the screening against the people planted with loans in two cities), prints them and exits.
+pooled files (and the screening against the people planted with loans in two cities), prints them and exits
+(the examples: :mod:`cli.demo_examples`).
 """
 
 from __future__ import annotations
 
-import math
 import signal
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from cli.demo_check import clamped_totals, matches, noisy_cells, pooled, withheld_groups
-from cli.demo_federation import DemoLayout, ensure_data, layout_for, only_demo, running_parties, write_configs
-from cli.demo_lookups import ready_lines, run_lookups
 from cli.errors import cli_errors
-from cli.explain_output import render_explain
-from cli.output import render, text_table
-from federation.audit_keys import load_public_key
-from federation.audit_verify import verify_log
-from federation.catalog import Catalog, load_catalog
-from federation.client import ExplainAnswer, FederationClient, QueryAnswer
-from federation.errors import ConfigError, FederationError
-from federation.plan import Plan
-from federation.profile import load_profile
-from federation.regions import REGIONS
-from policies.engine import Asker, check_query
-from policies.loader import DEFAULT_POLICY, load_policy
+from federation.errors import ConfigError
+from policies import DEFAULT_POLICY
 
-
-@dataclass(frozen=True)
-class Example:
-    title: str
-    person: str  # a demo person (see demo_people): their certificate signs the question
-    purpose: str
-    sql: str
-    consent: str = ""
-
-
-EXAMPLES: tuple[Example, ...] = (
-    Example(
-        "Active accounts and balances per city (caseworker)",
-        "caseworker",
-        "",
-        "SELECT city_code, COUNT(*) AS accounts, SUM(balance_fen) AS balance_fen FROM accounts "
-        "WHERE status = 'active' GROUP BY city_code ORDER BY city_code",
-    ),
-    Example(
-        "Contributions per year since 2020 (caseworker)",
-        "caseworker",
-        "",
-        "SELECT EXTRACT(YEAR FROM month) AS year, COUNT(*) AS deposits, SUM(amount_fen) AS total_fen, "
-        "AVG(amount_fen) AS avg_fen FROM deposits WHERE month >= DATE '2020-01-01' GROUP BY year ORDER BY year",
-    ),
-    Example(
-        "Accounts and balances by status (analyst, purpose statistics: differentially private)",
-        "analyst",
-        "statistics",
-        "SELECT status, COUNT(*) AS accounts, SUM(balance_fen) AS balance_fen, "
-        "AVG(monthly_deposit_fen) AS avg_monthly_fen FROM accounts GROUP BY status ORDER BY accounts DESC",
-    ),
-    Example(
-        "Withdrawal reasons with more than 10 withdrawals, HAVING (caseworker)",
-        "caseworker",
-        "",
-        "SELECT reason, COUNT(*) AS n, SUM(amount_fen) / COUNT(*) AS mean_fen FROM withdrawals "
-        "GROUP BY reason HAVING COUNT(*) > 10 ORDER BY n DESC",
-    ),
-    Example(
-        "Open housing loans federation-wide (a bank, loan-review: differentially private)",
-        "bank",
-        "loan-review",
-        "SELECT COUNT(*) AS open_loans, SUM(outstanding_fen) AS outstanding_fen FROM loans "
-        "WHERE status IN ('active', 'overdue')",
-        consent="BANK-STATS-0001",
-    ),
-)
-# a DP answer is checked against the clamped oracle: every shown COUNT and SUM within this many stated sd
-DP_TOLERANCE_SD = 6
-REFUSED: tuple[Example, ...] = (
-    Example(
-        "Not additive across regions: refused by the planner", "caseworker", "", "SELECT MAX(balance_fen) FROM accounts"
-    ),
-    Example(
-        "A form that names a column without naming it (here the identifier): not in the SQL the federation accepts",
-        "caseworker",
-        "",
-        "SELECT SUM(balance_fen) AS balance_fen FROM accounts WHERE COLUMNS('person_id') <> '310000197302280015'",
-    ),
-    Example(
-        "A cast that could fail on some rows only: refused before any region runs it",
-        "caseworker",
-        "",
-        "SELECT COUNT(*) AS accounts FROM accounts WHERE CAST(status AS INTEGER) > 0",
-    ),
-    Example(
-        "Loans without a purpose: refused by every region's policy",
-        "caseworker",
-        "",
-        "SELECT status, COUNT(*) AS loans FROM loans GROUP BY status",
-    ),
-)
-EXPLAINED = Example(
-    "The same question, explained: which rule refuses it and how to ask instead",
-    "analyst",
-    "",
-    "SELECT status, COUNT(*) AS loans FROM loans GROUP BY status",
-)
-
-
-def _command(layout: DemoLayout, example: Example, *flags: str) -> str:
-    purpose = f" --purpose {example.purpose}" if example.purpose else ""
-    purpose += f" --consent {example.consent}" if example.consent else ""
-    extra = "".join(f" {f}" for f in flags)
-    return f'$ hpf query --profile {layout.profile_of(example.person)}{purpose}{extra} "{example.sql}"'
-
-
-def _budget_left(reply: ExplainAnswer) -> tuple[float, float, str]:
-    """The least epsilon and delta of the asker's budget left at any region that would answer under DP, and
-    when it renews there."""
-    dp = [v.privacy for v in reply.verdicts if v.accepted and v.privacy.mode == "dp"]
-    if not dp:
-        return math.inf, math.inf, ""
-    least = min(dp, key=lambda p: p.budget_epsilon - p.budget_spent)
-    return least.budget_epsilon - least.budget_spent, min(p.budget_epsilon for p in dp), least.budget_renews
-
-
-def _dp_check(answer: QueryAnswer, plan: Plan, catalog: Catalog, oracle: dict[int, list[int]]) -> tuple[bool, str, str]:
-    """Whether every shown COUNT and SUM lies within DP_TOLERANCE_SD stated sd of the clamped oracle (and the
-    stated noise is the noise the plan and catalog imply); the verdict and a table of the cells compared."""
-    cells, honest = noisy_cells(answer, plan, catalog, oracle)
-    epsilon = f"epsilon {answer.privacy['epsilon']:g} spent"
-    if not honest:
-        return False, f"the noise it states is NOT the noise the catalog implies; {epsilon}", ""
-    if not cells:  # every group's noisy count fell under the threshold: nothing shown, nothing to compare
-        return True, f"no count or sum shown to compare: every group suppressed; {epsilon}", ""
-    worst = max(c.off_sd for c in cells)
-    ok = worst <= DP_TOLERANCE_SD
-    where = "within" if ok else f"MORE THAN {DP_TOLERANCE_SD} sd FROM, at"
-    verdict = f"{where} {worst:.1f} sd of DuckDB over the pooled files (clamped), {epsilon}"
-    table = text_table(
-        ("group", "column", "answer", "DuckDB, clamped", "noise sd", "off by"),
-        (
-            (
-                ", ".join("NULL" if g is None else str(g) for g in c.group) or "(all)",
-                c.column,
-                f"{c.answer:,}",
-                f"{c.oracle:,}",
-                f"{c.sd:,.1f}",
-                f"{c.off_sd:.2f} sd",
-            )
-            for c in cells
-        ),
-        right_aligned=(2, 3, 4, 5),
-    )
-    return ok, verdict, table
-
-
-def run_examples(layout: DemoLayout) -> bool:
-    """Run the example queries; True when every exact answer equals the pooled-data oracle, every DP answer is
-    within DP_TOLERANCE_SD of the clamped one (or refused for a spent budget, as explained before), and every
-    refusal is one."""
-    all_equal = True
-    catalog = load_catalog(layout.catalog)
-    policy = load_policy(layout.policy)
-    clients: dict[str, FederationClient] = {}
-
-    def files(table: str, node: str) -> list[str]:
-        return [str(layout.data / n / f"{table}.parquet") for n in layout.node_ids if node in ("*", n)]
-
-    def client(person: str) -> FederationClient:
-        if person not in clients:
-            clients[person] = FederationClient(load_profile(layout.profile_of(person)))
-        return clients[person]
-
-    try:
-        explained_dp = False
-        for example in EXAMPLES:
-            asker = client(example.person)
-            plan = asker.plan(example.sql)
-            role = asker.signer.identity.role or ""
-            who = Asker(example.person, role, None)
-            decision = check_query(policy, catalog, plan, who, example.purpose, bool(example.consent), party="demo")
-            privacy = decision.privacy
-            spent = False
-            if privacy.mode == "dp":
-                assert privacy.epsilon is not None
-                _, reply = asker.explain(example.sql, purpose=example.purpose, consent=example.consent or None)
-                left, budget, renews = _budget_left(reply)
-                spent = left < privacy.epsilon - 1e-9
-                if not explained_dp:
-                    explained_dp = True
-                    typer.echo(
-                        f"\n## What the {role}'s next question would cost, explained: it runs nothing and spends "
-                        f"nothing\n{_command(layout, example, '--explain')}"
-                    )
-                    typer.echo(render_explain(plan, reply, "table"))
-                    all_equal &= len(reply.verdicts) == len(layout.node_ids) and all(
-                        v.accepted and v.privacy.mode == "dp" for v in reply.verdicts
-                    )
-            typer.echo(f"\n## {example.title}\n{_command(layout, example)}")
-            started = time.perf_counter()
-            try:
-                answer = asker.query(example.sql, purpose=example.purpose, consent=example.consent or None)
-            except FederationError as err:
-                if not spent or err.code != "POLICY_PRIVACY_BUDGET":
-                    raise
-                typer.echo(f"error: {err}")
-                typer.echo(
-                    f"(refused, as the explain said: {left:g} of the {role}'s epsilon {budget:g} is left this "
-                    f"{privacy.budget.period if privacy.budget else 'period'}; it renews {renews}. "
-                    "A fresh --data directory starts a new ledger)"
-                )
-                continue
-            elapsed = (time.perf_counter() - started) * 1e3
-            typer.echo(render(answer, "table"))
-            if spent:  # the explain said the budget could not pay for it, and it was answered
-                all_equal = False
-                typer.echo("(answered though the explain said the budget was spent)")
-            if privacy.mode == "dp":
-                oracle = clamped_totals(catalog, files, layout.node_ids, plan)
-                ok, verdict, table = _dp_check(answer, plan, catalog, oracle)
-                ok &= answer.privacy.get("mode") == "dp" and answer.privacy.get("epsilon") == privacy.epsilon
-                ok &= not answer.missing
-                all_equal &= ok
-                if table:
-                    typer.echo(table)
-                typer.echo(f"({elapsed:.0f} ms; {verdict})")
-                continue
-            k = decision.min_group_size
-            withheld = withheld_groups(catalog, files, layout.node_ids, plan, k)
-            equal = matches(answer, pooled(catalog, files, "*", example.sql), plan, withheld)
-            equal &= answer.privacy.get("mode") == "exact"
-            all_equal &= equal
-            verdict = "equals" if equal else "DIFFERS FROM"
-            scope = f", for the groups not withheld under k = {k}" if answer.withheld_groups else ""
-            typer.echo(f"({elapsed:.0f} ms; {verdict} DuckDB over the pooled files{scope})")
-        for example in REFUSED:
-            typer.echo(f"\n## {example.title}\n{_command(layout, example)}")
-            try:
-                client(example.person).query(example.sql, purpose=example.purpose)
-                typer.echo("unexpectedly answered")
-                all_equal = False
-            except FederationError as err:
-                typer.echo(f"error: {err}")
-        typer.echo(f"\n## {EXPLAINED.title}\n{_command(layout, EXPLAINED, '--explain')}")
-        plan, reply = client(EXPLAINED.person).explain(EXPLAINED.sql, purpose=EXPLAINED.purpose)
-        typer.echo(render_explain(plan, reply, "table"))
-        all_equal &= not any(v.accepted for v in reply.verdicts)
-    finally:
-        for c in clients.values():
-            c.close()
-    entries = 0
-    for node in catalog.nodes:
-        key = load_public_key(node.audit_key) if node.audit_key else None
-        report = verify_log(layout.state(node.id) / "audit", key, node_id=node.id)
-        all_equal &= report.ok and report.key_pinned
-        entries += report.entries
-    audit_dir = layout.state(layout.node_ids[0]) / "audit"
-    typer.echo(
-        f"\n## Audit\nevery region logged each question, allowed or refused: {len(catalog.nodes)} logs, "
-        f"{entries} entries, every root and checkpoint signature verified with the catalog's audit keys\n"
-        f"$ hpf audit verify {audit_dir} --catalog {layout.catalog} --node {layout.node_ids[0]}"
-    )
-    return all_equal
+if TYPE_CHECKING:
+    from cli.demo_federation import DemoLayout
 
 
 @cli_errors
@@ -283,6 +35,10 @@ def demo(
     base_port: int = typer.Option(0, "--base-port", help="First port to use (0: any free ports)"),
 ) -> None:
     """Run a local federation of N regional nodes and a coordinator, with mutual TLS."""
+    from cli.demo_federation import layout_for, only_demo
+    from federation.regions import REGIONS
+    from policies.loader import load_policy
+
     if rows < 1_000:
         raise ConfigError("--rows must be at least 1000", code="DEMO_ARGS")
     fewest = load_policy(DEFAULT_POLICY).secure_aggregation.min_participants
@@ -300,6 +56,10 @@ def demo(
 
 
 def _run_demo(layout: DemoLayout, rows: int, seed: int, base_port: int, once: bool, say: Callable[[str], None]) -> None:
+    from cli.demo_examples import EXAMPLES, run_examples
+    from cli.demo_federation import ensure_data, running_parties, write_configs
+    from cli.demo_lookups import ready_lines, run_lookups
+
     ensure_data(layout, rows, seed, say)
     write_configs(layout, base_port)
     with running_parties(layout, say):

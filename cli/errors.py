@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-import grpc
 import typer
 
 from federation.errors import (
@@ -61,7 +60,12 @@ def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except FederationError as err:
             raise typer.Exit(report(err)) from None
-        except grpc.RpcError as err:
+        except Exception as err:
+            # only a command that made a call has loaded gRPC, and only such a call raises its RpcError: the
+            # commands that make none (and every --help) never import it for this check
+            grpc = sys.modules.get("grpc")
+            if grpc is None or not isinstance(err, grpc.RpcError):
+                raise
             raise typer.Exit(report(from_rpc_error(err))) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)

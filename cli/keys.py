@@ -16,17 +16,16 @@ coordinator take newly published keys from their copy of the catalog without a r
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from cli.catalog import catalog_app
 from cli.errors import cli_errors
 from cli.serve import node_app
-from federation.catalog import NodeKeys
-from federation.catalog_keys import keys_document, load_node_keys, publish_keys
-from federation.private_files import write_file
-from node.config import load_node_config
-from node.keys import own_keys
+
+if TYPE_CHECKING:
+    from federation.catalog import NodeKeys
 
 NODE_CONFIG = typer.Option(..., "--config", "-c", help="Node configuration (node.yaml)")
 
@@ -37,6 +36,11 @@ def node_keys(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the keys to FILE instead of stdout"),
 ) -> None:
     """Print this node's public keys for the catalog (made in its state directory if missing); no secret."""
+    from federation.catalog_keys import keys_document
+    from federation.private_files import write_file
+    from node.config import load_node_config
+    from node.keys import own_keys
+
     node = load_node_config(config)
     document = keys_document(own_keys(node))
     kept = f"node {node.node_id}: keys kept in {node.state_dir.resolve()}"
@@ -61,6 +65,10 @@ def catalog_keys(
     ),
 ) -> None:
     """Publish nodes' public keys in the catalog, keeping the rest of the file as written."""
+    from federation.catalog_keys import load_node_keys, publish_keys
+    from node.config import load_node_config
+    from node.keys import own_keys
+
     key_sets: list[NodeKeys] = [load_node_keys(f) for f in key_files or []]
     key_sets += [own_keys(load_node_config(c)) for c in node_configs]
     if not key_sets:

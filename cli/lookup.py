@@ -17,21 +17,22 @@ import time
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cli.errors import cli_errors
 from cli.output import regions_line, text_table
-from federation.client import LOOKUP_BATCH, FederationClient, LookupAnswer, check_person_ids
 from federation.errors import ConfigError, PlanError
-from federation.lookup_codec import PersonFacts
-from federation.private_files import open_private_text
-from federation.profile import load_profile
+
+if TYPE_CHECKING:
+    from federation.client import LookupAnswer
+    from federation.lookup_codec import PersonFacts
 
 MAX_INPUT_ERRORS = 10
+# the client's LOOKUP_BATCH, written out so that `hpf screen --help` need not load the client (a test keeps the
+# two equal)
+DEFAULT_BATCH = 4550
 
 
 class Format(str, Enum):
@@ -139,6 +140,9 @@ def lookup(
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
 ) -> None:
     """Look one person up across the federation: accounts, contributions, balance and housing loans."""
+    from federation.client import FederationClient, check_person_ids
+    from federation.profile import load_profile
+
     if insecure:
         logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     check_person_ids([person_id])  # before anything else: a bad identifier is never sent
@@ -157,6 +161,8 @@ def lookup(
 def read_applicants(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """The input's columns and rows; it needs a ``person_id`` column. Every identifier is checked, and a bad
     one is named by its line, never by its value."""
+    from federation.client import check_person_ids
+
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
@@ -235,10 +241,17 @@ def screen(
     exclude_home: bool = typer.Option(False, "--exclude-home", help="Leave your own region out"),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the results here (default: stdout)"),
     fmt: ScreenFormat = typer.Option(ScreenFormat.csv, "--format", "-f", help="Output format"),
-    batch: int = typer.Option(LOOKUP_BATCH, "--batch", min=1, help="Applicants per request"),
+    batch: int = typer.Option(DEFAULT_BATCH, "--batch", min=1, help="Applicants per request"),
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
 ) -> None:
     """Screen many applicants at once: open housing loans in two or more cities, and each one's facts."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from federation.client import FederationClient
+    from federation.private_files import open_private_text
+    from federation.profile import load_profile
+
     if insecure:
         logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     columns, rows = read_applicants(input_csv)

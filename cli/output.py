@@ -9,14 +9,16 @@ import json
 import math
 from collections.abc import Collection, Iterable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from federation.client import QueryAnswer
 from federation.errors import printable
+
+if TYPE_CHECKING:
+    from federation.client import QueryAnswer
 
 
 def text_table(
@@ -185,6 +187,7 @@ def noise_note(answer: QueryAnswer) -> str | None:
     noisy count fell under the threshold, and negative values in columns whose true value cannot be negative
     (a COUNT, or a SUM or AVG of values whose bounds are not negative). None when there are neither.
 
+    >>> from federation.client import QueryAnswer
     >>> a = QueryAnswer(["status", "n", "owed"], [["a", 40, -12], ["b", 25, -3], ["c", 31, 7]], [], [], "q",
     ...     privacy={"mode": "dp", "threshold": 20}, suppressed_groups=2, never_negative={1: "count", 2: "sum"})
     >>> noise_note(a)

@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Annotated, cast
 
 import typer
-from cryptography import x509
 
-from federation import pki, revocation
 from federation.errors import AuthError, ConfigError, FederationError
 
 pki_app = typer.Typer(
@@ -38,6 +36,8 @@ def _errors() -> Iterator[None]:
 
 def parse_person(text: str) -> tuple[str, str, str | None]:
     """``NAME:ROLE[:REGION]`` -> ``(name, role, region)``."""
+    from federation import pki
+
     parts = text.split(":")
     if len(parts) not in (2, 3) or not all(parts):
         raise ConfigError(
@@ -78,6 +78,8 @@ def init_command(
     force: Annotated[bool, typer.Option("--force", help="Replace the CA and re-issue everything.")] = False,
 ) -> None:
     """Create (or complete) a federation: CA, coordinator, one certificate per node, and people."""
+    from federation import pki
+
     with _errors():
         clients = [parse_person(p) for p in person] if person else pki.DEFAULT_CLIENTS
         hosts = tuple(host) if host else pki.DEFAULT_HOSTS
@@ -115,6 +117,8 @@ def issue_command(
     valid_days: Annotated[int, typer.Option("--valid-days", help="Validity in days.")] = 825,
 ) -> None:
     """Issue one certificate from an existing CA (a node's --region is its node id, which names it)."""
+    from federation import pki
+
     with _errors():
         if kind not in pki.KINDS:
             raise ConfigError(f"--kind {kind!r}: use one of {', '.join(pki.KINDS)}", code="PKI_BAD_KIND")
@@ -135,6 +139,10 @@ def issue_command(
 
 def describe(cert_pem: bytes, now: dt.datetime | None = None) -> list[tuple[str, str]]:
     """Label/value lines describing a certificate's identity and validity (no key material)."""
+    from cryptography import x509
+
+    from federation import pki
+
     try:
         cert = pki.load_certificate(cert_pem)
     except ValueError:
@@ -208,6 +216,10 @@ def show_command(file: Annotated[Path, typer.Argument(help="A .pem certificate f
 
 def _number(crl: Path) -> int | None:
     """The number of the list just written (parties refuse any list numbered below the newest they accepted)."""
+    from cryptography import x509
+
+    from federation import pki
+
     return pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes()))
 
 
@@ -221,6 +233,10 @@ def revoke_command(
     reason: Annotated[str, typer.Option("--reason", help=f"One of: {', '.join(REASONS)}.")] = "unspecified",
 ) -> None:
     """Add a certificate to the federation's revocation list (crl.pem); parties re-read it when it changes."""
+    from cryptography import x509
+
+    from federation import pki, revocation
+
     with _errors():
         if reason not in REASONS:
             raise ConfigError(f"--reason {reason!r}: use one of {', '.join(REASONS)}", code="CLI_BAD_OPTION")
@@ -241,6 +257,8 @@ def crl_command(
 ) -> None:
     """Sign the next revocation list from the CA's own record: the same revocations, the next number, a next update
     30 days ahead. An older list copied over crl.pem is replaced, never re-signed."""
+    from federation import pki, revocation
+
     with _errors():
         newest = pki.newest_crl_in_place(ca_dir)
         path = revocation.refresh(ca_dir)

@@ -6,28 +6,16 @@ FILE is a path, or a packaged policy: ``hpf:base`` (the table-agnostic base) or 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-import yaml
 
 from cli.errors import exit_code
-from federation.catalog import load_catalog
 from federation.errors import ConfigError, FederationError
 from policies import DEFAULT_POLICY
-from policies.loader import load_policy
-from policies.model import Policy
 
-
-class _Dumper(yaml.SafeDumper):
-    """Lists of plain values on one line (``[filter, group]``), as the policy files write them."""
-
-
-def _list(dumper: yaml.SafeDumper, data: list[object]) -> yaml.Node:
-    flow = all(not isinstance(x, dict | list) for x in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-
-_Dumper.add_representer(list, _list)
+if TYPE_CHECKING:
+    from policies.model import Policy
 
 policy_app = typer.Typer(help="Node policies: who may ask what.", no_args_is_help=True)
 
@@ -42,6 +30,8 @@ def _problems(lines: list[str], code: str, hint: str | None) -> int:
 
 
 def _load(path: Path) -> Policy:
+    from policies.loader import load_policy
+
     try:
         return load_policy(path)
     except FederationError as err:
@@ -56,6 +46,7 @@ def check(
 ) -> None:
     """Validate a policy file (and its extends chain), and report every problem, each naming its file and line.
     Exit 2 if any."""
+    from federation.catalog import load_catalog
     from policies.loader import check_policy
 
     against, unreadable = None, None
@@ -92,7 +83,22 @@ def show(
     """Print the effective policy (its extends chain merged) as YAML."""
     policy = _load(path)
     typer.echo(f"# effective policy of {path}")
-    typer.echo(yaml.dump(policy.plain(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110), nl=False)
+    typer.echo(_yaml(policy.plain()), nl=False)
+
+
+def _yaml(doc: object) -> str:
+    """``doc`` as YAML, lists of plain values on one line (``[filter, group]``) as the policy files write them."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def plain_list(dumper: yaml.SafeDumper, data: list[object]) -> yaml.Node:
+        flow = all(not isinstance(x, dict | list) for x in data)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+    Dumper.add_representer(list, plain_list)
+    return yaml.dump(doc, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=110)
 
 
 def register(app: typer.Typer) -> None:

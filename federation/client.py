@@ -36,13 +36,12 @@ from federation.errors import (
     is_code,
     printable,
 )
-from federation.finish import finish
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.lookup_codec import PersonFacts
 from federation.person_id import packed_ids_valid, validate_person_id
 from federation.plan import Plan
-from federation.planner import plan_query
+from federation.plan_cache import PlanCache, derive
 from federation.private_files import append_private
 from federation.profile import ClientProfile
 from federation.sealing import ID_CHARS, OneTimeKey, load_public_b64
@@ -203,6 +202,7 @@ class FederationClient:
         self._keys_lock = threading.Lock()
         self._catalog: Catalog | None = None
         self._signer: Signer | None = None
+        self._plans = PlanCache(profile.plans) if profile.plans is not None else None
 
     def close(self) -> None:
         self._channel.close()
@@ -610,7 +610,11 @@ class FederationClient:
         return self._catalog
 
     def plan(self, sql: str) -> Plan:
-        return plan_query(sql, self.catalog)
+        """The partial plan of ``sql`` over the catalog: kept from before in the profile's plan cache, else
+        derived here (a plan error is raised before anything is sent)."""
+        if self._plans is not None:
+            return self._plans.plan(sql, self.catalog)
+        return derive(sql, self.catalog)
 
     def query(
         self, sql: str, deadline_ms: int | None = None, *, purpose: str | None = None, consent: str | None = None
@@ -678,6 +682,8 @@ class FederationClient:
                     if noise.mu > 0
                 ],
             }
+        from federation.finish import finish  # DuckDB runs the finishing SQL: only an aggregate's answer needs it
+
         finished = finish(plan, totals, noisy=noisy)
         self._keep(receipts)
         t_fin = time.perf_counter()

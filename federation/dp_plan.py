@@ -19,6 +19,9 @@ A sum whose sensitivity is large travels in a coarser ``unit`` (a power of ten):
 ``unit * (round(partial / unit) + noise)``. Rounding a region's cell moves it by at most 1 unit, so the
 sensitivity in units is ``ceil(P * b / unit) + P``; the unit is the smallest keeping the Skellam parameter at
 most :data:`federation.skellam.MAX_MU`, where the sampler is exact.
+
+sqlglot is imported only to parse a summed argument (:func:`_per_row`), so a client reading an exact answer's
+terms never loads it.
 """
 
 from __future__ import annotations
@@ -29,16 +32,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
-
-import sqlglot
-from sqlglot import exp
+from typing import TYPE_CHECKING, Any
 
 from federation import fixed_decimal, skellam
 from federation.catalog import Catalog, Table
 from federation.errors import PlanError
 from federation.lru import Lru
 from federation.plan import WITHHELD, Aggregate, Component, Plan
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 _HINT = (
     "under differential privacy an aggregate may sum only columns with declared bounds, combined with numbers "
@@ -145,6 +148,8 @@ def _hull(a: Interval, b: Interval) -> Interval:
 
 def _bounded(node: exp.Expr, table: Table) -> tuple[exp.Expr, Interval]:
     """``node`` with every column clamped into its bounds, and the range of values it can take."""
+    from sqlglot import exp
+
     if isinstance(node, exp.Paren):
         inner, iv = _bounded(node.this, table)
         return exp.Paren(this=inner), iv
@@ -222,6 +227,8 @@ def _per_row(component: Component, table: Table) -> tuple[Component, Fraction]:
     if component.kind == "count":
         return component, Fraction(1)
     assert component.arg is not None
+    import sqlglot
+
     parsed: exp.Expr = sqlglot.parse_one(component.arg, read="duckdb")
     clamped, iv = _bounded(parsed, table)
     widest = Fraction(0) if iv is None else max(abs(iv[0]), abs(iv[1]))
@@ -347,6 +354,9 @@ def suppress_small_groups(plan: Plan, totals: dict[int, list[int]], threshold: i
 def plain_outputs(plan: Plan) -> dict[int, Aggregate]:
     """Output column position -> its aggregate, for the columns that are just one aggregate call (as written or
     aliased; not an expression over it)."""
+    import sqlglot
+    from sqlglot import exp
+
     select = sqlglot.parse_one(plan.finish_sql, read="duckdb")
     out = {}
     for i, item in enumerate(select.expressions[: len(plan.output_names)]):
@@ -361,6 +371,8 @@ def never_negative(plan: Plan, catalog: Catalog) -> dict[int, str]:
     of an argument that is never below 0 once its columns are clamped into their bounds: the true value of such a
     cell is never negative, so under DP a negative one is noise alone.
     """
+    import sqlglot
+
     table = catalog.tables.get(plan.table)
     out = {}
     for i, agg in plain_outputs(plan).items():

@@ -5,7 +5,8 @@ network); external access is off, except, for a node, reading its own data files
 locked, so no statement can undo any of it. Each connection has a memory limit and a thread count of its own.
 
 A statement runs under a time limit of its own too (:func:`interrupting`): a timer interrupts the cursor running
-it, and so may whoever abandons the work (a cancelled gRPC call).
+it, and so may whoever abandons the work (a cancelled gRPC call). What an engine's error may say to another party
+or to the asker is :func:`public_engine_message` (its values masked) or :func:`runtime_failure` (its kind only).
 
 >>> con = locked_connection(memory_limit="64MB")
 >>> con.execute("SELECT 1 + 1").fetchone()
@@ -19,6 +20,7 @@ InvalidInputException
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
@@ -97,3 +99,45 @@ def interrupting(
         active.clear()
         if timer is not None:
             timer.cancel()
+
+
+_DIGITS = re.compile(r"\d[\d.,:_-]*")
+
+
+def public_engine_message(err: Exception) -> str:
+    """The first line of a DuckDB error with every quoted part and every number masked: the user's values never
+    travel back. Quotes inside a value need not pair up (``'O'Brien'``), and a value may run past the first line,
+    so everything from the first quote to the last one on the line (or to its end) is masked.
+
+    >>> public_engine_message(Exception("Conversion Error: Could not convert string 'O'Brien Jane' to INT64"))
+    "Could not convert string '…' to INT…"
+    >>> public_engine_message(Exception("Conversion Error: Could not convert string 'ab\\nSECRET' to BOOL"))
+    "Could not convert string '…"
+    """
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = text.replace("\\n", "\n").splitlines()[0] if text else text
+    text = re.sub(r"^[A-Za-z ]*Error: ", "", text)
+    quotes = [i for i, ch in enumerate(text) if ch in "'\""]
+    if len(quotes) >= 2:
+        text = text[: quotes[0] + 1] + "…" + text[quotes[-1] :]
+    elif quotes:
+        text = text[: quotes[0] + 1] + "…"
+    return _DIGITS.sub("…", text)[:300]
+
+
+def runtime_failure(err: Exception) -> str:
+    """What kind of failure a query hit on real rows, from the exception type alone.
+
+    Engine messages about real rows can quote the rows' values, so none of their text is kept.
+    """
+    kinds = (
+        (duckdb.ConversionException, "a value could not be converted to the type the query needs"),
+        (duckdb.OutOfRangeException, "a value or an intermediate result is out of range (overflow)"),
+        (duckdb.InvalidInputException, "a function received invalid input"),
+        (duckdb.IOException, "the region's data files cannot be read"),
+        (duckdb.OutOfMemoryException, "the node ran out of memory"),
+    )
+    for cls, text in kinds:
+        if isinstance(err, cls):
+            return text
+    return f"the engine raised {type(err).__name__}"

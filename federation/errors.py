@@ -9,6 +9,9 @@ Every error the federation raises on purpose is a :class:`FederationError`. It c
 - ``rule``: for a policy refusal, the rule that refused (``hangzhou: roles.analyst.tables.loans.purposes``).
 
 Detail for operators goes to the log of the party that raised it, never into the message.
+
+Each class names its gRPC status code, and gRPC is imported only when one is needed (to abort a call or to read
+a failed one): a command that only prints its help, or a client that only plans, never loads gRPC for its errors.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import grpc
+if TYPE_CHECKING:
+    import grpc
 
 CODE_KEY = "hpf-error-code"
 HINT_KEY = "hpf-error-hint"
@@ -28,7 +33,7 @@ class FederationError(Exception):
     """Root of every deliberate error; ``code`` is stable, ``message`` is public."""
 
     default_code = "INTERNAL"
-    status = grpc.StatusCode.INTERNAL
+    grpc_status = "INTERNAL"  # the name of the gRPC status code it maps to (see :attr:`status`)
 
     def __init__(
         self, message: str, *, code: str | None = None, hint: str | None = None, rule: str | None = None
@@ -38,6 +43,13 @@ class FederationError(Exception):
         self.code = code or self.default_code
         self.hint = hint
         self.rule = rule
+
+    @property
+    def status(self) -> grpc.StatusCode:
+        """The gRPC status code this error maps to."""
+        import grpc
+
+        return grpc.StatusCode[self.grpc_status]
 
     def __str__(self) -> str:
         text = f"[{self.code}] {self.message}"
@@ -52,67 +64,67 @@ class ConfigError(FederationError):
     """A configuration file (catalog, node, coordinator, profile) is wrong."""
 
     default_code = "CONFIG_INVALID"
-    status = grpc.StatusCode.FAILED_PRECONDITION
+    grpc_status = "FAILED_PRECONDITION"
 
 
 class PlanError(FederationError):
     """The SQL cannot be answered by the federation as written."""
 
     default_code = "PLAN_INVALID"
-    status = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_status = "INVALID_ARGUMENT"
 
 
 class PolicyViolation(FederationError):
     """A node's policy refuses the request."""
 
     default_code = "POLICY_DENIED"
-    status = grpc.StatusCode.PERMISSION_DENIED
+    grpc_status = "PERMISSION_DENIED"
 
 
 class CryptoError(FederationError):
     """A key, context or ciphertext is malformed, mismatched or out of range."""
 
     default_code = "CRYPTO_INVALID"
-    status = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_status = "INVALID_ARGUMENT"
 
 
 class AuthError(FederationError):
     """An identity or certificate is missing, invalid, expired or from the wrong CA."""
 
     default_code = "AUTH_FAILED"
-    status = grpc.StatusCode.UNAUTHENTICATED
+    grpc_status = "UNAUTHENTICATED"
 
 
 class DataError(FederationError):
     """A node's own data cannot be read or does not fit the catalog."""
 
     default_code = "DATA_INVALID"
-    status = grpc.StatusCode.FAILED_PRECONDITION
+    grpc_status = "FAILED_PRECONDITION"
 
 
 class UnavailableError(FederationError):
     """No region (or not enough regions) answered in time."""
 
     default_code = "REGIONS_UNAVAILABLE"
-    status = grpc.StatusCode.UNAVAILABLE
+    grpc_status = "UNAVAILABLE"
 
 
 class RequestTooLarge(FederationError):
     """A message exceeds the configured size limits."""
 
     default_code = "REQUEST_TOO_LARGE"
-    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 class AuditError(FederationError):
     """A node's audit log is missing, damaged, rewritten, or does not match a checkpoint or receipt."""
 
     default_code = "AUDIT_INVALID"
-    status = grpc.StatusCode.DATA_LOSS
+    grpc_status = "DATA_LOSS"
 
 
-_BY_STATUS: dict[grpc.StatusCode, type[FederationError]] = {
-    cls.status: cls
+_BY_STATUS: dict[str, type[FederationError]] = {
+    cls.grpc_status: cls
     for cls in (
         PlanError,
         PolicyViolation,
@@ -171,6 +183,8 @@ def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str
 
 def from_rpc_error(err: grpc.RpcError) -> FederationError:
     """Turn a failed call back into a FederationError with the remote's code, message and hint."""
+    import grpc  # already loaded: the call that failed was made with it
+
     status = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     trailing = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
     # everything here comes from another party, and may be printed: codes of the stable form only, text without
@@ -184,7 +198,7 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
     rule = None if rule is None else printable(rule)
     details = err.details() if hasattr(err, "details") else None
     details = None if details is None else printable(details)
-    cls = _BY_STATUS.get(status, FederationError)
+    cls = _BY_STATUS.get(status.name if status is not None else "", FederationError)
     if code is not None:
         rebuilt = error_for_code(code, details or "remote error", hint, rule)
         if type(rebuilt) is not FederationError:

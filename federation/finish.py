@@ -20,11 +20,9 @@ from typing import Any
 
 import duckdb
 
-from federation.engine import interrupting, locked_connection
+from federation.engine import interrupting, locked_connection, public_engine_message
 from federation.errors import CryptoError, PlanError
-from federation.plan import OTHER, Aggregate, Plan
-from federation.planner import finish_table_ddl
-from federation.planner.binder import public_engine_message
+from federation.plan import OTHER, Aggregate, Plan, finish_table_ddl
 from federation.slot_codec import cell_coordinates
 
 _ENGINE = locked_connection()

@@ -170,3 +170,16 @@ class Plan:
         if self.keys:
             sql += " GROUP BY " + ", ".join(f"k{i}" for i in range(len(self.keys)))
         return sql
+
+
+def finish_columns(plan: Plan) -> list[tuple[str, str]]:
+    """Name and type of every ``__groups`` column the client finishes the answer over: keys, aggregates, "other"
+    flags."""
+    cols = [(f"k{i}", k.type) for i, k in enumerate(plan.keys)]
+    cols += [(f"a{i}", a.result_type) for i, a in enumerate(plan.aggregates)]
+    cols += [(f"__other{i}", "BOOLEAN") for i in range(len(plan.keys))]
+    return cols or [("dummy", "INTEGER")]
+
+
+def finish_table_ddl(plan: Plan) -> str:
+    return "CREATE TEMP TABLE __groups (" + ", ".join(f"{n} {t}" for n, t in finish_columns(plan)) + ")"

@@ -9,6 +9,7 @@ tls: {ca: pki/ca.pem, cert: pki/people/caseworker.pem, key: pki/people/caseworke
 # purpose: loan-review                  # purpose code sent when the command line gives none
 # receipts: receipts.jsonl              # where the regions' audit receipts are kept, mode 0600 (inclusion checks)
 # max_runs: 2                           # runs of one question the regions may answer and charge (1 to 16)
+# plan_cache: false                     # plan every question afresh (default: plans kept in "plans" beside keys)
 """
 
 from __future__ import annotations
@@ -47,11 +48,18 @@ class ClientProfile(PartySettings):
     # signed into every question: the first run, then re-runs with the survivors when a region fails, each
     # charged by the regions; nodes refuse a run past it, so a coordinator cannot spend more behind the asker
     max_runs: int = Field(default=DEFAULT_MAX_RUNS, ge=1, le=MAX_RUNS)
+    # plans derived before are kept (federation.plan_cache) in the folder "plans" beside the key file
+    plan_cache: bool = True
 
     @field_validator("catalog", "keys", "receipts")
     @classmethod
     def _resolve(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         return None if v is None else resolve_path(v, info)
+
+    @property
+    def plans(self) -> Path | None:
+        """Where plans derived before are kept (None: nowhere)."""
+        return self.keys.parent / "plans" if self.plan_cache else None
 
 
 def load_profile(path: Path | str, *, insecure: bool = False) -> ClientProfile:

@@ -24,7 +24,7 @@ from sqlglot import exp
 
 from federation.catalog import Catalog, Table
 from federation.errors import PlanError
-from federation.plan import WITHHELD, Aggregate, Component, GroupKey, Plan, SlotLayout, layout_of
+from federation.plan import WITHHELD, Aggregate, Component, GroupKey, Plan, SlotLayout, finish_columns, layout_of
 from federation.planner.binder import AGGREGATE_NAMES, CatalogKey, SchemaBinder, binder_for, exact_scale
 from federation.planner.domains import coerce_to_type, key_domain
 from federation.planner.engine_tree import check_engine_sql
@@ -282,18 +282,6 @@ def _bind(sketch: Sketch, binder: SchemaBinder) -> Plan:
     _check_finish(plan, binder)
     object.__setattr__(plan, "fingerprint", sketch.fingerprint)
     return plan
-
-
-def finish_columns(plan: Plan) -> list[tuple[str, str]]:
-    """Name and type of every ``__groups`` column: keys, aggregates, "other" flags."""
-    cols = [(f"k{i}", k.type) for i, k in enumerate(plan.keys)]
-    cols += [(f"a{i}", a.result_type) for i, a in enumerate(plan.aggregates)]
-    cols += [(f"__other{i}", "BOOLEAN") for i in range(len(plan.keys))]
-    return cols or [("dummy", "INTEGER")]
-
-
-def finish_table_ddl(plan: Plan) -> str:
-    return "CREATE TEMP TABLE __groups (" + ", ".join(f"{n} {t}" for n, t in finish_columns(plan)) + ")"
 
 
 def _check_finish(plan: Plan, binder: SchemaBinder) -> None:

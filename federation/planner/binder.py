@@ -15,7 +15,7 @@ from functools import lru_cache
 import duckdb
 
 from federation.catalog import Catalog
-from federation.engine import interrupting, locked_connection
+from federation.engine import interrupting, locked_connection, public_engine_message
 from federation.errors import PlanError
 
 BIND_MEMORY = "256MB"  # what binding one question may take, in every party
@@ -34,47 +34,6 @@ def _aggregate_names() -> frozenset[str]:
 
 
 AGGREGATE_NAMES = _aggregate_names()  # the engine's own aggregates, so that unsupported ones get a clear code
-
-_DIGITS = re.compile(r"\d[\d.,:_-]*")
-
-
-def public_engine_message(err: Exception) -> str:
-    """The first line of a DuckDB error with every quoted part and every number masked: the user's values never
-    travel back. Quotes inside a value need not pair up (``'O'Brien'``), and a value may run past the first line,
-    so everything from the first quote to the last one on the line (or to its end) is masked.
-
-    >>> public_engine_message(Exception("Conversion Error: Could not convert string 'O'Brien Jane' to INT64"))
-    "Could not convert string '…' to INT…"
-    >>> public_engine_message(Exception("Conversion Error: Could not convert string 'ab\\nSECRET' to BOOL"))
-    "Could not convert string '…"
-    """
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    text = text.replace("\\n", "\n").splitlines()[0] if text else text
-    text = re.sub(r"^[A-Za-z ]*Error: ", "", text)
-    quotes = [i for i, ch in enumerate(text) if ch in "'\""]
-    if len(quotes) >= 2:
-        text = text[: quotes[0] + 1] + "…" + text[quotes[-1] :]
-    elif quotes:
-        text = text[: quotes[0] + 1] + "…"
-    return _DIGITS.sub("…", text)[:300]
-
-
-def runtime_failure(err: Exception) -> str:
-    """What kind of failure a query hit on real rows, from the exception type alone.
-
-    Engine messages about real rows can quote the rows' values, so none of their text is kept.
-    """
-    kinds = (
-        (duckdb.ConversionException, "a value could not be converted to the type the query needs"),
-        (duckdb.OutOfRangeException, "a value or an intermediate result is out of range (overflow)"),
-        (duckdb.InvalidInputException, "a function received invalid input"),
-        (duckdb.IOException, "the region's data files cannot be read"),
-        (duckdb.OutOfMemoryException, "the node ran out of memory"),
-    )
-    for cls, text in kinds:
-        if isinstance(err, cls):
-            return text
-    return f"the engine raised {type(err).__name__}"
 
 
 class SchemaBinder:

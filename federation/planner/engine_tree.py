@@ -22,9 +22,8 @@ from typing import Any
 
 import duckdb
 
-from federation.engine import interrupting, locked_connection
+from federation.engine import interrupting, locked_connection, public_engine_message
 from federation.errors import PlanError
-from federation.planner.binder import public_engine_message
 from federation.planner.surface import duckdb_names
 
 _NAMES = duckdb_names()

@@ -19,9 +19,15 @@ from typing import Any
 import duckdb
 
 from federation.catalog import Catalog
-from federation.engine import DEFAULT_MEMORY, Abandon, interrupting, locked_connection
+from federation.engine import (
+    DEFAULT_MEMORY,
+    Abandon,
+    interrupting,
+    locked_connection,
+    public_engine_message,
+    runtime_failure,
+)
 from federation.errors import DataError, UnavailableError
-from federation.planner.binder import public_engine_message, runtime_failure
 from node.backends.type_check import check_types
 from node.config import TableSource
 

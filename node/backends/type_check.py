@@ -19,8 +19,8 @@ import re
 import duckdb
 
 from federation.catalog import Table
+from federation.engine import public_engine_message
 from federation.errors import DataError
-from federation.planner.binder import public_engine_message
 
 _DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
 # the values each integer type holds, as an inclusive range

@@ -32,6 +32,7 @@ MODULES = [
     "cli.output",
     "cli.scaffold",
     "node.backends.duckdb_backend",
+    "federation.engine",
 ]
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import policies.uses
-from cli.demo import EXAMPLES, Example
+from cli.demo_examples import EXAMPLES, Example
 from federation.catalog import Catalog, load_catalog
 from federation.errors import PolicyViolation
 from federation.hpf_schema import demo_catalog
