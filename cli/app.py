@@ -29,13 +29,13 @@ VERBS: dict[str, tuple[str, ...]] = {
     "lookup": ("lookup",),
     "screen": ("lookup",),
     "demo": ("demo",),
+    "version": ("version",),
     "node": ("serve", "keys"),
     "coordinator": ("serve",),
     "pki": ("pki",),
     "catalog": ("catalog", "keys"),
     "policy": ("policy",),
     "audit": ("audit",),
-    "version": ("version",),
 }
 
 
