@@ -446,8 +446,10 @@ def catalog_text(
                     f"        # domain: {{values: {values}}}   # the values in the files; uncomment to group by it"
                 )
             if c.date_years is not None:
-                lo, hi = c.date_years
-                lines.append(f'        # domain: {{range: ["{lo}-01-01", "{hi}-12-31"]}}   # uncomment to group by it')
+                first, last = c.date_years
+                lines.append(
+                    f'        # domain: {{range: ["{first}-01-01", "{last}-12-31"]}}   # uncomment to group by it'
+                )
         for column, why in table.left_out.items():
             lines.append(f"      # {column}: left out, {why}")
         lines.append(
