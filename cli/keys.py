@@ -48,9 +48,33 @@ def node_keys(
         typer.echo(document, nl=False)
         typer.echo(kept, err=True)
         return
+    _check_output(output, node.state_dir)
     write_file(output, document.encode("utf-8"), 0o644)
     publish = f"publish them with `hpf catalog keys CATALOG {output}`"
     typer.echo(f"{kept}; public keys written to {output}: {publish}", err=True)
+
+
+def _check_output(output: Path, state_dir: Path) -> None:
+    """Refuse to write the key file over anything but a key file, or into the node's state directory (where a
+    mistyped name could replace the node's own private key)."""
+    from federation.catalog_keys import load_node_keys
+    from federation.errors import ConfigError, FederationError
+
+    if output.resolve().is_relative_to(state_dir.resolve()):
+        raise ConfigError(
+            f"{output}: inside the node's state directory {state_dir}",
+            code="NODE_KEYS_OUTPUT",
+            hint="write the public keys elsewhere, e.g. --output north.keys.yaml",
+        )
+    if output.exists() or output.is_symlink():
+        try:
+            load_node_keys(output)
+        except FederationError:
+            raise ConfigError(
+                f"{output} exists and is not a key file `hpf node keys` wrote",
+                code="NODE_KEYS_OUTPUT",
+                hint="give a new file name, or remove that file first",
+            ) from None
 
 
 @cli_errors

@@ -81,6 +81,26 @@ def test_node_keys_makes_the_keys_once_and_prints_only_their_public_halves(root:
         assert secret not in first.stdout + first.stderr + again.stdout + again.stderr
 
 
+def test_node_keys_writes_over_nothing_but_its_own_key_file(root: Path) -> None:
+    """A mistyped --output cannot replace the node's private keys, nor any other file: only a key file."""
+    config = _node_config(root, "north")
+    assert hpf("node", "keys", "--config", config).exit_code == 0
+    state = root / "north" / "state"
+    private = {p: p.read_bytes() for p in (state / AGREEMENT_KEY, state / "audit" / AUDIT_KEY)}
+    other = root / "notes.txt"
+    other.write_text("an operator's notes\n")
+    (root / "link.yaml").symlink_to(state / AGREEMENT_KEY)
+    targets = [*private, state / "new.yaml", root / "north" / "state" / ".." / "state" / "x.yaml", other]
+    for target in [*targets, root / "link.yaml"]:
+        refused = hpf("node", "keys", "--config", config, "--output", target)
+        assert refused.exit_code == 2 and "[NODE_KEYS_OUTPUT]" in refused.stderr, (target, refused.stderr)
+    assert {p: p.read_bytes() for p in private} == private and other.read_text() == "an operator's notes\n"
+    assert not (state / "new.yaml").exists() and not (state / "x.yaml").exists()
+    kept = root / "north.keys.yaml"
+    for _ in range(2):  # a key file it wrote is written again
+        assert hpf("node", "keys", "--config", config, "--output", kept).exit_code == 0
+
+
 def test_catalog_keys_publishes_keys_keeping_the_file_as_written(root: Path) -> None:
     north = hpf("node", "keys", "--config", _node_config(root, "north"), "-o", root / "north.keys.yaml")
     south = hpf("node", "keys", "--config", _node_config(root, "south"), "-o", root / "south.keys.yaml")
