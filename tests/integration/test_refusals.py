@@ -685,20 +685,28 @@ def test_a_request_in_another_he_format_is_refused_before_its_context_is_parsed(
 
 
 def test_a_catalog_naming_another_he_format_stops_nodes_and_the_coordinator_from_starting(
-    fed: harness.Federation,
+    fed: harness.Federation, tmp_path: Path
 ) -> None:
-    other = fed.catalog.model_copy(update={"he_format": OTHER_HE_FORMAT})
+    text = fed.node_configs["n0"].catalog.read_text(encoding="utf-8")
+    assert "he_format:" not in text
+
+    def catalog_stating(he_format: str) -> Path:  # the federation's catalog file, stating a format
+        path = tmp_path / f"federation-{len(list(tmp_path.iterdir()))}.yaml"
+        path.write_text(f"he_format: {he_format}\n" + text, encoding="utf-8")
+        return path
+
+    other = catalog_stating(OTHER_HE_FORMAT)
     with pytest.raises(ConfigError) as at_node:
-        start_node(fed.node_configs["n0"], "127.0.0.1:0", catalog=other)
+        start_node(fed.node_configs["n0"].model_copy(update={"catalog": other}), "127.0.0.1:0")
     assert fed.coordinator_config is not None
     with pytest.raises(ConfigError) as at_coordinator:
-        start_coordinator(fed.coordinator_config, "127.0.0.1:0", catalog=other, addresses={})
+        start_coordinator(fed.coordinator_config.model_copy(update={"catalog": other}), "127.0.0.1:0", addresses={})
     for err, party in ((at_node.value, "node n0"), (at_coordinator.value, "the coordinator")):
         assert err.code == "HE_FORMAT_MISMATCH" and party in err.message, err
         assert OTHER_HE_FORMAT in err.message and HE_FORMAT in err.message, err.message
     # the catalog naming this federation's own format starts (the coordinator holds no state to share)
-    own = fed.catalog.model_copy(update={"he_format": HE_FORMAT})
-    start_coordinator(fed.coordinator_config, "127.0.0.1:0", catalog=own, addresses={}).stop(0)
+    own = fed.coordinator_config.model_copy(update={"catalog": catalog_stating(HE_FORMAT)})
+    start_coordinator(own, "127.0.0.1:0", addresses={}).stop(0)
 
 
 def test_the_pinned_tenseal_is_the_installed_one_and_writes_the_expected_format() -> None:
