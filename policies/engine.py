@@ -20,7 +20,8 @@ The checks, in order, each with its code:
 ``POLICY_COLUMN_DENIED``        a column is used where its uses do not allow
 ``POLICY_AGGREGATE_PRODUCT``    with k > 1, an aggregate's argument multiplies two row values and a factor is
                                 no plain value of measured quantities (:mod:`policies.products`): a condition,
-                                a 0/1 or undeclared column, a category, a column times itself
+                                a 0/1 or undeclared column, a category, a column times itself; or a
+                                variance's argument whose square multiplies such columns
 ``POLICY_AGGREGATE_SHAPE``      with k > 1, an aggregate's argument computes a condition as a value otherwise
                                 (``SUM(CASE WHEN c THEN 1 ELSE 0 END)``), which would count rows k never sees
 ==============================  =========================================================================
@@ -258,7 +259,8 @@ def check_query(
                 message = f"column {column} ({cls.value}) may not be used {USE_PHRASES[use]}"
                 factor = analysis.factors.get(column) if use == "filter" else None
                 if factor is not None:  # a product that weighs by a condition filters on its factors
-                    message += f": it is a factor of a product that {factor.what()}, which counts as a filter"
+                    square = " (the square a variance sums)" if factor.squared else ""
+                    message += f": it is a factor of a product{square} that {factor.what()}, which counts as a filter"
                     hint += f"; {factor.hint()}"
                 elif use == "filter" and column in analysis.computed:
                     hint += f" ({COMPUTED_NOTE})"
@@ -285,12 +287,15 @@ def check_query(
     if k > 1:
         for aggregate in plan.aggregates:
             product = analysis.products.get(aggregate.count)
+            if product is None and aggregate.sumsq is not None:  # a variance sums its argument's square too
+                product = analysis.products.get(aggregate.sumsq)
             if product is not None:
+                func = aggregate.func.upper()
                 raise refuse(
                     "POLICY_AGGREGATE_PRODUCT",
-                    f"the argument of {aggregate.func.upper()} is a product that {product.what()}: {product.why(k)}",
+                    f"{product.subject(func)} a product that {product.what()}: {product.why(k)}",
                     k_rule,
-                    product.hint(),
+                    product.hint(func),
                 )
             if aggregate.count in analysis.uncountable:
                 raise refuse(
