@@ -95,6 +95,7 @@ class InferredColumn:
     domain_values: list[object] | None = None  # a suggestion, for the operator to confirm
     narrowest: str | None = None  # the narrowest type holding every value in the files, where narrower than type
     extremes: tuple[Decimal, Decimal] | None = None  # the least and greatest value in the files (never written)
+    two_valued: bool = False  # the files hold at most two values of this number column: a flag, given no bounds
     date_years: tuple[int, int] | None = None
 
 
@@ -309,13 +310,20 @@ def _narrowest(con: duckdb.DuckDBPyConnection, table: InferredTable, at: dict[st
         if declared not in _INTEGERS and decimal is None:
             continue
         lows, highs = [], []
+        seen: set[Decimal] = set()  # up to three of its values, to tell a flag from a quantity
         for source in at.values():
             row = con.execute(f'SELECT MIN("{column.name}"), MAX("{column.name}") FROM {reader(source)}').fetchone()
             if row and row[0] is not None:
                 lows.append(row[0])
                 highs.append(row[1])
+            if len(seen) <= 2:
+                values = con.execute(
+                    f'SELECT DISTINCT "{column.name}" FROM {reader(source)} WHERE "{column.name}" IS NOT NULL LIMIT 3'
+                ).fetchall()
+                seen |= {Decimal(str(v)) for (v,) in values}
         if not lows:
             continue
+        column.two_valued = len(seen) <= 2
         lo, hi = min(lows), max(highs)
         column.extremes = (Decimal(str(lo)), Decimal(str(hi)))  # a CSV's numbers may come as floats: as written
         bound = max(abs(b) for b in suggested_bounds(column.extremes, declared))
@@ -382,6 +390,12 @@ def parse_classes(items: Sequence[str], tables: dict[str, InferredTable]) -> dic
         if not matches:
             raise ConfigError(f"--class {item!r}: no such column in the files", code=INIT_ARGS)
         for match in matches:
+            if out.get(match, cls) != cls:
+                raise ConfigError(
+                    f"--class {item!r}: {match[0]}.{match[1]} is given two classes ({out[match]} and {cls})",
+                    code=INIT_ARGS,
+                    hint="give each column one class",
+                )
             out[match] = cls
     return out
 
@@ -403,7 +417,9 @@ def catalog_text(
         "# Before asking anything but COUNT(*): give each column its class (identifier | public | sensitive |",
         "# commercial); a column without one is refused by every policy. A `domain` makes a column groupable",
         "# (the suggested ones list the values seen in the files: a domain publishes them to every party);",
-        "# differentially private roles need `bounds` on summed columns and a table's `contribution`.",
+        "# differentially private roles need `bounds` on summed columns and a table's `contribution`. These",
+        "# comments are in the file every party holds, the coordinator too: delete the suggestions you do not",
+        "# take before you hand it out.",
         "# Check it with `hpf catalog check`; every node and the coordinator read it at start.",
         f"federation: {federation}",
         f"he_format: {he_format}",
@@ -427,6 +443,8 @@ def catalog_text(
             ]
             if c.narrowest and narrow:
                 lines[-1] += f"   # the files hold {c.type}; a node refuses a file with a value this type cannot hold"
+            elif c.narrowest and c.two_valued:
+                lines[-1] += f"   # {c.narrowest} holds every value in the files"
             elif c.narrowest:
                 lines[-1] += f"   # {c.narrowest} holds the bounds below: declare it to sum products of this column"
             lines.append(
@@ -434,7 +452,13 @@ def catalog_text(
                 if cls
                 else "        # class: TODO   (identifier | public | sensitive | commercial)"
             )
-            if c.extremes is not None:
+            if c.extremes is not None and c.two_valued:
+                lines.append(
+                    "        # no bounds suggested: the files hold two values of it, a flag. A product with a flag is "
+                    "the sum of one value's rows, which a minimum group size never sees: filter on it instead "
+                    "(bounds holding more than two values would let such a product pass as one of quantities)"
+                )
+            elif c.extremes is not None:
                 lo, hi = suggested_bounds(c.extremes, declared)
                 lines.append(
                     f"        # bounds: [{lo}, {hi}]   # the files' values lie within: uncomment to sum products of "

@@ -28,7 +28,9 @@ square multiplies every two of them (a product inside it would multiply each of 
 
 Overflow is not this rule's concern: the planner proves every product total before any policy sees it
 (``PLAN_MAY_OVERFLOW`` otherwise). What it cannot see: the catalog's bounds are declarations, enforced only under
-differential privacy, so a column of 0 and 1 declared with wider bounds would pass; and a product of measured
+differential privacy, and count the values they hold, not those the data holds, so a column of two values
+whose bounds hold more would pass (0 and 1 declared wider, 0.00 and 1.00 in DECIMAL(3,2) bounds [0, 1], -1 and 1
+in their own bounds [-1, 1]; ``hpf init`` suggests no bounds for such a column); and a product of measured
 quantities still weighs rows by their values, which exact answers accept as they accept differencing two
 answers (see docs/privacy.md); differential privacy removes both.
 
