@@ -27,7 +27,8 @@ The checks, in order, each with its code:
 ==============================  =========================================================================
 
 :func:`check_lookup` judges a person lookup (identifiers sealed to this node) by the role's ``lookups``:
-``POLICY_ROLE_DENIED``, ``POLICY_LOOKUP_DENIED`` (the role has no ``lookups``), the purpose codes above,
+``POLICY_ROLE_DENIED``, ``POLICY_LOOKUP_DENIED`` (the role has no ``lookups``), ``POLICY_COLUMN_UNCLASSIFIED``
+(a column every lookup reads has no class in the catalog), the purpose codes above,
 ``POLICY_CONSENT_REQUIRED``, ``POLICY_LOOKUP_TOO_MANY`` (more identifiers than ``max_subjects``) and
 ``POLICY_BREAKDOWN_DENIED`` (a per-city answer for a purpose not under ``breakdown``).
 
@@ -38,7 +39,7 @@ How columns are used is worked out by :mod:`policies.uses`; :class:`policies.rat
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from federation.catalog import Catalog, ColumnClass
@@ -325,6 +326,7 @@ def check_lookup(
     party: str,
     asked: Collection[str] | None = None,
     everyone: Collection[str] | None = None,
+    unclassified: Sequence[str] = (),
 ) -> Decision:
     """Allow a person lookup of ``subjects`` identifiers (a Decision) or raise PolicyViolation with its rule.
 
@@ -345,6 +347,16 @@ def check_lookup(
             f"role {role_name} may not look people up at this node",
             base,
             f"roles that may look people up here: {allowed}",
+        )
+    if unclassified:  # what every lookup reads: no policy allows a column without a class, its lookups neither
+        table, _, column = unclassified[0].partition(".")
+        raise refuse(
+            "POLICY_COLUMN_UNCLASSIFIED",
+            f"a person lookup reads column {column} of {table}, which has no class in this node's catalog, so no "
+            "policy allows it",
+            "classes",
+            f"an operator must classify it first: set class: (one of {', '.join(c.value for c in ColumnClass)}) "
+            f"for tables.{table}.columns.{column} in the catalog every party holds",
         )
     purposes = " | ".join(lookups.purposes)
     if not purpose:
