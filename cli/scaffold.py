@@ -179,8 +179,17 @@ def infer_tables(sources: Sequence[Source], progress: Progress) -> dict[str, Inf
                 )
             schemas = {r: _describe(con, s) for r, s in at.items()}
             tables[name] = _merge(name, schemas)
-            _suggest_domains(con, tables[name], at)
-            _narrowest(con, tables[name], at)
+            try:
+                _suggest_domains(con, tables[name], at)
+                _narrowest(con, tables[name], at)
+            except duckdb.Error as err:  # its message may quote a value of the files: not shown
+                raise ConfigError(
+                    f"table {name!r}: its files cannot be read whole with the column types detected from their first "
+                    f"rows ({type(err).__name__})",
+                    code=INIT_SCHEMA,
+                    hint="a CSV reader detects each column's type from a sample of rows: write every row of a column "
+                    "as one type, or give Parquet files, which carry their types",
+                ) from None
             progress(f"table {name}: {len(tables[name].columns)} column(s) read from {len(at)} region(s)")
     finally:
         con.close()

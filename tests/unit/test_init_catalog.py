@@ -91,3 +91,20 @@ def test_a_column_given_two_classes_is_refused() -> None:
     with pytest.raises(ConfigError) as info:  # the last would win, whichever the operator meant
         parse_classes(["amount=public", "t.amount=sensitive"], tables)
     assert info.value.code == "INIT_ARGS" and "t.amount" in info.value.message
+
+
+def test_a_csv_whose_later_rows_break_the_detected_type_is_refused_with_a_code(tmp_path: Path) -> None:
+    """A CSV reader detects a column's type from a sample of its first rows; a later row of another type fails
+    when the whole file is read, which `hpf init` does: a clear error, never an engine's traceback with a value."""
+    from federation.errors import ConfigError
+
+    sources = []
+    for region in REGIONS:
+        path = tmp_path / region / "t.csv"
+        path.parent.mkdir()
+        path.write_text("a,b\n" + "".join(f"{i},{i % 7}\n" for i in range(25_000)) + "1,secret-value\n")
+        sources.append(Source.parse(f"{region}={path}"))
+    with pytest.raises(ConfigError) as info:
+        infer_tables(sources, progress=lambda line: None)
+    assert info.value.code == "INIT_SCHEMA" and "table 't'" in info.value.message
+    assert "secret-value" not in info.value.message and "secret-value" not in (info.value.hint or "")
