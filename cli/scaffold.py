@@ -10,6 +10,7 @@ until an operator classifies it, so nothing but ``COUNT(*)`` can be asked before
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ _WIDER = {
 _SAME = (*_INTEGERS, "VARCHAR", "DATE", "BOOLEAN", "DOUBLE")
 DOMAIN_MAX_VALUES = 12  # a column with at most this many distinct values gets a suggested domain
 DOMAIN_MIN_ROWS = 10  # ... if each value occurs at least this often in every region's files
+INIT_MEMORY = "2GB"  # what the engine reading the files may hold (it spills past it)
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,8 @@ def infer_tables(sources: Sequence[Source], progress: Progress) -> dict[str, Inf
     """Each table's columns and their types, as every region's files carry them."""
     import duckdb
 
+    from federation.engine import locked_connection
+
     regions = sorted({s.region for s in sources})
     by_table: dict[str, dict[str, Source]] = {}
     for s in sources:
@@ -167,7 +171,8 @@ def infer_tables(sources: Sequence[Source], progress: Progress) -> dict[str, Inf
             )
         by_table[s.table][s.region] = s
     tables: dict[str, InferredTable] = {}
-    con = duckdb.connect()
+    # as a node reads them: an engine that reads the sources' folders and nothing else, installs nothing
+    con = locked_connection(readable=_folders(sources), memory_limit=INIT_MEMORY, threads=None)
     try:
         for name, at in sorted(by_table.items()):
             lacking = [r for r in regions if r not in at]
@@ -196,6 +201,16 @@ def infer_tables(sources: Sequence[Source], progress: Progress) -> dict[str, Inf
     return tables
 
 
+def _folders(sources: Sequence[Source]) -> list[Path]:
+    """The folders holding the sources' files (a glob's folder is the part before its first wildcard)."""
+    folders = []
+    for source in sources:
+        text = str(source.path)
+        cut = min((text.find(c) for c in "*?[" if c in text), default=-1)
+        folders.append(Path(text[:cut]).parent if cut >= 0 else Path(text).parent)
+    return folders
+
+
 def _describe(con: duckdb.DuckDBPyConnection, source: Source) -> dict[str, str]:
     import duckdb
 
@@ -212,7 +227,7 @@ def _describe(con: duckdb.DuckDBPyConnection, source: Source) -> dict[str, str]:
     types = {str(r[0]): str(r[1]) for r in rows}
     if source.file_format == "csv":
         for column, type_ in types.items():
-            if type_ == "DOUBLE":
+            if type_ == "DOUBLE" and _NAME.fullmatch(column):  # any other is left out: never put into SQL
                 types[column] = _csv_decimal(con, source, column) or type_
     return types
 
@@ -221,7 +236,7 @@ def _csv_decimal(con: duckdb.DuckDBPyConnection, source: Source, column: str) ->
     """The DECIMAL that holds a CSV column's numbers exactly as written, where each is a plain decimal numeral
     (a CSV reader detects ``12.50`` as a DOUBLE, which could not be summed exactly); None otherwise."""
     text = f"read_csv({_sql_text(str(source.path))}, header = true, all_varchar = true)"
-    col = f'"{column}"'
+    col = _ident(column)
     row = con.execute(
         f"SELECT bool_and(regexp_full_match({col}, '-?[0-9]+([.][0-9]+)?')), "
         f"max(length(split_part(ltrim({col}, '-'), '.', 1))), max(length(split_part({col}, '.', 2))) "
@@ -235,6 +250,23 @@ def _csv_decimal(con: duckdb.DuckDBPyConnection, source: Source, column: str) ->
 
 def _sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _shown(text: str, *, quoted: bool = True) -> str:
+    """Text of the files (a column name, a type) as it may stand in a comment of the catalog: quoted where asked,
+    every control character and line break escaped, so it can never end the comment and write YAML of its own.
+
+    >>> _shown('zz\\n  extra: {c: 1}'), _shown("a\\u2028b\\x85", quoted=False)
+    ('"zz\\\\n  extra: {c: 1}"', 'a\\\\u2028b\\\\u0085')
+    """
+    shown = json.dumps(text, ensure_ascii=False)
+    shown = "".join(f"\\u{ord(c):04x}" if c in "\x85\u2028\u2029" or not c.isprintable() else c for c in shown)
+    return shown if quoted else shown[1:-1]
+
+
+def _ident(name: str) -> str:
+    """A column name as a quoted SQL identifier: a file's header is data, never SQL."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _glob(path: Path) -> list[Path]:
@@ -285,9 +317,8 @@ def _suggest_domains(con: duckdb.DuckDBPyConnection, table: InferredTable, at: d
         if column.type in ("VARCHAR", "BOOLEAN", *_INTEGERS):
             seen: dict[object, int] | None = {}
             for source in at.values():
-                rows = con.execute(
-                    f'SELECT "{column.name}", COUNT(*) FROM {reader(source)} GROUP BY 1 LIMIT {DOMAIN_MAX_VALUES + 1}'
-                ).fetchall()
+                col, most = _ident(column.name), DOMAIN_MAX_VALUES + 1
+                rows = con.execute(f"SELECT {col}, COUNT(*) FROM {reader(source)} GROUP BY 1 LIMIT {most}").fetchall()
                 if len(rows) > DOMAIN_MAX_VALUES or any(v is None or n < DOMAIN_MIN_ROWS for v, n in rows):
                     seen = None
                     break
@@ -299,7 +330,7 @@ def _suggest_domains(con: duckdb.DuckDBPyConnection, table: InferredTable, at: d
         elif column.type == "DATE":
             years = [
                 con.execute(
-                    f'SELECT MIN(YEAR("{column.name}")), MAX(YEAR("{column.name}")) FROM {reader(source)}'
+                    f"SELECT MIN(YEAR({_ident(column.name)})), MAX(YEAR({_ident(column.name)})) FROM {reader(source)}"
                 ).fetchone()
                 for source in at.values()
             ]
@@ -321,13 +352,14 @@ def _narrowest(con: duckdb.DuckDBPyConnection, table: InferredTable, at: dict[st
         lows, highs = [], []
         seen: set[Decimal] = set()  # up to three of its values, to tell a flag from a quantity
         for source in at.values():
-            row = con.execute(f'SELECT MIN("{column.name}"), MAX("{column.name}") FROM {reader(source)}').fetchone()
+            col = _ident(column.name)
+            row = con.execute(f"SELECT MIN({col}), MAX({col}) FROM {reader(source)}").fetchone()
             if row and row[0] is not None:
                 lows.append(row[0])
                 highs.append(row[1])
             if len(seen) <= 2:
                 values = con.execute(
-                    f'SELECT DISTINCT "{column.name}" FROM {reader(source)} WHERE "{column.name}" IS NOT NULL LIMIT 3'
+                    f"SELECT DISTINCT {col} FROM {reader(source)} WHERE {col} IS NOT NULL LIMIT 3"
                 ).fetchall()
                 seen |= {Decimal(str(v)) for (v,) in values}
         if not lows:
@@ -484,7 +516,7 @@ def catalog_text(
                     f'        # domain: {{range: ["{first}-01-01", "{last}-12-31"]}}   # uncomment to group by it'
                 )
         for column, why in table.left_out.items():
-            lines.append(f"      # {column}: left out, {why}")
+            lines.append(f"      # {_shown(column)}: left out, {_shown(why, quoted=False)}")
         lines.append(
             "    # contribution: {person: COLUMN, max_rows: N, max_regions: N}   # TODO for differential privacy"
         )

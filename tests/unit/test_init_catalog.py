@@ -108,3 +108,49 @@ def test_a_csv_whose_later_rows_break_the_detected_type_is_refused_with_a_code(t
         infer_tables(sources, progress=lambda line: None)
     assert info.value.code == "INIT_SCHEMA" and "table 't'" in info.value.message
     assert "secret-value" not in info.value.message and "secret-value" not in (info.value.hint or "")
+
+
+def test_a_column_name_is_never_sql(tmp_path: Path) -> None:
+    """A region's file is data, its header too: a column named to close the quote around it and run statements
+    of its own (here, one that writes a file) must be read as a name, and left out as one the catalog cannot
+    hold, never run."""
+    planted = tmp_path / "planted.csv"
+    name = f"x\"::VARCHAR, '1')), 1, 1 FROM (SELECT 1 AS x); COPY (SELECT 42 AS y) TO '{planted}'; SELECT (1 --"
+    sources = []
+    for region in REGIONS:
+        path = tmp_path / region / "t.csv"
+        path.parent.mkdir()
+        path.write_text('id,"' + name.replace('"', '""') + '"\n' + "".join(f"{i},{i}.5\n" for i in range(20)))
+        sources.append(Source.parse(f"{region}={path}"))
+    tables = infer_tables(sources, progress=lambda line: None)
+    assert not planted.exists()
+    assert [c.name for c in tables["t"].columns] == ["id"]
+    assert tables["t"].left_out == {name: "its name is not lower-case letters, digits and _"}
+
+
+@pytest.mark.parametrize("brk", ["\n", "\r", "\u2028", "\x85"])
+def test_a_column_name_is_never_yaml_either(tmp_path: Path, brk: str) -> None:
+    """A name left out is named in a comment of the catalog: a line break in it must not end the comment and
+    write a table, a column or a class of the file's own into the catalog every party holds."""
+    from federation.errors import ConfigError
+
+    name = f"zz{brk}  extra:{brk}    columns:{brk}      c: {{type: BIGINT, class: public}}{brk}#"
+    sources = []
+    for region in REGIONS:
+        path = tmp_path / region / "t.csv"
+        path.parent.mkdir()
+        path.write_text('id,"' + name + '"\n' + "".join(f"{i},{i}\n" for i in range(20)), newline="")
+        sources.append(Source.parse(f"{region}={path}"))
+    try:
+        tables = infer_tables(sources, progress=lambda line: None)
+    except ConfigError as err:  # a reader that cannot take the header at all refuses the file: as safe
+        assert err.code == "INIT_SCHEMA"
+        return
+    text = catalog_text("f", {r: "h:1" for r in REGIONS}, {r: ("", "") for r in REGIONS}, tables, {}, "x")
+    doc = __import__("yaml").safe_load(text)
+    assert list(doc["tables"]) == ["t"] and list(doc["tables"]["t"]["columns"]) == ["id"]
+    assert "class" not in doc["tables"]["t"]["columns"]["id"]
+    (comment,) = [line for line in text.splitlines() if "left out" in line]
+    assert comment.startswith('      # "zz\\') and comment.endswith(
+        ": left out, its name is not lower-case letters, digits and _"
+    )
