@@ -252,16 +252,17 @@ def _sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _shown(text: str, *, quoted: bool = True) -> str:
-    """Text of the files (a column name, a type) as it may stand in a comment of the catalog: quoted where asked,
-    every control character and line break escaped, so it can never end the comment and write YAML of its own.
+def _shown(text: str) -> str:
+    """Text of the files (a column name, a type) as it may stand in a comment of the catalog: as it is where it
+    is plain, else quoted with every quote, control character and line break escaped, so it can never end the
+    comment and write YAML of its own.
 
-    >>> _shown('zz\\n  extra: {c: 1}'), _shown("a\\u2028b\\x85", quoted=False)
-    ('"zz\\\\n  extra: {c: 1}"', 'a\\\\u2028b\\\\u0085')
+    >>> _shown("l_extra"), _shown('zz\\n  extra: {c: 1}'), _shown("a\\u2028b")
+    ('l_extra', '"zz\\\\n  extra: {c: 1}"', '"a\\\\u2028b"')
     """
-    shown = json.dumps(text, ensure_ascii=False)
-    shown = "".join(f"\\u{ord(c):04x}" if c in "\x85\u2028\u2029" or not c.isprintable() else c for c in shown)
-    return shown if quoted else shown[1:-1]
+    quoted = json.dumps(text, ensure_ascii=False)
+    quoted = "".join(f"\\u{ord(c):04x}" if c in "\x85\u2028\u2029" or not c.isprintable() else c for c in quoted)
+    return text if quoted[1:-1] == text else quoted
 
 
 def _ident(name: str) -> str:
@@ -516,7 +517,7 @@ def catalog_text(
                     f'        # domain: {{range: ["{first}-01-01", "{last}-12-31"]}}   # uncomment to group by it'
                 )
         for column, why in table.left_out.items():
-            lines.append(f"      # {_shown(column)}: left out, {_shown(why, quoted=False)}")
+            lines.append(f"      # {_shown(column)}: left out, {_shown(why)}")
         lines.append(
             "    # contribution: {person: COLUMN, max_rows: N, max_regions: N}   # TODO for differential privacy"
         )
