@@ -10,6 +10,7 @@ until an operator classifies it, so nothing but ``COUNT(*)`` can be asked before
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ _WIDER = {
 _SAME = (*_INTEGERS, "VARCHAR", "DATE", "BOOLEAN", "DOUBLE")
 DOMAIN_MAX_VALUES = 12  # a column with at most this many distinct values gets a suggested domain
 DOMAIN_MIN_ROWS = 10  # ... if each value occurs at least this often in every region's files
+INIT_MEMORY = "2GB"  # what the engine reading the files may hold (it spills past it)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class InferredColumn:
     domain_values: list[object] | None = None  # a suggestion, for the operator to confirm
     narrowest: str | None = None  # the narrowest type holding every value in the files, where narrower than type
     extremes: tuple[Decimal, Decimal] | None = None  # the least and greatest value in the files (never written)
+    two_valued: bool = False  # the files hold at most two values of this number column: a flag, given no bounds
     date_years: tuple[int, int] | None = None
 
 
@@ -155,6 +158,8 @@ def infer_tables(sources: Sequence[Source], progress: Progress) -> dict[str, Inf
     """Each table's columns and their types, as every region's files carry them."""
     import duckdb
 
+    from federation.engine import locked_connection
+
     regions = sorted({s.region for s in sources})
     by_table: dict[str, dict[str, Source]] = {}
     for s in sources:
@@ -166,7 +171,8 @@ def infer_tables(sources: Sequence[Source], progress: Progress) -> dict[str, Inf
             )
         by_table[s.table][s.region] = s
     tables: dict[str, InferredTable] = {}
-    con = duckdb.connect()
+    # as a node reads them: an engine that reads the sources' folders and nothing else, installs nothing
+    con = locked_connection(readable=_folders(sources), memory_limit=INIT_MEMORY, threads=None)
     try:
         for name, at in sorted(by_table.items()):
             lacking = [r for r in regions if r not in at]
@@ -178,12 +184,31 @@ def infer_tables(sources: Sequence[Source], progress: Progress) -> dict[str, Inf
                 )
             schemas = {r: _describe(con, s) for r, s in at.items()}
             tables[name] = _merge(name, schemas)
-            _suggest_domains(con, tables[name], at)
-            _narrowest(con, tables[name], at)
+            try:
+                _suggest_domains(con, tables[name], at)
+                _narrowest(con, tables[name], at)
+            except duckdb.Error as err:  # its message may quote a value of the files: not shown
+                raise ConfigError(
+                    f"table {name!r}: its files cannot be read whole with the column types detected from their first "
+                    f"rows ({type(err).__name__})",
+                    code=INIT_SCHEMA,
+                    hint="a CSV reader detects each column's type from a sample of rows: write every row of a column "
+                    "as one type, or give Parquet files, which carry their types",
+                ) from None
             progress(f"table {name}: {len(tables[name].columns)} column(s) read from {len(at)} region(s)")
     finally:
         con.close()
     return tables
+
+
+def _folders(sources: Sequence[Source]) -> list[Path]:
+    """The folders holding the sources' files (a glob's folder is the part before its first wildcard)."""
+    folders = []
+    for source in sources:
+        text = str(source.path)
+        cut = min((text.find(c) for c in "*?[" if c in text), default=-1)
+        folders.append(Path(text[:cut]).parent if cut >= 0 else Path(text).parent)
+    return folders
 
 
 def _describe(con: duckdb.DuckDBPyConnection, source: Source) -> dict[str, str]:
@@ -202,7 +227,7 @@ def _describe(con: duckdb.DuckDBPyConnection, source: Source) -> dict[str, str]:
     types = {str(r[0]): str(r[1]) for r in rows}
     if source.file_format == "csv":
         for column, type_ in types.items():
-            if type_ == "DOUBLE":
+            if type_ == "DOUBLE" and _NAME.fullmatch(column):  # any other is left out: never put into SQL
                 types[column] = _csv_decimal(con, source, column) or type_
     return types
 
@@ -211,7 +236,7 @@ def _csv_decimal(con: duckdb.DuckDBPyConnection, source: Source, column: str) ->
     """The DECIMAL that holds a CSV column's numbers exactly as written, where each is a plain decimal numeral
     (a CSV reader detects ``12.50`` as a DOUBLE, which could not be summed exactly); None otherwise."""
     text = f"read_csv({_sql_text(str(source.path))}, header = true, all_varchar = true)"
-    col = f'"{column}"'
+    col = _ident(column)
     row = con.execute(
         f"SELECT bool_and(regexp_full_match({col}, '-?[0-9]+([.][0-9]+)?')), "
         f"max(length(split_part(ltrim({col}, '-'), '.', 1))), max(length(split_part({col}, '.', 2))) "
@@ -225,6 +250,24 @@ def _csv_decimal(con: duckdb.DuckDBPyConnection, source: Source, column: str) ->
 
 def _sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _shown(text: str) -> str:
+    """Text of the files (a column name, a type) as it may stand in a comment of the catalog: as it is where it
+    is plain, else quoted with every quote, control character and line break escaped, so it can never end the
+    comment and write YAML of its own.
+
+    >>> _shown("l_extra"), _shown('zz\\n  extra: {c: 1}'), _shown("a\\u2028b")
+    ('l_extra', '"zz\\\\n  extra: {c: 1}"', '"a\\\\u2028b"')
+    """
+    quoted = json.dumps(text, ensure_ascii=False)
+    quoted = "".join(f"\\u{ord(c):04x}" if c in "\x85\u2028\u2029" or not c.isprintable() else c for c in quoted)
+    return text if quoted[1:-1] == text else quoted
+
+
+def _ident(name: str) -> str:
+    """A column name as a quoted SQL identifier: a file's header is data, never SQL."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _glob(path: Path) -> list[Path]:
@@ -275,9 +318,8 @@ def _suggest_domains(con: duckdb.DuckDBPyConnection, table: InferredTable, at: d
         if column.type in ("VARCHAR", "BOOLEAN", *_INTEGERS):
             seen: dict[object, int] | None = {}
             for source in at.values():
-                rows = con.execute(
-                    f'SELECT "{column.name}", COUNT(*) FROM {reader(source)} GROUP BY 1 LIMIT {DOMAIN_MAX_VALUES + 1}'
-                ).fetchall()
+                col, most = _ident(column.name), DOMAIN_MAX_VALUES + 1
+                rows = con.execute(f"SELECT {col}, COUNT(*) FROM {reader(source)} GROUP BY 1 LIMIT {most}").fetchall()
                 if len(rows) > DOMAIN_MAX_VALUES or any(v is None or n < DOMAIN_MIN_ROWS for v, n in rows):
                     seen = None
                     break
@@ -289,7 +331,7 @@ def _suggest_domains(con: duckdb.DuckDBPyConnection, table: InferredTable, at: d
         elif column.type == "DATE":
             years = [
                 con.execute(
-                    f'SELECT MIN(YEAR("{column.name}")), MAX(YEAR("{column.name}")) FROM {reader(source)}'
+                    f"SELECT MIN(YEAR({_ident(column.name)})), MAX(YEAR({_ident(column.name)})) FROM {reader(source)}"
                 ).fetchone()
                 for source in at.values()
             ]
@@ -309,13 +351,21 @@ def _narrowest(con: duckdb.DuckDBPyConnection, table: InferredTable, at: dict[st
         if declared not in _INTEGERS and decimal is None:
             continue
         lows, highs = [], []
+        seen: set[Decimal] = set()  # up to three of its values, to tell a flag from a quantity
         for source in at.values():
-            row = con.execute(f'SELECT MIN("{column.name}"), MAX("{column.name}") FROM {reader(source)}').fetchone()
+            col = _ident(column.name)
+            row = con.execute(f"SELECT MIN({col}), MAX({col}) FROM {reader(source)}").fetchone()
             if row and row[0] is not None:
                 lows.append(row[0])
                 highs.append(row[1])
+            if len(seen) <= 2:
+                values = con.execute(
+                    f"SELECT DISTINCT {col} FROM {reader(source)} WHERE {col} IS NOT NULL LIMIT 3"
+                ).fetchall()
+                seen |= {Decimal(str(v)) for (v,) in values}
         if not lows:
             continue
+        column.two_valued = len(seen) <= 2
         lo, hi = min(lows), max(highs)
         column.extremes = (Decimal(str(lo)), Decimal(str(hi)))  # a CSV's numbers may come as floats: as written
         bound = max(abs(b) for b in suggested_bounds(column.extremes, declared))
@@ -382,6 +432,12 @@ def parse_classes(items: Sequence[str], tables: dict[str, InferredTable]) -> dic
         if not matches:
             raise ConfigError(f"--class {item!r}: no such column in the files", code=INIT_ARGS)
         for match in matches:
+            if out.get(match, cls) != cls:
+                raise ConfigError(
+                    f"--class {item!r}: {match[0]}.{match[1]} is given two classes ({out[match]} and {cls})",
+                    code=INIT_ARGS,
+                    hint="give each column one class",
+                )
             out[match] = cls
     return out
 
@@ -403,7 +459,9 @@ def catalog_text(
         "# Before asking anything but COUNT(*): give each column its class (identifier | public | sensitive |",
         "# commercial); a column without one is refused by every policy. A `domain` makes a column groupable",
         "# (the suggested ones list the values seen in the files: a domain publishes them to every party);",
-        "# differentially private roles need `bounds` on summed columns and a table's `contribution`.",
+        "# differentially private roles need `bounds` on summed columns and a table's `contribution`. These",
+        "# comments are in the file every party holds, the coordinator too: delete the suggestions you do not",
+        "# take before you hand it out.",
         "# Check it with `hpf catalog check`; every node and the coordinator read it at start.",
         f"federation: {federation}",
         f"he_format: {he_format}",
@@ -427,6 +485,8 @@ def catalog_text(
             ]
             if c.narrowest and narrow:
                 lines[-1] += f"   # the files hold {c.type}; a node refuses a file with a value this type cannot hold"
+            elif c.narrowest and c.two_valued:
+                lines[-1] += f"   # {c.narrowest} holds every value in the files"
             elif c.narrowest:
                 lines[-1] += f"   # {c.narrowest} holds the bounds below: declare it to sum products of this column"
             lines.append(
@@ -434,7 +494,13 @@ def catalog_text(
                 if cls
                 else "        # class: TODO   (identifier | public | sensitive | commercial)"
             )
-            if c.extremes is not None:
+            if c.extremes is not None and c.two_valued:
+                lines.append(
+                    "        # no bounds suggested: the files hold two values of it, a flag. A product with a flag is "
+                    "the sum of one value's rows, which a minimum group size never sees: filter on it instead "
+                    "(bounds holding more than two values would let such a product pass as one of quantities)"
+                )
+            elif c.extremes is not None:
                 lo, hi = suggested_bounds(c.extremes, declared)
                 lines.append(
                     f"        # bounds: [{lo}, {hi}]   # the files' values lie within: uncomment to sum products of "
@@ -451,7 +517,7 @@ def catalog_text(
                     f'        # domain: {{range: ["{first}-01-01", "{last}-12-31"]}}   # uncomment to group by it'
                 )
         for column, why in table.left_out.items():
-            lines.append(f"      # {column}: left out, {why}")
+            lines.append(f"      # {_shown(column)}: left out, {_shown(why)}")
         lines.append(
             "    # contribution: {person: COLUMN, max_rows: N, max_regions: N}   # TODO for differential privacy"
         )

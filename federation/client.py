@@ -16,14 +16,13 @@ from typing import Any
 
 import grpc
 import numpy as np
-import yaml
 
 from federation import answer_check, he, lookup_codec, verdicts
 from federation.answer_check import StreamedAnswer
 from federation.audit_proto import check_receipt, check_still_logged, receipt_from_proto
 from federation.audit_records import Checkpoint, Receipt
 from federation.catalog import Catalog, load_catalog
-from federation.config_files import parse_model
+from federation.config_files import parse_model, parse_yaml
 from federation.dp_plan import DpTerms, component_label, dp_terms, never_negative, suppress_small_groups
 from federation.envelope import Signer, query_id
 from federation.errors import (
@@ -602,10 +601,8 @@ class FederationClient:
                     reply = self._stub.GetCatalog(pb.CatalogRequest(), timeout=self.profile.timeout_s)
                 except grpc.RpcError as err:
                     raise from_rpc_error(err) from None
-                try:
-                    doc = yaml.safe_load(reply.catalog_yaml)
-                except (yaml.YAMLError, RecursionError):
-                    raise ConfigError("the coordinator's catalog is not valid YAML", code="CONFIG_SYNTAX") from None
+                # as a catalog file is read: no key twice, no nesting past a config's, no aliases blown up
+                doc = parse_yaml("<coordinator catalog>", reply.catalog_yaml)
                 self._catalog = parse_model("<coordinator catalog>", doc, Catalog)
         return self._catalog
 

@@ -100,15 +100,92 @@ def decode_text(path: Path | str, data: bytes) -> str:
         raise ConfigError(f"{path}: not UTF-8 text", code="CONFIG_SYNTAX", hint="save the file as UTF-8") from None
 
 
+# the deepest a configuration file nests, and the most values its aliases may expand it to (past what it writes)
+MAX_YAML_DEPTH = 64
+MAX_YAML_VALUES = 1_000_000
+
+
+class YamlTooComplex(yaml.YAMLError):
+    """A document nested too deeply, or whose aliases expand it past its bound (see :class:`BoundedLoader`)."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+    def error(self, path: Path | str, code: str = "CONFIG_TOO_COMPLEX") -> ConfigError:
+        """The ConfigError naming ``path`` and the line."""
+        line = f":{self.problem_mark.line + 1}" if self.problem_mark is not None else ""
+        return ConfigError(
+            f"{path}{line}: {self.problem}",
+            code=code,
+            hint="write the values out: no configuration file nests this deep or repeats an alias this often",
+        )
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that composes no document nested deeper than :data:`MAX_YAML_DEPTH` (PyYAML's composer
+    recurses, and a few thousand ``[`` would end in a RecursionError), no alias inside the value it names (a
+    value holding itself, which every reader walking the document would follow forever) and none whose aliases
+    expand it past ``max_values`` values and past what the file writes (a few lines of aliases of aliases
+    expand to billions of values: every reader walking the document walks them all).
+
+    >>> BoundedLoader("a: &x [1, 2]\\nb: *x\\n").get_single_node().value[1][1].value[0].value
+    '1'
+    >>> BoundedLoader("[" * 100 + "]" * 100).get_single_node()
+    Traceback (most recent call last):
+    federation.config_files.YamlTooComplex: nested deeper than 64 levels
+    """
+
+    def __init__(self, stream: str, *, max_values: int = MAX_YAML_VALUES) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._written = 0  # nodes the file writes (aliases aside)
+        self._max_values = max_values
+        self._sizes: dict[int, int] = {}  # id(node): values it expands to, once composed
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            named = self.anchors.get(event.anchor)
+            if named is not None and id(named) not in self._sizes:
+                raise YamlTooComplex(f"the alias *{event.anchor} is inside the value it names", event.start_mark)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        start = self.peek_event().start_mark
+        if self._depth >= MAX_YAML_DEPTH:
+            raise YamlTooComplex(f"nested deeper than {MAX_YAML_DEPTH} levels", start)
+        self._depth += 1
+        try:
+            node: yaml.Node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        self._written += 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        size = 1 + sum(self._sizes.get(id(child), 1) for child in children)
+        if size > self._max_values and size > self._written:
+            raise YamlTooComplex(
+                f"more than {self._max_values} values once its aliases are expanded (it writes {self._written})",
+                start,
+            )
+        self._sizes[id(node)] = size
+        return node
+
+
 def parse_yaml(path: Path | str, text: str) -> object:
     """Parse YAML ``text`` read from ``path``; a syntax error is a ConfigError naming the file, line and column,
     and a key written twice in one mapping (which YAML would silently take the last of) is ``CONFIG_INVALID``
-    naming both lines: a file that reads one way to its reviewer and another to a party is refused."""
-    loader = yaml.SafeLoader(text)
+    naming both lines: a file that reads one way to its reviewer and another to a party is refused. A document
+    nested too deeply or expanded too far by its aliases is ``CONFIG_TOO_COMPLEX`` (:class:`BoundedLoader`)."""
+    loader = BoundedLoader(text)
     try:
         node = loader.get_single_node()
         duplicates = duplicate_keys(node, str(path)) if node is not None else []
         data = loader.construct_document(node) if node is not None and not duplicates else None
+    except YamlTooComplex as exc:
+        raise exc.error(path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -6,7 +6,9 @@ derive it independently and compare :attr:`Plan.fingerprint`; they never exchang
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -183,3 +185,28 @@ def finish_columns(plan: Plan) -> list[tuple[str, str]]:
 
 def finish_table_ddl(plan: Plan) -> str:
     return "CREATE TEMP TABLE __groups (" + ", ".join(f"{n} {t}" for n, t in finish_columns(plan)) + ")"
+
+
+def canonical_digest(canonical: Mapping[str, Any]) -> str:
+    """The fingerprint of a plan's canonical form (what the planner's sketch and :func:`plan_fingerprint` give)."""
+    blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def plan_fingerprint(plan: Plan, column_types: Mapping[str, str]) -> str:
+    """The fingerprint of ``plan``, worked out again from its fields and its table's column types (as the catalog
+    declares them): the planner's own for any plan it made. A plan kept on disk is checked with it, so the
+    fingerprint the coordinator compares is that of the plan the client finishes with, never one copied along.
+    Fields that binding derives (key and result types, bare key outputs) are not in it."""
+    return canonical_digest(
+        {
+            "table": plan.table,
+            "where": plan.where,
+            "keys": [[k.expr, [str(v) for v in k.values]] for k in plan.keys],
+            "components": [[c.kind, c.arg, c.scale, c.bits] for c in plan.components],
+            "aggregates": [[a.func, a.count, a.sum, a.sumsq, a.scale] for a in plan.aggregates],
+            "finish": plan.finish_sql,
+            "outputs": list(plan.output_names),
+            "columns": dict(column_types),
+        }
+    )

@@ -7,17 +7,28 @@ a digest of all of it (:func:`entry_key`): the SQL, a digest of the catalog's ev
 of the whole ``federation`` package, the versions of sqlglot, DuckDB and Python, and this file's format. A
 catalog, code or library that changed finds no entry, and the question is planned afresh.
 
-An entry never changes an answer:
+An entry damaged, copied or edited is never used:
 
 - it is read only if its HMAC, under a key kept in the cache folder, checks out, and it names the digest it is
   filed under: an entry edited, cut short, copied from another profile's folder or filed under another name is
   ignored, the question planned again and the entry written anew;
 - its fields are read back strictly (each of the type the plan has, each group key value tagged with its type)
   and written out again to the very same record, or it is ignored;
-- the client checks a plan from here as it checks one it derived: the coordinator's fingerprint must equal it.
+- its fingerprint is worked out again from those fields (:func:`federation.plan.plan_fingerprint`) and must be
+  the one it holds; and the client checks a plan from here as it checks one it derived: the coordinator's
+  fingerprint must equal it. So what the coordinator and every region derive binds the table, filter, group
+  keys and their values, components, aggregates and finishing SQL the client decodes and finishes with.
+
+The HMAC key is in the folder it guards, so it tells damage and copies, not a writer: whoever can write the
+folder can read the key and sign an entry. What such an entry can still change is only what binding derives and
+no fingerprint covers (the key and result types a finished answer is cast to), and such a writer sits beside the
+client's secret keys already: the folder is as private as they are.
 
 Only plans are kept: a question the planner refuses is refused afresh every time. The folder is made mode 0700,
-and the key and every entry mode 0600 (:func:`federation.private_files.write_file`). At most ``MAX_ENTRIES``
+and the key and every entry mode 0600 (:func:`federation.private_files.write_file`); a folder found writable by
+others is narrowed to its owner and its key made anew (an entry someone else could have signed is never read), and
+another user's folder is not used. An entry, or the key, that is no regular file (a FIFO, a device) or is past
+16 MiB is passed over unread. At most ``MAX_ENTRIES``
 are kept; the oldest go first. Any entry, or the whole folder, can be deleted at any time.
 """
 
@@ -30,6 +41,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import sys
 from functools import cache
 from importlib import metadata
@@ -37,8 +49,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import federation
-from federation.plan import Aggregate, Component, GroupKey, Plan
-from federation.private_files import PRIVATE, write_file
+from federation.plan import Aggregate, Component, GroupKey, Plan, plan_fingerprint
+from federation.private_files import PRIVATE, read_regular, write_file
 
 if TYPE_CHECKING:
     from federation.catalog import Catalog
@@ -49,6 +61,7 @@ FORMAT = "hpf-plan-cache/1"
 MAX_ENTRIES = 1000
 KEY_FILE = "key"
 KEY_BYTES = 32
+MAX_ENTRY_BYTES = 16 * 1024 * 1024  # far above any plan's record; a file past it is no entry, and is not read
 LIBRARIES = ("sqlglot", "duckdb")  # what the planner runs on: parsing, SQL text, binding and result types
 
 
@@ -68,7 +81,7 @@ class PlanCache:
             key = entry_key(sql, catalog)
         except (OSError, metadata.PackageNotFoundError):  # nothing to file it under: planned every time
             return derive(sql, catalog)
-        kept = self._read(key)
+        kept = self._read(key, catalog)
         if kept is not None:
             return kept
         plan = derive(sql, catalog)
@@ -83,26 +96,49 @@ class PlanCache:
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.plan"
 
-    def _mac_key(self, *, create: bool) -> bytes | None:
-        """This folder's HMAC key (made with ``create`` when it is missing or not one)."""
-        path = self.directory / KEY_FILE
+    def _own_folder(self) -> bool:
+        """Whether the folder is this user's alone, so that no one else can have put its key or an entry there.
+        A folder of this user's that others may write is narrowed to its owner and its key removed (every entry signed
+        under it, or under a key someone else put there, then checks out no more); one of another user's is not
+        used at all."""
         try:
-            key = path.read_bytes()
+            st = os.stat(self.directory)
+        except OSError:
+            return False
+        if hasattr(os, "getuid") and st.st_uid != os.getuid():
+            return False
+        if stat.S_IMODE(st.st_mode) & 0o022:  # others may add, replace or remove files in it
+            os.chmod(self.directory, stat.S_IMODE(st.st_mode) & 0o700)
+            (self.directory / KEY_FILE).unlink(missing_ok=True)
+        return True
+
+    def _mac_key(self, *, create: bool) -> bytes | None:
+        """This folder's HMAC key (made with ``create`` when it is missing or not one); None, and nothing made,
+        in a folder that is not this user's alone (:meth:`_own_folder`)."""
+        path = self.directory / KEY_FILE
+        if create:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            if not self._own_folder():
+                return None
+        except OSError:
+            return None
+        try:
+            key = read_regular(path, KEY_BYTES)
         except OSError:
             key = b""
         if len(key) == KEY_BYTES:
             return key
         if not create:
             return None
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = secrets.token_bytes(KEY_BYTES)
         write_file(path, key, PRIVATE)
         return key
 
-    def _read(self, key: str) -> Plan | None:
+    def _read(self, key: str, catalog: Catalog) -> Plan | None:
         mac_key = self._mac_key(create=False)
-        try:
-            data = self._path(key).read_bytes()
+        try:  # a FIFO, a device or a huge file in its place is passed over, never waited on or read whole
+            data = read_regular(self._path(key), MAX_ENTRY_BYTES)
         except OSError:
             return None
         if mac_key is None:
@@ -117,6 +153,9 @@ class PlanCache:
             plan = plan_from_record(record["plan"])
             if plan_record(plan) != record["plan"]:  # read back as written, or not at all
                 return None
+            types = {name: column.type for name, column in catalog.tables[plan.table].columns.items()}
+            if plan_fingerprint(plan, types) != plan.fingerprint:  # the fingerprint the coordinator checks is its own
+                return None
         except (ValueError, KeyError, TypeError, IndexError, RecursionError):
             return None
         return plan
@@ -129,7 +168,8 @@ class PlanCache:
             ensure_ascii=False,
         ).encode()
         mac_key = self._mac_key(create=True)
-        assert mac_key is not None
+        if mac_key is None:  # another user's folder: nothing kept there
+            return
         write_file(self._path(key), _mac(mac_key, payload).encode() + b"\n" + payload, PRIVATE)
         self._prune()
 

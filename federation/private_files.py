@@ -7,6 +7,7 @@ here, so the file is never readable by others, not even for the moment between i
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -54,6 +55,20 @@ def create_file(path: Path, data: bytes, mode: int) -> bool:
         Path(tmp).unlink(missing_ok=True)
     _sync_dir(path.parent)
     return True
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes, else OSError: a FIFO is never
+    waited on (opened without blocking, refused before any read), a device never read, a file past ``limit``
+    never read whole."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+    return data
 
 
 def _sync_dir(directory: Path) -> None:

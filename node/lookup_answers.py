@@ -18,6 +18,7 @@ from federation.pki import Identity
 from federation.sealing import subject_tags
 from node.answering import AnsweringNode
 from node.executor import PartialResult
+from node.lookup_index import unclassified_columns
 from node.privacy import signed_terms
 from node.trail import Trail
 from policies.engine import Asker, check_lookup
@@ -83,6 +84,7 @@ class LookupAnswering(AnsweringNode):
             party=self.node_id,
             asked=regions,
             everyone=everyone,
+            unclassified=unclassified_columns(self.catalog),
         )
         return verified, ids, cells, regions.index(self.node_id) if spec.breakdown else 0
 
@@ -116,6 +118,7 @@ class LookupAnswering(AnsweringNode):
                         party=self.node_id,
                         asked=run.participants,
                         everyone={n.id for n in self.catalog.nodes},
+                        unclassified=unclassified_columns(self.catalog),
                     )
                 except FederationError as err:
                     left_out = ", ".join(sorted(asked - set(run.participants)))

@@ -93,6 +93,18 @@ def check_catalog(catalog: Catalog) -> str | None:
     return None
 
 
+def unclassified_columns(catalog: Catalog) -> list[str]:
+    """The columns every lookup reads (:data:`NEEDS`) that the catalog gives no class, as ``table.column``: no
+    policy allows a lookup while one is (``POLICY_COLUMN_UNCLASSIFIED``)."""
+    return [
+        f"{table}.{column}"
+        for table, columns in NEEDS.items()
+        if table in catalog.tables
+        for column in columns
+        if column in catalog.tables[table].columns and catalog.tables[table].columns[column].column_class is None
+    ]
+
+
 class LookupIndex:
     """Person id -> this region's facts about them (:data:`FACT_COLUMNS`), rebuilt when the data changes."""
 

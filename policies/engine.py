@@ -20,13 +20,15 @@ The checks, in order, each with its code:
 ``POLICY_COLUMN_DENIED``        a column is used where its uses do not allow
 ``POLICY_AGGREGATE_PRODUCT``    with k > 1, an aggregate's argument multiplies two row values and a factor is
                                 no plain value of measured quantities (:mod:`policies.products`): a condition,
-                                a 0/1 or undeclared column, a category, a column times itself
+                                a 0/1 or undeclared column, a category, a column times itself; or a
+                                variance's argument whose square multiplies such columns
 ``POLICY_AGGREGATE_SHAPE``      with k > 1, an aggregate's argument computes a condition as a value otherwise
                                 (``SUM(CASE WHEN c THEN 1 ELSE 0 END)``), which would count rows k never sees
 ==============================  =========================================================================
 
 :func:`check_lookup` judges a person lookup (identifiers sealed to this node) by the role's ``lookups``:
-``POLICY_ROLE_DENIED``, ``POLICY_LOOKUP_DENIED`` (the role has no ``lookups``), the purpose codes above,
+``POLICY_ROLE_DENIED``, ``POLICY_LOOKUP_DENIED`` (the role has no ``lookups``), ``POLICY_COLUMN_UNCLASSIFIED``
+(a column every lookup reads has no class in the catalog), the purpose codes above,
 ``POLICY_CONSENT_REQUIRED``, ``POLICY_LOOKUP_TOO_MANY`` (more identifiers than ``max_subjects``) and
 ``POLICY_BREAKDOWN_DENIED`` (a per-city answer for a purpose not under ``breakdown``).
 
@@ -37,7 +39,7 @@ How columns are used is worked out by :mod:`policies.uses`; :class:`policies.rat
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from federation.catalog import Catalog, ColumnClass
@@ -258,7 +260,8 @@ def check_query(
                 message = f"column {column} ({cls.value}) may not be used {USE_PHRASES[use]}"
                 factor = analysis.factors.get(column) if use == "filter" else None
                 if factor is not None:  # a product that weighs by a condition filters on its factors
-                    message += f": it is a factor of a product that {factor.what()}, which counts as a filter"
+                    square = " (the square a variance sums)" if factor.squared else ""
+                    message += f": it is a factor of a product{square} that {factor.what()}, which counts as a filter"
                     hint += f"; {factor.hint()}"
                 elif use == "filter" and column in analysis.computed:
                     hint += f" ({COMPUTED_NOTE})"
@@ -285,12 +288,15 @@ def check_query(
     if k > 1:
         for aggregate in plan.aggregates:
             product = analysis.products.get(aggregate.count)
+            if product is None and aggregate.sumsq is not None:  # a variance sums its argument's square too
+                product = analysis.products.get(aggregate.sumsq)
             if product is not None:
+                func = aggregate.func.upper()
                 raise refuse(
                     "POLICY_AGGREGATE_PRODUCT",
-                    f"the argument of {aggregate.func.upper()} is a product that {product.what()}: {product.why(k)}",
+                    f"{product.subject(func)} a product that {product.what()}: {product.why(k)}",
                     k_rule,
-                    product.hint(),
+                    product.hint(func),
                 )
             if aggregate.count in analysis.uncountable:
                 raise refuse(
@@ -320,6 +326,7 @@ def check_lookup(
     party: str,
     asked: Collection[str] | None = None,
     everyone: Collection[str] | None = None,
+    unclassified: Sequence[str] = (),
 ) -> Decision:
     """Allow a person lookup of ``subjects`` identifiers (a Decision) or raise PolicyViolation with its rule.
 
@@ -340,6 +347,16 @@ def check_lookup(
             f"role {role_name} may not look people up at this node",
             base,
             f"roles that may look people up here: {allowed}",
+        )
+    if unclassified:  # what every lookup reads: no policy allows a column without a class, its lookups neither
+        table, _, column = unclassified[0].partition(".")
+        raise refuse(
+            "POLICY_COLUMN_UNCLASSIFIED",
+            f"a person lookup reads column {column} of {table}, which has no class in this node's catalog, so no "
+            "policy allows it",
+            "classes",
+            f"an operator must classify it first: set class: (one of {', '.join(c.value for c in ColumnClass)}) "
+            f"for tables.{table}.columns.{column} in the catalog every party holds",
         )
     purposes = " | ".join(lookups.purposes)
     if not purpose:

@@ -5,7 +5,10 @@ message, each ``FILE:LINE: field.path: what is wrong``. A problem in a value tha
 names that file and its line. Every problem is reported at once: keys written twice, every value the format
 refuses, every undeclared purpose and, against a catalog, every table and column it lacks. Only what leaves
 nothing to check stops at the first: a file that cannot be read (``CONFIG_NOT_FOUND``, ``CONFIG_UNREADABLE``),
-YAML that does not parse (``CONFIG_SYNTAX``), an empty file, and an ``extends`` that cannot be followed.
+YAML that does not parse (``CONFIG_SYNTAX``) or nests too deeply or expands too far by its aliases
+(``CONFIG_TOO_COMPLEX``), an empty file, and an ``extends`` that cannot be followed. A file is read as every
+configuration file is (:func:`federation.config_files.read_bytes`): a FIFO, a device or a file past 16 MiB is
+refused unread.
 
 ``extends`` names a file relative to the extending one, or a packaged policy from any folder: ``hpf:base`` (the
 table-agnostic base, ``policies/base.yaml``) or ``hpf:default`` (the demo federation's, ``policies/default.yaml``).
@@ -18,6 +21,7 @@ merged along ``extends`` with the values, and looked up for each pydantic error 
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +31,7 @@ import yaml
 from pydantic import ValidationError
 
 from federation.catalog import Catalog
-from federation.config_files import duplicate_keys, field_path
+from federation.config_files import BoundedLoader, YamlTooComplex, duplicate_keys, field_path, read_bytes
 from federation.errors import ConfigError
 from policies import DEFAULT_POLICY, PACKAGED_POLICIES, PACKAGED_PREFIX
 from policies.model import WILDCARD, Loc, Policy, reference_problems, written_at
@@ -36,6 +40,7 @@ __all__ = ["DEFAULT_POLICY", "PolicyCheck", "check_against_catalog", "check_poli
 
 INVALID = "POLICY_FILE_INVALID"
 MAX_EXTENDS_DEPTH = 8
+MAX_POLICY_VALUES = 100_000  # what a policy file's aliases may expand it to: each value is kept with its line
 _HINT = "see the comments in policies/base.yaml for the format"
 _DUPLICATE_HINT = "write each key once"
 _PURPOSE_HINT = "declare the purpose under purposes, or fix its name"
@@ -206,7 +211,16 @@ def _resolve(path: Path, chain: tuple[Path, ...], duplicates: list[str]) -> _Ent
             raise ConfigError(f"{at}: {err.message}", code=INVALID, hint=err.hint) from None
     else:
         base_path = path.parent / ext.value
-    resolved = base_path.resolve()
+    try:
+        resolved = base_path.resolve()
+        found = base_path.is_file()
+    except (OSError, ValueError) as exc:  # a name with a NUL, or longer than a path may be
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a file name"
+        raise ConfigError(
+            f"{at}: {ext.value[:80]!r}: {reason}",
+            code=INVALID,
+            hint=f"extends is relative to this file, or a packaged policy: {_PACKAGED}",
+        ) from None
     if resolved in chain:
         loop = " -> ".join(p.name for p in (*chain, resolved))
         raise ConfigError(
@@ -216,9 +230,10 @@ def _resolve(path: Path, chain: tuple[Path, ...], duplicates: list[str]) -> _Ent
         )
     if len(chain) > MAX_EXTENDS_DEPTH:
         raise ConfigError(f"{at}: more than {MAX_EXTENDS_DEPTH} files deep", code=INVALID)
-    if not base_path.is_file():
+    if not found:
+        what = "not a regular file" if os.path.lexists(base_path) else "file not found"
         raise ConfigError(
-            f"{at}: {base_path}: file not found",
+            f"{at}: {base_path}: {what}",
             code=INVALID,
             hint=f"extends is relative to this file, or a packaged policy: {_PACKAGED}",
         )
@@ -242,14 +257,12 @@ def _merge(base: _Entry, over: _Entry) -> _Entry:
 
 def _compose(path: Path) -> tuple[_Entry, list[str]]:
     """The document with every value's line, and the keys written twice in it."""
+    data = read_bytes(path)  # never waits on a FIFO, never reads a device or more than a config file holds
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found", code="CONFIG_NOT_FOUND") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"{path}: cannot read ({reason})", code="CONFIG_UNREADABLE") from None
-    loader = yaml.SafeLoader(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cannot read (not UTF-8 text)", code="CONFIG_UNREADABLE") from None
+    loader = BoundedLoader(text, max_values=MAX_POLICY_VALUES)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -257,6 +270,8 @@ def _compose(path: Path) -> tuple[_Entry, list[str]]:
         duplicates = duplicate_keys(node, str(path))
         loader.construct_document(node)  # checks every value constructs, and flattens '<<' merge keys
         entry = _entry(loader, node, str(path), 1)
+    except YamlTooComplex as exc:
+        raise exc.error(path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1

@@ -19,9 +19,18 @@ A product of two row values is a value only when (an allow-list):
   ``domain`` (a category is grouped or filtered on, where k applies);
 - no column stands in both factors.
 
+A variance (VAR_POP, VAR_SAMP, STDDEV_POP, STDDEV_SAMP) sums its argument's square as well, and the square of
+``x + flag`` holds ``2 * x * flag``: beside ``VAR_POP(x)`` and ``SUM(flag)`` it is the flagged rows' sum. So
+under a minimum group size the square is judged as the product of the argument with itself
+(:func:`square_problem`): an argument of one column is the variance the rule grants (its square multiplies
+nothing else), and one of several columns must be a sum of plain values of measured quantities, since its
+square multiplies every two of them (a product inside it would multiply each of its columns by itself).
+
 Overflow is not this rule's concern: the planner proves every product total before any policy sees it
 (``PLAN_MAY_OVERFLOW`` otherwise). What it cannot see: the catalog's bounds are declarations, enforced only under
-differential privacy, so a column of 0 and 1 declared with wider bounds would pass; and a product of measured
+differential privacy, and count the values they hold, not those the data holds, so a column of two values
+whose bounds hold more would pass (0 and 1 declared wider, 0.00 and 1.00 in DECIMAL(3,2) bounds [0, 1], -1 and 1
+in their own bounds [-1, 1]; ``hpf init`` suggests no bounds for such a column); and a product of measured
 quantities still weighs rows by their values, which exact answers accept as they accept differencing two
 answers (see docs/privacy.md); differential privacy removes both.
 
@@ -107,6 +116,11 @@ class ProductProblem:
     reason: str  # computes | itself | category | unbounded | two-valued
     column: str
     construct: str = ""  # for "computes": what the factor computes (a comparison, a CASE, SIGN, ...)
+    squared: bool = False  # the product is the square a variance sums of its argument (square_problem)
+
+    def subject(self, func: str) -> str:
+        """What the product is, for the aggregate ``func`` (upper case) whose argument it is about."""
+        return f"the square of {func}'s argument is" if self.squared else f"the argument of {func} is"
 
     def what(self) -> str:
         """What the product does, after "a product that" (names columns and constructs only)."""
@@ -132,10 +146,16 @@ class ProductProblem:
             "two-valued": f"a factor of two values is a condition, and the product a filtered sum over rows {unseen}",
         }[self.reason]
 
-    def hint(self) -> str:
-        """How to ask instead."""
+    def hint(self, func: str = "") -> str:
+        """How to ask instead (``func``: the aggregate, named where the product is its argument's square)."""
         c = self.column
-        return {
+        squared = (
+            f"{func or 'a variance'} sums its argument's square, which multiplies every two of its columns: ask the "
+            "variance of one column, or of a sum of measured quantities; "
+            if self.squared
+            else ""
+        )
+        how = {
             "computes": "multiply plain values only (columns and numbers with + - * and casts to a wide number) and "
             f"put the condition on {c} in a filter: SUM(a * b) FILTER (WHERE condition)",
             "itself": f"ask VAR_POP({c}) or STDDEV_POP({c}) for its square; a column may stand in one factor of a "
@@ -147,16 +167,17 @@ class ProductProblem:
             "two-valued": f"filter on it instead, SUM(x) FILTER (WHERE {c} = ...), so the minimum group size applies "
             "to the rows it covers",
         }[self.reason]
+        return squared + how
 
 
 def _depends_on_rows(node: exp.Expr) -> bool:
     return next(node.find_all(exp.Column), None) is not None
 
 
-def product_problem(node: exp.Expr, facts: Facts | None) -> ProductProblem | None:
+def product_problem(node: exp.Expr, facts: Facts | None, *, itself: bool = True) -> ProductProblem | None:
     """Why ``node``, a product of two row values, is not a value k can count (see the module); None when it is
     one, or is no such product (a constant factor, or not a product at all). Fail closed: with no ``facts`` no
-    column counts as a measured quantity."""
+    column counts as a measured quantity. ``itself=False`` lets a column stand in both factors (a square's)."""
     if not isinstance(node, exp.Mul) or not all(_depends_on_rows(f) for f in (node.this, node.expression)):
         return None
     for factor in (node.this, node.expression):
@@ -164,7 +185,7 @@ def product_problem(node: exp.Expr, facts: Facts | None) -> ProductProblem | Non
         if offender is not None:
             column = next(offender.find_all(exp.Column), None) or next(factor.find_all(exp.Column))
             return ProductProblem("computes", column.name, _construct(offender, facts))
-    left = {c.name for c in node.this.find_all(exp.Column)}
+    left = {c.name for c in node.this.find_all(exp.Column)} if itself else set()
     for col in node.expression.find_all(exp.Column):
         if col.name in left:
             return ProductProblem("itself", col.name)
@@ -178,6 +199,53 @@ def product_problem(node: exp.Expr, facts: Facts | None) -> ProductProblem | Non
         if values <= 2:
             return ProductProblem("two-valued", name)
     return None
+
+
+def square_problem(node: exp.Expr, facts: Facts | None) -> ProductProblem | None:
+    """Why the square of ``node``, a variance's k-countable argument, is no value k can count (see the module);
+    None when it is one: an argument of one column, or a sum of plain values of measured quantities.
+
+    A CASE or IF without ELSE (a FILTER clause, as the planner writes it) makes the whole argument NULL on the
+    rows it leaves out, so the square is judged on its value.
+
+    >>> import sqlglot
+    >>> facts = {"price": ColumnFacts("DECIMAL(8,2)", (0, 100000)), "tax": ColumnFacts("DECIMAL(3,2)", (0, 0.1)),
+    ...          "late": ColumnFacts("TINYINT", (0, 1))}
+    >>> def judge(sql):
+    ...     problem = square_problem(sqlglot.parse_one(sql, read="duckdb"), facts)
+    ...     return problem.what() if problem else "a value"
+    >>> judge("price * 2 - 1"), judge("price + tax"), judge("CASE WHEN late = 1 THEN price - tax END")
+    ('a value', 'a value', 'a value')
+    >>> judge("price + late"), judge("price * tax")
+    ('multiplies by column late, whose declared bounds allow only two values', 'multiplies column price by itself')
+    """
+    value = _covered_value(node)
+    if len({c.name for c in value.find_all(exp.Column)}) <= 1:
+        return None
+    for product in value.find_all(exp.Mul):
+        if all(_depends_on_rows(f) for f in (product.this, product.expression)):
+            column = next(product.find_all(exp.Column))
+            return ProductProblem("itself", column.name, squared=True)
+    problem = product_problem(exp.Mul(this=value, expression=value.copy()), facts, itself=False)
+    if problem is None:
+        return None
+    return ProductProblem(problem.reason, problem.column, problem.construct, squared=True)
+
+
+def _covered_value(node: exp.Expr) -> exp.Expr:
+    """``node`` on the rows it covers: each CASE or IF without ELSE replaced by its (first) value. Fail closed: one
+    with no value stays, and is then no plain value."""
+    value = node.copy()
+    while (choice := next(value.find_all(exp.Case, exp.If), None)) is not None:
+        branch = next(iter(choice.args.get("ifs") or []), None) if isinstance(choice, exp.Case) else choice
+        then = branch.args.get("true") if isinstance(branch, exp.If) else None
+        if then is None:
+            break
+        if choice is value:
+            value = then.copy()
+        else:
+            choice.replace(then.copy())
+    return value
 
 
 def _not_plain(node: exp.Expr, facts: Facts | None) -> exp.Expr | None:

@@ -26,7 +26,7 @@ from sqlglot import exp
 from federation.catalog import Column
 from federation.lru import Lru
 from federation.plan import Plan
-from policies.products import ColumnFacts, Facts, ProductProblem, numeric_cast, product_problem
+from policies.products import ColumnFacts, Facts, ProductProblem, numeric_cast, product_problem, square_problem
 
 
 @lru_cache(maxsize=1024)
@@ -220,6 +220,14 @@ def _column_uses(plan: Plan, facts: Facts | None) -> PlanUses:
             continue
         root = parse_snippet(component.arg)
         failure = _count_failure(root, facts)
+        if failure is None and component.kind == "sumsq":  # a variance's square multiplies its columns together
+            failure = square_problem(root, facts)
+            if failure is not None:
+                for col in root.find_all(exp.Column):
+                    if not _occurrence(col, root, date_parts=False, facts=facts)[0]:
+                        uses[col.name].add("filter")
+                        computed.add(col.name)
+                        factors.setdefault(col.name, failure)
         if failure is not None:
             uncountable.add(index)
             if isinstance(failure, ProductProblem):

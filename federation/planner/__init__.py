@@ -13,8 +13,6 @@ Every party runs the same stages on the same catalog and gets the same plan (and
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -24,7 +22,17 @@ from sqlglot import exp
 
 from federation.catalog import Catalog, Table
 from federation.errors import PlanError
-from federation.plan import WITHHELD, Aggregate, Component, GroupKey, Plan, SlotLayout, finish_columns, layout_of
+from federation.plan import (
+    WITHHELD,
+    Aggregate,
+    Component,
+    GroupKey,
+    Plan,
+    SlotLayout,
+    canonical_digest,
+    finish_columns,
+    layout_of,
+)
 from federation.planner.binder import AGGREGATE_NAMES, CatalogKey, SchemaBinder, binder_for, exact_scale
 from federation.planner.domains import coerce_to_type, key_domain
 from federation.planner.engine_tree import check_engine_sql
@@ -166,8 +174,7 @@ def _derive_sketch(sql: str, catalog: Catalog) -> Sketch:
             hint="group by fewer or smaller domains",
         )
     _check_engine_trees(sketch, table)
-    blob = json.dumps(sketch.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    sketch.fingerprint = hashlib.sha256(blob.encode()).hexdigest()
+    sketch.fingerprint = canonical_digest(sketch.canonical())  # federation.plan.plan_fingerprint works it out again
     return sketch
 
 

@@ -1376,3 +1376,32 @@ def test_a_lookup_keeps_its_receipts_only_once_every_check_passed(
         answer = bank.lookup([pid], **REVIEW)
         assert answer.receipts_verified == len(NODES) and all(r.proves_entry() for r in answer.receipts)
         assert bank.kept_receipts()[before:] == answer.receipts
+
+
+@pytest.fixture(scope="module")
+def unclassified(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federation]:
+    """Two regions whose catalog leaves a column every lookup reads without a class."""
+    root = tmp_path_factory.mktemp("lookup-unclassified")
+    for node in SMALL_NODES:
+        generate_node(root / "data", node, 500, SEED)
+    policy = root / "policy.yaml"
+    policy.write_text(SMALL_POLICY.format(base=DEFAULT_POLICY))
+    tables = hpf_tables()
+    tables["accounts"]["columns"]["balance_fen"].pop("class")
+    with harness.federation(
+        root, tables, {n: {} for n in SMALL_NODES}, write_data=False, policy=policy, people=SMALL_PEOPLE
+    ) as f:
+        yield f
+
+
+def test_a_lookup_that_reads_an_unclassified_column_is_refused_by_every_region(
+    unclassified: harness.Federation, keys: he.ClientKeys
+) -> None:
+    ids = people_where(unclassified, "SELECT person_id FROM accounts")[:1]
+    with unclassified.client(keys=keys) as client:
+        err = refusal(lambda: client.lookup(ids, **REVIEW), *ids)
+    assert err.code == "POLICY_COLUMN_UNCLASSIFIED", err.message
+    assert "balance_fen of accounts" in err.message
+    for node in SMALL_NODES:
+        entry = last_entry(unclassified, node)
+        assert (entry["operation"], entry["decision"], entry["code"]) == ("lookup", "refused", err.code)

@@ -226,3 +226,79 @@ def test_a_node_id_is_one_dns_label_as_its_server_name_needs(tmp_path: Path, nod
     """The catalog refuses a node id the PKI could not name the node's server by (<id>.node.<federation>)."""
     err = _catalog_error(tmp_path, nodes=[{"id": node_id, "address": "127.0.0.1:50051"}])
     assert err.code == "CONFIG_INVALID" and "nodes[0].id" in err.message
+
+
+def _nested(levels: int) -> str:
+    return "federation: f\nnodes: [{id: a, address: 'h:1'}]\ntables: " + "[" * levels + "]" * levels + "\n"
+
+
+def _alias_bomb() -> str:
+    lines = ["federation: f", "nodes: [{id: a, address: 'h:1'}]", "v0: &v0 [a, b, c, d, e, f, g, h, i, j]"]
+    lines += [f"v{i}: &v{i} [" + ", ".join([f"*v{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    return "\n".join([*lines, "tables: {t: {columns: {c: {type: VARCHAR, domain: {values: *v8}}}}}"]) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (_nested(3000), "nested deeper than 64 levels"),  # PyYAML's composer recurses: a RecursionError otherwise
+        ("federation: f\nnodes: &n [*n]\ntables: {}\n", "the alias *n is inside the value it names"),
+        (_alias_bomb(), "values once its aliases are expanded"),  # 10^9 domain values from ten lines
+    ],
+    ids=["nested", "alias-in-itself", "alias-bomb"],
+)
+def test_a_config_nested_too_deep_or_blown_up_by_aliases_is_refused(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "federation.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_catalog(path)
+    assert info.value.code == "CONFIG_TOO_COMPLEX" and str(path) in info.value.message and says in info.value.message
+
+
+def test_a_config_as_deep_and_aliased_as_real_ones_loads(tmp_path: Path) -> None:
+    path = tmp_path / "federation.yaml"
+    path.write_text(
+        "federation: f\nnodes: [{id: a, address: 'h:1'}]\ncolumn: &c {type: BIGINT, class: public}\n"
+        "tables:\n  t: {columns: {a: *c, b: *c}}\n  u: {columns: {a: *c}}\n"
+    )
+    with pytest.raises(ConfigError) as info:  # an unknown top-level key, but it parsed: aliases are not refused
+        load_catalog(path)
+    assert info.value.code == "CONFIG_INVALID" and "column" in info.value.message
+
+
+def test_a_catalog_a_coordinator_sends_is_read_as_a_catalog_file_is() -> None:
+    """A lying coordinator's catalog (the client reads it when its profile pins none) gets the file's bounds: nested
+    too deep, an alias in itself or blown up by aliases, it is a clear error at once, never a hang or a traceback."""
+    import threading
+    import types
+
+    from federation.client import FederationClient
+
+    def catalog_of(text: str) -> BaseException | str:
+        client = object.__new__(FederationClient)
+        client.profile = types.SimpleNamespace(catalog=None, timeout_s=1.0)  # type: ignore[assignment]
+        client._catalog = None
+        client._stub = types.SimpleNamespace(  # type: ignore[assignment]
+            GetCatalog=lambda request, timeout: types.SimpleNamespace(catalog_yaml=text)
+        )
+        got: list[BaseException | str] = []
+
+        def read() -> None:
+            try:
+                got.append(str(client.catalog.federation))
+            except BaseException as err:  # noqa: BLE001 - whatever it raises is what this looks at
+                got.append(err)
+
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+        thread.join(10.0)
+        return got[0] if got else "blocked"
+
+    good = "federation: f\nnodes: [{id: a, address: 'h:1'}]\ntables: {t: {columns: {c: {type: BIGINT}}}}\n"
+    assert catalog_of(good) == "f"
+    for text in (_nested(3000), _alias_bomb(), "federation: f\nnodes: &n [*n]\ntables: {}\n"):
+        got = catalog_of(text)
+        assert isinstance(got, ConfigError) and got.code == "CONFIG_TOO_COMPLEX", repr(got)
+        assert got.message.startswith("<coordinator catalog>:")
+    got = catalog_of("federation: f\nfederation: g\nnodes: []\ntables: {}\n")
+    assert isinstance(got, ConfigError) and got.code == "CONFIG_INVALID" and "written twice" in got.message

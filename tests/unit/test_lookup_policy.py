@@ -210,3 +210,34 @@ def test_leaving_regions_out_is_a_per_city_answer_unless_the_role_may_leave_its_
     assert (two.code, two.rule) == ("POLICY_BREAKDOWN_DENIED", f"{PARTY}: roles.caseworker.lookups.exclude_home")
     # a purpose with a per-city answer allows any regions
     assert lookup(default, "caseworker", purpose="account-transfer", asked=("shanghai",), everyone=EVERYONE)
+
+
+# -------------------------------------------------------------------------- unclassified columns
+
+
+def test_a_lookup_that_reads_an_unclassified_column_is_refused_whatever_the_role_may(default: Policy) -> None:
+    """A lookup reads fixed columns of the federation's own tables; where the catalog leaves one without a class,
+    no policy allows it, its ``lookups`` section no more than a query's column entries."""
+    err = refusal(default, "caseworker", unclassified=["accounts.balance_fen", "loans.status"])
+    assert err.code == "POLICY_COLUMN_UNCLASSIFIED"
+    assert err.message == (
+        "a person lookup reads column balance_fen of accounts, which has no class in this node's catalog, so no "
+        "policy allows it"
+    )
+    assert err.rule == f"{PARTY}: classes"
+    assert err.hint and "tables.accounts.columns.balance_fen" in err.hint
+    # a role that may not look anybody up is told that first
+    assert refusal(default, "analyst", unclassified=["accounts.balance_fen"]).code == "POLICY_LOOKUP_DENIED"
+
+
+def test_the_columns_a_lookup_reads_are_named_where_the_catalog_leaves_them_unclassified() -> None:
+    from federation.catalog import Catalog
+    from federation.hpf_schema import demo_catalog
+    from node.lookup_index import unclassified_columns
+
+    doc = demo_catalog({"shanghai": "127.0.0.1:1"})
+    assert unclassified_columns(Catalog.model_validate(doc)) == []
+    doc["tables"]["loans"]["columns"]["status"].pop("class")
+    doc["tables"]["accounts"]["columns"]["status"]["class"] = None
+    doc["tables"]["deposits"]["columns"]["city_code"].pop("class")  # a column no lookup reads
+    assert unclassified_columns(Catalog.model_validate(doc)) == ["accounts.status", "loans.status"]

@@ -108,6 +108,28 @@ def test_the_folder_and_its_files_are_private(tmp_path: Path, catalog: Catalog) 
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
+def test_a_folder_others_can_write_is_narrowed_and_nothing_it_held_is_trusted(tmp_path: Path, catalog: Catalog) -> None:
+    """The HMAC's key is in the folder: where others may write the folder (made so by hand, or by another tool),
+    they may put a key of their own there, and sign entries with it. So such a folder's entries are never read;
+    it is narrowed to 0700 and its key made anew."""
+    folder = tmp_path / "plans"
+    cache = PlanCache(folder)
+    fresh = cache.plan(GROUPED, catalog)
+    (entry,) = entries(folder)
+    os.chmod(folder, 0o777)
+    # another user's work: a key of their own, and the entry signed anew under it with a field no fingerprint covers
+    (folder / "key").unlink()
+    (folder / "key").write_bytes(b"k" * 32)
+    record = json.loads(entry.read_bytes().partition(b"\n")[2])
+    record["plan"]["aggregates"][0][5] = "DECIMAL(38,2)"  # the answer cast to another type than the planner's
+    payload = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    entry.write_bytes(plan_cache._mac(b"k" * 32, payload).encode() + b"\n" + payload)
+    assert cache._read(entry_key(GROUPED, catalog), catalog) is None
+    assert same(cache.plan(GROUPED, catalog), fresh)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and (folder / "key").read_bytes() != b"k" * 32
+    assert same(cache._read(entry_key(GROUPED, catalog), catalog), fresh)  # kept anew, under its own key
+
+
 def _tamper(path: Path, old: bytes, new: bytes) -> None:
     data = path.read_bytes()
     assert old in data
@@ -141,9 +163,60 @@ def test_an_unsound_entry_is_ignored_planned_again_and_rewritten(tmp_path: Path,
         (tmp_path / "key").unlink()
     else:
         (tmp_path / "key").write_bytes(b"short")
-    assert cache._read(entry_key(GROUPED, catalog)) is None
+    assert cache._read(entry_key(GROUPED, catalog), catalog) is None
     assert same(cache.plan(GROUPED, catalog), fresh)
-    assert cache._read(entry_key(GROUPED, catalog)) is not None  # written anew
+    assert cache._read(entry_key(GROUPED, catalog), catalog) is not None  # written anew
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "finish",  # ORDER BY turned round: another answer shown, under the fingerprint the coordinator checks
+        "outputs",  # the answer's columns named the other way round
+        "components",  # a component read as another
+        "keys",  # a group's label moved to another cell
+        "where",
+    ],
+)
+def test_an_entry_signed_anew_with_the_folders_key_must_still_be_the_plan_its_fingerprint_names(
+    tmp_path: Path, catalog: Catalog, edit: str
+) -> None:
+    """Whoever can write the folder can read its key and sign an entry of their own. The client compares the
+    coordinator's fingerprint with its plan's: that check binds a kept plan only if the fingerprint is the plan's
+    own, worked out again from the fields it was read with, never one copied from the entry."""
+    cache = PlanCache(tmp_path)
+    fresh = cache.plan(GROUPED, catalog)
+    (entry,) = entries(tmp_path)
+    record = json.loads(entry.read_bytes().partition(b"\n")[2])
+    plan = record["plan"]
+    if edit == "finish":
+        plan["finish_sql"] = plan["finish_sql"].replace("DESC", "ASC")
+    elif edit == "outputs":
+        plan["output_names"] = list(reversed(plan["output_names"]))
+    elif edit == "components":
+        plan["components"][2][0] = "count"
+    elif edit == "keys":
+        plan["keys"][0]["values"] = list(reversed(plan["keys"][0]["values"]))
+    else:
+        plan["where"] = "amount_fen > 0"
+    assert plan != plan_record(fresh) and plan["fingerprint"] == fresh.fingerprint
+    payload = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    mac = plan_cache._mac((tmp_path / "key").read_bytes(), payload).encode()
+    entry.write_bytes(mac + b"\n" + payload)
+    assert cache._read(entry_key(GROUPED, catalog), catalog) is None
+    assert same(cache.plan(GROUPED, catalog), fresh)
+
+
+def test_every_plan_s_fingerprint_is_worked_out_again_from_its_fields(catalog: Catalog) -> None:
+    from federation.plan import plan_fingerprint
+
+    for sql in golden_sql():
+        try:
+            fresh = plan_query(sql, catalog)
+        except PlanError:
+            continue
+        types = {name: column.type for name, column in catalog.tables[fresh.table].columns.items()}
+        assert plan_fingerprint(fresh, types) == fresh.fingerprint, sql
 
 
 def test_an_entry_of_another_folder_or_filed_under_another_name_is_ignored(tmp_path: Path, catalog: Catalog) -> None:
@@ -153,11 +226,11 @@ def test_an_entry_of_another_folder_or_filed_under_another_name_is_ignored(tmp_p
     (their_entry,) = entries(tmp_path / "theirs")
     # another profile's entry, copied in: its HMAC is under another key
     (tmp_path / "mine" / their_entry.name).write_bytes(their_entry.read_bytes())
-    assert mine._read(entry_key(GROUPED, catalog)) is None
+    assert mine._read(entry_key(GROUPED, catalog), catalog) is None
     # my own entry for one question, filed under another's name: it names the digest it was written for
     (my_entry,) = [p for p in entries(tmp_path / "mine") if p.name != their_entry.name]
     (tmp_path / "mine" / their_entry.name).write_bytes(my_entry.read_bytes())
-    assert mine._read(entry_key(GROUPED, catalog)) is None
+    assert mine._read(entry_key(GROUPED, catalog), catalog) is None
     assert same(mine.plan(GROUPED, catalog), plan_query(GROUPED, catalog))
 
 
@@ -212,6 +285,37 @@ def test_the_oldest_entries_go_past_the_limit(
         path = tmp_path / f"{entry_key(sql, catalog)}.plan"
         os.utime(path, ns=(n * 10**9, n * 10**9))  # written in this order, whatever the file system's clock says
     assert {p.stem for p in entries(tmp_path)} == {entry_key(sql, catalog) for sql in sqls[1:]}
+
+
+@pytest.mark.parametrize("what", ["entry", "key"])
+@pytest.mark.parametrize("kind", ["fifo", "huge", "symlink to a device"])
+def test_an_entry_or_key_that_is_no_plain_file_is_never_waited_on_nor_read_whole(
+    tmp_path: Path, catalog: Catalog, what: str, kind: str
+) -> None:
+    """A FIFO where an entry or the key should be would hold every question forever; a huge file (sparse: no disk
+    used) or a device would be read whole. Each is passed over, the question planned, and the entry written anew."""
+    import contextlib
+    import threading
+
+    cache = PlanCache(tmp_path)
+    fresh = cache.plan(GROUPED, catalog)
+    path = tmp_path / (f"{entry_key(GROUPED, catalog)}.plan" if what == "entry" else "key")
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "huge":
+        with open(path, "wb") as fh:
+            fh.truncate(1 << 40)
+    else:
+        path.symlink_to("/dev/zero")
+    got: list[Plan] = []
+    thread = threading.Thread(target=lambda: got.append(cache.plan(GROUPED, catalog)), daemon=True)
+    thread.start()
+    thread.join(20)
+    if kind == "fifo":
+        with contextlib.suppress(OSError):  # let a reader blocked opening it go
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    assert got and same(got[0], fresh), f"a question waits on a {kind} {what}"
 
 
 def test_a_folder_that_cannot_be_written_costs_time_not_the_answer(tmp_path: Path, catalog: Catalog) -> None:

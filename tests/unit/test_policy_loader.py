@@ -501,3 +501,96 @@ def test_the_model_and_loader_examples() -> None:
     for module in (policies.model, policies.loader):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+# -- malformed files: a clear error with a code, never a hang, never a traceback -------------------------------
+
+
+def _check_within(path: Path, seconds: float = 10.0) -> BaseException | str:
+    """What ``check_policy(path)`` raised (or "no error"), or "blocked" when it is still running after ``seconds``."""
+    import threading
+
+    got: list[BaseException | str] = []
+
+    def run() -> None:
+        try:
+            check_policy(path)
+            got.append("no error")
+        except BaseException as err:  # noqa: BLE001 - a RecursionError or ValueError is what this looks for
+            got.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return got[0] if got else "blocked"
+
+
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    lines = ["version: 1", "a0: &a0 [" + ", ".join(["count"] * width) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "\n".join([*lines, f"roles: {{caseworker: {{aggregates: *a{levels - 1}}}}}"]) + "\n"
+
+
+MALFORMED = {
+    "nested lists": ("version: 1\nroles: " + "[" * 3000 + "]" * 3000 + "\n", "CONFIG_TOO_COMPLEX", "nested deeper"),
+    "nested mappings": (
+        "version: 1\nroles:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(1000)),
+        "CONFIG_TOO_COMPLEX",
+        "nested deeper",
+    ),
+    "an alias inside its own anchor": ("version: 1\nroles: &r\n  x: *r\n", "CONFIG_TOO_COMPLEX", "inside the value"),
+    "an alias bomb": (_alias_bomb(), "CONFIG_TOO_COMPLEX", "values once its aliases are expanded"),
+    "extends a name with a NUL": ('version: 1\nextends: "base\\0.yaml"\nroles: {}\n', "POLICY_FILE_INVALID", "extends"),
+    "extends a name too long": (f'version: 1\nextends: "{"b" * 5000}"\nroles: {{}}\n', "POLICY_FILE_INVALID", "long"),
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_a_malformed_policy_file_gets_a_clear_error_at_once(name: str, tmp_path: Path) -> None:
+    text, code, says = MALFORMED[name]
+    path = tmp_path / "node.yaml"
+    path.write_text(text)
+    got = _check_within(path)
+    assert isinstance(got, ConfigError), f"{name}: {got!r}"
+    assert got.code == code and says in got.message and str(path) in got.message, got.message
+
+
+def test_an_extended_malformed_base_is_named_as_the_base(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(_alias_bomb())
+    node = tmp_path / "node.yaml"
+    node.write_text("version: 1\nextends: base.yaml\nroles: {}\n")
+    got = _check_within(node)
+    assert isinstance(got, ConfigError) and got.code == "CONFIG_TOO_COMPLEX", repr(got)
+    assert str(tmp_path / "base.yaml") in got.message
+
+
+def test_a_policy_file_that_is_a_fifo_a_device_or_too_large_is_refused_without_reading_it(tmp_path: Path) -> None:
+    import contextlib
+    import os
+
+    from federation.config_files import MAX_CONFIG_BYTES
+
+    fifo = tmp_path / "node.yaml"
+    os.mkfifo(fifo)
+    try:
+        got = _check_within(fifo)
+    finally:
+        with contextlib.suppress(OSError):  # let a reader blocked opening it go
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert isinstance(got, ConfigError) and got.code == "CONFIG_UNREADABLE", repr(got)
+    got = _check_within(Path("/dev/zero"))  # read whole, it would never end and fill the memory
+    assert isinstance(got, ConfigError) and got.code == "CONFIG_UNREADABLE", repr(got)
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as fh:  # sparse: no disk used
+        fh.truncate(MAX_CONFIG_BYTES + 1)
+    got = _check_within(big)
+    assert isinstance(got, ConfigError) and got.code == "CONFIG_TOO_LARGE", repr(got)
+
+
+def test_a_policy_with_anchors_and_aliases_of_a_sane_size_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(
+        "version: 1\nextends: hpf:base\nroles:\n  caseworker: &cw\n    aggregates: [count, sum]\n"
+        "    min_group_size: 5\n    tables: {'*': {}}\n  operator: *cw\n"
+    )
+    assert load_policy(path).roles["operator"].aggregates == ["count", "sum"]

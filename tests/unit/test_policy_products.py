@@ -307,3 +307,96 @@ def test_the_products_examples() -> None:
 
     result = doctest.testmod(policies.products, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+# -- a variance sums its argument's square: the square multiplies every two of the argument's columns -------------
+
+# caseworkers who may ask variances, exactly, under k = 5 (the base grants variances to DP analysts only)
+VARIANCES = """
+version: 1
+extends: hpf:base
+roles:
+  caseworker:
+    aggregates: [count, sum, avg, var_pop, var_samp, stddev_pop, stddev_samp]
+"""
+
+
+@pytest.fixture(scope="module")
+def variances(tmp_path_factory: pytest.TempPathFactory) -> Policy:
+    path = tmp_path_factory.mktemp("policy") / "node.yaml"
+    path.write_text(VARIANCES)
+    return load_policy(path)
+
+
+def test_a_variance_of_a_sum_would_hand_out_the_product_the_rule_refuses() -> None:
+    """The arithmetic the attack relies on, over rows of DuckDB: SUM((x + f)^2) - SUM(x^2) - SUM(f^2) = 2 SUM(x f),
+    and every term of it is read off VAR_POP(x + f), VAR_POP(x), AVG(f) and COUNT(*)."""
+    import duckdb
+
+    rows = [(100.0, 0), (250.0, 1), (40.0, 0), (75.0, 1), (310.0, 0)]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (x DOUBLE, f INTEGER)")
+    con.executemany("INSERT INTO t VALUES (?, ?)", rows)
+    n, v_sum, v_x, mean_x, mean_f = con.execute(
+        "SELECT COUNT(*), VAR_POP(x + f), VAR_POP(x), AVG(x), AVG(f) FROM t"
+    ).fetchone()
+    sumsq = lambda var, mean: n * (var + mean * mean)  # noqa: E731
+    flagged = (sumsq(v_sum, mean_x + mean_f) - sumsq(v_x, mean_x) - n * mean_f) / 2  # f * f = f for 0 and 1
+    assert round(flagged, 6) == 250.0 + 75.0  # the flagged rows' sum, while k sees all five
+
+
+VARIANCE_ATTACKS = [
+    # a two-valued, undeclared or category column added in: its product with the other lands in the square
+    ("VAR_POP(l_extendedprice + l_late)", "two-valued", "l_late"),
+    ("VAR_SAMP(l_extendedprice - l_late)", "two-valued", "l_late"),
+    ("STDDEV_POP(l_extendedprice + 1000 * l_late)", "two-valued", "l_late"),
+    ("STDDEV_SAMP(l_extendedprice + l_priority)", "unbounded", "l_priority"),
+    ("VAR_POP(l_extendedprice + l_linenumber)", "category", "l_linenumber"),
+    # under a filter (the planner's CASE) the square is still the square of the sum
+    ("VAR_POP(l_extendedprice + l_late) FILTER (WHERE l_quantity > 10)", "two-valued", "l_late"),
+    ("VAR_POP(l_extendedprice + CASE WHEN l_quantity > 10 THEN l_late END)", "two-valued", "l_late"),
+    # a product in the argument: its square multiplies each of its columns by itself
+    ("VAR_POP(l_extendedprice * l_discount)", "itself", "l_extendedprice"),
+    ("STDDEV_POP(l_extendedprice * (1 - l_discount))", "itself", "l_extendedprice"),
+]
+
+
+@pytest.mark.parametrize(("aggregate", "reason", "column"), VARIANCE_ATTACKS, ids=[a[0] for a in VARIANCE_ATTACKS])
+def test_a_variance_whose_square_filters_is_refused(
+    aggregate: str, reason: str, column: str, variances: Policy
+) -> None:
+    err = refused(f"SELECT l_linestatus, {aggregate} FROM lineitem GROUP BY l_linestatus", policy=variances)
+    assert err.code == "POLICY_AGGREGATE_PRODUCT", (err.code, err.message)
+    func = aggregate.split("(")[0]
+    assert err.message.startswith(f"the square of {func}'s argument is a product that {_product(reason, column)}: ")
+    assert err.rule == "n: roles.caseworker.min_group_size"
+    assert err.hint and err.hint.startswith(f"{func} sums its argument's square, which multiplies every two of its ")
+
+
+@pytest.mark.parametrize(
+    "aggregate",
+    [
+        "VAR_POP(l_extendedprice)",  # one column's square is the variance the rule grants
+        "STDDEV_SAMP(l_discount * 100 - 5)",
+        "VAR_POP(l_extendedprice) FILTER (WHERE l_late = 1)",  # the condition where k sees it
+        "VAR_SAMP(CASE WHEN l_quantity > 10 THEN l_extendedprice END)",
+        "VAR_POP(l_extendedprice + l_quantity)",  # the square's product of two measured quantities is a value
+        "VAR_POP(l_extendedprice - l_tax) FILTER (WHERE l_late = 0)",
+        "VAR_POP(l_late)",  # a flag's own variance says no more than its sum
+    ],
+)
+def test_a_variance_of_one_column_or_of_measured_quantities_is_answered(aggregate: str, variances: Policy) -> None:
+    assert check(f"SELECT l_linestatus, {aggregate} FROM lineitem GROUP BY 1", policy=variances).min_group_size == 5
+
+
+def test_a_variance_whose_square_filters_is_a_filter_use_of_its_columns() -> None:
+    uses = column_uses(
+        plan_query("SELECT VAR_POP(l_extendedprice + l_late) FROM lineitem", TPCH),
+        columns=TPCH.tables["lineitem"].columns,
+    )
+    assert uses == {"l_extendedprice": {"aggregate", "filter"}, "l_late": {"aggregate", "filter"}}
+    uses = column_uses(
+        plan_query("SELECT VAR_POP(l_extendedprice + l_quantity) FROM lineitem", TPCH),
+        columns=TPCH.tables["lineitem"].columns,
+    )
+    assert uses == {"l_extendedprice": {"aggregate"}, "l_quantity": {"aggregate"}}
