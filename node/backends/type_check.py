@@ -110,6 +110,11 @@ def inexact_sql(column: str, file_type: str, catalog_type: str) -> str:
     return f"{col} IS NOT NULL AND ({made} IS NULL OR {back} IS DISTINCT FROM {col})"
 
 
+# a type as DuckDB names a file column's, when it is a scalar type: a name and at most (precision, scale). Any other
+# (STRUCT, MAP, ENUM, UNION, lists...) spells its fields' names or values, text of the file's, in its name
+_SCALAR_TYPE = re.compile(r"[A-Z][A-Z0-9_ ]*(\(\d+(,\s*\d+)?\))?")
+
+
 def _refuse(table: str, column: str, file_type: str, catalog_type: str, why: str) -> DataError:
     return DataError(
         f"table {table!r}: column {column!r} is {file_type} in the file but {catalog_type} in the catalog, and {why}",
@@ -132,6 +137,12 @@ def check_types(con: duckdb.DuckDBPyConnection, name: str, reader: str, table: T
     narrowed = {c: described[c] for c, col in table.columns.items() if not lossless(described[c], col.type)}
     if not narrowed:
         return
+    for c, t in narrowed.items():  # never written into SQL, nor a message, in full: it holds the file's own text
+        if not _SCALAR_TYPE.fullmatch(t):
+            kind = re.match(r"[A-Za-z]*", t)
+            raise _refuse(
+                name, c, (kind.group(0) if kind else "") or "a nested type", table.columns[c].type, "is not a scalar"
+            )
     counts = ", ".join(
         f"count(*) FILTER (WHERE {inexact_sql(c, t, table.columns[c].type)})" for c, t in narrowed.items()
     )

@@ -76,6 +76,22 @@ def test_a_decimal_column_declared_integer_is_refused_at_start(tmp_path: Path) -
     assert "0.05" not in err.message and "0.1" not in err.message and "l_orderkey" not in err.message
 
 
+def test_a_nested_file_type_is_refused_unread_and_its_field_names_never_reach_sql_or_a_message(tmp_path: Path) -> None:
+    """A STRUCT's type spells its field names, text the file chose: a name crafted to close the cast and run a
+    statement must be neither run nor quoted."""
+    path, written = tmp_path / "lineitem.parquet", tmp_path / "written.csv"
+    field = f"x INTEGER)) IS NULL) FROM range(1); COPY (SELECT 1) TO '{written}'; SELECT ((1"
+    con = duckdb.connect(":memory:")
+    con.execute(
+        f"COPY (SELECT 1::BIGINT AS l_orderkey, {{'{field.replace(chr(39), chr(39) * 2)}': 1}} AS l_discount) "
+        f"TO '{path}' (FORMAT parquet)"
+    )
+    con.close()
+    err = refused(path, {"l_orderkey": "BIGINT", "l_discount": "INTEGER"})
+    assert err.code == "DATA_TYPE_MISMATCH" and "'l_discount' is STRUCT in the file" in err.message, err.message
+    assert not written.exists() and "COPY" not in err.message and "x INTEGER" not in err.message
+
+
 def test_a_decimal_scale_the_catalog_cuts_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "lineitem.parquet"
     discounts(path)
