@@ -28,6 +28,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from federation.synth.lineitem import write_lineitem
 from federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
 
 REGIONS = ("north", "south", "east", "west")
@@ -37,20 +38,9 @@ WAIT_S = 600.0  # every wait is bounded
 
 def write_files(folder: Path, rows: int) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    files = {}
+    files = {region: folder / f"{region}.parquet" for region in REGIONS}
     for i, region in enumerate(REGIONS):
-        files[region] = folder / f"{region}.parquet"
-        duckdb.sql(
-            f"""COPY (SELECT (range * 4 + {i})::BIGINT AS l_orderkey,
-                (1 + hash(range, {i}) % 50)::DECIMAL(15,2) AS l_quantity,
-                ((hash(range, {i}, 7) % 10000000) / 100)::DECIMAL(15,2) AS l_extendedprice,
-                ((hash(range, {i}, 3) % 11) / 100)::DECIMAL(15,2) AS l_discount,
-                ((hash(range, {i}, 5) % 9) / 100)::DECIMAL(15,2) AS l_tax,
-                ['A', 'N', 'R'][1 + (hash(range, {i}, 1) % 3)::BIGINT] AS l_returnflag,
-                ['F', 'O'][1 + (hash(range, {i}, 2) % 2)::BIGINT] AS l_linestatus,
-                DATE '1992-01-01' + (hash(range, {i}, 4) % 2500)::INTEGER AS l_shipdate
-            FROM range({rows})) TO '{files[region]}' (FORMAT parquet)"""
-        )
+        write_lineitem(files[region], i, rows, len(REGIONS))
     return files
 
 

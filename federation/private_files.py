@@ -17,9 +17,8 @@ from typing import TextIO
 PRIVATE = 0o600
 
 
-def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically with ``mode`` set before any byte lands on disk, and on disk before this returns (a file
-    written after it is never the only one of the two to survive a crash)."""
+def _written(path: Path, data: bytes, mode: int) -> str:
+    """A temporary file beside ``path`` holding ``data``, with ``mode`` set before any byte lands, on disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -28,6 +27,17 @@ def write_file(path: Path, data: bytes, mode: int) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write atomically with ``mode`` set before any byte lands on disk, and on disk before this returns (a file
+    written after it is never the only one of the two to survive a crash)."""
+    tmp = _written(path, data, mode)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -39,14 +49,8 @@ def create_file(path: Path, data: bytes, mode: int) -> bool:
     """Write ``path`` as :func:`write_file` does, unless a file is already there: False, and nothing written, when
     one is. Two makers of one key (a node's first start and ``hpf node keys``) that both found none so keep the
     first one written, which the second then reads, instead of each holding a key of its own."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = _written(path, data, mode)
     try:
-        os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         try:
             os.link(tmp, path)  # whole and on disk, under its name only if the name is free
         except FileExistsError:

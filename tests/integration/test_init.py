@@ -25,6 +25,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from federation.synth.lineitem import LINEITEM_TYPES, write_lineitem
 from federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
 
 REGIONS = ("north", "south", "east")
@@ -54,42 +55,16 @@ def _hpf(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     )
 
 
-# the generator's own types: what the oracle reads every region's rows as, whatever file format holds them
-TYPES = {
-    "l_orderkey": "BIGINT",
-    "l_quantity": "DECIMAL(15,2)",
-    "l_extendedprice": "DECIMAL(15,2)",
-    "l_discount": "DECIMAL(15,2)",
-    "l_tax": "DECIMAL(15,2)",
-    "l_returnflag": "VARCHAR",
-    "l_linestatus": "VARCHAR",
-    "l_shipdate": "DATE",
-    "l_comment": "VARCHAR",
-}
+TYPES = LINEITEM_TYPES  # what the oracle reads every region's rows as, whatever file format holds them
 CSV_REGION = "east"  # its files are CSV: a reader detects 12.50 as a DOUBLE, `hpf init` declares a DECIMAL
 
 
 def _write_files(folder: Path) -> dict[str, Path]:
     """Each region's lineitem: TPC-H's column names and types (DECIMAL(15,2) money, flags, DATE)."""
     folder.mkdir(parents=True)
-    con = duckdb.connect()
-    files = {}
+    files = {r: folder / f"{r}.{'csv' if r == CSV_REGION else 'parquet'}" for r in REGIONS}
     for i, region in enumerate(REGIONS):
-        csv = region == CSV_REGION
-        files[region] = folder / f"{region}.{'csv' if csv else 'parquet'}"
-        con.execute(
-            f"""COPY (SELECT (range * 3 + {i})::BIGINT AS l_orderkey,
-                (1 + hash(range, {i}) % 50)::DECIMAL(15,2) AS l_quantity,
-                ((hash(range, {i}, 7) % 10000000) / 100)::DECIMAL(15,2) AS l_extendedprice,
-                ((hash(range, {i}, 3) % 11) / 100)::DECIMAL(15,2) AS l_discount,
-                ((hash(range, {i}, 5) % 9) / 100)::DECIMAL(15,2) AS l_tax,
-                ['A', 'N', 'R'][1 + (hash(range, {i}, 1) % 3)::BIGINT] AS l_returnflag,
-                ['F', 'O'][1 + (hash(range, {i}, 2) % 2)::BIGINT] AS l_linestatus,
-                DATE '1992-01-01' + (hash(range, {i}, 4) % 2500)::INTEGER AS l_shipdate,
-                'note ' || range AS l_comment
-            FROM range({ROWS})) TO '{files[region]}' (FORMAT {"csv, HEADER" if csv else "parquet"})"""
-        )
-    con.close()
+        write_lineitem(files[region], i, ROWS, len(REGIONS))
     return files
 
 
