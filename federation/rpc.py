@@ -32,9 +32,11 @@ def answer(
         raise
 
 
-def add_health(server: grpc.Server, service: str) -> None:
-    """The standard gRPC health service, SERVING for the server and for ``service``."""
+def add_health(server: grpc.Server, service: str) -> health.HealthServicer:
+    """The standard gRPC health service, SERVING for the server and for ``service`` (returned, so the server
+    may report ``service`` NOT_SERVING while it cannot answer)."""
     servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return servicer

@@ -31,6 +31,7 @@ from node.lookup_index import LookupIndex
 from node.privacy_budget import PrivacyLedger
 from node.protection import NOISE_KEY, Protector
 from node.replay import ReplayGuard
+from node.source_watch import SOURCE_CHECK_SECONDS, SourceWatch
 from policies import DEFAULT_POLICY
 from policies.loader import check_against_catalog, load_policy
 
@@ -109,8 +110,10 @@ class RunningNode:
     node_id: str
     handler: NodeHandler
     catalog: CatalogWatch
+    sources: SourceWatch
 
     def stop(self, grace: float | None = 1.0) -> None:
+        self.sources.stop()
         self.server.stop(grace).wait()
         self.handler.close()
 
@@ -187,15 +190,18 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
         pb_grpc.add_NodeServicer_to_server(NodeServicer(handler, watch), server)
         port = add_port(server, listen or config.listen, tls)
-        rpc.add_health(server, "hpf.v1.Node")
+        health = rpc.add_health(server, "hpf.v1.Node")
         server.start()
+        sources = SourceWatch(backend, health, "hpf.v1.Node", SOURCE_CHECK_SECONDS)
         log.info("node %s audit key: %s", config.node_id, own.audit_key)
         log.info("node %s agreement key: %s", config.node_id, own.agreement_key)
         log.info("node %s listening on port %d (%s)", config.node_id, port, "mTLS" if tls else "INSECURE")
     except BaseException:
         handler.close()
         raise
-    return RunningNode(server=server, port=port, node_id=config.node_id, handler=handler, catalog=watch)
+    return RunningNode(
+        server=server, port=port, node_id=config.node_id, handler=handler, catalog=watch, sources=sources
+    )
 
 
 def _entry(catalog: Catalog, node_id: str) -> NodeEntry:

@@ -12,7 +12,7 @@ import glob
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,13 @@ def reader_sql(path: Path, file_format: str) -> str:
     if file_format == "parquet":
         return f"read_parquet({_quote(str(path))})"
     return f"read_csv({_quote(str(path))}, header = true)"
+
+
+def _read_through(con: duckdb.DuckDBPyConnection, name: str, columns: Iterable[str]) -> None:
+    """Read every value of table ``name``'s view once (what a question may read), keeping none: an engine error
+    here is the file's, whatever question comes."""
+    listed = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+    con.execute(f'SELECT bit_xor(hash({listed})) FROM "{name}"').fetchall()
 
 
 class DuckDBBackend:
@@ -120,13 +127,23 @@ class DuckDBBackend:
                     f"table {name!r}: {source.path} does not fit the catalog types ({public_engine_message(err)})",
                     code="NODE_TABLE_SCHEMA",
                 ) from None
+            try:  # every value read once, as questions read it: a truncated or garbled file is refused here
+                _read_through(self._con, name, table.columns)
+            except duckdb.Error as err:
+                raise DataError(
+                    f"table {name!r}: {source.path} cannot be read through ({runtime_failure(err)})",
+                    code="NODE_TABLE_UNREADABLE",
+                    hint="replace the file by a complete, well-formed one of the catalog's columns and types",
+                ) from None
 
-    def _types_still_fit(self) -> None:
-        """Check the files' types again when they have changed since the last check (see type_check).
+    def check_sources(self) -> DataError | None:
+        """Check the files again when they have changed since the last check; the refusal they got (None: they
+        fit). The node's health watch calls this between questions, so a change is seen without one.
 
-        A file replaced under the running node by one that does not fit the catalog is treated like a file that
-        cannot be read: the region is unwell (reported missing, ``NODE_UNWELL``) until its files fit again, and
-        the log says which table and column. The files are checked once per change, not once per question."""
+        Every column is checked against its catalog type (see type_check) and every value read once through the
+        table's view, as a question reads it: a file truncated, emptied, garbled, or holding text that does not
+        parse as its catalog type is refused, never blamed on a question. The files are checked once per change,
+        not once per question; the log says which table (never a value)."""
         with self._checking:
             version = self.data_version()
             if self._checked[0] != version:
@@ -135,20 +152,41 @@ class DuckDBBackend:
                     cur = self._con.cursor()
                 try:
                     for name, reader in self._readers.items():
-                        check_types(cur, name, reader, self._catalog.tables[name])
+                        table = self._catalog.tables[name]
+                        check_types(cur, name, reader, table)
+                        try:
+                            _read_through(cur, name, table.columns)
+                        except duckdb.Error as err:
+                            refusal = DataError(
+                                f"table {name!r}: its file cannot be read through ({runtime_failure(err)})",
+                                code="NODE_TABLE_UNREADABLE",
+                            )
+                            break
                 except DataError as err:
                     refusal = err
-                    log.error("the node's files changed and no longer fit the catalog: %s", err)
                 except duckdb.Error as err:
-                    refusal = DataError(f"cannot read the changed files ({runtime_failure(err)})")
-                    log.error("the node's files changed and cannot be checked: %s", refusal.message)
+                    refusal = DataError(
+                        f"cannot read the changed files ({runtime_failure(err)})", code="NODE_TABLE_UNREADABLE"
+                    )
                 finally:
                     cur.close()
+                if refusal is not None:
+                    log.error("the node's files changed and cannot be served: %s", refusal)
+                elif self._checked[1] is not None:
+                    log.warning("the node's files fit the catalog again: the node serves them")
                 self._checked = (version, refusal)
-            refused = self._checked[1]
+            return self._checked[1]
+
+    def _types_still_fit(self) -> None:
+        """A file replaced under the running node by one that cannot be read or does not fit the catalog makes the
+        region unwell (reported missing, ``NODE_UNWELL``) until its files are good again."""
+        refused = self.check_sources()
         if refused is not None:
+            why = "cannot be read" if refused.code == "NODE_TABLE_UNREADABLE" else "do not fit the catalog"
             raise UnavailableError(
-                f"the node cannot run queries: its files do not fit the catalog ({refused.code})", code="NODE_UNWELL"
+                f"the node cannot run queries: its files {why} ({refused.code})",
+                code="NODE_UNWELL",
+                hint="the region's operator must restore its data files; the node serves them again once they fit",
             )
 
     def run(self, sql: str, on_abandon: Abandon | None = None) -> Sequence[tuple[Any, ...]]:

@@ -1,0 +1,65 @@
+"""The node's health follows its data files: a file that breaks under the running node makes it unwell.
+
+A thread looks at the files' version every ``interval`` seconds (a stat per file) and has the backend check
+them once when they changed (:meth:`DuckDBBackend.check_sources`: types and a read of every value). While a
+file cannot be served, the node's service ``hpf.v1.Node`` reports NOT_SERVING on the standard gRPC health
+service (the server itself stays SERVING: it is up) and every question gets ``NODE_UNWELL``, the region reported
+missing; once the files are good again it reports SERVING and answers as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Protocol
+
+from grpc_health.v1 import health, health_pb2
+
+from federation.errors import DataError
+
+log = logging.getLogger("hpf.node")
+
+SOURCE_CHECK_SECONDS = 1.0
+
+
+class CheckedSources(Protocol):
+    def check_sources(self) -> DataError | None: ...
+
+
+class SourceWatch:
+    def __init__(self, sources: CheckedSources, servicer: health.HealthServicer, service: str, interval: float) -> None:
+        self._sources = sources
+        self._servicer = servicer
+        self._service = service
+        self._interval = interval
+        self._stop = threading.Event()
+        self.refusal: DataError | None = None
+        self.check()
+        self._thread = threading.Thread(target=self._watch, name="hpf-node-sources", daemon=True)
+        self._thread.start()
+
+    def check(self) -> DataError | None:
+        """Check the files now and report the result as the node's health."""
+        refusal = self._sources.check_sources()
+        if (refusal is None) != (self.refusal is None):
+            if refusal is None:
+                log.warning("node healthy again: its data files can be served")
+            else:
+                log.error("node unwell: its data files cannot be served (%s) until they are restored", refusal.code)
+        self.refusal = refusal
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if refusal is None else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        self._servicer.set(self._service, status)
+        return refusal
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - the watch keeps watching; questions check the files themselves
+                log.exception("checking the node's data files failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
