@@ -51,6 +51,12 @@ QUERY_FAILURE_PREFIXES = (
     "DP_",
     "SECAGG_",
 )
+# What the survivors of a run refuse only because regions are left out of it: the question had an answer with
+# them, so the refusal says that they are missing (and what the policy needs without them), not that the
+# question was refused.
+NEEDS_THE_MISSING = frozenset(
+    {"POLICY_BREAKDOWN_DENIED", "POLICY_TOO_FEW_PARTICIPANTS", "POLICY_EXACT_NEEDS_ALL_REGIONS"}
+)
 
 
 @dataclass
@@ -268,7 +274,10 @@ class FanOut:
             stats["fanout_ms"] += (time.perf_counter() - t_run) * 1e3
             for m in lost:
                 log.warning("query %s: region %s missing (%s)", query_id, m.node_id, m.code)
-            _refuse_if_any([m for m in lost if m.code.startswith(QUERY_FAILURE_PREFIXES)], "could not answer")
+            refusals = [m for m in lost if m.code.startswith(QUERY_FAILURE_PREFIXES)]
+            if missing and refusals and all(m.code in NEEDS_THE_MISSING for m in refusals):
+                raise _region_missing([*missing, *(m for m in lost if m not in refusals)], refusals, method)
+            _refuse_if_any(refusals, "could not answer")
             missing.extend(lost)
             if not lost:
                 break
@@ -347,6 +356,23 @@ def _refuse_if_any(refusals: list[MissingRegion], what: str) -> None:
             first.hint or None,
             first.rule or None,
         )
+
+
+def _region_missing(missing: list[MissingRegion], refusals: list[MissingRegion], method: str) -> FederationError:
+    """Regions missing from the first run (down, unreachable, unwell, late: a state before the question), and
+    the survivors' policy refusing a run without them: the question is not refused, it has no answer while they
+    are missing. Says which regions and why, and what the survivors' policy needs (their message and rule)."""
+    first = refusals[0]
+    gone = ", ".join(f"{m.node_id} ({m.code})" for m in missing)
+    names = ", ".join(m.node_id for m in missing)
+    what = "lookup" if method == "Lookup" else "query"
+    return UnavailableError(
+        f"region(s) {gone} missing, and without them this {what} has no answer: region(s) "
+        f"{', '.join(m.node_id for m in refusals)} refuse a run without them ({first.code}): {first.message}",
+        code="LOOKUP_REGION_MISSING" if method == "Lookup" else "REGIONS_MISSING",
+        hint=f"ask again when region(s) {names} are back; this is no refusal of the {what} itself",
+        rule=first.rule or None,
+    )
 
 
 def _check_answer(ctx: Any, response: Any, sizes: Sequence[int]) -> None:

@@ -221,6 +221,7 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
 _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
     ("PLAN_", PlanError),
     ("PERSON_ID_", PlanError),
+    ("LOOKUP_REGION_MISSING", UnavailableError),  # a region down: no refusal of the lookup (exit 5)
     ("LOOKUP_SEAL_", CryptoError),  # as the node raises them, so a relayed one keeps its class and exit code
     ("LOOKUP_TOO_LARGE", CryptoError),
     ("LOOKUP_LAYOUT", CryptoError),

@@ -34,12 +34,13 @@ import yaml
 from streamed import Stream, collect, stream
 
 import federation.client
+from cli.errors import exit_code
 from coordinator.fanout import FederatedAnswer
 from federation import he, statements
 from federation.client import FederationClient, LookupAnswer
 from federation.config_files import parse_model
 from federation.envelope import Signer, query_id
-from federation.errors import FederationError, from_rpc_error
+from federation.errors import FederationError, UnavailableError, from_rpc_error
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.he import HE_FORMAT
@@ -1118,7 +1119,10 @@ def entries_of(fed: harness.Federation, node: str, signed: pb.SignedEnvelope) ->
 
 
 def test_a_region_that_is_down_is_missing_and_the_others_answer(
-    fed: harness.Federation, keys: he.ClientKeys, coordinator_stub: pb_grpc.CoordinatorStub
+    fed: harness.Federation,
+    keys: he.ClientKeys,
+    population: Population,
+    coordinator_stub: pb_grpc.CoordinatorStub,
 ) -> None:
     """Runs last of this module's federation: it stops nodes, and starts them again.
 
@@ -1157,14 +1161,30 @@ def test_a_region_that_is_down_is_missing_and_the_others_answer(
             assert [(m["node_id"], m["code"]) for m in answer.missing] == [("nanjing", "NODE_UNREACHABLE")]
             assert answer.facts == [expected] and answer.receipts_verified == len(others)
             # a loan review shows federation-wide totals only: without nanjing, set against the first run, the
-            # survivors' sum would show nanjing's own figures, so they refuse the re-run and nothing is shown
+            # survivors' sum would show nanjing's own figures, so they refuse the re-run and nothing is shown. That
+            # is no refusal of the lookup: it says nanjing is missing, why, and what the policy needs without it
             err = refusal(lambda: client.lookup([pid], **REVIEW), pid)
-        assert err.code == "POLICY_BREAKDOWN_DENIED" and "without region(s) nanjing" in err.message
-        assert err.hint == "ask again when every region the lookup asks is up"
+        assert isinstance(err, UnavailableError) and exit_code(err) == 5
+        assert err.code == "LOOKUP_REGION_MISSING", err
+        assert err.message.startswith("region(s) nanjing (NODE_UNREACHABLE) missing, and without them this lookup")
+        assert "POLICY_BREAKDOWN_DENIED" in err.message and "only federation-wide totals" in err.message
+        assert err.hint is not None and "nanjing" in err.hint
+        assert err.rule is not None and err.rule.endswith("roles.caseworker.lookups.breakdown")
         for node in others:
             entry = last_entry(fed, node)
             assert (entry["decision"], entry["code"]) == ("refused", "POLICY_BREAKDOWN_DENIED")
             assert entry["participants"] == ",".join(sorted(others))
+        with fed.client(keys=keys) as client:
+            # leaving the home out (shanghai): hangzhou and suzhou are left, fewer than the default policy's
+            # secure aggregation sums an answer over (3)
+            alone = refusal(lambda: client.lookup([pid], exclude_home=True, **REVIEW), pid)
+        with fed.client(keys=keys, person="bank") as bank:  # a bank's screening, the same
+            screening = refusal(lambda: bank.screen([pid, population.planted[0]], **REVIEW), pid)
+        assert isinstance(alone, UnavailableError) and alone.code == "LOOKUP_REGION_MISSING", alone
+        assert "nanjing (NODE_UNREACHABLE)" in alone.message and "POLICY_TOO_FEW_PARTICIPANTS" in alone.message
+        assert "at least 3 regions; this run has 2" in alone.message
+        assert isinstance(screening, UnavailableError) and screening.code == "LOOKUP_REGION_MISSING", screening
+        assert "nanjing (NODE_UNREACHABLE)" in screening.message
     finally:
         fed.restart_node("nanjing")
     # the asker's home region down: every region but the home is a set the caseworker may ask (exclude_home)
@@ -1318,7 +1338,8 @@ def test_one_region_answering_alone_is_not_shown_as_a_total(small: harness.Feder
             err = refusal(lambda: client.lookup([pid], **TRANSFER), pid)
     finally:
         small.restart_node("hangzhou")
-    assert review.code == "POLICY_BREAKDOWN_DENIED" and "without region(s) hangzhou" in review.message
+    assert review.code == "LOOKUP_REGION_MISSING" and "hangzhou (NODE_UNREACHABLE) missing" in review.message
+    assert "without region(s) hangzhou" in review.message and "POLICY_BREAKDOWN_DENIED" in review.message
     assert err.code == "LOOKUP_TOO_FEW_REGIONS" and "shanghai" in err.message
     entries = list(map(json.loads, (small.audit_dir("shanghai") / "entries.jsonl").read_text().splitlines()))
     transfer_runs = [e for e in entries if e["nonce"] == entries[-1]["nonce"]]

@@ -32,7 +32,7 @@ from uniformity import CHI2_LIMIT, chi_square_uniform
 import coordinator.fanout
 from federation import he, masking, statements
 from federation.envelope import query_id
-from federation.errors import FederationError, from_rpc_error
+from federation.errors import FederationError, UnavailableError, from_rpc_error
 from federation.finish import finish
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
@@ -349,12 +349,17 @@ def test_without_exact_subsets_an_exact_question_waits_for_every_region(tmp_path
         f.stop_node("n3")
         with f.client(keys=keys) as c:
             err = harness.refusal(lambda: c.query(VALID))
-        assert err.code == "POLICY_EXACT_NEEDS_ALL_REGIONS"
+        # no refusal of the question: n3 is missing, and the policy needs it for an exact answer
+        assert isinstance(err, UnavailableError) and err.code == "REGIONS_MISSING", err
+        assert err.message.startswith("region(s) n3 (NODE_UNREACHABLE) missing, and without them this query")
+        assert "POLICY_EXACT_NEEDS_ALL_REGIONS" in err.message and "an exact answer is summed over" in err.message
         assert err.rule and err.rule.endswith("secure_aggregation.exact_subsets") and "n3" in err.message
         f.stop_node("n2")
         with f.client(keys=keys) as c:
             err = harness.refusal(lambda: c.query(VALID))
-        assert err.code == "POLICY_TOO_FEW_PARTICIPANTS"
+        assert isinstance(err, UnavailableError) and err.code == "REGIONS_MISSING", err
+        assert "n2 (NODE_UNREACHABLE)" in err.message and "n3 (NODE_UNREACHABLE)" in err.message
+        assert "POLICY_TOO_FEW_PARTICIPANTS" in err.message and "at least 3 regions; this run has 2" in err.message
         assert err.rule and err.rule.endswith("secure_aggregation.min_participants")
 
 
