@@ -18,13 +18,18 @@ from pathlib import Path
 import duckdb
 import harness
 import pytest
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from typer.testing import CliRunner
 
+from cli.app import _register, app
 from federation.catalog import Catalog
 from federation.errors import DataError, UnavailableError
 from federation.tls import TlsConfig, node_target, secure_channel
 from node.backends.duckdb_backend import DuckDBBackend
 from node.config import TableSource
+
+_register()
 
 COLUMNS = {"l_orderkey": "BIGINT", "l_discount": "INTEGER"}
 CATALOG = Catalog.model_validate(
@@ -182,3 +187,12 @@ def test_a_region_whose_file_breaks_is_reported_missing_and_unhealthy_until_rest
             _until_health(fed, "n0", serving)
             answer = client.query(sql)
             assert answer.missing == [] and answer.rows == [list(r) for r in fed.oracle(sql)]
+            # and `hpf node serve` on the broken file does not start: one line with the code, no value
+            fed.stop_node("n0")
+            _replace(path, _garbled(good))
+            config = Path(tmp) / "n0-serve.yaml"
+            config.write_text(yaml.safe_dump(fed.node_configs["n0"].model_dump(mode="json")))
+            result = CliRunner().invoke(app, ["node", "serve", "--config", str(config)])
+            assert result.exit_code != 0 and "NODE_TABLE_UNREADABLE" in result.output, result.output
+            assert "deposits" in result.output
+            _no_value_in(result.output)
