@@ -476,9 +476,10 @@ class FederationClient:
                 code="ANSWER_CORRUPT",
             )
         if not by_city and len(reply.answered) < min(2, len(regions)):
+            gone = ", ".join(f"{m['node_id']} ({m['code']})" for m in _missing(reply))
             raise UnavailableError(
-                f"only region {reply.answered[0]} answered: its figures would be that city's own, and a lookup "
-                "without --by-city shows federation-wide ones only",
+                f"only region {reply.answered[0]} answered, region(s) {gone} missing: its figures would be that "
+                "city's own, and a lookup without --by-city shows federation-wide ones only",
                 code="LOOKUP_TOO_FEW_REGIONS",
                 hint="ask again when more regions are reachable",
             )

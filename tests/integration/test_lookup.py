@@ -1341,6 +1341,7 @@ def test_one_region_answering_alone_is_not_shown_as_a_total(small: harness.Feder
     assert review.code == "LOOKUP_REGION_MISSING" and "hangzhou (NODE_UNREACHABLE) missing" in review.message
     assert "without region(s) hangzhou" in review.message and "POLICY_BREAKDOWN_DENIED" in review.message
     assert err.code == "LOOKUP_TOO_FEW_REGIONS" and "shanghai" in err.message
+    assert isinstance(err, UnavailableError) and "hangzhou (NODE_UNREACHABLE) missing" in err.message
     entries = list(map(json.loads, (small.audit_dir("shanghai") / "entries.jsonl").read_text().splitlines()))
     transfer_runs = [e for e in entries if e["nonce"] == entries[-1]["nonce"]]
     assert [(e["purpose"], e["decision"], e["participants"]) for e in transfer_runs] == [
