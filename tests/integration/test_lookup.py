@@ -18,6 +18,8 @@ import json
 import math
 import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -1185,6 +1187,18 @@ def test_a_region_that_is_down_is_missing_and_the_others_answer(
         assert "at least 3 regions; this run has 2" in alone.message
         assert isinstance(screening, UnavailableError) and screening.code == "LOOKUP_REGION_MISSING", screening
         assert "nanjing (NODE_UNREACHABLE)" in screening.message
+        # `hpf lookup`, as a process: one line naming the region, and exit 5 (regions unavailable), not 4 (policy)
+        profile = str(fed.profile_path)
+        cli = subprocess.run(
+            [sys.executable, "-m", "cli", "lookup", "-p", profile, "--purpose", "loan-review", "--consent", "C1", pid],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            stdin=subprocess.DEVNULL,
+        )
+        assert cli.returncode == 5, cli.stderr
+        assert "LOOKUP_REGION_MISSING" in cli.stderr and "nanjing (NODE_UNREACHABLE)" in cli.stderr, cli.stderr
+        assert pid not in cli.stderr + cli.stdout
     finally:
         fed.restart_node("nanjing")
     # the asker's home region down: every region but the home is a set the caseworker may ask (exclude_home)
