@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -37,6 +40,7 @@ from policies.loader import check_against_catalog, load_policy
 log = logging.getLogger("hpf.node")
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
+PRIVACY_DIR = "privacy"  # the privacy ledger, under the state directory
 SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
 
 
@@ -129,6 +133,8 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
             hint=f"catalog nodes: {', '.join(catalog.node_ids)}",
         )
     check_federation(tls, catalog.federation, f"node {config.node_id}")
+    for directory in (config.state_dir, config.state_dir / AUDIT_DIR, config.state_dir / PRIVACY_DIR):
+        require_writable(directory)
     verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
     policy = load_policy(config.policy or DEFAULT_POLICY)
     problems = check_against_catalog(policy, catalog)
@@ -181,7 +187,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         agreement=agreement,
         subject_key=load_or_create_subject_key(config.state_dir / AUDIT_DIR),
         protector=protector,
-        ledger=PrivacyLedger.open(config.state_dir / "privacy"),
+        ledger=PrivacyLedger.open(config.state_dir / PRIVACY_DIR),
     )
     try:
         server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
@@ -196,6 +202,22 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         handler.close()
         raise
     return RunningNode(server=server, port=port, node_id=config.node_id, handler=handler, catalog=watch)
+
+
+def require_writable(directory: Path) -> None:
+    """Make ``directory`` if need be and write (and remove) a file in it: a node whose keys, audit log or ledger
+    cannot be written refuses to start, naming the directory, before it writes anything there."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"the node cannot write its state directory {directory} ({exc.strerror or type(exc).__name__})",
+            code="CONFIG_STATE_UNWRITABLE",
+            hint="give 'state_dir:' a directory this node's user can create and write",
+        ) from None
 
 
 def _entry(catalog: Catalog, node_id: str) -> NodeEntry:
