@@ -221,6 +221,7 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
 _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
     ("PLAN_", PlanError),
     ("INPUT_", PlanError),
+    ("RPC_", PlanError),
     ("PERSON_ID_", PlanError),
     ("LOOKUP_SEAL_", CryptoError),  # as the node raises them, so a relayed one keeps its class and exit code
     ("LOOKUP_TOO_LARGE", CryptoError),

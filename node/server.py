@@ -191,7 +191,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     )
     try:
         server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
-        pb_grpc.add_NodeServicer_to_server(NodeServicer(handler, watch), server)
+        rpc.add_servicer(server, pb_grpc.add_NodeServicer_to_server, NodeServicer(handler, watch), log)
         port = add_port(server, listen or config.listen, tls)
         rpc.add_health(server, "hpf.v1.Node")
         server.start()

@@ -6,15 +6,26 @@ cannot write, bytes that are no protobuf, an identifier echoed whole, a budget t
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import harness
+import pytest
 import yaml
+from google.protobuf.message import DecodeError, Message
 
 from cli.demo_federation import free_ports
+from federation.errors import CODE_KEY, FederationError, from_rpc_error, is_code
+from federation.generated import hpf_federation_pb2 as pb
 from federation.pki import init_federation
+from federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
+
+RPC_TIMEOUT_S = 30.0
+TABLES = {"t": {"columns": {"a": {"type": "BIGINT", "class": "public"}}}}
 
 
 def _hpf(*args: str | bytes) -> subprocess.CompletedProcess[str]:
@@ -56,11 +67,12 @@ def test_a_purpose_consent_or_sql_that_is_not_text_is_refused_before_signing(tmp
     """A byte that is no UTF-8 in an argument reaches Python as a lone surrogate, which no protobuf can hold."""
     profile = str(_profile(tmp_path))
     sql = "SELECT COUNT(*) FROM t"
-    for args, field in (
+    cases: list[tuple[list[str | bytes], str]] = [
         (["--purpose", b"loan\x80"], "purpose"),
         (["--consent", b"\xed\xb2\x80"], "consent reference"),
         ([], "SQL"),
-    ):
+    ]
+    for args, field in cases:
         query: str | bytes = sql if args else b"SELECT COUNT(*) FROM t WHERE a = 1 -- \x80"
         result = _hpf("query", "-p", profile, *args, query)
         assert result.returncode == 2, result.stderr
@@ -101,3 +113,107 @@ def test_a_node_whose_state_cannot_be_written_refuses_to_start_naming_the_direct
         assert result.returncode == 2, result.stderr
         assert "error: [CONFIG_STATE_UNWRITABLE]" in result.stderr, result.stderr
         assert str(blocked) in result.stderr and "Traceback" not in result.stderr
+
+
+ROWS = {
+    "n0": {"t": [(i,) for i in range(5)]},
+    "n1": {"t": [(i * 7,) for i in range(4)]},
+}
+HONEST = "SELECT COUNT(*) AS n, SUM(a) AS total FROM t"
+METHODS: dict[str, tuple[bool, type[Message]]] = {  # method -> (streams its answer, request type)
+    "/hpf.v1.Node/ComputePartial": (False, pb.PartialRequest),
+    "/hpf.v1.Node/Explain": (False, pb.PartialRequest),
+    "/hpf.v1.Node/AuditProof": (False, pb.AuditProofRequest),
+    "/hpf.v1.Node/Describe": (False, pb.DescribeRequest),
+    "/hpf.v1.Node/Lookup": (False, pb.NodeLookupRequest),
+    "/hpf.v1.Coordinator/Query": (True, pb.QueryRequest),
+    "/hpf.v1.Coordinator/Lookup": (True, pb.LookupRequest),
+    "/hpf.v1.Coordinator/Explain": (False, pb.ExplainRequest),
+    "/hpf.v1.Coordinator/AuditProof": (False, pb.AuditProofRequest),
+    "/hpf.v1.Coordinator/GetCatalog": (False, pb.CatalogRequest),
+}
+# no protobuf message of any type: a field number 0, a length past the end, a truncated varint, a field tag of
+# wire type 7; and one that only a type with a string field 1 cannot read (bytes that are no UTF-8)
+UNDECODABLE = [b"\x00", b"\x0a\xff\x01", b"\x08\x80\x80\x80", b"\x0f", b"\x0a\x02\xff\xfe"]
+
+
+@contextlib.contextmanager
+def raw_channels(fed: harness.Federation) -> Iterator[dict[str, grpc.Channel]]:
+    """Channels to every node (with the coordinator's certificate) and to the coordinator (a person's)."""
+    pki = fed.pki_dir
+    as_coordinator = TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
+    people = pki / "people"
+    as_person = TlsConfig(ca=pki / "ca.pem", cert=people / "caseworker.pem", key=people / "caseworker.key")
+    channels = {
+        n: secure_channel(f"127.0.0.1:{node.port}", as_coordinator, server_name=node_target(as_coordinator, n))
+        for n, node in fed.nodes.items()
+    }
+    channels["coordinator"] = secure_channel(
+        f"127.0.0.1:{fed.coordinator.port}", as_person, server_name=coordinator_target(as_person)
+    )
+    try:
+        yield channels
+    finally:
+        for channel in channels.values():
+            channel.close()
+
+
+def send_raw(channel: grpc.Channel, method: str, streams: bool, data: bytes) -> grpc.RpcError | None:
+    """Send ``data`` as the request of ``method`` as it is; the error the server answers with, if any."""
+    try:
+        if streams:
+            call = channel.unary_stream(method, request_serializer=None, response_deserializer=None)
+            for _ in call(data, timeout=RPC_TIMEOUT_S):
+                pass
+        else:
+            channel.unary_unary(method, request_serializer=None, response_deserializer=None)(
+                data, timeout=RPC_TIMEOUT_S
+            )
+    except grpc.RpcError as err:
+        return err
+    return None
+
+
+def assert_stable(err: grpc.RpcError | None) -> FederationError | None:
+    """A refusal is never INTERNAL or UNKNOWN, and carries a stable code in its trailing metadata."""
+    if err is None:
+        return None
+    assert err.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (err.code(), err.details())
+    codes = [v for k, v in err.trailing_metadata() or () if k == CODE_KEY]
+    assert codes and is_code(str(codes[0])), (err.code(), err.details())
+    return from_rpc_error(err)
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federation]:
+    with harness.federation(tmp_path_factory.mktemp("badinput"), TABLES, ROWS) as f:
+        yield f
+
+
+def honest_answer_is_exact(fed: harness.Federation) -> None:
+    with fed.client() as client:
+        assert [tuple(r) for r in client.query(HONEST).rows] == fed.oracle(HONEST)
+
+
+def readable(kind: type[Message], data: bytes) -> bool:
+    try:
+        kind.FromString(data)
+    except DecodeError:
+        return False
+    return True
+
+
+def party_of(method: str) -> str:
+    return "coordinator" if method.startswith("/hpf.v1.Coordinator/") else "n0"
+
+
+def test_bytes_that_are_no_protobuf_are_refused_as_malformed_by_every_rpc(fed: harness.Federation) -> None:
+    with raw_channels(fed) as channels:
+        for method, (streams, kind) in METHODS.items():
+            for data in UNDECODABLE:
+                err = send_raw(channels[party_of(method)], method, streams, data)
+                refusal = assert_stable(err)
+                if not readable(kind, data):
+                    assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, data, err)
+                    assert refusal is not None and refusal.code == "RPC_MALFORMED", (method, data)
+    honest_answer_is_exact(fed)
