@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from federation import pki
 from federation.config_files import resolve_path
-from federation.errors import AuthError, ConfigError, PlanError
+from federation.errors import AuthError, ConfigError, PlanError, quoted
 from federation.generated import hpf_federation_pb2 as pb
 from federation.lru import Lru
 from federation.revocation import RevocationList
@@ -255,7 +255,8 @@ class EnvelopeVerifier:
             raise _refuse(f"envelope version {envelope.version} is not supported", "AUTH_ENVELOPE_MALFORMED")
         if envelope.operation != operation:
             raise _refuse(
-                f"the question was signed for '{envelope.operation}', not '{operation}'", "AUTH_ENVELOPE_OPERATION"
+                f"the question was signed for {quoted(envelope.operation)}, not '{operation}'",
+                "AUTH_ENVELOPE_OPERATION",
             )
         if envelope.federation != self.federation:
             raise _refuse("the question was signed for another federation", "AUTH_ENVELOPE_FEDERATION")

@@ -19,8 +19,12 @@ import yaml
 from google.protobuf.message import DecodeError, Message
 
 from cli.demo_federation import free_ports
+from federation import he
+from federation.envelope import Signer
 from federation.errors import CODE_KEY, FederationError, from_rpc_error, is_code
 from federation.generated import hpf_federation_pb2 as pb
+from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from federation.he import HE_FORMAT
 from federation.pki import init_federation
 from federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
 
@@ -216,4 +220,39 @@ def test_bytes_that_are_no_protobuf_are_refused_as_malformed_by_every_rpc(fed: h
                 if not readable(kind, data):
                     assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, data, err)
                     assert refusal is not None and refusal.code == "RPC_MALFORMED", (method, data)
+    honest_answer_is_exact(fed)
+
+
+def test_an_identifier_the_caller_gives_is_echoed_only_as_a_short_printable_prefix(fed: harness.Federation) -> None:
+    huge = "\x1b[2J\u202e" + "n" * 1_000_000
+    people = fed.pki_dir / "people"
+    signer = Signer.from_files(people / "caseworker.pem", people / "caseworker.key")
+    keys = he.ClientKeys.generate()
+    wrong_operation = signer.sign(
+        sql=HONEST, context_digest=he.context_digest(keys.public_context()), federation="test", operation=huge
+    )
+    with raw_channels(fed) as channels:
+        stub = pb_grpc.CoordinatorStub(channels["coordinator"])
+        node = pb_grpc.NodeStub(channels["n0"])
+        calls = {
+            "PLAN_UNKNOWN_REGION": lambda: stub.AuditProof(pb.AuditProofRequest(node_id=huge), timeout=RPC_TIMEOUT_S),
+            "AUTH_ENVELOPE_OPERATION": lambda: list(
+                stub.Query(
+                    pb.QueryRequest(
+                        envelope=wrong_operation, public_context=keys.public_context(), he_format=HE_FORMAT
+                    ),
+                    timeout=RPC_TIMEOUT_S,
+                )
+            ),
+            "AUTH_ENVELOPE_OPERATION ": lambda: node.Explain(
+                pb.PartialRequest(envelope=wrong_operation), timeout=RPC_TIMEOUT_S
+            ),
+        }
+        for code, call in calls.items():
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            refusal = assert_stable(info.value)
+            assert refusal is not None and refusal.code == code.strip(), refusal
+            details = info.value.details() or ""
+            assert len(details) < 300 and "\x1b" not in details and "\u202e" not in details, details[:300]
     honest_answer_is_exact(fed)
