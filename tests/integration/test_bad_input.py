@@ -27,6 +27,7 @@ from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.he import HE_FORMAT
 from federation.pki import init_federation
 from federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
+from node.privacy_budget import Budget
 
 RPC_TIMEOUT_S = 30.0
 TABLES = {"t": {"columns": {"a": {"type": "BIGINT", "class": "public"}}}}
@@ -256,3 +257,19 @@ def test_an_identifier_the_caller_gives_is_echoed_only_as_a_short_printable_pref
             details = info.value.details() or ""
             assert len(details) < 300 and "\x1b" not in details and "\u202e" not in details, details[:300]
     honest_answer_is_exact(fed)
+
+
+def test_policy_check_refuses_a_privacy_budget_the_node_would_refuse_with_its_file_and_line(tmp_path: Path) -> None:
+    """A budget above the node's ledger limit used to pass the check, and then fail every DP question."""
+    policy = tmp_path / "big-budget.yaml"
+    dp = "privacy: {mode: dp, epsilon: 1.0, delta: 1.0e-6, budget: {epsilon: 2000000, delta: 1.0e-4, period: day}}"
+    policy.write_text(f"version: 1\nextends: {harness.OPEN_POLICY}\n\nroles:\n  caseworker:\n    {dp}\n")
+    result = _hpf("policy", "check", str(policy))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "[POLICY_FILE_INVALID]" in result.stderr and "Traceback" not in result.stderr
+    assert f"{policy}:6:" in result.stderr and "budget.epsilon" in result.stderr, result.stderr
+    # the largest budget the check lets through is one the node's ledger takes
+    ok = tmp_path / "largest-budget.yaml"
+    ok.write_text(policy.read_text().replace("2000000", "1000000"))
+    assert _hpf("policy", "check", str(ok)).returncode == 0
+    assert Budget(1e6, 1e-4, "day").epsilon == 1e6
