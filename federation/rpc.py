@@ -14,6 +14,7 @@ from federation.errors import FederationError, PlanError, abort
 from federation.logsafe import unexpected
 
 T = TypeVar("T")
+_log = logging.getLogger("hpf.rpc")
 
 
 def answer(
@@ -36,7 +37,7 @@ def answer(
 def add_health(server: grpc.Server, service: str) -> None:
     """The standard gRPC health service, SERVING for the server and for ``service``."""
     servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    add_servicer(server, health_pb2_grpc.add_HealthServicer_to_server, servicer, _log)
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 

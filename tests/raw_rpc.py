@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import grpc
 import harness
 from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health_pb2
 
 from federation.errors import CODE_KEY, FederationError, from_rpc_error, is_code
 from federation.generated import hpf_federation_pb2 as pb
@@ -30,6 +31,7 @@ METHODS: dict[str, tuple[bool, type[Message]]] = {  # method -> (streams its ans
     "/hpf.v1.Coordinator/Explain": (False, pb.ExplainRequest),
     "/hpf.v1.Coordinator/AuditProof": (False, pb.AuditProofRequest),
     "/hpf.v1.Coordinator/GetCatalog": (False, pb.CatalogRequest),
+    "/grpc.health.v1.Health/Check": (False, health_pb2.HealthCheckRequest),  # of a node (and Watch: it streams)
 }
 
 

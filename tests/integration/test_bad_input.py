@@ -146,6 +146,10 @@ def test_bytes_that_are_no_protobuf_are_refused_as_malformed_by_every_rpc(fed: h
                 if not readable(kind, data):
                     assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, data, err)
                     assert refusal is not None and refusal.code == "RPC_MALFORMED", (method, data)
+        for party in ("coordinator", "n1"):  # the health service of each kind of server, Watch too
+            for method, streams in (("/grpc.health.v1.Health/Check", False), ("/grpc.health.v1.Health/Watch", True)):
+                refusal = assert_stable(send_raw(channels[party], method, streams, b"\x0a\x02\xff\xfe"))
+                assert refusal is not None and refusal.code == "RPC_MALFORMED", (party, method)
     honest_answer_is_exact(fed)
 
 

@@ -16,6 +16,7 @@ import grpc
 import harness
 import pytest
 from cryptography.hazmat.primitives import serialization
+from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from raw_rpc import METHODS, assert_stable, party_of, raw_channels, readable, send_raw
@@ -233,6 +234,7 @@ def requests(keys: ClientKeys, signer: Signer) -> dict[str, bytes]:
         "/hpf.v1.Coordinator/Explain": pb.ExplainRequest(envelope=signed["explain"]).SerializeToString(),
         "/hpf.v1.Coordinator/AuditProof": pb.AuditProofRequest(node_id="n1", index=0, old_size=1).SerializeToString(),
         "/hpf.v1.Coordinator/GetCatalog": pb.CatalogRequest().SerializeToString(),
+        "/grpc.health.v1.Health/Check": health_pb2.HealthCheckRequest(service="hpf.v1.Node").SerializeToString(),
     }
 
 
