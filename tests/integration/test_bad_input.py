@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import harness
@@ -202,3 +203,39 @@ def test_policy_check_refuses_a_privacy_budget_the_node_would_refuse_with_its_fi
     ok.write_text(policy.read_text().replace("2000000", "1000000"))
     assert _hpf("policy", "check", str(ok)).returncode == 0
     assert Budget(1e6, 1e-4, "day").epsilon == 1e6
+
+
+def test_no_string_field_of_any_request_is_echoed_whole(fed: harness.Federation) -> None:
+    """Every string field of every method's request (nested ones too), filled with 256 KB of escapes."""
+    huge = "\x1b[2J\u202e" + "x" * 256 * 1024
+    with raw_channels(fed) as channels:
+        for method, (streams, kind) in METHODS.items():
+            if method.startswith("/grpc.health."):
+                continue  # the standard service: NOT_FOUND (no code, no text) for a service it does not know
+            for path in _string_fields(kind.DESCRIPTOR):
+                request = kind()
+                target = request
+                for name in path[:-1]:
+                    target = getattr(target, name)
+                field = target.DESCRIPTOR.fields_by_name[path[-1]]
+                if field.is_repeated:
+                    getattr(target, path[-1]).append(huge)
+                else:
+                    setattr(target, path[-1], huge)
+                err = send_raw(channels[party_of(method)], method, streams, request.SerializeToString())
+                refusal = assert_stable(err)
+                if refusal is not None:
+                    assert len(refusal.message) < 1000 and "\x1b" not in refusal.message, (method, path)
+                    assert "\u202e" not in refusal.message, (method, path)
+    honest_answer_is_exact(fed)
+
+
+def _string_fields(descriptor: Any, prefix: tuple[str, ...] = (), depth: int = 0) -> list[tuple[str, ...]]:
+    """The paths of a message type's string fields, through singular nested messages (two levels)."""
+    paths: list[tuple[str, ...]] = []
+    for field in descriptor.fields:
+        if field.type == field.TYPE_STRING:
+            paths.append((*prefix, field.name))
+        elif field.type == field.TYPE_MESSAGE and not field.is_repeated and depth < 2:
+            paths += _string_fields(field.message_type, (*prefix, field.name), depth + 1)
+    return paths
