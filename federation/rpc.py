@@ -121,6 +121,8 @@ def add_servicer(server: grpc.Server, add: Callable[[Any, Any], None], servicer:
     (bytes that are no message of its type, a string that is no UTF-8) with RPC_MALFORMED, not gRPC's INTERNAL."""
     recorder = _Recorder()
     add(servicer, recorder)
+    if not recorder.handlers:  # generated code that registers otherwise: fail here, not serve nothing
+        raise TypeError(f"{add.__name__} registered no method handlers")
     handlers = {name: _guarded(h, log, name) for name, h in recorder.handlers.items()}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(recorder.service, handlers),))
     server.add_registered_method_handlers(recorder.service, handlers)

@@ -133,8 +133,9 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
             hint=f"catalog nodes: {', '.join(catalog.node_ids)}",
         )
     check_federation(tls, catalog.federation, f"node {config.node_id}")
-    for directory in (config.state_dir, config.state_dir / AUDIT_DIR, config.state_dir / PRIVACY_DIR):
-        require_writable(directory)
+    require_writable(config.state_dir)
+    require_writable(config.state_dir / AUDIT_DIR)
+    require_writable(config.state_dir / PRIVACY_DIR, mode=0o700)  # as the ledger makes it
     verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
     policy = load_policy(config.policy or DEFAULT_POLICY)
     problems = check_against_catalog(policy, catalog)
@@ -204,11 +205,11 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     return RunningNode(server=server, port=port, node_id=config.node_id, handler=handler, catalog=watch)
 
 
-def require_writable(directory: Path) -> None:
+def require_writable(directory: Path, mode: int = 0o777) -> None:
     """Make ``directory`` if need be and write (and remove) a file in it: a node whose keys, audit log or ledger
     cannot be written refuses to start, naming the directory, before it writes anything there."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=mode, parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-check-")
         os.close(fd)
         os.unlink(probe)
