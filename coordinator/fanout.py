@@ -26,6 +26,7 @@ from federation.errors import (
     UnavailableError,
     error_for_code,
     from_rpc_error,
+    quoted,
 )
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
@@ -120,7 +121,7 @@ class FanOut:
         """Relay a request for audit proofs to the one region it names."""
         stub = self._stubs.get(request.node_id)
         if stub is None:
-            raise PlanError(f"no region {request.node_id!r} in this federation", code="PLAN_UNKNOWN_REGION")
+            raise PlanError(f"no region {quoted(request.node_id)} in this federation", code="PLAN_UNKNOWN_REGION")
         try:
             return stub.AuditProof(request, timeout=self.deadline_ms / 1000.0)
         except grpc.RpcError as err:

@@ -184,7 +184,7 @@ def start_coordinator(
     try:
         server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
         servicer = CoordinatorServicer(fanout, verifier, watch, config.rate_limit)
-        pb_grpc.add_CoordinatorServicer_to_server(servicer, server)
+        rpc.add_servicer(server, pb_grpc.add_CoordinatorServicer_to_server, servicer, log)
         port = add_port(server, listen or config.listen, tls)
         rpc.add_health(server, "hpf.v1.Coordinator")
         server.start()

@@ -24,7 +24,7 @@ from federation.audit_records import Checkpoint, Receipt
 from federation.catalog import Catalog, load_catalog
 from federation.config_files import parse_model, parse_yaml
 from federation.dp_plan import DpTerms, component_label, dp_terms, never_negative, suppress_small_groups
-from federation.envelope import Signer, query_id
+from federation.envelope import Signer, query_id, require_text
 from federation.errors import (
     AuditError,
     ConfigError,
@@ -610,6 +610,7 @@ class FederationClient:
     def plan(self, sql: str) -> Plan:
         """The partial plan of ``sql`` over the catalog: kept from before in the profile's plan cache, else
         derived here (a plan error is raised before anything is sent)."""
+        require_text(sql, "SQL")
         if self._plans is not None:
             return self._plans.plan(sql, self.catalog)
         return derive(sql, self.catalog)

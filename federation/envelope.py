@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from federation import pki
 from federation.config_files import resolve_path
-from federation.errors import AuthError, ConfigError
+from federation.errors import AuthError, ConfigError, PlanError, quoted
 from federation.generated import hpf_federation_pb2 as pb
 from federation.lru import Lru
 from federation.revocation import RevocationList
@@ -99,6 +99,8 @@ class Signer:
     ) -> pb.SignedEnvelope:
         if not 1 <= max_runs <= MAX_RUNS:
             raise ConfigError(f"max_runs must be 1 to {MAX_RUNS}", code="CONFIG_INVALID")
+        for text, field in ((sql, "SQL"), (purpose, "purpose"), (consent_ref, "consent reference")):
+            require_text(text, field)
         envelope = pb.QueryEnvelope(
             version=VERSION,
             operation=operation,
@@ -115,6 +117,25 @@ class Signer:
         data = envelope.SerializeToString(deterministic=True)
         signature = self._key.sign(SIGNING_PREFIX + data, ec.ECDSA(hashes.SHA256()))
         return pb.SignedEnvelope(envelope=data, signature=signature, signer_certificate=self._cert_der)
+
+
+def require_text(text: str, field: str) -> None:
+    """Refuse ``text`` that is not Unicode text (a lone surrogate: what Python makes of a byte of a command-line
+    argument that is no UTF-8), which no protobuf string can hold; the message names the field, never the text.
+
+    >>> require_text("loan-review", "purpose")
+    >>> require_text("loan\\udc80", "purpose")
+    Traceback (most recent call last):
+    federation.errors.PlanError: [INPUT_NOT_TEXT] the purpose is not valid text ... (hint: give it as UTF-8 text)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PlanError(
+            f"the {field} is not valid text (it holds a character no UTF-8 can encode)",
+            code="INPUT_NOT_TEXT",
+            hint="give it as UTF-8 text",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -234,7 +255,8 @@ class EnvelopeVerifier:
             raise _refuse(f"envelope version {envelope.version} is not supported", "AUTH_ENVELOPE_MALFORMED")
         if envelope.operation != operation:
             raise _refuse(
-                f"the question was signed for '{envelope.operation}', not '{operation}'", "AUTH_ENVELOPE_OPERATION"
+                f"the question was signed for {quoted(envelope.operation)}, not '{operation}'",
+                "AUTH_ENVELOPE_OPERATION",
             )
         if envelope.federation != self.federation:
             raise _refuse("the question was signed for another federation", "AUTH_ENVELOPE_FEDERATION")

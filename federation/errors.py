@@ -174,6 +174,19 @@ def printable(text: str, limit: int = MAX_REMOTE_TEXT) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
+MAX_QUOTED = 64
+
+
+def quoted(text: str, limit: int = MAX_QUOTED) -> str:
+    """An identifier or word a caller gave, as a message may quote it: a short printable prefix, in quotes
+    (a caller can send a megabyte of terminal escapes as a region name; the message says which, briefly).
+
+    >>> quoted("n3"), quoted("\\x1b[2J" + "n" * 100, limit=8)
+    ("'n3'", "'?[2Jnnn…'")
+    """
+    return repr(printable(text, limit))
+
+
 def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> str | None:
     for k, v in metadata or ():
         if k == key:
@@ -220,6 +233,8 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
 
 _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
     ("PLAN_", PlanError),
+    ("INPUT_", PlanError),
+    ("RPC_", PlanError),
     ("PERSON_ID_", PlanError),
     ("LOOKUP_REGION_MISSING", UnavailableError),  # a region down: no refusal of the lookup (exit 5)
     ("LOOKUP_SEAL_", CryptoError),  # as the node raises them, so a relayed one keeps its class and exit code

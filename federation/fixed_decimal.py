@@ -23,6 +23,9 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 
 EPSILON_PLACES = 9
+# the most epsilon a privacy budget grants per period: above it a budget protects nothing, and a ledger's sums of
+# nano-epsilon (EPSILON_PLACES) stay within a signed 64-bit integer; a policy check refuses what a node would
+MAX_BUDGET_EPSILON = 1e6
 DELTA_PLACES = 18
 MU_PLACES = 9
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from federation.errors import FederationError, abort
+from federation.errors import FederationError, PlanError, abort
 from federation.logsafe import unexpected
 
 T = TypeVar("T")
+_log = logging.getLogger("hpf.rpc")
 
 
 def answer(
@@ -36,7 +38,93 @@ def add_health(server: grpc.Server, service: str) -> health.HealthServicer:
     """The standard gRPC health service, SERVING for the server and for ``service`` (returned, so the server
     may report ``service`` NOT_SERVING while it cannot answer)."""
     servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    add_servicer(server, health_pb2_grpc.add_HealthServicer_to_server, servicer, _log)
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     return servicer
+
+
+class _Malformed:
+    """What a request that is no message of its type deserializes to, so its method refuses it with a code."""
+
+
+MALFORMED = _Malformed()
+
+
+def malformed_error() -> PlanError:
+    return PlanError(
+        "the request cannot be read as a message of this method's type",
+        code="RPC_MALFORMED",
+        hint="send the request as the federation's .proto defines it (the hpf client does)",
+    )
+
+
+class _Recorder:
+    """Stands in for a server to the generated ``add_*Servicer_to_server``: keeps the handlers it registers."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        pass  # the same handlers come by add_registered_method_handlers
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+        self.service = service
+        self.handlers = dict(handlers)
+
+
+def _reading(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def read(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:  # gRPC would answer INTERNAL, and the caller learn nothing it can act on
+            return MALFORMED
+
+    return read
+
+
+def _guarded(handler: Any, log: logging.Logger, name: str) -> grpc.RpcMethodHandler:
+    """``handler`` with a request that is no message refused as RPC_MALFORMED (INVALID_ARGUMENT)."""
+    if handler.request_streaming:  # every method of the federation takes one request
+        raise TypeError(f"{name}: a streaming request is not guarded")
+    read = _reading(handler.request_deserializer)
+
+    def refuse(context: grpc.ServicerContext) -> None:
+        error = malformed_error()
+        log.info("%s refused: %s", name, error.code)
+        abort(context, error)
+
+    if handler.response_streaming:
+        behavior = handler.unary_stream
+
+        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            if request is MALFORMED:
+                refuse(context)
+            yield from behavior(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream, request_deserializer=read, response_serializer=handler.response_serializer
+        )
+    unary = handler.unary_unary
+
+    def one(request: Any, context: grpc.ServicerContext) -> Any:
+        if request is MALFORMED:
+            refuse(context)
+        return unary(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        one, request_deserializer=read, response_serializer=handler.response_serializer
+    )
+
+
+def add_servicer(server: grpc.Server, add: Callable[[Any, Any], None], servicer: object, log: logging.Logger) -> None:
+    """Register ``servicer`` as the generated ``add`` would, each method refusing a request that cannot be read
+    (bytes that are no message of its type, a string that is no UTF-8) with RPC_MALFORMED, not gRPC's INTERNAL."""
+    recorder = _Recorder()
+    add(servicer, recorder)
+    if not recorder.handlers:  # generated code that registers otherwise: fail here, not serve nothing
+        raise TypeError(f"{add.__name__} registered no method handlers")
+    handlers = {name: _guarded(h, log, name) for name, h in recorder.handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(recorder.service, handlers),))
+    server.add_registered_method_handlers(recorder.service, handlers)

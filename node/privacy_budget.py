@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Literal, get_args
 
 from federation.errors import ConfigError, PolicyViolation
+from federation.fixed_decimal import MAX_BUDGET_EPSILON
 
 log = logging.getLogger("hpf.node.budget")
 
@@ -47,7 +48,7 @@ PERIODS: tuple[Period, ...] = get_args(Period)
 LEDGER_FILE = "privacy-budget.sqlite3"
 EPSILON_UNITS = 10**9  # the ledger counts nano-epsilon
 DELTA_UNITS = 10**18  # and atto-delta
-MAX_EPSILON = 1e6  # a budget above this protects nothing, and its nano-epsilon sums stay within SQLite's int64
+MAX_EPSILON = MAX_BUDGET_EPSILON  # a budget above this protects nothing, and its nano-epsilon sums stay in int64
 BUSY_TIMEOUT_S = 30.0  # how long a charge waits for another process's transaction on the same file
 
 _APPLICATION_ID = 0x48504642  # "HPFB": tells this ledger from any other SQLite file put at its path

@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -38,6 +41,7 @@ from policies.loader import check_against_catalog, load_policy
 log = logging.getLogger("hpf.node")
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
+PRIVACY_DIR = "privacy"  # the privacy ledger, under the state directory
 SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
 
 
@@ -132,6 +136,9 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
             hint=f"catalog nodes: {', '.join(catalog.node_ids)}",
         )
     check_federation(tls, catalog.federation, f"node {config.node_id}")
+    require_writable(config.state_dir)
+    require_writable(config.state_dir / AUDIT_DIR)
+    require_writable(config.state_dir / PRIVACY_DIR, mode=0o700)  # as the ledger makes it
     verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
     policy = load_policy(config.policy or DEFAULT_POLICY)
     problems = check_against_catalog(policy, catalog)
@@ -184,11 +191,11 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         agreement=agreement,
         subject_key=load_or_create_subject_key(config.state_dir / AUDIT_DIR),
         protector=protector,
-        ledger=PrivacyLedger.open(config.state_dir / "privacy"),
+        ledger=PrivacyLedger.open(config.state_dir / PRIVACY_DIR),
     )
     try:
         server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
-        pb_grpc.add_NodeServicer_to_server(NodeServicer(handler, watch), server)
+        rpc.add_servicer(server, pb_grpc.add_NodeServicer_to_server, NodeServicer(handler, watch), log)
         port = add_port(server, listen or config.listen, tls)
         health = rpc.add_health(server, "hpf.v1.Node")
         server.start()
@@ -202,6 +209,22 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     return RunningNode(
         server=server, port=port, node_id=config.node_id, handler=handler, catalog=watch, sources=sources
     )
+
+
+def require_writable(directory: Path, mode: int = 0o777) -> None:
+    """Make ``directory`` if need be and write (and remove) a file in it: a node whose keys, audit log or ledger
+    cannot be written refuses to start, naming the directory, before it writes anything there."""
+    try:
+        directory.mkdir(mode=mode, parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"the node cannot write its state directory {directory} ({exc.strerror or type(exc).__name__})",
+            code="CONFIG_STATE_UNWRITABLE",
+            hint="give 'state_dir:' a directory this node's user can create and write",
+        ) from None
 
 
 def _entry(catalog: Catalog, node_id: str) -> NodeEntry:

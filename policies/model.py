@@ -63,7 +63,7 @@ from pydantic import (
 )
 
 from federation.catalog import ColumnClass
-from federation.fixed_decimal import DELTA_PLACES, EPSILON_PLACES, units_of
+from federation.fixed_decimal import DELTA_PLACES, EPSILON_PLACES, MAX_BUDGET_EPSILON, units_of
 from federation.pki import ROLES
 
 USES: tuple[str, ...] = ("output", "filter", "group", "aggregate")
@@ -171,7 +171,7 @@ class PrivacyBudget(BaseModel):
     """How much privacy loss one identity may spend on this node per calendar period (UTC)."""
 
     model_config = ConfigDict(extra="forbid")
-    epsilon: float = Field(gt=0)
+    epsilon: float = Field(gt=0, le=MAX_BUDGET_EPSILON)  # what the node's privacy ledger takes
     delta: float = Field(default=1e-5, ge=0, lt=1)
     period: Literal["day", "week", "month", "year"] = "month"
 

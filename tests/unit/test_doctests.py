@@ -33,6 +33,8 @@ MODULES = [
     "cli.scaffold",
     "node.backends.duckdb_backend",
     "federation.engine",
+    "federation.errors",
+    "federation.envelope",
 ]
 
 
