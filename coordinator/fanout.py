@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from coordinator.region_health import UNWELL_MESSAGE, RegionHealth
 from federation import he, lookup_codec, statements
 from federation.catalog import Catalog
 from federation.envelope import VerifiedEnvelope
@@ -84,9 +85,15 @@ class FederatedAnswer:
 
 class FanOut:
     def __init__(
-        self, catalog: Catalog, stubs: Mapping[str, pb_grpc.NodeStub], deadline_ms: int, min_deadline_ms: int = 0
+        self,
+        catalog: Catalog,
+        stubs: Mapping[str, pb_grpc.NodeStub],
+        deadline_ms: int,
+        min_deadline_ms: int = 0,
+        health: RegionHealth | None = None,
     ) -> None:
         self.catalog = catalog
+        self.health = health  # regions known unwell are left out of a question at its admission
         self._stubs = dict(stubs)
         self.deadline_ms = deadline_ms
         self.min_deadline_ms = min_deadline_ms
@@ -112,10 +119,24 @@ class FanOut:
         resend.public_context = full_context
         return getattr(self._stubs[node_id], method)(resend, timeout=max(deadline - time.monotonic(), 0.001))
 
-    def _deadline(self, deadline_ms: int) -> float:
-        """The wait is the server's: an asker may lengthen it, never shorten it below the floor."""
+    def _deadline(self, deadline_ms: int, since: float | None = None, ends_at: float | None = None) -> float:
+        """The wait is the server's: an asker may lengthen it, never shorten it below the floor. It runs from
+        ``since`` (the request's arrival; else now), and never past ``ends_at`` (the call's own deadline: no
+        one is left to answer after it)."""
         wait = max(deadline_ms or self.deadline_ms, self.min_deadline_ms)
-        return time.monotonic() + min(wait, MAX_DEADLINE_MS) / 1000.0
+        deadline = (time.monotonic() if since is None else since) + min(wait, MAX_DEADLINE_MS) / 1000.0
+        return deadline if ends_at is None else min(deadline, ends_at)
+
+    def _unwell(self, node_ids: Sequence[str]) -> list[str]:
+        """Those of ``node_ids`` known unwell now, at the question's admission."""
+        known = self.health.unwell() if self.health is not None else frozenset()
+        return [n for n in node_ids if n in known]
+
+    def _note_missed(self, missing: Sequence[MissingRegion]) -> None:
+        if self.health is not None:
+            for m in missing:
+                if m.code == "NODE_TIMEOUT":  # a stalled region; one that refuses connections costs no wait
+                    self.health.note_missed(m.node_id)
 
     def audit_proof(self, request: pb.AuditProofRequest) -> pb.AuditProofResponse:
         """Relay a request for audit proofs to the one region it names."""
@@ -129,7 +150,12 @@ class FanOut:
             raise error_for_code(missing.code, missing.message, missing.hint or None, missing.rule or None) from None
 
     def explain(
-        self, question: VerifiedEnvelope, signed: pb.SignedEnvelope, deadline_ms: int = 0
+        self,
+        question: VerifiedEnvelope,
+        signed: pb.SignedEnvelope,
+        deadline_ms: int = 0,
+        arrived_at: float | None = None,
+        ends_at: float | None = None,
     ) -> pb.ExplainResponse:
         """Ask every region whether its policy accepts the question; nothing runs (nor is bound here).
 
@@ -137,17 +163,24 @@ class FanOut:
         can only say so, unsigned, with a transport code. A region that refuses the request itself (e.g. a
         replayed or revoked signature) fails the explain, as it would fail the question."""
         plan = sketch_query(question.envelope.sql, self.catalog)
-        deadline = self._deadline(deadline_ms)
+        deadline = self._deadline(deadline_ms, arrived_at, ends_at)
         request = pb.PartialRequest(query_id=question.query_id, plan_fingerprint=plan.fingerprint, envelope=signed)
+        unwell = self._unwell(list(self._stubs))
         calls = {
-            n: stub.Explain.future(request, timeout=deadline - time.monotonic()) for n, stub in self._stubs.items()
+            n: stub.Explain.future(request, timeout=max(deadline - time.monotonic(), 0.001))
+            for n, stub in self._stubs.items()
+            if n not in unwell
         }
-        verdicts, refusals = [], []
+        verdicts = [
+            pb.NodeVerdict(node_id=n, accepted=False, code="NODE_UNWELL", message=UNWELL_MESSAGE) for n in unwell
+        ]
+        refusals = []
         for node_id, call in calls.items():
             try:
                 verdict = call.result()
             except grpc.RpcError as err:
                 m = _missing(node_id, err)
+                self._note_missed([m])
                 if m.code.startswith(QUERY_FAILURE_PREFIXES):
                     refusals.append(m)
                     continue
@@ -160,10 +193,18 @@ class FanOut:
                 )
             verdicts.append(verdict)
         _refuse_if_any(refusals, "refused to explain")
+        order = list(self._stubs)
+        verdicts.sort(key=lambda v: order.index(v.node_id))
         return pb.ExplainResponse(query_id=question.query_id, plan_fingerprint=plan.fingerprint, verdicts=verdicts)
 
     def query(
-        self, question: VerifiedEnvelope, signed: pb.SignedEnvelope, public_context: bytes, deadline_ms: int = 0
+        self,
+        question: VerifiedEnvelope,
+        signed: pb.SignedEnvelope,
+        public_context: bytes,
+        deadline_ms: int = 0,
+        arrived_at: float | None = None,
+        ends_at: float | None = None,
     ) -> FederatedAnswer:
         t0 = time.perf_counter()
         # every check that binds nothing: the coordinator never binds an asker's SQL (the regions do, once their
@@ -189,6 +230,8 @@ class FanOut:
             request,
             plan.fingerprint,
             plan.layout.chunk_sizes,
+            arrived_at,
+            ends_at,
         )
 
     def lookup(
@@ -198,6 +241,8 @@ class FanOut:
         public_context: bytes,
         sealed: list[pb.SealedSubjects],
         deadline_ms: int = 0,
+        arrived_at: float | None = None,
+        ends_at: float | None = None,
     ) -> FederatedAnswer:
         """Route each region its sealed identifiers (opaque here) and gather the regions' encrypted facts."""
         t0 = time.perf_counter()
@@ -229,7 +274,19 @@ class FanOut:
                 he_format=he.HE_FORMAT,  # the client's: the coordinator refused any other
             )
 
-        return self._gather(question, public_context, deadline_ms, t0, regions, "Lookup", request, fingerprint, sizes)
+        return self._gather(
+            question,
+            public_context,
+            deadline_ms,
+            t0,
+            regions,
+            "Lookup",
+            request,
+            fingerprint,
+            sizes,
+            arrived_at,
+            ends_at,
+        )
 
     def _gather(
         self,
@@ -242,13 +299,16 @@ class FanOut:
         make_request: Callable[[str, bytes], Any],
         fingerprint: str,
         sizes: Sequence[int],
+        arrived_at: float | None = None,
+        ends_at: float | None = None,
     ) -> FederatedAnswer:
         """Send ``method`` to every region in ``node_ids`` as one run, and gather the answers of the layout ``sizes``.
 
         Every region masks its answer for exactly the run's participant set, so the sum is only meaningful
         when all of them answer. When some are down, late or broken, the survivors are asked again as a new
         run (a smaller set, so a new run id: new masks, new noise), as often as the asker's signed bound on runs
-        allows; a region that refuses fails the question.
+        allows; a region that refuses fails the question. A region known unwell at admission is left out of the
+        first run (named missing, ``NODE_UNWELL``); the first run's wait runs from the request's arrival.
         """
         digest = he.context_digest(public_context)
         if digest != question.envelope.context_digest:
@@ -260,19 +320,24 @@ class FanOut:
         ctx = he.load_public_context(public_context, digest)
         t_plan = time.perf_counter()
         query_id = question.query_id
-        participants = list(node_ids)
-        missing: list[MissingRegion] = []
+        unwell = self._unwell(node_ids)  # fixed here, at admission: what is learnt later changes only later questions
+        participants = [n for n in node_ids if n not in unwell]
+        missing = [MissingRegion(n, "NODE_UNWELL", UNWELL_MESSAGE) for n in unwell]
+        if not participants:
+            raise _no_region_answered(missing)
         stats = {"fanout_ms": 0.0}  # the regions' own timings stay in their logs
         runs = 0
         max_runs = min(MAX_RUNS, question.envelope.max_runs)  # every node refuses a run past the signed bound too
         while True:
             runs += 1
-            deadline = self._deadline(deadline_ms)  # each run waits as long: a re-run follows a region's timeout
+            # the first run's wait runs from the arrival; a re-run follows a region's timeout, and waits as long
+            deadline = self._deadline(deadline_ms, arrived_at if runs == 1 else None, ends_at)
             t_run = time.perf_counter()
             answers, lost = self._run(
                 participants, method, make_request, public_context, digest, deadline, fingerprint, ctx, sizes
             )
             stats["fanout_ms"] += (time.perf_counter() - t_run) * 1e3
+            self._note_missed(lost)
             for m in lost:
                 log.warning("query %s: region %s missing (%s)", query_id, m.node_id, m.code)
             refusals = [m for m in lost if m.code.startswith(QUERY_FAILURE_PREFIXES)]
@@ -322,7 +387,8 @@ class FanOut:
         for node_id in participants:
             request = make_request(node_id, b"" if self._held.get((node_id, digest)) else public_context)
             request.participants.extend(participants)
-            call = getattr(self._stubs[node_id], method).future(request, timeout=deadline - time.monotonic())
+            timeout = max(deadline - time.monotonic(), 0.001)
+            call = getattr(self._stubs[node_id], method).future(request, timeout=timeout)
             futures[node_id] = (call, request)
         answers: dict[str, Any] = {}
         lost: list[MissingRegion] = []

@@ -71,6 +71,11 @@ class NodeChannels:
         with self._lock:
             return [self._dialled[n][1] for n in self._order]
 
+    def by_id(self) -> dict[str, grpc.Channel]:
+        """The channel each region is dialled on now, by its id."""
+        with self._lock:
+            return {n: self._dialled[n][1] for n in self._order}
+
     def close(self) -> None:
         with self._lock:
             for channel in [*(c for _, c in self._dialled.values()), *self._retired]:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import grpc
 
+from coordinator.arrival import ArrivalStamp, arrived_at
 from coordinator.config import CoordinatorConfig
 from coordinator.fanout import FanOut, FederatedAnswer
 from coordinator.node_channels import NodeChannels
+from coordinator.region_health import RegionHealth
 from federation import he, rpc
 from federation.callers import require_caller
 from federation.catalog import CatalogFile
@@ -83,7 +86,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         def handle() -> FederatedAnswer:
             question = self._question(context, request.envelope, "query")
             he.check_he_format(request.he_format, "the client's context")
-            return self._fanout.query(question, request.envelope, request.public_context, request.deadline_ms)
+            return self._fanout.query(
+                question, request.envelope, request.public_context, request.deadline_ms, *_due(context)
+            )
 
         yield from answer_parts(rpc.answer(context, log, "query", "COORDINATOR_INTERNAL", handle))
 
@@ -92,7 +97,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             question = self._question(context, request.envelope, "lookup")
             he.check_he_format(request.he_format, "the client's context")
             return self._fanout.lookup(
-                question, request.envelope, request.public_context, list(request.sealed), request.deadline_ms
+                question,
+                request.envelope,
+                request.public_context,
+                list(request.sealed),
+                request.deadline_ms,
+                *_due(context),
             )
 
         yield from answer_parts(rpc.answer(context, log, "lookup", "COORDINATOR_INTERNAL", handle))
@@ -100,7 +110,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def Explain(self, request: pb.ExplainRequest, context: grpc.ServicerContext) -> pb.ExplainResponse:
         def handle() -> pb.ExplainResponse:
             question = self._question(context, request.envelope, "explain")
-            return self._fanout.explain(question, request.envelope, request.deadline_ms)
+            return self._fanout.explain(question, request.envelope, request.deadline_ms, *_due(context))
 
         return rpc.answer(context, log, "explain", "COORDINATOR_INTERNAL", handle)
 
@@ -118,6 +128,13 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             return pb.CatalogResponse(catalog_yaml=in_force.text, digest=in_force.digest)
 
         return rpc.answer(context, log, "catalog", "COORDINATOR_INTERNAL", handle)
+
+
+def _due(context: grpc.ServicerContext) -> tuple[float, float | None]:
+    """When the request arrived, and when its call's own deadline ends (None without one), as monotonic times."""
+    remaining = context.time_remaining()
+    ends_at = time.monotonic() + remaining if remaining is not None and remaining < 1e9 else None
+    return arrived_at(), ends_at
 
 
 def answer_parts(answer: FederatedAnswer) -> Iterator[pb.AnswerPart]:
@@ -146,6 +163,7 @@ class RunningCoordinator:
     port: int
     nodes: NodeChannels
     catalog: CatalogWatch
+    health: RegionHealth
 
     @property
     def channels(self) -> list[grpc.Channel]:
@@ -154,6 +172,7 @@ class RunningCoordinator:
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
+        self.health.stop()
         self.nodes.close()
 
 
@@ -172,7 +191,8 @@ def start_coordinator(
     credentials = channel_credentials(tls) if tls is not None else None  # checked once for every node channel
     verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
     nodes = NodeChannels(credentials, names, addresses)
-    fanout = FanOut(catalog, nodes.dial(catalog), config.deadline_ms, config.min_deadline_ms)
+    health = RegionHealth(nodes.by_id)
+    fanout = FanOut(catalog, nodes.dial(catalog), config.deadline_ms, config.min_deadline_ms, health)
 
     def take(in_force: CatalogFile, new: CatalogFile) -> None:
         """A changed catalog a running coordinator may take: a region at a new address is dialled there (its
@@ -182,18 +202,20 @@ def start_coordinator(
 
     watch.on_change(take)
     try:
-        server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
+        server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS, interceptors=[ArrivalStamp()])
         servicer = CoordinatorServicer(fanout, verifier, watch, config.rate_limit)
         rpc.add_servicer(server, pb_grpc.add_CoordinatorServicer_to_server, servicer, log)
         port = add_port(server, listen or config.listen, tls)
         rpc.add_health(server, "hpf.v1.Coordinator")
         server.start()
+        health.start()
     except BaseException:
+        health.stop()
         nodes.close()
         raise
     regions = len(catalog.nodes)
     log.info("coordinator listening on port %d (%s), %d region(s)", port, "mTLS" if tls else "INSECURE", regions)
-    return RunningCoordinator(server=server, port=port, nodes=nodes, catalog=watch)
+    return RunningCoordinator(server=server, port=port, nodes=nodes, catalog=watch, health=health)
 
 
 @contextlib.contextmanager

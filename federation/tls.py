@@ -436,9 +436,16 @@ def with_options(base: Sequence[tuple[str, Any]], **overrides: Any) -> tuple[tup
     return kept + tuple(replaced.items())
 
 
-def new_server(*, max_workers: int = 16, options: Sequence[tuple[str, Any]] = GRPC_OPTIONS) -> grpc.Server:
+def new_server(
+    *,
+    max_workers: int = 16,
+    options: Sequence[tuple[str, Any]] = GRPC_OPTIONS,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+) -> grpc.Server:
     """A gRPC server with the federation's message-size limits."""
-    return grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=list(options))
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers), options=list(options), interceptors=list(interceptors)
+    )
 
 
 def add_port(server: grpc.Server, address: str, tls: TlsConfig | None) -> int:
