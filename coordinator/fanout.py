@@ -119,13 +119,14 @@ class FanOut:
         resend.public_context = full_context
         return getattr(self._stubs[node_id], method)(resend, timeout=max(deadline - time.monotonic(), 0.001))
 
-    def _deadline(self, deadline_ms: int, since: float | None = None, ends_at: float | None = None) -> float:
+    def _deadline(self, deadline_ms: int, since: float | None = None) -> float:
         """The wait is the server's: an asker may lengthen it, never shorten it below the floor. It runs from
-        ``since`` (the request's arrival; else now), and never past ``ends_at`` (the call's own deadline: no
-        one is left to answer after it)."""
-        wait = max(deadline_ms or self.deadline_ms, self.min_deadline_ms)
-        deadline = (time.monotonic() if since is None else since) + min(wait, MAX_DEADLINE_MS) / 1000.0
-        return deadline if ends_at is None else min(deadline, ends_at)
+        ``since`` (the request's arrival; else now), so a request that queued for a worker waits that much less;
+        but every region is always given the floor from now (a question queued behind others, as an asker may
+        arrange, must not time out a region that is slow only on the rows it looks for)."""
+        wait = min(max(deadline_ms or self.deadline_ms, self.min_deadline_ms), MAX_DEADLINE_MS) / 1000.0
+        now = time.monotonic()
+        return max((now if since is None else since) + wait, now + self.min_deadline_ms / 1000.0)
 
     def _unwell(self, node_ids: Sequence[str]) -> list[str]:
         """Those of ``node_ids`` known unwell now, at the question's admission."""
@@ -155,7 +156,6 @@ class FanOut:
         signed: pb.SignedEnvelope,
         deadline_ms: int = 0,
         arrived_at: float | None = None,
-        ends_at: float | None = None,
     ) -> pb.ExplainResponse:
         """Ask every region whether its policy accepts the question; nothing runs (nor is bound here).
 
@@ -163,7 +163,7 @@ class FanOut:
         can only say so, unsigned, with a transport code. A region that refuses the request itself (e.g. a
         replayed or revoked signature) fails the explain, as it would fail the question."""
         plan = sketch_query(question.envelope.sql, self.catalog)
-        deadline = self._deadline(deadline_ms, arrived_at, ends_at)
+        deadline = self._deadline(deadline_ms, arrived_at)
         request = pb.PartialRequest(query_id=question.query_id, plan_fingerprint=plan.fingerprint, envelope=signed)
         unwell = self._unwell(list(self._stubs))
         calls = {
@@ -204,7 +204,6 @@ class FanOut:
         public_context: bytes,
         deadline_ms: int = 0,
         arrived_at: float | None = None,
-        ends_at: float | None = None,
     ) -> FederatedAnswer:
         t0 = time.perf_counter()
         # every check that binds nothing: the coordinator never binds an asker's SQL (the regions do, once their
@@ -231,7 +230,6 @@ class FanOut:
             plan.fingerprint,
             plan.layout.chunk_sizes,
             arrived_at,
-            ends_at,
         )
 
     def lookup(
@@ -242,7 +240,6 @@ class FanOut:
         sealed: list[pb.SealedSubjects],
         deadline_ms: int = 0,
         arrived_at: float | None = None,
-        ends_at: float | None = None,
     ) -> FederatedAnswer:
         """Route each region its sealed identifiers (opaque here) and gather the regions' encrypted facts."""
         t0 = time.perf_counter()
@@ -285,7 +282,6 @@ class FanOut:
             fingerprint,
             sizes,
             arrived_at,
-            ends_at,
         )
 
     def _gather(
@@ -300,7 +296,6 @@ class FanOut:
         fingerprint: str,
         sizes: Sequence[int],
         arrived_at: float | None = None,
-        ends_at: float | None = None,
     ) -> FederatedAnswer:
         """Send ``method`` to every region in ``node_ids`` as one run, and gather the answers of the layout ``sizes``.
 
@@ -331,7 +326,7 @@ class FanOut:
         while True:
             runs += 1
             # the first run's wait runs from the arrival; a re-run follows a region's timeout, and waits as long
-            deadline = self._deadline(deadline_ms, arrived_at if runs == 1 else None, ends_at)
+            deadline = self._deadline(deadline_ms, arrived_at if runs == 1 else None)
             t_run = time.perf_counter()
             answers, lost = self._run(
                 participants, method, make_request, public_context, digest, deadline, fingerprint, ctx, sizes

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -87,7 +86,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             question = self._question(context, request.envelope, "query")
             he.check_he_format(request.he_format, "the client's context")
             return self._fanout.query(
-                question, request.envelope, request.public_context, request.deadline_ms, *_due(context)
+                question, request.envelope, request.public_context, request.deadline_ms, arrived_at()
             )
 
         yield from answer_parts(rpc.answer(context, log, "query", "COORDINATOR_INTERNAL", handle))
@@ -102,7 +101,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 request.public_context,
                 list(request.sealed),
                 request.deadline_ms,
-                *_due(context),
+                arrived_at(),
             )
 
         yield from answer_parts(rpc.answer(context, log, "lookup", "COORDINATOR_INTERNAL", handle))
@@ -110,7 +109,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def Explain(self, request: pb.ExplainRequest, context: grpc.ServicerContext) -> pb.ExplainResponse:
         def handle() -> pb.ExplainResponse:
             question = self._question(context, request.envelope, "explain")
-            return self._fanout.explain(question, request.envelope, request.deadline_ms, *_due(context))
+            return self._fanout.explain(question, request.envelope, request.deadline_ms, arrived_at())
 
         return rpc.answer(context, log, "explain", "COORDINATOR_INTERNAL", handle)
 
@@ -128,13 +127,6 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             return pb.CatalogResponse(catalog_yaml=in_force.text, digest=in_force.digest)
 
         return rpc.answer(context, log, "catalog", "COORDINATOR_INTERNAL", handle)
-
-
-def _due(context: grpc.ServicerContext) -> tuple[float, float | None]:
-    """When the request arrived, and when its call's own deadline ends (None without one), as monotonic times."""
-    remaining = context.time_remaining()
-    ends_at = time.monotonic() + remaining if remaining is not None and remaining < 1e9 else None
-    return arrived_at(), ends_at
 
 
 def answer_parts(answer: FederatedAnswer) -> Iterator[pb.AnswerPart]:

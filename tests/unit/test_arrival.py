@@ -6,11 +6,12 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
 from coordinator.arrival import ArrivalStamp, arrived_at
+from coordinator.fanout import FanOut
 from federation.tls import new_server
 
 STAMPS = struct.Struct("!dd")  # when the request arrived, when its handler ran (time.monotonic())
@@ -64,3 +65,16 @@ def test_a_queued_request_keeps_the_time_it_arrived() -> None:
     finally:
         release.set()
         server.stop(0).wait()
+
+
+def test_the_wait_runs_from_the_arrival_but_gives_every_region_at_least_the_floor() -> None:
+    fanout = FanOut(cast(Any, None), {}, deadline_ms=10_000, min_deadline_ms=5_000)
+    before = time.monotonic()
+    fresh = fanout._deadline(0)
+    assert before + 10.0 <= fresh <= time.monotonic() + 10.0
+    queued = fanout._deadline(0, since=before - 3.0)  # arrived 3 s ago: 7 s are left of its 10
+    assert before + 7.0 <= queued <= time.monotonic() + 7.0
+    late = fanout._deadline(0, since=before - 8.0)  # 2 s are left, less than the floor: the floor, from now
+    assert before + 5.0 <= late <= time.monotonic() + 5.0
+    longer = fanout._deadline(20_000, since=before - 8.0)  # an asker may lengthen the wait, from the arrival
+    assert before + 12.0 <= longer <= time.monotonic() + 12.0
