@@ -75,6 +75,11 @@ def test_a_stopped_region_is_left_out_until_its_health_returns(layout: DemoLayou
                     answers = list(pool.map(ask, range(8)))
                 assert all(_missing(a) == [(stalled, "NODE_UNWELL")] and a.rows == later.rows for a in answers)
                 assert all(a.timings["fanout_ms"] < DEADLINE_MS for a in answers)
+                _, explained = client.explain(QUERY)  # an explain is not sent to it either
+                assert [(v.node_id, v.accepted, v.code) for v in explained.verdicts] == [
+                    *((n, True, "") for n in others),
+                    (stalled, False, "NODE_UNWELL"),
+                ]
             finally:
                 os.kill(process.pid, signal.SIGCONT)
 
