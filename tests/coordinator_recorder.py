@@ -45,6 +45,7 @@ class CoordinatorRecorder(grpc.ServerInterceptor, grpc.UnaryUnaryClientIntercept
         self.received: list[Received] = []
         self.replies: list[Any] = []  # what the coordinator answered the client (each part of a streamed answer)
         self.node_requests: list[tuple[str, Any]] = []  # what the coordinator asked nodes
+        self.health_probes: list[Any] = []  # the coordinator's health checks of the regions (a service name each)
         self._lock = threading.Lock()
 
     # -- the coordinator's server: everything a client sends it, byte for byte
@@ -93,6 +94,10 @@ class CoordinatorRecorder(grpc.ServerInterceptor, grpc.UnaryUnaryClientIntercept
     # -- the coordinator's channels to the nodes: every answer (or error status) a node sends back
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
         method = details.method
+        if method.startswith("/grpc.health.v1.Health/"):  # the coordinator's probes: no question, no answer
+            with self._lock:
+                self.health_probes.append(request)
+            return continuation(details, request)
         with self._lock:
             self.node_requests.append((method, request))
         outcome = continuation(details, request)
@@ -135,9 +140,11 @@ def recording(patch: pytest.MonkeyPatch) -> Iterator[CoordinatorRecorder]:
     def recording_channel(address: str, tls: Any, **kwargs: Any) -> grpc.Channel:
         return grpc.intercept_channel(secure_channel(address, tls, **kwargs), recorder)
 
-    def recording_server(*, max_workers: int = 16, options: Any = ()) -> grpc.Server:
+    def recording_server(*, max_workers: int = 16, options: Any = (), interceptors: Any = ()) -> grpc.Server:
         return grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers), options=list(options), interceptors=[recorder]
+            futures.ThreadPoolExecutor(max_workers=max_workers),
+            options=list(options),
+            interceptors=[*interceptors, recorder],
         )
 
     patch.setattr(coordinator.node_channels, "secure_channel", recording_channel)

@@ -36,6 +36,7 @@ import pytest
 import tenseal as ts
 import yaml
 from coordinator_recorder import CoordinatorRecorder, recording
+from grpc_health.v1 import health_pb2
 
 from federation import he
 from federation.client import FederationClient
@@ -355,6 +356,9 @@ def test_coordinator_only_ever_holds_ciphertexts(
         verdicts = [r for r in from_nodes if r.method.endswith("Explain")]
         errors = [r for r in from_nodes if r.message is None]
         assert len(from_nodes) == len(coordinator_view.node_requests) == (len(QUERIES) + 2) * n_nodes
+        # besides the questions, the coordinator only asks each region's health, naming the service alone
+        probe = health_pb2.HealthCheckRequest(service="hpf.v1.Node")
+        assert all(r == probe for r in coordinator_view.health_probes)
         # a failure on a region's rows travels encrypted like an answer: the coordinator sees no error at all
         assert len(answers) == (len(QUERIES) + 1) * n_nodes and len(verdicts) == n_nodes and errors == []
         assert all(r.message.receipt.entry for r in answers + verdicts)  # audit receipts are in what is searched
