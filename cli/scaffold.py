@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from federation.catalog import INTEGER_BITS, INTEGER_DIGITS
+from federation.catalog import INTEGER_TYPES as _INTEGERS
 from federation.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,7 +34,6 @@ INIT_SCHEMA = "INIT_SCHEMA"
 CLASSES = ("identifier", "public", "sensitive", "commercial")
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
-_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
 # a file type the catalog has no type for, read as the narrowest catalog type that holds every value
 _WIDER = {
     "UTINYINT": "SMALLINT",
@@ -131,13 +132,12 @@ def widest(a: str, b: str) -> str | None:
     """
     if a == b:
         return a
-    digits = {"TINYINT": 3, "SMALLINT": 5, "INTEGER": 10, "BIGINT": 19}
     if a in _INTEGERS and b in _INTEGERS:
         return max(a, b, key=_INTEGERS.index)
 
     def shape(t: str) -> tuple[int, int] | None:  # (digits before the point, digits after)
-        if t in digits:
-            return digits[t], 0
+        if t in INTEGER_DIGITS:
+            return INTEGER_DIGITS[t], 0
         m = _DECIMAL.fullmatch(t)
         return (int(m.group(1)) - int(m.group(2)), int(m.group(2))) if m else None
 
@@ -235,7 +235,9 @@ def _describe(con: duckdb.DuckDBPyConnection, source: Source) -> dict[str, str]:
 def _csv_decimal(con: duckdb.DuckDBPyConnection, source: Source, column: str) -> str | None:
     """The DECIMAL that holds a CSV column's numbers exactly as written, where each is a plain decimal numeral
     (a CSV reader detects ``12.50`` as a DOUBLE, which could not be summed exactly); None otherwise."""
-    text = f"read_csv({_sql_text(str(source.path))}, header = true, all_varchar = true)"
+    from node.backends.duckdb_backend import sql_string
+
+    text = f"read_csv({sql_string(str(source.path))}, header = true, all_varchar = true)"
     col = _ident(column)
     row = con.execute(
         f"SELECT bool_and(regexp_full_match({col}, '-?[0-9]+([.][0-9]+)?')), "
@@ -246,10 +248,6 @@ def _csv_decimal(con: duckdb.DuckDBPyConnection, source: Source, column: str) ->
         return None
     whole, scale = int(row[1]), int(row[2])  # as tight as the values written: a CSV has no type to keep
     return f"DECIMAL({whole + scale},{scale})" if whole + scale <= 38 else None
-
-
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _shown(text: str) -> str:
@@ -375,8 +373,7 @@ def _narrowest(con: duckdb.DuckDBPyConnection, table: InferredTable, at: dict[st
             if whole + scale < int(decimal.group(1)):
                 column.narrowest = f"DECIMAL({max(whole + scale, 1)},{scale})"
         else:
-            bits = {"TINYINT": 7, "SMALLINT": 15, "INTEGER": 31, "BIGINT": 63}
-            fit = next(t for t in _INTEGERS if bound < 2 ** bits[t])
+            fit = next(t for t in _INTEGERS if bound < 2 ** (INTEGER_BITS[t] - 1))
             if _INTEGERS.index(fit) < _INTEGERS.index(declared):
                 column.narrowest = fit
 
@@ -397,8 +394,7 @@ def suggested_bounds(extremes: tuple[Decimal, Decimal], type_: str) -> tuple[Dec
         precision, scale = int(decimal.group(1)), int(decimal.group(2))
         top = Decimal(10) ** (precision - scale) - Decimal(10) ** -scale
     else:
-        bits = {"TINYINT": 7, "SMALLINT": 15, "INTEGER": 31, "BIGINT": 63}[type_]
-        scale, top = 0, Decimal(2**bits - 1)
+        scale, top = 0, Decimal(2 ** (INTEGER_BITS[type_] - 1) - 1)
 
     def past(value: Decimal) -> Decimal:
         if value <= 0:

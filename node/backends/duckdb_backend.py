@@ -45,7 +45,8 @@ def _folders(sources: dict[str, TableSource]) -> list[Path]:
     return folders
 
 
-def _quote(text: str) -> str:
+def sql_string(text: str) -> str:
+    """``text`` as an SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -56,8 +57,8 @@ def reader_sql(path: Path, file_format: str) -> str:
     ("read_parquet('/data/north/*.parquet')", "read_csv('a.csv', header = true)")
     """
     if file_format == "parquet":
-        return f"read_parquet({_quote(str(path))})"
-    return f"read_csv({_quote(str(path))}, header = true)"
+        return f"read_parquet({sql_string(str(path))})"
+    return f"read_csv({sql_string(str(path))}, header = true)"
 
 
 def _read_through(con: duckdb.DuckDBPyConnection, name: str, columns: Iterable[str]) -> None:
