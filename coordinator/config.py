@@ -9,6 +9,7 @@ tls: {ca: pki/ca.pem, cert: pki/coordinator.pem, key: pki/coordinator.key}
 revocations: pki/crl.pem       # the federation's revocation list, re-read when it changes
 # revocation_state: state/revocation-state.json   # keep the newest list's number across restarts (default: memory)
 rate_limit: {requests: 600, per_seconds: 60}   # per person, over questions, explains, audit proofs, catalogs
+# max_workers: 16              # threads for checking and planning; waiting for the regions holds none
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class CoordinatorConfig(PartySettings, TrustSettings):
     # read which region holds them from which one is named missing: the wait is the server's, at least this
     # (keep it above every node's limits.query_ms, so a node stopped at its own limit still answers on time)
     min_deadline_ms: int = Field(default=5_000, ge=100, le=600_000)
+    # threads for the work that takes the processor (checking signatures, planning, checking the regions'
+    # ciphertexts); a question waiting for the regions holds none of them
     max_workers: int = Field(default=16, ge=1, le=256)
     # every request a person sends reaches every node's audit log: one person cannot flood them
     rate_limit: RateLimit | None = RateLimit(requests=600, per_seconds=60)

@@ -4,10 +4,14 @@ The coordinator holds the catalog and the node directory, nothing secret: it see
 which nodes answered and how long they took, never a value. It checks that each region's ciphertexts are well
 formed and are the ones the region signed, and relays them; the client adds them itself, so a coordinator that
 altered, added or left out a ciphertext would be caught there.
+
+Every method is a coroutine on the coordinator's event loop (:mod:`coordinator.event_loop`): waiting for the
+regions holds no thread, and the work that takes the processor goes to the loop's workers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -105,19 +109,19 @@ class FanOut:
         the stubs it started with where it has them."""
         self._stubs = dict(stubs)
 
-    def _resend_if_context_lost(
+    async def _resend_if_context_lost(
         self, node_id: str, method: str, call: Any, request: Any, full_context: bytes, deadline: float
     ) -> Any:
         """The node's answer; a node that no longer holds the context (restart, eviction) is sent it again."""
         try:
-            return call.result()
+            return await call
         except grpc.RpcError as err:
             if request.public_context or from_rpc_error(err).code != "CONTEXT_UNKNOWN":
                 raise
         resend = type(request)()
         resend.CopyFrom(request)
         resend.public_context = full_context
-        return getattr(self._stubs[node_id], method)(resend, timeout=max(deadline - time.monotonic(), 0.001))
+        return await getattr(self._stubs[node_id], method)(resend, timeout=max(deadline - time.monotonic(), 0.001))
 
     def _deadline(self, deadline_ms: int, since: float | None = None) -> float:
         """The wait is the server's: an asker may lengthen it, never shorten it below the floor. It runs from
@@ -139,18 +143,18 @@ class FanOut:
                 if m.code == "NODE_TIMEOUT":  # a stalled region; one that refuses connections costs no wait
                     self.health.note_missed(m.node_id)
 
-    def audit_proof(self, request: pb.AuditProofRequest) -> pb.AuditProofResponse:
+    async def audit_proof(self, request: pb.AuditProofRequest) -> pb.AuditProofResponse:
         """Relay a request for audit proofs to the one region it names."""
         stub = self._stubs.get(request.node_id)
         if stub is None:
             raise PlanError(f"no region {quoted(request.node_id)} in this federation", code="PLAN_UNKNOWN_REGION")
         try:
-            return stub.AuditProof(request, timeout=self.deadline_ms / 1000.0)
+            return await stub.AuditProof(request, timeout=self.deadline_ms / 1000.0)
         except grpc.RpcError as err:
             missing = _missing(request.node_id, err)
             raise error_for_code(missing.code, missing.message, missing.hint or None, missing.rule or None) from None
 
-    def explain(
+    async def explain(
         self,
         question: VerifiedEnvelope,
         signed: pb.SignedEnvelope,
@@ -162,12 +166,12 @@ class FanOut:
         Each region signs its verdict (the client checks it); for a region down, late or broken this coordinator
         can only say so, unsigned, with a transport code. A region that refuses the request itself (e.g. a
         replayed or revoked signature) fails the explain, as it would fail the question."""
-        plan = sketch_query(question.envelope.sql, self.catalog)
+        plan = await asyncio.to_thread(sketch_query, question.envelope.sql, self.catalog)
         deadline = self._deadline(deadline_ms, arrived_at)
         request = pb.PartialRequest(query_id=question.query_id, plan_fingerprint=plan.fingerprint, envelope=signed)
         unwell = self._unwell(list(self._stubs))
         calls = {
-            n: stub.Explain.future(request, timeout=max(deadline - time.monotonic(), 0.001))
+            n: stub.Explain(request, timeout=max(deadline - time.monotonic(), 0.001))
             for n, stub in self._stubs.items()
             if n not in unwell
         }
@@ -177,7 +181,7 @@ class FanOut:
         refusals = []
         for node_id, call in calls.items():
             try:
-                verdict = call.result()
+                verdict = await call
             except grpc.RpcError as err:
                 m = _missing(node_id, err)
                 self._note_missed([m])
@@ -197,7 +201,7 @@ class FanOut:
         verdicts.sort(key=lambda v: order.index(v.node_id))
         return pb.ExplainResponse(query_id=question.query_id, plan_fingerprint=plan.fingerprint, verdicts=verdicts)
 
-    def query(
+    async def query(
         self,
         question: VerifiedEnvelope,
         signed: pb.SignedEnvelope,
@@ -208,7 +212,7 @@ class FanOut:
         t0 = time.perf_counter()
         # every check that binds nothing: the coordinator never binds an asker's SQL (the regions do, once their
         # policies admitted the asker), and the sketch already fixes the layout and the fingerprint
-        plan = sketch_query(question.envelope.sql, self.catalog)
+        plan = await asyncio.to_thread(sketch_query, question.envelope.sql, self.catalog)
 
         def request(node_id: str, context: bytes) -> pb.PartialRequest:
             return pb.PartialRequest(
@@ -219,7 +223,7 @@ class FanOut:
                 he_format=he.HE_FORMAT,  # the client's: the coordinator refused any other
             )
 
-        return self._gather(
+        return await self._gather(
             question,
             public_context,
             deadline_ms,
@@ -232,7 +236,7 @@ class FanOut:
             arrived_at,
         )
 
-    def lookup(
+    async def lookup(
         self,
         question: VerifiedEnvelope,
         signed: pb.SignedEnvelope,
@@ -271,7 +275,7 @@ class FanOut:
                 he_format=he.HE_FORMAT,  # the client's: the coordinator refused any other
             )
 
-        return self._gather(
+        return await self._gather(
             question,
             public_context,
             deadline_ms,
@@ -284,7 +288,7 @@ class FanOut:
             arrived_at,
         )
 
-    def _gather(
+    async def _gather(
         self,
         question: VerifiedEnvelope,
         public_context: bytes,
@@ -312,7 +316,7 @@ class FanOut:
                 code="AUTH_CONTEXT_MISMATCH",
                 hint="sign the question with the digest of the public context you send",
             )
-        ctx = he.load_public_context(public_context, digest)
+        ctx = await asyncio.to_thread(he.load_public_context, public_context, digest)
         t_plan = time.perf_counter()
         query_id = question.query_id
         unwell = self._unwell(node_ids)  # fixed here, at admission: what is learnt later changes only later questions
@@ -328,7 +332,7 @@ class FanOut:
             # the first run's wait runs from the arrival; a re-run follows a region's timeout, and waits as long
             deadline = self._deadline(deadline_ms, arrived_at if runs == 1 else None)
             t_run = time.perf_counter()
-            answers, lost = self._run(
+            answers, lost = await self._run(
                 participants, method, make_request, public_context, digest, deadline, fingerprint, ctx, sizes
             )
             stats["fanout_ms"] += (time.perf_counter() - t_run) * 1e3
@@ -365,7 +369,7 @@ class FanOut:
             timings={"plan_ms": (t_plan - t0) * 1e3, **stats},
         )
 
-    def _run(
+    async def _run(
         self,
         participants: list[str],
         method: str,
@@ -378,18 +382,17 @@ class FanOut:
         sizes: Sequence[int],
     ) -> tuple[dict[str, Any], list[MissingRegion]]:
         """One run: every participant asked with the set; the well-formed answers, and who failed."""
-        futures = {}
+        calls = {}
         for node_id in participants:
             request = make_request(node_id, b"" if self._held.get((node_id, digest)) else public_context)
             request.participants.extend(participants)
             timeout = max(deadline - time.monotonic(), 0.001)
-            call = getattr(self._stubs[node_id], method).future(request, timeout=timeout)
-            futures[node_id] = (call, request)
+            calls[node_id] = (getattr(self._stubs[node_id], method)(request, timeout=timeout), request)
         answers: dict[str, Any] = {}
         lost: list[MissingRegion] = []
-        for node_id, (call, request) in futures.items():
+        for node_id, (call, request) in calls.items():  # every call is under way: the waits overlap
             try:
-                response = self._resend_if_context_lost(node_id, method, call, request, public_context, deadline)
+                response = await self._resend_if_context_lost(node_id, method, call, request, public_context, deadline)
             except grpc.RpcError as err:
                 lost.append(_missing(node_id, err))
                 continue
@@ -398,7 +401,7 @@ class FanOut:
                 lost.append(MissingRegion(node_id, "NODE_BAD_ANSWER", "the node answered a different plan"))
                 continue
             try:
-                _check_answer(ctx, response, sizes)
+                await asyncio.to_thread(_check_answer, ctx, response, sizes)
             except FederationError as err:
                 lost.append(MissingRegion(node_id, "NODE_BAD_ANSWER", err.message))
                 continue

@@ -4,6 +4,9 @@ A region's address may change while the coordinator runs (the catalog is re-read
 :mod:`federation.catalog_watch`): the region is then dialled at its new address, under the same name, from the
 next question on. The old channel stays open until the coordinator stops, since a question may still be running
 on it; the regions of a federation move seldom.
+
+The channels are asyncio channels: each is dialled and used on the coordinator's event loop
+(:mod:`coordinator.event_loop`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import grpc
 from federation.catalog import Catalog
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.pki import ServerNames
-from federation.tls import GRPC_OPTIONS, secure_channel, with_options
+from federation.tls import GRPC_OPTIONS, secure_aio_channel, with_options
 
 # A region back after a restart is tried again within seconds, not after gRPC's default backoff (up to 120 s):
 # exact answers wait for every region, so a region wrongly thought down fails them. gRPC's "min reconnect backoff"
@@ -39,13 +42,13 @@ class NodeChannels:
         self._names = names
         self._overrides = dict(overrides or {})
         self._lock = threading.Lock()
-        self._dialled: dict[str, tuple[str, grpc.Channel]] = {}  # node id -> (address, channel)
+        self._dialled: dict[str, tuple[str, grpc.aio.Channel]] = {}  # node id -> (address, channel)
         self._order: list[str] = []
-        self._retired: list[grpc.Channel] = []
+        self._retired: list[grpc.aio.Channel] = []
 
     def dial(self, catalog: Catalog) -> dict[str, pb_grpc.NodeStub]:
         """A stub per region of ``catalog``, in its order: a region dialled before at the same address keeps its
-        channel; one at a new address is dialled there."""
+        channel; one at a new address is dialled there. Called on the event loop the channels are used from."""
         with self._lock:
             for node in catalog.nodes:
                 address = self._overrides.get(node.id, node.address)
@@ -53,7 +56,7 @@ class NodeChannels:
                 if known is not None and known[0] == address:
                     continue
                 # each node is dialled by its own name, so only that node's certificate is accepted
-                channel = secure_channel(
+                channel = secure_aio_channel(
                     address,
                     self._credentials,
                     options=NODE_CHANNEL_OPTIONS,
@@ -66,17 +69,18 @@ class NodeChannels:
             return {n: pb_grpc.NodeStub(self._dialled[n][1]) for n in self._order}
 
     @property
-    def channels(self) -> list[grpc.Channel]:
+    def channels(self) -> list[grpc.aio.Channel]:
         """The channel each region is dialled on now, in the catalog's order."""
         with self._lock:
             return [self._dialled[n][1] for n in self._order]
 
-    def by_id(self) -> dict[str, grpc.Channel]:
+    def by_id(self) -> dict[str, grpc.aio.Channel]:
         """The channel each region is dialled on now, by its id."""
         with self._lock:
             return {n: self._dialled[n][1] for n in self._order}
 
-    def close(self) -> None:
+    async def close(self) -> None:
         with self._lock:
-            for channel in [*(c for _, c in self._dialled.values()), *self._retired]:
-                channel.close()
+            channels = [*(c for _, c in self._dialled.values()), *self._retired]
+        for channel in channels:
+            await channel.close()

@@ -5,10 +5,14 @@ since: a stalled or dead region, not merely a slow query. Each region is probed 
 service every node serves, each probe bounded by a short timeout; the first probe that passes makes the region
 well again, and the next question is sent to it. A region is named unwell only for what was known when a
 question was admitted: a question already waiting on it waits out its own deadline.
+
+The probes run as a task on the coordinator's event loop, over the channels its questions use.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -33,11 +37,11 @@ class _State:
 
 
 class RegionHealth:
-    """The regions' health as the coordinator knows it; :meth:`start` probes them on one background thread."""
+    """The regions' health as the coordinator knows it; :meth:`start` probes them from a task on the event loop."""
 
     def __init__(
         self,
-        channels: Callable[[], Mapping[str, grpc.Channel]],
+        channels: Callable[[], Mapping[str, grpc.aio.Channel]],
         interval_s: float = PROBE_INTERVAL_S,
         timeout_s: float = PROBE_TIMEOUT_S,
     ) -> None:
@@ -46,8 +50,7 @@ class RegionHealth:
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self._states: dict[str, _State] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def unwell(self) -> frozenset[str]:
         """The regions to admit a question without, now."""
@@ -59,18 +62,11 @@ class RegionHealth:
         with self._lock:
             self._states.setdefault(node_id, _State()).missed = True
 
-    def probe_once(self) -> None:
+    async def probe_once(self) -> None:
         """Check every region once, all at once; each check is bounded by the probe timeout."""
-        calls = {}
-        for node_id, channel in self._channels().items():
-            stub = health_pb2_grpc.HealthStub(channel)
-            request = health_pb2.HealthCheckRequest(service=NODE_HEALTH_SERVICE)
-            calls[node_id] = stub.Check.future(request, timeout=self._timeout_s)
-        for node_id, call in calls.items():
-            try:
-                serving = call.result().status == health_pb2.HealthCheckResponse.SERVING
-            except grpc.RpcError:
-                serving = False
+        regions = self._channels()
+        results = await asyncio.gather(*(self._serving(channel) for channel in regions.values()))
+        for node_id, serving in zip(regions, results, strict=True):
             with self._lock:
                 state = self._states.setdefault(node_id, _State())
                 was_unwell = state.failing and state.missed
@@ -80,20 +76,29 @@ class RegionHealth:
                 if was_unwell != (state.failing and state.missed):
                     log.warning("region %s is %s", node_id, "well again" if serving else "unwell")
 
+    async def _serving(self, channel: grpc.aio.Channel) -> bool:
+        request = health_pb2.HealthCheckRequest(service=NODE_HEALTH_SERVICE)
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(request, timeout=self._timeout_s)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="hpf-region-health", daemon=True)
-        self._thread.start()
+        """Probe every ``interval_s`` from now on; called on the event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._probing(), name="hpf-region-health")
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self._interval_s + self._timeout_s + 1.0)
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    async def _probing(self) -> None:
+        while True:
             started = time.monotonic()
             try:
-                self.probe_once()
+                await self.probe_once()
             except Exception:  # a probe must never end the prober (e.g. a channel closed as the catalog moved)
                 log.exception("region health probe failed")
-            self._stop.wait(max(0.0, self._interval_s - (time.monotonic() - started)))
+            await asyncio.sleep(max(0.0, self._interval_s - (time.monotonic() - started)))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 
-from coordinator.arrival import ArrivalStamp, arrived_at
 from coordinator.config import CoordinatorConfig
+from coordinator.event_loop import EventLoopThread
 from coordinator.fanout import FanOut, FederatedAnswer
 from coordinator.node_channels import NodeChannels
 from coordinator.region_health import RegionHealth
@@ -28,7 +31,7 @@ from federation.tls import (
     add_port,
     channel_credentials,
     check_federation,
-    new_server,
+    new_aio_server,
     require_tls,
     with_options,
 )
@@ -36,13 +39,18 @@ from policies.model import RateLimit
 from policies.rate_limit import RateLimiter
 
 log = logging.getLogger("hpf.coordinator")
+T = TypeVar("T")
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
-    """Every method first looks whether the catalog file changed, and takes the change where it is safe."""
+    """Every method first looks whether the catalog file changed, and takes the change where it is safe.
+
+    The methods are coroutines on the coordinator's event loop: what takes the processor (checking the question's
+    signature, planning, checking the answers) runs on the loop's workers, and the wait for the regions holds no
+    thread at all, so a stalled region delays only the questions sent to it."""
 
     def __init__(
         self,
@@ -57,22 +65,27 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._rate_limit = rate_limit
         self._limiter = RateLimiter()
 
-    def _caller(self, context: grpc.ServicerContext) -> Identity | None:
+    async def _caller(self, context: grpc.aio.ServicerContext) -> Identity | None:
         """The calling person: not revoked, and within the coordinator's per-person rate limit."""
-        self._catalog.current()  # every method starts here: a changed catalog is taken before the request
+        self._catalog.current()  # every method starts here, on the loop: a changed catalog is taken before the request
         caller = require_caller(context, ("person",), "the coordinator")
         if caller is not None:
-            self._verifier.revocations.check(caller.serial, "caller's")
-            self._limiter.take(caller.common_name, self._rate_limit, party="coordinator", role="", rule="rate_limit")
+            await asyncio.to_thread(self._admit, caller)
         return caller
 
-    def _question(self, context: grpc.ServicerContext, signed: pb.SignedEnvelope, operation: str) -> VerifiedEnvelope:
+    def _admit(self, caller: Identity) -> None:
+        self._verifier.revocations.check(caller.serial, "caller's")
+        self._limiter.take(caller.common_name, self._rate_limit, party="coordinator", role="", rule="rate_limit")
+
+    async def _question(
+        self, context: grpc.aio.ServicerContext, signed: pb.SignedEnvelope, operation: str
+    ) -> VerifiedEnvelope:
         """The caller's signed question, checked here too so a bad one is refused before any region sees it.
 
         The nodes check it again themselves; this check only saves them the work and says why early.
         """
-        caller = self._caller(context)
-        question = self._verifier.verify(signed, operation=operation)
+        caller = await self._caller(context)
+        question = await asyncio.to_thread(self._verifier.verify, signed, operation=operation)
         if caller is not None and question.signer.serial != caller.serial:
             raise AuthError(
                 "the question is signed by someone other than the caller",
@@ -81,52 +94,66 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             )
         return question
 
-    def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> Iterator[pb.AnswerPart]:
-        def handle() -> FederatedAnswer:
-            question = self._question(context, request.envelope, "query")
+    async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AnswerPart]:
+        arrived = time.monotonic()  # the wait for the regions runs from here
+
+        async def handle() -> FederatedAnswer:
+            question = await self._question(context, request.envelope, "query")
             he.check_he_format(request.he_format, "the client's context")
-            return self._fanout.query(
-                question, request.envelope, request.public_context, request.deadline_ms, arrived_at()
+            return await self._fanout.query(
+                question, request.envelope, request.public_context, request.deadline_ms, arrived
             )
 
-        yield from answer_parts(rpc.answer(context, log, "query", "COORDINATOR_INTERNAL", handle))
+        answer = await rpc.answer_async(context, log, "query", "COORDINATOR_INTERNAL", handle)
+        for part in answer_parts(answer):
+            yield part
 
-    def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> Iterator[pb.AnswerPart]:
-        def handle() -> FederatedAnswer:
-            question = self._question(context, request.envelope, "lookup")
+    async def Lookup(
+        self, request: pb.LookupRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.AnswerPart]:
+        arrived = time.monotonic()
+
+        async def handle() -> FederatedAnswer:
+            question = await self._question(context, request.envelope, "lookup")
             he.check_he_format(request.he_format, "the client's context")
-            return self._fanout.lookup(
+            return await self._fanout.lookup(
                 question,
                 request.envelope,
                 request.public_context,
                 list(request.sealed),
                 request.deadline_ms,
-                arrived_at(),
+                arrived,
             )
 
-        yield from answer_parts(rpc.answer(context, log, "lookup", "COORDINATOR_INTERNAL", handle))
+        answer = await rpc.answer_async(context, log, "lookup", "COORDINATOR_INTERNAL", handle)
+        for part in answer_parts(answer):
+            yield part
 
-    def Explain(self, request: pb.ExplainRequest, context: grpc.ServicerContext) -> pb.ExplainResponse:
-        def handle() -> pb.ExplainResponse:
-            question = self._question(context, request.envelope, "explain")
-            return self._fanout.explain(question, request.envelope, request.deadline_ms, arrived_at())
+    async def Explain(self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext) -> pb.ExplainResponse:
+        arrived = time.monotonic()
 
-        return rpc.answer(context, log, "explain", "COORDINATOR_INTERNAL", handle)
+        async def handle() -> pb.ExplainResponse:
+            question = await self._question(context, request.envelope, "explain")
+            return await self._fanout.explain(question, request.envelope, request.deadline_ms, arrived)
 
-    def AuditProof(self, request: pb.AuditProofRequest, context: grpc.ServicerContext) -> pb.AuditProofResponse:
-        def handle() -> pb.AuditProofResponse:
-            self._caller(context)
-            return self._fanout.audit_proof(request)
+        return await rpc.answer_async(context, log, "explain", "COORDINATOR_INTERNAL", handle)
 
-        return rpc.answer(context, log, "audit proof", "COORDINATOR_INTERNAL", handle)
+    async def AuditProof(
+        self, request: pb.AuditProofRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuditProofResponse:
+        async def handle() -> pb.AuditProofResponse:
+            await self._caller(context)
+            return await self._fanout.audit_proof(request)
 
-    def GetCatalog(self, request: pb.CatalogRequest, context: grpc.ServicerContext) -> pb.CatalogResponse:
-        def handle() -> pb.CatalogResponse:
-            self._caller(context)  # a person, not revoked, within the rate limit, like every other method
+        return await rpc.answer_async(context, log, "audit proof", "COORDINATOR_INTERNAL", handle)
+
+    async def GetCatalog(self, request: pb.CatalogRequest, context: grpc.aio.ServicerContext) -> pb.CatalogResponse:
+        async def handle() -> pb.CatalogResponse:
+            await self._caller(context)  # a person, not revoked, within the rate limit, like every other method
             in_force = self._catalog.in_force  # the text and the digest of one file
             return pb.CatalogResponse(catalog_yaml=in_force.text, digest=in_force.digest)
 
-        return rpc.answer(context, log, "catalog", "COORDINATOR_INTERNAL", handle)
+        return await rpc.answer_async(context, log, "catalog", "COORDINATOR_INTERNAL", handle)
 
 
 def answer_parts(answer: FederatedAnswer) -> Iterator[pb.AnswerPart]:
@@ -151,21 +178,36 @@ def answer_parts(answer: FederatedAnswer) -> Iterator[pb.AnswerPart]:
 
 @dataclass
 class RunningCoordinator:
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
     nodes: NodeChannels
     catalog: CatalogWatch
     health: RegionHealth
+    loop: EventLoopThread
 
     @property
-    def channels(self) -> list[grpc.Channel]:
-        """The channel each region is dialled on now, in the catalog's order."""
+    def channels(self) -> list[grpc.aio.Channel]:
+        """The channel each region is dialled on now, in the catalog's order (used on the coordinator's loop)."""
         return self.nodes.channels
 
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coroutine`` on the coordinator's event loop (where its channels live), and wait for it."""
+        return self.loop.run(coroutine, timeout)
+
     def stop(self, grace: float | None = 1.0) -> None:
-        self.server.stop(grace).wait()
-        self.health.stop()
-        self.nodes.close()
+        """Stop serving (questions still running get ``grace`` seconds), probing and dialling; once is enough."""
+        if self.loop.closed:
+            return
+
+        async def stopping() -> None:
+            await self.server.stop(grace)
+            await self.health.stop()
+            await self.nodes.close()
+
+        try:
+            self.loop.run(stopping())
+        finally:
+            self.loop.close()
 
 
 def start_coordinator(
@@ -174,7 +216,8 @@ def start_coordinator(
     addresses: Mapping[str, str] | None = None,
 ) -> RunningCoordinator:
     """Start the coordinator on the catalog file ``config.catalog``; ``addresses`` overrides the catalog's node
-    addresses (tests on port 0)."""
+    addresses (tests on port 0). It serves from an event loop on a thread of its own, with ``config.max_workers``
+    threads for the work that takes the processor."""
     tls = require_tls(config.tls, config.insecure, source="coordinator")
     watch = CatalogWatch(config.catalog, "coordinator")
     catalog = watch.in_force.catalog
@@ -184,30 +227,41 @@ def start_coordinator(
     verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
     nodes = NodeChannels(credentials, names, addresses)
     health = RegionHealth(nodes.by_id)
-    fanout = FanOut(catalog, nodes.dial(catalog), config.deadline_ms, config.min_deadline_ms, health)
+    loop = EventLoopThread(config.max_workers)
 
-    def take(in_force: CatalogFile, new: CatalogFile) -> None:
-        """A changed catalog a running coordinator may take: a region at a new address is dialled there (its
-        tables and regions are the same, so the plans are too)."""
-        if [n.address for n in new.catalog.nodes] != [n.address for n in in_force.catalog.nodes]:
-            fanout.use_stubs(nodes.dial(new.catalog))
+    async def starting() -> tuple[grpc.aio.Server, int]:
+        fanout = FanOut(catalog, nodes.dial(catalog), config.deadline_ms, config.min_deadline_ms, health)
 
-    watch.on_change(take)
-    try:
-        server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS, interceptors=[ArrivalStamp()])
+        def take(in_force: CatalogFile, new: CatalogFile) -> None:
+            """A changed catalog a running coordinator may take: a region at a new address is dialled there (its
+            tables and regions are the same, so the plans are too). Taken on the loop, where channels are made."""
+            if [n.address for n in new.catalog.nodes] != [n.address for n in in_force.catalog.nodes]:
+                fanout.use_stubs(nodes.dial(new.catalog))
+
+        watch.on_change(take)
+        server = new_aio_server(options=SERVER_OPTIONS)
         servicer = CoordinatorServicer(fanout, verifier, watch, config.rate_limit)
         rpc.add_servicer(server, pb_grpc.add_CoordinatorServicer_to_server, servicer, log)
         port = add_port(server, listen or config.listen, tls)
-        rpc.add_health(server, "hpf.v1.Coordinator")
-        server.start()
+        await rpc.add_health_async(server, "hpf.v1.Coordinator")
+        await server.start()
         health.start()
+        return server, port
+
+    try:
+        server, port = loop.run(starting())
     except BaseException:
-        health.stop()
-        nodes.close()
+
+        async def closing() -> None:
+            await health.stop()
+            await nodes.close()
+
+        loop.run(closing())
+        loop.close()
         raise
     regions = len(catalog.nodes)
     log.info("coordinator listening on port %d (%s), %d region(s)", port, "mTLS" if tls else "INSECURE", regions)
-    return RunningCoordinator(server=server, port=port, nodes=nodes, catalog=watch, health=health)
+    return RunningCoordinator(server=server, port=port, nodes=nodes, catalog=watch, health=health, loop=loop)
 
 
 @contextlib.contextmanager

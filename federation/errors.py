@@ -136,14 +136,19 @@ _BY_STATUS: dict[str, type[FederationError]] = {
 }
 
 
-def abort(context: grpc.ServicerContext, error: FederationError) -> None:
-    """Abort an RPC with the error's status, public message and stable code in trailing metadata."""
+def trailing_metadata(error: FederationError) -> tuple[tuple[str, str], ...]:
+    """What a refusal carries besides its status and message: its stable code, and its hint and rule if any."""
     metadata: list[tuple[str, str]] = [(CODE_KEY, error.code)]
     if error.hint:
         metadata.append((HINT_KEY, error.hint))
     if error.rule:
         metadata.append((RULE_KEY, error.rule))
-    context.set_trailing_metadata(tuple(metadata))
+    return tuple(metadata)
+
+
+def abort(context: grpc.ServicerContext, error: FederationError) -> None:
+    """Abort an RPC with the error's status, public message and stable code in trailing metadata."""
+    context.set_trailing_metadata(trailing_metadata(error))
     context.abort(error.status, error.message)
 
 

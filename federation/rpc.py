@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from federation.errors import FederationError, PlanError, abort
+from federation.errors import FederationError, PlanError, abort, trailing_metadata
 from federation.logsafe import unexpected
 
 T = TypeVar("T")
@@ -32,6 +33,39 @@ def answer(
         log.error("%s failed unexpectedly: %s", what, unexpected(exc))
         abort(context, FederationError("the server failed to answer", code=internal_code))
         raise
+
+
+async def abort_async(context: grpc.aio.ServicerContext, error: FederationError) -> NoReturn:
+    """:func:`federation.errors.abort` on an asynchronous server."""
+    await context.abort(error.status, error.message, trailing_metadata(error))
+    raise AssertionError("unreachable: abort raises")
+
+
+async def answer_async(
+    context: grpc.aio.ServicerContext,
+    log: logging.Logger,
+    what: str,
+    internal_code: str,
+    handler: Callable[[], Awaitable[T]],
+) -> T:
+    """:func:`answer` on an asynchronous server: ``handler`` is awaited."""
+    try:
+        return await handler()
+    except FederationError as err:
+        log.info("%s refused: %s", what, err.code)
+        await abort_async(context, err)
+    except Exception as exc:  # noqa: BLE001 - the log gets type and place only, the caller a stable code
+        log.error("%s failed unexpectedly: %s", what, unexpected(exc))
+        await abort_async(context, FederationError("the server failed to answer", code=internal_code))
+
+
+async def add_health_async(server: grpc.aio.Server, service: str) -> health.aio.HealthServicer:
+    """:func:`add_health` on an asynchronous server."""
+    servicer = health.aio.HealthServicer()
+    add_servicer(server, health_pb2_grpc.add_HealthServicer_to_server, servicer, _log)
+    await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return servicer
 
 
 def add_health(server: grpc.Server, service: str) -> health.HealthServicer:
@@ -85,37 +119,59 @@ def _reading(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 def _guarded(handler: Any, log: logging.Logger, name: str) -> grpc.RpcMethodHandler:
-    """``handler`` with a request that is no message refused as RPC_MALFORMED (INVALID_ARGUMENT)."""
+    """``handler`` with a request that is no message refused as RPC_MALFORMED (INVALID_ARGUMENT); the handler's
+    behaviour may be a function or generator, or (on an asynchronous server) a coroutine or asynchronous
+    generator."""
     if handler.request_streaming:  # every method of the federation takes one request
         raise TypeError(f"{name}: a streaming request is not guarded")
     read = _reading(handler.request_deserializer)
+    behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
+    make = grpc.unary_stream_rpc_method_handler if handler.response_streaming else grpc.unary_unary_rpc_method_handler
+    return make(
+        _refusing(behavior, log, name), request_deserializer=read, response_serializer=handler.response_serializer
+    )
 
-    def refuse(context: grpc.ServicerContext) -> None:
+
+def _refusing(behavior: Callable[..., Any], log: logging.Logger, name: str) -> Callable[..., Any]:
+    """``behavior``, of the same kind (function, generator, coroutine, asynchronous generator), refusing MALFORMED."""
+
+    def refusal() -> PlanError:
         error = malformed_error()
         log.info("%s refused: %s", name, error.code)
-        abort(context, error)
+        return error
 
-    if handler.response_streaming:
-        behavior = handler.unary_stream
+    if inspect.isasyncgenfunction(behavior):
 
-        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        async def parts_async(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if request is MALFORMED:
-                refuse(context)
+                await abort_async(context, refusal())
+            async for part in behavior(request, context):
+                yield part
+
+        return parts_async
+    if inspect.iscoroutinefunction(behavior):
+
+        async def one_async(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if request is MALFORMED:
+                await abort_async(context, refusal())
+            return await behavior(request, context)
+
+        return one_async
+    if inspect.isgeneratorfunction(behavior):
+
+        def parts(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            if request is MALFORMED:
+                abort(context, refusal())
             yield from behavior(request, context)
 
-        return grpc.unary_stream_rpc_method_handler(
-            stream, request_deserializer=read, response_serializer=handler.response_serializer
-        )
-    unary = handler.unary_unary
+        return parts
 
     def one(request: Any, context: grpc.ServicerContext) -> Any:
         if request is MALFORMED:
-            refuse(context)
-        return unary(request, context)
+            abort(context, refusal())
+        return behavior(request, context)
 
-    return grpc.unary_unary_rpc_method_handler(
-        one, request_deserializer=read, response_serializer=handler.response_serializer
-    )
+    return one
 
 
 def add_servicer(server: grpc.Server, add: Callable[[Any, Any], None], servicer: object, log: logging.Logger) -> None:

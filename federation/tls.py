@@ -417,13 +417,37 @@ def secure_channel(
     carry in place of the address's host: the federation's parties always pass the server's name
     (:func:`coordinator_target`, :func:`node_target`), so only that server's certificate is accepted.
     """
+    credentials, opts = _dialling(tls, options, server_name)
+    if credentials is None:
+        return grpc.insecure_channel(address, options=opts)
+    return grpc.secure_channel(address, credentials, options=opts)
+
+
+def secure_aio_channel(
+    address: str,
+    tls: TlsConfig | grpc.ChannelCredentials | None,
+    *,
+    options: Sequence[tuple[str, Any]] = GRPC_OPTIONS,
+    server_name: str | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> grpc.aio.Channel:
+    """:func:`secure_channel` for asyncio: created on the event loop it is used from."""
+    credentials, opts = _dialling(tls, options, server_name)
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=opts, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=opts, interceptors=interceptors)
+
+
+def _dialling(
+    tls: TlsConfig | grpc.ChannelCredentials | None, options: Sequence[tuple[str, Any]], server_name: str | None
+) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
+    """The credentials (None: plaintext) and options a channel is dialled with."""
     opts = list(options)
     if tls is None:
-        return grpc.insecure_channel(address, options=opts)
+        return None, opts
     if server_name:
         opts.append(("grpc.ssl_target_name_override", server_name))
-    credentials = channel_credentials(tls) if isinstance(tls, TlsConfig) else tls
-    return grpc.secure_channel(address, credentials, options=opts)
+    return (channel_credentials(tls) if isinstance(tls, TlsConfig) else tls), opts
 
 
 def with_options(base: Sequence[tuple[str, Any]], **overrides: Any) -> tuple[tuple[str, Any], ...]:
@@ -448,7 +472,14 @@ def new_server(
     )
 
 
-def add_port(server: grpc.Server, address: str, tls: TlsConfig | None) -> int:
+def new_aio_server(
+    *, options: Sequence[tuple[str, Any]] = GRPC_OPTIONS, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+) -> grpc.aio.Server:
+    """An asyncio gRPC server with the federation's message-size limits (created on the loop it serves from)."""
+    return grpc.aio.server(options=list(options), interceptors=list(interceptors))
+
+
+def add_port(server: grpc.Server | grpc.aio.Server, address: str, tls: TlsConfig | None) -> int:
     """Bind ``address`` (port 0 picks a free one) with mutual TLS, or plaintext if ``tls`` is None."""
     try:
         if tls is None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent import futures
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -20,7 +20,7 @@ import pytest
 
 import coordinator.node_channels
 import coordinator.server
-from federation.tls import secure_channel
+from federation.tls import secure_aio_channel
 
 
 @dataclasses.dataclass
@@ -34,7 +34,7 @@ class Received:
     text: str = ""  # a node's error: status details and trailing metadata
 
 
-class CoordinatorRecorder(grpc.ServerInterceptor, grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class CoordinatorRecorder(grpc.aio.ServerInterceptor, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     """Records every message the coordinator receives: requests on its server, answers on its node channels.
 
     It also keeps what the coordinator sends (its replies to the client, its requests to nodes) so the test can
@@ -49,8 +49,8 @@ class CoordinatorRecorder(grpc.ServerInterceptor, grpc.UnaryUnaryClientIntercept
         self._lock = threading.Lock()
 
     # -- the coordinator's server: everything a client sends it, byte for byte
-    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
-        handler = continuation(details)
+    async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = await continuation(details)
         if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
             return handler
         method, parse = details.method, handler.request_deserializer
@@ -61,11 +61,19 @@ class CoordinatorRecorder(grpc.ServerInterceptor, grpc.UnaryUnaryClientIntercept
                 self.received.append(Received("client", method, message, bytes(data)))
             return message
 
-        if handler.unary_stream is not None:  # a streamed answer: every part it sends is kept
+        if handler.unary_stream is not None:
             streamed = handler.unary_stream
+            if not inspect.isasyncgenfunction(streamed):  # health's Watch writes on its context: nothing to keep
 
-            def parts(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                for part in streamed(request, context):
+                async def writes(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                    return await streamed(request, context)
+
+                return grpc.unary_stream_rpc_method_handler(
+                    writes, request_deserializer=deserialize, response_serializer=handler.response_serializer
+                )
+
+            async def parts(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                async for part in streamed(request, context):  # a streamed answer: every part it sends is kept
                     with self._lock:
                         self.replies.append(part)
                     yield part
@@ -75,8 +83,8 @@ class CoordinatorRecorder(grpc.ServerInterceptor, grpc.UnaryUnaryClientIntercept
             )
         inner = handler.unary_unary
 
-        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
-            reply = inner(request, context)
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            reply = await inner(request, context)
             with self._lock:
                 self.replies.append(reply)
             return reply
@@ -92,29 +100,26 @@ class CoordinatorRecorder(grpc.ServerInterceptor, grpc.UnaryUnaryClientIntercept
             return [r.head for r in self.replies if hasattr(r, "head") and r.HasField("head")]
 
     # -- the coordinator's channels to the nodes: every answer (or error status) a node sends back
-    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        method = details.method
+    async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
         if method.startswith("/grpc.health.v1.Health/"):  # the coordinator's probes: no question, no answer
             with self._lock:
                 self.health_probes.append(request)
-            return continuation(details, request)
+            return await continuation(details, request)
         with self._lock:
             self.node_requests.append((method, request))
-        outcome = continuation(details, request)
-
-        def record(call: Any) -> None:
-            if call.exception() is None:
-                reply = call.result()
-                got = Received("node", method, reply, reply.SerializeToString())
-            else:
-                metadata = " ".join(f"{k}={v}" for k, v in (call.trailing_metadata() or ()))
-                text = f"{call.code()} {call.details()} {metadata}"
-                got = Received("node", method, None, text.encode(), text)
-            with self._lock:
-                self.received.append(got)
-
-        outcome.add_done_callback(record)
-        return outcome
+        call = await continuation(details, request)
+        try:
+            reply = await call
+        except grpc.aio.AioRpcError as err:
+            metadata = " ".join(f"{k}={v}" for k, v in (err.trailing_metadata() or ()))
+            text = f"{err.code()} {err.details()} {metadata}"
+            got = Received("node", method, None, text.encode(), text)
+        else:
+            got = Received("node", method, reply, reply.SerializeToString())
+        with self._lock:
+            self.received.append(got)
+        return call  # awaited again by the coordinator: the same reply, or the same error
 
     def from_nodes(self, expected: int, timeout_s: float = 10.0) -> list[Received]:
         """The nodes' answers, once all ``expected`` of them are recorded (done callbacks may lag the call)."""
@@ -137,16 +142,12 @@ def recording(patch: pytest.MonkeyPatch) -> Iterator[CoordinatorRecorder]:
     """A recorder for the coordinator of every federation started while ``patch`` is active."""
     recorder = CoordinatorRecorder()
 
-    def recording_channel(address: str, tls: Any, **kwargs: Any) -> grpc.Channel:
-        return grpc.intercept_channel(secure_channel(address, tls, **kwargs), recorder)
+    def recording_channel(address: str, tls: Any, **kwargs: Any) -> grpc.aio.Channel:
+        return secure_aio_channel(address, tls, interceptors=[recorder], **kwargs)
 
-    def recording_server(*, max_workers: int = 16, options: Any = (), interceptors: Any = ()) -> grpc.Server:
-        return grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers),
-            options=list(options),
-            interceptors=[*interceptors, recorder],
-        )
+    def recording_server(*, options: Any = (), interceptors: Any = ()) -> grpc.aio.Server:
+        return grpc.aio.server(options=list(options), interceptors=[*interceptors, recorder])
 
-    patch.setattr(coordinator.node_channels, "secure_channel", recording_channel)
-    patch.setattr(coordinator.server, "new_server", recording_server)
+    patch.setattr(coordinator.node_channels, "secure_aio_channel", recording_channel)
+    patch.setattr(coordinator.server, "new_aio_server", recording_server)
     yield recorder

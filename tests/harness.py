@@ -20,6 +20,7 @@ a NULL aggregate fails every HAVING comparison, as it does in the client. The pu
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -31,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import grpc
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -194,7 +194,7 @@ class Federation:
     def wait_for_regions(self) -> None:
         """After restarts: the coordinator's channels to every region are connected again."""
         for channel in self.coordinator.channels:
-            grpc.channel_ready_future(channel).result(timeout=20)
+            self.coordinator.run(asyncio.wait_for(channel.channel_ready(), 20))
 
     def node_oracle(self, node_id: str, sql: str) -> list[tuple[Any, ...]]:
         """DuckDB over ``node_id``'s own files only."""

@@ -180,7 +180,7 @@ def rerunning(patch: pytest.MonkeyPatch, extra_runs: int) -> Iterator[list[str]]
     original = coordinator.fanout.FanOut._gather
     refused: list[str] = []
 
-    def gather(
+    async def gather(
         self: coordinator.fanout.FanOut,
         question: Any,
         public_context: bytes,
@@ -189,12 +189,12 @@ def rerunning(patch: pytest.MonkeyPatch, extra_runs: int) -> Iterator[list[str]]
         node_ids: list[str],
         *rest: Any,
     ) -> FederatedAnswer:
-        first = original(self, question, public_context, deadline_ms, t0, node_ids, *rest)
+        first = await original(self, question, public_context, deadline_ms, t0, node_ids, *rest)
         survivors = list(first.answered)
         for _ in range(extra_runs):
             survivors = survivors[:-1]
             try:
-                original(self, question, public_context, deadline_ms, t0, survivors, *rest)
+                await original(self, question, public_context, deadline_ms, t0, survivors, *rest)
             except FederationError as err:
                 refused.append(err.code)
         return first

@@ -292,7 +292,7 @@ def test_no_text_from_the_coordinator_reaches_the_terminal_raw(
     for fmt in ("table", "json", "csv"):
         assert "\x1b" not in render(answer, fmt) and "\u202e" not in render(answer, fmt), fmt
 
-    def refusing(*_: Any, **__: Any) -> FederatedAnswer:
+    async def refusing(*_: Any, **__: Any) -> FederatedAnswer:
         # gRPC carries a status message with any bytes; metadata (code, hint) only printable ASCII
         raise PlanError("refused" + ESCAPES, code="PLAN_REFUSED;[2A", hint="ask")
 

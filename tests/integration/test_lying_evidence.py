@@ -237,9 +237,9 @@ def relayed_proofs(patch: pytest.MonkeyPatch, change: Callable[[pb.AuditProofRes
     """While active, the coordinator changes every audit proof it relays from a region."""
     honest = coordinator.fanout.FanOut.audit_proof
 
-    def audit_proof(self: coordinator.fanout.FanOut, request: pb.AuditProofRequest) -> pb.AuditProofResponse:
+    async def audit_proof(self: coordinator.fanout.FanOut, request: pb.AuditProofRequest) -> pb.AuditProofResponse:
         out = pb.AuditProofResponse()
-        out.CopyFrom(honest(self, request))
+        out.CopyFrom(await honest(self, request))
         change(out)
         return out
 
@@ -336,8 +336,8 @@ def lying_explain(patch: pytest.MonkeyPatch, tamper: Explain) -> Iterator[list[p
     honest = coordinator.fanout.FanOut.explain
     seen: list[pb.ExplainResponse] = []
 
-    def explain(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
-        reply = honest(self, *args, **kwargs)
+    async def explain(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
+        reply = await honest(self, *args, **kwargs)
         seen.append(reply)
         out = pb.ExplainResponse()
         out.CopyFrom(reply)
@@ -541,22 +541,17 @@ def test_a_region_the_coordinator_cannot_reach_is_its_unsigned_word(
             return None
 
     class Down:
-        class Explain:
-            @staticmethod
-            def future(request: Any, timeout: float) -> Any:
-                class Call:
-                    def result(self) -> Any:
-                        raise Unreachable()
-
-                return Call()
+        @staticmethod
+        async def Explain(request: Any, timeout: float) -> Any:
+            raise Unreachable()
 
     honest = coordinator.fanout.FanOut.explain
 
-    def explain(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
+    async def explain(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
         stubs = self._stubs
         self._stubs = {**stubs, "n3": Down()}  # type: ignore[dict-item]
         try:
-            return honest(self, *args, **kwargs)
+            return await honest(self, *args, **kwargs)
         finally:
             self._stubs = stubs
 
@@ -590,9 +585,9 @@ def test_a_replayed_explain_is_the_regions_refusal_not_a_verdict(
     with it, as a question would, and no region's verdict is made up for it."""
     honest = coordinator.fanout.FanOut.explain
 
-    def twice(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
-        honest(self, *args, **kwargs)
-        return honest(self, *args, **kwargs)
+    async def twice(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
+        await honest(self, *args, **kwargs)
+        return await honest(self, *args, **kwargs)
 
     with monkeypatch.context() as p:
         p.setattr(coordinator.fanout.FanOut, "explain", twice)

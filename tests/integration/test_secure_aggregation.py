@@ -484,8 +484,10 @@ def test_the_client_refuses_a_statement_the_coordinator_tampered_with(
 ) -> None:
     honest = coordinator.fanout.FanOut.query
 
-    def tampering(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> coordinator.fanout.FederatedAnswer:
-        answer = honest(self, *args, **kwargs)
+    async def tampering(
+        self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any
+    ) -> coordinator.fanout.FederatedAnswer:
+        answer = await honest(self, *args, **kwargs)
         _tampered_statement(answer, how)
         return answer
 

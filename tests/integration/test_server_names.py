@@ -169,8 +169,12 @@ def test_the_coordinator_refuses_any_other_certificate_where_it_dials_a_node(
         addresses = {"n0": f"127.0.0.1:{fed.nodes['n0'].port}", "n1": f"127.0.0.1:{port}"}
         with running_coordinator(coordinator_config(fed), addresses=addresses) as coordinator:
             n1_channel = coordinator.channels[fed.catalog.node_ids.index("n1")]
+
+            async def check() -> None:  # on the coordinator's loop, where its channels live
+                await health_pb2_grpc.HealthStub(n1_channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+
             with pytest.raises(grpc.RpcError) as info:
-                health_pb2_grpc.HealthStub(n1_channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                coordinator.run(check())
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
             with client_at(fed, f"127.0.0.1:{coordinator.port}", keys) as client:
                 try:

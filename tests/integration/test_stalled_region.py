@@ -11,7 +11,8 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
 
 import pytest
 import yaml
@@ -28,18 +29,23 @@ DEADLINE_MS = 2_000
 WAIT_S = 30.0  # the most any loop below waits for the coordinator to learn a region's health
 
 
-def _short_deadline(layout: DemoLayout) -> None:
+def _coordinator(layout: DemoLayout, **settings: int) -> None:
     config = yaml.safe_load(layout.coordinator_config.read_text(encoding="utf-8"))
-    config.update(deadline_ms=DEADLINE_MS, min_deadline_ms=DEADLINE_MS)
+    config.update(settings)
     layout.coordinator_config.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+
+def _federation(directory: Path, nodes: int) -> DemoLayout:
+    layout = layout_for(directory / "fed", nodes)
+    ensure_data(layout, 300, 3, lambda _msg: None)
+    write_configs(layout, 0)
+    return layout
 
 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoLayout]:
-    layout = layout_for(tmp_path_factory.mktemp("stall") / "fed", 4)
-    ensure_data(layout, 300, 3, lambda _msg: None)
-    write_configs(layout, 0)
-    _short_deadline(layout)
+    layout = _federation(tmp_path_factory.mktemp("stall"), 4)
+    _coordinator(layout, deadline_ms=DEADLINE_MS, min_deadline_ms=DEADLINE_MS)
     yield layout
 
 
@@ -90,3 +96,41 @@ def test_a_stopped_region_is_left_out_until_its_health_returns(layout: DemoLayou
                 back = client.query(QUERY)
             assert back.answered == layout.node_ids and not back.missing
             assert back.rows == healthy.rows
+
+
+def test_questions_waiting_on_a_stopped_region_hold_no_worker(tmp_path: Path) -> None:
+    """The coordinator has one worker thread. Questions sent as a region stops all wait for it, a deadline each,
+    and meanwhile the coordinator answers at once what needs no region (its catalog): waiting holds no worker.
+    With the questions on the worker, the catalog would wait behind them all, and they behind each other."""
+    layout = _federation(tmp_path, 4)  # three answer: as many as secure aggregation needs
+    deadline_ms, questions = 6_000, 6
+    _coordinator(layout, deadline_ms=deadline_ms, min_deadline_ms=deadline_ms, max_workers=1)
+    profile = yaml.safe_load(layout.client_profile.read_text(encoding="utf-8"))
+    profile.pop("catalog", None)  # the catalog is then asked of the coordinator
+    asks_catalog = layout.data / "client-asks-catalog.yaml"  # beside the profile: its paths are relative
+    asks_catalog.write_text(yaml.safe_dump(profile), encoding="utf-8")
+    with running_parties(layout, lambda _msg: None) as parties:
+        stalled = layout.node_ids[-1]
+        process = next(p.process for p in parties if p.name == stalled)
+        with FederationClient(load_profile(layout.client_profile)) as client:
+            assert not client.query(QUERY).missing  # every region answers, and the client holds the plan
+            os.kill(process.pid, signal.SIGSTOP)
+            try:
+                with ThreadPoolExecutor(max_workers=questions) as pool:
+                    sent = time.monotonic()
+                    waiting = [pool.submit(client.query, QUERY) for _ in range(questions)]
+                    time.sleep(1.0)  # every question reached the coordinator, and waits for the stalled region
+                    with FederationClient(load_profile(asks_catalog)) as other:
+                        catalog = other.catalog
+                    pending = [not q.done() for q in waiting]
+                    done, _ = wait(waiting, timeout=5 * deadline_ms / 1000)
+                    finished = time.monotonic()
+            finally:
+                os.kill(process.pid, signal.SIGCONT)
+    assert catalog.node_ids == layout.node_ids
+    assert all(pending), "the catalog was answered only after questions waiting on the stalled region"
+    assert len(done) == questions
+    answers = [q.result() for q in waiting]
+    assert all(_missing(a) == [(stalled, "NODE_TIMEOUT")] for a in answers)
+    # side by side, each one deadline (queued on one worker they would take six); the bound is loose on purpose
+    assert finished - sent < 3 * deadline_ms / 1000

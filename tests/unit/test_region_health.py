@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from coordinator.region_health import NODE_HEALTH_SERVICE, RegionHealth
-from federation.tls import new_server
+from federation.tls import new_aio_server
 
 
 def _closed_port() -> int:
@@ -17,37 +19,55 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_missed_and_failing_is_unwell_until_a_probe_passes() -> None:
-    server = new_server(max_workers=2)
-    servicer = health.HealthServicer()
+async def _probing() -> None:
+    server = new_aio_server()
+    servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    servicer.set(NODE_HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    await servicer.set(NODE_HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    await server.start()
     try:
-        with (
-            grpc.insecure_channel(f"127.0.0.1:{port}") as up,
-            grpc.insecure_channel(f"127.0.0.1:{_closed_port()}") as gone,
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as up,
+            grpc.aio.insecure_channel(f"127.0.0.1:{_closed_port()}") as gone,
         ):
             regions = RegionHealth(lambda: {"up": up, "gone": gone}, timeout_s=0.5)
-            regions.probe_once()
+            await regions.probe_once()
             assert regions.unwell() == frozenset()  # failing its probes alone: not unwell
             regions.note_missed("gone")
             regions.note_missed("up")
             assert regions.unwell() == {"gone"}  # missed alone: not unwell either
-            regions.probe_once()
+            await regions.probe_once()
             assert regions.unwell() == {"gone"}
 
-            servicer.set(NODE_HEALTH_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
-            regions.probe_once()  # "up" passed its last probe after it missed: that miss is forgotten
+            await servicer.set(NODE_HEALTH_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await regions.probe_once()  # "up" passed its last probe after it missed: that miss is forgotten
             assert regions.unwell() == {"gone"}
             regions.note_missed("up")
             assert regions.unwell() == {"gone", "up"}
-            servicer.set(NODE_HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
-            regions.probe_once()
+            await servicer.set(NODE_HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+            await regions.probe_once()
             assert regions.unwell() == {"gone"}
 
-            regions.start()  # the background prober stops when asked
-            regions.stop()
+            regions = RegionHealth(lambda: {"up": up}, interval_s=0.05, timeout_s=0.5)
+            regions.note_missed("up")
+            await servicer.set(NODE_HEALTH_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+            regions.start()  # the background prober finds it failing, then well again, and stops when asked
+            await _until(lambda: regions.unwell() == {"up"})
+            await servicer.set(NODE_HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+            await _until(lambda: regions.unwell() == frozenset())
+            await regions.stop()
     finally:
-        server.stop(0).wait()
+        await server.stop(0)
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    async def wait() -> None:
+        while not condition():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(wait(), timeout_s)
+
+
+def test_missed_and_failing_is_unwell_until_a_probe_passes() -> None:
+    asyncio.run(_probing())
