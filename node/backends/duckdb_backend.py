@@ -291,8 +291,11 @@ class DuckDBBackend:
         return f'"{held[1]}" AS "{table}"'
 
     def columns(self, sql: str) -> dict[str, Any]:
-        """Run ``sql`` and return its result as NumPy columns (for results too large for tuples)."""
+        """Run ``sql`` and return its result as NumPy columns (for results too large for tuples). Only the node's
+        own SQL comes here (the lookup index), so a failure is the region's: its files are checked at once, so its
+        health says so too."""
         self._types_still_fit()
+        begun = self.checks_begun
         with self._lock:
             cur = self._con.cursor()
         try:
@@ -300,6 +303,7 @@ class DuckDBBackend:
         except duckdb.Error as err:
             failure = runtime_failure(err)
             log.warning("query failed: %s", failure)
+            self._refuse_if_unwell(self.check_sources(failed_after=begun))
             raise UnavailableError(f"the node cannot read its tables: {failure}", code="NODE_UNWELL") from None
         finally:
             cur.close()
