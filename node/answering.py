@@ -211,6 +211,15 @@ class AnsweringNode:
                 hint=hint,
             ) from None
 
+    def _give_back(self, charges: Sequence[Callable[[], None]]) -> None:
+        """Give back the privacy charges of an answer that did not leave; one that cannot be given back (its
+        ledger on the same full disk) stays spent, which costs the asker budget but releases nothing."""
+        for give_back in charges:
+            try:
+                give_back()
+            except FederationError as err:
+                log.error("node %s kept a privacy charge it could not give back (%s)", self.node_id, err.code)
+
     def _audited(self, trail: Trail, work: Callable[[], T]) -> tuple[T | None, Receipt, FederationError | None]:
         """Run ``work`` and append its entry, allowed or refused. A refusal comes back (not raised) with the
         receipt of its entry; anything unexpected is logged as refused and raised."""

@@ -18,11 +18,13 @@ import tempfile
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import harness
 import pytest
 
 from federation.audit_verify import verify_log
+from node.privacy_budget import Budget
 
 SQL = "SELECT COUNT(*), SUM(amount_fen) FROM deposits"
 
@@ -103,3 +105,35 @@ def test_a_node_whose_disk_fills_blames_itself_loses_nothing_and_serves_again(
             fed.restart_node("n0")  # and the log opens as it is: nothing to repair
             assert not list(audit.glob("*.torn-*"))
             assert client.query(SQL).missing == []
+
+
+DP_POLICY = harness.OPEN_POLICY.with_name("open-dp.yaml")  # caseworkers: epsilon 1 per answer, 3 a day
+DP_BUDGET = Budget(3.0, 1e-4, "day")
+DP_TABLES: dict[str, Any] = {
+    "visits": {
+        "contribution": {"person": "person_id", "max_rows": 2, "max_regions": 1},
+        "columns": {
+            "person_id": {"type": "VARCHAR", "class": "identifier"},
+            "amount": {"type": "BIGINT", "class": "public", "bounds": [0, 100]},
+        },
+    }
+}
+DP_ROWS = {n: {"visits": [(f"V{n}-{i}", i % 100) for i in range(200)]} for n in ("n0", "n1")}
+DP_SQL = "SELECT COUNT(*) AS n, SUM(amount) AS total FROM visits"
+
+
+def test_a_dp_answer_whose_entry_cannot_be_written_is_not_charged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The charge to the asker's privacy budget is given back when the answer cannot leave for want of its
+    audit entry: nothing was released. Once the disk takes writes, an answer is charged as before."""
+    with tempfile.TemporaryDirectory(prefix="hpf-state-") as tmp:
+        with harness.federation(Path(tmp), DP_TABLES, DP_ROWS, policy=DP_POLICY) as fed, fed.client() as client:
+            ledger = fed.nodes["n0"].handler.privacy.ledger
+            assert ledger is not None
+            with disk_full(monkeypatch, fed.audit_dir("n0"), 0):
+                answer = client.query(DP_SQL)
+                assert [(m["node_id"], m["code"]) for m in answer.missing] == [("n0", "NODE_STATE_UNWRITABLE")]
+            assert ledger.spent("caseworker", DP_BUDGET).queries == 0
+            answer = client.query(DP_SQL)
+            assert answer.missing == [] and answer.privacy["mode"] == "dp"
+            spent = ledger.spent("caseworker", DP_BUDGET)
+            assert (spent.epsilon, spent.queries) == (1.0, 1)
