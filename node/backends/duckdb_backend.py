@@ -120,7 +120,14 @@ class DuckDBBackend:
                     f"table {name!r}: {source.path} lacks column(s) {', '.join(missing)} declared in the catalog",
                     code="NODE_TABLE_SCHEMA",
                 )
-            check_types(self._con, name, reader, table)  # DATA_TYPE_MISMATCH: a cast would lose values
+            try:
+                check_types(self._con, name, reader, table)  # DATA_TYPE_MISMATCH: a cast would lose values
+            except duckdb.OutOfMemoryException:
+                raise DataError(
+                    f"table {name!r}: {source.path} cannot be checked within the node's memory limit",
+                    code="NODE_TABLE_UNREADABLE",
+                    hint="raise 'limits.memory' in the node configuration",
+                ) from None
             self._readers[name] = reader
             self._con.execute(table.view_sql(name, reader))
             try:
@@ -158,7 +165,11 @@ class DuckDBBackend:
             stale = failed_after is not None and self._checks_begun <= failed_after
             if stale or self._checked[0] != version:
                 self._checks_begun += 1
-                refusal = self._check_all()
+                try:
+                    refusal = self._check_all()
+                except duckdb.OutOfMemoryException:  # busy, not broken: no verdict, the next look checks again
+                    log.warning("checking the node's files ran out of memory; they are checked again at the next look")
+                    return self._checked[1]
                 if refusal is not None:
                     log.error("the node's files changed and cannot be served: %s", refusal)
                 elif self._checked[1] is not None:
@@ -174,7 +185,8 @@ class DuckDBBackend:
         return self._checks_begun
 
     def _check_all(self) -> DataError | None:
-        """Every table's types and values, read as a question reads them; the first refusal (None: all fit)."""
+        """Every table's types and values, read as a question reads them; the first refusal (None: all fit). Out of
+        the engine's memory (other questions hold it) it raises: that says nothing of the files."""
         with self._lock:
             cur = self._con.cursor()
         try:
@@ -183,6 +195,8 @@ class DuckDBBackend:
                 check_types(cur, name, reader, table)
                 try:
                     _read_through(cur, name, table.columns)
+                except duckdb.OutOfMemoryException:
+                    raise
                 except duckdb.Error as err:
                     return DataError(
                         f"table {name!r}: its file cannot be read through ({runtime_failure(err)})",
@@ -190,6 +204,8 @@ class DuckDBBackend:
                     )
         except DataError as err:
             return err
+        except duckdb.OutOfMemoryException:
+            raise
         except duckdb.Error as err:
             return DataError(f"cannot read the changed files ({runtime_failure(err)})", code="NODE_TABLE_UNREADABLE")
         finally:
@@ -211,11 +227,11 @@ class DuckDBBackend:
                 hint="the region's operator must restore its data files; the node serves them again once they fit",
             )
 
-    def _engine_failure(self, err: duckdb.Error, begun: int, what: str) -> FederationError:
+    def _engine_failure(self, err: duckdb.Error, begun: int, doing: str, done: str) -> FederationError:
         """What an engine failure on a question is: the region's, when its files cannot be read now (checked right
         then: one may have broken after the question's own look at it), else the question's (a masked failure)."""
         failure = runtime_failure(err)
-        log.warning("%s failed: %s", what, failure)
+        log.warning("%s failed: %s", doing, failure)
         try:
             self._refuse_if_unwell(self.check_sources(failed_after=begun))
         except UnavailableError as unwell:
@@ -223,7 +239,7 @@ class DuckDBBackend:
         if isinstance(err, duckdb.IOException):
             # the region's files cannot be read, whatever the question: the region is reported missing
             return UnavailableError(f"the node cannot run queries: {failure}", code="NODE_UNWELL")
-        return DataError(f"the node could not run the {what}: {failure}", code="NODE_EXECUTION_FAILED")
+        return DataError(f"the node could not {done}: {failure}", code="NODE_EXECUTION_FAILED")
 
     def run(self, sql: str, on_abandon: Abandon | None = None) -> Sequence[tuple[Any, ...]]:
         """Run the node query of a plan within the node's own time limit; engine errors come back value-free.
@@ -255,7 +271,7 @@ class DuckDBBackend:
                         "the node stopped the partial plan at its own limit", code="NODE_EXECUTION_FAILED"
                     ) from None
         except duckdb.Error as err:
-            raise self._engine_failure(err, begun, "partial plan") from None
+            raise self._engine_failure(err, begun, "partial query", "run the partial plan") from None
         finally:
             cur.close()
 
@@ -282,7 +298,9 @@ class DuckDBBackend:
                         cur.execute(f'DROP TABLE IF EXISTS "{held[2]}"')
                 except duckdb.Error as err:
                     # its memory limit, during a question: a masked failure mark, like any other after admission
-                    raise self._engine_failure(err, begun, "capped table") from None
+                    raise self._engine_failure(
+                        err, begun, f"capping table {table}", "prepare the capped table"
+                    ) from None
                 finally:
                     cur.close()
                 held = (version, made, None if held is None else held[1])
