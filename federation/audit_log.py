@@ -359,9 +359,11 @@ class AuditLog:
 
     # -- writing ------------------------------------------------------------------------------------------------
 
-    def _checkpoint(self, size: int) -> Checkpoint:
-        """Sign and persist a checkpoint for the first ``size`` entries (call with the lock held or alone)."""
-        unsigned = Checkpoint(self.node_id, size, self._range.root(), utc_now(), b"")
+    def _checkpoint(self, size: int, compact: merkle.CompactRange | None = None) -> Checkpoint:
+        """Sign and persist a checkpoint for the first ``size`` entries, whose head is ``compact``'s (the log's own
+        by default; call with the lock held or alone)."""
+        head = (self._range if compact is None else compact).root()
+        unsigned = Checkpoint(self.node_id, size, head, utc_now(), b"")
         cp = dataclasses.replace(unsigned, signature=self._key.sign(unsigned.signed_message()))
         _write_all(self._checkpoints_fd, checkpoint_line(cp))
         if self._fsync:
@@ -374,7 +376,10 @@ class AuditLog:
         the proof is the log's frontier before the append: O(log n) hashes, none computed).
 
         The entry is on disk (synced, unless ``fsync=False``) before its checkpoint is written, and the
-        checkpoint before the receipt is returned. A failed write leaves the log refusing further appends.
+        checkpoint before the receipt is returned. A write that fails (a full disk) is undone, both files cut
+        back to where they ended, and raises ``AUDIT_WRITE_FAILED``: the log stays whole, and the next append
+        tries again. Only when the undoing fails too does the log refuse further appends (``AUDIT_LOG_BROKEN``:
+        reopening it repairs what is left).
         """
         if "index" in fields:
             raise AuditError("the audit log sets the index itself", code="AUDIT_FIELD_INVALID")
@@ -385,22 +390,41 @@ class AuditLog:
                 raise AuditError(f"{self.directory}: {self._broken}", code="AUDIT_LOG_BROKEN")
             index = self._tree.size
             line = canonical_json({**fields, "node": self.node_id, "index": index})
+            leaf = merkle.leaf_hash(line)
+            proof = tuple(self._range.next_leaf_proof())  # the new entry is the last leaf of the new tree
+            grown = self._range.copy()
+            grown.append(leaf)
+            checkpoints_end = os.fstat(self._checkpoints_fd).st_size
             try:
                 _write_all(self._entries_fd, line + b"\n")
                 if self._fsync:
                     _sync(self._entries_fd)
-                leaf = merkle.leaf_hash(line)
-                proof = tuple(self._range.next_leaf_proof())  # the new entry is the last leaf of the new tree
-                self._tree.append(leaf)
-                self._range.append(leaf)
-                self._offsets.append(self._end)
-                self._end += len(line) + 1
-                cp = self._checkpoint(index + 1)
+                cp = self._checkpoint(index + 1, grown)
             except OSError as err:
-                self._broken = f"an audit write failed ({err.strerror}); reopen the log to continue"
-                raise AuditError(f"{self.directory}: {self._broken}", code="AUDIT_LOG_BROKEN") from None
+                raise self._undo(err, checkpoints_end) from None
+            self._tree.append(leaf)
+            self._range = grown
+            self._offsets.append(self._end)
+            self._end += len(line) + 1
             self._latest = cp
         return Receipt(self.node_id, index, line, cp, proof)
+
+    def _undo(self, err: OSError, checkpoints_end: int) -> AuditError:
+        """Cut both files back to where they ended before a failed append (call with the lock held): no part of an
+        entry no receipt acknowledges stays. The error to raise: the write's, or a broken log if this fails too."""
+        try:
+            os.ftruncate(self._entries_fd, self._end)
+            os.ftruncate(self._checkpoints_fd, checkpoints_end)
+            if self._fsync:
+                _sync(self._entries_fd)
+                _sync(self._checkpoints_fd)
+        except OSError as undo:
+            self._broken = f"an audit write failed ({undo.strerror}) and could not be undone; reopen the log"
+            return AuditError(f"{self.directory}: {self._broken}", code="AUDIT_LOG_BROKEN")
+        return AuditError(
+            f"{self.directory}: an audit write failed ({err.strerror}); nothing of the entry was kept",
+            code="AUDIT_WRITE_FAILED",
+        )
 
     def close(self) -> None:
         with self._lock:

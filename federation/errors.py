@@ -231,9 +231,43 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
         if status == grpc.StatusCode.DEADLINE_EXCEEDED:
             return UnavailableError("the server did not answer in time", code="DEADLINE_EXCEEDED")
         if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return RequestTooLarge(details or "message too large")
+            return too_large(details or "")
         code = f"GRPC_{status.name}" if status is not None else "GRPC_UNKNOWN"
     return cls(details or "remote error", code=code, hint=hint, rule=rule)
+
+
+_SIZES = re.compile(r"larger than max(?: \((\d+) vs\. (\d+)\))?")
+
+
+def too_large(details: str) -> FederationError:
+    """What gRPC's own refusal of a message above a size limit means (no party can attach a code to it): the
+    request above the server's limit, or the answer above this client's (gRPC says ``CLIENT:``).
+
+    >>> too_large("SERVER: Received message larger than max (5000 vs. 4000)").code
+    'REQUEST_TOO_LARGE'
+    >>> print(too_large("Stream removed (CLIENT: Received message larger than max (5000 vs. 4000))").message)
+    the answer (5000 bytes) is larger than this client accepts in one message (4000 bytes)
+    """
+    sizes = _SIZES.search(details)
+    if sizes is None:  # the other RESOURCE_EXHAUSTED: a server out of room for calls, not a size
+        return UnavailableError(
+            f"the server has no room for this request now: {details or 'resource exhausted'}",
+            code="SERVER_RESOURCE_EXHAUSTED",
+            hint="try again later",
+        )
+    size, limit = (f" ({n} bytes)" if n else "" for n in sizes.groups())
+    if "CLIENT:" in details and "Sent message" not in details:
+        return RequestTooLarge(
+            f"the answer{size} is larger than this client accepts in one message{limit}",
+            code="ANSWER_TOO_LARGE",
+            hint="ask for fewer groups or columns at once, or update this client if the federation's is newer",
+        )
+    where = "this client sends" if "Sent message" in details else "the server accepts"
+    return RequestTooLarge(
+        f"the request{size} is larger than {where}{limit}",
+        code="REQUEST_TOO_LARGE",
+        hint="ask with a shorter question or fewer people at once, or update this client if the federation's is newer",
+    )
 
 
 _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
@@ -263,6 +297,7 @@ _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
     ("NODE_", DataError),
     ("DATA_", DataError),
     ("KEY_", CryptoError),
+    ("ANSWER_TOO_LARGE", RequestTooLarge),  # as the client raises it (gRPC's own refusal of the message)
     ("ANSWER_", CryptoError),
     ("REGIONS_", UnavailableError),
     ("SERVER_", UnavailableError),

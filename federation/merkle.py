@@ -127,6 +127,12 @@ class CompactRange:
         """The tree head of every leaf appended so far."""
         return _fold(self._nodes) if self._nodes else EMPTY_ROOT
 
+    def copy(self) -> CompactRange:
+        """An independent copy: the head after an append can be had before the append is kept."""
+        twin = CompactRange()
+        twin._nodes, twin._size = list(self._nodes), self._size
+        return twin
+
     def next_leaf_proof(self) -> list[bytes]:
         """The inclusion proof of the leaf appended next, in the tree it makes (index ``size``, size ``size + 1``):
         the perfect subtrees covering the leaves so far, smallest (deepest) first. At most log2(n) hashes, and no

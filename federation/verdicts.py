@@ -34,12 +34,15 @@ from federation.generated import hpf_federation_pb2 as pb
 DOMAIN = b"hpf-explain-verdict/v1\x00"
 
 # what the coordinator says of a region it got no verdict from; the only verdicts a region does not sign
-TRANSPORT_CODES = frozenset({"NODE_TIMEOUT", "NODE_UNREACHABLE", "NODE_BAD_ANSWER", "NODE_UNWELL"})
+TRANSPORT_CODES = frozenset(
+    {"NODE_TIMEOUT", "NODE_UNREACHABLE", "NODE_BAD_ANSWER", "NODE_UNWELL", "NODE_STATE_UNWRITABLE"}
+)
 _TRANSPORT_MESSAGES = {
     "NODE_TIMEOUT": "the region did not answer before the deadline",
     "NODE_UNREACHABLE": "the region cannot be reached",
     "NODE_BAD_ANSWER": "the region's answer could not be used",
     "NODE_UNWELL": "the region cannot answer now",
+    "NODE_STATE_UNWRITABLE": "the region cannot write its audit log now",
 }
 UNSIGNED_HINT = "reported by the coordinator: the region signed no verdict"
 

@@ -19,7 +19,7 @@ from federation.audit_proto import receipt_to_proto
 from federation.audit_records import Receipt
 from federation.catalog import Catalog
 from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
-from federation.errors import FederationError, PlanError
+from federation.errors import AuditError, FederationError, PlanError, UnavailableError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.pki import Identity
 from federation.plan import Plan
@@ -40,6 +40,12 @@ from policies.rate_limit import RateLimiter
 
 T = TypeVar("T")
 log = logging.getLogger("hpf.node")
+
+# an audit log that cannot be written, and what its region's operator does about it
+UNWRITABLE = {
+    "AUDIT_WRITE_FAILED": "the region's operator must free space on its state directory's disk; it answers again then",
+    "AUDIT_LOG_BROKEN": "the region's operator must restart the node once its state directory's disk takes writes",
+}
 
 
 @dataclass(frozen=True)
@@ -190,7 +196,29 @@ class AnsweringNode:
     # -- the audited operations -------------------------------------------------------------------
 
     def _log(self, trail: Trail, decision: str, code: str = "", rule: str = "") -> Receipt:
-        return self.audit.append(trail.entry(self.node_id, decision, code, rule))
+        """Append the request's entry. A log that cannot be written (a full disk) is the region's state, not the
+        question's: nothing is answered, the region is reported missing, and the next request tries again."""
+        try:
+            return self.audit.append(trail.entry(self.node_id, decision, code, rule))
+        except AuditError as err:
+            if err.code not in UNWRITABLE:
+                raise
+            log.error("node %s cannot write its audit log, so it answers nothing: %s", self.node_id, err)
+            hint = UNWRITABLE[err.code]
+            raise UnavailableError(
+                "the region cannot write its audit log now, so it answers nothing",
+                code="NODE_STATE_UNWRITABLE",
+                hint=hint,
+            ) from None
+
+    def _give_back(self, charges: Sequence[Callable[[], None]]) -> None:
+        """Give back the privacy charges of an answer that did not leave; one that cannot be given back (its
+        ledger on the same full disk) stays spent, which costs the asker budget but releases nothing."""
+        for give_back in charges:
+            try:
+                give_back()
+            except FederationError as err:
+                log.error("node %s kept a privacy charge it could not give back (%s)", self.node_id, err.code)
 
     def _audited(self, trail: Trail, work: Callable[[], T]) -> tuple[T | None, Receipt, FederationError | None]:
         """Run ``work`` and append its entry, allowed or refused. A refusal comes back (not raised) with the

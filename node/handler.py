@@ -31,7 +31,7 @@ from federation import he, statements, verdicts
 from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
 from federation.engine import Abandon
 from federation.envelope import query_id
-from federation.errors import AuditError
+from federation.errors import AuditError, UnavailableError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.pki import Identity
 from node.answering import Admission
@@ -57,6 +57,7 @@ class NodeHandler(LookupAnswering):
         ``on_abandon`` registers what stops the scan when the coordinator gives the question up."""
         started = time.perf_counter()
         trail = Trail(operation="query")
+        charges: list[Callable[[], None]] = []  # what gives a DP charge back if the answer cannot leave
 
         def work() -> PartialResult:
             self._check_caller(caller, trail)
@@ -87,10 +88,17 @@ class NodeHandler(LookupAnswering):
                 if charged is not None:
                     charged()
                 raise
+            if charged is not None:
+                charges.append(charged)
             trail.ciphertext = statements.ciphertexts_digest(result.ciphertexts)
             return self._signed(result, run, verified.envelope.context_digest, trail.ciphertext, signed, runs)
 
-        return self._answer(trail, work, started)
+        try:
+            return self._answer(trail, work, started)
+        except UnavailableError as err:
+            if err.code == "NODE_STATE_UNWRITABLE":  # its entry could not be written: the answer does not leave
+                self._give_back(charges)
+            raise
 
     def audit_proof(
         self, request: pb.AuditProofRequest, caller: Callable[[], Identity | None]

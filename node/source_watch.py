@@ -1,7 +1,9 @@
 """The node's health follows its data files: a file that breaks under the running node makes it unwell.
 
 A thread looks at the files' version every ``interval`` seconds (a stat per file) and has the backend check
-them once when they changed (:meth:`DuckDBBackend.check_sources`: types and a read of every value). While a
+them once when they changed (:meth:`DuckDBBackend.check_sources`: types and a read of every value). A question
+that fails in the engine has them checked at once too, and that check's result is reported here as soon as it
+is known: a file broken between two looks is first seen by a question. While a
 file cannot be served, the node's service ``hpf.v1.Node`` reports NOT_SERVING on the standard gRPC health
 service (the server itself stays SERVING: it is up) and every question gets ``NODE_UNWELL``, the region reported
 missing; once the files are good again it reports SERVING and answers as before.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from grpc_health.v1 import health, health_pb2
@@ -25,6 +28,8 @@ SOURCE_CHECK_SECONDS = 1.0
 class CheckedSources(Protocol):
     def check_sources(self) -> DataError | None: ...
 
+    def on_checked(self, listener: Callable[[DataError | None], None]) -> None: ...
+
 
 class SourceWatch:
     def __init__(self, sources: CheckedSources, servicer: health.HealthServicer, service: str, interval: float) -> None:
@@ -33,7 +38,9 @@ class SourceWatch:
         self._service = service
         self._interval = interval
         self._stop = threading.Event()
+        self._reporting = threading.Lock()
         self.refusal: DataError | None = None
+        sources.on_checked(self._report)
         self.check()
         self._thread = threading.Thread(target=self._watch, name="hpf-node-sources", daemon=True)
         self._thread.start()
@@ -41,17 +48,22 @@ class SourceWatch:
     def check(self) -> DataError | None:
         """Check the files now and report the result as the node's health."""
         refusal = self._sources.check_sources()
-        if (refusal is None) != (self.refusal is None):
-            if refusal is None:
-                log.warning("node healthy again: its data files can be served")
-            else:
-                log.error("node unwell: its data files cannot be served (%s) until they are restored", refusal.code)
-        self.refusal = refusal
-        status = (
-            health_pb2.HealthCheckResponse.SERVING if refusal is None else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        self._servicer.set(self._service, status)
+        self._report(refusal)
         return refusal
+
+    def _report(self, refusal: DataError | None) -> None:
+        """The result of a check of the files (by this watch or by a failed question) as the node's health."""
+        with self._reporting:
+            if (refusal is None) != (self.refusal is None):
+                if refusal is None:
+                    log.warning("node healthy again: its data files can be served")
+                else:
+                    log.error("node unwell: its data files cannot be served (%s) until they are restored", refusal.code)
+            self.refusal = refusal
+            serving = health_pb2.HealthCheckResponse.SERVING
+            self._servicer.set(
+                self._service, serving if refusal is None else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
 
     def _watch(self) -> None:
         while not self._stop.wait(self._interval):

@@ -12,7 +12,7 @@ import glob
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from federation.engine import (
     public_engine_message,
     runtime_failure,
 )
-from federation.errors import DataError, UnavailableError
+from federation.errors import DataError, FederationError, UnavailableError
 from node.backends.type_check import check_types
 from node.config import TableSource
 
@@ -94,6 +94,8 @@ class DuckDBBackend:
         self._catalog = catalog
         self._readers: dict[str, str] = {}
         self._checking = threading.Lock()
+        self._checks_begun = 0  # full checks begun: a failed question re-checks unless one began after it failed
+        self._listeners: list[Callable[[DataError | None], None]] = []
         # the data version whose types were last checked, and the refusal it got (None: every column fits)
         self._checked: tuple[object, DataError | None] = (self.data_version(), None)
         for name, table in catalog.tables.items():
@@ -118,7 +120,14 @@ class DuckDBBackend:
                     f"table {name!r}: {source.path} lacks column(s) {', '.join(missing)} declared in the catalog",
                     code="NODE_TABLE_SCHEMA",
                 )
-            check_types(self._con, name, reader, table)  # DATA_TYPE_MISMATCH: a cast would lose values
+            try:
+                check_types(self._con, name, reader, table)  # DATA_TYPE_MISMATCH: a cast would lose values
+            except duckdb.OutOfMemoryException:
+                raise DataError(
+                    f"table {name!r}: {source.path} cannot be checked within the node's memory limit",
+                    code="NODE_TABLE_UNREADABLE",
+                    hint="raise 'limits.memory' in the node configuration",
+                ) from None
             self._readers[name] = reader
             self._con.execute(table.view_sql(name, reader))
             try:
@@ -137,51 +146,79 @@ class DuckDBBackend:
                     hint="replace the file by a complete, well-formed one of the catalog's columns and types",
                 ) from None
 
-    def check_sources(self) -> DataError | None:
+    def on_checked(self, listener: Callable[[DataError | None], None]) -> None:
+        """Call ``listener`` with the result of every full check of the files (the node's health follows it)."""
+        self._listeners.append(listener)
+
+    def check_sources(self, *, failed_after: int | None = None) -> DataError | None:
         """Check the files again when they have changed since the last check; the refusal they got (None: they
         fit). The node's health watch calls this between questions, so a change is seen without one.
 
         Every column is checked against its catalog type (see type_check) and every value read once through the
         table's view, as a question reads it: a file truncated, emptied, garbled, or holding text that does not
         parse as its catalog type is refused, never blamed on a question. The files are checked once per change,
-        not once per question; the log says which table (never a value)."""
+        not once per question; the log says which table (never a value). ``failed_after`` (a question failed in
+        the engine; see :meth:`checks_begun`) checks them whatever their version says, unless a check began since:
+        a file can break after the question's own look at it, or change without its version showing it."""
         with self._checking:
             version = self.data_version()
-            if self._checked[0] != version:
-                refusal: DataError | None = None
-                with self._lock:
-                    cur = self._con.cursor()
+            stale = failed_after is not None and self._checks_begun <= failed_after
+            if stale or self._checked[0] != version:
+                self._checks_begun += 1
                 try:
-                    for name, reader in self._readers.items():
-                        table = self._catalog.tables[name]
-                        check_types(cur, name, reader, table)
-                        try:
-                            _read_through(cur, name, table.columns)
-                        except duckdb.Error as err:
-                            refusal = DataError(
-                                f"table {name!r}: its file cannot be read through ({runtime_failure(err)})",
-                                code="NODE_TABLE_UNREADABLE",
-                            )
-                            break
-                except DataError as err:
-                    refusal = err
-                except duckdb.Error as err:
-                    refusal = DataError(
-                        f"cannot read the changed files ({runtime_failure(err)})", code="NODE_TABLE_UNREADABLE"
-                    )
-                finally:
-                    cur.close()
+                    refusal = self._check_all()
+                except duckdb.OutOfMemoryException:  # busy, not broken: no verdict, the next look checks again
+                    log.warning("checking the node's files ran out of memory; they are checked again at the next look")
+                    return self._checked[1]
                 if refusal is not None:
                     log.error("the node's files changed and cannot be served: %s", refusal)
                 elif self._checked[1] is not None:
                     log.warning("the node's files fit the catalog again: the node serves them")
                 self._checked = (version, refusal)
+                for listener in self._listeners:
+                    listener(refusal)
             return self._checked[1]
+
+    @property
+    def checks_begun(self) -> int:
+        """How many full checks of the files have begun (for :meth:`check_sources`' ``failed_after``)."""
+        return self._checks_begun
+
+    def _check_all(self) -> DataError | None:
+        """Every table's types and values, read as a question reads them; the first refusal (None: all fit). Out of
+        the engine's memory (other questions hold it) it raises: that says nothing of the files."""
+        with self._lock:
+            cur = self._con.cursor()
+        try:
+            for name, reader in self._readers.items():
+                table = self._catalog.tables[name]
+                check_types(cur, name, reader, table)
+                try:
+                    _read_through(cur, name, table.columns)
+                except duckdb.OutOfMemoryException:
+                    raise
+                except duckdb.Error as err:
+                    return DataError(
+                        f"table {name!r}: its file cannot be read through ({runtime_failure(err)})",
+                        code="NODE_TABLE_UNREADABLE",
+                    )
+        except DataError as err:
+            return err
+        except duckdb.OutOfMemoryException:
+            raise
+        except duckdb.Error as err:
+            return DataError(f"cannot read the changed files ({runtime_failure(err)})", code="NODE_TABLE_UNREADABLE")
+        finally:
+            cur.close()
+        return None
 
     def _types_still_fit(self) -> None:
         """A file replaced under the running node by one that cannot be read or does not fit the catalog makes the
         region unwell (reported missing, ``NODE_UNWELL``) until its files are good again."""
-        refused = self.check_sources()
+        self._refuse_if_unwell(self.check_sources())
+
+    @staticmethod
+    def _refuse_if_unwell(refused: DataError | None) -> None:
         if refused is not None:
             why = "cannot be read" if refused.code == "NODE_TABLE_UNREADABLE" else "do not fit the catalog"
             raise UnavailableError(
@@ -189,6 +226,20 @@ class DuckDBBackend:
                 code="NODE_UNWELL",
                 hint="the region's operator must restore its data files; the node serves them again once they fit",
             )
+
+    def _engine_failure(self, err: duckdb.Error, begun: int, doing: str, done: str) -> FederationError:
+        """What an engine failure on a question is: the region's, when its files cannot be read now (checked right
+        then: one may have broken after the question's own look at it), else the question's (a masked failure)."""
+        failure = runtime_failure(err)
+        log.warning("%s failed: %s", doing, failure)
+        try:
+            self._refuse_if_unwell(self.check_sources(failed_after=begun))
+        except UnavailableError as unwell:
+            return unwell
+        if isinstance(err, duckdb.IOException):
+            # the region's files cannot be read, whatever the question: the region is reported missing
+            return UnavailableError(f"the node cannot run queries: {failure}", code="NODE_UNWELL")
+        return DataError(f"the node could not {done}: {failure}", code="NODE_EXECUTION_FAILED")
 
     def run(self, sql: str, on_abandon: Abandon | None = None) -> Sequence[tuple[Any, ...]]:
         """Run the node query of a plan within the node's own time limit; engine errors come back value-free.
@@ -198,6 +249,7 @@ class DuckDBBackend:
         region is named for it. Only files that cannot be read make the region unwell (reported missing).
         """
         self._types_still_fit()
+        begun = self.checks_begun
         with self._lock:
             cur = self._con.cursor()
         try:
@@ -219,14 +271,7 @@ class DuckDBBackend:
                         "the node stopped the partial plan at its own limit", code="NODE_EXECUTION_FAILED"
                     ) from None
         except duckdb.Error as err:
-            failure = runtime_failure(err)
-            log.warning("partial query failed: %s", failure)
-            if isinstance(err, duckdb.IOException):
-                # the region's files cannot be read, whatever the question: the region is reported missing
-                raise UnavailableError(f"the node cannot run queries: {failure}", code="NODE_UNWELL") from None
-            raise DataError(
-                f"the node could not run the partial plan: {failure}", code="NODE_EXECUTION_FAILED"
-            ) from None
+            raise self._engine_failure(err, begun, "partial query", "run the partial plan") from None
         finally:
             cur.close()
 
@@ -238,6 +283,7 @@ class DuckDBBackend:
         files makes one new copy however many questions arrive at once."""
         key = (table, select_sql)
         self._types_still_fit()
+        begun = self.checks_begun
         with self._capping:
             version = self.data_version()
             held = self._capped.get(key)
@@ -251,15 +297,9 @@ class DuckDBBackend:
                     if held is not None and held[2] is not None:
                         cur.execute(f'DROP TABLE IF EXISTS "{held[2]}"')
                 except duckdb.Error as err:
-                    failure = runtime_failure(err)
-                    log.warning("capping table %s failed: %s", table, failure)
-                    if isinstance(err, duckdb.IOException):
-                        raise UnavailableError(
-                            f"the node cannot read its tables: {failure}", code="NODE_UNWELL"
-                        ) from None
                     # its memory limit, during a question: a masked failure mark, like any other after admission
-                    raise DataError(
-                        f"the node could not prepare the capped table: {failure}", code="NODE_EXECUTION_FAILED"
+                    raise self._engine_failure(
+                        err, begun, f"capping table {table}", "prepare the capped table"
                     ) from None
                 finally:
                     cur.close()
@@ -269,8 +309,11 @@ class DuckDBBackend:
         return f'"{held[1]}" AS "{table}"'
 
     def columns(self, sql: str) -> dict[str, Any]:
-        """Run ``sql`` and return its result as NumPy columns (for results too large for tuples)."""
+        """Run ``sql`` and return its result as NumPy columns (for results too large for tuples). Only the node's
+        own SQL comes here (the lookup index), so a failure is the region's: its files are checked at once, so its
+        health says so too."""
         self._types_still_fit()
+        begun = self.checks_begun
         with self._lock:
             cur = self._con.cursor()
         try:
@@ -278,20 +321,23 @@ class DuckDBBackend:
         except duckdb.Error as err:
             failure = runtime_failure(err)
             log.warning("query failed: %s", failure)
+            self._refuse_if_unwell(self.check_sources(failed_after=begun))
             raise UnavailableError(f"the node cannot read its tables: {failure}", code="NODE_UNWELL") from None
         finally:
             cur.close()
 
-    def data_version(self) -> tuple[tuple[str, int, int], ...]:
-        """The source files' names, sizes and modification times: changes when any file is replaced."""
+    def data_version(self) -> tuple[tuple[str, int, int, int, int], ...]:
+        """The source files' names, sizes, modification times, inodes and change times: changes when any file is
+        replaced or written, also by a rewrite that keeps its size and sets its modification time back (the
+        change time cannot be set back)."""
         found = []
         for pattern in self._paths:
             for path in sorted(glob.glob(pattern)) or [pattern]:
                 try:
                     st = os.stat(path)
-                    found.append((path, st.st_size, st.st_mtime_ns))
+                    found.append((path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
                 except OSError:
-                    found.append((path, -1, -1))
+                    found.append((path, -1, -1, -1, -1))
         return tuple(found)
 
     def close(self) -> None:

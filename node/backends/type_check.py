@@ -158,6 +158,8 @@ def check_types(con: duckdb.DuckDBPyConnection, name: str, reader: str, table: T
                 one = f"SELECT count(*) FILTER (WHERE {inexact_sql(c, t, table.columns[c].type)}) FROM {reader}"
                 found = con.execute(one).fetchone()
                 bad = found is None or bool(found[0])
+            except duckdb.OutOfMemoryException:
+                raise  # the engine's memory, not the file: no verdict on the file (see DuckDBBackend.check_sources)
             except duckdb.Error as err:
                 raise _refuse(
                     name, c, t, table.columns[c].type, f"cannot be checked ({public_engine_message(err)})"

@@ -196,3 +196,72 @@ def test_a_region_whose_file_breaks_is_reported_missing_and_unhealthy_until_rest
             assert result.exit_code != 0 and "NODE_TABLE_UNREADABLE" in result.output, result.output
             assert "deposits" in result.output
             _no_value_in(result.output)
+
+
+# ------------------------------------------------------------------ breaks the file checks cannot see coming
+
+
+def _rewrite_in_place(path: Path, data: bytes) -> None:
+    """A rewrite no size or modification time shows: the same file (inode), as many bytes, and its modification
+    time set back to what it was (``touch -r``, a restore tool, a copy that keeps times)."""
+    before = path.stat()
+    assert len(data) == before.st_size
+    with path.open("r+b") as fh:
+        fh.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+
+def test_a_question_whose_file_breaks_after_the_check_blames_the_region_not_the_question(tmp_path: Path) -> None:
+    """The file is broken between the node's look at its files and the scan (here: the moment the scan starts):
+    the engine fails on the file, and the node checks its files right then instead of blaming the question."""
+    path = tmp_path / "lineitem.parquet"
+    good = _good(path)
+    node = DuckDBBackend(CATALOG, {"lineitem": TableSource(path=path)})
+    seen: list[DataError | None] = []
+    node.on_checked(seen.append)  # what the node's health follows
+
+    def break_as_the_scan_starts(stop: Callable[[], None]) -> None:
+        _replace(path, _garbled(good))
+
+    with pytest.raises(UnavailableError) as info:
+        node.run(SQL, on_abandon=break_as_the_scan_starts)
+    assert info.value.code == "NODE_UNWELL", info.value
+    _no_value_in(str(info.value))
+    assert seen and seen[-1] is not None and seen[-1].code == "NODE_TABLE_UNREADABLE"  # health told at once
+    _replace(path, good)
+    assert [tuple(r) for r in node.run(SQL)] == _oracle(path)
+    assert seen[-1] is None
+
+
+def test_a_file_rewritten_keeping_its_size_and_time_makes_the_region_unwell() -> None:
+    """Size and modification time are not enough to see a change: the node's look at its files takes the inode
+    and the change time too, so such a rewrite is seen by the watch (health) and by the next question."""
+    rows = {
+        "n0": {"deposits": [_deposit(i) for i in range(20_000)]},
+        "n1": {"deposits": [_deposit(i) for i in range(20_000, 20_050)]},
+    }
+    sql = "SELECT COUNT(*), SUM(amount_fen) FROM deposits"
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    with tempfile.TemporaryDirectory(prefix="hpf-broken-") as tmp:
+        with harness.federation(Path(tmp), harness.DEPOSIT_TABLES, rows) as fed, fed.client() as client:
+            path = next(p for p in fed.data_files["deposits"] if p.parent.name == "n0")
+            good = path.read_bytes()
+            assert client.query(sql).rows == [list(r) for r in fed.oracle(sql)]
+            # asked at once, before the watch's next look: the question sees it first
+            _rewrite_in_place(path, _garbled(good))
+            answer = client.query(sql)
+            assert [(m["node_id"], m["code"]) for m in answer.missing] == [("n0", "NODE_UNWELL")]
+            assert answer.rows == [list(r) for r in fed.node_oracle("n1", sql)]
+            assert _health(fed, "n0") == not_serving  # told when the question found it, not a second later
+            _rewrite_in_place(path, good)
+            _until_health(fed, "n0", serving)
+            assert client.query(sql).rows == [list(r) for r in fed.oracle(sql)]
+            # and without a question: the watch alone sees the same rewrite
+            _rewrite_in_place(path, _garbled(good))
+            _until_health(fed, "n0", not_serving)
+            _rewrite_in_place(path, good)
+            _until_health(fed, "n0", serving)
+            answer = client.query(sql)
+            assert answer.missing == [] and answer.rows == [list(r) for r in fed.oracle(sql)]

@@ -6,8 +6,10 @@ import base64
 import dataclasses
 import doctest
 import enum
+import errno
 import hashlib
 import json
+import os
 import stat
 import threading
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from federation import audit_records, merkle
+from federation import audit_log, audit_records, merkle
 from federation.audit_keys import load_public_key
 from federation.audit_log import AuditLog
 from federation.audit_records import (
@@ -777,3 +779,54 @@ def test_the_quick_check_still_verifies_the_latest_signature(log_dir: Path) -> N
     with pytest.raises(AuditError) as err:
         AuditLog.open(log_dir, "hangzhou", check_all_signatures=False)
     assert err.value.code == "AUDIT_LOG_CORRUPT"
+
+
+def _checkpoint_writes_fail(monkeypatch: pytest.MonkeyPatch, log: AuditLog) -> None:
+    """The checkpoint's write fails once its entry is on disk (the disk filled in between)."""
+    real = audit_log._write_all
+
+    def write_all(fd: int, data: bytes) -> None:
+        if fd == log._checkpoints_fd:
+            real(fd, data[:20])  # as much as fitted
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd, data)
+
+    monkeypatch.setattr(audit_log, "_write_all", write_all)
+
+
+def test_a_failed_append_is_undone_and_the_next_one_is_kept(log_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with AuditLog.open(log_dir, "hangzhou", fsync=False) as log:
+        kept = [log.append(request(0))]
+        before = (log_dir / ENTRIES).read_bytes(), (log_dir / CHECKPOINTS).read_bytes()
+        with monkeypatch.context() as m:
+            _checkpoint_writes_fail(m, log)
+            with pytest.raises(AuditError) as err:
+                log.append(request(1))
+        assert err.value.code == "AUDIT_WRITE_FAILED"
+        assert ((log_dir / ENTRIES).read_bytes(), (log_dir / CHECKPOINTS).read_bytes()) == before
+        kept.append(log.append(request(1)))  # the disk takes writes again: the same index, on the same log
+        assert [r.index for r in kept] == [0, 1] and log.size == 2
+    assert verify_log(log_dir, receipts=kept).ok
+
+
+def _device_fails(fd: int, size: int) -> None:
+    raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+def test_an_append_that_cannot_be_undone_stops_the_log_until_reopened(
+    log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with AuditLog.open(log_dir, "hangzhou", fsync=False) as log:
+        kept = log.append(request(0))
+        with monkeypatch.context() as m:
+            _checkpoint_writes_fail(m, log)
+            m.setattr(os, "ftruncate", _device_fails)
+            with pytest.raises(AuditError) as err:
+                log.append(request(1))
+        assert err.value.code == "AUDIT_LOG_BROKEN"
+        with pytest.raises(AuditError) as err:  # what is on disk is not what the log holds: no more appends
+            log.append(request(2))
+        assert err.value.code == "AUDIT_LOG_BROKEN"
+    with AuditLog.open(log_dir, "hangzhou", fsync=False) as log:  # reopening repairs what was left
+        assert log.append(request(2)).index == 2  # the entry left without its checkpoint, signed at the reopening
+    assert verify_log(log_dir, receipts=[kept]).ok

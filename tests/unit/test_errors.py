@@ -55,6 +55,12 @@ def test_transport_failures_without_a_code_get_stable_ones() -> None:
     assert from_rpc_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "")).code == "DEADLINE_EXCEEDED"
     too_big = from_rpc_error(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max"))
     assert isinstance(too_big, RequestTooLarge) and too_big.code == "REQUEST_TOO_LARGE"
+    answer = from_rpc_error(
+        FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Stream removed (CLIENT: Received message larger than max)")
+    )
+    assert isinstance(answer, RequestTooLarge) and answer.code == "ANSWER_TOO_LARGE" and answer.hint
+    busy = from_rpc_error(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"))
+    assert isinstance(busy, UnavailableError) and busy.code == "SERVER_RESOURCE_EXHAUSTED"
 
 
 def test_error_for_code_by_prefix() -> None:
