@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from federation.catalog import Catalog
+from federation.catalog_watch import catalog_changes
 from federation.errors import ConfigError, PolicyViolation
 from policies import DEFAULT_POLICY
 from policies.engine import Asker, check_asker_home
@@ -256,3 +257,23 @@ def test_the_packaged_policies_leave_every_operation_open_and_show_a_rule() -> N
             assert default.asker_rule(name, op) is None
     p = policy(SAME_PROVINCE_LOOKUPS, caseworker=role(lookups={"purposes": ["loan-review"]}))
     assert "  lookup: askers only from its own province (askers.lookup)" in p.summary()
+
+
+@pytest.mark.parametrize("bad", ["3201", "990100", "32010a", "３２０１００", True, "320100 "])
+def test_a_catalog_node_code_must_be_a_region_code_of_a_province(bad: Any) -> None:
+    with pytest.raises(ValidationError, match="code"):
+        Catalog.model_validate(
+            {"federation": "f", "nodes": [{"id": "a", "address": "h:1", "code": bad}], "tables": TABLES}
+        )
+
+
+def test_a_changed_node_code_waits_for_a_restart() -> None:
+    """A running node placed its askers by the code it started with; a new code is not taken behind its back."""
+
+    def with_code(code: str) -> Catalog:
+        return Catalog.model_validate(
+            {"federation": "f", "nodes": [{"id": "a", "address": "h:1", "code": code}], "tables": TABLES}
+        )
+
+    changes = catalog_changes(with_code("320100"), with_code("330100"))
+    assert changes.taken == () and changes.needs_restart == ("node a: code",)
