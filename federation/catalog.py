@@ -6,6 +6,7 @@ A catalog is a YAML file every party holds a copy of (``federation.yaml``)::
     nodes:
       - id: shanghai
         address: 127.0.0.1:50051
+        code: "310000"                        # optional: the region's 6-digit administrative division code
     tables:
       deposits:
         columns:
@@ -39,6 +40,13 @@ e.g. ``prefer: month`` keeps the most recent) and clamps every bounded column in
 ``max_regions`` is the number of regions one person is assumed to hold rows in (no region can check the
 others; a person in more regions is protected as a group of that many).
 
+A node's ``code`` (optional) is its region's 6-digit administrative division code; its first two digits are
+the region's province. Node policies may admit askers by the province of their home region (``askers:`` in a
+node policy): an asker's certificate names a node id as its home region, and the catalog's ``code`` for that
+id says which province it is in. A node id of the Yangtze River Delta demo federation (federation/regions.py)
+is placed by that table when the catalog gives no code; any other federation writes ``code`` for every node,
+or its askers are in no province (a province rule admits none of them).
+
 ``he_format`` (optional, top level) names the homomorphic-encryption wire format every party must run, as
 ``hpf`` states it (``federation.he.HE_FORMAT``, e.g. ``tenseal-0.3.18/seal-4.3/bfv-4096``): a node or
 coordinator whose installed library writes another refuses to start with ``HE_FORMAT_MISMATCH``.
@@ -62,6 +70,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from federation.config_files import decode_text, parse_model, parse_yaml, read_bytes
 from federation.errors import ConfigError
 from federation.limb_codec import MAX_REGIONS
+from federation.regions import BY_NODE_ID, check_region_code
 
 MAX_DOMAIN_SIZE = 10_000
 
@@ -319,11 +328,22 @@ class NodeEntry(BaseModel):
     id: str
     address: str
     name: str | None = None
+    # the region's 6-digit administrative division code: its first two digits are its province, by which node
+    # policies admit askers from this region (``askers:``); without it, only a node id of federation/regions.py
+    # has one
+    code: str | None = None
     audit_key: str | None = None  # the node's Ed25519 audit public key, raw 32 bytes in base64
     agreement_key: str | None = None  # the node's X25519 agreement public key (person lookups), base64
 
     _key = field_validator(*KEY_FIELDS)(_public_key)
     _id = field_validator("id")(_node_id)
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _code(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):  # code: 320500, unquoted in YAML
+            v = str(v)
+        return check_region_code(v) if isinstance(v, str) else v
 
     @field_validator("address")
     @classmethod
@@ -375,6 +395,15 @@ class Catalog(BaseModel):
     @property
     def node_ids(self) -> list[str]:
         return [n.id for n in self.nodes]
+
+    def region_code(self, node_id: str) -> str | None:
+        """The 6-digit code of region ``node_id``: its node entry's ``code``, else the code of the Yangtze River
+        Delta city of that id (federation/regions.py); None for a region neither places."""
+        for node in self.nodes:
+            if node.id == node_id and node.code is not None:
+                return node.code
+        region = BY_NODE_ID.get(node_id)
+        return region.code if region is not None else None
 
 
 @dataclass(frozen=True)

@@ -149,14 +149,15 @@ def demo_catalog(
     audit_keys: dict[str, str] | None = None,
     agreement_keys: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A complete catalog dict for regional nodes ``{node_id: "host:port"}`` (ids from ``regions.py``),
-    with each node's audit and agreement public keys where ``audit_keys`` and ``agreement_keys`` give them."""
+    """A complete catalog dict for regional nodes ``{node_id: "host:port"}`` (ids from ``regions.py``, each with its
+    region code), with each node's audit and agreement public keys where ``audit_keys`` and ``agreement_keys``
+    give them."""
     unknown = sorted(set(node_addresses) - set(BY_NODE_ID))
     if unknown:
         raise ValueError(f"not a region node id: {', '.join(unknown)} (see federation/regions.py)")
     keys, agreement = audit_keys or {}, agreement_keys or {}
     nodes = [
-        {"id": node_id, "address": address, "name": BY_NODE_ID[node_id].name}
+        {"id": node_id, "address": address, "name": BY_NODE_ID[node_id].name, "code": BY_NODE_ID[node_id].code}
         | ({"audit_key": keys[node_id]} if node_id in keys else {})
         | ({"agreement_key": agreement[node_id]} if node_id in agreement else {})
         for node_id, address in node_addresses.items()

@@ -1,7 +1,12 @@
-"""The Yangtze River Delta's 41 prefecture-level cities: the federation's regions.
+"""The Yangtze River Delta's 41 prefecture-level cities: the federation's regions; and China's provinces.
 
 A demo of N nodes takes the first N in :data:`REGIONS` order: the four largest contributor cities first,
 then the provincial order (Shanghai; Jiangsu's 13; Zhejiang's 11; Anhui's 16).
+
+A region's 6-digit administrative division code (GB/T 2260) starts with its province's two digits
+(:data:`PROVINCES`): 330100 Hangzhou is in 33 Zhejiang. Node policies admit askers by province this way
+(``askers:``, see ``policies/base.yaml``); a catalog gives each node its ``code``, and a node id the catalog
+gives none is placed by :data:`REGIONS` if it is one of these 41 cities (:func:`province_of`).
 """
 
 from __future__ import annotations
@@ -65,6 +70,70 @@ REGIONS: tuple[Region, ...] = (
 
 BY_NODE_ID: dict[str, Region] = {r.node_id: r for r in REGIONS}
 BY_CODE: dict[str, Region] = {r.code: r for r in REGIONS}
+
+
+# China's provincial-level divisions by the first two digits of their codes (GB/T 2260)
+PROVINCES: dict[str, str] = {
+    "11": "Beijing",
+    "12": "Tianjin",
+    "13": "Hebei",
+    "14": "Shanxi",
+    "15": "Inner Mongolia",
+    "21": "Liaoning",
+    "22": "Jilin",
+    "23": "Heilongjiang",
+    "31": "Shanghai",
+    "32": "Jiangsu",
+    "33": "Zhejiang",
+    "34": "Anhui",
+    "35": "Fujian",
+    "36": "Jiangxi",
+    "37": "Shandong",
+    "41": "Henan",
+    "42": "Hubei",
+    "43": "Hunan",
+    "44": "Guangdong",
+    "45": "Guangxi",
+    "46": "Hainan",
+    "50": "Chongqing",
+    "51": "Sichuan",
+    "52": "Guizhou",
+    "53": "Yunnan",
+    "54": "Tibet",
+    "61": "Shaanxi",
+    "62": "Gansu",
+    "63": "Qinghai",
+    "64": "Ningxia",
+    "65": "Xinjiang",
+    "71": "Taiwan",
+    "81": "Hong Kong",
+    "82": "Macao",
+}
+
+
+def province_of(code: str) -> str | None:
+    """The province (two digits) of a 6-digit region code; None if it is not one.
+
+    >>> province_of("330100"), province_of("991234"), province_of("33")
+    ('33', None, None)
+    """
+    if len(code) != 6 or not code.isascii() or not code.isdigit() or code[:2] not in PROVINCES:
+        return None
+    return code[:2]
+
+
+def check_region_code(code: str) -> str:
+    """``code`` if it is a 6-digit region code of a known province, else ValueError saying what is wrong.
+
+    >>> check_region_code("320500")
+    '320500'
+    """
+    if province_of(code) is None:
+        raise ValueError(
+            f"region code {code!r} must be 6 digits starting with a province's two (e.g. 330100 for Hangzhou, "
+            "in 33 Zhejiang)"
+        )
+    return code
 
 
 def first_regions(n: int) -> tuple[Region, ...]:

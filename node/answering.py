@@ -34,7 +34,7 @@ from node.privacy_budget import PrivacyLedger
 from node.protection import Protector, Run
 from node.replay import ReplayGuard
 from node.trail import Trail
-from policies.engine import Asker, Decision, check_asker, check_query
+from policies.engine import Asker, Decision, check_asker, check_asker_home, check_query
 from policies.model import Policy, RateLimit
 from policies.rate_limit import RateLimiter
 
@@ -124,7 +124,9 @@ class AnsweringNode:
         envelope, signer = verified.envelope, verified.signer
         role = signer.role or ""
         asker = Asker(name=signer.common_name, role=role, region=signer.region)
-        # who asks, which table and why come first: a question this node refuses outright binds nothing here
+        # who asks, from where, which table and why come first: a question this node refuses outright binds
+        # nothing here
+        self.check_home(asker, trail.operation)
         table = asked_table(envelope.sql, self.catalog)
         check_asker(self.policy, table, asker, envelope.purpose, bool(envelope.consent_ref), party=self.node_id)
         # a replay costs no binding either (recorded only once the question is admitted, in _spend)
@@ -146,6 +148,11 @@ class AnsweringNode:
             party=self.node_id,
         )
         return Admission(verified=verified, plan=plan, decision=decision)
+
+    def check_home(self, asker: Asker, operation: str) -> None:
+        """Whether this node's policy admits the asker to ``operation`` from their home region (POLICY_ASKER_REGION
+        if not), placed by this node's catalog."""
+        check_asker_home(self.policy, asker, operation, party=self.node_id, region_code=self.catalog.region_code)
 
     def _max_runs(self, envelope: pb.QueryEnvelope) -> int:
         """How many runs of this question this node answers: its policy's bound, and never more than the asker

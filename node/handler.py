@@ -5,7 +5,8 @@ A node never trusts the coordinator. For every request, in this order:
 1. the signed envelope: CA, validity, revocation, signature, federation, operation, time window;
 2. the query id the coordinator names must be the envelope's own;
 3. the plan, derived here from the signed SQL and compared with the coordinator's fingerprint;
-4. this node's policy: role, table, purpose, consent, aggregates, column uses; it fixes k;
+4. this node's policy: where the asker asks from (askers), role, table, purpose, consent, aggregates, column
+   uses; it fixes k;
 5. the public context must be in this node's HE wire format (``he_format``, checked before the context is
    parsed: HE_FORMAT_MISMATCH) and the one the asker signed;
 5a. the run's participant set (see :mod:`node.protection`): regions of the catalog, this one among them, at

@@ -74,6 +74,7 @@ class LookupAnswering(AnsweringNode):
         key = self.subject_key
         trail.subjects = " ".join(subject_tags(key, trail.nonce, ids))
         asker = Asker(name=signer.common_name, role=signer.role or "", region=signer.region)
+        self.check_home(asker, "lookup")
         check_lookup(
             self.policy,
             asker,

@@ -32,6 +32,12 @@ The checks, in order, each with its code:
 ``POLICY_CONSENT_REQUIRED``, ``POLICY_LOOKUP_TOO_MANY`` (more identifiers than ``max_subjects``) and
 ``POLICY_BREAKDOWN_DENIED`` (a per-city answer for a purpose not under ``breakdown``).
 
+:func:`check_asker_home` judges where the asker asks from, before any of these (a node runs it first for a
+query, an explain and a lookup): ``POLICY_ASKER_REGION`` when the policy's ``askers`` rule for the operation
+(the role's own, else the top-level one) admits neither the asker's home region (their certificate's) nor its
+province, or when the certificate names no home region. A refusal, like every ``POLICY_`` one, fails the whole
+question: the coordinator never answers it without the refusing region.
+
 How columns are used is worked out by :mod:`policies.uses`; :class:`policies.rate_limit.RateLimiter` adds
 ``POLICY_RATE_LIMITED``.
 """
@@ -45,7 +51,8 @@ from dataclasses import dataclass, field
 from federation.catalog import Catalog, ColumnClass
 from federation.errors import PolicyViolation
 from federation.plan import Plan
-from policies.model import USES, WILDCARD, Policy, Privacy, RolePolicy, TablePolicy
+from federation.regions import PROVINCES, province_of
+from policies.model import SAME, USES, WILDCARD, Policy, Privacy, RolePolicy, TablePolicy
 from policies.uses import analyse
 
 USE_PHRASES = {
@@ -131,6 +138,69 @@ def _role(policy: Policy, asker: Asker, refuse: Refuse) -> RolePolicy:
             ROLE_HINTS.get(name, f"roles that may query this node: {', '.join(policy.roles) or 'none'}"),
         )
     return role
+
+
+OPERATION_PHRASES = {"query": "aggregate questions", "explain": "explains", "lookup": "person lookups"}
+
+
+def _place(code: str | None) -> str:
+    """A region's province, as a refusal names it."""
+    province = province_of(code) if code else None
+    return f"province {province} ({PROVINCES[province]})" if province else "no province the catalog gives"
+
+
+def check_asker_home(
+    policy: Policy,
+    asker: Asker,
+    operation: str,
+    *,
+    party: str,
+    region_code: Callable[[str], str | None],
+) -> str | None:
+    """Admit the asker to ``operation`` (query, explain or lookup) from their home region, or raise
+    POLICY_ASKER_REGION; return the rule that admitted them (None: no rule limits the operation).
+
+    ``party`` is this node's id (``same`` in a rule is its region, or its province) and ``region_code`` gives a
+    region's 6-digit code (the catalog's :meth:`~federation.catalog.Catalog.region_code`). The asker's home
+    region comes from their certificate only, never from anything they sign or send.
+    """
+    found = policy.asker_rule(asker.role, operation)
+    if found is None:
+        return None
+    rule, rule_path = found
+    if rule.anywhere:
+        return rule_path
+    refuse = _refuser(party)
+    what = OPERATION_PHRASES.get(operation, operation)
+    here_code = region_code(party)
+    here_province = province_of(here_code) if here_code else None
+    if asker.region is None:
+        raise refuse(
+            "POLICY_ASKER_REGION",
+            f"this node admits {what} {rule.summary()}, and the asker's certificate names no home region",
+            rule_path,
+            "ask with a certificate that names your centre as its home region (hpf pki issue --kind person "
+            "--region NODE_ID ...)",
+        )
+    home = asker.region
+    if home in {party if r == SAME else r for r in rule.regions}:
+        return rule_path
+    home_code = region_code(home)
+    home_province = province_of(home_code) if home_code else None
+    provinces = {here_province if p == SAME else p for p in rule.provinces}
+    if home_province is not None and home_province in provinces:
+        return rule_path
+    unplaced = SAME in rule.provinces and here_province is None
+    raise refuse(
+        "POLICY_ASKER_REGION",
+        f"this node admits {what} {rule.summary()}"
+        + (f" (its own: {_place(here_code)})" if SAME in rule.provinces and here_province else "")
+        + f"; the asker's home region {_show(home)} is in {_place(home_code)}",
+        rule_path,
+        "ask this node's operators which centres it admits"
+        + ("; the catalog gives this node no code, so it has no province of its own" if unplaced else "")
+        + ("; the catalog gives the asker's region no code" if home_code is None else ""),
+    )
 
 
 def check_asker(

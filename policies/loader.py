@@ -34,7 +34,7 @@ from federation.catalog import Catalog
 from federation.config_files import BoundedLoader, YamlTooComplex, duplicate_keys, field_path, read_bytes
 from federation.errors import ConfigError
 from policies import DEFAULT_POLICY, PACKAGED_POLICIES, PACKAGED_PREFIX
-from policies.model import WILDCARD, Loc, Policy, reference_problems, written_at
+from policies.model import SAME, WILDCARD, Loc, Policy, reference_problems, written_at
 
 __all__ = ["DEFAULT_POLICY", "PolicyCheck", "check_against_catalog", "check_policy", "load_policy", "policy_path"]
 
@@ -182,6 +182,44 @@ def _catalog_problems(data: Any, where: Callable[[Loc], str], catalog: Catalog) 
                     problems.append(
                         f"{where(col_loc)}: {field_path(col_loc)}: {lacks}" + _did_you_mean(column, sorted(known))
                     )
+    return problems + _asker_problems(data, where, catalog)
+
+
+def _asker_problems(data: Any, where: Callable[[Loc], str], catalog: Catalog) -> list[str]:
+    """Regions an ``askers`` rule names that the catalog lacks, and, where a rule admits by province, the
+    catalog's nodes that no code places in one (their askers would be refused by it)."""
+    problems: list[str] = []
+    rules: list[tuple[Loc, Any]] = []
+    askers = data.get("askers") if isinstance(data, dict) else None
+    rules += [(("askers", op), rule) for op, rule in askers.items()] if isinstance(askers, dict) else []
+    roles = data.get("roles") if isinstance(data, dict) else None
+    for role_name, role in roles.items() if isinstance(roles, dict) else ():
+        own = role.get("askers") if isinstance(role, dict) else None
+        rules += (
+            [(("roles", role_name, "askers", op), rule) for op, rule in own.items()] if isinstance(own, dict) else []
+        )
+    by_province = False
+    for loc, rule in rules:
+        if not isinstance(rule, dict):
+            continue
+        regions = rule.get("regions")
+        for i, region in enumerate(regions if isinstance(regions, list) else []):
+            if isinstance(region, str) and region != SAME and region not in catalog.node_ids:
+                at = (*loc, "regions", i)
+                problems.append(
+                    f"{where(at)}: {field_path(at)}: the catalog has no node {region!r}"
+                    + _did_you_mean(region, catalog.node_ids)
+                )
+        by_province |= bool(rule.get("provinces"))
+    if by_province:
+        unplaced = [n for n in catalog.node_ids if catalog.region_code(n) is None]
+        if unplaced:
+            loc = next(loc for loc, rule in rules if isinstance(rule, dict) and rule.get("provinces"))
+            problems.append(
+                f"{where(loc)}: {field_path(loc)}: admits askers by province, and the catalog gives node(s) "
+                f"{', '.join(unplaced)} no code, so askers from them are in no province and refused: give each "
+                'node its 6-digit region code (code: "320500") in the catalog'
+            )
     return problems
 
 

@@ -17,6 +17,8 @@ table-agnostic base, ``policies/default.yaml`` the demo federation's full exampl
       sensitive: [filter, aggregate]
       commercial: []
     secure_aggregation: {min_participants: 3, max_runs: 3}   # masks: see SecureAggregation
+    askers:                        # optional: who may ask from where, per operation (query, explain, lookup)
+      lookup: {provinces: [same]}  # only askers whose home region is in this node's province (see AskerRule)
     roles:                         # a role not listed here is refused
       caseworker:
         aggregates: [count, sum, avg]
@@ -26,6 +28,7 @@ table-agnostic base, ``policies/default.yaml`` the demo federation's full exampl
                                    # optional (default exact); a table may override it (see Privacy)
         purposes: [statistics]     # optional: every table of this role needs one of these (a table may override)
         classes: {sensitive: [aggregate]}              # optional: this role's uses per class
+        askers: {lookup: {anywhere: true}}             # optional: this role's own askers rules, per operation
         tables:                    # a table not listed (and no "*") is refused
           deposits: {}
           loans:
@@ -54,6 +57,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -65,14 +69,29 @@ from pydantic import (
 from federation.catalog import ColumnClass
 from federation.fixed_decimal import DELTA_PLACES, EPSILON_PLACES, MAX_BUDGET_EPSILON, units_of
 from federation.pki import ROLES
+from federation.regions import PROVINCES
 
 USES: tuple[str, ...] = ("output", "filter", "group", "aggregate")
+# what an asker may ask a node, as ``askers:`` names it: aggregate questions, explains of them, person lookups
+# (``hpf lookup`` and ``hpf screen``)
+OPERATIONS: tuple[str, ...] = ("query", "explain", "lookup")
+SAME = "same"  # in askers: this node's own region, or its own province
 AGGREGATES: tuple[str, ...] = ("count", "sum", "avg", "var_pop", "var_samp", "stddev_pop", "stddev_samp")
 WILDCARD = "*"
 GROUP_WITHOUT_OUTPUT = "group reveals the key's values: add output"
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")  # matched whole (fullmatch): "$" matches before a "\n"
 _PURPOSE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_REGION_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # a node id, as a certificate names its home region
+_OPERATION_ALIASES = {
+    "aggregate": "query",
+    "aggregates": "query",
+    "queries": "query",
+    "screen": "lookup",
+    "lookups": "lookup",
+    "screening": "lookup",
+}
+_PROVINCE_NAMES = {name.lower(): code for code, name in PROVINCES.items()}
 
 Loc = tuple[str | int, ...]
 
@@ -135,6 +154,44 @@ def _column_name(value: str) -> str:
     return value
 
 
+def _operation(value: str) -> str:
+    if value not in OPERATIONS:
+        alias = _OPERATION_ALIASES.get(value.lower()) if isinstance(value, str) else None
+        also = f" (write {alias!r} for it)" if alias else ""
+        raise ValueError(
+            f"unknown operation {value!r}{also}: operations are query (aggregate questions), explain and "
+            "lookup (hpf lookup and hpf screen)"
+        )
+    return value
+
+
+def _province(value: Any) -> Any:
+    """A province code (two digits, of :data:`federation.regions.PROVINCES`) or ``same``."""
+    if isinstance(value, int) and not isinstance(value, bool):  # provinces: [32, 33], unquoted in YAML
+        value = str(value)
+    if not isinstance(value, str) or value == SAME:
+        return value
+    if value in PROVINCES:
+        return value
+    if len(value) == 6 and value.isdigit() and value[:2] in PROVINCES:
+        raise ValueError(f"{value!r} is a region code: its province is {value[:2]!r} (the first two digits)")
+    if value.lower() in _PROVINCE_NAMES:
+        raise ValueError(f"{value!r} is a province's name: write its code {_PROVINCE_NAMES[value.lower()]!r}")
+    raise ValueError(
+        f"{value!r} is not a province code: write the first two digits of its region codes (e.g. '32' for "
+        f"Jiangsu, '33' for Zhejiang) or {SAME!r} for this node's own province"
+    )
+
+
+def _region_ref(value: str) -> str:
+    if value != SAME and not _REGION_ID.fullmatch(value):
+        raise ValueError(
+            f"region {value!r} must be a node id, as certificates name home regions (e.g. 'hangzhou'), or "
+            f"{SAME!r} for this node itself"
+        )
+    return value
+
+
 Use = Annotated[str, AfterValidator(_use)]
 Uses = Annotated[list[Use], AfterValidator(_uses)]
 RoleName = Annotated[str, AfterValidator(_role)]
@@ -143,6 +200,9 @@ ColumnName = Annotated[str, AfterValidator(_column_name)]
 GroupSize = Annotated[int, AfterValidator(_k)]
 AggregateName = Annotated[str, AfterValidator(_aggregate)]
 PurposeCode = Annotated[str, AfterValidator(_purpose_code)]
+OperationName = Annotated[str, AfterValidator(_operation)]
+ProvinceRef = Annotated[str, BeforeValidator(_province)]
+RegionRef = Annotated[str, AfterValidator(_region_ref)]
 
 
 class RateLimit(BaseModel):
@@ -238,6 +298,46 @@ class SecureAggregation(BaseModel):
     exact_subsets: bool = False
 
 
+class AskerRule(BaseModel):
+    """Who may ask this node one operation, by their home region (the ``region`` of their certificate).
+
+    An asker is admitted when their home region is one of ``regions`` or lies in one of ``provinces`` (the
+    first two digits of its 6-digit code, from the catalog's node ``code``); ``same`` is this node's own
+    region, or its own province. An asker whose certificate names no home region is admitted by no rule but
+    ``anywhere: true``. An allow-list: everyone else is refused (POLICY_ASKER_REGION).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    regions: list[RegionRef] = []
+    provinces: list[ProvinceRef] = []
+    anywhere: bool = False  # admits every asker (to open, for one role, what the top-level askers close)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _admits_someone(self) -> AskerRule:
+        if self.anywhere and (self.regions or self.provinces):
+            raise ValueError("anywhere: true admits every asker: give it alone, or list regions and provinces")
+        if not self.anywhere and not (self.regions or self.provinces):
+            raise ValueError(
+                "admits nobody: list regions or provinces (e.g. provinces: [same]), or write anywhere: true; "
+                "to refuse an operation to a role, leave it out of the role's tables or lookups"
+            )
+        return self
+
+    def summary(self) -> str:
+        if self.anywhere:
+            return "from anywhere"
+        parts = []
+        for p in self.provinces:
+            parts.append("its own province" if p == SAME else f"province {p} ({PROVINCES[p]})")
+        for r in self.regions:
+            parts.append("its own region" if r == SAME else f"region {r}")
+        return "only from " + ", ".join(parts)
+
+
+Askers = dict[OperationName, AskerRule]
+
+
 class TablePolicy(BaseModel):
     """What a role may do with one table."""
 
@@ -298,6 +398,7 @@ class RolePolicy(BaseModel):
     tables: dict[TableName, TablePolicy]
     privacy: Privacy = Privacy()
     lookups: LookupPolicy | None = None  # None: this role looks nobody up
+    askers: Askers = {}  # per operation, replacing the top-level askers' rule for this role
     description: str | None = None
 
     def table(self, name: str) -> tuple[str, TablePolicy] | None:
@@ -352,6 +453,9 @@ class Policy(BaseModel):
     purposes: dict[PurposeCode, str] = {}
     classes: dict[ColumnClass, Uses] = {}
     secure_aggregation: SecureAggregation = SecureAggregation()
+    # who may ask from where, per operation (a role's own askers replace an operation's rule for that role);
+    # an operation listed nowhere is admitted from anywhere; explain follows query's rule unless given its own
+    askers: Askers = {}
     roles: dict[RoleName, RolePolicy]
 
     # where each field was written: {field path: (file, line)}; set by the loader
@@ -379,8 +483,30 @@ class Policy(BaseModel):
     def set_locations(self, source: str, where: dict[Loc, tuple[str, int]]) -> None:
         self._source, self._where = source, dict(where)
 
+    def asker_rule(self, role_name: str, operation: str) -> tuple[AskerRule, str] | None:
+        """The rule that says from where ``role_name`` may ask ``operation``, and where it is written: the role's
+        own, else the top-level one; an explain without a rule of its own follows the query's. None: from
+        anywhere.
+
+        >>> p = Policy.model_validate({"version": 1, "askers": {"lookup": {"provinces": ["same"]}},
+        ...     "roles": {"integrator": {"aggregates": [], "min_group_size": 1, "tables": {},
+        ...                              "askers": {"lookup": {"anywhere": True}}}}})
+        >>> p.asker_rule("caseworker", "lookup")[1], p.asker_rule("integrator", "lookup")[1]
+        ('askers.lookup', 'roles.integrator.askers.lookup')
+        >>> p.asker_rule("caseworker", "explain") is None
+        True
+        """
+        role = self.roles.get(role_name)
+        for op in (operation, "query") if operation == "explain" else (operation,):
+            if role is not None and op in role.askers:
+                return role.askers[op], f"roles.{role_name}.askers.{op}"
+            if op in self.askers:
+                return self.askers[op], f"askers.{op}"
+        return None
+
     def summary(self) -> list[str]:
-        """A few lines per role: k, rate limit, aggregates and tables (with purposes and consent)."""
+        """A few lines per role: k, rate limit, aggregates and tables (with purposes and consent), and from where
+        it may ask each operation a rule limits."""
         lines = []
         for name, role in self.roles.items():
             rate = (
@@ -413,6 +539,10 @@ class Policy(BaseModel):
                 if lookups.rate_limit:
                     notes.append(f"{lookups.rate_limit.requests} people / {lookups.rate_limit.per_seconds:g} s")
                 lines.append(f"  person lookups ({'; '.join(notes)})")
+            for op in OPERATIONS:
+                found = self.asker_rule(name, op)
+                if found is not None and (role.lookups is not None if op == "lookup" else bool(role.tables)):
+                    lines.append(f"  {op}: askers {found[0].summary()} ({found[1]})")
         return lines
 
     def plain(self) -> dict[str, Any]:

@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from federation.client import LOOKUP_BATCH
 from federation.errors import ConfigError, PolicyViolation
 from policies import DEFAULT_POLICY
 from policies.engine import Asker, check_lookup
 from policies.loader import load_policy
 from policies.model import LookupPolicy, Policy
+from policies.rate_limit import RateLimiter
 
 PARTY = "hangzhou"
 
@@ -77,7 +79,7 @@ def test_default_policy_lookups(default: Policy) -> None:
     assert caseworker is not None and integrator is not None
     assert caseworker.purposes == ["loan-review", "account-transfer"] and caseworker.breakdown == ["account-transfer"]
     assert (caseworker.consent, caseworker.max_subjects) == ("required", 1)
-    assert (integrator.purposes, integrator.breakdown, integrator.max_subjects) == (["loan-review"], [], 10000)
+    assert (integrator.purposes, integrator.breakdown, integrator.max_subjects) == (["loan-review"], [], 5000)
     assert caseworker.rate_limit is not None and integrator.rate_limit is not None
     assert [n for n, r in default.roles.items() if r.lookups is not None] == ["caseworker", "integrator"]
     assert any("person lookups" in line and "up to 1 per request" in line for line in default.summary())
@@ -131,7 +133,7 @@ def test_allowed_lookups(default: Policy) -> None:
     decision = lookup(default, "caseworker")
     assert decision.role == "caseworker" and decision.rules[0].endswith("roles.caseworker.lookups.purposes")
     assert lookup(default, "caseworker", purpose="account-transfer", breakdown=True).role == "caseworker"
-    assert lookup(default, "integrator", subjects=10_000).role == "integrator"
+    assert lookup(default, "integrator", subjects=5_000).role == "integrator"
 
 
 REFUSALS = [
@@ -145,7 +147,7 @@ REFUSALS = [
     ("integrator", {"purpose": "account-transfer"}, "POLICY_PURPOSE_NOT_ALLOWED", "roles.integrator.lookups.purposes"),
     ("caseworker", {"consent": False}, "POLICY_CONSENT_REQUIRED", "roles.caseworker.lookups.consent"),
     ("caseworker", {"subjects": 2}, "POLICY_LOOKUP_TOO_MANY", "roles.caseworker.lookups.max_subjects"),
-    ("integrator", {"subjects": 10_001}, "POLICY_LOOKUP_TOO_MANY", "roles.integrator.lookups.max_subjects"),
+    ("integrator", {"subjects": 5_001}, "POLICY_LOOKUP_TOO_MANY", "roles.integrator.lookups.max_subjects"),
     ("caseworker", {"breakdown": True}, "POLICY_BREAKDOWN_DENIED", "roles.caseworker.lookups.breakdown"),
     ("integrator", {"breakdown": True}, "POLICY_BREAKDOWN_DENIED", "roles.integrator.lookups.breakdown"),
 ]
@@ -241,3 +243,30 @@ def test_the_columns_a_lookup_reads_are_named_where_the_catalog_leaves_them_uncl
     doc["tables"]["accounts"]["columns"]["status"]["class"] = None
     doc["tables"]["deposits"]["columns"]["city_code"].pop("class")  # a column no lookup reads
     assert unclassified_columns(Catalog.model_validate(doc)) == ["accounts.status", "loans.status"]
+
+
+def test_default_integrator_limits_fit_a_banks_day_and_refuse_enumerating_a_district(default: Policy) -> None:
+    """A bank's screening batch (the client's 4,550 a request) and a day's applications pass; every identifier of
+    one district born in one year (365 days x 1,000 sequence numbers) does not, in one request or over a day."""
+    integrator = default.roles["integrator"]
+    lookups = integrator.lookups
+    assert lookups is not None and lookups.rate_limit is not None and integrator.rate_limit is not None
+    assert LOOKUP_BATCH <= lookups.max_subjects <= 5_000
+    assert (lookups.rate_limit.requests, lookups.rate_limit.per_seconds) == (10_000, 86_400)
+    assert (integrator.rate_limit.requests, integrator.rate_limit.per_seconds) == (2_000, 86_400)
+    district_year = 365 * 1_000
+    assert refusal(default, "integrator", subjects=district_year).code == "POLICY_LOOKUP_TOO_MANY"
+    limiter, t = RateLimiter(), 1_000.0
+    rule = "roles.integrator.lookups.rate_limit"
+    for _ in range(2):  # a day's applications, screened twice
+        limiter.take("bank", lookups.rate_limit, party=PARTY, role="integrator", now=t, rule=rule, cost=5_000)
+    with pytest.raises(PolicyViolation) as info:  # the next applicant that day is refused
+        limiter.take("bank", lookups.rate_limit, party=PARTY, role="integrator", now=t + 3_600, rule=rule, cost=1)
+    assert info.value.code == "POLICY_RATE_LIMITED" and info.value.rule == f"{PARTY}: {rule}"
+    # the next day the bank screens again
+    limiter.take("bank", lookups.rate_limit, party=PARTY, role="integrator", now=t + 86_401, rule=rule, cost=5_000)
+    requests = RateLimiter()
+    for i in range(integrator.rate_limit.requests):
+        requests.take("bank", integrator.rate_limit, party=PARTY, role="integrator", now=t + i)
+    with pytest.raises(PolicyViolation):
+        requests.take("bank", integrator.rate_limit, party=PARTY, role="integrator", now=t + 80_000)

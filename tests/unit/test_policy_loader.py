@@ -339,6 +339,12 @@ def test_the_strict_example_tightens_the_defaults() -> None:
     assert (
         "withdrawals" in default.roles["caseworker"].tables and "withdrawals" not in strict.roles["caseworker"].tables
     )
+    assert default.asker_rule("caseworker", "lookup") is None
+    rule = strict.asker_rule("caseworker", "lookup")
+    assert rule is not None and rule[0].provinces == ["same"] and rule[1] == "askers.lookup"
+    assert strict.asker_rule("caseworker", "query") is None
+    integrator = strict.asker_rule("integrator", "lookup")
+    assert integrator is not None and integrator[0].anywhere
 
 
 def test_catalog_check_names_unknown_tables_and_columns_with_lines(tmp_path: Path) -> None:
