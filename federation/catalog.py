@@ -43,9 +43,8 @@ others; a person in more regions is protected as a group of that many).
 A node's ``code`` (optional) is its region's 6-digit administrative division code; its first two digits are
 the region's province. Node policies may admit askers by the province of their home region (``askers:`` in a
 node policy): an asker's certificate names a node id as its home region, and the catalog's ``code`` for that
-id says which province it is in. A node id of the Yangtze River Delta demo federation (federation/regions.py)
-is placed by that table when the catalog gives no code; any other federation writes ``code`` for every node,
-or its askers are in no province (a province rule admits none of them).
+id says which province it is in. Only the catalog places a region: a node without a ``code`` is in no province,
+and a province rule admits none of its askers.
 
 ``he_format`` (optional, top level) names the homomorphic-encryption wire format every party must run, as
 ``hpf`` states it (``federation.he.HE_FORMAT``, e.g. ``tenseal-0.3.18/seal-4.3/bfv-4096``): a node or
@@ -70,7 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from federation.config_files import decode_text, parse_model, parse_yaml, read_bytes
 from federation.errors import ConfigError
 from federation.limb_codec import MAX_REGIONS
-from federation.regions import BY_NODE_ID, check_region_code
+from federation.regions import check_region_code
 
 MAX_DOMAIN_SIZE = 10_000
 
@@ -329,8 +328,7 @@ class NodeEntry(BaseModel):
     address: str
     name: str | None = None
     # the region's 6-digit administrative division code: its first two digits are its province, by which node
-    # policies admit askers from this region (``askers:``); without it, only a node id of federation/regions.py
-    # has one
+    # policies admit askers from this region (``askers:``); without it the region is in no province
     code: str | None = None
     audit_key: str | None = None  # the node's Ed25519 audit public key, raw 32 bytes in base64
     agreement_key: str | None = None  # the node's X25519 agreement public key (person lookups), base64
@@ -397,13 +395,12 @@ class Catalog(BaseModel):
         return [n.id for n in self.nodes]
 
     def region_code(self, node_id: str) -> str | None:
-        """The 6-digit code of region ``node_id``: its node entry's ``code``, else the code of the Yangtze River
-        Delta city of that id (federation/regions.py); None for a region neither places."""
+        """The 6-digit code of region ``node_id``: its node entry's ``code``; None for a region the catalog does not
+        place (a node id alone says nothing of where a region is: only the catalog every party holds does)."""
         for node in self.nodes:
-            if node.id == node_id and node.code is not None:
+            if node.id == node_id:
                 return node.code
-        region = BY_NODE_ID.get(node_id)
-        return region.code if region is not None else None
+        return None
 
 
 @dataclass(frozen=True)

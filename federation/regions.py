@@ -5,8 +5,8 @@ then the provincial order (Shanghai; Jiangsu's 13; Zhejiang's 11; Anhui's 16).
 
 A region's 6-digit administrative division code (GB/T 2260) starts with its province's two digits
 (:data:`PROVINCES`): 330100 Hangzhou is in 33 Zhejiang. Node policies admit askers by province this way
-(``askers:``, see ``policies/base.yaml``); a catalog gives each node its ``code``, and a node id the catalog
-gives none is placed by :data:`REGIONS` if it is one of these 41 cities (:func:`province_of`).
+(``askers:``, see ``policies/base.yaml``); a catalog gives each node its ``code`` (the demo's catalogs take
+them from :data:`REGIONS`), and a node it gives none is in no province.
 """
 
 from __future__ import annotations

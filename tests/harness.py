@@ -52,6 +52,7 @@ from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.he import ClientKeys, context_digest
 from federation.pki import init_federation
 from federation.profile import ClientProfile
+from federation.regions import BY_NODE_ID
 from federation.sealing import AGREEMENT_KEY, AgreementKey
 from federation.tls import TlsConfig, node_target, secure_channel
 from node.backends.duckdb_backend import DuckDBBackend
@@ -327,7 +328,12 @@ def federation(
     catalog_doc = {
         "federation": FEDERATION,
         "nodes": [
-            {"id": n, "address": "127.0.0.1:1", **{k: v for k, v in keys[n].items() if k in published_keys}}
+            {
+                "id": n,
+                "address": "127.0.0.1:1",
+                **({"code": BY_NODE_ID[n].code} if n in BY_NODE_ID else {}),  # a demo city has its code, as the demo's
+                **{k: v for k, v in keys[n].items() if k in published_keys},
+            }
             for n in node_ids
         ],
         "tables": tables,

@@ -23,11 +23,12 @@ from policies.loader import check_policy, load_policy
 from policies.model import AskerRule, Policy
 
 TABLES = {"t": {"columns": {"x": {"type": "BIGINT", "class": "public"}}}}
-# nanjing, suzhou and wuxi are in Jiangsu (32), hangzhou in Zhejiang (33), hefei in Anhui (34): the demo's table
+# nanjing, suzhou and wuxi are in Jiangsu (32), hangzhou in Zhejiang (33), hefei in Anhui (34), as the catalog says
+CODES = {"nanjing": "320100", "suzhou": "320500", "wuxi": "320200", "hangzhou": "330100", "hefei": "340100"}
 YRD = Catalog.model_validate(
     {
         "federation": "f",
-        "nodes": [{"id": n, "address": "h:1"} for n in ("nanjing", "suzhou", "hangzhou", "hefei")],
+        "nodes": [{"id": n, "address": "h:1", "code": code} for n, code in CODES.items()],
         "tables": TABLES,
     }
 )
@@ -143,7 +144,7 @@ def test_regions_are_matched_whole_and_same_means_this_node() -> None:
     refused(p, "same", "lookup")  # a certificate whose region is the keyword itself is no region of the rule
 
 
-def test_the_catalog_code_places_a_node_and_wins_over_the_demo_table() -> None:
+def test_only_the_catalog_code_places_a_node() -> None:
     catalog = Catalog.model_validate(
         {
             "federation": "other",
@@ -151,7 +152,8 @@ def test_the_catalog_code_places_a_node_and_wins_over_the_demo_table() -> None:
                 {"id": "north", "address": "h:1", "code": "320100"},
                 {"id": "south", "address": "h:2", "code": 320500},  # unquoted in YAML: an int
                 {"id": "suzhou", "address": "h:3", "code": "341300"},  # Suzhou of Anhui, not the demo's
-                {"id": "east", "address": "h:4"},  # no code, and no city of the demo table
+                {"id": "east", "address": "h:4"},  # no code
+                {"id": "hangzhou", "address": "h:5"},  # a city's name, but no code: nowhere
             ],
             "tables": TABLES,
         }
@@ -166,6 +168,8 @@ def test_the_catalog_code_places_a_node_and_wins_over_the_demo_table() -> None:
     err = refused(p, "east", "lookup", at="east", cat=catalog)
     assert "this node no code" in (err.hint or "")
     refused(p, "north", "lookup", at="east", cat=catalog)
+    err = refused(p, "hangzhou", "lookup", at="north", cat=catalog)
+    assert "no province" in err.message
 
 
 def test_listed_provinces_admit_each_of_them() -> None:
