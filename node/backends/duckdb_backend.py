@@ -236,9 +236,8 @@ class DuckDBBackend:
             self._refuse_if_unwell(self.check_sources(failed_after=begun))
         except UnavailableError as unwell:
             return unwell
-        if isinstance(err, duckdb.IOException):
-            # the region's files cannot be read, whatever the question: the region is reported missing
-            return UnavailableError(f"the node cannot run queries: {failure}", code="NODE_UNWELL")
+        # the files were found sound: whatever failed (an I/O error too, e.g. spilling past the memory limit to a
+        # temporary directory that cannot be written) happened to this question, and depends on its rows
         return DataError(f"the node could not {done}: {failure}", code="NODE_EXECUTION_FAILED")
 
     def run(self, sql: str, on_abandon: Abandon | None = None) -> Sequence[tuple[Any, ...]]:
