@@ -217,6 +217,13 @@ class DuckDBBackend:
         region unwell (reported missing, ``NODE_UNWELL``) until its files are good again."""
         self._refuse_if_unwell(self.check_sources())
 
+    def _read_what_was_checked(self, looked_at: object) -> None:
+        """After a question read the files: a file that changed since the question's look at them may have been
+        read unchecked (e.g. values its catalog type rounds: a wrong answer, with no error), so the files are
+        checked now, and a question that may have read a broken one is refused as the region's (NODE_UNWELL)."""
+        if self.data_version() != looked_at:
+            self._types_still_fit()
+
     @staticmethod
     def _refuse_if_unwell(refused: DataError | None) -> None:
         if refused is not None:
@@ -248,6 +255,7 @@ class DuckDBBackend:
         region is named for it. Only files that cannot be read make the region unwell (reported missing).
         """
         self._types_still_fit()
+        looked_at = self._checked[0]
         begun = self.checks_begun
         with self._lock:
             cur = self._con.cursor()
@@ -257,6 +265,7 @@ class DuckDBBackend:
                     rows = cur.execute(sql).fetchall()
                     if timed_out():  # the engine checks for an interrupt between pieces of work: past the limit
                         raise duckdb.InterruptException("finished past the limit")  # is past it, however it ended
+                    self._read_what_was_checked(looked_at)
                     return rows
                 except duckdb.InterruptException:
                     if timed_out():

@@ -4,6 +4,8 @@ INTERNAL or a traceback, and the servers keep serving."""
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from raw_rpc import raw_channels
 
+from federation import he
 from federation.catalog import Catalog
 from federation.client import QueryAnswer
 from federation.errors import DataError, FederationError, UnavailableError
@@ -183,3 +186,63 @@ def test_a_large_catalog_change_does_not_make_the_regions_miss_the_next_question
         fed.coordinator.catalog.current()
         for node in fed.nodes.values():
             node.catalog.current()
+
+
+def test_cancelled_and_unread_questions_leave_the_coordinator_serving(
+    fed: harness.Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Questions cancelled at every stage (before, while and after the regions answer) and answers never read:
+    nothing fails unexpectedly, nothing is left to the event loop's error handler, and the next honest question
+    is answered exactly and at once."""
+    keys = he.ClientKeys.generate()
+    context = keys.public_context()
+    with raw_channels(fed) as channels, caplog.at_level(logging.WARNING):
+        stub = pb_grpc.CoordinatorStub(channels["coordinator"])
+        check = health_pb2_grpc.HealthStub(channels["coordinator"]).Check
+        unread = []
+        for delay in (0.0, 0.05, 0.2, 0.5):
+            calls = [
+                stub.Query(
+                    pb.QueryRequest(he_format=he.HE_FORMAT, envelope=fed.sign(keys, HONEST), public_context=context),
+                    timeout=60,
+                )
+                for _ in range(8)
+            ]
+            time.sleep(delay)
+            for call in calls[:6]:
+                call.cancel()
+            unread.extend(calls[6:])  # never read: the coordinator holds their answers until they end
+        t0 = time.monotonic()
+        check(health_pb2.HealthCheckRequest(service="hpf.v1.Coordinator"), timeout=10)
+        assert time.monotonic() - t0 < 0.5
+        _honest_answer_is_exact(fed)
+        for call in unread:
+            call.cancel()
+    _honest_answer_is_exact(fed)
+    bad = [r.getMessage() for r in caplog.records if "unexpectedly" in r.getMessage() or r.name == "asyncio"]
+    assert not bad, bad
+
+
+def test_a_file_replaced_while_a_question_reads_it_gives_no_unchecked_answer(tmp_path: Path) -> None:
+    """A file replaced by one whose values the catalog type cannot hold (doubles under an INTEGER column, which the
+    node's view would round) after the question's own look at the files but before the engine opens it: the
+    question must not answer from the unchecked file (a wrong answer, silently); the region is unwell."""
+    data = tmp_path / "data" / "t.parquet"
+    harness.write_table(data, COLUMNS, [(i, 1) for i in range(100)])
+    lossy = tmp_path / "lossy.parquet"
+    harness.write_table(lossy, {"k": "BIGINT", "v": "DOUBLE"}, [(i, 1.6) for i in range(100)])
+    backend = DuckDBBackend(CATALOG, {"t": TableSource(path=data)}, threads=1)
+    looked = backend._types_still_fit
+
+    def look_then_replace() -> None:
+        looked()
+        os.replace(lossy, data)  # between the look and the read
+
+    try:
+        backend._types_still_fit = look_then_replace  # type: ignore[method-assign]
+        with pytest.raises(UnavailableError) as caught:
+            rows = backend.run("SELECT sum(v) FROM t")
+            pytest.fail(f"answered {rows} from a file no check has seen")
+        assert caught.value.code == "NODE_UNWELL"
+    finally:
+        backend.close()
