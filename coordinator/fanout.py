@@ -140,7 +140,10 @@ class FanOut:
     def _note_missed(self, missing: Sequence[MissingRegion]) -> None:
         if self.health is not None:
             for m in missing:
-                if m.code == "NODE_TIMEOUT":  # a stalled region; one that refuses connections costs no wait
+                # a stalled region, or one that says its own files cannot be served (its health says so too): once
+                # a probe confirms it, later questions are admitted without it, not run again without it at every
+                # other region; one that refuses connections costs no wait
+                if m.code in ("NODE_TIMEOUT", "NODE_UNWELL"):
                     self.health.note_missed(m.node_id)
 
     async def audit_proof(self, request: pb.AuditProofRequest) -> pb.AuditProofResponse:

@@ -246,3 +246,129 @@ def test_a_file_replaced_while_a_question_reads_it_gives_no_unchecked_answer(tmp
         assert caught.value.code == "NODE_UNWELL"
     finally:
         backend.close()
+
+
+def _unblock_fifo(path: Path) -> None:
+    """Give whatever waits to read the FIFO ``path`` an end of file (a test must not leave a thread hanging)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return  # no one reads it
+    os.write(fd, b"not a parquet file")
+    os.close(fd)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_data_file_replaced_by_no_regular_file_makes_the_region_unwell_without_waiting(
+    tmp_path: Path, kind: str
+) -> None:
+    """A data file replaced under the running node by a FIFO (or a directory): the node's look at its files must
+    refuse it at once (the region unwell), not wait forever on a read that never ends, holding every question."""
+    data = tmp_path / "data" / "t.parquet"
+    harness.write_table(data, COLUMNS, [(i, 1) for i in range(100)])
+    backend = DuckDBBackend(CATALOG, {"t": TableSource(path=data)}, threads=1)
+    data.unlink()
+    if kind == "fifo":
+        os.mkfifo(data)
+    else:
+        data.mkdir()
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        checked = pool.submit(backend.check_sources)
+        try:
+            refusal = checked.result(timeout=10)
+        except TimeoutError:
+            pytest.fail("the node's look at its files waits on a FIFO: every question waits behind it")
+        assert refusal is not None and refusal.code == "NODE_TABLE_UNREADABLE", refusal
+        with pytest.raises(UnavailableError) as caught:
+            pool.submit(backend.run, "SELECT sum(v) FROM t").result(timeout=10)
+        assert caught.value.code == "NODE_UNWELL"
+    finally:
+        for _ in range(20):
+            if kind == "fifo":
+                _unblock_fifo(data)
+            if not pool._work_queue.qsize() and all(not t.is_alive() for t in pool._threads):
+                break
+            time.sleep(0.1)
+        pool.shutdown(wait=False)
+        backend.close()
+
+
+def test_a_node_whose_data_file_is_a_fifo_refuses_to_start_without_waiting(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "t.parquet"
+    data.parent.mkdir(parents=True)
+    os.mkfifo(data)
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        started = pool.submit(DuckDBBackend, CATALOG, {"t": TableSource(path=data)}, threads=1)
+        with pytest.raises(DataError) as caught:
+            started.result(timeout=10)
+        assert caught.value.code == "NODE_TABLE_UNREADABLE"
+    finally:
+        for _ in range(20):
+            _unblock_fifo(data)
+            if all(not t.is_alive() for t in pool._threads):
+                break
+            time.sleep(0.1)
+        pool.shutdown(wait=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="while a node checks changed files (a read of every value: minutes for a large table, or a huge sparse "
+    "file) every question waits behind the check, and the node's health stays SERVING: the region stalls "
+    "every question to the coordinator's wait and is kept in answers, not named unwell before admission",
+)
+def test_a_question_does_not_wait_out_a_long_check_of_changed_files(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "t.parquet"
+    harness.write_table(data, COLUMNS, [(i, 1) for i in range(100)])
+    backend = DuckDBBackend(CATALOG, {"t": TableSource(path=data)}, threads=1)
+    checking = backend._check_all
+
+    def long_check() -> DataError | None:
+        time.sleep(3.0)  # a large file read through
+        return checking()
+
+    backend._check_all = long_check  # type: ignore[method-assign]
+    harness.write_table(data, COLUMNS, [(i, 2) for i in range(100)])  # a data refresh
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pool.submit(backend.check_sources)  # the node's watch sees the change first
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        try:
+            pool.submit(backend.run, "SELECT sum(v) FROM t").result(timeout=30)
+        except UnavailableError:
+            pass  # refused at once as the region's state: what it should do
+        waited = time.monotonic() - t0
+    backend.close()
+    assert waited < 1.0, f"a question waited {waited:.1f} s behind the check of the node's files"
+
+
+def test_a_region_known_broken_is_left_out_at_admission_not_asked_and_run_again(fed: harness.Federation) -> None:
+    """A region whose files broke answers NODE_UNWELL and its health says NOT_SERVING. Once the coordinator knows
+    it (it answered so, and a probe sees it), later questions are admitted without it: asked anyway, it costs every
+    question a second run at every other region (a second privacy charge there), and a question signed for one run
+    has no answer at all."""
+    path = next(p for p in fed.data_files["t"] if p.parent.name == "n1")
+    good = path.read_bytes()
+    node = fed.nodes["n1"]
+    try:
+        path.write_bytes(good[: len(good) // 2])
+        ends = time.monotonic() + 10
+        while node.sources.refusal is None and time.monotonic() < ends:
+            time.sleep(0.1)
+        assert node.sources.refusal is not None
+        with fed.client() as client:
+            first = client.query(HONEST)
+            assert _missing(first) == [("n1", "NODE_UNWELL")]
+            fed.coordinator.run(fed.coordinator.health.probe_once())
+            later = client.query(HONEST)
+            assert _missing(later) == [("n1", "NODE_UNWELL")] and later.answered == ["n0"]
+            assert later.timings["runs"] == 1, later.timings
+    finally:
+        path.write_bytes(good)
+        ends = time.monotonic() + 10
+        while node.sources.refusal is not None and time.monotonic() < ends:
+            time.sleep(0.1)
+        fed.coordinator.run(fed.coordinator.health.probe_once())
+    _honest_answer_is_exact(fed)
