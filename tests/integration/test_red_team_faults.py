@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -273,21 +273,24 @@ def test_a_data_file_replaced_by_no_regular_file_makes_the_region_unwell_without
     else:
         data.mkdir()
     pool = ThreadPoolExecutor(max_workers=1)
+    submitted: list[Future[Any]] = []
     try:
         checked = pool.submit(backend.check_sources)
+        submitted.append(checked)
         try:
             refusal = checked.result(timeout=10)
         except TimeoutError:
             pytest.fail("the node's look at its files waits on a FIFO: every question waits behind it")
         assert refusal is not None and refusal.code == "NODE_TABLE_UNREADABLE", refusal
         with pytest.raises(UnavailableError) as caught:
-            pool.submit(backend.run, "SELECT sum(v) FROM t").result(timeout=10)
+            submitted.append(pool.submit(backend.run, "SELECT sum(v) FROM t"))
+            submitted[-1].result(timeout=10)
         assert caught.value.code == "NODE_UNWELL"
     finally:
         for _ in range(20):
             if kind == "fifo":
                 _unblock_fifo(data)
-            if not pool._work_queue.qsize() and all(not t.is_alive() for t in pool._threads):
+            if all(f.done() for f in submitted):
                 break
             time.sleep(0.1)
         pool.shutdown(wait=False)
@@ -307,7 +310,7 @@ def test_a_node_whose_data_file_is_a_fifo_refuses_to_start_without_waiting(tmp_p
     finally:
         for _ in range(20):
             _unblock_fifo(data)
-            if all(not t.is_alive() for t in pool._threads):
+            if started.done():
                 break
             time.sleep(0.1)
         pool.shutdown(wait=False)
