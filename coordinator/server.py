@@ -122,7 +122,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 question,
                 request.envelope,
                 request.public_context,
-                list(request.sealed),
+                request.sealed,
                 request.deadline_ms,
                 arrived,
             )

@@ -12,14 +12,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
 import harness
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from raw_rpc import raw_channels
+from raw_rpc import assert_stable, raw_channels
 
 from federation import he
 from federation.catalog import Catalog
 from federation.client import QueryAnswer
+from federation.envelope import Signer
 from federation.errors import DataError, FederationError, UnavailableError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
@@ -375,3 +377,52 @@ def test_a_region_known_broken_is_left_out_at_admission_not_asked_and_run_again(
             time.sleep(0.1)
         fed.coordinator.run(fed.coordinator.health.probe_once())
     _honest_answer_is_exact(fed)
+
+
+def test_a_lookup_carrying_millions_of_sealed_copies_does_not_hold_the_event_loop(fed: harness.Federation) -> None:
+    """A signed lookup sent with millions of (empty) sealed copies where it names two regions: refused at once
+    (LOOKUP_MALFORMED) without copying them on the coordinator's event loop, which serves every other question."""
+    keys = he.ClientKeys.generate()
+    people = fed.pki_dir / "people"
+    signer = Signer.from_files(people / "caseworker.pem", people / "caseworker.key")
+    spec = pb.LookupSpec(
+        subjects=1, seal_public_key=b"\x01" * 32, regions=["n0", "n1"], subjects_commitment=b"\x02" * 32
+    )
+    signed = signer.sign(
+        sql="",
+        context_digest=he.context_digest(keys.public_context()),
+        federation=fed.catalog.federation,
+        operation="lookup",
+        lookup=spec,
+    )
+    request = pb.LookupRequest(envelope=signed, public_context=keys.public_context(), he_format=he.HE_FORMAT)
+    room = 4 * 1024 * 1024 - request.ByteSize() - 1024
+    request.sealed.extend(pb.SealedSubjects() for _ in range(room // 2))  # two bytes each: a tag and a length
+    health = health_pb2.HealthCheckRequest(service="hpf.v1.Coordinator")
+    with raw_channels(fed) as channels:
+        check = health_pb2_grpc.HealthStub(channels["coordinator"]).Check
+        lookup = pb_grpc.CoordinatorStub(channels["coordinator"]).Lookup
+        check(health, timeout=10)
+        slowest = 0.0
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            for _ in range(3):
+                asked = pool.submit(lambda: send_raw_refusal(lookup, request))
+                while not asked.done():
+                    t0 = time.monotonic()
+                    check(health, timeout=30)
+                    slowest = max(slowest, time.monotonic() - t0)
+                    time.sleep(0.005)
+                assert asked.result() == "LOOKUP_MALFORMED"
+    assert slowest < 0.3, f"a health check waited {slowest:.2f} s behind one request"
+    _honest_answer_is_exact(fed)
+
+
+def send_raw_refusal(call: Any, request: Any) -> str:
+    try:
+        for _ in call(request, timeout=60):
+            pass
+    except grpc.RpcError as err:
+        refusal = assert_stable(err)
+        assert refusal is not None
+        return refusal.code
+    return ""
