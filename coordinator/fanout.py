@@ -140,7 +140,10 @@ class FanOut:
     def _note_missed(self, missing: Sequence[MissingRegion]) -> None:
         if self.health is not None:
             for m in missing:
-                if m.code == "NODE_TIMEOUT":  # a stalled region; one that refuses connections costs no wait
+                # a stalled region, or one that says its own files cannot be served (its health says so too): once
+                # a probe confirms it, later questions are admitted without it, not run again without it at every
+                # other region; one that refuses connections costs no wait
+                if m.code in ("NODE_TIMEOUT", "NODE_UNWELL"):
                     self.health.note_missed(m.node_id)
 
     async def audit_proof(self, request: pb.AuditProofRequest) -> pb.AuditProofResponse:
@@ -241,7 +244,7 @@ class FanOut:
         question: VerifiedEnvelope,
         signed: pb.SignedEnvelope,
         public_context: bytes,
-        sealed: list[pb.SealedSubjects],
+        sealed: Sequence[pb.SealedSubjects],
         deadline_ms: int = 0,
         arrived_at: float | None = None,
     ) -> FederatedAnswer:
@@ -249,7 +252,6 @@ class FanOut:
         t0 = time.perf_counter()
         spec = question.envelope.lookup
         regions = list(spec.regions)
-        blobs = {s.node_id: s.blob for s in sealed}
         unknown = [r for r in regions if r not in self._stubs]
         if unknown or not regions or len(set(regions)) != len(regions) or spec.subjects < 1:
             raise PlanError(
@@ -257,11 +259,13 @@ class FanOut:
                 code="LOOKUP_MALFORMED",
                 hint=f"regions: {', '.join(self._stubs)}",
             )
-        if sorted(blobs) != sorted(regions) or len(sealed) != len(regions):
+        # counted before anything is built from them: a request may carry millions, and this runs on the event loop
+        if len(sealed) != len(regions) or sorted(s.node_id for s in sealed) != sorted(regions):
             raise PlanError(
                 "a lookup must carry one sealed copy for each region it names, and no other",
                 code="LOOKUP_MALFORMED",
             )
+        blobs = {s.node_id: s.blob for s in sealed}
         cells = len(regions) if spec.breakdown else 1
         sizes = lookup_codec.chunk_sizes(spec.subjects, cells)
         fingerprint = lookup_codec.layout_fingerprint(spec.subjects, cells)

@@ -1,7 +1,8 @@
 """Which regions are known unwell, so a question is admitted without them instead of waiting out its deadline.
 
-A region is unwell when it missed a question's deadline (or could not be reached) and its health checks fail
-since: a stalled or dead region, not merely a slow query. Each region is probed with the standard gRPC health
+A region is unwell when it missed a question's deadline (or could not be reached), or answered that its own
+files cannot be served, and its health checks fail since: a stalled, dead or broken region, not merely a slow
+query. Each region is probed with the standard gRPC health
 service every node serves, each probe bounded by a short timeout; the first probe that passes makes the region
 well again, and the next question is sent to it. A region is named unwell only for what was known when a
 question was admitted: a question already waiting on it waits out its own deadline.
@@ -27,7 +28,7 @@ log = logging.getLogger("hpf.coordinator")
 NODE_HEALTH_SERVICE = "hpf.v1.Node"
 PROBE_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 0.5
-UNWELL_MESSAGE = "the region cannot answer now: it missed a deadline and fails its health checks"
+UNWELL_MESSAGE = "the region cannot answer now: it missed a deadline or said it is unwell, and fails its health checks"
 
 
 @dataclass

@@ -67,7 +67,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     async def _caller(self, context: grpc.aio.ServicerContext) -> Identity | None:
         """The calling person: not revoked, and within the coordinator's per-person rate limit."""
-        self._catalog.current()  # every method starts here, on the loop: a changed catalog is taken before the request
+        # every method starts here: a changed catalog is taken before the request, read on a worker (a catalog may
+        # be megabytes of YAML: the loop, and every question waiting on it, must not wait for the reading)
+        await asyncio.to_thread(self._catalog.current)
         caller = require_caller(context, ("person",), "the coordinator")
         if caller is not None:
             await asyncio.to_thread(self._admit, caller)
@@ -120,7 +122,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 question,
                 request.envelope,
                 request.public_context,
-                list(request.sealed),
+                request.sealed,
                 request.deadline_ms,
                 arrived,
             )
@@ -232,11 +234,22 @@ def start_coordinator(
     async def starting() -> tuple[grpc.aio.Server, int]:
         fanout = FanOut(catalog, nodes.dial(catalog), config.deadline_ms, config.min_deadline_ms, health)
 
+        loop = asyncio.get_running_loop()
+
         def take(in_force: CatalogFile, new: CatalogFile) -> None:
             """A changed catalog a running coordinator may take: a region at a new address is dialled there (its
-            tables and regions are the same, so the plans are too). Taken on the loop, where channels are made."""
-            if [n.address for n in new.catalog.nodes] != [n.address for n in in_force.catalog.nodes]:
+            tables and regions are the same, so the plans are too). The file is read on a worker; the channels are
+            made on the loop, where they are used."""
+            if [n.address for n in new.catalog.nodes] == [n.address for n in in_force.catalog.nodes]:
+                return
+
+            async def dial() -> None:
                 fanout.use_stubs(nodes.dial(new.catalog))
+
+            if _running_loop() is loop:
+                fanout.use_stubs(nodes.dial(new.catalog))
+            else:
+                asyncio.run_coroutine_threadsafe(dial(), loop).result(timeout=30)
 
         watch.on_change(take)
         server = new_aio_server(options=SERVER_OPTIONS)
@@ -262,6 +275,13 @@ def start_coordinator(
     regions = len(catalog.nodes)
     log.info("coordinator listening on port %d (%s), %d region(s)", port, "mTLS" if tls else "INSECURE", regions)
     return RunningCoordinator(server=server, port=port, nodes=nodes, catalog=watch, health=health, loop=loop)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 @contextlib.contextmanager

@@ -134,7 +134,7 @@ def runtime_failure(err: Exception) -> str:
         (duckdb.ConversionException, "a value could not be converted to the type the query needs"),
         (duckdb.OutOfRangeException, "a value or an intermediate result is out of range (overflow)"),
         (duckdb.InvalidInputException, "a function received invalid input"),
-        (duckdb.IOException, "the region's data files cannot be read"),
+        (duckdb.IOException, "the engine could not read or write a file"),
         (duckdb.OutOfMemoryException, "the node ran out of memory"),
     )
     for cls, text in kinds:

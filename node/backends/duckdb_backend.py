@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -61,6 +62,27 @@ def reader_sql(path: Path, file_format: str) -> str:
     return f"read_csv({sql_string(str(path))}, header = true)"
 
 
+def _irregular(pattern: str) -> bool:
+    """Whether a file of the source ``pattern`` is there but is no regular file (a FIFO, a device, a directory): the
+    engine would wait on it, perhaps forever, or read without end; it is refused before any read."""
+    for path in glob.glob(pattern) or [pattern]:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue  # missing: the engine's own read says so
+        if not stat.S_ISREG(mode):
+            return True
+    return False
+
+
+def _not_regular(name: str) -> DataError:
+    return DataError(
+        f"table {name!r}: one of its files is not a regular file",
+        code="NODE_TABLE_UNREADABLE",
+        hint="replace it by a complete, well-formed Parquet or CSV file of the catalog's columns and types",
+    )
+
+
 def _read_through(con: duckdb.DuckDBPyConnection, name: str, columns: Iterable[str]) -> None:
     """Read every value of table ``name``'s view once (what a question may read), keeping none: an engine error
     here is the file's, whatever question comes."""
@@ -93,6 +115,7 @@ class DuckDBBackend:
         self._paths = [str(s.path) for s in sources.values()]
         self._catalog = catalog
         self._readers: dict[str, str] = {}
+        self._patterns: dict[str, str] = {}
         self._checking = threading.Lock()
         self._checks_begun = 0  # full checks begun: a failed question re-checks unless one began after it failed
         self._listeners: list[Callable[[DataError | None], None]] = []
@@ -107,6 +130,9 @@ class DuckDBBackend:
                     hint=f"add 'tables: {{{name}: path/to/{name}.parquet}}' to the node config",
                 )
             reader = reader_sql(source.path, source.file_format)
+            if _irregular(str(source.path)):
+                raise _not_regular(name)
+            self._patterns[name] = str(source.path)
             try:
                 present = {r[0] for r in self._con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()}
             except duckdb.Error as err:
@@ -191,6 +217,8 @@ class DuckDBBackend:
             cur = self._con.cursor()
         try:
             for name, reader in self._readers.items():
+                if _irregular(self._patterns[name]):
+                    return _not_regular(name)
                 table = self._catalog.tables[name]
                 check_types(cur, name, reader, table)
                 try:
@@ -217,6 +245,13 @@ class DuckDBBackend:
         region unwell (reported missing, ``NODE_UNWELL``) until its files are good again."""
         self._refuse_if_unwell(self.check_sources())
 
+    def _read_what_was_checked(self, looked_at: object) -> None:
+        """After a question read the files: a file that changed since the question's look at them may have been
+        read unchecked (e.g. values its catalog type rounds: a wrong answer, with no error), so the files are
+        checked now, and a question that may have read a broken one is refused as the region's (NODE_UNWELL)."""
+        if self.data_version() != looked_at:
+            self._types_still_fit()
+
     @staticmethod
     def _refuse_if_unwell(refused: DataError | None) -> None:
         if refused is not None:
@@ -236,9 +271,8 @@ class DuckDBBackend:
             self._refuse_if_unwell(self.check_sources(failed_after=begun))
         except UnavailableError as unwell:
             return unwell
-        if isinstance(err, duckdb.IOException):
-            # the region's files cannot be read, whatever the question: the region is reported missing
-            return UnavailableError(f"the node cannot run queries: {failure}", code="NODE_UNWELL")
+        # the files were found sound: whatever failed (an I/O error too, e.g. spilling past the memory limit to a
+        # temporary directory that cannot be written) happened to this question, and depends on its rows
         return DataError(f"the node could not {done}: {failure}", code="NODE_EXECUTION_FAILED")
 
     def run(self, sql: str, on_abandon: Abandon | None = None) -> Sequence[tuple[Any, ...]]:
@@ -249,6 +283,7 @@ class DuckDBBackend:
         region is named for it. Only files that cannot be read make the region unwell (reported missing).
         """
         self._types_still_fit()
+        looked_at = self._checked[0]
         begun = self.checks_begun
         with self._lock:
             cur = self._con.cursor()
@@ -258,6 +293,7 @@ class DuckDBBackend:
                     rows = cur.execute(sql).fetchall()
                     if timed_out():  # the engine checks for an interrupt between pieces of work: past the limit
                         raise duckdb.InterruptException("finished past the limit")  # is past it, however it ended
+                    self._read_what_was_checked(looked_at)
                     return rows
                 except duckdb.InterruptException:
                     if timed_out():
