@@ -67,6 +67,9 @@ class NodeConfig(PartySettings, TrustSettings):
     listen: str = "127.0.0.1:50051"
     catalog: Path
     tables: dict[str, TableSource]
+    # questions scanning at once; one past them waits for a slot only while it can still answer within the
+    # coordinator's wait, else it answers the masked failure mark on time (the server has more threads than this,
+    # so a waiting question never keeps a health check or an explain waiting)
     max_workers: int = Field(default=8, ge=1, le=256)
     duckdb_threads: int | None = Field(
         default=None, ge=1, le=256, description="DuckDB worker threads (default: all cores)"

@@ -30,7 +30,9 @@ DATA_FAILURES = ("NODE_EXECUTION_FAILED", "PARTIAL_")  # failures that depend on
 
 
 class Backend(Protocol):
-    def run(self, sql: str, on_abandon: Abandon | None = None) -> Sequence[tuple[Any, ...]]: ...
+    def run(
+        self, sql: str, on_abandon: Abandon | None = None, finish_by: float | None = None
+    ) -> Sequence[tuple[Any, ...]]: ...
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,13 @@ class PartialExecutor:
         noisy: Noisy | None = None,
         mask: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
         on_abandon: Abandon | None = None,
+        finish_by: float | None = None,
     ) -> PartialResult:
         """Scan, encode, protect and encrypt one plan. ``noisy`` (DP) replaces the plan's SQL and encoding with
         clamped, noised ones; ``mask`` adds the run's pairwise masks to the slot vectors just before encryption
         (to the encrypted failure mark too, so it stays inside the sum). ``on_abandon`` registers what stops the
-        scan if the coordinator gives the question up."""
-        run = functools.partial(self.backend.run, on_abandon=on_abandon)
+        scan if the coordinator gives the question up; ``finish_by`` is when the scan must be over (Backend.run)."""
+        run = functools.partial(self.backend.run, on_abandon=on_abandon, finish_by=finish_by)
         t_scan = time.perf_counter()
         try:
             if noisy is None:

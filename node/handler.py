@@ -53,9 +53,11 @@ class NodeHandler(LookupAnswering):
         request: pb.PartialRequest,
         caller: Callable[[], Identity | None],
         on_abandon: Abandon | None = None,
+        finish_by: float | None = None,
     ) -> pb.PartialResponse:
         """Answer one partial plan; ``caller`` checks and names the calling party (raises if not allowed);
-        ``on_abandon`` registers what stops the scan when the coordinator gives the question up."""
+        ``on_abandon`` registers what stops the scan when the coordinator gives the question up, and
+        ``finish_by`` is when the scan must be over for the answer to be on time."""
         started = time.perf_counter()
         trail = Trail(operation="query")
         charges: list[Callable[[], None]] = []  # what gives a DP charge back if the answer cannot leave
@@ -84,6 +86,7 @@ class NodeHandler(LookupAnswering):
                     noisy=noisy,
                     mask=lambda pieces: self._protector().mask(run, pieces),
                     on_abandon=on_abandon,
+                    finish_by=finish_by,
                 )
             except BaseException:
                 if charged is not None:

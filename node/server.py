@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,11 @@ log = logging.getLogger("hpf.node")
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 PRIVACY_DIR = "privacy"  # the privacy ledger, under the state directory
 SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
+# what an answer needs after its scan (encode, encrypt, sign, log, send): a scan ends this long before the wait does
+ANSWER_MARGIN_S = 0.25
+# server threads per scan slot (``max_workers``): a question waiting for a slot holds a thread, and health checks,
+# explains and descriptions must still find one at once
+THREADS_PER_SCAN = 4
 
 
 def _abandon(context: grpc.ServicerContext) -> Abandon:
@@ -52,6 +58,12 @@ def _abandon(context: grpc.ServicerContext) -> Abandon:
         context.add_callback(stop)
 
     return register
+
+
+def _finish_by(context: grpc.ServicerContext) -> float | None:
+    """When a scan must be over for the answer to reach the coordinator within its wait (None: it set none)."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining - ANSWER_MARGIN_S
 
 
 def _coordinator(context: grpc.ServicerContext) -> Callable[[], Identity | None]:
@@ -70,8 +82,13 @@ class NodeServicer(pb_grpc.NodeServicer):
         self._catalog.current()
         caller = _coordinator(context)
         what = f"query {request.query_id[:12]}"
+        finish_by = _finish_by(context)  # taken first: the wait ends the same, however long the checks take
         return rpc.answer(
-            context, log, what, "NODE_INTERNAL", lambda: self._handler.partial(request, caller, _abandon(context))
+            context,
+            log,
+            what,
+            "NODE_INTERNAL",
+            lambda: self._handler.partial(request, caller, _abandon(context), finish_by),
         )
 
     def Explain(self, request: pb.PartialRequest, context: grpc.ServicerContext) -> pb.NodeVerdict:
@@ -156,6 +173,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         threads=config.duckdb_threads,
         memory_limit=config.limits.memory,
         query_seconds=config.limits.query_ms / 1000.0,
+        scans=config.max_workers,
     )
     agreement = AgreementKey.load_or_create(config.state_dir)
     lookups = LookupIndex(backend, catalog)
@@ -194,7 +212,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         ledger=PrivacyLedger.open(config.state_dir / PRIVACY_DIR),
     )
     try:
-        server = new_server(max_workers=config.max_workers, options=SERVER_OPTIONS)
+        server = new_server(max_workers=THREADS_PER_SCAN * config.max_workers + 4, options=SERVER_OPTIONS)
         rpc.add_servicer(server, pb_grpc.add_NodeServicer_to_server, NodeServicer(handler, watch), log)
         port = add_port(server, listen or config.listen, tls)
         health = rpc.add_health(server, "hpf.v1.Node")

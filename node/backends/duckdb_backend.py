@@ -8,12 +8,14 @@ whenever the files change).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +103,17 @@ class DuckDBBackend:
         *,
         memory_limit: str = DEFAULT_MEMORY,
         query_seconds: float | None = None,
+        scans: int | None = None,
     ) -> None:
         # the engine reads this region's data folders and nothing else, installs and loads nothing, and its
         # configuration is locked (federation.engine)
         self._con = locked_connection(readable=_folders(sources), memory_limit=memory_limit, threads=threads)
         self.query_seconds = query_seconds
         self.limit_hits = 0  # questions interrupted at the node's own time limit (the log says which)
+        # questions scanning at once (None: any number); one past them waits for a slot only while it can still
+        # finish within its wait (see run)
+        self._scans = threading.BoundedSemaphore(scans) if scans else None
+        self.busy_refusals = 0  # questions that found no scan slot in time (answered with the failure mark)
         self._lock = threading.Lock()
         self._capping = threading.Lock()
         # (table, sql): (data version, table made for it, the one made before)
@@ -275,20 +282,52 @@ class DuckDBBackend:
         # temporary directory that cannot be written) happened to this question, and depends on its rows
         return DataError(f"the node could not {done}: {failure}", code="NODE_EXECUTION_FAILED")
 
-    def run(self, sql: str, on_abandon: Abandon | None = None) -> Sequence[tuple[Any, ...]]:
+    def run(
+        self, sql: str, on_abandon: Abandon | None = None, finish_by: float | None = None
+    ) -> Sequence[tuple[Any, ...]]:
         """Run the node query of a plan within the node's own time limit; engine errors come back value-free.
 
         Whatever happens to the question once it runs (a failure on a value, the time limit, the memory limit,
         the coordinator abandoning it) is a DataError: the asker gets a masked failure mark, on time, and no
         region is named for it. Only files that cannot be read make the region unwell (reported missing).
+
+        ``finish_by`` (a ``time.monotonic()``) is when the scan must be over for the answer to reach the asker
+        within the coordinator's wait. A question that finds every scan slot taken waits for one only while it
+        could still run its whole limit before then, and a scan stops at ``finish_by`` if that comes before the
+        limit: questions slow on the rows they look for, sent many at once, make a region answer failure marks
+        on time, never miss the wait (which would name the region holding the rows as missing).
         """
+        with self._scan_slot(finish_by) as seconds:
+            return self._run(sql, on_abandon, seconds)
+
+    @contextlib.contextmanager
+    def _scan_slot(self, finish_by: float | None) -> Iterator[float | None]:
+        """A scan slot, held while the scan runs; yields the scan's time limit (the node's, or less)."""
+        limit = self.query_seconds
+        if finish_by is not None:
+            wait = finish_by - time.monotonic() - (limit or 0.0)
+            if self._scans is not None and not self._scans.acquire(timeout=max(0.0, wait)):
+                self.busy_refusals += 1
+                log.warning("a question found no scan slot free in time; sending the failure mark")
+                raise DataError("the node was too busy to run the partial plan in time", code="NODE_EXECUTION_FAILED")
+            left = max(0.001, finish_by - time.monotonic())
+            limit = left if limit is None else min(limit, left)
+        elif self._scans is not None:
+            self._scans.acquire()
+        try:
+            yield limit
+        finally:
+            if self._scans is not None:
+                self._scans.release()
+
+    def _run(self, sql: str, on_abandon: Abandon | None, seconds: float | None) -> Sequence[tuple[Any, ...]]:
         self._types_still_fit()
         looked_at = self._checked[0]
         begun = self.checks_begun
         with self._lock:
             cur = self._con.cursor()
         try:
-            with interrupting(cur, self.query_seconds, on_abandon) as timed_out:
+            with interrupting(cur, seconds, on_abandon) as timed_out:
                 try:
                     rows = cur.execute(sql).fetchall()
                     if timed_out():  # the engine checks for an interrupt between pieces of work: past the limit
@@ -296,12 +335,10 @@ class DuckDBBackend:
                     self._read_what_was_checked(looked_at)
                     return rows
                 except duckdb.InterruptException:
-                    if timed_out():
+                    if timed_out() and seconds == self.query_seconds:
                         self.limit_hits += 1
-                        log.warning(
-                            "a question ran past this node's time limit (%.0f ms)", (self.query_seconds or 0) * 1e3
-                        )
-                    else:
+                        log.warning("a question ran past this node's time limit (%.0f ms)", (seconds or 0) * 1e3)
+                    else:  # the coordinator gave it up, or its wait there ended before the node's own limit
                         log.warning("a question was abandoned by the coordinator; its scan was interrupted")
                     raise DataError(
                         "the node stopped the partial plan at its own limit", code="NODE_EXECUTION_FAILED"
