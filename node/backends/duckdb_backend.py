@@ -35,6 +35,9 @@ from node.backends.type_check import check_types
 from node.config import TableSource
 
 log = logging.getLogger("hpf.node.duckdb")
+# the least time between two checks of unchanged files that failed questions force (a changed file is checked
+# at once, whenever it changes)
+FORCED_CHECK_INTERVAL_S = 30.0
 
 
 def _folders(sources: dict[str, TableSource]) -> list[Path]:
@@ -125,6 +128,7 @@ class DuckDBBackend:
         self._patterns: dict[str, str] = {}
         self._checking = threading.Lock()
         self._checks_begun = 0  # full checks begun: a failed question re-checks unless one began after it failed
+        self._forced_at = -FORCED_CHECK_INTERVAL_S  # when a failed question last forced a check of unchanged files
         self._listeners: list[Callable[[DataError | None], None]] = []
         # the data version whose types were last checked, and the refusal it got (None: every column fits)
         self._checked: tuple[object, DataError | None] = (self.data_version(), None)
@@ -195,8 +199,16 @@ class DuckDBBackend:
         a file can break after the question's own look at it, or change without its version showing it."""
         with self._checking:
             version = self.data_version()
-            stale = failed_after is not None and self._checks_begun <= failed_after
+            # a check a failed question forces (the files' version unchanged) runs at most once a while: every
+            # failing question would otherwise make the node read every value of every table again
+            stale = (
+                failed_after is not None
+                and self._checks_begun <= failed_after
+                and time.monotonic() - self._forced_at >= FORCED_CHECK_INTERVAL_S
+            )
             if stale or self._checked[0] != version:
+                if stale:
+                    self._forced_at = time.monotonic()
                 self._checks_begun += 1
                 try:
                     refusal = self._check_all()

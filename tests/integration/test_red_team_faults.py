@@ -67,6 +67,29 @@ def test_a_question_that_cannot_spill_is_a_masked_failure_not_an_unwell_region(
         backend.close()
 
 
+def test_failing_questions_do_not_each_make_the_node_read_every_file_again(tmp_path: Path) -> None:
+    """A question that fails in the engine makes the node check its files (a file may have broken under it); an
+    asker sending failing questions one after another must not make it read every value of every table for each
+    of them: with the files unchanged, one such check in FORCED_CHECK_INTERVAL_S. A changed file is checked at
+    once, as always."""
+    data = tmp_path / "data" / "t.parquet"
+    harness.write_table(data, COLUMNS, [(i, i % 7) for i in range(1000)])
+    backend = DuckDBBackend(CATALOG, {"t": TableSource(path=data)}, threads=1)
+    try:
+        begun = backend.checks_begun
+        for _ in range(20):
+            with pytest.raises(DataError) as caught:
+                backend.run("SELECT CAST('not a number' AS INTEGER) FROM t")
+            assert caught.value.code == "NODE_EXECUTION_FAILED"
+        assert backend.checks_begun == begun + 1
+        harness.write_table(data, COLUMNS, [(i, i % 5) for i in range(500)])  # a change: checked at its next look
+        assert backend.check_sources() is None
+        assert backend.checks_begun == begun + 2
+        assert backend.run("SELECT count(*) FROM t") == [(500,)]
+    finally:
+        backend.close()
+
+
 # -- a federation of two regions, for the attacks on the coordinator --------------------------------------------
 
 TABLES = {"t": {"columns": {"a": {"type": "BIGINT", "class": "public"}}}}
