@@ -246,10 +246,10 @@ def scans_stopped(monkeypatch: pytest.MonkeyPatch, fed: Federation, node_ids: Se
     backends = {id(fed.nodes[n].handler.executor.backend) for n in node_ids}
     original = DuckDBBackend.run
 
-    def run(self: DuckDBBackend, sql: str, on_abandon: Any = None) -> Any:
+    def run(self: DuckDBBackend, sql: str, on_abandon: Any = None, finish_by: float | None = None) -> Any:
         if id(self) in backends:
             raise DataError("the node stopped the partial plan at its own limit", code="NODE_EXECUTION_FAILED")
-        return original(self, sql, on_abandon)
+        return original(self, sql, on_abandon, finish_by)
 
     with monkeypatch.context() as m:
         m.setattr(DuckDBBackend, "run", run)

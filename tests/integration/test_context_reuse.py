@@ -101,7 +101,7 @@ def test_context_travels_once_then_by_digest_and_is_resent_after_a_loss(monkeypa
 
 
 class NoBackend:
-    def run(self, sql: str, on_abandon: Any = None) -> list[tuple[Any, ...]]:
+    def run(self, sql: str, on_abandon: Any = None, finish_by: float | None = None) -> list[tuple[Any, ...]]:
         raise AssertionError("must not run")
 
 

@@ -550,9 +550,11 @@ def node_encrypting_with(
         noisy: Noisy | None = None,
         mask: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
         on_abandon: Any = None,
+        finish_by: float | None = None,
     ) -> PartialResult:
+        passed = {"on_abandon": on_abandon, "finish_by": finish_by}
         if self.node_id != node_id:
-            return original(self, query_id, plan, ctx, min_group_size, noisy=noisy, mask=mask, on_abandon=on_abandon)
+            return original(self, query_id, plan, ctx, min_group_size, noisy=noisy, mask=mask, **passed)
         sent: list[list[np.ndarray]] = []
 
         def keep(pieces: list[np.ndarray]) -> list[np.ndarray]:
@@ -561,7 +563,7 @@ def node_encrypting_with(
             sent.append(masked)
             return masked
 
-        result = original(self, query_id, plan, ctx, min_group_size, noisy=noisy, mask=keep, on_abandon=on_abandon)
+        result = original(self, query_id, plan, ctx, min_group_size, noisy=noisy, mask=keep, **passed)
         (pieces,) = sent
         return dataclasses.replace(result, ciphertexts=[encrypt(chunk) for chunk in pieces])
 

@@ -194,7 +194,7 @@ def test_noisy_variances_and_averages_finish_without_false_alarms() -> None:
 
 def test_a_region_failing_on_its_rows_under_dp_sends_randomness_not_zeros() -> None:
     class Failing:
-        def run(self, sql: str, on_abandon: Any = None) -> list[tuple[Any, ...]]:
+        def run(self, sql: str, on_abandon: Any = None, finish_by: float | None = None) -> list[tuple[Any, ...]]:
             raise DataError("overflow", code="NODE_EXECUTION_FAILED")
 
     plan = plan_query("SELECT g, COUNT(*), SUM(v) FROM t GROUP BY g", BOUNDED)
