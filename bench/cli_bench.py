@@ -13,13 +13,14 @@ it. The baselines in the same run say how fast this machine starts Python and th
   every library `hpf query` runs (QUERY_LIBRARIES: typer, rich, gRPC, TenSEAL, cryptography, pydantic, PyYAML,
   protobuf, DuckDB; with one BLAS thread, as `hpf` runs), the floor under a query's start-up;
 - ``hpf --help`` (target: median at most 150 ms) and ``hpf query --help``;
-- ``hpf query -p client.yaml "SELECT COUNT(*) FROM accounts"`` (target: median at most 550 ms), the demo's first
+- ``hpf query -p client-operator.yaml --purpose statistics "SELECT COUNT(*) FROM accounts"`` (target: median at
+  most 550 ms; the operator, whose answers the default policy makes exact, so they can be checked), the demo's first
   example (a GROUP BY with ORDER BY), and a question this profile never asked before (a new literal every
   run, so its plan is never in the plan cache: what the first run of a query costs).
 
 Correctness is checked in the run: each query's answer (as JSON) equals DuckDB over the pooled Parquet files
 before the timed runs start, and every timed run must exit 0 and print the same table as the first one did.
-The nodes run a policy of this bench's own that ``extends:`` the default and raises only the caseworker's rate
+The nodes run a policy of this bench's own that ``extends:`` the default and raises only the operator's rate
 limit (listed under "policy"), since a run asks more than the default allows in a minute.
 
 ``--before DIR`` also times every `hpf` command with ``PYTHONPATH=DIR``, so that the code of DIR answers (an export
@@ -63,9 +64,10 @@ GROUP_SQL = (
     "WHERE status = 'active' GROUP BY city_code ORDER BY city_code"
 )
 NEW_SQL = "SELECT COUNT(*) AS accounts FROM accounts WHERE balance_fen >= {n}"  # a new literal each run
-COUNT_NAME = f"hpf query -p client.yaml {COUNT_SQL!r}"
-GROUP_NAME = "hpf query -p client.yaml GROUP_BY"
-NEW_NAME = "hpf query -p client.yaml NEW (a question never asked before)"
+PERSON, PURPOSE = "operator", "statistics"  # the default's exact role: its answers are checked against DuckDB
+COUNT_NAME = f"hpf query -p client-operator.yaml --purpose {PURPOSE} {COUNT_SQL!r}"
+GROUP_NAME = f"hpf query -p client-operator.yaml --purpose {PURPOSE} GROUP_BY"
+NEW_NAME = f"hpf query -p client-operator.yaml --purpose {PURPOSE} NEW (a question never asked before)"
 # every library `hpf query` runs (the CLI, gRPC, BFV, signatures and TLS, configs, messages, the finishing SQL):
 # importing them alone is the floor under its start-up on this machine
 QUERY_LIBRARIES = (
@@ -79,7 +81,7 @@ QUERY_LIBRARIES = (
     "google.protobuf.message",
     "duckdb",
 )
-POLICY_OVERRIDES = {"caseworker": {"rate_limit": {"requests": 1_000_000, "per_seconds": 60}}}
+POLICY_OVERRIDES = {PERSON: {"rate_limit": {"requests": 1_000_000, "per_seconds": 60}}}
 
 say: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
@@ -120,7 +122,7 @@ def _plain(value: Any) -> str:
 
 def check_answer(hpf: str, env: dict[str, str], layout: DemoLayout, profile: Path, sql: str) -> bool:
     """Whether `hpf query -f json` answers ``sql`` as DuckDB over the pooled files does."""
-    _, done = timed([hpf, "query", "-p", str(profile), "-f", "json", sql], env)
+    _, done = timed([hpf, "query", "-p", str(profile), "--purpose", PURPOSE, "-f", "json", sql], env)
     if done.returncode != 0:
         say(f"query failed ({done.returncode}): {done.stderr.strip()}")
         return False
@@ -160,10 +162,10 @@ def main() -> int:
     policy = use_policy_extending_default(
         layout,
         "cli-bench.yaml",
-        "CLI bench: the default policy with the caseworker's rate limit raised",
+        "CLI bench: the default policy with the operator's rate limit raised",
         POLICY_OVERRIDES,
     )
-    profile = str(layout.client_profile)
+    profile = str(layout.profile_of(PERSON))
     here = dict(os.environ)
     blas1 = {**here, "OPENBLAS_NUM_THREADS": "1"}  # as `hpf` runs (cli/app.py)
     trees = {"": here}
@@ -178,15 +180,15 @@ def main() -> int:
     }
 
     def new_question(offset: int) -> Callable[[int], list[str]]:
-        return lambda n: [hpf, "query", "-p", profile, NEW_SQL.format(n=offset + n)]
+        return lambda n: [hpf, "query", "-p", profile, "--purpose", PURPOSE, NEW_SQL.format(n=offset + n)]
 
     for tag, env in trees.items():
         offset = 1_000_000 * (len(commands) + 1)  # each tree its own new questions
         commands |= {
             f"{tag}hpf --help": (lambda n: [hpf, "--help"], env, True),
             f"{tag}hpf query --help": (lambda n: [hpf, "query", "--help"], env, True),
-            f"{tag}{COUNT_NAME}": (lambda n: [hpf, "query", "-p", profile, COUNT_SQL], env, True),
-            f"{tag}{GROUP_NAME}": (lambda n: [hpf, "query", "-p", profile, GROUP_SQL], env, True),
+            f"{tag}{COUNT_NAME}": (lambda n: [hpf, "query", "-p", profile, "--purpose", PURPOSE, COUNT_SQL], env, True),
+            f"{tag}{GROUP_NAME}": (lambda n: [hpf, "query", "-p", profile, "--purpose", PURPOSE, GROUP_SQL], env, True),
             f"{tag}{NEW_NAME}": (new_question(offset), env, False),
         }
     result: dict[str, Any] = {
@@ -196,7 +198,7 @@ def main() -> int:
         "query_libraries": list(QUERY_LIBRARIES),
         "group_by_sql": GROUP_SQL,
         "new_sql": NEW_SQL,
-        "policy": {"file": str(policy), "changes_from_default": ["roles.caseworker.rate_limit: 1000000 per 60 s"]},
+        "policy": {"file": str(policy), "changes_from_default": [f"roles.{PERSON}.rate_limit: 1000000 per 60 s"]},
         "machine_before": machine_note(),
     }
     times: dict[str, list[float]] = {name: [] for name in commands}

@@ -4,7 +4,8 @@
 
 Starts a federation of N regions (4 by default) and the coordinator as real processes with mutual TLS (as
 `hpf demo` does), then runs C concurrent clients (32 by default), each asking one aggregate question after
-another as a caseworker, for a bounded time and count, twice:
+another as an operator (purpose operations: exact answers, no privacy budget to run out), for a bounded
+time and count, twice:
 
 - healthy: every region running;
 - stalled: one region's process stopped with SIGSTOP for the whole phase (its connections stay open, so
@@ -53,6 +54,7 @@ from federation.errors import FederationError
 from federation.profile import load_profile
 
 TARGET_RATIO = 0.8  # throughput with one region stalled, at least this share of the healthy throughput
+PERSON, PURPOSE = "operator", "operations"  # the default's exact role: no privacy budget runs out
 QUERY = (
     "SELECT EXTRACT(YEAR FROM month) AS year, COUNT(*) AS n, SUM(amount_fen) AS total_fen "
     "FROM deposits GROUP BY year ORDER BY year"
@@ -117,7 +119,7 @@ def run_phase(clients: list[FederationClient], name: str, seconds: float, per_cl
                 return
             t = time.monotonic()
             try:
-                answer = client.query(QUERY)
+                answer = client.query(QUERY, purpose=PURPOSE)
             except FederationError as err:
                 with lock:
                     phase.errors[err.code] += 1
@@ -142,8 +144,8 @@ def raise_rate_limits(layout: DemoLayout) -> None:
     use_policy_extending_default(
         layout,
         "stall-bench.yaml",
-        "stall benchmark: the default policy with the caseworker's rate limit raised",
-        {"caseworker": {"rate_limit": UNLIMITED}},
+        "stall benchmark: the default policy with the operator's rate limit raised",
+        {PERSON: {"rate_limit": UNLIMITED}},
     )
     config = yaml.safe_load(layout.coordinator_config.read_text(encoding="utf-8"))
     config["rate_limit"] = UNLIMITED
@@ -170,10 +172,10 @@ def main() -> int:
     stalled = layout.node_ids[-1]
     with running_parties(layout, say) as parties:
         process = next(p.process for p in parties if p.name == stalled)
-        clients = [FederationClient(load_profile(layout.client_profile)) for _ in range(args.clients)]
+        clients = [FederationClient(load_profile(layout.profile_of(PERSON))) for _ in range(args.clients)]
         try:
             for c in clients:  # warm: channels, plan caches, the regions' copies of the context
-                c.query(QUERY)
+                c.query(QUERY, purpose=PURPOSE)
             say(f"healthy: {args.clients} clients for {args.seconds:.0f} s")
             healthy = run_phase(clients, "healthy", args.seconds, args.per_client)
             say(f"stalled: region {stalled} stopped (SIGSTOP) for {args.seconds:.0f} s")
@@ -185,7 +187,7 @@ def main() -> int:
             resumed = time.monotonic()
             recovered_s = None
             while time.monotonic() - resumed < RECOVERY_WAIT_S:
-                if not clients[0].query(QUERY).missing:
+                if not clients[0].query(QUERY, purpose=PURPOSE).missing:
                     recovered_s = round(time.monotonic() - resumed, 2)
                     break
                 time.sleep(0.2)

@@ -1,8 +1,9 @@
 """`hpf demo --once`: the example queries, each checked against DuckDB over the pooled files, and the audit logs.
 
-The exact answers must equal DuckDB's over the pooled files (for the groups no region withheld), every DP answer
-must lie within DP_TOLERANCE_SD stated noise sd of DuckDB over the files clamped as the regions clamp them, and
-every refusal must be one.
+The exact answers (the operator's, for the purpose statistics: the one role the default policy answers exactly)
+must equal DuckDB's over the pooled files (for the groups no region withheld), every DP answer (the caseworker's,
+the analyst's, the bank's) must lie within DP_TOLERANCE_SD stated noise sd of DuckDB over the files clamped as
+the regions clamp them, and every refusal must be one.
 """
 
 from __future__ import annotations
@@ -39,16 +40,16 @@ class Example:
 
 EXAMPLES: tuple[Example, ...] = (
     Example(
-        "Active accounts and balances per city (caseworker)",
-        "caseworker",
-        "",
+        "Active accounts and balances per city (operator, purpose statistics: exact)",
+        "operator",
+        "statistics",
         "SELECT city_code, COUNT(*) AS accounts, SUM(balance_fen) AS balance_fen FROM accounts "
         "WHERE status = 'active' GROUP BY city_code ORDER BY city_code",
     ),
     Example(
-        "Contributions per year since 2020 (caseworker)",
-        "caseworker",
-        "",
+        "Contributions per year since 2020 (operator, purpose statistics: exact)",
+        "operator",
+        "statistics",
         "SELECT EXTRACT(YEAR FROM month) AS year, COUNT(*) AS deposits, SUM(amount_fen) AS total_fen, "
         "AVG(amount_fen) AS avg_fen FROM deposits WHERE month >= DATE '2020-01-01' GROUP BY year ORDER BY year",
     ),
@@ -60,9 +61,17 @@ EXAMPLES: tuple[Example, ...] = (
         "AVG(monthly_deposit_fen) AS avg_monthly_fen FROM accounts GROUP BY status ORDER BY accounts DESC",
     ),
     Example(
-        "Withdrawal reasons with more than 10 withdrawals, HAVING (caseworker)",
+        "Active accounts and balances per city (caseworker: differentially private; one person's figures come "
+        "from a consented lookup)",
         "caseworker",
         "",
+        "SELECT city_code, COUNT(*) AS accounts, SUM(balance_fen) AS balance_fen FROM accounts "
+        "WHERE status = 'active' GROUP BY city_code ORDER BY city_code",
+    ),
+    Example(
+        "Withdrawal reasons with more than 10 withdrawals, HAVING (operator, purpose operations: exact)",
+        "operator",
+        "operations",
         "SELECT reason, COUNT(*) AS n, SUM(amount_fen) / COUNT(*) AS mean_fen FROM withdrawals "
         "GROUP BY reason HAVING COUNT(*) > 10 ORDER BY n DESC",
     ),

@@ -202,6 +202,7 @@ def demo_people(layout: DemoLayout) -> tuple[tuple[str, str, str | None], ...]:
     return (
         ("caseworker", "caseworker", home),
         ("analyst", "analyst", home),
+        ("operator", "operator", home),  # the one role with exact answers, for internal statistics
         ("bank", "integrator", None),
         ("auditor", "auditor", None),
     )

@@ -59,6 +59,8 @@ from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
 from node.server import RunningNode, start_node
 
+# A permissive test policy whose every role (the default asker, the caseworker, too) gets exact answers; the
+# packaged defaults answer only operators exactly (a test of the default's roles passes policy=DEFAULT_POLICY)
 OPEN_POLICY = Path(__file__).parent / "fixtures" / "policies" / "open.yaml"
 OPEN_LOOKUPS_POLICY = OPEN_POLICY.with_name("open-lookups.yaml")  # open.yaml plus identifier equality filters
 
@@ -128,7 +130,8 @@ class Federation:
         return self.root / "pki"
 
     def client(self, keys: ClientKeys | None = None, person: str | None = None) -> FederationClient:
-        """A client signing as ``person`` (a name from ``people``; default the caseworker)."""
+        """A client signing as ``person`` (a name from ``people``; default the caseworker, whose answers are exact
+        only under a test policy that says so, such as OPEN_POLICY)."""
         doc = yaml.safe_load(self.profile_path.read_text())
         if person is not None:
             doc["tls"]["cert"] = str(self.pki_dir / "people" / f"{person}.pem")

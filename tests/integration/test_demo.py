@@ -26,15 +26,21 @@ def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
     result = _hpf("demo", "--nodes", "3", "--rows", "100000", "--seed", "11", "--data", str(data), "--once")
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    assert out.count("equals DuckDB over the pooled files") == 3 + 3  # exact queries, then lookups
-    # the analyst's and the bank's answers are DP: each shown COUNT and SUM within 6 sd of the clamped oracle
-    assert out.count("sd of DuckDB over the pooled files (clamped), epsilon 1 spent)") == 2
+    # the operator's exact queries (purpose statistics or operations), then the caseworker's lookups
+    assert out.count("equals DuckDB over the pooled files") == 3 + 3
+    assert out.count("$ hpf query --profile " + str(data / "client-operator.yaml") + " --purpose ") == 3
+    # the caseworker's, the analyst's and the bank's answers are DP: each shown COUNT and SUM within 6 sd of the
+    # clamped oracle
+    assert out.count("sd of DuckDB over the pooled files (clamped), epsilon 1 spent)") == 3
     within = [float(line.split("within ")[1].split(" sd")[0]) for line in out.splitlines() if "; within " in line]
-    assert len(within) == 2 and all(0 <= w <= 6 for w in within)
-    assert out.count("differentially private: epsilon 1 (delta 1e-08) spent of your budget at each region") == 2
+    assert len(within) == 3 and all(0 <= w <= 6 for w in within)
+    assert out.count("differentially private: epsilon 1 (delta 1e-08) spent of your budget at each region") == 3
+    caseworker = out[out.index("## Active accounts and balances per city (caseworker: differentially private") :]
+    caseworker = caseworker[: caseworker.index("\n## ")]
+    assert "differentially private: epsilon 1 (delta 1e-08) spent" in caseworker, caseworker
     flowing = " ".join(out.split())  # notes under a table wrap at its width
     assert "noise standard deviation: COUNT(*) ±" in flowing and "SUM(outstanding_fen) ±" in flowing
-    assert flowing.count("at most 2 runs (epsilon 2) can be charged, the bound you signed") == 2
+    assert flowing.count("at most 2 runs (epsilon 2) can be charged, the bound you signed") == 3
     # the explained DP question: what it costs, before it is asked
     assert "What the analyst's next question would cost" in out and "3 of 3 region(s) would answer" in out
     assert "answer: DP: epsilon 1 per answer, 30 of 30 left this month" in out
@@ -52,13 +58,15 @@ def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
     assert "error: [PLAN_CAST_NOT_TOTAL]" in out
     assert "[POLICY_PURPOSE_REQUIRED]" in out and "(rule: shanghai: roles.caseworker" in out
     assert "0 of 3 region(s) would answer" in out  # the explained refusal
-    assert "3 logs, 27 entries, every root and checkpoint signature verified" in out
+    assert "3 logs, 33 entries, every root and checkpoint signature verified" in out
     for node in ("shanghai", "hangzhou", "nanjing"):
         assert (data / node / "deposits.parquet").exists()
         assert f"node {node} serving" in result.stderr
     profile = yaml.safe_load((data / "client.yaml").read_text())
     assert profile["tls"]["cert"].endswith("caseworker.pem")  # TLS by default, no insecure flag
     assert "insecure" not in profile
+    operator = yaml.safe_load((data / "client-operator.yaml").read_text())
+    assert operator["tls"]["cert"].endswith("operator.pem") and "insecure" not in operator
     # the node processes were stopped: their ports are free again
     assert "coordinator serving" in result.stderr
 
@@ -72,7 +80,7 @@ def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
     again = _hpf("demo", "--nodes", "3", "--rows", "100000", "--seed", "11", "--data", str(data), "--once")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "answer: DP: epsilon 1 per answer, 29 of 30 left this month" in again.stdout
-    assert again.stdout.count("sd of DuckDB over the pooled files (clamped), epsilon 1 spent)") == 1
+    assert again.stdout.count("sd of DuckDB over the pooled files (clamped), epsilon 1 spent)") == 2  # not the bank
     assert "error: [POLICY_PRIVACY_BUDGET]" in again.stdout
     assert "(refused, as the explain said: 0.5 of the integrator's epsilon 10 is left this month" in again.stdout
 
@@ -89,7 +97,8 @@ def test_demo_refuses_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
-    """`hpf query` over the files a demo leaves: start the parties, query as JSON and CSV, exact and DP, stop."""
+    """`hpf query` over the files a demo leaves: start the parties, query as JSON and CSV, exact (the operator) and
+    DP (the analyst, the caseworker), stop."""
     from cli.demo_federation import ensure_data, layout_for, running_parties, write_configs
 
     layout = layout_for(tmp_path / "q", 3)  # masks: every region sums its answer with at least 3
@@ -98,9 +107,10 @@ def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
     sql = "SELECT status, COUNT(*) AS n FROM loans GROUP BY status ORDER BY status"
     dp_sql = "SELECT status, COUNT(*) AS n, SUM(outstanding_fen) AS owed FROM loans GROUP BY status"
     with running_parties(layout, lambda _msg: None):
-        profile, analyst = str(layout.client_profile), str(layout.profile_of("analyst"))
-        as_json = _hpf("query", "--profile", profile, "--purpose", "loan-review", "--format", "json", sql)
-        as_csv = _hpf("query", "--profile", profile, "--purpose", "loan-review", "--format", "csv", sql)
+        profile, analyst = str(layout.profile_of("operator")), str(layout.profile_of("analyst"))
+        as_json = _hpf("query", "--profile", profile, "--purpose", "statistics", "--format", "json", sql)
+        as_csv = _hpf("query", "--profile", profile, "--purpose", "statistics", "--format", "csv", sql)
+        caseworker = _hpf("query", "--profile", str(layout.client_profile), "--purpose", "loan-review", sql)
         refused = _hpf("query", "--profile", str(layout.client_profile), "SELECT COUNT(person_id) FROM loans")
         explained = _hpf("query", "--profile", analyst, "--purpose", "statistics", "--explain", dp_sql)
         dp_json = _hpf("query", "--profile", analyst, "--purpose", "statistics", "--format", "json", dp_sql)
@@ -109,7 +119,7 @@ def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
     doc = json.loads(as_json.stdout)
     assert doc["columns"] == ["status", "n"]
     assert doc["regions"] == {"answered": ["shanghai", "hangzhou", "nanjing"], "missing": []}
-    assert doc["privacy"] == {"mode": "exact"} and doc["suppressed_groups"] == 0  # caseworkers: exact
+    assert doc["privacy"] == {"mode": "exact"} and doc["suppressed_groups"] == 0  # operators: exact
     counts = [r[1] for r in doc["rows"]]  # a group some region holds fewer than k rows of is withheld (NULL)
     assert any(isinstance(n, int) for n in counts)
     assert sum(n is None for n in counts) <= doc["withheld_groups"]
@@ -117,6 +127,11 @@ def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
     assert as_csv.returncode == 0
     lines = as_csv.stdout.strip().splitlines()
     assert lines[0] == "status,n" and len(lines) == len(doc["rows"]) + 1
+    # the caseworker's aggregate is DP, and its answer says so
+    assert caseworker.returncode == 0, caseworker.stderr
+    flowing = " ".join(caseworker.stdout.split())
+    assert "differentially private: epsilon 1 (delta 1e-08) spent of your budget at each region" in flowing
+    assert "noise standard deviation: COUNT(*) ±" in flowing
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: [PLAN_IDENTIFIER_MISUSE]")
     # the analyst's answers are DP: the explain states the cost and the budget, the answer its noise

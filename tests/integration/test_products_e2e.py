@@ -1,9 +1,11 @@
-"""TPC-H Q1's and Q6's sums of products, asked of three regions by a caseworker under the packaged base policy.
+"""TPC-H Q1's and Q6's sums of products, asked of three regions by a caseworker whose answers are exact under k.
 
-Every node runs a policy that says only ``extends: hpf:base`` (k = 5 for caseworkers, exact answers) over a
-TPC-H-like lineitem table (tests/fixtures/tpch_catalog.yaml: narrow exact types, bounds on the measured
-quantities). The answers must equal DuckDB over the union of the regions' files exactly, every group kept (each
-region holds far more than k rows of each); a product that weighs by a 0/1 column is refused by every region.
+Every node runs the packaged base policy with caseworkers made exact again (the test policy
+tests/fixtures/policies/base-exact-caseworkers.yaml: ``extends: hpf:base``, k = 5 for caseworkers; hpf:base
+itself makes their answers differentially private, where k does not apply) over a TPC-H-like lineitem table
+(tests/fixtures/tpch_catalog.yaml: narrow exact types, bounds on the measured quantities). The answers must equal
+DuckDB over the union of the regions' files exactly, every group kept (each region holds far more than k rows of
+each); a product that weighs by a 0/1 column is refused by every region.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from federation.errors import PolicyViolation
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TABLES: dict[str, Any] = yaml.safe_load((FIXTURES / "tpch_catalog.yaml").read_text())["tables"]
 NODES = ("north", "south", "east")
-K = 5  # hpf:base's caseworkers
+K = 5  # hpf:base's caseworkers, where their answers are exact
 
 Q1 = (
     "SELECT l_returnflag, l_linestatus, SUM(l_quantity) AS sum_qty, SUM(l_extendedprice) AS sum_base_price, "
@@ -70,8 +72,7 @@ def _rows(seed: int, n: int) -> list[tuple[Any, ...]]:
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federation]:
     root = tmp_path_factory.mktemp("tpch")
-    policy = root / "node-policy.yaml"
-    policy.write_text("version: 1\nextends: hpf:base\n")  # and nothing else
+    policy = FIXTURES / "policies" / "base-exact-caseworkers.yaml"  # hpf:base, caseworkers exact
     node_rows = {n: {"lineitem": _rows(seed, 700)} for seed, n in enumerate(NODES, 1)}
     with harness.federation(root, TABLES, node_rows, policy=policy) as f:
         yield f

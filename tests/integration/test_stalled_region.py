@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli.demo_federation import DemoLayout, ensure_data, layout_for, running_parties, write_configs
+from cli.demo_federation import (
+    DemoLayout,
+    ensure_data,
+    layout_for,
+    running_parties,
+    use_policy_extending_default,
+    write_configs,
+)
 from federation.client import FederationClient, QueryAnswer
 from federation.profile import load_profile
 
@@ -25,6 +32,9 @@ QUERY = (
     "SELECT EXTRACT(YEAR FROM month) AS year, COUNT(*) AS n, SUM(amount_fen) AS total_fen "
     "FROM deposits GROUP BY year ORDER BY year"
 )
+# asked by the operator, whose answers are exact (the default policy's one exact role), for its purpose operations:
+# a region left out shows in the answer's regions, and the rows stay equal to the healthy answer's
+OPERATOR, PURPOSE = "operator", "operations"
 DEADLINE_MS = 2_000
 WAIT_S = 30.0  # the most any loop below waits for the coordinator to learn a region's health
 
@@ -39,6 +49,12 @@ def _federation(directory: Path, nodes: int) -> DemoLayout:
     layout = layout_for(directory / "fed", nodes)
     ensure_data(layout, 300, 3, lambda _msg: None)
     write_configs(layout, 0)
+    use_policy_extending_default(  # a test policy: the default's, with room for the many questions asked here
+        layout,
+        "stall-test.yaml",
+        "test policy: the default with the operator's rate limit at the caseworker's, 120 a minute",
+        {OPERATOR: {"rate_limit": {"requests": 120, "per_seconds": 60}}},
+    )
     return layout
 
 
@@ -58,30 +74,30 @@ def test_a_stopped_region_is_left_out_until_its_health_returns(layout: DemoLayou
         stalled = layout.node_ids[-1]
         process = next(p.process for p in parties if p.name == stalled)
         others = [n for n in layout.node_ids if n != stalled]
-        with FederationClient(load_profile(layout.client_profile)) as client:
-            healthy = client.query(QUERY)
+        with FederationClient(load_profile(layout.profile_of(OPERATOR))) as client:
+            healthy = client.query(QUERY, purpose=PURPOSE)
             assert healthy.answered == layout.node_ids and not healthy.missing
             os.kill(process.pid, signal.SIGSTOP)
             try:
-                first = client.query(QUERY)  # it was not known unwell when this question was admitted
+                first = client.query(QUERY, purpose=PURPOSE)  # it was not known unwell when this question was admitted
                 assert first.answered == others and _missing(first) == [(stalled, "NODE_TIMEOUT")]
 
                 ends = time.monotonic() + WAIT_S
-                later = client.query(QUERY)
+                later = client.query(QUERY, purpose=PURPOSE)
                 while _missing(later) != [(stalled, "NODE_UNWELL")] and time.monotonic() < ends:
                     time.sleep(0.2)
-                    later = client.query(QUERY)
+                    later = client.query(QUERY, purpose=PURPOSE)
                 assert _missing(later) == [(stalled, "NODE_UNWELL")] and later.answered == others
                 assert later.rows and later.timings["fanout_ms"] < DEADLINE_MS  # no one waited on the stalled region
 
                 def ask(_: int) -> QueryAnswer:
-                    return client.query(QUERY)
+                    return client.query(QUERY, purpose=PURPOSE)
 
                 with ThreadPoolExecutor(max_workers=8) as pool:  # many at once: none of them waits on it
                     answers = list(pool.map(ask, range(8)))
                 assert all(_missing(a) == [(stalled, "NODE_UNWELL")] and a.rows == later.rows for a in answers)
                 assert all(a.timings["fanout_ms"] < DEADLINE_MS for a in answers)
-                _, explained = client.explain(QUERY)  # an explain is not sent to it either
+                _, explained = client.explain(QUERY, purpose=PURPOSE)  # an explain is not sent to it either
                 assert [(v.node_id, v.accepted, v.code) for v in explained.verdicts] == [
                     *((n, True, "") for n in others),
                     (stalled, False, "NODE_UNWELL"),
@@ -90,10 +106,10 @@ def test_a_stopped_region_is_left_out_until_its_health_returns(layout: DemoLayou
                 os.kill(process.pid, signal.SIGCONT)
 
             ends = time.monotonic() + WAIT_S
-            back = client.query(QUERY)
+            back = client.query(QUERY, purpose=PURPOSE)
             while back.missing and time.monotonic() < ends:
                 time.sleep(0.2)
-                back = client.query(QUERY)
+                back = client.query(QUERY, purpose=PURPOSE)
             assert back.answered == layout.node_ids and not back.missing
             assert back.rows == healthy.rows
 
@@ -112,13 +128,15 @@ def test_questions_waiting_on_a_stopped_region_hold_no_worker(tmp_path: Path) ->
     with running_parties(layout, lambda _msg: None) as parties:
         stalled = layout.node_ids[-1]
         process = next(p.process for p in parties if p.name == stalled)
-        with FederationClient(load_profile(layout.client_profile)) as client:
-            assert not client.query(QUERY).missing  # every region answers, and the client holds the plan
+        with FederationClient(load_profile(layout.profile_of(OPERATOR))) as client:
+            assert not client.query(
+                QUERY, purpose=PURPOSE
+            ).missing  # every region answers, and the client holds the plan
             os.kill(process.pid, signal.SIGSTOP)
             try:
                 with ThreadPoolExecutor(max_workers=questions) as pool:
                     sent = time.monotonic()
-                    waiting = [pool.submit(client.query, QUERY) for _ in range(questions)]
+                    waiting = [pool.submit(client.query, QUERY, purpose=PURPOSE) for _ in range(questions)]
                     time.sleep(1.0)  # every question reached the coordinator, and waits for the stalled region
                     with FederationClient(load_profile(asks_catalog)) as other:
                         catalog = other.catalog

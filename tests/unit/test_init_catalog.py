@@ -20,6 +20,8 @@ from policies.engine import Asker, check_query
 from policies.loader import load_policy
 
 REGIONS = ("north", "south", "east")
+# hpf:base with exact caseworkers (a test policy): the product rule holds where k applies, to exact answers only
+EXACT_CASEWORKERS = Path(__file__).resolve().parents[1] / "fixtures" / "policies" / "base-exact-caseworkers.yaml"
 HEADER = "amount,rate,flag,dflag,dsign\n"
 
 
@@ -69,11 +71,11 @@ def test_taking_every_suggestion_leaves_a_product_with_a_flag_refused(written: s
     catalog = _taken(written)
     plan = plan_query(f"SELECT SUM(amount * {flag}) FROM t", catalog)
     with pytest.raises(PolicyViolation) as info:
-        check_query(load_policy("hpf:base"), catalog, plan, Asker("x", "caseworker", None), "", False, party="n")
+        check_query(load_policy(EXACT_CASEWORKERS), catalog, plan, Asker("x", "caseworker", None), "", False, party="n")
     assert info.value.code == "POLICY_AGGREGATE_PRODUCT", info.value.message
     # while a product of the measured quantities the suggestions declare is answered
     plan = plan_query("SELECT SUM(amount * rate) FROM t", catalog)
-    check_query(load_policy("hpf:base"), catalog, plan, Asker("x", "caseworker", None), "", False, party="n")
+    check_query(load_policy(EXACT_CASEWORKERS), catalog, plan, Asker("x", "caseworker", None), "", False, party="n")
 
 
 def test_the_written_catalog_loads(written: str, tmp_path: Path) -> None:

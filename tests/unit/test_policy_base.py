@@ -146,11 +146,22 @@ def test_the_default_lists_its_tables_so_another_table_is_refused() -> None:
 def test_extends_hpf_base_alone_answers_every_table_by_class(tmp_path: Path) -> None:
     policy = load_policy(write(tmp_path, "node.yaml", "version: 1\nextends: hpf:base\n"))
     sql = "SELECT l_returnflag, COUNT(*), SUM(l_quantity) FROM lineitem WHERE l_shipdate > '1995-01-01' GROUP BY 1"
-    assert ask(policy, TPCH, sql, "caseworker").min_group_size == 5
-    assert ask(policy, TPCH, sql, "operator", "operations").min_group_size == 3
+    # caseworkers' aggregates are differentially private (DP replaces k); operators' alone are exact, under k
+    caseworker = ask(policy, TPCH, sql, "caseworker")
+    assert (caseworker.privacy.mode, caseworker.privacy_rule, caseworker.min_group_size) == (
+        "dp",
+        "roles.caseworker.privacy",
+        1,
+    )
+    operator = ask(policy, TPCH, sql, "operator", "operations")
+    assert (operator.privacy.mode, operator.min_group_size) == ("exact", 3)
+    assert ask(policy, TPCH, sql, "operator", "statistics").privacy.mode == "exact"
     assert ask(policy, TPCH, sql, "analyst", "statistics").privacy.mode == "dp"
+    # exact only for the internal-statistics purposes: an operator asking without one, or for another, is refused
+    assert refusal(policy, TPCH, sql, "operator").code == "POLICY_PURPOSE_REQUIRED"
+    assert refusal(policy, TPCH, sql, "operator", "loan-review").code == "POLICY_PURPOSE_NOT_ALLOWED"
     sql = "SELECT COUNT(*) FROM lineitem WHERE l_discount > 0.05"
-    assert ask(policy, TPCH, sql, "caseworker").min_group_size == 5
+    assert ask(policy, TPCH, sql, "caseworker").privacy.mode == "dp"
     # the base's classes: sensitive values are filtered and summed by caseworkers, never shown as groups
     sql = "SELECT COUNT(*) FROM lineitem GROUP BY CASE WHEN l_tax > 0 THEN 'taxed' ELSE 'not' END"
     err = refusal(policy, TPCH, sql, "caseworker")
@@ -221,7 +232,8 @@ def test_the_readmes_own_tables_example_checks_clean(tmp_path: Path) -> None:
     mine = load_catalog(catalog)
     assert mine.tables["contributions"].columns["remark"].column_class is None  # its unclassified example
     sql = "SELECT region, SUM(amount_fen) FROM contributions GROUP BY region"
-    assert ask(checked.policy, mine, sql, "caseworker").min_group_size == 5
+    assert ask(checked.policy, mine, sql, "caseworker").privacy.mode == "dp"
+    assert ask(checked.policy, mine, sql, "operator", "statistics").min_group_size == 3
     assert refusal(checked.policy, mine, "SELECT COUNT(remark) FROM contributions", "caseworker").code == (
         "POLICY_COLUMN_UNCLASSIFIED"
     )
