@@ -35,6 +35,9 @@ MODULES = [
     "federation.engine",
     "federation.errors",
     "federation.envelope",
+    "federation.consent",
+    "federation.consent_revocations",
+    "federation.merkle",
 ]
 
 
