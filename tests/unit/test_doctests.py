@@ -37,6 +37,7 @@ MODULES = [
     "federation.envelope",
     "federation.consent",
     "federation.consent_revocations",
+    "federation.consent_issuer",
     "federation.merkle",
 ]
 
