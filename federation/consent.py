@@ -262,36 +262,26 @@ def token_text(token: Token) -> str:
 # --- reading a token (total: a Token or CONSENT_MALFORMED) -------------------------------------------------------
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise ConsentError("the consent token is cut short", code="CONSENT_MALFORMED")
-        chunk, self.pos = self.data[self.pos : end], end
-        return chunk
-
-    def text(self, pattern: re.Pattern[str], limit: int) -> str:
-        n = self.take(1)[0]
-        raw = self.take(n)
-        value = raw.decode("ascii", "replace")
-        if not 1 <= n <= limit or not raw.isascii() or not pattern.fullmatch(value):
-            raise ConsentError("the consent token names a malformed issuer or purpose", code="CONSENT_MALFORMED")
-        return value
-
-
 def _malformed(what: str) -> ConsentError:
     return ConsentError(f"the consent token is malformed: {what}", code="CONSENT_MALFORMED")
+
+
+_II = struct.Struct(">II")
+_HQ = struct.Struct(">HQ")
+_BEFORE_PURPOSE = 8 + SIGNATURE_BYTES + GRANT_ID_BYTES + 32 + 1  # sizes, signature, grant id, grantee, length
+_AFTER_PURPOSE = 10 + 32 + SALT_BYTES + 1  # facts and expiry, commitment, salt, path count
+
+
+def _name(raw: bytes, pattern: re.Pattern[str]) -> str:
+    if not raw.isascii() or not pattern.fullmatch(text := raw.decode("ascii")):
+        raise _malformed("a malformed issuer or purpose")
+    return text
 
 
 def parse_token(data: bytes) -> Token:
     """A token from its binary form; any other input is refused with ``CONSENT_MALFORMED``.
 
-    >>> parse_token(b"\\x02").code
+    >>> parse_token(b"\\x02\\x00")
     Traceback (most recent call last):
     ...
     federation.consent.ConsentError: [CONSENT_MALFORMED] the consent token is malformed: unknown version
@@ -299,29 +289,36 @@ def parse_token(data: bytes) -> Token:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise _malformed("not bytes")
     data = bytes(data)
-    if not 0 < len(data) <= MAX_TOKEN_BYTES:
-        raise _malformed("empty or too long")
+    if not 2 <= len(data) <= MAX_TOKEN_BYTES:
+        raise _malformed("too short or too long")
     if data[0] != VERSION:
         raise _malformed("unknown version")
-    r = _Reader(data)
-    r.take(1)
-    issuer = r.text(ISSUER_ID, MAX_ISSUER_CHARS)
-    size, index = struct.unpack(">II", r.take(8))
+    n = data[1]
+    pos = 2 + n
+    if not 1 <= n <= MAX_ISSUER_CHARS or len(data) < pos + _BEFORE_PURPOSE:
+        raise _malformed("cut short")
+    issuer = _name(data[2:pos], ISSUER_ID)
+    size, index = _II.unpack_from(data, pos)
     if not (1 <= size <= MAX_BATCH and index < size):
         raise _malformed("leaf index or batch size out of range")
-    signature = r.take(SIGNATURE_BYTES)
-    grant_id, grantee = r.take(GRANT_ID_BYTES), r.take(32)
-    purpose = r.text(PURPOSE, MAX_PURPOSE_CHARS)
-    facts, not_after = struct.unpack(">HQ", r.take(10))
+    signature = data[pos + 8 : pos + 72]
+    grant_id, grantee = data[pos + 72 : pos + 88], data[pos + 88 : pos + 120]
+    m = data[pos + 120]
+    pos += _BEFORE_PURPOSE
+    if not 1 <= m <= MAX_PURPOSE_CHARS or len(data) < pos + m + _AFTER_PURPOSE:
+        raise _malformed("cut short")
+    purpose = _name(data[pos : pos + m], PURPOSE)
+    pos += m
+    facts, not_after = _HQ.unpack_from(data, pos)
     if facts == 0 or facts & ~_ALL_FACT_BITS:
         raise _malformed("no fact, or a fact this version does not know")
-    commit, salt = r.take(32), r.take(SALT_BYTES)
-    count = r.take(1)[0]
+    commit, salt, count = data[pos + 10 : pos + 42], data[pos + 42 : pos + 74], data[pos + 74]
+    pos += _AFTER_PURPOSE
     if count > MAX_PATH:
         raise _malformed("inclusion path too long")
-    path = tuple(r.take(merkle.HASH_SIZE) for _ in range(count))
-    if r.pos != len(data):
-        raise _malformed("trailing bytes")
+    if len(data) != pos + merkle.HASH_SIZE * count:
+        raise _malformed("cut short, or trailing bytes")
+    path = tuple(data[i : i + merkle.HASH_SIZE] for i in range(pos, len(data), merkle.HASH_SIZE))
     grant = Grant(grant_id, grantee, purpose, facts, not_after, commit)
     return Token(issuer, size, index, signature, grant, salt, path)
 
@@ -406,6 +403,20 @@ class Revocations(Protocol):
         """Whether the grant is revoked; None when the list in force cannot be used (refuse everything)."""
 
 
+_REMEMBER_FROM_STEP = 3  # proven nodes 4 levels or more above the leaves are remembered: ~1/8 node per grant
+_MAX_KNOWN_NODES = 1 << 18
+_sha256 = hashlib.sha256
+
+
+@dataclass
+class _Batch:
+    """A batch whose root signature a verifier has checked, and the nodes it has proven in it since."""
+
+    root: bytes
+    valid: bool
+    nodes: set[bytes]
+
+
 class ConsentVerifier:
     """Checks tokens against the issuers a policy accepts (id -> raw Ed25519 public key), their revocation lists
     and the clock. Thread-safe; each batch root's signature is checked once and remembered."""
@@ -421,19 +432,54 @@ class ConsentVerifier:
         self._keys = {name: Ed25519PublicKey.from_public_bytes(raw) for name, raw in issuers.items()}
         self._revocations = dict(revocations or {})
         self._now = now
-        self._roots = Lru[tuple[bytes, ...], bool](cache_size)
+        self._batches = Lru[tuple[str, int, bytes], _Batch](cache_size)
 
-    def _root_ok(self, token: Token, root: bytes) -> bool:
-        key = (token.issuer.encode(), struct.pack(">I", token.batch_size), root, token.signature)
-        known = self._roots.get(key)
-        if known is None:
+    def _proven(self, token: Token, leaf: bytes) -> bool:
+        """Whether ``leaf`` is in a batch its issuer signed: its path climbs to a node already proven in that batch
+        or to the root, whose signature is checked once per batch. A forged path climbs to neither."""
+        if not 0 <= token.index < token.batch_size:
+            return False
+        key = (token.issuer, token.batch_size, token.signature)
+        batch = self._batches.get(key)
+        known: set[bytes] = batch.nodes if batch is not None and batch.valid else set()
+        acc, climbed = leaf, list[bytes]()
+        fn, sn = token.index, token.batch_size - 1  # RFC 9162 §2.1.3.2, stopping at a node already proven
+        for step, sibling in enumerate(token.path):
+            if sn == 0:
+                return False
+            if fn & 1 or fn == sn:
+                acc = _sha256(b"\x01" + sibling + acc).digest()
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+            else:
+                acc = _sha256(b"\x01" + acc + sibling).digest()
+            fn >>= 1
+            sn >>= 1
+            if acc in known:  # every node climbed through is proven too
+                if len(known) < _MAX_KNOWN_NODES:
+                    known.update(climbed)
+                return True
+            if step >= _REMEMBER_FROM_STEP:
+                climbed.append(acc)
+        if sn != 0:
+            return False
+        if batch is None:
             try:
-                self._keys[token.issuer].verify(token.signature, root_statement(token.issuer, token.batch_size, root))
-                known = True
+                self._keys[token.issuer].verify(token.signature, root_statement(token.issuer, token.batch_size, acc))
+                batch = _Batch(acc, True, set())
             except InvalidSignature:
-                known = False
-            self._roots.put(key, known)
-        return known
+                batch = _Batch(acc, False, set())
+            self._batches.put(key, batch)
+        elif batch.root != acc:  # the batch's signature with another root: checked, never remembered
+            try:
+                self._keys[token.issuer].verify(token.signature, root_statement(token.issuer, token.batch_size, acc))
+            except InvalidSignature:
+                return False
+            return True  # pragma: no cover - two roots under one Ed25519 signature
+        if batch.valid and len(batch.nodes) < _MAX_KNOWN_NODES:
+            batch.nodes.update(climbed)
+        return batch.valid
 
     def check(
         self, token: Token | bytes, person_id: str, *, grantee: bytes, purpose: str, facts: Iterable[str]
@@ -449,8 +495,7 @@ class ConsentVerifier:
             return "CONSENT_ISSUER_UNKNOWN"
         grant = token.grant
         leaf = grant.leaf()
-        root = merkle.root_from_inclusion(leaf, token.index, token.batch_size, token.path)
-        if root is None or not self._root_ok(token, root):
+        if not self._proven(token, leaf):
             return "CONSENT_SIGNATURE_INVALID"
         if not hmac.compare_digest(grant.grantee, grantee):
             return "CONSENT_GRANTEE_MISMATCH"

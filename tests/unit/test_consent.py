@@ -125,14 +125,35 @@ def _grant_variants(token: Token) -> Iterator[tuple[str, Token]]:
     yield "path_short", dataclasses.replace(token, path=token.path[:-1])
 
 
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh", "after-the-batch"])
 @pytest.mark.parametrize("field", [name for name, _ in _grant_variants(TOKENS[3])])
-def test_each_field_altered_is_refused(field: str) -> None:
+def test_each_field_altered_is_refused(field: str, warm: bool) -> None:
     """Altering any signed field (even to another valid grant's terms) breaks the signature; the issuer, when
-    changed to one the policy also accepts, the same."""
+    changed to one the policy also accepts, the same. So too for a verifier that has already proven every node
+    of the batch (it stops climbing at a proven node)."""
     tampered = dict(_grant_variants(TOKENS[3]))[field]
     issuers = {ISSUER: consent.public_raw(KEY), "bj-consent": consent.public_raw(KEY)}
-    code = verifier(issuers=issuers).check(parse_token(tampered.encode()), PEOPLE[3], **ASK)  # type: ignore[arg-type]
-    assert code == "CONSENT_SIGNATURE_INVALID", field
+    v = verifier(issuers=issuers)
+    if warm:
+        assert [v.check(t, PEOPLE[i], **ASK) for i, t in enumerate(TOKENS)] == [None] * len(TOKENS)  # type: ignore[arg-type]
+    code = v.check(parse_token(tampered.encode()), PEOPLE[3], **ASK)  # type: ignore[arg-type]
+    if field == "path_short" and warm:  # a shorter path to a node already proven is still a proof of the grant
+        assert code in (None, "CONSENT_SIGNATURE_INVALID")
+    else:
+        assert code == "CONSENT_SIGNATURE_INVALID", field
+
+
+def test_a_large_batch_stops_climbing_at_proven_nodes() -> None:
+    people = list(person_id_array([310101] * 300, [19900101] * 300, list(range(300))))
+    tokens = issue_batch(KEY, ISSUER, people, not_after=NOW + DAY, **TERMS)  # type: ignore[arg-type]
+    v = verifier()
+    assert [v.check(t, people[i], **ASK) for i, t in enumerate(tokens)] == [None] * 300  # type: ignore[arg-type]
+    (batch,) = (b for _, b in v._batches._items.items())
+    assert batch.valid and 0 < len(batch.nodes) < 300
+    forged = dataclasses.replace(tokens[7], path=(bytes(32), *tokens[7].path[1:]))
+    assert v.check(forged, people[7], **ASK) == "CONSENT_SIGNATURE_INVALID"  # type: ignore[arg-type]
+    other = dataclasses.replace(tokens[9], grant=dataclasses.replace(tokens[9].grant, purpose="marketing"))
+    assert v.check(other, people[9], **{**ASK, "purpose": "marketing"}) == "CONSENT_SIGNATURE_INVALID"  # type: ignore[arg-type]
 
 
 def test_the_salt_altered_opens_to_nobody() -> None:
