@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from federation.consent import MAX_TOKEN_BYTES
 from federation.errors import ConfigError, CryptoError
 from federation.person_id import packed_ids_valid
 from federation.private_files import create_file, write_file
@@ -63,6 +64,31 @@ SALT_BYTES = 32
 
 def _commitment(salt: bytes, packed_ids: bytes) -> bytes:
     return hashlib.sha256(_COMMIT_DOMAIN + salt + packed_ids).digest()
+
+
+def _packed(person_ids: Sequence[str], tokens: Sequence[bytes] | None) -> bytes:
+    """The identifiers (18 ASCII characters each), then, when there are tokens, one per identifier, each after
+    its length (2 bytes, big-endian; 0: none)."""
+    packed = "".join(person_ids).encode("ascii")
+    if tokens is None:
+        return packed
+    if len(tokens) != len(person_ids) or any(len(t) > MAX_TOKEN_BYTES for t in tokens):
+        raise ValueError("one consent token (or b'') per identifier, each at most MAX_TOKEN_BYTES")
+    return packed + b"".join(len(t).to_bytes(2, "big") + t for t in tokens)
+
+
+def _tokens(section: bytes, subjects: int) -> list[bytes] | None:
+    """The tokens of a sealed message's token section, one per subject, or None when it is malformed."""
+    tokens, pos = [], 0
+    for _ in range(subjects):
+        if pos + 2 > len(section):
+            return None
+        n = int.from_bytes(section[pos : pos + 2], "big")
+        if n > MAX_TOKEN_BYTES or pos + 2 + n > len(section):
+            return None
+        tokens.append(section[pos + 2 : pos + 2 + n])
+        pos += 2 + n
+    return tokens if pos == len(section) else None
 
 
 def raw_public(key: X25519PublicKey) -> bytes:
@@ -103,17 +129,26 @@ class OneTimeKey:
         self.public = raw_public(self._key.public_key())
         self._salt = os.urandom(SALT_BYTES)
 
-    def commitment(self, person_ids: Sequence[str]) -> bytes:
-        """What the envelope signs about the identifiers: SHA-256 over this lookup's salt and them."""
-        return _commitment(self._salt, "".join(person_ids).encode("ascii"))
+    def commitment(self, person_ids: Sequence[str], tokens: Sequence[bytes] | None = None) -> bytes:
+        """What the envelope signs about the identifiers (and their consent tokens, when given): SHA-256 over
+        this lookup's salt and them, so every region checks the same people under the same tokens."""
+        return _commitment(self._salt, _packed(person_ids, tokens))
 
-    def seal(self, person_ids: Sequence[str], region_key: bytes, query_id: str, node_id: str) -> bytes:
-        """The salt and ``person_ids`` (already validated) sealed to one region."""
+    def seal(
+        self,
+        person_ids: Sequence[str],
+        region_key: bytes,
+        query_id: str,
+        node_id: str,
+        tokens: Sequence[bytes] | None = None,
+    ) -> bytes:
+        """The salt and ``person_ids`` (already validated), and each one's consent token when given, sealed to
+        one region."""
         try:
             shared = self._key.exchange(X25519PublicKey.from_public_bytes(region_key))
         except ValueError:
             raise CryptoError(f"region {node_id}'s agreement key is not usable", code="LOOKUP_KEY_INVALID") from None
-        plain = self._salt + "".join(person_ids).encode("ascii")
+        plain = self._salt + _packed(person_ids, tokens)
         return _derive(shared, query_id, node_id, self.public, region_key).encrypt(
             _NONCE, plain, _aad(query_id, node_id)
         )
@@ -183,13 +218,26 @@ class AgreementKey:
         self, blob: bytes, one_time: bytes, query_id: str, node_id: str, subjects: int, commitment: bytes
     ) -> list[str]:
         """The identifiers sealed to this region for ``query_id``, which must be the ones the asker committed to
-        in the signed envelope, each once; LOOKUP_SEAL_INVALID if they are not."""
+        in the signed envelope, each once; LOOKUP_SEAL_INVALID if they are not (or carry consent tokens)."""
+        ids, tokens = self.open_with_tokens(blob, one_time, query_id, node_id, subjects, commitment)
+        if tokens is not None:
+            raise CryptoError("the sealed identifiers carry consent tokens", code="LOOKUP_SEAL_INVALID")
+        return ids
+
+    def open_with_tokens(
+        self, blob: bytes, one_time: bytes, query_id: str, node_id: str, subjects: int, commitment: bytes
+    ) -> tuple[list[str], list[bytes] | None]:
+        """The identifiers sealed to this region for ``query_id`` and their consent tokens (None when the asker
+        sealed none; ``b""`` for an identifier without one), all of which the asker committed to in the signed
+        envelope, each identifier once; LOOKUP_SEAL_INVALID if they are not."""
         refused = CryptoError(
             "the sealed identifiers cannot be opened by this region for this question",
             code="LOOKUP_SEAL_INVALID",
             hint="seal to the region's agreement key from the pinned catalog, for this query id",
         )
-        if len(blob) != SALT_BYTES + subjects * ID_CHARS + 16 or len(one_time) != KEY_BYTES:
+        bare = SALT_BYTES + subjects * ID_CHARS + 16
+        most = bare + subjects * (2 + MAX_TOKEN_BYTES)
+        if not (len(blob) == bare or bare + 2 * subjects <= len(blob) <= most) or len(one_time) != KEY_BYTES:
             raise refused
         try:
             shared = self._key.exchange(X25519PublicKey.from_public_bytes(one_time))
@@ -198,8 +246,13 @@ class AgreementKey:
             )
         except (ValueError, InvalidTag):
             raise refused from None
-        salt, packed = plain[:SALT_BYTES], plain[SALT_BYTES:]
-        if not hmac.compare_digest(_commitment(salt, packed), commitment):
+        salt, packed = plain[:SALT_BYTES], plain[SALT_BYTES : SALT_BYTES + subjects * ID_CHARS]
+        tokens = None
+        if len(plain) > SALT_BYTES + subjects * ID_CHARS:
+            tokens = _tokens(plain[SALT_BYTES + subjects * ID_CHARS :], subjects)
+            if tokens is None:
+                raise refused
+        if not hmac.compare_digest(_commitment(salt, plain[SALT_BYTES:]), commitment):
             raise CryptoError(
                 "the identifiers sealed to this region are not the ones the asker signed for",
                 code="LOOKUP_SEAL_INVALID",
@@ -212,7 +265,7 @@ class AgreementKey:
         ids = [text[i : i + ID_CHARS] for i in range(0, len(text), ID_CHARS)]
         if len(set(ids)) != len(ids):
             raise CryptoError("the sealed identifiers name a person twice", code="LOOKUP_SEAL_INVALID")
-        return ids
+        return ids, tokens
 
     def __repr__(self) -> str:
         return "AgreementKey(...)"
