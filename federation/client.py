@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 
 from federation import answer_check, he, lookup_codec, verdicts
+from federation import consent as consent_codec
 from federation.answer_check import StreamedAnswer
 from federation.audit_proto import check_receipt, check_still_logged, receipt_from_proto
 from federation.audit_records import Checkpoint, Receipt
@@ -149,6 +150,24 @@ def _dp_terms(plan: Plan, signed: dict[str, Any]) -> DpTerms:
         return DpTerms.from_canonical({k: v for k, v in signed.items() if k != "mode"})
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         raise CryptoError("the regions' DP terms are not canonical", code="ANSWER_STATEMENT_INVALID") from None
+
+
+def read_tokens(tokens: Sequence[str] | None, people: int) -> list[bytes] | None:
+    """Consent tokens in text form, one per person, as the binary form sealed with the identifiers; one that is
+    not a token is refused here, by its place (``CONSENT_MALFORMED``), before anything is sent."""
+    if tokens is None:
+        return None
+    if len(tokens) != people:
+        raise PlanError(f"{len(tokens)} consent token(s) for {people} people", code="CONSENT_TOKENS_MISMATCH")
+    out = []
+    for place, text in enumerate(tokens, start=1):
+        try:
+            out.append(consent_codec.parse_token_text(text).encode())
+        except consent_codec.ConsentError as err:
+            raise consent_codec.ConsentError(
+                f"applicant {place}: {err.message}", code=err.code, hint="give the token the consent service wrote"
+            ) from None
+    return out
 
 
 def check_person_ids(person_ids: Sequence[str]) -> list[str]:
@@ -399,9 +418,11 @@ class FederationClient:
         exclude_home: bool = False,
         by_city: bool = False,
         deadline_ms: int | None = None,
+        tokens: Sequence[str] | None = None,
     ) -> LookupAnswer:
         """Federation-wide facts about each person, in one request. Identifiers are checked first, then
-        sealed to each region separately; the coordinator never sees them."""
+        sealed to each region separately, each with its consent token when ``tokens`` (text, one per person)
+        are given; the coordinator never sees them."""
         t0 = time.perf_counter()
         ids = check_person_ids(person_ids)
         if not ids:
@@ -412,9 +433,10 @@ class FederationClient:
                 code="PERSON_ID_DUPLICATE",
                 hint="ask about each person once (hpf screen merges repeated applicants itself)",
             )
+        sealed_tokens = read_tokens(tokens, len(ids))
         regions = self.lookup_regions(exclude_home)
         region_keys = self._agreement_keys(regions)
-        return self._ask(ids, regions, region_keys, purpose, consent, by_city, deadline_ms, t0)
+        return self._ask(ids, regions, region_keys, purpose, consent, by_city, deadline_ms, t0, sealed_tokens)
 
     def _ask(
         self,
@@ -426,9 +448,10 @@ class FederationClient:
         by_city: bool,
         deadline_ms: int | None,
         t0: float | None = None,
+        tokens: list[bytes] | None = None,
     ) -> LookupAnswer:
-        """One lookup request for ``ids`` (checked, each once) to ``regions``, sealed to ``region_keys``; its
-        timings count from ``t0`` (default: now)."""
+        """One lookup request for ``ids`` (checked, each once) to ``regions``, sealed to ``region_keys`` with
+        their consent ``tokens`` if any; its timings count from ``t0`` (default: now)."""
         t0 = time.perf_counter() if t0 is None else t0
         keys = self.keys
         one_time = OneTimeKey()
@@ -437,7 +460,7 @@ class FederationClient:
             seal_public_key=one_time.public,
             regions=regions,
             breakdown=by_city,
-            subjects_commitment=one_time.commitment(ids),
+            subjects_commitment=one_time.commitment(ids, tokens),
         )
         signed = self.signer.sign(
             sql="",
@@ -450,7 +473,9 @@ class FederationClient:
             max_runs=self.profile.max_runs,
         )
         qid = query_id(signed)
-        sealed = [pb.SealedSubjects(node_id=r, blob=one_time.seal(ids, region_keys[r], qid, r)) for r in regions]
+        sealed = [
+            pb.SealedSubjects(node_id=r, blob=one_time.seal(ids, region_keys[r], qid, r, tokens)) for r in regions
+        ]
         request = pb.LookupRequest(
             envelope=signed,
             public_context=keys.public_context(),
@@ -525,22 +550,41 @@ class FederationClient:
         batch: int = LOOKUP_BATCH,
         parallel: int = 2,
         progress: Callable[[int], None] | None = None,
+        tokens: Sequence[str] | None = None,
     ) -> LookupAnswer:
         """Facts about many people, ``batch`` per request with ``parallel`` requests in flight; every identifier
-        is checked once, before the first request. ``progress`` is called with the number of people done so far."""
+        (and consent token, one per person when given) is checked once, before the first request. ``progress`` is
+        called with the number of people done so far."""
         asked = check_person_ids(person_ids)
         if not asked:
             raise PlanError("no identifier to screen", code="PERSON_ID_INVALID")
+        all_tokens = read_tokens(tokens, len(asked))
+        first = dict(zip(reversed(asked), reversed(all_tokens), strict=True)) if all_tokens is not None else {}
         ids = list(dict.fromkeys(asked))  # each person once; a repeated applicant gets the same facts
         regions = self.lookup_regions(exclude_home)
         region_keys = self._agreement_keys(regions)
         # each region gets its own sealed copy: with many regions, fewer people fit in one request
-        batch = max(1, min(batch, SEALED_BYTES_PER_REQUEST // (len(regions) * (ID_CHARS + 1))))
+        per_person = ID_CHARS + 1 + (2 + consent_codec.MAX_TOKEN_BYTES if all_tokens is not None else 0)
+        batch = max(1, min(batch, SEALED_BYTES_PER_REQUEST // (len(regions) * per_person)))
         batches = [ids[i : i + batch] for i in range(0, len(ids), batch)]
         answers: list[LookupAnswer] = []
         done = 0
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-            futures = [pool.submit(self._ask, b, regions, region_keys, purpose, consent, False, None) for b in batches]
+            futures = [
+                pool.submit(
+                    self._ask,
+                    b,
+                    regions,
+                    region_keys,
+                    purpose,
+                    consent,
+                    False,
+                    None,
+                    None,
+                    [first[pid] for pid in b] if all_tokens is not None else None,
+                )
+                for b in batches
+            ]
             try:
                 for future in futures:
                     answers.append(future.result())

@@ -1,0 +1,213 @@
+"""Person lookups under verifiable consent: a bank whose role's policy takes tokens is answered only with each
+person's token, sealed with the identifier, and every bad token is refused by its own code, after which the same
+servers answer an honest lookup."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import harness
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from federation import consent, consent_revocations, pki
+from federation.errors import FederationError
+from federation.hpf_schema import hpf_tables
+from federation.synth import generate_node
+from policies import DEFAULT_POLICY
+
+NODES = ["shanghai", "hangzhou", "nanjing"]
+SEED, ROWS = 11, 2_000
+PEOPLE = (("caseworker", "caseworker", "shanghai"), ("bank", "integrator", "nanjing"))
+ISSUER, OTHER_ISSUER = "sh-consent", "bj-consent"
+KEY, OTHER_KEY = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+REVIEW = {"purpose": "loan-review"}
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federation]:
+    root = tmp_path_factory.mktemp("consent")
+    for node in NODES:
+        generate_node(root / "data", node, ROWS, SEED)
+    policy = root / "token-consent.yaml"
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "extends": str(DEFAULT_POLICY),
+                "description": "banks look people up with each person's consent token",
+                "roles": {"integrator": {"lookups": {"consent": "token", "consent_issuers": [ISSUER]}}},
+            }
+        )
+    )
+    issuers = [
+        {"id": i, "key": base64.b64encode(consent.public_raw(k)).decode()}
+        for i, k in ((ISSUER, KEY), (OTHER_ISSUER, OTHER_KEY))
+    ]
+    revocations = root / "revocations.json"
+    consent_revocations.revoke(revocations, KEY, ISSUER, [])  # the issuer's first list: nothing revoked yet
+    with harness.federation(
+        root,
+        hpf_tables(),
+        {n: {} for n in NODES},
+        write_data=False,
+        policy=policy,
+        people=PEOPLE,
+        catalog_extra={"issuers": issuers},
+        node_settings={n: {"consent_revocations": {ISSUER: str(revocations)}} for n in NODES},
+    ) as f:
+        yield f
+
+
+def people(fed: harness.Federation, n: int) -> list[str]:
+    rows = fed.oracle("SELECT DISTINCT person_id FROM accounts ORDER BY person_id")
+    return [r[0] for r in rows[:n]]
+
+
+def grantee(fed: harness.Federation, person: str) -> bytes:
+    return consent.grantee_of(pki.load_certificate((fed.pki_dir / "people" / f"{person}.pem").read_bytes()))
+
+
+def tokens_for(
+    fed: harness.Federation,
+    ids: Sequence[str],
+    *,
+    key: Ed25519PrivateKey = KEY,
+    issuer: str = ISSUER,
+    to: str = "bank",
+    purpose: str = "loan-review",
+    facts: Sequence[str] = consent.FACTS,
+    days: float = 30,
+) -> list[str]:
+    granted = consent.issue_batch(
+        key,
+        issuer,
+        ids,
+        grantee=grantee(fed, to),
+        purpose=purpose,
+        facts=facts,
+        not_after=int(time.time() + days * 86_400),
+    )
+    return [consent.token_text(t) for t in granted]
+
+
+def refused(fed: harness.Federation, ids: Sequence[str], tokens: Sequence[str] | None) -> FederationError:
+    with fed.client(person="bank") as bank, pytest.raises(FederationError) as info:
+        bank.lookup(ids, tokens=tokens, **REVIEW)  # type: ignore[arg-type]
+    return info.value
+
+
+def test_a_bank_with_tokens_gets_what_a_caseworker_gets(fed: harness.Federation) -> None:
+    ids = people(fed, 3)
+    with fed.client(person="bank") as bank:
+        answer = bank.lookup(ids, tokens=tokens_for(fed, ids), **REVIEW)  # type: ignore[arg-type]
+    with fed.client() as caseworker:
+        reference = [caseworker.lookup([pid], consent="C-1", **REVIEW).facts[0] for pid in ids]  # type: ignore[arg-type]
+    assert answer.facts == reference and sorted(answer.answered) == sorted(NODES)
+
+
+def test_without_tokens_a_bank_is_refused(fed: harness.Federation) -> None:
+    err = refused(fed, people(fed, 1), None)
+    assert err.code == "POLICY_CONSENT_REQUIRED" and err.rule and err.rule.endswith("lookups.consent")
+
+
+def _bad(fed: harness.Federation, ids: list[str], kind: str) -> list[str]:
+    good = tokens_for(fed, ids)
+    if kind == "CONSENT_SIGNATURE_INVALID":  # a root signed by a key that is not the issuer's
+        return [good[0], tokens_for(fed, ids, key=OTHER_KEY)[1]]
+    if kind == "CONSENT_ISSUER_UNKNOWN":  # an issuer the catalog publishes but this policy does not accept
+        return [good[0], tokens_for(fed, ids, key=OTHER_KEY, issuer=OTHER_ISSUER)[1]]
+    if kind == "CONSENT_GRANTEE_MISMATCH":
+        return [good[0], tokens_for(fed, ids, to="caseworker")[1]]
+    if kind == "CONSENT_PURPOSE_MISMATCH":
+        return [good[0], tokens_for(fed, ids, purpose="marketing")[1]]
+    if kind == "CONSENT_FACTS_NOT_GRANTED":
+        return [good[0], tokens_for(fed, ids, facts=["duplicate_loans"])[1]]
+    if kind == "CONSENT_EXPIRED":
+        return [good[0], tokens_for(fed, ids, days=-1)[1]]
+    if kind == "CONSENT_PERSON_MISMATCH":  # one person's token replayed for another
+        return [good[0], good[0]]
+    if kind == "CONSENT_MALFORMED":  # a token cut short after the client's own check: sent as the bank's bytes
+        raise AssertionError("checked by the client")
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "CONSENT_SIGNATURE_INVALID",
+        "CONSENT_ISSUER_UNKNOWN",
+        "CONSENT_GRANTEE_MISMATCH",
+        "CONSENT_PURPOSE_MISMATCH",
+        "CONSENT_FACTS_NOT_GRANTED",
+        "CONSENT_EXPIRED",
+        "CONSENT_PERSON_MISMATCH",
+    ],
+)
+def test_each_bad_token_is_refused_by_its_code_and_the_next_lookup_is_answered(
+    fed: harness.Federation, code: str
+) -> None:
+    ids = people(fed, 2)
+    err = refused(fed, ids, _bad(fed, ids, code))
+    assert err.code == code, err
+    assert "applicant 2 of 2" in err.message and all(pid not in str(err) for pid in ids)
+    with fed.client(person="bank") as bank:
+        assert len(bank.lookup(ids, tokens=tokens_for(fed, ids), **REVIEW).facts) == 2  # type: ignore[arg-type]
+
+
+def test_a_token_that_is_not_one_is_refused_before_anything_is_sent(fed: harness.Federation) -> None:
+    ids = people(fed, 2)
+    good = tokens_for(fed, ids)
+    err = refused(fed, ids, [good[0], good[1][:40]])
+    assert err.code == "CONSENT_MALFORMED" and "applicant 2" in err.message
+
+
+def test_screening_reads_tokens_and_answers_every_consented_applicant(fed: harness.Federation) -> None:
+    ids = people(fed, 12)
+    tokens = tokens_for(fed, ids)
+    with fed.client(person="bank") as bank:
+        screened = bank.screen([*ids, ids[0]], tokens=[*tokens, tokens[0]], batch=5, **REVIEW)  # type: ignore[arg-type]
+        single = bank.lookup(ids[:5], tokens=tokens[:5], **REVIEW)  # type: ignore[arg-type]
+    assert len(screened.facts) == 13 and screened.facts[:5] == single.facts and screened.facts[12] == single.facts[0]
+
+
+def test_tokens_never_reach_the_coordinator_in_the_clear(fed: harness.Federation, tmp_path: Path) -> None:
+    """What the coordinator relays per region is one sealed blob: no token, no salt, no path appears in it."""
+    from federation import sealing
+
+    ids = people(fed, 2)
+    raw = [consent.parse_token_text(t).encode() for t in tokens_for(fed, ids)]
+    one_time = sealing.OneTimeKey()
+    region = fed.catalog.nodes[0]
+    assert region.agreement_key is not None
+    blob = one_time.seal(ids, sealing.load_public_b64(region.agreement_key), "ab" * 16, region.id, raw)
+    for token in raw:
+        assert all(token[i : i + 16] not in blob for i in range(0, len(token) - 16, 16))
+    assert dataclasses.is_dataclass(consent.parse_token(raw[0]))
+
+
+def test_a_revoked_grant_is_refused_and_an_unreadable_list_refuses_the_issuer(fed: harness.Federation) -> None:
+    ids = people(fed, 2)
+    tokens = tokens_for(fed, ids)
+    path = fed.root / "revocations.json"
+    consent_revocations.revoke(path, KEY, ISSUER, [consent.parse_token_text(tokens[1]).grant.grant_id])
+    time.sleep(consent_revocations.RECHECK_S + 0.1)  # a region looks at the list at most once a second
+    err = refused(fed, ids, tokens)
+    assert err.code == "CONSENT_REVOKED" and "applicant 2 of 2" in err.message
+    fresh = tokens_for(fed, ids)  # a new grant for the same person is not revoked
+    with fed.client(person="bank") as bank:
+        assert len(bank.lookup(ids, tokens=fresh, **REVIEW).facts) == 2  # type: ignore[arg-type]
+    kept = path.read_bytes()
+    path.write_bytes(consent_revocations.sign_list(OTHER_KEY, ISSUER, 99, []))  # not signed by the issuer
+    time.sleep(consent_revocations.RECHECK_S + 0.1)
+    assert refused(fed, ids, fresh).code == "CONSENT_REVOCATIONS_INVALID"
+    path.write_bytes(kept)
+    consent_revocations.revoke(path, KEY, ISSUER, [])  # the issuer's next list puts the region right
+    time.sleep(consent_revocations.RECHECK_S + 0.1)
+    with fed.client(person="bank") as bank:
+        assert len(bank.lookup(ids, tokens=fresh, **REVIEW).facts) == 2  # type: ignore[arg-type]
