@@ -208,11 +208,14 @@ def screen_table(
 ) -> list[dict[str, Any]]:
     """One result per applicant: the input's columns, then the check's."""
     out = []
-    for row, facts in zip(rows, answer.facts, strict=True):
+    for place, (row, facts) in enumerate(zip(rows, answer.facts, strict=True)):
         result: dict[str, Any] = {c: row.get(c) for c in columns}
+        withheld = answer.withheld.get(place)
+        if answer.withheld or withheld:  # a screening with consent tokens says which applicants were not asked about
+            result["consent_refused"] = withheld
         if check == Check.duplicate_loans:
-            result["duplicate_loans"] = facts.duplicate_loans
-        result |= facts.as_dict()
+            result["duplicate_loans"] = None if withheld else facts.duplicate_loans
+        result |= {k: None for k in facts.as_dict()} if withheld else facts.as_dict()
         out.append(result)
     return out
 
@@ -307,7 +310,7 @@ def screen(
     else:
         with open_private_text(output) as fh:  # mode 0600: results about people
             write_screen(results, fmt, answer, fh)
-    flagged = sum(f.duplicate_loans for f in answer.facts)
+    flagged = sum(f.duplicate_loans for i, f in enumerate(answer.facts) if i not in answer.withheld)
     failed = sum(1 for f in answer.facts if f.failed_regions)
     summary = f"screened {len(ids):,} applicant(s) in {time.perf_counter() - started:.1f} s"
     if check == Check.duplicate_loans:
@@ -315,6 +318,12 @@ def screen(
     typer.echo(summary + f"; {_regions_line(answer)}", err=True)
     if failed:
         typer.echo(f"warning: {failed} applicant(s) have figures some region could not add exactly", err=True)
+    if answer.withheld:
+        typer.echo(
+            f"warning: {len(answer.withheld)} applicant(s) not asked about: their consent token does not hold "
+            "(consent_refused names the check)",
+            err=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ The client derives the plan itself from the catalog and checks that the coordina
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -32,6 +33,7 @@ from federation.errors import (
     CryptoError,
     PlanError,
     UnavailableError,
+    error_for_code,
     from_rpc_error,
     is_code,
     printable,
@@ -107,6 +109,10 @@ class LookupAnswer:
     receipts: list[Receipt] = field(default_factory=list)
     receipts_verified: int = 0
     verified: bool = False  # as QueryAnswer.verified (a screening: every one of its requests)
+    # applicants (by place in the order asked) not asked about because their consent token fails a check the
+    # client makes itself (federation.consent: issuer, signature, grantee, purpose, facts, expiry, person); their
+    # facts are placeholders, never figures
+    withheld: dict[int, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -150,6 +156,10 @@ def _dp_terms(plan: Plan, signed: dict[str, Any]) -> DpTerms:
         return DpTerms.from_canonical({k: v for k, v in signed.items() if k != "mode"})
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         raise CryptoError("the regions' DP terms are not canonical", code="ANSWER_STATEMENT_INVALID") from None
+
+
+# the facts shown for an applicant withheld for its consent: placeholders, never figures (see LookupAnswer.withheld)
+WITHHELD = PersonFacts(0, 0, 0, None, None, None, None, None, None, 0, 0)
 
 
 def read_tokens(tokens: Sequence[str] | None, people: int) -> list[bytes] | None:
@@ -434,6 +444,11 @@ class FederationClient:
                 hint="ask about each person once (hpf screen merges repeated applicants itself)",
             )
         sealed_tokens = read_tokens(tokens, len(ids))
+        if sealed_tokens is not None:
+            asked_for = self.profile.purpose if purpose is None else purpose
+            for place, code in sorted(self.consent_refusals(ids, sealed_tokens, asked_for).items()):
+                message, hint = consent_codec.REFUSALS[code]
+                raise error_for_code(code, f"applicant {place + 1} of {len(ids)}: {message}", hint)
         regions = self.lookup_regions(exclude_home)
         region_keys = self._agreement_keys(regions)
         return self._ask(ids, regions, region_keys, purpose, consent, by_city, deadline_ms, t0, sealed_tokens)
@@ -561,6 +576,17 @@ class FederationClient:
         all_tokens = read_tokens(tokens, len(asked))
         first = dict(zip(reversed(asked), reversed(all_tokens), strict=True)) if all_tokens is not None else {}
         ids = list(dict.fromkeys(asked))  # each person once; a repeated applicant gets the same facts
+        withheld: dict[int, str] = {}
+        if all_tokens is not None:  # applicants whose token the regions would refuse are not asked about
+            asked_for = self.profile.purpose if purpose is None else purpose
+            refused = self.consent_refusals(asked, all_tokens, asked_for)
+            withheld = {i: refused[i] for i in range(len(asked)) if i in refused}
+            out = {asked[i] for i in refused}
+            ids = [pid for pid in ids if pid not in out]
+            if not ids:
+                return LookupAnswer(
+                    facts=[WITHHELD] * len(asked), regions=[], answered=[], missing=[], query_ids=[], withheld=withheld
+                )
         regions = self.lookup_regions(exclude_home)
         region_keys = self._agreement_keys(regions)
         # each region gets its own sealed copy: with many regions, fewer people fit in one request
@@ -600,7 +626,8 @@ class FederationClient:
                 missing.setdefault(m["node_id"], m)
         facts = dict(zip(ids, (f for a in answers for f in a.facts), strict=True))
         return LookupAnswer(
-            facts=[facts[pid] for pid in asked],
+            facts=[facts.get(pid, WITHHELD) for pid in asked],
+            withheld=withheld,
             regions=regions,
             answered=sorted(set.intersection(*(set(a.answered) for a in answers))),
             missing=list(missing.values()),
@@ -609,6 +636,21 @@ class FederationClient:
             receipts_verified=sum(a.receipts_verified for a in answers),
             verified=all(a.verified for a in answers),
         )
+
+    def consent_refusals(self, ids: Sequence[str], tokens: Sequence[bytes], purpose: str) -> dict[int, str]:
+        """The refusal code of each token (by place) that fails a check the client can make itself against the
+        pinned catalog's issuers: its signature, this client's certificate as grantee, the purpose, every fact a
+        lookup answers, its expiry and its person. Whether a region accepts the issuer, and its revocations, only
+        the region knows."""
+        issuers = {i.id: base64.b64decode(i.key) for i in self.catalog.issuers}
+        verifier = consent_codec.ConsentVerifier(issuers)
+        grantee = consent_codec.grantee_of(self.signer.certificate)
+        refused = {}
+        for place, (pid, token) in enumerate(zip(ids, tokens, strict=True)):
+            code = verifier.check(token, pid, grantee=grantee, purpose=purpose, facts=consent_codec.FACTS)
+            if code is not None:
+                refused[place] = code
+        return refused
 
     def kept_receipts(self) -> list[Receipt]:
         """The receipts this profile kept (empty when it keeps none); ``AUDIT_RECEIPT_MALFORMED`` names a line

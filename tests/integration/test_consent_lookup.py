@@ -16,6 +16,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation import consent, consent_revocations, pki
+from federation.client import FederationClient
 from federation.errors import FederationError
 from federation.hpf_schema import hpf_tables
 from federation.synth import generate_node
@@ -149,15 +150,35 @@ def _bad(fed: harness.Federation, ids: list[str], kind: str) -> list[str]:
         "CONSENT_PERSON_MISMATCH",
     ],
 )
+@pytest.mark.parametrize("checked_by", ["region", "client"])
 def test_each_bad_token_is_refused_by_its_code_and_the_next_lookup_is_answered(
-    fed: harness.Federation, code: str
+    fed: harness.Federation, code: str, checked_by: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Every region refuses a bad token by its code, also from a client that does not check its tokens first; an
+    honest client refuses it itself, before anything is sent, but for the checks only a region can make."""
     ids = people(fed, 2)
+    if checked_by == "region":
+        monkeypatch.setattr(FederationClient, "consent_refusals", lambda *args: {})
+    elif code == "CONSENT_ISSUER_UNKNOWN":
+        pytest.skip("which issuers a region accepts is in its policy: only the region checks it")
     err = refused(fed, ids, _bad(fed, ids, code))
     assert err.code == code, err
     assert "applicant 2 of 2" in err.message and all(pid not in str(err) for pid in ids)
     with fed.client(person="bank") as bank:
         assert len(bank.lookup(ids, tokens=tokens_for(fed, ids), **REVIEW).facts) == 2  # type: ignore[arg-type]
+
+
+def test_a_screening_withholds_applicants_whose_tokens_fail_and_answers_the_rest(fed: harness.Federation) -> None:
+    ids = people(fed, 6)
+    tokens = tokens_for(fed, ids)
+    tokens[1] = tokens_for(fed, ids, days=-1)[1]
+    tokens[4] = tokens[3]  # another person's token
+    with fed.client(person="bank") as bank:
+        screened = bank.screen(ids, tokens=tokens, batch=3, **REVIEW)  # type: ignore[arg-type]
+        honest = [0, 2, 3, 5]
+        single = bank.lookup([ids[i] for i in honest], tokens=[tokens[i] for i in honest], **REVIEW)  # type: ignore[arg-type]
+    assert screened.withheld == {1: "CONSENT_EXPIRED", 4: "CONSENT_PERSON_MISMATCH"}
+    assert [screened.facts[i] for i in honest] == single.facts
 
 
 def test_a_token_that_is_not_one_is_refused_before_anything_is_sent(fed: harness.Federation) -> None:

@@ -114,3 +114,20 @@ def test_revoke_by_grant_id_or_token_numbers_each_list(folder: Path) -> None:
     assert [watch.revoked(bytes.fromhex(r["grant_id"])) for r in rows] == [True, True, False]
     code, out = hpf("consent", "revoke", "not-a-grant", "--list", "revocations.json")
     assert code == 4 and "CONSENT_MALFORMED" in out
+
+
+def test_a_screening_shows_withheld_applicants_without_figures() -> None:
+    from cli.lookup import Check, screen_table
+    from federation.client import WITHHELD, LookupAnswer
+    from federation.lookup_codec import PersonFacts
+
+    facts = PersonFacts(2, 1, 1, 12, 100, 50, 1, 0, 10, 2, 0)
+    answer = LookupAnswer(
+        facts=[facts, WITHHELD], regions=["a"], answered=["a"], missing=[], query_ids=[],
+        withheld={1: "CONSENT_EXPIRED"},
+    )  # fmt: skip
+    rows = [{"ref": "r0"}, {"ref": "r1"}]
+    out = screen_table(["ref"], rows, answer, Check.duplicate_loans)
+    assert out[0]["consent_refused"] is None and out[0]["duplicate_loans"] is True and out[0]["balance_fen"] == 50
+    assert out[1]["consent_refused"] == "CONSENT_EXPIRED" and out[1]["duplicate_loans"] is None
+    assert all(out[1][k] is None for k in facts.as_dict())
