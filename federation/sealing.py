@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from federation.consent import MAX_TOKEN_BYTES
+from federation.consent import MAX_TOKEN_BYTES, ConsentError, parse_token
 from federation.errors import ConfigError, CryptoError
 from federation.person_id import packed_ids_valid
 from federation.private_files import create_file, write_file
@@ -58,6 +58,7 @@ _SALT = b"hpf-lookup-seal/v1"
 _AAD = b"hpf-lookup-seal/v1\x00"
 _NONCE = b"\x00" * 12  # each derived key seals one message only
 _TAG_DOMAIN = b"hpf-lookup-subject/v1\x00"
+_CONSENT_DOMAIN = b"hpf-lookup-consent/v1\x00"
 _COMMIT_DOMAIN = b"hpf-lookup-ids/v1\x00"
 SALT_BYTES = 32
 
@@ -310,6 +311,39 @@ def looked_up(entry: Mapping[str, object], key: bytes, person_id: str) -> bool:
     if not isinstance(tags, str) or not isinstance(nonce, str):
         return False
     return subject_tag(key, nonce, person_id) in tags.split(" ")
+
+
+def consent_tags(key: bytes, nonce_hex: str, tokens: Sequence[bytes]) -> list[str]:
+    """Keyed hash of each looked-up person's consent (its issuer and grant id) in one request, as
+    :func:`subject_tags` hashes the identifiers, in the same order; ``-`` for a token that cannot be read. With the
+    region's subject key and a grant's id (the issuer keeps them), an auditor answers "under which consent was
+    this person looked up?" (:func:`looked_up_under`)."""
+    base = hmac.new(key, _CONSENT_DOMAIN + nonce_hex.encode("ascii") + b"\x00", hashlib.sha256)
+    out = []
+    for token in tokens:
+        try:
+            parsed = parse_token(token)
+        except ConsentError:
+            out.append("-")
+            continue
+        mac = base.copy()
+        mac.update(parsed.issuer.encode("ascii") + b"\x00" + parsed.grant.grant_id)
+        out.append(mac.hexdigest()[: 2 * TAG_BYTES])
+    return out
+
+
+def looked_up_under(entry: Mapping[str, object], key: bytes, person_id: str, issuer: str, grant_id: bytes) -> bool:
+    """Whether an audit entry looked ``person_id`` up under the grant ``grant_id`` of ``issuer``."""
+    tags, consents, nonce = entry.get("subjects"), entry.get("consents"), entry.get("nonce")
+    if not isinstance(tags, str) or not isinstance(consents, str) or not isinstance(nonce, str):
+        return False
+    people, grants = tags.split(" "), consents.split(" ")
+    if len(people) != len(grants):
+        return False
+    base = hmac.new(key, _CONSENT_DOMAIN + nonce.encode("ascii") + b"\x00", hashlib.sha256)
+    base.update(issuer.encode("ascii") + b"\x00" + grant_id)
+    want = (subject_tag(key, nonce, person_id), base.hexdigest()[: 2 * TAG_BYTES])
+    return want in zip(people, grants, strict=True)
 
 
 def subject_tags(key: bytes, nonce_hex: str, person_ids: Sequence[str]) -> list[str]:

@@ -16,7 +16,7 @@ from federation.errors import FederationError, PlanError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.lookup_codec import chunk_sizes, encode_facts, layout_fingerprint
 from federation.pki import Identity
-from federation.sealing import subject_tags
+from federation.sealing import consent_tags, subject_tags
 from node.answering import AnsweringNode
 from node.consent_gate import ConsentGate
 from node.executor import PartialResult
@@ -75,6 +75,8 @@ class LookupAnswering(AnsweringNode):
         )
         key = self.subject_key
         trail.subjects = " ".join(subject_tags(key, trail.nonce, ids))
+        if tokens is not None:
+            trail.consents = " ".join(consent_tags(key, trail.nonce, tokens))
         asker = Asker(name=signer.common_name, role=signer.role or "", region=signer.region)
         check_lookup(
             self.policy,

@@ -232,3 +232,25 @@ def test_a_revoked_grant_is_refused_and_an_unreadable_list_refuses_the_issuer(fe
     time.sleep(consent_revocations.RECHECK_S + 0.1)
     with fed.client(person="bank") as bank:
         assert len(bank.lookup(ids, tokens=fresh, **REVIEW).facts) == 2  # type: ignore[arg-type]
+
+
+def test_the_audit_entry_answers_under_which_consent_a_person_was_looked_up(fed: harness.Federation) -> None:
+    import json
+
+    from federation.sealing import SUBJECT_KEY, looked_up_under, read_secret
+
+    ids = people(fed, 2)
+    tokens = tokens_for(fed, ids)
+    grants = [consent.parse_token_text(t).grant.grant_id for t in tokens]
+    with fed.client(person="bank") as bank:
+        bank.lookup(ids, tokens=tokens, **REVIEW)  # type: ignore[arg-type]
+    for node in NODES:
+        entry = json.loads((fed.audit_dir(node) / "entries.jsonl").read_text().splitlines()[-1])
+        assert entry["operation"] == "lookup" and entry["decision"] == "allowed", entry
+        key = read_secret(fed.audit_dir(node) / SUBJECT_KEY)
+        assert all(g.hex() not in json.dumps(entry) for g in grants) and all(t not in json.dumps(entry) for t in tokens)
+        assert looked_up_under(entry, key, ids[0], ISSUER, grants[0])
+        assert looked_up_under(entry, key, ids[1], ISSUER, grants[1])
+        assert not looked_up_under(entry, key, ids[0], ISSUER, grants[1])
+        assert not looked_up_under(entry, key, ids[0], OTHER_ISSUER, grants[0])
+        assert not looked_up_under(entry, bytes(32), ids[0], ISSUER, grants[0])
