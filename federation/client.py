@@ -163,20 +163,18 @@ WITHHELD = PersonFacts(0, 0, 0, None, None, None, None, None, None, 0, 0)
 
 
 def read_tokens(tokens: Sequence[str] | None, people: int) -> list[bytes] | None:
-    """Consent tokens in text form, one per person, as the binary form sealed with the identifiers; one that is
-    not a token is refused here, by its place (``CONSENT_MALFORMED``), before anything is sent."""
+    """Consent tokens in text form, one per person, as the binary form sealed with the identifiers; an empty cell
+    or text that is not a token becomes ``b""``, which the client's own check refuses as ``CONSENT_MALFORMED``."""
     if tokens is None:
         return None
     if len(tokens) != people:
         raise PlanError(f"{len(tokens)} consent token(s) for {people} people", code="CONSENT_TOKENS_MISMATCH")
     out = []
-    for place, text in enumerate(tokens, start=1):
+    for text in tokens:
         try:
             out.append(consent_codec.parse_token_text(text).encode())
-        except consent_codec.ConsentError as err:
-            raise consent_codec.ConsentError(
-                f"applicant {place}: {err.message}", code=err.code, hint="give the token the consent service wrote"
-            ) from None
+        except consent_codec.ConsentError:
+            out.append(b"")
     return out
 
 

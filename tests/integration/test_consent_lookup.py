@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -254,3 +255,33 @@ def test_the_audit_entry_answers_under_which_consent_a_person_was_looked_up(fed:
         assert not looked_up_under(entry, key, ids[0], ISSUER, grants[1])
         assert not looked_up_under(entry, key, ids[0], OTHER_ISSUER, grants[0])
         assert not looked_up_under(entry, bytes(32), ids[0], ISSUER, grants[0])
+
+
+def test_enumerating_ids_yields_only_the_consented_people(
+    fed: harness.Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bank that screens every ID of a district born in one year, holding tokens for 5 of them, is answered about
+    exactly those 5; without any token, about nobody; and a bank that skips its own check is refused outright."""
+    from federation.person_id import person_id_array
+
+    consented = people(fed, 5)
+    days = [int((dt.date(1990, 1, 1) + dt.timedelta(days=d)).strftime("%Y%m%d")) for d in range(365)]
+    every = person_id_array([310101] * 1460, [day for day in days for _ in range(4)], [0, 1, 2, 3] * 365)
+    enumerated = [p for p in every if p not in consented]  # one district, one year: 365 days, 4 sequences
+    ids = enumerated[:700] + consented + enumerated[700:1455]
+    assert len(ids) == 1460
+    granted = dict(zip(consented, tokens_for(fed, consented), strict=True))
+    tokens = [granted.get(pid, "") for pid in ids]
+    with fed.client(person="bank") as bank:
+        screened = bank.screen(ids, tokens=tokens, **REVIEW)  # type: ignore[arg-type]
+        reference = bank.lookup(consented, tokens=[granted[p] for p in consented], **REVIEW)  # type: ignore[arg-type]
+        assert set(screened.withheld) == set(range(1460)) - set(range(700, 705))
+        assert set(screened.withheld.values()) == {"CONSENT_MALFORMED"}
+        assert screened.facts[700:705] == reference.facts
+        with pytest.raises(FederationError) as nobody:
+            bank.screen(ids, **REVIEW)  # type: ignore[arg-type]
+        assert nobody.value.code == "POLICY_CONSENT_REQUIRED"
+        monkeypatch.setattr(FederationClient, "consent_refusals", lambda *args: {})
+        with pytest.raises(FederationError) as skipped:
+            bank.screen(ids, tokens=tokens, **REVIEW)  # type: ignore[arg-type]
+        assert skipped.value.code == "CONSENT_MALFORMED" and "applicant 1 of" in skipped.value.message
