@@ -93,3 +93,31 @@ def test_a_policy_takes_tokens_only_from_the_issuers_it_names() -> None:
     for bad in ({"consent": "token"}, {"consent": "required", "consent_issuers": ["a"]}):
         with pytest.raises(ValueError, match="consent_issuers"):
             LookupPolicy.model_validate({"purposes": ["loan-review"], **bad})
+
+
+def test_a_policy_naming_an_issuer_the_catalog_does_not_publish_is_a_problem(tmp_path: Path) -> None:
+    import base64
+
+    import yaml
+
+    from federation.catalog import Catalog
+    from policies import DEFAULT_POLICY
+    from policies.loader import check_against_catalog, load_policy
+
+    key = base64.b64encode(consent.public_raw(KEY)).decode()
+    catalog = Catalog.model_validate(
+        {
+            "federation": "f",
+            "nodes": [{"id": "n1", "address": "h:1"}],
+            "tables": {"t": {"columns": {"x": {"type": "BIGINT"}}}},
+            "issuers": [{"id": "sh-consent", "key": key}],
+        }
+    )
+    path = tmp_path / "p.yaml"
+    lookups = {"consent": "token", "consent_issuers": ["sh-consent", "sh-consnet"]}
+    path.write_text(
+        yaml.safe_dump({"version": 1, "extends": str(DEFAULT_POLICY), "roles": {"integrator": {"lookups": lookups}}})
+    )
+    problems = [p for p in check_against_catalog(load_policy(path), catalog) if "consent issuer" in p]
+    assert len(problems) == 1 and "consent_issuers" in problems[0] and "'sh-consnet'" in problems[0]
+    assert "sh-consent" in problems[0].split("'sh-consnet'")[1]  # did you mean
