@@ -404,7 +404,9 @@ class Revocations(Protocol):
 
 
 _REMEMBER_FROM_STEP = 3  # proven nodes 4 levels or more above the leaves are remembered: ~1/8 node per grant
-_MAX_KNOWN_NODES = 1 << 18
+# memory: at most 2**14 proven nodes per batch (enough for a batch of 2**17 grants), about 1.5 MB, for at most
+# ``cache_size`` batches (64 by default: a region's verifier stays under about 100 MB whatever it is sent)
+_MAX_KNOWN_NODES = 1 << 14
 _sha256 = hashlib.sha256
 
 
@@ -427,7 +429,7 @@ class ConsentVerifier:
         revocations: Mapping[str, Revocations] | None = None,
         *,
         now: Callable[[], float] = time.time,
-        cache_size: int = 4096,
+        cache_size: int = 64,
     ) -> None:
         self._keys = {name: Ed25519PublicKey.from_public_bytes(raw) for name, raw in issuers.items()}
         self._revocations = dict(revocations or {})
