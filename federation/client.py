@@ -588,7 +588,7 @@ class FederationClient:
         regions = self.lookup_regions(exclude_home)
         region_keys = self._agreement_keys(regions)
         # each region gets its own sealed copy: with many regions, fewer people fit in one request
-        per_person = ID_CHARS + 1 + (2 + consent_codec.MAX_TOKEN_BYTES if all_tokens is not None else 0)
+        per_person = ID_CHARS + 1 + (2 + max(map(len, all_tokens)) if all_tokens is not None else 0)
         batch = max(1, min(batch, SEALED_BYTES_PER_REQUEST // (len(regions) * per_person)))
         batches = [ids[i : i + batch] for i in range(0, len(ids), batch)]
         answers: list[LookupAnswer] = []
