@@ -285,3 +285,56 @@ def test_enumerating_ids_yields_only_the_consented_people(
         with pytest.raises(FederationError) as skipped:
             bank.screen(ids, tokens=tokens, **REVIEW)  # type: ignore[arg-type]
         assert skipped.value.code == "CONSENT_MALFORMED" and "applicant 1 of" in skipped.value.message
+
+
+def _bank_profile(fed: harness.Federation) -> Path:
+    doc = yaml.safe_load(fed.profile_path.read_text())
+    doc["tls"]["cert"] = str(fed.pki_dir / "people" / "bank.pem")
+    doc["tls"]["key"] = str(fed.pki_dir / "people" / "bank.key")
+    doc["purpose"] = "loan-review"
+    path = fed.root / "client-bank.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_the_cli_reads_a_token_file_and_a_token_column(fed: harness.Federation, tmp_path: Path) -> None:
+    import csv
+    import subprocess
+    import sys
+
+    profile = _bank_profile(fed)
+    ids = people(fed, 3)
+    tokens = tokens_for(fed, ids)
+    (tmp_path / "token.txt").write_text(tokens[0] + "\n")
+    hpf = [sys.executable, "-m", "cli"]
+    one = subprocess.run(
+        [*hpf, "lookup", "-p", str(profile), "--consent-token", str(tmp_path / "token.txt"), "-f", "json", ids[0]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert one.returncode == 0, one.stderr
+    wrong = subprocess.run(
+        [*hpf, "lookup", "-p", str(profile), "--consent-token", str(tmp_path / "token.txt"), ids[1]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert wrong.returncode == 4 and "CONSENT_PERSON_MISMATCH" in wrong.stderr and ids[1] not in wrong.stderr
+    applicants = tmp_path / "applicants.csv"
+    applicants.write_text(
+        "ref,person_id,consent_token\n"
+        + "".join(f"a{i},{p},{t}\n" for i, (p, t) in enumerate(zip(ids, [*tokens[:2], ""], strict=True)))
+    )
+    out = tmp_path / "screened.csv"
+    screened = subprocess.run(
+        [*hpf, "screen", "-p", str(profile), "--input", str(applicants), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert screened.returncode == 0, screened.stderr
+    assert "1 applicant(s) not asked about" in screened.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert "consent_token" not in rows[0] and [r["consent_refused"] for r in rows] == ["", "", "CONSENT_MALFORMED"]
+    assert rows[2]["cities"] == "" and rows[0]["cities"] != ""
