@@ -123,6 +123,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 list(request.sealed),
                 request.deadline_ms,
                 arrived,
+                sealed_consent=request.sealed_consent,
             )
 
         answer = await rpc.answer_async(context, log, "lookup", "COORDINATOR_INTERNAL", handle)

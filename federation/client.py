@@ -495,6 +495,7 @@ class FederationClient:
             he_format=he.HE_FORMAT,
             deadline_ms=self.profile.deadline_ms if deadline_ms is None else deadline_ms,
             sealed=sealed,
+            sealed_consent=b"" if tokens is None else one_time.seal_consent(tokens, qid),
         )
         t_sealed = time.perf_counter()
         cells = len(regions) if by_city else 1
@@ -587,9 +588,10 @@ class FederationClient:
                 )
         regions = self.lookup_regions(exclude_home)
         region_keys = self._agreement_keys(regions)
-        # each region gets its own sealed copy: with many regions, fewer people fit in one request
-        per_person = ID_CHARS + 1 + (2 + max(map(len, all_tokens)) if all_tokens is not None else 0)
-        batch = max(1, min(batch, SEALED_BYTES_PER_REQUEST // (len(regions) * per_person)))
+        # each region gets its own sealed copy of the identifiers (the tokens travel once): with many regions,
+        # fewer people fit in one request
+        per_person = len(regions) * (ID_CHARS + 1) + (2 + max(map(len, all_tokens)) if all_tokens is not None else 0)
+        batch = max(1, min(batch, SEALED_BYTES_PER_REQUEST // per_person))
         batches = [ids[i : i + batch] for i in range(0, len(ids), batch)]
         answers: list[LookupAnswer] = []
         done = 0

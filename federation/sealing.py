@@ -59,6 +59,7 @@ _AAD = b"hpf-lookup-seal/v1\x00"
 _NONCE = b"\x00" * 12  # each derived key seals one message only
 _TAG_DOMAIN = b"hpf-lookup-subject/v1\x00"
 _CONSENT_DOMAIN = b"hpf-lookup-consent/v1\x00"
+_CONSENT_AAD = b"hpf-lookup-consent-seal/v1\x00"
 _COMMIT_DOMAIN = b"hpf-lookup-ids/v1\x00"
 SALT_BYTES = 32
 
@@ -129,6 +130,7 @@ class OneTimeKey:
         self._key = X25519PrivateKey.generate()
         self.public = raw_public(self._key.public_key())
         self._salt = os.urandom(SALT_BYTES)
+        self._consent_key = os.urandom(KEY_BYTES)  # the tokens travel once, under this key, which each blob holds
 
     def commitment(self, person_ids: Sequence[str], tokens: Sequence[bytes] | None = None) -> bytes:
         """What the envelope signs about the identifiers (and their consent tokens, when given): SHA-256 over
@@ -143,16 +145,25 @@ class OneTimeKey:
         node_id: str,
         tokens: Sequence[bytes] | None = None,
     ) -> bytes:
-        """The salt and ``person_ids`` (already validated), and each one's consent token when given, sealed to
-        one region."""
+        """The salt and ``person_ids`` (already validated) sealed to one region, and, when the lookup carries
+        consent ``tokens``, the key of :meth:`seal_consent` (the tokens themselves travel once, not per region)."""
         try:
             shared = self._key.exchange(X25519PublicKey.from_public_bytes(region_key))
         except ValueError:
             raise CryptoError(f"region {node_id}'s agreement key is not usable", code="LOOKUP_KEY_INVALID") from None
-        plain = self._salt + _packed(person_ids, tokens)
+        plain = self._salt + _packed(person_ids, None) + (b"" if tokens is None else self._consent_key)
         return _derive(shared, query_id, node_id, self.public, region_key).encrypt(
             _NONCE, plain, _aad(query_id, node_id)
         )
+
+    def seal_consent(self, tokens: Sequence[bytes], query_id: str) -> bytes:
+        """Every person's consent token (one per identifier, in order; ``b""`` for none), encrypted once under
+        this lookup's consent key, for every region the lookup asks: only a region whose blob holds the key opens
+        it, and the signed commitment covers the tokens. Once per lookup (the key seals one message)."""
+        section = b"".join(len(t).to_bytes(2, "big") + t for t in tokens)
+        if any(len(t) > MAX_TOKEN_BYTES for t in tokens):
+            raise ValueError("a consent token is at most MAX_TOKEN_BYTES")
+        return ChaCha20Poly1305(self._consent_key).encrypt(_NONCE, section, _CONSENT_AAD + query_id.encode("ascii"))
 
     def __repr__(self) -> str:
         return "OneTimeKey(...)"
@@ -226,34 +237,48 @@ class AgreementKey:
         return ids
 
     def open_with_tokens(
-        self, blob: bytes, one_time: bytes, query_id: str, node_id: str, subjects: int, commitment: bytes
+        self,
+        blob: bytes,
+        one_time: bytes,
+        query_id: str,
+        node_id: str,
+        subjects: int,
+        commitment: bytes,
+        sealed_consent: bytes = b"",
     ) -> tuple[list[str], list[bytes] | None]:
         """The identifiers sealed to this region for ``query_id`` and their consent tokens (None when the asker
-        sealed none; ``b""`` for an identifier without one), all of which the asker committed to in the signed
-        envelope, each identifier once; LOOKUP_SEAL_INVALID if they are not."""
+        sealed none; ``b""`` for an identifier without one) from ``sealed_consent``, whose key the blob holds; all
+        of which the asker committed to in the signed envelope, each identifier once; LOOKUP_SEAL_INVALID if not."""
         refused = CryptoError(
             "the sealed identifiers cannot be opened by this region for this question",
             code="LOOKUP_SEAL_INVALID",
             hint="seal to the region's agreement key from the pinned catalog, for this query id",
         )
         bare = SALT_BYTES + subjects * ID_CHARS + 16
-        most = bare + subjects * (2 + MAX_TOKEN_BYTES)
-        if not (len(blob) == bare or bare + 2 * subjects <= len(blob) <= most) or len(one_time) != KEY_BYTES:
+        keyed = bool(sealed_consent)
+        if len(blob) != bare + (KEY_BYTES if keyed else 0) or len(one_time) != KEY_BYTES:
+            raise refused
+        if len(sealed_consent) > subjects * (2 + MAX_TOKEN_BYTES) + 16:
             raise refused
         try:
             shared = self._key.exchange(X25519PublicKey.from_public_bytes(one_time))
             plain = _derive(shared, query_id, node_id, one_time, self.public).decrypt(
                 _NONCE, blob, _aad(query_id, node_id)
             )
+            section = b""
+            if keyed:
+                section = ChaCha20Poly1305(plain[-KEY_BYTES:]).decrypt(
+                    _NONCE, sealed_consent, _CONSENT_AAD + query_id.encode("ascii")
+                )
         except (ValueError, InvalidTag):
             raise refused from None
         salt, packed = plain[:SALT_BYTES], plain[SALT_BYTES : SALT_BYTES + subjects * ID_CHARS]
         tokens = None
-        if len(plain) > SALT_BYTES + subjects * ID_CHARS:
-            tokens = _tokens(plain[SALT_BYTES + subjects * ID_CHARS :], subjects)
+        if keyed:
+            tokens = _tokens(section, subjects)
             if tokens is None:
                 raise refused
-        if not hmac.compare_digest(_commitment(salt, plain[SALT_BYTES:]), commitment):
+        if not hmac.compare_digest(_commitment(salt, packed + section), commitment):
             raise CryptoError(
                 "the identifiers sealed to this region are not the ones the asker signed for",
                 code="LOOKUP_SEAL_INVALID",

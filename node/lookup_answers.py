@@ -72,6 +72,7 @@ class LookupAnswering(AnsweringNode):
             self.node_id,
             spec.subjects,
             spec.subjects_commitment,
+            request.sealed_consent,
         )
         key = self.subject_key
         trail.subjects = " ".join(subject_tags(key, trail.nonce, ids))

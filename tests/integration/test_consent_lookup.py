@@ -14,6 +14,7 @@ from pathlib import Path
 import harness
 import pytest
 import yaml
+from coordinator_recorder import CoordinatorRecorder, recording
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation import consent, consent_revocations, pki
@@ -53,17 +54,26 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federation
     ]
     revocations = root / "revocations.json"
     consent_revocations.revoke(revocations, KEY, ISSUER, [])  # the issuer's first list: nothing revoked yet
-    with harness.federation(
-        root,
-        hpf_tables(),
-        {n: {} for n in NODES},
-        write_data=False,
-        policy=policy,
-        people=PEOPLE,
-        catalog_extra={"issuers": issuers},
-        node_settings={n: {"consent_revocations": {ISSUER: str(revocations)}} for n in NODES},
-    ) as f:
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        recording(patch) as recorder,
+        harness.federation(
+            root,
+            hpf_tables(),
+            {n: {} for n in NODES},
+            write_data=False,
+            policy=policy,
+            people=PEOPLE,
+            catalog_extra={"issuers": issuers},
+            node_settings={n: {"consent_revocations": {ISSUER: str(revocations)}} for n in NODES},
+        ) as f,
+    ):
+        RECORDED["recorder"] = recorder
         yield f
+
+
+RECORDED: dict[str, CoordinatorRecorder] = {}  # what the coordinator received and sent, for the last test
+SENT: list[tuple[list[str], list[str]]] = []  # every lookup's identifiers and tokens
 
 
 def people(fed: harness.Federation, n: int) -> list[str]:
@@ -95,7 +105,9 @@ def tokens_for(
         facts=facts,
         not_after=int(time.time() + days * 86_400),
     )
-    return [consent.token_text(t) for t in granted]
+    texts = [consent.token_text(t) for t in granted]
+    SENT.append((list(ids), texts))
+    return texts
 
 
 def refused(fed: harness.Federation, ids: Sequence[str], tokens: Sequence[str] | None) -> FederationError:
@@ -199,7 +211,8 @@ def test_screening_reads_tokens_and_answers_every_consented_applicant(fed: harne
 
 
 def test_tokens_never_reach_the_coordinator_in_the_clear(fed: harness.Federation, tmp_path: Path) -> None:
-    """What the coordinator relays per region is one sealed blob: no token, no salt, no path appears in it."""
+    """What the coordinator relays is a sealed blob per region and the tokens sealed once: no token, no salt, no
+    path appears in either."""
     from federation import sealing
 
     ids = people(fed, 2)
@@ -208,8 +221,9 @@ def test_tokens_never_reach_the_coordinator_in_the_clear(fed: harness.Federation
     region = fed.catalog.nodes[0]
     assert region.agreement_key is not None
     blob = one_time.seal(ids, sealing.load_public_b64(region.agreement_key), "ab" * 16, region.id, raw)
+    shared = one_time.seal_consent(raw, "ab" * 16)
     for token in raw:
-        assert all(token[i : i + 16] not in blob for i in range(0, len(token) - 16, 16))
+        assert all(token[i : i + 16] not in blob + shared for i in range(0, len(token) - 16, 16))
     assert dataclasses.is_dataclass(consent.parse_token(raw[0]))
 
 
@@ -338,3 +352,24 @@ def test_the_cli_reads_a_token_file_and_a_token_column(fed: harness.Federation, 
     rows = list(csv.DictReader(out.open()))
     assert "consent_token" not in rows[0] and [r["consent_refused"] for r in rows] == ["", "", "CONSENT_MALFORMED"]
     assert rows[2]["cities"] == "" and rows[0]["cities"] != ""
+
+
+def test_the_coordinator_never_sees_a_token_or_an_identifier(fed: harness.Federation) -> None:
+    """Everything the coordinator received from clients and nodes, and everything it sent, over every lookup of
+    this module: no identifier, no token (text or binary, or any 16-byte piece of one), no salt, no grant id."""
+    recorder = RECORDED["recorder"]
+    seen = [r.wire for r in recorder.received]
+    seen += [reply.SerializeToString() for reply in recorder.replies]
+    seen += [request.SerializeToString() for _, request in recorder.node_requests]
+    assert any(b"/Lookup" in r.method.encode() for r in recorder.received)
+    lookups = [r.message for r in recorder.received if r.method.endswith("/Lookup") and r.source == "client"]
+    assert any(m.sealed_consent for m in lookups), "the lookups of this module carried sealed tokens"
+    everything = b"\x00".join(seen)
+    assert SENT
+    for ids, texts in SENT:
+        for pid in ids:
+            assert pid.encode() not in everything and pid[:17].encode() not in everything
+        for text in texts:
+            raw = consent.parse_token_text(text).encode()
+            assert text.encode()[:40] not in everything
+            assert all(raw[i : i + 16] not in everything for i in range(0, len(raw) - 16, 16))

@@ -34,11 +34,15 @@ def test_tokens_open_with_their_identifiers_in_their_region_only(region: Agreeme
     one_time = OneTimeKey()
     tokens = [TOKENS[0], b"", TOKENS[2]]  # the second person without a token
     blob = one_time.seal(IDS, region.public, QID, NODE, tokens)
-    assert TOKENS[0] not in blob and TOKENS[0][-32:] not in blob
-    assert len(blob) == SALT_BYTES + len(IDS) * ID_CHARS + sum(2 + len(t) for t in tokens) + 16
+    shared = one_time.seal_consent(tokens, QID)
+    assert len(blob) == SALT_BYTES + len(IDS) * ID_CHARS + 32 + 16  # the tokens' key, not the tokens
+    assert len(shared) == sum(2 + len(t) for t in tokens) + 16  # the tokens travel once, for every region
+    for sealed in (blob, shared):
+        assert TOKENS[0] not in sealed and TOKENS[0][-32:] not in sealed and TOKENS[0][:64] not in sealed
     commitment = one_time.commitment(IDS, tokens)
-    assert region.open_with_tokens(blob, one_time.public, QID, NODE, len(IDS), commitment) == (IDS, tokens)
-    with pytest.raises(FederationError) as refused:  # a region that reads identifiers only sees tokens it ignores
+    opened = region.open_with_tokens(blob, one_time.public, QID, NODE, len(IDS), commitment, shared)
+    assert opened == (IDS, tokens)
+    with pytest.raises(FederationError) as refused:  # a region that reads identifiers only: the blob is not one
         region.open(blob, one_time.public, QID, NODE, len(IDS), commitment)
     assert refused.value.code == "LOOKUP_SEAL_INVALID"
 
@@ -49,40 +53,59 @@ def test_without_tokens_nothing_changes(region: AgreementKey) -> None:
     commitment = one_time.commitment(IDS)
     assert region.open_with_tokens(blob, one_time.public, QID, NODE, len(IDS), commitment) == (IDS, None)
     assert commitment == one_time.commitment(IDS, None)
+    with pytest.raises(FederationError):  # tokens the blob holds no key for
+        region.open_with_tokens(
+            blob, one_time.public, QID, NODE, len(IDS), commitment, one_time.seal_consent(TOKENS, QID)
+        )
 
 
 def test_the_signed_commitment_covers_the_tokens(region: AgreementKey) -> None:
-    """An asker cannot give one region a token and another region none, or another token: the commitment the
-    envelope signs is over the tokens too."""
+    """An asker cannot give the regions other tokens than it signed for, or none: the commitment the envelope
+    signs is over the tokens too, and a coordinator cannot swap in another lookup's tokens or alter them."""
     one_time = OneTimeKey()
     signed = one_time.commitment(IDS, TOKENS)
-    for other in ([TOKENS[1], TOKENS[0], TOKENS[2]], [b"", TOKENS[1], TOKENS[2]], None):
-        blob = one_time.seal(IDS, region.public, QID, NODE, other)
+    blob = one_time.seal(IDS, region.public, QID, NODE, TOKENS)
+    for other in ([TOKENS[1], TOKENS[0], TOKENS[2]], [b"", TOKENS[1], TOKENS[2]]):
+        twin = OneTimeKey()
+        twin._consent_key = one_time._consent_key  # the very key this blob holds, other tokens under it
         with pytest.raises(FederationError) as refused:
-            region.open_with_tokens(blob, one_time.public, QID, NODE, len(IDS), signed)
+            region.open_with_tokens(blob, one_time.public, QID, NODE, len(IDS), signed, twin.seal_consent(other, QID))
         assert refused.value.code == "LOOKUP_SEAL_INVALID"
+    good = one_time.seal_consent(TOKENS, QID)
+    another = OneTimeKey().seal_consent(TOKENS, QID)  # another lookup's tokens
+    flipped = good[:10] + bytes([good[10] ^ 1]) + good[11:]
+    for shared in (another, flipped, b"", OneTimeKey().seal_consent(TOKENS, "6f" * 16)):
+        with pytest.raises(FederationError) as refused:
+            region.open_with_tokens(blob, one_time.public, QID, NODE, len(IDS), signed, shared)
+        assert refused.value.code == "LOOKUP_SEAL_INVALID"
+    unsigned = one_time.commitment(IDS)
+    with pytest.raises(FederationError):
+        region.open_with_tokens(blob, one_time.public, QID, NODE, len(IDS), unsigned, good)
 
 
 def test_a_malformed_token_section_is_refused(region: AgreementKey) -> None:
     import federation.sealing as sealing
 
-    one_time = OneTimeKey()
     for section in (b"\x00", b"\x00\x00" * 2, b"\x00\x00" * 4, b"\xff\xff" + b"\x00" * 4):
+        one_time = OneTimeKey()
+        blob = one_time.seal(IDS, region.public, QID, NODE, TOKENS)
         plain_ids = "".join(IDS).encode()
         commitment = sealing._commitment(one_time._salt, plain_ids + section)
-        shared = one_time._key.exchange(sealing.X25519PublicKey.from_public_bytes(region.public))
-        aead = sealing._derive(shared, QID, NODE, one_time.public, region.public)
-        blob = aead.encrypt(sealing._NONCE, one_time._salt + plain_ids + section, sealing._aad(QID, NODE))
+        shared = sealing.ChaCha20Poly1305(one_time._consent_key).encrypt(
+            sealing._NONCE, section, sealing._CONSENT_AAD + QID.encode()
+        )
         with pytest.raises(FederationError) as refused:
-            region.open_with_tokens(blob, one_time.public, QID, NODE, len(IDS), commitment)
+            region.open_with_tokens(blob, one_time.public, QID, NODE, len(IDS), commitment, shared)
         assert refused.value.code == "LOOKUP_SEAL_INVALID"
 
 
 def test_sealing_refuses_tokens_that_do_not_fit(region: AgreementKey) -> None:
     with pytest.raises(ValueError):
-        OneTimeKey().seal(IDS, region.public, QID, NODE, TOKENS[:2])
+        OneTimeKey().commitment(IDS, TOKENS[:2])
     with pytest.raises(ValueError):
         OneTimeKey().commitment(IDS, [b"x" * (consent.MAX_TOKEN_BYTES + 1)] * 3)
+    with pytest.raises(ValueError):
+        OneTimeKey().seal_consent([b"x" * (consent.MAX_TOKEN_BYTES + 1)], QID)
 
 
 def test_a_policy_takes_tokens_only_from_the_issuers_it_names() -> None:
