@@ -323,6 +323,14 @@ def parse_token(data: bytes) -> Token:
     return Token(issuer, size, index, signature, grant, salt, path)
 
 
+def parse_or_none(data: bytes) -> Token | None:
+    """:func:`parse_token`, or None for bytes that are not a token (a verifier refuses None as malformed)."""
+    try:
+        return parse_token(data)
+    except ConsentError:
+        return None
+
+
 def parse_token_text(text: str) -> Token:
     """A token from its text form (base64url, padding optional); anything else is ``CONSENT_MALFORMED``."""
     if not isinstance(text, str) or len(text) > MAX_TOKEN_TEXT + 2:
@@ -484,14 +492,13 @@ class ConsentVerifier:
         return batch.valid
 
     def check(
-        self, token: Token | bytes, person_id: str, *, grantee: bytes, purpose: str, facts: Iterable[str]
+        self, token: Token | bytes | None, person_id: str, *, grantee: bytes, purpose: str, facts: Iterable[str]
     ) -> str | None:
         """None when ``token`` lets ``grantee`` learn ``facts`` about ``person_id`` for ``purpose`` now, else the
         code of the first check that fails (in :data:`REFUSALS` order). Never raises for a bad token."""
         if not isinstance(token, Token):
-            try:
-                token = parse_token(token)
-            except ConsentError:
+            token = None if token is None else parse_or_none(token)
+            if token is None:
                 return "CONSENT_MALFORMED"
         if token.issuer not in self._keys:
             return "CONSENT_ISSUER_UNKNOWN"

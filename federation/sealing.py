@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from federation.consent import MAX_TOKEN_BYTES, ConsentError, parse_token
+from federation.consent import MAX_TOKEN_BYTES, Token
 from federation.errors import ConfigError, CryptoError
 from federation.person_id import packed_ids_valid
 from federation.private_files import create_file, write_file
@@ -338,17 +338,16 @@ def looked_up(entry: Mapping[str, object], key: bytes, person_id: str) -> bool:
     return subject_tag(key, nonce, person_id) in tags.split(" ")
 
 
-def consent_tags(key: bytes, nonce_hex: str, tokens: Sequence[bytes]) -> list[str]:
+def consent_tags(key: bytes, nonce_hex: str, tokens: Sequence[Token | None]) -> list[str]:
     """Keyed hash of each looked-up person's consent (its issuer and grant id) in one request, as
-    :func:`subject_tags` hashes the identifiers, in the same order; ``-`` for a token that cannot be read. With the
+    :func:`subject_tags` hashes the identifiers, in the same order; ``-`` for a token that could not be read
+    (None). With the
     region's subject key and a grant's id (the issuer keeps them), an auditor answers "under which consent was
     this person looked up?" (:func:`looked_up_under`)."""
     base = hmac.new(key, _CONSENT_DOMAIN + nonce_hex.encode("ascii") + b"\x00", hashlib.sha256)
     out = []
-    for token in tokens:
-        try:
-            parsed = parse_token(token)
-        except ConsentError:
+    for parsed in tokens:
+        if parsed is None:
             out.append("-")
             continue
         mac = base.copy()

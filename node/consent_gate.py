@@ -62,7 +62,7 @@ class ConsentGate:
         signer_der: bytes,
         purpose: str,
         ids: Sequence[str],
-        tokens: Sequence[bytes] | None,
+        tokens: Sequence[consent.Token | None] | None,
     ) -> None:
         """Nothing when the role takes no tokens or every applicant's token holds; else the refusal of the first
         applicant refused (its place, never its identifier)."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from federation import he, statements
+from federation.consent import parse_or_none
 from federation.envelope import VerifiedEnvelope
 from federation.errors import FederationError, PlanError
 from federation.generated import hpf_federation_pb2 as pb
@@ -76,8 +77,9 @@ class LookupAnswering(AnsweringNode):
         )
         key = self.subject_key
         trail.subjects = " ".join(subject_tags(key, trail.nonce, ids))
-        if tokens is not None:
-            trail.consents = " ".join(consent_tags(key, trail.nonce, tokens))
+        grants = None if tokens is None else [parse_or_none(t) for t in tokens]  # read once, for the log and checks
+        if grants is not None:
+            trail.consents = " ".join(consent_tags(key, trail.nonce, grants))
         asker = Asker(name=signer.common_name, role=signer.role or "", region=signer.region)
         check_lookup(
             self.policy,
@@ -95,7 +97,7 @@ class LookupAnswering(AnsweringNode):
         assert lookups is not None  # check_lookup allowed it
         rule = f"{self.node_id}: roles.{asker.role}.lookups.consent"
         signer_der = request.envelope.signer_certificate
-        self.consent_gate.check(self.catalog, lookups, rule, signer_der, envelope.purpose, ids, tokens)
+        self.consent_gate.check(self.catalog, lookups, rule, signer_der, envelope.purpose, ids, grants)
         return verified, ids, cells, regions.index(self.node_id) if spec.breakdown else 0
 
     @functools.cached_property
