@@ -14,6 +14,11 @@ Starts the nodes and the coordinator as real processes with mutual TLS (as `hpf 
   drawn from the nodes' accounts files, the rest valid identifiers nobody holds); prints the wall time,
   the throughput and a per-request breakdown.
 
+``--consent-tokens``: the bank's lookups take a consent token per applicant (the nodes' policy says so for this
+run, and the catalog publishes this run's issuer); the screening sends each applicant's token sealed with the
+identifier, and the output adds the tokens' issue time, mean size, and the CPU one region spends checking them
+(measured in this process with a fresh verifier, as a node checks them) and its share of the nodes' CPU.
+
 Correctness is checked in the run: the facts of every single lookup, and of a sample of the screened
 applicants, must equal a DuckDB oracle over the pooled Parquet files; the applicants flagged with duplicate
 loans must be exactly the generator's planted duplicates among them.
@@ -34,6 +39,7 @@ measurement, with the machine's CPU used by other processes and stolen by the hy
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -48,6 +54,8 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli.demo_federation import (
     DemoLayout,
@@ -57,6 +65,7 @@ from cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
+from federation import consent, pki
 from federation.client import LOOKUP_BATCH, FederationClient, LookupAnswer
 from federation.generated import hpf_federation_pb2 as pb
 from federation.lookup_codec import PersonFacts
@@ -65,6 +74,7 @@ from federation.profile import load_profile
 from federation.synth.generator import planted_duplicate_loans
 
 PURPOSE = "loan-review"
+BENCH_ISSUER = "bench-consent"
 TARGET_SINGLE_P95_MS = {8: 100.0, 41: 300.0}  # the issue's targets, by node count
 TARGET_SCREEN_S = 15.0  # 100,000 applicants against 8 nodes x 1,000,000 rows
 TARGET_SCREEN_SHAPE = (8, 1_000_000, 100_000)
@@ -90,13 +100,20 @@ say: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)
 # -- setup ------------------------------------------------------------------------------------------------
 
 
-def write_bench_policy(layout: DemoLayout) -> dict[str, Any]:
-    """A policy extending the copied default with higher rate limits; every node config is pointed at it."""
+def write_bench_policy(layout: DemoLayout, consent_tokens: bool = False) -> dict[str, Any]:
+    """A policy extending the copied default with higher rate limits (and, with ``consent_tokens``, the bank's
+    lookups taking consent tokens from this bench's issuer); every node config is pointed at it."""
+    overrides = dict(POLICY_OVERRIDES)
+    if consent_tokens:
+        lookups = {"consent": "token", "consent_issuers": [BENCH_ISSUER]}
+        integrator = overrides["integrator"]
+        overrides["integrator"] = {**integrator, "lookups": {**integrator["lookups"], **lookups}}
     path = use_policy_extending_default(
         layout,
         "lookup-bench.yaml",
-        "lookup benchmark: the default policy with its rate limits raised, nothing else changed",
-        POLICY_OVERRIDES,
+        "lookup benchmark: the default policy with its rate limits raised"
+        + (", and banks' lookups under consent tokens" if consent_tokens else ", nothing else changed"),
+        overrides,
     )
     changes = []
     for role, over in POLICY_OVERRIDES.items():
@@ -109,12 +126,48 @@ def write_bench_policy(layout: DemoLayout) -> dict[str, Any]:
         max_subjects = over.get("lookups", {}).get("max_subjects")
         if max_subjects is not None:
             changes.append(f"roles.{role}.lookups.max_subjects: {max_subjects}")
+    if consent_tokens:
+        changes.append(f"roles.integrator.lookups.consent: token from {BENCH_ISSUER}")
     return {
         "file": str(path),
         "extends": layout.policy.name,
         "changes_from_default": changes,
         "unchanged": "purposes, consent (required), caseworker max_subjects (1), roles, tables",
     }
+
+
+def publish_bench_issuer(layout: DemoLayout) -> Ed25519PrivateKey:
+    """A consent issuer for this run, published in the catalog before the parties start."""
+    key = Ed25519PrivateKey.generate()
+    doc = yaml.safe_load(layout.catalog.read_text(encoding="utf-8"))
+    doc["issuers"] = [{"id": BENCH_ISSUER, "key": base64.b64encode(consent.public_raw(key)).decode()}]
+    layout.catalog.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return key
+
+
+def bank_tokens(layout: DemoLayout, key: Ed25519PrivateKey, ids: Sequence[str]) -> list[str]:
+    """One token per applicant, for the bank, for loan-review and every fact a lookup answers, one batch."""
+    cert = pki.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
+    granted = consent.issue_batch(
+        key,
+        BENCH_ISSUER,
+        ids,
+        grantee=consent.grantee_of(cert),
+        purpose=PURPOSE,
+        facts=consent.FACTS,
+        not_after=int(time.time()) + 86_400,
+    )
+    return [consent.token_text(t) for t in granted]
+
+
+def token_check_cost(tokens: Sequence[str], ids: Sequence[str], key: Ed25519PrivateKey, grantee: bytes) -> float:
+    """CPU seconds one region spends checking these tokens (in this process, with a fresh verifier, as a node)."""
+    verifier = consent.ConsentVerifier({BENCH_ISSUER: consent.public_raw(key)})
+    raw = [consent.parse_token_text(t).encode() for t in tokens]
+    started = time.process_time()
+    for token, pid in zip(raw, ids, strict=True):
+        verifier.check(token, pid, grantee=grantee, purpose=PURPOSE, facts=consent.FACTS)
+    return time.process_time() - started
 
 
 class Oracle:
@@ -475,9 +528,24 @@ def run_screen(
     prep_s = time.perf_counter() - t_prep
     say(f"screen: {len(applicants):,} applicants ({n_real:,} with accounts, {len(take_planted)} planted duplicates)")
 
+    tokens: list[str] | None = None
+    token_figures: dict[str, Any] = {}
+    if args.consent_key is not None:
+        t_tokens = time.perf_counter()
+        tokens = bank_tokens(layout, args.consent_key, applicants)
+        issue_s = time.perf_counter() - t_tokens
+        cert = pki.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
+        check_cpu_s = token_check_cost(tokens, applicants, args.consent_key, consent.grantee_of(cert))
+        token_figures = {
+            "issue_s": round(issue_s, 2),
+            "bytes_mean": round(statistics.mean(len(consent.parse_token_text(t).encode()) for t in tokens[:2000]), 1),
+            "check_cpu_s_per_region": round(check_cpu_s, 3),
+            "check_us_per_applicant_per_region": round(check_cpu_s / len(applicants) * 1e6, 1),
+        }
     with FederationClient(load_profile(layout.profile_of("bank"))) as client:
         recorder, answers = instrument(client)
-        warm = client.screen(absent[:100], purpose=PURPOSE, consent="bench-consent-warm", batch=100)
+        warm_tokens = None if tokens is None else bank_tokens(layout, args.consent_key, absent[:100])
+        warm = client.screen(absent[:100], purpose=PURPOSE, consent="bench-consent-warm", batch=100, tokens=warm_tokens)
         assert warm.complete
         answers.clear()
         recorder.records.clear()
@@ -491,9 +559,15 @@ def run_screen(
             batch=args.batch_size,
             parallel=args.parallel,
             progress=lambda n: done_at.append((time.perf_counter() - t0, n)),
+            tokens=tokens,
         )
         wall_s = time.perf_counter() - t0
         cpu_s = cpu.used()
+    if token_figures:  # every region checks every token: their share of the nodes' CPU
+        regions_cpu = token_figures["check_cpu_s_per_region"] * len(layout.node_ids)
+        token_figures["check_cpu_s_all_regions"] = round(regions_cpu, 2)
+        token_figures["share_of_nodes_cpu"] = round(regions_cpu / max(cpu_s["nodes_total"], 1e-9), 3)
+        token_figures["withheld"] = len(result.withheld)
 
     t_check = time.perf_counter()
     expected_dups = set(planted_ids) & set(applicants)
@@ -546,6 +620,7 @@ def run_screen(
         "check_s": round(check_s, 2),
         "per_request": breakdown(answers, recorder.records),
         "per_request_total_ms": summary([a.timings["total_ms"] for a in answers]) if answers else {},
+        **({"consent_tokens": token_figures} if token_figures else {}),
     }
 
 
@@ -572,6 +647,12 @@ def main() -> int:
     parser.add_argument(
         "--node-threads", type=int, default=None, help="DuckDB threads per node (default: cores // nodes, at least 1)"
     )
+    parser.add_argument(
+        "--consent-tokens",
+        action="store_true",
+        help="the bank screens under consent tokens (one per applicant, issued by this run's issuer, checked by "
+        "every region); reports their size, issue time and the regions' share of CPU checking them",
+    )
     args = parser.parse_args()
 
     load_before = [round(x, 2) for x in os.getloadavg()]
@@ -580,7 +661,8 @@ def main() -> int:
     ensure_data(layout, args.rows, args.seed, say)
     data_s = time.perf_counter() - t
     write_configs(layout, 0, args.node_threads, audit_fsync=args.audit_fsync)
-    policy = write_bench_policy(layout)
+    policy = write_bench_policy(layout, args.consent_tokens)
+    args.consent_key = publish_bench_issuer(layout) if args.consent_tokens else None
     oracle = Oracle(layout)
     people = oracle.account_holders()
     rng = np.random.default_rng(args.seed)

@@ -36,6 +36,7 @@ VERBS: dict[str, tuple[str, ...]] = {
     "catalog": ("catalog", "keys"),
     "policy": ("policy",),
     "audit": ("audit",),
+    "consent": ("consent",),
 }
 
 

@@ -33,6 +33,7 @@ MAX_INPUT_ERRORS = 10
 # the client's LOOKUP_BATCH, written out so that `hpf screen --help` need not load the client (a test keeps the
 # two equal)
 DEFAULT_BATCH = 4550
+TOKEN_COLUMN = "consent_token"  # the column of an applicants file that holds each one's consent token
 
 
 class Format(str, Enum):
@@ -131,6 +132,9 @@ def lookup(
     profile: Path = typer.Option(..., "--profile", "-p", help="Client profile (client.yaml); it must pin the catalog"),
     purpose: str | None = typer.Option(None, "--purpose", help="Purpose code, e.g. loan-review (default: profile's)"),
     consent: str | None = typer.Option(None, "--consent", help="Reference of the person's consent record"),
+    consent_token: Path | None = typer.Option(
+        None, "--consent-token", help="A file holding the person's consent token (from `hpf consent grant`)"
+    ),
     exclude_home: bool = typer.Option(False, "--exclude-home", help="Leave your own region out"),
     by_city: bool = typer.Option(
         False, "--by-city", help="Each city's figures, where every region's policy allows it for the purpose"
@@ -146,9 +150,10 @@ def lookup(
     if insecure:
         logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     check_person_ids([person_id])  # before anything else: a bad identifier is never sent
+    tokens = None if consent_token is None else [_token_file(consent_token)]
     with FederationClient(load_profile(profile, insecure=insecure)) as client:
         answer = client.lookup(
-            [person_id], purpose=purpose, consent=consent, exclude_home=exclude_home, by_city=by_city
+            [person_id], purpose=purpose, consent=consent, exclude_home=exclude_home, by_city=by_city, tokens=tokens
         )
         home = client.signer.identity.region if exclude_home else None
     typer.echo(render_lookup(answer, fmt.value, home))
@@ -203,11 +208,14 @@ def screen_table(
 ) -> list[dict[str, Any]]:
     """One result per applicant: the input's columns, then the check's."""
     out = []
-    for row, facts in zip(rows, answer.facts, strict=True):
+    for place, (row, facts) in enumerate(zip(rows, answer.facts, strict=True)):
         result: dict[str, Any] = {c: row.get(c) for c in columns}
+        withheld = answer.withheld.get(place)
+        if answer.withheld or withheld:  # a screening with consent tokens says which applicants were not asked about
+            result["consent_refused"] = withheld
         if check == Check.duplicate_loans:
-            result["duplicate_loans"] = facts.duplicate_loans
-        result |= facts.as_dict()
+            result["duplicate_loans"] = None if withheld else facts.duplicate_loans
+        result |= {k: None for k in facts.as_dict()} if withheld else facts.as_dict()
         out.append(result)
     return out
 
@@ -232,8 +240,18 @@ def write_screen(results: list[dict[str, Any]], fmt: ScreenFormat, answer: Looku
 
 
 @cli_errors
+def _token_file(path: Path) -> str:
+    """The token text in ``path`` (a file `hpf consent grant`'s consent_token cell was saved to)."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError(f"{path}: cannot read a consent token", code="CONSENT_MALFORMED") from None
+
+
 def screen(
-    input_csv: Path = typer.Option(..., "--input", "-i", help="CSV of applicants with a person_id column"),
+    input_csv: Path = typer.Option(
+        ..., "--input", "-i", help="CSV of applicants with a person_id column (and consent_token, if consented)"
+    ),
     check: Check = typer.Option(Check.duplicate_loans, "--check", help="What to screen for"),
     profile: Path = typer.Option(..., "--profile", "-p", help="Client profile; it must pin the catalog"),
     purpose: str | None = typer.Option(None, "--purpose", help="Purpose code, e.g. loan-review (default: profile's)"),
@@ -256,6 +274,8 @@ def screen(
         logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     columns, rows = read_applicants(input_csv)
     ids = [r["person_id"] for r in rows]
+    tokens = [r.get("consent_token") or "" for r in rows] if TOKEN_COLUMN in columns else None
+    columns = [c for c in columns if c != TOKEN_COLUMN]  # a token is not copied to the results
     started = time.perf_counter()
     stderr = Console(stderr=True)
     with FederationClient(load_profile(profile, insecure=insecure)) as client:
@@ -276,7 +296,13 @@ def screen(
                     typer.echo(f"screening: {done:,} of {len(ids):,}", err=True)
 
             answer = client.screen(
-                ids, purpose=purpose, consent=consent, exclude_home=exclude_home, batch=batch, progress=progress
+                ids,
+                purpose=purpose,
+                consent=consent,
+                exclude_home=exclude_home,
+                batch=batch,
+                progress=progress,
+                tokens=tokens,
             )
     results = screen_table(columns, rows, answer, check)
     if output is None:
@@ -284,7 +310,7 @@ def screen(
     else:
         with open_private_text(output) as fh:  # mode 0600: results about people
             write_screen(results, fmt, answer, fh)
-    flagged = sum(f.duplicate_loans for f in answer.facts)
+    flagged = sum(f.duplicate_loans for i, f in enumerate(answer.facts) if i not in answer.withheld)
     failed = sum(1 for f in answer.facts if f.failed_regions)
     summary = f"screened {len(ids):,} applicant(s) in {time.perf_counter() - started:.1f} s"
     if check == Check.duplicate_loans:
@@ -292,6 +318,12 @@ def screen(
     typer.echo(summary + f"; {_regions_line(answer)}", err=True)
     if failed:
         typer.echo(f"warning: {failed} applicant(s) have figures some region could not add exactly", err=True)
+    if answer.withheld:
+        typer.echo(
+            f"warning: {len(answer.withheld)} applicant(s) not asked about: their consent token does not hold "
+            "(consent_refused names the check)",
+            err=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -247,8 +247,11 @@ class FanOut:
         sealed: Sequence[pb.SealedSubjects],
         deadline_ms: int = 0,
         arrived_at: float | None = None,
+        *,
+        sealed_consent: bytes = b"",
     ) -> FederatedAnswer:
-        """Route each region its sealed identifiers (opaque here) and gather the regions' encrypted facts."""
+        """Route each region its sealed identifiers and every region the sealed consent tokens (opaque here), and
+        gather the regions' encrypted facts."""
         t0 = time.perf_counter()
         spec = question.envelope.lookup
         regions = list(spec.regions)
@@ -277,6 +280,7 @@ class FanOut:
                 envelope=signed,
                 sealed=blobs[node_id],
                 he_format=he.HE_FORMAT,  # the client's: the coordinator refused any other
+                sealed_consent=sealed_consent,
             )
 
         return await self._gather(

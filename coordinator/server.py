@@ -125,6 +125,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 request.sealed,
                 request.deadline_ms,
                 arrived,
+                sealed_consent=request.sealed_consent,
             )
 
         answer = await rpc.answer_async(context, log, "lookup", "COORDINATOR_INTERNAL", handle)

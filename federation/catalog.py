@@ -46,6 +46,14 @@ node policy): an asker's certificate names a node id as its home region, and the
 id says which province it is in. Only the catalog places a region: a node without a ``code`` is in no province,
 and a province rule admits none of its askers.
 
+``issuers`` (optional, top level) publishes the consent services whose signed grants regions may act on,
+each with an id and its Ed25519 public key (``hpf consent keys`` prints the entry)::
+
+    issuers:
+      - {id: shanghai-consent, key: <base64>, name: Shanghai HPF consent service}
+
+A node's policy names which of them it accepts.
+
 ``he_format`` (optional, top level) names the homomorphic-encryption wire format every party must run, as
 ``hpf`` states it (``federation.he.HE_FORMAT``, e.g. ``tenseal-0.3.18/seal-4.3/bfv-4096``): a node or
 coordinator whose installed library writes another refuses to start with ``HE_FORMAT_MISMATCH``.
@@ -58,6 +66,7 @@ import binascii
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
@@ -364,6 +373,24 @@ class NodeKeys(BaseModel):
     _id = field_validator("node")(_node_id)
 
 
+class IssuerEntry(BaseModel):
+    """A consent issuer (a centre's consent service) whose grants regions may accept, as their policies say."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    key: str  # the issuer's Ed25519 public key, raw 32 bytes in base64 (`hpf consent keys` prints it)
+    name: str | None = Field(default=None, max_length=200)
+
+    _id = field_validator("id")(_node_id)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if key_bytes(v) is None:
+            raise ValueError("key must be the issuer's 32-byte Ed25519 public key in base64 (`hpf consent keys`)")
+        return v
+
+
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid")
     federation: str
@@ -372,6 +399,7 @@ class Catalog(BaseModel):
     he_format: str | None = Field(default=None, min_length=1, max_length=128)
     nodes: list[NodeEntry]
     tables: dict[str, Table]
+    issuers: list[IssuerEntry] = []  # consent issuers; a node's policy names the ones it accepts
 
     @model_validator(mode="after")
     def _checks(self) -> Catalog:
@@ -385,6 +413,9 @@ class Catalog(BaseModel):
             raise ValueError(f"at most {MAX_REGIONS} nodes: the encrypted sums are exact up to {MAX_REGIONS} regions")
         if not self.tables:
             raise ValueError("'tables' is empty: declare at least one table")
+        issuer_ids = [i.id for i in self.issuers]
+        if len(set(issuer_ids)) != len(issuer_ids):
+            raise ValueError("an issuer id is listed twice")
         for name in self.tables:
             if not _IDENT.fullmatch(name):
                 raise ValueError(f"table name {name!r} must be lower-case letters, digits and underscores")
@@ -401,6 +432,12 @@ class Catalog(BaseModel):
             if node.id == node_id:
                 return node.code
         return None
+
+    def issuer_keys(self, accepted: Iterable[str]) -> dict[str, bytes]:
+        """The raw public keys of the ``accepted`` issuers this catalog publishes (an issuer it does not publish
+        is left out: its grants are refused as from an unknown issuer)."""
+        wanted = set(accepted)
+        return {i.id: base64.b64decode(i.key) for i in self.issuers if i.id in wanted}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ The client derives the plan itself from the catalog and checks that the coordina
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -18,6 +19,7 @@ import grpc
 import numpy as np
 
 from federation import answer_check, he, lookup_codec, verdicts
+from federation import consent as consent_codec
 from federation.answer_check import StreamedAnswer
 from federation.audit_proto import check_receipt, check_still_logged, receipt_from_proto
 from federation.audit_records import Checkpoint, Receipt
@@ -31,6 +33,7 @@ from federation.errors import (
     CryptoError,
     PlanError,
     UnavailableError,
+    error_for_code,
     from_rpc_error,
     is_code,
     printable,
@@ -106,6 +109,10 @@ class LookupAnswer:
     receipts: list[Receipt] = field(default_factory=list)
     receipts_verified: int = 0
     verified: bool = False  # as QueryAnswer.verified (a screening: every one of its requests)
+    # applicants (by place in the order asked) not asked about because their consent token fails a check the
+    # client makes itself (federation.consent: issuer, signature, grantee, purpose, facts, expiry, person); their
+    # facts are placeholders, never figures
+    withheld: dict[int, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -149,6 +156,26 @@ def _dp_terms(plan: Plan, signed: dict[str, Any]) -> DpTerms:
         return DpTerms.from_canonical({k: v for k, v in signed.items() if k != "mode"})
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         raise CryptoError("the regions' DP terms are not canonical", code="ANSWER_STATEMENT_INVALID") from None
+
+
+# the facts shown for an applicant withheld for its consent: placeholders, never figures (see LookupAnswer.withheld)
+WITHHELD = PersonFacts(0, 0, 0, None, None, None, None, None, None, 0, 0)
+
+
+def read_tokens(tokens: Sequence[str] | None, people: int) -> list[bytes] | None:
+    """Consent tokens in text form, one per person, as the binary form sealed with the identifiers; an empty cell
+    or text that is not a token becomes ``b""``, which the client's own check refuses as ``CONSENT_MALFORMED``."""
+    if tokens is None:
+        return None
+    if len(tokens) != people:
+        raise PlanError(f"{len(tokens)} consent token(s) for {people} people", code="CONSENT_TOKENS_MISMATCH")
+    out = []
+    for text in tokens:
+        try:
+            out.append(consent_codec.parse_token_text(text).encode())
+        except consent_codec.ConsentError:
+            out.append(b"")
+    return out
 
 
 def check_person_ids(person_ids: Sequence[str]) -> list[str]:
@@ -399,9 +426,11 @@ class FederationClient:
         exclude_home: bool = False,
         by_city: bool = False,
         deadline_ms: int | None = None,
+        tokens: Sequence[str] | None = None,
     ) -> LookupAnswer:
         """Federation-wide facts about each person, in one request. Identifiers are checked first, then
-        sealed to each region separately; the coordinator never sees them."""
+        sealed to each region separately, each with its consent token when ``tokens`` (text, one per person)
+        are given; the coordinator never sees them."""
         t0 = time.perf_counter()
         ids = check_person_ids(person_ids)
         if not ids:
@@ -412,9 +441,15 @@ class FederationClient:
                 code="PERSON_ID_DUPLICATE",
                 hint="ask about each person once (hpf screen merges repeated applicants itself)",
             )
+        sealed_tokens = read_tokens(tokens, len(ids))
+        if sealed_tokens is not None:
+            asked_for = self.profile.purpose if purpose is None else purpose
+            for place, code in sorted(self.consent_refusals(ids, sealed_tokens, asked_for).items()):
+                message, hint = consent_codec.REFUSALS[code]
+                raise error_for_code(code, f"applicant {place + 1} of {len(ids)}: {message}", hint)
         regions = self.lookup_regions(exclude_home)
         region_keys = self._agreement_keys(regions)
-        return self._ask(ids, regions, region_keys, purpose, consent, by_city, deadline_ms, t0)
+        return self._ask(ids, regions, region_keys, purpose, consent, by_city, deadline_ms, t0, sealed_tokens)
 
     def _ask(
         self,
@@ -426,9 +461,10 @@ class FederationClient:
         by_city: bool,
         deadline_ms: int | None,
         t0: float | None = None,
+        tokens: list[bytes] | None = None,
     ) -> LookupAnswer:
-        """One lookup request for ``ids`` (checked, each once) to ``regions``, sealed to ``region_keys``; its
-        timings count from ``t0`` (default: now)."""
+        """One lookup request for ``ids`` (checked, each once) to ``regions``, sealed to ``region_keys`` with
+        their consent ``tokens`` if any; its timings count from ``t0`` (default: now)."""
         t0 = time.perf_counter() if t0 is None else t0
         keys = self.keys
         one_time = OneTimeKey()
@@ -437,7 +473,7 @@ class FederationClient:
             seal_public_key=one_time.public,
             regions=regions,
             breakdown=by_city,
-            subjects_commitment=one_time.commitment(ids),
+            subjects_commitment=one_time.commitment(ids, tokens),
         )
         signed = self.signer.sign(
             sql="",
@@ -450,13 +486,16 @@ class FederationClient:
             max_runs=self.profile.max_runs,
         )
         qid = query_id(signed)
-        sealed = [pb.SealedSubjects(node_id=r, blob=one_time.seal(ids, region_keys[r], qid, r)) for r in regions]
+        sealed = [
+            pb.SealedSubjects(node_id=r, blob=one_time.seal(ids, region_keys[r], qid, r, tokens)) for r in regions
+        ]
         request = pb.LookupRequest(
             envelope=signed,
             public_context=keys.public_context(),
             he_format=he.HE_FORMAT,
             deadline_ms=self.profile.deadline_ms if deadline_ms is None else deadline_ms,
             sealed=sealed,
+            sealed_consent=b"" if tokens is None else one_time.seal_consent(tokens, qid),
         )
         t_sealed = time.perf_counter()
         cells = len(regions) if by_city else 1
@@ -525,22 +564,53 @@ class FederationClient:
         batch: int = LOOKUP_BATCH,
         parallel: int = 2,
         progress: Callable[[int], None] | None = None,
+        tokens: Sequence[str] | None = None,
     ) -> LookupAnswer:
         """Facts about many people, ``batch`` per request with ``parallel`` requests in flight; every identifier
-        is checked once, before the first request. ``progress`` is called with the number of people done so far."""
+        (and consent token, one per person when given) is checked once, before the first request. ``progress`` is
+        called with the number of people done so far."""
         asked = check_person_ids(person_ids)
         if not asked:
             raise PlanError("no identifier to screen", code="PERSON_ID_INVALID")
+        all_tokens = read_tokens(tokens, len(asked))
+        first = dict(zip(reversed(asked), reversed(all_tokens), strict=True)) if all_tokens is not None else {}
         ids = list(dict.fromkeys(asked))  # each person once; a repeated applicant gets the same facts
+        withheld: dict[int, str] = {}
+        if all_tokens is not None:  # applicants whose token the regions would refuse are not asked about
+            asked_for = self.profile.purpose if purpose is None else purpose
+            refused = self.consent_refusals(asked, all_tokens, asked_for)
+            withheld = {i: refused[i] for i in range(len(asked)) if i in refused}
+            out = {asked[i] for i in refused}
+            ids = [pid for pid in ids if pid not in out]
+            if not ids:
+                return LookupAnswer(
+                    facts=[WITHHELD] * len(asked), regions=[], answered=[], missing=[], query_ids=[], withheld=withheld
+                )
         regions = self.lookup_regions(exclude_home)
         region_keys = self._agreement_keys(regions)
-        # each region gets its own sealed copy: with many regions, fewer people fit in one request
-        batch = max(1, min(batch, SEALED_BYTES_PER_REQUEST // (len(regions) * (ID_CHARS + 1))))
+        # each region gets its own sealed copy of the identifiers (the tokens travel once): with many regions,
+        # fewer people fit in one request
+        per_person = len(regions) * (ID_CHARS + 1) + (2 + max(map(len, all_tokens)) if all_tokens is not None else 0)
+        batch = max(1, min(batch, SEALED_BYTES_PER_REQUEST // per_person))
         batches = [ids[i : i + batch] for i in range(0, len(ids), batch)]
         answers: list[LookupAnswer] = []
         done = 0
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-            futures = [pool.submit(self._ask, b, regions, region_keys, purpose, consent, False, None) for b in batches]
+            futures = [
+                pool.submit(
+                    self._ask,
+                    b,
+                    regions,
+                    region_keys,
+                    purpose,
+                    consent,
+                    False,
+                    None,
+                    None,
+                    [first[pid] for pid in b] if all_tokens is not None else None,
+                )
+                for b in batches
+            ]
             try:
                 for future in futures:
                     answers.append(future.result())
@@ -556,7 +626,8 @@ class FederationClient:
                 missing.setdefault(m["node_id"], m)
         facts = dict(zip(ids, (f for a in answers for f in a.facts), strict=True))
         return LookupAnswer(
-            facts=[facts[pid] for pid in asked],
+            facts=[facts.get(pid, WITHHELD) for pid in asked],
+            withheld=withheld,
             regions=regions,
             answered=sorted(set.intersection(*(set(a.answered) for a in answers))),
             missing=list(missing.values()),
@@ -565,6 +636,21 @@ class FederationClient:
             receipts_verified=sum(a.receipts_verified for a in answers),
             verified=all(a.verified for a in answers),
         )
+
+    def consent_refusals(self, ids: Sequence[str], tokens: Sequence[bytes], purpose: str) -> dict[int, str]:
+        """The refusal code of each token (by place) that fails a check the client can make itself against the
+        pinned catalog's issuers: its signature, this client's certificate as grantee, the purpose, every fact a
+        lookup answers, its expiry and its person. Whether a region accepts the issuer, and its revocations, only
+        the region knows."""
+        issuers = {i.id: base64.b64decode(i.key) for i in self.catalog.issuers}
+        verifier = consent_codec.ConsentVerifier(issuers)
+        grantee = consent_codec.grantee_of(self.signer.certificate)
+        refused = {}
+        for place, (pid, token) in enumerate(zip(ids, tokens, strict=True)):
+            code = verifier.check(token, pid, grantee=grantee, purpose=purpose, facts=consent_codec.FACTS)
+            if code is not None:
+                refused[place] = code
+        return refused
 
     def kept_receipts(self) -> list[Receipt]:
         """The receipts this profile kept (empty when it keeps none); ``AUDIT_RECEIPT_MALFORMED`` names a line

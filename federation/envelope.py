@@ -74,6 +74,7 @@ class Signer:
             raise AuthError("only a person's certificate signs questions", code="AUTH_NOT_A_PERSON")
         self._cert_der = cert.public_bytes(serialization.Encoding.DER)
         self._key = key
+        self.certificate = cert
 
     @classmethod
     def from_files(cls, cert: Path, key: Path) -> Signer:

@@ -281,6 +281,8 @@ _BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
     ("LOOKUP_LAYOUT", CryptoError),
     ("LOOKUP_", PlanError),
     ("POLICY_", PolicyViolation),
+    ("CONSENT_REVOCATIONS_", ConfigError),  # the region's copy of an issuer's list is unusable: its operator fixes it
+    ("CONSENT_", PolicyViolation),  # a consent token refused: federation.consent.REFUSALS names every code
     ("SECAGG_PARTICIPANTS_", PlanError),
     ("SECAGG_", CryptoError),  # keys, seeds, masks
     ("DP_", PlanError),

@@ -237,20 +237,35 @@ def _sides(fn: int, sn: int, count: int) -> list[bool] | None:
     return sides if sn == 0 else None
 
 
+def root_from_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes | None:
+    """The tree head ``proof`` leads to from ``leaf`` at ``index`` in a tree of ``size`` leaves, or None when the
+    input is malformed (wrong lengths, index out of range): for a verifier that checks a signature over the head
+    rather than compares it with one it holds.
+
+    >>> leaves = [leaf_hash(bytes([i])) for i in range(5)]
+    >>> root_from_inclusion(leaves[4], 4, 5, inclusion_proof(leaves, 4, 5)) == root(leaves)
+    True
+    """
+    if not (0 <= index < size) or not _hashes_ok(leaf, *proof):
+        return None
+    sides = _sides(index, size - 1, len(proof))
+    if sides is None:
+        return None
+    acc = leaf
+    for p, left in zip(proof, sides, strict=True):
+        acc = node_hash(p, acc) if left else node_hash(acc, p)
+    return acc
+
+
 def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root_hash: bytes) -> bool:
     """True when ``proof`` shows ``leaf`` at ``index`` in the tree of ``size`` with head ``root_hash``.
 
     The RFC 9162 §2.1.3.2 algorithm; any malformed input (wrong lengths, index out of range) is False.
     """
-    if not (0 <= index < size) or not _hashes_ok(leaf, root_hash, *proof):
+    if not _hashes_ok(root_hash):
         return False
-    sides = _sides(index, size - 1, len(proof))
-    if sides is None:
-        return False
-    acc = leaf
-    for p, left in zip(proof, sides, strict=True):
-        acc = node_hash(p, acc) if left else node_hash(acc, p)
-    return acc == root_hash
+    head = root_from_inclusion(leaf, index, size, proof)
+    return head is not None and head == root_hash
 
 
 def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> bool:

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from federation.consent import MAX_TOKEN_BYTES, Token
 from federation.errors import ConfigError, CryptoError
 from federation.person_id import packed_ids_valid
 from federation.private_files import create_file, write_file
@@ -57,12 +58,39 @@ _SALT = b"hpf-lookup-seal/v1"
 _AAD = b"hpf-lookup-seal/v1\x00"
 _NONCE = b"\x00" * 12  # each derived key seals one message only
 _TAG_DOMAIN = b"hpf-lookup-subject/v1\x00"
+_CONSENT_DOMAIN = b"hpf-lookup-consent/v1\x00"
+_CONSENT_AAD = b"hpf-lookup-consent-seal/v1\x00"
 _COMMIT_DOMAIN = b"hpf-lookup-ids/v1\x00"
 SALT_BYTES = 32
 
 
 def _commitment(salt: bytes, packed_ids: bytes) -> bytes:
     return hashlib.sha256(_COMMIT_DOMAIN + salt + packed_ids).digest()
+
+
+def _packed(person_ids: Sequence[str], tokens: Sequence[bytes] | None) -> bytes:
+    """The identifiers (18 ASCII characters each), then, when there are tokens, one per identifier, each after
+    its length (2 bytes, big-endian; 0: none)."""
+    packed = "".join(person_ids).encode("ascii")
+    if tokens is None:
+        return packed
+    if len(tokens) != len(person_ids) or any(len(t) > MAX_TOKEN_BYTES for t in tokens):
+        raise ValueError("one consent token (or b'') per identifier, each at most MAX_TOKEN_BYTES")
+    return packed + b"".join(len(t).to_bytes(2, "big") + t for t in tokens)
+
+
+def _tokens(section: bytes, subjects: int) -> list[bytes] | None:
+    """The tokens of a sealed message's token section, one per subject, or None when it is malformed."""
+    tokens, pos = [], 0
+    for _ in range(subjects):
+        if pos + 2 > len(section):
+            return None
+        n = int.from_bytes(section[pos : pos + 2], "big")
+        if n > MAX_TOKEN_BYTES or pos + 2 + n > len(section):
+            return None
+        tokens.append(section[pos + 2 : pos + 2 + n])
+        pos += 2 + n
+    return tokens if pos == len(section) else None
 
 
 def raw_public(key: X25519PublicKey) -> bytes:
@@ -102,21 +130,40 @@ class OneTimeKey:
         self._key = X25519PrivateKey.generate()
         self.public = raw_public(self._key.public_key())
         self._salt = os.urandom(SALT_BYTES)
+        self._consent_key = os.urandom(KEY_BYTES)  # the tokens travel once, under this key, which each blob holds
 
-    def commitment(self, person_ids: Sequence[str]) -> bytes:
-        """What the envelope signs about the identifiers: SHA-256 over this lookup's salt and them."""
-        return _commitment(self._salt, "".join(person_ids).encode("ascii"))
+    def commitment(self, person_ids: Sequence[str], tokens: Sequence[bytes] | None = None) -> bytes:
+        """What the envelope signs about the identifiers (and their consent tokens, when given): SHA-256 over
+        this lookup's salt and them, so every region checks the same people under the same tokens."""
+        return _commitment(self._salt, _packed(person_ids, tokens))
 
-    def seal(self, person_ids: Sequence[str], region_key: bytes, query_id: str, node_id: str) -> bytes:
-        """The salt and ``person_ids`` (already validated) sealed to one region."""
+    def seal(
+        self,
+        person_ids: Sequence[str],
+        region_key: bytes,
+        query_id: str,
+        node_id: str,
+        tokens: Sequence[bytes] | None = None,
+    ) -> bytes:
+        """The salt and ``person_ids`` (already validated) sealed to one region, and, when the lookup carries
+        consent ``tokens``, the key of :meth:`seal_consent` (the tokens themselves travel once, not per region)."""
         try:
             shared = self._key.exchange(X25519PublicKey.from_public_bytes(region_key))
         except ValueError:
             raise CryptoError(f"region {node_id}'s agreement key is not usable", code="LOOKUP_KEY_INVALID") from None
-        plain = self._salt + "".join(person_ids).encode("ascii")
+        plain = self._salt + _packed(person_ids, None) + (b"" if tokens is None else self._consent_key)
         return _derive(shared, query_id, node_id, self.public, region_key).encrypt(
             _NONCE, plain, _aad(query_id, node_id)
         )
+
+    def seal_consent(self, tokens: Sequence[bytes], query_id: str) -> bytes:
+        """Every person's consent token (one per identifier, in order; ``b""`` for none), encrypted once under
+        this lookup's consent key, for every region the lookup asks: only a region whose blob holds the key opens
+        it, and the signed commitment covers the tokens. Once per lookup (the key seals one message)."""
+        section = b"".join(len(t).to_bytes(2, "big") + t for t in tokens)
+        if any(len(t) > MAX_TOKEN_BYTES for t in tokens):
+            raise ValueError("a consent token is at most MAX_TOKEN_BYTES")
+        return ChaCha20Poly1305(self._consent_key).encrypt(_NONCE, section, _CONSENT_AAD + query_id.encode("ascii"))
 
     def __repr__(self) -> str:
         return "OneTimeKey(...)"
@@ -183,23 +230,55 @@ class AgreementKey:
         self, blob: bytes, one_time: bytes, query_id: str, node_id: str, subjects: int, commitment: bytes
     ) -> list[str]:
         """The identifiers sealed to this region for ``query_id``, which must be the ones the asker committed to
-        in the signed envelope, each once; LOOKUP_SEAL_INVALID if they are not."""
+        in the signed envelope, each once; LOOKUP_SEAL_INVALID if they are not (or carry consent tokens)."""
+        ids, tokens = self.open_with_tokens(blob, one_time, query_id, node_id, subjects, commitment)
+        if tokens is not None:
+            raise CryptoError("the sealed identifiers carry consent tokens", code="LOOKUP_SEAL_INVALID")
+        return ids
+
+    def open_with_tokens(
+        self,
+        blob: bytes,
+        one_time: bytes,
+        query_id: str,
+        node_id: str,
+        subjects: int,
+        commitment: bytes,
+        sealed_consent: bytes = b"",
+    ) -> tuple[list[str], list[bytes] | None]:
+        """The identifiers sealed to this region for ``query_id`` and their consent tokens (None when the asker
+        sealed none; ``b""`` for an identifier without one) from ``sealed_consent``, whose key the blob holds; all
+        of which the asker committed to in the signed envelope, each identifier once; LOOKUP_SEAL_INVALID if not."""
         refused = CryptoError(
             "the sealed identifiers cannot be opened by this region for this question",
             code="LOOKUP_SEAL_INVALID",
             hint="seal to the region's agreement key from the pinned catalog, for this query id",
         )
-        if len(blob) != SALT_BYTES + subjects * ID_CHARS + 16 or len(one_time) != KEY_BYTES:
+        bare = SALT_BYTES + subjects * ID_CHARS + 16
+        keyed = bool(sealed_consent)
+        if len(blob) != bare + (KEY_BYTES if keyed else 0) or len(one_time) != KEY_BYTES:
+            raise refused
+        if len(sealed_consent) > subjects * (2 + MAX_TOKEN_BYTES) + 16:
             raise refused
         try:
             shared = self._key.exchange(X25519PublicKey.from_public_bytes(one_time))
             plain = _derive(shared, query_id, node_id, one_time, self.public).decrypt(
                 _NONCE, blob, _aad(query_id, node_id)
             )
+            section = b""
+            if keyed:
+                section = ChaCha20Poly1305(plain[-KEY_BYTES:]).decrypt(
+                    _NONCE, sealed_consent, _CONSENT_AAD + query_id.encode("ascii")
+                )
         except (ValueError, InvalidTag):
             raise refused from None
-        salt, packed = plain[:SALT_BYTES], plain[SALT_BYTES:]
-        if not hmac.compare_digest(_commitment(salt, packed), commitment):
+        salt, packed = plain[:SALT_BYTES], plain[SALT_BYTES : SALT_BYTES + subjects * ID_CHARS]
+        tokens = None
+        if keyed:
+            tokens = _tokens(section, subjects)
+            if tokens is None:
+                raise refused
+        if not hmac.compare_digest(_commitment(salt, packed + section), commitment):
             raise CryptoError(
                 "the identifiers sealed to this region are not the ones the asker signed for",
                 code="LOOKUP_SEAL_INVALID",
@@ -212,7 +291,7 @@ class AgreementKey:
         ids = [text[i : i + ID_CHARS] for i in range(0, len(text), ID_CHARS)]
         if len(set(ids)) != len(ids):
             raise CryptoError("the sealed identifiers name a person twice", code="LOOKUP_SEAL_INVALID")
-        return ids
+        return ids, tokens
 
     def __repr__(self) -> str:
         return "AgreementKey(...)"
@@ -257,6 +336,38 @@ def looked_up(entry: Mapping[str, object], key: bytes, person_id: str) -> bool:
     if not isinstance(tags, str) or not isinstance(nonce, str):
         return False
     return subject_tag(key, nonce, person_id) in tags.split(" ")
+
+
+def consent_tags(key: bytes, nonce_hex: str, tokens: Sequence[Token | None]) -> list[str]:
+    """Keyed hash of each looked-up person's consent (its issuer and grant id) in one request, as
+    :func:`subject_tags` hashes the identifiers, in the same order; ``-`` for a token that could not be read
+    (None). With the
+    region's subject key and a grant's id (the issuer keeps them), an auditor answers "under which consent was
+    this person looked up?" (:func:`looked_up_under`)."""
+    base = hmac.new(key, _CONSENT_DOMAIN + nonce_hex.encode("ascii") + b"\x00", hashlib.sha256)
+    out = []
+    for parsed in tokens:
+        if parsed is None:
+            out.append("-")
+            continue
+        mac = base.copy()
+        mac.update(parsed.issuer.encode("ascii") + b"\x00" + parsed.grant.grant_id)
+        out.append(mac.hexdigest()[: 2 * TAG_BYTES])
+    return out
+
+
+def looked_up_under(entry: Mapping[str, object], key: bytes, person_id: str, issuer: str, grant_id: bytes) -> bool:
+    """Whether an audit entry looked ``person_id`` up under the grant ``grant_id`` of ``issuer``."""
+    tags, consents, nonce = entry.get("subjects"), entry.get("consents"), entry.get("nonce")
+    if not isinstance(tags, str) or not isinstance(consents, str) or not isinstance(nonce, str):
+        return False
+    people, grants = tags.split(" "), consents.split(" ")
+    if len(people) != len(grants):
+        return False
+    base = hmac.new(key, _CONSENT_DOMAIN + nonce.encode("ascii") + b"\x00", hashlib.sha256)
+    base.update(issuer.encode("ascii") + b"\x00" + grant_id)
+    want = (subject_tag(key, nonce, person_id), base.hexdigest()[: 2 * TAG_BYTES])
+    return want in zip(people, grants, strict=True)
 
 
 def subject_tags(key: bytes, nonce_hex: str, person_ids: Sequence[str]) -> list[str]:

@@ -15,6 +15,7 @@ revocations: pki/crl.pem             # the federation's revocation list, re-read
 # federation_ca: pki/ca.pem          # CA for signed questions (default: the TLS CA; needed when insecure)
 # envelope_window_s: 300             # how far a question's signing time may be from this node's clock
 # audit_fsync: true                  # flush every audit entry to disk before answering
+# consent_revocations: {shanghai-consent: consent/revocations.json}  # each consent issuer's list (hpf consent revoke)
 # limits: {query_ms: 3000, memory: 2GB}  # this node's own limits on one question's scan (see below)
 
 ``limits`` are the node's own: a scan that runs past ``query_ms`` is interrupted and the asker gets the same
@@ -78,11 +79,17 @@ class NodeConfig(PartySettings, TrustSettings):
     state_dir: Path = Path("state")
     audit_fsync: bool = True
     limits: NodeLimits = NodeLimits()
+    consent_revocations: dict[str, Path] = {}  # consent issuer id -> its signed revocation list, re-read on change
 
     @field_validator("catalog", "state_dir")
     @classmethod
     def _catalog(cls, v: Path, info: ValidationInfo) -> Path:
         return resolve_path(v, info)
+
+    @field_validator("consent_revocations")
+    @classmethod
+    def _consent_lists(cls, v: dict[str, Path], info: ValidationInfo) -> dict[str, Path]:
+        return {issuer: resolve_path(path, info) for issuer, path in v.items()}
 
     @model_validator(mode="after")
     def _revocation_state(self) -> NodeConfig:

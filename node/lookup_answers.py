@@ -3,6 +3,7 @@ facts index, masked for the run and encrypted under the asker's key."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -10,13 +11,15 @@ from collections.abc import Callable
 import numpy as np
 
 from federation import he, statements
+from federation.consent import parse_or_none
 from federation.envelope import VerifiedEnvelope
 from federation.errors import FederationError, PlanError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.lookup_codec import chunk_sizes, encode_facts, layout_fingerprint
 from federation.pki import Identity
-from federation.sealing import subject_tags
+from federation.sealing import consent_tags, subject_tags
 from node.answering import AnsweringNode
+from node.consent_gate import ConsentGate
 from node.executor import PartialResult
 from node.lookup_index import unclassified_columns
 from node.privacy import signed_terms
@@ -63,16 +66,20 @@ class LookupAnswering(AnsweringNode):
         chunk_sizes(spec.subjects, cells)  # refuses a layout too large before any work
         if self.lookups is None or self.agreement is None or self.subject_key is None:
             raise PlanError("this region does not answer person lookups", code="LOOKUP_UNSUPPORTED")
-        ids = self.agreement.open(
+        ids, tokens = self.agreement.open_with_tokens(
             request.sealed,
             spec.seal_public_key,
             verified.query_id,
             self.node_id,
             spec.subjects,
             spec.subjects_commitment,
+            request.sealed_consent,
         )
         key = self.subject_key
         trail.subjects = " ".join(subject_tags(key, trail.nonce, ids))
+        grants = None if tokens is None else [parse_or_none(t) for t in tokens]  # read once, for the log and checks
+        if grants is not None:
+            trail.consents = " ".join(consent_tags(key, trail.nonce, grants))
         asker = Asker(name=signer.common_name, role=signer.role or "", region=signer.region)
         self.check_home(asker, "lookup")
         check_lookup(
@@ -87,7 +94,16 @@ class LookupAnswering(AnsweringNode):
             everyone=everyone,
             unclassified=unclassified_columns(self.catalog),
         )
+        lookups = self.policy.roles[asker.role].lookups
+        assert lookups is not None  # check_lookup allowed it
+        rule = f"{self.node_id}: roles.{asker.role}.lookups.consent"
+        signer_der = request.envelope.signer_certificate
+        self.consent_gate.check(self.catalog, lookups, rule, signer_der, envelope.purpose, ids, grants)
         return verified, ids, cells, regions.index(self.node_id) if spec.breakdown else 0
+
+    @functools.cached_property
+    def consent_gate(self) -> ConsentGate:
+        return ConsentGate()
 
     def lookup(self, request: pb.NodeLookupRequest, caller: Callable[[], Identity | None]) -> pb.PartialResponse:
         """This region's facts about the people sealed to it, encrypted under the asker's key."""

@@ -28,6 +28,7 @@ from federation.sealing import AgreementKey, load_or_create_secret, load_or_crea
 from federation.tls import GRPC_OPTIONS, add_port, check_federation, new_server, require_tls, with_options
 from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
+from node.consent_gate import consent_gate_for
 from node.executor import PartialExecutor
 from node.handler import NodeHandler
 from node.keys import AUDIT_DIR, check_published
@@ -176,6 +177,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         scans=config.max_workers,
     )
     agreement = AgreementKey.load_or_create(config.state_dir)
+    consent_gate = consent_gate_for(config.consent_revocations, catalog)
     lookups = LookupIndex(backend, catalog)
     if lookups.supported:
         lookups.refresh()  # the first lookup should not wait for it
@@ -211,6 +213,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         protector=protector,
         ledger=PrivacyLedger.open(config.state_dir / PRIVACY_DIR),
     )
+    handler.consent_gate = consent_gate
     try:
         server = new_server(max_workers=THREADS_PER_SCAN * config.max_workers + 4, options=SERVER_OPTIONS)
         rpc.add_servicer(server, pb_grpc.add_NodeServicer_to_server, NodeServicer(handler, watch), log)

@@ -20,6 +20,7 @@ class Trail:
     nonce: str = ""
     ciphertext: str = ""
     subjects: str | None = None  # lookups: keyed hashes of the identifiers (sealing.subject_tag), space-separated
+    consents: str | None = None  # lookups with tokens: keyed hashes of each one's grant (sealing.consent_tags)
     participants: str | None = None  # the run's participant set, comma-separated (masks cancel over exactly it)
     privacy: str | None = None  # "exact", or "dp epsilon=E delta=D" charged (fixed decimals, as signed)
 
@@ -43,6 +44,7 @@ class Trail:
         }
         for name, value in (
             ("subjects", self.subjects),
+            ("consents", self.consents),
             ("participants", self.participants),
             ("privacy", self.privacy),
         ):

@@ -182,6 +182,7 @@ def _catalog_problems(data: Any, where: Callable[[Loc], str], catalog: Catalog) 
                     problems.append(
                         f"{where(col_loc)}: {field_path(col_loc)}: {lacks}" + _did_you_mean(column, sorted(known))
                     )
+        problems += _issuer_problems(role_name, role, where, catalog)
     return problems + _asker_problems(data, where, catalog)
 
 
@@ -219,6 +220,22 @@ def _asker_problems(data: Any, where: Callable[[Loc], str], catalog: Catalog) ->
                 f"{where(loc)}: {field_path(loc)}: admits askers by province, and the catalog gives node(s) "
                 f"{', '.join(unplaced)} no code, so askers from them are in no province and refused: give each "
                 'node its 6-digit region code (code: "320500") in the catalog'
+            )
+    return problems
+
+
+def _issuer_problems(role_name: str, role: Any, where: Callable[[Loc], str], catalog: Catalog) -> list[str]:
+    """Consent issuers a role's lookups accept that the catalog does not publish (no key: no token would hold)."""
+    lookups = role.get("lookups") if isinstance(role, dict) else None
+    issuers = lookups.get("consent_issuers") if isinstance(lookups, dict) else None
+    published = sorted(i.id for i in catalog.issuers)
+    problems = []
+    for n, issuer in enumerate(issuers if isinstance(issuers, list) else ()):
+        if isinstance(issuer, str) and issuer not in published:
+            loc: Loc = ("roles", role_name, "lookups", "consent_issuers", n)
+            problems.append(
+                f"{where(loc)}: {field_path(loc)}: the catalog publishes no consent issuer {issuer!r}"
+                + _did_you_mean(issuer, published)
             )
     return problems
 

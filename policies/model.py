@@ -355,7 +355,10 @@ class LookupPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     purposes: list[PurposeCode]
-    consent: Literal["required", "optional"] = "required"
+    # required: a consent reference (free text, checked by people at a counter); token: each person's signed consent
+    # token, from an issuer of consent_issuers, sealed with the identifier (federation.consent)
+    consent: Literal["required", "optional", "token"] = "required"
+    consent_issuers: list[str] = []  # catalog issuer ids whose tokens this role's lookups accept
     breakdown: list[PurposeCode] = []  # purposes for which this node's own figures may be shown as its city's
     # whether "every region but the asker's home" counts as federation-wide (it shows the home region's figures
     # by difference: right for a centre's own caseworkers, not for a bank whose certificate merely names a city)
@@ -383,6 +386,8 @@ class LookupPolicy(BaseModel):
         odd = [p for p in self.breakdown if p not in self.purposes]
         if odd:
             raise ValueError(f"breakdown purpose {odd[0]!r} is not one of this role's lookup purposes")
+        if (self.consent == "token") != bool(self.consent_issuers):
+            raise ValueError("consent: token needs consent_issuers (the catalog's issuer ids), and only it takes them")
         return self
 
 
@@ -534,6 +539,8 @@ class Policy(BaseModel):
                 notes = [f"purpose {' | '.join(lookups.purposes)}", f"up to {lookups.max_subjects} per request"]
                 if lookups.consent == "required":
                     notes.append("consent required")
+                elif lookups.consent == "token":
+                    notes.append(f"consent tokens from {' | '.join(lookups.consent_issuers)}")
                 if lookups.breakdown:
                     notes.append(f"per city for {' | '.join(lookups.breakdown)}")
                 if lookups.rate_limit:

@@ -310,6 +310,7 @@ def federation(
     coordinator_settings: Mapping[str, Any] | None = None,
     node_settings: Mapping[str, Mapping[str, Any]] | None = None,
     published_keys: Sequence[str] = ("audit_key", "agreement_key"),
+    catalog_extra: Mapping[str, Any] | None = None,
 ) -> Iterator[Federation]:
     """Start a federation whose nodes hold ``node_rows[node_id][table]`` for the catalog ``tables``.
 
@@ -340,6 +341,7 @@ def federation(
             for n in node_ids
         ],
         "tables": tables,
+        **(catalog_extra or {}),  # e.g. the consent issuers
     }
     catalog_path = root / "federation.yaml"
     catalog_path.write_text(yaml.safe_dump(catalog_doc, sort_keys=False, allow_unicode=True))

@@ -305,34 +305,38 @@ class PartialResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., plan_fingerprint: _Optional[str] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ..., statement: _Optional[_Union[AnswerStatement, _Mapping]] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("envelope", "public_context", "deadline_ms", "sealed", "he_format")
+    __slots__ = ("envelope", "public_context", "deadline_ms", "sealed", "he_format", "sealed_consent")
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
     HE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SEALED_CONSENT_FIELD_NUMBER: _ClassVar[int]
     envelope: SignedEnvelope
     public_context: bytes
     deadline_ms: int
     sealed: _containers.RepeatedCompositeFieldContainer[SealedSubjects]
     he_format: str
-    def __init__(self, envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., public_context: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., sealed: _Optional[_Iterable[_Union[SealedSubjects, _Mapping]]] = ..., he_format: _Optional[str] = ...) -> None: ...
+    sealed_consent: bytes
+    def __init__(self, envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., public_context: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., sealed: _Optional[_Iterable[_Union[SealedSubjects, _Mapping]]] = ..., he_format: _Optional[str] = ..., sealed_consent: _Optional[bytes] = ...) -> None: ...
 
 class NodeLookupRequest(_message.Message):
-    __slots__ = ("query_id", "public_context", "envelope", "sealed", "participants", "he_format")
+    __slots__ = ("query_id", "public_context", "envelope", "sealed", "participants", "he_format", "sealed_consent")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     HE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SEALED_CONSENT_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     public_context: bytes
     envelope: SignedEnvelope
     sealed: bytes
     participants: _containers.RepeatedScalarFieldContainer[str]
     he_format: str
-    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., sealed: _Optional[bytes] = ..., participants: _Optional[_Iterable[str]] = ..., he_format: _Optional[str] = ...) -> None: ...
+    sealed_consent: bytes
+    def __init__(self, query_id: _Optional[str] = ..., public_context: _Optional[bytes] = ..., envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., sealed: _Optional[bytes] = ..., participants: _Optional[_Iterable[str]] = ..., he_format: _Optional[str] = ..., sealed_consent: _Optional[bytes] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ()

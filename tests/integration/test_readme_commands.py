@@ -247,6 +247,7 @@ SUBSTITUTIONS: dict[str, Callable[[Demo], str]] = {
     "KEY": lambda demo: demo.audit_key_file(demo.home),
     "OLD.json": lambda demo: demo.older_checkpoint(demo.home),
     "RECEIPTS.jsonl": lambda demo: "demo-data/receipts/caseworker.jsonl",
+    "GRANT-ID": lambda demo: "5f" * 16,  # a grant id, as `hpf consent grant` writes them
 }
 
 # A node policy for the README's own catalog (its one table, contributions): what a reader writes as my-node.yaml.
@@ -314,6 +315,12 @@ def _readme_node_keys(node: str) -> Callable[[Path, Demo], object]:
     return make
 
 
+def _readme_consent_issuer(folder: Path, demo: Demo) -> None:
+    """``consent-issuer/``: the key folder the README's `hpf consent keys` makes."""
+    made = _run(["consent", "keys", "--issuer", "shanghai-consent"], folder)
+    assert made.returncode == 0, made.stderr
+
+
 def _own_files(region: str) -> Callable[[Path, Demo], object]:
     """A region's own table for the README's `hpf init`: a small lineitem (``data/REGION/lineitem.parquet``)."""
 
@@ -341,6 +348,7 @@ FILES: dict[str, Callable[[Path, Demo], object]] = {
     "node.yaml": _readme_node,
     "north.keys.yaml": _readme_node_keys("north"),
     "south.keys.yaml": _readme_node_keys("south"),
+    "consent-issuer": _readme_consent_issuer,
 }
 
 
@@ -737,6 +745,33 @@ def check_init(r: Ran, demo: Demo) -> None:
 
 
 # A verb (the words after hpf) -> what its output must show. A README command whose verb is not here fails.
+def check_consent_keys(r: Ran, demo: Demo) -> None:
+    from federation.catalog import IssuerEntry
+
+    entry = yaml.safe_load(r.stdout)
+    assert IssuerEntry.model_validate(entry[0]).id == _option(r.argv, "--issuer"), "the catalog's issuers: entry"
+    assert (r.cwd / "consent-issuer" / "issuer.key").stat().st_mode & 0o777 == 0o600
+
+
+def check_consent_grant(r: Ran, demo: Demo) -> None:
+    from federation import consent
+
+    people = list(csv.DictReader((r.cwd / (_option(r.argv, "--input") or "")).open(encoding="utf-8")))
+    out = r.cwd / (_option(r.argv, "--out") or "")
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == len(people) and f"granted: {len(rows)} consent(s)" in r.stdout
+    text = out.read_text(encoding="utf-8") + r.stdout + r.stderr
+    assert not any(p["person_id"] in text for p in people), "no identifier is written or printed"
+    token = consent.parse_token_text(rows[0]["consent_token"])
+    facts = (_option(r.argv, "--facts") or "").split(",")
+    assert token.grant.purpose == _option(r.argv, "--purpose") and consent.fact_names(token.grant.facts) == tuple(facts)
+
+
+def check_consent_revoke(r: Ran, demo: Demo) -> None:
+    path = _option(r.argv, "--list") or ""
+    assert re.search(rf"^list:\s+{re.escape(path)} \(number 1\)$", r.stdout, re.M), "a new list, numbered 1"
+
+
 CHECKS: dict[tuple[str, ...], Callable[[Ran, Demo], None]] = {
     ("query",): check_query,
     ("lookup",): check_lookup,
@@ -752,6 +787,9 @@ CHECKS: dict[tuple[str, ...], Callable[[Ran, Demo], None]] = {
     ("node", "keys"): check_node_keys,
     ("catalog", "keys"): check_catalog_keys,
     ("init",): check_init,
+    ("consent", "keys"): check_consent_keys,
+    ("consent", "grant"): check_consent_grant,
+    ("consent", "revoke"): check_consent_revoke,
 }
 
 

@@ -35,6 +35,10 @@ MODULES = [
     "federation.engine",
     "federation.errors",
     "federation.envelope",
+    "federation.consent",
+    "federation.consent_revocations",
+    "federation.consent_issuer",
+    "federation.merkle",
 ]
 
 
