@@ -239,7 +239,6 @@ def write_screen(results: list[dict[str, Any]], fmt: ScreenFormat, answer: Looku
         writer.writerow({k: ("" if v is None else str(v).lower() if isinstance(v, bool) else v) for k, v in r.items()})
 
 
-@cli_errors
 def _token_file(path: Path) -> str:
     """The token text in ``path`` (a file `hpf consent grant`'s consent_token cell was saved to)."""
     try:
@@ -248,6 +247,7 @@ def _token_file(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read a consent token", code="CONSENT_MALFORMED") from None
 
 
+@cli_errors
 def screen(
     input_csv: Path = typer.Option(
         ..., "--input", "-i", help="CSV of applicants with a person_id column (and consent_token, if consented)"

@@ -122,10 +122,11 @@ def test_a_lookup_from_another_province_fails_whole_never_answered_without_the_r
         # and again in a batch: one refusing region fails the whole screening, not just its share
         err = refusal(lambda: client.screen([person], **REVIEW), person)
         assert err.code == "POLICY_ASKER_REGION"
-        # the same asker's aggregate questions are admitted from anywhere, suzhou's rows counted
+        # the same asker's aggregate questions are admitted from anywhere, suzhou answering too (a caseworker's
+        # aggregates are differentially private under the default policy: their exactness is tested elsewhere)
         answer = client.query(COUNT_SQL)
-        assert sorted(answer.answered) == sorted(NODES)
-        assert sorted(tuple(r) for r in answer.rows) == sorted(fed.oracle(COUNT_SQL))
+        assert sorted(answer.answered) == sorted(NODES) and answer.missing == []
+        assert answer.privacy["mode"] == "dp" and len(answer.rows) == 1
     refused = [e for e in entries(fed, "suzhou")[before["suzhou"] :] if e["operation"] == "lookup"]
     assert [(e["decision"], e["code"]) for e in refused] == [("refused", "POLICY_ASKER_REGION")] * 2
 
