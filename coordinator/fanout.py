@@ -270,8 +270,9 @@ class FanOut:
             )
         blobs = {s.node_id: s.blob for s in sealed}
         cells = len(regions) if spec.breakdown else 1
-        sizes = lookup_codec.chunk_sizes(spec.subjects, cells)
-        fingerprint = lookup_codec.layout_fingerprint(spec.subjects, cells)
+        facts = lookup_codec.facts_asked(spec.facts)
+        sizes = lookup_codec.chunk_sizes(spec.subjects, cells, facts)
+        fingerprint = lookup_codec.layout_fingerprint(spec.subjects, cells, facts)
 
         def request(node_id: str, context: bytes) -> pb.NodeLookupRequest:
             return pb.NodeLookupRequest(

@@ -113,6 +113,7 @@ class LookupAnswer:
     # client makes itself (federation.consent: issuer, signature, grantee, purpose, facts, expiry, person); their
     # facts are placeholders, never figures
     withheld: dict[int, str] = field(default_factory=dict)
+    facts_asked: tuple[str, ...] = lookup_codec.FACTS  # the facts the lookup asked for: the others are None
 
     @property
     def complete(self) -> bool:
@@ -159,7 +160,7 @@ def _dp_terms(plan: Plan, signed: dict[str, Any]) -> DpTerms:
 
 
 # the facts shown for an applicant withheld for its consent: placeholders, never figures (see LookupAnswer.withheld)
-WITHHELD = PersonFacts(0, 0, 0, None, None, None, None, None, None, 0, 0)
+WITHHELD = PersonFacts(None, None, None, None, None, None, None, None, None, None, 0)
 
 
 def read_tokens(tokens: Sequence[str] | None, people: int) -> list[bytes] | None:
@@ -427,10 +428,11 @@ class FederationClient:
         by_city: bool = False,
         deadline_ms: int | None = None,
         tokens: Sequence[str] | None = None,
+        facts: Sequence[str] | None = None,
     ) -> LookupAnswer:
-        """Federation-wide facts about each person, in one request. Identifiers are checked first, then
-        sealed to each region separately, each with its consent token when ``tokens`` (text, one per person)
-        are given; the coordinator never sees them."""
+        """Federation-wide ``facts`` about each person (default: :meth:`facts_for` the purpose), in one request.
+        Identifiers are checked first, then sealed to each region separately, each with its consent token when
+        ``tokens`` (text, one per person) are given; the coordinator never sees them."""
         t0 = time.perf_counter()
         ids = check_person_ids(person_ids)
         if not ids:
@@ -441,15 +443,29 @@ class FederationClient:
                 code="PERSON_ID_DUPLICATE",
                 hint="ask about each person once (hpf screen merges repeated applicants itself)",
             )
+        asked = self.facts_for(purpose, facts)
         sealed_tokens = read_tokens(tokens, len(ids))
         if sealed_tokens is not None:
             asked_for = self.profile.purpose if purpose is None else purpose
-            for place, code in sorted(self.consent_refusals(ids, sealed_tokens, asked_for).items()):
+            for place, code in sorted(self.consent_refusals(ids, sealed_tokens, asked_for, asked).items()):
                 message, hint = consent_codec.REFUSALS[code]
                 raise error_for_code(code, f"applicant {place + 1} of {len(ids)}: {message}", hint)
         regions = self.lookup_regions(exclude_home)
         region_keys = self._agreement_keys(regions)
-        return self._ask(ids, regions, region_keys, purpose, consent, by_city, deadline_ms, t0, sealed_tokens)
+        return self._ask(ids, regions, region_keys, purpose, consent, by_city, deadline_ms, t0, sealed_tokens, asked)
+
+    def facts_for(self, purpose: str | None, facts: Sequence[str] | None = None) -> tuple[str, ...]:
+        """The facts a lookup asks for: ``facts`` as given (checked), else the fixed default for this asker's role
+        (from its certificate) and the purpose (:data:`federation.lookup_codec.DEFAULT_FACTS`)."""
+        if facts is None:
+            role = self.signer.identity.role
+            return lookup_codec.default_facts(role, self.profile.purpose if purpose is None else purpose)
+        try:
+            return lookup_codec.requested_facts(facts)
+        except ValueError as err:
+            raise PlanError(
+                str(err), code="LOOKUP_FACTS_UNKNOWN", hint="e.g. --facts duplicate_loans,loan_cities"
+            ) from None
 
     def _ask(
         self,
@@ -462,9 +478,10 @@ class FederationClient:
         deadline_ms: int | None,
         t0: float | None = None,
         tokens: list[bytes] | None = None,
+        facts: tuple[str, ...] = lookup_codec.FACTS,
     ) -> LookupAnswer:
-        """One lookup request for ``ids`` (checked, each once) to ``regions``, sealed to ``region_keys`` with
-        their consent ``tokens`` if any; its timings count from ``t0`` (default: now)."""
+        """One lookup request for ``facts`` about ``ids`` (checked, each once) to ``regions``, sealed to
+        ``region_keys`` with their consent ``tokens`` if any; its timings count from ``t0`` (default: now)."""
         t0 = time.perf_counter() if t0 is None else t0
         keys = self.keys
         one_time = OneTimeKey()
@@ -474,6 +491,7 @@ class FederationClient:
             regions=regions,
             breakdown=by_city,
             subjects_commitment=one_time.commitment(ids, tokens),
+            facts=facts,
         )
         signed = self.signer.sign(
             sql="",
@@ -499,7 +517,7 @@ class FederationClient:
         )
         t_sealed = time.perf_counter()
         cells = len(regions) if by_city else 1
-        sizes = lookup_codec.chunk_sizes(len(ids), cells)
+        sizes = lookup_codec.chunk_sizes(len(ids), cells, facts)
         streamed = self._streamed(
             self._stub.Lookup(request, timeout=self.profile.timeout_s), len(sizes), regions, signed
         )
@@ -522,14 +540,14 @@ class FederationClient:
                 code="LOOKUP_TOO_FEW_REGIONS",
                 hint="ask again when more regions are reachable",
             )
-        if reply.plan_fingerprint != lookup_codec.layout_fingerprint(len(ids), cells):
+        if reply.plan_fingerprint != lookup_codec.layout_fingerprint(len(ids), cells, facts):
             raise CryptoError("the answer does not match the lookup's layout", code="CIPHERTEXT_SHAPE")
         receipts, verified = self._receipts(reply, signed)
         got = self._checked(keys, streamed, signed, sizes)
         if got.terms.get("mode") != "exact":
             raise CryptoError("a lookup's answer must be exact", code="ANSWER_STATEMENT_INVALID")
         slots = np.concatenate(got.slots)
-        grid = lookup_codec.decode_facts(slots, subjects=len(ids), cells=cells)
+        grid = lookup_codec.decode_facts(slots, subjects=len(ids), cells=cells, facts=facts)
         lookup_codec.check_consistent(grid, answered=[regions.index(r) for r in reply.answered], by_city=by_city)
         self._keep(receipts)
         t_dec = time.perf_counter()
@@ -552,6 +570,7 @@ class FederationClient:
             receipts=receipts,
             receipts_verified=verified,
             verified=got.verified,
+            facts_asked=facts,
         )
 
     def screen(
@@ -565,26 +584,34 @@ class FederationClient:
         parallel: int = 2,
         progress: Callable[[int], None] | None = None,
         tokens: Sequence[str] | None = None,
+        facts: Sequence[str] | None = None,
     ) -> LookupAnswer:
-        """Facts about many people, ``batch`` per request with ``parallel`` requests in flight; every identifier
-        (and consent token, one per person when given) is checked once, before the first request. ``progress`` is
-        called with the number of people done so far."""
+        """``facts`` (default: :meth:`facts_for` the purpose) about many people, ``batch`` per request with
+        ``parallel`` requests in flight; every identifier (and consent token, one per person when given) is checked
+        once, before the first request. ``progress`` is called with the number of people done so far."""
         asked = check_person_ids(person_ids)
         if not asked:
             raise PlanError("no identifier to screen", code="PERSON_ID_INVALID")
+        wanted = self.facts_for(purpose, facts)
         all_tokens = read_tokens(tokens, len(asked))
         first = dict(zip(reversed(asked), reversed(all_tokens), strict=True)) if all_tokens is not None else {}
         ids = list(dict.fromkeys(asked))  # each person once; a repeated applicant gets the same facts
         withheld: dict[int, str] = {}
         if all_tokens is not None:  # applicants whose token the regions would refuse are not asked about
             asked_for = self.profile.purpose if purpose is None else purpose
-            refused = self.consent_refusals(asked, all_tokens, asked_for)
+            refused = self.consent_refusals(asked, all_tokens, asked_for, wanted)
             withheld = {i: refused[i] for i in range(len(asked)) if i in refused}
             out = {asked[i] for i in refused}
             ids = [pid for pid in ids if pid not in out]
             if not ids:
                 return LookupAnswer(
-                    facts=[WITHHELD] * len(asked), regions=[], answered=[], missing=[], query_ids=[], withheld=withheld
+                    facts=[WITHHELD] * len(asked),
+                    regions=[],
+                    answered=[],
+                    missing=[],
+                    query_ids=[],
+                    withheld=withheld,
+                    facts_asked=wanted,
                 )
         regions = self.lookup_regions(exclude_home)
         region_keys = self._agreement_keys(regions)
@@ -608,6 +635,7 @@ class FederationClient:
                     None,
                     None,
                     [first[pid] for pid in b] if all_tokens is not None else None,
+                    wanted,
                 )
                 for b in batches
             ]
@@ -624,10 +652,11 @@ class FederationClient:
         for a in answers:
             for m in a.missing:
                 missing.setdefault(m["node_id"], m)
-        facts = dict(zip(ids, (f for a in answers for f in a.facts), strict=True))
+        by_person = dict(zip(ids, (f for a in answers for f in a.facts), strict=True))
         return LookupAnswer(
-            facts=[facts.get(pid, WITHHELD) for pid in asked],
+            facts=[by_person.get(pid, WITHHELD) for pid in asked],
             withheld=withheld,
+            facts_asked=wanted,
             regions=regions,
             answered=sorted(set.intersection(*(set(a.answered) for a in answers))),
             missing=list(missing.values()),
@@ -637,17 +666,19 @@ class FederationClient:
             verified=all(a.verified for a in answers),
         )
 
-    def consent_refusals(self, ids: Sequence[str], tokens: Sequence[bytes], purpose: str) -> dict[int, str]:
+    def consent_refusals(
+        self, ids: Sequence[str], tokens: Sequence[bytes], purpose: str, facts: Sequence[str] = lookup_codec.FACTS
+    ) -> dict[int, str]:
         """The refusal code of each token (by place) that fails a check the client can make itself against the
-        pinned catalog's issuers: its signature, this client's certificate as grantee, the purpose, every fact a
-        lookup answers, its expiry and its person. Whether a region accepts the issuer, and its revocations, only
-        the region knows."""
+        pinned catalog's issuers: its signature, this client's certificate as grantee, the purpose, the facts
+        asked for, its expiry and its person. Whether a region accepts the issuer, and its revocations, only the
+        region knows."""
         issuers = {i.id: base64.b64decode(i.key) for i in self.catalog.issuers}
         verifier = consent_codec.ConsentVerifier(issuers)
         grantee = consent_codec.grantee_of(self.signer.certificate)
         refused = {}
         for place, (pid, token) in enumerate(zip(ids, tokens, strict=True)):
-            code = verifier.check(token, pid, grantee=grantee, purpose=purpose, facts=consent_codec.FACTS)
+            code = verifier.check(token, pid, grantee=grantee, purpose=purpose, facts=facts)
             if code is not None:
                 refused[place] = code
         return refused

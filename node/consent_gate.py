@@ -3,8 +3,8 @@
 A role's ``lookups`` with ``consent: token`` answers a lookup only when every identifier sealed to this region
 comes with a token (sealed with it: :mod:`federation.sealing`) that a ``consent_issuers`` issuer of the catalog
 signed for the asker (the grantee: the SHA-256 of the public key of the certificate that signed the question), for
-the lookup's purpose and for every fact a lookup answers, unexpired, unrevoked, and whose commitment opens to
-that identifier (:class:`federation.consent.ConsentVerifier`).
+the lookup's purpose and for every fact the signed lookup asks for (``LookupSpec.facts``), unexpired, unrevoked,
+and whose commitment opens to that identifier (:class:`federation.consent.ConsentVerifier`).
 
 One refused applicant refuses the request, with the code of the check it failed and its place in the request:
 every region checks the same tokens (the signed commitment covers them), so no region answers about a person
@@ -23,8 +23,6 @@ from federation.consent_revocations import RevocationWatch
 from federation.errors import AuthError, ConfigError, FederationError, PolicyViolation, error_for_code
 from federation.lru import Lru
 from policies.model import LookupPolicy
-
-LOOKUP_FACTS = consent.FACTS  # a lookup's answer holds every fact: a token must grant them all
 
 
 class ConsentGate:
@@ -63,6 +61,7 @@ class ConsentGate:
         purpose: str,
         ids: Sequence[str],
         tokens: Sequence[consent.Token | None] | None,
+        facts: Sequence[str] = consent.FACTS,
     ) -> None:
         """Nothing when the role takes no tokens or every applicant's token holds; else the refusal of the first
         applicant refused (its place, never its identifier)."""
@@ -79,7 +78,7 @@ class ConsentGate:
         verifier = self._verifier(catalog, lookups.consent_issuers)
         grantee = self._grantee(signer_der)
         for place, (pid, token) in enumerate(zip(ids, tokens, strict=True), start=1):
-            code = verifier.check(token, pid, grantee=grantee, purpose=purpose, facts=LOOKUP_FACTS)
+            code = verifier.check(token, pid, grantee=grantee, purpose=purpose, facts=facts)
             if code is not None:
                 message, hint = consent.REFUSALS[code]
                 raise error_for_code(code, f"applicant {place} of {len(ids)}: {message}", hint, rule)
