@@ -44,10 +44,13 @@ log = logging.getLogger("hpf.coordinator")
 MAX_RUNS = 3  # runs of one question: the first, then re-runs with the survivors; never more than the asker signed
 MAX_DEADLINE_MS = 600_000  # a client may shorten the wait for the regions, not hold the coordinator forever
 # A region that refuses or fails on *this query* fails the whole query: an answer silently short of a region
-# would mislead. A region that is down, late or broken is only reported missing.
+# would mislead. A region that is down, late or broken is only reported missing. A region refusing an applicant's
+# consent fails the lookup too, never a re-run without it: the others' figures for that applicant must not reach
+# the asker (the client asks again without the applicant).
 QUERY_FAILURE_PREFIXES = (
     "PLAN_",
     "POLICY_",
+    "CONSENT_",
     "AUTH_",
     "CONTEXT_",
     "PARTIAL_",
