@@ -26,6 +26,7 @@ from federation import consent, pki
 from federation.client import WITHHELD
 from federation.errors import FederationError
 from federation.hpf_schema import hpf_tables
+from federation.lookup_codec import layout_fingerprint
 from federation.synth import generate_node
 from policies import DEFAULT_POLICY
 
@@ -120,6 +121,10 @@ def test_an_applicant_one_region_refuses_is_withheld_everywhere_and_the_rest_ans
     heads = recorder.heads[heads_before:]
     assert [h.query_id for h in heads] == [*screened.query_ids, *reference.query_ids]
     assert len(screened.query_ids) == 1
+    # every region laid out the same vector: the layout of four people and the facts a loan review asks for
+    answers = [r.message for r in recorder.from_nodes(0) if r.method.endswith("/Lookup") and r.message is not None]
+    signed = {a.plan_fingerprint for a in answers[-6:]}  # the screening's answered request and the reference
+    assert signed == {layout_fingerprint(4, 1, ("duplicate_loans", "loan_cities"))}
     for node in NODES:
         entries = [json.loads(line) for line in (fed.audit_dir(node) / "entries.jsonl").read_text().splitlines()]
         lookups = [e for e in entries if e["operation"] == "lookup"][-3:]
