@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
@@ -59,21 +60,55 @@ def _count(value: int | None) -> str:
     return "unavailable" if value is None else f"{value:,}"
 
 
-def _fact_rows(f: PersonFacts) -> list[list[str]]:
-    return [
+FACTS_HELP = (
+    "Facts to ask for, comma-separated: duplicate_loans, loan_cities, balance, contributions, accounts, loans "
+    "(default: what the purpose needs for your role: duplicate_loans,loan_cities for a bank's loan-review, every "
+    "fact otherwise). Each region's policy and each consent token must allow every one"
+)
+
+
+def parse_facts(text: str | None) -> list[str] | None:
+    """``--facts`` as a list (None: the default for the role and purpose); the client checks the names."""
+    return None if text is None else [f.strip() for f in text.split(",") if f.strip()]
+
+
+def _fact_rows(f: PersonFacts, facts: tuple[str, ...]) -> list[list[str]]:
+    """The rows of the facts asked for, and no others."""
+    rows = []
+    if "accounts" in facts:
         # a city counts once however many accounts it holds: one may hold an active and a sealed account, another
         # only closed ones, so the two lines below need not add up to the first
-        ["cities with an account", str(f.cities)],
-        ["  with an active account", str(f.cities_active)],
-        ["  with a sealed account", str(f.cities_sealed)],
-        ["contribution months", _count(f.contribution_months)],
-        ["contributions", _yuan(f.contribution_fen)],
-        ["balance", _yuan(f.balance_fen)],
-        ["housing loans", f"{_count(f.active_loans)} active, {_count(f.overdue_loans)} overdue"],
-        ["outstanding", _yuan(f.outstanding_fen)],
-        ["cities with an open loan", str(f.loan_cities)],
-        ["open loans in two or more cities", "YES" if f.duplicate_loans else "no"],
-    ]
+        rows += [
+            ["cities with an account", str(f.cities)],
+            ["  with an active account", str(f.cities_active)],
+            ["  with a sealed account", str(f.cities_sealed)],
+        ]
+    if "contributions" in facts:
+        rows += [["contribution months", _count(f.contribution_months)], ["contributions", _yuan(f.contribution_fen)]]
+    if "balance" in facts:
+        rows.append(["balance", _yuan(f.balance_fen)])
+    if "loans" in facts:
+        rows += [
+            ["housing loans", f"{_count(f.active_loans)} active, {_count(f.overdue_loans)} overdue"],
+            ["outstanding", _yuan(f.outstanding_fen)],
+        ]
+    if "loan_cities" in facts:
+        rows.append(["cities with an open loan", str(f.loan_cities)])
+    if "duplicate_loans" in facts:
+        rows.append(["open loans in two or more cities", "YES" if f.duplicate_loans else "no"])
+    return rows
+
+
+# the by-city table's columns: heading, the fact it shows, and how
+_CITY_COLUMNS: tuple[tuple[str, str, Callable[[PersonFacts], str]], ...] = (
+    ("active/sealed", "accounts", lambda f: f"{f.cities_active}/{f.cities_sealed}"),
+    ("months", "contributions", lambda f: _count(f.contribution_months)),
+    ("contributions", "contributions", lambda f: _yuan(f.contribution_fen)),
+    ("balance", "balance", lambda f: _yuan(f.balance_fen)),
+    ("loans a/o", "loans", lambda f: f"{_count(f.active_loans)}/{_count(f.overdue_loans)}"),
+    ("outstanding", "loans", lambda f: _yuan(f.outstanding_fen)),
+    ("open loan", "loan_cities", lambda f: "yes" if f.loan_cities else "no"),
+)
 
 
 def _regions_line(answer: LookupAnswer) -> str:
@@ -90,15 +125,16 @@ def _failed_note(facts: PersonFacts) -> str | None:
 
 
 def render_lookup(answer: LookupAnswer, fmt: str, excluded_home: str | None) -> str:
-    facts = answer.facts[0]
+    facts, asked = answer.facts[0], answer.facts_asked
     if fmt == "json":
         doc: dict[str, Any] = {
-            "facts": facts.as_dict() | {"duplicate_loans": facts.duplicate_loans},
+            "facts": facts.shown(asked),
+            "facts_asked": list(asked),
             "regions": {"asked": answer.regions, "answered": answer.answered, "missing": answer.missing},
             "complete": answer.complete,
         }
         if answer.by_city is not None:
-            doc["by_city"] = {r: f.as_dict() for r, f in answer.by_city[0].items()}
+            doc["by_city"] = {r: f.shown(asked) for r, f in answer.by_city[0].items()}
         return json.dumps(doc, ensure_ascii=False)
     scope = "federation-wide" if excluded_home is None else f"every region but {excluded_home}"
     before = [f"Facts about one person, {scope} (sealed lookup; the coordinator did not see the identifier)"]
@@ -106,22 +142,15 @@ def render_lookup(answer: LookupAnswer, fmt: str, excluded_home: str | None) -> 
     note = _failed_note(facts)
     if note:
         after.append(note)
-    out = text_table(["fact", "value"], _fact_rows(facts), before=before, after=after)
+    out = text_table(["fact", "value"], _fact_rows(facts, asked), before=before, after=after)
     if answer.by_city is not None:
+        shown = [c for c in _CITY_COLUMNS if c[1] in asked]
         rows = [
-            [
-                region,
-                str(f.cities_active) + "/" + str(f.cities_sealed),
-                _count(f.contribution_months),
-                _yuan(f.contribution_fen),
-                _yuan(f.balance_fen),
-                f"{_count(f.active_loans)}/{_count(f.overdue_loans)}",
-                _yuan(f.outstanding_fen),
-            ]
+            [region, *(show(f) for _, _, show in shown)]
             for region, f in answer.by_city[0].items()
             if region in answer.answered
         ]
-        columns = ["region", "active/sealed", "months", "contributions", "balance", "loans a/o", "outstanding"]
+        columns = ["region", *(heading for heading, _, _ in shown)]
         out += "\n" + text_table(columns, rows, before=["By city (allowed by every region's policy for this purpose)"])
     return out
 
@@ -139,11 +168,12 @@ def lookup(
     by_city: bool = typer.Option(
         False, "--by-city", help="Each city's figures, where every region's policy allows it for the purpose"
     ),
+    facts: str | None = typer.Option(None, "--facts", help=FACTS_HELP),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format"),
     timings: bool = typer.Option(False, "--timings", help="Print a per-stage timing breakdown to stderr"),
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
 ) -> None:
-    """Look one person up across the federation: accounts, contributions, balance and housing loans."""
+    """Look one person up across the federation: the facts asked for (accounts, contributions, balance, loans)."""
     from federation.client import FederationClient, check_person_ids
     from federation.profile import load_profile
 
@@ -153,7 +183,13 @@ def lookup(
     tokens = None if consent_token is None else [_token_file(consent_token)]
     with FederationClient(load_profile(profile, insecure=insecure)) as client:
         answer = client.lookup(
-            [person_id], purpose=purpose, consent=consent, exclude_home=exclude_home, by_city=by_city, tokens=tokens
+            [person_id],
+            purpose=purpose,
+            consent=consent,
+            exclude_home=exclude_home,
+            by_city=by_city,
+            tokens=tokens,
+            facts=parse_facts(facts),
         )
         home = client.signer.identity.region if exclude_home else None
     typer.echo(render_lookup(answer, fmt.value, home))
@@ -215,7 +251,8 @@ def screen_table(
             result["consent_refused"] = withheld
         if check == Check.duplicate_loans:
             result["duplicate_loans"] = None if withheld else facts.duplicate_loans
-        result |= {k: None for k in facts.as_dict()} if withheld else facts.as_dict()
+        shown = facts.shown(answer.facts_asked)  # the facts asked for, and no others
+        result |= {k: None for k in shown} if withheld else shown
         out.append(result)
     return out
 
@@ -260,6 +297,7 @@ def screen(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the results here (default: stdout)"),
     fmt: ScreenFormat = typer.Option(ScreenFormat.csv, "--format", "-f", help="Output format"),
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", min=1, help="Applicants per request"),
+    facts: str | None = typer.Option(None, "--facts", help=FACTS_HELP),
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
 ) -> None:
     """Screen many applicants at once: open housing loans in two or more cities, and each one's facts."""
@@ -303,6 +341,7 @@ def screen(
                 batch=batch,
                 progress=progress,
                 tokens=tokens,
+                facts=parse_facts(facts),
             )
     results = screen_table(columns, rows, answer, check)
     if output is None:
@@ -310,10 +349,10 @@ def screen(
     else:
         with open_private_text(output) as fh:  # mode 0600: results about people
             write_screen(results, fmt, answer, fh)
-    flagged = sum(f.duplicate_loans for i, f in enumerate(answer.facts) if i not in answer.withheld)
+    flagged = sum(bool(f.duplicate_loans) for i, f in enumerate(answer.facts) if i not in answer.withheld)
     failed = sum(1 for f in answer.facts if f.failed_regions)
     summary = f"screened {len(ids):,} applicant(s) in {time.perf_counter() - started:.1f} s"
-    if check == Check.duplicate_loans:
+    if check == Check.duplicate_loans and "duplicate_loans" in answer.facts_asked:
         summary += f": {flagged:,} with open housing loans in two or more cities"
     typer.echo(summary + f"; {_regions_line(answer)}", err=True)
     if failed:

@@ -44,10 +44,13 @@ log = logging.getLogger("hpf.coordinator")
 MAX_RUNS = 3  # runs of one question: the first, then re-runs with the survivors; never more than the asker signed
 MAX_DEADLINE_MS = 600_000  # a client may shorten the wait for the regions, not hold the coordinator forever
 # A region that refuses or fails on *this query* fails the whole query: an answer silently short of a region
-# would mislead. A region that is down, late or broken is only reported missing.
+# would mislead. A region that is down, late or broken is only reported missing. A region refusing an applicant's
+# consent fails the lookup too, never a re-run without it: the others' figures for that applicant must not reach
+# the asker (the client asks again without the applicant).
 QUERY_FAILURE_PREFIXES = (
     "PLAN_",
     "POLICY_",
+    "CONSENT_",
     "AUTH_",
     "CONTEXT_",
     "PARTIAL_",
@@ -270,8 +273,9 @@ class FanOut:
             )
         blobs = {s.node_id: s.blob for s in sealed}
         cells = len(regions) if spec.breakdown else 1
-        sizes = lookup_codec.chunk_sizes(spec.subjects, cells)
-        fingerprint = lookup_codec.layout_fingerprint(spec.subjects, cells)
+        facts = lookup_codec.facts_asked(spec.facts)
+        sizes = lookup_codec.chunk_sizes(spec.subjects, cells, facts)
+        fingerprint = lookup_codec.layout_fingerprint(spec.subjects, cells, facts)
 
         def request(node_id: str, context: bytes) -> pb.NodeLookupRequest:
             return pb.NodeLookupRequest(

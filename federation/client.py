@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from federation.errors import (
     AuditError,
     ConfigError,
     CryptoError,
+    FederationError,
     PlanError,
     UnavailableError,
     error_for_code,
@@ -109,10 +111,12 @@ class LookupAnswer:
     receipts: list[Receipt] = field(default_factory=list)
     receipts_verified: int = 0
     verified: bool = False  # as QueryAnswer.verified (a screening: every one of its requests)
-    # applicants (by place in the order asked) not asked about because their consent token fails a check the
-    # client makes itself (federation.consent: issuer, signature, grantee, purpose, facts, expiry, person); their
-    # facts are placeholders, never figures
+    # applicants (by place in the order asked) withheld for their consent, with the code of the check: those whose
+    # token fails a check the client makes itself (federation.consent: issuer, signature, grantee, purpose, facts,
+    # expiry, person), and those some region refused (an issuer it does not accept, a revocation), for whom the
+    # request was asked again without them; their facts are placeholders, never figures
     withheld: dict[int, str] = field(default_factory=dict)
+    facts_asked: tuple[str, ...] = lookup_codec.FACTS  # the facts the lookup asked for: the others are None
 
     @property
     def complete(self) -> bool:
@@ -159,7 +163,14 @@ def _dp_terms(plan: Plan, signed: dict[str, Any]) -> DpTerms:
 
 
 # the facts shown for an applicant withheld for its consent: placeholders, never figures (see LookupAnswer.withheld)
-WITHHELD = PersonFacts(0, 0, 0, None, None, None, None, None, None, 0, 0)
+WITHHELD = PersonFacts(None, None, None, None, None, None, None, None, None, None, 0)
+# requests one screening batch may be asked again for, each without the applicants a region refused for their
+# consent (a region names the first it refuses): beyond this, the batch's refusal stands
+MAX_WITHHOLD_RETRIES = 8
+# how a region names the applicants it refuses for consent (node/consent_gate.refusal_text): by place, never by
+# identifier; the first, then maybe others by code, in a list closed by ")"
+_REFUSED_PLACE = re.compile(r"applicant (\d+) of (\d+): ")
+_ALSO_REFUSED = re.compile(r"\(also refused: ((?:CONSENT_[A-Z_]+(?: \d+)+(?:; )?)+)\)")
 
 
 def read_tokens(tokens: Sequence[str] | None, people: int) -> list[bytes] | None:
@@ -176,6 +187,30 @@ def read_tokens(tokens: Sequence[str] | None, people: int) -> list[bytes] | None
         except consent_codec.ConsentError:
             out.append(b"")
     return out
+
+
+def _refused_places(err: FederationError, people: int) -> dict[int, str]:
+    """The places (from 0) and codes of the applicants a region refused for their consent, from the refusal of a
+    request of ``people``; empty for any other refusal. A list cut short (a remote message has a size limit) is
+    not read past the first. A coordinator that names the wrong places only withholds someone else.
+
+    >>> err = FederationError("applicant 2 of 9: x (also refused: CONSENT_REVOKED 4 7; CONSENT_EXPIRED 9)",
+    ...                       code="CONSENT_REVOKED")
+    >>> _refused_places(err, 9)
+    {1: 'CONSENT_REVOKED', 3: 'CONSENT_REVOKED', 6: 'CONSENT_REVOKED', 8: 'CONSENT_EXPIRED'}
+    """
+    if not err.code.startswith("CONSENT_") or err.code == "CONSENT_REVOCATIONS_INVALID":
+        return {}  # an issuer's unreadable list refuses every one of its consents: no applicant to leave out
+    found = _REFUSED_PLACE.search(err.message)
+    if found is None or int(found.group(2)) != people or not 1 <= int(found.group(1)) <= people:
+        return {}
+    places = {int(found.group(1)) - 1: err.code}
+    also = _ALSO_REFUSED.search(err.message, found.end())
+    if also is not None:
+        for group in also.group(1).split("; "):
+            code, *numbers = group.split()
+            places |= {int(n) - 1: code for n in numbers if 1 <= int(n) <= people and int(n) - 1 not in places}
+    return places
 
 
 def check_person_ids(person_ids: Sequence[str]) -> list[str]:
@@ -427,10 +462,12 @@ class FederationClient:
         by_city: bool = False,
         deadline_ms: int | None = None,
         tokens: Sequence[str] | None = None,
+        facts: Sequence[str] | None = None,
     ) -> LookupAnswer:
-        """Federation-wide facts about each person, in one request. Identifiers are checked first, then
-        sealed to each region separately, each with its consent token when ``tokens`` (text, one per person)
-        are given; the coordinator never sees them."""
+        """Federation-wide ``facts`` about each person (default: :meth:`facts_for` the purpose), in one request.
+        Identifiers are checked first, then sealed to each region separately, each with its consent token when
+        ``tokens`` (text, one per person) are given; the coordinator never sees them. One applicant refused for
+        their consent refuses the request (a screening withholds them instead)."""
         t0 = time.perf_counter()
         ids = check_person_ids(person_ids)
         if not ids:
@@ -441,15 +478,29 @@ class FederationClient:
                 code="PERSON_ID_DUPLICATE",
                 hint="ask about each person once (hpf screen merges repeated applicants itself)",
             )
+        asked = self.facts_for(purpose, facts)
         sealed_tokens = read_tokens(tokens, len(ids))
         if sealed_tokens is not None:
             asked_for = self.profile.purpose if purpose is None else purpose
-            for place, code in sorted(self.consent_refusals(ids, sealed_tokens, asked_for).items()):
+            for place, code in sorted(self.consent_refusals(ids, sealed_tokens, asked_for, asked).items()):
                 message, hint = consent_codec.REFUSALS[code]
                 raise error_for_code(code, f"applicant {place + 1} of {len(ids)}: {message}", hint)
         regions = self.lookup_regions(exclude_home)
         region_keys = self._agreement_keys(regions)
-        return self._ask(ids, regions, region_keys, purpose, consent, by_city, deadline_ms, t0, sealed_tokens)
+        return self._ask(ids, regions, region_keys, purpose, consent, by_city, deadline_ms, t0, sealed_tokens, asked)
+
+    def facts_for(self, purpose: str | None, facts: Sequence[str] | None = None) -> tuple[str, ...]:
+        """The facts a lookup asks for: ``facts`` as given (checked), else the fixed default for this asker's role
+        (from its certificate) and the purpose (:data:`federation.lookup_codec.DEFAULT_FACTS`)."""
+        if facts is None:
+            role = self.signer.identity.role
+            return lookup_codec.default_facts(role, self.profile.purpose if purpose is None else purpose)
+        try:
+            return lookup_codec.requested_facts(facts)
+        except ValueError as err:
+            raise PlanError(
+                str(err), code="LOOKUP_FACTS_UNKNOWN", hint="e.g. --facts duplicate_loans,loan_cities"
+            ) from None
 
     def _ask(
         self,
@@ -462,9 +513,10 @@ class FederationClient:
         deadline_ms: int | None,
         t0: float | None = None,
         tokens: list[bytes] | None = None,
+        facts: tuple[str, ...] = lookup_codec.FACTS,
     ) -> LookupAnswer:
-        """One lookup request for ``ids`` (checked, each once) to ``regions``, sealed to ``region_keys`` with
-        their consent ``tokens`` if any; its timings count from ``t0`` (default: now)."""
+        """One lookup request for ``facts`` about ``ids`` (checked, each once) to ``regions``, sealed to
+        ``region_keys`` with their consent ``tokens`` if any; its timings count from ``t0`` (default: now)."""
         t0 = time.perf_counter() if t0 is None else t0
         keys = self.keys
         one_time = OneTimeKey()
@@ -474,6 +526,7 @@ class FederationClient:
             regions=regions,
             breakdown=by_city,
             subjects_commitment=one_time.commitment(ids, tokens),
+            facts=facts,
         )
         signed = self.signer.sign(
             sql="",
@@ -499,7 +552,7 @@ class FederationClient:
         )
         t_sealed = time.perf_counter()
         cells = len(regions) if by_city else 1
-        sizes = lookup_codec.chunk_sizes(len(ids), cells)
+        sizes = lookup_codec.chunk_sizes(len(ids), cells, facts)
         streamed = self._streamed(
             self._stub.Lookup(request, timeout=self.profile.timeout_s), len(sizes), regions, signed
         )
@@ -522,14 +575,14 @@ class FederationClient:
                 code="LOOKUP_TOO_FEW_REGIONS",
                 hint="ask again when more regions are reachable",
             )
-        if reply.plan_fingerprint != lookup_codec.layout_fingerprint(len(ids), cells):
+        if reply.plan_fingerprint != lookup_codec.layout_fingerprint(len(ids), cells, facts):
             raise CryptoError("the answer does not match the lookup's layout", code="CIPHERTEXT_SHAPE")
         receipts, verified = self._receipts(reply, signed)
         got = self._checked(keys, streamed, signed, sizes)
         if got.terms.get("mode") != "exact":
             raise CryptoError("a lookup's answer must be exact", code="ANSWER_STATEMENT_INVALID")
         slots = np.concatenate(got.slots)
-        grid = lookup_codec.decode_facts(slots, subjects=len(ids), cells=cells)
+        grid = lookup_codec.decode_facts(slots, subjects=len(ids), cells=cells, facts=facts)
         lookup_codec.check_consistent(grid, answered=[regions.index(r) for r in reply.answered], by_city=by_city)
         self._keep(receipts)
         t_dec = time.perf_counter()
@@ -552,6 +605,7 @@ class FederationClient:
             receipts=receipts,
             receipts_verified=verified,
             verified=got.verified,
+            facts_asked=facts,
         )
 
     def screen(
@@ -565,26 +619,40 @@ class FederationClient:
         parallel: int = 2,
         progress: Callable[[int], None] | None = None,
         tokens: Sequence[str] | None = None,
+        facts: Sequence[str] | None = None,
     ) -> LookupAnswer:
-        """Facts about many people, ``batch`` per request with ``parallel`` requests in flight; every identifier
-        (and consent token, one per person when given) is checked once, before the first request. ``progress`` is
-        called with the number of people done so far."""
+        """``facts`` (default: :meth:`facts_for` the purpose) about many people, ``batch`` per request with
+        ``parallel`` requests in flight; every identifier (and consent token, one per person when given) is checked
+        once, before the first request. ``progress`` is called with the number of people done so far.
+
+        An applicant refused for their consent is withheld, by every region, and the rest are answered: those the
+        client's own check refuses are never sent, and a request that a region refuses for one applicant (naming
+        its place) is asked again without them, as a new signed request (at most :data:`MAX_WITHHOLD_RETRIES`
+        times per batch). A refused request has no answer at all, so no region's figures for a withheld applicant
+        reach the asker."""
         asked = check_person_ids(person_ids)
         if not asked:
             raise PlanError("no identifier to screen", code="PERSON_ID_INVALID")
+        wanted = self.facts_for(purpose, facts)
         all_tokens = read_tokens(tokens, len(asked))
         first = dict(zip(reversed(asked), reversed(all_tokens), strict=True)) if all_tokens is not None else {}
         ids = list(dict.fromkeys(asked))  # each person once; a repeated applicant gets the same facts
         withheld: dict[int, str] = {}
         if all_tokens is not None:  # applicants whose token the regions would refuse are not asked about
             asked_for = self.profile.purpose if purpose is None else purpose
-            refused = self.consent_refusals(asked, all_tokens, asked_for)
+            refused = self.consent_refusals(asked, all_tokens, asked_for, wanted)
             withheld = {i: refused[i] for i in range(len(asked)) if i in refused}
             out = {asked[i] for i in refused}
             ids = [pid for pid in ids if pid not in out]
             if not ids:
                 return LookupAnswer(
-                    facts=[WITHHELD] * len(asked), regions=[], answered=[], missing=[], query_ids=[], withheld=withheld
+                    facts=[WITHHELD] * len(asked),
+                    regions=[],
+                    answered=[],
+                    missing=[],
+                    query_ids=[],
+                    withheld=withheld,
+                    facts_asked=wanted,
                 )
         regions = self.lookup_regions(exclude_home)
         region_keys = self._agreement_keys(regions)
@@ -594,42 +662,47 @@ class FederationClient:
         batch = max(1, min(batch, SEALED_BYTES_PER_REQUEST // per_person))
         batches = [ids[i : i + batch] for i in range(0, len(ids), batch)]
         answers: list[LookupAnswer] = []
+        refused_by_region: dict[str, str] = {}
         done = 0
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
             futures = [
                 pool.submit(
-                    self._ask,
+                    self._ask_withholding,
                     b,
                     regions,
                     region_keys,
                     purpose,
                     consent,
-                    False,
-                    None,
-                    None,
                     [first[pid] for pid in b] if all_tokens is not None else None,
+                    wanted,
                 )
                 for b in batches
             ]
             try:
-                for future in futures:
-                    answers.append(future.result())
-                    done += len(answers[-1].facts)
+                for b, future in zip(batches, futures, strict=True):
+                    answer, refused_here = future.result()
+                    if answer is not None:
+                        answers.append(answer)
+                    refused_by_region |= refused_here
+                    done += len(b)
                     if progress is not None:  # in applicants asked, repeated ones included
                         progress(done * len(asked) // len(ids))
             finally:
                 for future in futures:
                     future.cancel()
+        withheld |= {i: refused_by_region[pid] for i, pid in enumerate(asked) if pid in refused_by_region}
+        ids = [pid for pid in ids if pid not in refused_by_region]
         missing: dict[str, dict[str, str]] = {}
         for a in answers:
             for m in a.missing:
                 missing.setdefault(m["node_id"], m)
-        facts = dict(zip(ids, (f for a in answers for f in a.facts), strict=True))
+        by_person = dict(zip(ids, (f for a in answers for f in a.facts), strict=True))
         return LookupAnswer(
-            facts=[facts.get(pid, WITHHELD) for pid in asked],
+            facts=[by_person.get(pid, WITHHELD) for pid in asked],
             withheld=withheld,
+            facts_asked=wanted,
             regions=regions,
-            answered=sorted(set.intersection(*(set(a.answered) for a in answers))),
+            answered=sorted(set.intersection(*(set(a.answered) for a in answers))) if answers else [],
             missing=list(missing.values()),
             query_ids=[q for a in answers for q in a.query_ids],
             receipts=[r for a in answers for r in a.receipts],
@@ -637,17 +710,61 @@ class FederationClient:
             verified=all(a.verified for a in answers),
         )
 
-    def consent_refusals(self, ids: Sequence[str], tokens: Sequence[bytes], purpose: str) -> dict[int, str]:
+    def _ask_withholding(
+        self,
+        ids: list[str],
+        regions: list[str],
+        region_keys: dict[str, bytes],
+        purpose: str | None,
+        consent: str | None,
+        tokens: list[bytes] | None,
+        facts: tuple[str, ...],
+    ) -> tuple[LookupAnswer | None, dict[str, str]]:
+        """One screening batch, asked again without each applicant a region refuses for their consent (the
+        refusal names the applicant's place in the request, never the identifier): the answer for the others
+        (None if none is left) and the refused applicants with their codes. Every request is newly signed, with
+        a new nonce and newly sealed identifiers; a refusal of anything else, or one more than
+        :data:`MAX_WITHHOLD_RETRIES` times, stands."""
+        refused: dict[str, str] = {}
+        for attempt in range(MAX_WITHHOLD_RETRIES + 1):
+            keep = [i for i, pid in enumerate(ids) if pid not in refused]
+            if not keep:
+                return None, refused
+            sent = [ids[i] for i in keep]
+            try:
+                answer = self._ask(
+                    sent,
+                    regions,
+                    region_keys,
+                    purpose,
+                    consent,
+                    False,
+                    None,
+                    None,
+                    None if tokens is None else [tokens[i] for i in keep],
+                    facts,
+                )
+                return answer, refused
+            except FederationError as err:
+                places = _refused_places(err, len(sent))
+                if not places or attempt == MAX_WITHHOLD_RETRIES:
+                    raise
+                refused |= {sent[place]: code for place, code in places.items()}
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def consent_refusals(
+        self, ids: Sequence[str], tokens: Sequence[bytes], purpose: str, facts: Sequence[str] = lookup_codec.FACTS
+    ) -> dict[int, str]:
         """The refusal code of each token (by place) that fails a check the client can make itself against the
-        pinned catalog's issuers: its signature, this client's certificate as grantee, the purpose, every fact a
-        lookup answers, its expiry and its person. Whether a region accepts the issuer, and its revocations, only
-        the region knows."""
+        pinned catalog's issuers: its signature, this client's certificate as grantee, the purpose, the facts
+        asked for, its expiry and its person. Whether a region accepts the issuer, and its revocations, only the
+        region knows."""
         issuers = {i.id: base64.b64decode(i.key) for i in self.catalog.issuers}
         verifier = consent_codec.ConsentVerifier(issuers)
         grantee = consent_codec.grantee_of(self.signer.certificate)
         refused = {}
         for place, (pid, token) in enumerate(zip(ids, tokens, strict=True)):
-            code = verifier.check(token, pid, grantee=grantee, purpose=purpose, facts=consent_codec.FACTS)
+            code = verifier.check(token, pid, grantee=grantee, purpose=purpose, facts=facts)
             if code is not None:
                 refused[place] = code
         return refused

@@ -68,8 +68,9 @@ from federation.lru import Lru
 from federation.person_id import validate_person_id
 
 VERSION = 1
-# the facts a grant may name, in the order of their bits in a token: append only, never reorder or reuse a bit
-FACTS: tuple[str, ...] = ("duplicate_loans", "loan_cities", "balance", "contributions")
+# the facts a grant may name and a lookup may ask for, in the order of their bits in a token: append only, never
+# reorder or reuse a bit. What each one releases is federation.lookup_codec.FACT_FIELDS.
+FACTS: tuple[str, ...] = ("duplicate_loans", "loan_cities", "balance", "contributions", "accounts", "loans")
 _FACT_BIT = {name: 1 << i for i, name in enumerate(FACTS)}
 _ALL_FACT_BITS = (1 << len(FACTS)) - 1
 

@@ -3,13 +3,15 @@
 A role's ``lookups`` with ``consent: token`` answers a lookup only when every identifier sealed to this region
 comes with a token (sealed with it: :mod:`federation.sealing`) that a ``consent_issuers`` issuer of the catalog
 signed for the asker (the grantee: the SHA-256 of the public key of the certificate that signed the question), for
-the lookup's purpose and for every fact a lookup answers, unexpired, unrevoked, and whose commitment opens to
-that identifier (:class:`federation.consent.ConsentVerifier`).
+the lookup's purpose and for every fact the signed lookup asks for (``LookupSpec.facts``), unexpired, unrevoked,
+and whose commitment opens to that identifier (:class:`federation.consent.ConsentVerifier`).
 
-One refused applicant refuses the request, with the code of the check it failed and its place in the request:
-every region checks the same tokens (the signed commitment covers them), so no region answers about a person
-another region refuses, and an asker that checks its tokens first (their signatures and terms are public) asks
-again without the ones refused.
+One refused applicant refuses the request, with the code of the check it failed and its place in the request
+(never its identifier), and the places and codes of the next ones refused (up to :data:`MAX_NAMED`): every region
+checks the same tokens (the signed commitment covers them), and a refused request has no answer from any region
+(the coordinator fails the question on a ``CONSENT_`` refusal, never re-runs it without the refusing region), so
+no region's answer about a person one region refuses reaches the asker. The asker's client asks again without
+the applicants named (``FederationClient.screen``), as a new signed request.
 """
 
 from __future__ import annotations
@@ -24,7 +26,25 @@ from federation.errors import AuthError, ConfigError, FederationError, PolicyVio
 from federation.lru import Lru
 from policies.model import LookupPolicy
 
-LOOKUP_FACTS = consent.FACTS  # a lookup's answer holds every fact: a token must grant them all
+MAX_NAMED = 30  # applicants named in one refusal beyond the first: the message stays under a remote message's size
+
+
+def refusal_text(refused: Sequence[tuple[int, str]], people: int) -> str:
+    """The public message refusing a request of ``people`` for the applicants ``refused`` (place from 1, code):
+    the first one's place and message, then the others' places by code, closed by ``)`` so that a reader can tell
+    a complete list from a cut one.
+
+    >>> refusal_text([(2, "CONSENT_REVOKED"), (5, "CONSENT_REVOKED"), (9, "CONSENT_ISSUER_UNKNOWN")], 10)
+    'applicant 2 of 10: the consent has been revoked (also refused: CONSENT_REVOKED 5; CONSENT_ISSUER_UNKNOWN 9)'
+    """
+    place, code = refused[0]
+    text = f"applicant {place} of {people}: {consent.REFUSALS[code][0]}"
+    more: dict[str, list[str]] = {}
+    for p, c in refused[1 : 1 + MAX_NAMED]:
+        more.setdefault(c, []).append(str(p))
+    if more:
+        text += " (also refused: " + "; ".join(f"{c} {' '.join(places)}" for c, places in more.items()) + ")"
+    return text
 
 
 class ConsentGate:
@@ -63,9 +83,10 @@ class ConsentGate:
         purpose: str,
         ids: Sequence[str],
         tokens: Sequence[consent.Token | None] | None,
+        facts: Sequence[str] = consent.FACTS,
     ) -> None:
         """Nothing when the role takes no tokens or every applicant's token holds; else the refusal of the first
-        applicant refused (its place, never its identifier)."""
+        applicant refused, naming the next ones too (their places, never their identifiers)."""
         if lookups.consent != "token":
             return
         if tokens is None:
@@ -78,11 +99,16 @@ class ConsentGate:
             )
         verifier = self._verifier(catalog, lookups.consent_issuers)
         grantee = self._grantee(signer_der)
+        refused: list[tuple[int, str]] = []
         for place, (pid, token) in enumerate(zip(ids, tokens, strict=True), start=1):
-            code = verifier.check(token, pid, grantee=grantee, purpose=purpose, facts=LOOKUP_FACTS)
+            code = verifier.check(token, pid, grantee=grantee, purpose=purpose, facts=facts)
             if code is not None:
-                message, hint = consent.REFUSALS[code]
-                raise error_for_code(code, f"applicant {place} of {len(ids)}: {message}", hint, rule)
+                refused.append((place, code))
+                if len(refused) > MAX_NAMED:
+                    break
+        if refused:
+            code = refused[0][1]
+            raise error_for_code(code, refusal_text(refused, len(ids)), consent.REFUSALS[code][1], rule)
 
 
 def consent_gate_for(revocation_lists: Mapping[str, Path], catalog: Catalog) -> ConsentGate:

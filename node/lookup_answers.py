@@ -15,7 +15,7 @@ from federation.consent import parse_or_none
 from federation.envelope import VerifiedEnvelope
 from federation.errors import FederationError, PlanError
 from federation.generated import hpf_federation_pb2 as pb
-from federation.lookup_codec import chunk_sizes, encode_facts, layout_fingerprint
+from federation.lookup_codec import chunk_sizes, encode_facts, facts_asked, layout_fingerprint
 from federation.pki import Identity
 from federation.sealing import consent_tags, subject_tags
 from node.answering import AnsweringNode
@@ -30,9 +30,14 @@ log = logging.getLogger("hpf.node")
 
 
 def _lookup_layout(envelope: pb.QueryEnvelope) -> str:
-    """What an audit entry says a lookup asks: its answer's layout (how many people, how many cells)."""
+    """What an audit entry says a lookup asks: its answer's layout (how many people, how many cells, which
+    facts); a lookup naming facts no layout has is logged as such, then refused."""
     spec = envelope.lookup
-    return layout_fingerprint(spec.subjects, len(spec.regions) if spec.breakdown else 1)
+    try:
+        facts = facts_asked(spec.facts)
+    except FederationError:
+        return "lookup/malformed-facts"
+    return layout_fingerprint(spec.subjects, len(spec.regions) if spec.breakdown else 1, facts)
 
 
 class LookupAnswering(AnsweringNode):
@@ -40,11 +45,12 @@ class LookupAnswering(AnsweringNode):
 
     def _admit_lookup(
         self, request: pb.NodeLookupRequest, trail: Trail
-    ) -> tuple[VerifiedEnvelope, list[str], int, int]:
+    ) -> tuple[VerifiedEnvelope, list[str], int, int, tuple[str, ...]]:
         """Verify a lookup, open the identifiers sealed to this node and judge it by policy.
 
-        Returns the verified envelope, the identifiers, the answer's cells and this node's cell. The identifiers'
-        keyed hashes go into the trail as soon as they are opened, so a refused lookup is on record too.
+        Returns the verified envelope, the identifiers, the answer's cells, this node's cell and the facts asked
+        for. The identifiers' keyed hashes go into the trail as soon as they are opened, so a refused lookup is on
+        record too.
         """
         verified = self._verify(request.envelope, request.query_id, trail, _lookup_layout)
         envelope, signer = verified.envelope, verified.signer
@@ -62,8 +68,9 @@ class LookupAnswering(AnsweringNode):
                 "or nobody",
                 code="LOOKUP_MALFORMED",
             )
+        facts = facts_asked(spec.facts)
         cells = len(regions) if spec.breakdown else 1
-        chunk_sizes(spec.subjects, cells)  # refuses a layout too large before any work
+        chunk_sizes(spec.subjects, cells, facts)  # refuses a layout too large before any work
         if self.lookups is None or self.agreement is None or self.subject_key is None:
             raise PlanError("this region does not answer person lookups", code="LOOKUP_UNSUPPORTED")
         ids, tokens = self.agreement.open_with_tokens(
@@ -93,13 +100,14 @@ class LookupAnswering(AnsweringNode):
             asked=regions,
             everyone=everyone,
             unclassified=unclassified_columns(self.catalog),
+            facts=facts,
         )
         lookups = self.policy.roles[asker.role].lookups
         assert lookups is not None  # check_lookup allowed it
         rule = f"{self.node_id}: roles.{asker.role}.lookups.consent"
         signer_der = request.envelope.signer_certificate
-        self.consent_gate.check(self.catalog, lookups, rule, signer_der, envelope.purpose, ids, grants)
-        return verified, ids, cells, regions.index(self.node_id) if spec.breakdown else 0
+        self.consent_gate.check(self.catalog, lookups, rule, signer_der, envelope.purpose, ids, grants, facts)
+        return verified, ids, cells, regions.index(self.node_id) if spec.breakdown else 0, facts
 
     @functools.cached_property
     def consent_gate(self) -> ConsentGate:
@@ -112,7 +120,7 @@ class LookupAnswering(AnsweringNode):
 
         def work() -> PartialResult:
             self._check_caller(caller, trail)
-            verified, ids, cells, cell = self._admit_lookup(request, trail)
+            verified, ids, cells, cell, facts = self._admit_lookup(request, trail)
             he.check_he_format(request.he_format, "the client's context")
             ctx = self.executor.public_context(request.public_context, verified.envelope.context_digest)
             run = self._run(verified.query_id, request.participants, trail, signed_terms(None))
@@ -136,6 +144,7 @@ class LookupAnswering(AnsweringNode):
                         asked=run.participants,
                         everyone={n.id for n in self.catalog.nodes},
                         unclassified=unclassified_columns(self.catalog),
+                        facts=facts,
                     )
                 except FederationError as err:
                     left_out = ", ".join(sorted(asked - set(run.participants)))
@@ -149,9 +158,9 @@ class LookupAnswering(AnsweringNode):
             runs = self._spend(verified, people=len(ids), run=run)
             assert self.lookups is not None
             t_scan = time.perf_counter()
-            slots = encode_facts(self.lookups.facts(ids), cells=cells, cell=cell)
+            slots = encode_facts(self.lookups.facts(ids), cells=cells, cell=cell, facts=facts)
             t_encode = time.perf_counter()
-            sizes = chunk_sizes(len(ids), cells)
+            sizes = chunk_sizes(len(ids), cells, facts)
             pieces = self._protector().mask(run, np.split(slots, np.cumsum(sizes)[:-1]))
             ciphertexts = [he.encrypt_slots(ctx, piece) for piece in pieces]
             done = time.perf_counter()

@@ -29,6 +29,7 @@ The checks, in order, each with its code:
 :func:`check_lookup` judges a person lookup (identifiers sealed to this node) by the role's ``lookups``:
 ``POLICY_ROLE_DENIED``, ``POLICY_LOOKUP_DENIED`` (the role has no ``lookups``), ``POLICY_COLUMN_UNCLASSIFIED``
 (a column every lookup reads has no class in the catalog), the purpose codes above,
+``POLICY_FACTS_NOT_ALLOWED`` (a fact asked for that is not under the role's ``facts``),
 ``POLICY_CONSENT_REQUIRED``, ``POLICY_LOOKUP_TOO_MANY`` (more identifiers than ``max_subjects``) and
 ``POLICY_BREAKDOWN_DENIED`` (a per-city answer for a purpose not under ``breakdown``).
 
@@ -49,6 +50,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from federation.catalog import Catalog, ColumnClass
+from federation.consent import FACTS
 from federation.errors import PolicyViolation
 from federation.plan import Plan
 from federation.regions import PROVINCES, province_of
@@ -397,8 +399,10 @@ def check_lookup(
     asked: Collection[str] | None = None,
     everyone: Collection[str] | None = None,
     unclassified: Sequence[str] = (),
+    facts: Sequence[str] = FACTS,
 ) -> Decision:
-    """Allow a person lookup of ``subjects`` identifiers (a Decision) or raise PolicyViolation with its rule.
+    """Allow a person lookup of ``subjects`` identifiers asking for ``facts`` (a Decision) or raise
+    PolicyViolation with its rule.
 
     ``asked`` are the regions the lookup asks and ``everyone`` the catalog's (both None: every region). An answer
     from only some regions shows their own figures, so it is judged as a per-city answer (``breakdown``), except
@@ -449,6 +453,15 @@ def check_lookup(
             f"purpose {purpose!r} does not allow a person lookup by role {role_name}",
             f"{base}.purposes",
             f"purposes for a lookup here: {purposes}",
+        )
+    not_allowed = [f for f in facts if f not in lookups.facts]
+    if not_allowed:
+        raise refuse(
+            "POLICY_FACTS_NOT_ALLOWED",
+            f"role {role_name} may not receive {', '.join(_show(f) for f in not_allowed)} from a person lookup at "
+            "this node",
+            f"{base}.facts",
+            f"facts for role {role_name} here: {', '.join(lookups.facts)} (hpf lookup/screen --facts)",
         )
     if lookups.consent == "required" and not consent:
         raise refuse(

@@ -67,6 +67,7 @@ from pydantic import (
 )
 
 from federation.catalog import ColumnClass
+from federation.consent import FACTS
 from federation.fixed_decimal import DELTA_PLACES, EPSILON_PLACES, MAX_BUDGET_EPSILON, units_of
 from federation.pki import ROLES
 from federation.regions import PROVINCES
@@ -364,6 +365,9 @@ class LookupPolicy(BaseModel):
     # by difference: right for a centre's own caseworkers, not for a bank whose certificate merely names a city)
     exclude_home: bool = False
     max_subjects: int = 1  # identifiers in one request; above 1 allows batch screening
+    # the facts (federation.consent.FACTS) a lookup by this role may ask for: a request naming any other is refused
+    # (POLICY_FACTS_NOT_ALLOWED). Omitted: every fact
+    facts: list[str] = list(FACTS)
     rate_limit: RateLimit | None = None  # people looked up per identity: each identifier counts as one
     description: str | None = None
 
@@ -372,6 +376,18 @@ class LookupPolicy(BaseModel):
     def _some(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("a lookup needs at least one purpose; to allow none, leave lookups out")
+        return v
+
+    @field_validator("facts")
+    @classmethod
+    def _known_facts(cls, v: list[str]) -> list[str]:
+        unknown = [f for f in v if f not in FACTS]
+        if unknown:
+            raise ValueError(f"unknown fact {unknown[0][:40]!r}: facts are {', '.join(FACTS)}")
+        if not v:
+            raise ValueError("a lookup needs at least one fact; to allow none, leave lookups out")
+        if len(set(v)) != len(v):
+            raise ValueError("a fact is listed twice")
         return v
 
     @field_validator("max_subjects")

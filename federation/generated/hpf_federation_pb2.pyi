@@ -33,18 +33,20 @@ class QueryEnvelope(_message.Message):
     def __init__(self, version: _Optional[int] = ..., operation: _Optional[str] = ..., sql: _Optional[str] = ..., purpose: _Optional[str] = ..., consent_ref: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., context_digest: _Optional[str] = ..., federation: _Optional[str] = ..., lookup: _Optional[_Union[LookupSpec, _Mapping]] = ..., max_runs: _Optional[int] = ...) -> None: ...
 
 class LookupSpec(_message.Message):
-    __slots__ = ("subjects", "seal_public_key", "regions", "breakdown", "subjects_commitment")
+    __slots__ = ("subjects", "seal_public_key", "regions", "breakdown", "subjects_commitment", "facts")
     SUBJECTS_FIELD_NUMBER: _ClassVar[int]
     SEAL_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
     BREAKDOWN_FIELD_NUMBER: _ClassVar[int]
     SUBJECTS_COMMITMENT_FIELD_NUMBER: _ClassVar[int]
+    FACTS_FIELD_NUMBER: _ClassVar[int]
     subjects: int
     seal_public_key: bytes
     regions: _containers.RepeatedScalarFieldContainer[str]
     breakdown: bool
     subjects_commitment: bytes
-    def __init__(self, subjects: _Optional[int] = ..., seal_public_key: _Optional[bytes] = ..., regions: _Optional[_Iterable[str]] = ..., breakdown: _Optional[bool] = ..., subjects_commitment: _Optional[bytes] = ...) -> None: ...
+    facts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, subjects: _Optional[int] = ..., seal_public_key: _Optional[bytes] = ..., regions: _Optional[_Iterable[str]] = ..., breakdown: _Optional[bool] = ..., subjects_commitment: _Optional[bytes] = ..., facts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SealedSubjects(_message.Message):
     __slots__ = ("node_id", "blob")

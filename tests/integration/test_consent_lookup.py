@@ -30,6 +30,7 @@ PEOPLE = (("caseworker", "caseworker", "shanghai"), ("bank", "integrator", "nanj
 ISSUER, OTHER_ISSUER = "sh-consent", "bj-consent"
 KEY, OTHER_KEY = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
 REVIEW = {"purpose": "loan-review"}
+LOAN_REVIEW = ("duplicate_loans", "loan_cities")  # what a bank's loan review asks for by default
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,8 @@ def test_a_bank_with_tokens_gets_what_a_caseworker_gets(fed: harness.Federation)
         answer = bank.lookup(ids, tokens=tokens_for(fed, ids), **REVIEW)  # type: ignore[arg-type]
     with fed.client() as caseworker:
         reference = [caseworker.lookup([pid], consent="C-1", **REVIEW).facts[0] for pid in ids]  # type: ignore[arg-type]
-    assert answer.facts == reference and sorted(answer.answered) == sorted(NODES)
+    assert answer.facts_asked == ("duplicate_loans", "loan_cities")  # a loan review's default for a bank
+    assert answer.facts == [r.only(answer.facts_asked) for r in reference] and sorted(answer.answered) == sorted(NODES)
 
 
 def test_without_tokens_a_bank_is_refused(fed: harness.Federation) -> None:
@@ -250,6 +252,29 @@ def test_a_revoked_grant_is_refused_and_an_unreadable_list_refuses_the_issuer(fe
         assert len(bank.lookup(ids, tokens=fresh, **REVIEW).facts) == 2  # type: ignore[arg-type]
 
 
+def test_a_token_grants_only_the_facts_it_names(fed: harness.Federation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token granting duplicate_loans alone answers a request for duplicate_loans; a request for more is refused
+    by the client's own check, and, from a bank that skips it, by every region (CONSENT_FACTS_NOT_GRANTED), or by
+    the policy first for a fact the bank's role may never receive (POLICY_FACTS_NOT_ALLOWED)."""
+    ids = people(fed, 2)
+    tokens = tokens_for(fed, ids, facts=["duplicate_loans"])
+    with fed.client(person="bank") as bank:
+        answer = bank.lookup(ids, tokens=tokens, facts=["duplicate_loans"], **REVIEW)  # type: ignore[arg-type]
+        assert answer.facts_asked == ("duplicate_loans",) and sorted(answer.answered) == sorted(NODES)
+        assert all(f.duplicate_loans is not None and f.balance_fen is None for f in answer.facts)
+        for more in (["duplicate_loans", "balance"], list(LOAN_REVIEW)):
+            with pytest.raises(FederationError) as err:
+                bank.lookup(ids, tokens=tokens, facts=more, **REVIEW)  # type: ignore[arg-type]
+            assert err.value.code == "CONSENT_FACTS_NOT_GRANTED" and "applicant 1 of 2" in err.value.message
+        monkeypatch.setattr(FederationClient, "consent_refusals", lambda *args: {})
+        with pytest.raises(FederationError) as region:
+            bank.lookup(ids, tokens=tokens, facts=list(LOAN_REVIEW), **REVIEW)  # type: ignore[arg-type]
+        assert region.value.code == "CONSENT_FACTS_NOT_GRANTED" and "applicant 1 of 2" in region.value.message
+        with pytest.raises(FederationError) as policy:
+            bank.lookup(ids, tokens=tokens, facts=["duplicate_loans", "balance"], **REVIEW)  # type: ignore[arg-type]
+        assert policy.value.code == "POLICY_FACTS_NOT_ALLOWED"
+
+
 def test_the_audit_entry_answers_under_which_consent_a_person_was_looked_up(fed: harness.Federation) -> None:
     import json
 
@@ -285,7 +310,7 @@ def test_enumerating_ids_yields_only_the_consented_people(
     enumerated = [p for p in every if p not in consented]  # one district, one year: 365 days, 4 sequences
     ids = enumerated[:700] + consented + enumerated[700:1455]
     assert len(ids) == 1460
-    granted = dict(zip(consented, tokens_for(fed, consented), strict=True))
+    granted = dict(zip(consented, tokens_for(fed, consented, facts=LOAN_REVIEW), strict=True))
     tokens = [granted.get(pid, "") for pid in ids]
     with fed.client(person="bank") as bank:
         screened = bank.screen(ids, tokens=tokens, **REVIEW)  # type: ignore[arg-type]
@@ -293,6 +318,12 @@ def test_enumerating_ids_yields_only_the_consented_people(
         assert set(screened.withheld) == set(range(1460)) - set(range(700, 705))
         assert set(screened.withheld.values()) == {"CONSENT_MALFORMED"}
         assert screened.facts[700:705] == reference.facts
+        # only the facts their grants name: the loans in other cities, never a balance or contributions
+        assert screened.facts_asked == LOAN_REVIEW
+        assert all(f.balance_fen is None and f.contribution_fen is None and f.cities is None for f in screened.facts)
+        more = bank.screen(ids, tokens=tokens, facts=[*LOAN_REVIEW, "contributions"], **REVIEW)  # type: ignore[arg-type]
+        assert set(more.withheld) == set(range(1460)) and more.query_ids == []  # nothing was sent
+        assert {more.withheld[i] for i in range(700, 705)} == {"CONSENT_FACTS_NOT_GRANTED"}
         with pytest.raises(FederationError) as nobody:
             bank.screen(ids, **REVIEW)  # type: ignore[arg-type]
         assert nobody.value.code == "POLICY_CONSENT_REQUIRED"
@@ -352,7 +383,9 @@ def test_the_cli_reads_a_token_file_and_a_token_column(fed: harness.Federation, 
     assert "1 applicant(s) not asked about" in screened.stderr
     rows = list(csv.DictReader(out.open()))
     assert "consent_token" not in rows[0] and [r["consent_refused"] for r in rows] == ["", "", "CONSENT_MALFORMED"]
-    assert rows[2]["cities"] == "" and rows[0]["cities"] != ""
+    assert rows[2]["loan_cities"] == "" and rows[0]["loan_cities"] != ""
+    # a bank screening for a loan review is shown what it asked for by default: never a balance or contributions
+    assert {"balance_fen", "contribution_fen", "cities"}.isdisjoint(rows[0])
 
 
 def test_the_coordinator_never_sees_a_token_or_an_identifier(fed: harness.Federation) -> None:

@@ -473,12 +473,41 @@ def test_screening_finds_exactly_the_planted_duplicate_loans(
     )
     assert len(population.planted) >= 5
     assert found == set(population.planted) == set(open_in_two)
-    expected = oracle_facts(fed.oracle, ids)
+    # a bank screening for a loan review asks, by default, for what the decision needs: never a balance
+    assert answer.facts_asked == ("duplicate_loans", "loan_cities")
+    expected = {pid: f.only(answer.facts_asked) for pid, f in oracle_facts(fed.oracle, ids).items()}
     wrong = [pid for pid, f in zip(ids, answer.facts, strict=True) if f != expected[pid]]
     assert wrong == []
+    assert all(f.balance_fen is None and f.contribution_fen is None and f.cities is None for f in answer.facts)
     by_id = dict(zip(ids, answer.facts, strict=True))
     for pid, facts in singles.items():
         assert by_id[pid] == facts == expected[pid]
+
+
+def test_a_bank_decrypts_no_balance_slot_by_default(
+    fed: harness.Federation, keys: he.ClientKeys, population: Population, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a bank decrypts holds two slots per person (the flags and the status), laid out for the facts a loan
+    review needs; every region signed that layout. Asking for a balance is refused by every region's policy."""
+    from federation import lookup_codec
+
+    decrypted: list[tuple[int, tuple[str, ...]]] = []
+    real = lookup_codec.decode_facts
+
+    def spy(slots: Any, **kw: Any) -> Any:
+        decrypted.append((len(slots), tuple(kw["facts"])))
+        return real(slots, **kw)
+
+    monkeypatch.setattr(lookup_codec, "decode_facts", spy)
+    ids = population.multi_city[:3]
+    with fed.client(keys=keys, person="bank") as bank:
+        answer = bank.lookup(ids, **REVIEW)
+        assert decrypted == [(3 * 2, ("duplicate_loans", "loan_cities"))]
+        assert all(f.balance_fen is None for f in answer.facts)
+        with pytest.raises(FederationError) as err:
+            bank.lookup(ids, facts=["duplicate_loans", "balance"], **REVIEW)
+    assert err.value.code == "POLICY_FACTS_NOT_ALLOWED" and (err.value.rule or "").endswith("lookups.facts")
+    assert len(decrypted) == 1
 
 
 def test_account_transfer_by_city_shows_each_regions_own_figures(
@@ -543,7 +572,8 @@ def test_a_bank_cannot_leave_its_own_city_out(
     with fed.client(keys=keys, person="bank") as bank:
         err = refusal(lambda: bank.lookup([pid], exclude_home=True, **REVIEW), pid)
         assert err.code == "POLICY_BREAKDOWN_DENIED"
-        assert bank.lookup([pid], **REVIEW).facts == [oracle_facts(fed.oracle, [pid])[pid]]
+        answer = bank.lookup([pid], **REVIEW)
+        assert answer.facts == [oracle_facts(fed.oracle, [pid])[pid].only(answer.facts_asked)]
 
 
 def test_a_person_is_asked_about_once_per_request(
@@ -555,7 +585,7 @@ def test_a_person_is_asked_about_once_per_request(
     with fed.client(keys=keys, person="bank") as bank:
         done: list[int] = []
         answer = bank.screen([a, b, a.lower()], progress=done.append, **REVIEW)
-    expected = oracle_facts(fed.oracle, [a, b])
+    expected = {pid: f.only(answer.facts_asked) for pid, f in oracle_facts(fed.oracle, [a, b]).items()}
     assert answer.facts == [expected[a], expected[b], expected[a]] and done[-1] == 3
 
 
@@ -605,6 +635,7 @@ POLICY_REFUSALS = [
     ("caseworker", 2, REVIEW, False, "POLICY_LOOKUP_TOO_MANY"),
     ("caseworker", 1, REVIEW, True, "POLICY_BREAKDOWN_DENIED"),
     ("bank", 1, REVIEW, True, "POLICY_BREAKDOWN_DENIED"),
+    ("bank", 1, {**REVIEW, "facts": ["duplicate_loans", "balance"]}, False, "POLICY_FACTS_NOT_ALLOWED"),
 ]
 
 
@@ -1247,6 +1278,7 @@ roles:
     rate_limit: {{requests: 5, per_seconds: 3600}}
     lookups:
       rate_limit: {{requests: 10, per_seconds: 3600}}
+      facts: [duplicate_loans, loan_cities, contributions]
 """
 
 
@@ -1276,7 +1308,7 @@ def test_the_lookup_rate_limit_counts_people_not_requests(small: harness.Federat
         assert refusal(lambda: bank.lookup(ids[:1], **REVIEW)).code == "POLICY_RATE_LIMITED"
     with small.client(keys=keys, person="bank2") as bank2:  # per identity
         answer = bank2.lookup(ids[:10], **REVIEW)
-    assert answer.complete and all(f.cities == 0 for f in answer.facts)
+    assert answer.complete and all(f.loan_cities == 0 for f in answer.facts)
     for node in SMALL_NODES:
         entry = last_entry(small, node)
         assert (entry["identity"], entry["decision"]) == ("bank2", "allowed")
@@ -1315,12 +1347,15 @@ def test_two_regions_without_home_is_one_city(small: harness.Federation, keys: h
     assert err.code == "POLICY_BREAKDOWN_DENIED"
 
 
+CONTRIBUTIONS = ["contributions"]
+
+
 def test_facts_follow_the_data_files(small: harness.Federation, keys: he.ClientKeys) -> None:
     """A node recomputes its facts when its files change: no lookup answers from a stale copy."""
     pid = sorted(r[0] for r in small.node_oracle("hangzhou", "SELECT DISTINCT person_id FROM deposits"))[-1]
     with small.client(keys=keys, person="refresher") as client:
-        before = client.lookup([pid], **REVIEW).facts[0]
-        assert before == oracle_facts(small.oracle, [pid])[pid]
+        before = client.lookup([pid], facts=CONTRIBUTIONS, **REVIEW).facts[0]  # as this policy allows
+        assert before == oracle_facts(small.oracle, [pid])[pid].only(CONTRIBUTIONS)
         path = small.root / "data" / "hangzhou" / "deposits.parquet"
         tmp = path.with_name("deposits.parquet.new")
         con = duckdb.connect()
@@ -1333,8 +1368,8 @@ def test_facts_follow_the_data_files(small: harness.Federation, keys: he.ClientK
         finally:
             con.close()
         os.replace(tmp, path)
-        after = client.lookup([pid], **REVIEW).facts[0]
-    assert after == oracle_facts(small.oracle, [pid])[pid]
+        after = client.lookup([pid], facts=CONTRIBUTIONS, **REVIEW).facts[0]
+    assert after == oracle_facts(small.oracle, [pid])[pid].only(CONTRIBUTIONS)
     assert after.contribution_months == (before.contribution_months or 0) + 1
     assert after.contribution_fen == (before.contribution_fen or 0) + 123456
 

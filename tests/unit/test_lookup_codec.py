@@ -29,6 +29,8 @@ from federation.lookup_codec import (
     chunk_sizes,
     decode_facts,
     encode_facts,
+    facts_asked,
+    fields_of,
     layout_fingerprint,
     slot_count,
 )
@@ -240,3 +242,50 @@ def test_facts_or_answers_of_the_wrong_shape_are_refused() -> None:
             with pytest.raises(FederationError) as info:
                 call()
             assert info.value.code == code
+
+
+# -------------------------------------------------------------------------- the facts asked for
+
+BANK = ("duplicate_loans", "loan_cities")
+
+
+def test_a_bank_answer_carries_no_balance_slot_and_nothing_of_the_balance() -> None:
+    """With the facts a loan review needs, a person's cell is the flags and status slots only, and two regions
+    whose rows differ only in balance, contributions and loans' amounts send exactly the same slots."""
+    rng = np.random.default_rng(3)
+    rows = random_facts(rng, 5, "uniform")
+    other = rows.copy()
+    for name in ("balance_fen", "contribution_fen", "outstanding_fen", "contribution_months", "active_loans"):
+        other[:, COL[name]] = rng.integers(0, 1000, 5)
+    assert np.array_equal(
+        encode_facts(rows, cells=1, cell=0, facts=BANK), encode_facts(other, cells=1, cell=0, facts=BANK)
+    )
+    assert slot_count(5, 1, BANK) == 5 * 2
+    [[person], *_] = decode_facts(encode_facts(rows, cells=1, cell=0, facts=BANK), subjects=5, cells=1, facts=BANK)
+    assert person.loan_cities == rows[0, COL["loan_cities"]]
+    assert (person.balance_fen, person.contribution_fen, person.outstanding_fen, person.cities) == (None,) * 4
+
+
+@pytest.mark.parametrize("facts", [("balance",), ("contributions", "accounts"), ("loans", "loan_cities"), BANK])
+def test_every_fact_set_sums_exactly(facts: tuple[str, ...]) -> None:
+    rng = np.random.default_rng(7)
+    regions = [random_facts(rng, 3, "uniform") for _ in range(4)]
+    slots = homomorphic_sum([encode_facts(f, cells=1, cell=0, facts=facts) for f in regions])
+    decoded = decode_facts(slots, subjects=3, cells=1, facts=facts)
+    for person in range(3):
+        full = expected(regions, person)
+        kept = fields_of(facts)
+        for name in PersonFacts.__dataclass_fields__:
+            if name != "failed_regions":
+                assert decoded[person][0][name] == (full[name] if name in kept else None), name
+
+
+def test_the_layout_fingerprint_covers_the_facts() -> None:
+    """Regions agree on a layout only when they lay out the same facts: the fingerprint names them (in one order,
+    whatever order they were asked in), and a lookup naming no facts asks for every one."""
+    assert layout_fingerprint(2, 1, BANK) == layout_fingerprint(2, 1, tuple(reversed(BANK)))
+    assert layout_fingerprint(2, 1, BANK) != layout_fingerprint(2, 1, (*BANK, "balance"))
+    assert layout_fingerprint(2, 1) == layout_fingerprint(2, 1, facts_asked([]))
+    with pytest.raises(FederationError) as err:
+        facts_asked(["balance", "salary"])
+    assert err.value.code == "LOOKUP_MALFORMED"

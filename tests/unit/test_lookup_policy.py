@@ -9,7 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from federation.client import LOOKUP_BATCH
+from federation.consent import FACTS
 from federation.errors import ConfigError, PolicyViolation
+from federation.lookup_codec import default_facts
 from policies import DEFAULT_POLICY
 from policies.engine import Asker, check_lookup
 from policies.loader import load_policy
@@ -31,6 +33,7 @@ def asker(role: str, region: str | None = "hangzhou") -> Asker:
 def lookup(policy: Policy, role: str, **kw: Any) -> Any:
     args: dict[str, Any] = {"purpose": "loan-review", "consent": True, "subjects": 1, "breakdown": False}
     args.update(kw)
+    args.setdefault("facts", default_facts(role, args["purpose"]))  # what the client asks for by default
     return check_lookup(policy, asker(role), party=PARTY, **args)
 
 
@@ -270,3 +273,27 @@ def test_default_integrator_limits_fit_a_banks_day_and_refuse_enumerating_a_dist
         requests.take("bank", integrator.rate_limit, party=PARTY, role="integrator", now=t + i)
     with pytest.raises(PolicyViolation):
         requests.take("bank", integrator.rate_limit, party=PARTY, role="integrator", now=t + 80_000)
+
+
+# -------------------------------------------------------------------------- facts
+
+
+def test_a_bank_may_receive_only_what_a_loan_review_needs(default: Policy) -> None:
+    """The default integrator policy allows duplicate loans and the number of cities with an open loan; a
+    request for a balance (alone or with them) is refused with the rule that says so."""
+    integrator = default.roles["integrator"].lookups
+    assert integrator is not None and integrator.facts == ["duplicate_loans", "loan_cities"]
+    lookup(default, "integrator", consent=True, facts=["duplicate_loans", "loan_cities"])
+    lookup(default, "integrator", consent=True, facts=["duplicate_loans"])
+    for asked in (["balance"], ["duplicate_loans", "balance"], list(FACTS), ["contributions"], ["loans"]):
+        err = refusal(default, "integrator", facts=asked)
+        assert err.code == "POLICY_FACTS_NOT_ALLOWED" and err.rule == f"{PARTY}: roles.integrator.lookups.facts"
+        assert "duplicate_loans, loan_cities" in (err.hint or "")
+    lookup(default, "caseworker", facts=list(FACTS))  # a caseworker at a counter may see the whole picture
+
+
+def test_a_policy_names_only_known_facts() -> None:
+    assert LookupPolicy.model_validate({"purposes": ["x"]}).facts == list(FACTS)  # omitted: every fact
+    for bad in (["balances"], [], ["balance", "balance"]):
+        with pytest.raises(ValidationError):
+            LookupPolicy.model_validate({"purposes": ["x"], "facts": bad})
