@@ -249,6 +249,30 @@ def test_a_revoked_grant_is_refused_and_an_unreadable_list_refuses_the_issuer(fe
         assert len(bank.lookup(ids, tokens=fresh, **REVIEW).facts) == 2  # type: ignore[arg-type]
 
 
+def test_an_older_revocation_list_put_back_while_a_region_is_stopped_is_refused(fed: harness.Federation) -> None:
+    ids = people(fed, 2)
+    path = fed.root / "revocations.json"
+    older = path.read_bytes()
+    tokens = tokens_for(fed, ids)
+    consent_revocations.revoke(path, KEY, ISSUER, [consent.parse_token_text(tokens[0]).grant.grant_id])
+    newest = path.read_bytes()
+    time.sleep(consent_revocations.RECHECK_S + 0.1)
+    assert refused(fed, ids, tokens).code == "CONSENT_REVOKED"  # every region has read the newest list
+    fed.stop_node("shanghai")
+    path.write_bytes(older)  # the list before the revocation, put back while the region is down
+    with pytest.raises(FederationError) as err:
+        fed.restart_node("shanghai")  # the region remembers, in its state directory, the number it accepted
+    assert err.value.code == "CONSENT_REVOCATIONS_ROLLBACK"
+    state = fed.node_configs["shanghai"].state_dir / consent_revocations.STATE_FILE
+    assert ISSUER in state.read_text()
+    path.write_bytes(newest)
+    fed.restart_node("shanghai")
+    fed.wait_for_regions()
+    assert refused(fed, ids, tokens).code == "CONSENT_REVOKED"
+    with fed.client(person="bank") as bank:
+        assert len(bank.lookup(ids[1:], tokens=tokens[1:], **REVIEW).facts) == 1  # type: ignore[arg-type]
+
+
 def test_the_audit_entry_answers_under_which_consent_a_person_was_looked_up(fed: harness.Federation) -> None:
     import json
 
