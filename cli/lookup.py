@@ -248,6 +248,7 @@ def _token_file(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read a consent token", code="CONSENT_MALFORMED") from None
 
 
+@cli_errors
 def screen(
     input_csv: Path = typer.Option(
         ..., "--input", "-i", help="CSV of applicants with a person_id column (and consent_token, if consented)"
