@@ -376,7 +376,7 @@ def consent_command(
         typer.echo(json.dumps(rows, ensure_ascii=False))
         return
     named = sum(1 for row in rows if row["grant"])
-    after = [f"{len(rows)} lookup(s) of this person, {named} under a grant named here, {total} entries in the log"]
+    after = [f"{len(rows)} lookup(s), {named} under a named grant, {total} in the log"]
     if rows and not known:
         after.append("name the grants with --tokens FILE or --grant ISSUER:GRANT-ID")
     cells = ([_cell(row, column) for column in CONSENT_COLUMNS] for row in rows)

@@ -325,7 +325,7 @@ def test_an_auditor_finds_under_which_consent_a_person_was_looked_up(fed: harnes
     assert [r["grant"] for r in lookups if r["role"] == "integrator"][-2:] == [f"{ISSUER}:{first}", None]
     assert lookups[-1]["role"] == "caseworker" and lookups[-1]["consent"].startswith("none")
     named = CliRunner().invoke(app, ["audit", "consent", str(log), "--person", ids[0], "--grant", f"{ISSUER}:{second}"])
-    assert named.exit_code == 0 and "1 under a grant named here" in named.output, named.output
+    assert named.exit_code == 0 and "1 under a named grant" in named.output, named.output
     again_rows = json.loads(
         CliRunner()
         .invoke(app, ["audit", "consent", str(log), "--person", ids[0], "--grant", f"{ISSUER}:{second}", "-f", "json"])
