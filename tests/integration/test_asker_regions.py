@@ -144,7 +144,7 @@ def test_a_role_rule_opens_lookups_to_integrators_from_any_province(
     fed: harness.Federation, keys: he.ClientKeys, person: str
 ) -> None:
     with fed.client(keys=keys, person="bank") as bank:
-        answer = bank.screen([person], **REVIEW)
+        answer = bank.screen([person], tokens=fed.consent_tokens([person]), **REVIEW)
     assert answer.complete and answer.facts[0].balance_fen == balance(fed, person)
 
 
