@@ -4,6 +4,8 @@
     hpf consent grant --input people.csv --to pki/people/bank.pem --purpose loan-review \\
         --facts duplicate_loans,loan_cities --days 30 --out tokens.csv
     hpf consent revoke GRANT-ID --list revocations.json   # regions re-read the list when it changes
+    hpf consent serve --region shanghai --listen 127.0.0.1:50070 --ca ... --cert ... --key ...
+                                                          # grants over gRPC, for the centre's own systems
 
 See :mod:`federation.consent` for what a token holds and how a region checks it.
 """
@@ -79,6 +81,37 @@ def revoke(
     listed = revoke_grants(list_path, issuer.key, issuer.id, ids)
     typer.echo(f"revoked: {len(set(ids))} grant(s); {len(listed.revoked)} in all")
     typer.echo(f"list:    {list_path} (number {listed.number})")
+
+
+@consent_app.command("serve")
+@cli_errors
+def serve(
+    region: str = typer.Option(..., "--region", help="The centre whose systems may ask (their certificates' region)"),
+    listen: str = typer.Option("127.0.0.1:50070", "--listen", help="Address to serve on (host:port)"),
+    ca: Path | None = typer.Option(None, "--ca", help="The federation CA certificate"),
+    cert: Path | None = typer.Option(None, "--cert", help="This service's certificate (a server certificate)"),
+    key: Path | None = typer.Option(None, "--key", help="Its private key"),
+    insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
+    folder: Path = ISSUER_DIR,
+) -> None:
+    """Grant over gRPC (hpf.consent.v1.ConsentIssuer/Grant) to the centre's own systems, until stopped."""
+    import logging
+    import signal
+    import threading
+
+    from federation.consent_issuer import load_issuer
+    from federation.consent_service import GrantHandler, serving
+    from federation.tls import tls_from_options
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tls = tls_from_options(ca, cert, key, insecure)
+    issuer = load_issuer(folder)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with serving(GrantHandler(issuer, region), listen, tls) as port:
+        typer.echo(f"consent service {issuer.id} serving {region}'s systems on port {port}", err=True)
+        stop.wait()
 
 
 def register(app: typer.Typer) -> None:

@@ -80,8 +80,7 @@ EXAMPLES: tuple[Example, ...] = (
         "bank",
         "loan-review",
         "SELECT COUNT(*) AS open_loans, SUM(outstanding_fen) AS outstanding_fen FROM loans "
-        "WHERE status IN ('active', 'overdue')",
-        consent="BANK-STATS-0001",
+        "WHERE status IN ('active', 'overdue')",  # no consent: an aggregate concerns no one person
     ),
 )
 # a DP answer is checked against the clamped oracle: every shown COUNT and SUM within this many stated sd

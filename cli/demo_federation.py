@@ -20,9 +20,11 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from federation import consent, consent_revocations
 from federation.audit_log import AuditLog
+from federation.consent_issuer import Issuer, make_issuer
 from federation.errors import ConfigError, UnavailableError
-from federation.hpf_schema import TABLE_NAMES, demo_catalog
+from federation.hpf_schema import DEMO_CONSENT_ISSUER, TABLE_NAMES, demo_catalog
 from federation.pki import FederationFiles, init_federation
 from federation.regions import first_regions
 from federation.sealing import AgreementKey
@@ -61,6 +63,16 @@ class DemoLayout:
 
     def state(self, node_id: str) -> Path:
         return self.data / "state" / node_id
+
+    @property
+    def consent_issuer(self) -> Path:
+        """The demo's consent service: its key folder (``hpf consent ... --dir`` reads it)."""
+        return self.data / "consent" / "issuer"
+
+    @property
+    def consent_revocations(self) -> Path:
+        """The consent service's signed revocation list, which every node re-reads when it changes."""
+        return self.data / "consent" / "revocations.json"
 
     def node_config(self, node_id: str) -> Path:
         return self.data / "config" / f"node-{node_id}.yaml"
@@ -129,7 +141,13 @@ def write_configs(
     # each node's agreement key, which person lookups seal identifiers to (made now in its state directory)
     agreement_keys = {n: AgreementKey.load_or_create(layout.state(n)).public_b64() for n in layout.node_ids}
     addresses = {node_id: f"127.0.0.1:{layout.ports[node_id]}" for node_id in layout.node_ids}
-    catalog = demo_catalog(addresses, audit_keys=audit_keys, agreement_keys=agreement_keys)
+    issuer = consent_service(layout)
+    catalog = demo_catalog(
+        addresses,
+        audit_keys=audit_keys,
+        agreement_keys=agreement_keys,
+        issuers=[{"id": issuer.id, "key": issuer.public_b64}],
+    )
     _certificates(layout, catalog["federation"])
     _dump(layout.catalog, catalog)
     for node_id in layout.node_ids:
@@ -145,6 +163,7 @@ def write_configs(
                 "state_dir": str(layout.state(node_id)),
                 "audit_fsync": audit_fsync,
                 "revocations": str(layout.pki / "crl.pem"),
+                "consent_revocations": {issuer.id: str(layout.consent_revocations)},
                 **({"duckdb_threads": node_threads} if node_threads else {}),
             },
         )
@@ -174,6 +193,23 @@ def write_configs(
                 },
             },
         )
+
+
+def consent_service(layout: DemoLayout) -> Issuer:
+    """The demo's consent service (the issuer the default policy names for banks' lookups): its key, kept across
+    runs like the nodes' keys, and its first revocation list (nothing revoked) when it has none yet. A list is never
+    re-signed here: every node remembers the number of the newest one it accepted."""
+    issuer, _ = make_issuer(layout.consent_issuer, DEMO_CONSENT_ISSUER)
+    path = layout.consent_revocations
+    if path.exists():
+        try:
+            consent_revocations.load_list(path, issuer.id, consent.public_raw(issuer.key))
+            return issuer
+        except ConfigError:  # signed under a key the demo no longer has: the new key's lists start afresh
+            path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    consent_revocations.revoke(path, issuer.key, issuer.id, [])
+    return issuer
 
 
 def _certificates(layout: DemoLayout, federation: str) -> FederationFiles:

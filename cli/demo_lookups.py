@@ -1,7 +1,9 @@
 """The demo's person lookups: a caseworker's lookups, a bank's screening and an auditor's question, each checked.
 
 Every figure is compared with DuckDB over the pooled files (:func:`cli.demo_check.pooled_person_facts`), and
-the screening's flagged applicants with the people the generator planted with loans in two cities.
+the screening's flagged applicants with the people the generator planted with loans in two cities. The bank
+screens only under each applicant's consent token, granted by the demo's consent service
+(:func:`cli.demo_federation.consent_service`) and written in the applicants file's ``consent_token`` column.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ import typer
 from cli.demo_check import pooled_person_facts
 from cli.demo_federation import DemoLayout
 from cli.lookup import render_lookup
+from federation import consent, pki
 from federation.audit_verify import read_entries
 from federation.catalog import load_catalog
 from federation.client import FederationClient, LookupAnswer
+from federation.consent_issuer import load_issuer
+from federation.consent_revocations import RECHECK_S
+from federation.consent_revocations import revoke as revoke_grants
 from federation.errors import FederationError
 from federation.lookup_codec import fields_of
 from federation.person_id import check_char
@@ -30,7 +36,8 @@ from federation.profile import load_profile
 from federation.sealing import SUBJECT_KEY, looked_up, read_secret
 from federation.synth.generator import planted_duplicate_loans
 
-CONSENT = "DEMO-CONSENT-0001"
+CONSENT = "DEMO-CONSENT-0001"  # a caseworker's free-text reference, from the form the person signed at the counter
+CONSENT_DAYS = 30  # how long the demo's applicants' consents hold
 SCREEN_SIZE = 5_000
 ABSENT_ID = "11010519491231021" + check_char("11010519491231021")  # valid, and in no demo region
 MISTYPED_ID = ABSENT_ID[:-1] + ("1" if ABSENT_ID[-1] != "1" else "2")  # its check character is wrong
@@ -77,6 +84,36 @@ def _applicants(layout: DemoLayout, planted: list[str], size: int) -> list[str]:
     return sorted(chosen) + [ABSENT_ID]
 
 
+def grant_applicants(layout: DemoLayout, applicants: list[str], purpose: str = "loan-review") -> list[str]:
+    """Each applicant's consent token from the demo's consent service, granted to the bank's certificate for
+    ``purpose`` and the facts a lookup answers (what `hpf consent grant` writes in its consent_token column)."""
+    issuer = load_issuer(layout.consent_issuer)
+    bank = pki.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
+    not_after = int(time.time()) + CONSENT_DAYS * 86_400
+    granted = consent.issue_batch(
+        issuer.key,
+        issuer.id,
+        applicants,
+        grantee=consent.grantee_of(bank),
+        purpose=purpose,
+        facts=consent.FACTS,
+        not_after=not_after,
+    )
+    return [consent.token_text(t) for t in granted]
+
+
+def write_applicants(layout: DemoLayout, path: Path, reference: str, applicants: list[str]) -> list[str]:
+    """The bank's applicants file: a reference, the identifier and the consent token of each; the tokens."""
+    tokens = grant_applicants(layout, applicants)
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow([reference, "person_id", "consent_token"])
+        writer.writerows(
+            [f"A{i:06d}", pid, token] for i, (pid, token) in enumerate(zip(applicants, tokens, strict=True), 1)
+        )
+    return tokens
+
+
 def run_lookups(layout: DemoLayout, rows: int, seed: int) -> bool:
     """Run and print the lookup examples; True when every answer equals the pooled-files oracle."""
     ok = True
@@ -118,21 +155,26 @@ def run_lookups(layout: DemoLayout, rows: int, seed: int) -> bool:
 
         applicants = _applicants(layout, planted, SCREEN_SIZE)
         input_csv = layout.data / "applicants.csv"
-        with input_csv.open("w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(["application", "person_id"])
-            writer.writerows([f"A{i:06d}", pid] for i, pid in enumerate(applicants, 1))
+        tokens = write_applicants(layout, input_csv, "application", applicants)
         typer.echo(
-            f"\n## Screening {len(applicants):,} applicants for loans in two or more cities (a bank)\n"
+            f"\n## Screening {len(applicants):,} applicants for loans in two or more cities (a bank, under each "
+            f"applicant's consent token from {consent.parse_token_text(tokens[0]).issuer})\n"
             f"$ hpf screen --profile {layout.profile_of('bank')} --input {input_csv} --check duplicate-loans "
-            f"--purpose loan-review --consent BANK-BATCH-0001 --output {layout.data / 'screened.csv'}"
+            f"--purpose loan-review --output {layout.data / 'screened.csv'}"
         )
+        try:  # without the tokens, a bank is refused: a free-text reference vouches for no one
+            bank.screen(applicants[:2], purpose="loan-review", consent="BANK-BATCH-0001")
+            ok = False
+            typer.echo("(without tokens: ANSWERED, though the policy takes tokens)")
+        except FederationError as err:
+            typer.echo(f"(without tokens: refused, {err.code})")
+            ok &= err.code == "POLICY_CONSENT_REQUIRED"
         started = time.perf_counter()
-        screened = bank.screen(applicants, purpose="loan-review", consent="BANK-BATCH-0001")
+        screened = bank.screen(applicants, purpose="loan-review", tokens=tokens)
         elapsed = time.perf_counter() - started
         flagged = {pid for pid, f in zip(applicants, screened.facts, strict=True) if f.duplicate_loans}
         expected = set(planted) & set(applicants)
-        ok &= flagged == expected and screened.complete
+        ok &= flagged == expected and screened.complete and not screened.withheld
         typer.echo(
             f"{len(applicants):,} screened in {elapsed:.1f} s: {len(flagged)} with open loans in two or more cities; "
             f"{'exactly' if flagged == expected else 'NOT'} the {len(expected)} planted among them"
@@ -146,6 +188,7 @@ def run_lookups(layout: DemoLayout, rows: int, seed: int) -> bool:
         ) and all(by_id[p].balance_fen is None for p in sample)
         ok &= sample_ok
         typer.echo(f"(facts of {len(sample)} sampled applicants {'equal' if sample_ok else 'DIFFER FROM'} DuckDB)")
+        ok &= _revocation_example(layout, bank, applicants[1:3], tokens[1:3])
 
         home = layout.node_ids[0]
         audit_dir = layout.state(home) / "audit"
@@ -164,6 +207,33 @@ def run_lookups(layout: DemoLayout, rows: int, seed: int) -> bool:
         caseworker.close()
         bank.close()
     return ok
+
+
+def _revocation_example(layout: DemoLayout, bank: FederationClient, ids: list[str], tokens: list[str]) -> bool:
+    """The consent service revokes the first applicant's grant; every region re-reads its list and refuses it, so
+    the screening withholds that applicant (a region never answers about a person another region refuses) and
+    answers the other. True when exactly the revoked one is withheld, for its revocation."""
+    issuer = load_issuer(layout.consent_issuer)
+    grant = consent.parse_token_text(tokens[0]).grant.grant_id
+    listed = revoke_grants(layout.consent_revocations, issuer.key, issuer.id, [grant])
+    typer.echo(
+        f"\n## The applicant withdraws their consent: the consent service revokes the grant (list {listed.number})\n"
+        f"$ hpf consent revoke {grant.hex()} --dir {layout.consent_issuer} --list {layout.consent_revocations}"
+    )
+    time.sleep(RECHECK_S + 0.2)  # a region looks at the list at most once a second
+    try:
+        answer = bank.screen(ids, purpose="loan-review", tokens=tokens)
+    except FederationError as err:
+        typer.echo(f"screening it with another applicant: refused whole, {err.code}")
+        return False
+    if answer.withheld == {0: "CONSENT_REVOKED"} and len(answer.facts) == len(ids):
+        typer.echo(
+            f"screening it with another applicant: applicant 1 withheld by every region (CONSENT_REVOKED), "
+            f"the other {len(ids) - 1} answered"
+        )
+        return True
+    typer.echo(f"screening it with another applicant: withheld {answer.withheld or 'nobody'}, not the revoked one")
+    return False
 
 
 def _no_identifier(audit_dir: Path, ids: list[str]) -> str:
@@ -188,14 +258,11 @@ def ready_lines(layout: DemoLayout, rows: int, seed: int, example_sql: str) -> l
     planted = [p.person_id for p in planted_duplicate_loans(seed, rows, layout.node_ids)]
     person = planted[0] if planted else _movers(layout, 1)[0]
     applicants = layout.data / "applicants.csv"
-    applicants.write_text(
-        "ref,person_id\n" + "".join(f"A{i:04d},{p}\n" for i, p in enumerate(_applicants(layout, planted, 200))),
-        encoding="utf-8",
-    )
+    write_applicants(layout, applicants, "ref", _applicants(layout, planted, 200))  # each with its consent token
     client, bank = layout.client_profile, layout.profile_of("bank")
     return [
         f"ready: {hpf} query --profile {shlex.quote(str(client))} {shlex.quote(example_sql)}",
         f"       {hpf} lookup --profile {shlex.quote(str(client))} --purpose loan-review --consent C1 {person}",
         f"       {hpf} screen --profile {shlex.quote(str(bank))} --input {shlex.quote(str(applicants))} "
-        "--purpose loan-review --consent B1",
+        "--purpose loan-review",
     ]

@@ -210,7 +210,7 @@ def grant_csv(
             not_after=int(not_after.timestamp()),
         )
         batches += 1
-    kept = [c for c in columns if c != column]
+    kept = [c for c in columns if c not in (column, "grant_id", "consent_token")]  # a new grant replaces an old one
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=["row", *kept, "grant_id", "consent_token"], lineterminator="\n")
     writer.writeheader()

@@ -143,15 +143,21 @@ def column_types(table: str) -> dict[str, str]:
     return {name: spec["type"] for name, spec in hpf_tables()[table]["columns"].items()}
 
 
+# the demo federation's consent service (Shanghai's centre runs it for the delta): the issuer whose tokens the
+# default policy takes for integrators' lookups (policies/default.yaml, consent_issuers)
+DEMO_CONSENT_ISSUER = "shanghai-consent"
+
+
 def demo_catalog(
     node_addresses: dict[str, str],
     federation: str = "yrd-demo",
     audit_keys: dict[str, str] | None = None,
     agreement_keys: dict[str, str] | None = None,
+    issuers: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """A complete catalog dict for regional nodes ``{node_id: "host:port"}`` (ids from ``regions.py``, each with its
     region code), with each node's audit and agreement public keys where ``audit_keys`` and ``agreement_keys``
-    give them."""
+    give them, and the consent ``issuers`` it publishes (``{"id", "key"}`` each)."""
     unknown = sorted(set(node_addresses) - set(BY_NODE_ID))
     if unknown:
         raise ValueError(f"not a region node id: {', '.join(unknown)} (see federation/regions.py)")
@@ -162,4 +168,7 @@ def demo_catalog(
         | ({"agreement_key": agreement[node_id]} if node_id in agreement else {})
         for node_id, address in node_addresses.items()
     ]
-    return {"federation": federation, "nodes": nodes, "tables": hpf_tables()}
+    catalog: dict[str, Any] = {"federation": federation, "nodes": nodes, "tables": hpf_tables()}
+    if issuers:
+        catalog["issuers"] = issuers
+    return catalog

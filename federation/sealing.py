@@ -356,18 +356,39 @@ def consent_tags(key: bytes, nonce_hex: str, tokens: Sequence[Token | None]) -> 
     return out
 
 
+def grant_tag(key: bytes, nonce_hex: str, issuer: str, grant_id: bytes) -> str:
+    """:func:`consent_tags` of one grant (``issuer``'s ``grant_id``) in the request of ``nonce_hex``."""
+    mac = hmac.new(key, _CONSENT_DOMAIN + nonce_hex.encode("ascii") + b"\x00", hashlib.sha256)
+    mac.update(issuer.encode("ascii") + b"\x00" + grant_id)
+    return mac.hexdigest()[: 2 * TAG_BYTES]
+
+
+def consents_of(entry: Mapping[str, object], key: bytes, person_id: str) -> list[str] | None:
+    """The consent digests (:func:`consent_tags`) under which an audit entry looked ``person_id`` up, once per time
+    the request named the person; ``-`` for a token that could not be read. None when the entry did not look the
+    person up; an empty list when it did without tokens (a role whose lookups take free-text consent)."""
+    tags, nonce = entry.get("subjects"), entry.get("nonce")
+    if not isinstance(tags, str) or not isinstance(nonce, str):
+        return None
+    want = subject_tag(key, nonce, person_id)
+    people = tags.split(" ")
+    places = [i for i, tag in enumerate(people) if tag == want]
+    if not places:
+        return None
+    consents = entry.get("consents")
+    grants = consents.split(" ") if isinstance(consents, str) else []
+    if len(grants) != len(people):
+        return []
+    return [grants[i] for i in places]
+
+
 def looked_up_under(entry: Mapping[str, object], key: bytes, person_id: str, issuer: str, grant_id: bytes) -> bool:
     """Whether an audit entry looked ``person_id`` up under the grant ``grant_id`` of ``issuer``."""
-    tags, consents, nonce = entry.get("subjects"), entry.get("consents"), entry.get("nonce")
-    if not isinstance(tags, str) or not isinstance(consents, str) or not isinstance(nonce, str):
+    nonce = entry.get("nonce")
+    found = consents_of(entry, key, person_id)
+    if not found or not isinstance(nonce, str):
         return False
-    people, grants = tags.split(" "), consents.split(" ")
-    if len(people) != len(grants):
-        return False
-    base = hmac.new(key, _CONSENT_DOMAIN + nonce.encode("ascii") + b"\x00", hashlib.sha256)
-    base.update(issuer.encode("ascii") + b"\x00" + grant_id)
-    want = (subject_tag(key, nonce, person_id), base.hexdigest()[: 2 * TAG_BYTES])
-    return want in zip(people, grants, strict=True)
+    return grant_tag(key, nonce, issuer, grant_id) in found
 
 
 def subject_tags(key: bytes, nonce_hex: str, person_ids: Sequence[str]) -> list[str]:

@@ -16,6 +16,7 @@ revocations: pki/crl.pem             # the federation's revocation list, re-read
 # envelope_window_s: 300             # how far a question's signing time may be from this node's clock
 # audit_fsync: true                  # flush every audit entry to disk before answering
 # consent_revocations: {shanghai-consent: consent/revocations.json}  # each consent issuer's list (hpf consent revoke)
+#                                    # the number of each list in force is kept in state/consent-revocation-state.json
 # limits: {query_ms: 3000, memory: 2GB}  # this node's own limits on one question's scan (see below)
 
 ``limits`` are the node's own: a scan that runs past ``query_ms`` is interrupted and the asker gets the same

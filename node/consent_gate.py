@@ -21,7 +21,7 @@ from pathlib import Path
 
 from federation import consent, pki
 from federation.catalog import Catalog
-from federation.consent_revocations import RevocationWatch
+from federation.consent_revocations import RevocationState, RevocationWatch
 from federation.errors import AuthError, ConfigError, FederationError, PolicyViolation, error_for_code
 from federation.lru import Lru
 from policies.model import LookupPolicy
@@ -111,9 +111,11 @@ class ConsentGate:
             raise error_for_code(code, refusal_text(refused, len(ids)), consent.REFUSALS[code][1], rule)
 
 
-def consent_gate_for(revocation_lists: Mapping[str, Path], catalog: Catalog) -> ConsentGate:
+def consent_gate_for(revocation_lists: Mapping[str, Path], catalog: Catalog, state: Path | None = None) -> ConsentGate:
     """A node's gate, with the revocation list it is given for each issuer (``consent_revocations:`` in its
-    config), each re-read when it changes; an issuer the catalog does not publish is a configuration error."""
+    config), each re-read when it changes; an issuer the catalog does not publish is a configuration error. With
+    ``state`` (a file in the node's state directory) the number of each issuer's list outlives a restart, so an
+    older list put back while the node was stopped is refused when it starts."""
     published = {i.id for i in catalog.issuers}
     unknown = sorted(set(revocation_lists) - published)
     if unknown:
@@ -123,4 +125,5 @@ def consent_gate_for(revocation_lists: Mapping[str, Path], catalog: Catalog) -> 
             hint="publish the issuer under issuers: in the catalog (hpf consent keys prints the entry)",
         )
     keys = catalog.issuer_keys(revocation_lists)
-    return ConsentGate({i: RevocationWatch(path, i, keys[i]) for i, path in revocation_lists.items()})
+    remembered = RevocationState(state) if state is not None and revocation_lists else None
+    return ConsentGate({i: RevocationWatch(path, i, keys[i], state=remembered) for i, path in revocation_lists.items()})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from federation import __version__, he, rpc
+from federation import __version__, consent_revocations, he, rpc
 from federation.audit_log import AuditLog
 from federation.callers import require_caller
 from federation.catalog import Catalog, CatalogFile, NodeEntry, NodeKeys
@@ -177,7 +177,9 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         scans=config.max_workers,
     )
     agreement = AgreementKey.load_or_create(config.state_dir)
-    consent_gate = consent_gate_for(config.consent_revocations, catalog)
+    consent_gate = consent_gate_for(
+        config.consent_revocations, catalog, config.state_dir / consent_revocations.STATE_FILE
+    )
     lookups = LookupIndex(backend, catalog)
     if lookups.supported:
         lookups.refresh()  # the first lookup should not wait for it

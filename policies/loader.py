@@ -34,7 +34,7 @@ from federation.catalog import Catalog
 from federation.config_files import BoundedLoader, YamlTooComplex, duplicate_keys, field_path, read_bytes
 from federation.errors import ConfigError
 from policies import DEFAULT_POLICY, PACKAGED_POLICIES, PACKAGED_PREFIX
-from policies.model import SAME, WILDCARD, Loc, Policy, reference_problems, written_at
+from policies.model import SAME, WILDCARD, Loc, Policy, consent_problems, reference_problems, written_at
 
 __all__ = ["DEFAULT_POLICY", "PolicyCheck", "check_against_catalog", "check_policy", "load_policy", "policy_path"]
 
@@ -44,6 +44,10 @@ MAX_POLICY_VALUES = 100_000  # what a policy file's aliases may expand it to: ea
 _HINT = "see the comments in policies/base.yaml for the format"
 _DUPLICATE_HINT = "write each key once"
 _PURPOSE_HINT = "declare the purpose under purposes, or fix its name"
+_CONSENT_HINT = (
+    "give integrators' lookups consent: token and the catalog's consent_issuers (hpf consent keys prints an "
+    "issuer's entry); free-text consent references are for caseworkers at a counter"
+)
 _PACKAGED = ", ".join(PACKAGED_PREFIX + name for name in PACKAGED_POLICIES)
 
 
@@ -126,6 +130,8 @@ def check_policy(path: Path | str, catalog: Catalog | None = None) -> PolicyChec
     where = _where(index, str(path))
     refs = [f"{where(loc)}: {field_path(loc)}: {msg}" for loc, msg in reference_problems(plain)]
     checked.add(refs, _PURPOSE_HINT)
+    free_text = [f"{where(loc)}: {field_path(loc)}: {msg}" for loc, msg in consent_problems(plain)]
+    checked.add(free_text, _CONSENT_HINT)
     if catalog is not None:
         checked.add(_catalog_problems(plain, where, catalog), "compare the policy with the catalog")
     return checked

@@ -465,6 +465,53 @@ def reference_problems(data: Any) -> list[tuple[Loc, str]]:
     return problems
 
 
+# the role of banks and platforms (a certificate's role): it never works under a free-text consent reference
+INTEGRATOR = "integrator"
+
+
+def consent_problems(data: Any) -> list[tuple[Loc, str]]:
+    """Free-text consent a policy (as plain data) lets integrators use: lookups whose ``consent`` is not ``token``
+    (``required`` and ``optional`` take any string, or none), and tables with ``consent: required``. A free-text
+    reference suits a caseworker at a counter, who has seen the person and their signed form; from a bank it
+    vouches for no one. Read defensively, like :func:`reference_problems`.
+
+    >>> consent_problems({"roles": {"integrator": {"lookups": {"purposes": ["loan-review"]},
+    ...                                            "tables": {"loans": {"consent": "required"}}}}})[0][0]
+    ('roles', 'integrator', 'lookups')
+    >>> consent_problems({"roles": {"caseworker": {"lookups": {"purposes": ["x"], "consent": "required"}}}})
+    []
+    """
+    problems: list[tuple[Loc, str]] = []
+    roles = data.get("roles") if isinstance(data, dict) else None
+    role = roles.get(INTEGRATOR) if isinstance(roles, dict) else None
+    if not isinstance(role, dict):
+        return problems
+    lookups = role.get("lookups")
+    if isinstance(lookups, dict) and lookups.get("consent", "required") != "token":
+        written = "consent" in lookups
+        loc: Loc = ("roles", INTEGRATOR, "lookups", *(("consent",) if written else ()))
+        problems.append(
+            (
+                loc,
+                f"integrators look people up only under each person's consent token: consent: token with "
+                f"consent_issuers, not {lookups.get('consent', 'required')!r}"
+                + ("" if written else " (the default)")
+                + ", which takes any free-text reference",
+            )
+        )
+    tables = role.get("tables")
+    for table_name, table in tables.items() if isinstance(tables, dict) else ():
+        if isinstance(table, dict) and table.get("consent") == "required":
+            problems.append(
+                (
+                    ("roles", INTEGRATOR, "tables", table_name, "consent"),
+                    "integrators' aggregate questions take no free-text consent reference (an aggregate has no "
+                    "one person's token): leave consent out and keep the table's answers differentially private",
+                )
+            )
+    return problems
+
+
 class Policy(BaseModel):
     """One node's policy, after ``extends`` is resolved."""
 

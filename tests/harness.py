@@ -35,11 +35,13 @@ import duckdb
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from group_size_oracle import mask_withheld as mask_withheld  # re-exported for end-to-end tests
 from group_size_oracle import withheld_oracle
 
 from coordinator.config import CoordinatorConfig
 from coordinator.server import RunningCoordinator, start_coordinator
+from federation import consent, pki
 from federation.audit_keys import KEY as AUDIT_KEY
 from federation.audit_log import AuditLog
 from federation.catalog import Catalog, load_catalog
@@ -50,6 +52,7 @@ from federation.errors import DataError, FederationError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from federation.he import ClientKeys, context_digest
+from federation.hpf_schema import DEMO_CONSENT_ISSUER
 from federation.pki import init_federation
 from federation.profile import ClientProfile
 from federation.regions import BY_NODE_ID
@@ -61,6 +64,11 @@ from node.server import RunningNode, start_node
 
 # A permissive test policy whose every role (the default asker, the caseworker, too) gets exact answers; the
 # packaged defaults answer only operators exactly (a test of the default's roles passes policy=DEFAULT_POLICY)
+# the demo federation's consent service, which the default policy names for integrators' lookups: every test
+# catalog publishes it (unless catalog_extra names its own issuers), and Federation.consent_tokens grants with it
+DEMO_ISSUER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+DEMO_ISSUER = {"id": DEMO_CONSENT_ISSUER, "key": base64.b64encode(consent.public_raw(DEMO_ISSUER_KEY)).decode()}
+
 OPEN_POLICY = Path(__file__).parent / "fixtures" / "policies" / "open.yaml"
 OPEN_LOOKUPS_POLICY = OPEN_POLICY.with_name("open-lookups.yaml")  # open.yaml plus identifier equality filters
 
@@ -138,6 +146,22 @@ class Federation:
             doc["tls"]["key"] = str(self.pki_dir / "people" / f"{person}.key")
         profile = parse_model(self.profile_path, doc, ClientProfile)
         return FederationClient(profile, keys=keys)
+
+    def consent_tokens(
+        self, ids: Sequence[str], person: str = "bank", purpose: str = "loan-review", days: float = 30
+    ) -> list[str]:
+        """Each person's consent token from the demo's consent service, granted to ``person`` for ``purpose``."""
+        cert = pki.load_certificate((self.pki_dir / "people" / f"{person}.pem").read_bytes())
+        granted = consent.issue_batch(
+            DEMO_ISSUER_KEY,
+            DEMO_CONSENT_ISSUER,
+            ids,
+            grantee=consent.grantee_of(cert),
+            purpose=purpose,
+            facts=consent.FACTS,
+            not_after=int(dt.datetime.now(dt.UTC).timestamp() + days * 86_400),
+        )
+        return [consent.token_text(t) for t in granted]
 
     def audit_dir(self, node_id: str) -> Path:
         return self.root / "state" / node_id / "audit"
@@ -341,7 +365,8 @@ def federation(
             for n in node_ids
         ],
         "tables": tables,
-        **(catalog_extra or {}),  # e.g. the consent issuers
+        "issuers": [DEMO_ISSUER],  # the default policy's consent service
+        **(catalog_extra or {}),  # e.g. other consent issuers
     }
     catalog_path = root / "federation.yaml"
     catalog_path.write_text(yaml.safe_dump(catalog_doc, sort_keys=False, allow_unicode=True))

@@ -145,7 +145,7 @@ def test_a_role_rule_opens_lookups_to_integrators_from_any_province(
     fed: harness.Federation, keys: he.ClientKeys, person: str
 ) -> None:
     with fed.client(keys=keys, person="bank") as bank:
-        answer = bank.screen([person], **REVIEW)
+        answer = bank.screen([person], tokens=fed.consent_tokens([person]), **REVIEW)
     open_in = fed.oracle(
         f"SELECT COUNT(DISTINCT city_code) FROM loans WHERE person_id = '{person}' AND status IN ('active', 'overdue')"
     )[0][0]

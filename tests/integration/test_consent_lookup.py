@@ -275,6 +275,30 @@ def test_a_token_grants_only_the_facts_it_names(fed: harness.Federation, monkeyp
         assert policy.value.code == "POLICY_FACTS_NOT_ALLOWED"
 
 
+def test_an_older_revocation_list_put_back_while_a_region_is_stopped_is_refused(fed: harness.Federation) -> None:
+    ids = people(fed, 2)
+    path = fed.root / "revocations.json"
+    older = path.read_bytes()
+    tokens = tokens_for(fed, ids)
+    consent_revocations.revoke(path, KEY, ISSUER, [consent.parse_token_text(tokens[0]).grant.grant_id])
+    newest = path.read_bytes()
+    time.sleep(consent_revocations.RECHECK_S + 0.1)
+    assert refused(fed, ids, tokens).code == "CONSENT_REVOKED"  # every region has read the newest list
+    fed.stop_node("shanghai")
+    path.write_bytes(older)  # the list before the revocation, put back while the region is down
+    with pytest.raises(FederationError) as err:
+        fed.restart_node("shanghai")  # the region remembers, in its state directory, the number it accepted
+    assert err.value.code == "CONSENT_REVOCATIONS_ROLLBACK"
+    state = fed.node_configs["shanghai"].state_dir / consent_revocations.STATE_FILE
+    assert ISSUER in state.read_text()
+    path.write_bytes(newest)
+    fed.restart_node("shanghai")
+    fed.wait_for_regions()
+    assert refused(fed, ids, tokens).code == "CONSENT_REVOKED"
+    with fed.client(person="bank") as bank:
+        assert len(bank.lookup(ids[1:], tokens=tokens[1:], **REVIEW).facts) == 1  # type: ignore[arg-type]
+
+
 def test_the_audit_entry_answers_under_which_consent_a_person_was_looked_up(fed: harness.Federation) -> None:
     import json
 
@@ -295,6 +319,49 @@ def test_the_audit_entry_answers_under_which_consent_a_person_was_looked_up(fed:
         assert not looked_up_under(entry, key, ids[0], ISSUER, grants[1])
         assert not looked_up_under(entry, key, ids[0], OTHER_ISSUER, grants[0])
         assert not looked_up_under(entry, bytes(32), ids[0], ISSUER, grants[0])
+
+
+def test_an_auditor_finds_under_which_consent_a_person_was_looked_up(fed: harness.Federation, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.app import _register, app
+
+    _register("audit")
+    ids = people(fed, 3)[1:]
+    tokens = tokens_for(fed, ids)
+    again = tokens_for(fed, ids[:1])  # a second consent of the first person, used for a second lookup
+    with fed.client(person="bank") as bank:
+        bank.lookup(ids, tokens=tokens, **REVIEW)  # type: ignore[arg-type]
+        bank.lookup(ids[:1], tokens=again, **REVIEW)  # type: ignore[arg-type]
+    with fed.client(person="caseworker") as counter:  # a caseworker's lookup carries a free-text reference
+        counter.lookup(ids[:1], purpose="loan-review", consent="counter form 7")
+    issued = tmp_path / "tokens.csv"
+    issued.write_text("row,grant_id,consent_token\n" + "".join(f"{i},x,{t}\n" for i, t in enumerate(tokens)))
+    log = fed.audit_dir("hangzhou")
+    found = CliRunner().invoke(
+        app, ["audit", "consent", str(log), "--person", ids[0], "--tokens", str(issued), "--format", "json"]
+    )
+    assert found.exit_code == 0, found.output
+    rows = json.loads(found.output)
+    first = consent.parse_token_text(tokens[0]).grant.grant_id.hex()
+    second = consent.parse_token_text(again[0]).grant.grant_id.hex()
+    lookups = [r for r in rows if r["decision"] == "allowed"]
+    assert [r["grant"] for r in lookups if r["role"] == "integrator"][-2:] == [f"{ISSUER}:{first}", None]
+    assert lookups[-1]["role"] == "caseworker" and lookups[-1]["consent"].startswith("none")
+    named = CliRunner().invoke(app, ["audit", "consent", str(log), "--person", ids[0], "--grant", f"{ISSUER}:{second}"])
+    assert named.exit_code == 0 and "1 under a named grant" in named.output, named.output
+    again_rows = json.loads(
+        CliRunner()
+        .invoke(app, ["audit", "consent", str(log), "--person", ids[0], "--grant", f"{ISSUER}:{second}", "-f", "json"])
+        .output
+    )
+    assert [r["grant"] for r in again_rows if r["grant"]] == [f"{ISSUER}:{second}"]
+    assert ids[0] not in found.output + named.output and ids[1] not in found.output
+    other = CliRunner().invoke(app, ["audit", "consent", str(log), "--person", ids[1], "--format", "json"])
+    last = json.loads(other.output)[-1]  # the lookup above: its digest, and no grant named
+    assert last["grant"] is None and len(last["consent"]) == 32 and last["consent"] not in json.dumps(rows)
 
 
 def test_enumerating_ids_yields_only_the_consented_people(

@@ -230,6 +230,7 @@ def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
 
     from cli.demo_check import pooled_person_facts
     from cli.demo_federation import ensure_data, layout_for, running_parties, write_configs
+    from cli.demo_lookups import write_applicants
     from federation.catalog import load_catalog
     from federation.synth.generator import planted_duplicate_loans
 
@@ -253,8 +254,10 @@ def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
     ]
     con.close()
     applicants = sorted(set(others) | set(planted))
-    input_csv = tmp_path / "applicants.csv"
-    input_csv.write_text("ref,person_id\n" + "".join(f"R{i},{p}\n" for i, p in enumerate(applicants)))
+    input_csv = tmp_path / "applicants.csv"  # each applicant's consent token, from the demo's consent service
+    write_applicants(layout, input_csv, "ref", applicants)
+    plain_csv = tmp_path / "no-tokens.csv"  # the same applicants, without their tokens
+    plain_csv.write_text("ref,person_id\n" + "".join(f"R{i},{p}\n" for i, p in enumerate(applicants)))
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text(f"ref,person_id\nR1,{applicants[0]}\nR2,{applicants[1][:-1]}Q\nR3,12345\n")
     out_csv = tmp_path / "screened.csv"
@@ -278,13 +281,12 @@ def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
             "duplicate-loans",
             "--purpose",
             "loan-review",
-            "--consent",
-            "B1",
             "--batch",
             "100",
             "-o",
             str(out_csv),
         )
+        untokened = _hpf("screen", "-p", bank, "--input", str(plain_csv), "--purpose", "loan-review", "--consent", "B1")
         refused_file = _hpf(
             "screen", "-p", bank, "--input", str(bad_csv), "--purpose", "loan-review", "--consent", "B1"
         )
@@ -301,7 +303,10 @@ def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
     assert screened.returncode == 0, screened.stderr
     with out_csv.open() as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["ref"] for r in rows] == [f"R{i}" for i in range(len(applicants))]
+    assert [r["ref"] for r in rows] == [f"A{i:06d}" for i in range(1, len(applicants) + 1)]
+    assert "consent_token" not in rows[0]  # a token is not copied to the results
+    # a bank is answered only under each applicant's token: a free-text reference vouches for no one
+    assert untokened.returncode == 4 and "[POLICY_CONSENT_REQUIRED]" in untokened.stderr
     assert {r["person_id"] for r in rows if r["duplicate_loans"] == "true"} == set(planted)
     sample = applicants[::25]
     oracle = pooled_person_facts(catalog, files, sample)
@@ -322,11 +327,12 @@ def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
     assert applicants[1][:17] not in refused_file.stderr
     assert who.returncode == 0, who.stderr
     entries = json.loads(who.stdout)
-    # the caseworker's two lookups and the bank's screening reached the home region; the refused one too
+    # the caseworker's two lookups and the bank's screenings reached the home region; the refused ones too
     assert [(e["identity"], e["decision"]) for e in entries] == [
         ("caseworker", "allowed"),
         ("caseworker", "refused"),
         ("bank", "allowed"),
+        ("bank", "refused"),  # the screening without tokens
     ]
     assert person not in (layout.state(home) / "audit" / "entries.jsonl").read_text()
 

@@ -455,9 +455,11 @@ def test_screening_finds_exactly_the_planted_duplicate_loans(
     batch = 500
     done: list[int] = []
     with fed.client(keys=keys, person="bank") as bank:
-        answer = bank.screen(ids, batch=batch, parallel=2, progress=done.append, **REVIEW)
+        answer = bank.screen(
+            ids, batch=batch, parallel=2, progress=done.append, tokens=fed.consent_tokens(ids), **REVIEW
+        )
         planted = [population.planted[0], population.multi_city[0], population.absent[0]]
-        singles = {pid: bank.lookup([pid], **REVIEW).facts[0] for pid in planted}
+        singles = {pid: bank.lookup([pid], tokens=fed.consent_tokens([pid]), **REVIEW).facts[0] for pid in planted}
     batches = math.ceil(len(ids) / batch)
     assert batches >= 4
     assert done[-1] == len(ids) and len(done) == batches and done == sorted(set(done))
@@ -501,11 +503,12 @@ def test_a_bank_decrypts_no_balance_slot_by_default(
     monkeypatch.setattr(lookup_codec, "decode_facts", spy)
     ids = population.multi_city[:3]
     with fed.client(keys=keys, person="bank") as bank:
-        answer = bank.lookup(ids, **REVIEW)
+        tokens = fed.consent_tokens(ids)
+        answer = bank.lookup(ids, tokens=tokens, **REVIEW)
         assert decrypted == [(3 * 2, ("duplicate_loans", "loan_cities"))]
         assert all(f.balance_fen is None for f in answer.facts)
         with pytest.raises(FederationError) as err:
-            bank.lookup(ids, facts=["duplicate_loans", "balance"], **REVIEW)
+            bank.lookup(ids, facts=["duplicate_loans", "balance"], tokens=tokens, **REVIEW)
     assert err.value.code == "POLICY_FACTS_NOT_ALLOWED" and (err.value.rule or "").endswith("lookups.facts")
     assert len(decrypted) == 1
 
@@ -570,9 +573,9 @@ def test_a_bank_cannot_leave_its_own_city_out(
     exclude_home (a centre's caseworkers) may ask so; for the bank it is a per-city answer, refused."""
     pid = population.multi_city[0]
     with fed.client(keys=keys, person="bank") as bank:
-        err = refusal(lambda: bank.lookup([pid], exclude_home=True, **REVIEW), pid)
+        err = refusal(lambda: bank.lookup([pid], exclude_home=True, tokens=fed.consent_tokens([pid]), **REVIEW), pid)
         assert err.code == "POLICY_BREAKDOWN_DENIED"
-        answer = bank.lookup([pid], **REVIEW)
+        answer = bank.lookup([pid], tokens=fed.consent_tokens([pid]), **REVIEW)
         assert answer.facts == [oracle_facts(fed.oracle, [pid])[pid].only(answer.facts_asked)]
 
 
@@ -584,7 +587,9 @@ def test_a_person_is_asked_about_once_per_request(
         assert refusal(lambda: client.lookup([a, a], **REVIEW), a).code == "PERSON_ID_DUPLICATE"
     with fed.client(keys=keys, person="bank") as bank:
         done: list[int] = []
-        answer = bank.screen([a, b, a.lower()], progress=done.append, **REVIEW)
+        answer = bank.screen(
+            [a, b, a.lower()], progress=done.append, tokens=fed.consent_tokens([a, b, a.lower()]), **REVIEW
+        )
     expected = {pid: f.only(answer.facts_asked) for pid, f in oracle_facts(fed.oracle, [a, b]).items()}
     assert answer.facts == [expected[a], expected[b], expected[a]] and done[-1] == 3
 
@@ -617,7 +622,8 @@ def test_invalid_identifiers_are_refused_before_anything_is_sent(
         assert refusal(lambda: client.lookup([], **REVIEW)).code == "PERSON_ID_INVALID"
         # a screening with one bad identifier among many sends no batch at all, not even the good ones before it
         many = [*population.everyone[:600], wrong_check, *population.everyone[600:700]]
-        err = refusal(lambda: bank.screen(many, batch=100, **REVIEW), wrong_check)
+        tokens = fed.consent_tokens([good if pid == wrong_check else pid for pid in many])  # the id is checked first
+        err = refusal(lambda: bank.screen(many, batch=100, tokens=tokens, **REVIEW), wrong_check)
         assert err.code == "PERSON_ID_INVALID" and err.message.startswith("identifier 601: ")
         assert stub.calls == [] and bank_stub.calls == []
         assert audit_sizes(fed) == before
@@ -1212,7 +1218,12 @@ def test_a_region_that_is_down_is_missing_and_the_others_answer(
             # secure aggregation sums an answer over (3)
             alone = refusal(lambda: client.lookup([pid], exclude_home=True, **REVIEW), pid)
         with fed.client(keys=keys, person="bank") as bank:  # a bank's screening, the same
-            screening = refusal(lambda: bank.screen([pid, population.planted[0]], **REVIEW), pid)
+            screening = refusal(
+                lambda: bank.screen(
+                    [pid, population.planted[0]], tokens=fed.consent_tokens([pid, population.planted[0]]), **REVIEW
+                ),
+                pid,
+            )
         assert isinstance(alone, UnavailableError) and alone.code == "LOOKUP_REGION_MISSING", alone
         assert "nanjing (NODE_UNREACHABLE)" in alone.message and "POLICY_TOO_FEW_PARTICIPANTS" in alone.message
         assert "at least 3 regions; this run has 2" in alone.message
@@ -1298,16 +1309,21 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federati
 def test_the_lookup_rate_limit_counts_people_not_requests(small: harness.Federation, keys: he.ClientKeys) -> None:
     ids = absent_ids(11, offset=100)
     with small.client(keys=keys, person="bank") as bank:
-        err = refusal(lambda: bank.lookup(ids, **REVIEW), *ids)
+        err = refusal(lambda: bank.lookup(ids, tokens=small.consent_tokens(ids), **REVIEW), *ids)
         assert err.code == "POLICY_RATE_LIMITED" and err.hint == "ask about at most 10 at a time"
         assert err.rule and err.rule.endswith(": roles.integrator.lookups.rate_limit")
-        assert bank.lookup(ids[:7], **REVIEW).complete  # the refused 11 were not counted
-        err = refusal(lambda: bank.lookup(ids[:4], **REVIEW))  # 7 + 4 > 10
+        assert bank.lookup(
+            ids[:7], tokens=small.consent_tokens(ids[:7]), **REVIEW
+        ).complete  # the refused 11 were not counted
+        err = refusal(lambda: bank.lookup(ids[:4], tokens=small.consent_tokens(ids[:4]), **REVIEW))  # 7 + 4 > 10
         assert err.code == "POLICY_RATE_LIMITED" and (err.hint or "").startswith("wait ")
-        assert bank.lookup(ids[:3], **REVIEW).complete  # exactly 10
-        assert refusal(lambda: bank.lookup(ids[:1], **REVIEW)).code == "POLICY_RATE_LIMITED"
+        assert bank.lookup(ids[:3], tokens=small.consent_tokens(ids[:3]), **REVIEW).complete  # exactly 10
+        assert (
+            refusal(lambda: bank.lookup(ids[:1], tokens=small.consent_tokens(ids[:1]), **REVIEW)).code
+            == "POLICY_RATE_LIMITED"
+        )
     with small.client(keys=keys, person="bank2") as bank2:  # per identity
-        answer = bank2.lookup(ids[:10], **REVIEW)
+        answer = bank2.lookup(ids[:10], tokens=small.consent_tokens(ids[:10], "bank2"), **REVIEW)
     assert answer.complete and all(f.loan_cities == 0 for f in answer.facts)
     for node in SMALL_NODES:
         entry = last_entry(small, node)
@@ -1319,8 +1335,16 @@ def test_a_request_refused_by_the_request_limit_uses_up_no_people(
 ) -> None:
     with small.client(keys=keys, person="bank3") as bank:
         for i in range(5):
-            assert bank.lookup(absent_ids(1, offset=200 + i), **REVIEW).complete
-        err = refusal(lambda: bank.lookup(absent_ids(3, offset=300), **REVIEW))
+            assert bank.lookup(
+                absent_ids(1, offset=200 + i),
+                tokens=small.consent_tokens(absent_ids(1, offset=200 + i), "bank3"),
+                **REVIEW,
+            ).complete
+        err = refusal(
+            lambda: bank.lookup(
+                absent_ids(3, offset=300), tokens=small.consent_tokens(absent_ids(3, offset=300), "bank3"), **REVIEW
+            )
+        )
     assert err.code == "POLICY_RATE_LIMITED" and err.rule and err.rule.endswith(": roles.integrator.rate_limit")
     for node in SMALL_NODES:  # the 3 people of the refused request were given back: 5 requests, 5 people
         assert small.nodes[node].handler.lookup_limiter._log["bank3"][2] == 5
@@ -1354,7 +1378,8 @@ def test_facts_follow_the_data_files(small: harness.Federation, keys: he.ClientK
     """A node recomputes its facts when its files change: no lookup answers from a stale copy."""
     pid = sorted(r[0] for r in small.node_oracle("hangzhou", "SELECT DISTINCT person_id FROM deposits"))[-1]
     with small.client(keys=keys, person="refresher") as client:
-        before = client.lookup([pid], facts=CONTRIBUTIONS, **REVIEW).facts[0]  # as this policy allows
+        tokens = small.consent_tokens([pid], "refresher")
+        before = client.lookup([pid], facts=CONTRIBUTIONS, tokens=tokens, **REVIEW).facts[0]  # as this policy allows
         assert before == oracle_facts(small.oracle, [pid])[pid].only(CONTRIBUTIONS)
         path = small.root / "data" / "hangzhou" / "deposits.parquet"
         tmp = path.with_name("deposits.parquet.new")
@@ -1368,7 +1393,7 @@ def test_facts_follow_the_data_files(small: harness.Federation, keys: he.ClientK
         finally:
             con.close()
         os.replace(tmp, path)
-        after = client.lookup([pid], facts=CONTRIBUTIONS, **REVIEW).facts[0]
+        after = client.lookup([pid], facts=CONTRIBUTIONS, tokens=tokens, **REVIEW).facts[0]
     assert after == oracle_facts(small.oracle, [pid])[pid].only(CONTRIBUTIONS)
     assert after.contribution_months == (before.contribution_months or 0) + 1
     assert after.contribution_fen == (before.contribution_fen or 0) + 123456
@@ -1410,13 +1435,18 @@ def test_a_coordinator_cannot_flip_a_screening(
     pid, other = clean[0], population.planted[0]
     two_cities = 2 << 27  # loan_cities sits at bit 27 of a person's first slot (lookup_codec)
     with fed.client(keys=keys, person="bank") as bank:
-        assert not bank.lookup([pid], **REVIEW).facts[0].duplicate_loans
+        assert not bank.lookup([pid], tokens=fed.consent_tokens([pid]), **REVIEW).facts[0].duplicate_loans
         for node in NODES:
             with lie.lying(monkeypatch, lie.add_to(keys.public_context(), node, two_cities)):
-                assert refusal(lambda: bank.lookup([pid], **REVIEW), pid).code == "ANSWER_CIPHERTEXT_MISMATCH"
-                err = refusal(lambda: bank.screen([pid, other], **REVIEW), pid, other)
+                assert (
+                    refusal(lambda: bank.lookup([pid], tokens=fed.consent_tokens([pid]), **REVIEW), pid).code
+                    == "ANSWER_CIPHERTEXT_MISMATCH"
+                )
+                err = refusal(
+                    lambda: bank.screen([pid, other], tokens=fed.consent_tokens([pid, other]), **REVIEW), pid, other
+                )
                 assert err.code == "ANSWER_CIPHERTEXT_MISMATCH", node
-        answer = bank.screen([pid, other], **REVIEW)
+        answer = bank.screen([pid, other], tokens=fed.consent_tokens([pid, other]), **REVIEW)
     assert [f.duplicate_loans for f in answer.facts] == [False, True] and answer.verified
 
 
@@ -1439,12 +1469,26 @@ def test_a_lookup_keeps_its_receipts_only_once_every_check_passed(
     with fed.client(keys=keys, person="bank") as bank:
         before = len(bank.kept_receipts())
         with lie.lying(monkeypatch, lie.add_to(keys.public_context(), NODES[1], 1)):
-            assert refusal(lambda: bank.lookup([pid], **REVIEW), pid).code == "ANSWER_CIPHERTEXT_MISMATCH"
+            assert (
+                refusal(lambda: bank.lookup([pid], tokens=fed.consent_tokens([pid]), **REVIEW), pid).code
+                == "ANSWER_CIPHERTEXT_MISMATCH"
+            )
         with lie.lying(monkeypatch, rewritten):
-            assert refusal(lambda: bank.lookup([pid], **REVIEW), pid).code == "ANSWER_CORRUPT"
-            assert refusal(lambda: bank.screen([pid, population.planted[0]], **REVIEW), pid).code == "ANSWER_CORRUPT"
+            assert (
+                refusal(lambda: bank.lookup([pid], tokens=fed.consent_tokens([pid]), **REVIEW), pid).code
+                == "ANSWER_CORRUPT"
+            )
+            assert (
+                refusal(
+                    lambda: bank.screen(
+                        [pid, population.planted[0]], tokens=fed.consent_tokens([pid, population.planted[0]]), **REVIEW
+                    ),
+                    pid,
+                ).code
+                == "ANSWER_CORRUPT"
+            )
         assert len(bank.kept_receipts()) == before
-        answer = bank.lookup([pid], **REVIEW)
+        answer = bank.lookup([pid], tokens=fed.consent_tokens([pid]), **REVIEW)
         assert answer.receipts_verified == len(NODES) and all(r.proves_entry() for r in answer.receipts)
         assert bank.kept_receipts()[before:] == answer.receipts
 

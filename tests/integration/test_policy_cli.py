@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from cli.policy import register
-from federation.hpf_schema import demo_catalog
+from federation.hpf_schema import DEMO_CONSENT_ISSUER, demo_catalog
 from policies import DEFAULT_POLICY
 from policies.loader import load_policy
 
@@ -22,7 +22,9 @@ runner = CliRunner()
 
 def _catalog(tmp_path: Path) -> Path:
     path = tmp_path / "federation.yaml"
-    path.write_text(yaml.safe_dump(demo_catalog({"shanghai": "127.0.0.1:50051"}), allow_unicode=True))
+    issuers = [{"id": DEMO_CONSENT_ISSUER, "key": "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="}]  # the demo's
+    doc = demo_catalog({"shanghai": "127.0.0.1:50051"}, issuers=issuers)
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
     return path
 
 
@@ -40,7 +42,8 @@ def test_check_prints_a_summary_of_the_defaults(tmp_path: Path) -> None:
     assert out.startswith(f"{DEFAULT_POLICY}: ok: 4 role(s), 4 purpose(s), checked against ")
     assert "  caseworker: k=5, 120 requests / 60 s, aggregates count, sum, avg\n" in out
     assert "    loans (purpose loan-review | account-transfer)\n" in out
-    assert "    loans (purpose loan-review; consent required)\n" in out
+    assert "    loans (purpose loan-review)\n" in out  # a bank's statistics: DP, no free-text consent
+    assert "consent tokens from shanghai-consent" in out
     assert "auditor" not in out
 
 
@@ -155,7 +158,9 @@ def test_check_and_show_take_the_packaged_names(tmp_path: Path) -> None:
     assert result.stdout.startswith("hpf:base: ok: 4 role(s), 4 purpose(s), checked against ")
     assert '    "*" (any table not listed)\n' in result.stdout
     result = runner.invoke(app, ["policy", "check", "hpf:default", "--catalog", str(tpch)])
-    assert result.exit_code == 2 and result.stderr.splitlines()[-1].startswith("12 problem(s) [POLICY_FILE_INVALID]")
+    assert result.exit_code == 2 and result.stderr.splitlines()[-1].startswith(
+        "13 problem(s) [POLICY_FILE_INVALID]"  # its 12 tables, and the consent issuer it names
+    )
     result = runner.invoke(app, ["policy", "show", "hpf:nope"])
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0] == (

@@ -241,7 +241,6 @@ class Demo:
 SUBSTITUTIONS: dict[str, Callable[[Demo], str]] = {
     "ID": lambda demo: demo.person,  # a person: the one the demo's ready: lines look up
     "CONSENT-REF": lambda demo: "C1",
-    "BATCH-REF": lambda demo: "B1",
     "DIR": lambda demo: f"demo-data/state/{demo.home}/audit",  # a node's audit log directory
     "NODE": lambda demo: demo.home,
     "KEY": lambda demo: demo.audit_key_file(demo.home),
@@ -642,6 +641,15 @@ def check_audit_show(r: Ran, demo: Demo) -> None:
     assert limit is None or shown <= int(limit)
 
 
+def check_audit_consent(r: Ran, demo: Demo) -> None:
+    footer = re.search(r"^(\d+) lookup\(s\), (\d+) under a named grant, \d+ in the log$", r.stdout, re.M)
+    assert footer is not None, "the table ends with how many lookups of the person it found"
+    assert int(footer[1]) >= 1, "the README's person was looked up"
+    if "--tokens" in r.argv and (_option(r.argv, "--tokens") or "").endswith("applicants.csv"):
+        assert int(footer[2]) >= 1, "the bank's screening of the README's person is named by its grant"
+    assert demo.person not in r.stdout, "the identifier is never printed"
+
+
 def check_audit_verify(r: Ran, demo: Demo) -> None:
     directory = r.argv[2]
     node = _option(r.argv, "--node") or demo.home
@@ -791,6 +799,7 @@ CHECKS: dict[tuple[str, ...], Callable[[Ran, Demo], None]] = {
     ("lookup",): check_lookup,
     ("screen",): check_screen,
     ("audit", "show"): check_audit_show,
+    ("audit", "consent"): check_audit_consent,
     ("audit", "verify"): check_audit_verify,
     ("audit", "receipts"): check_audit_receipts,
     ("policy", "check"): check_policy_check,

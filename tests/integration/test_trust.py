@@ -95,7 +95,7 @@ roles:
     rate_limit: {requests: 3, per_seconds: 3600}
     tables:
       people: {}
-  integrator:
+  operator:                    # a table under a consent reference (never an integrator's: see policies/default.yaml)
     aggregates: [count, sum]
     min_group_size: 1
     tables:
@@ -109,7 +109,7 @@ PEOPLE = (
     ("analyst", "analyst", None),
     ("auditor", "auditor", None),
     ("bob", "caseworker", None),
-    ("bank", "integrator", None),
+    ("clerk", "operator", None),
 )
 VALID = "SELECT city, COUNT(*) AS n, SUM(amount) AS total FROM people GROUP BY city ORDER BY city"
 
@@ -538,14 +538,14 @@ def test_a_consent_reference_is_required_where_the_policy_says_and_never_logged(
 ) -> None:
     sql = "SELECT COUNT(*) AS n, SUM(outstanding) AS o FROM loans WHERE status = 'active'"
     consent = "CONSENT-2026-000417"
-    with fed.client(keys=keys, person="bank") as bank:
-        err = refusal(lambda: bank.query(sql, purpose="loan-review"))
+    with fed.client(keys=keys, person="clerk") as clerk:
+        err = refusal(lambda: clerk.query(sql, purpose="loan-review"))
         assert err.code == "POLICY_CONSENT_REQUIRED" and err.rule and "consent" in err.rule
-        answer = bank.query(sql, purpose="loan-review", consent=consent)
+        answer = clerk.query(sql, purpose="loan-review", consent=consent)
     assert [tuple(r) for r in answer.rows] == fed.oracle(sql)
     for node_id in fed.node_ids:
         entries = list(read_entries(fed.audit_dir(node_id)))
-        assert any(e["identity"] == "bank" and e["consent"] is True and e["decision"] == "allowed" for e in entries)
+        assert any(e["identity"] == "clerk" and e["consent"] is True and e["decision"] == "allowed" for e in entries)
         assert consent not in (fed.audit_dir(node_id) / "entries.jsonl").read_text()
     assert_serves(fed, keys)
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from federation import consent, consent_revocations, merkle
 from federation.catalog import Catalog, IssuerEntry
 from federation.consent import ConsentError, ConsentVerifier, Token, issue_batch, parse_token, parse_token_text
-from federation.errors import FederationError
+from federation.errors import ConfigError, FederationError
 from federation.person_id import person_id_array
 
 NOW = 1_767_225_600  # 2026-01-01
@@ -341,6 +341,47 @@ def test_an_older_list_or_a_shrunk_one_leaves_the_list_in_force(tmp_path: Path) 
         path.write_bytes(older)
         clock.t += 2
         assert watch.revoked(TOKENS[1].grant.grant_id) is True and watch.number == 2
+
+
+def test_the_number_in_force_outlives_a_restart(tmp_path: Path) -> None:
+    path, clock = tmp_path / "revocations.json", Clock()
+    state_file = tmp_path / "state" / consent_revocations.STATE_FILE
+    public = consent.public_raw(KEY)
+    first = consent_revocations.sign_list(KEY, ISSUER, 1, [])
+    second = consent_revocations.sign_list(KEY, ISSUER, 2, [TOKENS[1].grant.grant_id])
+    path.write_bytes(first)
+
+    def start() -> consent_revocations.RevocationWatch:
+        state = consent_revocations.RevocationState(state_file)
+        return consent_revocations.RevocationWatch(path, ISSUER, public, clock=clock, state=state)
+
+    watch = start()
+    path.write_bytes(second)
+    clock.t += 2
+    assert watch.revoked(TOKENS[1].grant.grant_id) is True  # list 2 in force, and remembered
+    path.write_bytes(first)
+    with pytest.raises(ConfigError) as err:  # list 1 put back while the region was stopped
+        start()
+    assert err.value.code == "CONSENT_REVOCATIONS_ROLLBACK" and "list 1" in err.value.message
+    path.write_bytes(consent_revocations.sign_list(KEY, ISSUER, 2, []))  # another list 2, without the revocation
+    with pytest.raises(ConfigError) as err:
+        start()
+    assert err.value.code == "CONSENT_REVOCATIONS_CONFLICT"
+    path.write_bytes(second)
+    assert start().revoked(TOKENS[1].grant.grant_id) is True  # the newest list back: the region starts
+    path.unlink()  # gone at startup, then put back older: refused, and every grant of the issuer with it
+    watch = start()
+    path.write_bytes(first)
+    clock.t += 2
+    assert watch.revoked(TOKENS[0].grant.grant_id) is None
+    other = Ed25519PrivateKey.generate()  # an issuer published under a new key starts its lists afresh
+    path.write_bytes(consent_revocations.sign_list(other, ISSUER, 1, []))
+    state = consent_revocations.RevocationState(state_file)
+    assert consent_revocations.RevocationWatch(path, ISSUER, consent.public_raw(other), state=state).number == 1
+    state_file.write_text("{not json")
+    with pytest.raises(ConfigError) as err:
+        consent_revocations.RevocationState(state_file)
+    assert err.value.code == "CONSENT_REVOCATIONS_STATE_INVALID"
 
 
 @pytest.mark.parametrize("damage", ["garbage", "other key", "other issuer", "unsorted", "gone"])

@@ -191,11 +191,34 @@ def test_the_checks_come_in_order(default: Policy) -> None:
 def test_optional_consent_allows_a_lookup_without_it(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        f"version: 1\nextends: {DEFAULT_POLICY}\nroles:\n  integrator:\n    lookups:\n      consent: optional\n",
+        f"version: 1\nextends: {DEFAULT_POLICY}\nroles:\n  caseworker:\n    lookups:\n      consent: optional\n",
     )
     policy = load_policy(path)
-    assert lookup(policy, "integrator", consent=False).role == "integrator"
-    assert refusal(load_policy(DEFAULT_POLICY), "integrator", consent=False).code == "POLICY_CONSENT_REQUIRED"
+    assert lookup(policy, "caseworker", consent=False).role == "caseworker"
+    assert refusal(load_policy(DEFAULT_POLICY), "caseworker", consent=False).code == "POLICY_CONSENT_REQUIRED"
+
+
+@pytest.mark.parametrize("consent", ["optional", "required"])
+def test_integrators_never_look_people_up_under_free_text_consent(tmp_path: Path, consent: str) -> None:
+    """A free-text reference suits a caseworker at a counter; a bank's lookups take each person's token."""
+    path = write(
+        tmp_path,
+        f"version: 1\nextends: {DEFAULT_POLICY}\nroles:\n  integrator:\n    lookups:\n"
+        f"      consent: {consent}\n      consent_issuers: ~\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_policy(path)
+    assert err.value.code == "POLICY_FILE_INVALID"
+    assert f"{path}:6: roles.integrator.lookups.consent: integrators look people up only under" in err.value.message
+    tables = write(
+        tmp_path,
+        f"version: 1\nextends: {DEFAULT_POLICY}\nroles:\n  integrator:\n    lookups: ~\n    tables:\n"
+        "      loans: {consent: required}\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_policy(tables)
+    assert f"{tables}:7: roles.integrator.tables.loans.consent: integrators' aggregate" in err.value.message
+    assert "caseworkers at a counter" in (err.value.hint or "")
 
 
 EVERYONE = ("shanghai", "hangzhou", "nanjing")

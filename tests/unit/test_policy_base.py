@@ -15,7 +15,7 @@ import pytest
 
 from federation.catalog import Catalog, load_catalog
 from federation.errors import ConfigError, PolicyViolation
-from federation.hpf_schema import demo_catalog
+from federation.hpf_schema import DEMO_CONSENT_ISSUER, demo_catalog
 from federation.planner import plan_query
 from policies import BASE_POLICY, DEFAULT_POLICY
 from policies.engine import Asker, Decision, check_query
@@ -24,7 +24,9 @@ from policies.model import WILDCARD, Policy
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TPCH = load_catalog(FIXTURES / "tpch_catalog.yaml")
-DEMO = Catalog.model_validate(demo_catalog({"shanghai": "127.0.0.1:1"}))
+# the demo catalog, publishing the consent service the default policy names (a key nobody here signs with)
+ISSUERS = [{"id": DEMO_CONSENT_ISSUER, "key": "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="}]
+DEMO = Catalog.model_validate(demo_catalog({"shanghai": "127.0.0.1:1"}, issuers=ISSUERS))
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -65,7 +67,9 @@ def test_the_base_checks_clean_against_a_catalog_of_other_tables() -> None:
     assert check_policy("hpf:base", TPCH).problems == []
     # the demo's full policy names the demo's tables: against another catalog, every one is a problem
     problems = check_policy("hpf:default", TPCH).problems
-    assert len(problems) == 12 and all("the catalog has no table" in p for p in problems)
+    tables = [p for p in problems if "the catalog has no table" in p]
+    assert len(tables) == 12 and problems == [*tables, problems[-1]]
+    assert "the catalog publishes no consent issuer 'shanghai-consent'" in problems[-1]  # the demo's issuer
 
 
 # -- extends: hpf:NAME, from any folder ----------------------------------------------------------------------------
@@ -131,7 +135,7 @@ def test_the_default_is_the_base_with_the_demo_tables_granted() -> None:
 
 
 def test_the_default_lists_its_tables_so_another_table_is_refused() -> None:
-    doc = demo_catalog({"shanghai": "127.0.0.1:1"})
+    doc = demo_catalog({"shanghai": "127.0.0.1:1"}, issuers=ISSUERS)
     doc["tables"]["branches"] = {"columns": {"n": {"type": "BIGINT", "class": "public"}}}
     catalog = Catalog.model_validate(doc)
     for role in ("caseworker", "analyst", "operator", "integrator"):
@@ -194,7 +198,6 @@ def test_an_operator_narrows_the_base_with_their_own_tables(tmp_path: Path) -> N
             tables:
               lineitem:
                 purposes: [loan-review]
-                consent: required
         """,
     )
     checked = check_policy(node, TPCH)
@@ -209,8 +212,8 @@ def test_an_operator_narrows_the_base_with_their_own_tables(tmp_path: Path) -> N
     assert policy.roles["caseworker"].tables.keys() == {WILDCARD}  # untouched
     err = refusal(policy, TPCH, "SELECT COUNT(l_orderkey) FROM lineitem", "analyst", "statistics")
     assert err.code == "POLICY_COLUMN_DENIED" and err.rule == "n: roles.analyst.tables.lineitem.columns.l_orderkey"
-    err = refusal(policy, TPCH, "SELECT COUNT(*) FROM lineitem", "integrator", "loan-review")
-    assert err.code == "POLICY_CONSENT_REQUIRED"
+    err = refusal(policy, TPCH, "SELECT COUNT(*) FROM lineitem", "integrator", "statistics")
+    assert err.code == "POLICY_PURPOSE_NOT_ALLOWED"
 
 
 def _readme_block(starting: str) -> str:
@@ -239,4 +242,5 @@ def test_the_readmes_own_tables_example_checks_clean(tmp_path: Path) -> None:
     )
     sql = "SELECT SUM(rate) FROM contributions"
     assert refusal(checked.policy, mine, sql, "analyst", "statistics").code == "POLICY_COLUMN_DENIED"
-    assert refusal(checked.policy, mine, sql, "integrator", "loan-review").code == "POLICY_CONSENT_REQUIRED"
+    assert refusal(checked.policy, mine, sql, "integrator", "statistics").code == "POLICY_PURPOSE_NOT_ALLOWED"
+    assert ask(checked.policy, mine, sql, "integrator", "loan-review").privacy.mode == "dp"  # no consent: DP

@@ -77,7 +77,7 @@ roles:
       deposits: {}
       loans: {}
       "*": {purposes: []}
-  integrator:
+  operator:
     aggregates: [count]
     min_group_size: 10
     tables:
@@ -89,7 +89,7 @@ roles:
 
 CASEWORKER = Asker(name="li.na", role="caseworker", region="hangzhou")
 ANALYST = Asker(name="wang.fang", role="analyst", region=None)
-INTEGRATOR = Asker(name="icbc", role="integrator", region=None)
+OPERATOR = Asker(name="ops.7", role="operator", region=None)  # a role with a consented table
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +141,13 @@ def test_table_k_purpose_and_column_overrides_allow(policy: Policy) -> None:
 
 
 def test_count_star_uses_no_column(policy: Policy) -> None:
-    d = check(policy, "SELECT COUNT(*) FROM loans", INTEGRATOR, purpose="loan-review", consent=True)
-    assert d.min_group_size == 10 and "hangzhou: roles.integrator.tables.loans.consent" in d.rules
+    d = check(policy, "SELECT COUNT(*) FROM loans", OPERATOR, purpose="loan-review", consent=True)
+    assert d.min_group_size == 10 and "hangzhou: roles.operator.tables.loans.consent" in d.rules
 
 
 def test_identifier_lookup_where_the_table_allows_it(policy: Policy) -> None:
     sql = "SELECT COUNT(*) FROM loans WHERE person_id = '330106199001011234'"
-    assert check(policy, sql, INTEGRATOR, purpose="loan-review", consent=True).role == "integrator"
+    assert check(policy, sql, OPERATOR, purpose="loan-review", consent=True).role == "operator"
 
 
 def test_wildcard_table_and_its_purpose_override(policy: Policy) -> None:
@@ -162,11 +162,11 @@ def test_wildcard_table_and_its_purpose_override(policy: Policy) -> None:
 
 
 def test_role_denied_names_the_roles_that_may(policy: Policy) -> None:
-    err = refused(policy, "SELECT COUNT(*) FROM deposits", Asker("ops", "operator", None))
+    err = refused(policy, "SELECT COUNT(*) FROM deposits", Asker("icbc", "integrator", None))
     assert err.code == "POLICY_ROLE_DENIED"
     assert err.rule == "hangzhou: roles"
-    assert err.message == "role 'operator' may not query this node"
-    assert err.hint == "roles that may query this node: caseworker, analyst, integrator"
+    assert err.message == "role 'integrator' may not query this node"
+    assert err.hint == "roles that may query this node: caseworker, analyst, operator"
 
 
 def test_auditor_is_told_to_use_hpf_audit(policy: Policy) -> None:
@@ -175,12 +175,12 @@ def test_auditor_is_told_to_use_hpf_audit(policy: Policy) -> None:
 
 
 def test_table_denied(policy: Policy) -> None:
-    check(policy, "SELECT COUNT(*) FROM loans", INTEGRATOR, "loan-review", True)  # integrators may query loans...
-    err = refused(policy, "SELECT COUNT(*) FROM deposits", INTEGRATOR)  # ...not deposits
+    check(policy, "SELECT COUNT(*) FROM loans", OPERATOR, "loan-review", True)  # operators may query loans...
+    err = refused(policy, "SELECT COUNT(*) FROM deposits", OPERATOR)  # ...not deposits
     assert err.code == "POLICY_TABLE_DENIED"
-    assert err.rule == "hangzhou: roles.integrator.tables"
-    assert err.message == "role integrator may not query table deposits on this node"
-    assert err.hint == "tables role integrator may query here: loans"
+    assert err.rule == "hangzhou: roles.operator.tables"
+    assert err.message == "role operator may not query table deposits on this node"
+    assert err.hint == "tables role operator may query here: loans"
 
 
 def test_purpose_required(policy: Policy) -> None:
@@ -216,9 +216,9 @@ def test_a_purpose_that_is_no_code_is_not_echoed(policy: Policy) -> None:
 
 
 def test_consent_required(policy: Policy) -> None:
-    err = refused(policy, "SELECT COUNT(*) FROM loans", INTEGRATOR, purpose="loan-review")
+    err = refused(policy, "SELECT COUNT(*) FROM loans", OPERATOR, purpose="loan-review")
     assert err.code == "POLICY_CONSENT_REQUIRED"
-    assert err.rule == "hangzhou: roles.integrator.tables.loans.consent"
+    assert err.rule == "hangzhou: roles.operator.tables.loans.consent"
     assert "consent" in (err.hint or "")
 
 
@@ -279,11 +279,11 @@ def test_commercial_column_in_a_filter_clause(policy: Policy) -> None:
 def test_checks_run_in_order(policy: Policy) -> None:
     # wrong purpose, no consent, a denied aggregate and a denied column at once: the purpose is named first
     sql = "SELECT SUM(outstanding_fen) FROM loans WHERE status = 'active'"
-    assert refused(policy, sql, INTEGRATOR, purpose="statistics").code == "POLICY_PURPOSE_NOT_ALLOWED"
-    assert refused(policy, sql, INTEGRATOR, purpose="loan-review").code == "POLICY_CONSENT_REQUIRED"
-    assert refused(policy, sql, INTEGRATOR, "loan-review", True).code == "POLICY_AGGREGATE_DENIED"
+    assert refused(policy, sql, OPERATOR, purpose="statistics").code == "POLICY_PURPOSE_NOT_ALLOWED"
+    assert refused(policy, sql, OPERATOR, purpose="loan-review").code == "POLICY_CONSENT_REQUIRED"
+    assert refused(policy, sql, OPERATOR, "loan-review", True).code == "POLICY_AGGREGATE_DENIED"
     sql = "SELECT status, COUNT(*) FROM loans GROUP BY status"
-    assert refused(policy, sql, INTEGRATOR, "loan-review", True).code == "POLICY_COLUMN_DENIED"
+    assert refused(policy, sql, OPERATOR, "loan-review", True).code == "POLICY_COLUMN_DENIED"
 
 
 # -- fail closed: computing on a column filters on it; group keys are output; k covers what it counts -------
@@ -451,8 +451,8 @@ def test_default_policy_on_the_demo_tables() -> None:
     )
     assert demo_refusal("SELECT COUNT(*) FROM accounts", "auditor") == "POLICY_ROLE_DENIED"
     sql = "SELECT COUNT(*), SUM(outstanding_fen) FROM loans WHERE status = 'active'"
-    assert demo_refusal(sql, "integrator", "loan-review") == "POLICY_CONSENT_REQUIRED"
-    assert demo_check(sql, "integrator", "loan-review", consent=True).privacy.mode == "dp"  # a bank: DP, not k
+    # a bank's statistics: DP, not k, and under no free-text consent (an aggregate has no one person's token)
+    assert demo_check(sql, "integrator", "loan-review").privacy.mode == "dp"
     lookup = sql + " AND person_id = '310101199001011237'"
     assert demo_refusal(lookup, "integrator", "loan-review", consent=True) == "POLICY_COLUMN_DENIED"
     assert demo_refusal("SELECT COUNT(*) FROM loans WHERE status = 'overdue'", "operator", "operations") == (

@@ -9,11 +9,13 @@ import pytest
 
 from federation.catalog import Catalog
 from federation.errors import ConfigError
-from federation.hpf_schema import demo_catalog
+from federation.hpf_schema import DEMO_CONSENT_ISSUER, demo_catalog
 from policies import DEFAULT_POLICY
 from policies.loader import check_against_catalog, check_policy, load_policy
 
-DEMO = Catalog.model_validate(demo_catalog({"shanghai": "127.0.0.1:1"}))
+# the demo catalog, publishing the consent service the default policy names (a key nobody here signs with)
+ISSUERS = [{"id": DEMO_CONSENT_ISSUER, "key": "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="}]
+DEMO = Catalog.model_validate(demo_catalog({"shanghai": "127.0.0.1:1"}, issuers=ISSUERS))
 
 BASE = """\
 version: 1
@@ -327,8 +329,10 @@ def test_the_defaults_validate_against_the_demo_catalog() -> None:
     assert set(policy.roles) == {"caseworker", "analyst", "operator", "integrator"}  # auditors run no queries
     assert policy.roles["caseworker"].min_group_size == 5
     assert policy.roles["analyst"].min_group_size == 10
-    loans = policy.roles["integrator"].tables["loans"]
-    assert loans.consent == "required" and loans.purposes == ["loan-review"]
+    loans = policy.roles["integrator"].tables["loans"]  # statistics for loan review: DP, no free-text consent
+    assert loans.consent == "optional" and loans.purposes == ["loan-review"]
+    lookups = policy.roles["integrator"].lookups
+    assert lookups is not None and (lookups.consent, lookups.consent_issuers) == ("token", [DEMO_CONSENT_ISSUER])
 
 
 def test_the_strict_example_tightens_the_defaults() -> None:
@@ -386,7 +390,7 @@ def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
 
 def test_a_dp_role_on_a_table_without_a_contribution_bound_is_a_catalog_problem() -> None:
     policy = load_policy(DEFAULT_POLICY)
-    doc = demo_catalog({"shanghai": "127.0.0.1:1"})
+    doc = demo_catalog({"shanghai": "127.0.0.1:1"}, issuers=ISSUERS)
     del doc["tables"]["loans"]["contribution"]
     problems = check_against_catalog(policy, Catalog.model_validate(doc))
     # caseworkers, analysts and integrators answer loans with DP; operators are exact, so not named
