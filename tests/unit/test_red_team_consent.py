@@ -222,3 +222,43 @@ def test_a_region_marks_each_sum_that_does_not_fit_by_its_own_bit() -> None:
     rows = {r[0]: r for r in db.execute(FACTS_SQL).fetchall()}
     failed = ["pid", *lookup_codec.FACT_COLUMNS].index("failed")
     assert rows[rich][failed] == lookup_codec.FAILED_BITS["balance_fen"] and rows[fine][failed] == 0
+
+
+class _ForgingCoordinator:
+    """A client's ``_ask`` behind a coordinator that forges a consent refusal of its own choosing every time."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.sent = name, list[list[str]]()
+
+    def _ask(self, ids: list[str], *args: object) -> object:
+        self.sent.append(list(ids))
+        n = len(ids)
+        if self.name == "all":
+            raise FederationError(
+                f"applicant 1 of {n}: x (also refused: CONSENT_REVOKED {' '.join(map(str, range(2, n + 1)))})",
+                code="CONSENT_REVOKED",
+            )
+        raise FederationError(f"applicant {n} of {n}: x", code="CONSENT_REVOKED")  # one more each time
+
+
+@pytest.mark.parametrize("how", ["all", "one-at-a-time"])
+def test_forged_refusals_bound_the_requests_and_never_resend_a_withheld_applicant(how: str) -> None:
+    """A coordinator can forge a region's consent refusal (it is not signed): the client then withholds whom it
+    names, never asks about them again, and sends at most MAX_WITHHOLD_RETRIES + 1 requests per batch."""
+    from federation.client import MAX_WITHHOLD_RETRIES, FederationClient
+
+    liar = _ForgingCoordinator(how)
+    ids = list(person_id_array([310101] * 20, [19900101 + i for i in range(20)], [11] * 20))
+    tokens = [b"t"] * len(ids)
+    ask = FederationClient._ask_withholding
+    if how == "all":
+        answer, refused = ask(liar, ids, [], {}, None, None, tokens, ("loan_cities",))  # type: ignore[arg-type]
+        assert answer is None and set(refused) == set(ids) and len(liar.sent) == 1
+    else:
+        with pytest.raises(FederationError):  # past the bound, the refusal stands
+            ask(liar, ids, [], {}, None, None, tokens, ("loan_cities",))  # type: ignore[arg-type]
+        assert len(liar.sent) == MAX_WITHHOLD_RETRIES + 1
+    withheld: set[str] = set()
+    for sent in liar.sent:
+        assert not withheld & set(sent)  # a withheld applicant is never asked about again
+        withheld |= {sent[-1]}
