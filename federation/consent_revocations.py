@@ -11,7 +11,9 @@ The signature covers ``"hpf-consent-revocations-v1" 0x00 || issuer (u8 length) |
 grant ids`` (16 bytes each, sorted, each once). A region keeps the list in force when a newer file is older
 (a lower number), another list under the same number, or one that drops a grant the list in force revoked; a file
 it cannot read or that the issuer did not sign refuses every consent of that issuer until it is fixed
-(``CONSENT_REVOCATIONS_INVALID``): a region never silently forgets a revocation.
+(``CONSENT_REVOCATIONS_INVALID``): a region never silently forgets a revocation. A node keeps the number of each
+issuer's newest list in its state directory, so a list older than that found after a restart refuses every
+consent of the issuer too, until the newest is put back.
 
 >>> key = Ed25519PrivateKey.generate()
 >>> doc = sign_list(key, "sh-consent", 2, [bytes(16)])
@@ -136,16 +138,62 @@ def revoke(path: Path, key: Ed25519PrivateKey, issuer: str, grant_ids: Iterable[
 
 
 class RevocationWatch:
-    """One issuer's list as a region holds it: re-read when the file changes (looked at once a second at most)."""
+    """One issuer's list as a region holds it: re-read when the file changes (looked at once a second at most).
 
-    def __init__(self, path: Path, issuer: str, public: bytes, *, clock: Callable[[], float] = time.monotonic) -> None:
+    ``state`` is a file where the number and digest of the list in force are kept across restarts (None: in memory
+    only), so that a list older than one the region once held is refused after a restart too: the issuer's lists
+    are unusable (every consent of the issuer refused) until the newest is put back.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        issuer: str,
+        public: bytes,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        state: Path | None = None,
+    ) -> None:
         self._path, self._issuer, self._public, self._clock = path, issuer, public, clock
+        self._state = state
         self._lock = threading.Lock()
         self._in_force: RevocationList | None = None
         self._usable = False
         self._stamp: FileStamp | None = None
         self._looked = -float("inf")
+        self._remembered = self._recall()
         self._refresh(force=True)
+
+    def _recall(self) -> tuple[int, str]:
+        """The number and digest of the newest list of this issuer's key this region accepted (0 and "" if none)."""
+        if self._state is None:
+            return 0, ""
+        try:
+            doc = json.loads(read_regular(self._state, 4096))
+        except FileNotFoundError:
+            return 0, ""
+        except (OSError, ValueError, RecursionError):
+            raise ConfigError(
+                f"{self._state}: the consent revocation state cannot be read",
+                code="CONFIG_INVALID",
+                hint="restore the file from a backup, or remove it to start afresh from the lists on disk",
+            ) from None
+        if not isinstance(doc, dict) or doc.get("issuer") != self._issuer or doc.get("key") != self._public.hex():
+            return 0, ""  # another issuer's key starts its lists afresh
+        number, digest = doc.get("number"), doc.get("sha256")
+        if type(number) is not int or not 0 <= number < 1 << 63 or not isinstance(digest, str):
+            raise ConfigError(f"{self._state}: the consent revocation state is malformed", code="CONFIG_INVALID")
+        return number, digest
+
+    def _remember(self, listed: RevocationList) -> None:
+        if self._state is None or (listed.number, listed.digest) == self._remembered:
+            return
+        doc = {"issuer": self._issuer, "key": self._public.hex(), "number": listed.number, "sha256": listed.digest}
+        try:
+            write_file(self._state, json.dumps(doc, sort_keys=True).encode() + b"\n", 0o600)
+            self._remembered = (listed.number, listed.digest)
+        except OSError as exc:  # the number still holds in memory
+            log.error("cannot keep the consent revocation list number in %s (%s)", self._state, exc.strerror)
 
     @property
     def number(self) -> int:
@@ -168,6 +216,18 @@ class RevocationWatch:
                 log.error("consent revocations of %s unusable: %s", self._issuer, err.message)
                 return
             held = self._in_force
+            number, digest = self._remembered
+            if held is None and (listed.number < number or (listed.number == number and listed.digest != digest)):
+                # older than, or another list under the number of, one this region held before a restart
+                self._usable = False
+                log.error(
+                    "consent revocation list %d of %s refused: this region held list %d; every consent of the "
+                    "issuer is refused until its newest list is put back",
+                    listed.number,
+                    self._issuer,
+                    number,
+                )
+                return
             if held is not None and (
                 listed.number < held.number
                 or (listed.number == held.number and listed.digest != held.digest)
@@ -178,6 +238,7 @@ class RevocationWatch:
                 )
                 return
             self._in_force, self._usable = listed, True
+            self._remember(listed)
 
     def revoked(self, grant_id: bytes) -> bool | None:
         self._refresh()

@@ -111,9 +111,13 @@ class ConsentGate:
             raise error_for_code(code, refusal_text(refused, len(ids)), consent.REFUSALS[code][1], rule)
 
 
-def consent_gate_for(revocation_lists: Mapping[str, Path], catalog: Catalog) -> ConsentGate:
+def consent_gate_for(
+    revocation_lists: Mapping[str, Path], catalog: Catalog, state_dir: Path | None = None
+) -> ConsentGate:
     """A node's gate, with the revocation list it is given for each issuer (``consent_revocations:`` in its
-    config), each re-read when it changes; an issuer the catalog does not publish is a configuration error."""
+    config), each re-read when it changes; an issuer the catalog does not publish is a configuration error. The
+    number of each issuer's newest list is kept under ``state_dir``, so an older list is refused after a restart
+    too."""
     published = {i.id for i in catalog.issuers}
     unknown = sorted(set(revocation_lists) - published)
     if unknown:
@@ -123,4 +127,11 @@ def consent_gate_for(revocation_lists: Mapping[str, Path], catalog: Catalog) -> 
             hint="publish the issuer under issuers: in the catalog (hpf consent keys prints the entry)",
         )
     keys = catalog.issuer_keys(revocation_lists)
-    return ConsentGate({i: RevocationWatch(path, i, keys[i]) for i, path in revocation_lists.items()})
+    return ConsentGate(
+        {
+            i: RevocationWatch(
+                path, i, keys[i], state=None if state_dir is None else state_dir / f"consent-revocations-{i}.json"
+            )
+            for i, path in revocation_lists.items()
+        }
+    )

@@ -177,7 +177,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         scans=config.max_workers,
     )
     agreement = AgreementKey.load_or_create(config.state_dir)
-    consent_gate = consent_gate_for(config.consent_revocations, catalog)
+    consent_gate = consent_gate_for(config.consent_revocations, catalog, config.state_dir)
     lookups = LookupIndex(backend, catalog)
     if lookups.supported:
         lookups.refresh()  # the first lookup should not wait for it

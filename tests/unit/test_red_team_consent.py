@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -262,3 +263,32 @@ def test_forged_refusals_bound_the_requests_and_never_resend_a_withheld_applican
     for sent in liar.sent:
         assert not withheld & set(sent)  # a withheld applicant is never asked about again
         withheld |= {sent[-1]}
+
+
+# --- revocation lists rolled back ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("older", ["rolled back", "replaced under its number"])
+def test_a_revocation_list_rolled_back_across_a_restart_is_refused(tmp_path: Path, older: str) -> None:
+    """Someone who can put an older signed list where a region reads it (a sync from the issuer, a restored
+    backup) waits for a restart: the region must not forget the revocation."""
+    from federation import consent_revocations as cr
+
+    path, state, public = tmp_path / "revocations.json", tmp_path / "state.json", consent.public_raw(KEY)
+    grant = TOKENS[1].grant.grant_id
+    old = cr.sign_list(KEY, ISSUER, 1, []) if older == "rolled back" else cr.sign_list(KEY, ISSUER, 2, [bytes(16)])
+    path.write_bytes(cr.sign_list(KEY, ISSUER, 2, [grant]))
+    assert cr.RevocationWatch(path, ISSUER, public, state=state).revoked(grant) is True
+    path.write_bytes(old)
+    after_restart = cr.RevocationWatch(path, ISSUER, public, state=state)
+    assert after_restart.revoked(grant) is not False  # revoked, or every grant of the issuer refused
+    v = ConsentVerifier({ISSUER: public}, {ISSUER: after_restart}, now=lambda: NOW)
+    assert v.check(TOKENS[1], PEOPLE[1], **ASK) in ("CONSENT_REVOKED", "CONSENT_REVOCATIONS_INVALID")  # type: ignore[arg-type]
+    # the newest list put back: in force again, and a newer one is taken
+    path.write_bytes(cr.sign_list(KEY, ISSUER, 3, [grant, bytes(16)]))
+    newer = cr.RevocationWatch(path, ISSUER, public, state=state)
+    assert newer.revoked(grant) is True and newer.revoked(bytes(range(16))) is False and newer.number == 3
+    # another key for the issuer (the catalog rotated it) starts its lists afresh
+    rotated = Ed25519PrivateKey.generate()
+    path.write_bytes(cr.sign_list(rotated, ISSUER, 1, []))
+    assert cr.RevocationWatch(path, ISSUER, consent.public_raw(rotated), state=state).revoked(grant) is False
