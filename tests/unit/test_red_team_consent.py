@@ -57,6 +57,27 @@ def test_a_forged_token_sent_first_does_not_poison_the_batch_for_honest_ones() -
     assert v.check(forged, PEOPLE[0], **balance) == "CONSENT_SIGNATURE_INVALID"  # type: ignore[arg-type]
 
 
+def test_a_forged_token_sent_first_costs_the_honest_ones_no_signature_check_each() -> None:
+    """The forgery caches the batch as invalid under its forged root; the honest tokens after it must not each pay
+    an Ed25519 verification (5,000 a request, per region) because of it."""
+    v = verifier()
+    real, calls = v._keys[ISSUER], []
+
+    class Counted:
+        def verify(self, signature: bytes, data: bytes) -> None:
+            calls.append(1)
+            real.verify(signature, data)
+
+    v._keys[ISSUER] = Counted()  # type: ignore[assignment]
+    forged = dataclasses.replace(TOKENS[0], grant=dataclasses.replace(TOKENS[0].grant, purpose="marketing"))
+    assert v.check(forged, PEOPLE[0], **ASK) == "CONSENT_SIGNATURE_INVALID"  # type: ignore[arg-type]
+    for _ in range(3):
+        for token, person in zip(TOKENS, PEOPLE, strict=True):
+            assert v.check(token, person, **ASK) is None  # type: ignore[arg-type]
+    assert v.check(forged, PEOPLE[0], **ASK) == "CONSENT_SIGNATURE_INVALID"  # type: ignore[arg-type]
+    assert len(calls) <= 3
+
+
 def test_a_leaf_moved_to_another_index_or_batch_size_is_refused_or_harmless() -> None:
     """Another index or batch size under the same signature: either refused, or still exactly the signed grant."""
     v = verifier()
