@@ -169,8 +169,9 @@ WITHHELD = PersonFacts(None, None, None, None, None, None, None, None, None, Non
 MAX_WITHHOLD_RETRIES = 8
 # how a region names the applicants it refuses for consent (node/consent_gate.refusal_text): by place, never by
 # identifier; the first, then maybe others by code, in a list closed by ")"
-_REFUSED_PLACE = re.compile(r"applicant (\d+) of (\d+): ")
-_ALSO_REFUSED = re.compile(r"\(also refused: ((?:CONSENT_[A-Z_]+(?: \d+)+(?:; )?)+)\)")
+# (a place has at most 9 digits: a longer number is no request's, and Python refuses to read one of 4,300)
+_REFUSED_PLACE = re.compile(r"applicant (\d{1,9}) of (\d{1,9}): ")
+_ALSO_REFUSED = re.compile(r"\(also refused: ((?:CONSENT_[A-Z_]+(?: \d{1,9})+(?:; )?)+)\)")
 
 
 def read_tokens(tokens: Sequence[str] | None, people: int) -> list[bytes] | None:

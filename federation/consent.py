@@ -482,12 +482,17 @@ class ConsentVerifier:
             except InvalidSignature:
                 batch = _Batch(acc, False, set())
             self._batches.put(key, batch)
-        elif batch.root != acc:  # the batch's signature with another root: checked, never remembered
+        elif batch.root != acc:  # the batch's signature with another root: checked
             try:
                 self._keys[token.issuer].verify(token.signature, root_statement(token.issuer, token.batch_size, acc))
             except InvalidSignature:
                 return False
-            return True  # pragma: no cover - two roots under one Ed25519 signature
+            if batch.valid:  # pragma: no cover - two roots under one Ed25519 signature: never remembered
+                return True
+            # a forgery came first and was remembered as invalid: the signed root replaces it, or every honest
+            # token of the batch would pay a signature check
+            batch = _Batch(acc, True, set())
+            self._batches.put(key, batch)
         if batch.valid and len(batch.nodes) < _MAX_KNOWN_NODES:
             batch.nodes.update(climbed)
         return batch.valid

@@ -60,6 +60,9 @@ FACT_COLUMNS: tuple[str, ...] = (
 )
 FLAGS = ("cities", "cities_active", "cities_sealed", "loan_cities")
 MONEY = ("contribution_fen", "balance_fen", "outstanding_fen")
+# a region's ``failed`` column: one bit per money sum that does not fit the layout. Only the bits of the sums a
+# lookup asks for count: that a balance did not fit is a fact about a balance, which a bank's loan review never gets
+FAILED_BITS = {"contribution_fen": 1, "balance_fen": 2, "outstanding_fen": 4}
 SLOTS_PER_CELL = 9  # with every fact asked for
 FLAG_BITS = 9
 MONTHS_BITS, MONTHS_MAX = 29, 1 << 21
@@ -223,6 +226,12 @@ def encode_facts(
         raise CryptoError("lookup facts do not match the layout", code="LOOKUP_LAYOUT") from None
     values = rows.copy()
     values[:, [i for i, name in enumerate(FACT_COLUMNS) if name not in keep and name != "failed"]] = 0
+    failed = values[:, _COL["failed"]]
+    known = sum(FAILED_BITS.values())
+    # a failure of a sum not asked for is dropped; any other failure (not one of the sums' bits) stands
+    values[:, _COL["failed"]] = np.where(
+        failed & ~known, 1, failed & sum(bit for name, bit in FAILED_BITS.items() if name in keep)
+    )
     n = values.shape[0]
     flags_ok = flags_fit(values)
     ok = fits(values) & flags_ok

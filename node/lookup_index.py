@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from federation.catalog import Catalog
 from federation.errors import PlanError
-from federation.lookup_codec import FACT_COLUMNS, MONEY_MAX, MONEY_MIN
+from federation.lookup_codec import FACT_COLUMNS, FAILED_BITS, MONEY_MAX, MONEY_MIN
 
 log = logging.getLogger("hpf.node.lookup")
 
@@ -32,7 +32,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
 _IN_RANGE = f"BETWEEN {MONEY_MIN} AND {MONEY_MAX}"
 
 # One row per person with an account, a contribution or a loan in this region. Money sums are HUGEINT;
-# a sum outside the signed 60-bit range the layout carries is sent as failed, never wrapped.
+# a sum outside the signed 60-bit range the layout carries is sent as failed (one bit per sum: a lookup that does
+# not ask for that sum's fact does not learn that it failed), never wrapped.
 FACTS_SQL = f"""
 WITH a AS (
     SELECT upper(trim(person_id)) AS pid,
@@ -65,8 +66,9 @@ f AS (
            COALESCE(l.outstanding_fen, 0) AS outstanding_fen
     FROM p LEFT JOIN a ON a.pid = p.pid LEFT JOIN d ON d.pid = p.pid LEFT JOIN l ON l.pid = p.pid)
 SELECT pid, cities, cities_active, cities_sealed, loan_cities, contribution_months,
-       CASE WHEN contribution_fen {_IN_RANGE} AND balance_fen {_IN_RANGE} AND outstanding_fen {_IN_RANGE}
-            THEN 0 ELSE 1 END AS failed,
+       (CASE WHEN contribution_fen {_IN_RANGE} THEN 0 ELSE {FAILED_BITS["contribution_fen"]} END)
+         + (CASE WHEN balance_fen {_IN_RANGE} THEN 0 ELSE {FAILED_BITS["balance_fen"]} END)
+         + (CASE WHEN outstanding_fen {_IN_RANGE} THEN 0 ELSE {FAILED_BITS["outstanding_fen"]} END) AS failed,
        active_loans, overdue_loans,
        CASE WHEN contribution_fen {_IN_RANGE} THEN CAST(contribution_fen AS BIGINT) ELSE 0 END AS contribution_fen,
        CASE WHEN balance_fen {_IN_RANGE} THEN CAST(balance_fen AS BIGINT) ELSE 0 END AS balance_fen,

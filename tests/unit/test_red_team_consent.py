@@ -1,0 +1,280 @@
+"""Consent tokens, facts per request and withholding, attacked as a dishonest bank, a lying coordinator or a curious
+region would: each test fails if the attack succeeds."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import numpy as np
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
+
+from federation import consent, lookup_codec
+from federation.client import _refused_places
+from federation.consent import ConsentVerifier, issue_batch
+from federation.errors import FederationError, PlanError, PolicyViolation
+from federation.person_id import person_id_array
+from node.consent_gate import ConsentGate
+from policies import DEFAULT_POLICY
+from policies.engine import Asker, check_lookup
+from policies.loader import load_policy
+
+NOW = 1_767_225_600
+DAY = 86_400
+BANK = bytes(range(32))
+ISSUER = "sh-consent"
+PEOPLE = list(person_id_array([310101] * 5, [19900101 + i for i in range(5)], [11] * 5))
+TERMS = {"grantee": BANK, "purpose": "loan-review", "facts": ["duplicate_loans", "loan_cities"]}
+ASK = {"grantee": BANK, "purpose": "loan-review", "facts": ["duplicate_loans"]}
+KEY = Ed25519PrivateKey.generate()
+TOKENS = issue_batch(KEY, ISSUER, PEOPLE, not_after=NOW + 30 * DAY, **TERMS)  # type: ignore[arg-type]
+
+
+def verifier() -> ConsentVerifier:
+    return ConsentVerifier({ISSUER: consent.public_raw(KEY)}, now=lambda: NOW)
+
+
+# --- forged and altered tokens ----------------------------------------------------------------------------------
+
+
+def test_a_forged_token_sent_first_does_not_poison_the_batch_for_honest_ones() -> None:
+    """A bank sends a token of a real batch with an altered grant first (the verifier caches the batch as
+    invalid under a wrong root): the honest tokens of that batch are still accepted, the forgery still refused,
+    before and after the batch is proven."""
+    v = verifier()
+    forged = dataclasses.replace(TOKENS[0], grant=dataclasses.replace(TOKENS[0].grant, facts=0b111111))
+    assert v.check(forged, PEOPLE[0], **ASK) == "CONSENT_SIGNATURE_INVALID"  # type: ignore[arg-type]
+    for token, person in zip(TOKENS, PEOPLE, strict=True):
+        assert v.check(token, person, **ASK) is None  # type: ignore[arg-type]
+    assert v.check(forged, PEOPLE[0], **ASK) == "CONSENT_SIGNATURE_INVALID"  # type: ignore[arg-type]
+    balance = {**ASK, "facts": ["balance"]}
+    assert v.check(forged, PEOPLE[0], **balance) == "CONSENT_SIGNATURE_INVALID"  # type: ignore[arg-type]
+
+
+def test_a_forged_token_sent_first_costs_the_honest_ones_no_signature_check_each() -> None:
+    """The forgery caches the batch as invalid under its forged root; the honest tokens after it must not each pay
+    an Ed25519 verification (5,000 a request, per region) because of it."""
+    v = verifier()
+    real, calls = v._keys[ISSUER], []
+
+    class Counted:
+        def verify(self, signature: bytes, data: bytes) -> None:
+            calls.append(1)
+            real.verify(signature, data)
+
+    v._keys[ISSUER] = Counted()  # type: ignore[assignment]
+    forged = dataclasses.replace(TOKENS[0], grant=dataclasses.replace(TOKENS[0].grant, purpose="marketing"))
+    assert v.check(forged, PEOPLE[0], **ASK) == "CONSENT_SIGNATURE_INVALID"  # type: ignore[arg-type]
+    for _ in range(3):
+        for token, person in zip(TOKENS, PEOPLE, strict=True):
+            assert v.check(token, person, **ASK) is None  # type: ignore[arg-type]
+    assert v.check(forged, PEOPLE[0], **ASK) == "CONSENT_SIGNATURE_INVALID"  # type: ignore[arg-type]
+    assert len(calls) <= 3
+
+
+def test_a_leaf_moved_to_another_index_or_batch_size_is_refused_or_harmless() -> None:
+    """Another index or batch size under the same signature: either refused, or still exactly the signed grant."""
+    v = verifier()
+    assert v.check(TOKENS[1], PEOPLE[1], **ASK) is None  # type: ignore[arg-type]
+    for index, size in ((0, 5), (2, 5), (1, 6), (1, 4), (1, 2)):
+        moved = dataclasses.replace(TOKENS[1], index=index, batch_size=size)
+        assert v.check(moved, PEOPLE[1], **ASK) == "CONSENT_SIGNATURE_INVALID"  # type: ignore[arg-type]
+
+
+def test_a_root_signed_by_another_issuer_under_this_issuer_name_is_forged() -> None:
+    rogue = Ed25519PrivateKey.generate()
+    tokens = issue_batch(rogue, ISSUER, PEOPLE[:2], not_after=NOW + DAY, **TERMS)  # type: ignore[arg-type]
+    assert verifier().check(tokens[0], PEOPLE[0], **ASK) == "CONSENT_SIGNATURE_INVALID"  # type: ignore[arg-type]
+
+
+def test_a_batch_with_the_same_person_twice_binds_each_token_to_that_person_only() -> None:
+    tokens = issue_batch(KEY, ISSUER, [PEOPLE[0], PEOPLE[0]], not_after=NOW + DAY, **TERMS)  # type: ignore[arg-type]
+    v = verifier()
+    for token in tokens:
+        assert v.check(token, PEOPLE[0], **ASK) is None  # type: ignore[arg-type]
+        assert v.check(token, PEOPLE[1], **ASK) == "CONSENT_PERSON_MISMATCH"  # type: ignore[arg-type]
+    # the two leaves differ (grant id and salt), so revoking one does not revoke the other, and neither is the other
+    assert tokens[0].grant.grant_id != tokens[1].grant.grant_id and tokens[0].grant.leaf() != tokens[1].grant.leaf()
+
+
+def test_no_facts_asked_is_not_every_fact_for_a_verifier() -> None:
+    """A request naming no facts means every fact (LookupSpec.facts): a node resolves it before the consent check,
+    so a grant for loan facts never covers it."""
+    facts = lookup_codec.facts_asked([])
+    assert verifier().check(TOKENS[0], PEOPLE[0], grantee=BANK, purpose="loan-review", facts=facts) == (
+        "CONSENT_FACTS_NOT_GRANTED"
+    )
+    for bad in (["balance", "balance"], ["balance", "nope"], ["duplicate_loans"] * 7, ["Balance"]):
+        with pytest.raises(PlanError) as err:
+            lookup_codec.facts_asked(bad)
+        assert err.value.code == "LOOKUP_MALFORMED"
+
+
+def _certificate(public_key: object, name: str = "bank") -> x509.Certificate:
+    issuer_key = generate_private_key(SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+def test_a_certificate_reissued_under_the_same_name_with_another_key_is_another_grantee() -> None:
+    held = generate_private_key(SECP256R1()).public_key()
+    first, renewed = _certificate(held), _certificate(held)  # the same key re-certified: the same grantee
+    other = _certificate(generate_private_key(SECP256R1()).public_key())  # same name, another key
+    assert consent.grantee_of(first) == consent.grantee_of(renewed)
+    assert consent.grantee_of(first) != consent.grantee_of(other)
+    tokens = issue_batch(  # type: ignore[arg-type]
+        KEY, ISSUER, PEOPLE[:1], grantee=consent.grantee_of(first), purpose="loan-review",
+        facts=["duplicate_loans"], not_after=NOW + DAY,
+    )  # fmt: skip
+    v = verifier()
+    ask = {"purpose": "loan-review", "facts": ["duplicate_loans"]}
+    assert v.check(tokens[0], PEOPLE[0], grantee=consent.grantee_of(renewed), **ask) is None  # type: ignore[arg-type]
+    assert v.check(tokens[0], PEOPLE[0], grantee=consent.grantee_of(other), **ask) == (  # type: ignore[arg-type]
+        "CONSENT_GRANTEE_MISMATCH"
+    )
+
+
+# --- facts a bank receives ----------------------------------------------------------------------------------------
+
+
+def test_a_bank_asking_for_loan_facts_learns_nothing_of_a_balance_out_of_range() -> None:
+    """The region's facts row marks a person whose balance (or contributions, or amount outstanding) does not fit
+    the layout as failed. A bank asking only for duplicate_loans/loan_cities must not learn that bit: it is a fact
+    about a balance it may never receive."""
+    bank = ("duplicate_loans", "loan_cities")
+    columns = lookup_codec.FACT_COLUMNS
+    honest = dict.fromkeys(columns, 0) | {"cities": 1, "cities_active": 1, "loan_cities": 1, "active_loans": 1}
+    for money, bit in (("contribution_fen", 1), ("balance_fen", 2), ("outstanding_fen", 4)):
+        huge = honest | {"failed": bit}  # the region sends an out-of-range sum as 0, with its failure bit
+        rows = np.array([[honest[c] for c in columns], [huge[c] for c in columns]], dtype=np.int64)
+        slots = lookup_codec.encode_facts(rows, cells=1, cell=0, facts=bank)
+        got = lookup_codec.decode_facts(slots, subjects=2, cells=1, facts=bank)
+        assert got[0][0] == got[1][0], money
+        assert got[1][0].failed_regions == 0 and got[1][0].loan_cities == 1
+        # asked for the fact whose sum did not fit, the failure shows (no wrong figure is ever shown)
+        owner = {"contribution_fen": "contributions", "balance_fen": "balance", "outstanding_fen": "loans"}[money]
+        slots = lookup_codec.encode_facts(rows, cells=1, cell=0, facts=(owner,))
+        assert lookup_codec.decode_facts(slots, subjects=2, cells=1, facts=(owner,))[1][0].failed_regions == 1
+
+
+# --- the default policy ---------------------------------------------------------------------------------------------
+
+
+def _bank() -> Asker:
+    return Asker(name="bank", role="integrator", region="nanjing")
+
+
+def test_the_default_policy_never_gives_a_bank_balances_or_every_fact() -> None:
+    policy = load_policy(DEFAULT_POLICY)
+    for facts in (lookup_codec.facts_asked([]), ("balance",), ("duplicate_loans", "contributions"), ("accounts",)):
+        with pytest.raises(PolicyViolation) as err:
+            check_lookup(policy, _bank(), "loan-review", True, 10, False, party="shanghai", facts=facts)
+        assert err.value.code == "POLICY_FACTS_NOT_ALLOWED"
+
+
+def test_the_default_policy_takes_no_free_text_consent_for_a_banks_screening() -> None:
+    policy = load_policy(DEFAULT_POLICY)
+    lookups = policy.roles["integrator"].lookups
+    assert lookups is not None
+    check_lookup(policy, _bank(), "loan-review", True, 5000, False, party="shanghai", facts=lookup_codec.FACTS[:2])
+    with pytest.raises(FederationError):  # no token at all: a free-text reference must not be enough
+        ConsentGate().check(None, lookups, "rule", b"", "loan-review", PEOPLE, None, lookup_codec.FACTS[:2])  # type: ignore[arg-type]
+
+
+# --- the client's retry loop, fed by a lying coordinator --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "applicant " + "9" * 5000 + " of 10: x",
+        "applicant 1 of " + "1" * 5000 + ": x",
+        "applicant 1 of 10: x (also refused: CONSENT_REVOKED " + "7" * 5000 + ")",
+        "applicant 0 of 10: x",
+        "applicant 11 of 10: x",
+    ],
+)
+def test_a_lying_refusal_never_crashes_the_client_nor_names_places_outside_the_request(message: str) -> None:
+    places = _refused_places(FederationError(message, code="CONSENT_REVOKED"), 10)
+    assert all(0 <= p < 10 for p in places)
+
+
+def test_a_refusal_of_anything_but_consent_names_no_applicant() -> None:
+    for code in ("POLICY_FACTS_NOT_ALLOWED", "CONSENT_REVOCATIONS_INVALID", "LOOKUP_MALFORMED"):
+        assert _refused_places(FederationError("applicant 1 of 3: x", code=code), 3) == {}
+
+
+def test_a_region_marks_each_sum_that_does_not_fit_by_its_own_bit() -> None:
+    """The region's facts query: one failure bit per money sum, so only the facts asked for can show one."""
+    import duckdb
+
+    from node.lookup_index import FACTS_SQL
+
+    big = lookup_codec.MONEY_MAX
+    db = duckdb.connect()
+    db.execute("CREATE TABLE accounts (person_id VARCHAR, status VARCHAR, balance_fen BIGINT)")
+    db.execute("CREATE TABLE deposits (person_id VARCHAR, amount_fen BIGINT)")
+    db.execute("CREATE TABLE loans (person_id VARCHAR, status VARCHAR, outstanding_fen BIGINT)")
+    rich, fine = PEOPLE[0], PEOPLE[1]
+    db.execute(
+        "INSERT INTO accounts VALUES (?, 'active', ?), (?, 'active', ?), (?, 'active', 5)", [rich, big, rich, big, fine]
+    )
+    db.execute("INSERT INTO loans VALUES (?, 'active', 7), (?, 'active', 7)", [rich, fine])
+    rows = {r[0]: r for r in db.execute(FACTS_SQL).fetchall()}
+    failed = ["pid", *lookup_codec.FACT_COLUMNS].index("failed")
+    assert rows[rich][failed] == lookup_codec.FAILED_BITS["balance_fen"] and rows[fine][failed] == 0
+
+
+class _ForgingCoordinator:
+    """A client's ``_ask`` behind a coordinator that forges a consent refusal of its own choosing every time."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.sent = name, list[list[str]]()
+
+    def _ask(self, ids: list[str], *args: object) -> object:
+        self.sent.append(list(ids))
+        n = len(ids)
+        if self.name == "all":
+            raise FederationError(
+                f"applicant 1 of {n}: x (also refused: CONSENT_REVOKED {' '.join(map(str, range(2, n + 1)))})",
+                code="CONSENT_REVOKED",
+            )
+        raise FederationError(f"applicant {n} of {n}: x", code="CONSENT_REVOKED")  # one more each time
+
+
+@pytest.mark.parametrize("how", ["all", "one-at-a-time"])
+def test_forged_refusals_bound_the_requests_and_never_resend_a_withheld_applicant(how: str) -> None:
+    """A coordinator can forge a region's consent refusal (it is not signed): the client then withholds whom it
+    names, never asks about them again, and sends at most MAX_WITHHOLD_RETRIES + 1 requests per batch."""
+    from federation.client import MAX_WITHHOLD_RETRIES, FederationClient
+
+    liar = _ForgingCoordinator(how)
+    ids = list(person_id_array([310101] * 20, [19900101 + i for i in range(20)], [11] * 20))
+    tokens = [b"t"] * len(ids)
+    ask = FederationClient._ask_withholding
+    if how == "all":
+        answer, refused = ask(liar, ids, [], {}, None, None, tokens, ("loan_cities",))  # type: ignore[arg-type]
+        assert answer is None and set(refused) == set(ids) and len(liar.sent) == 1
+    else:
+        with pytest.raises(FederationError):  # past the bound, the refusal stands
+            ask(liar, ids, [], {}, None, None, tokens, ("loan_cities",))  # type: ignore[arg-type]
+        assert len(liar.sent) == MAX_WITHHOLD_RETRIES + 1
+    withheld: set[str] = set()
+    for sent in liar.sent:
+        assert not withheld & set(sent)  # a withheld applicant is never asked about again
+        withheld |= {sent[-1]}
