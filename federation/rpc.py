@@ -59,9 +59,34 @@ async def answer_async(
         await abort_async(context, FederationError("the server failed to answer", code=internal_code))
 
 
+UNKNOWN_SERVICE = FederationError(
+    "this server reports no health for that service", code="HEALTH_SERVICE_UNKNOWN", hint="ask for the server ('')"
+)
+
+
+class _Health(health.HealthServicer):
+    """The standard health service, refusing a service it does not know with NOT_FOUND and a stable code (the
+    standard one sets NOT_FOUND alone, which a caller cannot tell from a method that does not exist)."""
+
+    def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> Any:
+        if request.service not in self._server_status:
+            context.set_trailing_metadata(trailing_metadata(UNKNOWN_SERVICE))
+            context.abort(grpc.StatusCode.NOT_FOUND, UNKNOWN_SERVICE.message)
+        return super().Check(request, context)
+
+
+class _AsyncHealth(health.aio.HealthServicer):
+    """:class:`_Health` on an asynchronous server."""
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> Any:
+        if request.service not in self._server_status:
+            await context.abort(grpc.StatusCode.NOT_FOUND, UNKNOWN_SERVICE.message, trailing_metadata(UNKNOWN_SERVICE))
+        return await super().Check(request, context)
+
+
 async def add_health_async(server: grpc.aio.Server, service: str) -> health.aio.HealthServicer:
     """:func:`add_health` on an asynchronous server."""
-    servicer = health.aio.HealthServicer()
+    servicer = _AsyncHealth()
     add_servicer(server, health_pb2_grpc.add_HealthServicer_to_server, servicer, _log)
     await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -71,7 +96,7 @@ async def add_health_async(server: grpc.aio.Server, service: str) -> health.aio.
 def add_health(server: grpc.Server, service: str) -> health.HealthServicer:
     """The standard gRPC health service, SERVING for the server and for ``service`` (returned, so the server
     may report ``service`` NOT_SERVING while it cannot answer)."""
-    servicer = health.HealthServicer()
+    servicer = _Health()
     add_servicer(server, health_pb2_grpc.add_HealthServicer_to_server, servicer, _log)
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     servicer.set(service, health_pb2.HealthCheckResponse.SERVING)

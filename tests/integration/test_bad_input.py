@@ -16,6 +16,7 @@ import grpc
 import harness
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2
 from raw_rpc import METHODS, RPC_TIMEOUT_S, assert_stable, party_of, raw_channels, readable, send_raw
 
 from cli.demo_federation import free_ports
@@ -210,8 +211,6 @@ def test_no_string_field_of_any_request_is_echoed_whole(fed: harness.Federation)
     huge = "\x1b[2J\u202e" + "x" * 256 * 1024
     with raw_channels(fed) as channels:
         for method, (streams, kind) in METHODS.items():
-            if method.startswith("/grpc.health."):
-                continue  # the standard service: NOT_FOUND (no code, no text) for a service it does not know
             for path in _string_fields(kind.DESCRIPTOR):
                 request = kind()
                 target = request
@@ -228,6 +227,19 @@ def test_no_string_field_of_any_request_is_echoed_whole(fed: harness.Federation)
                     assert len(refusal.message) < 1000 and "\x1b" not in refusal.message, (method, path)
                     assert "\u202e" not in refusal.message, (method, path)
     honest_answer_is_exact(fed)
+
+
+def test_a_health_check_of_a_service_no_server_knows_is_not_found_with_a_code(fed: harness.Federation) -> None:
+    """The standard health service answers NOT_FOUND alone for a service it does not know; every party's carries a
+    stable code too, on the node's (threads) and the coordinator's (event loop) servers alike."""
+    request = health_pb2.HealthCheckRequest(service="\x00no such service").SerializeToString()
+    with raw_channels(fed) as channels:
+        for party in ("n0", "coordinator"):
+            err = send_raw(channels[party], "/grpc.health.v1.Health/Check", False, request)
+            assert err is not None and err.code() == grpc.StatusCode.NOT_FOUND, party
+            refusal = assert_stable(err)
+            assert refusal is not None and refusal.code == "HEALTH_SERVICE_UNKNOWN", party
+            assert send_raw(channels[party], "/grpc.health.v1.Health/Check", False, b"") is None  # the server's own
 
 
 def _string_fields(descriptor: Any, prefix: tuple[str, ...] = (), depth: int = 0) -> list[tuple[str, ...]]:
