@@ -46,7 +46,8 @@ _DUPLICATE_HINT = "write each key once"
 _PURPOSE_HINT = "declare the purpose under purposes, or fix its name"
 _CONSENT_HINT = (
     "give integrators' lookups consent: token and the catalog's consent_issuers (hpf consent keys prints an "
-    "issuer's entry); free-text consent references are for caseworkers at a counter"
+    "issuer's entry) and the facts a bank may receive; free-text consent references are for caseworkers at a "
+    "counter"
 )
 _PACKAGED = ", ".join(PACKAGED_PREFIX + name for name in PACKAGED_POLICIES)
 

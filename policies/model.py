@@ -471,7 +471,8 @@ INTEGRATOR = "integrator"
 
 def consent_problems(data: Any) -> list[tuple[Loc, str]]:
     """Free-text consent a policy (as plain data) lets integrators use: lookups whose ``consent`` is not ``token``
-    (``required`` and ``optional`` take any string, or none), and tables with ``consent: required``. A free-text
+    (``required`` and ``optional`` take any string, or none), and tables with ``consent: required``; and
+    integrators' lookups that leave out ``facts`` (an allow-list: left out, it would be every fact). A free-text
     reference suits a caseworker at a counter, who has seen the person and their signed form; from a bank it
     vouches for no one. Read defensively, like :func:`reference_problems`.
 
@@ -480,6 +481,8 @@ def consent_problems(data: Any) -> list[tuple[Loc, str]]:
     ('roles', 'integrator', 'lookups')
     >>> consent_problems({"roles": {"caseworker": {"lookups": {"purposes": ["x"], "consent": "required"}}}})
     []
+    >>> consent_problems({"roles": {"integrator": {"lookups": {"consent": "token"}}}})[0][1][:40]
+    "integrators' lookups list the facts a ba"
     """
     problems: list[tuple[Loc, str]] = []
     roles = data.get("roles") if isinstance(data, dict) else None
@@ -497,6 +500,14 @@ def consent_problems(data: Any) -> list[tuple[Loc, str]]:
                 f"consent_issuers, not {lookups.get('consent', 'required')!r}"
                 + ("" if written else " (the default)")
                 + ", which takes any free-text reference",
+            )
+        )
+    if isinstance(lookups, dict) and "facts" not in lookups:
+        problems.append(
+            (
+                ("roles", INTEGRATOR, "lookups"),
+                "integrators' lookups list the facts a bank may receive (facts: [duplicate_loans, loan_cities] for "
+                "a loan review): left out, it would be every fact, balances and contributions included",
             )
         )
     tables = role.get("tables")

@@ -221,6 +221,26 @@ def test_integrators_never_look_people_up_under_free_text_consent(tmp_path: Path
     assert "caseworkers at a counter" in (err.value.hint or "")
 
 
+def test_integrators_lookups_list_their_facts(tmp_path: Path) -> None:
+    """The facts a bank may receive are an allow-list: a policy that gives integrators lookups without ``facts``
+    (left out, every fact: balances too) is refused; one that lists them, or inherits the default's, loads."""
+    bare = write(
+        tmp_path,
+        "version: 1\nextends: hpf:base\nroles:\n  integrator:\n    lookups:\n      purposes: [loan-review]\n"
+        "      consent: token\n      consent_issuers: [shanghai-consent]\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_policy(bare)
+    assert err.value.code == "POLICY_FILE_INVALID"
+    assert f"{bare}:5: roles.integrator.lookups: integrators' lookups list the facts" in err.value.message
+    listed = write(tmp_path, bare.read_text() + "      facts: [duplicate_loans, loan_cities]\n")
+    assert load_policy(listed).roles["integrator"].lookups.facts == ["duplicate_loans", "loan_cities"]  # type: ignore[union-attr]
+    inherited = write(
+        tmp_path, f"version: 1\nextends: {DEFAULT_POLICY}\nroles:\n  integrator:\n    lookups:\n      max_subjects: 9\n"
+    )
+    assert load_policy(inherited).roles["integrator"].lookups.facts == ["duplicate_loans", "loan_cities"]  # type: ignore[union-attr]
+
+
 EVERYONE = ("shanghai", "hangzhou", "nanjing")
 
 
