@@ -611,6 +611,7 @@ class Policy(BaseModel):
             lookups = role.lookups
             if lookups is not None:
                 notes = [f"purpose {' | '.join(lookups.purposes)}", f"up to {lookups.max_subjects} per request"]
+                notes.append(f"facts {', '.join(lookups.facts)}")
                 if lookups.consent == "required":
                     notes.append("consent required")
                 elif lookups.consent == "token":

@@ -86,6 +86,8 @@ def test_default_policy_lookups(default: Policy) -> None:
     assert caseworker.rate_limit is not None and integrator.rate_limit is not None
     assert [n for n, r in default.roles.items() if r.lookups is not None] == ["caseworker", "integrator"]
     assert any("person lookups" in line and "up to 1 per request" in line for line in default.summary())
+    # an operator sees what each role may receive: a bank the loan facts alone
+    assert any("facts duplicate_loans, loan_cities;" in line for line in default.summary())
     assert default.plain()["roles"]["caseworker"]["lookups"]["rate_limit"] == {"requests": 600, "per_seconds": 3600}
 
 
