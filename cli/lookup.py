@@ -9,7 +9,6 @@ allows a per-city answer for the purpose (``--by-city``).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import sys
@@ -24,13 +23,12 @@ import typer
 
 from cli.errors import cli_errors
 from cli.output import regions_line, text_table
-from federation.errors import ConfigError, PlanError
+from federation.errors import ConfigError
 
 if TYPE_CHECKING:
     from federation.client import LookupAnswer
     from federation.lookup_codec import PersonFacts
 
-MAX_INPUT_ERRORS = 10
 # the client's LOOKUP_BATCH, written out so that `hpf screen --help` need not load the client (a test keeps the
 # two equal)
 DEFAULT_BATCH = 4550
@@ -200,42 +198,15 @@ def lookup(
 
 
 def read_applicants(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """The input's columns and rows; it needs a ``person_id`` column. Every identifier is checked, and a bad
-    one is named by its line, never by its value."""
-    from federation.client import check_person_ids
+    """The input's columns and rows, each ``person_id`` normalised; it needs a ``person_id`` column. Every
+    identifier is checked, and a bad one is named by its line, never by its value."""
+    from federation.person_id import read_people_file
 
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="SCREEN_INPUT_UNREADABLE") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text", code="SCREEN_INPUT_INVALID") from None
-    reader = csv.DictReader(io.StringIO(text))
-    columns = list(reader.fieldnames or [])
-    if "person_id" not in columns:
-        raise ConfigError(
-            f"{path}: no person_id column", code="SCREEN_INPUT_INVALID", hint="the first line names the columns"
-        )
-    rows, problems = [], []
-    for row in reader:
-        line = reader.line_num
-        try:
-            row["person_id"] = check_person_ids([row.get("person_id") or ""])[0]
-        except PlanError as err:
-            problems.append(f"line {line}: {err.message}")
-        rows.append(row)
-    if problems:
-        shown = problems[:MAX_INPUT_ERRORS]
-        more = len(problems) - len(shown)
-        raise PlanError(
-            f"{path}: {len(problems)} invalid identifier(s), nothing was sent:\n  "
-            + "\n  ".join(shown)
-            + (f"\n  ... and {more} more" if more else ""),
-            code="PERSON_ID_INVALID",
-            hint="an 18-character resident identity number: 17 digits, then a check digit or X",
-        )
-    if not rows:
-        raise ConfigError(f"{path}: no applicants", code="SCREEN_INPUT_INVALID")
+    columns, rows, ids = read_people_file(
+        path, code="SCREEN_INPUT_INVALID", unreadable_code="SCREEN_INPUT_UNREADABLE", nothing="nothing was sent"
+    )
+    for row, person_id in zip(rows, ids, strict=True):
+        row["person_id"] = person_id
     return columns, rows
 
 

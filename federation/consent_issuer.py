@@ -25,15 +25,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation import consent
-from federation.errors import ConfigError, FederationError, PlanError, quoted
-from federation.person_id import validate_person_id
+from federation.errors import ConfigError, FederationError, quoted
+from federation.person_id import read_people_file
 from federation.private_files import create_file, read_regular, write_file
 
 KEY = "issuer.key"
 PUBLIC = "issuer.yaml"
 MAX_DAYS = 366  # a consent outlives no application; a longer one is a new grant
-MAX_INPUT_BYTES = 256 * 1024 * 1024
-MAX_INPUT_ERRORS = 10
 _GRANTEE = re.compile(r"sha256:([0-9a-f]{64})")
 
 
@@ -135,36 +133,13 @@ def grantee_text(grantee: bytes) -> str:
 
 def read_people(path: Path, column: str = "person_id") -> tuple[list[str], list[dict[str, str]], list[str]]:
     """The CSV's columns, rows and normalised identifiers; a bad identifier is named by its line only."""
-    try:
-        text = read_regular(path, MAX_INPUT_BYTES).decode("utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="CONSENT_INPUT_INVALID") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text", code="CONSENT_INPUT_INVALID") from None
-    reader = csv.DictReader(io.StringIO(text))
-    columns = list(reader.fieldnames or [])
-    if column not in columns:
-        raise ConfigError(
-            f"{path}: no {column} column", code="CONSENT_INPUT_INVALID", hint="the first line names the columns"
-        )
-    rows, ids, problems = [], [], []
-    for row in reader:
-        try:
-            ids.append(validate_person_id(row.get(column) or ""))
-        except PlanError as err:
-            problems.append(f"line {reader.line_num}: {err.message}")
-        rows.append(row)
-    if problems:
-        more = len(problems) - MAX_INPUT_ERRORS
-        raise PlanError(
-            f"{path}: {len(problems)} invalid identifier(s), nothing was granted:\n  "
-            + "\n  ".join(problems[:MAX_INPUT_ERRORS])
-            + (f"\n  ... and {more} more" if more > 0 else ""),
-            code="PERSON_ID_INVALID",
-        )
-    if not rows:
-        raise ConfigError(f"{path}: no people", code="CONSENT_INPUT_INVALID")
-    return columns, rows, ids
+    return read_people_file(
+        path,
+        code="CONSENT_INPUT_INVALID",
+        unreadable_code="CONSENT_INPUT_INVALID",
+        nothing="nothing was granted",
+        column=column,
+    )
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,17 @@ was given.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import re
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from federation.errors import PlanError
+from federation.errors import ConfigError, PlanError
+from federation.private_files import read_regular
 
 WEIGHTS: tuple[int, ...] = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CHECK_MAP = "10X98765432"  # indexed by (weighted sum mod 11)
@@ -142,3 +146,45 @@ def packed_ids_valid(packed: bytes) -> bool:
     today = dt.date.today()
     earliest = EARLIEST_BIRTH.year * 10_000 + EARLIEST_BIRTH.month * 100 + EARLIEST_BIRTH.day
     return bool(((born >= earliest) & (born <= today.year * 10_000 + today.month * 100 + today.day)).all())
+
+
+MAX_PEOPLE_FILE_BYTES = 256 * 1024 * 1024  # a batch of a few hundred thousand people, consent tokens included
+MAX_PEOPLE_FILE_ERRORS = 10  # bad lines named in one refusal
+
+
+def read_people_file(
+    path: Path, *, code: str, unreadable_code: str, nothing: str, column: str = "person_id"
+) -> tuple[list[str], list[dict[str, str]], list[str]]:
+    """A CSV of people (screening applicants, people granted consent): its columns, rows (as written) and the
+    normalised identifiers of its ``column``. A FIFO, a device or a file past its bound is refused unread
+    (``unreadable_code``); a bad identifier is named by its line, never by its value, and then ``nothing`` (what
+    was not done) is said; the file's other problems are ``code``."""
+    try:
+        text = read_regular(path, MAX_PEOPLE_FILE_BYTES).decode("utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})", code=unreadable_code) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text", code=code) from None
+    reader = csv.DictReader(io.StringIO(text))
+    columns = list(reader.fieldnames or [])
+    if column not in columns:
+        raise ConfigError(f"{path}: no {column} column", code=code, hint="the first line names the columns")
+    rows, ids, problems = [], [], []
+    for row in reader:
+        try:
+            ids.append(validate_person_id(row.get(column) or ""))
+        except PlanError as err:
+            problems.append(f"line {reader.line_num}: {err.message}")
+        rows.append(row)
+    if problems:
+        more = len(problems) - MAX_PEOPLE_FILE_ERRORS
+        raise PlanError(
+            f"{path}: {len(problems)} invalid identifier(s), {nothing}:\n  "
+            + "\n  ".join(problems[:MAX_PEOPLE_FILE_ERRORS])
+            + (f"\n  ... and {more} more" if more > 0 else ""),
+            code="PERSON_ID_INVALID",
+            hint=_HINT,
+        )
+    if not rows:
+        raise ConfigError(f"{path}: no people", code=code)
+    return columns, rows, ids

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federation.errors import PlanError
+from federation.errors import ConfigError, PlanError
 from federation.person_id import (
     check_char,
     is_valid_person_id,
@@ -133,3 +135,31 @@ def near_valid_ids(draw: st.DrawFn) -> str:
 def test_the_vectorised_check_agrees_with_validate_person_id(ids: list[str]) -> None:
     packed = "".join(ids).encode("ascii")
     assert packed_ids_valid(packed) == all(is_valid_person_id(p) and validate_person_id(p) == p for p in ids)
+
+
+def test_a_people_file_is_read_once_for_screening_and_granting_alike(tmp_path: Path) -> None:
+    """The one reader of a people CSV: identifiers normalised, a bad one named by its line and never by its value,
+    a missing column or an empty file refused by the caller's code, a FIFO refused unread (never waited on)."""
+    from federation.person_id import read_people_file
+
+    good = "11010519491231002x"
+    path = tmp_path / "people.csv"
+    path.write_text(f"ref,person_id\nR1,{good}\n")
+    args = {"code": "X_INVALID", "unreadable_code": "X_UNREADABLE", "nothing": "nothing was done"}
+    columns, rows, ids = read_people_file(path, **args)
+    assert columns == ["ref", "person_id"] and rows == [{"ref": "R1", "person_id": good}] and ids == [good.upper()]
+    path.write_text(f"ref,person_id\nR1,{good}\nR2,{good[:-1]}7\n")
+    with pytest.raises(PlanError) as bad:
+        read_people_file(path, **args)
+    assert bad.value.code == "PERSON_ID_INVALID" and "line 3:" in bad.value.message
+    assert "nothing was done" in bad.value.message and good[:17] not in str(bad.value)
+    for text, code in (("ref,id\nR1,x\n", "X_INVALID"), ("ref,person_id\n", "X_INVALID")):
+        path.write_text(text)
+        with pytest.raises(ConfigError) as refused:
+            read_people_file(path, **args)
+        assert refused.value.code == code
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as unread:
+        read_people_file(fifo, **args)
+    assert unread.value.code == "X_UNREADABLE"
