@@ -8,87 +8,26 @@ must refuse to answer without hangzhou, so no figure about the applicant hangzho
 
 from __future__ import annotations
 
-import base64
-import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 
 import harness
 import pytest
-import yaml
-from coordinator_recorder import CoordinatorRecorder, recording
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from consent_federation import ISSUER, LOANS, NODES, THIRD, issuer_federation, people, tokens
+from coordinator_recorder import CoordinatorRecorder
 
 import coordinator.fanout
-from federation import consent, pki
+from federation import consent
 from federation.errors import FederationError
-from federation.hpf_schema import hpf_tables
-from federation.synth import generate_node
-from policies import DEFAULT_POLICY
 
-NODES = ["shanghai", "hangzhou", "nanjing"]
-PEOPLE = (("bank", "integrator", "nanjing"),)
-ISSUER, THIRD = "sh-consent", "third-consent"
-KEYS = {ISSUER: Ed25519PrivateKey.generate(), THIRD: Ed25519PrivateKey.generate()}
 REVIEW = {"purpose": "loan-review"}
-LOANS = ["duplicate_loans", "loan_cities"]
 RECORDED: dict[str, CoordinatorRecorder] = {}
-
-
-def _policy(root: Path, issuers: Sequence[str]) -> Path:
-    path = root / f"policy-{len(issuers)}.yaml"
-    lookups = {"consent": "token", "consent_issuers": list(issuers)}
-    doc = {
-        "version": 1,
-        "extends": str(DEFAULT_POLICY),
-        "secure_aggregation": {"min_participants": 2},
-        "roles": {"integrator": {"lookups": lookups}},
-    }
-    path.write_text(yaml.safe_dump(doc))
-    return path
 
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federation]:
-    root = tmp_path_factory.mktemp("red-consent")
-    for node in NODES:
-        generate_node(root / "data", node, 2_000, 17)
-    both, one = _policy(root, [ISSUER, THIRD]), _policy(root, [ISSUER])
-    issuers = [{"id": i, "key": base64.b64encode(consent.public_raw(k)).decode()} for i, k in KEYS.items()]
-    with (
-        pytest.MonkeyPatch.context() as patch,
-        recording(patch) as recorder,
-        harness.federation(
-            root,
-            hpf_tables(),
-            {n: {} for n in NODES},
-            write_data=False,
-            policy={n: one if n == "hangzhou" else both for n in NODES},
-            people=PEOPLE,
-            catalog_extra={"issuers": issuers},
-        ) as f,
-    ):
+    with issuer_federation(tmp_path_factory.mktemp("red-consent"), 17, ()) as (f, recorder):
         RECORDED["recorder"] = recorder
         yield f
-
-
-def people(fed: harness.Federation, n: int) -> list[str]:
-    rows = fed.oracle("SELECT DISTINCT person_id FROM loans WHERE status = 'active' ORDER BY person_id")
-    return [r[0] for r in rows[:n]]
-
-
-def tokens(fed: harness.Federation, ids: Sequence[str], issuer: str, facts: Sequence[str] = LOANS) -> list[str]:
-    grantee = consent.grantee_of(pki.load_certificate((fed.pki_dir / "people" / "bank.pem").read_bytes()))
-    granted = consent.issue_batch(
-        KEYS[issuer],
-        issuer,
-        ids,
-        grantee=grantee,
-        purpose="loan-review",
-        facts=facts,
-        not_after=int(time.time() + 86_400),
-    )
-    return [consent.token_text(t) for t in granted]
 
 
 def test_a_coordinator_passing_a_consent_refusal_off_as_missing_gets_no_answer_from_the_others(
