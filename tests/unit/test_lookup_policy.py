@@ -241,6 +241,12 @@ def test_integrators_lookups_list_their_facts(tmp_path: Path) -> None:
         tmp_path, f"version: 1\nextends: {DEFAULT_POLICY}\nroles:\n  integrator:\n    lookups:\n      max_subjects: 9\n"
     )
     assert load_policy(inherited).roles["integrator"].lookups.facts == ["duplicate_loans", "loan_cities"]  # type: ignore[union-attr]
+    removed = write(  # `facts: ~` in an extending file removes the inherited list: refused, not every fact
+        tmp_path, f"version: 1\nextends: {DEFAULT_POLICY}\nroles:\n  integrator:\n    lookups:\n      facts: ~\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_policy(removed)
+    assert "integrators' lookups list the facts" in err.value.message
 
 
 EVERYONE = ("shanghai", "hangzhou", "nanjing")
