@@ -195,25 +195,30 @@ def _tls(fed: harness.Federation) -> TlsConfig:
     return TlsConfig(ca=pki / "ca.pem", cert=pki / "coordinator.pem", key=pki / "coordinator.key")
 
 
+def _as_the_coordinator(fed: harness.Federation, sql: str) -> pb.PartialRequest:
+    """A partial plan of ``sql`` as the coordinator would send it, signed by ``cw_abandon`` for a fresh key."""
+    keys = he.ClientKeys.generate()
+    pki = fed.pki_dir
+    signer = Signer.from_files(pki / "people" / "cw_abandon.pem", pki / "people" / "cw_abandon.key")
+    signed = signer.sign(
+        sql=sql, context_digest=he.context_digest(keys.public_context()), federation=fed.catalog.federation
+    )
+    return pb.PartialRequest(
+        he_format=HE_FORMAT,
+        query_id=query_id(signed),
+        public_context=keys.public_context(),
+        plan_fingerprint=sketch_query(sql, fed.catalog).fingerprint,
+        envelope=signed,
+        participants=list(NODES),
+    )
+
+
 def test_a_question_the_coordinator_abandons_is_interrupted_at_the_region(
     fed: harness.Federation, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The coordinator gives a question up (its call's deadline passes); n0 stops the scan, not at its own limit."""
     caplog.set_level(logging.WARNING, logger="hpf.node.duckdb")
-    keys = he.ClientKeys.generate()
-    pki = fed.pki_dir
-    signer = Signer.from_files(pki / "people" / "cw_abandon.pem", pki / "people" / "cw_abandon.key")
-    signed = signer.sign(
-        sql=HEAVY, context_digest=he.context_digest(keys.public_context()), federation=fed.catalog.federation
-    )
-    request = pb.PartialRequest(
-        he_format=HE_FORMAT,
-        query_id=query_id(signed),
-        public_context=keys.public_context(),
-        plan_fingerprint=sketch_query(HEAVY, fed.catalog).fingerprint,
-        envelope=signed,
-        participants=list(NODES),
-    )
+    request = _as_the_coordinator(fed, HEAVY)
     hits = backend(fed, "n0").limit_hits
     with secure_channel(f"127.0.0.1:{fed.nodes['n0'].port}", _tls(fed)) as channel:
         call = pb_grpc.NodeStub(channel).ComputePartial.future(request, timeout=30)
@@ -236,20 +241,7 @@ def test_a_question_whose_wait_ends_before_the_regions_limit_is_answered_on_time
     answers, on time, with the masked failure mark (never a missed wait, which names a region), not at its limit."""
     caplog.set_level(logging.WARNING, logger="hpf.node.duckdb")
     caplog.set_level(logging.WARNING, logger="hpf.node")
-    keys = he.ClientKeys.generate()
-    pki = fed.pki_dir
-    signer = Signer.from_files(pki / "people" / "cw_abandon.pem", pki / "people" / "cw_abandon.key")
-    signed = signer.sign(
-        sql=HEAVIER, context_digest=he.context_digest(keys.public_context()), federation=fed.catalog.federation
-    )
-    request = pb.PartialRequest(
-        he_format=HE_FORMAT,
-        query_id=query_id(signed),
-        public_context=keys.public_context(),
-        plan_fingerprint=sketch_query(HEAVIER, fed.catalog).fingerprint,
-        envelope=signed,
-        participants=list(NODES),
-    )
+    request = _as_the_coordinator(fed, HEAVIER)
     hits = backend(fed, "n0").limit_hits
     with secure_channel(f"127.0.0.1:{fed.nodes['n0'].port}", _tls(fed)) as channel:
         answer = pb_grpc.NodeStub(channel).ComputePartial(request, timeout=1.0)
