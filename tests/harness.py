@@ -305,6 +305,17 @@ def refusal(call: Callable[[], Any]) -> FederationError:
     return info.value
 
 
+def raw_file_oracle(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """The oracle over one file: DuckDB over it as it is, with its own column types, as the view ``lineitem``."""
+    reader = f"read_csv('{path}', header = true)" if path.suffix == ".csv" else f"read_parquet('{path}')"
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"CREATE VIEW lineitem AS SELECT * FROM {reader}")
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 def write_table(path: Path, columns: Mapping[str, str], rows: Sequence[Sequence[Any]]) -> None:
     """Write ``rows`` as a Parquet file with the given DuckDB column types."""
     path.parent.mkdir(parents=True, exist_ok=True)

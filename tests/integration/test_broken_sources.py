@@ -15,7 +15,6 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import harness
 import pytest
 import yaml
@@ -82,13 +81,7 @@ def _replace(path: Path, data: bytes) -> None:
 
 
 def _oracle(path: Path) -> list[tuple[object, ...]]:
-    reader = f"read_csv('{path}', header = true)" if path.suffix == ".csv" else f"read_parquet('{path}')"
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute(f"CREATE VIEW lineitem AS SELECT * FROM {reader}")
-        return con.execute(SQL).fetchall()
-    finally:
-        con.close()
+    return harness.raw_file_oracle(path, SQL)
 
 
 def _no_value_in(text: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from harness import write_table
+from harness import raw_file_oracle, write_table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,13 +42,7 @@ def backend(path: Path, columns: dict[str, str]) -> DuckDBBackend:
 
 def raw(path: Path, sql: str) -> list[tuple[Any, ...]]:
     """The oracle: DuckDB over the file as it is, with its own column types."""
-    reader = f"read_csv('{path}', header = true)" if path.suffix == ".csv" else f"read_parquet('{path}')"
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute(f"CREATE VIEW lineitem AS SELECT * FROM {reader}")
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+    return raw_file_oracle(path, sql)
 
 
 def refused(path: Path, columns: dict[str, str]) -> DataError:
