@@ -75,6 +75,7 @@ class MissingRegion:
     message: str
     rule: str = ""
     hint: str = ""
+    consent_refusal: bytes = b""  # the region's signed refusal of applicants for their consent, relayed as it came
 
 
 @dataclass
@@ -427,12 +428,14 @@ def _refuse_if_any(refusals: list[MissingRegion], what: str) -> None:
     if refusals:
         first = refusals[0]
         regions = ", ".join(m.node_id for m in refusals)
-        raise error_for_code(
+        error = error_for_code(
             first.code,
             f"region(s) {regions} {what} this query: {first.message}",
             first.hint or None,
             first.rule or None,
         )
+        error.consent_refusal = first.consent_refusal  # the client checks it is the region's, for this request
+        raise error
 
 
 def _region_missing(missing: list[MissingRegion], refusals: list[MissingRegion], method: str) -> FederationError:
@@ -468,7 +471,9 @@ def _missing(node_id: str, err: grpc.RpcError) -> MissingRegion:
     remote = from_rpc_error(err)
     if remote.code in ("SERVER_UNREACHABLE", "DEADLINE_EXCEEDED"):
         return MissingRegion(node_id, "NODE_UNREACHABLE", "the region cannot be reached")
-    return MissingRegion(node_id, remote.code, remote.message, remote.rule or "", remote.hint or "")
+    return MissingRegion(
+        node_id, remote.code, remote.message, remote.rule or "", remote.hint or "", remote.consent_refusal
+    )
 
 
 def _no_region_answered(missing: list[MissingRegion]) -> FederationError:

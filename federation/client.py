@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +18,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from federation import answer_check, he, lookup_codec, verdicts
+from federation import answer_check, consent_refusals, he, lookup_codec, verdicts
 from federation import consent as consent_codec
 from federation.answer_check import StreamedAnswer
 from federation.audit_proto import check_receipt, check_still_logged, receipt_from_proto
@@ -34,6 +33,7 @@ from federation.errors import (
     CryptoError,
     FederationError,
     PlanError,
+    PolicyViolation,
     UnavailableError,
     error_for_code,
     from_rpc_error,
@@ -165,13 +165,8 @@ def _dp_terms(plan: Plan, signed: dict[str, Any]) -> DpTerms:
 # the facts shown for an applicant withheld for its consent: placeholders, never figures (see LookupAnswer.withheld)
 WITHHELD = PersonFacts(None, None, None, None, None, None, None, None, None, None, 0)
 # requests one screening batch may be asked again for, each without the applicants a region refused for their
-# consent (a region names the first it refuses): beyond this, the batch's refusal stands
+# consent (a region's signed refusal names the first it refuses and up to 30 more): beyond this, the refusal stands
 MAX_WITHHOLD_RETRIES = 8
-# how a region names the applicants it refuses for consent (node/consent_gate.refusal_text): by place, never by
-# identifier; the first, then maybe others by code, in a list closed by ")"
-# (a place has at most 9 digits: a longer number is no request's, and Python refuses to read one of 4,300)
-_REFUSED_PLACE = re.compile(r"applicant (\d{1,9}) of (\d{1,9}): ")
-_ALSO_REFUSED = re.compile(r"\(also refused: ((?:CONSENT_[A-Z_]+(?: \d{1,9})+(?:; )?)+)\)")
 
 
 def read_tokens(tokens: Sequence[str] | None, people: int) -> list[bytes] | None:
@@ -190,28 +185,14 @@ def read_tokens(tokens: Sequence[str] | None, people: int) -> list[bytes] | None
     return out
 
 
-def _refused_places(err: FederationError, people: int) -> dict[int, str]:
-    """The places (from 0) and codes of the applicants a region refused for their consent, from the refusal of a
-    request of ``people``; empty for any other refusal. A list cut short (a remote message has a size limit) is
-    not read past the first. A coordinator that names the wrong places only withholds someone else.
+class ConsentRefused(PolicyViolation):
+    """A lookup request refused by a region for some applicants' consent, with ``places``: the applicants (by
+    place from 0, with the code of the check each failed) the region signed for, checked against its key from the
+    pinned catalog (:func:`federation.consent_refusals.withheld_places`)."""
 
-    >>> err = FederationError("applicant 2 of 9: x (also refused: CONSENT_REVOKED 4 7; CONSENT_EXPIRED 9)",
-    ...                       code="CONSENT_REVOKED")
-    >>> _refused_places(err, 9)
-    {1: 'CONSENT_REVOKED', 3: 'CONSENT_REVOKED', 6: 'CONSENT_REVOKED', 8: 'CONSENT_EXPIRED'}
-    """
-    if not err.code.startswith("CONSENT_") or err.code == "CONSENT_REVOCATIONS_INVALID":
-        return {}  # an issuer's unreadable list refuses every one of its consents: no applicant to leave out
-    found = _REFUSED_PLACE.search(err.message)
-    if found is None or int(found.group(2)) != people or not 1 <= int(found.group(1)) <= people:
-        return {}
-    places = {int(found.group(1)) - 1: err.code}
-    also = _ALSO_REFUSED.search(err.message, found.end())
-    if also is not None:
-        for group in also.group(1).split("; "):
-            code, *numbers = group.split()
-            places |= {int(n) - 1: code for n in numbers if 1 <= int(n) <= people and int(n) - 1 not in places}
-    return places
+    def __init__(self, refusal: FederationError, places: dict[int, str]) -> None:
+        super().__init__(refusal.message, code=refusal.code, hint=refusal.hint, rule=refusal.rule)
+        self.places = places
 
 
 def check_person_ids(person_ids: Sequence[str]) -> list[str]:
@@ -554,9 +535,17 @@ class FederationClient:
         t_sealed = time.perf_counter()
         cells = len(regions) if by_city else 1
         sizes = lookup_codec.chunk_sizes(len(ids), cells, facts)
-        streamed = self._streamed(
-            self._stub.Lookup(request, timeout=self.profile.timeout_s), len(sizes), regions, signed
-        )
+        try:
+            streamed = self._streamed(
+                self._stub.Lookup(request, timeout=self.profile.timeout_s), len(sizes), regions, signed
+            )
+        except PolicyViolation as err:
+            if err.code not in consent_codec.REFUSALS:
+                raise
+            places = consent_refusals.withheld_places(
+                err.consent_refusal, query_id=qid, people=len(ids), regions=regions, audit_keys=self._audit_keys()
+            )
+            raise ConsentRefused(err, places) from None
         reply = streamed.head
         t_rpc = time.perf_counter()
         if reply.query_id != qid or not reply.answered:
@@ -746,11 +735,10 @@ class FederationClient:
                     facts,
                 )
                 return answer, refused
-            except FederationError as err:
-                places = _refused_places(err, len(sent))
-                if not places or attempt == MAX_WITHHOLD_RETRIES:
+            except ConsentRefused as err:
+                if attempt == MAX_WITHHOLD_RETRIES:
                     raise
-                refused |= {sent[place]: code for place, code in places.items()}
+                refused |= {sent[place]: code for place, code in err.places.items()}
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def consent_refusals(

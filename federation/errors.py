@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 CODE_KEY = "hpf-error-code"
 HINT_KEY = "hpf-error-hint"
 RULE_KEY = "hpf-error-rule"
+# a region's signed refusal of some applicants for their consent (federation.consent_refusals), binary metadata
+CONSENT_REFUSAL_KEY = "hpf-consent-refusal-bin"
+MAX_CONSENT_REFUSAL_BYTES = 2048  # a refusal names at most 31 applicants: far under this
 
 
 class FederationError(Exception):
@@ -34,6 +37,8 @@ class FederationError(Exception):
 
     default_code = "INTERNAL"
     grpc_status = "INTERNAL"  # the name of the gRPC status code it maps to (see :attr:`status`)
+    # a region's signed refusal of applicants for their consent, carried as it came (see federation.consent_refusals)
+    consent_refusal: bytes = b""
 
     def __init__(
         self, message: str, *, code: str | None = None, hint: str | None = None, rule: str | None = None
@@ -136,13 +141,15 @@ _BY_STATUS: dict[str, type[FederationError]] = {
 }
 
 
-def trailing_metadata(error: FederationError) -> tuple[tuple[str, str], ...]:
+def trailing_metadata(error: FederationError) -> tuple[tuple[str, str | bytes], ...]:
     """What a refusal carries besides its status and message: its stable code, and its hint and rule if any."""
-    metadata: list[tuple[str, str]] = [(CODE_KEY, error.code)]
+    metadata: list[tuple[str, str | bytes]] = [(CODE_KEY, error.code)]
     if error.hint:
         metadata.append((HINT_KEY, error.hint))
     if error.rule:
         metadata.append((RULE_KEY, error.rule))
+    if error.consent_refusal:
+        metadata.append((CONSENT_REFUSAL_KEY, error.consent_refusal))
     return tuple(metadata)
 
 
@@ -219,6 +226,9 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
     cls = _BY_STATUS.get(status.name if status is not None else "", FederationError)
     if code is not None:
         rebuilt = error_for_code(code, details or "remote error", hint, rule)
+        refusal = next((v for k, v in trailing or () if k == CONSENT_REFUSAL_KEY), b"")
+        if code.startswith("CONSENT_") and isinstance(refusal, bytes) and len(refusal) <= MAX_CONSENT_REFUSAL_BYTES:
+            rebuilt.consent_refusal = refusal  # read only by the client's check of a region's signature
         if type(rebuilt) is not FederationError:
             return rebuilt
     if code is None:

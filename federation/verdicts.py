@@ -72,6 +72,30 @@ def is_unsigned_report(verdict: pb.NodeVerdict) -> bool:
     return not verdict.signature
 
 
+def signed_by(audit_keys: Mapping[str, str | None], region: str, signature: bytes, data: bytes) -> bool:
+    """Whether ``signature`` is region ``region``'s (by its audit key in ``audit_keys``, a pinned catalog's) over
+    ``data``; ``ANSWER_STATEMENT_UNVERIFIABLE`` when the catalog has no usable key for the region."""
+    key_text = audit_keys.get(region)
+    if not key_text:
+        raise CryptoError(
+            f"the pinned catalog has no audit key for region {region}",
+            code="ANSWER_STATEMENT_UNVERIFIABLE",
+            hint="pin a catalog that lists every region's audit_key",
+        )
+    try:
+        key = load_public_key(key_text)
+    except AuditError:
+        raise CryptoError(
+            f"the pinned catalog's audit key for region {region} is not an Ed25519 key",
+            code="ANSWER_STATEMENT_UNVERIFIABLE",
+        ) from None
+    try:
+        key.verify(signature, data)
+    except InvalidSignature:
+        return False
+    return True
+
+
 def _bad(message: str) -> CryptoError:
     return CryptoError(message, code="ANSWER_STATEMENT_INVALID", hint="the coordinator or a region is misbehaving")
 
@@ -119,24 +143,7 @@ def check(
                 )
             )
             continue
-        if verify_signatures:
-            key_text = audit_keys.get(region)
-            if not key_text:
-                raise CryptoError(
-                    f"the pinned catalog has no audit key for region {region}",
-                    code="ANSWER_STATEMENT_UNVERIFIABLE",
-                    hint="pin a catalog that lists every region's audit_key",
-                )
-            try:
-                key = load_public_key(key_text)
-            except AuditError:
-                raise CryptoError(
-                    f"the pinned catalog's audit key for region {region} is not an Ed25519 key",
-                    code="ANSWER_STATEMENT_UNVERIFIABLE",
-                ) from None
-            try:
-                key.verify(verdict.signature, signed_bytes(verdict, query_id))
-            except InvalidSignature:
-                raise _bad(f"region {region}'s verdict is not signed by its audit key for this question") from None
+        if verify_signatures and not signed_by(audit_keys, region, verdict.signature, signed_bytes(verdict, query_id)):
+            raise _bad(f"region {region}'s verdict is not signed by its audit key for this question")
         out.append(verdict)
     return out

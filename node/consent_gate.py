@@ -10,13 +10,14 @@ One refused applicant refuses the request, with the code of the check it failed 
 (never its identifier), and the places and codes of the next ones refused (up to :data:`MAX_NAMED`): every region
 checks the same tokens (the signed commitment covers them), and a refused request has no answer from any region
 (the coordinator fails the question on a ``CONSENT_`` refusal, never re-runs it without the refusing region), so
-no region's answer about a person one region refuses reaches the asker. The asker's client asks again without
-the applicants named (``FederationClient.screen``), as a new signed request.
+no region's answer about a person one region refuses reaches the asker. The refusal carries the same places and
+codes signed by this region (:mod:`federation.consent_refusals`), and the asker's client asks again without exactly
+the applicants a region signed for (``FederationClient.screen``), as a new signed request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from federation import consent, pki
@@ -84,9 +85,12 @@ class ConsentGate:
         ids: Sequence[str],
         tokens: Sequence[consent.Token | None] | None,
         facts: Sequence[str] = consent.FACTS,
+        sign_refusal: Callable[[Sequence[tuple[int, str]], int], bytes] | None = None,
     ) -> None:
         """Nothing when the role takes no tokens or every applicant's token holds; else the refusal of the first
-        applicant refused, naming the next ones too (their places, never their identifiers)."""
+        applicant refused, naming the next ones too (their places, never their identifiers), with the same
+        places and codes signed by ``sign_refusal`` (of those places and the number of applicants) for the
+        client (:mod:`federation.consent_refusals`)."""
         if lookups.consent != "token":
             return
         if tokens is None:
@@ -108,7 +112,10 @@ class ConsentGate:
                     break
         if refused:
             code = refused[0][1]
-            raise error_for_code(code, refusal_text(refused, len(ids)), consent.REFUSALS[code][1], rule)
+            error = error_for_code(code, refusal_text(refused, len(ids)), consent.REFUSALS[code][1], rule)
+            if sign_refusal is not None:  # the first and at most MAX_NAMED more, as the text names them
+                error.consent_refusal = sign_refusal(refused, len(ids))
+            raise error
 
 
 def consent_gate_for(revocation_lists: Mapping[str, Path], catalog: Catalog, state: Path | None = None) -> ConsentGate:

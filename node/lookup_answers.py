@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from federation import he, statements
+from federation import consent_refusals, he, statements
 from federation.consent import parse_or_none
 from federation.envelope import VerifiedEnvelope
 from federation.errors import FederationError, PlanError
@@ -106,7 +106,19 @@ class LookupAnswering(AnsweringNode):
         assert lookups is not None  # check_lookup allowed it
         rule = f"{self.node_id}: roles.{asker.role}.lookups.consent"
         signer_der = request.envelope.signer_certificate
-        self.consent_gate.check(self.catalog, lookups, rule, signer_der, envelope.purpose, ids, grants, facts)
+        self.consent_gate.check(
+            self.catalog,
+            lookups,
+            rule,
+            signer_der,
+            envelope.purpose,
+            ids,
+            grants,
+            facts,
+            lambda refused, people: consent_refusals.sign(
+                self.node_id, verified.query_id, people, refused, self.audit.sign
+            ),
+        )
         return verified, ids, cells, regions.index(self.node_id) if spec.breakdown else 0, facts
 
     @functools.cached_property

@@ -322,6 +322,22 @@ class LookupRequest(_message.Message):
     sealed_consent: bytes
     def __init__(self, envelope: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., public_context: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., sealed: _Optional[_Iterable[_Union[SealedSubjects, _Mapping]]] = ..., he_format: _Optional[str] = ..., sealed_consent: _Optional[bytes] = ...) -> None: ...
 
+class ConsentRefusal(_message.Message):
+    __slots__ = ("node_id", "query_id", "people", "places", "codes", "signature")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    PEOPLE_FIELD_NUMBER: _ClassVar[int]
+    PLACES_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    query_id: str
+    people: int
+    places: _containers.RepeatedScalarFieldContainer[int]
+    codes: _containers.RepeatedScalarFieldContainer[str]
+    signature: bytes
+    def __init__(self, node_id: _Optional[str] = ..., query_id: _Optional[str] = ..., people: _Optional[int] = ..., places: _Optional[_Iterable[int]] = ..., codes: _Optional[_Iterable[str]] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class NodeLookupRequest(_message.Message):
     __slots__ = ("query_id", "public_context", "envelope", "sealed", "participants", "he_format", "sealed_consent")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]

@@ -3,7 +3,9 @@
 Here every region takes consent tokens for a bank's loan review and gives only federation-wide totals (no
 per-city answer: the default for integrators); hangzhou does not accept the issuer ``third-consent``. A coordinator
 that passes hangzhou's consent refusal off as a region gone missing re-runs the lookup with the survivors: they
-must refuse to answer without hangzhou, so no figure about the applicant hangzhou refused reaches the bank.
+must refuse to answer without hangzhou, so no figure about the applicant hangzhou refused reaches the bank. A
+coordinator that makes up a consent refusal, alters or replays a region's, or strips its signature, gets no
+applicant withheld: the client withholds only on a region's signed word for that very request.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from consent_federation import ISSUER, LOANS, NODES, THIRD, issuer_federation, p
 from coordinator_recorder import CoordinatorRecorder
 
 import coordinator.fanout
+from coordinator.fanout import FanOut, MissingRegion
 from federation import consent
-from federation.errors import FederationError
+from federation.errors import FederationError, error_for_code
+from federation.generated import hpf_federation_pb2 as pb
 
 REVIEW = {"purpose": "loan-review"}
 RECORDED: dict[str, CoordinatorRecorder] = {}
@@ -95,3 +99,94 @@ def test_no_identifier_or_token_in_any_region_audit_entry_or_log(
         assert not [s for s in secrets if s in text], node
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert not [s for s in secrets if s in logged]
+
+
+def _real_refusal(fed: harness.Federation, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str], bytes]:
+    """Three applicants, hangzhou refusing the third (its issuer), and hangzhou's signed refusal of a lookup of
+    them, as the coordinator received it."""
+    ids = people(fed, 3)
+    given = [*tokens(fed, ids[:2], ISSUER), *tokens(fed, ids[2:], THIRD)]
+    seen: list[MissingRegion] = []
+    honest = coordinator.fanout._missing
+
+    def keep(node_id: str, err: object) -> MissingRegion:
+        seen.append(honest(node_id, err))  # type: ignore[arg-type]
+        return seen[-1]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(coordinator.fanout, "_missing", keep)
+        with fed.client(person="bank") as bank, pytest.raises(FederationError) as err:
+            bank.lookup(ids, tokens=given, **REVIEW)  # type: ignore[arg-type]
+    assert err.value.code == "CONSENT_ISSUER_UNKNOWN"
+    (refusal,) = [m.consent_refusal for m in seen if m.node_id == "hangzhou"]
+    signed = pb.ConsentRefusal.FromString(refusal)
+    assert (signed.node_id, signed.people, list(signed.places)) == ("hangzhou", 3, [3])
+    return ids, given, refusal
+
+
+def _forging(monkeypatch: pytest.MonkeyPatch, code: str, message: str, refusal: bytes) -> None:
+    """The coordinator refuses every lookup itself, with ``code`` and ``message``, carrying ``refusal``."""
+
+    async def forge(self: FanOut, *args: object, **kwargs: object) -> object:
+        error = error_for_code(code, message, None, "hangzhou: roles.integrator.lookups.consent")
+        error.consent_refusal = refusal
+        raise error
+
+    monkeypatch.setattr(FanOut, "lookup", forge)
+
+
+def _altered(refusal: bytes, **change: object) -> bytes:
+    signed = pb.ConsentRefusal.FromString(refusal)
+    for field, value in change.items():
+        if isinstance(value, list):
+            del getattr(signed, field)[:]
+            getattr(signed, field).extend(value)
+        else:
+            setattr(signed, field, value)
+    return signed.SerializeToString()
+
+
+@pytest.mark.parametrize("forgery", ["made-up", "unsigned", "garbage", "replayed", "other-place", "other-code"])
+def test_a_coordinator_cannot_make_the_client_withhold_an_applicant_no_region_refused(
+    fed: harness.Federation, monkeypatch: pytest.MonkeyPatch, forgery: str
+) -> None:
+    """Every way a coordinator can name applicants refused without a region's signature for that request: the
+    screening fails as the coordinator's misbehaving (ANSWER_STATEMENT_INVALID), withholding nobody."""
+    ids, given, refusal = _real_refusal(fed, monkeypatch)
+    honest = tokens(fed, ids, ISSUER)  # no region refuses these
+    evidence = {
+        "made-up": b"",
+        "unsigned": _altered(refusal, signature=b""),
+        "garbage": b"\x0a\xff\xff",
+        "replayed": refusal,  # hangzhou's real refusal, of an earlier request
+        "other-place": _altered(refusal, places=[1]),  # re-pointed at an honest applicant, signature kept
+        "other-code": _altered(refusal, codes=["CONSENT_REVOKED"]),
+    }[forgery]
+    _forging(monkeypatch, "CONSENT_ISSUER_UNKNOWN", "applicant 1 of 3: the consent token's issuer ...", evidence)
+    heads = len(RECORDED["recorder"].heads)
+    for ask in ("screen", "lookup"):
+        with fed.client(person="bank") as bank, pytest.raises(FederationError) as err:
+            getattr(bank, ask)(ids, tokens=honest, **REVIEW)
+        assert err.value.code == "ANSWER_STATEMENT_INVALID", (ask, err.value)
+        assert "coordinator's word" in err.value.message
+    assert len(RECORDED["recorder"].heads) == heads
+    monkeypatch.undo()
+    with fed.client(person="bank") as bank:  # the honest coordinator: nobody withheld
+        screened = bank.screen(ids, tokens=honest, **REVIEW)  # type: ignore[arg-type]
+    assert screened.withheld == {} and screened.complete
+
+
+def test_a_region_signed_refusal_relayed_as_it_came_withholds_exactly_its_applicants(
+    fed: harness.Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The honest path, checked against the refusal itself: the client withholds the places hangzhou signed."""
+    ids, given, refusal = _real_refusal(fed, monkeypatch)
+    with fed.client(person="bank") as bank:
+        screened = bank.screen(ids, tokens=given, **REVIEW)  # type: ignore[arg-type]
+    assert screened.withheld == {2: "CONSENT_ISSUER_UNKNOWN"} and screened.complete
+    cities = fed.oracle(  # each applicant's cities with an open loan, over every region's raw rows
+        "SELECT person_id, COUNT(DISTINCT city_code) FROM loans "
+        "WHERE status IN ('active', 'overdue') GROUP BY person_id"
+    )
+    expected = dict(cities)
+    assert [f.loan_cities for f in screened.facts] == [expected[ids[0]], expected[ids[1]], None]

@@ -3,6 +3,7 @@ region would: each test fails if the attack succeeds."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 
@@ -14,10 +15,11 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_pri
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from federation import consent, lookup_codec
-from federation.client import _refused_places
+from federation import consent, consent_refusals, lookup_codec
+from federation.client import ConsentRefused
 from federation.consent import ConsentVerifier, issue_batch
-from federation.errors import FederationError, PlanError, PolicyViolation
+from federation.errors import CryptoError, FederationError, PlanError, PolicyViolation
+from federation.generated import hpf_federation_pb2 as pb
 from federation.person_id import person_id_array
 from node.consent_gate import ConsentGate
 from policies import DEFAULT_POLICY
@@ -199,24 +201,115 @@ def test_the_default_policy_takes_no_free_text_consent_for_a_banks_screening() -
 # --- the client's retry loop, fed by a lying coordinator --------------------------------------------------------
 
 
+REGION_KEY = Ed25519PrivateKey.generate()
+OTHER_KEY = Ed25519PrivateKey.generate()
+AUDIT_KEYS = {
+    "hangzhou": base64.b64encode(REGION_KEY.public_key().public_bytes_raw()).decode(),
+    "nanjing": base64.b64encode(OTHER_KEY.public_key().public_bytes_raw()).decode(),
+}
+QID = "ab" * 32
+
+
+def _refusal(**change: object) -> bytes:
+    """hangzhou's signed refusal of applicants 2 and 5 of a request of 10, with ``change`` made after signing (or,
+    for ``key``/``node``/``query``, signed so)."""
+    key = change.pop("key", REGION_KEY)
+    node = change.pop("node", "hangzhou")
+    qid = change.pop("query", QID)
+    refused = change.pop("refused", [(2, "CONSENT_REVOKED"), (5, "CONSENT_EXPIRED")])
+    people = change.pop("people", 10)
+    signed = pb.ConsentRefusal.FromString(
+        consent_refusals.sign(node, qid, people, refused, key.sign)  # type: ignore[arg-type, attr-defined]
+    )
+    for field, value in change.items():
+        if isinstance(value, list):
+            del getattr(signed, field)[:]
+            getattr(signed, field).extend(value)
+        else:
+            setattr(signed, field, value)
+    return signed.SerializeToString()
+
+
+def _withheld(evidence: bytes, people: int = 10) -> dict[int, str]:
+    return consent_refusals.withheld_places(
+        evidence, query_id=QID, people=people, regions=["hangzhou", "nanjing"], audit_keys=AUDIT_KEYS
+    )
+
+
+def test_a_region_signed_refusal_names_exactly_its_places() -> None:
+    assert _withheld(_refusal()) == {1: "CONSENT_REVOKED", 4: "CONSENT_EXPIRED"}
+
+
 @pytest.mark.parametrize(
-    "message",
+    "forged",
     [
-        "applicant " + "9" * 5000 + " of 10: x",
-        "applicant 1 of " + "1" * 5000 + ": x",
-        "applicant 1 of 10: x (also refused: CONSENT_REVOKED " + "7" * 5000 + ")",
-        "applicant 0 of 10: x",
-        "applicant 11 of 10: x",
+        pytest.param(b"", id="none"),
+        pytest.param(b"\x0a\xff\xff\xff", id="garbage"),
+        pytest.param(_refusal(signature=b""), id="unsigned"),
+        pytest.param(_refusal(signature=b"\0" * 64), id="zero-signature"),
+        pytest.param(_refusal(places=[3, 5]), id="re-pointed"),
+        pytest.param(_refusal(codes=["CONSENT_EXPIRED", "CONSENT_EXPIRED"]), id="re-coded"),
+        pytest.param(_refusal(key=OTHER_KEY), id="another-region-key"),
+        pytest.param(_refusal(node="nanjing"), id="claims-another-region"),
+        pytest.param(_refusal(node="suzhou", key=OTHER_KEY), id="region-not-asked"),
+        pytest.param(_refusal(query="cd" * 32), id="another-request"),
+        pytest.param(_refusal(people=11), id="another-size"),
+        pytest.param(_refusal(refused=[(11, "CONSENT_REVOKED")], people=10), id="place-past-the-end"),
+        pytest.param(_refusal(refused=[(0, "CONSENT_REVOKED")]), id="place-zero"),
+        pytest.param(_refusal(refused=[(2, "CONSENT_REVOKED"), (2, "CONSENT_EXPIRED")]), id="place-twice"),
+        pytest.param(_refusal(refused=[]), id="nobody"),
+        pytest.param(_refusal(refused=[(2, "POLICY_FACTS_NOT_ALLOWED")]), id="not-a-consent-code"),
+        pytest.param(_refusal(codes=["CONSENT_REVOKED"]), id="codes-short"),
     ],
 )
-def test_a_lying_refusal_never_crashes_the_client_nor_names_places_outside_the_request(message: str) -> None:
-    places = _refused_places(FederationError(message, code="CONSENT_REVOKED"), 10)
-    assert all(0 <= p < 10 for p in places)
+def test_a_refusal_not_signed_by_an_asked_region_for_this_request_withholds_nobody(forged: bytes) -> None:
+    with pytest.raises(CryptoError) as err:
+        _withheld(forged)
+    assert err.value.code == "ANSWER_STATEMENT_INVALID"
 
 
-def test_a_refusal_of_anything_but_consent_names_no_applicant() -> None:
-    for code in ("POLICY_FACTS_NOT_ALLOWED", "CONSENT_REVOCATIONS_INVALID", "LOOKUP_MALFORMED"):
-        assert _refused_places(FederationError("applicant 1 of 3: x", code=code), 3) == {}
+def test_a_region_signed_word_that_it_cannot_read_a_revocation_list_stands_and_withholds_nobody() -> None:
+    with pytest.raises(FederationError) as err:
+        _withheld(_refusal(refused=[(2, "CONSENT_REVOKED"), (3, "CONSENT_REVOCATIONS_INVALID")]))
+    assert err.value.code == "CONSENT_REVOCATIONS_INVALID" and "hangzhou" in err.value.message
+
+
+def test_a_region_without_a_key_in_the_pinned_catalog_cannot_have_its_refusal_checked() -> None:
+    with pytest.raises(CryptoError) as err:
+        consent_refusals.withheld_places(
+            _refusal(), query_id=QID, people=10, regions=["hangzhou"], audit_keys={"hangzhou": None}
+        )
+    assert err.value.code == "ANSWER_STATEMENT_UNVERIFIABLE"
+
+
+def test_the_gate_signs_exactly_the_places_and_codes_its_message_names() -> None:
+    """The node's gate: the refusal's text and its signed places agree, first and up to MAX_NAMED more."""
+    from node.consent_gate import MAX_NAMED
+
+    v = verifier()
+    people = [PEOPLE[0], *person_id_array([310101] * 39, [19800101 + i for i in range(39)], [11] * 39)]
+    signed: list[tuple[list[tuple[int, str]], int]] = []
+    gate = ConsentGate()
+    gate._verifier = lambda catalog, issuers: v  # type: ignore[method-assign]
+    gate._grantee = lambda signer_der: BANK  # type: ignore[method-assign]
+    lookups = load_policy(DEFAULT_POLICY).roles["integrator"].lookups
+    with pytest.raises(PolicyViolation) as err:
+        gate.check(
+            None,  # type: ignore[arg-type]
+            lookups,  # type: ignore[arg-type]
+            "rule",
+            b"",
+            "loan-review",
+            people,
+            [TOKENS[0]] * 40,
+            ["duplicate_loans"],
+            lambda refused, n: signed.append((list(refused), n)) or b"signed",  # type: ignore[func-returns-value]
+        )
+    assert err.value.consent_refusal == b"signed"
+    ((refused, n),) = signed
+    assert n == 40 and len(refused) == 1 + MAX_NAMED  # TOKENS[0] is only people[0]'s: the rest are refused
+    assert [p for p, _ in refused] == list(range(2, 2 + 1 + MAX_NAMED))
+    assert err.value.message.startswith("applicant 2 of 40: ")
 
 
 def test_a_region_marks_each_sum_that_does_not_fit_by_its_own_bit() -> None:
@@ -240,8 +333,9 @@ def test_a_region_marks_each_sum_that_does_not_fit_by_its_own_bit() -> None:
     assert rows[rich][failed] == lookup_codec.FAILED_BITS["balance_fen"] and rows[fine][failed] == 0
 
 
-class _ForgingCoordinator:
-    """A client's ``_ask`` behind a coordinator that forges a consent refusal of its own choosing every time."""
+class _RefusingRegion:
+    """A client's ``_ask`` behind a rogue region that refuses, signed, applicants of its own choosing every time
+    (a region's refusal of its own cannot be prevented; how often the client asks again can be bounded)."""
 
     def __init__(self, name: str) -> None:
         self.name, self.sent = name, list[list[str]]()
@@ -249,21 +343,19 @@ class _ForgingCoordinator:
     def _ask(self, ids: list[str], *args: object) -> object:
         self.sent.append(list(ids))
         n = len(ids)
+        refusal = PolicyViolation("a region refused", code="CONSENT_REVOKED")
         if self.name == "all":
-            raise FederationError(
-                f"applicant 1 of {n}: x (also refused: CONSENT_REVOKED {' '.join(map(str, range(2, n + 1)))})",
-                code="CONSENT_REVOKED",
-            )
-        raise FederationError(f"applicant {n} of {n}: x", code="CONSENT_REVOKED")  # one more each time
+            raise ConsentRefused(refusal, dict.fromkeys(range(n), "CONSENT_REVOKED"))
+        raise ConsentRefused(refusal, {n - 1: "CONSENT_REVOKED"})  # one more each time
 
 
 @pytest.mark.parametrize("how", ["all", "one-at-a-time"])
 def test_forged_refusals_bound_the_requests_and_never_resend_a_withheld_applicant(how: str) -> None:
-    """A coordinator can forge a region's consent refusal (it is not signed): the client then withholds whom it
-    names, never asks about them again, and sends at most MAX_WITHHOLD_RETRIES + 1 requests per batch."""
+    """A region refusing more applicants at every request: the client withholds whom it names, never asks about
+    them again, and sends at most MAX_WITHHOLD_RETRIES + 1 requests per batch."""
     from federation.client import MAX_WITHHOLD_RETRIES, FederationClient
 
-    liar = _ForgingCoordinator(how)
+    liar = _RefusingRegion(how)
     ids = list(person_id_array([310101] * 20, [19900101 + i for i in range(20)], [11] * 20))
     tokens = [b"t"] * len(ids)
     ask = FederationClient._ask_withholding
