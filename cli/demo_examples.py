@@ -58,7 +58,7 @@ EXAMPLES: tuple[Example, ...] = (
         "analyst",
         "statistics",
         "SELECT status, COUNT(*) AS accounts, SUM(balance_fen) AS balance_fen, "
-        "AVG(monthly_deposit_fen) AS avg_monthly_fen FROM accounts GROUP BY status ORDER BY accounts DESC",
+        "AVG(monthly_deposit_fen) AS avg_monthly_fen FROM accounts GROUP BY status ORDER BY accounts DESC, status",
     ),
     Example(
         "Active accounts and balances per city (caseworker: differentially private; one person's figures come "
@@ -73,7 +73,7 @@ EXAMPLES: tuple[Example, ...] = (
         "operator",
         "operations",
         "SELECT reason, COUNT(*) AS n, SUM(amount_fen) / COUNT(*) AS mean_fen FROM withdrawals "
-        "GROUP BY reason HAVING COUNT(*) > 10 ORDER BY n DESC",
+        "GROUP BY reason HAVING COUNT(*) > 10 ORDER BY n DESC, reason",
     ),
     Example(
         "Open housing loans federation-wide (a bank, loan-review: differentially private)",
