@@ -110,3 +110,24 @@ def test_every_region_answers_the_next_screening_after_malformed_tokens_and_a_st
         }
         again = bank.screen(ids, tokens=good, **REVIEW)  # type: ignore[arg-type]
     assert again.withheld == {} and again.complete and sorted(again.answered) == sorted(NODES)
+
+
+@pytest.mark.parametrize("bad_first", [False, True])
+def test_a_repeated_applicant_withheld_for_one_of_its_tokens_is_reported_withheld_at_every_place(
+    fed: harness.Federation, bad_first: bool
+) -> None:
+    """A screening file lists an applicant twice (hpf screen merges repeats), once with a token the client
+    refuses itself. The applicant is withheld at both places, but only the refused place says so: the other shows
+    no figures and no reason, as if the applicant had no loans anywhere rather than no consent."""
+    from federation.client import WITHHELD
+
+    ids = people(fed, 2)
+    good = tokens(fed, ids, ISSUER)
+    if bad_first:
+        asked, given = [ids[0], ids[1], ids[0]], ["not-a-token", good[1], good[0]]
+    else:
+        asked, given = [ids[0], ids[1], ids[0]], [good[0], good[1], "not-a-token"]
+    with fed.client(person="bank") as bank:
+        screened = bank.screen(asked, tokens=given, **REVIEW)  # type: ignore[arg-type]
+    shown_withheld = {i for i, f in enumerate(screened.facts) if f is WITHHELD}
+    assert shown_withheld == set(screened.withheld), (shown_withheld, screened.withheld)
