@@ -67,7 +67,10 @@ def test_a_coordinator_that_holds_a_request_until_a_consent_expires_cannot_get_t
 
     monkeypatch.setattr(FanOut, "lookup", held)
     with fed.client(person="bank") as bank:
-        assert bank.consent_refusals(ids, [consent.parse_token_text(t).encode() for t in given], "loan-review", LOANS) == {}
+        assert (
+            bank.consent_refusals(ids, [consent.parse_token_text(t).encode() for t in given], "loan-review", LOANS)
+            == {}
+        )
         try:
             screened = bank.screen(ids, tokens=given, **REVIEW)  # type: ignore[arg-type]
         except FederationError as err:  # told the request went stale: secure too
@@ -76,9 +79,9 @@ def test_a_coordinator_that_holds_a_request_until_a_consent_expires_cannot_get_t
     assert screened.withheld == {}, f"a coordinator's delay withheld an applicant: {screened.withheld}"
 
 
-def test_the_coordinator_never_learns_which_applicant_a_region_refused_for_what(fed: harness.Federation) -> None:
-    """Holds (recorded for the next round): the refusal the coordinator relays names places and codes, never an
-    identifier or a token; what it shows is which place in the bank's request failed which check."""
+def test_the_coordinator_sees_no_identifier_or_token_of_a_screening_with_a_refusal(fed: harness.Federation) -> None:
+    """Holds: the refusal the coordinator relays names places and codes, never an identifier or a token (it does
+    show which place in the bank's request failed which check)."""
     ids = people(fed, 4)
     given = [*tokens(fed, ids[:3], ISSUER), *tokens(fed, ids[3:], THIRD)]
     recorder = RECORDED["recorder"]
@@ -86,14 +89,15 @@ def test_the_coordinator_never_learns_which_applicant_a_region_refused_for_what(
     with fed.client(person="bank") as bank:
         screened = bank.screen(ids, tokens=given, **REVIEW)  # type: ignore[arg-type]
     assert screened.withheld == {3: "CONSENT_ISSUER_UNKNOWN"} and screened.complete
-    seen = b"".join(r.wire for r in recorder.received[before:]) + "".join(
-        r.text for r in recorder.received[before:]
-    ).encode()
+    seen = (
+        b"".join(r.wire for r in recorder.received[before:])
+        + "".join(r.text for r in recorder.received[before:]).encode()
+    )
     for secret in (*ids, *(t[:32] for t in given), *(t[-32:] for t in given)):
         assert secret.encode() not in seen
 
 
-def test_every_region_answers_the_next_screening_after_malformed_tokens_and_a_stale_list(
+def test_tokens_that_are_not_tokens_are_withheld_by_the_client_and_the_regions_keep_answering(
     fed: harness.Federation,
 ) -> None:
     """Holds: tokens that are not tokens, a token cut short and one of another person are refused by the client

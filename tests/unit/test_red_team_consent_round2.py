@@ -163,3 +163,22 @@ def test_a_gate_never_names_more_places_than_a_refusal_carries() -> None:
             lambda refused, n: signed.extend(p for p, _ in refused) or b"",  # type: ignore[func-returns-value]
         )
     assert len(signed) == 1 + MAX_NAMED and signed[0] == 2
+
+
+def test_a_refusal_naming_more_places_than_a_gate_ever_signs_is_not_taken() -> None:
+    """A region's gate names the first refused applicant and at most MAX_NAMED more, so a rogue region can withhold
+    at most (1 + MAX_NAMED) x (1 + MAX_WITHHOLD_RETRIES) applicants of a batch before the screening fails and its
+    refusals show. The client takes a signed refusal naming every place of a 4,550-applicant batch at once: the
+    whole batch withheld in one round, with no retry left to make it show."""
+    from federation.client import MAX_WITHHOLD_RETRIES
+    from node.consent_gate import MAX_NAMED
+
+    key = Ed25519PrivateKey.generate()
+    keys = {"n1": base64.b64encode(key.public_key().public_bytes_raw()).decode()}
+    people = 4_550
+    everyone = consent_refusals.sign(
+        "n1", QID, people, [(p, "CONSENT_REVOKED") for p in range(1, people + 1)], key.sign
+    )
+    assert (1 + MAX_NAMED) * (1 + MAX_WITHHOLD_RETRIES) < people
+    with pytest.raises(CryptoError):
+        consent_refusals.withheld_places(everyone, query_id=QID, people=people, regions=["n1"], audit_keys=keys)
