@@ -17,7 +17,7 @@ from federation.errors import ConfigError, CryptoError, FederationError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.person_id import person_id_array
 from federation.sealing import OneTimeKey
-from node.consent_gate import ConsentGate, consent_gate_for
+from node.consent_gate import consent_gate_for
 from policies import DEFAULT_POLICY
 from policies.engine import Asker, check_lookup
 from policies.loader import load_policy
@@ -140,13 +140,14 @@ def test_a_refusal_re_encoded_by_the_coordinator_withholds_only_what_the_region_
         assert err.value.code == "ANSWER_STATEMENT_INVALID"
 
 
-def test_a_gate_never_names_more_places_than_a_refusal_carries() -> None:
+def test_a_gate_never_names_more_places_than_a_refusal_carries(tmp_path: Path) -> None:
     """A region refusing many applicants names the first and at most MAX_NAMED more, and signs exactly those."""
     from node.consent_gate import MAX_NAMED
 
     token = issue_batch(KEYS[ISSUER], ISSUER, PEOPLE[:1], not_after=2**40, **TERMS)[0]  # type: ignore[arg-type]
-    gate = ConsentGate()
     catalog = _catalog()
+    consent_revocations.revoke(tmp_path / "revocations.json", KEYS[ISSUER], ISSUER, [])  # nothing revoked
+    gate = consent_gate_for({ISSUER: tmp_path / "revocations.json"}, catalog)
     gate._grantee = lambda signer_der: BANK  # type: ignore[method-assign]
     lookups = load_policy(DEFAULT_POLICY).roles["integrator"].lookups
     signed: list[int] = []
