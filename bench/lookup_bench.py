@@ -66,7 +66,7 @@ from cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from federation import consent, pki
+from federation import consent, consent_revocations, pki
 from federation.client import LOOKUP_BATCH, FederationClient, LookupAnswer
 from federation.generated import hpf_federation_pb2 as pb
 from federation.lookup_codec import FACTS, PersonFacts
@@ -138,12 +138,23 @@ def write_bench_policy(layout: DemoLayout, consent_tokens: bool = False) -> dict
 
 
 def publish_bench_issuer(layout: DemoLayout) -> Ed25519PrivateKey:
-    """A consent issuer for this run, published in the catalog before the parties start."""
+    """A consent issuer for this run, published in the catalog before the parties start, with its first signed
+    revocation list (nothing revoked) named in every node's config: a region takes no issuer's consents
+    without its list."""
     key = Ed25519PrivateKey.generate()
     doc = yaml.safe_load(layout.catalog.read_text(encoding="utf-8"))
     others = [i for i in doc.get("issuers") or [] if i.get("id") != BENCH_ISSUER]  # the demo's consent service
     doc["issuers"] = [*others, {"id": BENCH_ISSUER, "key": base64.b64encode(consent.public_raw(key)).decode()}]
     layout.catalog.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    revocations = layout.data / "consent" / f"{BENCH_ISSUER}-revocations.json"
+    revocations.parent.mkdir(parents=True, exist_ok=True)
+    # numbered by the clock: a node remembers the newest list it took, and an earlier run's may be in its state
+    revocations.write_bytes(consent_revocations.sign_list(key, BENCH_ISSUER, int(time.time()), []))
+    for node_id in layout.node_ids:
+        config_path = layout.node_config(node_id)
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        config["consent_revocations"] = {**(config.get("consent_revocations") or {}), BENCH_ISSUER: str(revocations)}
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return key
 
 

@@ -631,8 +631,11 @@ class FederationClient:
         if all_tokens is not None:  # applicants whose token the regions would refuse are not asked about
             asked_for = self.profile.purpose if purpose is None else purpose
             refused = self.consent_refusals(asked, all_tokens, asked_for, wanted)
-            withheld = {i: refused[i] for i in range(len(asked)) if i in refused}
-            out = {asked[i] for i in refused}
+            # a person listed twice is asked about once, under their first token: withheld at every place, each
+            # with the code of one of their tokens refused
+            codes = {asked[i]: code for i, code in sorted(refused.items(), reverse=True)}
+            withheld = {i: refused.get(i, codes[pid]) for i, pid in enumerate(asked) if pid in codes}
+            out = set(codes)
             ids = [pid for pid in ids if pid not in out]
             if not ids:
                 return LookupAnswer(

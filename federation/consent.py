@@ -125,8 +125,9 @@ REFUSALS: dict[str, tuple[str, str]] = {
         "give each person's own token with their identifier",
     ),
     "CONSENT_REVOCATIONS_INVALID": (
-        "the consent issuer's revocation list cannot be read; none of its consents is accepted until it is fixed",
-        "the region's operator restores the issuer's newest signed revocation list",
+        "the region holds no readable revocation list of the consent issuer; none of its consents is accepted "
+        "until it does",
+        "the region's operator names the issuer's newest signed revocation list (consent_revocations:)",
     ),
 }
 CODES = tuple(REFUSALS)
@@ -439,10 +440,14 @@ class ConsentVerifier:
         *,
         now: Callable[[], float] = time.time,
         cache_size: int = 64,
+        lists_required: bool = False,
     ) -> None:
         self._keys = {name: Ed25519PublicKey.from_public_bytes(raw) for name, raw in issuers.items()}
         self._revocations = dict(revocations or {})
         self._now = now
+        # a region accepts an issuer's consents only with that issuer's revocation list: without one, a revoked
+        # grant would pass (a client checking tokens itself holds no lists, and says nothing of revocation)
+        self._lists_required = lists_required
         self._batches = Lru[tuple[str, int, bytes], _Batch](cache_size)
 
     def _proven(self, token: Token, leaf: bytes) -> bool:
@@ -498,10 +503,20 @@ class ConsentVerifier:
         return batch.valid
 
     def check(
-        self, token: Token | bytes | None, person_id: str, *, grantee: bytes, purpose: str, facts: Iterable[str]
+        self,
+        token: Token | bytes | None,
+        person_id: str,
+        *,
+        grantee: bytes,
+        purpose: str,
+        facts: Iterable[str],
+        at: float | None = None,
     ) -> str | None:
-        """None when ``token`` lets ``grantee`` learn ``facts`` about ``person_id`` for ``purpose`` now, else the
-        code of the first check that fails (in :data:`REFUSALS` order). Never raises for a bad token."""
+        """None when ``token`` lets ``grantee`` learn ``facts`` about ``person_id`` for ``purpose`` at time ``at``
+        (seconds; default now), else the code of the first check that fails (in :data:`REFUSALS` order). A region
+        judges expiry at the time the asker signed the request, which it holds to its own clock within the
+        replay window: a request held back in transit cannot outlive the consents it carries. Never raises for a
+        bad token."""
         if not isinstance(token, Token):
             token = None if token is None else parse_or_none(token)
             if token is None:
@@ -522,9 +537,11 @@ class ConsentVerifier:
             return "CONSENT_FACTS_NOT_GRANTED"
         if wanted & ~grant.facts:
             return "CONSENT_FACTS_NOT_GRANTED"
-        if self._now() > grant.not_after:
+        if (self._now() if at is None else at) > grant.not_after:
             return "CONSENT_EXPIRED"
         revocations = self._revocations.get(token.issuer)
+        if revocations is None and self._lists_required:
+            return "CONSENT_REVOCATIONS_INVALID"
         if revocations is not None:
             revoked = revocations.revoked(grant.grant_id)
             if revoked is None:

@@ -32,6 +32,9 @@ from federation.generated import hpf_federation_pb2 as pb
 from federation.verdicts import signed_by
 
 DOMAIN = b"hpf-consent-refusal/v1\x00"
+# the most applicants one refusal names: the first refused, and up to 30 more (its text stays under a remote
+# message's size limit); a refusal naming more is no region's that follows the protocol
+MAX_PLACES = 31
 # an issuer's unreadable revocation list refuses every consent of that issuer: a fault of the region's, for its
 # operator to fix, so a refusal naming it withholds nobody and stands
 REGION_FAULT = "CONSENT_REVOCATIONS_INVALID"
@@ -81,7 +84,8 @@ def withheld_places(
     (from a pinned catalog: ``audit_keys``) for the request ``query_id`` of ``people`` applicants.
 
     ``ANSWER_STATEMENT_INVALID`` for a refusal missing, unreadable, for another request or size, by a region not
-    asked, naming a place twice or out of range or a code that is no consent check's, or not signed by its region;
+    asked, naming more than :data:`MAX_PLACES` places, a place twice or out of range or a code that is no consent
+    check's, or not signed by its region;
     ``ANSWER_STATEMENT_UNVERIFIABLE`` when the pinned catalog has no key for the region. A region's signed word
     that it cannot read an issuer's revocation list (:data:`REGION_FAULT`) stands as that region's refusal."""
     if not evidence:
@@ -95,7 +99,7 @@ def withheld_places(
         refusal.node_id not in regions
         or refusal.query_id != query_id
         or refusal.people != people
-        or not places
+        or not 1 <= len(places) <= MAX_PLACES
         or len(places) != len(refusal.codes)
         or len(set(places)) != len(places)
         or not all(1 <= p <= people for p in places)

@@ -62,6 +62,10 @@ _CONSENT_DOMAIN = b"hpf-lookup-consent/v1\x00"
 _CONSENT_AAD = b"hpf-lookup-consent-seal/v1\x00"
 _COMMIT_DOMAIN = b"hpf-lookup-ids/v1\x00"
 SALT_BYTES = 32
+# the sealed consent tokens are padded with zeros to a whole number of this many bytes, at least one: a token's
+# length follows its issuer's name, its purpose and its batch's size, so for a lookup of a few people the
+# coordinator would otherwise read which centre granted the consent (and so, likely, the person's home city)
+CONSENT_PAD_BYTES = 4096
 
 
 def _commitment(salt: bytes, packed_ids: bytes) -> bytes:
@@ -79,8 +83,16 @@ def _packed(person_ids: Sequence[str], tokens: Sequence[bytes] | None) -> bytes:
     return packed + b"".join(len(t).to_bytes(2, "big") + t for t in tokens)
 
 
-def _tokens(section: bytes, subjects: int) -> list[bytes] | None:
-    """The tokens of a sealed message's token section, one per subject, or None when it is malformed."""
+def _padded(section: bytes) -> bytes:
+    """``section`` with zeros after it, to a whole number of :data:`CONSENT_PAD_BYTES` (at least one)."""
+    return section + bytes(
+        max(CONSENT_PAD_BYTES, -(-len(section) // CONSENT_PAD_BYTES) * CONSENT_PAD_BYTES) - len(section)
+    )
+
+
+def _tokens(section: bytes, subjects: int) -> tuple[list[bytes], int] | None:
+    """The tokens of a sealed message's token section, one per subject, and where they end (the rest is padding:
+    zeros, fewer than :data:`CONSENT_PAD_BYTES`), or None when it is malformed."""
     tokens, pos = [], 0
     for _ in range(subjects):
         if pos + 2 > len(section):
@@ -90,7 +102,8 @@ def _tokens(section: bytes, subjects: int) -> list[bytes] | None:
             return None
         tokens.append(section[pos + 2 : pos + 2 + n])
         pos += 2 + n
-    return tokens if pos == len(section) else None
+    rest = section[pos:]
+    return (tokens, pos) if len(rest) < CONSENT_PAD_BYTES and rest == bytes(len(rest)) else None
 
 
 def raw_public(key: X25519PublicKey) -> bytes:
@@ -163,7 +176,9 @@ class OneTimeKey:
         section = b"".join(len(t).to_bytes(2, "big") + t for t in tokens)
         if any(len(t) > MAX_TOKEN_BYTES for t in tokens):
             raise ValueError("a consent token is at most MAX_TOKEN_BYTES")
-        return ChaCha20Poly1305(self._consent_key).encrypt(_NONCE, section, _CONSENT_AAD + query_id.encode("ascii"))
+        return ChaCha20Poly1305(self._consent_key).encrypt(
+            _NONCE, _padded(section), _CONSENT_AAD + query_id.encode("ascii")
+        )
 
     def __repr__(self) -> str:
         return "OneTimeKey(...)"
@@ -258,7 +273,7 @@ class AgreementKey:
         keyed = bool(sealed_consent)
         if len(blob) != bare + (KEY_BYTES if keyed else 0) or len(one_time) != KEY_BYTES:
             raise refused
-        if len(sealed_consent) > subjects * (2 + MAX_TOKEN_BYTES) + 16:
+        if len(sealed_consent) > subjects * (2 + MAX_TOKEN_BYTES) + CONSENT_PAD_BYTES + 16:
             raise refused
         try:
             shared = self._key.exchange(X25519PublicKey.from_public_bytes(one_time))
@@ -275,9 +290,11 @@ class AgreementKey:
         salt, packed = plain[:SALT_BYTES], plain[SALT_BYTES : SALT_BYTES + subjects * ID_CHARS]
         tokens = None
         if keyed:
-            tokens = _tokens(section, subjects)
-            if tokens is None:
+            opened = _tokens(section, subjects)
+            if opened is None:
                 raise refused
+            tokens, end = opened
+            section = section[:end]
         if not hmac.compare_digest(_commitment(salt, packed + section), commitment):
             raise CryptoError(
                 "the identifiers sealed to this region are not the ones the asker signed for",

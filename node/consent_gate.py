@@ -20,14 +20,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from federation import consent, pki
+from federation import consent, consent_refusals, pki
 from federation.catalog import Catalog
 from federation.consent_revocations import RevocationState, RevocationWatch
 from federation.errors import AuthError, ConfigError, FederationError, PolicyViolation, error_for_code
 from federation.lru import Lru
-from policies.model import LookupPolicy
+from policies.model import LookupPolicy, Policy
 
-MAX_NAMED = 30  # applicants named in one refusal beyond the first: the message stays under a remote message's size
+MAX_NAMED = consent_refusals.MAX_PLACES - 1  # applicants named in one refusal beyond the first
 
 
 def refusal_text(refused: Sequence[tuple[int, str]], people: int) -> str:
@@ -61,7 +61,7 @@ class ConsentGate:
         key = tuple(sorted(keys.items()))
         verifier = self._verifiers.get(key)
         if verifier is None:
-            verifier = consent.ConsentVerifier(keys, self._revocations)
+            verifier = consent.ConsentVerifier(keys, self._revocations, lists_required=True)
             self._verifiers.put(key, verifier)
         return verifier
 
@@ -86,11 +86,13 @@ class ConsentGate:
         tokens: Sequence[consent.Token | None] | None,
         facts: Sequence[str] = consent.FACTS,
         sign_refusal: Callable[[Sequence[tuple[int, str]], int], bytes] | None = None,
+        at: float | None = None,
     ) -> None:
         """Nothing when the role takes no tokens or every applicant's token holds; else the refusal of the first
         applicant refused, naming the next ones too (their places, never their identifiers), with the same
         places and codes signed by ``sign_refusal`` (of those places and the number of applicants) for the
-        client (:mod:`federation.consent_refusals`)."""
+        client (:mod:`federation.consent_refusals`). Expiry is judged at ``at`` (the signed request's time;
+        default now). An issuer with no revocation list here has none of its consents accepted."""
         if lookups.consent != "token":
             return
         if tokens is None:
@@ -105,7 +107,7 @@ class ConsentGate:
         grantee = self._grantee(signer_der)
         refused: list[tuple[int, str]] = []
         for place, (pid, token) in enumerate(zip(ids, tokens, strict=True), start=1):
-            code = verifier.check(token, pid, grantee=grantee, purpose=purpose, facts=facts)
+            code = verifier.check(token, pid, grantee=grantee, purpose=purpose, facts=facts, at=at)
             if code is not None:
                 refused.append((place, code))
                 if len(refused) > MAX_NAMED:
@@ -134,3 +136,15 @@ def consent_gate_for(revocation_lists: Mapping[str, Path], catalog: Catalog, sta
     keys = catalog.issuer_keys(revocation_lists)
     remembered = RevocationState(state) if state is not None and revocation_lists else None
     return ConsentGate({i: RevocationWatch(path, i, keys[i], state=remembered) for i, path in revocation_lists.items()})
+
+
+def unlisted_issuers(policy: Policy, revocation_lists: Mapping[str, Path]) -> list[str]:
+    """The consent issuers some role of ``policy`` accepts that no revocation list is given for: a region takes
+    none of their consents (a revoked grant must not pass where the list is missing)."""
+    accepted = {
+        issuer
+        for role in policy.roles.values()
+        if role.lookups is not None and role.lookups.consent == "token"
+        for issuer in role.lookups.consent_issuers
+    }
+    return sorted(accepted - set(revocation_lists))

@@ -118,6 +118,7 @@ class LookupAnswering(AnsweringNode):
             lambda refused, people: consent_refusals.sign(
                 self.node_id, verified.query_id, people, refused, self.audit.sign
             ),
+            at=envelope.issued_at_ms / 1000,
         )
         return verified, ids, cells, regions.index(self.node_id) if spec.breakdown else 0, facts
 

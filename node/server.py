@@ -28,7 +28,7 @@ from federation.sealing import AgreementKey, load_or_create_secret, load_or_crea
 from federation.tls import GRPC_OPTIONS, add_port, check_federation, new_server, require_tls, with_options
 from node.backends.duckdb_backend import DuckDBBackend
 from node.config import NodeConfig
-from node.consent_gate import consent_gate_for
+from node.consent_gate import consent_gate_for, unlisted_issuers
 from node.executor import PartialExecutor
 from node.handler import NodeHandler
 from node.keys import AUDIT_DIR, check_published
@@ -180,6 +180,13 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     consent_gate = consent_gate_for(
         config.consent_revocations, catalog, config.state_dir / consent_revocations.STATE_FILE
     )
+    for issuer in unlisted_issuers(policy, config.consent_revocations):
+        log.warning(
+            "node %s: the policy accepts consent issuer %s, and consent_revocations names no list of it: none of "
+            "its consents is accepted (CONSENT_REVOCATIONS_INVALID) until one is named",
+            config.node_id,
+            issuer,
+        )
     lookups = LookupIndex(backend, catalog)
     if lookups.supported:
         lookups.refresh()  # the first lookup should not wait for it

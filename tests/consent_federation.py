@@ -18,7 +18,7 @@ import yaml
 from coordinator_recorder import CoordinatorRecorder, recording
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation import consent, pki
+from federation import consent, consent_revocations, pki
 from federation.hpf_schema import hpf_tables
 from federation.synth import generate_node
 from policies import DEFAULT_POLICY
@@ -53,6 +53,10 @@ def issuer_federation(
         generate_node(root / "data", node, 2_000, seed)
     both, one = _policy(root, [ISSUER, THIRD], breakdown), _policy(root, [ISSUER], breakdown)
     issuers = [{"id": i, "key": base64.b64encode(consent.public_raw(k)).decode()} for i, k in KEYS.items()]
+    lists = {}  # each issuer's first signed revocation list, nothing revoked: a region takes no consent without it
+    for issuer, key in KEYS.items():
+        lists[issuer] = root / f"{issuer}-revocations.json"
+        consent_revocations.revoke(lists[issuer], key, issuer, [])
     with (
         pytest.MonkeyPatch.context() as patch,
         recording(patch) as recorder,
@@ -64,6 +68,7 @@ def issuer_federation(
             policy={n: one if n == "hangzhou" else both for n in NODES},
             people=PEOPLE,
             catalog_extra={"issuers": issuers},
+            node_settings={n: {"consent_revocations": {i: str(path) for i, path in lists.items()}} for n in NODES},
         ) as fed,
     ):
         yield fed, recorder

@@ -41,7 +41,7 @@ from group_size_oracle import withheld_oracle
 
 from coordinator.config import CoordinatorConfig
 from coordinator.server import RunningCoordinator, start_coordinator
-from federation import consent, pki
+from federation import consent, consent_revocations, pki
 from federation.audit_keys import KEY as AUDIT_KEY
 from federation.audit_log import AuditLog
 from federation.catalog import Catalog, load_catalog
@@ -381,6 +381,13 @@ def federation(
     }
     catalog_path = root / "federation.yaml"
     catalog_path.write_text(yaml.safe_dump(catalog_doc, sort_keys=False, allow_unicode=True))
+    # the demo issuer's first signed revocation list, nothing revoked: a region takes no issuer's consents
+    # without its list (a test naming its own lists in node_settings replaces this one)
+    demo_revocations: dict[str, str] = {}
+    if DEMO_ISSUER in catalog_doc["issuers"]:
+        demo_list = root / "demo-consent-revocations.json"
+        demo_list.write_bytes(consent_revocations.sign_list(DEMO_ISSUER_KEY, DEMO_CONSENT_ISSUER, 1, []))
+        demo_revocations = {DEMO_CONSENT_ISSUER: str(demo_list)}
     catalog = load_catalog(catalog_path)
     data_files: dict[str, list[Path]] = {t: [] for t in tables}
     node_configs: dict[str, NodeConfig] = {}
@@ -407,6 +414,7 @@ def federation(
                     "state_dir": str(root / "state" / node_id),
                     "revocations": str(pki_dir / "crl.pem"),
                     "audit_fsync": False,
+                    "consent_revocations": demo_revocations,
                     **(node_settings or {}).get(node_id, {}),
                     "tls": {
                         "ca": str(pki_dir / "ca.pem"),
