@@ -1,4 +1,4 @@
-"""`hpf audit verify --receipts` on the receipts file a real client wrote, in every form the README shows.
+"""`hpf audit verify --receipts` on the receipts file a real client wrote, in every form docs/auditors.md shows.
 
 The client keeps every region's receipts in one file. Verifying one region's log checks only that region's
 receipts, each against that region's key, and counts the others as skipped; a receipt of that region that was
@@ -58,7 +58,7 @@ def receipts(fed: harness.Federation) -> Path:
 
 
 def readme_forms(fed: harness.Federation) -> dict[str, list[str]]:
-    """Each way the README runs `hpf audit verify ... --receipts` (before the --receipts option)."""
+    """Each way docs/auditors.md runs `hpf audit verify ... --receipts` (before the --receipts option)."""
     key = fed.root / f"{NODE}.pub"
     key.write_text(next(n.audit_key for n in fed.catalog.nodes if n.id == NODE) or "")
     directory = str(fed.audit_dir(NODE))

@@ -1,19 +1,19 @@
-"""Every command the README shows is run against a live demo federation, so the README cannot drift.
+"""Every command the README and the guides show is run against a live demo federation, so they cannot drift.
 
-README.md's ```sh blocks are read as a shell would split them (a quoted argument or a trailing backslash carries
-a command onto the next line). Every ``hpf`` command (``.venv/bin/hpf`` too) is run, in README order, against one
-demo started for this module (``hpf demo``: 4 regions, small ``--rows``), each in a fresh folder of its own that
-holds ``demo-data`` (the demo's folder) and the files FILES makes for it. Then each command's exit code and output
-are checked by CHECKS, per verb.
+The ```sh blocks of README.md and of the guides in docs/ (DOCS, in that order) are read as a shell would split
+them (a quoted argument or a trailing backslash carries a command onto the next line). Every ``hpf`` command
+(``.venv/bin/hpf`` too) is run, in DOCS order, against one demo started for this module (``hpf demo``: 4 regions,
+small ``--rows``), each in a fresh folder of its own that holds ``demo-data`` (the demo's folder) and the files
+FILES makes for it. Then each command's exit code and output are checked by CHECKS, per verb.
 
 Two trailing comments mean something to this test (README.md says so once, under "Quick start"):
 
     # not run by the tests: <why>    the line is not run (an install, a server that never returns, ...)
     # exit N: CODE                  the command is run and must fail with exit code N and error code CODE
 
-To cover a new README command: a placeholder (an upper-case word such as ``ID`` or ``CONSENT-REF``) needs an
-entry in SUBSTITUTIONS, a file the reader makes (such as ``my-node.yaml``) one in FILES, and a new verb a check in
-CHECKS. A command missing any of them fails here with the line to add.
+To cover a new command in one of DOCS: a placeholder (an upper-case word such as ``ID`` or ``CONSENT-REF``) needs
+an entry in SUBSTITUTIONS, a file the reader makes (such as ``my-node.yaml``) one in FILES, and a new verb a check
+in CHECKS. A command missing any of them fails here with the line to add.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
+# the files whose commands are run, in this order: a later one may read what an earlier one left (the auditors'
+# guide reads the receipts, refusals and screening the caseworkers' guide made)
+DOCS = ("README.md", "docs/caseworkers.md", "docs/integrators.md", "docs/operators.md", "docs/auditors.md")
 THIS = "tests/integration/test_readme_commands.py"
 
 NOT_RUN = re.compile(r"^not run by the tests:\s*(?P<why>.*)$")
@@ -63,12 +65,17 @@ pytestmark = pytest.mark.timeout(900)  # one demo for the module: its start and 
 class Command:
     """One command of a ```sh block: where it is, its words (comments dropped) and its trailing comment."""
 
-    line: int  # README line it starts on
+    line: int  # the line of its file it starts on
     section: str  # the "## " heading it is under
     text: str  # as written, continuation lines joined with newlines
     argv: tuple[str, ...]
     comment: str  # the trailing comment's text without "#", "" if none
     complete: bool = True  # False: the block ends with a quote left open or a trailing backslash
+    file: str = "README.md"  # the file of DOCS it is in
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
 
     @property
     def not_run(self) -> str | None:
@@ -83,7 +90,7 @@ class Command:
 
     @property
     def label(self) -> str:
-        return f"README.md:{self.line}: {' '.join(self.text.split())}"
+        return f"{self.where}: {' '.join(self.text.split())}"
 
 
 def fenced_blocks(text: str, lang: str) -> Iterator[tuple[int, str, list[str]]]:
@@ -147,9 +154,9 @@ def _words(code: str) -> tuple[str, ...]:
     return tuple(lex)
 
 
-def readme_commands(text: str) -> list[Command]:
-    """Every command of every ```sh block, in README order. A line that is only a comment is a note, not a
-    command."""
+def readme_commands(text: str, file: str = "README.md") -> list[Command]:
+    """Every command of every ```sh block of ``file`` (whose text is ``text``), in order. A line that is only a
+    comment is a note, not a command."""
     commands = []
     for start, section, body in fenced_blocks(text, "sh"):
         pending: list[str] = []
@@ -163,10 +170,10 @@ def readme_commands(text: str) -> list[Command]:
             joined = "\n".join(pending)
             code, comment, complete = _scan(joined)
             if complete:
-                commands.append(Command(first, section, joined, _words(code), comment))
+                commands.append(Command(first, section, joined, _words(code), comment, file=file))
                 pending = []
         if pending:
-            commands.append(Command(first, section, "\n".join(pending), (), "", complete=False))
+            commands.append(Command(first, section, "\n".join(pending), (), "", complete=False, file=file))
     return commands
 
 
@@ -188,19 +195,20 @@ def placeholders(argv: tuple[str, ...]) -> list[str]:
     return found
 
 
-README_TEXT = README.read_text(encoding="utf-8")
-COMMANDS = readme_commands(README_TEXT)
+DOC_TEXTS = {name: (ROOT / name).read_text(encoding="utf-8") for name in DOCS}
+COMMANDS = [c for name, text in DOC_TEXTS.items() for c in readme_commands(text, name)]
+YAML_BLOCKS = [block for text in DOC_TEXTS.values() for block in yaml_blocks(text)]
 RUN = [c for c in COMMANDS if c.not_run is None]
 MARKED = [c for c in COMMANDS if c.not_run is not None]
 
 
 def _catalog_block() -> str:
-    """The README's catalog example (the yaml block naming a federation and its tables)."""
-    for block in yaml_blocks(README_TEXT):
+    """The guides' catalog example (the yaml block naming a federation and its tables)."""
+    for block in YAML_BLOCKS:
         doc = yaml.safe_load(block)
         if isinstance(doc, dict) and "federation" in doc and "tables" in doc:
             return block
-    raise AssertionError("README.md has no catalog example (a ```yaml block with federation: and tables:)")
+    raise AssertionError(f"none of {DOCS} has a catalog example (a ```yaml block with federation: and tables:)")
 
 
 # --- the demo every command runs against -------------------------------------------------------------------------
@@ -283,11 +291,11 @@ def _readme_pki_init(folder: Path, demo: Demo) -> None:
 
 
 def _node_block() -> str:
-    """The README's node.yaml example."""
-    for block in yaml_blocks(README_TEXT):
+    """The guides' node.yaml example."""
+    for block in YAML_BLOCKS:
         if "node_id" in (yaml.safe_load(block) or {}):
             return block
-    raise AssertionError("README.md has no node.yaml example (a ```yaml block with node_id:)")
+    raise AssertionError(f"none of {DOCS} has a node.yaml example (a ```yaml block with node_id:)")
 
 
 def _readme_node(folder: Path, demo: Demo, node: str = "north", name: str = "node.yaml") -> Path:
@@ -499,10 +507,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 
 @pytest.fixture(scope="module")
-def ran(demo: Demo) -> dict[int, Ran]:
-    """Every README command the tests run, run once, in README order (a later one may read what an earlier one
-    left: the caseworker's receipts, a refusal in the audit log), by the README line it starts on."""
-    return {c.line: run_readme_command(c, demo, demo.workspace / f"line-{c.line}") for c in RUN}
+def ran(demo: Demo) -> dict[str, Ran]:
+    """Every command the tests run, run once, in DOCS order (a later one may read what an earlier one left: the
+    caseworker's receipts, a refusal in the audit log), by the file and line it starts on."""
+    return {c.where: run_readme_command(c, demo, demo.workspace / _folder(c)) for c in RUN}
+
+
+def _folder(command: Command) -> str:
+    return f"{Path(command.file).stem}-line-{command.line}"
 
 
 # --- what each verb's output must show -----------------------------------------------------------------------------
@@ -829,13 +841,13 @@ def _id(command: Command) -> str:
         if word.startswith("-"):
             break
         verb.append(word)
-    return f"line{command.line}-" + "-".join(verb)
+    return f"{Path(command.file).stem}-line{command.line}-" + "-".join(verb)
 
 
 @pytest.mark.parametrize("command", RUN, ids=[_id(c) for c in RUN])
-def test_readme_command(command: Command, ran: dict[int, Ran], demo: Demo) -> None:
+def test_readme_command(command: Command, ran: dict[str, Ran], demo: Demo) -> None:
     """The command runs against the demo with the exit code the README implies and the output it promises."""
-    r = ran[command.line]
+    r = ran[command.where]
     if r.problem:
         pytest.fail(r.problem + ("" if r.returncode is None else "\n" + r.context()))
     refusal = command.refusal
@@ -876,7 +888,15 @@ def test_every_line_not_run_says_why_and_names_what_hpf_has(tmp_path: Path) -> N
                 assert option in shown.stdout, f"{command.label}: `hpf {' '.join(verb)}` has no option {option}"
 
 
-def test_the_readme_yaml_examples_fit_each_other_and_the_pki_it_makes(ran: dict[int, Ran]) -> None:
+def test_every_markdown_file_with_commands_is_run() -> None:
+    """A ```sh block anywhere in the README or docs/ is in a file of DOCS, so no shown command goes unrun."""
+    shown = {"README.md"} | {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    with_commands = {name for name in shown if list(fenced_blocks((ROOT / name).read_text(encoding="utf-8"), "sh"))}
+    assert with_commands <= set(DOCS), f"add {sorted(with_commands - set(DOCS))} to DOCS in {THIS}"
+    assert all((ROOT / name).exists() for name in DOCS)
+
+
+def test_the_readme_yaml_examples_fit_each_other_and_the_pki_it_makes(ran: dict[str, Ran]) -> None:
     """The node.yaml example loads as a node's configuration, names a node and the tables of the catalog example,
     and its certificates are the files the README's own `hpf pki init` wrote."""
     from federation.catalog import load_catalog
@@ -886,8 +906,8 @@ def test_the_readme_yaml_examples_fit_each_other_and_the_pki_it_makes(ran: dict[
     assert init.returncode == 0, init.context()
     (init.cwd / "federation.yaml").write_text(_catalog_block(), encoding="utf-8")
     catalog = load_catalog(init.cwd / "federation.yaml")
-    nodes = [b for b in yaml_blocks(README_TEXT) if "node_id" in (yaml.safe_load(b) or {})]
-    assert nodes, "README.md has no node.yaml example"
+    nodes = [b for b in YAML_BLOCKS if "node_id" in (yaml.safe_load(b) or {})]
+    assert nodes, f"none of {DOCS} has a node.yaml example"
     for block in nodes:
         (init.cwd / "node.yaml").write_text(block, encoding="utf-8")
         config = load_node_config(init.cwd / "node.yaml")

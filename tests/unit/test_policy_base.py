@@ -180,7 +180,7 @@ def test_extends_hpf_base_alone_answers_every_table_by_class(tmp_path: Path) -> 
 
 
 def test_an_operator_narrows_the_base_with_their_own_tables(tmp_path: Path) -> None:
-    """The README's example: the base, the wildcard removed for analysts, a table granted to banks."""
+    """The operators' guide's example: the base, the wildcard removed for analysts, a table granted to banks."""
     node = write(
         tmp_path,
         "node.yaml",
@@ -217,17 +217,18 @@ def test_an_operator_narrows_the_base_with_their_own_tables(tmp_path: Path) -> N
 
 
 def _readme_block(starting: str) -> str:
-    """The README's YAML code block whose first line is ``starting`` (dedented)."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    for block in readme.split("```yaml\n")[1:]:
+    """The operators' guide's YAML code block whose first line is ``starting`` (dedented)."""
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operators.md").read_text(encoding="utf-8")
+    for block in guide.split("```yaml\n")[1:]:
         text = textwrap.dedent(block.split("```")[0])
         if text.startswith(starting):
             return text
-    raise AssertionError(f"the README has no YAML block starting {starting!r}")
+    raise AssertionError(f"docs/operators.md has no YAML block starting {starting!r}")
 
 
 def test_the_readmes_own_tables_example_checks_clean(tmp_path: Path) -> None:
-    """The README, "Federating your own tables": its catalog and the node policy that extends hpf:base agree."""
+    """docs/operators.md, "Federating your own tables": its catalog and the node policy that extends hpf:base
+    agree."""
     catalog = write(tmp_path, "federation.yaml", _readme_block("federation: my-federation"))
     policy = write(tmp_path / "policies", "north.yaml", _readme_block("version: 1\nextends: hpf:base"))
     checked = check_policy(policy, load_catalog(catalog))
