@@ -49,7 +49,10 @@ CODES: tuple[Code, ...] = (
     _plan.code("DP_UNSUPPORTED", "the region cannot give a differentially private answer"),
     _plan.code("DP_TERMS_DIFFER", "the regions' noise is not what the plan and the catalog derive"),
     _plan.code(
-        "FINISH_FAILED", "the client cannot finish the result from the decrypted sums", effect=Effect.REGION_MISSING
+        "FINISH_FAILED",
+        "the client cannot finish the result from the decrypted sums",
+        scope=Scope.LOCAL,
+        effect=Effect.REGION_MISSING,
     ),
     _request.code("INPUT_NOT_TEXT", "a text field of the request is not valid UTF-8 text"),
     _request.code("RPC_MALFORMED", "the request cannot be read as a message of its method's type"),
