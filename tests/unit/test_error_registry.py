@@ -14,12 +14,15 @@ import ast
 import importlib
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from cli.errors import exit_code
 from federation import consent, error_codes, errors, verdicts
 from federation.error_codes import REGISTRY, Effect, Scope
 from federation.errors import FederationError
@@ -101,18 +104,14 @@ class _Module:
         if isinstance(node, ast.BoolOp):
             return [v for operand in node.values for v in self.values(operand, scope)]
         if isinstance(node, ast.Name):
-            local = [
-                v
-                for n in ast.walk(scope) if scope is not None
-                for v in self._assigned(n, node.id, scope)
-            ]  # fmt: skip
+            local = [v for n in ast.walk(scope) for v in self._assigned(n, node.id)] if scope is not None else []
             if local:
                 return local
             if node.id in self.constants:
                 return [self.constants[node.id]]
         return []
 
-    def _assigned(self, n: ast.AST, name: str, scope: ast.AST) -> list[str]:
+    def _assigned(self, n: ast.AST, name: str) -> list[str]:
         if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in n.targets):
             return self.values(n.value, None)
         if isinstance(n, ast.arguments):
@@ -288,3 +287,23 @@ def test_no_code_changed_what_it_does_to_a_question() -> None:
     assert error_codes.MASKED_FAILURES == {c for c in names if c.startswith(OLD_DATA_FAILURES)}
     old_verdicts = {c for c in names if c.startswith(OLD_VERDICT_REFUSALS)}
     assert error_codes.VERDICT_REFUSALS == old_verdicts - {"POLICY_FILE_INVALID"}
+
+
+def test_the_reference_is_the_registrys() -> None:
+    """docs/errors.md's tables are the registry's (scripts/gen_error_reference.py --check)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_error_reference.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+    assert all(f"| `{code}` |" in text for code in REGISTRY)
+
+
+def test_the_references_exit_codes_are_the_clis() -> None:
+    text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| ([A-Za-z, ]*) \|", text, flags=re.MULTILINE)
+    documented = {name: int(status) for status, names in rows for name in names.split(", ") if name}
+    classes = {name: cls for name, cls in vars(errors).items() if isinstance(cls, type) and issubclass(cls, Exception)}
+    assert documented.keys() == {n for n, c in classes.items() if issubclass(c, FederationError)}
+    for name, status in documented.items():
+        assert exit_code(classes[name]("m")) == status, name
