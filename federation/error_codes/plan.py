@@ -14,7 +14,7 @@ CODES: tuple[Code, ...] = (
     _plan.code("PLAN_TOO_LONG", "the SQL is longer than a question may be"),
     _plan.code("PLAN_TOO_NESTED", "the SQL nests too deeply"),
     _plan.code("PLAN_TOO_LARGE", "the question asks for more aggregates or groups than fit one question"),
-    _plan.code("PLAN_TOO_EXPENSIVE", "the question would cost a region more work than it allows"),
+    _plan.code("PLAN_TOO_EXPENSIVE", "binding the query would take the planner more time or memory than it allows"),
     _plan.code("PLAN_MULTIPLE_STATEMENTS", "more than one SQL statement was sent"),
     _plan.code("PLAN_NOT_SELECT", "only SELECT queries can be federated"),
     _plan.code("PLAN_NO_TABLE", "the query names no catalog table in its FROM clause"),
@@ -45,8 +45,13 @@ CODES: tuple[Code, ...] = (
     _plan.code("PLAN_MISMATCH", "the parties derived different plans for the question"),
     _plan.code("PLAN_QUERY_ID_MISMATCH", "the query id does not belong to the signed question"),
     _plan.code("PLAN_UNKNOWN_REGION", "the request names a region not in this federation"),
-    _plan.code("DP_UNBOUNDED", "a differentially private answer needs bounds the catalog does not declare"),
-    _plan.code("DP_UNSUPPORTED", "the region cannot give a differentially private answer"),
+    _plan.code(
+        "DP_UNBOUNDED",
+        "a differentially private answer needs contribution and column bounds the catalog does not declare",
+    ),
+    _plan.code(
+        "DP_UNSUPPORTED", "the region keeps no privacy budget ledger, so gives no differentially private answer"
+    ),
     _plan.code("DP_TERMS_DIFFER", "the regions' noise is not what the plan and the catalog derive"),
     _plan.code(
         "FINISH_FAILED",

@@ -28,7 +28,7 @@ CODES: tuple[Code, ...] = (
     _policy.code("POLICY_LOOKUP_TOO_MANY", "the lookup names more people than the region answers at once"),
     _policy.code("POLICY_FACTS_NOT_ALLOWED", "the lookup asks for facts the asker's role may not have"),
     _policy.code("POLICY_CONSENT_REQUIRED", "the question needs each person's consent token"),
-    _policy.code("POLICY_RATE_LIMITED", "the asker has sent more questions than the region answers in this time"),
+    _policy.code("POLICY_RATE_LIMITED", "the asker reached the rate limit of requests in a time window"),
     _policy.code("POLICY_PRIVACY_BUDGET", "the asker's privacy budget at the region is spent"),
     _policy.code(
         "POLICY_BREAKDOWN_DENIED",
