@@ -10,8 +10,10 @@ Every error the federation raises on purpose is a :class:`FederationError`. It c
 
 Detail for operators goes to the log of the party that raised it, never into the message.
 
-Each class names its gRPC status code, and gRPC is imported only when one is needed (to abort a call or to read
-a failed one): a command that only prints its help, or a client that only plans, never loads gRPC for its errors.
+Each code is declared once, with its class, in :mod:`federation.error_codes`, which :func:`error_for_code` reads
+to rebuild a relayed error. Each class names its gRPC status code, and gRPC is imported only when one is needed (to
+abort a call or to read a failed one): a command that only prints its help, or a client that only plans, never
+loads gRPC for its errors.
 """
 
 from __future__ import annotations

@@ -136,7 +136,8 @@ class _Module:
 
     def collect(self) -> None:
         forwarders = self.forwarders()
-        for scope in [self.tree, *(f for f in ast.walk(self.tree) if isinstance(f, ast.FunctionDef))]:
+        functions = (f for f in ast.walk(self.tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef))
+        for scope in [self.tree, *functions]:
             for node in self._own_nodes(scope):
                 if isinstance(node, ast.Call):
                     self._call(node, scope, forwarders)
@@ -155,7 +156,7 @@ class _Module:
         while todo:
             node = todo.pop()
             yield node
-            if not isinstance(node, ast.FunctionDef):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 todo.extend(ast.iter_child_nodes(node))
 
     def _call(self, call: ast.Call, scope: ast.AST, forwarders: dict[str, tuple[str, int, str]]) -> None:
