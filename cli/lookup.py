@@ -23,7 +23,7 @@ import typer
 
 from cli.errors import cli_errors
 from cli.output import regions_line, text_table
-from federation.errors import ConfigError
+from federation.errors import PolicyViolation
 
 if TYPE_CHECKING:
     from federation.client import LookupAnswer
@@ -252,7 +252,7 @@ def _token_file(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
-        raise ConfigError(f"{path}: cannot read a consent token", code="CONSENT_MALFORMED") from None
+        raise PolicyViolation(f"{path}: cannot read a consent token", code="CONSENT_MALFORMED") from None
 
 
 @cli_errors

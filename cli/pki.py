@@ -201,7 +201,7 @@ def show_command(file: Annotated[Path, typer.Argument(help="A .pem certificate f
         except OSError as exc:
             raise ConfigError(f"{file}: cannot read ({exc.strerror})", code="TLS_FILE_MISSING") from None
         if b"PRIVATE KEY" in data and b"CERTIFICATE" not in data:
-            raise ConfigError(
+            raise AuthError(
                 f"{file}: this is a private key, not a certificate",
                 code="TLS_PEM_INVALID",
                 hint="show the .pem file next to it",

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from coordinator.region_health import UNWELL_MESSAGE, RegionHealth
-from federation import he, lookup_codec, statements
+from federation import error_codes, he, lookup_codec, statements
 from federation.catalog import Catalog
 from federation.envelope import VerifiedEnvelope
 from federation.errors import (
@@ -46,26 +46,13 @@ MAX_DEADLINE_MS = 600_000  # a client may shorten the wait for the regions, not 
 # A region that refuses or fails on *this query* fails the whole query: an answer silently short of a region
 # would mislead. A region that is down, late or broken is only reported missing. A region refusing an applicant's
 # consent fails the lookup too, never a re-run without it: the others' figures for that applicant must not reach
-# the asker (the client asks again without the applicant).
-QUERY_FAILURE_PREFIXES = (
-    "PLAN_",
-    "POLICY_",
-    "CONSENT_",
-    "AUTH_",
-    "CONTEXT_",
-    "PARTIAL_",
-    "PERSON_ID_",
-    "NODE_EXECUTION_",
-    "LOOKUP_",
-    "DP_",
-    "SECAGG_",
-)
+# the asker (the client asks again without the applicant). Which codes do is declared in federation.error_codes
+# (a code no declaration names only marks its region missing).
+QUERY_FAILURES = error_codes.FAILS_QUESTION
 # What the survivors of a run refuse only because regions are left out of it: the question had an answer with
 # them, so the refusal says that they are missing (and what the policy needs without them), not that the
 # question was refused.
-NEEDS_THE_MISSING = frozenset(
-    {"POLICY_BREAKDOWN_DENIED", "POLICY_TOO_FEW_PARTICIPANTS", "POLICY_EXACT_NEEDS_ALL_REGIONS"}
-)
+NEEDS_THE_MISSING = error_codes.NEEDS_THE_MISSING
 
 
 @dataclass
@@ -192,7 +179,7 @@ class FanOut:
             except grpc.RpcError as err:
                 m = _missing(node_id, err)
                 self._note_missed([m])
-                if m.code.startswith(QUERY_FAILURE_PREFIXES):
+                if m.code in QUERY_FAILURES:
                     refusals.append(m)
                     continue
                 code = m.code if m.code in TRANSPORT_CODES else "NODE_BAD_ANSWER"
@@ -352,7 +339,7 @@ class FanOut:
             self._note_missed(lost)
             for m in lost:
                 log.warning("query %s: region %s missing (%s)", query_id, m.node_id, m.code)
-            refusals = [m for m in lost if m.code.startswith(QUERY_FAILURE_PREFIXES)]
+            refusals = [m for m in lost if m.code in QUERY_FAILURES]
             if missing and refusals and all(m.code in NEEDS_THE_MISSING for m in refusals):
                 raise _region_missing([*missing, *(m for m in lost if m not in refusals)], refusals, method)
             _refuse_if_any(refusals, "could not answer")
@@ -461,7 +448,7 @@ def _check_answer(ctx: Any, response: Any, sizes: Sequence[int]) -> None:
     he.check_ciphertexts(ctx, response.ciphertexts, sizes)
     signed = statements.parse(response.statement)
     if signed.ciphertexts != statements.ciphertexts_digest(response.ciphertexts):
-        raise PlanError("the region's ciphertexts are not the ones its statement signs", code="NODE_BAD_ANSWER")
+        raise UnavailableError("the region's ciphertexts are not the ones its statement signs", code="NODE_BAD_ANSWER")
 
 
 def _missing(node_id: str, err: grpc.RpcError) -> MissingRegion:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation import consent
-from federation.errors import ConfigError, FederationError, quoted
+from federation.errors import ConfigError, FederationError, PlanError, quoted
 from federation.person_id import read_people_file
 from federation.private_files import create_file, read_regular, write_file
 
@@ -164,12 +164,12 @@ def grant_csv(
     """Grant every person of ``people`` and write ``output``: ``row`` (the data row, from 1), the input's other
     columns, ``grant_id`` and ``consent_token``, in input order."""
     if not 1 <= days <= MAX_DAYS:
-        raise ConfigError(f"a consent lasts 1 to {MAX_DAYS} days", code="CONSENT_TERMS_INVALID")
+        raise PlanError(f"a consent lasts 1 to {MAX_DAYS} days", code="CONSENT_TERMS_INVALID")
     not_after = now().replace(microsecond=0) + dt.timedelta(days=days)
     try:
         consent.check_terms(issuer.id, grantee, purpose, facts, int(not_after.timestamp()))
     except ValueError as err:
-        raise ConfigError(str(err), code="CONSENT_TERMS_INVALID") from None
+        raise PlanError(str(err), code="CONSENT_TERMS_INVALID") from None
     columns, rows, ids = read_people(people, column)
     tokens: list[consent.Token] = []
     batches = 0

@@ -82,7 +82,7 @@ class Signer:
             return cls(cert.read_bytes(), key.read_bytes())
         except OSError as exc:
             what = f"cannot read the signing certificate or key ({exc.strerror})"
-            raise ConfigError(what, code="AUTH_SIGNER_INVALID") from None
+            raise AuthError(what, code="AUTH_SIGNER_INVALID") from None
 
     def sign(
         self,

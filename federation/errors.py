@@ -10,8 +10,10 @@ Every error the federation raises on purpose is a :class:`FederationError`. It c
 
 Detail for operators goes to the log of the party that raised it, never into the message.
 
-Each class names its gRPC status code, and gRPC is imported only when one is needed (to abort a call or to read
-a failed one): a command that only prints its help, or a client that only plans, never loads gRPC for its errors.
+Each code is declared once, with its class, in :mod:`federation.error_codes`, which :func:`error_for_code` reads
+to rebuild a relayed error. Each class names its gRPC status code, and gRPC is imported only when one is needed (to
+abort a call or to read a failed one): a command that only prints its help, or a client that only plans, never
+loads gRPC for its errors.
 """
 
 from __future__ import annotations
@@ -141,6 +143,15 @@ _BY_STATUS: dict[str, type[FederationError]] = {
 }
 
 
+def class_for_status(status: str) -> type[FederationError]:
+    """The class a failed call that names no code of its own is rebuilt as, by its gRPC status's name.
+
+    >>> class_for_status("PERMISSION_DENIED").__name__, class_for_status("ABORTED").__name__
+    ('PolicyViolation', 'FederationError')
+    """
+    return _BY_STATUS.get(status, FederationError)
+
+
 def trailing_metadata(error: FederationError) -> tuple[tuple[str, str | bytes], ...]:
     """What a refusal carries besides its status and message: its stable code, and its hint and rule if any."""
     metadata: list[tuple[str, str | bytes]] = [(CODE_KEY, error.code)]
@@ -223,11 +234,13 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
     rule = None if rule is None else printable(rule)
     details = err.details() if hasattr(err, "details") else None
     details = None if details is None else printable(details)
-    cls = _BY_STATUS.get(status.name if status is not None else "", FederationError)
+    cls = class_for_status(status.name if status is not None else "")
     if code is not None:
+        from federation.error_codes import APPLICANT_CODES
+
         rebuilt = error_for_code(code, details or "remote error", hint, rule)
         refusal = next((v for k, v in trailing or () if k == CONSENT_REFUSAL_KEY), b"")
-        if code.startswith("CONSENT_") and isinstance(refusal, bytes) and len(refusal) <= MAX_CONSENT_REFUSAL_BYTES:
+        if code in APPLICANT_CODES and isinstance(refusal, bytes) and len(refusal) <= MAX_CONSENT_REFUSAL_BYTES:
             rebuilt.consent_refusal = refusal  # read only by the client's check of a region's signature
         if type(rebuilt) is not FederationError:
             return rebuilt
@@ -280,49 +293,13 @@ def too_large(details: str) -> FederationError:
     )
 
 
-_BY_PREFIX: tuple[tuple[str, type[FederationError]], ...] = (
-    ("PLAN_", PlanError),
-    ("INPUT_", PlanError),
-    ("RPC_", PlanError),
-    ("PERSON_ID_", PlanError),
-    ("LOOKUP_REGION_MISSING", UnavailableError),  # a region down: no refusal of the lookup (exit 5)
-    ("LOOKUP_SEAL_", CryptoError),  # as the node raises them, so a relayed one keeps its class and exit code
-    ("LOOKUP_TOO_LARGE", CryptoError),
-    ("LOOKUP_LAYOUT", CryptoError),
-    ("LOOKUP_", PlanError),
-    ("POLICY_", PolicyViolation),
-    ("CONSENT_REVOCATIONS_", ConfigError),  # the region's copy of an issuer's list is unusable: its operator fixes it
-    ("CONSENT_", PolicyViolation),  # a consent token refused: federation.consent.REFUSALS names every code
-    ("SECAGG_PARTICIPANTS_", PlanError),
-    ("SECAGG_", CryptoError),  # keys, seeds, masks
-    ("DP_", PlanError),
-    ("CONTEXT_", CryptoError),
-    ("HE_FORMAT_", CryptoError),
-    ("CIPHERTEXT_", CryptoError),
-    ("SLOT_", CryptoError),
-    ("PARTIAL_", CryptoError),
-    ("AUTH_", AuthError),
-    ("REVOCATION_STATE_", ConfigError),
-    ("REVOCATION_", AuthError),
-    ("TLS_", AuthError),
-    ("CONFIG_", ConfigError),
-    ("NODE_", DataError),
-    ("DATA_", DataError),
-    ("KEY_", CryptoError),
-    ("ANSWER_TOO_LARGE", RequestTooLarge),  # as the client raises it (gRPC's own refusal of the message)
-    ("ANSWER_", CryptoError),
-    ("REGIONS_", UnavailableError),
-    ("SERVER_", UnavailableError),
-    ("REQUEST_", RequestTooLarge),
-    ("IDENTITY_", AuthError),
-    ("PARTY_", PolicyViolation),
-    ("AUDIT_", AuditError),
-)
-
-
 def error_for_code(code: str, message: str, hint: str | None = None, rule: str | None = None) -> FederationError:
-    """Rebuild an error of the right class (and so gRPC status) from a stable code."""
-    for prefix, cls in _BY_PREFIX:
-        if code.startswith(prefix):
-            return cls(message, code=code, hint=hint, rule=rule)
-    return FederationError(message, code=code, hint=hint, rule=rule)
+    """Rebuild an error of the class ``code`` is declared with (:mod:`federation.error_codes`), and so its gRPC
+    status; a code no declaration names gets the generic class.
+
+    >>> type(error_for_code("PLAN_SYNTAX", "m")).__name__, type(error_for_code("SOMETHING_ELSE", "m")).__name__
+    ('PlanError', 'FederationError')
+    """
+    from federation.error_codes import class_for  # declared with these classes: imported when first needed
+
+    return class_for(code)(message, code=code, hint=hint, rule=rule)

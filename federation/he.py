@@ -26,7 +26,7 @@ import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sealapi
 
-from federation.errors import ConfigError, CryptoError, printable
+from federation.errors import CryptoError, printable
 from federation.lru import Lru
 
 POLY_MODULUS_DEGREE = 4096
@@ -67,7 +67,7 @@ def check_catalog_format(stated: str | None, party: str, *, ours: str = HE_FORMA
     (None, None)
     """
     if stated is not None and stated != ours:
-        raise ConfigError(
+        raise CryptoError(
             f"the catalog's he_format is {stated}, but {party} runs HE wire format {ours}",
             code="HE_FORMAT_MISMATCH",
             hint="install the TenSEAL version the catalog names on every party (or correct the catalog's he_format)",

@@ -210,11 +210,11 @@ class AgreementKey:
         try:
             loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="KEY_FILE_UNREADABLE") from None
+            raise CryptoError(f"{path}: cannot read ({exc.strerror})", code="KEY_FILE_UNREADABLE") from None
         except (ValueError, TypeError, UnsupportedAlgorithm):
             loaded = None
         if not isinstance(loaded, X25519PrivateKey):
-            raise ConfigError(f"{path}: not an unencrypted PEM X25519 key", code="KEY_FILE_INVALID")
+            raise CryptoError(f"{path}: not an unencrypted PEM X25519 key", code="KEY_FILE_INVALID")
         return cls(loaded)
 
     def public_b64(self) -> str:
@@ -333,11 +333,11 @@ def read_secret(path: Path) -> bytes:
     try:
         raw = base64.b64decode(path.read_bytes().strip(), validate=True)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})", code="KEY_FILE_UNREADABLE") from None
+        raise CryptoError(f"{path}: cannot read ({exc.strerror})", code="KEY_FILE_UNREADABLE") from None
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != KEY_BYTES:
-        raise ConfigError(f"{path}: not a 32-byte key in base64", code="KEY_FILE_INVALID")
+        raise CryptoError(f"{path}: not a 32-byte key in base64", code="KEY_FILE_INVALID")
     return raw
 
 

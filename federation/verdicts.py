@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from cryptography.exceptions import InvalidSignature
 
+from federation import error_codes
 from federation.audit_keys import load_public_key
 from federation.errors import AuditError, CryptoError
 from federation.generated import hpf_federation_pb2 as pb
@@ -34,16 +35,8 @@ from federation.generated import hpf_federation_pb2 as pb
 DOMAIN = b"hpf-explain-verdict/v1\x00"
 
 # what the coordinator says of a region it got no verdict from; the only verdicts a region does not sign
-TRANSPORT_CODES = frozenset(
-    {"NODE_TIMEOUT", "NODE_UNREACHABLE", "NODE_BAD_ANSWER", "NODE_UNWELL", "NODE_STATE_UNWRITABLE"}
-)
-_TRANSPORT_MESSAGES = {
-    "NODE_TIMEOUT": "the region did not answer before the deadline",
-    "NODE_UNREACHABLE": "the region cannot be reached",
-    "NODE_BAD_ANSWER": "the region's answer could not be used",
-    "NODE_UNWELL": "the region cannot answer now",
-    "NODE_STATE_UNWRITABLE": "the region cannot write its audit log now",
-}
+TRANSPORT_CODES = error_codes.TRANSPORT_CODES
+_TRANSPORT_MESSAGES = {code: error_codes.REGISTRY[code].description for code in TRANSPORT_CODES}
 UNSIGNED_HINT = "reported by the coordinator: the region signed no verdict"
 
 

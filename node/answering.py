@@ -19,7 +19,7 @@ from federation.audit_proto import receipt_to_proto
 from federation.audit_records import Receipt
 from federation.catalog import Catalog
 from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
-from federation.errors import AuditError, FederationError, PlanError, UnavailableError
+from federation.errors import AuditError, CryptoError, FederationError, PlanError, UnavailableError
 from federation.generated import hpf_federation_pb2 as pb
 from federation.pki import Identity
 from federation.plan import Plan
@@ -241,7 +241,7 @@ class AnsweringNode:
 
     def _protector(self) -> Protector:
         if self.protector is None:
-            raise PlanError("this region cannot mask its answers (no agreement key)", code="SECAGG_UNSUPPORTED")
+            raise CryptoError("this region cannot mask its answers (no agreement key)", code="SECAGG_UNSUPPORTED")
         return self.protector
 
     def _run(self, query_id: str, participants: Sequence[str], trail: Trail, terms: Mapping[str, Any]) -> Run:

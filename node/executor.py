@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import tenseal as ts
 
-from federation import he
+from federation import error_codes, he
 from federation.catalog import Catalog
 from federation.engine import Abandon
 from federation.errors import AuthError, CryptoError, DataError
@@ -26,7 +26,7 @@ from federation.slot_codec import chunks, encode_noisy_partials, encode_partials
 
 log = logging.getLogger("hpf.node")
 
-DATA_FAILURES = ("NODE_EXECUTION_FAILED", "PARTIAL_")  # failures that depend on the rows, not on the request
+DATA_FAILURES = error_codes.MASKED_FAILURES  # failures that depend on the rows, not on the request
 
 
 class Backend(Protocol):
@@ -102,7 +102,7 @@ class PartialExecutor:
                 t_encode = time.perf_counter()
                 pieces = chunks(encode_noisy_partials(noisy.plan, rows, noisy.units, noisy.noise))
         except (DataError, CryptoError) as err:  # PARTIAL_OUT_OF_RANGE is a CryptoError: the limbs would not fit
-            if not err.code.startswith(DATA_FAILURES):
+            if err.code not in DATA_FAILURES:
                 raise
             # the failure depends on this region's rows: it travels encrypted, as an answer would, so the
             # coordinator learns nothing from it; only the asker learns that some region failed

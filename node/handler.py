@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from federation import he, statements, verdicts
+from federation import error_codes, he, statements, verdicts
 from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
 from federation.engine import Abandon
 from federation.envelope import query_id
@@ -42,7 +42,7 @@ from node.privacy import signed_terms
 from node.trail import Trail
 
 # an explain refused for the question itself (its policy, its plan, its privacy terms) is a signed verdict
-VERDICT_REFUSALS = ("POLICY_", "PLAN_", "DP_")
+VERDICT_REFUSALS = error_codes.VERDICT_REFUSALS
 
 
 class NodeHandler(LookupAnswering):
@@ -151,7 +151,7 @@ class NodeHandler(LookupAnswering):
 
         done, receipt, refusal = self._audited(trail, work)
         if refusal is not None:
-            if not refusal.code.startswith(VERDICT_REFUSALS):
+            if refusal.code not in VERDICT_REFUSALS:
                 raise refusal
             verdict = pb.NodeVerdict(
                 node_id=self.node_id,

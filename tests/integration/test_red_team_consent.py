@@ -41,8 +41,8 @@ def test_a_coordinator_passing_a_consent_refusal_off_as_missing_gets_no_answer_f
     given = [*tokens(fed, ids[:2], ISSUER), *tokens(fed, ids[2:], THIRD)]  # hangzhou refuses the third
     recorder = RECORDED["recorder"]
     heads_before = len(recorder.heads)
-    lying = tuple(p for p in coordinator.fanout.QUERY_FAILURE_PREFIXES if p != "CONSENT_")
-    monkeypatch.setattr(coordinator.fanout, "QUERY_FAILURE_PREFIXES", lying)
+    lying = frozenset(c for c in coordinator.fanout.QUERY_FAILURES if not c.startswith("CONSENT_"))
+    monkeypatch.setattr(coordinator.fanout, "QUERY_FAILURES", lying)
     with fed.client(person="bank") as bank, pytest.raises(FederationError) as err:
         bank.lookup(ids, tokens=given, **REVIEW)  # type: ignore[arg-type]
     # the survivors refuse a run without hangzhou; the bank has no answer at all

@@ -37,7 +37,6 @@ from federation.client import FederationClient
 from federation.config_files import parse_model
 from federation.envelope import Signer, query_id
 from federation.errors import (
-    ConfigError,
     CryptoError,
     DataError,
     FederationError,
@@ -696,10 +695,10 @@ def test_a_catalog_naming_another_he_format_stops_nodes_and_the_coordinator_from
         return path
 
     other = catalog_stating(OTHER_HE_FORMAT)
-    with pytest.raises(ConfigError) as at_node:
+    with pytest.raises(CryptoError) as at_node:
         start_node(fed.node_configs["n0"].model_copy(update={"catalog": other}), "127.0.0.1:0")
     assert fed.coordinator_config is not None
-    with pytest.raises(ConfigError) as at_coordinator:
+    with pytest.raises(CryptoError) as at_coordinator:
         start_coordinator(fed.coordinator_config.model_copy(update={"catalog": other}), "127.0.0.1:0", addresses={})
     for err, party in ((at_node.value, "node n0"), (at_coordinator.value, "the coordinator")):
         assert err.code == "HE_FORMAT_MISMATCH" and party in err.message, err

@@ -34,6 +34,7 @@ MODULES = [
     "node.backends.duckdb_backend",
     "federation.engine",
     "federation.errors",
+    "federation.error_codes",
     "federation.envelope",
     "federation.consent",
     "federation.consent_revocations",

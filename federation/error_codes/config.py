@@ -1,0 +1,42 @@
+"""Codes of configuration: files, catalogs, node keys, the command line, the demo and `hpf init`."""
+
+from __future__ import annotations
+
+from federation.error_codes.model import Area, Code, Effect, Scope
+from federation.errors import ConfigError, UnavailableError
+
+_config = Area("Configuration", ConfigError, Scope.LOCAL, Effect.REGION_MISSING)
+_cli = Area("Command line, demo and hpf init", ConfigError, Scope.LOCAL, Effect.REGION_MISSING)
+
+CODES: tuple[Code, ...] = (
+    _config.code("CONFIG_INVALID", "a configuration file (catalog, node, coordinator, profile) is wrong"),
+    _config.code("CONFIG_NOT_FOUND", "a configuration file is not there"),
+    _config.code("CONFIG_UNREADABLE", "a configuration file cannot be read"),
+    _config.code("CONFIG_SYNTAX", "a configuration file is not valid YAML or UTF-8 text"),
+    _config.code("CONFIG_TOO_LARGE", "a configuration file is larger than any configuration file is"),
+    _config.code("CONFIG_TOO_COMPLEX", "a configuration file nests too deeply or expands past its bound"),
+    _config.code("CONFIG_WRONG_KIND", "a configuration file of another kind than expected"),
+    _config.code("CONFIG_STATE_UNWRITABLE", "the node cannot write its state directory"),
+    _config.code("CONFIG_BUDGET_LEDGER_UNREADABLE", "the node's privacy budget ledger cannot be used"),
+    _config.code(
+        "CONFIG_BUDGET_LEDGER_UNAVAILABLE",
+        "the node cannot read or write its privacy budget ledger now; nothing was answered or spent",
+        scope=Scope.REGION,
+    ),
+    _config.code("CATALOG_NODE_UNKNOWN", "the catalog lists no such node"),
+    _config.code("CATALOG_KEY_CONFLICT", "the catalog already publishes another key for the node"),
+    _config.code("CATALOG_EDIT_FAILED", "the catalog cannot be edited without rewriting its layout"),
+    _config.code("CATALOG_CHANGE_NEEDS_RESTART", "the catalog changed what a running party cannot take"),
+    _config.code("NODE_KEYS_INVALID", "a node's key file is not valid"),
+    _config.code("NODE_KEYS_TWICE", "two key files for one node give different keys"),
+    _config.code("NODE_KEYS_OUTPUT", "the key file would be written inside the node's state directory"),
+    _config.code("NODE_KEY_MISMATCH", "the catalog's key for the node is not the node's own"),
+    _config.code("SERVER_BIND_FAILED", "the server cannot listen on its address"),
+    _cli.code("CLI_BAD_OPTION", "the command's options do not go together, or one is missing"),
+    _cli.code("DEMO_ARGS", "the demo's options are out of range"),
+    _cli.code("DEMO_RUNNING", "a demo is already running"),
+    _cli.code("DEMO_START_FAILED", "a party of the demo did not start", UnavailableError),
+    _cli.code("INIT_ARGS", "the options of hpf init are not valid"),
+    _cli.code("INIT_SCHEMA", "the table schema given to hpf init is not valid"),
+    _cli.code("INIT_EXISTS", "the folder holds a federation already"),
+)
