@@ -22,6 +22,7 @@ import grpc
 import harness
 import pytest
 from cryptography.hazmat.primitives import serialization
+from examples import budget
 from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -48,7 +49,7 @@ ROWS = {
 }
 HONEST = "SELECT g, COUNT(*) AS n, SUM(a) AS total FROM t GROUP BY g ORDER BY g"
 FUZZ = settings(
-    max_examples=150,
+    max_examples=budget(150),
     deadline=None,
     derandomize=True,
     database=None,
@@ -244,7 +245,7 @@ def requests(keys: ClientKeys, signer: Signer) -> dict[str, bytes]:
     }
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=budget(400))
 @given(data=st.data())
 def test_fuzzed_request_bytes_to_every_method_are_refused_with_a_stable_code(
     channels: dict[str, grpc.Channel], requests: dict[str, bytes], data: st.DataObject
@@ -283,7 +284,7 @@ def questions(draw: st.DrawFn) -> str:
     return f"SELECT {aggs} FROM t WHERE {where}"
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=budget(40))
 @given(sql=questions())
 def test_fuzzed_questions_through_the_client_are_answered_exactly_or_refused_with_a_stable_code(
     fed: harness.Federation, sql: str

@@ -30,6 +30,7 @@ from typing import Any
 import harness
 import pytest
 import yaml
+from examples import budget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -460,14 +461,16 @@ def seeded(request: pytest.FixtureRequest, client_keys: he.ClientKeys) -> Iterat
 # ---------------------------------------------------------------------------------------------- tests
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=budget(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(query=queries())
 def test_seeded_federation_matches_oracle(seeded: LiveFederation, query: Query) -> None:
     seeded.check(query)
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=budget(25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(node_rows=NODE_ROWS_STRATEGY, batch=st.lists(queries(), min_size=1, max_size=4))
 def test_generated_data_matches_oracle(client_keys: he.ClientKeys, node_rows: NodeRows, batch: list[Query]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from examples import budget
 from harness import raw_file_oracle, write_table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -205,7 +206,7 @@ def triples(draw: st.DrawFn) -> tuple[str, str, list[Decimal]]:
     return file_type, catalog_type, values
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=budget(120), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(triple=triples())
 def test_the_node_refuses_or_answers_as_the_raw_file(tmp_path: Path, triple: tuple[str, str, list[Decimal]]) -> None:
     file_type, catalog_type, values = triple

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from examples import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -211,7 +212,7 @@ def test_every_code_is_registered_with_a_class() -> None:
 # --- reading bytes: total ----------------------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=budget(300), deadline=None)
 @given(st.binary(max_size=consent.MAX_TOKEN_BYTES + 8))
 def test_any_bytes_give_a_token_or_malformed(data: bytes) -> None:
     try:
@@ -223,7 +224,7 @@ def test_any_bytes_give_a_token_or_malformed(data: bytes) -> None:
     assert verifier().check(data, PEOPLE[0], **ASK) in {"CONSENT_MALFORMED", *consent.CODES}  # type: ignore[arg-type]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=budget(300), deadline=None)
 @given(st.data())
 def test_a_real_token_cut_or_flipped_is_never_accepted(data: st.DataObject) -> None:
     raw = TOKENS[4].encode()
@@ -237,7 +238,7 @@ def test_a_real_token_cut_or_flipped_is_never_accepted(data: st.DataObject) -> N
     assert verifier().check(flipped, PEOPLE[4], **ASK) is not None  # type: ignore[arg-type]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=budget(200), deadline=None)
 @given(st.text(max_size=200))
 def test_any_text_gives_a_token_or_malformed(text: str) -> None:
     try:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 import pytest
+from examples import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -75,7 +76,7 @@ def random_facts(rng: np.random.Generator, subjects: int, mode: str) -> Facts:
     return f
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=budget(60), deadline=None)
 @given(
     regions=st.integers(1, MAX_REGIONS),
     subjects=st.integers(1, 3),
@@ -102,7 +103,7 @@ fact_rows = st.tuples(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=budget(100), deadline=None)
 @given(st.lists(st.lists(fact_rows, min_size=2, max_size=2), min_size=1, max_size=6))
 def test_drawn_facts_sum_exactly_including_negative_money(regions: list[list[tuple[int, ...]]]) -> None:
     facts = [np.array(r, dtype=np.int64) for r in regions]
@@ -111,7 +112,7 @@ def test_drawn_facts_sum_exactly_including_negative_money(regions: list[list[tup
     assert [row[0] for row in decoded] == [expected(facts, 0), expected(facts, 1)]
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=budget(30), deadline=None)
 @given(regions=st.integers(1, 8), subjects=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
 def test_a_breakdown_keeps_each_region_in_its_own_cell(regions: int, subjects: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -198,7 +199,7 @@ def test_chunk_sizes(subjects: int, cells: int, sizes: list[int]) -> None:
     assert sum(sizes) == slot_count(subjects, cells) == subjects * cells * SLOTS_PER_CELL
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=budget(200), deadline=None)
 @given(subjects=st.integers(1, 150_000), cells=st.integers(1, 41))  # at most 55M slots
 def test_chunks_cover_the_layout_in_full_ciphertexts(subjects: int, cells: int) -> None:
     sizes = chunk_sizes(subjects, cells)

@@ -6,6 +6,7 @@ import doctest
 import hashlib
 
 import pytest
+from examples import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -263,7 +264,7 @@ leaf_lists = st.lists(st.binary(max_size=12), min_size=1, max_size=80, unique=Tr
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=budget(60), deadline=None)
 @given(leaves=leaf_lists, data=st.data())
 def test_inclusion_proofs_verify_and_tampering_fails(leaves: list[bytes], data: st.DataObject) -> None:
     tree = MerkleTree(leaves)
@@ -284,7 +285,7 @@ def test_inclusion_proofs_verify_and_tampering_fails(leaves: list[bytes], data: 
         assert not verify_inclusion(leaves[index], index, size, [*proof, head], head)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=budget(60), deadline=None)
 @given(leaves=leaf_lists, data=st.data())
 def test_consistency_proofs_verify_and_tampering_fails(leaves: list[bytes], data: st.DataObject) -> None:
     tree = MerkleTree(leaves)
@@ -304,7 +305,7 @@ def test_consistency_proofs_verify_and_tampering_fails(leaves: list[bytes], data
             assert not verify_consistency(old, new, old_head, new_head, [*proof, new_head])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=budget(40), deadline=None)
 @given(leaves=st.lists(st.binary(max_size=8), max_size=200).map(lambda ds: [leaf_hash(d) for d in ds]))
 def test_compact_range_root_equals_root_for_every_prefix(leaves: list[bytes]) -> None:
     compact, tree = CompactRange(), MerkleTree()

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from examples import budget
 from group_size_oracle import mask_withheld, withheld_oracle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -269,7 +270,7 @@ def keys() -> he.ClientKeys:
     return he.ClientKeys.generate()
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=budget(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(regions=st.lists(REGION_ROWS, min_size=1, max_size=4), k=st.integers(0, 4))
 def test_encrypted_federation_equals_the_withheld_oracle(
     catalog: Catalog, keys: he.ClientKeys, regions: list[list[tuple[Any, Any, Any]]], k: int

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from examples import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -130,7 +131,7 @@ def near_valid_ids(draw: st.DrawFn) -> str:
     return pid
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=budget(500), deadline=None)
 @given(st.lists(near_valid_ids(), min_size=1, max_size=4))
 def test_the_vectorised_check_agrees_with_validate_person_id(ids: list[str]) -> None:
     packed = "".join(ids).encode("ascii")

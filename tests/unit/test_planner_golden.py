@@ -26,6 +26,7 @@ import duckdb
 import numpy as np
 import pytest
 import tenseal as ts
+from examples import budget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -209,7 +210,7 @@ def test_limb_counts() -> None:
 
 
 @pytest.mark.parametrize("bits", BIT_WIDTHS)
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=budget(60), deadline=None)
 @given(data=st.data())
 def test_split_join_round_trip(bits: int, data: st.DataObject) -> None:
     values = data.draw(st.lists(signed_ints(bits), min_size=1, max_size=20))
@@ -228,7 +229,7 @@ def _assert_limb_sums_fit(values: list[int], bits: int) -> None:
 
 
 @pytest.mark.parametrize("bits", BIT_WIDTHS)
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=budget(25), deadline=None)
 @given(data=st.data())
 def test_sums_over_256_regions_never_wrap(bits: int, data: st.DataObject) -> None:
     values = data.draw(st.lists(signed_ints(bits), min_size=MAX_REGIONS, max_size=MAX_REGIONS))
@@ -307,7 +308,7 @@ def test_generated_keys_use_the_federation_parameters(public_ctx: ts.Context) ->
     assert data.parms().poly_modulus_degree() == he.POLY_MODULUS_DEGREE
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=budget(15), deadline=None)
 @given(
     size=st.one_of(st.integers(1, 8), st.just(he.SLOTS), st.integers(1, he.SLOTS)),
     parties=st.integers(1, 4),
@@ -466,7 +467,9 @@ def test_key_file_that_cannot_be_read_or_written_is_refused(tmp_path: Path) -> N
 INT64 = st.integers(-(2**63), 2**63 - 1)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.data_too_large, HealthCheck.too_slow])
+@settings(
+    max_examples=budget(30), deadline=None, suppress_health_check=[HealthCheck.data_too_large, HealthCheck.too_slow]
+)
 @given(
     regions=st.lists(
         st.lists(st.tuples(st.sampled_from(["F", "M", None, "X"]), st.integers(0, 10**6), INT64), max_size=4),

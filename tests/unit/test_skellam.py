@@ -8,6 +8,7 @@ from functools import cache
 
 import numpy as np
 import pytest
+from examples import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -295,7 +296,7 @@ def components(draw: st.DrawFn) -> ComponentNoise:
     return ComponentNoise(draw(st.integers(l2, l2 * l2 + 1)), l2)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=budget(40), deadline=None)
 @given(
     comps=st.lists(components(), min_size=1, max_size=4),
     epsilon=st.floats(0.1, 10.0),

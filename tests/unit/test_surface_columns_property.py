@@ -24,6 +24,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import sqlglot
+from examples import budget
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from sqlglot import exp
@@ -638,7 +639,7 @@ def any_query() -> st.SearchStrategy[str]:
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning")
 
 PROPERTY = settings(
-    max_examples=500,
+    max_examples=budget(500),
     deadline=None,
     derandomize=True,
     database=None,
@@ -655,7 +656,7 @@ def test_duckdb_reads_only_the_columns_the_checks_saw(sql: str) -> None:
     event(check(sql))
 
 
-@settings(PROPERTY, max_examples=300)
+@settings(PROPERTY, max_examples=budget(300))
 @given(any_query())
 def test_accepted_queries_never_fail_on_extreme_values(sql: str) -> None:
     """Every column at the extremes of its catalog type (the largest and smallest dates, infinities, NaN ...)."""
