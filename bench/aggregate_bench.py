@@ -47,8 +47,8 @@ from typing import Any
 
 import duckdb
 
-from cli.demo_check import clamped_totals, noisy_cells
-from cli.demo_federation import (
+from hpf.cli.demo_check import clamped_totals, noisy_cells
+from hpf.cli.demo_federation import (
     DemoLayout,
     ensure_data,
     layout_for,
@@ -56,9 +56,9 @@ from cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from federation.catalog import load_catalog
-from federation.client import FederationClient, QueryAnswer
-from federation.profile import load_profile
+from hpf.federation.catalog import load_catalog
+from hpf.federation.client import FederationClient, QueryAnswer
+from hpf.federation.profile import load_profile
 
 TARGET_RATIO = 1.5
 DP_TARGET_OVERHEAD = 1.10  # DP's federated median at most 10% above the exact one

@@ -45,8 +45,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from cli.demo_check import pooled
-from cli.demo_federation import (
+from hpf.cli.demo_check import pooled
+from hpf.cli.demo_federation import (
     DemoLayout,
     ensure_data,
     layout_for,
@@ -54,7 +54,7 @@ from cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from federation.catalog import load_catalog
+from hpf.federation.catalog import load_catalog
 
 TARGET_HELP_MS = 150.0  # `hpf --help`, median
 TARGET_QUERY_MS = 550.0  # `hpf query` against a running 4-region demo, median

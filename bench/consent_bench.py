@@ -20,8 +20,8 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation import consent
-from federation.person_id import person_id_array
+from hpf.federation import consent
+from hpf.federation.person_id import person_id_array
 
 
 class _Listed:

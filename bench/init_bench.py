@@ -28,8 +28,8 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from federation.synth.lineitem import write_lineitem
-from federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
+from hpf.federation.synth.lineitem import write_lineitem
+from hpf.federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
 
 REGIONS = ("north", "south", "east", "west")
 TARGET_S = 300.0
@@ -46,7 +46,11 @@ def write_files(folder: Path, rows: int) -> dict[str, Path]:
 
 def hpf(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=WAIT_S, stdin=subprocess.DEVNULL
+        [sys.executable, "-m", "hpf.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        stdin=subprocess.DEVNULL,
     )
 
 

@@ -58,7 +58,7 @@ import numpy as np
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cli.demo_federation import (
+from hpf.cli.demo_federation import (
     DemoLayout,
     ensure_data,
     layout_for,
@@ -66,13 +66,13 @@ from cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from federation import consent, consent_revocations, pki
-from federation.client import LOOKUP_BATCH, FederationClient, LookupAnswer
-from federation.generated import hpf_federation_pb2 as pb
-from federation.lookup_codec import FACTS, PersonFacts
-from federation.person_id import person_id_array
-from federation.profile import load_profile
-from federation.synth.generator import planted_duplicate_loans
+from hpf.federation import consent, consent_revocations, pki
+from hpf.federation.client import LOOKUP_BATCH, FederationClient, LookupAnswer
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.lookup_codec import FACTS, PersonFacts
+from hpf.federation.person_id import person_id_array
+from hpf.federation.profile import load_profile
+from hpf.federation.synth.generator import planted_duplicate_loans
 
 PURPOSE = "loan-review"
 BENCH_ISSUER = "bench-consent"

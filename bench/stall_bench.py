@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from cli.demo_federation import (
+from hpf.cli.demo_federation import (
     DemoLayout,
     ensure_data,
     layout_for,
@@ -49,9 +49,9 @@ from cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from federation.client import FederationClient
-from federation.errors import FederationError
-from federation.profile import load_profile
+from hpf.federation.client import FederationClient
+from hpf.federation.errors import FederationError
+from hpf.federation.profile import load_profile
 
 TARGET_RATIO = 0.8  # throughput with one region stalled, at least this share of the healthy throughput
 PERSON, PURPOSE = "operator", "operations"  # the default's exact role: no privacy budget runs out

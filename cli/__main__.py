@@ -1,3 +1,3 @@
-from cli.app import main
+from hpf.cli.app import main
 
 main()

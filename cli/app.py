@@ -49,7 +49,7 @@ def _register(verb: str | None = None) -> None:
     """Register the module of ``verb``, or of every verb when ``verb`` names none (`hpf --help`, a typo)."""
     modules = VERBS[verb] if verb in VERBS else dict.fromkeys(m for ms in VERBS.values() for m in ms)
     for name in modules:
-        importlib.import_module(f"cli.{name}").register(app)
+        importlib.import_module(f"hpf.cli.{name}").register(app)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.errors import cli_errors
+from hpf.cli.errors import cli_errors
 
 catalog_app = typer.Typer(help="Federation catalogs.", no_args_is_help=True)
 
@@ -15,7 +15,7 @@ catalog_app = typer.Typer(help="Federation catalogs.", no_args_is_help=True)
 @cli_errors
 def check(path: Path = typer.Argument(..., help="Catalog file (federation.yaml)")) -> None:
     """Validate a catalog; errors name the file, the field and the fix."""
-    from federation.catalog import load_catalog
+    from hpf.federation.catalog import load_catalog
 
     catalog = load_catalog(path)
     groupable = sum(1 for t in catalog.tables.values() for c in t.columns.values() if c.domain is not None)

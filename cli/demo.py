@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cli.errors import cli_errors
-from federation.errors import ConfigError
-from policies import DEFAULT_POLICY
+from hpf.cli.errors import cli_errors
+from hpf.federation.errors import ConfigError
+from hpf.policies import DEFAULT_POLICY
 
 if TYPE_CHECKING:
-    from cli.demo_federation import DemoLayout
+    from hpf.cli.demo_federation import DemoLayout
 
 
 @cli_errors
@@ -35,9 +35,9 @@ def demo(
     base_port: int = typer.Option(0, "--base-port", help="First port to use (0: any free ports)"),
 ) -> None:
     """Run a local federation of N regional nodes and a coordinator, with mutual TLS."""
-    from cli.demo_federation import layout_for, only_demo
-    from federation.regions import REGIONS
-    from policies.loader import load_policy
+    from hpf.cli.demo_federation import layout_for, only_demo
+    from hpf.federation.regions import REGIONS
+    from hpf.policies.loader import load_policy
 
     if rows < 1_000:
         raise ConfigError("--rows must be at least 1000", code="DEMO_ARGS")
@@ -56,9 +56,9 @@ def demo(
 
 
 def _run_demo(layout: DemoLayout, rows: int, seed: int, base_port: int, once: bool, say: Callable[[str], None]) -> None:
-    from cli.demo_examples import EXAMPLES, run_examples
-    from cli.demo_federation import ensure_data, running_parties, write_configs
-    from cli.demo_lookups import ready_lines, run_lookups
+    from hpf.cli.demo_examples import EXAMPLES, run_examples
+    from hpf.cli.demo_federation import ensure_data, running_parties, write_configs
+    from hpf.cli.demo_lookups import ready_lines, run_lookups
 
     ensure_data(layout, rows, seed, say)
     write_configs(layout, base_port)

@@ -21,13 +21,13 @@ from typing import Any
 
 import duckdb
 
-from federation.catalog import Catalog
-from federation.client import QueryAnswer
-from federation.dp_plan import component_label, dp_plan, dp_terms, plain_outputs
-from federation.hpf_schema import TABLE_NAMES
-from federation.lookup_codec import PersonFacts
-from federation.plan import Plan
-from federation.slot_codec import cell_of
+from hpf.federation.catalog import Catalog
+from hpf.federation.client import QueryAnswer
+from hpf.federation.dp_plan import component_label, dp_plan, dp_terms, plain_outputs
+from hpf.federation.hpf_schema import TABLE_NAMES
+from hpf.federation.lookup_codec import PersonFacts
+from hpf.federation.plan import Plan
+from hpf.federation.slot_codec import cell_of
 
 Files = Callable[[str, str], list[str]]  # (table, node or "*") -> parquet files
 

@@ -14,19 +14,19 @@ from dataclasses import dataclass
 
 import typer
 
-from cli.demo_check import clamped_totals, matches, noisy_cells, pooled, withheld_groups
-from cli.demo_federation import DemoLayout
-from cli.explain_output import render_explain
-from cli.output import render, text_table
-from federation.audit_keys import load_public_key
-from federation.audit_verify import verify_log
-from federation.catalog import Catalog, load_catalog
-from federation.client import ExplainAnswer, FederationClient, QueryAnswer
-from federation.errors import FederationError
-from federation.plan import Plan
-from federation.profile import load_profile
-from policies.engine import Asker, check_query
-from policies.loader import load_policy
+from hpf.cli.demo_check import clamped_totals, matches, noisy_cells, pooled, withheld_groups
+from hpf.cli.demo_federation import DemoLayout
+from hpf.cli.explain_output import render_explain
+from hpf.cli.output import render, text_table
+from hpf.federation.audit_keys import load_public_key
+from hpf.federation.audit_verify import verify_log
+from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.client import ExplainAnswer, FederationClient, QueryAnswer
+from hpf.federation.errors import FederationError
+from hpf.federation.plan import Plan
+from hpf.federation.profile import load_profile
+from hpf.policies.engine import Asker, check_query
+from hpf.policies.loader import load_policy
 
 
 @dataclass(frozen=True)

@@ -20,17 +20,17 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from federation import consent, consent_revocations
-from federation.audit_log import AuditLog
-from federation.consent_issuer import Issuer, make_issuer
-from federation.errors import ConfigError, UnavailableError
-from federation.hpf_schema import DEMO_CONSENT_ISSUER, TABLE_NAMES, demo_catalog
-from federation.pki import FederationFiles, init_federation
-from federation.regions import first_regions
-from federation.sealing import AgreementKey
-from federation.synth import generate_node
-from federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
-from policies import DEFAULT_POLICY
+from hpf.federation import consent, consent_revocations
+from hpf.federation.audit_log import AuditLog
+from hpf.federation.consent_issuer import Issuer, make_issuer
+from hpf.federation.errors import ConfigError, UnavailableError
+from hpf.federation.hpf_schema import DEMO_CONSENT_ISSUER, TABLE_NAMES, demo_catalog
+from hpf.federation.pki import FederationFiles, init_federation
+from hpf.federation.regions import first_regions
+from hpf.federation.sealing import AgreementKey
+from hpf.federation.synth import generate_node
+from hpf.federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
+from hpf.policies import DEFAULT_POLICY
 
 Progress = Callable[[str], None]
 
@@ -276,7 +276,7 @@ def _spawn(layout: DemoLayout, name: str, args: list[str], port: int) -> Party:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", *args],
+            [sys.executable, "-m", "hpf.cli", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -19,22 +19,22 @@ from typing import Any
 import duckdb
 import typer
 
-from cli.demo_check import pooled_person_facts
-from cli.demo_federation import DemoLayout
-from cli.lookup import render_lookup
-from federation import consent, pki
-from federation.audit_verify import read_entries
-from federation.catalog import load_catalog
-from federation.client import FederationClient, LookupAnswer
-from federation.consent_issuer import load_issuer
-from federation.consent_revocations import RECHECK_S
-from federation.consent_revocations import revoke as revoke_grants
-from federation.errors import FederationError
-from federation.lookup_codec import fields_of
-from federation.person_id import check_char
-from federation.profile import load_profile
-from federation.sealing import SUBJECT_KEY, looked_up, read_secret
-from federation.synth.generator import planted_duplicate_loans
+from hpf.cli.demo_check import pooled_person_facts
+from hpf.cli.demo_federation import DemoLayout
+from hpf.cli.lookup import render_lookup
+from hpf.federation import consent, pki
+from hpf.federation.audit_verify import read_entries
+from hpf.federation.catalog import load_catalog
+from hpf.federation.client import FederationClient, LookupAnswer
+from hpf.federation.consent_issuer import load_issuer
+from hpf.federation.consent_revocations import RECHECK_S
+from hpf.federation.consent_revocations import revoke as revoke_grants
+from hpf.federation.errors import FederationError
+from hpf.federation.lookup_codec import fields_of
+from hpf.federation.person_id import check_char
+from hpf.federation.profile import load_profile
+from hpf.federation.sealing import SUBJECT_KEY, looked_up, read_secret
+from hpf.federation.synth.generator import planted_duplicate_loans
 
 CONSENT = "DEMO-CONSENT-0001"  # a caseworker's free-text reference, from the form the person signed at the counter
 CONSENT_DAYS = 30  # how long the demo's applicants' consents hold

@@ -9,7 +9,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 
-from federation.errors import (
+from hpf.federation.errors import (
     AuditError,
     AuthError,
     ConfigError,

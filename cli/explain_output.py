@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cli.output import text_table
-from federation.client import ExplainAnswer
-from federation.errors import is_code, printable
-from federation.generated import hpf_federation_pb2 as pb
-from federation.plan import WITHHELD, Component, Plan
+from hpf.cli.output import text_table
+from hpf.federation.client import ExplainAnswer
+from hpf.federation.errors import is_code, printable
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.plan import WITHHELD, Component, Plan
 
 
 def _partial(component: Component) -> str:

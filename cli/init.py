@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.errors import cli_errors
+from hpf.cli.errors import cli_errors
 
 HELP = """Write a federation for your own files: catalog, certificates, node and coordinator configs, a policy and
 a client profile, then print the commands that start it.
@@ -40,9 +40,9 @@ def init(
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Write over a federation this folder holds")] = False,
 ) -> None:
-    from cli.demo_lookups import hpf_command
-    from cli.pki import parse_person
-    from cli.scaffold import Source, scaffold
+    from hpf.cli.demo_lookups import hpf_command
+    from hpf.cli.pki import parse_person
+    from hpf.cli.scaffold import Source, scaffold
 
     done = scaffold(
         folder,

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cli.catalog import catalog_app
-from cli.errors import cli_errors
-from cli.serve import node_app
+from hpf.cli.catalog import catalog_app
+from hpf.cli.errors import cli_errors
+from hpf.cli.serve import node_app
 
 if TYPE_CHECKING:
-    from federation.catalog import NodeKeys
+    from hpf.federation.catalog import NodeKeys
 
 NODE_CONFIG = typer.Option(..., "--config", "-c", help="Node configuration (node.yaml)")
 
@@ -36,10 +36,10 @@ def node_keys(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the keys to FILE instead of stdout"),
 ) -> None:
     """Print this node's public keys for the catalog (made in its state directory if missing); no secret."""
-    from federation.catalog_keys import keys_document
-    from federation.private_files import write_file
-    from node.config import load_node_config
-    from node.keys import own_keys
+    from hpf.federation.catalog_keys import keys_document
+    from hpf.federation.private_files import write_file
+    from hpf.node.config import load_node_config
+    from hpf.node.keys import own_keys
 
     node = load_node_config(config)
     document = keys_document(own_keys(node))
@@ -57,8 +57,8 @@ def node_keys(
 def _check_output(output: Path, state_dir: Path) -> None:
     """Refuse to write the key file over anything but a key file, or into the node's state directory (where a
     mistyped name could replace the node's own private key)."""
-    from federation.catalog_keys import load_node_keys
-    from federation.errors import ConfigError, FederationError
+    from hpf.federation.catalog_keys import load_node_keys
+    from hpf.federation.errors import ConfigError, FederationError
 
     if output.resolve().is_relative_to(state_dir.resolve()):
         raise ConfigError(
@@ -89,9 +89,9 @@ def catalog_keys(
     ),
 ) -> None:
     """Publish nodes' public keys in the catalog, keeping the rest of the file as written."""
-    from federation.catalog_keys import load_node_keys, publish_keys
-    from node.config import load_node_config
-    from node.keys import own_keys
+    from hpf.federation.catalog_keys import load_node_keys, publish_keys
+    from hpf.node.config import load_node_config
+    from hpf.node.keys import own_keys
 
     key_sets: list[NodeKeys] = [load_node_keys(f) for f in key_files or []]
     key_sets += [own_keys(load_node_config(c)) for c in node_configs]

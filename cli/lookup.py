@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 
-from cli.errors import cli_errors
-from cli.output import regions_line, text_table
-from federation.errors import PolicyViolation
+from hpf.cli.errors import cli_errors
+from hpf.cli.output import regions_line, text_table
+from hpf.federation.errors import PolicyViolation
 
 if TYPE_CHECKING:
-    from federation.client import LookupAnswer
-    from federation.lookup_codec import PersonFacts
+    from hpf.federation.client import LookupAnswer
+    from hpf.federation.lookup_codec import PersonFacts
 
 # the client's LOOKUP_BATCH, written out so that `hpf screen --help` need not load the client (a test keeps the
 # two equal)
@@ -172,8 +172,8 @@ def lookup(
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
 ) -> None:
     """Look one person up across the federation: the facts asked for (accounts, contributions, balance, loans)."""
-    from federation.client import FederationClient, check_person_ids
-    from federation.profile import load_profile
+    from hpf.federation.client import FederationClient, check_person_ids
+    from hpf.federation.profile import load_profile
 
     if insecure:
         logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
@@ -200,7 +200,7 @@ def lookup(
 def read_applicants(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """The input's columns and rows, each ``person_id`` normalised; it needs a ``person_id`` column. Every
     identifier is checked, and a bad one is named by its line, never by its value."""
-    from federation.person_id import read_people_file
+    from hpf.federation.person_id import read_people_file
 
     columns, rows, ids = read_people_file(
         path, code="SCREEN_INPUT_INVALID", unreadable_code="SCREEN_INPUT_UNREADABLE", nothing="nothing was sent"
@@ -275,9 +275,9 @@ def screen(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from federation.client import FederationClient
-    from federation.private_files import open_private_text
-    from federation.profile import load_profile
+    from hpf.federation.client import FederationClient
+    from hpf.federation.private_files import open_private_text
+    from hpf.federation.profile import load_profile
 
     if insecure:
         logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")

@@ -15,10 +15,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from federation.errors import printable
+from hpf.federation.errors import printable
 
 if TYPE_CHECKING:
-    from federation.client import QueryAnswer
+    from hpf.federation.client import QueryAnswer
 
 
 def text_table(

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cli.errors import exit_code
-from federation.errors import ConfigError, FederationError
-from policies import DEFAULT_POLICY
+from hpf.cli.errors import exit_code
+from hpf.federation.errors import ConfigError, FederationError
+from hpf.policies import DEFAULT_POLICY
 
 if TYPE_CHECKING:
-    from policies.model import Policy
+    from hpf.policies.model import Policy
 
 policy_app = typer.Typer(help="Node policies: who may ask what.", no_args_is_help=True)
 
@@ -30,7 +30,7 @@ def _problems(lines: list[str], code: str, hint: str | None) -> int:
 
 
 def _load(path: Path) -> Policy:
-    from policies.loader import load_policy
+    from hpf.policies.loader import load_policy
 
     try:
         return load_policy(path)
@@ -46,8 +46,8 @@ def check(
 ) -> None:
     """Validate a policy file (and its extends chain), and report every problem, each naming its file and line.
     Exit 2 if any."""
-    from federation.catalog import load_catalog
-    from policies.loader import check_policy
+    from hpf.federation.catalog import load_catalog
+    from hpf.policies.loader import check_policy
 
     against, unreadable = None, None
     if catalog is not None:

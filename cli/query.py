@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from cli.errors import cli_errors
-from cli.output import answer_notes, render
+from hpf.cli.errors import cli_errors
+from hpf.cli.output import answer_notes, render
 
 
 class Format(str, Enum):
@@ -33,14 +33,14 @@ def query(
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
 ) -> None:
     """Run one federated aggregate query and print the federation-wide answer."""
-    from federation.client import FederationClient
-    from federation.profile import load_profile
+    from hpf.federation.client import FederationClient
+    from hpf.federation.profile import load_profile
 
     if insecure:
         logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     with FederationClient(load_profile(profile, insecure=insecure)) as client:
         if explain:
-            from cli.explain_output import render_explain
+            from hpf.cli.explain_output import render_explain
 
             plan, reply = client.explain(sql, purpose=purpose, consent=consent)
             typer.echo(render_explain(plan, reply, fmt.value))

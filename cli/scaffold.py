@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from federation.catalog import INTEGER_BITS, INTEGER_DIGITS
-from federation.catalog import INTEGER_TYPES as _INTEGERS
-from federation.errors import ConfigError
+from hpf.federation.catalog import INTEGER_BITS, INTEGER_DIGITS
+from hpf.federation.catalog import INTEGER_TYPES as _INTEGERS
+from hpf.federation.errors import ConfigError
 
 if TYPE_CHECKING:
     import duckdb
@@ -149,7 +149,7 @@ def widest(a: str, b: str) -> str | None:
 
 
 def reader(source: Source) -> str:
-    from node.backends.duckdb_backend import reader_sql
+    from hpf.node.backends.duckdb_backend import reader_sql
 
     return reader_sql(source.path, source.file_format)
 
@@ -158,7 +158,7 @@ def infer_tables(sources: Sequence[Source], progress: Progress) -> dict[str, Inf
     """Each table's columns and their types, as every region's files carry them."""
     import duckdb
 
-    from federation.engine import locked_connection
+    from hpf.federation.engine import locked_connection
 
     regions = sorted({s.region for s in sources})
     by_table: dict[str, dict[str, Source]] = {}
@@ -235,7 +235,7 @@ def _describe(con: duckdb.DuckDBPyConnection, source: Source) -> dict[str, str]:
 def _csv_decimal(con: duckdb.DuckDBPyConnection, source: Source, column: str) -> str | None:
     """The DECIMAL that holds a CSV column's numbers exactly as written, where each is a plain decimal numeral
     (a CSV reader detects ``12.50`` as a DOUBLE, which could not be summed exactly); None otherwise."""
-    from node.backends.duckdb_backend import sql_string
+    from hpf.node.backends.duckdb_backend import sql_string
 
     text = f"read_csv({sql_string(str(source.path))}, header = true, all_varchar = true)"
     col = _ident(column)
@@ -554,12 +554,12 @@ def scaffold(
     progress: Progress,
 ) -> Scaffold:
     """Write a federation for ``sources`` under ``folder`` (see the module's docstring)."""
-    from cli.demo_federation import free_ports
-    from federation.audit_log import AuditLog
-    from federation.catalog import load_catalog
-    from federation.he import HE_FORMAT
-    from federation.pki import init_federation
-    from federation.sealing import AgreementKey
+    from hpf.cli.demo_federation import free_ports
+    from hpf.federation.audit_log import AuditLog
+    from hpf.federation.catalog import load_catalog
+    from hpf.federation.he import HE_FORMAT
+    from hpf.federation.pki import init_federation
+    from hpf.federation.sealing import AgreementKey
 
     if not sources:
         raise ConfigError("no --source given", code=INIT_ARGS, hint="e.g. --source north=data/north.parquet")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from cli.errors import cli_errors
+from hpf.cli.errors import cli_errors
 
 node_app = typer.Typer(help="Run a regional node.", no_args_is_help=True)
 coordinator_app = typer.Typer(help="Run the federation coordinator.", no_args_is_help=True)
@@ -53,8 +53,8 @@ def serve_node(
     verbose: bool = VERBOSE,
 ) -> None:
     """Serve this region's partial answers until interrupted."""
-    from node.config import load_node_config
-    from node.server import start_node
+    from hpf.node.config import load_node_config
+    from hpf.node.server import start_node
 
     def start() -> tuple[str, int, Callable[[float], None]]:
         node = start_node(load_node_config(config, insecure=insecure), listen)
@@ -72,8 +72,8 @@ def serve_coordinator(
     verbose: bool = VERBOSE,
 ) -> None:
     """Plan, fan out and sum federated queries until interrupted."""
-    from coordinator.config import load_coordinator_config
-    from coordinator.server import start_coordinator
+    from hpf.coordinator.config import load_coordinator_config
+    from hpf.coordinator.server import start_coordinator
 
     def start() -> tuple[str, int, Callable[[float], None]]:
         coordinator = start_coordinator(load_coordinator_config(config, insecure=insecure), listen)

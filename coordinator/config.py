@@ -18,10 +18,10 @@ from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from federation.config_files import load_model, resolve_path
-from federation.envelope import TrustSettings
-from federation.tls import PartySettings
-from policies.model import RateLimit
+from hpf.federation.config_files import load_model, resolve_path
+from hpf.federation.envelope import TrustSettings
+from hpf.federation.tls import PartySettings
+from hpf.policies.model import RateLimit
 
 
 class CoordinatorConfig(PartySettings, TrustSettings):

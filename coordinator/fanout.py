@@ -20,11 +20,11 @@ from typing import Any
 
 import grpc
 
-from coordinator.region_health import UNWELL_MESSAGE, RegionHealth
-from federation import error_codes, he, lookup_codec, statements
-from federation.catalog import Catalog
-from federation.envelope import VerifiedEnvelope
-from federation.errors import (
+from hpf.coordinator.region_health import UNWELL_MESSAGE, RegionHealth
+from hpf.federation import error_codes, he, lookup_codec, statements
+from hpf.federation.catalog import Catalog
+from hpf.federation.envelope import VerifiedEnvelope
+from hpf.federation.errors import (
     AuthError,
     FederationError,
     PlanError,
@@ -33,11 +33,11 @@ from federation.errors import (
     from_rpc_error,
     quoted,
 )
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.lru import Lru
-from federation.planner import sketch_query
-from federation.verdicts import TRANSPORT_CODES
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.lru import Lru
+from hpf.federation.planner import sketch_query
+from hpf.federation.verdicts import TRANSPORT_CODES
 
 log = logging.getLogger("hpf.coordinator")
 

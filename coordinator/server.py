@@ -12,21 +12,21 @@ from typing import Any, TypeVar
 
 import grpc
 
-from coordinator.config import CoordinatorConfig
-from coordinator.event_loop import EventLoopThread
-from coordinator.fanout import FanOut, FederatedAnswer
-from coordinator.node_channels import NodeChannels
-from coordinator.region_health import RegionHealth
-from federation import he, rpc
-from federation.callers import require_caller
-from federation.catalog import CatalogFile
-from federation.catalog_watch import CatalogWatch
-from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
-from federation.errors import AuthError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.pki import Identity
-from federation.tls import (
+from hpf.coordinator.config import CoordinatorConfig
+from hpf.coordinator.event_loop import EventLoopThread
+from hpf.coordinator.fanout import FanOut, FederatedAnswer
+from hpf.coordinator.node_channels import NodeChannels
+from hpf.coordinator.region_health import RegionHealth
+from hpf.federation import he, rpc
+from hpf.federation.callers import require_caller
+from hpf.federation.catalog import CatalogFile
+from hpf.federation.catalog_watch import CatalogWatch
+from hpf.federation.envelope import EnvelopeVerifier, VerifiedEnvelope
+from hpf.federation.errors import AuthError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.pki import Identity
+from hpf.federation.tls import (
     GRPC_OPTIONS,
     add_port,
     channel_credentials,
@@ -35,8 +35,8 @@ from federation.tls import (
     require_tls,
     with_options,
 )
-from policies.model import RateLimit
-from policies.rate_limit import RateLimiter
+from hpf.policies.model import RateLimit
+from hpf.policies.rate_limit import RateLimiter
 
 log = logging.getLogger("hpf.coordinator")
 T = TypeVar("T")

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from federation import he, statements
-from federation.errors import CryptoError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.statements import Statement
+from hpf.federation import he, statements
+from hpf.federation.errors import CryptoError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.statements import Statement
 
 
 def _corrupt(message: str) -> CryptoError:

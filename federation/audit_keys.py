@@ -15,8 +15,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from federation.errors import AuditError
-from federation.private_files import create_file, write_file
+from hpf.federation.errors import AuditError
+from hpf.federation.private_files import create_file, write_file
 
 KEY = "audit.key"
 PUBLIC_KEY = "audit.pub"

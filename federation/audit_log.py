@@ -48,9 +48,9 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from federation import merkle
-from federation.audit_keys import load_or_create_signing_key, public_key_raw
-from federation.audit_records import (
+from hpf.federation import merkle
+from hpf.federation.audit_keys import load_or_create_signing_key, public_key_raw
+from hpf.federation.audit_records import (
     CHECKPOINTS,
     ENTRIES,
     Checkpoint,
@@ -61,8 +61,8 @@ from federation.audit_records import (
     is_node_id,
     utc_now,
 )
-from federation.audit_verify import LogScan
-from federation.errors import AuditError
+from hpf.federation.audit_verify import LogScan
+from hpf.federation.errors import AuditError
 
 _log = logging.getLogger("hpf.audit")
 _T = TypeVar("_T")

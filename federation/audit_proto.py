@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from federation import merkle
-from federation.audit_keys import load_public_key
-from federation.audit_records import Checkpoint, Receipt
-from federation.errors import AuditError, CryptoError
-from federation.generated import hpf_federation_pb2 as pb
+from hpf.federation import merkle
+from hpf.federation.audit_keys import load_public_key
+from hpf.federation.audit_records import Checkpoint, Receipt
+from hpf.federation.errors import AuditError, CryptoError
+from hpf.federation.generated import hpf_federation_pb2 as pb
 
 
 def checkpoint_to_proto(cp: Checkpoint) -> pb.AuditCheckpoint:

@@ -21,8 +21,8 @@ from typing import Any, TypeGuard
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from federation import merkle
-from federation.errors import AuditError
+from hpf.federation import merkle
+from hpf.federation.errors import AuditError
 
 ENTRIES = "entries.jsonl"
 CHECKPOINTS = "checkpoints.jsonl"
@@ -59,7 +59,7 @@ def canonical_json(obj: Mapping[str, Scalar]) -> bytes:
     >>> canonical_json({"x": 1.5})
     Traceback (most recent call last):
     ...
-    federation.errors.AuditError: [AUDIT_FIELD_INVALID] field 'x': a float is not allowed in an audit entry ...
+    hpf.federation.errors.AuditError: [AUDIT_FIELD_INVALID] field 'x': a float is not allowed in an audit entry ...
     """
     if not isinstance(obj, Mapping):
         raise AuditError("an audit entry is a flat mapping of names to values", code="AUDIT_FIELD_INVALID")

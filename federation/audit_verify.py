@@ -43,9 +43,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from federation import merkle
-from federation.audit_keys import PUBLIC_KEY, load_public_key
-from federation.audit_records import (
+from hpf.federation import merkle
+from hpf.federation.audit_keys import PUBLIC_KEY, load_public_key
+from hpf.federation.audit_records import (
     CHECKPOINTS,
     ENTRIES,
     Checkpoint,
@@ -53,7 +53,7 @@ from federation.audit_records import (
     first_entry_problem,
     parse_checkpoint_line,
 )
-from federation.errors import AuditError
+from hpf.federation.errors import AuditError
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from federation.errors import ConfigError
-from federation.private_files import PRIVATE, write_file
+from hpf.federation.errors import ConfigError
+from hpf.federation.private_files import PRIVATE, write_file
 
 RECORD_FILE = "ca-revocations.json"
 _HEX = re.compile(r"[0-9a-f]{1,64}")

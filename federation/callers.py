@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import grpc
 
-from federation.errors import PolicyViolation
-from federation.pki import Identity
-from federation.tls import peer_identity
+from hpf.federation.errors import PolicyViolation
+from hpf.federation.pki import Identity
+from hpf.federation.tls import peer_identity
 
 
 def require_caller(context: grpc.ServicerContext, kinds: tuple[str, ...], service: str) -> Identity | None:

@@ -75,10 +75,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from federation.config_files import decode_text, parse_model, parse_yaml, read_bytes
-from federation.errors import ConfigError
-from federation.limb_codec import MAX_REGIONS
-from federation.regions import check_region_code
+from hpf.federation.config_files import decode_text, parse_model, parse_yaml, read_bytes
+from hpf.federation.errors import ConfigError
+from hpf.federation.limb_codec import MAX_REGIONS
+from hpf.federation.regions import check_region_code
 
 MAX_DOMAIN_SIZE = 10_000
 

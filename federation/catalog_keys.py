@@ -26,10 +26,10 @@ from pathlib import Path
 
 import yaml
 
-from federation.catalog import KEY_FIELDS, Catalog, NodeKeys, key_bytes
-from federation.config_files import decode_text, load_model, parse_model, parse_yaml, read_bytes
-from federation.errors import ConfigError
-from federation.private_files import write_file
+from hpf.federation.catalog import KEY_FIELDS, Catalog, NodeKeys, key_bytes
+from hpf.federation.config_files import decode_text, load_model, parse_model, parse_yaml, read_bytes
+from hpf.federation.errors import ConfigError
+from hpf.federation.private_files import write_file
 
 
 @dataclass(frozen=True)

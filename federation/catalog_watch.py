@@ -37,9 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from federation.catalog import KEY_FIELDS, Catalog, CatalogFile, NodeEntry, key_bytes, read_catalog_file
-from federation.config_files import file_stamp
-from federation.errors import ConfigError, FederationError
+from hpf.federation.catalog import KEY_FIELDS, Catalog, CatalogFile, NodeEntry, key_bytes, read_catalog_file
+from hpf.federation.config_files import file_stamp
+from hpf.federation.errors import ConfigError, FederationError
 
 log = logging.getLogger("hpf.catalog")
 

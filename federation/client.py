@@ -18,16 +18,16 @@ from typing import Any
 import grpc
 import numpy as np
 
-from federation import answer_check, consent_refusals, he, lookup_codec, verdicts
-from federation import consent as consent_codec
-from federation.answer_check import StreamedAnswer
-from federation.audit_proto import check_receipt, check_still_logged, receipt_from_proto
-from federation.audit_records import Checkpoint, Receipt
-from federation.catalog import Catalog, load_catalog
-from federation.config_files import parse_model, parse_yaml
-from federation.dp_plan import DpTerms, component_label, dp_terms, never_negative, suppress_small_groups
-from federation.envelope import Signer, query_id, require_text
-from federation.errors import (
+from hpf.federation import answer_check, consent_refusals, he, lookup_codec, verdicts
+from hpf.federation import consent as consent_codec
+from hpf.federation.answer_check import StreamedAnswer
+from hpf.federation.audit_proto import check_receipt, check_still_logged, receipt_from_proto
+from hpf.federation.audit_records import Checkpoint, Receipt
+from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.config_files import parse_model, parse_yaml
+from hpf.federation.dp_plan import DpTerms, component_label, dp_terms, never_negative, suppress_small_groups
+from hpf.federation.envelope import Signer, query_id, require_text
+from hpf.federation.errors import (
     AuditError,
     ConfigError,
     CryptoError,
@@ -40,17 +40,17 @@ from federation.errors import (
     is_code,
     printable,
 )
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.lookup_codec import PersonFacts
-from federation.person_id import packed_ids_valid, validate_person_id
-from federation.plan import Plan
-from federation.plan_cache import PlanCache, derive
-from federation.private_files import append_private
-from federation.profile import ClientProfile
-from federation.sealing import ID_CHARS, OneTimeKey, load_public_b64
-from federation.slot_codec import decode_totals
-from federation.tls import GRPC_OPTIONS, coordinator_target, require_tls, secure_channel, with_options
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.lookup_codec import PersonFacts
+from hpf.federation.person_id import packed_ids_valid, validate_person_id
+from hpf.federation.plan import Plan
+from hpf.federation.plan_cache import PlanCache, derive
+from hpf.federation.private_files import append_private
+from hpf.federation.profile import ClientProfile
+from hpf.federation.sealing import ID_CHARS, OneTimeKey, load_public_b64
+from hpf.federation.slot_codec import decode_totals
+from hpf.federation.tls import GRPC_OPTIONS, coordinator_target, require_tls, secure_channel, with_options
 
 
 @dataclass
@@ -876,7 +876,7 @@ class FederationClient:
                     if noise.mu > 0
                 ],
             }
-        from federation.finish import finish  # DuckDB runs the finishing SQL: only an aggregate's answer needs it
+        from hpf.federation.finish import finish  # DuckDB runs the finishing SQL: only an aggregate's answer needs it
 
         finished = finish(plan, totals, noisy=noisy)
         self._keep(receipts)

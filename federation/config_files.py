@@ -10,7 +10,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError, ValidationInfo
 
-from federation.errors import ConfigError
+from hpf.federation.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -133,7 +133,7 @@ class BoundedLoader(yaml.SafeLoader):
     '1'
     >>> BoundedLoader("[" * 100 + "]" * 100).get_single_node()
     Traceback (most recent call last):
-    federation.config_files.YamlTooComplex: nested deeper than 64 levels
+    hpf.federation.config_files.YamlTooComplex: nested deeper than 64 levels
     """
 
     def __init__(self, stream: str, *, max_values: int = MAX_YAML_VALUES) -> None:

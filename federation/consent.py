@@ -62,10 +62,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from federation import merkle
-from federation.errors import FederationError, PolicyViolation, error_for_code
-from federation.lru import Lru
-from federation.person_id import validate_person_id
+from hpf.federation import merkle
+from hpf.federation.errors import FederationError, PolicyViolation, error_for_code
+from hpf.federation.lru import Lru
+from hpf.federation.person_id import validate_person_id
 
 VERSION = 1
 # the facts a grant may name and a lookup may ask for, in the order of their bits in a token: append only, never
@@ -286,7 +286,7 @@ def parse_token(data: bytes) -> Token:
     >>> parse_token(b"\\x02\\x00")
     Traceback (most recent call last):
     ...
-    federation.consent.ConsentError: [CONSENT_MALFORMED] the consent token is malformed: unknown version
+    hpf.federation.consent.ConsentError: [CONSENT_MALFORMED] the consent token is malformed: unknown version
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise _malformed("not bytes")

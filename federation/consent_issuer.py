@@ -24,10 +24,10 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation import consent
-from federation.errors import ConfigError, FederationError, PlanError, quoted
-from federation.person_id import read_people_file
-from federation.private_files import create_file, read_regular, write_file
+from hpf.federation import consent
+from hpf.federation.errors import ConfigError, FederationError, PlanError, quoted
+from hpf.federation.person_id import read_people_file
+from hpf.federation.private_files import create_file, read_regular, write_file
 
 KEY = "issuer.key"
 PUBLIC = "issuer.yaml"
@@ -114,7 +114,7 @@ def grantee_from(text: str) -> bytes:
     """A grantee from ``sha256:HEX`` or a certificate's PEM file; ``CONSENT_GRANTEE_INVALID`` otherwise."""
     if found := _GRANTEE.fullmatch(text.strip().lower()):
         return bytes.fromhex(found[1])
-    from federation import pki
+    from hpf.federation import pki
 
     try:
         cert = pki.load_certificate(read_regular(Path(text), 1024 * 1024))

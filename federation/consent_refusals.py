@@ -26,10 +26,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 from google.protobuf.message import DecodeError
 
-from federation import consent
-from federation.errors import CryptoError, error_for_code
-from federation.generated import hpf_federation_pb2 as pb
-from federation.verdicts import signed_by
+from hpf.federation import consent
+from hpf.federation.errors import CryptoError, error_for_code
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.verdicts import signed_by
 
 DOMAIN = b"hpf-consent-refusal/v1\x00"
 # the most applicants one refusal names: the first refused, and up to 30 more (its text stays under a remote

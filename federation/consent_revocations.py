@@ -43,10 +43,10 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from federation import consent
-from federation.config_files import FileStamp, file_stamp
-from federation.errors import ConfigError
-from federation.private_files import read_regular, write_file
+from hpf.federation import consent
+from hpf.federation.config_files import FileStamp, file_stamp
+from hpf.federation.errors import ConfigError
+from hpf.federation.private_files import read_regular, write_file
 
 log = logging.getLogger("hpf.consent")
 

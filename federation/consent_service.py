@@ -20,15 +20,15 @@ from dataclasses import dataclass
 
 import grpc
 
-from federation import consent, rpc
-from federation.callers import require_caller
-from federation.consent_issuer import MAX_DAYS, Issuer
-from federation.errors import PlanError, PolicyViolation, from_rpc_error
-from federation.generated import hpf_consent_pb2 as cpb
-from federation.generated import hpf_consent_pb2_grpc as cpb_grpc
-from federation.person_id import validate_person_id
-from federation.pki import Identity
-from federation.tls import TlsConfig, add_port, new_server, secure_channel
+from hpf.federation import consent, rpc
+from hpf.federation.callers import require_caller
+from hpf.federation.consent_issuer import MAX_DAYS, Issuer
+from hpf.federation.errors import PlanError, PolicyViolation, from_rpc_error
+from hpf.federation.generated import hpf_consent_pb2 as cpb
+from hpf.federation.generated import hpf_consent_pb2_grpc as cpb_grpc
+from hpf.federation.person_id import validate_person_id
+from hpf.federation.pki import Identity
+from hpf.federation.tls import TlsConfig, add_port, new_server, secure_channel
 
 log = logging.getLogger("hpf.consent.service")
 

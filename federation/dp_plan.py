@@ -34,11 +34,11 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from federation import fixed_decimal, skellam
-from federation.catalog import Catalog, Table
-from federation.errors import PlanError
-from federation.lru import Lru
-from federation.plan import WITHHELD, Aggregate, Component, Plan
+from hpf.federation import fixed_decimal, skellam
+from hpf.federation.catalog import Catalog, Table
+from hpf.federation.errors import PlanError
+from hpf.federation.lru import Lru
+from hpf.federation.plan import WITHHELD, Aggregate, Component, Plan
 
 if TYPE_CHECKING:
     from sqlglot import exp

@@ -32,12 +32,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.message import DecodeError
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from federation import pki
-from federation.config_files import resolve_path
-from federation.errors import AuthError, ConfigError, PlanError, quoted
-from federation.generated import hpf_federation_pb2 as pb
-from federation.lru import Lru
-from federation.revocation import RevocationList
+from hpf.federation import pki
+from hpf.federation.config_files import resolve_path
+from hpf.federation.errors import AuthError, ConfigError, PlanError, quoted
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.lru import Lru
+from hpf.federation.revocation import RevocationList
 
 log = logging.getLogger("hpf.trust")
 
@@ -127,7 +127,7 @@ def require_text(text: str, field: str) -> None:
     >>> require_text("loan-review", "purpose")
     >>> require_text("loan\\udc80", "purpose")
     Traceback (most recent call last):
-    federation.errors.PlanError: [INPUT_NOT_TEXT] the purpose is not valid text ... (hint: give it as UTF-8 text)
+    hpf.federation.errors.PlanError: [INPUT_NOT_TEXT] the purpose is not valid text ... (hint: give it as UTF-8 text)
     """
     try:
         text.encode("utf-8")

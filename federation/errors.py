@@ -236,7 +236,7 @@ def from_rpc_error(err: grpc.RpcError) -> FederationError:
     details = None if details is None else printable(details)
     cls = class_for_status(status.name if status is not None else "")
     if code is not None:
-        from federation.error_codes import APPLICANT_CODES
+        from hpf.federation.error_codes import APPLICANT_CODES
 
         rebuilt = error_for_code(code, details or "remote error", hint, rule)
         refusal = next((v for k, v in trailing or () if k == CONSENT_REFUSAL_KEY), b"")
@@ -300,6 +300,6 @@ def error_for_code(code: str, message: str, hint: str | None = None, rule: str |
     >>> type(error_for_code("PLAN_SYNTAX", "m")).__name__, type(error_for_code("SOMETHING_ELSE", "m")).__name__
     ('PlanError', 'FederationError')
     """
-    from federation.error_codes import class_for  # declared with these classes: imported when first needed
+    from hpf.federation.error_codes import class_for  # declared with these classes: imported when first needed
 
     return class_for(code)(message, code=code, hint=hint, rule=rule)

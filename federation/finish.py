@@ -20,10 +20,10 @@ from typing import Any
 
 import duckdb
 
-from federation.engine import interrupting, locked_connection, public_engine_message
-from federation.errors import CryptoError, PlanError
-from federation.plan import OTHER, Aggregate, Plan, finish_table_ddl
-from federation.slot_codec import cell_coordinates
+from hpf.federation.engine import interrupting, locked_connection, public_engine_message
+from hpf.federation.errors import CryptoError, PlanError
+from hpf.federation.plan import OTHER, Aggregate, Plan, finish_table_ddl
+from hpf.federation.slot_codec import cell_coordinates
 
 _ENGINE = locked_connection()
 FINISH_SECONDS = 10.0

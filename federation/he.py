@@ -26,8 +26,8 @@ import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sealapi
 
-from federation.errors import CryptoError, printable
-from federation.lru import Lru
+from hpf.federation.errors import CryptoError, printable
+from hpf.federation.lru import Lru
 
 POLY_MODULUS_DEGREE = 4096
 PLAIN_MODULUS = 1099511480321  # prime, == 1 mod 16384, 40 bits

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from federation.regions import BY_NODE_ID, REGIONS
+from hpf.federation.regions import BY_NODE_ID, REGIONS
 
 ACCOUNT_STATUSES: tuple[str, ...] = ("active", "sealed", "closed")
 LOAN_STATUSES: tuple[str, ...] = ("active", "settled", "overdue")

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from federation.errors import CryptoError
+from hpf.federation.errors import CryptoError
 
 LIMB_BITS = 30
 LIMB_MASK = (1 << LIMB_BITS) - 1

@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from federation.consent import FACTS
-from federation.errors import CryptoError, PlanError
-from federation.he import SLOTS
-from federation.limb_codec import LIMB_BITS, LIMB_MASK
+from hpf.federation.consent import FACTS
+from hpf.federation.errors import CryptoError, PlanError
+from hpf.federation.he import SLOTS
+from hpf.federation.limb_codec import LIMB_BITS, LIMB_MASK
 
 # the columns of a facts matrix, in order (one row per person, as a region computes them)
 FACT_COLUMNS: tuple[str, ...] = (
@@ -385,7 +385,7 @@ def check_consistent(grid: list[list[PersonFacts]], *, answered: list[int], by_c
     >>> bad = PersonFacts(0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0)  # an active account, and no account
     >>> check_consistent([[bad]], answered=[0, 1], by_city=False)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    federation.errors.CryptoError: [ANSWER_INCONSISTENT] the answer's facts contradict each other (an active or ...
+    hpf.federation.errors.CryptoError: [ANSWER_INCONSISTENT] the answer's facts contradict each other (an active or ...
     """
     present = set(answered)
     for row in grid:

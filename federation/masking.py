@@ -45,8 +45,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from federation.errors import CryptoError, PlanError
-from federation.he import HALF_PLAIN, PLAIN_MODULUS
+from hpf.federation.errors import CryptoError, PlanError
+from hpf.federation.he import HALF_PLAIN, PLAIN_MODULUS
 
 SEED_BYTES = 32
 _RUN_DOMAIN = b"hpf-secagg-run/v1\x00"

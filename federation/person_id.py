@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from federation.errors import ConfigError, PlanError
-from federation.private_files import read_regular
+from hpf.federation.errors import ConfigError, PlanError
+from hpf.federation.private_files import read_regular
 
 WEIGHTS: tuple[int, ...] = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CHECK_MAP = "10X98765432"  # indexed by (weighted sum mod 11)

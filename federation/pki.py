@@ -58,9 +58,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes as PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from federation import ca_record
-from federation.errors import AuthError, ConfigError
-from federation.private_files import write_file
+from hpf.federation import ca_record
+from hpf.federation.errors import AuthError, ConfigError
+from hpf.federation.private_files import write_file
 
 Kind = Literal["node", "coordinator", "person"]
 KINDS: tuple[str, ...] = ("node", "coordinator", "person")

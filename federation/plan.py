@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from federation.he import SLOTS
-from federation.limb_codec import limbs_for
+from hpf.federation.he import SLOTS
+from hpf.federation.limb_codec import limbs_for
 
 OTHER = "(other)"
 WITHHELD = "withheld"

@@ -1,6 +1,6 @@
 """Plans a client derived before, kept on disk so that a question asked again is not planned again.
 
-A plan is a pure function of the SQL text, the catalog and the code that plans: :mod:`federation.planner` and the
+A plan is a pure function of the SQL text, the catalog and the code that plans: :mod:`hpf.federation.planner` and the
 modules it uses, run on sqlglot and DuckDB. Deriving one costs a short `hpf query` process more than a third of
 its time, most of it importing sqlglot and the planner and starting the DuckDB that binds. An entry is filed under
 a digest of all of it (:func:`entry_key`): the SQL, a digest of the catalog's every field, a digest of the source
@@ -14,7 +14,7 @@ An entry damaged, copied or edited is never used:
   ignored, the question planned again and the entry written anew;
 - its fields are read back strictly (each of the type the plan has, each group key value tagged with its type)
   and written out again to the very same record, or it is ignored;
-- its fingerprint is worked out again from those fields (:func:`federation.plan.plan_fingerprint`) and must be
+- its fingerprint is worked out again from those fields (:func:`hpf.federation.plan.plan_fingerprint`) and must be
   the one it holds; and the client checks a plan from here as it checks one it derived: the coordinator's
   fingerprint must equal it. So what the coordinator and every region derive binds the table, filter, group
   keys and their values, components, aggregates and finishing SQL the client decodes and finishes with.
@@ -25,7 +25,7 @@ no fingerprint covers (the key and result types a finished answer is cast to), a
 client's secret keys already: the folder is as private as they are.
 
 Only plans are kept: a question the planner refuses is refused afresh every time. The folder is made mode 0700,
-and the key and every entry mode 0600 (:func:`federation.private_files.write_file`); a folder found writable by
+and the key and every entry mode 0600 (:func:`hpf.federation.private_files.write_file`); a folder found writable by
 others is narrowed to its owner and its key made anew (an entry someone else could have signed is never read), and
 another user's folder is not used. An entry, or the key, that is no regular file (a FIFO, a device) or is past
 16 MiB is passed over unread. At most ``MAX_ENTRIES``
@@ -48,12 +48,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import federation
-from federation.plan import Aggregate, Component, GroupKey, Plan, plan_fingerprint
-from federation.private_files import PRIVATE, read_regular, write_file
+import hpf.federation
+from hpf.federation.plan import Aggregate, Component, GroupKey, Plan, plan_fingerprint
+from hpf.federation.private_files import PRIVATE, read_regular, write_file
 
 if TYPE_CHECKING:
-    from federation.catalog import Catalog
+    from hpf.federation.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class PlanCache:
 def derive(sql: str, catalog: Catalog) -> Plan:
     """The planner's plan of ``sql`` over ``catalog`` (the planner is imported only now: it imports sqlglot and
     starts the DuckDB that binds)."""
-    from federation.planner import plan_query
+    from hpf.federation.planner import plan_query
 
     return plan_query(sql, catalog)
 
@@ -209,7 +209,7 @@ def catalog_digest(catalog: Catalog) -> str:
 @cache
 def code_digest() -> str:
     """A digest of the source of every module of the ``federation`` package, the planner's and all it uses."""
-    root = Path(federation.__file__).parent
+    root = Path(hpf.federation.__file__).parent
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         data = path.read_bytes()

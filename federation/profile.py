@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from federation.config_files import load_model, resolve_path
-from federation.envelope import DEFAULT_MAX_RUNS, MAX_RUNS
-from federation.tls import PartySettings
+from hpf.federation.config_files import load_model, resolve_path
+from hpf.federation.envelope import DEFAULT_MAX_RUNS, MAX_RUNS
+from hpf.federation.tls import PartySettings
 
 
 class SigningIdentity(BaseModel):

@@ -31,10 +31,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from federation import ca_record, pki
-from federation.config_files import FileStamp, file_stamp, read_bytes
-from federation.errors import AuthError, ConfigError
-from federation.private_files import write_file
+from hpf.federation import ca_record, pki
+from hpf.federation.config_files import FileStamp, file_stamp, read_bytes
+from hpf.federation.errors import AuthError, ConfigError
+from hpf.federation.private_files import write_file
 
 log = logging.getLogger("hpf.revocation")
 

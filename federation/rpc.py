@@ -11,8 +11,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from federation.errors import FederationError, PlanError, abort, trailing_metadata
-from federation.logsafe import unexpected
+from hpf.federation.errors import FederationError, PlanError, abort, trailing_metadata
+from hpf.federation.logsafe import unexpected
 
 T = TypeVar("T")
 _log = logging.getLogger("hpf.rpc")

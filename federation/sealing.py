@@ -42,10 +42,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from federation.consent import MAX_TOKEN_BYTES, Token
-from federation.errors import ConfigError, CryptoError
-from federation.person_id import packed_ids_valid
-from federation.private_files import create_file, write_file
+from hpf.federation.consent import MAX_TOKEN_BYTES, Token
+from hpf.federation.errors import ConfigError, CryptoError
+from hpf.federation.person_id import packed_ids_valid
+from hpf.federation.private_files import create_file, write_file
 
 ID_CHARS = 18
 KEY_BYTES = 32

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from federation import masking
-from federation.errors import CryptoError, DataError
-from federation.he import SLOTS
-from federation.limb_codec import LIMB_BITS, LIMB_MASK, join_limbs, split_values
-from federation.plan import GroupKey, Plan
+from hpf.federation import masking
+from hpf.federation.errors import CryptoError, DataError
+from hpf.federation.he import SLOTS
+from hpf.federation.limb_codec import LIMB_BITS, LIMB_MASK, join_limbs, split_values
+from hpf.federation.plan import GroupKey, Plan
 
 
 def _key_index(key: GroupKey) -> dict[Any, int]:

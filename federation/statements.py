@@ -31,9 +31,9 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from federation.dp_plan import DpTerms
-from federation.errors import CryptoError, PlanError
-from federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.dp_plan import DpTerms
+from hpf.federation.errors import CryptoError, PlanError
+from hpf.federation.generated import hpf_federation_pb2 as pb
 
 DOMAIN = b"hpf-answer-statement/v1\x00"
 EXACT: dict[str, Any] = {"mode": "exact"}

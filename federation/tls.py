@@ -55,9 +55,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
-from federation import pki
-from federation.config_files import resolve_path
-from federation.errors import AuthError, ConfigError
+from hpf.federation import pki
+from hpf.federation.config_files import resolve_path
+from hpf.federation.errors import AuthError, ConfigError
 
 log = logging.getLogger("hpf.tls")
 

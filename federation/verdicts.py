@@ -27,10 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 from cryptography.exceptions import InvalidSignature
 
-from federation import error_codes
-from federation.audit_keys import load_public_key
-from federation.errors import AuditError, CryptoError
-from federation.generated import hpf_federation_pb2 as pb
+from hpf.federation import error_codes
+from hpf.federation.audit_keys import load_public_key
+from hpf.federation.errors import AuditError, CryptoError
+from hpf.federation.generated import hpf_federation_pb2 as pb
 
 DOMAIN = b"hpf-explain-verdict/v1\x00"
 

@@ -13,30 +13,30 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from federation import statements
-from federation.audit_log import AuditLog
-from federation.audit_proto import receipt_to_proto
-from federation.audit_records import Receipt
-from federation.catalog import Catalog
-from federation.envelope import EnvelopeVerifier, VerifiedEnvelope
-from federation.errors import AuditError, CryptoError, FederationError, PlanError, UnavailableError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.pki import Identity
-from federation.plan import Plan
-from federation.planner import asked_table, plan_query, sketch_query
-from federation.planner.shape import shape_fingerprint
-from federation.sealing import AgreementKey
-from federation.statements import Statement
-from node.executor import PartialExecutor, PartialResult
-from node.lookup_index import LookupIndex
-from node.privacy import PrivacyAccountant
-from node.privacy_budget import PrivacyLedger
-from node.protection import Protector, Run
-from node.replay import ReplayGuard
-from node.trail import Trail
-from policies.engine import Asker, Decision, check_asker, check_asker_home, check_query
-from policies.model import Policy, RateLimit
-from policies.rate_limit import RateLimiter
+from hpf.federation import statements
+from hpf.federation.audit_log import AuditLog
+from hpf.federation.audit_proto import receipt_to_proto
+from hpf.federation.audit_records import Receipt
+from hpf.federation.catalog import Catalog
+from hpf.federation.envelope import EnvelopeVerifier, VerifiedEnvelope
+from hpf.federation.errors import AuditError, CryptoError, FederationError, PlanError, UnavailableError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.pki import Identity
+from hpf.federation.plan import Plan
+from hpf.federation.planner import asked_table, plan_query, sketch_query
+from hpf.federation.planner.shape import shape_fingerprint
+from hpf.federation.sealing import AgreementKey
+from hpf.federation.statements import Statement
+from hpf.node.executor import PartialExecutor, PartialResult
+from hpf.node.lookup_index import LookupIndex
+from hpf.node.privacy import PrivacyAccountant
+from hpf.node.privacy_budget import PrivacyLedger
+from hpf.node.protection import Protector, Run
+from hpf.node.replay import ReplayGuard
+from hpf.node.trail import Trail
+from hpf.policies.engine import Asker, Decision, check_asker, check_asker_home, check_query
+from hpf.policies.model import Policy, RateLimit
+from hpf.policies.rate_limit import RateLimiter
 
 T = TypeVar("T")
 log = logging.getLogger("hpf.node")

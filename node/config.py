@@ -32,9 +32,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from federation.config_files import load_model, resolve_path
-from federation.envelope import TrustSettings
-from federation.tls import PartySettings
+from hpf.federation.config_files import load_model, resolve_path
+from hpf.federation.envelope import TrustSettings
+from hpf.federation.tls import PartySettings
 
 REVOCATION_STATE = "revocation-state.json"
 

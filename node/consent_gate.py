@@ -20,12 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from federation import consent, consent_refusals, pki
-from federation.catalog import Catalog
-from federation.consent_revocations import RevocationState, RevocationWatch
-from federation.errors import AuthError, ConfigError, FederationError, PolicyViolation, error_for_code
-from federation.lru import Lru
-from policies.model import LookupPolicy, Policy
+from hpf.federation import consent, consent_refusals, pki
+from hpf.federation.catalog import Catalog
+from hpf.federation.consent_revocations import RevocationState, RevocationWatch
+from hpf.federation.errors import AuthError, ConfigError, FederationError, PolicyViolation, error_for_code
+from hpf.federation.lru import Lru
+from hpf.policies.model import LookupPolicy, Policy
 
 MAX_NAMED = consent_refusals.MAX_PLACES - 1  # applicants named in one refusal beyond the first
 

@@ -28,18 +28,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from federation import error_codes, he, statements, verdicts
-from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
-from federation.engine import Abandon
-from federation.envelope import query_id
-from federation.errors import AuditError, UnavailableError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.pki import Identity
-from node.answering import Admission
-from node.executor import PartialResult
-from node.lookup_answers import LookupAnswering
-from node.privacy import signed_terms
-from node.trail import Trail
+from hpf.federation import error_codes, he, statements, verdicts
+from hpf.federation.audit_proto import checkpoint_to_proto, receipt_to_proto
+from hpf.federation.engine import Abandon
+from hpf.federation.envelope import query_id
+from hpf.federation.errors import AuditError, UnavailableError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.pki import Identity
+from hpf.node.answering import Admission
+from hpf.node.executor import PartialResult
+from hpf.node.lookup_answers import LookupAnswering
+from hpf.node.privacy import signed_terms
+from hpf.node.trail import Trail
 
 # an explain refused for the question itself (its policy, its plan, its privacy terms) is a signed verdict
 VERDICT_REFUSALS = error_codes.VERDICT_REFUSALS

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import base64
 
-from federation.audit_keys import KEY as AUDIT_KEY
-from federation.audit_log import AuditLog
-from federation.catalog import KEY_FIELDS, NodeEntry, NodeKeys, key_bytes
-from federation.errors import ConfigError
-from federation.sealing import AGREEMENT_KEY, AgreementKey
-from node.config import NodeConfig
+from hpf.federation.audit_keys import KEY as AUDIT_KEY
+from hpf.federation.audit_log import AuditLog
+from hpf.federation.catalog import KEY_FIELDS, NodeEntry, NodeKeys, key_bytes
+from hpf.federation.errors import ConfigError
+from hpf.federation.sealing import AGREEMENT_KEY, AgreementKey
+from hpf.node.config import NodeConfig
 
 AUDIT_DIR = "audit"  # the audit log and its signing key, under the state directory
 KEY_FILES = {"audit_key": f"{AUDIT_DIR}/{AUDIT_KEY}", "agreement_key": AGREEMENT_KEY}  # under the state directory

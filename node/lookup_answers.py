@@ -10,21 +10,21 @@ from collections.abc import Callable
 
 import numpy as np
 
-from federation import consent_refusals, he, statements
-from federation.consent import parse_or_none
-from federation.envelope import VerifiedEnvelope
-from federation.errors import FederationError, PlanError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.lookup_codec import chunk_sizes, encode_facts, facts_asked, layout_fingerprint
-from federation.pki import Identity
-from federation.sealing import consent_tags, subject_tags
-from node.answering import AnsweringNode
-from node.consent_gate import ConsentGate
-from node.executor import PartialResult
-from node.lookup_index import unclassified_columns
-from node.privacy import signed_terms
-from node.trail import Trail
-from policies.engine import Asker, check_lookup
+from hpf.federation import consent_refusals, he, statements
+from hpf.federation.consent import parse_or_none
+from hpf.federation.envelope import VerifiedEnvelope
+from hpf.federation.errors import FederationError, PlanError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.lookup_codec import chunk_sizes, encode_facts, facts_asked, layout_fingerprint
+from hpf.federation.pki import Identity
+from hpf.federation.sealing import consent_tags, subject_tags
+from hpf.node.answering import AnsweringNode
+from hpf.node.consent_gate import ConsentGate
+from hpf.node.executor import PartialResult
+from hpf.node.lookup_index import unclassified_columns
+from hpf.node.privacy import signed_terms
+from hpf.node.trail import Trail
+from hpf.policies.engine import Asker, check_lookup
 
 log = logging.getLogger("hpf.node")
 

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from federation.catalog import Catalog
-from federation.errors import PlanError
-from federation.lookup_codec import FACT_COLUMNS, FAILED_BITS, MONEY_MAX, MONEY_MIN
+from hpf.federation.catalog import Catalog
+from hpf.federation.errors import PlanError
+from hpf.federation.lookup_codec import FACT_COLUMNS, FAILED_BITS, MONEY_MAX, MONEY_MIN
 
 log = logging.getLogger("hpf.node.lookup")
 

@@ -12,17 +12,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from federation import statements
-from federation.catalog import Catalog
-from federation.dp_plan import DpTerms, capped_table_sql, dp_plan, dp_terms
-from federation.errors import PlanError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.plan import Plan
-from node.executor import Noisy
-from node.privacy_budget import Budget, PrivacyLedger
-from node.protection import Protector, Run
-from policies.engine import Decision
-from policies.model import Privacy
+from hpf.federation import statements
+from hpf.federation.catalog import Catalog
+from hpf.federation.dp_plan import DpTerms, capped_table_sql, dp_plan, dp_terms
+from hpf.federation.errors import PlanError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.plan import Plan
+from hpf.node.executor import Noisy
+from hpf.node.privacy_budget import Budget, PrivacyLedger
+from hpf.node.protection import Protector, Run
+from hpf.policies.engine import Decision
+from hpf.policies.model import Privacy
 
 
 def signed_terms(terms: DpTerms | None) -> dict[str, Any]:

@@ -37,8 +37,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, get_args
 
-from federation.errors import ConfigError, PolicyViolation
-from federation.fixed_decimal import MAX_BUDGET_EPSILON
+from hpf.federation.errors import ConfigError, PolicyViolation
+from hpf.federation.fixed_decimal import MAX_BUDGET_EPSILON
 
 log = logging.getLogger("hpf.node.budget")
 

@@ -23,11 +23,11 @@ import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from federation import masking, skellam, statements
-from federation.catalog import Catalog
-from federation.dp_plan import DpTerms
-from federation.errors import CryptoError, PlanError, PolicyViolation
-from federation.sealing import AgreementKey, load_public_b64
+from hpf.federation import masking, skellam, statements
+from hpf.federation.catalog import Catalog
+from hpf.federation.dp_plan import DpTerms
+from hpf.federation.errors import CryptoError, PlanError, PolicyViolation
+from hpf.federation.sealing import AgreementKey, load_public_b64
 
 NOISE_KEY = "noise.key"  # beside the agreement key: the secret that seeds this node's DP noise
 _NOISE_SALT = b"hpf-dp-noise/v1"

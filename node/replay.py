@@ -23,8 +23,8 @@ import threading
 import time
 from collections.abc import Sequence
 
-from federation.audit_log import AuditLog
-from federation.errors import AuthError
+from hpf.federation.audit_log import AuditLog
+from hpf.federation.errors import AuthError
 
 SWEEP_EVERY_S = 60.0
 MARGIN_S = 60.0  # clocks of the log's entries and of envelopes are not exact

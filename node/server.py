@@ -14,31 +14,31 @@ from pathlib import Path
 
 import grpc
 
-from federation import __version__, consent_revocations, he, rpc
-from federation.audit_log import AuditLog
-from federation.callers import require_caller
-from federation.catalog import Catalog, CatalogFile, NodeEntry, NodeKeys
-from federation.catalog_watch import CatalogWatch
-from federation.engine import Abandon
-from federation.errors import ConfigError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.pki import Identity
-from federation.sealing import AgreementKey, load_or_create_secret, load_or_create_subject_key
-from federation.tls import GRPC_OPTIONS, add_port, check_federation, new_server, require_tls, with_options
-from node.backends.duckdb_backend import DuckDBBackend
-from node.config import NodeConfig
-from node.consent_gate import consent_gate_for, unlisted_issuers
-from node.executor import PartialExecutor
-from node.handler import NodeHandler
-from node.keys import AUDIT_DIR, check_published
-from node.lookup_index import LookupIndex
-from node.privacy_budget import PrivacyLedger
-from node.protection import NOISE_KEY, Protector
-from node.replay import ReplayGuard
-from node.source_watch import SOURCE_CHECK_SECONDS, SourceWatch
-from policies import DEFAULT_POLICY
-from policies.loader import check_against_catalog, load_policy
+from hpf.federation import __version__, consent_revocations, he, rpc
+from hpf.federation.audit_log import AuditLog
+from hpf.federation.callers import require_caller
+from hpf.federation.catalog import Catalog, CatalogFile, NodeEntry, NodeKeys
+from hpf.federation.catalog_watch import CatalogWatch
+from hpf.federation.engine import Abandon
+from hpf.federation.errors import ConfigError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.pki import Identity
+from hpf.federation.sealing import AgreementKey, load_or_create_secret, load_or_create_subject_key
+from hpf.federation.tls import GRPC_OPTIONS, add_port, check_federation, new_server, require_tls, with_options
+from hpf.node.backends.duckdb_backend import DuckDBBackend
+from hpf.node.config import NodeConfig
+from hpf.node.consent_gate import consent_gate_for, unlisted_issuers
+from hpf.node.executor import PartialExecutor
+from hpf.node.handler import NodeHandler
+from hpf.node.keys import AUDIT_DIR, check_published
+from hpf.node.lookup_index import LookupIndex
+from hpf.node.privacy_budget import PrivacyLedger
+from hpf.node.protection import NOISE_KEY, Protector
+from hpf.node.replay import ReplayGuard
+from hpf.node.source_watch import SOURCE_CHECK_SECONDS, SourceWatch
+from hpf.policies import DEFAULT_POLICY
+from hpf.policies.loader import check_against_catalog, load_policy
 
 log = logging.getLogger("hpf.node")
 

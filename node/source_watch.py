@@ -18,7 +18,7 @@ from typing import Protocol
 
 from grpc_health.v1 import health, health_pb2
 
-from federation.errors import DataError
+from hpf.federation.errors import DataError
 
 log = logging.getLogger("hpf.node")
 

@@ -49,13 +49,13 @@ import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from federation.catalog import Catalog, ColumnClass
-from federation.consent import FACTS
-from federation.errors import PolicyViolation
-from federation.plan import Plan
-from federation.regions import PROVINCES, province_of
-from policies.model import SAME, USES, WILDCARD, Policy, Privacy, RolePolicy, TablePolicy
-from policies.uses import analyse
+from hpf.federation.catalog import Catalog, ColumnClass
+from hpf.federation.consent import FACTS
+from hpf.federation.errors import PolicyViolation
+from hpf.federation.plan import Plan
+from hpf.federation.regions import PROVINCES, province_of
+from hpf.policies.model import SAME, USES, WILDCARD, Policy, Privacy, RolePolicy, TablePolicy
+from hpf.policies.uses import analyse
 
 USE_PHRASES = {
     "output": "in the output",

@@ -30,11 +30,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from federation.catalog import Catalog
-from federation.config_files import BoundedLoader, YamlTooComplex, duplicate_keys, field_path, read_bytes
-from federation.errors import ConfigError
-from policies import DEFAULT_POLICY, PACKAGED_POLICIES, PACKAGED_PREFIX
-from policies.model import SAME, WILDCARD, Loc, Policy, consent_problems, reference_problems, written_at
+from hpf.federation.catalog import Catalog
+from hpf.federation.config_files import BoundedLoader, YamlTooComplex, duplicate_keys, field_path, read_bytes
+from hpf.federation.errors import ConfigError
+from hpf.policies import DEFAULT_POLICY, PACKAGED_POLICIES, PACKAGED_PREFIX
+from hpf.policies.model import SAME, WILDCARD, Loc, Policy, consent_problems, reference_problems, written_at
 
 __all__ = ["DEFAULT_POLICY", "PolicyCheck", "check_against_catalog", "check_policy", "load_policy", "policy_path"]
 

@@ -66,11 +66,11 @@ from pydantic import (
     model_validator,
 )
 
-from federation.catalog import ColumnClass
-from federation.consent import FACTS
-from federation.fixed_decimal import DELTA_PLACES, EPSILON_PLACES, MAX_BUDGET_EPSILON, units_of
-from federation.pki import ROLES
-from federation.regions import PROVINCES
+from hpf.federation.catalog import ColumnClass
+from hpf.federation.consent import FACTS
+from hpf.federation.fixed_decimal import DELTA_PLACES, EPSILON_PLACES, MAX_BUDGET_EPSILON, units_of
+from hpf.federation.pki import ROLES
+from hpf.federation.regions import PROVINCES
 
 USES: tuple[str, ...] = ("output", "filter", "group", "aggregate")
 # what an asker may ask a node, as ``askers:`` names it: aggregate questions, explains of them, person lookups

@@ -7,8 +7,8 @@ import threading
 import time
 from collections import OrderedDict, deque
 
-from federation.errors import PolicyViolation
-from policies.model import RateLimit
+from hpf.federation.errors import PolicyViolation
+from hpf.policies.model import RateLimit
 
 
 class RateLimiter:

@@ -23,10 +23,10 @@ from functools import lru_cache
 import sqlglot
 from sqlglot import exp
 
-from federation.catalog import Column
-from federation.lru import Lru
-from federation.plan import Plan
-from policies.products import ColumnFacts, Facts, ProductProblem, numeric_cast, product_problem, square_problem
+from hpf.federation.catalog import Column
+from hpf.federation.lru import Lru
+from hpf.federation.plan import Plan
+from hpf.policies.products import ColumnFacts, Facts, ProductProblem, numeric_cast, product_problem, square_problem
 
 
 @lru_cache(maxsize=1024)

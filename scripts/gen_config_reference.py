@@ -50,18 +50,18 @@ it logs a warning), and giving both is an error.
 
 def _files() -> list[tuple[str, str, type[BaseModel], str]]:
     """(title, anchor, model, the module whose docstring holds the file's example), in the document's order."""
-    from coordinator.config import CoordinatorConfig
-    from federation.catalog import Catalog
-    from federation.profile import ClientProfile
-    from node.config import NodeConfig
-    from policies.model import Policy
+    from hpf.coordinator.config import CoordinatorConfig
+    from hpf.federation.catalog import Catalog
+    from hpf.federation.profile import ClientProfile
+    from hpf.node.config import NodeConfig
+    from hpf.policies.model import Policy
 
     return [
-        ("Node (`node.yaml`)", "node", NodeConfig, "node.config"),
-        ("Coordinator (`coordinator.yaml`)", "coordinator", CoordinatorConfig, "coordinator.config"),
-        ("Client profile (`client.yaml`)", "client-profile", ClientProfile, "federation.profile"),
-        ("Node policy (`policies/*.yaml`)", "policy", Policy, "policies.model"),
-        ("Catalog (`federation.yaml`)", "catalog", Catalog, "federation.catalog"),
+        ("Node (`node.yaml`)", "node", NodeConfig, "hpf.node.config"),
+        ("Coordinator (`coordinator.yaml`)", "coordinator", CoordinatorConfig, "hpf.coordinator.config"),
+        ("Client profile (`client.yaml`)", "client-profile", ClientProfile, "hpf.federation.profile"),
+        ("Node policy (`policies/*.yaml`)", "policy", Policy, "hpf.policies.model"),
+        ("Catalog (`federation.yaml`)", "catalog", Catalog, "hpf.federation.catalog"),
     ]
 
 

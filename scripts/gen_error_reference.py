@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.errors import exit_code
-from federation.error_codes import REGISTRY, Code
+from hpf.cli.errors import exit_code
+from hpf.federation.error_codes import REGISTRY, Code
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 DOC_START = "<!-- error codes: generated from federation/error_codes by scripts/gen_error_reference.py -->"

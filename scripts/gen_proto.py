@@ -17,24 +17,25 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
-OUT_PACKAGE = "federation/generated"
+OUT_PACKAGE = "federation/generated"  # where the stubs live
+IMPORT_PACKAGE = "hpf/federation/generated"  # the name they are imported by
 
 
 def generate(out_root: Path) -> list[Path]:
     protos = sorted(PROTO_DIR.glob("*.proto"))
-    (out_root / OUT_PACKAGE).mkdir(parents=True, exist_ok=True)
+    (out_root / IMPORT_PACKAGE).mkdir(parents=True, exist_ok=True)
     args = [
         "protoc",
-        f"-I{OUT_PACKAGE}={PROTO_DIR}",
+        f"-I{IMPORT_PACKAGE}={PROTO_DIR}",
         f"-I{Path(protoc.__file__).parent / '_proto'}",
         f"--python_out={out_root}",
         f"--pyi_out={out_root}",
         f"--grpc_python_out={out_root}",
-        *[f"{OUT_PACKAGE}/{p.name}" for p in protos],
+        *[f"{IMPORT_PACKAGE}/{p.name}" for p in protos],
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    return sorted(p for p in (out_root / OUT_PACKAGE).iterdir() if p.suffix in (".py", ".pyi"))
+    return sorted(p for p in (out_root / IMPORT_PACKAGE).iterdir() if p.suffix in (".py", ".pyi"))
 
 
 def main() -> int:

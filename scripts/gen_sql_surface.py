@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from federation.planner.surface import DOC_END, DOC_START, markdown_table
+from hpf.federation.planner.surface import DOC_END, DOC_START, markdown_table
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "sql-surface.md"
 

@@ -18,10 +18,10 @@ import yaml
 from coordinator_recorder import CoordinatorRecorder, recording
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation import consent, consent_revocations, pki
-from federation.hpf_schema import hpf_tables
-from federation.synth import generate_node
-from policies import DEFAULT_POLICY
+from hpf.federation import consent, consent_revocations, pki
+from hpf.federation.hpf_schema import hpf_tables
+from hpf.federation.synth import generate_node
+from hpf.policies import DEFAULT_POLICY
 
 NODES = ["shanghai", "hangzhou", "nanjing"]
 PEOPLE = (("bank", "integrator", "nanjing"),)

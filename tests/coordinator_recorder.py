@@ -18,9 +18,9 @@ from typing import Any
 import grpc
 import pytest
 
-import coordinator.node_channels
-import coordinator.server
-from federation.tls import secure_aio_channel
+import hpf.coordinator.node_channels
+import hpf.coordinator.server
+from hpf.federation.tls import secure_aio_channel
 
 
 @dataclasses.dataclass
@@ -148,6 +148,6 @@ def recording(patch: pytest.MonkeyPatch) -> Iterator[CoordinatorRecorder]:
     def recording_server(*, options: Any = (), interceptors: Any = ()) -> grpc.aio.Server:
         return grpc.aio.server(options=list(options), interceptors=[*interceptors, recorder])
 
-    patch.setattr(coordinator.node_channels, "secure_aio_channel", recording_channel)
-    patch.setattr(coordinator.server, "new_aio_server", recording_server)
+    patch.setattr(hpf.coordinator.node_channels, "secure_aio_channel", recording_channel)
+    patch.setattr(hpf.coordinator.server, "new_aio_server", recording_server)
     yield recorder

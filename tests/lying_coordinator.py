@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import tenseal as ts
 
-import coordinator.fanout
-import coordinator.server
-from coordinator.fanout import FederatedAnswer, MissingRegion
-from federation import he
-from federation.errors import FederationError
-from federation.generated import hpf_federation_pb2 as pb
+import hpf.coordinator.fanout
+import hpf.coordinator.server
+from hpf.coordinator.fanout import FederatedAnswer, MissingRegion
+from hpf.federation import he
+from hpf.federation.errors import FederationError
+from hpf.federation.generated import hpf_federation_pb2 as pb
 
 Tamper = Callable[[FederatedAnswer], FederatedAnswer]
 
@@ -31,7 +31,7 @@ Tamper = Callable[[FederatedAnswer], FederatedAnswer]
 @contextlib.contextmanager
 def lying(patch: pytest.MonkeyPatch, tamper: Tamper) -> Iterator[list[FederatedAnswer]]:
     """While active, the coordinator streams ``tamper(answer)`` for every answer; yields the true answers."""
-    honest = coordinator.server.answer_parts
+    honest = hpf.coordinator.server.answer_parts
     seen: list[FederatedAnswer] = []
 
     def parts(answer: FederatedAnswer) -> Iterator[pb.AnswerPart]:
@@ -39,7 +39,7 @@ def lying(patch: pytest.MonkeyPatch, tamper: Tamper) -> Iterator[list[FederatedA
         return honest(tamper(dataclasses.replace(answer, ciphertexts=dict(answer.ciphertexts))))
 
     with patch.context() as p:
-        p.setattr(coordinator.server, "answer_parts", parts)
+        p.setattr(hpf.coordinator.server, "answer_parts", parts)
         yield seen
 
 
@@ -162,13 +162,13 @@ def lying_stream(
     patch: pytest.MonkeyPatch, transform: Callable[[list[pb.AnswerPart]], list[pb.AnswerPart]]
 ) -> Iterator[None]:
     """While active, the coordinator's stream itself is rewritten: parts moved, relabelled, added or dropped."""
-    honest = coordinator.server.answer_parts
+    honest = hpf.coordinator.server.answer_parts
 
     def parts(answer: FederatedAnswer) -> Iterator[pb.AnswerPart]:
         return iter(transform(list(honest(answer))))
 
     with patch.context() as p:
-        p.setattr(coordinator.server, "answer_parts", parts)
+        p.setattr(hpf.coordinator.server, "answer_parts", parts)
         yield
 
 
@@ -177,11 +177,11 @@ def rerunning(patch: pytest.MonkeyPatch, extra_runs: int) -> Iterator[list[str]]
     """While active, the coordinator runs every question ``extra_runs`` more times behind the asker's back, each
     time over one region fewer (what regions accept as a re-run after a failure), and answers with the first
     run. Yields the codes of the re-runs the regions refused."""
-    original = coordinator.fanout.FanOut._gather
+    original = hpf.coordinator.fanout.FanOut._gather
     refused: list[str] = []
 
     async def gather(
-        self: coordinator.fanout.FanOut,
+        self: hpf.coordinator.fanout.FanOut,
         question: Any,
         public_context: bytes,
         deadline_ms: int,
@@ -200,5 +200,5 @@ def rerunning(patch: pytest.MonkeyPatch, extra_runs: int) -> Iterator[list[str]]
         return first
 
     with patch.context() as p:
-        p.setattr(coordinator.fanout.FanOut, "_gather", gather)
+        p.setattr(hpf.coordinator.fanout.FanOut, "_gather", gather)
         yield refused

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from federation import he
-from federation.generated import hpf_federation_pb2 as pb
+from hpf.federation import he
+from hpf.federation.generated import hpf_federation_pb2 as pb
 
 
 def collect(parts: Iterable[pb.AnswerPart]) -> tuple[pb.QueryResponse, dict[str, list[bytes]]]:

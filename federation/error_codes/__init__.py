@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from federation.error_codes import audit, auth, config, crypto, lookup, plan, policy, region
-from federation.error_codes.model import Area, Code, Effect, Scope
-from federation.errors import FederationError
+from hpf.federation.error_codes import audit, auth, config, crypto, lookup, plan, policy, region
+from hpf.federation.error_codes.model import Area, Code, Effect, Scope
+from hpf.federation.errors import FederationError
 
 __all__ = [
     "APPLICANT_CODES",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from federation.error_codes.model import Area, Code, Effect, Scope
-from federation.errors import AuditError
+from hpf.federation.error_codes.model import Area, Code, Effect, Scope
+from hpf.federation.errors import AuditError
 
 _audit = Area("Audit logs and receipts", AuditError, Scope.AUDIT, Effect.REGION_MISSING)
 

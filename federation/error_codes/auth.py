@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from federation.error_codes.model import Area, Code, Effect, Scope
-from federation.errors import AuthError, ConfigError
+from hpf.federation.error_codes.model import Area, Code, Effect, Scope
+from hpf.federation.errors import AuthError, ConfigError
 
 _auth = Area("Identity and signatures", AuthError, Scope.REQUEST, Effect.FAILS_QUESTION)
 _tls = Area("TLS and certificates", AuthError, Scope.REQUEST, Effect.REGION_MISSING)

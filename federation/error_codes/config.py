@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from federation.error_codes.model import Area, Code, Effect, Scope
-from federation.errors import ConfigError, UnavailableError
+from hpf.federation.error_codes.model import Area, Code, Effect, Scope
+from hpf.federation.errors import ConfigError, UnavailableError
 
 _config = Area("Configuration", ConfigError, Scope.LOCAL, Effect.REGION_MISSING)
 _cli = Area("Command line, demo and hpf init", ConfigError, Scope.LOCAL, Effect.REGION_MISSING)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from federation.error_codes.model import Area, Code, Effect, Scope
-from federation.errors import CryptoError, DataError, PlanError, RequestTooLarge
+from hpf.federation.error_codes.model import Area, Code, Effect, Scope
+from hpf.federation.errors import CryptoError, DataError, PlanError, RequestTooLarge
 
 _context = Area("Encryption", CryptoError, Scope.REQUEST, Effect.FAILS_QUESTION)
 _answer = Area("Encryption", CryptoError, Scope.REGION, Effect.REGION_MISSING)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from federation.error_codes.model import Area, Code, Effect, Scope
-from federation.errors import ConfigError, CryptoError, PlanError, UnavailableError
+from hpf.federation.error_codes.model import Area, Code, Effect, Scope
+from hpf.federation.errors import ConfigError, CryptoError, PlanError, UnavailableError
 
 _lookup = Area("Person lookups", PlanError, Scope.REQUEST, Effect.FAILS_QUESTION)
 _client = Area("Person lookups", ConfigError, Scope.LOCAL, Effect.FAILS_QUESTION)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from federation.errors import FederationError, is_code
+from hpf.federation.errors import FederationError, is_code
 
 
 class Effect(Enum):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from federation.error_codes.model import Area, Code, Effect, Scope
-from federation.errors import PlanError
+from hpf.federation.error_codes.model import Area, Code, Effect, Scope
+from hpf.federation.errors import PlanError
 
 _plan = Area("Questions and plans", PlanError, Scope.QUESTION, Effect.FAILS_QUESTION)
 _request = Area("Questions and plans", PlanError, Scope.REQUEST, Effect.REGION_MISSING)

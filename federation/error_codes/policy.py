@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from federation.error_codes.model import Area, Code, Effect, Scope
-from federation.errors import ConfigError, FederationError, PlanError, PolicyViolation
+from hpf.federation.error_codes.model import Area, Code, Effect, Scope
+from hpf.federation.errors import ConfigError, FederationError, PlanError, PolicyViolation
 
 _policy = Area("Policy refusals", PolicyViolation, Scope.QUESTION, Effect.FAILS_QUESTION)
 _consent = Area("Consent", PolicyViolation, Scope.APPLICANT, Effect.FAILS_QUESTION)

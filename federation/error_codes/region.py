@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from federation.error_codes.model import Area, Code, Effect, Scope
-from federation.errors import DataError, FederationError, RequestTooLarge, UnavailableError, class_for_status
+from hpf.federation.error_codes.model import Area, Code, Effect, Scope
+from hpf.federation.errors import DataError, FederationError, RequestTooLarge, UnavailableError, class_for_status
 
 _transport = Area("Regions and servers", UnavailableError, Scope.REGION, Effect.TRANSPORT)
 _region = Area("Regions and servers", UnavailableError, Scope.REGION, Effect.REGION_MISSING)

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from federation.generated import hpf_consent_pb2 as federation_dot_generated_dot_hpf__consent__pb2
+from hpf.federation.generated import hpf_consent_pb2 as hpf_dot_federation_dot_generated_dot_hpf__consent__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in federation/generated/hpf_consent_pb2_grpc.py depends on'
+        + ' but the generated code in hpf/federation/generated/hpf_consent_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,8 +36,8 @@ class ConsentIssuerStub:
         """
         self.Grant = channel.unary_unary(
                 '/hpf.consent.v1.ConsentIssuer/Grant',
-                request_serializer=federation_dot_generated_dot_hpf__consent__pb2.GrantRequest.SerializeToString,
-                response_deserializer=federation_dot_generated_dot_hpf__consent__pb2.GrantResponse.FromString,
+                request_serializer=hpf_dot_federation_dot_generated_dot_hpf__consent__pb2.GrantRequest.SerializeToString,
+                response_deserializer=hpf_dot_federation_dot_generated_dot_hpf__consent__pb2.GrantResponse.FromString,
                 _registered_method=True)
 
 
@@ -56,8 +56,8 @@ def add_ConsentIssuerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Grant': grpc.unary_unary_rpc_method_handler(
                     servicer.Grant,
-                    request_deserializer=federation_dot_generated_dot_hpf__consent__pb2.GrantRequest.FromString,
-                    response_serializer=federation_dot_generated_dot_hpf__consent__pb2.GrantResponse.SerializeToString,
+                    request_deserializer=hpf_dot_federation_dot_generated_dot_hpf__consent__pb2.GrantRequest.FromString,
+                    response_serializer=hpf_dot_federation_dot_generated_dot_hpf__consent__pb2.GrantResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -85,8 +85,8 @@ class ConsentIssuer:
             request,
             target,
             '/hpf.consent.v1.ConsentIssuer/Grant',
-            federation_dot_generated_dot_hpf__consent__pb2.GrantRequest.SerializeToString,
-            federation_dot_generated_dot_hpf__consent__pb2.GrantResponse.FromString,
+            hpf_dot_federation_dot_generated_dot_hpf__consent__pb2.GrantRequest.SerializeToString,
+            hpf_dot_federation_dot_generated_dot_hpf__consent__pb2.GrantResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from federation.generated import hpf_federation_pb2 as federation_dot_generated_dot_hpf__federation__pb2
+from hpf.federation.generated import hpf_federation_pb2 as hpf_dot_federation_dot_generated_dot_hpf__federation__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in federation/generated/hpf_federation_pb2_grpc.py depends on'
+        + ' but the generated code in hpf/federation/generated/hpf_federation_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,28 +37,28 @@ class CoordinatorStub:
         """
         self.Query = channel.unary_stream(
                 '/hpf.v1.Coordinator/Query',
-                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.QueryRequest.SerializeToString,
-                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.FromString,
+                request_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.QueryRequest.SerializeToString,
+                response_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.FromString,
                 _registered_method=True)
         self.Explain = channel.unary_unary(
                 '/hpf.v1.Coordinator/Explain',
-                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.ExplainRequest.SerializeToString,
-                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.ExplainResponse.FromString,
+                request_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.ExplainResponse.FromString,
                 _registered_method=True)
         self.GetCatalog = channel.unary_unary(
                 '/hpf.v1.Coordinator/GetCatalog',
-                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.CatalogRequest.SerializeToString,
-                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.CatalogResponse.FromString,
+                request_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.CatalogRequest.SerializeToString,
+                response_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.CatalogResponse.FromString,
                 _registered_method=True)
         self.AuditProof = channel.unary_unary(
                 '/hpf.v1.Coordinator/AuditProof',
-                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
-                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
+                request_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
+                response_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
                 _registered_method=True)
         self.Lookup = channel.unary_stream(
                 '/hpf.v1.Coordinator/Lookup',
-                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.LookupRequest.SerializeToString,
-                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.FromString,
+                request_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.LookupRequest.SerializeToString,
+                response_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.FromString,
                 _registered_method=True)
 
 
@@ -112,28 +112,28 @@ def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Query': grpc.unary_stream_rpc_method_handler(
                     servicer.Query,
-                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.QueryRequest.FromString,
-                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.SerializeToString,
+                    request_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.QueryRequest.FromString,
+                    response_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.SerializeToString,
             ),
             'Explain': grpc.unary_unary_rpc_method_handler(
                     servicer.Explain,
-                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.ExplainRequest.FromString,
-                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.ExplainResponse.SerializeToString,
+                    request_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.ExplainRequest.FromString,
+                    response_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.ExplainResponse.SerializeToString,
             ),
             'GetCatalog': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCatalog,
-                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.CatalogRequest.FromString,
-                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.CatalogResponse.SerializeToString,
+                    request_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.CatalogRequest.FromString,
+                    response_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.CatalogResponse.SerializeToString,
             ),
             'AuditProof': grpc.unary_unary_rpc_method_handler(
                     servicer.AuditProof,
-                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.FromString,
-                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.SerializeToString,
+                    request_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.FromString,
+                    response_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.SerializeToString,
             ),
             'Lookup': grpc.unary_stream_rpc_method_handler(
                     servicer.Lookup,
-                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.LookupRequest.FromString,
-                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.SerializeToString,
+                    request_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.LookupRequest.FromString,
+                    response_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -162,8 +162,8 @@ class Coordinator:
             request,
             target,
             '/hpf.v1.Coordinator/Query',
-            federation_dot_generated_dot_hpf__federation__pb2.QueryRequest.SerializeToString,
-            federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.FromString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.QueryRequest.SerializeToString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.FromString,
             options,
             channel_credentials,
             insecure,
@@ -189,8 +189,8 @@ class Coordinator:
             request,
             target,
             '/hpf.v1.Coordinator/Explain',
-            federation_dot_generated_dot_hpf__federation__pb2.ExplainRequest.SerializeToString,
-            federation_dot_generated_dot_hpf__federation__pb2.ExplainResponse.FromString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.ExplainRequest.SerializeToString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -216,8 +216,8 @@ class Coordinator:
             request,
             target,
             '/hpf.v1.Coordinator/GetCatalog',
-            federation_dot_generated_dot_hpf__federation__pb2.CatalogRequest.SerializeToString,
-            federation_dot_generated_dot_hpf__federation__pb2.CatalogResponse.FromString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.CatalogRequest.SerializeToString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.CatalogResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -243,8 +243,8 @@ class Coordinator:
             request,
             target,
             '/hpf.v1.Coordinator/AuditProof',
-            federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
-            federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -270,8 +270,8 @@ class Coordinator:
             request,
             target,
             '/hpf.v1.Coordinator/Lookup',
-            federation_dot_generated_dot_hpf__federation__pb2.LookupRequest.SerializeToString,
-            federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.FromString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.LookupRequest.SerializeToString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AnswerPart.FromString,
             options,
             channel_credentials,
             insecure,
@@ -295,28 +295,28 @@ class NodeStub:
         """
         self.ComputePartial = channel.unary_unary(
                 '/hpf.v1.Node/ComputePartial',
-                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
-                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.FromString,
+                request_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
+                response_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.FromString,
                 _registered_method=True)
         self.Explain = channel.unary_unary(
                 '/hpf.v1.Node/Explain',
-                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
-                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.NodeVerdict.FromString,
+                request_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
+                response_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.NodeVerdict.FromString,
                 _registered_method=True)
         self.AuditProof = channel.unary_unary(
                 '/hpf.v1.Node/AuditProof',
-                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
-                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
+                request_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
+                response_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
                 _registered_method=True)
         self.Describe = channel.unary_unary(
                 '/hpf.v1.Node/Describe',
-                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.DescribeRequest.SerializeToString,
-                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.DescribeResponse.FromString,
+                request_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.DescribeResponse.FromString,
                 _registered_method=True)
         self.Lookup = channel.unary_unary(
                 '/hpf.v1.Node/Lookup',
-                request_serializer=federation_dot_generated_dot_hpf__federation__pb2.NodeLookupRequest.SerializeToString,
-                response_deserializer=federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.FromString,
+                request_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.NodeLookupRequest.SerializeToString,
+                response_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.FromString,
                 _registered_method=True)
 
 
@@ -362,28 +362,28 @@ def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ComputePartial': grpc.unary_unary_rpc_method_handler(
                     servicer.ComputePartial,
-                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.FromString,
-                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.SerializeToString,
+                    request_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.FromString,
+                    response_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.SerializeToString,
             ),
             'Explain': grpc.unary_unary_rpc_method_handler(
                     servicer.Explain,
-                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.FromString,
-                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.NodeVerdict.SerializeToString,
+                    request_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.FromString,
+                    response_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.NodeVerdict.SerializeToString,
             ),
             'AuditProof': grpc.unary_unary_rpc_method_handler(
                     servicer.AuditProof,
-                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.FromString,
-                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.SerializeToString,
+                    request_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.FromString,
+                    response_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.SerializeToString,
             ),
             'Describe': grpc.unary_unary_rpc_method_handler(
                     servicer.Describe,
-                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.DescribeRequest.FromString,
-                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.DescribeResponse.SerializeToString,
+                    request_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.DescribeRequest.FromString,
+                    response_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.DescribeResponse.SerializeToString,
             ),
             'Lookup': grpc.unary_unary_rpc_method_handler(
                     servicer.Lookup,
-                    request_deserializer=federation_dot_generated_dot_hpf__federation__pb2.NodeLookupRequest.FromString,
-                    response_serializer=federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.SerializeToString,
+                    request_deserializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.NodeLookupRequest.FromString,
+                    response_serializer=hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -412,8 +412,8 @@ class Node:
             request,
             target,
             '/hpf.v1.Node/ComputePartial',
-            federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
-            federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.FromString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -439,8 +439,8 @@ class Node:
             request,
             target,
             '/hpf.v1.Node/Explain',
-            federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
-            federation_dot_generated_dot_hpf__federation__pb2.NodeVerdict.FromString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.PartialRequest.SerializeToString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.NodeVerdict.FromString,
             options,
             channel_credentials,
             insecure,
@@ -466,8 +466,8 @@ class Node:
             request,
             target,
             '/hpf.v1.Node/AuditProof',
-            federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
-            federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AuditProofRequest.SerializeToString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.AuditProofResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -493,8 +493,8 @@ class Node:
             request,
             target,
             '/hpf.v1.Node/Describe',
-            federation_dot_generated_dot_hpf__federation__pb2.DescribeRequest.SerializeToString,
-            federation_dot_generated_dot_hpf__federation__pb2.DescribeResponse.FromString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.DescribeRequest.SerializeToString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.DescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -520,8 +520,8 @@ class Node:
             request,
             target,
             '/hpf.v1.Node/Lookup',
-            federation_dot_generated_dot_hpf__federation__pb2.NodeLookupRequest.SerializeToString,
-            federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.FromString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.NodeLookupRequest.SerializeToString,
+            hpf_dot_federation_dot_generated_dot_hpf__federation__pb2.PartialResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,9 +20,9 @@ from typing import Any, cast
 
 from sqlglot import exp
 
-from federation.catalog import Catalog, Table
-from federation.errors import PlanError
-from federation.plan import (
+from hpf.federation.catalog import Catalog, Table
+from hpf.federation.errors import PlanError
+from hpf.federation.plan import (
     WITHHELD,
     Aggregate,
     Component,
@@ -33,14 +33,14 @@ from federation.plan import (
     finish_columns,
     layout_of,
 )
-from federation.planner.binder import AGGREGATE_NAMES, CatalogKey, SchemaBinder, binder_for, exact_scale
-from federation.planner.domains import coerce_to_type, key_domain
-from federation.planner.engine_tree import check_engine_sql
-from federation.planner.resolve import check_identifiers, resolve_columns, resolve_table
-from federation.planner.shape import check_shape, parse
-from federation.planner.split import AggregateCall, Split, split_query
-from federation.planner.surface import check_surface, masked_sql
-from federation.planner.totality import Totality, make_total
+from hpf.federation.planner.binder import AGGREGATE_NAMES, CatalogKey, SchemaBinder, binder_for, exact_scale
+from hpf.federation.planner.domains import coerce_to_type, key_domain
+from hpf.federation.planner.engine_tree import check_engine_sql
+from hpf.federation.planner.resolve import check_identifiers, resolve_columns, resolve_table
+from hpf.federation.planner.shape import check_shape, parse
+from hpf.federation.planner.split import AggregateCall, Split, split_query
+from hpf.federation.planner.surface import check_surface, masked_sql
+from hpf.federation.planner.totality import Totality, make_total
 
 MAX_SLOTS = 64 * 4096  # 64 ciphertexts per node answer
 MAX_AGGREGATES = 256  # aggregate calls in one question (each is checked, bound and laid out)

@@ -14,9 +14,9 @@ from functools import lru_cache
 
 import duckdb
 
-from federation.catalog import Catalog
-from federation.engine import interrupting, locked_connection, public_engine_message
-from federation.errors import PlanError
+from hpf.federation.catalog import Catalog
+from hpf.federation.engine import interrupting, locked_connection, public_engine_message
+from hpf.federation.errors import PlanError
 
 BIND_MEMORY = "256MB"  # what binding one question may take, in every party
 BIND_SECONDS = 5.0

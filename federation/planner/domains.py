@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from federation.catalog import Table
+from hpf.federation.catalog import Table
 
 _PART_NAMES = {
     "year": "year",

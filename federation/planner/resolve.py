@@ -11,8 +11,8 @@ import re
 
 from sqlglot import exp
 
-from federation.catalog import Catalog, ColumnClass, Table
-from federation.errors import PlanError
+from hpf.federation.catalog import Catalog, ColumnClass, Table
+from hpf.federation.errors import PlanError
 
 
 def _did_you_mean(name: str, choices: list[str]) -> str | None:

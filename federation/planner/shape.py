@@ -18,8 +18,8 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
-from federation.errors import PlanError
-from federation.planner.surface import check_depth
+from hpf.federation.errors import PlanError
+from hpf.federation.planner.surface import check_depth
 
 MAX_SQL_CHARS = 20_000
 MAX_NUMBER_CHARS = 80  # HUGEINT has 39 digits, DECIMAL(38, s) 38 and a point

@@ -18,8 +18,8 @@ from typing import cast
 
 from sqlglot import exp
 
-from federation.errors import PlanError
-from federation.planner.shape import NOT_ADDITIVE, aggregate_name
+from hpf.federation.errors import PlanError
+from hpf.federation.planner.shape import NOT_ADDITIVE, aggregate_name
 
 SUPPORTED = {
     "count": "count",

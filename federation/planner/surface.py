@@ -28,7 +28,7 @@ from typing import cast
 
 from sqlglot import exp
 
-from federation.errors import PlanError
+from hpf.federation.errors import PlanError
 
 MAX_DEPTH = 64  # levels of the syntax tree; every stage after this one may recurse safely
 MAX_IN_LIST = 1_000

@@ -42,11 +42,11 @@ from fractions import Fraction
 
 from sqlglot import exp
 
-from federation.catalog import Table
-from federation.errors import PlanError
-from federation.planner.engine_tree import evaluate_constants
-from federation.planner.split import unfilter
-from federation.planner.surface import AGGREGATES, conjuncts
+from hpf.federation.catalog import Table
+from hpf.federation.errors import PlanError
+from hpf.federation.planner.engine_tree import evaluate_constants
+from hpf.federation.planner.split import unfilter
+from hpf.federation.planner.surface import AGGREGATES, conjuncts
 
 ROW_BITS = 26  # a region's partial is sized for at most 2**26 rows of a table at the full range of a value
 HUGEINT = 2**127

@@ -8,7 +8,7 @@
 See :mod:`federation.synth.registry` for how people, accounts and loans are planned.
 """
 
-from federation.synth.generator import (
+from hpf.federation.synth.generator import (
     FederationReport,
     NodeReport,
     PlantedDuplicate,
@@ -16,7 +16,7 @@ from federation.synth.generator import (
     generate_node,
     planted_duplicate_loans,
 )
-from federation.synth.registry import MIN_ROWS
+from hpf.federation.synth.registry import MIN_ROWS
 
 __all__ = [
     "MIN_ROWS",

@@ -19,10 +19,10 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-from federation.person_id import person_id_array
-from federation.regions import REGIONS
-from federation.synth.loan_plan import LoanPlan, plan_loans
-from federation.synth.timeline import (
+from hpf.federation.person_id import person_id_array
+from hpf.federation.regions import REGIONS
+from hpf.federation.synth.loan_plan import LoanPlan, plan_loans
+from hpf.federation.synth.timeline import (
     BoolArray,
     IntArray,
     Lives,

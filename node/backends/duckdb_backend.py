@@ -21,8 +21,8 @@ from typing import Any
 
 import duckdb
 
-from federation.catalog import Catalog
-from federation.engine import (
+from hpf.federation.catalog import Catalog
+from hpf.federation.engine import (
     DEFAULT_MEMORY,
     Abandon,
     interrupting,
@@ -30,9 +30,9 @@ from federation.engine import (
     public_engine_message,
     runtime_failure,
 )
-from federation.errors import DataError, FederationError, UnavailableError
-from node.backends.type_check import check_types
-from node.config import TableSource
+from hpf.federation.errors import DataError, FederationError, UnavailableError
+from hpf.node.backends.type_check import check_types
+from hpf.node.config import TableSource
 
 log = logging.getLogger("hpf.node.duckdb")
 # the least time between two checks of unchanged files that failed questions force (a changed file is checked

@@ -18,9 +18,9 @@ import re
 
 import duckdb
 
-from federation.catalog import Table
-from federation.engine import public_engine_message
-from federation.errors import DataError
+from hpf.federation.catalog import Table
+from hpf.federation.engine import public_engine_message
+from hpf.federation.errors import DataError
 
 _DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
 # the values each integer type holds, as an inclusive range

@@ -17,11 +17,11 @@ from typing import Any
 import harness
 import pytest
 
-from federation import he
-from federation.errors import FederationError
-from federation.hpf_schema import hpf_tables
-from federation.synth import generate_node
-from policies import DEFAULT_POLICY
+from hpf.federation import he
+from hpf.federation.errors import FederationError
+from hpf.federation.hpf_schema import hpf_tables
+from hpf.federation.synth import generate_node
+from hpf.policies import DEFAULT_POLICY
 
 NODES = ["nanjing", "suzhou", "wuxi", "hangzhou"]
 SEED, ROWS = 11, 2_000

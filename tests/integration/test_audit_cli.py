@@ -15,10 +15,10 @@ from audit_tamper import Tamper, delete, edit, lines, swap, write_lines
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner, Result
 
-from cli.app import _register, app
-from federation.audit_log import AuditLog
-from federation.audit_records import CHECKPOINTS, ENTRIES, Checkpoint, Receipt, canonical_json, checkpoint_line
-from federation.errors import AuditError
+from hpf.cli.app import _register, app
+from hpf.federation.audit_log import AuditLog
+from hpf.federation.audit_records import CHECKPOINTS, ENTRIES, Checkpoint, Receipt, canonical_json, checkpoint_line
+from hpf.federation.errors import AuditError
 
 _register()
 N = 12
@@ -313,7 +313,7 @@ def test_show_prints_missing_fields_empty_and_log_text_literally(tmp_path: Path)
 def test_the_installed_command_exits_7_on_a_tampered_log(kept: Kept) -> None:
     _edit(3)(kept.log)
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "audit", "verify", str(kept.log), "--public-key", str(kept.public_key)],
+        [sys.executable, "-m", "hpf.cli", "audit", "verify", str(kept.log), "--public-key", str(kept.public_key)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -18,7 +18,7 @@ from typing import Any
 import harness
 import pytest
 
-from federation.profile import load_profile
+from hpf.federation.profile import load_profile
 
 REGIONS = ("a", "b", "c")
 NODE = "b"  # the region whose log is verified
@@ -71,7 +71,7 @@ def readme_forms(fed: harness.Federation) -> dict[str, list[str]]:
 
 def hpf(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", "audit", "verify", *args],
+        [sys.executable, "-m", "hpf.cli", "audit", "verify", *args],
         capture_output=True,
         text=True,
         timeout=120,

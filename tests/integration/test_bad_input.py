@@ -19,21 +19,21 @@ import yaml
 from grpc_health.v1 import health_pb2
 from raw_rpc import METHODS, RPC_TIMEOUT_S, assert_stable, party_of, raw_channels, readable, send_raw
 
-from cli.demo_federation import free_ports
-from federation import he
-from federation.envelope import Signer
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.he import HE_FORMAT
-from federation.pki import init_federation
-from node.privacy_budget import Budget
+from hpf.cli.demo_federation import free_ports
+from hpf.federation import he
+from hpf.federation.envelope import Signer
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.he import HE_FORMAT
+from hpf.federation.pki import init_federation
+from hpf.node.privacy_budget import Budget
 
 TABLES = {"t": {"columns": {"a": {"type": "BIGINT", "class": "public"}}}}
 
 
 def _hpf(*args: str | bytes) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "hpf.cli", *args],
         capture_output=True,
         text=True,
         errors="replace",

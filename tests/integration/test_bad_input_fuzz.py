@@ -28,12 +28,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from raw_rpc import METHODS, assert_stable, party_of, raw_channels, readable, send_raw
 
-from federation import he
-from federation.envelope import MAX_CONSENT_CHARS, MAX_PURPOSE_CHARS, Signer
-from federation.errors import FederationError, is_code
-from federation.generated import hpf_federation_pb2 as pb
-from federation.he import HE_FORMAT, ClientKeys
-from federation.pki import load_certificate
+from hpf.federation import he
+from hpf.federation.envelope import MAX_CONSENT_CHARS, MAX_PURPOSE_CHARS, Signer
+from hpf.federation.errors import FederationError, is_code
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.he import HE_FORMAT, ClientKeys
+from hpf.federation.pki import load_certificate
 
 TABLES = {
     "t": {

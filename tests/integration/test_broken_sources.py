@@ -21,12 +21,12 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
-from cli.app import _register, app
-from federation.catalog import Catalog
-from federation.errors import DataError, UnavailableError
-from federation.tls import TlsConfig, node_target, secure_channel
-from node.backends.duckdb_backend import DuckDBBackend
-from node.config import TableSource
+from hpf.cli.app import _register, app
+from hpf.federation.catalog import Catalog
+from hpf.federation.errors import DataError, UnavailableError
+from hpf.federation.tls import TlsConfig, node_target, secure_channel
+from hpf.node.backends.duckdb_backend import DuckDBBackend
+from hpf.node.config import TableSource
 
 _register()
 

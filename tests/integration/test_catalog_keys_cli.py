@@ -12,10 +12,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from cli.app import _register, app
-from federation.audit_keys import KEY as AUDIT_KEY
-from federation.catalog import load_catalog
-from federation.sealing import AGREEMENT_KEY
+from hpf.cli.app import _register, app
+from hpf.federation.audit_keys import KEY as AUDIT_KEY
+from hpf.federation.catalog import load_catalog
+from hpf.federation.sealing import AGREEMENT_KEY
 
 _register()
 runner = CliRunner()

@@ -23,13 +23,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from cli.app import _register, app
-from coordinator.server import running_coordinator
-from federation.catalog import load_catalog
-from federation.client import FederationClient
-from federation.config_files import parse_model
-from federation.generated import hpf_federation_pb2 as pb
-from federation.profile import ClientProfile
+from hpf.cli.app import _register, app
+from hpf.coordinator.server import running_coordinator
+from hpf.federation.catalog import load_catalog
+from hpf.federation.client import FederationClient
+from hpf.federation.config_files import parse_model
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.profile import ClientProfile
 
 _register()
 RPC_TIMEOUT_S = 20.0

@@ -17,12 +17,12 @@ import yaml
 from coordinator_recorder import CoordinatorRecorder, recording
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation import consent, consent_revocations, pki
-from federation.client import FederationClient
-from federation.errors import FederationError
-from federation.hpf_schema import hpf_tables
-from federation.synth import generate_node
-from policies import DEFAULT_POLICY
+from hpf.federation import consent, consent_revocations, pki
+from hpf.federation.client import FederationClient
+from hpf.federation.errors import FederationError
+from hpf.federation.hpf_schema import hpf_tables
+from hpf.federation.synth import generate_node
+from hpf.policies import DEFAULT_POLICY
 
 NODES = ["shanghai", "hangzhou", "nanjing"]
 SEED, ROWS = 11, 2_000
@@ -216,7 +216,7 @@ def test_screening_reads_tokens_and_answers_every_consented_applicant(fed: harne
 def test_tokens_never_reach_the_coordinator_in_the_clear(fed: harness.Federation, tmp_path: Path) -> None:
     """What the coordinator relays is a sealed blob per region and the tokens sealed once: no token, no salt, no
     path appears in either."""
-    from federation import sealing
+    from hpf.federation import sealing
 
     ids = people(fed, 2)
     raw = [consent.parse_token_text(t).encode() for t in tokens_for(fed, ids)]
@@ -302,7 +302,7 @@ def test_an_older_revocation_list_put_back_while_a_region_is_stopped_is_refused(
 def test_the_audit_entry_answers_under_which_consent_a_person_was_looked_up(fed: harness.Federation) -> None:
     import json
 
-    from federation.sealing import SUBJECT_KEY, looked_up_under, read_secret
+    from hpf.federation.sealing import SUBJECT_KEY, looked_up_under, read_secret
 
     ids = people(fed, 2)
     tokens = tokens_for(fed, ids)
@@ -326,7 +326,7 @@ def test_an_auditor_finds_under_which_consent_a_person_was_looked_up(fed: harnes
 
     from typer.testing import CliRunner
 
-    from cli.app import _register, app
+    from hpf.cli.app import _register, app
 
     _register("audit")
     ids = people(fed, 3)[1:]
@@ -369,7 +369,7 @@ def test_enumerating_ids_yields_only_the_consented_people(
 ) -> None:
     """A bank that screens every ID of a district born in one year, holding tokens for 5 of them, is answered about
     exactly those 5; without any token, about nobody; and a bank that skips its own check is refused outright."""
-    from federation.person_id import person_id_array
+    from hpf.federation.person_id import person_id_array
 
     consented = people(fed, 5)
     days = [int((dt.date(1990, 1, 1) + dt.timedelta(days=d)).strftime("%Y%m%d")) for d in range(365)]
@@ -419,7 +419,7 @@ def test_the_cli_reads_a_token_file_and_a_token_column(fed: harness.Federation, 
     ids = people(fed, 3)
     tokens = tokens_for(fed, ids)
     (tmp_path / "token.txt").write_text(tokens[0] + "\n")
-    hpf = [sys.executable, "-m", "cli"]
+    hpf = [sys.executable, "-m", "hpf.cli"]
     one = subprocess.run(
         [*hpf, "lookup", "-p", str(profile), "--consent-token", str(tmp_path / "token.txt"), "-f", "json", ids[0]],
         capture_output=True,

@@ -17,10 +17,10 @@ import pytest
 from consent_federation import ISSUER, NODES, THIRD, issuer_federation, people, tokens
 from coordinator_recorder import CoordinatorRecorder
 
-from federation import client as client_module
-from federation.client import WITHHELD
-from federation.errors import FederationError
-from federation.lookup_codec import layout_fingerprint
+from hpf.federation import client as client_module
+from hpf.federation.client import WITHHELD
+from hpf.federation.errors import FederationError
+from hpf.federation.lookup_codec import layout_fingerprint
 
 REVIEW = {"purpose": "loan-review"}
 RECORDED: dict[str, CoordinatorRecorder] = {}
@@ -72,7 +72,7 @@ def test_an_applicant_one_region_refuses_is_withheld_everywhere_and_the_rest_ans
 
 
 def _spec(request: object) -> object:
-    from federation.generated import hpf_federation_pb2 as pb
+    from hpf.federation.generated import hpf_federation_pb2 as pb
 
     envelope = pb.QueryEnvelope()
     envelope.ParseFromString(request.envelope.envelope)  # type: ignore[attr-defined]

@@ -15,7 +15,11 @@ import yaml
 
 def _hpf(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        [sys.executable, "-m", "hpf.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -72,7 +76,7 @@ def test_demo_once_runs_examples_equal_to_oracle(tmp_path: Path) -> None:
 
     # the budgets are kept across runs: with 8.5 more of the bank's 10 spent at every region (half an epsilon left), a
     # second run shows the analyst's budget one answer lower and the bank refused, as its explain predicts
-    from node.privacy_budget import Budget, PrivacyLedger
+    from hpf.node.privacy_budget import Budget, PrivacyLedger
 
     for node in ("shanghai", "hangzhou", "nanjing"):
         with PrivacyLedger.open(data / "state" / node / "privacy") as ledger:
@@ -99,7 +103,7 @@ def test_demo_refuses_bad_arguments(tmp_path: Path) -> None:
 def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
     """`hpf query` over the files a demo leaves: start the parties, query as JSON and CSV, exact (the operator) and
     DP (the analyst, the caseworker), stop."""
-    from cli.demo_federation import ensure_data, layout_for, running_parties, write_configs
+    from hpf.cli.demo_federation import ensure_data, layout_for, running_parties, write_configs
 
     layout = layout_for(tmp_path / "q", 3)  # masks: every region sums its answer with at least 3
     ensure_data(layout, 3000, 5, lambda _msg: None)
@@ -170,7 +174,7 @@ def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: P
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from cli.demo_federation import free_ports
+    from hpf.cli.demo_federation import free_ports
 
     catalog = {
         "federation": "t",
@@ -188,7 +192,7 @@ def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: P
     # without TLS a node still verifies every signed question, so it needs the federation CA
     untrusting = _hpf("node", "serve", "--config", str(tmp_path / "node.yaml"), "--insecure", timeout=30)
     assert untrusting.returncode == 2 and "federation_ca" in untrusting.stderr
-    from federation.pki import init_federation
+    from hpf.federation.pki import init_federation
 
     init_federation(tmp_path / "pki", ["north"], federation="t")
     config["federation_ca"] = "pki/ca.pem"
@@ -202,7 +206,7 @@ def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: P
     (tmp_path / "node.yaml").write_text(yaml.safe_dump(config))
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "node", "serve", "--config", str(tmp_path / "node.yaml"), "--insecure"],
+        [sys.executable, "-m", "hpf.cli", "node", "serve", "--config", str(tmp_path / "node.yaml"), "--insecure"],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -228,11 +232,11 @@ def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
     """`hpf lookup`, `hpf screen` and `hpf audit show --person` over a demo's parties, checked against DuckDB."""
     import csv
 
-    from cli.demo_check import pooled_person_facts
-    from cli.demo_federation import ensure_data, layout_for, running_parties, write_configs
-    from cli.demo_lookups import write_applicants
-    from federation.catalog import load_catalog
-    from federation.synth.generator import planted_duplicate_loans
+    from hpf.cli.demo_check import pooled_person_facts
+    from hpf.cli.demo_federation import ensure_data, layout_for, running_parties, write_configs
+    from hpf.cli.demo_lookups import write_applicants
+    from hpf.federation.catalog import load_catalog
+    from hpf.federation.synth.generator import planted_duplicate_loans
 
     layout = layout_for(tmp_path / "l", 4)  # --exclude-home leaves 3 regions, the fewest a masked sum takes
     ensure_data(layout, 20000, 3, lambda _msg: None)
@@ -339,8 +343,8 @@ def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
 
 def test_demo_replaces_a_ca_left_by_an_older_demo(tmp_path: Path) -> None:
     """The demo owns its pki/: a CA naming no federation or another one is replaced, not refused."""
-    from cli.demo_federation import DemoLayout, _certificates
-    from federation import pki
+    from hpf.cli.demo_federation import DemoLayout, _certificates
+    from hpf.federation import pki
 
     layout = DemoLayout(data=tmp_path, node_ids=["shanghai", "hangzhou"])
     pki.init_federation(layout.pki, layout.node_ids, federation="elsewhere")
@@ -356,7 +360,7 @@ def test_a_second_demo_on_a_directory_in_use_says_so(tmp_path: Path) -> None:
     import fcntl
     import os
 
-    from cli.demo_federation import LOCK_FILE, only_demo
+    from hpf.cli.demo_federation import LOCK_FILE, only_demo
 
     data = tmp_path / "demo"
     with only_demo(data):
@@ -378,7 +382,7 @@ def test_the_ready_lines_of_a_serving_demo_work_when_pasted(tmp_path: Path) -> N
 
     data = tmp_path / "demo"
     demo = subprocess.Popen(
-        [sys.executable, "-m", "cli", "demo", "--nodes", "3", "--rows", "2000", "--data", str(data)],
+        [sys.executable, "-m", "hpf.cli", "demo", "--nodes", "3", "--rows", "2000", "--data", str(data)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -25,11 +25,11 @@ from typing import Any
 import harness
 import pytest
 
-from cli.output import privacy_note
-from federation import he
-from federation.hpf_schema import hpf_tables
-from policies import DEFAULT_POLICY
-from policies.loader import load_policy
+from hpf.cli.output import privacy_note
+from hpf.federation import he
+from hpf.federation.hpf_schema import hpf_tables
+from hpf.policies import DEFAULT_POLICY
+from hpf.policies.loader import load_policy
 
 NODES = ("shanghai", "hangzhou", "nanjing")  # the default's masked sums take at least 3 regions
 PEOPLE = (("caseworker", "caseworker", None), ("operator", "operator", None))

@@ -29,20 +29,20 @@ import pytest
 import yaml
 from streamed import collect
 
-from federation import he, skellam, statements
-from federation.client import QueryAnswer
-from federation.config_files import parse_model
-from federation.dp_plan import DpTerms, component_label, dp_plan, dp_terms
-from federation.envelope import query_id
-from federation.errors import FederationError, from_rpc_error
-from federation.generated import hpf_federation_pb2 as pb
-from federation.he import HE_FORMAT
-from federation.plan import OTHER, Plan
-from federation.planner import plan_query
-from federation.profile import ClientProfile
-from federation.sealing import AgreementKey, load_or_create_secret
-from federation.slot_codec import chunks, decode_totals, encode_noisy_partials, encode_partials
-from node.protection import NOISE_KEY, Protector
+from hpf.federation import he, skellam, statements
+from hpf.federation.client import QueryAnswer
+from hpf.federation.config_files import parse_model
+from hpf.federation.dp_plan import DpTerms, component_label, dp_plan, dp_terms
+from hpf.federation.envelope import query_id
+from hpf.federation.errors import FederationError, from_rpc_error
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.he import HE_FORMAT
+from hpf.federation.plan import OTHER, Plan
+from hpf.federation.planner import plan_query
+from hpf.federation.profile import ClientProfile
+from hpf.federation.sealing import AgreementKey, load_or_create_secret
+from hpf.federation.slot_codec import chunks, decode_totals, encode_noisy_partials, encode_partials
+from hpf.node.protection import NOISE_KEY, Protector
 
 RPC_TIMEOUT_S = 20.0
 DP_POLICY = harness.OPEN_POLICY.with_name("open-dp.yaml")
@@ -455,7 +455,7 @@ def test_explain_shows_mode_epsilon_and_the_budget_of_every_region(
     profile = tmp_path / "cw_explain.yaml"
     profile.write_text(yaml.safe_dump(doc))
     parse_model(profile, doc, ClientProfile)
-    base = [sys.executable, "-m", "cli", "query", "--profile", str(profile), "--explain"]
+    base = [sys.executable, "-m", "hpf.cli", "query", "--profile", str(profile), "--explain"]
     shown = subprocess.run([*base, "--format", "json", sql], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     regions = json.loads(shown.stdout)["regions"]
@@ -533,7 +533,7 @@ def test_a_coordinator_spends_no_more_runs_than_the_asker_signed(
 
 
 def privacy_note_of(answer: Any) -> str:
-    from cli.output import privacy_note
+    from hpf.cli.output import privacy_note
 
     line = privacy_note(answer)
     assert line is not None

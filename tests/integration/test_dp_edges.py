@@ -27,19 +27,19 @@ import numpy as np
 import pytest
 from uniformity import CHI2_LIMIT, chi_square_uniform
 
-from cli.output import privacy_note, render
-from federation import he, masking, statements
-from federation.client import QueryAnswer
-from federation.dp_plan import DpTerms, dp_terms
-from federation.envelope import query_id
-from federation.errors import FederationError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.he import HE_FORMAT
-from federation.plan import Plan
-from federation.planner import plan_query
-from federation.slot_codec import CANARY, FAILED, chunks, decode_totals, encode_partials
-from node.privacy_budget import LEDGER_FILE, Budget, PrivacyLedger
+from hpf.cli.output import privacy_note, render
+from hpf.federation import he, masking, statements
+from hpf.federation.client import QueryAnswer
+from hpf.federation.dp_plan import DpTerms, dp_terms
+from hpf.federation.envelope import query_id
+from hpf.federation.errors import FederationError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.he import HE_FORMAT
+from hpf.federation.plan import Plan
+from hpf.federation.planner import plan_query
+from hpf.federation.slot_codec import CANARY, FAILED, chunks, decode_totals, encode_partials
+from hpf.node.privacy_budget import LEDGER_FILE, Budget, PrivacyLedger
 
 RPC_TIMEOUT_S = 20.0
 DP_POLICY = harness.OPEN_POLICY.with_name("open-dp.yaml")

@@ -35,15 +35,15 @@ import harness
 import pytest
 from streamed import collect
 
-from federation import he
-from federation.envelope import Signer, query_id
-from federation.errors import FederationError, from_rpc_error
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.he import HE_FORMAT
-from federation.planner.binder import SchemaBinder
-from federation.tls import TlsConfig, secure_channel
-from node.executor import PartialExecutor
+from hpf.federation import he
+from hpf.federation.envelope import Signer, query_id
+from hpf.federation.errors import FederationError, from_rpc_error
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.he import HE_FORMAT
+from hpf.federation.planner.binder import SchemaBinder
+from hpf.federation.tls import TlsConfig, secure_channel
+from hpf.node.executor import PartialExecutor
 
 RPC_TIMEOUT_S = 30.0
 SECRET_ID = "310101199001011237"
@@ -370,7 +370,7 @@ def test_deep_nesting_is_refused_with_a_code(
 def test_deep_nesting_in_the_cli_is_a_one_line_error(fed: harness.Federation) -> None:
     sql = "SELECT COUNT(*) FROM deposits WHERE " + "(" * 300 + "amount_fen > 0" + ")" * 300
     done = subprocess.run(
-        [sys.executable, "-m", "cli", "query", "--profile", str(fed.profile_path), sql],
+        [sys.executable, "-m", "hpf.cli", "query", "--profile", str(fed.profile_path), sql],
         capture_output=True,
         text=True,
         timeout=120,
@@ -442,7 +442,7 @@ def test_answers_carry_no_region_timings(fed: harness.Federation, keys: he.Clien
 
 
 def harness_plan_fingerprint(fed: harness.Federation, signed: pb.SignedEnvelope) -> str:
-    from federation.planner import sketch_query
+    from hpf.federation.planner import sketch_query
 
     return sketch_query(pb.QueryEnvelope.FromString(signed.envelope).sql, fed.catalog).fingerprint
 

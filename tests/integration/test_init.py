@@ -25,8 +25,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from federation.synth.lineitem import LINEITEM_TYPES, write_lineitem
-from federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
+from hpf.federation.synth.lineitem import LINEITEM_TYPES, write_lineitem
+from hpf.federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
 
 REGIONS = ("north", "south", "east")
 ROWS = 4_000
@@ -51,7 +51,11 @@ Q6 = (
 
 def _hpf(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        [sys.executable, "-m", "hpf.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 

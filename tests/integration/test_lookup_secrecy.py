@@ -24,16 +24,16 @@ import numpy as np
 import pytest
 from coordinator_recorder import CoordinatorRecorder, recording
 
-from federation import he
-from federation.client import LookupAnswer
-from federation.envelope import Signer, query_id
-from federation.errors import FederationError, from_rpc_error
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.he import HE_FORMAT
-from federation.hpf_schema import hpf_tables
-from federation.person_id import person_id_array
-from federation.sealing import (
+from hpf.federation import he
+from hpf.federation.client import LookupAnswer
+from hpf.federation.envelope import Signer, query_id
+from hpf.federation.errors import FederationError, from_rpc_error
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.he import HE_FORMAT
+from hpf.federation.hpf_schema import hpf_tables
+from hpf.federation.person_id import person_id_array
+from hpf.federation.sealing import (
     ID_CHARS,
     KEY_BYTES,
     SALT_BYTES,
@@ -43,9 +43,9 @@ from federation.sealing import (
     read_secret,
     subject_tag,
 )
-from federation.synth import generate_node, planted_duplicate_loans
-from federation.tls import TlsConfig, secure_channel
-from policies import DEFAULT_POLICY
+from hpf.federation.synth import generate_node, planted_duplicate_loans
+from hpf.federation.tls import TlsConfig, secure_channel
+from hpf.policies import DEFAULT_POLICY
 
 # four regions: every one but the caseworker's home is three, the fewest a region sums its answer with by default
 NODES = ["shanghai", "hangzhou", "nanjing", "suzhou"]

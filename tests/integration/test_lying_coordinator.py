@@ -21,14 +21,14 @@ import lying_coordinator as lie
 import pytest
 import yaml
 
-import coordinator.fanout
-from coordinator.fanout import FederatedAnswer
-from federation import he, statements
-from federation.client import FederationClient
-from federation.config_files import parse_model
-from federation.errors import PlanError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.profile import ClientProfile
+import hpf.coordinator.fanout
+from hpf.coordinator.fanout import FederatedAnswer
+from hpf.federation import he, statements
+from hpf.federation.client import FederationClient
+from hpf.federation.config_files import parse_model
+from hpf.federation.errors import PlanError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.profile import ClientProfile
 
 NODES = ["n0", "n1", "n2", "n3"]
 TABLES = harness.MONTHLY_TABLES
@@ -224,7 +224,7 @@ def test_only_a_pinned_catalog_verifies_and_an_unpinned_client_says_so(
 
 
 def test_the_cli_prints_an_unverified_answer_as_such(fed: harness.Federation, keys: he.ClientKeys) -> None:
-    from cli.output import render
+    from hpf.cli.output import render
 
     with unpinned(fed, keys) as client:
         answer = client.query(COUNT)
@@ -276,7 +276,7 @@ def test_no_text_from_the_coordinator_reaches_the_terminal_raw(
     region or into an error would redraw a verified answer on the asker's screen: a missing region's code must
     have the stable form (else the answer is refused), and every text it sends is printed without control or
     format characters."""
-    from cli.output import render
+    from hpf.cli.output import render
 
     fed.stop_node("n3")
     try:
@@ -296,7 +296,7 @@ def test_no_text_from_the_coordinator_reaches_the_terminal_raw(
         # gRPC carries a status message with any bytes; metadata (code, hint) only printable ASCII
         raise PlanError("refused" + ESCAPES, code="PLAN_REFUSED;[2A", hint="ask")
 
-    monkeypatch.setattr(coordinator.fanout.FanOut, "query", refusing)
+    monkeypatch.setattr(hpf.coordinator.fanout.FanOut, "query", refusing)
     err = harness.refusal(lambda: fed.client(keys=keys).query(COUNT))
     assert err.code == "REMOTE_CODE_INVALID"
     assert not any(ch in f"{err.message} {err.hint}" for ch in "\x1b\u202e\n"), err

@@ -24,14 +24,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-import coordinator.fanout
-from cli.app import _register, app
-from coordinator.fanout import FederatedAnswer
-from federation import he
-from federation.audit_proto import checkpoint_to_proto, receipt_to_proto
-from federation.client import FederationClient
-from federation.generated import hpf_federation_pb2 as pb
-from federation.profile import load_profile
+from hpf.cli.app import _register, app
+from hpf.coordinator import fanout
+from hpf.coordinator.fanout import FederatedAnswer
+from hpf.federation import he
+from hpf.federation.audit_proto import checkpoint_to_proto, receipt_to_proto
+from hpf.federation.client import FederationClient
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.profile import load_profile
 
 _register()
 NODES = ["n0", "n1", "n2", "n3"]
@@ -235,16 +235,16 @@ def test_kept_receipts_are_proven_later(profile: Path, keys: he.ClientKeys) -> N
 @contextlib.contextmanager
 def relayed_proofs(patch: pytest.MonkeyPatch, change: Callable[[pb.AuditProofResponse], None]) -> Iterator[None]:
     """While active, the coordinator changes every audit proof it relays from a region."""
-    honest = coordinator.fanout.FanOut.audit_proof
+    honest = fanout.FanOut.audit_proof
 
-    async def audit_proof(self: coordinator.fanout.FanOut, request: pb.AuditProofRequest) -> pb.AuditProofResponse:
+    async def audit_proof(self: fanout.FanOut, request: pb.AuditProofRequest) -> pb.AuditProofResponse:
         out = pb.AuditProofResponse()
         out.CopyFrom(await honest(self, request))
         change(out)
         return out
 
     with patch.context() as p:
-        p.setattr(coordinator.fanout.FanOut, "audit_proof", audit_proof)
+        p.setattr(fanout.FanOut, "audit_proof", audit_proof)
         yield
 
 
@@ -333,10 +333,10 @@ Explain = Callable[[pb.ExplainResponse], pb.ExplainResponse]
 def lying_explain(patch: pytest.MonkeyPatch, tamper: Explain) -> Iterator[list[pb.ExplainResponse]]:
     """While active, the coordinator asks every region for its verdict, then relays ``tamper(reply)``; yields the
     true replies."""
-    honest = coordinator.fanout.FanOut.explain
+    honest = fanout.FanOut.explain
     seen: list[pb.ExplainResponse] = []
 
-    async def explain(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
+    async def explain(self: fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
         reply = await honest(self, *args, **kwargs)
         seen.append(reply)
         out = pb.ExplainResponse()
@@ -344,7 +344,7 @@ def lying_explain(patch: pytest.MonkeyPatch, tamper: Explain) -> Iterator[list[p
         return tamper(out)
 
     with patch.context() as p:
-        p.setattr(coordinator.fanout.FanOut, "explain", explain)
+        p.setattr(fanout.FanOut, "explain", explain)
         yield seen
 
 
@@ -422,7 +422,7 @@ def _signed_by_the_coordinator(r: pb.ExplainResponse) -> pb.ExplainResponse:
     """A verdict for a region outside the catalog, signed with a key of the coordinator's own."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from federation import verdicts
+    from hpf.federation import verdicts
 
     own = Ed25519PrivateKey.generate()
     r.verdicts.append(verdicts.sign(pb.NodeVerdict(node_id="evil", accepted=True), r.query_id, own.sign))
@@ -545,9 +545,9 @@ def test_a_region_the_coordinator_cannot_reach_is_its_unsigned_word(
         async def Explain(request: Any, timeout: float) -> Any:
             raise Unreachable()
 
-    honest = coordinator.fanout.FanOut.explain
+    honest = fanout.FanOut.explain
 
-    async def explain(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
+    async def explain(self: fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
         stubs = self._stubs
         self._stubs = {**stubs, "n3": Down()}  # type: ignore[dict-item]
         try:
@@ -556,7 +556,7 @@ def test_a_region_the_coordinator_cannot_reach_is_its_unsigned_word(
             self._stubs = stubs
 
     with monkeypatch.context() as p:
-        p.setattr(coordinator.fanout.FanOut, "explain", explain)
+        p.setattr(fanout.FanOut, "explain", explain)
         with fed.client(keys=keys) as c:
             _, reply = c.explain(COUNT)
         table = hpf("query", "-p", fed.profile_path, "--explain", COUNT)
@@ -583,14 +583,14 @@ def test_a_replayed_explain_is_the_regions_refusal_not_a_verdict(
 ) -> None:
     """A coordinator sending an explain to the regions twice gets their refusal of the replay: the explain fails
     with it, as a question would, and no region's verdict is made up for it."""
-    honest = coordinator.fanout.FanOut.explain
+    honest = fanout.FanOut.explain
 
-    async def twice(self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
+    async def twice(self: fanout.FanOut, *args: Any, **kwargs: Any) -> pb.ExplainResponse:
         await honest(self, *args, **kwargs)
         return await honest(self, *args, **kwargs)
 
     with monkeypatch.context() as p:
-        p.setattr(coordinator.fanout.FanOut, "explain", twice)
+        p.setattr(fanout.FanOut, "explain", twice)
         with fed.client(keys=keys) as c:
             assert harness.refusal(lambda: c.explain(COUNT)).code == "AUTH_REPLAY"
 

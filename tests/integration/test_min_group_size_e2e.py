@@ -1,7 +1,7 @@
 """Minimum group size end to end: nodes withhold small groups, the client lists them with NULL aggregates.
 
 Until a node takes k from its policy, the test makes every node encode with ``K`` by wrapping
-``node.executor.encode_partials``; the rest (encryption, the coordinator's sum, decryption, decoding,
+``hpf.node.executor.encode_partials``; the rest (encryption, the coordinator's sum, decryption, decoding,
 finishing) is the real federation. The oracle is :meth:`harness.Federation.oracle_withheld`.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 import harness
 import pytest
 
-import node.executor
-from federation import he
-from federation.slot_codec import encode_partials
+import hpf.node.executor
+from hpf.federation import he
+from hpf.federation.slot_codec import encode_partials
 
 K = 3
 CITIES = ["310000", "330100", "320100"]
@@ -52,7 +52,7 @@ def fed() -> Iterator[harness.Federation]:
         def with_k(plan: Any, rows: Any, min_group_size: int = 1) -> Any:
             return encode_partials(plan, rows, min_group_size=K)
 
-        patch.setattr(node.executor, "encode_partials", with_k)
+        patch.setattr(hpf.node.executor, "encode_partials", with_k)
         with tempfile.TemporaryDirectory(prefix="hpf-k-") as tmp, harness.federation(Path(tmp), TABLES, NODE_ROWS) as f:
             yield f
 

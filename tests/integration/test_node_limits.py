@@ -23,16 +23,16 @@ import grpc
 import harness
 import pytest
 
-from federation import he
-from federation.envelope import Signer, query_id
-from federation.errors import DataError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.he import HE_FORMAT
-from federation.planner import sketch_query
-from federation.tls import TlsConfig, secure_channel
-from node.backends.duckdb_backend import DuckDBBackend
-from node.privacy_budget import Budget, PrivacyLedger
+from hpf.federation import he
+from hpf.federation.envelope import Signer, query_id
+from hpf.federation.errors import DataError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.he import HE_FORMAT
+from hpf.federation.planner import sketch_query
+from hpf.federation.tls import TlsConfig, secure_channel
+from hpf.node.backends.duckdb_backend import DuckDBBackend
+from hpf.node.privacy_budget import Budget, PrivacyLedger
 
 ROWS = 600_000  # the heavy question takes n0 about 2 s here
 LEDGER_ROWS = 2_000_000  # one person each: capping them takes more than 32 MB, and n2 has 24 MB

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from federation.catalog import Catalog
-from federation.errors import DataError
-from node.backends.duckdb_backend import DuckDBBackend
-from node.config import TableSource
+from hpf.federation.catalog import Catalog
+from hpf.federation.errors import DataError
+from hpf.node.backends.duckdb_backend import DuckDBBackend
+from hpf.node.config import TableSource
 
 CATALOG = Catalog.model_validate(
     {
@@ -73,7 +73,7 @@ def test_table_without_source_is_refused(tmp_path: Path) -> None:
 
 
 def test_node_config_short_and_long_table_forms(tmp_path: Path) -> None:
-    from node.config import load_node_config
+    from hpf.node.config import load_node_config
 
     path = tmp_path / "node.yaml"
     path.write_text(

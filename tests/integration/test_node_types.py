@@ -20,11 +20,11 @@ from harness import raw_file_oracle, write_table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from federation.catalog import Catalog
-from federation.errors import DataError, UnavailableError
-from node.backends.duckdb_backend import DuckDBBackend
-from node.backends.type_check import lossless
-from node.config import TableSource
+from hpf.federation.catalog import Catalog
+from hpf.federation.errors import DataError, UnavailableError
+from hpf.node.backends.duckdb_backend import DuckDBBackend
+from hpf.node.backends.type_check import lossless
+from hpf.node.config import TableSource
 
 
 def catalog(columns: dict[str, str]) -> Catalog:

@@ -10,10 +10,10 @@ import typer
 import yaml
 from typer.testing import CliRunner, Result
 
-from cli.policy import register
-from federation.hpf_schema import DEMO_CONSENT_ISSUER, demo_catalog
-from policies import DEFAULT_POLICY
-from policies.loader import load_policy
+from hpf.cli.policy import register
+from hpf.federation.hpf_schema import DEMO_CONSENT_ISSUER, demo_catalog
+from hpf.policies import DEFAULT_POLICY
+from hpf.policies.loader import load_policy
 
 app = typer.Typer()
 register(app)
@@ -103,7 +103,7 @@ def test_show_prints_the_effective_policy_which_loads_back_the_same(tmp_path: Pa
 
 def test_hpf_policy_is_a_command_group(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "policy", "check", str(DEFAULT_POLICY)],
+        [sys.executable, "-m", "hpf.cli", "policy", "check", str(DEFAULT_POLICY)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -21,8 +21,8 @@ import harness
 import pytest
 import yaml
 
-from federation import he
-from federation.errors import PolicyViolation
+from hpf.federation import he
+from hpf.federation.errors import PolicyViolation
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TABLES: dict[str, Any] = yaml.safe_load((FIXTURES / "tpch_catalog.yaml").read_text())["tables"]

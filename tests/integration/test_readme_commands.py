@@ -361,7 +361,7 @@ FILES: dict[str, Callable[[Path, Demo], object]] = {
 
 def _run(args: tuple[str, ...] | list[str], cwd: Path, timeout: float = COMMAND_S) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "hpf.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -394,7 +394,7 @@ def serving_demo(workspace: Path) -> Iterator[Demo]:
     out, err = workspace / "demo.out", workspace / "demo.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "demo", "--nodes", str(NODES), "--rows", str(ROWS), "--data", str(data)],
+            [sys.executable, "-m", "hpf.cli", "demo", "--nodes", str(NODES), "--rows", str(ROWS), "--data", str(data)],
             cwd=workspace,
             stdout=stdout,
             stderr=stderr,
@@ -542,8 +542,8 @@ def _table(text: str) -> tuple[list[str], list[list[str]]]:
 
 
 def _sql_columns(sql: str, demo: Demo) -> list[str]:
-    from federation.catalog import load_catalog
-    from federation.planner import plan_query
+    from hpf.federation.catalog import load_catalog
+    from hpf.federation.planner import plan_query
 
     return list(plan_query(sql, load_catalog(demo.data / "federation.yaml")).output_names)
 
@@ -732,7 +732,7 @@ def check_pki_revoke(r: Ran, demo: Demo) -> None:
 
 
 def check_node_keys(r: Ran, demo: Demo) -> None:
-    from federation.catalog_keys import load_node_keys
+    from hpf.federation.catalog_keys import load_node_keys
 
     output = _option(r.argv, "--output")
     config = yaml.safe_load((r.cwd / (_option(r.argv, "--config") or "")).read_text(encoding="utf-8"))
@@ -750,8 +750,8 @@ def check_node_keys(r: Ran, demo: Demo) -> None:
 
 
 def check_catalog_keys(r: Ran, demo: Demo) -> None:
-    from federation.catalog import load_catalog
-    from federation.catalog_keys import load_node_keys
+    from hpf.federation.catalog import load_catalog
+    from hpf.federation.catalog_keys import load_node_keys
 
     catalog_path = r.argv[2]
     published = {n.id: (n.audit_key, n.agreement_key) for n in load_catalog(r.cwd / catalog_path).nodes}
@@ -763,7 +763,7 @@ def check_catalog_keys(r: Ran, demo: Demo) -> None:
 
 
 def check_init(r: Ran, demo: Demo) -> None:
-    from federation.catalog import load_catalog
+    from hpf.federation.catalog import load_catalog
 
     folder = r.cwd / r.argv[1]
     catalog = load_catalog(folder / "federation.yaml")
@@ -780,7 +780,7 @@ def check_init(r: Ran, demo: Demo) -> None:
 
 # A verb (the words after hpf) -> what its output must show. A README command whose verb is not here fails.
 def check_consent_keys(r: Ran, demo: Demo) -> None:
-    from federation.catalog import IssuerEntry
+    from hpf.federation.catalog import IssuerEntry
 
     entry = yaml.safe_load(r.stdout)
     assert IssuerEntry.model_validate(entry[0]).id == _option(r.argv, "--issuer"), "the catalog's issuers: entry"
@@ -788,7 +788,7 @@ def check_consent_keys(r: Ran, demo: Demo) -> None:
 
 
 def check_consent_grant(r: Ran, demo: Demo) -> None:
-    from federation import consent
+    from hpf.federation import consent
 
     people = list(csv.DictReader((r.cwd / (_option(r.argv, "--input") or "")).open(encoding="utf-8")))
     out = r.cwd / (_option(r.argv, "--out") or "")
@@ -899,8 +899,8 @@ def test_every_markdown_file_with_commands_is_run() -> None:
 def test_the_readme_yaml_examples_fit_each_other_and_the_pki_it_makes(ran: dict[str, Ran]) -> None:
     """The node.yaml example loads as a node's configuration, names a node and the tables of the catalog example,
     and its certificates are the files the README's own `hpf pki init` wrote."""
-    from federation.catalog import load_catalog
-    from node.config import load_node_config
+    from hpf.federation.catalog import load_catalog
+    from hpf.node.config import load_node_config
 
     init = next(r for r in ran.values() if r.argv[:2] == ("pki", "init"))
     assert init.returncode == 0, init.context()
@@ -925,8 +925,8 @@ def test_the_people_the_readme_looks_up_are_the_default_demos(tmp_path: Path) ->
 
     import duckdb
 
-    from cli.demo import demo
-    from cli.demo_federation import ensure_data, layout_for
+    from hpf.cli.demo import demo
+    from hpf.cli.demo_federation import ensure_data, layout_for
 
     options = {name: p.default.default for name, p in inspect.signature(demo).parameters.items()}
     layout = layout_for(tmp_path / "default-demo", options["nodes"])

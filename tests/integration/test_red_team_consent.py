@@ -17,11 +17,11 @@ import pytest
 from consent_federation import ISSUER, LOANS, NODES, THIRD, issuer_federation, people, tokens
 from coordinator_recorder import CoordinatorRecorder
 
-import coordinator.fanout
-from coordinator.fanout import FanOut, MissingRegion
-from federation import consent
-from federation.errors import FederationError, error_for_code
-from federation.generated import hpf_federation_pb2 as pb
+import hpf.coordinator.fanout
+from hpf.coordinator.fanout import FanOut, MissingRegion
+from hpf.federation import consent
+from hpf.federation.errors import FederationError, error_for_code
+from hpf.federation.generated import hpf_federation_pb2 as pb
 
 REVIEW = {"purpose": "loan-review"}
 RECORDED: dict[str, CoordinatorRecorder] = {}
@@ -41,8 +41,8 @@ def test_a_coordinator_passing_a_consent_refusal_off_as_missing_gets_no_answer_f
     given = [*tokens(fed, ids[:2], ISSUER), *tokens(fed, ids[2:], THIRD)]  # hangzhou refuses the third
     recorder = RECORDED["recorder"]
     heads_before = len(recorder.heads)
-    lying = frozenset(c for c in coordinator.fanout.QUERY_FAILURES if not c.startswith("CONSENT_"))
-    monkeypatch.setattr(coordinator.fanout, "QUERY_FAILURES", lying)
+    lying = frozenset(c for c in hpf.coordinator.fanout.QUERY_FAILURES if not c.startswith("CONSENT_"))
+    monkeypatch.setattr(hpf.coordinator.fanout, "QUERY_FAILURES", lying)
     with fed.client(person="bank") as bank, pytest.raises(FederationError) as err:
         bank.lookup(ids, tokens=given, **REVIEW)  # type: ignore[arg-type]
     # the survivors refuse a run without hangzhou; the bank has no answer at all
@@ -74,7 +74,7 @@ def test_a_bank_leaving_the_refusing_region_out_of_its_own_request_is_refused(
     fed: harness.Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The bank signs a lookup to the regions that accept its tokens only: they refuse (federation-wide only)."""
-    from federation.client import FederationClient
+    from hpf.federation.client import FederationClient
 
     ids = people(fed, 2)
     given = tokens(fed, ids, THIRD)
@@ -107,14 +107,14 @@ def _real_refusal(fed: harness.Federation, monkeypatch: pytest.MonkeyPatch) -> t
     ids = people(fed, 3)
     given = [*tokens(fed, ids[:2], ISSUER), *tokens(fed, ids[2:], THIRD)]
     seen: list[MissingRegion] = []
-    honest = coordinator.fanout._missing
+    honest = hpf.coordinator.fanout._missing
 
     def keep(node_id: str, err: object) -> MissingRegion:
         seen.append(honest(node_id, err))  # type: ignore[arg-type]
         return seen[-1]
 
     with monkeypatch.context() as patch:
-        patch.setattr(coordinator.fanout, "_missing", keep)
+        patch.setattr(hpf.coordinator.fanout, "_missing", keep)
         with fed.client(person="bank") as bank, pytest.raises(FederationError) as err:
             bank.lookup(ids, tokens=given, **REVIEW)  # type: ignore[arg-type]
     assert err.value.code == "CONSENT_ISSUER_UNKNOWN"

@@ -19,15 +19,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from raw_rpc import assert_stable, raw_channels
 
-from federation import he
-from federation.catalog import Catalog
-from federation.client import QueryAnswer
-from federation.envelope import Signer
-from federation.errors import DataError, FederationError, UnavailableError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from node.backends.duckdb_backend import DuckDBBackend
-from node.config import TableSource
+from hpf.federation import he
+from hpf.federation.catalog import Catalog
+from hpf.federation.client import QueryAnswer
+from hpf.federation.envelope import Signer
+from hpf.federation.errors import DataError, FederationError, UnavailableError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.node.backends.duckdb_backend import DuckDBBackend
+from hpf.node.config import TableSource
 
 COLUMNS = {"k": "BIGINT", "v": "INTEGER"}
 CATALOG = Catalog.model_validate(

@@ -30,13 +30,13 @@ import yaml
 from coordinator_recorder import recording
 from streamed import collect
 
-from coordinator.server import start_coordinator
-from federation import he
-from federation.audit_verify import read_entries
-from federation.client import FederationClient
-from federation.config_files import parse_model
-from federation.envelope import Signer, query_id
-from federation.errors import (
+from hpf.coordinator.server import start_coordinator
+from hpf.federation import he
+from hpf.federation.audit_verify import read_entries
+from hpf.federation.client import FederationClient
+from hpf.federation.config_files import parse_model
+from hpf.federation.envelope import Signer, query_id
+from hpf.federation.errors import (
     CryptoError,
     DataError,
     FederationError,
@@ -45,14 +45,14 @@ from federation.errors import (
     UnavailableError,
     from_rpc_error,
 )
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.he import HE_FORMAT
-from federation.planner import plan_query
-from federation.profile import ClientProfile
-from federation.tls import TlsConfig, secure_channel
-from node.executor import PartialExecutor
-from node.server import start_node
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.he import HE_FORMAT
+from hpf.federation.planner import plan_query
+from hpf.federation.profile import ClientProfile
+from hpf.federation.tls import TlsConfig, secure_channel
+from hpf.node.executor import PartialExecutor
+from hpf.node.server import start_node
 
 RPC_TIMEOUT_S = 20.0
 SECRET_ID = "P-4401-SECRET"

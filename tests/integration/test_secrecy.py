@@ -38,21 +38,21 @@ import yaml
 from coordinator_recorder import CoordinatorRecorder, recording
 from grpc_health.v1 import health_pb2
 
-from federation import he
-from federation.client import FederationClient
-from federation.config_files import parse_model
-from federation.envelope import query_id
-from federation.errors import FederationError, from_rpc_error
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.he import HE_FORMAT
-from federation.limb_codec import LIMB_BITS
-from federation.plan import Plan
-from federation.planner import plan_query
-from federation.profile import ClientProfile
-from federation.slot_codec import FAILED, chunks, encode_partials
-from federation.tls import TlsConfig, secure_channel
-from node.executor import Noisy, PartialExecutor, PartialResult
+from hpf.federation import he
+from hpf.federation.client import FederationClient
+from hpf.federation.config_files import parse_model
+from hpf.federation.envelope import query_id
+from hpf.federation.errors import FederationError, from_rpc_error
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.he import HE_FORMAT
+from hpf.federation.limb_codec import LIMB_BITS
+from hpf.federation.plan import Plan
+from hpf.federation.planner import plan_query
+from hpf.federation.profile import ClientProfile
+from hpf.federation.slot_codec import FAILED, chunks, encode_partials
+from hpf.federation.tls import TlsConfig, secure_channel
+from hpf.node.executor import Noisy, PartialExecutor, PartialResult
 
 RPC_TIMEOUT_S = 20.0
 

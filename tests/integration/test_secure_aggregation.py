@@ -29,17 +29,17 @@ import pytest
 from streamed import collect
 from uniformity import CHI2_LIMIT, chi_square_uniform
 
-import coordinator.fanout
-from federation import he, masking, statements
-from federation.envelope import query_id
-from federation.errors import FederationError, UnavailableError, from_rpc_error
-from federation.finish import finish
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.he import HE_FORMAT
-from federation.plan import Plan
-from federation.planner import plan_query
-from federation.slot_codec import chunks, decode_totals, encode_partials
+import hpf.coordinator.fanout
+from hpf.federation import he, masking, statements
+from hpf.federation.envelope import query_id
+from hpf.federation.errors import FederationError, UnavailableError, from_rpc_error
+from hpf.federation.finish import finish
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.he import HE_FORMAT
+from hpf.federation.plan import Plan
+from hpf.federation.planner import plan_query
+from hpf.federation.slot_codec import chunks, decode_totals, encode_partials
 
 RPC_TIMEOUT_S = 20.0
 MIN3_POLICY = harness.OPEN_POLICY.with_name("secagg-min3.yaml")
@@ -460,7 +460,7 @@ def _flip(blob: bytes, at: int) -> bytes:
     return blob[:at] + bytes([blob[at] ^ 0x01]) + blob[at + 1 :]
 
 
-def _tampered_statement(answer: coordinator.fanout.FederatedAnswer, how: str) -> None:
+def _tampered_statement(answer: hpf.coordinator.fanout.FederatedAnswer, how: str) -> None:
     victim = answer.statements[1]
     if how == "signature":
         victim.signature = _flip(victim.signature, 7)
@@ -482,16 +482,16 @@ def _tampered_statement(answer: coordinator.fanout.FederatedAnswer, how: str) ->
 def test_the_client_refuses_a_statement_the_coordinator_tampered_with(
     fed: harness.Federation, keys: he.ClientKeys, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    honest = coordinator.fanout.FanOut.query
+    honest = hpf.coordinator.fanout.FanOut.query
 
     async def tampering(
-        self: coordinator.fanout.FanOut, *args: Any, **kwargs: Any
-    ) -> coordinator.fanout.FederatedAnswer:
+        self: hpf.coordinator.fanout.FanOut, *args: Any, **kwargs: Any
+    ) -> hpf.coordinator.fanout.FederatedAnswer:
         answer = await honest(self, *args, **kwargs)
         _tampered_statement(answer, how)
         return answer
 
-    monkeypatch.setattr(coordinator.fanout.FanOut, "query", tampering)
+    monkeypatch.setattr(hpf.coordinator.fanout.FanOut, "query", tampering)
     with fed.client(keys=keys) as c, pytest.raises(FederationError) as info:
         c.query(VALID)
     assert info.value.code == "ANSWER_STATEMENT_INVALID", info.value

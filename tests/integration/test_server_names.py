@@ -27,14 +27,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
-from cli.pki import register
-from coordinator.config import CoordinatorConfig
-from coordinator.server import running_coordinator
-from federation import he, pki, tls
-from federation.client import FederationClient
-from federation.config_files import parse_model
-from federation.errors import ConfigError, FederationError
-from federation.profile import ClientProfile
+from hpf.cli.pki import register
+from hpf.coordinator.config import CoordinatorConfig
+from hpf.coordinator.server import running_coordinator
+from hpf.federation import he, pki, tls
+from hpf.federation.client import FederationClient
+from hpf.federation.config_files import parse_model
+from hpf.federation.errors import ConfigError, FederationError
+from hpf.federation.profile import ClientProfile
 
 TABLES: dict[str, Any] = {
     "t": {
@@ -326,8 +326,8 @@ def test_a_catalog_of_another_federation_than_the_ca_stops_every_server(
 ) -> None:
     """A party would dial servers under the CA's federation and accept questions signed for the catalog's: the
     two must be one federation, or neither the coordinator nor a node starts."""
-    from coordinator.server import start_coordinator
-    from node.server import start_node
+    from hpf.coordinator.server import start_coordinator
+    from hpf.node.server import start_node
 
     other = tmp_path / "elsewhere.yaml"
     other.write_text(yaml.safe_dump({**yaml.safe_load(fed.catalog_path.read_text()), "federation": "elsewhere"}))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli.demo_federation import (
+from hpf.cli.demo_federation import (
     DemoLayout,
     ensure_data,
     layout_for,
@@ -25,8 +25,8 @@ from cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from federation.client import FederationClient, QueryAnswer
-from federation.profile import load_profile
+from hpf.federation.client import FederationClient, QueryAnswer
+from hpf.federation.profile import load_profile
 
 QUERY = (
     "SELECT EXTRACT(YEAR FROM month) AS year, COUNT(*) AS n, SUM(amount_fen) AS total_fen "

@@ -23,8 +23,8 @@ from typing import Any
 import harness
 import pytest
 
-from federation.audit_verify import verify_log
-from node.privacy_budget import Budget
+from hpf.federation.audit_verify import verify_log
+from hpf.node.privacy_budget import Budget
 
 SQL = "SELECT COUNT(*), SUM(amount_fen) FROM deposits"
 

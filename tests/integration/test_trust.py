@@ -24,20 +24,20 @@ import typer
 from streamed import collect
 from typer.testing import CliRunner
 
-from cli.pki import register as register_pki
-from federation import he, pki, revocation
-from federation.audit_keys import load_public_key
-from federation.audit_proto import check_receipt
-from federation.audit_records import Receipt
-from federation.audit_verify import read_entries, verify_log
-from federation.client import FederationClient
-from federation.envelope import Signer, query_id
-from federation.errors import FederationError, from_rpc_error
-from federation.generated import hpf_federation_pb2 as pb
-from federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from federation.he import HE_FORMAT
-from federation.planner import plan_query
-from federation.tls import TlsConfig, secure_channel
+from hpf.cli.pki import register as register_pki
+from hpf.federation import he, pki, revocation
+from hpf.federation.audit_keys import load_public_key
+from hpf.federation.audit_proto import check_receipt
+from hpf.federation.audit_records import Receipt
+from hpf.federation.audit_verify import read_entries, verify_log
+from hpf.federation.client import FederationClient
+from hpf.federation.envelope import Signer, query_id
+from hpf.federation.errors import FederationError, from_rpc_error
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.he import HE_FORMAT
+from hpf.federation.planner import plan_query
+from hpf.federation.tls import TlsConfig, secure_channel
 
 SECRET_ID = "110101199003074477"
 TABLES: dict[str, Any] = {
@@ -553,7 +553,7 @@ def test_a_consent_reference_is_required_where_the_policy_says_and_never_logged(
 def test_explain_on_the_command_line_exits_4_and_names_the_rule(fed: harness.Federation) -> None:
     sql = "SELECT status, COUNT(*) FROM loans GROUP BY status"
     refused = subprocess.run(
-        [sys.executable, "-m", "cli", "query", "--profile", str(fed.profile_path), "--explain", sql],
+        [sys.executable, "-m", "hpf.cli", "query", "--profile", str(fed.profile_path), "--explain", sql],
         capture_output=True,
         text=True,
         timeout=120,
@@ -567,7 +567,7 @@ def test_explain_on_the_command_line_exits_4_and_names_the_rule(fed: harness.Fed
         [
             sys.executable,
             "-m",
-            "cli",
+            "hpf.cli",
             "query",
             "-p",
             str(fed.profile_path),
@@ -675,7 +675,7 @@ def test_an_auditor_pins_the_key_from_the_catalog(
 
     def verify(path: Path) -> subprocess.CompletedProcess[str]:
         args = ["audit", "verify", str(path), "--catalog", str(fed.catalog_path), "--node", "n0"]
-        return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
+        return subprocess.run([sys.executable, "-m", "hpf.cli", *args], capture_output=True, text=True, timeout=120)
 
     ok = verify(directory)
     assert ok.returncode == 0 and "key pinned" in ok.stdout and "node n0" in ok.stdout, ok.stderr
@@ -713,7 +713,7 @@ def test_another_regions_intact_log_does_not_verify_as_this_regions(
 
     def verify(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         args = ["audit", "verify", str(path), "--catalog", str(fed.catalog_path), "--node", "n0", *extra]
-        return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
+        return subprocess.run([sys.executable, "-m", "hpf.cli", *args], capture_output=True, text=True, timeout=120)
 
     copied = verify(at_n0)
     assert copied.returncode == 7 and "AUDIT_NODE_MISMATCH" in copied.stderr and "n1" in copied.stderr, copied
@@ -731,7 +731,7 @@ def test_another_regions_intact_log_does_not_verify_as_this_regions(
     assert verify_log(theirs, node_id="n1", receipts=[receipt]).ok
     # the log's own files cannot say whose log it is: with --catalog, the node must be named
     unnamed = subprocess.run(
-        [sys.executable, "-m", "cli", "audit", "verify", str(at_n0), "--catalog", str(fed.catalog_path)],
+        [sys.executable, "-m", "hpf.cli", "audit", "verify", str(at_n0), "--catalog", str(fed.catalog_path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -767,7 +767,7 @@ def test_kept_receipts_are_proved_later_through_the_coordinator(
         latest = client.check_receipt(receipt)
         assert latest.size > receipt.index and latest.size >= receipt.checkpoint.size
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "audit", "receipts", "--profile", str(fed.profile_path), "--format", "json"],
+        [sys.executable, "-m", "hpf.cli", "audit", "receipts", "--profile", str(fed.profile_path), "--format", "json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -812,7 +812,7 @@ def test_receipts_the_coordinator_rate_limits_are_reported_not_checked(tmp_path:
             c.query(VALID)
             c.query(VALID)  # 4 receipts kept; 1 request of the budget left for proofs
         args = ["audit", "receipts", "--profile", str(f.profile_path), "--format", "json"]
-        result = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=120)
+        result = subprocess.run([sys.executable, "-m", "hpf.cli", *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 4 and "POLICY_RATE_LIMITED" in result.stderr, result.stderr
     doc = json.loads(result.stdout)
     assert [r["status"] for r in doc["receipts"]] == ["still logged", "not checked", "not checked", "not checked"]

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from federation import statements
-from federation.answer_check import head_checker, read_answer
-from federation.errors import CryptoError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.he import MAX_CIPHERTEXT_BYTES
-from federation.lookup_codec import FACT_COLUMNS, check_consistent, decode_facts, encode_facts
+from hpf.federation import statements
+from hpf.federation.answer_check import head_checker, read_answer
+from hpf.federation.errors import CryptoError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.he import MAX_CIPHERTEXT_BYTES
+from hpf.federation.lookup_codec import FACT_COLUMNS, check_consistent, decode_facts, encode_facts
 
 REGIONS = ["a", "b", "c"]
 

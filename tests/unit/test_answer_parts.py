@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 
-from coordinator.fanout import FederatedAnswer
-from coordinator.server import answer_parts
-from federation import statements
-from federation.answer_check import head_checker, read_answer
-from federation.generated import hpf_federation_pb2 as pb
-from federation.he import MAX_CIPHERTEXT_BYTES
-from federation.limb_codec import MAX_REGIONS
-from federation.tls import MAX_MESSAGE_BYTES
+from hpf.coordinator.fanout import FederatedAnswer
+from hpf.coordinator.server import answer_parts
+from hpf.federation import statements
+from hpf.federation.answer_check import head_checker, read_answer
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.he import MAX_CIPHERTEXT_BYTES
+from hpf.federation.limb_codec import MAX_REGIONS
+from hpf.federation.tls import MAX_MESSAGE_BYTES
 
 HEAD_LIMIT = 4 * 1024 * 1024  # far under the client's receive limit: the head is statements and receipts only
 

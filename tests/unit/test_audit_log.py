@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from federation import audit_log, audit_records, merkle
-from federation.audit_keys import load_public_key
-from federation.audit_log import AuditLog
-from federation.audit_records import (
+from hpf.federation import audit_log, audit_records, merkle
+from hpf.federation.audit_keys import load_public_key
+from hpf.federation.audit_log import AuditLog
+from hpf.federation.audit_records import (
     CHECKPOINT_DOMAIN,
     CHECKPOINTS,
     ENTRIES,
@@ -33,8 +33,8 @@ from federation.audit_records import (
     canonical_json,
     checkpoint_line,
 )
-from federation.audit_verify import read_entries, verify_log
-from federation.errors import AuditError, error_for_code
+from hpf.federation.audit_verify import read_entries, verify_log
+from hpf.federation.errors import AuditError, error_for_code
 
 
 def request(i: int, **extra: str | int | bool | None) -> dict[str, str | int | bool | None]:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from federation.audit_keys import KEY
-from federation.audit_log import AuditLog
-from federation.audit_proto import check_still_logged, checkpoint_to_proto
-from federation.audit_records import Receipt
-from federation.errors import AuditError
-from federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.audit_keys import KEY
+from hpf.federation.audit_log import AuditLog
+from hpf.federation.audit_proto import check_still_logged, checkpoint_to_proto
+from hpf.federation.audit_records import Receipt
+from hpf.federation.errors import AuditError
+from hpf.federation.generated import hpf_federation_pb2 as pb
 
 
 def entry(i: int, who: str = "caseworker") -> dict[str, str | int | bool | None]:

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from federation.catalog import Catalog, CatalogFile
-from federation.catalog_watch import CatalogChanges, CatalogWatch, catalog_changes
-from federation.config_files import MAX_CONFIG_BYTES
-from federation.errors import ConfigError
+from hpf.federation.catalog import Catalog, CatalogFile
+from hpf.federation.catalog_watch import CatalogChanges, CatalogWatch, catalog_changes
+from hpf.federation.config_files import MAX_CONFIG_BYTES
+from hpf.federation.errors import ConfigError
 
 KEY_A = "A" * 43 + "="
 KEY_B = "B" * 43 + "="

@@ -10,11 +10,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import cli.app
-import cli.audit
-import cli.lookup
-import federation.client
-import federation.sealing
+import hpf.cli.app
+import hpf.cli.audit
+import hpf.cli.lookup
+import hpf.federation.client
+import hpf.federation.sealing
 
 # what a command may load only once it runs: each costs tens of milliseconds to import
 HEAVY = ("tenseal", "grpc", "duckdb", "sqlglot", "cryptography", "pyarrow", "numpy", "yaml", "google", "pydantic")
@@ -27,10 +27,10 @@ import contextlib, io, sys
 
 import typer.main
 
-import cli.app
+import hpf.cli.app
 
-cli.app._register()
-group = typer.main.get_command(cli.app.app)
+hpf.cli.app._register()
+group = typer.main.get_command(hpf.cli.app.app)
 
 
 def paths(command, prefix):
@@ -63,8 +63,9 @@ def _packages(line: str) -> set[str]:
 
 
 def test_registering_the_verbs_loads_no_library_they_run() -> None:
-    (line,) = _run("import sys; import cli.app; cli.app._register(); print(' '.join(sorted(sys.modules)))")
-    assert {"cli.query", "cli.lookup", "cli.audit", "cli.demo"} <= set(line.split()) and "typer" in _packages(line)
+    (line,) = _run("import sys; import hpf.cli.app; hpf.cli.app._register(); print(' '.join(sorted(sys.modules)))")
+    verbs = {"hpf.cli.query", "hpf.cli.lookup", "hpf.cli.audit", "hpf.cli.demo"}
+    assert verbs <= set(line.split()) and "typer" in _packages(line)
     assert sorted(_packages(line) & set(HEAVY)) == []
 
 
@@ -78,26 +79,32 @@ def test_help_loads_no_library_the_verbs_run() -> None:
 
 def test_the_verbs_map_names_every_verb_in_order() -> None:
     """`hpf VERB` registers the module VERBS names for it: the map must name every verb and group, as ordered."""
-    code = "import typer.main, cli.app; cli.app._register(); print(*typer.main.get_command(cli.app.app).commands)"
+    code = (
+        "import typer.main, hpf.cli.app; hpf.cli.app._register(); "
+        "print(*typer.main.get_command(hpf.cli.app.app).commands)"
+    )
     (line,) = _run(code)
-    assert line.split() == list(cli.app.VERBS)
+    assert line.split() == list(hpf.cli.app.VERBS)
 
 
 def test_a_verb_registers_its_own_module_only() -> None:
-    code = "import sys, cli.app; cli.app._register('screen'); print(*sorted(m for m in sys.modules if m[:4] == 'cli.'))"
+    code = (
+        "import sys, hpf.cli.app; hpf.cli.app._register('screen'); "
+        "print(*sorted(m for m in sys.modules if m[:8] == 'hpf.cli.'))"
+    )
     (line,) = _run(code)
-    assert line.split() == ["cli.app", "cli.errors", "cli.lookup", "cli.output"]
+    assert line.split() == ["hpf.cli.app", "hpf.cli.errors", "hpf.cli.lookup", "hpf.cli.output"]
 
 
 def test_defaults_the_help_states_are_the_librarys() -> None:
     """Two defaults are written out in the cli modules so that their help need not load the library."""
-    assert cli.lookup.DEFAULT_BATCH == federation.client.LOOKUP_BATCH
-    assert cli.audit.SUBJECT_KEY == federation.sealing.SUBJECT_KEY
+    assert hpf.cli.lookup.DEFAULT_BATCH == hpf.federation.client.LOOKUP_BATCH
+    assert hpf.cli.audit.SUBJECT_KEY == hpf.federation.sealing.SUBJECT_KEY
 
 
 def test_the_client_loads_the_planner_and_duckdb_only_when_it_needs_them() -> None:
     """A plan kept from before needs no planner (sqlglot, the binder's DuckDB), and a lookup's answer no finishing
     SQL (DuckDB): importing the client loads none of them."""
-    (line,) = _run("import sys, federation.client; print(*sorted(sys.modules))")
+    (line,) = _run("import sys, hpf.federation.client; print(*sorted(sys.modules))")
     assert sorted(_packages(line) & {"sqlglot", "duckdb"}) == []
-    assert not [m for m in line.split() if m.startswith(("federation.planner", "federation.finish"))]
+    assert not [m for m in line.split() if m.startswith(("hpf.federation.planner", "hpf.federation.finish"))]

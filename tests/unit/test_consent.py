@@ -14,11 +14,11 @@ from examples import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federation import consent, consent_revocations, merkle
-from federation.catalog import Catalog, IssuerEntry
-from federation.consent import ConsentError, ConsentVerifier, Token, issue_batch, parse_token, parse_token_text
-from federation.errors import ConfigError, FederationError
-from federation.person_id import person_id_array
+from hpf.federation import consent, consent_revocations, merkle
+from hpf.federation.catalog import Catalog, IssuerEntry
+from hpf.federation.consent import ConsentError, ConsentVerifier, Token, issue_batch, parse_token, parse_token_text
+from hpf.federation.errors import ConfigError, FederationError
+from hpf.federation.person_id import person_id_array
 
 NOW = 1_767_225_600  # 2026-01-01
 DAY = 86_400

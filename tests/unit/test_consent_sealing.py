@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation import consent
-from federation.errors import FederationError
-from federation.person_id import person_id_array
-from federation.sealing import CONSENT_PAD_BYTES, ID_CHARS, SALT_BYTES, AgreementKey, OneTimeKey
+from hpf.federation import consent
+from hpf.federation.errors import FederationError
+from hpf.federation.person_id import person_id_array
+from hpf.federation.sealing import CONSENT_PAD_BYTES, ID_CHARS, SALT_BYTES, AgreementKey, OneTimeKey
 
 IDS: list[str] = person_id_array([310101, 330106, 320102], [19850612, 19790101, 20010129], [17, 248, 999]).tolist()
 QID = "5e" * 16
@@ -85,7 +85,7 @@ def test_the_signed_commitment_covers_the_tokens(region: AgreementKey) -> None:
 
 
 def test_a_malformed_token_section_is_refused(region: AgreementKey) -> None:
-    import federation.sealing as sealing
+    import hpf.federation.sealing as sealing
 
     for section in (b"\x00", b"\x00\x00" * 2, b"\x00\x00" * 4, b"\xff\xff" + b"\x00" * 4):
         one_time = OneTimeKey()
@@ -110,7 +110,7 @@ def test_sealing_refuses_tokens_that_do_not_fit(region: AgreementKey) -> None:
 
 
 def test_a_policy_takes_tokens_only_from_the_issuers_it_names() -> None:
-    from policies.model import LookupPolicy
+    from hpf.policies.model import LookupPolicy
 
     taken = LookupPolicy.model_validate({"purposes": ["loan-review"], "consent": "token", "consent_issuers": ["a"]})
     assert taken.consent_issuers == ["a"]
@@ -124,9 +124,9 @@ def test_a_policy_naming_an_issuer_the_catalog_does_not_publish_is_a_problem(tmp
 
     import yaml
 
-    from federation.catalog import Catalog
-    from policies import DEFAULT_POLICY
-    from policies.loader import check_against_catalog, load_policy
+    from hpf.federation.catalog import Catalog
+    from hpf.policies import DEFAULT_POLICY
+    from hpf.policies.loader import check_against_catalog, load_policy
 
     key = base64.b64encode(consent.public_raw(KEY)).decode()
     catalog = Catalog.model_validate(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
-from coordinator.fanout import FanOut
+from hpf.coordinator.fanout import FanOut
 
 
 def test_the_wait_runs_from_the_arrival_but_gives_every_region_at_least_the_floor() -> None:

@@ -9,16 +9,16 @@ import duckdb
 import numpy as np
 import pytest
 
-from federation import he, masking, skellam, statements
-from federation.catalog import Catalog
-from federation.dp_plan import DpTerms, dp_plan, dp_terms, never_negative, suppress_small_groups
-from federation.errors import CryptoError, DataError, PlanError
-from federation.finish import finish
-from federation.hpf_schema import demo_catalog
-from federation.planner import plan_query
-from federation.slot_codec import FAILED, chunks, decode_totals, encode_noisy_partials
-from node.executor import Noisy, PartialExecutor
-from policies.model import Privacy
+from hpf.federation import he, masking, skellam, statements
+from hpf.federation.catalog import Catalog
+from hpf.federation.dp_plan import DpTerms, dp_plan, dp_terms, never_negative, suppress_small_groups
+from hpf.federation.errors import CryptoError, DataError, PlanError
+from hpf.federation.finish import finish
+from hpf.federation.hpf_schema import demo_catalog
+from hpf.federation.planner import plan_query
+from hpf.federation.slot_codec import FAILED, chunks, decode_totals, encode_noisy_partials
+from hpf.node.executor import Noisy, PartialExecutor
+from hpf.policies.model import Privacy
 
 CATALOG = Catalog.model_validate(demo_catalog({"shanghai": "127.0.0.1:50051"}))
 

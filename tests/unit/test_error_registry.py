@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from cli.errors import exit_code
-from federation import consent, error_codes, errors, verdicts
-from federation.error_codes import REGISTRY, Effect, Scope
-from federation.errors import FederationError
+from hpf.cli.errors import exit_code
+from hpf.federation import consent, error_codes, errors, verdicts
+from hpf.federation.error_codes import REGISTRY, Effect, Scope
+from hpf.federation.errors import FederationError
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIP_DIRS = {"tests", "generated", "__pycache__", "build", "dist", "node_modules"}

@@ -20,6 +20,6 @@ def test_generated_stubs_match_proto() -> None:
 
 
 def test_stubs_import_and_expose_both_services() -> None:
-    from federation.generated import hpf_federation_pb2_grpc as pb_grpc
+    from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 
     assert hasattr(pb_grpc, "CoordinatorStub") and hasattr(pb_grpc, "NodeStub")

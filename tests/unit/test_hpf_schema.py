@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 import yaml
 
-from federation.catalog import Catalog, ColumnClass
-from federation.hpf_schema import TABLE_NAMES, column_types, demo_catalog, hpf_tables
-from federation.regions import REGIONS, first_regions
+from hpf.federation.catalog import Catalog, ColumnClass
+from hpf.federation.hpf_schema import TABLE_NAMES, column_types, demo_catalog, hpf_tables
+from hpf.federation.regions import REGIONS, first_regions
 
 
 def _addresses(n: int) -> dict[str, str]:

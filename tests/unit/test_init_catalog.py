@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from cli.scaffold import Source, catalog_text, infer_tables
-from federation.catalog import Catalog, load_catalog
-from federation.errors import PolicyViolation
-from federation.planner import plan_query
-from policies.engine import Asker, check_query
-from policies.loader import load_policy
+from hpf.cli.scaffold import Source, catalog_text, infer_tables
+from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.errors import PolicyViolation
+from hpf.federation.planner import plan_query
+from hpf.policies.engine import Asker, check_query
+from hpf.policies.loader import load_policy
 
 REGIONS = ("north", "south", "east")
 # hpf:base with exact caseworkers (a test policy): the product rule holds where k applies, to exact answers only
@@ -85,8 +85,8 @@ def test_the_written_catalog_loads(written: str, tmp_path: Path) -> None:
 
 
 def test_a_column_given_two_classes_is_refused() -> None:
-    from cli.scaffold import InferredColumn, InferredTable, parse_classes
-    from federation.errors import ConfigError
+    from hpf.cli.scaffold import InferredColumn, InferredTable, parse_classes
+    from hpf.federation.errors import ConfigError
 
     tables = {"t": InferredTable("t", [InferredColumn("amount", "BIGINT", {})])}
     assert parse_classes(["amount=public", "t.amount=public"], tables) == {("t", "amount"): "public"}
@@ -98,7 +98,7 @@ def test_a_column_given_two_classes_is_refused() -> None:
 def test_a_csv_whose_later_rows_break_the_detected_type_is_refused_with_a_code(tmp_path: Path) -> None:
     """A CSV reader detects a column's type from a sample of its first rows; a later row of another type fails
     when the whole file is read, which `hpf init` does: a clear error, never an engine's traceback with a value."""
-    from federation.errors import ConfigError
+    from hpf.federation.errors import ConfigError
 
     sources = []
     for region in REGIONS:
@@ -134,7 +134,7 @@ def test_a_column_name_is_never_sql(tmp_path: Path) -> None:
 def test_a_column_name_is_never_yaml_either(tmp_path: Path, brk: str) -> None:
     """A name left out is named in a comment of the catalog: a line break in it must not end the comment and
     write a table, a column or a class of the file's own into the catalog every party holds."""
-    from federation.errors import ConfigError
+    from hpf.federation.errors import ConfigError
 
     name = f"zz{brk}  extra:{brk}    columns:{brk}      c: {{type: BIGINT, class: public}}{brk}#"
     sources = []

@@ -23,7 +23,7 @@ def test_ruff_clean() -> None:
 
 def test_mypy_clean() -> None:
     result = subprocess.run(
-        [_tool("mypy"), "federation", "node", "coordinator", "cli", "policies", "bench"],
+        [_tool("mypy"), "hpf", "bench"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-from federation.logsafe import unexpected
+from hpf.federation.logsafe import unexpected
 
 
 def test_unexpected_names_type_and_place_but_not_the_message() -> None:

@@ -13,10 +13,10 @@ from examples import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federation.errors import FederationError
-from federation.he import HALF_PLAIN, PLAIN_MODULUS, SLOTS
-from federation.limb_codec import MAX_REGIONS
-from federation.lookup_codec import (
+from hpf.federation.errors import FederationError
+from hpf.federation.he import HALF_PLAIN, PLAIN_MODULUS, SLOTS
+from hpf.federation.limb_codec import MAX_REGIONS
+from hpf.federation.lookup_codec import (
     FACT_COLUMNS,
     FLAGS,
     LOANS_MAX,

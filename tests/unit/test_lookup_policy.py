@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from federation.client import LOOKUP_BATCH
-from federation.consent import FACTS
-from federation.errors import ConfigError, PolicyViolation
-from federation.lookup_codec import default_facts
-from policies import DEFAULT_POLICY
-from policies.engine import Asker, check_lookup
-from policies.loader import load_policy
-from policies.model import LookupPolicy, Policy
-from policies.rate_limit import RateLimiter
+from hpf.federation.client import LOOKUP_BATCH
+from hpf.federation.consent import FACTS
+from hpf.federation.errors import ConfigError, PolicyViolation
+from hpf.federation.lookup_codec import default_facts
+from hpf.policies import DEFAULT_POLICY
+from hpf.policies.engine import Asker, check_lookup
+from hpf.policies.loader import load_policy
+from hpf.policies.model import LookupPolicy, Policy
+from hpf.policies.rate_limit import RateLimiter
 
 PARTY = "hangzhou"
 
@@ -287,9 +287,9 @@ def test_a_lookup_that_reads_an_unclassified_column_is_refused_whatever_the_role
 
 
 def test_the_columns_a_lookup_reads_are_named_where_the_catalog_leaves_them_unclassified() -> None:
-    from federation.catalog import Catalog
-    from federation.hpf_schema import demo_catalog
-    from node.lookup_index import unclassified_columns
+    from hpf.federation.catalog import Catalog
+    from hpf.federation.hpf_schema import demo_catalog
+    from hpf.node.lookup_index import unclassified_columns
 
     doc = demo_catalog({"shanghai": "127.0.0.1:1"})
     assert unclassified_columns(Catalog.model_validate(doc)) == []

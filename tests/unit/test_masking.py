@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from uniformity import CHI2_LIMIT, chi_square_uniform
 
-from federation import he
-from federation.catalog import Catalog
-from federation.errors import CryptoError, PlanError
-from federation.masking import SEED_BYTES, _draw, apply, mask, pair_seed, prg_residues, run_id
-from federation.sealing import AgreementKey
-from node.protection import Protector
+from hpf.federation import he
+from hpf.federation.catalog import Catalog
+from hpf.federation.errors import CryptoError, PlanError
+from hpf.federation.masking import SEED_BYTES, _draw, apply, mask, pair_seed, prg_residues, run_id
+from hpf.federation.sealing import AgreementKey
+from hpf.node.protection import Protector
 
 T = he.PLAIN_MODULUS
 H = he.HALF_PLAIN

@@ -23,15 +23,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from slot_helpers import deposit, node_rows, oracle, plain_answer
 
-from cli.output import render
-from federation import he
-from federation.catalog import Catalog, load_catalog
-from federation.client import QueryAnswer
-from federation.errors import CryptoError
-from federation.finish import FinishedAnswer, finish
-from federation.plan import WITHHELD, Plan
-from federation.planner import plan_query, sketch_query
-from federation.slot_codec import CANARY, chunks, decode_totals, encode_partials
+from hpf.cli.output import render
+from hpf.federation import he
+from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.client import QueryAnswer
+from hpf.federation.errors import CryptoError
+from hpf.federation.finish import FinishedAnswer, finish
+from hpf.federation.plan import WITHHELD, Plan
+from hpf.federation.planner import plan_query, sketch_query
+from hpf.federation.slot_codec import CANARY, chunks, decode_totals, encode_partials
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CITIES = ("310000", "330100", "320100")

@@ -12,8 +12,8 @@ from examples import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federation.errors import ConfigError, PlanError
-from federation.person_id import (
+from hpf.federation.errors import ConfigError, PlanError
+from hpf.federation.person_id import (
     check_char,
     is_valid_person_id,
     packed_ids_valid,
@@ -141,7 +141,7 @@ def test_the_vectorised_check_agrees_with_validate_person_id(ids: list[str]) -> 
 def test_a_people_file_is_read_once_for_screening_and_granting_alike(tmp_path: Path) -> None:
     """The one reader of a people CSV: identifiers normalised, a bad one named by its line and never by its value,
     a missing column or an empty file refused by the caller's code, a FIFO refused unread (never waited on)."""
-    from federation.person_id import read_people_file
+    from hpf.federation.person_id import read_people_file
 
     good = "11010519491231002x"
     path = tmp_path / "people.csv"

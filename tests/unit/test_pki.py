@@ -22,12 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from typer.testing import CliRunner
 
-from cli.pki import describe, register
-from federation import ca_record, pki, revocation, tls
-from federation.config_files import parse_model
-from federation.envelope import EnvelopeVerifier, Signer
-from federation.errors import AuthError, ConfigError, FederationError
-from federation.revocation import RevocationList
+from hpf.cli.pki import describe, register
+from hpf.federation import ca_record, pki, revocation, tls
+from hpf.federation.config_files import parse_model
+from hpf.federation.envelope import EnvelopeVerifier, Signer
+from hpf.federation.errors import AuthError, ConfigError, FederationError
+from hpf.federation.revocation import RevocationList
 
 
 @pytest.fixture(scope="module")
@@ -389,7 +389,7 @@ def test_bad_federation_names(name: str) -> None:
 
 
 def test_every_region_id_is_a_node_name() -> None:
-    from federation.regions import REGIONS
+    from hpf.federation.regions import REGIONS
 
     for region in REGIONS:
         assert pki.ServerNames("yrd-demo").node(region.node_id) == f"{region.node_id}.node.yrd-demo"
@@ -844,7 +844,7 @@ def test_a_deeply_nested_record_or_state_is_refused_with_its_code(tmp_path: Path
     """A CA record or a party's revocation state made of nothing but brackets is malformed, not a crash."""
     from cryptography import x509
 
-    from federation import ca_record, revocation
+    from hpf.federation import ca_record, revocation
 
     nested = b"[" * 200_000 + b"]" * 200_000
     with pytest.raises(ConfigError) as info:

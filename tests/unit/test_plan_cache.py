@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from federation import plan_cache
-from federation.catalog import Catalog, load_catalog
-from federation.errors import PlanError
-from federation.plan import Plan
-from federation.plan_cache import PlanCache, entry_key, plan_from_record, plan_record
-from federation.planner import plan_query
+from hpf.federation import plan_cache
+from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.errors import PlanError
+from hpf.federation.plan import Plan
+from hpf.federation.plan_cache import PlanCache, entry_key, plan_from_record, plan_record
+from hpf.federation.planner import plan_query
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 COUNT = "SELECT COUNT(*) FROM deposits"
@@ -91,14 +91,14 @@ def test_a_hit_loads_neither_the_planner_nor_sqlglot(tmp_path: Path, catalog: Ca
     code = f"""
 import sys
 from pathlib import Path
-from federation.catalog import load_catalog
-from federation.plan_cache import PlanCache
+from hpf.federation.catalog import load_catalog
+from hpf.federation.plan_cache import PlanCache
 plan = PlanCache(Path({str(tmp_path)!r})).plan({GROUPED!r}, load_catalog(Path({str(FIXTURES / "mini_catalog.yaml")!r})))
 print(plan.fingerprint, " ".join(sorted(sys.modules)))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == plan_query(GROUPED, catalog).fingerprint
-    assert not [m for m in out[1:] if m.split(".")[0] == "sqlglot" or m.startswith("federation.planner")]
+    assert not [m for m in out[1:] if m.split(".")[0] == "sqlglot" or m.startswith("hpf.federation.planner")]
 
 
 def test_the_folder_and_its_files_are_private(tmp_path: Path, catalog: Catalog) -> None:
@@ -208,7 +208,7 @@ def test_an_entry_signed_anew_with_the_folders_key_must_still_be_the_plan_its_fi
 
 
 def test_every_plan_s_fingerprint_is_worked_out_again_from_its_fields(catalog: Catalog) -> None:
-    from federation.plan import plan_fingerprint
+    from hpf.federation.plan import plan_fingerprint
 
     for sql in golden_sql():
         try:
@@ -352,8 +352,8 @@ def test_a_record_is_read_strictly(catalog: Catalog, record: dict[str, object]) 
 
 @pytest.mark.parametrize("kept", [True, False])
 def test_a_client_keeps_plans_beside_its_keys_unless_its_profile_says_not(tmp_path: Path, kept: bool) -> None:
-    from federation.client import FederationClient
-    from federation.profile import load_profile
+    from hpf.federation.client import FederationClient
+    from hpf.federation.profile import load_profile
 
     (tmp_path / "client.yaml").write_text(
         f"coordinator: 127.0.0.1:1\ncatalog: {FIXTURES / 'mini_catalog.yaml'}\nkeys: keys/me.bfv\ninsecure: true\n"

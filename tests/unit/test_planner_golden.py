@@ -30,11 +30,11 @@ from examples import budget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from federation import he
-from federation.catalog import Catalog, load_catalog
-from federation.errors import CryptoError, PlanError
-from federation.finish import finish
-from federation.limb_codec import (
+from hpf.federation import he
+from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.errors import CryptoError, PlanError
+from hpf.federation.finish import finish
+from hpf.federation.limb_codec import (
     LIMB_BITS,
     MAX_REGIONS,
     check_range,
@@ -42,9 +42,9 @@ from federation.limb_codec import (
     limbs_for,
     split_values,
 )
-from federation.plan import Plan
-from federation.planner import plan_query
-from federation.slot_codec import chunks, decode_totals, encode_partials
+from hpf.federation.plan import Plan
+from hpf.federation.planner import plan_query
+from hpf.federation.slot_codec import chunks, decode_totals, encode_partials
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PLANS_DIR = FIXTURES / "plans"

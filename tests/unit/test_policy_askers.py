@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from federation.catalog import Catalog
-from federation.catalog_watch import catalog_changes
-from federation.errors import ConfigError, PolicyViolation
-from policies import DEFAULT_POLICY
-from policies.engine import Asker, check_asker_home
-from policies.loader import check_policy, load_policy
-from policies.model import AskerRule, Policy
+from hpf.federation.catalog import Catalog
+from hpf.federation.catalog_watch import catalog_changes
+from hpf.federation.errors import ConfigError, PolicyViolation
+from hpf.policies import DEFAULT_POLICY
+from hpf.policies.engine import Asker, check_asker_home
+from hpf.policies.loader import check_policy, load_policy
+from hpf.policies.model import AskerRule, Policy
 
 TABLES = {"t": {"columns": {"x": {"type": "BIGINT", "class": "public"}}}}
 # nanjing, suzhou and wuxi are in Jiangsu (32), hangzhou in Zhejiang (33), hefei in Anhui (34), as the catalog says

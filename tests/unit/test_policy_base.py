@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from federation.catalog import Catalog, load_catalog
-from federation.errors import ConfigError, PolicyViolation
-from federation.hpf_schema import DEMO_CONSENT_ISSUER, demo_catalog
-from federation.planner import plan_query
-from policies import BASE_POLICY, DEFAULT_POLICY
-from policies.engine import Asker, Decision, check_query
-from policies.loader import check_against_catalog, check_policy, load_policy, policy_path
-from policies.model import WILDCARD, Policy
+from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.errors import ConfigError, PolicyViolation
+from hpf.federation.hpf_schema import DEMO_CONSENT_ISSUER, demo_catalog
+from hpf.federation.planner import plan_query
+from hpf.policies import BASE_POLICY, DEFAULT_POLICY
+from hpf.policies.engine import Asker, Decision, check_query
+from hpf.policies.loader import check_against_catalog, check_policy, load_policy, policy_path
+from hpf.policies.model import WILDCARD, Policy
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TPCH = load_catalog(FIXTURES / "tpch_catalog.yaml")

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-import policies.uses
-from cli.demo_examples import EXAMPLES, Example
-from federation.catalog import Catalog, load_catalog
-from federation.errors import PolicyViolation
-from federation.hpf_schema import demo_catalog
-from federation.planner import plan_query
-from policies import DEFAULT_POLICY
-from policies.engine import COMPUTED_NOTE, SHAPE_HINT, Asker, Decision, check_query
-from policies.loader import load_policy
-from policies.model import Policy
+import hpf.policies.uses
+from hpf.cli.demo_examples import EXAMPLES, Example
+from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.errors import PolicyViolation
+from hpf.federation.hpf_schema import demo_catalog
+from hpf.federation.planner import plan_query
+from hpf.policies import DEFAULT_POLICY
+from hpf.policies.engine import COMPUTED_NOTE, SHAPE_HINT, Asker, Decision, check_query
+from hpf.policies.loader import load_policy
+from hpf.policies.model import Policy
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -513,7 +513,7 @@ def test_open_test_policy_accepts_everything_but_identifiers() -> None:
 
 
 def test_uses_docstring_examples() -> None:
-    result = doctest.testmod(policies.uses, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(hpf.policies.uses, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from federation.catalog import Catalog
-from federation.errors import ConfigError
-from federation.hpf_schema import DEMO_CONSENT_ISSUER, demo_catalog
-from policies import DEFAULT_POLICY
-from policies.loader import check_against_catalog, check_policy, load_policy
+from hpf.federation.catalog import Catalog
+from hpf.federation.errors import ConfigError
+from hpf.federation.hpf_schema import DEMO_CONSENT_ISSUER, demo_catalog
+from hpf.policies import DEFAULT_POLICY
+from hpf.policies.loader import check_against_catalog, check_policy, load_policy
 
 # the demo catalog, publishing the consent service the default policy names (a key nobody here signs with)
 ISSUERS = [{"id": DEMO_CONSENT_ISSUER, "key": "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="}]
@@ -509,10 +509,10 @@ def test_what_leaves_nothing_to_check_still_stops_at_once(tmp_path: Path) -> Non
 def test_the_model_and_loader_examples() -> None:
     import doctest
 
-    import policies.loader
-    import policies.model
+    import hpf.policies.loader
+    import hpf.policies.model
 
-    for module in (policies.model, policies.loader):
+    for module in (hpf.policies.model, hpf.policies.loader):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
@@ -582,7 +582,7 @@ def test_a_policy_file_that_is_a_fifo_a_device_or_too_large_is_refused_without_r
     import contextlib
     import os
 
-    from federation.config_files import MAX_CONFIG_BYTES
+    from hpf.federation.config_files import MAX_CONFIG_BYTES
 
     fifo = tmp_path / "node.yaml"
     os.mkfifo(fifo)

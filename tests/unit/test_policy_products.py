@@ -16,13 +16,13 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from federation.catalog import load_catalog
-from federation.errors import PlanError, PolicyViolation
-from federation.planner import plan_query
-from policies.engine import Asker, Decision, check_query
-from policies.loader import load_policy
-from policies.model import Policy
-from policies.uses import column_uses
+from hpf.federation.catalog import load_catalog
+from hpf.federation.errors import PlanError, PolicyViolation
+from hpf.federation.planner import plan_query
+from hpf.policies.engine import Asker, Decision, check_query
+from hpf.policies.loader import load_policy
+from hpf.policies.model import Policy
+from hpf.policies.uses import column_uses
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TPCH = load_catalog(FIXTURES / "tpch_catalog.yaml")
@@ -306,9 +306,9 @@ def test_without_the_catalogs_bounds_no_product_of_columns_is_a_value() -> None:
 def test_the_products_examples() -> None:
     import doctest
 
-    import policies.products
+    import hpf.policies.products
 
-    result = doctest.testmod(policies.products, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(hpf.policies.products, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
 
 

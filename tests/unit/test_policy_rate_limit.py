@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from federation.errors import PolicyViolation
-from policies.model import RateLimit
-from policies.rate_limit import RateLimiter
+from hpf.federation.errors import PolicyViolation
+from hpf.policies.model import RateLimit
+from hpf.policies.rate_limit import RateLimiter
 
 LIMIT = RateLimit(requests=3, per_seconds=60)
 

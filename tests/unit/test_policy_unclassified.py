@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from federation.catalog import Catalog, Column, ColumnClass
-from federation.errors import PolicyViolation
-from federation.planner import plan_query
-from policies.engine import Asker, check_query
-from policies.loader import load_policy
-from policies.model import Policy
+from hpf.federation.catalog import Catalog, Column, ColumnClass
+from hpf.federation.errors import PolicyViolation
+from hpf.federation.planner import plan_query
+from hpf.policies.engine import Asker, check_query
+from hpf.policies.loader import load_policy
+from hpf.policies.model import Policy
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -156,7 +156,7 @@ def test_catalog_check_accepts_unclassified_columns_and_names_them(tmp_path: Pat
     import yaml
     from typer.testing import CliRunner
 
-    from cli.catalog import register
+    from hpf.cli.catalog import register
 
     app = typer.Typer()
     register(app)

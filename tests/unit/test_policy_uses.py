@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from federation.catalog import Catalog, load_catalog
-from federation.errors import PlanError
-from federation.planner import plan_query
-from policies.uses import column_uses
+from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.errors import PlanError
+from hpf.federation.planner import plan_query
+from hpf.policies.uses import column_uses
 
 MINI = load_catalog(Path(__file__).resolve().parents[1] / "fixtures" / "mini_catalog.yaml")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from federation.errors import ConfigError, PolicyViolation, error_for_code
-from node import privacy_budget
-from node.privacy_budget import LEDGER_FILE, Budget, PrivacyLedger, Spent
+from hpf.federation.errors import ConfigError, PolicyViolation, error_for_code
+from hpf.node import privacy_budget
+from hpf.node.privacy_budget import LEDGER_FILE, Budget, PrivacyLedger, Spent
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = Budget(epsilon=1.0, delta=1e-5, period="day")
@@ -154,7 +154,7 @@ def test_a_process_killed_right_after_a_charge_keeps_it(tmp_path: Path) -> None:
     script = f"""
         import os
         from pathlib import Path
-        from node.privacy_budget import Budget, PrivacyLedger
+        from hpf.node.privacy_budget import Budget, PrivacyLedger
         ledger = PrivacyLedger.open(Path({str(tmp_path)!r}))
         ledger.charge("alice", 0.25, 0.0, Budget(1.0, 0.0, "day"), rule="r", party="hangzhou", now={NOW})
         os._exit(0)  # no close, no checkpoint, no cleanup
@@ -244,8 +244,8 @@ def test_processes_cannot_overspend(tmp_path: Path) -> None:
     script = f"""
         import sys
         from pathlib import Path
-        from federation.errors import PolicyViolation
-        from node.privacy_budget import Budget, PrivacyLedger
+        from hpf.federation.errors import PolicyViolation
+        from hpf.node.privacy_budget import Budget, PrivacyLedger
         passed = 0
         with PrivacyLedger.open(Path({str(tmp_path)!r})) as ledger:
             print("ready", flush=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.private_files import append_private, open_private_text
+from hpf.federation.private_files import append_private, open_private_text
 
 
 def mode(path: Path) -> int:

@@ -15,16 +15,16 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_pri
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from federation import consent, consent_refusals, lookup_codec
-from federation.client import ConsentRefused
-from federation.consent import ConsentVerifier, issue_batch
-from federation.errors import CryptoError, FederationError, PlanError, PolicyViolation
-from federation.generated import hpf_federation_pb2 as pb
-from federation.person_id import person_id_array
-from node.consent_gate import ConsentGate
-from policies import DEFAULT_POLICY
-from policies.engine import Asker, check_lookup
-from policies.loader import load_policy
+from hpf.federation import consent, consent_refusals, lookup_codec
+from hpf.federation.client import ConsentRefused
+from hpf.federation.consent import ConsentVerifier, issue_batch
+from hpf.federation.errors import CryptoError, FederationError, PlanError, PolicyViolation
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.person_id import person_id_array
+from hpf.node.consent_gate import ConsentGate
+from hpf.policies import DEFAULT_POLICY
+from hpf.policies.engine import Asker, check_lookup
+from hpf.policies.loader import load_policy
 
 NOW = 1_767_225_600
 DAY = 86_400
@@ -284,7 +284,7 @@ def test_a_region_without_a_key_in_the_pinned_catalog_cannot_have_its_refusal_ch
 
 def test_the_gate_signs_exactly_the_places_and_codes_its_message_names() -> None:
     """The node's gate: the refusal's text and its signed places agree, first and up to MAX_NAMED more."""
-    from node.consent_gate import MAX_NAMED
+    from hpf.node.consent_gate import MAX_NAMED
 
     v = verifier()
     people = [PEOPLE[0], *person_id_array([310101] * 39, [19800101 + i for i in range(39)], [11] * 39)]
@@ -316,7 +316,7 @@ def test_a_region_marks_each_sum_that_does_not_fit_by_its_own_bit() -> None:
     """The region's facts query: one failure bit per money sum, so only the facts asked for can show one."""
     import duckdb
 
-    from node.lookup_index import FACTS_SQL
+    from hpf.node.lookup_index import FACTS_SQL
 
     big = lookup_codec.MONEY_MAX
     db = duckdb.connect()
@@ -353,7 +353,7 @@ class _RefusingRegion:
 def test_forged_refusals_bound_the_requests_and_never_resend_a_withheld_applicant(how: str) -> None:
     """A region refusing more applicants at every request: the client withholds whom it names, never asks about
     them again, and sends at most MAX_WITHHOLD_RETRIES + 1 requests per batch."""
-    from federation.client import MAX_WITHHOLD_RETRIES, FederationClient
+    from hpf.federation.client import MAX_WITHHOLD_RETRIES, FederationClient
 
     liar = _RefusingRegion(how)
     ids = list(person_id_array([310101] * 20, [19900101 + i for i in range(20)], [11] * 20))

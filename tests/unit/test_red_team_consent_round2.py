@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from federation import consent, consent_refusals, consent_revocations
-from federation.catalog import Catalog
-from federation.consent import ConsentVerifier, issue_batch
-from federation.errors import ConfigError, CryptoError, FederationError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.person_id import person_id_array
-from federation.sealing import OneTimeKey
-from node.consent_gate import consent_gate_for
-from policies import DEFAULT_POLICY
-from policies.engine import Asker, check_lookup
-from policies.loader import load_policy
+from hpf.federation import consent, consent_refusals, consent_revocations
+from hpf.federation.catalog import Catalog
+from hpf.federation.consent import ConsentVerifier, issue_batch
+from hpf.federation.errors import ConfigError, CryptoError, FederationError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.person_id import person_id_array
+from hpf.federation.sealing import OneTimeKey
+from hpf.node.consent_gate import consent_gate_for
+from hpf.policies import DEFAULT_POLICY
+from hpf.policies.engine import Asker, check_lookup
+from hpf.policies.loader import load_policy
 
 NOW = 1_767_225_600
 DAY = 86_400
@@ -142,7 +142,7 @@ def test_a_refusal_re_encoded_by_the_coordinator_withholds_only_what_the_region_
 
 def test_a_gate_never_names_more_places_than_a_refusal_carries(tmp_path: Path) -> None:
     """A region refusing many applicants names the first and at most MAX_NAMED more, and signs exactly those."""
-    from node.consent_gate import MAX_NAMED
+    from hpf.node.consent_gate import MAX_NAMED
 
     token = issue_batch(KEYS[ISSUER], ISSUER, PEOPLE[:1], not_after=2**40, **TERMS)[0]  # type: ignore[arg-type]
     catalog = _catalog()
@@ -171,8 +171,8 @@ def test_a_refusal_naming_more_places_than_a_gate_ever_signs_is_not_taken() -> N
     at most (1 + MAX_NAMED) x (1 + MAX_WITHHOLD_RETRIES) applicants of a batch before the screening fails and its
     refusals show. The client takes a signed refusal naming every place of a 4,550-applicant batch at once: the
     whole batch withheld in one round, with no retry left to make it show."""
-    from federation.client import MAX_WITHHOLD_RETRIES
-    from node.consent_gate import MAX_NAMED
+    from hpf.federation.client import MAX_WITHHOLD_RETRIES
+    from hpf.node.consent_gate import MAX_NAMED
 
     key = Ed25519PrivateKey.generate()
     keys = {"n1": base64.b64encode(key.public_key().public_bytes_raw()).decode()}

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from coordinator.region_health import NODE_HEALTH_SERVICE, RegionHealth
-from federation.tls import new_aio_server
+from hpf.coordinator.region_health import NODE_HEALTH_SERVICE, RegionHealth
+from hpf.federation.tls import new_aio_server
 
 
 def _closed_port() -> int:

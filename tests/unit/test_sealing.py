@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from federation.errors import FederationError
-from federation.person_id import check_char, person_id_array
-from federation.sealing import (
+from hpf.federation.errors import FederationError
+from hpf.federation.person_id import check_char, person_id_array
+from hpf.federation.sealing import (
     AGREEMENT_KEY,
     AGREEMENT_PUBLIC,
     ID_CHARS,

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from slot_helpers import deposit, node_rows, plain_answer
 
-from federation.catalog import Catalog, load_catalog
-from federation.errors import CryptoError, DataError
-from federation.he import HALF_PLAIN
-from federation.planner import plan_query
-from federation.slot_codec import CANARY, FAILED, chunks, decode_totals, encode_partials, failure_chunks
+from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.errors import CryptoError, DataError
+from hpf.federation.he import HALF_PLAIN
+from hpf.federation.planner import plan_query
+from hpf.federation.slot_codec import CANARY, FAILED, chunks, decode_totals, encode_partials, failure_chunks
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -17,14 +17,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from federation import finish
-from federation.catalog import Catalog, load_catalog
-from federation.errors import PlanError
-from federation.planner import engine_tree, plan_query
-from federation.planner.binder import binder_for
-from federation.planner.surface import AGGREGATES, FUNCTIONS, NODES, markdown_table
-from node.backends.duckdb_backend import DuckDBBackend
-from node.config import TableSource
+from hpf.federation import finish
+from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.errors import PlanError
+from hpf.federation.planner import engine_tree, plan_query
+from hpf.federation.planner.binder import binder_for
+from hpf.federation.planner.surface import AGGREGATES, FUNCTIONS, NODES, markdown_table
+from hpf.node.backends.duckdb_backend import DuckDBBackend
+from hpf.node.config import TableSource
 
 ROOT = Path(__file__).resolve().parents[2]
 MINI: Catalog = load_catalog(ROOT / "tests" / "fixtures" / "mini_catalog.yaml")
@@ -325,7 +325,7 @@ def test_dp_bounds_are_values_of_the_columns_type(column: dict[str, object], ok:
     """DP clamps with the bounds: one its type cannot hold made the engine convert every value, and fail on some."""
     from pydantic import ValidationError
 
-    from federation.catalog import Column
+    from hpf.federation.catalog import Column
 
     if ok:
         Column.model_validate(column)

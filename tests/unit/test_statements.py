@@ -10,12 +10,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from federation import masking, statements
-from federation.dp_plan import DpTerms
-from federation.errors import AuthError, CryptoError, PlanError
-from federation.generated import hpf_federation_pb2 as pb
-from federation.statements import Statement
-from node.replay import ReplayGuard
+from hpf.federation import masking, statements
+from hpf.federation.dp_plan import DpTerms
+from hpf.federation.errors import AuthError, CryptoError, PlanError
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.statements import Statement
+from hpf.node.replay import ReplayGuard
 
 NODES = ("a", "b", "c")
 KEYS = {n: Ed25519PrivateKey.generate() for n in NODES}

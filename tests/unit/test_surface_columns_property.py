@@ -29,12 +29,12 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from sqlglot import exp
 
-from federation.catalog import load_catalog
-from federation.engine import locked_connection
-from federation.errors import PlanError
-from federation.plan import Plan
-from federation.planner import plan_query
-from policies.uses import column_uses
+from hpf.federation.catalog import load_catalog
+from hpf.federation.engine import locked_connection
+from hpf.federation.errors import PlanError
+from hpf.federation.plan import Plan
+from hpf.federation.planner import plan_query
+from hpf.policies.uses import column_uses
 
 MINI = load_catalog(Path(__file__).resolve().parents[1] / "fixtures" / "mini_catalog.yaml")
 TYPES = {name: column.type for name, column in MINI.tables["deposits"].columns.items()}

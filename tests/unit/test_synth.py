@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from federation.hpf_schema import (
+from hpf.federation.hpf_schema import (
     ACCOUNT_STATUSES,
     LOAN_STATUSES,
     TABLE_NAMES,
@@ -21,9 +21,9 @@ from federation.hpf_schema import (
     WITHDRAWAL_REASONS,
     column_types,
 )
-from federation.person_id import is_valid_person_id
-from federation.regions import BY_NODE_ID, REGIONS
-from federation.synth import (
+from hpf.federation.person_id import is_valid_person_id
+from hpf.federation.regions import BY_NODE_ID, REGIONS
+from hpf.federation.synth import (
     MIN_ROWS,
     FederationReport,
     generate_federation,
