@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 from hpf.federation import consent
 from hpf.federation.errors import CryptoError, error_for_code
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.verdicts import signed_by
+from hpf.federation.verdicts import signed_by, signed_message
 
 DOMAIN = b"hpf-consent-refusal/v1\x00"
 # the most applicants one refusal names: the first refused, and up to 30 more (its text stays under a remote
@@ -42,10 +42,7 @@ REGION_FAULT = "CONSENT_REVOCATIONS_INVALID"
 
 def signed_bytes(refusal: pb.ConsentRefusal, query_id: str) -> bytes:
     """What a region signs of its consent refusal of the request ``query_id``."""
-    body = pb.ConsentRefusal()
-    body.CopyFrom(refusal)
-    body.ClearField("signature")
-    return DOMAIN + query_id.encode() + b"\x00" + body.SerializeToString(deterministic=True)
+    return signed_message(DOMAIN, query_id, refusal)
 
 
 def sign(

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 from cryptography.exceptions import InvalidSignature
+from google.protobuf.message import Message
 
 from hpf.federation import error_codes
 from hpf.federation.audit_keys import load_public_key
@@ -40,12 +41,19 @@ _TRANSPORT_MESSAGES = {code: error_codes.REGISTRY[code].description for code in 
 UNSIGNED_HINT = "reported by the coordinator: the region signed no verdict"
 
 
+def signed_message(domain: bytes, query_id: str, message: Message) -> bytes:
+    """What a region signs of ``message`` (a protobuf with a ``signature`` field) about the question
+    ``query_id``: ``domain``, the query id, 0x00, and the message without its signature, serialized
+    deterministically."""
+    body = type(message)()
+    body.CopyFrom(message)
+    body.ClearField("signature")
+    return domain + query_id.encode() + b"\x00" + body.SerializeToString(deterministic=True)
+
+
 def signed_bytes(verdict: pb.NodeVerdict, query_id: str) -> bytes:
     """What a region signs of its verdict on the question ``query_id``."""
-    body = pb.NodeVerdict()
-    body.CopyFrom(verdict)
-    body.ClearField("signature")
-    return DOMAIN + query_id.encode() + b"\x00" + body.SerializeToString(deterministic=True)
+    return signed_message(DOMAIN, query_id, verdict)
 
 
 def sign(verdict: pb.NodeVerdict, query_id: str, signer: Callable[[bytes], bytes]) -> pb.NodeVerdict:

@@ -6,9 +6,10 @@ python scripts/gen_error_reference.py --check  # exit 1 if the document's tables
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+import doc_section  # scripts/, beside this file
 
 from hpf.cli.errors import exit_code
 from hpf.federation.error_codes import REGISTRY, Code
@@ -51,19 +52,9 @@ def markdown_tables() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    text = DOC.read_text()
-    start, end = text.index(DOC_START), text.index(DOC_END) + len(DOC_END)
-    fresh = text[:start] + markdown_tables() + text[end:]
-    if args.check:
-        if fresh != text:
-            print(f"{DOC} differs from the registry in the code: run scripts/gen_error_reference.py", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(fresh)
-    return 0
+    return doc_section.main(
+        DOC, DOC_START, DOC_END, markdown_tables, "the registry in the code", __doc__.splitlines()[0]
+    )
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ python scripts/gen_sql_surface.py --check  # exit 1 if the document's table diff
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+import doc_section  # scripts/, beside this file
 
 from hpf.federation.planner.surface import DOC_END, DOC_START, markdown_table
 
@@ -16,19 +17,9 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "sql-surface.md"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    text = DOC.read_text()
-    start, end = text.index(DOC_START), text.index(DOC_END) + len(DOC_END)
-    fresh = text[:start] + markdown_table() + text[end:]
-    if args.check:
-        if fresh != text:
-            print(f"{DOC} differs from the allow-list in the code: run scripts/gen_sql_surface.py", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(fresh)
-    return 0
+    return doc_section.main(
+        DOC, DOC_START, DOC_END, markdown_table, "the allow-list in the code", __doc__.splitlines()[0]
+    )
 
 
 if __name__ == "__main__":

@@ -202,3 +202,16 @@ def rerunning(patch: pytest.MonkeyPatch, extra_runs: int) -> Iterator[list[str]]
     with patch.context() as p:
         p.setattr(hpf.coordinator.fanout.FanOut, "_gather", gather)
         yield refused
+
+
+def rewritten_refusal(refusal: bytes, **change: object) -> bytes:
+    """A region's signed consent refusal with fields rewritten (its signature kept unless ``signature`` is given):
+    what a coordinator relaying it can send instead. A list replaces a repeated field's values."""
+    signed = pb.ConsentRefusal.FromString(refusal)
+    for field, value in change.items():
+        if isinstance(value, list):
+            del getattr(signed, field)[:]
+            getattr(signed, field).extend(value)
+        else:
+            setattr(signed, field, value)
+    return signed.SerializeToString()

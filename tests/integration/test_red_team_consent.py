@@ -16,6 +16,7 @@ import harness
 import pytest
 from consent_federation import ISSUER, LOANS, NODES, THIRD, issuer_federation, people, tokens
 from coordinator_recorder import CoordinatorRecorder
+from lying_coordinator import rewritten_refusal
 
 import hpf.coordinator.fanout
 from hpf.coordinator.fanout import FanOut, MissingRegion
@@ -135,17 +136,6 @@ def _forging(monkeypatch: pytest.MonkeyPatch, code: str, message: str, refusal: 
     monkeypatch.setattr(FanOut, "lookup", forge)
 
 
-def _altered(refusal: bytes, **change: object) -> bytes:
-    signed = pb.ConsentRefusal.FromString(refusal)
-    for field, value in change.items():
-        if isinstance(value, list):
-            del getattr(signed, field)[:]
-            getattr(signed, field).extend(value)
-        else:
-            setattr(signed, field, value)
-    return signed.SerializeToString()
-
-
 @pytest.mark.parametrize("forgery", ["made-up", "unsigned", "garbage", "replayed", "other-place", "other-code"])
 def test_a_coordinator_cannot_make_the_client_withhold_an_applicant_no_region_refused(
     fed: harness.Federation, monkeypatch: pytest.MonkeyPatch, forgery: str
@@ -156,11 +146,11 @@ def test_a_coordinator_cannot_make_the_client_withhold_an_applicant_no_region_re
     honest = tokens(fed, ids, ISSUER)  # no region refuses these
     evidence = {
         "made-up": b"",
-        "unsigned": _altered(refusal, signature=b""),
+        "unsigned": rewritten_refusal(refusal, signature=b""),
         "garbage": b"\x0a\xff\xff",
         "replayed": refusal,  # hangzhou's real refusal, of an earlier request
-        "other-place": _altered(refusal, places=[1]),  # re-pointed at an honest applicant, signature kept
-        "other-code": _altered(refusal, codes=["CONSENT_REVOKED"]),
+        "other-place": rewritten_refusal(refusal, places=[1]),  # re-pointed at an honest applicant, signature kept
+        "other-code": rewritten_refusal(refusal, codes=["CONSENT_REVOKED"]),
     }[forgery]
     _forging(monkeypatch, "CONSENT_ISSUER_UNKNOWN", "applicant 1 of 3: the consent token's issuer ...", evidence)
     heads = len(RECORDED["recorder"].heads)

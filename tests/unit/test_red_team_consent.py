@@ -14,12 +14,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
+from lying_coordinator import rewritten_refusal
 
 from hpf.federation import consent, consent_refusals, lookup_codec
 from hpf.federation.client import ConsentRefused
 from hpf.federation.consent import ConsentVerifier, issue_batch
 from hpf.federation.errors import CryptoError, FederationError, PlanError, PolicyViolation
-from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.person_id import person_id_array
 from hpf.node.consent_gate import ConsentGate
 from hpf.policies import DEFAULT_POLICY
@@ -218,16 +218,8 @@ def _refusal(**change: object) -> bytes:
     qid = change.pop("query", QID)
     refused = change.pop("refused", [(2, "CONSENT_REVOKED"), (5, "CONSENT_EXPIRED")])
     people = change.pop("people", 10)
-    signed = pb.ConsentRefusal.FromString(
-        consent_refusals.sign(node, qid, people, refused, key.sign)  # type: ignore[arg-type, attr-defined]
-    )
-    for field, value in change.items():
-        if isinstance(value, list):
-            del getattr(signed, field)[:]
-            getattr(signed, field).extend(value)
-        else:
-            setattr(signed, field, value)
-    return signed.SerializeToString()
+    signed = consent_refusals.sign(node, qid, people, refused, key.sign)  # type: ignore[arg-type, attr-defined]
+    return rewritten_refusal(signed, **change)
 
 
 def _withheld(evidence: bytes, people: int = 10) -> dict[int, str]:
