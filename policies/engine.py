@@ -46,16 +46,16 @@ How columns are used is worked out by :mod:`policies.uses`; :class:`policies.rat
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from hpf.federation.catalog import Catalog, ColumnClass
+from hpf.federation.catalog import Catalog, Column, ColumnClass
 from hpf.federation.consent import FACTS
 from hpf.federation.errors import PolicyViolation
 from hpf.federation.plan import Plan
 from hpf.federation.regions import PROVINCES, province_of
 from hpf.policies.model import SAME, USES, WILDCARD, Policy, Privacy, RolePolicy, TablePolicy
-from hpf.policies.uses import analyse
+from hpf.policies.uses import PlanUses, analyse
 
 USE_PHRASES = {
     "output": "in the output",
@@ -275,6 +275,143 @@ def check_asker(
     return role, table_key, table, allowed
 
 
+@dataclass
+class _Query:
+    """What the stages of :func:`check_query` judge, and what they have allowed so far (the rules, in order)."""
+
+    policy: Policy
+    plan: Plan
+    refuse: Refuse
+    party: str
+    role_name: str
+    role: RolePolicy
+    table_key: str
+    table: TablePolicy
+    table_rule: str
+    columns: Mapping[str, Column]
+    analysis: PlanUses
+    allowed: list[str]
+
+    def decision(self, min_group_size: int, privacy: Privacy, privacy_rule: str) -> Decision:
+        return Decision(
+            min_group_size=min_group_size,
+            role=self.role_name,
+            rules=tuple(f"{self.party}: {r}" for r in dict.fromkeys(self.allowed)),
+            privacy=privacy,
+            privacy_rule=privacy_rule,
+        )
+
+
+def _aggregates_allowed(q: _Query) -> None:
+    """``POLICY_AGGREGATE_DENIED``: every aggregate function is one of the role's ``aggregates``."""
+    for aggregate in q.plan.aggregates:
+        if aggregate.func not in q.role.aggregates:
+            raise q.refuse(
+                "POLICY_AGGREGATE_DENIED",
+                f"aggregate {aggregate.func.upper()} is not allowed for role {q.role_name}",
+                f"roles.{q.role_name}.aggregates",
+                f"aggregates role {q.role_name} may use: {', '.join(a.upper() for a in q.role.aggregates) or 'none'}",
+            )
+    if q.plan.aggregates:
+        q.allowed.append(f"roles.{q.role_name}.aggregates")
+
+
+def _column_use_refusal(
+    q: _Query, column: str, cls: ColumnClass, use: str, may: Collection[str], rule: str
+) -> PolicyViolation:
+    """``POLICY_COLUMN_DENIED`` for ``column`` used as ``use`` where it may be used only as ``may``."""
+    can = ", ".join(USE_PHRASES[u] for u in USES if u in may)
+    hint = f"column {column} may be used here only {can}" if can else f"leave column {column} out"
+    message = f"column {column} ({cls.value}) may not be used {USE_PHRASES[use]}"
+    factor = q.analysis.factors.get(column) if use == "filter" else None
+    if factor is not None:  # a product that weighs by a condition filters on its factors
+        square = " (the square a variance sums)" if factor.squared else ""
+        message += f": it is a factor of a product{square} that {factor.what()}, which counts as a filter"
+        hint += f"; {factor.hint()}"
+    elif use == "filter" and column in q.analysis.computed:
+        hint += f" ({COMPUTED_NOTE})"
+    return q.refuse("POLICY_COLUMN_DENIED", message, rule, hint)
+
+
+def _columns_allowed(q: _Query) -> None:
+    """``POLICY_COLUMN_DENIED`` / ``POLICY_COLUMN_UNCLASSIFIED``: every column is the table's, has a class, and is
+    used only as its class (or its own entry) allows."""
+    uses = q.analysis.uses
+    for column in sorted(uses):
+        spec = q.columns.get(column)
+        if spec is None:  # not from this catalog's table: nothing allows it
+            raise q.refuse(
+                "POLICY_COLUMN_DENIED",
+                f"column {column} is not a column of {q.plan.table} in this node's catalog",
+                q.table_rule,
+                "the coordinator and this node may hold different catalogs",
+            )
+        cls = spec.column_class
+        if cls is None:  # every policy refuses it, whatever it says (a column entry too): uses come from a class
+            raise q.refuse(
+                "POLICY_COLUMN_UNCLASSIFIED",
+                f"column {column} of {q.plan.table} has no class in this node's catalog, so no policy allows it",
+                "classes",
+                f"an operator must classify it first: set class: (one of {', '.join(c.value for c in ColumnClass)}) "
+                f"for tables.{q.plan.table}.columns.{column} in the catalog every party holds",
+            )
+        may, rule = _uses_for(q.policy, q.role_name, q.role, q.table_key, q.table, column, cls)
+        for use in USES:
+            if use in uses[column] and use not in may:
+                raise _column_use_refusal(q, column, cls, use, may, rule)
+        q.allowed.append(rule)
+
+
+def _shapes_allowed(q: _Query, k: int, k_rule: str) -> None:
+    """With k > 1: ``POLICY_AGGREGATE_PRODUCT`` and ``POLICY_AGGREGATE_SHAPE``, the aggregates whose argument
+    would count rows the minimum group size does not see."""
+    if k <= 1:
+        return
+    for aggregate in q.plan.aggregates:
+        product = q.analysis.products.get(aggregate.count)
+        if product is None and aggregate.sumsq is not None:  # a variance sums its argument's square too
+            product = q.analysis.products.get(aggregate.sumsq)
+        if product is not None:
+            func = aggregate.func.upper()
+            raise q.refuse(
+                "POLICY_AGGREGATE_PRODUCT",
+                f"{product.subject(func)} a product that {product.what()}: {product.why(k)}",
+                k_rule,
+                product.hint(func),
+            )
+        if aggregate.count in q.analysis.uncountable:
+            raise q.refuse(
+                "POLICY_AGGREGATE_SHAPE",
+                f"the argument of {aggregate.func.upper()} computes a condition as a value: it would count "
+                f"rows that the minimum group size ({k}) does not see",
+                k_rule,
+                SHAPE_HINT,
+            )
+
+
+def _terms(q: _Query) -> Decision:
+    """The answer's privacy terms: DP (noise on every cell replaces withholding, so k is 1), or exact with the
+    minimum group size k, whose shapes are checked; the table's terms where it has them, else the role's."""
+    if q.table.privacy is not None:
+        privacy, privacy_rule = q.table.privacy, f"{q.table_rule}.privacy"
+    else:
+        privacy, privacy_rule = q.role.privacy, f"roles.{q.role_name}.privacy"
+    if q.table.min_group_size is not None:
+        k, k_rule = q.table.min_group_size, f"{q.table_rule}.min_group_size"
+    else:
+        k, k_rule = q.role.min_group_size, f"roles.{q.role_name}.min_group_size"
+    if privacy.mode == "dp":  # noise on every cell replaces withholding: whether a cell is withheld tells its count
+        q.allowed.append(privacy_rule)
+        return q.decision(1, privacy, privacy_rule)
+    _shapes_allowed(q, k, k_rule)
+    q.allowed.append(k_rule)
+    return q.decision(k, Privacy(), privacy_rule)  # exact
+
+
+# the stages of a query's check after the asker's (check_asker), in order; the last gives the decision
+QUERY_STAGES: tuple[Callable[[_Query], None], ...] = (_aggregates_allowed, _columns_allowed)
+
+
 def check_query(
     policy: Policy,
     catalog: Catalog,
@@ -285,106 +422,28 @@ def check_query(
     *,
     party: str,
 ) -> Decision:
-    """Allow the request (a Decision) or raise PolicyViolation naming the rule that refused and how to ask."""
-    refuse = _refuser(party)
-    role_name = asker.role
-    table_name = plan.table
-    role, table_key, table, allowed = check_asker(policy, table_name, asker, purpose, consent, party=party)
-    table_rule = f"roles.{role_name}.tables.{table_key}"
-
-    for aggregate in plan.aggregates:
-        if aggregate.func not in role.aggregates:
-            raise refuse(
-                "POLICY_AGGREGATE_DENIED",
-                f"aggregate {aggregate.func.upper()} is not allowed for role {role_name}",
-                f"roles.{role_name}.aggregates",
-                f"aggregates role {role_name} may use: {', '.join(a.upper() for a in role.aggregates) or 'none'}",
-            )
-    if plan.aggregates:
-        allowed.append(f"roles.{role_name}.aggregates")
-
-    columns = catalog.tables[table_name].columns if table_name in catalog.tables else {}
-    analysis = analyse(plan, columns=columns)
-    uses = analysis.uses
-    for column in sorted(uses):
-        spec = columns.get(column)
-        if spec is None:  # not from this catalog's table: nothing allows it
-            raise refuse(
-                "POLICY_COLUMN_DENIED",
-                f"column {column} is not a column of {table_name} in this node's catalog",
-                table_rule,
-                "the coordinator and this node may hold different catalogs",
-            )
-        cls = spec.column_class
-        if cls is None:  # every policy refuses it, whatever it says (a column entry too): uses come from a class
-            raise refuse(
-                "POLICY_COLUMN_UNCLASSIFIED",
-                f"column {column} of {table_name} has no class in this node's catalog, so no policy allows it",
-                "classes",
-                f"an operator must classify it first: set class: (one of {', '.join(c.value for c in ColumnClass)}) "
-                f"for tables.{table_name}.columns.{column} in the catalog every party holds",
-            )
-        may, rule = _uses_for(policy, role_name, role, table_key, table, column, cls)
-        for use in USES:
-            if use in uses[column] and use not in may:
-                can = ", ".join(USE_PHRASES[u] for u in USES if u in may)
-                hint = f"column {column} may be used here only {can}" if can else f"leave column {column} out"
-                message = f"column {column} ({cls.value}) may not be used {USE_PHRASES[use]}"
-                factor = analysis.factors.get(column) if use == "filter" else None
-                if factor is not None:  # a product that weighs by a condition filters on its factors
-                    square = " (the square a variance sums)" if factor.squared else ""
-                    message += f": it is a factor of a product{square} that {factor.what()}, which counts as a filter"
-                    hint += f"; {factor.hint()}"
-                elif use == "filter" and column in analysis.computed:
-                    hint += f" ({COMPUTED_NOTE})"
-                raise refuse("POLICY_COLUMN_DENIED", message, rule, hint)
-        allowed.append(rule)
-
-    if table.privacy is not None:
-        privacy, privacy_rule = table.privacy, f"{table_rule}.privacy"
-    else:
-        privacy, privacy_rule = role.privacy, f"roles.{role_name}.privacy"
-    if table.min_group_size is not None:
-        k, k_rule = table.min_group_size, f"{table_rule}.min_group_size"
-    else:
-        k, k_rule = role.min_group_size, f"roles.{role_name}.min_group_size"
-    if privacy.mode == "dp":  # noise on every cell replaces withholding: whether a cell is withheld tells its count
-        allowed.append(privacy_rule)
-        return Decision(
-            min_group_size=1,
-            role=role_name,
-            rules=tuple(f"{party}: {r}" for r in dict.fromkeys(allowed)),
-            privacy=privacy,
-            privacy_rule=privacy_rule,
-        )
-    if k > 1:
-        for aggregate in plan.aggregates:
-            product = analysis.products.get(aggregate.count)
-            if product is None and aggregate.sumsq is not None:  # a variance sums its argument's square too
-                product = analysis.products.get(aggregate.sumsq)
-            if product is not None:
-                func = aggregate.func.upper()
-                raise refuse(
-                    "POLICY_AGGREGATE_PRODUCT",
-                    f"{product.subject(func)} a product that {product.what()}: {product.why(k)}",
-                    k_rule,
-                    product.hint(func),
-                )
-            if aggregate.count in analysis.uncountable:
-                raise refuse(
-                    "POLICY_AGGREGATE_SHAPE",
-                    f"the argument of {aggregate.func.upper()} computes a condition as a value: it would count "
-                    f"rows that the minimum group size ({k}) does not see",
-                    k_rule,
-                    SHAPE_HINT,
-                )
-    allowed.append(k_rule)
-    return Decision(
-        min_group_size=k,
-        role=role_name,
-        rules=tuple(f"{party}: {r}" for r in dict.fromkeys(allowed)),
-        privacy_rule=privacy_rule,
+    """Allow the request (a Decision) or raise PolicyViolation naming the rule that refused and how to ask: the
+    asker's role, table, purpose and consent (:func:`check_asker`), then :data:`QUERY_STAGES`, then the
+    privacy terms (:func:`_terms`)."""
+    role, table_key, table, allowed = check_asker(policy, plan.table, asker, purpose, consent, party=party)
+    columns = catalog.tables[plan.table].columns if plan.table in catalog.tables else {}
+    q = _Query(
+        policy=policy,
+        plan=plan,
+        refuse=_refuser(party),
+        party=party,
+        role_name=asker.role,
+        role=role,
+        table_key=table_key,
+        table=table,
+        table_rule=f"roles.{asker.role}.tables.{table_key}",
+        columns=columns,
+        analysis=analyse(plan, columns=columns),
+        allowed=allowed,
     )
+    for stage in QUERY_STAGES:
+        stage(q)
+    return _terms(q)
 
 
 def check_lookup(
