@@ -274,9 +274,18 @@ _BEFORE_PURPOSE = 8 + SIGNATURE_BYTES + GRANT_ID_BYTES + 32 + 1  # sizes, signat
 _AFTER_PURPOSE = 10 + 32 + SALT_BYTES + 1  # facts and expiry, commitment, salt, path count
 
 
+_NAMES: dict[tuple[bytes, re.Pattern[str]], str] = {}  # issuers and purposes read so far (a batch repeats them)
+_MAX_NAMES = 1024
+
+
 def _name(raw: bytes, pattern: re.Pattern[str]) -> str:
+    known = _NAMES.get((raw, pattern))
+    if known is not None:
+        return known
     if not raw.isascii() or not pattern.fullmatch(text := raw.decode("ascii")):
         raise _malformed("a malformed issuer or purpose")
+    if len(_NAMES) < _MAX_NAMES:
+        _NAMES[(raw, pattern)] = text
     return text
 
 
@@ -288,9 +297,10 @@ def parse_token(data: bytes) -> Token:
     ...
     hpf.federation.consent.ConsentError: [CONSENT_MALFORMED] the consent token is malformed: unknown version
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise _malformed("not bytes")
-    data = bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise _malformed("not bytes")
+        data = bytes(data)
     if not 2 <= len(data) <= MAX_TOKEN_BYTES:
         raise _malformed("too short or too long")
     if data[0] != VERSION:
@@ -320,7 +330,8 @@ def parse_token(data: bytes) -> Token:
         raise _malformed("inclusion path too long")
     if len(data) != pos + merkle.HASH_SIZE * count:
         raise _malformed("cut short, or trailing bytes")
-    path = tuple(data[i : i + merkle.HASH_SIZE] for i in range(pos, len(data), merkle.HASH_SIZE))
+    step = merkle.HASH_SIZE
+    path = tuple([data[i : i + step] for i in range(pos, len(data), step)])
     grant = Grant(grant_id, grantee, purpose, facts, not_after, commit)
     return Token(issuer, size, index, signature, grant, salt, path)
 
