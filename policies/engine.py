@@ -50,7 +50,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from hpf.federation.catalog import Catalog, ColumnClass
-from hpf.federation.consent import FACTS
+from hpf.federation.consent.tokens import FACTS
 from hpf.federation.errors import PolicyViolation
 from hpf.federation.plan import Plan
 from hpf.federation.regions import PROVINCES, province_of
