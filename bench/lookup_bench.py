@@ -66,7 +66,9 @@ from hpf.cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from hpf.client.federation_client import LOOKUP_BATCH, FederationClient, LookupAnswer
+from hpf.client.answers import LookupAnswer
+from hpf.client.federation_client import FederationClient
+from hpf.client.lookups import LOOKUP_BATCH
 from hpf.client.profile import load_profile
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent

@@ -255,7 +255,7 @@ def show(
 
     A lookup's entry holds, per person asked, only a keyed hash of the identifier; with the node's subject key,
     ``--person`` finds the lookups of one person (who looked them up, when, why)."""
-    from hpf.client.federation_client import check_person_ids
+    from hpf.client.lookups import check_person_ids
     from hpf.federation.audit.verify import read_entries
     from hpf.federation.crypto.sealing import looked_up, read_secret
 
@@ -346,7 +346,7 @@ def consent_command(
     The digests are keyed with the node's subject key and the request's nonce, so they name no grant by
     themselves: given the issuer's grants (``--tokens`` or ``--grant``), each is named. The person's identifier
     is never printed."""
-    from hpf.client.federation_client import check_person_ids
+    from hpf.client.lookups import check_person_ids
     from hpf.federation.audit.verify import read_entries
     from hpf.federation.crypto.sealing import consents_of, grant_tag, read_secret
 

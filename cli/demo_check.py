@@ -21,7 +21,7 @@ from typing import Any
 
 import duckdb
 
-from hpf.client.federation_client import QueryAnswer
+from hpf.client.answers import QueryAnswer
 from hpf.federation.catalog import Catalog
 from hpf.federation.crypto.lookup_codec import PersonFacts
 from hpf.federation.crypto.slot_codec import cell_of

@@ -18,7 +18,8 @@ from hpf.cli.demo_check import clamped_totals, matches, noisy_cells, pooled, wit
 from hpf.cli.demo_federation import DemoLayout
 from hpf.cli.explain_output import render_explain
 from hpf.cli.output import render, text_table
-from hpf.client.federation_client import ExplainAnswer, FederationClient, QueryAnswer
+from hpf.client.answers import ExplainAnswer, QueryAnswer
+from hpf.client.federation_client import FederationClient
 from hpf.client.profile import load_profile
 from hpf.federation.audit.keys import load_public_key
 from hpf.federation.audit.verify import verify_log

@@ -22,7 +22,8 @@ import typer
 from hpf.cli.demo_check import pooled_person_facts
 from hpf.cli.demo_federation import DemoLayout
 from hpf.cli.lookup import render_lookup
-from hpf.client.federation_client import FederationClient, LookupAnswer
+from hpf.client.answers import LookupAnswer
+from hpf.client.federation_client import FederationClient
 from hpf.client.profile import load_profile
 from hpf.federation.audit.verify import read_entries
 from hpf.federation.catalog import load_catalog

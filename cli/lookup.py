@@ -26,7 +26,7 @@ from hpf.cli.output import regions_line, text_table
 from hpf.federation.errors import PolicyViolation
 
 if TYPE_CHECKING:
-    from hpf.client.federation_client import LookupAnswer
+    from hpf.client.answers import LookupAnswer
     from hpf.federation.crypto.lookup_codec import PersonFacts
 
 # the client's LOOKUP_BATCH, written out so that `hpf screen --help` need not load the client (a test keeps the
@@ -172,7 +172,8 @@ def lookup(
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
 ) -> None:
     """Look one person up across the federation: the facts asked for (accounts, contributions, balance, loans)."""
-    from hpf.client.federation_client import FederationClient, check_person_ids
+    from hpf.client.federation_client import FederationClient
+    from hpf.client.lookups import check_person_ids
     from hpf.client.profile import load_profile
 
     if insecure:

@@ -18,7 +18,7 @@ from rich.text import Text
 from hpf.federation.errors import printable
 
 if TYPE_CHECKING:
-    from hpf.client.federation_client import QueryAnswer
+    from hpf.client.answers import QueryAnswer
 
 
 def text_table(

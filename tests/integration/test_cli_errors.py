@@ -10,7 +10,7 @@ import yaml
 
 from hpf.cli.demo_federation import free_ports
 from hpf.cli.output import render
-from hpf.client.federation_client import QueryAnswer
+from hpf.client.answers import QueryAnswer
 from hpf.federation.trust.pki import init_federation
 
 

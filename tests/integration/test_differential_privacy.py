@@ -29,7 +29,7 @@ import pytest
 import yaml
 from streamed import collect
 
-from hpf.client.federation_client import QueryAnswer
+from hpf.client.answers import QueryAnswer
 from hpf.client.profile import ClientProfile
 from hpf.federation.config_files import parse_model
 from hpf.federation.crypto import he

@@ -28,7 +28,7 @@ import pytest
 from uniformity import CHI2_LIMIT, chi_square_uniform
 
 from hpf.cli.output import privacy_note, render
-from hpf.client.federation_client import QueryAnswer
+from hpf.client.answers import QueryAnswer
 from hpf.federation.crypto import he, masking
 from hpf.federation.crypto.he import HE_FORMAT
 from hpf.federation.crypto.slot_codec import CANARY, FAILED, chunks, decode_totals, encode_partials

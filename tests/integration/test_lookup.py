@@ -35,9 +35,10 @@ import pytest
 import yaml
 from streamed import Stream, collect, stream
 
-import hpf.client.federation_client
+import hpf.client.session
 from hpf.cli.errors import exit_code
-from hpf.client.federation_client import FederationClient, LookupAnswer
+from hpf.client.answers import LookupAnswer
+from hpf.client.federation_client import FederationClient
 from hpf.client.profile import ClientProfile
 from hpf.coordinator.fanout import FederatedAnswer
 from hpf.federation.config_files import parse_model
@@ -274,7 +275,7 @@ def counted_client(
         return stubs[-1]
 
     with monkeypatch.context() as m:
-        m.setattr(hpf.client.federation_client.pb_grpc, "CoordinatorStub", make)
+        m.setattr(hpf.client.session.pb_grpc, "CoordinatorStub", make)
         client = fed.client(keys=keys, person=person)
     assert len(stubs) == 1
     return client, stubs[0]

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from coordinator_recorder import CoordinatorRecorder, recording
 
-from hpf.client.federation_client import LookupAnswer
+from hpf.client.answers import LookupAnswer
 from hpf.federation.crypto import he
 from hpf.federation.crypto.he import HE_FORMAT
 from hpf.federation.crypto.sealing import (

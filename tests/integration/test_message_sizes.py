@@ -16,7 +16,7 @@ import harness
 import pytest
 from typer.testing import CliRunner
 
-import hpf.client.federation_client
+import hpf.client.session
 import hpf.coordinator.server
 from hpf.cli.app import _register, app
 from hpf.federation.errors import FederationError, RequestTooLarge
@@ -69,7 +69,7 @@ def test_a_request_above_the_coordinators_limit_is_request_too_large(
 
 def test_an_answer_above_the_clients_limit_is_answer_too_large(monkeypatch: pytest.MonkeyPatch, tmp: Path) -> None:
     monkeypatch.setattr(
-        hpf.client.federation_client,
+        hpf.client.session,
         "CLIENT_CHANNEL_OPTIONS",
         with_options(GRPC_OPTIONS, max_receive_message_length=LIMIT),
     )

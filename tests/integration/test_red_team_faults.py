@@ -19,7 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from raw_rpc import assert_stable, raw_channels
 
-from hpf.client.federation_client import QueryAnswer
+from hpf.client.answers import QueryAnswer
 from hpf.federation.catalog import Catalog
 from hpf.federation.crypto import he
 from hpf.federation.errors import DataError, FederationError, UnavailableError

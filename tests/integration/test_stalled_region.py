@@ -25,7 +25,8 @@ from hpf.cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from hpf.client.federation_client import FederationClient, QueryAnswer
+from hpf.client.answers import QueryAnswer
+from hpf.client.federation_client import FederationClient
 from hpf.client.profile import load_profile
 
 QUERY = (

@@ -13,7 +13,7 @@ import sys
 import hpf.cli.app
 import hpf.cli.audit
 import hpf.cli.lookup
-import hpf.client.federation_client
+import hpf.client.lookups
 import hpf.federation.crypto.sealing
 
 # what a command may load only once it runs: each costs tens of milliseconds to import
@@ -98,7 +98,7 @@ def test_a_verb_registers_its_own_module_only() -> None:
 
 def test_defaults_the_help_states_are_the_librarys() -> None:
     """Two defaults are written out in the cli modules so that their help need not load the library."""
-    assert hpf.cli.lookup.DEFAULT_BATCH == hpf.client.federation_client.LOOKUP_BATCH
+    assert hpf.cli.lookup.DEFAULT_BATCH == hpf.client.lookups.LOOKUP_BATCH
     assert hpf.cli.audit.SUBJECT_KEY == hpf.federation.crypto.sealing.SUBJECT_KEY
 
 

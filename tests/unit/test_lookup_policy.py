@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from hpf.client.federation_client import LOOKUP_BATCH
+from hpf.client.lookups import LOOKUP_BATCH
 from hpf.federation.consent.tokens import FACTS
 from hpf.federation.crypto.lookup_codec import default_facts
 from hpf.federation.errors import ConfigError, PolicyViolation

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from slot_helpers import deposit, node_rows, oracle, plain_answer
 
 from hpf.cli.output import render
-from hpf.client.federation_client import QueryAnswer
+from hpf.client.answers import QueryAnswer
 from hpf.client.finish import FinishedAnswer, finish
 from hpf.federation.catalog import Catalog, load_catalog
 from hpf.federation.crypto import he
