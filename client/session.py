@@ -56,7 +56,7 @@ CLIENT_CHANNEL_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=C
 
 @dataclass
 class Checked:
-    """What the client took from an answer once every check passed (see ``FederationClient._checked``)."""
+    """What the client took from an answer once every check passed (see :meth:`ClientSession._checked`)."""
 
     terms: dict[str, Any]  # the privacy terms every region signed
     runs: int  # which run of the question the regions answered
