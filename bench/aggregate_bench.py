@@ -56,9 +56,10 @@ from hpf.cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
+from hpf.client.answers import QueryAnswer
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import load_profile
 from hpf.federation.catalog import load_catalog
-from hpf.federation.client import FederationClient, QueryAnswer
-from hpf.federation.profile import load_profile
 
 TARGET_RATIO = 1.5
 DP_TARGET_OVERHEAD = 1.10  # DP's federated median at most 10% above the exact one

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hpf.federation.audit_log import AuditLog
-from hpf.federation.audit_verify import verify_log
+from hpf.federation.audit.log import AuditLog
+from hpf.federation.audit.verify import verify_log
 
 FIELDS: dict[str, str | int | bool | None] = {
     "time": "2026-11-28T08:30:10.123Z",

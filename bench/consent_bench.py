@@ -20,7 +20,7 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hpf.federation import consent
+from hpf.federation.consent import tokens as consent
 from hpf.federation.person_id import person_id_array
 
 

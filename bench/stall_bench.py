@@ -49,9 +49,9 @@ from hpf.cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from hpf.federation.client import FederationClient
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import load_profile
 from hpf.federation.errors import FederationError
-from hpf.federation.profile import load_profile
 
 TARGET_RATIO = 0.8  # throughput with one region stalled, at least this share of the healthy throughput
 PERSON, PURPOSE = "operator", "operations"  # the default's exact role: no privacy budget runs out

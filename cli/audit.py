@@ -20,9 +20,9 @@ from hpf.federation.errors import AuditError, ConfigError, PolicyViolation
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from hpf.federation.audit_records import Checkpoint, Receipt
+    from hpf.federation.audit.records import Checkpoint, Receipt
 
-# federation.sealing's SUBJECT_KEY, written out so that `hpf audit show --help` need not load the sealing code (a
+# federation.crypto.sealing's SUBJECT_KEY, written out so that `hpf audit show --help` need not load the sealing code (a
 # test keeps the two equal)
 SUBJECT_KEY = "subject-tag.key"
 
@@ -68,7 +68,7 @@ def _json(data: bytes, code: str) -> Any:
 
 
 def _checkpoint(path: Path) -> Checkpoint:
-    from hpf.federation.audit_records import Checkpoint
+    from hpf.federation.audit.records import Checkpoint
 
     try:
         return Checkpoint.from_dict(_json(_read(path), "AUDIT_CHECKPOINT_MALFORMED"))
@@ -77,7 +77,7 @@ def _checkpoint(path: Path) -> Checkpoint:
 
 
 def _receipts(path: Path) -> list[Receipt]:
-    from hpf.federation.audit_records import Receipt
+    from hpf.federation.audit.records import Receipt
 
     receipts = []
     for number, line in enumerate(_read(path).splitlines(), start=1):
@@ -91,7 +91,7 @@ def _receipts(path: Path) -> list[Receipt]:
 
 def _catalog_key(catalog_path: Path, node_id: str) -> Ed25519PublicKey:
     """The audit key the catalog lists for ``node_id`` (never for whichever node the log itself names)."""
-    from hpf.federation.audit_keys import load_public_key
+    from hpf.federation.audit.keys import load_public_key
     from hpf.federation.catalog import load_catalog
 
     node = next((n for n in load_catalog(catalog_path).nodes if n.id == node_id), None)
@@ -151,9 +151,9 @@ def verify(
     fmt: VerifyFormat = typer.Option(VerifyFormat.text, "--format", "-f", help="Output format"),
 ) -> None:
     """Check a log directory (the help text is VERIFY_HELP)."""
-    from hpf.federation.audit_keys import load_public_key
-    from hpf.federation.audit_records import is_node_id
-    from hpf.federation.audit_verify import log_node, verify_log
+    from hpf.federation.audit.keys import load_public_key
+    from hpf.federation.audit.records import is_node_id
+    from hpf.federation.audit.verify import log_node, verify_log
 
     if public_key is not None and catalog is not None:
         raise ConfigError("give --public-key or --catalog, not both", code="CLI_BAD_OPTION")
@@ -255,9 +255,9 @@ def show(
 
     A lookup's entry holds, per person asked, only a keyed hash of the identifier; with the node's subject key,
     ``--person`` finds the lookups of one person (who looked them up, when, why)."""
-    from hpf.federation.audit_verify import read_entries
-    from hpf.federation.client import check_person_ids
-    from hpf.federation.sealing import looked_up, read_secret
+    from hpf.client.lookups import check_person_ids
+    from hpf.federation.audit.verify import read_entries
+    from hpf.federation.crypto.sealing import looked_up, read_secret
 
     start = _since(since) if since is not None else None
     tag_key = None
@@ -294,7 +294,7 @@ def _known_grants(tokens: Path | None, grants: list[str]) -> list[tuple[str, byt
     import csv
     import io
 
-    from hpf.federation import consent
+    from hpf.federation.consent import tokens as consent
 
     known: list[tuple[str, bytes]] = []
     for word in grants:
@@ -346,9 +346,9 @@ def consent_command(
     The digests are keyed with the node's subject key and the request's nonce, so they name no grant by
     themselves: given the issuer's grants (``--tokens`` or ``--grant``), each is named. The person's identifier
     is never printed."""
-    from hpf.federation.audit_verify import read_entries
-    from hpf.federation.client import check_person_ids
-    from hpf.federation.sealing import consents_of, grant_tag, read_secret
+    from hpf.client.lookups import check_person_ids
+    from hpf.federation.audit.verify import read_entries
+    from hpf.federation.crypto.sealing import consents_of, grant_tag, read_secret
 
     pid = check_person_ids([person])[0]
     tag_key = read_secret(subject_key or directory / SUBJECT_KEY)
@@ -391,7 +391,7 @@ NOT_CHECKED = "not checked"
 
 def _status(err: AuditError) -> str:
     """A failed check as a receipt's status: only the region's own signatures can show its log was rewritten
-    (see :func:`federation.audit_proto.check_still_logged`); every other failure proves nothing either way."""
+    (see :func:`federation.audit.proto.check_still_logged`); every other failure proves nothing either way."""
     if err.code == "AUDIT_INCONSISTENT":
         return REWRITTEN
     return NO_KEY if err.code == "AUDIT_KEY_MISSING" else UNPROVEN
@@ -411,8 +411,8 @@ def receipts_command(
     tells which); only two logs the region signed for one size show it rewrote its log. Exit 7 if any receipt is
     rewritten or could not be proven. A receipt kept before receipts carried a proof of their own is proven by the
     region's latest log alone."""
-    from hpf.federation.client import FederationClient
-    from hpf.federation.profile import load_profile
+    from hpf.client.federation_client import FederationClient
+    from hpf.client.profile import load_profile
 
     rows: list[dict[str, Any]] = []
     stopped: PolicyViolation | None = None

@@ -7,7 +7,7 @@
     hpf consent serve --region shanghai --listen 127.0.0.1:50070 --ca ... --cert ... --key ...
                                                           # grants over gRPC, for the centre's own systems
 
-See :mod:`federation.consent` for what a token holds and how a region checks it.
+See :mod:`federation.consent.tokens` for what a token holds and how a region checks it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def keys(
     folder: Path = ISSUER_DIR,
 ) -> None:
     """Make the issuer's Ed25519 key if missing, and print its entry for the catalog's `issuers:` section."""
-    from hpf.federation.consent_issuer import make_issuer
+    from hpf.federation.consent.issuer import make_issuer
 
     made, new = make_issuer(folder, issuer)
     typer.echo(f"# consent issuer {made.id}: add this entry under `issuers:` in the catalog")
@@ -53,7 +53,7 @@ def grant(
     folder: Path = ISSUER_DIR,
 ) -> None:
     """One signed consent token per person of the input, for one grantee, purpose and set of facts."""
-    from hpf.federation.consent_issuer import grant_csv, grantee_from, grantee_text, load_issuer
+    from hpf.federation.consent.issuer import grant_csv, grantee_from, grantee_text, load_issuer
 
     issuer = load_issuer(folder)
     grantee = grantee_from(to)
@@ -73,8 +73,8 @@ def revoke(
     folder: Path = ISSUER_DIR,
 ) -> None:
     """Add grants to the issuer's signed revocation list, under the next number; regions re-read it."""
-    from hpf.federation.consent_issuer import grant_ids_from, load_issuer
-    from hpf.federation.consent_revocations import revoke as revoke_grants
+    from hpf.federation.consent.issuer import grant_ids_from, load_issuer
+    from hpf.federation.consent.revocations import revoke as revoke_grants
 
     issuer = load_issuer(folder)
     ids = grant_ids_from(grants)
@@ -99,9 +99,9 @@ def serve(
     import signal
     import threading
 
-    from hpf.federation.consent_issuer import load_issuer
-    from hpf.federation.consent_service import GrantHandler, serving
-    from hpf.federation.tls import tls_from_options
+    from hpf.federation.consent.issuer import load_issuer
+    from hpf.federation.consent.service import GrantHandler, serving
+    from hpf.federation.trust.tls import tls_from_options
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tls = tls_from_options(ca, cert, key, insecure)

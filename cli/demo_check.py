@@ -21,13 +21,13 @@ from typing import Any
 
 import duckdb
 
+from hpf.client.answers import QueryAnswer
 from hpf.federation.catalog import Catalog
-from hpf.federation.client import QueryAnswer
-from hpf.federation.dp_plan import component_label, dp_plan, dp_terms, plain_outputs
+from hpf.federation.crypto.lookup_codec import PersonFacts
+from hpf.federation.crypto.slot_codec import cell_of
 from hpf.federation.hpf_schema import TABLE_NAMES
-from hpf.federation.lookup_codec import PersonFacts
 from hpf.federation.plan import Plan
-from hpf.federation.slot_codec import cell_of
+from hpf.federation.privacy.dp_plan import component_label, dp_plan, dp_terms, plain_outputs
 
 Files = Callable[[str, str], list[str]]  # (table, node or "*") -> parquet files
 
@@ -109,7 +109,7 @@ def _scaled(value: Any, scale: int) -> int:
 def clamped_totals(catalog: Catalog, files: Files, nodes: Sequence[str], plan: Plan) -> dict[int, list[int]]:
     """Per group cell, every component summed over the regions as each computes it under DP before its noise:
     over its own files, at most ``max_rows`` rows per person after the WHERE, summed columns clamped into their
-    bounds (:func:`federation.dp_plan.dp_plan`'s SQL, run here in DuckDB over each region's files)."""
+    bounds (:func:`federation.privacy.dp_plan.dp_plan`'s SQL, run here in DuckDB over each region's files)."""
     clamped, source = dp_plan(plan, catalog)
     sql = clamped.node_sql(source)
     n_keys = len(plan.keys)

@@ -18,13 +18,14 @@ from hpf.cli.demo_check import clamped_totals, matches, noisy_cells, pooled, wit
 from hpf.cli.demo_federation import DemoLayout
 from hpf.cli.explain_output import render_explain
 from hpf.cli.output import render, text_table
-from hpf.federation.audit_keys import load_public_key
-from hpf.federation.audit_verify import verify_log
+from hpf.client.answers import ExplainAnswer, QueryAnswer
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import load_profile
+from hpf.federation.audit.keys import load_public_key
+from hpf.federation.audit.verify import verify_log
 from hpf.federation.catalog import Catalog, load_catalog
-from hpf.federation.client import ExplainAnswer, FederationClient, QueryAnswer
 from hpf.federation.errors import FederationError
 from hpf.federation.plan import Plan
-from hpf.federation.profile import load_profile
 from hpf.policies.engine import Asker, check_query
 from hpf.policies.loader import load_policy
 

@@ -22,19 +22,21 @@ import typer
 from hpf.cli.demo_check import pooled_person_facts
 from hpf.cli.demo_federation import DemoLayout
 from hpf.cli.lookup import render_lookup
-from hpf.federation import consent, pki
-from hpf.federation.audit_verify import read_entries
+from hpf.client.answers import LookupAnswer
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import load_profile
+from hpf.federation.audit.verify import read_entries
 from hpf.federation.catalog import load_catalog
-from hpf.federation.client import FederationClient, LookupAnswer
-from hpf.federation.consent_issuer import load_issuer
-from hpf.federation.consent_revocations import RECHECK_S
-from hpf.federation.consent_revocations import revoke as revoke_grants
+from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.issuer import load_issuer
+from hpf.federation.consent.revocations import RECHECK_S
+from hpf.federation.consent.revocations import revoke as revoke_grants
+from hpf.federation.crypto.lookup_codec import fields_of
+from hpf.federation.crypto.sealing import SUBJECT_KEY, looked_up, read_secret
 from hpf.federation.errors import FederationError
-from hpf.federation.lookup_codec import fields_of
 from hpf.federation.person_id import check_char
-from hpf.federation.profile import load_profile
-from hpf.federation.sealing import SUBJECT_KEY, looked_up, read_secret
 from hpf.federation.synth.generator import planted_duplicate_loans
+from hpf.federation.trust import pki
 
 CONSENT = "DEMO-CONSENT-0001"  # a caseworker's free-text reference, from the form the person signed at the counter
 CONSENT_DAYS = 30  # how long the demo's applicants' consents hold

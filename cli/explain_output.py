@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from hpf.cli.output import text_table
-from hpf.federation.client import ExplainAnswer
+from hpf.client.answers import ExplainAnswer
 from hpf.federation.errors import is_code, printable
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.plan import WITHHELD, Component, Plan

@@ -26,8 +26,8 @@ from hpf.cli.output import regions_line, text_table
 from hpf.federation.errors import PolicyViolation
 
 if TYPE_CHECKING:
-    from hpf.federation.client import LookupAnswer
-    from hpf.federation.lookup_codec import PersonFacts
+    from hpf.client.answers import LookupAnswer
+    from hpf.federation.crypto.lookup_codec import PersonFacts
 
 # the client's LOOKUP_BATCH, written out so that `hpf screen --help` need not load the client (a test keeps the
 # two equal)
@@ -172,8 +172,9 @@ def lookup(
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
 ) -> None:
     """Look one person up across the federation: the facts asked for (accounts, contributions, balance, loans)."""
-    from hpf.federation.client import FederationClient, check_person_ids
-    from hpf.federation.profile import load_profile
+    from hpf.client.federation_client import FederationClient
+    from hpf.client.lookups import check_person_ids
+    from hpf.client.profile import load_profile
 
     if insecure:
         logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
@@ -275,9 +276,9 @@ def screen(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from hpf.federation.client import FederationClient
+    from hpf.client.federation_client import FederationClient
+    from hpf.client.profile import load_profile
     from hpf.federation.private_files import open_private_text
-    from hpf.federation.profile import load_profile
 
     if insecure:
         logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")

@@ -36,7 +36,7 @@ def _errors() -> Iterator[None]:
 
 def parse_person(text: str) -> tuple[str, str, str | None]:
     """``NAME:ROLE[:REGION]`` -> ``(name, role, region)``."""
-    from hpf.federation import pki
+    from hpf.federation.trust import pki
 
     parts = text.split(":")
     if len(parts) not in (2, 3) or not all(parts):
@@ -78,7 +78,7 @@ def init_command(
     force: Annotated[bool, typer.Option("--force", help="Replace the CA and re-issue everything.")] = False,
 ) -> None:
     """Create (or complete) a federation: CA, coordinator, one certificate per node, and people."""
-    from hpf.federation import pki
+    from hpf.federation.trust import pki
 
     with _errors():
         clients = [parse_person(p) for p in person] if person else pki.DEFAULT_CLIENTS
@@ -117,7 +117,7 @@ def issue_command(
     valid_days: Annotated[int, typer.Option("--valid-days", help="Validity in days.")] = 825,
 ) -> None:
     """Issue one certificate from an existing CA (a node's --region is its node id, which names it)."""
-    from hpf.federation import pki
+    from hpf.federation.trust import pki
 
     with _errors():
         if kind not in pki.KINDS:
@@ -141,7 +141,7 @@ def describe(cert_pem: bytes, now: dt.datetime | None = None) -> list[tuple[str,
     """Label/value lines describing a certificate's identity and validity (no key material)."""
     from cryptography import x509
 
-    from hpf.federation import pki
+    from hpf.federation.trust import pki
 
     try:
         cert = pki.load_certificate(cert_pem)
@@ -218,7 +218,7 @@ def _number(crl: Path) -> int | None:
     """The number of the list just written (parties refuse any list numbered below the newest they accepted)."""
     from cryptography import x509
 
-    from hpf.federation import pki
+    from hpf.federation.trust import pki
 
     return pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes()))
 
@@ -235,7 +235,7 @@ def revoke_command(
     """Add a certificate to the federation's revocation list (crl.pem); parties re-read it when it changes."""
     from cryptography import x509
 
-    from hpf.federation import pki, revocation
+    from hpf.federation.trust import pki, revocation
 
     with _errors():
         if reason not in REASONS:
@@ -257,7 +257,7 @@ def crl_command(
 ) -> None:
     """Sign the next revocation list from the CA's own record: the same revocations, the next number, a next update
     30 days ahead. An older list copied over crl.pem is replaced, never re-signed."""
-    from hpf.federation import pki, revocation
+    from hpf.federation.trust import pki, revocation
 
     with _errors():
         newest = pki.newest_crl_in_place(ca_dir)

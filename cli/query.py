@@ -33,8 +33,8 @@ def query(
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
 ) -> None:
     """Run one federated aggregate query and print the federation-wide answer."""
-    from hpf.federation.client import FederationClient
-    from hpf.federation.profile import load_profile
+    from hpf.client.federation_client import FederationClient
+    from hpf.client.profile import load_profile
 
     if insecure:
         logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")

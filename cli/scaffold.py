@@ -555,11 +555,11 @@ def scaffold(
 ) -> Scaffold:
     """Write a federation for ``sources`` under ``folder`` (see the module's docstring)."""
     from hpf.cli.demo_federation import free_ports
-    from hpf.federation.audit_log import AuditLog
+    from hpf.federation.audit.log import AuditLog
     from hpf.federation.catalog import load_catalog
-    from hpf.federation.he import HE_FORMAT
-    from hpf.federation.pki import init_federation
-    from hpf.federation.sealing import AgreementKey
+    from hpf.federation.crypto.he import HE_FORMAT
+    from hpf.federation.crypto.sealing import AgreementKey
+    from hpf.federation.trust.pki import init_federation
 
     if not sources:
         raise ConfigError("no --source given", code=INIT_ARGS, hint="e.g. --source north=data/north.parquet")

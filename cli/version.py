@@ -9,7 +9,7 @@ def version() -> None:
     """Print the release and the HE wire format (the catalog's `he_format` must name this one)."""
     from importlib.metadata import version as installed
 
-    from hpf.federation.he import EXPECTED_HE_FORMAT, HE_FORMAT
+    from hpf.federation.crypto.he import EXPECTED_HE_FORMAT, HE_FORMAT
 
     typer.echo(f"hpf-federation {installed('hpf-federation')}")
     typer.echo(f"HE wire format: {HE_FORMAT}")

@@ -19,8 +19,8 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hpf.federation.config_files import load_model, resolve_path
-from hpf.federation.envelope import TrustSettings
-from hpf.federation.tls import PartySettings
+from hpf.federation.trust.envelope import TrustSettings
+from hpf.federation.trust.tls import PartySettings
 from hpf.policies.model import RateLimit
 
 

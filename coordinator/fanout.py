@@ -21,9 +21,9 @@ from typing import Any
 import grpc
 
 from hpf.coordinator.region_health import UNWELL_MESSAGE, RegionHealth
-from hpf.federation import error_codes, he, lookup_codec, statements
+from hpf.federation import error_codes
 from hpf.federation.catalog import Catalog
-from hpf.federation.envelope import VerifiedEnvelope
+from hpf.federation.crypto import he, lookup_codec
 from hpf.federation.errors import (
     AuthError,
     FederationError,
@@ -37,7 +37,9 @@ from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.lru import Lru
 from hpf.federation.planner import sketch_query
-from hpf.federation.verdicts import TRANSPORT_CODES
+from hpf.federation.trust import statements
+from hpf.federation.trust.envelope import VerifiedEnvelope
+from hpf.federation.trust.verdicts import TRANSPORT_CODES
 
 log = logging.getLogger("hpf.coordinator")
 

@@ -17,16 +17,17 @@ from hpf.coordinator.event_loop import EventLoopThread
 from hpf.coordinator.fanout import FanOut, FederatedAnswer
 from hpf.coordinator.node_channels import NodeChannels
 from hpf.coordinator.region_health import RegionHealth
-from hpf.federation import he, rpc
-from hpf.federation.callers import require_caller
+from hpf.federation import rpc
 from hpf.federation.catalog import CatalogFile
 from hpf.federation.catalog_watch import CatalogWatch
-from hpf.federation.envelope import EnvelopeVerifier, VerifiedEnvelope
+from hpf.federation.crypto import he
 from hpf.federation.errors import AuthError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.pki import Identity
-from hpf.federation.tls import (
+from hpf.federation.trust.callers import require_caller
+from hpf.federation.trust.envelope import EnvelopeVerifier, VerifiedEnvelope
+from hpf.federation.trust.pki import Identity
+from hpf.federation.trust.tls import (
     GRPC_OPTIONS,
     add_port,
     channel_credentials,

@@ -55,7 +55,7 @@ each with an id and its Ed25519 public key (``hpf consent keys`` prints the entr
 A node's policy names which of them it accepts.
 
 ``he_format`` (optional, top level) names the homomorphic-encryption wire format every party must run, as
-``hpf`` states it (``federation.he.HE_FORMAT``, e.g. ``tenseal-0.3.18/seal-4.3/bfv-4096``): a node or
+``hpf`` states it (``federation.crypto.he.HE_FORMAT``, e.g. ``tenseal-0.3.18/seal-4.3/bfv-4096``): a node or
 coordinator whose installed library writes another refuses to start with ``HE_FORMAT_MISMATCH``.
 """
 
@@ -76,8 +76,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from hpf.federation.config_files import decode_text, parse_model, parse_yaml, read_bytes
+from hpf.federation.crypto.limb_codec import MAX_REGIONS
 from hpf.federation.errors import ConfigError
-from hpf.federation.limb_codec import MAX_REGIONS
 from hpf.federation.regions import check_region_code
 
 MAX_DOMAIN_SIZE = 10_000
@@ -394,7 +394,7 @@ class IssuerEntry(BaseModel):
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid")
     federation: str
-    # the HE wire format every party must run (federation.he.HE_FORMAT, e.g. tenseal-0.3.18/seal-4.3/bfv-4096):
+    # the HE wire format every party must run (federation.crypto.he.HE_FORMAT, e.g. tenseal-0.3.18/seal-4.3/bfv-4096):
     # when given, a party whose installed library writes another refuses to start (HE_FORMAT_MISMATCH)
     he_format: str | None = Field(default=None, min_length=1, max_length=128)
     nodes: list[NodeEntry]

@@ -38,7 +38,7 @@ def validation_message(path: Path | str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-# the most a configuration file may hold: a catalog a client can fetch (federation.client.CLIENT_RECEIVE_BYTES)
+# the most a configuration file may hold: a catalog a client can fetch (client.session.CLIENT_RECEIVE_BYTES)
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 FileStamp = tuple[int, int, int]

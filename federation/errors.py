@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 CODE_KEY = "hpf-error-code"
 HINT_KEY = "hpf-error-hint"
 RULE_KEY = "hpf-error-rule"
-# a region's signed refusal of some applicants for their consent (federation.consent_refusals), binary metadata
+# a region's signed refusal of some applicants for their consent (federation.consent.refusals), binary metadata
 CONSENT_REFUSAL_KEY = "hpf-consent-refusal-bin"
 MAX_CONSENT_REFUSAL_BYTES = 2048  # a refusal names at most 31 applicants: far under this
 
@@ -39,7 +39,7 @@ class FederationError(Exception):
 
     default_code = "INTERNAL"
     grpc_status = "INTERNAL"  # the name of the gRPC status code it maps to (see :attr:`status`)
-    # a region's signed refusal of applicants for their consent, carried as it came (see federation.consent_refusals)
+    # a region's signed refusal of applicants for their consent, carried as it came (see federation.consent.refusals)
     consent_refusal: bytes = b""
 
     def __init__(

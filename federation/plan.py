@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from hpf.federation.he import SLOTS
-from hpf.federation.limb_codec import limbs_for
+from hpf.federation.crypto.he import SLOTS
+from hpf.federation.crypto.limb_codec import limbs_for
 
 OTHER = "(other)"
 WITHHELD = "withheld"

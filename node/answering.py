@@ -13,20 +13,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from hpf.federation import statements
-from hpf.federation.audit_log import AuditLog
-from hpf.federation.audit_proto import receipt_to_proto
-from hpf.federation.audit_records import Receipt
+from hpf.federation.audit.log import AuditLog
+from hpf.federation.audit.proto import receipt_to_proto
+from hpf.federation.audit.records import Receipt
 from hpf.federation.catalog import Catalog
-from hpf.federation.envelope import EnvelopeVerifier, VerifiedEnvelope
+from hpf.federation.crypto.sealing import AgreementKey
 from hpf.federation.errors import AuditError, CryptoError, FederationError, PlanError, UnavailableError
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.pki import Identity
 from hpf.federation.plan import Plan
 from hpf.federation.planner import asked_table, plan_query, sketch_query
 from hpf.federation.planner.shape import shape_fingerprint
-from hpf.federation.sealing import AgreementKey
-from hpf.federation.statements import Statement
+from hpf.federation.trust import statements
+from hpf.federation.trust.envelope import EnvelopeVerifier, VerifiedEnvelope
+from hpf.federation.trust.pki import Identity
+from hpf.federation.trust.statements import Statement
 from hpf.node.executor import PartialExecutor, PartialResult
 from hpf.node.lookup_index import LookupIndex
 from hpf.node.privacy import PrivacyAccountant

@@ -33,8 +33,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from hpf.federation.config_files import load_model, resolve_path
-from hpf.federation.envelope import TrustSettings
-from hpf.federation.tls import PartySettings
+from hpf.federation.trust.envelope import TrustSettings
+from hpf.federation.trust.tls import PartySettings
 
 REVOCATION_STATE = "revocation-state.json"
 

@@ -1,17 +1,17 @@
 """A region's check of each looked-up person's consent token, for the roles whose policy takes tokens.
 
 A role's ``lookups`` with ``consent: token`` answers a lookup only when every identifier sealed to this region
-comes with a token (sealed with it: :mod:`federation.sealing`) that a ``consent_issuers`` issuer of the catalog
+comes with a token (sealed with it: :mod:`federation.crypto.sealing`) that a ``consent_issuers`` issuer of the catalog
 signed for the asker (the grantee: the SHA-256 of the public key of the certificate that signed the question), for
 the lookup's purpose and for every fact the signed lookup asks for (``LookupSpec.facts``), unexpired, unrevoked,
-and whose commitment opens to that identifier (:class:`federation.consent.ConsentVerifier`).
+and whose commitment opens to that identifier (:class:`federation.consent.tokens.ConsentVerifier`).
 
 One refused applicant refuses the request, with the code of the check it failed and its place in the request
 (never its identifier), and the places and codes of the next ones refused (up to :data:`MAX_NAMED`): every region
 checks the same tokens (the signed commitment covers them), and a refused request has no answer from any region
 (the coordinator fails the question on a ``CONSENT_`` refusal, never re-runs it without the refusing region), so
 no region's answer about a person one region refuses reaches the asker. The refusal carries the same places and
-codes signed by this region (:mod:`federation.consent_refusals`), and the asker's client asks again without exactly
+codes signed by this region (:mod:`federation.consent.refusals`), and the asker's client asks again without exactly
 the applicants a region signed for (``FederationClient.screen``), as a new signed request.
 """
 
@@ -20,11 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from hpf.federation import consent, consent_refusals, pki
 from hpf.federation.catalog import Catalog
-from hpf.federation.consent_revocations import RevocationState, RevocationWatch
+from hpf.federation.consent import refusals as consent_refusals
+from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.revocations import RevocationState, RevocationWatch
 from hpf.federation.errors import AuthError, ConfigError, FederationError, PolicyViolation, error_for_code
 from hpf.federation.lru import Lru
+from hpf.federation.trust import pki
 from hpf.policies.model import LookupPolicy, Policy
 
 MAX_NAMED = consent_refusals.MAX_PLACES - 1  # applicants named in one refusal beyond the first
@@ -91,7 +93,7 @@ class ConsentGate:
         """Nothing when the role takes no tokens or every applicant's token holds; else the refusal of the first
         applicant refused, naming the next ones too (their places, never their identifiers), with the same
         places and codes signed by ``sign_refusal`` (of those places and the number of applicants) for the
-        client (:mod:`federation.consent_refusals`). Expiry is judged at ``at`` (the signed request's time;
+        client (:mod:`federation.consent.refusals`). Expiry is judged at ``at`` (the signed request's time;
         default now). An issuer with no revocation list here has none of its consents accepted."""
         if lookups.consent != "token":
             return

@@ -16,13 +16,14 @@ from typing import Any, Protocol
 import numpy as np
 import tenseal as ts
 
-from hpf.federation import error_codes, he
+from hpf.federation import error_codes
 from hpf.federation.catalog import Catalog
+from hpf.federation.crypto import he
+from hpf.federation.crypto.slot_codec import chunks, encode_noisy_partials, encode_partials, failure_chunks
 from hpf.federation.engine import Abandon
 from hpf.federation.errors import AuthError, CryptoError, DataError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.plan import Plan
-from hpf.federation.slot_codec import chunks, encode_noisy_partials, encode_partials, failure_chunks
 
 log = logging.getLogger("hpf.node")
 

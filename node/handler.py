@@ -28,13 +28,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from hpf.federation import error_codes, he, statements, verdicts
-from hpf.federation.audit_proto import checkpoint_to_proto, receipt_to_proto
+from hpf.federation import error_codes
+from hpf.federation.audit.proto import checkpoint_to_proto, receipt_to_proto
+from hpf.federation.crypto import he
 from hpf.federation.engine import Abandon
-from hpf.federation.envelope import query_id
 from hpf.federation.errors import AuditError, UnavailableError
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.pki import Identity
+from hpf.federation.trust import statements, verdicts
+from hpf.federation.trust.envelope import query_id
+from hpf.federation.trust.pki import Identity
 from hpf.node.answering import Admission
 from hpf.node.executor import PartialResult
 from hpf.node.lookup_answers import LookupAnswering
@@ -136,7 +138,7 @@ class NodeHandler(LookupAnswering):
 
     def explain(self, request: pb.PartialRequest, caller: Callable[[], Identity | None]) -> pb.NodeVerdict:
         """Whether this node would run the question, signed by this node's audit key for the envelope's query id
-        (:mod:`federation.verdicts`), so the coordinator can relay it but not alter it. A refusal of the question
+        (:mod:`federation.trust.verdicts`), so the coordinator can relay it but not alter it. A refusal of the question
         itself (its policy, plan or privacy terms) is a signed verdict; a refusal of the request (who calls, the
         signature, a replay) is an error, as for a question."""
         trail = Trail(operation="explain")

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import base64
 
-from hpf.federation.audit_keys import KEY as AUDIT_KEY
-from hpf.federation.audit_log import AuditLog
+from hpf.federation.audit.keys import KEY as AUDIT_KEY
+from hpf.federation.audit.log import AuditLog
 from hpf.federation.catalog import KEY_FIELDS, NodeEntry, NodeKeys, key_bytes
+from hpf.federation.crypto.sealing import AGREEMENT_KEY, AgreementKey
 from hpf.federation.errors import ConfigError
-from hpf.federation.sealing import AGREEMENT_KEY, AgreementKey
 from hpf.node.config import NodeConfig
 
 AUDIT_DIR = "audit"  # the audit log and its signing key, under the state directory

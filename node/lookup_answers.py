@@ -10,14 +10,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hpf.federation import consent_refusals, he, statements
-from hpf.federation.consent import parse_or_none
-from hpf.federation.envelope import VerifiedEnvelope
+from hpf.federation.consent import refusals as consent_refusals
+from hpf.federation.consent.tokens import parse_or_none
+from hpf.federation.crypto import he
+from hpf.federation.crypto.lookup_codec import chunk_sizes, encode_facts, facts_asked, layout_fingerprint
+from hpf.federation.crypto.sealing import consent_tags, subject_tags
 from hpf.federation.errors import FederationError, PlanError
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.lookup_codec import chunk_sizes, encode_facts, facts_asked, layout_fingerprint
-from hpf.federation.pki import Identity
-from hpf.federation.sealing import consent_tags, subject_tags
+from hpf.federation.trust import statements
+from hpf.federation.trust.envelope import VerifiedEnvelope
+from hpf.federation.trust.pki import Identity
 from hpf.node.answering import AnsweringNode
 from hpf.node.consent_gate import ConsentGate
 from hpf.node.executor import PartialResult

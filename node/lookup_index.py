@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from hpf.federation.catalog import Catalog
+from hpf.federation.crypto.lookup_codec import FACT_COLUMNS, FAILED_BITS, MONEY_MAX, MONEY_MIN
 from hpf.federation.errors import PlanError
-from hpf.federation.lookup_codec import FACT_COLUMNS, FAILED_BITS, MONEY_MAX, MONEY_MIN
 
 log = logging.getLogger("hpf.node.lookup")
 

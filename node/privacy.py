@@ -1,8 +1,8 @@
 """What differential privacy asks of a node for one question: its terms, the budget charge, the noisy computation.
 
 The policy decides whether an answer is exact or DP (:class:`policies.model.Privacy`); here the DP terms are
-derived from the plan and the catalog (:func:`federation.dp_plan.dp_terms`, the same on every party), the asker's
-budget on this node is charged before anything is computed and given back if no answer leaves, and the clamped
+derived from the plan and the catalog (:func:`federation.privacy.dp_plan.dp_terms`, the same on every party), the
+asker's budget on this node is charged before anything is computed and given back if no answer leaves, and the clamped
 plan over the capped table is prepared with this node's noise share for the run.
 """
 
@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hpf.federation import statements
 from hpf.federation.catalog import Catalog
-from hpf.federation.dp_plan import DpTerms, capped_table_sql, dp_plan, dp_terms
 from hpf.federation.errors import PlanError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.plan import Plan
+from hpf.federation.privacy.dp_plan import DpTerms, capped_table_sql, dp_plan, dp_terms
+from hpf.federation.trust import statements
 from hpf.node.executor import Noisy
 from hpf.node.privacy_budget import Budget, PrivacyLedger
 from hpf.node.protection import Protector, Run

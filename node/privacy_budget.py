@@ -38,7 +38,7 @@ from types import TracebackType
 from typing import Literal, get_args
 
 from hpf.federation.errors import ConfigError, PolicyViolation
-from hpf.federation.fixed_decimal import MAX_BUDGET_EPSILON
+from hpf.federation.privacy.fixed_decimal import MAX_BUDGET_EPSILON
 
 log = logging.getLogger("hpf.node.budget")
 

@@ -3,7 +3,7 @@
 **Masks.** The coordinator names, per run, the participant set whose answers it will sum. This node checks it
 (regions of the catalog, this one among them, each with a published agreement key, at least the policy's
 ``secure_aggregation.min_participants``), derives the run id from the signed question's query id and the set
-(:func:`federation.masking.run_id`), and adds to every slot, modulo the plain modulus, a mask from each
+(:func:`federation.crypto.masking.run_id`), and adds to every slot, modulo the plain modulus, a mask from each
 pairwise X25519 agreement. The masks cancel only in the sum over exactly that set: one region's ciphertext,
 decrypted by the client with the coordinator's help, is uniformly random.
 
@@ -23,11 +23,13 @@ import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from hpf.federation import masking, skellam, statements
 from hpf.federation.catalog import Catalog
-from hpf.federation.dp_plan import DpTerms
+from hpf.federation.crypto import masking
+from hpf.federation.crypto.sealing import AgreementKey, load_public_b64
 from hpf.federation.errors import CryptoError, PlanError, PolicyViolation
-from hpf.federation.sealing import AgreementKey, load_public_b64
+from hpf.federation.privacy import skellam
+from hpf.federation.privacy.dp_plan import DpTerms
+from hpf.federation.trust import statements
 
 NOISE_KEY = "noise.key"  # beside the agreement key: the secret that seeds this node's DP noise
 _NOISE_SALT = b"hpf-dp-noise/v1"
@@ -65,7 +67,7 @@ class Protector:
     def run(self, query_id: str, participants: Sequence[str], minimum: int, terms: Mapping[str, Any]) -> Run:
         """The run the coordinator names, checked: PlanError for a malformed set, PolicyViolation below
         ``minimum`` regions (``secure_aggregation.min_participants``). Its id binds the privacy ``terms`` this
-        node answers under (see :func:`federation.masking.run_id`)."""
+        node answers under (see :func:`federation.crypto.masking.run_id`)."""
         named = list(participants)
         keys = self._keys  # one catalog's keys for the whole run, however the catalog changes meanwhile
         if self.node_id not in named or len(set(named)) != len(named) or any(p not in keys for p in named):

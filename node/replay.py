@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from hpf.federation.audit_log import AuditLog
+from hpf.federation.audit.log import AuditLog
 from hpf.federation.errors import AuthError
 
 SWEEP_EVERY_S = 60.0

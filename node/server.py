@@ -14,18 +14,20 @@ from pathlib import Path
 
 import grpc
 
-from hpf.federation import __version__, consent_revocations, he, rpc
-from hpf.federation.audit_log import AuditLog
-from hpf.federation.callers import require_caller
+from hpf.federation import __version__, rpc
+from hpf.federation.audit.log import AuditLog
 from hpf.federation.catalog import Catalog, CatalogFile, NodeEntry, NodeKeys
 from hpf.federation.catalog_watch import CatalogWatch
+from hpf.federation.consent import revocations as consent_revocations
+from hpf.federation.crypto import he
+from hpf.federation.crypto.sealing import AgreementKey, load_or_create_secret, load_or_create_subject_key
 from hpf.federation.engine import Abandon
 from hpf.federation.errors import ConfigError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.pki import Identity
-from hpf.federation.sealing import AgreementKey, load_or_create_secret, load_or_create_subject_key
-from hpf.federation.tls import GRPC_OPTIONS, add_port, check_federation, new_server, require_tls, with_options
+from hpf.federation.trust.callers import require_caller
+from hpf.federation.trust.pki import Identity
+from hpf.federation.trust.tls import GRPC_OPTIONS, add_port, check_federation, new_server, require_tls, with_options
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.config import NodeConfig
 from hpf.node.consent_gate import consent_gate_for, unlisted_issuers

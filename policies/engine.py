@@ -50,7 +50,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hpf.federation.catalog import Catalog, Column, ColumnClass
-from hpf.federation.consent import FACTS
+from hpf.federation.consent.tokens import FACTS
 from hpf.federation.errors import PolicyViolation
 from hpf.federation.plan import Plan
 from hpf.federation.regions import PROVINCES, province_of

@@ -67,10 +67,10 @@ from pydantic import (
 )
 
 from hpf.federation.catalog import ColumnClass
-from hpf.federation.consent import FACTS
-from hpf.federation.fixed_decimal import DELTA_PLACES, EPSILON_PLACES, MAX_BUDGET_EPSILON, units_of
-from hpf.federation.pki import ROLES
+from hpf.federation.consent.tokens import FACTS
+from hpf.federation.privacy.fixed_decimal import DELTA_PLACES, EPSILON_PLACES, MAX_BUDGET_EPSILON, units_of
 from hpf.federation.regions import PROVINCES
+from hpf.federation.trust.pki import ROLES
 
 USES: tuple[str, ...] = ("output", "filter", "group", "aggregate")
 # what an asker may ask a node, as ``askers:`` names it: aggregate questions, explains of them, person lookups
@@ -357,7 +357,7 @@ class LookupPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     purposes: list[PurposeCode]
     # required: a consent reference (free text, checked by people at a counter); token: each person's signed consent
-    # token, from an issuer of consent_issuers, sealed with the identifier (federation.consent)
+    # token, from an issuer of consent_issuers, sealed with the identifier (federation.consent.tokens)
     consent: Literal["required", "optional", "token"] = "required"
     consent_issuers: list[str] = []  # catalog issuer ids whose tokens this role's lookups accept
     breakdown: list[PurposeCode] = []  # purposes for which this node's own figures may be shown as its city's
@@ -365,8 +365,8 @@ class LookupPolicy(BaseModel):
     # by difference: right for a centre's own caseworkers, not for a bank whose certificate merely names a city)
     exclude_home: bool = False
     max_subjects: int = 1  # identifiers in one request; above 1 allows batch screening
-    # the facts (federation.consent.FACTS) a lookup by this role may ask for: a request naming any other is refused
-    # (POLICY_FACTS_NOT_ALLOWED). Omitted: every fact
+    # the facts (federation.consent.tokens.FACTS) a lookup by this role may ask for: a request naming any other is
+    # refused (POLICY_FACTS_NOT_ALLOWED). Omitted: every fact
     facts: list[str] = list(FACTS)
     rate_limit: RateLimit | None = None  # people looked up per identity: each identifier counts as one
     description: str | None = None

@@ -50,16 +50,16 @@ it logs a warning), and giving both is an error.
 
 def _files() -> list[tuple[str, str, type[BaseModel], str]]:
     """(title, anchor, model, the module whose docstring holds the file's example), in the document's order."""
+    from hpf.client.profile import ClientProfile
     from hpf.coordinator.config import CoordinatorConfig
     from hpf.federation.catalog import Catalog
-    from hpf.federation.profile import ClientProfile
     from hpf.node.config import NodeConfig
     from hpf.policies.model import Policy
 
     return [
         ("Node (`node.yaml`)", "node", NodeConfig, "hpf.node.config"),
         ("Coordinator (`coordinator.yaml`)", "coordinator", CoordinatorConfig, "hpf.coordinator.config"),
-        ("Client profile (`client.yaml`)", "client-profile", ClientProfile, "hpf.federation.profile"),
+        ("Client profile (`client.yaml`)", "client-profile", ClientProfile, "hpf.client.profile"),
         ("Node policy (`policies/*.yaml`)", "policy", Policy, "hpf.policies.model"),
         ("Catalog (`federation.yaml`)", "catalog", Catalog, "hpf.federation.catalog"),
     ]

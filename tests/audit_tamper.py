@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from hpf.federation.audit_records import ENTRIES
+from hpf.federation.audit.records import ENTRIES
 
 Tamper = Callable[[Path], None]
 

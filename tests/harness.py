@@ -39,25 +39,27 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from group_size_oracle import mask_withheld as mask_withheld  # re-exported for end-to-end tests
 from group_size_oracle import withheld_oracle
 
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import ClientProfile
 from hpf.coordinator.config import CoordinatorConfig
 from hpf.coordinator.server import RunningCoordinator, start_coordinator
-from hpf.federation import consent, consent_revocations, pki
-from hpf.federation.audit_keys import KEY as AUDIT_KEY
-from hpf.federation.audit_log import AuditLog
+from hpf.federation.audit.keys import KEY as AUDIT_KEY
+from hpf.federation.audit.log import AuditLog
 from hpf.federation.catalog import Catalog, load_catalog
-from hpf.federation.client import FederationClient
 from hpf.federation.config_files import parse_model
-from hpf.federation.envelope import Signer
+from hpf.federation.consent import revocations as consent_revocations
+from hpf.federation.consent import tokens as consent
+from hpf.federation.crypto.he import ClientKeys, context_digest
+from hpf.federation.crypto.sealing import AGREEMENT_KEY, AgreementKey
 from hpf.federation.errors import DataError, FederationError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.he import ClientKeys, context_digest
 from hpf.federation.hpf_schema import DEMO_CONSENT_ISSUER
-from hpf.federation.pki import init_federation
-from hpf.federation.profile import ClientProfile
 from hpf.federation.regions import BY_NODE_ID
-from hpf.federation.sealing import AGREEMENT_KEY, AgreementKey
-from hpf.federation.tls import TlsConfig, node_target, secure_channel
+from hpf.federation.trust import pki
+from hpf.federation.trust.envelope import Signer
+from hpf.federation.trust.pki import init_federation
+from hpf.federation.trust.tls import TlsConfig, node_target, secure_channel
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.config import NodeConfig
 from hpf.node.server import RunningNode, start_node

@@ -9,8 +9,8 @@ from typing import Any
 import duckdb
 import numpy as np
 
+from hpf.federation.crypto.slot_codec import chunks, decode_totals, encode_partials
 from hpf.federation.plan import Plan
-from hpf.federation.slot_codec import chunks, decode_totals, encode_partials
 
 
 def deposit(i: int, city: str | None = None, amount: int | None = 1, gender: str | None = None) -> tuple[Any, ...]:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from hpf.federation import he
+from hpf.federation.crypto import he
 from hpf.federation.generated import hpf_federation_pb2 as pb
 
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from hpf.federation import he
+from hpf.federation.crypto import he
 
 BINS = 64
 CHI2_LIMIT = (BINS - 1) + 6 * math.sqrt(2 * (BINS - 1))

@@ -6,7 +6,8 @@ The tables the parties act on are derived from here, by exact name:
 - :func:`class_for` rebuilds a relayed error with its class (:func:`federation.errors.error_for_code`);
 - :data:`FAILS_QUESTION`, :data:`NEEDS_THE_MISSING`: a region's refusal that fails the whole question
   (:mod:`coordinator.fanout`), and those that only say regions are missing;
-- :data:`TRANSPORT_CODES`: the coordinator's word for a region it got nothing usable from (:mod:`federation.verdicts`);
+- :data:`TRANSPORT_CODES`: the coordinator's word for a region it got nothing usable from
+  (:mod:`federation.trust.verdicts`);
 - :data:`MASKED_FAILURES`: failures on a region's own rows, sent as an encrypted failure mark (:mod:`node.executor`);
 - :data:`VERDICT_REFUSALS`: refusals of the question itself, a signed verdict in an explain (:mod:`node.handler`);
 - :data:`APPLICANT_CODES`: a region's consent refusals, which carry its signed refusal (:mod:`federation.errors`).

@@ -52,7 +52,7 @@ CODES: tuple[Code, ...] = (
         scope=Scope.REQUEST,
         effect=Effect.REGION_MISSING,
     ),
-    # a region's consent refusals (federation.consent.REFUSALS), which it signs per applicant
+    # a region's consent refusals (federation.consent.tokens.REFUSALS), which it signs per applicant
     _consent.code("CONSENT_MALFORMED", "the consent token cannot be read"),
     _consent.code("CONSENT_ISSUER_UNKNOWN", "the consent token's issuer is not one the region accepts"),
     _consent.code("CONSENT_SIGNATURE_INVALID", "the consent token is not signed by its issuer"),

@@ -9,7 +9,7 @@ _transport = Area("Regions and servers", UnavailableError, Scope.REGION, Effect.
 _region = Area("Regions and servers", UnavailableError, Scope.REGION, Effect.REGION_MISSING)
 _data = Area("A region's data", DataError, Scope.REGION, Effect.REGION_MISSING)
 
-# the coordinator's own word for a region it got nothing usable from (federation.verdicts quotes these lines)
+# the coordinator's own word for a region it got nothing usable from (federation.trust.verdicts quotes these lines)
 TRANSPORT: tuple[Code, ...] = (
     _transport.code("NODE_TIMEOUT", "the region did not answer before the deadline"),
     _transport.code("NODE_UNREACHABLE", "the region cannot be reached"),

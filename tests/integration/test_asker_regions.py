@@ -17,7 +17,7 @@ from typing import Any
 import harness
 import pytest
 
-from hpf.federation import he
+from hpf.federation.crypto import he
 from hpf.federation.errors import FederationError
 from hpf.federation.hpf_schema import hpf_tables
 from hpf.federation.synth import generate_node

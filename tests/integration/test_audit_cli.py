@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner, Result
 
 from hpf.cli.app import _register, app
-from hpf.federation.audit_log import AuditLog
-from hpf.federation.audit_records import CHECKPOINTS, ENTRIES, Checkpoint, Receipt, canonical_json, checkpoint_line
+from hpf.federation.audit.log import AuditLog
+from hpf.federation.audit.records import CHECKPOINTS, ENTRIES, Checkpoint, Receipt, canonical_json, checkpoint_line
 from hpf.federation.errors import AuditError
 
 _register()

@@ -18,7 +18,7 @@ from typing import Any
 import harness
 import pytest
 
-from hpf.federation.profile import load_profile
+from hpf.client.profile import load_profile
 
 REGIONS = ("a", "b", "c")
 NODE = "b"  # the region whose log is verified

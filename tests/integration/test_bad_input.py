@@ -20,12 +20,12 @@ from grpc_health.v1 import health_pb2
 from raw_rpc import METHODS, RPC_TIMEOUT_S, assert_stable, party_of, raw_channels, readable, send_raw
 
 from hpf.cli.demo_federation import free_ports
-from hpf.federation import he
-from hpf.federation.envelope import Signer
+from hpf.federation.crypto import he
+from hpf.federation.crypto.he import HE_FORMAT
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.he import HE_FORMAT
-from hpf.federation.pki import init_federation
+from hpf.federation.trust.envelope import Signer
+from hpf.federation.trust.pki import init_federation
 from hpf.node.privacy_budget import Budget
 
 TABLES = {"t": {"columns": {"a": {"type": "BIGINT", "class": "public"}}}}

@@ -28,12 +28,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from raw_rpc import METHODS, assert_stable, party_of, raw_channels, readable, send_raw
 
-from hpf.federation import he
-from hpf.federation.envelope import MAX_CONSENT_CHARS, MAX_PURPOSE_CHARS, Signer
+from hpf.federation.crypto import he
+from hpf.federation.crypto.he import HE_FORMAT, ClientKeys
 from hpf.federation.errors import FederationError, is_code
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.he import HE_FORMAT, ClientKeys
-from hpf.federation.pki import load_certificate
+from hpf.federation.trust.envelope import MAX_CONSENT_CHARS, MAX_PURPOSE_CHARS, Signer
+from hpf.federation.trust.pki import load_certificate
 
 TABLES = {
     "t": {

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from hpf.cli.app import _register, app
 from hpf.federation.catalog import Catalog
 from hpf.federation.errors import DataError, UnavailableError
-from hpf.federation.tls import TlsConfig, node_target, secure_channel
+from hpf.federation.trust.tls import TlsConfig, node_target, secure_channel
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.config import TableSource
 

@@ -13,9 +13,9 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from hpf.cli.app import _register, app
-from hpf.federation.audit_keys import KEY as AUDIT_KEY
+from hpf.federation.audit.keys import KEY as AUDIT_KEY
 from hpf.federation.catalog import load_catalog
-from hpf.federation.sealing import AGREEMENT_KEY
+from hpf.federation.crypto.sealing import AGREEMENT_KEY
 
 _register()
 runner = CliRunner()

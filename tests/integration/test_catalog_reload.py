@@ -24,12 +24,12 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from hpf.cli.app import _register, app
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import ClientProfile
 from hpf.coordinator.server import running_coordinator
 from hpf.federation.catalog import load_catalog
-from hpf.federation.client import FederationClient
 from hpf.federation.config_files import parse_model
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.profile import ClientProfile
 
 _register()
 RPC_TIMEOUT_S = 20.0

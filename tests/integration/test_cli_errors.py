@@ -10,8 +10,8 @@ import yaml
 
 from hpf.cli.demo_federation import free_ports
 from hpf.cli.output import render
-from hpf.federation.client import QueryAnswer
-from hpf.federation.pki import init_federation
+from hpf.client.answers import QueryAnswer
+from hpf.federation.trust.pki import init_federation
 
 
 def _hpf(*args: str) -> subprocess.CompletedProcess[str]:
@@ -89,7 +89,7 @@ def test_tables_print_names_and_values_as_they_are_never_as_markup() -> None:
 
 
 def test_version_names_the_he_wire_format_a_catalog_states() -> None:
-    from hpf.federation.he import EXPECTED_HE_FORMAT
+    from hpf.federation.crypto.he import EXPECTED_HE_FORMAT
 
     shown = _hpf("version")
     assert shown.returncode == 0, shown.stderr

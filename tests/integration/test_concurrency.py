@@ -11,7 +11,7 @@ from typing import Any
 
 import harness
 
-from hpf.federation.he import ClientKeys
+from hpf.federation.crypto.he import ClientKeys
 
 TABLES: dict[str, Any] = {
     "deposits": {

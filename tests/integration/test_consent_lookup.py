@@ -17,11 +17,13 @@ import yaml
 from coordinator_recorder import CoordinatorRecorder, recording
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hpf.federation import consent, consent_revocations, pki
-from hpf.federation.client import FederationClient
+from hpf.client.federation_client import FederationClient
+from hpf.federation.consent import revocations as consent_revocations
+from hpf.federation.consent import tokens as consent
 from hpf.federation.errors import FederationError
 from hpf.federation.hpf_schema import hpf_tables
 from hpf.federation.synth import generate_node
+from hpf.federation.trust import pki
 from hpf.policies import DEFAULT_POLICY
 
 NODES = ["shanghai", "hangzhou", "nanjing"]
@@ -216,7 +218,7 @@ def test_screening_reads_tokens_and_answers_every_consented_applicant(fed: harne
 def test_tokens_never_reach_the_coordinator_in_the_clear(fed: harness.Federation, tmp_path: Path) -> None:
     """What the coordinator relays is a sealed blob per region and the tokens sealed once: no token, no salt, no
     path appears in either."""
-    from hpf.federation import sealing
+    from hpf.federation.crypto import sealing
 
     ids = people(fed, 2)
     raw = [consent.parse_token_text(t).encode() for t in tokens_for(fed, ids)]
@@ -302,7 +304,7 @@ def test_an_older_revocation_list_put_back_while_a_region_is_stopped_is_refused(
 def test_the_audit_entry_answers_under_which_consent_a_person_was_looked_up(fed: harness.Federation) -> None:
     import json
 
-    from hpf.federation.sealing import SUBJECT_KEY, looked_up_under, read_secret
+    from hpf.federation.crypto.sealing import SUBJECT_KEY, looked_up_under, read_secret
 
     ids = people(fed, 2)
     tokens = tokens_for(fed, ids)

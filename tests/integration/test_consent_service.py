@@ -11,12 +11,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from hpf.federation import consent, pki
-from hpf.federation.consent_issuer import Issuer, make_issuer
-from hpf.federation.consent_service import GrantHandler, request_grants, serving
+from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.issuer import Issuer, make_issuer
+from hpf.federation.consent.service import GrantHandler, request_grants, serving
 from hpf.federation.errors import FederationError
 from hpf.federation.person_id import check_char
-from hpf.federation.tls import TlsConfig, node_target
+from hpf.federation.trust import pki
+from hpf.federation.trust.tls import TlsConfig, node_target
 
 FEDERATION = "test"
 PEOPLE = (
@@ -134,7 +135,7 @@ def test_bad_input_is_refused_by_its_code_and_the_next_request_answered(
 def test_bad_input_travels_as_invalid_argument(service: Service) -> None:
     from hpf.federation.generated import hpf_consent_pb2 as cpb
     from hpf.federation.generated import hpf_consent_pb2_grpc as cpb_grpc
-    from hpf.federation.tls import secure_channel
+    from hpf.federation.trust.tls import secure_channel
 
     tls = service.tls("desk")
     with secure_channel(f"127.0.0.1:{service.port}", tls, server_name=node_target(tls, "shanghai")) as channel:

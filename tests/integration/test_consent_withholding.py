@@ -17,10 +17,10 @@ import pytest
 from consent_federation import ISSUER, NODES, THIRD, issuer_federation, people, tokens
 from coordinator_recorder import CoordinatorRecorder
 
-from hpf.federation import client as client_module
-from hpf.federation.client import WITHHELD
+from hpf.client import lookups as client_module
+from hpf.client.lookups import WITHHELD
+from hpf.federation.crypto.lookup_codec import layout_fingerprint
 from hpf.federation.errors import FederationError
-from hpf.federation.lookup_codec import layout_fingerprint
 
 REVIEW = {"purpose": "loan-review"}
 RECORDED: dict[str, CoordinatorRecorder] = {}

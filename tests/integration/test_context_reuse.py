@@ -19,16 +19,16 @@ import harness
 import pytest
 import tenseal as ts
 
-from hpf.federation import he
 from hpf.federation.catalog import Catalog
-from hpf.federation.envelope import Signer, query_id
+from hpf.federation.crypto import he
+from hpf.federation.crypto.he import HE_FORMAT
+from hpf.federation.crypto.slot_codec import chunks, encode_partials
 from hpf.federation.errors import AuthError, CryptoError, FederationError, from_rpc_error
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.he import HE_FORMAT
 from hpf.federation.planner import plan_query
-from hpf.federation.slot_codec import chunks, encode_partials
-from hpf.federation.tls import TlsConfig, secure_channel
+from hpf.federation.trust.envelope import Signer, query_id
+from hpf.federation.trust.tls import TlsConfig, secure_channel
 from hpf.node.executor import PartialExecutor
 
 RPC_TIMEOUT_S = 20.0

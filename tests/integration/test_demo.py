@@ -192,7 +192,7 @@ def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: P
     # without TLS a node still verifies every signed question, so it needs the federation CA
     untrusting = _hpf("node", "serve", "--config", str(tmp_path / "node.yaml"), "--insecure", timeout=30)
     assert untrusting.returncode == 2 and "federation_ca" in untrusting.stderr
-    from hpf.federation.pki import init_federation
+    from hpf.federation.trust.pki import init_federation
 
     init_federation(tmp_path / "pki", ["north"], federation="t")
     config["federation_ca"] = "pki/ca.pem"
@@ -344,7 +344,7 @@ def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
 def test_demo_replaces_a_ca_left_by_an_older_demo(tmp_path: Path) -> None:
     """The demo owns its pki/: a CA naming no federation or another one is replaced, not refused."""
     from hpf.cli.demo_federation import DemoLayout, _certificates
-    from hpf.federation import pki
+    from hpf.federation.trust import pki
 
     layout = DemoLayout(data=tmp_path, node_ids=["shanghai", "hangzhou"])
     pki.init_federation(layout.pki, layout.node_ids, federation="elsewhere")

@@ -26,7 +26,7 @@ import harness
 import pytest
 
 from hpf.cli.output import privacy_note
-from hpf.federation import he
+from hpf.federation.crypto import he
 from hpf.federation.hpf_schema import hpf_tables
 from hpf.policies import DEFAULT_POLICY
 from hpf.policies.loader import load_policy

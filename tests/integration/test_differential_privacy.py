@@ -29,19 +29,21 @@ import pytest
 import yaml
 from streamed import collect
 
-from hpf.federation import he, skellam, statements
-from hpf.federation.client import QueryAnswer
+from hpf.client.answers import QueryAnswer
+from hpf.client.profile import ClientProfile
 from hpf.federation.config_files import parse_model
-from hpf.federation.dp_plan import DpTerms, component_label, dp_plan, dp_terms
-from hpf.federation.envelope import query_id
+from hpf.federation.crypto import he
+from hpf.federation.crypto.he import HE_FORMAT
+from hpf.federation.crypto.sealing import AgreementKey, load_or_create_secret
+from hpf.federation.crypto.slot_codec import chunks, decode_totals, encode_noisy_partials, encode_partials
 from hpf.federation.errors import FederationError, from_rpc_error
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.he import HE_FORMAT
 from hpf.federation.plan import OTHER, Plan
 from hpf.federation.planner import plan_query
-from hpf.federation.profile import ClientProfile
-from hpf.federation.sealing import AgreementKey, load_or_create_secret
-from hpf.federation.slot_codec import chunks, decode_totals, encode_noisy_partials, encode_partials
+from hpf.federation.privacy import skellam
+from hpf.federation.privacy.dp_plan import DpTerms, component_label, dp_plan, dp_terms
+from hpf.federation.trust import statements
+from hpf.federation.trust.envelope import query_id
 from hpf.node.protection import NOISE_KEY, Protector
 
 RPC_TIMEOUT_S = 20.0

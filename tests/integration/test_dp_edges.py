@@ -28,17 +28,18 @@ import pytest
 from uniformity import CHI2_LIMIT, chi_square_uniform
 
 from hpf.cli.output import privacy_note, render
-from hpf.federation import he, masking, statements
-from hpf.federation.client import QueryAnswer
-from hpf.federation.dp_plan import DpTerms, dp_terms
-from hpf.federation.envelope import query_id
+from hpf.client.answers import QueryAnswer
+from hpf.federation.crypto import he, masking
+from hpf.federation.crypto.he import HE_FORMAT
+from hpf.federation.crypto.slot_codec import CANARY, FAILED, chunks, decode_totals, encode_partials
 from hpf.federation.errors import FederationError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.he import HE_FORMAT
 from hpf.federation.plan import Plan
 from hpf.federation.planner import plan_query
-from hpf.federation.slot_codec import CANARY, FAILED, chunks, decode_totals, encode_partials
+from hpf.federation.privacy.dp_plan import DpTerms, dp_terms
+from hpf.federation.trust import statements
+from hpf.federation.trust.envelope import query_id
 from hpf.node.privacy_budget import LEDGER_FILE, Budget, PrivacyLedger
 
 RPC_TIMEOUT_S = 20.0

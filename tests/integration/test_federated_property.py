@@ -34,10 +34,10 @@ from examples import budget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpf.federation import he
-from hpf.federation.client import FederationClient
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import ClientProfile
 from hpf.federation.config_files import parse_model
-from hpf.federation.profile import ClientProfile
+from hpf.federation.crypto import he
 
 # --------------------------------------------------------------------------------------------- catalog
 

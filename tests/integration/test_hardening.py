@@ -35,14 +35,14 @@ import harness
 import pytest
 from streamed import collect
 
-from hpf.federation import he
-from hpf.federation.envelope import Signer, query_id
+from hpf.federation.crypto import he
+from hpf.federation.crypto.he import HE_FORMAT
 from hpf.federation.errors import FederationError, from_rpc_error
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.he import HE_FORMAT
 from hpf.federation.planner.binder import SchemaBinder
-from hpf.federation.tls import TlsConfig, secure_channel
+from hpf.federation.trust.envelope import Signer, query_id
+from hpf.federation.trust.tls import TlsConfig, secure_channel
 from hpf.node.executor import PartialExecutor
 
 RPC_TIMEOUT_S = 30.0

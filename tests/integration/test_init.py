@@ -26,7 +26,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hpf.federation.synth.lineitem import LINEITEM_TYPES, write_lineitem
-from hpf.federation.tls import TlsConfig, coordinator_target, node_target, secure_channel
+from hpf.federation.trust.tls import TlsConfig, coordinator_target, node_target, secure_channel
 
 REGIONS = ("north", "south", "east")
 ROWS = 4_000

@@ -9,9 +9,9 @@ from typing import Any
 import harness
 import yaml
 
-from hpf.federation.client import FederationClient
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import ClientProfile
 from hpf.federation.config_files import parse_model
-from hpf.federation.profile import ClientProfile
 
 TABLES = harness.MONTHLY_TABLES
 

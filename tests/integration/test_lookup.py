@@ -35,26 +35,28 @@ import pytest
 import yaml
 from streamed import Stream, collect, stream
 
-import hpf.federation.client
+import hpf.client.session
 from hpf.cli.errors import exit_code
+from hpf.client.answers import LookupAnswer
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import ClientProfile
 from hpf.coordinator.fanout import FederatedAnswer
-from hpf.federation import he, statements
-from hpf.federation.client import FederationClient, LookupAnswer
 from hpf.federation.config_files import parse_model
-from hpf.federation.envelope import Signer, query_id
+from hpf.federation.crypto import he
+from hpf.federation.crypto.he import HE_FORMAT
+from hpf.federation.crypto.lookup_codec import FACT_COLUMNS, PersonFacts, decode_facts, encode_facts, layout_fingerprint
+from hpf.federation.crypto.sealing import AgreementKey, OneTimeKey, load_public_b64
 from hpf.federation.errors import FederationError, UnavailableError, from_rpc_error
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.he import HE_FORMAT
 from hpf.federation.hpf_schema import hpf_tables
-from hpf.federation.lookup_codec import FACT_COLUMNS, PersonFacts, decode_facts, encode_facts, layout_fingerprint
 from hpf.federation.person_id import person_id_array
 from hpf.federation.planner import plan_query
-from hpf.federation.profile import ClientProfile
 from hpf.federation.regions import BY_NODE_ID
-from hpf.federation.sealing import AgreementKey, OneTimeKey, load_public_b64
 from hpf.federation.synth import generate_node, planted_duplicate_loans
-from hpf.federation.tls import TlsConfig, secure_channel
+from hpf.federation.trust import statements
+from hpf.federation.trust.envelope import Signer, query_id
+from hpf.federation.trust.tls import TlsConfig, secure_channel
 from hpf.policies import DEFAULT_POLICY
 
 NODES = ["shanghai", "hangzhou", "nanjing", "suzhou"]
@@ -273,7 +275,7 @@ def counted_client(
         return stubs[-1]
 
     with monkeypatch.context() as m:
-        m.setattr(hpf.federation.client.pb_grpc, "CoordinatorStub", make)
+        m.setattr(hpf.client.session.pb_grpc, "CoordinatorStub", make)
         client = fed.client(keys=keys, person=person)
     assert len(stubs) == 1
     return client, stubs[0]
@@ -491,7 +493,7 @@ def test_a_bank_decrypts_no_balance_slot_by_default(
 ) -> None:
     """What a bank decrypts holds two slots per person (the flags and the status), laid out for the facts a loan
     review needs; every region signed that layout. Asking for a balance is refused by every region's policy."""
-    from hpf.federation import lookup_codec
+    from hpf.federation.crypto import lookup_codec
 
     decrypted: list[tuple[int, tuple[str, ...]]] = []
     real = lookup_codec.decode_facts

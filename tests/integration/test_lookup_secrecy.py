@@ -24,16 +24,10 @@ import numpy as np
 import pytest
 from coordinator_recorder import CoordinatorRecorder, recording
 
-from hpf.federation import he
-from hpf.federation.client import LookupAnswer
-from hpf.federation.envelope import Signer, query_id
-from hpf.federation.errors import FederationError, from_rpc_error
-from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.he import HE_FORMAT
-from hpf.federation.hpf_schema import hpf_tables
-from hpf.federation.person_id import person_id_array
-from hpf.federation.sealing import (
+from hpf.client.answers import LookupAnswer
+from hpf.federation.crypto import he
+from hpf.federation.crypto.he import HE_FORMAT
+from hpf.federation.crypto.sealing import (
     ID_CHARS,
     KEY_BYTES,
     SALT_BYTES,
@@ -43,8 +37,14 @@ from hpf.federation.sealing import (
     read_secret,
     subject_tag,
 )
+from hpf.federation.errors import FederationError, from_rpc_error
+from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.hpf_schema import hpf_tables
+from hpf.federation.person_id import person_id_array
 from hpf.federation.synth import generate_node, planted_duplicate_loans
-from hpf.federation.tls import TlsConfig, secure_channel
+from hpf.federation.trust.envelope import Signer, query_id
+from hpf.federation.trust.tls import TlsConfig, secure_channel
 from hpf.policies import DEFAULT_POLICY
 
 # four regions: every one but the caseworker's home is three, the fewest a region sums its answer with by default

@@ -22,13 +22,14 @@ import pytest
 import yaml
 
 import hpf.coordinator.fanout
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import ClientProfile
 from hpf.coordinator.fanout import FederatedAnswer
-from hpf.federation import he, statements
-from hpf.federation.client import FederationClient
 from hpf.federation.config_files import parse_model
+from hpf.federation.crypto import he
 from hpf.federation.errors import PlanError
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.profile import ClientProfile
+from hpf.federation.trust import statements
 
 NODES = ["n0", "n1", "n2", "n3"]
 TABLES = harness.MONTHLY_TABLES

@@ -25,13 +25,13 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from hpf.cli.app import _register, app
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import load_profile
 from hpf.coordinator import fanout
 from hpf.coordinator.fanout import FederatedAnswer
-from hpf.federation import he
-from hpf.federation.audit_proto import checkpoint_to_proto, receipt_to_proto
-from hpf.federation.client import FederationClient
+from hpf.federation.audit.proto import checkpoint_to_proto, receipt_to_proto
+from hpf.federation.crypto import he
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.profile import load_profile
 
 _register()
 NODES = ["n0", "n1", "n2", "n3"]
@@ -422,7 +422,7 @@ def _signed_by_the_coordinator(r: pb.ExplainResponse) -> pb.ExplainResponse:
     """A verdict for a region outside the catalog, signed with a key of the coordinator's own."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from hpf.federation import verdicts
+    from hpf.federation.trust import verdicts
 
     own = Ed25519PrivateKey.generate()
     r.verdicts.append(verdicts.sign(pb.NodeVerdict(node_id="evil", accepted=True), r.query_id, own.sign))

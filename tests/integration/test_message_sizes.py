@@ -16,11 +16,11 @@ import harness
 import pytest
 from typer.testing import CliRunner
 
+import hpf.client.session
 import hpf.coordinator.server
-import hpf.federation.client
 from hpf.cli.app import _register, app
 from hpf.federation.errors import FederationError, RequestTooLarge
-from hpf.federation.tls import GRPC_OPTIONS, with_options
+from hpf.federation.trust.tls import GRPC_OPTIONS, with_options
 
 _register()
 
@@ -69,7 +69,9 @@ def test_a_request_above_the_coordinators_limit_is_request_too_large(
 
 def test_an_answer_above_the_clients_limit_is_answer_too_large(monkeypatch: pytest.MonkeyPatch, tmp: Path) -> None:
     monkeypatch.setattr(
-        hpf.federation.client, "CLIENT_CHANNEL_OPTIONS", with_options(GRPC_OPTIONS, max_receive_message_length=LIMIT)
+        hpf.client.session,
+        "CLIENT_CHANNEL_OPTIONS",
+        with_options(GRPC_OPTIONS, max_receive_message_length=LIMIT),
     )
     with harness.federation(tmp, harness.DEPOSIT_TABLES, ROWS) as fed, fed.client() as client:
         with pytest.raises(FederationError) as info:

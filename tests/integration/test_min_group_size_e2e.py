@@ -16,8 +16,8 @@ import harness
 import pytest
 
 import hpf.node.executor
-from hpf.federation import he
-from hpf.federation.slot_codec import encode_partials
+from hpf.federation.crypto import he
+from hpf.federation.crypto.slot_codec import encode_partials
 
 K = 3
 CITIES = ["310000", "330100", "320100"]

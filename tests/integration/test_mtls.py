@@ -10,8 +10,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from hpf.federation import pki, tls
 from hpf.federation.errors import AuthError, FederationError
+from hpf.federation.trust import pki, tls
 
 WHOAMI = "/hpf.test.Echo/WhoAmI"
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -15,14 +15,14 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from hpf.federation.audit_keys import KEY as AUDIT_KEY
-from hpf.federation.audit_keys import public_key_raw
-from hpf.federation.audit_log import AuditLog
+from hpf.federation.audit.keys import KEY as AUDIT_KEY
+from hpf.federation.audit.keys import public_key_raw
+from hpf.federation.audit.log import AuditLog
 from hpf.federation.catalog import load_catalog
 from hpf.federation.config_files import parse_model
+from hpf.federation.crypto.sealing import AGREEMENT_KEY, AgreementKey
 from hpf.federation.errors import ConfigError
-from hpf.federation.pki import init_federation
-from hpf.federation.sealing import AGREEMENT_KEY, AgreementKey
+from hpf.federation.trust.pki import init_federation
 from hpf.node.config import NodeConfig
 from hpf.node.keys import own_keys
 from hpf.node.server import running_node

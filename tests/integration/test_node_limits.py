@@ -23,14 +23,14 @@ import grpc
 import harness
 import pytest
 
-from hpf.federation import he
-from hpf.federation.envelope import Signer, query_id
+from hpf.federation.crypto import he
+from hpf.federation.crypto.he import HE_FORMAT
 from hpf.federation.errors import DataError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.he import HE_FORMAT
 from hpf.federation.planner import sketch_query
-from hpf.federation.tls import TlsConfig, secure_channel
+from hpf.federation.trust.envelope import Signer, query_id
+from hpf.federation.trust.tls import TlsConfig, secure_channel
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.privacy_budget import Budget, PrivacyLedger
 

@@ -21,7 +21,7 @@ import harness
 import pytest
 import yaml
 
-from hpf.federation import he
+from hpf.federation.crypto import he
 from hpf.federation.errors import PolicyViolation
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -788,7 +788,7 @@ def check_consent_keys(r: Ran, demo: Demo) -> None:
 
 
 def check_consent_grant(r: Ran, demo: Demo) -> None:
-    from hpf.federation import consent
+    from hpf.federation.consent import tokens as consent
 
     people = list(csv.DictReader((r.cwd / (_option(r.argv, "--input") or "")).open(encoding="utf-8")))
     out = r.cwd / (_option(r.argv, "--out") or "")

@@ -20,7 +20,7 @@ from lying_coordinator import rewritten_refusal
 
 import hpf.coordinator.fanout
 from hpf.coordinator.fanout import FanOut, MissingRegion
-from hpf.federation import consent
+from hpf.federation.consent import tokens as consent
 from hpf.federation.errors import FederationError, error_for_code
 from hpf.federation.generated import hpf_federation_pb2 as pb
 
@@ -75,7 +75,7 @@ def test_a_bank_leaving_the_refusing_region_out_of_its_own_request_is_refused(
     fed: harness.Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The bank signs a lookup to the regions that accept its tokens only: they refuse (federation-wide only)."""
-    from hpf.federation.client import FederationClient
+    from hpf.client.federation_client import FederationClient
 
     ids = people(fed, 2)
     given = tokens(fed, ids, THIRD)

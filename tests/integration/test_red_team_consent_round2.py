@@ -18,8 +18,9 @@ from consent_federation import ISSUER, KEYS, LOANS, NODES, THIRD, issuer_federat
 from coordinator_recorder import CoordinatorRecorder
 
 from hpf.coordinator.fanout import FanOut
-from hpf.federation import consent, pki
+from hpf.federation.consent import tokens as consent
 from hpf.federation.errors import FederationError
+from hpf.federation.trust import pki
 
 REVIEW = {"purpose": "loan-review"}
 RECORDED: dict[str, CoordinatorRecorder] = {}
@@ -123,7 +124,7 @@ def test_a_repeated_applicant_withheld_for_one_of_its_tokens_is_reported_withhel
     """A screening file lists an applicant twice (hpf screen merges repeats), once with a token the client
     refuses itself. The applicant is withheld at both places, but only the refused place says so: the other shows
     no figures and no reason, as if the applicant had no loans anywhere rather than no consent."""
-    from hpf.federation.client import WITHHELD
+    from hpf.client.lookups import WITHHELD
 
     ids = people(fed, 2)
     good = tokens(fed, ids, ISSUER)

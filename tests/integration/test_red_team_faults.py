@@ -19,13 +19,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from raw_rpc import assert_stable, raw_channels
 
-from hpf.federation import he
+from hpf.client.answers import QueryAnswer
 from hpf.federation.catalog import Catalog
-from hpf.federation.client import QueryAnswer
-from hpf.federation.envelope import Signer
+from hpf.federation.crypto import he
 from hpf.federation.errors import DataError, FederationError, UnavailableError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.trust.envelope import Signer
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.config import TableSource
 

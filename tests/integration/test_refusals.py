@@ -30,12 +30,13 @@ import yaml
 from coordinator_recorder import recording
 from streamed import collect
 
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import ClientProfile
 from hpf.coordinator.server import start_coordinator
-from hpf.federation import he
-from hpf.federation.audit_verify import read_entries
-from hpf.federation.client import FederationClient
+from hpf.federation.audit.verify import read_entries
 from hpf.federation.config_files import parse_model
-from hpf.federation.envelope import Signer, query_id
+from hpf.federation.crypto import he
+from hpf.federation.crypto.he import HE_FORMAT
 from hpf.federation.errors import (
     CryptoError,
     DataError,
@@ -47,10 +48,9 @@ from hpf.federation.errors import (
 )
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.he import HE_FORMAT
 from hpf.federation.planner import plan_query
-from hpf.federation.profile import ClientProfile
-from hpf.federation.tls import TlsConfig, secure_channel
+from hpf.federation.trust.envelope import Signer, query_id
+from hpf.federation.trust.tls import TlsConfig, secure_channel
 from hpf.node.executor import PartialExecutor
 from hpf.node.server import start_node
 

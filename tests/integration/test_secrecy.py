@@ -38,20 +38,20 @@ import yaml
 from coordinator_recorder import CoordinatorRecorder, recording
 from grpc_health.v1 import health_pb2
 
-from hpf.federation import he
-from hpf.federation.client import FederationClient
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import ClientProfile
 from hpf.federation.config_files import parse_model
-from hpf.federation.envelope import query_id
+from hpf.federation.crypto import he
+from hpf.federation.crypto.he import HE_FORMAT
+from hpf.federation.crypto.limb_codec import LIMB_BITS
+from hpf.federation.crypto.slot_codec import FAILED, chunks, encode_partials
 from hpf.federation.errors import FederationError, from_rpc_error
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.he import HE_FORMAT
-from hpf.federation.limb_codec import LIMB_BITS
 from hpf.federation.plan import Plan
 from hpf.federation.planner import plan_query
-from hpf.federation.profile import ClientProfile
-from hpf.federation.slot_codec import FAILED, chunks, encode_partials
-from hpf.federation.tls import TlsConfig, secure_channel
+from hpf.federation.trust.envelope import query_id
+from hpf.federation.trust.tls import TlsConfig, secure_channel
 from hpf.node.executor import Noisy, PartialExecutor, PartialResult
 
 RPC_TIMEOUT_S = 20.0

@@ -30,16 +30,17 @@ from streamed import collect
 from uniformity import CHI2_LIMIT, chi_square_uniform
 
 import hpf.coordinator.fanout
-from hpf.federation import he, masking, statements
-from hpf.federation.envelope import query_id
+from hpf.client.finish import finish
+from hpf.federation.crypto import he, masking
+from hpf.federation.crypto.he import HE_FORMAT
+from hpf.federation.crypto.slot_codec import chunks, decode_totals, encode_partials
 from hpf.federation.errors import FederationError, UnavailableError, from_rpc_error
-from hpf.federation.finish import finish
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.he import HE_FORMAT
 from hpf.federation.plan import Plan
 from hpf.federation.planner import plan_query
-from hpf.federation.slot_codec import chunks, decode_totals, encode_partials
+from hpf.federation.trust import statements
+from hpf.federation.trust.envelope import query_id
 
 RPC_TIMEOUT_S = 20.0
 MIN3_POLICY = harness.OPEN_POLICY.with_name("secagg-min3.yaml")

@@ -28,13 +28,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
 from hpf.cli.pki import register
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import ClientProfile
 from hpf.coordinator.config import CoordinatorConfig
 from hpf.coordinator.server import running_coordinator
-from hpf.federation import he, pki, tls
-from hpf.federation.client import FederationClient
 from hpf.federation.config_files import parse_model
+from hpf.federation.crypto import he
 from hpf.federation.errors import ConfigError, FederationError
-from hpf.federation.profile import ClientProfile
+from hpf.federation.trust import pki, tls
 
 TABLES: dict[str, Any] = {
     "t": {

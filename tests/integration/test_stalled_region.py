@@ -25,8 +25,9 @@ from hpf.cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from hpf.federation.client import FederationClient, QueryAnswer
-from hpf.federation.profile import load_profile
+from hpf.client.answers import QueryAnswer
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import load_profile
 
 QUERY = (
     "SELECT EXTRACT(YEAR FROM month) AS year, COUNT(*) AS n, SUM(amount_fen) AS total_fen "

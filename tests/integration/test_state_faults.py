@@ -23,7 +23,7 @@ from typing import Any
 import harness
 import pytest
 
-from hpf.federation.audit_verify import verify_log
+from hpf.federation.audit.verify import verify_log
 from hpf.node.privacy_budget import Budget
 
 SQL = "SELECT COUNT(*), SUM(amount_fen) FROM deposits"

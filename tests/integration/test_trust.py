@@ -25,19 +25,20 @@ from streamed import collect
 from typer.testing import CliRunner
 
 from hpf.cli.pki import register as register_pki
-from hpf.federation import he, pki, revocation
-from hpf.federation.audit_keys import load_public_key
-from hpf.federation.audit_proto import check_receipt
-from hpf.federation.audit_records import Receipt
-from hpf.federation.audit_verify import read_entries, verify_log
-from hpf.federation.client import FederationClient
-from hpf.federation.envelope import Signer, query_id
+from hpf.client.federation_client import FederationClient
+from hpf.federation.audit.keys import load_public_key
+from hpf.federation.audit.proto import check_receipt
+from hpf.federation.audit.records import Receipt
+from hpf.federation.audit.verify import read_entries, verify_log
+from hpf.federation.crypto import he
+from hpf.federation.crypto.he import HE_FORMAT
 from hpf.federation.errors import FederationError, from_rpc_error
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.he import HE_FORMAT
 from hpf.federation.planner import plan_query
-from hpf.federation.tls import TlsConfig, secure_channel
+from hpf.federation.trust import pki, revocation
+from hpf.federation.trust.envelope import Signer, query_id
+from hpf.federation.trust.tls import TlsConfig, secure_channel
 
 SECRET_ID = "110101199003074477"
 TABLES: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""The client's checks of a streamed answer (federation.answer_check) and of a lookup's facts (lookup_codec)."""
+"""The client's checks of a streamed answer (client.answer_check) and of a lookup's facts (lookup_codec)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from hpf.federation import statements
-from hpf.federation.answer_check import head_checker, read_answer
+from hpf.client.answer_check import head_checker, read_answer
+from hpf.federation.crypto.he import MAX_CIPHERTEXT_BYTES
+from hpf.federation.crypto.lookup_codec import FACT_COLUMNS, check_consistent, decode_facts, encode_facts
 from hpf.federation.errors import CryptoError
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.he import MAX_CIPHERTEXT_BYTES
-from hpf.federation.lookup_codec import FACT_COLUMNS, check_consistent, decode_facts, encode_facts
+from hpf.federation.trust import statements
 
 REGIONS = ["a", "b", "c"]
 

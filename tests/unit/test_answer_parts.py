@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 
+from hpf.client.answer_check import head_checker, read_answer
 from hpf.coordinator.fanout import FederatedAnswer
 from hpf.coordinator.server import answer_parts
-from hpf.federation import statements
-from hpf.federation.answer_check import head_checker, read_answer
+from hpf.federation.crypto.he import MAX_CIPHERTEXT_BYTES
+from hpf.federation.crypto.limb_codec import MAX_REGIONS
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.he import MAX_CIPHERTEXT_BYTES
-from hpf.federation.limb_codec import MAX_REGIONS
-from hpf.federation.tls import MAX_MESSAGE_BYTES
+from hpf.federation.trust import statements
+from hpf.federation.trust.tls import MAX_MESSAGE_BYTES
 
 HEAD_LIMIT = 4 * 1024 * 1024  # far under the client's receive limit: the head is statements and receipts only
 

@@ -21,10 +21,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from hpf.federation import audit_log, audit_records, merkle
-from hpf.federation.audit_keys import load_public_key
-from hpf.federation.audit_log import AuditLog
-from hpf.federation.audit_records import (
+from hpf.federation.audit import log as audit_log
+from hpf.federation.audit import merkle
+from hpf.federation.audit import records as audit_records
+from hpf.federation.audit.keys import load_public_key
+from hpf.federation.audit.log import AuditLog
+from hpf.federation.audit.records import (
     CHECKPOINT_DOMAIN,
     CHECKPOINTS,
     ENTRIES,
@@ -33,7 +35,7 @@ from hpf.federation.audit_records import (
     canonical_json,
     checkpoint_line,
 )
-from hpf.federation.audit_verify import read_entries, verify_log
+from hpf.federation.audit.verify import read_entries, verify_log
 from hpf.federation.errors import AuditError, error_for_code
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hpf.federation.audit_keys import KEY
-from hpf.federation.audit_log import AuditLog
-from hpf.federation.audit_proto import check_still_logged, checkpoint_to_proto
-from hpf.federation.audit_records import Receipt
+from hpf.federation.audit.keys import KEY
+from hpf.federation.audit.log import AuditLog
+from hpf.federation.audit.proto import check_still_logged, checkpoint_to_proto
+from hpf.federation.audit.records import Receipt
 from hpf.federation.errors import AuditError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hpf.cli.app import _register, app
-from hpf.federation import consent
-from hpf.federation.consent_issuer import load_issuer
-from hpf.federation.consent_revocations import RevocationWatch
+from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.issuer import load_issuer
+from hpf.federation.consent.revocations import RevocationWatch
 from hpf.federation.person_id import person_id_array
 
 PEOPLE = list(person_id_array([320101] * 3, [19850101, 19900202, 19951231], [21, 22, 23]))
@@ -118,8 +118,9 @@ def test_revoke_by_grant_id_or_token_numbers_each_list(folder: Path) -> None:
 
 def test_a_screening_shows_withheld_applicants_without_figures() -> None:
     from hpf.cli.lookup import Check, screen_table
-    from hpf.federation.client import WITHHELD, LookupAnswer
-    from hpf.federation.lookup_codec import PersonFacts
+    from hpf.client.answers import LookupAnswer
+    from hpf.client.lookups import WITHHELD
+    from hpf.federation.crypto.lookup_codec import PersonFacts
 
     facts = PersonFacts(2, 1, 1, 12, 100, 50, 1, 0, 10, 2, 0)
     answer = LookupAnswer(

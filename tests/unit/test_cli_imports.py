@@ -13,8 +13,8 @@ import sys
 import hpf.cli.app
 import hpf.cli.audit
 import hpf.cli.lookup
-import hpf.federation.client
-import hpf.federation.sealing
+import hpf.client.lookups
+import hpf.federation.crypto.sealing
 
 # what a command may load only once it runs: each costs tens of milliseconds to import
 HEAVY = ("tenseal", "grpc", "duckdb", "sqlglot", "cryptography", "pyarrow", "numpy", "yaml", "google", "pydantic")
@@ -98,13 +98,13 @@ def test_a_verb_registers_its_own_module_only() -> None:
 
 def test_defaults_the_help_states_are_the_librarys() -> None:
     """Two defaults are written out in the cli modules so that their help need not load the library."""
-    assert hpf.cli.lookup.DEFAULT_BATCH == hpf.federation.client.LOOKUP_BATCH
-    assert hpf.cli.audit.SUBJECT_KEY == hpf.federation.sealing.SUBJECT_KEY
+    assert hpf.cli.lookup.DEFAULT_BATCH == hpf.client.lookups.LOOKUP_BATCH
+    assert hpf.cli.audit.SUBJECT_KEY == hpf.federation.crypto.sealing.SUBJECT_KEY
 
 
 def test_the_client_loads_the_planner_and_duckdb_only_when_it_needs_them() -> None:
     """A plan kept from before needs no planner (sqlglot, the binder's DuckDB), and a lookup's answer no finishing
     SQL (DuckDB): importing the client loads none of them."""
-    (line,) = _run("import sys, hpf.federation.client; print(*sorted(sys.modules))")
+    (line,) = _run("import sys, hpf.client.federation_client; print(*sorted(sys.modules))")
     assert sorted(_packages(line) & {"sqlglot", "duckdb"}) == []
-    assert not [m for m in line.split() if m.startswith(("hpf.federation.planner", "hpf.federation.finish"))]
+    assert not [m for m in line.split() if m.startswith(("hpf.federation.planner", "hpf.client.finish"))]

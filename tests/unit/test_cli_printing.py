@@ -12,7 +12,7 @@ from rich.text import Text
 
 from hpf.cli.errors import report
 from hpf.cli.output import noise_note, render, text_table
-from hpf.federation.client import QueryAnswer
+from hpf.client.answers import QueryAnswer
 from hpf.federation.errors import AuditError
 
 ESCAPES = "\x1b[2A\x1b[1G\x1b[2K│ 20 │ 999999 │\u202e\x07"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hpf.client.profile import load_profile
 from hpf.coordinator.config import load_coordinator_config
 from hpf.federation.catalog import load_catalog
 from hpf.federation.errors import ConfigError
-from hpf.federation.profile import load_profile
 from hpf.node.config import load_node_config
 
 GOOD_CATALOG = {
@@ -168,7 +168,7 @@ def test_node_config_needs_tls_or_explicit_insecure(tmp_path: Path, caplog: pyte
         load_node_config(both)
     assert "both given" in info.value.message
 
-    from hpf.federation.tls import require_tls
+    from hpf.federation.trust.tls import require_tls
 
     with caplog.at_level(logging.WARNING, logger="hpf.tls"):
         require_tls(None, True, source="node north")
@@ -272,7 +272,7 @@ def test_a_catalog_a_coordinator_sends_is_read_as_a_catalog_file_is() -> None:
     import threading
     import types
 
-    from hpf.federation.client import FederationClient
+    from hpf.client.federation_client import FederationClient
 
     def catalog_of(text: str) -> BaseException | str:
         client = object.__new__(FederationClient)

@@ -14,9 +14,18 @@ from examples import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpf.federation import consent, consent_revocations, merkle
+from hpf.federation.audit import merkle
 from hpf.federation.catalog import Catalog, IssuerEntry
-from hpf.federation.consent import ConsentError, ConsentVerifier, Token, issue_batch, parse_token, parse_token_text
+from hpf.federation.consent import revocations as consent_revocations
+from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.tokens import (
+    ConsentError,
+    ConsentVerifier,
+    Token,
+    issue_batch,
+    parse_token,
+    parse_token_text,
+)
 from hpf.federation.errors import ConfigError, FederationError
 from hpf.federation.person_id import person_id_array
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hpf.federation import consent
+from hpf.federation.consent import tokens as consent
+from hpf.federation.crypto.sealing import CONSENT_PAD_BYTES, ID_CHARS, SALT_BYTES, AgreementKey, OneTimeKey
 from hpf.federation.errors import FederationError
 from hpf.federation.person_id import person_id_array
-from hpf.federation.sealing import CONSENT_PAD_BYTES, ID_CHARS, SALT_BYTES, AgreementKey, OneTimeKey
 
 IDS: list[str] = person_id_array([310101, 330106, 320102], [19850612, 19790101, 20010129], [17, 248, 999]).tolist()
 QID = "5e" * 16
@@ -85,7 +85,7 @@ def test_the_signed_commitment_covers_the_tokens(region: AgreementKey) -> None:
 
 
 def test_a_malformed_token_section_is_refused(region: AgreementKey) -> None:
-    import hpf.federation.sealing as sealing
+    import hpf.federation.crypto.sealing as sealing
 
     for section in (b"\x00", b"\x00\x00" * 2, b"\x00\x00" * 4, b"\xff\xff" + b"\x00" * 4):
         one_time = OneTimeKey()

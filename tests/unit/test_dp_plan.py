@@ -9,14 +9,16 @@ import duckdb
 import numpy as np
 import pytest
 
-from hpf.federation import he, masking, skellam, statements
+from hpf.client.finish import finish
 from hpf.federation.catalog import Catalog
-from hpf.federation.dp_plan import DpTerms, dp_plan, dp_terms, never_negative, suppress_small_groups
+from hpf.federation.crypto import he, masking
+from hpf.federation.crypto.slot_codec import FAILED, chunks, decode_totals, encode_noisy_partials
 from hpf.federation.errors import CryptoError, DataError, PlanError
-from hpf.federation.finish import finish
 from hpf.federation.hpf_schema import demo_catalog
 from hpf.federation.planner import plan_query
-from hpf.federation.slot_codec import FAILED, chunks, decode_totals, encode_noisy_partials
+from hpf.federation.privacy import skellam
+from hpf.federation.privacy.dp_plan import DpTerms, dp_plan, dp_terms, never_negative, suppress_small_groups
+from hpf.federation.trust import statements
 from hpf.node.executor import Noisy, PartialExecutor
 from hpf.policies.model import Privacy
 

@@ -15,12 +15,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hpf.federation import ca_record, pki, revocation
-from hpf.federation.audit_log import AuditLog
-from hpf.federation.envelope import SIGNING_PREFIX, EnvelopeVerifier, Signer, query_id
+from hpf.federation.audit.log import AuditLog
 from hpf.federation.errors import AuthError, ConfigError
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.revocation import RevocationList
+from hpf.federation.trust import ca_record, pki, revocation
+from hpf.federation.trust.envelope import SIGNING_PREFIX, EnvelopeVerifier, Signer, query_id
+from hpf.federation.trust.revocation import RevocationList
 from hpf.node.replay import ReplayGuard
 
 DIGEST = "ab" * 32
@@ -525,7 +525,7 @@ def test_an_older_copy_of_the_cas_record_neither_reuses_a_number_nor_drops_a_rev
     """The CA's record put back from an older backup. With the newest list still published, the CA brings its
     record up to that list. With the list rolled back too, the CA cannot know; but a running party refuses the
     same-numbered list it then signs, and the next one, which leaves out what it had revoked."""
-    from hpf.federation import ca_record
+    from hpf.federation.trust import ca_record
 
     own = pki.init_federation(
         tmp_path, [], federation="test", clients=[("zoe", "caseworker", None), ("yan", "caseworker", None)]

@@ -23,9 +23,11 @@ from pathlib import Path
 import pytest
 
 from hpf.cli.errors import exit_code
-from hpf.federation import consent, error_codes, errors, verdicts
+from hpf.federation import error_codes, errors
+from hpf.federation.consent import tokens as consent
 from hpf.federation.error_codes import REGISTRY, Effect, Scope
 from hpf.federation.errors import FederationError
+from hpf.federation.trust import verdicts
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIP_DIRS = {"tests", "generated", "__pycache__", "build", "dist", "node_modules"}

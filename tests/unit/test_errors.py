@@ -97,8 +97,8 @@ def test_long_remote_text_is_cut() -> None:
 
 def test_a_stated_wire_format_is_not_echoed_raw() -> None:
     """The format a request states is the sender's text: the refusal quotes it short and without escapes."""
+    from hpf.federation.crypto.he import check_he_format
     from hpf.federation.errors import CryptoError
-    from hpf.federation.he import check_he_format
 
     with pytest.raises(CryptoError) as info:
         check_he_format("\x1b[2J" + "x" * 10_000, "the request")

@@ -1,10 +1,11 @@
 """Which package may import which, read from the source with the ast module.
 
-The five folders install as one package, ``hpf``: ``hpf.federation`` and ``hpf.policies`` are shared by every
-party, ``hpf.node`` and ``hpf.coordinator`` are the two servers, ``hpf.cli`` is the command that starts them all.
-No package imports upward: the shared packages import no party, the servers never import each other nor the
-command, and every import of the project's own code names it by its installed name (``hpf.``), never by a folder
-name that would collide in site-packages. (bench/ and tests/ may import anything.)
+The six folders install as one package, ``hpf``: ``hpf.federation`` and ``hpf.policies`` are shared by every
+party, ``hpf.client`` is the client library, ``hpf.node`` and ``hpf.coordinator`` are the two servers, ``hpf.cli``
+is the command that starts them all. No package imports upward: the shared packages import no party, the client
+library only the shared ones, the servers never import each other, the client library nor the command, and
+every import of the project's own code names it by its installed name (``hpf.``), never by a folder name that
+would collide in site-packages. (bench/ and tests/ may import anything.)
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("federation", "policies", "node", "coordinator", "cli")
+PACKAGES = ("federation", "policies", "client", "node", "coordinator", "cli")
 # what each package may import of the others (itself always)
 ALLOWED = {
     "federation": {"federation"},
     "policies": {"federation", "policies"},
+    "client": {"federation", "policies", "client"},
     "node": {"federation", "policies", "node"},
     "coordinator": {"federation", "policies", "coordinator"},
     "cli": set(PACKAGES),

@@ -13,10 +13,9 @@ from examples import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpf.federation.errors import FederationError
-from hpf.federation.he import HALF_PLAIN, PLAIN_MODULUS, SLOTS
-from hpf.federation.limb_codec import MAX_REGIONS
-from hpf.federation.lookup_codec import (
+from hpf.federation.crypto.he import HALF_PLAIN, PLAIN_MODULUS, SLOTS
+from hpf.federation.crypto.limb_codec import MAX_REGIONS
+from hpf.federation.crypto.lookup_codec import (
     FACT_COLUMNS,
     FLAGS,
     LOANS_MAX,
@@ -35,6 +34,7 @@ from hpf.federation.lookup_codec import (
     layout_fingerprint,
     slot_count,
 )
+from hpf.federation.errors import FederationError
 
 COL = {name: i for i, name in enumerate(FACT_COLUMNS)}
 FIGURES = ("contribution_months", "active_loans", "overdue_loans", *MONEY)

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from hpf.federation.client import LOOKUP_BATCH
-from hpf.federation.consent import FACTS
+from hpf.client.lookups import LOOKUP_BATCH
+from hpf.federation.consent.tokens import FACTS
+from hpf.federation.crypto.lookup_codec import default_facts
 from hpf.federation.errors import ConfigError, PolicyViolation
-from hpf.federation.lookup_codec import default_facts
 from hpf.policies import DEFAULT_POLICY
 from hpf.policies.engine import Asker, check_lookup
 from hpf.policies.loader import load_policy

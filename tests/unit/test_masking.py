@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from uniformity import CHI2_LIMIT, chi_square_uniform
 
-from hpf.federation import he
 from hpf.federation.catalog import Catalog
+from hpf.federation.crypto import he
+from hpf.federation.crypto.masking import SEED_BYTES, _draw, apply, mask, pair_seed, prg_residues, run_id
+from hpf.federation.crypto.sealing import AgreementKey
 from hpf.federation.errors import CryptoError, PlanError
-from hpf.federation.masking import SEED_BYTES, _draw, apply, mask, pair_seed, prg_residues, run_id
-from hpf.federation.sealing import AgreementKey
 from hpf.node.protection import Protector
 
 T = he.PLAIN_MODULUS

@@ -10,8 +10,8 @@ from examples import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpf.federation import merkle
-from hpf.federation.merkle import (
+from hpf.federation.audit import merkle
+from hpf.federation.audit.merkle import (
     EMPTY_ROOT,
     CompactRange,
     MerkleTree,

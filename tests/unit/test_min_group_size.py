@@ -24,14 +24,14 @@ from hypothesis import strategies as st
 from slot_helpers import deposit, node_rows, oracle, plain_answer
 
 from hpf.cli.output import render
-from hpf.federation import he
+from hpf.client.answers import QueryAnswer
+from hpf.client.finish import FinishedAnswer, finish
 from hpf.federation.catalog import Catalog, load_catalog
-from hpf.federation.client import QueryAnswer
+from hpf.federation.crypto import he
+from hpf.federation.crypto.slot_codec import CANARY, chunks, decode_totals, encode_partials
 from hpf.federation.errors import CryptoError
-from hpf.federation.finish import FinishedAnswer, finish
 from hpf.federation.plan import WITHHELD, Plan
 from hpf.federation.planner import plan_query, sketch_query
-from hpf.federation.slot_codec import CANARY, chunks, decode_totals, encode_partials
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CITIES = ("310000", "330100", "320100")

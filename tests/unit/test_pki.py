@@ -1,4 +1,4 @@
-"""The federation PKI (federation.pki), certificate checks and options (federation.tls), and `hpf pki`."""
+"""The federation PKI (federation.trust.pki), certificate checks and options (federation.trust.tls), and `hpf pki`."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from typer.testing import CliRunner
 
 from hpf.cli.pki import describe, register
-from hpf.federation import ca_record, pki, revocation, tls
 from hpf.federation.config_files import parse_model
-from hpf.federation.envelope import EnvelopeVerifier, Signer
 from hpf.federation.errors import AuthError, ConfigError, FederationError
-from hpf.federation.revocation import RevocationList
+from hpf.federation.trust import ca_record, pki, revocation, tls
+from hpf.federation.trust.envelope import EnvelopeVerifier, Signer
+from hpf.federation.trust.revocation import RevocationList
 
 
 @pytest.fixture(scope="module")
@@ -844,7 +844,7 @@ def test_a_deeply_nested_record_or_state_is_refused_with_its_code(tmp_path: Path
     """A CA record or a party's revocation state made of nothing but brackets is malformed, not a crash."""
     from cryptography import x509
 
-    from hpf.federation import ca_record, revocation
+    from hpf.federation.trust import ca_record, revocation
 
     nested = b"[" * 200_000 + b"]" * 200_000
     with pytest.raises(ConfigError) as info:

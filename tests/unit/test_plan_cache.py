@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from hpf.federation import plan_cache
+import hpf.federation
+from hpf.client import plan_cache
+from hpf.client.plan_cache import PlanCache, entry_key, plan_from_record, plan_record
 from hpf.federation.catalog import Catalog, load_catalog
 from hpf.federation.errors import PlanError
 from hpf.federation.plan import Plan
-from hpf.federation.plan_cache import PlanCache, entry_key, plan_from_record, plan_record
 from hpf.federation.planner import plan_query
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -92,7 +93,7 @@ def test_a_hit_loads_neither_the_planner_nor_sqlglot(tmp_path: Path, catalog: Ca
 import sys
 from pathlib import Path
 from hpf.federation.catalog import load_catalog
-from hpf.federation.plan_cache import PlanCache
+from hpf.client.plan_cache import PlanCache
 plan = PlanCache(Path({str(tmp_path)!r})).plan({GROUPED!r}, load_catalog(Path({str(FIXTURES / "mini_catalog.yaml")!r})))
 print(plan.fingerprint, " ".join(sorted(sys.modules)))
 """
@@ -261,7 +262,7 @@ def test_the_code_digest_reads_every_module_the_planner_runs() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     # resolved: a module may be loaded through hpf/, the links the source tree keeps for tools
     files = [Path(f).resolve() for f in loaded.split() if f != "None"]
-    package = Path(plan_cache.__file__).resolve().parent
+    package = Path(hpf.federation.__file__).resolve().parent  # the package code_digest reads
     project = package.parent
     ours = [f for f in files if f.is_relative_to(project) and ".venv" not in f.parts]
     assert any(f.parent.name == "planner" for f in ours)
@@ -355,8 +356,8 @@ def test_a_record_is_read_strictly(catalog: Catalog, record: dict[str, object]) 
 
 @pytest.mark.parametrize("kept", [True, False])
 def test_a_client_keeps_plans_beside_its_keys_unless_its_profile_says_not(tmp_path: Path, kept: bool) -> None:
-    from hpf.federation.client import FederationClient
-    from hpf.federation.profile import load_profile
+    from hpf.client.federation_client import FederationClient
+    from hpf.client.profile import load_profile
 
     (tmp_path / "client.yaml").write_text(
         f"coordinator: 127.0.0.1:1\ncatalog: {FIXTURES / 'mini_catalog.yaml'}\nkeys: keys/me.bfv\ninsecure: true\n"

@@ -30,11 +30,10 @@ from examples import budget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpf.federation import he
+from hpf.client.finish import finish
 from hpf.federation.catalog import Catalog, load_catalog
-from hpf.federation.errors import CryptoError, PlanError
-from hpf.federation.finish import finish
-from hpf.federation.limb_codec import (
+from hpf.federation.crypto import he
+from hpf.federation.crypto.limb_codec import (
     LIMB_BITS,
     MAX_REGIONS,
     check_range,
@@ -42,9 +41,10 @@ from hpf.federation.limb_codec import (
     limbs_for,
     split_values,
 )
+from hpf.federation.crypto.slot_codec import chunks, decode_totals, encode_partials
+from hpf.federation.errors import CryptoError, PlanError
 from hpf.federation.plan import Plan
 from hpf.federation.planner import plan_query
-from hpf.federation.slot_codec import chunks, decode_totals, encode_partials
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PLANS_DIR = FIXTURES / "plans"

@@ -16,9 +16,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 from lying_coordinator import rewritten_refusal
 
-from hpf.federation import consent, consent_refusals, lookup_codec
-from hpf.federation.client import ConsentRefused
-from hpf.federation.consent import ConsentVerifier, issue_batch
+from hpf.client.lookups import ConsentRefused
+from hpf.federation.consent import refusals as consent_refusals
+from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.tokens import ConsentVerifier, issue_batch
+from hpf.federation.crypto import lookup_codec
 from hpf.federation.errors import CryptoError, FederationError, PlanError, PolicyViolation
 from hpf.federation.person_id import person_id_array
 from hpf.node.consent_gate import ConsentGate
@@ -345,7 +347,8 @@ class _RefusingRegion:
 def test_forged_refusals_bound_the_requests_and_never_resend_a_withheld_applicant(how: str) -> None:
     """A region refusing more applicants at every request: the client withholds whom it names, never asks about
     them again, and sends at most MAX_WITHHOLD_RETRIES + 1 requests per batch."""
-    from hpf.federation.client import MAX_WITHHOLD_RETRIES, FederationClient
+    from hpf.client.federation_client import FederationClient
+    from hpf.client.lookups import MAX_WITHHOLD_RETRIES
 
     liar = _RefusingRegion(how)
     ids = list(person_id_array([310101] * 20, [19900101 + i for i in range(20)], [11] * 20))

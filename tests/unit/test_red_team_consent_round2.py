@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hpf.federation import consent, consent_refusals, consent_revocations
 from hpf.federation.catalog import Catalog
-from hpf.federation.consent import ConsentVerifier, issue_batch
+from hpf.federation.consent import refusals as consent_refusals
+from hpf.federation.consent import revocations as consent_revocations
+from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.tokens import ConsentVerifier, issue_batch
+from hpf.federation.crypto.sealing import OneTimeKey
 from hpf.federation.errors import ConfigError, CryptoError, FederationError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.person_id import person_id_array
-from hpf.federation.sealing import OneTimeKey
 from hpf.node.consent_gate import consent_gate_for
 from hpf.policies import DEFAULT_POLICY
 from hpf.policies.engine import Asker, check_lookup
@@ -171,7 +173,7 @@ def test_a_refusal_naming_more_places_than_a_gate_ever_signs_is_not_taken() -> N
     at most (1 + MAX_NAMED) x (1 + MAX_WITHHOLD_RETRIES) applicants of a batch before the screening fails and its
     refusals show. The client takes a signed refusal naming every place of a 4,550-applicant batch at once: the
     whole batch withheld in one round, with no retry left to make it show."""
-    from hpf.federation.client import MAX_WITHHOLD_RETRIES
+    from hpf.client.lookups import MAX_WITHHOLD_RETRIES
     from hpf.node.consent_gate import MAX_NAMED
 
     key = Ed25519PrivateKey.generate()

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hpf.federation.errors import FederationError
-from hpf.federation.person_id import check_char, person_id_array
-from hpf.federation.sealing import (
+from hpf.federation.crypto.sealing import (
     AGREEMENT_KEY,
     AGREEMENT_PUBLIC,
     ID_CHARS,
@@ -27,6 +25,8 @@ from hpf.federation.sealing import (
     read_secret,
     subject_tag,
 )
+from hpf.federation.errors import FederationError
+from hpf.federation.person_id import check_char, person_id_array
 
 IDS: list[str] = person_id_array([310101, 330106, 320102], [19850612, 19790101, 20010129], [17, 248, 999]).tolist()
 QID = "3f" * 16

@@ -12,7 +12,7 @@ from examples import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpf.federation.skellam import (
+from hpf.federation.privacy.skellam import (
     ALPHAS,
     MAX_MU,
     ComponentNoise,

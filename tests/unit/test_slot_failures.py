@@ -11,10 +11,10 @@ import pytest
 from slot_helpers import deposit, node_rows, plain_answer
 
 from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.crypto.he import HALF_PLAIN
+from hpf.federation.crypto.slot_codec import CANARY, FAILED, chunks, decode_totals, encode_partials, failure_chunks
 from hpf.federation.errors import CryptoError, DataError
-from hpf.federation.he import HALF_PLAIN
 from hpf.federation.planner import plan_query
-from hpf.federation.slot_codec import CANARY, FAILED, chunks, decode_totals, encode_partials, failure_chunks
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

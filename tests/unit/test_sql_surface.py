@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from hpf.federation import finish
+from hpf.client import finish
 from hpf.federation.catalog import Catalog, load_catalog
 from hpf.federation.errors import PlanError
 from hpf.federation.planner import engine_tree, plan_query

@@ -10,11 +10,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hpf.federation import masking, statements
-from hpf.federation.dp_plan import DpTerms
+from hpf.federation.crypto import masking
 from hpf.federation.errors import AuthError, CryptoError, PlanError
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.statements import Statement
+from hpf.federation.privacy.dp_plan import DpTerms
+from hpf.federation.trust import statements
+from hpf.federation.trust.statements import Statement
 from hpf.node.replay import ReplayGuard
 
 NODES = ("a", "b", "c")

@@ -1,0 +1,565 @@
+"""Verifiable consent: a person's grant to one grantee, for one purpose and some facts, until an expiry.
+
+A **grant** says: the person committed to by ``commitment`` lets ``grantee`` learn ``facts`` for ``purpose``
+until ``not_after``. It never carries the identifier: ``commitment`` is
+``SHA-256("hpf-consent-person-v1" 0x00 || salt || person id)`` over a random 32-byte salt and the normalised
+identifier (:func:`federation.person_id.validate_person_id`), so only a party that already holds the identifier
+can tell whose grant it is, and two grants of one person do not look alike.
+
+The **grantee** is the SHA-256 of the DER SubjectPublicKeyInfo of the grantee's certificate
+(:func:`grantee_of`), not its common name: the CA may issue a certificate under the same name to another key
+(a new branch, a re-issue after a compromise), and a grant follows the key the person's bank held, which is the
+key a region sees in the TLS handshake. A bank that renews its key asks again; grants are short-lived anyway.
+
+An **issuer** (a centre's consent service) holds an Ed25519 key whose public half the catalog publishes
+(``issuers:``). It grants in batches: the grants are the leaves of one RFC 6962 Merkle tree (leaf data
+domain-separated by ``hpf-consent-grant-v1``), and it signs the batch's root once. A **token** carries its grant,
+the salt that opens the commitment, the leaf's index, the batch size, the root's signature and the inclusion
+path, so a verifier hashes per applicant and checks one signature per batch (verified roots are cached).
+
+A token opens to its person for whoever holds the identifier; it travels sealed with the identifier, like it.
+
+Binary form (big-endian), at most :data:`MAX_TOKEN_BYTES`::
+
+    version 0x01 | issuer (u8 length, ASCII) | batch size u32 | leaf index u32 | root signature (64)
+    | grant: grant id (16) | grantee (32) | purpose (u8 length, ASCII) | facts u16 bit set | not_after u64
+             | commitment (32)
+    | salt (32) | path (u8 count, 32 bytes each)
+
+and as text, its base64url without padding. :func:`parse_token` is total: any bytes give a token or a
+:class:`ConsentError` with code ``CONSENT_MALFORMED``.
+
+>>> key = Ed25519PrivateKey.generate()
+>>> bank = bytes(32)
+>>> tokens = issue_batch(key, "sh-consent", ["11010519491231002X", "110105194912310038"], grantee=bank,
+...                      purpose="loan-review", facts=["duplicate_loans"], not_after=4102444800)
+>>> verifier = ConsentVerifier({"sh-consent": public_raw(key)}, now=lambda: 1767225600)
+>>> text = token_text(tokens[0])
+>>> verifier.check(parse_token_text(text), "11010519491231002x", grantee=bank, purpose="loan-review",
+...                facts=["duplicate_loans"]) is None
+True
+>>> verifier.check(tokens[0], "110105194912310038", grantee=bank, purpose="loan-review", facts=["duplicate_loans"])
+'CONSENT_PERSON_MISMATCH'
+>>> verifier.check(tokens[1], "110105194912310038", grantee=bank, purpose="loan-review", facts=["balance"])
+'CONSENT_FACTS_NOT_GRANTED'
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+import struct
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from hpf.federation.audit import merkle
+from hpf.federation.errors import FederationError, PolicyViolation, error_for_code
+from hpf.federation.lru import Lru
+from hpf.federation.person_id import validate_person_id
+
+VERSION = 1
+# the facts a grant may name and a lookup may ask for, in the order of their bits in a token: append only, never
+# reorder or reuse a bit. What each one releases is federation.crypto.lookup_codec.FACT_FIELDS.
+FACTS: tuple[str, ...] = ("duplicate_loans", "loan_cities", "balance", "contributions", "accounts", "loans")
+_FACT_BIT = {name: 1 << i for i, name in enumerate(FACTS)}
+_ALL_FACT_BITS = (1 << len(FACTS)) - 1
+
+MAX_BATCH = 1 << 20  # grants under one signed root: a path of at most 20 hashes
+MAX_PATH = 20
+MAX_ISSUER_CHARS = 63
+MAX_PURPOSE_CHARS = 64
+GRANT_ID_BYTES = 16
+SALT_BYTES = 32
+SIGNATURE_BYTES = 64
+MAX_TOKEN_BYTES = (
+    1 + (1 + MAX_ISSUER_CHARS) + 4 + 4 + SIGNATURE_BYTES
+    + GRANT_ID_BYTES + 32 + (1 + MAX_PURPOSE_CHARS) + 2 + 8 + 32
+    + SALT_BYTES + 1 + MAX_PATH * merkle.HASH_SIZE
+)  # fmt: skip
+MAX_TOKEN_TEXT = (MAX_TOKEN_BYTES * 4 + 2) // 3
+
+_PERSON_TAG = b"hpf-consent-person-v1\x00"
+_GRANT_TAG = b"hpf-consent-grant-v1\x00"
+_ROOT_TAG = b"hpf-consent-batch-v1\x00"
+ISSUER_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # one DNS label, like a node id
+PURPOSE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # a policy's purpose code
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+# every refusal, in the order the checks run: the code, its public message and how to ask instead
+REFUSALS: dict[str, tuple[str, str]] = {
+    "CONSENT_MALFORMED": ("the consent token cannot be read", "give the token exactly as the consent service wrote it"),
+    "CONSENT_ISSUER_UNKNOWN": (
+        "the consent token's issuer is not one this region accepts",
+        "ask for consent through a consent service the region's policy names",
+    ),
+    "CONSENT_SIGNATURE_INVALID": (
+        "the consent token is not signed by its issuer (forged or altered)",
+        "give the token exactly as the consent service wrote it",
+    ),
+    "CONSENT_GRANTEE_MISMATCH": (
+        "the consent was granted to another party, not to the asker",
+        "only the grantee named in the consent may use it",
+    ),
+    "CONSENT_PURPOSE_MISMATCH": (
+        "the consent was granted for another purpose",
+        "ask with the purpose the person consented to, or ask for a new consent",
+    ),
+    "CONSENT_FACTS_NOT_GRANTED": (
+        "the consent does not cover every fact asked for",
+        "ask only for the facts the person consented to",
+    ),
+    "CONSENT_EXPIRED": ("the consent has expired", "ask the person for a new consent"),
+    "CONSENT_REVOKED": ("the consent has been revoked", "ask the person for a new consent"),
+    "CONSENT_PERSON_MISMATCH": (
+        "the consent is not the consent of this person",
+        "give each person's own token with their identifier",
+    ),
+    "CONSENT_REVOCATIONS_INVALID": (
+        "the region holds no readable revocation list of the consent issuer; none of its consents is accepted "
+        "until it does",
+        "the region's operator names the issuer's newest signed revocation list (consent_revocations:)",
+    ),
+}
+CODES = tuple(REFUSALS)
+
+
+class ConsentError(PolicyViolation):
+    """A consent token that cannot be read, or a refused one (``code`` names the check)."""
+
+    default_code = "CONSENT_MALFORMED"
+
+
+def refusal(code: str, rule: str | None = None) -> FederationError:
+    """The error for a refusal code of :data:`REFUSALS` (of the class its code maps to, wherever it is rebuilt).
+
+    >>> str(refusal("CONSENT_EXPIRED"))
+    '[CONSENT_EXPIRED] the consent has expired (hint: ask the person for a new consent)'
+    >>> refusal("CONSENT_REVOKED").status.name, refusal("CONSENT_REVOCATIONS_INVALID").status.name
+    ('PERMISSION_DENIED', 'FAILED_PRECONDITION')
+    """
+    message, hint = REFUSALS[code]
+    return error_for_code(code, message, hint, rule)
+
+
+# --- grants ------------------------------------------------------------------------------------------------------
+
+
+def commitment(salt: bytes, person_id: str) -> bytes:
+    """The commitment to a normalised identifier under ``salt``; the identifier cannot be read back from it
+    without guessing it.
+
+    >>> commitment(bytes(32), "11010519491231002X").hex()[:16]
+    '5121eacc2947d65f'
+    """
+    return hashlib.sha256(_PERSON_TAG + salt + person_id.encode("ascii", "replace")).digest()
+
+
+def fact_bits(facts: Iterable[str]) -> int:
+    """The bit set of allow-listed fact names; ValueError naming the first unknown one.
+
+    >>> fact_bits(["balance", "duplicate_loans"]), fact_names(5)
+    (5, ('duplicate_loans', 'balance'))
+    """
+    bits = 0
+    for name in facts:
+        if name not in _FACT_BIT:
+            raise ValueError(f"unknown fact {name[:40]!r}: facts are {', '.join(FACTS)}")
+        bits |= _FACT_BIT[name]
+    return bits
+
+
+def fact_names(bits: int) -> tuple[str, ...]:
+    """The fact names of a bit set, in :data:`FACTS` order."""
+    return tuple(name for name, bit in _FACT_BIT.items() if bits & bit)
+
+
+def grantee_of(cert: object) -> bytes:
+    """A grantee's identity: SHA-256 of its certificate's DER SubjectPublicKeyInfo."""
+    from cryptography import x509
+
+    if not isinstance(cert, x509.Certificate):
+        raise TypeError("a grantee is named by its X.509 certificate")
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).digest()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One person's consent: the leaf a batch's root covers."""
+
+    grant_id: bytes
+    grantee: bytes
+    purpose: str
+    facts: int  # bit set over FACTS
+    not_after: int  # Unix seconds: the consent holds up to and including this second
+    commitment: bytes
+
+    def encode(self) -> bytes:
+        purpose = self.purpose.encode("ascii")
+        return b"".join(
+            (
+                self.grant_id,
+                self.grantee,
+                bytes([len(purpose)]),
+                purpose,
+                struct.pack(">HQ", self.facts, self.not_after),
+                self.commitment,
+            )
+        )
+
+    def leaf(self) -> bytes:
+        """The Merkle leaf hash of this grant (domain-separated from every other tree of the federation)."""
+        return merkle.leaf_hash(_GRANT_TAG + self.encode())
+
+
+@dataclass(frozen=True)
+class Token:
+    """What the grantee holds for one person: the grant, its opening and its proof of being in a signed batch."""
+
+    issuer: str
+    batch_size: int
+    index: int
+    signature: bytes
+    grant: Grant
+    salt: bytes
+    path: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        issuer = self.issuer.encode("ascii")
+        return b"".join(
+            (
+                bytes([VERSION, len(issuer)]),
+                issuer,
+                struct.pack(">II", self.batch_size, self.index),
+                self.signature,
+                self.grant.encode(),
+                self.salt,
+                bytes([len(self.path)]),
+                *self.path,
+            )
+        )
+
+
+def root_statement(issuer: str, batch_size: int, root: bytes) -> bytes:
+    """The bytes an issuer signs for a batch: its id, the number of grants and their Merkle root."""
+    name = issuer.encode("ascii")
+    return _ROOT_TAG + bytes([len(name)]) + name + struct.pack(">I", batch_size) + root
+
+
+def token_text(token: Token) -> str:
+    """A token as text: base64url of its binary form, without padding."""
+    return base64.urlsafe_b64encode(token.encode()).rstrip(b"=").decode("ascii")
+
+
+# --- reading a token (total: a Token or CONSENT_MALFORMED) -------------------------------------------------------
+
+
+def _malformed(what: str) -> ConsentError:
+    return ConsentError(f"the consent token is malformed: {what}", code="CONSENT_MALFORMED")
+
+
+_II = struct.Struct(">II")
+_HQ = struct.Struct(">HQ")
+_BEFORE_PURPOSE = 8 + SIGNATURE_BYTES + GRANT_ID_BYTES + 32 + 1  # sizes, signature, grant id, grantee, length
+_AFTER_PURPOSE = 10 + 32 + SALT_BYTES + 1  # facts and expiry, commitment, salt, path count
+
+
+_NAMES: dict[tuple[bytes, re.Pattern[str]], str] = {}  # issuers and purposes read so far (a batch repeats them)
+_MAX_NAMES = 1024
+
+
+def _name(raw: bytes, pattern: re.Pattern[str]) -> str:
+    known = _NAMES.get((raw, pattern))
+    if known is not None:
+        return known
+    if not raw.isascii() or not pattern.fullmatch(text := raw.decode("ascii")):
+        raise _malformed("a malformed issuer or purpose")
+    if len(_NAMES) < _MAX_NAMES:
+        _NAMES[(raw, pattern)] = text
+    return text
+
+
+def parse_token(data: bytes) -> Token:
+    """A token from its binary form; any other input is refused with ``CONSENT_MALFORMED``.
+
+    >>> parse_token(b"\\x02\\x00")
+    Traceback (most recent call last):
+    ...
+    hpf.federation.consent.tokens.ConsentError: [CONSENT_MALFORMED] the consent token is malformed: unknown version
+    """
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise _malformed("not bytes")
+        data = bytes(data)
+    if not 2 <= len(data) <= MAX_TOKEN_BYTES:
+        raise _malformed("too short or too long")
+    if data[0] != VERSION:
+        raise _malformed("unknown version")
+    n = data[1]
+    pos = 2 + n
+    if not 1 <= n <= MAX_ISSUER_CHARS or len(data) < pos + _BEFORE_PURPOSE:
+        raise _malformed("cut short")
+    issuer = _name(data[2:pos], ISSUER_ID)
+    size, index = _II.unpack_from(data, pos)
+    if not (1 <= size <= MAX_BATCH and index < size):
+        raise _malformed("leaf index or batch size out of range")
+    signature = data[pos + 8 : pos + 72]
+    grant_id, grantee = data[pos + 72 : pos + 88], data[pos + 88 : pos + 120]
+    m = data[pos + 120]
+    pos += _BEFORE_PURPOSE
+    if not 1 <= m <= MAX_PURPOSE_CHARS or len(data) < pos + m + _AFTER_PURPOSE:
+        raise _malformed("cut short")
+    purpose = _name(data[pos : pos + m], PURPOSE)
+    pos += m
+    facts, not_after = _HQ.unpack_from(data, pos)
+    if facts == 0 or facts & ~_ALL_FACT_BITS:
+        raise _malformed("no fact, or a fact this version does not know")
+    commit, salt, count = data[pos + 10 : pos + 42], data[pos + 42 : pos + 74], data[pos + 74]
+    pos += _AFTER_PURPOSE
+    if count > MAX_PATH:
+        raise _malformed("inclusion path too long")
+    if len(data) != pos + merkle.HASH_SIZE * count:
+        raise _malformed("cut short, or trailing bytes")
+    step = merkle.HASH_SIZE
+    path = tuple([data[i : i + step] for i in range(pos, len(data), step)])
+    grant = Grant(grant_id, grantee, purpose, facts, not_after, commit)
+    return Token(issuer, size, index, signature, grant, salt, path)
+
+
+def parse_or_none(data: bytes) -> Token | None:
+    """:func:`parse_token`, or None for bytes that are not a token (a verifier refuses None as malformed)."""
+    try:
+        return parse_token(data)
+    except ConsentError:
+        return None
+
+
+def parse_token_text(text: str) -> Token:
+    """A token from its text form (base64url, padding optional); anything else is ``CONSENT_MALFORMED``."""
+    if not isinstance(text, str) or len(text) > MAX_TOKEN_TEXT + 2:
+        raise _malformed("not a token's text, or too long")
+    body = text.strip().rstrip("=")
+    if not body.isascii() or not _B64URL.fullmatch(body) or len(body) % 4 == 1:
+        raise _malformed("not base64url text")
+    try:
+        data = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        raise _malformed("not base64url text") from None
+    return parse_token(data)
+
+
+# --- issuing -----------------------------------------------------------------------------------------------------
+
+
+def public_raw(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    """The raw 32 bytes of an issuer's public key (as the catalog publishes it, in base64)."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def check_terms(issuer: str, grantee: bytes, purpose: str, facts: Iterable[str], not_after: int) -> int:
+    """ValueError unless these are terms a token can carry; the facts' bit set otherwise."""
+    if not ISSUER_ID.fullmatch(issuer):
+        raise ValueError("an issuer id is lower-case letters, digits and '-' (e.g. shanghai-consent)")
+    if len(grantee) != 32:
+        raise ValueError("a grantee is the 32-byte SHA-256 of its certificate's public key")
+    if not PURPOSE.fullmatch(purpose):
+        raise ValueError("a purpose code is lower-case letters, digits, '-' and '_' (e.g. loan-review)")
+    bits = fact_bits(facts)
+    if not bits:
+        raise ValueError(f"name at least one fact: {', '.join(FACTS)}")
+    if not 0 <= not_after < 1 << 63:
+        raise ValueError("the expiry is out of range")
+    return bits
+
+
+def issue_batch(
+    key: Ed25519PrivateKey,
+    issuer: str,
+    person_ids: Sequence[str],
+    *,
+    grantee: bytes,
+    purpose: str,
+    facts: Iterable[str],
+    not_after: int,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> list[Token]:
+    """One token per person, in order, under one signed root. Every identifier must be valid
+    (``PERSON_ID_INVALID`` otherwise, never naming it)."""
+    bits = check_terms(issuer, grantee, purpose, facts, not_after)
+    if not 1 <= len(person_ids) <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH} grants")
+    salts, grants = [], []
+    for pid in person_ids:
+        salt = random_bytes(SALT_BYTES)
+        salts.append(salt)
+        grant_id = random_bytes(GRANT_ID_BYTES)
+        grants.append(Grant(grant_id, grantee, purpose, bits, not_after, commitment(salt, validate_person_id(pid))))
+    tree = merkle.MerkleTree(g.leaf() for g in grants)
+    size = len(grants)
+    signature = key.sign(root_statement(issuer, size, tree.root()))
+    return [
+        Token(issuer, size, i, signature, grant, salt, tuple(tree.inclusion_proof(i)))
+        for i, (grant, salt) in enumerate(zip(grants, salts, strict=True))
+    ]
+
+
+# --- verifying ---------------------------------------------------------------------------------------------------
+
+
+class Revocations(Protocol):
+    """What a verifier asks about one issuer's revoked grants (see :mod:`federation.consent.revocations`)."""
+
+    def revoked(self, grant_id: bytes) -> bool | None:
+        """Whether the grant is revoked; None when the list in force cannot be used (refuse everything)."""
+
+
+_REMEMBER_FROM_STEP = 3  # proven nodes 4 levels or more above the leaves are remembered: ~1/8 node per grant
+# memory: at most 2**14 proven nodes per batch (enough for a batch of 2**17 grants), about 1.5 MB, for at most
+# ``cache_size`` batches (64 by default: a region's verifier stays under about 100 MB whatever it is sent)
+_MAX_KNOWN_NODES = 1 << 14
+_sha256 = hashlib.sha256
+
+
+@dataclass
+class _Batch:
+    """A batch whose root signature a verifier has checked, and the nodes it has proven in it since."""
+
+    root: bytes
+    valid: bool
+    nodes: set[bytes]
+
+
+class ConsentVerifier:
+    """Checks tokens against the issuers a policy accepts (id -> raw Ed25519 public key), their revocation lists
+    and the clock. Thread-safe; each batch root's signature is checked once and remembered."""
+
+    def __init__(
+        self,
+        issuers: Mapping[str, bytes],
+        revocations: Mapping[str, Revocations] | None = None,
+        *,
+        now: Callable[[], float] = time.time,
+        cache_size: int = 64,
+        lists_required: bool = False,
+    ) -> None:
+        self._keys = {name: Ed25519PublicKey.from_public_bytes(raw) for name, raw in issuers.items()}
+        self._revocations = dict(revocations or {})
+        self._now = now
+        # a region accepts an issuer's consents only with that issuer's revocation list: without one, a revoked
+        # grant would pass (a client checking tokens itself holds no lists, and says nothing of revocation)
+        self._lists_required = lists_required
+        self._batches = Lru[tuple[str, int, bytes], _Batch](cache_size)
+
+    def _proven(self, token: Token, leaf: bytes) -> bool:
+        """Whether ``leaf`` is in a batch its issuer signed: its path climbs to a node already proven in that batch
+        or to the root, whose signature is checked once per batch. A forged path climbs to neither."""
+        if not 0 <= token.index < token.batch_size:
+            return False
+        key = (token.issuer, token.batch_size, token.signature)
+        batch = self._batches.get(key)
+        known: set[bytes] = batch.nodes if batch is not None and batch.valid else set()
+        acc, climbed = leaf, list[bytes]()
+        fn, sn = token.index, token.batch_size - 1  # RFC 9162 §2.1.3.2, stopping at a node already proven
+        for step, sibling in enumerate(token.path):
+            if sn == 0:
+                return False
+            if fn & 1 or fn == sn:
+                acc = _sha256(b"\x01" + sibling + acc).digest()
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+            else:
+                acc = _sha256(b"\x01" + acc + sibling).digest()
+            fn >>= 1
+            sn >>= 1
+            if acc in known:  # every node climbed through is proven too
+                if len(known) < _MAX_KNOWN_NODES:
+                    known.update(climbed)
+                return True
+            if step >= _REMEMBER_FROM_STEP:
+                climbed.append(acc)
+        if sn != 0:
+            return False
+        if batch is None:
+            try:
+                self._keys[token.issuer].verify(token.signature, root_statement(token.issuer, token.batch_size, acc))
+                batch = _Batch(acc, True, set())
+            except InvalidSignature:
+                batch = _Batch(acc, False, set())
+            self._batches.put(key, batch)
+        elif batch.root != acc:  # the batch's signature with another root: checked
+            try:
+                self._keys[token.issuer].verify(token.signature, root_statement(token.issuer, token.batch_size, acc))
+            except InvalidSignature:
+                return False
+            if batch.valid:  # pragma: no cover - two roots under one Ed25519 signature: never remembered
+                return True
+            # a forgery came first and was remembered as invalid: the signed root replaces it, or every honest
+            # token of the batch would pay a signature check
+            batch = _Batch(acc, True, set())
+            self._batches.put(key, batch)
+        if batch.valid and len(batch.nodes) < _MAX_KNOWN_NODES:
+            batch.nodes.update(climbed)
+        return batch.valid
+
+    def check(
+        self,
+        token: Token | bytes | None,
+        person_id: str,
+        *,
+        grantee: bytes,
+        purpose: str,
+        facts: Iterable[str],
+        at: float | None = None,
+    ) -> str | None:
+        """None when ``token`` lets ``grantee`` learn ``facts`` about ``person_id`` for ``purpose`` at time ``at``
+        (seconds; default now), else the code of the first check that fails (in :data:`REFUSALS` order). A region
+        judges expiry at the time the asker signed the request, which it holds to its own clock within the
+        replay window: a request held back in transit cannot outlive the consents it carries. Never raises for a
+        bad token."""
+        if not isinstance(token, Token):
+            token = None if token is None else parse_or_none(token)
+            if token is None:
+                return "CONSENT_MALFORMED"
+        if token.issuer not in self._keys:
+            return "CONSENT_ISSUER_UNKNOWN"
+        grant = token.grant
+        leaf = grant.leaf()
+        if not self._proven(token, leaf):
+            return "CONSENT_SIGNATURE_INVALID"
+        if not hmac.compare_digest(grant.grantee, grantee):
+            return "CONSENT_GRANTEE_MISMATCH"
+        if grant.purpose != purpose:
+            return "CONSENT_PURPOSE_MISMATCH"
+        try:
+            wanted = fact_bits(facts)
+        except ValueError:
+            return "CONSENT_FACTS_NOT_GRANTED"
+        if wanted & ~grant.facts:
+            return "CONSENT_FACTS_NOT_GRANTED"
+        if (self._now() if at is None else at) > grant.not_after:
+            return "CONSENT_EXPIRED"
+        revocations = self._revocations.get(token.issuer)
+        if revocations is None and self._lists_required:
+            return "CONSENT_REVOCATIONS_INVALID"
+        if revocations is not None:
+            revoked = revocations.revoked(grant.grant_id)
+            if revoked is None:
+                return "CONSENT_REVOCATIONS_INVALID"
+            if revoked:
+                return "CONSENT_REVOKED"
+        person = person_id.strip().upper() if isinstance(person_id, str) else ""
+        if not hmac.compare_digest(commitment(token.salt, person), grant.commitment):
+            return "CONSENT_PERSON_MISMATCH"
+        return None
