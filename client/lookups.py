@@ -49,8 +49,9 @@ MAX_WITHHOLD_RETRIES = 8
 
 
 def read_tokens(tokens: Sequence[str] | None, people: int) -> list[bytes] | None:
-    """Consent tokens in text form, one per person, as the binary form sealed with the identifiers; an empty cell
-    or text that is not a token becomes ``b""``, which the client's own check refuses as ``CONSENT_MALFORMED``."""
+    """Consent tokens in text form, one per person, in the binary form sealed with the identifiers (parsed once,
+    by the client's own check, :meth:`LookupClient.consent_refusals`); an empty cell or text that is not base64url
+    becomes ``b""``, which that check refuses as ``CONSENT_MALFORMED``, as it refuses bytes that are no token."""
     if tokens is None:
         return None
     if len(tokens) != people:
@@ -58,7 +59,7 @@ def read_tokens(tokens: Sequence[str] | None, people: int) -> list[bytes] | None
     out = []
     for text in tokens:
         try:
-            out.append(consent_codec.parse_token_text(text).encode())
+            out.append(consent_codec.token_bytes(text))
         except consent_codec.ConsentError:
             out.append(b"")
     return out

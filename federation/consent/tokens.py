@@ -346,16 +346,21 @@ def parse_or_none(data: bytes) -> Token | None:
 
 def parse_token_text(text: str) -> Token:
     """A token from its text form (base64url, padding optional); anything else is ``CONSENT_MALFORMED``."""
+    return parse_token(token_bytes(text))
+
+
+def token_bytes(text: str) -> bytes:
+    """The binary form of a token's text (base64url, padding optional), not yet parsed (:func:`parse_token` or a
+    verifier's check reads it); text that is not base64url, or too long for a token, is ``CONSENT_MALFORMED``."""
     if not isinstance(text, str) or len(text) > MAX_TOKEN_TEXT + 2:
         raise _malformed("not a token's text, or too long")
     body = text.strip().rstrip("=")
     if not body.isascii() or not _B64URL.fullmatch(body) or len(body) % 4 == 1:
         raise _malformed("not base64url text")
     try:
-        data = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
         raise _malformed("not base64url text") from None
-    return parse_token(data)
 
 
 # --- issuing -----------------------------------------------------------------------------------------------------
