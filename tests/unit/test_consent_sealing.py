@@ -100,6 +100,32 @@ def test_a_malformed_token_section_is_refused(region: AgreementKey) -> None:
         assert refused.value.code == "LOOKUP_SEAL_INVALID"
 
 
+@pytest.mark.parametrize(
+    "padding",
+    [b"\x01", b"\x00" * 100 + b"\x80", bytes(CONSENT_PAD_BYTES), bytes(3 * CONSENT_PAD_BYTES)],
+    ids=["one byte set", "a byte set after zeros", "a whole pad too many", "three pads too many"],
+)
+def test_padding_other_than_a_few_zeros_is_refused(region: AgreementKey, padding: bytes) -> None:
+    """The tokens' padding is zeros, fewer than CONSENT_PAD_BYTES of them: a section padded otherwise is refused
+    even when the commitment covers its tokens as an honest client's does (only the padding is wrong)."""
+    import hpf.federation.crypto.sealing as sealing
+
+    tokens_part = b"".join(len(t).to_bytes(2, "big") + t for t in TOKENS)
+    one_time = OneTimeKey()
+    blob = one_time.seal(IDS, region.public, QID, NODE, TOKENS)
+    commitment = one_time.commitment(IDS, TOKENS)
+    for section, refused in ((tokens_part + bytes(7), False), (tokens_part + padding, True)):
+        shared = sealing.ChaCha20Poly1305(one_time._consent_key).encrypt(
+            sealing._NONCE, section, sealing._CONSENT_AAD + QID.encode()
+        )
+        if not refused:  # zeros, fewer than a pad: the honest form opens
+            assert region.open_with_tokens(blob, one_time.public, QID, NODE, len(IDS), commitment, shared)[1] == TOKENS
+            continue
+        with pytest.raises(FederationError) as err:
+            region.open_with_tokens(blob, one_time.public, QID, NODE, len(IDS), commitment, shared)
+        assert err.value.code == "LOOKUP_SEAL_INVALID"
+
+
 def test_sealing_refuses_tokens_that_do_not_fit(region: AgreementKey) -> None:
     with pytest.raises(ValueError):
         OneTimeKey().commitment(IDS, TOKENS[:2])
