@@ -42,7 +42,6 @@ LONG_FUNCTIONS = {
     "client/federation_client.py::query",
     "client/lookups.py::_ask",
     "client/lookups.py::screen",
-    "federation/planner/split.py::split_query",
     "federation/planner/totality.py::_kind",
     "node/backends/duckdb_backend.py::__init__",
     "node/server.py::start_node",
