@@ -29,9 +29,6 @@ LONG_MODULES = {
     "federation/trust/pki.py",
     "federation/trust/tls.py",
     "node/backends/duckdb_backend.py",
-    "policies/engine.py",
-    "policies/loader.py",
-    "policies/model.py",
 }
 LONG_FUNCTIONS = {
     "cli/audit.py::receipts_command",
@@ -45,7 +42,6 @@ LONG_FUNCTIONS = {
     "federation/planner/totality.py::_kind",
     "node/backends/duckdb_backend.py::__init__",
     "node/server.py::start_node",
-    "policies/engine.py::check_lookup",
 }
 
 
