@@ -25,7 +25,6 @@ LONG_MODULES = {
     "federation/consent/tokens.py",
     "federation/crypto/lookup_codec.py",
     "federation/crypto/sealing.py",
-    "federation/planner/totality.py",
     "federation/trust/pki.py",
     "federation/trust/tls.py",
     "node/backends/duckdb_backend.py",
@@ -39,7 +38,6 @@ LONG_FUNCTIONS = {
     "client/federation_client.py::query",
     "client/lookups.py::_ask",
     "client/lookups.py::screen",
-    "federation/planner/totality.py::_kind",
     "node/backends/duckdb_backend.py::__init__",
     "node/server.py::start_node",
 }
