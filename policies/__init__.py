@@ -6,10 +6,13 @@ base any catalog's policy can start from, or ``hpf:default``, the demo federatio
 against it, after the shared planner's own rules (identifier columns only in a WHERE equality,
 additive aggregates only, declared group-by domains).
 
-- :mod:`policies.model`: the file format and its validation;
+- :mod:`policies.model`: the file format and its validation; :mod:`policies.fields` its values (uses, names,
+  codes), :mod:`policies.asker_rules` its ``askers`` rules (who may ask from where);
 - :mod:`policies.loader`: reading a file, ``extends``, errors that name the file and line;
+  :mod:`policies.cross_checks` what a policy says across its fields, and against the catalog;
 - :mod:`policies.uses`: how a plan uses each column (filter, group, output, aggregate), judged fail-closed;
-- :mod:`policies.engine`: checking a plan for an asker;
+- :mod:`policies.engine`: checking a question or a lookup for an asker, by the stages of
+  :mod:`policies.query_stages` and :mod:`policies.lookup_stages` (:mod:`policies.refusals`: what a refusal says);
 - :mod:`policies.rate_limit`: per-identity rate limits.
 """
 

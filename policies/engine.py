@@ -39,42 +39,33 @@ query, an explain and a lookup): ``POLICY_ASKER_REGION`` when the policy's ``ask
 province, or when the certificate names no home region. A refusal, like every ``POLICY_`` one, fails the whole
 question: the coordinator never answers it without the refusing region.
 
-How columns are used is worked out by :mod:`policies.uses`; :class:`policies.rate_limit.RateLimiter` adds
-``POLICY_RATE_LIMITED``.
+The checks after the asker's are stages, each small and named, run in order by one loop:
+:mod:`policies.query_stages` for a query, :mod:`policies.lookup_stages` for a lookup. How columns are used is
+worked out by :mod:`policies.uses`; :class:`policies.rate_limit.RateLimiter` adds ``POLICY_RATE_LIMITED``.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from hpf.federation.catalog import Catalog, Column, ColumnClass
+from hpf.federation.catalog import Catalog
 from hpf.federation.consent.tokens import FACTS
 from hpf.federation.errors import PolicyViolation
 from hpf.federation.plan import Plan
 from hpf.federation.regions import PROVINCES, province_of
-from hpf.policies.model import SAME, USES, WILDCARD, Policy, Privacy, RolePolicy, TablePolicy
-from hpf.policies.uses import PlanUses, analyse
+from hpf.policies.asker_rules import SAME
+from hpf.policies.fields import WILDCARD
+from hpf.policies.lookup_stages import LOOKUP_STAGES, LookupCheck
+from hpf.policies.model import Policy, Privacy, RolePolicy, TablePolicy
+from hpf.policies.query_stages import QUERY_STAGES, QueryCheck, terms
+from hpf.policies.refusals import show
+from hpf.policies.uses import analyse
 
-USE_PHRASES = {
-    "output": "in the output",
-    "filter": "in a filter",
-    "group": "as a group key",
-    "aggregate": "inside an aggregate",
-}
-COMPUTED_NOTE = (
-    "a comparison or a function of a column counts as a filter on it; so does a large literal factor or a CAST to "
-    "anything but HUGEINT, DOUBLE or DECIMAL(38, s)"
-)
-SHAPE_HINT = (
-    "write it as AGG(x) FILTER (WHERE cond) or CASE WHEN cond THEN x END (no ELSE), so the minimum group size "
-    "applies to the rows it covers"
-)
 ROLE_HINTS = {
     "auditor": "auditors run no data queries: read and verify a node's audit log with `hpf audit`",
 }
-_SHOWABLE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # matched whole
+OPERATION_PHRASES = {"query": "aggregate questions", "explain": "explains", "lookup": "person lookups"}
 
 
 @dataclass(frozen=True)
@@ -97,24 +88,7 @@ class Decision:
     privacy_rule: str = ""  # where ``privacy`` was written (e.g. roles.analyst.privacy)
 
 
-# -- the check -----------------------------------------------------------------------------------------
-
-
-def _show(value: str) -> str:
-    """A client-given code, quoted if it looks like a code, else not echoed."""
-    return repr(value) if _SHOWABLE.fullmatch(value) else "given"
-
-
-def _uses_for(
-    policy: Policy, role_name: str, role: RolePolicy, table_key: str, table: TablePolicy, column: str, cls: ColumnClass
-) -> tuple[set[str], str]:
-    """The uses allowed for one column, and the rule that says so."""
-    if column in table.columns:
-        return set(table.columns[column]), f"roles.{role_name}.tables.{table_key}.columns.{column}"
-    if cls in role.classes:
-        return set(role.classes[cls]), f"roles.{role_name}.classes.{cls.value}"
-    return set(policy.classes.get(cls, [])), f"classes.{cls.value}"
-
+# -- the checks ----------------------------------------------------------------------------------------
 
 Refuse = Callable[[str, str, str, str], PolicyViolation]
 
@@ -135,14 +109,11 @@ def _role(policy: Policy, asker: Asker, refuse: Refuse) -> RolePolicy:
         name = asker.role
         raise refuse(
             "POLICY_ROLE_DENIED",
-            f"role {_show(name) if name else '(none)'} may not query this node",
+            f"role {show(name) if name else '(none)'} may not query this node",
             "roles",
             ROLE_HINTS.get(name, f"roles that may query this node: {', '.join(policy.roles) or 'none'}"),
         )
     return role
-
-
-OPERATION_PHRASES = {"query": "aggregate questions", "explain": "explains", "lookup": "person lookups"}
 
 
 def _place(code: str | None) -> str:
@@ -197,7 +168,7 @@ def check_asker_home(
         "POLICY_ASKER_REGION",
         f"this node admits {what} {rule.summary()}"
         + (f" (its own: {_place(here_code)})" if SAME in rule.provinces and here_province else "")
-        + f"; the asker's home region {_show(home)} is in {_place(home_code)}",
+        + f"; the asker's home region {show(home)} is in {_place(home_code)}",
         rule_path,
         "ask this node's operators which centres it admits"
         + ("; the catalog gives this node no code, so it has no province of its own" if unplaced else "")
@@ -247,7 +218,7 @@ def check_asker(
     if required and purpose not in required:
         raise refuse(
             "POLICY_PURPOSE_NOT_ALLOWED",
-            f"the {_show(purpose)} purpose does not allow role {role_name} to query {table_name}",
+            f"the {show(purpose)} purpose does not allow role {role_name} to query {table_name}",
             purpose_rule,
             f"purposes that allow it: {', '.join(required)}",
         )
@@ -255,7 +226,7 @@ def check_asker(
         known = ", ".join(policy.purposes) or "none"
         raise refuse(
             "POLICY_PURPOSE_UNKNOWN",
-            f"purpose {_show(purpose)} is not one this node recognises",
+            f"purpose {show(purpose)} is not one this node recognises",
             "purposes",
             f"purposes this node recognises: {known}",
         )
@@ -275,143 +246,6 @@ def check_asker(
     return role, table_key, table, allowed
 
 
-@dataclass
-class _Query:
-    """What the stages of :func:`check_query` judge, and what they have allowed so far (the rules, in order)."""
-
-    policy: Policy
-    plan: Plan
-    refuse: Refuse
-    party: str
-    role_name: str
-    role: RolePolicy
-    table_key: str
-    table: TablePolicy
-    table_rule: str
-    columns: Mapping[str, Column]
-    analysis: PlanUses
-    allowed: list[str]
-
-    def decision(self, min_group_size: int, privacy: Privacy, privacy_rule: str) -> Decision:
-        return Decision(
-            min_group_size=min_group_size,
-            role=self.role_name,
-            rules=tuple(f"{self.party}: {r}" for r in dict.fromkeys(self.allowed)),
-            privacy=privacy,
-            privacy_rule=privacy_rule,
-        )
-
-
-def _aggregates_allowed(q: _Query) -> None:
-    """``POLICY_AGGREGATE_DENIED``: every aggregate function is one of the role's ``aggregates``."""
-    for aggregate in q.plan.aggregates:
-        if aggregate.func not in q.role.aggregates:
-            raise q.refuse(
-                "POLICY_AGGREGATE_DENIED",
-                f"aggregate {aggregate.func.upper()} is not allowed for role {q.role_name}",
-                f"roles.{q.role_name}.aggregates",
-                f"aggregates role {q.role_name} may use: {', '.join(a.upper() for a in q.role.aggregates) or 'none'}",
-            )
-    if q.plan.aggregates:
-        q.allowed.append(f"roles.{q.role_name}.aggregates")
-
-
-def _column_use_refusal(
-    q: _Query, column: str, cls: ColumnClass, use: str, may: Collection[str], rule: str
-) -> PolicyViolation:
-    """``POLICY_COLUMN_DENIED`` for ``column`` used as ``use`` where it may be used only as ``may``."""
-    can = ", ".join(USE_PHRASES[u] for u in USES if u in may)
-    hint = f"column {column} may be used here only {can}" if can else f"leave column {column} out"
-    message = f"column {column} ({cls.value}) may not be used {USE_PHRASES[use]}"
-    factor = q.analysis.factors.get(column) if use == "filter" else None
-    if factor is not None:  # a product that weighs by a condition filters on its factors
-        square = " (the square a variance sums)" if factor.squared else ""
-        message += f": it is a factor of a product{square} that {factor.what()}, which counts as a filter"
-        hint += f"; {factor.hint()}"
-    elif use == "filter" and column in q.analysis.computed:
-        hint += f" ({COMPUTED_NOTE})"
-    return q.refuse("POLICY_COLUMN_DENIED", message, rule, hint)
-
-
-def _columns_allowed(q: _Query) -> None:
-    """``POLICY_COLUMN_DENIED`` / ``POLICY_COLUMN_UNCLASSIFIED``: every column is the table's, has a class, and is
-    used only as its class (or its own entry) allows."""
-    uses = q.analysis.uses
-    for column in sorted(uses):
-        spec = q.columns.get(column)
-        if spec is None:  # not from this catalog's table: nothing allows it
-            raise q.refuse(
-                "POLICY_COLUMN_DENIED",
-                f"column {column} is not a column of {q.plan.table} in this node's catalog",
-                q.table_rule,
-                "the coordinator and this node may hold different catalogs",
-            )
-        cls = spec.column_class
-        if cls is None:  # every policy refuses it, whatever it says (a column entry too): uses come from a class
-            raise q.refuse(
-                "POLICY_COLUMN_UNCLASSIFIED",
-                f"column {column} of {q.plan.table} has no class in this node's catalog, so no policy allows it",
-                "classes",
-                f"an operator must classify it first: set class: (one of {', '.join(c.value for c in ColumnClass)}) "
-                f"for tables.{q.plan.table}.columns.{column} in the catalog every party holds",
-            )
-        may, rule = _uses_for(q.policy, q.role_name, q.role, q.table_key, q.table, column, cls)
-        for use in USES:
-            if use in uses[column] and use not in may:
-                raise _column_use_refusal(q, column, cls, use, may, rule)
-        q.allowed.append(rule)
-
-
-def _shapes_allowed(q: _Query, k: int, k_rule: str) -> None:
-    """With k > 1: ``POLICY_AGGREGATE_PRODUCT`` and ``POLICY_AGGREGATE_SHAPE``, the aggregates whose argument
-    would count rows the minimum group size does not see."""
-    if k <= 1:
-        return
-    for aggregate in q.plan.aggregates:
-        product = q.analysis.products.get(aggregate.count)
-        if product is None and aggregate.sumsq is not None:  # a variance sums its argument's square too
-            product = q.analysis.products.get(aggregate.sumsq)
-        if product is not None:
-            func = aggregate.func.upper()
-            raise q.refuse(
-                "POLICY_AGGREGATE_PRODUCT",
-                f"{product.subject(func)} a product that {product.what()}: {product.why(k)}",
-                k_rule,
-                product.hint(func),
-            )
-        if aggregate.count in q.analysis.uncountable:
-            raise q.refuse(
-                "POLICY_AGGREGATE_SHAPE",
-                f"the argument of {aggregate.func.upper()} computes a condition as a value: it would count "
-                f"rows that the minimum group size ({k}) does not see",
-                k_rule,
-                SHAPE_HINT,
-            )
-
-
-def _terms(q: _Query) -> Decision:
-    """The answer's privacy terms: DP (noise on every cell replaces withholding, so k is 1), or exact with the
-    minimum group size k, whose shapes are checked; the table's terms where it has them, else the role's."""
-    if q.table.privacy is not None:
-        privacy, privacy_rule = q.table.privacy, f"{q.table_rule}.privacy"
-    else:
-        privacy, privacy_rule = q.role.privacy, f"roles.{q.role_name}.privacy"
-    if q.table.min_group_size is not None:
-        k, k_rule = q.table.min_group_size, f"{q.table_rule}.min_group_size"
-    else:
-        k, k_rule = q.role.min_group_size, f"roles.{q.role_name}.min_group_size"
-    if privacy.mode == "dp":  # noise on every cell replaces withholding: whether a cell is withheld tells its count
-        q.allowed.append(privacy_rule)
-        return q.decision(1, privacy, privacy_rule)
-    _shapes_allowed(q, k, k_rule)
-    q.allowed.append(k_rule)
-    return q.decision(k, Privacy(), privacy_rule)  # exact
-
-
-# the stages of a query's check after the asker's (check_asker), in order; the last gives the decision
-QUERY_STAGES: tuple[Callable[[_Query], None], ...] = (_aggregates_allowed, _columns_allowed)
-
-
 def check_query(
     policy: Policy,
     catalog: Catalog,
@@ -423,27 +257,33 @@ def check_query(
     party: str,
 ) -> Decision:
     """Allow the request (a Decision) or raise PolicyViolation naming the rule that refused and how to ask: the
-    asker's role, table, purpose and consent (:func:`check_asker`), then :data:`QUERY_STAGES`, then the
-    privacy terms (:func:`_terms`)."""
+    asker's role, table, purpose and consent (:func:`check_asker`), then
+    :data:`~policies.query_stages.QUERY_STAGES`, then the privacy terms (:func:`~policies.query_stages.terms`)."""
     role, table_key, table, allowed = check_asker(policy, plan.table, asker, purpose, consent, party=party)
     columns = catalog.tables[plan.table].columns if plan.table in catalog.tables else {}
-    q = _Query(
+    q = QueryCheck(
         policy=policy,
         plan=plan,
-        refuse=_refuser(party),
+        columns=columns,
+        analysis=analyse(plan, columns=columns),
         party=party,
         role_name=asker.role,
         role=role,
         table_key=table_key,
         table=table,
         table_rule=f"roles.{asker.role}.tables.{table_key}",
-        columns=columns,
-        analysis=analyse(plan, columns=columns),
         allowed=allowed,
     )
     for stage in QUERY_STAGES:
         stage(q)
-    return _terms(q)
+    k, privacy, privacy_rule = terms(q)
+    return Decision(
+        min_group_size=k,
+        role=asker.role,
+        rules=tuple(f"{party}: {r}" for r in dict.fromkeys(q.allowed)),
+        privacy=privacy,
+        privacy_rule=privacy_rule,
+    )
 
 
 def check_lookup(
@@ -461,98 +301,37 @@ def check_lookup(
     facts: Sequence[str] = FACTS,
 ) -> Decision:
     """Allow a person lookup of ``subjects`` identifiers asking for ``facts`` (a Decision) or raise
-    PolicyViolation with its rule.
+    PolicyViolation with its rule: the asker's role, whether it looks people up at all, then
+    :data:`~policies.lookup_stages.LOOKUP_STAGES`.
 
     ``asked`` are the regions the lookup asks and ``everyone`` the catalog's (both None: every region). An answer
     from only some regions shows their own figures, so it is judged as a per-city answer (``breakdown``), except
     every region but the asker's home where the role's lookups say ``exclude_home`` and two or more remain.
     """
-
     refuse = _refuser(party)
-    role_name = asker.role
     role = _role(policy, asker, refuse)
-    lookups = role.lookups
-    base = f"roles.{role_name}.lookups"
-    if lookups is None:
+    if role.lookups is None:
         allowed = ", ".join(n for n, r in policy.roles.items() if r.lookups is not None) or "none"
         raise refuse(
             "POLICY_LOOKUP_DENIED",
-            f"role {role_name} may not look people up at this node",
-            base,
+            f"role {asker.role} may not look people up at this node",
+            f"roles.{asker.role}.lookups",
             f"roles that may look people up here: {allowed}",
         )
-    if unclassified:  # what every lookup reads: no policy allows a column without a class, its lookups neither
-        table, _, column = unclassified[0].partition(".")
-        raise refuse(
-            "POLICY_COLUMN_UNCLASSIFIED",
-            f"a person lookup reads column {column} of {table}, which has no class in this node's catalog, so no "
-            "policy allows it",
-            "classes",
-            f"an operator must classify it first: set class: (one of {', '.join(c.value for c in ColumnClass)}) "
-            f"for tables.{table}.columns.{column} in the catalog every party holds",
-        )
-    purposes = " | ".join(lookups.purposes)
-    if not purpose:
-        raise refuse(
-            "POLICY_PURPOSE_REQUIRED",
-            "a person lookup needs a purpose",
-            f"{base}.purposes",
-            f"give --purpose {purposes}",
-        )
-    if purpose not in policy.purposes:
-        raise refuse(
-            "POLICY_PURPOSE_UNKNOWN",
-            f"purpose {_show(purpose)} is not declared by this node",
-            "purposes",
-            f"purposes for a lookup here: {purposes}",
-        )
-    if purpose not in lookups.purposes:
-        raise refuse(
-            "POLICY_PURPOSE_NOT_ALLOWED",
-            f"purpose {purpose!r} does not allow a person lookup by role {role_name}",
-            f"{base}.purposes",
-            f"purposes for a lookup here: {purposes}",
-        )
-    not_allowed = [f for f in facts if f not in lookups.facts]
-    if not_allowed:
-        raise refuse(
-            "POLICY_FACTS_NOT_ALLOWED",
-            f"role {role_name} may not receive {', '.join(_show(f) for f in not_allowed)} from a person lookup at "
-            "this node",
-            f"{base}.facts",
-            f"facts for role {role_name} here: {', '.join(lookups.facts)} (hpf lookup/screen --facts)",
-        )
-    if lookups.consent == "required" and not consent:
-        raise refuse(
-            "POLICY_CONSENT_REQUIRED",
-            "a person lookup needs the person's consent reference",
-            f"{base}.consent",
-            "give --consent REF: the reference of the consent record",
-        )
-    if subjects > lookups.max_subjects:
-        raise refuse(
-            "POLICY_LOOKUP_TOO_MANY",
-            f"{subjects} people in one request; role {role_name} may ask about {lookups.max_subjects} at a time",
-            f"{base}.max_subjects",
-            f"send at most {lookups.max_subjects} per request",
-        )
-    per_city = " | ".join(lookups.breakdown) or "none"
-    if breakdown and purpose not in lookups.breakdown:
-        raise refuse(
-            "POLICY_BREAKDOWN_DENIED",
-            f"this node does not show its own figures for purpose {purpose!r}; only federation-wide totals",
-            f"{base}.breakdown",
-            f"ask without --by-city; purposes with a per-city answer here: {per_city}",
-        )
-    if asked is not None and everyone is not None and set(asked) != set(everyone):
-        but_home = set(everyone) - {asker.region}
-        home_left_out = set(asked) == but_home and len(but_home) < len(everyone)
-        if not (lookups.exclude_home and home_left_out and len(but_home) >= 2) and purpose not in lookups.breakdown:
-            raise refuse(
-                "POLICY_BREAKDOWN_DENIED",
-                "a lookup that leaves regions out shows the figures of those it asks; for purpose "
-                f"{purpose!r} this node gives only federation-wide totals",
-                f"{base}.exclude_home" if home_left_out else f"{base}.breakdown",
-                "ask every region" + ("" if lookups.exclude_home else " (this role may not leave its home out)"),
-            )
-    return Decision(min_group_size=1, role=role_name, rules=(f"{base}.purposes",))
+    check = LookupCheck(
+        policy=policy,
+        party=party,
+        role_name=asker.role,
+        lookups=role.lookups,
+        facts=tuple(facts),
+        purpose=purpose,
+        consent=consent,
+        subjects=subjects,
+        breakdown=breakdown,
+        home=asker.region,
+        regions=(asked, everyone) if asked is not None and everyone is not None else None,
+        unclassified=unclassified,
+    )
+    for stage in LOOKUP_STAGES:
+        stage(check)
+    return Decision(min_group_size=1, role=asker.role, rules=(f"{check.base}.purposes",))

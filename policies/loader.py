@@ -20,7 +20,6 @@ merged along ``extends`` with the values, and looked up for each pydantic error 
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +33,9 @@ from hpf.federation.catalog import Catalog
 from hpf.federation.config_files import BoundedLoader, YamlTooComplex, duplicate_keys, field_path, read_bytes
 from hpf.federation.errors import ConfigError
 from hpf.policies import DEFAULT_POLICY, PACKAGED_POLICIES, PACKAGED_PREFIX
-from hpf.policies.model import SAME, WILDCARD, Loc, Policy, consent_problems, reference_problems, written_at
+from hpf.policies.cross_checks import catalog_problems, consent_problems, reference_problems
+from hpf.policies.fields import Loc, written_at
+from hpf.policies.model import Policy
 
 __all__ = ["DEFAULT_POLICY", "PolicyCheck", "check_against_catalog", "check_policy", "load_policy", "policy_path"]
 
@@ -134,117 +135,17 @@ def check_policy(path: Path | str, catalog: Catalog | None = None) -> PolicyChec
     free_text = [f"{where(loc)}: {field_path(loc)}: {msg}" for loc, msg in consent_problems(plain)]
     checked.add(free_text, _CONSENT_HINT)
     if catalog is not None:
-        checked.add(_catalog_problems(plain, where, catalog), "compare the policy with the catalog")
+        checked.add(catalog_problems(plain, where, catalog), "compare the policy with the catalog")
     return checked
 
 
 def check_against_catalog(policy: Policy, catalog: Catalog) -> list[str]:
     """Tables and columns the policy names that the catalog lacks, each as ``FILE:LINE: path: problem``."""
-    return _catalog_problems(policy.model_dump(), lambda loc: policy.where(*loc), catalog)
+    return catalog_problems(policy.model_dump(), lambda loc: policy.where(*loc), catalog)
 
 
 def _where(index: dict[Loc, tuple[str, int]], source: str) -> Callable[[Loc], str]:
     return lambda loc: written_at(index, loc) or source
-
-
-def _catalog_problems(data: Any, where: Callable[[Loc], str], catalog: Catalog) -> list[str]:
-    """What :func:`check_against_catalog` reports, over a policy as plain data (read defensively: a part of the
-    wrong shape is skipped, since validation names it)."""
-    problems: list[str] = []
-    all_columns = {c for t in catalog.tables.values() for c in t.columns}
-    roles = data.get("roles") if isinstance(data, dict) else None
-    for role_name, role in roles.items() if isinstance(roles, dict) else ():
-        tables = role.get("tables") if isinstance(role, dict) else None
-        for table_name, table in tables.items() if isinstance(tables, dict) else ():
-            if not isinstance(table_name, str) or not isinstance(table, dict):
-                continue
-            loc: Loc = ("roles", role_name, "tables", table_name)
-            if table_name == WILDCARD:
-                known = all_columns
-            elif table_name not in catalog.tables:
-                problems.append(
-                    f"{where(loc)}: {field_path(loc)}: the catalog has no table {table_name!r}"
-                    + _did_you_mean(table_name, list(catalog.tables))
-                )
-                continue
-            else:
-                known = set(catalog.tables[table_name].columns)
-                privacy = table.get("privacy") or role.get("privacy")
-                mode = privacy.get("mode", "exact") if isinstance(privacy, dict) else "exact"
-                if mode == "dp" and catalog.tables[table_name].contribution is None:
-                    problems.append(
-                        f"{where(loc)}: {field_path(loc)}: answers here are differentially private, and "
-                        f"table {table_name!r} of the catalog declares no contribution bound (contribution: "
-                        "{person, max_rows, max_regions}), so every query on it would be refused (DP_UNBOUNDED)"
-                    )
-            columns = table.get("columns")
-            for column in columns if isinstance(columns, dict) else ():
-                if isinstance(column, str) and column not in known:
-                    col_loc = (*loc, "columns", column)
-                    lacks = (
-                        f"no table of the catalog has a column {column!r}"
-                        if table_name == WILDCARD
-                        else f"table {table_name!r} of the catalog has no column {column!r}"
-                    )
-                    problems.append(
-                        f"{where(col_loc)}: {field_path(col_loc)}: {lacks}" + _did_you_mean(column, sorted(known))
-                    )
-        problems += _issuer_problems(role_name, role, where, catalog)
-    return problems + _asker_problems(data, where, catalog)
-
-
-def _asker_problems(data: Any, where: Callable[[Loc], str], catalog: Catalog) -> list[str]:
-    """Regions an ``askers`` rule names that the catalog lacks, and, where a rule admits by province, the
-    catalog's nodes that no code places in one (their askers would be refused by it)."""
-    problems: list[str] = []
-    rules: list[tuple[Loc, Any]] = []
-    askers = data.get("askers") if isinstance(data, dict) else None
-    rules += [(("askers", op), rule) for op, rule in askers.items()] if isinstance(askers, dict) else []
-    roles = data.get("roles") if isinstance(data, dict) else None
-    for role_name, role in roles.items() if isinstance(roles, dict) else ():
-        own = role.get("askers") if isinstance(role, dict) else None
-        rules += (
-            [(("roles", role_name, "askers", op), rule) for op, rule in own.items()] if isinstance(own, dict) else []
-        )
-    by_province = False
-    for loc, rule in rules:
-        if not isinstance(rule, dict):
-            continue
-        regions = rule.get("regions")
-        for i, region in enumerate(regions if isinstance(regions, list) else []):
-            if isinstance(region, str) and region != SAME and region not in catalog.node_ids:
-                at = (*loc, "regions", i)
-                problems.append(
-                    f"{where(at)}: {field_path(at)}: the catalog has no node {region!r}"
-                    + _did_you_mean(region, catalog.node_ids)
-                )
-        by_province |= bool(rule.get("provinces"))
-    if by_province:
-        unplaced = [n for n in catalog.node_ids if catalog.region_code(n) is None]
-        if unplaced:
-            loc = next(loc for loc, rule in rules if isinstance(rule, dict) and rule.get("provinces"))
-            problems.append(
-                f"{where(loc)}: {field_path(loc)}: admits askers by province, and the catalog gives node(s) "
-                f"{', '.join(unplaced)} no code, so askers from them are in no province and refused: give each "
-                'node its 6-digit region code (code: "320500") in the catalog'
-            )
-    return problems
-
-
-def _issuer_problems(role_name: str, role: Any, where: Callable[[Loc], str], catalog: Catalog) -> list[str]:
-    """Consent issuers a role's lookups accept that the catalog does not publish (no key: no token would hold)."""
-    lookups = role.get("lookups") if isinstance(role, dict) else None
-    issuers = lookups.get("consent_issuers") if isinstance(lookups, dict) else None
-    published = sorted(i.id for i in catalog.issuers)
-    problems = []
-    for n, issuer in enumerate(issuers if isinstance(issuers, list) else ()):
-        if isinstance(issuer, str) and issuer not in published:
-            loc: Loc = ("roles", role_name, "lookups", "consent_issuers", n)
-            problems.append(
-                f"{where(loc)}: {field_path(loc)}: the catalog publishes no consent issuer {issuer!r}"
-                + _did_you_mean(issuer, published)
-            )
-    return problems
 
 
 # -- reading and merging -----------------------------------------------------------------------------
@@ -396,8 +297,3 @@ def _describe(problem: Any, index: dict[Loc, tuple[str, int]], source: str) -> s
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     return f"{where}: {field_path(loc)}: {msg}"
-
-
-def _did_you_mean(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=2, cutoff=0.6)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

@@ -51,159 +51,27 @@ engine refuses it before reading any of these).
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from hpf.federation.catalog import ColumnClass
 from hpf.federation.consent.tokens import FACTS
 from hpf.federation.privacy.fixed_decimal import DELTA_PLACES, EPSILON_PLACES, MAX_BUDGET_EPSILON, units_of
-from hpf.federation.regions import PROVINCES
-from hpf.federation.trust.pki import ROLES
-
-USES: tuple[str, ...] = ("output", "filter", "group", "aggregate")
-# what an asker may ask a node, as ``askers:`` names it: aggregate questions, explains of them, person lookups
-# (``hpf lookup`` and ``hpf screen``)
-OPERATIONS: tuple[str, ...] = ("query", "explain", "lookup")
-SAME = "same"  # in askers: this node's own region, or its own province
-AGGREGATES: tuple[str, ...] = ("count", "sum", "avg", "var_pop", "var_samp", "stddev_pop", "stddev_samp")
-WILDCARD = "*"
-GROUP_WITHOUT_OUTPUT = "group reveals the key's values: add output"
-
-_NAME = re.compile(r"[a-z_][a-z0-9_]*")  # matched whole (fullmatch): "$" matches before a "\n"
-_PURPOSE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_REGION_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # a node id, as a certificate names its home region
-_OPERATION_ALIASES = {
-    "aggregate": "query",
-    "aggregates": "query",
-    "queries": "query",
-    "screen": "lookup",
-    "lookups": "lookup",
-    "screening": "lookup",
-}
-_PROVINCE_NAMES = {name.lower(): code for code, name in PROVINCES.items()}
-
-Loc = tuple[str | int, ...]
-
-
-def written_at(where: dict[Loc, tuple[str, int]], loc: Loc) -> str | None:
-    """``FILE:LINE`` where ``loc`` (or its nearest written parent) was written; None if nothing was."""
-    for end in range(len(loc), -1, -1):
-        found = where.get(loc[:end])
-        if found is not None:
-            return f"{found[0]}:{found[1]}"
-    return None
-
-
-def _use(value: str) -> str:
-    if value not in USES:
-        raise ValueError(f"unknown use {value!r}: uses are {', '.join(USES)}")
-    return value
-
-
-def _uses(values: list[str]) -> list[str]:
-    if "group" in values and "output" not in values:
-        raise ValueError(GROUP_WITHOUT_OUTPUT)
-    return values
-
-
-def _aggregate(value: str) -> str:
-    v = value.lower()
-    if v not in AGGREGATES:
-        raise ValueError(f"unknown aggregate {value!r}: aggregates are {', '.join(AGGREGATES)}")
-    return v
-
-
-def _purpose_code(value: str) -> str:
-    if not _PURPOSE.fullmatch(value):
-        raise ValueError(f"purpose code {value!r} must be lower-case letters, digits, '-' and '_' (e.g. loan-review)")
-    return value
-
-
-def _k(v: int) -> int:
-    if v < 1:
-        raise ValueError(f"min_group_size (k) must be at least 1 (got {v}); 1 releases every group")
-    return v
-
-
-def _role(value: str) -> str:
-    if value not in ROLES:
-        raise ValueError(f"unknown role {value!r}: certificates carry one of {', '.join(ROLES)}")
-    return value
-
-
-def _table_name(value: str) -> str:
-    if value != WILDCARD and not _NAME.fullmatch(value):
-        raise ValueError(f'table name {value!r} must be lower-case letters, digits and underscores, or "*" (quoted)')
-    return value
-
-
-def _column_name(value: str) -> str:
-    if not _NAME.fullmatch(value):
-        raise ValueError(f"column name {value!r} must be lower-case letters, digits and underscores")
-    return value
-
-
-def _operation(value: str) -> str:
-    if value not in OPERATIONS:
-        alias = _OPERATION_ALIASES.get(value.lower()) if isinstance(value, str) else None
-        also = f" (write {alias!r} for it)" if alias else ""
-        raise ValueError(
-            f"unknown operation {value!r}{also}: operations are query (aggregate questions), explain and "
-            "lookup (hpf lookup and hpf screen)"
-        )
-    return value
-
-
-def _province(value: Any) -> Any:
-    """A province code (two digits, of :data:`federation.regions.PROVINCES`) or ``same``."""
-    if isinstance(value, int) and not isinstance(value, bool):  # provinces: [32, 33], unquoted in YAML
-        value = str(value)
-    if not isinstance(value, str) or value == SAME:
-        return value
-    if value in PROVINCES:
-        return value
-    if len(value) == 6 and value.isdigit() and value[:2] in PROVINCES:
-        raise ValueError(f"{value!r} is a region code: its province is {value[:2]!r} (the first two digits)")
-    if value.lower() in _PROVINCE_NAMES:
-        raise ValueError(f"{value!r} is a province's name: write its code {_PROVINCE_NAMES[value.lower()]!r}")
-    raise ValueError(
-        f"{value!r} is not a province code: write the first two digits of its region codes (e.g. '32' for "
-        f"Jiangsu, '33' for Zhejiang) or {SAME!r} for this node's own province"
-    )
-
-
-def _region_ref(value: str) -> str:
-    if value != SAME and not _REGION_ID.fullmatch(value):
-        raise ValueError(
-            f"region {value!r} must be a node id, as certificates name home regions (e.g. 'hangzhou'), or "
-            f"{SAME!r} for this node itself"
-        )
-    return value
-
-
-Use = Annotated[str, AfterValidator(_use)]
-Uses = Annotated[list[Use], AfterValidator(_uses)]
-RoleName = Annotated[str, AfterValidator(_role)]
-TableName = Annotated[str, AfterValidator(_table_name)]
-ColumnName = Annotated[str, AfterValidator(_column_name)]
-GroupSize = Annotated[int, AfterValidator(_k)]
-AggregateName = Annotated[str, AfterValidator(_aggregate)]
-PurposeCode = Annotated[str, AfterValidator(_purpose_code)]
-OperationName = Annotated[str, AfterValidator(_operation)]
-ProvinceRef = Annotated[str, BeforeValidator(_province)]
-RegionRef = Annotated[str, AfterValidator(_region_ref)]
+from hpf.policies.asker_rules import OPERATIONS, AskerRule, Askers
+from hpf.policies.cross_checks import reference_problems
+from hpf.policies.fields import (
+    WILDCARD,
+    AggregateName,
+    ColumnName,
+    GroupSize,
+    Loc,
+    PurposeCode,
+    RoleName,
+    TableName,
+    Uses,
+    written_at,
+)
 
 
 class RateLimit(BaseModel):
@@ -299,46 +167,6 @@ class SecureAggregation(BaseModel):
     exact_subsets: bool = False
 
 
-class AskerRule(BaseModel):
-    """Who may ask this node one operation, by their home region (the ``region`` of their certificate).
-
-    An asker is admitted when their home region is one of ``regions`` or lies in one of ``provinces`` (the
-    first two digits of its 6-digit code, from the catalog's node ``code``); ``same`` is this node's own
-    region, or its own province. An asker whose certificate names no home region is admitted by no rule but
-    ``anywhere: true``. An allow-list: everyone else is refused (POLICY_ASKER_REGION).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    regions: list[RegionRef] = []
-    provinces: list[ProvinceRef] = []
-    anywhere: bool = False  # admits every asker (to open, for one role, what the top-level askers close)
-    description: str | None = None
-
-    @model_validator(mode="after")
-    def _admits_someone(self) -> AskerRule:
-        if self.anywhere and (self.regions or self.provinces):
-            raise ValueError("anywhere: true admits every asker: give it alone, or list regions and provinces")
-        if not self.anywhere and not (self.regions or self.provinces):
-            raise ValueError(
-                "admits nobody: list regions or provinces (e.g. provinces: [same]), or write anywhere: true; "
-                "to refuse an operation to a role, leave it out of the role's tables or lookups"
-            )
-        return self
-
-    def summary(self) -> str:
-        if self.anywhere:
-            return "from anywhere"
-        parts = []
-        for p in self.provinces:
-            parts.append("its own province" if p == SAME else f"province {p} ({PROVINCES[p]})")
-        for r in self.regions:
-            parts.append("its own region" if r == SAME else f"region {r}")
-        return "only from " + ", ".join(parts)
-
-
-Askers = dict[OperationName, AskerRule]
-
-
 class TablePolicy(BaseModel):
     """What a role may do with one table."""
 
@@ -429,98 +257,6 @@ class RolePolicy(BaseModel):
         if WILDCARD in self.tables:
             return WILDCARD, self.tables[WILDCARD]
         return None
-
-
-def reference_problems(data: Any) -> list[tuple[Loc, str]]:
-    """Purposes a role, table or lookup of ``data`` (a policy as plain data) requires that its ``purposes`` does
-    not declare. Read defensively, so the loader can report them beside a file's other problems: a part of the
-    wrong shape is skipped (validation names it), and nothing is checked while ``purposes`` itself is malformed.
-
-    >>> reference_problems({"purposes": {"statistics": "..."},
-    ...                     "roles": {"analyst": {"purposes": ["statistics", "audit"], "tables": {}}}})
-    [(('roles', 'analyst', 'purposes', 1), "purpose 'audit' is not declared in purposes (declared: statistics)")]
-    """
-    problems: list[tuple[Loc, str]] = []
-    if not isinstance(data, dict) or not isinstance(data.get("purposes", {}), dict):
-        return problems
-    declared = {code for code in data.get("purposes", {}) if isinstance(code, str)}
-    known = ", ".join(sorted(declared)) or "none"
-
-    def check(loc: Loc, codes: Any) -> None:
-        for i, code in enumerate(codes if isinstance(codes, list) else []):
-            if isinstance(code, str) and code not in declared:
-                problems.append(((*loc, i), f"purpose {code!r} is not declared in purposes (declared: {known})"))
-
-    roles = data.get("roles")
-    for role_name, role in roles.items() if isinstance(roles, dict) else ():
-        if not isinstance(role, dict):
-            continue
-        check(("roles", role_name, "purposes"), role.get("purposes"))
-        tables = role.get("tables")
-        for table_name, table in tables.items() if isinstance(tables, dict) else ():
-            if isinstance(table, dict):
-                check(("roles", role_name, "tables", table_name, "purposes"), table.get("purposes"))
-        if isinstance(role.get("lookups"), dict):
-            check(("roles", role_name, "lookups", "purposes"), role["lookups"].get("purposes"))
-    return problems
-
-
-# the role of banks and platforms (a certificate's role): it never works under a free-text consent reference
-INTEGRATOR = "integrator"
-
-
-def consent_problems(data: Any) -> list[tuple[Loc, str]]:
-    """Free-text consent a policy (as plain data) lets integrators use: lookups whose ``consent`` is not ``token``
-    (``required`` and ``optional`` take any string, or none), and tables with ``consent: required``; and
-    integrators' lookups that leave out ``facts`` (an allow-list: left out, it would be every fact). A free-text
-    reference suits a caseworker at a counter, who has seen the person and their signed form; from a bank it
-    vouches for no one. Read defensively, like :func:`reference_problems`.
-
-    >>> consent_problems({"roles": {"integrator": {"lookups": {"purposes": ["loan-review"]},
-    ...                                            "tables": {"loans": {"consent": "required"}}}}})[0][0]
-    ('roles', 'integrator', 'lookups')
-    >>> consent_problems({"roles": {"caseworker": {"lookups": {"purposes": ["x"], "consent": "required"}}}})
-    []
-    >>> consent_problems({"roles": {"integrator": {"lookups": {"consent": "token"}}}})[0][1][:40]
-    "integrators' lookups list the facts a ba"
-    """
-    problems: list[tuple[Loc, str]] = []
-    roles = data.get("roles") if isinstance(data, dict) else None
-    role = roles.get(INTEGRATOR) if isinstance(roles, dict) else None
-    if not isinstance(role, dict):
-        return problems
-    lookups = role.get("lookups")
-    if isinstance(lookups, dict) and lookups.get("consent", "required") != "token":
-        written = "consent" in lookups
-        loc: Loc = ("roles", INTEGRATOR, "lookups", *(("consent",) if written else ()))
-        problems.append(
-            (
-                loc,
-                f"integrators look people up only under each person's consent token: consent: token with "
-                f"consent_issuers, not {lookups.get('consent', 'required')!r}"
-                + ("" if written else " (the default)")
-                + ", which takes any free-text reference",
-            )
-        )
-    if isinstance(lookups, dict) and "facts" not in lookups:
-        problems.append(
-            (
-                ("roles", INTEGRATOR, "lookups"),
-                "integrators' lookups list the facts a bank may receive (facts: [duplicate_loans, loan_cities] for "
-                "a loan review): left out, it would be every fact, balances and contributions included",
-            )
-        )
-    tables = role.get("tables")
-    for table_name, table in tables.items() if isinstance(tables, dict) else ():
-        if isinstance(table, dict) and table.get("consent") == "required":
-            problems.append(
-                (
-                    ("roles", INTEGRATOR, "tables", table_name, "consent"),
-                    "integrators' aggregate questions take no free-text consent reference (an aggregate has no "
-                    "one person's token): leave consent out and keep the table's answers differentially private",
-                )
-            )
-    return problems
 
 
 class Policy(BaseModel):

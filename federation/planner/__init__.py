@@ -159,12 +159,12 @@ def _derive_sketch(sql: str, catalog: Catalog) -> Sketch:
     components.append(Component(WITHHELD, None, 0, WITHHELD_BITS))  # every plan, so every party lays it out
     sketch = Sketch(
         table=table_name,
+        column_types={name: column.type for name, column in table.columns.items()},
         where=where_sql,
         keys=keys,
         components=components,
         calls=calls,
         split=split,
-        column_types={name: column.type for name, column in table.columns.items()},
         finish_sql=split.finish.sql("duckdb") if split.finish is not None else "",
     )
     if sketch.layout.total > MAX_SLOTS:

@@ -167,18 +167,7 @@ def split_query(tree: exp.Select, base_columns: set[str], duckdb_aggs: frozenset
     def finish_expr(node: exp.Expression) -> exp.Expression:
         return node.copy().transform(replace_aggregates).transform(replace_keys)
 
-    where = tree.args.get("where")
-    if where is not None:
-        for node in where.walk():
-            if aggregate_name(node, duckdb_aggs) is not None:
-                raise PlanError(
-                    "aggregates are not allowed in WHERE", code="PLAN_AGGREGATE_IN_WHERE", hint="use HAVING"
-                )
-    for key in out.keys:
-        for node in key.walk():
-            if aggregate_name(cast(exp.Expression, node), duckdb_aggs) is not None:
-                raise PlanError("aggregates are not allowed in GROUP BY", code="PLAN_GROUP_BY")
-
+    _refuse_misplaced_aggregates(tree, out.keys, duckdb_aggs)
     items: list[exp.Expression] = []
     bodies: dict[str, exp.Expression] = {}
     for i, item in enumerate(tree.expressions):
@@ -223,6 +212,21 @@ def split_query(tree: exp.Select, base_columns: set[str], duckdb_aggs: frozenset
             finish.set(arg, tree.args[arg].copy())
     out.finish = finish
     return out
+
+
+def _refuse_misplaced_aggregates(tree: exp.Select, keys: list[exp.Expression], duckdb_aggs: frozenset[str]) -> None:
+    """No aggregate in WHERE (it filters rows, before any sum) or in a GROUP BY key."""
+    where = tree.args.get("where")
+    if where is not None:
+        for node in where.walk():
+            if aggregate_name(node, duckdb_aggs) is not None:
+                raise PlanError(
+                    "aggregates are not allowed in WHERE", code="PLAN_AGGREGATE_IN_WHERE", hint="use HAVING"
+                )
+    for key in keys:
+        for node in key.walk():
+            if aggregate_name(cast(exp.Expression, node), duckdb_aggs) is not None:
+                raise PlanError("aggregates are not allowed in GROUP BY", code="PLAN_GROUP_BY")
 
 
 def _exclude_other_groups(having: exp.Expression, bodies: dict[str, exp.Expression], n_keys: int) -> exp.Expression:

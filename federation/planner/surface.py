@@ -47,6 +47,12 @@ class Entry:
 
 _LINEAR = "linear in its input, output no larger"
 
+
+def _like_equals(shown: str, duckdb: str) -> Entry:
+    """A comparison other than =, safe for the same reasons."""
+    return Entry(shown, (duckdb,), "as =")
+
+
 # sqlglot node types, by class. Functions are listed separately below (by the name DuckDB knows them by).
 NODES: dict[type[exp.Expression], Entry] = {
     exp.Select: Entry(
@@ -74,14 +80,14 @@ NODES: dict[type[exp.Expression], Entry] = {
     exp.Or: Entry("OR", ("CONJUNCTION_OR",), "boolean, total"),
     exp.Not: Entry("NOT", ("OPERATOR_NOT",), "boolean, total"),
     exp.EQ: Entry("=", ("COMPARE_EQUAL",), "total between operands of one type family (totality stage)"),
-    exp.NEQ: Entry("<>, !=", ("COMPARE_NOTEQUAL",), "as ="),
-    exp.GT: Entry(">", ("COMPARE_GREATERTHAN",), "as ="),
-    exp.GTE: Entry(">=", ("COMPARE_GREATERTHANOREQUALTO",), "as ="),
-    exp.LT: Entry("<", ("COMPARE_LESSTHAN",), "as ="),
-    exp.LTE: Entry("<=", ("COMPARE_LESSTHANOREQUALTO",), "as ="),
-    exp.NullSafeEQ: Entry("IS NOT DISTINCT FROM", ("COMPARE_NOT_DISTINCT_FROM",), "as ="),
-    exp.NullSafeNEQ: Entry("IS DISTINCT FROM", ("COMPARE_DISTINCT_FROM",), "as ="),
-    exp.Between: Entry("BETWEEN", ("COMPARE_BETWEEN",), "as ="),
+    exp.NEQ: _like_equals("<>, !=", "COMPARE_NOTEQUAL"),
+    exp.GT: _like_equals(">", "COMPARE_GREATERTHAN"),
+    exp.GTE: _like_equals(">=", "COMPARE_GREATERTHANOREQUALTO"),
+    exp.LT: _like_equals("<", "COMPARE_LESSTHAN"),
+    exp.LTE: _like_equals("<=", "COMPARE_LESSTHANOREQUALTO"),
+    exp.NullSafeEQ: _like_equals("IS NOT DISTINCT FROM", "COMPARE_NOT_DISTINCT_FROM"),
+    exp.NullSafeNEQ: _like_equals("IS DISTINCT FROM", "COMPARE_DISTINCT_FROM"),
+    exp.Between: _like_equals("BETWEEN", "COMPARE_BETWEEN"),
     exp.In: Entry(
         "IN (constants)",
         ("COMPARE_IN", "COMPARE_NOT_IN"),
@@ -232,13 +238,13 @@ def conjuncts(node: exp.Expression) -> list[exp.Expression]:
 
 
 def check_depth(tree: exp.Expression) -> exp.Expression:
-    if tree_depth(tree) > MAX_DEPTH:
-        raise PlanError(
-            f"the query nests deeper than {MAX_DEPTH} levels",
-            code="PLAN_TOO_NESTED",
-            hint="write fewer nested expressions, or ask two simpler questions",
-        )
-    return tree
+    if tree_depth(tree) <= MAX_DEPTH:
+        return tree
+    raise PlanError(
+        f"the query nests deeper than {MAX_DEPTH} levels",
+        code="PLAN_TOO_NESTED",
+        hint="write fewer nested expressions, or ask two simpler questions",
+    )
 
 
 def _string_literal(node: exp.Expression | None) -> str | None:

@@ -25,13 +25,9 @@ LONG_MODULES = {
     "federation/consent/tokens.py",
     "federation/crypto/lookup_codec.py",
     "federation/crypto/sealing.py",
-    "federation/planner/totality.py",
     "federation/trust/pki.py",
     "federation/trust/tls.py",
     "node/backends/duckdb_backend.py",
-    "policies/engine.py",
-    "policies/loader.py",
-    "policies/model.py",
 }
 LONG_FUNCTIONS = {
     "cli/audit.py::receipts_command",
@@ -42,11 +38,8 @@ LONG_FUNCTIONS = {
     "client/federation_client.py::query",
     "client/lookups.py::_ask",
     "client/lookups.py::screen",
-    "federation/planner/split.py::split_query",
-    "federation/planner/totality.py::_kind",
     "node/backends/duckdb_backend.py::__init__",
     "node/server.py::start_node",
-    "policies/engine.py::check_lookup",
 }
 
 

@@ -17,6 +17,8 @@ MODULES = [
     "hpf.federation.planner.shape",
     "hpf.federation.planner.domains",
     "hpf.federation.planner.split",
+    "hpf.federation.planner.kinds",
+    "hpf.policies.cross_checks",
     "hpf.federation.hpf_schema",
     "hpf.federation.person_id",
     "hpf.federation.trust.pki",

@@ -18,9 +18,10 @@ from hpf.federation.catalog import Catalog
 from hpf.federation.catalog_watch import catalog_changes
 from hpf.federation.errors import ConfigError, PolicyViolation
 from hpf.policies import DEFAULT_POLICY
+from hpf.policies.asker_rules import AskerRule
 from hpf.policies.engine import Asker, check_asker_home
 from hpf.policies.loader import check_policy, load_policy
-from hpf.policies.model import AskerRule, Policy
+from hpf.policies.model import Policy
 
 TABLES = {"t": {"columns": {"x": {"type": "BIGINT", "class": "public"}}}}
 # nanjing, suzhou and wuxi are in Jiangsu (32), hangzhou in Zhejiang (33), hefei in Anhui (34), as the catalog says

@@ -19,8 +19,9 @@ from hpf.federation.hpf_schema import DEMO_CONSENT_ISSUER, demo_catalog
 from hpf.federation.planner import plan_query
 from hpf.policies import BASE_POLICY, DEFAULT_POLICY
 from hpf.policies.engine import Asker, Decision, check_query
+from hpf.policies.fields import WILDCARD
 from hpf.policies.loader import check_against_catalog, check_policy, load_policy, policy_path
-from hpf.policies.model import WILDCARD, Policy
+from hpf.policies.model import Policy
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TPCH = load_catalog(FIXTURES / "tpch_catalog.yaml")

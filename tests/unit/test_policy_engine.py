@@ -15,9 +15,10 @@ from hpf.federation.errors import PolicyViolation
 from hpf.federation.hpf_schema import demo_catalog
 from hpf.federation.planner import plan_query
 from hpf.policies import DEFAULT_POLICY
-from hpf.policies.engine import COMPUTED_NOTE, SHAPE_HINT, Asker, Decision, check_query
+from hpf.policies.engine import Asker, Decision, check_query
 from hpf.policies.loader import load_policy
 from hpf.policies.model import Policy
+from hpf.policies.query_stages import COMPUTED_NOTE, SHAPE_HINT
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
