@@ -19,8 +19,6 @@ LONG_MODULES = {
     "cli/scaffold.py",
     "client/lookups.py",
     "coordinator/fanout.py",
-    "federation/audit/log.py",
-    "federation/audit/verify.py",
     "federation/catalog.py",
     "federation/consent/tokens.py",
     "federation/crypto/lookup_codec.py",
