@@ -19,7 +19,6 @@ LONG_MODULES = {
     "cli/scaffold.py",
     "client/lookups.py",
     "coordinator/fanout.py",
-    "federation/catalog.py",
     "federation/consent/tokens.py",
     "federation/crypto/lookup_codec.py",
     "federation/crypto/sealing.py",
