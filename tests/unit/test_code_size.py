@@ -20,8 +20,6 @@ LONG_MODULES = {
     "client/lookups.py",
     "coordinator/fanout.py",
     "federation/consent/tokens.py",
-    "federation/crypto/lookup_codec.py",
-    "federation/crypto/sealing.py",
     "federation/planner/totality.py",
     "federation/trust/pki.py",
     "federation/trust/tls.py",
