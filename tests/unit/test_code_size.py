@@ -18,7 +18,6 @@ LONG_MODULES = {
     "cli/audit.py",
     "cli/scaffold.py",
     "client/lookups.py",
-    "coordinator/fanout.py",
     "federation/consent/tokens.py",
     "federation/planner/totality.py",
     "federation/trust/pki.py",
