@@ -257,7 +257,8 @@ def show(
     ``--person`` finds the lookups of one person (who looked them up, when, why)."""
     from hpf.client.lookups import check_person_ids
     from hpf.federation.audit.verify import read_entries
-    from hpf.federation.crypto.sealing import looked_up, read_secret
+    from hpf.federation.crypto.sealing import read_secret
+    from hpf.federation.crypto.subject_tags import looked_up
 
     start = _since(since) if since is not None else None
     tag_key = None
@@ -348,7 +349,8 @@ def consent_command(
     is never printed."""
     from hpf.client.lookups import check_person_ids
     from hpf.federation.audit.verify import read_entries
-    from hpf.federation.crypto.sealing import consents_of, grant_tag, read_secret
+    from hpf.federation.crypto.sealing import read_secret
+    from hpf.federation.crypto.subject_tags import consents_of, grant_tag
 
     pid = check_person_ids([person])[0]
     tag_key = read_secret(subject_key or directory / SUBJECT_KEY)

@@ -32,7 +32,8 @@ from hpf.federation.consent.issuer import load_issuer
 from hpf.federation.consent.revocations import RECHECK_S
 from hpf.federation.consent.revocations import revoke as revoke_grants
 from hpf.federation.crypto.lookup_codec import fields_of
-from hpf.federation.crypto.sealing import SUBJECT_KEY, looked_up, read_secret
+from hpf.federation.crypto.sealing import SUBJECT_KEY, read_secret
+from hpf.federation.crypto.subject_tags import looked_up
 from hpf.federation.errors import FederationError
 from hpf.federation.person_id import check_char
 from hpf.federation.synth.generator import planted_duplicate_loans

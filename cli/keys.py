@@ -25,7 +25,7 @@ from hpf.cli.errors import cli_errors
 from hpf.cli.serve import node_app
 
 if TYPE_CHECKING:
-    from hpf.federation.catalog import NodeKeys
+    from hpf.federation.catalog_parties import NodeKeys
 
 NODE_CONFIG = typer.Option(..., "--config", "-c", help="Node configuration (node.yaml)")
 

@@ -17,6 +17,7 @@ from hpf.federation.consent import refusals as consent_refusals
 from hpf.federation.consent import tokens as consent_codec
 from hpf.federation.crypto import he, lookup_codec
 from hpf.federation.crypto.lookup_codec import PersonFacts
+from hpf.federation.crypto.lookup_consistency import check_consistent
 from hpf.federation.crypto.sealing import ID_CHARS, OneTimeKey, load_public_b64
 from hpf.federation.errors import (
     ConfigError,
@@ -276,7 +277,7 @@ class LookupClient(ClientSession):
             raise CryptoError("a lookup's answer must be exact", code="ANSWER_STATEMENT_INVALID")
         slots = np.concatenate(got.slots)
         grid = lookup_codec.decode_facts(slots, subjects=len(ids), cells=cells, facts=facts)
-        lookup_codec.check_consistent(grid, answered=[regions.index(r) for r in reply.answered], by_city=by_city)
+        check_consistent(grid, answered=[regions.index(r) for r in reply.answered], by_city=by_city)
         self._keep(receipts)
         t_dec = time.perf_counter()
         return LookupAnswer(

@@ -7,6 +7,9 @@ altered, added or left out a ciphertext would be caught there.
 
 Every method is a coroutine on the coordinator's event loop (:mod:`coordinator.event_loop`): waiting for the
 regions holds no thread, and the work that takes the processor goes to the loop's workers.
+
+What a fan-out comes to (the answer, the regions missing from it, the errors that end a question) is
+:mod:`coordinator.outcome`; where a person lookup goes, and in which layout, :mod:`coordinator.lookup_route`.
 """
 
 from __future__ import annotations
@@ -15,15 +18,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from hpf.coordinator.lookup_route import route_lookup
+from hpf.coordinator.outcome import FederatedAnswer, MissingRegion, no_region_answered, refuse_if_any, regions_missing
 from hpf.coordinator.region_health import UNWELL_MESSAGE, RegionHealth
 from hpf.federation import error_codes
 from hpf.federation.catalog import Catalog
-from hpf.federation.crypto import he, lookup_codec
+from hpf.federation.crypto import he
 from hpf.federation.errors import (
     AuthError,
     FederationError,
@@ -55,29 +59,6 @@ QUERY_FAILURES = error_codes.FAILS_QUESTION
 # them, so the refusal says that they are missing (and what the policy needs without them), not that the
 # question was refused.
 NEEDS_THE_MISSING = error_codes.NEEDS_THE_MISSING
-
-
-@dataclass
-class MissingRegion:
-    node_id: str
-    code: str
-    message: str
-    rule: str = ""
-    hint: str = ""
-    consent_refusal: bytes = b""  # the region's signed refusal of applicants for their consent, relayed as it came
-
-
-@dataclass
-class FederatedAnswer:
-    query_id: str
-    fingerprint: str
-    ciphertexts: dict[str, list[bytes]]  # each answering region's ciphertexts, as it signed them
-    answered: list[str]
-    missing: list[MissingRegion]
-    timings: dict[str, float] = field(default_factory=dict)
-    receipts: list[pb.AuditReceipt] = field(default_factory=list)
-    statements: list[pb.AnswerStatement] = field(default_factory=list)
-    runs: int = 1  # more than 1 when regions failed and the survivors were asked again
 
 
 class FanOut:
@@ -192,7 +173,7 @@ class FanOut:
                     node_id=node_id, accepted=False, code="NODE_BAD_ANSWER", message="the node's verdict is not its own"
                 )
             verdicts.append(verdict)
-        _refuse_if_any(refusals, "refused to explain")
+        refuse_if_any(refusals, "refused to explain")
         order = list(self._stubs)
         verdicts.sort(key=lambda v: order.index(v.node_id))
         return pb.ExplainResponse(query_id=question.query_id, plan_fingerprint=plan.fingerprint, verdicts=verdicts)
@@ -246,33 +227,14 @@ class FanOut:
         """Route each region its sealed identifiers and every region the sealed consent tokens (opaque here), and
         gather the regions' encrypted facts."""
         t0 = time.perf_counter()
-        spec = question.envelope.lookup
-        regions = list(spec.regions)
-        unknown = [r for r in regions if r not in self._stubs]
-        if unknown or not regions or len(set(regions)) != len(regions) or spec.subjects < 1:
-            raise PlanError(
-                "the lookup names nobody, a region twice, none, or one not in this federation",
-                code="LOOKUP_MALFORMED",
-                hint=f"regions: {', '.join(self._stubs)}",
-            )
-        # counted before anything is built from them: a request may carry millions, and this runs on the event loop
-        if len(sealed) != len(regions) or sorted(s.node_id for s in sealed) != sorted(regions):
-            raise PlanError(
-                "a lookup must carry one sealed copy for each region it names, and no other",
-                code="LOOKUP_MALFORMED",
-            )
-        blobs = {s.node_id: s.blob for s in sealed}
-        cells = len(regions) if spec.breakdown else 1
-        facts = lookup_codec.facts_asked(spec.facts)
-        sizes = lookup_codec.chunk_sizes(spec.subjects, cells, facts)
-        fingerprint = lookup_codec.layout_fingerprint(spec.subjects, cells, facts)
+        route = route_lookup(question.envelope.lookup, sealed, self._stubs)
 
         def request(node_id: str, context: bytes) -> pb.NodeLookupRequest:
             return pb.NodeLookupRequest(
                 query_id=question.query_id,
                 public_context=context,
                 envelope=signed,
-                sealed=blobs[node_id],
+                sealed=route.blobs[node_id],
                 he_format=he.HE_FORMAT,  # the client's: the coordinator refused any other
                 sealed_consent=sealed_consent,
             )
@@ -282,11 +244,11 @@ class FanOut:
             public_context,
             deadline_ms,
             t0,
-            regions,
+            route.regions,
             "Lookup",
             request,
-            fingerprint,
-            sizes,
+            route.fingerprint,
+            route.sizes,
             arrived_at,
         )
 
@@ -325,7 +287,7 @@ class FanOut:
         participants = [n for n in node_ids if n not in unwell]
         missing = [MissingRegion(n, "NODE_UNWELL", UNWELL_MESSAGE) for n in unwell]
         if not participants:
-            raise _no_region_answered(missing)
+            raise no_region_answered(missing)
         stats = {"fanout_ms": 0.0}  # the regions' own timings stay in their logs
         runs = 0
         max_runs = min(MAX_RUNS, question.envelope.max_runs)  # every node refuses a run past the signed bound too
@@ -343,13 +305,13 @@ class FanOut:
                 log.warning("query %s: region %s missing (%s)", query_id, m.node_id, m.code)
             refusals = [m for m in lost if m.code in QUERY_FAILURES]
             if missing and refusals and all(m.code in NEEDS_THE_MISSING for m in refusals):
-                raise _region_missing([*missing, *(m for m in lost if m not in refusals)], refusals, method)
-            _refuse_if_any(refusals, "could not answer")
+                raise regions_missing([*missing, *(m for m in lost if m not in refusals)], refusals, method)
+            refuse_if_any(refusals, "could not answer")
             missing.extend(lost)
             if not lost:
                 break
             if not answers or runs >= max_runs:
-                raise _no_region_answered(missing)
+                raise no_region_answered(missing)
             participants = [n for n in participants if n in answers]  # the survivors, as a new run
         log.info(
             "query %s: plan %s, %d region(s) answered, %d missing, %d run(s)",
@@ -411,39 +373,6 @@ class FanOut:
         return answers, lost
 
 
-def _refuse_if_any(refusals: list[MissingRegion], what: str) -> None:
-    """A region refusing or failing on the question itself fails it, with the first refusal's code, rule and hint:
-    an answer (or an explain) silently short of a region would mislead."""
-    if refusals:
-        first = refusals[0]
-        regions = ", ".join(m.node_id for m in refusals)
-        error = error_for_code(
-            first.code,
-            f"region(s) {regions} {what} this query: {first.message}",
-            first.hint or None,
-            first.rule or None,
-        )
-        error.consent_refusal = first.consent_refusal  # the client checks it is the region's, for this request
-        raise error
-
-
-def _region_missing(missing: list[MissingRegion], refusals: list[MissingRegion], method: str) -> FederationError:
-    """Regions missing from the first run (down, unreachable, unwell, late: a state before the question), and
-    the survivors' policy refusing a run without them: the question is not refused, it has no answer while they
-    are missing. Says which regions and why, and what the survivors' policy needs (their message and rule)."""
-    first = refusals[0]
-    gone = ", ".join(f"{m.node_id} ({m.code})" for m in missing)
-    names = ", ".join(m.node_id for m in missing)
-    what = "lookup" if method == "Lookup" else "query"
-    return UnavailableError(
-        f"region(s) {gone} missing, and without them this {what} has no answer: region(s) "
-        f"{', '.join(m.node_id for m in refusals)} refuse a run without them ({first.code}): {first.message}",
-        code="LOOKUP_REGION_MISSING" if method == "Lookup" else "REGIONS_MISSING",
-        hint=f"ask again when region(s) {names} are back; this is no refusal of the {what} itself",
-        rule=first.rule or None,
-    )
-
-
 def _check_answer(ctx: Any, response: Any, sizes: Sequence[int]) -> None:
     """A region's answer is relayed only when its ciphertexts parse with the plan's shape and are the ones its
     statement signs (the client checks the signature; a region that broke its own answer is named here)."""
@@ -463,15 +392,3 @@ def _missing(node_id: str, err: grpc.RpcError) -> MissingRegion:
     return MissingRegion(
         node_id, remote.code, remote.message, remote.rule or "", remote.hint or "", remote.consent_refusal
     )
-
-
-def _no_region_answered(missing: list[MissingRegion]) -> FederationError:
-    codes = {m.code for m in missing}
-    if len(codes) == 1 and not codes & TRANSPORT_CODES:
-        # every region refused the same way (e.g. a plan the nodes' policy refuses): pass it on
-        first = missing[0]
-        return error_for_code(
-            first.code, f"every region refused the query: {first.message}", first.hint or None, first.rule or None
-        )
-    detail = ", ".join(f"{m.node_id} ({m.code})" for m in missing)
-    return UnavailableError(f"no region answered: {detail}", code="REGIONS_UNAVAILABLE")

@@ -14,8 +14,9 @@ import grpc
 
 from hpf.coordinator.config import CoordinatorConfig
 from hpf.coordinator.event_loop import EventLoopThread
-from hpf.coordinator.fanout import FanOut, FederatedAnswer
+from hpf.coordinator.fanout import FanOut
 from hpf.coordinator.node_channels import NodeChannels
+from hpf.coordinator.outcome import FederatedAnswer
 from hpf.coordinator.region_health import RegionHealth
 from hpf.federation import rpc
 from hpf.federation.catalog import CatalogFile

@@ -57,12 +57,15 @@ A node's policy names which of them it accepts.
 ``he_format`` (optional, top level) names the homomorphic-encryption wire format every party must run, as
 ``hpf`` states it (``federation.crypto.he.HE_FORMAT``, e.g. ``tenseal-0.3.18/seal-4.3/bfv-4096``): a node or
 coordinator whose installed library writes another refuses to start with ``HE_FORMAT_MISMATCH``.
+
+Here are the catalog and its tables; its nodes and issuers are :mod:`federation.catalog_parties`, the nodes' keys
+written into the file :mod:`federation.catalog_keys`, and what a new version of the file changes
+:mod:`federation.catalog_watch`.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import hashlib
 import re
@@ -73,18 +76,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hpf.federation.catalog_parties import IssuerEntry, NodeEntry
 from hpf.federation.config_files import decode_text, parse_model, parse_yaml, read_bytes
 from hpf.federation.crypto.limb_codec import MAX_REGIONS
 from hpf.federation.errors import ConfigError
-from hpf.federation.regions import check_region_code
 
 MAX_DOMAIN_SIZE = 10_000
 
 _IDENT = re.compile(r"[a-z_][a-z0-9_]*")  # matched whole (fullmatch), as every pattern here
 _DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
-_NODE_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # one DNS label: a server is <id>.node.<federation>
 INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
 SCALAR_TYPES = (*INTEGER_TYPES, "VARCHAR", "DATE", "BOOLEAN", "DOUBLE")
 INTEGER_BITS = {"TINYINT": 8, "SMALLINT": 16, "INTEGER": 32, "BIGINT": 64}
@@ -297,98 +299,6 @@ class Table(BaseModel):
         catalog type: how a node reads its files, and how the oracle reads everyone's."""
         cols = ", ".join(f'CAST("{c}" AS {col.type}) AS "{c}"' for c, col in self.columns.items())
         return f'CREATE VIEW "{name}" AS SELECT {cols} FROM {source}'
-
-
-KEY_FIELDS = ("audit_key", "agreement_key")  # a node's public keys, as the catalog publishes them
-
-
-def _public_key(v: str | None, info: ValidationInfo) -> str | None:
-    """A node's public key field: the raw 32 bytes in base64 (or None: not published)."""
-    if v is None:
-        return v
-    if key_bytes(v) is None:
-        kind = "Ed25519" if info.field_name == "audit_key" else "X25519"
-        raise ValueError(f"{info.field_name} must be the node's 32-byte {kind} public key in base64 (a node logs it)")
-    return v
-
-
-def key_bytes(text: str) -> bytes | None:
-    """The raw 32 bytes of a public key in base64, or None when it is not one.
-
-    >>> len(key_bytes("A" * 43 + "=")), key_bytes("QUJD"), key_bytes("not base64!")
-    (32, None, None)
-    """
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if len(raw) == 32 else None
-
-
-def _node_id(v: str) -> str:
-    if not _NODE_ID.fullmatch(v):
-        raise ValueError(f"node id {v!r} must be lower-case letters, digits and '-' (e.g. 'shanghai')")
-    return v
-
-
-class NodeEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str
-    address: str
-    name: str | None = None
-    # the region's 6-digit administrative division code: its first two digits are its province, by which node
-    # policies admit askers from this region (``askers:``); without it the region is in no province
-    code: str | None = None
-    audit_key: str | None = None  # the node's Ed25519 audit public key, raw 32 bytes in base64
-    agreement_key: str | None = None  # the node's X25519 agreement public key (person lookups), base64
-
-    _key = field_validator(*KEY_FIELDS)(_public_key)
-    _id = field_validator("id")(_node_id)
-
-    @field_validator("code", mode="before")
-    @classmethod
-    def _code(cls, v: Any) -> Any:
-        if isinstance(v, int) and not isinstance(v, bool):  # code: 320500, unquoted in YAML
-            v = str(v)
-        return check_region_code(v) if isinstance(v, str) else v
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"address {v!r} must be host:port, e.g. 127.0.0.1:50051")
-        return v
-
-
-class NodeKeys(BaseModel):
-    """One node's public keys, as ``hpf node keys`` prints them for the catalog (``hpf catalog keys``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    node: str
-    audit_key: str
-    agreement_key: str
-
-    _key = field_validator(*KEY_FIELDS)(_public_key)
-    _id = field_validator("node")(_node_id)
-
-
-class IssuerEntry(BaseModel):
-    """A consent issuer (a centre's consent service) whose grants regions may accept, as their policies say."""
-
-    model_config = ConfigDict(extra="forbid")
-    id: str
-    key: str  # the issuer's Ed25519 public key, raw 32 bytes in base64 (`hpf consent keys` prints it)
-    name: str | None = Field(default=None, max_length=200)
-
-    _id = field_validator("id")(_node_id)
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, v: str) -> str:
-        if key_bytes(v) is None:
-            raise ValueError("key must be the issuer's 32-byte Ed25519 public key in base64 (`hpf consent keys`)")
-        return v
 
 
 class Catalog(BaseModel):

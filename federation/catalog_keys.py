@@ -26,7 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from hpf.federation.catalog import KEY_FIELDS, Catalog, NodeKeys, key_bytes
+from hpf.federation.catalog import Catalog
+from hpf.federation.catalog_parties import KEY_FIELDS, NodeKeys, key_bytes
 from hpf.federation.config_files import decode_text, load_model, parse_model, parse_yaml, read_bytes
 from hpf.federation.errors import ConfigError
 from hpf.federation.private_files import write_file

@@ -37,7 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpf.federation.catalog import KEY_FIELDS, Catalog, CatalogFile, NodeEntry, key_bytes, read_catalog_file
+from hpf.federation.catalog import Catalog, CatalogFile, read_catalog_file
+from hpf.federation.catalog_parties import KEY_FIELDS, NodeEntry, key_bytes
 from hpf.federation.config_files import file_stamp
 from hpf.federation.errors import ConfigError, FederationError
 

@@ -42,7 +42,7 @@ def write_file(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _sync_dir(path.parent)
+    sync_dir(path.parent)
 
 
 def create_file(path: Path, data: bytes, mode: int) -> bool:
@@ -57,7 +57,7 @@ def create_file(path: Path, data: bytes, mode: int) -> bool:
             return False
     finally:
         Path(tmp).unlink(missing_ok=True)
-    _sync_dir(path.parent)
+    sync_dir(path.parent)
     return True
 
 
@@ -75,8 +75,8 @@ def read_regular(path: Path, limit: int) -> bytes:
     return data
 
 
-def _sync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (where the platform lets a directory be opened)."""
+def sync_dir(directory: Path) -> None:
+    """Make a file created or renamed in ``directory`` durable (where the platform lets a directory be opened)."""
     try:
         fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:

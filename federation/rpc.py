@@ -110,14 +110,6 @@ class _Malformed:
 MALFORMED = _Malformed()
 
 
-def malformed_error() -> PlanError:
-    return PlanError(
-        "the request cannot be read as a message of this method's type",
-        code="RPC_MALFORMED",
-        hint="send the request as the federation's .proto defines it (the hpf client does)",
-    )
-
-
 class _Recorder:
     """Stands in for a server to the generated ``add_*Servicer_to_server``: keeps the handlers it registers."""
 
@@ -161,7 +153,11 @@ def _refusing(behavior: Callable[..., Any], log: logging.Logger, name: str) -> C
     """``behavior``, of the same kind (function, generator, coroutine, asynchronous generator), refusing MALFORMED."""
 
     def refusal() -> PlanError:
-        error = malformed_error()
+        error = PlanError(
+            "the request cannot be read as a message of this method's type",
+            code="RPC_MALFORMED",
+            hint="send the request as the federation's .proto defines it (the hpf client does)",
+        )
         log.info("%s refused: %s", name, error.code)
         return error
 

@@ -14,7 +14,7 @@ import base64
 
 from hpf.federation.audit.keys import KEY as AUDIT_KEY
 from hpf.federation.audit.log import AuditLog
-from hpf.federation.catalog import KEY_FIELDS, NodeEntry, NodeKeys, key_bytes
+from hpf.federation.catalog_parties import KEY_FIELDS, NodeEntry, NodeKeys, key_bytes
 from hpf.federation.crypto.sealing import AGREEMENT_KEY, AgreementKey
 from hpf.federation.errors import ConfigError
 from hpf.node.config import NodeConfig

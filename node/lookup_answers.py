@@ -14,7 +14,7 @@ from hpf.federation.consent import refusals as consent_refusals
 from hpf.federation.consent.tokens import parse_or_none
 from hpf.federation.crypto import he
 from hpf.federation.crypto.lookup_codec import chunk_sizes, encode_facts, facts_asked, layout_fingerprint
-from hpf.federation.crypto.sealing import consent_tags, subject_tags
+from hpf.federation.crypto.subject_tags import consent_tags, subject_tags
 from hpf.federation.errors import FederationError, PlanError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.trust import statements

@@ -16,7 +16,8 @@ import grpc
 
 from hpf.federation import __version__, rpc
 from hpf.federation.audit.log import AuditLog
-from hpf.federation.catalog import Catalog, CatalogFile, NodeEntry, NodeKeys
+from hpf.federation.catalog import Catalog, CatalogFile
+from hpf.federation.catalog_parties import NodeEntry, NodeKeys
 from hpf.federation.catalog_watch import CatalogWatch
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.crypto import he

@@ -19,8 +19,8 @@ class Trail:
     query: str = ""
     nonce: str = ""
     ciphertext: str = ""
-    subjects: str | None = None  # lookups: keyed hashes of the identifiers (sealing.subject_tag), space-separated
-    consents: str | None = None  # lookups with tokens: keyed hashes of each one's grant (sealing.consent_tags)
+    subjects: str | None = None  # lookups: keyed hashes of the identifiers (subject_tags.subject_tag), space-separated
+    consents: str | None = None  # lookups with tokens: keyed hashes of each one's grant (subject_tags.consent_tags)
     participants: str | None = None  # the run's participant set, comma-separated (masks cancel over exactly it)
     privacy: str | None = None  # "exact", or "dp epsilon=E delta=D" charged (fixed decimals, as signed)
 

@@ -20,7 +20,7 @@ import tenseal as ts
 
 import hpf.coordinator.fanout
 import hpf.coordinator.server
-from hpf.coordinator.fanout import FederatedAnswer, MissingRegion
+from hpf.coordinator.outcome import FederatedAnswer, MissingRegion
 from hpf.federation.crypto import he
 from hpf.federation.errors import FederationError
 from hpf.federation.generated import hpf_federation_pb2 as pb

@@ -22,10 +22,11 @@ their checkpoints, and entries appended by someone without the key (more than on
 checkpoint); they cannot show that both files were cut back to the same earlier prefix (see
 :mod:`federation.audit.verify`).
 
-A crash can interrupt an append in three places, each repaired when the node next opens the log: in the middle
-of the entry line or of the checkpoint line (a last line without its newline: it is cut off, its bytes kept in
-``entries.jsonl.torn-<UTC time>`` or ``checkpoints.jsonl.torn-<UTC time>`` beside it), or between the two
-writes (one entry without a checkpoint: the node signs it).
+A crash can interrupt an append in three places, each repaired when the node next opens the log
+(:mod:`federation.audit.repair`): in the middle of the entry line or of the checkpoint line (a last line without
+its newline: it is cut off, its bytes kept in ``entries.jsonl.torn-<UTC time>`` or
+``checkpoints.jsonl.torn-<UTC time>`` beside it), or between the two writes (one entry without a checkpoint: the
+node signs it).
 
 This module is the node's side: :class:`AuditLog` opens (checking all of it), appends and proves.
 """
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import datetime as dt
 import fcntl
 import json
 import logging
@@ -43,8 +43,7 @@ import threading
 from array import array
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -61,7 +60,8 @@ from hpf.federation.audit.records import (
     is_node_id,
     utc_now,
 )
-from hpf.federation.audit.verify import LogScan
+from hpf.federation.audit.repair import cut_torn_tail
+from hpf.federation.audit.scan import LogScan
 from hpf.federation.errors import AuditError
 
 _log = logging.getLogger("hpf.audit")
@@ -75,23 +75,6 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 _sync = getattr(os, "fdatasync", os.fsync)
-
-
-def _torn_tail(path: Path, block: int = 1 << 16) -> int | None:
-    """Where the file's last line starts when it has no newline (a write cut short); None when it is whole."""
-    with path.open("rb") as fh:
-        end = pos = fh.seek(0, os.SEEK_END)
-        while pos > 0:
-            start = max(0, pos - block)
-            fh.seek(start)
-            chunk = fh.read(pos - start)
-            if pos == end and chunk.endswith(b"\n"):
-                return None
-            cut = chunk.rfind(b"\n")
-            if cut >= 0:
-                return start + cut + 1
-            pos = start
-        return 0 if end else None
 
 
 class AuditLog:
@@ -208,9 +191,9 @@ class AuditLog:
         self._latest = report.latest
         try:
             if scan.torn_entry is not None:
-                self._cut_torn_tail(ENTRIES, self._entries_fd, expected=self._end)
+                cut_torn_tail(self.directory, ENTRIES, self._entries_fd, fsync=self._fsync, expected=self._end)
             if scan.torn_checkpoint is not None:
-                self._cut_torn_tail(CHECKPOINTS, self._checkpoints_fd)
+                cut_torn_tail(self.directory, CHECKPOINTS, self._checkpoints_fd, fsync=self._fsync)
             if report.unsigned:  # one entry (the scan refuses more), written just before a crash, before its checkpoint
                 _log.warning(
                     "%s: entry %d had no checkpoint (a crash between its two writes): signing it now",
@@ -223,61 +206,6 @@ class AuditLog:
                 f"{self.directory}: cannot repair what a crash left in the audit log ({err.strerror})",
                 code="AUDIT_LOG_BROKEN",
             ) from None
-
-    def _cut_torn_tail(self, name: str, fd: int, expected: int | None = None) -> None:
-        """Cut off the last line of ``name`` if it has no newline (a crash while it was written), after keeping
-        its bytes in ``<name>.torn-<UTC time>`` beside it (call alone, holding the log's lock)."""
-        path = self.directory / name
-        start = _torn_tail(path)
-        if start is None:
-            return
-        if expected is not None and start != expected:
-            raise AuditError(f"{path}: changed while the audit log was being opened", code="AUDIT_LOG_CORRUPT")
-        with path.open("rb") as fh:
-            fh.seek(start)
-            torn = fh.read()
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        for attempt in range(100):
-            evidence = self.directory / (f"{name}.torn-{stamp}" + (f".{attempt}" if attempt else ""))
-            try:
-                out = os.open(evidence, flags, 0o600)
-                break
-            except FileExistsError:
-                continue
-        else:
-            raise AuditError(f"{path}: cannot name a file to keep its torn last line in", code="AUDIT_LOG_CORRUPT")
-        try:
-            _write_all(out, torn)
-            if self._fsync:
-                os.fsync(out)
-        finally:
-            os.close(out)
-        if self._fsync:  # the evidence is on disk before the log loses those bytes
-            self._sync_directory()
-        os.ftruncate(fd, start)
-        if self._fsync:
-            os.fsync(fd)
-        _log.warning(
-            "%s: the last line of %s was incomplete (a crash while it was written): cut it off, "
-            "its %d bytes kept in %s",
-            self.directory,
-            name,
-            len(torn),
-            evidence.name,
-        )
-
-    def _sync_directory(self) -> None:
-        try:
-            dfd = os.open(self.directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -435,10 +363,8 @@ class AuditLog:
                 self._entries_fd = self._checkpoints_fd = -1
                 self._broken = "the log is closed"
 
-    def __enter__(self) -> AuditLog:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -304,7 +304,8 @@ def test_an_older_revocation_list_put_back_while_a_region_is_stopped_is_refused(
 def test_the_audit_entry_answers_under_which_consent_a_person_was_looked_up(fed: harness.Federation) -> None:
     import json
 
-    from hpf.federation.crypto.sealing import SUBJECT_KEY, looked_up_under, read_secret
+    from hpf.federation.crypto.sealing import SUBJECT_KEY, read_secret
+    from hpf.federation.crypto.subject_tags import looked_up_under
 
     ids = people(fed, 2)
     tokens = tokens_for(fed, ids)

@@ -40,7 +40,7 @@ from hpf.cli.errors import exit_code
 from hpf.client.answers import LookupAnswer
 from hpf.client.federation_client import FederationClient
 from hpf.client.profile import ClientProfile
-from hpf.coordinator.fanout import FederatedAnswer
+from hpf.coordinator.outcome import FederatedAnswer
 from hpf.federation.config_files import parse_model
 from hpf.federation.crypto import he
 from hpf.federation.crypto.he import HE_FORMAT

@@ -35,8 +35,8 @@ from hpf.federation.crypto.sealing import (
     OneTimeKey,
     load_public_b64,
     read_secret,
-    subject_tag,
 )
+from hpf.federation.crypto.subject_tags import subject_tag
 from hpf.federation.errors import FederationError, from_rpc_error
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc

@@ -24,7 +24,7 @@ import yaml
 import hpf.coordinator.fanout
 from hpf.client.federation_client import FederationClient
 from hpf.client.profile import ClientProfile
-from hpf.coordinator.fanout import FederatedAnswer
+from hpf.coordinator.outcome import FederatedAnswer
 from hpf.federation.config_files import parse_model
 from hpf.federation.crypto import he
 from hpf.federation.errors import PlanError

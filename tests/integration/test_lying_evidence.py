@@ -28,7 +28,7 @@ from hpf.cli.app import _register, app
 from hpf.client.federation_client import FederationClient
 from hpf.client.profile import load_profile
 from hpf.coordinator import fanout
-from hpf.coordinator.fanout import FederatedAnswer
+from hpf.coordinator.outcome import FederatedAnswer
 from hpf.federation.audit.proto import checkpoint_to_proto, receipt_to_proto
 from hpf.federation.crypto import he
 from hpf.federation.generated import hpf_federation_pb2 as pb

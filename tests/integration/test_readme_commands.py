@@ -780,7 +780,7 @@ def check_init(r: Ran, demo: Demo) -> None:
 
 # A verb (the words after hpf) -> what its output must show. A README command whose verb is not here fails.
 def check_consent_keys(r: Ran, demo: Demo) -> None:
-    from hpf.federation.catalog import IssuerEntry
+    from hpf.federation.catalog_parties import IssuerEntry
 
     entry = yaml.safe_load(r.stdout)
     assert IssuerEntry.model_validate(entry[0]).id == _option(r.argv, "--issuer"), "the catalog's issuers: entry"

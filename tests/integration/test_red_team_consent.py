@@ -19,7 +19,8 @@ from coordinator_recorder import CoordinatorRecorder
 from lying_coordinator import rewritten_refusal
 
 import hpf.coordinator.fanout
-from hpf.coordinator.fanout import FanOut, MissingRegion
+from hpf.coordinator.fanout import FanOut
+from hpf.coordinator.outcome import MissingRegion
 from hpf.federation.consent import tokens as consent
 from hpf.federation.errors import FederationError, error_for_code
 from hpf.federation.generated import hpf_federation_pb2 as pb

@@ -11,7 +11,8 @@ import pytest
 
 from hpf.client.answer_check import head_checker, read_answer
 from hpf.federation.crypto.he import MAX_CIPHERTEXT_BYTES
-from hpf.federation.crypto.lookup_codec import FACT_COLUMNS, check_consistent, decode_facts, encode_facts
+from hpf.federation.crypto.lookup_codec import FACT_COLUMNS, decode_facts, encode_facts
+from hpf.federation.crypto.lookup_consistency import check_consistent
 from hpf.federation.errors import CryptoError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.trust import statements

@@ -6,7 +6,7 @@ import json
 import os
 
 from hpf.client.answer_check import head_checker, read_answer
-from hpf.coordinator.fanout import FederatedAnswer
+from hpf.coordinator.outcome import FederatedAnswer
 from hpf.coordinator.server import answer_parts
 from hpf.federation.crypto.he import MAX_CIPHERTEXT_BYTES
 from hpf.federation.crypto.limb_codec import MAX_REGIONS

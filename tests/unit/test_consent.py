@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpf.federation.audit import merkle
-from hpf.federation.catalog import Catalog, IssuerEntry
+from hpf.federation.catalog import Catalog
+from hpf.federation.catalog_parties import IssuerEntry
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
 from hpf.federation.consent.tokens import (

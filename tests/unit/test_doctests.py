@@ -29,7 +29,7 @@ MODULES = [
     "hpf.federation.config_files",
     "hpf.node.backends.type_check",
     "hpf.federation.crypto.he",
-    "hpf.federation.catalog",
+    "hpf.federation.catalog_parties",
     "hpf.federation.catalog_keys",
     "hpf.cli.output",
     "hpf.cli.scaffold",

@@ -23,8 +23,8 @@ from hpf.federation.crypto.sealing import (
     load_or_create_subject_key,
     load_public_b64,
     read_secret,
-    subject_tag,
 )
+from hpf.federation.crypto.subject_tags import subject_tag
 from hpf.federation.errors import FederationError
 from hpf.federation.person_id import check_char, person_id_array
 
