@@ -40,9 +40,9 @@ def init(
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Write over a federation this folder holds")] = False,
 ) -> None:
-    from hpf.cli.demo_lookups import hpf_command
     from hpf.cli.pki import parse_person
     from hpf.cli.scaffold import Source, scaffold
+    from hpf.demo.lookups import hpf_command
 
     done = scaffold(
         folder,

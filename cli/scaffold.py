@@ -554,7 +554,7 @@ def scaffold(
     progress: Progress,
 ) -> Scaffold:
     """Write a federation for ``sources`` under ``folder`` (see the module's docstring)."""
-    from hpf.cli.demo_federation import free_ports
+    from hpf.demo.launcher import free_ports
     from hpf.federation.audit.log import AuditLog
     from hpf.federation.catalog import load_catalog
     from hpf.federation.crypto.he import HE_FORMAT

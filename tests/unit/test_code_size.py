@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("federation", "node", "coordinator", "cli", "policies", "client")
+PACKAGES = ("federation", "node", "coordinator", "cli", "demo", "policies", "client")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 # still over the limits: to be split
@@ -36,8 +36,6 @@ LONG_MODULES = {
 LONG_FUNCTIONS = {
     "cli/audit.py::receipts_command",
     "cli/audit.py::verify",
-    "cli/demo_examples.py::run_examples",
-    "cli/demo_lookups.py::run_lookups",
     "cli/scaffold.py::scaffold",
     "client/federation_client.py::query",
     "client/lookups.py::_ask",

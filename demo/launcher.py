@@ -20,6 +20,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from hpf.demo.synth import generate_node
 from hpf.federation.audit.log import AuditLog
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
@@ -28,7 +29,6 @@ from hpf.federation.crypto.sealing import AgreementKey
 from hpf.federation.errors import ConfigError, UnavailableError
 from hpf.federation.hpf_schema import DEMO_CONSENT_ISSUER, TABLE_NAMES, demo_catalog
 from hpf.federation.regions import first_regions
-from hpf.federation.synth import generate_node
 from hpf.federation.trust.pki import FederationFiles, init_federation
 from hpf.federation.trust.tls import TlsConfig, coordinator_target, node_target, secure_channel
 from hpf.policies import DEFAULT_POLICY
