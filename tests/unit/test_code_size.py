@@ -15,8 +15,6 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 # still over the limits: to be split
 LONG_MODULES = {
-    "cli/audit.py",
-    "cli/scaffold.py",
     "client/lookups.py",
     "coordinator/fanout.py",
     "federation/audit/log.py",
@@ -34,9 +32,6 @@ LONG_MODULES = {
     "policies/model.py",
 }
 LONG_FUNCTIONS = {
-    "cli/audit.py::receipts_command",
-    "cli/audit.py::verify",
-    "cli/scaffold.py::scaffold",
     "client/federation_client.py::query",
     "client/lookups.py::_ask",
     "client/lookups.py::screen",
