@@ -109,12 +109,12 @@ def _regions_line(answer: LookupAnswer) -> str:
 
 
 def _failed_note(facts: PersonFacts) -> str | None:
-    if not facts.failed_regions:
-        return None
-    return (
-        f"{facts.failed_regions} region(s) hold figures too large to add exactly; amounts and counts are "
-        "unavailable (ask those centres directly)"
-    )
+    if facts.failed_regions:
+        return (
+            f"{facts.failed_regions} region(s) hold figures too large to add exactly; amounts and counts are "
+            "unavailable (ask those centres directly)"
+        )
+    return None
 
 
 def render_lookup(answer: LookupAnswer, fmt: str, excluded_home: str | None) -> str:
@@ -302,13 +302,13 @@ def screen(
 
             answer = client.screen(
                 ids,
+                batch=batch,
+                progress=progress,
+                facts=parse_facts(facts),
                 purpose=purpose,
                 consent=consent,
                 exclude_home=exclude_home,
-                batch=batch,
-                progress=progress,
                 tokens=tokens,
-                facts=parse_facts(facts),
             )
     results = screen_table(columns, rows, answer, check)
     if output is None:
