@@ -177,9 +177,6 @@ class _Run:
     renderers: Renderers
     clients: dict[str, FederationClient] = field(default_factory=dict)
 
-    def files(self, table: str, node: str) -> list[str]:
-        return [str(self.layout.data / n / f"{table}.parquet") for n in self.layout.node_ids if node in ("*", n)]
-
     def client(self, person: str) -> FederationClient:
         if person not in self.clients:
             self.clients[person] = FederationClient(load_profile(self.layout.profile_of(person)))
@@ -256,7 +253,7 @@ def _ask(run: _Run, example: Example, explained_dp: bool) -> tuple[bool, bool]:
 
 def _check_dp(run: _Run, answer: QueryAnswer, plan: Plan, epsilon: float | None, elapsed: float) -> bool:
     """A DP answer: its shown cells against the clamped oracle, at the epsilon the policy set, from every region."""
-    oracle = clamped_totals(run.catalog, run.files, run.layout.node_ids, plan)
+    oracle = clamped_totals(run.catalog, run.layout.files, run.layout.node_ids, plan)
     ok, verdict, table = _dp_check(answer, plan, run.catalog, oracle, run.renderers.table)
     ok &= answer.privacy.get("mode") == "dp" and answer.privacy.get("epsilon") == epsilon
     ok &= not answer.missing
@@ -268,8 +265,8 @@ def _check_dp(run: _Run, answer: QueryAnswer, plan: Plan, epsilon: float | None,
 
 def _check_exact(run: _Run, example: Example, answer: QueryAnswer, plan: Plan, k: int, elapsed: float) -> bool:
     """An exact answer: equal to DuckDB over the pooled files, for the groups no region withheld under ``k``."""
-    withheld = withheld_groups(run.catalog, run.files, run.layout.node_ids, plan, k)
-    equal = matches(answer, pooled(run.catalog, run.files, "*", example.sql), plan, withheld)
+    withheld = withheld_groups(run.catalog, run.layout.files, run.layout.node_ids, plan, k)
+    equal = matches(answer, pooled(run.catalog, run.layout.files, "*", example.sql), plan, withheld)
     equal &= answer.privacy.get("mode") == "exact"
     verdict = "equals" if equal else "DIFFERS FROM"
     scope = f", for the groups not withheld under k = {k}" if answer.withheld_groups else ""

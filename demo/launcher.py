@@ -65,6 +65,10 @@ class DemoLayout:
     def state(self, node_id: str) -> Path:
         return self.data / "state" / node_id
 
+    def files(self, table: str, node: str) -> list[str]:
+        """The Parquet files of ``table`` at ``node`` (``"*"``: at every node), as the oracle reads them."""
+        return [str(self.data / n / f"{table}.parquet") for n in self.node_ids if node in ("*", n)]
+
     @property
     def consent_issuer(self) -> Path:
         """The demo's consent service: its key folder (``hpf consent ... --dir`` reads it)."""

@@ -23,7 +23,7 @@ from hpf.client.answers import LookupAnswer
 from hpf.client.federation_client import FederationClient
 from hpf.client.profile import load_profile
 from hpf.demo.launcher import DemoLayout
-from hpf.demo.oracle import Files, pooled_person_facts
+from hpf.demo.oracle import pooled_person_facts
 from hpf.demo.renderers import Renderers
 from hpf.demo.synth.generator import planted_duplicate_loans
 from hpf.federation.audit.verify import read_entries
@@ -50,10 +50,6 @@ def _equal(answer: LookupAnswer, expected: dict[str, dict[str, int]], ids: list[
         {name: getattr(facts, name) for name in expected[pid]} == expected[pid]
         for pid, facts in zip(ids, answer.facts, strict=True)
     )
-
-
-def _files(layout: DemoLayout):  # type: ignore[no-untyped-def]
-    return lambda table, node: [str(layout.data / n / f"{table}.parquet") for n in layout.node_ids if node in ("*", n)]
 
 
 def _sql(sql: str) -> list[tuple[Any, ...]]:
@@ -119,15 +115,14 @@ def write_applicants(layout: DemoLayout, path: Path, reference: str, applicants:
 def run_lookups(layout: DemoLayout, rows: int, seed: int, renderers: Renderers) -> bool:
     """Run and print the lookup examples; True when every answer equals the pooled-files oracle."""
     catalog = load_catalog(layout.catalog)
-    files = _files(layout)
     planted = [p.person_id for p in planted_duplicate_loans(seed, rows, layout.node_ids)]
     caseworker = FederationClient(load_profile(layout.profile_of("caseworker")))
     bank = FederationClient(load_profile(layout.profile_of("bank")))
     try:
         person = planted[0] if planted else _movers(layout, 1)[0]
-        ok = _caseworker_lookups(layout, caseworker, catalog, files, person, renderers)
+        ok = _caseworker_lookups(layout, caseworker, catalog, person, renderers)
         applicants = _applicants(layout, planted, SCREEN_SIZE)
-        ok &= _screening(layout, bank, catalog, files, planted, applicants)
+        ok &= _screening(layout, bank, catalog, planted, applicants)
         ok &= _who_looked_up(layout, person, applicants)
     finally:
         caseworker.close()
@@ -136,7 +131,7 @@ def run_lookups(layout: DemoLayout, rows: int, seed: int, renderers: Renderers) 
 
 
 def _caseworker_lookups(
-    layout: DemoLayout, caseworker: FederationClient, catalog: Catalog, files: Files, person: str, renderers: Renderers
+    layout: DemoLayout, caseworker: FederationClient, catalog: Catalog, person: str, renderers: Renderers
 ) -> bool:
     """A caseworker looks up ``person``, someone no region knows and (per city) someone who moved, each checked
     against the pooled files; then a mistyped identifier, refused before it is sent."""
@@ -157,7 +152,7 @@ def _caseworker_lookups(
         started = time.perf_counter()
         answer = caseworker.lookup([pid], purpose=purpose, consent=CONSENT, by_city=by_city)
         elapsed = (time.perf_counter() - started) * 1e3
-        equal = _equal(answer, pooled_person_facts(catalog, files, [pid]), [pid])
+        equal = _equal(answer, pooled_person_facts(catalog, layout.files, [pid]), [pid])
         ok &= equal and answer.complete
         typer.echo(renderers.lookup(answer))
         typer.echo(f"({elapsed:.0f} ms; {'equals' if equal else 'DIFFERS FROM'} DuckDB over the pooled files)")
@@ -174,7 +169,6 @@ def _screening(
     layout: DemoLayout,
     bank: FederationClient,
     catalog: Catalog,
-    files: Files,
     planted: list[str],
     applicants: list[str],
 ) -> bool:
@@ -210,7 +204,7 @@ def _screening(
     kept = fields_of(screened.facts_asked)  # a bank is answered the facts a loan review needs, no others
     sample_ok = all(
         {k: getattr(by_id[p], k) for k in v if k in kept} == {k: x for k, x in v.items() if k in kept}
-        for p, v in pooled_person_facts(catalog, files, sample).items()
+        for p, v in pooled_person_facts(catalog, layout.files, sample).items()
     ) and all(by_id[p].balance_fen is None for p in sample)
     ok &= sample_ok
     typer.echo(f"(facts of {len(sample)} sampled applicants {'equal' if sample_ok else 'DIFFER FROM'} DuckDB)")
