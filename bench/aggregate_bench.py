@@ -47,8 +47,10 @@ from typing import Any
 
 import duckdb
 
-from hpf.cli.demo_check import clamped_totals, noisy_cells
-from hpf.cli.demo_federation import (
+from hpf.client.answers import QueryAnswer
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import load_profile
+from hpf.demo.launcher import (
     DemoLayout,
     ensure_data,
     layout_for,
@@ -56,9 +58,7 @@ from hpf.cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from hpf.client.answers import QueryAnswer
-from hpf.client.federation_client import FederationClient
-from hpf.client.profile import load_profile
+from hpf.demo.oracle import clamped_totals, noisy_cells
 from hpf.federation.catalog import load_catalog
 
 TARGET_RATIO = 1.5

@@ -45,8 +45,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from hpf.cli.demo_check import pooled
-from hpf.cli.demo_federation import (
+from hpf.demo.launcher import (
     DemoLayout,
     ensure_data,
     layout_for,
@@ -54,6 +53,7 @@ from hpf.cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
+from hpf.demo.oracle import pooled
 from hpf.federation.catalog import load_catalog
 
 TARGET_HELP_MS = 150.0  # `hpf --help`, median

@@ -28,7 +28,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hpf.federation.synth.lineitem import write_lineitem
+from hpf.demo.synth.lineitem import write_lineitem
 from hpf.federation.trust.tls import TlsConfig, coordinator_target, node_target, secure_channel
 
 REGIONS = ("north", "south", "east", "west")

@@ -58,7 +58,11 @@ import numpy as np
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hpf.cli.demo_federation import (
+from hpf.client.answers import LookupAnswer
+from hpf.client.federation_client import FederationClient
+from hpf.client.lookups import LOOKUP_BATCH
+from hpf.client.profile import load_profile
+from hpf.demo.launcher import (
     DemoLayout,
     ensure_data,
     layout_for,
@@ -66,16 +70,12 @@ from hpf.cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from hpf.client.answers import LookupAnswer
-from hpf.client.federation_client import FederationClient
-from hpf.client.lookups import LOOKUP_BATCH
-from hpf.client.profile import load_profile
+from hpf.demo.synth.generator import planted_duplicate_loans
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
 from hpf.federation.crypto.lookup_codec import FACTS, PersonFacts
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.person_id import person_id_array
-from hpf.federation.synth.generator import planted_duplicate_loans
 from hpf.federation.trust import pki
 
 PURPOSE = "loan-review"

@@ -41,7 +41,9 @@ from typing import Any
 
 import yaml
 
-from hpf.cli.demo_federation import (
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import load_profile
+from hpf.demo.launcher import (
     DemoLayout,
     ensure_data,
     layout_for,
@@ -49,8 +51,6 @@ from hpf.cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from hpf.client.federation_client import FederationClient
-from hpf.client.profile import load_profile
 from hpf.federation.errors import FederationError
 
 TARGET_RATIO = 0.8  # throughput with one region stalled, at least this share of the healthy throughput

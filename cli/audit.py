@@ -1,5 +1,6 @@
-"""`hpf audit verify|show|consent|receipts`: check a node's tamper-evident audit log, read it, find under which
-consent a person was looked up, and check kept receipts."""
+"""`hpf audit verify|show`: check a node's tamper-evident audit log and read it; the group's other commands find
+under which consent a person was looked up (:mod:`cli.audit_consent`) and check kept receipts
+(:mod:`cli.audit_receipts`)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import typer
 from rich.text import Text
 
 from hpf.cli.errors import cli_errors
-from hpf.cli.output import text_table
-from hpf.federation.errors import AuditError, ConfigError, PolicyViolation
+from hpf.cli.output import TableFormat, text_table
+from hpf.federation.errors import AuditError, ConfigError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -37,22 +38,9 @@ class VerifyFormat(str, Enum):
     json = "json"
 
 
-class ShowFormat(str, Enum):
-    table = "table"
-    json = "json"
-
-
-class Decision(str, Enum):
-    allowed = "allowed"
-    refused = "refused"
-
-
-def _read(path: Path, *, first_line: bool = False) -> bytes:
-    """The file's bytes (or only its first line, without the newline); a ConfigError if it cannot be read."""
+def read_file(path: Path) -> bytes:
+    """The file's bytes; a ConfigError if it cannot be read."""
     try:
-        if first_line:
-            with path.open("rb") as fh:
-                return fh.readline().removesuffix(b"\n")
         return path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found", code="CONFIG_NOT_FOUND") from None
@@ -71,7 +59,7 @@ def _checkpoint(path: Path) -> Checkpoint:
     from hpf.federation.audit.records import Checkpoint
 
     try:
-        return Checkpoint.from_dict(_json(_read(path), "AUDIT_CHECKPOINT_MALFORMED"))
+        return Checkpoint.from_dict(_json(read_file(path), "AUDIT_CHECKPOINT_MALFORMED"))
     except AuditError as err:
         raise AuditError(f"{path}: {err.message}", code=err.code) from None
 
@@ -80,7 +68,7 @@ def _receipts(path: Path) -> list[Receipt]:
     from hpf.federation.audit.records import Receipt
 
     receipts = []
-    for number, line in enumerate(_read(path).splitlines(), start=1):
+    for number, line in enumerate(read_file(path).splitlines(), start=1):
         if line.strip():
             try:
                 receipts.append(Receipt.from_dict(_json(line, "AUDIT_RECEIPT_MALFORMED")))
@@ -151,23 +139,9 @@ def verify(
     fmt: VerifyFormat = typer.Option(VerifyFormat.text, "--format", "-f", help="Output format"),
 ) -> None:
     """Check a log directory (the help text is VERIFY_HELP)."""
-    from hpf.federation.audit.keys import load_public_key
-    from hpf.federation.audit.records import is_node_id
     from hpf.federation.audit.verify import log_node, verify_log
 
-    if public_key is not None and catalog is not None:
-        raise ConfigError("give --public-key or --catalog, not both", code="CLI_BAD_OPTION")
-    if node is not None and not is_node_id(node):
-        raise ConfigError("--node takes a node id from the catalog, e.g. hangzhou", code="CLI_BAD_OPTION")
-    key = load_public_key(_read(public_key)) if public_key is not None else None
-    if catalog is not None:
-        if node is None:
-            raise ConfigError(
-                "--catalog needs --node: the node whose log this is",
-                code="CLI_BAD_OPTION",
-                hint="the log's own files cannot say whose log it is: name the node, e.g. --node hangzhou",
-            )
-        key = _catalog_key(catalog, node)
+    key = _verify_key(public_key, catalog, node)
     older = _checkpoint(checkpoint) if checkpoint is not None else None
     kept = _receipts(receipts) if receipts is not None else []
     # a client keeps every region's receipts in one file: only this node's are checked (--node, else the node
@@ -208,6 +182,27 @@ def verify(
             )
 
 
+def _verify_key(public_key: Path | None, catalog: Path | None, node: str | None) -> Ed25519PublicKey | None:
+    """The key to check the log with: --public-key's, the catalog's for --node, or None (the log's own)."""
+    from hpf.federation.audit.keys import load_public_key
+    from hpf.federation.audit.records import is_node_id
+
+    if public_key is not None and catalog is not None:
+        raise ConfigError("give --public-key or --catalog, not both", code="CLI_BAD_OPTION")
+    if node is not None and not is_node_id(node):
+        raise ConfigError("--node takes a node id from the catalog, e.g. hangzhou", code="CLI_BAD_OPTION")
+    key = load_public_key(read_file(public_key)) if public_key is not None else None
+    if catalog is not None:
+        if node is None:
+            raise ConfigError(
+                "--catalog needs --node: the node whose log this is",
+                code="CLI_BAD_OPTION",
+                hint="the log's own files cannot say whose log it is: name the node, e.g. --node hangzhou",
+            )
+        key = _catalog_key(catalog, node)
+    return key
+
+
 def _utc(value: object) -> dt.datetime | None:
     """An RFC 3339 time (UTC when it names no zone), or None when ``value`` is none."""
     if not isinstance(value, str):
@@ -226,13 +221,18 @@ def _since(value: str) -> dt.datetime:
     return moment
 
 
-def _cell(entry: dict[str, Any], column: str) -> Text:
+def log_cell(entry: dict[str, Any], column: str) -> Text:
     value = entry.get(column)
     text = "" if value is None else str(value)
     if column == "query" and len(text) > FINGERPRINT_CHARS:
         text = text[:FINGERPRINT_CHARS] + "…"
     # values come from the log: no markup, no terminal control characters
     return Text("".join(c if c.isprintable() else "?" for c in text))
+
+
+class Decision(str, Enum):
+    allowed = "allowed"
+    refused = "refused"
 
 
 @audit_app.command("show")
@@ -249,7 +249,7 @@ def show(
     subject_key: Path | None = typer.Option(
         None, "--subject-key", help=f"The node's subject key (default: DIRECTORY/{SUBJECT_KEY})"
     ),
-    fmt: ShowFormat = typer.Option(ShowFormat.table, "--format", "-f", help="Output format"),
+    fmt: TableFormat = typer.Option(TableFormat.table, "--format", "-f", help="Output format"),
 ) -> None:
     """List a log's requests for an auditor (it does not check the log: `hpf audit verify` does).
 
@@ -279,218 +279,17 @@ def show(
             continue
         matched += 1
         rows.append(entry)
-    if fmt == ShowFormat.json:
+    if fmt == TableFormat.json:
         typer.echo(json.dumps(list(rows), ensure_ascii=False))
         return
-    cells = ([_cell(entry, column) for column in SHOW_COLUMNS] for entry in rows)
+    cells = ([log_cell(entry, column) for column in SHOW_COLUMNS] for entry in rows)
     typer.echo(text_table(SHOW_COLUMNS, cells, after=[f"{len(rows)} shown, {matched} matching, {total} in the log"]))
 
 
-CONSENT_COLUMNS = ("index", "time", "identity", "role", "purpose", "decision", "code", "consent", "grant")
-NO_TOKEN = "none (free-text consent)"
-
-
-def _known_grants(tokens: Path | None, grants: list[str]) -> list[tuple[str, bytes]]:
-    """The grants an auditor names: ``ISSUER:GRANT-ID`` words and the consent_token column of a CSV."""
-    import csv
-    import io
-
-    from hpf.federation.consent import tokens as consent
-
-    known: list[tuple[str, bytes]] = []
-    for word in grants:
-        issuer, _, grant_hex = word.partition(":")
-        try:
-            grant_id = bytes.fromhex(grant_hex)
-        except ValueError:
-            grant_id = b""
-        if not consent.ISSUER_ID.fullmatch(issuer) or len(grant_id) != consent.GRANT_ID_BYTES:
-            raise typer.BadParameter(f"{word!r}: give ISSUER:GRANT-ID (the grant id is 32 hex digits)")
-        known.append((issuer, grant_id))
-    if tokens is not None:
-        try:
-            reader = csv.DictReader(io.StringIO(_read(tokens).decode("utf-8-sig")))
-        except UnicodeDecodeError:
-            raise ConfigError(f"{tokens}: not UTF-8 text", code="CONFIG_UNREADABLE") from None
-        if "consent_token" not in (reader.fieldnames or []):
-            raise ConfigError(
-                f"{tokens}: no consent_token column",
-                code="CONFIG_INVALID",
-                hint="give the file `hpf consent grant` wrote, or a screening file with a consent_token column",
-            )
-        for row in reader:
-            try:
-                token = consent.parse_token_text((row.get("consent_token") or "").strip())
-            except consent.ConsentError:
-                continue  # a row without a readable token names no grant
-            known.append((token.issuer, token.grant.grant_id))
-    return known
-
-
-@audit_app.command("consent")
-@cli_errors
-def consent_command(
-    directory: Path = typer.Argument(..., help="The node's audit log directory"),
-    person: str = typer.Option(..., "--person", help="The person (resident identity number) looked up"),
-    subject_key: Path | None = typer.Option(
-        None, "--subject-key", help=f"The node's subject key (default: DIRECTORY/{SUBJECT_KEY})"
-    ),
-    tokens: Path | None = typer.Option(
-        None, "--tokens", help="A CSV with a consent_token column (what `hpf consent grant` wrote): name its grants"
-    ),
-    grants: list[str] = typer.Option([], "--grant", help="A grant to name, as ISSUER:GRANT-ID (repeatable)"),
-    fmt: ShowFormat = typer.Option(ShowFormat.table, "--format", "-f", help="Output format"),
-) -> None:
-    """Under which consent was this person looked up? Every lookup of the person in the log, with the keyed
-    digest of the consent it carried for them.
-
-    The digests are keyed with the node's subject key and the request's nonce, so they name no grant by
-    themselves: given the issuer's grants (``--tokens`` or ``--grant``), each is named. The person's identifier
-    is never printed."""
-    from hpf.client.lookups import check_person_ids
-    from hpf.federation.audit.verify import read_entries
-    from hpf.federation.crypto.sealing import read_secret
-    from hpf.federation.crypto.subject_tags import consents_of, grant_tag
-
-    pid = check_person_ids([person])[0]
-    tag_key = read_secret(subject_key or directory / SUBJECT_KEY)
-    known = _known_grants(tokens, grants)
-    rows: list[dict[str, Any]] = []
-    total = 0
-    for entry in read_entries(directory):
-        total += 1
-        found = consents_of(entry, tag_key, pid)
-        if found is None:
-            continue
-        nonce = str(entry.get("nonce"))
-        by_tag = {grant_tag(tag_key, nonce, issuer, gid): f"{issuer}:{gid.hex()}" for issuer, gid in known}
-        places: list[str | None] = list(found) or [None]
-        for digest in places:
-            row = {c: entry.get(c) for c in CONSENT_COLUMNS[:7]}
-            if digest is None:
-                row["consent"], row["grant"] = NO_TOKEN, None
-            elif digest == "-":
-                row["consent"], row["grant"] = "unreadable token", None
-            else:
-                row["consent"], row["grant"] = digest, by_tag.get(digest)
-            rows.append(row)
-    if fmt == ShowFormat.json:
-        typer.echo(json.dumps(rows, ensure_ascii=False))
-        return
-    named = sum(1 for row in rows if row["grant"])
-    after = [f"{len(rows)} lookup(s), {named} under a named grant, {total} in the log"]
-    if rows and not known:
-        after.append("name the grants with --tokens FILE or --grant ISSUER:GRANT-ID")
-    cells = ([_cell(row, column) for column in CONSENT_COLUMNS] for row in rows)
-    typer.echo(text_table(CONSENT_COLUMNS, cells, after=after))
-
-
-REWRITTEN = "REWRITTEN"
-UNPROVEN = "could not be proven (the region or the coordinator)"
-NO_KEY = "could not be proven (no audit key pinned)"
-NOT_CHECKED = "not checked"
-
-
-def _status(err: AuditError) -> str:
-    """A failed check as a receipt's status: only the region's own signatures can show its log was rewritten
-    (see :func:`federation.audit.proto.check_still_logged`); every other failure proves nothing either way."""
-    if err.code == "AUDIT_INCONSISTENT":
-        return REWRITTEN
-    return NO_KEY if err.code == "AUDIT_KEY_MISSING" else UNPROVEN
-
-
-@audit_app.command("receipts")
-@cli_errors
-def receipts_command(
-    profile: Path = typer.Option(..., "--profile", "-p", help="Client profile (client.yaml) whose receipts to check"),
-    fmt: ShowFormat = typer.Option(ShowFormat.table, "--format", "-f", help="Output format"),
-) -> None:
-    """Ask each region (through the coordinator) to prove every receipt this profile kept is still in its log.
-
-    Each proof is checked against the region's latest signed checkpoint: the entry is still there and the log
-    only grew since. The coordinator relays the proofs unsigned, so a proof that does not hold shows the receipt
-    could not be proven (the region or the coordinator: `hpf audit verify --receipts` on the region's own log
-    tells which); only two logs the region signed for one size show it rewrote its log. Exit 7 if any receipt is
-    rewritten or could not be proven. A receipt kept before receipts carried a proof of their own is proven by the
-    region's latest log alone."""
-    from hpf.client.federation_client import FederationClient
-    from hpf.client.profile import load_profile
-
-    rows: list[dict[str, Any]] = []
-    stopped: PolicyViolation | None = None
-    with FederationClient(load_profile(profile)) as client:
-        kept = client.kept_receipts()
-        for receipt in kept:
-            row: dict[str, Any] = {
-                "node": receipt.node_id,
-                "index": receipt.index,
-                "size": receipt.checkpoint.size,
-                "own_proof": receipt.inclusion is not None,
-            }
-            if stopped is not None:
-                row.update(status=NOT_CHECKED, code="", latest_size=None)
-            else:
-                try:
-                    latest = client.check_receipt(receipt)
-                    row.update(status="still logged", code="", latest_size=latest.size)
-                except AuditError as err:
-                    row.update(status=_status(err), code=err.code, latest_size=None, message=err.message)
-                except PolicyViolation as err:  # e.g. the coordinator's per-person rate limit
-                    stopped = err
-                    row.update(status=NOT_CHECKED, code="", latest_size=None)
-            rows.append(row)
-    rewritten = [r for r in rows if r["status"] == REWRITTEN]
-    unproven = [r for r in rows if r["code"] and r["status"] != REWRITTEN]
-    unchecked = sum(1 for r in rows if r["status"] == NOT_CHECKED)
-    without_proof = sum(1 for r in rows if not r["own_proof"])
-    if fmt == ShowFormat.json:
-        doc = {
-            "receipts": rows,
-            "rewritten": len(rewritten),
-            "unproven": len(unproven),
-            "not_checked": unchecked,
-            "kept_without_proof": without_proof,
-        }
-        typer.echo(json.dumps(doc))
-    else:
-        cells = ((r["node"], str(r["index"]), str(r["size"]), str(r["latest_size"] or ""), r["status"]) for r in rows)
-        proved = sum(1 for r in rows if r["status"] == "still logged")
-        footer = [
-            f"{proved} of {len(rows)} receipt(s) still logged, each proved against the region's latest signed "
-            "checkpoint"
-        ]
-        if without_proof:
-            footer.append(
-                f"note: {without_proof} receipt(s) were kept before receipts carried a proof of their entry: each is "
-                "proven by the region's latest log alone, and one whose entry was altered before it was kept cannot "
-                "be proven"
-            )
-        if unproven:
-            footer.append(
-                f"{len(unproven)} receipt(s) could not be proven: a proof relayed by the coordinator does not hold; "
-                "that blames the region or the coordinator, and `hpf audit verify --receipts` on the region's own "
-                "log tells which"
-            )
-        typer.echo(text_table(("node", "index", "receipt size", "latest size", "status"), cells, after=footer))
-    if rewritten:
-        first = rewritten[0]
-        raise AuditError(f"region {first['node']}, entry {first['index']}: {first['message']}", code=first["code"])
-    if unproven:
-        first = unproven[0]
-        raise AuditError(
-            f"{len(unproven)} receipt(s) could not be proven (the region or the coordinator); the first: region "
-            f"{first['node']}, entry {first['index']}: {first['message']}",
-            code="AUDIT_RECEIPT_UNPROVEN" if first["status"] == UNPROVEN else first["code"],
-            hint="run `hpf audit verify --receipts` on the region's own log to tell which",
-        )
-    if stopped is not None:
-        raise PolicyViolation(
-            f"{unchecked} receipt(s) were not checked: {stopped.message}",
-            code=stopped.code,
-            rule=stopped.rule,
-            hint=f"{stopped.hint}; then run this again" if stopped.hint else "run this again later",
-        )
-
-
 def register(app: typer.Typer) -> None:
+    from hpf.cli.audit_consent import consent_command
+    from hpf.cli.audit_receipts import receipts_command
+
+    audit_app.command("consent")(consent_command)
+    audit_app.command("receipts")(receipts_command)
     app.add_typer(audit_app, name="audit")

@@ -4,14 +4,11 @@ Generates the synthetic Yangtze River Delta data (if absent), issues certificate
 coordinator, writes ``DIR/client.yaml`` and prints the exact `hpf query` and `hpf lookup` commands to try.
 ``--once`` runs a few example queries, person lookups and a screening, checks each against DuckDB over the
 pooled files (and the screening against the people planted with loans in two cities), prints them and exits
-(the examples: :mod:`cli.demo_examples`).
+(the examples: :mod:`demo.examples`).
 """
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +19,7 @@ from hpf.federation.errors import ConfigError
 from hpf.policies import DEFAULT_POLICY
 
 if TYPE_CHECKING:
-    from hpf.cli.demo_federation import DemoLayout
+    from hpf.demo.renderers import Renderers
 
 
 @cli_errors
@@ -35,7 +32,8 @@ def demo(
     base_port: int = typer.Option(0, "--base-port", help="First port to use (0: any free ports)"),
 ) -> None:
     """Run a local federation of N regional nodes and a coordinator, with mutual TLS."""
-    from hpf.cli.demo_federation import layout_for, only_demo
+    from hpf.demo.launcher import layout_for, only_demo
+    from hpf.demo.run import run_demo
     from hpf.federation.regions import REGIONS
     from hpf.policies.loader import load_policy
 
@@ -52,31 +50,24 @@ def demo(
     layout = layout_for(data, nodes)
     say = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     with only_demo(layout.data):
-        _run_demo(layout, rows, seed, base_port, once, say)
+        ok = run_demo(layout, rows, seed, base_port, once, say, _renderers())
+    if not ok:
+        raise typer.Exit(1)
 
 
-def _run_demo(layout: DemoLayout, rows: int, seed: int, base_port: int, once: bool, say: Callable[[str], None]) -> None:
-    from hpf.cli.demo_examples import EXAMPLES, run_examples
-    from hpf.cli.demo_federation import ensure_data, running_parties, write_configs
-    from hpf.cli.demo_lookups import ready_lines, run_lookups
+def _renderers() -> Renderers:
+    """The tables `hpf query`, `hpf query --explain` and `hpf lookup` print, for the demo to show its answers."""
+    from hpf.cli.explain_output import render_explain
+    from hpf.cli.lookup import render_lookup
+    from hpf.cli.output import render, text_table
+    from hpf.demo.renderers import Renderers
 
-    ensure_data(layout, rows, seed, say)
-    write_configs(layout, base_port)
-    with running_parties(layout, say):
-        if once:
-            ok = run_examples(layout)
-            ok &= run_lookups(layout, rows, seed)
-            if not ok:
-                raise typer.Exit(1)
-            return
-        for line in ready_lines(layout, rows, seed, EXAMPLES[0].sql):
-            typer.echo(line, err=False)
-        typer.echo("serving; press Ctrl-C to stop", err=True)
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        stop.wait()
-        typer.echo("stopping", err=True)
+    return Renderers(
+        answer=lambda answer: render(answer, "table"),
+        explain=lambda plan, reply: render_explain(plan, reply, "table"),
+        lookup=lambda answer: render_lookup(answer, "table", None),
+        table=text_table,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -40,9 +40,10 @@ def init(
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Write over a federation this folder holds")] = False,
 ) -> None:
-    from hpf.cli.demo_lookups import hpf_command
+    from hpf.cli.init_sources import Source
     from hpf.cli.pki import parse_person
-    from hpf.cli.scaffold import Source, scaffold
+    from hpf.cli.scaffold import scaffold
+    from hpf.demo.lookups import hpf_command
 
     done = scaffold(
         folder,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import typer
 
 from hpf.cli.errors import cli_errors
-from hpf.cli.output import regions_line, text_table
+from hpf.cli.output import TableFormat, regions_line, text_table
 from hpf.federation.errors import PolicyViolation
 
 if TYPE_CHECKING:
@@ -33,11 +33,6 @@ if TYPE_CHECKING:
 # two equal)
 DEFAULT_BATCH = 4550
 TOKEN_COLUMN = "consent_token"  # the column of an applicants file that holds each one's consent token
-
-
-class Format(str, Enum):
-    table = "table"
-    json = "json"
 
 
 class ScreenFormat(str, Enum):
@@ -114,12 +109,12 @@ def _regions_line(answer: LookupAnswer) -> str:
 
 
 def _failed_note(facts: PersonFacts) -> str | None:
-    if not facts.failed_regions:
-        return None
-    return (
-        f"{facts.failed_regions} region(s) hold figures too large to add exactly; amounts and counts are "
-        "unavailable (ask those centres directly)"
-    )
+    if facts.failed_regions:
+        return (
+            f"{facts.failed_regions} region(s) hold figures too large to add exactly; amounts and counts are "
+            "unavailable (ask those centres directly)"
+        )
+    return None
 
 
 def render_lookup(answer: LookupAnswer, fmt: str, excluded_home: str | None) -> str:
@@ -167,7 +162,7 @@ def lookup(
         False, "--by-city", help="Each city's figures, where every region's policy allows it for the purpose"
     ),
     facts: str | None = typer.Option(None, "--facts", help=FACTS_HELP),
-    fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format"),
+    fmt: TableFormat = typer.Option(TableFormat.table, "--format", "-f", help="Output format"),
     timings: bool = typer.Option(False, "--timings", help="Print a per-stage timing breakdown to stderr"),
     insecure: bool = typer.Option(False, "--insecure", help="Plaintext without TLS: local development only"),
 ) -> None:
@@ -192,7 +187,7 @@ def lookup(
         )
         home = client.signer.identity.region if exclude_home else None
     typer.echo(render_lookup(answer, fmt.value, home))
-    if answer.missing and fmt != Format.table:
+    if answer.missing and fmt != TableFormat.table:
         typer.echo(f"warning: {_regions_line(answer)}", err=True)
     if timings:
         typer.echo(" ".join(f"{k}={v:.1f}" for k, v in answer.timings.items()), err=True)
@@ -307,13 +302,13 @@ def screen(
 
             answer = client.screen(
                 ids,
+                batch=batch,
+                progress=progress,
+                facts=parse_facts(facts),
                 purpose=purpose,
                 consent=consent,
                 exclude_home=exclude_home,
-                batch=batch,
-                progress=progress,
                 tokens=tokens,
-                facts=parse_facts(facts),
             )
     results = screen_table(columns, rows, answer, check)
     if output is None:

@@ -9,6 +9,7 @@ import json
 import math
 from collections.abc import Collection, Iterable, Sequence
 from decimal import Decimal
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -19,6 +20,13 @@ from hpf.federation.errors import printable
 
 if TYPE_CHECKING:
     from hpf.client.answers import QueryAnswer
+
+
+class TableFormat(str, Enum):
+    """A command's --format when it prints a table or JSON."""
+
+    table = "table"
+    json = "json"
 
 
 def text_table(

@@ -35,51 +35,51 @@ INSECURE = typer.Option(False, "--insecure", help="Plaintext without TLS: local 
 VERBOSE = typer.Option(False, "--verbose", "-v")
 
 
-def _serve(verbose: bool, start: Callable[[], tuple[str, int, Callable[[float], None]]]) -> None:
-    """Start a party, say where it listens, serve until SIGINT/SIGTERM, then stop gracefully."""
-    _logging(verbose)
-    name, port, stop = start()
-    typer.echo(f"{name} serving on port {port}", err=True)
-    _wait_for_signal()
-    stop(2.0)
+Started = tuple[str, int, Callable[[float], None]]  # the party's name, its port, and how to stop it (grace, s)
 
 
-@node_app.command("serve")
-@cli_errors
-def serve_node(
-    config: Path = typer.Option(..., "--config", "-c", help="Node configuration (node.yaml)"),
-    listen: str = LISTEN,
-    insecure: bool = INSECURE,
-    verbose: bool = VERBOSE,
-) -> None:
-    """Serve this region's partial answers until interrupted."""
+def _serve_command(config_help: str, start: Callable[[Path, bool, str | None], Started]) -> Callable[..., None]:
+    """A party's `serve` command: start it from its config file (``start(config, insecure, listen)``), say where it
+    listens, serve until SIGINT/SIGTERM, then stop gracefully."""
+
+    @cli_errors
+    def serve(
+        config: Path = typer.Option(..., "--config", "-c", help=config_help),
+        listen: str = LISTEN,
+        insecure: bool = INSECURE,
+        verbose: bool = VERBOSE,
+    ) -> None:
+        _logging(verbose)
+        name, port, stop = start(config, insecure, listen)
+        typer.echo(f"{name} serving on port {port}", err=True)
+        _wait_for_signal()
+        stop(2.0)
+
+    return serve
+
+
+def _start_node(config: Path, insecure: bool, listen: str | None) -> Started:
     from hpf.node.config import load_node_config
     from hpf.node.server import start_node
 
-    def start() -> tuple[str, int, Callable[[float], None]]:
-        node = start_node(load_node_config(config, insecure=insecure), listen)
-        return f"node {node.node_id}", node.port, node.stop
-
-    _serve(verbose, start)
+    node = start_node(load_node_config(config, insecure=insecure), listen)
+    return f"node {node.node_id}", node.port, node.stop
 
 
-@coordinator_app.command("serve")
-@cli_errors
-def serve_coordinator(
-    config: Path = typer.Option(..., "--config", "-c", help="Coordinator configuration (coordinator.yaml)"),
-    listen: str = LISTEN,
-    insecure: bool = INSECURE,
-    verbose: bool = VERBOSE,
-) -> None:
-    """Plan, fan out and sum federated queries until interrupted."""
+def _start_coordinator(config: Path, insecure: bool, listen: str | None) -> Started:
     from hpf.coordinator.config import load_coordinator_config
     from hpf.coordinator.server import start_coordinator
 
-    def start() -> tuple[str, int, Callable[[float], None]]:
-        coordinator = start_coordinator(load_coordinator_config(config, insecure=insecure), listen)
-        return "coordinator", coordinator.port, coordinator.stop
+    coordinator = start_coordinator(load_coordinator_config(config, insecure=insecure), listen)
+    return "coordinator", coordinator.port, coordinator.stop
 
-    _serve(verbose, start)
+
+node_app.command("serve", help="Serve this region's partial answers until interrupted.")(
+    _serve_command("Node configuration (node.yaml)", _start_node)
+)
+coordinator_app.command("serve", help="Plan, fan out and sum federated queries until interrupted.")(
+    _serve_command("Coordinator configuration (coordinator.yaml)", _start_coordinator)
+)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,7 @@ The four tables of ``design/hpf-data.md``: ``accounts``, ``deposits`` (缴存), 
 ``loans`` (贷款). Money is integer fen in BIGINT columns. ``person_id`` is an identifier everywhere; loans and
 withdrawals are sensitive except ``city_code``; accounts and deposits are public-attribute data.
 
-The synthetic generator (:mod:`federation.synth`) writes exactly these column names, order and types.
+The synthetic generator (:mod:`hpf.demo.synth`) writes exactly these column names, order and types.
 
 >>> from federation.catalog import Catalog
 >>> Catalog.model_validate(demo_catalog({"shanghai": "127.0.0.1:50051"})).node_ids

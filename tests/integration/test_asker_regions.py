@@ -17,10 +17,10 @@ from typing import Any
 import harness
 import pytest
 
+from hpf.demo.synth import generate_node
 from hpf.federation.crypto import he
 from hpf.federation.errors import FederationError
 from hpf.federation.hpf_schema import hpf_tables
-from hpf.federation.synth import generate_node
 from hpf.policies import DEFAULT_POLICY
 
 NODES = ["nanjing", "suzhou", "wuxi", "hangzhou"]

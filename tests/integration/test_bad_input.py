@@ -19,7 +19,7 @@ import yaml
 from grpc_health.v1 import health_pb2
 from raw_rpc import METHODS, RPC_TIMEOUT_S, assert_stable, party_of, raw_channels, readable, send_raw
 
-from hpf.cli.demo_federation import free_ports
+from hpf.demo.launcher import free_ports
 from hpf.federation.crypto import he
 from hpf.federation.crypto.he import HE_FORMAT
 from hpf.federation.generated import hpf_federation_pb2 as pb

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from hpf.cli.demo_federation import free_ports
 from hpf.cli.output import render
 from hpf.client.answers import QueryAnswer
+from hpf.demo.launcher import free_ports
 from hpf.federation.trust.pki import init_federation
 
 

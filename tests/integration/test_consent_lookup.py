@@ -18,11 +18,11 @@ from coordinator_recorder import CoordinatorRecorder, recording
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hpf.client.federation_client import FederationClient
+from hpf.demo.synth import generate_node
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
 from hpf.federation.errors import FederationError
 from hpf.federation.hpf_schema import hpf_tables
-from hpf.federation.synth import generate_node
 from hpf.federation.trust import pki
 from hpf.policies import DEFAULT_POLICY
 

@@ -103,7 +103,7 @@ def test_demo_refuses_bad_arguments(tmp_path: Path) -> None:
 def test_query_cli_json_and_csv_against_demo_layout(tmp_path: Path) -> None:
     """`hpf query` over the files a demo leaves: start the parties, query as JSON and CSV, exact (the operator) and
     DP (the analyst, the caseworker), stop."""
-    from hpf.cli.demo_federation import ensure_data, layout_for, running_parties, write_configs
+    from hpf.demo.launcher import ensure_data, layout_for, running_parties, write_configs
 
     layout = layout_for(tmp_path / "q", 3)  # masks: every region sums its answer with at least 3
     ensure_data(layout, 3000, 5, lambda _msg: None)
@@ -174,7 +174,7 @@ def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: P
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from hpf.cli.demo_federation import free_ports
+    from hpf.demo.launcher import free_ports
 
     catalog = {
         "federation": "t",
@@ -232,11 +232,11 @@ def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
     """`hpf lookup`, `hpf screen` and `hpf audit show --person` over a demo's parties, checked against DuckDB."""
     import csv
 
-    from hpf.cli.demo_check import pooled_person_facts
-    from hpf.cli.demo_federation import ensure_data, layout_for, running_parties, write_configs
-    from hpf.cli.demo_lookups import write_applicants
+    from hpf.demo.launcher import ensure_data, layout_for, running_parties, write_configs
+    from hpf.demo.lookups import write_applicants
+    from hpf.demo.oracle import pooled_person_facts
+    from hpf.demo.synth.generator import planted_duplicate_loans
     from hpf.federation.catalog import load_catalog
-    from hpf.federation.synth.generator import planted_duplicate_loans
 
     layout = layout_for(tmp_path / "l", 4)  # --exclude-home leaves 3 regions, the fewest a masked sum takes
     ensure_data(layout, 20000, 3, lambda _msg: None)
@@ -343,7 +343,7 @@ def test_lookup_and_screen_cli_against_demo_layout(tmp_path: Path) -> None:
 
 def test_demo_replaces_a_ca_left_by_an_older_demo(tmp_path: Path) -> None:
     """The demo owns its pki/: a CA naming no federation or another one is replaced, not refused."""
-    from hpf.cli.demo_federation import DemoLayout, _certificates
+    from hpf.demo.launcher import DemoLayout, _certificates
     from hpf.federation.trust import pki
 
     layout = DemoLayout(data=tmp_path, node_ids=["shanghai", "hangzhou"])
@@ -360,7 +360,7 @@ def test_a_second_demo_on_a_directory_in_use_says_so(tmp_path: Path) -> None:
     import fcntl
     import os
 
-    from hpf.cli.demo_federation import LOCK_FILE, only_demo
+    from hpf.demo.launcher import LOCK_FILE, only_demo
 
     data = tmp_path / "demo"
     with only_demo(data):

@@ -25,7 +25,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hpf.federation.synth.lineitem import LINEITEM_TYPES, write_lineitem
+from hpf.demo.synth.lineitem import LINEITEM_TYPES, write_lineitem
 from hpf.federation.trust.tls import TlsConfig, coordinator_target, node_target, secure_channel
 
 REGIONS = ("north", "south", "east")

@@ -41,6 +41,7 @@ from hpf.client.answers import LookupAnswer
 from hpf.client.federation_client import FederationClient
 from hpf.client.profile import ClientProfile
 from hpf.coordinator.outcome import FederatedAnswer
+from hpf.demo.synth import generate_node, planted_duplicate_loans
 from hpf.federation.config_files import parse_model
 from hpf.federation.crypto import he
 from hpf.federation.crypto.he import HE_FORMAT
@@ -53,7 +54,6 @@ from hpf.federation.hpf_schema import hpf_tables
 from hpf.federation.person_id import person_id_array
 from hpf.federation.planner import plan_query
 from hpf.federation.regions import BY_NODE_ID
-from hpf.federation.synth import generate_node, planted_duplicate_loans
 from hpf.federation.trust import statements
 from hpf.federation.trust.envelope import Signer, query_id
 from hpf.federation.trust.tls import TlsConfig, secure_channel

@@ -25,6 +25,7 @@ import pytest
 from coordinator_recorder import CoordinatorRecorder, recording
 
 from hpf.client.answers import LookupAnswer
+from hpf.demo.synth import generate_node, planted_duplicate_loans
 from hpf.federation.crypto import he
 from hpf.federation.crypto.he import HE_FORMAT
 from hpf.federation.crypto.sealing import (
@@ -42,7 +43,6 @@ from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.hpf_schema import hpf_tables
 from hpf.federation.person_id import person_id_array
-from hpf.federation.synth import generate_node, planted_duplicate_loans
 from hpf.federation.trust.envelope import Signer, query_id
 from hpf.federation.trust.tls import TlsConfig, secure_channel
 from hpf.policies import DEFAULT_POLICY

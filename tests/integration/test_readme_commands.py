@@ -926,7 +926,7 @@ def test_the_people_the_readme_looks_up_are_the_default_demos(tmp_path: Path) ->
     import duckdb
 
     from hpf.cli.demo import demo
-    from hpf.cli.demo_federation import ensure_data, layout_for
+    from hpf.demo.launcher import ensure_data, layout_for
 
     options = {name: p.default.default for name, p in inspect.signature(demo).parameters.items()}
     layout = layout_for(tmp_path / "default-demo", options["nodes"])

@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpf.cli.demo_federation import (
+from hpf.client.answers import QueryAnswer
+from hpf.client.federation_client import FederationClient
+from hpf.client.profile import load_profile
+from hpf.demo.launcher import (
     DemoLayout,
     ensure_data,
     layout_for,
@@ -25,9 +28,6 @@ from hpf.cli.demo_federation import (
     use_policy_extending_default,
     write_configs,
 )
-from hpf.client.answers import QueryAnswer
-from hpf.client.federation_client import FederationClient
-from hpf.client.profile import load_profile
 
 QUERY = (
     "SELECT EXTRACT(YEAR FROM month) AS year, COUNT(*) AS n, SUM(amount_fen) AS total_fen "

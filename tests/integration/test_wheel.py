@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = ("federation", "client", "node", "coordinator", "cli", "policies")
+FOLDERS = ("federation", "client", "node", "coordinator", "cli", "demo", "policies")
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,11 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("federation", "node", "coordinator", "cli", "policies", "client")
+PACKAGES = ("federation", "node", "coordinator", "cli", "demo", "policies", "client")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 # still over the limits: to be split
 LONG_MODULES = {
-    "cli/audit.py",
-    "cli/scaffold.py",
     "client/lookups.py",
     "federation/consent/tokens.py",
     "federation/trust/pki.py",
@@ -24,11 +22,6 @@ LONG_MODULES = {
     "node/backends/duckdb_backend.py",
 }
 LONG_FUNCTIONS = {
-    "cli/audit.py::receipts_command",
-    "cli/audit.py::verify",
-    "cli/demo_examples.py::run_examples",
-    "cli/demo_lookups.py::run_lookups",
-    "cli/scaffold.py::scaffold",
     "client/federation_client.py::query",
     "client/lookups.py::_ask",
     "client/lookups.py::screen",

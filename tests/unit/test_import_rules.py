@@ -1,11 +1,13 @@
 """Which package may import which, read from the source with the ast module.
 
-The six folders install as one package, ``hpf``: ``hpf.federation`` and ``hpf.policies`` are shared by every
-party, ``hpf.client`` is the client library, ``hpf.node`` and ``hpf.coordinator`` are the two servers, ``hpf.cli``
-is the command that starts them all. No package imports upward: the shared packages import no party, the client
-library only the shared ones, the servers never import each other, the client library nor the command, and
-every import of the project's own code names it by its installed name (``hpf.``), never by a folder name that
-would collide in site-packages. (bench/ and tests/ may import anything.)
+The seven folders install as one package, ``hpf``: ``hpf.federation`` and ``hpf.policies`` are shared by every
+party, ``hpf.client`` is the client library, ``hpf.node`` and ``hpf.coordinator`` are the two servers, ``hpf.demo``
+is the synthetic federation and the demo that the command, the benchmarks and the tests share, ``hpf.cli`` is the
+command that starts them all. No package imports upward: the shared packages import no party, the client library
+only the shared ones, the servers never import each other, the client library nor the command, the demo may use
+every party but never the command (the command may import the demo), and every import of the project's own code
+names it by its installed name (``hpf.``), never by a folder name that would collide in site-packages. (bench/ and
+tests/ may import anything.)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("federation", "policies", "client", "node", "coordinator", "cli")
+PACKAGES = ("federation", "policies", "client", "node", "coordinator", "demo", "cli")
 # what each package may import of the others (itself always)
 ALLOWED = {
     "federation": {"federation"},
@@ -24,6 +26,7 @@ ALLOWED = {
     "client": {"federation", "policies", "client"},
     "node": {"federation", "policies", "node"},
     "coordinator": {"federation", "policies", "coordinator"},
+    "demo": {"federation", "policies", "client", "node", "coordinator", "demo"},
     "cli": set(PACKAGES),
 }
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hpf.cli.scaffold import Source, catalog_text, infer_tables
+from hpf.cli.init_catalog import catalog_text
+from hpf.cli.init_sources import Source, infer_tables
 from hpf.federation.catalog import Catalog, load_catalog
 from hpf.federation.errors import PolicyViolation
 from hpf.federation.planner import plan_query
@@ -85,7 +86,8 @@ def test_the_written_catalog_loads(written: str, tmp_path: Path) -> None:
 
 
 def test_a_column_given_two_classes_is_refused() -> None:
-    from hpf.cli.scaffold import InferredColumn, InferredTable, parse_classes
+    from hpf.cli.init_catalog import parse_classes
+    from hpf.cli.init_sources import InferredColumn, InferredTable
     from hpf.federation.errors import ConfigError
 
     tables = {"t": InferredTable("t", [InferredColumn("amount", "BIGINT", {})])}

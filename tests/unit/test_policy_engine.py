@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import hpf.policies.uses
-from hpf.cli.demo_examples import EXAMPLES, Example
+from hpf.demo.examples import EXAMPLES, Example
 from hpf.federation.catalog import Catalog, load_catalog
 from hpf.federation.errors import PolicyViolation
 from hpf.federation.hpf_schema import demo_catalog

@@ -13,6 +13,13 @@ from typing import Any
 import duckdb
 import pytest
 
+from hpf.demo.synth import (
+    MIN_ROWS,
+    FederationReport,
+    generate_federation,
+    generate_node,
+    planted_duplicate_loans,
+)
 from hpf.federation.hpf_schema import (
     ACCOUNT_STATUSES,
     LOAN_STATUSES,
@@ -23,13 +30,6 @@ from hpf.federation.hpf_schema import (
 )
 from hpf.federation.person_id import is_valid_person_id
 from hpf.federation.regions import BY_NODE_ID, REGIONS
-from hpf.federation.synth import (
-    MIN_ROWS,
-    FederationReport,
-    generate_federation,
-    generate_node,
-    planted_duplicate_loans,
-)
 
 SEED = 20240611
 ROWS = 20_000

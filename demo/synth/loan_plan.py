@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpf.demo.synth.timeline import LAST_MONTH, IntArray, month_in
 from hpf.federation.hpf_schema import LOAN_STATUSES, TERM_MONTHS
-from hpf.federation.synth.timeline import LAST_MONTH, IntArray, month_in
 
 TERMS = np.array(TERM_MONTHS, dtype=np.int64)
 TERM_P = np.array([0.03, 0.10, 0.17, 0.25, 0.15, 0.30])

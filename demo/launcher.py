@@ -20,6 +20,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from hpf.demo.synth import generate_node
 from hpf.federation.audit.log import AuditLog
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
@@ -28,7 +29,6 @@ from hpf.federation.crypto.sealing import AgreementKey
 from hpf.federation.errors import ConfigError, UnavailableError
 from hpf.federation.hpf_schema import DEMO_CONSENT_ISSUER, TABLE_NAMES, demo_catalog
 from hpf.federation.regions import first_regions
-from hpf.federation.synth import generate_node
 from hpf.federation.trust.pki import FederationFiles, init_federation
 from hpf.federation.trust.tls import TlsConfig, coordinator_target, node_target, secure_channel
 from hpf.policies import DEFAULT_POLICY
@@ -64,6 +64,10 @@ class DemoLayout:
 
     def state(self, node_id: str) -> Path:
         return self.data / "state" / node_id
+
+    def files(self, table: str, node: str) -> list[str]:
+        """The Parquet files of ``table`` at ``node`` (``"*"``: at every node), as the oracle reads them."""
+        return [str(self.data / n / f"{table}.parquet") for n in self.node_ids if node in ("*", n)]
 
     @property
     def consent_issuer(self) -> Path:

@@ -1,9 +1,9 @@
 """The demo's person lookups: a caseworker's lookups, a bank's screening and an auditor's question, each checked.
 
-Every figure is compared with DuckDB over the pooled files (:func:`cli.demo_check.pooled_person_facts`), and
+Every figure is compared with DuckDB over the pooled files (:func:`demo.oracle.pooled_person_facts`), and
 the screening's flagged applicants with the people the generator planted with loans in two cities. The bank
 screens only under each applicant's consent token, granted by the demo's consent service
-(:func:`cli.demo_federation.consent_service`) and written in the applicants file's ``consent_token`` column.
+(:func:`demo.launcher.consent_service`) and written in the applicants file's ``consent_token`` column.
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ from typing import Any
 import duckdb
 import typer
 
-from hpf.cli.demo_check import pooled_person_facts
-from hpf.cli.demo_federation import DemoLayout
-from hpf.cli.lookup import render_lookup
 from hpf.client.answers import LookupAnswer
 from hpf.client.federation_client import FederationClient
 from hpf.client.profile import load_profile
+from hpf.demo.launcher import DemoLayout
+from hpf.demo.oracle import pooled_person_facts
+from hpf.demo.renderers import Renderers
+from hpf.demo.synth.generator import planted_duplicate_loans
 from hpf.federation.audit.verify import read_entries
-from hpf.federation.catalog import load_catalog
+from hpf.federation.catalog import Catalog, load_catalog
 from hpf.federation.consent import tokens as consent
 from hpf.federation.consent.issuer import load_issuer
 from hpf.federation.consent.revocations import RECHECK_S
@@ -36,7 +37,6 @@ from hpf.federation.crypto.sealing import SUBJECT_KEY, read_secret
 from hpf.federation.crypto.subject_tags import looked_up
 from hpf.federation.errors import FederationError
 from hpf.federation.person_id import check_char
-from hpf.federation.synth.generator import planted_duplicate_loans
 from hpf.federation.trust import pki
 
 CONSENT = "DEMO-CONSENT-0001"  # a caseworker's free-text reference, from the form the person signed at the counter
@@ -51,10 +51,6 @@ def _equal(answer: LookupAnswer, expected: dict[str, dict[str, int]], ids: list[
         {name: getattr(facts, name) for name in expected[pid]} == expected[pid]
         for pid, facts in zip(ids, answer.facts, strict=True)
     )
-
-
-def _files(layout: DemoLayout):  # type: ignore[no-untyped-def]
-    return lambda table, node: [str(layout.data / n / f"{table}.parquet") for n in layout.node_ids if node in ("*", n)]
 
 
 def _sql(sql: str) -> list[tuple[Any, ...]]:
@@ -117,99 +113,121 @@ def write_applicants(layout: DemoLayout, path: Path, reference: str, applicants:
     return tokens
 
 
-def run_lookups(layout: DemoLayout, rows: int, seed: int) -> bool:
+def run_lookups(layout: DemoLayout, rows: int, seed: int, renderers: Renderers) -> bool:
     """Run and print the lookup examples; True when every answer equals the pooled-files oracle."""
-    ok = True
     catalog = load_catalog(layout.catalog)
-    files = _files(layout)
     planted = [p.person_id for p in planted_duplicate_loans(seed, rows, layout.node_ids)]
     caseworker = FederationClient(load_profile(layout.profile_of("caseworker")))
     bank = FederationClient(load_profile(layout.profile_of("bank")))
-    profile = layout.profile_of("caseworker")
     try:
         person = planted[0] if planted else _movers(layout, 1)[0]
-        examples = [
-            ("A loan applicant with housing loans in two cities", person, "loan-review", False),
-            ("Someone no region knows: every figure is zero", ABSENT_ID, "loan-review", False),
-        ]
-        movers = _movers(layout, 1)
-        if movers:
-            examples.append(
-                ("An account transfer: per city, as every policy allows it", movers[0], "account-transfer", True)
-            )
-        for title, pid, purpose, by_city in examples:
-            flags = f" --purpose {purpose} --consent {CONSENT}" + (" --by-city" if by_city else "")
-            typer.echo(f"\n## Lookup: {title} (caseworker)\n$ hpf lookup --profile {profile}{flags} {pid}")
-            started = time.perf_counter()
-            answer = caseworker.lookup([pid], purpose=purpose, consent=CONSENT, by_city=by_city)
-            elapsed = (time.perf_counter() - started) * 1e3
-            equal = _equal(answer, pooled_person_facts(catalog, files, [pid]), [pid])
-            ok &= equal and answer.complete
-            typer.echo(render_lookup(answer, "table", None))
-            typer.echo(f"({elapsed:.0f} ms; {'equals' if equal else 'DIFFERS FROM'} DuckDB over the pooled files)")
-        typer.echo(
-            f"\n## Lookup: a mistyped identifier is refused before anything is sent\n$ hpf lookup ... {MISTYPED_ID}"
-        )
-        try:
-            caseworker.lookup([MISTYPED_ID], purpose="loan-review", consent=CONSENT)
-            ok = False
-        except FederationError as err:
-            typer.echo(f"error: {err}")
-
+        ok = _caseworker_lookups(layout, caseworker, catalog, person, renderers)
         applicants = _applicants(layout, planted, SCREEN_SIZE)
-        input_csv = layout.data / "applicants.csv"
-        tokens = write_applicants(layout, input_csv, "application", applicants)
-        typer.echo(
-            f"\n## Screening {len(applicants):,} applicants for loans in two or more cities (a bank, under each "
-            f"applicant's consent token from {consent.parse_token_text(tokens[0]).issuer})\n"
-            f"$ hpf screen --profile {layout.profile_of('bank')} --input {input_csv} --check duplicate-loans "
-            f"--purpose loan-review --output {layout.data / 'screened.csv'}"
-        )
-        try:  # without the tokens, a bank is refused: a free-text reference vouches for no one
-            bank.screen(applicants[:2], purpose="loan-review", consent="BANK-BATCH-0001")
-            ok = False
-            typer.echo("(without tokens: ANSWERED, though the policy takes tokens)")
-        except FederationError as err:
-            typer.echo(f"(without tokens: refused, {err.code})")
-            ok &= err.code == "POLICY_CONSENT_REQUIRED"
-        started = time.perf_counter()
-        screened = bank.screen(applicants, purpose="loan-review", tokens=tokens)
-        elapsed = time.perf_counter() - started
-        flagged = {pid for pid, f in zip(applicants, screened.facts, strict=True) if f.duplicate_loans}
-        expected = set(planted) & set(applicants)
-        ok &= flagged == expected and screened.complete and not screened.withheld
-        typer.echo(
-            f"{len(applicants):,} screened in {elapsed:.1f} s: {len(flagged)} with open loans in two or more cities; "
-            f"{'exactly' if flagged == expected else 'NOT'} the {len(expected)} planted among them"
-        )
-        sample = applicants[:: max(1, len(applicants) // 50)]
-        by_id = dict(zip(applicants, screened.facts, strict=True))
-        kept = fields_of(screened.facts_asked)  # a bank is answered the facts a loan review needs, no others
-        sample_ok = all(
-            {k: getattr(by_id[p], k) for k in v if k in kept} == {k: x for k, x in v.items() if k in kept}
-            for p, v in pooled_person_facts(catalog, files, sample).items()
-        ) and all(by_id[p].balance_fen is None for p in sample)
-        ok &= sample_ok
-        typer.echo(f"(facts of {len(sample)} sampled applicants {'equal' if sample_ok else 'DIFFER FROM'} DuckDB)")
-        ok &= _revocation_example(layout, bank, applicants[1:3], tokens[1:3])
-
-        home = layout.node_ids[0]
-        audit_dir = layout.state(home) / "audit"
-        key = read_secret(audit_dir / SUBJECT_KEY)
-        who = [e for e in read_entries(audit_dir) if looked_up(e, key, person)]
-        typer.echo(
-            f"\n## Audit: who looked this person up? (an auditor holding {home}'s subject key)\n"
-            f"$ hpf audit show {audit_dir} --person {person}\n"
-            + "\n".join(
-                f"  {e['time']}  {e['identity']} ({e['role']}), purpose {e['purpose']}: {e['decision']}" for e in who
-            )
-            + f"\n(the log holds keyed hashes only: {_no_identifier(audit_dir, applicants + [person])})"
-        )
-        ok &= len(who) >= 1
+        ok &= _screening(layout, bank, catalog, planted, applicants)
+        ok &= _who_looked_up(layout, person, applicants)
     finally:
         caseworker.close()
         bank.close()
     return ok
+
+
+def _caseworker_lookups(
+    layout: DemoLayout, caseworker: FederationClient, catalog: Catalog, person: str, renderers: Renderers
+) -> bool:
+    """A caseworker looks up ``person``, someone no region knows and (per city) someone who moved, each checked
+    against the pooled files; then a mistyped identifier, refused before it is sent."""
+    ok = True
+    profile = layout.profile_of("caseworker")
+    examples = [
+        ("A loan applicant with housing loans in two cities", person, "loan-review", False),
+        ("Someone no region knows: every figure is zero", ABSENT_ID, "loan-review", False),
+    ]
+    movers = _movers(layout, 1)
+    if movers:
+        examples.append(
+            ("An account transfer: per city, as every policy allows it", movers[0], "account-transfer", True)
+        )
+    for title, pid, purpose, by_city in examples:
+        flags = f" --purpose {purpose} --consent {CONSENT}" + (" --by-city" if by_city else "")
+        typer.echo(f"\n## Lookup: {title} (caseworker)\n$ hpf lookup --profile {profile}{flags} {pid}")
+        started = time.perf_counter()
+        answer = caseworker.lookup([pid], purpose=purpose, consent=CONSENT, by_city=by_city)
+        elapsed = (time.perf_counter() - started) * 1e3
+        equal = _equal(answer, pooled_person_facts(catalog, layout.files, [pid]), [pid])
+        ok &= equal and answer.complete
+        typer.echo(renderers.lookup(answer))
+        typer.echo(f"({elapsed:.0f} ms; {'equals' if equal else 'DIFFERS FROM'} DuckDB over the pooled files)")
+    typer.echo(f"\n## Lookup: a mistyped identifier is refused before anything is sent\n$ hpf lookup ... {MISTYPED_ID}")
+    try:
+        caseworker.lookup([MISTYPED_ID], purpose="loan-review", consent=CONSENT)
+        ok = False
+    except FederationError as err:
+        typer.echo(f"error: {err}")
+    return ok
+
+
+def _screening(
+    layout: DemoLayout,
+    bank: FederationClient,
+    catalog: Catalog,
+    planted: list[str],
+    applicants: list[str],
+) -> bool:
+    """A bank screens ``applicants`` under their consent tokens (refused without them): True when it flags exactly
+    the planted ones, a sample's facts equal the pooled files', and a revoked consent withholds its applicant."""
+    input_csv = layout.data / "applicants.csv"
+    tokens = write_applicants(layout, input_csv, "application", applicants)
+    typer.echo(
+        f"\n## Screening {len(applicants):,} applicants for loans in two or more cities (a bank, under each "
+        f"applicant's consent token from {consent.parse_token_text(tokens[0]).issuer})\n"
+        f"$ hpf screen --profile {layout.profile_of('bank')} --input {input_csv} --check duplicate-loans "
+        f"--purpose loan-review --output {layout.data / 'screened.csv'}"
+    )
+    try:  # without the tokens, a bank is refused: a free-text reference vouches for no one
+        bank.screen(applicants[:2], purpose="loan-review", consent="BANK-BATCH-0001")
+        ok = False
+        typer.echo("(without tokens: ANSWERED, though the policy takes tokens)")
+    except FederationError as err:
+        typer.echo(f"(without tokens: refused, {err.code})")
+        ok = err.code == "POLICY_CONSENT_REQUIRED"
+    started = time.perf_counter()
+    screened = bank.screen(applicants, purpose="loan-review", tokens=tokens)
+    elapsed = time.perf_counter() - started
+    flagged = {pid for pid, f in zip(applicants, screened.facts, strict=True) if f.duplicate_loans}
+    expected = set(planted) & set(applicants)
+    ok &= flagged == expected and screened.complete and not screened.withheld
+    typer.echo(
+        f"{len(applicants):,} screened in {elapsed:.1f} s: {len(flagged)} with open loans in two or more cities; "
+        f"{'exactly' if flagged == expected else 'NOT'} the {len(expected)} planted among them"
+    )
+    sample = applicants[:: max(1, len(applicants) // 50)]
+    by_id = dict(zip(applicants, screened.facts, strict=True))
+    kept = fields_of(screened.facts_asked)  # a bank is answered the facts a loan review needs, no others
+    sample_ok = all(
+        {k: getattr(by_id[p], k) for k in v if k in kept} == {k: x for k, x in v.items() if k in kept}
+        for p, v in pooled_person_facts(catalog, layout.files, sample).items()
+    ) and all(by_id[p].balance_fen is None for p in sample)
+    ok &= sample_ok
+    typer.echo(f"(facts of {len(sample)} sampled applicants {'equal' if sample_ok else 'DIFFER FROM'} DuckDB)")
+    return ok & _revocation_example(layout, bank, applicants[1:3], tokens[1:3])
+
+
+def _who_looked_up(layout: DemoLayout, person: str, applicants: list[str]) -> bool:
+    """An auditor holding the first region's subject key finds who looked ``person`` up, and that the log holds no
+    identifier; True when the lookup is found."""
+    home = layout.node_ids[0]
+    audit_dir = layout.state(home) / "audit"
+    key = read_secret(audit_dir / SUBJECT_KEY)
+    who = [e for e in read_entries(audit_dir) if looked_up(e, key, person)]
+    typer.echo(
+        f"\n## Audit: who looked this person up? (an auditor holding {home}'s subject key)\n"
+        f"$ hpf audit show {audit_dir} --person {person}\n"
+        + "\n".join(
+            f"  {e['time']}  {e['identity']} ({e['role']}), purpose {e['purpose']}: {e['decision']}" for e in who
+        )
+        + f"\n(the log holds keyed hashes only: {_no_identifier(audit_dir, applicants + [person])})"
+    )
+    return len(who) >= 1
 
 
 def _revocation_example(layout: DemoLayout, bank: FederationClient, ids: list[str], tokens: list[str]) -> bool:

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import typer
 
-from hpf.cli.demo_check import clamped_totals, matches, noisy_cells, pooled, withheld_groups
-from hpf.cli.demo_federation import DemoLayout
-from hpf.cli.explain_output import render_explain
-from hpf.cli.output import render, text_table
 from hpf.client.answers import ExplainAnswer, QueryAnswer
 from hpf.client.federation_client import FederationClient
 from hpf.client.profile import load_profile
+from hpf.demo.launcher import DemoLayout
+from hpf.demo.oracle import clamped_totals, matches, noisy_cells, pooled, withheld_groups
+from hpf.demo.renderers import Renderers, TextTable
 from hpf.federation.audit.keys import load_public_key
 from hpf.federation.audit.verify import verify_log
 from hpf.federation.catalog import Catalog, load_catalog
@@ -28,6 +27,7 @@ from hpf.federation.errors import FederationError
 from hpf.federation.plan import Plan
 from hpf.policies.engine import Asker, check_query
 from hpf.policies.loader import load_policy
+from hpf.policies.model import Policy
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,9 @@ def _budget_left(reply: ExplainAnswer) -> tuple[float, float, str]:
     return least.budget_epsilon - least.budget_spent, min(p.budget_epsilon for p in dp), least.budget_renews
 
 
-def _dp_check(answer: QueryAnswer, plan: Plan, catalog: Catalog, oracle: dict[int, list[int]]) -> tuple[bool, str, str]:
+def _dp_check(
+    answer: QueryAnswer, plan: Plan, catalog: Catalog, oracle: dict[int, list[int]], text_table: TextTable
+) -> tuple[bool, str, str]:
     """Whether every shown COUNT and SUM lies within DP_TOLERANCE_SD stated sd of the clamped oracle (and the
     stated noise is the noise the plan and catalog imply); the verdict and a table of the cells compared."""
     cells, honest = noisy_cells(answer, plan, catalog, oracle)
@@ -165,105 +167,138 @@ def _dp_check(answer: QueryAnswer, plan: Plan, catalog: Catalog, oracle: dict[in
     return ok, verdict, table
 
 
-def run_examples(layout: DemoLayout) -> bool:
+@dataclass
+class _Run:
+    """What the examples share: the demo's layout, catalog and policy, one client per person, the renderers."""
+
+    layout: DemoLayout
+    catalog: Catalog
+    policy: Policy
+    renderers: Renderers
+    clients: dict[str, FederationClient] = field(default_factory=dict)
+
+    def client(self, person: str) -> FederationClient:
+        if person not in self.clients:
+            self.clients[person] = FederationClient(load_profile(self.layout.profile_of(person)))
+        return self.clients[person]
+
+
+def run_examples(layout: DemoLayout, renderers: Renderers) -> bool:
     """Run the example queries; True when every exact answer equals the pooled-data oracle, every DP answer is
     within DP_TOLERANCE_SD of the clamped one (or refused for a spent budget, as explained before), and every
     refusal is one."""
+    run = _Run(layout, load_catalog(layout.catalog), load_policy(layout.policy), renderers)
     all_equal = True
-    catalog = load_catalog(layout.catalog)
-    policy = load_policy(layout.policy)
-    clients: dict[str, FederationClient] = {}
-
-    def files(table: str, node: str) -> list[str]:
-        return [str(layout.data / n / f"{table}.parquet") for n in layout.node_ids if node in ("*", n)]
-
-    def client(person: str) -> FederationClient:
-        if person not in clients:
-            clients[person] = FederationClient(load_profile(layout.profile_of(person)))
-        return clients[person]
-
     try:
         explained_dp = False
         for example in EXAMPLES:
-            asker = client(example.person)
-            plan = asker.plan(example.sql)
-            role = asker.signer.identity.role or ""
-            who = Asker(example.person, role, None)
-            decision = check_query(policy, catalog, plan, who, example.purpose, bool(example.consent), party="demo")
-            privacy = decision.privacy
-            spent = False
-            if privacy.mode == "dp":
-                assert privacy.epsilon is not None
-                _, reply = asker.explain(example.sql, purpose=example.purpose, consent=example.consent or None)
-                left, budget, renews = _budget_left(reply)
-                spent = left < privacy.epsilon - 1e-9
-                if not explained_dp:
-                    explained_dp = True
-                    typer.echo(
-                        f"\n## What the {role}'s next question would cost, explained: it runs nothing and spends "
-                        f"nothing\n{_command(layout, example, '--explain')}"
-                    )
-                    typer.echo(render_explain(plan, reply, "table"))
-                    all_equal &= len(reply.verdicts) == len(layout.node_ids) and all(
-                        v.accepted and v.privacy.mode == "dp" for v in reply.verdicts
-                    )
-            typer.echo(f"\n## {example.title}\n{_command(layout, example)}")
-            started = time.perf_counter()
-            try:
-                answer = asker.query(example.sql, purpose=example.purpose, consent=example.consent or None)
-            except FederationError as err:
-                if not spent or err.code != "POLICY_PRIVACY_BUDGET":
-                    raise
-                typer.echo(f"error: {err}")
-                typer.echo(
-                    f"(refused, as the explain said: {left:g} of the {role}'s epsilon {budget:g} is left this "
-                    f"{privacy.budget.period if privacy.budget else 'period'}; it renews {renews}. "
-                    "A fresh --data directory starts a new ledger)"
-                )
-                continue
-            elapsed = (time.perf_counter() - started) * 1e3
-            typer.echo(render(answer, "table"))
-            if spent:  # the explain said the budget could not pay for it, and it was answered
-                all_equal = False
-                typer.echo("(answered though the explain said the budget was spent)")
-            if privacy.mode == "dp":
-                oracle = clamped_totals(catalog, files, layout.node_ids, plan)
-                ok, verdict, table = _dp_check(answer, plan, catalog, oracle)
-                ok &= answer.privacy.get("mode") == "dp" and answer.privacy.get("epsilon") == privacy.epsilon
-                ok &= not answer.missing
-                all_equal &= ok
-                if table:
-                    typer.echo(table)
-                typer.echo(f"({elapsed:.0f} ms; {verdict})")
-                continue
-            k = decision.min_group_size
-            withheld = withheld_groups(catalog, files, layout.node_ids, plan, k)
-            equal = matches(answer, pooled(catalog, files, "*", example.sql), plan, withheld)
-            equal &= answer.privacy.get("mode") == "exact"
-            all_equal &= equal
-            verdict = "equals" if equal else "DIFFERS FROM"
-            scope = f", for the groups not withheld under k = {k}" if answer.withheld_groups else ""
-            typer.echo(f"({elapsed:.0f} ms; {verdict} DuckDB over the pooled files{scope})")
-        for example in REFUSED:
-            typer.echo(f"\n## {example.title}\n{_command(layout, example)}")
-            try:
-                client(example.person).query(example.sql, purpose=example.purpose)
-                typer.echo("unexpectedly answered")
-                all_equal = False
-            except FederationError as err:
-                typer.echo(f"error: {err}")
-        typer.echo(f"\n## {EXPLAINED.title}\n{_command(layout, EXPLAINED, '--explain')}")
-        plan, reply = client(EXPLAINED.person).explain(EXPLAINED.sql, purpose=EXPLAINED.purpose)
-        typer.echo(render_explain(plan, reply, "table"))
-        all_equal &= not any(v.accepted for v in reply.verdicts)
+            ok, explained_dp = _ask(run, example, explained_dp)
+            all_equal &= ok
+        all_equal &= _refusals(run)
     finally:
-        for c in clients.values():
+        for c in run.clients.values():
             c.close()
+    return _audit(layout, run.catalog) and all_equal
+
+
+def _ask(run: _Run, example: Example, explained_dp: bool) -> tuple[bool, bool]:
+    """Ask one example (explaining first what the first DP question would cost) and check its answer; whether it
+    checks out, and whether a DP question has been explained now."""
+    ok = True
+    asker = run.client(example.person)
+    plan = asker.plan(example.sql)
+    role = asker.signer.identity.role or ""
+    who = Asker(example.person, role, None)
+    decision = check_query(run.policy, run.catalog, plan, who, example.purpose, bool(example.consent), party="demo")
+    privacy = decision.privacy
+    spent = False
+    if privacy.mode == "dp":
+        assert privacy.epsilon is not None
+        _, reply = asker.explain(example.sql, purpose=example.purpose, consent=example.consent or None)
+        left, budget, renews = _budget_left(reply)
+        spent = left < privacy.epsilon - 1e-9
+        if not explained_dp:
+            explained_dp = True
+            typer.echo(
+                f"\n## What the {role}'s next question would cost, explained: it runs nothing and spends "
+                f"nothing\n{_command(run.layout, example, '--explain')}"
+            )
+            typer.echo(run.renderers.explain(plan, reply))
+            ok &= len(reply.verdicts) == len(run.layout.node_ids) and all(
+                v.accepted and v.privacy.mode == "dp" for v in reply.verdicts
+            )
+    typer.echo(f"\n## {example.title}\n{_command(run.layout, example)}")
+    started = time.perf_counter()
+    try:
+        answer = asker.query(example.sql, purpose=example.purpose, consent=example.consent or None)
+    except FederationError as err:
+        if not spent or err.code != "POLICY_PRIVACY_BUDGET":
+            raise
+        typer.echo(f"error: {err}")
+        typer.echo(
+            f"(refused, as the explain said: {left:g} of the {role}'s epsilon {budget:g} is left this "
+            f"{privacy.budget.period if privacy.budget else 'period'}; it renews {renews}. "
+            "A fresh --data directory starts a new ledger)"
+        )
+        return ok, explained_dp
+    elapsed = (time.perf_counter() - started) * 1e3
+    typer.echo(run.renderers.answer(answer))
+    if spent:  # the explain said the budget could not pay for it, and it was answered
+        ok = False
+        typer.echo("(answered though the explain said the budget was spent)")
+    if privacy.mode == "dp":
+        return ok & _check_dp(run, answer, plan, privacy.epsilon, elapsed), explained_dp
+    return ok & _check_exact(run, example, answer, plan, decision.min_group_size, elapsed), explained_dp
+
+
+def _check_dp(run: _Run, answer: QueryAnswer, plan: Plan, epsilon: float | None, elapsed: float) -> bool:
+    """A DP answer: its shown cells against the clamped oracle, at the epsilon the policy set, from every region."""
+    oracle = clamped_totals(run.catalog, run.layout.files, run.layout.node_ids, plan)
+    ok, verdict, table = _dp_check(answer, plan, run.catalog, oracle, run.renderers.table)
+    ok &= answer.privacy.get("mode") == "dp" and answer.privacy.get("epsilon") == epsilon
+    ok &= not answer.missing
+    if table:
+        typer.echo(table)
+    typer.echo(f"({elapsed:.0f} ms; {verdict})")
+    return ok
+
+
+def _check_exact(run: _Run, example: Example, answer: QueryAnswer, plan: Plan, k: int, elapsed: float) -> bool:
+    """An exact answer: equal to DuckDB over the pooled files, for the groups no region withheld under ``k``."""
+    withheld = withheld_groups(run.catalog, run.layout.files, run.layout.node_ids, plan, k)
+    equal = matches(answer, pooled(run.catalog, run.layout.files, "*", example.sql), plan, withheld)
+    equal &= answer.privacy.get("mode") == "exact"
+    verdict = "equals" if equal else "DIFFERS FROM"
+    scope = f", for the groups not withheld under k = {k}" if answer.withheld_groups else ""
+    typer.echo(f"({elapsed:.0f} ms; {verdict} DuckDB over the pooled files{scope})")
+    return equal
+
+
+def _refusals(run: _Run) -> bool:
+    """The questions every region refuses, then one explained: True when each is refused."""
+    ok = True
+    for example in REFUSED:
+        typer.echo(f"\n## {example.title}\n{_command(run.layout, example)}")
+        try:
+            run.client(example.person).query(example.sql, purpose=example.purpose)
+            typer.echo("unexpectedly answered")
+            ok = False
+        except FederationError as err:
+            typer.echo(f"error: {err}")
+    typer.echo(f"\n## {EXPLAINED.title}\n{_command(run.layout, EXPLAINED, '--explain')}")
+    plan, reply = run.client(EXPLAINED.person).explain(EXPLAINED.sql, purpose=EXPLAINED.purpose)
+    typer.echo(run.renderers.explain(plan, reply))
+    return ok and not any(v.accepted for v in reply.verdicts)
+
+
+def _audit(layout: DemoLayout, catalog: Catalog) -> bool:
+    """Every region's audit log, verified with the catalog's audit key: True when each is whole and pinned."""
+    ok = True
     entries = 0
     for node in catalog.nodes:
         key = load_public_key(node.audit_key) if node.audit_key else None
         report = verify_log(layout.state(node.id) / "audit", key, node_id=node.id)
-        all_equal &= report.ok and report.key_pinned
+        ok &= report.ok and report.key_pinned
         entries += report.entries
     audit_dir = layout.state(layout.node_ids[0]) / "audit"
     typer.echo(
@@ -271,4 +306,4 @@ def run_examples(layout: DemoLayout) -> bool:
         f"{entries} entries, every root and checkpoint signature verified with the catalog's audit keys\n"
         f"$ hpf audit verify {audit_dir} --catalog {layout.catalog} --node {layout.node_ids[0]}"
     )
-    return all_equal
+    return ok

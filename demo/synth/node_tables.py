@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from hpf.demo.synth.loan_plan import ACTIVE, OVERDUE
+from hpf.demo.synth.registry import Registry
+from hpf.demo.synth.timeline import LAST_MONTH, IntArray, base_year, month_days, stream, yyyymmdd
+from hpf.demo.synth.withdrawals import AccountMoney, draw_withdrawals
 from hpf.federation.hpf_schema import ACCOUNT_STATUSES, GENDERS, LOAN_STATUSES, WITHDRAWAL_REASONS
 from hpf.federation.regions import REGIONS
-from hpf.federation.synth.loan_plan import ACTIVE, OVERDUE
-from hpf.federation.synth.registry import Registry
-from hpf.federation.synth.timeline import LAST_MONTH, IntArray, base_year, month_days, stream, yyyymmdd
-from hpf.federation.synth.withdrawals import AccountMoney, draw_withdrawals
 
 Columns = dict[str, npt.NDArray[np.generic]]
 

@@ -5,10 +5,10 @@
 >>> report = generate_federation(Path("data"), nodes, rows=20_000, seed=1)  # doctest: +SKIP
 >>> report.planted  # the people with active loans in two cities  # doctest: +SKIP
 
-See :mod:`federation.synth.registry` for how people, accounts and loans are planned.
+See :mod:`demo.synth.registry` for how people, accounts and loans are planned.
 """
 
-from hpf.federation.synth.generator import (
+from hpf.demo.synth.generator import (
     FederationReport,
     NodeReport,
     PlantedDuplicate,
@@ -16,7 +16,7 @@ from hpf.federation.synth.generator import (
     generate_node,
     planted_duplicate_loans,
 )
-from hpf.federation.synth.registry import MIN_ROWS
+from hpf.demo.synth.registry import MIN_ROWS
 
 __all__ = [
     "MIN_ROWS",

@@ -15,11 +15,11 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from hpf.demo.synth.loan_plan import ACTIVE
+from hpf.demo.synth.node_tables import Columns, build_node
+from hpf.demo.synth.registry import build_registry
 from hpf.federation.hpf_schema import TABLE_NAMES, column_types
 from hpf.federation.regions import BY_NODE_ID, REGIONS
-from hpf.federation.synth.loan_plan import ACTIVE
-from hpf.federation.synth.node_tables import Columns, build_node
-from hpf.federation.synth.registry import build_registry
 
 _REGION_INDEX = {r.node_id: i for i, r in enumerate(REGIONS)}
 

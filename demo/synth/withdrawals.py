@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpf.demo.synth.timeline import LAST_MONTH, BoolArray, IntArray, month_days, month_in
 from hpf.federation.hpf_schema import WITHDRAWAL_REASONS
-from hpf.federation.synth.timeline import LAST_MONTH, BoolArray, IntArray, month_days, month_in
 
 REASON = {name: i for i, name in enumerate(WITHDRAWAL_REASONS)}
 RENTERS, PURCHASE_AT_LOAN, PURCHASE_NO_LOAN, REPAYERS, MEDICAL = 0.22, 0.75, 0.04, 0.45, 0.008

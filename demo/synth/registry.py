@@ -19,10 +19,8 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-from hpf.federation.person_id import person_id_array
-from hpf.federation.regions import REGIONS
-from hpf.federation.synth.loan_plan import LoanPlan, plan_loans
-from hpf.federation.synth.timeline import (
+from hpf.demo.synth.loan_plan import LoanPlan, plan_loans
+from hpf.demo.synth.timeline import (
     BoolArray,
     IntArray,
     Lives,
@@ -33,6 +31,8 @@ from hpf.federation.synth.timeline import (
     weighted_choice,
     yyyymmdd,
 )
+from hpf.federation.person_id import person_id_array
+from hpf.federation.regions import REGIONS
 
 MIN_ROWS = 100
 WEIGHTS = np.array([r.weight for r in REGIONS], dtype=np.float64)
