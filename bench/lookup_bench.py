@@ -76,7 +76,7 @@ from hpf.federation.crypto.lookup_codec import FACTS, PersonFacts
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.person_id import person_id_array
 from hpf.federation.synth.generator import planted_duplicate_loans
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
 
 PURPOSE = "loan-review"
 BENCH_ISSUER = "bench-consent"
@@ -164,7 +164,7 @@ def publish_bench_issuer(layout: DemoLayout) -> Ed25519PrivateKey:
 
 def bank_tokens(layout: DemoLayout, key: Ed25519PrivateKey, ids: Sequence[str]) -> list[str]:
     """One token per applicant, for the bank, for loan-review and every fact a lookup answers, one batch."""
-    cert = pki.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
+    cert = certificates.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
     granted = consent.issue_batch(
         key,
         BENCH_ISSUER,
@@ -554,7 +554,7 @@ def run_screen(
         t_tokens = time.perf_counter()
         tokens = bank_tokens(layout, args.consent_key, applicants)
         issue_s = time.perf_counter() - t_tokens
-        cert = pki.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
+        cert = certificates.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
         check_cpu_s = token_check_cost(tokens, applicants, args.consent_key, consent.grantee_of(cert))
         token_figures = {
             "issue_s": round(issue_s, 2),

@@ -29,8 +29,9 @@ from hpf.federation.errors import ConfigError, UnavailableError
 from hpf.federation.hpf_schema import DEMO_CONSENT_ISSUER, TABLE_NAMES, demo_catalog
 from hpf.federation.regions import first_regions
 from hpf.federation.synth import generate_node
+from hpf.federation.trust.channels import coordinator_target, node_target, secure_channel
 from hpf.federation.trust.pki import FederationFiles, init_federation
-from hpf.federation.trust.tls import TlsConfig, coordinator_target, node_target, secure_channel
+from hpf.federation.trust.tls import TlsConfig
 from hpf.policies import DEFAULT_POLICY
 
 Progress = Callable[[str], None]

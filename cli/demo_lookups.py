@@ -36,7 +36,7 @@ from hpf.federation.crypto.sealing import SUBJECT_KEY, looked_up, read_secret
 from hpf.federation.errors import FederationError
 from hpf.federation.person_id import check_char
 from hpf.federation.synth.generator import planted_duplicate_loans
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
 
 CONSENT = "DEMO-CONSENT-0001"  # a caseworker's free-text reference, from the form the person signed at the counter
 CONSENT_DAYS = 30  # how long the demo's applicants' consents hold
@@ -90,7 +90,7 @@ def grant_applicants(layout: DemoLayout, applicants: list[str], purpose: str = "
     """Each applicant's consent token from the demo's consent service, granted to the bank's certificate for
     ``purpose`` and the facts a lookup answers (what `hpf consent grant` writes in its consent_token column)."""
     issuer = load_issuer(layout.consent_issuer)
-    bank = pki.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
+    bank = certificates.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
     not_after = int(time.time()) + CONSENT_DAYS * 86_400
     granted = consent.issue_batch(
         issuer.key,

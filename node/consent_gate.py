@@ -26,7 +26,7 @@ from hpf.federation.consent import tokens as consent
 from hpf.federation.consent.revocations import RevocationState, RevocationWatch
 from hpf.federation.errors import AuthError, ConfigError, FederationError, PolicyViolation, error_for_code
 from hpf.federation.lru import Lru
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
 from hpf.policies.model import LookupPolicy, Policy
 
 MAX_NAMED = consent_refusals.MAX_PLACES - 1  # applicants named in one refusal beyond the first
@@ -71,7 +71,7 @@ class ConsentGate:
         grantee = self._grantees.get(signer_der)
         if grantee is None:
             try:
-                grantee = consent.grantee_of(pki.load_certificate(signer_der, der=True))
+                grantee = consent.grantee_of(certificates.load_certificate(signer_der, der=True))
             except (ValueError, FederationError):  # the envelope's verifier has read it already
                 raise AuthError("the signer's certificate cannot be read", code="AUTH_CERT_INVALID") from None
             self._grantees.put(signer_der, grantee)

@@ -70,7 +70,7 @@ from hpf.federation.catalog import ColumnClass
 from hpf.federation.consent.tokens import FACTS
 from hpf.federation.privacy.fixed_decimal import DELTA_PLACES, EPSILON_PLACES, MAX_BUDGET_EPSILON, units_of
 from hpf.federation.regions import PROVINCES
-from hpf.federation.trust.pki import ROLES
+from hpf.federation.trust.certificates import ROLES
 
 USES: tuple[str, ...] = ("output", "filter", "group", "aggregate")
 # what an asker may ask a node, as ``askers:`` names it: aggregate questions, explains of them, person lookups

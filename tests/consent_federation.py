@@ -22,7 +22,7 @@ from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
 from hpf.federation.hpf_schema import hpf_tables
 from hpf.federation.synth import generate_node
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
 from hpf.policies import DEFAULT_POLICY
 
 NODES = ["shanghai", "hangzhou", "nanjing"]
@@ -84,7 +84,7 @@ def people(fed: harness.Federation, n: int) -> list[str]:
 
 def tokens(fed: harness.Federation, ids: Sequence[str], issuer: str, facts: Sequence[str] = LOANS) -> list[str]:
     """The bank's tokens for ``ids`` from ``issuer``, for a loan review, granting ``facts``, for a day."""
-    grantee = consent.grantee_of(pki.load_certificate((fed.pki_dir / "people" / "bank.pem").read_bytes()))
+    grantee = consent.grantee_of(certificates.load_certificate((fed.pki_dir / "people" / "bank.pem").read_bytes()))
     granted = consent.issue_batch(
         KEYS[issuer],
         issuer,

@@ -56,10 +56,11 @@ from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.hpf_schema import DEMO_CONSENT_ISSUER
 from hpf.federation.regions import BY_NODE_ID
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
+from hpf.federation.trust.channels import node_target, secure_channel
 from hpf.federation.trust.envelope import Signer
 from hpf.federation.trust.pki import init_federation
-from hpf.federation.trust.tls import TlsConfig, node_target, secure_channel
+from hpf.federation.trust.tls import TlsConfig
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.config import NodeConfig
 from hpf.node.server import RunningNode, start_node
@@ -153,7 +154,7 @@ class Federation:
         self, ids: Sequence[str], person: str = "bank", purpose: str = "loan-review", days: float = 30
     ) -> list[str]:
         """Each person's consent token from the demo's consent service, granted to ``person`` for ``purpose``."""
-        cert = pki.load_certificate((self.pki_dir / "people" / f"{person}.pem").read_bytes())
+        cert = certificates.load_certificate((self.pki_dir / "people" / f"{person}.pem").read_bytes())
         granted = consent.issue_batch(
             DEMO_ISSUER_KEY,
             DEMO_CONSENT_ISSUER,

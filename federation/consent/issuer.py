@@ -114,10 +114,10 @@ def grantee_from(text: str) -> bytes:
     """A grantee from ``sha256:HEX`` or a certificate's PEM file; ``CONSENT_GRANTEE_INVALID`` otherwise."""
     if found := _GRANTEE.fullmatch(text.strip().lower()):
         return bytes.fromhex(found[1])
-    from hpf.federation.trust import pki
+    from hpf.federation.trust import certificates
 
     try:
-        cert = pki.load_certificate(read_regular(Path(text), 1024 * 1024))
+        cert = certificates.load_certificate(read_regular(Path(text), 1024 * 1024))
     except (OSError, ValueError, FederationError):
         raise ConfigError(
             f"{quoted(text)} is neither a certificate file nor sha256:<64 hex digits>",

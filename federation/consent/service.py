@@ -28,8 +28,10 @@ from hpf.federation.generated import hpf_consent_pb2 as cpb
 from hpf.federation.generated import hpf_consent_pb2_grpc as cpb_grpc
 from hpf.federation.person_id import validate_person_id
 from hpf.federation.trust.callers import require_caller
-from hpf.federation.trust.pki import Identity
-from hpf.federation.trust.tls import TlsConfig, add_port, new_server, secure_channel
+from hpf.federation.trust.certificates import Identity
+from hpf.federation.trust.channels import secure_channel
+from hpf.federation.trust.servers import add_port, new_server
+from hpf.federation.trust.tls import TlsConfig
 
 log = logging.getLogger("hpf.consent.service")
 

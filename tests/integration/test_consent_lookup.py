@@ -23,7 +23,7 @@ from hpf.federation.consent import tokens as consent
 from hpf.federation.errors import FederationError
 from hpf.federation.hpf_schema import hpf_tables
 from hpf.federation.synth import generate_node
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
 from hpf.policies import DEFAULT_POLICY
 
 NODES = ["shanghai", "hangzhou", "nanjing"]
@@ -85,7 +85,7 @@ def people(fed: harness.Federation, n: int) -> list[str]:
 
 
 def grantee(fed: harness.Federation, person: str) -> bytes:
-    return consent.grantee_of(pki.load_certificate((fed.pki_dir / "people" / f"{person}.pem").read_bytes()))
+    return consent.grantee_of(certificates.load_certificate((fed.pki_dir / "people" / f"{person}.pem").read_bytes()))
 
 
 def tokens_for(

@@ -16,8 +16,9 @@ from hpf.federation.consent.issuer import Issuer, make_issuer
 from hpf.federation.consent.service import GrantHandler, request_grants, serving
 from hpf.federation.errors import FederationError
 from hpf.federation.person_id import check_char
-from hpf.federation.trust import pki
-from hpf.federation.trust.tls import TlsConfig, node_target
+from hpf.federation.trust import certificates, pki
+from hpf.federation.trust.channels import node_target
+from hpf.federation.trust.tls import TlsConfig
 
 FEDERATION = "test"
 PEOPLE = (
@@ -39,7 +40,9 @@ class Service:
         return TlsConfig(ca=d / "ca.pem", cert=d / kind / f"{name}.pem", key=d / kind / f"{name}.key")
 
     def grantee(self, person: str = "bank") -> bytes:
-        return consent.grantee_of(pki.load_certificate((self.root / "pki" / "people" / f"{person}.pem").read_bytes()))
+        return consent.grantee_of(
+            certificates.load_certificate((self.root / "pki" / "people" / f"{person}.pem").read_bytes())
+        )
 
     def grant(self, caller: str = "desk", kind: str = "people", **overrides: object) -> list[str]:
         tls = self.tls(caller, kind)
@@ -135,7 +138,7 @@ def test_bad_input_is_refused_by_its_code_and_the_next_request_answered(
 def test_bad_input_travels_as_invalid_argument(service: Service) -> None:
     from hpf.federation.generated import hpf_consent_pb2 as cpb
     from hpf.federation.generated import hpf_consent_pb2_grpc as cpb_grpc
-    from hpf.federation.trust.tls import secure_channel
+    from hpf.federation.trust.channels import secure_channel
 
     tls = service.tls("desk")
     with secure_channel(f"127.0.0.1:{service.port}", tls, server_name=node_target(tls, "shanghai")) as channel:

@@ -20,7 +20,7 @@ from coordinator_recorder import CoordinatorRecorder
 from hpf.coordinator.fanout import FanOut
 from hpf.federation.consent import tokens as consent
 from hpf.federation.errors import FederationError
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
 
 REVIEW = {"purpose": "loan-review"}
 RECORDED: dict[str, CoordinatorRecorder] = {}
@@ -35,7 +35,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federation
 
 def _expiring(fed: harness.Federation, pid: str, seconds: int) -> str:
     """The bank's token for ``pid``, valid for ``seconds`` more."""
-    grantee = consent.grantee_of(pki.load_certificate((fed.pki_dir / "people" / "bank.pem").read_bytes()))
+    grantee = consent.grantee_of(certificates.load_certificate((fed.pki_dir / "people" / "bank.pem").read_bytes()))
     (token,) = consent.issue_batch(
         KEYS[ISSUER],
         ISSUER,

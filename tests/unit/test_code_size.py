@@ -26,8 +26,6 @@ LONG_MODULES = {
     "federation/crypto/lookup_codec.py",
     "federation/crypto/sealing.py",
     "federation/planner/totality.py",
-    "federation/trust/pki.py",
-    "federation/trust/tls.py",
     "node/backends/duckdb_backend.py",
     "policies/engine.py",
     "policies/loader.py",
