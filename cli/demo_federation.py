@@ -22,8 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hpf.federation.audit.log import AuditLog
 from hpf.federation.consent import revocations as consent_revocations
-from hpf.federation.consent import tokens as consent
-from hpf.federation.consent.issuer import Issuer, make_issuer
+from hpf.federation.consent.issuer import Issuer, make_issuer, public_raw
 from hpf.federation.crypto.sealing import AgreementKey
 from hpf.federation.errors import ConfigError, UnavailableError
 from hpf.federation.hpf_schema import DEMO_CONSENT_ISSUER, TABLE_NAMES, demo_catalog
@@ -205,7 +204,7 @@ def consent_service(layout: DemoLayout) -> Issuer:
     path = layout.consent_revocations
     if path.exists():
         try:
-            consent_revocations.load_list(path, issuer.id, consent.public_raw(issuer.key))
+            consent_revocations.load_list(path, issuer.id, public_raw(issuer.key))
             return issuer
         except ConfigError:  # signed under a key the demo no longer has: the new key's lists start afresh
             path.unlink()

@@ -28,7 +28,7 @@ from hpf.client.profile import load_profile
 from hpf.federation.audit.verify import read_entries
 from hpf.federation.catalog import load_catalog
 from hpf.federation.consent import tokens as consent
-from hpf.federation.consent.issuer import load_issuer
+from hpf.federation.consent.issuer import issue_batch, load_issuer
 from hpf.federation.consent.revocations import RECHECK_S
 from hpf.federation.consent.revocations import revoke as revoke_grants
 from hpf.federation.crypto.lookup_codec import fields_of
@@ -92,7 +92,7 @@ def grant_applicants(layout: DemoLayout, applicants: list[str], purpose: str = "
     issuer = load_issuer(layout.consent_issuer)
     bank = certificates.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
     not_after = int(time.time()) + CONSENT_DAYS * 86_400
-    granted = consent.issue_batch(
+    granted = issue_batch(
         issuer.key,
         issuer.id,
         applicants,

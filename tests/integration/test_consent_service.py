@@ -12,8 +12,9 @@ import grpc
 import pytest
 
 from hpf.federation.consent import tokens as consent
-from hpf.federation.consent.issuer import Issuer, make_issuer
+from hpf.federation.consent.issuer import Issuer, make_issuer, public_raw
 from hpf.federation.consent.service import GrantHandler, request_grants, serving
+from hpf.federation.consent.verifier import ConsentVerifier
 from hpf.federation.errors import FederationError
 from hpf.federation.person_id import check_char
 from hpf.federation.trust import certificates, pki
@@ -75,7 +76,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 def test_the_centres_own_systems_get_tokens_every_region_accepts(service: Service) -> None:
-    verifier = consent.ConsentVerifier({service.issuer.id: consent.public_raw(service.issuer.key)})
+    verifier = ConsentVerifier({service.issuer.id: public_raw(service.issuer.key)})
     for caller in ("desk", "ops"):
         tokens = service.grant(caller)
         assert len(tokens) == len(IDS)

@@ -22,7 +22,6 @@ LONG_MODULES = {
     "federation/audit/log.py",
     "federation/audit/verify.py",
     "federation/catalog.py",
-    "federation/consent/tokens.py",
     "federation/crypto/lookup_codec.py",
     "federation/crypto/sealing.py",
     "federation/planner/totality.py",

@@ -38,6 +38,7 @@ MODULES = [
     "hpf.federation.error_codes",
     "hpf.federation.trust.envelope",
     "hpf.federation.consent.tokens",
+    "hpf.federation.consent.verifier",
     "hpf.federation.consent.revocations",
     "hpf.federation.consent.issuer",
     "hpf.federation.audit.merkle",
