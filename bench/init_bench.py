@@ -29,7 +29,8 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hpf.demo.synth.lineitem import write_lineitem
-from hpf.federation.trust.tls import TlsConfig, coordinator_target, node_target, secure_channel
+from hpf.federation.trust.channels import coordinator_target, node_target, secure_channel
+from hpf.federation.trust.tls import TlsConfig
 
 REGIONS = ("north", "south", "east", "west")
 TARGET_S = 300.0

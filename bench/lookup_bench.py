@@ -73,10 +73,12 @@ from hpf.demo.launcher import (
 from hpf.demo.synth.generator import planted_duplicate_loans
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.issuer import issue_batch, public_raw
+from hpf.federation.consent.verifier import ConsentVerifier
 from hpf.federation.crypto.lookup_codec import FACTS, PersonFacts
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.person_id import person_id_array
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
 
 PURPOSE = "loan-review"
 BENCH_ISSUER = "bench-consent"
@@ -148,7 +150,7 @@ def publish_bench_issuer(layout: DemoLayout) -> Ed25519PrivateKey:
     key = Ed25519PrivateKey.generate()
     doc = yaml.safe_load(layout.catalog.read_text(encoding="utf-8"))
     others = [i for i in doc.get("issuers") or [] if i.get("id") != BENCH_ISSUER]  # the demo's consent service
-    doc["issuers"] = [*others, {"id": BENCH_ISSUER, "key": base64.b64encode(consent.public_raw(key)).decode()}]
+    doc["issuers"] = [*others, {"id": BENCH_ISSUER, "key": base64.b64encode(public_raw(key)).decode()}]
     layout.catalog.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
     revocations = layout.data / "consent" / f"{BENCH_ISSUER}-revocations.json"
     revocations.parent.mkdir(parents=True, exist_ok=True)
@@ -164,8 +166,8 @@ def publish_bench_issuer(layout: DemoLayout) -> Ed25519PrivateKey:
 
 def bank_tokens(layout: DemoLayout, key: Ed25519PrivateKey, ids: Sequence[str]) -> list[str]:
     """One token per applicant, for the bank, for loan-review and every fact a lookup answers, one batch."""
-    cert = pki.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
-    granted = consent.issue_batch(
+    cert = certificates.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
+    granted = issue_batch(
         key,
         BENCH_ISSUER,
         ids,
@@ -179,7 +181,7 @@ def bank_tokens(layout: DemoLayout, key: Ed25519PrivateKey, ids: Sequence[str]) 
 
 def token_check_cost(tokens: Sequence[str], ids: Sequence[str], key: Ed25519PrivateKey, grantee: bytes) -> float:
     """CPU seconds one region spends checking these tokens (in this process, with a fresh verifier, as a node)."""
-    verifier = consent.ConsentVerifier({BENCH_ISSUER: consent.public_raw(key)})
+    verifier = ConsentVerifier({BENCH_ISSUER: public_raw(key)})
     raw = [consent.parse_token_text(t).encode() for t in tokens]
     started = time.process_time()
     for token, pid in zip(raw, ids, strict=True):
@@ -554,7 +556,7 @@ def run_screen(
         t_tokens = time.perf_counter()
         tokens = bank_tokens(layout, args.consent_key, applicants)
         issue_s = time.perf_counter() - t_tokens
-        cert = pki.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
+        cert = certificates.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
         check_cpu_s = token_check_cost(tokens, applicants, args.consent_key, consent.grantee_of(cert))
         token_figures = {
             "issue_s": round(issue_s, 2),

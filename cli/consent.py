@@ -7,7 +7,8 @@
     hpf consent serve --region shanghai --listen 127.0.0.1:50070 --ca ... --cert ... --key ...
                                                           # grants over gRPC, for the centre's own systems
 
-See :mod:`federation.consent.tokens` for what a token holds and how a region checks it.
+See :mod:`federation.consent.tokens` for what a token holds, and :mod:`federation.consent.verifier` for how a region
+checks it.
 """
 
 from __future__ import annotations

@@ -36,14 +36,14 @@ def _errors() -> Iterator[None]:
 
 def parse_person(text: str) -> tuple[str, str, str | None]:
     """``NAME:ROLE[:REGION]`` -> ``(name, role, region)``."""
-    from hpf.federation.trust import pki
+    from hpf.federation.trust import certificates
 
     parts = text.split(":")
     if len(parts) not in (2, 3) or not all(parts):
         raise ConfigError(
             f"--person {text!r}: expected NAME:ROLE or NAME:ROLE:REGION",
             code="CLI_BAD_OPTION",
-            hint=f"roles: {', '.join(pki.ROLES)}; e.g. --person alice:analyst:hangzhou",
+            hint=f"roles: {', '.join(certificates.ROLES)}; e.g. --person alice:analyst:hangzhou",
         )
     return parts[0], parts[1], parts[2] if len(parts) == 3 else None
 
@@ -78,11 +78,11 @@ def init_command(
     force: Annotated[bool, typer.Option("--force", help="Replace the CA and re-issue everything.")] = False,
 ) -> None:
     """Create (or complete) a federation: CA, coordinator, one certificate per node, and people."""
-    from hpf.federation.trust import pki
+    from hpf.federation.trust import pki, server_names
 
     with _errors():
         clients = [parse_person(p) for p in person] if person else pki.DEFAULT_CLIENTS
-        hosts = tuple(host) if host else pki.DEFAULT_HOSTS
+        hosts = tuple(host) if host else server_names.DEFAULT_HOSTS
         result = pki.init_federation(
             directory, parse_nodes(nodes), federation=federation, clients=clients, hosts=hosts, force=force
         )
@@ -117,16 +117,16 @@ def issue_command(
     valid_days: Annotated[int, typer.Option("--valid-days", help="Validity in days.")] = 825,
 ) -> None:
     """Issue one certificate from an existing CA (a node's --region is its node id, which names it)."""
-    from hpf.federation.trust import pki
+    from hpf.federation.trust import certificates, pki
 
     with _errors():
-        if kind not in pki.KINDS:
-            raise ConfigError(f"--kind {kind!r}: use one of {', '.join(pki.KINDS)}", code="PKI_BAD_KIND")
+        if kind not in certificates.KINDS:
+            raise ConfigError(f"--kind {kind!r}: use one of {', '.join(certificates.KINDS)}", code="PKI_BAD_KIND")
         files = pki.issue_certificate(
             ca_dir,
             out,
             name,
-            cast(pki.Kind, kind),
+            cast(certificates.Kind, kind),
             hosts=host or (),
             role=role,
             region=region,
@@ -141,10 +141,10 @@ def describe(cert_pem: bytes, now: dt.datetime | None = None) -> list[tuple[str,
     """Label/value lines describing a certificate's identity and validity (no key material)."""
     from cryptography import x509
 
-    from hpf.federation.trust import pki
+    from hpf.federation.trust import certificates, server_names
 
     try:
-        cert = pki.load_certificate(cert_pem)
+        cert = certificates.load_certificate(cert_pem)
     except ValueError:
         raise AuthError("not a PEM certificate", code="TLS_PEM_INVALID") from None
     now = now or dt.datetime.now(dt.UTC)
@@ -156,12 +156,12 @@ def describe(cert_pem: bytes, now: dt.datetime | None = None) -> list[tuple[str,
     if is_ca:
         rows.append(("kind", "CA"))
         try:
-            rows.append(("federation", pki.federation_of(cert)))
+            rows.append(("federation", server_names.federation_of(cert)))
         except FederationError as exc:
             rows.append(("federation", f"{exc.message} [{exc.code}]"))
     else:
         try:
-            ident = pki.read_identity(cert_pem)
+            ident = certificates.read_identity(cert_pem)
             rows += [
                 ("common name", ident.common_name),
                 ("kind", ident.kind),
@@ -218,9 +218,9 @@ def _number(crl: Path) -> int | None:
     """The number of the list just written (parties refuse any list numbered below the newest they accepted)."""
     from cryptography import x509
 
-    from hpf.federation.trust import pki
+    from hpf.federation.trust import revocation
 
-    return pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes()))
+    return revocation.crl_number(x509.load_pem_x509_crl(crl.read_bytes()))
 
 
 REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation")
@@ -235,7 +235,7 @@ def revoke_command(
     """Add a certificate to the federation's revocation list (crl.pem); parties re-read it when it changes."""
     from cryptography import x509
 
-    from hpf.federation.trust import pki, revocation
+    from hpf.federation.trust import certificates, revocation
 
     with _errors():
         if reason not in REASONS:
@@ -244,7 +244,7 @@ def revoke_command(
             data = cert.read_bytes()
         except OSError as exc:
             raise ConfigError(f"{cert}: cannot read ({exc.strerror})", code="TLS_FILE_MISSING") from None
-        identity = pki.read_identity(data)
+        identity = certificates.read_identity(data)
         path = revocation.revoke(ca_dir, data, reason=x509.ReasonFlags(reason))
         typer.echo(f"revoked:     {identity.common_name} (serial {identity.serial:x})")
         typer.echo(f"list:        {path} (number {_number(path)})")
@@ -257,10 +257,10 @@ def crl_command(
 ) -> None:
     """Sign the next revocation list from the CA's own record: the same revocations, the next number, a next update
     30 days ahead. An older list copied over crl.pem is replaced, never re-signed."""
-    from hpf.federation.trust import pki, revocation
+    from hpf.federation.trust import revocation
 
     with _errors():
-        newest = pki.newest_crl_in_place(ca_dir)
+        newest = revocation.newest_crl_in_place(ca_dir)
         path = revocation.refresh(ca_dir)
         typer.echo(f"list:        {path} (re-signed as number {_number(path)}; parties re-read it when it changes)")
         if not newest:

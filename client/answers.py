@@ -70,7 +70,7 @@ class LookupAnswer:
     receipts_verified: int = 0
     verified: bool = False  # as QueryAnswer.verified (a screening: every one of its requests)
     # applicants (by place in the order asked) withheld for their consent, with the code of the check: those whose
-    # token fails a check the client makes itself (federation.consent.tokens: issuer, signature, grantee, purpose,
+    # token fails a check the client makes itself (federation.consent.verifier: issuer, signature, grantee, purpose,
     # facts, expiry, person), and those some region refused (an issuer it does not accept, a revocation), for whom the
     # request was asked again without them; their facts are placeholders, never figures
     withheld: dict[int, str] = field(default_factory=dict)

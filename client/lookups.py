@@ -15,6 +15,7 @@ from hpf.client.answers import LookupAnswer
 from hpf.client.session import ClientSession, missing_regions
 from hpf.federation.consent import refusals as consent_refusals
 from hpf.federation.consent import tokens as consent_codec
+from hpf.federation.consent.verifier import ConsentVerifier
 from hpf.federation.crypto import he, lookup_codec
 from hpf.federation.crypto.lookup_codec import PersonFacts
 from hpf.federation.crypto.lookup_consistency import check_consistent
@@ -456,7 +457,7 @@ class LookupClient(ClientSession):
         asked for, its expiry and its person. Whether a region accepts the issuer, and its revocations, only the
         region knows."""
         issuers = {i.id: base64.b64decode(i.key) for i in self.catalog.issuers}
-        verifier = consent_codec.ConsentVerifier(issuers)
+        verifier = ConsentVerifier(issuers)
         grantee = consent_codec.grantee_of(self.signer.certificate)
         refused = {}
         for place, (pid, token) in enumerate(zip(ids, tokens, strict=True)):

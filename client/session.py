@@ -36,8 +36,9 @@ from hpf.federation.errors import (
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.private_files import append_private
+from hpf.federation.trust.channels import coordinator_target, secure_channel
 from hpf.federation.trust.envelope import Signer, query_id
-from hpf.federation.trust.tls import GRPC_OPTIONS, coordinator_target, require_tls, secure_channel, with_options
+from hpf.federation.trust.tls import GRPC_OPTIONS, require_tls, with_options
 
 
 def missing_regions(reply: pb.QueryResponse) -> list[dict[str, str]]:

@@ -18,8 +18,9 @@ import grpc
 
 from hpf.federation.catalog import Catalog
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
-from hpf.federation.trust.pki import ServerNames
-from hpf.federation.trust.tls import GRPC_OPTIONS, secure_aio_channel, with_options
+from hpf.federation.trust.channels import secure_aio_channel
+from hpf.federation.trust.server_names import ServerNames
+from hpf.federation.trust.tls import GRPC_OPTIONS, with_options
 
 # A region back after a restart is tried again within seconds, not after gRPC's default backoff (up to 120 s):
 # exact answers wait for every region, so a region wrongly thought down fails them. gRPC's "min reconnect backoff"

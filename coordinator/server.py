@@ -26,17 +26,12 @@ from hpf.federation.errors import AuthError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.trust.callers import require_caller
+from hpf.federation.trust.certificates import Identity
+from hpf.federation.trust.channels import channel_credentials
 from hpf.federation.trust.envelope import EnvelopeVerifier, VerifiedEnvelope
-from hpf.federation.trust.pki import Identity
-from hpf.federation.trust.tls import (
-    GRPC_OPTIONS,
-    add_port,
-    channel_credentials,
-    check_federation,
-    new_aio_server,
-    require_tls,
-    with_options,
-)
+from hpf.federation.trust.servers import add_port, new_aio_server
+from hpf.federation.trust.tls import GRPC_OPTIONS, require_tls, with_options
+from hpf.federation.trust.tls_material import check_federation
 from hpf.policies.model import RateLimit
 from hpf.policies.rate_limit import RateLimiter
 

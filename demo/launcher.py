@@ -23,14 +23,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hpf.demo.synth import generate_node
 from hpf.federation.audit.log import AuditLog
 from hpf.federation.consent import revocations as consent_revocations
-from hpf.federation.consent import tokens as consent
-from hpf.federation.consent.issuer import Issuer, make_issuer
+from hpf.federation.consent.issuer import Issuer, make_issuer, public_raw
 from hpf.federation.crypto.sealing import AgreementKey
 from hpf.federation.errors import ConfigError, UnavailableError
 from hpf.federation.hpf_schema import DEMO_CONSENT_ISSUER, TABLE_NAMES, demo_catalog
 from hpf.federation.regions import first_regions
+from hpf.federation.trust.channels import coordinator_target, node_target, secure_channel
 from hpf.federation.trust.pki import FederationFiles, init_federation
-from hpf.federation.trust.tls import TlsConfig, coordinator_target, node_target, secure_channel
+from hpf.federation.trust.tls import TlsConfig
 from hpf.policies import DEFAULT_POLICY
 
 Progress = Callable[[str], None]
@@ -208,7 +208,7 @@ def consent_service(layout: DemoLayout) -> Issuer:
     path = layout.consent_revocations
     if path.exists():
         try:
-            consent_revocations.load_list(path, issuer.id, consent.public_raw(issuer.key))
+            consent_revocations.load_list(path, issuer.id, public_raw(issuer.key))
             return issuer
         except ConfigError:  # signed under a key the demo no longer has: the new key's lists start afresh
             path.unlink()

@@ -29,7 +29,7 @@ from hpf.demo.synth.generator import planted_duplicate_loans
 from hpf.federation.audit.verify import read_entries
 from hpf.federation.catalog import Catalog, load_catalog
 from hpf.federation.consent import tokens as consent
-from hpf.federation.consent.issuer import load_issuer
+from hpf.federation.consent.issuer import issue_batch, load_issuer
 from hpf.federation.consent.revocations import RECHECK_S
 from hpf.federation.consent.revocations import revoke as revoke_grants
 from hpf.federation.crypto.lookup_codec import fields_of
@@ -37,7 +37,7 @@ from hpf.federation.crypto.sealing import SUBJECT_KEY, read_secret
 from hpf.federation.crypto.subject_tags import looked_up
 from hpf.federation.errors import FederationError
 from hpf.federation.person_id import check_char
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
 
 CONSENT = "DEMO-CONSENT-0001"  # a caseworker's free-text reference, from the form the person signed at the counter
 CONSENT_DAYS = 30  # how long the demo's applicants' consents hold
@@ -87,9 +87,9 @@ def grant_applicants(layout: DemoLayout, applicants: list[str], purpose: str = "
     """Each applicant's consent token from the demo's consent service, granted to the bank's certificate for
     ``purpose`` and the facts a lookup answers (what `hpf consent grant` writes in its consent_token column)."""
     issuer = load_issuer(layout.consent_issuer)
-    bank = pki.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
+    bank = certificates.load_certificate((layout.pki / "people" / "bank.pem").read_bytes())
     not_after = int(time.time()) + CONSENT_DAYS * 86_400
-    granted = consent.issue_batch(
+    granted = issue_batch(
         issuer.key,
         issuer.id,
         applicants,

@@ -24,8 +24,8 @@ from hpf.federation.plan import Plan
 from hpf.federation.planner import asked_table, plan_query, sketch_query
 from hpf.federation.planner.shape import shape_fingerprint
 from hpf.federation.trust import statements
+from hpf.federation.trust.certificates import Identity
 from hpf.federation.trust.envelope import EnvelopeVerifier, VerifiedEnvelope
-from hpf.federation.trust.pki import Identity
 from hpf.federation.trust.statements import Statement
 from hpf.node.executor import PartialExecutor, PartialResult
 from hpf.node.lookup_index import LookupIndex

@@ -4,7 +4,7 @@ A role's ``lookups`` with ``consent: token`` answers a lookup only when every id
 comes with a token (sealed with it: :mod:`federation.crypto.sealing`) that a ``consent_issuers`` issuer of the catalog
 signed for the asker (the grantee: the SHA-256 of the public key of the certificate that signed the question), for
 the lookup's purpose and for every fact the signed lookup asks for (``LookupSpec.facts``), unexpired, unrevoked,
-and whose commitment opens to that identifier (:class:`federation.consent.tokens.ConsentVerifier`).
+and whose commitment opens to that identifier (:class:`federation.consent.verifier.ConsentVerifier`).
 
 One refused applicant refuses the request, with the code of the check it failed and its place in the request
 (never its identifier), and the places and codes of the next ones refused (up to :data:`MAX_NAMED`): every region
@@ -24,9 +24,10 @@ from hpf.federation.catalog import Catalog
 from hpf.federation.consent import refusals as consent_refusals
 from hpf.federation.consent import tokens as consent
 from hpf.federation.consent.revocations import RevocationState, RevocationWatch
+from hpf.federation.consent.verifier import ConsentVerifier, Revocations
 from hpf.federation.errors import AuthError, ConfigError, FederationError, PolicyViolation, error_for_code
 from hpf.federation.lru import Lru
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
 from hpf.policies.model import LookupPolicy, Policy
 
 MAX_NAMED = consent_refusals.MAX_PLACES - 1  # applicants named in one refusal beyond the first
@@ -53,17 +54,17 @@ def refusal_text(refused: Sequence[tuple[int, str]], people: int) -> str:
 class ConsentGate:
     """Per-applicant consent checks, with one verifier (and its cache of proven batches) per set of issuers."""
 
-    def __init__(self, revocations: Mapping[str, consent.Revocations] | None = None) -> None:
+    def __init__(self, revocations: Mapping[str, Revocations] | None = None) -> None:
         self._revocations = dict(revocations or {})
-        self._verifiers = Lru[tuple[tuple[str, bytes], ...], consent.ConsentVerifier](16)
+        self._verifiers = Lru[tuple[tuple[str, bytes], ...], ConsentVerifier](16)
         self._grantees = Lru[bytes, bytes](1024)
 
-    def _verifier(self, catalog: Catalog, issuers: Sequence[str]) -> consent.ConsentVerifier:
+    def _verifier(self, catalog: Catalog, issuers: Sequence[str]) -> ConsentVerifier:
         keys = catalog.issuer_keys(issuers)
         key = tuple(sorted(keys.items()))
         verifier = self._verifiers.get(key)
         if verifier is None:
-            verifier = consent.ConsentVerifier(keys, self._revocations, lists_required=True)
+            verifier = ConsentVerifier(keys, self._revocations, lists_required=True)
             self._verifiers.put(key, verifier)
         return verifier
 
@@ -71,7 +72,7 @@ class ConsentGate:
         grantee = self._grantees.get(signer_der)
         if grantee is None:
             try:
-                grantee = consent.grantee_of(pki.load_certificate(signer_der, der=True))
+                grantee = consent.grantee_of(certificates.load_certificate(signer_der, der=True))
             except (ValueError, FederationError):  # the envelope's verifier has read it already
                 raise AuthError("the signer's certificate cannot be read", code="AUTH_CERT_INVALID") from None
             self._grantees.put(signer_der, grantee)

@@ -35,8 +35,8 @@ from hpf.federation.engine import Abandon
 from hpf.federation.errors import AuditError, UnavailableError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.trust import statements, verdicts
+from hpf.federation.trust.certificates import Identity
 from hpf.federation.trust.envelope import query_id
-from hpf.federation.trust.pki import Identity
 from hpf.node.answering import Admission
 from hpf.node.executor import PartialResult
 from hpf.node.lookup_answers import LookupAnswering

@@ -18,8 +18,8 @@ from hpf.federation.crypto.subject_tags import consent_tags, subject_tags
 from hpf.federation.errors import FederationError, PlanError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.trust import statements
+from hpf.federation.trust.certificates import Identity
 from hpf.federation.trust.envelope import VerifiedEnvelope
-from hpf.federation.trust.pki import Identity
 from hpf.node.answering import AnsweringNode
 from hpf.node.consent_gate import ConsentGate
 from hpf.node.executor import PartialResult

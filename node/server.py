@@ -27,8 +27,10 @@ from hpf.federation.errors import ConfigError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.trust.callers import require_caller
-from hpf.federation.trust.pki import Identity
-from hpf.federation.trust.tls import GRPC_OPTIONS, add_port, check_federation, new_server, require_tls, with_options
+from hpf.federation.trust.certificates import Identity
+from hpf.federation.trust.servers import add_port, new_server
+from hpf.federation.trust.tls import GRPC_OPTIONS, require_tls, with_options
+from hpf.federation.trust.tls_material import check_federation
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.config import NodeConfig
 from hpf.node.consent_gate import consent_gate_for, unlisted_issuers

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
-from hpf.federation.trust.pki import ROLES
+from hpf.federation.trust.certificates import ROLES
 
 USES: tuple[str, ...] = ("output", "filter", "group", "aggregate")
 AGGREGATES: tuple[str, ...] = ("count", "sum", "avg", "var_pop", "var_samp", "stddev_pop", "stddev_samp")

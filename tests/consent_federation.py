@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hpf.demo.synth import generate_node
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.issuer import issue_batch, public_raw
 from hpf.federation.hpf_schema import hpf_tables
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
 from hpf.policies import DEFAULT_POLICY
 
 NODES = ["shanghai", "hangzhou", "nanjing"]
@@ -54,7 +55,7 @@ def issuer_federation(
     for node in NODES:
         generate_node(root / "data", node, 2_000, seed)
     both, one = _policy(root, [ISSUER, THIRD], breakdown), _policy(root, [ISSUER], breakdown)
-    issuers = [{"id": i, "key": base64.b64encode(consent.public_raw(k)).decode()} for i, k in KEYS.items()]
+    issuers = [{"id": i, "key": base64.b64encode(public_raw(k)).decode()} for i, k in KEYS.items()]
     lists = {}  # each issuer's first signed revocation list, nothing revoked: a region takes no consent without it
     for issuer, key in KEYS.items():
         lists[issuer] = root / f"{issuer}-revocations.json"
@@ -84,8 +85,8 @@ def people(fed: harness.Federation, n: int) -> list[str]:
 
 def tokens(fed: harness.Federation, ids: Sequence[str], issuer: str, facts: Sequence[str] = LOANS) -> list[str]:
     """The bank's tokens for ``ids`` from ``issuer``, for a loan review, granting ``facts``, for a day."""
-    grantee = consent.grantee_of(pki.load_certificate((fed.pki_dir / "people" / "bank.pem").read_bytes()))
-    granted = consent.issue_batch(
+    grantee = consent.grantee_of(certificates.load_certificate((fed.pki_dir / "people" / "bank.pem").read_bytes()))
+    granted = issue_batch(
         KEYS[issuer],
         issuer,
         ids,

@@ -20,7 +20,7 @@ import pytest
 
 import hpf.coordinator.node_channels
 import hpf.coordinator.server
-from hpf.federation.trust.tls import secure_aio_channel
+from hpf.federation.trust.channels import secure_aio_channel
 
 
 @dataclasses.dataclass

@@ -49,6 +49,7 @@ from hpf.federation.catalog import Catalog, load_catalog
 from hpf.federation.config_files import parse_model
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.issuer import issue_batch, public_raw
 from hpf.federation.crypto.he import ClientKeys, context_digest
 from hpf.federation.crypto.sealing import AGREEMENT_KEY, AgreementKey
 from hpf.federation.errors import DataError, FederationError
@@ -56,10 +57,11 @@ from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.hpf_schema import DEMO_CONSENT_ISSUER
 from hpf.federation.regions import BY_NODE_ID
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
+from hpf.federation.trust.channels import node_target, secure_channel
 from hpf.federation.trust.envelope import Signer
 from hpf.federation.trust.pki import init_federation
-from hpf.federation.trust.tls import TlsConfig, node_target, secure_channel
+from hpf.federation.trust.tls import TlsConfig
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.config import NodeConfig
 from hpf.node.server import RunningNode, start_node
@@ -69,7 +71,7 @@ from hpf.node.server import RunningNode, start_node
 # the demo federation's consent service, which the default policy names for integrators' lookups: every test
 # catalog publishes it (unless catalog_extra names its own issuers), and Federation.consent_tokens grants with it
 DEMO_ISSUER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-DEMO_ISSUER = {"id": DEMO_CONSENT_ISSUER, "key": base64.b64encode(consent.public_raw(DEMO_ISSUER_KEY)).decode()}
+DEMO_ISSUER = {"id": DEMO_CONSENT_ISSUER, "key": base64.b64encode(public_raw(DEMO_ISSUER_KEY)).decode()}
 
 OPEN_POLICY = Path(__file__).parent / "fixtures" / "policies" / "open.yaml"
 OPEN_LOOKUPS_POLICY = OPEN_POLICY.with_name("open-lookups.yaml")  # open.yaml plus identifier equality filters
@@ -153,8 +155,8 @@ class Federation:
         self, ids: Sequence[str], person: str = "bank", purpose: str = "loan-review", days: float = 30
     ) -> list[str]:
         """Each person's consent token from the demo's consent service, granted to ``person`` for ``purpose``."""
-        cert = pki.load_certificate((self.pki_dir / "people" / f"{person}.pem").read_bytes())
-        granted = consent.issue_batch(
+        cert = certificates.load_certificate((self.pki_dir / "people" / f"{person}.pem").read_bytes())
+        granted = issue_batch(
             DEMO_ISSUER_KEY,
             DEMO_CONSENT_ISSUER,
             ids,

@@ -17,7 +17,8 @@ from grpc_health.v1 import health_pb2
 
 from hpf.federation.errors import CODE_KEY, FederationError, from_rpc_error, is_code
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.trust.tls import TlsConfig, coordinator_target, node_target, secure_channel
+from hpf.federation.trust.channels import coordinator_target, node_target, secure_channel
+from hpf.federation.trust.tls import TlsConfig
 
 RPC_TIMEOUT_S = 30.0
 METHODS: dict[str, tuple[bool, type[Message]]] = {  # method -> (streams its answer, request type)

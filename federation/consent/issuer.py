@@ -1,4 +1,7 @@
-"""A consent service's side: its key, and granting a CSV of people in batches (``hpf consent ...``).
+"""A consent service's side: its key, and granting people in batches (``hpf consent ...``).
+
+:func:`issue_batch` grants one token per person under one signed Merkle root (:mod:`federation.consent.tokens`
+describes the token); :func:`grant_csv` grants a CSV of people, batch by batch.
 
 An issuer's folder (``consent-issuer/`` by default) holds ``issuer.key``, its Ed25519 signing key (PKCS#8 PEM,
 mode 0600), and ``issuer.yaml``, its id and public key, which is the entry the catalog publishes under
@@ -15,24 +18,83 @@ import base64
 import csv
 import datetime as dt
 import io
+import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from hpf.federation.audit import merkle
 from hpf.federation.consent import tokens as consent
 from hpf.federation.errors import ConfigError, FederationError, PlanError, quoted
-from hpf.federation.person_id import read_people_file
+from hpf.federation.person_id import read_people_file, validate_person_id
 from hpf.federation.private_files import create_file, read_regular, write_file
 
 KEY = "issuer.key"
 PUBLIC = "issuer.yaml"
 MAX_DAYS = 366  # a consent outlives no application; a longer one is a new grant
 _GRANTEE = re.compile(r"sha256:([0-9a-f]{64})")
+
+
+def public_raw(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    """The raw 32 bytes of an issuer's public key (as the catalog publishes it, in base64)."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def check_terms(issuer: str, grantee: bytes, purpose: str, facts: Iterable[str], not_after: int) -> int:
+    """ValueError unless these are terms a token can carry; the facts' bit set otherwise."""
+    if not consent.ISSUER_ID.fullmatch(issuer):
+        raise ValueError("an issuer id is lower-case letters, digits and '-' (e.g. shanghai-consent)")
+    if len(grantee) != 32:
+        raise ValueError("a grantee is the 32-byte SHA-256 of its certificate's public key")
+    if not consent.PURPOSE.fullmatch(purpose):
+        raise ValueError("a purpose code is lower-case letters, digits, '-' and '_' (e.g. loan-review)")
+    bits = consent.fact_bits(facts)
+    if not bits:
+        raise ValueError(f"name at least one fact: {', '.join(consent.FACTS)}")
+    if not 0 <= not_after < 1 << 63:
+        raise ValueError("the expiry is out of range")
+    return bits
+
+
+def issue_batch(
+    key: Ed25519PrivateKey,
+    issuer: str,
+    person_ids: Sequence[str],
+    *,
+    grantee: bytes,
+    purpose: str,
+    facts: Iterable[str],
+    not_after: int,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> list[consent.Token]:
+    """One token per person, in order, under one signed root. Every identifier must be valid
+    (``PERSON_ID_INVALID`` otherwise, never naming it)."""
+    bits = check_terms(issuer, grantee, purpose, facts, not_after)
+    if not 1 <= len(person_ids) <= consent.MAX_BATCH:
+        raise ValueError(f"a batch holds 1 to {consent.MAX_BATCH} grants")
+    salts, grants = [], []
+    for pid in person_ids:
+        salt = random_bytes(consent.SALT_BYTES)
+        salts.append(salt)
+        grant_id = random_bytes(consent.GRANT_ID_BYTES)
+        grants.append(
+            consent.Grant(
+                grant_id, grantee, purpose, bits, not_after, consent.commitment(salt, validate_person_id(pid))
+            )
+        )
+    tree = merkle.MerkleTree(g.leaf() for g in grants)
+    size = len(grants)
+    signature = key.sign(consent.root_statement(issuer, size, tree.root()))
+    return [
+        consent.Token(issuer, size, i, signature, grant, salt, tuple(tree.inclusion_proof(i)))
+        for i, (grant, salt) in enumerate(zip(grants, salts, strict=True))
+    ]
 
 
 @dataclass(frozen=True)
@@ -42,7 +104,7 @@ class Issuer:
 
     @property
     def public_b64(self) -> str:
-        return base64.b64encode(consent.public_raw(self.key)).decode("ascii")
+        return base64.b64encode(public_raw(self.key)).decode("ascii")
 
     def catalog_entry(self) -> str:
         """The lines to add under the catalog's ``issuers:``.
@@ -114,10 +176,10 @@ def grantee_from(text: str) -> bytes:
     """A grantee from ``sha256:HEX`` or a certificate's PEM file; ``CONSENT_GRANTEE_INVALID`` otherwise."""
     if found := _GRANTEE.fullmatch(text.strip().lower()):
         return bytes.fromhex(found[1])
-    from hpf.federation.trust import pki
+    from hpf.federation.trust import certificates
 
     try:
-        cert = pki.load_certificate(read_regular(Path(text), 1024 * 1024))
+        cert = certificates.load_certificate(read_regular(Path(text), 1024 * 1024))
     except (OSError, ValueError, FederationError):
         raise ConfigError(
             f"{quoted(text)} is neither a certificate file nor sha256:<64 hex digits>",
@@ -167,7 +229,7 @@ def grant_csv(
         raise PlanError(f"a consent lasts 1 to {MAX_DAYS} days", code="CONSENT_TERMS_INVALID")
     not_after = now().replace(microsecond=0) + dt.timedelta(days=days)
     try:
-        consent.check_terms(issuer.id, grantee, purpose, facts, int(not_after.timestamp()))
+        check_terms(issuer.id, grantee, purpose, facts, int(not_after.timestamp()))
     except ValueError as err:
         raise PlanError(str(err), code="CONSENT_TERMS_INVALID") from None
     columns, rows, ids = read_people(people, column)
@@ -175,7 +237,7 @@ def grant_csv(
     batches = 0
     for start in range(0, len(ids), consent.MAX_BATCH):
         chunk = ids[start : start + consent.MAX_BATCH]
-        tokens += consent.issue_batch(
+        tokens += issue_batch(
             issuer.key,
             issuer.id,
             chunk,

@@ -20,7 +20,7 @@ for another list under the number it had accepted), exactly as one put back whil
 
 >>> key = Ed25519PrivateKey.generate()
 >>> doc = sign_list(key, "sh-consent", 2, [bytes(16)])
->>> listed = read_list(doc, "sh-consent", consent.public_raw(key))
+>>> listed = read_list(doc, "sh-consent", public_raw(key))
 >>> listed.number, bytes(16) in listed.revoked
 (2, True)
 """
@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from hpf.federation.config_files import FileStamp, file_stamp
 from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.issuer import public_raw
 from hpf.federation.errors import ConfigError
 from hpf.federation.private_files import read_regular, write_file
 
@@ -132,7 +133,7 @@ def load_list(path: Path, issuer: str, public: bytes) -> RevocationList:
 
 def revoke(path: Path, key: Ed25519PrivateKey, issuer: str, grant_ids: Iterable[bytes]) -> RevocationList:
     """Add ``grant_ids`` to the issuer's list at ``path`` (made when missing) and sign it under the next number."""
-    public = consent.public_raw(key)
+    public = public_raw(key)
     current = (
         load_list(path, issuer, public)
         if path.exists() or path.is_symlink()

@@ -22,14 +22,16 @@ import grpc
 
 from hpf.federation import rpc
 from hpf.federation.consent import tokens as consent
-from hpf.federation.consent.issuer import MAX_DAYS, Issuer
+from hpf.federation.consent.issuer import MAX_DAYS, Issuer, check_terms, issue_batch
 from hpf.federation.errors import PlanError, PolicyViolation, from_rpc_error
 from hpf.federation.generated import hpf_consent_pb2 as cpb
 from hpf.federation.generated import hpf_consent_pb2_grpc as cpb_grpc
 from hpf.federation.person_id import validate_person_id
 from hpf.federation.trust.callers import require_caller
-from hpf.federation.trust.pki import Identity
-from hpf.federation.trust.tls import TlsConfig, add_port, new_server, secure_channel
+from hpf.federation.trust.certificates import Identity
+from hpf.federation.trust.channels import secure_channel
+from hpf.federation.trust.servers import add_port, new_server
+from hpf.federation.trust.tls import TlsConfig
 
 log = logging.getLogger("hpf.consent.service")
 
@@ -72,10 +74,10 @@ class GrantHandler:
                 raise PlanError(f"person {place}: {err.message}", code=err.code) from None
         not_after = int((self.now().replace(microsecond=0) + dt.timedelta(days=request.days)).timestamp())
         try:
-            consent.check_terms(self.issuer.id, request.grantee, request.purpose, request.facts, not_after)
+            check_terms(self.issuer.id, request.grantee, request.purpose, request.facts, not_after)
         except ValueError as err:
             raise PlanError(str(err), code="CONSENT_TERMS_INVALID") from None
-        tokens = consent.issue_batch(
+        tokens = issue_batch(
             self.issuer.key,
             self.issuer.id,
             ids,

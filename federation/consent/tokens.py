@@ -29,19 +29,8 @@ Binary form (big-endian), at most :data:`MAX_TOKEN_BYTES`::
 and as text, its base64url without padding. :func:`parse_token` is total: any bytes give a token or a
 :class:`ConsentError` with code ``CONSENT_MALFORMED``.
 
->>> key = Ed25519PrivateKey.generate()
->>> bank = bytes(32)
->>> tokens = issue_batch(key, "sh-consent", ["11010519491231002X", "110105194912310038"], grantee=bank,
-...                      purpose="loan-review", facts=["duplicate_loans"], not_after=4102444800)
->>> verifier = ConsentVerifier({"sh-consent": public_raw(key)}, now=lambda: 1767225600)
->>> text = token_text(tokens[0])
->>> verifier.check(parse_token_text(text), "11010519491231002x", grantee=bank, purpose="loan-review",
-...                facts=["duplicate_loans"]) is None
-True
->>> verifier.check(tokens[0], "110105194912310038", grantee=bank, purpose="loan-review", facts=["duplicate_loans"])
-'CONSENT_PERSON_MISMATCH'
->>> verifier.check(tokens[1], "110105194912310038", grantee=bank, purpose="loan-review", facts=["balance"])
-'CONSENT_FACTS_NOT_GRANTED'
+An issuer grants with :func:`federation.consent.issuer.issue_batch`; a region or a client checks a token with
+:class:`federation.consent.verifier.ConsentVerifier`.
 """
 
 from __future__ import annotations
@@ -49,23 +38,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
-import os
 import re
 import struct
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from hpf.federation.audit import merkle
 from hpf.federation.errors import FederationError, PolicyViolation, error_for_code
-from hpf.federation.lru import Lru
-from hpf.federation.person_id import validate_person_id
 
 VERSION = 1
 # the facts a grant may name and a lookup may ask for, in the order of their bits in a token: append only, never
@@ -361,210 +342,3 @@ def token_bytes(text: str) -> bytes:
         return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
         raise _malformed("not base64url text") from None
-
-
-# --- issuing -----------------------------------------------------------------------------------------------------
-
-
-def public_raw(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
-    """The raw 32 bytes of an issuer's public key (as the catalog publishes it, in base64)."""
-    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def check_terms(issuer: str, grantee: bytes, purpose: str, facts: Iterable[str], not_after: int) -> int:
-    """ValueError unless these are terms a token can carry; the facts' bit set otherwise."""
-    if not ISSUER_ID.fullmatch(issuer):
-        raise ValueError("an issuer id is lower-case letters, digits and '-' (e.g. shanghai-consent)")
-    if len(grantee) != 32:
-        raise ValueError("a grantee is the 32-byte SHA-256 of its certificate's public key")
-    if not PURPOSE.fullmatch(purpose):
-        raise ValueError("a purpose code is lower-case letters, digits, '-' and '_' (e.g. loan-review)")
-    bits = fact_bits(facts)
-    if not bits:
-        raise ValueError(f"name at least one fact: {', '.join(FACTS)}")
-    if not 0 <= not_after < 1 << 63:
-        raise ValueError("the expiry is out of range")
-    return bits
-
-
-def issue_batch(
-    key: Ed25519PrivateKey,
-    issuer: str,
-    person_ids: Sequence[str],
-    *,
-    grantee: bytes,
-    purpose: str,
-    facts: Iterable[str],
-    not_after: int,
-    random_bytes: Callable[[int], bytes] = os.urandom,
-) -> list[Token]:
-    """One token per person, in order, under one signed root. Every identifier must be valid
-    (``PERSON_ID_INVALID`` otherwise, never naming it)."""
-    bits = check_terms(issuer, grantee, purpose, facts, not_after)
-    if not 1 <= len(person_ids) <= MAX_BATCH:
-        raise ValueError(f"a batch holds 1 to {MAX_BATCH} grants")
-    salts, grants = [], []
-    for pid in person_ids:
-        salt = random_bytes(SALT_BYTES)
-        salts.append(salt)
-        grant_id = random_bytes(GRANT_ID_BYTES)
-        grants.append(Grant(grant_id, grantee, purpose, bits, not_after, commitment(salt, validate_person_id(pid))))
-    tree = merkle.MerkleTree(g.leaf() for g in grants)
-    size = len(grants)
-    signature = key.sign(root_statement(issuer, size, tree.root()))
-    return [
-        Token(issuer, size, i, signature, grant, salt, tuple(tree.inclusion_proof(i)))
-        for i, (grant, salt) in enumerate(zip(grants, salts, strict=True))
-    ]
-
-
-# --- verifying ---------------------------------------------------------------------------------------------------
-
-
-class Revocations(Protocol):
-    """What a verifier asks about one issuer's revoked grants (see :mod:`federation.consent.revocations`)."""
-
-    def revoked(self, grant_id: bytes) -> bool | None:
-        """Whether the grant is revoked; None when the list in force cannot be used (refuse everything)."""
-
-
-_REMEMBER_FROM_STEP = 3  # proven nodes 4 levels or more above the leaves are remembered: ~1/8 node per grant
-# memory: at most 2**14 proven nodes per batch (enough for a batch of 2**17 grants), about 1.5 MB, for at most
-# ``cache_size`` batches (64 by default: a region's verifier stays under about 100 MB whatever it is sent)
-_MAX_KNOWN_NODES = 1 << 14
-_sha256 = hashlib.sha256
-
-
-@dataclass
-class _Batch:
-    """A batch whose root signature a verifier has checked, and the nodes it has proven in it since."""
-
-    root: bytes
-    valid: bool
-    nodes: set[bytes]
-
-
-class ConsentVerifier:
-    """Checks tokens against the issuers a policy accepts (id -> raw Ed25519 public key), their revocation lists
-    and the clock. Thread-safe; each batch root's signature is checked once and remembered."""
-
-    def __init__(
-        self,
-        issuers: Mapping[str, bytes],
-        revocations: Mapping[str, Revocations] | None = None,
-        *,
-        now: Callable[[], float] = time.time,
-        cache_size: int = 64,
-        lists_required: bool = False,
-    ) -> None:
-        self._keys = {name: Ed25519PublicKey.from_public_bytes(raw) for name, raw in issuers.items()}
-        self._revocations = dict(revocations or {})
-        self._now = now
-        # a region accepts an issuer's consents only with that issuer's revocation list: without one, a revoked
-        # grant would pass (a client checking tokens itself holds no lists, and says nothing of revocation)
-        self._lists_required = lists_required
-        self._batches = Lru[tuple[str, int, bytes], _Batch](cache_size)
-
-    def _proven(self, token: Token, leaf: bytes) -> bool:
-        """Whether ``leaf`` is in a batch its issuer signed: its path climbs to a node already proven in that batch
-        or to the root, whose signature is checked once per batch. A forged path climbs to neither."""
-        if not 0 <= token.index < token.batch_size:
-            return False
-        key = (token.issuer, token.batch_size, token.signature)
-        batch = self._batches.get(key)
-        known: set[bytes] = batch.nodes if batch is not None and batch.valid else set()
-        acc, climbed = leaf, list[bytes]()
-        fn, sn = token.index, token.batch_size - 1  # RFC 9162 §2.1.3.2, stopping at a node already proven
-        for step, sibling in enumerate(token.path):
-            if sn == 0:
-                return False
-            if fn & 1 or fn == sn:
-                acc = _sha256(b"\x01" + sibling + acc).digest()
-                while not fn & 1 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
-            else:
-                acc = _sha256(b"\x01" + acc + sibling).digest()
-            fn >>= 1
-            sn >>= 1
-            if acc in known:  # every node climbed through is proven too
-                if len(known) < _MAX_KNOWN_NODES:
-                    known.update(climbed)
-                return True
-            if step >= _REMEMBER_FROM_STEP:
-                climbed.append(acc)
-        if sn != 0:
-            return False
-        if batch is None:
-            try:
-                self._keys[token.issuer].verify(token.signature, root_statement(token.issuer, token.batch_size, acc))
-                batch = _Batch(acc, True, set())
-            except InvalidSignature:
-                batch = _Batch(acc, False, set())
-            self._batches.put(key, batch)
-        elif batch.root != acc:  # the batch's signature with another root: checked
-            try:
-                self._keys[token.issuer].verify(token.signature, root_statement(token.issuer, token.batch_size, acc))
-            except InvalidSignature:
-                return False
-            if batch.valid:  # pragma: no cover - two roots under one Ed25519 signature: never remembered
-                return True
-            # a forgery came first and was remembered as invalid: the signed root replaces it, or every honest
-            # token of the batch would pay a signature check
-            batch = _Batch(acc, True, set())
-            self._batches.put(key, batch)
-        if batch.valid and len(batch.nodes) < _MAX_KNOWN_NODES:
-            batch.nodes.update(climbed)
-        return batch.valid
-
-    def check(
-        self,
-        token: Token | bytes | None,
-        person_id: str,
-        *,
-        grantee: bytes,
-        purpose: str,
-        facts: Iterable[str],
-        at: float | None = None,
-    ) -> str | None:
-        """None when ``token`` lets ``grantee`` learn ``facts`` about ``person_id`` for ``purpose`` at time ``at``
-        (seconds; default now), else the code of the first check that fails (in :data:`REFUSALS` order). A region
-        judges expiry at the time the asker signed the request, which it holds to its own clock within the
-        replay window: a request held back in transit cannot outlive the consents it carries. Never raises for a
-        bad token."""
-        if not isinstance(token, Token):
-            token = None if token is None else parse_or_none(token)
-            if token is None:
-                return "CONSENT_MALFORMED"
-        if token.issuer not in self._keys:
-            return "CONSENT_ISSUER_UNKNOWN"
-        grant = token.grant
-        leaf = grant.leaf()
-        if not self._proven(token, leaf):
-            return "CONSENT_SIGNATURE_INVALID"
-        if not hmac.compare_digest(grant.grantee, grantee):
-            return "CONSENT_GRANTEE_MISMATCH"
-        if grant.purpose != purpose:
-            return "CONSENT_PURPOSE_MISMATCH"
-        try:
-            wanted = fact_bits(facts)
-        except ValueError:
-            return "CONSENT_FACTS_NOT_GRANTED"
-        if wanted & ~grant.facts:
-            return "CONSENT_FACTS_NOT_GRANTED"
-        if (self._now() if at is None else at) > grant.not_after:
-            return "CONSENT_EXPIRED"
-        revocations = self._revocations.get(token.issuer)
-        if revocations is None and self._lists_required:
-            return "CONSENT_REVOCATIONS_INVALID"
-        if revocations is not None:
-            revoked = revocations.revoked(grant.grant_id)
-            if revoked is None:
-                return "CONSENT_REVOCATIONS_INVALID"
-            if revoked:
-                return "CONSENT_REVOKED"
-        person = person_id.strip().upper() if isinstance(person_id, str) else ""
-        if not hmac.compare_digest(commitment(token.salt, person), grant.commitment):
-            return "CONSENT_PERSON_MISMATCH"
-        return None

@@ -1,10 +1,10 @@
 """The CA's own record of its revocation lists: the highest number it has signed and every certificate it revoked.
 
 The record lives next to the CA's key (``<ca dir>/ca-revocations.json``, mode 0600, written atomically) and is
-the only basis of the CA's next list: :func:`federation.trust.pki.write_crl` adds to it, writes it, and then signs
-the list from it. ``crl.pem`` is what the CA publishes, never what it reads back, so an older list copied over
-``crl.pem`` (which parties refuse) is not re-signed as a new one by the routine re-signing or the next
-revocation: the next list carries the next number and everything the CA ever revoked.
+the only basis of the CA's next list: :func:`federation.trust.revocation.write_crl` adds to it, writes it, and
+then signs the list from it. ``crl.pem`` is what the CA publishes, never what it reads back, so an older list
+copied over ``crl.pem`` (which parties refuse) is not re-signed as a new one by the routine re-signing or the
+next revocation: the next list carries the next number and everything the CA ever revoked.
 
 A record names its CA (the SHA-256 of the CA certificate), so a record left beside a different CA is refused
 rather than trusted. Revoking is for good: the record only grows.

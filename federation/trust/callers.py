@@ -9,8 +9,8 @@ from __future__ import annotations
 import grpc
 
 from hpf.federation.errors import PolicyViolation
-from hpf.federation.trust.pki import Identity
-from hpf.federation.trust.tls import peer_identity
+from hpf.federation.trust.certificates import Identity
+from hpf.federation.trust.servers import peer_identity
 
 
 def require_caller(context: grpc.ServicerContext, kinds: tuple[str, ...], service: str) -> Identity | None:

@@ -36,7 +36,7 @@ from hpf.federation.config_files import resolve_path
 from hpf.federation.errors import AuthError, ConfigError, PlanError, quoted
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.lru import Lru
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
 from hpf.federation.trust.revocation import RevocationList
 
 log = logging.getLogger("hpf.trust")
@@ -63,13 +63,13 @@ class Signer:
 
     def __init__(self, cert_pem: bytes, key_pem: bytes) -> None:
         try:
-            cert = pki.load_certificate(cert_pem)
+            cert = certificates.load_certificate(cert_pem)
             key = serialization.load_pem_private_key(key_pem, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm):
             raise AuthError("the signing certificate or key is not readable PEM", code="AUTH_SIGNER_INVALID") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or not pki.key_matches(cert, key):
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not certificates.key_matches(cert, key):
             raise AuthError("the signing key does not belong to the certificate", code="AUTH_SIGNER_INVALID")
-        self.identity = pki.identity_of(cert)
+        self.identity = certificates.identity_of(cert)
         if self.identity.kind != "person":
             raise AuthError("only a person's certificate signs questions", code="AUTH_NOT_A_PERSON")
         self._cert_der = cert.public_bytes(serialization.Encoding.DER)
@@ -144,7 +144,7 @@ class VerifiedEnvelope:
     """An envelope whose signature, signer and time have been checked."""
 
     envelope: pb.QueryEnvelope
-    signer: pki.Identity
+    signer: certificates.Identity
     query_id: str
 
 
@@ -166,7 +166,7 @@ class EnvelopeVerifier:
         self.federation = federation
         self.revocations = revocations or RevocationList(None, ca_cert)
         self.window_s = window_s
-        self._known: Lru[bytes, tuple[x509.Certificate, pki.Identity, ec.EllipticCurvePublicKey]] = Lru(1024)
+        self._known: Lru[bytes, tuple[x509.Certificate, certificates.Identity, ec.EllipticCurvePublicKey]] = Lru(1024)
 
     @classmethod
     def from_files(
@@ -178,7 +178,7 @@ class EnvelopeVerifier:
         revocation_state: Path | None = None,
     ) -> EnvelopeVerifier:
         try:
-            ca_cert = pki.load_certificate(ca.read_bytes())
+            ca_cert = certificates.load_certificate(ca.read_bytes())
         except OSError as exc:
             what = f"{ca}: cannot read the federation CA ({exc.strerror})"
             raise ConfigError(what, code="TLS_FILE_MISSING") from None
@@ -186,14 +186,14 @@ class EnvelopeVerifier:
             raise AuthError(f"{ca}: not a PEM certificate", code="TLS_PEM_INVALID") from None
         return cls(ca_cert, federation, RevocationList(revocations, ca_cert, revocation_state), window_s)
 
-    def _certificate(self, der: bytes) -> tuple[x509.Certificate, pki.Identity, ec.EllipticCurvePublicKey]:
+    def _certificate(self, der: bytes) -> tuple[x509.Certificate, certificates.Identity, ec.EllipticCurvePublicKey]:
         """Parse a signer's certificate, check it was issued by the CA and read its identity (cached per
         certificate: these never change; its dates and revocation are checked on every request)."""
         known = self._known.get(der)
         if known is not None:
             return known
         try:  # every field parsed now: a malformed one (an invalid version, say) is this refusal, not a crash later
-            cert = pki.load_certificate(der, der=True)
+            cert = certificates.load_certificate(der, der=True)
         except ValueError:
             raise _refuse("the signer's certificate is not a valid certificate", "AUTH_CERT_INVALID") from None
         try:
@@ -204,7 +204,7 @@ class EnvelopeVerifier:
                 "AUTH_WRONG_CA",
                 "use a certificate issued by this federation (`hpf pki issue`)",
             ) from None
-        identity = pki.identity_of(cert)
+        identity = certificates.identity_of(cert)
         public_key = cert.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise _refuse("the signer's key is not an ECDSA key", "AUTH_CERT_INVALID")
@@ -212,7 +212,7 @@ class EnvelopeVerifier:
         self._known.put(der, known)
         return known
 
-    def signer(self, signed: pb.SignedEnvelope) -> pki.Identity:
+    def signer(self, signed: pb.SignedEnvelope) -> certificates.Identity:
         """The signer's identity once its certificate is from the CA, valid now, not revoked, a person's."""
         if not signed.signer_certificate or not signed.signature or not signed.envelope:
             raise _refuse(

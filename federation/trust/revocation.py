@@ -15,39 +15,147 @@ running, the refused list is logged and the list in force stays. Where the party
 (``revocation_state:``; a node's default is ``<state_dir>/revocation-state.json``; the coordinator keeps none
 unless given one) the number and digest survive restarts too, and a restarted party refuses to start on an
 older or a conflicting list.
+
+The CA's side is here too: :func:`write_crl` signs the next list from the CA's record, and
+:func:`newest_crl_in_place` says whether ``crl.pem`` is that list.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 import logging
 import re
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from hpf.federation.config_files import FileStamp, file_stamp, read_bytes
 from hpf.federation.errors import AuthError, ConfigError
 from hpf.federation.private_files import write_file
-from hpf.federation.trust import ca_record, pki
+from hpf.federation.trust import ca_record
+from hpf.federation.trust.certificates import MALFORMED_CERTIFICATE, load_certificate
+from hpf.federation.trust.key_files import CaFiles, load_ca
 
 log = logging.getLogger("hpf.revocation")
 
-CRL_FILE = pki.CRL_FILE
+CRL_FILE = "crl.pem"
+CRL_VALID_DAYS = 30
+
+
+_NO_CRL_NUMBER: tuple[type[Exception], ...] = (x509.ExtensionNotFound, *MALFORMED_CERTIFICATE)
+_NO_OWN_CRL: tuple[type[Exception], ...] = (OSError, *MALFORMED_CERTIFICATE)
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def crl_number(crl: x509.CertificateRevocationList) -> int | None:
+    """The list's CRLNumber extension (RFC 5280 5.2.3), or None when it carries none (or a malformed one)."""
+    try:
+        return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except _NO_CRL_NUMBER:
+        return None
+
+
+def _own_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList | None:
+    """The list at ``path`` when this CA signed it, every entry parsed (None when there is none, or it is
+    unreadable or another's)."""
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+        ours = crl.issuer == ca_cert.subject and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
+        if ours:
+            _ = (crl.extensions, [(e.serial_number, e.revocation_date_utc, e.extensions) for e in crl])
+    except _NO_OWN_CRL:
+        return None
+    return crl if ours else None
+
+
+def _ca_record(files: CaFiles, ca_cert: x509.Certificate) -> tuple[Path, ca_record.CaRecord]:
+    """Where the CA's record of its lists is, and what it holds (see :mod:`federation.trust.ca_record`).
+
+    A CA made before CAs kept a record gets one here, once, from its newest list as ``crl.pem`` holds it: that
+    list's number (0 for a list from before lists were numbered) and its entries, or nothing revoked when there
+    is no ``crl.pem``. From then on the CA trusts only the record. A ``crl.pem`` that cannot be read or that
+    this CA did not sign is no starting point (``PKI_CRL_INVALID``): the CA could not tell what it revoked.
+    """
+    path = files.cert.parent / ca_record.RECORD_FILE
+    record = ca_record.load(path, ca_cert)
+    if record is None:
+        crl_path = files.cert.parent / CRL_FILE
+        crl = _own_crl(crl_path, ca_cert)
+        if crl is None and crl_path.exists():
+            raise ConfigError(
+                f"{crl_path}: not a revocation list this CA signed, and the CA keeps no record of what it revoked "
+                "to sign the next list from",
+                code="PKI_CRL_INVALID",
+                hint="put back the newest crl.pem this CA signed; the CA starts its record from it",
+            )
+        record = ca_record.from_list(ca_cert, crl, crl_number(crl) if crl is not None else None)
+        ca_record.save(path, record)
+    return path, record
+
+
+def newest_crl_in_place(ca_dir_or_files: Path | str | CaFiles) -> bool:
+    """True when ``crl.pem`` is the newest list the CA signed: its own, numbered as its record's highest number
+    and listing every certificate the record holds as revoked."""
+    files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
+    ca_cert, _ = load_ca(files)
+    _, record = _ca_record(files, ca_cert)
+    crl = _own_crl(files.cert.parent / CRL_FILE, ca_cert)
+    return (
+        crl is not None
+        and crl_number(crl) == record.number
+        and {entry.serial_number for entry in crl} == record.serials
+    )
+
+
+def write_crl(ca_dir_or_files: Path | str | CaFiles, revoked: Sequence[ca_record.Revoked] = ()) -> Path:
+    """Sign the CA's next revocation list from its own record, with ``revoked`` added, and write it as
+    ``crl.pem`` next to ``ca.pem``.
+
+    The list carries the record's next number (CRLNumber; 1 for the first) and every certificate the record
+    holds as revoked. The record is written first (atomically, mode 0600, next to ``ca.key``), so the CA never
+    signs two lists under one number. ``crl.pem`` is never the basis of the next list: it is read only to bring
+    a record put back from an older copy up to a newer list this CA signed (number and revoked certificates,
+    never down), so neither an older list copied over it nor an older record un-revokes a certificate; a party
+    that has accepted list ``n`` refuses any list numbered below ``n``
+    (:class:`federation.trust.revocation.RevocationList`).
+    """
+    files = ca_dir_or_files if isinstance(ca_dir_or_files, CaFiles) else CaFiles.in_dir(ca_dir_or_files)
+    ca_cert, ca_key = load_ca(files)
+    record_path, record = _ca_record(files, ca_cert)
+    published = _own_crl(files.cert.parent / CRL_FILE, ca_cert)
+    if published is not None and (crl_number(published) or 0) > record.number:
+        # the record was put back from an older copy: it is brought up to the newer list this CA signed (never
+        # down), so the next list neither reuses a number parties hold nor drops what the CA revoked since
+        record = dataclasses.replace(
+            record.revoking(ca_record.Revoked.of(entry) for entry in published), number=crl_number(published) or 0
+        )
+    record = record.revoking(revoked).signed()
+    ca_record.save(record_path, record)
+    now = dt.datetime.now(dt.UTC)
+    builder = x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
+    builder = builder.next_update(now + dt.timedelta(days=CRL_VALID_DAYS))
+    builder = builder.add_extension(x509.CRLNumber(record.number), critical=False)
+    for entry in record.revoked:
+        builder = builder.add_revoked_certificate(entry.entry())
+    path = files.cert.parent / CRL_FILE
+    write_file(path, builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), 0o644)
+    return path
 
 
 def revoke(ca_dir: Path | str, cert_pem: bytes, *, reason: x509.ReasonFlags = x509.ReasonFlags.unspecified) -> Path:
     """Add the certificate to the CA's record and sign the next list from it (``<ca_dir>/crl.pem``); returns its
     path. The list holds everything the CA ever revoked, whatever ``crl.pem`` held before."""
-    ca_cert, _ = pki.load_ca(ca_dir)
+    ca_cert, _ = load_ca(ca_dir)
     try:
-        cert = pki.load_certificate(cert_pem)
+        cert = load_certificate(cert_pem)
     except ValueError:
         raise ConfigError("not a PEM certificate", code="PKI_BAD_CERTIFICATE") from None
     try:
@@ -56,7 +164,7 @@ def revoke(ca_dir: Path | str, cert_pem: bytes, *, reason: x509.ReasonFlags = x5
         hint = "revoke it with the CA that issued it"
         raise ConfigError("the certificate was not issued by this CA", code="PKI_WRONG_CA", hint=hint) from None
     why = None if reason == x509.ReasonFlags.unspecified else reason
-    return pki.write_crl(ca_dir, [ca_record.Revoked(cert.serial_number, dt.datetime.now(dt.UTC), why)])
+    return write_crl(ca_dir, [ca_record.Revoked(cert.serial_number, dt.datetime.now(dt.UTC), why)])
 
 
 def _load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList:
@@ -69,7 +177,7 @@ def _load_crl(path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocati
         signed = crl.issuer == ca_cert.subject and crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
         if signed:  # every field read later, parsed now (an invalid version or entry is not a ValueError)
             _ = (crl.extensions, [(entry.serial_number, entry.extensions) for entry in crl], crl.next_update_utc)
-    except pki.MALFORMED_CERTIFICATE:
+    except MALFORMED_CERTIFICATE:
         raise AuthError(f"{path}: not a PEM revocation list", code="AUTH_CRL_INVALID") from None
     if not signed:
         raise AuthError(
@@ -85,7 +193,7 @@ def refresh(ca_dir: Path | str) -> Path:
 
     ``crl.pem`` is not read: an older list copied over it is replaced by the next one, not re-signed.
     """
-    return pki.write_crl(ca_dir)
+    return write_crl(ca_dir)
 
 
 _CURRENT_HINT = (
@@ -200,7 +308,7 @@ class RevocationList:
         """Put a CA-signed list in force, unless it is older than, or another list under the number of, the one
         in force (or carries no number)."""
         assert self._path is not None
-        number, digest = pki.crl_number(crl), _digest(crl)
+        number, digest = crl_number(crl), _digest(crl)
         if (refused := _refusal(self._path, number, digest, self._number, self._digest)) is not None:
             raise refused
         assert number is not None

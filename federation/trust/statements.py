@@ -41,13 +41,15 @@ EXACT: dict[str, Any] = {"mode": "exact"}
 
 @dataclass(frozen=True)
 class Statement:
-    node: str
-    query_id: str
-    run: str
-    participants: tuple[str, ...]
-    context: str
-    ciphertexts: str
-    privacy: dict[str, Any]
+    """What one region signs of its answer (see above)."""
+
+    node: str  # the region that answered, whose audit key signs
+    query_id: str  # the question, as its signed envelope names it
+    run: str  # the run id the region masked for
+    participants: tuple[str, ...]  # the regions whose masks cancel in this run's sum
+    context: str  # the digest of the asker's public HE context the ciphertexts are under
+    ciphertexts: str  # SHA-256 over each ciphertext's SHA-256 (:func:`ciphertexts_digest`)
+    privacy: dict[str, Any]  # ``{"mode": "exact"}`` or the canonical DP terms
     runs: int = 1  # which run of the question this is at the region (each DP run is charged)
 
     def encode(self) -> bytes:
@@ -142,6 +144,19 @@ def parse(signed: pb.AnswerStatement) -> Statement:
     return statement
 
 
+def pinned_audit_key(audit_keys: Mapping[str, str | None], region: str) -> str:
+    """Region ``region``'s audit key as the pinned catalog (``audit_keys``) lists it;
+    ``ANSWER_STATEMENT_UNVERIFIABLE`` when it lists none, so nothing the region signed can be checked."""
+    key_text = audit_keys.get(region)
+    if not key_text:
+        raise CryptoError(
+            f"the pinned catalog has no audit key for region {region}",
+            code="ANSWER_STATEMENT_UNVERIFIABLE",
+            hint="pin a catalog that lists every region's audit_key",
+        )
+    return key_text
+
+
 def verify(
     signed: Sequence[pb.AnswerStatement],
     audit_keys: Mapping[str, str | None],
@@ -164,13 +179,7 @@ def verify(
         if not check_signatures:
             out.append(parse(by_node[node_id]))
             continue
-        key_text = audit_keys.get(node_id)
-        if not key_text:
-            raise CryptoError(
-                f"the pinned catalog has no audit key for region {node_id}",
-                code="ANSWER_STATEMENT_UNVERIFIABLE",
-                hint="pin a catalog that lists every region's audit_key",
-            )
+        key_text = pinned_audit_key(audit_keys, node_id)
         s = by_node[node_id]
         try:
             Ed25519PublicKey.from_public_bytes(base64.b64decode(key_text)).verify(s.signature, DOMAIN + s.statement)

@@ -32,6 +32,7 @@ from hpf.federation import error_codes
 from hpf.federation.audit.keys import load_public_key
 from hpf.federation.errors import AuditError, CryptoError
 from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.trust.statements import pinned_audit_key
 
 DOMAIN = b"hpf-explain-verdict/v1\x00"
 
@@ -76,13 +77,7 @@ def is_unsigned_report(verdict: pb.NodeVerdict) -> bool:
 def signed_by(audit_keys: Mapping[str, str | None], region: str, signature: bytes, data: bytes) -> bool:
     """Whether ``signature`` is region ``region``'s (by its audit key in ``audit_keys``, a pinned catalog's) over
     ``data``; ``ANSWER_STATEMENT_UNVERIFIABLE`` when the catalog has no usable key for the region."""
-    key_text = audit_keys.get(region)
-    if not key_text:
-        raise CryptoError(
-            f"the pinned catalog has no audit key for region {region}",
-            code="ANSWER_STATEMENT_UNVERIFIABLE",
-            hint="pin a catalog that lists every region's audit_key",
-        )
+    key_text = pinned_audit_key(audit_keys, region)
     try:
         key = load_public_key(key_text)
     except AuditError:

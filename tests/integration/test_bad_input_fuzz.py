@@ -32,8 +32,8 @@ from hpf.federation.crypto import he
 from hpf.federation.crypto.he import HE_FORMAT, ClientKeys
 from hpf.federation.errors import FederationError, is_code
 from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.trust.certificates import load_certificate
 from hpf.federation.trust.envelope import MAX_CONSENT_CHARS, MAX_PURPOSE_CHARS, Signer
-from hpf.federation.trust.pki import load_certificate
 
 TABLES = {
     "t": {

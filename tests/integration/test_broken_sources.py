@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 from hpf.cli.app import _register, app
 from hpf.federation.catalog import Catalog
 from hpf.federation.errors import DataError, UnavailableError
-from hpf.federation.trust.tls import TlsConfig, node_target, secure_channel
+from hpf.federation.trust.channels import node_target, secure_channel
+from hpf.federation.trust.tls import TlsConfig
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.config import TableSource
 

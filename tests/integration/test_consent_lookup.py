@@ -21,9 +21,10 @@ from hpf.client.federation_client import FederationClient
 from hpf.demo.synth import generate_node
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.issuer import issue_batch, public_raw
 from hpf.federation.errors import FederationError
 from hpf.federation.hpf_schema import hpf_tables
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
 from hpf.policies import DEFAULT_POLICY
 
 NODES = ["shanghai", "hangzhou", "nanjing"]
@@ -52,7 +53,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federation
         )
     )
     issuers = [
-        {"id": i, "key": base64.b64encode(consent.public_raw(k)).decode()}
+        {"id": i, "key": base64.b64encode(public_raw(k)).decode()}
         for i, k in ((ISSUER, KEY), (OTHER_ISSUER, OTHER_KEY))
     ]
     revocations = root / "revocations.json"
@@ -85,7 +86,7 @@ def people(fed: harness.Federation, n: int) -> list[str]:
 
 
 def grantee(fed: harness.Federation, person: str) -> bytes:
-    return consent.grantee_of(pki.load_certificate((fed.pki_dir / "people" / f"{person}.pem").read_bytes()))
+    return consent.grantee_of(certificates.load_certificate((fed.pki_dir / "people" / f"{person}.pem").read_bytes()))
 
 
 def tokens_for(
@@ -99,7 +100,7 @@ def tokens_for(
     facts: Sequence[str] = consent.FACTS,
     days: float = 30,
 ) -> list[str]:
-    granted = consent.issue_batch(
+    granted = issue_batch(
         key,
         issuer,
         ids,

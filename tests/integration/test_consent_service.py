@@ -12,12 +12,14 @@ import grpc
 import pytest
 
 from hpf.federation.consent import tokens as consent
-from hpf.federation.consent.issuer import Issuer, make_issuer
+from hpf.federation.consent.issuer import Issuer, make_issuer, public_raw
 from hpf.federation.consent.service import GrantHandler, request_grants, serving
+from hpf.federation.consent.verifier import ConsentVerifier
 from hpf.federation.errors import FederationError
 from hpf.federation.person_id import check_char
-from hpf.federation.trust import pki
-from hpf.federation.trust.tls import TlsConfig, node_target
+from hpf.federation.trust import certificates, pki
+from hpf.federation.trust.channels import node_target
+from hpf.federation.trust.tls import TlsConfig
 
 FEDERATION = "test"
 PEOPLE = (
@@ -39,7 +41,9 @@ class Service:
         return TlsConfig(ca=d / "ca.pem", cert=d / kind / f"{name}.pem", key=d / kind / f"{name}.key")
 
     def grantee(self, person: str = "bank") -> bytes:
-        return consent.grantee_of(pki.load_certificate((self.root / "pki" / "people" / f"{person}.pem").read_bytes()))
+        return consent.grantee_of(
+            certificates.load_certificate((self.root / "pki" / "people" / f"{person}.pem").read_bytes())
+        )
 
     def grant(self, caller: str = "desk", kind: str = "people", **overrides: object) -> list[str]:
         tls = self.tls(caller, kind)
@@ -72,7 +76,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 def test_the_centres_own_systems_get_tokens_every_region_accepts(service: Service) -> None:
-    verifier = consent.ConsentVerifier({service.issuer.id: consent.public_raw(service.issuer.key)})
+    verifier = ConsentVerifier({service.issuer.id: public_raw(service.issuer.key)})
     for caller in ("desk", "ops"):
         tokens = service.grant(caller)
         assert len(tokens) == len(IDS)
@@ -135,7 +139,7 @@ def test_bad_input_is_refused_by_its_code_and_the_next_request_answered(
 def test_bad_input_travels_as_invalid_argument(service: Service) -> None:
     from hpf.federation.generated import hpf_consent_pb2 as cpb
     from hpf.federation.generated import hpf_consent_pb2_grpc as cpb_grpc
-    from hpf.federation.trust.tls import secure_channel
+    from hpf.federation.trust.channels import secure_channel
 
     tls = service.tls("desk")
     with secure_channel(f"127.0.0.1:{service.port}", tls, server_name=node_target(tls, "shanghai")) as channel:

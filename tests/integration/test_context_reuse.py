@@ -27,8 +27,9 @@ from hpf.federation.errors import AuthError, CryptoError, FederationError, from_
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.planner import plan_query
+from hpf.federation.trust.channels import secure_channel
 from hpf.federation.trust.envelope import Signer, query_id
-from hpf.federation.trust.tls import TlsConfig, secure_channel
+from hpf.federation.trust.tls import TlsConfig
 from hpf.node.executor import PartialExecutor
 
 RPC_TIMEOUT_S = 20.0

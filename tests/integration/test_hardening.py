@@ -41,8 +41,9 @@ from hpf.federation.errors import FederationError, from_rpc_error
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.planner.binder import SchemaBinder
+from hpf.federation.trust.channels import secure_channel
 from hpf.federation.trust.envelope import Signer, query_id
-from hpf.federation.trust.tls import TlsConfig, secure_channel
+from hpf.federation.trust.tls import TlsConfig
 from hpf.node.executor import PartialExecutor
 
 RPC_TIMEOUT_S = 30.0

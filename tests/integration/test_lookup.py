@@ -55,8 +55,9 @@ from hpf.federation.person_id import person_id_array
 from hpf.federation.planner import plan_query
 from hpf.federation.regions import BY_NODE_ID
 from hpf.federation.trust import statements
+from hpf.federation.trust.channels import secure_channel
 from hpf.federation.trust.envelope import Signer, query_id
-from hpf.federation.trust.tls import TlsConfig, secure_channel
+from hpf.federation.trust.tls import TlsConfig
 from hpf.policies import DEFAULT_POLICY
 
 NODES = ["shanghai", "hangzhou", "nanjing", "suzhou"]

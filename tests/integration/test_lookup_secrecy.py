@@ -43,8 +43,9 @@ from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.hpf_schema import hpf_tables
 from hpf.federation.person_id import person_id_array
+from hpf.federation.trust.channels import secure_channel
 from hpf.federation.trust.envelope import Signer, query_id
-from hpf.federation.trust.tls import TlsConfig, secure_channel
+from hpf.federation.trust.tls import TlsConfig
 from hpf.policies import DEFAULT_POLICY
 
 # four regions: every one but the caseworker's home is three, the fewest a region sums its answer with by default

@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from hpf.federation.errors import AuthError, FederationError
-from hpf.federation.trust import pki, tls
+from hpf.federation.trust import channels, key_files, pki, servers, tls
 
 WHOAMI = "/hpf.test.Echo/WhoAmI"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -31,13 +31,13 @@ def other(tmp_path_factory: pytest.TempPathFactory) -> pki.FederationFiles:
     return pki.init_federation(tmp_path_factory.mktemp("other"), ["hangzhou"], federation="test", clients=clients)
 
 
-def _config(files: pki.CertFiles) -> tls.TlsConfig:
+def _config(files: key_files.CertFiles) -> tls.TlsConfig:
     return tls.TlsConfig(ca=files.ca, cert=files.cert, key=files.key)
 
 
 def _whoami(request: bytes, context: grpc.ServicerContext) -> bytes:
     try:
-        ident = tls.peer_identity(context)
+        ident = servers.peer_identity(context)
     except FederationError as exc:
         context.abort(exc.status, exc.message)
     if ident is None:
@@ -49,14 +49,14 @@ def _whoami(request: bytes, context: grpc.ServicerContext) -> bytes:
 @contextmanager
 def serve(server_tls: tls.TlsConfig | None) -> Iterator[int]:
     """Start a health + WhoAmI server on 127.0.0.1:0; yield the bound port; always stop it."""
-    server = tls.new_server(max_workers=4)
+    server = servers.new_server(max_workers=4)
     servicer = health.HealthServicer()
     servicer.set("", SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     handlers = {"WhoAmI": grpc.unary_unary_rpc_method_handler(_whoami)}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("hpf.test.Echo", handlers),))
     try:
-        port = tls.add_port(server, "127.0.0.1:0", server_tls)
+        port = servers.add_port(server, "127.0.0.1:0", server_tls)
         assert port > 0
         server.start()
         yield port
@@ -81,15 +81,15 @@ def test_client_with_federation_certificate_gets_serving(fed: pki.FederationFile
     with serve(_config(fed["nodes"]["hangzhou"])) as port:
         client = _config(fed["people"]["alice"])
         for host in ("127.0.0.1", "localhost"):  # both are in the node certificate's SubjectAlternativeName
-            assert _check(tls.secure_channel(f"{host}:{port}", client)) == SERVING
+            assert _check(channels.secure_channel(f"{host}:{port}", client)) == SERVING
 
 
 def test_server_sees_the_verified_client_identity(fed: pki.FederationFiles) -> None:
     with serve(_config(fed["nodes"]["hangzhou"])) as port:
-        with tls.secure_channel(f"127.0.0.1:{port}", _config(fed["people"]["alice"])) as channel:
+        with channels.secure_channel(f"127.0.0.1:{port}", _config(fed["people"]["alice"])) as channel:
             reply = channel.unary_unary(WHOAMI)(b"", timeout=TIMEOUT)
         assert json.loads(reply) == {"cn": "alice", "kind": "person", "role": "analyst", "region": "hangzhou"}
-        with tls.secure_channel(f"127.0.0.1:{port}", _config(fed["coordinator"])) as channel:
+        with channels.secure_channel(f"127.0.0.1:{port}", _config(fed["coordinator"])) as channel:
             reply = channel.unary_unary(WHOAMI)(b"", timeout=TIMEOUT)
         assert json.loads(reply)["kind"] == "coordinator"
 
@@ -102,7 +102,7 @@ def test_client_without_certificate_is_refused(fed: pki.FederationFiles) -> None
 
 def test_plaintext_client_is_refused(fed: pki.FederationFiles) -> None:
     with serve(_config(fed["nodes"]["hangzhou"])) as port:
-        assert _refused(tls.secure_channel(f"127.0.0.1:{port}", None)) == grpc.StatusCode.UNAVAILABLE
+        assert _refused(channels.secure_channel(f"127.0.0.1:{port}", None)) == grpc.StatusCode.UNAVAILABLE
 
 
 def test_client_certificate_from_another_ca_is_refused(fed: pki.FederationFiles, other: pki.FederationFiles) -> None:
@@ -123,7 +123,7 @@ def test_client_refuses_a_server_certificate_from_another_ca(
     rogue = other["nodes"]["hangzhou"]
     # The rogue server trusts our CA for clients, but its own certificate comes from another CA.
     rogue_tls = tls.TlsConfig(ca=fed["ca"].cert, cert=rogue.cert, key=rogue.key)
-    server = tls.new_server(max_workers=2)
+    server = servers.new_server(max_workers=2)
     servicer = health.HealthServicer()
     servicer.set("", SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
@@ -135,22 +135,22 @@ def test_client_refuses_a_server_certificate_from_another_ca(
         port = server.add_secure_port("127.0.0.1:0", creds)
         server.start()
         with pytest.raises(AuthError) as info:  # our own checks refuse to serve with it
-            tls.add_port(tls.new_server(max_workers=1), "127.0.0.1:0", rogue_tls)
+            servers.add_port(servers.new_server(max_workers=1), "127.0.0.1:0", rogue_tls)
         assert info.value.code == "TLS_WRONG_CA"
         client = _config(fed["people"]["alice"])
-        assert _refused(tls.secure_channel(f"127.0.0.1:{port}", client)) == grpc.StatusCode.UNAVAILABLE
+        assert _refused(channels.secure_channel(f"127.0.0.1:{port}", client)) == grpc.StatusCode.UNAVAILABLE
     finally:
         server.stop(None)
 
 
 def test_insecure_server_and_channel(fed: pki.FederationFiles) -> None:
     with serve(None) as port:
-        assert _check(tls.secure_channel(f"127.0.0.1:{port}", None)) == SERVING
-        with tls.secure_channel(f"127.0.0.1:{port}", None) as channel:
+        assert _check(channels.secure_channel(f"127.0.0.1:{port}", None)) == SERVING
+        with channels.secure_channel(f"127.0.0.1:{port}", None) as channel:
             assert channel.unary_unary(WHOAMI)(b"", timeout=TIMEOUT) == b"null"
 
 
 def test_tls_client_cannot_talk_to_plaintext_server(fed: pki.FederationFiles) -> None:
     with serve(None) as port:
         client = _config(fed["people"]["alice"])
-        assert _refused(tls.secure_channel(f"127.0.0.1:{port}", client)) == grpc.StatusCode.UNAVAILABLE
+        assert _refused(channels.secure_channel(f"127.0.0.1:{port}", client)) == grpc.StatusCode.UNAVAILABLE

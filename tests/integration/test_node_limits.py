@@ -29,8 +29,9 @@ from hpf.federation.errors import DataError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.planner import sketch_query
+from hpf.federation.trust.channels import secure_channel
 from hpf.federation.trust.envelope import Signer, query_id
-from hpf.federation.trust.tls import TlsConfig, secure_channel
+from hpf.federation.trust.tls import TlsConfig
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.privacy_budget import Budget, PrivacyLedger
 

@@ -19,8 +19,9 @@ from coordinator_recorder import CoordinatorRecorder
 
 from hpf.coordinator.fanout import FanOut
 from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.issuer import issue_batch
 from hpf.federation.errors import FederationError
-from hpf.federation.trust import pki
+from hpf.federation.trust import certificates
 
 REVIEW = {"purpose": "loan-review"}
 RECORDED: dict[str, CoordinatorRecorder] = {}
@@ -35,8 +36,8 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Federation
 
 def _expiring(fed: harness.Federation, pid: str, seconds: int) -> str:
     """The bank's token for ``pid``, valid for ``seconds`` more."""
-    grantee = consent.grantee_of(pki.load_certificate((fed.pki_dir / "people" / "bank.pem").read_bytes()))
-    (token,) = consent.issue_batch(
+    grantee = consent.grantee_of(certificates.load_certificate((fed.pki_dir / "people" / "bank.pem").read_bytes()))
+    (token,) = issue_batch(
         KEYS[ISSUER],
         ISSUER,
         [pid],

@@ -50,8 +50,9 @@ from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.plan import Plan
 from hpf.federation.planner import plan_query
+from hpf.federation.trust.channels import secure_channel
 from hpf.federation.trust.envelope import query_id
-from hpf.federation.trust.tls import TlsConfig, secure_channel
+from hpf.federation.trust.tls import TlsConfig
 from hpf.node.executor import Noisy, PartialExecutor, PartialResult
 
 RPC_TIMEOUT_S = 20.0

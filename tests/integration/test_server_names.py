@@ -35,7 +35,7 @@ from hpf.coordinator.server import running_coordinator
 from hpf.federation.config_files import parse_model
 from hpf.federation.crypto import he
 from hpf.federation.errors import ConfigError, FederationError
-from hpf.federation.trust import pki, tls
+from hpf.federation.trust import certificates, key_files, pki, servers, tls
 
 TABLES: dict[str, Any] = {
     "t": {
@@ -77,7 +77,7 @@ def impostor(fed: harness.Federation, cert: str) -> Iterator[tuple[int, list[str
         root_certificates=(pki_dir / "ca.pem").read_bytes(),
         require_client_auth=True,
     )
-    server = tls.new_server(max_workers=2)
+    server = servers.new_server(max_workers=2)
     server.add_generic_rpc_handlers((Everything(),))
     port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
@@ -251,15 +251,15 @@ def _hand_made(fed: harness.Federation, tmp_path: Path, *, signed_by_ca: bool) -
     """Node n0's identity with the coordinator's name, made without the CA's issue path: signed with the CA's key
     (what only a CA key holder can do) or by a CA of the attacker's own that claims the same federation."""
     if signed_by_ca:
-        ca_cert, ca_key = pki.load_ca(fed.pki_dir)
+        ca_cert, ca_key = key_files.load_ca(fed.pki_dir)
     else:
         own = pki.create_ca(tmp_path / "own", federation="test")
-        ca_cert, ca_key = pki.load_ca(own)
+        ca_cert, ca_key = key_files.load_ca(own)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     payload = '{"kind": "node", "region": "n0", "role": null, "v": 1}'
     subject = [
-        (NameOID.ORGANIZATION_NAME, pki.ORGANIZATION),
+        (NameOID.ORGANIZATION_NAME, certificates.ORGANIZATION),
         (NameOID.ORGANIZATIONAL_UNIT_NAME, "node"),
         (NameOID.LOCALITY_NAME, "n0"),
         (NameOID.COMMON_NAME, "n0"),
@@ -275,7 +275,9 @@ def _hand_made(fed: harness.Federation, tmp_path: Path, *, signed_by_ca: bool) -
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.UnrecognizedExtension(pki.IDENTITY_OID, pki._der_utf8(payload)), critical=False)
+        .add_extension(
+            x509.UnrecognizedExtension(certificates.IDENTITY_OID, certificates.der_utf8(payload)), critical=False
+        )
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("coordinator.test")]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -300,7 +302,7 @@ def test_a_hand_made_name_from_another_ca_is_refused(
         root_certificates=(fed.pki_dir / "ca.pem").read_bytes(),
         require_client_auth=True,
     )
-    server = tls.new_server(max_workers=2)
+    server = servers.new_server(max_workers=2)
     port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
     try:
@@ -318,7 +320,7 @@ def test_a_misnamed_certificate_signed_with_the_ca_key_cannot_serve(fed: harness
     only coordinator certificates, would refuse its holder as a caller (a node identity) all the same."""
     forged = _hand_made(fed, tmp_path, signed_by_ca=True)
     with pytest.raises(FederationError) as info:
-        tls.add_port(tls.new_server(max_workers=1), "127.0.0.1:0", forged)
+        servers.add_port(servers.new_server(max_workers=1), "127.0.0.1:0", forged)
     assert info.value.code == "TLS_SERVER_MISNAMED"
 
 

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from hpf.cli.app import _register, app
 from hpf.federation.consent import tokens as consent
-from hpf.federation.consent.issuer import load_issuer
+from hpf.federation.consent.issuer import load_issuer, public_raw
 from hpf.federation.consent.revocations import RevocationWatch
+from hpf.federation.consent.verifier import ConsentVerifier
 from hpf.federation.person_id import person_id_array
 
 PEOPLE = list(person_id_array([320101] * 3, [19850101, 19900202, 19951231], [21, 22, 23]))
@@ -61,7 +62,7 @@ def test_grant_writes_tokens_a_region_accepts_and_never_prints_an_id(
     text = (folder / "tokens.csv").read_text() + out + caplog.text
     assert not any(p in text for p in PEOPLE)
     issuer = load_issuer(folder / "consent-issuer")
-    verifier = consent.ConsentVerifier({issuer.id: consent.public_raw(issuer.key)})
+    verifier = ConsentVerifier({issuer.id: public_raw(issuer.key)})
     ask = {"grantee": bytes.fromhex("ab" * 32), "purpose": "loan-review", "facts": ["loan_cities"]}
     for row, person in zip(rows, PEOPLE, strict=True):
         token = consent.parse_token_text(row["consent_token"])
@@ -110,7 +111,7 @@ def test_revoke_by_grant_id_or_token_numbers_each_list(folder: Path) -> None:
     code, out = hpf("consent", "revoke", rows[1]["consent_token"], "--list", "revocations.json")
     assert code == 0 and "(number 2)" in out and "2 in all" in out
     issuer = load_issuer(folder / "consent-issuer")
-    watch = RevocationWatch(folder / "revocations.json", issuer.id, consent.public_raw(issuer.key))
+    watch = RevocationWatch(folder / "revocations.json", issuer.id, public_raw(issuer.key))
     assert [watch.revoked(bytes.fromhex(r["grant_id"])) for r in rows] == [True, True, False]
     code, out = hpf("consent", "revoke", "not-a-grant", "--list", "revocations.json")
     assert code == 4 and "CONSENT_MALFORMED" in out

@@ -16,9 +16,6 @@ MAX_FUNCTION_LINES = 80
 # still over the limits: to be split
 LONG_MODULES = {
     "client/lookups.py",
-    "federation/consent/tokens.py",
-    "federation/trust/pki.py",
-    "federation/trust/tls.py",
     "node/backends/duckdb_backend.py",
 }
 LONG_FUNCTIONS = {

@@ -19,14 +19,9 @@ from hpf.federation.catalog import Catalog
 from hpf.federation.catalog_parties import IssuerEntry
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
-from hpf.federation.consent.tokens import (
-    ConsentError,
-    ConsentVerifier,
-    Token,
-    issue_batch,
-    parse_token,
-    parse_token_text,
-)
+from hpf.federation.consent.issuer import issue_batch, public_raw
+from hpf.federation.consent.tokens import ConsentError, Token, parse_token, parse_token_text
+from hpf.federation.consent.verifier import ConsentVerifier
 from hpf.federation.errors import ConfigError, FederationError
 from hpf.federation.person_id import person_id_array
 
@@ -44,7 +39,7 @@ TOKENS = issue_batch(KEY, ISSUER, PEOPLE, not_after=NOW + 30 * DAY, **TERMS)  # 
 
 
 def verifier(**kwargs: object) -> ConsentVerifier:
-    issuers = kwargs.pop("issuers", {ISSUER: consent.public_raw(KEY)})
+    issuers = kwargs.pop("issuers", {ISSUER: public_raw(KEY)})
     kwargs.setdefault("now", lambda: NOW)
     return ConsentVerifier(issuers, **kwargs)  # type: ignore[arg-type]
 
@@ -107,7 +102,7 @@ def test_expiry_is_inclusive_then_refused() -> None:
 
 def test_issuer_not_accepted_by_this_policy() -> None:
     other = Ed25519PrivateKey.generate()
-    v = verifier(issuers={"bj-consent": consent.public_raw(other)})
+    v = verifier(issuers={"bj-consent": public_raw(other)})
     assert v.check(TOKENS[0], PEOPLE[0], **ASK) == "CONSENT_ISSUER_UNKNOWN"  # type: ignore[arg-type]
 
 
@@ -143,7 +138,7 @@ def test_each_field_altered_is_refused(field: str, warm: bool) -> None:
     changed to one the policy also accepts, the same. So too for a verifier that has already proven every node
     of the batch (it stops climbing at a proven node)."""
     tampered = dict(_grant_variants(TOKENS[3]))[field]
-    issuers = {ISSUER: consent.public_raw(KEY), "bj-consent": consent.public_raw(KEY)}
+    issuers = {ISSUER: public_raw(KEY), "bj-consent": public_raw(KEY)}
     v = verifier(issuers=issuers)
     if warm:
         assert [v.check(t, PEOPLE[i], **ASK) for i, t in enumerate(TOKENS)] == [None] * len(TOKENS)  # type: ignore[arg-type]
@@ -205,7 +200,7 @@ def test_checks_run_in_their_stated_order() -> None:
         "CONSENT_REVOKED",
         "CONSENT_PERSON_MISMATCH",
     ]
-    late = ConsentVerifier({ISSUER: consent.public_raw(KEY)}, now=lambda: NOW + 365 * DAY)
+    late = ConsentVerifier({ISSUER: public_raw(KEY)}, now=lambda: NOW + 365 * DAY)
     wrong = {"grantee": OTHER_BANK, "purpose": "marketing", "facts": ["balance"]}
     assert late.check(TOKENS[0], PEOPLE[1], **wrong) == "CONSENT_GRANTEE_MISMATCH"  # type: ignore[arg-type]
     assert late.check(TOKENS[0], PEOPLE[1], **{**wrong, "grantee": BANK}) == "CONSENT_PURPOSE_MISMATCH"  # type: ignore[arg-type]
@@ -302,14 +297,14 @@ def test_token_size() -> None:
 def test_the_catalog_publishes_issuers_and_validates_their_keys() -> None:
     import base64
 
-    key = base64.b64encode(consent.public_raw(KEY)).decode()
+    key = base64.b64encode(public_raw(KEY)).decode()
     base = {
         "federation": "f",
         "nodes": [{"id": "n1", "address": "h:1"}],
         "tables": {"t": {"columns": {"x": {"type": "BIGINT"}}}},
     }
     cat = Catalog.model_validate({**base, "issuers": [{"id": ISSUER, "key": key}]})
-    assert cat.issuer_keys([ISSUER, "unlisted"]) == {ISSUER: consent.public_raw(KEY)}
+    assert cat.issuer_keys([ISSUER, "unlisted"]) == {ISSUER: public_raw(KEY)}
     assert Catalog.model_validate(base).issuers == []
     for bad in ({"id": ISSUER, "key": "QUJD"}, {"id": "Bad_Id", "key": key}, {"id": ISSUER, "key": key, "x": 1}):
         with pytest.raises(ValueError):
@@ -332,7 +327,7 @@ class Clock:
 def test_revoked_grants_are_refused_and_the_list_is_reread(tmp_path: Path) -> None:
     path, clock = tmp_path / "revocations.json", Clock()
     consent_revocations.revoke(path, KEY, ISSUER, [TOKENS[1].grant.grant_id])
-    watch = consent_revocations.RevocationWatch(path, ISSUER, consent.public_raw(KEY), clock=clock)
+    watch = consent_revocations.RevocationWatch(path, ISSUER, public_raw(KEY), clock=clock)
     v = verifier(revocations={ISSUER: watch})
     assert v.check(TOKENS[1], PEOPLE[1], **ASK) == "CONSENT_REVOKED"  # type: ignore[arg-type]
     assert v.check(TOKENS[2], PEOPLE[2], **ASK) is None  # type: ignore[arg-type]
@@ -347,7 +342,7 @@ def test_an_older_list_or_a_shrunk_one_leaves_the_list_in_force(tmp_path: Path) 
     path, clock = tmp_path / "revocations.json", Clock()
     first = consent_revocations.sign_list(KEY, ISSUER, 1, [TOKENS[1].grant.grant_id])
     path.write_bytes(consent_revocations.sign_list(KEY, ISSUER, 2, [TOKENS[1].grant.grant_id, bytes(16)]))
-    watch = consent_revocations.RevocationWatch(path, ISSUER, consent.public_raw(KEY), clock=clock)
+    watch = consent_revocations.RevocationWatch(path, ISSUER, public_raw(KEY), clock=clock)
     for older in (first, consent_revocations.sign_list(KEY, ISSUER, 3, [bytes(16)])):
         path.write_bytes(older)
         clock.t += 2
@@ -357,7 +352,7 @@ def test_an_older_list_or_a_shrunk_one_leaves_the_list_in_force(tmp_path: Path) 
 def test_the_number_in_force_outlives_a_restart(tmp_path: Path) -> None:
     path, clock = tmp_path / "revocations.json", Clock()
     state_file = tmp_path / "state" / consent_revocations.STATE_FILE
-    public = consent.public_raw(KEY)
+    public = public_raw(KEY)
     first = consent_revocations.sign_list(KEY, ISSUER, 1, [])
     second = consent_revocations.sign_list(KEY, ISSUER, 2, [TOKENS[1].grant.grant_id])
     path.write_bytes(first)
@@ -388,7 +383,7 @@ def test_the_number_in_force_outlives_a_restart(tmp_path: Path) -> None:
     other = Ed25519PrivateKey.generate()  # an issuer published under a new key starts its lists afresh
     path.write_bytes(consent_revocations.sign_list(other, ISSUER, 1, []))
     state = consent_revocations.RevocationState(state_file)
-    assert consent_revocations.RevocationWatch(path, ISSUER, consent.public_raw(other), state=state).number == 1
+    assert consent_revocations.RevocationWatch(path, ISSUER, public_raw(other), state=state).number == 1
     state_file.write_text("{not json")
     with pytest.raises(ConfigError) as err:
         consent_revocations.RevocationState(state_file)
@@ -399,7 +394,7 @@ def test_the_number_in_force_outlives_a_restart(tmp_path: Path) -> None:
 def test_an_unusable_list_refuses_every_grant_of_its_issuer(tmp_path: Path, damage: str) -> None:
     path, clock = tmp_path / "revocations.json", Clock()
     consent_revocations.revoke(path, KEY, ISSUER, [bytes(16)])
-    watch = consent_revocations.RevocationWatch(path, ISSUER, consent.public_raw(KEY), clock=clock)
+    watch = consent_revocations.RevocationWatch(path, ISSUER, public_raw(KEY), clock=clock)
     v = verifier(revocations={ISSUER: watch})
     assert v.check(TOKENS[0], PEOPLE[0], **ASK) is None  # type: ignore[arg-type]
     other = Ed25519PrivateKey.generate()

@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hpf.federation.consent import tokens as consent
+from hpf.federation.consent.issuer import issue_batch, public_raw
 from hpf.federation.crypto.sealing import CONSENT_PAD_BYTES, ID_CHARS, SALT_BYTES, AgreementKey, OneTimeKey
 from hpf.federation.errors import FederationError
 from hpf.federation.person_id import person_id_array
@@ -19,7 +20,7 @@ NODE = "hangzhou"
 KEY = Ed25519PrivateKey.generate()
 TOKENS = [
     t.encode()
-    for t in consent.issue_batch(
+    for t in issue_batch(
         KEY, "sh-consent", IDS, grantee=bytes(32), purpose="loan-review", facts=["balance"], not_after=2**40
     )
 ]
@@ -154,7 +155,7 @@ def test_a_policy_naming_an_issuer_the_catalog_does_not_publish_is_a_problem(tmp
     from hpf.policies import DEFAULT_POLICY
     from hpf.policies.loader import check_against_catalog, load_policy
 
-    key = base64.b64encode(consent.public_raw(KEY)).decode()
+    key = base64.b64encode(public_raw(KEY)).decode()
     catalog = Catalog.model_validate(
         {
             "federation": "f",

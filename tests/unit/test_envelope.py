@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hpf.federation.audit.log import AuditLog
 from hpf.federation.errors import AuthError, ConfigError
 from hpf.federation.generated import hpf_federation_pb2 as pb
-from hpf.federation.trust import ca_record, pki, revocation
+from hpf.federation.trust import ca_record, certificates, key_files, pki, revocation
 from hpf.federation.trust.envelope import SIGNING_PREFIX, EnvelopeVerifier, Signer, query_id
 from hpf.federation.trust.revocation import RevocationList
 from hpf.node.replay import ReplayGuard
@@ -32,7 +32,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> pki.FederationFiles:
     return pki.init_federation(root, ["shanghai"], federation="test", clients=[("alice", "caseworker", "suzhou")])
 
 
-def signer_for(files: pki.CertFiles) -> Signer:
+def signer_for(files: key_files.CertFiles) -> Signer:
     return Signer.from_files(files.cert, files.key)
 
 
@@ -155,8 +155,8 @@ def test_revocation_is_picked_up_when_the_list_changes(fed: pki.FederationFiles,
     assert err.value.code == "AUTH_CERT_REVOKED"
     entries = list(x509.load_pem_x509_crl(crl.read_bytes()))
     assert {e.serial_number for e in entries} == {
-        pki.read_identity(bob.cert.read_bytes()).serial,
-        pki.read_identity(fed["people"]["alice"].cert.read_bytes()).serial,
+        certificates.read_identity(bob.cert.read_bytes()).serial,
+        certificates.read_identity(fed["people"]["alice"].cert.read_bytes()).serial,
     }
     crl.unlink()
 
@@ -328,7 +328,7 @@ def _signed_with_ca_key(ca_dir: Path, serials: list[int], number: int | None) ->
     a CA from before it kept a record): any number, any entries."""
     from cryptography.hazmat.primitives import hashes, serialization
 
-    ca_cert, ca_key = pki.load_ca(ca_dir)
+    ca_cert, ca_key = key_files.load_ca(ca_dir)
     now = dt.datetime.now(dt.UTC)
     builder = x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
     builder = builder.next_update(now + dt.timedelta(days=1))
@@ -345,27 +345,27 @@ def test_every_list_the_ca_signs_has_a_higher_number(tmp_path: Path) -> None:
         tmp_path, [], federation="test", clients=[("zoe", "caseworker", None), ("yan", "caseworker", None)]
     )
     crl = tmp_path / revocation.CRL_FILE
-    numbers = [pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes()))]
+    numbers = [revocation.crl_number(x509.load_pem_x509_crl(crl.read_bytes()))]
     revocation.revoke(tmp_path, own["people"]["zoe"].cert.read_bytes())
-    numbers.append(pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes())))
+    numbers.append(revocation.crl_number(x509.load_pem_x509_crl(crl.read_bytes())))
     revocation.refresh(tmp_path)
-    numbers.append(pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes())))
+    numbers.append(revocation.crl_number(x509.load_pem_x509_crl(crl.read_bytes())))
     revocation.revoke(tmp_path, own["people"]["yan"].cert.read_bytes())
-    numbers.append(pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes())))
+    numbers.append(revocation.crl_number(x509.load_pem_x509_crl(crl.read_bytes())))
     assert numbers == [1, 2, 3, 4]
     pki.init_federation(tmp_path, [], clients=[("zoe", "caseworker", None)])  # kept as it is
-    assert pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes())) == 4
+    assert revocation.crl_number(x509.load_pem_x509_crl(crl.read_bytes())) == 4
 
 
 def test_init_numbers_a_list_from_before_lists_were_numbered_keeping_its_entries(tmp_path: Path) -> None:
     own = pki.init_federation(tmp_path, [], federation="test", clients=[("zoe", "caseworker", None)])
-    zoe = pki.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
+    zoe = certificates.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
     crl = tmp_path / revocation.CRL_FILE
     crl.write_bytes(_unnumbered(tmp_path, [zoe]))
     (tmp_path / ca_record.RECORD_FILE).unlink()  # a CA from before lists were numbered kept no record either
     pki.init_federation(tmp_path, [], clients=[("zoe", "caseworker", None)])
     renewed = x509.load_pem_x509_crl(crl.read_bytes())
-    assert pki.crl_number(renewed) == 1 and [e.serial_number for e in renewed] == [zoe]
+    assert revocation.crl_number(renewed) == 1 and [e.serial_number for e in renewed] == [zoe]
 
 
 def test_an_older_list_put_back_does_not_unrevoke(tmp_path: Path) -> None:
@@ -373,7 +373,7 @@ def test_an_older_list_put_back_does_not_unrevoke(tmp_path: Path) -> None:
         tmp_path, [], federation="test", clients=[("zoe", "caseworker", None), ("yan", "caseworker", None)]
     )
     ca_cert = x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
-    zoe = pki.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
+    zoe = certificates.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
     crl = tmp_path / revocation.CRL_FILE
     older = crl.read_bytes()  # list 1: nobody revoked
     listed = RevocationList(crl, ca_cert)
@@ -390,7 +390,9 @@ def test_an_older_list_put_back_does_not_unrevoke(tmp_path: Path) -> None:
         with pytest.raises(AuthError) as err:
             listed.check(zoe, "signer's")
         assert err.value.code == "AUTH_CERT_REVOKED" and listed.number == 2  # list 2 stays in force
-        listed.check(pki.read_identity(own["people"]["yan"].cert.read_bytes()).serial, "signer's")  # others pass
+        listed.check(
+            certificates.read_identity(own["people"]["yan"].cert.read_bytes()).serial, "signer's"
+        )  # others pass
     with pytest.raises(AuthError) as err:  # and no party starts on a list without a number
         RevocationList(crl, ca_cert)
     assert err.value.code == "REVOCATION_NUMBER_MISSING"
@@ -429,7 +431,7 @@ def _serials(crl: Path) -> set[int]:
 
 
 def _number(crl: Path) -> int | None:
-    return pki.crl_number(x509.load_pem_x509_crl(crl.read_bytes()))
+    return revocation.crl_number(x509.load_pem_x509_crl(crl.read_bytes()))
 
 
 @pytest.mark.parametrize("routine", ["hpf pki crl", "hpf pki revoke carol", "hpf pki init"])
@@ -439,7 +441,7 @@ def test_a_rolled_back_list_is_not_signed_again_as_a_new_one(tmp_path: Path, rou
     people = [("bob", "caseworker", None), ("carol", "caseworker", None)]
     own = pki.init_federation(tmp_path / "pki", [], federation="test", clients=people)
     ca_dir, ca_cert = tmp_path / "pki", x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
-    bob, carol = (pki.read_identity(own["people"][n].cert.read_bytes()).serial for n in ("bob", "carol"))
+    bob, carol = (certificates.read_identity(own["people"][n].cert.read_bytes()).serial for n in ("bob", "carol"))
     crl, state = ca_dir / revocation.CRL_FILE, tmp_path / "state" / "revocation-state.json"
     list_1 = crl.read_bytes()
     revocation.revoke(ca_dir, own["people"]["bob"].cert.read_bytes())  # list 2
@@ -470,7 +472,7 @@ def test_another_list_under_the_number_in_force_is_refused(tmp_path: Path, caplo
     folder, without the revocation) does not replace it, at a running party nor at a restarted one."""
     own = pki.init_federation(tmp_path / "pki", [], federation="test", clients=[("zoe", "caseworker", None)])
     ca_dir, ca_cert = tmp_path / "pki", x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
-    zoe = pki.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
+    zoe = certificates.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
     crl, state = ca_dir / revocation.CRL_FILE, tmp_path / "state" / "revocation-state.json"
     revocation.revoke(ca_dir, own["people"]["zoe"].cert.read_bytes())  # list 2: zoe
     in_force = crl.read_bytes()
@@ -531,7 +533,7 @@ def test_an_older_copy_of_the_cas_record_neither_reuses_a_number_nor_drops_a_rev
         tmp_path, [], federation="test", clients=[("zoe", "caseworker", None), ("yan", "caseworker", None)]
     )
     ca_cert = x509.load_pem_x509_certificate(own["ca"].cert.read_bytes())
-    zoe = pki.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
+    zoe = certificates.read_identity(own["people"]["zoe"].cert.read_bytes()).serial
     crl, record = tmp_path / revocation.CRL_FILE, tmp_path / ca_record.RECORD_FILE
     old_list, old_record = crl.read_bytes(), record.read_bytes()  # list 1: nobody revoked
     party = RevocationList(crl, ca_cert)
@@ -543,7 +545,7 @@ def test_an_older_copy_of_the_cas_record_neither_reuses_a_number_nor_drops_a_rev
     record.write_bytes(old_record)
     revocation.refresh(tmp_path)
     newest = x509.load_pem_x509_crl(crl.read_bytes())
-    assert pki.crl_number(newest) == 3 and zoe in {e.serial_number for e in newest}
+    assert revocation.crl_number(newest) == 3 and zoe in {e.serial_number for e in newest}
     _touch(crl)
     with pytest.raises(AuthError) as err:
         party.check(zoe, "signer's")

@@ -25,7 +25,18 @@ from typer.testing import CliRunner
 from hpf.cli.pki import describe, register
 from hpf.federation.config_files import parse_model
 from hpf.federation.errors import AuthError, ConfigError, FederationError
-from hpf.federation.trust import ca_record, pki, revocation, tls
+from hpf.federation.trust import (
+    ca_record,
+    certificates,
+    channels,
+    key_files,
+    pki,
+    revocation,
+    server_names,
+    servers,
+    tls,
+    tls_material,
+)
 from hpf.federation.trust.envelope import EnvelopeVerifier, Signer
 from hpf.federation.trust.revocation import RevocationList
 
@@ -50,13 +61,13 @@ def _cert(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 
 
-def _config(files: pki.CertFiles, **over: Path) -> tls.TlsConfig:
+def _config(files: key_files.CertFiles, **over: Path) -> tls.TlsConfig:
     return tls.TlsConfig(**{"ca": files.ca, "cert": files.cert, "key": files.key, **over})
 
 
-def _raises(tls_config: tls.TlsConfig, purpose: tls.Purpose, code: str) -> FederationError:
+def _raises(tls_config: tls.TlsConfig, purpose: tls_material.Purpose, code: str) -> FederationError:
     with pytest.raises(FederationError) as info:
-        tls.load_material(tls_config, purpose)
+        tls_material.load_material(tls_config, purpose)
     assert info.value.code == code, str(info.value)
     return info.value
 
@@ -114,28 +125,28 @@ def test_person_certificate_is_client_only_without_hosts(fed: pki.FederationFile
     ],
 )
 def test_read_identity_round_trip(
-    fed: pki.FederationFiles, tmp_path: Path, name: str, kind: pki.Kind, role: str | None, region: str | None
+    fed: pki.FederationFiles, tmp_path: Path, name: str, kind: certificates.Kind, role: str | None, region: str | None
 ) -> None:
     files = pki.issue_certificate(fed["ca"], tmp_path, name, kind, role=role, region=region, valid_days=30)
-    ident = pki.read_identity(files.cert.read_bytes())
+    ident = certificates.read_identity(files.cert.read_bytes())
     cert = _cert(files.cert)
     assert (ident.common_name, ident.kind, ident.role, ident.region) == (name, kind, role, region)
     assert ident.serial == cert.serial_number
     assert ident.not_after == cert.not_valid_after_utc
-    assert pki.read_identity(files.cert.read_text()) == ident
+    assert certificates.read_identity(files.cert.read_text()) == ident
 
 
 def test_read_identity_refuses_certificates_without_or_with_inconsistent_identity(
     fed: pki.FederationFiles,
 ) -> None:
     with pytest.raises(AuthError) as info:
-        pki.read_identity(fed["ca"].cert.read_bytes())
+        certificates.read_identity(fed["ca"].cert.read_bytes())
     assert info.value.code == "IDENTITY_MISSING"
     with pytest.raises(AuthError) as info:
-        pki.read_identity(b"not a certificate")
+        certificates.read_identity(b"not a certificate")
     assert info.value.code == "TLS_PEM_INVALID"
     # Subject says auditor, the identity extension says analyst.
-    ca_cert, ca_key = pki.load_ca(fed["ca"])
+    ca_cert, ca_key = key_files.load_ca(fed["ca"])
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     payload = '{"kind":"person","region":null,"role":"analyst","v":1}'
@@ -154,17 +165,19 @@ def test_read_identity_refuses_certificates_without_or_with_inconsistent_identit
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.UnrecognizedExtension(pki.IDENTITY_OID, pki._der_utf8(payload)), critical=False)
+        .add_extension(
+            x509.UnrecognizedExtension(certificates.IDENTITY_OID, certificates.der_utf8(payload)), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     with pytest.raises(AuthError) as info:
-        pki.read_identity(forged.public_bytes(serialization.Encoding.PEM))
+        certificates.read_identity(forged.public_bytes(serialization.Encoding.PEM))
     assert info.value.code == "IDENTITY_INCONSISTENT"
 
 
 def test_der_utf8_long_form_round_trip() -> None:
     text = "区" * 200
-    assert pki._parse_der_utf8(pki._der_utf8(text)) == text
+    assert certificates.parse_der_utf8(certificates.der_utf8(text)) == text
 
 
 @pytest.mark.parametrize(
@@ -188,7 +201,7 @@ def test_issue_refuses_bad_identities(
     code: str,
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        pki.issue_certificate(fed["ca"], tmp_path, name, cast(pki.Kind, kind), role=role, region=region)
+        pki.issue_certificate(fed["ca"], tmp_path, name, cast(certificates.Kind, kind), role=role, region=region)
     assert info.value.code == code
     assert list(tmp_path.iterdir()) == []
 
@@ -205,7 +218,7 @@ def test_init_federation_layout_and_idempotence(tmp_path: Path) -> None:
     assert (tmp_path / "ca.pem").is_file() and (tmp_path / "coordinator.key").is_file()
     assert first["nodes"]["hangzhou"].cert == tmp_path / "nodes" / "hangzhou.pem"
     assert first["people"]["caseworker"].key == tmp_path / "people" / "caseworker.key"
-    assert pki.read_identity(first["people"]["caseworker"].cert.read_bytes()).role == "caseworker"
+    assert certificates.read_identity(first["people"]["caseworker"].cert.read_bytes()).role == "caseworker"
     node_san = (
         _cert(first["nodes"]["hangzhou"].cert).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     )
@@ -228,7 +241,7 @@ def test_init_federation_reissues_when_identity_or_hosts_change(tmp_path: Path) 
     pki.init_federation(tmp_path, [], federation="test", clients=[("alice", "analyst", None)])
     changed = pki.init_federation(tmp_path, [], clients=[("alice", "auditor", None)], hosts=["node.example"])
     assert set(changed["created"]) == {tmp_path / "people" / "alice.pem", tmp_path / "coordinator.pem"}
-    assert pki.read_identity((tmp_path / "people" / "alice.pem").read_bytes()).role == "auditor"
+    assert certificates.read_identity((tmp_path / "people" / "alice.pem").read_bytes()).role == "auditor"
 
 
 def test_init_federation_refuses_an_incomplete_ca(tmp_path: Path) -> None:
@@ -245,7 +258,7 @@ SMUGGLED = ("\n", "\r", "\x00")  # "$" would match before a trailing "\n"; "\r" 
 
 
 def _issue(fed: pki.FederationFiles, out: Path, name: str, kind: str, **options: Any) -> Callable[[], object]:
-    return partial(pki.issue_certificate, fed["ca"], out, name, cast(pki.Kind, kind), **options)
+    return partial(pki.issue_certificate, fed["ca"], out, name, cast(certificates.Kind, kind), **options)
 
 
 @pytest.mark.parametrize("tail", SMUGGLED)
@@ -274,8 +287,8 @@ def test_a_name_with_a_line_break_or_nul_is_never_issued(fed: pki.FederationFile
 def test_node_ids_and_federation_names_with_a_line_break_or_nul_are_refused(tmp_path: Path, tail: str) -> None:
     for node_id in (f"n0{tail}", f"n{tail}0"):
         for code, call in (
-            ("PKI_BAD_NODE_ID", partial(pki.check_node_id, node_id)),
-            ("PKI_BAD_NODE_ID", partial(pki.ServerNames("test").node, node_id)),
+            ("PKI_BAD_NODE_ID", partial(server_names.check_node_id, node_id)),
+            ("PKI_BAD_NODE_ID", partial(server_names.ServerNames("test").node, node_id)),
             ("PKI_BAD_NAME", partial(pki.init_federation, tmp_path, [node_id], federation="test")),
         ):
             with pytest.raises(ConfigError) as info:
@@ -283,8 +296,8 @@ def test_node_ids_and_federation_names_with_a_line_break_or_nul_are_refused(tmp_
             assert info.value.code == code
     for name in (f"test{tail}", f"te{tail}st", f"yrd-demo.org{tail}"):
         for make in (
-            partial(pki.check_federation_name, name),
-            partial(pki.ServerNames, name),
+            partial(server_names.check_federation_name, name),
+            partial(server_names.ServerNames, name),
             partial(pki.create_ca, tmp_path, federation=name),
             partial(pki.init_federation, tmp_path, [], federation=name),
         ):
@@ -309,9 +322,9 @@ def test_hpf_pki_issue_refuses_a_name_ending_in_a_newline(cli: typer.Typer, tmp_
 # --- pki: server names -------------------------------------------------------------------------------------
 
 
-def _old_ca(directory: Path) -> pki.CaFiles:
+def _old_ca(directory: Path) -> key_files.CaFiles:
     """A CA as `hpf pki init` made it before CAs named their federation (no identity extension)."""
-    files = pki.CaFiles.in_dir(directory)
+    files = key_files.CaFiles.in_dir(directory)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hpf federation CA")])
     now = dt.datetime.now(dt.UTC)
@@ -326,18 +339,18 @@ def _old_ca(directory: Path) -> pki.CaFiles:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(key, hashes.SHA256())
     )
-    pki._write_pair(files, cert, key)
+    key_files.write_pair(files, cert, key)
     return files
 
 
-def _unnamed_leaf(ca: pki.CaFiles, out: Path, node_id: str) -> pki.CertFiles:
+def _unnamed_leaf(ca: key_files.CaFiles, out: Path, node_id: str) -> key_files.CertFiles:
     """A node certificate as issued before server names: identity and hosts, but not its name."""
-    ca_cert, ca_key = pki.load_ca(ca)
+    ca_cert, ca_key = key_files.load_ca(ca)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     payload = f'{{"kind": "node", "region": "{node_id}", "role": null, "v": 1}}'
     subject = [
-        (NameOID.ORGANIZATION_NAME, pki.ORGANIZATION),
+        (NameOID.ORGANIZATION_NAME, certificates.ORGANIZATION),
         (NameOID.ORGANIZATIONAL_UNIT_NAME, "node"),
         (NameOID.LOCALITY_NAME, node_id),
         (NameOID.COMMON_NAME, node_id),
@@ -353,30 +366,32 @@ def _unnamed_leaf(ca: pki.CaFiles, out: Path, node_id: str) -> pki.CertFiles:
         .not_valid_after(now + dt.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.UnrecognizedExtension(pki.IDENTITY_OID, pki._der_utf8(payload)), critical=False)
+        .add_extension(
+            x509.UnrecognizedExtension(certificates.IDENTITY_OID, certificates.der_utf8(payload)), critical=False
+        )
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.DNSName(node_id)]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    files = pki.CertFiles(cert=out / f"{node_id}.pem", key=out / f"{node_id}.key", ca=ca.cert)
-    pki._write_pair(files, cert, key)
+    files = key_files.CertFiles(cert=out / f"{node_id}.pem", key=out / f"{node_id}.key", ca=ca.cert)
+    key_files.write_pair(files, cert, key)
     return files
 
 
 def test_the_ca_names_its_federation_and_each_server(fed: pki.FederationFiles) -> None:
     assert fed["federation"] == "test"
-    assert pki.federation_of(_cert(fed["ca"].cert)) == "test"
+    assert server_names.federation_of(_cert(fed["ca"].cert)) == "test"
     for files, name in [(fed["coordinator"], "coordinator.test"), (fed["nodes"]["hangzhou"], "hangzhou.node.test")]:
         san = _cert(files.cert).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert san.get_values_for_type(x509.DNSName)[0] == name
     config = _config(fed["people"]["alice"])
-    assert tls.coordinator_target(config) == "coordinator.test"
-    assert tls.node_target(config, "shanghai") == "shanghai.node.test"
-    assert tls.coordinator_target(None) is None and tls.node_target(None, "shanghai") is None  # insecure
+    assert channels.coordinator_target(config) == "coordinator.test"
+    assert channels.node_target(config, "shanghai") == "shanghai.node.test"
+    assert channels.coordinator_target(None) is None and channels.node_target(None, "shanghai") is None  # insecure
 
 
 @pytest.mark.parametrize("name", ["test", "yrd-demo", "my-federation", "hpf.example.org", "a" * 63, "x1.y-2"])
 def test_good_federation_names(name: str) -> None:
-    assert pki.check_federation_name(name) == name
+    assert server_names.check_federation_name(name) == name
 
 
 @pytest.mark.parametrize(
@@ -384,7 +399,7 @@ def test_good_federation_names(name: str) -> None:
 )
 def test_bad_federation_names(name: str) -> None:
     with pytest.raises(ConfigError) as info:
-        pki.check_federation_name(name)
+        server_names.check_federation_name(name)
     assert info.value.code == "PKI_BAD_FEDERATION"
 
 
@@ -392,7 +407,7 @@ def test_every_region_id_is_a_node_name() -> None:
     from hpf.federation.regions import REGIONS
 
     for region in REGIONS:
-        assert pki.ServerNames("yrd-demo").node(region.node_id) == f"{region.node_id}.node.yrd-demo"
+        assert server_names.ServerNames("yrd-demo").node(region.node_id) == f"{region.node_id}.node.yrd-demo"
 
 
 @pytest.mark.parametrize("node_id", ["N0", "a.b", "a_b", "-a", "a-", "", "a" * 64])
@@ -421,29 +436,29 @@ def test_a_ca_made_before_federation_names_is_refused_everywhere_with_the_fix(tm
     for call in (
         lambda: pki.init_federation(tmp_path / "pki", ["hangzhou"]),
         lambda: pki.issue_certificate(old, tmp_path, "ningbo", "node", region="ningbo"),
-        lambda: tls.coordinator_target(_config(leaf)),
-        lambda: tls.server_credentials(_config(leaf)),
+        lambda: channels.coordinator_target(_config(leaf)),
+        lambda: servers.server_credentials(_config(leaf)),
     ):
         with pytest.raises(ConfigError) as info:
             call()
         assert info.value.code == "PKI_CA_NO_FEDERATION"
         assert "hpf pki init --dir DIR --federation NAME --force" in str(info.value)
-    assert tls.coordinator_target(None) is None  # insecure mode has no names to check
+    assert channels.coordinator_target(None) is None  # insecure mode has no names to check
     made = pki.init_federation(tmp_path / "pki", ["hangzhou"], federation="test", force=True)
-    assert pki.federation_of(_cert(made["ca"].cert)) == "test"
-    assert tls.load_material(_config(made["nodes"]["hangzhou"]), "server")
+    assert server_names.federation_of(_cert(made["ca"].cert)) == "test"
+    assert tls_material.load_material(_config(made["nodes"]["hangzhou"]), "server")
 
 
 def test_init_reissues_a_server_certificate_that_lacks_its_name(tmp_path: Path) -> None:
     first = pki.init_federation(tmp_path, ["hangzhou"], federation="test")
     leaf = _unnamed_leaf(first["ca"], tmp_path / "nodes", "hangzhou")
     with pytest.raises(AuthError) as info:  # a server refuses to start with it: no client could dial it
-        tls.load_material(_config(leaf), "server")
+        tls_material.load_material(_config(leaf), "server")
     assert info.value.code == "TLS_SERVER_UNNAMED" and "hpf pki init" in str(info.value)
-    assert tls.load_material(_config(leaf), "client")  # as a client it is still who it says
+    assert tls_material.load_material(_config(leaf), "client")  # as a client it is still who it says
     again = pki.init_federation(tmp_path, ["hangzhou"])
     assert again["created"] == [leaf.cert]
-    assert tls.load_material(_config(again["nodes"]["hangzhou"]), "server")
+    assert tls_material.load_material(_config(again["nodes"]["hangzhou"]), "server")
 
 
 def test_cli_init_needs_the_federation_and_show_prints_it(cli: typer.Typer, tmp_path: Path) -> None:
@@ -528,11 +543,11 @@ def test_full_options_give_a_config_without_warning(caplog: pytest.LogCaptureFix
 
 def test_good_material_passes_and_hides_the_key(fed: pki.FederationFiles) -> None:
     node = fed["nodes"]["hangzhou"]
-    material = tls.load_material(_config(node), "server")
+    material = tls_material.load_material(_config(node), "server")
     assert material.key == node.key.read_bytes()
     assert "PRIVATE" not in repr(material)
-    assert isinstance(tls.server_credentials(_config(node)), grpc.ServerCredentials)
-    assert isinstance(tls.channel_credentials(_config(fed["people"]["alice"])), grpc.ChannelCredentials)
+    assert isinstance(servers.server_credentials(_config(node)), grpc.ServerCredentials)
+    assert isinstance(channels.channel_credentials(_config(fed["people"]["alice"])), grpc.ChannelCredentials)
 
 
 def test_missing_file(fed: pki.FederationFiles, tmp_path: Path) -> None:
@@ -596,14 +611,14 @@ def test_wrong_ca(fed: pki.FederationFiles, other: pki.FederationFiles) -> None:
 def test_person_certificate_cannot_serve(fed: pki.FederationFiles) -> None:
     _raises(_config(fed["people"]["alice"]), "server", "TLS_WRONG_PURPOSE")
     with pytest.raises(AuthError):
-        tls.server_credentials(_config(fed["people"]["alice"]))
+        servers.server_credentials(_config(fed["people"]["alice"]))
 
 
 def test_add_port_reports_bind_failure() -> None:
-    server = tls.new_server(max_workers=1)
+    server = servers.new_server(max_workers=1)
     try:
         with pytest.raises(ConfigError) as info:
-            tls.add_port(server, "256.1.1.1:1", None)
+            servers.add_port(server, "256.1.1.1:1", None)
         assert info.value.code == "SERVER_BIND_FAILED"
     finally:
         server.stop(None)
@@ -639,7 +654,7 @@ def test_cli_init_show_issue(cli: typer.Typer, tmp_path: Path) -> None:
     ]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert pki.read_identity((tmp_path / "people" / "alice.pem").read_bytes()).region == "hangzhou"
+    assert certificates.read_identity((tmp_path / "people" / "alice.pem").read_bytes()).region == "hangzhou"
     assert (tmp_path / "nodes" / "ningbo.key").is_file()
     assert "kept" in runner.invoke(cli, args).output
 
@@ -715,11 +730,14 @@ def test_a_malformed_certificate_gets_a_stable_code_wherever_it_is_read(
     path.write_bytes(bad)
     for data, as_der in ((bad, False), (der, True)):
         with pytest.raises(ValueError):
-            pki.load_certificate(data, der=as_der)
+            certificates.load_certificate(data, der=as_der)
     checks: list[tuple[str, Callable[[], object]]] = [
-        ("TLS_PEM_INVALID", lambda: pki.read_identity(bad)),  # a peer's certificate, `hpf pki revoke`'s argument
-        ("TLS_PEM_INVALID", lambda: tls.load_material(_config(files, cert=path), "client")),  # a party's own
-        ("TLS_PEM_INVALID", lambda: tls.load_material(_config(files, ca=path), "client")),  # a party's CA
+        (
+            "TLS_PEM_INVALID",
+            lambda: certificates.read_identity(bad),
+        ),  # a peer's certificate, `hpf pki revoke`'s argument
+        ("TLS_PEM_INVALID", lambda: tls_material.load_material(_config(files, cert=path), "client")),  # a party's own
+        ("TLS_PEM_INVALID", lambda: tls_material.load_material(_config(files, ca=path), "client")),  # a party's CA
         ("AUTH_SIGNER_INVALID", lambda: Signer(bad, files.key.read_bytes())),  # a client's signing certificate
         ("TLS_PEM_INVALID", lambda: EnvelopeVerifier.from_files(path, "test", None)),  # a verifier's CA
         ("PKI_BAD_CERTIFICATE", lambda: revocation.revoke(files.ca.parent, bad)),  # what the operator revokes
@@ -731,7 +749,7 @@ def test_a_malformed_certificate_gets_a_stable_code_wherever_it_is_read(
         assert info.value.code == code, (code, info.value)
     if form == "duplicate extension":  # it loads (extensions are read later): read by identity_of directly
         with pytest.raises(AuthError) as err:
-            pki.identity_of(x509.load_pem_x509_certificate(bad))
+            certificates.identity_of(x509.load_pem_x509_certificate(bad))
         assert err.value.code == "IDENTITY_INVALID"
 
 
@@ -752,11 +770,11 @@ def test_a_revocation_list_with_a_malformed_version_is_refused(fed: pki.Federati
 
 def _list(path: Path) -> tuple[int | None, set[int]]:
     crl = x509.load_pem_x509_crl(path.read_bytes())
-    return pki.crl_number(crl), {entry.serial_number for entry in crl}
+    return revocation.crl_number(crl), {entry.serial_number for entry in crl}
 
 
-def _serial(files: pki.CertFiles) -> int:
-    return pki.read_identity(files.cert.read_bytes()).serial
+def _serial(files: key_files.CertFiles) -> int:
+    return certificates.read_identity(files.cert.read_bytes()).serial
 
 
 def test_the_ca_keeps_a_private_record_of_every_list_and_revocation(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from lying_coordinator import rewritten_refusal
 from hpf.client.lookups import ConsentRefused
 from hpf.federation.consent import refusals as consent_refusals
 from hpf.federation.consent import tokens as consent
-from hpf.federation.consent.tokens import ConsentVerifier, issue_batch
+from hpf.federation.consent.issuer import issue_batch, public_raw
+from hpf.federation.consent.verifier import ConsentVerifier
 from hpf.federation.crypto import lookup_codec
 from hpf.federation.errors import CryptoError, FederationError, PlanError, PolicyViolation
 from hpf.federation.person_id import person_id_array
@@ -40,7 +41,7 @@ TOKENS = issue_batch(KEY, ISSUER, PEOPLE, not_after=NOW + 30 * DAY, **TERMS)  # 
 
 
 def verifier() -> ConsentVerifier:
-    return ConsentVerifier({ISSUER: consent.public_raw(KEY)}, now=lambda: NOW)
+    return ConsentVerifier({ISSUER: public_raw(KEY)}, now=lambda: NOW)
 
 
 # --- forged and altered tokens ----------------------------------------------------------------------------------

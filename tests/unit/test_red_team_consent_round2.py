@@ -14,7 +14,8 @@ from hpf.federation.catalog import Catalog
 from hpf.federation.consent import refusals as consent_refusals
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
-from hpf.federation.consent.tokens import ConsentVerifier, issue_batch
+from hpf.federation.consent.issuer import issue_batch, public_raw
+from hpf.federation.consent.verifier import ConsentVerifier
 from hpf.federation.crypto.sealing import OneTimeKey
 from hpf.federation.errors import ConfigError, CryptoError, FederationError
 from hpf.federation.generated import hpf_federation_pb2 as pb
@@ -41,9 +42,7 @@ def _catalog() -> Catalog:
             "federation": "f",
             "nodes": [{"id": "n1", "address": "h:1"}],
             "tables": {"t": {"columns": {"x": {"type": "BIGINT"}}}},
-            "issuers": [
-                {"id": name, "key": base64.b64encode(consent.public_raw(key)).decode()} for name, key in KEYS.items()
-            ],
+            "issuers": [{"id": name, "key": base64.b64encode(public_raw(key)).decode()} for name, key in KEYS.items()],
         }
     )
 
@@ -95,7 +94,7 @@ def test_a_region_with_no_revocation_list_for_an_issuer_it_accepts_does_not_hono
 @pytest.mark.parametrize("purpose", ["Loan-Review", "LOAN-REVIEW", " loan-review", "loan-review ", "loan_review"])
 def test_purpose_variants_are_neither_a_grant_nor_a_policy_purpose(purpose: str) -> None:
     token = issue_batch(KEYS[ISSUER], ISSUER, PEOPLE[:1], not_after=2**40, **TERMS)[0]  # type: ignore[arg-type]
-    verifier = ConsentVerifier({ISSUER: consent.public_raw(KEYS[ISSUER])}, now=lambda: NOW)
+    verifier = ConsentVerifier({ISSUER: public_raw(KEYS[ISSUER])}, now=lambda: NOW)
     assert verifier.check(token, PEOPLE[0], grantee=BANK, purpose=purpose, facts=LOANS) == "CONSENT_PURPOSE_MISMATCH"
     policy = load_policy(DEFAULT_POLICY)
     with pytest.raises(FederationError) as err:

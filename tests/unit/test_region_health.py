@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from hpf.coordinator.region_health import NODE_HEALTH_SERVICE, RegionHealth
-from hpf.federation.trust.tls import new_aio_server
+from hpf.federation.trust.servers import new_aio_server
 
 
 def _closed_port() -> int:
