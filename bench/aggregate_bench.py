@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from common import add_federation_options
 
 from hpf.client.answers import QueryAnswer
 from hpf.client.federation_client import FederationClient
@@ -231,16 +232,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--repeat", type=int, default=15)
-    parser.add_argument("--data", type=Path, default=Path("bench-data"))
-    parser.add_argument(
-        "--no-audit-fsync",
-        dest="audit_fsync",
-        action="store_false",
-        help="nodes do not flush their audit log on every request (all nodes share one disk here)",
-    )
-    parser.add_argument(
-        "--node-threads", type=int, default=None, help="DuckDB threads per node (default: cores // nodes, at least 1)"
-    )
+    add_federation_options(parser)
     args = parser.parse_args()
 
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731

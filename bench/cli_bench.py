@@ -45,6 +45,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from common import code_version
+
 from hpf.demo.launcher import (
     DemoLayout,
     ensure_data,
@@ -244,21 +246,6 @@ def main() -> int:
     result["checks_pass"] = ok
     print(json.dumps(result, indent=2))
     return 0 if ok else 1
-
-
-def code_version() -> dict[str, Any]:
-    """The commit measured, and which tracked files differed from it (others may be editing the tree)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {}
-    return {"root": str(root), "commit": commit, "modified": [line[3:] for line in status.splitlines()]}
 
 
 if __name__ == "__main__":
