@@ -45,16 +45,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from common import code_version
+from common import code_version, prepared_layout
 
-from hpf.demo.launcher import (
-    DemoLayout,
-    ensure_data,
-    layout_for,
-    running_parties,
-    use_policy_extending_default,
-    write_configs,
-)
+from hpf.demo.launcher import DemoLayout, running_parties, use_policy_extending_default
 from hpf.demo.oracle import pooled
 from hpf.federation.catalog import load_catalog
 
@@ -158,9 +151,7 @@ def main() -> int:
         parser.error("--runs: at least 15, so that a median means something on a noisy machine")
 
     hpf, python = hpf_executable(), sys.executable
-    layout = layout_for(args.data, args.nodes)
-    ensure_data(layout, args.rows, args.seed, say)
-    write_configs(layout, 0)
+    layout, _ = prepared_layout(args.data, args.nodes, args.rows, args.seed, say)
     policy = use_policy_extending_default(
         layout,
         "cli-bench.yaml",

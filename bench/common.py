@@ -1,4 +1,5 @@
-"""What several benchmarks share: the options of the federation they start, and the code they measured.
+"""What several benchmarks share: the options of the federation they start, its layout made ready, and the code
+they measured.
 
 The benchmarks are run as scripts (``python bench/NAME.py``), so this folder is on their path and they import
 this module as ``common``.
@@ -8,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from hpf.demo.launcher import DemoLayout, ensure_data, layout_for, write_configs
 
 
 def add_federation_options(parser: argparse.ArgumentParser, data: str = "bench-data") -> None:
@@ -25,6 +30,27 @@ def add_federation_options(parser: argparse.ArgumentParser, data: str = "bench-d
     parser.add_argument(
         "--node-threads", type=int, default=None, help="DuckDB threads per node (default: cores // nodes, at least 1)"
     )
+
+
+def prepared_layout(
+    data: Path,
+    nodes: int,
+    rows: int,
+    seed: int,
+    say: Callable[[str], None],
+    node_threads: int | None = None,
+    *,
+    audit_fsync: bool = True,
+) -> tuple[DemoLayout, float]:
+    """The demo's layout of ``nodes`` regions under ``data``, ready to start: each region's tables generated (unless
+    an earlier run made them with the same ``rows`` and ``seed``), every party's certificates and configs written
+    (ports chosen as the parties start); and the seconds the tables took."""
+    layout = layout_for(data, nodes)
+    t = time.perf_counter()
+    ensure_data(layout, rows, seed, say)
+    data_s = time.perf_counter() - t
+    write_configs(layout, 0, node_threads, audit_fsync=audit_fsync)
+    return layout, data_s
 
 
 def code_version() -> dict[str, Any]:

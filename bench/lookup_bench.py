@@ -56,7 +56,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import yaml
-from common import add_federation_options, code_version
+from common import add_federation_options, code_version, prepared_layout
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hpf.client.answers import LookupAnswer
@@ -65,14 +65,7 @@ from hpf.client.federation_client import FederationClient
 from hpf.client.lookups import LOOKUP_BATCH
 from hpf.client.profile import load_profile
 from hpf.client.session import coordinator_channel
-from hpf.demo.launcher import (
-    DemoLayout,
-    ensure_data,
-    layout_for,
-    running_parties,
-    use_policy_extending_default,
-    write_configs,
-)
+from hpf.demo.launcher import DemoLayout, running_parties, use_policy_extending_default
 from hpf.demo.synth.generator import planted_duplicate_loans
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
@@ -671,11 +664,9 @@ def main() -> int:
     args.consent_tokens = True  # a bank is answered only under tokens: the default policy takes nothing else
 
     load_before = [round(x, 2) for x in os.getloadavg()]
-    layout = layout_for(args.data, args.nodes)
-    t = time.perf_counter()
-    ensure_data(layout, args.rows, args.seed, say)
-    data_s = time.perf_counter() - t
-    write_configs(layout, 0, args.node_threads, audit_fsync=args.audit_fsync)
+    layout, data_s = prepared_layout(
+        args.data, args.nodes, args.rows, args.seed, say, args.node_threads, audit_fsync=args.audit_fsync
+    )
     policy = write_bench_policy(layout, args.consent_tokens)
     args.consent_key = publish_bench_issuer(layout) if args.consent_tokens else None
     oracle = Oracle(layout)
