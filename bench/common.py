@@ -17,10 +17,10 @@ from typing import Any
 from hpf.demo.launcher import DemoLayout, ensure_data, layout_for, write_configs
 
 
-def add_federation_options(parser: argparse.ArgumentParser, data: str = "bench-data") -> None:
+def add_federation_options(parser: argparse.ArgumentParser) -> None:
     """The options of the nodes a benchmark starts: where their data are generated (``--data``), whether they
     flush their audit log on every request (``--no-audit-fsync``) and their DuckDB threads (``--node-threads``)."""
-    parser.add_argument("--data", type=Path, default=Path(data))
+    parser.add_argument("--data", type=Path, default=Path("bench-data"))
     parser.add_argument(
         "--no-audit-fsync",
         dest="audit_fsync",
