@@ -46,18 +46,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from common import add_federation_options, prepared_layout
 
 from hpf.client.answers import QueryAnswer
 from hpf.client.federation_client import FederationClient
 from hpf.client.profile import load_profile
-from hpf.demo.launcher import (
-    DemoLayout,
-    ensure_data,
-    layout_for,
-    running_parties,
-    use_policy_extending_default,
-    write_configs,
-)
+from hpf.demo.launcher import DemoLayout, running_parties, use_policy_extending_default
 from hpf.demo.oracle import clamped_totals, noisy_cells
 from hpf.federation.catalog import load_catalog
 
@@ -231,22 +225,13 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--repeat", type=int, default=15)
-    parser.add_argument("--data", type=Path, default=Path("bench-data"))
-    parser.add_argument(
-        "--no-audit-fsync",
-        dest="audit_fsync",
-        action="store_false",
-        help="nodes do not flush their audit log on every request (all nodes share one disk here)",
-    )
-    parser.add_argument(
-        "--node-threads", type=int, default=None, help="DuckDB threads per node (default: cores // nodes, at least 1)"
-    )
+    add_federation_options(parser)
     args = parser.parse_args()
 
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    layout = layout_for(args.data, args.nodes)
-    ensure_data(layout, args.rows, args.seed, say)
-    write_configs(layout, 0, args.node_threads, audit_fsync=args.audit_fsync)
+    layout, _ = prepared_layout(
+        args.data, args.nodes, args.rows, args.seed, say, args.node_threads, audit_fsync=args.audit_fsync
+    )
     policy = write_bench_policy(layout)
     files = [layout.data / n / "deposits.parquet" for n in layout.node_ids]
 

@@ -45,14 +45,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from hpf.demo.launcher import (
-    DemoLayout,
-    ensure_data,
-    layout_for,
-    running_parties,
-    use_policy_extending_default,
-    write_configs,
-)
+from common import code_version, prepared_layout
+
+from hpf.demo.launcher import DemoLayout, running_parties, use_policy_extending_default
 from hpf.demo.oracle import pooled
 from hpf.federation.catalog import load_catalog
 
@@ -156,9 +151,7 @@ def main() -> int:
         parser.error("--runs: at least 15, so that a median means something on a noisy machine")
 
     hpf, python = hpf_executable(), sys.executable
-    layout = layout_for(args.data, args.nodes)
-    ensure_data(layout, args.rows, args.seed, say)
-    write_configs(layout, 0)
+    layout, _ = prepared_layout(args.data, args.nodes, args.rows, args.seed, say)
     policy = use_policy_extending_default(
         layout,
         "cli-bench.yaml",
@@ -244,21 +237,6 @@ def main() -> int:
     result["checks_pass"] = ok
     print(json.dumps(result, indent=2))
     return 0 if ok else 1
-
-
-def code_version() -> dict[str, Any]:
-    """The commit measured, and which tracked files differed from it (others may be editing the tree)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {}
-    return {"root": str(root), "commit": commit, "modified": [line[3:] for line in status.splitlines()]}
 
 
 if __name__ == "__main__":

@@ -41,35 +41,31 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
 import yaml
+from common import add_federation_options, code_version, prepared_layout
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hpf.client.answers import LookupAnswer
+from hpf.client.coordinator_calls import AnswerStream, CoordinatorTransport
 from hpf.client.federation_client import FederationClient
 from hpf.client.lookups import LOOKUP_BATCH
 from hpf.client.profile import load_profile
-from hpf.demo.launcher import (
-    DemoLayout,
-    ensure_data,
-    layout_for,
-    running_parties,
-    use_policy_extending_default,
-    write_configs,
-)
+from hpf.client.session import coordinator_channel
+from hpf.demo.launcher import DemoLayout, running_parties, use_policy_extending_default
 from hpf.demo.synth.generator import planted_duplicate_loans
 from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.consent import tokens as consent
@@ -77,6 +73,7 @@ from hpf.federation.consent.issuer import issue_batch, public_raw
 from hpf.federation.consent.verifier import ConsentVerifier
 from hpf.federation.crypto.lookup_codec import FACTS, PersonFacts
 from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.person_id import person_id_array
 from hpf.federation.trust import certificates
 
@@ -296,17 +293,28 @@ def compare(
 
 
 class RecordingStub:
-    """Wraps the client's coordinator stub to keep each Lookup reply's coordinator stage timings and sizes."""
+    """The coordinator's stub, keeping each Lookup reply's coordinator stage timings and sizes."""
 
-    def __init__(self, stub: Any) -> None:
+    def __init__(self, stub: CoordinatorTransport) -> None:
         self._stub = stub
         self.records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stub, name)
+    def Query(self, request: pb.QueryRequest, timeout: float | None = None) -> AnswerStream:  # noqa: N802
+        return self._stub.Query(request, timeout=timeout)
 
-    def Lookup(self, request: pb.LookupRequest, timeout: float | None = None) -> Any:  # noqa: N802
+    def Explain(self, request: pb.ExplainRequest, timeout: float | None = None) -> pb.ExplainResponse:  # noqa: N802
+        return self._stub.Explain(request, timeout=timeout)
+
+    def GetCatalog(self, request: pb.CatalogRequest, timeout: float | None = None) -> pb.CatalogResponse:  # noqa: N802
+        return self._stub.GetCatalog(request, timeout=timeout)
+
+    def AuditProof(  # noqa: N802
+        self, request: pb.AuditProofRequest, timeout: float | None = None
+    ) -> pb.AuditProofResponse:
+        return self._stub.AuditProof(request, timeout=timeout)
+
+    def Lookup(self, request: pb.LookupRequest, timeout: float | None = None) -> AnswerStream:  # noqa: N802
         parts = _Parts(self._stub.Lookup(request, timeout=timeout))
         head = parts[0].head if parts and parts[0].HasField("head") else pb.QueryResponse()
         t = head.timings
@@ -331,22 +339,22 @@ class _Parts(list[pb.AnswerPart]):
         return False
 
 
-def instrument(client: FederationClient) -> tuple[RecordingStub, list[LookupAnswer]]:
-    """Record server timings per request, and keep every LookupAnswer ``screen`` makes (it drops them)."""
-    recorder = RecordingStub(client._stub)
-    client._stub = recorder  # type: ignore[assignment]
+@contextlib.contextmanager
+def recording_client(profile_path: Path) -> Iterator[tuple[FederationClient, RecordingStub, list[LookupAnswer]]]:
+    """A client of the profile whose calls go through a :class:`RecordingStub` (server timings per request), with
+    every request's LookupAnswer kept (``screen`` merges them into one)."""
+    profile = load_profile(profile_path)
     answers: list[LookupAnswer] = []
     lock = threading.Lock()
-    inner = client._ask  # every request, a single lookup's or one of a screen's batches, goes through it
 
-    def ask(*args: Any, **kwargs: Any) -> LookupAnswer:
-        answer = inner(*args, **kwargs)
+    def keep(answer: LookupAnswer) -> None:  # every request, a single lookup's or one of a screen's batches
         with lock:
             answers.append(answer)
-        return answer
 
-    setattr(client, "_ask", ask)  # noqa: B010 -- an instance attribute shadows the method for screen()
-    return recorder, answers
+    with coordinator_channel(profile) as channel:
+        recorder = RecordingStub(pb_grpc.CoordinatorStub(channel))
+        with FederationClient(profile, stub=recorder, on_lookup_answer=keep) as client:
+            yield client, recorder, answers
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -462,21 +470,6 @@ class CpuMeter:
         }
 
 
-def code_version() -> dict[str, Any]:
-    """The commit measured, and which tracked files differed from it (others may be editing the tree)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {}
-    return {"root": str(root), "commit": commit, "modified": [line[3:] for line in status.splitlines()]}
-
-
 # -- the two measurements ---------------------------------------------------------------------------------
 
 
@@ -490,8 +483,7 @@ def run_single(
     rng: np.random.Generator,
 ) -> dict[str, Any]:
     ids = [people[i] for i in rng.choice(len(people), size=n + warmup, replace=len(people) < n + warmup)]
-    with FederationClient(load_profile(layout.profile_of("caseworker"))) as client:
-        recorder, answers = instrument(client)
+    with recording_client(layout.profile_of("caseworker")) as (client, recorder, answers):
         for i, pid in enumerate(ids[:warmup]):
             client.lookup([pid], purpose=PURPOSE, consent=f"bench-consent-warm-{i}")
         answers.clear()
@@ -564,8 +556,7 @@ def run_screen(
             "check_cpu_s_per_region": round(check_cpu_s, 3),
             "check_us_per_applicant_per_region": round(check_cpu_s / len(applicants) * 1e6, 1),
         }
-    with FederationClient(load_profile(layout.profile_of("bank"))) as client:
-        recorder, answers = instrument(client)
+    with recording_client(layout.profile_of("bank")) as (client, recorder, answers):
         warm_tokens = None if tokens is None else bank_tokens(layout, args.consent_key, absent[:100])
         warm = client.screen(absent[:100], purpose=PURPOSE, consent="bench-consent-warm", batch=100, tokens=warm_tokens)
         assert warm.complete
@@ -661,16 +652,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=LOOKUP_BATCH, help="people per screening request")
     parser.add_argument("--parallel", type=int, default=2, help="screening requests in flight")
     parser.add_argument("--check-sample", type=int, default=2000, help="screened applicants checked against DuckDB")
-    parser.add_argument("--data", type=Path, default=Path("bench-data"))
-    parser.add_argument(
-        "--no-audit-fsync",
-        dest="audit_fsync",
-        action="store_false",
-        help="nodes do not flush their audit log on every request (all nodes share one disk here)",
-    )
-    parser.add_argument(
-        "--node-threads", type=int, default=None, help="DuckDB threads per node (default: cores // nodes, at least 1)"
-    )
+    add_federation_options(parser)
     parser.add_argument(
         "--consent-tokens",
         action="store_true",
@@ -682,11 +664,9 @@ def main() -> int:
     args.consent_tokens = True  # a bank is answered only under tokens: the default policy takes nothing else
 
     load_before = [round(x, 2) for x in os.getloadavg()]
-    layout = layout_for(args.data, args.nodes)
-    t = time.perf_counter()
-    ensure_data(layout, args.rows, args.seed, say)
-    data_s = time.perf_counter() - t
-    write_configs(layout, 0, args.node_threads, audit_fsync=args.audit_fsync)
+    layout, data_s = prepared_layout(
+        args.data, args.nodes, args.rows, args.seed, say, args.node_threads, audit_fsync=args.audit_fsync
+    )
     policy = write_bench_policy(layout, args.consent_tokens)
     args.consent_key = publish_bench_issuer(layout) if args.consent_tokens else None
     oracle = Oracle(layout)

@@ -40,17 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from common import prepared_layout
 
 from hpf.client.federation_client import FederationClient
 from hpf.client.profile import load_profile
-from hpf.demo.launcher import (
-    DemoLayout,
-    ensure_data,
-    layout_for,
-    running_parties,
-    use_policy_extending_default,
-    write_configs,
-)
+from hpf.demo.launcher import DemoLayout, running_parties, use_policy_extending_default
 from hpf.federation.errors import FederationError
 
 TARGET_RATIO = 0.8  # throughput with one region stalled, at least this share of the healthy throughput
@@ -164,9 +158,7 @@ def main() -> int:
     args = parser.parse_args()
 
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    layout = layout_for(args.data, args.nodes)
-    ensure_data(layout, args.rows, args.seed, say)
-    write_configs(layout, 0)
+    layout, _ = prepared_layout(args.data, args.nodes, args.rows, args.seed, say)
     raise_rate_limits(layout)
     coordinator_config = yaml.safe_load(layout.coordinator_config.read_text(encoding="utf-8"))
     stalled = layout.node_ids[-1]

@@ -93,19 +93,15 @@ def read_answer(
         if c.chunk == chunks - 1:
             t0 = time.perf_counter()
             if statements.ciphertexts_digest(blobs[c.node_id]) != digests[c.node_id]:
-                raise _mismatch(c.node_id)
+                raise CryptoError(
+                    f"region {c.node_id}'s ciphertexts are not the ones it signed: altered on the way",
+                    code="ANSWER_CIPHERTEXT_MISMATCH",
+                    hint="the coordinator is misbehaving; ask again, and tell the federation operator if it repeats",
+                )
             checking += time.perf_counter() - t0
     if received != len(expected):
         raise _corrupt("the answer is missing ciphertexts of a region it says answered")
     return StreamedAnswer(head=head, ciphertexts=blobs, statements=checked, verify_ms=checking * 1e3)
-
-
-def _mismatch(node_id: str) -> CryptoError:
-    return CryptoError(
-        f"region {node_id}'s ciphertexts are not the ones it signed: altered on the way",
-        code="ANSWER_CIPHERTEXT_MISMATCH",
-        hint="the coordinator is misbehaving; ask again, and tell the federation operator if it repeats",
-    )
 
 
 def head_checker(

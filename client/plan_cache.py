@@ -46,7 +46,7 @@ import sys
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import hpf.federation
 from hpf.federation.plan import Aggregate, Component, GroupKey, Plan, plan_fingerprint
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from hpf.federation.catalog import Catalog
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 FORMAT = "hpf-plan-cache/1"
 MAX_ENTRIES = 1000
@@ -303,10 +304,15 @@ def plan_from_record(record: object) -> Plan:
     return plan
 
 
+def _exactly(kind: type[_T], value: object, what: str) -> _T:
+    """``value`` if its type is ``kind`` itself (so no bool passes for an int), else ValueError naming ``what``."""
+    if type(value) is not kind:
+        raise ValueError(f"not {what}")
+    return cast(_T, value)
+
+
 def _str(value: object) -> str:
-    if type(value) is not str:
-        raise ValueError("not a string")
-    return value
+    return _exactly(str, value, "a string")
 
 
 def _str_or_none(value: object) -> str | None:
@@ -314,9 +320,7 @@ def _str_or_none(value: object) -> str | None:
 
 
 def _int(value: object) -> int:
-    if type(value) is not int:
-        raise ValueError("not an integer")
-    return value
+    return _exactly(int, value, "an integer")
 
 
 def _int_or_none(value: object) -> int | None:
@@ -324,12 +328,8 @@ def _int_or_none(value: object) -> int | None:
 
 
 def _list(value: object) -> list[Any]:
-    if type(value) is not list:
-        raise ValueError("not a list")
-    return value
+    return _exactly(list, value, "a list")
 
 
 def _dict(value: object) -> dict[str, Any]:
-    if type(value) is not dict:
-        raise ValueError("not a mapping")
-    return value
+    return _exactly(dict, value, "a mapping")

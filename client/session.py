@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from hpf.client import answer_check
 from hpf.client.answer_check import StreamedAnswer
+from hpf.client.coordinator_calls import AnswerStream, CoordinatorTransport, streamed, unary
 from hpf.client.plan_cache import PlanCache
 from hpf.client.profile import ClientProfile
 from hpf.federation.audit.proto import check_receipt, check_still_logged, receipt_from_proto
@@ -25,14 +26,7 @@ from hpf.federation.audit.records import Checkpoint, Receipt
 from hpf.federation.catalog import Catalog, load_catalog
 from hpf.federation.config_files import parse_model, parse_yaml
 from hpf.federation.crypto import he
-from hpf.federation.errors import (
-    AuditError,
-    ConfigError,
-    CryptoError,
-    from_rpc_error,
-    is_code,
-    printable,
-)
+from hpf.federation.errors import AuditError, ConfigError, CryptoError, is_code, printable
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.private_files import append_private
@@ -55,6 +49,13 @@ CLIENT_RECEIVE_BYTES = 16 * 1024 * 1024
 CLIENT_CHANNEL_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=CLIENT_RECEIVE_BYTES)
 
 
+def coordinator_channel(profile: ClientProfile) -> grpc.Channel:
+    """A channel to the profile's coordinator, dialled by its name in the federation, so that only the
+    coordinator's certificate is accepted."""
+    tls = require_tls(profile.tls, profile.insecure, source="client profile")
+    return secure_channel(profile.coordinator, tls, server_name=coordinator_target(tls), options=CLIENT_CHANNEL_OPTIONS)
+
+
 @dataclass
 class Checked:
     """What the client took from an answer once every check passed (see :meth:`ClientSession._checked`)."""
@@ -70,14 +71,15 @@ class ClientSession:
     """A connection to the coordinator as this profile, the base of
     :class:`client.federation_client.FederationClient`."""
 
-    def __init__(self, profile: ClientProfile, keys: he.ClientKeys | None = None) -> None:
+    def __init__(
+        self, profile: ClientProfile, keys: he.ClientKeys | None = None, *, stub: CoordinatorTransport | None = None
+    ) -> None:
+        """A client of the profile's coordinator, calling it on ``stub``: by default the coordinator's gRPC stub
+        over a channel of this client's own (:func:`coordinator_channel`, closed by :meth:`close`); the channel
+        behind a stub passed in is the caller's to close."""
         self.profile = profile
-        tls = require_tls(profile.tls, profile.insecure, source="client profile")
-        # dialled by its name in the federation, so only the coordinator's certificate is accepted
-        self._channel = secure_channel(
-            profile.coordinator, tls, server_name=coordinator_target(tls), options=CLIENT_CHANNEL_OPTIONS
-        )
-        self._stub = pb_grpc.CoordinatorStub(self._channel)
+        self._channel = coordinator_channel(profile) if stub is None else None
+        self._stub: CoordinatorTransport = pb_grpc.CoordinatorStub(self._channel) if stub is None else stub
         self._keys = keys
         self._keys_lock = threading.Lock()
         self._catalog: Catalog | None = None
@@ -85,7 +87,8 @@ class ClientSession:
         self._plans = PlanCache(profile.plans) if profile.plans is not None else None
 
     def close(self) -> None:
-        self._channel.close()
+        if self._channel is not None:
+            self._channel.close()
 
     def __enter__(self) -> Self:
         return self
@@ -116,18 +119,30 @@ class ClientSession:
         return self._signer
 
     def sign(
-        self, sql: str, *, operation: str = "query", purpose: str | None = None, consent: str | None = None
+        self,
+        sql: str,
+        *,
+        operation: str = "query",
+        purpose: str | None = None,
+        consent: str | None = None,
+        lookup: pb.LookupSpec | None = None,
     ) -> pb.SignedEnvelope:
-        """Sign one question for this federation, bound to this client's public context."""
+        """Sign one question (a lookup's with its ``lookup`` spec) for this federation, bound to this client's
+        public context."""
         return self.signer.sign(
             sql=sql,
             context_digest=he.context_digest(self.keys.public_context()),
             federation=self.catalog.federation,
             operation=operation,
-            purpose=self.profile.purpose if purpose is None else purpose,
+            purpose=self._purpose(purpose),
             consent_ref=consent or "",
+            lookup=lookup,
             max_runs=self.profile.max_runs,
         )
+
+    def _purpose(self, purpose: str | None) -> str:
+        """The purpose a question is asked for: the one given, else the profile's."""
+        return self.profile.purpose if purpose is None else purpose
 
     def _receipts(self, reply: pb.QueryResponse, signed: pb.SignedEnvelope) -> tuple[list[Receipt], int]:
         """Every answering region's audit receipt, checked (:func:`check_receipt`), and how many of them were
@@ -178,9 +193,16 @@ class ClientSession:
             },
         )
 
-    def _streamed(self, call: Any, chunks: int, regions: Sequence[str], signed: pb.SignedEnvelope) -> StreamedAnswer:
-        """Read a streamed answer (see :mod:`client.answer_check`), its head's statements checked before any
-        ciphertext is read; the stream is cancelled on any failure."""
+    def _streamed(
+        self,
+        method: Callable[..., AnswerStream],
+        request: pb.QueryRequest | pb.LookupRequest,
+        chunks: int,
+        regions: Sequence[str],
+        signed: pb.SignedEnvelope,
+    ) -> StreamedAnswer:
+        """Ask with ``request`` and read the streamed answer (see :mod:`client.answer_check`), its head's
+        statements checked before any ciphertext is read; the stream is cancelled once read, or on any failure."""
         audit_keys = self._audit_keys()
         check_head = answer_check.head_checker(
             audit_keys,
@@ -188,12 +210,12 @@ class ClientSession:
             context=pb.QueryEnvelope.FromString(signed.envelope).context_digest,
             verify_signatures=bool(audit_keys),
         )
-        try:
-            return answer_check.read_answer(call, chunks, regions, check_head)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
-        finally:
-            call.cancel()
+        return streamed(
+            method,
+            request,
+            self.profile.timeout_s,
+            lambda parts: answer_check.read_answer(parts, chunks, regions, check_head),
+        )
 
     def _audit_keys(self) -> dict[str, str | None]:
         """The regions' audit keys, from a catalog this profile pins; none from one the coordinator sent, since
@@ -222,10 +244,7 @@ class ClientSession:
     def check_receipt(self, receipt: Receipt) -> Checkpoint:
         """Ask the receipt's region for proofs that its entry is still in its log; the latest checkpoint if so."""
         request = pb.AuditProofRequest(node_id=receipt.node_id, index=receipt.index, old_size=receipt.checkpoint.size)
-        try:
-            proof = self._stub.AuditProof(request, timeout=self.profile.timeout_s)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+        proof = unary(self._stub.AuditProof, request, self.profile.timeout_s)
         return check_still_logged(receipt, proof, self._audit_keys().get(receipt.node_id))
 
     @property
@@ -234,10 +253,7 @@ class ClientSession:
             if self.profile.catalog is not None:
                 self._catalog = load_catalog(self.profile.catalog)
             else:
-                try:
-                    reply = self._stub.GetCatalog(pb.CatalogRequest(), timeout=self.profile.timeout_s)
-                except grpc.RpcError as err:
-                    raise from_rpc_error(err) from None
+                reply = unary(self._stub.GetCatalog, pb.CatalogRequest(), self.profile.timeout_s)
                 # as a catalog file is read: no key twice, no nesting past a config's, no aliases blown up
                 doc = parse_yaml("<coordinator catalog>", reply.catalog_yaml)
                 self._catalog = parse_model("<coordinator catalog>", doc, Catalog)

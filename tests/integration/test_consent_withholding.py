@@ -17,8 +17,8 @@ import pytest
 from consent_federation import ISSUER, NODES, THIRD, issuer_federation, people, tokens
 from coordinator_recorder import CoordinatorRecorder
 
-from hpf.client import lookups as client_module
-from hpf.client.lookups import WITHHELD
+from hpf.client import screening as client_module
+from hpf.client.screening import WITHHELD
 from hpf.federation.crypto.lookup_codec import layout_fingerprint
 from hpf.federation.errors import FederationError
 

@@ -125,7 +125,7 @@ def test_a_repeated_applicant_withheld_for_one_of_its_tokens_is_reported_withhel
     """A screening file lists an applicant twice (hpf screen merges repeats), once with a token the client
     refuses itself. The applicant is withheld at both places, but only the refused place says so: the other shows
     no figures and no reason, as if the applicant had no loans anywhere rather than no consent."""
-    from hpf.client.lookups import WITHHELD
+    from hpf.client.screening import WITHHELD
 
     ids = people(fed, 2)
     good = tokens(fed, ids, ISSUER)

@@ -120,7 +120,7 @@ def test_revoke_by_grant_id_or_token_numbers_each_list(folder: Path) -> None:
 def test_a_screening_shows_withheld_applicants_without_figures() -> None:
     from hpf.cli.lookup import Check, screen_table
     from hpf.client.answers import LookupAnswer
-    from hpf.client.lookups import WITHHELD
+    from hpf.client.screening import WITHHELD
     from hpf.federation.crypto.lookup_codec import PersonFacts
 
     facts = PersonFacts(2, 1, 1, 12, 100, 50, 1, 0, 10, 2, 0)

@@ -15,13 +15,9 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 # still over the limits: to be split
 LONG_MODULES = {
-    "client/lookups.py",
     "node/backends/duckdb_backend.py",
 }
 LONG_FUNCTIONS = {
-    "client/federation_client.py::query",
-    "client/lookups.py::_ask",
-    "client/lookups.py::screen",
     "node/backends/duckdb_backend.py::__init__",
     "node/server.py::start_node",
 }

@@ -349,7 +349,7 @@ def test_forged_refusals_bound_the_requests_and_never_resend_a_withheld_applican
     """A region refusing more applicants at every request: the client withholds whom it names, never asks about
     them again, and sends at most MAX_WITHHOLD_RETRIES + 1 requests per batch."""
     from hpf.client.federation_client import FederationClient
-    from hpf.client.lookups import MAX_WITHHOLD_RETRIES
+    from hpf.client.screening import MAX_WITHHOLD_RETRIES
 
     liar = _RefusingRegion(how)
     ids = list(person_id_array([310101] * 20, [19900101 + i for i in range(20)], [11] * 20))

@@ -172,7 +172,7 @@ def test_a_refusal_naming_more_places_than_a_gate_ever_signs_is_not_taken() -> N
     at most (1 + MAX_NAMED) x (1 + MAX_WITHHOLD_RETRIES) applicants of a batch before the screening fails and its
     refusals show. The client takes a signed refusal naming every place of a 4,550-applicant batch at once: the
     whole batch withheld in one round, with no retry left to make it show."""
-    from hpf.client.lookups import MAX_WITHHOLD_RETRIES
+    from hpf.client.screening import MAX_WITHHOLD_RETRIES
     from hpf.node.consent_gate import MAX_NAMED
 
     key = Ed25519PrivateKey.generate()
