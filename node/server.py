@@ -28,6 +28,7 @@ from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.trust.callers import require_caller
 from hpf.federation.trust.pki import Identity
 from hpf.federation.trust.tls import GRPC_OPTIONS, add_port, check_federation, new_server, require_tls, with_options
+from hpf.node.admission import Admission
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.config import NodeConfig
 from hpf.node.consent_gate import consent_gate_for, unlisted_issuers
@@ -35,6 +36,7 @@ from hpf.node.executor import PartialExecutor
 from hpf.node.handler import NodeHandler
 from hpf.node.keys import AUDIT_DIR, check_published
 from hpf.node.lookup_index import LookupIndex
+from hpf.node.privacy import PrivacyAccountant
 from hpf.node.privacy_budget import PrivacyLedger
 from hpf.node.protection import NOISE_KEY, Protector
 from hpf.node.replay import ReplayGuard
@@ -91,39 +93,39 @@ class NodeServicer(pb_grpc.NodeServicer):
             log,
             what,
             "NODE_INTERNAL",
-            lambda: self._handler.partial(request, caller, _abandon(context), finish_by),
+            lambda: self._handler.query.answer(request, caller, _abandon(context), finish_by),
         )
 
     def Explain(self, request: pb.PartialRequest, context: grpc.ServicerContext) -> pb.NodeVerdict:
         self._catalog.current()
         caller = _coordinator(context)
         what = f"explain {request.query_id[:12]}"
-        return rpc.answer(context, log, what, "NODE_INTERNAL", lambda: self._handler.explain(request, caller))
+        return rpc.answer(context, log, what, "NODE_INTERNAL", lambda: self._handler.explain.answer(request, caller))
 
     def AuditProof(self, request: pb.AuditProofRequest, context: grpc.ServicerContext) -> pb.AuditProofResponse:
         self._catalog.current()
         caller = _coordinator(context)
         return rpc.answer(
-            context, log, "audit proof", "NODE_INTERNAL", lambda: self._handler.audit_proof(request, caller)
+            context, log, "audit proof", "NODE_INTERNAL", lambda: self._handler.audit_proof.answer(request, caller)
         )
 
     def Lookup(self, request: pb.NodeLookupRequest, context: grpc.ServicerContext) -> pb.PartialResponse:
         self._catalog.current()
         caller = _coordinator(context)
         what = f"lookup {request.query_id[:12]}"
-        return rpc.answer(context, log, what, "NODE_INTERNAL", lambda: self._handler.lookup(request, caller))
+        return rpc.answer(context, log, what, "NODE_INTERNAL", lambda: self._handler.lookup.answer(request, caller))
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
         in_force = self._catalog.current()
         rpc.answer(context, log, "describe", "NODE_INTERNAL", _coordinator(context))
-        handler = self._handler
+        node = self._handler.admission
         return pb.DescribeResponse(
-            node_id=handler.node_id,
+            node_id=node.node_id,
             catalog_digest=in_force.digest,
-            tables=sorted(handler.catalog.tables),
+            tables=sorted(node.catalog.tables),
             version=__version__,
-            audit_public_key=handler.audit.public_key_raw(),
-            agreement_public_key=handler.agreement.public if handler.agreement else b"",
+            audit_public_key=self._handler.audit.public_key_raw(),
+            agreement_public_key=node.agreement.public if node.agreement else b"",
         )
 
 
@@ -210,21 +212,22 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         protector.publish(new.catalog)
 
     watch.on_change(take)
-    handler = NodeHandler(
-        config.node_id,
-        catalog,
-        PartialExecutor(config.node_id, catalog, backend),
-        verifier,
-        ReplayGuard.from_audit(audit, config.envelope_window_s),  # the log makes the nonces durable
-        policy,
-        audit,
+    admission = Admission(
+        node_id=config.node_id,
+        catalog=catalog,
+        policy=policy,
+        verifier=verifier,
+        replay=ReplayGuard.from_audit(audit, config.envelope_window_s),  # the log makes the nonces durable
+        executor=PartialExecutor(config.node_id, catalog, backend),
+        privacy=PrivacyAccountant(config.node_id, catalog, PrivacyLedger.open(config.state_dir / PRIVACY_DIR)),
+        sign=audit.sign,
+        protector=protector,
         lookups=lookups,
         agreement=agreement,
         subject_key=load_or_create_subject_key(config.state_dir / AUDIT_DIR),
-        protector=protector,
-        ledger=PrivacyLedger.open(config.state_dir / PRIVACY_DIR),
+        consent_gate=consent_gate,
     )
-    handler.consent_gate = consent_gate
+    handler = NodeHandler(admission, audit)
     try:
         server = new_server(max_workers=THREADS_PER_SCAN * config.max_workers + 4, options=SERVER_OPTIONS)
         rpc.add_servicer(server, pb_grpc.add_NodeServicer_to_server, NodeServicer(handler, watch), log)
