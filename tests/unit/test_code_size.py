@@ -28,7 +28,6 @@ LONG_MODULES = {
     "federation/planner/totality.py",
     "federation/trust/pki.py",
     "federation/trust/tls.py",
-    "node/backends/duckdb_backend.py",
     "policies/engine.py",
     "policies/loader.py",
     "policies/model.py",
@@ -44,7 +43,6 @@ LONG_FUNCTIONS = {
     "client/lookups.py::screen",
     "federation/planner/split.py::split_query",
     "federation/planner/totality.py::_kind",
-    "node/backends/duckdb_backend.py::__init__",
     "node/server.py::start_node",
     "policies/engine.py::check_lookup",
 }
