@@ -43,7 +43,6 @@ LONG_FUNCTIONS = {
     "client/lookups.py::screen",
     "federation/planner/split.py::split_query",
     "federation/planner/totality.py::_kind",
-    "node/server.py::start_node",
     "policies/engine.py::check_lookup",
 }
 
