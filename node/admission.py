@@ -74,6 +74,7 @@ class Asked(ABC):
 
     @property
     def asker(self) -> Asker:
+        """Who signed the request, as the policy knows them."""
         signer = self.verified.signer
         return Asker(name=signer.common_name, role=signer.role or "", region=signer.region)
 

@@ -30,9 +30,6 @@ from hpf.policies.rate_limit import RateLimiter
 
 log = logging.getLogger("hpf.node")
 
-# an explain refused for the question itself (its policy, its plan, its privacy terms) is a signed verdict
-VERDICT_REFUSALS = error_codes.VERDICT_REFUSALS
-
 
 class Query:
     """A partial plan: admitted by :data:`node.admission.QUERY`, scanned, masked for its run and encrypted."""
@@ -114,7 +111,8 @@ class Explain:
         work = functools.partial(node.run, EXPLAIN, Question(request, caller, trail))
         asked, receipt, refusal = self.auditor.audited(trail, work)
         if refusal is not None:
-            if refusal.code not in VERDICT_REFUSALS:
+            # an explain refused for the question itself (its policy, its plan, its privacy terms) is a signed verdict
+            if refusal.code not in error_codes.VERDICT_REFUSALS:
                 raise refusal
             verdict = pb.NodeVerdict(
                 node_id=node.node_id,

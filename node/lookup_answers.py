@@ -100,8 +100,8 @@ def check_supported(node: Admission, asked: LookupAsked) -> None:
 
 
 def open_identifiers(node: Admission, asked: LookupAsked) -> None:
-    """The identifiers (and consent tokens) sealed to this node, opened; their keyed hashes go into the trail at
-    once, so a refused lookup is on record too."""
+    """The identifiers (and consent tokens) sealed to this node, opened, and their keyed hashes put in the trail."""
+    # in the trail at once: a lookup refused after this is on record with the people it asked about
     assert node.agreement is not None and node.subject_key is not None  # check_supported came first
     spec, trail = asked.verified.envelope.lookup, asked.trail
     ids, tokens = node.agreement.open_with_tokens(
