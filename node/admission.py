@@ -107,12 +107,12 @@ class Admission:
     executor: PartialExecutor
     privacy: PrivacyAccountant
     sign: Callable[[bytes], bytes]  # this node's audit key, for the refusals it signs (of consents)
+    lookups: LookupIndex
+    agreement: AgreementKey
+    subject_key: bytes  # what the identifiers' keyed hashes in the audit log are keyed with
     limiter: RateLimiter = field(default_factory=RateLimiter)
     lookup_limiter: RateLimiter = field(default_factory=RateLimiter)
     protector: Protector | None = None
-    lookups: LookupIndex | None = None
-    agreement: AgreementKey | None = None
-    subject_key: bytes | None = None
     consent_gate: ConsentGate = field(default_factory=ConsentGate)
 
     def run(self, stages: Sequence[Callable[[Admission, A], None]], asked: A) -> A:

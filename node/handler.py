@@ -187,7 +187,7 @@ class NodeHandler:
         return self.auditor.audit
 
     @property
-    def agreement(self) -> AgreementKey | None:
+    def agreement(self) -> AgreementKey:
         return self.admission.agreement
 
     @property

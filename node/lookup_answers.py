@@ -93,16 +93,9 @@ def check_layout(node: Admission, asked: LookupAsked) -> None:
     chunk_sizes(spec.subjects, asked.cells, asked.facts)
 
 
-def check_supported(node: Admission, asked: LookupAsked) -> None:
-    """This region must answer person lookups (a facts index, an agreement key, a subject key)."""
-    if node.lookups is None or node.agreement is None or node.subject_key is None:
-        raise PlanError("this region does not answer person lookups", code="LOOKUP_UNSUPPORTED")
-
-
 def open_identifiers(node: Admission, asked: LookupAsked) -> None:
     """The identifiers (and consent tokens) sealed to this node, opened, and their keyed hashes put in the trail."""
     # in the trail at once: a lookup refused after this is on record with the people it asked about
-    assert node.agreement is not None and node.subject_key is not None  # check_supported came first
     spec, trail = asked.verified.envelope.lookup, asked.trail
     ids, tokens = node.agreement.open_with_tokens(
         asked.request.sealed,
@@ -192,7 +185,6 @@ LOOKUP: tuple[Callable[[Admission, LookupAsked], None], ...] = (
     check_query_id,
     check_lookup_shape,
     check_layout,
-    check_supported,
     open_identifiers,
     check_home,
     check_lookup_policy,
@@ -219,7 +211,7 @@ class Lookup:
         def work() -> PartialResult:
             node = self.admission
             asked = node.run(LOOKUP, LookupAsked(request, caller, trail))
-            assert node.lookups is not None and asked.run is not None  # their stages came first
+            assert asked.run is not None  # fixed by its stage
             breakdown = asked.verified.envelope.lookup.breakdown
             cell = asked.regions.index(node.node_id) if breakdown else 0
             t_scan = time.perf_counter()

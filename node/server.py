@@ -1,4 +1,4 @@
-"""The node's gRPC server: a thin servicer over :class:`node.executor.PartialExecutor`."""
+"""The node's gRPC server: a thin servicer over :class:`node.handler.NodeHandler`, and the node's start."""
 
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ class NodeServicer(pb_grpc.NodeServicer):
             tables=sorted(node.catalog.tables),
             version=__version__,
             audit_public_key=self._handler.audit.public_key_raw(),
-            agreement_public_key=node.agreement.public if node.agreement else b"",
+            agreement_public_key=node.agreement.public,
         )
 
 
