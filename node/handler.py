@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from hpf.federation import error_codes
 from hpf.federation.audit.log import AuditLog
 from hpf.federation.audit.proto import checkpoint_to_proto, receipt_to_proto
-from hpf.federation.crypto.sealing import AgreementKey
 from hpf.federation.engine import Abandon
 from hpf.federation.errors import AuditError, FederationError, UnavailableError
 from hpf.federation.generated import hpf_federation_pb2 as pb
@@ -22,11 +21,9 @@ from hpf.federation.trust.envelope import query_id
 from hpf.federation.trust.pki import Identity
 from hpf.node.admission import EXPLAIN, QUERY, Admission, Question
 from hpf.node.auditor import Auditor
-from hpf.node.executor import PartialExecutor, PartialResult
+from hpf.node.executor import PartialResult
 from hpf.node.lookup_answers import Lookup
-from hpf.node.privacy import PrivacyAccountant
 from hpf.node.trail import Trail
-from hpf.policies.rate_limit import RateLimiter
 
 log = logging.getLogger("hpf.node")
 
@@ -175,29 +172,10 @@ class NodeHandler:
         self.admission, self.auditor = admission, Auditor(admission.node_id, audit)
         self.query, self.explain = Query(admission, self.auditor), Explain(admission, self.auditor)
         self.lookup, self.audit_proof = Lookup(admission, self.auditor), AuditProof(admission, self.auditor)
+        # what a node's operator looks at: its keys, its engine, its ledger, its lookup counts
+        self.audit, self.agreement, self.executor = audit, admission.agreement, admission.executor
+        self.privacy, self.lookup_limiter = admission.privacy, admission.lookup_limiter
 
     def close(self) -> None:
-        self.auditor.audit.close()
-        self.admission.privacy.close()
-
-    # -- what a node's operator looks at ----------------------------------------------------------------------
-
-    @property
-    def audit(self) -> AuditLog:
-        return self.auditor.audit
-
-    @property
-    def agreement(self) -> AgreementKey:
-        return self.admission.agreement
-
-    @property
-    def executor(self) -> PartialExecutor:
-        return self.admission.executor
-
-    @property
-    def privacy(self) -> PrivacyAccountant:
-        return self.admission.privacy
-
-    @property
-    def lookup_limiter(self) -> RateLimiter:
-        return self.admission.lookup_limiter
+        self.audit.close()
+        self.privacy.close()
