@@ -109,7 +109,7 @@ def write_bench_policy(layout: DemoLayout) -> dict[str, Any]:
     return {"file": str(path), "extends": layout.policy.name, "roles": POLICY_OVERRIDES}
 
 
-# what a node logs at INFO (logger "hpf.node") for every question it answers: node/executor.py, node/answering.py
+# what a node logs at INFO (logger "hpf.node") for every question it answers: node/executor.py, node/auditor.py
 ANSWERED_LINE = re.compile(
     r"hpf\.node: query (?P<query>[0-9a-f]{12}) answered: .*scan_ms=(?P<scan>[0-9.]+) encrypt_ms=(?P<encrypt>[0-9.]+)"
 )

@@ -34,7 +34,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import Literal, get_args
 
 from hpf.federation.errors import ConfigError, PolicyViolation
@@ -137,14 +136,6 @@ def _unreadable(path: Path, why: str) -> ConfigError:
         f"the privacy budget ledger {path} cannot be used: {why}",
         code="CONFIG_BUDGET_LEDGER_UNREADABLE",
         hint="restore it from a backup, or move it aside to start every identity's budget afresh",
-    )
-
-
-def _unavailable() -> ConfigError:
-    return ConfigError(
-        "this node cannot read or write its privacy budget ledger now; nothing was answered or spent",
-        code="CONFIG_BUDGET_LEDGER_UNAVAILABLE",
-        hint="try again later; the node's operator sees the cause in its log",
     )
 
 
@@ -282,9 +273,7 @@ class PrivacyLedger:
     def __enter__(self) -> PrivacyLedger:
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
-    ) -> None:
+    def __exit__(self, *raised: object) -> None:
         self.close()
 
     @contextmanager
@@ -314,7 +303,11 @@ class PrivacyLedger:
                         db.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                raise _unavailable() from None
+                raise ConfigError(
+                    "this node cannot read or write its privacy budget ledger now; nothing was answered or spent",
+                    code="CONFIG_BUDGET_LEDGER_UNAVAILABLE",
+                    hint="try again later; the node's operator sees the cause in its log",
+                ) from None
 
     @staticmethod
     def _row(db: sqlite3.Connection, identity: str, period: Period, start: dt.date) -> tuple[int, int, int]:

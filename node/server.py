@@ -1,4 +1,4 @@
-"""The node's gRPC server: a thin servicer over :class:`node.executor.PartialExecutor`."""
+"""The node's gRPC server: a thin servicer over :class:`node.handler.NodeHandler`, and the node's start."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -29,21 +30,24 @@ from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.trust.callers import require_caller
 from hpf.federation.trust.certificates import Identity
 from hpf.federation.trust.servers import add_port, new_server
-from hpf.federation.trust.tls import GRPC_OPTIONS, require_tls, with_options
+from hpf.federation.trust.tls import GRPC_OPTIONS, TlsConfig, require_tls, with_options
 from hpf.federation.trust.tls_material import check_federation
+from hpf.node.admission import Admission
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.config import NodeConfig
-from hpf.node.consent_gate import consent_gate_for, unlisted_issuers
+from hpf.node.consent_gate import ConsentGate, consent_gate_for, unlisted_issuers
 from hpf.node.executor import PartialExecutor
 from hpf.node.handler import NodeHandler
 from hpf.node.keys import AUDIT_DIR, check_published
 from hpf.node.lookup_index import LookupIndex
+from hpf.node.privacy import PrivacyAccountant
 from hpf.node.privacy_budget import PrivacyLedger
 from hpf.node.protection import NOISE_KEY, Protector
 from hpf.node.replay import ReplayGuard
 from hpf.node.source_watch import SOURCE_CHECK_SECONDS, SourceWatch
 from hpf.policies import DEFAULT_POLICY
 from hpf.policies.loader import check_against_catalog, load_policy
+from hpf.policies.model import Policy
 
 log = logging.getLogger("hpf.node")
 
@@ -77,6 +81,9 @@ def _coordinator(context: grpc.ServicerContext) -> Callable[[], Identity | None]
     return functools.partial(require_caller, context, ("coordinator",), "a node")
 
 
+Response = TypeVar("Response")  # what a servicer method answers
+
+
 class NodeServicer(pb_grpc.NodeServicer):
     """Every method first looks whether the catalog file changed, and takes the change where it is safe."""
 
@@ -84,49 +91,52 @@ class NodeServicer(pb_grpc.NodeServicer):
         self._handler = handler
         self._catalog = catalog
 
-    def ComputePartial(self, request: pb.PartialRequest, context: grpc.ServicerContext) -> pb.PartialResponse:
+    def _answer(
+        self,
+        context: grpc.ServicerContext,
+        what: str,
+        bind: Callable[[Callable[[], Identity | None]], Callable[[], Response]],
+    ) -> Response:
+        """Take a changed catalog, then run the handler ``bind`` gives for the caller's check; its refusal goes to
+        the caller as its status and code."""
         self._catalog.current()
-        caller = _coordinator(context)
-        what = f"query {request.query_id[:12]}"
-        finish_by = _finish_by(context)  # taken first: the wait ends the same, however long the checks take
-        return rpc.answer(
+        work = bind(_coordinator(context))
+        return rpc.answer(context, log, what, "NODE_INTERNAL", work)
+
+    def ComputePartial(self, request: pb.PartialRequest, context: grpc.ServicerContext) -> pb.PartialResponse:
+        query = self._handler.query
+        return self._answer(
             context,
-            log,
-            what,
-            "NODE_INTERNAL",
-            lambda: self._handler.partial(request, caller, _abandon(context), finish_by),
+            f"query {request.query_id[:12]}",
+            # finish_by is taken before the checks: the wait ends the same, however long they take
+            lambda caller: functools.partial(query.answer, request, caller, _abandon(context), _finish_by(context)),
         )
 
     def Explain(self, request: pb.PartialRequest, context: grpc.ServicerContext) -> pb.NodeVerdict:
-        self._catalog.current()
-        caller = _coordinator(context)
+        explain = self._handler.explain
         what = f"explain {request.query_id[:12]}"
-        return rpc.answer(context, log, what, "NODE_INTERNAL", lambda: self._handler.explain(request, caller))
+        return self._answer(context, what, lambda caller: functools.partial(explain.answer, request, caller))
 
     def AuditProof(self, request: pb.AuditProofRequest, context: grpc.ServicerContext) -> pb.AuditProofResponse:
-        self._catalog.current()
-        caller = _coordinator(context)
-        return rpc.answer(
-            context, log, "audit proof", "NODE_INTERNAL", lambda: self._handler.audit_proof(request, caller)
-        )
+        proof = self._handler.audit_proof
+        return self._answer(context, "audit proof", lambda caller: functools.partial(proof.answer, request, caller))
 
     def Lookup(self, request: pb.NodeLookupRequest, context: grpc.ServicerContext) -> pb.PartialResponse:
-        self._catalog.current()
-        caller = _coordinator(context)
+        lookup = self._handler.lookup
         what = f"lookup {request.query_id[:12]}"
-        return rpc.answer(context, log, what, "NODE_INTERNAL", lambda: self._handler.lookup(request, caller))
+        return self._answer(context, what, lambda caller: functools.partial(lookup.answer, request, caller))
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
         in_force = self._catalog.current()
         rpc.answer(context, log, "describe", "NODE_INTERNAL", _coordinator(context))
-        handler = self._handler
+        node = self._handler.admission
         return pb.DescribeResponse(
-            node_id=handler.node_id,
+            node_id=node.node_id,
             catalog_digest=in_force.digest,
-            tables=sorted(handler.catalog.tables),
+            tables=sorted(node.catalog.tables),
             version=__version__,
-            audit_public_key=handler.audit.public_key_raw(),
-            agreement_public_key=handler.agreement.public if handler.agreement else b"",
+            audit_public_key=self._handler.audit.public_key_raw(),
+            agreement_public_key=node.agreement.public,
         )
 
 
@@ -149,6 +159,49 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     """Build and start a node server on the catalog file ``config.catalog``; returns once it listens (``listen``
     may use port 0)."""
     tls = require_tls(config.tls, config.insecure, source=f"node {config.node_id}")
+    watch = _watch_catalog(config, tls)
+    catalog = watch.in_force.catalog
+    require_writable(config.state_dir)
+    require_writable(config.state_dir / AUDIT_DIR)
+    require_writable(config.state_dir / PRIVACY_DIR, mode=0o700)  # as the ledger makes it
+    verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
+    policy = _load_policy(config, catalog)
+    backend = DuckDBBackend(
+        catalog,
+        config.tables,
+        threads=config.duckdb_threads,
+        memory_limit=config.limits.memory,
+        query_seconds=config.limits.query_ms / 1000.0,
+        scans=config.max_workers,
+    )
+    agreement = AgreementKey.load_or_create(config.state_dir)
+    consent_gate = _consent_gate(config, catalog, policy)
+    lookups = LookupIndex(backend, catalog)
+    if lookups.supported:
+        lookups.refresh()  # the first lookup should not wait for it
+    audit, own = _open_audit(config, catalog, agreement)
+    protector = _protector(config, catalog, agreement, own, watch)
+    admission = Admission(
+        node_id=config.node_id,
+        catalog=catalog,
+        policy=policy,
+        verifier=verifier,
+        replay=ReplayGuard.from_audit(audit, config.envelope_window_s),  # the log makes the nonces durable
+        executor=PartialExecutor(config.node_id, catalog, backend),
+        privacy=PrivacyAccountant(config.node_id, catalog, PrivacyLedger.open(config.state_dir / PRIVACY_DIR)),
+        sign=audit.sign,
+        protector=protector,
+        lookups=lookups,
+        agreement=agreement,
+        subject_key=load_or_create_subject_key(config.state_dir / AUDIT_DIR),
+        consent_gate=consent_gate,
+    )
+    return _serve(config, listen, tls, NodeHandler(admission, audit), watch, backend, own)
+
+
+def _watch_catalog(config: NodeConfig, tls: TlsConfig | None) -> CatalogWatch:
+    """The catalog file, watched: in this node's HE wire format, listing this node, of the federation its
+    certificates name."""
     watch = CatalogWatch(config.catalog, f"node {config.node_id}")
     catalog = watch.in_force.catalog
     he.check_catalog_format(catalog.he_format, f"node {config.node_id}")
@@ -159,10 +212,11 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
             hint=f"catalog nodes: {', '.join(catalog.node_ids)}",
         )
     check_federation(tls, catalog.federation, f"node {config.node_id}")
-    require_writable(config.state_dir)
-    require_writable(config.state_dir / AUDIT_DIR)
-    require_writable(config.state_dir / PRIVACY_DIR, mode=0o700)  # as the ledger makes it
-    verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
+    return watch
+
+
+def _load_policy(config: NodeConfig, catalog: Catalog) -> Policy:
+    """The node's policy, which must name only the catalog's tables and columns."""
     policy = load_policy(config.policy or DEFAULT_POLICY)
     problems = check_against_catalog(policy, catalog)
     if problems:  # a misspelt column would silently fall back to its class's looser defaults
@@ -173,15 +227,12 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
                 "tables: write one for yours that says 'extends: hpf:base' and name it as 'policy:'"
             )
         raise ConfigError("\n".join(problems), code="POLICY_FILE_INVALID", hint=hint)
-    backend = DuckDBBackend(
-        catalog,
-        config.tables,
-        threads=config.duckdb_threads,
-        memory_limit=config.limits.memory,
-        query_seconds=config.limits.query_ms / 1000.0,
-        scans=config.max_workers,
-    )
-    agreement = AgreementKey.load_or_create(config.state_dir)
+    return policy
+
+
+def _consent_gate(config: NodeConfig, catalog: Catalog, policy: Policy) -> ConsentGate:
+    """The consent checks, with the revocation lists the configuration names (a warning for each issuer without
+    one)."""
     consent_gate = consent_gate_for(
         config.consent_revocations, catalog, config.state_dir / consent_revocations.STATE_FILE
     )
@@ -192,9 +243,11 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
             config.node_id,
             issuer,
         )
-    lookups = LookupIndex(backend, catalog)
-    if lookups.supported:
-        lookups.refresh()  # the first lookup should not wait for it
+    return consent_gate
+
+
+def _open_audit(config: NodeConfig, catalog: Catalog, agreement: AgreementKey) -> tuple[AuditLog, NodeKeys]:
+    """The audit log, and this node's own keys, which must be the ones the catalog publishes for it."""
     audit = AuditLog.open(
         config.state_dir / AUDIT_DIR, config.node_id, fsync=config.audit_fsync, check_all_signatures=False
     )
@@ -204,6 +257,13 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     except BaseException:
         audit.close()
         raise
+    return audit, own
+
+
+def _protector(
+    config: NodeConfig, catalog: Catalog, agreement: AgreementKey, own: NodeKeys, watch: CatalogWatch
+) -> Protector:
+    """What masks this node's answers; it takes its peers' agreement keys from every changed catalog."""
     protector = Protector(config.node_id, catalog, agreement, load_or_create_secret(config.state_dir / NOISE_KEY))
 
     def take(in_force: CatalogFile, new: CatalogFile) -> None:
@@ -213,21 +273,19 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         protector.publish(new.catalog)
 
     watch.on_change(take)
-    handler = NodeHandler(
-        config.node_id,
-        catalog,
-        PartialExecutor(config.node_id, catalog, backend),
-        verifier,
-        ReplayGuard.from_audit(audit, config.envelope_window_s),  # the log makes the nonces durable
-        policy,
-        audit,
-        lookups=lookups,
-        agreement=agreement,
-        subject_key=load_or_create_subject_key(config.state_dir / AUDIT_DIR),
-        protector=protector,
-        ledger=PrivacyLedger.open(config.state_dir / PRIVACY_DIR),
-    )
-    handler.consent_gate = consent_gate
+    return protector
+
+
+def _serve(
+    config: NodeConfig,
+    listen: str | None,
+    tls: TlsConfig | None,
+    handler: NodeHandler,
+    watch: CatalogWatch,
+    backend: DuckDBBackend,
+    own: NodeKeys,
+) -> RunningNode:
+    """Start the gRPC server over ``handler``, with its health following the data files."""
     try:
         server = new_server(max_workers=THREADS_PER_SCAN * config.max_workers + 4, options=SERVER_OPTIONS)
         rpc.add_servicer(server, pb_grpc.add_NodeServicer_to_server, NodeServicer(handler, watch), log)

@@ -9,13 +9,10 @@ whenever the files change).
 from __future__ import annotations
 
 import contextlib
-import glob
 import logging
-import os
-import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,28 +24,16 @@ from hpf.federation.engine import (
     Abandon,
     interrupting,
     locked_connection,
-    public_engine_message,
     runtime_failure,
 )
 from hpf.federation.errors import DataError, FederationError, UnavailableError
-from hpf.node.backends.type_check import check_types
+from hpf.node.backends import file_checks
 from hpf.node.config import TableSource
 
 log = logging.getLogger("hpf.node.duckdb")
 # the least time between two checks of unchanged files that failed questions force (a changed file is checked
 # at once, whenever it changes)
 FORCED_CHECK_INTERVAL_S = 30.0
-
-
-def _folders(sources: dict[str, TableSource]) -> list[Path]:
-    """The folders holding a node's data files (a glob's folder is the part before its first wildcard)."""
-    folders = []
-    for source in sources.values():
-        text = str(source.path)
-        cut = min((text.find(c) for c in "*?[" if c in text), default=-1)
-        base = Path(text[:cut]).parent if cut >= 0 else Path(text).parent
-        folders.append(base)
-    return folders
 
 
 def sql_string(text: str) -> str:
@@ -67,34 +52,6 @@ def reader_sql(path: Path, file_format: str) -> str:
     return f"read_csv({sql_string(str(path))}, header = true)"
 
 
-def _irregular(pattern: str) -> bool:
-    """Whether a file of the source ``pattern`` is there but is no regular file (a FIFO, a device, a directory): the
-    engine would wait on it, perhaps forever, or read without end; it is refused before any read."""
-    for path in glob.glob(pattern) or [pattern]:
-        try:
-            mode = os.stat(path).st_mode
-        except OSError:
-            continue  # missing: the engine's own read says so
-        if not stat.S_ISREG(mode):
-            return True
-    return False
-
-
-def _not_regular(name: str) -> DataError:
-    return DataError(
-        f"table {name!r}: one of its files is not a regular file",
-        code="NODE_TABLE_UNREADABLE",
-        hint="replace it by a complete, well-formed Parquet or CSV file of the catalog's columns and types",
-    )
-
-
-def _read_through(con: duckdb.DuckDBPyConnection, name: str, columns: Iterable[str]) -> None:
-    """Read every value of table ``name``'s view once (what a question may read), keeping none: an engine error
-    here is the file's, whatever question comes."""
-    listed = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
-    con.execute(f'SELECT bit_xor(hash({listed})) FROM "{name}"').fetchall()
-
-
 class DuckDBBackend:
     """Runs a node's partial plan on its local files."""
 
@@ -110,18 +67,26 @@ class DuckDBBackend:
     ) -> None:
         # the engine reads this region's data folders and nothing else, installs and loads nothing, and its
         # configuration is locked (federation.engine)
-        self._con = locked_connection(readable=_folders(sources), memory_limit=memory_limit, threads=threads)
-        self.query_seconds = query_seconds
-        self.limit_hits = 0  # questions interrupted at the node's own time limit (the log says which)
-        # questions scanning at once (None: any number); one past them waits for a slot only while it can still
-        # finish within its wait (see run)
-        self._scans = threading.BoundedSemaphore(scans) if scans else None
-        self.busy_refusals = 0  # questions that found no scan slot in time (answered with the failure mark)
+        self._con = locked_connection(readable=file_checks.folders(sources), memory_limit=memory_limit, threads=threads)
         self._lock = threading.Lock()
+        self._limit_scans(query_seconds, scans)
         self._capping = threading.Lock()
         # (table, sql): (data version, table made for it, the one made before)
         self._capped: dict[tuple[str, str], tuple[object, str, str | None]] = {}
         self._made = 0
+        self._watch_files(catalog, sources)
+        self._open_tables(catalog, sources)
+
+    def _limit_scans(self, query_seconds: float | None, scans: int | None) -> None:
+        """The node's own time limit on a scan, and how many questions scan at once (None: any number)."""
+        self.query_seconds = query_seconds
+        self.limit_hits = 0  # questions interrupted at the node's own time limit (the log says which)
+        # one past the scan slots waits for a slot only while it can still finish within its wait (see run)
+        self._scans = threading.BoundedSemaphore(scans) if scans else None
+        self.busy_refusals = 0  # questions that found no scan slot in time (answered with the failure mark)
+
+    def _watch_files(self, catalog: Catalog, sources: dict[str, TableSource]) -> None:
+        """What the checks of the files look at, and the version of the files as they are now."""
         self._paths = [str(s.path) for s in sources.values()]
         self._catalog = catalog
         self._readers: dict[str, str] = {}
@@ -132,6 +97,9 @@ class DuckDBBackend:
         self._listeners: list[Callable[[DataError | None], None]] = []
         # the data version whose types were last checked, and the refusal it got (None: every column fits)
         self._checked: tuple[object, DataError | None] = (self.data_version(), None)
+
+    def _open_tables(self, catalog: Catalog, sources: dict[str, TableSource]) -> None:
+        """A view per catalog table over its source, whose files must fit the catalog (see :mod:`file_checks`)."""
         for name, table in catalog.tables.items():
             source = sources.get(name)
             if source is None:
@@ -141,47 +109,9 @@ class DuckDBBackend:
                     hint=f"add 'tables: {{{name}: path/to/{name}.parquet}}' to the node config",
                 )
             reader = reader_sql(source.path, source.file_format)
-            if _irregular(str(source.path)):
-                raise _not_regular(name)
             self._patterns[name] = str(source.path)
-            try:
-                present = {r[0] for r in self._con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()}
-            except duckdb.Error as err:
-                raise DataError(
-                    f"table {name!r}: cannot read {source.path} ({public_engine_message(err)})",
-                    code="NODE_TABLE_UNREADABLE",
-                ) from None
-            missing = [c for c in table.columns if c not in present]
-            if missing:
-                raise DataError(
-                    f"table {name!r}: {source.path} lacks column(s) {', '.join(missing)} declared in the catalog",
-                    code="NODE_TABLE_SCHEMA",
-                )
-            try:
-                check_types(self._con, name, reader, table)  # DATA_TYPE_MISMATCH: a cast would lose values
-            except duckdb.OutOfMemoryException:
-                raise DataError(
-                    f"table {name!r}: {source.path} cannot be checked within the node's memory limit",
-                    code="NODE_TABLE_UNREADABLE",
-                    hint="raise 'limits.memory' in the node configuration",
-                ) from None
+            file_checks.open_table(self._con, name, table, source.path, reader)
             self._readers[name] = reader
-            self._con.execute(table.view_sql(name, reader))
-            try:
-                self._con.execute(f'SELECT * FROM "{name}" LIMIT 0').fetchall()
-            except duckdb.Error as err:
-                raise DataError(
-                    f"table {name!r}: {source.path} does not fit the catalog types ({public_engine_message(err)})",
-                    code="NODE_TABLE_SCHEMA",
-                ) from None
-            try:  # every value read once, as questions read it: a truncated or garbled file is refused here
-                _read_through(self._con, name, table.columns)
-            except duckdb.Error as err:
-                raise DataError(
-                    f"table {name!r}: {source.path} cannot be read through ({runtime_failure(err)})",
-                    code="NODE_TABLE_UNREADABLE",
-                    hint="replace the file by a complete, well-formed one of the catalog's columns and types",
-                ) from None
 
     def on_checked(self, listener: Callable[[DataError | None], None]) -> None:
         """Call ``listener`` with the result of every full check of the files (the node's health follows it)."""
@@ -230,34 +160,13 @@ class DuckDBBackend:
         return self._checks_begun
 
     def _check_all(self) -> DataError | None:
-        """Every table's types and values, read as a question reads them; the first refusal (None: all fit). Out of
-        the engine's memory (other questions hold it) it raises: that says nothing of the files."""
+        """Every table's types and values, read as a question reads them (:func:`file_checks.check_tables`)."""
         with self._lock:
             cur = self._con.cursor()
         try:
-            for name, reader in self._readers.items():
-                if _irregular(self._patterns[name]):
-                    return _not_regular(name)
-                table = self._catalog.tables[name]
-                check_types(cur, name, reader, table)
-                try:
-                    _read_through(cur, name, table.columns)
-                except duckdb.OutOfMemoryException:
-                    raise
-                except duckdb.Error as err:
-                    return DataError(
-                        f"table {name!r}: its file cannot be read through ({runtime_failure(err)})",
-                        code="NODE_TABLE_UNREADABLE",
-                    )
-        except DataError as err:
-            return err
-        except duckdb.OutOfMemoryException:
-            raise
-        except duckdb.Error as err:
-            return DataError(f"cannot read the changed files ({runtime_failure(err)})", code="NODE_TABLE_UNREADABLE")
+            return file_checks.check_tables(cur, self._catalog, self._readers, self._patterns)
         finally:
             cur.close()
-        return None
 
     def _types_still_fit(self) -> None:
         """A file replaced under the running node by one that cannot be read or does not fit the catalog makes the
@@ -411,19 +320,10 @@ class DuckDBBackend:
         finally:
             cur.close()
 
-    def data_version(self) -> tuple[tuple[str, int, int, int, int], ...]:
-        """The source files' names, sizes, modification times, inodes and change times: changes when any file is
-        replaced or written, also by a rewrite that keeps its size and sets its modification time back (the
-        change time cannot be set back)."""
-        found = []
-        for pattern in self._paths:
-            for path in sorted(glob.glob(pattern)) or [pattern]:
-                try:
-                    st = os.stat(path)
-                    found.append((path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
-                except OSError:
-                    found.append((path, -1, -1, -1, -1))
-        return tuple(found)
+    def data_version(self) -> tuple[file_checks.FileVersion, ...]:
+        """The version of the source files (:func:`file_checks.data_version`): changes when any is replaced or
+        written."""
+        return file_checks.data_version(self._paths)
 
     def close(self) -> None:
         self._con.close()
