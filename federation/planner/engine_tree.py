@@ -7,7 +7,7 @@ names, and plain column references to the plan's own columns only. Parsing binds
 
 >>> check_engine_sql("SELECT COUNT(*) AS c FROM t WHERE a > 1", {"a"}, table="t")
 >>> try:
-...     check_engine_sql("SELECT COUNT(*) FROM t WHERE list_transform([a], x -> x + 1) = [2]", {"a"}, table="t")
+...     check_engine_sql("SELECT COUNT(*) FROM t WHERE list_transform(a, x -> x + 1) = 2", {"a"}, table="t")
 ... except Exception as err:
 ...     print(err.code, err.message.split(",")[0])
 PLAN_EXPRESSION_NOT_ALLOWED DuckDB's reading of the node query holds function list_transform
