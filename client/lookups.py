@@ -101,7 +101,7 @@ class LookupClient(ClientSession):
     ) -> None:
         """A client as :class:`client.session.ClientSession`; ``on_lookup_answer`` is called with the answer of each
         lookup request once it passed every check (a single lookup's, or each request of a screening, from the
-        thread that asked it)."""
+        thread that asked it). It must not raise: an exception from it ends the lookup or the screening."""
         super().__init__(profile, keys, stub=stub)
         self._on_lookup_answer = on_lookup_answer
 

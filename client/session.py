@@ -76,7 +76,9 @@ class ClientSession:
     ) -> None:
         """A client of the profile's coordinator, calling it on ``stub``: by default the coordinator's gRPC stub
         over a channel of this client's own (:func:`coordinator_channel`, closed by :meth:`close`); the channel
-        behind a stub passed in is the caller's to close."""
+        behind a stub passed in is the caller's to close, and the caller's to secure: open it with
+        :func:`coordinator_channel`, which keeps the profile's TLS and the coordinator's name check. Every answer
+        is checked the same way whichever stub carried it."""
         self.profile = profile
         self._channel = coordinator_channel(profile) if stub is None else None
         self._stub: CoordinatorTransport = pb_grpc.CoordinatorStub(self._channel) if stub is None else stub
