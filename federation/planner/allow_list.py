@@ -111,7 +111,7 @@ NODES: dict[type[exp.Expression], Entry] = {
         ("OPERATOR_CAST", "TYPE"),
         "only where it cannot fail on any value of x (a constant, or a widening the totality stage proves)",
         postgres="HUGEINT as NUMERIC(39,0), TINYINT as SMALLINT; a number to BOOLEAN as x <> 0, a BOOLEAN to a "
-        "number through INTEGER; refused: a DOUBLE to text (printed differently)",
+        "number through INTEGER, a DATE to text by TO_CHAR (ISO); refused: a DOUBLE to text (printed differently)",
     ),
     exp.TryCast: Entry(
         "TRY_CAST(x AS t)",
@@ -191,7 +191,8 @@ FUNCTIONS: dict[str, tuple[tuple[type[exp.Expression], ...], Entry]] = {
             ("||", "concat"),
             "output the sum of its inputs' sizes",
             "function",
-            "each operand CAST AS TEXT first (PostgreSQL writes a BOOLEAN as t); refused with a DOUBLE operand",
+            "PostgreSQL's CONCAT (skips NULLs) or ||, each operand as DuckDB writes it: a BOOLEAN CAST AS TEXT "
+            "(not t), a DATE by TO_CHAR (ISO); refused with a DOUBLE operand",
         ),
     ),
     "substring": (

@@ -177,6 +177,8 @@ class _Postgres:
                 raise unsupported("a DOUBLE written as text (the two engines print it differently)")
             if source == "unknown":
                 raise unsupported("a cast to text of a value of unknown type")
+        if target.is_type(*exp.DataType.TEXT_TYPES) and source == "date":
+            return _date_text(node.this)
         if target.is_type(exp.DataType.Type.BOOLEAN) and source == "number":
             return exp.Paren(this=exp.NEQ(this=node.this, expression=exp.Literal.number(0)))
         if source == "bool" and not target.is_type(exp.DataType.Type.BOOLEAN, *exp.DataType.TEXT_TYPES):
@@ -227,14 +229,14 @@ class _Postgres:
         texts = [self._as_text(part, self.family(k)) for part, k in zip(parts, kept, strict=True)]
         if isinstance(node, exp.DPipe):
             return exp.DPipe(this=texts[0], expression=texts[1], safe=node.args.get("safe"))
-        return exp.Concat(expressions=texts)
+        return _fn("CONCAT", *texts)  # PostgreSQL's CONCAT skips NULLs, as DuckDB's (sqlglot would write ||)
 
     def _as_text(self, part: exp.Expression, fam: Family) -> exp.Expression:
         if fam in ("text", "null"):
             return part
         if fam in ("float", "unknown"):
             raise unsupported(f"a {'DOUBLE' if fam == 'float' else 'value of unknown type'} joined into text")
-        return exp.Cast(this=part, to=exp.DataType.build("TEXT"))
+        return _date_text(part) if fam == "date" else exp.Cast(this=part, to=exp.DataType.build("TEXT"))
 
     def _sign(self, node: exp.Expression) -> exp.Expression:
         if self.family(self._kept(node, "this")) != "number":
@@ -289,6 +291,11 @@ class _Postgres:
         outer = exp.Select(expressions=[exp.column(c, quoted=True) for c in self.columns])
         outer.set("from_", exp.From(this=ranked))
         return outer.where(exp.LTE(this=exp.column(rank), expression=cap.expression))
+
+
+def _date_text(date: exp.Expression) -> exp.Expression:
+    """A DATE as DuckDB writes it (ISO), whatever the session's DateStyle."""
+    return _fn("TO_CHAR", date, exp.Literal.string("YYYY-MM-DD"))
 
 
 def _collate_c(node: exp.Expression) -> exp.Expression:
