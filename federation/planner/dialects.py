@@ -31,10 +31,13 @@ from typing import cast
 import sqlglot
 from sqlglot import exp
 
+from hpf.federation.catalog import Catalog
 from hpf.federation.errors import PlanError
+from hpf.federation.plan import Plan
 from hpf.federation.planner.pg_types import Family, family, pg_type
+from hpf.federation.privacy.dp_plan import capped_table_sql
 
-BACKENDS = ("duckdb", "postgres")
+BACKENDS = ("duckdb", "postgres")  # the engines a region's rows may live in
 
 
 def unsupported(construct: str, backend: str = "postgres") -> PlanError:
@@ -53,10 +56,35 @@ def render_node_sql(sql: str, backend: str, columns: Mapping[str, str] | None = 
     """
     if backend == "duckdb":
         return sql
-    if backend != "postgres":
+    if backend not in BACKENDS:
         raise unsupported("a node query", backend)
     tree = cast(exp.Expression, sqlglot.parse_one(sql, read="duckdb"))
     return _Postgres(dict(columns or {})).render(tree).sql("postgres")
+
+
+def plan_node_sql(plan: Plan, catalog: Catalog, backend: str, source: str | None = None) -> str:
+    """The query a region on ``backend`` runs for ``plan`` (over ``source``, as :meth:`Plan.node_sql`), with the
+    column types of the plan's table from ``catalog``; raises ``PLAN_BACKEND_UNSUPPORTED`` where it cannot.
+
+    >>> from hpf.federation.catalog import Table
+    >>> from hpf.federation.plan import Component
+    >>> table = Table.model_validate({"columns": {"city": {"type": "VARCHAR", "class": "public"}}})
+    >>> catalog = Catalog.model_construct(tables={"t": table})
+    >>> plan = Plan("t", "city >= '3'", (), (Component("count", None),), (), "", (), ())
+    >>> plan_node_sql(plan, catalog, "postgres")
+    'SELECT COUNT(*) AS c0_0 FROM t WHERE city COLLATE "C" >= \\'3\\''
+    """
+    columns = {name: column.type for name, column in catalog.tables[plan.table].columns.items()}
+    return render_node_sql(plan.node_sql(source), backend, columns)
+
+
+def check_backend(plan: Plan, catalog: Catalog, backend: str) -> None:
+    """Refuse ``plan`` at plan time for a region on ``backend`` (``PLAN_BACKEND_UNSUPPORTED``, naming the
+    construct) unless its node query, and under DP its row-capped source, render exactly there."""
+    plan_node_sql(plan, catalog, backend)
+    table = catalog.tables[plan.table]
+    if table.contribution is not None:
+        plan_node_sql(plan, catalog, backend, f"({capped_table_sql(plan.table, table)}) AS {plan.table}")
 
 
 def pg_value(text: str) -> int | Decimal:

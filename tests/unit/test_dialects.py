@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from sqlglot import exp
 
-from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.catalog import Catalog, Contribution, load_catalog
 from hpf.federation.errors import PlanError
 from hpf.federation.planner import plan_query
 from hpf.federation.planner.allow_list import FUNCTIONS, NODES
-from hpf.federation.planner.dialects import REFUSED, render_node_sql
+from hpf.federation.planner.dialects import REFUSED, check_backend, plan_node_sql, render_node_sql
+from hpf.federation.privacy.dp_plan import capped_table_sql
 
 MINI: Catalog = load_catalog(Path(__file__).resolve().parents[1] / "fixtures" / "mini_catalog.yaml")
 COLUMNS = {name: column.type for name, column in MINI.tables["deposits"].columns.items()}
@@ -72,3 +73,25 @@ def test_text_ordering_of_an_operand_of_unknown_type_is_refused() -> None:
     with pytest.raises(PlanError) as err:
         render_node_sql(sql, "postgres")
     assert err.value.code == "PLAN_BACKEND_UNSUPPORTED"
+
+
+def test_check_backend_refuses_for_postgres_what_it_cannot_run_and_passes_duckdb() -> None:
+    plan = plan_query("SELECT COUNT(*) FROM deposits WHERE LOWER(gender) = 'f'", MINI)
+    check_backend(plan, MINI, "duckdb")
+    with pytest.raises(PlanError) as err:
+        check_backend(plan, MINI, "postgres")
+    assert err.value.code == "PLAN_BACKEND_UNSUPPORTED" and "LOWER" in err.value.message
+    fine = plan_query("SELECT city_code, COUNT(*) FROM deposits WHERE gender >= 'F' GROUP BY 1", MINI)
+    check_backend(fine, MINI, "postgres")
+    assert 'gender COLLATE "C" >= ' in plan_node_sql(fine, MINI, "postgres")
+
+
+def test_check_backend_renders_the_dp_row_cap_of_a_table_that_declares_one() -> None:
+    table = MINI.tables["deposits"]
+    capped = table.model_copy(update={"contribution": Contribution(person="person_id", max_rows=3, prefer="month")})
+    catalog = MINI.model_copy(update={"tables": {"deposits": capped}})
+    plan = plan_query("SELECT COUNT(*) FROM deposits", catalog)
+    check_backend(plan, catalog, "postgres")
+    source = f"({capped_table_sql('deposits', capped)}) AS deposits"
+    rendered = plan_node_sql(plan, catalog, "postgres", source)
+    assert "QUALIFY" not in rendered and '"month" DESC NULLS LAST' in rendered and '"gender" COLLATE "C"' in rendered
