@@ -1,4 +1,4 @@
-"""Write the allow-list table of docs/sql-surface.md from federation/planner/surface.py.
+"""Write the allow-list table of docs/sql-surface.md from federation/planner/allow_list.py.
 
 python scripts/gen_sql_surface.py          # rewrite the table in the document
 python scripts/gen_sql_surface.py --check  # exit 1 if the document's table differs from the code's
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import doc_section  # scripts/, beside this file
 
-from hpf.federation.planner.surface import DOC_END, DOC_START, markdown_table
+from hpf.federation.planner.allow_list import DOC_END, DOC_START, markdown_table
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "sql-surface.md"
 

@@ -32,6 +32,7 @@ SLOW = frozenset(
         "integration/test_differential_privacy.py",
         "integration/test_federated_property.py",
         "integration/test_large_layouts.py",
+        "integration/test_postgres_render.py",
         "integration/test_readme_commands.py",
         "integration/test_stalled_region.py",
         "integration/test_wheel.py",
@@ -46,3 +47,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.unit if where.startswith("unit/") else pytest.mark.integration)
         if where in SLOW:
             item.add_marker(pytest.mark.slow)
+
+
+from pg import pg_database  # noqa: E402,F401  (the session's own PostgreSQL database, see tests/pg.py)

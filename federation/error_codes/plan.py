@@ -41,6 +41,10 @@ CODES: tuple[Code, ...] = (
     _plan.code("PLAN_MAY_OVERFLOW", "an expression could overflow on some values of its columns"),
     _plan.code("PLAN_CAST_NOT_TOTAL", "a cast could fail on some values of its column"),
     _plan.code("PLAN_TYPE_MIX", "an expression mixes types that would be converted row by row"),
+    _plan.code(
+        "PLAN_BACKEND_UNSUPPORTED",
+        "the question holds a construct a region's database engine cannot run exactly (the message names it)",
+    ),
     _plan.code("PLAN_BIND", "an expression binds to another type than the plan derived"),
     _plan.code("PLAN_MISMATCH", "the parties derived different plans for the question"),
     _plan.code("PLAN_QUERY_ID_MISMATCH", "the query id does not belong to the signed question"),

@@ -24,7 +24,7 @@ import duckdb
 
 from hpf.federation.engine import interrupting, locked_connection, public_engine_message
 from hpf.federation.errors import PlanError
-from hpf.federation.planner.surface import duckdb_names
+from hpf.federation.planner.allow_list import duckdb_names
 
 _NAMES = duckdb_names()
 _STRUCTURE = frozenset({"SELECT_NODE", "BASE_TABLE", "ORDER_MODIFIER", "LIMIT_MODIFIER", "TYPE"})

@@ -8,8 +8,8 @@ anything is bound. The same list, by DuckDB's own names, checks DuckDB's parse t
 Each entry says why it is safe: it reads only the columns it names (each a plain catalog column, seen by the
 identifier rule and the policies' column uses), its cost is linear in its inputs, its output is no larger than
 its inputs, and it cannot fail on a value (casts, arithmetic and comparisons are proven total by
-:mod:`federation.planner.totality`). The table in ``docs/sql-surface.md`` is generated from these entries and a
-test keeps the two the same.
+:mod:`federation.planner.totality`). The table in ``docs/sql-surface.md`` is generated from the entries and a
+test keeps the two the same. The entries themselves are in :mod:`federation.planner.allow_list`.
 
 >>> import sqlglot
 >>> check_surface(sqlglot.parse_one("SELECT COUNT(*) FROM t WHERE year(d) = 2020", read="duckdb")).sql("duckdb")
@@ -23,158 +23,15 @@ PLAN_EXPRESSION_NOT_ALLOWED COLUMNS(...) is not part of the federation's SQL
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import cast
 
 from sqlglot import exp
 
 from hpf.federation.errors import PlanError
+from hpf.federation.planner.allow_list import AGGREGATES, DATE_PARTS, FUNCTIONS, MAX_IN_LIST, MAX_PATTERN, NODES
 
 MAX_DEPTH = 64  # levels of the syntax tree; every stage after this one may recurse safely
-MAX_IN_LIST = 1_000
-MAX_PATTERN = 200  # characters of a LIKE pattern
 
-
-@dataclass(frozen=True)
-class Entry:
-    """One allowed construct: how the docs show it, its DuckDB parse-tree names, and why it is safe."""
-
-    shown: str
-    duckdb: tuple[str, ...]
-    why: str
-    kind: str = "expression"  # clause | expression | function | aggregate
-
-
-_LINEAR = "linear in its input, output no larger"
-
-
-def _like_equals(shown: str, duckdb: str) -> Entry:
-    """A comparison other than =, safe for the same reasons."""
-    return Entry(shown, (duckdb,), "as =")
-
-
-# sqlglot node types, by class. Functions are listed separately below (by the name DuckDB knows them by).
-NODES: dict[type[exp.Expression], Entry] = {
-    exp.Select: Entry(
-        "SELECT ... FROM table", ("SELECT_NODE", "BASE_TABLE"), "the one statement, over one table", "clause"
-    ),
-    exp.From: Entry("FROM", (), "names one catalog table (checked by the shape stage)", "clause"),
-    exp.Table: Entry("table name", (), "a catalog table, no schema, no table function", "clause"),
-    exp.TableAlias: Entry("table alias", (), "a name for the one table", "clause"),
-    exp.Where: Entry("WHERE", (), "a condition over one row", "clause"),
-    exp.Group: Entry("GROUP BY", (), "keys with declared finite domains (the domain stage)", "clause"),
-    exp.Having: Entry("HAVING", (), "runs on the asker's side over the decrypted groups", "clause"),
-    exp.Order: Entry("ORDER BY", ("ORDER_MODIFIER",), "runs on the asker's side", "clause"),
-    exp.Ordered: Entry("ORDER BY item", (), "runs on the asker's side", "clause"),
-    exp.Limit: Entry("LIMIT n", ("LIMIT_MODIFIER",), "a constant; runs on the asker's side", "clause"),
-    exp.Offset: Entry("OFFSET n", (), "a constant; runs on the asker's side", "clause"),
-    exp.Alias: Entry("AS name", (), "names an output", "clause"),
-    exp.Identifier: Entry("name", (), "a plain name (column, table or alias)", "clause"),
-    exp.Filter: Entry("AGG(...) FILTER (WHERE c)", (), "an aggregate over the rows c selects", "clause"),
-    exp.Column: Entry("column", ("COLUMN_REF",), "a plain catalog column (one name; the resolve stage checks it)"),
-    exp.Literal: Entry("number or 'string'", ("CONSTANT",), "a constant: any failure happens at plan time"),
-    exp.Null: Entry("NULL", ("CONSTANT",), "a constant"),
-    exp.Boolean: Entry("TRUE, FALSE", ("CONSTANT",), "a constant"),
-    exp.Paren: Entry("( ... )", (), "grouping only"),
-    exp.And: Entry("AND", ("CONJUNCTION_AND",), "boolean, total"),
-    exp.Or: Entry("OR", ("CONJUNCTION_OR",), "boolean, total"),
-    exp.Not: Entry("NOT", ("OPERATOR_NOT",), "boolean, total"),
-    exp.EQ: Entry("=", ("COMPARE_EQUAL",), "total between operands of one type family (totality stage)"),
-    exp.NEQ: _like_equals("<>, !=", "COMPARE_NOTEQUAL"),
-    exp.GT: _like_equals(">", "COMPARE_GREATERTHAN"),
-    exp.GTE: _like_equals(">=", "COMPARE_GREATERTHANOREQUALTO"),
-    exp.LT: _like_equals("<", "COMPARE_LESSTHAN"),
-    exp.LTE: _like_equals("<=", "COMPARE_LESSTHANOREQUALTO"),
-    exp.NullSafeEQ: _like_equals("IS NOT DISTINCT FROM", "COMPARE_NOT_DISTINCT_FROM"),
-    exp.NullSafeNEQ: _like_equals("IS DISTINCT FROM", "COMPARE_DISTINCT_FROM"),
-    exp.Between: _like_equals("BETWEEN", "COMPARE_BETWEEN"),
-    exp.In: Entry(
-        "IN (constants)",
-        ("COMPARE_IN", "COMPARE_NOT_IN"),
-        f"a list of at most {MAX_IN_LIST} constants; no subquery, no UNNEST",
-    ),
-    exp.Is: Entry("IS [NOT] NULL, IS TRUE/FALSE", ("OPERATOR_IS_NULL", "OPERATOR_IS_NOT_NULL"), "total"),
-    exp.Add: Entry("+", ("+",), "computed wide (HUGEINT, DECIMAL(38,s)); a range that could overflow is refused"),
-    exp.Sub: Entry("-", ("-",), "as +"),
-    exp.Mul: Entry(
-        "*",
-        ("*",),
-        "as +; under a minimum group size, policies take a product of two row values as a value only of "
-        "measured quantities (POLICY_AGGREGATE_PRODUCT)",
-    ),
-    exp.Neg: Entry("unary -", ("-",), "as +"),
-    exp.Div: Entry("/", ("/",), "DOUBLE; division by zero gives infinity or NaN, never an error"),
-    exp.Mod: Entry("% positive constant", ("%",), "integers only, by a positive constant divisor: never fails"),
-    exp.IntDiv: Entry("// positive constant", ("//",), "as %"),
-    exp.Case: Entry("CASE ... END", ("CASE_EXPR",), "total; conditions are booleans, values one type family"),
-    exp.If: Entry("WHEN ... THEN, IF(c, a, b)", (), "a branch of CASE"),
-    exp.Cast: Entry(
-        "CAST(x AS t), x::t",
-        ("OPERATOR_CAST", "TYPE"),
-        "only where it cannot fail on any value of x (a constant, or a widening the totality stage proves)",
-    ),
-    exp.TryCast: Entry("TRY_CAST(x AS t)", ("OPERATOR_CAST",), "never fails: NULL where x does not convert"),
-    exp.DataType: Entry("a type name", ("TYPE",), "the scalar types of the catalog", "clause"),
-    exp.DataTypeParam: Entry("DECIMAL(p, s)", (), "precision and scale", "clause"),
-    exp.Like: Entry("LIKE 'pattern'", ("~~", "!~~"), f"a constant pattern of at most {MAX_PATTERN} characters"),
-    exp.ILike: Entry("ILIKE 'pattern'", ("~~*", "!~~*"), "as LIKE"),
-    exp.Extract: Entry("EXTRACT(part FROM date)", ("date_part",), "a date part of a DATE: a small integer"),
-    exp.Var: Entry("a date part name", (), "year, quarter, month, day, dow, isodow (EXTRACT)", "clause"),
-}
-
-# Scalar functions, by DuckDB name, with the sqlglot classes that parse to them.
-FUNCTIONS: dict[str, tuple[tuple[type[exp.Expression], ...], Entry]] = {
-    "year": ((exp.Year,), Entry("YEAR(date)", ("year",), "a date part", "function")),
-    "quarter": ((exp.Quarter,), Entry("QUARTER(date)", ("quarter",), "a date part", "function")),
-    "month": ((exp.Month,), Entry("MONTH(date)", ("month",), "a date part", "function")),
-    "day": (
-        (exp.Day, exp.DayOfMonth),
-        Entry("DAY(date), DAYOFMONTH(date)", ("day", "dayofmonth"), "a date part", "function"),
-    ),
-    "dayofweek": ((exp.DayOfWeek,), Entry("DAYOFWEEK(date)", ("dayofweek",), "a date part", "function")),
-    "date_part": ((), Entry("DATE_PART('part', date)", ("date_part",), "a date part, the part a constant", "function")),
-    "make_date": (
-        (exp.DateFromParts,),
-        Entry(
-            "MAKE_DATE(y, m, d) of constants", ("make_date",), "constants only: computed once, at plan time", "function"
-        ),
-    ),
-    "abs": ((exp.Abs,), Entry("ABS(x)", ("abs",), "computed wide, as +", "function")),
-    "sign": ((exp.Sign,), Entry("SIGN(x)", ("sign",), "-1, 0 or 1", "function")),
-    "coalesce": ((exp.Coalesce,), Entry("COALESCE(a, b, ...)", ("OPERATOR_COALESCE",), "one type family", "function")),
-    "nullif": ((exp.Nullif,), Entry("NULLIF(a, b)", ("nullif",), "one type family", "function")),
-    "greatest": ((exp.Greatest,), Entry("GREATEST(a, b, ...)", ("greatest",), "one type family", "function")),
-    "least": ((exp.Least,), Entry("LEAST(a, b, ...)", ("least",), "one type family", "function")),
-    "length": ((exp.Length,), Entry("LENGTH(text)", ("length",), _LINEAR, "function")),
-    "lower": ((exp.Lower,), Entry("LOWER(text)", ("lower",), _LINEAR, "function")),
-    "upper": ((exp.Upper,), Entry("UPPER(text)", ("upper",), _LINEAR, "function")),
-    "trim": ((exp.Trim,), Entry("TRIM(text)", ("trim",), _LINEAR, "function")),
-    "concat": (
-        (exp.DPipe, exp.Concat),
-        Entry("a || b, CONCAT(a, b)", ("||", "concat"), "output the sum of its inputs' sizes", "function"),
-    ),
-    "substring": (
-        (exp.Substring,),
-        Entry("SUBSTRING(text, start, length)", ("substring",), "constant bounds; output no larger", "function"),
-    ),
-    "starts_with": ((exp.StartsWith,), Entry("STARTS_WITH(text, text)", ("starts_with",), _LINEAR, "function")),
-    "ends_with": ((exp.EndsWith,), Entry("ENDS_WITH(text, text)", ("ends_with", "suffix"), _LINEAR, "function")),
-    "contains": ((exp.Contains,), Entry("CONTAINS(text, text)", ("contains",), _LINEAR, "function")),
-}
-
-# The aggregates a plan can be split into (the split stage refuses every other aggregate with its own code).
-AGGREGATES: dict[type[exp.Expression], Entry] = {
-    exp.Count: Entry("COUNT(*), COUNT(x)", ("count_star", "count"), "additive", "aggregate"),
-    exp.Sum: Entry("SUM(x)", ("sum",), "additive", "aggregate"),
-    exp.Avg: Entry("AVG(x)", ("avg",), "SUM and COUNT", "aggregate"),
-    exp.VariancePop: Entry("VAR_POP(x)", ("var_pop",), "SUM, SUM of squares, COUNT", "aggregate"),
-    exp.Variance: Entry("VAR_SAMP(x), VARIANCE(x)", ("var_samp",), "as VAR_POP", "aggregate"),
-    exp.StddevPop: Entry("STDDEV_POP(x)", ("stddev_pop",), "as VAR_POP", "aggregate"),
-    exp.StddevSamp: Entry("STDDEV_SAMP(x)", ("stddev_samp",), "as VAR_POP", "aggregate"),
-    exp.Stddev: Entry("STDDEV(x)", ("stddev_samp",), "as VAR_POP", "aggregate"),
-}
-
-DATE_PARTS = frozenset({"year", "yyyy", "quarter", "month", "mon", "day", "dayofmonth", "dow", "dayofweek", "isodow"})
 
 _CLASS_TO_FUNCTION = {cls: name for name, (classes, _) in FUNCTIONS.items() for cls in classes}
 
@@ -353,34 +210,3 @@ def check_surface(tree: exp.Expression) -> exp.Expression:
     for node in tree.walk():
         _check_node(cast(exp.Expression, node), tree)
     return tree
-
-
-def duckdb_names() -> dict[str, frozenset[str]]:
-    """The DuckDB parse-tree names the allow-list admits, by what they name: classes/types and functions."""
-    types: set[str] = set()
-    functions: set[str] = set()
-    for entry in NODES.values():
-        for n in entry.duckdb:
-            (types if n.isupper() and n not in ("+", "-", "*", "/", "%", "//") else functions).add(n)
-    for _, entry in FUNCTIONS.values():
-        for n in entry.duckdb:
-            (types if n.isupper() else functions).add(n)
-    aggregates = {n for entry in AGGREGATES.values() for n in entry.duckdb}
-    return {"types": frozenset(types), "functions": frozenset(functions), "aggregates": frozenset(aggregates)}
-
-
-DOC_START, DOC_END = "<!-- allow-list: generated from federation/planner/surface.py -->", "<!-- end of allow-list -->"
-
-
-def markdown_table() -> str:
-    """The allow-list as the Markdown table docs/sql-surface.md holds (``python scripts/gen_sql_surface.py``)."""
-    rows = ["| construct | kind | DuckDB's name for it | why it is safe |", "|---|---|---|---|"]
-
-    def row(entry: Entry) -> str:
-        names = ", ".join(f"`{n}`" for n in entry.duckdb) or "(structure)"
-        return f"| `{entry.shown}` | {entry.kind} | {names} | {entry.why} |"
-
-    rows += [row(e) for e in NODES.values()]
-    rows += [row(entry) for _, entry in FUNCTIONS.values()]
-    rows += [row(e) for e in AGGREGATES.values()]
-    return "\n".join([DOC_START, *rows, DOC_END])

@@ -17,6 +17,7 @@ from sqlglot import exp
 
 from hpf.federation.catalog import Table
 from hpf.federation.errors import PlanError
+from hpf.federation.planner.allow_list import AGGREGATES
 from hpf.federation.planner.kinds import (
     EXACT,
     NUMERIC,
@@ -29,7 +30,7 @@ from hpf.federation.planner.kinds import (
     type_kind,
 )
 from hpf.federation.planner.split import unfilter
-from hpf.federation.planner.surface import AGGREGATES, conjuncts
+from hpf.federation.planner.surface import conjuncts
 
 
 class Typer:

@@ -21,8 +21,8 @@ from hpf.client import finish
 from hpf.federation.catalog import Catalog, load_catalog
 from hpf.federation.errors import PlanError
 from hpf.federation.planner import engine_tree, plan_query
+from hpf.federation.planner.allow_list import AGGREGATES, FUNCTIONS, NODES, markdown_table
 from hpf.federation.planner.binder import binder_for
-from hpf.federation.planner.surface import AGGREGATES, FUNCTIONS, NODES, markdown_table
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.config import TableSource
 
