@@ -55,6 +55,8 @@ def reader_sql(path: Path, file_format: str) -> str:
 class DuckDBBackend:
     """Runs a node's partial plan on its local files."""
 
+    dialect = "duckdb"  # the SQL dialect run() takes
+
     def __init__(
         self,
         catalog: Catalog,
