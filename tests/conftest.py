@@ -34,6 +34,7 @@ SLOW = frozenset(
         "integration/test_large_layouts.py",
         "integration/test_postgres_backend.py",
         "integration/test_postgres_faults.py",
+        "integration/test_postgres_node.py",
         "integration/test_readme_commands.py",
         "integration/test_stalled_region.py",
         "integration/test_wheel.py",

@@ -7,6 +7,7 @@ backend under test. Each test gets a database of its own on the shared server (t
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 import threading
 import time
@@ -21,7 +22,7 @@ import pytest
 from pg import load_table, pg_database
 
 from hpf.federation.catalog import Catalog
-from hpf.federation.errors import ConfigError, DataError
+from hpf.federation.errors import ConfigError, DataError, UnavailableError
 from hpf.node.backends.postgres_backend import PostgresBackend
 from hpf.node.config import PostgresDsn, PostgresTable
 
@@ -239,3 +240,22 @@ def test_the_dsn_is_read_from_a_private_file_only(tmp_path: Path, monkeypatch: p
         PostgresTable.model_validate({"postgres": {"dsn": "host=x password=y"}, "table": "t"})
     with pytest.raises(ValueError):
         PostgresDsn.model_validate({"dsn_env": "A", "dsn_file": str(secret)})
+
+
+def test_a_malformed_dsn_leaks_no_part_of_itself(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("HPF_TEST_PG_DSN", "host=127.0.0.1 port=5432 password=Sekr1t-zz-Q dbname")  # "dbname" lacks "="
+    backend = open_backend()
+    try:
+        refused = backend.check_sources()
+        assert refused is not None and refused.code == "NODE_DATABASE_UNREACHABLE"
+        with pytest.raises(UnavailableError) as unwell:
+            backend.run("SELECT 1")
+        assert unwell.value.code == "NODE_UNWELL"
+        time.sleep(0.5)  # the pool's background attempts
+        for text in (str(refused), str(unwell.value), caplog.text):
+            assert "Sekr1t" not in text and "dbname" not in text
+    finally:
+        backend.close()
