@@ -167,6 +167,13 @@ class NodeConfig(PartySettings, TrustSettings):
     def _policy(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         return None if v is None else resolve_path(v, info)
 
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _short_form(cls, v: object) -> object:
+        if isinstance(v, dict):
+            return {k: ({"path": s} if isinstance(s, str) else s) for k, s in v.items()}
+        return v
+
     @model_validator(mode="after")
     def _one_backend(self) -> NodeConfig:
         if len({type(s) for s in self.tables.values()}) > 1:  # a question reads its tables through one engine
@@ -182,13 +189,6 @@ class NodeConfig(PartySettings, TrustSettings):
     def on_files(self) -> dict[str, TableSource]:
         """The tables on files."""
         return {n: s for n, s in self.tables.items() if isinstance(s, TableSource)}
-
-    @field_validator("tables", mode="before")
-    @classmethod
-    def _short_form(cls, v: object) -> object:
-        if isinstance(v, dict):
-            return {k: ({"path": s} if isinstance(s, str) else s) for k, s in v.items()}
-        return v
 
 
 def load_node_config(path: Path | str, *, insecure: bool = False) -> NodeConfig:

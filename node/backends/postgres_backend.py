@@ -32,6 +32,7 @@ from hpf.federation.catalog import Catalog
 from hpf.federation.engine import DEFAULT_MEMORY, Abandon
 from hpf.federation.errors import DataError, FederationError, PlanError, UnavailableError
 from hpf.node.backends import pg_schema
+from hpf.node.backends.unwell import unwell
 from hpf.node.config import PostgresTable
 
 log = logging.getLogger("hpf.node.postgres")
@@ -193,10 +194,11 @@ class PostgresBackend:
         refused = self._refusal
         if refused is not None:
             why = "cannot be reached" if refused.code == "NODE_DATABASE_UNREACHABLE" else "does not fit the catalog"
-            raise UnavailableError(
-                f"the node cannot run queries: its database {why} ({refused.code})",
-                code="NODE_UNWELL",
-                hint="the region's operator must restore its database; the node serves it again once it can",
+            raise unwell(
+                refused,
+                "database",
+                why,
+                "the region's operator must restore its database; the node serves it again once it can",
             )
 
     def run(
@@ -268,8 +270,8 @@ class PostgresBackend:
         if self.check_sources(direct=True) is not None:
             try:
                 self._refuse_if_unwell()
-            except UnavailableError as unwell:
-                return unwell
+            except UnavailableError as refused:
+                return refused
         return DataError("the node could not run the partial plan in its database", code="NODE_EXECUTION_FAILED")
 
     def data_version(self) -> object:

@@ -22,9 +22,10 @@ import pytest
 from pg import load_table, pg_database
 
 from hpf.federation.catalog import Catalog
+from hpf.federation.config_files import parse_model
 from hpf.federation.errors import ConfigError, DataError, UnavailableError
 from hpf.node.backends.postgres_backend import PostgresBackend
-from hpf.node.config import PostgresDsn, PostgresTable
+from hpf.node.config import NodeConfig, PostgresDsn, PostgresTable
 
 COLUMNS = {"city": "VARCHAR", "month": "DATE", "amount_fen": "BIGINT", "balance": "DECIMAL(12,2)", "n": "INTEGER"}
 PG_COLUMNS = {"city": "text", "month": "date", "amount_fen": "bigint", "balance": "numeric(12,2)", "n": "integer"}
@@ -259,3 +260,26 @@ def test_a_malformed_dsn_leaks_no_part_of_itself(
             assert "Sekr1t" not in text and "dbname" not in text
     finally:
         backend.close()
+
+
+def test_a_node_config_puts_every_table_on_one_engine(tmp_path: Path) -> None:
+    (tmp_path / "pg.dsn").write_text("host=127.0.0.1\n")
+    doc = {
+        "node_id": "north",
+        "catalog": "federation.yaml",
+        "tables": {
+            "deposits": {"postgres": {"dsn_file": "pg.dsn"}, "schema": "hpf", "table": "deposits_v"},
+            "loans": {"postgres": {"dsn_env": "HPF_PG"}, "table": "loans"},
+        },
+        "insecure": True,
+    }
+    config = parse_model(tmp_path / "node.yaml", doc, NodeConfig)
+    assert set(config.on_postgres) == {"deposits", "loans"} and config.on_files == {}
+    deposits = config.on_postgres["deposits"]
+    assert (deposits.db_schema, deposits.table) == ("hpf", "deposits_v")
+    assert deposits.postgres.dsn_file == tmp_path / "pg.dsn"
+    assert config.on_postgres["loans"].db_schema == "public"
+    mixed = {**doc, "tables": {**doc["tables"], "loans": "data/loans.parquet"}}
+    with pytest.raises(ConfigError) as refused:
+        parse_model(tmp_path / "node.yaml", mixed, NodeConfig)
+    assert refused.value.code == "CONFIG_INVALID" and "not a mix" in str(refused.value)
