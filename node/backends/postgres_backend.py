@@ -17,11 +17,12 @@ class alone; nor does the connection string (its password).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -41,6 +42,7 @@ logging.getLogger("psycopg").setLevel(logging.CRITICAL + 1)
 
 CONNECT_TIMEOUT_S = 3  # a database that does not answer a connection within this is down
 PROBE_WAIT_S = 2.0  # how long a probe of a healthy database waits for a pooled connection
+POOL_SLICE_S = 1.0  # a question waiting for a pooled connection probes the database this often
 _UNITS = {"KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
 _UNITS["TIB"] = 1024**4
 MAX_WORK_MEM_KB = 2_147_483_647  # PostgreSQL's ceiling
@@ -210,16 +212,33 @@ class PostgresBackend:
         self._refuse_if_unwell()
         wait = 30.0 if finish_by is None else max(0.0, finish_by - time.monotonic() - (self.query_seconds or 0.0))
         try:
-            with self._pool.connection(timeout=wait) as conn:
+            with self._pooled(wait) as conn:
                 return self._run(conn, sql, on_abandon, self._limit(finish_by))
         except PoolTimeout:
-            if self.check_sources(direct=True) is not None:
-                self._refuse_if_unwell()
             self.busy_refusals += 1
             log.warning("a question found no database connection free in time; sending the failure mark")
             raise DataError(
                 "the node was too busy to run the partial plan in time", code="NODE_EXECUTION_FAILED"
             ) from None
+
+    @contextlib.contextmanager
+    def _pooled(self, wait: float) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection within ``wait`` seconds (else PoolTimeout). Every second without one the database
+        is probed: one that went down since the last probe refuses the question as the region's at once."""
+        end = time.monotonic() + wait
+        while True:
+            try:
+                conn = self._pool.getconn(timeout=max(0.0, min(POOL_SLICE_S, end - time.monotonic())))
+                break
+            except PoolTimeout:
+                if self.check_sources(direct=True) is not None:
+                    self._refuse_if_unwell()
+                if time.monotonic() >= end:
+                    raise
+        try:
+            yield conn
+        finally:
+            self._pool.putconn(conn)
 
     def _limit(self, finish_by: float | None) -> float | None:
         """The scan's time limit: the node's own, or less when the coordinator's wait ends before it."""
