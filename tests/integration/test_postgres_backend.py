@@ -283,3 +283,18 @@ def test_a_node_config_puts_every_table_on_one_engine(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         parse_model(tmp_path / "node.yaml", mixed, NodeConfig)
     assert refused.value.code == "CONFIG_INVALID" and "not a mix" in str(refused.value)
+
+
+def test_a_value_written_later_that_does_not_fit_fails_the_question_never_rounds(database: str) -> None:
+    load_table(database, "deposits", {"x": "bigint", "d": "numeric(15,2)"}, [(1, Decimal("1.25"))])
+    backend = open_backend({"x": "INTEGER", "d": "DECIMAL(12,2)"})
+    try:
+        assert backend.run("SELECT SUM(x), SUM(d) FROM deposits") == [(1, Decimal("1.25"))]
+        with psycopg.connect(database) as conn:  # fits the database's type, not the catalog's
+            conn.execute("INSERT INTO deposits VALUES (%s, 0)", (2**31,))
+        with pytest.raises(DataError) as failed:
+            backend.run("SELECT SUM(x) FROM deposits")
+        assert failed.value.code == "NODE_EXECUTION_FAILED" and str(2**31) not in str(failed.value)
+        assert backend.check_sources() is None  # the question's failure (masked), not the region's
+    finally:
+        backend.close()
