@@ -149,11 +149,13 @@ class RunningNode:
     handler: NodeHandler
     catalog: CatalogWatch
     sources: SourceWatch
+    backend: DuckDBBackend | PostgresBackend
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.sources.stop()
         self.server.stop(grace).wait()
         self.handler.close()
+        self.backend.close()  # a database's connections too, once no question runs
 
 
 def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
@@ -309,7 +311,13 @@ def _serve(
         handler.close()
         raise
     return RunningNode(
-        server=server, port=port, node_id=config.node_id, handler=handler, catalog=watch, sources=sources
+        server=server,
+        port=port,
+        node_id=config.node_id,
+        handler=handler,
+        catalog=watch,
+        sources=sources,
+        backend=backend,
     )
 
 
