@@ -102,8 +102,11 @@ def test_grouped_sums_equal_duckdb_over_the_same_rows_exactly(database: str) -> 
 
 def test_a_question_runs_read_only_and_sees_the_catalog_types(database: str) -> None:
     load_table(database, "deposits", {**PG_COLUMNS, "n": "smallint"}, [("310000", dt.date(2020, 1, 1), 5, 1, 2)])
-    backend = open_backend()
+    backend = open_backend(memory_limit="64MiB", query_seconds=2.5)
     try:
+        settings = "SELECT current_setting('transaction_read_only'), current_setting('statement_timeout'), "
+        settings += "current_setting('work_mem'), current_setting('search_path')"
+        assert backend.run(settings) == [("on", "2500ms", "64MB", "pg_catalog")]  # the node's limits, set per question
         # the view casts to the catalog's types: the smallint column is an INTEGER to the plan
         assert backend.run("SELECT pg_typeof(n)::text, pg_typeof(balance)::text FROM deposits") == [
             ("integer", "numeric")
