@@ -6,6 +6,10 @@ catalog: ../federation.yaml          # the federation catalog (relative to this 
 tables:                              # where this region's tables live, read by DuckDB
   deposits: data/deposits.parquet    # a path or glob; .csv files are read as CSV
   loans: {path: data/loans.csv, format: csv}
+# or, every table of the node on PostgreSQL (a table or a view), its DSN from an environment variable or from a
+# file of mode 0600 (never written here):
+#   deposits: {postgres: {dsn_env: HPF_PG_DSN}, schema: public, table: deposits}
+#   loans: {postgres: {dsn_file: secrets/pg.dsn}, schema: hpf, table: loans_view}
 tls: {ca: pki/ca.pem, cert: pki/nodes/shanghai.pem, key: pki/nodes/shanghai.key}
 # insecure: true                     # plaintext, local development only (logs a warning)
 policy: policies/shanghai.yaml       # who may ask what (default: the packaged policies/default.yaml)
@@ -27,12 +31,15 @@ engine's buffers (DuckDB's ``memory_limit``); a question that outgrows it fails 
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from hpf.federation.config_files import load_model, resolve_path
+from hpf.federation.errors import ConfigError
 from hpf.federation.trust.envelope import TrustSettings
 from hpf.federation.trust.tls import PartySettings
 
@@ -56,6 +63,63 @@ class TableSource(BaseModel):
         return "csv" if str(self.path).lower().endswith((".csv", ".csv.gz")) else "parquet"
 
 
+class PostgresDsn(BaseModel):
+    """Where a PostgreSQL connection string is: an environment variable's name, or a file only its owner may read.
+    The string itself is never in a configuration file, a log or an error (it may hold a password)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dsn_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    dsn_file: Path | None = None
+
+    @field_validator("dsn_file")
+    @classmethod
+    def _file(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else resolve_path(v, info)
+
+    @model_validator(mode="after")
+    def _one(self) -> PostgresDsn:
+        if (self.dsn_env is None) == (self.dsn_file is None):
+            raise ValueError("name exactly one of dsn_env and dsn_file")
+        return self
+
+    def read(self) -> str:
+        """The connection string (``NODE_DSN_MISSING`` when it is not there, ``NODE_DSN_UNSAFE`` for a file that
+        others may read or write). No message names any part of it."""
+        if self.dsn_env is not None:
+            dsn = os.environ.get(self.dsn_env, "").strip()
+            where = f"the environment variable {self.dsn_env}"
+        else:
+            assert self.dsn_file is not None
+            where = f"the file {self.dsn_file}"
+            try:
+                info = self.dsn_file.stat()
+                if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
+                    raise ConfigError(
+                        f"the node's database connection string is in {where}, which others may read or write",
+                        code="NODE_DSN_UNSAFE",
+                        hint=f"make it a regular file only its owner may read: chmod 600 {self.dsn_file}",
+                    )
+                dsn = self.dsn_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                dsn = ""
+        if not dsn:
+            raise ConfigError(
+                f"the node's database connection string is missing: {where} is unset, empty or unreadable",
+                code="NODE_DSN_MISSING",
+                hint="give the node a PostgreSQL connection string (e.g. postgresql://user@host:5432/db) there",
+            )
+        return dsn
+
+
+class PostgresTable(BaseModel):
+    """A catalog table held in PostgreSQL: a table or view ``schema.table`` of the database ``postgres`` names."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    postgres: PostgresDsn
+    db_schema: str = Field(default="public", alias="schema", min_length=1, max_length=63)
+    table: str = Field(min_length=1, max_length=63)
+
+
 class NodeLimits(BaseModel):
     """What one question may take of this node: scan time and engine memory."""
 
@@ -68,7 +132,7 @@ class NodeConfig(PartySettings, TrustSettings):
     node_id: str
     listen: str = "127.0.0.1:50051"
     catalog: Path
-    tables: dict[str, TableSource]
+    tables: dict[str, TableSource | PostgresTable]
     # questions scanning at once; one past them waits for a slot only while it can still answer within the
     # coordinator's wait, else it answers the masked failure mark on time (the server has more threads than this,
     # so a waiting question never keeps a health check or an explain waiting)
@@ -109,6 +173,22 @@ class NodeConfig(PartySettings, TrustSettings):
         if isinstance(v, dict):
             return {k: ({"path": s} if isinstance(s, str) else s) for k, s in v.items()}
         return v
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> NodeConfig:
+        if len({type(s) for s in self.tables.values()}) > 1:  # a question reads its tables through one engine
+            raise ValueError("tables: put every table of a node on files, or every one on PostgreSQL, not a mix")
+        return self
+
+    @property
+    def on_postgres(self) -> dict[str, PostgresTable]:
+        """The tables on PostgreSQL (every one, or none: see :meth:`_one_backend`)."""
+        return {n: s for n, s in self.tables.items() if isinstance(s, PostgresTable)}
+
+    @property
+    def on_files(self) -> dict[str, TableSource]:
+        """The tables on files."""
+        return {n: s for n, s in self.tables.items() if isinstance(s, TableSource)}
 
 
 def load_node_config(path: Path | str, *, insecure: bool = False) -> NodeConfig:

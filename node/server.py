@@ -34,6 +34,7 @@ from hpf.federation.trust.tls import GRPC_OPTIONS, TlsConfig, require_tls, with_
 from hpf.federation.trust.tls_material import check_federation
 from hpf.node.admission import Admission
 from hpf.node.backends.duckdb_backend import DuckDBBackend
+from hpf.node.backends.postgres_backend import PostgresBackend
 from hpf.node.config import NodeConfig
 from hpf.node.consent_gate import ConsentGate, consent_gate_for, unlisted_issuers
 from hpf.node.executor import PartialExecutor
@@ -148,11 +149,13 @@ class RunningNode:
     handler: NodeHandler
     catalog: CatalogWatch
     sources: SourceWatch
+    backend: DuckDBBackend | PostgresBackend
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.sources.stop()
         self.server.stop(grace).wait()
         self.handler.close()
+        self.backend.close()  # a database's connections too, once no question runs
 
 
 def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
@@ -166,18 +169,11 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     require_writable(config.state_dir / PRIVACY_DIR, mode=0o700)  # as the ledger makes it
     verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
     policy = _load_policy(config, catalog)
-    backend = DuckDBBackend(
-        catalog,
-        config.tables,
-        threads=config.duckdb_threads,
-        memory_limit=config.limits.memory,
-        query_seconds=config.limits.query_ms / 1000.0,
-        scans=config.max_workers,
-    )
+    backend = _backend(config, catalog)
     agreement = AgreementKey.load_or_create(config.state_dir)
     consent_gate = _consent_gate(config, catalog, policy)
     lookups = LookupIndex(backend, catalog)
-    if lookups.supported:
+    if lookups.supported and not config.on_postgres:
         lookups.refresh()  # the first lookup should not wait for it
     audit, own = _open_audit(config, catalog, agreement)
     protector = _protector(config, catalog, agreement, own, watch)
@@ -197,6 +193,21 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         consent_gate=consent_gate,
     )
     return _serve(config, listen, tls, NodeHandler(admission, audit), watch, backend, own)
+
+
+def _backend(config: NodeConfig, catalog: Catalog) -> DuckDBBackend | PostgresBackend:
+    """The engine the node's tables are read with: DuckDB over its files, or its PostgreSQL database."""
+    memory, seconds, scans = config.limits.memory, config.limits.query_ms / 1000.0, config.max_workers
+    if config.on_postgres:
+        return PostgresBackend(catalog, config.on_postgres, memory_limit=memory, query_seconds=seconds, scans=scans)
+    return DuckDBBackend(
+        catalog,
+        config.on_files,
+        threads=config.duckdb_threads,
+        memory_limit=memory,
+        query_seconds=seconds,
+        scans=scans,
+    )
 
 
 def _watch_catalog(config: NodeConfig, tls: TlsConfig | None) -> CatalogWatch:
@@ -282,7 +293,7 @@ def _serve(
     tls: TlsConfig | None,
     handler: NodeHandler,
     watch: CatalogWatch,
-    backend: DuckDBBackend,
+    backend: DuckDBBackend | PostgresBackend,
     own: NodeKeys,
 ) -> RunningNode:
     """Start the gRPC server over ``handler``, with its health following the data files."""
@@ -300,7 +311,13 @@ def _serve(
         handler.close()
         raise
     return RunningNode(
-        server=server, port=port, node_id=config.node_id, handler=handler, catalog=watch, sources=sources
+        server=server,
+        port=port,
+        node_id=config.node_id,
+        handler=handler,
+        catalog=watch,
+        sources=sources,
+        backend=backend,
     )
 
 

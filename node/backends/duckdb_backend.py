@@ -28,6 +28,7 @@ from hpf.federation.engine import (
 )
 from hpf.federation.errors import DataError, FederationError, UnavailableError
 from hpf.node.backends import file_checks
+from hpf.node.backends.unwell import unwell
 from hpf.node.config import TableSource
 
 log = logging.getLogger("hpf.node.duckdb")
@@ -54,6 +55,8 @@ def reader_sql(path: Path, file_format: str) -> str:
 
 class DuckDBBackend:
     """Runs a node's partial plan on its local files."""
+
+    dialect = "duckdb"  # the SQL dialect run() takes
 
     def __init__(
         self,
@@ -184,11 +187,8 @@ class DuckDBBackend:
     def _refuse_if_unwell(refused: DataError | None) -> None:
         if refused is not None:
             why = "cannot be read" if refused.code == "NODE_TABLE_UNREADABLE" else "do not fit the catalog"
-            raise UnavailableError(
-                f"the node cannot run queries: its files {why} ({refused.code})",
-                code="NODE_UNWELL",
-                hint="the region's operator must restore its data files; the node serves them again once they fit",
-            )
+            restore = "the region's operator must restore its data files; the node serves them again once they fit"
+            raise unwell(refused, "files", why, restore)
 
     def _engine_failure(self, err: duckdb.Error, begun: int, doing: str, done: str) -> FederationError:
         """What an engine failure on a question is: the region's, when its files cannot be read now (checked right
@@ -197,8 +197,8 @@ class DuckDBBackend:
         log.warning("%s failed: %s", doing, failure)
         try:
             self._refuse_if_unwell(self.check_sources(failed_after=begun))
-        except UnavailableError as unwell:
-            return unwell
+        except UnavailableError as region_unwell:
+            return region_unwell
         # the files were found sound: whatever failed (an I/O error too, e.g. spilling past the memory limit to a
         # temporary directory that cannot be written) happened to this question, and depends on its rows
         return DataError(f"the node could not {done}: {failure}", code="NODE_EXECUTION_FAILED")

@@ -24,7 +24,7 @@ from hpf.federation.errors import DataError
 
 _DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
 # the values each integer type holds, as an inclusive range
-_INTEGER_RANGE = {
+INTEGER_RANGE = {
     "TINYINT": (-(2**7), 2**7 - 1),
     "SMALLINT": (-(2**15), 2**15 - 1),
     "INTEGER": (-(2**31), 2**31 - 1),
@@ -46,8 +46,8 @@ def _decimal(type_: str) -> tuple[int, int] | None:
 
 def _range(type_: str) -> tuple[int, int] | None:
     """The values an integer or DECIMAL type holds, in units of its last digit (DECIMAL) or whole (integers)."""
-    if type_ in _INTEGER_RANGE:
-        return _INTEGER_RANGE[type_]
+    if type_ in INTEGER_RANGE:
+        return INTEGER_RANGE[type_]
     dec = _decimal(type_)
     if dec is not None:
         top = 10 ** dec[0] - 1
@@ -74,10 +74,10 @@ def lossless(file_type: str, catalog_type: str) -> bool:
     src, dst = _decimal(file_type), _decimal(catalog_type)
     if src is not None and dst is not None:  # no digit lost on either side of the point
         return dst[1] >= src[1] and dst[0] - dst[1] >= src[0] - src[1]
-    if file_type in _INTEGER_RANGE:
-        lo, hi = _INTEGER_RANGE[file_type]
-        if catalog_type in _INTEGER_RANGE:
-            c_lo, c_hi = _INTEGER_RANGE[catalog_type]
+    if file_type in INTEGER_RANGE:
+        lo, hi = INTEGER_RANGE[file_type]
+        if catalog_type in INTEGER_RANGE:
+            c_lo, c_hi = INTEGER_RANGE[catalog_type]
             return c_lo <= lo and hi <= c_hi
         if dst is not None:
             return max(-lo, hi) < 10 ** (dst[0] - dst[1])
@@ -98,7 +98,7 @@ def inexact_sql(column: str, file_type: str, catalog_type: str) -> str:
     made = f"TRY_CAST({col} AS {catalog_type})"
     if file_type == "VARCHAR":
         # text has no type of its own to go back to: compare with the number (or instant) the text spells
-        if catalog_type in _INTEGER_RANGE or _decimal(catalog_type) is not None:
+        if catalog_type in INTEGER_RANGE or _decimal(catalog_type) is not None:
             spelled = f"TRY_CAST({col} AS {_TEXT_NUMBER})"
             differs = f"{spelled} IS NULL OR {made} IS DISTINCT FROM {spelled}"
         elif catalog_type == "DATE":

@@ -1,0 +1,309 @@
+"""A node's tables in PostgreSQL: the partial plan runs there, and only its grouped result rows come back.
+
+Connections come from a pool (psycopg 3, ``psycopg_pool``). Each new connection makes a temporary view per
+catalog table, named as the catalog names it and casting every column to its catalog type
+(:func:`pg_schema.view_sql`); PostgreSQL looks a table name up in the session's temporary schema first, so the
+plan's SQL runs with the catalog's table names unchanged, and ``search_path`` is set to ``pg_catalog`` alone so
+no other schema's objects are found. Each question runs in a READ ONLY transaction with ``statement_timeout``
+(the node's ``query_ms``, or less when the coordinator's wait ends first) and ``work_mem`` (the node's memory
+limit) set for that transaction alone; a question abandoned by the coordinator is cancelled in the database.
+
+Faults, as for files (:mod:`node.backends.duckdb_backend`): a question that fails in the database after it
+began (the time limit, a value out of range, out of memory) gives the masked failure mark; a database that is
+down or refuses the node's credentials makes the region unwell (``NODE_UNWELL``, health NOT_SERVING) until a
+probe finds it back. The database's error text never reaches the asker nor a log, which gets the SQLSTATE
+class alone; nor does the connection string (its password).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from hpf.federation.catalog import Catalog
+from hpf.federation.engine import DEFAULT_MEMORY, Abandon
+from hpf.federation.errors import DataError, FederationError, PlanError, UnavailableError
+from hpf.node.backends import pg_schema
+from hpf.node.backends.unwell import unwell
+from hpf.node.config import PostgresTable
+
+log = logging.getLogger("hpf.node.postgres")
+# the pool logs a failed connection's text (server, user, the server's words): none of it goes to a log
+logging.getLogger("psycopg").setLevel(logging.CRITICAL + 1)
+
+CONNECT_TIMEOUT_S = 3  # a database that does not answer a connection within this is down
+PROBE_WAIT_S = 2.0  # how long a probe of a healthy database waits for a pooled connection
+POOL_SLICE_S = 1.0  # a question waiting for a pooled connection probes the database this often
+_UNITS = {"KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+_UNITS["TIB"] = 1024**4
+MAX_WORK_MEM_KB = 2_147_483_647  # PostgreSQL's ceiling
+
+
+def sqlstate_class(err: BaseException) -> str:
+    """The SQLSTATE class of a database error (two characters), the only part of it a log may carry.
+
+    >>> sqlstate_class(pg_errors.QueryCanceled()), sqlstate_class(PoolTimeout())
+    ('57', 'none')
+    """
+    state = getattr(err, "sqlstate", None)
+    return state[:2] if isinstance(state, str) and state else "none"
+
+
+def work_mem_kb(memory: str) -> int:
+    """The node's memory limit (``2GB``, ``512MiB``) as PostgreSQL's ``work_mem`` in kB.
+
+    >>> work_mem_kb("2GB"), work_mem_kb("64 MiB")
+    (1953125, 65536)
+    """
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B)", memory.strip(), re.IGNORECASE)
+    if m is None:
+        raise ValueError(f"not a memory size: {memory!r}")
+    return max(64, min(MAX_WORK_MEM_KB, int(float(m.group(1)) * _UNITS[m.group(2).upper()]) // 1024))
+
+
+class PostgresBackend:
+    """Runs a node's partial plan in PostgreSQL, over the tables ``sources`` names."""
+
+    dialect = "postgres"
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        sources: dict[str, PostgresTable],
+        *,
+        memory_limit: str = DEFAULT_MEMORY,
+        query_seconds: float | None = None,
+        scans: int | None = None,
+    ) -> None:
+        for name in catalog.tables:
+            if name not in sources:
+                raise DataError(
+                    f"table {name!r} of the catalog has no source in the node configuration",
+                    code="NODE_TABLE_MISSING",
+                    hint=f"add 'tables: {{{name}: {{postgres: ..., schema: ..., table: ...}}}}' to the node config",
+                )
+        dsns = {source.postgres.read() for source in sources.values()}
+        if len(dsns) != 1:
+            raise DataError(
+                "the node's tables name more than one database; a question reads them through one connection",
+                code="NODE_TABLE_UNREADABLE",
+                hint="name the same connection string for every table",
+            )
+        self._dsn = dsns.pop()
+        self._catalog = catalog
+        self._sources = sources
+        self.query_seconds = query_seconds
+        self._work_mem_kb = work_mem_kb(memory_limit)
+        self._max_size = scans or 8
+        self.limit_hits = 0  # questions cancelled at the node's own time limit
+        self.busy_refusals = 0  # questions that found no connection free in time
+        self._listeners: list[Callable[[DataError | None], None]] = []
+        self._checking = threading.Lock()
+        self._verified: dict[str, dict[str, str]] = {}  # table: the database types whose values were last checked
+        self._refusal = self._probe(direct=True)
+        if self._refusal is not None and self._refusal.code != "NODE_DATABASE_UNREACHABLE":
+            raise self._refusal  # tables that do not fit the catalog: refused at start, as files are
+        if self._refusal is not None:
+            log.error("the node's database cannot be reached at start: the node is unwell until it can")
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ConnectionPool:
+        pool = ConnectionPool(
+            self._dsn,
+            min_size=1,
+            max_size=self._max_size,
+            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "hpf-node"},
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            reconnect_timeout=30.0,
+            open=False,
+        )
+        pool.open(wait=False)
+        return pool
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """A new connection: the catalog's tables as temporary views of this session, then read-only."""
+        conn.autocommit = True
+        for name, source in self._sources.items():
+            conn.execute(pg_schema.view_sql(name, source, self._catalog.tables[name]))
+        conn.autocommit = False
+        conn.read_only = True
+
+    def on_checked(self, listener: Callable[[DataError | None], None]) -> None:
+        """Call ``listener`` with the result of every probe of the database (the node's health follows it)."""
+        self._listeners.append(listener)
+
+    def check_sources(self, *, direct: bool = False) -> DataError | None:
+        """Probe the database: reachable with the node's credentials, every table there and fitting the catalog
+        (the values of a narrowed column are read again only when the database's types changed). The node's
+        health watch calls this between questions, so a database that went down or came back is seen without
+        one; a question that fails in the database calls it at once, ``direct``: over a new connection (a pooled
+        one may outlive, for a moment, a server going down)."""
+        with self._checking:
+            refusal = self._probe(direct=direct or self._refusal is not None)
+            if refusal is None and self._refusal is not None:
+                log.warning("the node's database can be used again: the node serves it")
+                old, self._pool = self._pool, self._new_pool()  # its connections are dead: fresh ones
+                old.close(timeout=0)
+            elif refusal is not None and (self._refusal is None or self._refusal.code != refusal.code):
+                log.error("the node's database cannot be served: %s", refusal.code)
+            self._refusal = refusal
+            for listener in self._listeners:
+                listener(refusal)
+            return refusal
+
+    def _probe(self, *, direct: bool) -> DataError | None:
+        """Check the tables over a pooled connection, or (``direct``: at start, or while unwell) over a connection
+        of the probe's own, so neither the pool's waits between its attempts nor its connections' views, which
+        a missing table makes fail, stand in the way of the verdict."""
+        try:
+            if not direct:
+                with self._pool.connection(timeout=PROBE_WAIT_S) as conn:
+                    return self._check_tables(conn)
+            with psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S, application_name="hpf-node") as conn:
+                return self._check_tables(conn)
+        except (psycopg.Error, PoolTimeout) as err:
+            log.warning("the node's database cannot be reached (SQLSTATE class %s)", sqlstate_class(err))
+            return DataError(
+                "the node cannot reach its database, or the database refuses the node's credentials",
+                code="NODE_DATABASE_UNREACHABLE",
+                hint="the region's operator must bring the database back or fix the node's connection string; "
+                "the node serves it again by itself once it can",
+            )
+
+    def _check_tables(self, conn: psycopg.Connection[Any]) -> DataError | None:
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                for name, source in self._sources.items():
+                    verified = self._verified.get(name)
+                    self._verified[name] = pg_schema.check_table(
+                        cur, name, source, self._catalog.tables[name], verified
+                    )
+            return None
+        except DataError as refused:
+            return refused
+
+    def _refuse_if_unwell(self) -> None:
+        refused = self._refusal
+        if refused is not None:
+            why = "cannot be reached" if refused.code == "NODE_DATABASE_UNREACHABLE" else "does not fit the catalog"
+            raise unwell(
+                refused,
+                "database",
+                why,
+                "the region's operator must restore its database; the node serves it again once it can",
+            )
+
+    def run(
+        self, sql: str, on_abandon: Abandon | None = None, finish_by: float | None = None
+    ) -> Sequence[tuple[Any, ...]]:
+        """Run the node query of a plan (PostgreSQL SQL) within the node's own time limit, as
+        :meth:`DuckDBBackend.run` does: whatever happens to the question once it runs is a DataError (the masked
+        failure mark); only a database that cannot be reached or used makes the region unwell."""
+        self._refuse_if_unwell()
+        wait = 30.0 if finish_by is None else max(0.0, finish_by - time.monotonic() - (self.query_seconds or 0.0))
+        try:
+            with self._pooled(wait) as conn:
+                return self._run(conn, sql, on_abandon, self._limit(finish_by))
+        except PoolTimeout:
+            self.busy_refusals += 1
+            log.warning("a question found no database connection free in time; sending the failure mark")
+            raise DataError(
+                "the node was too busy to run the partial plan in time", code="NODE_EXECUTION_FAILED"
+            ) from None
+
+    @contextlib.contextmanager
+    def _pooled(self, wait: float) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection within ``wait`` seconds (else PoolTimeout). Every second without one the database
+        is probed: one that went down since the last probe refuses the question as the region's at once."""
+        end = time.monotonic() + wait
+        while True:
+            try:
+                conn = self._pool.getconn(timeout=max(0.0, min(POOL_SLICE_S, end - time.monotonic())))
+                break
+            except PoolTimeout:
+                if self.check_sources(direct=True) is not None:
+                    self._refuse_if_unwell()
+                if time.monotonic() >= end:
+                    raise
+        try:
+            yield conn
+        finally:
+            self._pool.putconn(conn)
+
+    def _limit(self, finish_by: float | None) -> float | None:
+        """The scan's time limit: the node's own, or less when the coordinator's wait ends before it."""
+        if finish_by is None:
+            return self.query_seconds
+        left = max(0.001, finish_by - time.monotonic())
+        return left if self.query_seconds is None else min(self.query_seconds, left)
+
+    def _run(
+        self, conn: psycopg.Connection[Any], sql: str, on_abandon: Abandon | None, seconds: float | None
+    ) -> Sequence[tuple[Any, ...]]:
+        active, abandoned = threading.Event(), threading.Event()
+        active.set()
+
+        def cancel() -> None:
+            if active.is_set():
+                abandoned.set()
+                conn.cancel_safe(timeout=CONNECT_TIMEOUT_S)
+
+        if on_abandon is not None:
+            on_abandon(cancel)
+        timeout_ms = 0 if seconds is None else max(1, int(seconds * 1000))
+        try:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
+                conn.execute(f"SET LOCAL work_mem = '{self._work_mem_kb}kB'")
+                conn.execute("SET LOCAL search_path = pg_catalog")
+                rows = conn.execute(sql.encode()).fetchall()  # the plan's SQL, rendered for PostgreSQL
+            return rows
+        except pg_errors.QueryCanceled:
+            if abandoned.is_set():
+                log.warning("a question was abandoned by the coordinator; its statement was cancelled")
+            else:
+                self.limit_hits += 1
+                log.warning("a question ran past this node's time limit (%d ms); it was cancelled", timeout_ms)
+            raise DataError(
+                "the node stopped the partial plan at its own limit", code="NODE_EXECUTION_FAILED"
+            ) from None
+        except psycopg.Error as err:
+            conn.close()  # the pool replaces it, with fresh views (a table re-created under it is seen again)
+            raise self._failure(err) from None
+        finally:
+            active.clear()
+
+    def _failure(self, err: psycopg.Error) -> FederationError:
+        """The region's failure when the database cannot be used now (probed right then), else the question's."""
+        log.warning("the partial query failed in the database (SQLSTATE class %s)", sqlstate_class(err))
+        if self.check_sources(direct=True) is not None:
+            try:
+                self._refuse_if_unwell()
+            except UnavailableError as refused:
+                return refused
+        return DataError("the node could not run the partial plan in its database", code="NODE_EXECUTION_FAILED")
+
+    def data_version(self) -> object:
+        """What the lookup index compares to know whether to read the facts again (:meth:`columns` refuses)."""
+        return tuple(sorted((name, tuple(types.items())) for name, types in self._verified.items()))
+
+    def columns(self, sql: str) -> dict[str, Any]:
+        """Person lookups' facts are not read from a database yet: a lookup is refused with a clear code."""
+        raise PlanError(
+            "this region's tables are in PostgreSQL, which does not answer person lookups yet",
+            code="LOOKUP_UNSUPPORTED",
+            hint="keep the lookup tables of a region that answers lookups on files",
+        )
+
+    def close(self) -> None:
+        self._pool.close()
