@@ -35,6 +35,7 @@ from hpf.federation.errors import CryptoError, FederationError, PlanError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.plan import Plan
 from hpf.federation.planner import asked_table, plan_query, sketch_query
+from hpf.federation.planner.dialects import check_backend
 from hpf.federation.planner.shape import shape_fingerprint
 from hpf.federation.privacy.dp_plan import DpTerms
 from hpf.federation.trust.certificates import Identity
@@ -263,6 +264,11 @@ def check_policy(node: Admission, asked: Question) -> None:
     )
 
 
+def check_backend_runs(node: Admission, asked: Question) -> None:
+    """This node's database runs the plan's query exactly, or the plan is refused here (PLAN_BACKEND_UNSUPPORTED)."""
+    check_backend(asked.plan, node.catalog, node.executor.backend.dialect)
+
+
 def fix_terms(node: Admission, asked: Question) -> None:
     """The answer's privacy terms, exact or DP, written into the trail as they are signed (fixed decimals)."""
     asked.terms = node.privacy.terms(asked.plan, asked.decision)
@@ -307,6 +313,7 @@ ADMIT_QUESTION: tuple[Callable[[Admission, Question], None], ...] = (
     check_not_replayed,
     check_plan,
     check_policy,
+    check_backend_runs,
 )
 QUERY: tuple[Callable[[Admission, Question], None], ...] = (
     *ADMIT_QUESTION,

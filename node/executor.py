@@ -24,6 +24,7 @@ from hpf.federation.engine import Abandon
 from hpf.federation.errors import AuthError, CryptoError, DataError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.plan import Plan
+from hpf.federation.planner.dialects import plan_node_sql
 
 log = logging.getLogger("hpf.node")
 
@@ -31,6 +32,8 @@ DATA_FAILURES = error_codes.MASKED_FAILURES  # failures that depend on the rows,
 
 
 class Backend(Protocol):
+    dialect: str  # the SQL it runs: "duckdb" or "postgres" (federation.planner.dialects)
+
     def run(
         self, sql: str, on_abandon: Abandon | None = None, finish_by: float | None = None
     ) -> Sequence[tuple[Any, ...]]: ...
@@ -93,13 +96,13 @@ class PartialExecutor:
         t_scan = time.perf_counter()
         try:
             if noisy is None:
-                rows = run(plan.node_sql())
+                rows = run(plan_node_sql(plan, self.catalog, self.backend.dialect))
                 t_encode = time.perf_counter()
                 pieces = chunks(encode_partials(plan, rows, min_group_size=min_group_size))
             else:
                 capped = getattr(self.backend, "capped_source", None)  # a backend may keep the capped table ready
                 source = noisy.source if capped is None else capped(noisy.plan.table, noisy.capped_sql)
-                rows = run(noisy.plan.node_sql(source))
+                rows = run(plan_node_sql(noisy.plan, self.catalog, self.backend.dialect, source))
                 t_encode = time.perf_counter()
                 pieces = chunks(encode_noisy_partials(noisy.plan, rows, noisy.units, noisy.noise))
         except (DataError, CryptoError) as err:  # PARTIAL_OUT_OF_RANGE is a CryptoError: the limbs would not fit

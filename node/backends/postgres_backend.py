@@ -27,11 +27,13 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.adapt import Loader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from hpf.federation.catalog import Catalog
 from hpf.federation.engine import DEFAULT_MEMORY, Abandon
 from hpf.federation.errors import DataError, FederationError, PlanError, UnavailableError
+from hpf.federation.planner.dialects import pg_value
 from hpf.node.backends import pg_schema
 from hpf.node.backends.unwell import unwell
 from hpf.node.config import PostgresTable
@@ -68,6 +70,13 @@ def work_mem_kb(memory: str) -> int:
     if m is None:
         raise ValueError(f"not a memory size: {memory!r}")
     return max(64, min(MAX_WORK_MEM_KB, int(float(m.group(1)) * _UNITS[m.group(2).upper()]) // 1024))
+
+
+class NumericAsDuckDB(Loader):
+    """A NUMERIC as DuckDB's value for it: ``int`` without a fraction, ``Decimal`` with one (pg_value)."""
+
+    def load(self, data: bytes | bytearray | memoryview) -> object:
+        return pg_value(bytes(data).decode())
 
 
 class PostgresBackend:
@@ -131,7 +140,9 @@ class PostgresBackend:
         return pool
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
-        """A new connection: the catalog's tables as temporary views of this session, then read-only."""
+        """A new connection: NUMERIC read as DuckDB gives the same values, the catalog's tables as temporary views
+        of this session, then read-only."""
+        conn.adapters.register_loader("numeric", NumericAsDuckDB)
         conn.autocommit = True
         for name, source in self._sources.items():
             conn.execute(pg_schema.view_sql(name, source, self._catalog.tables[name]))

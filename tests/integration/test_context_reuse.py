@@ -102,6 +102,8 @@ def test_context_travels_once_then_by_digest_and_is_resent_after_a_loss(monkeypa
 
 
 class NoBackend:
+    dialect = "duckdb"
+
     def run(self, sql: str, on_abandon: Any = None, finish_by: float | None = None) -> list[tuple[Any, ...]]:
         raise AssertionError("must not run")
 

@@ -93,9 +93,10 @@ def test_grouped_sums_equal_duckdb_over_the_same_rows_exactly(database: str) -> 
         expected = oracle(COLUMNS, data, pg_sql.replace("SUM(n)", "SUM(n)::HUGEINT"))
         assert len(got) == len(expected) > 10
         assert [tuple(r) for r in got] == expected
-        for row in got:  # exact on the way: integers and decimals, never a float
-            assert isinstance(row[1], dt.date) and isinstance(row[2], int)
-            assert isinstance(row[3], Decimal) and isinstance(row[4], Decimal) and row[4].as_tuple().exponent == -2
+        for row, duck in zip(got, expected, strict=True):  # exact on the way, as DuckDB's values: never a float
+            assert [type(v) for v in row] == [type(v) for v in duck]
+            assert isinstance(row[1], dt.date) and isinstance(row[2], int) and isinstance(row[3], int)
+            assert isinstance(row[4], Decimal) and row[4].as_tuple().exponent == -2
     finally:
         backend.close()
 

@@ -196,6 +196,8 @@ def test_noisy_variances_and_averages_finish_without_false_alarms() -> None:
 
 def test_a_region_failing_on_its_rows_under_dp_sends_randomness_not_zeros() -> None:
     class Failing:
+        dialect = "duckdb"
+
         def run(self, sql: str, on_abandon: Any = None, finish_by: float | None = None) -> list[tuple[Any, ...]]:
             raise DataError("overflow", code="NODE_EXECUTION_FAILED")
 
