@@ -113,3 +113,29 @@ def test_a_region_whose_database_goes_down_is_missing_until_it_is_back(
                 assert answer.missing == [] and answer.rows == [list(r) for r in fed.oracle(SQL)]
         assert "NODE_DATABASE_UNREACHABLE" in caplog.text  # the node's log says why, with no part of the DSN
         assert PRIVATE_PASSWORD not in caplog.text and f"port={server.port}" not in caplog.text
+
+
+def test_a_region_on_postgres_runs_its_query_as_rendered_for_it_and_refuses_what_it_cannot_run_exactly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node_rows = {"n0": {"deposits": rows(5, 1_500)}, "n1": {"deposits": rows(6, 400)}}
+    with fresh_database() as dsn, tempfile.TemporaryDirectory(prefix="hpf-pg-node-") as tmp:
+        load_table(dsn, "deposits", PG_COLUMNS, node_rows["n0"]["deposits"])
+        monkeypatch.setenv(ENV, dsn)
+        with (
+            harness.federation(Path(tmp), TABLES, node_rows, node_settings={"n0": on_postgres()}) as fed,
+            fed.client() as c,
+        ):
+            # text ordered by code point (COLLATE "C" on PostgreSQL), 128-bit limb sums, an integer division
+            sql = (
+                "SELECT city_code, COUNT(*), SUM(amount_fen), SUM(balance) FROM deposits "
+                "WHERE city_code >= '320100' AND amount_fen // 7 > -1000 GROUP BY city_code ORDER BY city_code"
+            )
+            answer = c.query(sql)
+            assert answer.missing == []
+            assert answer.rows == [list(r) for r in fed.oracle(sql)]
+            assert len(answer.rows) == 2
+            with pytest.raises(Exception) as refused:  # case rules follow PostgreSQL's locale: not exact there
+                c.query("SELECT COUNT(*) FROM deposits WHERE lower(city_code) = '310000'")
+            assert getattr(refused.value, "code", None) == "PLAN_BACKEND_UNSUPPORTED"
+            assert "310000" not in str(refused.value)
