@@ -3,7 +3,7 @@
 node_id: shanghai
 listen: 127.0.0.1:50051
 catalog: ../federation.yaml          # the federation catalog (relative to this file)
-tables:                              # where this region's tables live, read by DuckDB
+tables:                              # where this region's tables live: files read by DuckDB
   deposits: data/deposits.parquet    # a path or glob; .csv files are read as CSV
   loans: {path: data/loans.csv, format: csv}
 # or, every table of the node on PostgreSQL (a table or a view), its DSN from an environment variable or from a
