@@ -195,7 +195,7 @@ def noise_note(answer: QueryAnswer) -> str | None:
     noisy count fell under the threshold, and negative values in columns whose true value cannot be negative
     (a COUNT, or a SUM or AVG of values whose bounds are not negative). None when there are neither.
 
-    >>> from client.federation_client import QueryAnswer
+    >>> from hpf.client.federation_client import QueryAnswer
     >>> a = QueryAnswer(["status", "n", "owed"], [["a", 40, -12], ["b", 25, -3], ["c", 31, 7]], [], [], "q",
     ...     privacy={"mode": "dp", "threshold": 20}, suppressed_groups=2, never_negative={1: "count", 2: "sum"})
     >>> noise_note(a)

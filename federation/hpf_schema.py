@@ -6,7 +6,7 @@ withdrawals are sensitive except ``city_code``; accounts and deposits are public
 
 The synthetic generator (:mod:`hpf.demo.synth`) writes exactly these column names, order and types.
 
->>> from federation.catalog import Catalog
+>>> from hpf.federation.catalog import Catalog
 >>> Catalog.model_validate(demo_catalog({"shanghai": "127.0.0.1:50051"})).node_ids
 ['shanghai']
 """

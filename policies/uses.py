@@ -3,8 +3,8 @@
 The policy engine (:mod:`policies.engine`) compares these uses with what a role may do. A plan's uses never
 change, so they (and which aggregate arguments are k-countable) are worked out once per plan fingerprint.
 
->>> from federation.catalog import Catalog
->>> from federation.planner import plan_query
+>>> from hpf.federation.catalog import Catalog
+>>> from hpf.federation.planner import plan_query
 >>> catalog = Catalog.model_validate({"federation": "f", "nodes": [{"id": "a", "address": "h:1"}],
 ...     "tables": {"t": {"columns": {"g": {"type": "VARCHAR", "domain": {"values": ["x", "y"]}},
 ...                                  "v": {"type": "BIGINT", "class": "sensitive"}}}}})

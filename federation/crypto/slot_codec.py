@@ -96,7 +96,7 @@ def withhold_small_cells(plan: Plan, sums: dict[int, list[int]], min_group_size:
     A withheld cell carries 0 in every component and 1 in its withheld mark; an empty cell stays empty and
     ``min_group_size <= 1`` withholds nothing.
 
-    >>> from federation.plan import Component
+    >>> from hpf.federation.plan import Component
     >>> comps = (Component("count", None), Component("sum", "x", 0, 90), Component("withheld", None, 0, 2))
     >>> plan = Plan("t", None, (), comps, (), "", (), ())
     >>> withhold_small_cells(plan, {0: [2, 50, 0], 1: [3, 7, 0], 2: [0, 0, 0]}, min_group_size=3)
@@ -143,7 +143,7 @@ def encode_noisy_partials(
     ``noise`` has one row per cell and one column per component (0 for the withheld mark, which DP never sets);
     ``units`` is each component's unit (see :mod:`federation.privacy.dp_plan`).
 
-    >>> from federation.plan import Component
+    >>> from hpf.federation.plan import Component
     >>> comps = (Component("count", None), Component("sum", "x", 0, 90), Component("withheld", None, 0, 2))
     >>> plan = Plan("t", None, (), comps, (), "", (), ())
     >>> encode_noisy_partials(plan, [(4, 1234)], [1, 100, 1], np.array([[-1, 2, 0]])).tolist()

@@ -1,6 +1,6 @@
 """Finite domains of GROUP BY keys: declared columns, date parts of declared dates, CASE over literals.
 
->>> from federation.catalog import Table
+>>> from hpf.federation.catalog import Table
 >>> t = Table.model_validate({"columns": {"d": {"type": "DATE", "domain": {"range": ["2020-01-01", "2021-12-31"]}}}})
 >>> import sqlglot
 >>> key_domain(sqlglot.parse_one("EXTRACT(YEAR FROM d)", read="duckdb"), t)

@@ -25,7 +25,7 @@ The kinds and their rules are in :mod:`federation.planner.kinds`, the kind of ea
 :mod:`federation.planner.typer`.
 
 >>> import sqlglot
->>> from federation.catalog import Table
+>>> from hpf.federation.catalog import Table
 >>> t = Table.model_validate({"columns": {"a": {"type": "INTEGER"}, "v": {"type": "VARCHAR"}}})
 >>> tree = sqlglot.parse_one("SELECT SUM(a * 2) FROM t WHERE -a > 1", read="duckdb")
 >>> make_total(tree, t).tree.sql("duckdb")

@@ -87,3 +87,18 @@ def test_the_rules_see_the_forms_an_upward_import_can_take() -> None:
     )
     found = {m for _, m in _imports(ROOT / "federation" / "planner" / "probe.py", source)}
     assert found == {"hpf.node.server", "hpf.coordinator", "hpf.cli", "hpf.federation.node", "federation.errors"}
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_docstring_examples_import_the_project_by_its_installed_name(package: str) -> None:
+    """A docstring's example runs as code: ``>>> from federation.plan import ...`` works only where the source
+    folder happens to be on the path, and names a module that collides in site-packages."""
+    wrong = []
+    for path in _sources(package):
+        for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = text.strip().removeprefix(">>> ").removeprefix("... ")
+            if text.strip().startswith((">>> ", "... ")) and code.startswith(("from ", "import ")):
+                module = code.split()[1]
+                if module.split(".")[0] in PACKAGES:
+                    wrong.append(f"{path.relative_to(ROOT)}:{number}: {module}")
+    assert wrong == []
