@@ -439,9 +439,13 @@ class LiveFederation:
 
 
 @contextlib.contextmanager
-def live_federation(node_rows: NodeRows, keys: he.ClientKeys) -> Iterator[LiveFederation]:
+def live_federation(
+    node_rows: NodeRows, keys: he.ClientKeys, node_settings: dict[str, Any] | None = None
+) -> Iterator[LiveFederation]:
+    """A federation of ``node_rows`` (on files, or where ``node_settings`` puts a node's tables) and its client."""
     with tempfile.TemporaryDirectory(prefix="hpf-prop-") as tmp:
-        with harness.federation(Path(tmp), TABLES, node_rows, policy=harness.OPEN_LOOKUPS_POLICY) as fed:
+        policy = harness.OPEN_LOOKUPS_POLICY
+        with harness.federation(Path(tmp), TABLES, node_rows, policy=policy, node_settings=node_settings) as fed:
             client = client_for(fed, keys)
             try:
                 yield LiveFederation(fed, client)
