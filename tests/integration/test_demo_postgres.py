@@ -72,6 +72,8 @@ def test_demo_once_on_duckdb_and_postgres_checks_every_answer(tmp_path: Path, ad
     assert out.count("sd of DuckDB over the pooled files (clamped), epsilon 1 spent)") == 3
     assert "DIFFERS" not in out and "NOT the" not in out and "MORE THAN" not in out
     assert "; exactly the " in out and "planted among them" in out
+    assert "sampled applicants equal DuckDB)" in out and "DIFFER FROM" not in out
+    assert "applicant 1 withheld by every region (CONSENT_REVOKED)" in out
     assert "3 logs, " in out and "every root and checkpoint signature verified" in out
     # no connection string anywhere: output, configs, logs (the DSN file is removed with the database)
     secret_parts = (admin_dsn, admin_dsn.split("dbname=")[1], "host=", "user=postgres")
