@@ -47,8 +47,10 @@ def _hpf(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_demo_once_on_duckdb_and_postgres_checks_every_answer(tmp_path: Path, admin_dsn: str) -> None:
     data = (tmp_path / "demo").resolve()
+    # as many rows as test_demo's: fewer, and the DP examples' groups fall under their thresholds (nothing shown to
+    # check against the oracle)
     result = _hpf(
-        "demo", "--once", "--nodes", "3", "--rows", "2000", "--seed", "11", "--data", str(data),
+        "demo", "--once", "--nodes", "3", "--rows", "100000", "--seed", "11", "--data", str(data),
         "--backends", "duckdb,postgres", "--postgres", admin_dsn,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
