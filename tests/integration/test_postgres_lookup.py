@@ -33,6 +33,7 @@ from hpf.federation.crypto.lookup_codec import PersonFacts
 from hpf.federation.errors import UnavailableError
 from hpf.federation.hpf_schema import hpf_tables
 from hpf.federation.regions import BY_NODE_ID
+from hpf.node.backends import postgres_backend
 from hpf.node.backends.postgres_backend import PostgresBackend
 from hpf.node.lookup_refresh import ask_refresh
 from hpf.policies import DEFAULT_POLICY
@@ -157,6 +158,21 @@ def test_screening_over_regions_on_postgres_finds_the_planted_loans(
     assert found == set(open_in_two) == {p.person_id for p in planted_duplicate_loans(SEED, ROWS, NODES)}
     expected = {pid: f.only(answer.facts_asked) for pid, f in oracle_facts(fed.oracle, ids).items()}
     assert [pid for pid, f in zip(ids, answer.facts, strict=True) if f != expected[pid]] == []
+
+
+def test_facts_read_in_many_batches_are_the_same_facts(
+    fed: harness.Federation, keys: he.ClientKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The facts come from the database a batch at a time: in batches of 37 people they are still exact."""
+    monkeypatch.setattr(postgres_backend, "FACTS_BATCH", 37)
+    outcome = ask_refresh(fed.root / "state" / "hangzhou", 60.0, lambda _msg: None)
+    assert outcome.ok and outcome.people > 3 * 37, outcome
+    in_hangzhou = people_where(fed, f"SELECT person_id FROM accounts WHERE city_code = '{BY_NODE_ID['hangzhou'].code}'")
+    sample = random.Random(9).sample(in_hangzhou, 12)
+    expected = oracle_facts(fed.oracle, sample)
+    with fed.client(keys=keys, person="checker") as client:
+        for pid in sample:
+            assert client.lookup([pid], **REVIEW).facts == [expected[pid]], pid
 
 
 def _add_loan(dsn: str, node: str, person_id: str, outstanding: int) -> None:
