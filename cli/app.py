@@ -30,7 +30,7 @@ VERBS: dict[str, tuple[str, ...]] = {
     "screen": ("lookup",),
     "demo": ("demo",),
     "version": ("version",),
-    "node": ("serve", "keys"),
+    "node": ("serve", "keys", "refresh"),
     "coordinator": ("serve",),
     "pki": ("pki",),
     "catalog": ("catalog", "keys"),

@@ -128,6 +128,20 @@ class NodeLimits(BaseModel):
     memory: str = Field(default="2GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
 
 
+class LookupFacts(BaseModel):
+    """When a node on PostgreSQL computes its per-person lookup facts again (a node on files does when a file
+    changes; either does at once on ``hpf node refresh``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    refresh_s: int = Field(
+        default=900,
+        ge=1,
+        le=86_400,
+        description="seconds between two computations of the lookup facts from the database: a lookup may miss "
+        "a change younger than this",
+    )
+
+
 class NodeConfig(PartySettings, TrustSettings):
     node_id: str
     listen: str = "127.0.0.1:50051"
@@ -144,6 +158,7 @@ class NodeConfig(PartySettings, TrustSettings):
     state_dir: Path = Path("state")
     audit_fsync: bool = True
     limits: NodeLimits = NodeLimits()
+    lookup_facts: LookupFacts = LookupFacts()
     consent_revocations: dict[str, Path] = {}  # consent issuer id -> its signed revocation list, re-read on change
 
     @field_validator("catalog", "state_dir")

@@ -1,9 +1,11 @@
 """A region's per-person facts, computed once from its own tables and kept in memory for lookups.
 
 A lookup must answer in milliseconds, and a screening of 100,000 applicants at once; scanning a million rows
-per question would not. So the node computes every person's facts (:data:`FACTS_SQL`, one row per person)
-when it starts, and again whenever its data changes (the backend's :meth:`data_version`), and answers a
-lookup from memory. The identifiers stay in this process, as the rows do.
+per question would not. So the node computes every person's facts (:data:`FACTS_SQL`, one row per person, in
+the engine that holds the rows) when it starts, and again whenever its data changes (the backend's
+:meth:`data_version`: a file replaced or written), and answers a lookup from memory. A database tells nobody when
+its rows change, so a node on PostgreSQL computes them again on the operator's schedule and on demand
+(:mod:`node.lookup_refresh`). The identifiers stay in this process, as the rows do.
 """
 
 from __future__ import annotations
@@ -31,21 +33,38 @@ NEEDS: dict[str, tuple[str, ...]] = {
 
 _IN_RANGE = f"BETWEEN {MONEY_MIN} AND {MONEY_MAX}"
 
-# One row per person with an account, a contribution or a loan in this region. Money sums are HUGEINT;
-# a sum outside the signed 60-bit range the layout carries is sent as failed (one bit per sum: a lookup that does
-# not ask for that sum's fact does not learn that it failed), never wrapped.
-FACTS_SQL = f"""
+# The characters DuckDB's trim() removes from either end (Unicode's space separators), for PostgreSQL's btrim(),
+# which removes only U+0020 unless told: the same identifiers come out of both engines.
+SPACE_SEPARATORS = "\u0020\u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u202f\u205f\u3000"
+# How each engine writes an identifier as a lookup asks for it (the client's strip().upper() of an 18-character
+# ASCII identifier): trimmed and upper-cased. PostgreSQL upper-cases ASCII letters alone under "C", DuckDB every
+# letter: an identifier a lookup can name has only digits and X, which only x and X upper-case to in either.
+PERSON_KEY = {
+    "duckdb": "upper(trim(person_id))",
+    "postgres": f"upper(btrim(person_id, '{SPACE_SEPARATORS}') COLLATE \"C\")",
+}
+
+
+def facts_sql(person_key: str) -> str:
+    """The facts query with ``person_key`` as each row's person (one engine's :data:`PERSON_KEY`)."""
+    return _FACTS_SQL.replace("$person", person_key)
+
+
+# One row per person with an account, a contribution or a loan in this region. Money sums are HUGEINT (NUMERIC in
+# PostgreSQL); a sum outside the signed 60-bit range the layout carries is sent as failed (one bit per sum: a
+# lookup that does not ask for that sum's fact does not learn that it failed), never wrapped.
+_FACTS_SQL = f"""
 WITH a AS (
-    SELECT upper(trim(person_id)) AS pid,
+    SELECT $person AS pid,
            MAX(CASE WHEN status = 'active' THEN 1 ELSE 0 END) AS cities_active,
            MAX(CASE WHEN status = 'sealed' THEN 1 ELSE 0 END) AS cities_sealed,
            SUM(balance_fen) AS balance_fen
     FROM accounts WHERE person_id IS NOT NULL GROUP BY pid),
 d AS (
-    SELECT upper(trim(person_id)) AS pid, COUNT(*) AS months, SUM(amount_fen) AS contribution_fen
+    SELECT $person AS pid, COUNT(*) AS months, SUM(amount_fen) AS contribution_fen
     FROM deposits WHERE person_id IS NOT NULL GROUP BY pid),
 l AS (
-    SELECT upper(trim(person_id)) AS pid,
+    SELECT $person AS pid,
            COUNT(*) FILTER (WHERE status = 'active') AS active_loans,
            COUNT(*) FILTER (WHERE status = 'overdue') AS overdue_loans,
            SUM(outstanding_fen) FILTER (WHERE status IN ('active', 'overdue')) AS outstanding_fen,
@@ -75,9 +94,12 @@ SELECT pid, cities, cities_active, cities_sealed, loan_cities, contribution_mont
        CASE WHEN outstanding_fen {_IN_RANGE} THEN CAST(outstanding_fen AS BIGINT) ELSE 0 END AS outstanding_fen
 FROM f
 """
+FACTS_SQL = facts_sql(PERSON_KEY["duckdb"])
 
 
 class FactsSource(Protocol):
+    dialect: str  # the engine's SQL, a key of PERSON_KEY
+
     def columns(self, sql: str) -> dict[str, Any]: ...
 
     def data_version(self) -> object: ...
@@ -112,6 +134,7 @@ class LookupIndex:
 
     def __init__(self, source: FactsSource, catalog: Catalog) -> None:
         self._source = source
+        self._sql = facts_sql(PERSON_KEY[source.dialect])
         self._unsupported = check_catalog(catalog)
         self._lock = threading.Lock()
         self._version: object = None
@@ -125,26 +148,29 @@ class LookupIndex:
     def __len__(self) -> int:
         return len(self._snapshot[0])
 
-    def refresh(self) -> None:
-        """Recompute the facts if the region's data changed since they were computed."""
+    def refresh(self, *, force: bool = False) -> int:
+        """Recompute the facts if the region's data changed since they were computed, or ``force``: now, as a
+        database's rows may have changed unseen (lookups go on reading the facts of the last computation
+        meanwhile). Returns how many people the facts in force are about."""
         if self._unsupported is not None:
             raise PlanError(
                 f"this region cannot answer person lookups: {self._unsupported}",
                 code="LOOKUP_UNSUPPORTED",
             )
         version = self._source.data_version()  # never None, so the first call always computes
-        if version == self._version:
-            return
+        if version == self._version and not force:
+            return len(self)
         with self._lock:
-            if version == self._version:
-                return
+            if version == self._version and not force:
+                return len(self)
             began = time.perf_counter()
-            cols = self._source.columns(FACTS_SQL)
+            cols = self._source.columns(self._sql)
             ids = cols["pid"]
             facts = np.stack([np.asarray(cols[c], dtype=np.int64) for c in FACT_COLUMNS], axis=1)
             self._snapshot = ({str(pid): i for i, pid in enumerate(ids.tolist())}, facts)
             self._version = version
             log.info("lookup facts for %d people computed in %.0f ms", len(ids), (time.perf_counter() - began) * 1e3)
+            return len(ids)
 
     def facts(self, person_ids: Sequence[str]) -> npt.NDArray[np.int64]:
         """This region's facts for each identifier (zeros for a person it does not know), in order."""

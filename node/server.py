@@ -24,7 +24,7 @@ from hpf.federation.consent import revocations as consent_revocations
 from hpf.federation.crypto import he
 from hpf.federation.crypto.sealing import AgreementKey, load_or_create_secret, load_or_create_subject_key
 from hpf.federation.engine import Abandon
-from hpf.federation.errors import ConfigError
+from hpf.federation.errors import ConfigError, FederationError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.trust.callers import require_caller
@@ -41,6 +41,7 @@ from hpf.node.executor import PartialExecutor
 from hpf.node.handler import NodeHandler
 from hpf.node.keys import AUDIT_DIR, check_published
 from hpf.node.lookup_index import LookupIndex
+from hpf.node.lookup_refresh import FactsRefresher, refresher_for
 from hpf.node.privacy import PrivacyAccountant
 from hpf.node.privacy_budget import PrivacyLedger
 from hpf.node.protection import NOISE_KEY, Protector
@@ -150,9 +151,11 @@ class RunningNode:
     catalog: CatalogWatch
     sources: SourceWatch
     backend: DuckDBBackend | PostgresBackend
+    facts: FactsRefresher
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.sources.stop()
+        self.facts.stop()
         self.server.stop(grace).wait()
         self.handler.close()
         self.backend.close()  # a database's connections too, once no question runs
@@ -172,9 +175,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     backend = _backend(config, catalog)
     agreement = AgreementKey.load_or_create(config.state_dir)
     consent_gate = _consent_gate(config, catalog, policy)
-    lookups = LookupIndex(backend, catalog)
-    if lookups.supported and not config.on_postgres:
-        lookups.refresh()  # the first lookup should not wait for it
+    lookups = _lookup_index(config, catalog, backend)
     audit, own = _open_audit(config, catalog, agreement)
     protector = _protector(config, catalog, agreement, own, watch)
     admission = Admission(
@@ -193,6 +194,20 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         consent_gate=consent_gate,
     )
     return _serve(config, listen, tls, NodeHandler(admission, audit), watch, backend, own)
+
+
+def _lookup_index(config: NodeConfig, catalog: Catalog, backend: DuckDBBackend | PostgresBackend) -> LookupIndex:
+    """The lookup facts, computed now so the first lookup does not wait for them (a database that cannot be
+    reached now is an unwell region: its facts are computed once it can be)."""
+    lookups = LookupIndex(backend, catalog)
+    if lookups.supported:
+        try:
+            lookups.refresh()
+        except FederationError as err:
+            if not config.on_postgres:
+                raise
+            log.warning("node %s: its lookup facts could not be computed at start (%s)", config.node_id, err.code)
+    return lookups
 
 
 def _backend(config: NodeConfig, catalog: Catalog) -> DuckDBBackend | PostgresBackend:
@@ -304,6 +319,8 @@ def _serve(
         health = rpc.add_health(server, "hpf.v1.Node")
         server.start()
         sources = SourceWatch(backend, health, "hpf.v1.Node", SOURCE_CHECK_SECONDS)
+        every = config.lookup_facts.refresh_s if config.on_postgres else None  # files: computed when they change
+        facts = refresher_for(handler.lookup.admission.lookups, config.state_dir, every)
         log.info("node %s audit key: %s", config.node_id, own.audit_key)
         log.info("node %s agreement key: %s", config.node_id, own.agreement_key)
         log.info("node %s listening on port %d (%s)", config.node_id, port, "mTLS" if tls else "INSECURE")
@@ -318,6 +335,7 @@ def _serve(
         catalog=watch,
         sources=sources,
         backend=backend,
+        facts=facts,
     )
 
 

@@ -33,6 +33,10 @@ CODES: tuple[Code, ...] = (
     _config.code("NODE_KEY_MISMATCH", "the catalog's key for the node is not the node's own"),
     _config.code("NODE_DSN_MISSING", "the node's database connection string is not where its configuration says"),
     _config.code("NODE_DSN_UNSAFE", "the file holding the node's database connection string is open to others"),
+    _config.code("NODE_NOT_RUNNING", "no running node serves the state directory the command names", UnavailableError),
+    _config.code(
+        "NODE_REFRESH_TIMEOUT", "the node did not finish computing its lookup facts in the time given", UnavailableError
+    ),
     _config.code("SERVER_BIND_FAILED", "the server cannot listen on its address"),
     _cli.code("CLI_BAD_OPTION", "the command's options do not go together, or one is missing"),
     _cli.code("DEMO_ARGS", "the demo's options are out of range"),

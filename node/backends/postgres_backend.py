@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.adapt import Loader
@@ -32,7 +33,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from hpf.federation.catalog import Catalog
 from hpf.federation.engine import DEFAULT_MEMORY, Abandon
-from hpf.federation.errors import DataError, FederationError, PlanError, UnavailableError
+from hpf.federation.errors import DataError, FederationError, UnavailableError
 from hpf.federation.planner.dialects import pg_value
 from hpf.node.backends import pg_schema
 from hpf.node.backends.unwell import unwell
@@ -45,6 +46,9 @@ logging.getLogger("psycopg").setLevel(logging.CRITICAL + 1)
 CONNECT_TIMEOUT_S = 3  # a database that does not answer a connection within this is down
 PROBE_WAIT_S = 2.0  # how long a probe of a healthy database waits for a pooled connection
 POOL_SLICE_S = 1.0  # a question waiting for a pooled connection probes the database this often
+FACTS_SECONDS = 600.0  # each step of the lookup facts' computation (every person's, one statement) ends within this
+POOL_WAIT_FACTS_S = 30.0  # and start within this
+FACTS_BATCH = 50_000  # people's facts read from the database at a time
 _UNITS = {"KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
 _UNITS["TIB"] = 1024**4
 MAX_WORK_MEM_KB = 2_147_483_647  # PostgreSQL's ceiling
@@ -305,16 +309,47 @@ class PostgresBackend:
         return DataError("the node could not run the partial plan in its database", code="NODE_EXECUTION_FAILED")
 
     def data_version(self) -> object:
-        """What the lookup index compares to know whether to read the facts again (:meth:`columns` refuses)."""
+        """What the lookup index compares to know whether to compute the facts again: the database's types (rows
+        change unseen, so the facts are computed again on a schedule, :mod:`node.lookup_refresh`). A region whose
+        database cannot be served refuses lookups as it refuses questions (``NODE_UNWELL``)."""
+        self._refuse_if_unwell()
         return tuple(sorted((name, tuple(types.items())) for name, types in self._verified.items()))
 
     def columns(self, sql: str) -> dict[str, Any]:
-        """Person lookups' facts are not read from a database yet: a lookup is refused with a clear code."""
-        raise PlanError(
-            "this region's tables are in PostgreSQL, which does not answer person lookups yet",
-            code="LOOKUP_UNSUPPORTED",
-            hint="keep the lookup tables of a region that answers lookups on files",
-        )
+        """Run the node's own SQL (the lookup facts, one row per person) in a read-only transaction, each step
+        within ``FACTS_SECONDS``, and return its result as NumPy columns, read ``FACTS_BATCH`` rows at a time
+        through a cursor in the database (never every row as Python tuples at once). A failure is the region's:
+        logged by SQLSTATE class, the database probed at once."""
+        self._refuse_if_unwell()
+        parts: list[dict[str, Any]] = []
+        try:
+            with self._pooled(POOL_WAIT_FACTS_S) as conn, conn.transaction():
+                conn.execute(f"SET LOCAL statement_timeout = {int(FACTS_SECONDS * 1000)}")
+                conn.execute(f"SET LOCAL work_mem = '{self._work_mem_kb}kB'")
+                conn.execute("SET LOCAL search_path = pg_catalog")
+                with conn.cursor(name="hpf_lookup_facts") as cur:
+                    cur.execute(sql.encode())
+                    names = [column.name for column in cur.description or ()]
+                    while batch := cur.fetchmany(FACTS_BATCH):
+                        parts.append(_as_columns(names, batch))
+        except PoolTimeout:
+            raise DataError(
+                "the node found no database connection free for its lookup facts", code="NODE_EXECUTION_FAILED"
+            ) from None
+        except psycopg.Error as err:
+            raise self._failure(err) from None
+        if not parts:
+            return _as_columns(names, [])
+        return {name: np.concatenate([part[name] for part in parts]) for name in names}
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _as_columns(names: list[str], rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
+    """Rows of the lookup facts as NumPy columns: the person as text, every fact a 64-bit integer."""
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    return {
+        name: np.array(column, dtype=object if name == "pid" else np.int64)
+        for name, column in zip(names, values, strict=True)
+    }

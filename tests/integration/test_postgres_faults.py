@@ -12,16 +12,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from grpc_health.v1 import health, health_pb2
 from pg import PRIVATE_PASSWORD, PrivatePostgres, fresh_database, load_table, private_postgres
 
 from hpf.federation.catalog import Catalog
+from hpf.federation.crypto.lookup_codec import FACT_COLUMNS
 from hpf.federation.errors import DataError, FederationError, UnavailableError
 from hpf.node.backends.postgres_backend import PostgresBackend
 from hpf.node.config import PostgresDsn, PostgresTable
+from hpf.node.lookup_index import LookupIndex
+from hpf.node.lookup_refresh import FactsRefresher
 from hpf.node.source_watch import SourceWatch
 
 CATALOG = Catalog.model_validate(
@@ -187,3 +192,66 @@ def test_questions_at_once_share_the_pool(server: PrivatePostgres, dsn: str) -> 
         assert [[tuple(r) for r in rows] for rows in results] == [EXPECTED] * 6
     finally:
         node.close()
+
+
+LOOKUP_CATALOG = Catalog.model_validate(
+    {
+        "federation": "t",
+        "nodes": [{"id": "north", "address": "127.0.0.1:1"}],
+        "tables": {
+            "accounts": {
+                "columns": {c: {"type": t} for c, t in (("person_id", "VARCHAR"), ("status", "VARCHAR"))}
+                | {"balance_fen": {"type": "BIGINT"}}
+            },
+            "deposits": {"columns": {"person_id": {"type": "VARCHAR"}, "amount_fen": {"type": "BIGINT"}}},
+            "loans": {
+                "columns": {"person_id": {"type": "VARCHAR"}, "status": {"type": "VARCHAR"}}
+                | {"outstanding_fen": {"type": "BIGINT"}}
+            },
+        },
+    }
+)
+PERSON = "11010119700101123X"
+
+
+def test_lookup_facts_keep_through_a_database_outage_and_lookups_wait_for_it(
+    server: PrivatePostgres, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """A computation of the facts while the database is down fails by its code and keeps the facts in force;
+    meanwhile a lookup is refused as the region's (NODE_UNWELL), and once the database is back it is answered
+    again, from a fresh computation on request. No connection string or password reaches a log."""
+    with fresh_database(server.dsn()) as db:
+        accounts = {"person_id": "text", "status": "text", "balance_fen": "bigint"}
+        load_table(db, "accounts", accounts, [(PERSON, "active", 500)])
+        load_table(db, "deposits", {"person_id": "text", "amount_fen": "bigint"}, [(PERSON, 70), (PERSON, 30)])
+        load_table(db, "loans", {"person_id": "text", "status": "text", "outstanding_fen": "bigint"}, [])
+        monkeypatch.setenv("HPF_FAULT_DSN", db)
+        source = PostgresDsn(dsn_env="HPF_FAULT_DSN")
+        node = PostgresBackend(
+            LOOKUP_CATALOG,
+            {t: PostgresTable(postgres=source, table=t) for t in LOOKUP_CATALOG.tables},
+            query_seconds=5.0,
+        )
+        index = LookupIndex(node, LOOKUP_CATALOG)
+        refresher = FactsRefresher(index, tmp_path / "lookup-facts", None)
+        try:
+            assert index.refresh() == 1
+            months = FACT_COLUMNS.index("contribution_months")
+            assert index.facts([PERSON])[0][months] == 2
+            server.stop()
+            outcome = refresher.refresh()
+            assert not outcome.ok and outcome.code == "NODE_UNWELL"
+            assert refusal(lambda: index.facts([PERSON])).code == "NODE_UNWELL"
+            server.start()
+            assert node.check_sources() is None  # as the node's watch finds it back
+            assert index.facts([PERSON])[0][months] == 2  # the facts before the outage
+            with psycopg.connect(db, autocommit=True) as con:  # a change the facts do not follow by themselves
+                con.execute("INSERT INTO deposits VALUES (%s, 5)", (PERSON,))
+            assert index.facts([PERSON])[0][months] == 2
+            assert refresher.refresh().ok
+            assert index.facts([PERSON])[0][months] == 3
+        finally:
+            refresher.stop()
+            node.close()
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert PRIVATE_PASSWORD not in said and "password" not in said and PERSON not in said
