@@ -2,8 +2,8 @@
 
 Connections come from a pool (psycopg 3, ``psycopg_pool``), whose first connection is made before the node
 serves a question (at start, and again when the database is back), and which a question waits for at least a
-short floor even when its wait leaves nothing beyond the node's time limit. Each new connection makes a temporary view per
-catalog table, named as the catalog names it and casting every column to its catalog type
+short floor even when its wait leaves nothing beyond the node's time limit. Each new connection makes a
+temporary view per catalog table, named as the catalog names it and casting every column to its catalog type
 (:func:`pg_schema.view_sql`); PostgreSQL looks a table name up in the session's temporary schema first, so the
 plan's SQL runs with the catalog's table names unchanged, and ``search_path`` is set to ``pg_catalog`` alone so
 no other schema's objects are found. Each question runs in a READ ONLY transaction with ``statement_timeout``
