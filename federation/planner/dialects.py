@@ -24,6 +24,7 @@ PLAN_BACKEND_UNSUPPORTED TRY_CAST(x AS t) cannot run exactly on postgres
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import cast
@@ -35,7 +36,7 @@ from hpf.federation.catalog import Catalog
 from hpf.federation.errors import PlanError
 from hpf.federation.plan import Plan
 from hpf.federation.planner.pg_types import Family, family, pg_type
-from hpf.federation.privacy.dp_plan import capped_table_sql
+from hpf.federation.privacy.dp_plan import capped_table_sql, dp_plan
 
 BACKENDS = ("duckdb", "postgres")  # the engines a region's rows may live in
 
@@ -62,9 +63,17 @@ def render_node_sql(sql: str, backend: str, columns: Mapping[str, str] | None = 
     return _Postgres(dict(columns or {})).render(tree).sql("postgres")
 
 
-def plan_node_sql(plan: Plan, catalog: Catalog, backend: str, source: str | None = None) -> str:
+Rendered = dict[str, str]  # node queries as a backend runs them, by the planner's (DuckDB) query
+
+
+def plan_node_sql(
+    plan: Plan, catalog: Catalog, backend: str, source: str | None = None, rendered: Rendered | None = None
+) -> str:
     """The query a region on ``backend`` runs for ``plan`` (over ``source``, as :meth:`Plan.node_sql`), with the
     column types of the plan's table from ``catalog``; raises ``PLAN_BACKEND_UNSUPPORTED`` where it cannot.
+
+    ``rendered`` keeps what was rendered for one question, so that its admission renders its queries and its
+    run finds them there, never parsing and rendering the same query twice.
 
     >>> from hpf.federation.catalog import Table
     >>> from hpf.federation.plan import Component
@@ -74,17 +83,32 @@ def plan_node_sql(plan: Plan, catalog: Catalog, backend: str, source: str | None
     >>> plan_node_sql(plan, catalog, "postgres")
     'SELECT COUNT(*) AS c0_0 FROM t WHERE city COLLATE "C" >= \\'3\\''
     """
+    sql = plan.node_sql(source)
+    if rendered is not None and sql in rendered:
+        return rendered[sql]
     columns = {name: column.type for name, column in catalog.tables[plan.table].columns.items()}
-    return render_node_sql(plan.node_sql(source), backend, columns)
+    node_sql = render_node_sql(sql, backend, columns)
+    if rendered is not None:
+        rendered[sql] = node_sql
+    return node_sql
 
 
-def check_backend(plan: Plan, catalog: Catalog, backend: str) -> None:
+def check_backend(
+    plan: Plan, catalog: Catalog, backend: str, *, dp: bool = False, rendered: Rendered | None = None
+) -> None:
     """Refuse ``plan`` at plan time for a region on ``backend`` (``PLAN_BACKEND_UNSUPPORTED``, naming the
-    construct) unless its node query, and under DP its row-capped source, render exactly there."""
-    plan_node_sql(plan, catalog, backend)
+    construct) unless its node query, and for a table that declares a contribution bound its query over the
+    row-capped source, render exactly there. Under ``dp`` that query is the clamped plan's, the one a DP answer
+    runs (:func:`dp_plan`; the plan's own when the plan cannot be clamped, which its DP terms refuse later).
+    What is rendered is kept in ``rendered``, for the question's run."""
+    plan_node_sql(plan, catalog, backend, rendered=rendered)
     table = catalog.tables[plan.table]
     if table.contribution is not None:
-        plan_node_sql(plan, catalog, backend, f"({capped_table_sql(plan.table, table)}) AS {plan.table}")
+        capped, source = plan, f"({capped_table_sql(plan.table, table)}) AS {plan.table}"
+        if dp:
+            with contextlib.suppress(PlanError):  # DP_UNBOUNDED
+                capped, source = dp_plan(plan, catalog)
+        plan_node_sql(capped, catalog, backend, source, rendered)
 
 
 def pg_value(text: str) -> int | Decimal:
