@@ -13,6 +13,7 @@ import contextlib
 import copy
 import random
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,19 +62,21 @@ class Renders:
         self.during_runs = 0
         self.ran: list[str] = []
         render, compute, run = dialects.render_node_sql, PartialExecutor.compute, PostgresBackend.run
+        computing = threading.local()  # a node's run (in the thread that admitted the question), not another's
 
-        def counted_render(sql: str, backend: str, columns: Any = None) -> str:
-            out = render(sql, backend, columns)
+        def counted_render(sql: str, backend: str, *args: Any) -> str:
+            out = render(sql, backend, *args)
             if backend == "postgres":
                 self.rendered.append((sql, out))
+                self.during_runs += getattr(computing, "on", False)
             return out
 
         def counted_compute(executor: PartialExecutor, *args: Any, **kwargs: Any) -> Any:
-            before = len(self.rendered)
+            computing.on = True
             try:
                 return compute(executor, *args, **kwargs)
             finally:
-                self.during_runs += len(self.rendered) - before
+                computing.on = False
 
         def recorded_run(backend: PostgresBackend, sql: str, *args: Any, **kwargs: Any) -> Any:
             self.ran.append(sql)
