@@ -49,18 +49,27 @@ def unsupported(construct: str, backend: str = "postgres") -> PlanError:
     )
 
 
-def render_node_sql(sql: str, backend: str, columns: Mapping[str, str] | None = None) -> str:
+def render_node_sql(
+    sql: str, backend: str, columns: Mapping[str, str] | None = None, scales: Mapping[str, int] | None = None
+) -> str:
     """``sql`` (a node query as the planner writes it, DuckDB SQL) as ``backend`` runs it, with the same answer.
 
     ``columns`` maps the table's column names to their catalog types; a rule that needs an operand's type
-    refuses the query without them.
+    refuses the query without them. ``scales`` maps the output columns that are DECIMAL sums to their scale
+    (:func:`plan_node_sql` gives them): PostgreSQL keeps each NUMERIC value's own number of decimals, so a sum
+    of ``CASE ... THEN 2 ELSE 0.5 END`` over rows that all take 2 comes back as ``6``, where DuckDB's DECIMAL
+    gives ``6.0``; a node reads an integer as a sum already in units of its scale, so such a sum gets its scale
+    back by adding a zero of that many decimals (exact: a NUMERIC sum's decimals are the most of its operands').
+
+    >>> render_node_sql("SELECT SUM(x) AS c1_0 FROM t", "postgres", {"x": "DECIMAL(12,2)"}, {"c1_0": 2})
+    'SELECT SUM(x) + 0.00 AS c1_0 FROM t'
     """
     if backend == "duckdb":
         return sql
     if backend not in BACKENDS:
         raise unsupported("a node query", backend)
     tree = cast(exp.Expression, sqlglot.parse_one(sql, read="duckdb"))
-    return _Postgres(dict(columns or {})).render(tree).sql("postgres")
+    return _Postgres(dict(columns or {}), dict(scales or {})).render(tree).sql("postgres")
 
 
 Rendered = dict[str, str]  # node queries as a backend runs them, by the planner's (DuckDB) query
@@ -87,7 +96,8 @@ def plan_node_sql(
     if rendered is not None and sql in rendered:
         return rendered[sql]
     columns = {name: column.type for name, column in catalog.tables[plan.table].columns.items()}
-    node_sql = render_node_sql(sql, backend, columns)
+    scales = {f"c{i}_0": c.scale for i, c in enumerate(plan.components) if c.kind == "sum" and c.scale > 0}
+    node_sql = render_node_sql(sql, backend, columns, scales)
     if rendered is not None:
         rendered[sql] = node_sql
     return node_sql
@@ -160,8 +170,9 @@ _PART_NAMES = {"yyyy": "YEAR", "mon": "MONTH", "dayofmonth": "DAY", "dayofweek":
 class _Postgres:
     """One rendering: the rules by node kind, over the table's column types."""
 
-    def __init__(self, columns: dict[str, str]) -> None:
+    def __init__(self, columns: dict[str, str], scales: dict[str, int] | None = None) -> None:
         self.columns = columns
+        self.scales = scales or {}
         self.rules: dict[type[exp.Expression], Callable[[exp.Expression], exp.Expression]] = {
             exp.Cast: self._cast,
             exp.DataType: self._data_type,
@@ -328,7 +339,12 @@ class _Postgres:
 
     def _select(self, node: exp.Expression) -> exp.Expression:
         """A SELECT as is; the DP source's ``SELECT * ... QUALIFY ROW_NUMBER() OVER (...) <= n`` as a ranked
-        subquery (PostgreSQL has no QUALIFY), its columns named so the rank is not one of them."""
+        subquery (PostgreSQL has no QUALIFY), its columns named so the rank is not one of them. A DECIMAL sum
+        among its columns keeps its scale (see :func:`render_node_sql`)."""
+        for item in node.expressions:
+            scale = self.scales.get(item.alias) if isinstance(item, exp.Alias) else None
+            if scale:
+                item.set("this", exp.Add(this=item.this, expression=exp.Literal.number("0." + "0" * scale)))
         qualify = node.args.get("qualify")
         if qualify is None:
             return node
