@@ -1,0 +1,202 @@
+"""Attacks on a node whose rows live in PostgreSQL: questions whose PostgreSQL answer is not DuckDB's over the
+same rows, and a database that hangs under a question.
+
+Each test builds the same rows in DuckDB (the oracle, running the plan's own node SQL) and in a fresh PostgreSQL
+database on the shared server (or a private server for the fault), and runs the plan's PostgreSQL rendering
+through the node's own backend (its temporary views, its read-only transaction, its ``search_path``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import duckdb
+import psycopg
+import pytest
+from pg import fresh_database, private_postgres
+from psycopg import sql
+
+from hpf.federation.catalog import Catalog
+from hpf.federation.errors import FederationError
+from hpf.federation.planner import plan_query
+from hpf.federation.planner.dialects import plan_node_sql
+from hpf.node.backends.postgres_backend import PostgresBackend
+from hpf.node.config import PostgresDsn, PostgresTable
+
+ENV = "HPF_RED_PG_DSN"
+
+
+def catalog(columns: dict[str, str]) -> Catalog:
+    return Catalog.model_validate(
+        {
+            "federation": "t",
+            "nodes": [{"id": "north", "address": "127.0.0.1:1"}],
+            "tables": {"t": {"columns": {c: {"type": t, "class": "public"} for c, t in columns.items()}}},
+        }
+    )
+
+
+class Both:
+    """The same rows in DuckDB and behind a PostgresBackend; ``answers`` runs one question in each."""
+
+    def __init__(self, cat: Catalog, duck: duckdb.DuckDBPyConnection, node: PostgresBackend) -> None:
+        self.catalog, self.duck, self.node = cat, duck, node
+
+    def answers(self, question: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        plan = plan_query(question, self.catalog)
+        want = sorted(self.duck.execute(plan.node_sql()).fetchall())
+        got = sorted(tuple(r) for r in self.node.run(plan_node_sql(plan, self.catalog, "postgres")))
+        return want, got
+
+
+@contextlib.contextmanager
+def both(
+    monkeypatch: pytest.MonkeyPatch,
+    columns: dict[str, str],
+    pg_columns: dict[str, str],
+    duck_values: Sequence[str],
+    pg_values: Sequence[str] | None = None,
+    *,
+    icu_english: bool = False,
+    setup: Sequence[str] = (),
+) -> Iterator[Both]:
+    """Table ``t`` of ``columns`` (catalog types) in DuckDB and in PostgreSQL (``pg_columns``: its types there),
+    rows given as SQL value lists (``pg_values`` where PostgreSQL spells the same value otherwise)."""
+    with fresh_database(icu_english=icu_english) as dsn, duckdb.connect(":memory:") as duck:
+        duck.execute(f"CREATE TABLE t ({', '.join(f'{c} {t}' for c, t in columns.items())})")
+        for row in duck_values:
+            duck.execute(f"INSERT INTO t VALUES ({row})")
+        with psycopg.connect(dsn, autocommit=True) as pg:
+            for statement in setup:
+                pg.execute(statement.encode())
+            cols = ", ".join(f"{sql.Identifier(c).as_string(pg)} {t}" for c, t in pg_columns.items())
+            pg.execute(f"CREATE TABLE t ({cols})".encode())
+            for row in pg_values if pg_values is not None else duck_values:
+                pg.execute(f"INSERT INTO t VALUES ({row})".encode())
+        monkeypatch.setenv(ENV, dsn)
+        cat = catalog(columns)
+        node = PostgresBackend(cat, {"t": PostgresTable(postgres=PostgresDsn(dsn_env=ENV), table="t")})
+        try:
+            yield Both(cat, duck, node)
+        finally:
+            node.close()
+
+
+# ------------------------------------------------------------------------------ silent wrong answers
+
+
+def test_trim_removes_unicode_spaces_in_duckdb_but_not_in_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRIM is rendered as is: PostgreSQL's trim() removes U+0020 alone, DuckDB's every space separator (the
+    lookup facts know this and pass them to btrim; a question's TRIM does not)."""
+    rows = ["'\u00a0acme'", "'acme\u3000'", "'acme'", "'other'"]
+    with both(monkeypatch, {"employer": "VARCHAR"}, {"employer": "text"}, rows) as engines:
+        want, got = engines.answers("SELECT COUNT(*) FROM t WHERE TRIM(employer) = 'acme'")
+        assert want == [(3,)]
+        assert got == want
+
+
+def test_greatest_and_least_led_by_null_compare_text_by_the_database_collation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """COLLATE "C" goes on the first operand only when it is known to be text: GREATEST(NULL, t, 'B') leaves
+    every operand to the database's default collation (here ICU English, where 'a' < 'B')."""
+    rows = ["'apple'", "'Banana'", "'Zed'", "'acme'"]
+    with both(monkeypatch, {"employer": "VARCHAR"}, {"employer": "text"}, rows, icu_english=True) as engines:
+        want, got = engines.answers("SELECT COUNT(*) FROM t WHERE GREATEST(NULL, employer, 'B') = employer")
+        assert want == [(4,)]  # by code point every row is above 'B'
+        assert got == want
+        want, got = engines.answers("SELECT COUNT(*) FROM t WHERE LEAST(NULL, employer, 'B') = 'B'")
+        assert got == want
+
+
+def test_year_and_text_of_a_date_before_the_common_era(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same day, 15 March 44 BC: DuckDB counts years astronomically (year -43, written '0044-03-15 (BC)'),
+    PostgreSQL's EXTRACT has no year 0 (-44) and TO_CHAR(YYYY) drops the era ('0044-03-15')."""
+    duck_rows, pg_rows = ["DATE '0044-03-15 (BC)'", "DATE '2020-01-01'"], ["DATE '0044-03-15 BC'", "DATE '2020-01-01'"]
+    with both(monkeypatch, {"day": "DATE"}, {"day": "date"}, duck_rows, pg_rows) as engines:
+        same_day = engines.duck.execute("SELECT COUNT(*) FROM t WHERE day - DATE '2020-01-01' = -736953").fetchall()
+        assert same_day == [(1,)]  # the rows are the same days (PostgreSQL: '0044-03-15 BC' - '2020-01-01')
+        want, got = engines.answers("SELECT COUNT(*) FROM t WHERE YEAR(day) = -43")
+        assert want == [(1,)]
+        assert got == want
+        want, got = engines.answers("SELECT COUNT(*) FROM t WHERE CAST(day AS VARCHAR) = '0044-03-15'")
+        assert got == want
+
+
+def test_a_column_with_a_nondeterministic_collation_passes_the_start_check_and_merges_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A text column under a case-insensitive ICU collation is 'text' to the start-up check, and the view's
+    CAST(... AS text) keeps its collation: '=' and GROUP BY then treat 'active' and 'ACTIVE' as one value."""
+    setup = ["CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"]
+    rows = ["'active'", "'ACTIVE'", "'Active'", "'sealed'"]
+    with both(monkeypatch, {"status": "VARCHAR"}, {"status": 'text COLLATE "ci"'}, rows, setup=setup) as engines:
+        assert engines.node.check_sources() is None  # served, not refused as a type that does not fit
+        want, got = engines.answers("SELECT COUNT(*) FROM t WHERE status = 'active'")
+        assert want == [(1,)]
+        assert got == want
+
+
+def test_a_column_named_current_schema_is_read_as_the_function_by_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The catalog allows a column named current_schema; the node SQL names it unquoted, which PostgreSQL reads as
+    the function CURRENT_SCHEMA ('pg_catalog' under the node's search_path), DuckDB as the column."""
+    rows = ["'main', 1", "'pg_catalog', 2", "'x', 3"]
+    columns, pg_columns = {"current_schema": "VARCHAR", "x": "BIGINT"}, {"current_schema": "text", "x": "bigint"}
+    with both(monkeypatch, columns, pg_columns, rows) as engines:
+        want, got = engines.answers("SELECT COUNT(*), SUM(x) FROM t WHERE \"current_schema\" = 'pg_catalog'")
+        assert want[0][0] == 1
+        assert got == want
+
+
+# ------------------------------------------------------------------------------ faults
+
+
+def test_a_database_that_hangs_mid_question_holds_the_question_past_the_node_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server process serving the node's connection stops answering (SIGSTOP: not down, hung). Its
+    statement_timeout cannot fire and the node sets no client-side limit nor TCP keepalives, so the question
+    should end, as a failure, within the node's own limit; it waits for as long as the database hangs."""
+    limit_s = 2.0
+    with private_postgres() as server, fresh_database(server.dsn()) as dsn:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute("CREATE TABLE t (k text, x bigint)")
+            admin.execute("INSERT INTO t SELECT 'a', g FROM generate_series(1, 100) g")
+            monkeypatch.setenv(ENV, dsn)
+            cat = catalog({"k": "VARCHAR", "x": "BIGINT"})
+            table = PostgresTable(postgres=PostgresDsn(dsn_env=ENV), table="t")
+            node = PostgresBackend(cat, {"t": table}, query_seconds=limit_s, scans=1)
+            stopped: list[int] = []
+            outcome: list[object] = []
+            try:
+                question = plan_node_sql(plan_query("SELECT COUNT(*) FROM t", cat), cat, "postgres")
+                assert [tuple(r) for r in node.run(question)] == [(100,)]
+                pids = admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'hpf-node'")
+                for (pid,) in pids.fetchall():
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+                assert stopped
+
+                def ask() -> None:
+                    try:
+                        outcome.append(node.run(question))
+                    except FederationError as err:
+                        outcome.append(err)
+
+                asking = threading.Thread(target=ask, daemon=True)
+                began = time.monotonic()
+                asking.start()
+                asking.join(timeout=limit_s + 10.0)
+                waited = time.monotonic() - began
+                assert not asking.is_alive(), f"the question still waits after {waited:.0f} s (limit {limit_s} s)"
+            finally:
+                for pid in stopped:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+                node.close()
