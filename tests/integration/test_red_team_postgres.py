@@ -157,13 +157,11 @@ def test_a_column_named_current_schema_is_read_as_the_function_by_postgres(monke
 # ------------------------------------------------------------------------------ faults
 
 
-def test_a_database_that_hangs_mid_question_holds_the_question_past_the_node_limit(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The server process serving the node's connection stops answering (SIGSTOP: not down, hung). Its
-    statement_timeout cannot fire and the node sets no client-side limit nor TCP keepalives, so the question
-    should end, as a failure, within the node's own limit; it waits for as long as the database hangs."""
-    limit_s = 2.0
+@contextlib.contextmanager
+def node_on_private_server(monkeypatch: pytest.MonkeyPatch, limit_s: float) -> Iterator[tuple[PostgresBackend, Any]]:
+    """A node (one pooled connection) over a private server's table ``t``, after one question answered; yields
+    it and a function that stops (SIGSTOP) the server processes serving the node's connections: hung, not down.
+    They are continued after the test."""
     with private_postgres() as server, fresh_database(server.dsn()) as dsn:
         with psycopg.connect(dsn, autocommit=True) as admin:
             admin.execute("CREATE TABLE t (k text, x bigint)")
@@ -173,30 +171,61 @@ def test_a_database_that_hangs_mid_question_holds_the_question_past_the_node_lim
             table = PostgresTable(postgres=PostgresDsn(dsn_env=ENV), table="t")
             node = PostgresBackend(cat, {"t": table}, query_seconds=limit_s, scans=1)
             stopped: list[int] = []
-            outcome: list[object] = []
-            try:
-                question = plan_node_sql(plan_query("SELECT COUNT(*) FROM t", cat), cat, "postgres")
-                assert [tuple(r) for r in node.run(question)] == [(100,)]
+
+            def hang() -> None:
                 pids = admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'hpf-node'")
                 for (pid,) in pids.fetchall():
                     os.kill(pid, signal.SIGSTOP)
                     stopped.append(pid)
                 assert stopped
 
-                def ask() -> None:
-                    try:
-                        outcome.append(node.run(question))
-                    except FederationError as err:
-                        outcome.append(err)
-
-                asking = threading.Thread(target=ask, daemon=True)
-                began = time.monotonic()
-                asking.start()
-                asking.join(timeout=limit_s + 10.0)
-                waited = time.monotonic() - began
-                assert not asking.is_alive(), f"the question still waits after {waited:.0f} s (limit {limit_s} s)"
+            try:
+                assert [tuple(r) for r in node.run(QUESTION)] == [(100,)]
+                yield node, hang
             finally:
                 for pid in stopped:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGCONT)
                 node.close()
+
+
+QUESTION = "SELECT COUNT(*) AS c0_0 FROM t"
+
+
+def ended_within(call: Any, seconds: float) -> float | None:
+    """Run ``call`` in a thread; how long it took, or None if it had not ended within ``seconds``."""
+    done = threading.Event()
+
+    def run() -> None:
+        with contextlib.suppress(FederationError):
+            call()
+        done.set()
+
+    began = time.monotonic()
+    threading.Thread(target=run, daemon=True).start()
+    return time.monotonic() - began if done.wait(seconds) else None
+
+
+def test_a_database_that_hangs_mid_question_holds_the_question_past_the_node_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server process serving the node's connection stops answering (SIGSTOP: not down, hung). Its
+    statement_timeout cannot fire and the node sets no client-side limit nor TCP keepalives, so the question
+    should end, as a failure, within the node's own limit; it waits for as long as the database hangs."""
+    limit_s = 2.0
+    with node_on_private_server(monkeypatch, limit_s) as (node, hang):
+        hang()
+        took = ended_within(lambda: node.run(QUESTION), limit_s + 10.0)
+        assert took is not None, f"the question still waits after {limit_s + 10.0:.0f} s (limit {limit_s} s)"
+
+
+def test_a_database_that_hangs_keeps_the_health_probe_waiting_so_the_region_stays_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The health watch's probe (check_sources over a pooled connection) runs its catalog query on the hung
+    connection with no time limit: it never returns, holds the probe lock every question's wait for a connection
+    also takes, and health stays SERVING. It should find the database unusable within a few seconds."""
+    with node_on_private_server(monkeypatch, 2.0) as (node, hang):
+        hang()
+        took = ended_within(node.check_sources, 15.0)
+        assert took is not None, "the probe of a hung database still waits after 15 s"
