@@ -23,11 +23,13 @@ from pg import fresh_database, private_postgres
 from psycopg import sql
 
 from hpf.federation.catalog import Catalog
+from hpf.federation.crypto.lookup_codec import FACT_COLUMNS
 from hpf.federation.errors import FederationError
 from hpf.federation.planner import plan_query
 from hpf.federation.planner.dialects import plan_node_sql
 from hpf.node.backends.postgres_backend import PostgresBackend
 from hpf.node.config import PostgresDsn, PostgresTable
+from hpf.node.lookup_index import FACTS_SQL, LookupIndex
 
 ENV = "HPF_RED_PG_DSN"
 
@@ -229,3 +231,51 @@ def test_a_database_that_hangs_keeps_the_health_probe_waiting_so_the_region_stay
         hang()
         took = ended_within(node.check_sources, 15.0)
         assert took is not None, "the probe of a hung database still waits after 15 s"
+
+
+def test_lookup_facts_over_a_nondeterministic_collation_count_other_statuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lookup facts compare ``status = 'active'`` in the database: under a case-insensitive collation (which
+    the start-up check lets through) a loan written 'ACTIVE' counts as an active loan there, not in DuckDB."""
+    tables = {
+        "accounts": {"person_id": "VARCHAR", "status": "VARCHAR", "balance_fen": "BIGINT"},
+        "deposits": {"person_id": "VARCHAR", "amount_fen": "BIGINT"},
+        "loans": {"person_id": "VARCHAR", "status": "VARCHAR", "outstanding_fen": "BIGINT"},
+    }
+    rows = {
+        "accounts": ["'110101199001011234', 'active', 100"],
+        "deposits": ["'110101199001011234', 5"],
+        "loans": ["'110101199001011234', 'ACTIVE', 7", "'110101199001011234', 'active', 3"],
+    }
+    pg_types = {"VARCHAR": "text", "BIGINT": "bigint"}
+    cat = Catalog.model_validate(
+        {
+            "federation": "t",
+            "nodes": [{"id": "north", "address": "127.0.0.1:1"}],
+            "tables": {
+                t: {"columns": {c: {"type": ty, "class": "public"} for c, ty in cols.items()}}
+                for t, cols in tables.items()
+            },
+        }
+    )
+    with fresh_database() as dsn, duckdb.connect(":memory:") as duck, psycopg.connect(dsn, autocommit=True) as pg:
+        pg.execute("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+        for name, cols in tables.items():
+            duck.execute(f"CREATE TABLE {name} ({', '.join(f'{c} {t}' for c, t in cols.items())})")
+            pg_cols = [f"{c} {pg_types[t]}{' COLLATE ci' if c == 'status' else ''}" for c, t in cols.items()]
+            pg.execute(f"CREATE TABLE {name} ({', '.join(pg_cols)})".encode())
+            for row in rows[name]:
+                duck.execute(f"INSERT INTO {name} VALUES ({row})")
+                pg.execute(f"INSERT INTO {name} VALUES ({row})".encode())
+        monkeypatch.setenv(ENV, dsn)
+        sources = {name: PostgresTable(postgres=PostgresDsn(dsn_env=ENV), table=name) for name in tables}
+        node = PostgresBackend(cat, sources)
+        try:
+            index = LookupIndex(node, cat)
+            got = dict(zip(FACT_COLUMNS, index.facts(["110101199001011234"])[0].tolist(), strict=True))
+        finally:
+            node.close()
+        names = [d[0] for d in duck.execute(FACTS_SQL).description]
+        (want_row,) = duck.execute(FACTS_SQL).fetchall()
+        want = dict(zip(names, want_row, strict=True))
+        assert want["active_loans"] == 1 and want["outstanding_fen"] == 3
+        assert (got["active_loans"], got["outstanding_fen"]) == (want["active_loans"], want["outstanding_fen"])
