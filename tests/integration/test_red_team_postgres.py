@@ -279,3 +279,34 @@ def test_lookup_facts_over_a_nondeterministic_collation_count_other_statuses(mon
         want = dict(zip(names, want_row, strict=True))
         assert want["active_loans"] == 1 and want["outstanding_fen"] == 3
         assert (got["active_loans"], got["outstanding_fen"]) == (want["active_loans"], want["outstanding_fen"])
+
+
+@pytest.mark.parametrize("name", ["user", "current_user", "localtime"])
+def test_a_table_named_like_a_sql_value_function_is_read_as_that_function_by_postgres(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The catalog allows a table named ``user``; the node SQL writes ``FROM user`` unquoted, which PostgreSQL
+    reads as the one-row function CURRENT_USER (and so for the other SQL value functions), DuckDB as the table
+    (the node's temporary view of that name is never read)."""
+    cat = Catalog.model_validate(
+        {
+            "federation": "t",
+            "nodes": [{"id": "north", "address": "127.0.0.1:1"}],
+            "tables": {name: {"columns": {"x": {"type": "BIGINT", "class": "public"}}}},
+        }
+    )
+    with fresh_database() as dsn, duckdb.connect(":memory:") as duck, psycopg.connect(dsn, autocommit=True) as pg:
+        quoted = sql.Identifier(name).as_string(pg)
+        for statement in (f"CREATE TABLE {quoted} (x BIGINT)", f"INSERT INTO {quoted} VALUES (1), (2), (3)"):
+            duck.execute(statement)
+            pg.execute(statement.encode())
+        monkeypatch.setenv(ENV, dsn)
+        node = PostgresBackend(cat, {name: PostgresTable(postgres=PostgresDsn(dsn_env=ENV), table=name)})
+        try:
+            plan = plan_query(f'SELECT COUNT(*) FROM "{name}"', cat)
+            want = duck.execute(plan.node_sql()).fetchall()
+            got = [tuple(r) for r in node.run(plan_node_sql(plan, cat, "postgres"))]
+        finally:
+            node.close()
+        assert want == [(3,)]
+        assert got == want
