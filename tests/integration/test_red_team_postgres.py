@@ -310,3 +310,18 @@ def test_a_table_named_like_a_sql_value_function_is_read_as_that_function_by_pos
             node.close()
         assert want == [(3,)]
         assert got == want
+
+
+def test_a_tinyint_value_written_later_that_does_not_fit_is_served_not_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database smallint under a catalog TINYINT passes the start-up check while every value fits; the view casts
+    it to smallint (PostgreSQL has no 1-byte integer), so a value written later beyond TINYINT's range is served
+    as is, where a narrowed INTEGER or DECIMAL column's cast fails the question (and DuckDB holds no such row)."""
+    with both(monkeypatch, {"x": "TINYINT"}, {"x": "smallint"}, ["1"]) as engines:
+        cat = engines.catalog
+        question = plan_node_sql(plan_query("SELECT SUM(x) FROM t", cat), cat, "postgres")
+        assert engines.node.run(question)
+        with psycopg.connect(os.environ[ENV], autocommit=True) as pg:
+            pg.execute("INSERT INTO t VALUES (200)")  # fits the database's type, not the catalog's
+        with pytest.raises(FederationError) as failed:
+            engines.node.run(question)
+        assert failed.value.code == "NODE_EXECUTION_FAILED"
