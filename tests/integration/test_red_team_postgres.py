@@ -67,6 +67,7 @@ def both(
     *,
     icu_english: bool = False,
     setup: Sequence[str] = (),
+    scans: int | None = None,
 ) -> Iterator[Both]:
     """Table ``t`` of ``columns`` (catalog types) in DuckDB and in PostgreSQL (``pg_columns``: its types there),
     rows given as SQL value lists (``pg_values`` where PostgreSQL spells the same value otherwise)."""
@@ -83,7 +84,7 @@ def both(
                 pg.execute(f"INSERT INTO t VALUES ({row})".encode())
         monkeypatch.setenv(ENV, dsn)
         cat = catalog(columns)
-        node = PostgresBackend(cat, {"t": PostgresTable(postgres=PostgresDsn(dsn_env=ENV), table="t")})
+        node = PostgresBackend(cat, {"t": PostgresTable(postgres=PostgresDsn(dsn_env=ENV), table="t")}, scans=scans)
         try:
             yield Both(cat, duck, node)
         finally:
@@ -325,3 +326,39 @@ def test_a_tinyint_value_written_later_that_does_not_fit_is_served_not_refused(m
         with pytest.raises(FederationError) as failed:
             engines.node.run(question)
         assert failed.value.code == "NODE_EXECUTION_FAILED"
+
+
+def test_a_late_cancel_of_an_abandoned_question_stops_the_next_question_on_its_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The coordinator abandons a question just as it ends. Its cancel (a connection of its own to the server,
+    here made slow to open, as to a distant server) was decided while the question ran, but reaches the server
+    after the connection went back to the pool and a second question began on it: that one is cancelled, and
+    counted as a question past this node's limit."""
+    original = psycopg.Connection.cancel_safe
+
+    def slow_cancel(self: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> None:
+        time.sleep(1.0)
+        original(self, *args, **kwargs)
+
+    # one pooled connection, so the second question runs on the first one's
+    with both(monkeypatch, {"x": "BIGINT"}, {"x": "bigint"}, ["1", "2"], scans=1) as engines:
+        node = engines.node
+        monkeypatch.setattr(psycopg.Connection, "cancel_safe", slow_cancel)
+        cancels: list[Any] = []
+        first = threading.Thread(
+            target=lambda: node.run("SELECT COUNT(*) FROM t, pg_sleep(0.5)", on_abandon=cancels.append), daemon=True
+        )
+        first.start()
+        deadline = time.monotonic() + 10.0
+        while not cancels and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        abandon = threading.Thread(target=cancels[0], daemon=True)
+        abandon.start()  # the coordinator gives the first question up while it runs
+        first.join(10.0)
+        assert not first.is_alive()
+        second = node.run("SELECT COUNT(*) FROM t, pg_sleep(2)")  # asked by someone else, on the same connection
+        abandon.join(10.0)
+        assert [tuple(r) for r in second] == [(2,)]
+        assert node.limit_hits == 0
