@@ -362,3 +362,30 @@ def test_a_late_cancel_of_an_abandoned_question_stops_the_next_question_on_its_c
         abandon.join(10.0)
         assert [tuple(r) for r in second] == [(2,)]
         assert node.limit_hits == 0
+
+
+def test_the_text_and_year_of_an_infinite_date(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both engines hold the date 'infinity'. DuckDB writes it 'infinity' and gives it no year (NULL); the
+    rendering's TO_CHAR gives NULL (the row drops out of a comparison) and EXTRACT fails the question."""
+    rows = ["'infinity'::DATE", "DATE '2020-01-01'"]
+    with both(monkeypatch, {"day": "DATE"}, {"day": "date"}, rows) as engines:
+        want, got = engines.answers("SELECT COUNT(*) FROM t WHERE CAST(day AS VARCHAR) = 'infinity'")
+        assert want == [(1,)]
+        assert got == want
+        want, got = engines.answers("SELECT COUNT(*) FROM t WHERE YEAR(day) IS NULL")
+        assert got == want
+
+
+def test_a_nan_in_a_decimal_column_is_served_as_a_value_above_every_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL's numeric(12,2) holds 'NaN', which no DECIMAL(12,2) can (DuckDB has none): the start-up check
+    passes it, and a question counts it above any bound instead of refusing the table or failing."""
+    with both(monkeypatch, {"balance": "DECIMAL(12,2)"}, {"balance": "numeric(12,2)"}, ["1.00"]) as engines:
+        with psycopg.connect(os.environ[ENV], autocommit=True) as pg:
+            pg.execute("INSERT INTO t VALUES ('NaN')")
+        refused = engines.node.check_sources()
+        question = plan_node_sql(
+            plan_query("SELECT COUNT(*) FROM t WHERE balance > 1000", engines.catalog), engines.catalog, "postgres"
+        )
+        if refused is None:
+            with pytest.raises(FederationError):
+                engines.node.run(question)
