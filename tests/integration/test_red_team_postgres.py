@@ -389,3 +389,63 @@ def test_a_nan_in_a_decimal_column_is_served_as_a_value_above_every_other(monkey
         if refused is None:
             with pytest.raises(FederationError):
                 engines.node.run(question)
+
+
+def reopened_with(engines: Both, setting: str) -> None:
+    """``setting`` made the database's default (ALTER DATABASE ... SET), and the node started again after it."""
+    dbname = psycopg.conninfo.conninfo_to_dict(os.environ[ENV])["dbname"]
+    with psycopg.connect(os.environ[ENV], autocommit=True) as pg:
+        pg.execute(sql.SQL("ALTER DATABASE {} SET " + setting).format(sql.Identifier(str(dbname))))
+    engines.node.close()
+    table = PostgresTable(postgres=PostgresDsn(dsn_env=ENV), table="t")
+    engines.node = PostgresBackend(engines.catalog, {"t": table})
+
+
+def test_sql_injection_through_a_backslash_literal_under_nonstandard_strings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database whose default is standard_conforming_strings = off (a legacy setting some centres keep) reads a
+    backslash before a quote as an escape. The question's literal 'x\\' then swallows the next quote, and text
+    the planner took for a string literal runs as SQL: here a call of pg_backend_pid() no allow-list admits,
+    turning a filter that matches no row into one that matches every row."""
+    rows = ["'acme'", "'other'"]
+    with both(monkeypatch, {"employer": "VARCHAR"}, {"employer": "text"}, rows) as engines:
+        reopened_with(engines, "standard_conforming_strings = off")
+        injected = "SELECT COUNT(*) FROM t WHERE employer = 'x\\' OR employer = ' OR pg_backend_pid() > 0 --'"
+        want, got = engines.answers(injected)
+        assert want == [(0,)]
+        assert got == want
+
+
+@pytest.mark.parametrize(
+    ("setting", "columns", "pg_columns", "rows", "question"),
+    [
+        (
+            "standard_conforming_strings = off",
+            {"employer": "VARCHAR"},
+            {"employer": "text"},
+            ["'a\\b'", "'ab'"],
+            "SELECT COUNT(*) FROM t WHERE employer = 'a\\b'",
+        ),
+        (
+            "client_encoding = 'LATIN1'",
+            {"employer": "VARCHAR"},
+            {"employer": "text"},
+            ["'café'", "'cafe'"],
+            "SELECT COUNT(*) FROM t WHERE employer = 'café'",
+        ),
+    ],
+)
+def test_a_database_setting_the_node_does_not_pin_changes_the_answer(
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    columns: dict[str, str],
+    pg_columns: dict[str, str],
+    rows: list[str],
+    question: str,
+) -> None:
+    """The node pins search_path, statement_timeout and work_mem for its transaction, not the session settings a
+    database (ALTER DATABASE ... SET) or role may carry that change how its SQL is read or its values written:
+    backslashes in literals, the client encoding of the bytes it sends."""
+    with both(monkeypatch, columns, pg_columns, rows) as engines:
+        reopened_with(engines, setting)
+        want, got = engines.answers(question)
+        assert got == want
