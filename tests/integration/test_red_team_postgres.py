@@ -432,6 +432,13 @@ def test_sql_injection_through_a_backslash_literal_under_nonstandard_strings(mon
             ["'café'", "'cafe'"],
             "SELECT COUNT(*) FROM t WHERE employer = 'café'",
         ),
+        (
+            "transform_null_equals = on",
+            {"employer": "VARCHAR"},
+            {"employer": "text"},
+            ["NULL", "'acme'"],
+            "SELECT COUNT(*) FROM t WHERE employer = NULL",
+        ),
     ],
 )
 def test_a_database_setting_the_node_does_not_pin_changes_the_answer(
@@ -444,7 +451,7 @@ def test_a_database_setting_the_node_does_not_pin_changes_the_answer(
 ) -> None:
     """The node pins search_path, statement_timeout and work_mem for its transaction, not the session settings a
     database (ALTER DATABASE ... SET) or role may carry that change how its SQL is read or its values written:
-    backslashes in literals, the client encoding of the bytes it sends."""
+    backslashes in literals, the client encoding of the bytes it sends, ``= NULL`` read as ``IS NULL``."""
     with both(monkeypatch, columns, pg_columns, rows) as engines:
         reopened_with(engines, setting)
         want, got = engines.answers(question)
