@@ -13,13 +13,14 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import duckdb
 import psycopg
 import pytest
-from pg import fresh_database, private_postgres
+from pg import SHARED_DSN, dsn_for, fresh_database, private_postgres
 from psycopg import sql
 
 from hpf.federation.catalog import Catalog
@@ -234,52 +235,102 @@ def test_a_database_that_hangs_keeps_the_health_probe_waiting_so_the_region_stay
         assert took is not None, "the probe of a hung database still waits after 15 s"
 
 
-def test_lookup_facts_over_a_nondeterministic_collation_count_other_statuses(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lookup facts compare ``status = 'active'`` in the database: under a case-insensitive collation (which
-    the start-up check lets through) a loan written 'ACTIVE' counts as an active loan there, not in DuckDB."""
-    tables = {
-        "accounts": {"person_id": "VARCHAR", "status": "VARCHAR", "balance_fen": "BIGINT"},
-        "deposits": {"person_id": "VARCHAR", "amount_fen": "BIGINT"},
-        "loans": {"person_id": "VARCHAR", "status": "VARCHAR", "outstanding_fen": "BIGINT"},
-    }
-    rows = {
-        "accounts": ["'110101199001011234', 'active', 100"],
-        "deposits": ["'110101199001011234', 5"],
-        "loans": ["'110101199001011234', 'ACTIVE', 7", "'110101199001011234', 'active', 3"],
-    }
-    pg_types = {"VARCHAR": "text", "BIGINT": "bigint"}
+LOOKUP_TABLES = {
+    "accounts": {"person_id": "VARCHAR", "status": "VARCHAR", "balance_fen": "BIGINT"},
+    "deposits": {"person_id": "VARCHAR", "amount_fen": "BIGINT"},
+    "loans": {"person_id": "VARCHAR", "status": "VARCHAR", "outstanding_fen": "BIGINT"},
+}
+PERSON = "110101199001011234"
+LOOKUP_ROWS = {
+    "accounts": [f"'{PERSON}', 'active', 100"],
+    "deposits": [f"'{PERSON}', 5"],
+    "loans": [f"'{PERSON}', 'ACTIVE', 7", f"'{PERSON}', 'active', 3"],
+}
+
+
+def lookup_facts(monkeypatch: pytest.MonkeyPatch, dsn: str, status_type: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The facts about PERSON over LOOKUP_ROWS: (DuckDB's FACTS_SQL over them, a PostgresBackend's LookupIndex over
+    the same rows in ``dsn``, the status columns of type ``status_type`` there)."""
     cat = Catalog.model_validate(
         {
             "federation": "t",
             "nodes": [{"id": "north", "address": "127.0.0.1:1"}],
             "tables": {
                 t: {"columns": {c: {"type": ty, "class": "public"} for c, ty in cols.items()}}
-                for t, cols in tables.items()
+                for t, cols in LOOKUP_TABLES.items()
             },
         }
     )
-    with fresh_database() as dsn, duckdb.connect(":memory:") as duck, psycopg.connect(dsn, autocommit=True) as pg:
-        pg.execute("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
-        for name, cols in tables.items():
+    pg_types = {"VARCHAR": "text", "BIGINT": "bigint"}
+    with duckdb.connect(":memory:") as duck, psycopg.connect(dsn, autocommit=True) as pg:
+        for name, cols in LOOKUP_TABLES.items():
             duck.execute(f"CREATE TABLE {name} ({', '.join(f'{c} {t}' for c, t in cols.items())})")
-            pg_cols = [f"{c} {pg_types[t]}{' COLLATE ci' if c == 'status' else ''}" for c, t in cols.items()]
+            pg_cols = [f"{c} {status_type if c == 'status' else pg_types[t]}" for c, t in cols.items()]
             pg.execute(f"CREATE TABLE {name} ({', '.join(pg_cols)})".encode())
-            for row in rows[name]:
+            for row in LOOKUP_ROWS[name]:
                 duck.execute(f"INSERT INTO {name} VALUES ({row})")
                 pg.execute(f"INSERT INTO {name} VALUES ({row})".encode())
-        monkeypatch.setenv(ENV, dsn)
-        sources = {name: PostgresTable(postgres=PostgresDsn(dsn_env=ENV), table=name) for name in tables}
-        node = PostgresBackend(cat, sources)
-        try:
-            index = LookupIndex(node, cat)
-            got = dict(zip(FACT_COLUMNS, index.facts(["110101199001011234"])[0].tolist(), strict=True))
-        finally:
-            node.close()
         names = [d[0] for d in duck.execute(FACTS_SQL).description]
         (want_row,) = duck.execute(FACTS_SQL).fetchall()
-        want = dict(zip(names, want_row, strict=True))
-        assert want["active_loans"] == 1 and want["outstanding_fen"] == 3
-        assert (got["active_loans"], got["outstanding_fen"]) == (want["active_loans"], want["outstanding_fen"])
+    monkeypatch.setenv(ENV, dsn)
+    sources = {name: PostgresTable(postgres=PostgresDsn(dsn_env=ENV), table=name) for name in LOOKUP_TABLES}
+    node = PostgresBackend(cat, sources)
+    try:
+        got = dict(zip(FACT_COLUMNS, LookupIndex(node, cat).facts([PERSON])[0].tolist(), strict=True))
+    finally:
+        node.close()
+    return dict(zip(names, want_row, strict=True)), got
+
+
+def test_lookup_facts_over_a_nondeterministic_collation_count_other_statuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lookup facts compare ``status = 'active'`` in the database: under a case-insensitive collation (which
+    the start-up check lets through) a loan written 'ACTIVE' counts as an active loan there, not in DuckDB."""
+    with fresh_database() as dsn:
+        with psycopg.connect(dsn, autocommit=True) as pg:
+            pg.execute("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+        want, got = lookup_facts(monkeypatch, dsn, "text COLLATE ci")
+    assert want["active_loans"] == 1 and want["outstanding_fen"] == 3
+    assert (got["active_loans"], got["outstanding_fen"]) == (want["active_loans"], want["outstanding_fen"])
+
+
+@contextlib.contextmanager
+def sql_ascii_database() -> Iterator[str]:
+    """A fresh database in the legacy SQL_ASCII encoding (bytes, unchecked), as older centres' databases are."""
+    name = f"hpf_red_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(SHARED_DSN, autocommit=True) as admin:
+        create = "CREATE DATABASE {} TEMPLATE template0 ENCODING SQL_ASCII LC_COLLATE 'C' LC_CTYPE 'C'"
+        admin.execute(sql.SQL(create).format(sql.Identifier(name)))
+    try:
+        yield dsn_for(name)
+    finally:
+        with psycopg.connect(SHARED_DSN, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_sql_ascii_database_is_refused_as_lacking_columns_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a legacy SQL_ASCII database psycopg reads text as bytes: the start-up check reads the column names as
+    b'employer' and refuses the table as having no column 'employer' (NODE_TABLE_SCHEMA), which it has. It should
+    either serve it with DuckDB's answers (LENGTH counts bytes there: another answer over text beyond ASCII) or
+    refuse the database's encoding by name, not send its operator after a column that is there."""
+    with sql_ascii_database() as dsn, duckdb.connect(":memory:") as duck, psycopg.connect(dsn, autocommit=True) as pg:
+        for con, statement in ((duck, "CREATE TABLE t (employer VARCHAR)"), (pg, "CREATE TABLE t (employer text)")):
+            con.execute(statement)
+        duck.execute("INSERT INTO t VALUES ('café'), ('cafe')")
+        pg.execute("INSERT INTO t VALUES ('café'), ('cafe')".encode())
+        monkeypatch.setenv(ENV, dsn)
+        cat = catalog({"employer": "VARCHAR"})
+        try:
+            node = PostgresBackend(cat, {"t": PostgresTable(postgres=PostgresDsn(dsn_env=ENV), table="t")})
+        except FederationError as refused:
+            assert refused.code != "NODE_TABLE_SCHEMA", refused.message
+            return
+        try:
+            plan = plan_query("SELECT COUNT(*) FROM t WHERE LENGTH(employer) = 4", cat)
+            want = duck.execute(plan.node_sql()).fetchall()
+            got = [tuple(r) for r in node.run(plan_node_sql(plan, cat, "postgres"))]
+        finally:
+            node.close()
+    assert got == want
 
 
 @pytest.mark.parametrize("name", ["user", "current_user", "localtime"])
