@@ -54,7 +54,7 @@ from hpf.federation.engine import DEFAULT_MEMORY
 from hpf.federation.hpf_schema import TABLE_NAMES
 from hpf.federation.planner.dialects import plan_node_sql
 from hpf.node.backends import pg_schema
-from hpf.node.backends.postgres_backend import NumericAsDuckDB, work_mem_kb
+from hpf.node.backends.pg_session import NumericAsDuckDB, work_mem_kb
 from hpf.node.config import PostgresTable
 
 PERSON, PURPOSE = "operator", "statistics"  # the one demo role answered exactly

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from hpf.federation.catalog import Catalog
 from hpf.federation.crypto.lookup_codec import FACT_COLUMNS, FAILED_BITS, MONEY_MAX, MONEY_MIN
 from hpf.federation.errors import PlanError
+from hpf.federation.planner.dialects import UNICODE_SPACES
 
 log = logging.getLogger("hpf.node.lookup")
 
@@ -35,7 +36,7 @@ _IN_RANGE = f"BETWEEN {MONEY_MIN} AND {MONEY_MAX}"
 
 # The characters DuckDB's trim() removes from either end (Unicode's space separators), for PostgreSQL's btrim(),
 # which removes only U+0020 unless told: the same identifiers come out of both engines.
-SPACE_SEPARATORS = "\u0020\u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u202f\u205f\u3000"
+SPACE_SEPARATORS = UNICODE_SPACES
 # How each engine writes an identifier as a lookup asks for it (the client's strip().upper() of an 18-character
 # ASCII identifier): trimmed and upper-cased. PostgreSQL upper-cases ASCII letters alone under "C", DuckDB every
 # letter: an identifier a lookup can name has only digits and X, which only x and X upper-case to in either.
@@ -95,6 +96,15 @@ SELECT pid, cities, cities_active, cities_sealed, loan_cities, contribution_mont
 FROM f
 """
 FACTS_SQL = facts_sql(PERSON_KEY["duckdb"])
+
+
+def as_columns(names: list[str], rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
+    """Rows of the lookup facts as NumPy columns: the person as text, every fact a 64-bit integer."""
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    return {
+        name: np.array(column, dtype=object if name == "pid" else np.int64)
+        for name, column in zip(names, values, strict=True)
+    }
 
 
 class FactsSource(Protocol):

@@ -32,7 +32,8 @@ log = logging.getLogger("hpf.node.lookup")
 
 REFRESH_DIR = "lookup-facts"  # under the node's state directory
 POLL_S = 0.5  # how often the node looks for a request
-TAKE_WAIT_S = 5.0  # a request no node takes within this: no node serves that state directory
+TAKE_WAIT_S = 5.0  # a request no node takes within this (and none computing): no node serves that state directory
+COMPUTING = "computing"  # there while the node computes its facts
 
 
 @dataclass(frozen=True)
@@ -71,14 +72,22 @@ class FactsRefresher:
                 self._answer(nonce, outcome)
 
     def refresh(self) -> Refreshed:
-        """Compute the facts now; a failure is logged by its code and leaves the facts in force as they were."""
+        """Compute the facts now; a failure is logged by its code and leaves the facts in force as they were.
+        Meanwhile ``computing`` tells ``hpf node refresh`` that the node is up, its request waiting its turn."""
         began = time.perf_counter()
+        computing = self._directory / COMPUTING
+        try:
+            write_file(computing, b"", PRIVATE)
+        except OSError:
+            pass  # an asker then waits less patiently: never a reason not to compute
         try:
             people = self._index.refresh(force=True)
         except FederationError as err:
             if self._index.supported:
                 log.warning("the lookup facts could not be computed again (%s): the earlier ones stay", err.code)
             return Refreshed(ok=False, code=err.code)
+        finally:
+            computing.unlink(missing_ok=True)
         return Refreshed(ok=True, people=people, ms=(time.perf_counter() - began) * 1e3)
 
     def _take_requests(self) -> list[str]:
@@ -126,6 +135,9 @@ def ask_refresh(state_dir: Path, wait_s: float, say: Callable[[str], None]) -> R
     write_file(request, b"", PRIVATE)
     try:
         took = _wait_for(lambda: not request.exists(), min(TAKE_WAIT_S, wait_s))
+        if not took and (directory / COMPUTING).exists():
+            say("the node is computing its lookup facts; the request waits for its turn")
+            took = _wait_for(lambda: not request.exists(), wait_s)
         if not took:
             raise UnavailableError(
                 f"no node took the request within {TAKE_WAIT_S:.0f} s: no node is serving {state_dir}",

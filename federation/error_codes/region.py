@@ -52,6 +52,7 @@ CODES: tuple[Code, ...] = (
     _data.code("NODE_TABLE_SCHEMA", "a table's files lack columns the catalog declares"),
     _data.code("NODE_TABLE_UNREADABLE", "a table's files cannot be read"),
     _data.code("NODE_DATABASE_UNREACHABLE", "the region's database is down or refuses the node's credentials"),
+    _data.code("NODE_DATABASE_ENCODING", "the region's database does not store text as UTF-8"),
     _data.code(
         "NODE_EXECUTION_FAILED",
         "a region could not compute the question over its own rows",

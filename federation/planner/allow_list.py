@@ -183,7 +183,16 @@ FUNCTIONS: dict[str, tuple[tuple[type[exp.Expression], ...], Entry]] = {
         (exp.Upper,),
         Entry("UPPER(text)", ("upper",), _LINEAR, "function", "refused: case mapping follows the database's locale"),
     ),
-    "trim": ((exp.Trim,), Entry("TRIM(text)", ("trim",), _LINEAR, "function")),
+    "trim": (
+        (exp.Trim,),
+        Entry(
+            "TRIM(text)",
+            ("trim",),
+            _LINEAR,
+            "function",
+            postgres="BTRIM(text, spaces): the Unicode space separators DuckDB removes (PostgreSQL: U+0020 alone)",
+        ),
+    ),
     "concat": (
         (exp.DPipe, exp.Concat),
         Entry(

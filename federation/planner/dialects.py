@@ -10,11 +10,11 @@ approximately. Where a rule needs the type of an operand (text ordering, casts t
 of a value), the table's column types say it; an operand of unknown type there is refused too.
 
 >>> render_node_sql("SELECT YEAR(month) AS k0, COUNT(*) AS c0_0 FROM t GROUP BY k0", "postgres")
-'SELECT CAST(EXTRACT(YEAR FROM month) AS BIGINT) AS k0, COUNT(*) AS c0_0 FROM t GROUP BY k0'
+'SELECT CAST(EXTRACT(YEAR FROM "month") AS BIGINT) AS "k0", COUNT(*) AS "c0_0" FROM "t" GROUP BY "k0"'
 >>> render_node_sql("SELECT SUM((CAST((x) AS HUGEINT) & 4294967295)) AS c FROM t", "postgres")
-'SELECT SUM((MOD(MOD(CAST((x) AS DECIMAL(39, 0)), 4294967296) + 4294967296, 4294967296))) AS c FROM t'
+'SELECT SUM((MOD(MOD(CAST(("x") AS DECIMAL(39, 0)), 4294967296) + 4294967296, 4294967296))) AS "c" FROM "t"'
 >>> render_node_sql("SELECT COUNT(*) AS c FROM t WHERE city < '33'", "postgres", {"city": "VARCHAR"})
-'SELECT COUNT(*) AS c FROM t WHERE city COLLATE "C" < \\'33\\''
+'SELECT COUNT(*) AS "c" FROM "t" WHERE "city" COLLATE "C" < \\'33\\''
 >>> try:
 ...     render_node_sql("SELECT COUNT(*) AS c FROM t WHERE TRY_CAST(city AS INTEGER) = 1", "postgres")
 ... except Exception as err:
@@ -39,6 +39,15 @@ from hpf.federation.planner.pg_types import Family, family, pg_type
 from hpf.federation.privacy.dp_plan import capped_table_sql, dp_plan
 
 BACKENDS = ("duckdb", "postgres")  # the engines a region's rows may live in
+# The characters DuckDB's TRIM, LTRIM and RTRIM remove (Unicode's space separators); PostgreSQL's remove U+0020
+# alone unless told
+UNICODE_SPACES = "\u0020\u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u202f\u205f\u3000"
+_TRIMS = {
+    None: "BTRIM",
+    "BOTH": "BTRIM",
+    "LEADING": "LTRIM",
+    "TRAILING": "RTRIM",
+}
 
 
 def unsupported(construct: str, backend: str = "postgres") -> PlanError:
@@ -62,14 +71,14 @@ def render_node_sql(
     back by adding a zero of that many decimals (exact: a NUMERIC sum's decimals are the most of its operands').
 
     >>> render_node_sql("SELECT SUM(x) AS c1_0 FROM t", "postgres", {"x": "DECIMAL(12,2)"}, {"c1_0": 2})
-    'SELECT SUM(x) + 0.00 AS c1_0 FROM t'
+    'SELECT SUM("x") + 0.00 AS "c1_0" FROM "t"'
     """
     if backend == "duckdb":
         return sql
     if backend not in BACKENDS:
         raise unsupported("a node query", backend)
     tree = cast(exp.Expression, sqlglot.parse_one(sql, read="duckdb"))
-    return _Postgres(dict(columns or {}), dict(scales or {})).render(tree).sql("postgres")
+    return _Postgres(dict(columns or {}), dict(scales or {})).render(tree).sql("postgres", identify=True)
 
 
 Rendered = dict[str, str]  # node queries as a backend runs them, by the planner's (DuckDB) query
@@ -90,7 +99,7 @@ def plan_node_sql(
     >>> catalog = Catalog.model_construct(tables={"t": table})
     >>> plan = Plan("t", "city >= '3'", (), (Component("count", None),), (), "", (), ())
     >>> plan_node_sql(plan, catalog, "postgres")
-    'SELECT COUNT(*) AS c0_0 FROM t WHERE city COLLATE "C" >= \\'3\\''
+    'SELECT COUNT(*) AS "c0_0" FROM "t" WHERE "city" COLLATE "C" >= \\'3\\''
     """
     sql = plan.node_sql(source)
     if rendered is not None and sql in rendered:
@@ -194,6 +203,7 @@ class _Postgres:
             exp.Ordered: self._ordered,
             exp.DateFromParts: lambda n: _fn("MAKE_DATE", n.args["year"], n.args["month"], n.args["day"]),
             exp.IntDiv: lambda n: _fn("DIV", n.this, n.expression),
+            exp.Trim: self._trim,
             **{kind: lambda n: _part(_PARTS[type(n)], n.this) for kind in _PARTS},
             **{kind: self._text_ordered for kind in _TEXT_ORDERED},
         }
@@ -228,6 +238,13 @@ class _Postgres:
         value = original.args.get(key)
         assert isinstance(value, exp.Expression)
         return value
+
+    def _trim(self, node: exp.Expression) -> exp.Expression:
+        """TRIM, LTRIM, RTRIM of the spaces DuckDB removes, Unicode's (TRIM with characters of its own is
+        refused by the allow-list)."""
+        if node.args.get("expression") is not None or node.args.get("position") not in _TRIMS:
+            raise unsupported("TRIM(x, characters)")
+        return _fn(_TRIMS[node.args.get("position")], node.this, exp.Literal.string(UNICODE_SPACES))
 
     def _data_type(self, node: exp.Expression) -> exp.Expression:
         return pg_type(node, unsupported)

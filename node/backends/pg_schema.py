@@ -187,10 +187,52 @@ def _check_values(
             )
 
 
+# the view's types, named in pg_catalog (a type of the same name in another schema is never taken)
+_QUALIFIED = {
+    "smallint": "pg_catalog.int2",
+    "integer": "pg_catalog.int4",
+    "bigint": "pg_catalog.int8",
+    "text": "pg_catalog.text",
+    "date": "pg_catalog.date",
+    "boolean": "pg_catalog.bool",
+    "double precision": "pg_catalog.float8",
+}
+
+
+def view_column(column: str, catalog_type: str) -> sql.Composed:
+    """How a view reads ``column`` as its ``catalog_type``, with the values DuckDB's type holds and no other.
+
+    Text is compared by code point, whatever the column's collation (a case-insensitive one would merge
+    'active' and 'ACTIVE'). A value the catalog type cannot hold that PostgreSQL's can fails the question that
+    reads it (a cast of its own text), never is served: beyond TINYINT's range, a DECIMAL's NaN or infinity, a
+    date before the year 1 (the engines number years before it differently) or an infinite one.
+    """
+    c = sql.Identifier(column)
+    m = _CATALOG_DECIMAL.fullmatch(catalog_type)
+    to = sql.SQL(f"pg_catalog.numeric({m.group(1)},{m.group(2)})" if m else _QUALIFIED[_CASTS[catalog_type]])
+
+    def fail_unless(bad: str) -> sql.Composed:
+        failing = sql.SQL("CAST(CAST({c} AS pg_catalog.text) || ' is not a value of the catalog type' AS {to})")
+        return sql.SQL("CASE WHEN " + bad + " THEN {failing} ELSE CAST({c} AS {to}) END").format(
+            c=c, to=to, failing=failing.format(c=c, to=to)
+        )
+
+    if catalog_type == "VARCHAR":
+        return sql.SQL('CAST({c} AS pg_catalog.text) COLLATE pg_catalog."C"').format(c=c)
+    if catalog_type == "TINYINT":
+        return fail_unless("{c} < -128 OR {c} > 127")
+    if m is not None:
+        return fail_unless("CAST({c} AS pg_catalog.numeric) IN ('NaN', 'Infinity', '-Infinity')")
+    if catalog_type == "DATE":
+        return fail_unless("NOT pg_catalog.isfinite({c}) OR {c} < DATE '0001-01-01'")
+    return sql.SQL("CAST({c} AS {to})").format(c=c, to=to)
+
+
 def view_sql(name: str, source: PostgresTable, table: Table) -> sql.Composed:
-    """The temporary view a question reads ``name`` through: every catalog column cast to its catalog type."""
+    """The temporary view a question reads ``name`` through: every catalog column as its catalog type
+    (:func:`view_column`)."""
     columns = sql.SQL(", ").join(
-        sql.SQL("CAST({c} AS {t}) AS {c}").format(c=sql.Identifier(c), t=sql.SQL(cast_type(col.type)))
+        sql.SQL("{v} AS {c}").format(v=view_column(c, col.type), c=sql.Identifier(c))
         for c, col in table.columns.items()
     )
     return sql.SQL("CREATE OR REPLACE TEMPORARY VIEW {v} AS SELECT {cols} FROM {t}").format(

@@ -21,23 +21,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.adapt import Loader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from hpf.federation.catalog import Catalog
 from hpf.federation.engine import DEFAULT_MEMORY, Abandon
 from hpf.federation.errors import DataError, FederationError, UnavailableError
-from hpf.federation.planner.dialects import pg_value
 from hpf.node.backends import pg_schema
+from hpf.node.backends.pg_session import (
+    NumericAsDuckDB,
+    Question,
+    pin,
+    read_facts,
+    sqlstate_class,
+    unreachable,
+    work_mem_kb,
+)
 from hpf.node.backends.unwell import unwell
 from hpf.node.config import PostgresTable
 
@@ -53,38 +58,8 @@ POOL_WAIT_FACTS_S = 30.0  # and start within this
 FACTS_BATCH = 50_000  # people's facts read from the database at a time
 POOL_READY_S = 2.0 * CONNECT_TIMEOUT_S  # how long a new pool may take to make its first connection (and views)
 POOL_FLOOR_S = 0.5  # the least a question waits for a pooled connection, within the time it has left
-_UNITS = {"KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
-_UNITS["TIB"] = 1024**4
-MAX_WORK_MEM_KB = 2_147_483_647  # PostgreSQL's ceiling
-
-
-def sqlstate_class(err: BaseException) -> str:
-    """The SQLSTATE class of a database error (two characters), the only part of it a log may carry.
-
-    >>> sqlstate_class(pg_errors.QueryCanceled()), sqlstate_class(PoolTimeout())
-    ('57', 'none')
-    """
-    state = getattr(err, "sqlstate", None)
-    return state[:2] if isinstance(state, str) and state else "none"
-
-
-def work_mem_kb(memory: str) -> int:
-    """The node's memory limit (``2GB``, ``512MiB``) as PostgreSQL's ``work_mem`` in kB.
-
-    >>> work_mem_kb("2GB"), work_mem_kb("64 MiB")
-    (1953125, 65536)
-    """
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B)", memory.strip(), re.IGNORECASE)
-    if m is None:
-        raise ValueError(f"not a memory size: {memory!r}")
-    return max(64, min(MAX_WORK_MEM_KB, int(float(m.group(1)) * _UNITS[m.group(2).upper()]) // 1024))
-
-
-class NumericAsDuckDB(Loader):
-    """A NUMERIC as DuckDB's value for it: ``int`` without a fraction, ``Decimal`` with one (pg_value)."""
-
-    def load(self, data: bytes | bytearray | memoryview) -> object:
-        return pg_value(bytes(data).decode())
+HUNG_GRACE_S = 3.0  # past its limit, a question waits this long for a database whose statement_timeout cannot fire
+PROBE_LIMIT_S = 2.0 * CONNECT_TIMEOUT_S + 2.0  # a probe the database has not answered within this finds it down
 
 
 class PostgresBackend:
@@ -125,7 +100,8 @@ class PostgresBackend:
         self.busy_refusals = 0  # questions that found no connection free in time
         self._listeners: list[Callable[[DataError | None], None]] = []
         self._checking = threading.Lock()
-        self._verified: dict[str, dict[str, str]] = {}  # table: the database types whose values were last checked
+        self._verified: dict[str, dict[str, str]] = {}
+        self._probing: threading.Thread | None = None  # table: the database types whose values were last checked
         self._refusal = self._probe(direct=True)
         if self._refusal is not None and self._refusal.code != "NODE_DATABASE_UNREACHABLE":
             raise self._refusal  # tables that do not fit the catalog: refused at start, as files are
@@ -159,13 +135,14 @@ class PostgresBackend:
             return None
         except PoolTimeout:
             log.error("the node's database took no connection of its pool in time: the node is unwell until it does")
-            return _unreachable()
+            return unreachable()
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         """A new connection: NUMERIC read as DuckDB gives the same values, the catalog's tables as temporary views
         of this session, then read-only."""
         conn.adapters.register_loader("numeric", NumericAsDuckDB)
         conn.autocommit = True
+        pin(conn)  # before anything is read: the session settings the node's SQL is written for
         for name, source in self._sources.items():
             conn.execute(pg_schema.view_sql(name, source, self._catalog.tables[name]))
         conn.autocommit = False
@@ -197,6 +174,22 @@ class PostgresBackend:
             return refusal
 
     def _probe(self, *, direct: bool) -> DataError | None:
+        """:meth:`_probe_now` in a thread of its own, waited for ``PROBE_LIMIT_S``: a database that hangs (up, but
+        not answering) is found unusable, not waited for; while one probe still waits, the next finds it so too."""
+        if self._probing is not None and self._probing.is_alive():
+            return unreachable()
+        verdicts: list[DataError | None] = []
+        self._probing = threading.Thread(
+            target=lambda: verdicts.append(self._probe_now(direct=direct)), name="hpf-node-postgres-probe", daemon=True
+        )
+        self._probing.start()
+        self._probing.join(PROBE_LIMIT_S)
+        if not verdicts:
+            log.warning("the node's database did not answer a probe within %.0f s", PROBE_LIMIT_S)
+            return unreachable()
+        return verdicts[0]
+
+    def _probe_now(self, *, direct: bool) -> DataError | None:
         """Check the tables over a pooled connection, or (``direct``: at start, or while unwell) over a connection
         of the probe's own, so neither the pool's waits between its attempts nor its connections' views, which
         a missing table makes fail, stand in the way of the verdict."""
@@ -204,11 +197,17 @@ class PostgresBackend:
             if not direct:
                 with self._pool.connection(timeout=PROBE_WAIT_S) as conn:
                     return self._check_tables(conn)
-            with psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S, application_name="hpf-node") as conn:
+            with psycopg.connect(
+                self._dsn, connect_timeout=CONNECT_TIMEOUT_S, application_name="hpf-node", autocommit=True
+            ) as conn:
+                pin(conn)
+                conn.autocommit = False
                 return self._check_tables(conn)
+        except DataError as refused:  # a database the node cannot answer exactly from (its encoding)
+            return refused
         except (psycopg.Error, PoolTimeout) as err:
             log.warning("the node's database cannot be reached (SQLSTATE class %s)", sqlstate_class(err))
-            return _unreachable()
+            return unreachable()
 
     def _check_tables(self, conn: psycopg.Connection[Any]) -> DataError | None:
         try:
@@ -238,11 +237,48 @@ class PostgresBackend:
     ) -> Sequence[tuple[Any, ...]]:
         """Run the node query of a plan (PostgreSQL SQL) within the node's own time limit, as
         :meth:`DuckDBBackend.run` does: whatever happens to the question once it runs is a DataError (the masked
-        failure mark); only a database that cannot be reached or used makes the region unwell."""
+        failure mark); only a database that cannot be reached or used makes the region unwell. The question runs
+        in a thread of its own: a database that hangs (its statement_timeout cannot fire) is waited for only
+        ``HUNG_GRACE_S`` past the limit, and the question's connection is closed once it answers at last."""
         self._refuse_if_unwell()
+        wait, seconds = self._pool_wait(finish_by), self._limit(finish_by)
+        question, done = Question(), threading.Event()
+        rows: list[Sequence[tuple[Any, ...]]] = []
+        errors: list[BaseException] = []
+        if on_abandon is not None:
+            on_abandon(question.cancel)
+
+        def work() -> None:
+            try:
+                rows.append(self._run_pooled(sql, question, wait, seconds))
+            except BaseException as err:  # noqa: BLE001 - handed to the asking thread as it is
+                errors.append(err)
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="hpf-node-postgres-question", daemon=True).start()
+        if not done.wait(self._hung_after(finish_by, seconds)):
+            question.drop()
+            log.warning("the database did not answer a question in time; sending the failure mark")
+            raise DataError("the node's database did not answer in time", code="NODE_EXECUTION_FAILED")
+        if errors:
+            raise errors[0]
+        return rows[0]
+
+    @staticmethod
+    def _hung_after(finish_by: float | None, seconds: float | None) -> float | None:
+        """How long a question waits for its thread: past the coordinator's wait (or the node's limit, without
+        one) by ``HUNG_GRACE_S``, the database hangs."""
+        if finish_by is not None:
+            return max(0.0, finish_by - time.monotonic()) + HUNG_GRACE_S
+        return None if seconds is None else seconds + HUNG_GRACE_S
+
+    def _run_pooled(
+        self, sql: str, question: Question, wait: float, seconds: float | None
+    ) -> Sequence[tuple[Any, ...]]:
         try:
-            with self._pooled(self._pool_wait(finish_by)) as conn:
-                return self._run(conn, sql, on_abandon, self._limit(finish_by))
+            with self._pooled(wait) as conn:
+                return self._run(conn, sql, question, seconds)
         except PoolTimeout:
             self.busy_refusals += 1
             log.warning("a question found no database connection free in time; sending the failure mark")
@@ -292,20 +328,12 @@ class PostgresBackend:
         return left if self.query_seconds is None else min(self.query_seconds, left)
 
     def _run(
-        self, conn: psycopg.Connection[Any], sql: str, on_abandon: Abandon | None, seconds: float | None
+        self, conn: psycopg.Connection[Any], sql: str, question: Question, seconds: float | None
     ) -> Sequence[tuple[Any, ...]]:
-        active, abandoned = threading.Event(), threading.Event()
-        active.set()
-
-        def cancel() -> None:
-            if active.is_set():
-                abandoned.set()
-                conn.cancel_safe(timeout=CONNECT_TIMEOUT_S)
-
-        if on_abandon is not None:
-            on_abandon(cancel)
         timeout_ms = 0 if seconds is None else max(1, int(seconds * 1000))
         try:
+            if not question.begin(conn):
+                raise pg_errors.QueryCanceled()  # given up while it waited for a connection
             with conn.transaction():
                 conn.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
                 conn.execute(f"SET LOCAL work_mem = '{self._work_mem_kb}kB'")
@@ -313,7 +341,7 @@ class PostgresBackend:
                 rows = conn.execute(sql.encode()).fetchall()  # the plan's SQL, rendered for PostgreSQL
             return rows
         except pg_errors.QueryCanceled:
-            if abandoned.is_set():
+            if question.cancelled:
                 log.warning("a question was abandoned by the coordinator; its statement was cancelled")
             else:
                 self.limit_hits += 1
@@ -325,7 +353,8 @@ class PostgresBackend:
             conn.close()  # the pool replaces it, with fresh views (a table re-created under it is seen again)
             raise self._failure(err) from None
         finally:
-            active.clear()
+            if question.end():
+                conn.close()  # a cancel sent to it must not reach the next question on it
 
     def _failure(self, err: psycopg.Error) -> FederationError:
         """The region's failure when the database cannot be used now (probed right then), else the question's."""
@@ -350,44 +379,15 @@ class PostgresBackend:
         through a cursor in the database (never every row as Python tuples at once). A failure is the region's:
         logged by SQLSTATE class, the database probed at once."""
         self._refuse_if_unwell()
-        parts: list[dict[str, Any]] = []
         try:
-            with self._pooled(POOL_WAIT_FACTS_S) as conn, conn.transaction():
-                conn.execute(f"SET LOCAL statement_timeout = {int(FACTS_SECONDS * 1000)}")
-                conn.execute(f"SET LOCAL work_mem = '{self._work_mem_kb}kB'")
-                conn.execute("SET LOCAL search_path = pg_catalog")
-                with conn.cursor(name="hpf_lookup_facts") as cur:
-                    cur.execute(sql.encode())
-                    names = [column.name for column in cur.description or ()]
-                    while batch := cur.fetchmany(FACTS_BATCH):
-                        parts.append(_as_columns(names, batch))
+            with self._pooled(POOL_WAIT_FACTS_S) as conn:
+                return read_facts(conn, sql, self._work_mem_kb, FACTS_SECONDS, FACTS_BATCH)
         except PoolTimeout:
             raise DataError(
                 "the node found no database connection free for its lookup facts", code="NODE_EXECUTION_FAILED"
             ) from None
         except psycopg.Error as err:
             raise self._failure(err) from None
-        if not parts:
-            return _as_columns(names, [])
-        return {name: np.concatenate([part[name] for part in parts]) for name in names}
 
     def close(self) -> None:
         self._pool.close()
-
-
-def _as_columns(names: list[str], rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
-    """Rows of the lookup facts as NumPy columns: the person as text, every fact a 64-bit integer."""
-    values = list(zip(*rows, strict=True)) if rows else [()] * len(names)
-    return {
-        name: np.array(column, dtype=object if name == "pid" else np.int64)
-        for name, column in zip(names, values, strict=True)
-    }
-
-
-def _unreachable() -> DataError:
-    return DataError(
-        "the node cannot reach its database, or the database refuses the node's credentials",
-        code="NODE_DATABASE_UNREACHABLE",
-        hint="the region's operator must bring the database back or fix the node's connection string; "
-        "the node serves it again by itself once it can",
-    )

@@ -58,6 +58,17 @@ class Both:
         return want, got
 
 
+def answered_alike_or_failed(engines: Both, question: str) -> None:
+    """The question is answered as DuckDB answers it, or fails as the region's (the masked failure mark): never
+    another answer. A value PostgreSQL's type holds and the catalog's does not fails the question that reads it."""
+    try:
+        want, got = engines.answers(question)
+    except FederationError as failed:
+        assert failed.code == "NODE_EXECUTION_FAILED", failed
+        return
+    assert got == want
+
+
 @contextlib.contextmanager
 def both(
     monkeypatch: pytest.MonkeyPatch,
@@ -121,16 +132,13 @@ def test_greatest_and_least_led_by_null_compare_text_by_the_database_collation(
 
 def test_year_and_text_of_a_date_before_the_common_era(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same day, 15 March 44 BC: DuckDB counts years astronomically (year -43, written '0044-03-15 (BC)'),
-    PostgreSQL's EXTRACT has no year 0 (-44) and TO_CHAR(YYYY) drops the era ('0044-03-15')."""
+    PostgreSQL's EXTRACT has no year 0 (-44) and TO_CHAR(YYYY) drops the era ('0044-03-15'): a question reading
+    it must fail rather than answer otherwise."""
     duck_rows, pg_rows = ["DATE '0044-03-15 (BC)'", "DATE '2020-01-01'"], ["DATE '0044-03-15 BC'", "DATE '2020-01-01'"]
     with both(monkeypatch, {"day": "DATE"}, {"day": "date"}, duck_rows, pg_rows) as engines:
-        same_day = engines.duck.execute("SELECT COUNT(*) FROM t WHERE day - DATE '2020-01-01' = -736953").fetchall()
-        assert same_day == [(1,)]  # the rows are the same days (PostgreSQL: '0044-03-15 BC' - '2020-01-01')
-        want, got = engines.answers("SELECT COUNT(*) FROM t WHERE YEAR(day) = -43")
-        assert want == [(1,)]
-        assert got == want
-        want, got = engines.answers("SELECT COUNT(*) FROM t WHERE CAST(day AS VARCHAR) = '0044-03-15'")
-        assert got == want
+        assert engines.duck.execute("SELECT COUNT(*) FROM t WHERE YEAR(day) = -43").fetchall() == [(1,)]
+        answered_alike_or_failed(engines, "SELECT COUNT(*) FROM t WHERE YEAR(day) = -43")
+        answered_alike_or_failed(engines, "SELECT COUNT(*) FROM t WHERE CAST(day AS VARCHAR) = '0044-03-15'")
 
 
 def test_a_column_with_a_nondeterministic_collation_passes_the_start_check_and_merges_values(
@@ -417,14 +425,18 @@ def test_a_late_cancel_of_an_abandoned_question_stops_the_next_question_on_its_c
 
 def test_the_text_and_year_of_an_infinite_date(monkeypatch: pytest.MonkeyPatch) -> None:
     """Both engines hold the date 'infinity'. DuckDB writes it 'infinity' and gives it no year (NULL); the
-    rendering's TO_CHAR gives NULL (the row drops out of a comparison) and EXTRACT fails the question."""
+    rendering's TO_CHAR gives NULL (the row drops out of a comparison) and EXTRACT fails: a question reading it
+    must fail rather than answer otherwise."""
     rows = ["'infinity'::DATE", "DATE '2020-01-01'"]
     with both(monkeypatch, {"day": "DATE"}, {"day": "date"}, rows) as engines:
-        want, got = engines.answers("SELECT COUNT(*) FROM t WHERE CAST(day AS VARCHAR) = 'infinity'")
-        assert want == [(1,)]
-        assert got == want
-        want, got = engines.answers("SELECT COUNT(*) FROM t WHERE YEAR(day) IS NULL")
-        assert got == want
+        assert engines.duck.execute("SELECT COUNT(*) FROM t WHERE CAST(day AS VARCHAR) = 'infinity'").fetchall() == [
+            (1,)
+        ]
+        answered_alike_or_failed(engines, "SELECT COUNT(*) FROM t WHERE CAST(day AS VARCHAR) = 'infinity'")
+        answered_alike_or_failed(engines, "SELECT COUNT(*) FROM t WHERE YEAR(day) IS NULL")
+        # a question that does not read the day is answered
+        want, got = engines.answers("SELECT COUNT(*) FROM t")
+        assert got == want == [(2,)]
 
 
 def test_a_nan_in_a_decimal_column_is_served_as_a_value_above_every_other(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -69,7 +69,7 @@ def test_a_construct_postgres_cannot_run_exactly_is_refused_by_name(condition: s
 
 def test_text_ordering_of_an_operand_of_unknown_type_is_refused() -> None:
     sql = node_sql("city_code < '33'")
-    assert 'city_code COLLATE "C" < ' in render_node_sql(sql, "postgres", COLUMNS)
+    assert '"city_code" COLLATE "C" < ' in render_node_sql(sql, "postgres", COLUMNS)
     with pytest.raises(PlanError) as err:
         render_node_sql(sql, "postgres")
     assert err.value.code == "PLAN_BACKEND_UNSUPPORTED"
@@ -83,7 +83,7 @@ def test_check_backend_refuses_for_postgres_what_it_cannot_run_and_passes_duckdb
     assert err.value.code == "PLAN_BACKEND_UNSUPPORTED" and "LOWER" in err.value.message
     fine = plan_query("SELECT city_code, COUNT(*) FROM deposits WHERE gender >= 'F' GROUP BY 1", MINI)
     check_backend(fine, MINI, "postgres")
-    assert 'gender COLLATE "C" >= ' in plan_node_sql(fine, MINI, "postgres")
+    assert '"gender" COLLATE "C" >= ' in plan_node_sql(fine, MINI, "postgres")
 
 
 def test_check_backend_renders_the_dp_row_cap_of_a_table_that_declares_one() -> None:
