@@ -97,6 +97,15 @@ FROM f
 FACTS_SQL = facts_sql(PERSON_KEY["duckdb"])
 
 
+def as_columns(names: list[str], rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
+    """Rows of the lookup facts as NumPy columns: the person as text, every fact a 64-bit integer."""
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    return {
+        name: np.array(column, dtype=object if name == "pid" else np.int64)
+        for name, column in zip(names, values, strict=True)
+    }
+
+
 class FactsSource(Protocol):
     dialect: str  # the engine's SQL, a key of PERSON_KEY
 

@@ -38,6 +38,7 @@ from hpf.federation.planner.dialects import pg_value
 from hpf.node.backends import pg_schema
 from hpf.node.backends.unwell import unwell
 from hpf.node.config import PostgresTable
+from hpf.node.lookup_index import as_columns
 
 log = logging.getLogger("hpf.node.postgres")
 # the pool logs a failed connection's text (server, user, the server's words): none of it goes to a log
@@ -331,7 +332,7 @@ class PostgresBackend:
                     cur.execute(sql.encode())
                     names = [column.name for column in cur.description or ()]
                     while batch := cur.fetchmany(FACTS_BATCH):
-                        parts.append(_as_columns(names, batch))
+                        parts.append(as_columns(names, batch))
         except PoolTimeout:
             raise DataError(
                 "the node found no database connection free for its lookup facts", code="NODE_EXECUTION_FAILED"
@@ -339,17 +340,8 @@ class PostgresBackend:
         except psycopg.Error as err:
             raise self._failure(err) from None
         if not parts:
-            return _as_columns(names, [])
+            return as_columns(names, [])
         return {name: np.concatenate([part[name] for part in parts]) for name in names}
 
     def close(self) -> None:
         self._pool.close()
-
-
-def _as_columns(names: list[str], rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
-    """Rows of the lookup facts as NumPy columns: the person as text, every fact a 64-bit integer."""
-    values = list(zip(*rows, strict=True)) if rows else [()] * len(names)
-    return {
-        name: np.array(column, dtype=object if name == "pid" else np.int64)
-        for name, column in zip(names, values, strict=True)
-    }
