@@ -40,6 +40,7 @@ for _noisy in ("py4j", "pyspark", "SQLQueryContextLogger", "DataFrameQueryContex
 
 FACTS_BATCH = 50_000  # people's facts gathered into NumPy columns at a time
 CANCEL_EVERY_S = 0.2  # a cancelled question's job group is cancelled again this often until it has stopped
+PROBE_SECONDS = 10.0  # a cluster that cannot run a job of one row within this is down
 SESSION_CONF = {
     "spark.sql.ansi.enabled": "true",  # an overflow fails (the masked mark), never wraps
     "spark.sql.session.timeZone": "UTC",
@@ -102,6 +103,7 @@ class SparkBackend:
         self.busy_refusals = 0
         self._listeners: list[Callable[[DataError | None], None]] = []
         self._checking = threading.Lock()
+        self._settings = settings
         self._spark = spark_session(settings)
         self._refusal = self._probe()
         if self._refusal is not None:
@@ -136,13 +138,17 @@ class SparkBackend:
         return [tuple(row) for row in self._spark.sql(sql).collect()]
 
     def _probe(self) -> DataError | None:
-        """Run a trivial query and open every table again: None when all is well, else why not."""
+        """Run a job of one row on the cluster within ``PROBE_SECONDS`` (a new application first if the node's
+        has stopped), then open every table again: None when all is well, else why not."""
         try:
-            self._rows("SELECT 1")
+            if self._spark.sparkContext._jsc.sc().isStopped():
+                self._spark = spark_session(self._settings)
+            if not self._within(PROBE_SECONDS, lambda: self._spark.range(0, 1, 1, 1).count()):
+                raise TimeoutError("the probe's job did not run in time")
         except Exception as err:  # noqa: BLE001 - whatever Spark raises, the cluster cannot run a question
-            log.warning("Spark cannot run a query (%s)", _failure_name(err))
+            log.warning("Spark cannot run a job (%s)", _failure_name(err))
             return DataError(
-                "the node's Spark cannot run a query",
+                "the node's Spark cannot run a job",
                 code="NODE_DATABASE_UNREACHABLE",
                 hint="the region's operator must bring the cluster back; the node serves it again once it can",
             )
@@ -158,6 +164,24 @@ class SparkBackend:
                 hint="check the node config's spark tables and paths, and that the cluster may read them",
             )
         return None
+
+    def _within(self, seconds: float, job: Callable[[], object]) -> bool:
+        """Run ``job`` as a job group of its own, cancelled after ``seconds``: whether it ended in time."""
+        context, group, done = self._spark.sparkContext, f"hpf-probe-{uuid.uuid4().hex}", threading.Event()
+        timer = threading.Timer(seconds, lambda: self._cancel_until_done(group, done))
+        context.setJobGroup(group, "hpf probe", interruptOnCancel=True)
+        timer.start()
+        try:
+            job()
+            return True
+        except Exception:  # noqa: BLE001 - cancelled, or failed: either way not in time
+            if timer.is_alive():
+                raise
+            return False
+        finally:
+            done.set()
+            timer.cancel()
+            context.setLocalProperty("spark.jobGroup.id", None)
 
     def on_checked(self, listener: Callable[[DataError | None], None]) -> None:
         """Call ``listener`` with the result of every probe (the node's health follows it)."""
