@@ -41,6 +41,7 @@ for _noisy in ("py4j", "pyspark", "SQLQueryContextLogger", "DataFrameQueryContex
 FACTS_BATCH = 50_000  # people's facts gathered into NumPy columns at a time
 CANCEL_EVERY_S = 0.2  # a cancelled question's job group is cancelled again this often until it has stopped
 PROBE_SECONDS = 10.0  # a cluster that cannot run a job of one row within this is down
+PROBE_EVERY_S = 5.0  # how often a well node probes its cluster
 SESSION_CONF = {
     "spark.sql.ansi.enabled": "true",  # an overflow fails (the masked mark), never wraps
     "spark.sql.session.timeZone": "UTC",
@@ -104,6 +105,8 @@ class SparkBackend:
         self._listeners: list[Callable[[DataError | None], None]] = []
         self._checking = threading.Lock()
         self._settings = settings
+        self._verified: dict[str, dict[str, str]] = {}  # table: the Spark types its view was made for
+        self._probed_at = time.monotonic()
         self._spark = spark_session(settings)
         self._refusal = self._probe()
         if self._refusal is not None:
@@ -124,15 +127,20 @@ class SparkBackend:
         return spark_schema.quoted(raw)
 
     def _open(self) -> None:
-        """A view per catalog table, whose Spark types must fit the catalog (narrowed columns read once)."""
+        """A view per catalog table, whose Spark types must fit the catalog. The values of narrowed columns are
+        read, and the views made, only when a table's types changed since the last look (or the application is
+        new): a look at unchanged tables reads their schemas alone."""
         for name, table in self._catalog.tables.items():
             source = self._source_sql(name)
             fields = self._spark.sql(f"SELECT * FROM {source} LIMIT 0").schema.fields
             described = {f.name: spark_schema.catalog_type(f.dataType.simpleString()) for f in fields}
+            if self._verified.get(name) == described:
+                continue
             checked = spark_schema.narrowed(name, described, table)
             if checked:
                 spark_schema.check_values(self._rows, name, source, checked, table)
             self._spark.sql(spark_schema.view_sql(name, source, table))
+            self._verified[name] = described
 
     def _rows(self, sql: str) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in self._spark.sql(sql).collect()]
@@ -142,7 +150,7 @@ class SparkBackend:
         has stopped), then open every table again: None when all is well, else why not."""
         try:
             if self._spark.sparkContext._jsc.sc().isStopped():
-                self._spark = spark_session(self._settings)
+                self._spark, self._verified = spark_session(self._settings), {}
             if not self._within(PROBE_SECONDS, lambda: self._spark.range(0, 1, 1, 1).count()):
                 raise TimeoutError("the probe's job did not run in time")
         except Exception as err:  # noqa: BLE001 - whatever Spark raises, the cluster cannot run a question
@@ -187,10 +195,15 @@ class SparkBackend:
         """Call ``listener`` with the result of every probe (the node's health follows it)."""
         self._listeners.append(listener)
 
-    def check_sources(self) -> DataError | None:
-        """Probe the cluster and the tables; the node's health watch calls this between questions."""
+    def check_sources(self, *, direct: bool = False) -> DataError | None:
+        """Probe the cluster and the tables. The node's health watch calls this every second, and it probes every
+        ``PROBE_EVERY_S`` (at once while unwell, or ``direct``: after a question failed)."""
         with self._checking:
+            due = self._probed_at + PROBE_EVERY_S
+            if not direct and self._refusal is None and time.monotonic() < due:
+                return None
             refusal = self._probe()
+            self._probed_at = time.monotonic()
             if refusal is None and self._refusal is not None:
                 log.warning("the node's Spark can be used again: the node serves it")
             elif refusal is not None and (self._refusal is None or self._refusal.code != refusal.code):
@@ -285,7 +298,7 @@ class SparkBackend:
             )
         else:
             log.warning("the partial query failed in Spark (%s)", _failure_name(err))
-            if self.check_sources() is not None:
+            if self.check_sources(direct=True) is not None:
                 try:
                     self._refuse_if_unwell()
                 except UnavailableError as refused:
