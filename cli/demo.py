@@ -2,6 +2,8 @@
 
 Generates the synthetic Yangtze River Delta data (if absent), issues certificates, starts N nodes and a
 coordinator, writes ``DIR/client.yaml`` and prints the exact `hpf query` and `hpf lookup` commands to try.
+``--backends duckdb,postgres`` puts every other region's tables in a PostgreSQL database the demo makes on the
+server ``--postgres`` reaches, and drops when it stops (:mod:`demo.postgres`).
 ``--once`` runs a few example queries, person lookups and a screening, checks each against DuckDB over the
 pooled files (and the screening against the people planted with loans in two cities), prints them and exits
 (the examples: :mod:`demo.examples`).
@@ -30,9 +32,21 @@ def demo(
     data: Path = typer.Option(Path("demo-data"), "--data", "-d", help="Where data, certificates and configs go"),
     once: bool = typer.Option(False, "--once", help="Run example queries, print them and exit"),
     base_port: int = typer.Option(0, "--base-port", help="First port to use (0: any free ports)"),
+    backends: str = typer.Option(
+        "duckdb", "--backends", help="Comma list of duckdb, postgres: region i takes the i-th in turn"
+    ),
+    postgres: str | None = typer.Option(
+        None,
+        "--postgres",
+        help="Connection string of a PostgreSQL server where the demo may make its database, for regions on "
+        "postgres (default: $HPF_DEMO_POSTGRES, else host=127.0.0.1 port=5432 user=postgres dbname=postgres)",
+        show_default=False,
+    ),
 ) -> None:
     """Run a local federation of N regional nodes and a coordinator, with mutual TLS."""
-    from hpf.demo.launcher import layout_for, only_demo
+    from hpf.demo.data_lock import only_demo
+    from hpf.demo.launcher import layout_for
+    from hpf.demo.postgres import parse_backends, postgres_dsn
     from hpf.demo.run import run_demo
     from hpf.federation.regions import REGIONS
     from hpf.policies.loader import load_policy
@@ -47,10 +61,10 @@ def demo(
             "(secure_aggregation.min_participants)",
             code="DEMO_ARGS",
         )
-    layout = layout_for(data, nodes)
+    layout = layout_for(data, nodes, parse_backends(backends))
     say = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     with only_demo(layout.data):
-        ok = run_demo(layout, rows, seed, base_port, once, say, _renderers())
+        ok = run_demo(layout, rows, seed, base_port, once, say, _renderers(), postgres_dsn(postgres))
     if not ok:
         raise typer.Exit(1)
 

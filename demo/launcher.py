@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -41,6 +40,22 @@ class DemoLayout:
     data: Path
     node_ids: list[str]
     ports: dict[str, int] = field(default_factory=dict)  # node ids and "coordinator"
+    backends: dict[str, str] = field(default_factory=dict)  # node id -> "duckdb" (the default) or "postgres"
+
+    def backend(self, node_id: str) -> str:
+        return self.backends.get(node_id, "duckdb")
+
+    @property
+    def dsn_file(self) -> Path:
+        """The connection string of the demo's PostgreSQL database (mode 0600), for its PostgreSQL regions."""
+        return self.data / "secrets" / "postgres.dsn"
+
+    def sources(self, node_id: str) -> dict[str, object]:
+        """The node config's ``tables:``: the region's Parquet files, or its schema of the demo's database."""
+        if self.backend(node_id) == "postgres":
+            dsn = str(self.dsn_file)
+            return {t: {"postgres": {"dsn_file": dsn}, "schema": node_id, "table": t} for t in TABLE_NAMES}
+        return {t: str(self.data / node_id / f"{t}.parquet") for t in TABLE_NAMES}
 
     @property
     def pki(self) -> Path:
@@ -162,7 +177,7 @@ def write_configs(
                 "node_id": node_id,
                 "listen": addresses[node_id],
                 "catalog": str(layout.catalog),
-                "tables": {t: str(layout.data / node_id / f"{t}.parquet") for t in TABLE_NAMES},
+                "tables": layout.sources(node_id),
                 "tls": layout.tls(f"nodes/{node_id}"),
                 "policy": str(layout.policy),
                 "state_dir": str(layout.state(node_id)),
@@ -355,40 +370,11 @@ def running_parties(layout: DemoLayout, progress: Progress, timeout_s: float = 6
                 party.process.kill()
 
 
-LOCK_FILE = ".demo.lock"
-
-
-@contextlib.contextmanager
-def only_demo(data: Path) -> Iterator[None]:
-    """Hold the data directory for one demo: a second demo on the same directory would rewrite the files and
-    configs the first one's parties are using, and its nodes would find their audit logs held by another."""
-    data.mkdir(parents=True, exist_ok=True)
-    with open(data / LOCK_FILE, "a+", encoding="utf-8") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "?"
-            raise ConfigError(
-                f"a demo is already running on {data} (process {holder})",
-                code="DEMO_RUNNING",
-                hint="stop it (Ctrl-C), or give this one another --data directory",
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        try:
-            yield
-        finally:
-            fh.seek(0)
-            fh.truncate()
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def layout_for(data: Path, nodes: int) -> DemoLayout:
+def layout_for(data: Path, nodes: int, backends: tuple[str, ...] = ("duckdb",)) -> DemoLayout:
+    """The first ``nodes`` regions in ``data``, region i on ``backends[i % len(backends)]``."""
     try:
         ids = [r.node_id for r in first_regions(nodes)]
     except ValueError as err:
         raise ConfigError(str(err), code="DEMO_ARGS") from None
-    return DemoLayout(data=data.resolve(), node_ids=ids)
+    on = {node_id: backends[i % len(backends)] for i, node_id in enumerate(ids)}
+    return DemoLayout(data=data.resolve(), node_ids=ids, backends=on)

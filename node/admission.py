@@ -35,7 +35,7 @@ from hpf.federation.errors import CryptoError, FederationError, PlanError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.plan import Plan
 from hpf.federation.planner import asked_table, plan_query, sketch_query
-from hpf.federation.planner.dialects import check_backend
+from hpf.federation.planner.dialects import Rendered, check_backend
 from hpf.federation.planner.shape import shape_fingerprint
 from hpf.federation.privacy.dp_plan import DpTerms
 from hpf.federation.trust.certificates import Identity
@@ -90,6 +90,7 @@ class Question(Asked):
     terms: DpTerms | None = None
     charged: Callable[[], None] | None = None  # what gives the DP charge back if the answer cannot leave
     privacy: pb.PrivacyVerdict | None = None  # an explain's verdict on the privacy terms
+    rendered: Rendered = field(default_factory=dict)  # its node queries as this node's backend runs them
 
     def describe(self, envelope: pb.QueryEnvelope) -> str:
         return shape_fingerprint(envelope.sql)
@@ -265,8 +266,10 @@ def check_policy(node: Admission, asked: Question) -> None:
 
 
 def check_backend_runs(node: Admission, asked: Question) -> None:
-    """This node's database runs the plan's query exactly, or the plan is refused here (PLAN_BACKEND_UNSUPPORTED)."""
-    check_backend(asked.plan, node.catalog, node.executor.backend.dialect)
+    """This node's database runs the plan's query exactly, or the plan is refused here (PLAN_BACKEND_UNSUPPORTED).
+    The queries rendered for it are kept with the question: its run does not render them again."""
+    dp = asked.decision.privacy.mode == "dp"
+    check_backend(asked.plan, node.catalog, node.executor.backend.dialect, dp=dp, rendered=asked.rendered)
 
 
 def fix_terms(node: Admission, asked: Question) -> None:

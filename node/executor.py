@@ -24,7 +24,7 @@ from hpf.federation.engine import Abandon
 from hpf.federation.errors import AuthError, CryptoError, DataError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.plan import Plan
-from hpf.federation.planner.dialects import plan_node_sql
+from hpf.federation.planner.dialects import Rendered, plan_node_sql
 
 log = logging.getLogger("hpf.node")
 
@@ -87,22 +87,24 @@ class PartialExecutor:
         mask: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
         on_abandon: Abandon | None = None,
         finish_by: float | None = None,
+        rendered: Rendered | None = None,
     ) -> PartialResult:
         """Scan, encode, protect and encrypt one plan. ``noisy`` (DP) replaces the plan's SQL and encoding with
         clamped, noised ones; ``mask`` adds the run's pairwise masks to the slot vectors just before encryption
         (to the encrypted failure mark too, so it stays inside the sum). ``on_abandon`` registers what stops the
-        scan if the coordinator gives the question up; ``finish_by`` is when the scan must be over (Backend.run)."""
+        scan if the coordinator gives the question up; ``finish_by`` is when the scan must be over (Backend.run);
+        ``rendered`` holds the node queries the question's admission rendered for this node's backend."""
         run = functools.partial(self.backend.run, on_abandon=on_abandon, finish_by=finish_by)
         t_scan = time.perf_counter()
         try:
             if noisy is None:
-                rows = run(plan_node_sql(plan, self.catalog, self.backend.dialect))
+                rows = run(plan_node_sql(plan, self.catalog, self.backend.dialect, rendered=rendered))
                 t_encode = time.perf_counter()
                 pieces = chunks(encode_partials(plan, rows, min_group_size=min_group_size))
             else:
                 capped = getattr(self.backend, "capped_source", None)  # a backend may keep the capped table ready
                 source = noisy.source if capped is None else capped(noisy.plan.table, noisy.capped_sql)
-                rows = run(plan_node_sql(noisy.plan, self.catalog, self.backend.dialect, source))
+                rows = run(plan_node_sql(noisy.plan, self.catalog, self.backend.dialect, source, rendered))
                 t_encode = time.perf_counter()
                 pieces = chunks(encode_noisy_partials(noisy.plan, rows, noisy.units, noisy.noise))
         except (DataError, CryptoError) as err:  # PARTIAL_OUT_OF_RANGE is a CryptoError: the limbs would not fit

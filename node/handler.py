@@ -64,6 +64,7 @@ class Query:
                     mask=lambda pieces: protector.mask(run, pieces),
                     on_abandon=on_abandon,
                     finish_by=finish_by,
+                    rendered=asked.rendered,
                 )
             except BaseException:
                 if asked.charged is not None:

@@ -28,6 +28,7 @@ SLOW = frozenset(
         "integration/test_bad_input_fuzz.py",
         "integration/test_concurrency.py",
         "integration/test_demo.py",
+        "integration/test_demo_postgres.py",
         "integration/test_differencing.py",
         "integration/test_differential_privacy.py",
         "integration/test_federated_property.py",

@@ -42,6 +42,10 @@ CODES: tuple[Code, ...] = (
     _cli.code("DEMO_ARGS", "the demo's options are out of range"),
     _cli.code("DEMO_RUNNING", "a demo is already running"),
     _cli.code("DEMO_START_FAILED", "a party of the demo did not start", UnavailableError),
+    _cli.code(
+        "DEMO_POSTGRES_UNREACHABLE", "the demo cannot connect to the PostgreSQL server it was given", UnavailableError
+    ),
+    _cli.code("DEMO_POSTGRES_REFUSED", "the PostgreSQL server refused to make or load the demo's database"),
     _cli.code("INIT_ARGS", "the options of hpf init are not valid"),
     _cli.code("INIT_SCHEMA", "the table schema given to hpf init is not valid"),
     _cli.code("INIT_EXISTS", "the folder holds a federation already"),

@@ -24,6 +24,7 @@ PLAN_BACKEND_UNSUPPORTED TRY_CAST(x AS t) cannot run exactly on postgres
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import cast
@@ -35,7 +36,7 @@ from hpf.federation.catalog import Catalog
 from hpf.federation.errors import PlanError
 from hpf.federation.plan import Plan
 from hpf.federation.planner.pg_types import Family, family, pg_type
-from hpf.federation.privacy.dp_plan import capped_table_sql
+from hpf.federation.privacy.dp_plan import capped_table_sql, dp_plan
 
 BACKENDS = ("duckdb", "postgres")  # the engines a region's rows may live in
 
@@ -48,23 +49,40 @@ def unsupported(construct: str, backend: str = "postgres") -> PlanError:
     )
 
 
-def render_node_sql(sql: str, backend: str, columns: Mapping[str, str] | None = None) -> str:
+def render_node_sql(
+    sql: str, backend: str, columns: Mapping[str, str] | None = None, scales: Mapping[str, int] | None = None
+) -> str:
     """``sql`` (a node query as the planner writes it, DuckDB SQL) as ``backend`` runs it, with the same answer.
 
     ``columns`` maps the table's column names to their catalog types; a rule that needs an operand's type
-    refuses the query without them.
+    refuses the query without them. ``scales`` maps the output columns that are DECIMAL sums to their scale
+    (:func:`plan_node_sql` gives them): PostgreSQL keeps each NUMERIC value's own number of decimals, so a sum
+    of ``CASE ... THEN 2 ELSE 0.5 END`` over rows that all take 2 comes back as ``6``, where DuckDB's DECIMAL
+    gives ``6.0``; a node reads an integer as a sum already in units of its scale, so such a sum gets its scale
+    back by adding a zero of that many decimals (exact: a NUMERIC sum's decimals are the most of its operands').
+
+    >>> render_node_sql("SELECT SUM(x) AS c1_0 FROM t", "postgres", {"x": "DECIMAL(12,2)"}, {"c1_0": 2})
+    'SELECT SUM(x) + 0.00 AS c1_0 FROM t'
     """
     if backend == "duckdb":
         return sql
     if backend not in BACKENDS:
         raise unsupported("a node query", backend)
     tree = cast(exp.Expression, sqlglot.parse_one(sql, read="duckdb"))
-    return _Postgres(dict(columns or {})).render(tree).sql("postgres")
+    return _Postgres(dict(columns or {}), dict(scales or {})).render(tree).sql("postgres")
 
 
-def plan_node_sql(plan: Plan, catalog: Catalog, backend: str, source: str | None = None) -> str:
+Rendered = dict[str, str]  # node queries as a backend runs them, by the planner's (DuckDB) query
+
+
+def plan_node_sql(
+    plan: Plan, catalog: Catalog, backend: str, source: str | None = None, rendered: Rendered | None = None
+) -> str:
     """The query a region on ``backend`` runs for ``plan`` (over ``source``, as :meth:`Plan.node_sql`), with the
     column types of the plan's table from ``catalog``; raises ``PLAN_BACKEND_UNSUPPORTED`` where it cannot.
+
+    ``rendered`` keeps what was rendered for one question, so that its admission renders its queries and its
+    run finds them there, never parsing and rendering the same query twice.
 
     >>> from hpf.federation.catalog import Table
     >>> from hpf.federation.plan import Component
@@ -74,17 +92,33 @@ def plan_node_sql(plan: Plan, catalog: Catalog, backend: str, source: str | None
     >>> plan_node_sql(plan, catalog, "postgres")
     'SELECT COUNT(*) AS c0_0 FROM t WHERE city COLLATE "C" >= \\'3\\''
     """
+    sql = plan.node_sql(source)
+    if rendered is not None and sql in rendered:
+        return rendered[sql]
     columns = {name: column.type for name, column in catalog.tables[plan.table].columns.items()}
-    return render_node_sql(plan.node_sql(source), backend, columns)
+    scales = {f"c{i}_0": c.scale for i, c in enumerate(plan.components) if c.kind == "sum" and c.scale > 0}
+    node_sql = render_node_sql(sql, backend, columns, scales)
+    if rendered is not None:
+        rendered[sql] = node_sql
+    return node_sql
 
 
-def check_backend(plan: Plan, catalog: Catalog, backend: str) -> None:
+def check_backend(
+    plan: Plan, catalog: Catalog, backend: str, *, dp: bool = False, rendered: Rendered | None = None
+) -> None:
     """Refuse ``plan`` at plan time for a region on ``backend`` (``PLAN_BACKEND_UNSUPPORTED``, naming the
-    construct) unless its node query, and under DP its row-capped source, render exactly there."""
-    plan_node_sql(plan, catalog, backend)
+    construct) unless its node query, and for a table that declares a contribution bound its query over the
+    row-capped source, render exactly there. Under ``dp`` that query is the clamped plan's, the one a DP answer
+    runs (:func:`dp_plan`; the plan's own when the plan cannot be clamped, which its DP terms refuse later).
+    What is rendered is kept in ``rendered``, for the question's run."""
+    plan_node_sql(plan, catalog, backend, rendered=rendered)
     table = catalog.tables[plan.table]
     if table.contribution is not None:
-        plan_node_sql(plan, catalog, backend, f"({capped_table_sql(plan.table, table)}) AS {plan.table}")
+        capped, source = plan, f"({capped_table_sql(plan.table, table)}) AS {plan.table}"
+        if dp:
+            with contextlib.suppress(PlanError):  # DP_UNBOUNDED
+                capped, source = dp_plan(plan, catalog)
+        plan_node_sql(capped, catalog, backend, source, rendered)
 
 
 def pg_value(text: str) -> int | Decimal:
@@ -136,8 +170,9 @@ _PART_NAMES = {"yyyy": "YEAR", "mon": "MONTH", "dayofmonth": "DAY", "dayofweek":
 class _Postgres:
     """One rendering: the rules by node kind, over the table's column types."""
 
-    def __init__(self, columns: dict[str, str]) -> None:
+    def __init__(self, columns: dict[str, str], scales: dict[str, int] | None = None) -> None:
         self.columns = columns
+        self.scales = scales or {}
         self.rules: dict[type[exp.Expression], Callable[[exp.Expression], exp.Expression]] = {
             exp.Cast: self._cast,
             exp.DataType: self._data_type,
@@ -304,7 +339,12 @@ class _Postgres:
 
     def _select(self, node: exp.Expression) -> exp.Expression:
         """A SELECT as is; the DP source's ``SELECT * ... QUALIFY ROW_NUMBER() OVER (...) <= n`` as a ranked
-        subquery (PostgreSQL has no QUALIFY), its columns named so the rank is not one of them."""
+        subquery (PostgreSQL has no QUALIFY), its columns named so the rank is not one of them. A DECIMAL sum
+        among its columns keeps its scale (see :func:`render_node_sql`)."""
+        for item in node.expressions:
+            scale = self.scales.get(item.alias) if isinstance(item, exp.Alias) else None
+            if scale:
+                item.set("this", exp.Add(this=item.this, expression=exp.Literal.number("0." + "0" * scale)))
         qualify = node.args.get("qualify")
         if qualify is None:
             return node

@@ -139,10 +139,15 @@ def check_table(
             hint="check 'schema' and 'table' in the node config, and grant the node's database user SELECT on it",
         )
     if missing := [c for c in table.columns if c not in described]:
+        folded = {c.lower() for c in described}
+        other_case = (
+            " (names are matched exactly: its name in other letter case is another column; a view can rename it)"
+        )
         raise DataError(
             f"table {name!r}: the database table has no column {missing[0]!r} the catalog declares",
             code="NODE_TABLE_SCHEMA",
-            hint="give the table (or a view over it) every column the catalog declares",
+            hint="give the table (or a view over it) every column the catalog declares"
+            + (other_case if missing[0] in folded else ""),
         )
     ranges: dict[str, tuple[Any, Any]] = {}
     for column, col in table.columns.items():

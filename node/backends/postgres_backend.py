@@ -1,7 +1,9 @@
 """A node's tables in PostgreSQL: the partial plan runs there, and only its grouped result rows come back.
 
-Connections come from a pool (psycopg 3, ``psycopg_pool``). Each new connection makes a temporary view per
-catalog table, named as the catalog names it and casting every column to its catalog type
+Connections come from a pool (psycopg 3, ``psycopg_pool``), whose first connection is made before the node
+serves a question (at start, and again when the database is back), and which a question waits for at least a
+short floor even when its wait leaves nothing beyond the node's time limit. Each new connection makes a
+temporary view per catalog table, named as the catalog names it and casting every column to its catalog type
 (:func:`pg_schema.view_sql`); PostgreSQL looks a table name up in the session's temporary schema first, so the
 plan's SQL runs with the catalog's table names unchanged, and ``search_path`` is set to ``pg_catalog`` alone so
 no other schema's objects are found. Each question runs in a READ ONLY transaction with ``statement_timeout``
@@ -50,6 +52,8 @@ POOL_SLICE_S = 1.0  # a question waiting for a pooled connection probes the data
 FACTS_SECONDS = 600.0  # each step of the lookup facts' computation (every person's, one statement) ends within this
 POOL_WAIT_FACTS_S = 30.0  # and start within this
 FACTS_BATCH = 50_000  # people's facts read from the database at a time
+POOL_READY_S = 2.0 * CONNECT_TIMEOUT_S  # how long a new pool may take to make its first connection (and views)
+POOL_FLOOR_S = 0.5  # the least a question waits for a pooled connection, within the time it has left
 _UNITS = {"KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
 _UNITS["TIB"] = 1024**4
 MAX_WORK_MEM_KB = 2_147_483_647  # PostgreSQL's ceiling
@@ -129,6 +133,8 @@ class PostgresBackend:
         if self._refusal is not None:
             log.error("the node's database cannot be reached at start: the node is unwell until it can")
         self._pool = self._new_pool()
+        if self._refusal is None:
+            self._refusal = self._warm_up(self._pool)
 
     def _new_pool(self) -> ConnectionPool:
         pool = ConnectionPool(
@@ -143,6 +149,18 @@ class PostgresBackend:
         )
         pool.open(wait=False)
         return pool
+
+    def _warm_up(self, pool: ConnectionPool) -> DataError | None:
+        """Wait for ``pool``'s first connection, so that a question the node admits right after start (or after
+        the database is back) finds one ready, however little of its wait is left for the pool. A pool that makes
+        none within :data:`POOL_READY_S` is closed, and the database taken as unreachable until a probe finds
+        it back (a new pool then)."""
+        try:
+            pool.wait(timeout=POOL_READY_S)
+            return None
+        except PoolTimeout:
+            log.error("the node's database took no connection of its pool in time: the node is unwell until it does")
+            return _unreachable()
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         """A new connection: NUMERIC read as DuckDB gives the same values, the catalog's tables as temporary views
@@ -167,9 +185,11 @@ class PostgresBackend:
         with self._checking:
             refusal = self._probe(direct=direct or self._refusal is not None)
             if refusal is None and self._refusal is not None:
-                log.warning("the node's database can be used again: the node serves it")
                 old, self._pool = self._pool, self._new_pool()  # its connections are dead: fresh ones
                 old.close(timeout=0)
+                refusal = self._warm_up(self._pool)
+                if refusal is None:
+                    log.warning("the node's database can be used again: the node serves it")
             elif refusal is not None and (self._refusal is None or self._refusal.code != refusal.code):
                 log.error("the node's database cannot be served: %s", refusal.code)
             self._refusal = refusal
@@ -189,12 +209,7 @@ class PostgresBackend:
                 return self._check_tables(conn)
         except (psycopg.Error, PoolTimeout) as err:
             log.warning("the node's database cannot be reached (SQLSTATE class %s)", sqlstate_class(err))
-            return DataError(
-                "the node cannot reach its database, or the database refuses the node's credentials",
-                code="NODE_DATABASE_UNREACHABLE",
-                hint="the region's operator must bring the database back or fix the node's connection string; "
-                "the node serves it again by itself once it can",
-            )
+            return _unreachable()
 
     def _check_tables(self, conn: psycopg.Connection[Any]) -> DataError | None:
         try:
@@ -226,9 +241,8 @@ class PostgresBackend:
         :meth:`DuckDBBackend.run` does: whatever happens to the question once it runs is a DataError (the masked
         failure mark); only a database that cannot be reached or used makes the region unwell."""
         self._refuse_if_unwell()
-        wait = 30.0 if finish_by is None else max(0.0, finish_by - time.monotonic() - (self.query_seconds or 0.0))
         try:
-            with self._pooled(wait) as conn:
+            with self._pooled(self._pool_wait(finish_by)) as conn:
                 return self._run(conn, sql, on_abandon, self._limit(finish_by))
         except PoolTimeout:
             self.busy_refusals += 1
@@ -236,6 +250,21 @@ class PostgresBackend:
             raise DataError(
                 "the node was too busy to run the partial plan in time", code="NODE_EXECUTION_FAILED"
             ) from None
+
+    def _pool_wait(self, finish_by: float | None) -> float:
+        """How long a question may wait for a pooled connection: what its wait leaves beyond the node's own time
+        limit, but never less than :data:`POOL_FLOOR_S` (a connection the pool is making, or checking, is
+        ready in far less than the scan's limit), nor past ``finish_by``.
+
+        >>> backend = PostgresBackend.__new__(PostgresBackend)
+        >>> backend.query_seconds = 5.0
+        >>> backend._pool_wait(None), backend._pool_wait(time.monotonic() + 5.0)  # a wait no longer than the limit
+        (30.0, 0.5)
+        """
+        if finish_by is None:
+            return 30.0
+        left = max(0.0, finish_by - time.monotonic())
+        return min(left, max(POOL_FLOOR_S, left - (self.query_seconds or 0.0)))
 
     @contextlib.contextmanager
     def _pooled(self, wait: float) -> Iterator[psycopg.Connection[Any]]:
@@ -345,3 +374,12 @@ class PostgresBackend:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _unreachable() -> DataError:
+    return DataError(
+        "the node cannot reach its database, or the database refuses the node's credentials",
+        code="NODE_DATABASE_UNREACHABLE",
+        hint="the region's operator must bring the database back or fix the node's connection string; "
+        "the node serves it again by itself once it can",
+    )

@@ -360,7 +360,7 @@ def test_a_second_demo_on_a_directory_in_use_says_so(tmp_path: Path) -> None:
     import fcntl
     import os
 
-    from hpf.demo.launcher import LOCK_FILE, only_demo
+    from hpf.demo.data_lock import LOCK_FILE, only_demo
 
     data = tmp_path / "demo"
     with only_demo(data):

@@ -302,3 +302,35 @@ def test_a_value_written_later_that_does_not_fit_fails_the_question_never_rounds
         assert backend.check_sources() is None  # the question's failure (masked), not the region's
     finally:
         backend.close()
+
+
+def test_names_in_mixed_case_are_matched_exactly(database: str) -> None:
+    """The catalog's names are lower case; the database's are matched as they are spelled: a schema and a table
+    in mixed case are served, a column spelled in other letters' case (quoted in PostgreSQL) is not the
+    catalog's, and a table holding both reads the catalog's own."""
+    data = [("310000", 5), ("330100", 7), ("310000", -2)]
+    with psycopg.connect(database) as conn:
+        conn.execute('CREATE SCHEMA "Hpf"')
+        conn.execute('CREATE TABLE "Hpf"."Deposits" (city text, amount_fen bigint)')
+        conn.execute('CREATE TABLE public.shouted ("CITY" text, "Amount_Fen" bigint)')
+        conn.execute('CREATE TABLE public.twins ("City" text, city text, amount_fen bigint)')
+        with conn.cursor() as cur:
+            cur.executemany('INSERT INTO "Hpf"."Deposits" VALUES (%s, %s)', data)
+            cur.executemany("INSERT INTO public.twins VALUES ('X', %s, %s)", data)
+    columns = {"city": "VARCHAR", "amount_fen": "BIGINT"}
+    sql = "SELECT city, COUNT(*), SUM(amount_fen) FROM deposits GROUP BY city ORDER BY city"
+
+    def table(schema: str, name: str) -> dict[str, PostgresTable]:
+        spec = {"postgres": {"dsn_env": "HPF_TEST_PG_DSN"}, "schema": schema, "table": name}
+        return {"deposits": PostgresTable.model_validate(spec)}
+
+    for schema, name in (("Hpf", "Deposits"), ("public", "twins")):
+        backend = PostgresBackend(catalog(columns), table(schema, name))
+        try:
+            assert backend.run(sql) == oracle(columns, data, sql)
+        finally:
+            backend.close()
+    with pytest.raises(DataError) as refused:
+        PostgresBackend(catalog(columns), table("public", "shouted"))
+    assert refused.value.code == "NODE_TABLE_SCHEMA" and "'city'" in str(refused.value)
+    assert "matched exactly" in (refused.value.hint or "")

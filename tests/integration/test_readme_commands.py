@@ -806,6 +806,14 @@ def check_consent_revoke(r: Ran, demo: Demo) -> None:
     assert re.search(rf"^list:\s+{re.escape(path)} \(number 1\)$", r.stdout, re.M), "a new list, numbered 1"
 
 
+def check_node_refresh(r: Ran, demo: Demo) -> None:
+    config = yaml.safe_load((r.cwd / (_option(r.argv, "--config") or "")).read_text(encoding="utf-8"))
+    node = config["node_id"]
+    assert f"node {node}: the node took the request" in r.stderr, "the running node took it"
+    found = re.search(rf"^node {node}: lookup facts computed for ([\d,]+) people in [\d,]+ ms$", r.stdout, re.M)
+    assert found and int(found.group(1).replace(",", "")) > 0, "the running node computed its facts"
+
+
 CHECKS: dict[tuple[str, ...], Callable[[Ran, Demo], None]] = {
     ("query",): check_query,
     ("lookup",): check_lookup,
@@ -820,6 +828,7 @@ CHECKS: dict[tuple[str, ...], Callable[[Ran, Demo], None]] = {
     ("pki", "init"): check_pki_init,
     ("pki", "revoke"): check_pki_revoke,
     ("node", "keys"): check_node_keys,
+    ("node", "refresh"): check_node_refresh,
     ("catalog", "keys"): check_catalog_keys,
     ("init",): check_init,
     ("consent", "keys"): check_consent_keys,

@@ -11,7 +11,7 @@ from sqlglot import exp
 
 from hpf.federation.catalog import Catalog, Contribution, load_catalog
 from hpf.federation.errors import PlanError
-from hpf.federation.planner import plan_query
+from hpf.federation.planner import dialects, plan_query
 from hpf.federation.planner.allow_list import FUNCTIONS, NODES
 from hpf.federation.planner.dialects import REFUSED, check_backend, plan_node_sql, render_node_sql
 from hpf.federation.privacy.dp_plan import capped_table_sql
@@ -95,3 +95,31 @@ def test_check_backend_renders_the_dp_row_cap_of_a_table_that_declares_one() -> 
     source = f"({capped_table_sql('deposits', capped)}) AS deposits"
     rendered = plan_node_sql(plan, catalog, "postgres", source)
     assert "QUALIFY" not in rendered and '"month" DESC NULLS LAST' in rendered and '"gender" COLLATE "C"' in rendered
+
+
+def test_check_backend_keeps_what_it_rendered_for_the_run_the_clamped_query_under_dp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = MINI.tables["deposits"]
+    capped = table.model_copy(update={"contribution": Contribution(person="person_id", max_rows=3, prefer="month")})
+    catalog = MINI.model_copy(update={"tables": {"deposits": capped}})
+    plan = plan_query("SELECT COUNT(*) FROM deposits WHERE gender >= 'F'", catalog)
+    exact: dict[str, str] = {}
+    check_backend(plan, catalog, "postgres", rendered=exact)
+    source = f"({capped_table_sql('deposits', capped)}) AS deposits"
+    assert set(exact) == {plan.node_sql(), plan.node_sql(source)}
+    assert exact[plan.node_sql()] == plan_node_sql(plan, catalog, "postgres")
+    # under DP the capped query kept is the clamped plan's, the one a DP answer runs (a COUNT(*): none to clamp)
+    dp: dict[str, str] = {}
+    check_backend(plan, catalog, "postgres", dp=True, rendered=dp)
+    assert dp == exact
+    # the run finds its query there: nothing is parsed or rendered again
+    calls: list[str] = []
+    monkeypatch.setattr(dialects, "render_node_sql", lambda sql, *args: calls.append(sql) or sql)
+    assert plan_node_sql(plan, catalog, "postgres", source, dp) == exact[plan.node_sql(source)]
+    assert plan_node_sql(plan, catalog, "postgres", rendered=dp) == exact[plan.node_sql()] and calls == []
+    # an unbounded sum cannot be clamped: its DP terms refuse it later; the plan's own capped query is checked here
+    unbounded = plan_query("SELECT SUM(amount_fen) FROM deposits", catalog)
+    kept: dict[str, str] = {}
+    check_backend(unbounded, catalog, "postgres", dp=True, rendered=kept)
+    assert set(kept) == {unbounded.node_sql(), unbounded.node_sql(source)}
