@@ -28,7 +28,7 @@ import numpy as np
 
 from hpf.federation.catalog import Catalog
 from hpf.federation.engine import Abandon
-from hpf.federation.errors import DataError, FederationError, UnavailableError
+from hpf.federation.errors import ConfigError, DataError, FederationError, UnavailableError
 from hpf.node.backends import spark_schema
 from hpf.node.backends.unwell import unwell
 from hpf.node.config import SparkSettings, SparkTable
@@ -51,7 +51,14 @@ _SESSION_LOCK = threading.Lock()
 
 def spark_session(settings: SparkSettings) -> Any:
     """The process's Spark application (made on first use from ``settings``), with a session of the caller's."""
-    from pyspark.sql import SparkSession
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise ConfigError(
+            "the node's tables are on Spark, and pyspark is not installed",
+            code="NODE_SPARK_MISSING",
+            hint="install the node with Spark: pip install 'hpf-federation[spark]' (Java 17 or newer on the path)",
+        ) from None
 
     with _SESSION_LOCK:
         builder = SparkSession.builder.master(settings.master).appName(settings.app_name)
