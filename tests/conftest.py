@@ -29,6 +29,7 @@ SLOW = frozenset(
         "integration/test_concurrency.py",
         "integration/test_demo.py",
         "integration/test_demo_postgres.py",
+        "integration/test_demo_spark.py",
         "integration/test_differencing.py",
         "integration/test_differential_privacy.py",
         "integration/test_federated_property.py",
@@ -39,6 +40,7 @@ SLOW = frozenset(
         "integration/test_postgres_faults.py",
         "integration/test_postgres_node.py",
         "integration/test_readme_commands.py",
+        "integration/test_spark_backend.py",
         "integration/test_stalled_region.py",
         "integration/test_wheel.py",
         "unit/test_lint.py",  # mypy over the whole tree
