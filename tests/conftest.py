@@ -37,6 +37,7 @@ SLOW = frozenset(
         "integration/test_mixed_backends_property.py",
         "integration/test_postgres_render.py",
         "integration/test_postgres_backend.py",
+        "integration/test_backend_lookups.py",
         "integration/test_postgres_faults.py",
         "integration/test_postgres_node.py",
         "integration/test_readme_commands.py",
