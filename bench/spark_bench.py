@@ -33,7 +33,6 @@ from postgres_bench import (
     DEADLINE_MS,
     PERSON,
     POLICY_OVERRIDES,
-    PURPOSE,
     QUERY,
     QUERY_MS,
     SECURE_AGGREGATION,
