@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from hpf.federation.planner.spark_dialect import SPARK_SESSION_CONF, spark_value
+from hpf.federation.planner.spark_dialect import SPARK_SESSION_CONF
+from hpf.federation.planner.spark_types import spark_value
 
 
 def _session() -> Any:

@@ -234,7 +234,14 @@ FUNCTIONS: dict[str, tuple[tuple[type[exp.Expression], ...], Entry]] = {
         (exp.Upper,),
         _text("UPPER(text)", ("upper",), "refused: case mapping follows the database's locale", _SPARK_CASE),
     ),
-    "trim": ((exp.Trim,), _text("TRIM(text)", ("trim",))),
+    "trim": (
+        (exp.Trim,),
+        _text(
+            "TRIM(text)",
+            ("trim",),
+            spark="TRIM(BOTH <every Unicode space separator> FROM x): DuckDB strips them all, Spark's TRIM only U+0020",
+        ),
+    ),
     "concat": (
         (exp.DPipe, exp.Concat),
         Entry(

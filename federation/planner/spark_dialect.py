@@ -14,7 +14,8 @@ What differs, and how each is kept exact (under :data:`SPARK_SESSION_CONF`):
   ``x & 4294967295`` (the limbs of a sum of squares) are floor division and a non-negative remainder (PMOD).
 - SUM: Spark sums an integer in BIGINT (failing past 2^63) and a DECIMAL(p,s) in DECIMAL(p+10,s); DuckDB in
   HUGEINT and DECIMAL(38,s). Each SUM's argument is cast to DECIMAL(38,s) first; a reader turns a DECIMAL of
-  scale 0 back into ``int`` (:func:`spark_value`), so an answer holding DuckDB's own DECIMAL(p,0) is refused.
+  scale 0 back into ``int`` (:func:`~federation.planner.spark_types.spark_value`), so an answer holding
+  DuckDB's own DECIMAL(p,0) is refused.
 - casts: Spark truncates a DECIMAL cast to an integer, DuckDB rounds half away from zero: through DECIMAL(38,0)
   (which rounds as DuckDB). Text is cast to a number or a date only as a literal of a plain form; a DOUBLE is
   never cast to an exact type or to text, nor a DECIMAL or HUGEINT to DOUBLE (rounded differently).
@@ -25,6 +26,7 @@ What differs, and how each is kept exact (under :data:`SPARK_SESSION_CONF`):
 - dates: DAYOFWEEK/``dow`` is Spark's DAYOFWEEK - 1 (Spark counts Sunday as 1), ``isodow`` WEEKDAY + 1; every
   part is cast to BIGINT, DuckDB's type for it.
 - CONCAT skips NULLs in DuckDB and gives NULL in Spark: CONCAT_WS(''); each operand is cast to text first.
+- TRIM: DuckDB strips every Unicode space separator, Spark only U+0020: TRIM(BOTH <them all> FROM x).
 - SIGN is DOUBLE in Spark: a CASE. SUBSTRING only from a start of at least 1 (DuckDB counts 0 differently).
 - the DP row cap's QUALIFY becomes a ranked subquery; its ORDER BY puts NULLs last both ways, as DuckDB.
 - text is compared by code point in both (Spark's UTF8_BINARY collation, set for the session).
@@ -39,8 +41,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from decimal import Decimal
-from typing import Any, cast
+from typing import cast
 
 import sqlglot
 from sqlglot import exp
@@ -67,25 +68,14 @@ def _unsupported(construct: str) -> PlanError:
 
 def render_spark(sql: str, columns: Mapping[str, str] | None = None) -> str:
     """``sql`` (a node query as the planner writes it, DuckDB SQL) as Spark SQL with the same answer, read
-    through :func:`spark_value`; ``columns`` maps the table's column names to their catalog types."""
+    through :func:`~federation.planner.spark_types.spark_value`; ``columns`` maps the table's column names to
+    their catalog types."""
     tree = cast(exp.Expression, sqlglot.parse_one(sql, read="duckdb"))
     types = duckdb_types(tree, dict(columns or {}), _unsupported)
     for name, kind in types.answer:
         if kind.this == exp.DataType.Type.DECIMAL and _scale(kind) == 0:
             raise _unsupported(f"a DECIMAL of scale 0 in the answer ({name})")
     return _Spark(dict(columns or {}), types).render(tree).sql("spark", identify=True)
-
-
-def spark_value(value: Any) -> Any:
-    """A value of a Spark row as DuckDB gives it for the rendered query: a DECIMAL of scale 0 (a HUGEINT or an
-    integer SUM, see the module) as ``int``; anything else as it is.
-
-    >>> spark_value(Decimal("-170141183460469231731687303715884105")), spark_value(Decimal("12.50"))
-    (-170141183460469231731687303715884105, Decimal('12.50'))
-    """
-    if isinstance(value, Decimal) and value.is_finite() and value.as_tuple().exponent == 0:
-        return int(value)
-    return value
 
 
 _T = exp.DataType.Type
@@ -152,6 +142,7 @@ class _Spark:
             exp.EndsWith: lambda n: _fn("ENDSWITH", n.this, n.expression),
             exp.Contains: lambda n: _fn("CONTAINS", n.this, n.expression),
             exp.Sign: self._sign,
+            exp.Trim: _trim,
             exp.Sum: self._sum,
             exp.Add: self._decimal_scale,
             exp.Sub: self._decimal_scale,
@@ -357,6 +348,17 @@ class _Spark:
         outer = exp.Select(expressions=[exp.column(c) for c in self.columns])
         outer.set("from_", exp.From(this=ranked))
         return outer.where(exp.LTE(this=exp.column(rank), expression=cap.expression))
+
+
+# what DuckDB's TRIM strips: the Unicode space separators (Zs); Spark's TRIM strips only U+0020
+_SPACES = " \u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u202f\u205f\u3000"
+
+
+def _trim(node: exp.Expression) -> exp.Expression:
+    """TRIM(x) stripping what DuckDB strips."""
+    if any(node.args.get(k) is not None for k in ("expression", "position", "collation")):
+        raise _unsupported("TRIM but of spaces from both ends")
+    return exp.Trim(this=node.this, expression=exp.Literal.string(_SPACES), position="BOTH")
 
 
 def _fn(name: str, *args: exp.Expression) -> exp.Expression:

@@ -1,4 +1,5 @@
-"""Types for the Spark rendering: DuckDB's own type of each operand a rule needs, and a DuckDB type as Spark's.
+"""Types for the Spark rendering: DuckDB's own type of each operand a rule needs, a DuckDB type as Spark's, and a
+Spark value as DuckDB's.
 
 The rules of :mod:`federation.planner.spark_dialect` depend on exact types (an integer SUM against a DECIMAL
 one, the scale of a DECIMAL, a DOUBLE against a BIGINT). Rather than guess them from the tree, DuckDB is asked:
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
+from decimal import Decimal
+from typing import Any, cast
 
 import duckdb
 from sqlglot import exp
@@ -116,3 +118,15 @@ def spark_type(node: exp.Expression, refuse: Callable[[str], PlanError]) -> exp.
     if name is None:
         raise refuse(f"the type {node.sql('duckdb')}")
     return exp.DataType.build(name, dialect="spark")
+
+
+def spark_value(value: Any) -> Any:
+    """A value of a Spark row as DuckDB gives it for the rendered query: a DECIMAL of scale 0 (a HUGEINT or an
+    integer SUM, see the module) as ``int``; anything else as it is.
+
+    >>> spark_value(Decimal("-170141183460469231731687303715884105")), spark_value(Decimal("12.50"))
+    (-170141183460469231731687303715884105, Decimal('12.50'))
+    """
+    if isinstance(value, Decimal) and value.is_finite() and value.as_tuple().exponent == 0:
+        return int(value)
+    return value

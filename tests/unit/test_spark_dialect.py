@@ -22,7 +22,8 @@ from hpf.federation.errors import PlanError
 from hpf.federation.planner import plan_query
 from hpf.federation.planner.allow_list import AGGREGATES, FUNCTIONS, NODES
 from hpf.federation.planner.dialects import BACKENDS, check_backend, plan_node_sql, render_node_sql
-from hpf.federation.planner.spark_dialect import REFUSED, SPARK_SESSION_CONF, render_spark, spark_value
+from hpf.federation.planner.spark_dialect import REFUSED, SPARK_SESSION_CONF, render_spark
+from hpf.federation.planner.spark_types import spark_value
 from hpf.federation.privacy.dp_plan import capped_table_sql
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -127,6 +128,7 @@ def test_like_gets_an_escape_character_its_pattern_does_not_hold() -> None:
         ("CAST(amount_fen AS BOOLEAN)", "(`amount_fen` <> 0)"),
         ("SIGN(amount_fen) = 1", "CASE WHEN `amount_fen` > 0 THEN 1 WHEN `amount_fen` < 0 THEN -1 WHEN"),
         ("STARTS_WITH(city_code, '31')", "STARTSWITH(`city_code`, '31')"),
+        ("TRIM(city_code) = '31'", "TRIM(BOTH ' \u00a0\u1680\u2000"),
     ],
 )
 def test_forms_that_differ_between_the_engines_are_rewritten(condition: str, spark: str) -> None:
