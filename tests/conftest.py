@@ -42,6 +42,7 @@ SLOW = frozenset(
         "integration/test_postgres_node.py",
         "integration/test_readme_commands.py",
         "integration/test_spark_backend.py",
+        "integration/test_spark_render.py",
         "integration/test_stalled_region.py",
         "integration/test_wheel.py",
         "unit/test_lint.py",  # mypy over the whole tree
@@ -58,3 +59,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 from pg import pg_database  # noqa: E402,F401  (the session's own PostgreSQL database, see tests/pg.py)
+from spark import spark_session  # noqa: E402,F401  (the run's one local Spark session, see tests/spark.py)

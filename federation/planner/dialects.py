@@ -38,7 +38,7 @@ from hpf.federation.plan import Plan
 from hpf.federation.planner.pg_types import Family, family, pg_type
 from hpf.federation.privacy.dp_plan import capped_table_sql, dp_plan
 
-BACKENDS = ("duckdb", "postgres")  # the engines a region's rows may live in
+BACKENDS = ("duckdb", "postgres", "spark")  # the engines a region's rows may live in
 
 
 def unsupported(construct: str, backend: str = "postgres") -> PlanError:
@@ -68,6 +68,10 @@ def render_node_sql(
         return sql
     if backend not in BACKENDS:
         raise unsupported("a node query", backend)
+    if backend == "spark":
+        from hpf.federation.planner.spark_dialect import render_spark  # it builds on unsupported, above
+
+        return render_spark(sql, columns)
     tree = cast(exp.Expression, sqlglot.parse_one(sql, read="duckdb"))
     return _Postgres(dict(columns or {}), dict(scales or {})).render(tree).sql("postgres")
 

@@ -29,6 +29,8 @@ import numpy as np
 from hpf.federation.catalog import Catalog
 from hpf.federation.engine import Abandon
 from hpf.federation.errors import ConfigError, DataError, FederationError, UnavailableError
+from hpf.federation.planner.spark_dialect import SPARK_SESSION_CONF
+from hpf.federation.planner.spark_types import spark_value
 from hpf.node.backends import spark_schema
 from hpf.node.backends.unwell import unwell
 from hpf.node.config import SparkSettings, SparkTable
@@ -42,10 +44,7 @@ FACTS_BATCH = 50_000  # people's facts gathered into NumPy columns at a time
 CANCEL_EVERY_S = 0.2  # a cancelled question's job group is cancelled again this often until it has stopped
 PROBE_SECONDS = 10.0  # a cluster that cannot run a job of one row within this is down
 PROBE_EVERY_S = 5.0  # how often a well node probes its cluster
-SESSION_CONF = {
-    "spark.sql.ansi.enabled": "true",  # an overflow fails (the masked mark), never wraps
-    "spark.sql.session.timeZone": "UTC",
-}
+SESSION_CONF = SPARK_SESSION_CONF  # the settings the Spark column of the allow-list is written for
 _SESSION_LOCK = threading.Lock()
 
 
@@ -150,7 +149,8 @@ class SparkBackend:
             self._verified[name] = described
 
     def _rows(self, sql: str) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in self._spark.sql(sql).collect()]
+        """The rows of ``sql`` with DuckDB's values for them (:func:`spark_value`: a DECIMAL of scale 0 an int)."""
+        return [tuple(spark_value(v) for v in row) for row in self._spark.sql(sql).collect()]
 
     def _probe(self) -> DataError | None:
         """Run a job of one row on the cluster within ``PROBE_SECONDS`` (a new application first if the node's
