@@ -151,6 +151,13 @@ class SparkSettings(BaseModel):
     master: str = Field(default="local[*]", min_length=1, max_length=1024)
     app_name: str = Field(default="hpf-node", min_length=1, max_length=200)
     conf: dict[str, str] = {}
+    start_wait_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="how long the node waits at start for its cluster to run a job; past it, it serves as unwell "
+        "(NODE_UNWELL) until the cluster can",
+    )
 
 
 class NodeLimits(BaseModel):

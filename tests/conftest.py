@@ -43,6 +43,7 @@ SLOW = frozenset(
         "integration/test_readme_commands.py",
         "integration/test_spark_backend.py",
         "integration/test_spark_federation.py",
+        "integration/test_spark_faults.py",
         "integration/test_spark_render.py",
         "integration/test_stalled_region.py",
         "integration/test_wheel.py",

@@ -113,12 +113,33 @@ class SparkBackend:
         self._settings = settings
         self._verified: dict[str, dict[str, str]] = {}  # table: the Spark types its view was made for
         self._probed_at = time.monotonic()
-        self._spark = spark_session(settings)
-        self._refusal = self._probe()
-        if self._refusal is not None:
+        self._spark: Any = None  # made by the first probe that can (a cluster out of reach: later)
+        self._refusal = self._first_probe(settings.start_wait_s)
+        if self._refusal is not None and self._refusal.code != "NODE_DATABASE_UNREACHABLE":
             raise self._refusal  # tables Spark cannot read, or that do not fit the catalog: refused at start
+        if self._refusal is not None:
+            log.error("the node's Spark cannot run a job at start: the node is unwell until it can")
 
     # -- the tables and the node's health
+
+    def _first_probe(self, seconds: float) -> DataError | None:
+        """The first probe, waited for ``seconds``: a cluster that does not take the node's application in that
+        time (one out of reach takes a minute to say so) leaves the node serving as unwell meanwhile."""
+        verdicts: list[DataError | None] = []
+
+        def probe() -> None:
+            with self._checking:
+                verdicts.append(self._probe())
+
+        first = threading.Thread(target=probe, name="hpf-node-spark-start", daemon=True)
+        first.start()
+        first.join(seconds)
+        if not verdicts:
+            log.warning("the node's Spark did not run a job within %.0f s of the start", seconds)
+            return DataError(
+                "the node's Spark cannot run a job", code="NODE_DATABASE_UNREACHABLE", hint="see the node's log"
+            )
+        return verdicts[0]
 
     def _source_sql(self, name: str) -> str:
         """The relation a table's view reads: a table of Spark's catalog, or files (a view of the reader)."""
@@ -156,10 +177,13 @@ class SparkBackend:
         """Run a job of one row on the cluster within ``PROBE_SECONDS`` (a new application first if the node's
         has stopped), then open every table again: None when all is well, else why not."""
         try:
-            if self._spark.sparkContext._jsc.sc().isStopped():
-                self._spark, self._verified = spark_session(self._settings), {}
+            if self._spark is None or self._spark.sparkContext._jsc.sc().isStopped():
+                self._spark, self._verified = None, {}
+                self._spark = spark_session(self._settings)
             if not self._within(PROBE_SECONDS, lambda: self._spark.range(0, 1, 1, 1).count()):
                 raise TimeoutError("the probe's job did not run in time")
+        except ConfigError:
+            raise  # no pyspark: no probe will find it
         except Exception as err:  # noqa: BLE001 - whatever Spark raises, the cluster cannot run a question
             log.warning("Spark cannot run a job (%s)", _failure_name(err))
             return DataError(
