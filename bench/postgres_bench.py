@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import psycopg
@@ -226,8 +226,14 @@ def spread(values: Sequence[float | None]) -> dict[str, float | None]:
     return {"median": round(statistics.median(read), 2), "min": round(min(read), 2), "max": round(max(read), 2)}
 
 
+class Timed(Protocol):
+    """The same node query run directly on the engine, timed in ms (Direct here, and spark_bench's)."""
+
+    def run(self, node_sql: str) -> float: ...
+
+
 def measure(
-    layout: DemoLayout, direct: Direct, node_sql: str, repeat: int, say: Say
+    layout: DemoLayout, direct: Timed, node_sql: str, repeat: int, say: Say
 ) -> tuple[list[QueryAnswer], list[float]]:
     """The node's answers and the direct times, in turn (the first of each pair alternating)."""
     answers: list[QueryAnswer] = []

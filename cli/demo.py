@@ -33,7 +33,7 @@ def demo(
     once: bool = typer.Option(False, "--once", help="Run example queries, print them and exit"),
     base_port: int = typer.Option(0, "--base-port", help="First port to use (0: any free ports)"),
     backends: str = typer.Option(
-        "duckdb", "--backends", help="Comma list of duckdb, postgres: region i takes the i-th in turn"
+        "duckdb", "--backends", help="Comma list of duckdb, postgres, spark: region i takes the i-th in turn"
     ),
     postgres: str | None = typer.Option(
         None,

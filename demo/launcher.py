@@ -35,12 +35,19 @@ from hpf.policies import DEFAULT_POLICY
 Progress = Callable[[str], None]
 
 
+# a demo region on Spark: Spark in the node's own process, on two cores, with time for a cold engine's first plans
+SPARK_NODE = {
+    "spark": {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "4", "spark.driver.memory": "1g"}},
+    "limits": {"query_ms": 8_000},
+}
+
+
 @dataclass
 class DemoLayout:
     data: Path
     node_ids: list[str]
     ports: dict[str, int] = field(default_factory=dict)  # node ids and "coordinator"
-    backends: dict[str, str] = field(default_factory=dict)  # node id -> "duckdb" (the default) or "postgres"
+    backends: dict[str, str] = field(default_factory=dict)  # node id -> "duckdb" (the default), "postgres", "spark"
 
     def backend(self, node_id: str) -> str:
         return self.backends.get(node_id, "duckdb")
@@ -55,6 +62,8 @@ class DemoLayout:
         if self.backend(node_id) == "postgres":
             dsn = str(self.dsn_file)
             return {t: {"postgres": {"dsn_file": dsn}, "schema": node_id, "table": t} for t in TABLE_NAMES}
+        if self.backend(node_id) == "spark":
+            return {t: {"spark": {"path": str(self.data / node_id / f"{t}.parquet")}} for t in TABLE_NAMES}
         return {t: str(self.data / node_id / f"{t}.parquet") for t in TABLE_NAMES}
 
     @property
@@ -185,6 +194,7 @@ def write_configs(
                 "revocations": str(layout.pki / "crl.pem"),
                 "consent_revocations": {issuer.id: str(layout.consent_revocations)},
                 **({"duckdb_threads": node_threads} if node_threads else {}),
+                **(SPARK_NODE if layout.backend(node_id) == "spark" else {}),
             },
         )
     _dump(

@@ -36,7 +36,7 @@ from hpf.federation.errors import ConfigError, UnavailableError
 from hpf.federation.hpf_schema import TABLE_NAMES, column_types
 from hpf.node.backends.pg_schema import cast_type
 
-BACKENDS: tuple[str, ...] = ("duckdb", "postgres")
+BACKENDS: tuple[str, ...] = ("duckdb", "postgres", "spark")
 POSTGRES_ENV = "HPF_DEMO_POSTGRES"
 DEFAULT_POSTGRES = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 CONNECT_TIMEOUT_S = 5
@@ -50,7 +50,7 @@ def parse_backends(text: str) -> tuple[str, ...]:
     if unknown or not names:
         shown = ", ".join(repr(n) for n in unknown) or "nothing"
         raise ConfigError(
-            f"--backends takes a comma-separated list of {' and '.join(BACKENDS)}, not {shown}",
+            f"--backends takes a comma-separated list of {', '.join(BACKENDS)}, not {shown}",
             code="DEMO_ARGS",
             hint="e.g. --backends duckdb,postgres (regions take them in turn)",
         )
@@ -74,6 +74,8 @@ def backend_lines(layout: DemoLayout) -> list[str]:
     for node_id in layout.node_ids:
         if layout.backend(node_id) == "postgres":
             where = f"PostgreSQL, schema {node_id} of the database {demo_database(layout.data)}"
+        elif layout.backend(node_id) == "spark":
+            where = f"Spark (local mode, in the node's process) over its Parquet files in {layout.data / node_id}"
         else:
             where = f"DuckDB over its Parquet files in {layout.data / node_id}"
         lines.append(f"region {node_id}: {where}")

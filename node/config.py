@@ -120,6 +120,46 @@ class PostgresTable(BaseModel):
     table: str = Field(min_length=1, max_length=63)
 
 
+class SparkSource(BaseModel):
+    """Where Spark reads a catalog table: a table or view of its own catalog (Hive, Delta ...: ``table``), or
+    files (``path`` with their ``format``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    table: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")
+    path: str | None = Field(default=None, min_length=1, max_length=4096)
+    format: Literal["parquet", "orc", "delta", "csv", "json"] = "parquet"
+
+    @model_validator(mode="after")
+    def _one(self) -> SparkSource:
+        if (self.table is None) == (self.path is None):
+            raise ValueError("name exactly one of table and path")
+        return self
+
+
+class SparkTable(BaseModel):
+    """A catalog table a Spark cluster reads."""
+
+    model_config = ConfigDict(extra="forbid")
+    spark: SparkSource
+
+
+class SparkSettings(BaseModel):
+    """The Spark a node on Spark runs its questions on: ``master`` (``local[*]``, ``spark://host:7077``,
+    ``yarn``, ``k8s://...``) and settings passed to the session as they are (``conf``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    master: str = Field(default="local[*]", min_length=1, max_length=1024)
+    app_name: str = Field(default="hpf-node", min_length=1, max_length=200)
+    conf: dict[str, str] = {}
+    start_wait_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="how long the node waits at start for its cluster to run a job; past it, it serves as unwell "
+        "(NODE_UNWELL) until the cluster can",
+    )
+
+
 class NodeLimits(BaseModel):
     """What one question may take of this node: scan time and engine memory."""
 
@@ -146,7 +186,8 @@ class NodeConfig(PartySettings, TrustSettings):
     node_id: str
     listen: str = "127.0.0.1:50051"
     catalog: Path
-    tables: dict[str, TableSource | PostgresTable]
+    tables: dict[str, TableSource | PostgresTable | SparkTable]
+    spark: SparkSettings = SparkSettings()
     # questions scanning at once; one past them waits for a slot only while it can still answer within the
     # coordinator's wait, else it answers the masked failure mark on time (the server has more threads than this,
     # so a waiting question never keeps a health check or an explain waiting)
@@ -192,13 +233,20 @@ class NodeConfig(PartySettings, TrustSettings):
     @model_validator(mode="after")
     def _one_backend(self) -> NodeConfig:
         if len({type(s) for s in self.tables.values()}) > 1:  # a question reads its tables through one engine
-            raise ValueError("tables: put every table of a node on files, or every one on PostgreSQL, not a mix")
+            raise ValueError(
+                "tables: put every table of a node on files, every one on PostgreSQL or every one on Spark"
+            )
         return self
 
     @property
     def on_postgres(self) -> dict[str, PostgresTable]:
         """The tables on PostgreSQL (every one, or none: see :meth:`_one_backend`)."""
         return {n: s for n, s in self.tables.items() if isinstance(s, PostgresTable)}
+
+    @property
+    def on_spark(self) -> dict[str, SparkTable]:
+        """The tables on Spark (every one, or none)."""
+        return {n: s for n, s in self.tables.items() if isinstance(s, SparkTable)}
 
     @property
     def on_files(self) -> dict[str, TableSource]:

@@ -40,35 +40,40 @@ SPACE_SEPARATORS = UNICODE_SPACES
 # How each engine writes an identifier as a lookup asks for it (the client's strip().upper() of an 18-character
 # ASCII identifier): trimmed and upper-cased. PostgreSQL upper-cases ASCII letters alone under "C", DuckDB every
 # letter: an identifier a lookup can name has only digits and X, which only x and X upper-case to in either.
+# Spark's trim() removes U+0020 alone unless told too; Spark upper-cases as Java does, every letter.
 PERSON_KEY = {
     "duckdb": "upper(trim(person_id))",
     "postgres": f"upper(btrim(person_id, '{SPACE_SEPARATORS}') COLLATE \"C\")",
+    "spark": f"upper(trim(BOTH '{SPACE_SEPARATORS}' FROM person_id))",
 }
+# The type each engine sums money in, wide enough for any sum of 64-bit amounts (Spark's BIGINT sum would fail on
+# overflow, and with it every person's facts)
+WIDE = {"duckdb": "HUGEINT", "postgres": "NUMERIC", "spark": "DECIMAL(38,0)"}
 
 
-def facts_sql(person_key: str) -> str:
-    """The facts query with ``person_key`` as each row's person (one engine's :data:`PERSON_KEY`)."""
-    return _FACTS_SQL.replace("$person", person_key)
+def facts_sql(dialect: str) -> str:
+    """The facts query in one engine's SQL (a key of :data:`PERSON_KEY`)."""
+    return _FACTS_SQL.replace("$person", PERSON_KEY[dialect]).replace("$wide", WIDE[dialect])
 
 
-# One row per person with an account, a contribution or a loan in this region. Money sums are HUGEINT (NUMERIC in
-# PostgreSQL); a sum outside the signed 60-bit range the layout carries is sent as failed (one bit per sum: a
-# lookup that does not ask for that sum's fact does not learn that it failed), never wrapped.
+# One row per person with an account, a contribution or a loan in this region. Money is summed wide (WIDE); a
+# sum outside the signed 60-bit range the layout carries is sent as failed (one bit per sum: a lookup that does not
+# ask for that sum's fact does not learn that it failed), never wrapped.
 _FACTS_SQL = f"""
 WITH a AS (
     SELECT $person AS pid,
            MAX(CASE WHEN status = 'active' THEN 1 ELSE 0 END) AS cities_active,
            MAX(CASE WHEN status = 'sealed' THEN 1 ELSE 0 END) AS cities_sealed,
-           SUM(balance_fen) AS balance_fen
+           SUM(CAST(balance_fen AS $wide)) AS balance_fen
     FROM accounts WHERE person_id IS NOT NULL GROUP BY pid),
 d AS (
-    SELECT $person AS pid, COUNT(*) AS months, SUM(amount_fen) AS contribution_fen
+    SELECT $person AS pid, COUNT(*) AS months, SUM(CAST(amount_fen AS $wide)) AS contribution_fen
     FROM deposits WHERE person_id IS NOT NULL GROUP BY pid),
 l AS (
     SELECT $person AS pid,
            COUNT(*) FILTER (WHERE status = 'active') AS active_loans,
            COUNT(*) FILTER (WHERE status = 'overdue') AS overdue_loans,
-           SUM(outstanding_fen) FILTER (WHERE status IN ('active', 'overdue')) AS outstanding_fen,
+           SUM(CAST(outstanding_fen AS $wide)) FILTER (WHERE status IN ('active', 'overdue')) AS outstanding_fen,
            MAX(CASE WHEN status IN ('active', 'overdue') THEN 1 ELSE 0 END) AS loan_cities
     FROM loans WHERE person_id IS NOT NULL GROUP BY pid),
 p AS (SELECT pid FROM a UNION SELECT pid FROM d UNION SELECT pid FROM l),
@@ -95,7 +100,7 @@ SELECT pid, cities, cities_active, cities_sealed, loan_cities, contribution_mont
        CASE WHEN outstanding_fen {_IN_RANGE} THEN CAST(outstanding_fen AS BIGINT) ELSE 0 END AS outstanding_fen
 FROM f
 """
-FACTS_SQL = facts_sql(PERSON_KEY["duckdb"])
+FACTS_SQL = facts_sql("duckdb")
 
 
 def as_columns(names: list[str], rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
@@ -144,7 +149,7 @@ class LookupIndex:
 
     def __init__(self, source: FactsSource, catalog: Catalog) -> None:
         self._source = source
-        self._sql = facts_sql(PERSON_KEY[source.dialect])
+        self._sql = facts_sql(source.dialect)
         self._unsupported = check_catalog(catalog)
         self._lock = threading.Lock()
         self._version: object = None

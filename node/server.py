@@ -35,6 +35,7 @@ from hpf.federation.trust.tls_material import check_federation
 from hpf.node.admission import Admission
 from hpf.node.backends.duckdb_backend import DuckDBBackend
 from hpf.node.backends.postgres_backend import PostgresBackend
+from hpf.node.backends.spark_backend import SparkBackend
 from hpf.node.config import NodeConfig
 from hpf.node.consent_gate import ConsentGate, consent_gate_for, unlisted_issuers
 from hpf.node.executor import PartialExecutor
@@ -51,6 +52,7 @@ from hpf.policies import DEFAULT_POLICY
 from hpf.policies.loader import check_against_catalog, load_policy
 from hpf.policies.model import Policy
 
+Backend = DuckDBBackend | PostgresBackend | SparkBackend  # the engine a node's tables are read with
 log = logging.getLogger("hpf.node")
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
@@ -150,7 +152,7 @@ class RunningNode:
     handler: NodeHandler
     catalog: CatalogWatch
     sources: SourceWatch
-    backend: DuckDBBackend | PostgresBackend
+    backend: Backend
     facts: FactsRefresher
 
     def stop(self, grace: float | None = 1.0) -> None:
@@ -196,7 +198,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     return _serve(config, listen, tls, NodeHandler(admission, audit), watch, backend, own)
 
 
-def _lookup_index(config: NodeConfig, catalog: Catalog, backend: DuckDBBackend | PostgresBackend) -> LookupIndex:
+def _lookup_index(config: NodeConfig, catalog: Catalog, backend: Backend) -> LookupIndex:
     """The lookup facts, computed now so the first lookup does not wait for them (a database that cannot be
     reached now is an unwell region: its facts are computed once it can be)."""
     lookups = LookupIndex(backend, catalog)
@@ -204,17 +206,19 @@ def _lookup_index(config: NodeConfig, catalog: Catalog, backend: DuckDBBackend |
         try:
             lookups.refresh()
         except FederationError as err:
-            if not config.on_postgres:
+            if config.on_files:
                 raise
             log.warning("node %s: its lookup facts could not be computed at start (%s)", config.node_id, err.code)
     return lookups
 
 
-def _backend(config: NodeConfig, catalog: Catalog) -> DuckDBBackend | PostgresBackend:
+def _backend(config: NodeConfig, catalog: Catalog) -> Backend:
     """The engine the node's tables are read with: DuckDB over its files, or its PostgreSQL database."""
     memory, seconds, scans = config.limits.memory, config.limits.query_ms / 1000.0, config.max_workers
     if config.on_postgres:
         return PostgresBackend(catalog, config.on_postgres, memory_limit=memory, query_seconds=seconds, scans=scans)
+    if config.on_spark:
+        return SparkBackend(catalog, config.on_spark, config.spark, query_seconds=seconds, scans=scans)
     return DuckDBBackend(
         catalog,
         config.on_files,
@@ -308,7 +312,7 @@ def _serve(
     tls: TlsConfig | None,
     handler: NodeHandler,
     watch: CatalogWatch,
-    backend: DuckDBBackend | PostgresBackend,
+    backend: Backend,
     own: NodeKeys,
 ) -> RunningNode:
     """Start the gRPC server over ``handler``, with its health following the data files."""
@@ -319,7 +323,7 @@ def _serve(
         health = rpc.add_health(server, "hpf.v1.Node")
         server.start()
         sources = SourceWatch(backend, health, "hpf.v1.Node", SOURCE_CHECK_SECONDS)
-        every = config.lookup_facts.refresh_s if config.on_postgres else None  # files: computed when they change
+        every = None if config.on_files else config.lookup_facts.refresh_s  # files: computed when they change
         facts = refresher_for(handler.lookup.admission.lookups, config.state_dir, every)
         log.info("node %s audit key: %s", config.node_id, own.audit_key)
         log.info("node %s agreement key: %s", config.node_id, own.agreement_key)

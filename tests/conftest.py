@@ -29,6 +29,7 @@ SLOW = frozenset(
         "integration/test_concurrency.py",
         "integration/test_demo.py",
         "integration/test_demo_postgres.py",
+        "integration/test_demo_spark.py",
         "integration/test_differencing.py",
         "integration/test_differential_privacy.py",
         "integration/test_federated_property.py",
@@ -36,9 +37,14 @@ SLOW = frozenset(
         "integration/test_mixed_backends_property.py",
         "integration/test_postgres_render.py",
         "integration/test_postgres_backend.py",
+        "integration/test_backend_lookups.py",
         "integration/test_postgres_faults.py",
         "integration/test_postgres_node.py",
         "integration/test_readme_commands.py",
+        "integration/test_spark_backend.py",
+        "integration/test_spark_federation.py",
+        "integration/test_spark_faults.py",
+        "integration/test_spark_render.py",
         "integration/test_stalled_region.py",
         "integration/test_wheel.py",
         "unit/test_lint.py",  # mypy over the whole tree
@@ -55,3 +61,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 from pg import pg_database  # noqa: E402,F401  (the session's own PostgreSQL database, see tests/pg.py)
+from spark import spark_session  # noqa: E402,F401  (the run's one local Spark session, see tests/spark.py)

@@ -33,6 +33,7 @@ CODES: tuple[Code, ...] = (
     _config.code("NODE_KEY_MISMATCH", "the catalog's key for the node is not the node's own"),
     _config.code("NODE_DSN_MISSING", "the node's database connection string is not where its configuration says"),
     _config.code("NODE_DSN_UNSAFE", "the file holding the node's database connection string is open to others"),
+    _config.code("NODE_SPARK_MISSING", "the node's tables are on Spark, and Spark's Python library is not installed"),
     _config.code("NODE_NOT_RUNNING", "no running node serves the state directory the command names", UnavailableError),
     _config.code(
         "NODE_REFRESH_TIMEOUT", "the node did not finish computing its lookup facts in the time given", UnavailableError

@@ -38,7 +38,7 @@ from hpf.federation.plan import Plan
 from hpf.federation.planner.pg_types import Family, family, pg_type
 from hpf.federation.privacy.dp_plan import capped_table_sql, dp_plan
 
-BACKENDS = ("duckdb", "postgres")  # the engines a region's rows may live in
+BACKENDS = ("duckdb", "postgres", "spark")  # the engines a region's rows may live in
 # The characters DuckDB's TRIM, LTRIM and RTRIM remove (Unicode's space separators); PostgreSQL's remove U+0020
 # alone unless told
 UNICODE_SPACES = "\u0020\u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u202f\u205f\u3000"
@@ -77,6 +77,10 @@ def render_node_sql(
         return sql
     if backend not in BACKENDS:
         raise unsupported("a node query", backend)
+    if backend == "spark":
+        from hpf.federation.planner.spark_dialect import render_spark  # it builds on unsupported, above
+
+        return render_spark(sql, columns)
     tree = cast(exp.Expression, sqlglot.parse_one(sql, read="duckdb"))
     return _Postgres(dict(columns or {}), dict(scales or {})).render(tree).sql("postgres", identify=True)
 

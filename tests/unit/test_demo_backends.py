@@ -40,12 +40,12 @@ def test_backends_parse(text: str, expected: tuple[str, ...]) -> None:
     assert parse_backends(text) == expected
 
 
-@pytest.mark.parametrize(("text", "named"), [("sqlite", "'sqlite'"), ("duckdb,spark", "'spark'"), ("duckdb,", "''")])
+@pytest.mark.parametrize(("text", "named"), [("sqlite", "'sqlite'"), ("duckdb,hive", "'hive'"), ("duckdb,", "''")])
 def test_an_unknown_backend_is_refused_by_name(text: str, named: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_backends(text)
     assert err.value.code == "DEMO_ARGS"
-    assert f"--backends takes a comma-separated list of duckdb and postgres, not {named}" in err.value.message
+    assert f"--backends takes a comma-separated list of duckdb, postgres, spark, not {named}" in err.value.message
 
 
 def test_regions_take_the_backends_in_turn(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
-"""Person lookups and screening over a federation whose regions hold their tables in PostgreSQL or in files.
+"""Person lookups and screening over a federation whose regions hold their tables in PostgreSQL, Spark or files.
 
 Two of four synthetic regions load their tables into PostgreSQL (a schema each, in a database of the test's own);
-the other two read them from Parquet. The oracle is DuckDB over the union of every region's Parquet files, the
+one reads its Parquet files through Spark (local mode, the session the tests share); the last reads them with
+DuckDB. The oracle is DuckDB over the union of every region's Parquet files, the
 same rows the databases were loaded from, counted per city (test_lookup's :func:`oracle_facts`, which does not
 share the node's facts query). Identifiers a database holds with spaces around them or a lower-case x are found
 as DuckDB finds them. A database's rows change unseen: the facts in force stay until the schedule or
@@ -35,6 +36,7 @@ from hpf.federation.hpf_schema import hpf_tables
 from hpf.federation.regions import BY_NODE_ID
 from hpf.node.backends import postgres_backend
 from hpf.node.backends.postgres_backend import PostgresBackend
+from hpf.node.backends.spark_backend import SparkBackend
 from hpf.node.lookup_refresh import ask_refresh
 from hpf.policies import DEFAULT_POLICY
 
@@ -48,9 +50,11 @@ REVIEW, absent_ids, assert_complete, oracle_facts, people_where = (
 )
 NODES = ["shanghai", "hangzhou", "nanjing", "suzhou"]
 ON_PG = ("hangzhou", "suzhou")
+ON_SPARK = ("nanjing",)
 SEED, ROWS = 11, 8_000
 PEOPLE = (("checker", "caseworker", "hangzhou"), ("bank", "integrator", "suzhou"))
 PG_CITIES = tuple(BY_NODE_ID[n].code for n in ON_PG)
+SPARK_CITY = BY_NODE_ID[ON_SPARK[0]].code
 ENV = "HPF_TEST_LOOKUP_DSN"
 PG_TYPES = {"VARCHAR": "text", "BIGINT": "bigint", "INTEGER": "integer", "DATE": "date"}
 # Unicode's space separators, which DuckDB's trim() removes (and PostgreSQL's btrim() only when told)
@@ -94,6 +98,9 @@ def fed(tmp_path_factory: pytest.TempPathFactory, dsn: str) -> Iterator[harness.
         generate_node(root / "data", node, ROWS, SEED)
     settings: dict[str, Any] = {node: {"tables": _load_region(dsn, root, node)} for node in ON_PG}
     settings["suzhou"]["lookup_facts"] = {"refresh_s": 2}  # its facts follow the database by the schedule
+    for node in ON_SPARK:
+        files = {t: {"spark": {"path": str(root / "data" / node / f"{t}.parquet")}} for t in hpf_tables()}
+        settings[node] = {"tables": files, "spark": {"master": "local[2]"}}
     os.environ[ENV] = dsn
     try:
         with harness.federation(
@@ -108,6 +115,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory, dsn: str) -> Iterator[harness.
             for node in NODES:
                 backend = f.nodes[node].handler.admission.executor.backend
                 assert isinstance(backend, PostgresBackend) == (node in ON_PG), node
+                assert isinstance(backend, SparkBackend) == (node in ON_SPARK), node
             yield f
     finally:
         del os.environ[ENV]
@@ -129,7 +137,12 @@ def test_lookups_over_regions_on_postgres_equal_the_oracle(fed: harness.Federati
     expected = oracle_facts(fed.oracle, sample)
     # people known to a region on PostgreSQL, and several to both kinds of region
     on_pg = set(people_where(fed, f"SELECT person_id FROM accounts WHERE city_code IN {PG_CITIES}"))
-    assert len(on_pg & set(sample)) >= 10 and sum(expected[p].cities >= 2 for p in sample) >= 8
+    on_spark = set(people_where(fed, f"SELECT person_id FROM accounts WHERE city_code = '{SPARK_CITY}'"))
+    assert (
+        len(on_pg & set(sample)) >= 10
+        and len(on_spark & set(sample)) >= 3
+        and sum(expected[p].cities >= 2 for p in sample) >= 8
+    )
     with fed.client(keys=keys, person="checker") as client:
         for pid in sample:
             answer = client.lookup([pid], **REVIEW)
