@@ -22,7 +22,7 @@ import numpy.typing as npt
 from hpf.federation.catalog import Catalog
 from hpf.federation.crypto.lookup_codec import FACT_COLUMNS, FAILED_BITS, MONEY_MAX, MONEY_MIN
 from hpf.federation.errors import PlanError
-from hpf.federation.planner.dialects import UNICODE_SPACES
+from hpf.federation.planner.pg_types import UNICODE_SPACES
 
 log = logging.getLogger("hpf.node.lookup")
 

@@ -35,19 +35,10 @@ from sqlglot import exp
 from hpf.federation.catalog import Catalog
 from hpf.federation.errors import PlanError
 from hpf.federation.plan import Plan
-from hpf.federation.planner.pg_types import Family, family, pg_type
+from hpf.federation.planner.pg_types import TRIMS, UNICODE_SPACES, Family, family, pg_type
 from hpf.federation.privacy.dp_plan import capped_table_sql, dp_plan
 
 BACKENDS = ("duckdb", "postgres", "spark")  # the engines a region's rows may live in
-# The characters DuckDB's TRIM, LTRIM and RTRIM remove (Unicode's space separators); PostgreSQL's remove U+0020
-# alone unless told
-UNICODE_SPACES = "\u0020\u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u202f\u205f\u3000"
-_TRIMS = {
-    None: "BTRIM",
-    "BOTH": "BTRIM",
-    "LEADING": "LTRIM",
-    "TRAILING": "RTRIM",
-}
 
 
 def unsupported(construct: str, backend: str = "postgres") -> PlanError:
@@ -246,9 +237,9 @@ class _Postgres:
     def _trim(self, node: exp.Expression) -> exp.Expression:
         """TRIM, LTRIM, RTRIM of the spaces DuckDB removes, Unicode's (TRIM with characters of its own is
         refused by the allow-list)."""
-        if node.args.get("expression") is not None or node.args.get("position") not in _TRIMS:
+        if node.args.get("expression") is not None or node.args.get("position") not in TRIMS:
             raise unsupported("TRIM(x, characters)")
-        return _fn(_TRIMS[node.args.get("position")], node.this, exp.Literal.string(UNICODE_SPACES))
+        return _fn(TRIMS[node.args.get("position")], node.this, exp.Literal.string(UNICODE_SPACES))
 
     def _data_type(self, node: exp.Expression) -> exp.Expression:
         return pg_type(node, unsupported)

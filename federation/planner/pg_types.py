@@ -22,6 +22,16 @@ from hpf.federation.errors import PlanError
 
 Family = Literal["text", "number", "float", "bool", "date", "null", "unknown"]
 
+# The characters DuckDB's TRIM, LTRIM and RTRIM remove (Unicode's space separators); PostgreSQL's remove U+0020
+# alone unless told
+UNICODE_SPACES = "\u0020\u00a0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u202f\u205f\u3000"
+TRIMS = {  # DuckDB's trims as PostgreSQL's functions, told the characters
+    None: "BTRIM",
+    "BOTH": "BTRIM",
+    "LEADING": "LTRIM",
+    "TRAILING": "RTRIM",
+}
+
 _T = exp.DataType.Type
 _FLOATS = {_T.DOUBLE, _T.FLOAT}
 _EXACT = {_T.TINYINT, _T.SMALLINT, _T.INT, _T.BIGINT, _T.INT128, _T.DECIMAL}
