@@ -234,7 +234,7 @@ class NodeConfig(PartySettings, TrustSettings):
     def _one_backend(self) -> NodeConfig:
         if len({type(s) for s in self.tables.values()}) > 1:  # a question reads its tables through one engine
             raise ValueError(
-                "tables: put every table of a node on files, every one on PostgreSQL or every one on Spark"
+                "tables: put every table of a node on files, every one on PostgreSQL or every one on Spark, not a mix"
             )
         return self
 

@@ -552,8 +552,9 @@ def node_encrypting_with(
         mask: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
         on_abandon: Any = None,
         finish_by: float | None = None,
+        rendered: Any = None,
     ) -> PartialResult:
-        passed = {"on_abandon": on_abandon, "finish_by": finish_by}
+        passed = {"on_abandon": on_abandon, "finish_by": finish_by, "rendered": rendered}
         if self.node_id != node_id:
             return original(self, query_id, plan, ctx, min_group_size, noisy=noisy, mask=mask, **passed)
         sent: list[list[np.ndarray]] = []
