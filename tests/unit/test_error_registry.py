@@ -51,8 +51,15 @@ def _sources() -> Iterator[Path]:
         yield from (Path(folder) / f for f in sorted(files) if f.endswith(".py"))
 
 
-def _module_name(path: Path) -> str:
-    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+# the folders installed as hpf.<folder> (pyproject's package-dir)
+PACKAGES = {"federation", "policies", "client", "node", "coordinator", "demo", "cli"}
+
+
+def _module_name(path: Path) -> str | None:
+    """The installed module of a file of the tree (``node/handler.py``: ``hpf.node.handler``); None outside the
+    package's folders (bench, scripts), whose classes no product code raises."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(("hpf", *parts)) if parts[0] in PACKAGES else None
 
 
 def _error_classes(trees: dict[Path, ast.Module]) -> dict[str, type[FederationError]]:
@@ -67,8 +74,9 @@ def _error_classes(trees: dict[Path, ast.Module]) -> dict[str, type[FederationEr
             for node in ast.walk(tree):
                 if isinstance(node, ast.ClassDef) and node.name not in known:
                     bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
-                    if bases & known.keys():
-                        cls = getattr(importlib.import_module(_module_name(path)), node.name, None)
+                    module = _module_name(path)
+                    if bases & known.keys() and module is not None:
+                        cls = getattr(importlib.import_module(module), node.name, None)
                         if isinstance(cls, type) and issubclass(cls, FederationError):
                             known[node.name] = cls
                             grown = True
