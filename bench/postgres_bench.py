@@ -233,12 +233,12 @@ class Timed(Protocol):
 
 
 def measure(
-    layout: DemoLayout, direct: Timed, node_sql: str, repeat: int, say: Say
+    layout: DemoLayout, direct: Timed, node_sql: str, repeat: int, say: Say, start_s: float = 60.0
 ) -> tuple[list[QueryAnswer], list[float]]:
     """The node's answers and the direct times, in turn (the first of each pair alternating)."""
     answers: list[QueryAnswer] = []
     direct_ms: list[float] = []
-    with running_parties(layout, say), FederationClient(load_profile(layout.profile_of(PERSON))) as client:
+    with running_parties(layout, say, start_s), FederationClient(load_profile(layout.profile_of(PERSON))) as client:
         for _ in range(2):  # warm: keys, plan caches, the pool's connections, the table's pages
             client.query(QUERY, purpose=PURPOSE)
             direct.run(node_sql)
