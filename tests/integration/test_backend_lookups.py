@@ -100,7 +100,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory, dsn: str) -> Iterator[harness.
     settings["suzhou"]["lookup_facts"] = {"refresh_s": 2}  # its facts follow the database by the schedule
     for node in ON_SPARK:
         files = {t: {"spark": {"path": str(root / "data" / node / f"{t}.parquet")}} for t in hpf_tables()}
-        settings[node] = {"tables": files, "spark": {"master": "local[2]"}}
+        settings[node] = {"tables": files, "spark": {"master": "local[2]"}, "limits": {"query_ms": 9_000}}
     os.environ[ENV] = dsn
     try:
         with harness.federation(
@@ -266,6 +266,18 @@ def test_the_schedule_makes_a_lookup_follow_the_database(
         assert time.monotonic() < deadline, "the schedule did not compute suzhou's facts again within 30 s"
         time.sleep(0.5)
     assert _facts(fed, keys, pid).outstanding_fen == 55_000
+
+
+def test_hpf_node_refresh_computes_a_spark_regions_facts_again(fed: harness.Federation) -> None:
+    """The region on Spark computes its facts again on request, as the regions on PostgreSQL do."""
+    outcome = ask_refresh(fed.root / "state" / ON_SPARK[0], 120.0, lambda _msg: None)
+    where = f"WHERE city_code = '{SPARK_CITY}'"
+    people = people_where(
+        fed,
+        f"SELECT person_id FROM accounts {where} UNION SELECT person_id FROM deposits {where} "
+        f"UNION SELECT person_id FROM loans {where}",
+    )
+    assert outcome.ok and outcome.people == len(people), outcome
 
 
 def test_a_refresh_of_a_node_that_is_not_running_is_refused_at_once(tmp_path: Path) -> None:

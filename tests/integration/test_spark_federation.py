@@ -34,6 +34,9 @@ prop = load_test_module("federated_property", "integration/test_federated_proper
 mixed = load_test_module("mixed_backends_property", "integration/test_mixed_backends_property.py")
 
 SPARK = {"master": "local[2]"}
+# a cold Spark plans and compiles a question's first run in seconds on a loaded 2-core machine: under the
+# coordinator's 10 s wait, above the default 3 s
+SPARK_LIMITS = {"query_ms": 9_000}
 REFUSAL = re.compile(
     r"region\(s\) (?P<regions>[n0-9, ]+) could not answer this query: (?P<construct>.+) cannot run exactly on "
     r"(?P<engine>postgres|spark)"
@@ -47,7 +50,11 @@ def on_spark(node_rows: Any, folder: Path, regions: tuple[str, ...]) -> dict[str
     for node in regions:
         path = folder / node / "deposits.parquet"
         harness.write_table(path, types, node_rows[node]["deposits"])
-        settings[node] = {"tables": {"deposits": {"spark": {"path": str(path)}}}, "spark": SPARK}
+        settings[node] = {
+            "tables": {"deposits": {"spark": {"path": str(path)}}},
+            "spark": SPARK,
+            "limits": SPARK_LIMITS,
+        }
     return settings
 
 
