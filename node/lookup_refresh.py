@@ -151,10 +151,25 @@ def ask_refresh(state_dir: Path, wait_s: float, say: Callable[[str], None]) -> R
                 code="NODE_REFRESH_TIMEOUT",
                 hint="it goes on computing them; see its log, or wait longer with --timeout",
             )
-        return Refreshed(**json.loads(read_regular(result, 4096)))
+        return _read_result(result)
     finally:
         for path in (request, taken, result):
             path.unlink(missing_ok=True)
+
+
+def _read_result(path: Path) -> Refreshed:
+    """The node's answer, or ``NODE_REFRESH_UNREADABLE`` when it is not one (another writer's file)."""
+    try:
+        outcome = Refreshed(**json.loads(read_regular(path, 4096)))
+        if not isinstance(outcome.ok, bool) or not isinstance(outcome.people, int):
+            raise TypeError("not an answer")
+        return outcome
+    except (OSError, ValueError, TypeError):
+        raise UnavailableError(
+            "the node's answer to the request could not be read",
+            code="NODE_REFRESH_UNREADABLE",
+            hint="see the node's log; only the node may write its state directory",
+        ) from None
 
 
 def _wait_for(done: Callable[[], bool], seconds: float) -> bool:

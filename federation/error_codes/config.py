@@ -35,6 +35,7 @@ CODES: tuple[Code, ...] = (
     _config.code("NODE_DSN_UNSAFE", "the file holding the node's database connection string is open to others"),
     _config.code("NODE_SPARK_MISSING", "the node's tables are on Spark, and Spark's Python library is not installed"),
     _config.code("NODE_NOT_RUNNING", "no running node serves the state directory the command names", UnavailableError),
+    _config.code("NODE_REFRESH_UNREADABLE", "the node's answer to hpf node refresh is not one", UnavailableError),
     _config.code(
         "NODE_REFRESH_TIMEOUT", "the node did not finish computing its lookup facts in the time given", UnavailableError
     ),

@@ -28,7 +28,7 @@ from hpf.federation.engine import (
 )
 from hpf.federation.errors import DataError, FederationError, UnavailableError
 from hpf.node.backends import file_checks
-from hpf.node.backends.unwell import unwell
+from hpf.node.backends.unwell import require_sources, unwell
 from hpf.node.config import TableSource
 
 log = logging.getLogger("hpf.node.duckdb")
@@ -104,13 +104,8 @@ class DuckDBBackend:
     def _open_tables(self, catalog: Catalog, sources: dict[str, TableSource]) -> None:
         """A view per catalog table over its source, whose files must fit the catalog (see :mod:`file_checks`)."""
         for name, table in catalog.tables.items():
-            source = sources.get(name)
-            if source is None:
-                raise DataError(
-                    f"table {name!r} of the catalog has no source in the node configuration",
-                    code="NODE_TABLE_MISSING",
-                    hint=f"add 'tables: {{{name}: path/to/{name}.parquet}}' to the node config",
-                )
+            require_sources([name], sources, lambda missing: f"{missing}: path/to/{missing}.parquet")
+            source = sources[name]
             reader = reader_sql(source.path, source.file_format)
             self._patterns[name] = str(source.path)
             file_checks.open_table(self._con, name, table, source.path, reader)

@@ -43,7 +43,7 @@ from hpf.node.backends.pg_session import (
     unreachable,
     work_mem_kb,
 )
-from hpf.node.backends.unwell import unwell
+from hpf.node.backends.unwell import require_sources, unwell
 from hpf.node.config import PostgresTable
 
 log = logging.getLogger("hpf.node.postgres")
@@ -76,13 +76,7 @@ class PostgresBackend:
         query_seconds: float | None = None,
         scans: int | None = None,
     ) -> None:
-        for name in catalog.tables:
-            if name not in sources:
-                raise DataError(
-                    f"table {name!r} of the catalog has no source in the node configuration",
-                    code="NODE_TABLE_MISSING",
-                    hint=f"add 'tables: {{{name}: {{postgres: ..., schema: ..., table: ...}}}}' to the node config",
-                )
+        require_sources(catalog.tables, sources, lambda name: f"{name}: {{postgres: ..., schema: ..., table: ...}}")
         dsns = {source.postgres.read() for source in sources.values()}
         if len(dsns) != 1:
             raise DataError(

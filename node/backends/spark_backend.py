@@ -32,7 +32,7 @@ from hpf.federation.errors import ConfigError, DataError, FederationError, Unava
 from hpf.federation.planner.spark_dialect import SPARK_SESSION_CONF
 from hpf.federation.planner.spark_types import spark_value
 from hpf.node.backends import spark_schema
-from hpf.node.backends.unwell import unwell
+from hpf.node.backends.unwell import require_sources, unwell
 from hpf.node.config import SparkSettings, SparkTable
 from hpf.node.lookup_index import as_columns
 
@@ -96,13 +96,7 @@ class SparkBackend:
         query_seconds: float | None = None,
         scans: int | None = None,
     ) -> None:
-        for name in catalog.tables:
-            if name not in sources:
-                raise DataError(
-                    f"table {name!r} of the catalog has no source in the node configuration",
-                    code="NODE_TABLE_MISSING",
-                    hint=f"add 'tables: {{{name}: {{spark: {{table: ...}}}}}}' to the node config",
-                )
+        require_sources(catalog.tables, sources, lambda name: f"{name}: {{spark: {{table: ...}}}}")
         self._catalog, self._sources = catalog, sources
         self.query_seconds = query_seconds
         self._scans = threading.BoundedSemaphore(scans) if scans else None

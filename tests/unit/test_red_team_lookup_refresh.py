@@ -54,3 +54,26 @@ def test_a_running_node_busy_computing_its_facts_is_reported_as_not_running(
     finally:
         index.release.set()
         refresher.stop()
+
+
+@pytest.mark.parametrize("garbled", [b"not json", b"[]", b'{"ok": "yes", "people": 1}', b'{"ok": true, "x": 1}'])
+def test_an_answer_that_is_not_the_nodes_gives_a_clear_code(tmp_path: Path, garbled: bytes) -> None:
+    """A result file another writer left in the node's state directory is refused with a code, never a traceback."""
+    directory = tmp_path / "lookup-facts"
+    directory.mkdir()
+
+    def fake_node() -> None:  # takes the request as the node would, then answers with ``garbled``
+        for _ in range(100):
+            requests = list(directory.glob("request-*"))
+            if requests:
+                nonce = requests[0].name.removeprefix("request-")
+                requests[0].rename(directory / f"taken-{nonce}")
+                (directory / f"result-{nonce}").write_bytes(garbled)
+                return
+            threading.Event().wait(0.05)
+
+    threading.Thread(target=fake_node, daemon=True).start()
+    with pytest.raises(FederationError) as info:
+        ask_refresh(tmp_path, 10.0, lambda _msg: None)
+    assert info.value.code == "NODE_REFRESH_UNREADABLE"
+    assert list(directory.iterdir()) == []  # the asker takes its files back
