@@ -10,6 +10,7 @@ revocations: pki/crl.pem       # the federation's revocation list, re-read when 
 # revocation_state: state/revocation-state.json   # keep the newest list's number across restarts (default: memory)
 rate_limit: {requests: 600, per_seconds: 60}   # per person, over questions, explains, audit proofs, catalogs
 # max_workers: 16              # threads for checking and planning; waiting for the regions holds none
+# metrics: {listen: 127.0.0.1:9464}   # Prometheus metrics (none without it); off loopback only with tls: true
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hpf.federation.config_files import load_model, resolve_path
+from hpf.federation.metrics import MetricsSettings, check_metrics
 from hpf.federation.trust.envelope import TrustSettings
 from hpf.federation.trust.tls import PartySettings
 from hpf.policies.model import RateLimit
@@ -37,11 +39,13 @@ class CoordinatorConfig(PartySettings, TrustSettings):
     max_workers: int = Field(default=16, ge=1, le=256)
     # every request a person sends reaches every node's audit log: one person cannot flood them
     rate_limit: RateLimit | None = RateLimit(requests=600, per_seconds=60)
+    metrics: MetricsSettings | None = None  # where its Prometheus metrics are served (none without it)
 
     @model_validator(mode="after")
     def _floor(self) -> CoordinatorConfig:
         if self.min_deadline_ms > self.deadline_ms:
             raise ValueError("min_deadline_ms is above deadline_ms: the floor cannot exceed the default wait")
+        check_metrics(self.metrics, self.tls)
         return self
 
     @field_validator("catalog")

@@ -15,6 +15,7 @@ import grpc
 from hpf.coordinator.config import CoordinatorConfig
 from hpf.coordinator.event_loop import EventLoopThread
 from hpf.coordinator.fanout import FanOut
+from hpf.coordinator.metrics import CoordinatorMetrics
 from hpf.coordinator.node_channels import NodeChannels
 from hpf.coordinator.outcome import FederatedAnswer
 from hpf.coordinator.region_health import RegionHealth
@@ -25,6 +26,7 @@ from hpf.federation.crypto import he
 from hpf.federation.errors import AuthError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.metrics import MetricsServer, serve_metrics
 from hpf.federation.trust.callers import require_caller
 from hpf.federation.trust.certificates import Identity
 from hpf.federation.trust.channels import channel_credentials
@@ -184,6 +186,13 @@ class RunningCoordinator:
     catalog: CatalogWatch
     health: RegionHealth
     loop: EventLoopThread
+    metrics: CoordinatorMetrics
+    metrics_server: MetricsServer | None = None  # serving metrics.registry when the config has a metrics section
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port the metrics endpoint listens on (None: the coordinator serves no metrics)."""
+        return None if self.metrics_server is None else self.metrics_server.port
 
     @property
     def channels(self) -> list[grpc.aio.Channel]:
@@ -208,6 +217,8 @@ class RunningCoordinator:
             self.loop.run(stopping())
         finally:
             self.loop.close()
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
 
 
 def start_coordinator(
@@ -227,6 +238,8 @@ def start_coordinator(
     verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
     nodes = NodeChannels(credentials, names, addresses)
     health = RegionHealth(nodes.by_id)
+    metrics = CoordinatorMetrics()  # this coordinator's own registry
+    metrics.watch_regions(health, lambda: len(watch.in_force.catalog.nodes))
     loop = EventLoopThread(config.max_workers)
 
     async def starting() -> tuple[grpc.aio.Server, int]:
@@ -252,16 +265,22 @@ def start_coordinator(
         watch.on_change(take)
         server = new_aio_server(options=SERVER_OPTIONS)
         servicer = CoordinatorServicer(fanout, verifier, watch, config.rate_limit)
-        rpc.add_servicer(server, pb_grpc.add_CoordinatorServicer_to_server, servicer, log)
+        observe = metrics.requests.observe
+        rpc.add_servicer(server, pb_grpc.add_CoordinatorServicer_to_server, servicer, log, observe)
         port = add_port(server, listen or config.listen, tls)
-        await rpc.add_health_async(server, "hpf.v1.Coordinator")
+        await rpc.add_health_async(server, "hpf.v1.Coordinator", observe)
         await server.start()
         health.start()
         return server, port
 
+    metrics_server = None
     try:
+        if config.metrics is not None:
+            metrics_server = serve_metrics(config.metrics, tls, metrics.registry, "the coordinator")
         server, port = loop.run(starting())
     except BaseException:
+        if metrics_server is not None:
+            metrics_server.stop()
 
         async def closing() -> None:
             await health.stop()
@@ -272,7 +291,16 @@ def start_coordinator(
         raise
     regions = len(catalog.nodes)
     log.info("coordinator listening on port %d (%s), %d region(s)", port, "mTLS" if tls else "INSECURE", regions)
-    return RunningCoordinator(server=server, port=port, nodes=nodes, catalog=watch, health=health, loop=loop)
+    return RunningCoordinator(
+        server=server,
+        port=port,
+        nodes=nodes,
+        catalog=watch,
+        health=health,
+        loop=loop,
+        metrics=metrics,
+        metrics_server=metrics_server,
+    )
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -11,8 +13,10 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from hpf.federation.errors import FederationError, PlanError, abort, trailing_metadata
+from hpf.federation.error_codes import REGISTRY
+from hpf.federation.errors import CODE_KEY, FederationError, PlanError, abort, trailing_metadata
 from hpf.federation.logsafe import unexpected
+from hpf.federation.metrics import Observe
 
 T = TypeVar("T")
 _log = logging.getLogger("hpf.rpc")
@@ -84,20 +88,22 @@ class _AsyncHealth(health.aio.HealthServicer):
         return await super().Check(request, context)
 
 
-async def add_health_async(server: grpc.aio.Server, service: str) -> health.aio.HealthServicer:
+async def add_health_async(
+    server: grpc.aio.Server, service: str, observe: Observe | None = None
+) -> health.aio.HealthServicer:
     """:func:`add_health` on an asynchronous server."""
     servicer = _AsyncHealth()
-    add_servicer(server, health_pb2_grpc.add_HealthServicer_to_server, servicer, _log)
+    add_servicer(server, health_pb2_grpc.add_HealthServicer_to_server, servicer, _log, observe)
     await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     return servicer
 
 
-def add_health(server: grpc.Server, service: str) -> health.HealthServicer:
+def add_health(server: grpc.Server, service: str, observe: Observe | None = None) -> health.HealthServicer:
     """The standard gRPC health service, SERVING for the server and for ``service`` (returned, so the server
     may report ``service`` NOT_SERVING while it cannot answer)."""
     servicer = _Health()
-    add_servicer(server, health_pb2_grpc.add_HealthServicer_to_server, servicer, _log)
+    add_servicer(server, health_pb2_grpc.add_HealthServicer_to_server, servicer, _log, observe)
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     return servicer
@@ -135,18 +141,97 @@ def _reading(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return read
 
 
-def _guarded(handler: Any, log: logging.Logger, name: str) -> grpc.RpcMethodHandler:
-    """``handler`` with a request that is no message refused as RPC_MALFORMED (INVALID_ARGUMENT); the handler's
-    behaviour may be a function or generator, or (on an asynchronous server) a coroutine or asynchronous
-    generator."""
+def _guarded(handler: Any, log: logging.Logger, name: str, observe: Observe | None) -> grpc.RpcMethodHandler:
+    """``handler`` with a request that is no message refused as RPC_MALFORMED (INVALID_ARGUMENT), and each call
+    counted by ``observe`` (if given) with the code its caller got; the handler's behaviour may be a function or
+    generator, or (on an asynchronous server) a coroutine or asynchronous generator."""
     if handler.request_streaming:  # every method of the federation takes one request
         raise TypeError(f"{name}: a streaming request is not guarded")
     read = _reading(handler.request_deserializer)
     behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
     make = grpc.unary_stream_rpc_method_handler if handler.response_streaming else grpc.unary_unary_rpc_method_handler
-    return make(
-        _refusing(behavior, log, name), request_deserializer=read, response_serializer=handler.response_serializer
-    )
+    guarded = _refusing(behavior, log, name)
+    if observe is not None:
+        guarded = _measured(guarded, name, observe)
+    return make(guarded, request_deserializer=read, response_serializer=handler.response_serializer)
+
+
+def code_of(context: grpc.ServicerContext | grpc.aio.ServicerContext, failure: BaseException | None) -> str:
+    """The code a call's caller got: ``OK`` for an answer, else the stable code its refusal carries (a code no
+    declaration names is ``UNREGISTERED``), ``CANCELLED`` for a call that ended early, ``INTERNAL`` for a failure
+    that carries none. Never anything of the request: this is what a metric's label may hold."""
+    if failure is None:
+        return "OK"
+    for key, value in context.trailing_metadata() or ():
+        if key == CODE_KEY:
+            return value if isinstance(value, str) and value in REGISTRY else "UNREGISTERED"
+    if isinstance(failure, (asyncio.CancelledError, GeneratorExit)):
+        return "CANCELLED"
+    return "INTERNAL"
+
+
+def _measured(behavior: Callable[..., Any], name: str, observe: Observe) -> Callable[..., Any]:
+    """``behavior``, of the same kind, telling ``observe`` of each call: the method's name, the code its caller
+    got, and how long it took (for a stream, until its last part)."""
+
+    def done(context: Any, started: float, failure: BaseException | None) -> None:
+        try:
+            observe(name, code_of(context, failure), time.perf_counter() - started)
+        except Exception as exc:  # noqa: BLE001 - a metric never fails an answer
+            _log.error("counting a call of %s failed: %s", name, unexpected(exc))
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def parts_async(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started, failure = time.perf_counter(), None
+            try:
+                async for part in behavior(request, context):
+                    yield part
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                done(context, started, failure)
+
+        return parts_async
+    if inspect.iscoroutinefunction(behavior):
+
+        async def one_async(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started, failure = time.perf_counter(), None
+            try:
+                return await behavior(request, context)
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                done(context, started, failure)
+
+        return one_async
+    if inspect.isgeneratorfunction(behavior):
+
+        def parts(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started, failure = time.perf_counter(), None
+            try:
+                yield from behavior(request, context)
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                done(context, started, failure)
+
+        return parts
+
+    def one(request: Any, context: grpc.ServicerContext) -> Any:
+        started, failure = time.perf_counter(), None
+        try:
+            return behavior(request, context)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            done(context, started, failure)
+
+    return one
 
 
 def _refusing(behavior: Callable[..., Any], log: logging.Logger, name: str) -> Callable[..., Any]:
@@ -195,13 +280,23 @@ def _refusing(behavior: Callable[..., Any], log: logging.Logger, name: str) -> C
     return one
 
 
-def add_servicer(server: grpc.Server, add: Callable[[Any, Any], None], servicer: object, log: logging.Logger) -> None:
+def add_servicer(
+    server: grpc.Server,
+    add: Callable[[Any, Any], None],
+    servicer: object,
+    log: logging.Logger,
+    observe: Observe | None = None,
+) -> None:
     """Register ``servicer`` as the generated ``add`` would, each method refusing a request that cannot be read
-    (bytes that are no message of its type, a string that is no UTF-8) with RPC_MALFORMED, not gRPC's INTERNAL."""
+    (bytes that are no message of its type, a string that is no UTF-8) with RPC_MALFORMED, not gRPC's INTERNAL.
+
+    This is where every call of every method passes: ``observe`` (a server's
+    :meth:`federation.metrics.RequestMetrics.observe`) is told of each, by the method's name and its caller's code.
+    """
     recorder = _Recorder()
     add(servicer, recorder)
     if not recorder.handlers:  # generated code that registers otherwise: fail here, not serve nothing
         raise TypeError(f"{add.__name__} registered no method handlers")
-    handlers = {name: _guarded(h, log, name) for name, h in recorder.handlers.items()}
+    handlers = {name: _guarded(h, log, name, observe) for name, h in recorder.handlers.items()}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(recorder.service, handlers),))
     server.add_registered_method_handlers(recorder.service, handlers)

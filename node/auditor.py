@@ -34,15 +34,16 @@ UNWRITABLE = {
 class Auditor:
     """Appends each request's entry to this node's audit log and signs what the node answers."""
 
-    def __init__(self, node_id: str, audit: AuditLog) -> None:
+    def __init__(self, node_id: str, audit: AuditLog, on_append: Callable[[], None] | None = None) -> None:
         self.node_id = node_id
         self.audit = audit
+        self._on_append = on_append  # told of each entry appended (the node's metrics count them)
 
     def log(self, trail: Trail, decision: str, code: str = "", rule: str = "") -> Receipt:
         """Append the request's entry. A log that cannot be written (a full disk) is the region's state, not the
         question's: nothing is answered, the region is reported missing, and the next request tries again."""
         try:
-            return self.audit.append(trail.entry(self.node_id, decision, code, rule))
+            receipt = self.audit.append(trail.entry(self.node_id, decision, code, rule))
         except AuditError as err:
             if err.code not in UNWRITABLE:
                 raise
@@ -53,6 +54,9 @@ class Auditor:
                 code="NODE_STATE_UNWRITABLE",
                 hint=hint,
             ) from None
+        if self._on_append is not None:
+            self._on_append()
+        return receipt
 
     def audited(self, trail: Trail, work: Callable[[], T]) -> tuple[T | None, Receipt, FederationError | None]:
         """Run ``work`` and append its entry, allowed or refused. A refusal comes back (not raised) with the

@@ -22,6 +22,7 @@ revocations: pki/crl.pem             # the federation's revocation list, re-read
 # consent_revocations: {shanghai-consent: consent/revocations.json}  # each consent issuer's list (hpf consent revoke)
 #                                    # the number of each list in force is kept in state/consent-revocation-state.json
 # limits: {query_ms: 3000, memory: 2GB}  # this node's own limits on one question's scan (see below)
+# metrics: {listen: 127.0.0.1:9464}  # Prometheus metrics (none without it); off loopback only with tls: true
 
 ``limits`` are the node's own: a scan that runs past ``query_ms`` is interrupted and the asker gets the same
 masked failure mark as for any failure on the rows, on time; so keep ``query_ms`` well under the coordinator's
@@ -40,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from hpf.federation.config_files import load_model, resolve_path
 from hpf.federation.errors import ConfigError
+from hpf.federation.metrics import MetricsSettings, check_metrics
 from hpf.federation.trust.envelope import TrustSettings
 from hpf.federation.trust.tls import PartySettings
 
@@ -201,6 +203,7 @@ class NodeConfig(PartySettings, TrustSettings):
     limits: NodeLimits = NodeLimits()
     lookup_facts: LookupFacts = LookupFacts()
     consent_revocations: dict[str, Path] = {}  # consent issuer id -> its signed revocation list, re-read on change
+    metrics: MetricsSettings | None = None  # where its Prometheus metrics are served (none without it)
 
     @field_validator("catalog", "state_dir")
     @classmethod
@@ -211,6 +214,11 @@ class NodeConfig(PartySettings, TrustSettings):
     @classmethod
     def _consent_lists(cls, v: dict[str, Path], info: ValidationInfo) -> dict[str, Path]:
         return {issuer: resolve_path(path, info) for issuer, path in v.items()}
+
+    @model_validator(mode="after")
+    def _metrics(self) -> NodeConfig:
+        check_metrics(self.metrics, self.tls)
+        return self
 
     @model_validator(mode="after")
     def _revocation_state(self) -> NodeConfig:

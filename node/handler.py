@@ -169,8 +169,8 @@ class NodeHandler:
     """A region's answers to the coordinator's requests, one object per operation, over one admission and one
     auditor."""
 
-    def __init__(self, admission: Admission, audit: AuditLog) -> None:
-        self.admission, self.auditor = admission, Auditor(admission.node_id, audit)
+    def __init__(self, admission: Admission, audit: AuditLog, on_append: Callable[[], None] | None = None) -> None:
+        self.admission, self.auditor = admission, Auditor(admission.node_id, audit, on_append)
         self.query, self.explain = Query(admission, self.auditor), Explain(admission, self.auditor)
         self.lookup, self.audit_proof = Lookup(admission, self.auditor), AuditProof(admission, self.auditor)
         # what a node's operator looks at: its keys, its engine, its ledger, its lookup counts

@@ -29,7 +29,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -142,14 +142,18 @@ def _unreadable(path: Path, why: str) -> ConfigError:
 class PrivacyLedger:
     """The spent epsilon and delta per identity and period, durable and thread-safe; open with :meth:`open`."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+    def __init__(
+        self, path: Path, connection: sqlite3.Connection, on_refusal: Callable[[], None] | None = None
+    ) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = connection
         self._lock = threading.Lock()  # one connection, whose transactions threads take in turn
+        self._on_refusal = on_refusal  # told of each charge refused (the node's metrics count them)
 
     @classmethod
-    def open(cls, directory: Path) -> PrivacyLedger:
-        """Open (or create, mode 0600) ``directory/privacy-budget.sqlite3``.
+    def open(cls, directory: Path, on_refusal: Callable[[], None] | None = None) -> PrivacyLedger:
+        """Open (or create, mode 0600) ``directory/privacy-budget.sqlite3``; ``on_refusal`` is told of each
+        charge the budget refuses.
 
         A file that is not a ledger (not SQLite, damaged, another application's database, a newer schema) or
         that cannot be opened is refused with ConfigError ``CONFIG_BUDGET_LEDGER_UNREADABLE`` and left as it
@@ -181,7 +185,7 @@ class PrivacyLedger:
                 log.error("privacy budget ledger %s: %s", path, exc)
                 raise _unreadable(path, "it is not a readable SQLite database") from None
             raise
-        return cls(path, db)
+        return cls(path, db, on_refusal)
 
     @staticmethod
     def _prepare(db: sqlite3.Connection, path: Path) -> None:
@@ -243,12 +247,21 @@ class PrivacyLedger:
             nano, atto, queries = self._row(db, identity, budget.period, start)
             limit_nano, limit_atto = _units(budget.epsilon, EPSILON_UNITS), _units(budget.delta, DELTA_UNITS)
             if nano + cost_nano > limit_nano:
-                raise _refusal(party, rule, budget, end, "", nano / EPSILON_UNITS, budget.epsilon, epsilon)
+                raise self._refused(
+                    _refusal(party, rule, budget, end, "", nano / EPSILON_UNITS, budget.epsilon, epsilon)
+                )
             if atto + cost_atto > limit_atto:
-                raise _refusal(party, rule, budget, end, " (delta)", atto / DELTA_UNITS, budget.delta, delta)
+                raise self._refused(
+                    _refusal(party, rule, budget, end, " (delta)", atto / DELTA_UNITS, budget.delta, delta)
+                )
             nano, atto, queries = nano + cost_nano, atto + cost_atto, queries + 1
             self._write(db, identity, budget.period, start, nano, atto, queries)
         return _spent(nano, atto, queries, start, end)
+
+    def _refused(self, refusal: PolicyViolation) -> PolicyViolation:
+        if self._on_refusal is not None:
+            self._on_refusal()
+        return refusal
 
     def refund(self, identity: str, epsilon: float, delta: float, budget: Budget, now: float | None = None) -> None:
         """Give back a charge whose answer never left (the node failed before answering); never below zero.

@@ -27,6 +27,7 @@ from hpf.federation.engine import Abandon
 from hpf.federation.errors import ConfigError, FederationError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
+from hpf.federation.metrics import MetricsServer, serve_metrics
 from hpf.federation.trust.callers import require_caller
 from hpf.federation.trust.certificates import Identity
 from hpf.federation.trust.servers import add_port, new_server
@@ -43,6 +44,7 @@ from hpf.node.handler import NodeHandler
 from hpf.node.keys import AUDIT_DIR, check_published
 from hpf.node.lookup_index import LookupIndex
 from hpf.node.lookup_refresh import FactsRefresher, refresher_for
+from hpf.node.metrics import NodeMetrics
 from hpf.node.privacy import PrivacyAccountant
 from hpf.node.privacy_budget import PrivacyLedger
 from hpf.node.protection import NOISE_KEY, Protector
@@ -154,11 +156,20 @@ class RunningNode:
     sources: SourceWatch
     backend: Backend
     facts: FactsRefresher
+    metrics: NodeMetrics
+    metrics_server: MetricsServer | None = None  # serving metrics.registry when the config has a metrics section
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port the metrics endpoint listens on (None: the node serves no metrics)."""
+        return None if self.metrics_server is None else self.metrics_server.port
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.sources.stop()
         self.facts.stop()
         self.server.stop(grace).wait()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.handler.close()
         self.backend.close()  # a database's connections too, once no question runs
 
@@ -178,6 +189,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     agreement = AgreementKey.load_or_create(config.state_dir)
     consent_gate = _consent_gate(config, catalog, policy)
     lookups = _lookup_index(config, catalog, backend)
+    metrics = NodeMetrics()  # this node's own registry: several nodes may run in one process
     audit, own = _open_audit(config, catalog, agreement)
     protector = _protector(config, catalog, agreement, own, watch)
     admission = Admission(
@@ -187,7 +199,11 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         verifier=verifier,
         replay=ReplayGuard.from_audit(audit, config.envelope_window_s),  # the log makes the nonces durable
         executor=PartialExecutor(config.node_id, catalog, backend),
-        privacy=PrivacyAccountant(config.node_id, catalog, PrivacyLedger.open(config.state_dir / PRIVACY_DIR)),
+        privacy=PrivacyAccountant(
+            config.node_id,
+            catalog,
+            PrivacyLedger.open(config.state_dir / PRIVACY_DIR, on_refusal=metrics.budget_refusals.inc),
+        ),
         sign=audit.sign,
         protector=protector,
         lookups=lookups,
@@ -195,7 +211,8 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         subject_key=load_or_create_subject_key(config.state_dir / AUDIT_DIR),
         consent_gate=consent_gate,
     )
-    return _serve(config, listen, tls, NodeHandler(admission, audit), watch, backend, own)
+    handler = NodeHandler(admission, audit, on_append=metrics.audit_appends.inc)
+    return _serve(config, listen, tls, handler, watch, backend, own, metrics)
 
 
 def _lookup_index(config: NodeConfig, catalog: Catalog, backend: Backend) -> LookupIndex:
@@ -314,13 +331,19 @@ def _serve(
     watch: CatalogWatch,
     backend: Backend,
     own: NodeKeys,
+    metrics: NodeMetrics,
 ) -> RunningNode:
-    """Start the gRPC server over ``handler``, with its health following the data files."""
+    """Start the gRPC server over ``handler``, with its health following the data files, and its metrics
+    endpoint if the config has one."""
+    metrics_server = None
     try:
         server = new_server(max_workers=THREADS_PER_SCAN * config.max_workers + 4, options=SERVER_OPTIONS)
-        rpc.add_servicer(server, pb_grpc.add_NodeServicer_to_server, NodeServicer(handler, watch), log)
+        observe = metrics.requests.observe
+        rpc.add_servicer(server, pb_grpc.add_NodeServicer_to_server, NodeServicer(handler, watch), log, observe)
         port = add_port(server, listen or config.listen, tls)
-        health = rpc.add_health(server, "hpf.v1.Node")
+        health = rpc.add_health(server, "hpf.v1.Node", observe)
+        if config.metrics is not None:
+            metrics_server = serve_metrics(config.metrics, tls, metrics.registry, f"node {config.node_id}")
         server.start()
         sources = SourceWatch(backend, health, "hpf.v1.Node", SOURCE_CHECK_SECONDS)
         every = None if config.on_files else config.lookup_facts.refresh_s  # files: computed when they change
@@ -329,6 +352,8 @@ def _serve(
         log.info("node %s agreement key: %s", config.node_id, own.agreement_key)
         log.info("node %s listening on port %d (%s)", config.node_id, port, "mTLS" if tls else "INSECURE")
     except BaseException:
+        if metrics_server is not None:
+            metrics_server.stop()
         handler.close()
         raise
     return RunningNode(
@@ -340,6 +365,8 @@ def _serve(
         sources=sources,
         backend=backend,
         facts=facts,
+        metrics=metrics,
+        metrics_server=metrics_server,
     )
 
 

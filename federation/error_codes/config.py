@@ -40,6 +40,8 @@ CODES: tuple[Code, ...] = (
         "NODE_REFRESH_TIMEOUT", "the node did not finish computing its lookup facts in the time given", UnavailableError
     ),
     _config.code("SERVER_BIND_FAILED", "the server cannot listen on its address"),
+    _config.code("CONFIG_METRICS_EXPOSED", "the metrics endpoint would listen off loopback without mutual TLS"),
+    _config.code("CONFIG_METRICS_TLS_MISSING", "the metrics endpoint asks for TLS, and the party has no certificates"),
     _cli.code("CLI_BAD_OPTION", "the command's options do not go together, or one is missing"),
     _cli.code("DEMO_ARGS", "the demo's options are out of range"),
     _cli.code("DEMO_RUNNING", "a demo is already running"),
