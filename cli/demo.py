@@ -21,6 +21,7 @@ from hpf.federation.errors import ConfigError
 from hpf.policies import DEFAULT_POLICY
 
 if TYPE_CHECKING:
+    from hpf.demo.launcher import Progress
     from hpf.demo.renderers import Renderers
 
 
@@ -42,6 +43,21 @@ def demo(
         "postgres (default: $HPF_DEMO_POSTGRES, else host=127.0.0.1 port=5432 user=postgres dbname=postgres)",
         show_default=False,
     ),
+    volumes: bool = typer.Option(
+        False,
+        "--volumes",
+        help="Lay DATA out one folder per party (ca, federation, coordinator, people, regions/ID/{data,state}), as "
+        "the volumes of docker/compose.yaml; needs --base-port and --prepare or --check",
+    ),
+    prepare: bool = typer.Option(
+        False, "--prepare", help="With --volumes: write every party's data, keys and configs, then exit"
+    ),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="With --volumes: run the checked examples and lookups against the federation serving from DATA "
+        "(its containers), then exit",
+    ),
 ) -> None:
     """Run a local federation of N regional nodes and a coordinator, with mutual TLS."""
     from hpf.demo.data_lock import only_demo
@@ -61,12 +77,36 @@ def demo(
             "(secure_aggregation.min_participants)",
             code="DEMO_ARGS",
         )
-    layout = layout_for(data, nodes, parse_backends(backends))
     say = lambda msg: typer.echo(msg, err=True)  # noqa: E731
+    if volumes or prepare or check:
+        if not volumes or prepare == check:
+            raise ConfigError("--volumes takes one of --prepare and --check, and they take --volumes", code="DEMO_ARGS")
+        if not _in_volumes(data, nodes, rows, seed, base_port, prepare, say):
+            raise typer.Exit(1)
+        return
+    layout = layout_for(data, nodes, parse_backends(backends))
     with only_demo(layout.data):
         ok = run_demo(layout, rows, seed, base_port, once, say, _renderers(), postgres_dsn(postgres))
     if not ok:
         raise typer.Exit(1)
+
+
+def _in_volumes(data: Path, nodes: int, rows: int, seed: int, base_port: int, prepare: bool, say: Progress) -> bool:
+    """`hpf demo --volumes`: prepare the containers' folders, or check the federation they serve."""
+    from hpf.demo.containers import prepare as write_volumes
+    from hpf.demo.containers import prepared, volume_layout
+    from hpf.demo.examples import run_examples
+    from hpf.demo.lookups import run_lookups
+    from hpf.federation.regions import first_regions
+
+    layout = volume_layout(data, [r.node_id for r in first_regions(nodes)], base_port)
+    if prepare:
+        write_volumes(layout, rows, seed, say)
+        return True
+    rows, seed = prepared(layout)
+    renderers = _renderers()
+    ok = run_examples(layout, renderers)
+    return run_lookups(layout, rows, seed, renderers) and ok
 
 
 def _renderers() -> Renderers:

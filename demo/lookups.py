@@ -62,7 +62,7 @@ def _sql(sql: str) -> list[tuple[Any, ...]]:
 
 
 def _movers(layout: DemoLayout, limit: int) -> list[str]:
-    listed = ", ".join(f"'{layout.data / n / 'accounts.parquet'}'" for n in layout.node_ids)
+    listed = ", ".join(f"'{f}'" for f in layout.files("accounts", "*"))
     rows = _sql(
         f"SELECT person_id FROM read_parquet([{listed}]) GROUP BY person_id HAVING COUNT(DISTINCT city_code) >= 2 "
         f"ORDER BY person_id LIMIT {int(limit)}"
@@ -72,7 +72,7 @@ def _movers(layout: DemoLayout, limit: int) -> list[str]:
 
 def _applicants(layout: DemoLayout, planted: list[str], size: int) -> list[str]:
     """A bank's applicants: some of the planted people, many others, and a few people no region knows."""
-    listed = ", ".join(f"'{layout.data / n / 'accounts.parquet'}'" for n in layout.node_ids)
+    listed = ", ".join(f"'{f}'" for f in layout.files("accounts", "*"))
     others = [
         r[0]
         for r in _sql(
