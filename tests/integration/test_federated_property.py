@@ -465,7 +465,7 @@ def seeded(request: pytest.FixtureRequest, client_keys: he.ClientKeys) -> Iterat
 # ---------------------------------------------------------------------------------------------- tests
 
 
-@settings(max_examples=budget(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=budget(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(query=queries())
 def test_seeded_federation_matches_oracle(seeded: LiveFederation, query: Query) -> None:
     seeded.check(query)

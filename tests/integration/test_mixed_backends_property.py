@@ -160,7 +160,7 @@ def seeded(
 def test_seeded_mixed_federation_matches_oracle(seeded: Mixed) -> None:
     counts: Counter[str] = Counter()
 
-    @settings(max_examples=budget(100), deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=budget(50), deadline=None, suppress_health_check=list(HealthCheck))
     @given(query=prop.queries())
     def answered_as_the_oracle(query: Any) -> None:
         seeded.check(query, counts)
@@ -175,7 +175,7 @@ def test_generated_data_on_mixed_regions_matches_oracle(
     counts: Counter[str] = Counter()
     four_regions = st.lists(st.lists(prop.ROW_STRATEGY, max_size=30), min_size=4, max_size=4)
 
-    @settings(max_examples=budget(12), deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=budget(8), deadline=None, suppress_health_check=list(HealthCheck))
     @given(
         regions=four_regions,
         on_pg=st.lists(st.sampled_from(["n0", "n1", "n2", "n3"]), min_size=2, max_size=3, unique=True),

@@ -131,21 +131,21 @@ def compare(engines: Engines, sql: str, source: str | None = None) -> bool:
     return True
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(batch=st.lists(prop.queries(), min_size=8, max_size=8))
 def test_property_queries_over_seeded_rows(engines: Any, batch: list[Any]) -> None:
     load(engines, SEEDED)
     compare_batch(engines, batch)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(rows=st.lists(EDGE_ROW, max_size=12), batch=st.lists(prop.queries(), min_size=6, max_size=6))
 def test_property_queries_over_edge_rows(engines: Any, rows: list[tuple[Any, ...]], batch: list[Any]) -> None:
     load(engines, rows)
     compare_batch(engines, batch)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(rows=st.lists(EDGE_ROW, max_size=12), batch=st.lists(prop.queries(), min_size=6, max_size=6))
 def test_property_queries_over_the_dp_row_cap(engines: Any, rows: list[tuple[Any, ...]], batch: list[Any]) -> None:
     """The DP path's source: at most two rows per person (few people here, so the cap bites), the most recent

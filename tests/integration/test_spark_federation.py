@@ -120,7 +120,7 @@ def test_seeded_federation_on_three_engines_matches_oracle(
     node_rows = prop.seeded_node_rows(2)
     with three_engines(node_rows, pg_database, client_keys, module_env) as federations:
 
-        @settings(max_examples=budget(40), deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=budget(25), deadline=None, suppress_health_check=list(HealthCheck))
         @given(query=prop.queries())
         def answered_as_the_oracle(query: Any) -> None:
             federations.check(query, counts)
