@@ -80,12 +80,12 @@ def check_health(
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Health:
     """Ask the server at ``address`` for the health of ``service``, over mutual TLS with ``tls`` (the caller's
-    own files; None: plaintext) and expecting ``server_name`` on the server's certificate. The certificate files
-    are read first: a ``ConfigError`` or ``AuthError`` says what is wrong with them."""
+    own files; None: plaintext) and expecting ``server_name`` on the server's certificate. When something listens
+    there, the certificate files are read: a ``ConfigError`` or ``AuthError`` says what is wrong with them."""
+    if not listening(address, timeout):
+        return Health("NOT_RUNNING", address, "nothing listens there")
     channel = secure_channel(address, tls, server_name=server_name)  # reads and checks the files first
     try:
-        if not listening(address, timeout):
-            return Health("NOT_RUNNING", address, "nothing listens there")
         stub = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
         try:
             answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)

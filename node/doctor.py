@@ -27,6 +27,7 @@ from typing import Literal
 from cryptography import x509
 
 from hpf.federation.catalog import Catalog, load_catalog
+from hpf.federation.crypto import he
 from hpf.federation.errors import AuthError, ConfigError, FederationError
 from hpf.federation.health_check import NODE_SERVICE, Health, check_health, local_address
 from hpf.federation.trust.certificates import Identity, identity_of, load_certificates
@@ -55,7 +56,7 @@ class Finding:
     def of(cls, err: FederationError, level: Level = "problem") -> list[Finding]:
         """The findings of one refusal: one per line of its message (a policy lists each of its problems)."""
         lines = [line.strip() for line in err.message.split("\n") if line.strip()] or [err.code]
-        fix = err.hint or f"see {err.code} in the error reference (docs/errors.md) and the node's log"
+        fix = err.hint or f"see {err.code} in the error reference (docs/errors.md)"
         return [cls(level, err.code, line, fix) for line in lines]
 
 
@@ -93,21 +94,39 @@ def examine(config_path: Path, *, running: bool = False, timeout: float = 3.0) -
         catalog = load_catalog(config.catalog)
     except FederationError as err:
         catalog_error = err
-    report.checks["certificates"] = certificate_findings(config, catalog)
+    report.checks["certificates"] = _guarded("certificates", lambda: certificate_findings(config, catalog))
     if catalog is None:
         report.checks["catalog"] = Finding.of(catalog_error)
         for name in ("policy", "sources"):
             report.checks[name] = [Finding("skipped", None, f"{name}: not checked, the catalog did not load")]
     else:
-        report.checks["catalog"] = catalog_findings(config, catalog, config_path)
-        report.checks["policy"] = policy_findings(config, catalog)
         from hpf.node.doctor_sources import source_findings
 
-        report.checks["sources"] = source_findings(config, catalog)
-    report.checks["reachability"] = reachability_findings(
-        config, catalog, config_path, running=running, timeout=timeout
+        known = catalog
+        report.checks["catalog"] = _guarded("catalog", lambda: catalog_findings(config, known, config_path))
+        report.checks["policy"] = _guarded("policy", lambda: policy_findings(config, known))
+        report.checks["sources"] = _guarded("sources", lambda: source_findings(config, known))
+    report.checks["reachability"] = _guarded(
+        "reachability",
+        lambda: reachability_findings(config, catalog, config_path, running=running, timeout=timeout),
     )
     return report
+
+
+def _guarded(name: str, check: Callable[[], list[Finding]]) -> list[Finding]:
+    """``check``'s findings; a failure no check foresaw is one problem line naming its class alone (its words
+    may quote a file), never a traceback."""
+    try:
+        return check()
+    except Exception as err:  # noqa: BLE001 (every other check still runs)
+        return [
+            Finding(
+                "problem",
+                "DOCTOR_CHECK_FAILED",
+                f"{name}: the check could not finish ({type(err).__name__})",
+                "run the node (`hpf node serve`): its start-up says what it finds, with its code",
+            )
+        ]
 
 
 def _collect(findings: list[Finding], check: Callable[[], object], level: Level = "problem") -> bool:
@@ -181,6 +200,7 @@ def catalog_findings(config: NodeConfig, catalog: Catalog, config_path: Path) ->
                 f"catalog to every party; listed: {', '.join(catalog.node_ids)}",
             )
         )
+    _collect(findings, lambda: he.check_catalog_format(catalog.he_format, f"node {config.node_id}"))
     keys_hint = (
         f"make them and publish them: `hpf node keys --config {config_path} --output {config.node_id}.keys.yaml`, "
         f"then `hpf catalog keys {config.catalog} {config.node_id}.keys.yaml`"

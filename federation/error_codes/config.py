@@ -39,6 +39,7 @@ CODES: tuple[Code, ...] = (
     _config.code(
         "NODE_HEALTH_UNANSWERED", "something listens on the node's port but gives no health answer", UnavailableError
     ),
+    _config.code("DOCTOR_CHECK_FAILED", "hpf node doctor could not finish one of its checks"),
     _config.code("NODE_ADDRESS_UNRESOLVED", "the host of the catalog's address for the node does not resolve"),
     _config.code("NODE_DSN_MISSING", "the node's database connection string is not where its configuration says"),
     _config.code("NODE_DSN_UNSAFE", "the file holding the node's database connection string is open to others"),

@@ -125,12 +125,38 @@ def test_a_node_not_running_is_a_problem_only_when_it_should_run(node: Node) -> 
 
 def test_a_running_node_is_serving(node: Node) -> None:
     config = load_node_config(node.path)
+    coordinator = node.root / "coordinator.yaml"
+    coordinator.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": "federation.yaml",
+                "listen": f"127.0.0.1:{_closed_port()}",
+                "tls": {"ca": "pki/ca.pem", "cert": "pki/coordinator.pem", "key": "pki/coordinator.key"},
+            }
+        )
+    )
     with running_node(config, f"127.0.0.1:{node.port}"):
         result = node.doctor("--running")
         health = runner.invoke(app, ["node", "health", "--config", str(node.path)])
+        # the coordinator's own health check dialled at the node's port: the node's certificate is not the
+        # coordinator's server name, so no answer is taken from it
+        posing = runner.invoke(
+            app, ["coordinator", "health", "--config", str(coordinator), "--address", f"127.0.0.1:{node.port}"]
+        )
     assert result.exit_code == 0, result.output
     assert f"node north is running and SERVING on 127.0.0.1:{node.port}" in result.output
     assert health.exit_code == 0 and health.output == f"SERVING 127.0.0.1:{node.port}\n"
+    assert posing.exit_code == 1 and posing.output.startswith(f"UNREACHABLE 127.0.0.1:{node.port}: "), posing.output
+    not_running = runner.invoke(app, ["coordinator", "health", "--config", str(coordinator), "--timeout", "1"])
+    assert not_running.exit_code == 1 and not_running.output.startswith("NOT_RUNNING 127.0.0.1:")
+
+
+def test_another_program_on_the_port(node: Node) -> None:
+    with socket.socket() as listener:  # listens, never speaks TLS
+        listener.bind(("127.0.0.1", node.port))
+        listener.listen()
+        result = node.doctor("--timeout", "1")
+    _problem(result, "NODE_HEALTH_UNANSWERED", "listens on its 'listen:' port")
 
 
 def test_an_unreadable_config_is_one_problem_and_the_rest_skipped(node: Node) -> None:
