@@ -290,3 +290,30 @@ def test_an_unreachable_database_and_no_secret_shown(node: Node) -> None:
     result = node.doctor()
     _problem(result, "NODE_DATABASE_UNREACHABLE", "connection string")
     assert PASSWORD not in result.output and "regiondb" not in result.output and "hpf:" not in result.output
+
+
+def test_database_tables_each_get_their_line(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+    from pg import fresh_database
+
+    node.catalog.write_text(
+        yaml.safe_dump(
+            {
+                "federation": "t",
+                "nodes": yaml.safe_load(node.catalog.read_text())["nodes"],
+                "tables": {**TABLES, "u": TABLES["t"]},
+            }
+        )
+    )
+    with fresh_database() as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (g text, v numeric(15,2))")
+            conn.execute("INSERT INTO t VALUES ('a', 1.5)")
+        monkeypatch.setenv("HPF_DOCTOR_DSN", dsn)
+        source = {"postgres": {"dsn_env": "HPF_DOCTOR_DSN"}}
+        node.doc["tables"] = {"t": {**source, "table": "t"}, "u": {**source, "table": "u"}}
+        node.write()
+        result = node.doctor()
+    _problem(result, "DATA_TYPE_MISMATCH", "declare 'v'")
+    assert "table 'u'" in _problem(result, "NODE_TABLE_UNREADABLE", "grant the node's database user SELECT")
+    assert dsn not in result.output and "hpf_test_" not in result.output
