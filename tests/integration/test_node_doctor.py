@@ -204,13 +204,13 @@ def test_a_revoked_certificate(node: Node) -> None:
 
 
 def test_catalog_keys_that_are_not_the_nodes(node: Node) -> None:
-    other = harness_other_keys()
+    other = _other_keys()
     node.write_catalog(keys=other)
     result = node.doctor()
     _problem(result, "NODE_KEY_MISMATCH", "restore the key file")
 
 
-def harness_other_keys() -> dict[str, str]:
+def _other_keys() -> dict[str, str]:
     import base64
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
