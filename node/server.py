@@ -184,7 +184,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     require_writable(config.state_dir / AUDIT_DIR)
     require_writable(config.state_dir / PRIVACY_DIR, mode=0o700)  # as the ledger makes it
     verifier = config.envelope_verifier(tls.ca if tls else None, catalog.federation)
-    policy = _load_policy(config, catalog)
+    policy = load_node_policy(config, catalog)
     backend = _backend(config, catalog)
     agreement = AgreementKey.load_or_create(config.state_dir)
     consent_gate = _consent_gate(config, catalog, policy)
@@ -262,8 +262,8 @@ def _watch_catalog(config: NodeConfig, tls: TlsConfig | None) -> CatalogWatch:
     return watch
 
 
-def _load_policy(config: NodeConfig, catalog: Catalog) -> Policy:
-    """The node's policy, which must name only the catalog's tables and columns."""
+def load_node_policy(config: NodeConfig, catalog: Catalog) -> Policy:
+    """The node's policy, which must name only the catalog's tables and columns (`hpf node doctor` checks it so too)."""
     policy = load_policy(config.policy or DEFAULT_POLICY)
     problems = check_against_catalog(policy, catalog)
     if problems:  # a misspelt column would silently fall back to its class's looser defaults

@@ -39,6 +39,9 @@ CODES: tuple[Code, ...] = (
     _tls.code("TLS_WRONG_PURPOSE", "the certificate is of another kind of party than it is used for"),
     _tls.code("TLS_CERT_EXPIRED", "the certificate has expired"),
     _tls.code("TLS_CERT_NOT_YET_VALID", "the certificate is not valid yet"),
+    _tls.code(
+        "TLS_CERT_OTHER_NODE", "the node's certificate is not a node certificate for this node id", scope=Scope.LOCAL
+    ),
     _tls.code("TLS_SERVER_MISNAMED", "the server's certificate carries another server's name"),
     _tls.code("TLS_SERVER_UNNAMED", "the server's certificate lacks the name clients dial"),
     _tls_config.code("TLS_REQUIRED", "no TLS certificates are given, and insecure mode is not asked for"),
@@ -46,6 +49,7 @@ CODES: tuple[Code, ...] = (
     _tls_config.code("TLS_OPTIONS_INCOMPLETE", "the certificate options are incomplete"),
     _tls_config.code("TLS_FILE_MISSING", "a certificate or key file cannot be found"),
     _tls_config.code("TLS_FILE_UNREADABLE", "a certificate or key file cannot be read"),
+    _tls_config.code("TLS_CERT_EXPIRING", "the certificate expires within 30 days (a warning of hpf node doctor)"),
     _tls.code("IDENTITY_INVALID", "a certificate's federation identity is malformed"),
     _tls.code("IDENTITY_MISSING", "a certificate carries no federation identity"),
     _tls.code("IDENTITY_INCONSISTENT", "a certificate's subject disagrees with its federation identity"),

@@ -31,10 +31,22 @@ CODES: tuple[Code, ...] = (
     _config.code("NODE_KEYS_TWICE", "two key files for one node give different keys"),
     _config.code("NODE_KEYS_OUTPUT", "the key file would be written inside the node's state directory"),
     _config.code("NODE_KEY_MISMATCH", "the catalog's key for the node is not the node's own"),
+    _config.code("NODE_KEYS_MISSING", "the node's keys are not in its state directory (made by hpf node keys)"),
+    _config.code("NODE_KEYS_UNPUBLISHED", "the catalog publishes no key for the node yet (hpf catalog keys)"),
+    _config.code(
+        "NODE_NOT_SERVING", "the running node says it cannot serve now (health NOT_SERVING)", UnavailableError
+    ),
+    _config.code(
+        "NODE_HEALTH_UNANSWERED", "something listens on the node's port but gives no health answer", UnavailableError
+    ),
+    _config.code("DOCTOR_CHECK_FAILED", "hpf node doctor could not finish one of its checks"),
+    _config.code("NODE_ADDRESS_UNRESOLVED", "the host of the catalog's address for the node does not resolve"),
     _config.code("NODE_DSN_MISSING", "the node's database connection string is not where its configuration says"),
     _config.code("NODE_DSN_UNSAFE", "the file holding the node's database connection string is open to others"),
     _config.code("NODE_SPARK_MISSING", "the node's tables are on Spark, and Spark's Python library is not installed"),
-    _config.code("NODE_NOT_RUNNING", "no running node serves the state directory the command names", UnavailableError),
+    _config.code(
+        "NODE_NOT_RUNNING", "no running node serves the state directory or the port the command names", UnavailableError
+    ),
     _config.code("NODE_REFRESH_UNREADABLE", "the node's answer to hpf node refresh is not one", UnavailableError),
     _config.code(
         "NODE_REFRESH_TIMEOUT", "the node did not finish computing its lookup facts in the time given", UnavailableError

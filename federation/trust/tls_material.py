@@ -30,10 +30,10 @@ contain key material. The CA certificate names the federation, and so its server
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -50,6 +50,7 @@ _INIT_HINT = "run `hpf pki init --dir DIR --federation NAME` to create the feder
 _NEW_CERT_HINT = "issue a new certificate with `hpf pki issue` (or `hpf pki init` for a new federation)"
 
 Purpose = Literal["server", "client"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -227,43 +228,73 @@ def _check_purpose(path: Path, cert: x509.Certificate, purpose: Purpose) -> None
 
 
 def load_material(tls: TlsConfig, purpose: Purpose) -> TlsMaterial:
-    """Read and check the CA, certificate and key; raise ConfigError/AuthError naming the file and fix."""
-    ca_pem = _read(tls.ca, "CA certificate")
-    cert_pem = _read(tls.cert, "certificate")
-    key_pem = _read(tls.key, "private key")
-    cas = _certificates(tls.ca, ca_pem, "CA (--ca)")
-    chain = _certificates(tls.cert, cert_pem, "certificate (--cert)")
-    key = _private_key(tls.key, key_pem)
-    leaf = chain[0]
-    if not key_matches(leaf, key):
-        raise AuthError(
-            f"{tls.key}: this key does not belong to the certificate {tls.cert}",
-            code="TLS_KEY_MISMATCH",
-            hint="use the .key file issued together with that .pem (same name), or re-issue both",
+    """Read and check the CA, certificate and key; raise ConfigError/AuthError naming the file and fix (the first
+    of :func:`material_problems`)."""
+    material, problems = _examine(tls, purpose)
+    if problems:
+        raise problems[0]
+    assert material is not None
+    return material
+
+
+def material_problems(tls: TlsConfig, purpose: Purpose) -> list[ConfigError | AuthError]:
+    """Every problem of the CA, certificate and key, in the order :func:`load_material` checks them; a check that
+    needs a file that cannot be read or parsed is left out (the file's own problem is listed)."""
+    return _examine(tls, purpose)[1]
+
+
+def _examine(tls: TlsConfig, purpose: Purpose) -> tuple[TlsMaterial | None, list[ConfigError | AuthError]]:
+    problems: list[ConfigError | AuthError] = []
+
+    def attempt(check: Callable[[], T]) -> T | None:
+        try:
+            return check()
+        except (ConfigError, AuthError) as err:
+            problems.append(err)
+            return None
+
+    ca_pem = attempt(lambda: _read(tls.ca, "CA certificate"))
+    cert_pem = attempt(lambda: _read(tls.cert, "certificate"))
+    key_pem = attempt(lambda: _read(tls.key, "private key"))
+    cas = None if ca_pem is None else attempt(lambda: _certificates(tls.ca, ca_pem, "CA (--ca)"))
+    chain = None if cert_pem is None else attempt(lambda: _certificates(tls.cert, cert_pem, "certificate (--cert)"))
+    key = None if key_pem is None else attempt(lambda: _private_key(tls.key, key_pem))
+    leaf = chain[0] if chain else None
+    if leaf is not None and key is not None and not key_matches(leaf, key):
+        problems.append(
+            AuthError(
+                f"{tls.key}: this key does not belong to the certificate {tls.cert}",
+                code="TLS_KEY_MISMATCH",
+                hint="use the .key file issued together with that .pem (same name), or re-issue both",
+            )
         )
     now = dt.datetime.now(dt.UTC)
-    for ca in cas:
-        _check_dates(
-            tls.ca,
-            ca,
-            now,
-            "make a new CA with `hpf pki init --dir DIR --federation NAME --force` (re-issues everything)",
+    new_ca = "make a new CA with `hpf pki init --dir DIR --federation NAME --force` (re-issues everything)"
+    for ca in cas or []:
+        attempt(lambda: _check_dates(tls.ca, ca, now, new_ca))  # noqa: B023 (called at once)
+    if leaf is not None:
+        attempt(lambda: _check_dates(tls.cert, leaf, now, _NEW_CERT_HINT))
+    if cas is not None and not any(_is_ca(ca) for ca in cas):
+        problems.append(
+            AuthError(
+                f"{tls.ca}: not a CA certificate",
+                code="TLS_WRONG_CA",
+                hint="the CA option takes the federation's ca.pem, not a node or person certificate",
+            )
         )
-    _check_dates(tls.cert, leaf, now, _NEW_CERT_HINT)
-    if not any(_is_ca(ca) for ca in cas):
-        raise AuthError(
-            f"{tls.ca}: not a CA certificate",
-            code="TLS_WRONG_CA",
-            hint="the CA option takes the federation's ca.pem, not a node or person certificate",
+    elif cas is not None and leaf is not None and not _issued_by(leaf, cas):
+        problems.append(
+            AuthError(
+                f"{tls.cert}: certificate was not issued by the CA in {tls.ca}",
+                code="TLS_WRONG_CA",
+                hint="use the ca.pem of the federation that issued it, or issue a new certificate from this CA "
+                "with `hpf pki issue`",
+            )
         )
-    if not _issued_by(leaf, cas):
-        raise AuthError(
-            f"{tls.cert}: certificate was not issued by the CA in {tls.ca}",
-            code="TLS_WRONG_CA",
-            hint="use the ca.pem of the federation that issued it, or issue a new certificate from this CA "
-            "with `hpf pki issue`",
-        )
-    _check_purpose(tls.cert, leaf, purpose)
-    if purpose == "server":
-        _check_server_name(tls.cert, leaf, ServerNames(_federation(tls.ca, cas)))
-    return TlsMaterial(ca=ca_pem, cert=cert_pem, key=key_pem)
+    if leaf is not None:
+        attempt(lambda: _check_purpose(tls.cert, leaf, purpose))
+        if purpose == "server" and cas is not None and any(_is_ca(ca) for ca in cas):
+            attempt(lambda: _check_server_name(tls.cert, leaf, ServerNames(_federation(tls.ca, cas))))
+    if problems or ca_pem is None or cert_pem is None or key_pem is None:
+        return None, problems
+    return TlsMaterial(ca=ca_pem, cert=cert_pem, key=key_pem), problems

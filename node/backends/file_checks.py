@@ -90,13 +90,15 @@ def open_table(con: duckdb.DuckDBPyConnection, name: str, table: Table, path: Pa
 
 def _require_columns(con: duckdb.DuckDBPyConnection, name: str, table: Table, path: Path, reader: str) -> None:
     """The files must be readable and hold every column the catalog declares."""
-    with _refused(f"table {name!r}: cannot read {path}", "NODE_TABLE_UNREADABLE"):
+    hint = "restore the file, or give its path in the node config's 'tables:'"
+    with _refused(f"table {name!r}: cannot read {path}", "NODE_TABLE_UNREADABLE", hint):
         present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()}
     missing = [c for c in table.columns if c not in present]
     if missing:
         raise DataError(
             f"table {name!r}: {path} lacks column(s) {', '.join(missing)} declared in the catalog",
             code="NODE_TABLE_SCHEMA",
+            hint="give the file every column the catalog declares for the table",
         )
 
 

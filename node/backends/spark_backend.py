@@ -48,16 +48,22 @@ SESSION_CONF = SPARK_SESSION_CONF  # the settings the Spark column of the allow-
 _SESSION_LOCK = threading.Lock()
 
 
-def spark_session(settings: SparkSettings) -> Any:
-    """The process's Spark application (made on first use from ``settings``), with a session of the caller's."""
+def require_pyspark() -> None:
+    """``NODE_SPARK_MISSING`` unless Spark's Python library can be imported."""
     try:
-        from pyspark.sql import SparkSession
+        import pyspark  # noqa: F401
     except ImportError:
         raise ConfigError(
             "the node's tables are on Spark, and pyspark is not installed",
             code="NODE_SPARK_MISSING",
             hint="install the node with Spark: pip install 'hpf-federation[spark]' (Java 17 or newer on the path)",
         ) from None
+
+
+def spark_session(settings: SparkSettings) -> Any:
+    """The process's Spark application (made on first use from ``settings``), with a session of the caller's."""
+    require_pyspark()
+    from pyspark.sql import SparkSession
 
     with _SESSION_LOCK:
         builder = SparkSession.builder.master(settings.master).appName(settings.app_name)

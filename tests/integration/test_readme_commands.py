@@ -814,6 +814,20 @@ def check_node_refresh(r: Ran, demo: Demo) -> None:
     assert found and int(found.group(1).replace(",", "")) > 0, "the running node computed its facts"
 
 
+def check_node_doctor(r: Ran, demo: Demo) -> None:
+    config = yaml.safe_load((r.cwd / (_option(r.argv, "--config") or "")).read_text(encoding="utf-8"))
+    node = config["node_id"]
+    lines = r.stdout.splitlines()
+    for check in ("config", "certificates", "catalog", "policy", "sources", "reachability"):
+        assert f"ok       {check}" in lines, f"the {check} check found nothing wrong"
+    assert re.search(rf"^note     node {node} is running and SERVING on ", r.stdout, re.M), "the running node serves"
+    assert lines[-1] == f"node {node}: no problem found (0 problems, 0 warnings)"
+
+
+def check_health(r: Ran, demo: Demo) -> None:
+    assert re.fullmatch(r"SERVING \S+:\d+\n", r.stdout), "one line: SERVING and the address"
+
+
 CHECKS: dict[tuple[str, ...], Callable[[Ran, Demo], None]] = {
     ("query",): check_query,
     ("lookup",): check_lookup,
@@ -829,6 +843,9 @@ CHECKS: dict[tuple[str, ...], Callable[[Ran, Demo], None]] = {
     ("pki", "revoke"): check_pki_revoke,
     ("node", "keys"): check_node_keys,
     ("node", "refresh"): check_node_refresh,
+    ("node", "doctor"): check_node_doctor,
+    ("node", "health"): check_health,
+    ("coordinator", "health"): check_health,
     ("catalog", "keys"): check_catalog_keys,
     ("init",): check_init,
     ("consent", "keys"): check_consent_keys,
