@@ -303,7 +303,9 @@ def _audit(layout: DemoLayout, catalog: Catalog) -> bool:
     audit_dir = layout.state(layout.node_ids[0]) / "audit"
     typer.echo(
         f"\n## Audit\nevery region logged each question, allowed or refused: {len(catalog.nodes)} logs, "
-        f"{entries} entries, every root and checkpoint signature verified with the catalog's audit keys\n"
+        f"{entries} entries, "
+        + ("every root and checkpoint signature verified" if ok else "NOT every log verified")
+        + " with the catalog's audit keys\n"
         f"$ hpf audit verify {audit_dir} --catalog {layout.catalog} --node {layout.node_ids[0]}"
     )
     return ok

@@ -37,7 +37,8 @@ elif [ -n "${1:-}" ]; then
 fi
 
 rm -rf "$root/docker/wheels"
-"$python" -m pip wheel --quiet --wheel-dir "$root/docker/wheels" "$root"
+# (pip's notes on index locations this machine does not have are left out)
+"$python" -m pip wheel --quiet --wheel-dir "$root/docker/wheels" "$root" 2>&1 | { grep -v "is ignored: it is neither" || true; } >&2
 echo "wheels: $(ls "$root/docker/wheels" | wc -l) in docker/wheels" >&2
-docker build --quiet --build-arg "BASE=$base" --tag "$image" "$root/docker" > /dev/null
+docker build --quiet --build-arg "BASE=$base" --tag "$image" "$root/docker" 2>&1 > /dev/null | { grep -v "legacy builder\|buildx\|docs.docker.com/go/buildx\|^$" || true; } >&2
 echo "image: $image built FROM $base" >&2

@@ -21,6 +21,13 @@ step() {  # step NAME COMMAND...: run it, then print its time
     printf '[docker] %-34s %6.1f s\n' "$name:" "$(awk "BEGIN{print $t1 - $t0}")" >&2
 }
 
+quietly() {  # run a command, showing its output only when it fails
+    local out
+    out="$(mktemp)"
+    "$@" > "$out" 2>&1 || { cat "$out" >&2; rm -f "$out"; return 1; }
+    rm -f "$out"
+}
+
 compose() {
     if docker compose version > /dev/null 2>&1; then
         docker compose -f "$root/docker/compose.yaml" -p "$project" "$@"
@@ -104,7 +111,7 @@ teardown() {
     local code=$?
     if [ -n "${HPF_BASE_PORT:-}" ]; then
         [ $code -eq 0 ] || compose logs --tail 30 >&2 || true
-        step "tear down (volumes too)" compose down -v --remove-orphans > /dev/null 2>&1 || true
+        step "tear down (volumes too)" quietly compose down -v --remove-orphans || true
     fi
     if [ -n "$started_engine" ]; then
         kill "$started_engine" 2>/dev/null && wait "$started_engine" 2>/dev/null || true
@@ -119,6 +126,6 @@ step "engine" engine
 step "image (local Debian base)" "$root/docker/build.sh" --local-base
 export HPF_BASE_PORT HPF_IMAGE="${HPF_IMAGE:-hpf-federation:latest}"
 HPF_BASE_PORT="$(free_base_port)"
-step "up: setup, 3 nodes, coordinator" up
+step "up: setup, 3 nodes, coordinator" quietly up
 step "checked queries and lookups" compose run --rm check
 step "health of every container" check_health
