@@ -21,12 +21,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from hpf.demo.launcher import DemoLayout, Progress, write_configs
 from hpf.demo.synth import generate_node
 from hpf.federation.errors import ConfigError
 from hpf.federation.hpf_schema import TABLE_NAMES
 
 PREPARED = "prepared.json"  # in people/: the rows, seed and ports the federation was prepared with
+METRICS_OFFSET = 100  # each party serves its metrics on loopback, 100 ports above its own
 
 
 @dataclass
@@ -114,6 +117,7 @@ def prepare(layout: VolumeLayout, rows: int, seed: int, say: Progress) -> None:
                 shutil.move(Path(scratch) / node_id / f"{table}.parquet", data / f"{table}.parquet")
         say(f"data for {node_id}: generated {rows:,} deposit rows in {time.perf_counter() - started:.1f}s")
     write_configs(layout, layout.ports["coordinator"])
+    _with_metrics(layout)
     _hand_out_keys(layout)
     marker.write_text(json.dumps({"rows": rows, "seed": seed, "base_port": layout.ports["coordinator"]}))
     say(f"federation in {layout.root}: every party's folder written (ca, federation, coordinator, people, regions)")
@@ -133,6 +137,15 @@ def prepared(layout: VolumeLayout) -> tuple[int, int]:
             f"the federation in {layout.root} was prepared with --base-port {done['base_port']}", code="DEMO_ARGS"
         )
     return int(done["rows"]), int(done["seed"])
+
+
+def _with_metrics(layout: VolumeLayout) -> None:
+    """Every party serves Prometheus metrics on loopback, ``METRICS_OFFSET`` ports above its own."""
+    configs = {"coordinator": layout.coordinator_config} | {n: layout.node_config(n) for n in layout.node_ids}
+    for party, path in configs.items():
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        config["metrics"] = {"listen": f"127.0.0.1:{layout.ports[party] + METRICS_OFFSET}"}
+        path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 def _hand_out_keys(layout: VolumeLayout) -> None:

@@ -56,13 +56,13 @@ engine() {
     return 1
 }
 
-free_base_port() {  # the first of 4 free loopback ports in a row, from 47051 up
+free_base_port() {  # the first of 4 free loopback ports in a row, from 47051 up, with the 4 for metrics 100 above
     python3 - <<'PY'
 import socket
 for base in range(47051, 48000, 4):
     socks = []
     try:
-        for port in range(base, base + 4):
+        for port in [*range(base, base + 4), *range(base + 100, base + 104)]:
             s = socket.socket()
             socks.append(s)
             s.bind(("127.0.0.1", port))
@@ -107,6 +107,34 @@ check_health() {
     return $bad
 }
 
+metrics() {  # every party's metrics on loopback: the nodes counted the questions they answered, and their audit
+    python3 - "$HPF_BASE_PORT" <<'PY'
+import re
+import sys
+import urllib.request
+
+base = int(sys.argv[1])
+wanted = {"coordinator": (base + 100, "Query")} | {
+    node: (base + 101 + i, "ComputePartial") for i, node in enumerate(("shanghai", "hangzhou", "nanjing"))
+}
+bad = 0
+for party, (port, operation) in wanted.items():
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    def total(name, *labels):
+        return sum(
+            float(m.group(2))
+            for m in re.finditer(rf"^{name}(?:\{{(.*)\}})? (\S+)$", text, re.M)
+            if all(label in (m.group(1) or "") for label in labels)
+        )
+    answered = total("hpf_requests_total", f'operation="{operation}"', 'code="OK"')
+    appends = total("hpf_audit_appends_total") if party != "coordinator" else None
+    said = f", audit appends {appends:.0f}" if appends is not None else ""
+    print(f"  {party}: {operation} answered {answered:.0f}{said}", file=sys.stderr)
+    bad |= answered < 1 or (appends is not None and appends < answered)
+sys.exit(bad)
+PY
+}
+
 teardown() {
     local code=$?
     if [ -n "${HPF_BASE_PORT:-}" ]; then
@@ -129,3 +157,4 @@ HPF_BASE_PORT="$(free_base_port)"
 step "up: setup, 3 nodes, coordinator" quietly up
 step "checked queries and lookups" compose run --rm check
 step "health of every container" check_health
+step "metrics of every party" metrics

@@ -60,6 +60,7 @@ def test_each_partys_config_names_only_its_own_folders_and_fixed_loopback_ports(
     for i, region in enumerate(REGIONS):
         node = yaml.safe_load((config / f"node-{region}.yaml").read_text())
         assert node["listen"] == f"127.0.0.1:{47102 + i}"
+        assert node["metrics"] == {"listen": f"127.0.0.1:{47202 + i}"}  # loopback only
         paths = [node["state_dir"], *node["tls"].values(), *node["tables"].values()]
         mine = (str(root / "federation"), str(root / "regions" / region))
         assert all(p.startswith(mine) for p in paths), paths
