@@ -105,8 +105,9 @@ def _in_volumes(data: Path, nodes: int, rows: int, seed: int, base_port: int, pr
         return True
     rows, seed = prepared(layout)
     renderers = _renderers()
-    ok = run_examples(layout, renderers)
-    return run_lookups(layout, rows, seed, renderers) and ok
+    # the people's container reads no region's state: each region's own container verifies its audit log
+    ok = run_examples(layout, renderers, audit=False)
+    return run_lookups(layout, rows, seed, renderers, audit=False) and ok
 
 
 def _renderers() -> Renderers:

@@ -8,8 +8,10 @@ every volume mounted; each party's container then mounts only its own folders, a
   every party's config (no private key);
 - ``regions/ID/data/``: region ID's tables; ``regions/ID/state/``: its audit log, keys and TLS key;
 - ``coordinator/``: the coordinator's TLS key and state;
-- ``people/``: the demo's people (profiles, certificates and keys, receipts) and its consent service, which
-  ``hpf demo --volumes --check`` runs the checked examples as.
+- ``consent/``: the consent service's signed revocation list, which every node reads and only the service writes;
+- ``people/``: the demo's people (profiles, certificates and keys, receipts) and its consent service's key, which
+  ``hpf demo --volumes --check`` runs the checked examples as; it reads no region's state, so each region's own
+  container verifies its audit log (``docker/check.sh``).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class VolumeLayout(DemoLayout):
 
     @property
     def consent_revocations(self) -> Path:
-        return self.federation / "consent" / "revocations.json"
+        return self.root / "consent" / "revocations.json"
 
     def node_config(self, node_id: str) -> Path:
         return self.federation / "config" / f"node-{node_id}.yaml"

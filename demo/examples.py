@@ -183,7 +183,7 @@ class _Run:
         return self.clients[person]
 
 
-def run_examples(layout: DemoLayout, renderers: Renderers) -> bool:
+def run_examples(layout: DemoLayout, renderers: Renderers, audit: bool = True) -> bool:
     """Run the example queries; True when every exact answer equals the pooled-data oracle, every DP answer is
     within DP_TOLERANCE_SD of the clamped one (or refused for a spent budget, as explained before), and every
     refusal is one."""
@@ -198,7 +198,7 @@ def run_examples(layout: DemoLayout, renderers: Renderers) -> bool:
     finally:
         for c in run.clients.values():
             c.close()
-    return _audit(layout, run.catalog) and all_equal
+    return (not audit or _audit(layout, run.catalog)) and all_equal
 
 
 def _ask(run: _Run, example: Example, explained_dp: bool) -> tuple[bool, bool]:

@@ -135,6 +135,13 @@ sys.exit(bad)
 PY
 }
 
+audit() {  # each region's audit log, verified in the region's own container against the catalog's audit key
+    for region in shanghai hangzhou nanjing; do
+        compose exec -T "$region" hpf audit verify "/hpf/regions/$region/state/audit" \
+            --catalog /hpf/federation/federation.yaml --node "$region" 2>&1 | sed "s/^/  $region: /" >&2
+    done
+}
+
 teardown() {
     local code=$?
     if [ -n "${HPF_BASE_PORT:-}" ]; then
@@ -156,5 +163,6 @@ export HPF_BASE_PORT HPF_IMAGE="${HPF_IMAGE:-hpf-federation:latest}"
 HPF_BASE_PORT="$(free_base_port)"
 step "up: setup, 3 nodes, coordinator" quietly up
 step "checked queries and lookups" compose run --rm check
+step "audit log of every region" audit
 step "health of every container" check_health
 step "metrics of every party" metrics
