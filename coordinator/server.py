@@ -276,7 +276,9 @@ def start_coordinator(
     metrics_server = None
     try:
         if config.metrics is not None:
-            metrics_server = serve_metrics(config.metrics, tls, metrics.registry, "the coordinator")
+            metrics_server = serve_metrics(
+                config.metrics, tls, metrics.registry, "the coordinator", revocations=verifier.revocations
+            )
         server, port = loop.run(starting())
     except BaseException:
         if metrics_server is not None:

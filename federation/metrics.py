@@ -4,7 +4,8 @@ Each running node or coordinator keeps its own :class:`~prometheus_client.Collec
 run in one process in the tests and the demo; the library's global registry is never used) and serves it only
 when its configuration has a ``metrics:`` section. The endpoint listens on loopback; another address is refused
 (``CONFIG_METRICS_EXPOSED``) unless ``metrics.tls`` is on, and then it serves HTTPS with the party's own mutual
-TLS: its server certificate and key, and a client certificate required, from the federation's CA.
+TLS: its server certificate and key, and a client certificate required, from the federation's CA, not revoked,
+and an operator's (:mod:`federation.metrics_endpoint`, which also bounds what a client can hold).
 
 A label carries only an operation (a gRPC method's name) or a stable error code: never a value, an identity, an
 identifier, SQL text, a purpose or a region.
@@ -17,12 +18,13 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hpf.federation.errors import ConfigError
+from hpf.federation.metrics_endpoint import MetricsHTTPServer, ScraperGate, tls_context
+from hpf.federation.trust.revocation import RevocationList
 from hpf.federation.trust.tls import TlsConfig
 
 log = logging.getLogger("hpf.metrics")
@@ -45,8 +47,8 @@ class MetricsSettings(BaseModel):
     )
     tls: bool = Field(
         default=False,
-        description="serve HTTPS with the party's own certificate and key, a client certificate of the "
-        "federation's CA required (needed to listen on any address but loopback)",
+        description="serve HTTPS with the party's own certificate and key, to an operator's certificate of the "
+        "federation's CA only, not revoked (needed to listen on any address but loopback)",
     )
 
     @field_validator("listen")
@@ -155,7 +157,7 @@ Observe = Callable[[str, str, float], None]  # operation, code, seconds (see Req
 class MetricsServer:
     """A running metrics endpoint; :meth:`stop` closes it (once is enough)."""
 
-    server: WSGIServer
+    server: MetricsHTTPServer
     thread: threading.Thread
 
     @property
@@ -170,32 +172,38 @@ class MetricsServer:
 
 
 def serve_metrics(
-    settings: MetricsSettings, tls: TlsConfig | None, registry: CollectorRegistry, source: str
+    settings: MetricsSettings,
+    tls: TlsConfig | None,
+    registry: CollectorRegistry,
+    source: str,
+    *,
+    revocations: RevocationList | None = None,
 ) -> MetricsServer:
     """Serve ``registry`` on ``settings.listen``: plain HTTP on loopback, or HTTPS with ``tls`` (the party's own
-    certificate and key, a client certificate of the federation's CA required) when ``settings.tls``."""
+    certificate and key) when ``settings.tls``, read only by an operator's certificate of the federation's CA that
+    ``revocations`` (the list the party's gRPC service checks) does not revoke."""
     check_metrics(settings, tls)  # a model built in code is held to what a file is held to
     host, port = settings.host, settings.port
-    try:
-        if settings.tls:
-            assert tls is not None
-            server, thread = start_http_server(
-                port,
-                addr=host,
-                registry=registry,
-                certfile=str(tls.cert),
-                keyfile=str(tls.key),
-                client_cafile=str(tls.ca),
-                client_auth_required=True,
+    context, gate = None, None
+    if settings.tls:
+        assert tls is not None
+        if revocations is None:
+            raise ConfigError(
+                f"{source}: metrics over TLS need the party's revocation list",
+                code="CONFIG_INVALID",
+                hint="serve them with the revocation list the party's own service checks",
             )
-        else:
-            server, thread = start_http_server(port, addr=host, registry=registry)
+        context, gate = tls_context(tls), ScraperGate(revocations)
+    try:
+        server = MetricsHTTPServer((host, port), registry, source, context, gate)
     except OSError as exc:
         raise ConfigError(
             f"{source}: cannot serve metrics on {settings.listen} ({exc.strerror or type(exc).__name__})",
             code="SERVER_BIND_FAILED",
             hint="check metrics.listen (host:port) and that no other process holds the port",
         ) from None
+    thread = threading.Thread(target=server.serve_forever, name=f"metrics {source}", daemon=True)
+    thread.start()
     running = MetricsServer(server, thread)
     log.info("%s serves metrics on %s:%d (%s)", source, host, running.port, "mTLS" if settings.tls else "loopback")
     return running

@@ -30,6 +30,7 @@ from hpf.federation.generated import hpf_federation_pb2_grpc as pb_grpc
 from hpf.federation.metrics import MetricsServer, serve_metrics
 from hpf.federation.trust.callers import require_caller
 from hpf.federation.trust.certificates import Identity
+from hpf.federation.trust.revocation import RevocationList
 from hpf.federation.trust.servers import add_port, new_server
 from hpf.federation.trust.tls import GRPC_OPTIONS, TlsConfig, require_tls, with_options
 from hpf.federation.trust.tls_material import check_federation
@@ -212,7 +213,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         consent_gate=consent_gate,
     )
     handler = NodeHandler(admission, audit, on_append=metrics.audit_appends.inc)
-    return _serve(config, listen, tls, handler, watch, backend, own, metrics)
+    return _serve(config, listen, tls, handler, watch, backend, own, metrics, verifier.revocations)
 
 
 def _lookup_index(config: NodeConfig, catalog: Catalog, backend: Backend) -> LookupIndex:
@@ -332,9 +333,10 @@ def _serve(
     backend: Backend,
     own: NodeKeys,
     metrics: NodeMetrics,
+    revocations: RevocationList,
 ) -> RunningNode:
     """Start the gRPC server over ``handler``, with its health following the data files, and its metrics
-    endpoint if the config has one."""
+    endpoint if the config has one (over TLS, refusing what ``revocations``, the service's own list, revokes)."""
     metrics_server = None
     try:
         server = new_server(max_workers=THREADS_PER_SCAN * config.max_workers + 4, options=SERVER_OPTIONS)
@@ -343,7 +345,8 @@ def _serve(
         port = add_port(server, listen or config.listen, tls)
         health = rpc.add_health(server, "hpf.v1.Node", observe)
         if config.metrics is not None:
-            metrics_server = serve_metrics(config.metrics, tls, metrics.registry, f"node {config.node_id}")
+            source = f"node {config.node_id}"
+            metrics_server = serve_metrics(config.metrics, tls, metrics.registry, source, revocations=revocations)
         server.start()
         sources = SourceWatch(backend, health, "hpf.v1.Node", SOURCE_CHECK_SECONDS)
         every = None if config.on_files else config.lookup_facts.refresh_s  # files: computed when they change

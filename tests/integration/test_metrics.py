@@ -50,7 +50,12 @@ NODE_ROWS = {
     }
     for n in NODES
 }
-PEOPLE = (("caseworker", "caseworker", None), ("cw_budget", "caseworker", None), ("cw_other", "caseworker", None))
+PEOPLE = (
+    ("caseworker", "caseworker", None),
+    ("cw_budget", "caseworker", None),
+    ("cw_other", "caseworker", None),
+    ("scraper", "operator", None),  # the one that may read a party's metrics over TLS
+)
 SQL = "SELECT kind, COUNT(*) AS n_claims, SUM(amount) AS total_amount FROM claims WHERE amount < 999 GROUP BY kind"
 NODE_OPERATIONS = {"ComputePartial", "Explain", "AuditProof", "Describe", "Lookup", "Check", "Watch"}
 COORDINATOR_OPERATIONS = {"Query", "Lookup", "Explain", "AuditProof", "GetCatalog", "Check", "Watch"}
@@ -81,7 +86,7 @@ def keys() -> he.ClientKeys:
     return he.ClientKeys.generate()
 
 
-def client_tls(fed: harness.Federation, person: str | None = "caseworker") -> ssl.SSLContext:
+def client_tls(fed: harness.Federation, person: str | None = "scraper") -> ssl.SSLContext:
     """What a scraper of n0 uses: the federation's CA, and ``person``'s certificate (None: no certificate)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(fed.pki_dir / "ca.pem"))
     context.check_hostname = False  # the node's certificate names n0.node.test; the CA is still verified
@@ -219,7 +224,7 @@ def test_no_label_or_value_names_the_data_the_sql_the_caller_or_a_region(
         assert f'"{node}"' not in coordinator
 
 
-def test_metrics_over_tls_need_a_client_certificate_of_the_federation(
+def test_metrics_over_tls_are_read_only_with_an_operators_certificate_of_the_federation(
     fed: harness.Federation, traffic: dict[str, dict[str, Samples]]
 ) -> None:
     port = fed.nodes["n0"].metrics_port
@@ -230,8 +235,16 @@ def test_metrics_over_tls_need_a_client_certificate_of_the_federation(
     with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):  # plain HTTP is not served either
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=SCRAPE_TIMEOUT_S) as reply:
             reply.read()
-    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S, context=client_tls(fed, "cw_other")) as reply:
+    # an asker's certificate of the federation is verified, and refused: a region's timings are not an asker's
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S, context=client_tls(fed, "cw_other")) as reply:
+            reply.read()
+    assert refused.value.code == 403 and b"hpf_" not in refused.value.read()
+    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S, context=client_tls(fed, "scraper")) as reply:
         assert reply.status == 200 and b"hpf_requests_total" in reply.read()
+    with pytest.raises(urllib.error.HTTPError) as elsewhere:  # the operator reads /metrics, and nothing else
+        urllib.request.urlopen(f"https://127.0.0.1:{port}/", timeout=SCRAPE_TIMEOUT_S, context=client_tls(fed))
+    assert elsewhere.value.code == 404
 
 
 def test_a_region_that_stops_is_counted_unwell_and_its_metrics_endpoint_closes(
