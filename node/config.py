@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from hpf.federation.config_files import load_model, resolve_path
 from hpf.federation.errors import ConfigError
 from hpf.federation.metrics import MetricsSettings, check_metrics
+from hpf.federation.private_files import read_regular
 from hpf.federation.trust.envelope import TrustSettings
 from hpf.federation.trust.tls import PartySettings
 
@@ -63,6 +64,9 @@ class TableSource(BaseModel):
         if self.format:
             return self.format
         return "csv" if str(self.path).lower().endswith((".csv", ".csv.gz")) else "parquet"
+
+
+MAX_DSN_FILE_BYTES = 64 * 1024  # far past any connection string
 
 
 class PostgresDsn(BaseModel):
@@ -101,7 +105,8 @@ class PostgresDsn(BaseModel):
                         code="NODE_DSN_UNSAFE",
                         hint=f"make it a regular file only its owner may read: chmod 600 {self.dsn_file}",
                     )
-                dsn = self.dsn_file.read_text(encoding="utf-8").strip()
+                # a FIFO put in its place since is never waited on, a file past any connection string never read
+                dsn = read_regular(self.dsn_file, MAX_DSN_FILE_BYTES).decode("utf-8").strip()
             except (OSError, UnicodeDecodeError):
                 dsn = ""
         if not dsn:

@@ -12,7 +12,9 @@ Each check runs what the node runs at start, and collects every refusal instead 
    catalog's address for the node.
 
 A finding is a problem, a warning or a note; a check that cannot run says why (``skipped``). Nothing here writes
-the node's state: keys are read only when both are there, and the revocation list is read without its state.
+the node's state: keys are read only when both are there, never made nor completed (a missing public half is
+derived from its key), the revocation list is read without its state, and every file is read as the node reads
+it: a FIFO or a device in its place is refused, never waited on, and no file is read past its kind's size.
 """
 
 from __future__ import annotations
@@ -30,17 +32,18 @@ from hpf.federation.catalog import Catalog, load_catalog
 from hpf.federation.crypto import he
 from hpf.federation.errors import AuthError, ConfigError, FederationError
 from hpf.federation.health_check import NODE_SERVICE, Health, check_health, local_address
-from hpf.federation.trust.certificates import Identity, identity_of, load_certificates
+from hpf.federation.trust.certificates import Identity, identity_of
 from hpf.federation.trust.channels import node_target
 from hpf.federation.trust.revocation import RevocationList
-from hpf.federation.trust.tls_material import check_federation, material_problems
+from hpf.federation.trust.tls_material import check_material, same_federation
 from hpf.node.config import NodeConfig, load_node_config
-from hpf.node.keys import KEY_FILES, check_published, own_keys
+from hpf.node.keys import KEY_FILES, check_published, read_own_keys
 from hpf.node.server import load_node_policy
 
 Level = Literal["problem", "warning", "note", "skipped"]
 EXPIRY_WARNING_DAYS = 30
 CHECKS = ("config", "certificates", "catalog", "policy", "sources", "reachability")
+TLS_FILE_PROBLEMS = ("TLS_FILE_MISSING", "TLS_FILE_UNREADABLE")  # a file not read: the port is not checked
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,12 @@ def examine(config_path: Path, *, running: bool = False, timeout: float = 3.0) -
         report.checks["catalog"] = _guarded("catalog", lambda: catalog_findings(config, known, config_path))
         report.checks["policy"] = _guarded("policy", lambda: policy_findings(config, known))
         report.checks["sources"] = _guarded("sources", lambda: source_findings(config, known))
+    unreadable = next((f.code for f in report.checks["certificates"] if f.code in TLS_FILE_PROBLEMS), None)
     report.checks["reachability"] = _guarded(
         "reachability",
-        lambda: reachability_findings(config, catalog, config_path, running=running, timeout=timeout),
+        lambda: reachability_findings(
+            config, catalog, config_path, running=running, timeout=timeout, unreadable=unreadable
+        ),
     )
     return report
 
@@ -145,15 +151,14 @@ def certificate_findings(config: NodeConfig, catalog: Catalog | None) -> list[Fi
     tls = config.tls
     if tls is None:
         return [Finding("note", None, "certificates: not checked, the node runs without TLS (insecure)")]
-    findings = [f for err in material_problems(tls, "server") for f in Finding.of(err)]
-    try:
-        leaf = load_certificates(tls.cert.read_bytes())[0]
-        cas = load_certificates(tls.ca.read_bytes())
-    except (OSError, ValueError, IndexError):
+    checked = check_material(tls, "server")  # each file read once, as the server reads it (a FIFO: refused)
+    findings = [f for err in checked.problems for f in Finding.of(err)]
+    if not checked.chain or checked.cas is None:
         return findings  # the file's own problem is listed above
+    leaf, cas = checked.chain[0], checked.cas
     _collect(findings, lambda: _own_identity(config, tls.cert, identity_of(leaf)))
     if catalog is not None:
-        _collect(findings, lambda: check_federation(tls, catalog.federation, f"node {config.node_id}"))
+        _collect(findings, lambda: same_federation(tls.ca, cas, catalog.federation, f"node {config.node_id}"))
     crl = config.revocations
     if crl is not None and cas:
         _collect(findings, lambda: _not_revoked(crl, cas[0], leaf.serial_number))
@@ -217,9 +222,9 @@ def catalog_findings(config: NodeConfig, catalog: Catalog, config_path: Path) ->
         )
         return findings
     try:
-        own = own_keys(config)  # both files are there: read, not made
+        own = read_own_keys(config)  # read, never made nor completed: the doctor writes nothing of the node's
     except FederationError as err:
-        return Finding.of(err)
+        return findings + Finding.of(err)
     if not _collect(findings, lambda: check_published(config, entry, own)):
         return findings
     unpublished = [f for f in KEY_FILES if getattr(entry, f) is None]
@@ -244,17 +249,28 @@ def policy_findings(config: NodeConfig, catalog: Catalog) -> list[Finding]:
 
 
 def reachability_findings(
-    config: NodeConfig, catalog: Catalog | None, config_path: Path, *, running: bool, timeout: float
+    config: NodeConfig,
+    catalog: Catalog | None,
+    config_path: Path,
+    *,
+    running: bool,
+    timeout: float,
+    unreadable: str | None = None,
 ) -> list[Finding]:
-    """The node's own port, health-checked as ``hpf node health`` does, and the catalog's address for it."""
+    """The node's own port, health-checked as ``hpf node health`` does, and the catalog's address for it.
+    ``unreadable``: the code of a certificate file already found unreadable, which is not read again."""
     findings: list[Finding] = []
     address = local_address(config.listen)
-    try:
-        health = check_health(address, config.tls, node_target(config.tls, config.node_id), NODE_SERVICE, timeout)
-        findings.extend(_health_findings(config, config_path, health, running))
-    except FederationError as err:  # its own problem is listed under certificates
-        why = f"reachability: port {address} not checked, the node's certificate files cannot be used ({err.code})"
-        findings.append(Finding("skipped", None, why))
+    why = f"reachability: port {address} not checked, the node's certificate files cannot be used"
+    if unreadable is not None:
+        findings.append(Finding("skipped", None, f"{why} ({unreadable})"))
+    else:
+        try:
+            target = node_target(config.tls, config.node_id)
+            health = check_health(address, config.tls, target, NODE_SERVICE, timeout)
+            findings.extend(_health_findings(config, config_path, health, running))
+        except FederationError as err:  # its own problem is listed under certificates
+            findings.append(Finding("skipped", None, f"{why} ({err.code})"))
     entry = None if catalog is None else next((n for n in catalog.nodes if n.id == config.node_id), None)
     if entry is not None:
         host, _, port = entry.address.rpartition(":")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 
 from hpf.federation.audit.keys import KEY as AUDIT_KEY
+from hpf.federation.audit.keys import read_signing_public_key
 from hpf.federation.audit.log import AuditLog
 from hpf.federation.catalog_parties import KEY_FIELDS, NodeEntry, NodeKeys, key_bytes
 from hpf.federation.crypto.sealing import AGREEMENT_KEY, AgreementKey
@@ -28,6 +29,19 @@ def own_keys(config: NodeConfig) -> NodeKeys:
     server makes them with at start (so a node started later finds and uses them). No secret leaves here."""
     agreement = AgreementKey.load_or_create(config.state_dir)
     audit = AuditLog.signing_public_key(config.state_dir / AUDIT_DIR)
+    return _public_keys(config, audit, agreement)
+
+
+def read_own_keys(config: NodeConfig) -> NodeKeys:
+    """This node's public keys, derived from the private keys in its state directory, which are read and nothing
+    else: no key is made, no public half written (``hpf node doctor`` changes nothing of the node's). A key that
+    cannot be read is refused with its code (``AUDIT_KEY_MISSING``, ``AUDIT_KEY_UNREADABLE``, ``KEY_FILE_...``)."""
+    agreement = AgreementKey.load(config.state_dir)
+    audit = read_signing_public_key(config.state_dir / AUDIT_DIR)
+    return _public_keys(config, audit, agreement)
+
+
+def _public_keys(config: NodeConfig, audit: bytes, agreement: AgreementKey) -> NodeKeys:
     return NodeKeys(
         node=config.node_id,
         audit_key=base64.b64encode(audit).decode("ascii"),

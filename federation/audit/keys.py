@@ -16,10 +16,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from hpf.federation.errors import AuditError
-from hpf.federation.private_files import create_file, write_file
+from hpf.federation.private_files import create_file, read_regular, write_file
 
 KEY = "audit.key"
 PUBLIC_KEY = "audit.pub"
+MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM key is a few hundred bytes: a file past this is not one
 
 
 def load_public_key(text: str | bytes) -> Ed25519PublicKey:
@@ -45,9 +46,9 @@ def public_key_raw(key: Ed25519PublicKey) -> bytes:
 def load_or_create_signing_key(directory: Path, log_has_entries: bool) -> Ed25519PrivateKey:
     """The signing key in ``directory``, made (with its public half) when there is none and the log is empty.
 
-    Refuses a missing key for a log with entries (``AUDIT_KEY_MISSING``), a key file that is not an
-    unencrypted PEM Ed25519 key (``AUDIT_KEY_INVALID``), and a public half that is not this key's
-    (``AUDIT_KEY_MISMATCH``).
+    Refuses a missing key for a log with entries (``AUDIT_KEY_MISSING``), a key file that is no regular file or
+    cannot be read (``AUDIT_KEY_UNREADABLE``: a FIFO is never waited on), one that is not an unencrypted PEM
+    Ed25519 key (``AUDIT_KEY_INVALID``), and a public half that is not this key's (``AUDIT_KEY_MISMATCH``).
     """
     key_path, pub_path = directory / KEY, directory / PUBLIC_KEY
     if not key_path.exists():
@@ -65,22 +66,66 @@ def load_or_create_signing_key(directory: Path, log_has_entries: bool) -> Ed2551
             key = _load_signing_key(key_path)
     else:
         key = _load_signing_key(key_path)
-    if pub_path.exists():
-        try:
-            same = public_key_raw(load_public_key(pub_path.read_bytes())) == public_key_raw(key.public_key())
-        except AuditError:
-            same = False
-        if not same:
-            raise AuditError(f"{pub_path} does not match {key_path}", code="AUDIT_KEY_MISMATCH")
-    else:
+    public = _public_half(pub_path)
+    if public is None:
         spki = serialization.PublicFormat.SubjectPublicKeyInfo
         write_file(pub_path, key.public_key().public_bytes(serialization.Encoding.PEM, spki), 0o644)
+    else:
+        _check_public_half(pub_path, public, key_path, key)
     return key
 
 
-def _load_signing_key(path: Path) -> Ed25519PrivateKey:
+def read_signing_public_key(directory: Path) -> bytes:
+    """The raw public half of the signing key in ``directory``, read and never made nor written (a check of a
+    node's state changes none of it): derived from the key, and refused as :func:`load_or_create_signing_key`
+    refuses it (``AUDIT_KEY_MISSING`` without a key, ``AUDIT_KEY_UNREADABLE``, ``AUDIT_KEY_INVALID``,
+    ``AUDIT_KEY_MISMATCH`` for a public half beside it that is not its own; a missing one is no refusal)."""
+    key_path, pub_path = directory / KEY, directory / PUBLIC_KEY
+    key = _load_signing_key(key_path)
+    public = _public_half(pub_path)
+    if public is not None:
+        _check_public_half(pub_path, public, key_path, key)
+    return public_key_raw(key.public_key())
+
+
+def _read_key_file(path: Path, what: str) -> bytes | None:
+    """The bytes of a key file, None when there is none; one that is no regular file (a FIFO is never waited
+    on), is past :data:`MAX_KEY_FILE_BYTES` or cannot be read is ``AUDIT_KEY_UNREADABLE``."""
     try:
-        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        return read_regular(path, MAX_KEY_FILE_BYTES)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AuditError(
+            f"{path}: cannot read the {what} ({exc.strerror})",
+            code="AUDIT_KEY_UNREADABLE",
+            hint="it must be the regular file made on the log's first open, readable by the node's user",
+        ) from None
+
+
+def _public_half(path: Path) -> bytes | None:
+    return _read_key_file(path, "audit public key")
+
+
+def _check_public_half(pub_path: Path, public: bytes, key_path: Path, key: Ed25519PrivateKey) -> None:
+    try:
+        same = public_key_raw(load_public_key(public)) == public_key_raw(key.public_key())
+    except AuditError:
+        same = False
+    if not same:
+        raise AuditError(f"{pub_path} does not match {key_path}", code="AUDIT_KEY_MISMATCH")
+
+
+def _load_signing_key(path: Path) -> Ed25519PrivateKey:
+    data = _read_key_file(path, "audit key")
+    if data is None:
+        raise AuditError(
+            f"{path}: the audit key is missing",
+            code="AUDIT_KEY_MISSING",
+            hint="restore the key, or start the node once (`hpf node keys`) to make one for a log with no entries",
+        )
+    try:
+        loaded = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         loaded = None
     if not isinstance(loaded, Ed25519PrivateKey):

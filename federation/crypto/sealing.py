@@ -44,12 +44,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hpf.federation.consent.tokens import MAX_TOKEN_BYTES
 from hpf.federation.errors import ConfigError, CryptoError
 from hpf.federation.person_id import packed_ids_valid
-from hpf.federation.private_files import create_file, write_file
+from hpf.federation.private_files import create_file, read_regular, write_file
 
 ID_CHARS = 18
 KEY_BYTES = 32
 AGREEMENT_KEY = "agreement.key"
 AGREEMENT_PUBLIC = "agreement.pub"
+MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM key is a few hundred bytes: a file past this is not one
 SUBJECT_KEY = "subject-tag.key"  # beside the audit log: the key of its keyed hashes
 
 _SALT = b"hpf-lookup-seal/v1"
@@ -203,8 +204,15 @@ class AgreementKey:
             if create_file(path, pem, 0o600):  # else another maker wrote one first: that one is read below
                 write_file(directory / AGREEMENT_PUBLIC, (public_key_b64(key) + "\n").encode(), 0o644)
                 return cls(key)
+        return cls.load(directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> AgreementKey:
+        """The key in ``directory``, read and never made: ``KEY_FILE_UNREADABLE`` for one that is missing, no
+        regular file (a FIFO is never waited on) or too large to be a key, ``KEY_FILE_INVALID`` for another key."""
+        path = directory / AGREEMENT_KEY
         try:
-            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            loaded = serialization.load_pem_private_key(read_regular(path, MAX_KEY_FILE_BYTES), password=None)
         except OSError as exc:
             raise CryptoError(f"{path}: cannot read ({exc.strerror})", code="KEY_FILE_UNREADABLE") from None
         except (ValueError, TypeError, UnsupportedAlgorithm):

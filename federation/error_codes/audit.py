@@ -20,6 +20,7 @@ CODES: tuple[Code, ...] = (
     _audit.code("AUDIT_INDEX_MISMATCH", "an audit entry is not at its place (entries deleted or reordered)"),
     _audit.code("AUDIT_NODE_MISMATCH", "the audit log, or a checkpoint a region answered with, is another node's"),
     _audit.code("AUDIT_KEY_MISSING", "the audit key is missing"),
+    _audit.code("AUDIT_KEY_UNREADABLE", "the audit key file is no regular file or cannot be read"),
     _audit.code("AUDIT_KEY_INVALID", "the audit key is not an Ed25519 key"),
     _audit.code("AUDIT_KEY_MISMATCH", "the audit public key does not match the private key"),
     _audit.code("AUDIT_CHECKPOINT_MALFORMED", "a checkpoint cannot be read"),

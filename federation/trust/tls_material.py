@@ -30,6 +30,7 @@ contain key material. The CA certificate names the federation, and so its server
 from __future__ import annotations
 
 import datetime as dt
+import errno
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from hpf.federation.errors import AuthError, ConfigError
+from hpf.federation.private_files import read_regular
 from hpf.federation.trust.certificates import identity_of, key_matches, load_certificates
 from hpf.federation.trust.server_names import ServerNames, federation_of
 from hpf.federation.trust.tls import TlsConfig
@@ -62,14 +64,27 @@ class TlsMaterial:
     key: bytes = field(repr=False)
 
 
+# the most a certificate or key file holds (a CA bundle of a few hundred certificates is far below it)
+MAX_PEM_BYTES = 1024 * 1024
+
+
 def _read(path: Path, what: str) -> bytes:
-    if not path.exists():
-        raise ConfigError(f"{path}: {what} file not found", code="TLS_FILE_MISSING", hint=_INIT_HINT)
-    if not path.is_file():
-        raise ConfigError(f"{path}: {what} path is not a file", code="TLS_FILE_MISSING", hint=_INIT_HINT)
+    """The bytes of a certificate or key file, read as every party reads a file it is given: a path that is no
+    regular file (a FIFO no one writes to, a device, a directory) is refused unread (``TLS_FILE_MISSING``), never
+    waited on, and a file past :data:`MAX_PEM_BYTES` is never read whole (``TLS_FILE_UNREADABLE``)."""
     try:
-        return path.read_bytes()
+        return read_regular(path, MAX_PEM_BYTES)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found", code="TLS_FILE_MISSING", hint=_INIT_HINT) from None
     except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EISDIR):  # not a regular file
+            raise ConfigError(f"{path}: {what} path is not a file", code="TLS_FILE_MISSING", hint=_INIT_HINT) from None
+        if exc.errno == errno.EFBIG:
+            raise ConfigError(
+                f"{path}: larger than {MAX_PEM_BYTES >> 20} MiB, which no {what} file is",
+                code="TLS_FILE_UNREADABLE",
+                hint="check the path names the .pem or .key file",
+            ) from None
         raise ConfigError(
             f"{path}: cannot read the {what} file ({exc.strerror})",
             code="TLS_FILE_UNREADABLE",
@@ -165,10 +180,16 @@ def check_federation(tls: TlsConfig | None, federation: str, party: str) -> Serv
     None in insecure mode."""
     if tls is None:
         return None
-    names = server_names(tls)
+    ca = _read(tls.ca, "CA certificate")
+    return same_federation(tls.ca, _certificates(tls.ca, ca, "CA (--ca)"), federation, party)
+
+
+def same_federation(path: Path, cas: Sequence[x509.Certificate], federation: str, party: str) -> ServerNames:
+    """:func:`check_federation` of the CA certificates ``cas`` already read from ``path``."""
+    names = ServerNames(_federation(path, cas))
     if names.federation != federation:
         raise ConfigError(
-            f"{party}: the catalog is federation {federation!r}, the CA in {tls.ca} federation {names.federation!r}",
+            f"{party}: the catalog is federation {federation!r}, the CA in {path} federation {names.federation!r}",
             code="PKI_FEDERATION_MISMATCH",
             hint="use the catalog and the CA of one federation",
         )
@@ -230,20 +251,35 @@ def _check_purpose(path: Path, cert: x509.Certificate, purpose: Purpose) -> None
 def load_material(tls: TlsConfig, purpose: Purpose) -> TlsMaterial:
     """Read and check the CA, certificate and key; raise ConfigError/AuthError naming the file and fix (the first
     of :func:`material_problems`)."""
-    material, problems = _examine(tls, purpose)
-    if problems:
-        raise problems[0]
+    material, check = _examine(tls, purpose)
+    if check.problems:
+        raise check.problems[0]
     assert material is not None
     return material
+
+
+@dataclass(frozen=True)
+class MaterialCheck:
+    """Every problem of a party's certificate files, and the certificates that could be read and parsed (None
+    for a file that could not: its problem is among ``problems``), so a caller need not read them again."""
+
+    problems: list[ConfigError | AuthError]
+    cas: list[x509.Certificate] | None
+    chain: list[x509.Certificate] | None
 
 
 def material_problems(tls: TlsConfig, purpose: Purpose) -> list[ConfigError | AuthError]:
     """Every problem of the CA, certificate and key, in the order :func:`load_material` checks them; a check that
     needs a file that cannot be read or parsed is left out (the file's own problem is listed)."""
+    return check_material(tls, purpose).problems
+
+
+def check_material(tls: TlsConfig, purpose: Purpose) -> MaterialCheck:
+    """:func:`material_problems`, with the CA's and the certificate file's certificates as read (each file once)."""
     return _examine(tls, purpose)[1]
 
 
-def _examine(tls: TlsConfig, purpose: Purpose) -> tuple[TlsMaterial | None, list[ConfigError | AuthError]]:
+def _examine(tls: TlsConfig, purpose: Purpose) -> tuple[TlsMaterial | None, MaterialCheck]:
     problems: list[ConfigError | AuthError] = []
 
     def attempt(check: Callable[[], T]) -> T | None:
@@ -295,6 +331,7 @@ def _examine(tls: TlsConfig, purpose: Purpose) -> tuple[TlsMaterial | None, list
         attempt(lambda: _check_purpose(tls.cert, leaf, purpose))
         if purpose == "server" and cas is not None and any(_is_ca(ca) for ca in cas):
             attempt(lambda: _check_server_name(tls.cert, leaf, ServerNames(_federation(tls.ca, cas))))
+    check = MaterialCheck(problems, cas, chain)
     if problems or ca_pem is None or cert_pem is None or key_pem is None:
-        return None, problems
-    return TlsMaterial(ca=ca_pem, cert=cert_pem, key=key_pem), problems
+        return None, check
+    return TlsMaterial(ca=ca_pem, cert=cert_pem, key=key_pem), check

@@ -4,8 +4,10 @@ exits 0 only for a node with none; `hpf node health` says whether the running no
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from hpf.cli.app import _register, app
 from hpf.federation.trust.pki import issue_certificate
 from hpf.federation.trust.revocation import revoke
 from hpf.node.config import load_node_config
+from hpf.node.doctor import Report, examine
 from hpf.node.keys import own_keys
 from hpf.node.server import running_node
 
@@ -196,6 +199,61 @@ def test_a_key_that_is_not_the_certificates(node: Node) -> None:
     result = node.doctor()
     _problem(result, "TLS_KEY_MISMATCH", "issued together")
     assert "[TLS_CERT_OTHER_NODE]" not in result.output  # the certificate is north's
+
+
+def test_a_certificate_file_larger_than_any_is_not_read(node: Node) -> None:
+    """A path given as the CA that holds far more than a certificate (here a sparse 64 MiB file) is refused unread,
+    and the port is not checked with it (the file is not read a second time)."""
+    big = node.root / "big.pem"
+    with big.open("wb") as fh:
+        fh.truncate(64 << 20)
+    node.doc["tls"]["ca"] = str(big)
+    node.write()
+    result = node.doctor()
+    line = _problem(result, "TLS_FILE_UNREADABLE", "names the .pem or .key file")
+    assert "larger than 1 MiB" in line, line
+    skipped = [x for x in result.output.splitlines() if x.startswith("skipped") and "reachability" in x]
+    assert skipped and skipped[0].endswith("(TLS_FILE_UNREADABLE)"), result.output
+
+
+def _doctor_within(node: Node, fifo: Path, seconds: float) -> Report | None:
+    """The doctor's report if it finished within ``seconds``, else None (the FIFO's other end is then opened, so
+    the doctor's thread ends and the test leaves nothing behind)."""
+    found: list[Report] = []
+    worker = threading.Thread(target=lambda: found.append(examine(node.path, timeout=1.0)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(10)
+        return None
+    return found[0]
+
+
+def test_a_fifo_for_the_audit_public_key_is_a_problem_not_a_wait(node: Node) -> None:
+    audit = node.root / "state" / "audit"
+    (audit / "audit.pub").unlink()
+    os.mkfifo(audit / "audit.pub")
+    report = _doctor_within(node, audit / "audit.pub", 8.0)
+    assert report is not None, "hpf node doctor waits on a FIFO given as the audit key's public half"
+    (finding,) = [f for f in report.checks["catalog"] if f.code == "AUDIT_KEY_UNREADABLE"]
+    assert finding.level == "problem" and "audit.pub" in finding.message and "not a regular file" in finding.message
+
+
+def test_the_audit_keys_public_half_is_derived_not_written(node: Node) -> None:
+    """The doctor reads the node's keys and makes or completes none: an audit key whose public half is gone is
+    still the key the catalog publishes (no problem), and the state directory is left as it was."""
+    audit = node.root / "state" / "audit"
+    (audit / "audit.pub").unlink()
+    before = sorted(p.name for p in audit.iterdir())
+    result = node.doctor()
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in audit.iterdir()) == before
+
+
+def test_an_audit_key_that_is_no_key_is_a_problem(node: Node) -> None:
+    (node.root / "state" / "audit" / "audit.key").write_text("not a key\n")
+    _problem(node.doctor(), "AUDIT_KEY_INVALID", "error reference")
 
 
 def test_a_revoked_certificate(node: Node) -> None:
