@@ -9,11 +9,11 @@ import shutil
 import socket
 import threading
 from pathlib import Path
-from typing import Any
 
 import harness
 import pytest
 import yaml
+from node_files import TABLES, NodeFiles, free_port
 from typer.testing import CliRunner, Result
 
 from hpf.cli.app import _register, app
@@ -21,63 +21,17 @@ from hpf.federation.trust.pki import issue_certificate
 from hpf.federation.trust.revocation import revoke
 from hpf.node.config import load_node_config
 from hpf.node.doctor import Report, examine
-from hpf.node.keys import own_keys
 from hpf.node.server import running_node
 
 _register()
 runner = CliRunner()
 
-TABLES = {
-    "t": {
-        "columns": {
-            "g": {"type": "VARCHAR", "class": "public", "domain": {"values": ["a", "b"]}},
-            "v": {"type": "BIGINT", "class": "public"},
-        }
-    }
-}
 PASSWORD = "Sup3r-secret-pw"
 PKI: dict[str, Path] = {}  # the federation's certificates, made once: copied into each test's folder
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Node:
-    """One node's files: certificates of a federation of north and south, a table, the catalog, node.yaml."""
-
-    def __init__(self, root: Path, pki: Path) -> None:
-        self.root = root
-        self.pki = root / "pki"
-        shutil.copytree(pki, self.pki)
-        harness.write_table(root / "data" / "t.parquet", {"g": "VARCHAR", "v": "BIGINT"}, [("a", 1), ("b", 2)])
-        self.catalog = root / "federation.yaml"
-        self.path = root / "node.yaml"
-        self.port = _closed_port()
-        self.doc: dict[str, Any] = {
-            "node_id": "north",
-            "listen": f"127.0.0.1:{self.port}",
-            "catalog": "federation.yaml",
-            "tables": {"t": "data/t.parquet"},
-            "policy": str(harness.OPEN_POLICY),
-            "state_dir": "state",
-            "revocations": "pki/crl.pem",
-            "audit_fsync": False,
-            "tls": {"ca": "pki/ca.pem", "cert": "pki/nodes/north.pem", "key": "pki/nodes/north.key"},
-        }
-        self.write()
-        self.nodes: list[dict[str, Any]] = [{"id": "north", "address": f"127.0.0.1:{self.port}"}]
-        self.write_catalog(keys=own_keys(load_node_config(self.path)).model_dump(exclude={"node"}))
-
-    def write(self) -> None:
-        self.path.write_text(yaml.safe_dump(self.doc))
-
-    def write_catalog(self, keys: dict[str, str] | None = None, nodes: list[dict[str, Any]] | None = None) -> None:
-        if nodes is None:
-            nodes = [{**self.nodes[0], **(keys or {})}]
-        self.catalog.write_text(yaml.safe_dump({"federation": "t", "nodes": nodes, "tables": TABLES}))
+class Node(NodeFiles):
+    """North's files, and its doctor."""
 
     def doctor(self, *args: str) -> Result:
         return runner.invoke(app, ["node", "doctor", "--config", str(self.path), *args])
@@ -133,7 +87,7 @@ def test_a_running_node_is_serving(node: Node) -> None:
         yaml.safe_dump(
             {
                 "catalog": "federation.yaml",
-                "listen": f"127.0.0.1:{_closed_port()}",
+                "listen": f"127.0.0.1:{free_port()}",
                 "tls": {"ca": "pki/ca.pem", "cert": "pki/coordinator.pem", "key": "pki/coordinator.key"},
             }
         )
@@ -341,7 +295,7 @@ def test_a_table_without_a_source_and_a_wrong_type(node: Node) -> None:
 
 def test_an_unreachable_database_and_no_secret_shown(node: Node) -> None:
     dsn = node.root / "pg.dsn"
-    dsn.write_text(f"postgresql://hpf:{PASSWORD}@127.0.0.1:{_closed_port()}/regiondb\n")
+    dsn.write_text(f"postgresql://hpf:{PASSWORD}@127.0.0.1:{free_port()}/regiondb\n")
     dsn.chmod(0o600)
     node.doc["tables"] = {"t": {"postgres": {"dsn_file": "pg.dsn"}, "table": "t"}}
     node.write()

@@ -14,67 +14,23 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import harness
 import pytest
 import yaml
+from node_files import NodeFiles
 
 from hpf.federation.trust.revocation import revoke
 from hpf.node.config import load_node_config
 from hpf.node.doctor import Report, examine
-from hpf.node.keys import own_keys
 from hpf.node.server import running_node
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "compose.yaml"
-TABLES = {
-    "t": {
-        "columns": {
-            "g": {"type": "VARCHAR", "class": "public", "domain": {"values": ["a", "b"]}},
-            "v": {"type": "BIGINT", "class": "public"},
-        }
-    }
-}
 SCRAPE_TIMEOUT_S = 5.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Node:
-    """Node north of a federation of north and south: its certificates, a table, the catalog and node.yaml."""
-
-    def __init__(self, root: Path, pki: Path) -> None:
-        import shutil
-
-        self.root = root
-        self.pki = root / "pki"
-        shutil.copytree(pki, self.pki)
-        harness.write_table(root / "data" / "t.parquet", {"g": "VARCHAR", "v": "BIGINT"}, [("a", 1), ("b", 2)])
-        self.path = root / "node.yaml"
-        self.port = _free_port()
-        self.doc: dict[str, Any] = {
-            "node_id": "north",
-            "listen": f"127.0.0.1:{self.port}",
-            "catalog": "federation.yaml",
-            "tables": {"t": "data/t.parquet"},
-            "policy": str(harness.OPEN_POLICY),
-            "state_dir": "state",
-            "revocations": "pki/crl.pem",
-            "audit_fsync": False,
-            "tls": {"ca": "pki/ca.pem", "cert": "pki/nodes/north.pem", "key": "pki/nodes/north.key"},
-        }
-        self.write()
-        keys = own_keys(load_node_config(self.path)).model_dump(exclude={"node"})
-        nodes = [{"id": "north", "address": f"127.0.0.1:{self.port}", **keys}]
-        (root / "federation.yaml").write_text(yaml.safe_dump({"federation": "t", "nodes": nodes, "tables": TABLES}))
-
-    def write(self) -> None:
-        self.path.write_text(yaml.safe_dump(self.doc))
+Node = NodeFiles
 
 
 @pytest.fixture(scope="module")
