@@ -32,7 +32,7 @@ from hpf.federation.trust.certificates import Identity
 from hpf.federation.trust.channels import channel_credentials
 from hpf.federation.trust.envelope import EnvelopeVerifier, VerifiedEnvelope
 from hpf.federation.trust.servers import add_port, new_aio_server
-from hpf.federation.trust.tls import GRPC_OPTIONS, require_tls, with_options
+from hpf.federation.trust.tls import GRPC_OPTIONS, TlsConfig, require_tls, with_options
 from hpf.federation.trust.tls_material import check_federation
 from hpf.policies.model import RateLimit
 from hpf.policies.rate_limit import RateLimiter
@@ -275,10 +275,7 @@ def start_coordinator(
 
     metrics_server = None
     try:
-        if config.metrics is not None:
-            metrics_server = serve_metrics(
-                config.metrics, tls, metrics.registry, "the coordinator", revocations=verifier.revocations
-            )
+        metrics_server = _metrics_endpoint(config, tls, metrics, verifier)
         server, port = loop.run(starting())
     except BaseException:
         if metrics_server is not None:
@@ -303,6 +300,15 @@ def start_coordinator(
         metrics=metrics,
         metrics_server=metrics_server,
     )
+
+
+def _metrics_endpoint(
+    config: CoordinatorConfig, tls: TlsConfig | None, metrics: CoordinatorMetrics, verifier: EnvelopeVerifier
+) -> MetricsServer | None:
+    """The coordinator's metrics endpoint, when its config asks for one."""
+    if config.metrics is None:
+        return None
+    return serve_metrics(config.metrics, tls, metrics.registry, "the coordinator", revocations=verifier.revocations)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

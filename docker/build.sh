@@ -36,7 +36,7 @@ elif [ -n "${1:-}" ]; then
     exit 2
 fi
 
-rm -rf "$root/docker/wheels"
+rm -rf "$root/docker/wheels" "$root/build"  # setuptools' build/ would carry files since deleted into the wheel
 # (pip's notes on index locations this machine does not have are left out)
 "$python" -m pip wheel --quiet --wheel-dir "$root/docker/wheels" "$root" 2>&1 | { grep -v "is ignored: it is neither" || true; } >&2
 echo "wheels: $(ls "$root/docker/wheels" | wc -l) in docker/wheels" >&2

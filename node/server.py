@@ -5,12 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -51,6 +48,7 @@ from hpf.node.privacy_budget import PrivacyLedger
 from hpf.node.protection import NOISE_KEY, Protector
 from hpf.node.replay import ReplayGuard
 from hpf.node.source_watch import SOURCE_CHECK_SECONDS, SourceWatch
+from hpf.node.state_dir import require_writable
 from hpf.policies import DEFAULT_POLICY
 from hpf.policies.loader import check_against_catalog, load_policy
 from hpf.policies.model import Policy
@@ -371,22 +369,6 @@ def _serve(
         metrics=metrics,
         metrics_server=metrics_server,
     )
-
-
-def require_writable(directory: Path, mode: int = 0o777) -> None:
-    """Make ``directory`` if need be and write (and remove) a file in it: a node whose keys, audit log or ledger
-    cannot be written refuses to start, naming the directory, before it writes anything there."""
-    try:
-        directory.mkdir(mode=mode, parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-check-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ConfigError(
-            f"the node cannot write its state directory {directory} ({exc.strerror or type(exc).__name__})",
-            code="CONFIG_STATE_UNWRITABLE",
-            hint="give 'state_dir:' a directory this node's user can create and write",
-        ) from None
 
 
 def _entry(catalog: Catalog, node_id: str) -> NodeEntry:

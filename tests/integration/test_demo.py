@@ -224,7 +224,7 @@ def test_node_serves_plaintext_only_with_explicit_insecure_and_warns(tmp_path: P
             assert status == health_pb2.HealthCheckResponse.SERVING
     finally:
         proc.terminate()
-        _, stderr = proc.communicate(timeout=15)
+        _, stderr = proc.communicate(timeout=60)
     assert "TLS is off" in stderr and "unencrypted" in stderr
 
 
