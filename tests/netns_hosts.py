@@ -123,11 +123,8 @@ class Host:
         """Drop ``percent`` % of the TCP packets arriving on ``eth0`` at random (loopback is spared)."""
         self.run("nft", "add", "table", "inet", "hpf")
         self.run("nft", "add", "chain", "inet", "hpf", "input", "{ type filter hook input priority 0; }")
-        self.run(
-            "nft", "add", "rule", "inet", "hpf", "input",
-            "iifname", "eth0", "meta", "l4proto", "tcp", "numgen", "random", "mod", "100", "<", str(percent),
-            "counter", "drop",
-        )  # fmt: skip
+        rule = f"iifname eth0 meta l4proto tcp numgen random mod 100 < {int(percent)} counter drop"
+        self.run("nft", "add", "rule", "inet", "hpf", "input", *rule.split())
 
     def dropped(self) -> int:
         """Packets the random drop rule has dropped so far."""
@@ -176,7 +173,9 @@ class Network:
         run("ip", "-n", ns, "link", "set", outer, "name", "eth0")
         run("ip", "link", "set", inner, "netns", self.switch)
         run("ip", "-n", self.switch, "link", "set", inner, "master", "br0", "up")
-        host = Host(name=name, ns=ns, dns=dns or f"{name}.{self.domain}", address=f"{self.subnet}.0.{number}", number=number)
+        host = Host(
+            name=name, ns=ns, dns=dns or f"{name}.{self.domain}", address=f"{self.subnet}.0.{number}", number=number
+        )
         run("ip", "-n", ns, "addr", "add", f"{host.address}/24", "dev", "eth0")
         run("ip", "-n", ns, "link", "set", "eth0", "up")
         self.hosts[name] = host

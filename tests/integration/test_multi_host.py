@@ -230,7 +230,9 @@ def _place(layout: DemoLayout, network: Network) -> dict[str, Host]:
         layout.pki, layout.pki, COORDINATOR_NAME, "coordinator", hosts=[coordinator.dns, coordinator.address]
     )
     for node_id, host in regions.items():
-        issue_certificate(layout.pki, layout.pki / "nodes", node_id, "node", region=node_id, hosts=[host.dns, host.address])
+        issue_certificate(
+            layout.pki, layout.pki / "nodes", node_id, "node", region=node_id, hosts=[host.dns, host.address]
+        )
     doc = yaml.safe_load(layout.catalog.read_text(encoding="utf-8"))
     for node in doc["nodes"]:  # the coordinator dials each region's relay, by the region's DNS name
         node["address"] = f"{regions[node['id']].dns}:{layout.ports[node['id']]}"
@@ -255,8 +257,16 @@ def _node_argv(config: Path) -> tuple[str, ...]:
 
 def _relay_argv(host: Host, port: int) -> tuple[str, ...]:
     relay = str(TESTS / "latency_relay.py")
-    return (sys.executable, relay, "--listen", f"{host.address}:{port}", "--to", f"127.0.0.1:{port}", "--delay-ms",
-            str(DELAY_MS))  # fmt: skip
+    return (
+        sys.executable,
+        relay,
+        "--listen",
+        f"{host.address}:{port}",
+        "--to",
+        f"127.0.0.1:{port}",
+        "--delay-ms",
+        str(DELAY_MS),
+    )
 
 
 def _start(fed: HostedFederation, logs: dict[str, Path]) -> None:
@@ -265,14 +275,23 @@ def _start(fed: HostedFederation, logs: dict[str, Path]) -> None:
     for node_id, host in fed.regions.items():
         logs[node_id], logs[f"relay-{node_id}"] = layout.log(node_id), layout.log(f"relay-{node_id}")
         fed.processes[node_id] = _spawn(host, logs[node_id], *_node_argv(layout.node_config(node_id)))
-        fed.processes[f"relay-{node_id}"] = _spawn(host, logs[f"relay-{node_id}"], *_relay_argv(host, layout.ports[node_id]))
+        fed.processes[f"relay-{node_id}"] = _spawn(
+            host, logs[f"relay-{node_id}"], *_relay_argv(host, layout.ports[node_id])
+        )
         marks[node_id], marks[f"relay-{node_id}"] = "serving on port", "ready"
     logs["coordinator"] = layout.log("coordinator")
     coordinator = fed.network.hosts["coordinator"]
     fed.processes["coordinator"] = _spawn(
-        coordinator, logs["coordinator"], sys.executable, "-m", "hpf.cli", "coordinator", "serve", "--config",
+        coordinator,
+        logs["coordinator"],
+        sys.executable,
+        "-m",
+        "hpf.cli",
+        "coordinator",
+        "serve",
+        "--config",
         str(layout.coordinator_config),
-    )  # fmt: skip
+    )
     marks["coordinator"] = "serving on port"
     wait_for(lambda: _started(fed.processes, logs, marks), "every party serving", START_S)
 
@@ -307,8 +326,10 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostedFederation]:
 
         wait_for(all_answer, "every region answering through its relay", WAIT_S, interval_s=0.5)
         hosted.times["setup_s"] = time.monotonic() - started
-        print(f"\n[multi-host] setup: {len(everyone)} regions, coordinator and client in their own hosts, "
-              f"{hosted.times['setup_s']:.1f} s")  # fmt: skip
+        print(
+            f"\n[multi-host] setup: {len(everyone)} regions, coordinator and client in their own hosts, "
+            f"{hosted.times['setup_s']:.1f} s"
+        )
         yield hosted
         processes = [agent, *hosted.processes.values()]  # a region rebuilt runs a new process
     finally:
@@ -354,8 +375,10 @@ def test_a_region_cut_off_is_named_missing_within_the_deadline(fed: HostedFedera
     sent = time.monotonic()
     answer = fed.query(QUERIES[0])
     fed.times["cut_to_missing_s"] = time.monotonic() - sent
-    print(f"[multi-host] cut to missing: {fed.times['cut_to_missing_s']:.2f} s (deadline {DEADLINE_MS} ms), "
-          f"{answer.missing}")  # fmt: skip
+    print(
+        f"[multi-host] cut to missing: {fed.times['cut_to_missing_s']:.2f} s (deadline {DEADLINE_MS} ms), "
+        f"{answer.missing}"
+    )
     assert fed.missing(answer) == [cut] and answer.answered == others
     assert fed.exact(QUERIES[0], answer, others)  # the other regions' rows, exactly
     assert fed.times["cut_to_missing_s"] < DEADLINE_MS / 1000 + 5  # the deadline, and the client's own work
@@ -407,11 +430,15 @@ def test_a_region_restored_from_backup_on_a_new_host_answers_again(fed: HostedFe
     old = fed.regions[lost]
     old.link(False)  # the loss: from here to its next answer is the RTO
     lost_at = time.monotonic()
-    stop_processes([fed.processes[lost], fed.processes[f"relay-{lost}"]], grace_s=0.5)  # (SIGKILL after 0.5 s)
+    for name in (lost, f"relay-{lost}"):  # the host is gone: its processes end with no chance to tidy up
+        fed.processes[name].kill()
+        fed.processes[name].wait(timeout=10)
     network.remove_host(lost)
     shutil.rmtree(fed.states[lost])  # its disk went with it: only the backup is left
-    answer = fed.query(QUERIES[0])
-    assert fed.missing(answer) == [lost]
+    asked = time.monotonic()
+    answer = fed.query(QUERIES[0])  # a question meanwhile names it missing (its wait is not the operator's)
+    witness_s = time.monotonic() - asked
+    assert fed.missing(answer) == [lost] and fed.exact(QUERIES[0], answer, layout.node_ids[1:])
 
     new = network.add_host(f"{lost}-new", FIRST_HOST + 20, dns=old.dns)  # its DNS name, at a new address
     new.drop_incoming(LOSS_PERCENT)
@@ -422,9 +449,13 @@ def test_a_region_restored_from_backup_on_a_new_host_answers_again(fed: HostedFe
     restored_config = layout.node_config(lost).with_name(f"node-{lost}-restored.yaml")
     restored_config.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     done = subprocess.run(
-        new.exec_args(sys.executable, "-m", "hpf.cli", "node", "restore", str(backup), "--config", str(restored_config)),
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        new.exec_args(
+            sys.executable, "-m", "hpf.cli", "node", "restore", str(backup), "--config", str(restored_config)
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     logs = {lost: layout.log(f"{lost}-restored"), f"relay-{lost}": layout.log(f"relay-{lost}-restored")}
     fed.processes[lost] = _spawn(new, logs[lost], *_node_argv(restored_config))
@@ -442,9 +473,11 @@ def test_a_region_restored_from_backup_on_a_new_host_answers_again(fed: HostedFe
         return not answers[-1].missing
 
     wait_for(answered_again, f"{lost} answered again at its new address", WAIT_S, interval_s=0.3)
-    fed.times["rto_s"] = time.monotonic() - lost_at
-    print(f"[multi-host] RTO of {lost} (link down to answered from a new host at {new.address}): "
-          f"{fed.times['rto_s']:.1f} s")  # fmt: skip
+    fed.times["rto_s"] = time.monotonic() - lost_at - witness_s
+    print(
+        f"[multi-host] RTO of {lost} (link down to answered from a new host at {new.address}): "
+        f"{fed.times['rto_s']:.1f} s (not counting the {witness_s:.1f} s its own question waited meanwhile)"
+    )
     assert answers[-1].answered == layout.node_ids and fed.exact(QUERIES[0], answers[-1], layout.node_ids)
     assert fed.exact(QUERIES[1], fed.query(QUERIES[1]), layout.node_ids)
     planted = [p.person_id for p in planted_duplicate_loans(SEED, ROWS, layout.node_ids)]
@@ -460,4 +493,3 @@ def test_every_regions_audit_log_verifies(fed: HostedFederation) -> None:
         checked = _hpf("audit", "verify", str(audit), "--catalog", str(fed.layout.catalog), "--node", node_id)
         assert checked.returncode == 0, f"{node_id}: {checked.stdout}{checked.stderr}"
     print("[multi-host] times: " + ", ".join(f"{k} {v:.2f}" for k, v in fed.times.items()))
-
