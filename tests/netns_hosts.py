@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -35,12 +36,16 @@ def unavailable() -> str | None:
     for tool in ("ip", "nft"):
         if shutil.which(tool) is None:
             return f"separate hosts need the `{tool}` command"
+    probe = f"{PREFIX}{os.getpid()}-probe"  # made and deleted at once: root without CAP_NET_ADMIN cannot
     try:
-        probe = subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=COMMAND_TIMEOUT_S)
+        made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, timeout=COMMAND_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"`ip netns` is unavailable: {err}"
-    if probe.returncode != 0:
-        return f"`ip netns` is unavailable: {probe.stderr.decode(errors='replace').strip()}"
+    finally:
+        with contextlib.suppress(Exception):
+            _delete_namespace(probe)
+    if made.returncode != 0:
+        return f"`ip netns` is unavailable: {made.stderr.decode(errors='replace').strip()}"
     return None
 
 
@@ -75,22 +80,26 @@ def _alive(pid: int) -> bool:
 
 
 def sweep_dead_runs() -> list[str]:
-    """Delete the namespaces and /etc/netns folders of earlier runs whose process is gone (a run killed before its
-    teardown); the names removed."""
+    """Delete the namespaces and /etc/netns folders of earlier runs whose test process is gone (a run killed before
+    its teardown), ending the processes that run left in them; the names removed."""
     removed = []
     for name in leftovers():
         match = _OWN.fullmatch(name)
         assert match is not None
         if _alive(int(match.group(1))):
             continue
-        _delete_namespace(name)
+        _delete_namespace(name, end_processes=True)
         removed.append(name)
     return removed
 
 
-def _delete_namespace(ns: str) -> None:
+def _delete_namespace(ns: str, end_processes: bool = False) -> None:
     if ns in namespaces():
-        subprocess.run(["ip", "netns", "pids", ns], capture_output=True, timeout=COMMAND_TIMEOUT_S)
+        if end_processes:  # only a dead run's: the parties it started in this namespace, by their ids
+            listed = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=10)
+            for pid in listed.stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=COMMAND_TIMEOUT_S)
     shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
 
