@@ -34,6 +34,7 @@ from typing import IO, Any
 import netns_hosts
 import pytest
 import yaml
+from cryptography import x509
 from netns_hosts import Host, Network, stop_processes, wait_for
 
 from hpf.client.answers import LookupAnswer, QueryAnswer
@@ -52,6 +53,7 @@ from hpf.demo.synth.generator import planted_duplicate_loans
 from hpf.federation.catalog import Catalog, load_catalog
 from hpf.federation.crypto.lookup_codec import fields_of
 from hpf.federation.trust.pki import COORDINATOR_NAME, issue_certificate
+from hpf.federation.trust.server_names import ServerNames
 from hpf.policies.engine import Asker, check_query
 from hpf.policies.loader import load_policy
 
@@ -340,6 +342,13 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostedFederation]:
     assert netns_hosts.leftovers(network.pid) == [], "namespaces or /etc/netns folders left behind"
 
 
+def _planted(fed: HostedFederation) -> list[str]:
+    """The people the generator planted with loans in two or more cities."""
+    planted = [p.person_id for p in planted_duplicate_loans(SEED, ROWS, fed.layout.node_ids)]
+    assert planted, "the generator planted no one with loans in two cities"
+    return planted
+
+
 def test_answers_across_hosts_are_exact_with_latency_and_loss(fed: HostedFederation) -> None:
     everyone = fed.layout.node_ids
     for sql in QUERIES:
@@ -347,8 +356,7 @@ def test_answers_across_hosts_are_exact_with_latency_and_loss(fed: HostedFederat
         assert answer.answered == everyone and not answer.missing
         assert fed.exact(sql, answer, everyone), sql
         assert answer.timings["fanout_ms"] >= 2 * DELAY_MS  # every region is a relay's round trip away
-    planted = [p.person_id for p in planted_duplicate_loans(SEED, ROWS, everyone)]
-    assert planted, "the generator planted no one with loans in two cities"
+    planted = _planted(fed)
     looked_up = fed.lookup(planted[0])
     assert looked_up.complete
     expected = pooled_person_facts(fed.catalog, fed.files(everyone), [planted[0]])[planted[0]]
@@ -368,6 +376,19 @@ def test_answers_across_hosts_are_exact_with_latency_and_loss(fed: HostedFederat
         print(f"[multi-host] {node_id}: {host.dropped()} packets dropped at random so far")
 
 
+def test_every_server_certificate_names_its_host(fed: HostedFederation) -> None:
+    """Each server's certificate carries its server name, its host's DNS name and its host's address."""
+    names = ServerNames(fed.catalog.federation)
+    servers = {"coordinator": (fed.layout.pki / "coordinator.pem", names.coordinator)}
+    servers |= {n: (fed.layout.pki / "nodes" / f"{n}.pem", names.node(n)) for n in fed.layout.node_ids}
+    for party, (path, server_name) in servers.items():
+        host = fed.network.hosts[party]
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.DNSName) == [server_name, host.dns], party
+        assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == [host.address], party
+
+
 def test_a_region_cut_off_is_named_missing_within_the_deadline(fed: HostedFederation) -> None:
     cut = fed.layout.node_ids[-1]
     others = [n for n in fed.layout.node_ids if n != cut]
@@ -384,6 +405,10 @@ def test_a_region_cut_off_is_named_missing_within_the_deadline(fed: HostedFedera
     assert fed.times["cut_to_missing_s"] < DEADLINE_MS / 1000 + 5  # the deadline, and the client's own work
     later = fed.query(QUERIES[1])  # known unwell now: named again, the others exact
     assert fed.missing(later) == [cut] and fed.exact(QUERIES[1], later, others)
+    # a lookup names it too, and is not answered without it: the others' figures would show its own by difference
+    with pytest.raises(Refused) as refused:
+        fed.lookup(_planted(fed)[0])
+    assert refused.value.code == "LOOKUP_REGION_MISSING" and f"{cut} (NODE_UNWELL)" in str(refused.value)
 
 
 def test_a_region_whose_link_returns_is_answered_again_with_nothing_restarted(fed: HostedFederation) -> None:
@@ -480,7 +505,7 @@ def test_a_region_restored_from_backup_on_a_new_host_answers_again(fed: HostedFe
     )
     assert answers[-1].answered == layout.node_ids and fed.exact(QUERIES[0], answers[-1], layout.node_ids)
     assert fed.exact(QUERIES[1], fed.query(QUERIES[1]), layout.node_ids)
-    planted = [p.person_id for p in planted_duplicate_loans(SEED, ROWS, layout.node_ids)]
+    planted = _planted(fed)
     looked_up = fed.lookup(planted[0])
     expected = pooled_person_facts(fed.catalog, fed.files(layout.node_ids), [planted[0]])[planted[0]]
     assert looked_up.complete and {name: getattr(looked_up.facts[0], name) for name in expected} == expected
