@@ -258,17 +258,8 @@ def _node_argv(config: Path) -> tuple[str, ...]:
 
 
 def _relay_argv(host: Host, port: int) -> tuple[str, ...]:
-    relay = str(TESTS / "latency_relay.py")
-    return (
-        sys.executable,
-        relay,
-        "--listen",
-        f"{host.address}:{port}",
-        "--to",
-        f"127.0.0.1:{port}",
-        "--delay-ms",
-        str(DELAY_MS),
-    )
+    target = ("--listen", f"{host.address}:{port}", "--to", f"127.0.0.1:{port}")
+    return (sys.executable, str(TESTS / "latency_relay.py"), *target, "--delay-ms", str(DELAY_MS))
 
 
 def _start(fed: HostedFederation, logs: dict[str, Path]) -> None:
@@ -283,17 +274,8 @@ def _start(fed: HostedFederation, logs: dict[str, Path]) -> None:
         marks[node_id], marks[f"relay-{node_id}"] = "serving on port", "ready"
     logs["coordinator"] = layout.log("coordinator")
     coordinator = fed.network.hosts["coordinator"]
-    fed.processes["coordinator"] = _spawn(
-        coordinator,
-        logs["coordinator"],
-        sys.executable,
-        "-m",
-        "hpf.cli",
-        "coordinator",
-        "serve",
-        "--config",
-        str(layout.coordinator_config),
-    )
+    serve = ("-m", "hpf.cli", "coordinator", "serve", "--config", str(layout.coordinator_config))
+    fed.processes["coordinator"] = _spawn(coordinator, logs["coordinator"], sys.executable, *serve)
     marks["coordinator"] = "serving on port"
     wait_for(lambda: _started(fed.processes, logs, marks), "every party serving", START_S)
 
@@ -305,6 +287,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostedFederation]:
     layout = _layout(tmp_path_factory.mktemp("multi-host") / "fed")
     network = Network()
     processes: list[subprocess.Popen[bytes]] = []
+    hosted: HostedFederation | None = None
     try:
         regions = _place(layout, network)
         for host in regions.values():
@@ -316,10 +299,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostedFederation]:
         hosted = HostedFederation(
             layout, network, ClientHost(agent), regions=regions, states={n: layout.state(n) for n in layout.node_ids}
         )
-        try:
-            _start(hosted, {})
-        finally:
-            processes.extend(hosted.processes.values())
+        _start(hosted, {})
         hosted.client.ready(START_S)
         everyone = layout.node_ids
 
@@ -333,10 +313,9 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostedFederation]:
             f"{hosted.times['setup_s']:.1f} s"
         )
         yield hosted
-        processes = [agent, *hosted.processes.values()]  # a region rebuilt runs a new process
     finally:
-        try:
-            stop_processes(processes)
+        try:  # every party started, a region rebuilt on a new host included
+            stop_processes([*processes, *(hosted.processes.values() if hosted else ())])
         finally:
             network.close()
     assert netns_hosts.leftovers(network.pid) == [], "namespaces or /etc/netns folders left behind"
