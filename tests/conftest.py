@@ -35,6 +35,7 @@ SLOW = frozenset(
         "integration/test_federated_property.py",
         "integration/test_large_layouts.py",
         "integration/test_mixed_backends_property.py",
+        "integration/test_multi_host.py",
         "integration/test_postgres_render.py",
         "integration/test_postgres_backend.py",
         "integration/test_backend_lookups.py",
