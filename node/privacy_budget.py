@@ -17,6 +17,11 @@ tolerance: a charge that exceeds the budget by less than half a unit passes, and
 as nothing. Rows of past periods are kept, not pruned: an auditor may ask what an identity spent, and a row
 per identity per period is small.
 
+A node restored from a backup (:mod:`node.backup`) cannot know what was spent on its lost host between the backup
+and the restore: the ledger keeps each such gap (table ``restore_gaps``) and counts every period that overlaps
+one as spent in full, for every identity, including identities it has never seen; periods after the gap are
+charged as usual.
+
 An identity's name never appears in a message of this module (messages travel and are logged elsewhere).
 """
 
@@ -51,7 +56,15 @@ MAX_EPSILON = MAX_BUDGET_EPSILON  # a budget above this protects nothing, and it
 BUSY_TIMEOUT_S = 30.0  # how long a charge waits for another process's transaction on the same file
 
 _APPLICATION_ID = 0x48504642  # "HPFB": tells this ledger from any other SQLite file put at its path
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: the gaps of restores (a version-1 ledger is given the table when opened)
+_GAPS = """
+CREATE TABLE restore_gaps (
+    gap_start REAL NOT NULL,
+    gap_end REAL NOT NULL,
+    checkpoint INTEGER NOT NULL,
+    PRIMARY KEY (gap_start, gap_end)
+) WITHOUT ROWID
+"""
 _SCHEMA = """
 CREATE TABLE spent (
     identity TEXT NOT NULL,
@@ -204,10 +217,14 @@ class PrivacyLedger:
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if application_id == 0 and version == 0 and tables == 0:
                 db.execute(_SCHEMA)
+                db.execute(_GAPS)
                 db.execute(f"PRAGMA application_id={_APPLICATION_ID}")
                 db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             elif application_id != _APPLICATION_ID:
                 raise _unreadable(path, "it is another application's SQLite database")
+            elif version == 1:  # a ledger written before restores had gaps: the table, and nothing else, is new
+                db.execute(_GAPS)
+                db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             elif version != _SCHEMA_VERSION:
                 raise _unreadable(path, f"its schema version {version} is not {_SCHEMA_VERSION}")
             db.execute("COMMIT")
@@ -221,7 +238,41 @@ class PrivacyLedger:
         start, end = period_bounds(budget.period, time.time() if now is None else now)
         with self._transaction(write=False) as db:
             nano, atto, queries = self._row(db, identity, budget.period, start)
+            if self._gap_within(db, start, end) is not None:  # spent in full, as far as this node can know
+                nano, atto = _units(budget.epsilon, EPSILON_UNITS), _units(budget.delta, DELTA_UNITS)
         return _spent(nano, atto, queries, start, end)
+
+    def add_gap(self, gap_start: float, gap_end: float, checkpoint: int) -> None:
+        """Count every period that overlaps ``[gap_start, gap_end]`` (Unix seconds: from a backup to the restore
+        of it, whose checkpoint was ``checkpoint``) as spent in full by every identity, seen here or not: what
+        was spent on the lost host in between is unknown (see :mod:`node.backup`). Adding the same gap twice
+        adds it once."""
+        if not (math.isfinite(gap_start) and math.isfinite(gap_end) and gap_start <= gap_end):
+            raise ValueError("a restore gap runs from its backup time to its restore time")
+        with self._transaction(write=True) as db:
+            db.execute(
+                "INSERT INTO restore_gaps (gap_start, gap_end, checkpoint) VALUES (?, ?, ?) "
+                "ON CONFLICT (gap_start, gap_end) DO NOTHING",
+                (gap_start, gap_end, checkpoint),
+            )
+
+    def gaps(self) -> list[tuple[float, float, int]]:
+        """The restore gaps, as (backup time, restore time, checkpoint), oldest first."""
+        with self._transaction(write=False) as db:
+            rows = db.execute("SELECT gap_start, gap_end, checkpoint FROM restore_gaps ORDER BY gap_start").fetchall()
+        return [(float(a), float(b), int(c)) for a, b, c in rows]
+
+    @staticmethod
+    def _gap_within(db: sqlite3.Connection, start: dt.date, end: dt.date) -> tuple[float, float, int] | None:
+        """A restore gap that overlaps the period from ``start`` to ``end`` (first day of the next), if any."""
+        first = dt.datetime.combine(start, dt.time(), dt.UTC).timestamp()
+        after = dt.datetime.combine(end, dt.time(), dt.UTC).timestamp()
+        row = db.execute(
+            "SELECT gap_start, gap_end, checkpoint FROM restore_gaps WHERE gap_start < ? AND gap_end >= ? "
+            "ORDER BY gap_end DESC LIMIT 1",
+            (after, first),
+        ).fetchone()
+        return None if row is None else (float(row[0]), float(row[1]), int(row[2]))
 
     def charge(
         self,
@@ -244,6 +295,8 @@ class PrivacyLedger:
         cost_nano, cost_atto = _cost(epsilon, delta)
         start, end = period_bounds(budget.period, time.time() if now is None else now)
         with self._transaction(write=True) as db:
+            if (gap := self._gap_within(db, start, end)) is not None:
+                raise self._refused(_gap_refusal(party, rule, budget, end, gap))
             nano, atto, queries = self._row(db, identity, budget.period, start)
             limit_nano, limit_atto = _units(budget.epsilon, EPSILON_UNITS), _units(budget.delta, DELTA_UNITS)
             if nano + cost_nano > limit_nano:
@@ -346,6 +399,19 @@ class PrivacyLedger:
 
 def _spent(nano: int, atto: int, queries: int, start: dt.date, end: dt.date) -> Spent:
     return Spent(nano / EPSILON_UNITS, atto / DELTA_UNITS, start.isoformat(), end.isoformat(), queries)
+
+
+def _gap_refusal(party: str, rule: str, budget: Budget, end: dt.date, gap: tuple[float, float, int]) -> PolicyViolation:
+    """POLICY_PRIVACY_BUDGET for a period that overlaps a restore's gap: spent in full, for every identity."""
+    restored = dt.datetime.fromtimestamp(gap[1], dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return PolicyViolation(
+        f"{party}: the privacy budget of every identity for {_THIS[budget.period]} counts as spent: this node was "
+        f"restored from a backup (checkpoint {gap[2]}) at {restored}, and what was spent between the backup and "
+        f"the restore is unknown to it; it renews on {end.isoformat()}",
+        code="POLICY_PRIVACY_BUDGET",
+        rule=f"{party}: {rule}",
+        hint=f"wait until {end.isoformat()} (UTC): a period that overlaps a restore's gap is charged in full",
+    )
 
 
 def _refusal(

@@ -50,6 +50,7 @@ from hpf.node.privacy import PrivacyAccountant
 from hpf.node.privacy_budget import PrivacyLedger
 from hpf.node.protection import NOISE_KEY, Protector
 from hpf.node.replay import ReplayGuard
+from hpf.node.restore import complete_restore
 from hpf.node.source_watch import SOURCE_CHECK_SECONDS, SourceWatch
 from hpf.policies import DEFAULT_POLICY
 from hpf.policies.loader import check_against_catalog, load_policy
@@ -192,6 +193,20 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     lookups = _lookup_index(config, catalog, backend)
     metrics = NodeMetrics()  # this node's own registry: several nodes may run in one process
     audit, own = _open_audit(config, catalog, agreement)
+    try:
+        ledger = PrivacyLedger.open(config.state_dir / PRIVACY_DIR, on_refusal=metrics.budget_refusals.inc)
+        try:  # a node restored from a backup declares the break before it serves (node.restore)
+            restored_at_ms = complete_restore(config.state_dir, config.node_id, audit, ledger)
+        except BaseException:
+            ledger.close()
+            raise
+    except BaseException:
+        audit.close()
+        raise
+    if restored_at_ms:
+        log.info(
+            "node %s: restored from a backup at %s ms; older questions are refused", config.node_id, restored_at_ms
+        )
     protector = _protector(config, catalog, agreement, own, watch)
     admission = Admission(
         node_id=config.node_id,
@@ -200,17 +215,14 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         verifier=verifier,
         replay=ReplayGuard.from_audit(audit, config.envelope_window_s),  # the log makes the nonces durable
         executor=PartialExecutor(config.node_id, catalog, backend),
-        privacy=PrivacyAccountant(
-            config.node_id,
-            catalog,
-            PrivacyLedger.open(config.state_dir / PRIVACY_DIR, on_refusal=metrics.budget_refusals.inc),
-        ),
+        privacy=PrivacyAccountant(config.node_id, catalog, ledger),
         sign=audit.sign,
         protector=protector,
         lookups=lookups,
         agreement=agreement,
         subject_key=load_or_create_subject_key(config.state_dir / AUDIT_DIR),
         consent_gate=consent_gate,
+        restored_at_ms=restored_at_ms,
     )
     handler = NodeHandler(admission, audit, on_append=metrics.audit_appends.inc)
     return _serve(config, listen, tls, handler, watch, backend, own, metrics, verifier.revocations)
