@@ -272,7 +272,7 @@ class LogScan:
         if declared is None:
             return False
         label = "the saved checkpoint" if what == "older" else what
-        note = f"{label} (size {cp.size}, {cp.time}) is lost in the break at checkpoint {declared.checkpoint}"
+        note = f"{label} (size {cp.size}, {cp.time}) is lost in the declared break at checkpoint {declared.checkpoint}"
         if note not in self.lost:
             self.lost.append(note)
         return True
