@@ -18,7 +18,8 @@ as nothing. Rows of past periods are kept, not pruned: an auditor may ask what a
 per identity per period is small.
 
 A node restored from a backup (:mod:`node.backup`) cannot know what was spent on its lost host between the backup
-and the restore: the ledger keeps each such gap (table ``restore_gaps``) and counts every period that overlaps
+and the restore: the ledger keeps each such gap (table ``restore_gaps``, made with the first one, which also raises the schema
+version to 2 so that an older node, which would not charge the gaps, refuses the ledger) and counts every period that overlaps
 one as spent in full, for every identity, including identities it has never seen; periods after the gap are
 charged as usual.
 
@@ -56,9 +57,10 @@ MAX_EPSILON = MAX_BUDGET_EPSILON  # a budget above this protects nothing, and it
 BUSY_TIMEOUT_S = 30.0  # how long a charge waits for another process's transaction on the same file
 
 _APPLICATION_ID = 0x48504642  # "HPFB": tells this ledger from any other SQLite file put at its path
-_SCHEMA_VERSION = 2  # 2: the gaps of restores (a version-1 ledger is given the table when opened)
+_SCHEMA_VERSION = 1
+_GAPS_VERSION = 2  # a ledger with restore gaps: an older node, which would not charge them, refuses it
 _GAPS = """
-CREATE TABLE restore_gaps (
+CREATE TABLE IF NOT EXISTS restore_gaps (
     gap_start REAL NOT NULL,
     gap_end REAL NOT NULL,
     checkpoint INTEGER NOT NULL,
@@ -217,15 +219,13 @@ class PrivacyLedger:
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if application_id == 0 and version == 0 and tables == 0:
                 db.execute(_SCHEMA)
-                db.execute(_GAPS)
                 db.execute(f"PRAGMA application_id={_APPLICATION_ID}")
                 db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             elif application_id != _APPLICATION_ID:
                 raise _unreadable(path, "it is another application's SQLite database")
-            elif version == 1:  # a ledger written before restores had gaps: the table, and nothing else, is new
-                db.execute(_GAPS)
-                db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-            elif version != _SCHEMA_VERSION:
+            elif version == _GAPS_VERSION and tables < 2:
+                raise _unreadable(path, "its restore gaps are missing")
+            elif version not in (_SCHEMA_VERSION, _GAPS_VERSION):
                 raise _unreadable(path, f"its schema version {version} is not {_SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
@@ -250,6 +250,8 @@ class PrivacyLedger:
         if not (math.isfinite(gap_start) and math.isfinite(gap_end) and gap_start <= gap_end):
             raise ValueError("a restore gap runs from its backup time to its restore time")
         with self._transaction(write=True) as db:
+            db.execute(_GAPS)  # made with the first gap: a ledger without one is as it always was
+            db.execute(f"PRAGMA user_version={_GAPS_VERSION}")
             db.execute(
                 "INSERT INTO restore_gaps (gap_start, gap_end, checkpoint) VALUES (?, ?, ?) "
                 "ON CONFLICT (gap_start, gap_end) DO NOTHING",
@@ -259,12 +261,20 @@ class PrivacyLedger:
     def gaps(self) -> list[tuple[float, float, int]]:
         """The restore gaps, as (backup time, restore time, checkpoint), oldest first."""
         with self._transaction(write=False) as db:
+            if not self._has_gaps(db):
+                return []
             rows = db.execute("SELECT gap_start, gap_end, checkpoint FROM restore_gaps ORDER BY gap_start").fetchall()
         return [(float(a), float(b), int(c)) for a, b, c in rows]
 
     @staticmethod
+    def _has_gaps(db: sqlite3.Connection) -> bool:
+        return bool(db.execute("PRAGMA user_version").fetchone()[0] == _GAPS_VERSION)
+
+    @staticmethod
     def _gap_within(db: sqlite3.Connection, start: dt.date, end: dt.date) -> tuple[float, float, int] | None:
         """A restore gap that overlaps the period from ``start`` to ``end`` (first day of the next), if any."""
+        if not PrivacyLedger._has_gaps(db):
+            return None
         first = dt.datetime.combine(start, dt.time(), dt.UTC).timestamp()
         after = dt.datetime.combine(end, dt.time(), dt.UTC).timestamp()
         row = db.execute(
