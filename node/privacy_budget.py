@@ -18,10 +18,10 @@ as nothing. Rows of past periods are kept, not pruned: an auditor may ask what a
 per identity per period is small.
 
 A node restored from a backup (:mod:`node.backup`) cannot know what was spent on its lost host between the backup
-and the restore: the ledger keeps each such gap (table ``restore_gaps``, made with the first one, which also raises the schema
-version to 2 so that an older node, which would not charge the gaps, refuses the ledger) and counts every period that overlaps
-one as spent in full, for every identity, including identities it has never seen; periods after the gap are
-charged as usual.
+and the restore: the ledger keeps each such gap (table ``restore_gaps``, made with the first gap, which raises the
+schema version to 2 so that an older node, which would not charge gaps, refuses the ledger) and counts every
+period that overlaps one as spent in full, for every identity, including identities it has never seen; periods
+after the gap are charged as usual.
 
 An identity's name never appears in a message of this module (messages travel and are logged elsewhere).
 """

@@ -384,7 +384,7 @@ def test_every_period_overlapping_a_restore_gap_counts_as_spent_by_everyone(tmp_
         week = Budget(epsilon=1.0, delta=1e-5, period="week")
         for day in ("2026-03-10T23:30:00", "2026-03-11T12:00:00"):
             for who in ("alice", "never-seen"):
-                err = refused(lambda: charge(ledger, 0.1, identity=who, now=at(day)))
+                err = refused(lambda who=who, day=day: charge(ledger, 0.1, identity=who, now=at(day)))
                 assert err.code == "POLICY_PRIVACY_BUDGET" and "restored from a backup (checkpoint 42)" in err.message
                 assert who not in err.message
             assert ledger.spent("never-seen", DAY, now=at(day)).epsilon == DAY.epsilon
