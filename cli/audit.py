@@ -185,9 +185,10 @@ def verify(
             typer.echo(f"{lost}: not tampering")
         if receipts is not None:
             lost_receipts = sum(1 for lost in report.lost if lost.startswith("receipt "))
+            lost_text = f"{lost_receipts} lost in a declared break, " if lost_receipts else ""
             typer.echo(
                 f"{receipts}: {len(mine) - lost_receipts} receipt(s) of node {whose or '?'} still in the log, "
-                f"{lost_receipts} lost in a declared break, {skipped} of other nodes skipped"
+                f"{lost_text}{skipped} of other nodes skipped"
             )
 
 
