@@ -345,3 +345,27 @@ def test_backup_refuses_a_folder_that_is_not_empty(restored: Story, tmp_path: Pa
     result = hpf("node", "backup", target, "--config", restored.config)
     assert result.exit_code != 0 and "BACKUP_TARGET_NOT_EMPTY" in said(result)
     assert [p.name for p in target.iterdir()] == ["something"]
+
+
+def test_a_restart_keeps_the_restore_and_a_stopped_node_is_backed_up_too(restored: Story, tmp_path: Path) -> None:
+    """The restore is declared once: a later start appends no second record and keeps refusing older questions;
+    and a node that is not running is backed up as well, its restore state with it."""
+    fed = restored.fed
+    marker = json.loads((fed.node_configs["n0"].state_dir / "restored.json").read_text())
+    assert marker["pending"] is False and marker["restored_at_ms"] > 0
+    port = fed.nodes["n0"].port
+    fed.stop_node("n0")
+    try:
+        made = hpf("node", "backup", tmp_path / "stopped", "--config", restored.config)
+        assert made.exit_code == 0, said(made)
+    finally:
+        fed.nodes["n0"] = start_node(fed.node_configs["n0"], f"127.0.0.1:{port}")
+        fed.wait_for_regions()
+    records = [e for e in read_entries(fed.audit_dir("n0")) if e.get("kind") == "restored"]
+    assert len(records) == 1
+    assert json.loads((fed.node_configs["n0"].state_dir / "restored.json").read_text()) == marker
+    copied = json.loads((tmp_path / "stopped" / "state" / "restored.json").read_text())
+    assert copied == marker
+    with fed.client(keys=restored.keys, person="boss") as c:
+        c.sign = lambda *args, **kwargs: restored.signed_before  # type: ignore[method-assign]
+        assert harness.refusal(lambda: c.query(EXACT)).code == "AUTH_SIGNED_BEFORE_RESTORE"
