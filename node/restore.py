@@ -87,8 +87,9 @@ def read_manifest(source: Path) -> dict[str, Any]:
     return doc
 
 
-def check_backup(source: Path, node_id: str) -> dict[str, Any]:
-    """The backup's manifest, once the backup is whole, this node's, and its audit log verifies."""
+def check_backup(source: Path, node_id: str, state: Path | None = None) -> dict[str, Any]:
+    """The backup's manifest, once the backup is whole, this node's, and its audit log verifies; ``state`` is
+    where its state directory's copy is checked (default: the backup's own)."""
     manifest = read_manifest(source)
     if manifest["node_id"] != node_id or manifest["checkpoint"].node_id != node_id:
         raise ConfigError(
@@ -96,7 +97,7 @@ def check_backup(source: Path, node_id: str) -> dict[str, Any]:
             code="BACKUP_NODE_MISMATCH",
             hint="restore each node from its own backup, with its own node.yaml",
         )
-    state = source / STATE
+    state = source / STATE if state is None else state
     present = (
         {p.relative_to(state).as_posix() for p in state.rglob("*") if p.is_file() or p.is_symlink()}
         if state.is_dir()
@@ -154,7 +155,9 @@ def restore_backup(node_id: str, state_dir: Path, listen: str, source: Path, *, 
     """Check the backup in ``source`` and copy it in as ``state_dir`` of node ``node_id`` (which must not run),
     with the restore marker the node completes at its next start."""
     refuse_if_running(state_dir, listen)
-    manifest = check_backup(source, node_id)
+    read = read_manifest(source)  # a folder that is no backup is refused before anything is copied
+    if read["node_id"] != node_id:
+        check_backup(source, node_id)  # BACKUP_NODE_MISMATCH
     occupied = state_dir.exists() and (not state_dir.is_dir() or any(state_dir.iterdir()))
     if occupied and not force:
         raise ConfigError(
@@ -166,11 +169,17 @@ def restore_backup(node_id: str, state_dir: Path, listen: str, source: Path, *, 
     staging = state_dir.with_name(f".{state_dir.name}.restoring-{stamp}")
     aside = state_dir.with_name(f"{state_dir.name}.before-restore-{stamp}") if occupied else None
     try:
-        shutil.copytree(source / STATE, staging, symlinks=False)
+        shutil.copytree(source / STATE, staging, symlinks=True)  # a link stays one, and is refused
         for root, _dirs, files in os.walk(staging):
             os.chmod(root, PRIVATE_DIR)
             for name in files:
-                os.chmod(Path(root) / name, PRIVATE)
+                if not (Path(root) / name).is_symlink():
+                    os.chmod(Path(root) / name, PRIVATE)
+        try:  # the copy is what is checked: what the node starts on is what verified
+            manifest = check_backup(source, node_id, staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         checkpoint: Checkpoint = manifest["checkpoint"]
         marker = {
             "pending": True,

@@ -291,6 +291,7 @@ def test_a_tampered_backup_is_refused(restored: Story, copy_of_backup: Path, tmp
     result = _restore_into_fresh(restored, copy_of_backup, tmp_path)
     assert result.exit_code != 0 and "BACKUP_DIGEST_MISMATCH" in said(result)
     assert not (tmp_path / "fresh-state").exists()
+    assert not [p for p in tmp_path.iterdir() if "restoring" in p.name]  # nothing of the copy is left
 
 
 def test_a_backup_whose_digest_is_made_to_match_still_fails_its_checkpoint(
