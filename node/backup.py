@@ -43,7 +43,7 @@ from hpf.federation.errors import AuditError, ConfigError
 from hpf.federation.private_files import PRIVATE, sync_dir, write_file
 from hpf.node.keys import AUDIT_DIR
 from hpf.node.lookup_refresh import REFRESH_DIR
-from hpf.node.privacy_budget import LEDGER_FILE
+from hpf.node.privacy_budget import LEDGER_FILE, PRIVACY_DIR
 
 MANIFEST = "manifest.json"
 STATE = "state"  # the copy of the state directory, inside a backup
@@ -195,10 +195,10 @@ def take_backup(node_id: str, state_dir: Path, target: Path) -> BackupDone:
         files[f"{AUDIT_DIR}/{ENTRIES}"] = _copy_prefix(
             audit_in / ENTRIES, out / AUDIT_DIR / ENTRIES, lines=checkpoint.size
         )
-        ledger = state_dir / "privacy" / LEDGER_FILE
+        ledger = state_dir / PRIVACY_DIR / LEDGER_FILE
         if ledger.is_file():
-            (out / "privacy").mkdir(mode=PRIVATE_DIR, exist_ok=True)
-            files[f"privacy/{LEDGER_FILE}"] = _copy_ledger(ledger, out / "privacy" / LEDGER_FILE)
+            (out / PRIVACY_DIR).mkdir(mode=PRIVATE_DIR, exist_ok=True)
+            files[f"{PRIVACY_DIR}/{LEDGER_FILE}"] = _copy_ledger(ledger, out / PRIVACY_DIR / LEDGER_FILE)
         for rel in _state_files(state_dir):
             dest = out / rel
             for parent in reversed(dest.relative_to(target).parents):

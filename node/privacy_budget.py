@@ -18,10 +18,8 @@ as nothing. Rows of past periods are kept, not pruned: an auditor may ask what a
 per identity per period is small.
 
 A node restored from a backup (:mod:`node.backup`) cannot know what was spent on its lost host between the backup
-and the restore: the ledger keeps each such gap (table ``restore_gaps``, made with the first gap, which raises the
-schema version to 2 so that an older node, which would not charge gaps, refuses the ledger) and counts every
-period that overlaps one as spent in full, for every identity, including identities it has never seen; periods
-after the gap are charged as usual.
+and the restore: the ledger keeps each such gap and counts every period that overlaps one as spent in full, for every
+identity, including identities it has never seen (:mod:`node.budget_gaps`).
 
 An identity's name never appears in a message of this module (messages travel and are logged elsewhere).
 """
@@ -44,12 +42,14 @@ from typing import Literal, get_args
 
 from hpf.federation.errors import ConfigError, PolicyViolation
 from hpf.federation.privacy.fixed_decimal import MAX_BUDGET_EPSILON
+from hpf.node import budget_gaps
 
 log = logging.getLogger("hpf.node.budget")
 
 Period = Literal["day", "week", "month", "year"]
 PERIODS: tuple[Period, ...] = get_args(Period)
 
+PRIVACY_DIR = "privacy"  # the ledger's folder, under a node's state directory
 LEDGER_FILE = "privacy-budget.sqlite3"
 EPSILON_UNITS = 10**9  # the ledger counts nano-epsilon
 DELTA_UNITS = 10**18  # and atto-delta
@@ -58,15 +58,6 @@ BUSY_TIMEOUT_S = 30.0  # how long a charge waits for another process's transacti
 
 _APPLICATION_ID = 0x48504642  # "HPFB": tells this ledger from any other SQLite file put at its path
 _SCHEMA_VERSION = 1
-_GAPS_VERSION = 2  # a ledger with restore gaps: an older node, which would not charge them, refuses it
-_GAPS = """
-CREATE TABLE IF NOT EXISTS restore_gaps (
-    gap_start REAL NOT NULL,
-    gap_end REAL NOT NULL,
-    checkpoint INTEGER NOT NULL,
-    PRIMARY KEY (gap_start, gap_end)
-) WITHOUT ROWID
-"""
 _SCHEMA = """
 CREATE TABLE spent (
     identity TEXT NOT NULL,
@@ -223,9 +214,9 @@ class PrivacyLedger:
                 db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             elif application_id != _APPLICATION_ID:
                 raise _unreadable(path, "it is another application's SQLite database")
-            elif version == _GAPS_VERSION and tables < 2:
+            elif version == budget_gaps.VERSION and tables < 2:
                 raise _unreadable(path, "its restore gaps are missing")
-            elif version not in (_SCHEMA_VERSION, _GAPS_VERSION):
+            elif version not in (_SCHEMA_VERSION, budget_gaps.VERSION):
                 raise _unreadable(path, f"its schema version {version} is not {_SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
@@ -238,51 +229,20 @@ class PrivacyLedger:
         start, end = period_bounds(budget.period, time.time() if now is None else now)
         with self._transaction(write=False) as db:
             nano, atto, queries = self._row(db, identity, budget.period, start)
-            if self._gap_within(db, start, end) is not None:  # spent in full, as far as this node can know
+            if budget_gaps.within(db, start, end) is not None:  # spent in full, as far as this node can know
                 nano, atto = _units(budget.epsilon, EPSILON_UNITS), _units(budget.delta, DELTA_UNITS)
         return _spent(nano, atto, queries, start, end)
 
     def add_gap(self, gap_start: float, gap_end: float, checkpoint: int) -> None:
-        """Count every period that overlaps ``[gap_start, gap_end]`` (Unix seconds: from a backup to the restore
-        of it, whose checkpoint was ``checkpoint``) as spent in full by every identity, seen here or not: what
-        was spent on the lost host in between is unknown (see :mod:`node.backup`). Adding the same gap twice
-        adds it once."""
-        if not (math.isfinite(gap_start) and math.isfinite(gap_end) and gap_start <= gap_end):
-            raise ValueError("a restore gap runs from its backup time to its restore time")
+        """Count every period that overlaps ``[gap_start, gap_end]`` (Unix seconds: from a backup to its restore,
+        from checkpoint ``checkpoint``) as spent in full by every identity (:mod:`node.budget_gaps`)."""
         with self._transaction(write=True) as db:
-            db.execute(_GAPS)  # made with the first gap: a ledger without one is as it always was
-            db.execute(f"PRAGMA user_version={_GAPS_VERSION}")
-            db.execute(
-                "INSERT INTO restore_gaps (gap_start, gap_end, checkpoint) VALUES (?, ?, ?) "
-                "ON CONFLICT (gap_start, gap_end) DO NOTHING",
-                (gap_start, gap_end, checkpoint),
-            )
+            budget_gaps.add(db, gap_start, gap_end, checkpoint)
 
-    def gaps(self) -> list[tuple[float, float, int]]:
+    def gaps(self) -> list[budget_gaps.Gap]:
         """The restore gaps, as (backup time, restore time, checkpoint), oldest first."""
         with self._transaction(write=False) as db:
-            if not self._has_gaps(db):
-                return []
-            rows = db.execute("SELECT gap_start, gap_end, checkpoint FROM restore_gaps ORDER BY gap_start").fetchall()
-        return [(float(a), float(b), int(c)) for a, b, c in rows]
-
-    @staticmethod
-    def _has_gaps(db: sqlite3.Connection) -> bool:
-        return bool(db.execute("PRAGMA user_version").fetchone()[0] == _GAPS_VERSION)
-
-    @staticmethod
-    def _gap_within(db: sqlite3.Connection, start: dt.date, end: dt.date) -> tuple[float, float, int] | None:
-        """A restore gap that overlaps the period from ``start`` to ``end`` (first day of the next), if any."""
-        if not PrivacyLedger._has_gaps(db):
-            return None
-        first = dt.datetime.combine(start, dt.time(), dt.UTC).timestamp()
-        after = dt.datetime.combine(end, dt.time(), dt.UTC).timestamp()
-        row = db.execute(
-            "SELECT gap_start, gap_end, checkpoint FROM restore_gaps WHERE gap_start < ? AND gap_end >= ? "
-            "ORDER BY gap_end DESC LIMIT 1",
-            (after, first),
-        ).fetchone()
-        return None if row is None else (float(row[0]), float(row[1]), int(row[2]))
+            return budget_gaps.listed(db)
 
     def charge(
         self,
@@ -305,8 +265,8 @@ class PrivacyLedger:
         cost_nano, cost_atto = _cost(epsilon, delta)
         start, end = period_bounds(budget.period, time.time() if now is None else now)
         with self._transaction(write=True) as db:
-            if (gap := self._gap_within(db, start, end)) is not None:
-                raise self._refused(_gap_refusal(party, rule, budget, end, gap))
+            if (gap := budget_gaps.within(db, start, end)) is not None:
+                raise self._refused(budget_gaps.refusal(party, rule, _THIS[budget.period], end, gap))
             nano, atto, queries = self._row(db, identity, budget.period, start)
             limit_nano, limit_atto = _units(budget.epsilon, EPSILON_UNITS), _units(budget.delta, DELTA_UNITS)
             if nano + cost_nano > limit_nano:
@@ -409,19 +369,6 @@ class PrivacyLedger:
 
 def _spent(nano: int, atto: int, queries: int, start: dt.date, end: dt.date) -> Spent:
     return Spent(nano / EPSILON_UNITS, atto / DELTA_UNITS, start.isoformat(), end.isoformat(), queries)
-
-
-def _gap_refusal(party: str, rule: str, budget: Budget, end: dt.date, gap: tuple[float, float, int]) -> PolicyViolation:
-    """POLICY_PRIVACY_BUDGET for a period that overlaps a restore's gap: spent in full, for every identity."""
-    restored = dt.datetime.fromtimestamp(gap[1], dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return PolicyViolation(
-        f"{party}: the privacy budget of every identity for {_THIS[budget.period]} counts as spent: this node was "
-        f"restored from a backup (checkpoint {gap[2]}) at {restored}, and what was spent between the backup and "
-        f"the restore is unknown to it; it renews on {end.isoformat()}",
-        code="POLICY_PRIVACY_BUDGET",
-        rule=f"{party}: {rule}",
-        hint=f"wait until {end.isoformat()} (UTC): a period that overlaps a restore's gap is charged in full",
-    )
 
 
 def _refusal(

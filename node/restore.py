@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,11 @@ from hpf.federation.audit.restore_record import RESTORED, DeclaredBreak
 from hpf.federation.errors import AuditError, ConfigError
 from hpf.federation.private_files import PRIVATE, read_regular, sync_dir, write_file
 from hpf.node.backup import MANIFEST, PRIVATE_DIR, STATE, check_audit_copy, file_digest, iso_ms
+from hpf.node.config import NodeConfig
 from hpf.node.keys import AUDIT_DIR
-from hpf.node.privacy_budget import PrivacyLedger
+from hpf.node.privacy_budget import PRIVACY_DIR, PrivacyLedger
 
+log = logging.getLogger("hpf.node")
 MARKER = "restored.json"  # in the state directory: a pending restore, then the last restore's time
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
@@ -226,6 +230,26 @@ def restored_at_ms(state_dir: Path) -> int:
     """When this node was last restored (Unix milliseconds; 0: never, or the restore is still pending)."""
     doc = _marker(state_dir)
     return int(doc.get("restored_at_ms", 0)) if doc is not None and not doc["pending"] else 0
+
+
+def open_after_restore(
+    config: NodeConfig, audit: AuditLog, on_refusal: Callable[[], None]
+) -> tuple[PrivacyLedger, int]:
+    """At a node's start, its audit log open: its privacy ledger, once a pending restore is completed, and when
+    the node was last restored (Unix milliseconds; 0: never). The log is closed if this fails."""
+    try:
+        ledger = PrivacyLedger.open(config.state_dir / PRIVACY_DIR, on_refusal=on_refusal)
+        try:
+            restored_ms = complete_restore(config.state_dir, config.node_id, audit, ledger)
+        except BaseException:
+            ledger.close()
+            raise
+    except BaseException:
+        audit.close()
+        raise
+    if restored_ms:
+        log.info("node %s: restored from a backup at %d ms; older questions are refused", config.node_id, restored_ms)
+    return ledger, restored_ms
 
 
 def complete_restore(state_dir: Path, node_id: str, audit: AuditLog, ledger: PrivacyLedger) -> int:

@@ -47,10 +47,10 @@ from hpf.node.lookup_index import LookupIndex
 from hpf.node.lookup_refresh import FactsRefresher, refresher_for
 from hpf.node.metrics import NodeMetrics
 from hpf.node.privacy import PrivacyAccountant
-from hpf.node.privacy_budget import PrivacyLedger
+from hpf.node.privacy_budget import PRIVACY_DIR
 from hpf.node.protection import NOISE_KEY, Protector
 from hpf.node.replay import ReplayGuard
-from hpf.node.restore import complete_restore
+from hpf.node.restore import open_after_restore
 from hpf.node.source_watch import SOURCE_CHECK_SECONDS, SourceWatch
 from hpf.policies import DEFAULT_POLICY
 from hpf.policies.loader import check_against_catalog, load_policy
@@ -60,7 +60,6 @@ Backend = DuckDBBackend | PostgresBackend | SparkBackend  # the engine a node's 
 log = logging.getLogger("hpf.node")
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
-PRIVACY_DIR = "privacy"  # the privacy ledger, under the state directory
 SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
 # what an answer needs after its scan (encode, encrypt, sign, log, send): a scan ends this long before the wait does
 ANSWER_MARGIN_S = 0.25
@@ -193,20 +192,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     lookups = _lookup_index(config, catalog, backend)
     metrics = NodeMetrics()  # this node's own registry: several nodes may run in one process
     audit, own = _open_audit(config, catalog, agreement)
-    try:
-        ledger = PrivacyLedger.open(config.state_dir / PRIVACY_DIR, on_refusal=metrics.budget_refusals.inc)
-        try:  # a node restored from a backup declares the break before it serves (node.restore)
-            restored_at_ms = complete_restore(config.state_dir, config.node_id, audit, ledger)
-        except BaseException:
-            ledger.close()
-            raise
-    except BaseException:
-        audit.close()
-        raise
-    if restored_at_ms:
-        log.info(
-            "node %s: restored from a backup at %s ms; older questions are refused", config.node_id, restored_at_ms
-        )
+    ledger, restored_at_ms = open_after_restore(config, audit, metrics.budget_refusals.inc)
     protector = _protector(config, catalog, agreement, own, watch)
     admission = Admission(
         node_id=config.node_id,

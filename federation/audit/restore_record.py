@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hpf.federation.audit.records import _TIME, Scalar
+from hpf.federation.audit.records import _TIME, Checkpoint, Scalar
 
 RESTORE_DOMAIN = b"hpf-audit-restore/v1\n"
 RESTORED = "restored"  # the record's "kind"
@@ -84,6 +85,32 @@ class DeclaredBreak:
             "backup_time": self.backup_time,
             "restore_time": self.restore_time,
         }
+
+
+def lost_note(breaks: Sequence[DeclaredBreak], size: int, checkpoint: Checkpoint, what: str) -> str | None:
+    """What to report of a checkpoint kept outside the log (``what``: a saved one, a receipt's), covering ``size``
+    entries, that falls in one of ``breaks``; None when it falls in none (it must then match the log)."""
+    declared = next((b for b in breaks if b.loses(size, checkpoint.time)), None)
+    if declared is None:
+        return None
+    return (
+        f"{what} (size {checkpoint.size}, {checkpoint.time}) is lost in the declared break at checkpoint "
+        f"{declared.checkpoint}"
+    )
+
+
+def restore_in(
+    line: bytes, index: int, node_id: str | None, prefix_root: bytes, key: Ed25519PublicKey
+) -> DeclaredBreak | str | None:
+    """The break entry ``index`` (its ``line``) declares, None if it is no restore record, or why it does not
+    hold (see :func:`read_restore_record`)."""
+    try:
+        fields = json.loads(line)
+    except ValueError:
+        return None  # not JSON: the entry's own check says so
+    if not isinstance(fields, dict) or fields.get("kind") != RESTORED:
+        return None
+    return read_restore_record(fields, index, node_id, prefix_root, key)
 
 
 def read_restore_record(

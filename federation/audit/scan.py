@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import hashlib
-import json
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -33,7 +32,7 @@ from hpf.federation.audit.records import (
     first_entry_problem,
     parse_checkpoint_line,
 )
-from hpf.federation.audit.restore_record import MARKER, RESTORED, DeclaredBreak, read_restore_record
+from hpf.federation.audit.restore_record import MARKER, DeclaredBreak, lost_note, restore_in
 from hpf.federation.errors import AuditError
 
 
@@ -68,12 +67,8 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         """Every field, in order, the root in hex and the latest checkpoint as its own dict (JSON-ready)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return fields | {
-            "root": self.root.hex(),
-            "latest": self.latest.to_dict() if self.latest else None,
-            "breaks": [b.to_dict() for b in self.breaks],
-            "lost": list(self.lost),
-        }
+        latest, breaks = self.latest.to_dict() if self.latest else None, [b.to_dict() for b in self.breaks]
+        return fields | {"root": self.root.hex(), "latest": latest, "breaks": breaks}
 
 
 # Where a problem sits in the pass: (entries read, 0: a check on a checkpoint of that size | 1: a check on the
@@ -225,11 +220,8 @@ class LogScan:
     def _at(self, n: int, line: bytes | None) -> bool:
         """Every check due once ``n`` entries are read (``line`` the last); True to stop."""
         for tie, receipt in self.receipt_entries.get(n - 1, ()) if line is not None else ():
-            if receipt.entry != line and self._lost(
-                receipt.index + 1, receipt.checkpoint, f"receipt {tie + 1} (entry {receipt.index})"
-            ):
-                continue
-            if receipt.entry != line:
+            what = f"receipt {tie + 1} (entry {receipt.index})"
+            if receipt.entry != line and not self._lost(receipt.index + 1, receipt.checkpoint, what):
                 text = f"the log's entry differs from receipt {tie + 1}'s"
                 return self.fail((n - 1, 1, 1), "AUDIT_RECEIPT_MISMATCH", n - 1, text)
         prev = self.latest.size if self.latest else 0
@@ -268,28 +260,19 @@ class LogScan:
     def _lost(self, size: int, cp: Checkpoint, what: str) -> bool:
         """Whether a checkpoint kept outside the log (``what``), of ``size`` entries, falls in a break the log
         declares (signed before the restore, past its checkpoint): lost with the host, not rewritten."""
-        declared = next((b for b in self.breaks if b.loses(size, cp.time)), None)
-        if declared is None:
-            return False
-        label = "the saved checkpoint" if what == "older" else what
-        note = f"{label} (size {cp.size}, {cp.time}) is lost in the declared break at checkpoint {declared.checkpoint}"
-        if note not in self.lost:
+        note = lost_note(self.breaks, size, cp, "the saved checkpoint" if what == "older" else what)
+        if note is not None and note not in self.lost:
             self.lost.append(note)
-        return True
+        return note is not None
 
     def _restore(self, n: int, line: bytes) -> bool:
-        """Entry ``n`` may be a restore record (its line holds the marker): read it as the break it declares,
-        against the root of the entries before it; True to stop (a record that does not hold)."""
-        try:
-            fields = json.loads(line)
-        except ValueError:
-            return False  # not JSON: the entry check says so
-        if not isinstance(fields, dict) or fields.get("kind") != RESTORED:
-            return False
-        declared = read_restore_record(fields, n, self.entry_node, self.range.root(), self.key)
+        """Entry ``n`` may be a restore record: the break it declares, against the root of the entries before it;
+        True to stop (a record that does not hold)."""
+        declared = restore_in(line, n, self.entry_node, self.range.root(), self.key)
         if isinstance(declared, str):
             return self.fail((n, 1, 0), "AUDIT_RESTORE_INVALID", n, declared)
-        self.breaks.append(declared)
+        if declared is not None:
+            self.breaks.append(declared)
         return False
 
     def _entries(self, pool: ThreadPoolExecutor) -> None:
