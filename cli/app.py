@@ -30,7 +30,7 @@ VERBS: dict[str, tuple[str, ...]] = {
     "screen": ("lookup",),
     "demo": ("demo",),
     "version": ("version",),
-    "node": ("serve", "keys", "refresh", "doctor", "health"),
+    "node": ("serve", "keys", "refresh", "backup", "doctor", "health"),
     "coordinator": ("serve", "health"),
     "pki": ("pki",),
     "catalog": ("catalog", "keys"),

@@ -102,6 +102,10 @@ VERIFY_HELP = (
     "consistent with itself. It is caught with an older checkpoint (--checkpoint), a client's receipts "
     "(--receipts, or hpf audit receipts through the coordinator), or a checkpoint of the node held by someone else."
     "\n\n"
+    "A node restored from a backup (hpf node restore) appends a signed restore record: a declared break. The log "
+    "before and after it is verified as ever; a saved checkpoint or a receipt of the lost host (signed before the "
+    "restore, past the backup's checkpoint) is reported as lost in the break, not as tampering. A restore record "
+    "that is not signed by the node's key or names another prefix fails (AUDIT_RESTORE_INVALID).\n\n"
     "--node names the node whose log this is: every entry, checkpoint, saved checkpoint and receipt must be that "
     "node's (AUDIT_NODE_MISMATCH otherwise: e.g. another region's intact log put at this path). With --catalog it "
     "is required, and the key is the catalog's audit_key for that node.\n\n"
@@ -175,10 +179,16 @@ def verify(
             f"{directory}: ok: {report.entries} entries, {report.checkpoints} checkpoints, "
             f"node {report.node_id or '?'}, {head}, {pinned}"
         )
+        for declared in report.breaks:
+            typer.echo(declared.describe())
+        for lost in report.lost:
+            typer.echo(f"{lost}: not tampering")
         if receipts is not None:
+            lost_receipts = sum(1 for lost in report.lost if lost.startswith("receipt "))
+            lost_text = f"{lost_receipts} lost in a declared break, " if lost_receipts else ""
             typer.echo(
-                f"{receipts}: {len(mine)} receipt(s) of node {whose or '?'} still in the log, "
-                f"{skipped} of other nodes skipped"
+                f"{receipts}: {len(mine) - lost_receipts} receipt(s) of node {whose or '?'} still in the log, "
+                f"{lost_text}{skipped} of other nodes skipped"
             )
 
 

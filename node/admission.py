@@ -31,7 +31,7 @@ import tenseal as ts
 from hpf.federation.catalog import Catalog
 from hpf.federation.crypto import he
 from hpf.federation.crypto.sealing import AgreementKey
-from hpf.federation.errors import CryptoError, FederationError, PlanError
+from hpf.federation.errors import AuthError, CryptoError, FederationError, PlanError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.federation.plan import Plan
 from hpf.federation.planner import asked_table, plan_query, sketch_query
@@ -116,6 +116,7 @@ class Admission:
     lookup_limiter: RateLimiter = field(default_factory=RateLimiter)
     protector: Protector | None = None
     consent_gate: ConsentGate = field(default_factory=ConsentGate)
+    restored_at_ms: int = 0  # when this node was last restored from a backup (0: never; see node.backup)
 
     def run(self, stages: Sequence[Callable[[Admission, A], None]], asked: A) -> A:
         """Take ``asked`` through ``stages`` in order; the first refusal raises."""
@@ -195,6 +196,13 @@ def verify_envelope(node: Admission, asked: Asked) -> None:
     """The signed envelope, checked and written into the trail (what it asks, without a value)."""
     verified = node.verifier.verify(asked.request.envelope, operation=asked.trail.operation)
     envelope, signer, trail = verified.envelope, verified.signer, asked.trail
+    if envelope.issued_at_ms < node.restored_at_ms:
+        # its nonce may have been spent on the host this node's state was lost with, after the backup
+        raise AuthError(
+            "the question was signed before this region was restored from a backup: it may have run already",
+            code="AUTH_SIGNED_BEFORE_RESTORE",
+            hint="sign the question again (the hpf client signs each one afresh)",
+        )
     trail.identity, trail.role = signer.common_name, signer.role or ""
     # a purpose code this node does not know is free text: it is not written down
     trail.purpose = envelope.purpose if envelope.purpose in node.policy.purposes or not envelope.purpose else "?"

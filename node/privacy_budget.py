@@ -17,6 +17,10 @@ tolerance: a charge that exceeds the budget by less than half a unit passes, and
 as nothing. Rows of past periods are kept, not pruned: an auditor may ask what an identity spent, and a row
 per identity per period is small.
 
+A node restored from a backup (:mod:`node.backup`) cannot know what was spent on its lost host between the backup
+and the restore: the ledger keeps each such gap and counts every period that overlaps one as spent in full, for every
+identity, including identities it has never seen (:mod:`node.budget_gaps`).
+
 An identity's name never appears in a message of this module (messages travel and are logged elsewhere).
 """
 
@@ -38,12 +42,14 @@ from typing import Literal, get_args
 
 from hpf.federation.errors import ConfigError, PolicyViolation
 from hpf.federation.privacy.fixed_decimal import MAX_BUDGET_EPSILON
+from hpf.node import budget_gaps
 
 log = logging.getLogger("hpf.node.budget")
 
 Period = Literal["day", "week", "month", "year"]
 PERIODS: tuple[Period, ...] = get_args(Period)
 
+PRIVACY_DIR = "privacy"  # the ledger's folder, under a node's state directory
 LEDGER_FILE = "privacy-budget.sqlite3"
 EPSILON_UNITS = 10**9  # the ledger counts nano-epsilon
 DELTA_UNITS = 10**18  # and atto-delta
@@ -208,7 +214,9 @@ class PrivacyLedger:
                 db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             elif application_id != _APPLICATION_ID:
                 raise _unreadable(path, "it is another application's SQLite database")
-            elif version != _SCHEMA_VERSION:
+            elif version == budget_gaps.VERSION and tables < 2:
+                raise _unreadable(path, "its restore gaps are missing")
+            elif version not in (_SCHEMA_VERSION, budget_gaps.VERSION):
                 raise _unreadable(path, f"its schema version {version} is not {_SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
@@ -221,7 +229,20 @@ class PrivacyLedger:
         start, end = period_bounds(budget.period, time.time() if now is None else now)
         with self._transaction(write=False) as db:
             nano, atto, queries = self._row(db, identity, budget.period, start)
+            if budget_gaps.within(db, start, end) is not None:  # spent in full, as far as this node can know
+                nano, atto = _units(budget.epsilon, EPSILON_UNITS), _units(budget.delta, DELTA_UNITS)
         return _spent(nano, atto, queries, start, end)
+
+    def add_gap(self, gap_start: float, gap_end: float, checkpoint: int) -> None:
+        """Count every period that overlaps ``[gap_start, gap_end]`` (Unix seconds: from a backup to its restore,
+        from checkpoint ``checkpoint``) as spent in full by every identity (:mod:`node.budget_gaps`)."""
+        with self._transaction(write=True) as db:
+            budget_gaps.add(db, gap_start, gap_end, checkpoint)
+
+    def gaps(self) -> list[budget_gaps.Gap]:
+        """The restore gaps, as (backup time, restore time, checkpoint), oldest first."""
+        with self._transaction(write=False) as db:
+            return budget_gaps.listed(db)
 
     def charge(
         self,
@@ -244,6 +265,8 @@ class PrivacyLedger:
         cost_nano, cost_atto = _cost(epsilon, delta)
         start, end = period_bounds(budget.period, time.time() if now is None else now)
         with self._transaction(write=True) as db:
+            if (gap := budget_gaps.within(db, start, end)) is not None:
+                raise self._refused(budget_gaps.refusal(party, rule, _THIS[budget.period], end, gap))
             nano, atto, queries = self._row(db, identity, budget.period, start)
             limit_nano, limit_atto = _units(budget.epsilon, EPSILON_UNITS), _units(budget.delta, DELTA_UNITS)
             if nano + cost_nano > limit_nano:

@@ -44,9 +44,10 @@ from hpf.node.lookup_index import LookupIndex
 from hpf.node.lookup_refresh import FactsRefresher, refresher_for
 from hpf.node.metrics import NodeMetrics
 from hpf.node.privacy import PrivacyAccountant
-from hpf.node.privacy_budget import PrivacyLedger
+from hpf.node.privacy_budget import PRIVACY_DIR
 from hpf.node.protection import NOISE_KEY, Protector
 from hpf.node.replay import ReplayGuard
+from hpf.node.restore import open_after_restore
 from hpf.node.source_watch import SOURCE_CHECK_SECONDS, SourceWatch
 from hpf.node.state_dir import require_writable
 from hpf.policies import DEFAULT_POLICY
@@ -57,7 +58,6 @@ Backend = DuckDBBackend | PostgresBackend | SparkBackend  # the engine a node's 
 log = logging.getLogger("hpf.node")
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
-PRIVACY_DIR = "privacy"  # the privacy ledger, under the state directory
 SERVER_OPTIONS = with_options(GRPC_OPTIONS, max_receive_message_length=MAX_REQUEST_BYTES)
 # what an answer needs after its scan (encode, encrypt, sign, log, send): a scan ends this long before the wait does
 ANSWER_MARGIN_S = 0.25
@@ -190,6 +190,7 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
     lookups = _lookup_index(config, catalog, backend)
     metrics = NodeMetrics()  # this node's own registry: several nodes may run in one process
     audit, own = _open_audit(config, catalog, agreement)
+    ledger, restored_at_ms = open_after_restore(config, audit, metrics.budget_refusals.inc)
     protector = _protector(config, catalog, agreement, own, watch)
     admission = Admission(
         node_id=config.node_id,
@@ -198,17 +199,14 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         verifier=verifier,
         replay=ReplayGuard.from_audit(audit, config.envelope_window_s),  # the log makes the nonces durable
         executor=PartialExecutor(config.node_id, catalog, backend),
-        privacy=PrivacyAccountant(
-            config.node_id,
-            catalog,
-            PrivacyLedger.open(config.state_dir / PRIVACY_DIR, on_refusal=metrics.budget_refusals.inc),
-        ),
+        privacy=PrivacyAccountant(config.node_id, catalog, ledger),
         sign=audit.sign,
         protector=protector,
         lookups=lookups,
         agreement=agreement,
         subject_key=load_or_create_subject_key(config.state_dir / AUDIT_DIR),
         consent_gate=consent_gate,
+        restored_at_ms=restored_at_ms,
     )
     handler = NodeHandler(admission, audit, on_append=metrics.audit_appends.inc)
     return _serve(config, listen, tls, handler, watch, backend, own, metrics, verifier.revocations)

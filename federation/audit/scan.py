@@ -32,6 +32,7 @@ from hpf.federation.audit.records import (
     first_entry_problem,
     parse_checkpoint_line,
 )
+from hpf.federation.audit.restore_record import MARKER, DeclaredBreak, lost_note, restore_in
 from hpf.federation.errors import AuditError
 
 
@@ -52,6 +53,8 @@ class VerifyReport:
     root: bytes = merkle.EMPTY_ROOT  # head of the entries read
     latest: Checkpoint | None = None  # the last checkpoint read
     unsigned: int = 0  # entries after the latest checkpoint: 0 or 1 (a crash between the two writes leaves one)
+    breaks: tuple[DeclaredBreak, ...] = ()  # the restores the log declares (federation.audit.restore_record)
+    lost: tuple[str, ...] = ()  # the outside checkpoints and receipts that fall in a declared break
 
     @property
     def message(self) -> str:
@@ -64,7 +67,8 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         """Every field, in order, the root in hex and the latest checkpoint as its own dict (JSON-ready)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return fields | {"root": self.root.hex(), "latest": self.latest.to_dict() if self.latest else None}
+        latest, breaks = self.latest.to_dict() if self.latest else None, [b.to_dict() for b in self.breaks]
+        return fields | {"root": self.root.hex(), "latest": latest, "breaks": breaks}
 
 
 # Where a problem sits in the pass: (entries read, 0: a check on a checkpoint of that size | 1: a check on the
@@ -142,6 +146,8 @@ class LogScan:
         self.latest: Checkpoint | None = None
         self.head: tuple[int, bytes] = (0, merkle.EMPTY_ROOT)
         self.older = older
+        self.breaks: list[DeclaredBreak] = []
+        self.lost: list[str] = []
         self.outside: dict[int, list[tuple[int, str, Checkpoint]]] = {}  # size -> (tie, what, checkpoint)
         self.receipt_entries: dict[int, list[tuple[int, Receipt]]] = {}
         for tie, receipt in enumerate(receipts):
@@ -214,7 +220,8 @@ class LogScan:
     def _at(self, n: int, line: bytes | None) -> bool:
         """Every check due once ``n`` entries are read (``line`` the last); True to stop."""
         for tie, receipt in self.receipt_entries.get(n - 1, ()) if line is not None else ():
-            if receipt.entry != line:
+            what = f"receipt {tie + 1} (entry {receipt.index})"
+            if receipt.entry != line and not self._lost(receipt.index + 1, receipt.checkpoint, what):
                 text = f"the log's entry differs from receipt {tie + 1}'s"
                 return self.fail((n - 1, 1, 1), "AUDIT_RECEIPT_MISMATCH", n - 1, text)
         prev = self.latest.size if self.latest else 0
@@ -242,10 +249,30 @@ class LogScan:
             self.latest, prev = cp, cp.size
             self.next = next(self.stream, None)
         for tie, what, cp in self.outside.get(n, ()):
+            if cp.root != self._root(n) and self._lost(cp.size, cp, what):
+                continue
             if cp.root != self._root(n) or (self.latest is not None and cp.node_id != self.latest.node_id):
                 code = "AUDIT_INCONSISTENT" if what == "older" else "AUDIT_RECEIPT_MISMATCH"
                 text = f"{self._what(cp, what)} does not match entries 0..{n - 1}: the log was rewritten"
                 return self.fail((n, 0, tie), code, None, text)
+        return False
+
+    def _lost(self, size: int, cp: Checkpoint, what: str) -> bool:
+        """Whether a checkpoint kept outside the log (``what``), of ``size`` entries, falls in a break the log
+        declares (signed before the restore, past its checkpoint): lost with the host, not rewritten."""
+        note = lost_note(self.breaks, size, cp, "the saved checkpoint" if what == "older" else what)
+        if note is not None and note not in self.lost:
+            self.lost.append(note)
+        return note is not None
+
+    def _restore(self, n: int, line: bytes) -> bool:
+        """Entry ``n`` may be a restore record: the break it declares, against the root of the entries before it;
+        True to stop (a record that does not hold)."""
+        declared = restore_in(line, n, self.entry_node, self.range.root(), self.key)
+        if isinstance(declared, str):
+            return self.fail((n, 1, 0), "AUDIT_RESTORE_INVALID", n, declared)
+        if declared is not None:
+            self.breaks.append(declared)
         return False
 
     def _entries(self, pool: ThreadPoolExecutor) -> None:
@@ -257,7 +284,11 @@ class LogScan:
                 return
             bad = first_entry_problem(lines, n, self.entry_node)
             due = self._due()
+            restores = MARKER in b"\n".join(lines)  # rare: then each line is looked at
             for line in lines if bad is None else lines[: bad[0] - n]:
+                if restores and MARKER in line and self._restore(n, line):
+                    self.n = n
+                    return
                 leaf = sha(b"\x00" + line).digest()  # merkle.leaf_hash, inlined in the hot loop
                 append(leaf)
                 if sink is not None:
@@ -313,6 +344,8 @@ class LogScan:
                 self.fail((n, 0, lineno), "AUDIT_TRUNCATED", n, text)
         for size in (s for s in self.events if s > n):
             for tie, what, cp in self.outside.get(size, ()):
+                if self._lost(size, cp, what):
+                    continue
                 text = f"missing: the log ends after {n} entries but {self._what(cp, what)} covers {size}"
                 self.fail((n, 0, tie), "AUDIT_TRUNCATED", n, text)
         signed = self.latest.size if self.latest else 0
@@ -361,4 +394,6 @@ class LogScan:
             root=self._root(n),
             latest=self.latest,
             unsigned=0 if p else n - (self.latest.size if self.latest else 0),
+            breaks=tuple(self.breaks),
+            lost=tuple(self.lost),
         )

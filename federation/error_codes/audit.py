@@ -16,6 +16,7 @@ CODES: tuple[Code, ...] = (
     _audit.code("AUDIT_WRITE_FAILED", "an audit write failed; nothing of the entry was kept"),
     _audit.code("AUDIT_FIELD_INVALID", "a field of an audit entry is not valid"),
     _audit.code("AUDIT_ENTRY_MALFORMED", "an audit entry is not a JSON object of the entry's form"),
+    _audit.code("AUDIT_RESTORE_INVALID", "a restore record of the log is malformed, unsigned or names another prefix"),
     _audit.code("AUDIT_ENTRY_NOT_CANONICAL", "an audit entry is not in canonical form (edited by hand?)"),
     _audit.code("AUDIT_INDEX_MISMATCH", "an audit entry is not at its place (entries deleted or reordered)"),
     _audit.code("AUDIT_NODE_MISMATCH", "the audit log, or a checkpoint a region answered with, is another node's"),

@@ -7,6 +7,7 @@ from hpf.federation.errors import ConfigError, UnavailableError
 
 _config = Area("Configuration", ConfigError, Scope.LOCAL, Effect.REGION_MISSING)
 _cli = Area("Command line, demo and hpf init", ConfigError, Scope.LOCAL, Effect.REGION_MISSING)
+_backup = Area("Backup and restore", ConfigError, Scope.LOCAL, Effect.REGION_MISSING)
 
 CODES: tuple[Code, ...] = (
     _config.code("CONFIG_INVALID", "a configuration file (catalog, node, coordinator, profile) is wrong"),
@@ -65,4 +66,13 @@ CODES: tuple[Code, ...] = (
     _cli.code("INIT_ARGS", "the options of hpf init are not valid"),
     _cli.code("INIT_SCHEMA", "the table schema given to hpf init is not valid"),
     _cli.code("INIT_EXISTS", "the folder holds a federation already"),
+    _backup.code("BACKUP_TARGET_NOT_EMPTY", "the folder a backup is written to is not empty"),
+    _backup.code("BACKUP_FAILED", "the node's state could not be read or the backup written"),
+    _backup.code("BACKUP_MANIFEST_INVALID", "the backup has no readable manifest"),
+    _backup.code("BACKUP_DIGEST_MISMATCH", "a file of the backup is missing, extra or not the one its manifest lists"),
+    _backup.code("BACKUP_NODE_MISMATCH", "the backup is another node's than the configuration's"),
+    _backup.code("BACKUP_AUDIT_INVALID", "the backup's audit log does not verify against its checkpoint"),
+    _backup.code("RESTORE_NODE_RUNNING", "a node is running on the configuration's port or state directory"),
+    _backup.code("RESTORE_STATE_NOT_EMPTY", "the node's state directory holds state already"),
+    _backup.code("RESTORE_STATE_MISMATCH", "the restored state does not match the restore it says is pending"),
 )

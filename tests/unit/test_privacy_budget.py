@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -371,3 +371,34 @@ def test_a_cost_must_make_sense(ledger: PrivacyLedger, epsilon: float, delta: fl
 def test_docstring_examples() -> None:
     result = doctest.testmod(privacy_budget)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_every_period_overlapping_a_restore_gap_counts_as_spent_by_everyone(tmp_path: Path) -> None:
+    """A node restored from a backup charges every identity in full for the periods its gap overlaps (a week
+    overlapping a gap of two days in it), seen before or not; the next day and the next week are charged as usual."""
+    with PrivacyLedger.open(tmp_path) as ledger:
+        charge(ledger, 0.25, now=at("2026-03-09T10:00:00"))
+        ledger.add_gap(at("2026-03-10T23:00:00"), at("2026-03-11T09:00:00"), checkpoint=42)
+        ledger.add_gap(at("2026-03-10T23:00:00"), at("2026-03-11T09:00:00"), checkpoint=42)  # once only
+        assert ledger.gaps() == [(at("2026-03-10T23:00:00"), at("2026-03-11T09:00:00"), 42)]
+        week = Budget(epsilon=1.0, delta=1e-5, period="week")
+        for day in ("2026-03-10T23:30:00", "2026-03-11T12:00:00"):
+            for who in ("alice", "never-seen"):
+                err = refused(lambda who=who, day=day: charge(ledger, 0.1, identity=who, now=at(day)))
+                assert err.code == "POLICY_PRIVACY_BUDGET" and "restored from a backup (checkpoint 42)" in err.message
+                assert who not in err.message
+            assert ledger.spent("never-seen", DAY, now=at(day)).epsilon == DAY.epsilon
+        assert refused(lambda: charge(ledger, 0.1, budget=week, now=at("2026-03-13T12:00:00")))
+        assert charge(ledger, 0.5, now=at("2026-03-09T12:00:00")).epsilon == 0.75  # before the gap: as usual
+        assert charge(ledger, 0.5, now=at("2026-03-12T00:00:00")).epsilon == 0.5  # the day after
+        assert charge(ledger, 0.5, budget=week, now=at("2026-03-16T00:00:00")).epsilon == 0.5  # the week after
+    with sqlite3.connect(tmp_path / LEDGER_FILE) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2  # an older node refuses this ledger
+    with PrivacyLedger.open(tmp_path) as again:
+        assert again.gaps() == [(at("2026-03-10T23:00:00"), at("2026-03-11T09:00:00"), 42)]
+
+
+def refused(call: Callable[[], object]) -> PolicyViolation:
+    with pytest.raises(PolicyViolation) as info:
+        call()
+    return info.value
