@@ -187,13 +187,14 @@ def take_backup(node_id: str, state_dir: Path, target: Path) -> BackupDone:
     try:
         (out / AUDIT_DIR).mkdir(mode=PRIVATE_DIR, parents=True)
         checkpoint, cut = _last_checkpoint(audit_in / CHECKPOINTS)
-        if checkpoint is None:
+        if checkpoint is None and (audit_in / CHECKPOINTS).stat().st_size > 0:
             raise ConfigError(f"{audit_in}: its last checkpoint cannot be read", code="BACKUP_FAILED")
+        # a node that has logged nothing yet has no checkpoint: its log is empty, and so is the backup's
         files[f"{AUDIT_DIR}/{CHECKPOINTS}"] = _copy_prefix(
             audit_in / CHECKPOINTS, out / AUDIT_DIR / CHECKPOINTS, size=cut
         )
         files[f"{AUDIT_DIR}/{ENTRIES}"] = _copy_prefix(
-            audit_in / ENTRIES, out / AUDIT_DIR / ENTRIES, lines=checkpoint.size
+            audit_in / ENTRIES, out / AUDIT_DIR / ENTRIES, lines=0 if checkpoint is None else checkpoint.size
         )
         ledger = state_dir / PRIVACY_DIR / LEDGER_FILE
         if ledger.is_file():
@@ -214,24 +215,27 @@ def take_backup(node_id: str, state_dir: Path, target: Path) -> BackupDone:
         "node_id": node_id,
         "backup_time": iso_ms(backup_time),
         "backup_time_ms": int(backup_time * 1000),
-        "checkpoint": checkpoint.to_dict(),
+        "checkpoint": None if checkpoint is None else checkpoint.to_dict(),
         "files": dict(sorted(files.items())),
     }
     write_file(target / MANIFEST, json.dumps(manifest, indent=2).encode() + b"\n", PRIVATE)
     sync_dir(target)
-    return BackupDone(node_id, target, checkpoint.size, (time.monotonic() - started) * 1000)
+    return BackupDone(
+        node_id, target, 0 if checkpoint is None else checkpoint.size, (time.monotonic() - started) * 1000
+    )
 
 
-def check_audit_copy(audit_dir: Path, node_id: str, checkpoint: Checkpoint) -> None:
+def check_audit_copy(audit_dir: Path, node_id: str, checkpoint: Checkpoint | None) -> None:
     """The copied log must verify (every root, the latest signature, with the backup's own audit key) and end at
-    ``checkpoint``: ``BACKUP_AUDIT_INVALID`` otherwise."""
+    ``checkpoint`` (None: a log with no entry yet): ``BACKUP_AUDIT_INVALID`` otherwise."""
     try:
         key = Ed25519PublicKey.from_public_bytes(read_signing_public_key(audit_dir))
     except AuditError as err:
         raise ConfigError(f"{audit_dir}: {err.message}", code="BACKUP_AUDIT_INVALID") from None
     report = verify_log(audit_dir, key, node_id=node_id, check_all_signatures=False)
-    if not report.ok or report.unsigned or report.latest != checkpoint or report.entries != checkpoint.size:
-        why = report.message if not report.ok else f"it does not end at the checkpoint of size {checkpoint.size}"
+    size = 0 if checkpoint is None else checkpoint.size
+    if not report.ok or report.unsigned or report.latest != checkpoint or report.entries != size:
+        why = report.message if not report.ok else f"it does not end at the checkpoint of size {size}"
         raise ConfigError(
             f"{audit_dir}: the audit log does not verify against its checkpoint: {why}",
             code="BACKUP_AUDIT_INVALID",

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hpf.federation.audit.log import AuditLog
+from hpf.federation.audit.merkle import EMPTY_ROOT
 from hpf.federation.audit.records import ENTRIES, Checkpoint
 from hpf.federation.audit.restore_record import RESTORED, DeclaredBreak
 from hpf.federation.errors import AuditError, ConfigError
@@ -85,7 +86,8 @@ def read_manifest(source: Path) -> dict[str, Any]:
     ):
         raise _manifest_error(source, f"{MANIFEST} is not a backup manifest")
     try:
-        doc["checkpoint"] = Checkpoint.from_dict(doc.get("checkpoint"))
+        # None: the node had logged nothing when it was backed up
+        doc["checkpoint"] = None if doc.get("checkpoint") is None else Checkpoint.from_dict(doc.get("checkpoint"))
     except AuditError as err:
         raise _manifest_error(source, f"{MANIFEST}: {err.message}") from None
     return doc
@@ -95,7 +97,8 @@ def check_backup(source: Path, node_id: str, state: Path | None = None) -> dict[
     """The backup's manifest, once the backup is whole, this node's, and its audit log verifies; ``state`` is
     where its state directory's copy is checked (default: the backup's own)."""
     manifest = read_manifest(source)
-    if manifest["node_id"] != node_id or manifest["checkpoint"].node_id != node_id:
+    checkpoint: Checkpoint | None = manifest["checkpoint"]
+    if manifest["node_id"] != node_id or (checkpoint is not None and checkpoint.node_id != node_id):
         raise ConfigError(
             f"{source} is a backup of node {manifest['node_id']}, not of {node_id}",
             code="BACKUP_NODE_MISMATCH",
@@ -184,11 +187,11 @@ def restore_backup(node_id: str, state_dir: Path, listen: str, source: Path, *, 
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        checkpoint: Checkpoint = manifest["checkpoint"]
+        checkpoint: Checkpoint | None = manifest["checkpoint"]
         marker = {
             "pending": True,
-            "checkpoint": checkpoint.size,
-            "root": checkpoint.root.hex(),
+            "checkpoint": 0 if checkpoint is None else checkpoint.size,
+            "root": (EMPTY_ROOT if checkpoint is None else checkpoint.root).hex(),
             "backup_time": manifest["backup_time"],
             "backup_time_ms": manifest["backup_time_ms"],
         }
@@ -206,7 +209,7 @@ def restore_backup(node_id: str, state_dir: Path, listen: str, source: Path, *, 
             code="BACKUP_FAILED",
             hint="give the node's user a state directory it can create and write",
         ) from None
-    return Restored(node_id, checkpoint.size, manifest["backup_time"], aside)
+    return Restored(node_id, 0 if checkpoint is None else checkpoint.size, manifest["backup_time"], aside)
 
 
 def _marker(state_dir: Path) -> dict[str, Any] | None:

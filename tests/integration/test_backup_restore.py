@@ -370,3 +370,30 @@ def test_a_restart_keeps_the_restore_and_a_stopped_node_is_backed_up_too(restore
     with fed.client(keys=restored.keys, person="boss") as c:
         c.sign = lambda *args, **kwargs: restored.signed_before  # type: ignore[method-assign]
         assert harness.refusal(lambda: c.query(EXACT)).code == "AUTH_SIGNED_BEFORE_RESTORE"
+
+
+def test_a_node_that_has_logged_nothing_yet_is_backed_up_and_restored(tmp_path: Path) -> None:
+    """A node fresh from its keys (an empty audit log, no checkpoint) is backed up with its keys, and restored
+    from checkpoint 0: it starts, declares the break, and its log verifies."""
+    from hpf.demo.containers import prepare, volume_layout
+    from hpf.node.config import load_node_config
+    from hpf.node.server import running_node
+
+    layout = volume_layout(tmp_path / "fed", ["shanghai", "hangzhou", "nanjing"], 47401)
+    prepare(layout, 1_000, 7, lambda _line: None)
+    config = layout.node_config("shanghai")
+    assert (layout.state("shanghai") / "audit" / "entries.jsonl").stat().st_size == 0
+    made = hpf("node", "backup", tmp_path / "backup", "--config", config)
+    assert made.exit_code == 0 and "at checkpoint 0 (0 entries)" in said(made), said(made)
+    doc = yaml.safe_load(config.read_text())
+    doc["state_dir"] = str(tmp_path / "new-host-state")
+    moved = tmp_path / "node-new-host.yaml"
+    moved.write_text(yaml.safe_dump(doc))
+    back = hpf("node", "restore", tmp_path / "backup", "--config", moved)
+    assert back.exit_code == 0, said(back)
+    with running_node(load_node_config(moved)):
+        pass
+    checked = hpf(
+        "audit", "verify", tmp_path / "new-host-state" / "audit", "--catalog", layout.catalog, "--node", "shanghai"
+    )
+    assert checked.exit_code == 0 and "declared break: restored from checkpoint 0" in said(checked), said(checked)

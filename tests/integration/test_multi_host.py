@@ -415,19 +415,10 @@ def test_a_region_whose_link_returns_is_answered_again_with_nothing_restarted(fe
     assert all(p.poll() is None for p in fed.processes.values())
 
 
-def _backup_command() -> None:
-    """Skip unless ``hpf node backup`` is a command of this installation (any other failure fails the test)."""
-    shown = _hpf("node", "backup", "--help", timeout_s=60)
-    if shown.returncode != 0 and "No such command" in shown.stdout + shown.stderr:
-        pytest.skip("`hpf node backup` is not a command of this installation yet")
-    assert shown.returncode == 0, shown.stdout + shown.stderr
-
-
 def test_a_region_restored_from_backup_on_a_new_host_answers_again(fed: HostedFederation, tmp_path: Path) -> None:
     """Back up region X's node, lose its host (link, process, namespace and state), rebuild it at a new address,
     restore the backup there, publish the new address in the catalog: every party takes it without a restart,
     and X answers again, exactly. The time from the loss to that answer is the RTO."""
-    _backup_command()
     layout, network = fed.layout, fed.network
     lost = layout.node_ids[0]
     port = layout.ports[lost]
@@ -501,4 +492,7 @@ def test_every_regions_audit_log_verifies(fed: HostedFederation) -> None:
         audit = fed.states[node_id] / "audit"
         checked = _hpf("audit", "verify", str(audit), "--catalog", str(fed.layout.catalog), "--node", node_id)
         assert checked.returncode == 0, f"{node_id}: {checked.stdout}{checked.stderr}"
+        # the region restored from its backup declares the break; no other log has one
+        restored = fed.states[node_id].name.endswith("-restored")
+        assert ("declared break: restored from checkpoint" in checked.stdout) == restored, checked.stdout
     print("[multi-host] times: " + ", ".join(f"{k} {v:.2f}" for k, v in fed.times.items()))
