@@ -9,11 +9,15 @@ and ``state/``, the node's state directory as of the backup:
 - the privacy ledger through SQLite's online backup, which takes the database's lock for a moment and copies a
   committed state (a ledger copied after checkpoint ``N`` holds charges made after it: a restore errs on the
   conservative side);
-- every other file as it is: keys never change, and the node writes its state files (revocation states, the
-  restore marker) whole and atomically.
+- the keys, the revocation states and the restore marker as they are: keys never change, and the node writes its
+  state files whole and atomically.
 
-Left out: the lookup-facts request folder (requests to the running node) and dot files (a write in progress).
-The TLS key and certificate and ``node.yaml`` live outside the state directory: they are the operator's to keep.
+A backup holds these files (:data:`BACKUP_FILES`, the one list the backup copies from and the restore accepts)
+and nothing else: not the ledger's ``-wal``/``-shm`` (the ledger is copied through SQLite), not the lookup-facts
+request folder (requests to the running node), not a file in progress, and never a backup kept in the state
+directory (a target inside it is refused, ``BACKUP_TARGET_INSIDE_STATE``). Every folder is 0700 and every file
+0600, whatever the umask. The TLS key and certificate and ``node.yaml`` live outside the state directory: they are
+the operator's to keep.
 
 ``manifest.json`` names the node, the backup time (taken before anything is copied: the start of the gap a
 restore charges), the checkpoint (size, root, time, signature) and each file's sha256. The restore
@@ -25,32 +29,53 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hpf.federation.audit.keys import KEY as AUDIT_KEY
+from hpf.federation.audit.keys import PUBLIC_KEY as AUDIT_PUBLIC_KEY
 from hpf.federation.audit.keys import read_signing_public_key
 from hpf.federation.audit.records import CHECKPOINTS, ENTRIES, Checkpoint, parse_checkpoint_line
 from hpf.federation.audit.verify import verify_log
+from hpf.federation.consent.revocations import STATE_FILE as CONSENT_REVOCATION_STATE
+from hpf.federation.crypto.sealing import AGREEMENT_KEY, AGREEMENT_PUBLIC, SUBJECT_KEY
 from hpf.federation.errors import AuditError, ConfigError
 from hpf.federation.private_files import PRIVATE, sync_dir, write_file
+from hpf.node.config import REVOCATION_STATE
 from hpf.node.keys import AUDIT_DIR
-from hpf.node.lookup_refresh import REFRESH_DIR
 from hpf.node.privacy_budget import LEDGER_FILE, PRIVACY_DIR
+from hpf.node.protection import NOISE_KEY
 
 MANIFEST = "manifest.json"
 STATE = "state"  # the copy of the state directory, inside a backup
+MARKER = "restored.json"  # in the state directory: a pending restore, then the last restore's time (node.restore)
 FORMAT = 1
 PRIVATE_DIR = 0o700
 _CHUNK = 1 << 20
-_SQLITE_SIDE = ("-wal", "-shm", "-journal")
+
+# What a backup holds, as paths relative to the state directory: the one list `take_backup` copies from and a
+# restore accepts (any other file is refused, BACKUP_FILE_UNEXPECTED). The log's two files and the ledger are
+# copied each in their own way (below); every other file as it is.
+AUDIT_LOG_FILES = (f"{AUDIT_DIR}/{CHECKPOINTS}", f"{AUDIT_DIR}/{ENTRIES}")
+LEDGER = f"{PRIVACY_DIR}/{LEDGER_FILE}"  # never its -wal or -shm: the copy is one SQLite file
+COPIED_AS_IS = (
+    f"{AUDIT_DIR}/{AUDIT_KEY}",
+    f"{AUDIT_DIR}/{AUDIT_PUBLIC_KEY}",
+    f"{AUDIT_DIR}/{SUBJECT_KEY}",
+    AGREEMENT_KEY,
+    AGREEMENT_PUBLIC,
+    NOISE_KEY,
+    REVOCATION_STATE,
+    CONSENT_REVOCATION_STATE,
+    MARKER,
+)
+BACKUP_FILES = frozenset((*AUDIT_LOG_FILES, LEDGER, *COPIED_AS_IS))
+BACKUP_DIRS = frozenset(str(PurePosixPath(rel).parent) for rel in BACKUP_FILES) - {"."}
 
 
 @dataclass(frozen=True)
@@ -72,8 +97,35 @@ def _failed(what: str, exc: OSError | sqlite3.Error) -> ConfigError:
     return ConfigError(f"backup: {what} ({why})", code="BACKUP_FAILED", hint="see that the paths are readable/writable")
 
 
-def prepare_target(target: Path) -> None:
-    """Make ``target`` (mode 0700); a folder already there must be empty (``BACKUP_TARGET_NOT_EMPTY``)."""
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or under it, both resolved (symbolic links followed)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError as exc:
+        raise _failed(f"cannot resolve {path}", exc) from None
+    except RuntimeError:  # a loop of symbolic links (before Python 3.13)
+        raise ConfigError(f"cannot resolve {path}: a loop of symbolic links", code="BACKUP_FAILED") from None
+
+
+def private_dirs(top: Path, rel: PurePosixPath | Path) -> None:
+    """Make ``top/rel`` and every folder between them, each 0700 whatever the umask (``top`` exists)."""
+    path = top
+    for part in rel.parts:
+        path = path / part
+        path.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+        os.chmod(path, PRIVATE_DIR)
+
+
+def prepare_target(target: Path, state_dir: Path | None = None) -> None:
+    """Make ``target`` (mode 0700); a folder already there must be empty (``BACKUP_TARGET_NOT_EMPTY``) and not in
+    the node's ``state_dir`` (``BACKUP_TARGET_INSIDE_STATE``: it would copy itself, keys and all, into every later
+    backup)."""
+    if state_dir is not None and _inside(target, state_dir):
+        raise ConfigError(
+            f"{target} is inside the node's state directory {state_dir}: a backup is written outside it",
+            code="BACKUP_TARGET_INSIDE_STATE",
+            hint="name a folder outside the state directory, e.g. /backups/<node>/<time>",
+        )
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ConfigError(
             f"{target} is not an empty folder: a backup is written only into a new or empty one",
@@ -155,26 +207,11 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _state_files(state_dir: Path) -> Iterator[Path]:
-    """The state directory's files a backup copies as they are (relative paths)."""
-    for root, dirs, files in os.walk(state_dir):
-        here = Path(root).relative_to(state_dir)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here == Path() and d == REFRESH_DIR))
-        for name in sorted(files):
-            rel = here / name
-            if name.startswith(".") or rel in (Path(AUDIT_DIR, ENTRIES), Path(AUDIT_DIR, CHECKPOINTS)):
-                continue
-            if name.startswith(LEDGER_FILE):  # the ledger and its WAL: copied through SQLite
-                continue
-            if (state_dir / rel).is_file() and not (state_dir / rel).is_symlink():
-                yield rel
-
-
 def take_backup(node_id: str, state_dir: Path, target: Path) -> BackupDone:
     """Back up the state of node ``node_id`` in ``state_dir`` into ``target`` (new or empty), running or not."""
     started = time.monotonic()
     backup_time = time.time()  # before anything is read: the gap a restore charges starts here
-    prepare_target(target)
+    prepare_target(target, state_dir)
     out = target / STATE
     audit_in = state_dir / AUDIT_DIR
     if not (audit_in / CHECKPOINTS).is_file() or not (audit_in / AUDIT_KEY).is_file():
@@ -185,28 +222,23 @@ def take_backup(node_id: str, state_dir: Path, target: Path) -> BackupDone:
         )
     files: dict[str, str] = {}
     try:
-        (out / AUDIT_DIR).mkdir(mode=PRIVATE_DIR, parents=True)
+        private_dirs(target, PurePosixPath(STATE, AUDIT_DIR))
         checkpoint, cut = _last_checkpoint(audit_in / CHECKPOINTS)
         if checkpoint is None and (audit_in / CHECKPOINTS).stat().st_size > 0:
             raise ConfigError(f"{audit_in}: its last checkpoint cannot be read", code="BACKUP_FAILED")
         # a node that has logged nothing yet has no checkpoint: its log is empty, and so is the backup's
-        files[f"{AUDIT_DIR}/{CHECKPOINTS}"] = _copy_prefix(
-            audit_in / CHECKPOINTS, out / AUDIT_DIR / CHECKPOINTS, size=cut
+        checkpoints, entries = AUDIT_LOG_FILES
+        files[checkpoints] = _copy_prefix(state_dir / checkpoints, out / checkpoints, size=cut)
+        files[entries] = _copy_prefix(
+            state_dir / entries, out / entries, lines=0 if checkpoint is None else checkpoint.size
         )
-        files[f"{AUDIT_DIR}/{ENTRIES}"] = _copy_prefix(
-            audit_in / ENTRIES, out / AUDIT_DIR / ENTRIES, lines=0 if checkpoint is None else checkpoint.size
-        )
-        ledger = state_dir / PRIVACY_DIR / LEDGER_FILE
-        if ledger.is_file():
-            (out / PRIVACY_DIR).mkdir(mode=PRIVATE_DIR, exist_ok=True)
-            files[f"{PRIVACY_DIR}/{LEDGER_FILE}"] = _copy_ledger(ledger, out / PRIVACY_DIR / LEDGER_FILE)
-        for rel in _state_files(state_dir):
-            dest = out / rel
-            for parent in reversed(dest.relative_to(target).parents):
-                (target / parent).mkdir(mode=PRIVATE_DIR, exist_ok=True)
-            shutil.copyfile(state_dir / rel, dest)
-            os.chmod(dest, PRIVATE)
-            files[rel.as_posix()] = file_digest(dest)
+        if (state_dir / LEDGER).is_file():
+            private_dirs(out, PurePosixPath(LEDGER).parent)
+            files[LEDGER] = _copy_ledger(state_dir / LEDGER, out / LEDGER)
+        for rel in COPIED_AS_IS:  # a file absent (a node that never wrote it) or a link is left out
+            if (state_dir / rel).is_file() and not (state_dir / rel).is_symlink():
+                private_dirs(out, PurePosixPath(rel).parent)
+                files[rel] = _copy_prefix(state_dir / rel, out / rel)
     except (OSError, sqlite3.Error) as exc:
         raise _failed(f"cannot copy {state_dir} into {target}", exc) from None
     check_audit_copy(out / AUDIT_DIR, node_id, checkpoint)

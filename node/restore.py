@@ -4,8 +4,9 @@ node does at its next start.
 The restore runs while the node does not (``RESTORE_NODE_RUNNING`` if its port answers or its audit log is
 locked), into an empty or absent state directory (``RESTORE_STATE_NOT_EMPTY``; ``--force`` moves the one there
 aside), after checking the backup whole: its manifest (``BACKUP_MANIFEST_INVALID``), that it is this node's
-(``BACKUP_NODE_MISMATCH``), every file's digest and no file more (``BACKUP_DIGEST_MISMATCH``), and its audit log
-against its checkpoint (``BACKUP_AUDIT_INVALID``). It copies the state in and leaves ``restored.json``: a restore
+(``BACKUP_NODE_MISMATCH``), that it holds only files a backup writes (``BACKUP_FILE_UNEXPECTED``), every file's
+digest and no file more (``BACKUP_DIGEST_MISMATCH``), and its audit log against its checkpoint
+(``BACKUP_AUDIT_INVALID``). It copies the state in and leaves ``restored.json``: a restore
 is pending.
 
 What happened on the lost host between the backup and the restore is unknown to the restored node. So at its
@@ -41,13 +42,22 @@ from hpf.federation.audit.records import ENTRIES, Checkpoint
 from hpf.federation.audit.restore_record import RESTORED, DeclaredBreak
 from hpf.federation.errors import AuditError, ConfigError
 from hpf.federation.private_files import PRIVATE, read_regular, sync_dir, write_file
-from hpf.node.backup import MANIFEST, PRIVATE_DIR, STATE, check_audit_copy, file_digest, iso_ms
+from hpf.node.backup import (
+    BACKUP_DIRS,
+    BACKUP_FILES,
+    MANIFEST,
+    MARKER,
+    PRIVATE_DIR,
+    STATE,
+    check_audit_copy,
+    file_digest,
+    iso_ms,
+)
 from hpf.node.config import NodeConfig
 from hpf.node.keys import AUDIT_DIR
 from hpf.node.privacy_budget import PRIVACY_DIR, PrivacyLedger
 
 log = logging.getLogger("hpf.node")
-MARKER = "restored.json"  # in the state directory: a pending restore, then the last restore's time
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 
@@ -105,15 +115,20 @@ def check_backup(source: Path, node_id: str, state: Path | None = None) -> dict[
             hint="restore each node from its own backup, with its own node.yaml",
         )
     state = source / STATE if state is None else state
-    present = (
-        {p.relative_to(state).as_posix() for p in state.rglob("*") if p.is_file() or p.is_symlink()}
-        if state.is_dir()
-        else set()
-    )
+    present: set[str] = set()
+    for path in state.rglob("*") if state.is_dir() else ():
+        rel = path.relative_to(state).as_posix()
+        if path.is_dir() and not path.is_symlink():
+            if rel not in BACKUP_DIRS:
+                raise _unexpected(source, f"folder {rel!r}")
+        else:
+            present.add(rel)
     listed: dict[str, str] = manifest["files"]
     for rel in sorted(present | set(listed)):
+        if rel not in BACKUP_FILES:  # whatever the manifest says: a backup never holds it
+            raise _unexpected(source, f"file {rel!r}")
         path = state / rel
-        if rel not in listed or rel not in present or ".." in Path(rel).parts or path.is_symlink():
+        if rel not in listed or rel not in present or path.is_symlink():
             what = "is not in the manifest" if rel not in listed else "is missing"
             raise ConfigError(
                 f"{source}: file {rel} {what}", code="BACKUP_DIGEST_MISMATCH", hint="take or fetch the backup again"
@@ -126,6 +141,15 @@ def check_backup(source: Path, node_id: str, state: Path | None = None) -> dict[
             )
     check_audit_copy(state / AUDIT_DIR, node_id, manifest["checkpoint"])
     return manifest
+
+
+def _unexpected(source: Path, what: str) -> ConfigError:
+    return ConfigError(
+        f"{source}: {what} is not one a backup holds",
+        code="BACKUP_FILE_UNEXPECTED",
+        hint="a backup holds the node's audit log, privacy ledger, keys and state files only "
+        "(its WAL, lookup requests and other files never): take or fetch the backup again",
+    )
 
 
 def refuse_if_running(state_dir: Path, listen: str) -> None:

@@ -67,9 +67,13 @@ CODES: tuple[Code, ...] = (
     _cli.code("INIT_SCHEMA", "the table schema given to hpf init is not valid"),
     _cli.code("INIT_EXISTS", "the folder holds a federation already"),
     _backup.code("BACKUP_TARGET_NOT_EMPTY", "the folder a backup is written to is not empty"),
+    _backup.code(
+        "BACKUP_TARGET_INSIDE_STATE", "the folder a backup is written to is inside the node's state directory"
+    ),
     _backup.code("BACKUP_FAILED", "the node's state could not be read or the backup written"),
     _backup.code("BACKUP_MANIFEST_INVALID", "the backup has no readable manifest"),
     _backup.code("BACKUP_DIGEST_MISMATCH", "a file of the backup is missing, extra or not the one its manifest lists"),
+    _backup.code("BACKUP_FILE_UNEXPECTED", "the backup holds a file or folder no backup writes"),
     _backup.code("BACKUP_NODE_MISMATCH", "the backup is another node's than the configuration's"),
     _backup.code("BACKUP_AUDIT_INVALID", "the backup's audit log does not verify against its checkpoint"),
     _backup.code("RESTORE_NODE_RUNNING", "a node is running on the configuration's port or state directory"),

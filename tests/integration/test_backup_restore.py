@@ -27,6 +27,7 @@ from hpf.federation.audit.records import ENTRIES, Checkpoint
 from hpf.federation.audit.verify import read_entries
 from hpf.federation.crypto import he
 from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.node.backup import BACKUP_FILES, LEDGER
 from hpf.node.server import start_node
 
 pytestmark = pytest.mark.integration
@@ -88,6 +89,7 @@ class Story:
     signed_before: pb.SignedEnvelope
     spent_before_loss: list[float]
     restore_output: str
+    live_state_files: set[str]
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +120,8 @@ def restored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
             stop.set()
             asker.join()
         assert made.exit_code == 0, said(made)
+        live = fed.node_configs["n0"].state_dir
+        live_files = {p.relative_to(live).as_posix() for p in live.rglob("*") if p.is_file()}
         # after the backup: the caseworker spends the whole day's budget at every region
         with fed.client(keys=keys, person="cw_budget") as c:
             answers = [c.query(COUNT) for _ in range(3)]
@@ -142,7 +146,9 @@ def restored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         assert done.exit_code == 0, said(done)
         fed.nodes["n0"] = start_node(fed.node_configs["n0"], f"127.0.0.1:{port}")
         fed.wait_for_regions()
-        yield Story(fed, keys, root, config, backup, said(made), len(answered), signed_before, spent, said(done))
+        yield Story(
+            fed, keys, root, config, backup, said(made), len(answered), signed_before, spent, said(done), live_files
+        )
 
 
 def test_a_running_node_is_backed_up_while_questions_are_answered(restored: Story) -> None:
@@ -159,6 +165,10 @@ def test_a_running_node_is_backed_up_while_questions_are_answered(restored: Stor
     assert all((p.stat().st_mode & 0o777) == 0o600 for p in files)
     assert {"audit/audit.key", "agreement.key", "privacy/privacy-budget.sqlite3"} <= set(manifest["files"])
     assert len((state / "audit" / ENTRIES).read_bytes().splitlines()) == size
+    # every file the running node keeps is one a backup holds (a new state file must join BACKUP_FILES), but the
+    # ledger's WAL: the ledger is copied through SQLite
+    kept = {f for f in restored.live_state_files if not f.endswith(("-wal", "-shm"))}
+    assert kept <= BACKUP_FILES and {f"audit/{ENTRIES}", LEDGER} <= kept
     assert "node n0: restored" in restored.restore_output and f"checkpoint {size}" in restored.restore_output
 
 
