@@ -176,6 +176,7 @@ class AuditLog:
             compact=self._range,
             all_signatures=all_signatures,
             torn_tails=False,  # checked as if already cut off: they are, below, once the rest is known good
+            restore_times=False,  # a restore record dated too late excuses nothing (see LogScan): no reason to stop
         )
         report = scan.run()
         if not report.ok:
