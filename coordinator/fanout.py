@@ -114,10 +114,11 @@ class FanOut:
     def _note_missed(self, missing: Sequence[MissingRegion]) -> None:
         if self.health is not None:
             for m in missing:
-                # a stalled region, or one that says its own files cannot be served (its health says so too): once
-                # a probe confirms it, later questions are admitted without it, not run again without it at every
-                # other region; one that refuses connections costs no wait
-                if m.code in ("NODE_TIMEOUT", "NODE_UNWELL"):
+                # a stalled region, or one that says its own files cannot be served, or that it was restored from
+                # a backup and refuses questions for a window after it (its health says so too): once a probe
+                # confirms it, later questions are admitted without it, not run again without it at every other
+                # region; one that refuses connections costs no wait
+                if m.code in ("NODE_TIMEOUT", "NODE_UNWELL", "AUTH_SIGNED_BEFORE_RESTORE"):
                     self.health.note_missed(m.node_id)
 
     async def audit_proof(self, request: pb.AuditProofRequest) -> pb.AuditProofResponse:

@@ -46,6 +46,7 @@ from hpf.node.lookup_index import LookupIndex
 from hpf.node.privacy import PrivacyAccountant, signed_terms
 from hpf.node.protection import Protector, Run
 from hpf.node.replay import ReplayGuard
+from hpf.node.restore import iso_of_ms, questions_from_ms
 from hpf.node.trail import Trail
 from hpf.policies.engine import Asker, Decision, check_asker, check_asker_home, check_query
 from hpf.policies.model import Policy, RateLimit
@@ -196,12 +197,16 @@ def verify_envelope(node: Admission, asked: Asked) -> None:
     """The signed envelope, checked and written into the trail (what it asks, without a value)."""
     verified = node.verifier.verify(asked.request.envelope, operation=asked.trail.operation)
     envelope, signer, trail = verified.envelope, verified.signer, asked.trail
-    if envelope.issued_at_ms < node.restored_at_ms:
-        # its nonce may have been spent on the host this node's state was lost with, after the backup
+    taken_from = questions_from_ms(node.restored_at_ms, node.verifier.window_s)
+    if envelope.issued_at_ms < taken_from:
+        # its nonce may have been spent on the host this node's state was lost with: after the backup, that host
+        # took questions signed up to a window ahead of its clock
         raise AuthError(
-            "the question was signed before this region was restored from a backup: it may have run already",
+            "the question was signed before this region was restored from a backup, or within its envelope window "
+            f"after the restore: it may have run already; the region takes questions signed from "
+            f"{iso_of_ms(taken_from)}",
             code="AUTH_SIGNED_BEFORE_RESTORE",
-            hint="sign the question again (the hpf client signs each one afresh)",
+            hint=f"sign the question again from {iso_of_ms(taken_from)} on (the hpf client signs each one afresh)",
         )
     trail.identity, trail.role = signer.common_name, signer.role or ""
     # a purpose code this node does not know is free text: it is not written down

@@ -16,14 +16,22 @@ next start (:func:`complete_restore`), before it serves, the node:
   identity (:meth:`node.privacy_budget.PrivacyLedger.add_gap`);
 - appends a signed restore record to its audit log, a declared break (:mod:`federation.audit.restore_record`),
   and signs a checkpoint for it;
-- keeps the restore time in ``restored.json`` for good: every envelope signed before it is refused
-  (``AUTH_SIGNED_BEFORE_RESTORE``), for its nonce may have been spent on the lost host.
+- keeps the restore time in ``restored.json`` for good (and in the restore record: at every start the node takes
+  the later of the two, so the marker's loss does not make it forget): every envelope signed before the restore
+  time and one envelope window (``envelope_window_s``) after it is refused (``AUTH_SIGNED_BEFORE_RESTORE``), for
+  its nonce may have been spent on the lost host, which took questions signed up to a window ahead of its clock;
+  until that time has passed the node reports NOT_SERVING (:func:`questions_from_ms`).
+
+The manifest is not signed: :func:`read_manifest` allows only its fields in their forms (a node id, one backup
+time in text and milliseconds, not after the restore) and quotes none of them in its refusals; a backup time after
+the host's clock at the node's start is ``RESTORE_CLOCK_BEHIND``.
 
 Each step is safe to repeat: a start cut short by a crash does them again without doing any twice.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import logging
@@ -38,20 +46,20 @@ from typing import Any
 
 from hpf.federation.audit.log import AuditLog
 from hpf.federation.audit.merkle import EMPTY_ROOT
-from hpf.federation.audit.records import ENTRIES, Checkpoint
+from hpf.federation.audit.records import ENTRIES, Checkpoint, is_node_id
 from hpf.federation.audit.restore_record import RESTORED, DeclaredBreak
 from hpf.federation.errors import AuditError, ConfigError
 from hpf.federation.private_files import PRIVATE, read_regular, sync_dir, write_file
 from hpf.node.backup import (
     BACKUP_DIRS,
     BACKUP_FILES,
+    FORMAT,
     MANIFEST,
     MARKER,
     PRIVATE_DIR,
     STATE,
     check_audit_copy,
     file_digest,
-    iso_ms,
 )
 from hpf.node.config import NodeConfig
 from hpf.node.keys import AUDIT_DIR
@@ -59,6 +67,7 @@ from hpf.node.privacy_budget import PRIVACY_DIR, PrivacyLedger
 
 log = logging.getLogger("hpf.node")
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: a time RFC 3339 can write
 
 
 @dataclass(frozen=True)
@@ -69,32 +78,72 @@ class Restored:
     moved_aside: Path | None
 
 
-def _manifest_error(source: Path, why: str) -> ConfigError:
+def _manifest_error(source: Path, why: str, hint: str | None = None) -> ConfigError:
     return ConfigError(
         f"{source}: {why}",
         code="BACKUP_MANIFEST_INVALID",
-        hint=f"name a folder `hpf node backup` wrote (it holds {MANIFEST})",
+        hint=hint or f"name a folder `hpf node backup` wrote (it holds {MANIFEST})",
     )
 
 
-def read_manifest(source: Path) -> dict[str, Any]:
+MANIFEST_FIELDS = frozenset({"format", "node_id", "backup_time", "backup_time_ms", "checkpoint", "files"})
+
+
+def iso_of_ms(ms: int) -> str:
+    """Unix milliseconds as RFC 3339 UTC with milliseconds, exactly (no float).
+
+    >>> iso_of_ms(1_700_000_000_123), iso_of_ms(0)
+    ('2023-11-14T22:13:20.123Z', '1970-01-01T00:00:00.000Z')
+    """
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def ms_of_iso(text: str) -> int:
+    """The Unix milliseconds of an RFC 3339 UTC time with milliseconds (as :func:`iso_of_ms` writes it).
+
+    >>> ms_of_iso("2023-11-14T22:13:20.123Z")
+    1700000000123
+    """
+    moment = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return int(moment.timestamp()) * 1000 + moment.microsecond // 1000
+
+
+def read_manifest(source: Path, now_ms: int | None = None) -> dict[str, Any]:
+    """The backup's manifest, its fields and their forms checked (``BACKUP_MANIFEST_INVALID``, never quoting what
+    it holds): the node id a node id, the backup time (text and milliseconds) one time, and not after ``now_ms``
+    (the restore; default: now). The manifest is not signed: what it says is checked against the backup's own
+    audit log (:func:`check_backup`) and against the restore."""
     try:
         doc = json.loads(read_regular(source / MANIFEST, MAX_MANIFEST_BYTES))
     except OSError as exc:
         raise _manifest_error(source, f"{MANIFEST} cannot be read ({exc.strerror or 'not a file'})") from None
     except ValueError:
         raise _manifest_error(source, f"{MANIFEST} is not JSON") from None
-    files, node_id, backup_ms = (
-        doc.get(k) if isinstance(doc, dict) else None for k in ("files", "node_id", "backup_time_ms")
+    files, node_id, backup_ms, backup_time = (
+        doc.get(k) if isinstance(doc, dict) else None for k in ("files", "node_id", "backup_time_ms", "backup_time")
     )
     if (
-        not isinstance(files, dict)
+        not isinstance(doc, dict)
+        or not set(doc) <= MANIFEST_FIELDS
+        or doc.get("format") != FORMAT
+        or not isinstance(files, dict)
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
         or not isinstance(node_id, str)
         or type(backup_ms) is not int
-        or not isinstance(doc.get("backup_time"), str)
+        or not isinstance(backup_time, str)
     ):
-        raise _manifest_error(source, f"{MANIFEST} is not a backup manifest")
+        raise _manifest_error(source, f"{MANIFEST} is not a backup manifest (its fields or their types differ)")
+    if not is_node_id(node_id):
+        raise _manifest_error(source, f"{MANIFEST}: its node id is not a node id")
+    if not 0 <= backup_ms <= MAX_TIME_MS or backup_time != iso_of_ms(backup_ms):
+        raise _manifest_error(source, f"{MANIFEST}: its backup time is not one time (backup_time, backup_time_ms)")
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if backup_ms > now_ms:
+        raise _manifest_error(
+            source,
+            f"{MANIFEST}: the backup was taken at {backup_time}, after this host's clock ({iso_of_ms(now_ms)})",
+            hint="set this host's clock right (the gap the restore charges runs from the backup to now)",
+        )
     try:
         # None: the node had logged nothing when it was backed up
         doc["checkpoint"] = None if doc.get("checkpoint") is None else Checkpoint.from_dict(doc.get("checkpoint"))
@@ -254,9 +303,21 @@ def _marker(state_dir: Path) -> dict[str, Any] | None:
 
 
 def restored_at_ms(state_dir: Path) -> int:
-    """When this node was last restored (Unix milliseconds; 0: never, or the restore is still pending)."""
+    """When this node was last restored, as its restore marker says (Unix milliseconds; 0: never, or the restore
+    is still pending). At its start the node takes the later of this and its audit log's last restore record."""
     doc = _marker(state_dir)
     return int(doc.get("restored_at_ms", 0)) if doc is not None and not doc["pending"] else 0
+
+
+def questions_from_ms(restored_ms: int, window_s: float) -> int:
+    """From when a node restored at ``restored_ms`` takes questions (Unix milliseconds; 0: never restored): a
+    question signed earlier may have run on the lost host, which took questions signed up to its envelope window
+    (``window_s``) ahead of its clock, and was lost before the restore.
+
+    >>> questions_from_ms(1_000_000, 300), questions_from_ms(0, 300)
+    (1300000, 0)
+    """
+    return restored_ms + int(window_s * 1000) if restored_ms else 0
 
 
 def open_after_restore(
@@ -275,33 +336,60 @@ def open_after_restore(
         audit.close()
         raise
     if restored_ms:
-        log.info("node %s: restored from a backup at %d ms; older questions are refused", config.node_id, restored_ms)
+        taken_from = questions_from_ms(restored_ms, config.envelope_window_s)
+        log.info(
+            "node %s: restored from a backup at %s; questions signed before %s (a window of %d s after it) are "
+            "refused, and the node reports NOT_SERVING until then",
+            config.node_id,
+            iso_of_ms(restored_ms),
+            iso_of_ms(taken_from),
+            config.envelope_window_s,
+        )
     return ledger, restored_ms
+
+
+def logged_restore_ms(audit: AuditLog) -> int:
+    """The restore time of the last restore record in ``audit`` (Unix milliseconds; 0: none)."""
+    return max((ms_of_iso(b.restore_time) for b in audit.breaks), default=0)
 
 
 def complete_restore(state_dir: Path, node_id: str, audit: AuditLog, ledger: PrivacyLedger) -> int:
     """At a node's start: finish a pending restore (see the module) and return when this node was last restored
-    (Unix milliseconds; 0: never)."""
+    (Unix milliseconds; 0: never): the later of the restore marker's time and the audit log's last restore
+    record's, so a marker lost or edited does not make the node forget its restore."""
     doc = _marker(state_dir)
+    logged_ms = logged_restore_ms(audit)
     if doc is None:
-        return 0
+        return logged_ms
     if not doc["pending"]:
-        return int(doc.get("restored_at_ms", 0))
+        marked = doc.get("restored_at_ms", 0)
+        return max(marked if type(marked) is int else 0, logged_ms)
     size, root, backup_ms, backup_time = (doc.get(k) for k in ("checkpoint", "root", "backup_time_ms", "backup_time"))
     if (
         type(size) is not int
         or not isinstance(root, str)
         or type(backup_ms) is not int
         or not isinstance(backup_time, str)
+        or not 0 <= backup_ms <= MAX_TIME_MS
+        or backup_time != iso_of_ms(backup_ms)
     ):
         raise ConfigError(f"{state_dir / MARKER} is not a restore marker", code="RESTORE_STATE_MISMATCH")
     restored_ms = doc.get("restored_at_ms")
     if type(restored_ms) is not int:  # the first try: fix the restore time, durably, before anything uses it
         restored_ms = int(time.time() * 1000)
+        if backup_ms > restored_ms:  # the ledger's gap would run backwards
+            raise ConfigError(
+                f"{state_dir / MARKER}: the backup was taken at {backup_time}, after this host's clock "
+                f"({iso_of_ms(restored_ms)})",
+                code="RESTORE_CLOCK_BEHIND",
+                hint="set this host's clock right, then start the node again",
+            )
         doc["restored_at_ms"] = restored_ms
         write_file(state_dir / MARKER, json.dumps(doc).encode(), PRIVATE)
+    elif backup_ms > restored_ms:
+        raise ConfigError(f"{state_dir / MARKER} is not a restore marker", code="RESTORE_STATE_MISMATCH")
     ledger.add_gap(backup_ms / 1000.0, restored_ms / 1000.0, size)
-    declared = DeclaredBreak(node_id, size, bytes.fromhex(root), backup_time, iso_ms(restored_ms / 1000.0))
+    declared = DeclaredBreak(node_id, size, bytes.fromhex(root), backup_time, iso_of_ms(restored_ms))
     if audit.size == size and audit.root() == declared.root:
         audit.append(declared.fields(audit.sign))
     elif not (audit.size == size + 1 and json.loads(audit.entry(size)).get("kind") == RESTORED):
@@ -311,4 +399,4 @@ def complete_restore(state_dir: Path, node_id: str, audit: AuditLog, ledger: Pri
             hint="restore the node from its backup again",
         )
     write_file(state_dir / MARKER, json.dumps({**doc, "pending": False}).encode(), PRIVATE)
-    return restored_ms
+    return max(restored_ms, logged_ms)

@@ -47,7 +47,7 @@ from hpf.node.privacy import PrivacyAccountant
 from hpf.node.privacy_budget import PRIVACY_DIR
 from hpf.node.protection import NOISE_KEY, Protector
 from hpf.node.replay import ReplayGuard
-from hpf.node.restore import open_after_restore
+from hpf.node.restore import open_after_restore, questions_from_ms
 from hpf.node.source_watch import SOURCE_CHECK_SECONDS, SourceWatch
 from hpf.node.state_dir import require_writable
 from hpf.policies import DEFAULT_POLICY
@@ -209,7 +209,8 @@ def start_node(config: NodeConfig, listen: str | None = None) -> RunningNode:
         restored_at_ms=restored_at_ms,
     )
     handler = NodeHandler(admission, audit, on_append=metrics.audit_appends.inc)
-    return _serve(config, listen, tls, handler, watch, backend, own, metrics, verifier.revocations)
+    serving_from = questions_from_ms(restored_at_ms, verifier.window_s) / 1000.0
+    return _serve(config, listen, tls, handler, watch, backend, own, metrics, verifier.revocations, serving_from)
 
 
 def _lookup_index(config: NodeConfig, catalog: Catalog, backend: Backend) -> LookupIndex:
@@ -330,9 +331,11 @@ def _serve(
     own: NodeKeys,
     metrics: NodeMetrics,
     revocations: RevocationList,
+    serving_from: float = 0.0,
 ) -> RunningNode:
-    """Start the gRPC server over ``handler``, with its health following the data files, and its metrics
-    endpoint if the config has one (over TLS, refusing what ``revocations``, the service's own list, revokes)."""
+    """Start the gRPC server over ``handler``, with its health following the data files (and NOT_SERVING before
+    ``serving_from``, Unix seconds: a restore's window), and its metrics endpoint if the config has one (over TLS,
+    refusing what ``revocations``, the service's own list, revokes)."""
     metrics_server = None
     try:
         server = new_server(max_workers=THREADS_PER_SCAN * config.max_workers + 4, options=SERVER_OPTIONS)
@@ -344,7 +347,7 @@ def _serve(
             source = f"node {config.node_id}"
             metrics_server = serve_metrics(config.metrics, tls, metrics.registry, source, revocations=revocations)
         server.start()
-        sources = SourceWatch(backend, health, "hpf.v1.Node", SOURCE_CHECK_SECONDS)
+        sources = SourceWatch(backend, health, "hpf.v1.Node", SOURCE_CHECK_SECONDS, serving_from)
         every = None if config.on_files else config.lookup_facts.refresh_s  # files: computed when they change
         facts = refresher_for(handler.lookup.admission.lookups, config.state_dir, every)
         log.info("node %s audit key: %s", config.node_id, own.audit_key)

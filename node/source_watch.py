@@ -7,12 +7,17 @@ is known: a file broken between two looks is first seen by a question. While a
 file cannot be served, the node's service ``hpf.v1.Node`` reports NOT_SERVING on the standard gRPC health
 service (the server itself stays SERVING: it is up) and every question gets ``NODE_UNWELL``, the region reported
 missing; once the files are good again it reports SERVING and answers as before.
+
+A node restored from a backup reports NOT_SERVING too until it takes questions again (``serving_from``, one
+envelope window after its restore: :func:`node.restore.questions_from_ms`): it refuses every question signed
+earlier, so the coordinator names it missing meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -32,8 +37,17 @@ class CheckedSources(Protocol):
 
 
 class SourceWatch:
-    def __init__(self, sources: CheckedSources, servicer: health.HealthServicer, service: str, interval: float) -> None:
+    def __init__(
+        self,
+        sources: CheckedSources,
+        servicer: health.HealthServicer,
+        service: str,
+        interval: float,
+        serving_from: float = 0.0,
+    ) -> None:
         self._sources = sources
+        self._serving_from = serving_from  # Unix seconds: before it, NOT_SERVING (a restore's window)
+        self._held = time.time() < serving_from
         self._servicer = servicer
         self._service = service
         self._interval = interval
@@ -60,10 +74,12 @@ class SourceWatch:
                 else:
                     log.error("node unwell: its data files cannot be served (%s) until they are restored", refusal.code)
             self.refusal = refusal
-            serving = health_pb2.HealthCheckResponse.SERVING
-            self._servicer.set(
-                self._service, serving if refusal is None else health_pb2.HealthCheckResponse.NOT_SERVING
-            )
+            if self._held and time.time() >= self._serving_from:
+                self._held = False
+                log.warning("node restored from a backup: its envelope window after the restore has passed, it serves")
+            serving = refusal is None and not self._held
+            status = health_pb2.HealthCheckResponse
+            self._servicer.set(self._service, status.SERVING if serving else status.NOT_SERVING)
 
     def _watch(self) -> None:
         while not self._stop.wait(self._interval):

@@ -61,6 +61,7 @@ from hpf.federation.audit.records import (
     utc_now,
 )
 from hpf.federation.audit.repair import cut_torn_tail
+from hpf.federation.audit.restore_record import DeclaredBreak
 from hpf.federation.audit.scan import LogScan
 from hpf.federation.errors import AuditError
 
@@ -107,6 +108,7 @@ class AuditLog:
         self._end = 0
         self._latest: Checkpoint | None = None
         self._broken: str | None = None
+        self.breaks: tuple[DeclaredBreak, ...] = ()  # the restores the log declared when it was opened
 
     @classmethod
     def open(cls, directory: Path, node_id: str, *, fsync: bool = True, check_all_signatures: bool = True) -> AuditLog:
@@ -176,6 +178,7 @@ class AuditLog:
             compact=self._range,
             all_signatures=all_signatures,
             torn_tails=False,  # checked as if already cut off: they are, below, once the rest is known good
+            restore_times=False,  # a restore record dated too late excuses nothing (see LogScan): no reason to stop
         )
         report = scan.run()
         if not report.ok:
@@ -189,6 +192,7 @@ class AuditLog:
                 hint="run `hpf audit verify` on it, keep it as evidence, and start a new log directory",
             )
         self._latest = report.latest
+        self.breaks = report.breaks
         try:
             if scan.torn_entry is not None:
                 cut_torn_tail(self.directory, ENTRIES, self._entries_fd, fsync=self._fsync, expected=self._end)

@@ -10,8 +10,10 @@ for one) and covered by the log's next checkpoint like every entry.
 
 A verifier (:class:`federation.audit.scan.LogScan`) accepts such a record as a declared break when its
 signature verifies and the log's first ``N`` entries have the root it names; a checkpoint kept from before the
-restore time that covers more than ``N`` entries, or a receipt of entry ``N`` or later under such a checkpoint,
-is then reported as lost in the break, not as a rewritten log. A record that does not hold is
+restore time, and before the log's first checkpoint past the record, that covers more than ``N`` entries, or a
+receipt of entry ``N`` or later under such a checkpoint, is then reported as lost in the break, not as a
+rewritten log (:meth:`DeclaredBreak.loses`: a restore time dated later than the checkpoint that covers the
+record never excuses the restored node's own checkpoints). A record that does not hold is
 ``AUDIT_RESTORE_INVALID``.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +70,21 @@ class DeclaredBreak:
             "restore_signature": base64.b64encode(sign(self.signed_message())).decode("ascii"),
         }
 
-    def loses(self, size: int, time: str) -> bool:
-        """Whether a checkpoint of ``size`` entries signed at ``time`` falls in this break (the lost host's)."""
-        return size > self.checkpoint and time < self.restore_time
+    def loses(self, size: int, time: str, covered_at: str | None) -> bool:
+        """Whether a checkpoint of ``size`` entries signed at ``time`` falls in this break (the lost host's).
+
+        ``covered_at`` is when the log's first checkpoint past the record was signed (None: none covers it yet,
+        and nothing falls in the break). The restored node signs it after the record, so the host was lost before
+        then, whatever restore time the record states: a checkpoint signed at that time or later is the restored
+        node's own, never excused, though the record be dated later (a clock far ahead, or the key's holder).
+
+        >>> b = DeclaredBreak("x", 3, bytes(32), "2026-01-01T00:00:00.000Z", "2999-01-01T00:00:00.000Z")
+        >>> b.loses(5, "2026-01-02T00:00:00.000Z", "2026-01-03T00:00:00.000Z")
+        True
+        >>> b.loses(5, "2026-01-03T00:00:00.000Z", "2026-01-03T00:00:00.000Z"), b.loses(3, "2026", "2027")
+        (False, False)
+        """
+        return covered_at is not None and size > self.checkpoint and time < min(self.restore_time, covered_at)
 
     def describe(self) -> str:
         return (
@@ -87,10 +101,13 @@ class DeclaredBreak:
         }
 
 
-def lost_note(breaks: Sequence[DeclaredBreak], size: int, checkpoint: Checkpoint, what: str) -> str | None:
+def lost_note(
+    breaks: Sequence[DeclaredBreak], covered: Mapping[int, str], size: int, checkpoint: Checkpoint, what: str
+) -> str | None:
     """What to report of a checkpoint kept outside the log (``what``: a saved one, a receipt's), covering ``size``
-    entries, that falls in one of ``breaks``; None when it falls in none (it must then match the log)."""
-    declared = next((b for b in breaks if b.loses(size, checkpoint.time)), None)
+    entries, that falls in one of ``breaks`` (``covered``: when the log's first checkpoint past each break's was
+    signed, by the break's checkpoint); None when it falls in none (it must then match the log)."""
+    declared = next((b for b in breaks if b.loses(size, checkpoint.time, covered.get(b.checkpoint))), None)
     if declared is None:
         return None
     return (

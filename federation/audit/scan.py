@@ -117,7 +117,11 @@ class LogScan:
     entry's leaf hash and line length (newline included) as it is read; ``compact`` is the range the entries
     are hashed into (default: a new one). ``torn_tails=False`` checks the log as if a torn last line (no
     newline) of either file were already cut off, as the node does when it opens its log; ``torn_entry`` and
-    ``torn_checkpoint`` then say what was left out.
+    ``torn_checkpoint`` then say what was left out. ``restore_times=False`` does not refuse a restore record dated
+    later than the log's checkpoint that covers it (``AUDIT_RESTORE_INVALID`` otherwise), as the node does when
+    it opens its log: such a record excuses no checkpoint signed after that one
+    (:meth:`federation.audit.restore_record.DeclaredBreak.loses`), and the node refuses questions until its
+    restore time.
     """
 
     def __init__(
@@ -132,10 +136,12 @@ class LogScan:
         compact: merkle.CompactRange | None = None,
         all_signatures: bool = True,
         torn_tails: bool = True,
+        restore_times: bool = True,
     ) -> None:
         self.directory, self.key, self.node_id, self.sink = directory, key, node_id, sink
         self.all_signatures = all_signatures
         self.torn_tails = torn_tails
+        self.restore_times = restore_times
         self.torn_entry: int | None = None  # the index of a last entry line without its newline
         self.torn_checkpoint: int | None = None  # the line number of a last checkpoint line without its newline
         self.workers = min(8, os.cpu_count() or 1)
@@ -147,6 +153,7 @@ class LogScan:
         self.head: tuple[int, bytes] = (0, merkle.EMPTY_ROOT)
         self.older = older
         self.breaks: list[DeclaredBreak] = []
+        self.covered: dict[int, str] = {}  # a break's checkpoint -> when the log's first checkpoint past it was signed
         self.lost: list[str] = []
         self.outside: dict[int, list[tuple[int, str, Checkpoint]]] = {}  # size -> (tie, what, checkpoint)
         self.receipt_entries: dict[int, list[tuple[int, Receipt]]] = {}
@@ -243,6 +250,15 @@ class LogScan:
                 what = "the entry differs" if prev >= n - 1 else f"entries {prev}..{n - 1} differ"
                 text = f"{what} from what checkpoint {lineno} (size {n}, {cp.time}) signed"
                 return self.fail(key, "AUDIT_ROOT_MISMATCH", min(prev, max(n - 1, 0)), text)
+            for declared in self.breaks:
+                if prev <= declared.checkpoint < cp.size:
+                    self.covered[declared.checkpoint] = cp.time
+                    if self.restore_times and cp.time < declared.restore_time:
+                        text = (
+                            f"checkpoint {lineno} (size {cp.size}) was signed at {cp.time}, before the restore time "
+                            f"({declared.restore_time}) of the restore record it covers"
+                        )
+                        return self.fail(key, "AUDIT_RESTORE_INVALID", declared.checkpoint, text)
             if self.all_signatures:
                 self.batch.append((lineno, prev, cp))
             self.checkpoints += 1
@@ -259,8 +275,10 @@ class LogScan:
 
     def _lost(self, size: int, cp: Checkpoint, what: str) -> bool:
         """Whether a checkpoint kept outside the log (``what``), of ``size`` entries, falls in a break the log
-        declares (signed before the restore, past its checkpoint): lost with the host, not rewritten."""
-        note = lost_note(self.breaks, size, cp, "the saved checkpoint" if what == "older" else what)
+        declares (signed before the restore, and before the log's checkpoint that covers the restore record, past
+        its checkpoint): lost with the host, not rewritten."""
+        what = "the saved checkpoint" if what == "older" else what
+        note = lost_note(self.breaks, self.covered, size, cp, what)
         if note is not None and note not in self.lost:
             self.lost.append(note)
         return note is not None

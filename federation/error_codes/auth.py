@@ -29,7 +29,10 @@ CODES: tuple[Code, ...] = (
     _auth.code("AUTH_ENVELOPE_FEDERATION", "the question was signed for another federation"),
     _auth.code("AUTH_ENVELOPE_STALE", "the question was signed too long ago, or in the future"),
     _auth.code("AUTH_REPLAY", "the signed question was already received: a replay"),
-    _auth.code("AUTH_SIGNED_BEFORE_RESTORE", "the question was signed before the region was restored from a backup"),
+    _auth.code(
+        "AUTH_SIGNED_BEFORE_RESTORE",
+        "the question was signed before the region was restored from a backup, or within a window after it",
+    ),
     _auth.code("AUTH_CONTEXT_MISMATCH", "the public context sent is not the one the question was signed for"),
     _auth.code(
         "AUTH_NO_IDENTITY", "the profile names no certificate to sign questions with", ConfigError, scope=Scope.LOCAL

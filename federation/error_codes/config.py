@@ -79,4 +79,5 @@ CODES: tuple[Code, ...] = (
     _backup.code("RESTORE_NODE_RUNNING", "a node is running on the configuration's port or state directory"),
     _backup.code("RESTORE_STATE_NOT_EMPTY", "the node's state directory holds state already"),
     _backup.code("RESTORE_STATE_MISMATCH", "the restored state does not match the restore it says is pending"),
+    _backup.code("RESTORE_CLOCK_BEHIND", "the backup was taken after this host's clock: the clock is behind"),
 )

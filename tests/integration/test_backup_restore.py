@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from hpf.cli.app import _register, app
 from hpf.federation.audit.records import ENTRIES, Checkpoint
 from hpf.federation.audit.verify import read_entries
 from hpf.federation.crypto import he
-from hpf.federation.generated import hpf_federation_pb2 as pb
+from hpf.federation.errors import FederationError
 from hpf.node.backup import BACKUP_FILES, LEDGER
 from hpf.node.server import start_node
 
@@ -51,6 +52,7 @@ NODE_ROWS = {
 PEOPLE = (("caseworker", "caseworker", None), ("cw_budget", "caseworker", None), ("boss", "operator", None))
 EXACT = "SELECT kind, COUNT(*) AS n, SUM(amount) AS total FROM claims GROUP BY kind ORDER BY kind"
 COUNT = "SELECT COUNT(*) AS n FROM claims"
+WINDOW_S = 10  # the restored node's envelope_window_s: the least a node takes
 
 _register("node")
 _register("audit")
@@ -86,7 +88,8 @@ class Story:
     backup: Path
     backup_output: str
     answered_during_backup: int
-    signed_before: pb.SignedEnvelope
+    refused_before: FederationError  # what a question signed before the restore got from the restored node
+    window: list[str]  # what questions got while the restored node's window ran (a refusal, or who was missing)
     spent_before_loss: list[float]
     restore_output: str
     live_state_files: set[str]
@@ -134,9 +137,6 @@ def restored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         lost_checkpoint = fed.nodes["n0"].handler.audit.latest_checkpoint()
         assert lost_checkpoint is not None
         (root / "lost-checkpoint.json").write_text(json.dumps(lost_checkpoint.to_dict()))
-        # a question signed now, to be sent after the restore
-        with fed.client(keys=keys, person="boss") as c:
-            signed_before = c.sign(EXACT)
         # n0's host is lost with its state; a new host restores the backup into an empty state directory
         port = fed.nodes["n0"].port
         fed.stop_node("n0")
@@ -144,11 +144,50 @@ def restored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         shutil.rmtree(state_dir)
         done = hpf("node", "restore", backup, "--config", config)
         assert done.exit_code == 0, said(done)
+        # a question signed before the restore (its time is fixed at the node's start), sent after it
+        with fed.client(keys=keys, person="boss") as c:
+            signed_before = c.sign(EXACT)
+        # the restored node takes questions again one envelope window after its restore: the least, for the test
+        fed.node_configs["n0"] = fed.node_configs["n0"].model_copy(update={"envelope_window_s": WINDOW_S})
         fed.nodes["n0"] = start_node(fed.node_configs["n0"], f"127.0.0.1:{port}")
         fed.wait_for_regions()
+        with fed.client(keys=keys, person="boss") as c:  # at once, while it is fresh: it may have run already
+            c.sign = lambda *args, **kwargs: signed_before  # type: ignore[method-assign]
+            refused_before = harness.refusal(lambda: c.query(EXACT))
+        window = _answered_again(fed, keys)
         yield Story(
-            fed, keys, root, config, backup, said(made), len(answered), signed_before, spent, said(done), live_files
+            fed,
+            keys,
+            root,
+            config,
+            backup,
+            said(made),
+            len(answered),
+            refused_before,
+            window,
+            spent,
+            said(done),
+            live_files,
         )
+
+
+def _answered_again(fed: harness.Federation, keys: he.ClientKeys) -> list[str]:
+    """Ask until every region answers, within the restored node's window and a margin; what each question
+    before that got (a refusal's code, or the regions named missing)."""
+    got: list[str] = []
+    give_up = time.monotonic() + WINDOW_S + 30
+    with fed.client(keys=keys, person="boss") as c:
+        while time.monotonic() < give_up:
+            try:
+                answer = c.query(EXACT)
+            except FederationError as err:
+                got.append(err.code)
+            else:
+                if not answer.missing:
+                    return got
+                got.append(",".join(f"{m['node_id']}:{m['code']}" for m in answer.missing))
+            time.sleep(0.5)
+    raise AssertionError(f"n0 was not answered again within its window and a margin: {got}")
 
 
 def test_a_running_node_is_backed_up_while_questions_are_answered(restored: Story) -> None:
@@ -174,10 +213,10 @@ def test_a_running_node_is_backed_up_while_questions_are_answered(restored: Stor
 
 def test_a_question_signed_before_the_restore_is_refused_and_a_new_one_answered_exactly(restored: Story) -> None:
     fed = restored.fed
-    with fed.client(keys=restored.keys, person="boss") as c:
-        c.sign = lambda *args, **kwargs: restored.signed_before  # type: ignore[method-assign]
-        err = harness.refusal(lambda: c.query(EXACT))
-    assert err.code == "AUTH_SIGNED_BEFORE_RESTORE"
+    err = restored.refused_before
+    assert err.code == "AUTH_SIGNED_BEFORE_RESTORE" and "takes questions signed from" in err.message
+    # meanwhile (the window after the restore) the region is named missing, never answered
+    assert all(got in ("REGIONS_MISSING", "AUTH_SIGNED_BEFORE_RESTORE", "n0:NODE_UNWELL") for got in restored.window)
     with fed.client(keys=restored.keys, person="boss") as c:
         answer = c.query(EXACT)
     assert [tuple(r) for r in answer.rows] == fed.oracle(EXACT) and answer.privacy["mode"] == "exact"
@@ -377,9 +416,8 @@ def test_a_restart_keeps_the_restore_and_a_stopped_node_is_backed_up_too(restore
     assert json.loads((fed.node_configs["n0"].state_dir / "restored.json").read_text()) == marker
     copied = json.loads((tmp_path / "stopped" / "state" / "restored.json").read_text())
     assert copied == marker
-    with fed.client(keys=restored.keys, person="boss") as c:
-        c.sign = lambda *args, **kwargs: restored.signed_before  # type: ignore[method-assign]
-        assert harness.refusal(lambda: c.query(EXACT)).code == "AUTH_SIGNED_BEFORE_RESTORE"
+    # the restore time is the first start's: questions signed before it and its window stay refused
+    assert fed.nodes["n0"].handler.admission.restored_at_ms == marker["restored_at_ms"]
 
 
 def test_a_node_that_has_logged_nothing_yet_is_backed_up_and_restored(tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def test_a_question_answered_ahead_of_the_lost_hosts_clock_is_not_answered_again
     envelope = SimpleNamespace(issued_at_ms=issued_ms, purpose="", consent_ref="", nonce=nonce)
     verified = SimpleNamespace(envelope=envelope, signer=SimpleNamespace(common_name="someone", role="analyst"))
     node = SimpleNamespace(
-        verifier=SimpleNamespace(verify=lambda *_a, **_k: verified),
+        verifier=SimpleNamespace(verify=lambda *_a, **_k: verified, window_s=WINDOW_S),
         restored_at_ms=restored_ms,
         policy=SimpleNamespace(purposes={}),
     )
