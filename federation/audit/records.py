@@ -240,6 +240,15 @@ class Checkpoint:
         return cls(node_id, size, bytes.fromhex(root), time, signature)
 
 
+def first_bad_signature(key: Ed25519PublicKey, batch: list[tuple[int, int, Checkpoint]]) -> tuple[int, int, int] | None:
+    """The first (line, previous size, size) in ``batch`` whose signature fails; runs in a worker thread
+    (cryptography releases the GIL while it verifies)."""
+    for lineno, prev, cp in batch:
+        if not cp.is_signed_by(key):
+            return lineno, prev, cp.size
+    return None
+
+
 def checkpoint_line(cp: Checkpoint) -> bytes:
     """A checkpoint as its line in ``checkpoints.jsonl``: its canonical JSON and a newline."""
     return canonical_json(cp.to_dict()) + b"\n"

@@ -24,11 +24,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hpf.federation.audit import merkle
+from hpf.federation.audit.lines import line_chunks
 from hpf.federation.audit.records import (
     CHECKPOINTS,
     ENTRIES,
     Checkpoint,
     Receipt,
+    first_bad_signature,
     first_entry_problem,
     parse_checkpoint_line,
 )
@@ -83,31 +85,6 @@ class _Problem:
     code: str = field(compare=False)
     first_bad: int | None = field(compare=False)
     text: str = field(compare=False)
-
-
-def line_chunks(path: Path, block: int = 1 << 20) -> Iterator[tuple[list[bytes], bool]]:
-    """Complete lines in chunks; a last line without its newline comes alone, flagged torn."""
-    with path.open("rb") as fh:
-        rest = b""
-        while data := fh.read(block):
-            data = rest + data
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                rest = data
-                continue
-            yield data[:cut].split(b"\n"), False
-            rest = data[cut + 1 :]
-        if rest:
-            yield [rest], True
-
-
-def _bad_signature(key: Ed25519PublicKey, batch: list[tuple[int, int, Checkpoint]]) -> tuple[int, int, int] | None:
-    """The first (line, previous size, size) in ``batch`` whose signature fails; runs in a worker thread
-    (cryptography releases the GIL while it verifies)."""
-    for lineno, prev, cp in batch:
-        if not cp.is_signed_by(key):
-            return lineno, prev, cp.size
-    return None
 
 
 class LogScan:
@@ -325,7 +302,7 @@ class LogScan:
 
     def _submit(self, pool: ThreadPoolExecutor, *, drain: bool = False) -> None:
         while len(self.batch) >= 256 or (drain and self.batch):
-            self.pending.append(pool.submit(_bad_signature, self.key, self.batch[:256]))
+            self.pending.append(pool.submit(first_bad_signature, self.key, self.batch[:256]))
             del self.batch[:256]
         while self.pending and (drain or len(self.pending) > 4 * self.workers):
             if failed := self.pending.popleft().result():

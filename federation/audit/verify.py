@@ -34,8 +34,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hpf.federation.audit.keys import PUBLIC_KEY, load_public_key
+from hpf.federation.audit.lines import line_chunks
 from hpf.federation.audit.records import CHECKPOINTS, ENTRIES, Checkpoint, Receipt, parse_checkpoint_line
-from hpf.federation.audit.scan import LogScan, VerifyReport, line_chunks
+from hpf.federation.audit.scan import LogScan, VerifyReport
 from hpf.federation.errors import AuditError
 
 
