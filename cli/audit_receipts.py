@@ -37,7 +37,9 @@ def receipts_command(
     Each proof is checked against the region's latest signed checkpoint: the entry is still there and the log
     only grew since. The coordinator relays the proofs unsigned, so a proof that does not hold shows the receipt
     could not be proven (the region or the coordinator: `hpf audit verify --receipts` on the region's own log
-    tells which); only two logs the region signed for one size show it rewrote its log. Exit 7 if any receipt is
+    tells which); only two logs the region signed for one size show it rewrote its log. A receipt of an entry the
+    region's lost host logged after the backup it was restored from is lost in the declared break: shown so, not
+    counted as rewritten or unproven, when the region's signed restore record proves it. Exit 7 if any receipt is
     rewritten or could not be proven. A receipt kept before receipts carried a proof of their own is proven by the
     region's latest log alone."""
     rows, stopped = _check_receipts(profile)
@@ -50,6 +52,7 @@ def _check_receipts(profile: Path) -> tuple[list[dict[str, Any]], PolicyViolatio
     (the receipts after it are not checked)."""
     from hpf.client.federation_client import FederationClient
     from hpf.client.profile import load_profile
+    from hpf.federation.audit.restore_proof import LostInBreak
 
     rows: list[dict[str, Any]] = []
     stopped: PolicyViolation | None = None
@@ -67,7 +70,10 @@ def _check_receipts(profile: Path) -> tuple[list[dict[str, Any]], PolicyViolatio
             else:
                 try:
                     latest = client.check_receipt(receipt)
-                    row.update(status="still logged", code="", latest_size=latest.size)
+                    if isinstance(latest, LostInBreak):  # a host lost after the region's backup: not tampering
+                        row.update(status=latest.describe(), code="", latest_size=latest.latest.size, lost=True)
+                    else:
+                        row.update(status="still logged", code="", latest_size=latest.size)
                 except AuditError as err:
                     row.update(status=_status(err), code=err.code, latest_size=None, message=err.message)
                 except PolicyViolation as err:  # e.g. the coordinator's per-person rate limit
@@ -85,6 +91,10 @@ def _unproven(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["code"] and r["status"] != REWRITTEN]
 
 
+def _lost(rows: list[dict[str, Any]]) -> int:
+    return sum(1 for r in rows if r.get("lost"))
+
+
 def _unchecked(rows: list[dict[str, Any]]) -> int:
     return sum(1 for r in rows if r["status"] == NOT_CHECKED)
 
@@ -99,6 +109,7 @@ def _echo_receipts(rows: list[dict[str, Any]], fmt: TableFormat) -> None:
             "rewritten": len(_rewritten(rows)),
             "unproven": len(unproven),
             "not_checked": _unchecked(rows),
+            "lost": _lost(rows),
             "kept_without_proof": without_proof,
         }
         typer.echo(json.dumps(doc))
@@ -113,6 +124,11 @@ def _echo_receipts(rows: list[dict[str, Any]], fmt: TableFormat) -> None:
             f"note: {without_proof} receipt(s) were kept before receipts carried a proof of their entry: each is "
             "proven by the region's latest log alone, and one whose entry was altered before it was kept cannot "
             "be proven"
+        )
+    if lost := _lost(rows):
+        footer.append(
+            f"{lost} receipt(s) were lost in a break the region declared: it was restored from a backup and what "
+            "its lost host logged after the backup's checkpoint is gone (not a rewritten log)"
         )
     if unproven:
         footer.append(

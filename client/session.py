@@ -21,8 +21,9 @@ from hpf.client.answer_check import StreamedAnswer
 from hpf.client.coordinator_calls import AnswerStream, CoordinatorTransport, streamed, unary
 from hpf.client.plan_cache import PlanCache
 from hpf.client.profile import ClientProfile
-from hpf.federation.audit.proto import check_receipt, check_still_logged, receipt_from_proto
+from hpf.federation.audit.proto import check_receipt, check_still_logged_or_lost, receipt_from_proto
 from hpf.federation.audit.records import Checkpoint, Receipt
+from hpf.federation.audit.restore_proof import LostInBreak
 from hpf.federation.catalog import Catalog, load_catalog
 from hpf.federation.config_files import parse_model, parse_yaml
 from hpf.federation.crypto import he
@@ -243,11 +244,12 @@ class ClientSession:
                     raise AuditError(f"{path}: line {number}: {err.message}", code=err.code) from None
         return kept
 
-    def check_receipt(self, receipt: Receipt) -> Checkpoint:
-        """Ask the receipt's region for proofs that its entry is still in its log; the latest checkpoint if so."""
+    def check_receipt(self, receipt: Receipt) -> Checkpoint | LostInBreak:
+        """Ask the receipt's region for proofs that its entry is still in its log; the latest checkpoint if so, or
+        the break the region declared that its entry was lost in (a host lost after the region's last backup)."""
         request = pb.AuditProofRequest(node_id=receipt.node_id, index=receipt.index, old_size=receipt.checkpoint.size)
         proof = unary(self._stub.AuditProof, request, self.profile.timeout_s)
-        return check_still_logged(receipt, proof, self._audit_keys().get(receipt.node_id))
+        return check_still_logged_or_lost(receipt, proof, self._audit_keys().get(receipt.node_id))
 
     @property
     def catalog(self) -> Catalog:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from hpf.federation import error_codes
 from hpf.federation.audit.log import AuditLog
 from hpf.federation.audit.proto import checkpoint_to_proto, receipt_to_proto
+from hpf.federation.audit.restore_proof import restores_to_proto
 from hpf.federation.engine import Abandon
 from hpf.federation.errors import AuditError, FederationError, UnavailableError
 from hpf.federation.generated import hpf_federation_pb2 as pb
@@ -160,6 +161,7 @@ class AuditProof:
                 checkpoint=checkpoint_to_proto(latest),
                 inclusion=audit.inclusion_proof(request.index, latest.size),
                 consistency=audit.consistency_proof(request.old_size, latest.size),
+                restores=restores_to_proto(audit, latest.size),
             )
 
         return self.auditor.answered(trail, work)[0]

@@ -314,6 +314,7 @@ def complete_restore(state_dir: Path, node_id: str, audit: AuditLog, ledger: Pri
     declared = DeclaredBreak(node_id, size, bytes.fromhex(root), backup_time, iso_of_ms(restored_ms))
     if audit.size == size and audit.root() == declared.root:
         audit.append(declared.fields(audit.sign))
+        audit.breaks = (*audit.breaks, declared)  # the log declared it when opened had it been there then
     elif not (audit.size == size + 1 and json.loads(audit.entry(size)).get("kind") == RESTORED):
         raise ConfigError(
             f"{state_dir}: the audit log holds {audit.size} entries, not the {size} of the backup it was restored from",

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from hpf.federation.audit import merkle
 from hpf.federation.audit.keys import load_public_key
 from hpf.federation.audit.records import Checkpoint, Receipt
+from hpf.federation.audit.restore_proof import LostInBreak, lost_in_break
 from hpf.federation.errors import AuditError, CryptoError
 from hpf.federation.generated import hpf_federation_pb2 as pb
 
@@ -130,3 +131,24 @@ def check_still_logged(receipt: Receipt, proof: pb.AuditProofResponse, audit_key
             hint="the coordinator relays the proofs: run `hpf audit verify --receipts` on the region's own log",
         )
     return latest
+
+
+def check_still_logged_or_lost(
+    receipt: Receipt, proof: pb.AuditProofResponse, audit_key: str | None
+) -> Checkpoint | LostInBreak:
+    """:func:`check_still_logged`, except that a receipt whose proofs do not hold against the region's latest
+    checkpoint (or whose checkpoint the region signed another log of the same size for) is reported lost, not
+    raised, when the region declares, in the tree its latest checkpoint signs, a break the receipt's entry was lost
+    in (:func:`federation.audit.restore_proof.lost_in_break`): a host lost after the region's last backup, not a
+    rewritten log."""
+    try:
+        return check_still_logged(receipt, proof, audit_key)
+    except AuditError as err:
+        if err.code not in (UNPROVEN, "AUDIT_INCONSISTENT") or audit_key is None or not proof.restores:
+            raise
+        key = load_public_key(audit_key)
+        latest = checkpoint_from_proto(proof.checkpoint)  # its signature and node verified before these codes
+        lost = lost_in_break(receipt, latest, proof.restores, key)
+        if lost is None:
+            raise
+        return lost

@@ -187,14 +187,28 @@ class AuditProofRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., index: _Optional[int] = ..., old_size: _Optional[int] = ...) -> None: ...
 
 class AuditProofResponse(_message.Message):
-    __slots__ = ("checkpoint", "inclusion", "consistency")
+    __slots__ = ("checkpoint", "inclusion", "consistency", "restores")
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     INCLUSION_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    RESTORES_FIELD_NUMBER: _ClassVar[int]
     checkpoint: AuditCheckpoint
     inclusion: _containers.RepeatedScalarFieldContainer[bytes]
     consistency: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., inclusion: _Optional[_Iterable[bytes]] = ..., consistency: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    restores: _containers.RepeatedCompositeFieldContainer[AuditRestore]
+    def __init__(self, checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ..., inclusion: _Optional[_Iterable[bytes]] = ..., consistency: _Optional[_Iterable[bytes]] = ..., restores: _Optional[_Iterable[_Union[AuditRestore, _Mapping]]] = ...) -> None: ...
+
+class AuditRestore(_message.Message):
+    __slots__ = ("index", "entry", "inclusion", "consistency")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    entry: bytes
+    inclusion: _containers.RepeatedScalarFieldContainer[bytes]
+    consistency: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, index: _Optional[int] = ..., entry: _Optional[bytes] = ..., inclusion: _Optional[_Iterable[bytes]] = ..., consistency: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("envelope", "deadline_ms")

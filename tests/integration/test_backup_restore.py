@@ -24,6 +24,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from hpf.cli.app import _register, app
+from hpf.client.profile import load_profile
 from hpf.federation.audit.records import ENTRIES, Checkpoint
 from hpf.federation.audit.verify import read_entries
 from hpf.federation.crypto import he
@@ -445,3 +446,51 @@ def test_a_node_that_has_logged_nothing_yet_is_backed_up_and_restored(tmp_path: 
         "audit", "verify", tmp_path / "new-host-state" / "audit", "--catalog", layout.catalog, "--node", "shanghai"
     )
     assert checked.exit_code == 0 and "declared break: restored from checkpoint 0" in said(checked), said(checked)
+
+
+def test_hpf_audit_receipts_through_the_coordinator_reports_the_lost_hosts_receipts_lost(
+    restored: Story, tmp_path: Path
+) -> None:
+    """`hpf audit receipts` after the restore, through the coordinator: a receipt of an entry before the backup
+    is still logged, the lost host's receipts of entries past the backup's checkpoint are lost in the declared
+    break (proven by the region's signed restore record, not counted as rewritten or unproven), and one of them
+    with its entry altered still fails."""
+    fed = restored.fed
+    size = json.loads((restored.backup / "manifest.json").read_text())["checkpoint"]["size"]
+    doc = yaml.safe_load(fed.profile_path.read_text())
+    kept_path = load_profile(fed.profile_path).receipts
+    assert kept_path is not None
+    kept = [json.loads(line) for line in kept_path.read_text().splitlines()]
+    before = next(r for r in kept if r["node_id"] == "n0" and r["checkpoint"]["size"] <= size)
+    lost = [json.loads(line) for line in (restored.root / "lost-receipts.jsonl").read_text().splitlines()]
+    assert all(r["index"] >= size for r in lost)
+    altered = json.loads(json.dumps(lost[0]))
+    entry = json.loads(altered["entry"])
+    entry["rows"] = entry.get("rows", 0) + 1 if isinstance(entry.get("rows"), int) else 1
+    altered["entry"] = json.dumps(entry, separators=(",", ":"), sort_keys=True)
+    assert altered["entry"] != lost[0]["entry"]
+
+    def receipts_check(receipts: list[dict[str, Any]], name: str) -> tuple[Result, dict[str, Any]]:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in receipts))
+        profile = fed.profile_path.with_name(f"{tmp_path.name}-{name}.yaml")  # its relative paths hold there
+        profile.write_text(yaml.safe_dump(doc | {"receipts": str(path)}))
+        result = hpf("audit", "receipts", "--profile", profile, "--format", "json")
+        return result, json.loads(result.output.splitlines()[0])
+
+    result, report = receipts_check([before, *lost], "kept")
+    assert result.exit_code == 0, said(result)
+    statuses = [r["status"] for r in report["receipts"]]
+    assert statuses[0] == "still logged"
+    record = next(e for e in read_entries(fed.audit_dir("n0"), size) if e["kind"] == "restored")
+    assert statuses[1:] == [
+        f"lost in the declared break (restored from checkpoint {size} at {record['restore_time']})"
+    ] * len(lost)
+    assert (report["lost"], report["rewritten"], report["unproven"]) == (len(lost), 0, 0)
+
+    result, report = receipts_check([altered, lost[1]], "altered")
+    assert result.exit_code == 7, said(result)
+    statuses = [r["status"] for r in report["receipts"]]
+    assert statuses[0] in ("REWRITTEN", "could not be proven (the region or the coordinator)")
+    assert statuses[1].startswith("lost in the declared break")
+    assert (report["lost"], report["rewritten"] + report["unproven"]) == (1, 1)
