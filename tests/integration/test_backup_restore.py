@@ -13,7 +13,7 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,8 @@ from hpf.client.profile import load_profile
 from hpf.federation.audit.records import ENTRIES, Checkpoint
 from hpf.federation.audit.verify import read_entries
 from hpf.federation.crypto import he
-from hpf.federation.errors import FederationError
+from hpf.federation.errors import AuditError, FederationError
+from hpf.federation.generated import hpf_federation_pb2 as pb
 from hpf.node.backup import BACKUP_FILES, LEDGER
 from hpf.node.server import start_node
 
@@ -494,3 +495,42 @@ def test_hpf_audit_receipts_through_the_coordinator_reports_the_lost_hosts_recei
     assert statuses[0] in ("REWRITTEN", "could not be proven (the region or the coordinator)")
     assert statuses[1].startswith("lost in the declared break")
     assert (report["lost"], report["rewritten"] + report["unproven"]) == (1, 1)
+
+
+def test_a_lost_receipt_is_excused_only_by_the_regions_own_signed_restore_record(restored: Story) -> None:
+    """The proof the coordinator relays for a lost host's receipt, altered as a lying coordinator would: a restore
+    record whose entry is changed, whose inclusion proof is cut, which is dropped, or checked under another
+    region's key, excuses nothing: the receipt is then unproven (raised), never lost."""
+    from hpf.federation.audit.proto import check_still_logged_or_lost
+    from hpf.federation.audit.records import Receipt
+    from hpf.federation.audit.restore_proof import LostInBreak
+
+    fed = restored.fed
+    lost = Receipt.from_dict(json.loads((restored.root / "lost-receipts.jsonl").read_text().splitlines()[0]))
+    request = pb.AuditProofRequest(node_id=lost.node_id, index=lost.index, old_size=lost.checkpoint.size)
+    with fed.client(keys=restored.keys, person="boss") as c:
+        proof = c._stub.AuditProof(request, timeout=10)  # noqa: SLF001 - the proof as relayed, to alter it
+        keys = c._audit_keys()  # noqa: SLF001
+    assert isinstance(check_still_logged_or_lost(lost, proof, keys["n0"]), LostInBreak)  # as relayed: lost
+
+    def altered(change: Callable[[pb.AuditProofResponse], None]) -> pb.AuditProofResponse:
+        copy = pb.AuditProofResponse()
+        copy.CopyFrom(proof)
+        change(copy)
+        return copy
+
+    def flip_entry(p: pb.AuditProofResponse) -> None:
+        before = p.restores[0].entry
+        p.restores[0].entry = before.replace(b'"restore_time":"2', b'"restore_time":"3')  # a thousand years on
+        assert p.restores[0].entry != before
+
+    forged = [
+        altered(flip_entry),
+        altered(lambda p: p.restores[0].ClearField("inclusion")),
+        altered(lambda p: p.ClearField("restores")),
+    ]
+    for proof_altered in forged:
+        with pytest.raises(AuditError):
+            check_still_logged_or_lost(lost, proof_altered, keys["n0"])
+    with pytest.raises(AuditError):  # another region's key: its signature is not the region's
+        check_still_logged_or_lost(lost, proof, keys["n1"])
