@@ -152,6 +152,9 @@ class AuditProof:
             self.admission.check_caller(caller, trail)
             latest = audit.latest_checkpoint()
             if latest is None or request.index >= latest.size or not 0 < request.old_size <= latest.size:
+                restores = [] if latest is None else restores_to_proto(audit, latest.size)
+                if latest is not None and restores:  # past this log, but a host was lost: its breaks, to check
+                    return pb.AuditProofResponse(checkpoint=checkpoint_to_proto(latest), restores=restores)
                 raise AuditError(
                     "this node's log has no such entry or checkpoint size",
                     code="AUDIT_PROOF_RANGE",
