@@ -86,10 +86,13 @@ class BackupDone:
     ms: float
 
 
-def iso_ms(moment: float) -> str:
-    """``moment`` (Unix seconds) as RFC 3339 UTC with milliseconds, as the audit log writes times."""
-    whole = time.gmtime(moment)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", whole) + f".{int(moment * 1000) % 1000:03d}Z"
+def iso_of_ms(ms: int) -> str:
+    """Unix milliseconds as RFC 3339 UTC with milliseconds, exactly (no float), as the audit log writes times.
+
+    >>> iso_of_ms(1_700_000_000_123), iso_of_ms(0)
+    ('2023-11-14T22:13:20.123Z', '1970-01-01T00:00:00.000Z')
+    """
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 def _failed(what: str, exc: OSError | sqlite3.Error) -> ConfigError:
@@ -210,7 +213,7 @@ def file_digest(path: Path) -> str:
 def take_backup(node_id: str, state_dir: Path, target: Path) -> BackupDone:
     """Back up the state of node ``node_id`` in ``state_dir`` into ``target`` (new or empty), running or not."""
     started = time.monotonic()
-    backup_time = time.time()  # before anything is read: the gap a restore charges starts here
+    backup_ms = int(time.time() * 1000)  # before anything is read: the gap a restore charges starts here
     prepare_target(target, state_dir)
     out = target / STATE
     audit_in = state_dir / AUDIT_DIR
@@ -245,8 +248,8 @@ def take_backup(node_id: str, state_dir: Path, target: Path) -> BackupDone:
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "node_id": node_id,
-        "backup_time": iso_ms(backup_time),
-        "backup_time_ms": int(backup_time * 1000),
+        "backup_time": iso_of_ms(backup_ms),
+        "backup_time_ms": backup_ms,
         "checkpoint": None if checkpoint is None else checkpoint.to_dict(),
         "files": dict(sorted(files.items())),
     }

@@ -12,7 +12,7 @@ from typing import Any
 from hpf.federation.audit.records import Checkpoint, is_node_id
 from hpf.federation.errors import AuditError, ConfigError
 from hpf.federation.private_files import read_regular
-from hpf.node.backup import FORMAT, MANIFEST
+from hpf.node.backup import FORMAT, MANIFEST, iso_of_ms
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: a time RFC 3339 can write
@@ -27,15 +27,6 @@ def _manifest_error(source: Path, why: str, hint: str | None = None) -> ConfigEr
 
 
 MANIFEST_FIELDS = frozenset({"format", "node_id", "backup_time", "backup_time_ms", "checkpoint", "files"})
-
-
-def iso_of_ms(ms: int) -> str:
-    """Unix milliseconds as RFC 3339 UTC with milliseconds, exactly (no float).
-
-    >>> iso_of_ms(1_700_000_000_123), iso_of_ms(0)
-    ('2023-11-14T22:13:20.123Z', '1970-01-01T00:00:00.000Z')
-    """
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 def ms_of_iso(text: str) -> int:

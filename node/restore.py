@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from hpf.federation.audit.merkle import EMPTY_ROOT
 from hpf.federation.audit.records import ENTRIES, Checkpoint
 from hpf.federation.audit.restore_record import RESTORED, DeclaredBreak
 from hpf.federation.errors import ConfigError
+from hpf.federation.health_check import listening, local_address
 from hpf.federation.private_files import PRIVATE, read_regular, sync_dir, write_file
 from hpf.node.backup import (
     BACKUP_DIRS,
@@ -125,20 +125,11 @@ def _unexpected(source: Path, what: str) -> ConfigError:
 
 def refuse_if_running(state_dir: Path, listen: str) -> None:
     """``RESTORE_NODE_RUNNING`` if something answers on the node's port or holds its audit log's lock."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if port.isdigit() and int(port) > 0:
-        dial = "127.0.0.1" if host in ("", "0.0.0.0", "::", "*") else host
-        try:
-            with socket.create_connection((dial, int(port)), timeout=0.5):
-                answered = True
-        except OSError:
-            answered = False
-        if answered:
-            raise ConfigError(
-                f"something answers on {listen}, the node's port: stop the node before restoring it",
-                code="RESTORE_NODE_RUNNING",
-            )
+    if listening(local_address(listen), timeout=0.5):
+        raise ConfigError(
+            f"something answers on {listen}, the node's port: stop the node before restoring it",
+            code="RESTORE_NODE_RUNNING",
+        )
     entries = state_dir / AUDIT_DIR / ENTRIES
     if entries.is_file():
         fd = os.open(entries, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))

@@ -6,14 +6,14 @@ import json
 import os
 import shutil
 import stat
-import time
 from pathlib import Path
 
 import pytest
 
 from hpf.federation.audit.log import AuditLog
+from hpf.federation.audit.records import utc_now
 from hpf.federation.errors import ConfigError
-from hpf.node.backup import BACKUP_FILES, MANIFEST, STATE, file_digest, iso_ms, take_backup
+from hpf.node.backup import BACKUP_FILES, MANIFEST, STATE, file_digest, take_backup
 from hpf.node.privacy_budget import PrivacyLedger
 from hpf.node.restore import restore_backup
 
@@ -23,7 +23,7 @@ NOWHERE = "127.0.0.1:1"
 
 def _state(state: Path) -> Path:
     log = AuditLog.open(state / "audit", NODE, fsync=False)
-    log.append({"time": iso_ms(time.time()), "decision": "allowed", "nonce": f"{1:032x}"})
+    log.append({"time": utc_now(), "decision": "allowed", "nonce": f"{1:032x}"})
     log.close()
     PrivacyLedger.open(state / "privacy").close()
     return state

@@ -16,11 +16,12 @@ from types import SimpleNamespace
 import pytest
 
 from hpf.federation.audit.log import AuditLog
+from hpf.federation.audit.records import utc_now
 from hpf.federation.audit.restore_record import RESTORED, DeclaredBreak
 from hpf.federation.audit.verify import read_entries, verify_log
 from hpf.federation.errors import AuthError, ConfigError, FederationError
 from hpf.node.admission import verify_envelope
-from hpf.node.backup import MANIFEST, file_digest, iso_ms, take_backup
+from hpf.node.backup import MANIFEST, file_digest, iso_of_ms, take_backup
 from hpf.node.privacy_budget import PrivacyLedger
 from hpf.node.restore import MARKER, complete_restore, restore_backup
 
@@ -32,7 +33,7 @@ WINDOW_S = 300  # envelope_window_s's default
 def _state(state: Path, entries: int = 3) -> Path:
     log = AuditLog.open(state / "audit", NODE, fsync=False)
     for i in range(entries):
-        log.append({"time": iso_ms(time.time()), "decision": "allowed", "nonce": f"{i:032x}"})
+        log.append({"time": utc_now(), "decision": "allowed", "nonce": f"{i:032x}"})
     log.close()
     PrivacyLedger.open(state / "privacy").close()
     return state
@@ -87,7 +88,7 @@ def test_the_backup_time_a_restore_record_signs_is_checked_or_refused(
     assert report.ok, f"the restored node's own restore record fails: {report.code} {report.problem}"
     with PrivacyLedger.open(state / "privacy") as ledger:
         (gap_start, _end, _cp) = ledger.gaps()[0]
-    assert [b.backup_time for b in report.breaks] == [iso_ms(gap_start)]
+    assert [b.backup_time for b in report.breaks] == [iso_of_ms(round(gap_start * 1000))]
 
 
 def test_a_backup_time_in_the_future_is_refused_with_a_code_not_a_crash_at_start(backup: Path, tmp_path: Path) -> None:
@@ -117,16 +118,16 @@ def test_a_restore_record_dated_in_the_future_does_not_excuse_a_rewritten_log(tm
     first = tmp_path / "log"
     log = AuditLog.open(first, NODE, fsync=False)
     for i in range(3):
-        log.append({"time": iso_ms(time.time()), "decision": "allowed", "nonce": f"{i:032x}"})
-    far = DeclaredBreak(NODE, 3, log.root(), iso_ms(time.time()), "2999-01-01T00:00:00.000Z")
+        log.append({"time": utc_now(), "decision": "allowed", "nonce": f"{i:032x}"})
+    far = DeclaredBreak(NODE, 3, log.root(), utc_now(), "2999-01-01T00:00:00.000Z")
     log.append(far.fields(log.sign))
     log.close()
     rewritten = tmp_path / "rewritten"
     shutil.copytree(first, rewritten)
     kept, other = AuditLog.open(first, NODE, fsync=False), AuditLog.open(rewritten, NODE, fsync=False)
     for i in range(3):
-        kept.append({"time": iso_ms(time.time()), "decision": "allowed", "nonce": f"{10 + i:032x}"})
-        other.append({"time": iso_ms(time.time()), "decision": "denied", "nonce": f"{20 + i:032x}"})
+        kept.append({"time": utc_now(), "decision": "allowed", "nonce": f"{10 + i:032x}"})
+        other.append({"time": utc_now(), "decision": "denied", "nonce": f"{20 + i:032x}"})
     saved = kept.latest_checkpoint()  # an auditor's copy, taken after the restore, covering the record
     kept.close()
     other.close()
